@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * smtp_server: the RFC 5321 server side as a pure state machine. Bytes from
+ * the peer go in, reply text is appended to a caller's buffer, and events
+ * (a message is complete and must be committed, the session must close) come
+ * out. It never touches a file descriptor, so Criterion can drive it byte by
+ * byte and a fuzzer can drive it with anything.
+ *
+ * Promises: replies come out in command order (RFC 2920 pipelining); every
+ * limit hit gets its RFC reply with an enhanced status code; no input makes it
+ * crash, grow memory past its caps, or accept a recipient the rcpt_check
+ * callback did not allow.
+ */
+#ifndef ETRND_PROTO_SMTP_SERVER_H
+#define ETRND_PROTO_SMTP_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "core/buf.h"
+
+/* Queue id text: 14 upper-case hex digits (2 shard + 12 sequence) + NUL. */
+#define SMTP_QID_MAX 24
+
+struct smtp_limits {
+	size_t command_max;      /* command line incl. CRLF; RFC 5321 4.5.3.1.4: 512 */
+	size_t line_max;         /* DATA text line incl. CRLF; RFC 5321 4.5.3.1.6: 1000 */
+	unsigned max_recipients; /* per message; RFC 5321 4.5.3.1.8 asks >= 100 */
+	size_t size_max;         /* message size (unstuffed) advertised in SIZE */
+	unsigned max_errors;     /* junk/failed commands before 421 and close */
+	int bare_lf_normalize;   /* 0: reject bare LF/CR in DATA (default); 1: store as CRLF */
+};
+
+enum smtp_rcpt_verdict {
+	SMTP_RCPT_OK = 0,
+	SMTP_RCPT_DENY,       /* 550 5.7.1 relaying denied */
+	SMTP_RCPT_TEMPFAIL,   /* 451 4.3.0 domain table unavailable, try later */
+	SMTP_RCPT_OVER_QUOTA, /* 452 4.2.2 mailbox/domain over quota */
+};
+
+/* Decide on a recipient domain (lower-cased, no trailing dot, not NUL
+ * terminated: use len). */
+typedef enum smtp_rcpt_verdict (*smtp_rcpt_check_fn)(void *arg,
+		const char *domain, size_t len);
+
+/* Hand out a new message id and its queue id text (NUL-terminated, at most
+ * SMTP_QID_MAX bytes). Called once per DATA command that is accepted. */
+typedef void (*smtp_new_id_fn)(void *arg, uint64_t *msgid, char *qid);
+
+/* Current wall-clock time for the Received: header; NULL means time(NULL).
+ * Tests set it for reproducible transcripts. */
+typedef time_t (*smtp_clock_fn)(void *arg);
+
+struct smtp_server_conf {
+	const char *hostname;    /* our name in the banner, EHLO and Received: */
+	struct smtp_limits limits;
+	smtp_rcpt_check_fn rcpt_check;
+	void *rcpt_arg;
+	smtp_new_id_fn new_id;
+	void *new_id_arg;
+	smtp_clock_fn clock;     /* may be NULL */
+	void *clock_arg;
+};
+
+enum smtp_event {
+	SMTP_EV_NEED_INPUT = 0, /* all input consumed; feed more when it arrives */
+	SMTP_EV_COMMIT,         /* a message is complete: commit smtp_server_tx()
+	                           then call smtp_server_commit_done(); feeding is
+	                           refused (0 consumed) until then */
+	SMTP_EV_CLOSE,          /* final reply written (221/421/...); flush it and close */
+};
+
+struct smtp_session;
+struct smtp_tx;
+
+/* Create a session. conf must outlive it; client_addr is copied (printable
+ * text like "127.0.0.1" or "::1"). Returns NULL on allocation failure. */
+struct smtp_session *smtp_server_new(const struct smtp_server_conf *conf,
+		const char *client_addr);
+
+/* Free a session and its transaction. NULL is fine. Returns NULL. */
+struct smtp_session *smtp_server_free(struct smtp_session *s);
+
+/* Append the 220 greeting. */
+void smtp_server_greeting(struct smtp_session *s, struct buf *out);
+
+/*
+ * Feed n bytes from the peer. Replies are appended to out. Returns the number
+ * of bytes consumed; *ev says why it stopped. With SMTP_EV_NEED_INPUT the
+ * return value is n (partial lines are kept inside the session, bounded by the
+ * limits). With SMTP_EV_COMMIT or SMTP_EV_CLOSE it may be less than n: the
+ * caller keeps the rest and feeds it again after smtp_server_commit_done()
+ * (commit) or drops it (close). n == 0 means the peer closed its side (EOF):
+ * the session returns SMTP_EV_CLOSE without writing a reply.
+ */
+size_t smtp_server_feed(struct smtp_session *s, const char *p, size_t n,
+		struct buf *out, enum smtp_event *ev);
+
+/* The complete transaction after SMTP_EV_COMMIT. Valid until
+ * smtp_server_commit_done(). */
+const struct smtp_tx *smtp_server_tx(const struct smtp_session *s);
+
+/* The commit of the current transaction finished: err 0 means it is on disk
+ * (writes "250 2.0.0 Ok: queued as QID"); -ENOSPC/-EIO/other: 451 4.3.0;
+ * -EDQUOT: 452 4.2.2. The transaction is dropped either way and the session
+ * accepts commands again. */
+void smtp_server_commit_done(struct smtp_session *s, int err, struct buf *out);
+
+/* 1 when no mail transaction is open (safe to close for shutdown). */
+int smtp_server_idle(const struct smtp_session *s);
+
+/* Idle timeout: append "421 4.4.2 <host> Error: timeout exceeded". */
+void smtp_server_timeout(struct smtp_session *s, struct buf *out);
+
+/* Shutdown: append "421 4.3.2 <host> Service shutting down". */
+void smtp_server_shutdown(struct smtp_session *s, struct buf *out);
+
+/* Reply for a connection refused before a session exists (too many
+ * connections): "421 4.7.0 <host> Error: too many connections". */
+void smtp_server_reply_busy(struct buf *out, const char *hostname);
+
+/* Accessors for the committed transaction. Pointers stay valid until
+ * smtp_server_commit_done(). Strings are not NUL-terminated: use the length. */
+uint64_t smtp_tx_msgid(const struct smtp_tx *tx);
+const char *smtp_tx_qid(const struct smtp_tx *tx); /* NUL-terminated */
+const char *smtp_tx_sender(const struct smtp_tx *tx, size_t *len); /* "" for <> */
+unsigned smtp_tx_nrcpt(const struct smtp_tx *tx);
+const char *smtp_tx_rcpt(const struct smtp_tx *tx, unsigned i, size_t *len);
+/* Byte offset of the domain (after '@') inside recipient i. */
+size_t smtp_tx_rcpt_domain_off(const struct smtp_tx *tx, unsigned i);
+/* Body as stored: our Received: header, then the message with CRLF line
+ * endings, still dot-stuffed, without the terminating ".\r\n". */
+const char *smtp_tx_body(const struct smtp_tx *tx, size_t *len);
+#define SMTP_TX_8BITMIME 0x1u
+#define SMTP_TX_SMTPUTF8 0x2u
+unsigned smtp_tx_flags(const struct smtp_tx *tx);
+
+#endif
