@@ -1,0 +1,577 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * config: parse etrnd.conf (see config.h). A table maps each key to a setter;
+ * setters validate and report "bad value for KEY: "VALUE" (want ...)". The
+ * file name and line number are prefixed by the caller of the setter, so every
+ * error an operator sees points at the line to fix.
+ */
+#include "core/config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "core/log.h"
+
+#define CONFIG_LINE_MAX 8192
+
+struct config_key {
+	const char *name;
+	int (*set)(struct config *c, const struct config_key *k, const char *v,
+		   char *why, size_t whylen);
+	size_t off;        /* offsetof the field in struct config */
+	unsigned long long min, max;
+};
+
+static int why(char *buf, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int why(char *buf, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(buf, len, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* "123", "64k", "50M", "1G": powers of 1024. */
+static int parse_size(const char *v, unsigned long long *out)
+{
+	char *end;
+	unsigned long long n, mul = 1;
+
+	if (!isdigit((unsigned char)*v))
+		return -1;
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (errno)
+		return -1;
+	if (*end) {
+		switch (*end) {
+		case 'k': case 'K': mul = 1ull << 10; break;
+		case 'm': case 'M': mul = 1ull << 20; break;
+		case 'g': case 'G': mul = 1ull << 30; break;
+		default: return -1;
+		}
+		end++;
+		if (*end == 'i' && end[1] == 'B')
+			end += 2;
+		else if (*end == 'B')
+			end++;
+		if (*end)
+			return -1;
+	}
+	if (n > UINT64_MAX / mul)
+		return -1;
+	*out = n * mul;
+	return 0;
+}
+
+/* "300" (seconds), "300s", "500ms", "5m", "1h", "5d" -> milliseconds. */
+static int parse_duration(const char *v, unsigned long long *ms)
+{
+	char *end;
+	unsigned long long n, mul = 1000;
+
+	if (!isdigit((unsigned char)*v))
+		return -1;
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (errno)
+		return -1;
+	if (!strcmp(end, "ms"))
+		mul = 1;
+	else if (!strcmp(end, "") || !strcmp(end, "s"))
+		mul = 1000;
+	else if (!strcmp(end, "m"))
+		mul = 60ull * 1000;
+	else if (!strcmp(end, "h"))
+		mul = 3600ull * 1000;
+	else if (!strcmp(end, "d"))
+		mul = 86400ull * 1000;
+	else
+		return -1;
+	if (n > UINT64_MAX / mul)
+		return -1;
+	*ms = n * mul;
+	return 0;
+}
+
+static int set_size(struct config *c, const struct config_key *k, const char *v,
+		    char *w, size_t wl)
+{
+	unsigned long long n;
+
+	if (parse_size(v, &n) || n < k->min || n > k->max)
+		return why(w, wl, "bad value for %s: \"%s\" (want a size from %llu to %llu, suffix k, M or G)",
+			   k->name, v, k->min, k->max);
+	*(size_t *)((char *)c + k->off) = (size_t)n;
+	return 0;
+}
+
+static int set_uint(struct config *c, const struct config_key *k, const char *v,
+		    char *w, size_t wl)
+{
+	unsigned long long n;
+	char *end;
+
+	errno = 0;
+	n = isdigit((unsigned char)*v) ? strtoull(v, &end, 10) : 0;
+	if (!isdigit((unsigned char)*v) || errno || *end || n < k->min || n > k->max)
+		return why(w, wl, "bad value for %s: \"%s\" (want a number from %llu to %llu)",
+			   k->name, v, k->min, k->max);
+	*(unsigned *)((char *)c + k->off) = (unsigned)n;
+	return 0;
+}
+
+static int set_duration(struct config *c, const struct config_key *k, const char *v,
+			char *w, size_t wl)
+{
+	unsigned long long ms;
+
+	if (parse_duration(v, &ms) || ms < k->min || ms > k->max)
+		return why(w, wl, "bad value for %s: \"%s\" (want a duration from %llums to %llus, like 300s, 5m, 1h)",
+			   k->name, v, k->min, k->max / 1000);
+	*(unsigned *)((char *)c + k->off) = (unsigned)ms;
+	return 0;
+}
+
+static int set_bool(struct config *c, const struct config_key *k, const char *v,
+		    char *w, size_t wl)
+{
+	int b;
+
+	if (!strcasecmp(v, "yes") || !strcasecmp(v, "true") || !strcmp(v, "1"))
+		b = 1;
+	else if (!strcasecmp(v, "no") || !strcasecmp(v, "false") || !strcmp(v, "0"))
+		b = 0;
+	else
+		return why(w, wl, "bad value for %s: \"%s\" (want yes or no)", k->name, v);
+	*(int *)((char *)c + k->off) = b;
+	return 0;
+}
+
+static int set_threads(struct config *c, const struct config_key *k, const char *v,
+		       char *w, size_t wl)
+{
+	long n;
+
+	if (!strcmp(v, "auto")) {
+		n = sysconf(_SC_NPROCESSORS_ONLN);
+		c->threads = n < 1 ? 1 : n > CONFIG_THREADS_MAX ? CONFIG_THREADS_MAX : (unsigned)n;
+		return 0;
+	}
+	if (set_uint(c, k, v, w, wl))
+		return why(w, wl, "bad value for threads: \"%s\" (want auto or a number from 1 to %d)",
+			   v, CONFIG_THREADS_MAX);
+	return 0;
+}
+
+static int set_sync(struct config *c, const struct config_key *k, const char *v,
+		    char *w, size_t wl)
+{
+	if (!strcmp(v, "batch"))
+		c->sync = CONFIG_SYNC_BATCH;
+	else if (!strcmp(v, "always"))
+		c->sync = CONFIG_SYNC_ALWAYS;
+	else if (!strcmp(v, "none"))
+		c->sync = CONFIG_SYNC_NONE;
+	else
+		return why(w, wl, "bad value for %s: \"%s\" (want batch, always or none)", k->name, v);
+	return 0;
+}
+
+static int set_bare_lf(struct config *c, const struct config_key *k, const char *v,
+		       char *w, size_t wl)
+{
+	if (!strcmp(v, "reject"))
+		c->bare_lf_normalize = 0;
+	else if (!strcmp(v, "normalize"))
+		c->bare_lf_normalize = 1;
+	else
+		return why(w, wl, "bad value for %s: \"%s\" (want reject or normalize)", k->name, v);
+	return 0;
+}
+
+static int set_log_level(struct config *c, const struct config_key *k, const char *v,
+			 char *w, size_t wl)
+{
+	static const char *const names[] = { "debug", "info", "warn", "err" };
+
+	for (int i = 0; i < 4; i++) {
+		if (!strcmp(v, names[i])) {
+			c->log_level = i;
+			return 0;
+		}
+	}
+	return why(w, wl, "bad value for %s: \"%s\" (want debug, info, warn or err)", k->name, v);
+}
+
+static int set_string(char *dst, size_t dstlen, const struct config_key *k,
+		      const char *v, char *w, size_t wl)
+{
+	size_t n = strlen(v);
+
+	if (n == 0 || n >= dstlen)
+		return why(w, wl, "bad value for %s: \"%s\" (want 1 to %zu characters)",
+			   k->name, v, dstlen - 1);
+	memcpy(dst, v, n + 1);
+	return 0;
+}
+
+static int set_spool_dir(struct config *c, const struct config_key *k, const char *v,
+			 char *w, size_t wl)
+{
+	return set_string(c->spool_dir, sizeof(c->spool_dir), k, v, w, wl);
+}
+
+/* RFC 1035 2.3.1 / RFC 1123 2.1 host name: labels of letters, digits and
+ * hyphens, 1-63 octets each, 253 in all. */
+static int valid_hostname(const char *h, size_t n)
+{
+	size_t label = 0;
+
+	if (n == 0 || n > 253)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)h[i];
+		if (ch == '.') {
+			if (label == 0 || h[i - 1] == '-')
+				return 0;
+			label = 0;
+			continue;
+		}
+		if (!isalnum(ch) && ch != '-' && ch != '_')
+			return 0;
+		if (label == 0 && ch == '-')
+			return 0;
+		if (++label > 63)
+			return 0;
+	}
+	return 1;
+}
+
+static int set_hostname(struct config *c, const struct config_key *k, const char *v,
+			char *w, size_t wl)
+{
+	if (!valid_hostname(v, strlen(v)))
+		return why(w, wl, "bad value for %s: \"%s\" (want a host name like relay.example.net)",
+			   k->name, v);
+	return set_string(c->hostname, sizeof(c->hostname), k, v, w, wl);
+}
+
+static void free_domains(struct config *c)
+{
+	for (size_t i = 0; i < c->nrelay_domains; i++)
+		free(c->relay_domains[i]);
+	free(c->relay_domains);
+	c->relay_domains = NULL;
+	c->nrelay_domains = 0;
+}
+
+static int set_relay_domains(struct config *c, const struct config_key *k, const char *v,
+			     char *w, size_t wl)
+{
+	char **list = NULL;
+	size_t n = 0;
+	const char *p = v;
+
+	while (*p) {
+		size_t len;
+		char *d, **nl;
+
+		while (*p == ',' || isspace((unsigned char)*p))
+			p++;
+		if (!*p)
+			break;
+		len = strcspn(p, ", \t");
+		if (len > 0 && p[len - 1] == '.')
+			len--; /* a trailing dot names the same domain */
+		if (!valid_hostname(p, len)) {
+			why(w, wl, "bad value for %s: \"%.*s\" is not a domain name",
+			    k->name, (int)strcspn(p, ", \t"), p);
+			goto fail;
+		}
+		d = strndup(p, len);
+		nl = d ? realloc(list, (n + 1) * sizeof(*list)) : NULL;
+		if (!nl) {
+			free(d);
+			why(w, wl, "out of memory");
+			goto fail;
+		}
+		list = nl;
+		for (size_t i = 0; i < len; i++)
+			d[i] = (char)tolower((unsigned char)d[i]);
+		list[n++] = d;
+		p += strcspn(p, ", \t");
+	}
+	free_domains(c);
+	c->relay_domains = list;
+	c->nrelay_domains = n;
+	return 0;
+fail:
+	for (size_t i = 0; i < n; i++)
+		free(list[i]);
+	free(list);
+	return -1;
+}
+
+/* "host:port", "[v6]:port" or ":port" (all addresses). */
+static int parse_listen_one(const char *s, size_t n, struct config_listen *l)
+{
+	char host[INET6_ADDRSTRLEN + 2], *end;
+	const char *colon, *port;
+	unsigned long pn;
+	size_t hl;
+
+	if (n == 0 || n >= sizeof(l->text))
+		return -1;
+	memcpy(l->text, s, n);
+	l->text[n] = '\0';
+	memset(&l->addr, 0, sizeof(l->addr));
+	if (l->text[0] == '[') {
+		colon = strchr(l->text, ']');
+		if (!colon || colon[1] != ':')
+			return -1;
+		hl = (size_t)(colon - l->text - 1);
+		port = colon + 2;
+		if (hl >= sizeof(host))
+			return -1;
+		memcpy(host, l->text + 1, hl);
+		host[hl] = '\0';
+	} else {
+		colon = strrchr(l->text, ':');
+		if (!colon)
+			return -1;
+		hl = (size_t)(colon - l->text);
+		port = colon + 1;
+		if (hl >= sizeof(host))
+			return -1;
+		memcpy(host, l->text, hl);
+		host[hl] = '\0';
+	}
+	errno = 0;
+	pn = strtoul(port, &end, 10);
+	if (!*port || *end || errno || pn > 65535)
+		return -1;
+	if (host[0] == '\0' || !strcmp(host, "*")) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&l->addr;
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)pn);
+		sin->sin_addr.s_addr = htonl(INADDR_ANY);
+		l->addrlen = sizeof(*sin);
+	} else if (strchr(host, ':')) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&l->addr;
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)pn);
+		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+			return -1;
+		l->addrlen = sizeof(*sin6);
+	} else {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&l->addr;
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)pn);
+		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+			return -1;
+		l->addrlen = sizeof(*sin);
+	}
+	return 0;
+}
+
+static int set_listen(struct config *c, const struct config_key *k, const char *v,
+		      char *w, size_t wl)
+{
+	struct config_listen tmp[CONFIG_LISTEN_MAX];
+	unsigned n = 0;
+	const char *p = v;
+
+	while (*p) {
+		size_t len;
+
+		while (*p == ',' || isspace((unsigned char)*p))
+			p++;
+		if (!*p)
+			break;
+		len = strcspn(p, ", \t");
+		if (n == CONFIG_LISTEN_MAX)
+			return why(w, wl, "bad value for %s: more than %d addresses", k->name,
+				   CONFIG_LISTEN_MAX);
+		if (parse_listen_one(p, len, &tmp[n]))
+			return why(w, wl, "bad value for %s: \"%.*s\" (want host:port, [v6addr]:port or :port with a numeric address)",
+				   k->name, (int)len, p);
+		n++;
+		p += len;
+	}
+	if (n == 0)
+		return why(w, wl, "bad value for %s: no address given", k->name);
+	memcpy(c->listen, tmp, n * sizeof(tmp[0]));
+	c->nlisten = n;
+	return 0;
+}
+
+#define OFF(f) offsetof(struct config, f)
+#define MS_PER_DAY (86400ull * 1000)
+static const struct config_key config_keys[] = {
+	{ "listen", set_listen, 0, 0, 0 },
+	{ "threads", set_threads, OFF(threads), 1, CONFIG_THREADS_MAX },
+	{ "hostname", set_hostname, 0, 0, 0 },
+	{ "spool_dir", set_spool_dir, 0, 0, 0 },
+	{ "relay_domains", set_relay_domains, 0, 0, 0 },
+	{ "sync", set_sync, 0, 0, 0 },
+	{ "segment_size", set_size, OFF(segment_size), 1ull << 20, 1ull << 30 },
+	/* RFC 5321 4.5.3.1.4/4.5.3.1.6 give the minimums a server must take. */
+	{ "smtp_command_max", set_size, OFF(smtp_command_max), 512, 65536 },
+	{ "smtp_line_max", set_size, OFF(smtp_line_max), 1000, 1ull << 20 },
+	{ "smtp_max_recipients", set_uint, OFF(smtp_max_recipients), 1, 100000 },
+	{ "message_size_limit", set_size, OFF(message_size_limit), 1024, 1ull << 30 },
+	{ "smtp_max_errors", set_uint, OFF(smtp_max_errors), 1, 1000 },
+	{ "idle_timeout", set_duration, OFF(idle_timeout_ms), 100, MS_PER_DAY },
+	{ "session_timeout", set_duration, OFF(session_timeout_ms), 1000, 7 * MS_PER_DAY },
+	{ "bare_lf", set_bare_lf, 0, 0, 0 },
+	{ "max_connections", set_uint, OFF(max_connections), 1, 1000000 },
+	{ "shutdown_timeout", set_duration, OFF(shutdown_timeout_ms), 0, MS_PER_DAY },
+	{ "log_level", set_log_level, 0, 0, 0 },
+	{ "log_syslog", set_bool, OFF(log_syslog), 0, 1 },
+};
+
+void config_defaults(struct config *c)
+{
+	char err[CONFIG_ERR_MAX];
+
+	memset(c, 0, sizeof(*c));
+	if (set_listen(c, &config_keys[0], "127.0.0.1:2525", err, sizeof(err)))
+		panic("default listen: %s", err);
+	set_threads(c, &config_keys[1], "auto", err, sizeof(err));
+	if (gethostname(c->hostname, sizeof(c->hostname) - 1) ||
+	    !valid_hostname(c->hostname, strlen(c->hostname)))
+		snprintf(c->hostname, sizeof(c->hostname), "localhost");
+	snprintf(c->spool_dir, sizeof(c->spool_dir), "var/spool");
+	c->sync = CONFIG_SYNC_BATCH;
+	c->segment_size = 64u << 20;
+	c->smtp_command_max = 512;
+	c->smtp_line_max = 1000;
+	c->smtp_max_recipients = 1000;
+	c->message_size_limit = 50u << 20;
+	c->smtp_max_errors = 10;
+	c->idle_timeout_ms = 300 * 1000;
+	c->session_timeout_ms = 3600 * 1000;
+	c->bare_lf_normalize = 0;
+	c->max_connections = 20000;
+	c->shutdown_timeout_ms = 30 * 1000;
+	c->log_level = LOGL_INFO;
+	c->log_syslog = 0;
+}
+
+int config_set(struct config *c, const char *key, const char *value,
+	       const char *where, char *err, size_t errlen)
+{
+	char w[CONFIG_ERR_MAX];
+
+	for (size_t i = 0; i < sizeof(config_keys) / sizeof(config_keys[0]); i++) {
+		if (strcmp(key, config_keys[i].name))
+			continue;
+		if (config_keys[i].set(c, &config_keys[i], value, w, sizeof(w)) == 0)
+			return 0;
+		snprintf(err, errlen, "%s: %s", where, w);
+		return -1;
+	}
+	snprintf(err, errlen, "%s: unknown key \"%s\"", where, key);
+	return -1;
+}
+
+static char *trim(char *s)
+{
+	char *e;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+int config_load(struct config *c, const char *path, char *err, size_t errlen)
+{
+	char line[CONFIG_LINE_MAX], where[PATH_MAX + 32];
+	unsigned lineno = 0;
+	FILE *f;
+	int rc = -1;
+
+	f = fopen(path, "r");
+	if (!f) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		char *p, *eq, *key, *value;
+		size_t len = strlen(line);
+
+		lineno++;
+		snprintf(where, sizeof(where), "%s:%u", path, lineno);
+		if (len == sizeof(line) - 1 && line[len - 1] != '\n') {
+			snprintf(err, errlen, "%s: line longer than %d characters", where,
+				 CONFIG_LINE_MAX - 2);
+			goto out;
+		}
+		if (memchr(line, '\0', len) != NULL && strlen(line) != len) {
+			snprintf(err, errlen, "%s: NUL byte in line", where);
+			goto out;
+		}
+		p = strchr(line, '#');
+		if (p)
+			*p = '\0';
+		p = trim(line);
+		if (!*p)
+			continue;
+		eq = strchr(p, '=');
+		if (!eq) {
+			snprintf(err, errlen, "%s: expected \"key = value\", got \"%.60s\"", where, p);
+			goto out;
+		}
+		*eq = '\0';
+		key = trim(p);
+		value = trim(eq + 1);
+		if (!*key) {
+			snprintf(err, errlen, "%s: missing key before \"=\"", where);
+			goto out;
+		}
+		if (!*value) {
+			snprintf(err, errlen, "%s: missing value for %s", where, key);
+			goto out;
+		}
+		if (config_set(c, key, value, where, err, errlen))
+			goto out;
+	}
+	if (ferror(f)) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	rc = 0;
+out:
+	fclose(f);
+	return rc;
+}
+
+int config_finish(struct config *c, char *err, size_t errlen)
+{
+	if (c->nrelay_domains == 0) {
+		snprintf(err, errlen, "relay_domains is empty: no domain would accept mail");
+		return -1;
+	}
+	return 0;
+}
+
+void config_free(struct config *c)
+{
+	free_domains(c);
+}

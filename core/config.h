@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * config: the one config struct and its loader. The file is "key = value"
+ * lines like Postfix's main.cf; every key has a default (config_defaults());
+ * an unknown key or a bad value is an error naming file:line, so a typo never
+ * silently runs with a default. Read once at start (and on SIGHUP, later).
+ */
+#ifndef ETRND_CORE_CONFIG_H
+#define ETRND_CORE_CONFIG_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+#define CONFIG_LISTEN_MAX 16
+#define CONFIG_THREADS_MAX 256
+#define CONFIG_ERR_MAX 512
+#define CONFIG_HOSTNAME_MAX 256
+
+enum config_sync { CONFIG_SYNC_NONE, CONFIG_SYNC_BATCH, CONFIG_SYNC_ALWAYS };
+
+struct config_listen {
+	char text[128];                 /* as written: "127.0.0.1:2525" */
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+};
+
+struct config {
+	struct config_listen listen[CONFIG_LISTEN_MAX];
+	unsigned nlisten;
+	unsigned threads;               /* resolved: "auto" becomes nproc */
+	char hostname[CONFIG_HOSTNAME_MAX];
+	char spool_dir[PATH_MAX];
+	char **relay_domains;           /* lower-case, no trailing dot */
+	size_t nrelay_domains;
+	enum config_sync sync;
+	size_t segment_size;
+	size_t smtp_command_max;        /* RFC 5321 4.5.3.1.4 */
+	size_t smtp_line_max;           /* RFC 5321 4.5.3.1.6 */
+	unsigned smtp_max_recipients;   /* RFC 5321 4.5.3.1.8: at least 100 */
+	size_t message_size_limit;
+	unsigned smtp_max_errors;
+	unsigned idle_timeout_ms;       /* RFC 5321 4.5.3.2.7: at least 5 min */
+	unsigned session_timeout_ms;
+	int bare_lf_normalize;
+	unsigned max_connections;       /* per engine thread */
+	unsigned shutdown_timeout_ms;
+	int log_level;                  /* enum log_level */
+	int log_syslog;
+};
+
+/* Fill c with every default. Allocates (relay_domains): config_free(). */
+void config_defaults(struct config *c);
+
+/*
+ * Read path into c (which holds defaults or earlier values). On error returns
+ * -1 with err set to "PATH:LINE: what is wrong" (or "PATH: strerror"); c may
+ * be partly updated. Returns 0 on success.
+ */
+int config_load(struct config *c, const char *path, char *err, size_t errlen);
+
+/* Apply one "key=value" (a -o option); where names the source for errors. */
+int config_set(struct config *c, const char *key, const char *value,
+		const char *where, char *err, size_t errlen);
+
+/* Checks that need all keys (e.g. limits that must agree). */
+int config_finish(struct config *c, char *err, size_t errlen);
+
+/* Release what config_defaults/config_load allocated. */
+void config_free(struct config *c);
+
+#endif

@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * log: Postfix-style one-line logging to stderr or syslog (see log.h). Each
+ * line is formatted into a stack buffer and written with a single call, so
+ * lines from different threads never interleave.
+ */
+#include "core/log.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LOG_LINE_MAX 2048
+
+static const char *log_progname = "etrnd";
+static atomic_int log_level = LOGL_INFO;
+static int log_syslog;
+
+static const char *const log_level_name[] = { "debug", "info", "warning", "error" };
+static const int log_syslog_prio[] = { LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR };
+
+void log_init(const char *progname, enum log_level level, int use_syslog)
+{
+	log_progname = progname;
+	atomic_store(&log_level, (int)level);
+	log_syslog = use_syslog;
+	if (use_syslog)
+		openlog(progname, LOG_PID | LOG_NDELAY, LOG_MAIL);
+}
+
+void log_set_level(enum log_level level)
+{
+	atomic_store(&log_level, (int)level);
+}
+
+int log_enabled(enum log_level level)
+{
+	return (int)level >= atomic_load_explicit(&log_level, memory_order_relaxed);
+}
+
+static void log_vline(enum log_level level, const char *fmt, va_list ap)
+{
+	char line[LOG_LINE_MAX];
+	struct timespec ts;
+	struct tm tm;
+	size_t off = 0;
+	int n;
+
+	if (log_syslog) {
+		n = vsnprintf(line, sizeof(line), fmt, ap);
+		if (n >= 0)
+			syslog(log_syslog_prio[level], "%s%s%s",
+			       level >= LOGL_WARN ? log_level_name[level] : "",
+			       level >= LOGL_WARN ? ": " : "", line);
+		return;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s[%ld]: ",
+		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+		     tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, log_progname,
+		     (long)getpid());
+	if (n > 0)
+		off = (size_t)n;
+	if (level >= LOGL_WARN && off < sizeof(line)) {
+		n = snprintf(line + off, sizeof(line) - off, "%s: ", log_level_name[level]);
+		if (n > 0)
+			off += (size_t)n;
+	}
+	if (off < sizeof(line)) {
+		n = vsnprintf(line + off, sizeof(line) - off, fmt, ap);
+		if (n > 0)
+			off += (size_t)n;
+	}
+	if (off > sizeof(line) - 2)
+		off = sizeof(line) - 2; /* truncated: keep room for the newline */
+	line[off++] = '\n';
+	(void)!write(STDERR_FILENO, line, off);
+}
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!log_enabled(level))
+		return;
+	va_start(ap, fmt);
+	log_vline(level, fmt, ap);
+	va_end(ap);
+}
+
+_Noreturn void fatal(const char *fmt, ...)
+{
+	char line[LOG_LINE_MAX];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		n = 0;
+	/* Start-up errors go to stderr plainly (an operator reads them at the
+	 * terminal or in the service manager), and to syslog if in use. */
+	fprintf(stderr, "%s: %s\n", log_progname, line);
+	if (log_syslog)
+		syslog(LOG_CRIT, "fatal: %s", line);
+	exit(2);
+}
+
+_Noreturn void panic_at(const char *func, const char *fmt, ...)
+{
+	char line[LOG_LINE_MAX];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		n = 0;
+	log_msg(LOGL_ERR, "panic: %s: %s", func, line);
+	abort();
+}
+
+char *log_printable(char *dst, size_t dstlen, const char *src, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0, i;
+	const size_t room = dstlen - 4; /* "..." and NUL */
+
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)src[i];
+		if (c >= 0x20 && c < 0x7f && c != '\\') {
+			if (o + 1 > room)
+				break;
+			dst[o++] = (char)c;
+		} else {
+			if (o + 4 > room)
+				break;
+			dst[o++] = '\\';
+			dst[o++] = 'x';
+			dst[o++] = hex[c >> 4];
+			dst[o++] = hex[c & 15];
+		}
+	}
+	if (i < n) {
+		memcpy(dst + o, "...", 3);
+		o += 3;
+	}
+	dst[o] = '\0';
+	return dst;
+}

@@ -1,0 +1,997 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * loop: the io_uring engine of one thread (see loop.h). Every socket and file
+ * operation is an SQE; completions are dispatched by the op packed into
+ * user_data together with a slot and a generation, so a completion for a
+ * slot that has since been reused is recognised and dropped. Callbacks into
+ * the connection owner run only from the dispatch, never from inside a
+ * conn_*() call, so an owner can close or resume a connection from within its
+ * own callback without being re-entered or freed under its feet.
+ */
+#include "core/loop.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <liburing.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log.h"
+
+/* Ring sizes. The SQ is large so a linked write+sync chain never has to be
+ * split across submissions (loop_sqe_room()). */
+#define LOOP_SQ_ENTRIES 4096
+#define LOOP_LISTEN_BACKLOG 4096
+/* Provided receive buffers per thread: count must be a power of two. 16 KiB
+ * buffers keep a 100 KiB message to a handful of completions. */
+#define LOOP_RBUF_SIZE 16384
+#define LOOP_RBUF_COUNT 512
+#define LOOP_RBUF_GROUP 1
+/* Input kept for a paused connection before the loop stops receiving from
+ * it; bounds memory per connection against a peer that pipelines a flood
+ * behind a DATA whose commit is pending. */
+#define LOOP_PENDING_MAX (64u * 1024)
+#define LOOP_FILE_OPS_MAX 64
+#define LOOP_TICK_MAX_MS 1000
+#define LOOP_TICK_MIN_MS 100
+#define LOOP_PEER_MAX (INET6_ADDRSTRLEN + 8)
+
+enum loop_op {
+	OP_NONE = 0,
+	OP_ACCEPT,   /* slot = listener index */
+	OP_RECV,     /* slot = connection */
+	OP_SEND,
+	OP_FILE,     /* slot = file op */
+	OP_TIMER,
+	OP_WAKE,
+	OP_IGNORE,   /* cancel requests: nothing to do on completion */
+};
+
+/* user_data: op in bits 56..63, slot in 32..55, generation in 0..31. */
+static inline uint64_t ud_make(enum loop_op op, uint32_t slot, uint32_t gen)
+{
+	return ((uint64_t)op << 56) | ((uint64_t)(slot & 0xffffffu) << 32) | gen;
+}
+static inline enum loop_op ud_op(uint64_t ud) { return (enum loop_op)(ud >> 56); }
+static inline uint32_t ud_slot(uint64_t ud) { return (uint32_t)(ud >> 32) & 0xffffffu; }
+static inline uint32_t ud_gen(uint64_t ud) { return (uint32_t)ud; }
+
+enum conn_flag {
+	CONN_USED = 1u << 0,
+	CONN_RECV_ARMED = 1u << 1,  /* a multishot recv is pending */
+	CONN_SEND_INFLIGHT = 1u << 2,
+	CONN_CLOSING = 1u << 3,     /* conn_close() called */
+	CONN_PAUSED = 1u << 4,      /* owner consumed less than offered */
+	CONN_EOF = 1u << 5,         /* peer closed; not yet told to the owner */
+	CONN_RECV_STOPPED = 1u << 6, /* pending input full: do not re-arm */
+	CONN_QUEUED = 1u << 7,      /* on the deferred work list */
+	CONN_RESUME = 1u << 8,      /* deferred: redeliver pending input */
+	CONN_SHUTDOWN = 1u << 9,    /* ops->shutdown already called */
+	CONN_DEAD = 1u << 10,       /* socket error: drop output, tear down */
+	CONN_TORNDOWN = 1u << 11,   /* shutdown(2) issued */
+};
+
+struct conn {
+	struct loop *loop;
+	void *st;
+	int fd;
+	uint32_t slot;
+	uint32_t gen;
+	unsigned flags;
+	struct buf out;       /* replies being appended */
+	struct buf wbuf;      /* the send in flight; stable until its CQE */
+	size_t woff;
+	struct buf pending;   /* input kept while paused */
+	uint64_t start_ms;
+	uint64_t last_ms;
+	struct conn *next;    /* free list or deferred work list */
+	char peer[LOOP_PEER_MAX];
+};
+
+struct loop_file_op {
+	loop_done_fn fn;
+	void *arg;
+	uint32_t gen;
+	int next_free;
+};
+
+struct loop_listener {
+	int fd;
+	int armed;
+};
+
+struct loop {
+	struct io_uring ring;
+	int ring_ok;
+	unsigned index;
+	const struct config *cfg;
+	const struct conn_ops *ops;
+	void *ops_arg;
+	const char *busy_reply;
+
+	struct loop_listener lis[CONFIG_LISTEN_MAX];
+	unsigned nlis;
+
+	struct io_uring_buf_ring *br;
+	size_t br_size;
+	char *rbufs;
+
+	struct conn *conns;
+	uint32_t nslots;
+	uint32_t nconns;
+	struct conn *free_conns;
+	struct conn *work;     /* deferred close/resume, processed each turn */
+	struct conn **rearm;   /* connections whose recv must be re-armed */
+	uint32_t nrearm;
+
+	struct loop_file_op fops[LOOP_FILE_OPS_MAX];
+	int fop_free;
+	unsigned fops_inflight;
+
+	int wakefd;
+	uint64_t wakeval;
+	atomic_int stop_req;
+	int stopping;
+	uint64_t stop_deadline_ms;
+	int timer_armed;
+	struct __kernel_timespec tick;
+	uint64_t tick_ms;
+
+	loop_hook_fn turn_hook;
+	void *turn_arg;
+	loop_busy_fn busy_fn;
+	void *busy_arg;
+};
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* An SQE, submitting what is queued first when the SQ is full. With the SQ
+ * this large that means the kernel is far behind; it is still not an error. */
+static struct io_uring_sqe *loop_sqe(struct loop *l)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&l->ring);
+
+	if (!sqe) {
+		(void)io_uring_submit(&l->ring);
+		sqe = io_uring_get_sqe(&l->ring);
+		if (!sqe)
+			panic("no SQE after submit (SQ %u entries)", LOOP_SQ_ENTRIES);
+	}
+	return sqe;
+}
+
+/* Make sure n SQEs fit without a submit in between, so a linked chain is
+ * never split across two submissions (which would silently unlink it). */
+static void loop_sqe_room(struct loop *l, unsigned n)
+{
+	if (io_uring_sq_space_left(&l->ring) < n)
+		(void)io_uring_submit(&l->ring);
+}
+
+/* ---- provided buffer ring --------------------------------------------- */
+
+static int rbuf_setup(struct loop *l)
+{
+	struct io_uring_buf_reg reg;
+	int rc;
+
+	/* liburing 2.3 has no io_uring_setup_buf_ring(): map the ring memory
+	 * ourselves and register it (DESIGN.md section 10). */
+	l->br_size = sizeof(struct io_uring_buf) * LOOP_RBUF_COUNT;
+	l->br = mmap(NULL, l->br_size, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (l->br == MAP_FAILED) {
+		l->br = NULL;
+		return -errno;
+	}
+	l->rbufs = mmap(NULL, (size_t)LOOP_RBUF_SIZE * LOOP_RBUF_COUNT,
+			PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (l->rbufs == MAP_FAILED) {
+		l->rbufs = NULL;
+		return -errno;
+	}
+	memset(&reg, 0, sizeof(reg));
+	reg.ring_addr = (uint64_t)(uintptr_t)l->br;
+	reg.ring_entries = LOOP_RBUF_COUNT;
+	reg.bgid = LOOP_RBUF_GROUP;
+	rc = io_uring_register_buf_ring(&l->ring, &reg, 0);
+	if (rc)
+		return rc;
+	io_uring_buf_ring_init(l->br);
+	for (unsigned i = 0; i < LOOP_RBUF_COUNT; i++)
+		io_uring_buf_ring_add(l->br, l->rbufs + (size_t)i * LOOP_RBUF_SIZE,
+				      LOOP_RBUF_SIZE, (unsigned short)i,
+				      io_uring_buf_ring_mask(LOOP_RBUF_COUNT), (int)i);
+	io_uring_buf_ring_advance(l->br, LOOP_RBUF_COUNT);
+	return 0;
+}
+
+static void rbuf_return(struct loop *l, unsigned bid)
+{
+	io_uring_buf_ring_add(l->br, l->rbufs + (size_t)bid * LOOP_RBUF_SIZE,
+			      LOOP_RBUF_SIZE, (unsigned short)bid,
+			      io_uring_buf_ring_mask(LOOP_RBUF_COUNT), 0);
+	io_uring_buf_ring_advance(l->br, 1);
+}
+
+/* ---- listeners ---------------------------------------------------------- */
+
+static int listen_socket(const struct config_listen *cl, int reuseport,
+			 char *err, size_t errlen)
+{
+	int fd, one = 1;
+
+	fd = socket(cl->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "listen %s: socket: %s", cl->text, strerror(errno));
+		return -1;
+	}
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one))) {
+		snprintf(err, errlen, "listen %s: SO_REUSEPORT: %s", cl->text, strerror(errno));
+		goto fail;
+	}
+	if (cl->addr.ss_family == AF_INET6)
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&cl->addr, cl->addrlen)) {
+		snprintf(err, errlen, "listen %s: bind: %s", cl->text, strerror(errno));
+		goto fail;
+	}
+	if (listen(fd, LOOP_LISTEN_BACKLOG)) {
+		snprintf(err, errlen, "listen %s: listen: %s", cl->text, strerror(errno));
+		goto fail;
+	}
+	return fd;
+fail:
+	close(fd);
+	return -1;
+}
+
+int loop_probe_listen(const struct config *cfg, char *err, size_t errlen)
+{
+	/* Bind each address once WITHOUT SO_REUSEPORT: if another process
+	 * (an older etrnd, say) holds it with SO_REUSEPORT, our engine threads
+	 * would silently share its connections. This makes that an error. */
+	for (unsigned i = 0; i < cfg->nlisten; i++) {
+		int fd = listen_socket(&cfg->listen[i], 0, err, errlen);
+		if (fd < 0)
+			return -1;
+		close(fd);
+	}
+	return 0;
+}
+
+static void arm_accept(struct loop *l, unsigned i)
+{
+	struct io_uring_sqe *sqe = loop_sqe(l);
+
+	io_uring_prep_multishot_accept(sqe, l->lis[i].fd, NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, ud_make(OP_ACCEPT, i, 0));
+	l->lis[i].armed = 1;
+}
+
+/* ---- connections -------------------------------------------------------- */
+
+static void arm_recv(struct conn *c)
+{
+	struct io_uring_sqe *sqe = loop_sqe(c->loop);
+
+	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = LOOP_RBUF_GROUP;
+	io_uring_sqe_set_data64(sqe, ud_make(OP_RECV, c->slot, c->gen));
+	c->flags |= CONN_RECV_ARMED;
+}
+
+static void conn_queue(struct conn *c, unsigned flag)
+{
+	c->flags |= flag;
+	if (c->flags & CONN_QUEUED)
+		return;
+	c->flags |= CONN_QUEUED;
+	c->next = c->loop->work;
+	c->loop->work = c;
+}
+
+static void conn_free_slot(struct conn *c)
+{
+	struct loop *l = c->loop;
+
+	buf_free(&c->out);
+	buf_free(&c->wbuf);
+	buf_free(&c->pending);
+	c->flags = 0;
+	c->st = NULL;
+	c->fd = -1;
+	c->gen++;
+	c->next = l->free_conns;
+	l->free_conns = c;
+	l->nconns--;
+}
+
+static void peer_text(int fd, char *out, size_t outlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+
+	snprintf(out, outlen, "unknown");
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl))
+		return;
+	if (ss.ss_family == AF_INET)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out, (socklen_t)outlen);
+	else if (ss.ss_family == AF_INET6)
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, out, (socklen_t)outlen);
+}
+
+static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
+{
+	unsigned i = ud_slot(cqe->user_data);
+	struct conn *c;
+	int fd = cqe->res, one = 1;
+
+	if (!(cqe->flags & IORING_CQE_F_MORE)) {
+		l->lis[i].armed = 0;
+		if (!l->stopping && l->lis[i].fd >= 0)
+			arm_accept(l, i);
+	}
+	if (fd < 0) {
+		if (fd != -ECANCELED)
+			log_warn("accept on %s: %s", l->cfg->listen[i].text, strerror(-fd));
+		return;
+	}
+	if (l->stopping) {
+		close(fd);
+		return;
+	}
+	c = l->free_conns;
+	if (!c) {
+		/* Over max_connections: say so (RFC 5321 3.8: 421) and close.
+		 * A non-blocking send of a short line; if it does not fit the
+		 * peer simply sees the close. */
+		if (l->busy_reply)
+			(void)!send(fd, l->busy_reply, strlen(l->busy_reply),
+				    MSG_DONTWAIT | MSG_NOSIGNAL);
+		close(fd);
+		return;
+	}
+	l->free_conns = c->next;
+	l->nconns++;
+	c->next = NULL;
+	c->fd = fd;
+	c->flags = CONN_USED;
+	c->woff = 0;
+	c->start_ms = c->last_ms = now_ms();
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	peer_text(fd, c->peer, sizeof(c->peer));
+	c->st = l->ops->open(l->ops_arg, c, c->peer);
+	if (!c->st) {
+		close(fd);
+		conn_free_slot(c);
+		return;
+	}
+	arm_recv(c);
+	conn_flush(c);
+}
+
+/* Tear down once no send is in flight: shut the socket so a pending recv
+ * completes, then (when no recv is armed) close and free at end of turn. */
+static void conn_teardown(struct conn *c)
+{
+	if (c->flags & CONN_SEND_INFLIGHT)
+		return;
+	if ((c->flags & CONN_RECV_ARMED) && !(c->flags & CONN_TORNDOWN)) {
+		c->flags |= CONN_TORNDOWN;
+		(void)shutdown(c->fd, SHUT_RDWR);
+		return;
+	}
+	if (c->flags & CONN_RECV_ARMED)
+		return;
+	conn_queue(c, 0);
+}
+
+static void conn_finish(struct conn *c)
+{
+	struct loop *l = c->loop;
+
+	close(c->fd);
+	l->ops->close(l->ops_arg, c, c->st);
+	conn_free_slot(c);
+}
+
+/* Hand input to the owner; keep what it does not consume. */
+static void conn_deliver(struct conn *c, const char *p, size_t n)
+{
+	struct loop *l = c->loop;
+	size_t used;
+
+	if (c->flags & (CONN_CLOSING | CONN_DEAD))
+		return;
+	if ((c->flags & CONN_PAUSED) || c->pending.len) {
+		if (buf_append(&c->pending, p, n)) {
+			log_warn("%s: out of memory for pending input; closing", c->peer);
+			c->flags |= CONN_DEAD;
+			conn_close(c);
+			return;
+		}
+		if (c->pending.len >= LOOP_PENDING_MAX && (c->flags & CONN_RECV_ARMED) &&
+		    !(c->flags & CONN_RECV_STOPPED)) {
+			struct io_uring_sqe *sqe = loop_sqe(l);
+			c->flags |= CONN_RECV_STOPPED;
+			io_uring_prep_cancel64(sqe, ud_make(OP_RECV, c->slot, c->gen), 0);
+			io_uring_sqe_set_data64(sqe, ud_make(OP_IGNORE, 0, 0));
+		}
+		return;
+	}
+	used = l->ops->data(l->ops_arg, c, c->st, p, n);
+	if (used < n && !(c->flags & CONN_CLOSING)) {
+		c->flags |= CONN_PAUSED;
+		if (buf_append(&c->pending, p + used, n - used)) {
+			c->flags |= CONN_DEAD;
+			conn_close(c);
+		}
+	}
+}
+
+static void on_recv(struct loop *l, struct io_uring_cqe *cqe)
+{
+	struct conn *c = &l->conns[ud_slot(cqe->user_data)];
+	int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+	int res = cqe->res;
+
+	if (!(c->flags & CONN_USED) || c->gen != ud_gen(cqe->user_data)) {
+		if (cqe->flags & IORING_CQE_F_BUFFER)
+			rbuf_return(l, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+		return;
+	}
+	if (!more)
+		c->flags &= ~CONN_RECV_ARMED;
+	if (res > 0) {
+		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+		c->last_ms = now_ms();
+		conn_deliver(c, l->rbufs + (size_t)bid * LOOP_RBUF_SIZE, (size_t)res);
+		rbuf_return(l, bid);
+	} else if (res == 0 || (res < 0 && res != -ENOBUFS && res != -ECANCELED)) {
+		/* EOF or a socket error: the peer is gone. */
+		if (res < 0 && res != -ECONNRESET)
+			log_debug("%s: recv: %s", c->peer, strerror(-res));
+		if (!(c->flags & CONN_CLOSING)) {
+			c->flags |= CONN_EOF;
+			if (!(c->flags & CONN_PAUSED) && !c->pending.len) {
+				c->flags &= ~CONN_EOF;
+				(void)l->ops->data(l->ops_arg, c, c->st, NULL, 0);
+			}
+		}
+		if (c->flags & CONN_RECV_ARMED)
+			return;
+		if (c->flags & CONN_CLOSING)
+			conn_teardown(c);
+		return;
+	}
+	if (c->flags & CONN_RECV_ARMED)
+		return;
+	/* The multishot recv ended: out of buffers, cancelled, or done. */
+	if (c->flags & CONN_CLOSING) {
+		conn_teardown(c);
+		return;
+	}
+	if (c->flags & (CONN_EOF | CONN_RECV_STOPPED))
+		return;
+	l->rearm[l->nrearm++] = c;
+}
+
+static void send_out(struct conn *c)
+{
+	struct io_uring_sqe *sqe = loop_sqe(c->loop);
+
+	io_uring_prep_send(sqe, c->fd, c->wbuf.data + c->woff, c->wbuf.len - c->woff,
+			   MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, ud_make(OP_SEND, c->slot, c->gen));
+	c->flags |= CONN_SEND_INFLIGHT;
+}
+
+void conn_flush(struct conn *c)
+{
+	struct buf tmp;
+
+	if ((c->flags & (CONN_SEND_INFLIGHT | CONN_DEAD)) || c->out.len == 0)
+		return;
+	/* The kernel reads wbuf until the CQE; new replies go to out, which
+	 * may be reallocated freely meanwhile. */
+	tmp = c->wbuf;
+	c->wbuf = c->out;
+	c->out = tmp;
+	c->out.len = 0;
+	c->woff = 0;
+	send_out(c);
+}
+
+static void on_send(struct loop *l, struct io_uring_cqe *cqe)
+{
+	struct conn *c = &l->conns[ud_slot(cqe->user_data)];
+
+	if (!(c->flags & CONN_USED) || c->gen != ud_gen(cqe->user_data))
+		return;
+	c->flags &= ~CONN_SEND_INFLIGHT;
+	if (cqe->res < 0) {
+		if (cqe->res != -EPIPE && cqe->res != -ECONNRESET)
+			log_debug("%s: send: %s", c->peer, strerror(-cqe->res));
+		c->flags |= CONN_DEAD;
+		c->wbuf.len = 0;
+		c->out.len = 0;
+		if (!(c->flags & CONN_CLOSING)) {
+			/* Tell the owner the way a vanished peer is told. */
+			c->flags |= CONN_EOF;
+			if (!(c->flags & CONN_PAUSED)) {
+				c->flags &= ~CONN_EOF;
+				(void)l->ops->data(l->ops_arg, c, c->st, NULL, 0);
+			}
+		}
+		if (c->flags & CONN_CLOSING)
+			conn_teardown(c);
+		return;
+	}
+	c->woff += (size_t)cqe->res;
+	if (c->woff < c->wbuf.len) {
+		send_out(c); /* short send: the rest, still one in flight */
+		return;
+	}
+	c->wbuf.len = 0;
+	c->woff = 0;
+	if (c->out.len) {
+		conn_flush(c);
+		return;
+	}
+	if (c->flags & CONN_CLOSING)
+		conn_teardown(c);
+}
+
+void conn_close(struct conn *c)
+{
+	if (c->flags & CONN_CLOSING)
+		return;
+	c->flags |= CONN_CLOSING;
+	conn_flush(c);
+	conn_teardown(c);
+}
+
+void conn_resume(struct conn *c)
+{
+	conn_queue(c, CONN_RESUME);
+}
+
+/* Deferred work: resumes (redeliver kept input) and finished closes. */
+static void loop_do_work(struct loop *l)
+{
+	while (l->work) {
+		struct conn *c = l->work;
+
+		l->work = c->next;
+		c->next = NULL;
+		c->flags &= ~CONN_QUEUED;
+		if ((c->flags & CONN_CLOSING) && !(c->flags & CONN_SEND_INFLIGHT) &&
+		    !(c->flags & CONN_RECV_ARMED)) {
+			conn_finish(c);
+			continue;
+		}
+		if (!(c->flags & CONN_RESUME) || (c->flags & CONN_CLOSING)) {
+			c->flags &= ~CONN_RESUME;
+			continue;
+		}
+		c->flags &= ~(CONN_RESUME | CONN_PAUSED);
+		if (c->pending.len) {
+			size_t used = l->ops->data(l->ops_arg, c, c->st, c->pending.data,
+						   c->pending.len);
+			buf_consume(&c->pending, used);
+			if (c->pending.len && !(c->flags & CONN_CLOSING)) {
+				c->flags |= CONN_PAUSED;
+				continue;
+			}
+		}
+		if (c->flags & CONN_CLOSING)
+			continue;
+		if (c->flags & CONN_EOF) {
+			c->flags &= ~CONN_EOF;
+			(void)l->ops->data(l->ops_arg, c, c->st, NULL, 0);
+			continue;
+		}
+		if ((c->flags & CONN_RECV_STOPPED) && !(c->flags & CONN_RECV_ARMED)) {
+			c->flags &= ~CONN_RECV_STOPPED;
+			arm_recv(c);
+		}
+	}
+}
+
+uint64_t conn_handle(const struct conn *c)
+{
+	return ((uint64_t)c->slot << 32) | c->gen;
+}
+
+struct conn *loop_conn(struct loop *l, uint64_t handle)
+{
+	uint32_t slot = (uint32_t)(handle >> 32);
+	struct conn *c;
+
+	if (slot >= l->nslots)
+		return NULL;
+	c = &l->conns[slot];
+	if (!(c->flags & CONN_USED) || c->gen != (uint32_t)handle)
+		return NULL;
+	return c;
+}
+
+struct buf *conn_out(struct conn *c) { return &c->out; }
+struct loop *conn_loop(const struct conn *c) { return c->loop; }
+const char *conn_peer(const struct conn *c) { return c->peer; }
+unsigned loop_index(const struct loop *l) { return l->index; }
+
+/* ---- file operations ---------------------------------------------------- */
+
+static int fop_get(struct loop *l, loop_done_fn fn, void *arg, uint64_t *ud)
+{
+	int i = l->fop_free;
+
+	if (i < 0)
+		return -EBUSY;
+	l->fop_free = l->fops[i].next_free;
+	l->fops[i].fn = fn;
+	l->fops[i].arg = arg;
+	l->fops_inflight++;
+	*ud = ud_make(OP_FILE, (uint32_t)i, l->fops[i].gen);
+	return 0;
+}
+
+int loop_file_writev(struct loop *l, int fd, const struct iovec *iov,
+		     unsigned iovcnt, uint64_t off, unsigned flags,
+		     loop_done_fn fn, void *arg)
+{
+	struct io_uring_sqe *sqe;
+	uint64_t ud;
+	int rc;
+
+	rc = fop_get(l, fn, arg, &ud);
+	if (rc)
+		return rc;
+	if (flags & LOOP_LINK)
+		loop_sqe_room(l, 4);
+	sqe = loop_sqe(l);
+	io_uring_prep_writev(sqe, fd, iov, iovcnt, off);
+	if (flags & LOOP_LINK)
+		sqe->flags |= IOSQE_IO_LINK;
+	io_uring_sqe_set_data64(sqe, ud);
+	return 0;
+}
+
+int loop_file_fsync(struct loop *l, int fd, int datasync, unsigned flags,
+		    loop_done_fn fn, void *arg)
+{
+	struct io_uring_sqe *sqe;
+	uint64_t ud;
+	int rc;
+
+	rc = fop_get(l, fn, arg, &ud);
+	if (rc)
+		return rc;
+	if (flags & LOOP_LINK)
+		loop_sqe_room(l, 4);
+	sqe = loop_sqe(l);
+	io_uring_prep_fsync(sqe, fd, datasync ? IORING_FSYNC_DATASYNC : 0);
+	if (flags & LOOP_LINK)
+		sqe->flags |= IOSQE_IO_LINK;
+	io_uring_sqe_set_data64(sqe, ud);
+	return 0;
+}
+
+static void on_file(struct loop *l, struct io_uring_cqe *cqe)
+{
+	uint32_t i = ud_slot(cqe->user_data);
+	struct loop_file_op *op;
+	loop_done_fn fn;
+	void *arg;
+
+	if (i >= LOOP_FILE_OPS_MAX || l->fops[i].gen != ud_gen(cqe->user_data))
+		panic("stale file op completion %u", i);
+	op = &l->fops[i];
+	fn = op->fn;
+	arg = op->arg;
+	op->gen++;
+	op->next_free = l->fop_free;
+	l->fop_free = (int)i;
+	l->fops_inflight--;
+	fn(arg, cqe->res);
+}
+
+/* ---- timers, wake-ups, shutdown ----------------------------------------- */
+
+static void arm_timer(struct loop *l)
+{
+	struct io_uring_sqe *sqe = loop_sqe(l);
+
+	io_uring_prep_timeout(sqe, &l->tick, 0, 0);
+	io_uring_sqe_set_data64(sqe, ud_make(OP_TIMER, 0, 0));
+	l->timer_armed = 1;
+}
+
+static void arm_wake(struct loop *l)
+{
+	struct io_uring_sqe *sqe = loop_sqe(l);
+
+	io_uring_prep_read(sqe, l->wakefd, &l->wakeval, sizeof(l->wakeval), 0);
+	io_uring_sqe_set_data64(sqe, ud_make(OP_WAKE, 0, 0));
+}
+
+static void loop_begin_stop(struct loop *l)
+{
+	if (l->stopping)
+		return;
+	l->stopping = 1;
+	l->stop_deadline_ms = now_ms() + l->cfg->shutdown_timeout_ms;
+	for (unsigned i = 0; i < l->nlis; i++) {
+		if (l->lis[i].armed) {
+			struct io_uring_sqe *sqe = loop_sqe(l);
+			io_uring_prep_cancel64(sqe, ud_make(OP_ACCEPT, i, 0), 0);
+			io_uring_sqe_set_data64(sqe, ud_make(OP_IGNORE, 0, 0));
+		}
+	}
+	for (uint32_t s = 0; s < l->nslots; s++) {
+		struct conn *c = &l->conns[s];
+		if ((c->flags & CONN_USED) && !(c->flags & (CONN_CLOSING | CONN_SHUTDOWN))) {
+			c->flags |= CONN_SHUTDOWN;
+			l->ops->shutdown(l->ops_arg, c, c->st);
+		}
+	}
+}
+
+static void on_timer(struct loop *l)
+{
+	uint64_t now = now_ms();
+
+	l->timer_armed = 0;
+	for (uint32_t s = 0; s < l->nslots; s++) {
+		struct conn *c = &l->conns[s];
+		if (!(c->flags & CONN_USED) || (c->flags & (CONN_CLOSING | CONN_PAUSED)))
+			continue;
+		if (l->stopping && now >= l->stop_deadline_ms) {
+			log_warn("%s: shutdown_timeout passed; closing", c->peer);
+			conn_close(c);
+			continue;
+		}
+		if (now - c->last_ms >= l->cfg->idle_timeout_ms ||
+		    now - c->start_ms >= l->cfg->session_timeout_ms)
+			l->ops->timeout(l->ops_arg, c, c->st);
+	}
+	/* A connection stuck behind a send the peer never reads would hold
+	 * shutdown forever: past the deadline, cut it off. */
+	if (l->stopping && now >= l->stop_deadline_ms) {
+		for (uint32_t s = 0; s < l->nslots; s++) {
+			struct conn *c = &l->conns[s];
+			if (!(c->flags & CONN_USED))
+				continue;
+			c->flags |= CONN_DEAD | CONN_CLOSING;
+			if (!(c->flags & CONN_TORNDOWN)) {
+				c->flags |= CONN_TORNDOWN;
+				(void)shutdown(c->fd, SHUT_RDWR);
+			}
+			conn_teardown(c);
+		}
+	}
+	arm_timer(l);
+}
+
+void loop_stop(struct loop *l)
+{
+	uint64_t one = 1;
+
+	atomic_store(&l->stop_req, 1);
+	(void)!write(l->wakefd, &one, sizeof(one));
+}
+
+void loop_set_turn_hook(struct loop *l, loop_hook_fn fn, void *arg)
+{
+	l->turn_hook = fn;
+	l->turn_arg = arg;
+}
+
+void loop_set_busy_check(struct loop *l, loop_busy_fn fn, void *arg)
+{
+	l->busy_fn = fn;
+	l->busy_arg = arg;
+}
+
+/* ---- setup and the loop itself ------------------------------------------ */
+
+struct loop *loop_new(const struct loop_conf *conf, char *err, size_t errlen)
+{
+	struct io_uring_params p;
+	struct loop *l;
+	uint64_t tick;
+	int rc;
+
+	l = calloc(1, sizeof(*l));
+	if (!l) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	l->index = conf->index;
+	l->cfg = conf->cfg;
+	l->ops = conf->ops;
+	l->ops_arg = conf->ops_arg;
+	l->busy_reply = conf->busy_reply;
+	l->wakefd = -1;
+	for (unsigned i = 0; i < CONFIG_LISTEN_MAX; i++)
+		l->lis[i].fd = -1;
+
+	/* SINGLE_ISSUER | DEFER_TASKRUN: completions run only when this
+	 * thread asks for them, with no cross-thread wake-ups (kernel 6.1+);
+	 * fall back to a plain ring where they are missing. */
+	memset(&p, 0, sizeof(p));
+	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+	rc = io_uring_queue_init_params(LOOP_SQ_ENTRIES, &l->ring, &p);
+	if (rc == -EINVAL) {
+		memset(&p, 0, sizeof(p));
+		rc = io_uring_queue_init_params(LOOP_SQ_ENTRIES, &l->ring, &p);
+	}
+	if (rc) {
+		snprintf(err, errlen, "io_uring_queue_init: %s", strerror(-rc));
+		goto fail;
+	}
+	l->ring_ok = 1;
+	rc = rbuf_setup(l);
+	if (rc) {
+		snprintf(err, errlen, "provided buffer ring: %s", strerror(-rc));
+		goto fail;
+	}
+	l->nslots = l->cfg->max_connections;
+	l->conns = calloc(l->nslots, sizeof(*l->conns));
+	l->rearm = calloc(l->nslots, sizeof(*l->rearm));
+	if (!l->conns || !l->rearm) {
+		snprintf(err, errlen, "out of memory for %u connection slots", l->nslots);
+		goto fail;
+	}
+	for (uint32_t s = l->nslots; s-- > 0;) {
+		struct conn *c = &l->conns[s];
+		c->loop = l;
+		c->slot = s;
+		c->fd = -1;
+		buf_init(&c->out, 0);
+		buf_init(&c->wbuf, 0);
+		buf_init(&c->pending, 0);
+		c->next = l->free_conns;
+		l->free_conns = c;
+	}
+	for (int i = 0; i < LOOP_FILE_OPS_MAX; i++)
+		l->fops[i].next_free = i + 1 < LOOP_FILE_OPS_MAX ? i + 1 : -1;
+	l->fop_free = 0;
+	l->wakefd = eventfd(0, EFD_CLOEXEC);
+	if (l->wakefd < 0) {
+		snprintf(err, errlen, "eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	for (unsigned i = 0; i < l->cfg->nlisten; i++) {
+		l->lis[i].fd = listen_socket(&l->cfg->listen[i], 1, err, errlen);
+		if (l->lis[i].fd < 0)
+			goto fail;
+		l->nlis++;
+	}
+	/* Tick often enough that an idle timeout fires within a quarter of
+	 * its length, but no more than once per LOOP_TICK_MIN_MS. */
+	tick = l->cfg->idle_timeout_ms / 4;
+	if (tick > LOOP_TICK_MAX_MS)
+		tick = LOOP_TICK_MAX_MS;
+	if (tick < LOOP_TICK_MIN_MS)
+		tick = LOOP_TICK_MIN_MS;
+	l->tick_ms = tick;
+	l->tick.tv_sec = (long long)(tick / 1000);
+	l->tick.tv_nsec = (long long)(tick % 1000) * 1000000;
+	return l;
+fail:
+	loop_free(l);
+	return NULL;
+}
+
+struct loop *loop_free(struct loop *l)
+{
+	if (!l)
+		return NULL;
+	for (unsigned i = 0; i < CONFIG_LISTEN_MAX; i++)
+		if (l->lis[i].fd >= 0)
+			close(l->lis[i].fd);
+	if (l->conns) {
+		for (uint32_t s = 0; s < l->nslots; s++) {
+			struct conn *c = &l->conns[s];
+			if (c->flags & CONN_USED)
+				close(c->fd);
+			buf_free(&c->out);
+			buf_free(&c->wbuf);
+			buf_free(&c->pending);
+		}
+	}
+	free(l->conns);
+	free(l->rearm);
+	if (l->wakefd >= 0)
+		close(l->wakefd);
+	if (l->ring_ok)
+		io_uring_queue_exit(&l->ring);
+	if (l->br)
+		munmap(l->br, l->br_size);
+	if (l->rbufs)
+		munmap(l->rbufs, (size_t)LOOP_RBUF_SIZE * LOOP_RBUF_COUNT);
+	free(l);
+	return NULL;
+}
+
+static int loop_done(struct loop *l)
+{
+	if (!l->stopping || l->nconns || l->fops_inflight || l->work)
+		return 0;
+	if (l->busy_fn && l->busy_fn(l->busy_arg))
+		return 0;
+	return 1;
+}
+
+int loop_run(struct loop *l)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head, seen;
+	int rc;
+
+	for (unsigned i = 0; i < l->nlis; i++)
+		arm_accept(l, i);
+	arm_wake(l);
+	arm_timer(l);
+	for (;;) {
+		if (atomic_load_explicit(&l->stop_req, memory_order_relaxed))
+			loop_begin_stop(l);
+		loop_do_work(l);
+		for (uint32_t i = 0; i < l->nrearm; i++) {
+			struct conn *c = l->rearm[i];
+			if ((c->flags & CONN_USED) && !(c->flags & (CONN_RECV_ARMED | CONN_CLOSING)))
+				arm_recv(c);
+		}
+		l->nrearm = 0;
+		if (l->turn_hook)
+			l->turn_hook(l->turn_arg);
+		loop_do_work(l);
+		if (loop_done(l))
+			break;
+		rc = io_uring_submit_and_wait(&l->ring, 1);
+		if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+			log_err("engine %u: io_uring_submit_and_wait: %s", l->index, strerror(-rc));
+			return rc;
+		}
+		seen = 0;
+		io_uring_for_each_cqe(&l->ring, head, cqe) {
+			seen++;
+			switch (ud_op(cqe->user_data)) {
+			case OP_ACCEPT: on_accept(l, cqe); break;
+			case OP_RECV: on_recv(l, cqe); break;
+			case OP_SEND: on_send(l, cqe); break;
+			case OP_FILE: on_file(l, cqe); break;
+			case OP_TIMER: on_timer(l); break;
+			case OP_WAKE:
+				if (!l->stopping && !atomic_load(&l->stop_req))
+					arm_wake(l);
+				break;
+			case OP_IGNORE:
+			case OP_NONE:
+				break;
+			}
+		}
+		io_uring_cq_advance(&l->ring, seen);
+	}
+	return 0;
+}

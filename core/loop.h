@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * loop: one io_uring event loop per engine thread. It owns the thread's
+ * listening sockets (SO_REUSEPORT, multishot accept), its connection slots,
+ * a provided-buffer ring for receives, timers, and asynchronous file writes
+ * and syncs for the spool. Nothing here blocks: sockets and files are only
+ * read, written and synced through io_uring.
+ *
+ * Connections are driven through a table of callbacks (struct conn_ops), so
+ * the loop knows nothing of SMTP. A connection has at most one send in flight;
+ * replies appended while it is in flight go out after it. Slots are reused;
+ * a handle (slot + generation) names a connection safely across time.
+ */
+#ifndef ETRND_CORE_LOOP_H
+#define ETRND_CORE_LOOP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "core/buf.h"
+#include "core/config.h"
+
+struct loop;
+struct conn;
+
+struct conn_ops {
+	/* A connection was accepted. peer is its printable address. Return
+	 * the per-connection state (passed to the other callbacks), or NULL to
+	 * refuse it (the loop closes it). */
+	void *(*open)(void *arg, struct conn *c, const char *peer);
+	/* Bytes arrived (n > 0) or the peer closed (n == 0). Return how many
+	 * were consumed. Returning less than n pauses input: the loop keeps
+	 * the rest (and anything that arrives later) until conn_resume(). */
+	size_t (*data)(void *arg, struct conn *c, void *st, const char *p, size_t n);
+	/* No input for idle_timeout, or the session passed session_timeout. */
+	void (*timeout)(void *arg, struct conn *c, void *st);
+	/* The server is stopping: finish or refuse, then conn_close(). Called
+	 * once per connection. */
+	void (*shutdown)(void *arg, struct conn *c, void *st);
+	/* The connection is gone (after conn_close() or a socket error). The
+	 * state may be freed here. The conn pointer is invalid afterwards. */
+	void (*close)(void *arg, struct conn *c, void *st);
+};
+
+struct loop_conf {
+	unsigned index;                 /* engine thread number, 0-based */
+	const struct config *cfg;       /* listen, limits, timeouts */
+	const struct conn_ops *ops;
+	void *ops_arg;
+	const char *busy_reply;         /* sent to a connection over max_connections */
+};
+
+/* Create a loop (io_uring, buffer ring, listening sockets). Runs in the
+ * thread that will call loop_run() (SINGLE_ISSUER). Returns NULL with err set
+ * on failure. */
+struct loop *loop_new(const struct loop_conf *conf, char *err, size_t errlen);
+struct loop *loop_free(struct loop *l);
+
+/* Before starting the engine threads: bind every listen address once without
+ * SO_REUSEPORT, so an address already held by another process (which the
+ * engine threads' SO_REUSEPORT sockets would silently share) is an error.
+ * Returns 0, or -1 with err set ("listen 127.0.0.1:2525: bind: ..."). */
+int loop_probe_listen(const struct config *cfg, char *err, size_t errlen);
+
+/* Run until loop_stop() and every connection and file operation is done. */
+int loop_run(struct loop *l);
+
+/* From any thread: stop accepting, ask connections to finish (ops->shutdown),
+ * and make loop_run() return once they have, or after shutdown_timeout. */
+void loop_stop(struct loop *l);
+
+/* Called at the end of every loop turn, before the loop sleeps: the place to
+ * batch work (the spool's group commit). One hook per loop. */
+typedef void (*loop_hook_fn)(void *arg);
+void loop_set_turn_hook(struct loop *l, loop_hook_fn fn, void *arg);
+
+/* Busy check for shutdown: loop_run() does not return while it says 1. */
+typedef int (*loop_busy_fn)(void *arg);
+void loop_set_busy_check(struct loop *l, loop_busy_fn fn, void *arg);
+
+unsigned loop_index(const struct loop *l);
+
+/* Asynchronous file operations. fn(arg, res) runs on the loop thread with the
+ * io_uring result (bytes or -errno). With LOOP_LINK the next operation
+ * submitted on this loop starts only after this one succeeds (IOSQE_IO_LINK;
+ * a failed or short write cancels it with -ECANCELED). Return 0, or -EBUSY
+ * when too many file operations are in flight (try again next turn). */
+typedef void (*loop_done_fn)(void *arg, int res);
+#define LOOP_LINK 0x1u
+int loop_file_writev(struct loop *l, int fd, const struct iovec *iov,
+		unsigned iovcnt, uint64_t off, unsigned flags,
+		loop_done_fn fn, void *arg);
+int loop_file_fsync(struct loop *l, int fd, int datasync, unsigned flags,
+		loop_done_fn fn, void *arg);
+
+/* The connection's output buffer: append replies, then conn_flush(). */
+struct buf *conn_out(struct conn *c);
+/* Send what is in the output buffer (one send in flight at most). */
+void conn_flush(struct conn *c);
+/* Close once the output buffer is sent. ops->close follows. */
+void conn_close(struct conn *c);
+/* Deliver kept input again and take new input (after a pause). */
+void conn_resume(struct conn *c);
+/* A handle naming this connection, and its lookup: NULL when the connection
+ * is gone (its slot reused or free). */
+uint64_t conn_handle(const struct conn *c);
+struct conn *loop_conn(struct loop *l, uint64_t handle);
+struct loop *conn_loop(const struct conn *c);
+const char *conn_peer(const struct conn *c);
+
+#endif

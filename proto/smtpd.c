@@ -1,0 +1,291 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * smtpd: glue between loop connections, smtp_server sessions and the spool
+ * (see smtpd.h). Ownership rule: a connection's state outlives the connection
+ * while its message is being committed, because the spool borrows the body
+ * from the session until the commit completes; the commit callback frees it
+ * then. So a client that vanishes mid-commit never leaves the kernel writing
+ * from freed memory.
+ */
+#include "proto/smtpd.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "proto/smtp_server.h"
+#include "store/spool_rec.h"
+
+#define SMTPD_BUSY_MAX 256
+
+struct smtpd {
+	const struct config *cfg;
+	const struct domtab *dt;
+	struct spool_shard *spool;
+	struct smtp_server_conf sconf;
+	/* Scratch for handing recipient lists to the spool (copied there). */
+	const char **rcpt;
+	size_t *rcpt_len;
+	unsigned rcpt_cap;
+	char busy[SMTPD_BUSY_MAX];
+};
+
+struct smtpd_conn {
+	struct smtpd *d;
+	struct conn *c;              /* NULL once the connection is gone */
+	struct smtp_session *s;
+	int commit_pending;
+	int stopping;                /* the server is shutting down */
+	int closing;                 /* conn_close() called */
+};
+
+static enum smtp_rcpt_verdict smtpd_rcpt_check(void *arg, const char *domain,
+					       size_t len)
+{
+	struct smtpd *d = arg;
+
+	return domtab_lookup(d->dt, domain, len) ? SMTP_RCPT_OK : SMTP_RCPT_DENY;
+}
+
+static void smtpd_new_id(void *arg, uint64_t *msgid, char *qid)
+{
+	struct smtpd *d = arg;
+
+	*msgid = spool_shard_new_msgid(d->spool);
+	spool_msgid_format(*msgid, qid, SMTP_QID_MAX);
+}
+
+struct smtpd *smtpd_new(const struct config *cfg, const struct domtab *dt)
+{
+	struct smtpd *d = calloc(1, sizeof(*d));
+	struct buf busy;
+
+	if (!d)
+		return NULL;
+	d->cfg = cfg;
+	d->dt = dt;
+	d->sconf.hostname = cfg->hostname;
+	d->sconf.limits.command_max = cfg->smtp_command_max;
+	d->sconf.limits.line_max = cfg->smtp_line_max;
+	d->sconf.limits.max_recipients = cfg->smtp_max_recipients;
+	d->sconf.limits.size_max = cfg->message_size_limit;
+	d->sconf.limits.max_errors = cfg->smtp_max_errors;
+	d->sconf.limits.bare_lf_normalize = cfg->bare_lf_normalize;
+	d->sconf.rcpt_check = smtpd_rcpt_check;
+	d->sconf.rcpt_arg = d;
+	d->sconf.new_id = smtpd_new_id;
+	d->sconf.new_id_arg = d;
+	buf_init(&busy, sizeof(d->busy) - 1);
+	smtp_server_reply_busy(&busy, cfg->hostname);
+	if (busy.len)
+		memcpy(d->busy, busy.data, busy.len);
+	buf_free(&busy);
+	return d;
+}
+
+void smtpd_set_spool(struct smtpd *d, struct spool_shard *sh)
+{
+	d->spool = sh;
+}
+
+const char *smtpd_busy_reply(const struct smtpd *d)
+{
+	return d->busy;
+}
+
+struct smtpd *smtpd_free(struct smtpd *d)
+{
+	if (!d)
+		return NULL;
+	free(d->rcpt);
+	free(d->rcpt_len);
+	free(d);
+	return NULL;
+}
+
+static void smtpd_conn_free(struct smtpd_conn *sc)
+{
+	smtp_server_free(sc->s);
+	free(sc);
+}
+
+static void *smtpd_open(void *arg, struct conn *c, const char *peer)
+{
+	struct smtpd *d = arg;
+	struct smtpd_conn *sc = calloc(1, sizeof(*sc));
+
+	if (!sc)
+		return NULL;
+	sc->d = d;
+	sc->c = c;
+	sc->s = smtp_server_new(&d->sconf, peer);
+	if (!sc->s) {
+		free(sc);
+		return NULL;
+	}
+	log_debug("connect from [%s]", peer);
+	smtp_server_greeting(sc->s, conn_out(c));
+	return sc;
+}
+
+/* Once the server is stopping, a session leaves as soon as it has no
+ * transaction open (RFC 5321 3.8: 421 before closing). */
+static void smtpd_close_conn(struct smtpd_conn *sc)
+{
+	sc->closing = 1;
+	conn_close(sc->c);
+}
+
+static void smtpd_maybe_leave(struct smtpd_conn *sc)
+{
+	if (!sc->stopping || sc->closing || sc->commit_pending || !smtp_server_idle(sc->s))
+		return;
+	smtp_server_shutdown(sc->s, conn_out(sc->c));
+	smtpd_close_conn(sc);
+}
+
+static void smtpd_committed(void *arg, int err)
+{
+	struct smtpd_conn *sc = arg;
+	const struct smtp_tx *tx = smtp_server_tx(sc->s);
+	size_t slen, blen;
+	const char *sender = smtp_tx_sender(tx, &slen);
+
+	sc->commit_pending = 0;
+	(void)smtp_tx_body(tx, &blen);
+	if (err == 0)
+		log_info("%s: from=<%.*s>, size=%zu, nrcpt=%u, client=[%s]%s",
+			 smtp_tx_qid(tx), (int)(slen > 256 ? 256 : slen), sender, blen,
+			 smtp_tx_nrcpt(tx), sc->c ? conn_peer(sc->c) : "gone",
+			 sc->c ? "" : " (client left before the reply)");
+	else
+		log_warn("%s: not stored: %s", smtp_tx_qid(tx), strerror(-err));
+	if (!sc->c) {
+		/* The client left while we wrote: the record is stored (or
+		 * not) all the same; nobody is waiting for the reply. */
+		smtpd_conn_free(sc);
+		return;
+	}
+	smtp_server_commit_done(sc->s, err, conn_out(sc->c));
+	conn_flush(sc->c);
+	conn_resume(sc->c);
+	smtpd_maybe_leave(sc);
+}
+
+/* Hand a finished message to the spool. Returns 0 when the commit is under
+ * way (smtpd_committed() follows), else -errno (nothing queued). */
+static int smtpd_commit(struct smtpd_conn *sc)
+{
+	struct smtpd *d = sc->d;
+	const struct smtp_tx *tx = smtp_server_tx(sc->s);
+	unsigned n = smtp_tx_nrcpt(tx), flags = smtp_tx_flags(tx);
+	struct spool_msg m;
+	int rc;
+
+	if (n > d->rcpt_cap) {
+		const char **r = realloc(d->rcpt, n * sizeof(*r));
+		size_t *rl;
+
+		if (r)
+			d->rcpt = r;
+		rl = r ? realloc(d->rcpt_len, n * sizeof(*rl)) : NULL;
+		if (!rl)
+			return -ENOMEM;
+		d->rcpt_len = rl;
+		d->rcpt_cap = n;
+	}
+	for (unsigned i = 0; i < n; i++)
+		d->rcpt[i] = smtp_tx_rcpt(tx, i, &d->rcpt_len[i]);
+	memset(&m, 0, sizeof(m));
+	m.msgid = smtp_tx_msgid(tx);
+	m.flags = (uint16_t)(((flags & SMTP_TX_8BITMIME) ? SPOOL_MSG_8BITMIME : 0) |
+			     ((flags & SMTP_TX_SMTPUTF8) ? SPOOL_MSG_SMTPUTF8 : 0));
+	m.sender = smtp_tx_sender(tx, &m.sender_len);
+	m.nrcpt = n;
+	m.rcpt = d->rcpt;
+	m.rcpt_len = d->rcpt_len;
+	m.body = smtp_tx_body(tx, &m.body_len);
+	rc = spool_append_msg(d->spool, &m, smtpd_committed, sc);
+	if (rc == 0)
+		sc->commit_pending = 1;
+	return rc;
+}
+
+static size_t smtpd_data(void *arg, struct conn *c, void *st, const char *p,
+			 size_t n)
+{
+	struct smtpd_conn *sc = st;
+	struct buf *out = conn_out(c);
+	enum smtp_event ev;
+	size_t off = 0;
+	int rc;
+
+	(void)arg;
+	if (sc->commit_pending)
+		return 0; /* the loop keeps the input until conn_resume() */
+	if (n == 0) {
+		(void)smtp_server_feed(sc->s, NULL, 0, out, &ev);
+		log_debug("disconnect from [%s]", conn_peer(c));
+		smtpd_close_conn(sc);
+		return 0;
+	}
+	for (;;) {
+		off += smtp_server_feed(sc->s, p + off, n - off, out, &ev);
+		if (ev == SMTP_EV_CLOSE) {
+			smtpd_close_conn(sc);
+			off = n;
+			break;
+		}
+		if (ev != SMTP_EV_COMMIT)
+			break;
+		rc = smtpd_commit(sc);
+		if (rc == 0)
+			break; /* resumed by smtpd_committed() */
+		smtp_server_commit_done(sc->s, rc, out);
+		if (off >= n)
+			break;
+	}
+	conn_flush(c);
+	smtpd_maybe_leave(sc);
+	return off;
+}
+
+static void smtpd_timeout(void *arg, struct conn *c, void *st)
+{
+	struct smtpd_conn *sc = st;
+
+	(void)arg;
+	log_info("timeout from [%s]", conn_peer(c));
+	smtp_server_timeout(sc->s, conn_out(c));
+	smtpd_close_conn(sc);
+}
+
+static void smtpd_shutdown(void *arg, struct conn *c, void *st)
+{
+	struct smtpd_conn *sc = st;
+
+	(void)arg;
+	(void)c;
+	sc->stopping = 1;
+	smtpd_maybe_leave(sc);
+}
+
+static void smtpd_close(void *arg, struct conn *c, void *st)
+{
+	struct smtpd_conn *sc = st;
+
+	(void)arg;
+	(void)c;
+	sc->c = NULL;
+	if (!sc->commit_pending)
+		smtpd_conn_free(sc);
+}
+
+const struct conn_ops smtpd_conn_ops = {
+	.open = smtpd_open,
+	.data = smtpd_data,
+	.timeout = smtpd_timeout,
+	.shutdown = smtpd_shutdown,
+	.close = smtpd_close,
+};

@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * smtpd: the SMTP service of one engine thread. It binds the pure session
+ * state machine (smtp_server) to the loop's connections and the thread's spool
+ * shard: bytes from a connection go into the session, a finished message goes
+ * to the spool, and its 250 goes out only when the spool says it is on disk.
+ */
+#ifndef ETRND_PROTO_SMTPD_H
+#define ETRND_PROTO_SMTPD_H
+
+#include "admin/domtab.h"
+#include "core/config.h"
+#include "core/loop.h"
+#include "store/spool.h"
+
+struct smtpd;
+
+/* The connection callbacks to give loop_new() with the smtpd as ops_arg. */
+extern const struct conn_ops smtpd_conn_ops;
+
+/* Create the service for one engine thread. cfg and dt must outlive it.
+ * NULL on allocation failure. */
+struct smtpd *smtpd_new(const struct config *cfg, const struct domtab *dt);
+
+/* Attach the thread's spool shard (before loop_run()). */
+void smtpd_set_spool(struct smtpd *d, struct spool_shard *sh);
+
+/* The 421 line for connections over max_connections (lives as long as d). */
+const char *smtpd_busy_reply(const struct smtpd *d);
+
+/* Free; every connection must be gone. NULL is fine. Returns NULL. */
+struct smtpd *smtpd_free(struct smtpd *d);
+
+#endif

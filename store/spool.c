@@ -1,0 +1,589 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * spool: group-committed appends of MSG records to a shard's segment files
+ * (see spool.h). One batch is in flight at a time: a writev of every queued
+ * record, linked to an fdatasync (and, for a new segment, an fsync of the
+ * shard directory so the file's name is durable too). A short write breaks
+ * the link, so a batch is only done after a round whose write covered all of
+ * its bytes AND whose syncs succeeded; until then no callback runs, and so no
+ * 250 goes out for bytes that are not on disk.
+ */
+#include "store/spool.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/log.h"
+#include "store/spool_read.h"
+#include "store/spool_rec.h"
+
+/* Records per batch are bounded by the iovecs one writev takes (IOV_MAX,
+ * 1024 on Linux): two per record (head, body). */
+#define SPOOL_IOV_MAX 1024
+#define SPOOL_SEG_NAME_LEN 16          /* hex digits of the first sequence */
+#define SPOOL_ENTRY_POOL_KEEP 4096     /* entries kept for reuse */
+#define SPOOL_HEAD_KEEP (64u * 1024)   /* envelope buffer kept per entry */
+/* Sequence numbers start at (unix seconds << 16) at each start, so ids stay
+ * unique across restarts even for a spool emptied and deleted in between,
+ * unless a shard sustained more than 65536 messages/s before the restart;
+ * the highest sequence found on disk is the other lower bound. */
+#define SPOOL_SEQ_TIME_SHIFT 16
+
+struct spool_entry {
+	struct spool_entry *next;
+	struct buf head;          /* record header + envelope */
+	uint64_t msgid;
+	const char *body;
+	size_t body_len;
+	spool_done_fn done;
+	void *arg;
+};
+
+struct spool_batch {
+	struct spool_entry *first, *last;
+	unsigned count;
+	int fd;
+	uint64_t off;             /* where the batch starts in the segment */
+	uint64_t total;           /* bytes of the batch */
+	uint64_t written;         /* bytes confirmed written */
+	unsigned iovcnt;
+	unsigned outstanding;     /* CQEs still due in this round */
+	int syncs_ok;             /* every sync of this round returned 0 */
+	int err;                  /* first error of the round */
+	int need_dirsync;         /* the segment is new: sync its directory */
+	uint64_t round_len;       /* bytes the current round's write asked for */
+};
+
+struct spool_shard {
+	struct loop *loop;
+	unsigned shard;
+	enum config_sync sync;
+	size_t segment_size;
+	char dir[PATH_MAX];
+	int dirfd;
+
+	int seg_fd;
+	uint64_t seg_off;
+	int seg_new;              /* created and not yet dir-synced */
+	int seg_broken;           /* a failed write could not be undone: rotate */
+
+	uint64_t seq;
+
+	struct spool_entry *q_first, *q_last;
+	unsigned q_count;
+	struct spool_entry *pool;
+	unsigned pool_count;
+
+	struct spool_batch b;
+	int inflight;
+	struct iovec iov[SPOOL_IOV_MAX];
+
+	struct spool_stats stats;
+};
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* ---- start-up: find the highest sequence on disk ------------------------ */
+
+static int max_seq_cb(void *arg, uint64_t off, const struct spool_rec_hdr *hdr,
+		      const char *payload)
+{
+	uint64_t *max = arg, seq = spool_msgid_seq(hdr->msgid);
+
+	(void)off;
+	(void)payload;
+	if (seq > *max)
+		*max = seq;
+	return 0;
+}
+
+static int is_segment_name(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < SPOOL_SEG_NAME_LEN; i++)
+		if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
+			return 0;
+	return strcmp(name + i, ".seg") == 0;
+}
+
+static int scan_max_seq(const char *dir, uint64_t *max, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+	int rc = 0;
+
+	d = opendir(dir);
+	if (!d) {
+		snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+		return -1;
+	}
+	while ((de = readdir(d))) {
+		struct spool_read_result res;
+		int n;
+
+		if (!is_segment_name(de->d_name))
+			continue;
+		n = snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		if (n < 0 || (size_t)n >= sizeof(path))
+			continue;
+		n = spool_read_segment(path, max_seq_cb, NULL, max, &res);
+		if (n < 0) {
+			snprintf(err, errlen, "%s: %s", path, strerror(-n));
+			rc = -1;
+			break;
+		}
+	}
+	closedir(d);
+	return rc;
+}
+
+struct spool_shard *spool_shard_open(struct loop *loop,
+				     const struct spool_shard_conf *conf,
+				     char *err, size_t errlen)
+{
+	struct spool_shard *sh;
+	uint64_t disk_max = 0, time_base;
+	int n;
+
+	sh = calloc(1, sizeof(*sh));
+	if (!sh) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	sh->loop = loop;
+	sh->shard = conf->shard;
+	sh->sync = conf->sync;
+	sh->segment_size = conf->segment_size;
+	sh->dirfd = -1;
+	sh->seg_fd = -1;
+	n = snprintf(sh->dir, sizeof(sh->dir), "%s/%u", conf->dir, conf->shard);
+	if (n < 0 || (size_t)n >= sizeof(sh->dir)) {
+		snprintf(err, errlen, "%s: spool path too long", conf->dir);
+		goto fail;
+	}
+	if (mkdir(conf->dir, 0750) && errno != EEXIST) {
+		snprintf(err, errlen, "spool_dir %s: %s", conf->dir, strerror(errno));
+		goto fail;
+	}
+	if (mkdir(sh->dir, 0750) && errno != EEXIST) {
+		snprintf(err, errlen, "%s: %s", sh->dir, strerror(errno));
+		goto fail;
+	}
+	sh->dirfd = open(sh->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (sh->dirfd < 0) {
+		snprintf(err, errlen, "%s: %s", sh->dir, strerror(errno));
+		goto fail;
+	}
+	if (scan_max_seq(sh->dir, &disk_max, err, errlen))
+		goto fail;
+	time_base = (uint64_t)time(NULL) << SPOOL_SEQ_TIME_SHIFT;
+	sh->seq = disk_max + 1 > time_base ? disk_max + 1 : time_base;
+	return sh;
+fail:
+	spool_shard_close(sh);
+	return NULL;
+}
+
+struct spool_shard *spool_shard_close(struct spool_shard *sh)
+{
+	struct spool_entry *e;
+
+	if (!sh)
+		return NULL;
+	if (sh->inflight || sh->q_first)
+		panic("shard %u closed with records in flight", sh->shard);
+	while ((e = sh->pool)) {
+		sh->pool = e->next;
+		buf_free(&e->head);
+		free(e);
+	}
+	if (sh->seg_fd >= 0)
+		close(sh->seg_fd);
+	if (sh->dirfd >= 0)
+		close(sh->dirfd);
+	free(sh);
+	return NULL;
+}
+
+uint64_t spool_shard_new_msgid(struct spool_shard *sh)
+{
+	return spool_msgid_make(sh->shard, sh->seq++);
+}
+
+void spool_shard_stats(const struct spool_shard *sh, struct spool_stats *st)
+{
+	*st = sh->stats;
+}
+
+int spool_shard_busy(void *arg)
+{
+	struct spool_shard *sh = arg;
+
+	return sh->inflight || sh->q_first != NULL;
+}
+
+/* ---- queueing ----------------------------------------------------------- */
+
+static struct spool_entry *entry_get(struct spool_shard *sh)
+{
+	struct spool_entry *e = sh->pool;
+
+	if (e) {
+		sh->pool = e->next;
+		sh->pool_count--;
+		e->next = NULL;
+		buf_reset(&e->head);
+		return e;
+	}
+	e = calloc(1, sizeof(*e));
+	if (e)
+		buf_init(&e->head, 0);
+	return e;
+}
+
+static void entry_put(struct spool_shard *sh, struct spool_entry *e)
+{
+	if (sh->pool_count >= SPOOL_ENTRY_POOL_KEEP) {
+		buf_free(&e->head);
+		free(e);
+		return;
+	}
+	buf_shrink(&e->head, SPOOL_HEAD_KEEP);
+	e->body = NULL;
+	e->done = NULL;
+	e->arg = NULL;
+	e->next = sh->pool;
+	sh->pool = e;
+	sh->pool_count++;
+}
+
+int spool_append_msg(struct spool_shard *sh, const struct spool_msg *m,
+		     spool_done_fn done, void *arg)
+{
+	struct spool_entry *e;
+	size_t head, len;
+	int rc;
+
+	head = spool_rec_msg_head_size(m->sender_len, m->nrcpt, m->rcpt_len);
+	len = head + m->body_len;
+	if (len - SPOOL_REC_HDR_SIZE > SPOOL_REC_PAYLOAD_MAX || len > sh->segment_size)
+		return -E2BIG;
+	e = entry_get(sh);
+	if (!e)
+		return -ENOMEM;
+	rc = buf_reserve(&e->head, head);
+	if (rc) {
+		entry_put(sh, e);
+		return rc;
+	}
+	e->head.len = spool_rec_encode_msg_head(e->head.data, m->msgid, now_us(),
+						m->flags, m->sender, m->sender_len,
+						m->nrcpt, m->rcpt, m->rcpt_len,
+						m->body, m->body_len);
+	if (e->head.len != head)
+		panic("record head %zu bytes, expected %zu", e->head.len, head);
+	e->msgid = m->msgid;
+	e->body = m->body;
+	e->body_len = m->body_len;
+	e->done = done;
+	e->arg = arg;
+	e->next = NULL;
+	if (sh->q_last)
+		sh->q_last->next = e;
+	else
+		sh->q_first = e;
+	sh->q_last = e;
+	sh->q_count++;
+	return 0;
+}
+
+/* ---- segments ----------------------------------------------------------- */
+
+static int segment_open(struct spool_shard *sh, uint64_t first_seq)
+{
+	char path[PATH_MAX];
+	int n, fd;
+
+	if (sh->seg_fd >= 0) {
+		close(sh->seg_fd);
+		sh->seg_fd = -1;
+	}
+	n = snprintf(path, sizeof(path), "%s/%016" PRIx64 ".seg", sh->dir, first_seq);
+	if (n < 0 || (size_t)n >= sizeof(path))
+		return -ENAMETOOLONG;
+	/* A rare, start-of-segment open on the engine thread: one metadata
+	 * operation per segment_size bytes written. */
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return -errno;
+	sh->seg_fd = fd;
+	sh->seg_off = 0;
+	sh->seg_new = 1;
+	sh->seg_broken = 0;
+	log_info("spool shard %u: new segment %s", sh->shard, path);
+	return 0;
+}
+
+/* ---- group commit ------------------------------------------------------- */
+
+static void batch_write_cqe(void *arg, int res);
+static void batch_sync_cqe(void *arg, int res);
+
+/* Point the iovecs at the bytes of the batch not yet written. */
+static unsigned batch_iov(struct spool_shard *sh)
+{
+	struct spool_batch *b = &sh->b;
+	uint64_t skip = b->written;
+	unsigned n = 0;
+
+	for (struct spool_entry *e = b->first; e; e = e->next) {
+		const char *part[2] = { e->head.data, e->body };
+		size_t plen[2] = { e->head.len, e->body_len };
+
+		for (int i = 0; i < 2; i++) {
+			if (plen[i] == 0)
+				continue;
+			if (skip >= plen[i]) {
+				skip -= plen[i];
+				continue;
+			}
+			sh->iov[n].iov_base = (void *)(part[i] + skip);
+			sh->iov[n].iov_len = plen[i] - skip;
+			skip = 0;
+			n++;
+		}
+	}
+	return n;
+}
+
+/*
+ * Submit one round: the unwritten rest of the batch (if any), linked to an
+ * fdatasync of the segment, linked to an fsync of the directory when the
+ * segment is new. Returns 0 or -errno; on error the SQEs already queued still
+ * complete and are counted in outstanding, so the round ends normally.
+ */
+static int batch_submit(struct spool_shard *sh)
+{
+	struct spool_batch *b = &sh->b;
+	int sync = sh->sync != CONFIG_SYNC_NONE;
+	int rc;
+
+	b->outstanding = 0;
+	b->syncs_ok = 1;
+	b->err = 0;
+	if (b->written < b->total) {
+		b->round_len = b->total - b->written;
+		rc = loop_file_writev(sh->loop, b->fd, sh->iov, batch_iov(sh),
+				      b->off + b->written, sync ? LOOP_LINK : 0,
+				      batch_write_cqe, sh);
+		if (rc)
+			return rc;
+		b->outstanding++;
+	}
+	if (!sync)
+		return 0;
+	rc = loop_file_fsync(sh->loop, b->fd, 1, b->need_dirsync ? LOOP_LINK : 0,
+			     batch_sync_cqe, sh);
+	if (rc == 0) {
+		b->outstanding++;
+		if (b->need_dirsync) {
+			rc = loop_file_fsync(sh->loop, sh->dirfd, 0, 0, batch_sync_cqe, sh);
+			if (rc == 0)
+				b->outstanding++;
+		}
+	}
+	if (rc) {
+		/* A write went in linked to nothing: it still completes, and
+		 * the round fails for want of its sync. */
+		b->err = rc;
+		if (b->outstanding == 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Tell each entry of a list its fate and recycle it. */
+static void entries_done(struct spool_shard *sh, struct spool_entry *e,
+			 unsigned count, int err)
+{
+	struct spool_entry *next;
+
+	for (unsigned i = 0; i < count && e; i++) {
+		next = e->next;
+		e->done(e->arg, err);
+		entry_put(sh, e);
+		e = next;
+	}
+}
+
+static void batch_finish(struct spool_shard *sh, int err)
+{
+	struct spool_batch *b = &sh->b;
+	struct spool_entry *first = b->first;
+	unsigned count = b->count;
+
+	if (err) {
+		sh->stats.errors += count;
+		log_err("spool shard %u: writing %u message(s) at offset %" PRIu64 ": %s",
+			sh->shard, count, b->off, strerror(-err));
+		/* Cut the partial batch off so later records follow the last
+		 * good one; if that fails too, leave this segment for good. */
+		if (ftruncate(b->fd, (off_t)b->off)) {
+			log_err("spool shard %u: truncating after failed write: %s",
+				sh->shard, strerror(errno));
+			sh->seg_broken = 1;
+		}
+		sh->seg_off = b->off;
+	} else {
+		sh->stats.messages += count;
+		sh->stats.bytes += b->total;
+		sh->stats.commits++;
+		sh->seg_off = b->off + b->total;
+		if (b->need_dirsync)
+			sh->seg_new = 0;
+	}
+	sh->inflight = 0;
+	memset(b, 0, sizeof(*b));
+	/* Callbacks last: they may queue the next message right away. */
+	entries_done(sh, first, count, err);
+}
+
+/* All CQEs of a round are in: finish, or go round again. */
+static void batch_round_end(struct spool_shard *sh)
+{
+	struct spool_batch *b = &sh->b;
+	int rc;
+
+	if (b->err) {
+		batch_finish(sh, b->err);
+		return;
+	}
+	if (b->written < b->total || (!b->syncs_ok && sh->sync != CONFIG_SYNC_NONE)) {
+		/* A short write broke the link: its sync did not cover the
+		 * rest. Write the rest (if any) and sync again before anyone
+		 * is told "stored". */
+		rc = batch_submit(sh);
+		if (rc)
+			batch_finish(sh, rc);
+		return;
+	}
+	batch_finish(sh, 0);
+}
+
+static void batch_write_cqe(void *arg, int res)
+{
+	struct spool_shard *sh = arg;
+	struct spool_batch *b = &sh->b;
+
+	if (res < 0)
+		b->err = b->err ? b->err : res;
+	else if (res == 0)
+		b->err = b->err ? b->err : -EIO; /* no progress: the device refuses */
+	else
+		b->written += (uint64_t)res;
+	if (--b->outstanding == 0)
+		batch_round_end(sh);
+}
+
+static void batch_sync_cqe(void *arg, int res)
+{
+	struct spool_shard *sh = arg;
+	struct spool_batch *b = &sh->b;
+
+	if (res != 0) {
+		b->syncs_ok = 0;
+		/* -ECANCELED: the write before it was short; not an error. */
+		if (res != -ECANCELED && !b->err)
+			b->err = res;
+	}
+	if (--b->outstanding == 0)
+		batch_round_end(sh);
+}
+
+void spool_shard_flush(void *arg)
+{
+	struct spool_shard *sh = arg;
+	struct spool_batch *b = &sh->b;
+	struct spool_entry *e;
+	unsigned iovs = 0, max = sh->sync == CONFIG_SYNC_ALWAYS ? 1 : UINT32_MAX;
+	uint64_t first_len;
+	int rc;
+
+	if (sh->inflight || !sh->q_first)
+		return;
+	first_len = sh->q_first->head.len + sh->q_first->body_len;
+	if (sh->seg_fd < 0 || sh->seg_broken ||
+	    (sh->seg_off > 0 && sh->seg_off + first_len > sh->segment_size)) {
+		/* The segment is named after its first record's sequence. */
+		rc = segment_open(sh, spool_msgid_seq(sh->q_first->msgid));
+		if (rc) {
+			struct spool_entry *first = sh->q_first;
+			unsigned count = sh->q_count;
+
+			log_err("spool shard %u: cannot start a segment: %s", sh->shard,
+				strerror(-rc));
+			/* Fail what is queued now; the next message tries again. */
+			sh->q_first = sh->q_last = NULL;
+			sh->q_count = 0;
+			sh->stats.errors += count;
+			entries_done(sh, first, count, rc);
+			return;
+		}
+	}
+	memset(b, 0, sizeof(*b));
+	b->fd = sh->seg_fd;
+	b->off = sh->seg_off;
+	b->need_dirsync = sh->seg_new && sh->sync != CONFIG_SYNC_NONE;
+	/* Take records in arrival order while they fit the segment, the
+	 * iovec budget and the sync mode. */
+	while ((e = sh->q_first) && b->count < max) {
+		uint64_t len = e->head.len + e->body_len;
+		if (b->count && (iovs + 2 > SPOOL_IOV_MAX ||
+				 b->off + b->total + len > sh->segment_size))
+			break;
+		sh->q_first = e->next;
+		if (!sh->q_first)
+			sh->q_last = NULL;
+		sh->q_count--;
+		if (!b->first)
+			b->first = e;
+		else
+			b->last->next = e;
+		b->last = e;
+		e->next = NULL;
+		b->count++;
+		b->total += len;
+		iovs += 2;
+	}
+	sh->inflight = 1;
+	rc = batch_submit(sh);
+	if (rc) {
+		/* No file-op slot (cannot happen with one batch in flight, but
+		 * never lose records): put them back for the next turn. */
+		b->last->next = sh->q_first;
+		sh->q_first = b->first;
+		if (!sh->q_last)
+			sh->q_last = b->last;
+		sh->q_count += b->count;
+		sh->inflight = 0;
+		memset(b, 0, sizeof(*b));
+	}
+}

@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * spool: the write path of one spool shard (one per engine thread). Messages
+ * are appended as whole MSG records to append-only segment files through the
+ * thread's io_uring; messages that finish in the same loop turn share one
+ * write and one fdatasync (group commit), and each message's done callback
+ * runs only after its bytes are durable (sync = batch|always). A message id
+ * names shard and sequence, unique across restarts.
+ */
+#ifndef ETRND_STORE_SPOOL_H
+#define ETRND_STORE_SPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "core/loop.h"
+
+struct spool_shard;
+
+struct spool_shard_conf {
+	const char *dir;             /* spool_dir; the shard lives in dir/<shard> */
+	unsigned shard;
+	enum config_sync sync;
+	size_t segment_size;
+};
+
+/*
+ * Open (creating if needed) the shard directory and find the highest message
+ * sequence already in it, so new ids never repeat one on disk. Runs on the
+ * engine thread before loop_run(); may block (start-up). Returns NULL with err
+ * set on failure. The first segment file is created on the first append.
+ */
+struct spool_shard *spool_shard_open(struct loop *loop,
+		const struct spool_shard_conf *conf, char *err, size_t errlen);
+
+/* Close files and free. Only when spool_shard_busy() is 0. NULL is fine. */
+struct spool_shard *spool_shard_close(struct spool_shard *sh);
+
+/* A new message id (shard + next sequence). */
+uint64_t spool_shard_new_msgid(struct spool_shard *sh);
+
+struct spool_msg {
+	uint64_t msgid;
+	uint16_t flags;               /* SPOOL_MSG_* */
+	const char *sender;
+	size_t sender_len;
+	uint32_t nrcpt;
+	const char *const *rcpt;
+	const size_t *rcpt_len;
+	const char *body;             /* borrowed until done() runs */
+	size_t body_len;
+};
+
+/* err is 0 when the record is on disk (as durable as sync says), else
+ * -errno (-ENOSPC, -EIO, ...) and nothing of this message counts as stored. */
+typedef void (*spool_done_fn)(void *arg, int err);
+
+/*
+ * Queue a MSG record. The envelope is copied; the body is borrowed and must
+ * stay valid and unchanged until done() runs. done() runs on the loop thread
+ * from a completion, never from inside this call. Returns 0, or -E2BIG when
+ * the record is larger than the segment size, -ENOMEM.
+ */
+int spool_append_msg(struct spool_shard *sh, const struct spool_msg *m,
+		spool_done_fn done, void *arg);
+
+/* The loop's turn hook: start a group commit of everything queued, unless a
+ * commit is already in flight (then the queue waits and grows). */
+void spool_shard_flush(void *sh);
+
+/* 1 while records are queued or being written (the loop's busy check). */
+int spool_shard_busy(void *sh);
+
+/* Counters for logs and metrics. */
+struct spool_stats {
+	uint64_t messages;     /* MSG records made durable */
+	uint64_t bytes;        /* bytes made durable */
+	uint64_t commits;      /* group commits (write + sync rounds) */
+	uint64_t errors;       /* messages failed */
+};
+void spool_shard_stats(const struct spool_shard *sh, struct spool_stats *st);
+
+#endif
