@@ -1,0 +1,695 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * etrnd-spool: offline inspection of a spool directory (stats, list, show,
+ * json). Reads segments with spool_read and never writes to the spool, so it
+ * is safe next to a running etrnd (a record being appended shows as a torn
+ * tail). Exit status: 0 fine, 1 an error (unreadable directory or segment,
+ * queue id not found), 2 usage, 3 damaged regions found (and no error).
+ */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "store/spool_read.h"
+#include "store/spool_rec.h"
+
+#define TOOL_NAME "etrnd-spool"
+#define TOOL_EXIT_OK 0
+#define TOOL_EXIT_ERR 1
+#define TOOL_EXIT_USAGE 2
+#define TOOL_EXIT_DAMAGE 3
+
+#define SEG_HEX_DIGITS 16
+#define SEG_SUFFIX ".seg"
+#define SHARD_NAME_MAX 5 /* decimal digits of the largest shard, 65535 */
+#define QID_HEX_MAX 16
+#define QID_TEXT_SIZE 24
+#define ISO_DAY_SIZE 32  /* "YYYY-MM-DDTHH:MM:SS", years of any width */
+#define ISO_TIME_SIZE 40 /* ISO_DAY_SIZE - 1 + ".uuuuuuZ" + NUL */
+#define PRINTABLE_MAX 2048 /* longest address is 65535; rare, truncated */
+#define OUT_BUF_SIZE (1u << 20)
+#define B64_CHUNK 49152 /* input bytes per output flush; multiple of 3 */
+#define US_PER_S 1000000ull
+
+enum tool_cmd { CMD_STATS, CMD_LIST, CMD_SHOW, CMD_JSON };
+
+struct shard_stats {
+	uint64_t segments, records, msg, done, bytes;
+	uint64_t torn_segments, torn_bytes, bad_regions;
+};
+
+struct done_ent {
+	uint32_t rcpt;
+	enum spool_done_status status;
+};
+
+struct tool {
+	enum tool_cmd cmd;
+	const char *path;       /* segment being read */
+	unsigned shard;
+	int damage;
+	int error;
+	struct shard_stats st;
+	/* show */
+	uint64_t want_id;
+	int found;
+	struct spool_rec_hdr found_hdr;
+	char *found_payload;    /* a copy: payloads live only in the callback */
+	char *found_path;
+	uint64_t found_off;
+	struct done_ent *dones;
+	size_t ndone, done_cap;
+};
+
+static void usage(void)
+{
+	fprintf(stderr,
+		"usage: " TOOL_NAME " stats SPOOL_DIR\n"
+		"       " TOOL_NAME " list SPOOL_DIR\n"
+		"       " TOOL_NAME " show SPOOL_DIR QUEUE_ID\n"
+		"       " TOOL_NAME " json SPOOL_DIR\n");
+}
+
+static const char *rec_why(int why)
+{
+	switch (why) {
+	case SPOOL_REC_AGAIN: return "record cut short";
+	case SPOOL_REC_BAD_MAGIC: return "bad magic";
+	case SPOOL_REC_BAD_VERSION: return "unknown record version";
+	case SPOOL_REC_BAD_LENGTH: return "bad record length";
+	case SPOOL_REC_BAD_CRC: return "CRC mismatch";
+	case SPOOL_REC_BAD_PAYLOAD: return "bad payload";
+	default: return "damaged";
+	}
+}
+
+static const char *done_status_name(enum spool_done_status s)
+{
+	switch (s) {
+	case SPOOL_DONE_DELIVERED: return "delivered";
+	case SPOOL_DONE_BOUNCED: return "bounced";
+	case SPOOL_DONE_EXPIRED: return "expired";
+	}
+	return "unknown";
+}
+
+/* Addresses came from the network: show them printable, \xNN otherwise. */
+static const char *printable(char *dst, size_t dstlen, const char *s,
+		size_t n)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (o + 5 >= dstlen) {
+			if (dstlen >= 4)
+				o = dstlen - 4;
+			memcpy(dst + o, "...", 3);
+			o += 3;
+			break;
+		}
+		if (c >= 0x21 && c < 0x7f && c != '\\') {
+			dst[o++] = (char)c;
+		} else {
+			int r = snprintf(dst + o, dstlen - o, "\\x%02X", c);
+			o += (size_t)r; /* fits: o + 5 < dstlen */
+		}
+	}
+	dst[o] = '\0';
+	return dst;
+}
+
+static void iso_time(char *out, size_t outlen, uint64_t time_us)
+{
+	time_t t = (time_t)(time_us / US_PER_S);
+	struct tm tm;
+	char day[ISO_DAY_SIZE];
+
+	if (gmtime_r(&t, &tm) == NULL ||
+	    strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm) == 0) {
+		int r = snprintf(out, outlen, "@%" PRIu64 "us", time_us);
+		(void)r; /* a truncated fallback is still a hint */
+		return;
+	}
+	int r = snprintf(out, outlen, "%s.%06uZ", day,
+			(unsigned)(time_us % US_PER_S));
+	if (r < 0 || (size_t)r >= outlen)
+		out[0] = '\0'; /* cannot happen with ISO_TIME_SIZE */
+}
+
+/* JSON strings carry bytes, not text: '"' and '\\' are escaped, and bytes
+ * below 0x20, 0x7F and every byte from 0x80 up (UTF-8 or not) are written
+ * as \u00XX of the byte, so a reader gets the exact bytes back with
+ * str.encode("latin-1"). */
+static void json_str(const char *s, size_t n)
+{
+	putchar('"');
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '"' || c == '\\')
+			printf("\\%c", c);
+		else if (c < 0x20 || c >= 0x7f)
+			printf("\\u%04X", c);
+		else
+			putchar(c);
+	}
+	putchar('"');
+}
+
+static void json_b64(const char *s, size_t n)
+{
+	static const char tab[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	static char out[B64_CHUNK / 3 * 4];
+	const unsigned char *u = (const unsigned char *)s;
+
+	putchar('"');
+	while (n > 0) {
+		size_t take = n < B64_CHUNK ? n : B64_CHUNK;
+		size_t o = 0, i = 0;
+		for (; i + 3 <= take; i += 3) {
+			uint32_t v = ((uint32_t)u[i] << 16) |
+				((uint32_t)u[i + 1] << 8) | u[i + 2];
+			out[o++] = tab[v >> 18];
+			out[o++] = tab[(v >> 12) & 63];
+			out[o++] = tab[(v >> 6) & 63];
+			out[o++] = tab[v & 63];
+		}
+		if (i < take) { /* only in the last chunk: B64_CHUNK % 3 == 0 */
+			uint32_t v = (uint32_t)u[i] << 16;
+			if (i + 1 < take)
+				v |= (uint32_t)u[i + 1] << 8;
+			out[o++] = tab[v >> 18];
+			out[o++] = tab[(v >> 12) & 63];
+			out[o++] = i + 1 < take ? tab[(v >> 6) & 63] : '=';
+			out[o++] = '=';
+		}
+		fwrite(out, 1, o, stdout);
+		u += take;
+		n -= take;
+	}
+	putchar('"');
+}
+
+static void report_bad_payload(struct tool *t, uint64_t off, uint32_t len)
+{
+	fprintf(stderr, TOOL_NAME ": %s: offset %" PRIu64
+			": %s (%" PRIu64 " bytes skipped)\n", t->path, off,
+			rec_why(SPOOL_REC_BAD_PAYLOAD),
+			(uint64_t)SPOOL_REC_HDR_SIZE + len);
+	t->st.bad_regions++;
+	t->damage = 1;
+}
+
+static void on_bad(void *arg, uint64_t off, uint64_t len, int why)
+{
+	struct tool *t = arg;
+	fprintf(stderr, TOOL_NAME ": %s: offset %" PRIu64
+			": %s (%" PRIu64 " bytes skipped)\n", t->path, off,
+			rec_why(why), len);
+	t->damage = 1;
+}
+
+static void print_msg_list(const struct spool_rec_hdr *hdr,
+		const struct spool_rec_msg *m)
+{
+	char qid[QID_TEXT_SIZE], when[ISO_TIME_SIZE], a[PRINTABLE_MAX];
+	size_t cur = 0;
+
+	spool_msgid_format(hdr->msgid, qid, sizeof qid);
+	iso_time(when, sizeof when, hdr->time_us);
+	printf("%s %s %zu <%s> %" PRIu32, qid, when, m->body_len,
+			printable(a, sizeof a, m->sender.p, m->sender.len),
+			m->nrcpt);
+	for (uint32_t i = 0; i < m->nrcpt; i++) {
+		struct spool_rec_addr r = spool_rec_msg_rcpt_next(m, &cur);
+		printf(" <%s>", printable(a, sizeof a, r.p, r.len));
+	}
+	putchar('\n');
+}
+
+static void print_json(struct tool *t, uint64_t off,
+		const struct spool_rec_hdr *hdr, const struct spool_rec_msg *m,
+		uint32_t rcpt, enum spool_done_status status)
+{
+	char qid[QID_TEXT_SIZE];
+
+	spool_msgid_format(hdr->msgid, qid, sizeof qid);
+	printf("{\"qid\":\"%s\",\"type\":\"%s\",\"shard\":%u,\"segment\":",
+			qid, m != NULL ? "MSG" : "DONE", t->shard);
+	json_str(t->path, strlen(t->path));
+	printf(",\"offset\":%" PRIu64 ",\"time_us\":%" PRIu64
+			",\"flags\":%u", off, hdr->time_us, hdr->flags);
+	if (m == NULL) {
+		printf(",\"rcpt\":%" PRIu32 ",\"status\":\"%s\"}\n", rcpt,
+				done_status_name(status));
+		return;
+	}
+	size_t cur = 0;
+	printf(",\"sender\":");
+	json_str(m->sender.p, m->sender.len);
+	printf(",\"rcpts\":[");
+	for (uint32_t i = 0; i < m->nrcpt; i++) {
+		struct spool_rec_addr r = spool_rec_msg_rcpt_next(m, &cur);
+		if (i > 0)
+			putchar(',');
+		json_str(r.p, r.len);
+	}
+	printf("],\"body_b64\":");
+	json_b64(m->body, m->body_len);
+	printf("}\n");
+}
+
+static int show_keep_msg(struct tool *t, uint64_t off,
+		const struct spool_rec_hdr *hdr, const char *payload)
+{
+	if (t->found) /* a duplicate (compaction copy): keep the first */
+		return 0;
+	t->found_payload = malloc(hdr->length);
+	t->found_path = strdup(t->path);
+	if (t->found_payload == NULL || t->found_path == NULL)
+		return -ENOMEM;
+	memcpy(t->found_payload, payload, hdr->length);
+	t->found_hdr = *hdr;
+	t->found_off = off;
+	t->found = 1;
+	return 0;
+}
+
+static int show_keep_done(struct tool *t, uint32_t rcpt,
+		enum spool_done_status status)
+{
+	if (t->ndone == t->done_cap) {
+		size_t cap = t->done_cap ? 2 * t->done_cap : 16;
+		struct done_ent *d = realloc(t->dones, cap * sizeof *d);
+		if (d == NULL)
+			return -ENOMEM;
+		t->dones = d;
+		t->done_cap = cap;
+	}
+	t->dones[t->ndone].rcpt = rcpt;
+	t->dones[t->ndone].status = status;
+	t->ndone++;
+	return 0;
+}
+
+static int on_record(void *arg, uint64_t off, const struct spool_rec_hdr *hdr,
+		const char *payload)
+{
+	struct tool *t = arg;
+	struct spool_rec_msg m;
+	uint32_t rcpt = 0;
+	enum spool_done_status status = SPOOL_DONE_DELIVERED;
+
+	if (hdr->type == SPOOL_REC_MSG) {
+		if (spool_rec_decode_msg(payload, hdr->length, &m) !=
+				SPOOL_REC_OK) {
+			report_bad_payload(t, off, hdr->length);
+			return 0;
+		}
+	} else if (spool_rec_decode_done(payload, hdr->length, &rcpt,
+			&status) != SPOOL_REC_OK) {
+		report_bad_payload(t, off, hdr->length);
+		return 0;
+	}
+	int is_msg = hdr->type == SPOOL_REC_MSG;
+
+	t->st.records++;
+	if (is_msg)
+		t->st.msg++;
+	else
+		t->st.done++;
+	switch (t->cmd) {
+	case CMD_STATS:
+		break;
+	case CMD_LIST:
+		if (is_msg)
+			print_msg_list(hdr, &m);
+		break;
+	case CMD_JSON:
+		print_json(t, off, hdr, is_msg ? &m : NULL, rcpt, status);
+		break;
+	case CMD_SHOW:
+		if (hdr->msgid != t->want_id)
+			break;
+		if (is_msg)
+			return show_keep_msg(t, off, hdr, payload);
+		return show_keep_done(t, rcpt, status);
+	}
+	return 0;
+}
+
+static int is_segment_name(const char *name)
+{
+	size_t n = strlen(name);
+	if (n != SEG_HEX_DIGITS + strlen(SEG_SUFFIX) ||
+	    strcmp(name + SEG_HEX_DIGITS, SEG_SUFFIX) != 0)
+		return 0;
+	for (size_t i = 0; i < SEG_HEX_DIGITS; i++)
+		if (!isdigit((unsigned char)name[i]) &&
+		    !(name[i] >= 'a' && name[i] <= 'f'))
+			return 0;
+	return 1;
+}
+
+static int is_shard_name(const char *name, unsigned *shard)
+{
+	size_t n = strlen(name);
+	if (n == 0 || n > SHARD_NAME_MAX)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!isdigit((unsigned char)name[i]))
+			return 0;
+	unsigned long v = strtoul(name, NULL, 10);
+	if (v > UINT16_MAX)
+		return 0;
+	*shard = (unsigned)v;
+	return 1;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+struct name_list {
+	char **v;
+	size_t n, cap;
+};
+
+static int names_add(struct name_list *l, const char *name)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 16;
+		char **v = realloc(l->v, cap * sizeof *v);
+		if (v == NULL)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	if ((l->v[l->n] = strdup(name)) == NULL)
+		return -ENOMEM;
+	l->n++;
+	return 0;
+}
+
+static void names_free(struct name_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+	l->v = NULL;
+	l->n = l->cap = 0;
+}
+
+static int path_join(char *out, const char *dir, const char *name)
+{
+	int r = snprintf(out, PATH_MAX, "%s/%s", dir, name);
+	if (r < 0 || r >= PATH_MAX) {
+		fprintf(stderr, TOOL_NAME ": %s/%s: %s\n", dir, name,
+				strerror(ENAMETOOLONG));
+		return -ENAMETOOLONG;
+	}
+	return 0;
+}
+
+/*
+ * Read the entries of dir that match want(); report every other entry as
+ * skipped. Directory entries need want_dir (shards) or a regular file
+ * (segments). The list comes back sorted by name.
+ */
+static int list_dir(const char *dir, int want_dir, struct name_list *out)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char path[PATH_MAX];
+	int ret = 0;
+
+	if (d == NULL) {
+		ret = -errno;
+		fprintf(stderr, TOOL_NAME ": %s: %s\n", dir, strerror(errno));
+		return ret;
+	}
+	while ((errno = 0, e = readdir(d)) != NULL) {
+		unsigned shard;
+		struct stat st;
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		int ok = want_dir ? is_shard_name(e->d_name, &shard) :
+			is_segment_name(e->d_name);
+		if (path_join(path, dir, e->d_name) < 0)
+			continue;
+		if (ok && stat(path, &st) == 0)
+			ok = want_dir ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode);
+		if (!ok) {
+			fprintf(stderr, TOOL_NAME ": %s: not a %s, skipped\n",
+					path, want_dir ? "shard" : "segment");
+			continue;
+		}
+		if (names_add(out, e->d_name) < 0) {
+			ret = -ENOMEM;
+			fprintf(stderr, TOOL_NAME ": %s\n", strerror(ENOMEM));
+			goto fail;
+		}
+	}
+	if (errno != 0) {
+		ret = -errno;
+		fprintf(stderr, TOOL_NAME ": %s: %s\n", dir, strerror(errno));
+		goto fail;
+	}
+	if (out->n > 1)
+		qsort(out->v, out->n, sizeof *out->v, cmp_str);
+fail:
+	closedir(d);
+	return ret;
+}
+
+static int cmp_shard(const void *a, const void *b)
+{
+	unsigned long x = strtoul(*(char *const *)a, NULL, 10);
+	unsigned long y = strtoul(*(char *const *)b, NULL, 10);
+	return x < y ? -1 : x > y;
+}
+
+static void print_stats_row(const char *name, const struct shard_stats *s)
+{
+	printf("%-6s %8" PRIu64 " %10" PRIu64 " %10" PRIu64 " %10" PRIu64
+			" %14" PRIu64 " %5" PRIu64 " %10" PRIu64 " %4" PRIu64 "\n",
+			name, s->segments, s->records, s->msg, s->done,
+			s->bytes, s->torn_segments, s->torn_bytes,
+			s->bad_regions);
+}
+
+/* Read one shard directory; returns -errno only when nothing more can be
+ * done (out of memory), after recording other errors in t->error. */
+static int scan_shard(struct tool *t, const char *spool, const char *name,
+		struct shard_stats *total)
+{
+	char dir[PATH_MAX], path[PATH_MAX];
+	struct name_list segs = { 0 };
+	int ret = 0;
+
+	if (path_join(dir, spool, name) < 0) {
+		t->error = 1;
+		return 0;
+	}
+	t->shard = (unsigned)strtoul(name, NULL, 10);
+	memset(&t->st, 0, sizeof t->st);
+	ret = list_dir(dir, 0, &segs);
+	if (ret == -ENOMEM)
+		goto fail;
+	if (ret < 0) {
+		t->error = 1;
+		ret = 0;
+		goto fail;
+	}
+	for (size_t i = 0; i < segs.n; i++) {
+		struct spool_read_result res;
+		if (path_join(path, dir, segs.v[i]) < 0) {
+			t->error = 1;
+			continue;
+		}
+		t->path = path;
+		int r = spool_read_segment(path, on_record, on_bad, t, &res);
+		if (r == -ENOMEM) {
+			ret = r;
+			goto fail;
+		}
+		if (r < 0) {
+			fprintf(stderr, TOOL_NAME ": %s: %s\n", path,
+					strerror(-r));
+			t->error = 1;
+			continue;
+		}
+		t->st.segments++;
+		t->st.bytes += res.file_size;
+		t->st.bad_regions += res.bad_regions;
+		if (res.torn_bytes > 0) {
+			/* Normal after a crash, or for a segment being
+			 * written now: noted, not counted as damage. */
+			fprintf(stderr, TOOL_NAME ": %s: offset %" PRIu64
+					": torn tail (%" PRIu64
+					" bytes ignored)\n", path,
+					res.valid_end, res.torn_bytes);
+			t->st.torn_segments++;
+			t->st.torn_bytes += res.torn_bytes;
+		}
+	}
+	if (t->cmd == CMD_STATS)
+		print_stats_row(name, &t->st);
+	total->segments += t->st.segments;
+	total->records += t->st.records;
+	total->msg += t->st.msg;
+	total->done += t->st.done;
+	total->bytes += t->st.bytes;
+	total->torn_segments += t->st.torn_segments;
+	total->torn_bytes += t->st.torn_bytes;
+	total->bad_regions += t->st.bad_regions;
+fail:
+	names_free(&segs);
+	return ret;
+}
+
+static int parse_qid(const char *s, uint64_t *id)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > QID_HEX_MAX)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (!isxdigit((unsigned char)s[i]))
+			return -EINVAL;
+	*id = strtoull(s, NULL, 16);
+	return 0;
+}
+
+static void show_print(struct tool *t)
+{
+	struct spool_rec_msg m;
+	char qid[QID_TEXT_SIZE], when[ISO_TIME_SIZE], a[PRINTABLE_MAX];
+	const struct spool_rec_hdr *h = &t->found_hdr;
+	size_t cur = 0;
+
+	/* Decoded once already in on_record(); cannot fail on the copy. */
+	if (spool_rec_decode_msg(t->found_payload, h->length, &m) !=
+			SPOOL_REC_OK)
+		return;
+	spool_msgid_format(h->msgid, qid, sizeof qid);
+	iso_time(when, sizeof when, h->time_us);
+	printf("queue_id: %s\n", qid);
+	printf("segment: %s offset %" PRIu64 "\n", t->found_path,
+			t->found_off);
+	printf("time: %s\n", when);
+	printf("flags:%s%s%s\n", h->flags & SPOOL_MSG_8BITMIME ?
+			" 8BITMIME" : "", h->flags & SPOOL_MSG_SMTPUTF8 ?
+			" SMTPUTF8" : "", h->flags == 0 ? " none" : "");
+	printf("size: %zu\n", m.body_len);
+	printf("sender: <%s>\n", printable(a, sizeof a, m.sender.p,
+			m.sender.len));
+	for (uint32_t i = 0; i < m.nrcpt; i++) {
+		struct spool_rec_addr r = spool_rec_msg_rcpt_next(&m, &cur);
+		const char *state = "queued";
+		for (size_t k = 0; k < t->ndone; k++)
+			if (t->dones[k].rcpt == i)
+				state = done_status_name(t->dones[k].status);
+		printf("recipient: <%s> %s\n",
+				printable(a, sizeof a, r.p, r.len), state);
+	}
+	putchar('\n');
+
+	/* Undo the dot-stuffing of RFC 5321 4.5.2: a line that was stored
+	 * as ".." began with "." when the client sent it. */
+	const char *b = m.body, *end = m.body + m.body_len;
+	while (b < end) {
+		const char *nl = memchr(b, '\n', (size_t)(end - b));
+		const char *stop = nl != NULL ? nl + 1 : end;
+		if (stop - b >= 2 && b[0] == '.' && b[1] == '.')
+			b++;
+		fwrite(b, 1, (size_t)(stop - b), stdout);
+		b = stop;
+	}
+}
+
+int main(int argc, char **argv)
+{
+	static char outbuf[OUT_BUF_SIZE];
+	struct tool t = { 0 };
+	struct name_list shards = { 0 };
+	struct shard_stats total = { 0 };
+	int status = TOOL_EXIT_OK;
+
+	if (argc < 3) {
+		usage();
+		return TOOL_EXIT_USAGE;
+	}
+	const char *cmd = argv[1], *spool = argv[2];
+	if (strcmp(cmd, "stats") == 0 && argc == 3)
+		t.cmd = CMD_STATS;
+	else if (strcmp(cmd, "list") == 0 && argc == 3)
+		t.cmd = CMD_LIST;
+	else if (strcmp(cmd, "json") == 0 && argc == 3)
+		t.cmd = CMD_JSON;
+	else if (strcmp(cmd, "show") == 0 && argc == 4)
+		t.cmd = CMD_SHOW;
+	else {
+		usage();
+		return TOOL_EXIT_USAGE;
+	}
+	if (t.cmd == CMD_SHOW && parse_qid(argv[3], &t.want_id) < 0) {
+		fprintf(stderr, TOOL_NAME ": %s: not a queue id\n", argv[3]);
+		return TOOL_EXIT_USAGE;
+	}
+	(void)setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
+
+	if (list_dir(spool, 1, &shards) < 0) {
+		status = TOOL_EXIT_ERR;
+		goto fail;
+	}
+	if (shards.n > 1)
+		qsort(shards.v, shards.n, sizeof *shards.v, cmp_shard);
+	if (t.cmd == CMD_STATS)
+		printf("%-6s %8s %10s %10s %10s %14s %5s %10s %4s\n", "shard",
+				"segments", "records", "msg", "done", "bytes",
+				"torn", "torn_bytes", "bad");
+	for (size_t i = 0; i < shards.n; i++) {
+		unsigned shard;
+		/* show: the queue id names its shard; skip the others. */
+		if (t.cmd == CMD_SHOW && is_shard_name(shards.v[i], &shard) &&
+		    shard != spool_msgid_shard(t.want_id))
+			continue;
+		if (scan_shard(&t, spool, shards.v[i], &total) < 0) {
+			fprintf(stderr, TOOL_NAME ": %s\n", strerror(ENOMEM));
+			status = TOOL_EXIT_ERR;
+			goto fail;
+		}
+	}
+	if (t.cmd == CMD_STATS)
+		print_stats_row("total", &total);
+	if (t.cmd == CMD_SHOW) {
+		if (t.found) {
+			show_print(&t);
+		} else {
+			fprintf(stderr, TOOL_NAME ": %s: not found\n", argv[3]);
+			t.error = 1;
+		}
+	}
+	if (t.error)
+		status = TOOL_EXIT_ERR;
+	else if (t.damage)
+		status = TOOL_EXIT_DAMAGE;
+fail:
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		fprintf(stderr, TOOL_NAME ": stdout: %s\n", strerror(errno));
+		status = TOOL_EXIT_ERR;
+	}
+	names_free(&shards);
+	free(t.found_payload);
+	free(t.found_path);
+	free(t.dones);
+	return status;
+}
