@@ -44,6 +44,7 @@ int log_enabled(enum log_level level)
 	return (int)level >= atomic_load_explicit(&log_level, memory_order_relaxed);
 }
 
+__attribute__((format(printf, 2, 0)))
 static void log_vline(enum log_level level, const char *fmt, va_list ap)
 {
 	char line[LOG_LINE_MAX];

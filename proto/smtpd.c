@@ -18,6 +18,7 @@
 #include "store/spool_rec.h"
 
 #define SMTPD_BUSY_MAX 256
+#define SMTPD_LOG_ADDR_MAX 300 /* RFC 5321 4.5.3.1.3: paths are at most 256 octets */
 
 struct smtpd {
 	const struct config *cfg;
@@ -151,12 +152,13 @@ static void smtpd_committed(void *arg, int err)
 	const struct smtp_tx *tx = smtp_server_tx(sc->s);
 	size_t slen, blen;
 	const char *sender = smtp_tx_sender(tx, &slen);
+	char from[SMTPD_LOG_ADDR_MAX];
 
 	sc->commit_pending = 0;
 	(void)smtp_tx_body(tx, &blen);
 	if (err == 0)
-		log_info("%s: from=<%.*s>, size=%zu, nrcpt=%u, client=[%s]%s",
-			 smtp_tx_qid(tx), (int)(slen > 256 ? 256 : slen), sender, blen,
+		log_info("%s: from=<%s>, size=%zu, nrcpt=%u, client=[%s]%s",
+			 smtp_tx_qid(tx), log_printable(from, sizeof(from), sender, slen), blen,
 			 smtp_tx_nrcpt(tx), sc->c ? conn_peer(sc->c) : "gone",
 			 sc->c ? "" : " (client left before the reply)");
 	else

@@ -42,8 +42,7 @@
 struct spool_entry {
 	struct spool_entry *next;
 	struct buf head;          /* record header + envelope */
-	uint64_t msgid;
-	const char *body;
+	const char *body;         /* MSG: borrowed body; DONE: NULL */
 	size_t body_len;
 	spool_done_fn done;
 	void *arg;
@@ -137,10 +136,15 @@ static int scan_max_seq(const char *dir, uint64_t *max, char *err, size_t errlen
 	}
 	while ((de = readdir(d))) {
 		struct spool_read_result res;
+		uint64_t seq;
 		int n;
 
 		if (!is_segment_name(de->d_name))
 			continue;
+		/* Segment names use the sequence too (spool_shard_flush). */
+		seq = strtoull(de->d_name, NULL, 16);
+		if (seq > *max)
+			*max = seq;
 		n = snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
 		if (n < 0 || (size_t)n >= sizeof(path))
 			continue;
@@ -275,6 +279,20 @@ static void entry_put(struct spool_shard *sh, struct spool_entry *e)
 	sh->pool_count++;
 }
 
+static void entry_queue(struct spool_shard *sh, struct spool_entry *e,
+			spool_done_fn done, void *arg)
+{
+	e->done = done;
+	e->arg = arg;
+	e->next = NULL;
+	if (sh->q_last)
+		sh->q_last->next = e;
+	else
+		sh->q_first = e;
+	sh->q_last = e;
+	sh->q_count++;
+}
+
 int spool_append_msg(struct spool_shard *sh, const struct spool_msg *m,
 		     spool_done_fn done, void *arg)
 {
@@ -300,18 +318,29 @@ int spool_append_msg(struct spool_shard *sh, const struct spool_msg *m,
 						m->body, m->body_len);
 	if (e->head.len != head)
 		panic("record head %zu bytes, expected %zu", e->head.len, head);
-	e->msgid = m->msgid;
 	e->body = m->body;
 	e->body_len = m->body_len;
-	e->done = done;
-	e->arg = arg;
-	e->next = NULL;
-	if (sh->q_last)
-		sh->q_last->next = e;
-	else
-		sh->q_first = e;
-	sh->q_last = e;
-	sh->q_count++;
+	entry_queue(sh, e, done, arg);
+	return 0;
+}
+
+int spool_append_done(struct spool_shard *sh, uint64_t msgid, uint32_t rcpt_index,
+		      enum spool_done_status status, spool_done_fn done, void *arg)
+{
+	struct spool_entry *e = entry_get(sh);
+	int rc;
+
+	if (!e)
+		return -ENOMEM;
+	rc = buf_reserve(&e->head, SPOOL_REC_HDR_SIZE + SPOOL_DONE_PAYLOAD_SIZE);
+	if (rc) {
+		entry_put(sh, e);
+		return rc;
+	}
+	e->head.len = spool_rec_encode_done(e->head.data, msgid, now_us(), rcpt_index, status);
+	e->body = NULL;
+	e->body_len = 0;
+	entry_queue(sh, e, done, arg);
 	return 0;
 }
 
@@ -428,7 +457,8 @@ static void entries_done(struct spool_shard *sh, struct spool_entry *e,
 
 	for (unsigned i = 0; i < count && e; i++) {
 		next = e->next;
-		e->done(e->arg, err);
+		if (e->done)
+			e->done(e->arg, err);
 		entry_put(sh, e);
 		e = next;
 	}
@@ -532,8 +562,10 @@ void spool_shard_flush(void *arg)
 	first_len = sh->q_first->head.len + sh->q_first->body_len;
 	if (sh->seg_fd < 0 || sh->seg_broken ||
 	    (sh->seg_off > 0 && sh->seg_off + first_len > sh->segment_size)) {
-		/* The segment is named after its first record's sequence. */
-		rc = segment_open(sh, spool_msgid_seq(sh->q_first->msgid));
+		/* A segment is named by a fresh sequence number: unique, and in
+		 * time order (the records inside may carry older ids, and DONE
+		 * records always do). */
+		rc = segment_open(sh, sh->seq++);
 		if (rc) {
 			struct spool_entry *first = sh->q_first;
 			unsigned count = sh->q_count;

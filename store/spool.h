@@ -15,6 +15,7 @@
 
 #include "core/config.h"
 #include "core/loop.h"
+#include "store/spool_rec.h"
 
 struct spool_shard;
 
@@ -65,6 +66,14 @@ typedef void (*spool_done_fn)(void *arg, int err);
 int spool_append_msg(struct spool_shard *sh, const struct spool_msg *m,
 		spool_done_fn done, void *arg);
 
+/*
+ * Queue a DONE record: recipient rcpt_index of message msgid was delivered,
+ * bounced or expired. Group-committed with everything else; done (may be
+ * NULL) runs once it is durable. Returns 0 or -ENOMEM.
+ */
+int spool_append_done(struct spool_shard *sh, uint64_t msgid, uint32_t rcpt_index,
+		enum spool_done_status status, spool_done_fn done, void *arg);
+
 /* The loop's turn hook: start a group commit of everything queued, unless a
  * commit is already in flight (then the queue waits and grows). */
 void spool_shard_flush(void *sh);
@@ -74,7 +83,7 @@ int spool_shard_busy(void *sh);
 
 /* Counters for logs and metrics. */
 struct spool_stats {
-	uint64_t messages;     /* MSG records made durable */
+	uint64_t messages;     /* records (MSG and DONE) made durable */
 	uint64_t bytes;        /* bytes made durable */
 	uint64_t commits;      /* group commits (write + sync rounds) */
 	uint64_t errors;       /* messages failed */

@@ -1,0 +1,1190 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * smtp_server: the RFC 5321 server session as a pure state machine (see
+ * smtp_server.h for the contract). One allocation per session: the struct
+ * and its bounded command-line buffer. The transaction's envelope and body
+ * live in capped buffers that are reused from message to message.
+ */
+#include "proto/smtp_server.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "proto/smtp_parse.h"
+
+#define SMTP_HELO_MAX 64        /* HELO text kept for Received: (sanitized) */
+#define SMTP_CLIENT_MAX 64      /* client address text; INET6_ADDRSTRLEN is 46 */
+#define SMTP_REPLY_MAX 512      /* reply line incl. CRLF; RFC 5321 4.5.3.1.5 */
+#define SMTP_RECEIVED_ROOM 1024 /* Received: header, not counting our hostname */
+#define SMTP_LOG_TEXT 160       /* untrusted text quoted in a log line */
+#define SMTP_DATE_MAX 64        /* "Tue, 24 Nov 2026 00:38:41 +0000 (UTC)" */
+#define SMTP_NUL_WINDOW 4096    /* DATA: look for NUL bytes this far ahead */
+/* After an unusually large message, give memory back so one big body does
+ * not stay pinned for the rest of the session. */
+#define SMTP_BODY_SHRINK_OVER (1024u * 1024u)
+#define SMTP_BODY_KEEP (64u * 1024u)
+#define SMTP_ENV_SHRINK_OVER (64u * 1024u)
+#define SMTP_ENV_KEEP (4u * 1024u)
+
+enum smtp_state {
+	SMTP_STATE_INIT = 0, /* connected, no HELO/EHLO yet */
+	SMTP_STATE_READY,    /* greeted, no transaction */
+	SMTP_STATE_MAIL,     /* MAIL accepted, no recipient yet */
+	SMTP_STATE_RCPT,     /* at least one recipient */
+	SMTP_STATE_DATA,     /* reading the message */
+	SMTP_STATE_COMMIT,   /* message complete, waiting for commit_done */
+	SMTP_STATE_CLOSED,   /* final reply written; nothing more is read */
+};
+
+static const char *const smtp_state_names[] = {
+	"INIT", "READY", "MAIL", "RCPT", "DATA", "COMMIT", "CLOSED",
+};
+
+/* Where the DATA reader stands inside the current line. */
+enum smtp_data_state {
+	SMTP_DATA_BOL = 0, /* at the start of a line */
+	SMTP_DATA_DOT,     /* line began with "." */
+	SMTP_DATA_DOT_CR,  /* line is ".\r" so far */
+	SMTP_DATA_TEXT,    /* inside a line */
+	SMTP_DATA_CR,      /* inside a line, just after CR */
+};
+
+/* Reasons to refuse a message after its final dot; several may be set, the
+ * reply is chosen by priority (lowest bit first) so the outcome does not
+ * depend on how the input was split into feeds. */
+#define SMTP_DERR_BARE 0x01u  /* bare CR or LF (smuggling defence) */
+#define SMTP_DERR_NUL 0x02u   /* NUL byte */
+#define SMTP_DERR_LONG 0x04u  /* text line over line_max */
+#define SMTP_DERR_SIZE 0x08u  /* over size_max */
+#define SMTP_DERR_NOMEM 0x10u /* body buffer could not grow */
+
+/* One recipient inside tx->env. Paths are at most SMTP_PATH_MAX octets, so
+ * 16 bits hold their lengths. */
+struct smtp_rcpt_ref {
+	uint32_t off;
+	uint16_t len;
+	uint16_t dom;
+};
+
+struct smtp_tx {
+	uint64_t msgid;
+	char qid[SMTP_QID_MAX];
+	unsigned flags;    /* SMTP_TX_* */
+	unsigned nrcpt;
+	size_t sender_len; /* the sender is env.data[0 .. sender_len) */
+	struct buf env;    /* sender, then recipients, back to back */
+	struct buf rcpts;  /* struct smtp_rcpt_ref[nrcpt] */
+	struct buf body;   /* Received: + message, dot-stuffed, CRLF */
+	/* DATA reader */
+	enum smtp_data_state dstate;
+	unsigned derr;     /* SMTP_DERR_* */
+	int prev_crlf;     /* last line ended with a real CRLF (or DATA began) */
+	size_t line_len;   /* octets of the current line, without CRLF and stuffing dot */
+	size_t size;       /* message size so far: unstuffed, CRLF line ends */
+};
+
+struct smtp_session {
+	const struct smtp_server_conf *conf;
+	enum smtp_state state;
+	unsigned errors;     /* against limits.max_errors */
+	int esmtp;           /* EHLO (1) or HELO (0) */
+	int discarding;      /* command line went past command_max: drop to LF */
+	int out_failed;      /* a reply could not be appended: close */
+	size_t line_len;     /* partial command line in line[] */
+	char client_addr[SMTP_CLIENT_MAX];
+	char helo[SMTP_HELO_MAX + 1];
+	struct smtp_tx tx;
+	char line[];         /* limits.command_max octets */
+};
+
+/* A parsed command, handed from check to proceed. */
+struct smtp_cmd_ctx {
+	const char *arg; /* text after the verb, trimmed, not NUL-terminated */
+	size_t arg_len;
+	struct smtp_path path;
+	unsigned tx_flags;
+};
+
+/* check: validate, write the error reply, return one of these. */
+#define SMTP_CHECK_OK 0
+#define SMTP_CHECK_FAIL (-1)   /* refused; counts against the error budget */
+#define SMTP_CHECK_REFUSE (-2) /* refused, but not the client's fault */
+
+#define SMTP_CMDF_JUNK 0x1u  /* always counts against the error budget */
+#define SMTP_CMDF_CLOSE 0x2u /* HTTP/proxy smuggling: 221 and close */
+
+struct smtp_cmd {
+	const char *name;
+	int (*check)(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out);
+	void (*proceed)(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out);
+	unsigned flags;
+};
+
+static void smtp_enter_state(struct smtp_session *s, enum smtp_state new_state)
+{
+	log_debug("smtp %s: %s -> %s", s->client_addr,
+			smtp_state_names[s->state], smtp_state_names[new_state]);
+	s->state = new_state;
+}
+
+/* Append one reply line (CRLF added). A reply that cannot be appended (the
+ * caller's output cap: a peer pipelining without reading) closes the
+ * session rather than silently skipping a reply. */
+__attribute__((format(printf, 3, 4)))
+static void smtp_reply(struct smtp_session *s, struct buf *out, const char *fmt, ...)
+{
+	char line[SMTP_REPLY_MAX];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(line) - 2)
+		panic("reply too long: %.40s", fmt);
+	line[n++] = '\r';
+	line[n++] = '\n';
+	if (buf_append(out, line, (size_t)n) != 0) {
+		if (s && !s->out_failed)
+			log_warn("smtp %s: reply buffer full, closing", s->client_addr);
+		if (s)
+			s->out_failed = 1;
+	}
+}
+
+/* ---- transaction ------------------------------------------------------ */
+
+static void smtp_tx_drop(struct smtp_tx *tx)
+{
+	tx->msgid = 0;
+	tx->qid[0] = '\0';
+	tx->flags = 0;
+	tx->nrcpt = 0;
+	tx->sender_len = 0;
+	tx->derr = 0;
+	tx->size = 0;
+	buf_reset(&tx->env);
+	buf_reset(&tx->rcpts);
+	buf_reset(&tx->body);
+	if (tx->body.cap > SMTP_BODY_SHRINK_OVER)
+		buf_shrink(&tx->body, SMTP_BODY_KEEP);
+	if (tx->env.cap > SMTP_ENV_SHRINK_OVER)
+		buf_shrink(&tx->env, SMTP_ENV_KEEP);
+	if (tx->rcpts.cap > SMTP_ENV_SHRINK_OVER)
+		buf_shrink(&tx->rcpts, SMTP_ENV_KEEP);
+}
+
+static void smtp_count_error(struct smtp_session *s)
+{
+	s->errors++;
+}
+
+/* Postfix smtpd_hard_error_limit: after the reply that used up the budget,
+ * 421 and close at once. */
+static void smtp_check_budget(struct smtp_session *s, struct buf *out)
+{
+	unsigned max = s->conf->limits.max_errors;
+
+	if (max == 0 || s->errors < max || s->state == SMTP_STATE_CLOSED)
+		return;
+	log_info("smtp %s: too many errors (%u), disconnecting", s->client_addr, s->errors);
+	smtp_reply(s, out, "421 4.7.0 %s Error: too many errors", s->conf->hostname);
+	smtp_enter_state(s, SMTP_STATE_CLOSED);
+}
+
+/* ---- commands --------------------------------------------------------- */
+
+static int smtp_check_helo(struct smtp_session *s, struct smtp_cmd_ctx *c,
+		struct buf *out, const char *verb)
+{
+	if (c->arg_len == 0) {
+		smtp_reply(s, out, "501 5.5.4 Syntax: %s hostname", verb);
+		return SMTP_CHECK_FAIL;
+	}
+	return SMTP_CHECK_OK;
+}
+
+static int smtp_check_ehlo(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	return smtp_check_helo(s, c, out, "EHLO");
+}
+
+static int smtp_check_helo_cmd(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	return smtp_check_helo(s, c, out, "HELO");
+}
+
+/* Keep the HELO text for Received: printable ASCII only (anything else
+ * becomes '?', as Postfix's printable() does) and at most SMTP_HELO_MAX. */
+static void smtp_set_helo(struct smtp_session *s, const char *p, size_t n, int esmtp)
+{
+	size_t i;
+
+	if (n > SMTP_HELO_MAX)
+		n = SMTP_HELO_MAX;
+	for (i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)p[i];
+
+		s->helo[i] = ch > 0x20 && ch < 0x7f ? (char)ch : '?';
+	}
+	s->helo[n] = '\0';
+	s->esmtp = esmtp;
+	smtp_tx_drop(&s->tx); /* RFC 5321 4.1.4: EHLO/HELO resets the transaction */
+	smtp_enter_state(s, SMTP_STATE_READY);
+}
+
+static void smtp_proceed_ehlo(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	smtp_set_helo(s, c->arg, c->arg_len, 1);
+	/* Extensions: adding STARTTLS/AUTH/ETRN later is one line each here. */
+	smtp_reply(s, out, "250-%s", s->conf->hostname);
+	smtp_reply(s, out, "250-PIPELINING");
+	smtp_reply(s, out, "250-SIZE %zu", s->conf->limits.size_max);
+	smtp_reply(s, out, "250-8BITMIME");
+	smtp_reply(s, out, "250-ENHANCEDSTATUSCODES");
+	smtp_reply(s, out, "250 SMTPUTF8");
+}
+
+static void smtp_proceed_helo(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	smtp_set_helo(s, c->arg, c->arg_len, 0);
+	smtp_reply(s, out, "250 %s", s->conf->hostname);
+}
+
+/* Parse MAIL parameters (RFC 1870 SIZE, RFC 6152 BODY, RFC 6531 SMTPUTF8). */
+static int smtp_mail_params(struct smtp_session *s, struct smtp_cmd_ctx *c,
+		size_t off, struct buf *out)
+{
+	struct smtp_param p;
+	int r;
+
+	while ((r = smtp_parse_param(c->arg, c->arg_len, &off, &p)) == 1) {
+		if (smtp_parse_token_eq(p.key, p.key_len, "SIZE") && p.val) {
+			size_t i, size = 0;
+			int big = 0;
+
+			for (i = 0; i < p.val_len; i++) {
+				unsigned d = (unsigned char)p.val[i] - '0';
+
+				if (d > 9) {
+					smtp_reply(s, out, "501 5.5.4 Bad SIZE parameter value");
+					return SMTP_CHECK_FAIL;
+				}
+				if (size > (SIZE_MAX - d) / 10)
+					big = 1;
+				else
+					size = size * 10 + d;
+			}
+			if (big || size > s->conf->limits.size_max) {
+				smtp_reply(s, out, "552 5.3.4 Message size exceeds fixed limit");
+				return SMTP_CHECK_FAIL;
+			}
+		} else if (smtp_parse_token_eq(p.key, p.key_len, "BODY") && p.val) {
+			if (smtp_parse_token_eq(p.val, p.val_len, "8BITMIME")) {
+				c->tx_flags |= SMTP_TX_8BITMIME;
+			} else if (smtp_parse_token_eq(p.val, p.val_len, "7BIT")) {
+				c->tx_flags &= ~SMTP_TX_8BITMIME;
+			} else {
+				smtp_reply(s, out, "501 5.5.4 Bad BODY parameter value");
+				return SMTP_CHECK_FAIL;
+			}
+		} else if (smtp_parse_token_eq(p.key, p.key_len, "SMTPUTF8") && !p.val) {
+			c->tx_flags |= SMTP_TX_SMTPUTF8;
+		} else {
+			smtp_reply(s, out, "555 5.5.4 Unsupported option");
+			return SMTP_CHECK_FAIL;
+		}
+	}
+	if (r < 0) {
+		smtp_reply(s, out, "501 5.5.4 Syntax error in parameters");
+		return SMTP_CHECK_FAIL;
+	}
+	return SMTP_CHECK_OK;
+}
+
+static int smtp_check_mail(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	size_t off;
+	int r;
+
+	if (s->state == SMTP_STATE_INIT) {
+		smtp_reply(s, out, "503 5.5.1 Error: send HELO/EHLO first");
+		return SMTP_CHECK_FAIL;
+	}
+	if (s->state != SMTP_STATE_READY) {
+		smtp_reply(s, out, "503 5.5.1 Error: nested MAIL command");
+		return SMTP_CHECK_FAIL;
+	}
+	r = smtp_parse_path_arg(c->arg, c->arg_len, "FROM:", &c->path, &off);
+	switch (r) {
+	case SMTP_PARSE_OK:
+		break;
+	case SMTP_PARSE_KEYWORD:
+		smtp_reply(s, out, "501 5.5.4 Syntax: MAIL FROM:<address>");
+		return SMTP_CHECK_FAIL;
+	case SMTP_PARSE_TOO_LONG: /* RFC 5321 4.5.3.1.10: "501 Path too long" */
+		smtp_reply(s, out, "501 5.1.7 Error: path too long");
+		return SMTP_CHECK_FAIL;
+	default:
+		smtp_reply(s, out, "501 5.1.7 Bad sender address syntax");
+		return SMTP_CHECK_FAIL;
+	}
+	if (c->path.flags & SMTP_PATH_NO_DOMAIN) {
+		smtp_reply(s, out, "501 5.1.7 Bad sender address syntax");
+		return SMTP_CHECK_FAIL;
+	}
+	return smtp_mail_params(s, c, off, out);
+}
+
+static void smtp_proceed_mail(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	struct smtp_tx *tx = &s->tx;
+
+	smtp_tx_drop(tx);
+	if (buf_append(&tx->env, c->path.addr, c->path.len) != 0) {
+		smtp_reply(s, out, "452 4.3.1 Insufficient system storage");
+		return;
+	}
+	tx->sender_len = c->path.len;
+	tx->flags = c->tx_flags;
+	smtp_enter_state(s, SMTP_STATE_MAIL);
+	smtp_reply(s, out, "250 2.1.0 Ok");
+}
+
+static int smtp_check_rcpt(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	const struct smtp_server_conf *conf = s->conf;
+	struct smtp_path *path = &c->path;
+	char logtext[SMTP_LOG_TEXT];
+	enum smtp_rcpt_verdict v;
+	size_t off;
+	int r;
+
+	if (s->state != SMTP_STATE_MAIL && s->state != SMTP_STATE_RCPT) {
+		smtp_reply(s, out, "503 5.5.1 Error: need MAIL command");
+		return SMTP_CHECK_FAIL;
+	}
+	r = smtp_parse_path_arg(c->arg, c->arg_len, "TO:", path, &off);
+	switch (r) {
+	case SMTP_PARSE_OK:
+		break;
+	case SMTP_PARSE_KEYWORD:
+		smtp_reply(s, out, "501 5.5.4 Syntax: RCPT TO:<address>");
+		return SMTP_CHECK_FAIL;
+	case SMTP_PARSE_TOO_LONG: /* RFC 5321 4.5.3.1.10: "501 Path too long" */
+		smtp_reply(s, out, "501 5.1.3 Error: path too long");
+		return SMTP_CHECK_FAIL;
+	default:
+		smtp_reply(s, out, "501 5.1.3 Bad recipient address syntax");
+		return SMTP_CHECK_FAIL;
+	}
+	/* A bare local part (including RFC 5321 4.5.1's "<Postmaster>") has
+	 * no customer domain to relay to: we are a relay, not a mailbox host. */
+	if (path->flags & (SMTP_PATH_NULL | SMTP_PATH_NO_DOMAIN)) {
+		smtp_reply(s, out, "501 5.1.3 Bad recipient address syntax");
+		return SMTP_CHECK_FAIL;
+	}
+	if (off < c->arg_len) {
+		struct smtp_param p;
+
+		/* No RCPT parameters are advertised (no DSN). */
+		if (smtp_parse_param(c->arg, c->arg_len, &off, &p) < 0) {
+			smtp_reply(s, out, "501 5.5.4 Syntax error in parameters");
+			return SMTP_CHECK_FAIL;
+		}
+		smtp_reply(s, out, "555 5.5.4 Unsupported option");
+		return SMTP_CHECK_FAIL;
+	}
+	/* RFC 5321 4.5.3.1.10: 452 for too many recipients, and the client
+	 * sends the rest later; not an error against the budget, or a large
+	 * pipelined recipient list would get a well-behaved client cut off. */
+	if (s->tx.nrcpt >= conf->limits.max_recipients) {
+		smtp_reply(s, out, "452 4.5.3 Error: too many recipients");
+		return SMTP_CHECK_REFUSE;
+	}
+	smtp_parse_normalize_domain(path);
+	if (path->flags & SMTP_PATH_LITERAL)
+		v = SMTP_RCPT_DENY; /* customer domains have names, not literals */
+	else
+		v = conf->rcpt_check(conf->rcpt_arg, path->addr + path->domain_off,
+				path->len - path->domain_off);
+	if (v == SMTP_RCPT_OK)
+		return SMTP_CHECK_OK;
+	log_info("smtp %s: reject RCPT <%s>: verdict %d", s->client_addr,
+			log_printable(logtext, sizeof(logtext), path->addr, path->len), (int)v);
+	switch (v) {
+	case SMTP_RCPT_TEMPFAIL:
+		smtp_reply(s, out, "451 4.3.0 <%s>: Temporary lookup failure", path->addr);
+		break;
+	case SMTP_RCPT_OVER_QUOTA:
+		smtp_reply(s, out, "452 4.2.2 <%s>: Domain over quota", path->addr);
+		break;
+	default:
+		smtp_reply(s, out, "550 5.7.1 <%s>: Relay access denied", path->addr);
+		break;
+	}
+	return SMTP_CHECK_FAIL;
+}
+
+static void smtp_proceed_rcpt(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	struct smtp_tx *tx = &s->tx;
+	struct smtp_rcpt_ref ref;
+	size_t env_len = tx->env.len;
+
+	if (tx->env.len > UINT32_MAX - SMTP_PATH_MAX) {
+		smtp_reply(s, out, "452 4.5.3 Error: too many recipients");
+		return;
+	}
+	ref.off = (uint32_t)tx->env.len;
+	ref.len = (uint16_t)c->path.len;
+	ref.dom = (uint16_t)c->path.domain_off;
+	if (buf_append(&tx->env, c->path.addr, c->path.len) != 0 ||
+			buf_append(&tx->rcpts, &ref, sizeof(ref)) != 0) {
+		tx->env.len = env_len;
+		smtp_reply(s, out, "452 4.3.1 Insufficient system storage");
+		return;
+	}
+	tx->nrcpt++;
+	if (s->state != SMTP_STATE_RCPT)
+		smtp_enter_state(s, SMTP_STATE_RCPT);
+	smtp_reply(s, out, "250 2.1.5 Ok");
+}
+
+static int smtp_check_data(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	if (c->arg_len != 0) {
+		smtp_reply(s, out, "501 5.5.4 Syntax: DATA");
+		return SMTP_CHECK_FAIL;
+	}
+	if (s->state != SMTP_STATE_MAIL && s->state != SMTP_STATE_RCPT) {
+		smtp_reply(s, out, "503 5.5.1 Error: need RCPT command");
+		return SMTP_CHECK_FAIL;
+	}
+	if (s->tx.nrcpt == 0) {
+		smtp_reply(s, out, "554 5.5.1 Error: no valid recipients");
+		return SMTP_CHECK_FAIL;
+	}
+	return SMTP_CHECK_OK;
+}
+
+/* RFC 5322 3.3 date-time, always UTC; names from tables, not the locale. */
+static int smtp_format_date(char *dst, size_t n, time_t t)
+{
+	static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+	static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+		"Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+	struct tm tm;
+	int r;
+
+	if (gmtime_r(&t, &tm) == NULL || tm.tm_wday < 0 || tm.tm_wday > 6 ||
+			tm.tm_mon < 0 || tm.tm_mon > 11)
+		return -EINVAL;
+	r = snprintf(dst, n, "%s, %d %s %d %02d:%02d:%02d +0000 (UTC)",
+			days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900,
+			tm.tm_hour, tm.tm_min, tm.tm_sec);
+	if (r < 0 || (size_t)r >= n)
+		return -EOVERFLOW;
+	return 0;
+}
+
+/* Our trace header (RFC 5321 4.4), first in the stored body. */
+static int smtp_write_received(struct smtp_session *s)
+{
+	const struct smtp_server_conf *conf = s->conf;
+	struct smtp_tx *tx = &s->tx;
+	char date[SMTP_DATE_MAX];
+	time_t now = conf->clock ? conf->clock(conf->clock_arg) : time(NULL);
+	const char *proto = s->esmtp ? "ESMTP" : "SMTP";
+	int r;
+
+	r = smtp_format_date(date, sizeof(date), now);
+	if (r < 0)
+		return r;
+	if (tx->nrcpt == 1) {
+		struct smtp_rcpt_ref ref;
+
+		memcpy(&ref, tx->rcpts.data, sizeof(ref));
+		r = buf_printf(&tx->body, "Received: from %s (%s)\r\n"
+				"\tby %s (etrnd) with %s id %s\r\n\tfor <%.*s>;\r\n\t%s\r\n",
+				s->helo, s->client_addr, conf->hostname, proto, tx->qid,
+				(int)ref.len, tx->env.data + ref.off, date);
+	} else {
+		r = buf_printf(&tx->body, "Received: from %s (%s)\r\n"
+				"\tby %s (etrnd) with %s id %s;\r\n\t%s\r\n",
+				s->helo, s->client_addr, conf->hostname, proto, tx->qid, date);
+	}
+	return r;
+}
+
+static void smtp_proceed_data(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	const struct smtp_server_conf *conf = s->conf;
+	const struct smtp_limits *lim = &conf->limits;
+	struct smtp_tx *tx = &s->tx;
+	size_t room = SMTP_RECEIVED_ROOM + strlen(conf->hostname);
+	size_t cap = lim->size_max;
+
+	/* The stored body is dot-stuffed, size_max counts unstuffed octets: a
+	 * stuffing dot needs a line of at least ".X\r\n", so the stored size is
+	 * at most 4/3 of the counted one. The reader stops storing as soon as
+	 * the count passes size_max; the cap is only the backstop. */
+	cap = cap > SIZE_MAX - cap / 3 ? SIZE_MAX : cap + cap / 3;
+	cap = cap > SIZE_MAX - room ? SIZE_MAX : cap + room;
+	buf_reset(&tx->body);
+	tx->body.max = cap;
+	conf->new_id(conf->new_id_arg, &tx->msgid, tx->qid);
+	tx->qid[SMTP_QID_MAX - 1] = '\0';
+	if (smtp_write_received(s) != 0) {
+		smtp_reply(s, out, "452 4.3.1 Insufficient system storage");
+		return;
+	}
+	tx->dstate = SMTP_DATA_BOL;
+	tx->derr = 0;
+	tx->prev_crlf = 1; /* DATA's own CRLF: "." as the first line ends it */
+	tx->line_len = 0;
+	tx->size = 0;
+	smtp_enter_state(s, SMTP_STATE_DATA);
+	smtp_reply(s, out, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+static int smtp_check_noargs(struct smtp_session *s, struct smtp_cmd_ctx *c,
+		struct buf *out, const char *verb)
+{
+	if (c->arg_len != 0) {
+		smtp_reply(s, out, "501 5.5.4 Syntax: %s", verb);
+		return SMTP_CHECK_FAIL;
+	}
+	return SMTP_CHECK_OK;
+}
+
+static int smtp_check_rset(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	return smtp_check_noargs(s, c, out, "RSET");
+}
+
+static void smtp_proceed_rset(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	smtp_tx_drop(&s->tx);
+	if (s->state != SMTP_STATE_INIT)
+		smtp_enter_state(s, SMTP_STATE_READY);
+	smtp_reply(s, out, "250 2.0.0 Ok");
+}
+
+static int smtp_check_any(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	return SMTP_CHECK_OK;
+}
+
+static void smtp_proceed_noop(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	smtp_reply(s, out, "250 2.0.0 Ok");
+}
+
+static void smtp_proceed_quit(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	smtp_reply(s, out, "221 2.0.0 Bye");
+	smtp_enter_state(s, SMTP_STATE_CLOSED);
+}
+
+static int smtp_check_vrfy(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	if (c->arg_len == 0) {
+		smtp_reply(s, out, "501 5.5.4 Syntax: VRFY address");
+		return SMTP_CHECK_FAIL;
+	}
+	return SMTP_CHECK_OK;
+}
+
+static void smtp_proceed_vrfy(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	/* RFC 5321 3.5.3: 252 when we will not say whether a user exists. */
+	smtp_reply(s, out, "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+static void smtp_proceed_help(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	smtp_reply(s, out, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
+}
+
+/* EXPN, and commands that later issues implement (ETRN, ATRN, AUTH,
+ * STARTTLS): replace the row's check/proceed to add one. */
+static int smtp_check_unimpl(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	smtp_reply(s, out, "502 5.5.1 Command not implemented");
+	return SMTP_CHECK_FAIL;
+}
+
+/* Not SMTP at all: an HTTP or proxy request (cross-protocol attack, or a
+ * client in the wrong place). Postfix's answer, then close. */
+static int smtp_check_close(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	smtp_reply(s, out, "221 2.7.0 Error: I can break rules, too. Goodbye.");
+	return SMTP_CHECK_FAIL;
+}
+
+static const struct smtp_cmd smtp_cmds[] = {
+	{ "EHLO", smtp_check_ehlo, smtp_proceed_ehlo, 0 },
+	{ "HELO", smtp_check_helo_cmd, smtp_proceed_helo, 0 },
+	{ "MAIL", smtp_check_mail, smtp_proceed_mail, 0 },
+	{ "RCPT", smtp_check_rcpt, smtp_proceed_rcpt, 0 },
+	{ "DATA", smtp_check_data, smtp_proceed_data, 0 },
+	{ "RSET", smtp_check_rset, smtp_proceed_rset, 0 },
+	{ "NOOP", smtp_check_any, smtp_proceed_noop, 0 },
+	{ "QUIT", smtp_check_any, smtp_proceed_quit, 0 },
+	{ "VRFY", smtp_check_vrfy, smtp_proceed_vrfy, 0 },
+	{ "HELP", smtp_check_any, smtp_proceed_help, 0 },
+	{ "EXPN", smtp_check_unimpl, NULL, SMTP_CMDF_JUNK },
+	{ "ETRN", smtp_check_unimpl, NULL, 0 },
+	{ "ATRN", smtp_check_unimpl, NULL, 0 },
+	{ "AUTH", smtp_check_unimpl, NULL, 0 },
+	{ "STARTTLS", smtp_check_unimpl, NULL, 0 },
+	{ "BDAT", smtp_check_unimpl, NULL, 0 },
+	{ "GET", smtp_check_close, NULL, SMTP_CMDF_CLOSE },
+	{ "POST", smtp_check_close, NULL, SMTP_CMDF_CLOSE },
+	{ "CONNECT", smtp_check_close, NULL, SMTP_CMDF_CLOSE },
+	{ "USER", smtp_check_close, NULL, SMTP_CMDF_CLOSE },
+};
+
+/* One complete command line, CRLF (or bare LF) already removed. */
+static void smtp_command(struct smtp_session *s, const char *line, size_t n, struct buf *out)
+{
+	char logtext[SMTP_LOG_TEXT];
+	const struct smtp_cmd *cmd = NULL;
+	struct smtp_cmd_ctx c;
+	size_t vlen, i;
+	int r;
+
+	if (log_enabled(LOGL_DEBUG))
+		log_debug("smtp %s: < %s", s->client_addr,
+				log_printable(logtext, sizeof(logtext), line, n));
+	if (memchr(line, '\0', n) != NULL) {
+		smtp_reply(s, out, "500 5.5.2 Error: NUL character in command");
+		smtp_count_error(s);
+		goto done;
+	}
+	vlen = smtp_parse_verb(line, n, &c.arg, &c.arg_len);
+	for (i = 0; i < sizeof(smtp_cmds) / sizeof(smtp_cmds[0]); i++) {
+		if (smtp_parse_token_eq(line, vlen, smtp_cmds[i].name)) {
+			cmd = &smtp_cmds[i];
+			break;
+		}
+	}
+	if (cmd == NULL) {
+		smtp_reply(s, out, "500 5.5.2 Error: command not recognized");
+		smtp_count_error(s);
+		goto done;
+	}
+	c.tx_flags = 0;
+	r = cmd->check(s, &c, out);
+	if (cmd->flags & SMTP_CMDF_CLOSE) {
+		log_info("smtp %s: non-SMTP command %s, disconnecting",
+				s->client_addr, cmd->name);
+		smtp_enter_state(s, SMTP_STATE_CLOSED);
+		return;
+	}
+	if (r == SMTP_CHECK_OK && cmd->proceed)
+		cmd->proceed(s, &c, out);
+	if (r == SMTP_CHECK_FAIL || (cmd->flags & SMTP_CMDF_JUNK))
+		smtp_count_error(s);
+done:
+	smtp_check_budget(s, out);
+}
+
+static void smtp_line_too_long(struct smtp_session *s, struct buf *out)
+{
+	/* RFC 5321 4.5.3.1.4 and 4.5.3.1.10: "500 Line too long" */
+	log_info("smtp %s: command line over %zu octets", s->client_addr,
+			s->conf->limits.command_max);
+	smtp_reply(s, out, "500 5.5.2 Error: line too long");
+	smtp_count_error(s);
+	smtp_check_budget(s, out);
+}
+
+/* Command mode: take input up to and including one LF (or all of it when
+ * there is none). Returns the octets consumed. A line never needs more than
+ * command_max octets of buffer: when it passes the limit the rest of it is
+ * dropped as it arrives, and the 500 goes out when its LF does. */
+static size_t smtp_line_feed(struct smtp_session *s, const char *p, size_t n, struct buf *out)
+{
+	const size_t max = s->conf->limits.command_max;
+	const char *nl = memchr(p, '\n', n);
+	size_t take = nl ? (size_t)(nl - p) + 1 : n;
+	const char *line;
+	size_t len;
+
+	if (s->discarding) {
+		if (nl == NULL)
+			return n;
+		s->discarding = 0;
+		smtp_line_too_long(s, out);
+		return take;
+	}
+	if (take > max - s->line_len) {
+		s->line_len = 0;
+		if (nl == NULL) {
+			s->discarding = 1;
+			return n;
+		}
+		smtp_line_too_long(s, out);
+		return take;
+	}
+	if (nl == NULL) {
+		memcpy(s->line + s->line_len, p, n);
+		s->line_len += n;
+		return n;
+	}
+	len = take - 1;
+	if (s->line_len == 0) {
+		line = p; /* the whole line is in the input: no copy */
+	} else {
+		memcpy(s->line + s->line_len, p, len);
+		len += s->line_len;
+		line = s->line;
+		s->line_len = 0;
+	}
+	/* CRLF, or a bare LF like Postfix accepts on command lines. */
+	if (len > 0 && line[len - 1] == '\r')
+		len--;
+	smtp_command(s, line, len, out);
+	return take;
+}
+
+/* ---- DATA ------------------------------------------------------------- */
+
+/* Store octets of the body; once the message is refused nothing more is
+ * kept, only counted. */
+static void smtp_data_store(struct smtp_tx *tx, const char *p, size_t n)
+{
+	int r;
+
+	if (tx->derr != 0 || n == 0)
+		return;
+	r = buf_append(&tx->body, p, n);
+	if (r == -ENOMEM)
+		tx->derr |= SMTP_DERR_NOMEM;
+	else if (r != 0)
+		tx->derr |= SMTP_DERR_SIZE;
+}
+
+/* Take back octets stored tentatively (".\r" of a line that turned out to
+ * be the end of data, or a "." line that must be stuffed). */
+static void smtp_data_retract(struct smtp_tx *tx, size_t n)
+{
+	if (tx->derr != 0)
+		return;
+	if (tx->body.len < n)
+		panic("retract %zu of %zu", n, tx->body.len);
+	tx->body.len -= n;
+}
+
+static void smtp_data_count(struct smtp_tx *tx, const struct smtp_limits *lim, size_t n)
+{
+	tx->size += n;
+	if (tx->size > lim->size_max)
+		tx->derr |= SMTP_DERR_SIZE;
+}
+
+/* A line ended by a bare CR or LF in normalize mode is stored as a CRLF
+ * line; one that is just "." must then be stuffed, or it would read as the
+ * end of data when the body is sent on. */
+static void smtp_data_dot_line(struct smtp_tx *tx, const struct smtp_limits *lim)
+{
+	smtp_data_retract(tx, 2); /* ".\r" */
+	smtp_data_store(tx, "..\r\n", 4);
+	smtp_data_count(tx, lim, 3);
+}
+
+/* End of data: hand over for commit, or refuse with the reply of the most
+ * important problem seen. */
+static void smtp_data_end(struct smtp_session *s, struct buf *out)
+{
+	struct smtp_tx *tx = &s->tx;
+	unsigned e = tx->derr;
+
+	if (e == 0) {
+		smtp_enter_state(s, SMTP_STATE_COMMIT);
+		return;
+	}
+	log_info("smtp %s: %s: message refused (0x%x, %zu octets)", s->client_addr,
+			tx->qid, e, tx->size);
+	if (e & SMTP_DERR_BARE)
+		smtp_reply(s, out, "554 5.6.0 Error: bare <LF> or <CR> received (RFC 5321 2.3.8)");
+	else if (e & SMTP_DERR_NUL)
+		smtp_reply(s, out, "554 5.6.0 Error: NUL byte in message");
+	else if (e & SMTP_DERR_LONG)
+		smtp_reply(s, out, "554 5.6.0 Error: line too long (RFC 5321 4.5.3.1.6)");
+	else if (e & SMTP_DERR_SIZE)
+		smtp_reply(s, out, "552 5.3.4 Error: message file too big");
+	else
+		smtp_reply(s, out, "452 4.3.1 Insufficient system storage");
+	smtp_tx_drop(tx);
+	smtp_enter_state(s, SMTP_STATE_READY);
+}
+
+/*
+ * DATA mode. Input is stored as it came (dot-stuffed, CRLF) in runs: one
+ * append per feed unless something must be rewritten. Only the exact
+ * sequence CRLF "." CRLF ends the data (RFC 5321 4.1.1.4); "\n.\n" and
+ * friends do not, whatever bare_lf_normalize says (SMTP smuggling). Every
+ * decision depends only on the state carried in tx, so splitting the input
+ * anywhere gives the same result. Returns the octets consumed; stops after
+ * the end of data.
+ */
+static size_t smtp_data_feed(struct smtp_session *s, const char *p, size_t n, struct buf *out)
+{
+	const struct smtp_limits *lim = &s->conf->limits;
+	struct smtp_tx *tx = &s->tx;
+	const int normalize = lim->bare_lf_normalize;
+	const char *zscan = p; /* NUL search done up to here ... */
+	const char *znext = NULL; /* ... and this is the first NUL found */
+	size_t i = 0, run = 0; /* p[run .. i) is still to be stored */
+
+	while (i < n) {
+		unsigned char ch = (unsigned char)p[i];
+
+		switch (tx->dstate) {
+		case SMTP_DATA_BOL:
+			tx->line_len = 0;
+			if (ch == '.') {
+				/* The stuffing dot (or the final one) is stored
+				 * tentatively and not counted (RFC 5321 4.5.2). */
+				tx->dstate = SMTP_DATA_DOT;
+				i++;
+			} else {
+				tx->dstate = SMTP_DATA_TEXT;
+			}
+			break;
+		case SMTP_DATA_DOT:
+			if (ch == '\r') {
+				tx->dstate = SMTP_DATA_DOT_CR;
+				i++;
+			} else if (ch == '\n') {
+				/* ".\n" is never the end of data */
+				if (!normalize) {
+					tx->derr |= SMTP_DERR_BARE;
+				} else {
+					smtp_data_store(tx, p + run, i - run);
+					smtp_data_store(tx, ".\r\n", 3);
+					smtp_data_count(tx, lim, 3);
+				}
+				i++;
+				run = i;
+				tx->prev_crlf = 0;
+				tx->dstate = SMTP_DATA_BOL;
+			} else {
+				tx->dstate = SMTP_DATA_TEXT; /* stuffed line: keep the dot */
+			}
+			break;
+		case SMTP_DATA_DOT_CR:
+			if (ch == '\n' && tx->prev_crlf) {
+				smtp_data_store(tx, p + run, i - run);
+				smtp_data_retract(tx, 2);
+				smtp_data_end(s, out);
+				return i + 1;
+			}
+			if (ch == '\n') {
+				/* "\n.\r\n": a "." line after a bare line end */
+				smtp_data_store(tx, p + run, i - run);
+				if (normalize)
+					smtp_data_dot_line(tx, lim);
+				i++;
+				run = i;
+				tx->prev_crlf = 1;
+				tx->dstate = SMTP_DATA_BOL;
+			} else if (!normalize) {
+				tx->derr |= SMTP_DERR_BARE;
+				tx->dstate = SMTP_DATA_TEXT; /* ch is looked at again */
+			} else {
+				smtp_data_store(tx, p + run, i - run);
+				smtp_data_dot_line(tx, lim);
+				run = i;
+				tx->prev_crlf = 0;
+				tx->dstate = SMTP_DATA_BOL;
+			}
+			break;
+		case SMTP_DATA_TEXT: {
+			/* The hot path: skip to the next CR, LF or NUL with memchr. */
+			const char *from = p + i, *end = p + n, *stop, *cr;
+			size_t k;
+
+			stop = memchr(from, '\n', (size_t)(end - from));
+			if (stop == NULL)
+				stop = end;
+			cr = memchr(from, '\r', (size_t)(stop - from));
+			if (cr != NULL)
+				stop = cr;
+			while (znext == NULL && zscan < stop) {
+				size_t w = (size_t)(end - zscan);
+
+				if (w > SMTP_NUL_WINDOW)
+					w = SMTP_NUL_WINDOW;
+				znext = memchr(zscan, '\0', w);
+				zscan += w;
+			}
+			if (znext != NULL && znext < stop)
+				stop = znext;
+			k = (size_t)(stop - from);
+			if (k > 0) {
+				tx->line_len += k;
+				/* RFC 5321 4.5.3.1.6: 1000 octets incl. CRLF */
+				if (tx->line_len > lim->line_max || lim->line_max - tx->line_len < 2)
+					tx->derr |= SMTP_DERR_LONG;
+				smtp_data_count(tx, lim, k);
+				i += k;
+			}
+			if (i == n)
+				break;
+			ch = (unsigned char)p[i];
+			if (ch == '\r') {
+				tx->dstate = SMTP_DATA_CR;
+				i++;
+			} else if (ch == '\n') {
+				/* bare LF (RFC 5321 2.3.8) */
+				if (!normalize) {
+					tx->derr |= SMTP_DERR_BARE;
+				} else {
+					smtp_data_store(tx, p + run, i - run);
+					smtp_data_store(tx, "\r\n", 2);
+					smtp_data_count(tx, lim, 2);
+				}
+				i++;
+				run = i;
+				tx->prev_crlf = 0;
+				tx->dstate = SMTP_DATA_BOL;
+			} else {
+				tx->derr |= SMTP_DERR_NUL;
+				i++;
+				zscan = p + i;
+				znext = NULL;
+			}
+			break;
+		}
+		case SMTP_DATA_CR:
+			if (ch == '\n') {
+				smtp_data_count(tx, lim, 2);
+				i++;
+				tx->prev_crlf = 1;
+				tx->dstate = SMTP_DATA_BOL;
+			} else if (!normalize) {
+				tx->derr |= SMTP_DERR_BARE;
+				tx->dstate = SMTP_DATA_TEXT; /* ch is looked at again */
+			} else {
+				/* bare CR: the CR is stored already, add the LF */
+				smtp_data_store(tx, p + run, i - run);
+				smtp_data_store(tx, "\n", 1);
+				smtp_data_count(tx, lim, 2);
+				run = i;
+				tx->prev_crlf = 0;
+				tx->dstate = SMTP_DATA_BOL;
+			}
+			break;
+		}
+	}
+	smtp_data_store(tx, p + run, n - run);
+	return n;
+}
+
+/* ---- public ----------------------------------------------------------- */
+
+struct smtp_session *smtp_server_new(const struct smtp_server_conf *conf,
+		const char *client_addr)
+{
+	const struct smtp_limits *lim = &conf->limits;
+	struct smtp_session *s;
+	size_t i;
+
+	if (lim->command_max < 2 || conf->hostname == NULL || conf->rcpt_check == NULL ||
+			conf->new_id == NULL)
+		panic("bad smtp_server_conf");
+	s = calloc(1, sizeof(*s) + lim->command_max);
+	if (s == NULL)
+		return NULL;
+	s->conf = conf;
+	s->state = SMTP_STATE_INIT;
+	for (i = 0; client_addr && client_addr[i] && i < sizeof(s->client_addr) - 1; i++) {
+		unsigned char ch = (unsigned char)client_addr[i];
+
+		s->client_addr[i] = ch > 0x20 && ch < 0x7f ? (char)ch : '?';
+	}
+	s->client_addr[i] = '\0';
+	/* Envelope caps: every path is at most SMTP_PATH_MAX octets. */
+	buf_init(&s->tx.env, ((size_t)lim->max_recipients + 1) * (SMTP_PATH_MAX + 1));
+	buf_init(&s->tx.rcpts, ((size_t)lim->max_recipients + 1) * sizeof(struct smtp_rcpt_ref));
+	buf_init(&s->tx.body, 0); /* cap set for each message in smtp_proceed_data */
+	return s;
+}
+
+struct smtp_session *smtp_server_free(struct smtp_session *s)
+{
+	if (s == NULL)
+		return NULL;
+	buf_free(&s->tx.env);
+	buf_free(&s->tx.rcpts);
+	buf_free(&s->tx.body);
+	free(s);
+	return NULL;
+}
+
+void smtp_server_greeting(struct smtp_session *s, struct buf *out)
+{
+	smtp_reply(s, out, "220 %s ESMTP etrnd", s->conf->hostname);
+}
+
+size_t smtp_server_feed(struct smtp_session *s, const char *p, size_t n,
+		struct buf *out, enum smtp_event *ev)
+{
+	size_t i = 0;
+
+	if (s->out_failed && s->state != SMTP_STATE_CLOSED)
+		smtp_enter_state(s, SMTP_STATE_CLOSED);
+	if (s->state == SMTP_STATE_CLOSED) {
+		*ev = SMTP_EV_CLOSE;
+		return 0;
+	}
+	/* The caller must not feed before commit_done; if it does, nothing is
+	 * consumed and it is told again. */
+	if (s->state == SMTP_STATE_COMMIT) {
+		*ev = SMTP_EV_COMMIT;
+		return 0;
+	}
+	if (n == 0) {
+		log_debug("smtp %s: EOF", s->client_addr);
+		smtp_enter_state(s, SMTP_STATE_CLOSED);
+		*ev = SMTP_EV_CLOSE;
+		return 0;
+	}
+	while (i < n) {
+		if (s->state == SMTP_STATE_DATA)
+			i += smtp_data_feed(s, p + i, n - i, out);
+		else
+			i += smtp_line_feed(s, p + i, n - i, out);
+		if (s->out_failed && s->state != SMTP_STATE_CLOSED)
+			smtp_enter_state(s, SMTP_STATE_CLOSED);
+		if (s->state == SMTP_STATE_COMMIT) {
+			*ev = SMTP_EV_COMMIT;
+			return i;
+		}
+		if (s->state == SMTP_STATE_CLOSED) {
+			*ev = SMTP_EV_CLOSE;
+			return i;
+		}
+	}
+	*ev = SMTP_EV_NEED_INPUT;
+	return n;
+}
+
+const struct smtp_tx *smtp_server_tx(const struct smtp_session *s)
+{
+	return &s->tx;
+}
+
+void smtp_server_commit_done(struct smtp_session *s, int err, struct buf *out)
+{
+	struct smtp_tx *tx = &s->tx;
+
+	if (s->state == SMTP_STATE_CLOSED) {
+		smtp_tx_drop(tx); /* closed (timeout, shutdown) while committing */
+		return;
+	}
+	if (s->state != SMTP_STATE_COMMIT)
+		panic("commit_done in state %s", smtp_state_names[s->state]);
+	if (err == 0) {
+		char logtext[SMTP_LOG_TEXT];
+
+		log_debug("%s: from=<%s>, nrcpt=%u, size=%zu, client=%s", tx->qid,
+				log_printable(logtext, sizeof(logtext), tx->env.data, tx->sender_len),
+				tx->nrcpt, tx->size, s->client_addr);
+		smtp_reply(s, out, "250 2.0.0 Ok: queued as %s", tx->qid);
+	} else if (err == -EDQUOT) {
+		log_debug("%s: commit refused: over quota", tx->qid);
+		smtp_reply(s, out, "452 4.2.2 Error: over quota");
+	} else {
+		log_debug("%s: commit failed: %s", tx->qid, strerror(-err));
+		smtp_reply(s, out, "451 4.3.0 Error: queue file write error");
+	}
+	smtp_tx_drop(tx);
+	smtp_enter_state(s, SMTP_STATE_READY);
+}
+
+int smtp_server_idle(const struct smtp_session *s)
+{
+	return s->state != SMTP_STATE_MAIL && s->state != SMTP_STATE_RCPT &&
+		s->state != SMTP_STATE_DATA && s->state != SMTP_STATE_COMMIT;
+}
+
+void smtp_server_timeout(struct smtp_session *s, struct buf *out)
+{
+	smtp_reply(s, out, "421 4.4.2 %s Error: timeout exceeded", s->conf->hostname);
+	smtp_enter_state(s, SMTP_STATE_CLOSED);
+}
+
+void smtp_server_shutdown(struct smtp_session *s, struct buf *out)
+{
+	smtp_reply(s, out, "421 4.3.2 %s Service shutting down", s->conf->hostname);
+	smtp_enter_state(s, SMTP_STATE_CLOSED);
+}
+
+void smtp_server_reply_busy(struct buf *out, const char *hostname)
+{
+	smtp_reply(NULL, out, "421 4.7.0 %s Error: too many connections", hostname);
+}
+
+uint64_t smtp_tx_msgid(const struct smtp_tx *tx)
+{
+	return tx->msgid;
+}
+
+const char *smtp_tx_qid(const struct smtp_tx *tx)
+{
+	return tx->qid;
+}
+
+const char *smtp_tx_sender(const struct smtp_tx *tx, size_t *len)
+{
+	*len = tx->sender_len;
+	return tx->sender_len ? tx->env.data : "";
+}
+
+unsigned smtp_tx_nrcpt(const struct smtp_tx *tx)
+{
+	return tx->nrcpt;
+}
+
+static struct smtp_rcpt_ref smtp_tx_ref(const struct smtp_tx *tx, unsigned i)
+{
+	struct smtp_rcpt_ref ref;
+
+	if (i >= tx->nrcpt)
+		panic("recipient %u of %u", i, tx->nrcpt);
+	memcpy(&ref, tx->rcpts.data + (size_t)i * sizeof(ref), sizeof(ref));
+	return ref;
+}
+
+const char *smtp_tx_rcpt(const struct smtp_tx *tx, unsigned i, size_t *len)
+{
+	struct smtp_rcpt_ref ref = smtp_tx_ref(tx, i);
+
+	*len = ref.len;
+	return tx->env.data + ref.off;
+}
+
+size_t smtp_tx_rcpt_domain_off(const struct smtp_tx *tx, unsigned i)
+{
+	return smtp_tx_ref(tx, i).dom;
+}
+
+const char *smtp_tx_body(const struct smtp_tx *tx, size_t *len)
+{
+	*len = tx->body.len;
+	return tx->body.len ? tx->body.data : "";
+}
+
+unsigned smtp_tx_flags(const struct smtp_tx *tx)
+{
+	return tx->flags;
+}

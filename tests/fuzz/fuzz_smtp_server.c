@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libFuzzer target for proto/smtp_server.c. The first input byte picks the
+ * limits, bare-LF mode and a chunk size; the rest is peer input. The session
+ * is run twice, whole and in chunks, and must give the same replies and
+ * transactions; every committed body must be safe to send on as is (CRLF
+ * only, no NUL, no CRLF.CRLF inside).
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "proto/smtp_server.h"
+
+#define FZ_OUT_MAX (1u << 20)
+#define FZ_TRACE_MAX (1u << 20)
+
+static unsigned fz_ids;
+
+static void fz_new_id(void *arg, uint64_t *msgid, char *qid)
+{
+	(void)arg;
+	*msgid = ++fz_ids;
+	snprintf(qid, SMTP_QID_MAX, "%014X", fz_ids);
+}
+
+static enum smtp_rcpt_verdict fz_rcpt_check(void *arg, const char *d, size_t len)
+{
+	(void)arg;
+	if (len == 0)
+		__builtin_trap(); /* the parser never hands out an empty domain */
+	switch ((unsigned char)d[0] % 4) {
+	case 0: return SMTP_RCPT_DENY;
+	case 1: return SMTP_RCPT_TEMPFAIL;
+	case 2: return SMTP_RCPT_OVER_QUOTA;
+	default: return SMTP_RCPT_OK;
+	}
+}
+
+static time_t fz_clock(void *arg)
+{
+	(void)arg;
+	return 1795480721;
+}
+
+struct fz_trace {
+	struct buf out;   /* replies */
+	struct buf txs;   /* committed transactions */
+	int ev;
+};
+
+static void fz_check_body(const char *b, size_t n)
+{
+	size_t i;
+
+	if (n < 2 || b[n - 2] != '\r' || b[n - 1] != '\n')
+		__builtin_trap();
+	for (i = 0; i < n; i++) {
+		if (b[i] == '\0')
+			__builtin_trap();
+		if (b[i] == '\n' && (i == 0 || b[i - 1] != '\r'))
+			__builtin_trap();
+		if (b[i] == '\r' && (i + 1 >= n || b[i + 1] != '\n'))
+			__builtin_trap();
+	}
+	if (memmem(b, n, "\r\n.\r\n", 5) != NULL)
+		__builtin_trap();
+}
+
+static void fz_record(struct fz_trace *t, const struct smtp_tx *tx)
+{
+	size_t len, i;
+	const char *p;
+
+	p = smtp_tx_sender(tx, &len);
+	(void)buf_append(&t->txs, p, len);
+	for (i = 0; i < smtp_tx_nrcpt(tx); i++) {
+		p = smtp_tx_rcpt(tx, (unsigned)i, &len);
+		if (smtp_tx_rcpt_domain_off(tx, (unsigned)i) >= len)
+			__builtin_trap();
+		(void)buf_append(&t->txs, "|", 1);
+		(void)buf_append(&t->txs, p, len);
+	}
+	p = smtp_tx_body(tx, &len);
+	fz_check_body(p, len);
+	(void)buf_append(&t->txs, p, len);
+	(void)buf_printf(&t->txs, "#%u#%s\n", smtp_tx_flags(tx), smtp_tx_qid(tx));
+}
+
+static void fz_run(const struct smtp_server_conf *conf, const char *in, size_t n,
+		size_t chunk, int commit_err, struct fz_trace *t)
+{
+	struct smtp_session *s = smtp_server_new(conf, "192.0.2.1");
+	enum smtp_event ev = SMTP_EV_NEED_INPUT;
+	size_t i = 0;
+
+	buf_init(&t->out, FZ_OUT_MAX);
+	buf_init(&t->txs, FZ_TRACE_MAX);
+	fz_ids = 0;
+	if (s == NULL)
+		abort();
+	smtp_server_greeting(s, &t->out);
+	while (i < n && ev != SMTP_EV_CLOSE) {
+		size_t k = chunk && chunk < n - i ? chunk : n - i, off = 0;
+
+		while (off < k) {
+			size_t c = smtp_server_feed(s, in + i + off, k - off, &t->out, &ev);
+
+			off += c;
+			if (ev == SMTP_EV_COMMIT) {
+				fz_record(t, smtp_server_tx(s));
+				if (smtp_server_feed(s, in + i + off, k - off, &t->out, &ev) != 0)
+					__builtin_trap();
+				smtp_server_commit_done(s, commit_err, &t->out);
+				ev = SMTP_EV_NEED_INPUT;
+			} else if (ev == SMTP_EV_CLOSE) {
+				break;
+			} else if (off != k) {
+				__builtin_trap();
+			}
+		}
+		i += k;
+	}
+	if (ev != SMTP_EV_CLOSE)
+		smtp_server_feed(s, in, 0, &t->out, &ev);
+	t->ev = (int)ev;
+	smtp_server_free(s);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static const size_t chunks[] = { 1, 2, 3, 7, 16, 100, 511, 4096 };
+	static const int errs[] = { 0, 0, -28 /* ENOSPC */, -122 /* EDQUOT */ };
+	struct smtp_server_conf conf;
+	struct fz_trace a, b;
+	unsigned sel;
+
+	if (size < 1)
+		return 0;
+	log_set_level(LOGL_ERR);
+	sel = data[0];
+	memset(&conf, 0, sizeof(conf));
+	conf.hostname = "mx.test";
+	conf.limits.command_max = sel & 0x40 ? 512 : 40;
+	conf.limits.line_max = sel & 0x40 ? 1000 : 30;
+	conf.limits.max_recipients = 3;
+	conf.limits.size_max = 300;
+	conf.limits.max_errors = 20;
+	conf.limits.bare_lf_normalize = (sel & 0x80) != 0;
+	conf.rcpt_check = fz_rcpt_check;
+	conf.new_id = fz_new_id;
+	conf.clock = fz_clock;
+
+	fz_run(&conf, (const char *)data + 1, size - 1, 0, errs[(sel >> 3) & 3], &a);
+	fz_run(&conf, (const char *)data + 1, size - 1, chunks[sel & 7], errs[(sel >> 3) & 3], &b);
+	if (a.ev != b.ev || a.out.len != b.out.len || a.txs.len != b.txs.len ||
+			(a.out.len && memcmp(a.out.data, b.out.data, a.out.len) != 0) ||
+			(a.txs.len && memcmp(a.txs.data, b.txs.data, a.txs.len) != 0))
+		__builtin_trap();
+	if (a.out.len < 2 || a.out.data[a.out.len - 1] != '\n')
+		__builtin_trap();
+	buf_free(&a.out);
+	buf_free(&a.txs);
+	buf_free(&b.out);
+	buf_free(&b.txs);
+	return 0;
+}

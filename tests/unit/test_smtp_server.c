@@ -1,0 +1,518 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Unit tests for proto/smtp_server.c: golden transcripts in C tables (input
+ * bytes -> exact reply text, final event, committed transactions). Every
+ * case is replayed with the input whole, then one byte at a time, then in
+ * other chunk sizes; all runs must give identical results.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "proto/smtp_server.h"
+
+#define T_DATE "Tue, 24 Nov 2026 00:38:41 +0000 (UTC)"
+#define T_CLOCK ((time_t)1795480721)
+#define T_RESULT_MAX 16384
+
+enum t_conf { T_SMALL = 0, T_NORMALIZE, T_BIG };
+
+static time_t t_clock(void *arg)
+{
+	(void)arg;
+	return T_CLOCK;
+}
+
+static unsigned t_ids;
+
+static void t_new_id(void *arg, uint64_t *msgid, char *qid)
+{
+	(void)arg;
+	*msgid = ++t_ids;
+	snprintf(qid, SMTP_QID_MAX, "%014X", t_ids);
+}
+
+static char t_last_domain[300];
+
+static enum smtp_rcpt_verdict t_rcpt_check(void *arg, const char *d, size_t len)
+{
+	(void)arg;
+	snprintf(t_last_domain, sizeof(t_last_domain), "%.*s", (int)len, d);
+	if (len == 7 && memcmp(d, "ok.test", 7) == 0)
+		return SMTP_RCPT_OK;
+	if (len == 9 && memcmp(d, "temp.test", 9) == 0)
+		return SMTP_RCPT_TEMPFAIL;
+	if (len == 10 && memcmp(d, "quota.test", 10) == 0)
+		return SMTP_RCPT_OVER_QUOTA;
+	return SMTP_RCPT_DENY;
+}
+
+static struct smtp_server_conf t_confs[3];
+
+static const struct smtp_server_conf *t_conf(enum t_conf which)
+{
+	static const struct smtp_limits small = {
+		.command_max = 64, .line_max = 50, .max_recipients = 3,
+		.size_max = 200, .max_errors = 8, .bare_lf_normalize = 0,
+	};
+	struct smtp_server_conf *c = &t_confs[which];
+
+	log_set_level(LOGL_ERR);
+	c->hostname = "mx.test";
+	c->limits = small;
+	if (which == T_NORMALIZE)
+		c->limits.bare_lf_normalize = 1;
+	if (which == T_BIG) {
+		c->limits.command_max = 512;
+		c->limits.line_max = 1000;
+		c->limits.max_recipients = 1000;
+		c->limits.size_max = 50u << 20;
+		c->limits.max_errors = 10;
+	}
+	c->rcpt_check = t_rcpt_check;
+	c->new_id = t_new_id;
+	c->clock = t_clock;
+	return c;
+}
+
+struct t_case {
+	const char *name;
+	enum t_conf conf;
+	const char *in;
+	size_t in_len;        /* 0: strlen(in); set it for inputs with NUL */
+	int eof;              /* feed n == 0 after the input */
+	int commit_err;       /* what commit_done reports for every commit */
+	const char *want_out; /* all replies, greeting first */
+	enum smtp_event want_ev;
+	const char *want_tx;  /* every committed transaction, see t_record() */
+};
+
+struct t_result {
+	char out[T_RESULT_MAX];
+	char tx[T_RESULT_MAX];
+	size_t tx_len;
+	enum smtp_event ev;
+};
+
+static void t_append(struct t_result *r, const char *p, size_t n)
+{
+	cr_assert(r->tx_len + n < sizeof(r->tx), "tx record too big");
+	memcpy(r->tx + r->tx_len, p, n);
+	r->tx_len += n;
+	r->tx[r->tx_len] = '\0';
+}
+
+/* "FROM <s> F<flags>\nTO <r> @<domain_off>\n...BODY\n<body>END\n" */
+static void t_record(struct t_result *r, const struct smtp_tx *tx)
+{
+	char line[512];
+	size_t len, i;
+	const char *p;
+
+	p = smtp_tx_sender(tx, &len);
+	snprintf(line, sizeof(line), "FROM <%.*s> F%u\n", (int)len, p, smtp_tx_flags(tx));
+	t_append(r, line, strlen(line));
+	for (i = 0; i < smtp_tx_nrcpt(tx); i++) {
+		p = smtp_tx_rcpt(tx, (unsigned)i, &len);
+		snprintf(line, sizeof(line), "TO <%.*s> @%zu\n", (int)len, p,
+				smtp_tx_rcpt_domain_off(tx, (unsigned)i));
+		t_append(r, line, strlen(line));
+	}
+	snprintf(line, sizeof(line), "ID %s %llu\nBODY\n", smtp_tx_qid(tx),
+			(unsigned long long)smtp_tx_msgid(tx));
+	t_append(r, line, strlen(line));
+	p = smtp_tx_body(tx, &len);
+	t_append(r, p, len);
+	t_append(r, "END\n", 4);
+}
+
+/* Replay a case feeding chunk bytes at a time (0: all at once). */
+static void t_run(const struct t_case *tc, size_t chunk, struct t_result *r)
+{
+	const struct smtp_server_conf *conf = t_conf(tc->conf);
+	size_t n = tc->in_len ? tc->in_len : strlen(tc->in), i = 0;
+	struct smtp_session *s;
+	enum smtp_event ev = SMTP_EV_NEED_INPUT;
+	struct buf out;
+	char *in;
+
+	memset(r, 0, sizeof(*r));
+	t_ids = 0;
+	/* An exact-size heap copy, so ASan sees any read past the input. */
+	in = malloc(n ? n : 1);
+	cr_assert(in != NULL);
+	memcpy(in, tc->in, n);
+	buf_init(&out, 1u << 20);
+	s = smtp_server_new(conf, "192.0.2.1");
+	cr_assert(s != NULL);
+	smtp_server_greeting(s, &out);
+	while (i < n && ev != SMTP_EV_CLOSE) {
+		size_t k = chunk && chunk < n - i ? chunk : n - i, off = 0;
+
+		while (off < k) {
+			size_t c = smtp_server_feed(s, in + i + off, k - off, &out, &ev);
+
+			cr_assert(c <= k - off);
+			off += c;
+			if (ev == SMTP_EV_COMMIT) {
+				size_t again;
+				enum smtp_event ev2;
+
+				cr_assert(!smtp_server_idle(s));
+				t_record(r, smtp_server_tx(s));
+				/* Feeding before commit_done is refused. */
+				again = smtp_server_feed(s, in + i + off, k - off, &out, &ev2);
+				cr_assert_eq(again, 0);
+				cr_assert_eq(ev2, SMTP_EV_COMMIT);
+				smtp_server_commit_done(s, tc->commit_err, &out);
+				ev = SMTP_EV_NEED_INPUT;
+				continue;
+			}
+			if (ev == SMTP_EV_CLOSE)
+				break;
+			cr_assert_eq(ev, SMTP_EV_NEED_INPUT);
+			cr_assert_eq(off, k, "NEED_INPUT must consume everything");
+		}
+		i += k;
+	}
+	if (tc->eof && ev != SMTP_EV_CLOSE) {
+		cr_assert_eq(smtp_server_feed(s, in, 0, &out, &ev), 0);
+		cr_assert_eq(ev, SMTP_EV_CLOSE);
+	}
+	r->ev = ev;
+	cr_assert(out.len < sizeof(r->out));
+	if (out.len)
+		memcpy(r->out, out.data, out.len);
+	r->out[out.len] = '\0';
+	buf_free(&out);
+	cr_assert_null(smtp_server_free(s));
+	free(in);
+}
+
+/* On a mismatch, show what came out, escaped, to make fixing the table easy. */
+static void t_dump(const char *name, const char *what, const char *s)
+{
+	char esc[4 * T_RESULT_MAX];
+
+	cr_log_error("%s: %s: %s", name, what,
+			log_printable(esc, sizeof(esc), s, strlen(s)));
+}
+
+static void t_check(const struct t_case *tc)
+{
+	static const size_t chunks[] = { 0, 1, 2, 3, 5, 7, 13, 64 };
+	static struct t_result first, r;
+	size_t i;
+
+	t_run(tc, 0, &first);
+	if (strcmp(first.out, tc->want_out) != 0)
+		t_dump(tc->name, "got replies", first.out);
+	if (strcmp(first.tx, tc->want_tx ? tc->want_tx : "") != 0)
+		t_dump(tc->name, "got transactions", first.tx);
+	cr_expect_str_eq(first.out, tc->want_out, "%s: replies", tc->name);
+	cr_expect_eq(first.ev, tc->want_ev, "%s: event %d", tc->name, (int)first.ev);
+	cr_expect_str_eq(first.tx, tc->want_tx ? tc->want_tx : "", "%s: transactions",
+			tc->name);
+	for (i = 1; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
+		t_run(tc, chunks[i], &r);
+		cr_expect_str_eq(r.out, first.out, "%s: replies, chunk %zu", tc->name, chunks[i]);
+		cr_expect_eq(r.ev, first.ev, "%s: event, chunk %zu", tc->name, chunks[i]);
+		cr_expect_str_eq(r.tx, first.tx, "%s: transactions, chunk %zu", tc->name,
+				chunks[i]);
+	}
+}
+
+#define G "220 mx.test ESMTP etrnd\r\n"
+#define EHLO "EHLO client.test\r\n"
+#define EHLO_OUT "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 200\r\n250-8BITMIME\r\n" \
+	"250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n"
+#define EHLO_BIG_OUT "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 52428800\r\n" \
+	"250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n"
+#define OK "250 2.0.0 Ok\r\n"
+#define MAIL_OK "250 2.1.0 Ok\r\n"
+#define RCPT_OK "250 2.1.5 Ok\r\n"
+#define GO "354 End data with <CR><LF>.<CR><LF>\r\n"
+#define QUEUED(n) "250 2.0.0 Ok: queued as 0000000000000" #n "\r\n"
+#define BYE "221 2.0.0 Bye\r\n"
+#define TX1 "MAIL FROM:<s@x.test>\r\nRCPT TO:<a@ok.test>\r\nDATA\r\n"
+#define TX1_OUT MAIL_OK RCPT_OK GO
+#define RCVD(n, proto) "Received: from client.test (192.0.2.1)\r\n\tby mx.test (etrnd) " \
+	"with " proto " id 0000000000000" #n "\r\n\tfor <a@ok.test>;\r\n\t" T_DATE "\r\n"
+#define RCVD_N(n) "Received: from client.test (192.0.2.1)\r\n\tby mx.test (etrnd) " \
+	"with ESMTP id 0000000000000" #n ";\r\n\t" T_DATE "\r\n"
+#define TX1_REC(n, body) "FROM <s@x.test> F0\nTO <a@ok.test> @2\nID 0000000000000" #n \
+	" " #n "\nBODY\n" RCVD(n, "ESMTP") body "END\n"
+#define BARE_ERR "554 5.6.0 Error: bare <LF> or <CR> received (RFC 5321 2.3.8)\r\n"
+#define X10 "xxxxxxxxxx"
+#define X38 X10 X10 X10 "xxxxxxxx"
+
+static const struct t_case t_cases[] = {
+	{ "greeting", T_SMALL, "", 0, 0, 0, G, SMTP_EV_NEED_INPUT, NULL },
+	{ "ehlo", T_SMALL, EHLO, 0, 0, 0, G EHLO_OUT, SMTP_EV_NEED_INPUT, NULL },
+	{ "ehlo big size", T_BIG, EHLO, 0, 0, 0, G EHLO_BIG_OUT, SMTP_EV_NEED_INPUT, NULL },
+	{ "helo", T_SMALL, "HELO client.test\r\n", 0, 0, 0, G "250 mx.test\r\n",
+		SMTP_EV_NEED_INPUT, NULL },
+	{ "helo/ehlo without argument", T_SMALL, "EHLO\r\nHELO   \r\n", 0, 0, 0,
+		G "501 5.5.4 Syntax: EHLO hostname\r\n501 5.5.4 Syntax: HELO hostname\r\n",
+		SMTP_EV_NEED_INPUT, NULL },
+	{ "case-insensitive, LF-only", T_SMALL, "eHlO client.test\nnoop\nNoOp x\r\n", 0, 0, 0,
+		G EHLO_OUT OK OK, SMTP_EV_NEED_INPUT, NULL },
+	{ "incomplete line", T_SMALL, EHLO "NOOP", 0, 0, 0, G EHLO_OUT, SMTP_EV_NEED_INPUT,
+		NULL },
+	{ "happy path, dot-stuffing kept", T_SMALL,
+		EHLO TX1 "Subject: hi\r\n\r\n..dot\r\n...\r\nline\r\n.\r\nQUIT\r\n", 0, 0, 0,
+		G EHLO_OUT TX1_OUT QUEUED(1) BYE, SMTP_EV_CLOSE,
+		TX1_REC(1, "Subject: hi\r\n\r\n..dot\r\n...\r\nline\r\n") },
+	{ "dot as first line: empty body", T_SMALL, EHLO TX1 ".\r\n", 0, 0, 0,
+		G EHLO_OUT TX1_OUT QUEUED(1), SMTP_EV_NEED_INPUT, TX1_REC(1, "") },
+	{ "null sender, params, flags", T_SMALL,
+		EHLO "MAIL FROM:<> SIZE=200 BODY=8BITMIME SMTPUTF8\r\nRCPT TO:<b@ok.test>\r\n"
+		"RCPT TO:<c@OK.TEST.>\r\nDATA\r\nhi\r\n.\r\n", 0, 0, 0,
+		G EHLO_OUT MAIL_OK RCPT_OK RCPT_OK GO QUEUED(1), SMTP_EV_NEED_INPUT,
+		"FROM <> F3\nTO <b@ok.test> @2\nTO <c@ok.test> @2\nID 00000000000001 1\nBODY\n"
+		RCVD_N(1) "hi\r\nEND\n" },
+	{ "helo gives protocol SMTP", T_SMALL, "HELO client.test\r\n" TX1 "a\r\n.\r\n", 0, 0, 0,
+		G "250 mx.test\r\n" TX1_OUT QUEUED(1), SMTP_EV_NEED_INPUT,
+		"FROM <s@x.test> F0\nTO <a@ok.test> @2\nID 00000000000001 1\nBODY\n"
+		RCVD(1, "SMTP") "a\r\nEND\n" },
+	{ "helo text sanitized for Received", T_BIG,
+		"EHLO a\x01(b)\xc3\xa9" X10 X10 X10 X10 X10 X10 X10 "\r\n"
+		"MAIL FROM:<s@x.test>\r\nRCPT TO:<a@ok.test>\r\nDATA\r\n.\r\n", 0, 0, 0,
+		G EHLO_BIG_OUT TX1_OUT QUEUED(1), SMTP_EV_NEED_INPUT,
+		"FROM <s@x.test> F0\nTO <a@ok.test> @2\nID 00000000000001 1\nBODY\n"
+		"Received: from a?(b)??" X10 X10 X10 X10 X10 "xxxxxxx (192.0.2.1)\r\n"
+		"\tby mx.test (etrnd) with ESMTP id 00000000000001\r\n\tfor <a@ok.test>;\r\n\t"
+		T_DATE "\r\nEND\n" },
+	{ "mail errors", T_SMALL,
+		"MAIL FROM:<s@x.test>\r\n" EHLO "MAIL FROM:<s@x.test> SIZE=201\r\n"
+		"MAIL FROM:<s@x.test> BODY=FOO\r\nMAIL FROM:<s@x.test> XFOO=1\r\n"
+		"MAIL FROM:<s@x\r\nMAIL TO:<s@x.test>\r\n"
+		"MAIL FROM:<s@x.test>\r\nMAIL FROM:<s@x.test>\r\n", 0, 0, 0,
+		G "503 5.5.1 Error: send HELO/EHLO first\r\n" EHLO_OUT
+		"552 5.3.4 Message size exceeds fixed limit\r\n"
+		"501 5.5.4 Bad BODY parameter value\r\n555 5.5.4 Unsupported option\r\n"
+		"501 5.1.7 Bad sender address syntax\r\n501 5.5.4 Syntax: MAIL FROM:<address>\r\n"
+		MAIL_OK "503 5.5.1 Error: nested MAIL command\r\n", SMTP_EV_NEED_INPUT, NULL },
+	{ "rcpt verdicts", T_SMALL,
+		"RCPT TO:<a@ok.test>\r\n" EHLO "MAIL FROM:<s@x.test>\r\n"
+		"RCPT TO:<a@evil.test>\r\nRCPT TO:<a@temp.test>\r\nRCPT TO:<a@Quota.Test>\r\n"
+		"RCPT TO:<a@[192.0.2.9]>\r\nRCPT TO:<postmaster>\r\nRCPT TO:<a@ok.test> X=1\r\n"
+		"RCPT TO:<@r1.test,@r2.test:b@OK.Test.>\r\nDATA\r\nx\r\n.\r\n", 0, 0, 0,
+		G "503 5.5.1 Error: need MAIL command\r\n" EHLO_OUT MAIL_OK
+		"550 5.7.1 <a@evil.test>: Relay access denied\r\n"
+		"451 4.3.0 <a@temp.test>: Temporary lookup failure\r\n"
+		"452 4.2.2 <a@quota.test>: Domain over quota\r\n"
+		"550 5.7.1 <a@[192.0.2.9]>: Relay access denied\r\n"
+		"501 5.1.3 Bad recipient address syntax\r\n555 5.5.4 Unsupported option\r\n"
+		RCPT_OK GO QUEUED(1), SMTP_EV_NEED_INPUT,
+		"FROM <s@x.test> F0\nTO <b@ok.test> @2\nID 00000000000001 1\nBODY\n"
+		"Received: from client.test (192.0.2.1)\r\n\tby mx.test (etrnd) with ESMTP id "
+		"00000000000001\r\n\tfor <b@ok.test>;\r\n\t" T_DATE "\r\nx\r\nEND\n" },
+	{ "too many recipients", T_SMALL,
+		EHLO "MAIL FROM:<s@x.test>\r\nRCPT TO:<a@ok.test>\r\nRCPT TO:<b@ok.test>\r\n"
+		"RCPT TO:<c@ok.test>\r\nRCPT TO:<d@ok.test>\r\nDATA\r\n.\r\n", 0, 0, 0,
+		G EHLO_OUT MAIL_OK RCPT_OK RCPT_OK RCPT_OK
+		"452 4.5.3 Error: too many recipients\r\n" GO QUEUED(1), SMTP_EV_NEED_INPUT,
+		"FROM <s@x.test> F0\nTO <a@ok.test> @2\nTO <b@ok.test> @2\nTO <c@ok.test> @2\n"
+		"ID 00000000000001 1\nBODY\n" RCVD_N(1) "END\n" },
+	{ "path too long", T_BIG,
+		EHLO "MAIL FROM:<s@x.test>\r\n"
+		"RCPT TO:<" X10 X10 X10 X10 X10 X10 "xxxxx@ok.test>\r\n"
+		"RCPT TO:<" X10 X10 X10 X10 X10 X10 "xxxx@ok.test>\r\n", 0, 0, 0,
+		G EHLO_BIG_OUT MAIL_OK "501 5.1.3 Error: path too long\r\n" RCPT_OK,
+		SMTP_EV_NEED_INPUT, NULL },
+	{ "command line limit", T_SMALL,
+		"NOOP " X38 X10 "xxxxxxxxx\r\n"     /* 64 octets: ok */
+		"NOOP " X38 X10 X10 "\r\n"          /* 65: too long */
+		"NOOP " X38 X38 X38 X38 X38 "\n"    /* far too long */
+		"NOOP\r\n", 0, 0, 0,
+		G OK "500 5.5.2 Error: line too long\r\n500 5.5.2 Error: line too long\r\n" OK,
+		SMTP_EV_NEED_INPUT, NULL },
+	{ "NUL in command", T_SMALL, "NO\0OP\r\nNOOP\r\n", 13, 0, 0,
+		G "500 5.5.2 Error: NUL character in command\r\n" OK, SMTP_EV_NEED_INPUT, NULL },
+	{ "unknown, unimplemented, vrfy, help", T_SMALL,
+		"FOO\r\nEXPN x\r\nETRN ok.test\r\nSTARTTLS\r\nVRFY a\r\nVRFY\r\nHELP\r\n", 0, 0, 0,
+		G "500 5.5.2 Error: command not recognized\r\n"
+		"502 5.5.1 Command not implemented\r\n502 5.5.1 Command not implemented\r\n"
+		"502 5.5.1 Command not implemented\r\n"
+		"252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery\r\n"
+		"501 5.5.4 Syntax: VRFY address\r\n"
+		"214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP\r\n",
+		SMTP_EV_NEED_INPUT, NULL },
+	{ "data sequencing", T_SMALL,
+		EHLO "DATA\r\nMAIL FROM:<s@x.test>\r\nDATA\r\nRCPT TO:<a@ok.test>\r\nDATA x\r\n"
+		"RSET\r\nDATA\r\n", 0, 0, 0,
+		G EHLO_OUT "503 5.5.1 Error: need RCPT command\r\n" MAIL_OK
+		"554 5.5.1 Error: no valid recipients\r\n" RCPT_OK "501 5.5.4 Syntax: DATA\r\n"
+		OK "503 5.5.1 Error: need RCPT command\r\n", SMTP_EV_NEED_INPUT, NULL },
+	{ "ehlo resets the transaction", T_SMALL,
+		EHLO "MAIL FROM:<s@x.test>\r\nRCPT TO:<a@ok.test>\r\n" EHLO "DATA\r\n", 0, 0, 0,
+		G EHLO_OUT MAIL_OK RCPT_OK EHLO_OUT "503 5.5.1 Error: need RCPT command\r\n",
+		SMTP_EV_NEED_INPUT, NULL },
+	{ "data line limit", T_SMALL,
+		EHLO TX1 X38 X10 "\r\n." X38 X10 "\r\n.\r\n" /* 50 octets, and stuffed: ok */
+		TX1 X38 X10 "x\r\n.\r\nNOOP\r\n", 0, 0, 0,
+		G EHLO_OUT TX1_OUT QUEUED(1) TX1_OUT
+		"554 5.6.0 Error: line too long (RFC 5321 4.5.3.1.6)\r\n" OK, SMTP_EV_NEED_INPUT,
+		TX1_REC(1, X38 X10 "\r\n." X38 X10 "\r\n") },
+	{ "message size limit", T_SMALL,
+		EHLO TX1 X38 "\r\n" X38 "\r\n" X38 "\r\n" X38 "\r\n.." X10 X10 X10 "xxxxxxx\r\n.\r\n" /* 200 */
+		TX1 X38 "\r\n" X38 "\r\n" X38 "\r\n" X38 "\r\n" X38 "\r\n\r\n.\r\n" /* 202 */
+		"NOOP\r\n", 0, 0, 0,
+		G EHLO_OUT TX1_OUT QUEUED(1) TX1_OUT "552 5.3.4 Error: message file too big\r\n" OK,
+		SMTP_EV_NEED_INPUT,
+		TX1_REC(1, X38 "\r\n" X38 "\r\n" X38 "\r\n" X38 "\r\n.." X10 X10 X10
+			"xxxxxxx\r\n") },
+	{ "bare LF rejected, LF.LF does not end data", T_SMALL,
+		EHLO TX1 "a\nb\r\n.\nQUIT\r\n.\r\nNOOP\r\n", 0, 0, 0,
+		G EHLO_OUT TX1_OUT BARE_ERR OK, SMTP_EV_NEED_INPUT, NULL },
+	{ "bare LF before dot line", T_SMALL, EHLO TX1 "a\n.\r\nb\r\n.\r\n", 0, 0, 0,
+		G EHLO_OUT TX1_OUT BARE_ERR, SMTP_EV_NEED_INPUT, NULL },
+	{ "bare CR rejected", T_SMALL, EHLO TX1 "a\rb\r\n.\r\r\n.\r\n", 0, 0, 0,
+		G EHLO_OUT TX1_OUT BARE_ERR, SMTP_EV_NEED_INPUT, NULL },
+	{ "NUL in data", T_SMALL, EHLO TX1 "a\0b\r\n.\r\n", sizeof(EHLO TX1) + 7, 0, 0,
+		G EHLO_OUT TX1_OUT "554 5.6.0 Error: NUL byte in message\r\n", SMTP_EV_NEED_INPUT,
+		NULL },
+	{ "bare LF normalized", T_NORMALIZE,
+		EHLO TX1 "a\nb\r\n.\nc\n.\r\nd\r.\re\r\n.x\ny\r\n.\r\n", 0, 0, 0,
+		G EHLO_OUT TX1_OUT QUEUED(1), SMTP_EV_NEED_INPUT,
+		TX1_REC(1, "a\r\nb\r\n..\r\nc\r\n..\r\nd\r\n..\r\ne\r\n.x\r\ny\r\n") },
+	{ "pipelined batch in one feed", T_SMALL,
+		EHLO "MAIL FROM:<s@x.test>\r\nRCPT TO:<a@ok.test>\r\nRCPT TO:<x@evil.test>\r\n"
+		"DATA\r\nhello\r\n.\r\nQUIT\r\n", 0, 0, 0,
+		G EHLO_OUT MAIL_OK RCPT_OK "550 5.7.1 <x@evil.test>: Relay access denied\r\n" GO
+		QUEUED(1) BYE, SMTP_EV_CLOSE, TX1_REC(1, "hello\r\n") },
+	{ "two messages in one feed", T_SMALL,
+		EHLO TX1 "one\r\n.\r\n" TX1 "two\r\n.\r\nNOOP\r\n", 0, 0, 0,
+		G EHLO_OUT TX1_OUT QUEUED(1) TX1_OUT QUEUED(2) OK, SMTP_EV_NEED_INPUT,
+		TX1_REC(1, "one\r\n") TX1_REC(2, "two\r\n") },
+	{ "commit fails: ENOSPC", T_SMALL, EHLO TX1 "one\r\n.\r\nDATA\r\n", 0, 0, -ENOSPC,
+		G EHLO_OUT TX1_OUT "451 4.3.0 Error: queue file write error\r\n"
+		"503 5.5.1 Error: need RCPT command\r\n", SMTP_EV_NEED_INPUT,
+		TX1_REC(1, "one\r\n") },
+	{ "commit fails: EDQUOT", T_SMALL, EHLO TX1 "one\r\n.\r\n", 0, 0, -EDQUOT,
+		G EHLO_OUT TX1_OUT "452 4.2.2 Error: over quota\r\n", SMTP_EV_NEED_INPUT,
+		TX1_REC(1, "one\r\n") },
+	{ "rset drops the transaction", T_SMALL,
+		EHLO "MAIL FROM:<s@x.test>\r\nRCPT TO:<a@ok.test>\r\nRSET\r\nRSET x\r\n"
+		"RCPT TO:<a@ok.test>\r\n", 0, 0, 0,
+		G EHLO_OUT MAIL_OK RCPT_OK OK "501 5.5.4 Syntax: RSET\r\n"
+		"503 5.5.1 Error: need MAIL command\r\n", SMTP_EV_NEED_INPUT, NULL },
+	{ "quit ignores the rest", T_SMALL, "QUIT\r\nNOOP\r\n", 0, 0, 0, G BYE,
+		SMTP_EV_CLOSE, NULL },
+	{ "http request closes", T_SMALL, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0, 0, 0,
+		G "221 2.7.0 Error: I can break rules, too. Goodbye.\r\n", SMTP_EV_CLOSE, NULL },
+	{ "error budget", T_SMALL, "A\r\nB\r\nC\r\nD\r\nE\r\nF\r\nG\r\nH\r\nNOOP\r\n", 0, 0, 0,
+		G "500 5.5.2 Error: command not recognized\r\n"
+		"500 5.5.2 Error: command not recognized\r\n"
+		"500 5.5.2 Error: command not recognized\r\n"
+		"500 5.5.2 Error: command not recognized\r\n"
+		"500 5.5.2 Error: command not recognized\r\n"
+		"500 5.5.2 Error: command not recognized\r\n"
+		"500 5.5.2 Error: command not recognized\r\n"
+		"500 5.5.2 Error: command not recognized\r\n"
+		"421 4.7.0 mx.test Error: too many errors\r\n", SMTP_EV_CLOSE, NULL },
+	{ "eof", T_SMALL, "NOOP\r\nNOO", 0, 1, 0, G OK, SMTP_EV_CLOSE, NULL },
+	{ "eof in data", T_SMALL, EHLO TX1 "abc\r\n", 0, 1, 0, G EHLO_OUT TX1_OUT,
+		SMTP_EV_CLOSE, NULL },
+	{ "crlf.crlf only", T_SMALL, EHLO TX1 "a\r\n.\r", 0, 0, 0, G EHLO_OUT TX1_OUT,
+		SMTP_EV_NEED_INPUT, NULL },
+};
+
+Test(smtp_server, transcripts)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(t_cases) / sizeof(t_cases[0]); i++)
+		t_check(&t_cases[i]);
+}
+
+Test(smtp_server, idle_timeout_shutdown_busy)
+{
+	const struct smtp_server_conf *conf = t_conf(T_SMALL);
+	static const char in[] = EHLO "MAIL FROM:<s@x.test>\r\n";
+	struct smtp_session *s = smtp_server_new(conf, "192.0.2.1");
+	enum smtp_event ev;
+	struct buf out;
+
+	buf_init(&out, 4096);
+	cr_assert(smtp_server_idle(s));
+	cr_assert_eq(smtp_server_feed(s, in, sizeof(in) - 1, &out, &ev), sizeof(in) - 1);
+	cr_assert(!smtp_server_idle(s));
+	out.len = 0;
+	smtp_server_timeout(s, &out);
+	cr_assert_eq(out.len, strlen("421 4.4.2 mx.test Error: timeout exceeded\r\n"));
+	cr_assert(memcmp(out.data, "421 4.4.2 mx.test Error: timeout exceeded\r\n", out.len) == 0);
+	cr_assert_eq(smtp_server_feed(s, "NOOP\r\n", 6, &out, &ev), 0);
+	cr_assert_eq(ev, SMTP_EV_CLOSE);
+	smtp_server_free(s);
+
+	s = smtp_server_new(conf, "192.0.2.1");
+	out.len = 0;
+	smtp_server_shutdown(s, &out);
+	cr_assert(memcmp(out.data, "421 4.3.2 mx.test Service shutting down\r\n", out.len) == 0);
+	smtp_server_free(s);
+
+	out.len = 0;
+	smtp_server_reply_busy(&out, "mx.test");
+	cr_assert(memcmp(out.data, "421 4.7.0 mx.test Error: too many connections\r\n",
+			out.len) == 0);
+	buf_free(&out);
+	cr_assert_null(smtp_server_free(NULL));
+}
+
+/* A peer that pipelines without reading fills the reply buffer: the
+ * session closes instead of dropping replies silently. */
+Test(smtp_server, reply_buffer_full_closes)
+{
+	const struct smtp_server_conf *conf = t_conf(T_SMALL);
+	struct smtp_session *s = smtp_server_new(conf, "192.0.2.1");
+	enum smtp_event ev = SMTP_EV_NEED_INPUT;
+	struct buf out;
+	int i;
+
+	buf_init(&out, 64);
+	for (i = 0; i < 20 && ev != SMTP_EV_CLOSE; i++)
+		smtp_server_feed(s, "NOOP\r\n", 6, &out, &ev);
+	cr_assert_eq(ev, SMTP_EV_CLOSE);
+	cr_assert_leq(out.len, 64);
+	buf_free(&out);
+	smtp_server_free(s);
+}
+
+/* The body buffer is reused and given back after a big message. */
+Test(smtp_server, big_message_memory)
+{
+	const struct smtp_server_conf *conf = t_conf(T_BIG);
+	struct smtp_session *s = smtp_server_new(conf, "192.0.2.1");
+	static const char head[] = EHLO TX1;
+	size_t body_len = 3000000, n, i, got;
+	enum smtp_event ev;
+	const char *body;
+	struct buf out;
+	char *in;
+
+	n = sizeof(head) - 1 + body_len + 3;
+	in = malloc(n);
+	cr_assert(in != NULL);
+	memcpy(in, head, sizeof(head) - 1);
+	for (i = 0; i < body_len; i += 100) {
+		memset(in + sizeof(head) - 1 + i, 'y', 98);
+		memcpy(in + sizeof(head) - 1 + i + 98, "\r\n", 2);
+	}
+	memcpy(in + n - 3, ".\r\n", 3);
+	buf_init(&out, 1 << 16);
+	cr_assert_eq(smtp_server_feed(s, in, n, &out, &ev), n);
+	cr_assert_eq(ev, SMTP_EV_COMMIT);
+	body = smtp_tx_body(smtp_server_tx(s), &got);
+	cr_assert_gt(got, body_len);
+	cr_assert(memcmp(body + got - body_len, in + sizeof(head) - 1, body_len) == 0);
+	smtp_server_commit_done(s, 0, &out);
+	cr_assert(smtp_server_idle(s));
+	free(in);
+	buf_free(&out);
+	smtp_server_free(s);
+}
