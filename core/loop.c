@@ -740,11 +740,18 @@ static void loop_begin_stop(struct loop *l)
 		return;
 	l->stopping = 1;
 	l->stop_deadline_ms = now_ms() + l->cfg->shutdown_timeout_ms;
+	/* Stop accepting at once: cancel the accepts and close the sockets, so
+	 * new clients are refused (and try another MX) instead of waiting in
+	 * a backlog nobody will accept from. */
 	for (unsigned i = 0; i < l->nlis; i++) {
 		if (l->lis[i].armed) {
 			struct io_uring_sqe *sqe = loop_sqe(l);
 			io_uring_prep_cancel64(sqe, ud_make(OP_ACCEPT, i, 0), 0);
 			io_uring_sqe_set_data64(sqe, ud_make(OP_IGNORE, 0, 0));
+		}
+		if (l->lis[i].fd >= 0) {
+			close(l->lis[i].fd);
+			l->lis[i].fd = -1;
 		}
 	}
 	for (uint32_t s = 0; s < l->nslots; s++) {

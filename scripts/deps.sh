@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Install what etrnd needs to build, run and test on Debian 12, and only what
+# is missing. Fast when everything is there: dpkg-query checks, no network.
+# Postfix is installed only for its smtp-source/smtp-sink test tools, with
+# "No configuration", so it does not become this machine's mail server.
+set -euo pipefail
+
+# Debian package for each thing we need.
+PKGS=(
+	build-essential   # gcc, make
+	cmake
+	pkg-config
+	liburing-dev
+	libssl-dev
+	libjemalloc-dev
+	libhiredis-dev
+	libcriterion-dev
+	redis-server
+	swaks
+	python3
+	postfix           # smtp-source, smtp-sink
+)
+
+installed() {
+	[[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]
+}
+
+if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+	echo "deps.sh: this script needs Debian's dpkg-query and apt-get (Debian 12)" >&2
+	exit 1
+fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+	installed "$p" || missing+=("$p")
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+	echo "deps.sh: all ${#PKGS[@]} packages present"
+else
+	SUDO=
+	if [[ $(id -u) -ne 0 ]]; then
+		if command -v sudo >/dev/null 2>&1; then
+			SUDO=sudo
+		else
+			echo "deps.sh: missing ${missing[*]}; run as root to install" >&2
+			exit 1
+		fi
+	fi
+	echo "deps.sh: installing: ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	for p in "${missing[@]}"; do
+		if [[ $p == postfix ]]; then
+			# Before the install, so its postinst writes no main.cf and
+			# starts no daemon.
+			echo "postfix postfix/main_mailer_type select No configuration" \
+				| $SUDO debconf-set-selections
+		fi
+	done
+	$SUDO apt-get update -q
+	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+		--no-install-recommends "${missing[@]}"
+	for p in "${missing[@]}"; do
+		if ! installed "$p"; then
+			echo "deps.sh: $p still not installed" >&2
+			exit 1
+		fi
+	done
+	echo "deps.sh: installed ${missing[*]}"
+fi
+
+# The tools the tests call by path.
+for f in /usr/sbin/smtp-source /usr/sbin/smtp-sink; do
+	[[ -x $f ]] || { echo "deps.sh: $f missing although postfix is installed" >&2; exit 1; }
+done
+
+# Nothing of ours should make this machine listen on port 25. Debian's "No
+# configuration" postfix does not start; if something listens anyway, say so
+# (and leave it alone: it is not ours to stop).
+port25_listening() {
+	# /proc/net/tcp{,6}: local address column ends in :0019 (25), state 0A
+	# is LISTEN.
+	awk 'NR > 1 && $4 == "0A" && $2 ~ /:0019$/ { found = 1 } END { exit !found }' \
+		/proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+if port25_listening; then
+	echo "deps.sh: warning: something listens on TCP port 25 (a system MTA?);" \
+		"etrnd's tests use other ports and do not touch it" >&2
+fi

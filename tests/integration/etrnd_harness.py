@@ -1,0 +1,359 @@
+# SPDX-License-Identifier: MIT
+"""Harness for etrnd integration tests: a private etrnd per test.
+
+Each Etrnd instance owns a temp dir (config, spool, stderr log), listens on a
+free loopback port, and is stopped by PID (SIGTERM, then SIGKILL after a
+bounded wait). Only 127.0.0.1 is ever contacted.
+
+Environment (set by tests/integration/CMakeLists.txt):
+  ETRND_BIN         the etrnd daemon
+  ETRND_SPOOL_TOOL  etrnd-spool (offline spool reader)
+  ETRND_SOURCE_DIR  the source tree
+
+etrnd-spool json writes strings as bytes (each byte >= 0x80 as \\u00XX), so
+addresses compare as str here and str.encode("latin-1") gives the bytes.
+
+Run as a script it is also a small helper for the shell tests:
+  etrnd_harness.py free-port
+  etrnd_harness.py records SPOOL_DIR            one line per MSG: qid sender rcpt,...
+  etrnd_harness.py body SPOOL_DIR QID           the body as the client sent it
+  etrnd_harness.py check-load SPOOL_DIR N SENDER RCPT [MIN_BODY]
+"""
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HOST = "127.0.0.1"
+START_WAIT_S = 10.0
+STOP_WAIT_S = 20.0
+QID_RE = r"[0-9A-F]{14}"
+
+
+def env_path(name):
+    v = os.environ.get(name)
+    if not v:
+        raise RuntimeError("%s is not set: run through ctest (make test)"
+                           % name)
+    return v
+
+
+def free_port():
+    """A loopback port free right now (the kernel's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def spool_json(spool_dir, tool=None):
+    """All records of a spool as dicts, via `etrnd-spool json SPOOL_DIR`."""
+    tool = tool or env_path("ETRND_SPOOL_TOOL")
+    p = subprocess.run([tool, "json", spool_dir], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=120)
+    if p.returncode != 0:
+        raise AssertionError("%s json %s exited %d: %s" % (
+            tool, spool_dir, p.returncode,
+            p.stderr.decode("utf-8", "replace")))
+    out = []
+    for n, line in enumerate(p.stdout.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except ValueError as e:
+            raise AssertionError("etrnd-spool json line %d is not JSON (%s): %r"
+                                 % (n, e, line[:200]))
+    return out
+
+
+def msg_records(spool_dir, tool=None):
+    return [r for r in spool_json(spool_dir, tool) if r.get("type") == "MSG"]
+
+
+def stored_body(rec):
+    """The body bytes as stored (Received: header first, dot-stuffed)."""
+    return base64.b64decode(rec["body_b64"])
+
+
+def split_received(stored):
+    """Split a stored body into (our Received: header field, the rest).
+
+    Our header is the first field: a line starting "Received:" and the
+    continuation lines after it (starting with TAB or space, RFC 5322 2.2.3).
+    Raises AssertionError if the body does not start with it."""
+    if not stored.startswith(b"Received: "):
+        raise AssertionError("stored body does not start with our Received: "
+                             "header: %r" % stored[:120])
+    pos = stored.find(b"\r\n")
+    if pos < 0:
+        raise AssertionError("Received: header not CRLF-terminated: %r"
+                             % stored[:200])
+    pos += 2
+    while pos < len(stored) and stored[pos:pos + 1] in (b"\t", b" "):
+        nxt = stored.find(b"\r\n", pos)
+        if nxt < 0:
+            raise AssertionError("Received: continuation not CRLF-terminated")
+        pos = nxt + 2
+    return stored[:pos], stored[pos:]
+
+
+def unstuff(data):
+    """Undo SMTP dot-stuffing (RFC 5321 4.5.2) of CRLF-separated lines."""
+    lines = data.split(b"\r\n")
+    return b"\r\n".join(l[1:] if l.startswith(b".") else l for l in lines)
+
+
+def client_body(rec):
+    """What the client sent after DATA (CRLF lines, not dot-stuffed, without
+    the final "."), recovered from a spool record."""
+    _, rest = split_received(stored_body(rec))
+    return unstuff(rest)
+
+
+def has_8bitmime(rec):
+    """The 8BITMIME flag of a record, whether the tool prints flags as a
+    number or as names."""
+    f = rec.get("flags")
+    if isinstance(f, int):
+        return bool(f & 0x1)
+    if isinstance(f, str):
+        return "8BITMIME" in f.upper()
+    if isinstance(f, list):
+        return any("8BITMIME" in str(x).upper() for x in f)
+    raise AssertionError("unexpected flags field %r" % (f,))
+
+
+class Etrnd:
+    """One private etrnd: temp dir, config, process. Use start()/stop(), or
+    Etrnd.started(testcase, **cfg) which registers the stop as a cleanup."""
+
+    def __init__(self, tmpdir=None, **cfg):
+        self.bin = env_path("ETRND_BIN")
+        self.spool_tool = env_path("ETRND_SPOOL_TOOL")
+        self._own_tmp = None
+        if tmpdir is None:
+            tmpdir = self._own_tmp = tempfile.mkdtemp(prefix="etrnd-it-")
+        self.dir = tmpdir
+        self.spool_dir = os.path.join(self.dir, "spool")
+        self.conf_path = os.path.join(self.dir, "etrnd.conf")
+        self.stderr_path = os.path.join(self.dir, "etrnd.stderr")
+        self.port = None
+        self.proc = None
+        self.cfg = {
+            "threads": "2",
+            "hostname": "mx.test.invalid",
+            "spool_dir": self.spool_dir,
+            "relay_domains": "demo.test",
+            "sync": "batch",
+            "log_level": "info",
+            "shutdown_timeout": "10s",
+        }
+        self.cfg.update({k: str(v) for k, v in cfg.items()})
+        self.hostname = self.cfg["hostname"]
+
+    @classmethod
+    def started(cls, testcase, **cfg):
+        e = cls(**cfg)
+        testcase.addCleanup(e.cleanup)
+        e.start()
+        return e
+
+    def write_config(self):
+        with open(self.conf_path, "w") as f:
+            f.write("# written by etrnd_harness.py\n")
+            f.write("listen = %s:%d\n" % (HOST, self.port))
+            for k, v in self.cfg.items():
+                f.write("%s = %s\n" % (k, v))
+
+    def stderr_text(self):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def start(self):
+        os.makedirs(self.spool_dir, exist_ok=True)
+        # The port is free when chosen but another process could take it
+        # before etrnd binds it: retry a few times on a bind failure.
+        for attempt in range(3):
+            self.port = free_port()
+            self.write_config()
+            errf = open(self.stderr_path, "wb")
+            self.proc = subprocess.Popen([self.bin, "-c", self.conf_path],
+                                         stdin=subprocess.DEVNULL,
+                                         stdout=errf, stderr=errf,
+                                         cwd=self.dir)
+            errf.close()
+            if self._wait_listening():
+                return self
+            rc = self.proc.poll()
+            err = self.stderr_text()
+            if rc is not None and "in use" in err and attempt < 2:
+                continue
+            self._kill()
+            raise AssertionError(
+                "etrnd did not start listening on %s:%d within %.0fs "
+                "(exit status %r); stderr:\n%s" % (
+                    HOST, self.port, START_WAIT_S, rc, err))
+        return self
+
+    def _wait_listening(self):
+        deadline = time.monotonic() + START_WAIT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                with socket.create_connection((HOST, self.port), timeout=1):
+                    return True
+            except OSError:
+                time.sleep(0.05)
+        return False
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig):
+        os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout=STOP_WAIT_S):
+        """Wait for exit; returns the status (negative: killed by signal)."""
+        return self.proc.wait(timeout=timeout)
+
+    def _kill(self):
+        if self.alive():
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=STOP_WAIT_S)
+
+    def stop(self):
+        """SIGTERM, bounded wait, SIGKILL fallback. Asserts a clean exit 0."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is not None:
+            rc = self.proc.returncode
+        else:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                rc = self.proc.wait(timeout=STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                self._kill()
+                raise AssertionError(
+                    "etrnd (pid %d) did not exit within %.0fs of SIGTERM; "
+                    "killed. stderr:\n%s" % (self.proc.pid, STOP_WAIT_S,
+                                             self.stderr_text()))
+        if rc != 0:
+            raise AssertionError("etrnd exited with status %d after SIGTERM "
+                                 "(want 0); stderr:\n%s"
+                                 % (rc, self.stderr_text()))
+
+    def cleanup(self):
+        """For addCleanup: stops etrnd (asserting exit status 0, so a daemon
+        that crashed or leaked during a test fails it even if every reply
+        looked right), and always kills and removes what is left."""
+        try:
+            self.stop()
+        finally:
+            self._kill()
+            if self._own_tmp is not None:
+                if os.environ.get("ETRND_KEEP_TMP"):
+                    sys.stderr.write("kept %s\n" % self._own_tmp)
+                else:
+                    shutil.rmtree(self._own_tmp, ignore_errors=True)
+
+    def records(self):
+        return msg_records(self.spool_dir, self.spool_tool)
+
+    def record(self, qid):
+        recs = [r for r in self.records() if r.get("qid") == qid]
+        if len(recs) != 1:
+            raise AssertionError("want exactly one MSG record with qid %s, "
+                                 "found %d" % (qid, len(recs)))
+        return recs[0]
+
+    def connect(self, timeout=10):
+        return socket.create_connection((HOST, self.port), timeout=timeout)
+
+
+class Reader:
+    """Reads SMTP replies from a raw socket (multi-line aware)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed; unread %r" % self.buf)
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def reply(self):
+        """One reply: (code:int, [text lines])."""
+        lines = []
+        while True:
+            line = self._line()
+            if len(line) < 4 or not line[:3].isdigit() or line[3:4] not in (b" ", b"-"):
+                raise AssertionError("malformed reply line %r" % line)
+            lines.append(line[4:].decode("utf-8", "replace"))
+            if line[3:4] == b" ":
+                return int(line[:3]), lines
+
+    def rest(self):
+        """Everything until the peer closes (socket timeout bounds it)."""
+        data = self.buf
+        self.buf = b""
+        while True:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+
+
+def _cli(argv):
+    if len(argv) >= 1 and argv[0] == "free-port":
+        print(free_port())
+        return 0
+    if len(argv) == 2 and argv[0] == "records":
+        for r in msg_records(argv[1]):
+            print(r["qid"], r["sender"], ",".join(r["rcpts"]))
+        return 0
+    if len(argv) == 3 and argv[0] == "body":
+        recs = [r for r in msg_records(argv[1]) if r.get("qid") == argv[2]]
+        if len(recs) != 1:
+            print("want one MSG with qid %s, found %d" % (argv[2], len(recs)),
+                  file=sys.stderr)
+            return 1
+        sys.stdout.buffer.write(client_body(recs[0]))
+        return 0
+    if len(argv) in (5, 6) and argv[0] == "check-load":
+        spool, n, sender, rcpt = argv[1], int(argv[2]), argv[3], argv[4]
+        min_body = int(argv[5]) if len(argv) == 6 else 0
+        recs = msg_records(spool)
+        qids = {r["qid"] for r in recs}
+        bad = [r["qid"] for r in recs
+               if r["sender"] != sender or r["rcpts"] != [rcpt]]
+        short = [r["qid"] for r in recs if len(client_body(r)) < min_body]
+        print("records=%d distinct_qids=%d wrong_envelope=%d body_under_%d=%d"
+              % (len(recs), len(qids), len(bad), min_body, len(short)))
+        ok = len(recs) == n and len(qids) == n and not bad and not short
+        if bad:
+            print("first wrong envelope: %s" % bad[0], file=sys.stderr)
+        if short:
+            print("first short body: %s" % short[0], file=sys.stderr)
+        return 0 if ok else 1
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_cli(sys.argv[1:]))

@@ -1,0 +1,127 @@
+# SPDX-License-Identifier: MIT
+# Bash harness for etrnd's shell integration tests and bench/ingest.sh:
+# a private etrnd on a free 127.0.0.1 port with its spool in a temp dir,
+# stopped by PID (SIGTERM, bounded wait, SIGKILL fallback) on exit, plus
+# pass/fail counters that end with the line "N passed, M failed".
+# Source it; it needs ETRND_BIN and ETRND_SPOOL_TOOL (ctest sets them).
+
+H_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+H_PY=${ETRND_PYTHON:-python3}
+H_PASS=0
+H_FAIL=0
+H_PIDS=()          # every background process we started, by PID
+ETRND_PID=
+ETRND_PORT=
+H_TMP=$(mktemp -d "${TMPDIR:-/tmp}/etrnd-it.XXXXXX")
+
+h_cleanup() {
+	local pid
+	for pid in "${H_PIDS[@]}"; do
+		if kill -0 "$pid" 2>/dev/null; then
+			kill -TERM "$pid" 2>/dev/null || true
+			local i
+			for i in $(seq 1 50); do
+				kill -0 "$pid" 2>/dev/null || break
+				sleep 0.1
+			done
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+	done
+	if [[ -z ${ETRND_KEEP_TMP:-} ]]; then
+		rm -rf "$H_TMP"
+	else
+		echo "kept $H_TMP" >&2
+	fi
+}
+trap h_cleanup EXIT
+
+h_pass() { H_PASS=$((H_PASS + 1)); echo "ok: $*"; }
+h_fail() { H_FAIL=$((H_FAIL + 1)); echo "FAIL: $*"; }
+# h_check NAME CMD...: runs CMD, counts it as a pass if it exits 0.
+h_check() {
+	local name=$1; shift
+	if "$@"; then h_pass "$name"; else h_fail "$name"; fi
+}
+h_summary() {
+	echo "$H_PASS passed, $H_FAIL failed"
+	[[ $H_FAIL -eq 0 ]]
+}
+
+h_free_port() { "$H_PY" "$H_DIR/etrnd_harness.py" free-port; }
+
+# h_wait_port PORT PID SECONDS: until PORT accepts TCP connections; fails if
+# PID dies or the time runs out.
+h_wait_port() {
+	local port=$1 pid=$2 secs=$3 i
+	for i in $(seq 1 $((secs * 20))); do
+		kill -0 "$pid" 2>/dev/null || return 1
+		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.05
+	done
+	return 1
+}
+
+# h_start_etrnd [key=value ...]: writes $H_TMP/etrnd.conf (spool in
+# $H_TMP/spool, relay_domains demo.test) plus the given keys, starts etrnd.
+# Sets ETRND_PID, ETRND_PORT, ETRND_SPOOL, ETRND_STDERR.
+h_start_etrnd() {
+	ETRND_SPOOL=$H_TMP/spool
+	ETRND_STDERR=$H_TMP/etrnd.stderr
+	ETRND_PORT=$(h_free_port)
+	mkdir -p "$ETRND_SPOOL"
+	# Defaults, then the caller's keys (a key given twice is written once).
+	local -a keys=(listen threads hostname spool_dir relay_domains sync shutdown_timeout)
+	local -A val=(
+		[listen]="127.0.0.1:$ETRND_PORT" [threads]=2
+		[hostname]=mx.test.invalid [spool_dir]="$ETRND_SPOOL"
+		[relay_domains]=demo.test [sync]=batch [shutdown_timeout]=10s)
+	local kv k
+	for kv in "$@"; do
+		k=${kv%%=*}
+		[[ -v "val[$k]" ]] || keys+=("$k")
+		val[$k]=${kv#*=}
+	done
+	{
+		echo "# written by etrnd_harness.sh"
+		for k in "${keys[@]}"; do
+			echo "$k = ${val[$k]}"
+		done
+	} >"$H_TMP/etrnd.conf"
+	"$ETRND_BIN" -c "$H_TMP/etrnd.conf" </dev/null >>"$ETRND_STDERR" 2>&1 &
+	ETRND_PID=$!
+	H_PIDS+=("$ETRND_PID")
+	if ! h_wait_port "$ETRND_PORT" "$ETRND_PID" 10; then
+		echo "etrnd did not start listening on 127.0.0.1:$ETRND_PORT; stderr:" >&2
+		cat "$ETRND_STDERR" >&2
+		return 1
+	fi
+}
+
+# h_stop_etrnd: SIGTERM, wait up to 20 s, SIGKILL fallback. Returns 0 only
+# on a clean exit with status 0.
+h_stop_etrnd() {
+	local pid=$ETRND_PID i rc
+	[[ -n $pid ]] || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	for i in $(seq 1 200); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		echo "etrnd (pid $pid) still running 20 s after SIGTERM: SIGKILL" >&2
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+		ETRND_PID=
+		return 1
+	fi
+	rc=0
+	wait "$pid" || rc=$?
+	ETRND_PID=
+	if [[ $rc -ne 0 ]]; then
+		echo "etrnd exited with status $rc after SIGTERM; stderr:" >&2
+		tail -n 50 "$ETRND_STDERR" >&2
+		return 1
+	fi
+}
