@@ -696,6 +696,22 @@ int loop_file_fsync(struct loop *l, int fd, int datasync, unsigned flags,
 	return 0;
 }
 
+int loop_file_unlinkat(struct loop *l, int dirfd, const char *name,
+		       loop_done_fn fn, void *arg)
+{
+	struct io_uring_sqe *sqe;
+	uint64_t ud;
+	int rc;
+
+	rc = fop_get(l, fn, arg, &ud);
+	if (rc)
+		return rc;
+	sqe = loop_sqe(l);
+	io_uring_prep_unlinkat(sqe, dirfd, name, 0);
+	io_uring_sqe_set_data64(sqe, ud);
+	return 0;
+}
+
 static void on_file(struct loop *l, struct io_uring_cqe *cqe)
 {
 	uint32_t i = ud_slot(cqe->user_data);

@@ -94,6 +94,10 @@ int loop_file_writev(struct loop *l, int fd, const struct iovec *iov,
 int loop_file_fsync(struct loop *l, int fd, int datasync, unsigned flags,
 		loop_done_fn fn, void *arg);
 
+/* Unlink dirfd/name (name must stay valid until fn runs). */
+int loop_file_unlinkat(struct loop *l, int dirfd, const char *name,
+		loop_done_fn fn, void *arg);
+
 /* The connection's output buffer: append replies, then conn_flush(). */
 struct buf *conn_out(struct conn *c);
 /* Send what is in the output buffer (one send in flight at most). */

@@ -24,8 +24,10 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "store/spool_index.h"
 #include "store/spool_read.h"
 #include "store/spool_rec.h"
+#include "store/spool_recover.h"
 
 /* Records per batch are bounded by the iovecs one writev takes (IOV_MAX,
  * 1024 on Linux): two per record (head, body). */
@@ -71,6 +73,16 @@ struct spool_shard {
 	char dir[PATH_MAX];
 	int dirfd;
 
+	struct spool_index *idx;
+	uint32_t seg_id;          /* index id of the segment being written */
+	int have_seg;
+	struct spool_rec_addr *addrs; /* scratch: recipients of a MSG to index */
+	uint32_t addrs_cap;
+	/* Unlinking dead segments, one at a time through io_uring. */
+	int unlinking;
+	uint32_t unlink_id;
+	char unlink_name[SPOOL_SEG_NAME_LEN + 8];
+
 	int seg_fd;
 	uint64_t seg_off;
 	int seg_new;              /* created and not yet dir-synced */
@@ -98,71 +110,35 @@ static uint64_t now_us(void)
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-/* ---- start-up: find the highest sequence on disk ------------------------ */
+/* ---- start-up: recovery ----------------------------------------------- */
 
-static int max_seq_cb(void *arg, uint64_t off, const struct spool_rec_hdr *hdr,
-		      const char *payload)
+/* Unlink the segments recovery found dead, in the order it gave (a segment
+ * whose DONEs protect another goes after it). Stops at the first failure:
+ * what is left is found dead again at the next start. */
+static void unlink_dead_at_start(struct spool_shard *sh,
+				 const struct spool_recover_result *res)
 {
-	uint64_t *max = arg, seq = spool_msgid_seq(hdr->msgid);
+	char name[SPOOL_SEG_NAME_LEN + 8];
 
-	(void)off;
-	(void)payload;
-	if (seq > *max)
-		*max = seq;
-	return 0;
-}
-
-static int is_segment_name(const char *name)
-{
-	size_t i;
-
-	for (i = 0; i < SPOOL_SEG_NAME_LEN; i++)
-		if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
-			return 0;
-	return strcmp(name + i, ".seg") == 0;
-}
-
-static int scan_max_seq(const char *dir, uint64_t *max, char *err, size_t errlen)
-{
-	char path[PATH_MAX];
-	struct dirent *de;
-	DIR *d;
-	int rc = 0;
-
-	d = opendir(dir);
-	if (!d) {
-		snprintf(err, errlen, "%s: %s", dir, strerror(errno));
-		return -1;
-	}
-	while ((de = readdir(d))) {
-		struct spool_read_result res;
-		uint64_t seq;
-		int n;
-
-		if (!is_segment_name(de->d_name))
-			continue;
-		/* Segment names use the sequence too (spool_shard_flush). */
-		seq = strtoull(de->d_name, NULL, 16);
-		if (seq > *max)
-			*max = seq;
-		n = snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		if (n < 0 || (size_t)n >= sizeof(path))
-			continue;
-		n = spool_read_segment(path, max_seq_cb, NULL, max, &res);
-		if (n < 0) {
-			snprintf(err, errlen, "%s: %s", path, strerror(-n));
-			rc = -1;
-			break;
+	for (size_t i = 0; i < res->ndead; i++) {
+		snprintf(name, sizeof(name), "%016" PRIx64 ".seg", res->dead[i]);
+		if (unlinkat(sh->dirfd, name, 0) && errno != ENOENT) {
+			log_err("spool shard %u: cannot remove dead segment %s/%s: %s",
+				sh->shard, sh->dir, name, strerror(errno));
+			return;
 		}
+		log_info("spool shard %u: removed segment %s (all its messages done)",
+			 sh->shard, name);
 	}
-	closedir(d);
-	return rc;
+	if (res->ndead && fsync(sh->dirfd))
+		log_warn("spool shard %u: fsync %s: %s", sh->shard, sh->dir, strerror(errno));
 }
 
 struct spool_shard *spool_shard_open(struct loop *loop,
 				     const struct spool_shard_conf *conf,
 				     char *err, size_t errlen)
 {
+	struct spool_recover_result res;
 	struct spool_shard *sh;
 	uint64_t disk_max = 0, time_base;
 	int n;
@@ -196,8 +172,19 @@ struct spool_shard *spool_shard_open(struct loop *loop,
 		snprintf(err, errlen, "%s: %s", sh->dir, strerror(errno));
 		goto fail;
 	}
-	if (scan_max_seq(sh->dir, &disk_max, err, errlen))
+	sh->idx = spool_index_new();
+	if (!sh->idx) {
+		snprintf(err, errlen, "out of memory");
 		goto fail;
+	}
+	memset(&res, 0, sizeof(res));
+	if (spool_recover_shard(sh->dir, sh->idx, &res, err, errlen)) {
+		spool_recover_result_free(&res);
+		goto fail;
+	}
+	unlink_dead_at_start(sh, &res);
+	disk_max = res.max_seq;
+	spool_recover_result_free(&res);
 	time_base = (uint64_t)time(NULL) << SPOOL_SEQ_TIME_SHIFT;
 	sh->seq = disk_max + 1 > time_base ? disk_max + 1 : time_base;
 	return sh;
@@ -223,6 +210,8 @@ struct spool_shard *spool_shard_close(struct spool_shard *sh)
 		close(sh->seg_fd);
 	if (sh->dirfd >= 0)
 		close(sh->dirfd);
+	spool_index_free(sh->idx);
+	free(sh->addrs);
 	free(sh);
 	return NULL;
 }
@@ -241,7 +230,7 @@ int spool_shard_busy(void *arg)
 {
 	struct spool_shard *sh = arg;
 
-	return sh->inflight || sh->q_first != NULL;
+	return sh->inflight || sh->q_first != NULL || sh->unlinking;
 }
 
 /* ---- queueing ----------------------------------------------------------- */
@@ -363,6 +352,16 @@ static int segment_open(struct spool_shard *sh, uint64_t first_seq)
 	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 	if (fd < 0)
 		return -errno;
+	if (sh->have_seg)
+		(void)spool_index_segment_seal(sh->idx, sh->seg_id);
+	sh->have_seg = 0;
+	n = spool_index_segment_add(sh->idx, first_seq, &sh->seg_id);
+	if (n) {
+		close(fd);
+		(void)unlink(path);
+		return n;
+	}
+	sh->have_seg = 1;
 	sh->seg_fd = fd;
 	sh->seg_off = 0;
 	sh->seg_new = 1;
@@ -464,6 +463,107 @@ static void entries_done(struct spool_shard *sh, struct spool_entry *e,
 	}
 }
 
+/* A record is durable: bring the index up to date. A failure here leaves
+ * the record on disk and out of the index until the next start (recovery
+ * indexes it then); it is logged, never silent. */
+static void index_record(struct spool_shard *sh, const struct spool_entry *e,
+			 uint64_t off)
+{
+	struct spool_rec_hdr hdr;
+	const char *payload;
+	int rc, finished;
+
+	/* The head was encoded by us: its header decodes (CRC aside). */
+	hdr.type = (uint8_t)e->head.data[5];
+	memcpy(&hdr.msgid, e->head.data + 16, sizeof(hdr.msgid));
+	memcpy(&hdr.time_us, e->head.data + 24, sizeof(hdr.time_us));
+	hdr.msgid = le64toh(hdr.msgid);
+	hdr.time_us = le64toh(hdr.time_us);
+	payload = e->head.data + SPOOL_REC_HDR_SIZE;
+	if (hdr.type == SPOOL_REC_MSG) {
+		struct spool_rec_msg m;
+		struct spool_index_msg im;
+		size_t cursor = 0;
+
+		if (spool_rec_decode_msg_head(payload, e->head.len - SPOOL_REC_HDR_SIZE, &m))
+			panic("shard %u: our own MSG head does not decode", sh->shard);
+		if (m.nrcpt > sh->addrs_cap) {
+			struct spool_rec_addr *a = realloc(sh->addrs, m.nrcpt * sizeof(*a));
+			if (!a) {
+				rc = -ENOMEM;
+				goto fail;
+			}
+			sh->addrs = a;
+			sh->addrs_cap = m.nrcpt;
+		}
+		for (uint32_t i = 0; i < m.nrcpt; i++)
+			sh->addrs[i] = spool_rec_msg_rcpt_next(&m, &cursor);
+		memset(&im, 0, sizeof(im));
+		im.msgid = hdr.msgid;
+		im.segment_id = sh->seg_id;
+		im.rec_len = (uint32_t)(e->head.len + e->body_len);
+		im.off = off;
+		im.time_us = hdr.time_us;
+		im.body_len = e->body_len;
+		im.nrcpt = m.nrcpt;
+		im.rcpts = sh->addrs;
+		rc = spool_index_add_msg(sh->idx, &im);
+	} else {
+		uint32_t rcpt;
+		enum spool_done_status st;
+
+		if (spool_rec_decode_done(payload, SPOOL_DONE_PAYLOAD_SIZE, &rcpt, &st))
+			panic("shard %u: our own DONE does not decode", sh->shard);
+		rc = spool_index_done(sh->idx, hdr.msgid, rcpt, st, sh->seg_id, &finished);
+		if (rc == -EALREADY || rc == -ENOENT)
+			rc = 0; /* harmless: the recipient was already done */
+	}
+	if (rc == 0)
+		return;
+fail:
+	log_err("spool shard %u: indexing record at offset %" PRIu64 ": %s",
+		sh->shard, off, strerror(-rc));
+}
+
+static void reap_dead(struct spool_shard *sh);
+
+static void unlink_done(void *arg, int res)
+{
+	struct spool_shard *sh = arg;
+
+	sh->unlinking = 0;
+	if (res < 0 && res != -ENOENT) {
+		/* Keep it out of the index's dead list but never forget it:
+		 * forgetting would release the pins it holds, and segments it
+		 * protects could go while it stays. The next start retries. */
+		log_err("spool shard %u: cannot remove dead segment %s/%s: %s",
+			sh->shard, sh->dir, sh->unlink_name, strerror(-res));
+		return;
+	}
+	log_info("spool shard %u: removed segment %s (all its messages done)",
+		 sh->shard, sh->unlink_name);
+	(void)spool_index_segment_remove(sh->idx, sh->unlink_id);
+	reap_dead(sh);
+}
+
+/* Unlink segments the index says are dead, one at a time, in its order. */
+static void reap_dead(struct spool_shard *sh)
+{
+	struct spool_index_seg_stat st;
+	uint32_t id;
+
+	if (sh->unlinking || spool_index_take_dead(sh->idx, &id, 1) == 0)
+		return;
+	if (spool_index_segment_stat(sh->idx, id, &st))
+		panic("shard %u: dead segment %u has no stat", sh->shard, id);
+	snprintf(sh->unlink_name, sizeof(sh->unlink_name), "%016" PRIx64 ".seg",
+		 st.first_seq);
+	sh->unlink_id = id;
+	if (loop_file_unlinkat(sh->loop, sh->dirfd, sh->unlink_name, unlink_done, sh))
+		return; /* no file-op slot now: the next batch retries */
+	sh->unlinking = 1;
+}
+
 static void batch_finish(struct spool_shard *sh, int err)
 {
 	struct spool_batch *b = &sh->b;
@@ -489,11 +589,20 @@ static void batch_finish(struct spool_shard *sh, int err)
 		sh->seg_off = b->off + b->total;
 		if (b->need_dirsync)
 			sh->seg_new = 0;
+		{
+			uint64_t off = b->off;
+			for (struct spool_entry *e = first; e; e = e->next) {
+				index_record(sh, e, off);
+				off += e->head.len + e->body_len;
+			}
+		}
 	}
 	sh->inflight = 0;
 	memset(b, 0, sizeof(*b));
 	/* Callbacks last: they may queue the next message right away. */
 	entries_done(sh, first, count, err);
+	if (!err)
+		reap_dead(sh);
 }
 
 /* All CQEs of a round are in: finish, or go round again. */
@@ -618,4 +727,9 @@ void spool_shard_flush(void *arg)
 		sh->inflight = 0;
 		memset(b, 0, sizeof(*b));
 	}
+}
+
+struct spool_index *spool_shard_index(struct spool_shard *sh)
+{
+	return sh->idx;
 }

@@ -81,6 +81,12 @@ void spool_shard_flush(void *sh);
 /* 1 while records are queued or being written (the loop's busy check). */
 int spool_shard_busy(void *sh);
 
+/* The shard's per-domain queue index (store/spool_index.h): every message
+ * with undelivered recipients, kept in step with the records made durable.
+ * For the engine thread that owns the shard only. */
+struct spool_index;
+struct spool_index *spool_shard_index(struct spool_shard *sh);
+
 /* Counters for logs and metrics. */
 struct spool_stats {
 	uint64_t messages;     /* records (MSG and DONE) made durable */

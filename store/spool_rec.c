@@ -208,8 +208,9 @@ int spool_rec_decode(const char *p, size_t n, struct spool_rec_hdr *hdr,
 	return SPOOL_REC_OK;
 }
 
-int spool_rec_decode_msg(const char *payload, size_t len,
-		struct spool_rec_msg *msg)
+/* head_only: payload holds the envelope alone (the body is elsewhere). */
+static int decode_msg(const char *payload, size_t len, struct spool_rec_msg *msg,
+		      int head_only)
 {
 	if (len < MSG_FIXED_SIZE)
 		return SPOOL_REC_BAD_PAYLOAD;
@@ -239,12 +240,24 @@ int spool_rec_decode_msg(const char *payload, size_t len,
 		p += MSG_RCPT_LEN_SIZE + alen;
 		left -= alen;
 	}
-	if (left != body_len)
+	if (left != (head_only ? 0 : body_len))
 		return SPOOL_REC_BAD_PAYLOAD;
 	msg->nrcpt = nrcpt;
 	msg->body = p;
 	msg->body_len = body_len;
 	return SPOOL_REC_OK;
+}
+
+int spool_rec_decode_msg(const char *payload, size_t len,
+		struct spool_rec_msg *msg)
+{
+	return decode_msg(payload, len, msg, 0);
+}
+
+int spool_rec_decode_msg_head(const char *payload, size_t len,
+		struct spool_rec_msg *msg)
+{
+	return decode_msg(payload, len, msg, 1);
 }
 
 struct spool_rec_addr spool_rec_msg_rcpt_next(const struct spool_rec_msg *msg,

@@ -113,6 +113,13 @@ int spool_rec_decode(const char *p, size_t n, struct spool_rec_hdr *hdr,
 int spool_rec_decode_msg(const char *payload, size_t len,
 		struct spool_rec_msg *msg);
 
+/* The same for an envelope without its body (len = payload bytes before the
+ * body, as spool_rec_encode_msg_head() wrote them after the header): msg->body
+ * then points just past the envelope and must not be read; body_len is the
+ * length the record declares. */
+int spool_rec_decode_msg_head(const char *payload, size_t len,
+		struct spool_rec_msg *msg);
+
 /* Recipient i (0 <= i < nrcpt) of a decoded MSG; walks the table, so
  * iterating all recipients is O(nrcpt^2): use spool_rec_msg_rcpt_next() for
  * loops. */

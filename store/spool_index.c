@@ -1,0 +1,967 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * spool_index: see spool_index.h. A message is one allocation holding its
+ * per-domain queue nodes and per-recipient state; domain queues are intrusive
+ * doubly linked lists of those nodes (O(1) append and removal); message ids
+ * and domains live in open-addressing tables (linear probing, backward-shift
+ * deletion, so no tombstones pile up under churn).
+ */
+#include "store/spool_index.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+/* Table sizes are powers of two. Messages: a slot is (id, pointer) so a
+ * probe never touches the message itself; grown past 3/4 full. Domains:
+ * a slot is an index + 1, grown past 1/2 full (few, short-probed). */
+#define IX_MTAB_MIN 1024u
+#define IX_DTAB_MIN 64u
+#define IX_DOMS_MIN 16u
+#define IX_SEGS_MIN 16u
+#define IX_REFS_MIN 4u
+/* The top bit of a recipient's node index marks it done. */
+#define IX_RCPT_DONE 0x80000000u
+#define IX_NODE_MAX (IX_RCPT_DONE - 1)
+#define IX_NONE UINT32_MAX
+
+/* One (message, domain): an element of that domain's queue. */
+struct ix_node {
+	struct ix_node *prev, *next;
+	uint32_t dom;      /* index into idx->doms */
+	uint32_t start;    /* this domain's recipients: order[start, +count) */
+	uint32_t pending;  /* of which order[start, +pending) are not done */
+	uint32_t k;        /* position in msg->nodes (finds the message) */
+};
+
+/*
+ * Followed in the same allocation by
+ *   uint32_t rcpt_node[nrcpt]  node of each recipient | IX_RCPT_DONE
+ *   uint32_t order[nrcpt]      recipient indexes grouped by node
+ */
+struct ix_msg {
+	uint64_t msgid;
+	uint64_t off;
+	uint64_t time_us;
+	uint32_t rec_len;
+	uint32_t body_len;
+	uint32_t seg;
+	uint32_t nrcpt;
+	uint32_t pending;
+	uint32_t ndom;
+	struct ix_node nodes[];
+};
+
+struct spool_index_queue {
+	struct ix_node *head, *tail;
+	char *name;              /* lower case, len bytes + NUL */
+	uint32_t len;
+	uint32_t hash;
+	uint64_t msgs, rcpts, bytes;
+	uint32_t stamp;          /* add_msg grouping: tmp is valid when */
+	uint32_t tmp;            /* stamp == idx->stamp; free list link */
+	int used;
+};
+
+struct ix_ref {
+	uint32_t holder;         /* segment with DONEs for our messages */
+	uint32_t count;
+};
+
+struct ix_seg {
+	uint64_t first_seq;
+	uint64_t total, live_bytes, live_msgs, pins;
+	struct ix_ref *refs;
+	uint32_t nrefs, caprefs;
+	uint32_t id;
+	int sealed;
+	int dead;                /* 1 queued, 2 taken by take_dead */
+	struct ix_seg *dead_next;
+};
+
+struct ix_mslot {
+	uint64_t id;
+	struct ix_msg *m;        /* NULL: empty */
+};
+
+struct spool_index {
+	struct ix_mslot *mtab;
+	uint32_t mmask;
+	uint64_t mcount;
+
+	struct spool_index_queue *doms;
+	uint32_t ndoms, capdoms;
+	uint32_t dom_free;       /* free list through tmp, IX_NONE ends */
+	uint32_t *dtab;          /* dom index + 1, 0 empty */
+	uint32_t dmask;
+	uint32_t dcount;         /* live domains (non-empty queues) */
+	uint32_t stamp;
+
+	struct ix_seg **segs;    /* segs[i] has id seg_base + i, NULL removed */
+	uint32_t seg_base, nsegs, capsegs;
+	uint32_t seg_next_id;
+	uint64_t seg_count;
+	struct ix_seg *dead_head, *dead_tail;
+
+	uint32_t *scratch;       /* add_msg: node of each recipient */
+	uint32_t capscratch;
+
+	struct spool_index_totals t;
+};
+
+/* ---- allocation accounting --------------------------------------------- */
+
+static void *ix_alloc(struct spool_index *idx, size_t n)
+{
+	void *p = malloc(n);
+	if (p != NULL)
+		idx->t.mem_bytes += n;
+	return p;
+}
+
+static void ix_release(struct spool_index *idx, void *p, size_t n)
+{
+	if (p == NULL)
+		return;
+	idx->t.mem_bytes -= n;
+	free(p);
+}
+
+static size_t msg_size(uint32_t ndom, uint32_t nrcpt)
+{
+	return sizeof(struct ix_msg) + (size_t)ndom * sizeof(struct ix_node) +
+		2 * (size_t)nrcpt * sizeof(uint32_t);
+}
+
+static uint32_t *msg_rcpt_node(struct ix_msg *m)
+{
+	return (uint32_t *)(void *)(m->nodes + m->ndom);
+}
+
+static uint32_t *msg_order(struct ix_msg *m)
+{
+	return msg_rcpt_node(m) + m->nrcpt;
+}
+
+static struct ix_msg *node_msg(const struct ix_node *n)
+{
+	return (struct ix_msg *)(void *)((char *)(n - n->k) -
+			offsetof(struct ix_msg, nodes));
+}
+
+/* ---- message id table --------------------------------------------------- */
+
+static uint32_t mhash(const struct spool_index *idx, uint64_t id)
+{
+	/* Fibonacci hashing: sequential ids spread over the table. */
+	return (uint32_t)((id * 0x9E3779B97F4A7C15ull) >> 32) & idx->mmask;
+}
+
+static struct ix_mslot *mtab_find(const struct spool_index *idx, uint64_t id)
+{
+	uint32_t i = mhash(idx, id);
+
+	for (;;) {
+		struct ix_mslot *s = &idx->mtab[i];
+		if (s->m == NULL)
+			return NULL;
+		if (s->id == id)
+			return s;
+		i = (i + 1) & idx->mmask;
+	}
+}
+
+static void mtab_put(struct spool_index *idx, struct ix_msg *m)
+{
+	uint32_t i = mhash(idx, m->msgid);
+
+	while (idx->mtab[i].m != NULL)
+		i = (i + 1) & idx->mmask;
+	idx->mtab[i].id = m->msgid;
+	idx->mtab[i].m = m;
+}
+
+static int mtab_grow(struct spool_index *idx)
+{
+	uint32_t oldcap = idx->mtab ? idx->mmask + 1 : 0;
+	uint32_t cap = oldcap ? oldcap * 2 : IX_MTAB_MIN;
+	struct ix_mslot *old = idx->mtab;
+
+	if (cap == 0) /* 2^32 slots: far beyond any spool */
+		return -ENOMEM;
+	struct ix_mslot *t = calloc(cap, sizeof *t);
+	if (t == NULL)
+		return -ENOMEM;
+	idx->t.mem_bytes += (size_t)cap * sizeof *t;
+	idx->mtab = t;
+	idx->mmask = cap - 1;
+	for (uint32_t i = 0; i < oldcap; i++)
+		if (old[i].m != NULL)
+			mtab_put(idx, old[i].m);
+	ix_release(idx, old, (size_t)oldcap * sizeof *old);
+	return 0;
+}
+
+/* Backward-shift deletion keeps every probe chain unbroken. */
+static void mtab_del(struct spool_index *idx, struct ix_mslot *s)
+{
+	uint32_t i = (uint32_t)(s - idx->mtab), j = i;
+
+	for (;;) {
+		j = (j + 1) & idx->mmask;
+		if (idx->mtab[j].m == NULL)
+			break;
+		uint32_t home = mhash(idx, idx->mtab[j].id);
+		/* Move j into the hole at i unless its home lies in (i, j]. */
+		if (((j - home) & idx->mmask) >= ((j - i) & idx->mmask)) {
+			idx->mtab[i] = idx->mtab[j];
+			i = j;
+		}
+	}
+	idx->mtab[i].m = NULL;
+	idx->mtab[i].id = 0;
+	idx->mcount--;
+}
+
+/* ---- domains ------------------------------------------------------------ */
+
+static inline unsigned char ix_lower(unsigned char c)
+{
+	/* ASCII only (RFC 5321 2.4: domains are case-insensitive); UTF-8
+	 * bytes of an internationalised name are kept as they are. */
+	return c >= 'A' && c <= 'Z' ? (unsigned char)(c + ('a' - 'A')) : c;
+}
+
+/* Trailing dots do not change the domain ("example.com." is absolute). */
+static size_t dom_trim(const char *d, size_t len)
+{
+	while (len > 0 && d[len - 1] == '.')
+		len--;
+	return len;
+}
+
+static uint32_t dom_hash(const char *d, size_t len)
+{
+	uint32_t h = 2166136261u; /* FNV-1a, then a finaliser for low bits */
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= ix_lower((unsigned char)d[i]);
+		h *= 16777619u;
+	}
+	h ^= h >> 16;
+	h *= 0x85EBCA6Bu;
+	h ^= h >> 13;
+	return h;
+}
+
+static int dom_equal(const struct spool_index_queue *q, const char *d,
+		size_t len)
+{
+	if (q->len != len)
+		return 0;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)q->name[i] != ix_lower((unsigned char)d[i]))
+			return 0;
+	return 1;
+}
+
+/* Index of the domain (already trimmed), or IX_NONE. */
+static uint32_t dom_find(const struct spool_index *idx, const char *d,
+		size_t len, uint32_t h)
+{
+	if (idx->dtab == NULL)
+		return IX_NONE;
+	for (uint32_t i = h & idx->dmask;; i = (i + 1) & idx->dmask) {
+		uint32_t v = idx->dtab[i];
+		if (v == 0)
+			return IX_NONE;
+		if (idx->doms[v - 1].hash == h &&
+		    dom_equal(&idx->doms[v - 1], d, len))
+			return v - 1;
+	}
+}
+
+static void dtab_put(struct spool_index *idx, uint32_t di)
+{
+	uint32_t i = idx->doms[di].hash & idx->dmask;
+
+	while (idx->dtab[i] != 0)
+		i = (i + 1) & idx->dmask;
+	idx->dtab[i] = di + 1;
+}
+
+static int dtab_grow(struct spool_index *idx)
+{
+	uint32_t oldcap = idx->dtab ? idx->dmask + 1 : 0;
+	uint32_t cap = oldcap ? oldcap * 2 : IX_DTAB_MIN;
+	uint32_t *old = idx->dtab;
+
+	if (cap == 0)
+		return -ENOMEM;
+	uint32_t *t = calloc(cap, sizeof *t);
+	if (t == NULL)
+		return -ENOMEM;
+	idx->t.mem_bytes += (size_t)cap * sizeof *t;
+	idx->dtab = t;
+	idx->dmask = cap - 1;
+	for (uint32_t i = 0; i < oldcap; i++)
+		if (old[i] != 0)
+			dtab_put(idx, old[i] - 1);
+	ix_release(idx, old, (size_t)oldcap * sizeof *old);
+	return 0;
+}
+
+static void dtab_del(struct spool_index *idx, uint32_t di)
+{
+	uint32_t i = idx->doms[di].hash & idx->dmask;
+
+	while (idx->dtab[i] != di + 1)
+		i = (i + 1) & idx->dmask;
+	for (uint32_t j = i;;) {
+		j = (j + 1) & idx->dmask;
+		if (idx->dtab[j] == 0)
+			break;
+		uint32_t home = idx->doms[idx->dtab[j] - 1].hash & idx->dmask;
+		if (((j - home) & idx->dmask) >= ((j - i) & idx->dmask)) {
+			idx->dtab[i] = idx->dtab[j];
+			i = j;
+		}
+	}
+	idx->dtab[i] = 0;
+}
+
+/* Find or create the domain; IX_NONE when out of memory. */
+static uint32_t dom_get(struct spool_index *idx, const char *d, size_t len)
+{
+	uint32_t h = dom_hash(d, len);
+	uint32_t di = dom_find(idx, d, len, h);
+
+	if (di != IX_NONE)
+		return di;
+	if (len > UINT32_MAX - 1)
+		return IX_NONE;
+	if (idx->dtab == NULL || (idx->dcount + 1) * 2 > idx->dmask + 1) {
+		if (dtab_grow(idx) < 0)
+			return IX_NONE;
+	}
+	if (idx->dom_free == IX_NONE && idx->ndoms == idx->capdoms) {
+		uint32_t cap = idx->capdoms ? idx->capdoms * 2 : IX_DOMS_MIN;
+		struct spool_index_queue *nd = realloc(idx->doms,
+				(size_t)cap * sizeof *nd);
+		if (nd == NULL)
+			return IX_NONE;
+		idx->t.mem_bytes += (size_t)(cap - idx->capdoms) * sizeof *nd;
+		idx->doms = nd;
+		idx->capdoms = cap;
+	}
+	char *name = ix_alloc(idx, len + 1);
+	if (name == NULL)
+		return IX_NONE;
+	for (size_t i = 0; i < len; i++)
+		name[i] = (char)ix_lower((unsigned char)d[i]);
+	name[len] = '\0';
+
+	if (idx->dom_free != IX_NONE) {
+		di = idx->dom_free;
+		idx->dom_free = idx->doms[di].tmp;
+	} else {
+		di = idx->ndoms++;
+	}
+	struct spool_index_queue *q = &idx->doms[di];
+	memset(q, 0, sizeof *q);
+	q->name = name;
+	q->len = (uint32_t)len;
+	q->hash = h;
+	q->used = 1;
+	dtab_put(idx, di);
+	idx->dcount++;
+	return di;
+}
+
+/* An empty queue is forgotten, so the table holds only domains with mail. */
+static void dom_drop(struct spool_index *idx, uint32_t di)
+{
+	struct spool_index_queue *q = &idx->doms[di];
+
+	dtab_del(idx, di);
+	ix_release(idx, q->name, (size_t)q->len + 1);
+	q->name = NULL;
+	q->used = 0;
+	q->tmp = idx->dom_free;
+	idx->dom_free = di;
+	idx->dcount--;
+}
+
+/* ---- segments ----------------------------------------------------------- */
+
+static struct ix_seg *seg_get(const struct spool_index *idx, uint32_t id)
+{
+	if (id < idx->seg_base || id - idx->seg_base >= idx->nsegs)
+		return NULL;
+	return idx->segs[id - idx->seg_base];
+}
+
+static void seg_check_dead(struct spool_index *idx, struct ix_seg *s)
+{
+	if (!s->sealed || s->dead || s->live_msgs != 0 || s->pins != 0)
+		return;
+	s->dead = 1;
+	s->dead_next = NULL;
+	if (idx->dead_tail != NULL)
+		idx->dead_tail->dead_next = s;
+	else
+		idx->dead_head = s;
+	idx->dead_tail = s;
+}
+
+int spool_index_segment_add(struct spool_index *idx, uint64_t first_seq,
+		uint32_t *seg_id)
+{
+	if (idx->seg_next_id == UINT32_MAX)
+		return -ENOMEM;
+	if (idx->nsegs == idx->capsegs) {
+		uint32_t cap = idx->capsegs ? idx->capsegs * 2 : IX_SEGS_MIN;
+		struct ix_seg **ns = realloc(idx->segs, (size_t)cap * sizeof *ns);
+		if (ns == NULL)
+			return -ENOMEM;
+		idx->t.mem_bytes += (size_t)(cap - idx->capsegs) * sizeof *ns;
+		idx->segs = ns;
+		idx->capsegs = cap;
+	}
+	struct ix_seg *s = ix_alloc(idx, sizeof *s);
+	if (s == NULL)
+		return -ENOMEM;
+	memset(s, 0, sizeof *s);
+	s->first_seq = first_seq;
+	s->id = idx->seg_next_id++;
+	/* Only removed slots at the front are ever dropped, so the array
+	 * always ends at the newest id: ids stay dense from seg_base. */
+	if (idx->nsegs == 0)
+		idx->seg_base = s->id;
+	idx->segs[idx->nsegs++] = s;
+	idx->seg_count++;
+	*seg_id = s->id;
+	return 0;
+}
+
+int spool_index_segment_seal(struct spool_index *idx, uint32_t seg_id)
+{
+	struct ix_seg *s = seg_get(idx, seg_id);
+
+	if (s == NULL)
+		return -ENOENT;
+	s->sealed = 1;
+	seg_check_dead(idx, s);
+	return 0;
+}
+
+void spool_index_segment_account(struct spool_index *idx, uint32_t seg_id,
+		uint64_t bytes)
+{
+	struct ix_seg *s = seg_get(idx, seg_id);
+
+	if (s != NULL) {
+		s->total += bytes;
+		idx->t.total_bytes += bytes;
+	}
+}
+
+int spool_index_segment_stat(const struct spool_index *idx, uint32_t seg_id,
+		struct spool_index_seg_stat *st)
+{
+	const struct ix_seg *s = seg_get(idx, seg_id);
+
+	if (s == NULL)
+		return -ENOENT;
+	st->first_seq = s->first_seq;
+	st->total_bytes = s->total;
+	st->live_bytes = s->live_bytes;
+	st->live_msgs = s->live_msgs;
+	st->pins = s->pins;
+	st->sealed = s->sealed;
+	st->dead = s->dead != 0;
+	return 0;
+}
+
+int spool_index_segment_next(const struct spool_index *idx, uint32_t *cursor,
+		uint32_t *seg_id)
+{
+	while (*cursor < idx->nsegs) {
+		const struct ix_seg *s = idx->segs[(*cursor)++];
+		if (s != NULL) {
+			*seg_id = s->id;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+size_t spool_index_take_dead(struct spool_index *idx, uint32_t *ids,
+		size_t max)
+{
+	size_t n = 0;
+
+	while (n < max && idx->dead_head != NULL) {
+		struct ix_seg *s = idx->dead_head;
+		idx->dead_head = s->dead_next;
+		if (idx->dead_head == NULL)
+			idx->dead_tail = NULL;
+		s->dead = 2;
+		ids[n++] = s->id;
+	}
+	return n;
+}
+
+int spool_index_segment_remove(struct spool_index *idx, uint32_t seg_id)
+{
+	struct ix_seg *s = seg_get(idx, seg_id);
+
+	if (s == NULL)
+		return -ENOENT;
+	if (s->dead != 2)
+		return -EBUSY;
+	for (uint32_t i = 0; i < s->nrefs; i++) {
+		struct ix_seg *h = seg_get(idx, s->refs[i].holder);
+		/* A pinned holder cannot be dead, so it cannot be gone. */
+		if (h == NULL || h->pins < s->refs[i].count)
+			panic("segment %u: pin of %u on %u lost", s->id,
+					s->refs[i].count, s->refs[i].holder);
+		h->pins -= s->refs[i].count;
+		seg_check_dead(idx, h);
+	}
+	idx->segs[seg_id - idx->seg_base] = NULL;
+	idx->t.total_bytes -= s->total;
+	idx->seg_count--;
+	ix_release(idx, s->refs, (size_t)s->caprefs * sizeof *s->refs);
+	ix_release(idx, s, sizeof *s);
+	/* Drop removed slots at the front (segments mostly die oldest
+	 * first); a removed one in the middle waits as a NULL. */
+	uint32_t skip = 0;
+	while (skip < idx->nsegs && idx->segs[skip] == NULL)
+		skip++;
+	if (skip > 0) {
+		memmove(idx->segs, idx->segs + skip,
+				(size_t)(idx->nsegs - skip) * sizeof *idx->segs);
+		idx->nsegs -= skip;
+		idx->seg_base += skip;
+	}
+	return 0;
+}
+
+/* Segment holder keeps a DONE for a message of s: pin it. */
+static int seg_pin(struct spool_index *idx, struct ix_seg *s,
+		struct ix_seg *holder)
+{
+	/* DONEs arrive in segment order, so the holder is usually the last
+	 * one already listed. */
+	if (s->nrefs > 0 && s->refs[s->nrefs - 1].holder == holder->id) {
+		s->refs[s->nrefs - 1].count++;
+		holder->pins++;
+		return 0;
+	}
+	for (uint32_t i = 0; i + 1 < s->nrefs; i++) {
+		if (s->refs[i].holder == holder->id) {
+			s->refs[i].count++;
+			holder->pins++;
+			return 0;
+		}
+	}
+	if (s->nrefs == s->caprefs) {
+		uint32_t cap = s->caprefs ? s->caprefs * 2 : IX_REFS_MIN;
+		struct ix_ref *nr = realloc(s->refs, (size_t)cap * sizeof *nr);
+		if (nr == NULL)
+			return -ENOMEM;
+		idx->t.mem_bytes += (size_t)(cap - s->caprefs) * sizeof *nr;
+		s->refs = nr;
+		s->caprefs = cap;
+	}
+	s->refs[s->nrefs].holder = holder->id;
+	s->refs[s->nrefs].count = 1;
+	s->nrefs++;
+	holder->pins++;
+	return 0;
+}
+
+/* ---- messages ----------------------------------------------------------- */
+
+/* The domain part of an address, trimmed; len 0 when there is no '@'. */
+static const char *addr_domain(const struct spool_rec_addr *a, size_t *len)
+{
+	const char *at = a->len > 0 ? memrchr(a->p, '@', a->len) : NULL;
+
+	if (at == NULL) {
+		*len = 0;
+		return "";
+	}
+	at++;
+	*len = dom_trim(at, (size_t)(a->p + a->len - at));
+	return at;
+}
+
+static void queue_append(struct spool_index_queue *q, struct ix_node *n)
+{
+	n->next = NULL;
+	n->prev = q->tail;
+	if (q->tail != NULL)
+		q->tail->next = n;
+	else
+		q->head = n;
+	q->tail = n;
+}
+
+static void queue_unlink(struct spool_index_queue *q, struct ix_node *n)
+{
+	if (n->prev != NULL)
+		n->prev->next = n->next;
+	else
+		q->head = n->next;
+	if (n->next != NULL)
+		n->next->prev = n->prev;
+	else
+		q->tail = n->prev;
+	n->prev = n->next = NULL;
+}
+
+int spool_index_add_msg(struct spool_index *idx,
+		const struct spool_index_msg *m)
+{
+	struct ix_seg *seg = seg_get(idx, m->segment_id);
+	uint32_t ndom = 0;
+	int ret;
+
+	if (seg == NULL)
+		return -EINVAL;
+	/* The record is on disk whatever happens to its index entry. */
+	seg->total += m->rec_len;
+	idx->t.total_bytes += m->rec_len;
+	if (m->nrcpt == 0 || m->nrcpt > IX_NODE_MAX ||
+	    m->body_len > UINT32_MAX)
+		return -EINVAL;
+	if (idx->mtab != NULL && mtab_find(idx, m->msgid) != NULL)
+		return -EEXIST;
+	if (idx->mtab == NULL || (idx->mcount + 1) * 4 > (uint64_t)(idx->mmask + 1) * 3) {
+		ret = mtab_grow(idx);
+		if (ret < 0)
+			return ret;
+	}
+	if (m->nrcpt > idx->capscratch) {
+		uint32_t *ns = realloc(idx->scratch,
+				(size_t)m->nrcpt * sizeof *ns);
+		if (ns == NULL)
+			return -ENOMEM;
+		idx->t.mem_bytes += (size_t)(m->nrcpt - idx->capscratch) *
+			sizeof *ns;
+		idx->scratch = ns;
+		idx->capscratch = m->nrcpt;
+	}
+
+	/* Pass 1: each recipient's domain, numbered in order of first
+	 * appearance within this message (the stamp marks "seen here"). */
+	if (++idx->stamp == 0) {
+		for (uint32_t i = 0; i < idx->ndoms; i++)
+			idx->doms[i].stamp = 0;
+		idx->stamp = 1;
+	}
+	for (uint32_t i = 0; i < m->nrcpt; i++) {
+		size_t dlen;
+		const char *d = addr_domain(&m->rcpts[i], &dlen);
+		uint32_t di = dom_get(idx, d, dlen);
+		if (di == IX_NONE) {
+			ret = -ENOMEM;
+			goto fail;
+		}
+		struct spool_index_queue *q = &idx->doms[di];
+		if (q->stamp != idx->stamp) {
+			q->stamp = idx->stamp;
+			q->tmp = ndom++;
+		}
+		idx->scratch[i] = di;
+	}
+
+	size_t sz = msg_size(ndom, m->nrcpt);
+	struct ix_msg *msg = ix_alloc(idx, sz);
+	if (msg == NULL) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	msg->msgid = m->msgid;
+	msg->off = m->off;
+	msg->time_us = m->time_us;
+	msg->rec_len = m->rec_len;
+	msg->body_len = (uint32_t)m->body_len;
+	msg->seg = m->segment_id;
+	msg->nrcpt = m->nrcpt;
+	msg->pending = m->nrcpt;
+	msg->ndom = ndom;
+
+	/* Pass 2: count per node, then lay recipients out grouped by node in
+	 * record order (a counting sort). */
+	uint32_t *rn = msg_rcpt_node(msg), *order = msg_order(msg);
+	for (uint32_t k = 0; k < ndom; k++) {
+		msg->nodes[k].pending = 0;
+		msg->nodes[k].k = k;
+	}
+	for (uint32_t i = 0; i < m->nrcpt; i++) {
+		uint32_t k = idx->doms[idx->scratch[i]].tmp;
+		rn[i] = k;
+		msg->nodes[k].dom = idx->scratch[i];
+		msg->nodes[k].pending++;
+	}
+	uint32_t start = 0;
+	for (uint32_t k = 0; k < ndom; k++) {
+		msg->nodes[k].start = start;
+		start += msg->nodes[k].pending;
+		msg->nodes[k].pending = 0;
+	}
+	for (uint32_t i = 0; i < m->nrcpt; i++) {
+		struct ix_node *n = &msg->nodes[rn[i]];
+		order[n->start + n->pending++] = i;
+	}
+	for (uint32_t k = 0; k < ndom; k++) {
+		struct ix_node *n = &msg->nodes[k];
+		struct spool_index_queue *q = &idx->doms[n->dom];
+		queue_append(q, n);
+		q->msgs++;
+		q->rcpts += n->pending;
+		q->bytes += msg->body_len;
+	}
+	mtab_put(idx, msg);
+	idx->mcount++;
+	seg->live_msgs++;
+	seg->live_bytes += m->rec_len;
+	idx->t.live_bytes += m->rec_len;
+	idx->t.messages++;
+	idx->t.recipients += m->nrcpt;
+	return 0;
+fail:
+	/* Domains created for this message and left empty go again. */
+	for (uint32_t i = 0; i < idx->ndoms; i++) {
+		struct spool_index_queue *q = &idx->doms[i];
+		if (q->used && q->stamp == idx->stamp && q->msgs == 0)
+			dom_drop(idx, i);
+	}
+	return ret;
+}
+
+static void msg_free(struct spool_index *idx, struct ix_msg *msg)
+{
+	ix_release(idx, msg, msg_size(msg->ndom, msg->nrcpt));
+}
+
+int spool_index_done(struct spool_index *idx, uint64_t msgid,
+		uint32_t rcpt_index, enum spool_done_status st,
+		uint32_t done_seg_id, int *msg_finished)
+{
+	struct ix_seg *dseg = seg_get(idx, done_seg_id);
+	int ret;
+
+	if (msg_finished != NULL)
+		*msg_finished = 0;
+	if (dseg == NULL)
+		return -EINVAL;
+	dseg->total += SPOOL_REC_HDR_SIZE + SPOOL_DONE_PAYLOAD_SIZE;
+	idx->t.total_bytes += SPOOL_REC_HDR_SIZE + SPOOL_DONE_PAYLOAD_SIZE;
+	struct ix_mslot *slot = idx->mtab ? mtab_find(idx, msgid) : NULL;
+	if (slot == NULL)
+		return -ENOENT;
+	struct ix_msg *msg = slot->m;
+	if (rcpt_index >= msg->nrcpt)
+		return -EINVAL;
+	uint32_t *rn = msg_rcpt_node(msg), *order = msg_order(msg);
+	if (rn[rcpt_index] & IX_RCPT_DONE)
+		return -EALREADY;
+
+	struct ix_seg *mseg = seg_get(idx, msg->seg);
+	if (mseg == NULL)
+		panic("message %llx in unknown segment %u",
+				(unsigned long long)msgid, msg->seg);
+	if (mseg != dseg) {
+		ret = seg_pin(idx, mseg, dseg);
+		if (ret < 0)
+			return ret;
+	}
+
+	struct ix_node *n = &msg->nodes[rn[rcpt_index]];
+	struct spool_index_queue *q = &idx->doms[n->dom];
+	/* Keep order[start, +pending) the pending ones: swap ours to the
+	 * end of that range. */
+	uint32_t last = n->start + n->pending - 1;
+	for (uint32_t j = n->start; j <= last; j++) {
+		if (order[j] == rcpt_index) {
+			order[j] = order[last];
+			order[last] = rcpt_index;
+			break;
+		}
+	}
+	rn[rcpt_index] |= IX_RCPT_DONE;
+	n->pending--;
+	q->rcpts--;
+	msg->pending--;
+	idx->t.recipients--;
+	if (st == SPOOL_DONE_DELIVERED)
+		idx->t.delivered++;
+	else if (st == SPOOL_DONE_BOUNCED)
+		idx->t.bounced++;
+	else
+		idx->t.expired++;
+
+	if (n->pending == 0) {
+		queue_unlink(q, n);
+		q->msgs--;
+		q->bytes -= msg->body_len;
+		if (q->msgs == 0)
+			dom_drop(idx, n->dom);
+	}
+	if (msg->pending == 0) {
+		mtab_del(idx, slot);
+		mseg->live_msgs--;
+		mseg->live_bytes -= msg->rec_len;
+		idx->t.live_bytes -= msg->rec_len;
+		idx->t.messages--;
+		msg_free(idx, msg);
+		if (msg_finished != NULL)
+			*msg_finished = 1;
+		seg_check_dead(idx, mseg);
+	}
+	return 0;
+}
+
+static void entry_fill(struct ix_msg *msg, struct spool_index_entry *e)
+{
+	e->msgid = msg->msgid;
+	e->segment_id = msg->seg;
+	e->rec_len = msg->rec_len;
+	e->off = msg->off;
+	e->time_us = msg->time_us;
+	e->body_len = msg->body_len;
+	e->nrcpt = msg->nrcpt;
+	e->npending = msg->pending;
+	e->rcpts = NULL;
+}
+
+int spool_index_msg_find(const struct spool_index *idx, uint64_t msgid,
+		struct spool_index_entry *e)
+{
+	struct ix_mslot *slot = idx->mtab ? mtab_find(idx, msgid) : NULL;
+
+	if (slot == NULL)
+		return -ENOENT;
+	entry_fill(slot->m, e);
+	return 0;
+}
+
+/* ---- queues ------------------------------------------------------------- */
+
+static const struct spool_index_queue *queue_lookup(
+		const struct spool_index *idx, const char *domain, size_t len)
+{
+	len = dom_trim(domain, len);
+	uint32_t di = dom_find(idx, domain, len, dom_hash(domain, len));
+	return di == IX_NONE ? NULL : &idx->doms[di];
+}
+
+const struct spool_index_queue *spool_index_queue(const struct spool_index *idx,
+		const char *domain, size_t len)
+{
+	return queue_lookup(idx, domain, len);
+}
+
+void spool_index_queue_stat(const struct spool_index_queue *q,
+		struct spool_index_qstat *st)
+{
+	st->domain = q->name;
+	st->domain_len = q->len;
+	st->messages = q->msgs;
+	st->recipients = q->rcpts;
+	st->bytes = q->bytes;
+	st->oldest_us = q->head ? node_msg(q->head)->time_us : 0;
+}
+
+uint64_t spool_index_domain_bytes(const struct spool_index *idx,
+		const char *domain, size_t len)
+{
+	const struct spool_index_queue *q = queue_lookup(idx, domain, len);
+	return q ? q->bytes : 0;
+}
+
+void spool_index_queue_iter(const struct spool_index_queue *q,
+		struct spool_index_iter *it)
+{
+	it->next = q ? q->head : NULL;
+}
+
+int spool_index_queue_next(struct spool_index_iter *it,
+		struct spool_index_entry *e)
+{
+	const struct ix_node *n = it->next;
+
+	if (n == NULL)
+		return 0;
+	it->next = n->next;
+	struct ix_msg *msg = node_msg(n);
+	entry_fill(msg, e);
+	e->npending = n->pending;
+	e->rcpts = msg_order(msg) + n->start;
+	return 1;
+}
+
+const struct spool_index_queue *spool_index_queue_each(
+		const struct spool_index *idx, size_t *cursor)
+{
+	while (*cursor < idx->ndoms) {
+		const struct spool_index_queue *q = &idx->doms[(*cursor)++];
+		if (q->used)
+			return q;
+	}
+	return NULL;
+}
+
+/* ---- whole index -------------------------------------------------------- */
+
+struct spool_index *spool_index_new(void)
+{
+	struct spool_index *idx = calloc(1, sizeof *idx);
+
+	if (idx == NULL)
+		return NULL;
+	idx->dom_free = IX_NONE;
+	idx->t.mem_bytes = sizeof *idx;
+	return idx;
+}
+
+struct spool_index *spool_index_free(struct spool_index *idx)
+{
+	if (idx == NULL)
+		return NULL;
+	if (idx->mtab != NULL) {
+		for (uint32_t i = 0; i <= idx->mmask; i++)
+			if (idx->mtab[i].m != NULL)
+				free(idx->mtab[i].m);
+	}
+	free(idx->mtab);
+	for (uint32_t i = 0; i < idx->ndoms; i++)
+		if (idx->doms[i].used)
+			free(idx->doms[i].name);
+	free(idx->doms);
+	free(idx->dtab);
+	for (uint32_t i = 0; i < idx->nsegs; i++) {
+		if (idx->segs[i] != NULL) {
+			free(idx->segs[i]->refs);
+			free(idx->segs[i]);
+		}
+	}
+	free(idx->segs);
+	free(idx->scratch);
+	free(idx);
+	return NULL;
+}
+
+void spool_index_totals(const struct spool_index *idx,
+		struct spool_index_totals *t)
+{
+	*t = idx->t;
+	t->domains = idx->dcount;
+	t->segments = idx->seg_count;
+}

@@ -1,0 +1,218 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * spool_index: the in-memory queue index of one spool shard (DESIGN.md
+ * section 5). Domain -> messages with undelivered recipients there, in
+ * arrival order; message id -> message; segment -> live/dead bytes and
+ * whether it may be unlinked. Pure data structure: no I/O, no locks; one per
+ * shard, used only by that shard's engine thread (or recovery before it).
+ */
+#ifndef ETRND_STORE_SPOOL_INDEX_H
+#define ETRND_STORE_SPOOL_INDEX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/spool_rec.h"
+
+struct spool_index;
+struct spool_index_queue;       /* one domain's queue, owned by the index */
+
+/* A new, empty index, or NULL when out of memory. */
+struct spool_index *spool_index_new(void);
+/* Free the index and everything in it; every pointer it returned dies.
+ * NULL is fine. Returns NULL. */
+struct spool_index *spool_index_free(struct spool_index *idx);
+
+/* ---- segments -----------------------------------------------------------
+ * The index names segments by a small id it assigns (dense, increasing,
+ * never reused), and remembers each one's file name (the 64-bit first
+ * sequence, "%016x.seg"). A segment is open (being appended to) until
+ * sealed. A sealed segment is dead, i.e. may be unlinked, when
+ *  - none of its MSG records belongs to a message still indexed, and
+ *  - none of its DONE records is pinned: a DONE for a message whose MSG is in
+ *    another segment A pins it until A is removed, because unlinking the
+ *    DONE while A's MSG survives would bring the delivered recipient back
+ *    at the next start (a duplicate delivery).
+ * Dead segments queue up in the order they die, which is an order in which
+ * they are safe to unlink (a segment whose DONEs refer to A dies only after
+ * A was removed). Bytes: total = every record and damaged byte counted in the
+ * segment; live = the records of messages still indexed; dead = total - live.
+ * Pins assume a message's MSG precedes its DONEs in scan order (true of the
+ * append-only write path). A compaction that copies a live MSG forward must
+ * also copy the DONEs of its done recipients after the copy, or a restart
+ * would bring those recipients back.
+ */
+
+/* Register a new, open segment named first_seq; *seg_id gets its id.
+ * Returns 0 or -ENOMEM. */
+int spool_index_segment_add(struct spool_index *idx, uint64_t first_seq,
+		uint32_t *seg_id);
+
+/* No more records will be appended to seg_id; from now on it may die.
+ * Returns 0 or -ENOENT. */
+int spool_index_segment_seal(struct spool_index *idx, uint32_t seg_id);
+
+/* Count bytes of seg_id that belong to no indexed record (a damaged region,
+ * a record recovery could not use) as dead bytes. Unknown ids are ignored. */
+void spool_index_segment_account(struct spool_index *idx, uint32_t seg_id,
+		uint64_t bytes);
+
+struct spool_index_seg_stat {
+	uint64_t first_seq;   /* the file name */
+	uint64_t total_bytes;
+	uint64_t live_bytes;  /* record bytes of messages still indexed */
+	uint64_t live_msgs;
+	uint64_t pins;        /* DONE records that keep this segment */
+	int sealed;
+	int dead;             /* queued or taken as dead, not yet removed */
+};
+/* Fill *st for seg_id. Returns 0 or -ENOENT (unknown or removed). O(1). */
+int spool_index_segment_stat(const struct spool_index *idx, uint32_t seg_id,
+		struct spool_index_seg_stat *st);
+
+/* Iterate the segments not yet removed, oldest first: *cursor starts at 0;
+ * returns 1 and sets *seg_id while there is one, else 0. The index must not
+ * change during the walk. For compaction's "mostly dead and old" choice. */
+int spool_index_segment_next(const struct spool_index *idx, uint32_t *cursor,
+		uint32_t *seg_id);
+
+/* Pop up to max dead segments (oldest death first) into ids. Returns how
+ * many. A segment is returned once; unlink its file, then call
+ * spool_index_segment_remove(). */
+size_t spool_index_take_dead(struct spool_index *idx, uint32_t *ids,
+		size_t max);
+
+/* The file of dead segment seg_id is gone: forget it, and release the pins
+ * its messages held on other segments (which may queue more dead ones).
+ * Returns 0, -ENOENT, or -EBUSY when spool_index_take_dead() has not
+ * returned it. */
+int spool_index_segment_remove(struct spool_index *idx, uint32_t seg_id);
+
+/* ---- messages ---------------------------------------------------------- */
+
+struct spool_index_msg {
+	uint64_t msgid;
+	uint32_t segment_id;     /* from spool_index_segment_add(), open */
+	uint32_t rec_len;        /* whole record: header + payload */
+	uint64_t off;            /* record offset in the segment */
+	uint64_t time_us;        /* arrival (the record's time) */
+	uint64_t body_len;
+	uint32_t nrcpt;          /* >= 1 */
+	const struct spool_rec_addr *rcpts; /* borrowed for the call only */
+};
+
+/*
+ * Index a stored message: each recipient's domain is what follows its last
+ * '@' (the empty domain when there is none), ASCII lower-cased, trailing dots
+ * stripped; the message joins the tail of each distinct domain's queue once,
+ * with that domain's recipients pending. rec_len counts as live bytes of the
+ * segment whatever the result (the record is on disk). Returns 0, -EEXIST
+ * when msgid is already indexed (the first copy stays), -EINVAL (nrcpt 0,
+ * unknown segment), -ENOMEM (only the segment's byte count changed).
+ * Cost: O(nrcpt + total length of the addresses), one allocation.
+ */
+int spool_index_add_msg(struct spool_index *idx,
+		const struct spool_index_msg *m);
+
+/*
+ * A DONE record for recipient rcpt_index of msgid, stored in segment
+ * done_seg_id (whose total bytes it adds to). Marks the recipient done;
+ * drops the message from that recipient's domain queue once the domain has
+ * no pending recipient in it; frees the message once it has none at all
+ * (*msg_finished = 1, else 0; msg_finished may be NULL). Returns 0,
+ * -ENOENT (msgid not indexed: its MSG was lost or its segment unlinked),
+ * -EALREADY (recipient already done), -EINVAL (rcpt_index out of range,
+ * unknown done_seg_id); all three leave the index unchanged and are harmless.
+ * st feeds the counters of spool_index_totals(). O(recipients of the
+ * message in that domain).
+ */
+int spool_index_done(struct spool_index *idx, uint64_t msgid,
+		uint32_t rcpt_index, enum spool_done_status st,
+		uint32_t done_seg_id, int *msg_finished);
+
+/* One message as a queue or a look-up sees it. rcpts points into the index:
+ * valid until the next change to the index. */
+struct spool_index_entry {
+	uint64_t msgid;
+	uint32_t segment_id;
+	uint32_t rec_len;
+	uint64_t off;
+	uint64_t time_us;
+	uint64_t body_len;
+	uint32_t nrcpt;          /* recipients in the record */
+	uint32_t npending;       /* pending recipients listed in rcpts */
+	const uint32_t *rcpts;   /* their indexes in the record; from a queue:
+	                            that domain's only, in record order until
+	                            some are done, then in no promised order */
+};
+
+/* Look up msgid; e->rcpts then lists no recipients (npending is the total
+ * still pending). Returns 0 or -ENOENT. O(1). */
+int spool_index_msg_find(const struct spool_index *idx, uint64_t msgid,
+		struct spool_index_entry *e);
+
+/* ---- domain queues ------------------------------------------------------ */
+
+/* The queue of a domain (any case, trailing dots ignored), or NULL when no
+ * message waits there. Owned by the index; valid until the next
+ * spool_index_add_msg(), spool_index_done() or spool_index_free(). O(1). */
+const struct spool_index_queue *spool_index_queue(const struct spool_index *idx,
+		const char *domain, size_t len);
+
+struct spool_index_qstat {
+	const char *domain;      /* lower case, not NUL-terminated; lives as
+	                            long as the queue pointer */
+	size_t domain_len;
+	uint64_t messages;
+	uint64_t recipients;     /* pending recipients in this domain */
+	uint64_t bytes;          /* sum of body_len of its messages (the
+	                            message sizes SMTP SIZE speaks of; a message
+	                            in several domains counts in each) */
+	uint64_t oldest_us;      /* time_us of the queue's head */
+};
+void spool_index_queue_stat(const struct spool_index_queue *q,
+		struct spool_index_qstat *st);
+
+/* Bytes queued for a domain (qstat.bytes), 0 when none: the quota check.
+ * O(1). */
+uint64_t spool_index_domain_bytes(const struct spool_index *idx,
+		const char *domain, size_t len);
+
+/*
+ * Walk a queue in arrival order, O(1) per entry:
+ *   struct spool_index_iter it;
+ *   spool_index_queue_iter(q, &it);
+ *   while (spool_index_queue_next(&it, &e)) ...
+ * During the walk the index must not change, except spool_index_done() on
+ * recipients of the entry just returned (the iterator has moved past it).
+ */
+struct spool_index_iter {
+	const void *next;
+};
+void spool_index_queue_iter(const struct spool_index_queue *q,
+		struct spool_index_iter *it);
+int spool_index_queue_next(struct spool_index_iter *it,
+		struct spool_index_entry *e);
+
+/* Iterate the non-empty queues (for status): *cursor starts at 0; returns
+ * the next queue or NULL at the end. No change to the index during the walk.
+ * O(domains ever seen) in total. */
+const struct spool_index_queue *spool_index_queue_each(
+		const struct spool_index *idx, size_t *cursor);
+
+/* ---- totals ------------------------------------------------------------- */
+
+struct spool_index_totals {
+	uint64_t messages;       /* indexed (with a pending recipient) */
+	uint64_t recipients;     /* pending */
+	uint64_t domains;        /* non-empty queues */
+	uint64_t segments;       /* not removed */
+	uint64_t total_bytes;    /* over those segments */
+	uint64_t live_bytes;
+	uint64_t delivered, bounced, expired; /* DONEs applied, by status */
+	uint64_t mem_bytes;      /* bytes the index allocated (requested) */
+};
+void spool_index_totals(const struct spool_index *idx,
+		struct spool_index_totals *t);
+
+#endif

@@ -1,0 +1,640 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Tests for store/spool_index.c: fixed cases for domains, duplicates,
+ * unknown DONEs and segment death (pins), then random add/done/rotate/remove
+ * sequences checked after every few steps against a plain array model:
+ * queue order, counts, bytes, pending recipients, freeing, segment deadness.
+ */
+#include <criterion/criterion.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/spool_index.h"
+
+#define T_ADDR_MAX 128
+#define T_DOM_MAX 64
+
+static struct spool_index_msg t_msg(uint64_t id, uint32_t seg, uint32_t n,
+		const struct spool_rec_addr *a)
+{
+	struct spool_index_msg m = {
+		.msgid = id, .segment_id = seg, .rec_len = 1000 + (uint32_t)id,
+		.off = id * 10, .time_us = id * 7, .body_len = 500 + id,
+		.nrcpt = n, .rcpts = a,
+	};
+	return m;
+}
+
+static struct spool_rec_addr A(const char *s)
+{
+	struct spool_rec_addr a = { s, strlen(s) };
+	return a;
+}
+
+static uint64_t q_count(const struct spool_index *idx, const char *d)
+{
+	const struct spool_index_queue *q = spool_index_queue(idx, d, strlen(d));
+	struct spool_index_qstat st;
+	if (q == NULL)
+		return 0;
+	spool_index_queue_stat(q, &st);
+	return st.messages;
+}
+
+Test(spool_index, domains_grouping_and_case)
+{
+	struct spool_index *idx = spool_index_new();
+	uint32_t seg;
+	cr_assert_eq(spool_index_segment_add(idx, 0x100, &seg), 0);
+
+	struct spool_rec_addr r[] = {
+		A("a@Customer.Example"), A("b@customer.example."),
+		A("c@other.example"), A("\"x@y\"@CUSTOMER.example"),
+		A("postmaster"),
+	};
+	struct spool_index_msg m = t_msg(1, seg, 5, r);
+	cr_assert_eq(spool_index_add_msg(idx, &m), 0);
+	cr_assert_eq(spool_index_add_msg(idx, &m), -EEXIST);
+
+	const struct spool_index_queue *q =
+		spool_index_queue(idx, "CUSTOMER.EXAMPLE..", 18);
+	cr_assert_not_null(q);
+	struct spool_index_qstat st;
+	spool_index_queue_stat(q, &st);
+	cr_assert_eq(st.messages, 1);
+	cr_assert_eq(st.recipients, 3);
+	cr_assert_eq(st.bytes, 501);
+	cr_assert_eq(st.domain_len, 16);
+	cr_assert(memcmp(st.domain, "customer.example", 16) == 0);
+	cr_assert_eq(spool_index_domain_bytes(idx, "customer.EXAMPLE", 16), 501);
+	cr_assert_eq(spool_index_domain_bytes(idx, "nowhere.example", 15), 0);
+
+	struct spool_index_iter it;
+	struct spool_index_entry e;
+	spool_index_queue_iter(q, &it);
+	cr_assert(spool_index_queue_next(&it, &e));
+	cr_assert_eq(e.msgid, 1);
+	cr_assert_eq(e.npending, 3);
+	cr_assert_eq(e.rcpts[0], 0);
+	cr_assert_eq(e.rcpts[1], 1);
+	cr_assert_eq(e.rcpts[2], 3);
+	cr_assert_eq(e.nrcpt, 5);
+	cr_assert_eq(e.off, 10);
+	cr_assert_eq(e.rec_len, 1001);
+	cr_assert_not(spool_index_queue_next(&it, &e));
+
+	cr_assert_eq(q_count(idx, "other.example"), 1);
+	cr_assert_eq(q_count(idx, ""), 1);
+	struct spool_index_totals t;
+	spool_index_totals(idx, &t);
+	cr_assert_eq(t.messages, 1);
+	cr_assert_eq(t.recipients, 5);
+	cr_assert_eq(t.domains, 3);
+
+	int fin = -1;
+	cr_assert_eq(spool_index_done(idx, 1, 2, SPOOL_DONE_DELIVERED, seg,
+				&fin), 0);
+	cr_assert_eq(fin, 0);
+	cr_assert_null(spool_index_queue(idx, "other.example", 13));
+	cr_assert_eq(spool_index_done(idx, 1, 2, SPOOL_DONE_DELIVERED, seg,
+				&fin), -EALREADY);
+	cr_assert_eq(spool_index_done(idx, 1, 5, SPOOL_DONE_DELIVERED, seg,
+				&fin), -EINVAL);
+	cr_assert_eq(spool_index_done(idx, 99, 0, SPOOL_DONE_DELIVERED, seg,
+				&fin), -ENOENT);
+	cr_assert_eq(spool_index_done(idx, 1, 0, SPOOL_DONE_DELIVERED, 77,
+				&fin), -EINVAL);
+	cr_assert_eq(spool_index_done(idx, 1, 1, SPOOL_DONE_BOUNCED, seg,
+				&fin), 0);
+	q = spool_index_queue(idx, "customer.example", 16);
+	spool_index_queue_stat(q, &st);
+	cr_assert_eq(st.recipients, 2);
+	spool_index_queue_iter(q, &it);
+	cr_assert(spool_index_queue_next(&it, &e));
+	cr_assert_eq(e.npending, 2);
+	cr_assert((e.rcpts[0] == 0 && e.rcpts[1] == 3) ||
+			(e.rcpts[0] == 3 && e.rcpts[1] == 0));
+	cr_assert_eq(spool_index_done(idx, 1, 0, SPOOL_DONE_EXPIRED, seg,
+				&fin), 0);
+	cr_assert_eq(spool_index_done(idx, 1, 3, SPOOL_DONE_EXPIRED, seg,
+				&fin), 0);
+	cr_assert_eq(fin, 0);
+	cr_assert_null(spool_index_queue(idx, "customer.example", 16));
+	cr_assert_eq(spool_index_done(idx, 1, 4, SPOOL_DONE_DELIVERED, seg,
+				&fin), 0);
+	cr_assert_eq(fin, 1);
+	cr_assert_eq(spool_index_msg_find(idx, 1, &e), -ENOENT);
+	spool_index_totals(idx, &t);
+	cr_assert_eq(t.messages, 0);
+	cr_assert_eq(t.recipients, 0);
+	cr_assert_eq(t.domains, 0);
+	cr_assert_eq(t.delivered, 2);
+	cr_assert_eq(t.bounced, 1);
+	cr_assert_eq(t.expired, 2);
+	size_t cur = 0;
+	cr_assert_null(spool_index_queue_each(idx, &cur));
+	/* A message without recipients is refused. */
+	m = t_msg(2, seg, 0, r);
+	cr_assert_eq(spool_index_add_msg(idx, &m), -EINVAL);
+	spool_index_free(idx);
+}
+
+Test(spool_index, segment_death_and_pins)
+{
+	struct spool_index *idx = spool_index_new();
+	uint32_t s0, s1, s2, ids[8];
+	struct spool_index_seg_stat st;
+	struct spool_rec_addr r[] = { A("a@d.example"), A("b@e.example") };
+
+	cr_assert_eq(spool_index_segment_add(idx, 0x10, &s0), 0);
+	struct spool_index_msg m = t_msg(1, s0, 2, r);
+	cr_assert_eq(spool_index_add_msg(idx, &m), 0);
+	m = t_msg(2, s0, 1, r);
+	cr_assert_eq(spool_index_add_msg(idx, &m), 0);
+	/* All done while open: not dead until sealed. */
+	cr_assert_eq(spool_index_done(idx, 2, 0, SPOOL_DONE_DELIVERED, s0,
+				NULL), 0);
+	cr_assert_eq(spool_index_take_dead(idx, ids, 8), 0);
+	cr_assert_eq(spool_index_segment_seal(idx, s0), 0);
+	cr_assert_eq(spool_index_take_dead(idx, ids, 8), 0);
+
+	cr_assert_eq(spool_index_segment_add(idx, 0x20, &s1), 0);
+	cr_assert_eq(spool_index_done(idx, 1, 0, SPOOL_DONE_DELIVERED, s1,
+				NULL), 0);
+	cr_assert_eq(spool_index_segment_stat(idx, s1, &st), 0);
+	cr_assert_eq(st.pins, 1);
+	cr_assert_eq(spool_index_segment_seal(idx, s1), 0);
+	cr_assert_eq(spool_index_segment_add(idx, 0x30, &s2), 0);
+	int fin;
+	cr_assert_eq(spool_index_done(idx, 1, 1, SPOOL_DONE_DELIVERED, s2,
+				&fin), 0);
+	cr_assert_eq(fin, 1);
+	cr_assert_eq(spool_index_segment_seal(idx, s2), 0);
+
+	cr_assert_eq(spool_index_segment_stat(idx, s0, &st), 0);
+	cr_assert_eq(st.live_msgs, 0);
+	cr_assert_eq(st.live_bytes, 0);
+	cr_assert_eq(st.total_bytes, 1001 + 1002 + 40);
+	cr_assert_eq(st.first_seq, 0x10);
+	cr_assert_eq(spool_index_segment_stat(idx, s1, &st), 0);
+	cr_assert_eq(st.total_bytes, 40);
+
+	/* s1 and s2 hold DONEs for s0's messages: only s0 may go first. */
+	cr_assert_eq(spool_index_segment_remove(idx, s1), -EBUSY);
+	cr_assert_eq(spool_index_take_dead(idx, ids, 8), 1);
+	cr_assert_eq(ids[0], s0);
+	cr_assert_eq(spool_index_take_dead(idx, ids, 8), 0);
+	cr_assert_eq(spool_index_segment_remove(idx, s0), 0);
+	cr_assert_eq(spool_index_segment_stat(idx, s0, &st), -ENOENT);
+	cr_assert_eq(spool_index_take_dead(idx, ids, 8), 2);
+	cr_assert_eq(ids[0], s1);
+	cr_assert_eq(ids[1], s2);
+	cr_assert_eq(spool_index_segment_remove(idx, s2), 0);
+	cr_assert_eq(spool_index_segment_remove(idx, s1), 0);
+	cr_assert_eq(spool_index_segment_remove(idx, s1), -ENOENT);
+	struct spool_index_totals t;
+	spool_index_totals(idx, &t);
+	cr_assert_eq(t.segments, 0);
+	cr_assert_eq(t.total_bytes, 0);
+
+	/* Ids keep growing after the array emptied. */
+	uint32_t s3;
+	cr_assert_eq(spool_index_segment_add(idx, 0x40, &s3), 0);
+	cr_assert_eq(s3, s2 + 1);
+	uint32_t cur = 0, id;
+	cr_assert(spool_index_segment_next(idx, &cur, &id));
+	cr_assert_eq(id, s3);
+	cr_assert_not(spool_index_segment_next(idx, &cur, &id));
+	spool_index_free(idx);
+}
+
+/* ---- random sequences against a model ----------------------------------- */
+
+#define M_MSGS 3000
+#define M_RCPT_MAX 6
+#define M_SEGS 256
+#define M_DONES (M_MSGS * M_RCPT_MAX)
+#define M_CHECK_EVERY 16
+
+static const char *const m_domains[] = {
+	"customer.example", "b.example", "mail.c.example", "d.example",
+	"x.y.z.example", "", "e.example",
+};
+#define M_NDOM (sizeof m_domains / sizeof m_domains[0])
+
+struct m_msg {
+	uint64_t id;
+	uint32_t seg;
+	uint32_t nrcpt;
+	unsigned dom[M_RCPT_MAX];   /* index into m_domains */
+	int done[M_RCPT_MAX];
+	int live;                   /* some recipient pending */
+	uint64_t body_len;
+};
+
+struct m_done {
+	uint32_t holder, target;    /* segments: DONE in holder for target */
+};
+
+struct model {
+	uint64_t rng;
+	struct m_msg msgs[M_MSGS];
+	size_t n;
+	char addr[M_MSGS][M_RCPT_MAX][T_ADDR_MAX];
+	struct m_done dones[M_DONES];
+	size_t ndones;
+	int seg_exists[M_SEGS];
+	int seg_sealed[M_SEGS];
+	int seg_taken[M_SEGS];
+	uint32_t cur_seg;
+	uint32_t nsegs;
+};
+
+static uint64_t rnd(struct model *md)
+{
+	/* xorshift64* */
+	md->rng ^= md->rng >> 12;
+	md->rng ^= md->rng << 25;
+	md->rng ^= md->rng >> 27;
+	return md->rng * 2685821657736338717ull;
+}
+
+static unsigned rndn(struct model *md, unsigned n)
+{
+	return (unsigned)(rnd(md) % n);
+}
+
+/* An address in the domain, in a random case, sometimes with a trailing
+ * dot or an '@' in a quoted local part. */
+static void m_addr(struct model *md, char *out, unsigned d, unsigned u)
+{
+	const char *dom = m_domains[d];
+	char buf[T_DOM_MAX];
+	size_t i;
+
+	if (dom[0] == '\0') {
+		snprintf(out, T_ADDR_MAX, "postmaster%u", u);
+		return;
+	}
+	for (i = 0; dom[i] != '\0'; i++)
+		buf[i] = rndn(md, 2) ? (char)toupper((unsigned char)dom[i]) :
+			dom[i];
+	buf[i] = '\0';
+	snprintf(out, T_ADDR_MAX, "%su%u@%s%s", rndn(md, 8) == 0 ?
+			"\"q@r\"" : "", u, buf, rndn(md, 8) == 0 ? "." : "");
+}
+
+/* Which segments the model says are dead: sealed, no live message, no
+ * DONE for a message in another segment that still exists. */
+static void m_dead_all(const struct model *md, int *dead)
+{
+	for (uint32_t s = 0; s < md->nsegs; s++)
+		dead[s] = md->seg_exists[s] && md->seg_sealed[s];
+	for (size_t i = 0; i < md->n; i++)
+		if (md->msgs[i].live)
+			dead[md->msgs[i].seg] = 0;
+	for (size_t i = 0; i < md->ndones; i++)
+		if (md->seg_exists[md->dones[i].target])
+			dead[md->dones[i].holder] = 0;
+}
+
+static int m_seg_dead(const struct model *md, uint32_t s)
+{
+	int dead[M_SEGS];
+	m_dead_all(md, dead);
+	return dead[s];
+}
+
+static void m_check(struct model *md, struct spool_index *idx)
+{
+	uint64_t live = 0, rcpts = 0, ndom = 0;
+
+	for (unsigned d = 0; d < M_NDOM; d++) {
+		/* Expected queue: live messages with a pending recipient in
+		 * d, in arrival (model) order. */
+		uint64_t cnt = 0, rc = 0, bytes = 0;
+		char name[T_ADDR_MAX];
+		size_t len = strlen(m_domains[d]);
+		for (size_t i = 0; i <= len; i++)
+			name[i] = rndn(md, 2) ?
+				(char)toupper((unsigned char)m_domains[d][i]) :
+				m_domains[d][i];
+		const struct spool_index_queue *q =
+			spool_index_queue(idx, name, len);
+		struct spool_index_iter it;
+		struct spool_index_entry e;
+		spool_index_queue_iter(q, &it);
+		for (size_t i = 0; i < md->n; i++) {
+			struct m_msg *m = &md->msgs[i];
+			uint32_t pend = 0, want[M_RCPT_MAX];
+			if (!m->live)
+				continue;
+			for (uint32_t r = 0; r < m->nrcpt; r++)
+				if (m->dom[r] == d && !m->done[r])
+					want[pend++] = r;
+			if (pend == 0)
+				continue;
+			cnt++;
+			rc += pend;
+			bytes += m->body_len;
+			cr_assert(spool_index_queue_next(&it, &e),
+					"domain %u: queue ends early", d);
+			cr_assert_eq(e.msgid, m->id, "domain %u: order", d);
+			cr_assert_eq(e.segment_id, m->seg);
+			cr_assert_eq(e.npending, pend);
+			/* Same set of recipients. */
+			for (uint32_t k = 0; k < pend; k++) {
+				int found = 0;
+				for (uint32_t j = 0; j < pend; j++)
+					found |= e.rcpts[j] == want[k];
+				cr_assert(found, "msg %llu rcpt %u missing",
+						(unsigned long long)m->id,
+						want[k]);
+			}
+		}
+		cr_assert_not(spool_index_queue_next(&it, &e),
+				"domain %u: queue too long", d);
+		if (cnt == 0) {
+			cr_assert_null(q);
+			cr_assert_eq(spool_index_domain_bytes(idx, name, len), 0);
+			continue;
+		}
+		ndom++;
+		struct spool_index_qstat st;
+		spool_index_queue_stat(q, &st);
+		cr_assert_eq(st.messages, cnt);
+		cr_assert_eq(st.recipients, rc);
+		cr_assert_eq(st.bytes, bytes);
+		cr_assert_eq(spool_index_domain_bytes(idx, name, len), bytes);
+		cr_assert_eq(st.domain_len, len);
+		cr_assert(memcmp(st.domain, m_domains[d], len) == 0);
+	}
+	for (size_t i = 0; i < md->n; i++) {
+		struct m_msg *m = &md->msgs[i];
+		struct spool_index_entry e;
+		int r = spool_index_msg_find(idx, m->id, &e);
+		if (!m->live) {
+			cr_assert_eq(r, -ENOENT);
+			continue;
+		}
+		cr_assert_eq(r, 0);
+		live++;
+		uint32_t pend = 0;
+		for (uint32_t k = 0; k < m->nrcpt; k++)
+			pend += !m->done[k];
+		cr_assert_eq(e.npending, pend);
+		rcpts += pend;
+	}
+	struct spool_index_totals t;
+	spool_index_totals(idx, &t);
+	cr_assert_eq(t.messages, live);
+	cr_assert_eq(t.recipients, rcpts);
+	cr_assert_eq(t.domains, ndom);
+	size_t cur = 0, seen = 0;
+	while (spool_index_queue_each(idx, &cur) != NULL)
+		seen++;
+	cr_assert_eq(seen, ndom);
+
+	int dead[M_SEGS];
+	uint64_t lm[M_SEGS] = { 0 };
+	m_dead_all(md, dead);
+	for (size_t i = 0; i < md->n; i++)
+		lm[md->msgs[i].seg] += md->msgs[i].live;
+	for (uint32_t s = 0; s < md->nsegs; s++) {
+		struct spool_index_seg_stat st;
+		int r = spool_index_segment_stat(idx, s, &st);
+		if (!md->seg_exists[s]) {
+			cr_assert_eq(r, -ENOENT);
+			continue;
+		}
+		cr_assert_eq(r, 0);
+		cr_assert_eq(st.dead, dead[s], "segment %u", s);
+		cr_assert_eq(st.live_msgs, lm[s]);
+	}
+}
+
+static void m_run(uint64_t seed, unsigned ops)
+{
+	static struct model md_store;
+	struct model *md = &md_store;
+	struct spool_index *idx = spool_index_new();
+	uint32_t ids[M_SEGS];
+
+	memset(md, 0, sizeof *md);
+	md->rng = seed * 0x9E3779B97F4A7C15ull + 1;
+	cr_assert_eq(spool_index_segment_add(idx, 0, &md->cur_seg), 0);
+	md->seg_exists[md->cur_seg] = 1;
+	md->nsegs = 1;
+
+	for (unsigned op = 0; op < ops; op++) {
+		unsigned k = rndn(md, 100);
+		if (k < 40 && md->n < M_MSGS) {
+			struct m_msg *m = &md->msgs[md->n];
+			struct spool_rec_addr a[M_RCPT_MAX];
+			m->id = 1000 + md->n * 3 + rndn(md, 3);
+			m->seg = md->cur_seg;
+			m->nrcpt = 1 + rndn(md, rndn(md, 4) == 0 ? M_RCPT_MAX : 2);
+			m->body_len = 100 + rndn(md, 5000);
+			for (uint32_t r = 0; r < m->nrcpt; r++) {
+				m->dom[r] = rndn(md, M_NDOM);
+				m_addr(md, md->addr[md->n][r], m->dom[r], r);
+				a[r] = A(md->addr[md->n][r]);
+			}
+			struct spool_index_msg im = {
+				.msgid = m->id, .segment_id = m->seg,
+				.rec_len = 200 + (uint32_t)m->body_len,
+				.off = op, .time_us = op,
+				.body_len = m->body_len, .nrcpt = m->nrcpt,
+				.rcpts = a,
+			};
+			cr_assert_eq(spool_index_add_msg(idx, &im), 0);
+			m->live = 1;
+			md->n++;
+			if (rndn(md, 10) == 0) /* the same id again */
+				cr_assert_eq(spool_index_add_msg(idx, &im),
+						-EEXIST);
+		} else if (k < 85 && md->n > 0) {
+			struct m_msg *m = &md->msgs[rndn(md, (unsigned)md->n)];
+			uint32_t r = rndn(md, m->nrcpt);
+			int fin = -1;
+			int ret = spool_index_done(idx, m->id, r,
+					SPOOL_DONE_DELIVERED, md->cur_seg, &fin);
+			if (!m->live) {
+				cr_assert_eq(ret, -ENOENT);
+			} else if (m->done[r]) {
+				cr_assert_eq(ret, -EALREADY);
+			} else {
+				cr_assert_eq(ret, 0);
+				m->done[r] = 1;
+				int all = 1;
+				for (uint32_t j = 0; j < m->nrcpt; j++)
+					all &= m->done[j];
+				cr_assert_eq(fin, all);
+				m->live = !all;
+				if (m->seg != md->cur_seg) {
+					cr_assert_lt(md->ndones, M_DONES);
+					md->dones[md->ndones].holder =
+						md->cur_seg;
+					md->dones[md->ndones].target = m->seg;
+					md->ndones++;
+				}
+			}
+		} else if (k < 88) {
+			int fin;
+			cr_assert_eq(spool_index_done(idx, 7, 0,
+					SPOOL_DONE_BOUNCED, md->cur_seg, &fin),
+					-ENOENT);
+		} else if (k < 92 && md->nsegs < M_SEGS) {
+			/* Rotate: seal the head, open the next. */
+			cr_assert_eq(spool_index_segment_seal(idx, md->cur_seg),
+					0);
+			md->seg_sealed[md->cur_seg] = 1;
+			cr_assert_eq(spool_index_segment_add(idx, md->nsegs,
+						&md->cur_seg), 0);
+			cr_assert_eq(md->cur_seg, md->nsegs);
+			md->seg_exists[md->cur_seg] = 1;
+			md->nsegs++;
+		} else if (k < 97) {
+			/* Unlink whatever died, as the lead would. */
+			size_t n = spool_index_take_dead(idx, ids, M_SEGS);
+			for (size_t i = 0; i < n; i++) {
+				cr_assert(m_seg_dead(md, ids[i]));
+				cr_assert_not(md->seg_taken[ids[i]]);
+				md->seg_taken[ids[i]] = 1;
+				if (rndn(md, 4) != 0) {
+					cr_assert_eq(spool_index_segment_remove(
+							idx, ids[i]), 0);
+					md->seg_exists[ids[i]] = 0;
+				}
+			}
+			/* Taken but kept: remove later. */
+			for (uint32_t s = 0; s < md->nsegs; s++) {
+				if (md->seg_taken[s] && md->seg_exists[s] &&
+				    rndn(md, 2)) {
+					cr_assert_eq(spool_index_segment_remove(
+							idx, s), 0);
+					md->seg_exists[s] = 0;
+				}
+			}
+		}
+		if (op % M_CHECK_EVERY == 0)
+			m_check(md, idx);
+	}
+	m_check(md, idx);
+
+	/* Drain everything: every message frees, every segment dies. */
+	for (size_t i = 0; i < md->n; i++) {
+		struct m_msg *m = &md->msgs[i];
+		for (uint32_t r = 0; r < m->nrcpt; r++) {
+			if (!m->live || m->done[r])
+				continue;
+			int fin;
+			cr_assert_eq(spool_index_done(idx, m->id, r,
+					SPOOL_DONE_EXPIRED, md->cur_seg, &fin),
+					0);
+			m->done[r] = 1;
+			if (m->seg != md->cur_seg) {
+				md->dones[md->ndones].holder = md->cur_seg;
+				md->dones[md->ndones].target = m->seg;
+				md->ndones++;
+			}
+			int all = 1;
+			for (uint32_t j = 0; j < m->nrcpt; j++)
+				all &= m->done[j];
+			cr_assert_eq(fin, all);
+			m->live = !all;
+		}
+	}
+	cr_assert_eq(spool_index_segment_seal(idx, md->cur_seg), 0);
+	md->seg_sealed[md->cur_seg] = 1;
+	m_check(md, idx);
+	for (uint32_t s = 0; s < md->nsegs; s++)
+		if (md->seg_taken[s] && md->seg_exists[s]) {
+			cr_assert_eq(spool_index_segment_remove(idx, s), 0);
+			md->seg_exists[s] = 0;
+		}
+	size_t n;
+	while ((n = spool_index_take_dead(idx, ids, M_SEGS)) > 0) {
+		for (size_t i = 0; i < n; i++) {
+			cr_assert(m_seg_dead(md, ids[i]));
+			cr_assert_eq(spool_index_segment_remove(idx, ids[i]), 0);
+			md->seg_exists[ids[i]] = 0;
+		}
+	}
+	struct spool_index_totals t;
+	spool_index_totals(idx, &t);
+	cr_assert_eq(t.segments, 0, "segments left: %llu",
+			(unsigned long long)t.segments);
+	cr_assert_eq(t.messages, 0);
+	cr_assert_eq(t.domains, 0);
+	cr_assert_eq(t.live_bytes, 0);
+	cr_assert_eq(t.total_bytes, 0);
+	spool_index_free(idx);
+}
+
+Test(spool_index, random_model_seeds)
+{
+	for (uint64_t seed = 1; seed <= 8; seed++)
+		m_run(seed, 6000);
+}
+
+Test(spool_index, random_model_long)
+{
+	m_run(4242, 20000);
+}
+
+/* Many messages through one domain: the tables grow, shrink and keep
+ * order; memory returns to the index's base when all are done. */
+Test(spool_index, grow_and_drain)
+{
+	struct spool_index *idx = spool_index_new();
+	struct spool_index_totals t0, t;
+	uint32_t seg;
+	const uint64_t n = 50000;
+	struct spool_rec_addr r[] = { A("a@Big.Example"), A("b@small.example") };
+
+	spool_index_totals(idx, &t0);
+	cr_assert_eq(spool_index_segment_add(idx, 1, &seg), 0);
+	for (uint64_t i = 0; i < n; i++) {
+		struct spool_index_msg m = t_msg(i, seg, 1 + (i % 2), r);
+		cr_assert_eq(spool_index_add_msg(idx, &m), 0);
+	}
+	cr_assert_eq(q_count(idx, "big.example"), n);
+	cr_assert_eq(q_count(idx, "small.example"), n / 2);
+	/* Done in a scattered order; the queue keeps arrival order. */
+	for (uint64_t i = 0; i < n; i += 3)
+		cr_assert_eq(spool_index_done(idx, i, 0, SPOOL_DONE_DELIVERED,
+					seg, NULL), 0);
+	const struct spool_index_queue *q = spool_index_queue(idx, "BIG.example", 11);
+	struct spool_index_iter it;
+	struct spool_index_entry e;
+	uint64_t prev = 0, cnt = 0;
+	spool_index_queue_iter(q, &it);
+	while (spool_index_queue_next(&it, &e)) {
+		cr_assert(cnt == 0 || e.msgid > prev);
+		cr_assert_neq(e.msgid % 3, 0);
+		prev = e.msgid;
+		cnt++;
+		/* Done on the entry just returned is allowed mid-walk. */
+		if (e.msgid % 5 == 0)
+			cr_assert_eq(spool_index_done(idx, e.msgid, 0,
+					SPOOL_DONE_DELIVERED, seg, NULL), 0);
+	}
+	cr_assert_eq(cnt, n - (n + 2) / 3);
+	for (uint64_t i = 0; i < n; i++) {
+		if (i % 3 != 0 && i % 5 != 0)
+			cr_assert_eq(spool_index_done(idx, i, 0,
+					SPOOL_DONE_DELIVERED, seg, NULL), 0);
+		if (i % 2)
+			cr_assert_eq(spool_index_done(idx, i, 1,
+					SPOOL_DONE_DELIVERED, seg, NULL), 0);
+	}
+	spool_index_totals(idx, &t);
+	cr_assert_eq(t.messages, 0);
+	cr_assert_eq(t.domains, 0);
+	cr_assert_null(spool_index_queue(idx, "big.example", 11));
+	spool_index_free(idx);
+}

@@ -1,0 +1,513 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Tests for store/spool_recover.c on crafted shard directories: a clean spool
+ * rebuilds the exact index, a torn tail cut at every byte of the last record
+ * is truncated to the right size, a flipped bit in a middle record costs that
+ * record only, empty and zero-filled segments, DONEs, fully dead segments in
+ * a safe unlink order, duplicates across segments, stray files.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store/spool_recover.h"
+
+#define T_RCPT_MAX 8
+#define T_REC_MAX 4096
+
+struct img {
+	char *buf;
+	size_t len, cap;
+	size_t nrec;
+	size_t off[T_REC_MAX];
+};
+
+static void img_put(struct img *im, const void *p, size_t n)
+{
+	if (im->len + n > im->cap) {
+		size_t cap = im->cap ? im->cap : 4096;
+		while (cap < im->len + n)
+			cap *= 2;
+		im->buf = realloc(im->buf, cap);
+		cr_assert_not_null(im->buf);
+		im->cap = cap;
+	}
+	memcpy(im->buf + im->len, p, n);
+	im->len += n;
+}
+
+/* A MSG with the given recipients (NULL-terminated) and a body of
+ * body_len bytes. */
+static void img_msg(struct img *im, uint64_t id, const char *const *rcpt,
+		size_t body_len)
+{
+	size_t rl[T_RCPT_MAX];
+	uint32_t n = 0;
+	const char *sender = "s@sender.example";
+	char *body = malloc(body_len + 1);
+
+	cr_assert_not_null(body);
+	for (size_t i = 0; i < body_len; i++)
+		body[i] = (char)('a' + (id + i) % 26);
+	while (rcpt[n] != NULL) {
+		rl[n] = strlen(rcpt[n]);
+		n++;
+	}
+	size_t head = spool_rec_msg_head_size(strlen(sender), n, rl);
+	char *h = malloc(head);
+	cr_assert_not_null(h);
+	cr_assert_eq(spool_rec_encode_msg_head(h, id, 1000 + id, 0, sender,
+			strlen(sender), n, rcpt, rl, body, body_len), head);
+	cr_assert_lt(im->nrec, T_REC_MAX);
+	im->off[im->nrec++] = im->len;
+	img_put(im, h, head);
+	img_put(im, body, body_len);
+	free(h);
+	free(body);
+}
+
+static void img_done(struct img *im, uint64_t id, uint32_t rcpt)
+{
+	char d[SPOOL_REC_HDR_SIZE + SPOOL_DONE_PAYLOAD_SIZE];
+	spool_rec_encode_done(d, id, 5000 + id, rcpt, SPOOL_DONE_DELIVERED);
+	im->off[im->nrec++] = im->len;
+	img_put(im, d, sizeof d);
+}
+
+static char t_dir[256];
+
+static void mkdir_tmp(void)
+{
+	snprintf(t_dir, sizeof t_dir, "/tmp/test_spool_recover.XXXXXX");
+	cr_assert_not_null(mkdtemp(t_dir));
+}
+
+static void rm_tmp(void)
+{
+	char cmd[512];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", t_dir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+static void seg_path(char *out, size_t n, uint64_t first)
+{
+	snprintf(out, n, "%s/%016" PRIx64 ".seg", t_dir, first);
+}
+
+static void write_seg(uint64_t first, const char *p, size_t n)
+{
+	char path[512];
+	seg_path(path, sizeof path, first);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	cr_assert_geq(fd, 0);
+	if (n > 0)
+		cr_assert_eq(write(fd, p, n), (ssize_t)n);
+	close(fd);
+}
+
+static off_t seg_size(uint64_t first)
+{
+	char path[512];
+	struct stat st;
+	seg_path(path, sizeof path, first);
+	cr_assert_eq(stat(path, &st), 0);
+	return st.st_size;
+}
+
+static struct spool_index *recover(struct spool_recover_result *res)
+{
+	char err[256] = "";
+	struct spool_index *idx = spool_index_new();
+	cr_assert_not_null(idx);
+	int r = spool_recover_shard(t_dir, idx, res, err, sizeof err);
+	cr_assert_eq(r, 0, "recover: %d %s", r, err);
+	return idx;
+}
+
+static uint64_t pending(const struct spool_index *idx, uint64_t id)
+{
+	struct spool_index_entry e;
+	if (spool_index_msg_find(idx, id, &e) < 0)
+		return 0;
+	return e.npending;
+}
+
+static uint64_t qmsgs(const struct spool_index *idx, const char *d)
+{
+	const struct spool_index_queue *q = spool_index_queue(idx, d, strlen(d));
+	struct spool_index_qstat st;
+	if (q == NULL)
+		return 0;
+	spool_index_queue_stat(q, &st);
+	return st.messages;
+}
+
+static const char *const r_a[] = { "u@a.example", NULL };
+static const char *const r_ab[] = { "u@a.example", "v@B.example", NULL };
+static const char *const r_aab[] = { "u@a.example", "w@a.example",
+	"v@b.example", NULL };
+
+TestSuite(spool_recover, .init = mkdir_tmp, .fini = rm_tmp);
+
+Test(spool_recover, clean_spool_exact_index)
+{
+	struct img s1 = { 0 }, s2 = { 0 };
+	struct spool_recover_result res;
+
+	img_msg(&s1, 0x101, r_a, 300);
+	img_msg(&s1, 0x102, r_ab, 1024);
+	img_msg(&s1, 0x103, r_aab, 10);
+	img_done(&s1, 0x101, 0);          /* 0x101 finished in its own seg */
+	img_msg(&s2, 0x200, r_ab, 50);
+	img_done(&s2, 0x102, 1);          /* b done: only in a's queue */
+	img_done(&s2, 0x103, 0);
+	img_done(&s2, 0x103, 0);          /* repeated */
+	img_done(&s2, 0x999, 0);          /* unknown */
+	write_seg(0x101, s1.buf, s1.len);
+	write_seg(0x200, s2.buf, s2.len);
+
+	struct spool_index *idx = recover(&res);
+	cr_assert_eq(res.segments, 2);
+	cr_assert_eq(res.msg_records, 4);
+	cr_assert_eq(res.done_records, 5);
+	cr_assert_eq(res.live_messages, 3);
+	cr_assert_eq(res.live_recipients, 1 + 2 + 2);
+	cr_assert_eq(res.bad_regions, 0);
+	cr_assert_eq(res.torn_bytes, 0);
+	cr_assert_eq(res.repeated_dones, 1);
+	cr_assert_eq(res.unknown_dones, 1);
+	cr_assert_eq(res.ndead, 0);
+	cr_assert_eq(res.max_seq, 0x999);
+	cr_assert_eq(res.bytes, s1.len + s2.len);
+	cr_assert_eq(pending(idx, 0x101), 0);
+	cr_assert_eq(pending(idx, 0x102), 1);
+	cr_assert_eq(pending(idx, 0x103), 2);
+	cr_assert_eq(pending(idx, 0x200), 2);
+	cr_assert_eq(qmsgs(idx, "a.example"), 3);
+	cr_assert_eq(qmsgs(idx, "b.example"), 2);
+
+	/* Arrival order and locations in a's queue. */
+	const struct spool_index_queue *q = spool_index_queue(idx, "A.EXAMPLE", 9);
+	struct spool_index_iter it;
+	struct spool_index_entry e;
+	const uint64_t want[] = { 0x102, 0x103, 0x200 };
+	spool_index_queue_iter(q, &it);
+	for (size_t i = 0; i < 3; i++) {
+		cr_assert(spool_index_queue_next(&it, &e));
+		cr_assert_eq(e.msgid, want[i]);
+		struct spool_index_seg_stat st;
+		cr_assert_eq(spool_index_segment_stat(idx, e.segment_id, &st), 0);
+		cr_assert_eq(st.first_seq, i < 2 ? 0x101 : 0x200);
+		cr_assert_eq(e.off, i < 2 ? s1.off[i + 1] : s2.off[0]);
+	}
+	cr_assert_eq(e.npending, 1);
+	cr_assert_eq(e.rcpts[0], 0);
+
+	/* Live and total bytes per segment. */
+	uint32_t cur = 0, id;
+	cr_assert(spool_index_segment_next(idx, &cur, &id));
+	struct spool_index_seg_stat st;
+	cr_assert_eq(spool_index_segment_stat(idx, id, &st), 0);
+	cr_assert_eq(st.total_bytes, s1.len);
+	cr_assert_eq(st.live_bytes, s1.off[3] - s1.off[1]);
+	cr_assert_eq(st.live_msgs, 2);
+	cr_assert(st.sealed);
+	cr_assert(spool_index_segment_next(idx, &cur, &id));
+	cr_assert_eq(spool_index_segment_stat(idx, id, &st), 0);
+	cr_assert_eq(st.total_bytes, s2.len);
+	cr_assert_eq(st.pins, 2);
+	cr_assert_not(spool_index_segment_next(idx, &cur, &id));
+	spool_recover_result_free(&res);
+	spool_index_free(idx);
+	free(s1.buf);
+	free(s2.buf);
+}
+
+Test(spool_recover, torn_tail_every_byte)
+{
+	struct img s1 = { 0 }, s2 = { 0 };
+
+	img_msg(&s1, 0x10, r_a, 100);
+	img_msg(&s2, 0x20, r_ab, 100);
+	img_msg(&s2, 0x21, r_a, 100);
+	img_done(&s2, 0x20, 0);
+	img_msg(&s2, 0x22, r_aab, 200);
+	write_seg(0x10, s1.buf, s1.len);
+	size_t last = s2.off[s2.nrec - 1];
+	for (size_t cut = last + 1; cut < s2.len; cut++) {
+		struct spool_recover_result res;
+		write_seg(0x20, s2.buf, cut);
+		struct spool_index *idx = recover(&res);
+		cr_assert_eq(seg_size(0x20), (off_t)last, "cut %zu", cut);
+		cr_assert_eq(res.torn_bytes, cut - last);
+		cr_assert_eq(res.torn_segments, 1);
+		cr_assert_eq(res.bad_regions, 0, "cut %zu", cut);
+		cr_assert_eq(res.live_messages, 3);
+		cr_assert_eq(pending(idx, 0x10), 1);
+		cr_assert_eq(pending(idx, 0x20), 1);
+		cr_assert_eq(pending(idx, 0x21), 1);
+		cr_assert_eq(pending(idx, 0x22), 0);
+		spool_recover_result_free(&res);
+		spool_index_free(idx);
+	}
+	/* A torn DONE at the end: its recipient stays pending. */
+	img_done(&s2, 0x22, 2);
+	write_seg(0x20, s2.buf, s2.len - 3);
+	struct spool_recover_result res;
+	struct spool_index *idx = recover(&res);
+	cr_assert_eq(seg_size(0x20), (off_t)(s2.len - 40));
+	cr_assert_eq(pending(idx, 0x22), 3);
+	spool_recover_result_free(&res);
+	spool_index_free(idx);
+	/* Zeros after the last record (space that never got data). */
+	char *z = calloc(1, s2.len + 8192);
+	memcpy(z, s2.buf, s2.len);
+	write_seg(0x20, z, s2.len + 8192);
+	idx = recover(&res);
+	cr_assert_eq(seg_size(0x20), (off_t)s2.len);
+	cr_assert_eq(res.torn_bytes, 8192);
+	cr_assert_eq(pending(idx, 0x22), 2);
+	spool_recover_result_free(&res);
+	spool_index_free(idx);
+	free(z);
+	free(s1.buf);
+	free(s2.buf);
+}
+
+Test(spool_recover, torn_tail_in_older_segment)
+{
+	struct img s1 = { 0 }, s2 = { 0 };
+	struct spool_recover_result res;
+
+	img_msg(&s1, 0x10, r_a, 100);
+	img_msg(&s1, 0x11, r_a, 100);
+	img_msg(&s2, 0x20, r_a, 100);
+	write_seg(0x10, s1.buf, s1.len - 10);
+	write_seg(0x20, s2.buf, s2.len);
+	struct spool_index *idx = recover(&res);
+	cr_assert_eq(seg_size(0x10), (off_t)s1.off[1]);
+	cr_assert_eq(res.torn_bytes, s1.len - 10 - s1.off[1]);
+	cr_assert_eq(res.live_messages, 2);
+	spool_recover_result_free(&res);
+	spool_index_free(idx);
+	free(s1.buf);
+	free(s2.buf);
+}
+
+Test(spool_recover, flipped_bit_in_middle_record)
+{
+	struct img s = { 0 };
+
+	for (uint64_t i = 0; i < 5; i++)
+		img_msg(&s, 0x40 + i, i % 2 ? r_ab : r_a, 64);
+	img_done(&s, 0x41, 1);
+	size_t mid = s.off[2], mid_end = s.off[3];
+	char *b = malloc(s.len);
+	cr_assert_not_null(b);
+	for (size_t pos = mid; pos < mid_end; pos++) {
+		struct spool_recover_result res;
+		memcpy(b, s.buf, s.len);
+		b[pos] ^= (char)(1u << (pos % 8));
+		write_seg(0x40, b, s.len);
+		struct spool_index *idx = recover(&res);
+		cr_assert_eq(res.bad_regions, 1, "byte %zu", pos - mid);
+		cr_assert_eq(res.bad_bytes, mid_end - mid, "byte %zu", pos - mid);
+		cr_assert_eq(res.torn_bytes, 0);
+		cr_assert_eq(seg_size(0x40), (off_t)s.len);
+		cr_assert_eq(res.live_messages, 4);
+		cr_assert_eq(pending(idx, 0x42), 0);
+		cr_assert_eq(pending(idx, 0x41), 1);  /* DONE after damage */
+		cr_assert_eq(pending(idx, 0x43), 2);
+		cr_assert_eq(pending(idx, 0x44), 1);
+		spool_recover_result_free(&res);
+		spool_index_free(idx);
+	}
+	free(b);
+	free(s.buf);
+}
+
+Test(spool_recover, empty_and_zero_segments_are_dead)
+{
+	struct img s = { 0 };
+	struct spool_recover_result res;
+	char zeros[100] = { 0 };
+
+	img_msg(&s, 0x30, r_a, 10);
+	write_seg(0x10, NULL, 0);
+	write_seg(0x20, zeros, sizeof zeros);
+	write_seg(0x30, s.buf, s.len);
+	struct spool_index *idx = recover(&res);
+	cr_assert_eq(res.segments, 3);
+	cr_assert_eq(res.torn_bytes, sizeof zeros);
+	cr_assert_eq(seg_size(0x20), 0);
+	cr_assert_eq(res.ndead, 2);
+	cr_assert_eq(res.dead[0], 0x10);
+	cr_assert_eq(res.dead[1], 0x20);
+	cr_assert_eq(res.live_messages, 1);
+	struct spool_index_totals t;
+	spool_index_totals(idx, &t);
+	cr_assert_eq(t.segments, 1);
+	spool_recover_result_free(&res);
+	spool_index_free(idx);
+	free(s.buf);
+}
+
+Test(spool_recover, fully_dead_segments_in_safe_order)
+{
+	struct img s1 = { 0 }, s2 = { 0 }, s3 = { 0 }, s4 = { 0 };
+	struct spool_recover_result res;
+
+	/* s1: all its messages done by DONEs in s2 and s3.
+	 * s2: a message still live (so s2 stays), DONEs for s1.
+	 * s3: only DONEs for s1: dead once s1 is gone.
+	 * s4: DONE for s2's live message's one recipient: pinned by s2. */
+	img_msg(&s1, 0x10, r_ab, 10);
+	img_msg(&s1, 0x11, r_a, 10);
+	img_msg(&s2, 0x20, r_aab, 10);
+	img_done(&s2, 0x10, 0);
+	img_done(&s2, 0x11, 0);
+	img_done(&s3, 0x10, 1);
+	img_done(&s4, 0x20, 2);
+	write_seg(0x10, s1.buf, s1.len);
+	write_seg(0x20, s2.buf, s2.len);
+	write_seg(0x30, s3.buf, s3.len);
+	write_seg(0x40, s4.buf, s4.len);
+	struct spool_index *idx = recover(&res);
+	cr_assert_eq(res.ndead, 2);
+	cr_assert_eq(res.dead[0], 0x10);
+	cr_assert_eq(res.dead[1], 0x30);
+	cr_assert_eq(res.live_messages, 1);
+	cr_assert_eq(pending(idx, 0x20), 2);
+	cr_assert_eq(qmsgs(idx, "b.example"), 0);
+	struct spool_index_totals t;
+	spool_index_totals(idx, &t);
+	cr_assert_eq(t.segments, 2);
+	spool_recover_result_free(&res);
+	spool_index_free(idx);
+
+	/* Unlink as told, deliver the rest: everything goes. */
+	char path[512];
+	seg_path(path, sizeof path, 0x10);
+	cr_assert_eq(unlink(path), 0);
+	seg_path(path, sizeof path, 0x30);
+	cr_assert_eq(unlink(path), 0);
+	img_done(&s4, 0x20, 0);
+	img_done(&s4, 0x20, 1);
+	write_seg(0x40, s4.buf, s4.len);
+	idx = recover(&res);
+	cr_assert_eq(res.live_messages, 0);
+	cr_assert_eq(res.ndead, 2);
+	cr_assert_eq(res.dead[0], 0x20);
+	cr_assert_eq(res.dead[1], 0x40);
+	spool_recover_result_free(&res);
+	spool_index_free(idx);
+	free(s1.buf);
+	free(s2.buf);
+	free(s3.buf);
+	free(s4.buf);
+}
+
+Test(spool_recover, duplicate_msgid_keeps_first_copy)
+{
+	struct img s1 = { 0 }, s2 = { 0 };
+	struct spool_recover_result res;
+
+	img_msg(&s1, 0x10, r_ab, 10);
+	img_msg(&s2, 0x10, r_ab, 10);   /* a compaction's copy */
+	img_msg(&s2, 0x20, r_a, 10);
+	img_done(&s2, 0x10, 0);
+	write_seg(0x10, s1.buf, s1.len);
+	write_seg(0x20, s2.buf, s2.len);
+	struct spool_index *idx = recover(&res);
+	cr_assert_eq(res.duplicates, 1);
+	cr_assert_eq(res.live_messages, 2);
+	cr_assert_eq(pending(idx, 0x10), 1);
+	struct spool_index_entry e;
+	cr_assert_eq(spool_index_msg_find(idx, 0x10, &e), 0);
+	struct spool_index_seg_stat st;
+	cr_assert_eq(spool_index_segment_stat(idx, e.segment_id, &st), 0);
+	cr_assert_eq(st.first_seq, 0x10);
+	cr_assert_eq(e.off, 0);
+	cr_assert_eq(qmsgs(idx, "a.example"), 1);
+	cr_assert_eq(qmsgs(idx, "b.example"), 1);
+	spool_recover_result_free(&res);
+	spool_index_free(idx);
+	free(s1.buf);
+	free(s2.buf);
+}
+
+Test(spool_recover, missing_dir_and_stray_files)
+{
+	struct spool_recover_result res;
+	char path[512], err[128];
+	struct spool_index *idx = spool_index_new();
+
+	snprintf(path, sizeof path, "%s/nope", t_dir);
+	cr_assert_eq(spool_recover_shard(path, idx, &res, err, sizeof err), 0);
+	cr_assert_eq(res.segments, 0);
+	spool_index_free(idx);
+
+	/* Names that are not segments are left alone; so is a directory
+	 * with a segment's name. */
+	struct img s = { 0 };
+	img_msg(&s, 0x50, r_a, 10);
+	write_seg(0x50, s.buf, s.len);
+	snprintf(path, sizeof path, "%s/0000000000000050.seg.tmp", t_dir);
+	int fd = open(path, O_WRONLY | O_CREAT, 0600);
+	cr_assert_geq(fd, 0);
+	close(fd);
+	snprintf(path, sizeof path, "%s/00000000000000AA.seg", t_dir);
+	fd = open(path, O_WRONLY | O_CREAT, 0600);
+	close(fd);
+	snprintf(path, sizeof path, "%s/0000000000000001.seg", t_dir);
+	cr_assert_eq(mkdir(path, 0700), 0);
+	idx = recover(&res);
+	cr_assert_eq(res.segments, 1);
+	cr_assert_eq(res.live_messages, 1);
+	cr_assert_eq(res.ndead, 0);
+	spool_recover_result_free(&res);
+	spool_index_free(idx);
+	cr_assert_eq(rmdir(path), 0);
+	free(s.buf);
+}
+
+/* Many records over several read chunks: every message back, in order. */
+Test(spool_recover, many_records)
+{
+	struct img s = { 0 };
+	struct spool_recover_result res;
+	const uint64_t n = 3000;
+
+	for (uint64_t i = 0; i < n; i++) {
+		img_msg(&s, 0x1000 + i, i % 3 ? r_a : r_aab, 2000);
+		if (i % 4 == 0)
+			img_done(&s, 0x1000 + i, 0);
+	}
+	write_seg(0x1000, s.buf, s.len);
+	struct spool_index *idx = recover(&res);
+	cr_assert_eq(res.msg_records, n);
+	uint64_t live = 0;
+	for (uint64_t i = 0; i < n; i++)
+		live += !(i % 4 == 0 && i % 3 != 0);
+	cr_assert_eq(res.live_messages, live);
+	const struct spool_index_queue *q = spool_index_queue(idx, "a.example", 9);
+	struct spool_index_iter it;
+	struct spool_index_entry e;
+	uint64_t prev = 0, cnt = 0;
+	spool_index_queue_iter(q, &it);
+	while (spool_index_queue_next(&it, &e)) {
+		cr_assert_gt(e.msgid, prev);
+		prev = e.msgid;
+		cnt++;
+	}
+	cr_assert_eq(cnt, res.live_messages);
+	spool_recover_result_free(&res);
+	spool_index_free(idx);
+	free(s.buf);
+}
