@@ -1,27 +1,130 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * domtab: the immutable table of customer domains that RCPT is checked
- * against. Built once, then only read (any number of threads at once, no
- * locks). Lookups are case-insensitive, ignore one trailing dot, and cost one
- * hash probe sequence. Redis-fed snapshots with per-domain settings replace
- * the static list in a later issue; the lookup interface stays.
+ * against, with each domain's settings (DESIGN.md section 7). Built by the
+ * control thread from a mutable domtab_builder, then only read: any number of
+ * threads at once, no locks. Lookups are case-insensitive, ignore one
+ * trailing dot, and cost one hash probe sequence; a row named "*.example.test"
+ * is a wildcard that also covers every name under example.test (probed only
+ * when the exact name misses and the table has wildcards).
+ *
+ * domtab_live is the published current table: the control thread swaps in a
+ * new one with one atomic pointer store and frees the old one after every
+ * engine thread has passed a quiescent point (core/epoch.h).
  */
 #ifndef ETRND_ADMIN_DOMTAB_H
 #define ETRND_ADMIN_DOMTAB_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define DOMTAB_NAME_MAX 255 /* RFC 1035 2.3.4 */
+#define DOMTAB_CIDR_MAX 64  /* etrn_from networks per domain */
+
+struct epoch;
+
+enum domtab_tls { DOMTAB_TLS_MAY = 0, DOMTAB_TLS_MUST = 1 };
+
+/* One network of etrn_from: family AF_INET or AF_INET6, addr in network
+ * order (first 4 bytes for AF_INET), prefix length. */
+struct domtab_cidr {
+	uint8_t family;
+	uint8_t prefix;
+	uint8_t addr[16];
+};
+
+/*
+ * A domain's row. In a built table every pointer points into the table and
+ * stays valid as long as the table does; strings are NUL-terminated, NULL
+ * when the field is not set.
+ */
+struct domtab_row {
+	const char *name;            /* lower case, no trailing dot; "*.x.test" = wildcard */
+	const char *queue;           /* named queue (ETRN #queue), NULL = none */
+	const char *dest;            /* "host[:port]" or NULL for MX ("mx") */
+	const char *owner;           /* user who may ETRN it, NULL = none */
+	const struct domtab_cidr *etrn_from;
+	unsigned netrn_from;
+	uint64_t max_hold_ms;        /* 0 = the daemon's default */
+	uint64_t quota_bytes;        /* 0 = no quota */
+	enum domtab_tls tls;
+};
 
 struct domtab;
+struct domtab_builder;
 
-/* Build a table from n domain names (copied). NULL on allocation failure. */
+/* --- building (control thread) ------------------------------------------ */
+
+struct domtab_builder *domtab_builder_new(void);
+struct domtab_builder *domtab_builder_free(struct domtab_builder *b);
+
+/* Add or replace the row row->name (any case, optional trailing dot; copied).
+ * Returns 0, -EINVAL for an empty or overlong name or too many CIDRs, or
+ * -ENOMEM. */
+int domtab_builder_put(struct domtab_builder *b, const struct domtab_row *row);
+
+/* Remove a row; 1 if it was there, 0 if not. */
+int domtab_builder_del(struct domtab_builder *b, const char *name);
+
+/* The row named name in the builder (valid until the next put/del/free), or
+ * NULL. */
+const struct domtab_row *domtab_builder_get(const struct domtab_builder *b,
+		const char *name);
+
+size_t domtab_builder_count(const struct domtab_builder *b);
+
+/* An immutable table with every row of b (copied; b is unchanged). NULL on
+ * allocation failure. */
+struct domtab *domtab_build(const struct domtab_builder *b);
+
+/* Shorthand for tests and the static relay_domains list: a table of n names
+ * with default settings. NULL on allocation failure. */
 struct domtab *domtab_new(const char *const *domains, size_t n);
 
 /* Free the table. NULL is fine. Returns NULL. */
 struct domtab *domtab_free(struct domtab *t);
 
-/* 1 if domain (len bytes, any case, optional trailing dot) is in the table. */
+/* --- reading (any thread) ----------------------------------------------- */
+
+/* The row for domain (len bytes, any case, optional trailing dot): the exact
+ * row, else the nearest wildcard row "*.parent". NULL when neither exists.
+ * Valid as long as the table is. */
+const struct domtab_row *domtab_find(const struct domtab *t, const char *domain,
+		size_t len);
+
+/* 1 if domtab_find() finds a row. */
 int domtab_lookup(const struct domtab *t, const char *domain, size_t len);
 
 size_t domtab_count(const struct domtab *t);
+
+/* 1 if addr (AF_INET or AF_INET6; v4-mapped v6 counts as v4) is inside one
+ * of the row's etrn_from networks. */
+int domtab_row_allows(const struct domtab_row *row, const struct sockaddr *addr);
+
+/* --- the published table ------------------------------------------------ */
+
+struct domtab_live;
+
+/* A holder publishing initial (taken over; may be NULL = empty) to readers
+ * registered with e. NULL on allocation failure. */
+struct domtab_live *domtab_live_new(struct domtab *initial, struct epoch *e);
+
+/* Free the holder and its current table; no reader may use it any more. */
+struct domtab_live *domtab_live_free(struct domtab_live *lv);
+
+/* Reader: the current table, never NULL. Valid until the calling engine
+ * thread's next quiescent point (the next loop turn): never keep it longer. */
+const struct domtab *domtab_live_get(const struct domtab_live *lv);
+
+/* Writer (one thread at a time): publish t (taken over), wait until no
+ * reader can still hold the old table, free it. */
+void domtab_live_swap(struct domtab_live *lv, struct domtab *t);
+
+/* Whether the table's source (Redis) is reachable. While it is not, a domain
+ * missing from the table may just be one we have not heard of: the RCPT
+ * verdict is then a temporary failure, not a rejection. */
+void domtab_live_set_stale(struct domtab_live *lv, int stale);
+int domtab_live_stale(const struct domtab_live *lv);
 
 #endif

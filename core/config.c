@@ -418,6 +418,198 @@ static int set_listen(struct config *c, const struct config_key *k, const char *
 	return 0;
 }
 
+static int hexval(int ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+/* Copy n bytes of a URL part into dst (size dstlen), undoing %XX escapes. */
+static int url_unescape(char *dst, size_t dstlen, const char *p, size_t n)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		int ch = (unsigned char)p[i];
+
+		if (ch == '%') {
+			int hi, lo;
+
+			if (i + 2 >= n)
+				return -1;
+			hi = hexval((unsigned char)p[i + 1]);
+			lo = hexval((unsigned char)p[i + 2]);
+			if (hi < 0 || lo < 0)
+				return -1;
+			ch = hi * 16 + lo;
+			i += 2;
+		}
+		if (ch == 0 || o + 1 >= dstlen)
+			return -1;
+		dst[o++] = (char)ch;
+	}
+	dst[o] = '\0';
+	return 0;
+}
+
+/* "host:port", "[v6]:port", or (port_optional) just "host" / "[v6]". */
+static int parse_host_port(const char *p, size_t n, int port_optional,
+			   struct config_redis *r)
+{
+	const char *hp = p, *port = NULL;
+	size_t hl;
+	char *end;
+	unsigned long pn = 6379;
+	struct in6_addr a6;
+
+	if (n > 0 && p[0] == '[') {
+		const char *rb = memchr(p, ']', n);
+
+		if (!rb)
+			return -1;
+		hp = p + 1;
+		hl = (size_t)(rb - hp);
+		if ((size_t)(rb + 1 - p) < n) {
+			if (rb[1] != ':')
+				return -1;
+			port = rb + 2;
+		}
+		if (hl == 0 || hl >= sizeof(r->host))
+			return -1;
+		memcpy(r->host, hp, hl);
+		r->host[hl] = '\0';
+		if (inet_pton(AF_INET6, r->host, &a6) != 1)
+			return -1;
+	} else {
+		const char *colon = memchr(p, ':', n);
+
+		hl = colon ? (size_t)(colon - p) : n;
+		if (colon)
+			port = colon + 1;
+		if (hl == 0 || hl >= sizeof(r->host) || !valid_hostname(p, hl))
+			return -1;
+		memcpy(r->host, p, hl);
+		r->host[hl] = '\0';
+	}
+	if (!port && !port_optional)
+		return -1;
+	if (port) {
+		size_t pl = n - (size_t)(port - p);
+		char pbuf[8];
+
+		if (pl == 0 || pl >= sizeof(pbuf))
+			return -1;
+		memcpy(pbuf, port, pl);
+		pbuf[pl] = '\0';
+		if (!isdigit((unsigned char)pbuf[0]))
+			return -1;
+		errno = 0;
+		pn = strtoul(pbuf, &end, 10);
+		if (*end || errno || pn == 0 || pn > 65535)
+			return -1;
+	}
+	r->port = (unsigned)pn;
+	return 0;
+}
+
+int config_redis_parse(struct config_redis *r, const char *v, char *w, size_t wl)
+{
+	static const char url[] = "redis://";
+	size_t n = strlen(v);
+
+	memset(r, 0, sizeof(*r));
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)v[i] <= ' ' || v[i] == 0x7f)
+			return why(w, wl, "spaces or control characters in the address");
+	if (!strncmp(v, "unix:", 5)) {
+		const char *path = v + 5;
+
+		if (!strncmp(path, "//", 2))
+			path += 2; /* unix:///run/redis.sock */
+		if (!*path)
+			return why(w, wl, "unix: needs a socket path, like unix:/run/redis/redis.sock");
+		if (strlen(path) >= sizeof(r->path))
+			return why(w, wl, "socket path longer than %zu bytes", sizeof(r->path) - 1);
+		r->kind = CONFIG_REDIS_UNIX;
+		snprintf(r->path, sizeof(r->path), "%s", path);
+		snprintf(r->display, sizeof(r->display), "unix:%s", path);
+		return 0;
+	}
+	if (!strncmp(v, url, sizeof(url) - 1)) {
+		const char *p = v + sizeof(url) - 1, *at, *slash, *hostp;
+		size_t hl;
+
+		slash = strchr(p, '/');
+		hl = slash ? (size_t)(slash - p) : strlen(p);
+		at = memrchr(p, '@', hl);
+		hostp = at ? at + 1 : p;
+		if (at) {
+			const char *colon = memchr(p, ':', (size_t)(at - p));
+
+			if (!colon) /* redis://password@host, as redis-cli takes it */
+				colon = p - 1;
+			if (colon >= p && url_unescape(r->user, sizeof(r->user), p,
+						       (size_t)(colon - p)))
+				return why(w, wl, "bad user name in the URL");
+			if (url_unescape(r->pass, sizeof(r->pass), colon + 1,
+					 (size_t)(at - colon - 1)))
+				return why(w, wl, "bad password in the URL (use %%XX for special characters)");
+		}
+		if (parse_host_port(hostp, (size_t)(p + hl - hostp), 1, r))
+			return why(w, wl, "bad host or port in the URL (want redis://[user:password@]host[:port][/db])");
+		if (slash && slash[1]) {
+			char *end;
+			unsigned long db;
+
+			errno = 0;
+			db = isdigit((unsigned char)slash[1]) ? strtoul(slash + 1, &end, 10) : 0;
+			if (!isdigit((unsigned char)slash[1]) || *end || errno || db > 1000000)
+				return why(w, wl, "bad database number \"%s\" in the URL", slash + 1);
+			r->db = (unsigned)db;
+		}
+		r->kind = CONFIG_REDIS_TCP;
+		if (at)
+			snprintf(r->display, sizeof(r->display), "redis://%s%s***@%.*s", r->user,
+				 r->user[0] ? ":" : "", (int)strlen(hostp), hostp);
+		else
+			snprintf(r->display, sizeof(r->display), "%.*s", (int)(sizeof(r->display) - 1), v);
+		return 0;
+	}
+	if (parse_host_port(v, n, 0, r))
+		return why(w, wl, "want unix:/path/to/redis.sock, host:port or redis://[user:password@]host[:port][/db]");
+	r->kind = CONFIG_REDIS_TCP;
+	snprintf(r->display, sizeof(r->display), "%.*s", (int)(sizeof(r->display) - 1), v);
+	return 0;
+}
+
+static int set_redis(struct config *c, const struct config_key *k, const char *v,
+		     char *w, size_t wl)
+{
+	struct config_redis r;
+	char reason[CONFIG_ERR_MAX / 2];
+
+	if (config_redis_parse(&r, v, reason, sizeof(reason)))
+		return why(w, wl, "bad value for %s: \"%s\": %s", k->name, v, reason);
+	c->redis = r;
+	return 0;
+}
+
+static int set_redis_prefix(struct config *c, const struct config_key *k, const char *v,
+			    char *w, size_t wl)
+{
+	for (const char *p = v; *p; p++)
+		if ((unsigned char)*p <= ' ' || *p == 0x7f || *p == '*' || *p == '?' ||
+		    *p == '[' || *p == ']' || *p == '\\')
+			return why(w, wl, "bad value for %s: \"%s\" (no spaces, control characters or glob characters *?[]\\)",
+				   k->name, v);
+	return set_string(c->redis_prefix, sizeof(c->redis_prefix), k, v, w, wl);
+}
+
 #define OFF(f) offsetof(struct config, f)
 #define MS_PER_DAY (86400ull * 1000)
 static const struct config_key config_keys[] = {
@@ -439,8 +631,15 @@ static const struct config_key config_keys[] = {
 	{ "bare_lf", set_bare_lf, 0, 0, 0 },
 	{ "max_connections", set_uint, OFF(max_connections), 1, 1000000 },
 	{ "shutdown_timeout", set_duration, OFF(shutdown_timeout_ms), 0, MS_PER_DAY },
+	/* Like Postfix's maximal_queue_lifetime; a duration is held in 32-bit
+	 * milliseconds, so at most 49 days. */
+	{ "max_hold", set_duration, OFF(max_hold_ms), 1000, 49 * MS_PER_DAY },
+	{ "clock_offset", set_duration, OFF(clock_offset_ms), 0, 49 * MS_PER_DAY },
 	{ "log_level", set_log_level, 0, 0, 0 },
 	{ "log_syslog", set_bool, OFF(log_syslog), 0, 1 },
+	{ "redis", set_redis, 0, 0, 0 },
+	{ "redis_prefix", set_redis_prefix, 0, 0, 0 },
+	{ "redis_resync", set_duration, OFF(redis_resync_ms), 1000, MS_PER_DAY },
 };
 
 void config_defaults(struct config *c)
@@ -467,8 +666,13 @@ void config_defaults(struct config *c)
 	c->bare_lf_normalize = 0;
 	c->max_connections = 20000;
 	c->shutdown_timeout_ms = 30 * 1000;
+	c->max_hold_ms = 5u * 86400u * 1000u;
+	c->clock_offset_ms = 0;
 	c->log_level = LOGL_INFO;
 	c->log_syslog = 0;
+	c->redis.kind = CONFIG_REDIS_NONE;
+	snprintf(c->redis_prefix, sizeof(c->redis_prefix), "etrnd:");
+	c->redis_resync_ms = 60 * 1000;
 }
 
 int config_set(struct config *c, const char *key, const char *value,
@@ -564,8 +768,10 @@ out:
 
 int config_finish(struct config *c, char *err, size_t errlen)
 {
-	if (c->nrelay_domains == 0) {
-		snprintf(err, errlen, "relay_domains is empty: no domain would accept mail");
+	/* With Redis the domains come from there; without it relay_domains is
+	 * the whole table and must not be empty. */
+	if (c->nrelay_domains == 0 && c->redis.kind == CONFIG_REDIS_NONE) {
+		snprintf(err, errlen, "relay_domains is empty and redis is not set: no domain would accept mail");
 		return -1;
 	}
 	return 0;

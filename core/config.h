@@ -19,6 +19,20 @@
 
 enum config_sync { CONFIG_SYNC_NONE, CONFIG_SYNC_BATCH, CONFIG_SYNC_ALWAYS };
 
+/* Where the Redis with the domain table lives (key "redis"). */
+#define CONFIG_REDIS_PREFIX_MAX 64
+enum config_redis_kind { CONFIG_REDIS_NONE, CONFIG_REDIS_UNIX, CONFIG_REDIS_TCP };
+struct config_redis {
+	enum config_redis_kind kind;    /* NONE: no Redis, relay_domains only */
+	char display[300];              /* for logs: as written, password as "***" */
+	char path[108];                 /* UNIX: socket path (sun_path size) */
+	char host[256];                 /* TCP: name, IPv4 or IPv6 (no brackets) */
+	unsigned port;                  /* TCP: 1..65535 (default 6379) */
+	char user[128];                 /* ACL user for AUTH, "" = none */
+	char pass[256];                 /* password for AUTH, "" = no AUTH */
+	unsigned db;                    /* SELECT db (0 = no SELECT) */
+};
+
 struct config_listen {
 	char text[128];                 /* as written: "127.0.0.1:2525" */
 	struct sockaddr_storage addr;
@@ -45,8 +59,13 @@ struct config {
 	int bare_lf_normalize;
 	unsigned max_connections;       /* per engine thread */
 	unsigned shutdown_timeout_ms;
+	unsigned max_hold_ms;           /* held mail expires after this */
+	unsigned clock_offset_ms;       /* test aid: added to the wall clock */
 	int log_level;                  /* enum log_level */
 	int log_syslog;
+	struct config_redis redis;
+	char redis_prefix[CONFIG_REDIS_PREFIX_MAX + 1]; /* key prefix, "etrnd:" */
+	unsigned redis_resync_ms;       /* full reload interval (safety net) */
 };
 
 /* Fill c with every default. Allocates (relay_domains): config_free(). */
@@ -65,6 +84,14 @@ int config_set(struct config *c, const char *key, const char *value,
 
 /* Checks that need all keys (e.g. limits that must agree). */
 int config_finish(struct config *c, char *err, size_t errlen);
+
+/*
+ * Parse a Redis address: "unix:/path/redis.sock", "host:port", "[v6]:port",
+ * or "redis://[[user]:password@]host[:port][/db]" (user and password may use
+ * %XX escapes). Returns 0, or -1 with why set to the reason (no key name).
+ * Also what etrnctl's --redis takes.
+ */
+int config_redis_parse(struct config_redis *r, const char *v, char *why, size_t whylen);
 
 /* Release what config_defaults/config_load allocated. */
 void config_free(struct config *c);

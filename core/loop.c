@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/epoch.h"
 #include "core/log.h"
 
 /* Ring sizes. The SQ is large so a linked write+sync chain never has to be
@@ -696,6 +697,22 @@ int loop_file_fsync(struct loop *l, int fd, int datasync, unsigned flags,
 	return 0;
 }
 
+int loop_file_read(struct loop *l, int fd, void *buf, unsigned len, uint64_t off,
+		   loop_done_fn fn, void *arg)
+{
+	struct io_uring_sqe *sqe;
+	uint64_t ud;
+	int rc;
+
+	rc = fop_get(l, fn, arg, &ud);
+	if (rc)
+		return rc;
+	sqe = loop_sqe(l);
+	io_uring_prep_read(sqe, fd, buf, len, off);
+	io_uring_sqe_set_data64(sqe, ud);
+	return 0;
+}
+
 int loop_file_unlinkat(struct loop *l, int dirfd, const char *name,
 		       loop_done_fn fn, void *arg)
 {
@@ -977,6 +994,8 @@ int loop_run(struct loop *l)
 	arm_wake(l);
 	arm_timer(l);
 	for (;;) {
+		/* QSBR: this thread holds no domain-table pointer between turns. */
+		epoch_quiescent();
 		if (atomic_load_explicit(&l->stop_req, memory_order_relaxed))
 			loop_begin_stop(l);
 		loop_do_work(l);
@@ -991,7 +1010,9 @@ int loop_run(struct loop *l)
 		loop_do_work(l);
 		if (loop_done(l))
 			break;
+		epoch_offline(); /* a sleeping thread holds up no reclamation */
 		rc = io_uring_submit_and_wait(&l->ring, 1);
+		epoch_online();
 		if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
 			log_err("engine %u: io_uring_submit_and_wait: %s", l->index, strerror(-rc));
 			return rc;

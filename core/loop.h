@@ -94,6 +94,11 @@ int loop_file_writev(struct loop *l, int fd, const struct iovec *iov,
 int loop_file_fsync(struct loop *l, int fd, int datasync, unsigned flags,
 		loop_done_fn fn, void *arg);
 
+/* Read len bytes at off into buf (which must stay valid until fn runs);
+ * fn gets the bytes read (possibly fewer) or -errno. */
+int loop_file_read(struct loop *l, int fd, void *buf, unsigned len, uint64_t off,
+		loop_done_fn fn, void *arg);
+
 /* Unlink dirfd/name (name must stay valid until fn runs). */
 int loop_file_unlinkat(struct loop *l, int dirfd, const char *name,
 		loop_done_fn fn, void *arg);

@@ -15,7 +15,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "admin/control.h"
 #include "admin/domtab.h"
+#include "core/epoch.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/loop.h"
@@ -30,7 +32,8 @@ struct engine {
 	pthread_t thread;
 	unsigned index;
 	const struct config *cfg;
-	const struct domtab *dt;
+	const struct domtab_live *dt;   /* published by the control thread */
+	struct epoch *ep;               /* QSBR domain of the engine threads */
 	struct loop *loop;
 	enum engine_state state;
 	int exit_rc;
@@ -57,6 +60,15 @@ static void *engine_main(void *arg)
 	struct loop_conf lc;
 	struct loop *l = NULL;
 
+	/* A reader of the domain table from here on; offline until loop_run()
+	 * passes its first quiescent point, so a slow spool recovery does not
+	 * hold up the control thread's table swaps. */
+	if (epoch_register(e->ep)) {
+		snprintf(e->err, sizeof(e->err), "engine %u: no epoch slot", e->index);
+		engine_report(e, ENGINE_FAILED);
+		return NULL;
+	}
+	epoch_offline();
 	d = smtpd_new(e->cfg, e->dt);
 	if (!d) {
 		snprintf(e->err, sizeof(e->err), "engine %u: out of memory", e->index);
@@ -81,12 +93,16 @@ static void *engine_main(void *arg)
 	sh = spool_shard_open(l, &sc, e->err, sizeof(e->err));
 	if (!sh)
 		goto fail;
-	smtpd_set_spool(d, sh);
-	loop_set_turn_hook(l, spool_shard_flush, sh);
-	loop_set_busy_check(l, spool_shard_busy, sh);
+	if (smtpd_set_spool(d, sh)) {
+		snprintf(e->err, sizeof(e->err), "engine %u: out of memory", e->index);
+		goto fail;
+	}
+	loop_set_turn_hook(l, smtpd_turn, d);
+	loop_set_busy_check(l, smtpd_busy, d);
 	e->loop = l;
 	engine_report(e, ENGINE_READY);
 	e->exit_rc = loop_run(l);
+	epoch_unregister();
 	spool_shard_close(sh);
 	loop_free(l);
 	smtpd_free(d);
@@ -95,6 +111,7 @@ fail:
 	spool_shard_close(sh);
 	loop_free(l);
 	smtpd_free(d);
+	epoch_unregister();
 	engine_report(e, ENGINE_FAILED);
 	return NULL;
 }
@@ -114,7 +131,9 @@ int main(int argc, char **argv)
 	const char *path = ETRND_DEFAULT_CONFIG;
 	char err[CONFIG_ERR_MAX + PATH_MAX];
 	struct engine *eng;
-	struct domtab *dt;
+	struct domtab_live *dt;
+	struct epoch *ep;
+	struct control *ctl;
 	struct config cfg;
 	const char *over[64];
 	unsigned nover = 0, started = 0;
@@ -173,14 +192,21 @@ int main(int argc, char **argv)
 
 	if (loop_probe_listen(&cfg, err, sizeof(err)))
 		fatal("%s", err);
-	dt = domtab_new((const char *const *)cfg.relay_domains, cfg.nrelay_domains);
+	/* The domain table first: from Redis (or relay_domains alone) before
+	 * any engine thread can take a connection. */
+	ep = epoch_new(cfg.threads);
+	dt = ep ? domtab_live_new(NULL, ep) : NULL;
 	eng = calloc(cfg.threads, sizeof(*eng));
 	if (!dt || !eng)
 		fatal("out of memory");
+	ctl = control_start(&cfg, dt, err, sizeof(err));
+	if (!ctl)
+		fatal("%s", err);
 	for (unsigned i = 0; i < cfg.threads; i++) {
 		eng[i].index = i;
 		eng[i].cfg = &cfg;
 		eng[i].dt = dt;
+		eng[i].ep = ep;
 		if (pthread_create(&eng[i].thread, NULL, engine_main, &eng[i])) {
 			snprintf(eng[i].err, sizeof(eng[i].err), "pthread_create: %s",
 				 strerror(errno));
@@ -207,13 +233,15 @@ int main(int argc, char **argv)
 				loop_stop(eng[i].loop);
 		for (unsigned i = 0; i < started; i++)
 			pthread_join(eng[i].thread, NULL);
+		control_stop(ctl);
 		fatal("could not start; see the errors above");
 	}
-	log_info("etrnd started: %u engine thread(s), listening on %s%s, spool %s, sync %s, %zu relay domain(s)",
+	log_info("etrnd started: %u engine thread(s), listening on %s%s, spool %s, sync %s, %zu static relay domain(s), redis %s",
 		 cfg.threads, cfg.listen[0].text, cfg.nlisten > 1 ? " and more" : "",
 		 cfg.spool_dir, cfg.sync == CONFIG_SYNC_BATCH ? "batch" :
 		 cfg.sync == CONFIG_SYNC_ALWAYS ? "always" : "none",
-		 domtab_count(dt));
+		 cfg.nrelay_domains,
+		 cfg.redis.kind == CONFIG_REDIS_NONE ? "none" : cfg.redis.display);
 
 	for (;;) {
 		if (sigwait(&sigs, &sig))
@@ -233,9 +261,11 @@ int main(int argc, char **argv)
 		if (eng[i].exit_rc)
 			failed = 1;
 	}
+	control_stop(ctl);
 	log_info("stopped");
 	free(eng);
-	domtab_free(dt);
+	domtab_live_free(dt);
+	epoch_free(ep);
 	config_free(&cfg);
 	return failed ? 1 : 0;
 }

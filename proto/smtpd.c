@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "proto/expire.h"
 #include "proto/smtp_server.h"
 #include "store/spool_rec.h"
 
@@ -22,8 +23,9 @@
 
 struct smtpd {
 	const struct config *cfg;
-	const struct domtab *dt;
+	const struct domtab_live *dt;  /* the published domain table */
 	struct spool_shard *spool;
+	struct expire *expire;
 	struct smtp_server_conf sconf;
 	/* Scratch for handing recipient lists to the spool (copied there). */
 	const char **rcpt;
@@ -46,7 +48,12 @@ static enum smtp_rcpt_verdict smtpd_rcpt_check(void *arg, const char *domain,
 {
 	struct smtpd *d = arg;
 
-	return domtab_lookup(d->dt, domain, len) ? SMTP_RCPT_OK : SMTP_RCPT_DENY;
+	/* The table pointer is only good for this loop turn (QSBR): never
+	 * keep it. Unknown while Redis is unreachable may just mean "not heard
+	 * of yet": 451 4.3.0 so the sender retries (DESIGN.md 4). */
+	if (domtab_lookup(domtab_live_get(d->dt), domain, len))
+		return SMTP_RCPT_OK;
+	return domtab_live_stale(d->dt) ? SMTP_RCPT_TEMPFAIL : SMTP_RCPT_DENY;
 }
 
 static void smtpd_new_id(void *arg, uint64_t *msgid, char *qid)
@@ -57,7 +64,7 @@ static void smtpd_new_id(void *arg, uint64_t *msgid, char *qid)
 	spool_msgid_format(*msgid, qid, SMTP_QID_MAX);
 }
 
-struct smtpd *smtpd_new(const struct config *cfg, const struct domtab *dt)
+struct smtpd *smtpd_new(const struct config *cfg, const struct domtab_live *dt)
 {
 	struct smtpd *d = calloc(1, sizeof(*d));
 	struct buf busy;
@@ -85,9 +92,36 @@ struct smtpd *smtpd_new(const struct config *cfg, const struct domtab *dt)
 	return d;
 }
 
-void smtpd_set_spool(struct smtpd *d, struct spool_shard *sh)
+int smtpd_set_spool(struct smtpd *d, struct spool_shard *sh)
 {
+	struct expire_conf ec;
+
 	d->spool = sh;
+	memset(&ec, 0, sizeof(ec));
+	ec.hostname = d->cfg->hostname;
+	ec.max_hold_us = (uint64_t)d->cfg->max_hold_ms * 1000;
+	ec.clock_offset_us = (int64_t)d->cfg->clock_offset_ms * 1000;
+	d->expire = expire_new(&ec, sh);
+	return d->expire ? 0 : -ENOMEM;
+}
+
+void smtpd_turn(void *arg)
+{
+	struct smtpd *d = arg;
+
+	/* Expiry first, so what it queues joins this turn's group commit. */
+	expire_tick(d->expire);
+	spool_shard_flush(d->spool);
+}
+
+int smtpd_busy(void *arg)
+{
+	struct smtpd *d = arg;
+
+	/* Asked only once the loop is stopping: start no new expiry work,
+	 * finish what is in flight. */
+	expire_stop(d->expire);
+	return expire_busy(d->expire) || spool_shard_busy(d->spool);
 }
 
 const char *smtpd_busy_reply(const struct smtpd *d)
@@ -99,6 +133,7 @@ struct smtpd *smtpd_free(struct smtpd *d)
 {
 	if (!d)
 		return NULL;
+	expire_free(d->expire);
 	free(d->rcpt);
 	free(d->rcpt_len);
 	free(d);

@@ -18,12 +18,19 @@ struct smtpd;
 /* The connection callbacks to give loop_new() with the smtpd as ops_arg. */
 extern const struct conn_ops smtpd_conn_ops;
 
-/* Create the service for one engine thread. cfg and dt must outlive it.
+/* Create the service for one engine thread. cfg and dt (the published domain
+ * table, read on every RCPT) must outlive it.
  * NULL on allocation failure. */
-struct smtpd *smtpd_new(const struct config *cfg, const struct domtab *dt);
+struct smtpd *smtpd_new(const struct config *cfg, const struct domtab_live *dt);
 
-/* Attach the thread's spool shard (before loop_run()). */
-void smtpd_set_spool(struct smtpd *d, struct spool_shard *sh);
+/* Attach the thread's spool shard (before loop_run()), and start retention
+ * (expiry) on it. Returns 0 or -ENOMEM. */
+int smtpd_set_spool(struct smtpd *d, struct spool_shard *sh);
+
+/* The loop's turn hook (expiry step, then the spool's group commit) and
+ * busy check (expiry or spool work in flight), with the smtpd as arg. */
+void smtpd_turn(void *arg);
+int smtpd_busy(void *arg);
 
 /* The 421 line for connections over max_connections (lives as long as d). */
 const char *smtpd_busy_reply(const struct smtpd *d);

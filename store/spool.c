@@ -83,6 +83,12 @@ struct spool_shard {
 	uint32_t unlink_id;
 	char unlink_name[SPOOL_SEG_NAME_LEN + 8];
 
+	/* One record read at a time (expiry, later drains of old mail). */
+	int rd_fd;
+	uint32_t rd_len;
+	spool_done_fn rd_fn;
+	void *rd_arg;
+
 	int seg_fd;
 	uint64_t seg_off;
 	int seg_new;              /* created and not yet dir-synced */
@@ -154,6 +160,7 @@ struct spool_shard *spool_shard_open(struct loop *loop,
 	sh->segment_size = conf->segment_size;
 	sh->dirfd = -1;
 	sh->seg_fd = -1;
+	sh->rd_fd = -1;
 	n = snprintf(sh->dir, sizeof(sh->dir), "%s/%u", conf->dir, conf->shard);
 	if (n < 0 || (size_t)n >= sizeof(sh->dir)) {
 		snprintf(err, errlen, "%s: spool path too long", conf->dir);
@@ -230,7 +237,7 @@ int spool_shard_busy(void *arg)
 {
 	struct spool_shard *sh = arg;
 
-	return sh->inflight || sh->q_first != NULL || sh->unlinking;
+	return sh->inflight || sh->q_first != NULL || sh->unlinking || sh->rd_fd >= 0;
 }
 
 /* ---- queueing ----------------------------------------------------------- */
@@ -732,4 +739,47 @@ void spool_shard_flush(void *arg)
 struct spool_index *spool_shard_index(struct spool_shard *sh)
 {
 	return sh->idx;
+}
+
+static void read_done(void *arg, int res)
+{
+	struct spool_shard *sh = arg;
+	spool_done_fn fn = sh->rd_fn;
+
+	close(sh->rd_fd);
+	sh->rd_fd = -1;
+	if (res >= 0 && (uint32_t)res != sh->rd_len)
+		res = -EIO; /* the record is shorter on disk than the index says */
+	fn(sh->rd_arg, res < 0 ? res : 0);
+}
+
+int spool_shard_read(struct spool_shard *sh, uint32_t seg_id, uint64_t off,
+		     uint32_t len, char *buf, spool_done_fn fn, void *arg)
+{
+	struct spool_index_seg_stat st;
+	char name[SPOOL_SEG_NAME_LEN + 8];
+	int rc;
+
+	if (sh->rd_fd >= 0)
+		return -EBUSY;
+	if (spool_index_segment_stat(sh->idx, seg_id, &st))
+		return -ENOENT;
+	snprintf(name, sizeof(name), "%016" PRIx64 ".seg", st.first_seq);
+	/* An open per read: reads of old records are rare (expiry), and the
+	 * open is a metadata operation like creating a segment. */
+	sh->rd_fd = openat(sh->dirfd, name, O_RDONLY | O_CLOEXEC);
+	if (sh->rd_fd < 0) {
+		rc = -errno;
+		sh->rd_fd = -1;
+		return rc;
+	}
+	sh->rd_len = len;
+	sh->rd_fn = fn;
+	sh->rd_arg = arg;
+	rc = loop_file_read(sh->loop, sh->rd_fd, buf, len, off, read_done, sh);
+	if (rc) {
+		close(sh->rd_fd);
+		sh->rd_fd = -1;
+	}
+	return rc;
 }

@@ -852,6 +852,22 @@ int spool_index_msg_find(const struct spool_index *idx, uint64_t msgid,
 	return 0;
 }
 
+int spool_index_msg_pending(const struct spool_index *idx, uint64_t msgid,
+		uint32_t *out, uint32_t max)
+{
+	struct ix_mslot *slot = idx->mtab ? mtab_find(idx, msgid) : NULL;
+	const uint32_t *rn;
+	uint32_t n = 0;
+
+	if (slot == NULL)
+		return -ENOENT;
+	rn = msg_rcpt_node(slot->m);
+	for (uint32_t i = 0; i < slot->m->nrcpt && n < max; i++)
+		if (!(rn[i] & IX_RCPT_DONE))
+			out[n++] = i;
+	return (int)n;
+}
+
 /* ---- queues ------------------------------------------------------------- */
 
 static const struct spool_index_queue *queue_lookup(

@@ -151,6 +151,12 @@ struct spool_index_entry {
 int spool_index_msg_find(const struct spool_index *idx, uint64_t msgid,
 		struct spool_index_entry *e);
 
+/* The pending recipients of msgid, in every domain: their indexes in the
+ * record, ascending, at most max of them into out. Returns how many, or
+ * -ENOENT. O(recipients of the message). */
+int spool_index_msg_pending(const struct spool_index *idx, uint64_t msgid,
+		uint32_t *out, uint32_t max);
+
 /* ---- domain queues ------------------------------------------------------ */
 
 /* The queue of a domain (any case, trailing dots ignored), or NULL when no

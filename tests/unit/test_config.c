@@ -164,3 +164,115 @@ Test(config, overlong_line)
 	unlink(path);
 	free(text);
 }
+
+/* ---- redis, redis_prefix, redis_resync ----------------------------------- */
+
+struct redis_case {
+	const char *v;
+	int want_ok;
+	int kind;
+	const char *path, *host;
+	unsigned port;
+	const char *user, *pass;
+	unsigned db;
+	const char *display;
+};
+
+Test(config, redis_addresses)
+{
+	static const struct redis_case cases[] = {
+		{ "unix:/run/redis/redis.sock", 1, CONFIG_REDIS_UNIX, "/run/redis/redis.sock", "", 0, "", "", 0, "unix:/run/redis/redis.sock" },
+		{ "unix:var/redis.sock", 1, CONFIG_REDIS_UNIX, "var/redis.sock", "", 0, "", "", 0, NULL },
+		{ "unix:///tmp/r.sock", 1, CONFIG_REDIS_UNIX, "/tmp/r.sock", "", 0, "", "", 0, NULL },
+		{ "127.0.0.1:6379", 1, CONFIG_REDIS_TCP, "", "127.0.0.1", 6379, "", "", 0, NULL },
+		{ "redis.example.net:6380", 1, CONFIG_REDIS_TCP, "", "redis.example.net", 6380, "", "", 0, NULL },
+		{ "[::1]:6379", 1, CONFIG_REDIS_TCP, "", "::1", 6379, "", "", 0, NULL },
+		{ "redis://r.example.net", 1, CONFIG_REDIS_TCP, "", "r.example.net", 6379, "", "", 0, NULL },
+		{ "redis://etrnd:s%40cret@r.example.net:6390/2", 1, CONFIG_REDIS_TCP, "", "r.example.net", 6390, "etrnd", "s@cret", 2, "redis://etrnd:***@r.example.net:6390/2" },
+		{ "redis://:pw@[::1]/0", 1, CONFIG_REDIS_TCP, "", "::1", 6379, "", "pw", 0, "redis://***@[::1]/0" },
+		{ "redis://pw@host.test", 1, CONFIG_REDIS_TCP, "", "host.test", 6379, "", "pw", 0, NULL },
+		{ "unix:", 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+		{ "127.0.0.1", 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+		{ "127.0.0.1:0", 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+		{ "127.0.0.1:65536", 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+		{ "host:port", 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+		{ "bad..host:6379", 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+		{ "[::1:6379", 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+		{ "redis://", 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+		{ "redis://host/x", 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+		{ "redis://u:%zz@host", 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+		{ "redis://u:%4@host", 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+		{ "redis://u:%00@host", 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+		{ "http://host:80", 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+		{ "unix:/a b", 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct redis_case *k = &cases[i];
+		struct config_redis r;
+		char why[256] = "";
+		int rc = config_redis_parse(&r, k->v, why, sizeof(why));
+
+		cr_expect_eq(rc == 0, k->want_ok, "[%s]: rc %d (%s)", k->v, rc, why);
+		if (rc || !k->want_ok) {
+			if (!k->want_ok)
+				cr_expect(why[0] != '\0', "[%s]: no reason given", k->v);
+			continue;
+		}
+		cr_expect_eq((int)r.kind, k->kind, "[%s] kind", k->v);
+		cr_expect_str_eq(r.path, k->path, "[%s] path", k->v);
+		cr_expect_str_eq(r.host, k->host, "[%s] host", k->v);
+		if (k->kind == CONFIG_REDIS_TCP)
+			cr_expect_eq(r.port, k->port, "[%s] port", k->v);
+		cr_expect_str_eq(r.user, k->user, "[%s] user", k->v);
+		cr_expect_str_eq(r.pass, k->pass, "[%s] pass", k->v);
+		cr_expect_eq(r.db, k->db, "[%s] db", k->v);
+		if (k->display)
+			cr_expect_str_eq(r.display, k->display, "[%s] display", k->v);
+		cr_expect(strstr(r.display, "cret") == NULL, "password never in display");
+	}
+}
+
+Test(config, redis_keys)
+{
+	struct config c;
+	char err[CONFIG_ERR_MAX], want[CONFIG_ERR_MAX];
+	char *path;
+
+	config_defaults(&c);
+	cr_expect_eq(c.redis.kind, CONFIG_REDIS_NONE);
+	cr_expect_str_eq(c.redis_prefix, "etrnd:");
+	cr_expect_eq(c.redis_resync_ms, 60000);
+	/* With redis set, relay_domains may be empty. */
+	path = write_conf("redis = unix:/tmp/x.sock\nredis_prefix = isp1:\nredis_resync = 5m\n");
+	cr_assert_eq(config_load(&c, path, err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(c.redis.kind, CONFIG_REDIS_UNIX);
+	cr_expect_str_eq(c.redis_prefix, "isp1:");
+	cr_expect_eq(c.redis_resync_ms, 300000);
+	cr_expect_eq(config_finish(&c, err, sizeof(err)), 0, "%s", err);
+	config_free(&c);
+	unlink(path);
+
+	static const struct bad_case bad[] = {
+		{ "redis = localhost\n", "1: bad value for redis: \"localhost\": want unix:/path/to/redis.sock, host:port or redis://" },
+		{ "redis = redis://h/x\n", "1: bad value for redis: \"redis://h/x\": bad database number" },
+		{ "redis_prefix = a b\n", "1: bad value for redis_prefix: \"a b\"" },
+		{ "redis_prefix = etrnd*\n", "1: bad value for redis_prefix: \"etrnd*\" (no spaces" },
+		{ "redis_resync = 10ms\n", "1: bad value for redis_resync: \"10ms\" (want a duration from 1000ms" },
+		{ "redis_resync = never\n", "1: bad value for redis_resync: \"never\"" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		path = write_conf(bad[i].text);
+		config_defaults(&c);
+		cr_expect_eq(config_load(&c, path, err, sizeof(err)), -1, "accepted: %s", bad[i].text);
+		snprintf(want, sizeof(want), "%s:%s", path, bad[i].want_err);
+		cr_expect(strncmp(err, want, strlen(want)) == 0, "got [%s], want prefix [%s]", err, want);
+		config_free(&c);
+		unlink(path);
+	}
+	/* Neither redis nor relay_domains: nothing would accept mail. */
+	config_defaults(&c);
+	cr_expect_eq(config_finish(&c, err, sizeof(err)), -1);
+	cr_expect(strstr(err, "redis is not set") != NULL, "%s", err);
+	config_free(&c);
+}

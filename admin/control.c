@@ -1,0 +1,547 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * control: the control thread (control.h). The master copy of every row is a
+ * domtab_builder owned by this thread alone; each change (a batch of events,
+ * a full reload) ends with domtab_build() + domtab_live_swap(), so engine
+ * threads only ever see whole, immutable tables.
+ *
+ * The subscriber connection is read with poll() on its socket and hiredis's
+ * reader (hiredis 0.14 has no async timeouts): the thread wakes for events,
+ * for the resync deadline, and for control_stop() through an eventfd. Events
+ * that arrive while a batch is applied wait in the socket; SUBSCRIBE comes
+ * before the load, so nothing published after the load began is missed.
+ */
+#include "admin/control.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "admin/redis_conn.h"
+#include "admin/schema.h"
+#include "core/log.h"
+
+#define CONTROL_TIMEOUT_MS 5000         /* connect and each command */
+#define CONTROL_BACKOFF_MIN_MS 100      /* first reconnect delay, doubled ... */
+#define CONTROL_BACKOFF_MAX_MS 2000     /* ... up to this */
+#define CONTROL_START_TRIES 3           /* first load: attempts before giving up */
+#define CONTROL_SCAN_COUNT "1000"       /* SCAN COUNT hint */
+#define CONTROL_BATCH_MAX 20000         /* events applied in one table build */
+#define CONTROL_KEY_MAX (CONFIG_REDIS_PREFIX_MAX + 16 + DOMTAB_NAME_MAX)
+
+struct control {
+	const struct config *cfg;
+	struct domtab_live *lv;
+	struct domtab_builder *master;   /* rows from Redis + static domains */
+	redisContext *cmd, *sub;
+	int up;                          /* Redis state last logged */
+	int stopfd;
+	pthread_t thread;
+	int have_thread;
+	uint64_t next_resync_ms;
+	unsigned backoff_ms;
+	char chan[CONFIG_REDIS_PREFIX_MAX + 8];
+	char dprefix[CONFIG_REDIS_PREFIX_MAX + 8];
+	char **pending;                  /* domains named by events, to fetch */
+	size_t npending, pending_cap;
+	int resync_asked;
+};
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void control_disconnect(struct control *c)
+{
+	if (c->cmd)
+		redisFree(c->cmd);
+	if (c->sub)
+		redisFree(c->sub);
+	c->cmd = c->sub = NULL;
+}
+
+static int is_static(const struct control *c, const char *name)
+{
+	for (size_t i = 0; i < c->cfg->nrelay_domains; i++)
+		if (!strcmp(c->cfg->relay_domains[i], name))
+			return 1;
+	return 0;
+}
+
+/* relay_domains not provisioned in Redis get a row with default settings. */
+static int add_static(const struct control *c, struct domtab_builder *b)
+{
+	for (size_t i = 0; i < c->cfg->nrelay_domains; i++) {
+		struct domtab_row row = { .name = c->cfg->relay_domains[i] };
+
+		if (domtab_builder_get(b, row.name))
+			continue;
+		if (domtab_builder_put(b, &row))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Decode one HGETALL reply for key into b: put, or del when the key is gone.
+ * A row with bad fields is still put (those fields at their defaults). */
+static int apply_row(struct control *c, struct domtab_builder *b, const char *name,
+		     const redisReply *r)
+{
+	const char *fv[2 * 32];
+	struct domtab_cidr cidrs[DOMTAB_CIDR_MAX];
+	struct domtab_row row;
+	char norm[DOMTAB_NAME_MAX + 1], why[SCHEMA_WHY_MAX];
+	size_t n = 0;
+
+	if (schema_domain_norm(name, 1, norm, why, sizeof(why))) {
+		log_warn("redis: key %s%s: %s; ignored", c->dprefix, name, why);
+		return 0;
+	}
+	if (r->type != REDIS_REPLY_ARRAY) {
+		log_warn("redis: HGETALL %s%s: unexpected reply type %d", c->dprefix, name, r->type);
+		return 0;
+	}
+	if (r->elements == 0) {
+		domtab_builder_del(b, norm);
+		if (is_static(c, norm)) {
+			struct domtab_row srow = { .name = norm };
+
+			return domtab_builder_put(b, &srow);
+		}
+		return 0;
+	}
+	for (size_t i = 0; i + 1 < r->elements && n + 2 <= sizeof(fv) / sizeof(fv[0]); i += 2) {
+		if (r->element[i]->type != REDIS_REPLY_STRING ||
+		    r->element[i + 1]->type != REDIS_REPLY_STRING)
+			continue;
+		fv[n++] = r->element[i]->str;
+		fv[n++] = r->element[i + 1]->str;
+	}
+	if (schema_row_from_fields(&row, cidrs, norm, fv, n, why, sizeof(why)))
+		log_warn("redis: %s%s: %s (those fields left at their defaults)", c->dprefix, norm, why);
+	return domtab_builder_put(b, &row);
+}
+
+/* Pipelined HGETALL of names[0..n) into b. 0, or -1 (connection broken). */
+static int fetch_rows(struct control *c, struct domtab_builder *b, char *const *names,
+		      size_t n, char *err, size_t errlen)
+{
+	char key[CONTROL_KEY_MAX];
+
+	for (size_t i = 0; i < n; i++) {
+		if (!schema_key(key, sizeof(key), c->dprefix, "", names[i]))
+			continue; /* never sent; the reply loop skips it too */
+		if (redisAppendCommand(c->cmd, "HGETALL %s", key) != REDIS_OK)
+			return redis_conn_err(c->cmd, NULL, "HGETALL", err, errlen);
+	}
+	for (size_t i = 0; i < n; i++) {
+		redisReply *r;
+
+		if (!schema_key(key, sizeof(key), c->dprefix, "", names[i]))
+			continue;
+		if (redisGetReply(c->cmd, (void **)&r) != REDIS_OK || !r)
+			return redis_conn_err(c->cmd, NULL, "HGETALL", err, errlen);
+		if (apply_row(c, b, names[i], r) == -ENOMEM) {
+			freeReplyObject(r);
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+		freeReplyObject(r);
+	}
+	return 0;
+}
+
+/* Every domain row, by SCAN (never KEYS: it would stall Redis), into a new
+ * builder. NULL with err on failure. */
+static struct domtab_builder *full_load(struct control *c, char *err, size_t errlen)
+{
+	struct domtab_builder *b = domtab_builder_new();
+	char cursor[32] = "0", match[CONTROL_KEY_MAX];
+	size_t plen = strlen(c->dprefix);
+	redisReply *r = NULL;
+
+	if (!b) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	snprintf(match, sizeof(match), "%s*", c->dprefix);
+	do {
+		char **names;
+		size_t n = 0;
+		redisReply *keys;
+
+		r = redisCommand(c->cmd, "SCAN %s MATCH %s COUNT %s", cursor, match,
+				 CONTROL_SCAN_COUNT);
+		if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+		    r->element[0]->type != REDIS_REPLY_STRING ||
+		    r->element[1]->type != REDIS_REPLY_ARRAY) {
+			redis_conn_err(c->cmd, r, "SCAN", err, errlen);
+			goto fail;
+		}
+		snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+		keys = r->element[1];
+		names = calloc(keys->elements + 1, sizeof(*names));
+		if (!names) {
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
+		for (size_t i = 0; i < keys->elements; i++)
+			if (keys->element[i]->type == REDIS_REPLY_STRING &&
+			    keys->element[i]->len > plen)
+				names[n++] = keys->element[i]->str + plen;
+		if (fetch_rows(c, b, names, n, err, errlen)) {
+			free(names);
+			goto fail;
+		}
+		free(names);
+		freeReplyObject(r);
+		r = NULL;
+	} while (strcmp(cursor, "0"));
+	if (add_static(c, b)) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	return b;
+fail:
+	if (r)
+		freeReplyObject(r);
+	domtab_builder_free(b);
+	return NULL;
+}
+
+static int publish(struct control *c)
+{
+	struct domtab *t = domtab_build(c->master);
+
+	if (!t) {
+		log_err("control: out of memory building the domain table; keeping the last one");
+		return -1;
+	}
+	domtab_live_swap(c->lv, t);
+	return 0;
+}
+
+/* Connect both connections, subscribe, load everything, publish. */
+static int control_connect(struct control *c, char *err, size_t errlen)
+{
+	redisReply *r;
+	struct domtab_builder *b;
+	uint64_t t0 = now_ms();
+
+	c->cmd = redis_conn_open(&c->cfg->redis, CONTROL_TIMEOUT_MS, err, errlen);
+	if (!c->cmd)
+		return -1;
+	c->sub = redis_conn_open(&c->cfg->redis, CONTROL_TIMEOUT_MS, err, errlen);
+	if (!c->sub)
+		goto fail;
+	r = redisCommand(c->sub, "SUBSCRIBE %s", c->chan);
+	if (!r || r->type != REDIS_REPLY_ARRAY) {
+		redis_conn_err(c->sub, r, "SUBSCRIBE", err, errlen);
+		if (r)
+			freeReplyObject(r);
+		goto fail;
+	}
+	freeReplyObject(r);
+	b = full_load(c, err, errlen);
+	if (!b)
+		goto fail;
+	domtab_builder_free(c->master);
+	c->master = b;
+	if (publish(c))
+		goto fail;
+	c->next_resync_ms = now_ms() + c->cfg->redis_resync_ms;
+	domtab_live_set_stale(c->lv, 0);
+	c->backoff_ms = CONTROL_BACKOFF_MIN_MS;
+	log_info("redis %s: %s, %zu domain(s) loaded in %llu ms",
+		 c->cfg->redis.display, c->up ? "connected" : "connected again",
+		 domtab_builder_count(c->master), (unsigned long long)(now_ms() - t0));
+	c->up = 1;
+	return 0;
+fail:
+	control_disconnect(c);
+	return -1;
+}
+
+static void went_down(struct control *c, const char *why)
+{
+	control_disconnect(c);
+	domtab_live_set_stale(c->lv, 1);
+	if (c->up) {
+		log_warn("redis %s: %s; serving %zu domain(s) from the last table, unknown domains get 451 until Redis is back; reconnecting",
+			 c->cfg->redis.display, why, domtab_builder_count(c->master));
+		c->up = 0;
+	}
+}
+
+static int pending_add(struct control *c, const char *name, size_t len)
+{
+	char *s;
+
+	if (c->npending == c->pending_cap) {
+		size_t ncap = c->pending_cap ? c->pending_cap * 2 : 64;
+		char **np = realloc(c->pending, ncap * sizeof(*np));
+
+		if (!np)
+			return -ENOMEM;
+		c->pending = np;
+		c->pending_cap = ncap;
+	}
+	s = strndup(name, len);
+	if (!s)
+		return -ENOMEM;
+	c->pending[c->npending++] = s;
+	return 0;
+}
+
+static void pending_clear(struct control *c)
+{
+	for (size_t i = 0; i < c->npending; i++)
+		free(c->pending[i]);
+	c->npending = 0;
+}
+
+/* One pub/sub message: ["message", channel, payload]. */
+static void on_message(struct control *c, const redisReply *r)
+{
+	const char *p;
+	size_t n;
+
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+	    r->element[0]->type != REDIS_REPLY_STRING ||
+	    strcmp(r->element[0]->str, "message") ||
+	    r->element[2]->type != REDIS_REPLY_STRING)
+		return;
+	p = r->element[2]->str;
+	n = r->element[2]->len;
+	if (n > 7 && !memcmp(p, "domain ", 7)) {
+		if (n - 7 > DOMTAB_NAME_MAX + 1 || pending_add(c, p + 7, n - 7))
+			log_warn("redis: event \"%.40s...\" dropped (too long or out of memory); the next resync covers it", p);
+	} else if (n == 4 && !memcmp(p, "full", 4)) {
+		c->resync_asked = 1;
+	} else {
+		/* "user <u>", "drain <queue>": for later subscribers. */
+		log_debug("redis: event \"%.*s\"", (int)(n > 80 ? 80 : n), p);
+	}
+}
+
+/* Wait for sub data, the resync deadline or stop. 1 = stop, 0 = go on, -1 =
+ * Redis connection broken (why set). */
+static int wait_events(struct control *c, char *why, size_t wl)
+{
+	struct pollfd pf[2] = { { c->stopfd, POLLIN, 0 }, { c->sub->fd, POLLIN, 0 } };
+	uint64_t now = now_ms();
+	int timeout = c->next_resync_ms > now ? (int)(c->next_resync_ms - now) : 0;
+	int rc;
+
+	/* Replies already read into hiredis's buffer first. */
+	for (;;) {
+		void *r = NULL;
+
+		if (redisGetReplyFromReader(c->sub, &r) != REDIS_OK) {
+			redis_conn_err(c->sub, NULL, "subscriber", why, wl);
+			return -1;
+		}
+		if (!r)
+			break;
+		on_message(c, r);
+		freeReplyObject(r);
+		if (c->npending >= CONTROL_BATCH_MAX)
+			return 0;
+	}
+	if (c->npending || c->resync_asked)
+		timeout = 0; /* apply what we have once the socket is drained */
+	rc = poll(pf, 2, timeout);
+	if (rc < 0)
+		return errno == EINTR ? 0 : (snprintf(why, wl, "poll: %s", strerror(errno)), -1);
+	if (pf[0].revents)
+		return 1;
+	if (pf[1].revents) {
+		if (redisBufferRead(c->sub) != REDIS_OK) {
+			redis_conn_err(c->sub, NULL, "subscriber", why, wl);
+			return -1;
+		}
+		return 2; /* more may be buffered: read again before applying */
+	}
+	return 0;
+}
+
+static int apply_pending(struct control *c, char *why, size_t wl)
+{
+	int rc = fetch_rows(c, c->master, c->pending, c->npending, why, wl);
+
+	if (rc == 0)
+		log_debug("redis: %zu domain change(s) applied, %zu domain(s)", c->npending,
+			  domtab_builder_count(c->master));
+	pending_clear(c);
+	if (rc)
+		return -1;
+	(void)publish(c);
+	return 0;
+}
+
+static int resync(struct control *c, char *why, size_t wl)
+{
+	uint64_t t0 = now_ms();
+	struct domtab_builder *b = full_load(c, why, wl);
+
+	if (!b)
+		return -1;
+	domtab_builder_free(c->master);
+	c->master = b;
+	(void)publish(c);
+	c->resync_asked = 0;
+	c->next_resync_ms = now_ms() + c->cfg->redis_resync_ms;
+	log_debug("redis: resync, %zu domain(s) in %llu ms", domtab_builder_count(b),
+		  (unsigned long long)(now_ms() - t0));
+	return 0;
+}
+
+/* Sleep ms unless stopped. 1 = stop. */
+static int nap(struct control *c, unsigned ms)
+{
+	struct pollfd pf = { c->stopfd, POLLIN, 0 };
+
+	return poll(&pf, 1, (int)ms) > 0;
+}
+
+static void *control_main(void *arg)
+{
+	struct control *c = arg;
+	char why[512];
+
+	for (;;) {
+		int rc;
+
+		if (!c->cmd) {
+			if (control_connect(c, why, sizeof(why))) {
+				if (c->up)
+					went_down(c, why);
+				else
+					log_debug("redis: reconnect failed: %s", why);
+				if (nap(c, c->backoff_ms))
+					break;
+				c->backoff_ms = c->backoff_ms * 2 > CONTROL_BACKOFF_MAX_MS ?
+					CONTROL_BACKOFF_MAX_MS : c->backoff_ms * 2;
+				continue;
+			}
+		}
+		rc = wait_events(c, why, sizeof(why));
+		if (rc == 1)
+			break;
+		if (rc == 2)
+			continue;
+		if (rc == 0 && c->npending)
+			rc = apply_pending(c, why, sizeof(why));
+		if (rc == 0 && (c->resync_asked || now_ms() >= c->next_resync_ms))
+			rc = resync(c, why, sizeof(why));
+		if (rc < 0) {
+			pending_clear(c);
+			went_down(c, why);
+			c->backoff_ms = CONTROL_BACKOFF_MIN_MS;
+			if (nap(c, c->backoff_ms))
+				break;
+		}
+	}
+	pending_clear(c);
+	return NULL;
+}
+
+struct control *control_start(const struct config *cfg, struct domtab_live *lv,
+			      char *err, size_t errlen)
+{
+	struct control *c = calloc(1, sizeof(*c));
+	char why[512] = "";
+
+	if (!c) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	c->cfg = cfg;
+	c->lv = lv;
+	c->stopfd = -1;
+	c->up = 1; /* so the first failure is logged as a state change */
+	c->backoff_ms = CONTROL_BACKOFF_MIN_MS;
+	snprintf(c->chan, sizeof(c->chan), "%sevents", cfg->redis_prefix);
+	snprintf(c->dprefix, sizeof(c->dprefix), "%sdomain:", cfg->redis_prefix);
+	c->master = domtab_builder_new();
+	if (!c->master || add_static(c, c->master)) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	if (cfg->redis.kind == CONFIG_REDIS_NONE) {
+		if (publish(c))
+			goto oom;
+		return c;
+	}
+	c->stopfd = eventfd(0, EFD_CLOEXEC);
+	if (c->stopfd < 0) {
+		snprintf(err, errlen, "eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	for (int i = 0; i < CONTROL_START_TRIES; i++) {
+		if (control_connect(c, why, sizeof(why)) == 0)
+			break;
+		if (i + 1 < CONTROL_START_TRIES)
+			(void)nap(c, 500);
+	}
+	if (!c->cmd) {
+		if (cfg->nrelay_domains == 0) {
+			snprintf(err, errlen, "%s; and relay_domains lists no static domain to start with",
+				 why);
+			goto fail;
+		}
+		if (publish(c))
+			goto oom;
+		domtab_live_set_stale(lv, 1);
+		log_warn("%s; starting with the %zu relay_domains only, unknown domains get 451 until Redis answers",
+			 why, cfg->nrelay_domains);
+		c->up = 0;
+	}
+	if (pthread_create(&c->thread, NULL, control_main, c)) {
+		snprintf(err, errlen, "pthread_create: %s", strerror(errno));
+		goto fail;
+	}
+	c->have_thread = 1;
+	return c;
+oom:
+	snprintf(err, errlen, "out of memory");
+fail:
+	control_disconnect(c);
+	if (c->stopfd >= 0)
+		close(c->stopfd);
+	domtab_builder_free(c->master);
+	free(c->pending);
+	free(c);
+	return NULL;
+}
+
+struct control *control_stop(struct control *c)
+{
+	uint64_t one = 1;
+
+	if (!c)
+		return NULL;
+	if (c->have_thread) {
+		if (write(c->stopfd, &one, sizeof(one)) != sizeof(one))
+			log_warn("control: cannot wake the control thread: %s", strerror(errno));
+		pthread_join(c->thread, NULL);
+	}
+	control_disconnect(c);
+	if (c->stopfd >= 0)
+		close(c->stopfd);
+	domtab_builder_free(c->master);
+	free(c->pending);
+	free(c);
+	return NULL;
+}

@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * control: the control thread (DESIGN.md sections 3 and 7). It holds the
+ * Redis connections (one for commands, one subscribed to PREFIX"events"),
+ * loads every domain row with SCAN at start, applies "domain <d>" events as
+ * they arrive, reloads everything every redis_resync as a safety net, and
+ * publishes each new table through a domtab_live. Engine threads never touch
+ * Redis. When Redis goes away the last table stays in service, marked stale
+ * (RCPT for an unknown domain then gets 451, not 550); the thread reconnects
+ * with backoff and reloads when Redis is back. One log line per state change.
+ * The static relay_domains are always in the table, with default settings,
+ * unless Redis has a row of the same name.
+ */
+#ifndef ETRND_ADMIN_CONTROL_H
+#define ETRND_ADMIN_CONTROL_H
+
+#include <stddef.h>
+
+#include "admin/domtab.h"
+#include "core/config.h"
+
+struct control;
+
+/*
+ * Load the first table into lv (synchronously: call before the engine
+ * threads start), then start the thread. Without Redis configured this only
+ * publishes relay_domains and starts no thread. If Redis does not answer,
+ * starting still succeeds when relay_domains lists domains (the table is then
+ * stale until Redis answers); otherwise returns NULL with err set. cfg and lv
+ * must outlive the control.
+ */
+struct control *control_start(const struct config *cfg, struct domtab_live *lv,
+		char *err, size_t errlen);
+
+/* Stop and join the thread, close Redis, free. NULL is fine. Returns NULL. */
+struct control *control_stop(struct control *c);
+
+#endif

@@ -1,0 +1,406 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * schema: validators and row decoding for the Redis schema (schema.h). Every
+ * validator says what it wanted, so etrnctl's message and the daemon's log
+ * line tell an operator how to fix the value.
+ */
+#include "admin/schema.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int why(char *buf, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int why(char *buf, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!buf || !len)
+		return -1;
+	va_start(ap, fmt);
+	(void)vsnprintf(buf, len, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* RFC 1123 2.1 labels: 1-63 of letters, digits, hyphen, not starting or
+ * ending with a hyphen. Returns the number of labels, 0 when bad. */
+static unsigned host_labels(const char *h, size_t n)
+{
+	size_t label = 0;
+	unsigned nl = 1;
+
+	if (n == 0 || n > 253)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)h[i];
+
+		if (ch == '.') {
+			if (label == 0 || h[i - 1] == '-')
+				return 0;
+			label = 0;
+			nl++;
+			continue;
+		}
+		if (!isalnum(ch) && ch != '-' && ch != '_')
+			return 0;
+		if (label == 0 && ch == '-')
+			return 0;
+		if (++label > 63)
+			return 0;
+	}
+	if (label == 0 || h[n - 1] == '-')
+		return 0;
+	return nl;
+}
+
+int schema_domain_norm(const char *in, int wildcard, char *out, char *w, size_t wl)
+{
+	size_t n = strlen(in), skip = 0;
+	char show[80];
+
+	snprintf(show, sizeof(show), "%.60s%s", in, n > 60 ? "..." : "");
+	for (size_t i = 0; i < sizeof(show) && show[i]; i++)
+		if (!isprint((unsigned char)show[i]))
+			show[i] = '?';
+	if (n > 0 && in[n - 1] == '.')
+		n--;
+	if (n >= 2 && in[0] == '*' && in[1] == '.') {
+		if (!wildcard)
+			return why(w, wl, "\"%s\": a wildcard is not allowed here", show);
+		skip = 2;
+	}
+	if (n == 0)
+		return why(w, wl, "empty domain name");
+	if (n > DOMTAB_NAME_MAX)
+		return why(w, wl, "\"%s\": longer than %d characters", show, DOMTAB_NAME_MAX);
+	if (in[0] == '[')
+		return why(w, wl, "\"%s\": an address literal is not a domain", show);
+	switch (host_labels(in + skip, n - skip)) {
+	case 0:
+		return why(w, wl, "\"%s\": not a domain name (want letters, digits and hyphens in dot-separated labels, like example.com%s)",
+			   show, wildcard ? " or *.example.com" : "");
+	case 1:
+		return why(w, wl, "\"%s\": want at least two labels, like example.com", show);
+	default:
+		break;
+	}
+	for (size_t i = 0; i < n; i++)
+		out[i] = (char)tolower((unsigned char)in[i]);
+	out[n] = '\0';
+	return 0;
+}
+
+int schema_cidr_parse(const char *s, size_t n, struct domtab_cidr *out, char *w, size_t wl)
+{
+	char buf[INET6_ADDRSTRLEN + 8], *slash, *end;
+	unsigned long bits;
+	unsigned maxbits;
+
+	if (n == 0 || n >= sizeof(buf))
+		return why(w, wl, "\"%.*s\": not a network (want like 192.0.2.0/24 or 2001:db8::/32)",
+			   (int)(n > 60 ? 60 : n), s);
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	memset(out, 0, sizeof(*out));
+	slash = strchr(buf, '/');
+	if (slash)
+		*slash = '\0';
+	if (inet_pton(AF_INET, buf, out->addr) == 1) {
+		out->family = AF_INET;
+		maxbits = 32;
+	} else if (inet_pton(AF_INET6, buf, out->addr) == 1) {
+		out->family = AF_INET6;
+		maxbits = 128;
+	} else {
+		return why(w, wl, "\"%.*s\": not a network (want like 192.0.2.0/24 or 2001:db8::/32)",
+			   (int)n, s);
+	}
+	bits = maxbits;
+	if (slash) {
+		errno = 0;
+		bits = isdigit((unsigned char)slash[1]) ? strtoul(slash + 1, &end, 10) : ~0ul;
+		if (bits == ~0ul || *end || errno || bits > maxbits)
+			return why(w, wl, "\"%.*s\": bad prefix length (want /0 to /%u)", (int)n, s,
+				   maxbits);
+	}
+	out->prefix = (uint8_t)bits;
+	for (unsigned i = bits; i < maxbits; i++) {
+		if (out->addr[i / 8] & (0x80 >> (i % 8))) {
+			char net[INET6_ADDRSTRLEN];
+			struct domtab_cidr fix = *out;
+
+			for (unsigned k = bits; k < maxbits; k++)
+				fix.addr[k / 8] &= (uint8_t)~(0x80 >> (k % 8));
+			inet_ntop(out->family, fix.addr, net, sizeof(net));
+			return why(w, wl, "\"%.*s\": host bits set (did you mean %s/%lu?)", (int)n, s,
+				   net, bits);
+		}
+	}
+	return 0;
+}
+
+int schema_cidr_list_parse(const char *s, struct domtab_cidr *out, unsigned max,
+			   unsigned *n, char *w, size_t wl)
+{
+	unsigned k = 0;
+
+	if (max > DOMTAB_CIDR_MAX)
+		max = DOMTAB_CIDR_MAX;
+	while (*s) {
+		size_t len;
+
+		while (*s == ',' || *s == ';' || *s == ' ' || *s == '\t')
+			s++;
+		if (!*s)
+			break;
+		len = strcspn(s, ",; \t");
+		if (k == max)
+			return why(w, wl, "more than %u networks", max);
+		if (schema_cidr_parse(s, len, &out[k], w, wl))
+			return -1;
+		k++;
+		s += len;
+	}
+	*n = k;
+	return 0;
+}
+
+int schema_cidr_list_format(const struct domtab_cidr *c, unsigned n, char *out, size_t outlen)
+{
+	size_t o = 0;
+
+	if (outlen == 0)
+		return -1;
+	out[0] = '\0';
+	for (unsigned i = 0; i < n; i++) {
+		char a[INET6_ADDRSTRLEN];
+		int r;
+
+		if (!inet_ntop(c[i].family, c[i].addr, a, sizeof(a)))
+			return -1;
+		r = snprintf(out + o, outlen - o, "%s%s/%u", i ? "," : "", a, c[i].prefix);
+		if (r < 0 || (size_t)r >= outlen - o)
+			return -1;
+		o += (size_t)r;
+	}
+	return 0;
+}
+
+int schema_dest_check(const char *s, char *w, size_t wl)
+{
+	static const char want[] = "want mx, host, host:port or [IPv6]:port";
+	const char *port = NULL;
+	size_t n = strlen(s), hl;
+	char host[INET6_ADDRSTRLEN + 1];
+	struct in6_addr a6;
+
+	if (!strcmp(s, "mx"))
+		return 0;
+	if (n == 0 || n >= SCHEMA_DEST_MAX)
+		return why(w, wl, "empty or overlong destination (%s)", want);
+	if (s[0] == '[') {
+		const char *rb = strchr(s, ']');
+
+		if (!rb || (size_t)(rb - s - 1) >= sizeof(host))
+			return why(w, wl, "\"%s\": %s", s, want);
+		hl = (size_t)(rb - s - 1);
+		memcpy(host, s + 1, hl);
+		host[hl] = '\0';
+		if (inet_pton(AF_INET6, host, &a6) != 1)
+			return why(w, wl, "\"%s\": bad IPv6 address (%s)", s, want);
+		if (rb[1] == ':')
+			port = rb + 2;
+		else if (rb[1])
+			return why(w, wl, "\"%s\": %s", s, want);
+	} else {
+		const char *colon = strchr(s, ':');
+
+		hl = colon ? (size_t)(colon - s) : n;
+		if (colon && strchr(colon + 1, ':'))
+			return why(w, wl, "\"%s\": put an IPv6 address in brackets, like [2001:db8::1]:25", s);
+		if (host_labels(s, hl) == 0)
+			return why(w, wl, "\"%s\": bad host name (%s)", s, want);
+		if (colon)
+			port = colon + 1;
+	}
+	if (port) {
+		char *end;
+		unsigned long p;
+
+		errno = 0;
+		p = isdigit((unsigned char)*port) ? strtoul(port, &end, 10) : 0;
+		if (!isdigit((unsigned char)*port) || *end || errno || p == 0 || p > 65535)
+			return why(w, wl, "\"%s\": bad port (want 1 to 65535)", s);
+	}
+	return 0;
+}
+
+int schema_duration_parse(const char *s, uint64_t *ms, char *w, size_t wl)
+{
+	char *end;
+	unsigned long long n, mul;
+
+	if (!isdigit((unsigned char)*s))
+		goto bad;
+	errno = 0;
+	n = strtoull(s, &end, 10);
+	if (errno)
+		goto bad;
+	if (!strcmp(end, "") || !strcmp(end, "s"))
+		mul = 1000;
+	else if (!strcmp(end, "m"))
+		mul = 60ull * 1000;
+	else if (!strcmp(end, "h"))
+		mul = 3600ull * 1000;
+	else if (!strcmp(end, "d"))
+		mul = 86400ull * 1000;
+	else if (!strcmp(end, "w"))
+		mul = 7 * 86400ull * 1000;
+	else
+		goto bad;
+	if (n == 0 || n > UINT64_MAX / mul)
+		goto bad;
+	*ms = n * mul;
+	return 0;
+bad:
+	return why(w, wl, "\"%s\": not a duration (want like 5d, 12h, 30m or 3600s)", s);
+}
+
+int schema_size_parse(const char *s, uint64_t *bytes, char *w, size_t wl)
+{
+	char *end;
+	unsigned long long n, mul = 1;
+
+	if (!isdigit((unsigned char)*s))
+		goto bad;
+	errno = 0;
+	n = strtoull(s, &end, 10);
+	if (errno)
+		goto bad;
+	if (*end) {
+		switch (*end) {
+		case 'k': case 'K': mul = 1ull << 10; break;
+		case 'm': case 'M': mul = 1ull << 20; break;
+		case 'g': case 'G': mul = 1ull << 30; break;
+		case 't': case 'T': mul = 1ull << 40; break;
+		default: goto bad;
+		}
+		end++;
+		if (*end == 'i' && end[1] == 'B')
+			end += 2;
+		else if (*end == 'B')
+			end++;
+		if (*end)
+			goto bad;
+	}
+	if (n > UINT64_MAX / mul)
+		goto bad;
+	*bytes = n * mul;
+	return 0;
+bad:
+	return why(w, wl, "\"%s\": not a size (want bytes, or like 500M, 2G)", s);
+}
+
+int schema_tls_parse(const char *s, enum domtab_tls *tls, char *w, size_t wl)
+{
+	if (!strcmp(s, "may"))
+		*tls = DOMTAB_TLS_MAY;
+	else if (!strcmp(s, "must"))
+		*tls = DOMTAB_TLS_MUST;
+	else
+		return why(w, wl, "\"%s\": want may or must", s);
+	return 0;
+}
+
+static int name_check(const char *what, const char *s, const char *extra, char *w, size_t wl)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > SCHEMA_NAME_MAX)
+		return why(w, wl, "%s name must be 1 to %d characters", what, SCHEMA_NAME_MAX);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if (!isalnum(ch) && ch != '.' && ch != '_' && ch != '-' && !(ch && strchr(extra, ch)))
+			return why(w, wl, "%s name \"%.64s\": only letters, digits and . _ -%s allowed",
+				   what, s, extra[0] ? " @ +" : "");
+	}
+	return 0;
+}
+
+int schema_queue_check(const char *s, char *w, size_t wl)
+{
+	return name_check("queue", s, "", w, wl);
+}
+
+int schema_user_check(const char *s, char *w, size_t wl)
+{
+	return name_check("user", s, "@+", w, wl);
+}
+
+int schema_row_from_fields(struct domtab_row *row, struct domtab_cidr *cidrs,
+			   const char *name, const char *const *fv, size_t nfv,
+			   char *w, size_t wl)
+{
+	char one[SCHEMA_WHY_MAX];
+	int bad = 0;
+	size_t o = 0;
+
+	memset(row, 0, sizeof(*row));
+	row->name = name;
+	if (w && wl)
+		w[0] = '\0';
+	for (size_t i = 0; i + 1 < nfv; i += 2) {
+		const char *f = fv[i], *v = fv[i + 1];
+		int rc = 0;
+
+		one[0] = '\0';
+		if (!strcmp(f, SCHEMA_F_QUEUE)) {
+			if (!(rc = schema_queue_check(v, one, sizeof(one))))
+				row->queue = v;
+		} else if (!strcmp(f, SCHEMA_F_DEST)) {
+			if (!(rc = schema_dest_check(v, one, sizeof(one))))
+				row->dest = strcmp(v, "mx") ? v : NULL;
+		} else if (!strcmp(f, SCHEMA_F_ETRN_FROM)) {
+			rc = schema_cidr_list_parse(v, cidrs, DOMTAB_CIDR_MAX, &row->netrn_from,
+						    one, sizeof(one));
+			row->etrn_from = rc ? NULL : cidrs;
+			if (rc)
+				row->netrn_from = 0;
+		} else if (!strcmp(f, SCHEMA_F_OWNER)) {
+			if (!(rc = schema_user_check(v, one, sizeof(one))))
+				row->owner = v;
+		} else if (!strcmp(f, SCHEMA_F_MAX_HOLD)) {
+			rc = schema_duration_parse(v, &row->max_hold_ms, one, sizeof(one));
+		} else if (!strcmp(f, SCHEMA_F_QUOTA)) {
+			rc = schema_size_parse(v, &row->quota_bytes, one, sizeof(one));
+		} else if (!strcmp(f, SCHEMA_F_TLS)) {
+			rc = schema_tls_parse(v, &row->tls, one, sizeof(one));
+		}
+		if (rc) {
+			int r;
+
+			bad++;
+			if (w && o < wl) {
+				r = snprintf(w + o, wl - o, "%s%s: %s", o ? "; " : "", f, one);
+				o = r < 0 ? wl : o + (size_t)r;
+			}
+		}
+	}
+	return bad;
+}
+
+char *schema_key(char *buf, size_t len, const char *prefix, const char *kind,
+		 const char *name)
+{
+	int r = snprintf(buf, len, "%s%s%s", prefix, kind, name);
+
+	return r < 0 || (size_t)r >= len ? NULL : buf;
+}

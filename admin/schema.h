@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * schema: the Redis schema of DESIGN.md section 7 and the validators shared by
+ * etrnctl (which refuses bad input) and the control thread (which reads rows
+ * someone may have written by hand). Pure functions: no I/O.
+ *
+ *   PREFIX domain:<domain>  hash  queue dest etrn_from owner max_hold quota_bytes tls
+ *   PREFIX queue:<name>     set   of domains
+ *   PREFIX user:<name>      hash  password (crypt(3) hash), domain:<d> = 1 per owned domain
+ *   PREFIX events           channel: "domain <d>", "user <u>", "drain <queue>"
+ */
+#ifndef ETRND_ADMIN_SCHEMA_H
+#define ETRND_ADMIN_SCHEMA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "admin/domtab.h"
+
+#define SCHEMA_NAME_MAX 64       /* queue and user names */
+#define SCHEMA_DEST_MAX 300      /* "[v6]:port" or host:port */
+#define SCHEMA_WHY_MAX 256
+
+/* Field names of a domain row. */
+#define SCHEMA_F_QUEUE "queue"
+#define SCHEMA_F_DEST "dest"
+#define SCHEMA_F_ETRN_FROM "etrn_from"
+#define SCHEMA_F_OWNER "owner"
+#define SCHEMA_F_MAX_HOLD "max_hold"
+#define SCHEMA_F_QUOTA "quota_bytes"
+#define SCHEMA_F_TLS "tls"
+#define SCHEMA_F_PASSWORD "password"
+#define SCHEMA_USER_DOMAIN "domain:"  /* prefix of owned-domain fields */
+
+/*
+ * Check and normalise a domain name: letters, digits, hyphens (RFC 1123),
+ * at least two labels, one trailing dot dropped, lower-cased; "*.parent" (a
+ * wildcard row) when wildcard is non-zero. out must hold DOMTAB_NAME_MAX + 1.
+ * Returns 0, or -1 with why set.
+ */
+int schema_domain_norm(const char *in, int wildcard, char *out, char *why, size_t wl);
+
+/* One network "10.0.0.0/8", "2001:db8::/32", or a bare address (a /32 or
+ * /128). Host bits must be zero. n bytes of s. Returns 0 or -1 with why. */
+int schema_cidr_parse(const char *s, size_t n, struct domtab_cidr *out, char *why, size_t wl);
+
+/* A list of networks separated by commas, semicolons or spaces: at most max
+ * (and DOMTAB_CIDR_MAX). Sets *n. Returns 0 or -1 with why. */
+int schema_cidr_list_parse(const char *s, struct domtab_cidr *out, unsigned max,
+		unsigned *n, char *why, size_t wl);
+
+/* Write a list back as "10.0.0.0/8,2001:db8::/32". Returns 0 or -1 (too
+ * small). */
+int schema_cidr_list_format(const struct domtab_cidr *c, unsigned n, char *out, size_t outlen);
+
+/* "mx", "host", "host:port", "1.2.3.4:25", "[2001:db8::1]:2525". */
+int schema_dest_check(const char *s, char *why, size_t wl);
+
+/* "5d", "12h", "30m", "3600s", "3600" (seconds) -> ms (at least 1 s). */
+int schema_duration_parse(const char *s, uint64_t *ms, char *why, size_t wl);
+
+/* "1048576", "100k", "50M", "2G" (powers of 1024) -> bytes. */
+int schema_size_parse(const char *s, uint64_t *bytes, char *why, size_t wl);
+
+/* "may" or "must". */
+int schema_tls_parse(const char *s, enum domtab_tls *tls, char *why, size_t wl);
+
+/* Queue and user names: 1-64 of letters, digits and . _ - (users also @ +). */
+int schema_queue_check(const char *s, char *why, size_t wl);
+int schema_user_check(const char *s, char *why, size_t wl);
+
+/*
+ * Fill row from a hash's field/value pairs (fv[2i] field, fv[2i+1] value,
+ * NUL-terminated; the row points into them and into cidrs, which must hold
+ * DOMTAB_CIDR_MAX). name is the normalised domain. A bad value leaves that
+ * field at its default and is reported in why ("field: reason"); unknown
+ * fields are ignored. Returns the number of bad fields.
+ */
+int schema_row_from_fields(struct domtab_row *row, struct domtab_cidr *cidrs,
+		const char *name, const char *const *fv, size_t nfv, char *why, size_t wl);
+
+/* PREFIX KIND NAME into buf ("etrnd:" "domain:" "x.test"). Returns buf, or
+ * NULL when it does not fit. */
+char *schema_key(char *buf, size_t len, const char *prefix, const char *kind,
+		const char *name);
+
+#endif

@@ -1,0 +1,353 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * expire: see expire.h. A scan walks each domain queue from its oldest
+ * message while messages are older than max_hold, and collects their ids
+ * (a message in several domains once). Each is then read back from its
+ * segment (through io_uring), its still-pending recipients are taken from the
+ * index, and the DSN and the DONE records are queued together. A crash before
+ * that commit leaves the message held and it is expired again at the next
+ * scan; nothing is lost, at worst a DSN is sent twice.
+ */
+#include "proto/expire.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/buf.h"
+#include "core/log.h"
+#include "proto/dsn.h"
+#include "proto/smtp_server.h"
+#include "store/spool_index.h"
+#include "store/spool_rec.h"
+
+/* How often to look for expired mail; expiry is measured in days, so a
+ * minute late is nothing, and a scan costs O(expired + domains). */
+#define EXPIRE_SCAN_INTERVAL_US (60ull * 1000000)
+/* Messages collected per scan; the next scan follows at once when full. */
+#define EXPIRE_BATCH 256
+/* RFC 3463: 4.4.7 "delivery time expired"; reported as failed (5.4.7 would
+ * also do; Postfix reports 4.4.7 with Action: failed). */
+#define EXPIRE_STATUS "4.4.7"
+#define EXPIRE_POSTMASTER_MAX 300
+
+struct expire {
+	struct expire_conf conf;
+	struct spool_shard *sh;
+	struct spool_index *idx;
+	uint64_t next_scan_us;
+	uint64_t jobs[EXPIRE_BATCH];
+	unsigned njobs, next;
+	int busy;
+	int stopping;
+	unsigned outstanding;     /* spool callbacks still due for this job */
+	int err;
+	/* the message being expired */
+	uint64_t msgid;
+	uint64_t dsn_id;
+	int has_dsn;
+	struct buf rec;
+	struct buf dsn;
+	uint32_t *pending;
+	uint32_t pending_cap;
+	uint32_t npending;
+	uint64_t count;
+	char postmaster[EXPIRE_POSTMASTER_MAX];
+};
+
+static uint64_t now_us(const struct expire *x)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)((int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000 +
+			  x->conf.clock_offset_us);
+}
+
+struct expire *expire_new(const struct expire_conf *conf, struct spool_shard *sh)
+{
+	struct expire *x = calloc(1, sizeof(*x));
+
+	if (!x)
+		return NULL;
+	x->conf = *conf;
+	x->sh = sh;
+	x->idx = spool_shard_index(sh);
+	buf_init(&x->rec, 0);
+	buf_init(&x->dsn, 0);
+	snprintf(x->postmaster, sizeof(x->postmaster), "MAILER-DAEMON@%s", conf->hostname);
+	return x;
+}
+
+struct expire *expire_free(struct expire *x)
+{
+	if (!x)
+		return NULL;
+	buf_free(&x->rec);
+	buf_free(&x->dsn);
+	free(x->pending);
+	free(x);
+	return NULL;
+}
+
+int expire_busy(const struct expire *x)
+{
+	return x->busy;
+}
+
+void expire_stop(struct expire *x)
+{
+	x->stopping = 1;
+}
+
+uint64_t expire_count(const struct expire *x)
+{
+	return x->count;
+}
+
+static int job_known(const struct expire *x, uint64_t id)
+{
+	for (unsigned i = 0; i < x->njobs; i++)
+		if (x->jobs[i] == id)
+			return 1;
+	return 0;
+}
+
+/* Collect up to EXPIRE_BATCH messages older than the cutoff. Each queue is
+ * in arrival order, so the walk stops at the first young message. */
+static void expire_scan(struct expire *x, uint64_t now)
+{
+	uint64_t cutoff = now > x->conf.max_hold_us ? now - x->conf.max_hold_us : 0;
+	const struct spool_index_queue *q;
+	size_t cursor = 0;
+
+	x->njobs = x->next = 0;
+	while ((q = spool_index_queue_each(x->idx, &cursor)) && x->njobs < EXPIRE_BATCH) {
+		struct spool_index_qstat st;
+		struct spool_index_iter it;
+		struct spool_index_entry e;
+
+		spool_index_queue_stat(q, &st);
+		if (st.oldest_us >= cutoff)
+			continue;
+		spool_index_queue_iter(q, &it);
+		while (x->njobs < EXPIRE_BATCH && spool_index_queue_next(&it, &e)) {
+			if (e.time_us >= cutoff)
+				break;
+			if (!job_known(x, e.msgid))
+				x->jobs[x->njobs++] = e.msgid;
+		}
+	}
+	x->next_scan_us = x->njobs == EXPIRE_BATCH ? now : now + EXPIRE_SCAN_INTERVAL_US;
+}
+
+/* Both the DSN and the last DONE report here; the job ends with the last. */
+static void job_part_done(void *arg, int err)
+{
+	struct expire *x = arg;
+	char qid[SMTP_QID_MAX], dqid[SMTP_QID_MAX];
+
+	if (err && !x->err)
+		x->err = err;
+	if (--x->outstanding)
+		return;
+	err = x->err;
+
+	spool_msgid_format(x->msgid, qid, sizeof(qid));
+	if (err) {
+		log_err("%s: expiry not recorded (%s); the message stays held and is retried",
+			qid, strerror(-err));
+	} else if (x->has_dsn) {
+		spool_msgid_format(x->dsn_id, dqid, sizeof(dqid));
+		log_info("%s: sender non-delivery notification: %s", qid, dqid);
+		x->count++;
+	} else {
+		x->count++;
+	}
+	x->busy = 0;
+}
+
+static int grow_pending(struct expire *x, uint32_t n)
+{
+	uint32_t *p;
+
+	if (n <= x->pending_cap)
+		return 0;
+	p = realloc(x->pending, n * sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	x->pending = p;
+	x->pending_cap = n;
+	return 0;
+}
+
+/* The record is in x->rec: queue the DSN and the DONEs. */
+static void job_read(void *arg, int err)
+{
+	struct expire *x = arg;
+	struct spool_rec_hdr hdr;
+	struct spool_rec_msg m;
+	struct dsn_rcpt *dr = NULL;
+	const char *payload;
+	char qid[SMTP_QID_MAX], addr[300];
+	uint64_t now = now_us(x);
+	int rc, n;
+
+	spool_msgid_format(x->msgid, qid, sizeof(qid));
+	if (err) {
+		log_err("%s: cannot read the message to expire it: %s", qid, strerror(-err));
+		goto skip;
+	}
+	if (spool_rec_decode(x->rec.data, x->rec.len, &hdr, &payload) != SPOOL_REC_OK ||
+	    hdr.type != SPOOL_REC_MSG || hdr.msgid != x->msgid ||
+	    spool_rec_decode_msg(payload, hdr.length, &m) != SPOOL_REC_OK) {
+		log_err("%s: stored record does not check (CRC or layout); not expired", qid);
+		goto skip;
+	}
+	if (grow_pending(x, m.nrcpt)) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	/* The index is the truth about what is still pending: recipients may
+	 * have been delivered while the read was in flight. */
+	n = spool_index_msg_pending(x->idx, x->msgid, x->pending, m.nrcpt);
+	if (n <= 0)
+		goto skip;
+	x->npending = (uint32_t)n;
+	x->has_dsn = m.sender.len > 0; /* never a DSN to the null sender */
+	for (uint32_t i = 0; i < x->npending; i++) {
+		struct spool_rec_addr a = spool_rec_msg_rcpt(&m, x->pending[i]);
+		log_info("%s: to=<%s>, relay=none, delay=%.0f, status=expired (held longer than max_hold)",
+			 qid, log_printable(addr, sizeof(addr), a.p, a.len),
+			 (double)(now - hdr.time_us) / 1e6);
+	}
+	if (x->has_dsn) {
+		struct dsn_input in;
+		struct spool_msg dm;
+		const char *rcpt[1];
+		size_t rcpt_len[1];
+		unsigned flags = 0;
+		char seed[DSN_SEED_MAX];
+
+		dr = calloc(x->npending, sizeof(*dr));
+		if (!dr) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+		for (uint32_t i = 0; i < x->npending; i++) {
+			struct spool_rec_addr a = spool_rec_msg_rcpt(&m, x->pending[i]);
+			dr[i].addr = a.p;
+			dr[i].addr_len = a.len;
+			dr[i].action = DSN_ACTION_FAILED;
+			dr[i].status = EXPIRE_STATUS;
+		}
+		x->dsn_id = spool_shard_new_msgid(x->sh);
+		spool_msgid_format(x->dsn_id, seed, sizeof(seed));
+		memset(&in, 0, sizeof(in));
+		in.reporting_mta = x->conf.hostname;
+		in.postmaster = x->postmaster;
+		in.qid = qid;
+		in.sender = m.sender.p;
+		in.sender_len = m.sender.len;
+		in.arrival = (time_t)(hdr.time_us / 1000000);
+		in.now = (time_t)(now / 1000000);
+		in.rcpt = dr;
+		in.nrcpt = x->npending;
+		in.orig = m.body;
+		in.orig_len = m.body_len;
+		in.return_full = 0; /* headers only, as Postfix does for expiry */
+		in.message_id_seed = seed;
+		buf_reset(&x->dsn);
+		rc = dsn_build(&in, &x->dsn, &flags);
+		free(dr);
+		dr = NULL;
+		if (rc)
+			goto fail;
+		rcpt[0] = m.sender.p;
+		rcpt_len[0] = m.sender.len;
+		memset(&dm, 0, sizeof(dm));
+		dm.msgid = x->dsn_id;
+		dm.flags = (flags & DSN_OUT_8BIT) ? SPOOL_MSG_8BITMIME : 0;
+		dm.sender = "";
+		dm.sender_len = 0;
+		dm.nrcpt = 1;
+		dm.rcpt = rcpt;
+		dm.rcpt_len = rcpt_len;
+		dm.body = x->dsn.data;
+		dm.body_len = x->dsn.len;
+		/* The DSN goes first: the DONEs follow it in the same batch, so
+		 * the recipients are never marked expired without it. */
+		rc = spool_append_msg(x->sh, &dm, job_part_done, x);
+		if (rc)
+			goto fail;
+		x->outstanding++;
+	} else {
+		log_info("%s: null sender: no delivery status notification", qid);
+	}
+	for (uint32_t i = 0; i < x->npending; i++) {
+		int last = i + 1 == x->npending;
+		rc = spool_append_done(x->sh, x->msgid, x->pending[i], SPOOL_DONE_EXPIRED,
+				       last ? job_part_done : NULL, last ? x : NULL);
+		if (rc)
+			goto fail; /* the DSN may be stored alone: at worst sent twice */
+		if (last)
+			x->outstanding++;
+	}
+	return; /* job_part_done() ends the job */
+fail:
+	free(dr);
+	log_err("%s: cannot expire: %s; retried at the next scan", qid, strerror(-rc));
+	if (x->outstanding)
+		return; /* the queued DSN borrows x->dsn: end with its callback */
+skip:
+	x->busy = 0;
+}
+
+static void job_start(struct expire *x, uint64_t msgid)
+{
+	struct spool_index_entry e;
+	char qid[SMTP_QID_MAX];
+	int rc;
+
+	if (spool_index_msg_find(x->idx, msgid, &e))
+		return; /* delivered or expired since the scan */
+	x->msgid = msgid;
+	x->outstanding = 0;
+	x->err = 0;
+	buf_reset(&x->rec);
+	rc = buf_reserve(&x->rec, e.rec_len);
+	if (rc == 0) {
+		x->rec.len = e.rec_len;
+		rc = spool_shard_read(x->sh, e.segment_id, e.off, e.rec_len, x->rec.data,
+				      job_read, x);
+	}
+	if (rc == -EBUSY)
+		x->next--; /* the shard's one read is in use: try again next turn */
+	else if (rc) {
+		spool_msgid_format(msgid, qid, sizeof(qid));
+		log_err("%s: cannot read the message to expire it: %s", qid, strerror(-rc));
+	} else {
+		x->busy = 1;
+	}
+}
+
+void expire_tick(struct expire *x)
+{
+	uint64_t now;
+
+	if (x->busy || x->stopping)
+		return;
+	if (x->next < x->njobs) {
+		job_start(x, x->jobs[x->next++]);
+		return;
+	}
+	now = now_us(x);
+	if (now < x->next_scan_us)
+		return;
+	expire_scan(x, now);
+	if (x->next < x->njobs)
+		job_start(x, x->jobs[x->next++]);
+}

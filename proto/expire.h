@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * expire: retention of held mail on one engine thread. Mail held longer than
+ * max_hold (like Postfix's maximal_queue_lifetime) is expired: each pending
+ * recipient gets a DONE(expired) record and the envelope sender gets one
+ * RFC 3464 delivery status notification, queued in the spool in the same
+ * group commit as the DONEs. Runs in small steps from the loop's turn hook,
+ * one message at a time, so receiving never stalls behind it.
+ */
+#ifndef ETRND_PROTO_EXPIRE_H
+#define ETRND_PROTO_EXPIRE_H
+
+#include <stdint.h>
+
+#include "store/spool.h"
+
+struct expire_conf {
+	const char *hostname;      /* Reporting-MTA and MAILER-DAEMON@host */
+	uint64_t max_hold_us;
+	int64_t clock_offset_us;   /* test aid: added to the wall clock */
+};
+
+struct expire;
+
+/* Create for one shard. conf->hostname must outlive it. NULL on ENOMEM. */
+struct expire *expire_new(const struct expire_conf *conf, struct spool_shard *sh);
+struct expire *expire_free(struct expire *x);
+
+/* Do a bounded step of work if any is due: a scan for expired messages
+ * (every EXPIRE_SCAN_INTERVAL), or starting the next expired message. */
+void expire_tick(struct expire *x);
+
+/* 1 while a message is being expired (its read or commit is in flight). */
+int expire_busy(const struct expire *x);
+
+/* Stop starting new work (shutdown); work in flight finishes. */
+void expire_stop(struct expire *x);
+
+/* Messages expired so far. */
+uint64_t expire_count(const struct expire *x);
+
+#endif

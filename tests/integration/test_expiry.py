@@ -1,0 +1,107 @@
+# SPDX-License-Identifier: MIT
+"""Expiry: mail held longer than max_hold is expired and its sender gets an
+RFC 3464 DSN; younger mail and the null sender are left alone. The clock is
+the test's (config key clock_offset, read at start), never a sleep.
+"""
+
+import base64
+import re
+import smtplib
+import time
+import unittest
+
+import etrnd_harness as h
+
+QUEUED_RE = re.compile(rb"queued as ([0-9A-F]{14})")
+WAIT_S = 10.0
+
+
+def send(e, sender, rcpts, subject):
+    body = ("Subject: %s\r\nMessage-ID: <%s@expiry.test>\r\n\r\nheld mail\r\n"
+            % (subject, subject)).encode()
+    with smtplib.SMTP(h.HOST, e.port, timeout=10) as s:
+        s.ehlo("expiry.test")
+        s.mail(sender)
+        for r in rcpts:
+            s.rcpt(r)
+        code, msg = s.data(body)
+    assert code == 250, (code, msg)
+    return QUEUED_RE.search(msg).group(1).decode()
+
+
+def wait_for_log(e, pattern, count):
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if len(re.findall(pattern, e.stderr_text())) >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError("log never showed %d x %r:\n%s" % (count, pattern, e.stderr_text()))
+
+
+class ExpiryTest(unittest.TestCase):
+    def test_expire_with_dsn(self):
+        e = h.Etrnd(threads="1", max_hold="5d", relay_domains="demo.test other.test")
+        self.addCleanup(e.cleanup)
+        e.start()
+        q1 = send(e, "alice@example.org", ["u1@demo.test"], "one")
+        q2 = send(e, "bob@example.net", ["u2@demo.test", "u3@other.test"], "two")
+        q3 = send(e, "", ["u4@demo.test"], "bounce-of-a-bounce")
+        e.stop()
+
+        # Four days later: nothing is old enough.
+        e.cfg["clock_offset"] = "4d"
+        e.start()
+        time.sleep(0.5)  # let a scan run; it must find nothing
+        e.stop()
+        self.assertNotIn("status=expired", e.stderr_text())
+        self.assertEqual([r for r in h.spool_json(e.spool_dir) if r["type"] == "DONE"], [])
+
+        # Six days later: all three expire; two DSNs (none to <>).
+        e.cfg["clock_offset"] = "6d"
+        e.start()
+        wait_for_log(e, r"status=expired", 4)
+        wait_for_log(e, r"sender non-delivery notification", 2)
+        e.stop()
+        log = e.stderr_text()
+        self.assertIn("%s: null sender: no delivery status notification" % q3, log)
+        for q, rcpt in ((q1, "u1@demo.test"), (q2, "u2@demo.test"), (q2, "u3@other.test"),
+                        (q3, "u4@demo.test")):
+            self.assertRegex(log, r"%s: to=<%s>, relay=none, delay=\d+, status=expired"
+                             % (q, re.escape(rcpt)))
+
+        recs = h.spool_json(e.spool_dir)
+        dones = sorted((r["qid"], r["rcpt"], r["status"]) for r in recs if r["type"] == "DONE")
+        self.assertEqual(dones, sorted([(q1, 0, "expired"), (q2, 0, "expired"),
+                                        (q2, 1, "expired"), (q3, 0, "expired")]))
+        dsns = [r for r in recs if r["type"] == "MSG" and r["sender"] == ""
+                and r["qid"] not in (q3,)]
+        self.assertEqual(sorted(d["rcpts"][0] for d in dsns),
+                         ["alice@example.org", "bob@example.net"])
+        for d in dsns:
+            body = base64.b64decode(d["body_b64"])
+            self.assertIn(b"Content-Type: multipart/report; report-type=delivery-status", body)
+            self.assertIn(b"Auto-Submitted: auto-replied", body)
+            self.assertIn(b"Action: failed", body)
+            self.assertIn(b"Status: 4.4.7", body)
+            self.assertNotIn(b"\r\n.\r\n", body)
+            if d["rcpts"][0] == "bob@example.net":
+                self.assertIn(b"Final-Recipient: rfc822; u2@demo.test", body)
+                self.assertIn(b"Final-Recipient: rfc822; u3@other.test", body)
+                self.assertIn(b"Subject: two", body)   # original headers returned
+                self.assertIn(("X-Etrnd-Queue-ID: %s" % q2).encode(), body)
+
+        # A restart does not expire anything twice. (The DSNs themselves
+        # are now "six days old" too: they expire, without a DSN, being
+        # from <>.)
+        dsn_qids = {d["qid"] for d in dsns}
+        e.start()
+        wait_for_log(e, r"status=expired", 2)
+        time.sleep(0.3)
+        e.stop()
+        expired = re.findall(r"([0-9A-F]{14}): to=<[^>]*>, relay=none, delay=\d+, status=expired",
+                             e.stderr_text())
+        self.assertEqual(sorted(expired), sorted(dsn_qids))
+
+
+if __name__ == "__main__":
+    unittest.main()
