@@ -22,9 +22,13 @@
 #include "core/log.h"
 #include "core/loop.h"
 #include "proto/smtpd.h"
+#include "store/domstat.h"
 #include "store/spool.h"
 
 #define ETRND_DEFAULT_CONFIG "etc/etrnd.conf"
+/* Domains with held mail counted node-wide (quota, ETRN replies): 32 bytes
+ * per slot, two slots per domain, pages touched only as domains appear. */
+#define ETRND_DOMSTAT_DOMAINS (1u << 20)
 
 enum engine_state { ENGINE_STARTING, ENGINE_READY, ENGINE_FAILED };
 
@@ -33,6 +37,7 @@ struct engine {
 	unsigned index;
 	const struct config *cfg;
 	const struct domtab_live *dt;   /* published by the control thread */
+	struct domstat *ds;             /* held mail per domain, all shards */
 	struct epoch *ep;               /* QSBR domain of the engine threads */
 	struct loop *loop;
 	enum engine_state state;
@@ -90,6 +95,7 @@ static void *engine_main(void *arg)
 	sc.shard = e->index;
 	sc.sync = e->cfg->sync;
 	sc.segment_size = e->cfg->segment_size;
+	sc.domstat = e->ds;
 	sh = spool_shard_open(l, &sc, e->err, sizeof(e->err));
 	if (!sh)
 		goto fail;
@@ -132,6 +138,7 @@ int main(int argc, char **argv)
 	char err[CONFIG_ERR_MAX + PATH_MAX];
 	struct engine *eng;
 	struct domtab_live *dt;
+	struct domstat *ds;
 	struct epoch *ep;
 	struct control *ctl;
 	struct config cfg;
@@ -197,7 +204,8 @@ int main(int argc, char **argv)
 	ep = epoch_new(cfg.threads);
 	dt = ep ? domtab_live_new(NULL, ep) : NULL;
 	eng = calloc(cfg.threads, sizeof(*eng));
-	if (!dt || !eng)
+	ds = domstat_new(ETRND_DOMSTAT_DOMAINS);
+	if (!dt || !eng || !ds)
 		fatal("out of memory");
 	ctl = control_start(&cfg, dt, err, sizeof(err));
 	if (!ctl)
@@ -207,6 +215,7 @@ int main(int argc, char **argv)
 		eng[i].cfg = &cfg;
 		eng[i].dt = dt;
 		eng[i].ep = ep;
+		eng[i].ds = ds;
 		if (pthread_create(&eng[i].thread, NULL, engine_main, &eng[i])) {
 			snprintf(eng[i].err, sizeof(eng[i].err), "pthread_create: %s",
 				 strerror(errno));
@@ -265,6 +274,7 @@ int main(int argc, char **argv)
 	log_info("stopped");
 	free(eng);
 	domtab_live_free(dt);
+	domstat_free(ds);
 	epoch_free(ep);
 	config_free(&cfg);
 	return failed ? 1 : 0;

@@ -108,6 +108,20 @@ uint64_t expire_count(const struct expire *x)
 	return x->count;
 }
 
+static uint64_t hold_for(const struct expire *x, const char *d, size_t n)
+{
+	uint64_t h = x->conf.hold ? x->conf.hold(x->conf.hold_arg, d, n) : 0;
+
+	return h ? h : x->conf.max_hold_us;
+}
+
+static uint64_t cutoff_for(const struct expire *x, uint64_t now, const char *d, size_t n)
+{
+	uint64_t h = hold_for(x, d, n);
+
+	return now > h ? now - h : 0;
+}
+
 static int job_known(const struct expire *x, uint64_t id)
 {
 	for (unsigned i = 0; i < x->njobs; i++)
@@ -120,7 +134,6 @@ static int job_known(const struct expire *x, uint64_t id)
  * in arrival order, so the walk stops at the first young message. */
 static void expire_scan(struct expire *x, uint64_t now)
 {
-	uint64_t cutoff = now > x->conf.max_hold_us ? now - x->conf.max_hold_us : 0;
 	const struct spool_index_queue *q;
 	size_t cursor = 0;
 
@@ -130,7 +143,10 @@ static void expire_scan(struct expire *x, uint64_t now)
 		struct spool_index_iter it;
 		struct spool_index_entry e;
 
+		uint64_t cutoff;
+
 		spool_index_queue_stat(q, &st);
+		cutoff = cutoff_for(x, now, st.domain, st.domain_len);
 		if (st.oldest_us >= cutoff)
 			continue;
 		spool_index_queue_iter(q, &it);
@@ -216,11 +232,24 @@ static void job_read(void *arg, int err)
 	n = spool_index_msg_pending(x->idx, x->msgid, x->pending, m.nrcpt);
 	if (n <= 0)
 		goto skip;
-	x->npending = (uint32_t)n;
+	/* Only recipients whose own domain's max_hold has passed expire; a
+	 * message for several domains may expire in parts. */
+	x->npending = 0;
+	for (int i = 0; i < n; i++) {
+		struct spool_rec_addr a = spool_rec_msg_rcpt(&m, x->pending[i]);
+		const char *at = a.len ? memrchr(a.p, '@', a.len) : NULL;
+		const char *d = at ? at + 1 : a.p;
+		size_t dl = at ? a.len - (size_t)(at + 1 - a.p) : 0;
+
+		if (hdr.time_us < cutoff_for(x, now, d, dl))
+			x->pending[x->npending++] = x->pending[i];
+	}
+	if (x->npending == 0)
+		goto skip;
 	x->has_dsn = m.sender.len > 0; /* never a DSN to the null sender */
 	for (uint32_t i = 0; i < x->npending; i++) {
 		struct spool_rec_addr a = spool_rec_msg_rcpt(&m, x->pending[i]);
-		log_info("%s: to=<%s>, relay=none, delay=%.0f, status=expired (held longer than max_hold)",
+		log_info("%s: to=<%s>, relay=none, delay=%.0f, status=expired (held longer than its max_hold)",
 			 qid, log_printable(addr, sizeof(addr), a.p, a.len),
 			 (double)(now - hdr.time_us) / 1e6);
 	}

@@ -10,13 +10,20 @@
 #ifndef ETRND_PROTO_EXPIRE_H
 #define ETRND_PROTO_EXPIRE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "store/spool.h"
 
+/* A domain's own max_hold in microseconds (Redis row), or 0 for the default.
+ * Called on the engine thread; must not block. */
+typedef uint64_t (*expire_hold_fn)(void *arg, const char *domain, size_t len);
+
 struct expire_conf {
 	const char *hostname;      /* Reporting-MTA and MAILER-DAEMON@host */
-	uint64_t max_hold_us;
+	uint64_t max_hold_us;      /* the default */
+	expire_hold_fn hold;       /* per-domain override; may be NULL */
+	void *hold_arg;
 	int64_t clock_offset_us;   /* test aid: added to the wall clock */
 };
 

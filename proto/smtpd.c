@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "proto/expire.h"
 #include "proto/smtp_server.h"
+#include "store/domstat.h"
 #include "store/spool_rec.h"
 
 #define SMTPD_BUSY_MAX 256
@@ -47,13 +48,20 @@ static enum smtp_rcpt_verdict smtpd_rcpt_check(void *arg, const char *domain,
 					       size_t len)
 {
 	struct smtpd *d = arg;
+	const struct domtab_row *row;
 
 	/* The table pointer is only good for this loop turn (QSBR): never
 	 * keep it. Unknown while Redis is unreachable may just mean "not heard
 	 * of yet": 451 4.3.0 so the sender retries (DESIGN.md 4). */
-	if (domtab_lookup(domtab_live_get(d->dt), domain, len))
-		return SMTP_RCPT_OK;
-	return domtab_live_stale(d->dt) ? SMTP_RCPT_TEMPFAIL : SMTP_RCPT_DENY;
+	row = domtab_find(domtab_live_get(d->dt), domain, len);
+	if (!row)
+		return domtab_live_stale(d->dt) ? SMTP_RCPT_TEMPFAIL : SMTP_RCPT_DENY;
+	/* Quota (DESIGN.md 5): refuse new mail once the domain holds its
+	 * quota; the sender retries (452 4.2.2) after the customer drains. */
+	if (row->quota_bytes && domstat_bytes(spool_shard_domstat(d->spool), domain, len) >=
+	    row->quota_bytes)
+		return SMTP_RCPT_OVER_QUOTA;
+	return SMTP_RCPT_OK;
 }
 
 static void smtpd_new_id(void *arg, uint64_t *msgid, char *qid)
@@ -92,6 +100,16 @@ struct smtpd *smtpd_new(const struct config *cfg, const struct domtab_live *dt)
 	return d;
 }
 
+/* A domain's own max_hold from its row; 0 = the default. The table pointer
+ * is used within this call only (QSBR). */
+static uint64_t smtpd_hold(void *arg, const char *domain, size_t len)
+{
+	struct smtpd *d = arg;
+	const struct domtab_row *row = domtab_find(domtab_live_get(d->dt), domain, len);
+
+	return row ? row->max_hold_ms * 1000 : 0;
+}
+
 int smtpd_set_spool(struct smtpd *d, struct spool_shard *sh)
 {
 	struct expire_conf ec;
@@ -101,6 +119,8 @@ int smtpd_set_spool(struct smtpd *d, struct spool_shard *sh)
 	ec.hostname = d->cfg->hostname;
 	ec.max_hold_us = (uint64_t)d->cfg->max_hold_ms * 1000;
 	ec.clock_offset_us = (int64_t)d->cfg->clock_offset_ms * 1000;
+	ec.hold = smtpd_hold;
+	ec.hold_arg = d;
 	d->expire = expire_new(&ec, sh);
 	return d->expire ? 0 : -ENOMEM;
 }
@@ -210,6 +230,27 @@ static void smtpd_committed(void *arg, int err)
 	smtpd_maybe_leave(sc);
 }
 
+/* End of DATA: would this message take a recipient domain over its quota?
+ * -EDQUOT (452 4.2.2, nothing written) if so. */
+static int smtpd_over_quota(struct smtpd *d, const struct smtp_tx *tx)
+{
+	const struct domtab *t = domtab_live_get(d->dt);
+	struct domstat *ds = spool_shard_domstat(d->spool);
+	size_t body;
+
+	(void)smtp_tx_body(tx, &body);
+	for (unsigned i = 0; i < smtp_tx_nrcpt(tx); i++) {
+		size_t len, off = smtp_tx_rcpt_domain_off(tx, i);
+		const char *a = smtp_tx_rcpt(tx, i, &len);
+		const struct domtab_row *row = domtab_find(t, a + off, len - off);
+
+		if (row && row->quota_bytes &&
+		    domstat_bytes(ds, a + off, len - off) + body > row->quota_bytes)
+			return -EDQUOT;
+	}
+	return 0;
+}
+
 /* Hand a finished message to the spool. Returns 0 when the commit is under
  * way (smtpd_committed() follows), else -errno (nothing queued). */
 static int smtpd_commit(struct smtpd_conn *sc)
@@ -234,6 +275,9 @@ static int smtpd_commit(struct smtpd_conn *sc)
 	}
 	for (unsigned i = 0; i < n; i++)
 		d->rcpt[i] = smtp_tx_rcpt(tx, i, &d->rcpt_len[i]);
+	rc = smtpd_over_quota(d, tx);
+	if (rc)
+		return rc;
 	memset(&m, 0, sizeof(m));
 	m.msgid = smtp_tx_msgid(tx);
 	m.flags = (uint16_t)(((flags & SMTP_TX_8BITMIME) ? SPOOL_MSG_8BITMIME : 0) |

@@ -24,6 +24,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "store/domstat.h"
 #include "store/spool_index.h"
 #include "store/spool_read.h"
 #include "store/spool_rec.h"
@@ -32,6 +33,7 @@
 /* Records per batch are bounded by the iovecs one writev takes (IOV_MAX,
  * 1024 on Linux): two per record (head, body). */
 #define SPOOL_IOV_MAX 1024
+#define SPOOL_DOMAIN_MAX 256          /* RFC 1035 2.3.4: 255 + NUL */
 #define SPOOL_SEG_NAME_LEN 16          /* hex digits of the first sequence */
 #define SPOOL_ENTRY_POOL_KEEP 4096     /* entries kept for reuse */
 #define SPOOL_HEAD_KEEP (64u * 1024)   /* envelope buffer kept per entry */
@@ -74,6 +76,7 @@ struct spool_shard {
 	int dirfd;
 
 	struct spool_index *idx;
+	struct domstat *domstat;
 	uint32_t seg_id;          /* index id of the segment being written */
 	int have_seg;
 	struct spool_rec_addr *addrs; /* scratch: recipients of a MSG to index */
@@ -140,6 +143,70 @@ static void unlink_dead_at_start(struct spool_shard *sh,
 		log_warn("spool shard %u: fsync %s: %s", sh->shard, sh->dir, strerror(errno));
 }
 
+/* Count what recovery found into the node-wide per-domain counters. */
+static void domstat_seed(struct spool_shard *sh)
+{
+	const struct spool_index_queue *q;
+	size_t cursor = 0;
+
+	if (!sh->domstat)
+		return;
+	while ((q = spool_index_queue_each(sh->idx, &cursor))) {
+		struct spool_index_qstat st;
+		struct domstat_cell *c;
+
+		spool_index_queue_stat(q, &st);
+		c = domstat_cell(sh->domstat, st.domain, st.domain_len);
+		if (c)
+			domstat_add(c, (int64_t)st.messages, (int64_t)st.bytes);
+	}
+}
+
+/* Before an index change: the queue's counters of one domain. */
+static void qcount(struct spool_shard *sh, const char *d, size_t n,
+		   uint64_t *msgs, uint64_t *bytes)
+{
+	const struct spool_index_queue *q = spool_index_queue(sh->idx, d, n);
+	struct spool_index_qstat st;
+
+	*msgs = *bytes = 0;
+	if (q) {
+		spool_index_queue_stat(q, &st);
+		*msgs = st.messages;
+		*bytes = st.bytes;
+	}
+}
+
+/* After it: move the difference into the node-wide counters. */
+static void qdelta(struct spool_shard *sh, const char *d, size_t n,
+		   uint64_t msgs0, uint64_t bytes0)
+{
+	struct domstat_cell *c;
+	uint64_t msgs1, bytes1;
+
+	if (!sh->domstat)
+		return;
+	qcount(sh, d, n, &msgs1, &bytes1);
+	if (msgs1 == msgs0 && bytes1 == bytes0)
+		return;
+	c = domstat_cell(sh->domstat, d, n);
+	if (c)
+		domstat_add(c, (int64_t)msgs1 - (int64_t)msgs0,
+			    (int64_t)bytes1 - (int64_t)bytes0);
+}
+
+static const char *addr_domain(struct spool_rec_addr a, size_t *len)
+{
+	const char *at = a.len ? memrchr(a.p, '@', a.len) : NULL;
+
+	if (!at) {
+		*len = 0;
+		return a.p;
+	}
+	*len = a.len - (size_t)(at + 1 - a.p);
+	return at + 1;
+}
+
 struct spool_shard *spool_shard_open(struct loop *loop,
 				     const struct spool_shard_conf *conf,
 				     char *err, size_t errlen)
@@ -158,6 +225,7 @@ struct spool_shard *spool_shard_open(struct loop *loop,
 	sh->shard = conf->shard;
 	sh->sync = conf->sync;
 	sh->segment_size = conf->segment_size;
+	sh->domstat = conf->domstat;
 	sh->dirfd = -1;
 	sh->seg_fd = -1;
 	sh->rd_fd = -1;
@@ -190,6 +258,7 @@ struct spool_shard *spool_shard_open(struct loop *loop,
 		goto fail;
 	}
 	unlink_dead_at_start(sh, &res);
+	domstat_seed(sh);
 	disk_max = res.max_seq;
 	spool_recover_result_free(&res);
 	time_base = (uint64_t)time(NULL) << SPOOL_SEQ_TIME_SHIFT;
@@ -515,13 +584,44 @@ static void index_record(struct spool_shard *sh, const struct spool_entry *e,
 		im.nrcpt = m.nrcpt;
 		im.rcpts = sh->addrs;
 		rc = spool_index_add_msg(sh->idx, &im);
+		if (rc == 0 && sh->domstat) {
+			/* Each distinct domain gains the message once. */
+			for (uint32_t i = 0; i < m.nrcpt; i++) {
+				size_t dl, dl2;
+				const char *d = addr_domain(sh->addrs[i], &dl);
+				int seen = 0;
+				struct domstat_cell *c;
+
+				for (uint32_t k = 0; k < i && !seen; k++) {
+					const char *d2 = addr_domain(sh->addrs[k], &dl2);
+					seen = dl2 == dl && !strncasecmp(d, d2, dl);
+				}
+				if (seen || !(c = domstat_cell(sh->domstat, d, dl)))
+					continue;
+				domstat_add(c, 1, (int64_t)e->body_len);
+			}
+		}
 	} else {
 		uint32_t rcpt;
 		enum spool_done_status st;
 
+		char dom[SPOOL_DOMAIN_MAX];
+		size_t dl = 0;
+		int counted = 0;
+		uint64_t m0 = 0, b0 = 0;
+
 		if (spool_rec_decode_done(payload, SPOOL_DONE_PAYLOAD_SIZE, &rcpt, &st))
 			panic("shard %u: our own DONE does not decode", sh->shard);
+		/* The recipient's domain queue may lose the message: keep the
+		 * node-wide counters in step. */
+		if (sh->domstat && !spool_index_rcpt_domain(sh->idx, hdr.msgid, rcpt, dom,
+							    sizeof(dom), &dl)) {
+			counted = 1;
+			qcount(sh, dom, dl, &m0, &b0);
+		}
 		rc = spool_index_done(sh->idx, hdr.msgid, rcpt, st, sh->seg_id, &finished);
+		if (counted)
+			qdelta(sh, dom, dl, m0, b0);
 		if (rc == -EALREADY || rc == -ENOENT)
 			rc = 0; /* harmless: the recipient was already done */
 	}
@@ -782,4 +882,9 @@ int spool_shard_read(struct spool_shard *sh, uint32_t seg_id, uint64_t off,
 		sh->rd_fd = -1;
 	}
 	return rc;
+}
+
+struct domstat *spool_shard_domstat(struct spool_shard *sh)
+{
+	return sh->domstat;
 }

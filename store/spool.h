@@ -24,6 +24,7 @@ struct spool_shard_conf {
 	unsigned shard;
 	enum config_sync sync;
 	size_t segment_size;
+	struct domstat *domstat;     /* node-wide held mail per domain (shared) */
 };
 
 /*
@@ -95,6 +96,9 @@ struct spool_index *spool_shard_index(struct spool_shard *sh);
  */
 int spool_shard_read(struct spool_shard *sh, uint32_t seg_id, uint64_t off,
 		uint32_t len, char *buf, spool_done_fn fn, void *arg);
+
+/* The node-wide per-domain counters this shard keeps up to date. */
+struct domstat *spool_shard_domstat(struct spool_shard *sh);
 
 /* Counters for logs and metrics. */
 struct spool_stats {

@@ -868,6 +868,27 @@ int spool_index_msg_pending(const struct spool_index *idx, uint64_t msgid,
 	return (int)n;
 }
 
+int spool_index_rcpt_domain(const struct spool_index *idx, uint64_t msgid,
+		uint32_t rcpt_index, char *out, size_t outlen, size_t *len)
+{
+	struct ix_mslot *slot = idx->mtab ? mtab_find(idx, msgid) : NULL;
+	const struct spool_index_queue *q;
+	uint32_t k;
+
+	if (slot == NULL)
+		return -ENOENT;
+	if (rcpt_index >= slot->m->nrcpt)
+		return -EINVAL;
+	k = msg_rcpt_node(slot->m)[rcpt_index] & ~IX_RCPT_DONE;
+	q = &idx->doms[slot->m->nodes[k].dom];
+	if (q->len >= outlen)
+		return -ENAMETOOLONG;
+	memcpy(out, q->name, q->len);
+	out[q->len] = '\0';
+	*len = q->len;
+	return 0;
+}
+
 /* ---- queues ------------------------------------------------------------- */
 
 static const struct spool_index_queue *queue_lookup(

@@ -157,6 +157,12 @@ int spool_index_msg_find(const struct spool_index *idx, uint64_t msgid,
 int spool_index_msg_pending(const struct spool_index *idx, uint64_t msgid,
 		uint32_t *out, uint32_t max);
 
+/* The (lower-cased) domain of recipient rcpt_index of msgid, copied into out
+ * (NUL-terminated, its length in *len). Returns 0, -ENOENT, -EINVAL (no such
+ * recipient) or -ENAMETOOLONG. O(1). */
+int spool_index_rcpt_domain(const struct spool_index *idx, uint64_t msgid,
+		uint32_t rcpt_index, char *out, size_t outlen, size_t *len);
+
 /* ---- domain queues ------------------------------------------------------ */
 
 /* The queue of a domain (any case, trailing dots ignored), or NULL when no

@@ -103,5 +103,31 @@ class ExpiryTest(unittest.TestCase):
         self.assertEqual(sorted(expired), sorted(dsn_qids))
 
 
+    def test_per_domain_max_hold(self):
+        """A domain's own max_hold (Redis row) wins over the default; a
+        message for two domains expires only for the one past its hold."""
+        import tempfile
+        from test_redis import Redis, etrnctl
+        tmp = tempfile.mkdtemp(prefix="etrnd-hold-")
+        r = Redis(tmp).start()
+        self.addCleanup(r.stop)
+        self.assertEqual(etrnctl(r, "domain", "add", "short.test", "--max-hold", "1d")[0], 0)
+        self.assertEqual(etrnctl(r, "domain", "add", "long.test")[0], 0)
+        e = h.Etrnd(threads="1", max_hold="5d", redis=r.url(), relay_domains="static.test")
+        self.addCleanup(e.cleanup)
+        e.start()
+        q = send(e, "carol@example.org", ["a@short.test", "b@long.test"], "mixed")
+        e.stop()
+        e.cfg["clock_offset"] = "2d"
+        e.start()
+        wait_for_log(e, r"sender non-delivery notification", 1)
+        e.stop()
+        log = e.stderr_text()
+        self.assertIn("%s: to=<a@short.test>" % q, log)
+        self.assertNotIn("to=<b@long.test>", log)
+        dones = [(x["qid"], x["rcpt"]) for x in h.spool_json(e.spool_dir) if x["type"] == "DONE"]
+        self.assertEqual(dones, [(q, 0)])
+
+
 if __name__ == "__main__":
     unittest.main()

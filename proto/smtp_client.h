@@ -1,0 +1,213 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * smtp_client: the RFC 5321 client (delivery) side as a pure state machine,
+ * for ETRN/ATRN drains (DESIGN.md section 6). Server replies go in, commands
+ * to send are appended to the caller's buffer, and events (session ready,
+ * send the body now, a message is finished, close) come out. It never
+ * touches a file descriptor; the engine owns the socket and the timers.
+ *
+ * Promises: every recipient of a submitted message gets exactly one result
+ * (delivered / deferred / bounced), and "delivered" only ever comes from a
+ * 2xx RCPT reply followed by a 2xx reply to the final dot; anything odd
+ * (garbage, an overlong or endless reply, EOF, timeout, 421) defers what is
+ * not decided yet. Replies may be split anywhere and several may arrive in
+ * one read (RFC 2920 pipelining); the outcome does not depend on how.
+ */
+#ifndef ETRND_PROTO_SMTP_CLIENT_H
+#define ETRND_PROTO_SMTP_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+
+/* Smallest reply_line_max accepted (a bare "250\r\n" needs 5). */
+#define SMTP_CLIENT_LINE_MIN 16
+/* Reply text kept per reply for logs and DSNs: lines of a multiline reply are
+ * joined with one space, enhanced codes stripped, the rest cut. */
+#define SMTP_CLIENT_TEXT_MAX 512
+/* "x.yyy.zzz" + NUL (RFC 3463 2: 1*3digit subject and detail). */
+#define SMTP_CLIENT_ENH_MAX 16
+
+/*
+ * Timeouts for the reply awaited, RFC 5321 4.5.3.2 where it gives one
+ * (milliseconds). EHLO/HELO, RSET and QUIT have none there: Postfix's
+ * smtp_helo_timeout (300s), smtp_rset_timeout (20s) and smtp_quit_timeout
+ * (300s) are used.
+ */
+#define SMTP_CLIENT_TIMEOUT_GREETING_MS (5u * 60u * 1000u)  /* 4.5.3.2.1 */
+#define SMTP_CLIENT_TIMEOUT_HELO_MS (5u * 60u * 1000u)      /* Postfix */
+#define SMTP_CLIENT_TIMEOUT_MAIL_MS (5u * 60u * 1000u)      /* 4.5.3.2.2 */
+#define SMTP_CLIENT_TIMEOUT_RCPT_MS (5u * 60u * 1000u)      /* 4.5.3.2.3 */
+#define SMTP_CLIENT_TIMEOUT_DATA_MS (2u * 60u * 1000u)      /* 4.5.3.2.4 */
+#define SMTP_CLIENT_TIMEOUT_BLOCK_MS (3u * 60u * 1000u)     /* 4.5.3.2.5 */
+#define SMTP_CLIENT_TIMEOUT_DOT_MS (10u * 60u * 1000u)      /* 4.5.3.2.6 */
+#define SMTP_CLIENT_TIMEOUT_RSET_MS (20u * 1000u)           /* Postfix */
+#define SMTP_CLIENT_TIMEOUT_QUIT_MS (5u * 60u * 1000u)      /* Postfix */
+
+struct smtp_client_conf {
+	const char *helo_name;    /* our host name for EHLO/HELO */
+	size_t reply_line_max;    /* reply line incl. CRLF; RFC 5321 4.5.3.1.5
+	                             says 512, servers send more: 4096 is sane */
+	unsigned max_reply_lines; /* lines of one multiline reply (EHLO has ~15) */
+};
+
+enum smtp_client_event {
+	SMTP_CLIENT_EV_NEED_INPUT = 0, /* all input consumed; wait for the server */
+	SMTP_CLIENT_EV_READY,          /* EHLO/HELO done, session idle: submit or quit */
+	SMTP_CLIENT_EV_SEND_BODY,      /* DATA accepted: send the stored body, then
+	                                  call smtp_client_body_sent() */
+	SMTP_CLIENT_EV_MSG_DONE,       /* the submitted message is finished: read
+	                                  smtp_client_result(); then the session is
+	                                  idle (submit/quit) unless
+	                                  smtp_client_closed() says it ended */
+	SMTP_CLIENT_EV_CLOSE,          /* session over (QUIT answered, 421, EOF,
+	                                  error): close the connection */
+};
+
+/* Capabilities from the EHLO reply (none after a HELO fallback). */
+#define SMTP_CLIENT_CAP_PIPELINING 0x01u /* RFC 2920 */
+#define SMTP_CLIENT_CAP_SIZE 0x02u       /* RFC 1870 */
+#define SMTP_CLIENT_CAP_8BITMIME 0x04u   /* RFC 6152 */
+#define SMTP_CLIENT_CAP_ENHANCED 0x08u   /* RFC 2034 ENHANCEDSTATUSCODES */
+#define SMTP_CLIENT_CAP_SMTPUTF8 0x10u   /* RFC 6531 */
+
+/* A message to deliver. Everything is copied by smtp_client_submit(): none
+ * of it needs to outlive the call. Addresses are mailboxes without angle
+ * brackets, not NUL-terminated; sender_len 0 is the null path "<>". */
+struct smtp_client_msg {
+	const char *sender;
+	size_t sender_len;
+	unsigned nrcpt;
+	const char *const *rcpt;
+	const size_t *rcpt_len;
+	uint64_t size;  /* octets for SIZE= (RFC 1870: the stored body length) */
+	int eightbit;   /* body is 8-bit: BODY=8BITMIME (spool SPOOL_MSG_8BITMIME) */
+	int smtputf8;   /* message needs SMTPUTF8 (spool SPOOL_MSG_SMTPUTF8); an
+	                   8-bit address needs it whatever this says */
+};
+
+enum smtp_client_status {
+	SMTP_CLIENT_DELIVERED = 1, /* 2xx RCPT and 2xx after the final dot */
+	SMTP_CLIENT_DEFERRED,      /* 4xx anywhere, or the session failed: keep */
+	SMTP_CLIENT_BOUNCED,       /* 5xx: return to the sender */
+};
+
+/* One reply as the result of a recipient, or why a session ended. */
+struct smtp_client_result {
+	enum smtp_client_status status;
+	int code;                      /* 250, 452, 550, ...; 4xx/5xx made up when local */
+	char enh[SMTP_CLIENT_ENH_MAX]; /* RFC 3463 "x.y.z", NUL-terminated; the
+	                                  server's, else "<class>.0.0" */
+	const char *text;              /* reply text, printable ASCII only
+	                                  (anything else is '?'), not
+	                                  NUL-terminated; use text_len */
+	size_t text_len;
+	int local;                     /* 1: decided here (lost connection,
+	                                  timeout, protocol error, SIZE,
+	                                  8BITMIME, SMTPUTF8), not a server reply */
+};
+
+struct smtp_client;
+
+/* Create a session waiting for the server's greeting. conf must outlive it;
+ * peer (for log lines, may be NULL) is copied. Returns NULL when out of
+ * memory. Panics on a conf that makes no sense (our bug). */
+struct smtp_client *smtp_client_new(const struct smtp_client_conf *conf,
+		const char *peer);
+
+/* Free a session. NULL is fine. Returns NULL. */
+struct smtp_client *smtp_client_free(struct smtp_client *c);
+
+/*
+ * Feed n bytes from the server. Commands to send are appended to out.
+ * Returns the bytes consumed; *ev says why it stopped. With
+ * SMTP_CLIENT_EV_NEED_INPUT everything was consumed (a partial reply line is
+ * kept inside, bounded by reply_line_max). With any other event it may be
+ * less than n: the caller acts on the event and then feeds the rest again.
+ * n == 0 means EOF (or a broken connection): undecided recipients are
+ * deferred ("lost connection"). Once closed, feed returns 0 and
+ * SMTP_CLIENT_EV_CLOSE. If the session ends while a message is in progress,
+ * feed first returns SMTP_CLIENT_EV_MSG_DONE for it, then (next call)
+ * SMTP_CLIENT_EV_CLOSE.
+ */
+size_t smtp_client_feed(struct smtp_client *c, const char *p, size_t n,
+		struct buf *out, enum smtp_client_event *ev);
+
+/*
+ * Start delivering m; only when idle (after EV_READY or EV_MSG_DONE).
+ * Appends MAIL FROM:<s> [SIZE=n] [BODY=8BITMIME] [SMTPUTF8], RCPT TO:<r> for
+ * each recipient and DATA to out: all at once when the server advertised
+ * PIPELINING (RFC 2920), else only MAIL and the rest one per reply.
+ * Returns:
+ *   0        started; results come with EV_MSG_DONE.
+ *   -EBUSY   not idle (or closed); nothing done, no results.
+ *   -EINVAL  nrcpt == 0; nothing done, no results.
+ * Any other negative value means the message was decided here without a
+ * word to the server, every recipient's result is already set (read them as
+ * after EV_MSG_DONE) and the session stays idle:
+ *   -E2BIG   size over the server's SIZE (RFC 1870 6.1): 552 5.3.4, bounced.
+ *   -EMEDIUMTYPE 8-bit body, server without 8BITMIME (RFC 6152 3: must not
+ *            send it; we do not downgrade MIME): 554 5.6.3, bounced.
+ *   -EILSEQ  SMTPUTF8 needed (flag or 8-bit sender), not offered (RFC 6531
+ *            3.4): 553 5.6.7, bounced. A recipient that alone is 8-bit gets
+ *            553 5.6.7 by itself and the others go on; -EILSEQ if none is left.
+ *   -EBADMSG sender (553 5.1.7) or every recipient (553 5.1.3) unusable:
+ *            CR, LF or NUL inside, or longer than RFC 5321 4.5.3.1.3 allows.
+ *   -ENOMEM  out (or our command buffer) could not grow: 451 4.3.0, deferred.
+ */
+int smtp_client_submit(struct smtp_client *c, const struct smtp_client_msg *m,
+		struct buf *out);
+
+/* The caller has sent (queued) the whole stored body after EV_SEND_BODY:
+ * append the final ".\r\n" (the body ends in CRLF: spool form). Returns 0,
+ * -EBUSY when no body was expected, or -ENOMEM/-E2BIG when out cannot grow
+ * (then call smtp_client_abort()). */
+int smtp_client_body_sent(struct smtp_client *c, struct buf *out);
+
+/* Result for recipient i (the caller's index in the submitted message), or
+ * NULL when i is out of range or no message has finished. Valid after
+ * EV_MSG_DONE or a failed submit, until the next smtp_client_submit() or
+ * smtp_client_free(); the text points into the session. */
+const struct smtp_client_result *smtp_client_result(const struct smtp_client *c,
+		unsigned i);
+
+/* The message-level reply of the last finished message: the MAIL failure,
+ * the DATA refusal or the reply to the final dot; 0 when there was none
+ * (every RCPT refused, session lost, decided locally). */
+int smtp_client_msg_code(const struct smtp_client *c);
+
+/* Append QUIT; only when idle. Returns 0, -EBUSY (not idle) or the buffer
+ * error. The 221 (or anything, or EOF) then gives EV_CLOSE. */
+int smtp_client_quit(struct smtp_client *c, struct buf *out);
+
+/* Milliseconds to wait for the server now (see the table above; with
+ * pipelining, for the oldest unanswered command), SMTP_CLIENT_TIMEOUT_BLOCK_MS
+ * while the caller sends the body, 0 when nothing is awaited (idle or
+ * closed). Like Postfix, arm it again after every read that made progress. */
+unsigned smtp_client_timeout_ms(const struct smtp_client *c);
+
+/* The timer from smtp_client_timeout_ms() expired: undecided recipients are
+ * deferred (451 4.4.2 "conversation timed out while ..."), the session is
+ * closed. Returns EV_MSG_DONE when a message was in progress (read the
+ * results, then close), else EV_CLOSE. */
+enum smtp_client_event smtp_client_timed_out(struct smtp_client *c);
+
+/* The same for any other reason to drop the session (write error,
+ * shutdown): why (NUL-terminated, ours) becomes the 451 4.4.2 text. */
+enum smtp_client_event smtp_client_abort(struct smtp_client *c, const char *why);
+
+/* 1 once the session is over (the next feed returns EV_CLOSE). */
+int smtp_client_closed(const struct smtp_client *c);
+
+/* Why the session ended: the server's refusal (greeting, EHLO/HELO, 421,
+ * failed RSET) or the local reason (lost connection, timeout, protocol
+ * error). NULL while open and after a clean QUIT. Valid until
+ * smtp_client_free(). */
+const struct smtp_client_result *smtp_client_close_reason(const struct smtp_client *c);
+
+/* SMTP_CLIENT_CAP_* from EHLO; *size_max (may be NULL) gets the SIZE
+ * limit, 0 for none. */
+unsigned smtp_client_caps(const struct smtp_client *c, uint64_t *size_max);
+
+#endif

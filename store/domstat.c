@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * domstat: see domstat.h. Insertion claims an empty slot with one CAS on its
+ * key; lookups probe linearly until the key or an empty slot. Counters are
+ * relaxed atomics: a quota check may see a count a few messages old, which
+ * quota semantics tolerate (they are a bound on held bytes, not a lock).
+ */
+#include "store/domstat.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#define DOMSTAT_MIN_SLOTS 64
+#define DOMSTAT_NAME_MAX 255 /* RFC 1035 2.3.4 */
+
+struct domstat_cell {
+	_Atomic uint64_t key;     /* 0: empty */
+	_Atomic int64_t msgs;
+	_Atomic int64_t bytes;
+	uint64_t pad;             /* 32 bytes: two cells per cache line */
+};
+
+struct domstat {
+	struct domstat_cell *cells;
+	size_t mask;
+};
+
+static uint64_t domstat_hash(const char *p, size_t n)
+{
+	uint64_t h = 14695981039346656037ull;
+
+	if (n > 0 && p[n - 1] == '.')
+		n--;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)p[i];
+		if (c >= 'A' && c <= 'Z')
+			c = (unsigned char)(c + 32);
+		h ^= c;
+		h *= 1099511628211ull;
+	}
+	return h ? h : 1; /* 0 marks an empty slot */
+}
+
+struct domstat *domstat_new(size_t max_domains)
+{
+	struct domstat *t = calloc(1, sizeof(*t));
+	size_t n = DOMSTAT_MIN_SLOTS;
+
+	if (!t)
+		return NULL;
+	while (n < max_domains * 2)
+		n *= 2;
+	t->cells = calloc(n, sizeof(*t->cells));
+	if (!t->cells) {
+		free(t);
+		return NULL;
+	}
+	t->mask = n - 1;
+	return t;
+}
+
+struct domstat *domstat_free(struct domstat *t)
+{
+	if (t) {
+		free(t->cells);
+		free(t);
+	}
+	return NULL;
+}
+
+static struct domstat_cell *find(const struct domstat *t, uint64_t h, int insert)
+{
+	for (size_t i = h & t->mask, n = 0; n <= t->mask; i = (i + 1) & t->mask, n++) {
+		struct domstat_cell *c = &t->cells[i];
+		uint64_t k = atomic_load_explicit(&c->key, memory_order_acquire);
+
+		if (k == h)
+			return c;
+		if (k != 0)
+			continue;
+		if (!insert)
+			return NULL;
+		if (atomic_compare_exchange_strong(&c->key, &k, h))
+			return c;
+		if (k == h) /* another thread claimed it for the same domain */
+			return c;
+	}
+	return NULL;
+}
+
+struct domstat_cell *domstat_cell(struct domstat *t, const char *domain, size_t len)
+{
+	if (len > DOMSTAT_NAME_MAX + 1)
+		return NULL;
+	return find(t, domstat_hash(domain, len), 1);
+}
+
+void domstat_add(struct domstat_cell *c, int64_t msgs, int64_t bytes)
+{
+	atomic_fetch_add_explicit(&c->msgs, msgs, memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->bytes, bytes, memory_order_relaxed);
+}
+
+uint64_t domstat_bytes(const struct domstat *t, const char *domain, size_t len)
+{
+	struct domstat_cell *c = find(t, domstat_hash(domain, len), 0);
+	int64_t v = c ? atomic_load_explicit(&c->bytes, memory_order_relaxed) : 0;
+
+	return v > 0 ? (uint64_t)v : 0;
+}
+
+uint64_t domstat_msgs(const struct domstat *t, const char *domain, size_t len)
+{
+	struct domstat_cell *c = find(t, domstat_hash(domain, len), 0);
+	int64_t v = c ? atomic_load_explicit(&c->msgs, memory_order_relaxed) : 0;
+
+	return v > 0 ? (uint64_t)v : 0;
+}

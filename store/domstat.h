@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * domstat: how much mail is held per domain across all shards of this node,
+ * for quota checks and ETRN replies. Each shard's index is private to its
+ * engine thread; this table is the one thing they share: a fixed-size,
+ * lock-free open-addressing table keyed by a 64-bit hash of the lower-cased
+ * domain, with atomic counters. Cells are never removed (a drained domain's
+ * counters are simply zero), so a reader never sees a cell vanish.
+ * Two domains whose 64-bit hashes collide would share counters: with FNV-1a
+ * over 100,000 domains that has odds of about 1 in 3.7 billion.
+ */
+#ifndef ETRND_STORE_DOMSTAT_H
+#define ETRND_STORE_DOMSTAT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct domstat;
+struct domstat_cell;
+
+/* A table for up to max_domains domains (rounded up; memory 32 bytes per
+ * slot, two slots per domain). NULL on allocation failure. */
+struct domstat *domstat_new(size_t max_domains);
+struct domstat *domstat_free(struct domstat *t);
+
+/* The cell of a domain (any case, trailing dot ignored), created if needed.
+ * NULL when the table is full (counting stops for new domains; logged once
+ * by the caller). Thread-safe; lock-free. */
+struct domstat_cell *domstat_cell(struct domstat *t, const char *domain, size_t len);
+
+/* Add (or with negative values, remove) messages and bytes. Thread-safe. */
+void domstat_add(struct domstat_cell *c, int64_t msgs, int64_t bytes);
+
+/* Current counters of a domain; 0 for a domain never counted. */
+uint64_t domstat_bytes(const struct domstat *t, const char *domain, size_t len);
+uint64_t domstat_msgs(const struct domstat *t, const char *domain, size_t len);
+
+#endif

@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: MIT */
+/* Tests for store/domstat.c: lookups by case and trailing dot, counts under
+ * concurrent inserts and updates from several threads, a full table. */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "store/domstat.h"
+
+Test(domstat, basics)
+{
+	struct domstat *t = domstat_new(16);
+	struct domstat_cell *c = domstat_cell(t, "Demo.Test.", 10);
+
+	cr_assert_not_null(c);
+	domstat_add(c, 2, 5000);
+	cr_expect_eq(domstat_msgs(t, "demo.test", 9), 2);
+	cr_expect_eq(domstat_bytes(t, "DEMO.TEST", 9), 5000);
+	cr_expect_eq(domstat_cell(t, "demo.test", 9), c, "same cell for the same domain");
+	cr_expect_eq(domstat_bytes(t, "other.test", 10), 0);
+	domstat_add(c, -2, -5000);
+	cr_expect_eq(domstat_msgs(t, "demo.test", 9), 0);
+	/* Counters never read negative, even if a caller over-subtracts. */
+	domstat_add(c, -1, -1);
+	cr_expect_eq(domstat_bytes(t, "demo.test", 9), 0);
+	domstat_free(t);
+}
+
+Test(domstat, full_table)
+{
+	struct domstat *t = domstat_new(1); /* the minimum: 64 slots */
+	char name[32];
+	int made = 0;
+
+	for (int i = 0; i < 100; i++) {
+		snprintf(name, sizeof(name), "d%d.test", i);
+		if (domstat_cell(t, name, strlen(name)))
+			made++;
+	}
+	cr_expect_eq(made, 64, "every slot used, then NULL: got %d", made);
+	domstat_free(t);
+}
+
+enum { THREADS = 4, DOMAINS = 500, ROUNDS = 200 };
+static struct domstat *shared;
+
+static void *worker(void *arg)
+{
+	char name[32];
+
+	(void)arg;
+	for (int r = 0; r < ROUNDS; r++) {
+		for (int d = 0; d < DOMAINS; d++) {
+			struct domstat_cell *c;
+			snprintf(name, sizeof(name), "cust%d.example", d);
+			c = domstat_cell(shared, name, strlen(name));
+			if (c)
+				domstat_add(c, 1, d);
+		}
+	}
+	return NULL;
+}
+
+Test(domstat, concurrent)
+{
+	pthread_t th[THREADS];
+	char name[32];
+
+	shared = domstat_new(DOMAINS);
+	for (int i = 0; i < THREADS; i++)
+		pthread_create(&th[i], NULL, worker, NULL);
+	for (int i = 0; i < THREADS; i++)
+		pthread_join(th[i], NULL);
+	for (int d = 0; d < DOMAINS; d++) {
+		snprintf(name, sizeof(name), "cust%d.example", d);
+		cr_expect_eq(domstat_msgs(shared, name, strlen(name)), THREADS * ROUNDS, "%s", name);
+		cr_expect_eq(domstat_bytes(shared, name, strlen(name)),
+			     (uint64_t)THREADS * ROUNDS * d, "%s", name);
+	}
+	domstat_free(shared);
+}
