@@ -41,7 +41,7 @@
  * it; bounds memory per connection against a peer that pipelines a flood
  * behind a DATA whose commit is pending. */
 #define LOOP_PENDING_MAX (64u * 1024)
-#define LOOP_FILE_OPS_MAX 64
+#define LOOP_FILE_OPS_MAX 128
 #define LOOP_TICK_MAX_MS 1000
 #define LOOP_TICK_MIN_MS 100
 #define LOOP_PEER_MAX (INET6_ADDRSTRLEN + 8)

@@ -33,6 +33,9 @@
 /* Records per batch are bounded by the iovecs one writev takes (IOV_MAX,
  * 1024 on Linux): two per record (head, body). */
 #define SPOOL_IOV_MAX 1024
+/* Record reads in flight per shard: a few per drain connection, plus expiry
+ * and compaction; the loop has LOOP_FILE_OPS_MAX slots for all file ops. */
+#define SPOOL_READS_MAX 32
 #define SPOOL_DOMAIN_MAX 256          /* RFC 1035 2.3.4: 255 + NUL */
 #define SPOOL_SEG_NAME_LEN 16          /* hex digits of the first sequence */
 #define SPOOL_ENTRY_POOL_KEEP 4096     /* entries kept for reuse */
@@ -67,6 +70,14 @@ struct spool_batch {
 	uint64_t round_len;       /* bytes the current round's write asked for */
 };
 
+struct spool_read_op {
+	struct spool_shard *sh;
+	uint32_t len;
+	spool_done_fn fn;
+	void *arg;
+	int used;
+};
+
 struct spool_shard {
 	struct loop *loop;
 	unsigned shard;
@@ -86,11 +97,12 @@ struct spool_shard {
 	uint32_t unlink_id;
 	char unlink_name[SPOOL_SEG_NAME_LEN + 8];
 
-	/* One record read at a time (expiry, later drains of old mail). */
-	int rd_fd;
-	uint32_t rd_len;
-	spool_done_fn rd_fn;
-	void *rd_arg;
+	/* Record reads in flight (expiry, drains, compaction), and read-only
+	 * descriptors of segments, opened once, indexed by segment id. */
+	struct spool_read_op rd[SPOOL_READS_MAX];
+	unsigned rd_inflight;
+	int *rfd;
+	uint32_t nrfd;
 
 	int seg_fd;
 	uint64_t seg_off;
@@ -228,7 +240,6 @@ struct spool_shard *spool_shard_open(struct loop *loop,
 	sh->domstat = conf->domstat;
 	sh->dirfd = -1;
 	sh->seg_fd = -1;
-	sh->rd_fd = -1;
 	n = snprintf(sh->dir, sizeof(sh->dir), "%s/%u", conf->dir, conf->shard);
 	if (n < 0 || (size_t)n >= sizeof(sh->dir)) {
 		snprintf(err, errlen, "%s: spool path too long", conf->dir);
@@ -286,6 +297,10 @@ struct spool_shard *spool_shard_close(struct spool_shard *sh)
 		close(sh->seg_fd);
 	if (sh->dirfd >= 0)
 		close(sh->dirfd);
+	for (uint32_t i = 0; i < sh->nrfd; i++)
+		if (sh->rfd[i] >= 0)
+			close(sh->rfd[i]);
+	free(sh->rfd);
 	spool_index_free(sh->idx);
 	free(sh->addrs);
 	free(sh);
@@ -306,7 +321,7 @@ int spool_shard_busy(void *arg)
 {
 	struct spool_shard *sh = arg;
 
-	return sh->inflight || sh->q_first != NULL || sh->unlinking || sh->rd_fd >= 0;
+	return sh->inflight || sh->q_first != NULL || sh->unlinking || sh->rd_inflight;
 }
 
 /* ---- queueing ----------------------------------------------------------- */
@@ -633,6 +648,7 @@ fail:
 }
 
 static void reap_dead(struct spool_shard *sh);
+static void segment_rfd_close(struct spool_shard *sh, uint32_t seg_id);
 
 static void unlink_done(void *arg, int res)
 {
@@ -649,6 +665,7 @@ static void unlink_done(void *arg, int res)
 	}
 	log_info("spool shard %u: removed segment %s (all its messages done)",
 		 sh->shard, sh->unlink_name);
+	segment_rfd_close(sh, sh->unlink_id);
 	(void)spool_index_segment_remove(sh->idx, sh->unlink_id);
 	reap_dead(sh);
 }
@@ -843,45 +860,85 @@ struct spool_index *spool_shard_index(struct spool_shard *sh)
 
 static void read_done(void *arg, int res)
 {
-	struct spool_shard *sh = arg;
-	spool_done_fn fn = sh->rd_fn;
+	struct spool_read_op *op = arg;
+	struct spool_shard *sh = op->sh;
+	spool_done_fn fn = op->fn;
+	void *fn_arg = op->arg;
 
-	close(sh->rd_fd);
-	sh->rd_fd = -1;
-	if (res >= 0 && (uint32_t)res != sh->rd_len)
+	if (res >= 0 && (uint32_t)res != op->len)
 		res = -EIO; /* the record is shorter on disk than the index says */
-	fn(sh->rd_arg, res < 0 ? res : 0);
+	op->used = 0;
+	sh->rd_inflight--;
+	fn(fn_arg, res < 0 ? res : 0);
+}
+
+/* The read-only descriptor of a segment, opened on first use. */
+static int segment_rfd(struct spool_shard *sh, uint32_t seg_id)
+{
+	struct spool_index_seg_stat st;
+	char name[SPOOL_SEG_NAME_LEN + 8];
+
+	if (seg_id >= sh->nrfd) {
+		uint32_t n = sh->nrfd ? sh->nrfd : 64;
+		int *p;
+
+		while (n <= seg_id)
+			n *= 2;
+		p = realloc(sh->rfd, n * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		for (uint32_t i = sh->nrfd; i < n; i++)
+			p[i] = -1;
+		sh->rfd = p;
+		sh->nrfd = n;
+	}
+	if (sh->rfd[seg_id] >= 0)
+		return sh->rfd[seg_id];
+	if (spool_index_segment_stat(sh->idx, seg_id, &st))
+		return -ENOENT;
+	snprintf(name, sizeof(name), "%016" PRIx64 ".seg", st.first_seq);
+	/* Once per segment: a metadata operation like creating one. */
+	sh->rfd[seg_id] = openat(sh->dirfd, name, O_RDONLY | O_CLOEXEC);
+	if (sh->rfd[seg_id] < 0) {
+		int rc = -errno;
+		sh->rfd[seg_id] = -1;
+		return rc;
+	}
+	return sh->rfd[seg_id];
+}
+
+static void segment_rfd_close(struct spool_shard *sh, uint32_t seg_id)
+{
+	if (seg_id < sh->nrfd && sh->rfd[seg_id] >= 0) {
+		close(sh->rfd[seg_id]);
+		sh->rfd[seg_id] = -1;
+	}
 }
 
 int spool_shard_read(struct spool_shard *sh, uint32_t seg_id, uint64_t off,
 		     uint32_t len, char *buf, spool_done_fn fn, void *arg)
 {
-	struct spool_index_seg_stat st;
-	char name[SPOOL_SEG_NAME_LEN + 8];
-	int rc;
+	struct spool_read_op *op = NULL;
+	int fd, rc;
 
-	if (sh->rd_fd >= 0)
+	for (unsigned i = 0; i < SPOOL_READS_MAX && !op; i++)
+		if (!sh->rd[i].used)
+			op = &sh->rd[i];
+	if (!op)
 		return -EBUSY;
-	if (spool_index_segment_stat(sh->idx, seg_id, &st))
-		return -ENOENT;
-	snprintf(name, sizeof(name), "%016" PRIx64 ".seg", st.first_seq);
-	/* An open per read: reads of old records are rare (expiry), and the
-	 * open is a metadata operation like creating a segment. */
-	sh->rd_fd = openat(sh->dirfd, name, O_RDONLY | O_CLOEXEC);
-	if (sh->rd_fd < 0) {
-		rc = -errno;
-		sh->rd_fd = -1;
+	fd = segment_rfd(sh, seg_id);
+	if (fd < 0)
+		return fd;
+	op->sh = sh;
+	op->len = len;
+	op->fn = fn;
+	op->arg = arg;
+	rc = loop_file_read(sh->loop, fd, buf, len, off, read_done, op);
+	if (rc)
 		return rc;
-	}
-	sh->rd_len = len;
-	sh->rd_fn = fn;
-	sh->rd_arg = arg;
-	rc = loop_file_read(sh->loop, sh->rd_fd, buf, len, off, read_done, sh);
-	if (rc) {
-		close(sh->rd_fd);
-		sh->rd_fd = -1;
-	}
-	return rc;
+	op->used = 1;
+	sh->rd_inflight++;
+	return 0;
 }
 
 struct domstat *spool_shard_domstat(struct spool_shard *sh)

@@ -91,8 +91,9 @@ struct spool_index *spool_shard_index(struct spool_shard *sh);
 /*
  * Read a stored record: len bytes at off of segment seg_id (as the index
  * gives them) into buf, which must stay valid until fn(arg, err) runs: err 0
- * when all len bytes were read, else -errno. One read at a time per shard:
- * -EBUSY while one is in flight; -ENOENT for an unknown segment.
+ * when all len bytes were read, else -errno. Up to SPOOL_READS_MAX (32)
+ * reads in flight per shard: -EBUSY beyond that (try again next turn);
+ * -ENOENT for an unknown segment.
  */
 int spool_shard_read(struct spool_shard *sh, uint32_t seg_id, uint64_t off,
 		uint32_t len, char *buf, spool_done_fn fn, void *arg);
