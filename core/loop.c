@@ -54,7 +54,8 @@ enum loop_op {
 	OP_FILE,     /* slot = file op */
 	OP_TIMER,
 	OP_WAKE,
-	OP_IGNORE,   /* cancel requests: nothing to do on completion */
+	OP_CONNECT,  /* slot = connection */
+	OP_IGNORE,   /* cancel requests, link timeouts: nothing to do */
 };
 
 /* user_data: op in bits 56..63, slot in 32..55, generation in 0..31. */
@@ -79,10 +80,13 @@ enum conn_flag {
 	CONN_SHUTDOWN = 1u << 9,    /* ops->shutdown already called */
 	CONN_DEAD = 1u << 10,       /* socket error: drop output, tear down */
 	CONN_TORNDOWN = 1u << 11,   /* shutdown(2) issued */
+	CONN_CONNECTING = 1u << 12, /* outbound: connect in flight */
 };
 
 struct conn {
 	struct loop *loop;
+	const struct conn_ops *ops;   /* the listener's, or the connect()er's */
+	void *ops_arg;
 	void *st;
 	int fd;
 	uint32_t slot;
@@ -94,6 +98,10 @@ struct conn {
 	struct buf pending;   /* input kept while paused */
 	uint64_t start_ms;
 	uint64_t last_ms;
+	unsigned timeout_ms;  /* idle timeout; 0 = the config's idle_timeout */
+	struct sockaddr_storage dst; /* outbound: where to connect */
+	socklen_t dstlen;
+	struct __kernel_timespec cto; /* outbound: connect timeout */
 	struct conn *next;    /* free list or deferred work list */
 	char peer[LOOP_PEER_MAX];
 };
@@ -103,6 +111,12 @@ struct loop_file_op {
 	void *arg;
 	uint32_t gen;
 	int next_free;
+};
+
+struct loop_msg {
+	struct loop_msg *next;
+	loop_hook_fn fn;
+	void *arg;
 };
 
 struct loop_listener {
@@ -139,6 +153,7 @@ struct loop {
 	unsigned fops_inflight;
 
 	int wakefd;
+	_Atomic(struct loop_msg *) inbox; /* posted from other threads */
 	uint64_t wakeval;
 	atomic_int stop_req;
 	int stopping;
@@ -377,9 +392,12 @@ static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
 	c->flags = CONN_USED;
 	c->woff = 0;
 	c->start_ms = c->last_ms = now_ms();
+	c->ops = l->ops;
+	c->ops_arg = l->ops_arg;
+	c->timeout_ms = 0;
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	peer_text(fd, c->peer, sizeof(c->peer));
-	c->st = l->ops->open(l->ops_arg, c, c->peer);
+	c->st = c->ops->open(c->ops_arg, c, c->peer);
 	if (!c->st) {
 		close(fd);
 		conn_free_slot(c);
@@ -407,10 +425,8 @@ static void conn_teardown(struct conn *c)
 
 static void conn_finish(struct conn *c)
 {
-	struct loop *l = c->loop;
-
 	close(c->fd);
-	l->ops->close(l->ops_arg, c, c->st);
+	c->ops->close(c->ops_arg, c, c->st);
 	conn_free_slot(c);
 }
 
@@ -438,7 +454,7 @@ static void conn_deliver(struct conn *c, const char *p, size_t n)
 		}
 		return;
 	}
-	used = l->ops->data(l->ops_arg, c, c->st, p, n);
+	used = c->ops->data(c->ops_arg, c, c->st, p, n);
 	if (used < n && !(c->flags & CONN_CLOSING)) {
 		c->flags |= CONN_PAUSED;
 		if (buf_append(&c->pending, p + used, n - used)) {
@@ -474,7 +490,7 @@ static void on_recv(struct loop *l, struct io_uring_cqe *cqe)
 			c->flags |= CONN_EOF;
 			if (!(c->flags & CONN_PAUSED) && !c->pending.len) {
 				c->flags &= ~CONN_EOF;
-				(void)l->ops->data(l->ops_arg, c, c->st, NULL, 0);
+				(void)c->ops->data(c->ops_arg, c, c->st, NULL, 0);
 			}
 		}
 		if (c->flags & CONN_RECV_ARMED)
@@ -539,7 +555,7 @@ static void on_send(struct loop *l, struct io_uring_cqe *cqe)
 			c->flags |= CONN_EOF;
 			if (!(c->flags & CONN_PAUSED)) {
 				c->flags &= ~CONN_EOF;
-				(void)l->ops->data(l->ops_arg, c, c->st, NULL, 0);
+				(void)c->ops->data(c->ops_arg, c, c->st, NULL, 0);
 			}
 		}
 		if (c->flags & CONN_CLOSING)
@@ -595,7 +611,7 @@ static void loop_do_work(struct loop *l)
 		}
 		c->flags &= ~(CONN_RESUME | CONN_PAUSED);
 		if (c->pending.len) {
-			size_t used = l->ops->data(l->ops_arg, c, c->st, c->pending.data,
+			size_t used = c->ops->data(c->ops_arg, c, c->st, c->pending.data,
 						   c->pending.len);
 			buf_consume(&c->pending, used);
 			if (c->pending.len && !(c->flags & CONN_CLOSING)) {
@@ -607,7 +623,7 @@ static void loop_do_work(struct loop *l)
 			continue;
 		if (c->flags & CONN_EOF) {
 			c->flags &= ~CONN_EOF;
-			(void)l->ops->data(l->ops_arg, c, c->st, NULL, 0);
+			(void)c->ops->data(c->ops_arg, c, c->st, NULL, 0);
 			continue;
 		}
 		if ((c->flags & CONN_RECV_STOPPED) && !(c->flags & CONN_RECV_ARMED)) {
@@ -639,6 +655,125 @@ struct buf *conn_out(struct conn *c) { return &c->out; }
 struct loop *conn_loop(const struct conn *c) { return c->loop; }
 const char *conn_peer(const struct conn *c) { return c->peer; }
 unsigned loop_index(const struct loop *l) { return l->index; }
+
+void conn_set_timeout(struct conn *c, unsigned ms)
+{
+	c->timeout_ms = ms;
+	c->last_ms = now_ms();
+}
+
+int loop_connect(struct loop *l, const struct sockaddr *sa, socklen_t salen,
+		 unsigned timeout_ms, const struct conn_ops *ops, void *ops_arg,
+		 void *cookie)
+{
+	struct io_uring_sqe *sqe;
+	struct conn *c = l->free_conns;
+	int fd;
+
+	if (l->stopping)
+		return -ESHUTDOWN;
+	if (!c)
+		return -EMFILE; /* every slot in use: max_connections */
+	if (salen > sizeof(c->dst))
+		return -EINVAL;
+	/* socket(2) is a quick local call; the connect, which waits on the
+	 * network, goes through the ring with a linked timeout. */
+	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	l->free_conns = c->next;
+	l->nconns++;
+	c->next = NULL;
+	c->fd = fd;
+	c->flags = CONN_USED | CONN_CONNECTING;
+	c->ops = ops;
+	c->ops_arg = ops_arg;
+	c->st = cookie; /* until connected() gives the real state */
+	c->woff = 0;
+	c->timeout_ms = 0;
+	c->start_ms = c->last_ms = now_ms();
+	memcpy(&c->dst, sa, salen);
+	c->dstlen = salen;
+	c->cto.tv_sec = timeout_ms / 1000;
+	c->cto.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
+	loop_sqe_room(l, 2);
+	sqe = loop_sqe(l);
+	io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&c->dst, c->dstlen);
+	sqe->flags |= IOSQE_IO_LINK;
+	io_uring_sqe_set_data64(sqe, ud_make(OP_CONNECT, c->slot, c->gen));
+	sqe = loop_sqe(l);
+	io_uring_prep_link_timeout(sqe, &c->cto, 0);
+	io_uring_sqe_set_data64(sqe, ud_make(OP_IGNORE, 0, 0));
+	return 0;
+}
+
+static void on_connect(struct loop *l, struct io_uring_cqe *cqe)
+{
+	struct conn *c = &l->conns[ud_slot(cqe->user_data)];
+	void *cookie;
+	int one = 1, res = cqe->res;
+
+	if (!(c->flags & CONN_USED) || c->gen != ud_gen(cqe->user_data))
+		panic("connect completion for a free slot");
+	cookie = c->st;
+	c->flags &= ~CONN_CONNECTING;
+	if (res == -ECANCELED)
+		res = -ETIMEDOUT; /* the linked timeout fired */
+	if (res == 0 && l->stopping)
+		res = -ESHUTDOWN;
+	if (res < 0) {
+		close(c->fd);
+		conn_free_slot(c);
+		(void)c->ops->connected(c->ops_arg, NULL, cookie, res);
+		return;
+	}
+	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	peer_text(c->fd, c->peer, sizeof(c->peer));
+	c->last_ms = now_ms();
+	c->st = c->ops->connected(c->ops_arg, c, cookie, 0);
+	if (!c->st) {
+		close(c->fd);
+		conn_free_slot(c);
+		return;
+	}
+	arm_recv(c);
+	conn_flush(c);
+}
+
+int loop_post(struct loop *l, loop_hook_fn fn, void *arg)
+{
+	struct loop_msg *m = malloc(sizeof(*m));
+	uint64_t one = 1;
+
+	if (!m)
+		return -ENOMEM;
+	m->fn = fn;
+	m->arg = arg;
+	m->next = atomic_load(&l->inbox);
+	/* Lock-free push (Treiber stack); the loop takes the whole list. */
+	while (!atomic_compare_exchange_weak(&l->inbox, &m->next, m))
+		;
+	(void)!write(l->wakefd, &one, sizeof(one));
+	return 0;
+}
+
+/* Run what other threads posted, in the order they posted it. */
+static void loop_run_inbox(struct loop *l)
+{
+	struct loop_msg *m = atomic_exchange(&l->inbox, NULL), *fifo = NULL, *next;
+
+	while (m) {
+		next = m->next;
+		m->next = fifo;
+		fifo = m;
+		m = next;
+	}
+	for (m = fifo; m; m = next) {
+		next = m->next;
+		m->fn(m->arg);
+		free(m);
+	}
+}
 
 /* ---- file operations ---------------------------------------------------- */
 
@@ -791,7 +926,7 @@ static void loop_begin_stop(struct loop *l)
 		struct conn *c = &l->conns[s];
 		if ((c->flags & CONN_USED) && !(c->flags & (CONN_CLOSING | CONN_SHUTDOWN))) {
 			c->flags |= CONN_SHUTDOWN;
-			l->ops->shutdown(l->ops_arg, c, c->st);
+			c->ops->shutdown(c->ops_arg, c, c->st);
 		}
 	}
 }
@@ -810,9 +945,11 @@ static void on_timer(struct loop *l)
 			conn_close(c);
 			continue;
 		}
-		if (now - c->last_ms >= l->cfg->idle_timeout_ms ||
+		if (c->flags & CONN_CONNECTING)
+			continue; /* bounded by its linked connect timeout */
+		if (now - c->last_ms >= (c->timeout_ms ? c->timeout_ms : l->cfg->idle_timeout_ms) ||
 		    now - c->start_ms >= l->cfg->session_timeout_ms)
-			l->ops->timeout(l->ops_arg, c, c->st);
+			c->ops->timeout(c->ops_arg, c, c->st);
 	}
 	/* A connection stuck behind a send the peer never reads would hold
 	 * shutdown forever: past the deadline, cut it off. */
@@ -962,6 +1099,13 @@ struct loop *loop_free(struct loop *l)
 	}
 	free(l->conns);
 	free(l->rearm);
+	{
+		struct loop_msg *m = atomic_exchange(&l->inbox, NULL), *next;
+		for (; m; m = next) {
+			next = m->next;
+			free(m); /* posted after the loop ended: nobody to run it */
+		}
+	}
 	if (l->wakefd >= 0)
 		close(l->wakefd);
 	if (l->ring_ok)
@@ -998,6 +1142,8 @@ int loop_run(struct loop *l)
 		epoch_quiescent();
 		if (atomic_load_explicit(&l->stop_req, memory_order_relaxed))
 			loop_begin_stop(l);
+		if (atomic_load_explicit(&l->inbox, memory_order_relaxed))
+			loop_run_inbox(l);
 		loop_do_work(l);
 		for (uint32_t i = 0; i < l->nrearm; i++) {
 			struct conn *c = l->rearm[i];
@@ -1025,10 +1171,12 @@ int loop_run(struct loop *l)
 			case OP_RECV: on_recv(l, cqe); break;
 			case OP_SEND: on_send(l, cqe); break;
 			case OP_FILE: on_file(l, cqe); break;
+			case OP_CONNECT: on_connect(l, cqe); break;
 			case OP_TIMER: on_timer(l); break;
 			case OP_WAKE:
-				if (!l->stopping && !atomic_load(&l->stop_req))
-					arm_wake(l);
+				/* Posts and stop requests share the eventfd; keep
+				 * listening until the loop is done. */
+				arm_wake(l);
 				break;
 			case OP_IGNORE:
 			case OP_NONE:

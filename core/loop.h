@@ -41,6 +41,10 @@ struct conn_ops {
 	/* The connection is gone (after conn_close() or a socket error). The
 	 * state may be freed here. The conn pointer is invalid afterwards. */
 	void (*close)(void *arg, struct conn *c, void *st);
+	/* Outbound only (loop_connect): the connect finished. err 0: c is
+	 * connected, return its state (NULL closes it); err < 0 (-ETIMEDOUT,
+	 * -ECONNREFUSED, ...): c is NULL and nothing else follows. */
+	void *(*connected)(void *arg, struct conn *c, void *cookie, int err);
 };
 
 struct loop_conf {
@@ -102,6 +106,24 @@ int loop_file_read(struct loop *l, int fd, void *buf, unsigned len, uint64_t off
 /* Unlink dirfd/name (name must stay valid until fn runs). */
 int loop_file_unlinkat(struct loop *l, int dirfd, const char *name,
 		loop_done_fn fn, void *arg);
+
+/*
+ * Open an outbound TCP connection to sa; ops (with connected()) drive it like
+ * an accepted one. The connect waits at most timeout_ms. Returns 0 (then
+ * ops->connected() follows, once), or -errno at once: -EMFILE when every
+ * connection slot is in use, -ESHUTDOWN while stopping.
+ */
+int loop_connect(struct loop *l, const struct sockaddr *sa, socklen_t salen,
+		unsigned timeout_ms, const struct conn_ops *ops, void *ops_arg,
+		void *cookie);
+
+/* From any thread: run fn(arg) on the loop's thread, soon, in post order.
+ * Returns 0 or -ENOMEM. A post to a loop that has finished is dropped. */
+int loop_post(struct loop *l, loop_hook_fn fn, void *arg);
+
+/* This connection's idle timeout (RFC 5321 4.5.3.2 for a client: it changes
+ * with the reply awaited); restarts the idle clock. */
+void conn_set_timeout(struct conn *c, unsigned ms);
 
 /* The connection's output buffer: append replies, then conn_flush(). */
 struct buf *conn_out(struct conn *c);
