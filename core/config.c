@@ -633,6 +633,8 @@ static const struct config_key config_keys[] = {
 	{ "shutdown_timeout", set_duration, OFF(shutdown_timeout_ms), 0, MS_PER_DAY },
 	/* Like Postfix's maximal_queue_lifetime; a duration is held in 32-bit
 	 * milliseconds, so at most 49 days. */
+	{ "drain_connections", set_uint, OFF(drain_connections), 1, 64 },
+	{ "etrn_rate_limit", set_uint, OFF(etrn_rate_limit), 1, 100000 },
 	{ "max_hold", set_duration, OFF(max_hold_ms), 1000, 49 * MS_PER_DAY },
 	{ "clock_offset", set_duration, OFF(clock_offset_ms), 0, 49 * MS_PER_DAY },
 	{ "log_level", set_log_level, 0, 0, 0 },
@@ -666,6 +668,8 @@ void config_defaults(struct config *c)
 	c->bare_lf_normalize = 0;
 	c->max_connections = 20000;
 	c->shutdown_timeout_ms = 30 * 1000;
+	c->drain_connections = 4;
+	c->etrn_rate_limit = 60;
 	c->max_hold_ms = 5u * 86400u * 1000u;
 	c->clock_offset_ms = 0;
 	c->log_level = LOGL_INFO;

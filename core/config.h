@@ -59,6 +59,8 @@ struct config {
 	int bare_lf_normalize;
 	unsigned max_connections;       /* per engine thread */
 	unsigned shutdown_timeout_ms;
+	unsigned drain_connections;     /* per engine thread per drain */
+	unsigned etrn_rate_limit;       /* ETRN per client address per minute */
 	unsigned max_hold_ms;           /* held mail expires after this */
 	unsigned clock_offset_ms;       /* test aid: added to the wall clock */
 	int log_level;                  /* enum log_level */

@@ -21,6 +21,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/loop.h"
+#include "proto/drain.h"
 #include "proto/smtpd.h"
 #include "store/domstat.h"
 #include "store/spool.h"
@@ -38,6 +39,7 @@ struct engine {
 	const struct config *cfg;
 	const struct domtab_live *dt;   /* published by the control thread */
 	struct domstat *ds;             /* held mail per domain, all shards */
+	struct drain_hub *hub;          /* ETRN drains across engine threads */
 	struct epoch *ep;               /* QSBR domain of the engine threads */
 	struct loop *loop;
 	enum engine_state state;
@@ -64,6 +66,7 @@ static void *engine_main(void *arg)
 	struct smtpd *d;
 	struct loop_conf lc;
 	struct loop *l = NULL;
+	struct drain *dr = NULL;
 
 	/* A reader of the domain table from here on; offline until loop_run()
 	 * passes its first quiescent point, so a slow spool recovery does not
@@ -103,17 +106,26 @@ static void *engine_main(void *arg)
 		snprintf(e->err, sizeof(e->err), "engine %u: out of memory", e->index);
 		goto fail;
 	}
+	dr = drain_new(e->hub, e->index, l, sh);
+	if (!dr) {
+		snprintf(e->err, sizeof(e->err), "engine %u: out of memory", e->index);
+		goto fail;
+	}
+	smtpd_set_drain(d, dr);
 	loop_set_turn_hook(l, smtpd_turn, d);
 	loop_set_busy_check(l, smtpd_busy, d);
 	e->loop = l;
 	engine_report(e, ENGINE_READY);
 	e->exit_rc = loop_run(l);
+	smtpd_set_drain(d, NULL);
+	dr = drain_free(dr);
 	epoch_unregister();
 	spool_shard_close(sh);
 	loop_free(l);
 	smtpd_free(d);
 	return NULL;
 fail:
+	drain_free(dr);
 	spool_shard_close(sh);
 	loop_free(l);
 	smtpd_free(d);
@@ -139,6 +151,7 @@ int main(int argc, char **argv)
 	struct engine *eng;
 	struct domtab_live *dt;
 	struct domstat *ds;
+	struct drain_hub *hub;
 	struct epoch *ep;
 	struct control *ctl;
 	struct config cfg;
@@ -205,7 +218,8 @@ int main(int argc, char **argv)
 	dt = ep ? domtab_live_new(NULL, ep) : NULL;
 	eng = calloc(cfg.threads, sizeof(*eng));
 	ds = domstat_new(ETRND_DOMSTAT_DOMAINS);
-	if (!dt || !eng || !ds)
+	hub = dt ? drain_hub_new(&cfg, dt, cfg.threads) : NULL;
+	if (!dt || !eng || !ds || !hub)
 		fatal("out of memory");
 	ctl = control_start(&cfg, dt, err, sizeof(err));
 	if (!ctl)
@@ -216,6 +230,7 @@ int main(int argc, char **argv)
 		eng[i].dt = dt;
 		eng[i].ep = ep;
 		eng[i].ds = ds;
+		eng[i].hub = hub;
 		if (pthread_create(&eng[i].thread, NULL, engine_main, &eng[i])) {
 			snprintf(eng[i].err, sizeof(eng[i].err), "pthread_create: %s",
 				 strerror(errno));
@@ -275,6 +290,7 @@ int main(int argc, char **argv)
 	free(eng);
 	domtab_live_free(dt);
 	domstat_free(ds);
+	drain_hub_free(hub);
 	epoch_free(ep);
 	config_free(&cfg);
 	return failed ? 1 : 0;

@@ -19,6 +19,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "proto/bounce.h"
 #include "proto/dsn.h"
 #include "proto/smtp_server.h"
 #include "store/spool_index.h"
@@ -32,7 +33,6 @@
 /* RFC 3463: 4.4.7 "delivery time expired"; reported as failed (5.4.7 would
  * also do; Postfix reports 4.4.7 with Action: failed). */
 #define EXPIRE_STATUS "4.4.7"
-#define EXPIRE_POSTMASTER_MAX 300
 
 struct expire {
 	struct expire_conf conf;
@@ -55,7 +55,6 @@ struct expire {
 	uint32_t pending_cap;
 	uint32_t npending;
 	uint64_t count;
-	char postmaster[EXPIRE_POSTMASTER_MAX];
 };
 
 static uint64_t now_us(const struct expire *x)
@@ -78,7 +77,6 @@ struct expire *expire_new(const struct expire_conf *conf, struct spool_shard *sh
 	x->idx = spool_shard_index(sh);
 	buf_init(&x->rec, 0);
 	buf_init(&x->dsn, 0);
-	snprintf(x->postmaster, sizeof(x->postmaster), "MAILER-DAEMON@%s", conf->hostname);
 	return x;
 }
 
@@ -160,7 +158,7 @@ static void expire_scan(struct expire *x, uint64_t now)
 	x->next_scan_us = x->njobs == EXPIRE_BATCH ? now : now + EXPIRE_SCAN_INTERVAL_US;
 }
 
-/* Both the DSN and the last DONE report here; the job ends with the last. */
+/* bounce_queue() reports here once everything it queued is durable. */
 static void job_part_done(void *arg, int err)
 {
 	struct expire *x = arg;
@@ -207,6 +205,7 @@ static void job_read(void *arg, int err)
 	struct spool_rec_hdr hdr;
 	struct spool_rec_msg m;
 	struct dsn_rcpt *dr = NULL;
+	struct bounce_req br;
 	const char *payload;
 	char qid[SMTP_QID_MAX], addr[300];
 	uint64_t now = now_us(x);
@@ -253,84 +252,36 @@ static void job_read(void *arg, int err)
 			 qid, log_printable(addr, sizeof(addr), a.p, a.len),
 			 (double)(now - hdr.time_us) / 1e6);
 	}
-	if (x->has_dsn) {
-		struct dsn_input in;
-		struct spool_msg dm;
-		const char *rcpt[1];
-		size_t rcpt_len[1];
-		unsigned flags = 0;
-		char seed[DSN_SEED_MAX];
-
-		dr = calloc(x->npending, sizeof(*dr));
-		if (!dr) {
-			rc = -ENOMEM;
-			goto fail;
-		}
-		for (uint32_t i = 0; i < x->npending; i++) {
-			struct spool_rec_addr a = spool_rec_msg_rcpt(&m, x->pending[i]);
-			dr[i].addr = a.p;
-			dr[i].addr_len = a.len;
-			dr[i].action = DSN_ACTION_FAILED;
-			dr[i].status = EXPIRE_STATUS;
-		}
-		x->dsn_id = spool_shard_new_msgid(x->sh);
-		spool_msgid_format(x->dsn_id, seed, sizeof(seed));
-		memset(&in, 0, sizeof(in));
-		in.reporting_mta = x->conf.hostname;
-		in.postmaster = x->postmaster;
-		in.qid = qid;
-		in.sender = m.sender.p;
-		in.sender_len = m.sender.len;
-		in.arrival = (time_t)(hdr.time_us / 1000000);
-		in.now = (time_t)(now / 1000000);
-		in.rcpt = dr;
-		in.nrcpt = x->npending;
-		in.orig = m.body;
-		in.orig_len = m.body_len;
-		in.return_full = 0; /* headers only, as Postfix does for expiry */
-		in.message_id_seed = seed;
-		buf_reset(&x->dsn);
-		rc = dsn_build(&in, &x->dsn, &flags);
-		free(dr);
-		dr = NULL;
-		if (rc)
-			goto fail;
-		rcpt[0] = m.sender.p;
-		rcpt_len[0] = m.sender.len;
-		memset(&dm, 0, sizeof(dm));
-		dm.msgid = x->dsn_id;
-		dm.flags = (flags & DSN_OUT_8BIT) ? SPOOL_MSG_8BITMIME : 0;
-		dm.sender = "";
-		dm.sender_len = 0;
-		dm.nrcpt = 1;
-		dm.rcpt = rcpt;
-		dm.rcpt_len = rcpt_len;
-		dm.body = x->dsn.data;
-		dm.body_len = x->dsn.len;
-		/* The DSN goes first: the DONEs follow it in the same batch, so
-		 * the recipients are never marked expired without it. */
-		rc = spool_append_msg(x->sh, &dm, job_part_done, x);
-		if (rc)
-			goto fail;
-		x->outstanding++;
-	} else {
+	if (!x->has_dsn)
 		log_info("%s: null sender: no delivery status notification", qid);
+	dr = calloc(x->npending, sizeof(*dr));
+	if (!dr) {
+		rc = -ENOMEM;
+		goto fail;
 	}
 	for (uint32_t i = 0; i < x->npending; i++) {
-		int last = i + 1 == x->npending;
-		rc = spool_append_done(x->sh, x->msgid, x->pending[i], SPOOL_DONE_EXPIRED,
-				       last ? job_part_done : NULL, last ? x : NULL);
-		if (rc)
-			goto fail; /* the DSN may be stored alone: at worst sent twice */
-		if (last)
-			x->outstanding++;
+		dr[i].action = DSN_ACTION_FAILED;
+		dr[i].status = EXPIRE_STATUS;
 	}
+	memset(&br, 0, sizeof(br));
+	br.hostname = x->conf.hostname;
+	br.hdr = &hdr;
+	br.msg = &m;
+	br.rcpt = x->pending;
+	br.why = dr;
+	br.nrcpt = x->npending;
+	br.status = SPOOL_DONE_EXPIRED;
+	br.now_us = now;
+	rc = bounce_queue(x->sh, &br, &x->dsn, &x->dsn_id, job_part_done, x);
+	free(dr);
+	dr = NULL;
+	if (rc)
+		goto fail;
+	x->outstanding = 1;
 	return; /* job_part_done() ends the job */
 fail:
 	free(dr);
 	log_err("%s: cannot expire: %s; retried at the next scan", qid, strerror(-rc));
-	if (x->outstanding)
-		return; /* the queued DSN borrows x->dsn: end with its callback */
 skip:
 	x->busy = 0;
 }

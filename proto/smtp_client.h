@@ -154,7 +154,9 @@ size_t smtp_client_feed(struct smtp_client *c, const char *p, size_t n,
  *            553 5.6.7 by itself and the others go on; -EILSEQ if none is left.
  *   -EBADMSG sender (553 5.1.7) or every recipient (553 5.1.3) unusable:
  *            CR, LF or NUL inside, or longer than RFC 5321 4.5.3.1.3 allows.
- *   -ENOMEM  out (or our command buffer) could not grow: 451 4.3.0, deferred.
+ *   -ENOMEM  out (or our command buffer) could not grow: nothing was sent,
+ *            451 4.3.0, deferred (if even the result array could not be
+ *            allocated, smtp_client_result() is NULL: defer them all).
  */
 int smtp_client_submit(struct smtp_client *c, const struct smtp_client_msg *m,
 		struct buf *out);

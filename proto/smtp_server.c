@@ -20,6 +20,7 @@
 #define SMTP_CLIENT_MAX 64      /* client address text; INET6_ADDRSTRLEN is 46 */
 #define SMTP_REPLY_MAX 512      /* reply line incl. CRLF; RFC 5321 4.5.3.1.5 */
 #define SMTP_RECEIVED_ROOM 1024 /* Received: header, not counting our hostname */
+#define SMTP_ETRN_NODE_MAX 256  /* "@" or "#" + a domain (RFC 1035 2.3.4: 255) */
 #define SMTP_LOG_TEXT 160       /* untrusted text quoted in a log line */
 #define SMTP_DATE_MAX 64        /* "Tue, 24 Nov 2026 00:38:41 +0000 (UTC)" */
 #define SMTP_NUL_WINDOW 4096    /* DATA: look for NUL bytes this far ahead */
@@ -246,6 +247,8 @@ static void smtp_proceed_ehlo(struct smtp_session *s, struct smtp_cmd_ctx *c, st
 	smtp_reply(s, out, "250-SIZE %zu", s->conf->limits.size_max);
 	smtp_reply(s, out, "250-8BITMIME");
 	smtp_reply(s, out, "250-ENHANCEDSTATUSCODES");
+	if (s->conf->etrn)
+		smtp_reply(s, out, "250-ETRN");
 	smtp_reply(s, out, "250 SMTPUTF8");
 }
 
@@ -608,7 +611,8 @@ static void smtp_proceed_vrfy(struct smtp_session *s, struct smtp_cmd_ctx *c, st
 
 static void smtp_proceed_help(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
 {
-	smtp_reply(s, out, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
+	smtp_reply(s, out, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP%s",
+		   s->conf->etrn ? " ETRN" : "");
 }
 
 /* EXPN, and commands that later issues implement (ETRN, ATRN, AUTH,
@@ -617,6 +621,54 @@ static int smtp_check_unimpl(struct smtp_session *s, struct smtp_cmd_ctx *c, str
 {
 	smtp_reply(s, out, "502 5.5.1 Command not implemented");
 	return SMTP_CHECK_FAIL;
+}
+
+/* ETRN node (RFC 1985 section 3): a domain, "@domain" (it and its
+ * subdomains) or "#queue" (an operator-defined queue name). */
+static int smtp_etrn_syntax_ok(const char *p, size_t n)
+{
+	size_t i = 0;
+
+	if (n > 0 && (p[0] == '@' || p[0] == '#'))
+		i = 1;
+	if (i == n || n > SMTP_ETRN_NODE_MAX)
+		return 0;
+	for (; i < n; i++) {
+		unsigned char ch = (unsigned char)p[i];
+		if (!(ch >= 'a' && ch <= 'z') && !(ch >= 'A' && ch <= 'Z') &&
+		    !(ch >= '0' && ch <= '9') && ch != '.' && ch != '-' && ch != '_')
+			return 0;
+	}
+	return 1;
+}
+
+static int smtp_check_etrn(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	if (!s->conf->etrn)
+		return smtp_check_unimpl(s, c, out);
+	if (s->state == SMTP_STATE_INIT) {
+		smtp_reply(s, out, "503 5.5.1 Error: send HELO/EHLO first");
+		return SMTP_CHECK_FAIL;
+	}
+	/* RFC 1985 section 3: not inside a mail transaction. */
+	if (s->state != SMTP_STATE_READY) {
+		smtp_reply(s, out, "503 5.5.1 Error: MAIL transaction in progress");
+		return SMTP_CHECK_FAIL;
+	}
+	if (c->arg_len == 0) {
+		smtp_reply(s, out, "500 5.5.2 Syntax: ETRN domain");
+		return SMTP_CHECK_FAIL;
+	}
+	if (!smtp_etrn_syntax_ok(c->arg, c->arg_len)) {
+		smtp_reply(s, out, "501 5.5.4 Syntax error in parameters: ETRN domain, @domain or #queue");
+		return SMTP_CHECK_FAIL;
+	}
+	return SMTP_CHECK_OK;
+}
+
+static void smtp_proceed_etrn(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	s->conf->etrn(s->conf->etrn_arg, s->client_addr, c->arg, c->arg_len, out);
 }
 
 /* Not SMTP at all: an HTTP or proxy request (cross-protocol attack, or a
@@ -639,7 +691,7 @@ static const struct smtp_cmd smtp_cmds[] = {
 	{ "VRFY", smtp_check_vrfy, smtp_proceed_vrfy, 0 },
 	{ "HELP", smtp_check_any, smtp_proceed_help, 0 },
 	{ "EXPN", smtp_check_unimpl, NULL, SMTP_CMDF_JUNK },
-	{ "ETRN", smtp_check_unimpl, NULL, 0 },
+	{ "ETRN", smtp_check_etrn, smtp_proceed_etrn, 0 },
 	{ "ATRN", smtp_check_unimpl, NULL, 0 },
 	{ "AUTH", smtp_check_unimpl, NULL, 0 },
 	{ "STARTTLS", smtp_check_unimpl, NULL, 0 },

@@ -52,6 +52,13 @@ typedef void (*smtp_new_id_fn)(void *arg, uint64_t *msgid, char *qid);
  * Tests set it for reproducible transcripts. */
 typedef time_t (*smtp_clock_fn)(void *arg);
 
+/* ETRN (RFC 1985) with node as the client gave it: "domain", "@domain" or
+ * "#queue" (syntax already checked; not NUL-terminated). The callback
+ * appends the whole reply (250/251/252/253/458/459 with enhanced codes) to
+ * out; it must answer at once and never wait for delivery. */
+typedef void (*smtp_etrn_fn)(void *arg, const char *client_addr,
+		const char *node, size_t len, struct buf *out);
+
 struct smtp_server_conf {
 	const char *hostname;    /* our name in the banner, EHLO and Received: */
 	struct smtp_limits limits;
@@ -61,6 +68,8 @@ struct smtp_server_conf {
 	void *new_id_arg;
 	smtp_clock_fn clock;     /* may be NULL */
 	void *clock_arg;
+	smtp_etrn_fn etrn;       /* NULL: ETRN not offered (502) */
+	void *etrn_arg;
 };
 
 enum smtp_event {

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "proto/drain.h"
 #include "proto/expire.h"
 #include "proto/smtp_server.h"
 #include "store/domstat.h"
@@ -27,6 +28,7 @@ struct smtpd {
 	const struct domtab_live *dt;  /* the published domain table */
 	struct spool_shard *spool;
 	struct expire *expire;
+	struct drain *drain;
 	struct smtp_server_conf sconf;
 	/* Scratch for handing recipient lists to the spool (copied there). */
 	const char **rcpt;
@@ -72,6 +74,24 @@ static void smtpd_new_id(void *arg, uint64_t *msgid, char *qid)
 	spool_msgid_format(*msgid, qid, SMTP_QID_MAX);
 }
 
+static void smtpd_etrn(void *arg, const char *client, const char *node, size_t len,
+		       struct buf *out)
+{
+	struct smtpd *d = arg;
+
+	if (!d->drain) {
+		(void)buf_printf(out, "458 4.3.0 Unable to queue messages for node %.*s\r\n",
+				 (int)len, node);
+		return;
+	}
+	drain_etrn(d->drain, client, node, len, out);
+}
+
+void smtpd_set_drain(struct smtpd *d, struct drain *dr)
+{
+	d->drain = dr;
+}
+
 struct smtpd *smtpd_new(const struct config *cfg, const struct domtab_live *dt)
 {
 	struct smtpd *d = calloc(1, sizeof(*d));
@@ -92,6 +112,8 @@ struct smtpd *smtpd_new(const struct config *cfg, const struct domtab_live *dt)
 	d->sconf.rcpt_arg = d;
 	d->sconf.new_id = smtpd_new_id;
 	d->sconf.new_id_arg = d;
+	d->sconf.etrn = smtpd_etrn;
+	d->sconf.etrn_arg = d;
 	buf_init(&busy, sizeof(d->busy) - 1);
 	smtp_server_reply_busy(&busy, cfg->hostname);
 	if (busy.len)
@@ -141,7 +163,8 @@ int smtpd_busy(void *arg)
 	/* Asked only once the loop is stopping: start no new expiry work,
 	 * finish what is in flight. */
 	expire_stop(d->expire);
-	return expire_busy(d->expire) || spool_shard_busy(d->spool);
+	return expire_busy(d->expire) || spool_shard_busy(d->spool) ||
+	       (d->drain && drain_busy(d->drain));
 }
 
 const char *smtpd_busy_reply(const struct smtpd *d)

@@ -32,6 +32,11 @@ int smtpd_set_spool(struct smtpd *d, struct spool_shard *sh);
 void smtpd_turn(void *arg);
 int smtpd_busy(void *arg);
 
+/* Attach the thread's ETRN drainer (proto/drain.h); without one ETRN is
+ * answered 458. */
+struct drain;
+void smtpd_set_drain(struct smtpd *d, struct drain *dr);
+
 /* The 421 line for connections over max_connections (lives as long as d). */
 const char *smtpd_busy_reply(const struct smtpd *d);
 

@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bounce: return undeliverable mail to its sender. For a stored message and
+ * some of its recipients it queues, in one group commit, an RFC 3464 DSN to
+ * the envelope sender (never to the null sender) followed by a DONE record
+ * per recipient, so recipients are never marked done without their DSN.
+ * Used by expiry (4.4.7) and by drains on a 5xx from the customer's server.
+ */
+#ifndef ETRND_PROTO_BOUNCE_H
+#define ETRND_PROTO_BOUNCE_H
+
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "proto/dsn.h"
+#include "store/spool.h"
+#include "store/spool_rec.h"
+
+struct bounce_req {
+	const char *hostname;             /* Reporting-MTA, MAILER-DAEMON@host */
+	const struct spool_rec_hdr *hdr;  /* the stored message ... */
+	const struct spool_rec_msg *msg;  /* ... decoded */
+	const uint32_t *rcpt;             /* its recipients being returned */
+	const struct dsn_rcpt *why;       /* their DSN fields (addr filled in
+	                                     here from msg when NULL) */
+	unsigned nrcpt;
+	enum spool_done_status status;    /* DONE status: BOUNCED or EXPIRED */
+	uint64_t now_us;
+};
+
+/*
+ * Build the DSN into dsn (reset first; it must stay untouched until done
+ * runs) and queue it and the DONE records. done(arg, err) runs once, when the
+ * last record is durable (or failed). *dsn_id gets the DSN's message id (0
+ * when no DSN: null sender). Returns 0 (done follows) or -errno (nothing
+ * queued: done does not run).
+ */
+int bounce_queue(struct spool_shard *sh, const struct bounce_req *r,
+		struct buf *dsn, uint64_t *dsn_id, spool_done_fn done, void *arg);
+
+#endif

@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * drain: ETRN (RFC 1985) on this node. An ETRN received by any engine thread
+ * is answered at once (250/251/252/253/458/459) and fanned out to every
+ * engine thread, since each holds part of the mail in its own spool shard.
+ * Each thread then opens up to drain_connections outbound connections to the
+ * domain's destination and delivers its share with the SMTP client state
+ * machine (PIPELINING, many messages per connection), recording a DONE per
+ * delivered or bounced recipient. 4xx and connection failures leave mail
+ * queued for the next ETRN; 5xx bounces it with a DSN to the sender.
+ */
+#ifndef ETRND_PROTO_DRAIN_H
+#define ETRND_PROTO_DRAIN_H
+
+#include <stddef.h>
+
+#include "admin/domtab.h"
+#include "core/buf.h"
+#include "core/config.h"
+#include "core/loop.h"
+#include "store/spool.h"
+
+/* Process-wide: which domains are being drained, and the engine threads to
+ * fan a drain out to. */
+struct drain_hub;
+/* Per engine thread. */
+struct drain;
+
+/* The hub for nthreads engine threads. cfg and dt must outlive it. */
+struct drain_hub *drain_hub_new(const struct config *cfg,
+		const struct domtab_live *dt, unsigned nthreads);
+struct drain_hub *drain_hub_free(struct drain_hub *h);
+
+/* Create thread index's drainer on its loop and shard (before loop_run). */
+struct drain *drain_new(struct drain_hub *h, unsigned index, struct loop *l,
+		struct spool_shard *sh);
+struct drain *drain_free(struct drain *d);
+
+/* 1 while this thread has drain connections or work in flight. */
+int drain_busy(const struct drain *d);
+
+/*
+ * Answer ETRN node (as smtp_server's etrn callback gives it) from client
+ * (its printable address) on thread d, and start the drain. Appends the
+ * whole reply to out; never blocks and never waits for delivery.
+ */
+void drain_etrn(struct drain *d, const char *client, const char *node,
+		size_t len, struct buf *out);
+
+#endif

@@ -1,0 +1,1034 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * smtp_client: the RFC 5321 client session as a pure state machine (see
+ * smtp_client.h for the contract). One allocation per session for the struct
+ * and its bounded reply-line buffer; the per-message buffers (commands,
+ * recipient results, reply texts) are reused from message to message.
+ */
+#include "proto/smtp_client.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "proto/smtp_parse.h"
+
+#define SMTPC_PEER_MAX 64   /* peer text in log lines */
+#define SMTPC_LOG_TEXT 160  /* untrusted text quoted in a log line */
+#define SMTPC_CMD_MAX (SMTP_DOMAIN_MAX + 16) /* "EHLO name" line */
+/* Give memory back after an unusually large recipient list. */
+#define SMTPC_SHRINK_OVER (64u * 1024u)
+#define SMTPC_KEEP (4u * 1024u)
+
+enum smtp_client_state {
+	SMTP_CLIENT_STATE_GREETING = 0, /* connected, waiting for 220 */
+	SMTP_CLIENT_STATE_EHLO,         /* EHLO sent */
+	SMTP_CLIENT_STATE_HELO,         /* EHLO refused, HELO sent */
+	SMTP_CLIENT_STATE_READY,        /* idle */
+	SMTP_CLIENT_STATE_TX,           /* MAIL/RCPT/DATA replies outstanding */
+	SMTP_CLIENT_STATE_BODY,         /* 354 seen, the caller sends the body */
+	SMTP_CLIENT_STATE_DOT,          /* final dot sent */
+	SMTP_CLIENT_STATE_RSET,         /* aborted transaction, RSET sent */
+	SMTP_CLIENT_STATE_QUIT,         /* QUIT sent */
+	SMTP_CLIENT_STATE_CLOSED,
+};
+
+static const char *const smtp_client_state_names[] = {
+	"GREETING", "EHLO", "HELO", "READY", "TX", "BODY", "DOT", "RSET", "QUIT",
+	"CLOSED",
+};
+
+/* What the session waits for: picks the timeout and names the phase in
+ * "lost connection while ..." texts. */
+enum smtp_client_wait {
+	SMTP_CLIENT_WAIT_NONE = 0,
+	SMTP_CLIENT_WAIT_GREETING,
+	SMTP_CLIENT_WAIT_EHLO,
+	SMTP_CLIENT_WAIT_HELO,
+	SMTP_CLIENT_WAIT_MAIL,
+	SMTP_CLIENT_WAIT_RCPT,
+	SMTP_CLIENT_WAIT_DATA,
+	SMTP_CLIENT_WAIT_BODY,
+	SMTP_CLIENT_WAIT_DOT,
+	SMTP_CLIENT_WAIT_RSET,
+	SMTP_CLIENT_WAIT_QUIT,
+};
+
+static const struct {
+	unsigned ms;
+	const char *phase;
+} smtp_client_waits[] = {
+	[SMTP_CLIENT_WAIT_NONE] = { 0, "idle" },
+	[SMTP_CLIENT_WAIT_GREETING] = { SMTP_CLIENT_TIMEOUT_GREETING_MS,
+		"receiving the initial server greeting" },
+	[SMTP_CLIENT_WAIT_EHLO] = { SMTP_CLIENT_TIMEOUT_HELO_MS, "sending EHLO" },
+	[SMTP_CLIENT_WAIT_HELO] = { SMTP_CLIENT_TIMEOUT_HELO_MS, "sending HELO" },
+	[SMTP_CLIENT_WAIT_MAIL] = { SMTP_CLIENT_TIMEOUT_MAIL_MS, "sending MAIL FROM" },
+	[SMTP_CLIENT_WAIT_RCPT] = { SMTP_CLIENT_TIMEOUT_RCPT_MS, "sending RCPT TO" },
+	[SMTP_CLIENT_WAIT_DATA] = { SMTP_CLIENT_TIMEOUT_DATA_MS, "sending DATA" },
+	[SMTP_CLIENT_WAIT_BODY] = { SMTP_CLIENT_TIMEOUT_BLOCK_MS, "sending message body" },
+	[SMTP_CLIENT_WAIT_DOT] = { SMTP_CLIENT_TIMEOUT_DOT_MS, "sending end of data" },
+	[SMTP_CLIENT_WAIT_RSET] = { SMTP_CLIENT_TIMEOUT_RSET_MS, "sending RSET" },
+	[SMTP_CLIENT_WAIT_QUIT] = { SMTP_CLIENT_TIMEOUT_QUIT_MS, "sending QUIT" },
+};
+
+/* Where a recipient stands within its message. */
+enum smtp_client_rstate {
+	SMTP_CLIENT_RCPT_PENDING = 0, /* RCPT not answered (or not sent) */
+	SMTP_CLIENT_RCPT_ACCEPTED,    /* 2xx to RCPT, waits for the final reply */
+	SMTP_CLIENT_RCPT_DONE,        /* result set */
+};
+
+struct smtp_client_rcpt {
+	struct smtp_client_result r; /* r.text set when the message finishes */
+	size_t text_off;             /* r's text in c->texts */
+	enum smtp_client_rstate state;
+};
+
+/* The reply being read (all lines so far). */
+struct smtp_client_reply {
+	int code;    /* 0 between replies */
+	unsigned lines;
+	char enh[SMTP_CLIENT_ENH_MAX];
+	char text[SMTP_CLIENT_TEXT_MAX];
+	size_t text_len;
+};
+
+struct smtp_client {
+	const struct smtp_client_conf *conf;
+	enum smtp_client_state state;
+	unsigned caps, ehlo_caps;     /* ehlo_caps: collected while reading EHLO */
+	uint64_t size_max, ehlo_size_max;
+	int in_msg;                   /* a submitted message is not finished */
+	/* transaction: commands MAIL, RCPT x nsend, DATA */
+	unsigned nrcpt;               /* recipients of the caller's message */
+	unsigned ncmd, sent, acked;
+	int mail_ok;
+	unsigned naccepted;
+	int msg_code;
+	int has_results;
+	struct buf cmds;              /* the formatted commands, back to back */
+	struct buf cmd_end;           /* size_t: end offset of each in cmds */
+	struct buf rcpt_map;          /* unsigned: caller index of each RCPT sent */
+	struct buf rcpts;             /* struct smtp_client_rcpt[nrcpt] */
+	struct buf texts;             /* reply texts the results point into */
+	struct smtp_client_reply reply;
+	struct smtp_client_result close_reason;
+	int has_close_reason;
+	char close_text[SMTP_CLIENT_TEXT_MAX];
+	char peer[SMTPC_PEER_MAX];
+	size_t line_len;              /* partial reply line in line[] */
+	char line[];                  /* conf->reply_line_max octets */
+};
+
+static void smtp_client_enter_state(struct smtp_client *c, enum smtp_client_state s)
+{
+	log_debug("smtp client %s: %s -> %s", c->peer,
+			smtp_client_state_names[c->state], smtp_client_state_names[s]);
+	c->state = s;
+}
+
+static enum smtp_client_wait smtp_client_waiting(const struct smtp_client *c)
+{
+	switch (c->state) {
+	case SMTP_CLIENT_STATE_GREETING: return SMTP_CLIENT_WAIT_GREETING;
+	case SMTP_CLIENT_STATE_EHLO: return SMTP_CLIENT_WAIT_EHLO;
+	case SMTP_CLIENT_STATE_HELO: return SMTP_CLIENT_WAIT_HELO;
+	case SMTP_CLIENT_STATE_TX:
+		if (c->acked == 0)
+			return SMTP_CLIENT_WAIT_MAIL;
+		return c->acked + 1 < c->ncmd ? SMTP_CLIENT_WAIT_RCPT : SMTP_CLIENT_WAIT_DATA;
+	case SMTP_CLIENT_STATE_BODY: return SMTP_CLIENT_WAIT_BODY;
+	case SMTP_CLIENT_STATE_DOT: return SMTP_CLIENT_WAIT_DOT;
+	case SMTP_CLIENT_STATE_RSET: return SMTP_CLIENT_WAIT_RSET;
+	case SMTP_CLIENT_STATE_QUIT: return SMTP_CLIENT_WAIT_QUIT;
+	default: return SMTP_CLIENT_WAIT_NONE;
+	}
+}
+
+static enum smtp_client_status smtp_client_status_of(int code)
+{
+	if (code / 100 == 2)
+		return SMTP_CLIENT_DELIVERED;
+	return code / 100 == 4 ? SMTP_CLIENT_DEFERRED : SMTP_CLIENT_BOUNCED;
+}
+
+/* Keep text (already printable) for results; returns its offset. When the
+ * buffer cannot grow, the results lose their text, not their status. */
+static size_t smtp_client_save_text(struct smtp_client *c, const char *t, size_t *len)
+{
+	size_t off = c->texts.len;
+
+	if (buf_append(&c->texts, t, *len) != 0)
+		*len = 0;
+	return off;
+}
+
+static struct smtp_client_rcpt *smtp_client_rcpt_at(struct smtp_client *c, unsigned i)
+{
+	return (struct smtp_client_rcpt *)c->rcpts.data + i;
+}
+
+/* Set the result of the undecided recipients to this reply: those accepted
+ * by RCPT (accepted != 0) and/or those not (pending != 0). */
+static void smtp_client_decide(struct smtp_client *c, int accepted, int pending, int code, const char *enh, const char *text,
+		size_t text_len, int local)
+{
+	size_t off = smtp_client_save_text(c, text, &text_len);
+	unsigned i;
+
+	for (i = 0; i < c->nrcpt; i++) {
+		struct smtp_client_rcpt *r = smtp_client_rcpt_at(c, i);
+
+		if (r->state == SMTP_CLIENT_RCPT_DONE ||
+				(r->state == SMTP_CLIENT_RCPT_ACCEPTED && !accepted) ||
+				(r->state == SMTP_CLIENT_RCPT_PENDING && !pending))
+			continue;
+		r->state = SMTP_CLIENT_RCPT_DONE;
+		r->r.status = smtp_client_status_of(code);
+		r->r.code = code;
+		snprintf(r->r.enh, sizeof(r->r.enh), "%s", enh);
+		r->text_off = off;
+		r->r.text_len = text_len;
+		r->r.local = local;
+	}
+}
+
+/* One recipient, from the current reply. */
+static void smtp_client_decide_one(struct smtp_client *c, unsigned i)
+{
+	struct smtp_client_rcpt *r = smtp_client_rcpt_at(c, i);
+	size_t len = c->reply.text_len;
+
+	r->text_off = smtp_client_save_text(c, c->reply.text, &len);
+	r->state = SMTP_CLIENT_RCPT_DONE;
+	r->r.status = smtp_client_status_of(c->reply.code);
+	r->r.code = c->reply.code;
+	memcpy(r->r.enh, c->reply.enh, sizeof(r->r.enh));
+	r->r.text_len = len;
+	r->r.local = 0;
+}
+
+/* A locally made result for one recipient (submit-time refusals). */
+static void smtp_client_decide_local(struct smtp_client *c, unsigned i, int code,
+		const char *enh, const char *text)
+{
+	struct smtp_client_rcpt *r = smtp_client_rcpt_at(c, i);
+	size_t len = strlen(text);
+
+	r->text_off = smtp_client_save_text(c, text, &len);
+	r->state = SMTP_CLIENT_RCPT_DONE;
+	r->r.status = smtp_client_status_of(code);
+	r->r.code = code;
+	snprintf(r->r.enh, sizeof(r->r.enh), "%s", enh);
+	r->r.text_len = len;
+	r->r.local = 1;
+}
+
+/* The message is over: point result texts into c->texts (it does not move
+ * again until the next submit) and go idle or stay closed. */
+static enum smtp_client_event smtp_client_finish(struct smtp_client *c)
+{
+	unsigned i;
+
+	for (i = 0; i < c->nrcpt; i++) {
+		struct smtp_client_rcpt *r = smtp_client_rcpt_at(c, i);
+
+		if (r->state != SMTP_CLIENT_RCPT_DONE)
+			panic("recipient %u of %u undecided", i, c->nrcpt);
+		r->r.text = r->r.text_len ? c->texts.data + r->text_off : "";
+	}
+	c->in_msg = 0;
+	c->has_results = 1;
+	if (c->state != SMTP_CLIENT_STATE_CLOSED && c->state != SMTP_CLIENT_STATE_READY)
+		smtp_client_enter_state(c, SMTP_CLIENT_STATE_READY);
+	return SMTP_CLIENT_EV_MSG_DONE;
+}
+
+static void smtp_client_set_close_reason(struct smtp_client *c, int code,
+		const char *enh, const char *text, size_t len, int local)
+{
+	struct smtp_client_result *r = &c->close_reason;
+
+	if (c->has_close_reason)
+		return; /* the first reason is the one that matters */
+	if (len > sizeof(c->close_text))
+		len = sizeof(c->close_text);
+	memcpy(c->close_text, text, len);
+	r->status = smtp_client_status_of(code);
+	r->code = code;
+	snprintf(r->enh, sizeof(r->enh), "%s", enh);
+	r->text = c->close_text;
+	r->text_len = len;
+	r->local = local;
+	c->has_close_reason = 1;
+}
+
+/* The session ends now, without QUIT: undecided recipients get this reply
+ * (deferred: callers only pass 4xx). */
+static enum smtp_client_event smtp_client_fail(struct smtp_client *c, int code,
+		const char *enh, const char *text, size_t len, int local)
+{
+	char logtext[SMTPC_LOG_TEXT];
+
+	log_info("smtp client %s: session failed in %s: %d %s %s", c->peer,
+			smtp_client_state_names[c->state], code, enh,
+			log_printable(logtext, sizeof(logtext), text, len));
+	smtp_client_set_close_reason(c, code, enh, text, len, local);
+	smtp_client_enter_state(c, SMTP_CLIENT_STATE_CLOSED);
+	c->line_len = 0;
+	c->reply.code = 0;
+	if (!c->in_msg)
+		return SMTP_CLIENT_EV_CLOSE;
+	smtp_client_decide(c, 1, 1, code, enh, text, len, local);
+	return smtp_client_finish(c);
+}
+
+/* Local failure "<what> while <phase>", 451 with enh. */
+static enum smtp_client_event smtp_client_fail_local(struct smtp_client *c,
+		const char *enh, const char *what)
+{
+	char text[SMTP_CLIENT_TEXT_MAX];
+	int n;
+
+	n = snprintf(text, sizeof(text), "%s while %s", what,
+			smtp_client_waits[smtp_client_waiting(c)].phase);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n >= sizeof(text))
+		n = (int)sizeof(text) - 1;
+	return smtp_client_fail(c, 451, enh, text, (size_t)n, 1);
+}
+
+/* RFC 3463 4.5.0: the server broke the protocol. */
+static enum smtp_client_event smtp_client_protocol_error(struct smtp_client *c,
+		const char *what)
+{
+	char buf[SMTP_CLIENT_TEXT_MAX];
+
+	snprintf(buf, sizeof(buf), "protocol error: %s", what);
+	return smtp_client_fail_local(c, "4.5.0", buf);
+}
+
+/* Append a command to out; a full buffer ends the session (RFC 3463
+ * 4.3.0: our own resource problem, deferred). */
+static int smtp_client_write(struct smtp_client *c, struct buf *out,
+		const char *p, size_t n)
+{
+	if (buf_append(out, p, n) == 0)
+		return 0;
+	log_warn("smtp client %s: output buffer full", c->peer);
+	return -1;
+}
+
+static enum smtp_client_event smtp_client_write_failed(struct smtp_client *c)
+{
+	return smtp_client_fail_local(c, "4.3.0", "cannot queue command");
+}
+
+static enum smtp_client_event smtp_client_send(struct smtp_client *c, struct buf *out,
+		const char *cmd, enum smtp_client_state next)
+{
+	if (smtp_client_write(c, out, cmd, strlen(cmd)) != 0)
+		return smtp_client_write_failed(c);
+	smtp_client_enter_state(c, next);
+	return SMTP_CLIENT_EV_NEED_INPUT;
+}
+
+/* Commands [from, to) of the transaction. */
+static int smtp_client_send_cmds(struct smtp_client *c, struct buf *out,
+		unsigned from, unsigned to)
+{
+	const size_t *end = (const size_t *)c->cmd_end.data;
+	size_t a = from ? end[from - 1] : 0;
+
+	if (smtp_client_write(c, out, c->cmds.data + a, end[to - 1] - a) != 0)
+		return -1;
+	c->sent = to;
+	return 0;
+}
+
+/* ---- session: greeting, EHLO, HELO, QUIT ------------------------------ */
+
+static enum smtp_client_event smtp_client_send_helo(struct smtp_client *c,
+		struct buf *out, const char *verb, enum smtp_client_state next)
+{
+	char cmd[SMTPC_CMD_MAX];
+	int n;
+
+	n = snprintf(cmd, sizeof(cmd), "%s %s\r\n", verb, c->conf->helo_name);
+	if (n < 0 || (size_t)n >= sizeof(cmd))
+		panic("helo_name too long");
+	return smtp_client_send(c, out, cmd, next);
+}
+
+/* RFC 5321 3.1/3.2: a refused greeting or EHLO/HELO: say QUIT, then close. */
+static enum smtp_client_event smtp_client_refused(struct smtp_client *c, struct buf *out)
+{
+	struct smtp_client_reply *rp = &c->reply;
+
+	smtp_client_set_close_reason(c, rp->code, rp->enh, rp->text, rp->text_len, 0);
+	return smtp_client_send(c, out, "QUIT\r\n", SMTP_CLIENT_STATE_QUIT);
+}
+
+static enum smtp_client_event smtp_client_on_greeting(struct smtp_client *c, struct buf *out)
+{
+	if (c->reply.code / 100 != 2)
+		return smtp_client_refused(c, out); /* 554 and friends */
+	c->ehlo_caps = 0;
+	c->ehlo_size_max = 0;
+	return smtp_client_send_helo(c, out, "EHLO", SMTP_CLIENT_STATE_EHLO);
+}
+
+static enum smtp_client_event smtp_client_on_ehlo(struct smtp_client *c, struct buf *out)
+{
+	int cls = c->reply.code / 100;
+
+	if (cls == 2) {
+		c->caps = c->ehlo_caps;
+		c->size_max = c->ehlo_size_max;
+		smtp_client_enter_state(c, SMTP_CLIENT_STATE_READY);
+		return SMTP_CLIENT_EV_READY;
+	}
+	/* RFC 5321 3.2: a server that does not know EHLO says 5xx; try
+	 * HELO. A 4xx is a temporary refusal of the session. */
+	if (cls == 5)
+		return smtp_client_send_helo(c, out, "HELO", SMTP_CLIENT_STATE_HELO);
+	return smtp_client_refused(c, out);
+}
+
+static enum smtp_client_event smtp_client_on_helo(struct smtp_client *c, struct buf *out)
+{
+	if (c->reply.code / 100 != 2)
+		return smtp_client_refused(c, out);
+	c->caps = 0;
+	c->size_max = 0;
+	smtp_client_enter_state(c, SMTP_CLIENT_STATE_READY);
+	return SMTP_CLIENT_EV_READY;
+}
+
+/* One EHLO keyword line (RFC 5321 4.1.1.1 ehlo-line), case-insensitive. */
+static void smtp_client_ehlo_keyword(struct smtp_client *c, const char *t, size_t n)
+{
+	size_t k = 0, i;
+
+	while (k < n && t[k] != ' ')
+		k++;
+	if (smtp_parse_token_eq(t, k, "PIPELINING")) {
+		c->ehlo_caps |= SMTP_CLIENT_CAP_PIPELINING;
+	} else if (smtp_parse_token_eq(t, k, "8BITMIME")) {
+		c->ehlo_caps |= SMTP_CLIENT_CAP_8BITMIME;
+	} else if (smtp_parse_token_eq(t, k, "ENHANCEDSTATUSCODES")) {
+		c->ehlo_caps |= SMTP_CLIENT_CAP_ENHANCED;
+	} else if (smtp_parse_token_eq(t, k, "SMTPUTF8")) {
+		c->ehlo_caps |= SMTP_CLIENT_CAP_SMTPUTF8;
+	} else if (smtp_parse_token_eq(t, k, "SIZE")) {
+		uint64_t v = 0;
+
+		/* RFC 1870 4: "SIZE" alone or "SIZE 0" is no fixed limit; an
+		 * unreadable or absurd number is treated the same. */
+		c->ehlo_caps |= SMTP_CLIENT_CAP_SIZE;
+		for (i = k; i < n && t[i] == ' '; i++)
+			;
+		for (; i < n; i++) {
+			unsigned d = (unsigned char)t[i] - '0';
+
+			if (d > 9 || v > (UINT64_MAX - d) / 10) {
+				v = 0;
+				break;
+			}
+			v = v * 10 + d;
+		}
+		c->ehlo_size_max = v;
+	}
+}
+
+/* ---- transaction ------------------------------------------------------ */
+
+static enum smtp_client_event smtp_client_rset(struct smtp_client *c, struct buf *out)
+{
+	/* MAIL was accepted, so the server holds a transaction that did not
+	 * end with the dot: RSET before the next MAIL (RFC 2920 3.1). */
+	return smtp_client_send(c, out, "RSET\r\n", SMTP_CLIENT_STATE_RSET);
+}
+
+static enum smtp_client_event smtp_client_on_data(struct smtp_client *c, struct buf *out)
+{
+	int cls = c->reply.code / 100;
+
+	if (cls == 3) {
+		if (c->mail_ok && c->naccepted > 0) {
+			smtp_client_enter_state(c, SMTP_CLIENT_STATE_BODY);
+			return SMTP_CLIENT_EV_SEND_BODY;
+		}
+		/* RFC 2920 3.1: no recipient was accepted, yet the DATA was:
+		 * send a lone dot (an empty message to nobody), never the body.
+		 * The results already came from the RCPT replies. */
+		return smtp_client_send(c, out, ".\r\n", SMTP_CLIENT_STATE_DOT);
+	}
+	if (cls == 2)
+		return smtp_client_protocol_error(c, "2xx reply to DATA");
+	if (!c->mail_ok)
+		return smtp_client_finish(c); /* no transaction is open */
+	if (c->naccepted > 0) {
+		c->msg_code = c->reply.code;
+		smtp_client_decide(c, 1, 0, c->reply.code, c->reply.enh, c->reply.text,
+				c->reply.text_len, 0);
+	}
+	return smtp_client_rset(c, out);
+}
+
+static enum smtp_client_event smtp_client_on_tx(struct smtp_client *c, struct buf *out)
+{
+	const unsigned *map = (const unsigned *)c->rcpt_map.data;
+	unsigned idx = c->acked;
+	int cls = c->reply.code / 100;
+
+	if (idx + 1 == c->ncmd) {
+		c->acked++;
+		return smtp_client_on_data(c, out);
+	}
+	if (cls == 3)
+		return smtp_client_protocol_error(c, idx == 0 ? "3xx reply to MAIL FROM" :
+				"3xx reply to RCPT TO");
+	c->acked++;
+	if (idx == 0) {
+		if (cls == 2) {
+			c->mail_ok = 1;
+		} else {
+			/* A refused MAIL refuses every recipient; with
+			 * pipelining the RCPT and DATA replies still come
+			 * (503s) and are read but change nothing. */
+			c->msg_code = c->reply.code;
+			smtp_client_decide(c, 0, 1, c->reply.code, c->reply.enh,
+					c->reply.text, c->reply.text_len, 0);
+		}
+	} else if (c->mail_ok) {
+		unsigned i = map[idx - 1];
+
+		if (cls == 2) {
+			smtp_client_rcpt_at(c, i)->state = SMTP_CLIENT_RCPT_ACCEPTED;
+			c->naccepted++;
+		} else {
+			smtp_client_decide_one(c, i);
+		}
+	}
+	if (c->acked < c->sent)
+		return SMTP_CLIENT_EV_NEED_INPUT; /* pipelined replies to come */
+	/* Without pipelining: decide what to send next. */
+	if (!c->mail_ok)
+		return smtp_client_finish(c);
+	if (c->sent < c->ncmd) {
+		/* All RCPTs answered and none accepted: no DATA at all. */
+		if (c->sent + 1 == c->ncmd && c->naccepted == 0)
+			return smtp_client_rset(c, out);
+		if (smtp_client_send_cmds(c, out, c->sent, c->sent + 1) != 0)
+			return smtp_client_write_failed(c);
+		return SMTP_CLIENT_EV_NEED_INPUT;
+	}
+	panic("transaction out of commands (%u/%u)", c->sent, c->ncmd);
+}
+
+static enum smtp_client_event smtp_client_on_dot(struct smtp_client *c)
+{
+	int cls = c->reply.code / 100;
+
+	if (cls == 3)
+		return smtp_client_protocol_error(c, "3xx reply to end of data");
+	if (c->mail_ok && c->naccepted > 0) {
+		c->msg_code = c->reply.code;
+		smtp_client_decide(c, 1, 0, c->reply.code, c->reply.enh, c->reply.text,
+				c->reply.text_len, 0);
+	}
+	return smtp_client_finish(c);
+}
+
+static enum smtp_client_event smtp_client_on_rset(struct smtp_client *c)
+{
+	struct smtp_client_reply *rp = &c->reply;
+
+	if (rp->code / 100 != 2) {
+		/* Results stand; a server that refuses RSET is not to be
+		 * trusted with the next message. */
+		smtp_client_set_close_reason(c, rp->code, rp->enh, rp->text, rp->text_len, 0);
+		smtp_client_enter_state(c, SMTP_CLIENT_STATE_CLOSED);
+	}
+	return smtp_client_finish(c);
+}
+
+/* A whole reply has been read. */
+static enum smtp_client_event smtp_client_on_reply(struct smtp_client *c, struct buf *out)
+{
+	struct smtp_client_reply *rp = &c->reply;
+
+	if (log_enabled(LOGL_DEBUG)) {
+		char logtext[SMTPC_LOG_TEXT];
+
+		log_debug("smtp client %s: < %d %s %s", c->peer, rp->code, rp->enh,
+				log_printable(logtext, sizeof(logtext), rp->text, rp->text_len));
+	}
+	if (c->state == SMTP_CLIENT_STATE_QUIT) {
+		smtp_client_enter_state(c, SMTP_CLIENT_STATE_CLOSED);
+		return SMTP_CLIENT_EV_CLOSE;
+	}
+	/* RFC 5321 3.8: 421 may answer anything, or come unasked; the server
+	 * closes after it. */
+	if (rp->code == 421)
+		return smtp_client_fail(c, rp->code, rp->enh, rp->text, rp->text_len, 0);
+	switch (c->state) {
+	case SMTP_CLIENT_STATE_GREETING:
+		return smtp_client_on_greeting(c, out);
+	case SMTP_CLIENT_STATE_EHLO:
+		return smtp_client_on_ehlo(c, out);
+	case SMTP_CLIENT_STATE_HELO:
+		return smtp_client_on_helo(c, out);
+	case SMTP_CLIENT_STATE_TX:
+		return smtp_client_on_tx(c, out);
+	case SMTP_CLIENT_STATE_DOT:
+		return smtp_client_on_dot(c);
+	case SMTP_CLIENT_STATE_RSET:
+		return smtp_client_on_rset(c);
+	case SMTP_CLIENT_STATE_READY:
+	case SMTP_CLIENT_STATE_BODY:
+		return smtp_client_protocol_error(c, "unexpected reply");
+	default:
+		panic("reply in state %s", smtp_client_state_names[c->state]);
+	}
+}
+
+/* ---- reply reader ----------------------------------------------------- */
+
+/* RFC 3463 2 status-code "class.subject.detail" at t, class matching the
+ * reply code (RFC 2034 3). Returns its length (up to the SP or end) or 0. */
+static size_t smtp_client_enh_len(const char *t, size_t n, int code)
+{
+	size_t i = 0, part, digits;
+
+	if (n < 5 || t[0] != (char)('0' + code / 100) || t[1] != '.')
+		return 0;
+	i = 2;
+	for (part = 0; part < 2; part++) {
+		for (digits = 0; i < n && t[i] >= '0' && t[i] <= '9'; i++)
+			digits++;
+		if (digits == 0 || digits > 3)
+			return 0;
+		if (part == 0) {
+			if (i >= n || t[i] != '.')
+				return 0;
+			i++;
+		}
+	}
+	if (i < n && t[i] != ' ')
+		return 0;
+	return i;
+}
+
+/* Append reply-line text, made printable, joining lines with a space. */
+static void smtp_client_add_text(struct smtp_client_reply *rp, const char *t, size_t n)
+{
+	size_t i;
+
+	if (rp->text_len > 0 && n > 0 && rp->text_len < sizeof(rp->text))
+		rp->text[rp->text_len++] = ' ';
+	for (i = 0; i < n && rp->text_len < sizeof(rp->text); i++) {
+		unsigned char ch = (unsigned char)t[i];
+
+		rp->text[rp->text_len++] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+	}
+}
+
+/* One complete reply line, line end removed. */
+static enum smtp_client_event smtp_client_line(struct smtp_client *c,
+		const char *line, size_t n, struct buf *out)
+{
+	struct smtp_client_reply *rp = &c->reply;
+	const char *t;
+	size_t tn, e;
+	int code, last;
+
+	/* RFC 5321 4.2: Reply-code [ SP / "-" textstring ]; first digit 2-5. */
+	if (n < 3 || line[0] < '2' || line[0] > '5' || line[1] < '0' || line[1] > '9' ||
+			line[2] < '0' || line[2] > '9' ||
+			(n > 3 && line[3] != ' ' && line[3] != '-'))
+		return smtp_client_protocol_error(c, "malformed reply");
+	code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+	last = n == 3 || line[3] == ' ';
+	if (rp->code == 0) {
+		rp->code = code;
+		rp->lines = 0;
+		rp->enh[0] = '\0';
+		rp->text_len = 0;
+	} else if (code != rp->code) {
+		return smtp_client_protocol_error(c, "reply code changed in multiline reply");
+	}
+	if (++rp->lines > c->conf->max_reply_lines)
+		return smtp_client_protocol_error(c, "too many reply lines");
+	t = n > 4 ? line + 4 : line + n;
+	tn = n > 4 ? n - 4 : 0;
+	if (c->state == SMTP_CLIENT_STATE_EHLO && rp->lines > 1 && code / 100 == 2)
+		smtp_client_ehlo_keyword(c, t, tn);
+	/* RFC 2034 3: every line may repeat the enhanced code; keep the
+	 * first, strip them all from the text. */
+	e = smtp_client_enh_len(t, tn, code);
+	if (e > 0) {
+		if (rp->lines == 1)
+			snprintf(rp->enh, sizeof(rp->enh), "%.*s", (int)e, t);
+		while (e < tn && t[e] == ' ')
+			e++;
+		t += e;
+		tn -= e;
+	}
+	smtp_client_add_text(rp, t, tn);
+	if (!last)
+		return SMTP_CLIENT_EV_NEED_INPUT;
+	if (rp->enh[0] == '\0')
+		snprintf(rp->enh, sizeof(rp->enh), "%d.0.0", code / 100);
+	{
+		enum smtp_client_event ev = smtp_client_on_reply(c, out);
+
+		rp->code = 0;
+		return ev;
+	}
+}
+
+/* Take input up to and including one LF (or all of it without one). The
+ * line never needs more than reply_line_max octets: a line that cannot end
+ * within it is a protocol error at once, before it is all buffered. */
+static size_t smtp_client_line_feed(struct smtp_client *c, const char *p, size_t n,
+		struct buf *out, enum smtp_client_event *ev)
+{
+	const size_t max = c->conf->reply_line_max;
+	const char *nl = memchr(p, '\n', n);
+	size_t take = nl ? (size_t)(nl - p) + 1 : n;
+	const char *line;
+	size_t len;
+
+	*ev = SMTP_CLIENT_EV_NEED_INPUT;
+	if (take > max - c->line_len || (nl == NULL && take == max - c->line_len)) {
+		*ev = smtp_client_protocol_error(c, "reply line too long");
+		return take;
+	}
+	if (nl == NULL) {
+		memcpy(c->line + c->line_len, p, n);
+		c->line_len += n;
+		return n;
+	}
+	len = take - 1;
+	if (c->line_len == 0) {
+		line = p; /* the whole line is in the input: no copy */
+	} else {
+		memcpy(c->line + c->line_len, p, len);
+		len += c->line_len;
+		line = c->line;
+		c->line_len = 0;
+	}
+	/* CRLF, or a bare LF as Postfix's client tolerates. */
+	if (len > 0 && line[len - 1] == '\r')
+		len--;
+	*ev = smtp_client_line(c, line, len, out);
+	return take;
+}
+
+/* ---- public ----------------------------------------------------------- */
+
+struct smtp_client *smtp_client_new(const struct smtp_client_conf *conf, const char *peer)
+{
+	struct smtp_client *c;
+	size_t i;
+
+	if (conf->helo_name == NULL || strlen(conf->helo_name) > SMTP_DOMAIN_MAX ||
+			conf->reply_line_max < SMTP_CLIENT_LINE_MIN ||
+			conf->max_reply_lines == 0)
+		panic("bad smtp_client_conf");
+	c = calloc(1, sizeof(*c) + conf->reply_line_max);
+	if (c == NULL)
+		return NULL;
+	c->conf = conf;
+	c->state = SMTP_CLIENT_STATE_GREETING;
+	for (i = 0; peer && peer[i] && i < sizeof(c->peer) - 1; i++) {
+		unsigned char ch = (unsigned char)peer[i];
+
+		c->peer[i] = ch > 0x20 && ch < 0x7f ? (char)ch : '?';
+	}
+	c->peer[i] = '\0';
+	buf_init(&c->cmds, 0);
+	buf_init(&c->cmd_end, 0);
+	buf_init(&c->rcpt_map, 0);
+	buf_init(&c->rcpts, 0);
+	buf_init(&c->texts, 0);
+	return c;
+}
+
+struct smtp_client *smtp_client_free(struct smtp_client *c)
+{
+	if (c == NULL)
+		return NULL;
+	buf_free(&c->cmds);
+	buf_free(&c->cmd_end);
+	buf_free(&c->rcpt_map);
+	buf_free(&c->rcpts);
+	buf_free(&c->texts);
+	free(c);
+	return NULL;
+}
+
+size_t smtp_client_feed(struct smtp_client *c, const char *p, size_t n,
+		struct buf *out, enum smtp_client_event *ev)
+{
+	size_t i = 0;
+
+	if (c->state == SMTP_CLIENT_STATE_CLOSED) {
+		*ev = SMTP_CLIENT_EV_CLOSE;
+		return 0;
+	}
+	if (n == 0) {
+		if (c->state == SMTP_CLIENT_STATE_QUIT) {
+			smtp_client_enter_state(c, SMTP_CLIENT_STATE_CLOSED);
+			*ev = SMTP_CLIENT_EV_CLOSE;
+			return 0;
+		}
+		*ev = smtp_client_fail_local(c, "4.4.2", "lost connection with server");
+		return 0;
+	}
+	while (i < n) {
+		i += smtp_client_line_feed(c, p + i, n - i, out, ev);
+		if (*ev != SMTP_CLIENT_EV_NEED_INPUT)
+			return i;
+	}
+	*ev = SMTP_CLIENT_EV_NEED_INPUT;
+	return n;
+}
+
+/* CR, LF or NUL would end or break the command line; RFC 5321 4.5.3.1.3
+ * bounds a path at 256 octets with its brackets. */
+static int smtp_client_addr_bad(const char *a, size_t n)
+{
+	return n > SMTP_PATH_MAX - 2 || memchr(a, '\r', n) || memchr(a, '\n', n) ||
+		memchr(a, '\0', n);
+}
+
+static int smtp_client_addr_8bit(const char *a, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if ((unsigned char)a[i] >= 0x80)
+			return 1;
+	return 0;
+}
+
+/* Every recipient gets the same local result; the message is over. */
+static int smtp_client_refuse_all(struct smtp_client *c, int err, int code,
+		const char *enh, const char *text)
+{
+	unsigned i;
+
+	log_info("smtp client %s: message not sent: %d %s %s", c->peer, code, enh, text);
+	for (i = 0; i < c->nrcpt; i++)
+		if (smtp_client_rcpt_at(c, i)->state != SMTP_CLIENT_RCPT_DONE)
+			smtp_client_decide_local(c, i, code, enh, text);
+	(void)smtp_client_finish(c);
+	return err;
+}
+
+/* Record the end of the command just formatted into c->cmds. */
+static int smtp_client_cmd_done(struct smtp_client *c)
+{
+	size_t end = c->cmds.len;
+
+	return buf_append(&c->cmd_end, &end, sizeof(end));
+}
+
+/* Format MAIL, RCPTs and DATA into c->cmds with the end of each. Addresses
+ * were checked (length, no CR/LF/NUL), so every line is well-formed. */
+static int smtp_client_format(struct smtp_client *c, const struct smtp_client_msg *m,
+		int utf8)
+{
+	char size[32] = "";
+	unsigned i;
+
+	if (c->caps & SMTP_CLIENT_CAP_SIZE)
+		snprintf(size, sizeof(size), " SIZE=%llu", (unsigned long long)m->size);
+	if (buf_printf(&c->cmds, "MAIL FROM:<%.*s>%s%s%s\r\n", (int)m->sender_len,
+				m->sender, size, m->eightbit ? " BODY=8BITMIME" : "",
+				utf8 ? " SMTPUTF8" : "") != 0 ||
+			smtp_client_cmd_done(c) != 0)
+		return -ENOMEM;
+	for (i = 0; i < c->nrcpt; i++) {
+		if (smtp_client_rcpt_at(c, i)->state == SMTP_CLIENT_RCPT_DONE)
+			continue;
+		if (buf_printf(&c->cmds, "RCPT TO:<%.*s>\r\n", (int)m->rcpt_len[i],
+					m->rcpt[i]) != 0 ||
+				smtp_client_cmd_done(c) != 0 ||
+				buf_append(&c->rcpt_map, &i, sizeof(i)) != 0)
+			return -ENOMEM;
+	}
+	if (buf_append(&c->cmds, "DATA\r\n", 6) != 0 || smtp_client_cmd_done(c) != 0)
+		return -ENOMEM;
+	c->ncmd = (unsigned)(c->cmd_end.len / sizeof(size_t));
+	return 0;
+}
+
+static void smtp_client_reset_msg(struct smtp_client *c)
+{
+	struct buf *bufs[] = { &c->cmds, &c->cmd_end, &c->rcpt_map, &c->rcpts, &c->texts };
+	size_t i;
+
+	for (i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) {
+		buf_reset(bufs[i]);
+		if (bufs[i]->cap > SMTPC_SHRINK_OVER)
+			buf_shrink(bufs[i], SMTPC_KEEP);
+	}
+	c->nrcpt = 0;
+	c->ncmd = c->sent = c->acked = 0;
+	c->mail_ok = 0;
+	c->naccepted = 0;
+	c->msg_code = 0;
+	c->has_results = 0;
+}
+
+int smtp_client_submit(struct smtp_client *c, const struct smtp_client_msg *m,
+		struct buf *out)
+{
+	unsigned i, left = 0, bad8 = 0;
+	int utf8, r;
+
+	if (c->state != SMTP_CLIENT_STATE_READY)
+		return -EBUSY;
+	if (m->nrcpt == 0)
+		return -EINVAL;
+	smtp_client_reset_msg(c);
+	if (buf_reserve(&c->rcpts, (size_t)m->nrcpt * sizeof(struct smtp_client_rcpt)) != 0)
+		return -ENOMEM; /* no results to hold them in */
+	memset(c->rcpts.data, 0, (size_t)m->nrcpt * sizeof(struct smtp_client_rcpt));
+	c->rcpts.len = (size_t)m->nrcpt * sizeof(struct smtp_client_rcpt);
+	c->nrcpt = m->nrcpt;
+	c->in_msg = 1;
+
+	if (smtp_client_addr_bad(m->sender, m->sender_len))
+		return smtp_client_refuse_all(c, -EBADMSG, 553, "5.1.7",
+				"bad sender address syntax");
+	/* RFC 1870 6.1: do not send what the server said it will not take. */
+	if ((c->caps & SMTP_CLIENT_CAP_SIZE) && c->size_max > 0 && m->size > c->size_max)
+		return smtp_client_refuse_all(c, -E2BIG, 552, "5.3.4",
+				"message size exceeds fixed maximum message size of server");
+	/* RFC 6152 3: no 8-bit body to a server without 8BITMIME (we do not
+	 * convert to quoted-printable). */
+	if (m->eightbit && !(c->caps & SMTP_CLIENT_CAP_8BITMIME))
+		return smtp_client_refuse_all(c, -EMEDIUMTYPE, 554, "5.6.3",
+				"8-bit message body, but server does not support 8BITMIME");
+	utf8 = m->smtputf8 || smtp_client_addr_8bit(m->sender, m->sender_len);
+	/* RFC 6531 3.4: no SMTPUTF8 message to a server without it. */
+	if (utf8 && !(c->caps & SMTP_CLIENT_CAP_SMTPUTF8))
+		return smtp_client_refuse_all(c, -EILSEQ, 553, "5.6.7",
+				"SMTPUTF8 message, but server does not support SMTPUTF8");
+	for (i = 0; i < m->nrcpt; i++) {
+		if (smtp_client_addr_bad(m->rcpt[i], m->rcpt_len[i])) {
+			smtp_client_decide_local(c, i, 553, "5.1.3",
+					"bad recipient address syntax");
+		} else if (smtp_client_addr_8bit(m->rcpt[i], m->rcpt_len[i])) {
+			if (c->caps & SMTP_CLIENT_CAP_SMTPUTF8) {
+				utf8 = 1;
+				left++;
+			} else {
+				smtp_client_decide_local(c, i, 553, "5.6.7",
+					"non-ASCII recipient address, but server does not support SMTPUTF8");
+				bad8++;
+			}
+		} else {
+			left++;
+		}
+	}
+	if (left == 0) {
+		(void)smtp_client_finish(c);
+		return bad8 ? -EILSEQ : -EBADMSG;
+	}
+	r = smtp_client_format(c, m, utf8);
+	/* RFC 2920 3.1: MAIL, every RCPT and DATA in one group; else one
+	 * command per reply. */
+	if (r == 0)
+		r = smtp_client_send_cmds(c, out, 0, c->caps & SMTP_CLIENT_CAP_PIPELINING ?
+				c->ncmd : 1);
+	if (r != 0)
+		return smtp_client_refuse_all(c, -ENOMEM, 451, "4.3.0",
+				"insufficient memory to send the message");
+	smtp_client_enter_state(c, SMTP_CLIENT_STATE_TX);
+	return 0;
+}
+
+int smtp_client_body_sent(struct smtp_client *c, struct buf *out)
+{
+	int r;
+
+	if (c->state != SMTP_CLIENT_STATE_BODY)
+		return -EBUSY;
+	r = buf_append(out, ".\r\n", 3);
+	if (r != 0)
+		return r;
+	smtp_client_enter_state(c, SMTP_CLIENT_STATE_DOT);
+	return 0;
+}
+
+const struct smtp_client_result *smtp_client_result(const struct smtp_client *c,
+		unsigned i)
+{
+	if (!c->has_results || i >= c->nrcpt)
+		return NULL;
+	return &((const struct smtp_client_rcpt *)c->rcpts.data)[i].r;
+}
+
+int smtp_client_msg_code(const struct smtp_client *c)
+{
+	return c->has_results ? c->msg_code : 0;
+}
+
+int smtp_client_quit(struct smtp_client *c, struct buf *out)
+{
+	int r;
+
+	if (c->state != SMTP_CLIENT_STATE_READY)
+		return -EBUSY;
+	r = buf_append(out, "QUIT\r\n", 6);
+	if (r != 0)
+		return r;
+	smtp_client_enter_state(c, SMTP_CLIENT_STATE_QUIT);
+	return 0;
+}
+
+unsigned smtp_client_timeout_ms(const struct smtp_client *c)
+{
+	return smtp_client_waits[smtp_client_waiting(c)].ms;
+}
+
+enum smtp_client_event smtp_client_abort(struct smtp_client *c, const char *why)
+{
+	if (c->state == SMTP_CLIENT_STATE_CLOSED)
+		return SMTP_CLIENT_EV_CLOSE;
+	return smtp_client_fail(c, 451, "4.4.2", why, strlen(why), 1);
+}
+
+enum smtp_client_event smtp_client_timed_out(struct smtp_client *c)
+{
+	if (c->state == SMTP_CLIENT_STATE_CLOSED)
+		return SMTP_CLIENT_EV_CLOSE;
+	return smtp_client_fail_local(c, "4.4.2", "conversation timed out");
+}
+
+int smtp_client_closed(const struct smtp_client *c)
+{
+	return c->state == SMTP_CLIENT_STATE_CLOSED;
+}
+
+const struct smtp_client_result *smtp_client_close_reason(const struct smtp_client *c)
+{
+	return c->has_close_reason ? &c->close_reason : NULL;
+}
+
+unsigned smtp_client_caps(const struct smtp_client *c, uint64_t *size_max)
+{
+	if (size_max)
+		*size_max = c->size_max;
+	return c->caps;
+}
