@@ -55,6 +55,7 @@
 #define DRAIN_RATE_WINDOW_MS 60000
 #define DRAIN_RATE_SLOTS 256
 #define DRAIN_ADDR_TEXT 300
+#define DRAIN_DIAG_MAX 600             /* "550 5.1.1 " + a 512-octet reply */
 
 struct drain_active {
 	char dom[DRAIN_DOMAIN_MAX];
@@ -439,6 +440,8 @@ static void msg_done(struct drain_conn *dc)
 	struct drain *d = j->d;
 	struct dsn_rcpt *why;
 	uint32_t *bounced;
+	char (*diag)[DRAIN_DIAG_MAX];
+	char remote[DRAIN_RELAY_MAX];
 	unsigned nb = 0;
 	char qid[SMTP_QID_MAX], to[DRAIN_ADDR_TEXT], text[DRAIN_ADDR_TEXT];
 	uint64_t now = wall_us();
@@ -447,6 +450,9 @@ static void msg_done(struct drain_conn *dc)
 	spool_msgid_format(dc->msgid, qid, sizeof(qid));
 	bounced = calloc(dc->nrcpt, sizeof(*bounced));
 	why = calloc(dc->nrcpt, sizeof(*why));
+	diag = calloc(dc->nrcpt, sizeof(*diag));
+	/* Remote-MTA (RFC 3464 2.3.5) names the host: "host" of "host[addr]:port". */
+	snprintf(remote, sizeof(remote), "%.*s", (int)strcspn(j->relay, "["), j->relay);
 	for (uint32_t i = 0; i < dc->nrcpt; i++) {
 		const struct smtp_client_result *r = smtp_client_result(dc->cl, i);
 		const char *status = "deferred";
@@ -469,15 +475,20 @@ static void msg_done(struct drain_conn *dc)
 				log_err("%s: to=<%s>: delivered, but recording it failed (%s): it may be sent again",
 					qid, to, strerror(-rc));
 			dc->delivered++;
-		} else if (r->status == SMTP_CLIENT_BOUNCED && bounced && why) {
+		} else if (r->status == SMTP_CLIENT_BOUNCED && bounced && why && diag) {
 			status = "bounced";
 			j->bounced++;
 			bounced[nb] = dc->rcpt[i];
 			why[nb].action = DSN_ACTION_FAILED;
 			why[nb].status = r->enh[0] ? r->enh : "5.0.0";
-			why[nb].remote_mta = r->local ? NULL : j->relay;
-			why[nb].diagnostic = r->local ? NULL : r->text;
-			why[nb].diag_len = r->local ? 0 : r->text_len;
+			if (!r->local) {
+				/* Diagnostic-Code: smtp; the whole reply (RFC 3464 2.3.6). */
+				int dn = snprintf(diag[nb], DRAIN_DIAG_MAX, "%d %s %.*s", r->code,
+						  r->enh, (int)r->text_len, r->text);
+				why[nb].remote_mta = remote;
+				why[nb].diagnostic = diag[nb];
+				why[nb].diag_len = dn < 0 ? 0 : dn >= DRAIN_DIAG_MAX ? DRAIN_DIAG_MAX - 1 : (size_t)dn;
+			}
 			why[nb].last_attempt = (time_t)(now / 1000000);
 			nb++;
 		} else {
@@ -515,6 +526,7 @@ static void msg_done(struct drain_conn *dc)
 	}
 	free(bounced);
 	free(why);
+	free(diag);
 	if (dc->committing)
 		return; /* bounce_committed() goes on (dc->dsn is borrowed) */
 	dc->msgid = 0;

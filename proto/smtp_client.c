@@ -102,7 +102,7 @@ struct smtp_client {
 	unsigned caps, ehlo_caps;     /* ehlo_caps: collected while reading EHLO */
 	uint64_t size_max, ehlo_size_max;
 	int in_msg;                   /* a submitted message is not finished */
-	/* transaction: commands MAIL, RCPT x nsend, DATA */
+	/* transaction: commands MAIL, one RCPT per recipient sent, DATA */
 	unsigned nrcpt;               /* recipients of the caller's message */
 	unsigned ncmd, sent, acked;
 	int mail_ok;
@@ -173,8 +173,8 @@ static struct smtp_client_rcpt *smtp_client_rcpt_at(struct smtp_client *c, unsig
 
 /* Set the result of the undecided recipients to this reply: those accepted
  * by RCPT (accepted != 0) and/or those not (pending != 0). */
-static void smtp_client_decide(struct smtp_client *c, int accepted, int pending, int code, const char *enh, const char *text,
-		size_t text_len, int local)
+static void smtp_client_decide(struct smtp_client *c, int accepted, int pending,
+		int code, const char *enh, const char *text, size_t text_len, int local)
 {
 	size_t off = smtp_client_save_text(c, text, &text_len);
 	unsigned i;
@@ -531,7 +531,7 @@ static enum smtp_client_event smtp_client_on_tx(struct smtp_client *c, struct bu
 	panic("transaction out of commands (%u/%u)", c->sent, c->ncmd);
 }
 
-static enum smtp_client_event smtp_client_on_dot(struct smtp_client *c)
+static enum smtp_client_event smtp_client_on_dot(struct smtp_client *c, struct buf *out)
 {
 	int cls = c->reply.code / 100;
 
@@ -545,7 +545,7 @@ static enum smtp_client_event smtp_client_on_dot(struct smtp_client *c)
 	return smtp_client_finish(c);
 }
 
-static enum smtp_client_event smtp_client_on_rset(struct smtp_client *c)
+static enum smtp_client_event smtp_client_on_rset(struct smtp_client *c, struct buf *out)
 {
 	struct smtp_client_reply *rp = &c->reply;
 
@@ -559,6 +559,30 @@ static enum smtp_client_event smtp_client_on_rset(struct smtp_client *c)
 }
 
 /* A whole reply has been read. */
+/* A reply where none is awaited: between transactions or while the body
+ * goes out. Only 421 (handled before) is allowed there. */
+static enum smtp_client_event smtp_client_on_unexpected(struct smtp_client *c,
+		struct buf *out)
+{
+	return smtp_client_protocol_error(c, "unexpected reply");
+}
+
+/* What a complete reply means, by state (QUIT and CLOSED are handled in
+ * smtp_client_on_reply()). */
+typedef enum smtp_client_event (*smtp_client_reply_fn)(struct smtp_client *c,
+		struct buf *out);
+
+static const smtp_client_reply_fn smtp_client_reply_table[] = {
+	[SMTP_CLIENT_STATE_GREETING] = smtp_client_on_greeting,
+	[SMTP_CLIENT_STATE_EHLO] = smtp_client_on_ehlo,
+	[SMTP_CLIENT_STATE_HELO] = smtp_client_on_helo,
+	[SMTP_CLIENT_STATE_READY] = smtp_client_on_unexpected,
+	[SMTP_CLIENT_STATE_TX] = smtp_client_on_tx,
+	[SMTP_CLIENT_STATE_BODY] = smtp_client_on_unexpected,
+	[SMTP_CLIENT_STATE_DOT] = smtp_client_on_dot,
+	[SMTP_CLIENT_STATE_RSET] = smtp_client_on_rset,
+};
+
 static enum smtp_client_event smtp_client_on_reply(struct smtp_client *c, struct buf *out)
 {
 	struct smtp_client_reply *rp = &c->reply;
@@ -577,25 +601,10 @@ static enum smtp_client_event smtp_client_on_reply(struct smtp_client *c, struct
 	 * closes after it. */
 	if (rp->code == 421)
 		return smtp_client_fail(c, rp->code, rp->enh, rp->text, rp->text_len, 0);
-	switch (c->state) {
-	case SMTP_CLIENT_STATE_GREETING:
-		return smtp_client_on_greeting(c, out);
-	case SMTP_CLIENT_STATE_EHLO:
-		return smtp_client_on_ehlo(c, out);
-	case SMTP_CLIENT_STATE_HELO:
-		return smtp_client_on_helo(c, out);
-	case SMTP_CLIENT_STATE_TX:
-		return smtp_client_on_tx(c, out);
-	case SMTP_CLIENT_STATE_DOT:
-		return smtp_client_on_dot(c);
-	case SMTP_CLIENT_STATE_RSET:
-		return smtp_client_on_rset(c);
-	case SMTP_CLIENT_STATE_READY:
-	case SMTP_CLIENT_STATE_BODY:
-		return smtp_client_protocol_error(c, "unexpected reply");
-	default:
+	if ((size_t)c->state >= sizeof(smtp_client_reply_table) /
+			sizeof(smtp_client_reply_table[0]))
 		panic("reply in state %s", smtp_client_state_names[c->state]);
-	}
+	return smtp_client_reply_table[c->state](c, out);
 }
 
 /* ---- reply reader ----------------------------------------------------- */

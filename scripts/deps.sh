@@ -19,6 +19,7 @@ PKGS=(
 	redis-server
 	swaks
 	python3
+	python3-aiosmtpd
 	postfix           # smtp-source, smtp-sink
 )
 

@@ -674,7 +674,8 @@ static const struct t_case t_cases[] = {
 		"closed: T* 451 4.4.2 conversation timed out while sending RCPT TO\n",
 		SMTP_CLIENT_EV_CLOSE },
 	{ "timeout: DATA", T_NORMAL, G S_EHLO S_MAIL "550 5.1.1 no\r\n", 0, "A", 0, 1, 0,
-		C_EHLO C_MAIL C_RCPT("a") "DATA\r\n", R_READY "timeout=120000\nA rc=0 code=0\n B 550 5.1.1 no\n"
+		C_EHLO C_MAIL C_RCPT("a") "DATA\r\n",
+		R_READY "timeout=120000\nA rc=0 code=0\n B 550 5.1.1 no\n"
 		"closed: T* 451 4.4.2 conversation timed out while sending DATA\n",
 		SMTP_CLIENT_EV_CLOSE },
 	{ "timeout: end of data", T_NORMAL, G S_EHLO S_MAIL S_RCPT S_GO, 0, "A", 0, 1, 0,

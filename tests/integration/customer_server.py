@@ -1,0 +1,75 @@
+# SPDX-License-Identifier: MIT
+"""A customer's mail server for ETRN tests: Python's aiosmtpd (Debian's
+python3-aiosmtpd, a real SMTP server we did not write) on 127.0.0.1, recording
+every message it accepts, with knobs to misbehave: 452 on every Nth RCPT, 550
+for chosen recipients, a delay per message."""
+
+import asyncio
+import email
+import threading
+import time
+
+from aiosmtpd.controller import Controller
+
+
+class Recorder:
+    def __init__(self, tempfail_every=0, reject=(), delay=0.0):
+        self.lock = threading.Lock()
+        self.messages = []          # (rcpt list, Message-ID, arrival time)
+        self.rcpt_seen = 0
+        self.tempfail_every = tempfail_every
+        self.reject = set(reject)
+        self.delay = delay
+        self.first_at = None
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        with self.lock:
+            self.rcpt_seen += 1
+            n = self.rcpt_seen
+        if address in self.reject:
+            return "550 5.1.1 <%s>: Recipient address rejected: no such user" % address
+        if self.tempfail_every and n % self.tempfail_every == 0:
+            return "452 4.2.1 <%s>: mailbox busy, try again later" % address
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        msg = email.message_from_bytes(envelope.content)
+        with self.lock:
+            if self.first_at is None:
+                self.first_at = time.monotonic()
+            self.messages.append((list(envelope.rcpt_tos), msg.get("Message-ID"),
+                                  time.monotonic()))
+        return "250 2.0.0 OK: stored"
+
+    def count(self):
+        with self.lock:
+            return len(self.messages)
+
+    def message_ids(self):
+        with self.lock:
+            return [m[1] for m in self.messages]
+
+
+class CustomerServer:
+    def __init__(self, port, **knobs):
+        self.recorder = Recorder(**knobs)
+        self.controller = Controller(self.recorder, hostname="127.0.0.1", port=port,
+                                     ready_timeout=10)
+
+    def start(self):
+        self.controller.start()
+        return self
+
+    def stop(self):
+        self.controller.stop()
+
+    def wait_count(self, n, within):
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.recorder.count() >= n:
+                return True
+            time.sleep(0.02)
+        return self.recorder.count() >= n
