@@ -14,6 +14,7 @@
 #include "admin/control.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -38,6 +39,10 @@
 
 struct control {
 	const struct config *cfg;
+	/* "drain <domain>" events: the operator or another node asked; set
+	 * once by control_set_drain(), read on this thread. */
+	_Atomic(control_drain_fn) drain_fn;
+	void *_Atomic drain_arg;
 	struct domtab_live *lv;
 	struct domtab_builder *master;   /* rows from Redis + static domains */
 	redisContext *cmd, *sub;
@@ -329,8 +334,13 @@ static void on_message(struct control *c, const redisReply *r)
 			log_warn("redis: event \"%.40s...\" dropped (too long or out of memory); the next resync covers it", p);
 	} else if (n == 4 && !memcmp(p, "full", 4)) {
 		c->resync_asked = 1;
+	} else if (n > 6 && !memcmp(p, "drain ", 6) &&
+		   atomic_load(&c->drain_fn) != NULL) {
+		control_drain_fn fn = atomic_load(&c->drain_fn);
+		/* This thread publishes the domain table, so it may read it. */
+		fn(atomic_load(&c->drain_arg), p + 6, n - 6);
 	} else {
-		/* "user <u>", "drain <queue>": for later subscribers. */
+		/* "user <u>": for later subscribers. */
 		log_debug("redis: event \"%.*s\"", (int)(n > 80 ? 80 : n), p);
 	}
 }
@@ -544,4 +554,12 @@ struct control *control_stop(struct control *c)
 	free(c->pending);
 	free(c);
 	return NULL;
+}
+
+void control_set_drain(struct control *c, control_drain_fn fn, void *arg)
+{
+	if (!c)
+		return;
+	atomic_store(&c->drain_arg, arg);
+	atomic_store(&c->drain_fn, fn);
 }

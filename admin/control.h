@@ -32,6 +32,11 @@ struct control;
 struct control *control_start(const struct config *cfg, struct domtab_live *lv,
 		char *err, size_t errlen);
 
+/* Called on the control thread for each "drain <domain>" event on the events
+ * channel (etrnctl flush on any node, or an ETRN taken by another node). */
+typedef void (*control_drain_fn)(void *arg, const char *domain, size_t len);
+void control_set_drain(struct control *c, control_drain_fn fn, void *arg);
+
 /* Stop and join the thread, close Redis, free. NULL is fine. Returns NULL. */
 struct control *control_stop(struct control *c);
 

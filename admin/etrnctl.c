@@ -23,6 +23,9 @@
 #include <sys/random.h>
 #include <termios.h>
 #include <time.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
@@ -85,6 +88,9 @@ static void usage(FILE *f)
 		"  user add NAME | user passwd NAME | user del NAME   [--password-stdin]\n"
 		"  import FILE.csv    (columns: %s,%s,%s,%s,%s,%s,%s,%s; a header line may reorder them)\n"
 		"  export             (CSV on stdout, as import reads it)\n"
+		"  flush DOMAIN       ETRN on the operator's behalf: the daemon drains DOMAIN now\n"
+		"                     and prints its RFC 1985 reply; other nodes hear it on Redis\n"
+		"  status             queue depths per shard and per domain, from the running daemon\n"
 		"  -c FILE      etrnd config to take redis and redis_prefix from (default %s)\n"
 		"  --redis URL  unix:/path, host:port or redis://[user:password@]host[:port][/db]\n"
 		"  --json       machine-readable output\n"
@@ -1162,6 +1168,79 @@ static int export_csv(struct ctl *x)
 	return fflush(stdout) ? fail("stdout: %s", strerror(errno)) : EXIT_OK;
 }
 
+/* ---- the daemon's control socket (flush, status) ------------------------ */
+
+#define ETRNCTL_CTL_REPLY_MAX (4u << 20)
+
+/* Send one request line to the running etrnd and print its reply. flush
+ * prints the RFC 1985 reply; exit 0 for 2xx, 1 otherwise. */
+static int daemon_request(struct ctl *x, const char *sock, const char *verb, const char *arg)
+{
+	struct sockaddr_un sa;
+	char req[512], *reply = NULL;
+	size_t n = 0, cap = 0;
+	int fd, code = 0;
+	struct timeval tv = { ETRNCTL_TIMEOUT_MS / 1000, 0 };
+
+	if (strlen(sock) >= sizeof(sa.sun_path))
+		return bad("control_socket %s: path too long", sock);
+	snprintf(req, sizeof(req), "%s%s%s\n", verb, arg ? " " : "", arg ? arg : "");
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	memcpy(sa.sun_path, sock, strlen(sock) + 1);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		return fail("%s: %s (is etrnd running with this config?)", sock, strerror(e));
+	}
+	(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (write(fd, req, strlen(req)) != (ssize_t)strlen(req)) {
+		close(fd);
+		return fail("%s: %s", sock, strerror(errno));
+	}
+	for (;;) {
+		ssize_t r;
+
+		if (n + 4096 > cap) {
+			char *p;
+			if (cap >= ETRNCTL_CTL_REPLY_MAX)
+				break;
+			cap = cap ? cap * 2 : 8192;
+			p = realloc(reply, cap + 1);
+			if (!p)
+				break;
+			reply = p;
+		}
+		r = read(fd, reply + n, cap - n);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
+	close(fd);
+	if (!reply || n == 0) {
+		free(reply);
+		return fail("%s: no reply from etrnd", sock);
+	}
+	reply[n] = '\0';
+	if (!strcmp(verb, "flush")) {
+		char *eol = strpbrk(reply, "\r\n");
+		if (eol)
+			*eol = '\0';
+		code = atoi(reply);
+		if (x->json)
+			printf("{\"code\":%d,\"reply\":\"%s\"}\n", code, reply);
+		else
+			printf("%s\n", reply);
+		free(reply);
+		return code >= 200 && code < 300 ? EXIT_OK : EXIT_FAIL;
+	}
+	fwrite(reply, 1, n, stdout);
+	free(reply);
+	return EXIT_OK;
+}
+
 /* ---- main --------------------------------------------------------------- */
 
 /* The default config: etc/etrnd.conf here, else next to the binary
@@ -1196,6 +1275,13 @@ static int load_config(struct config *cfg, const char *path, int explicit_path)
 	if (cfg->redis.kind == CONFIG_REDIS_NONE)
 		return bad("%s: no \"redis = \" line; give --redis URL (like unix:/run/redis/redis.sock)",
 			   path);
+	if (root[0] && path == alt && cfg->control_socket[0] && cfg->control_socket[0] != '/') {
+		char full[2 * PATH_MAX + 2];
+		int fl = snprintf(full, sizeof(full), "%s/%s", root, cfg->control_socket);
+
+		if (fl > 0 && (size_t)fl < sizeof(cfg->control_socket))
+			memcpy(cfg->control_socket, full, (size_t)fl + 1);
+	}
 	if (root[0] && path == alt && cfg->redis.kind == CONFIG_REDIS_UNIX &&
 	    cfg->redis.path[0] != '/') {
 		char full[PATH_MAX + 120];
@@ -1293,8 +1379,10 @@ int main(int argc, char **argv)
 				want = 3;
 		} else if (!strcmp(what, "import")) {
 			want = 2;
-		} else if (!strcmp(what, "export")) {
+		} else if (!strcmp(what, "export") || !strcmp(what, "status")) {
 			want = 1;
+		} else if (!strcmp(what, "flush")) {
+			want = 2;
 		}
 		if (want < 0)
 			return bad("unknown command \"%s%s%s\" (see etrnctl --help)", what,
@@ -1326,6 +1414,44 @@ int main(int argc, char **argv)
 	}
 	snprintf(x.prefix, sizeof(x.prefix), "%s", cfg.redis_prefix);
 	snprintf(x.chan, sizeof(x.chan), "%sevents", cfg.redis_prefix);
+	if (!strcmp(what, "flush") || !strcmp(what, "status")) {
+		char sock[PATH_MAX];
+
+		snprintf(sock, sizeof(sock), "%s", cfg.control_socket);
+		if (!sock[0]) {
+			config_free(&cfg);
+			return fail("no \"control_socket = \" in the etrnd config: cannot reach the daemon");
+		}
+		if (!strcmp(what, "status")) {
+			config_free(&cfg);
+			return daemon_request(&x, sock, "status", NULL);
+		}
+		{
+			char norm[DOMTAB_NAME_MAX + 2], why[200];
+
+			if (schema_domain_norm(args[1], 0, norm, why, sizeof(why))) {
+				config_free(&cfg);
+				return bad("flush \"%s\": %s", args[1], why);
+			}
+		}
+		x.rc = redis_conn_open(&cfg.redis, ETRNCTL_TIMEOUT_MS, err, sizeof(err));
+		config_free(&cfg);
+		rc = daemon_request(&x, sock, "flush", args[1]);
+		if (x.rc) {
+			/* Other nodes hold mail for it too (DESIGN.md 7). */
+			char ev[DOMTAB_NAME_MAX + 16];
+			redisReply *r;
+
+			snprintf(ev, sizeof(ev), "drain %s", args[1]);
+			r = redisCommand(x.rc, "PUBLISH %s %s", x.chan, ev);
+			if (!r || r->type == REDIS_REPLY_ERROR)
+				rc = rc ? rc : fail("redis: PUBLISH drain failed");
+			if (r)
+				freeReplyObject(r);
+			redisFree(x.rc);
+		}
+		return rc;
+	}
 	x.rc = redis_conn_open(&cfg.redis, ETRNCTL_TIMEOUT_MS, err, sizeof(err));
 	config_free(&cfg);
 	if (!x.rc)

@@ -234,6 +234,16 @@ static int set_spool_dir(struct config *c, const struct config_key *k, const cha
 	return set_string(c->spool_dir, sizeof(c->spool_dir), k, v, w, wl);
 }
 
+static int set_control_socket(struct config *c, const struct config_key *k, const char *v,
+			      char *w, size_t wl)
+{
+	/* sun_path is 108 bytes on Linux. */
+	if (strlen(v) >= 108)
+		return why(w, wl, "bad value for %s: \"%s\" (a unix socket path under 108 characters)",
+			   k->name, v);
+	return set_string(c->control_socket, sizeof(c->control_socket), k, v, w, wl);
+}
+
 /* RFC 1035 2.3.1 / RFC 1123 2.1 host name: labels of letters, digits and
  * hyphens, 1-63 octets each, 253 in all. */
 static int valid_hostname(const char *h, size_t n)
@@ -617,9 +627,14 @@ static const struct config_key config_keys[] = {
 	{ "threads", set_threads, OFF(threads), 1, CONFIG_THREADS_MAX },
 	{ "hostname", set_hostname, 0, 0, 0 },
 	{ "spool_dir", set_spool_dir, 0, 0, 0 },
+	{ "control_socket", set_control_socket, 0, 0, 0 },
 	{ "relay_domains", set_relay_domains, 0, 0, 0 },
 	{ "sync", set_sync, 0, 0, 0 },
 	{ "segment_size", set_size, OFF(segment_size), 1ull << 20, 1ull << 30 },
+	/* Compaction: a sealed segment with fewer live bytes than this
+	 * percentage, whose newest message is at least compact_min_age old. */
+	{ "compact_threshold", set_uint, OFF(compact_threshold), 1, 100 },
+	{ "compact_min_age", set_duration, OFF(compact_min_age_ms), 0, 49 * MS_PER_DAY },
 	/* RFC 5321 4.5.3.1.4/4.5.3.1.6 give the minimums a server must take. */
 	{ "smtp_command_max", set_size, OFF(smtp_command_max), 512, 65536 },
 	{ "smtp_line_max", set_size, OFF(smtp_line_max), 1000, 1ull << 20 },
@@ -658,6 +673,8 @@ void config_defaults(struct config *c)
 	snprintf(c->spool_dir, sizeof(c->spool_dir), "var/spool");
 	c->sync = CONFIG_SYNC_BATCH;
 	c->segment_size = 64u << 20;
+	c->compact_threshold = 25;
+	c->compact_min_age_ms = 3600u * 1000u;
 	c->smtp_command_max = 512;
 	c->smtp_line_max = 1000;
 	c->smtp_max_recipients = 1000;

@@ -45,10 +45,13 @@ struct config {
 	unsigned threads;               /* resolved: "auto" becomes nproc */
 	char hostname[CONFIG_HOSTNAME_MAX];
 	char spool_dir[PATH_MAX];
+	char control_socket[PATH_MAX]; /* etrnctl flush/status; "" = none */
 	char **relay_domains;           /* lower-case, no trailing dot */
 	size_t nrelay_domains;
 	enum config_sync sync;
 	size_t segment_size;
+	unsigned compact_threshold;     /* percent live below which to compact */
+	unsigned compact_min_age_ms;    /* newest message in a segment that old */
 	size_t smtp_command_max;        /* RFC 5321 4.5.3.1.4 */
 	size_t smtp_line_max;           /* RFC 5321 4.5.3.1.6 */
 	unsigned smtp_max_recipients;   /* RFC 5321 4.5.3.1.8: at least 100 */

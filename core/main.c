@@ -19,6 +19,7 @@
 #include "admin/domtab.h"
 #include "core/epoch.h"
 #include "core/config.h"
+#include "core/ctlsock.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "proto/drain.h"
@@ -134,6 +135,36 @@ fail:
 	return NULL;
 }
 
+/* A "drain <domain>" event from Redis (another node's ETRN, or etrnctl
+ * flush): drain what this node holds for it. */
+static void redis_drain(void *arg, const char *domain, size_t len)
+{
+	struct buf out;
+
+	buf_init(&out, 1024);
+	drain_hub_flush(arg, domain, len, &out);
+	log_info("redis event: drain %.*s: %.*s", (int)(len > 255 ? 255 : len), domain,
+		 (int)(out.len > 2 ? out.len - 2 : out.len), out.data ? out.data : "");
+	buf_free(&out);
+}
+
+/* The control socket: "flush DOMAIN" (ETRN on the operator's behalf) and
+ * "status" (queue depths). */
+static void ctl_request(void *arg, const char *line, size_t len, struct buf *out)
+{
+	struct drain_hub *hub = arg;
+
+	if (len > 6 && !memcmp(line, "flush ", 6)) {
+		drain_hub_flush(hub, line + 6, len - 6, out);
+		return;
+	}
+	if (len == 6 && !memcmp(line, "status", 6)) {
+		drain_hub_status(hub, out);
+		return;
+	}
+	(void)buf_puts(out, "error: unknown request (want: flush DOMAIN, or status)\n");
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -154,6 +185,7 @@ int main(int argc, char **argv)
 	struct drain_hub *hub;
 	struct epoch *ep;
 	struct control *ctl;
+	struct ctlsock *cs = NULL;
 	struct config cfg;
 	const char *over[64];
 	unsigned nover = 0, started = 0;
@@ -214,11 +246,11 @@ int main(int argc, char **argv)
 		fatal("%s", err);
 	/* The domain table first: from Redis (or relay_domains alone) before
 	 * any engine thread can take a connection. */
-	ep = epoch_new(cfg.threads);
+	ep = epoch_new(cfg.threads + 1); /* + the control socket thread */
 	dt = ep ? domtab_live_new(NULL, ep) : NULL;
 	eng = calloc(cfg.threads, sizeof(*eng));
 	ds = domstat_new(ETRND_DOMSTAT_DOMAINS);
-	hub = dt ? drain_hub_new(&cfg, dt, cfg.threads) : NULL;
+	hub = dt && ds ? drain_hub_new(&cfg, dt, ds, cfg.threads) : NULL;
 	if (!dt || !eng || !ds || !hub)
 		fatal("out of memory");
 	ctl = control_start(&cfg, dt, err, sizeof(err));
@@ -260,6 +292,12 @@ int main(int argc, char **argv)
 		control_stop(ctl);
 		fatal("could not start; see the errors above");
 	}
+	control_set_drain(ctl, redis_drain, hub);
+	if (cfg.control_socket[0]) {
+		cs = ctlsock_start(cfg.control_socket, ctl_request, hub, ep, err, sizeof(err));
+		if (!cs)
+			log_err("%s; etrnctl flush/status will not reach this daemon", err);
+	}
 	log_info("etrnd started: %u engine thread(s), listening on %s%s, spool %s, sync %s, %zu static relay domain(s), redis %s",
 		 cfg.threads, cfg.listen[0].text, cfg.nlisten > 1 ? " and more" : "",
 		 cfg.spool_dir, cfg.sync == CONFIG_SYNC_BATCH ? "batch" :
@@ -278,6 +316,7 @@ int main(int argc, char **argv)
 			 sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg.shutdown_timeout_ms);
 		break;
 	}
+	cs = ctlsock_stop(cs); /* before the engines it asks */
 	for (unsigned i = 0; i < started; i++)
 		loop_stop(eng[i].loop);
 	for (unsigned i = 0; i < started; i++) {

@@ -66,6 +66,7 @@ struct drain_active {
 struct drain_hub {
 	const struct config *cfg;
 	const struct domtab_live *dt;
+	struct domstat *ds;
 	unsigned n;
 	struct drain **drains;         /* by thread index; set by drain_new */
 	pthread_mutex_t mu;            /* guards act: taken per ETRN and per
@@ -162,7 +163,8 @@ static uint64_t mono_ms(void)
 /* ---- hub ----------------------------------------------------------------- */
 
 struct drain_hub *drain_hub_new(const struct config *cfg,
-				const struct domtab_live *dt, unsigned nthreads)
+				const struct domtab_live *dt, struct domstat *ds,
+				unsigned nthreads)
 {
 	struct drain_hub *h = calloc(1, sizeof(*h));
 
@@ -175,6 +177,7 @@ struct drain_hub *drain_hub_new(const struct config *cfg,
 	}
 	h->cfg = cfg;
 	h->dt = dt;
+	h->ds = ds;
 	h->n = nthreads;
 	pthread_mutex_init(&h->mu, NULL);
 	h->ccf.helo_name = cfg->hostname;
@@ -220,6 +223,18 @@ static int hub_begin(struct drain_hub *h, const char *dom, size_t len)
 out:
 	pthread_mutex_unlock(&h->mu);
 	return fresh;
+}
+
+/* 1 while a drain of dom runs on any thread. */
+static int hub_active(struct drain_hub *h, const char *dom, size_t len)
+{
+	int on = 0;
+
+	pthread_mutex_lock(&h->mu);
+	for (size_t i = 0; i < h->nact && !on; i++)
+		on = h->act[i].len == len && !strncasecmp(h->act[i].dom, dom, len);
+	pthread_mutex_unlock(&h->mu);
+	return on;
 }
 
 /* One thread has finished its part of dom's drain. */
@@ -594,8 +609,12 @@ static size_t dc_data(void *arg, struct conn *c, void *st, const char *p, size_t
 			/* The stored body is already on-the-wire form. */
 			if (buf_append(conn_out(c), dc->msg.body, dc->msg.body_len) ||
 			    smtp_client_body_sent(dc->cl, conn_out(c))) {
-				(void)smtp_client_abort(dc->cl, "out of memory sending the body");
-				break;
+				/* Recipients are deferred (stay queued) and logged. */
+				if (smtp_client_abort(dc->cl, "out of memory sending the body") ==
+				    SMTP_CLIENT_EV_MSG_DONE)
+					msg_done(dc);
+				conn_close(c);
+				return n;
 			}
 			conn_flush(c);
 			conn_set_timeout(c, smtp_client_timeout_ms(dc->cl));
@@ -953,58 +972,48 @@ static int client_sockaddr(const char *client, struct sockaddr_storage *ss)
 	return -1;
 }
 
-void drain_etrn(struct drain *d, const char *client, const char *node, size_t len,
-		struct buf *out)
+/* Lower-case node into dom (no trailing dot); -1 when it does not fit. */
+static int node_domain(const char *node, size_t len, char *dom, size_t *dlen)
 {
-	struct drain_hub *h = d->hub;
-	const struct domtab_row *row;
-	struct sockaddr_storage ss;
-	struct drain_req *rq;
-	char dom[DRAIN_DOMAIN_MAX], host[DRAIN_DOMAIN_MAX];
-	unsigned port;
-	uint64_t n;
-
-	/* RFC 1985: "@domain" asks for subdomains too and "#queue" for a named
-	 * queue; this node drains each provisioned domain on its own. */
-	if (node[0] == '#' || node[0] == '@') {
-		(void)buf_printf(out, "458 4.3.0 Unable to queue messages for node %.*s: "
-				 "only ETRN domain is supported here\r\n", (int)len, node);
-		return;
-	}
-	if (len >= sizeof(dom)) {
-		(void)buf_printf(out, "501 5.5.4 Syntax error in parameters\r\n");
-		return;
-	}
+	if (len == 0 || len >= DRAIN_DOMAIN_MAX)
+		return -1;
 	for (size_t i = 0; i < len; i++)
 		dom[i] = (char)(node[i] >= 'A' && node[i] <= 'Z' ? node[i] + 32 : node[i]);
 	if (len > 1 && dom[len - 1] == '.')
 		len--;
 	dom[len] = '\0';
-	if (!rate_ok(d, client)) {
-		log_warn("ETRN %s from [%s]: over etrn_rate_limit", dom, client);
-		(void)buf_printf(out, "458 4.7.0 Unable to queue messages for node %s: too many ETRN requests, try later\r\n", dom);
-		return;
-	}
-	row = domtab_find(domtab_live_get(h->dt), dom, len);
-	if (!row) {
-		log_info("ETRN %s from [%s]: not a customer domain here", dom, client);
-		(void)buf_printf(out, "459 5.7.1 Node %s not allowed: not a customer domain here\r\n", dom);
-		return;
-	}
-	/* Who may release a domain's mail (DESIGN.md 6): its etrn_from
-	 * networks (an authenticated owner comes with AUTH). */
-	if (client_sockaddr(client, &ss) || !domtab_row_allows(row, (struct sockaddr *)&ss)) {
-		log_info("ETRN %s from [%s]: not in its etrn_from networks", dom, client);
-		(void)buf_printf(out, "459 5.7.1 Node %s not allowed: client %s may not release it\r\n",
-				 dom, client);
+	*dlen = len;
+	return 0;
+}
+
+/*
+ * Start draining dom (checked and authorised by the caller) and write the
+ * RFC 1985 reply: 252 when a drain already runs (it is joined, never
+ * duplicated), 251 when nothing is held, else 253 with the count; then fan
+ * the drain out to every engine thread, resolving the destination first
+ * when it is a name. Any thread; never blocks.
+ */
+static void hub_request(struct drain_hub *h, const struct domtab_row *row,
+			const char *dom, size_t len, const char *who, struct buf *out)
+{
+	struct drain_req *rq;
+	char host[DRAIN_DOMAIN_MAX];
+	unsigned port;
+	uint64_t n;
+
+	n = domstat_msgs(h->ds, dom, len);
+	if (n == 0 && !hub_active(h, dom, len)) {
+		/* Nothing held, nothing running: nothing to start. Mail racing in
+		 * now waits for the next ETRN. */
+		log_info("ETRN %s from %s: no messages waiting", dom, who);
+		(void)buf_printf(out, "251 2.0.0 OK, no messages waiting for node %s\r\n", dom);
 		return;
 	}
 	if (!hub_begin(h, dom, len)) {
-		log_info("ETRN %s from [%s]: joins the drain already running", dom, client);
+		log_info("ETRN %s from %s: joins the drain already running", dom, who);
 		(void)buf_printf(out, "252 2.0.0 OK, pending messages for node %s started\r\n", dom);
 		return;
 	}
-	n = domstat_msgs(spool_shard_domstat(d->sh), dom, len);
 	rq = calloc(1, sizeof(*rq));
 	if (!rq) {
 		for (unsigned i = 0; i < h->n; i++)
@@ -1015,17 +1024,7 @@ void drain_etrn(struct drain *d, const char *client, const char *node, size_t le
 	rq->hub = h;
 	memcpy(rq->dom, dom, len + 1);
 	rq->len = len;
-	if (n == 0) {
-		/* Nothing held: answer 251 and let every thread finish at once
-		 * (their queues are empty; mail racing in waits for the next). */
-		rq->failed = 1;
-		fan_out(rq);
-		free(rq);
-		log_info("ETRN %s from [%s]: no messages waiting", dom, client);
-		(void)buf_printf(out, "251 2.0.0 OK, no messages waiting for node %s\r\n", dom);
-		return;
-	}
-	log_info("ETRN %s from [%s]: %" PRIu64 " message(s) waiting; drain started", dom, client, n);
+	log_info("ETRN %s from %s: %" PRIu64 " message(s) waiting; drain started", dom, who, n);
 	(void)buf_printf(out, "253 2.0.0 OK, %" PRIu64 " pending messages for node %s started\r\n", n, dom);
 	if (row->dest && split_dest(row->dest, host, sizeof(host), &port) == 0 &&
 	    numeric_addr(host, port, rq)) {
@@ -1050,6 +1049,65 @@ void drain_etrn(struct drain *d, const char *client, const char *node, size_t le
 		}
 		pthread_attr_destroy(&at);
 	}
+}
+
+void drain_etrn(struct drain *d, const char *client, const char *node, size_t len,
+		struct buf *out)
+{
+	struct drain_hub *h = d->hub;
+	const struct domtab_row *row;
+	struct sockaddr_storage ss;
+	char dom[DRAIN_DOMAIN_MAX], who[DRAIN_ADDR_TEXT];
+
+	/* RFC 1985: "@domain" asks for subdomains too and "#queue" for a named
+	 * queue; this node drains each provisioned domain on its own. */
+	if (node[0] == '#' || node[0] == '@') {
+		(void)buf_printf(out, "458 4.3.0 Unable to queue messages for node %.*s: "
+				 "only ETRN domain is supported here\r\n", (int)len, node);
+		return;
+	}
+	if (node_domain(node, len, dom, &len)) {
+		(void)buf_printf(out, "501 5.5.4 Syntax error in parameters\r\n");
+		return;
+	}
+	if (!rate_ok(d, client)) {
+		log_warn("ETRN %s from [%s]: over etrn_rate_limit", dom, client);
+		(void)buf_printf(out, "458 4.7.0 Unable to queue messages for node %s: too many ETRN requests, try later\r\n", dom);
+		return;
+	}
+	row = domtab_find(domtab_live_get(h->dt), dom, len);
+	if (!row) {
+		log_info("ETRN %s from [%s]: not a customer domain here", dom, client);
+		(void)buf_printf(out, "459 5.7.1 Node %s not allowed: not a customer domain here\r\n", dom);
+		return;
+	}
+	/* Who may release a domain's mail (DESIGN.md 6): its etrn_from
+	 * networks (an authenticated owner comes with AUTH). */
+	if (client_sockaddr(client, &ss) || !domtab_row_allows(row, (struct sockaddr *)&ss)) {
+		log_info("ETRN %s from [%s]: not in its etrn_from networks", dom, client);
+		(void)buf_printf(out, "459 5.7.1 Node %s not allowed: client %s may not release it\r\n",
+				 dom, client);
+		return;
+	}
+	snprintf(who, sizeof(who), "[%s]", client);
+	hub_request(h, row, dom, len, who, out);
+}
+
+void drain_hub_flush(struct drain_hub *h, const char *node, size_t len, struct buf *out)
+{
+	const struct domtab_row *row;
+	char dom[DRAIN_DOMAIN_MAX];
+
+	if (node_domain(node, len, dom, &len) || node[0] == '#' || node[0] == '@') {
+		(void)buf_printf(out, "501 5.5.4 Syntax error in parameters: a domain\r\n");
+		return;
+	}
+	row = domtab_find(domtab_live_get(h->dt), dom, len);
+	if (!row) {
+		(void)buf_printf(out, "459 5.7.1 Node %s not allowed: not a customer domain here\r\n", dom);
+		return;
+	}
+	hub_request(h, row, dom, len, "the operator", out);
 }
 
 /* ---- per thread ------------------------------------------------------------ */
@@ -1088,4 +1146,190 @@ struct drain *drain_free(struct drain *d)
 int drain_busy(const struct drain *d)
 {
 	return d->conns > 0 || d->jobs != NULL;
+}
+
+/* ---- status (etrnctl status) ---------------------------------------------- */
+
+#define DRAIN_STATUS_DOMAINS_MAX 10000 /* per shard, listed */
+#define DRAIN_STATUS_WAIT_MS 3000
+
+struct status_dom {
+	char dom[DRAIN_DOMAIN_MAX];
+	uint64_t msgs, rcpts, bytes, oldest_us;
+};
+
+struct status_req {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	unsigned refs;                 /* the asker + each thread not done */
+	unsigned left;                 /* threads not done */
+	struct spool_index_totals *tot; /* per thread */
+	struct status_dom **doms;      /* per thread */
+	size_t *ndoms;
+	unsigned n;
+};
+
+struct status_job {
+	struct status_req *rq;
+	struct drain *d;
+	unsigned i;
+};
+
+static void status_put(struct status_req *rq)
+{
+	unsigned refs;
+
+	pthread_mutex_lock(&rq->mu);
+	refs = --rq->refs;
+	pthread_mutex_unlock(&rq->mu);
+	if (refs)
+		return;
+	for (unsigned i = 0; i < rq->n; i++)
+		free(rq->doms[i]);
+	free(rq->doms);
+	free(rq->ndoms);
+	free(rq->tot);
+	pthread_mutex_destroy(&rq->mu);
+	pthread_cond_destroy(&rq->cv);
+	free(rq);
+}
+
+/* On an engine thread: this shard's totals and queues. */
+static void status_job_run(void *arg)
+{
+	struct status_job *sj = arg;
+	struct status_req *rq = sj->rq;
+	struct spool_index *idx = sj->d->idx;
+	const struct spool_index_queue *q;
+	struct spool_index_totals t;
+	struct status_dom *v;
+	size_t cursor = 0, n = 0;
+
+	spool_index_totals(idx, &t);
+	v = calloc(t.domains < DRAIN_STATUS_DOMAINS_MAX ? t.domains + 1 : DRAIN_STATUS_DOMAINS_MAX,
+		   sizeof(*v));
+	while (v && n < DRAIN_STATUS_DOMAINS_MAX && n < t.domains &&
+	       (q = spool_index_queue_each(idx, &cursor))) {
+		struct spool_index_qstat st;
+
+		spool_index_queue_stat(q, &st);
+		snprintf(v[n].dom, sizeof(v[n].dom), "%.*s", (int)st.domain_len, st.domain);
+		v[n].msgs = st.messages;
+		v[n].rcpts = st.recipients;
+		v[n].bytes = st.bytes;
+		v[n].oldest_us = st.oldest_us;
+		n++;
+	}
+	pthread_mutex_lock(&rq->mu);
+	rq->tot[sj->i] = t;
+	rq->doms[sj->i] = v;
+	rq->ndoms[sj->i] = n;
+	rq->left--;
+	pthread_cond_broadcast(&rq->cv);
+	pthread_mutex_unlock(&rq->mu);
+	free(sj);
+	status_put(rq);
+}
+
+static int status_cmp(const void *a, const void *b)
+{
+	const struct status_dom *x = a, *y = b;
+	int c = strcmp(x->dom, y->dom);
+
+	return c;
+}
+
+void drain_hub_status(struct drain_hub *h, struct buf *out)
+{
+	struct status_req *rq = calloc(1, sizeof(*rq));
+	struct status_dom *all = NULL;
+	struct timespec dl;
+	size_t nall = 0, k = 0;
+	uint64_t now = wall_us();
+	int timed_out = 0;
+
+	if (!rq || !(rq->tot = calloc(h->n, sizeof(*rq->tot))) ||
+	    !(rq->doms = calloc(h->n, sizeof(*rq->doms))) ||
+	    !(rq->ndoms = calloc(h->n, sizeof(*rq->ndoms)))) {
+		if (rq) {
+			free(rq->tot);
+			free(rq->doms);
+			free(rq);
+		}
+		(void)buf_puts(out, "error: out of memory\n");
+		return;
+	}
+	pthread_mutex_init(&rq->mu, NULL);
+	pthread_cond_init(&rq->cv, NULL);
+	rq->n = h->n;
+	rq->refs = 1;
+	for (unsigned i = 0; i < h->n; i++) {
+		struct drain *d = __atomic_load_n(&h->drains[i], __ATOMIC_ACQUIRE);
+		struct status_job *sj = d ? malloc(sizeof(*sj)) : NULL;
+
+		if (!sj)
+			continue;
+		sj->rq = rq;
+		sj->d = d;
+		sj->i = i;
+		pthread_mutex_lock(&rq->mu);
+		rq->refs++;
+		rq->left++;
+		pthread_mutex_unlock(&rq->mu);
+		if (loop_post(d->loop, status_job_run, sj)) {
+			free(sj);
+			pthread_mutex_lock(&rq->mu);
+			rq->refs--;
+			rq->left--;
+			pthread_mutex_unlock(&rq->mu);
+		}
+	}
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += DRAIN_STATUS_WAIT_MS / 1000;
+	pthread_mutex_lock(&rq->mu);
+	while (rq->left && !timed_out)
+		timed_out = pthread_cond_timedwait(&rq->cv, &rq->mu, &dl) != 0;
+	for (unsigned i = 0; i < h->n; i++) {
+		struct spool_index_totals *t = &rq->tot[i];
+		if (!rq->doms[i] && !t->segments) {
+			(void)buf_printf(out, "shard %u: no answer\n", i);
+			continue;
+		}
+		(void)buf_printf(out, "shard %u: messages %" PRIu64 ", recipients %" PRIu64
+				 ", domains %" PRIu64 ", segments %" PRIu64 ", bytes %" PRIu64
+				 " (live %" PRIu64 "), delivered %" PRIu64 ", bounced %" PRIu64
+				 ", expired %" PRIu64 "\n", i, t->messages, t->recipients, t->domains,
+				 t->segments, t->total_bytes, t->live_bytes, t->delivered, t->bounced,
+				 t->expired);
+		nall += rq->ndoms[i];
+	}
+	all = nall ? calloc(nall, sizeof(*all)) : NULL;
+	for (unsigned i = 0; all && i < h->n; i++)
+		for (size_t j = 0; j < rq->ndoms[i]; j++)
+			all[k++] = rq->doms[i][j];
+	pthread_mutex_unlock(&rq->mu);
+	status_put(rq);
+	/* Merge each domain's shards: one line per domain, node-wide. */
+	if (all) {
+		qsort(all, k, sizeof(*all), status_cmp);
+		for (size_t i = 0; i < k;) {
+			struct status_dom s = all[i];
+			size_t j = i + 1;
+			for (; j < k && !strcmp(all[j].dom, s.dom); j++) {
+				s.msgs += all[j].msgs;
+				s.rcpts += all[j].rcpts;
+				s.bytes += all[j].bytes;
+				if (all[j].oldest_us < s.oldest_us)
+					s.oldest_us = all[j].oldest_us;
+			}
+			(void)buf_printf(out, "domain %s: messages %" PRIu64 ", recipients %" PRIu64
+					 ", bytes %" PRIu64 ", oldest %" PRIu64 " s\n", s.dom, s.msgs,
+					 s.rcpts, s.bytes,
+					 now > s.oldest_us ? (now - s.oldest_us) / 1000000 : 0);
+			i = j;
+		}
+		free(all);
+	}
+	if (timed_out)
+		(void)buf_puts(out, "warning: some engine threads did not answer in time\n");
 }

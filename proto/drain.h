@@ -27,8 +27,9 @@ struct drain_hub;
 struct drain;
 
 /* The hub for nthreads engine threads. cfg and dt must outlive it. */
+struct domstat;
 struct drain_hub *drain_hub_new(const struct config *cfg,
-		const struct domtab_live *dt, unsigned nthreads);
+		const struct domtab_live *dt, struct domstat *ds, unsigned nthreads);
 struct drain_hub *drain_hub_free(struct drain_hub *h);
 
 /* Create thread index's drainer on its loop and shard (before loop_run). */
@@ -46,5 +47,18 @@ int drain_busy(const struct drain *d);
  */
 void drain_etrn(struct drain *d, const char *client, const char *node,
 		size_t len, struct buf *out);
+
+/*
+ * The operator's flush (etrnctl flush, a Redis "drain" event): like ETRN
+ * without the client checks. From any thread that may read the domain table
+ * (an engine thread, the control thread, or one online in its epoch).
+ */
+void drain_hub_flush(struct drain_hub *h, const char *node, size_t len,
+		struct buf *out);
+
+/* Queue depths per shard and per domain, as text lines (etrnctl status).
+ * Asks every engine thread and waits for them (up to 3 s): call it from a
+ * thread that may block (the control socket's), never an engine thread. */
+void drain_hub_status(struct drain_hub *h, struct buf *out);
 
 #endif

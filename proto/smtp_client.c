@@ -535,6 +535,7 @@ static enum smtp_client_event smtp_client_on_dot(struct smtp_client *c, struct b
 {
 	int cls = c->reply.code / 100;
 
+	(void)out;
 	if (cls == 3)
 		return smtp_client_protocol_error(c, "3xx reply to end of data");
 	if (c->mail_ok && c->naccepted > 0) {
@@ -549,6 +550,7 @@ static enum smtp_client_event smtp_client_on_rset(struct smtp_client *c, struct 
 {
 	struct smtp_client_reply *rp = &c->reply;
 
+	(void)out;
 	if (rp->code / 100 != 2) {
 		/* Results stand; a server that refuses RSET is not to be
 		 * trusted with the next message. */
@@ -564,6 +566,7 @@ static enum smtp_client_event smtp_client_on_rset(struct smtp_client *c, struct 
 static enum smtp_client_event smtp_client_on_unexpected(struct smtp_client *c,
 		struct buf *out)
 {
+	(void)out;
 	return smtp_client_protocol_error(c, "unexpected reply");
 }
 

@@ -39,6 +39,19 @@ def hold(e, domain, n, tag):
     return ids
 
 
+def wait_drained(tc, e, within=20):
+    """Until every shard that started a drain has logged its summary."""
+    deadline = time.monotonic() + within
+    while True:
+        log = e.stderr_text()
+        started = len(re.findall(r"drain \S+ \(shard \d+\): \d+ message\(s\) to", log))
+        ended = len(re.findall(r"drain \S+ \(shard \d+\): \d+ sent,", log))
+        if started and started == ended:
+            return
+        tc.assertLess(time.monotonic(), deadline, "drain did not finish:\n" + log[-3000:])
+        time.sleep(0.05)
+
+
 def etrn(e, node):
     with smtplib.SMTP(h.HOST, e.port, timeout=10) as s:
         s.ehlo("customer.test")
@@ -103,11 +116,7 @@ class EtrnTest(unittest.TestCase):
         c = self.customer(tempfail_every=3)
         self.assertEqual(etrn(e, "a.test")[0], 253)
         self.assertTrue(c.wait_count(200, 60), "got %d" % c.recorder.count())
-        deadline = time.monotonic() + 10
-        while "drain a.test (shard 1)" not in e.stderr_text() or \
-                len(re.findall(r"drain a\.test \(shard \d\): \d+ sent", e.stderr_text())) < 2:
-            self.assertLess(time.monotonic(), deadline, "drain did not finish")
-            time.sleep(0.05)
+        wait_drained(self, e)
         first = c.recorder.count()
         self.assertEqual(first, 200, "two of three delivered on the first ETRN")
         self.assertIn("status=deferred (452 4.2.1", e.stderr_text())
@@ -119,6 +128,42 @@ class EtrnTest(unittest.TestCase):
         got = Counter(c.recorder.message_ids())
         self.assertEqual(sorted(got), sorted(ids), "every message arrived")
         self.assertEqual(max(got.values()), 1, "no duplicates")
+
+    def test_etrnctl_flush_and_status(self):
+        """The operator's flush (ETRN on the customer's behalf) and status,
+        through etrnctl and the daemon's control socket."""
+        import os
+        import subprocess
+        self.provision("a.test", "b.test")
+        e = h.Etrnd(redis=self.redis.url(), relay_domains="static.test", threads="2")
+        e.cfg["control_socket"] = os.path.join(e.dir, "ctl.sock")
+        self.addCleanup(e.cleanup)
+        e.start()
+        hold(e, "a.test", 30, "fl")
+        hold(e, "b.test", 5, "st")
+        ctl = [h.env_path("ETRNCTL"), "-c", e.conf_path]
+        p = subprocess.run(ctl + ["status"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = p.stdout.decode()
+        self.assertRegex(out, r"domain a\.test: messages 30, recipients 30, bytes \d+, oldest \d+ s")
+        self.assertRegex(out, r"domain b\.test: messages 5, ")
+        self.assertEqual(len(re.findall(r"^shard \d+: messages", out, re.M)), 2)
+        c = self.customer()
+        p = subprocess.run(ctl + ["flush", "a.test"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=30)
+        self.assertEqual((p.returncode, p.stdout.decode()),
+                         (0, "253 2.0.0 OK, 30 pending messages for node a.test started\n"), p.stderr)
+        self.assertTrue(c.wait_count(30, 30))
+        wait_drained(self, e)
+        p = subprocess.run(ctl + ["flush", "nothere.test"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual(p.returncode, 1)
+        self.assertTrue(p.stdout.decode().startswith("459 5.7.1 "), p.stdout)
+        p = subprocess.run(ctl + ["flush", "not a domain"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        p = subprocess.run(ctl + ["status"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        self.assertNotIn("domain a.test:", p.stdout.decode())
 
     def test_refusals(self):
         self.provision("a.test")

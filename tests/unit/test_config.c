@@ -276,3 +276,25 @@ Test(config, redis_keys)
 	cr_expect(strstr(err, "redis is not set") != NULL, "%s", err);
 	config_free(&c);
 }
+
+Test(config, compaction_keys)
+{
+	struct config c;
+	char err[CONFIG_ERR_MAX];
+
+	config_defaults(&c);
+	cr_expect_eq(c.compact_threshold, 25);
+	cr_expect_eq(c.compact_min_age_ms, 3600u * 1000);
+	cr_expect_eq(config_set(&c, "compact_threshold", "40", "-o", err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(c.compact_threshold, 40);
+	cr_expect_eq(config_set(&c, "compact_threshold", "100", "-o", err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(config_set(&c, "compact_threshold", "0", "-o", err, sizeof(err)), -1);
+	cr_expect_eq(config_set(&c, "compact_threshold", "101", "-o", err, sizeof(err)), -1);
+	cr_expect_eq(config_set(&c, "compact_threshold", "25%", "-o", err, sizeof(err)), -1);
+	cr_expect_eq(config_set(&c, "compact_min_age", "0", "-o", err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(c.compact_min_age_ms, 0);
+	cr_expect_eq(config_set(&c, "compact_min_age", "2d", "-o", err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(c.compact_min_age_ms, 2u * 86400 * 1000);
+	cr_expect_eq(config_set(&c, "compact_min_age", "50d", "-o", err, sizeof(err)), -1);
+	config_free(&c);
+}
