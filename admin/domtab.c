@@ -388,6 +388,11 @@ int domtab_lookup(const struct domtab *t, const char *domain, size_t len)
 	return domtab_find(t, domain, len) != NULL;
 }
 
+const struct domtab_row *domtab_row_at(const struct domtab *t, size_t i)
+{
+	return i < t->count ? &t->rows[i] : NULL;
+}
+
 size_t domtab_count(const struct domtab *t)
 {
 	return t->count;

@@ -98,6 +98,10 @@ int domtab_lookup(const struct domtab *t, const char *domain, size_t len);
 
 size_t domtab_count(const struct domtab *t);
 
+/* Row i (0 <= i < domtab_count()), in no particular order, for walks like
+ * ETRN #queue; NULL past the end. Valid as long as the table. */
+const struct domtab_row *domtab_row_at(const struct domtab *t, size_t i);
+
 /* 1 if addr (AF_INET or AF_INET6; v4-mapped v6 counts as v4) is inside one
  * of the row's etrn_from networks. */
 int domtab_row_allows(const struct domtab_row *row, const struct sockaddr *addr);

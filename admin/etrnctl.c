@@ -88,7 +88,7 @@ static void usage(FILE *f)
 		"  user add NAME | user passwd NAME | user del NAME   [--password-stdin]\n"
 		"  import FILE.csv    (columns: %s,%s,%s,%s,%s,%s,%s,%s; a header line may reorder them)\n"
 		"  export             (CSV on stdout, as import reads it)\n"
-		"  flush DOMAIN       ETRN on the operator's behalf: the daemon drains DOMAIN now\n"
+		"  flush DOMAIN|@DOMAIN|#QUEUE  ETRN on the operator's behalf: the daemon drains now\n"
 		"                     and prints its RFC 1985 reply; other nodes hear it on Redis\n"
 		"  status             queue depths per shard and per domain, from the running daemon\n"
 		"  -c FILE      etrnd config to take redis and redis_prefix from (default %s)\n"
@@ -1429,7 +1429,11 @@ int main(int argc, char **argv)
 		{
 			char norm[DOMTAB_NAME_MAX + 2], why[200];
 
-			if (schema_domain_norm(args[1], 0, norm, why, sizeof(why))) {
+			/* "#queue" and "@domain" as in ETRN (RFC 1985). */
+			const char *dn = args[1][0] == '@' ? args[1] + 1 : args[1];
+
+			if (args[1][0] == '#' ? schema_queue_check(args[1] + 1, why, sizeof(why))
+					      : schema_domain_norm(dn, 0, norm, why, sizeof(why))) {
 				config_free(&cfg);
 				return bad("flush \"%s\": %s", args[1], why);
 			}

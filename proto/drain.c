@@ -987,51 +987,47 @@ static int node_domain(const char *node, size_t len, char *dom, size_t *dlen)
 }
 
 /*
- * Start draining dom (checked and authorised by the caller) and write the
- * RFC 1985 reply: 252 when a drain already runs (it is joined, never
- * duplicated), 251 when nothing is held, else 253 with the count; then fan
- * the drain out to every engine thread, resolving the destination first
- * when it is a name. Any thread; never blocks.
+ * Start draining dom (checked and authorised by the caller): 252 when a drain
+ * already runs (it is joined, never duplicated), 251 when nothing is held,
+ * else 253 with the count in *n, after fanning the drain out to every engine
+ * thread (resolving the destination first when it is a name); 458 when out
+ * of memory. Any thread; never blocks.
  */
-static void hub_request(struct drain_hub *h, const struct domtab_row *row,
-			const char *dom, size_t len, const char *who, struct buf *out)
+static int hub_start(struct drain_hub *h, const struct domtab_row *row,
+		     const char *dom, size_t len, const char *who, uint64_t *n)
 {
 	struct drain_req *rq;
 	char host[DRAIN_DOMAIN_MAX];
 	unsigned port;
-	uint64_t n;
 
-	n = domstat_msgs(h->ds, dom, len);
-	if (n == 0 && !hub_active(h, dom, len)) {
+	*n = domstat_msgs(h->ds, dom, len);
+	if (*n == 0 && !hub_active(h, dom, len)) {
 		/* Nothing held, nothing running: nothing to start. Mail racing in
 		 * now waits for the next ETRN. */
 		log_info("ETRN %s from %s: no messages waiting", dom, who);
-		(void)buf_printf(out, "251 2.0.0 OK, no messages waiting for node %s\r\n", dom);
-		return;
+		return 251;
 	}
 	if (!hub_begin(h, dom, len)) {
 		log_info("ETRN %s from %s: joins the drain already running", dom, who);
-		(void)buf_printf(out, "252 2.0.0 OK, pending messages for node %s started\r\n", dom);
-		return;
+		return 252;
 	}
 	rq = calloc(1, sizeof(*rq));
 	if (!rq) {
 		for (unsigned i = 0; i < h->n; i++)
 			hub_end(h, dom, len);
-		(void)buf_printf(out, "458 4.3.0 Unable to queue messages for node %s\r\n", dom);
-		return;
+		return 458;
 	}
 	rq->hub = h;
-	memcpy(rq->dom, dom, len + 1);
+	memcpy(rq->dom, dom, len);
+	rq->dom[len] = '\0';
 	rq->len = len;
-	log_info("ETRN %s from %s: %" PRIu64 " message(s) waiting; drain started", dom, who, n);
-	(void)buf_printf(out, "253 2.0.0 OK, %" PRIu64 " pending messages for node %s started\r\n", n, dom);
+	log_info("ETRN %s from %s: %" PRIu64 " message(s) waiting; drain started", rq->dom, who, *n);
 	if (row->dest && split_dest(row->dest, host, sizeof(host), &port) == 0 &&
 	    numeric_addr(host, port, rq)) {
 		snprintf(rq->relay, sizeof(rq->relay), "%.64s[%.64s]:%u", host, host, port);
 		fan_out(rq);
 		free(rq);
-		return;
+		return 253;
 	}
 	/* A host name or MX: resolve on a thread of its own. */
 	snprintf(rq->relay, sizeof(rq->relay), "%s", row->dest ? row->dest : "");
@@ -1042,13 +1038,95 @@ static void hub_request(struct drain_hub *h, const struct domtab_row *row,
 		pthread_attr_init(&at);
 		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
 		if (pthread_create(&th, &at, resolve_main, rq)) {
-			log_err("drain %s: cannot start the resolver", dom);
+			log_err("drain %s: cannot start the resolver", rq->dom);
 			rq->failed = 1;
 			fan_out(rq);
 			free(rq);
 		}
 		pthread_attr_destroy(&at);
 	}
+	return 253;
+}
+
+/* The RFC 1985 section 5 reply for a node and the outcome. */
+static void etrn_reply(struct buf *out, int code, uint64_t n, const char *node, size_t len)
+{
+	switch (code) {
+	case 251:
+		(void)buf_printf(out, "251 2.0.0 OK, no messages waiting for node %.*s\r\n", (int)len, node);
+		break;
+	case 252:
+		(void)buf_printf(out, "252 2.0.0 OK, pending messages for node %.*s started\r\n", (int)len, node);
+		break;
+	case 253:
+		(void)buf_printf(out, "253 2.0.0 OK, %" PRIu64 " pending messages for node %.*s started\r\n",
+				 n, (int)len, node);
+		break;
+	default:
+		(void)buf_printf(out, "458 4.3.0 Unable to queue messages for node %.*s\r\n", (int)len, node);
+		break;
+	}
+}
+
+/* Does row belong to "#queue" or "@domain" (the domain itself or below)? */
+static int row_matches(const struct domtab_row *row, const char *node, size_t len)
+{
+	size_t rl;
+
+	if (row->name[0] == '*')
+		return 0; /* a wildcard row names no domain to drain by itself */
+	if (node[0] == '#')
+		return row->queue && strlen(row->queue) == len - 1 &&
+		       !strncasecmp(row->queue, node + 1, len - 1);
+	rl = strlen(row->name);
+	if (rl == len - 1)
+		return !strncasecmp(row->name, node + 1, len - 1);
+	return rl > len && row->name[rl - len] == '.' &&
+	       !strncasecmp(row->name + rl - len + 1, node + 1, len - 1);
+}
+
+/*
+ * ETRN #queue or @domain (RFC 1985 section 3): every provisioned domain in
+ * the queue, or the domain and its subdomains, that the client may release.
+ * One reply for all: 253 with the total when any drain started, 252 when
+ * all were running, 251 when nothing is held, 459 when none is allowed.
+ */
+static void etrn_many(struct drain *d, const char *client, const struct sockaddr *sa,
+		      const char *node, size_t len, struct buf *out)
+{
+	const struct domtab *t = domtab_live_get(d->hub->dt);
+	unsigned matched = 0, allowed = 0, started = 0, joined = 0;
+	uint64_t total = 0;
+	char who[DRAIN_ADDR_TEXT];
+	const struct domtab_row *row;
+
+	snprintf(who, sizeof(who), "[%s] (%.*s)", client, (int)(len > 200 ? 200 : len), node);
+	for (size_t i = 0; (row = domtab_row_at(t, i)); i++) {
+		uint64_t n;
+		int code;
+
+		if (!row_matches(row, node, len))
+			continue;
+		matched++;
+		if (sa && !domtab_row_allows(row, sa))
+			continue;
+		allowed++;
+		code = hub_start(d->hub, row, row->name, strlen(row->name), who, &n);
+		if (code == 253) {
+			started++;
+			total += n;
+		} else if (code == 252) {
+			joined++;
+		}
+	}
+	if (!allowed) {
+		log_info("ETRN %.*s from [%s]: %s", (int)len, node, client,
+			 matched ? "not in the etrn_from networks of any of its domains" : "no such queue or domain here");
+		(void)buf_printf(out, "459 5.7.1 Node %.*s not allowed: %s\r\n", (int)len, node,
+				 matched ? "client may not release it" : "no such queue or domain here");
+		return;
+	}
+	etrn_reply(out, started ? 253 : joined ? 252 : 251, total, node, len);
 }
 
 void drain_etrn(struct drain *d, const char *client, const char *node, size_t len,
@@ -1058,21 +1136,28 @@ void drain_etrn(struct drain *d, const char *client, const char *node, size_t le
 	const struct domtab_row *row;
 	struct sockaddr_storage ss;
 	char dom[DRAIN_DOMAIN_MAX], who[DRAIN_ADDR_TEXT];
+	uint64_t n;
+	int code;
 
-	/* RFC 1985: "@domain" asks for subdomains too and "#queue" for a named
-	 * queue; this node drains each provisioned domain on its own. */
+	if (!rate_ok(d, client)) {
+		log_warn("ETRN %.*s from [%s]: over etrn_rate_limit", (int)(len > 255 ? 255 : len),
+			 node, client);
+		(void)buf_printf(out, "458 4.7.0 Unable to queue messages for node %.*s: too many ETRN requests, try later\r\n",
+				 (int)(len > 255 ? 255 : len), node);
+		return;
+	}
+	if (client_sockaddr(client, &ss)) {
+		(void)buf_printf(out, "459 5.7.1 Node %.*s not allowed: unknown client address\r\n",
+				 (int)(len > 255 ? 255 : len), node);
+		return;
+	}
+	/* RFC 1985: "@domain" asks for subdomains too, "#queue" for a queue. */
 	if (node[0] == '#' || node[0] == '@') {
-		(void)buf_printf(out, "458 4.3.0 Unable to queue messages for node %.*s: "
-				 "only ETRN domain is supported here\r\n", (int)len, node);
+		etrn_many(d, client, (struct sockaddr *)&ss, node, len, out);
 		return;
 	}
 	if (node_domain(node, len, dom, &len)) {
 		(void)buf_printf(out, "501 5.5.4 Syntax error in parameters\r\n");
-		return;
-	}
-	if (!rate_ok(d, client)) {
-		log_warn("ETRN %s from [%s]: over etrn_rate_limit", dom, client);
-		(void)buf_printf(out, "458 4.7.0 Unable to queue messages for node %s: too many ETRN requests, try later\r\n", dom);
 		return;
 	}
 	row = domtab_find(domtab_live_get(h->dt), dom, len);
@@ -1083,14 +1168,15 @@ void drain_etrn(struct drain *d, const char *client, const char *node, size_t le
 	}
 	/* Who may release a domain's mail (DESIGN.md 6): its etrn_from
 	 * networks (an authenticated owner comes with AUTH). */
-	if (client_sockaddr(client, &ss) || !domtab_row_allows(row, (struct sockaddr *)&ss)) {
+	if (!domtab_row_allows(row, (struct sockaddr *)&ss)) {
 		log_info("ETRN %s from [%s]: not in its etrn_from networks", dom, client);
 		(void)buf_printf(out, "459 5.7.1 Node %s not allowed: client %s may not release it\r\n",
 				 dom, client);
 		return;
 	}
 	snprintf(who, sizeof(who), "[%s]", client);
-	hub_request(h, row, dom, len, who, out);
+	code = hub_start(h, row, dom, len, who, &n);
+	etrn_reply(out, code, n, dom, len);
 }
 
 void drain_hub_flush(struct drain_hub *h, const char *node, size_t len, struct buf *out)
@@ -1098,7 +1184,15 @@ void drain_hub_flush(struct drain_hub *h, const char *node, size_t len, struct b
 	const struct domtab_row *row;
 	char dom[DRAIN_DOMAIN_MAX];
 
-	if (node_domain(node, len, dom, &len) || node[0] == '#' || node[0] == '@') {
+	uint64_t n;
+	int code;
+
+	if (len > 1 && (node[0] == '#' || node[0] == '@')) {
+		struct drain d0 = { .hub = h };
+		etrn_many(&d0, "operator", NULL, node, len, out);
+		return;
+	}
+	if (node_domain(node, len, dom, &len)) {
 		(void)buf_printf(out, "501 5.5.4 Syntax error in parameters: a domain\r\n");
 		return;
 	}
@@ -1107,7 +1201,8 @@ void drain_hub_flush(struct drain_hub *h, const char *node, size_t len, struct b
 		(void)buf_printf(out, "459 5.7.1 Node %s not allowed: not a customer domain here\r\n", dom);
 		return;
 	}
-	hub_request(h, row, dom, len, "the operator", out);
+	code = hub_start(h, row, dom, len, "the operator", &n);
+	etrn_reply(out, code, n, dom, len);
 }
 
 /* ---- per thread ------------------------------------------------------------ */

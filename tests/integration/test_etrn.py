@@ -165,6 +165,28 @@ class EtrnTest(unittest.TestCase):
         p = subprocess.run(ctl + ["status"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
         self.assertNotIn("domain a.test:", p.stdout.decode())
 
+    def test_queue_and_subdomains(self):
+        """ETRN #queue and ETRN @domain (RFC 1985 section 3)."""
+        for d, q in (("a.test", "q1"), ("sub.a.test", "q1"), ("b.test", "q2")):
+            rc, out, err = etrnctl(self.redis, "domain", "add", d, "--dest",
+                                   "127.0.0.1:%d" % self.cport, "--etrn-from", "127.0.0.0/8",
+                                   "--queue", q)
+            self.assertEqual(rc, 0, err)
+        e = self.etrnd()
+        want = hold(e, "a.test", 10, "qa") + hold(e, "sub.a.test", 5, "qs")
+        other = hold(e, "b.test", 3, "qb")
+        c = self.customer()
+        code, msg, _ = etrn(e, "#q1")
+        self.assertEqual((code, msg), (253, "2.0.0 OK, 15 pending messages for node #q1 started"))
+        self.assertTrue(c.wait_count(15, 30))
+        wait_drained(self, e)
+        self.assertEqual(sorted(c.recorder.message_ids()), sorted(want))
+        self.assertEqual(etrn(e, "@a.test")[:2], (251, "2.0.0 OK, no messages waiting for node @a.test"))
+        self.assertEqual(etrn(e, "@b.test")[:2], (253, "2.0.0 OK, 3 pending messages for node @b.test started"))
+        self.assertTrue(c.wait_count(18, 30))
+        self.assertEqual(sorted(c.recorder.message_ids()), sorted(want + other))
+        self.assertEqual(etrn(e, "#nosuch")[0], 459)
+
     def test_refusals(self):
         self.provision("a.test")
         self.provision("far.test", etrn_from="10.0.0.0/8")
