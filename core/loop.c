@@ -791,77 +791,89 @@ static int fop_get(struct loop *l, loop_done_fn fn, void *arg, uint64_t *ud)
 	return 0;
 }
 
-int loop_file_writev(struct loop *l, int fd, const struct iovec *iov,
-		     unsigned iovcnt, uint64_t off, unsigned flags,
-		     loop_done_fn fn, void *arg)
+/* An SQE for a file operation, its completion bound to fn(arg); with
+ * LOOP_LINK, room is made first so the chain is not split. NULL with *rc
+ * set when every file-op slot is in use. */
+static struct io_uring_sqe *file_sqe(struct loop *l, unsigned flags, loop_done_fn fn,
+				     void *arg, int *rc)
 {
 	struct io_uring_sqe *sqe;
 	uint64_t ud;
-	int rc;
 
-	rc = fop_get(l, fn, arg, &ud);
-	if (rc)
-		return rc;
+	*rc = fop_get(l, fn, arg, &ud);
+	if (*rc)
+		return NULL;
 	if (flags & LOOP_LINK)
 		loop_sqe_room(l, 4);
 	sqe = loop_sqe(l);
-	io_uring_prep_writev(sqe, fd, iov, iovcnt, off);
+	io_uring_sqe_set_data64(sqe, ud);
+	return sqe;
+}
+
+/* After io_uring_prep_*() (which clears the SQE's flags): mark the link. */
+static int file_sqe_done(struct io_uring_sqe *sqe, unsigned flags, uint64_t ud)
+{
 	if (flags & LOOP_LINK)
 		sqe->flags |= IOSQE_IO_LINK;
 	io_uring_sqe_set_data64(sqe, ud);
 	return 0;
+}
+
+int loop_file_writev(struct loop *l, int fd, const struct iovec *iov,
+		     unsigned iovcnt, uint64_t off, unsigned flags,
+		     loop_done_fn fn, void *arg)
+{
+	int rc;
+	struct io_uring_sqe *sqe = file_sqe(l, flags, fn, arg, &rc);
+	uint64_t ud;
+
+	if (!sqe)
+		return rc;
+	ud = sqe->user_data;
+	io_uring_prep_writev(sqe, fd, iov, iovcnt, off);
+	return file_sqe_done(sqe, flags, ud);
 }
 
 int loop_file_fsync(struct loop *l, int fd, int datasync, unsigned flags,
 		    loop_done_fn fn, void *arg)
 {
-	struct io_uring_sqe *sqe;
-	uint64_t ud;
 	int rc;
+	struct io_uring_sqe *sqe = file_sqe(l, flags, fn, arg, &rc);
+	uint64_t ud;
 
-	rc = fop_get(l, fn, arg, &ud);
-	if (rc)
+	if (!sqe)
 		return rc;
-	if (flags & LOOP_LINK)
-		loop_sqe_room(l, 4);
-	sqe = loop_sqe(l);
+	ud = sqe->user_data;
 	io_uring_prep_fsync(sqe, fd, datasync ? IORING_FSYNC_DATASYNC : 0);
-	if (flags & LOOP_LINK)
-		sqe->flags |= IOSQE_IO_LINK;
-	io_uring_sqe_set_data64(sqe, ud);
-	return 0;
+	return file_sqe_done(sqe, flags, ud);
 }
 
 int loop_file_read(struct loop *l, int fd, void *buf, unsigned len, uint64_t off,
 		   loop_done_fn fn, void *arg)
 {
-	struct io_uring_sqe *sqe;
-	uint64_t ud;
 	int rc;
+	struct io_uring_sqe *sqe = file_sqe(l, 0, fn, arg, &rc);
+	uint64_t ud;
 
-	rc = fop_get(l, fn, arg, &ud);
-	if (rc)
+	if (!sqe)
 		return rc;
-	sqe = loop_sqe(l);
+	ud = sqe->user_data;
 	io_uring_prep_read(sqe, fd, buf, len, off);
-	io_uring_sqe_set_data64(sqe, ud);
-	return 0;
+	return file_sqe_done(sqe, 0, ud);
 }
 
 int loop_file_unlinkat(struct loop *l, int dirfd, const char *name,
 		       loop_done_fn fn, void *arg)
 {
-	struct io_uring_sqe *sqe;
-	uint64_t ud;
 	int rc;
+	struct io_uring_sqe *sqe = file_sqe(l, 0, fn, arg, &rc);
+	uint64_t ud;
 
-	rc = fop_get(l, fn, arg, &ud);
-	if (rc)
+	if (!sqe)
 		return rc;
-	sqe = loop_sqe(l);
+	ud = sqe->user_data;
 	io_uring_prep_unlinkat(sqe, dirfd, name, 0);
-	io_uring_sqe_set_data64(sqe, ud);
-	return 0;
+	return file_sqe_done(sqe, 0, ud);
 }
 
 static void on_file(struct loop *l, struct io_uring_cqe *cqe)
