@@ -256,6 +256,13 @@ int main(int argc, char **argv)
 	ctl = control_start(&cfg, dt, err, sizeof(err));
 	if (!ctl)
 		fatal("%s", err);
+	/* Before the listeners, so that once etrnd takes mail, etrnctl can
+	 * reach it; requests before the engines are up get partial answers. */
+	if (cfg.control_socket[0]) {
+		cs = ctlsock_start(cfg.control_socket, ctl_request, hub, ep, err, sizeof(err));
+		if (!cs)
+			fatal("%s", err);
+	}
 	for (unsigned i = 0; i < cfg.threads; i++) {
 		eng[i].index = i;
 		eng[i].cfg = &cfg;
@@ -289,15 +296,11 @@ int main(int argc, char **argv)
 				loop_stop(eng[i].loop);
 		for (unsigned i = 0; i < started; i++)
 			pthread_join(eng[i].thread, NULL);
+		ctlsock_stop(cs);
 		control_stop(ctl);
 		fatal("could not start; see the errors above");
 	}
 	control_set_drain(ctl, redis_drain, hub);
-	if (cfg.control_socket[0]) {
-		cs = ctlsock_start(cfg.control_socket, ctl_request, hub, ep, err, sizeof(err));
-		if (!cs)
-			log_err("%s; etrnctl flush/status will not reach this daemon", err);
-	}
 	log_info("etrnd started: %u engine thread(s), listening on %s%s, spool %s, sync %s, %zu static relay domain(s), redis %s",
 		 cfg.threads, cfg.listen[0].text, cfg.nlisten > 1 ? " and more" : "",
 		 cfg.spool_dir, cfg.sync == CONFIG_SYNC_BATCH ? "batch" :

@@ -212,9 +212,15 @@ class Etrnd:
                 return False
             try:
                 with socket.create_connection((HOST, self.port), timeout=1):
-                    return True
+                    pass
             except OSError:
                 time.sleep(0.05)
+                continue
+            # Listening sockets exist before the spool is recovered; etrnd
+            # says "etrnd started" once every engine thread is ready.
+            if "etrnd started:" in self.stderr_text():
+                return True
+            time.sleep(0.02)
         return False
 
     def alive(self):
