@@ -985,7 +985,10 @@ void loop_stop(struct loop *l)
 {
 	uint64_t one = 1;
 
-	atomic_store(&l->stop_req, 1);
+	/* The flag first, so the woken loop sees it. The loop may then end at
+	 * once; wakefd stays open until loop_free(), which the owner calls
+	 * only after every thread that could post or stop has finished. */
+	atomic_store_explicit(&l->stop_req, 1, memory_order_release);
 	(void)!write(l->wakefd, &one, sizeof(one));
 }
 
@@ -1134,6 +1137,11 @@ static int loop_done(struct loop *l)
 {
 	if (!l->stopping || l->nconns || l->fops_inflight || l->work)
 		return 0;
+	/* A pending accept holds its listening socket open (and accepting
+	 * into its backlog) until its cancellation completes. */
+	for (unsigned i = 0; i < l->nlis; i++)
+		if (l->lis[i].armed)
+			return 0;
 	if (l->busy_fn && l->busy_fn(l->busy_arg))
 		return 0;
 	return 1;
@@ -1152,7 +1160,7 @@ int loop_run(struct loop *l)
 	for (;;) {
 		/* QSBR: this thread holds no domain-table pointer between turns. */
 		epoch_quiescent();
-		if (atomic_load_explicit(&l->stop_req, memory_order_relaxed))
+		if (atomic_load_explicit(&l->stop_req, memory_order_acquire))
 			loop_begin_stop(l);
 		if (atomic_load_explicit(&l->inbox, memory_order_relaxed))
 			loop_run_inbox(l);

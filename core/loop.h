@@ -59,6 +59,8 @@ struct loop_conf {
  * thread that will call loop_run() (SINGLE_ISSUER). Returns NULL with err set
  * on failure. */
 struct loop *loop_new(const struct loop_conf *conf, char *err, size_t errlen);
+/* Free the loop. Only once no other thread can loop_post() or loop_stop()
+ * it any more (they write to its eventfd). */
 struct loop *loop_free(struct loop *l);
 
 /* Before starting the engine threads: bind every listen address once without

@@ -41,6 +41,7 @@ struct engine {
 	const struct domtab_live *dt;   /* published by the control thread */
 	struct domstat *ds;             /* held mail per domain, all shards */
 	struct drain_hub *hub;          /* ETRN drains across engine threads */
+	struct drain *drain;            /* freed by main, after every join */
 	struct epoch *ep;               /* QSBR domain of the engine threads */
 	struct loop *loop;
 	enum engine_state state;
@@ -100,6 +101,9 @@ static void *engine_main(void *arg)
 	sc.sync = e->cfg->sync;
 	sc.segment_size = e->cfg->segment_size;
 	sc.domstat = e->ds;
+	sc.compact_threshold = e->cfg->compact_threshold;
+	sc.compact_min_age_us = (uint64_t)e->cfg->compact_min_age_ms * 1000;
+	sc.clock_offset_us = (int64_t)e->cfg->clock_offset_ms * 1000;
 	sh = spool_shard_open(l, &sc, e->err, sizeof(e->err));
 	if (!sh)
 		goto fail;
@@ -118,11 +122,12 @@ static void *engine_main(void *arg)
 	e->loop = l;
 	engine_report(e, ENGINE_READY);
 	e->exit_rc = loop_run(l);
+	/* The loop and the drainer stay until every engine thread has ended
+	 * (main frees them): other threads may still post to this loop. */
 	smtpd_set_drain(d, NULL);
-	dr = drain_free(dr);
+	e->drain = dr;
 	epoch_unregister();
 	spool_shard_close(sh);
-	loop_free(l);
 	smtpd_free(d);
 	return NULL;
 fail:
@@ -326,6 +331,13 @@ int main(int argc, char **argv)
 		pthread_join(eng[i].thread, NULL);
 		if (eng[i].exit_rc)
 			failed = 1;
+	}
+	/* No engine thread posts any more; resolver threads may, until they
+	 * are done (posts to a stopped loop are dropped). */
+	drain_hub_quiesce(hub);
+	for (unsigned i = 0; i < started; i++) {
+		drain_free(eng[i].drain);
+		loop_free(eng[i].loop);
 	}
 	control_stop(ctl);
 	log_info("stopped");

@@ -36,6 +36,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "proto/bounce.h"
@@ -55,6 +56,7 @@
 #define DRAIN_RATE_WINDOW_MS 60000
 #define DRAIN_RATE_SLOTS 256
 #define DRAIN_ADDR_TEXT 300
+#define DRAIN_QUIESCE_POLL_US 10000
 #define DRAIN_DIAG_MAX 600             /* "550 5.1.1 " + a 512-octet reply */
 
 struct drain_active {
@@ -71,6 +73,7 @@ struct drain_hub {
 	struct drain **drains;         /* by thread index; set by drain_new */
 	pthread_mutex_t mu;            /* guards act: taken per ETRN and per
 	                                  finished drain, never per message */
+	_Atomic unsigned resolvers;    /* resolver threads still running */
 	struct drain_active *act;
 	size_t nact, capact;
 	struct smtp_client_conf ccf;
@@ -184,6 +187,14 @@ struct drain_hub *drain_hub_new(const struct config *cfg,
 	h->ccf.reply_line_max = DRAIN_REPLY_LINE_MAX;
 	h->ccf.max_reply_lines = DRAIN_REPLY_LINES_MAX;
 	return h;
+}
+
+void drain_hub_quiesce(struct drain_hub *h)
+{
+	/* A resolver ends with its DNS time-outs (resolv.conf: a few seconds
+	 * per try); it posts to loops that may have stopped (dropped). */
+	while (h && atomic_load(&h->resolvers))
+		usleep(DRAIN_QUIESCE_POLL_US);
 }
 
 struct drain_hub *drain_hub_free(struct drain_hub *h)
@@ -894,6 +905,7 @@ static int best_mx(const char *dom, char *out, size_t outlen)
 static void *resolve_main(void *arg)
 {
 	struct drain_req *rq = arg;
+	struct drain_hub *h = rq->hub;
 	char host[NS_MAXDNAME], port[16], addr[INET6_ADDRSTRLEN];
 	struct addrinfo hints, *res = NULL;
 	unsigned p = DRAIN_SMTP_PORT;
@@ -931,6 +943,7 @@ static void *resolve_main(void *arg)
 out:
 	fan_out(rq);
 	free(rq);
+	atomic_fetch_sub(&h->resolvers, 1);
 	return NULL;
 }
 
@@ -1037,7 +1050,9 @@ static int hub_start(struct drain_hub *h, const struct domtab_row *row,
 
 		pthread_attr_init(&at);
 		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+		atomic_fetch_add(&h->resolvers, 1);
 		if (pthread_create(&th, &at, resolve_main, rq)) {
+			atomic_fetch_sub(&h->resolvers, 1);
 			log_err("drain %s: cannot start the resolver", rq->dom);
 			rq->failed = 1;
 			fan_out(rq);

@@ -32,6 +32,10 @@ struct drain_hub *drain_hub_new(const struct config *cfg,
 		const struct domtab_live *dt, struct domstat *ds, unsigned nthreads);
 struct drain_hub *drain_hub_free(struct drain_hub *h);
 
+/* Wait until no resolver thread can post to an engine loop any more (at
+ * shutdown, before the loops are freed). */
+void drain_hub_quiesce(struct drain_hub *h);
+
 /* Create thread index's drainer on its loop and shard (before loop_run). */
 struct drain *drain_new(struct drain_hub *h, unsigned index, struct loop *l,
 		struct spool_shard *sh);

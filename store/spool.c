@@ -6,7 +6,10 @@
  * shard directory so the file's name is durable too). A short write breaks
  * the link, so a batch is only done after a round whose write covered all of
  * its bytes AND whose syncs succeeded; until then no callback runs, and so no
- * 250 goes out for bytes that are not on disk.
+ * 250 goes out for bytes that are not on disk. Compaction copies
+ * (spool_append_copy) wait in a queue of their own and go first in a batch,
+ * each followed by DONEs built from the index when the batch starts (see
+ * copies_prepare()); the message moves in the index when the batch is done.
  */
 #include "store/spool.h"
 
@@ -25,6 +28,7 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "store/domstat.h"
+#include "store/spool_compact.h"
 #include "store/spool_index.h"
 #include "store/spool_read.h"
 #include "store/spool_rec.h"
@@ -48,11 +52,17 @@
 
 struct spool_entry {
 	struct spool_entry *next;
-	struct buf head;          /* record header + envelope */
-	const char *body;         /* MSG: borrowed body; DONE: NULL */
+	struct buf head;          /* record header + envelope; copy: the DONEs */
+	const char *body;         /* MSG: borrowed body; DONE: NULL; copy: the
+	                             whole MSG record, written before head */
 	size_t body_len;
 	spool_done_fn done;
 	void *arg;
+	int copy;                 /* a compaction copy (spool_append_copy) */
+	uint32_t copy_seg;        /* where the index had the message */
+	uint64_t copy_off;
+	uint64_t copy_msgid;
+	uint32_t copy_nrcpt;
 };
 
 struct spool_batch {
@@ -72,6 +82,7 @@ struct spool_batch {
 
 struct spool_read_op {
 	struct spool_shard *sh;
+	uint32_t seg;
 	uint32_t len;
 	spool_done_fn fn;
 	void *arg;
@@ -103,6 +114,16 @@ struct spool_shard {
 	unsigned rd_inflight;
 	int *rfd;
 	uint32_t nrfd;
+	/* A removed segment's descriptor, closed once no read uses it. */
+	uint32_t rfd_close_seg;
+	int rfd_close_pending;
+
+	/* Compaction copies, queued apart: a commit writes them first. */
+	struct spool_compact *compact;
+	struct spool_entry *c_first, *c_last;
+	uint32_t *done_rcpt;      /* scratch: a copy's done recipients */
+	uint8_t *done_st;
+	uint32_t done_cap;
 
 	int seg_fd;
 	uint64_t seg_off;
@@ -274,6 +295,25 @@ struct spool_shard *spool_shard_open(struct loop *loop,
 	spool_recover_result_free(&res);
 	time_base = (uint64_t)time(NULL) << SPOOL_SEQ_TIME_SHIFT;
 	sh->seq = disk_max + 1 > time_base ? disk_max + 1 : time_base;
+	{
+		struct spool_compact_conf cc = {
+			.shard = conf->shard,
+			.threshold = conf->compact_threshold,
+			.min_age_us = conf->compact_min_age_us,
+			.segment_size = conf->segment_size,
+			.clock_offset_us = conf->clock_offset_us,
+			.clock = conf->clock,
+			.clock_arg = conf->clock_arg,
+		};
+		sh->compact = spool_compact_new(sh, &cc);
+		if (!sh->compact) {
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
+		/* Stale copies (a compaction cut short) are copied again
+		 * before any session can finish their messages. */
+		spool_compact_resume(sh->compact);
+	}
 	return sh;
 fail:
 	spool_shard_close(sh);
@@ -288,6 +328,16 @@ struct spool_shard *spool_shard_close(struct spool_shard *sh)
 		return NULL;
 	if (sh->inflight || sh->q_first)
 		panic("shard %u closed with records in flight", sh->shard);
+	/* Copies not yet written are only copies: drop them. */
+	while ((e = sh->c_first)) {
+		sh->c_first = e->next;
+		if (e->done)
+			e->done(e->arg, -ECANCELED);
+		buf_free(&e->head);
+		free(e);
+	}
+	sh->c_last = NULL;
+	spool_compact_free(sh->compact);
 	while ((e = sh->pool)) {
 		sh->pool = e->next;
 		buf_free(&e->head);
@@ -303,6 +353,8 @@ struct spool_shard *spool_shard_close(struct spool_shard *sh)
 	free(sh->rfd);
 	spool_index_free(sh->idx);
 	free(sh->addrs);
+	free(sh->done_rcpt);
+	free(sh->done_st);
 	free(sh);
 	return NULL;
 }
@@ -321,7 +373,15 @@ int spool_shard_busy(void *arg)
 {
 	struct spool_shard *sh = arg;
 
-	return sh->inflight || sh->q_first != NULL || sh->unlinking || sh->rd_inflight;
+	if (sh->compact)
+		spool_compact_stop(sh->compact);
+	return sh->inflight || sh->q_first != NULL || sh->c_first != NULL ||
+		sh->unlinking || sh->rd_inflight;
+}
+
+struct spool_compact *spool_shard_compact(struct spool_shard *sh)
+{
+	return sh->compact;
 }
 
 /* ---- queueing ----------------------------------------------------------- */
@@ -354,6 +414,7 @@ static void entry_put(struct spool_shard *sh, struct spool_entry *e)
 	e->body = NULL;
 	e->done = NULL;
 	e->arg = NULL;
+	e->copy = 0;
 	e->next = sh->pool;
 	sh->pool = e;
 	sh->pool_count++;
@@ -424,6 +485,42 @@ int spool_append_done(struct spool_shard *sh, uint64_t msgid, uint32_t rcpt_inde
 	return 0;
 }
 
+int spool_append_copy(struct spool_shard *sh, uint64_t msgid, uint32_t seg_id,
+		      uint64_t off, const char *rec, size_t len, spool_done_fn done,
+		      void *arg)
+{
+	struct spool_entry *e;
+	struct spool_rec_hdr hdr;
+	struct spool_rec_msg m;
+	const char *payload;
+
+	/* Only a whole, undamaged MSG record of msgid is ever copied. */
+	if (spool_rec_decode(rec, len, &hdr, &payload) != SPOOL_REC_OK ||
+	    hdr.type != SPOOL_REC_MSG || hdr.msgid != msgid ||
+	    SPOOL_REC_HDR_SIZE + (size_t)hdr.length != len ||
+	    spool_rec_decode_msg(payload, hdr.length, &m) != SPOOL_REC_OK)
+		return -EINVAL;
+	e = entry_get(sh);
+	if (!e)
+		return -ENOMEM;
+	e->body = rec;
+	e->body_len = len;
+	e->copy = 1;
+	e->copy_seg = seg_id;
+	e->copy_off = off;
+	e->copy_msgid = msgid;
+	e->copy_nrcpt = m.nrcpt;
+	e->done = done;
+	e->arg = arg;
+	e->next = NULL;
+	if (sh->c_last)
+		sh->c_last->next = e;
+	else
+		sh->c_first = e;
+	sh->c_last = e;
+	return 0;
+}
+
 /* ---- segments ----------------------------------------------------------- */
 
 static int segment_open(struct spool_shard *sh, uint64_t first_seq)
@@ -474,8 +571,11 @@ static unsigned batch_iov(struct spool_shard *sh)
 	unsigned n = 0;
 
 	for (struct spool_entry *e = b->first; e; e = e->next) {
-		const char *part[2] = { e->head.data, e->body };
-		size_t plen[2] = { e->head.len, e->body_len };
+		/* A copy is the MSG record (body) followed by its DONEs. */
+		const char *part[2] = { e->copy ? e->body : e->head.data,
+					e->copy ? e->head.data : e->body };
+		size_t plen[2] = { e->copy ? e->body_len : e->head.len,
+				   e->copy ? e->head.len : e->body_len };
 
 		for (int i = 0; i < 2; i++) {
 			if (plen[i] == 0)
@@ -564,6 +664,20 @@ static void index_record(struct spool_shard *sh, const struct spool_entry *e,
 	const char *payload;
 	int rc, finished;
 
+	if (e->copy) {
+		/* Nothing changed the message since the commit began (copies
+		 * go first in it, the index only changes as commits end), so
+		 * the DONEs after the copy are all its done recipients: it
+		 * moves. Its domain queues and counters stay as they are. */
+		rc = spool_index_msg_move(sh->idx, e->copy_msgid, e->copy_seg,
+					  e->copy_off, sh->seg_id, off);
+		if (rc == -ENOENT)
+			spool_index_segment_account(sh->idx, sh->seg_id, e->body_len);
+		spool_index_segment_account(sh->idx, sh->seg_id, e->head.len);
+		if (rc == 0)
+			return;
+		goto fail;
+	}
 	/* The head was encoded by us: its header decodes (CRC aside). */
 	hdr.type = (uint8_t)e->head.data[5];
 	memcpy(&hdr.msgid, e->head.data + 16, sizeof(hdr.msgid));
@@ -650,6 +764,24 @@ fail:
 static void reap_dead(struct spool_shard *sh);
 static void segment_rfd_close(struct spool_shard *sh, uint32_t seg_id);
 
+/* A read of a moved message's old place may still be in flight (a drain
+ * took the place before the move; the bytes are the same): close the
+ * descriptor after it. One such segment at a time; an older pending one is
+ * closed now (its reads are long done). */
+static void segment_rfd_close_unused(struct spool_shard *sh, uint32_t seg_id)
+{
+	for (unsigned i = 0; i < SPOOL_READS_MAX; i++) {
+		if (sh->rd[i].used && sh->rd[i].seg == seg_id) {
+			if (sh->rfd_close_pending && sh->rfd_close_seg != seg_id)
+				segment_rfd_close(sh, sh->rfd_close_seg);
+			sh->rfd_close_seg = seg_id;
+			sh->rfd_close_pending = 1;
+			return;
+		}
+	}
+	segment_rfd_close(sh, seg_id);
+}
+
 static void unlink_done(void *arg, int res)
 {
 	struct spool_shard *sh = arg;
@@ -665,7 +797,7 @@ static void unlink_done(void *arg, int res)
 	}
 	log_info("spool shard %u: removed segment %s (all its messages done)",
 		 sh->shard, sh->unlink_name);
-	segment_rfd_close(sh, sh->unlink_id);
+	segment_rfd_close_unused(sh, sh->unlink_id);
 	(void)spool_index_segment_remove(sh->idx, sh->unlink_id);
 	reap_dead(sh);
 }
@@ -781,18 +913,110 @@ static void batch_sync_cqe(void *arg, int res)
 		batch_round_end(sh);
 }
 
+/*
+ * Give each queued copy the DONE records that follow it: one per recipient
+ * the index has done now. No commit is in flight, so every record before
+ * this commit is durable and indexed; the copies go first in the commit, so
+ * no DONE of theirs can lie between the index's view and the copy. A copy
+ * whose message has left its old place (finished, or moved) is dropped onto
+ * *stale. Runs at each flush: a copy left over from a full commit is
+ * brought up to date again.
+ */
+static int copies_prepare(struct spool_shard *sh, struct spool_entry **stale)
+{
+	struct spool_entry **pp = &sh->c_first, *e;
+	struct spool_index_entry ie;
+	uint64_t t = now_us();
+	int n, rc;
+
+	sh->c_last = NULL;
+	while ((e = *pp)) {
+		if (spool_index_msg_find(sh->idx, e->copy_msgid, &ie) ||
+		    ie.segment_id != e->copy_seg || ie.off != e->copy_off) {
+			*pp = e->next;
+			e->next = *stale;
+			*stale = e;
+			continue;
+		}
+		if (e->copy_nrcpt > sh->done_cap) {
+			uint32_t *r = realloc(sh->done_rcpt, e->copy_nrcpt * sizeof(*r));
+			uint8_t *st;
+
+			if (r)
+				sh->done_rcpt = r;
+			st = r ? realloc(sh->done_st, e->copy_nrcpt) : NULL;
+			if (!st)
+				return -ENOMEM;
+			sh->done_st = st;
+			sh->done_cap = e->copy_nrcpt;
+		}
+		n = spool_index_msg_done(sh->idx, e->copy_msgid, sh->done_rcpt,
+					 sh->done_st, e->copy_nrcpt);
+		buf_reset(&e->head);
+		rc = buf_reserve(&e->head, (size_t)(n > 0 ? n : 0) *
+				 (SPOOL_REC_HDR_SIZE + SPOOL_DONE_PAYLOAD_SIZE));
+		if (rc)
+			return rc;
+		for (int i = 0; i < n; i++)
+			e->head.len += spool_rec_encode_done(e->head.data + e->head.len,
+					e->copy_msgid, t, sh->done_rcpt[i],
+					(enum spool_done_status)sh->done_st[i]);
+		sh->c_last = e;
+		pp = &e->next;
+	}
+	return 0;
+}
+
+/* Move the head of one of the two queues onto the batch. */
+static void batch_take(struct spool_batch *b, struct spool_entry **first,
+		       struct spool_entry **last, unsigned *count)
+{
+	struct spool_entry *e = *first;
+
+	*first = e->next;
+	if (!*first)
+		*last = NULL;
+	if (count)
+		(*count)--;
+	if (!b->first)
+		b->first = e;
+	else
+		b->last->next = e;
+	b->last = e;
+	e->next = NULL;
+	b->count++;
+	b->total += e->head.len + e->body_len;
+}
+
 void spool_shard_flush(void *arg)
 {
 	struct spool_shard *sh = arg;
 	struct spool_batch *b = &sh->b;
-	struct spool_entry *e;
+	struct spool_entry *e, *stale = NULL, *first;
 	unsigned iovs = 0, max = sh->sync == CONFIG_SYNC_ALWAYS ? 1 : UINT32_MAX;
 	uint64_t first_len;
 	int rc;
 
-	if (sh->inflight || !sh->q_first)
+	/* Compaction queues this turn's copies (a bounded amount). */
+	if (sh->compact)
+		spool_compact_step(sh->compact);
+	if (sh->inflight || (!sh->q_first && !sh->c_first))
 		return;
-	first_len = sh->q_first->head.len + sh->q_first->body_len;
+	if (copies_prepare(sh, &stale)) {
+		/* No memory for the DONEs: no copy this turn. */
+		log_err("spool shard %u: out of memory preparing compaction copies",
+			sh->shard);
+		while ((e = sh->c_first)) {
+			sh->c_first = e->next;
+			e->next = stale;
+			stale = e;
+		}
+		sh->c_last = NULL;
+	}
+	first = sh->c_first ? sh->c_first : sh->q_first;
+	if (!first)
+		goto out;
+	first_len = first->head.len + first->body_len;
 	if (sh->seg_fd < 0 || sh->seg_broken ||
 	    (sh->seg_off > 0 && sh->seg_off + first_len > sh->segment_size)) {
 		/* A segment is named by a fresh sequence number: unique, and in
@@ -800,7 +1024,7 @@ void spool_shard_flush(void *arg)
 		 * records always do). */
 		rc = segment_open(sh, sh->seq++);
 		if (rc) {
-			struct spool_entry *first = sh->q_first;
+			struct spool_entry *q = sh->q_first;
 			unsigned count = sh->q_count;
 
 			log_err("spool shard %u: cannot start a segment: %s", sh->shard,
@@ -809,47 +1033,87 @@ void spool_shard_flush(void *arg)
 			sh->q_first = sh->q_last = NULL;
 			sh->q_count = 0;
 			sh->stats.errors += count;
-			entries_done(sh, first, count, rc);
-			return;
+			entries_done(sh, q, count, rc);
+			while ((e = sh->c_first)) {
+				sh->c_first = e->next;
+				e->next = NULL;
+				entries_done(sh, e, 1, rc);
+			}
+			sh->c_last = NULL;
+			goto out;
 		}
 	}
 	memset(b, 0, sizeof(*b));
 	b->fd = sh->seg_fd;
 	b->off = sh->seg_off;
 	b->need_dirsync = sh->seg_new && sh->sync != CONFIG_SYNC_NONE;
-	/* Take records in arrival order while they fit the segment, the
-	 * iovec budget and the sync mode. */
-	while ((e = sh->q_first) && b->count < max) {
-		uint64_t len = e->head.len + e->body_len;
-		if (b->count && (iovs + 2 > SPOOL_IOV_MAX ||
-				 b->off + b->total + len > sh->segment_size))
-			break;
-		sh->q_first = e->next;
-		if (!sh->q_first)
-			sh->q_last = NULL;
-		sh->q_count--;
-		if (!b->first)
-			b->first = e;
-		else
-			b->last->next = e;
-		b->last = e;
-		e->next = NULL;
-		b->count++;
-		b->total += len;
-		iovs += 2;
+	/* Copies first (see copies_prepare), then records in arrival order,
+	 * while they fit the segment, the iovec budget and the sync mode. */
+	for (int copies = 1; copies >= 0; copies--) {
+		struct spool_entry **qf = copies ? &sh->c_first : &sh->q_first;
+		struct spool_entry **ql = copies ? &sh->c_last : &sh->q_last;
+
+		while ((e = *qf) && b->count < max) {
+			uint64_t len = e->head.len + e->body_len;
+			if (b->count && (iovs + 2 > SPOOL_IOV_MAX ||
+					 b->off + b->total + len > sh->segment_size))
+				break;
+			batch_take(b, qf, ql, copies ? NULL : &sh->q_count);
+			iovs += 2;
+		}
+		if (*qf && b->count)
+			break; /* full: what is left waits behind it */
 	}
 	sh->inflight = 1;
 	rc = batch_submit(sh);
 	if (rc) {
 		/* No file-op slot (cannot happen with one batch in flight, but
-		 * never lose records): put them back for the next turn. */
-		b->last->next = sh->q_first;
-		sh->q_first = b->first;
-		if (!sh->q_last)
-			sh->q_last = b->last;
-		sh->q_count += b->count;
+		 * never lose records): put them back for the next turn, copies
+		 * in front of the rest as they were taken. */
+		struct spool_entry *cf = NULL, *cl = NULL, *qf = NULL, *ql = NULL;
+		unsigned qn = 0;
+
+		for (e = b->first; e; e = first) {
+			first = e->next;
+			e->next = NULL;
+			if (e->copy) {
+				if (cl)
+					cl->next = e;
+				else
+					cf = e;
+				cl = e;
+			} else {
+				if (ql)
+					ql->next = e;
+				else
+					qf = e;
+				ql = e;
+				qn++;
+			}
+		}
+		if (cl) {
+			cl->next = sh->c_first;
+			sh->c_first = cf;
+			if (!sh->c_last)
+				sh->c_last = cl;
+		}
+		if (ql) {
+			ql->next = sh->q_first;
+			sh->q_first = qf;
+			if (!sh->q_last)
+				sh->q_last = ql;
+			sh->q_count += qn;
+		}
 		sh->inflight = 0;
 		memset(b, 0, sizeof(*b));
+	}
+out:
+	/* Copies of messages that left their place: nothing to write. */
+	while ((e = stale)) {
+		stale = e->next;
+		if (e->done)
+			e->done(e->arg, -ESTALE);
+		entry_put(sh, e);
 	}
 }
 
@@ -869,6 +1133,15 @@ static void read_done(void *arg, int res)
 		res = -EIO; /* the record is shorter on disk than the index says */
 	op->used = 0;
 	sh->rd_inflight--;
+	if (sh->rfd_close_pending && sh->rfd_close_seg == op->seg) {
+		int busy = 0;
+		for (unsigned i = 0; i < SPOOL_READS_MAX && !busy; i++)
+			busy = sh->rd[i].used && sh->rd[i].seg == op->seg;
+		if (!busy) {
+			segment_rfd_close(sh, op->seg);
+			sh->rfd_close_pending = 0;
+		}
+	}
 	fn(fn_arg, res < 0 ? res : 0);
 }
 
@@ -930,6 +1203,7 @@ int spool_shard_read(struct spool_shard *sh, uint32_t seg_id, uint64_t off,
 	if (fd < 0)
 		return fd;
 	op->sh = sh;
+	op->seg = seg_id;
 	op->len = len;
 	op->fn = fn;
 	op->arg = arg;
@@ -938,6 +1212,27 @@ int spool_shard_read(struct spool_shard *sh, uint32_t seg_id, uint64_t off,
 		return rc;
 	op->used = 1;
 	sh->rd_inflight++;
+	return 0;
+}
+
+int spool_shard_read_sync(struct spool_shard *sh, uint32_t seg_id, uint64_t off,
+			  uint32_t len, char *buf)
+{
+	int fd = segment_rfd(sh, seg_id);
+	size_t got = 0;
+
+	if (fd < 0)
+		return fd;
+	while (got < len) {
+		ssize_t n = pread(fd, buf + got, len - got, (off_t)(off + got));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;
+		got += (size_t)n;
+	}
 	return 0;
 }
 

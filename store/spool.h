@@ -19,12 +19,23 @@
 
 struct spool_shard;
 
+/* A clock in microseconds since the epoch (tests drive compaction's age
+ * rule with their own). */
+typedef uint64_t (*spool_clock_fn)(void *arg);
+
 struct spool_shard_conf {
 	const char *dir;             /* spool_dir; the shard lives in dir/<shard> */
 	unsigned shard;
 	enum config_sync sync;
 	size_t segment_size;
 	struct domstat *domstat;     /* node-wide held mail per domain (shared) */
+	/* Compaction (store/spool_compact.h); zero values mean: threshold
+	 * SPOOL_COMPACT_THRESHOLD_DEFAULT, no minimum age, the wall clock. */
+	unsigned compact_threshold;  /* percent of live bytes (1..100) */
+	uint64_t compact_min_age_us;
+	int64_t clock_offset_us;     /* test aid: added to the wall clock */
+	spool_clock_fn clock;        /* NULL: the wall clock (+ offset) */
+	void *clock_arg;
 };
 
 /*
@@ -75,11 +86,27 @@ int spool_append_msg(struct spool_shard *sh, const struct spool_msg *m,
 int spool_append_done(struct spool_shard *sh, uint64_t msgid, uint32_t rcpt_index,
 		enum spool_done_status status, spool_done_fn done, void *arg);
 
+/*
+ * Compaction: queue a byte-identical copy of a stored MSG record (len bytes
+ * at rec, borrowed until done() runs) that the index has at (seg_id, off).
+ * Copies are written first in the next group commit, each followed by a
+ * DONE record for every recipient the index has done at that moment; when
+ * durable the message moves to the copy (spool_index_msg_move()). done(arg,
+ * 0) then; -ESTALE when the message was no longer at (seg_id, off) when the
+ * commit started (finished or moved: nothing written); other -errno: not
+ * stored. Returns 0 or -ENOMEM.
+ */
+int spool_append_copy(struct spool_shard *sh, uint64_t msgid, uint32_t seg_id,
+		uint64_t off, const char *rec, size_t len, spool_done_fn done,
+		void *arg);
+
 /* The loop's turn hook: start a group commit of everything queued, unless a
  * commit is already in flight (then the queue waits and grows). */
 void spool_shard_flush(void *sh);
 
-/* 1 while records are queued or being written (the loop's busy check). */
+/* 1 while records are queued or being written (the loop's busy check,
+ * asked only once the loop is stopping: it also stops compaction starting
+ * new work). */
 int spool_shard_busy(void *sh);
 
 /* The shard's per-domain queue index (store/spool_index.h): every message
@@ -97,6 +124,15 @@ struct spool_index *spool_shard_index(struct spool_shard *sh);
  */
 int spool_shard_read(struct spool_shard *sh, uint32_t seg_id, uint64_t off,
 		uint32_t len, char *buf, spool_done_fn fn, void *arg);
+
+/* The same, blocking (pread): for start-up only, before loop_run(). Returns
+ * 0, -EIO when fewer than len bytes are there, or -errno. */
+int spool_shard_read_sync(struct spool_shard *sh, uint32_t seg_id, uint64_t off,
+		uint32_t len, char *buf);
+
+/* The shard's compaction (store/spool_compact.h), for its statistics. */
+struct spool_compact;
+struct spool_compact *spool_shard_compact(struct spool_shard *sh);
 
 /* The node-wide per-domain counters this shard keeps up to date. */
 struct domstat *spool_shard_domstat(struct spool_shard *sh);

@@ -22,9 +22,12 @@
 #define IX_DOMS_MIN 16u
 #define IX_SEGS_MIN 16u
 #define IX_REFS_MIN 4u
-/* The top bit of a recipient's node index marks it done. */
-#define IX_RCPT_DONE 0x80000000u
-#define IX_NODE_MAX (IX_RCPT_DONE - 1)
+/* The top two bits of a recipient's node index hold its done status: 0
+ * while pending, else the enum spool_done_status of its DONE record (kept so
+ * that compaction can copy the DONE records with their status). */
+#define IX_RCPT_SHIFT 30
+#define IX_RCPT_DONE (3u << IX_RCPT_SHIFT)
+#define IX_NODE_MAX ((1u << IX_RCPT_SHIFT) - 1)
 #define IX_NONE UINT32_MAX
 
 /* One (message, domain): an element of that domain's queue. */
@@ -51,6 +54,12 @@ struct ix_msg {
 	uint32_t nrcpt;
 	uint32_t pending;
 	uint32_t ndom;
+	/* A later copy of this record in segment stale (IX_NONE: none) that
+	 * recovery found while this, the first copy, is the one indexed: what a
+	 * compaction cut short by a crash leaves (see spool_index_add_msg). */
+	uint32_t stale;
+	/* The segment's messages in record order (compaction walks them). */
+	struct ix_msg *sprev, *snext;
 	struct ix_node nodes[];
 };
 
@@ -79,6 +88,8 @@ struct ix_seg {
 	int sealed;
 	int dead;                /* 1 queued, 2 taken by take_dead */
 	struct ix_seg *dead_next;
+	struct ix_msg *mhead, *mtail; /* its indexed messages, by offset */
+	uint64_t newest_us;      /* newest time_us of a MSG record indexed in it */
 };
 
 struct ix_mslot {
@@ -107,6 +118,7 @@ struct spool_index {
 
 	uint32_t *scratch;       /* add_msg: node of each recipient */
 	uint32_t capscratch;
+	uint64_t nstale;         /* messages with a stale later copy */
 
 	struct spool_index_totals t;
 };
@@ -482,6 +494,7 @@ int spool_index_segment_stat(const struct spool_index *idx, uint32_t seg_id,
 	st->pins = s->pins;
 	st->sealed = s->sealed;
 	st->dead = s->dead != 0;
+	st->newest_us = s->newest_us;
 	return 0;
 }
 
@@ -584,6 +597,32 @@ static int seg_pin(struct spool_index *idx, struct ix_seg *s,
 	return 0;
 }
 
+/* A segment's message list: appended in record order (the write path and
+ * recovery both index records in file order), so it stays sorted by offset. */
+static void seg_msg_append(struct ix_seg *s, struct ix_msg *m)
+{
+	m->snext = NULL;
+	m->sprev = s->mtail;
+	if (s->mtail != NULL)
+		s->mtail->snext = m;
+	else
+		s->mhead = m;
+	s->mtail = m;
+}
+
+static void seg_msg_unlink(struct ix_seg *s, struct ix_msg *m)
+{
+	if (m->sprev != NULL)
+		m->sprev->snext = m->snext;
+	else
+		s->mhead = m->snext;
+	if (m->snext != NULL)
+		m->snext->sprev = m->sprev;
+	else
+		s->mtail = m->sprev;
+	m->sprev = m->snext = NULL;
+}
+
 /* ---- messages ----------------------------------------------------------- */
 
 /* The domain part of an address, trimmed; len 0 when there is no '@'. */
@@ -624,6 +663,37 @@ static void queue_unlink(struct spool_index_queue *q, struct ix_node *n)
 	n->prev = n->next = NULL;
 }
 
+/*
+ * Recovery found a second copy of msg's record, in segment seg, after the
+ * first (which stays indexed). Compaction writes such a copy (followed by
+ * DONE records for every recipient done before it) and a crash left the
+ * old segment in place. The copy is stale but may become the first copy a
+ * later start finds, once the old segment is gone, and its DONE records may
+ * be torn. So it is remembered: the next move of the message (compaction
+ * copies it again, spool.c does that at start) makes the new copy wait for
+ * it (a newer copy covers every older one: it carries all DONEs before it),
+ * and a message finished before that keeps its segment until the stale copy
+ * is gone. Several stale copies chain: each waits for the one before.
+ */
+static int dup_copy(struct spool_index *idx, struct ix_msg *msg,
+		struct ix_seg *seg)
+{
+	if (seg->id == msg->seg || seg->id == msg->stale)
+		return 0;
+	if (msg->stale != IX_NONE) {
+		struct ix_seg *prev = seg_get(idx, msg->stale);
+		if (prev != NULL) {
+			int ret = seg_pin(idx, prev, seg);
+			if (ret < 0)
+				return ret;
+		}
+	} else {
+		idx->nstale++;
+	}
+	msg->stale = seg->id;
+	return 0;
+}
+
 int spool_index_add_msg(struct spool_index *idx,
 		const struct spool_index_msg *m)
 {
@@ -639,8 +709,11 @@ int spool_index_add_msg(struct spool_index *idx,
 	if (m->nrcpt == 0 || m->nrcpt > IX_NODE_MAX ||
 	    m->body_len > UINT32_MAX)
 		return -EINVAL;
-	if (idx->mtab != NULL && mtab_find(idx, m->msgid) != NULL)
-		return -EEXIST;
+	struct ix_mslot *dup = idx->mtab != NULL ? mtab_find(idx, m->msgid) : NULL;
+	if (dup != NULL) {
+		ret = dup_copy(idx, dup->m, seg);
+		return ret < 0 ? ret : -EEXIST;
+	}
 	if (idx->mtab == NULL || (idx->mcount + 1) * 4 > (uint64_t)(idx->mmask + 1) * 3) {
 		ret = mtab_grow(idx);
 		if (ret < 0)
@@ -695,6 +768,7 @@ int spool_index_add_msg(struct spool_index *idx,
 	msg->nrcpt = m->nrcpt;
 	msg->pending = m->nrcpt;
 	msg->ndom = ndom;
+	msg->stale = IX_NONE;
 
 	/* Pass 2: count per node, then lay recipients out grouped by node in
 	 * record order (a counting sort). */
@@ -729,6 +803,9 @@ int spool_index_add_msg(struct spool_index *idx,
 	}
 	mtab_put(idx, msg);
 	idx->mcount++;
+	seg_msg_append(seg, msg);
+	if (m->time_us > seg->newest_us)
+		seg->newest_us = m->time_us;
 	seg->live_msgs++;
 	seg->live_bytes += m->rec_len;
 	idx->t.live_bytes += m->rec_len;
@@ -795,7 +872,9 @@ int spool_index_done(struct spool_index *idx, uint64_t msgid,
 			break;
 		}
 	}
-	rn[rcpt_index] |= IX_RCPT_DONE;
+	rn[rcpt_index] |= (uint32_t)(st >= SPOOL_DONE_DELIVERED &&
+			st <= SPOOL_DONE_EXPIRED ? st : SPOOL_DONE_EXPIRED)
+		<< IX_RCPT_SHIFT;
 	n->pending--;
 	q->rcpts--;
 	msg->pending--;
@@ -815,7 +894,21 @@ int spool_index_done(struct spool_index *idx, uint64_t msgid,
 			dom_drop(idx, n->dom);
 	}
 	if (msg->pending == 0) {
+		if (msg->stale != IX_NONE) {
+			/* Finished before compaction copied it again: the
+			 * stale copy must go before this segment does, or a
+			 * start without this copy would find the stale one
+			 * first (see dup_copy). Never fails to pin: holding
+			 * mseg a little longer than needed is the worst. */
+			struct ix_seg *st_seg = seg_get(idx, msg->stale);
+			if (st_seg != NULL && seg_pin(idx, st_seg, mseg) < 0)
+				log_err("spool index: message %llx: cannot pin "
+						"segment %u for its stale copy",
+						(unsigned long long)msgid, mseg->id);
+			idx->nstale--;
+		}
 		mtab_del(idx, slot);
+		seg_msg_unlink(mseg, msg);
 		mseg->live_msgs--;
 		mseg->live_bytes -= msg->rec_len;
 		idx->t.live_bytes -= msg->rec_len;
@@ -866,6 +959,113 @@ int spool_index_msg_pending(const struct spool_index *idx, uint64_t msgid,
 		if (!(rn[i] & IX_RCPT_DONE))
 			out[n++] = i;
 	return (int)n;
+}
+
+int spool_index_msg_done(const struct spool_index *idx, uint64_t msgid,
+		uint32_t *rcpt, uint8_t *status, uint32_t max)
+{
+	struct ix_mslot *slot = idx->mtab ? mtab_find(idx, msgid) : NULL;
+	const uint32_t *rn;
+	uint32_t n = 0;
+
+	if (slot == NULL)
+		return -ENOENT;
+	rn = msg_rcpt_node(slot->m);
+	for (uint32_t i = 0; i < slot->m->nrcpt && n < max; i++) {
+		if (rn[i] & IX_RCPT_DONE) {
+			rcpt[n] = i;
+			status[n++] = (uint8_t)(rn[i] >> IX_RCPT_SHIFT);
+		}
+	}
+	return (int)n;
+}
+
+int spool_index_msg_move(struct spool_index *idx, uint64_t msgid,
+		uint32_t from_seg, uint64_t from_off, uint32_t to_seg,
+		uint64_t to_off)
+{
+	struct ix_seg *to = seg_get(idx, to_seg), *from, *stale;
+	struct ix_mslot *slot;
+	struct ix_msg *msg;
+	int ret;
+
+	if (to == NULL)
+		return -EINVAL;
+	slot = idx->mtab ? mtab_find(idx, msgid) : NULL;
+	if (slot == NULL)
+		return -ENOENT;
+	msg = slot->m;
+	/* The copy is on disk whatever happens to the index entry. */
+	to->total += msg->rec_len;
+	idx->t.total_bytes += msg->rec_len;
+	if (msg->seg != from_seg || msg->off != from_off || to_seg == from_seg)
+		return -ESTALE;
+	from = seg_get(idx, from_seg);
+	if (from == NULL)
+		panic("message %llx in unknown segment %u",
+				(unsigned long long)msgid, from_seg);
+	/* The new copy waits for the old one (and for a stale copy recovery
+	 * found): while the old copy exists a start finds it first, and its
+	 * DONE records (pinned to it) decide; once it is gone the new copy,
+	 * followed by a DONE for every recipient done before it, decides.
+	 * If the new segment went first, the old copy would be back without
+	 * the DONEs written since the move (pinned to the new segment). */
+	ret = seg_pin(idx, from, to);
+	if (ret < 0)
+		return ret;
+	if (msg->stale != IX_NONE) {
+		stale = seg_get(idx, msg->stale);
+		if (stale != NULL && stale != to) {
+			ret = seg_pin(idx, stale, to);
+			if (ret < 0)
+				return ret; /* the first pin only holds longer */
+		}
+		msg->stale = IX_NONE;
+		idx->nstale--;
+	}
+	seg_msg_unlink(from, msg);
+	from->live_msgs--;
+	from->live_bytes -= msg->rec_len;
+	seg_msg_append(to, msg);
+	to->live_msgs++;
+	to->live_bytes += msg->rec_len;
+	if (msg->time_us > to->newest_us)
+		to->newest_us = msg->time_us;
+	msg->seg = to_seg;
+	msg->off = to_off;
+	seg_check_dead(idx, from);
+	return 0;
+}
+
+int spool_index_segment_msg(const struct spool_index *idx, uint32_t seg_id,
+		uint64_t from_off, struct spool_index_entry *e)
+{
+	const struct ix_seg *s = seg_get(idx, seg_id);
+
+	if (s == NULL)
+		return -ENOENT;
+	for (struct ix_msg *m = s->mhead; m != NULL; m = m->snext) {
+		if (m->off >= from_off) {
+			entry_fill(m, e);
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+int spool_index_stale_next(const struct spool_index *idx, size_t *cursor,
+		struct spool_index_entry *e)
+{
+	if (idx->nstale == 0 || idx->mtab == NULL)
+		return 0;
+	while (*cursor <= idx->mmask) {
+		const struct ix_mslot *s = &idx->mtab[(*cursor)++];
+		if (s->m != NULL && s->m->stale != IX_NONE) {
+			entry_fill(s->m, e);
+			return 1;
+		}
+	}
+	return 0;
 }
 
 int spool_index_rcpt_domain(const struct spool_index *idx, uint64_t msgid,

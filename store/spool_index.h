@@ -16,6 +16,7 @@
 
 struct spool_index;
 struct spool_index_queue;       /* one domain's queue, owned by the index */
+struct spool_index_entry;       /* a message as a look-up sees it (below) */
 
 /* A new, empty index, or NULL when out of memory. */
 struct spool_index *spool_index_new(void);
@@ -40,7 +41,8 @@ struct spool_index *spool_index_free(struct spool_index *idx);
  * Pins assume a message's MSG precedes its DONEs in scan order (true of the
  * append-only write path). A compaction that copies a live MSG forward must
  * also copy the DONEs of its done recipients after the copy, or a restart
- * would bring those recipients back.
+ * would bring those recipients back; spool_index_msg_move() then makes the
+ * new segment wait for the old one (see there).
  */
 
 /* Register a new, open segment named first_seq; *seg_id gets its id.
@@ -62,7 +64,9 @@ struct spool_index_seg_stat {
 	uint64_t total_bytes;
 	uint64_t live_bytes;  /* record bytes of messages still indexed */
 	uint64_t live_msgs;
-	uint64_t pins;        /* DONE records that keep this segment */
+	uint64_t pins;        /* DONE records (or newer copies) that keep it */
+	uint64_t newest_us;   /* newest time_us of a MSG indexed in it, 0: none
+	                         (compaction's age: a copy keeps its time) */
 	int sealed;
 	int dead;             /* queued or taken as dead, not yet removed */
 };
@@ -75,6 +79,14 @@ int spool_index_segment_stat(const struct spool_index *idx, uint32_t seg_id,
  * change during the walk. For compaction's "mostly dead and old" choice. */
 int spool_index_segment_next(const struct spool_index *idx, uint32_t *cursor,
 		uint32_t *seg_id);
+
+/* The first message still indexed in seg_id whose record starts at or after
+ * from_off (the segment's messages are kept in record order), into *e
+ * (e->rcpts NULL). Returns 0 or -ENOENT (none, or no such segment).
+ * O(messages of the segment before it): compaction walks a segment with
+ * from_off = the end of the record it took last. */
+int spool_index_segment_msg(const struct spool_index *idx, uint32_t seg_id,
+		uint64_t from_off, struct spool_index_entry *e);
 
 /* Pop up to max dead segments (oldest death first) into ids. Returns how
  * many. A segment is returned once; unlink its file, then call
@@ -107,8 +119,10 @@ struct spool_index_msg {
  * stripped; the message joins the tail of each distinct domain's queue once,
  * with that domain's recipients pending. rec_len counts as live bytes of the
  * segment whatever the result (the record is on disk). Returns 0, -EEXIST
- * when msgid is already indexed (the first copy stays), -EINVAL (nrcpt 0,
- * unknown segment), -ENOMEM (only the segment's byte count changed).
+ * when msgid is already indexed (the first copy stays; a copy in a later
+ * segment, which a compaction cut short by a crash leaves, is remembered as
+ * stale: see spool_index_stale_next()), -EINVAL (nrcpt 0, unknown segment),
+ * -ENOMEM (only the segment's byte count changed).
  * Cost: O(nrcpt + total length of the addresses), one allocation.
  */
 int spool_index_add_msg(struct spool_index *idx,
@@ -156,6 +170,39 @@ int spool_index_msg_find(const struct spool_index *idx, uint64_t msgid,
  * -ENOENT. O(recipients of the message). */
 int spool_index_msg_pending(const struct spool_index *idx, uint64_t msgid,
 		uint32_t *out, uint32_t max);
+
+/* The done recipients of msgid: their indexes, ascending, into rcpt and
+ * their enum spool_done_status into status, at most max. Returns how many,
+ * or -ENOENT. O(recipients of the message). */
+int spool_index_msg_done(const struct spool_index *idx, uint64_t msgid,
+		uint32_t *rcpt, uint8_t *status, uint32_t max);
+
+/*
+ * Compaction: a byte-identical copy of msgid's record, found at (from_seg,
+ * from_off), is durable at (to_seg, to_off), followed in to_seg by a DONE
+ * record for each recipient done at the time (no DONE of the message may lie
+ * between the two: spool.c writes copies first in a group commit). The
+ * message now lives there: live bytes and messages move, its queue position
+ * and recipient states stay, and to_seg is pinned by from_seg (and by a
+ * stale copy's segment, which is then forgotten): the new segment must not
+ * be unlinked before the old copy is, since a start finds the first copy and
+ * the DONEs written after the move pin only the new segment. from_seg may
+ * die now. to_seg's total counts the copy whatever the result, unless
+ * -EINVAL or -ENOENT (then spool_index_segment_account() it). Returns 0, -ENOENT (not indexed: finished), -ESTALE (not at
+ * from_seg/from_off, or to_seg == from_seg), -EINVAL (unknown to_seg),
+ * -ENOMEM (nothing moved). O(1) but for the pins' lists.
+ */
+int spool_index_msg_move(struct spool_index *idx, uint64_t msgid,
+		uint32_t from_seg, uint64_t from_off, uint32_t to_seg,
+		uint64_t to_off);
+
+/* Iterate the messages with a stale later copy (recovery found one: a crash
+ * cut a compaction short); compaction must copy them again before anything
+ * else can finish them (spool.c does it at start). *cursor starts at 0;
+ * returns 1 with *e filled while there is one. No change to the index during
+ * the walk. O(1) when there are none, else O(messages) in total. */
+int spool_index_stale_next(const struct spool_index *idx, size_t *cursor,
+		struct spool_index_entry *e);
 
 /* The (lower-cased) domain of recipient rcpt_index of msgid, copied into out
  * (NUL-terminated, its length in *len). Returns 0, -ENOENT, -EINVAL (no such

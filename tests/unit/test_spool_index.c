@@ -638,3 +638,189 @@ Test(spool_index, grow_and_drain)
 	cr_assert_null(spool_index_queue(idx, "big.example", 11));
 	spool_index_free(idx);
 }
+
+/* ---- compaction: moves, per-segment lists, statuses, stale copies ------- */
+
+static int t_dead(struct spool_index *idx, uint32_t seg)
+{
+	struct spool_index_seg_stat st;
+	cr_assert_eq(spool_index_segment_stat(idx, seg, &st), 0);
+	return st.dead;
+}
+
+static void t_remove_dead(struct spool_index *idx, uint32_t want)
+{
+	uint32_t id;
+	cr_assert_eq(spool_index_take_dead(idx, &id, 1), 1);
+	cr_assert_eq(id, want);
+	cr_assert_eq(spool_index_segment_remove(idx, id), 0);
+}
+
+Test(spool_index, move_accounting_list_and_status)
+{
+	struct spool_index *idx = spool_index_new();
+	struct spool_rec_addr r[3] = { A("a@x.test"), A("b@y.test"), A("c@x.test") };
+	struct spool_index_seg_stat st;
+	struct spool_index_entry e;
+	uint32_t a, h, rc[3];
+	uint8_t sts[3];
+
+	cr_assert_eq(spool_index_segment_add(idx, 0x10, &a), 0);
+	for (uint64_t id = 1; id <= 3; id++) {
+		struct spool_index_msg m = t_msg(id, a, 3, r);
+		cr_assert_eq(spool_index_add_msg(idx, &m), 0);
+	}
+	cr_assert_eq(spool_index_segment_seal(idx, a), 0);
+	cr_assert_eq(spool_index_segment_add(idx, 0x20, &h), 0);
+	/* The segment's messages in record order. */
+	cr_assert_eq(spool_index_segment_msg(idx, a, 0, &e), 0);
+	cr_expect_eq(e.msgid, 1);
+	cr_assert_eq(spool_index_segment_msg(idx, a, 11, &e), 0);
+	cr_expect_eq(e.msgid, 2);
+	cr_expect_eq(spool_index_segment_msg(idx, a, 31, &e), -ENOENT);
+	/* Statuses kept per recipient. */
+	cr_assert_eq(spool_index_done(idx, 2, 1, SPOOL_DONE_BOUNCED, h, NULL), 0);
+	cr_assert_eq(spool_index_done(idx, 2, 2, SPOOL_DONE_EXPIRED, h, NULL), 0);
+	cr_assert_eq(spool_index_msg_done(idx, 2, rc, sts, 3), 2);
+	cr_expect(rc[0] == 1 && sts[0] == SPOOL_DONE_BOUNCED);
+	cr_expect(rc[1] == 2 && sts[1] == SPOOL_DONE_EXPIRED);
+	cr_expect_eq(spool_index_msg_done(idx, 1, rc, sts, 3), 0);
+	cr_expect_eq(spool_index_msg_done(idx, 9, rc, sts, 3), -ENOENT);
+
+	/* Wrong source or unknown message: nothing moves. */
+	cr_expect_eq(spool_index_msg_move(idx, 2, a, 999, h, 0), -ESTALE);
+	cr_expect_eq(spool_index_msg_move(idx, 2, a, 20, a, 0), -ESTALE);
+	cr_expect_eq(spool_index_msg_move(idx, 9, a, 20, h, 0), -ENOENT);
+	cr_expect_eq(spool_index_msg_move(idx, 2, a, 20, 77, 0), -EINVAL);
+	cr_assert_eq(spool_index_segment_stat(idx, h, &st), 0);
+	cr_expect_eq(st.live_msgs, 0);
+	cr_expect_eq(st.total_bytes, 2 * 40 + 1002); /* DONEs + a stale copy */
+
+	cr_assert_eq(spool_index_msg_move(idx, 2, a, 20, h, 500), 0);
+	cr_assert_eq(spool_index_msg_find(idx, 2, &e), 0);
+	cr_expect(e.segment_id == h && e.off == 500 && e.npending == 1);
+	cr_assert_eq(spool_index_segment_stat(idx, a, &st), 0);
+	cr_expect_eq(st.live_msgs, 2);
+	cr_expect_eq(st.live_bytes, 1001 + 1003);
+	cr_assert_eq(spool_index_segment_stat(idx, h, &st), 0);
+	cr_expect_eq(st.live_msgs, 1);
+	cr_expect_eq(st.live_bytes, 1002);
+	cr_expect_eq(st.total_bytes, 2 * 40 + 2 * 1002);
+	cr_expect_eq(st.newest_us, 14);
+	cr_expect_eq(q_count(idx, "x.test"), 3, "queues keep the message");
+	cr_assert_eq(spool_index_segment_msg(idx, a, 11, &e), 0);
+	cr_expect_eq(e.msgid, 3, "moved message left the old list");
+	cr_assert_eq(spool_index_segment_msg(idx, h, 0, &e), 0);
+	cr_expect_eq(e.msgid, 2);
+	/* Statuses survive the move. */
+	cr_assert_eq(spool_index_msg_done(idx, 2, rc, sts, 3), 2);
+	cr_expect(sts[0] == SPOOL_DONE_BOUNCED && sts[1] == SPOOL_DONE_EXPIRED);
+	idx = spool_index_free(idx);
+}
+
+Test(spool_index, move_pins_new_segment_until_old_is_gone)
+{
+	struct spool_index *idx = spool_index_new();
+	struct spool_rec_addr r[1] = { A("a@x.test") };
+	uint32_t a, h, h2;
+	int fin;
+
+	cr_assert_eq(spool_index_segment_add(idx, 0x10, &a), 0);
+	for (uint64_t id = 1; id <= 2; id++) {
+		struct spool_index_msg m = t_msg(id, a, 1, r);
+		cr_assert_eq(spool_index_add_msg(idx, &m), 0);
+	}
+	cr_assert_eq(spool_index_segment_seal(idx, a), 0);
+	cr_assert_eq(spool_index_segment_add(idx, 0x20, &h), 0);
+	cr_assert_eq(spool_index_msg_move(idx, 1, a, 10, h, 0), 0);
+	cr_assert_eq(spool_index_segment_seal(idx, h), 0);
+	cr_assert_eq(spool_index_segment_add(idx, 0x30, &h2), 0);
+	/* Message 1 finishes at its new place (DONE in h2, pinned to h). */
+	cr_assert_eq(spool_index_done(idx, 1, 0, SPOOL_DONE_DELIVERED, h2, &fin), 0);
+	cr_expect_eq(fin, 1);
+	cr_assert_eq(spool_index_segment_seal(idx, h2), 0);
+	/* h holds nothing live, but a still holds the old copy of 1: were h
+	 * unlinked first, h2 could follow and 1 come back from a. */
+	cr_expect_eq(t_dead(idx, h), 0);
+	cr_expect_eq(t_dead(idx, h2), 0);
+	cr_expect_eq(t_dead(idx, a), 0);
+	/* a's last message moves away too: a dies first, then h, then h2. */
+	cr_assert_eq(spool_index_msg_move(idx, 2, a, 20, h2, 0), 0);
+	cr_expect_eq(t_dead(idx, a), 1);
+	cr_expect_eq(t_dead(idx, h), 0);
+	t_remove_dead(idx, a);
+	t_remove_dead(idx, h);
+	cr_expect_eq(t_dead(idx, h2), 0, "h2 holds message 2");
+	cr_assert_eq(spool_index_done(idx, 2, 0, SPOOL_DONE_DELIVERED, h2, &fin), 0);
+	t_remove_dead(idx, h2);
+	idx = spool_index_free(idx);
+}
+
+Test(spool_index, stale_copies_from_an_interrupted_compaction)
+{
+	struct spool_index *idx = spool_index_new();
+	struct spool_rec_addr r[2] = { A("a@x.test"), A("b@x.test") };
+	struct spool_index_entry e;
+	struct spool_index_msg m;
+	uint32_t a, b, c, d;
+	size_t cur = 0;
+	int fin;
+
+	/* As recovery sees it: 1, 2, 3 in a; copies of them in b, of 1 in c. */
+	cr_assert_eq(spool_index_segment_add(idx, 0x10, &a), 0);
+	for (uint64_t id = 1; id <= 3; id++) {
+		m = t_msg(id, a, 2, r);
+		cr_assert_eq(spool_index_add_msg(idx, &m), 0);
+	}
+	cr_expect_eq(spool_index_stale_next(idx, &cur, &e), 0);
+	cr_assert_eq(spool_index_add_msg(idx, &m), -EEXIST, "same segment: no stale copy");
+	cr_expect_eq(spool_index_stale_next(idx, &cur, &e), 0);
+	cr_assert_eq(spool_index_segment_seal(idx, a), 0);
+	cr_assert_eq(spool_index_segment_add(idx, 0x20, &b), 0);
+	for (uint64_t id = 1; id <= 3; id++) {
+		m = t_msg(id, b, 2, r);
+		cr_assert_eq(spool_index_add_msg(idx, &m), -EEXIST);
+	}
+	cr_assert_eq(spool_index_segment_seal(idx, b), 0);
+	cr_assert_eq(spool_index_segment_add(idx, 0x30, &c), 0);
+	m = t_msg(1, c, 2, r);
+	cr_assert_eq(spool_index_add_msg(idx, &m), -EEXIST);
+	cr_assert_eq(spool_index_segment_seal(idx, c), 0);
+	cur = 0;
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(spool_index_stale_next(idx, &cur, &e), 1);
+	cr_expect_eq(spool_index_stale_next(idx, &cur, &e), 0);
+	cr_expect_eq(t_dead(idx, b), 1, "b holds nothing live or pinned");
+	cr_expect_eq(t_dead(idx, c), 0, "c's copy waits for b's");
+
+	/* 1 and 2 copied again to d: d waits for a, for c (which waits for
+	 * b) and for b. */
+	cr_assert_eq(spool_index_segment_add(idx, 0x40, &d), 0);
+	cr_assert_eq(spool_index_msg_move(idx, 1, a, 10, d, 0), 0);
+	cr_assert_eq(spool_index_msg_move(idx, 2, a, 20, d, 2000), 0);
+	cr_assert_eq(spool_index_segment_seal(idx, d), 0);
+	/* 3 finishes where it is, before a copy: a must wait for b. */
+	cr_assert_eq(spool_index_done(idx, 3, 0, SPOOL_DONE_DELIVERED, d, &fin), 0);
+	cr_assert_eq(spool_index_done(idx, 3, 1, SPOOL_DONE_DELIVERED, d, &fin), 0);
+	cr_expect_eq(fin, 1);
+	cur = 0;
+	cr_expect_eq(spool_index_stale_next(idx, &cur, &e), 0);
+	for (uint64_t id = 1; id <= 2; id++) {
+		cr_assert_eq(spool_index_done(idx, id, 0, SPOOL_DONE_DELIVERED, d, &fin), 0);
+		cr_assert_eq(spool_index_done(idx, id, 1, SPOOL_DONE_DELIVERED, d, &fin), 0);
+	}
+	/* Order: b (nothing waits on it), then a and c, then d. */
+	cr_expect_eq(t_dead(idx, a), 0, "a waits for b (stale copy of 3)");
+	t_remove_dead(idx, b);
+	{
+		uint32_t ids[4];
+		size_t n = spool_index_take_dead(idx, ids, 4);
+		cr_assert_eq(n, 2);
+		cr_expect((ids[0] == a && ids[1] == c) || (ids[0] == c && ids[1] == a));
+		cr_assert_eq(spool_index_segment_remove(idx, a), 0);
+		cr_expect_eq(t_dead(idx, d), 0, "d waits for c too");
+		cr_assert_eq(spool_index_segment_remove(idx, c), 0);
+	}
+	t_remove_dead(idx, d);
+	idx = spool_index_free(idx);
+}
