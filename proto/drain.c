@@ -363,6 +363,9 @@ static void record_read(void *arg, int err)
 		return; /* the connection went while we read: still queued */
 	if (!dc->c)
 		return;
+	/* Replies that came in while we read were held back (dc_data()):
+	 * deliver them at the end of this turn. */
+	conn_resume(dc->c);
 	spool_msgid_format(dc->msgid, qid, sizeof(qid));
 	if (err || spool_rec_decode(dc->rec.data, dc->rec.len, &dc->hdr, &payload) != SPOOL_REC_OK ||
 	    dc->hdr.type != SPOOL_REC_MSG || dc->hdr.msgid != dc->msgid ||
@@ -452,6 +455,7 @@ static void bounce_committed(void *arg, int err)
 	}
 	if (dc_release_if_gone(dc) || !dc->c)
 		return;
+	conn_resume(dc->c); /* input held back while the bounce was written */
 	if (smtp_client_closed(dc->cl))
 		conn_close(dc->c);
 	else
