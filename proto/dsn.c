@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/datefmt.h"
 #include "core/log.h"
 #include "proto/smtp_server.h"
 
@@ -279,22 +280,12 @@ static void dsn_t_addr(struct dsn_w *w, const char *p, size_t n)
 /* RFC 5322 3.3 date-time in UTC; names from tables, not the locale. */
 static int dsn_date(char *dst, size_t n, time_t t)
 {
-	static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
-	static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
-		"Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+	/* DSN dates must not be before 1900: keep the old bound. */
 	struct tm tm;
-	int r;
 
-	if (gmtime_r(&t, &tm) == NULL || tm.tm_wday < 0 || tm.tm_wday > 6 ||
-			tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_year < 0 ||
-			tm.tm_year > 9999 - 1900)
+	if (gmtime_r(&t, &tm) == NULL || tm.tm_year < 0)
 		return -EINVAL;
-	r = snprintf(dst, n, "%s, %d %s %d %02d:%02d:%02d +0000",
-			days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900,
-			tm.tm_hour, tm.tm_min, tm.tm_sec);
-	if (r < 0 || (size_t)r >= n)
-		return -EINVAL;
-	return 0;
+	return datefmt_rfc5322(dst, n, t) ? -EINVAL : 0;
 }
 
 /* "5 days", "1 hour", "3 minutes", "less than a minute". */

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/datefmt.h"
 #include "core/log.h"
 #include "proto/smtp_parse.h"
 
@@ -478,20 +479,15 @@ static int smtp_check_data(struct smtp_session *s, struct smtp_cmd_ctx *c, struc
 /* RFC 5322 3.3 date-time, always UTC; names from tables, not the locale. */
 static int smtp_format_date(char *dst, size_t n, time_t t)
 {
-	static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
-	static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
-		"Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
-	struct tm tm;
-	int r;
+	size_t len;
+	int r = datefmt_rfc5322(dst, n, t);
 
-	if (gmtime_r(&t, &tm) == NULL || tm.tm_wday < 0 || tm.tm_wday > 6 ||
-			tm.tm_mon < 0 || tm.tm_mon > 11)
-		return -EINVAL;
-	r = snprintf(dst, n, "%s, %d %s %d %02d:%02d:%02d +0000 (UTC)",
-			days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900,
-			tm.tm_hour, tm.tm_min, tm.tm_sec);
-	if (r < 0 || (size_t)r >= n)
+	if (r)
+		return r;
+	len = strlen(dst);
+	if (n - len < sizeof(" (UTC)"))
 		return -EOVERFLOW;
+	memcpy(dst + len, " (UTC)", sizeof(" (UTC)"));
 	return 0;
 }
 
