@@ -651,6 +651,8 @@ static const struct config_key config_keys[] = {
 	{ "drain_connections", set_uint, OFF(drain_connections), 1, 64 },
 	{ "etrn_rate_limit", set_uint, OFF(etrn_rate_limit), 1, 100000 },
 	{ "max_hold", set_duration, OFF(max_hold_ms), 1000, 49 * MS_PER_DAY },
+	/* Like Postfix's delay_warning_time; 0 turns warnings off. */
+	{ "delay_warning", set_duration, OFF(delay_warning_ms), 0, 49 * MS_PER_DAY },
 	{ "clock_offset", set_duration, OFF(clock_offset_ms), 0, 49 * MS_PER_DAY },
 	{ "log_level", set_log_level, 0, 0, 0 },
 	{ "log_syslog", set_bool, OFF(log_syslog), 0, 1 },
@@ -688,6 +690,7 @@ void config_defaults(struct config *c)
 	c->drain_connections = 4;
 	c->etrn_rate_limit = 60;
 	c->max_hold_ms = 5u * 86400u * 1000u;
+	c->delay_warning_ms = 0;
 	c->clock_offset_ms = 0;
 	c->log_level = LOGL_INFO;
 	c->log_syslog = 0;

@@ -65,6 +65,7 @@ struct config {
 	unsigned drain_connections;     /* per engine thread per drain */
 	unsigned etrn_rate_limit;       /* ETRN per client address per minute */
 	unsigned max_hold_ms;           /* held mail expires after this */
+	unsigned delay_warning_ms;      /* sender warned after this; 0 = never */
 	unsigned clock_offset_ms;       /* test aid: added to the wall clock */
 	int log_level;                  /* enum log_level */
 	int log_syslog;

@@ -86,6 +86,7 @@ int bounce_queue(struct spool_shard *sh, const struct bounce_req *r,
 		in.sender_len = m->sender.len;
 		in.arrival = (time_t)(r->hdr->time_us / 1000000);
 		in.now = (time_t)(r->now_us / 1000000);
+		in.retry_until = (time_t)(r->retry_until_us / 1000000);
 		in.rcpt = dr;
 		in.nrcpt = r->nrcpt;
 		in.orig = m->body;
@@ -110,6 +111,15 @@ int bounce_queue(struct spool_shard *sh, const struct bounce_req *r,
 		if (rc)
 			goto fail;
 		w->left++;
+	}
+	if (r->note) {
+		/* After the DSN in the same commit: a crash between them can
+		 * only repeat the warning, never lose it. */
+		rc = spool_append_note(sh, r->hdr->msgid, r->note, bounce_part, w);
+		if (rc)
+			goto fail;
+		w->left++;
+		return 0;
 	}
 	for (unsigned i = 0; i < r->nrcpt; i++) {
 		int last = i + 1 == r->nrcpt;

@@ -5,6 +5,8 @@
  * the envelope sender (never to the null sender) followed by a DONE record
  * per recipient, so recipients are never marked done without their DSN.
  * Used by expiry (4.4.7) and by drains on a 5xx from the customer's server.
+ * A delay warning instead queues the DSN (Action: delayed) followed by one
+ * NOTE record, and leaves the recipients pending.
  */
 #ifndef ETRND_PROTO_BOUNCE_H
 #define ETRND_PROTO_BOUNCE_H
@@ -26,11 +28,17 @@ struct bounce_req {
 	unsigned nrcpt;
 	enum spool_done_status status;    /* DONE status: BOUNCED or EXPIRED */
 	uint64_t now_us;
+	/* 0: DONE records as above. Else a warning: no DONEs, one NOTE record
+	 * of this kind after the DSN (also for the null sender, who gets no
+	 * DSN), so the warning is given once. */
+	enum spool_note_kind note;
+	uint64_t retry_until_us;          /* delayed DSN: Will-Retry-Until; 0 =
+	                                     omitted */
 };
 
 /*
  * Build the DSN into dsn (reset first; it must stay untouched until done
- * runs) and queue it and the DONE records. done(arg, err) runs once, when the
+ * runs) and queue it and the DONE records (or the NOTE). done(arg, err) runs once, when the
  * last record is durable (or failed). *dsn_id gets the DSN's message id (0
  * when no DSN: null sender). Returns 0 (done follows) or -errno (nothing
  * queued: done does not run).

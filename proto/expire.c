@@ -7,6 +7,14 @@
  * index, and the DSN and the DONE records are queued together. A crash before
  * that commit leaves the message held and it is expired again at the next
  * scan; nothing is lost, at worst a DSN is sent twice.
+ *
+ * Delay warnings ride on the same scan: a message older than delay_warning,
+ * not past its max_hold and without a NOTE(delay warned) in the index gets a
+ * warning job, which queues the delayed DSN and then the NOTE. The index
+ * learns the NOTE when the commit is durable (and recovery from the record),
+ * so a later scan, or a restart, skips the message. With warnings on, a scan
+ * walks every message older than delay_warning (warned ones included): no
+ * I/O, O(such messages) once a minute.
  */
 #include "proto/expire.h"
 
@@ -33,20 +41,32 @@
 /* RFC 3463: 4.4.7 "delivery time expired"; reported as failed (5.4.7 would
  * also do; Postfix reports 4.4.7 with Action: failed). */
 #define EXPIRE_STATUS "4.4.7"
+/* RFC 3463 3.5: X.4.7 "delivery time expired", class 4 (persistent
+ * transient: the message stays queued) with Action: delayed, as Exchange
+ * reports its delay DSNs; held mail waiting for ETRN has no delivery attempt
+ * whose own code could be given instead. */
+#define EXPIRE_DELAY_STATUS "4.4.7"
+#define EXPIRE_ADDR_LOG_MAX 300
+
+struct expire_job {
+	uint64_t msgid;
+	int warn;                 /* a delay warning, not expiry */
+};
 
 struct expire {
 	struct expire_conf conf;
 	struct spool_shard *sh;
 	struct spool_index *idx;
 	uint64_t next_scan_us;
-	uint64_t jobs[EXPIRE_BATCH];
+	struct expire_job jobs[EXPIRE_BATCH];
 	unsigned njobs, next;
 	int busy;
 	int stopping;
 	unsigned outstanding;     /* spool callbacks still due for this job */
 	int err;
-	/* the message being expired */
+	/* the message being expired (or warned about: warn) */
 	uint64_t msgid;
+	int warn;
 	uint64_t dsn_id;
 	int has_dsn;
 	struct buf rec;
@@ -123,17 +143,31 @@ static uint64_t cutoff_for(const struct expire *x, uint64_t now, const char *d, 
 static int job_known(const struct expire *x, uint64_t id)
 {
 	for (unsigned i = 0; i < x->njobs; i++)
-		if (x->jobs[i] == id)
+		if (x->jobs[i].msgid == id)
 			return 1;
 	return 0;
 }
 
-/* Collect up to EXPIRE_BATCH messages older than the cutoff. Each queue is
- * in arrival order, so the walk stops at the first young message. */
+/* A message in several domains is met in each queue: one job (the first
+ * kind found; the other follows at the next scan). */
+static void job_add(struct expire *x, uint64_t id, int warn)
+{
+	if (job_known(x, id))
+		return;
+	x->jobs[x->njobs].msgid = id;
+	x->jobs[x->njobs].warn = warn;
+	x->njobs++;
+}
+
+/* Collect up to EXPIRE_BATCH messages older than the cutoff, or older than
+ * delay_warning and not warned yet. Each queue is in arrival order, so the
+ * walk stops at the first message younger than both. */
 static void expire_scan(struct expire *x, uint64_t now)
 {
 	const struct spool_index_queue *q;
 	size_t cursor = 0;
+	uint64_t dw = x->conf.delay_warning_us;
+	uint64_t warn_cutoff = dw && now > dw ? now - dw : 0;
 
 	x->njobs = x->next = 0;
 	while ((q = spool_index_queue_each(x->idx, &cursor)) && x->njobs < EXPIRE_BATCH) {
@@ -141,18 +175,22 @@ static void expire_scan(struct expire *x, uint64_t now)
 		struct spool_index_iter it;
 		struct spool_index_entry e;
 
-		uint64_t cutoff;
+		uint64_t cutoff, bound;
 
 		spool_index_queue_stat(q, &st);
 		cutoff = cutoff_for(x, now, st.domain, st.domain_len);
-		if (st.oldest_us >= cutoff)
+		/* delay_warning >= this domain's max_hold: no warning here. */
+		bound = warn_cutoff > cutoff ? warn_cutoff : cutoff;
+		if (st.oldest_us >= bound)
 			continue;
 		spool_index_queue_iter(q, &it);
 		while (x->njobs < EXPIRE_BATCH && spool_index_queue_next(&it, &e)) {
-			if (e.time_us >= cutoff)
+			if (e.time_us >= bound)
 				break;
-			if (!job_known(x, e.msgid))
-				x->jobs[x->njobs++] = e.msgid;
+			if (e.time_us < cutoff)
+				job_add(x, e.msgid, 0);
+			else if (!e.delay_warned)
+				job_add(x, e.msgid, 1);
 		}
 	}
 	x->next_scan_us = x->njobs == EXPIRE_BATCH ? now : now + EXPIRE_SCAN_INTERVAL_US;
@@ -171,9 +209,17 @@ static void job_part_done(void *arg, int err)
 	err = x->err;
 
 	spool_msgid_format(x->msgid, qid, sizeof(qid));
-	if (err) {
+	if (err && x->warn) {
+		log_err("%s: delay warning not recorded (%s); retried at the next scan",
+			qid, strerror(-err));
+	} else if (err) {
 		log_err("%s: expiry not recorded (%s); the message stays held and is retried",
 			qid, strerror(-err));
+	} else if (x->warn) {
+		if (x->has_dsn) {
+			spool_msgid_format(x->dsn_id, dqid, sizeof(dqid));
+			log_info("%s: sender delay notification: %s", qid, dqid);
+		}
 	} else if (x->has_dsn) {
 		spool_msgid_format(x->dsn_id, dqid, sizeof(dqid));
 		log_info("%s: sender non-delivery notification: %s", qid, dqid);
@@ -198,7 +244,80 @@ static int grow_pending(struct expire *x, uint32_t n)
 	return 0;
 }
 
-/* The record is in x->rec: queue the DSN and the DONEs. */
+/* A warning job: n pending recipients in x->pending. Those still under
+ * their domain's max_hold go in one delayed DSN, followed by the NOTE that
+ * keeps the message from being warned about again. Returns 0 (the job goes
+ * on: job_part_done() ends it), 1 (nothing to do) or -errno. */
+static int job_warn(struct expire *x, const struct spool_rec_hdr *hdr,
+		    const struct spool_rec_msg *m, int n, uint64_t now)
+{
+	struct dsn_rcpt *dr;
+	struct bounce_req br;
+	char qid[SMTP_QID_MAX], addr[EXPIRE_ADDR_LOG_MAX];
+	uint64_t hold = 0;
+	int same_hold = 1, rc;
+
+	/* Warned while the read was in flight (cannot happen with one job at
+	 * a time, but the index is the truth). */
+	if (spool_index_msg_noted(x->idx, x->msgid, SPOOL_NOTE_DELAY_WARNED) != 0)
+		return 1;
+	x->npending = 0;
+	for (int i = 0; i < n; i++) {
+		struct spool_rec_addr a = spool_rec_msg_rcpt(m, x->pending[i]);
+		const char *at = a.len ? memrchr(a.p, '@', a.len) : NULL;
+		const char *d = at ? at + 1 : a.p;
+		size_t dl = at ? a.len - (size_t)(at + 1 - a.p) : 0;
+		uint64_t h = hold_for(x, d, dl);
+
+		/* Past its hold: expiry's, not ours. */
+		if (hdr->time_us < (now > h ? now - h : 0))
+			continue;
+		if (x->npending > 0 && h != hold)
+			same_hold = 0;
+		hold = h;
+		x->pending[x->npending++] = x->pending[i];
+	}
+	if (x->npending == 0)
+		return 1;
+	spool_msgid_format(x->msgid, qid, sizeof(qid));
+	x->has_dsn = m->sender.len > 0; /* never a DSN to the null sender */
+	for (uint32_t i = 0; i < x->npending; i++) {
+		struct spool_rec_addr a = spool_rec_msg_rcpt(m, x->pending[i]);
+		log_info("%s: to=<%s>, relay=none, delay=%.0f, status=deferred (delayed longer than delay_warning)",
+			 qid, log_printable(addr, sizeof(addr), a.p, a.len),
+			 (double)(now - hdr->time_us) / 1e6);
+	}
+	if (!x->has_dsn)
+		log_info("%s: null sender: no delay notification", qid);
+	dr = calloc(x->npending, sizeof(*dr));
+	if (!dr)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < x->npending; i++) {
+		dr[i].action = DSN_ACTION_DELAYED;
+		dr[i].status = EXPIRE_DELAY_STATUS;
+	}
+	memset(&br, 0, sizeof(br));
+	br.hostname = x->conf.hostname;
+	br.hdr = hdr;
+	br.msg = m;
+	br.rcpt = x->pending;
+	br.why = dr;
+	br.nrcpt = x->npending;
+	br.now_us = now;
+	br.note = SPOOL_NOTE_DELAY_WARNED;
+	/* RFC 3464 2.3.9 Will-Retry-Until is per recipient, dsn_build() takes
+	 * one: given only when every listed recipient's hold agrees. */
+	br.retry_until_us = same_hold ? hdr->time_us + hold : 0;
+	rc = bounce_queue(x->sh, &br, &x->dsn, &x->dsn_id, job_part_done, x);
+	free(dr);
+	if (rc)
+		return rc;
+	x->outstanding = 1;
+	return 0;
+}
+
+/* The record is in x->rec: queue the DSN and the DONEs (or, for a warning,
+ * the delayed DSN and the NOTE). */
 static void job_read(void *arg, int err)
 {
 	struct expire *x = arg;
@@ -207,19 +326,21 @@ static void job_read(void *arg, int err)
 	struct dsn_rcpt *dr = NULL;
 	struct bounce_req br;
 	const char *payload;
-	char qid[SMTP_QID_MAX], addr[300];
+	char qid[SMTP_QID_MAX], addr[EXPIRE_ADDR_LOG_MAX];
 	uint64_t now = now_us(x);
 	int rc, n;
 
 	spool_msgid_format(x->msgid, qid, sizeof(qid));
 	if (err) {
-		log_err("%s: cannot read the message to expire it: %s", qid, strerror(-err));
+		log_err("%s: cannot read the message to %s: %s", qid,
+			x->warn ? "warn its sender" : "expire it", strerror(-err));
 		goto skip;
 	}
 	if (spool_rec_decode(x->rec.data, x->rec.len, &hdr, &payload) != SPOOL_REC_OK ||
 	    hdr.type != SPOOL_REC_MSG || hdr.msgid != x->msgid ||
 	    spool_rec_decode_msg(payload, hdr.length, &m) != SPOOL_REC_OK) {
-		log_err("%s: stored record does not check (CRC or layout); not expired", qid);
+		log_err("%s: stored record does not check (CRC or layout); not %s", qid,
+			x->warn ? "warned about" : "expired");
 		goto skip;
 	}
 	if (grow_pending(x, m.nrcpt)) {
@@ -231,6 +352,16 @@ static void job_read(void *arg, int err)
 	n = spool_index_msg_pending(x->idx, x->msgid, x->pending, m.nrcpt);
 	if (n <= 0)
 		goto skip;
+	if (x->warn) {
+		rc = job_warn(x, &hdr, &m, n, now);
+		if (rc == 0)
+			return; /* job_part_done() ends the job */
+		if (rc > 0)
+			goto skip;
+		log_err("%s: cannot send a delay warning: %s; retried at the next scan",
+			qid, strerror(-rc));
+		goto skip;
+	}
 	/* Only recipients whose own domain's max_hold has passed expire; a
 	 * message for several domains may expire in parts. */
 	x->npending = 0;
@@ -286,8 +417,9 @@ skip:
 	x->busy = 0;
 }
 
-static void job_start(struct expire *x, uint64_t msgid)
+static void job_start(struct expire *x, const struct expire_job *j)
 {
+	uint64_t msgid = j->msgid;
 	struct spool_index_entry e;
 	char qid[SMTP_QID_MAX];
 	int rc;
@@ -295,6 +427,8 @@ static void job_start(struct expire *x, uint64_t msgid)
 	if (spool_index_msg_find(x->idx, msgid, &e))
 		return; /* delivered or expired since the scan */
 	x->msgid = msgid;
+	x->warn = j->warn;
+	x->has_dsn = 0;
 	x->outstanding = 0;
 	x->err = 0;
 	buf_reset(&x->rec);
@@ -308,7 +442,8 @@ static void job_start(struct expire *x, uint64_t msgid)
 		x->next--; /* the shard's one read is in use: try again next turn */
 	else if (rc) {
 		spool_msgid_format(msgid, qid, sizeof(qid));
-		log_err("%s: cannot read the message to expire it: %s", qid, strerror(-rc));
+		log_err("%s: cannot read the message to %s: %s", qid,
+			j->warn ? "warn its sender" : "expire it", strerror(-rc));
 	} else {
 		x->busy = 1;
 	}
@@ -321,7 +456,7 @@ void expire_tick(struct expire *x)
 	if (x->busy || x->stopping)
 		return;
 	if (x->next < x->njobs) {
-		job_start(x, x->jobs[x->next++]);
+		job_start(x, &x->jobs[x->next++]);
 		return;
 	}
 	now = now_us(x);
@@ -329,5 +464,5 @@ void expire_tick(struct expire *x)
 		return;
 	expire_scan(x, now);
 	if (x->next < x->njobs)
-		job_start(x, x->jobs[x->next++]);
+		job_start(x, &x->jobs[x->next++]);
 }

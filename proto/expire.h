@@ -4,8 +4,12 @@
  * max_hold (like Postfix's maximal_queue_lifetime) is expired: each pending
  * recipient gets a DONE(expired) record and the envelope sender gets one
  * RFC 3464 delivery status notification, queued in the spool in the same
- * group commit as the DONEs. Runs in small steps from the loop's turn hook,
- * one message at a time, so receiving never stalls behind it.
+ * group commit as the DONEs. With delay_warning set, mail held longer than
+ * that (and still under max_hold) gets one warning instead: an RFC 3464 DSN
+ * with Action: delayed listing the pending recipients, followed in the same
+ * commit by a NOTE record, so it is never sent twice, also not after a
+ * restart. The null sender gets neither. Runs in small steps from the loop's
+ * turn hook, one message at a time, so receiving never stalls behind it.
  */
 #ifndef ETRND_PROTO_EXPIRE_H
 #define ETRND_PROTO_EXPIRE_H
@@ -22,6 +26,7 @@ typedef uint64_t (*expire_hold_fn)(void *arg, const char *domain, size_t len);
 struct expire_conf {
 	const char *hostname;      /* Reporting-MTA and MAILER-DAEMON@host */
 	uint64_t max_hold_us;      /* the default */
+	uint64_t delay_warning_us; /* global; 0: no delay warnings */
 	expire_hold_fn hold;       /* per-domain override; may be NULL */
 	void *hold_arg;
 	int64_t clock_offset_us;   /* test aid: added to the wall clock */
@@ -33,11 +38,13 @@ struct expire;
 struct expire *expire_new(const struct expire_conf *conf, struct spool_shard *sh);
 struct expire *expire_free(struct expire *x);
 
-/* Do a bounded step of work if any is due: a scan for expired messages
- * (every EXPIRE_SCAN_INTERVAL), or starting the next expired message. */
+/* Do a bounded step of work if any is due: a scan for expired messages and
+ * messages due a delay warning (every EXPIRE_SCAN_INTERVAL), or starting the
+ * next of them. */
 void expire_tick(struct expire *x);
 
-/* 1 while a message is being expired (its read or commit is in flight). */
+/* 1 while a message is being expired or warned about (its read or commit
+ * is in flight). */
 int expire_busy(const struct expire *x);
 
 /* Stop starting new work (shutdown); work in flight finishes. */

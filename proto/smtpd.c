@@ -140,6 +140,7 @@ int smtpd_set_spool(struct smtpd *d, struct spool_shard *sh)
 	memset(&ec, 0, sizeof(ec));
 	ec.hostname = d->cfg->hostname;
 	ec.max_hold_us = (uint64_t)d->cfg->max_hold_ms * 1000;
+	ec.delay_warning_us = (uint64_t)d->cfg->delay_warning_ms * 1000;
 	ec.clock_offset_us = (int64_t)d->cfg->clock_offset_ms * 1000;
 	ec.hold = smtpd_hold;
 	ec.hold_arg = d;

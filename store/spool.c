@@ -8,8 +8,8 @@
  * its bytes AND whose syncs succeeded; until then no callback runs, and so no
  * 250 goes out for bytes that are not on disk. Compaction copies
  * (spool_append_copy) wait in a queue of their own and go first in a batch,
- * each followed by DONEs built from the index when the batch starts (see
- * copies_prepare()); the message moves in the index when the batch is done.
+ * each followed by DONEs (and NOTEs) built from the index when the batch
+ * starts (see copies_prepare()); the message moves in the index when the batch is done.
  */
 #include "store/spool.h"
 
@@ -485,6 +485,26 @@ int spool_append_done(struct spool_shard *sh, uint64_t msgid, uint32_t rcpt_inde
 	return 0;
 }
 
+int spool_append_note(struct spool_shard *sh, uint64_t msgid,
+		      enum spool_note_kind kind, spool_done_fn done, void *arg)
+{
+	struct spool_entry *e = entry_get(sh);
+	int rc;
+
+	if (!e)
+		return -ENOMEM;
+	rc = buf_reserve(&e->head, SPOOL_REC_HDR_SIZE + SPOOL_NOTE_PAYLOAD_SIZE);
+	if (rc) {
+		entry_put(sh, e);
+		return rc;
+	}
+	e->head.len = spool_rec_encode_note(e->head.data, msgid, now_us(), kind);
+	e->body = NULL;
+	e->body_len = 0;
+	entry_queue(sh, e, done, arg);
+	return 0;
+}
+
 int spool_append_copy(struct spool_shard *sh, uint64_t msgid, uint32_t seg_id,
 		      uint64_t off, const char *rec, size_t len, spool_done_fn done,
 		      void *arg)
@@ -730,6 +750,14 @@ static void index_record(struct spool_shard *sh, const struct spool_entry *e,
 				domstat_add(c, 1, (int64_t)e->body_len);
 			}
 		}
+	} else if (hdr.type == SPOOL_REC_NOTE) {
+		enum spool_note_kind kind;
+
+		if (spool_rec_decode_note(payload, SPOOL_NOTE_PAYLOAD_SIZE, &kind))
+			panic("shard %u: our own NOTE does not decode", sh->shard);
+		rc = spool_index_note(sh->idx, hdr.msgid, kind, sh->seg_id);
+		if (rc == -EALREADY || rc == -ENOENT)
+			rc = 0; /* harmless: noted before, or finished meanwhile */
 	} else {
 		uint32_t rcpt;
 		enum spool_done_status st;
@@ -915,7 +943,7 @@ static void batch_sync_cqe(void *arg, int res)
 
 /*
  * Give each queued copy the DONE records that follow it: one per recipient
- * the index has done now. No commit is in flight, so every record before
+ * the index has done now, then a NOTE per fact noted on the message. No commit is in flight, so every record before
  * this commit is durable and indexed; the copies go first in the commit, so
  * no DONE of theirs can lie between the index's view and the copy. A copy
  * whose message has left its old place (finished, or moved) is dropped onto
@@ -954,13 +982,20 @@ static int copies_prepare(struct spool_shard *sh, struct spool_entry **stale)
 					 sh->done_st, e->copy_nrcpt);
 		buf_reset(&e->head);
 		rc = buf_reserve(&e->head, (size_t)(n > 0 ? n : 0) *
-				 (SPOOL_REC_HDR_SIZE + SPOOL_DONE_PAYLOAD_SIZE));
+				 (SPOOL_REC_HDR_SIZE + SPOOL_DONE_PAYLOAD_SIZE) +
+				 SPOOL_REC_HDR_SIZE + SPOOL_NOTE_PAYLOAD_SIZE);
 		if (rc)
 			return rc;
 		for (int i = 0; i < n; i++)
 			e->head.len += spool_rec_encode_done(e->head.data + e->head.len,
 					e->copy_msgid, t, sh->done_rcpt[i],
 					(enum spool_done_status)sh->done_st[i]);
+		/* The copy carries what NOTEs said about the message, or once
+		 * the old segment is gone a restart would forget it (and
+		 * warn the sender a second time). */
+		if (ie.delay_warned)
+			e->head.len += spool_rec_encode_note(e->head.data + e->head.len,
+					e->copy_msgid, t, SPOOL_NOTE_DELAY_WARNED);
 		sh->c_last = e;
 		pp = &e->next;
 	}

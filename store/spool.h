@@ -87,10 +87,20 @@ int spool_append_done(struct spool_shard *sh, uint64_t msgid, uint32_t rcpt_inde
 		enum spool_done_status status, spool_done_fn done, void *arg);
 
 /*
+ * Queue a NOTE record of kind for message msgid (e.g. its delay warning was
+ * sent), group-committed after everything queued before it; once durable the
+ * index has it (spool_index_msg_noted()). done may be NULL. Returns 0 or
+ * -ENOMEM.
+ */
+int spool_append_note(struct spool_shard *sh, uint64_t msgid,
+		enum spool_note_kind kind, spool_done_fn done, void *arg);
+
+/*
  * Compaction: queue a byte-identical copy of a stored MSG record (len bytes
  * at rec, borrowed until done() runs) that the index has at (seg_id, off).
  * Copies are written first in the next group commit, each followed by a
- * DONE record for every recipient the index has done at that moment; when
+ * DONE record for every recipient the index has done at that moment (and a
+ * NOTE for each fact noted on it); when
  * durable the message moves to the copy (spool_index_msg_move()). done(arg,
  * 0) then; -ESTALE when the message was no longer at (seg_id, off) when the
  * commit started (finished or moved: nothing written); other -errno: not

@@ -35,6 +35,7 @@
 #define SPOOL_COMPACT_SCAN_US 1000000ull          /* candidate search */
 #define SPOOL_COMPACT_RETRY_US (60ull * 1000000)  /* after a failure */
 #define SPOOL_COMPACT_DONE_SIZE (SPOOL_REC_HDR_SIZE + SPOOL_DONE_PAYLOAD_SIZE)
+#define SPOOL_COMPACT_NOTE_SIZE (SPOOL_REC_HDR_SIZE + SPOOL_NOTE_PAYLOAD_SIZE)
 #define SPOOL_COMPACT_PERCENT 100u
 #define SPOOL_COMPACT_NAME_LEN 24                 /* "%016" PRIx64 ".seg" */
 
@@ -359,9 +360,10 @@ void spool_compact_step(struct spool_compact *c)
 				j = &c->jobs[i];
 		if (!j || spool_index_segment_msg(c->idx, c->target, c->next_off, &e))
 			break;
-		/* The copy and a DONE per recipient go in one segment. */
-		if ((uint64_t)e.rec_len + (uint64_t)e.nrcpt * SPOOL_COMPACT_DONE_SIZE >
-		    c->conf.segment_size) {
+		/* The copy, a DONE per recipient and its NOTEs go in one
+		 * segment. */
+		if ((uint64_t)e.rec_len + (uint64_t)e.nrcpt * SPOOL_COMPACT_DONE_SIZE +
+		    SPOOL_COMPACT_NOTE_SIZE > c->conf.segment_size) {
 			cp_fail(c, "a message with its DONEs exceeds segment_size", -EFBIG);
 			break;
 		}

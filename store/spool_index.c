@@ -58,6 +58,7 @@ struct ix_msg {
 	 * recovery found while this, the first copy, is the one indexed: what a
 	 * compaction cut short by a crash leaves (see spool_index_add_msg). */
 	uint32_t stale;
+	uint32_t notes;          /* bit (1 << kind) per NOTE record applied */
 	/* The segment's messages in record order (compaction walks them). */
 	struct ix_msg *sprev, *snext;
 	struct ix_node nodes[];
@@ -769,6 +770,7 @@ int spool_index_add_msg(struct spool_index *idx,
 	msg->pending = m->nrcpt;
 	msg->ndom = ndom;
 	msg->stale = IX_NONE;
+	msg->notes = 0;
 
 	/* Pass 2: count per node, then lay recipients out grouped by node in
 	 * record order (a counting sort). */
@@ -921,6 +923,51 @@ int spool_index_done(struct spool_index *idx, uint64_t msgid,
 	return 0;
 }
 
+int spool_index_note(struct spool_index *idx, uint64_t msgid,
+		enum spool_note_kind kind, uint32_t note_seg_id)
+{
+	struct ix_seg *nseg = seg_get(idx, note_seg_id);
+	int ret;
+
+	if (nseg == NULL)
+		return -EINVAL;
+	nseg->total += SPOOL_REC_HDR_SIZE + SPOOL_NOTE_PAYLOAD_SIZE;
+	idx->t.total_bytes += SPOOL_REC_HDR_SIZE + SPOOL_NOTE_PAYLOAD_SIZE;
+	if (kind < SPOOL_NOTE_DELAY_WARNED || kind > SPOOL_NOTE_KIND_MAX)
+		return -EINVAL;
+	struct ix_mslot *slot = idx->mtab ? mtab_find(idx, msgid) : NULL;
+	if (slot == NULL)
+		return -ENOENT;
+	struct ix_msg *msg = slot->m;
+	if (msg->notes & (1u << kind))
+		return -EALREADY;
+	struct ix_seg *mseg = seg_get(idx, msg->seg);
+	if (mseg == NULL)
+		panic("message %llx in unknown segment %u",
+				(unsigned long long)msgid, msg->seg);
+	/* Pinned like a DONE: were the NOTE's segment unlinked while the MSG
+	 * stays, a restart would forget it (a second delay warning). */
+	if (mseg != nseg) {
+		ret = seg_pin(idx, mseg, nseg);
+		if (ret < 0)
+			return ret;
+	}
+	msg->notes |= 1u << kind;
+	return 0;
+}
+
+int spool_index_msg_noted(const struct spool_index *idx, uint64_t msgid,
+		enum spool_note_kind kind)
+{
+	struct ix_mslot *slot = idx->mtab ? mtab_find(idx, msgid) : NULL;
+
+	if (slot == NULL)
+		return -ENOENT;
+	if (kind < SPOOL_NOTE_DELAY_WARNED || kind > SPOOL_NOTE_KIND_MAX)
+		return 0;
+	return (slot->m->notes >> kind) & 1u;
+}
+
 static void entry_fill(struct ix_msg *msg, struct spool_index_entry *e)
 {
 	e->msgid = msg->msgid;
@@ -931,6 +978,7 @@ static void entry_fill(struct ix_msg *msg, struct spool_index_entry *e)
 	e->body_len = msg->body_len;
 	e->nrcpt = msg->nrcpt;
 	e->npending = msg->pending;
+	e->delay_warned = (msg->notes >> SPOOL_NOTE_DELAY_WARNED) & 1u;
 	e->rcpts = NULL;
 }
 

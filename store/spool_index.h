@@ -33,15 +33,16 @@ struct spool_index *spool_index_free(struct spool_index *idx);
  *  - none of its DONE records is pinned: a DONE for a message whose MSG is in
  *    another segment A pins it until A is removed, because unlinking the
  *    DONE while A's MSG survives would bring the delivered recipient back
- *    at the next start (a duplicate delivery).
+ *    at the next start (a duplicate delivery). A NOTE record pins the same
+ *    way (losing it would repeat a delay warning).
  * Dead segments queue up in the order they die, which is an order in which
  * they are safe to unlink (a segment whose DONEs refer to A dies only after
  * A was removed). Bytes: total = every record and damaged byte counted in the
  * segment; live = the records of messages still indexed; dead = total - live.
  * Pins assume a message's MSG precedes its DONEs in scan order (true of the
  * append-only write path). A compaction that copies a live MSG forward must
- * also copy the DONEs of its done recipients after the copy, or a restart
- * would bring those recipients back; spool_index_msg_move() then makes the
+ * also copy the DONEs of its done recipients (and its NOTEs) after the
+ * copy, or a restart would bring those recipients back; spool_index_msg_move() then makes the
  * new segment wait for the old one (see there).
  */
 
@@ -64,7 +65,8 @@ struct spool_index_seg_stat {
 	uint64_t total_bytes;
 	uint64_t live_bytes;  /* record bytes of messages still indexed */
 	uint64_t live_msgs;
-	uint64_t pins;        /* DONE records (or newer copies) that keep it */
+	uint64_t pins;        /* DONE and NOTE records (or newer copies) that
+	                         keep it */
 	uint64_t newest_us;   /* newest time_us of a MSG indexed in it, 0: none
 	                         (compaction's age: a copy keeps its time) */
 	int sealed;
@@ -144,6 +146,24 @@ int spool_index_done(struct spool_index *idx, uint64_t msgid,
 		uint32_t rcpt_index, enum spool_done_status st,
 		uint32_t done_seg_id, int *msg_finished);
 
+/*
+ * A NOTE record of kind for msgid, stored in segment note_seg_id (whose
+ * total bytes it adds to): remembers the fact on the message (see
+ * spool_index_msg_noted()) and, like a DONE, pins note_seg_id until the
+ * MSG's segment is removed, so a restart still finds the NOTE. Compaction
+ * must write a NOTE after a copy for each kind noted (spool.c does). Returns
+ * 0, -ENOENT (msgid not indexed), -EALREADY (already noted), -EINVAL
+ * (unknown kind or note_seg_id), -ENOMEM; all but 0 leave the message
+ * unchanged. O(1) but for the pins' list.
+ */
+int spool_index_note(struct spool_index *idx, uint64_t msgid,
+		enum spool_note_kind kind, uint32_t note_seg_id);
+
+/* 1 when a NOTE of kind was applied to msgid, 0 when not (or an unknown
+ * kind), -ENOENT when msgid is not indexed. O(1). */
+int spool_index_msg_noted(const struct spool_index *idx, uint64_t msgid,
+		enum spool_note_kind kind);
+
 /* One message as a queue or a look-up sees it. rcpts points into the index:
  * valid until the next change to the index. */
 struct spool_index_entry {
@@ -155,6 +175,7 @@ struct spool_index_entry {
 	uint64_t body_len;
 	uint32_t nrcpt;          /* recipients in the record */
 	uint32_t npending;       /* pending recipients listed in rcpts */
+	int delay_warned;        /* a NOTE(SPOOL_NOTE_DELAY_WARNED) applied */
 	const uint32_t *rcpts;   /* their indexes in the record; from a queue:
 	                            that domain's only, in record order until
 	                            some are done, then in no promised order */

@@ -29,6 +29,8 @@
 #define ADDR_LEN_MAX UINT16_MAX
 /* DONE payload: u32 rcpt_index, u8 status, 3 zero bytes. */
 #define DONE_OFF_STATUS 4
+/* NOTE payload: u32 kind, u32 reserved (zero). */
+#define NOTE_OFF_RESERVED 4
 
 static inline void put16(char *p, uint16_t v)
 {
@@ -156,6 +158,21 @@ size_t spool_rec_encode_done(char *dst, uint64_t msgid, uint64_t time_us,
 	return SPOOL_REC_HDR_SIZE + SPOOL_DONE_PAYLOAD_SIZE;
 }
 
+size_t spool_rec_encode_note(char *dst, uint64_t msgid, uint64_t time_us,
+		enum spool_note_kind kind)
+{
+	rec_put_hdr(dst, SPOOL_REC_NOTE, 0, SPOOL_NOTE_PAYLOAD_SIZE, msgid,
+			time_us);
+	char *p = dst + SPOOL_REC_HDR_SIZE;
+	put32(p, (uint32_t)kind);
+	put32(p + NOTE_OFF_RESERVED, 0);
+
+	uint32_t crc = rec_crc_head(dst);
+	crc = crc32c(crc, p, SPOOL_NOTE_PAYLOAD_SIZE);
+	put32(dst + REC_OFF_CRC, crc);
+	return SPOOL_REC_HDR_SIZE + SPOOL_NOTE_PAYLOAD_SIZE;
+}
+
 /*
  * Checks run in the order the bytes arrive, so a prefix of a valid record is
  * always AGAIN and garbage is recognised from its first bytes: magic and
@@ -181,11 +198,14 @@ int spool_rec_decode(const char *p, size_t n, struct spool_rec_hdr *hdr,
 
 	uint8_t type = (uint8_t)p[REC_OFF_TYPE];
 	uint32_t length = get32(p + REC_OFF_LENGTH);
-	if (type != SPOOL_REC_MSG && type != SPOOL_REC_DONE)
+	if (type != SPOOL_REC_MSG && type != SPOOL_REC_DONE &&
+	    type != SPOOL_REC_NOTE)
 		return SPOOL_REC_BAD_PAYLOAD;
 	if (length > SPOOL_REC_PAYLOAD_MAX)
 		return SPOOL_REC_BAD_LENGTH;
 	if (type == SPOOL_REC_DONE && length != SPOOL_DONE_PAYLOAD_SIZE)
+		return SPOOL_REC_BAD_LENGTH;
+	if (type == SPOOL_REC_NOTE && length != SPOOL_NOTE_PAYLOAD_SIZE)
 		return SPOOL_REC_BAD_LENGTH;
 	if (type == SPOOL_REC_MSG && length < MSG_FIXED_SIZE)
 		return SPOOL_REC_BAD_LENGTH;
@@ -308,6 +328,21 @@ int spool_rec_decode_done(const char *payload, size_t len,
 			return SPOOL_REC_BAD_PAYLOAD;
 	*rcpt_index = get32(payload);
 	*status = (enum spool_done_status)st;
+	return SPOOL_REC_OK;
+}
+
+int spool_rec_decode_note(const char *payload, size_t len,
+		enum spool_note_kind *kind)
+{
+	if (len != SPOOL_NOTE_PAYLOAD_SIZE)
+		return SPOOL_REC_BAD_PAYLOAD;
+	uint32_t k = get32(payload);
+	/* Strict like DONE's padding: the CRC already rules out damage, so
+	 * anything else is a writer this reader does not know. */
+	if (k < SPOOL_NOTE_DELAY_WARNED || k > SPOOL_NOTE_KIND_MAX ||
+	    get32(payload + NOTE_OFF_RESERVED) != 0)
+		return SPOOL_REC_BAD_PAYLOAD;
+	*kind = (enum spool_note_kind)k;
 	return SPOOL_REC_OK;
 }
 

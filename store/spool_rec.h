@@ -7,16 +7,19 @@
  *   off size field
  *   0   4    magic    "ETRN" = 0x4E525445 read as little-endian u32
  *   4   1    version  SPOOL_REC_VERSION
- *   5   1    type     SPOOL_REC_MSG | SPOOL_REC_DONE
+ *   5   1    type     SPOOL_REC_MSG | SPOOL_REC_DONE | SPOOL_REC_NOTE
  *   6   2    flags    MSG: SPOOL_MSG_8BITMIME | SPOOL_MSG_SMTPUTF8
  *   8   4    length   payload bytes that follow the header
  *   12  4    crc      CRC-32C of header bytes 0..11 and 16..31, then payload
- *   16  8    msgid    (shard << 48) | sequence; DONE: the id of its MSG
+ *   16  8    msgid    (shard << 48) | sequence; DONE, NOTE: the id of its MSG
  *   24  8    time     microseconds since the epoch when written
  *
  * MSG payload:  u16 sender_len, u32 nrcpt, u32 body_len, sender bytes,
  *               nrcpt x (u16 len, address bytes), body bytes.
  * DONE payload: u32 rcpt_index, u8 status (SPOOL_DONE_*), 3 zero bytes.
+ * NOTE payload: u32 kind (SPOOL_NOTE_*), u32 reserved (zero). A fact about
+ *               a message as a whole that must survive a restart (e.g. its
+ *               delay warning was sent); like a DONE it follows its MSG.
  *
  * The body is stored as it goes back on the wire (CRLF, dot-stuffed, no final
  * "."), with our Received: header in front.
@@ -31,16 +34,25 @@
 #define SPOOL_REC_VERSION 1
 #define SPOOL_REC_HDR_SIZE 32
 #define SPOOL_DONE_PAYLOAD_SIZE 8
+#define SPOOL_NOTE_PAYLOAD_SIZE 8
 /* Largest payload a record may claim; a header saying more is corrupt.
  * Bounds the reader's allocation on a damaged file. */
 #define SPOOL_REC_PAYLOAD_MAX (1024u * 1024u * 1024u)
 
-enum spool_rec_type { SPOOL_REC_MSG = 1, SPOOL_REC_DONE = 2 };
+enum spool_rec_type {
+	SPOOL_REC_MSG = 1,
+	SPOOL_REC_DONE = 2,
+	SPOOL_REC_NOTE = 3,
+};
 enum spool_done_status {
 	SPOOL_DONE_DELIVERED = 1,
 	SPOOL_DONE_BOUNCED = 2,
 	SPOOL_DONE_EXPIRED = 3,
 };
+enum spool_note_kind {
+	SPOOL_NOTE_DELAY_WARNED = 1, /* the sender got its delayed DSN */
+};
+#define SPOOL_NOTE_KIND_MAX SPOOL_NOTE_DELAY_WARNED
 #define SPOOL_MSG_8BITMIME 0x1u
 #define SPOOL_MSG_SMTPUTF8 0x2u
 
@@ -98,6 +110,11 @@ size_t spool_rec_encode_msg_head(char *dst, uint64_t msgid, uint64_t time_us,
 size_t spool_rec_encode_done(char *dst, uint64_t msgid, uint64_t time_us,
 		uint32_t rcpt_index, enum spool_done_status status);
 
+/* Write a whole NOTE record (SPOOL_REC_HDR_SIZE + SPOOL_NOTE_PAYLOAD_SIZE
+ * bytes) into dst. Returns bytes written. */
+size_t spool_rec_encode_note(char *dst, uint64_t msgid, uint64_t time_us,
+		enum spool_note_kind kind);
+
 /*
  * Decode and check one record at p (n bytes available). On SPOOL_REC_OK,
  * *hdr is filled, *payload points at the payload inside p and the record is
@@ -132,6 +149,11 @@ struct spool_rec_addr spool_rec_msg_rcpt_next(const struct spool_rec_msg *msg,
 /* Parse a DONE payload. */
 int spool_rec_decode_done(const char *payload, size_t len,
 		uint32_t *rcpt_index, enum spool_done_status *status);
+
+/* Parse a NOTE payload: SPOOL_REC_OK, or SPOOL_REC_BAD_PAYLOAD for a wrong
+ * length, an unknown kind or a non-zero reserved field. */
+int spool_rec_decode_note(const char *payload, size_t len,
+		enum spool_note_kind *kind);
 
 /* Message id helpers. The queue id text is 14 upper-case hex digits:
  * 2 for the shard, 12 for the 48-bit sequence. */

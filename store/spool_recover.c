@@ -2,7 +2,7 @@
 /*
  * spool_recover: see spool_recover.h. One pass over each segment through
  * spool_read_segment() (large reads, CRC per record); MSG records go into the
- * index, DONE records take recipients out; damage is logged once per region
+ * index, DONE records take recipients out, NOTE records mark messages; damage is logged once per region
  * as "spool: SEGMENT: offset N: REASON (M bytes skipped)".
  */
 #include "store/spool_recover.h"
@@ -180,6 +180,28 @@ static int rec_done(struct rec_ctx *c, uint64_t off,
 	return 0;
 }
 
+static int rec_note(struct rec_ctx *c, uint64_t off,
+		const struct spool_rec_hdr *hdr, const char *payload)
+{
+	enum spool_note_kind kind;
+
+	if (spool_rec_decode_note(payload, hdr->length, &kind) !=
+			SPOOL_REC_OK) {
+		rec_unusable(c, off, SPOOL_REC_HDR_SIZE + (uint64_t)hdr->length,
+				"NOTE payload does not parse", 0);
+		return 0;
+	}
+	int r = spool_index_note(c->idx, hdr->msgid, kind, c->seg_id);
+	/* -ENOENT: the message is finished (its segment unlinked) or lost;
+	 * -EALREADY: a copy's NOTE after the original's. Both harmless. */
+	if (r == 0 || r == -ENOENT || r == -EALREADY)
+		return 0;
+	if (r == -EINVAL)
+		panic("NOTE kind %d decoded but not indexable", (int)kind);
+	c->err = r;
+	return 1;
+}
+
 static int rec_record(void *arg, uint64_t off, const struct spool_rec_hdr *hdr,
 		const char *payload)
 {
@@ -191,6 +213,10 @@ static int rec_record(void *arg, uint64_t off, const struct spool_rec_hdr *hdr,
 	if (hdr->type == SPOOL_REC_MSG) {
 		c->res->msg_records++;
 		return rec_msg(c, off, hdr, payload);
+	}
+	if (hdr->type == SPOOL_REC_NOTE) {
+		c->res->note_records++;
+		return rec_note(c, off, hdr, payload);
 	}
 	c->res->done_records++;
 	return rec_done(c, off, hdr, payload);
@@ -423,11 +449,13 @@ int spool_recover_shard(const char *shard_dir, struct spool_index *idx,
 	res->live_messages = t.messages;
 	res->live_recipients = t.recipients;
 	log_info("spool: %s: %" PRIu64 " messages (%" PRIu64 " recipients) "
-			"queued; read %" PRIu64 " segments, %" PRIu64 " MSG and %"
-			PRIu64 " DONE records, %" PRIu64 " bad regions, %" PRIu64
-			" torn bytes; %zu segments to unlink", shard_dir,
+			"queued; read %" PRIu64 " segments, %" PRIu64 " MSG, %"
+			PRIu64 " DONE and %" PRIu64 " NOTE records, %" PRIu64
+			" bad regions, %" PRIu64 " torn bytes; %zu segments to "
+			"unlink", shard_dir,
 			res->live_messages, res->live_recipients, res->segments,
-			res->msg_records, res->done_records, res->bad_regions,
+			res->msg_records, res->done_records, res->note_records,
+			res->bad_regions,
 			res->torn_bytes, res->ndead);
 	free(segs);
 	free(c.addrs);

@@ -41,7 +41,7 @@
 enum tool_cmd { CMD_STATS, CMD_LIST, CMD_SHOW, CMD_JSON };
 
 struct shard_stats {
-	uint64_t segments, records, msg, done, bytes;
+	uint64_t segments, records, msg, done, note, bytes;
 	uint64_t torn_segments, torn_bytes, bad_regions;
 };
 
@@ -66,6 +66,7 @@ struct tool {
 	uint64_t found_off;
 	struct done_ent *dones;
 	size_t ndone, done_cap;
+	int delay_warned;       /* a NOTE(delay warned) for want_id */
 };
 
 static void usage(void)
@@ -96,6 +97,14 @@ static const char *done_status_name(enum spool_done_status s)
 	case SPOOL_DONE_DELIVERED: return "delivered";
 	case SPOOL_DONE_BOUNCED: return "bounced";
 	case SPOOL_DONE_EXPIRED: return "expired";
+	}
+	return "unknown";
+}
+
+static const char *note_kind_name(enum spool_note_kind k)
+{
+	switch (k) {
+	case SPOOL_NOTE_DELAY_WARNED: return "delay_warned";
 	}
 	return "unknown";
 }
@@ -236,16 +245,23 @@ static void print_msg_list(const struct spool_rec_hdr *hdr,
 
 static void print_json(struct tool *t, uint64_t off,
 		const struct spool_rec_hdr *hdr, const struct spool_rec_msg *m,
-		uint32_t rcpt, enum spool_done_status status)
+		uint32_t rcpt, enum spool_done_status status,
+		enum spool_note_kind kind)
 {
 	char qid[QID_TEXT_SIZE];
+	int is_note = hdr->type == SPOOL_REC_NOTE;
 
 	spool_msgid_format(hdr->msgid, qid, sizeof qid);
 	printf("{\"qid\":\"%s\",\"type\":\"%s\",\"shard\":%u,\"segment\":",
-			qid, m != NULL ? "MSG" : "DONE", t->shard);
+			qid, m != NULL ? "MSG" : is_note ? "NOTE" : "DONE",
+			t->shard);
 	json_str(t->path, strlen(t->path));
 	printf(",\"offset\":%" PRIu64 ",\"time_us\":%" PRIu64
 			",\"flags\":%u", off, hdr->time_us, hdr->flags);
+	if (is_note) {
+		printf(",\"kind\":\"%s\"}\n", note_kind_name(kind));
+		return;
+	}
 	if (m == NULL) {
 		printf(",\"rcpt\":%" PRIu32 ",\"status\":\"%s\"}\n", rcpt,
 				done_status_name(status));
@@ -306,9 +322,16 @@ static int on_record(void *arg, uint64_t off, const struct spool_rec_hdr *hdr,
 	struct spool_rec_msg m;
 	uint32_t rcpt = 0;
 	enum spool_done_status status = SPOOL_DONE_DELIVERED;
+	enum spool_note_kind kind = SPOOL_NOTE_DELAY_WARNED;
 
 	if (hdr->type == SPOOL_REC_MSG) {
 		if (spool_rec_decode_msg(payload, hdr->length, &m) !=
+				SPOOL_REC_OK) {
+			report_bad_payload(t, off, hdr->length);
+			return 0;
+		}
+	} else if (hdr->type == SPOOL_REC_NOTE) {
+		if (spool_rec_decode_note(payload, hdr->length, &kind) !=
 				SPOOL_REC_OK) {
 			report_bad_payload(t, off, hdr->length);
 			return 0;
@@ -319,10 +342,13 @@ static int on_record(void *arg, uint64_t off, const struct spool_rec_hdr *hdr,
 		return 0;
 	}
 	int is_msg = hdr->type == SPOOL_REC_MSG;
+	int is_note = hdr->type == SPOOL_REC_NOTE;
 
 	t->st.records++;
 	if (is_msg)
 		t->st.msg++;
+	else if (is_note)
+		t->st.note++;
 	else
 		t->st.done++;
 	switch (t->cmd) {
@@ -333,13 +359,18 @@ static int on_record(void *arg, uint64_t off, const struct spool_rec_hdr *hdr,
 			print_msg_list(hdr, &m);
 		break;
 	case CMD_JSON:
-		print_json(t, off, hdr, is_msg ? &m : NULL, rcpt, status);
+		print_json(t, off, hdr, is_msg ? &m : NULL, rcpt, status, kind);
 		break;
 	case CMD_SHOW:
 		if (hdr->msgid != t->want_id)
 			break;
 		if (is_msg)
 			return show_keep_msg(t, off, hdr, payload);
+		if (is_note) {
+			if (kind == SPOOL_NOTE_DELAY_WARNED)
+				t->delay_warned = 1;
+			return 0;
+		}
 		return show_keep_done(t, rcpt, status);
 	}
 	return 0;
@@ -480,9 +511,10 @@ static int cmp_shard(const void *a, const void *b)
 static void print_stats_row(const char *name, const struct shard_stats *s)
 {
 	printf("%-6s %8" PRIu64 " %10" PRIu64 " %10" PRIu64 " %10" PRIu64
-			" %14" PRIu64 " %5" PRIu64 " %10" PRIu64 " %4" PRIu64 "\n",
+			" %8" PRIu64 " %14" PRIu64 " %5" PRIu64 " %10" PRIu64
+			" %4" PRIu64 "\n",
 			name, s->segments, s->records, s->msg, s->done,
-			s->bytes, s->torn_segments, s->torn_bytes,
+			s->note, s->bytes, s->torn_segments, s->torn_bytes,
 			s->bad_regions);
 }
 
@@ -547,6 +579,7 @@ static int scan_shard(struct tool *t, const char *spool, const char *name,
 	total->records += t->st.records;
 	total->msg += t->st.msg;
 	total->done += t->st.done;
+	total->note += t->st.note;
 	total->bytes += t->st.bytes;
 	total->torn_segments += t->st.torn_segments;
 	total->torn_bytes += t->st.torn_bytes;
@@ -589,6 +622,7 @@ static void show_print(struct tool *t)
 			" 8BITMIME" : "", h->flags & SPOOL_MSG_SMTPUTF8 ?
 			" SMTPUTF8" : "", h->flags == 0 ? " none" : "");
 	printf("size: %zu\n", m.body_len);
+	printf("delay_warned: %s\n", t->delay_warned ? "yes" : "no");
 	printf("sender: <%s>\n", printable(a, sizeof a, m.sender.p,
 			m.sender.len));
 	for (uint32_t i = 0; i < m.nrcpt; i++) {
@@ -653,8 +687,9 @@ int main(int argc, char **argv)
 	if (shards.n > 1)
 		qsort(shards.v, shards.n, sizeof *shards.v, cmp_shard);
 	if (t.cmd == CMD_STATS)
-		printf("%-6s %8s %10s %10s %10s %14s %5s %10s %4s\n", "shard",
-				"segments", "records", "msg", "done", "bytes",
+		printf("%-6s %8s %10s %10s %10s %8s %14s %5s %10s %4s\n",
+				"shard", "segments", "records", "msg", "done",
+				"note", "bytes",
 				"torn", "torn_bytes", "bad");
 	for (size_t i = 0; i < shards.n; i++) {
 		unsigned shard;

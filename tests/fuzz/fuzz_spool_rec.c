@@ -81,6 +81,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				walk_msg(&m);
 				reencode_msg(p + off, &h, &m);
 			}
+		} else if (h.type == SPOOL_REC_NOTE) {
+			enum spool_note_kind kind;
+			if (spool_rec_decode_note(payload, h.length, &kind) ==
+					SPOOL_REC_OK) {
+				char out[SPOOL_REC_HDR_SIZE +
+					SPOOL_NOTE_PAYLOAD_SIZE];
+				spool_rec_encode_note(out, h.msgid, h.time_us,
+						kind);
+				if (h.flags == 0 &&
+				    memcmp(out, p + off, sizeof out) != 0)
+					abort();
+			}
 		} else {
 			uint32_t idx;
 			enum spool_done_status st;
@@ -105,6 +117,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint32_t idx;
 	enum spool_done_status st;
 	(void)spool_rec_decode_done(p, size, &idx, &st);
+	enum spool_note_kind kind;
+	(void)spool_rec_decode_note(p, size, &kind);
 	char qid[16];
 	if (size >= 8) {
 		uint64_t id;

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Expiry: mail held longer than max_hold is expired and its sender gets an
-RFC 3464 DSN; younger mail and the null sender are left alone. The clock is
+RFC 3464 DSN; younger mail and the null sender are left alone. With
+delay_warning, the sender is warned once before that. The clock is
 the test's (config key clock_offset, read at start), never a sleep.
 """
 
@@ -102,6 +103,94 @@ class ExpiryTest(unittest.TestCase):
                              e.stderr_text())
         self.assertEqual(sorted(expired), sorted(dsn_qids))
 
+
+    def test_delay_warning_once(self):
+        """delay_warning: one delayed DSN per message past it (none for <>),
+        never a second one, also not after restarts; expiry still follows
+        at max_hold."""
+        e = h.Etrnd(threads="1", max_hold="5d", delay_warning="4h",
+                    relay_domains="demo.test other.test")
+        self.addCleanup(e.cleanup)
+        e.start()
+        q1 = send(e, "alice@example.org", ["u1@demo.test"], "one")
+        q2 = send(e, "bob@example.net", ["u2@demo.test", "u3@other.test"], "two")
+        q3 = send(e, "", ["u4@demo.test"], "null-sender")
+        e.stop()
+
+        # Three hours: too early.
+        e.cfg["clock_offset"] = "3h"
+        e.start()
+        time.sleep(0.5)
+        e.stop()
+        self.assertNotIn("status=deferred", e.stderr_text())
+
+        # Five hours: one warning each for q1 and q2, none to <> for q3.
+        e.cfg["clock_offset"] = "5h"
+        e.start()
+        wait_for_log(e, r"sender delay notification", 2)
+        wait_for_log(e, r"%s: null sender: no delay notification" % q3, 1)
+        time.sleep(0.3)
+        e.stop()
+        log = e.stderr_text()
+        warned = dict(re.findall(r"([0-9A-F]{14}): sender delay notification: ([0-9A-F]{14})", log))
+        self.assertEqual(sorted(warned), sorted([q1, q2]))
+        for q, rcpt in ((q1, "u1@demo.test"), (q2, "u2@demo.test"), (q2, "u3@other.test"),
+                        (q3, "u4@demo.test")):
+            self.assertRegex(log, r"%s: to=<%s>, relay=none, delay=\d+, status=deferred "
+                             r"\(delayed longer than delay_warning\)" % (q, re.escape(rcpt)))
+        self.assertNotIn("status=expired", log)
+
+        recs = h.spool_json(e.spool_dir)
+        self.assertEqual([r for r in recs if r["type"] == "DONE"], [])
+        notes = sorted((r["qid"], r["kind"]) for r in recs if r["type"] == "NOTE")
+        self.assertEqual(notes, sorted([(q1, "delay_warned"), (q2, "delay_warned"),
+                                        (q3, "delay_warned")]))
+        dsns = {r["qid"]: r for r in recs if r["type"] == "MSG" and r["qid"] in warned.values()}
+        self.assertEqual(sorted(d["rcpts"][0] for d in dsns.values()),
+                         ["alice@example.org", "bob@example.net"])
+        for d in dsns.values():
+            self.assertEqual(d["sender"], "")
+            body = base64.b64decode(d["body_b64"])
+            self.assertIn(b"Subject: Delayed Mail (still being retried)", body)
+            self.assertIn(b"Content-Type: multipart/report; report-type=delivery-status", body)
+            self.assertIn(b"Action: delayed", body)
+            self.assertIn(b"Status: 4.4.7", body)
+            self.assertIn(b"Will-Retry-Until: ", body)
+            self.assertNotIn(b"Action: failed", body)
+            self.assertNotIn(b"\r\n.\r\n", body)
+            if d["rcpts"][0] == "bob@example.net":
+                self.assertIn(b"Final-Recipient: rfc822; u2@demo.test", body)
+                self.assertIn(b"Final-Recipient: rfc822; u3@other.test", body)
+                self.assertIn(b"Subject: two", body)
+
+        # Six hours, after a restart: no second warning for anything. (The
+        # warnings themselves, from <>, are past delay_warning too: noted,
+        # never answered.)
+        e.cfg["clock_offset"] = "6h"
+        e.start()
+        time.sleep(0.5)
+        e.stop()
+        log = e.stderr_text()
+        self.assertNotIn("sender delay notification", log)
+        for q in (q1, q2, q3):
+            self.assertNotRegex(log, r"%s: to=<[^>]*>, relay=none, delay=\d+, status=deferred" % q)
+        notes = [r["qid"] for r in h.spool_json(e.spool_dir) if r["type"] == "NOTE"]
+        self.assertEqual(len(notes), len(set(notes)), "a message noted twice")
+
+        # Six days: expiry as before, with its own DSNs (none to <>).
+        e.cfg["clock_offset"] = "6d"
+        e.start()
+        wait_for_log(e, r"sender non-delivery notification", 2)
+        e.stop()
+        log = e.stderr_text()
+        for q, rcpt in ((q1, "u1@demo.test"), (q2, "u2@demo.test"), (q2, "u3@other.test"),
+                        (q3, "u4@demo.test")):
+            self.assertRegex(log, r"%s: to=<%s>, relay=none, delay=\d+, status=expired"
+                             % (q, re.escape(rcpt)))
+        self.assertNotIn("sender delay notification", log)
+        dones = sorted((r["qid"], r["rcpt"]) for r in h.spool_json(e.spool_dir)
+                       if r["type"] == "DONE" and r["qid"] in (q1, q2, q3))
+        self.assertEqual(dones, sorted([(q1, 0), (q2, 0), (q2, 1), (q3, 0)]))
 
     def test_per_domain_max_hold(self):
         """A domain's own max_hold (Redis row) wins over the default; a

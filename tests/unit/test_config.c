@@ -298,3 +298,38 @@ Test(config, compaction_keys)
 	cr_expect_eq(config_set(&c, "compact_min_age", "50d", "-o", err, sizeof(err)), -1);
 	config_free(&c);
 }
+
+Test(config, delay_warning_key)
+{
+	static const struct {
+		const char *v;
+		int want_ok;
+		unsigned want_ms;
+	} cases[] = {
+		{ "0", 1, 0 },
+		{ "0s", 1, 0 },
+		{ "4h", 1, 4u * 3600 * 1000 },
+		{ "90m", 1, 90u * 60 * 1000 },
+		{ "49d", 1, 49u * 86400 * 1000 },
+		{ "50d", 0, 0 },
+		{ "4 hours", 0, 0 },
+		{ "-1h", 0, 0 },
+		{ "off", 0, 0 },
+	};
+	struct config c;
+	char err[CONFIG_ERR_MAX];
+
+	config_defaults(&c);
+	cr_expect_eq(c.delay_warning_ms, 0, "off by default");
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		c.delay_warning_ms = 12345;
+		int rc = config_set(&c, "delay_warning", cases[i].v, "-o", err, sizeof(err));
+		cr_expect_eq(rc == 0, cases[i].want_ok, "[%s]: rc %d (%s)", cases[i].v, rc, err);
+		if (cases[i].want_ok)
+			cr_expect_eq(c.delay_warning_ms, cases[i].want_ms, "[%s]", cases[i].v);
+		else
+			cr_expect(strncmp(err, "-o: bad value for delay_warning: ", 33) == 0 &&
+				  c.delay_warning_ms == 12345, "[%s]: %s", cases[i].v, err);
+	}
+	config_free(&c);
+}

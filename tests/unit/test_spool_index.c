@@ -824,3 +824,91 @@ Test(spool_index, stale_copies_from_an_interrupted_compaction)
 	t_remove_dead(idx, d);
 	idx = spool_index_free(idx);
 }
+
+/* ---- NOTE records: the per-message "delay warned" flag ------------------ */
+
+Test(spool_index, note_flag_set_query_and_pins)
+{
+	struct spool_index *idx = spool_index_new();
+	uint32_t s0, s1, s2, id;
+	struct spool_index_seg_stat st;
+	struct spool_index_entry e;
+	struct spool_rec_addr r[] = { A("a@d.example"), A("b@e.example") };
+	const uint64_t note_len = SPOOL_REC_HDR_SIZE + SPOOL_NOTE_PAYLOAD_SIZE;
+
+	cr_assert_eq(spool_index_segment_add(idx, 0x10, &s0), 0);
+	struct spool_index_msg m = t_msg(1, s0, 2, r);
+	cr_assert_eq(spool_index_add_msg(idx, &m), 0);
+	m = t_msg(2, s0, 1, r);
+	cr_assert_eq(spool_index_add_msg(idx, &m), 0);
+
+	cr_assert_eq(spool_index_msg_noted(idx, 1, SPOOL_NOTE_DELAY_WARNED), 0);
+	cr_assert_eq(spool_index_msg_noted(idx, 9, SPOOL_NOTE_DELAY_WARNED),
+			-ENOENT);
+	cr_assert_eq(spool_index_msg_find(idx, 1, &e), 0);
+	cr_assert_eq(e.delay_warned, 0);
+
+	/* A NOTE in the same segment: flag set, bytes counted, no pin. */
+	cr_assert_eq(spool_index_note(idx, 2, SPOOL_NOTE_DELAY_WARNED, s0), 0);
+	cr_assert_eq(spool_index_msg_noted(idx, 2, SPOOL_NOTE_DELAY_WARNED), 1);
+	cr_assert_eq(spool_index_msg_noted(idx, 1, SPOOL_NOTE_DELAY_WARNED), 0);
+	cr_assert_eq(spool_index_note(idx, 2, SPOOL_NOTE_DELAY_WARNED, s0),
+			-EALREADY);
+	cr_assert_eq(spool_index_segment_stat(idx, s0, &st), 0);
+	cr_assert_eq(st.total_bytes, 1001 + 1002 + 2 * note_len);
+	cr_assert_eq(st.pins, 0);
+	/* Unknown kind, unknown segment, unknown message. */
+	cr_assert_eq(spool_index_note(idx, 1, (enum spool_note_kind)0, s0),
+			-EINVAL);
+	cr_assert_eq(spool_index_note(idx, 1, SPOOL_NOTE_DELAY_WARNED, 999),
+			-EINVAL);
+	cr_assert_eq(spool_index_note(idx, 7, SPOOL_NOTE_DELAY_WARNED, s0),
+			-ENOENT);
+	cr_assert_eq(spool_index_msg_noted(idx, 1, SPOOL_NOTE_DELAY_WARNED), 0);
+	cr_assert_eq(spool_index_segment_seal(idx, s0), 0);
+
+	/* A NOTE in a later segment pins it to the MSG's, like a DONE. */
+	cr_assert_eq(spool_index_segment_add(idx, 0x20, &s1), 0);
+	cr_assert_eq(spool_index_note(idx, 1, SPOOL_NOTE_DELAY_WARNED, s1), 0);
+	cr_assert_eq(spool_index_segment_stat(idx, s1, &st), 0);
+	cr_assert_eq(st.pins, 1);
+	cr_assert_eq(st.total_bytes, note_len);
+
+	/* Queue walks and look-ups see the flag. */
+	const struct spool_index_queue *q = spool_index_queue(idx, "d.example", 9);
+	struct spool_index_iter it;
+	int seen = 0;
+	spool_index_queue_iter(q, &it);
+	while (spool_index_queue_next(&it, &e)) {
+		cr_assert_eq(e.delay_warned, 1, "message %llu",
+				(unsigned long long)e.msgid);
+		seen++;
+	}
+	cr_assert_eq(seen, 2);
+
+	/* Compaction moves message 1 to s2: the flag goes with it. */
+	cr_assert_eq(spool_index_segment_add(idx, 0x30, &s2), 0);
+	cr_assert_eq(spool_index_msg_move(idx, 1, s0, 10, s2, 0), 0);
+	cr_assert_eq(spool_index_msg_noted(idx, 1, SPOOL_NOTE_DELAY_WARNED), 1);
+
+	/* Finish everything: s1 (only a NOTE) may go only after s0. */
+	cr_assert_eq(spool_index_done(idx, 2, 0, SPOOL_DONE_DELIVERED, s2,
+				NULL), 0);
+	cr_assert_eq(spool_index_done(idx, 1, 0, SPOOL_DONE_DELIVERED, s2,
+				NULL), 0);
+	cr_assert_eq(spool_index_done(idx, 1, 1, SPOOL_DONE_EXPIRED, s2,
+				NULL), 0);
+	cr_assert_eq(spool_index_msg_noted(idx, 1, SPOOL_NOTE_DELAY_WARNED),
+			-ENOENT);
+	cr_assert_eq(spool_index_segment_seal(idx, s1), 0);
+	cr_assert_eq(spool_index_segment_seal(idx, s2), 0);
+	cr_assert_eq(spool_index_segment_remove(idx, s1), -EBUSY);
+	cr_assert_eq(spool_index_take_dead(idx, &id, 1), 1);
+	cr_assert_eq(id, s0);
+	cr_assert_eq(spool_index_segment_remove(idx, s0), 0);
+	uint32_t ids[4];
+	size_t n = spool_index_take_dead(idx, ids, 4);
+	cr_assert_eq(n, 2);
+	cr_assert(ids[0] == s1 || ids[1] == s1);
+	spool_index_free(idx);
+}

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Tests for store/spool_rec.c: MSG and DONE round trips, every truncation of
+ * Tests for store/spool_rec.c: MSG, DONE and NOTE round trips, every truncation of
  * a valid record is AGAIN, every single-bit flip is an error, and crafted
  * headers and payloads with each kind of damage.
  */
@@ -226,6 +226,10 @@ Test(spool_rec, every_truncation_is_again)
 	char rec[SPOOL_REC_HDR_SIZE + SPOOL_DONE_PAYLOAD_SIZE];
 	spool_rec_encode_done(rec, 1, 2, 3, SPOOL_DONE_EXPIRED);
 	check_truncations(rec, sizeof rec);
+	char note[SPOOL_REC_HDR_SIZE + SPOOL_NOTE_PAYLOAD_SIZE];
+	spool_rec_encode_note(note, spool_msgid_make(3, 4), 5,
+			SPOOL_NOTE_DELAY_WARNED);
+	check_truncations(note, sizeof note);
 }
 
 /* Flip each bit in turn: never OK (a flipped length may be AGAIN). */
@@ -256,6 +260,10 @@ Test(spool_rec, every_bit_flip_is_an_error)
 	char rec[SPOOL_REC_HDR_SIZE + SPOOL_DONE_PAYLOAD_SIZE];
 	spool_rec_encode_done(rec, 1, 2, 3, SPOOL_DONE_DELIVERED);
 	check_bit_flips(rec, sizeof rec);
+	char note[SPOOL_REC_HDR_SIZE + SPOOL_NOTE_PAYLOAD_SIZE];
+	spool_rec_encode_note(note, spool_msgid_make(2, 9),
+			1700000000000000ull, SPOOL_NOTE_DELAY_WARNED);
+	check_bit_flips(note, sizeof note);
 }
 
 static void put32le(char *p, uint32_t v)
@@ -288,7 +296,8 @@ static const struct hdr_case hdr_cases[] = {
 	{ "version_0", 4, 0, 1, 1, SPOOL_REC_BAD_VERSION },
 	{ "version_2", 4, 2, 1, 1, SPOOL_REC_BAD_VERSION },
 	{ "type_0", 5, 0, 1, 1, SPOOL_REC_BAD_PAYLOAD },
-	{ "type_3", 5, 3, 1, 1, SPOOL_REC_BAD_PAYLOAD },
+	{ "type_4", 5, 4, 1, 1, SPOOL_REC_BAD_PAYLOAD },
+	{ "type_255", 5, 255, 1, 1, SPOOL_REC_BAD_PAYLOAD },
 	{ "done_length_9", 8, 9, 4, 1, SPOOL_REC_BAD_LENGTH },
 	{ "done_length_0", 8, 0, 4, 1, SPOOL_REC_BAD_LENGTH },
 	{ "length_over_max", 8, SPOOL_REC_PAYLOAD_MAX + 1, 4, 1,
@@ -411,6 +420,83 @@ Test(spool_rec, done_payloads)
 			SPOOL_REC_BAD_PAYLOAD);
 	cr_assert_eq(spool_rec_decode_done(P("\1\0\0\0\1\0\0\0\0"), &idx,
 			&st), SPOOL_REC_BAD_PAYLOAD);
+}
+
+Test(spool_rec, note_round_trip_and_layout)
+{
+	char rec[SPOOL_REC_HDR_SIZE + SPOOL_NOTE_PAYLOAD_SIZE];
+	uint64_t id = spool_msgid_make(7, 0x123456789abull);
+	size_t n = spool_rec_encode_note(rec, id, 1700000000123456ull,
+			SPOOL_NOTE_DELAY_WARNED);
+	cr_assert_eq(n, sizeof rec);
+	cr_assert_arr_eq(rec, "ETRN\x01\x03\x00\x00\x08\x00\x00\x00", 12);
+	cr_assert_arr_eq(rec + 32, "\x01\x00\x00\x00\x00\x00\x00\x00", 8);
+	struct spool_rec_hdr h;
+	const char *payload;
+	cr_assert_eq(spool_rec_decode(rec, n, &h, &payload), SPOOL_REC_OK);
+	cr_assert_eq(h.type, SPOOL_REC_NOTE);
+	cr_assert_eq(h.flags, 0);
+	cr_assert_eq(h.length, SPOOL_NOTE_PAYLOAD_SIZE);
+	cr_assert_eq(h.msgid, id);
+	cr_assert_eq(h.time_us, 1700000000123456ull);
+	cr_assert_eq(payload, rec + SPOOL_REC_HDR_SIZE);
+	enum spool_note_kind k = 0;
+	cr_assert_eq(spool_rec_decode_note(payload, h.length, &k), SPOOL_REC_OK);
+	cr_assert_eq(k, SPOOL_NOTE_DELAY_WARNED);
+	/* Not a DONE, and a DONE is not a NOTE. */
+	uint32_t gi;
+	enum spool_done_status gs;
+	cr_assert_eq(spool_rec_decode_done(payload, h.length, &gi, &gs),
+			SPOOL_REC_BAD_PAYLOAD);
+	/* The CRC covers it like the other records. */
+	uint32_t crc = crc32c(0, rec, 12);
+	crc = crc32c(crc, rec + 16, 16);
+	crc = crc32c(crc, rec + 32, 8);
+	cr_assert_eq(h.crc, crc);
+}
+
+Test(spool_rec, note_headers_and_payloads)
+{
+	char rec[SPOOL_REC_HDR_SIZE + SPOOL_NOTE_PAYLOAD_SIZE + 16];
+	struct spool_rec_hdr h;
+	const char *payload;
+	static const uint32_t bad_len[] = { 0, 7, 9, 16 };
+
+	/* A NOTE must say exactly its payload size. */
+	for (size_t i = 0; i < sizeof bad_len / sizeof bad_len[0]; i++) {
+		memset(rec, 0, sizeof rec);
+		spool_rec_encode_note(rec, 1, 2, SPOOL_NOTE_DELAY_WARNED);
+		put32le(rec + 8, bad_len[i]);
+		fix_crc(rec, bad_len[i]);
+		cr_assert_eq(spool_rec_decode(rec, sizeof rec, &h, &payload),
+				SPOOL_REC_BAD_LENGTH, "length %u", bad_len[i]);
+	}
+	/* A DONE relabelled NOTE (CRC fixed) decodes as a record, but its
+	 * payload is not a NOTE's (status byte in the reserved field). */
+	spool_rec_encode_done(rec, 1, 2, 1, SPOOL_DONE_DELIVERED);
+	rec[5] = SPOOL_REC_NOTE;
+	fix_crc(rec, SPOOL_DONE_PAYLOAD_SIZE);
+	cr_assert_eq(spool_rec_decode(rec, sizeof rec, &h, &payload),
+			SPOOL_REC_OK);
+	enum spool_note_kind k;
+	cr_assert_eq(spool_rec_decode_note(payload, h.length, &k),
+			SPOOL_REC_BAD_PAYLOAD);
+
+	cr_assert_eq(spool_rec_decode_note(P("\1\0\0\0\0\0\0\0"), &k),
+			SPOOL_REC_OK);
+	cr_assert_eq(k, SPOOL_NOTE_DELAY_WARNED);
+	cr_assert_eq(spool_rec_decode_note(P("\0\0\0\0\0\0\0\0"), &k),
+			SPOOL_REC_BAD_PAYLOAD); /* kind 0: never written */
+	cr_assert_eq(spool_rec_decode_note(P("\2\0\0\0\0\0\0\0"), &k),
+			SPOOL_REC_BAD_PAYLOAD); /* a kind we do not know */
+	cr_assert_eq(spool_rec_decode_note(P("\1\0\0\1\0\0\0\0"), &k),
+			SPOOL_REC_BAD_PAYLOAD); /* high byte of kind */
+	cr_assert_eq(spool_rec_decode_note(P("\1\0\0\0\0\0\0\1"), &k),
+			SPOOL_REC_BAD_PAYLOAD); /* reserved not zero */
+	cr_assert_eq(spool_rec_decode_note(P("\1\0\0\0\0\0\0"), &k),
+			SPOOL_REC_BAD_PAYLOAD);
+	cr_assert_eq(spool_rec_decode_note(P("\1\0\0\0\0\0\0\0\0"), &k),
+			SPOOL_REC_BAD_PAYLOAD);
 }
 
 Test(spool_rec, msgid_format)

@@ -4,7 +4,8 @@
  * rebuilds the exact index, a torn tail cut at every byte of the last record
  * is truncated to the right size, a flipped bit in a middle record costs that
  * record only, empty and zero-filled segments, DONEs, fully dead segments in
- * a safe unlink order, duplicates across segments, stray files.
+ * a safe unlink order, duplicates across segments, stray files, NOTE records
+ * (the delay-warned flag) applied.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -76,6 +77,14 @@ static void img_done(struct img *im, uint64_t id, uint32_t rcpt)
 {
 	char d[SPOOL_REC_HDR_SIZE + SPOOL_DONE_PAYLOAD_SIZE];
 	spool_rec_encode_done(d, id, 5000 + id, rcpt, SPOOL_DONE_DELIVERED);
+	im->off[im->nrec++] = im->len;
+	img_put(im, d, sizeof d);
+}
+
+static void img_note(struct img *im, uint64_t id)
+{
+	char d[SPOOL_REC_HDR_SIZE + SPOOL_NOTE_PAYLOAD_SIZE];
+	spool_rec_encode_note(d, id, 6000 + id, SPOOL_NOTE_DELAY_WARNED);
 	im->off[im->nrec++] = im->len;
 	img_put(im, d, sizeof d);
 }
@@ -436,6 +445,65 @@ Test(spool_recover, duplicate_msgid_keeps_first_copy)
 	cr_assert_eq(e.off, 0);
 	cr_assert_eq(qmsgs(idx, "a.example"), 1);
 	cr_assert_eq(qmsgs(idx, "b.example"), 1);
+	spool_recover_result_free(&res);
+	spool_index_free(idx);
+	free(s1.buf);
+	free(s2.buf);
+}
+
+Test(spool_recover, note_records_set_the_warned_flag)
+{
+	struct img s1 = { 0 }, s2 = { 0 };
+	struct spool_recover_result res;
+	struct spool_index_seg_stat st;
+	struct spool_index_entry e;
+
+	img_msg(&s1, 0x10, r_ab, 10);
+	img_msg(&s1, 0x11, r_a, 10);
+	img_note(&s1, 0x10);            /* warned, same segment */
+	img_msg(&s1, 0x12, r_a, 10);
+	img_msg(&s2, 0x13, r_a, 10);
+	img_note(&s2, 0x12);            /* warned, later segment */
+	img_note(&s2, 0x12);            /* repeated: harmless */
+	img_note(&s2, 0x99);            /* its message is gone: harmless */
+	img_done(&s2, 0x11, 0);
+	img_note(&s2, 0x11);            /* after its last DONE: gone too */
+	write_seg(0x10, s1.buf, s1.len);
+	write_seg(0x20, s2.buf, s2.len);
+	struct spool_index *idx = recover(&res);
+	cr_assert_eq(res.msg_records, 4);
+	cr_assert_eq(res.done_records, 1);
+	cr_assert_eq(res.note_records, 5);
+	cr_assert_eq(res.bad_regions, 0);
+	cr_assert_eq(res.live_messages, 3);
+	cr_assert_eq(spool_index_msg_noted(idx, 0x10, SPOOL_NOTE_DELAY_WARNED), 1);
+	cr_assert_eq(spool_index_msg_noted(idx, 0x11, SPOOL_NOTE_DELAY_WARNED),
+			-ENOENT);
+	cr_assert_eq(spool_index_msg_noted(idx, 0x12, SPOOL_NOTE_DELAY_WARNED), 1);
+	cr_assert_eq(spool_index_msg_noted(idx, 0x13, SPOOL_NOTE_DELAY_WARNED), 0);
+	cr_assert_eq(spool_index_msg_find(idx, 0x12, &e), 0);
+	cr_assert_eq(e.delay_warned, 1);
+	/* The NOTEs pin the second segment to the first, and every byte is
+	 * accounted for. */
+	cr_assert_eq(spool_index_msg_find(idx, 0x13, &e), 0);
+	cr_assert_eq(spool_index_segment_stat(idx, e.segment_id, &st), 0);
+	cr_assert_geq(st.pins, 1);
+	cr_assert_eq(st.total_bytes, s2.len);
+	cr_assert_eq(spool_index_msg_find(idx, 0x10, &e), 0);
+	cr_assert_eq(spool_index_segment_stat(idx, e.segment_id, &st), 0);
+	cr_assert_eq(st.total_bytes, s1.len);
+	cr_assert_eq(res.ndead, 0);
+	spool_recover_result_free(&res);
+	spool_index_free(idx);
+
+	/* A damaged NOTE costs only itself: the flag is simply not set. */
+	s2.buf[s2.off[1] + SPOOL_REC_HDR_SIZE] ^= 0x01;
+	write_seg(0x20, s2.buf, s2.len);
+	idx = recover(&res);
+	cr_assert_eq(res.bad_regions, 1);
+	cr_assert_eq(res.note_records, 4);
+	cr_assert_eq(spool_index_msg_noted(idx, 0x12, SPOOL_NOTE_DELAY_WARNED), 1,
+			"the repeated NOTE still marks it");
 	spool_recover_result_free(&res);
 	spool_index_free(idx);
 	free(s1.buf);
