@@ -109,6 +109,8 @@ struct drain_conn {
 	int reading;                   /* a spool read in flight */
 	int committing;                /* DONE/bounce records in flight */
 	int quitting;
+	int waiting;                   /* on the drain's wait list for a read slot */
+	struct drain_conn *wait_next;
 	unsigned delivered;
 };
 
@@ -142,6 +144,9 @@ struct drain {
 	struct spool_index *idx;
 	struct drain_job *jobs;
 	unsigned conns;                /* open outbound connections */
+	/* Connections waiting for one of the shard's read slots (many drains
+	 * at once want more reads than the shard runs in parallel). */
+	struct drain_conn *wait_first, *wait_last;
 	struct drain_rate rate[DRAIN_RATE_SLOTS];
 };
 
@@ -328,6 +333,7 @@ static int pending_in_domain(struct drain_conn *dc, uint64_t msgid)
 
 static void conn_next(struct drain_conn *dc);
 static void msg_done(struct drain_conn *dc);
+static void wait_wake(struct drain *d);
 
 static void dc_free(struct drain_conn *dc)
 {
@@ -353,12 +359,14 @@ static int dc_release_if_gone(struct drain_conn *dc)
 static void record_read(void *arg, int err)
 {
 	struct drain_conn *dc = arg;
+	struct drain *d = dc->job->d;
 	struct smtp_client_msg m;
 	const char *payload;
 	char qid[SMTP_QID_MAX];
 	int rc;
 
 	dc->reading = 0;
+	wait_wake(d); /* this read's slot is free again */
 	if (dc_release_if_gone(dc))
 		return; /* the connection went while we read: still queued */
 	if (!dc->c)
@@ -404,12 +412,56 @@ static void record_read(void *arg, int err)
 		msg_done(dc); /* decided locally (SIZE, 8BITMIME, ...): results set */
 }
 
+static void wait_push(struct drain *d, struct drain_conn *dc)
+{
+	dc->waiting = 1;
+	dc->wait_next = NULL;
+	if (d->wait_last)
+		d->wait_last->wait_next = dc;
+	else
+		d->wait_first = dc;
+	d->wait_last = dc;
+}
+
+static void wait_remove(struct drain *d, struct drain_conn *dc)
+{
+	struct drain_conn **pp;
+
+	if (!dc->waiting)
+		return;
+	for (pp = &d->wait_first; *pp; pp = &(*pp)->wait_next) {
+		if (*pp != dc)
+			continue;
+		*pp = dc->wait_next;
+		if (d->wait_last == dc) {
+			d->wait_last = NULL;
+			for (struct drain_conn *x = d->wait_first; x; x = x->wait_next)
+				d->wait_last = x;
+		}
+		break;
+	}
+	dc->waiting = 0;
+	dc->wait_next = NULL;
+}
+
+/* A read slot came free: let the longest waiter try again. */
+static void wait_wake(struct drain *d)
+{
+	struct drain_conn *dc = d->wait_first;
+
+	if (!dc)
+		return;
+	wait_remove(d, dc);
+	conn_next(dc);
+}
+
 /* Take the next message of the snapshot that still has recipients here,
  * and read it; with none left, QUIT. */
 static void conn_next(struct drain_conn *dc)
 {
 	struct drain_job *j = dc->job;
 	char qid[SMTP_QID_MAX];
+	int rc;
 
 	while (j->next_msg < j->nmsgs) {
 		uint64_t id = j->msgs[j->next_msg++];
@@ -425,10 +477,20 @@ static void conn_next(struct drain_conn *dc)
 			continue;
 		}
 		dc->rec.len = e.rec_len;
-		if (spool_shard_read(j->d->sh, e.segment_id, e.off, e.rec_len, dc->rec.data,
-				     record_read, dc)) {
+		rc = spool_shard_read(j->d->sh, e.segment_id, e.off, e.rec_len, dc->rec.data,
+				      record_read, dc);
+		if (rc == -EBUSY) {
+			/* Every read slot is busy: give the message back and wait
+			 * for a read to finish (wait_wake()). */
+			j->next_msg--;
+			dc->msgid = 0;
+			wait_push(j->d, dc);
+			return;
+		}
+		if (rc) {
 			spool_msgid_format(id, qid, sizeof(qid));
-			log_warn("%s: no spool read slot; left queued for the next ETRN", qid);
+			log_err("%s: cannot read it (%s); left queued for the next ETRN", qid,
+				strerror(-rc));
 			continue;
 		}
 		dc->reading = 1;
@@ -703,6 +765,7 @@ static void dc_close(void *arg, struct conn *c, void *st)
 			 qid, j->relay);
 		j->deferred += dc->nrcpt;
 	}
+	wait_remove(d, dc);
 	dc->c = NULL;
 	d->conns--;
 	j->conns--;

@@ -187,6 +187,28 @@ class EtrnTest(unittest.TestCase):
         self.assertEqual(sorted(c.recorder.message_ids()), sorted(want + other))
         self.assertEqual(etrn(e, "#nosuch")[0], 459)
 
+    def test_many_domains_at_once(self):
+        """Many drains at once want more spool reads than a shard runs in
+        parallel: they wait their turn, and every message still arrives
+        exactly once."""
+        doms = ["m%d.test" % i for i in range(60)]
+        self.provision(*doms)
+        e = self.etrnd(etrn_rate_limit="1000")
+        want = []
+        for d in doms:
+            want += hold(e, d, 5, d)
+        c = self.customer()
+        with smtplib.SMTP(h.HOST, e.port, timeout=30) as s:
+            s.ehlo("customer.test")
+            for d in doms:
+                code, msg = s.docmd("ETRN", d)
+                self.assertEqual(code, 253, msg)
+        self.assertTrue(c.wait_count(len(want), 60), "got %d of %d" % (c.recorder.count(), len(want)))
+        wait_drained(self, e)
+        got = Counter(c.recorder.message_ids())
+        self.assertEqual(sorted(got), sorted(want))
+        self.assertEqual(max(got.values()), 1, "no duplicates")
+
     def test_refusals(self):
         self.provision("a.test")
         self.provision("far.test", etrn_from="10.0.0.0/8")
