@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "store/spool_rec.h"
@@ -28,7 +29,9 @@
 /* Header + envelope: 32 + 10 + sender + GEN_RCPT_MAX x (2 + address). */
 #define GEN_HEAD_MAX 512
 #define GEN_SEQ_BASE 0x10000ull        /* first sequence of each shard */
-#define GEN_TIME_BASE 1700000000000000ull
+/* Records are stamped "now" (one microsecond apart): a generated spool is
+ * fresh mail, so an etrnd started on it recovers it rather than expiring it
+ * all at once. */
 
 struct gen_shard {
 	char dir[PATH_MAX];
@@ -113,6 +116,7 @@ int main(int argc, char **argv)
 	unsigned shards = 2, domains = 1000, done_pct = 10;
 	uint64_t messages = 1000000, body_len = 1024;
 	uint64_t segsize = GEN_SEGMENT_SIZE;
+	uint64_t time_base = (uint64_t)time(NULL) * 1000000u;
 	int opt;
 
 	while ((opt = getopt(argc, argv, "s:n:b:d:D:S:")) != -1) {
@@ -177,13 +181,13 @@ int main(int argc, char **argv)
 		uint64_t id = spool_msgid_make(i % shards, seq);
 		char head[GEN_HEAD_MAX];
 		size_t hl = spool_rec_encode_msg_head(head, id,
-				GEN_TIME_BASE + i, 0, sender, strlen(sender), n,
+				time_base + i, 0, sender, strlen(sender), n,
 				rcpt, rl, body, body_len);
 		int r = gen_append(g, head, hl, body, body_len, seq, segsize);
 		if (r == 0 && gen_rand() % 100 < done_pct) {
 			/* Delivered later, its DONE lands a bit further on. */
 			char d[SPOOL_REC_HDR_SIZE + SPOOL_DONE_PAYLOAD_SIZE];
-			spool_rec_encode_done(d, id, GEN_TIME_BASE + i + 1, 0,
+			spool_rec_encode_done(d, id, time_base + i + 1, 0,
 					SPOOL_DONE_DELIVERED);
 			r = gen_append(g, d, sizeof d, "", 0, g->seq, segsize);
 			dones++;

@@ -166,6 +166,8 @@ struct loop {
 	void *turn_arg;
 	loop_busy_fn busy_fn;
 	void *busy_arg;
+	loop_hook_fn stop_fn;
+	void *stop_arg;
 };
 
 static uint64_t now_ms(void)
@@ -920,6 +922,10 @@ static void loop_begin_stop(struct loop *l)
 		return;
 	l->stopping = 1;
 	l->stop_deadline_ms = now_ms() + l->cfg->shutdown_timeout_ms;
+	/* Background work that never runs out (expiry of a large old spool)
+	 * must stop starting new steps now, or the loop never ends. */
+	if (l->stop_fn)
+		l->stop_fn(l->stop_arg);
 	/* Stop accepting at once: cancel the accepts and close the sockets, so
 	 * new clients are refused (and try another MX) instead of waiting in
 	 * a backlog nobody will accept from. */
@@ -996,6 +1002,12 @@ void loop_set_turn_hook(struct loop *l, loop_hook_fn fn, void *arg)
 {
 	l->turn_hook = fn;
 	l->turn_arg = arg;
+}
+
+void loop_set_stop_hook(struct loop *l, loop_hook_fn fn, void *arg)
+{
+	l->stop_fn = fn;
+	l->stop_arg = arg;
 }
 
 void loop_set_busy_check(struct loop *l, loop_busy_fn fn, void *arg)

@@ -81,6 +81,10 @@ void loop_stop(struct loop *l);
 typedef void (*loop_hook_fn)(void *arg);
 void loop_set_turn_hook(struct loop *l, loop_hook_fn fn, void *arg);
 
+/* Called once when the loop starts stopping (loop_stop()), before any
+ * connection is told: the place to stop starting background work. */
+void loop_set_stop_hook(struct loop *l, loop_hook_fn fn, void *arg);
+
 /* Busy check for shutdown: loop_run() does not return while it says 1. */
 typedef int (*loop_busy_fn)(void *arg);
 void loop_set_busy_check(struct loop *l, loop_busy_fn fn, void *arg);

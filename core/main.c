@@ -119,6 +119,7 @@ static void *engine_main(void *arg)
 	smtpd_set_drain(d, dr);
 	loop_set_turn_hook(l, smtpd_turn, d);
 	loop_set_busy_check(l, smtpd_busy, d);
+	loop_set_stop_hook(l, smtpd_stop, d);
 	e->loop = l;
 	engine_report(e, ENGINE_READY);
 	e->exit_rc = loop_run(l);

@@ -157,6 +157,13 @@ void smtpd_turn(void *arg)
 	spool_shard_flush(d->spool);
 }
 
+void smtpd_stop(void *arg)
+{
+	struct smtpd *d = arg;
+
+	expire_stop(d->expire);
+}
+
 int smtpd_busy(void *arg)
 {
 	struct smtpd *d = arg;

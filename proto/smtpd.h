@@ -31,6 +31,8 @@ int smtpd_set_spool(struct smtpd *d, struct spool_shard *sh);
  * busy check (expiry or spool work in flight), with the smtpd as arg. */
 void smtpd_turn(void *arg);
 int smtpd_busy(void *arg);
+/* The loop's stop hook: start no new expiry work. */
+void smtpd_stop(void *arg);
 
 /* Attach the thread's ETRN drainer (proto/drain.h); without one ETRN is
  * answered 458. */

@@ -1,0 +1,518 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# etrnd's benchmark suite, side by side in one run: etrnd, a private Postfix
+# (Debian's package, its own config/queue/data directories under a temp dir,
+# holding mail with defer_transports + fast_flush_domains, released by ETRN)
+# and Postfix's smtp-sink (the ceiling: it throws mail away). The load and the
+# customer's server are bench/etrnbench (build/etrnbench). Scenarios:
+#   ingest 4 KiB with 20/200/2000 sessions; p99 latency at 50% of peak;
+#   ingest 100 KiB; drain of held mail for one domain (ETRN) and for 1,000
+#   domains at once (1,000 ETRNs); 10,000 idle connections during ingest;
+#   start-up recovery of a big spool; provisioning (bench/provision.sh);
+#   a callgrind profile of etrnd's ingest path.
+# Everything talks to 127.0.0.1 only; each load is bounded in count and
+# time; every process started here is stopped by PID on exit.
+# Writes bench/RESULTS.md (keeping bench/ingest.sh's section) and PNG plots.
+#
+#   bench/run.sh            full mode (about 12-15 minutes on 2 cores)
+#   bench/run.sh --quick    small counts (under 2 minutes)
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+MODE=full
+[[ ${1:-} == --quick ]] && MODE=quick
+[[ $# -gt 0 && ${1:-} != --quick ]] && { echo "usage: bench/run.sh [--quick]" >&2; exit 2; }
+
+BUILD=${BUILD:-$ROOT/build}
+ETRND=$BUILD/etrnd
+ETRNCTL=$BUILD/etrnctl
+EB=$BUILD/etrnbench
+SPOOLGEN=$BUILD/etrnd-spoolgen
+RECOVERBENCH=$BUILD/etrnd-recoverbench
+SMTP_SINK=${SMTP_SINK:-/usr/sbin/smtp-sink}
+POSTFIX=${POSTFIX:-/usr/sbin/postfix}
+REDIS_SERVER=${REDIS_SERVER:-$(command -v redis-server || echo /usr/bin/redis-server)}
+RESULTS=${RESULTS:-$ROOT/bench/RESULTS.md}
+for f in "$ETRND" "$ETRNCTL" "$EB" "$SPOOLGEN" "$RECOVERBENCH" "$SMTP_SINK" "$POSTFIX" "$REDIS_SERVER"; do
+	[[ -x $f ]] || { echo "run.sh: $f missing (make build; apt-get install postfix redis-server)" >&2; exit 1; }
+done
+command -v gnuplot >/dev/null || { echo "run.sh: gnuplot missing (apt-get install gnuplot-nox)" >&2; exit 1; }
+
+if [[ $MODE == quick ]]; then
+	DUR=2; SESSIONS_LIST="20 200 2000"; BIG_SESS=20
+	DRAIN1_N=10000; DRAIN_CMP_N=1000; DRAINK_PER=5; PF_DRAINK_PER=1
+	IDLE_N=2000; RECOVER_N=50000; PROV_ROWS=10000; PROV_SAMPLES=10
+	PROFILE_N=0
+else
+	DUR=10; SESSIONS_LIST="20 200 2000"; BIG_SESS=20
+	DRAIN1_N=100000; DRAIN_CMP_N=20000; DRAINK_PER=50; PF_DRAINK_PER=20
+	IDLE_N=10000; RECOVER_N=1000000; PROV_ROWS=100000; PROV_SAMPLES=100
+	PROFILE_N=3000
+fi
+NDOM=1000
+RUN_TIMEOUT=$((DUR + 240))
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/etrnd-bench.XXXXXX")
+chmod 755 "$WORK"   # Postfix (user postfix) must reach its data and queue dirs
+RES=$WORK/res
+mkdir -p "$RES"
+PIDS=()
+PF_DIR=
+cleanup() {
+	local pid i
+	if [[ -n $PF_DIR && -f $PF_DIR/queue/pid/master.pid ]]; then pf_stop || true; fi
+	for pid in "${PIDS[@]}"; do
+		if kill -0 "$pid" 2>/dev/null; then
+			kill -TERM "$pid" 2>/dev/null || true
+			for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+	done
+	if [[ -z ${KEEP:-} ]]; then rm -rf "$WORK"; else echo "kept $WORK" >&2; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# 10,000 idle connections plus the load: many descriptors on both sides.
+ulimit -Hn 200000 2>/dev/null || true
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+log() { echo "== $(date +%T) $*" >&2; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { # PORT PID SECONDS
+	local i
+	for i in $(seq 1 $(($3 * 20))); do
+		kill -0 "$2" 2>/dev/null || return 1
+		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+# CPU ticks (user+sys, children reaped included), RSS and PSS in KiB of a
+# process and its direct children (Postfix's master and its services).
+cat >"$WORK/procstat.py" <<'PYEOF'
+import os, sys
+root = int(sys.argv[1])
+def stat(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        s = f.read()
+    return s[s.rindex(")") + 2:].split()
+def kib(pid, path, key):
+    try:
+        with open("/proc/%d/%s" % (pid, path)) as f:
+            for l in f:
+                if l.startswith(key + ":"):
+                    return int(l.split()[1])
+    except OSError:
+        pass
+    return 0
+ticks = rss = pss = n = 0
+hwm = 0
+for d in os.listdir("/proc"):
+    if not d.isdigit():
+        continue
+    pid = int(d)
+    try:
+        st = stat(pid)
+    except OSError:
+        continue
+    if pid != root and int(st[1]) != root:
+        continue
+    # fields 14..17 of stat: utime stime cutime cstime (index 11..14 here)
+    ticks += int(st[11]) + int(st[12]) + int(st[13]) + int(st[14])
+    rss += kib(pid, "status", "VmRSS")
+    pss += kib(pid, "smaps_rollup", "Pss")
+    hwm += kib(pid, "status", "VmHWM")
+    n += 1
+print(ticks, rss, pss, hwm, n)
+PYEOF
+procstat() { python3 "$WORK/procstat.py" "$1"; }
+HZ=$(getconf CLK_TCK)
+
+# run_measured NAME ROOTPID CMD...: runs a load, records the JSON it prints
+# and the server's CPU and memory around it in $RES/NAME.{json,sys}.
+run_measured() {
+	local name=$1 root=$2; shift 2
+	local a b rc=0
+	a=$(procstat "$root")
+	timeout "$RUN_TIMEOUT" "$@" >"$RES/$name.json" 2>"$RES/$name.err" || rc=$?
+	b=$(procstat "$root")
+	echo "$a $b $HZ $rc" >"$RES/$name.sys"
+	echo "$* (exit $rc)" >"$RES/$name.cmd"
+	log "$name: $(head -c 400 "$RES/$name.json")"
+	[[ $rc -eq 0 ]] || { log "$name: exit $rc: $(tail -n 3 "$RES/$name.err")"; }
+	return 0
+}
+
+# ---- Redis with 1,000 customer domains (dom0.test .. dom999.test) ----------
+SINK_PORT=$(free_port)     # the customer's server (etrnbench etrn --sink)
+REDIS_SOCK=$WORK/redis.sock
+"$REDIS_SERVER" --port 0 --unixsocket "$REDIS_SOCK" --unixsocketperm 700 --dir "$WORK" \
+	--save "" --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 200); do [[ -S $REDIS_SOCK ]] && break; sleep 0.05; done
+[[ -S $REDIS_SOCK ]] || { echo "run.sh: redis-server did not start" >&2; exit 1; }
+{
+	echo "domain,queue,dest,etrn_from"
+	for i in $(seq 0 $((NDOM - 1))); do echo "dom$i.test,,127.0.0.1:$SINK_PORT,127.0.0.0/8"; done
+} >"$WORK/domains.csv"
+"$ETRNCTL" --redis "unix:$REDIS_SOCK" import "$WORK/domains.csv" >/dev/null </dev/null
+for i in $(seq 0 $((NDOM - 1))); do echo "dom$i.test"; done >"$WORK/domains.txt"
+
+# ---- etrnd -------------------------------------------------------------------
+ETRND_PID=
+ETRND_PORT=
+ETRND_RUNS=0
+etrnd_start() { # [key=value...]; fresh spool unless KEEP_SPOOL=1
+	ETRND_PORT=$(free_port)
+	[[ ${KEEP_SPOOL:-0} == 1 ]] || rm -rf "$WORK/spool"
+	mkdir -p "$WORK/spool"
+	{
+		echo "listen = 127.0.0.1:$ETRND_PORT"
+		echo "spool_dir = $WORK/spool"
+		echo "redis = unix:$REDIS_SOCK"
+		echo "relay_domains = static.test"
+		echo "hostname = etrnd.bench.test"
+		echo "threads = auto"
+		echo "sync = batch"
+		echo "etrn_rate_limit = 100000"
+		echo "log_level = warn"
+		echo "shutdown_timeout = 10s"
+		local kv
+		for kv in "$@"; do echo "${kv%%=*} = ${kv#*=}"; done
+	} >"$WORK/etrnd.conf"
+	ETRND_RUNS=$((ETRND_RUNS + 1))
+	: >"$WORK/etrnd.log"
+	"$ETRND" -c "$WORK/etrnd.conf" </dev/null >>"$WORK/etrnd.log" 2>&1 &
+	ETRND_PID=$!
+	PIDS+=("$ETRND_PID")
+	wait_port "$ETRND_PORT" "$ETRND_PID" 120 || { echo "run.sh: etrnd did not start" >&2; tail "$WORK/etrnd.log" >&2; exit 1; }
+	# The domain table arrives from Redis shortly after the listener.
+	local i
+	for i in $(seq 1 100); do
+		python3 - "$ETRND_PORT" <<'PYEOF' && return 0
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=5); s.ehlo("x"); s.mail("a@b.test")
+sys.exit(0 if s.rcpt("u@dom999.test")[0] == 250 else 1)
+PYEOF
+		sleep 0.1
+	done
+	echo "run.sh: etrnd never accepted dom999.test" >&2
+	exit 1
+}
+etrnd_stop() {
+	local i rc=0
+	kill -TERM "$ETRND_PID" 2>/dev/null || true
+	for i in $(seq 1 300); do kill -0 "$ETRND_PID" 2>/dev/null || break; sleep 0.1; done
+	local killed=
+	if kill -0 "$ETRND_PID" 2>/dev/null; then
+		killed=" (SIGKILL: still running 30 s after SIGTERM)"
+		kill -KILL "$ETRND_PID" 2>/dev/null || true
+	fi
+	wait "$ETRND_PID" 2>/dev/null || rc=$?
+	[[ $rc -eq 0 ]] || log "etrnd exited $rc: $(tail -n 3 "$WORK/etrnd.log")"
+	# Kept for the report: etrnd's warnings and errors during each run.
+	{ echo "exit $rc$killed"; cat "$WORK/etrnd.log"; } >"$RES/etrnd-log.$ETRND_RUNS.${ETRND_SCENARIO:-run}"
+	ETRND_PID=
+}
+
+# ---- Postfix, private instance -------------------------------------------
+PF_PORT=
+PF_MASTER=
+pf_start() {
+	PF_DIR=$WORK/postfix
+	PF_PORT=$(free_port)
+	rm -rf "$PF_DIR"
+	mkdir -p "$PF_DIR/etc" "$PF_DIR/queue" "$PF_DIR/data"
+	chown postfix:postfix "$PF_DIR/data" 2>/dev/null || true
+	cp "$WORK/domains.txt" "$PF_DIR/etc/relay_domains"
+	cat >"$PF_DIR/etc/main.cf" <<EOF
+# Private benchmark instance written by bench/run.sh. Relays dom0..dom999.test
+# to the customer's server ([127.0.0.1]:$SINK_PORT), holding it until ETRN.
+compatibility_level = 3.6
+config_directory = $PF_DIR/etc
+queue_directory = $PF_DIR/queue
+data_directory = $PF_DIR/data
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+meta_directory = /etc/postfix
+shlib_directory = /usr/lib/postfix
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = postfix.bench.test
+mydomain = bench.test
+myorigin = \$myhostname
+mydestination =
+local_recipient_maps =
+alias_maps =
+alias_database =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relay_domains = $PF_DIR/etc/relay_domains
+relayhost = [127.0.0.1]:$SINK_PORT
+defer_transports = relay
+fast_flush_domains = \$relay_domains
+smtpd_etrn_restrictions = permit
+maillog_file = $PF_DIR/maillog
+maillog_file_prefixes = $PF_DIR
+biff = no
+smtputf8_enable = no
+EOF
+	# Debian's services, chroot off (column 5), smtpd on a private port.
+	cat >"$PF_DIR/etc/master.cf" <<EOF
+127.0.0.1:$PF_PORT inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+EOF
+	"$POSTFIX" -c "$PF_DIR/etc" start >"$WORK/postfix-start.log" 2>&1 || {
+		echo "run.sh: postfix start failed:" >&2; tail "$PF_DIR/maillog" >&2; exit 1; }
+	local i
+	for i in $(seq 1 100); do [[ -s $PF_DIR/queue/pid/master.pid ]] && break; sleep 0.1; done
+	PF_MASTER=$(tr -d ' ' <"$PF_DIR/queue/pid/master.pid")
+	PIDS+=("$PF_MASTER")
+	wait_port "$PF_PORT" "$PF_MASTER" 30 || { echo "run.sh: postfix not listening" >&2; exit 1; }
+}
+pf_stop() {
+	[[ -n $PF_MASTER ]] || return 0
+	"$POSTFIX" -c "$PF_DIR/etc" stop >/dev/null 2>&1 || true
+	local i
+	for i in $(seq 1 100); do kill -0 "$PF_MASTER" 2>/dev/null || break; sleep 0.1; done
+	kill -KILL "$PF_MASTER" 2>/dev/null || true
+	PF_MASTER=
+}
+pf_queued() { find "$PF_DIR/queue/incoming" "$PF_DIR/queue/active" "$PF_DIR/queue/maildrop" -type f | wc -l; }
+pf_deferred() { find "$PF_DIR/queue/deferred" -type f | wc -l; }
+# Until every message is parked in the deferred queue (held for ETRN).
+pf_wait_held() {
+	local want=$1 i
+	for i in $(seq 1 1200); do
+		[[ $(pf_queued) -eq 0 && $(pf_deferred) -ge $want ]] && return 0
+		sleep 0.1
+	done
+	log "postfix: $(pf_deferred) deferred, $(pf_queued) still queued after 120 s"
+}
+
+# ---- smtp-sink (the ceiling) ------------------------------------------------
+SS_PORT=$(free_port)
+ss_user=()
+[[ $(id -u) -eq 0 ]] && ss_user=(-u nobody)
+"$SMTP_SINK" "${ss_user[@]}" "127.0.0.1:$SS_PORT" 4096 >"$WORK/smtp-sink.log" 2>&1 &
+SS_PID=$!
+PIDS+=("$SS_PID")
+wait_port "$SS_PORT" "$SS_PID" 10 || { echo "run.sh: smtp-sink did not start" >&2; exit 1; }
+
+T_START=$(date +%s)
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ============================ 1. ingest ===================================
+send_args=(--domain-list "@$WORK/domains.txt" --json)
+for sess in $SESSIONS_LIST; do
+	log "ingest 4 KiB, $sess sessions"
+	ETRND_SCENARIO=ingest4k_s$sess
+	etrnd_start
+	run_measured "ingest4k_s${sess}.etrnd" "$ETRND_PID" "$EB" send --server "127.0.0.1:$ETRND_PORT" \
+		-c "$sess" --duration "$DUR" --size 4096 --pipelining "${send_args[@]}"
+	grep -h '^VmHWM' "/proc/$ETRND_PID/status" | awk '{print $2}' >"$RES/ingest4k_s${sess}.etrnd.hwm"
+	etrnd_stop
+	pf_start
+	run_measured "ingest4k_s${sess}.postfix" "$PF_MASTER" "$EB" send --server "127.0.0.1:$PF_PORT" \
+		-c "$sess" --duration "$DUR" --size 4096 --pipelining "${send_args[@]}"
+	pf_stop
+	run_measured "ingest4k_s${sess}.sink" "$SS_PID" "$EB" send --server "127.0.0.1:$SS_PORT" \
+		-c "$sess" --duration "$DUR" --size 4096 --pipelining "${send_args[@]}"
+done
+
+# p99 at 50% of each system's own 20-session peak, same sessions.
+half() { python3 -c 'import json,sys; print("%.0f" % (json.load(open(sys.argv[1]))["msgs_per_s"] / 2))' "$RES/ingest4k_s20.$1.json"; }
+log "ingest at 50% of peak"
+ETRND_SCENARIO=half
+etrnd_start
+run_measured "half.etrnd" "$ETRND_PID" "$EB" send --server "127.0.0.1:$ETRND_PORT" \
+	-c 20 --duration "$DUR" --size 4096 --pipelining --rate "$(half etrnd)" "${send_args[@]}"
+etrnd_stop
+pf_start
+run_measured "half.postfix" "$PF_MASTER" "$EB" send --server "127.0.0.1:$PF_PORT" \
+	-c 20 --duration "$DUR" --size 4096 --pipelining --rate "$(half postfix)" "${send_args[@]}"
+pf_stop
+run_measured "half.sink" "$SS_PID" "$EB" send --server "127.0.0.1:$SS_PORT" \
+	-c 20 --duration "$DUR" --size 4096 --pipelining --rate "$(half sink)" "${send_args[@]}"
+
+log "ingest 100 KiB"
+ETRND_SCENARIO=ingest100k
+etrnd_start
+run_measured "ingest100k.etrnd" "$ETRND_PID" "$EB" send --server "127.0.0.1:$ETRND_PORT" \
+	-c "$BIG_SESS" --duration "$DUR" --size 100k --pipelining "${send_args[@]}"
+etrnd_stop
+pf_start
+run_measured "ingest100k.postfix" "$PF_MASTER" "$EB" send --server "127.0.0.1:$PF_PORT" \
+	-c "$BIG_SESS" --duration "$DUR" --size 100k --pipelining "${send_args[@]}"
+pf_stop
+run_measured "ingest100k.sink" "$SS_PID" "$EB" send --server "127.0.0.1:$SS_PORT" \
+	-c "$BIG_SESS" --duration "$DUR" --size 100k --pipelining "${send_args[@]}"
+
+# ============================ 2. drains ===================================
+# hold SERVERPORT N DOMAINS_ARGS...: put N 4 KiB messages in the queue.
+hold() {
+	local name=$1 port=$2 n=$3; shift 3
+	timeout "$RUN_TIMEOUT" "$EB" send --server "127.0.0.1:$port" -c 20 -n "$n" --size 4096 \
+		--pipelining --json "$@" >"$RES/$name.hold.json" 2>"$RES/$name.hold.err" || true
+	log "$name hold: $(head -c 300 "$RES/$name.hold.json")"
+}
+drain_etrnd() { # NAME N ETRN-ARGS...
+	local name=$1 n=$2; shift 2
+	ETRND_SCENARIO=$name
+	etrnd_start
+	if [[ $name == drainK* ]]; then
+		hold "$name.etrnd" "$ETRND_PORT" "$n" --domain-list "@$WORK/domains.txt"
+	else
+		hold "$name.etrnd" "$ETRND_PORT" "$n" --domain-list dom0.test
+	fi
+	run_measured "$name.etrnd" "$ETRND_PID" "$EB" etrn --server "127.0.0.1:$ETRND_PORT" \
+		--sink "127.0.0.1:$SINK_PORT" --expect "$n" --verify --timeout 300 --idle-exit 10 --json "$@"
+	grep -h '^VmHWM' "/proc/$ETRND_PID/status" | awk '{print $2}' >"$RES/$name.etrnd.hwm"
+	etrnd_stop
+}
+drain_postfix() {
+	local name=$1 n=$2; shift 2
+	pf_start
+	if [[ $name == drainK* ]]; then
+		hold "$name.postfix" "$PF_PORT" "$n" --domain-list "@$WORK/domains.txt"
+	else
+		hold "$name.postfix" "$PF_PORT" "$n" --domain-list dom0.test
+	fi
+	pf_wait_held "$n"
+	run_measured "$name.postfix" "$PF_MASTER" "$EB" etrn --server "127.0.0.1:$PF_PORT" \
+		--sink "127.0.0.1:$SINK_PORT" --expect "$n" --verify --timeout 300 --idle-exit 10 --json "$@"
+	pf_stop
+}
+log "drain, one domain: etrnd $DRAIN1_N and $DRAIN_CMP_N held, Postfix $DRAIN_CMP_N"
+drain_etrnd drain1_big "$DRAIN1_N" --domain dom0.test
+drain_etrnd drain1 "$DRAIN_CMP_N" --domain dom0.test
+drain_postfix drain1 "$DRAIN_CMP_N" --domain dom0.test
+log "drain, $NDOM domains"
+drain_etrnd drainK $((NDOM * DRAINK_PER)) --domain-list "@$WORK/domains.txt" --etrn-sessions 10
+drain_postfix drainK $((NDOM * PF_DRAINK_PER)) --domain-list "@$WORK/domains.txt" --etrn-sessions 10
+
+# ============================ 3. idle connections ===========================
+log "$IDLE_N idle connections during ingest"
+ETRND_SCENARIO=idle
+etrnd_start
+rss() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+run_measured "idle_a1.etrnd" "$ETRND_PID" "$EB" send --server "127.0.0.1:$ETRND_PORT" \
+	-c 20 --duration "$DUR" --size 4096 --pipelining "${send_args[@]}"
+RSS0=$(rss "$ETRND_PID")
+"$EB" idle --server "127.0.0.1:$ETRND_PORT" -c "$IDLE_N" --duration $((DUR * 3 + 120)) --json \
+	>"$RES/idle.json" 2>"$RES/idle.err" &
+IDLE_PID=$!
+PIDS+=("$IDLE_PID")
+for _ in $(seq 1 1200); do grep -q 'ready' "$RES/idle.err" && break; sleep 0.1; done
+sleep 1
+RSS1=$(rss "$ETRND_PID")
+run_measured "idle_b.etrnd" "$ETRND_PID" "$EB" send --server "127.0.0.1:$ETRND_PORT" \
+	-c 20 --duration "$DUR" --size 4096 --pipelining "${send_args[@]}"
+RSS2=$(rss "$ETRND_PID")
+kill -TERM "$IDLE_PID" 2>/dev/null || true
+wait "$IDLE_PID" 2>/dev/null || true
+sleep 1
+run_measured "idle_a2.etrnd" "$ETRND_PID" "$EB" send --server "127.0.0.1:$ETRND_PORT" \
+	-c 20 --duration "$DUR" --size 4096 --pipelining "${send_args[@]}"
+RSS3=$(rss "$ETRND_PID")
+echo "{\"n\":$IDLE_N,\"rss0\":$RSS0,\"rss1\":$RSS1,\"rss2\":$RSS2,\"rss3\":$RSS3,\"ready\":\"$(grep -o 'ready [0-9]*' "$RES/idle.err" | head -1)\"}" >"$RES/idle.mem.json"
+etrnd_stop
+
+# ============================ 4. recovery ===================================
+log "recovery of $RECOVER_N messages"
+"$SPOOLGEN" -s "$(nproc)" -n "$RECOVER_N" -b 1024 -D 10 "$WORK/rspool" >"$RES/recovery.gen" 2>&1
+sync
+"$RECOVERBENCH" "$WORK/rspool" >"$RES/recovery.bench" 2>&1 || true
+rm -rf "$WORK/spool"
+mv "$WORK/rspool" "$WORK/spool"
+t0=$(date +%s.%N)
+ETRND_SCENARIO=recovery
+KEEP_SPOOL=1 etrnd_start
+t1=$(date +%s.%N)
+echo "{\"start_s\":$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'),\"rss_kb\":$(rss "$ETRND_PID")}" >"$RES/recovery.etrnd.json"
+etrnd_stop
+rm -rf "$WORK/spool"
+
+# ============================ 5. provisioning ===============================
+log "provisioning (bench/provision.sh, $PROV_ROWS rows)"
+ROWS=$PROV_ROWS ROUNDS=1 SAMPLES=$PROV_SAMPLES ETRND_BIN=$ETRND ETRND_SPOOL_TOOL=$BUILD/etrnd-spool \
+	ETRNCTL=$ETRNCTL timeout 300 bash "$ROOT/bench/provision.sh" >"$RES/provision.out" 2>&1 || \
+	echo "provision.sh failed (exit $?)" >>"$RES/provision.out"
+
+# ============================ 6. profile ====================================
+log "callgrind profile of etrnd ingest ($PROFILE_N messages)"
+if [[ $PROFILE_N -gt 0 ]] && command -v valgrind >/dev/null; then
+	ETRND_REAL=$ETRND
+	ETRND=$WORK/etrnd-callgrind.sh
+	cat >"$ETRND" <<EOF
+#!/bin/sh
+exec valgrind --tool=callgrind --callgrind-out-file=$WORK/callgrind.out "$ETRND_REAL" "\$@"
+EOF
+	chmod +x "$ETRND"
+	ETRND_SCENARIO=profile
+	etrnd_start threads=1
+	"$EB" send --server "127.0.0.1:$ETRND_PORT" -c 20 -n "$PROFILE_N" --size 4096 --pipelining \
+		"${send_args[@]}" >"$RES/profile.json" 2>&1 || true
+	etrnd_stop
+	ETRND=$ETRND_REAL
+	callgrind_annotate --inclusive=no "$WORK/callgrind.out" 2>/dev/null | \
+		grep -E '^ *[0-9,]+ \(' | head -n 16 >"$RES/profile.self" || true
+	callgrind_annotate --inclusive=yes "$WORK/callgrind.out" 2>/dev/null | \
+		grep -E '^ *[0-9,]+ \(' | head -n 16 >"$RES/profile.incl" || true
+fi
+
+T_END=$(date +%s)
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ============================ report ========================================
+{
+	echo "mode=$MODE"
+	echo "dur=$DUR"
+	echo "elapsed=$((T_END - T_START))"
+	echo "nproc=$(nproc)"
+	echo "cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+	echo "kernel=$(uname -r)"
+	echo "mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+	echo "disk=$(df -hT "$WORK" | awk 'NR == 2 { print $1 " (" $2 ", " $3 " size, " $5 " free)" }')"
+	echo "load_before=$LOAD_BEFORE"
+	echo "load_after=$LOAD_AFTER"
+	echo "commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -q . && echo '+uncommitted changes' || true)"
+	echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo "postfix=$(dpkg-query -W -f '${Version}' postfix 2>/dev/null || echo unknown)"
+	echo "sessions=$SESSIONS_LIST"
+	echo "drain1_n=$DRAIN1_N"
+	echo "drain_cmp_n=$DRAIN_CMP_N"
+	echo "draink_per=$DRAINK_PER"
+	echo "pf_draink_per=$PF_DRAINK_PER"
+	echo "ndom=$NDOM"
+	echo "idle_n=$IDLE_N"
+	echo "recover_n=$RECOVER_N"
+	echo "prov_rows=$PROV_ROWS"
+	echo "profile_n=$PROFILE_N"
+} >"$RES/meta"
+python3 "$ROOT/bench/report.py" "$RES" "$RESULTS" "$(dirname "$RESULTS")"
+log "wrote $RESULTS"
