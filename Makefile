@@ -7,7 +7,7 @@ JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE ?= cmake
 CTEST ?= ctest
 
-.PHONY: all deps build run test bench clean
+.PHONY: all deps build run test bench bench-quick clean
 
 all: build
 
@@ -32,10 +32,19 @@ test:
 	$(CMAKE) --build build-test -j$(JOBS)
 	$(CTEST) --test-dir build-test --output-on-failure -j$(JOBS)
 
+# Benchmarks side by side with smtp-sink and a private Postfix; regenerates
+# bench/RESULTS.md and its plots (~8 min; bench-quick: ~2 min, no RESULTS).
 bench:
 	$(MAKE) --no-print-directory deps
 	$(MAKE) --no-print-directory build
-	bash bench/ingest.sh
+	command -v gnuplot >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q gnuplot-nox
+	bash bench/run.sh
+
+bench-quick:
+	$(MAKE) --no-print-directory deps
+	$(MAKE) --no-print-directory build
+	command -v gnuplot >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q gnuplot-nox
+	RESULTS=/tmp/etrnd-bench-quick.md bash bench/run.sh --quick
 
 clean:
 	rm -rf build build-test
