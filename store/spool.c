@@ -80,6 +80,13 @@ struct spool_batch {
 	uint64_t round_len;       /* bytes the current round's write asked for */
 };
 
+/* A segment's read-only descriptor and the reads that use it. */
+struct spool_rfd {
+	int fd;
+	uint32_t reads;           /* prepared or in flight */
+	int doomed;               /* the segment is gone: close after them */
+};
+
 struct spool_read_op {
 	struct spool_shard *sh;
 	uint32_t seg;
@@ -112,11 +119,9 @@ struct spool_shard {
 	 * descriptors of segments, opened once, indexed by segment id. */
 	struct spool_read_op rd[SPOOL_READS_MAX];
 	unsigned rd_inflight;
-	int *rfd;
+	struct spool_rfd *rfd;
 	uint32_t nrfd;
 	/* A removed segment's descriptor, closed once no read uses it. */
-	uint32_t rfd_close_seg;
-	int rfd_close_pending;
 
 	/* Compaction copies, queued apart: a commit writes them first. */
 	struct spool_compact *compact;
@@ -348,8 +353,8 @@ struct spool_shard *spool_shard_close(struct spool_shard *sh)
 	if (sh->dirfd >= 0)
 		close(sh->dirfd);
 	for (uint32_t i = 0; i < sh->nrfd; i++)
-		if (sh->rfd[i] >= 0)
-			close(sh->rfd[i]);
+		if (sh->rfd[i].fd >= 0)
+			close(sh->rfd[i].fd);
 	free(sh->rfd);
 	spool_index_free(sh->idx);
 	free(sh->addrs);
@@ -792,20 +797,16 @@ fail:
 static void reap_dead(struct spool_shard *sh);
 static void segment_rfd_close(struct spool_shard *sh, uint32_t seg_id);
 
-/* A read of a moved message's old place may still be in flight (a drain
- * took the place before the move; the bytes are the same): close the
- * descriptor after it. One such segment at a time; an older pending one is
- * closed now (its reads are long done). */
+/* A removed segment's descriptor is closed once no read uses it: a read
+ * SQE names the descriptor by number, and one prepared this turn is only
+ * submitted at its end, so closing under it could let the number be reused
+ * by another file before the kernel resolves it. (A drain may also still be
+ * reading a moved message's old place.) */
 static void segment_rfd_close_unused(struct spool_shard *sh, uint32_t seg_id)
 {
-	for (unsigned i = 0; i < SPOOL_READS_MAX; i++) {
-		if (sh->rd[i].used && sh->rd[i].seg == seg_id) {
-			if (sh->rfd_close_pending && sh->rfd_close_seg != seg_id)
-				segment_rfd_close(sh, sh->rfd_close_seg);
-			sh->rfd_close_seg = seg_id;
-			sh->rfd_close_pending = 1;
-			return;
-		}
+	if (seg_id < sh->nrfd && sh->rfd[seg_id].reads > 0) {
+		sh->rfd[seg_id].doomed = 1;
+		return;
 	}
 	segment_rfd_close(sh, seg_id);
 }
@@ -1168,15 +1169,8 @@ static void read_done(void *arg, int res)
 		res = -EIO; /* the record is shorter on disk than the index says */
 	op->used = 0;
 	sh->rd_inflight--;
-	if (sh->rfd_close_pending && sh->rfd_close_seg == op->seg) {
-		int busy = 0;
-		for (unsigned i = 0; i < SPOOL_READS_MAX && !busy; i++)
-			busy = sh->rd[i].used && sh->rd[i].seg == op->seg;
-		if (!busy) {
-			segment_rfd_close(sh, op->seg);
-			sh->rfd_close_pending = 0;
-		}
-	}
+	if (--sh->rfd[op->seg].reads == 0 && sh->rfd[op->seg].doomed)
+		segment_rfd_close(sh, op->seg);
 	fn(fn_arg, res < 0 ? res : 0);
 }
 
@@ -1185,42 +1179,49 @@ static int segment_rfd(struct spool_shard *sh, uint32_t seg_id)
 {
 	struct spool_index_seg_stat st;
 	char name[SPOOL_SEG_NAME_LEN + 8];
+	struct spool_rfd *r;
 
 	if (seg_id >= sh->nrfd) {
 		uint32_t n = sh->nrfd ? sh->nrfd : 64;
-		int *p;
+		struct spool_rfd *p;
 
 		while (n <= seg_id)
 			n *= 2;
 		p = realloc(sh->rfd, n * sizeof(*p));
 		if (!p)
 			return -ENOMEM;
-		for (uint32_t i = sh->nrfd; i < n; i++)
-			p[i] = -1;
+		for (uint32_t i = sh->nrfd; i < n; i++) {
+			p[i].fd = -1;
+			p[i].reads = 0;
+			p[i].doomed = 0;
+		}
 		sh->rfd = p;
 		sh->nrfd = n;
 	}
-	if (sh->rfd[seg_id] >= 0)
-		return sh->rfd[seg_id];
+	r = &sh->rfd[seg_id];
+	if (r->fd >= 0)
+		return r->doomed ? -ENOENT : r->fd;
 	if (spool_index_segment_stat(sh->idx, seg_id, &st))
 		return -ENOENT;
 	snprintf(name, sizeof(name), "%016" PRIx64 ".seg", st.first_seq);
 	/* Once per segment: a metadata operation like creating one. */
-	sh->rfd[seg_id] = openat(sh->dirfd, name, O_RDONLY | O_CLOEXEC);
-	if (sh->rfd[seg_id] < 0) {
+	r->fd = openat(sh->dirfd, name, O_RDONLY | O_CLOEXEC);
+	if (r->fd < 0) {
 		int rc = -errno;
-		sh->rfd[seg_id] = -1;
+		r->fd = -1;
 		return rc;
 	}
-	return sh->rfd[seg_id];
+	return r->fd;
 }
 
 static void segment_rfd_close(struct spool_shard *sh, uint32_t seg_id)
 {
-	if (seg_id < sh->nrfd && sh->rfd[seg_id] >= 0) {
-		close(sh->rfd[seg_id]);
-		sh->rfd[seg_id] = -1;
+	if (seg_id < sh->nrfd && sh->rfd[seg_id].fd >= 0) {
+		close(sh->rfd[seg_id].fd);
+		sh->rfd[seg_id].fd = -1;
 	}
+	if (seg_id < sh->nrfd)
+		sh->rfd[seg_id].doomed = 0;
 }
 
 int spool_shard_read(struct spool_shard *sh, uint32_t seg_id, uint64_t off,
@@ -1247,6 +1248,7 @@ int spool_shard_read(struct spool_shard *sh, uint32_t seg_id, uint64_t off,
 		return rc;
 	op->used = 1;
 	sh->rd_inflight++;
+	sh->rfd[seg_id].reads++;
 	return 0;
 }
 
