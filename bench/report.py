@@ -488,6 +488,9 @@ m = re.search(r"<!-- ingest.sh:begin.*?<!-- ingest.sh:end -->\n?", old, re.S)
 text = "\n".join(final) + "\n"
 if m:
     text += "\n## Earlier: bench/ingest.sh (smtp-source, kept from its own run)\n\n" + m.group(0)
+m = re.search(r"<!-- ingest_acks.sh:begin.*?<!-- ingest_acks.sh:end -->\n?", old, re.S)
+if m:
+    text += "\n" + m.group(0)
 with open(OUT, "w") as f:
     f.write(text)
 with open(os.path.join(RES, "headline.md"), "w") as f:
