@@ -50,6 +50,14 @@ static const struct bad_case bad_cases[] = {
 	{ "= batch\n", "1: missing key before \"=\"" },
 	{ "smtp_max_recipients = -1\n", "1: bad value for smtp_max_recipients: \"-1\"" },
 	{ "smtp_max_recipients = 18446744073709551617\n", "1: bad value for smtp_max_recipients" },
+	{ "drain_connections = 0\n", "1: bad value for drain_connections: \"0\" (want a number from 1 to 64)" },
+	{ "drain_connections = 65\n", "1: bad value for drain_connections: \"65\"" },
+	{ "etrn_rate_limit = none\n", "1: bad value for etrn_rate_limit: \"none\"" },
+	{ "max_hold = 50d\n", "1: bad value for max_hold: \"50d\"" },
+	{ "max_hold = 0\n", "1: bad value for max_hold: \"0\"" },
+	{ "clock_offset = -1d\n", "1: bad value for clock_offset: \"-1d\"" },
+	{ "control_socket = /tmp/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock\n",
+	  "1: bad value for control_socket: " },
 };
 
 Test(config, bad_lines_name_file_and_line)
