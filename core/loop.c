@@ -1174,8 +1174,14 @@ int loop_run(struct loop *l)
 		epoch_quiescent();
 		if (atomic_load_explicit(&l->stop_req, memory_order_acquire))
 			loop_begin_stop(l);
-		if (atomic_load_explicit(&l->inbox, memory_order_relaxed))
+		if (atomic_load_explicit(&l->inbox, memory_order_relaxed)) {
+			/* Posted work (a drain's start: a queue snapshot, new
+			 * connections) can take a while: send what the last
+			 * turn prepared first, such as the ETRN reply that
+			 * posted it (RFC 1985 wants it at once). */
+			(void)io_uring_submit(&l->ring);
 			loop_run_inbox(l);
+		}
 		loop_do_work(l);
 		for (uint32_t i = 0; i < l->nrearm; i++) {
 			struct conn *c = l->rearm[i];
