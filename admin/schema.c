@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/config.h"
+
 static int why(char *buf, size_t len, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 static int why(char *buf, size_t len, const char *fmt, ...)
@@ -27,37 +29,6 @@ static int why(char *buf, size_t len, const char *fmt, ...)
 	(void)vsnprintf(buf, len, fmt, ap);
 	va_end(ap);
 	return -1;
-}
-
-/* RFC 1123 2.1 labels: 1-63 of letters, digits, hyphen, not starting or
- * ending with a hyphen. Returns the number of labels, 0 when bad. */
-static unsigned host_labels(const char *h, size_t n)
-{
-	size_t label = 0;
-	unsigned nl = 1;
-
-	if (n == 0 || n > 253)
-		return 0;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)h[i];
-
-		if (ch == '.') {
-			if (label == 0 || h[i - 1] == '-')
-				return 0;
-			label = 0;
-			nl++;
-			continue;
-		}
-		if (!isalnum(ch) && ch != '-' && ch != '_')
-			return 0;
-		if (label == 0 && ch == '-')
-			return 0;
-		if (++label > 63)
-			return 0;
-	}
-	if (label == 0 || h[n - 1] == '-')
-		return 0;
-	return nl;
 }
 
 int schema_domain_norm(const char *in, int wildcard, char *out, char *w, size_t wl)
@@ -82,7 +53,7 @@ int schema_domain_norm(const char *in, int wildcard, char *out, char *w, size_t 
 		return why(w, wl, "\"%s\": longer than %d characters", show, DOMTAB_NAME_MAX);
 	if (in[0] == '[')
 		return why(w, wl, "\"%s\": an address literal is not a domain", show);
-	switch (host_labels(in + skip, n - skip)) {
+	switch (config_host_labels(in + skip, n - skip)) {
 	case 0:
 		return why(w, wl, "\"%s\": not a domain name (want letters, digits and hyphens in dot-separated labels, like example.com%s)",
 			   show, wildcard ? " or *.example.com" : "");
@@ -225,7 +196,7 @@ int schema_dest_check(const char *s, char *w, size_t wl)
 		hl = colon ? (size_t)(colon - s) : n;
 		if (colon && strchr(colon + 1, ':'))
 			return why(w, wl, "\"%s\": put an IPv6 address in brackets, like [2001:db8::1]:25", s);
-		if (host_labels(s, hl) == 0)
+		if (config_host_labels(s, hl) == 0)
 			return why(w, wl, "\"%s\": bad host name (%s)", s, want);
 		if (colon)
 			port = colon + 1;

@@ -244,20 +244,21 @@ static int set_control_socket(struct config *c, const struct config_key *k, cons
 	return set_string(c->control_socket, sizeof(c->control_socket), k, v, w, wl);
 }
 
-/* RFC 1035 2.3.1 / RFC 1123 2.1 host name: labels of letters, digits and
- * hyphens, 1-63 octets each, 253 in all. */
-static int valid_hostname(const char *h, size_t n)
+unsigned config_host_labels(const char *h, size_t n)
 {
 	size_t label = 0;
+	unsigned nl = 1;
 
 	if (n == 0 || n > 253)
 		return 0;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)h[i];
+
 		if (ch == '.') {
 			if (label == 0 || h[i - 1] == '-')
 				return 0;
 			label = 0;
+			nl++;
 			continue;
 		}
 		if (!isalnum(ch) && ch != '-' && ch != '_')
@@ -267,7 +268,14 @@ static int valid_hostname(const char *h, size_t n)
 		if (++label > 63)
 			return 0;
 	}
-	return 1;
+	if (label == 0 || h[n - 1] == '-')
+		return 0;
+	return nl;
+}
+
+static int valid_hostname(const char *h, size_t n)
+{
+	return config_host_labels(h, n) != 0;
 }
 
 static int set_hostname(struct config *c, const struct config_key *k, const char *v,

@@ -99,6 +99,12 @@ int config_finish(struct config *c, char *err, size_t errlen);
  */
 int config_redis_parse(struct config_redis *r, const char *v, char *why, size_t whylen);
 
+/* A host or domain name as RFC 1035 2.3.1 / RFC 1123 2.1 allow it: labels
+ * of 1-63 letters, digits, hyphens (and underscores, which real DNS has), not
+ * starting or ending with a hyphen, 253 octets in all, no trailing dot.
+ * Returns the number of labels, 0 when the name is bad. */
+unsigned config_host_labels(const char *h, size_t n);
+
 /* Release what config_defaults/config_load allocated. */
 void config_free(struct config *c);
 

@@ -264,9 +264,8 @@ static int job_warn(struct expire *x, const struct spool_rec_hdr *hdr,
 	x->npending = 0;
 	for (int i = 0; i < n; i++) {
 		struct spool_rec_addr a = spool_rec_msg_rcpt(m, x->pending[i]);
-		const char *at = a.len ? memrchr(a.p, '@', a.len) : NULL;
-		const char *d = at ? at + 1 : a.p;
-		size_t dl = at ? a.len - (size_t)(at + 1 - a.p) : 0;
+		size_t dl;
+		const char *d = spool_rec_addr_domain(a, &dl);
 		uint64_t h = hold_for(x, d, dl);
 
 		/* Past its hold: expiry's, not ours. */
@@ -367,9 +366,8 @@ static void job_read(void *arg, int err)
 	x->npending = 0;
 	for (int i = 0; i < n; i++) {
 		struct spool_rec_addr a = spool_rec_msg_rcpt(&m, x->pending[i]);
-		const char *at = a.len ? memrchr(a.p, '@', a.len) : NULL;
-		const char *d = at ? at + 1 : a.p;
-		size_t dl = at ? a.len - (size_t)(at + 1 - a.p) : 0;
+		size_t dl;
+		const char *d = spool_rec_addr_domain(a, &dl);
 
 		if (hdr.time_us < cutoff_for(x, now, d, dl))
 			x->pending[x->npending++] = x->pending[i];

@@ -233,18 +233,6 @@ static void qdelta(struct spool_shard *sh, const char *d, size_t n,
 			    (int64_t)bytes1 - (int64_t)bytes0);
 }
 
-static const char *addr_domain(struct spool_rec_addr a, size_t *len)
-{
-	const char *at = a.len ? memrchr(a.p, '@', a.len) : NULL;
-
-	if (!at) {
-		*len = 0;
-		return a.p;
-	}
-	*len = a.len - (size_t)(at + 1 - a.p);
-	return at + 1;
-}
-
 struct spool_shard *spool_shard_open(struct loop *loop,
 				     const struct spool_shard_conf *conf,
 				     char *err, size_t errlen)
@@ -742,12 +730,12 @@ static void index_record(struct spool_shard *sh, const struct spool_entry *e,
 			/* Each distinct domain gains the message once. */
 			for (uint32_t i = 0; i < m.nrcpt; i++) {
 				size_t dl, dl2;
-				const char *d = addr_domain(sh->addrs[i], &dl);
+				const char *d = spool_rec_addr_domain(sh->addrs[i], &dl);
 				int seen = 0;
 				struct domstat_cell *c;
 
 				for (uint32_t k = 0; k < i && !seen; k++) {
-					const char *d2 = addr_domain(sh->addrs[k], &dl2);
+					const char *d2 = spool_rec_addr_domain(sh->addrs[k], &dl2);
 					seen = dl2 == dl && !strncasecmp(d, d2, dl);
 				}
 				if (seen || !(c = domstat_cell(sh->domstat, d, dl)))

@@ -626,20 +626,6 @@ static void seg_msg_unlink(struct ix_seg *s, struct ix_msg *m)
 
 /* ---- messages ----------------------------------------------------------- */
 
-/* The domain part of an address, trimmed; len 0 when there is no '@'. */
-static const char *addr_domain(const struct spool_rec_addr *a, size_t *len)
-{
-	const char *at = a->len > 0 ? memrchr(a->p, '@', a->len) : NULL;
-
-	if (at == NULL) {
-		*len = 0;
-		return "";
-	}
-	at++;
-	*len = dom_trim(at, (size_t)(a->p + a->len - at));
-	return at;
-}
-
 static void queue_append(struct spool_index_queue *q, struct ix_node *n)
 {
 	n->next = NULL;
@@ -740,7 +726,7 @@ int spool_index_add_msg(struct spool_index *idx,
 	}
 	for (uint32_t i = 0; i < m->nrcpt; i++) {
 		size_t dlen;
-		const char *d = addr_domain(&m->rcpts[i], &dlen);
+		const char *d = spool_rec_addr_domain(m->rcpts[i], &dlen);
 		uint32_t di = dom_get(idx, d, dlen);
 		if (di == IX_NONE) {
 			ret = -ENOMEM;

@@ -354,3 +354,20 @@ void spool_msgid_format(uint64_t msgid, char *out, size_t outlen)
 			(unsigned long long)spool_msgid_seq(msgid));
 	(void)r;
 }
+
+const char *spool_rec_addr_domain(struct spool_rec_addr a, size_t *len)
+{
+	const char *at = a.len > 0 ? memrchr(a.p, '@', a.len) : NULL;
+	size_t n;
+
+	if (at == NULL) {
+		*len = 0;
+		return "";
+	}
+	at++;
+	n = (size_t)(a.p + a.len - at);
+	while (n > 0 && at[n - 1] == '.')
+		n--;
+	*len = n;
+	return at;
+}

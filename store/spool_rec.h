@@ -146,6 +146,11 @@ struct spool_rec_addr spool_rec_msg_rcpt(const struct spool_rec_msg *msg,
 struct spool_rec_addr spool_rec_msg_rcpt_next(const struct spool_rec_msg *msg,
 		size_t *cursor);
 
+/* The domain of an address: what follows its last '@', trailing dots
+ * dropped (not NUL-terminated; *len 0 and "" when there is no '@'). Points
+ * into a. The one rule the index, the counters and expiry all group by. */
+const char *spool_rec_addr_domain(struct spool_rec_addr a, size_t *len);
+
 /* Parse a DONE payload. */
 int spool_rec_decode_done(const char *payload, size_t len,
 		uint32_t *rcpt_index, enum spool_done_status *status);

@@ -45,6 +45,8 @@ static const struct bad_case bad_cases[] = {
 	{ "bare_lf = allow\n", "1: bad value for bare_lf: \"allow\" (want reject or normalize)" },
 	{ "log_syslog = maybe\n", "1: bad value for log_syslog: \"maybe\" (want yes or no)" },
 	{ "hostname = -bad-\n", "1: bad value for hostname: \"-bad-\"" },
+	{ "hostname = relay.example.net-\n", "1: bad value for hostname: \"relay.example.net-\"" },
+	{ "relay_domains = demo.test, x..test\n", "1: bad value for relay_domains: \"x..test\" is not a domain name" },
 	{ "just some words\n", "1: expected \"key = value\", got \"just some words\"" },
 	{ "sync =\n", "1: missing value for sync" },
 	{ "= batch\n", "1: missing key before \"=\"" },
