@@ -10,6 +10,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
+#include "core/log.h"
+
 #define DOMSTAT_MIN_SLOTS 64
 #define DOMSTAT_NAME_MAX 255 /* RFC 1035 2.3.4 */
 
@@ -90,9 +92,17 @@ static struct domstat_cell *find(const struct domstat *t, uint64_t h, int insert
 
 struct domstat_cell *domstat_cell(struct domstat *t, const char *domain, size_t len)
 {
+	static atomic_int warned;
+	struct domstat_cell *c;
+
 	if (len > DOMSTAT_NAME_MAX + 1)
 		return NULL;
-	return find(t, domstat_hash(domain, len), 1);
+	c = find(t, domstat_hash(domain, len), 1);
+	if (!c && !atomic_exchange(&warned, 1))
+		log_warn("domain counters full (%zu domains with held mail): held mail of "
+			 "further domains is not counted, so their quota is not enforced",
+			 (t->mask + 1) / 2);
+	return c;
 }
 
 void domstat_add(struct domstat_cell *c, int64_t msgs, int64_t bytes)
