@@ -6,7 +6,6 @@
  */
 #include "admin/ctlrow.h"
 
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,18 +21,6 @@ const char *const ctlrow_cols[CTLROW_COLS] = {
 	"domain", SCHEMA_F_QUEUE, SCHEMA_F_DEST, SCHEMA_F_ETRN_FROM, SCHEMA_F_OWNER,
 	SCHEMA_F_MAX_HOLD, SCHEMA_F_QUOTA, SCHEMA_F_TLS,
 };
-
-static int ctlrow_why(char *buf, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static int ctlrow_why(char *buf, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	(void)vsnprintf(buf, len, fmt, ap);
-	va_end(ap);
-	return -1;
-}
 
 static const char *nz(const char *s)
 {
@@ -75,31 +62,31 @@ static int ctlrow_parsed(struct ctlrow *r, const struct ctlrow_opts *o, size_t *
 		unsigned n;
 
 		if (schema_cidr_list_parse(s, cidrs, DOMTAB_CIDR_MAX, &n, one, sizeof(one)))
-			return ctlrow_why(why, wl, "--etrn-from: %s", one);
+			return snprintf(why, wl, "--etrn-from: %s", one), -1;
 		if (schema_cidr_list_format(cidrs, n, r->etrn, sizeof(r->etrn)))
-			return ctlrow_why(why, wl, "--etrn-from: too long");
+			return snprintf(why, wl, "--etrn-from: too long"), -1;
 		if (n)
 			add(r, SCHEMA_F_ETRN_FROM, r->etrn);
 	}
 	if ((s = nz(o->owner))) {
 		if (schema_user_check(s, one, sizeof(one)))
-			return ctlrow_why(why, wl, "--owner: %s", one);
+			return snprintf(why, wl, "--owner: %s", one), -1;
 		add(r, SCHEMA_F_OWNER, r->owner = keep(r, off, s));
 	}
 	if ((s = nz(o->max_hold))) {
 		if (schema_duration_parse(s, &u, one, sizeof(one)))
-			return ctlrow_why(why, wl, "--max-hold: %s", one);
+			return snprintf(why, wl, "--max-hold: %s", one), -1;
 		add(r, SCHEMA_F_MAX_HOLD, keep(r, off, s));
 	}
 	if ((s = nz(o->quota))) {
 		if (schema_size_parse(s, &u, one, sizeof(one)))
-			return ctlrow_why(why, wl, "--quota: %s", one);
+			return snprintf(why, wl, "--quota: %s", one), -1;
 		snprintf(r->quota, sizeof(r->quota), "%llu", (unsigned long long)u);
 		add(r, SCHEMA_F_QUOTA, r->quota);
 	}
 	s = nz(o->tls) ? o->tls : "may";
 	if (schema_tls_parse(s, &tls, one, sizeof(one)))
-		return ctlrow_why(why, wl, "--tls: %s", one);
+		return snprintf(why, wl, "--tls: %s", one), -1;
 	add(r, SCHEMA_F_TLS, tls == DOMTAB_TLS_MUST ? "must" : "may");
 	return 0;
 }
@@ -114,22 +101,22 @@ int ctlrow_make(struct ctlrow *r, const char *domain, const struct ctlrow_opts *
 	memset(r, 0, offsetof(struct ctlrow, etrn));
 	r->etrn[0] = r->quota[0] = '\0';
 	if (schema_domain_norm(domain, 1, r->name, one, sizeof(one)))
-		return ctlrow_why(why, wl, "domain %s", one);
+		return snprintf(why, wl, "domain %s", one), -1;
 	if ((s = nz(o->queue))) {
 		if (schema_queue_check(s, one, sizeof(one)))
-			return ctlrow_why(why, wl, "--queue: %s", one);
+			return snprintf(why, wl, "--queue: %s", one), -1;
 		add(r, SCHEMA_F_QUEUE, r->queue = keep(r, &off, s));
 	}
 	if ((s = nz(o->dest))) {
 		if (schema_dest_check(s, one, sizeof(one)))
-			return ctlrow_why(why, wl, "--dest: %s", one);
+			return snprintf(why, wl, "--dest: %s", one), -1;
 		add(r, SCHEMA_F_DEST, keep(r, &off, s));
 	}
 	if (ctlrow_parsed(r, o, &off, why, wl))
 		return -1;
 	for (int i = 0; i < r->n; i++)
 		if (!r->v[i])
-			return ctlrow_why(why, wl, "values too long");
+			return snprintf(why, wl, "values too long"), -1;
 	return 0;
 }
 
@@ -163,24 +150,24 @@ static enum ctlrow_csv_kind ctlrow_csv_header(struct ctlrow_csv *c, char *p, con
 
 	c->saw_data = 1;
 	if (nf < 0)
-		return ctlrow_why(err, el, "%s:%lu: header: %s", path, lineno, why),
+		return snprintf(err, el, "%s:%lu: header: %s", path, lineno, why),
 		       CTLROW_CSV_BAD_FILE;
 	for (int i = 0; i < nf; i++) {
 		int col = ctlrow_col(fields[i]);
 
 		if (col < 0)
-			return ctlrow_why(err, el, "%s:%lu: unknown column \"%s\" (want %s,%s,%s,%s,%s,%s,%s,%s)",
+			return snprintf(err, el, "%s:%lu: unknown column \"%s\" (want %s,%s,%s,%s,%s,%s,%s,%s)",
 					  path, lineno, fields[i], k[0], k[1], k[2], k[3], k[4],
 					  k[5], k[6], k[7]), CTLROW_CSV_BAD_USAGE;
 		for (int j = 0; j < i; j++)
 			if (c->colmap[j] == col)
-				return ctlrow_why(err, el, "%s:%lu: column \"%s\" given twice", path,
+				return snprintf(err, el, "%s:%lu: column \"%s\" given twice", path,
 						  lineno, fields[i]), CTLROW_CSV_BAD_USAGE;
 		c->colmap[i] = col;
 		has_domain |= col == 0;
 	}
 	if (!has_domain)
-		return ctlrow_why(err, el, "%s:%lu: no domain column", path, lineno),
+		return snprintf(err, el, "%s:%lu: no domain column", path, lineno),
 		       CTLROW_CSV_BAD_USAGE;
 	c->ncols = nf;
 	return CTLROW_CSV_SKIP;
@@ -200,7 +187,7 @@ static int ctlrow_csv_row(const struct ctlrow_csv *c, char *line, struct ctlrow 
 	for (int i = 0; i < n; i++)
 		v[c->colmap[i]] = fields[i];
 	if (!nz(v[0]))
-		return ctlrow_why(why, wl, "no domain");
+		return snprintf(why, wl, "no domain"), -1;
 	o = (struct ctlrow_opts){ .queue = v[1], .dest = v[2], .etrn_from = v[3],
 				  .owner = v[4], .max_hold = v[5], .quota = v[6], .tls = v[7] };
 	if (ctlrow_make(r, v[0], &o, why, wl)) {
@@ -226,10 +213,10 @@ enum ctlrow_csv_kind ctlrow_csv_line(struct ctlrow_csv *c, char *line, size_t n,
 	char why[CTLROW_WHY_MAX], *p;
 
 	if (n > CTLROW_LINE_MAX)
-		return ctlrow_why(err, el, "%s:%lu: line longer than %d characters", path, lineno,
+		return snprintf(err, el, "%s:%lu: line longer than %d characters", path, lineno,
 				  CTLROW_LINE_MAX), CTLROW_CSV_BAD_ROW;
 	if (memchr(line, '\0', n))
-		return ctlrow_why(err, el, "%s:%lu: NUL byte in the line", path, lineno),
+		return snprintf(err, el, "%s:%lu: NUL byte in the line", path, lineno),
 		       CTLROW_CSV_BAD_ROW;
 	while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
 		line[--n] = '\0';
@@ -245,6 +232,6 @@ enum ctlrow_csv_kind ctlrow_csv_line(struct ctlrow_csv *c, char *line, size_t n,
 		return ctlrow_csv_header(c, p, path, lineno, err, el);
 	c->saw_data = 1;
 	if (ctlrow_csv_row(c, p, r, why, sizeof(why)))
-		return ctlrow_why(err, el, "%s:%lu: %s", path, lineno, why), CTLROW_CSV_BAD_ROW;
+		return snprintf(err, el, "%s:%lu: %s", path, lineno, why), CTLROW_CSV_BAD_ROW;
 	return CTLROW_CSV_ROW;
 }

@@ -7,7 +7,6 @@
 #include "core/units.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -41,17 +40,11 @@ static const struct units_suffix units_sizes[] = {
 	{ "t", UNITS_KIB * UNITS_KIB * UNITS_KIB * UNITS_KIB },
 };
 
-static int units_why(char *buf, size_t len, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static int units_why(char *buf, size_t len, int rc, const char *fmt, ...)
+/* The reason into why (when given); returns rc. */
+static int units_why(char *why, size_t len, int rc, const char *reason)
 {
-	va_list ap;
-
-	if (buf && len) {
-		va_start(ap, fmt);
-		(void)vsnprintf(buf, len, fmt, ap);
-		va_end(ap);
-	}
+	if (why && len)
+		(void)snprintf(why, len, "%s", reason);
 	return rc;
 }
 
@@ -89,7 +82,7 @@ int units_parse_size(const char *s, uint64_t *bytes, char *why, size_t wl)
 	const char *end = s + i;
 
 	if (i == 0)
-		return units_why(why, wl, -EINVAL, "%s", want);
+		return units_why(why, wl, -EINVAL, want);
 	if (*end) {
 		size_t k, nk = sizeof(units_sizes) / sizeof(units_sizes[0]);
 
@@ -97,15 +90,14 @@ int units_parse_size(const char *s, uint64_t *bytes, char *why, size_t wl)
 			if (ascii_lower((unsigned char)*end) == (unsigned char)units_sizes[k].name[0])
 				break;
 		if (k == nk)
-			return units_why(why, wl, -EINVAL, "%s", want);
+			return units_why(why, wl, -EINVAL, want);
 		mul = units_sizes[k].mul;
 		end++;
 		if (strcmp(end, "") && strcmp(end, "B") && strcmp(end, "iB"))
-			return units_why(why, wl, -EINVAL, "%s", want);
+			return units_why(why, wl, -EINVAL, want);
 	}
 	if (units_scale(n, mul, UNITS_SIZE_MAX, bytes))
-		return units_why(why, wl, -ERANGE, "too large (at most %lluT)",
-				 (unsigned long long)(UNITS_SIZE_MAX / units_sizes[3].mul));
+		return units_why(why, wl, -ERANGE, "too large (at most " UNITS_SIZE_MAX_TEXT ")");
 	return 0;
 }
 
@@ -117,14 +109,14 @@ int units_parse_duration(const char *s, uint64_t *ms, char *why, size_t wl)
 	size_t nk = sizeof(units_durations) / sizeof(units_durations[0]);
 
 	if (i == 0)
-		return units_why(why, wl, -EINVAL, "%s", want);
+		return units_why(why, wl, -EINVAL, want);
 	for (size_t k = 0; k < nk; k++) {
 		if (strcmp(s + i, units_durations[k].name))
 			continue;
 		if (units_scale(n, units_durations[k].mul, UNITS_DURATION_MAX_MS, ms))
-			return units_why(why, wl, -ERANGE, "too long (at most %llud)",
-					 (unsigned long long)(UNITS_DURATION_MAX_MS / UNITS_MS_PER_DAY));
+			return units_why(why, wl, -ERANGE,
+					 "too long (at most " UNITS_DURATION_MAX_TEXT ")");
 		return 0;
 	}
-	return units_why(why, wl, -EINVAL, "%s", want);
+	return units_why(why, wl, -EINVAL, want);
 }

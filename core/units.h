@@ -24,9 +24,11 @@
 
 /* 1 PiB: far above any quota or limit, and exact in a double (JSON). */
 #define UNITS_SIZE_MAX (1ull << 50)
+#define UNITS_SIZE_MAX_TEXT "1024T"
 /* 10 years: in nanoseconds still fits an int64_t (292 years), so a caller
  * may scale a parsed duration to us or ns without overflow. */
 #define UNITS_DURATION_MAX_MS (3650ull * 86400 * 1000)
+#define UNITS_DURATION_MAX_TEXT "3650d"
 /* Enough for every reason these functions write. */
 #define UNITS_WHY_MAX 96
 
