@@ -30,6 +30,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "admin/ctlrow.h"
 #include "admin/domtab.h"
 #include "admin/redis_conn.h"
 #include "admin/schema.h"
@@ -38,8 +39,6 @@
 #define ETRNCTL_DEFAULT_CONFIG "etc/etrnd.conf"
 #define ETRNCTL_TIMEOUT_MS 10000
 #define ETRNCTL_BATCH 1000            /* import: rows per pipelined round trip */
-#define ETRNCTL_CSV_LINE_MAX 8192
-#define ETRNCTL_CSV_COLS 8
 #define ETRNCTL_PASSWORD_MAX 1024
 #define ETRNCTL_KEY_MAX (CONFIG_REDIS_PREFIX_MAX + 16 + DOMTAB_NAME_MAX + SCHEMA_NAME_MAX)
 #define ETRNCTL_SALT_BYTES 16
@@ -48,33 +47,16 @@ enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
 struct ctl {
 	redisContext *rc;
+	const struct config *cfg;       /* while the command runs */
 	char prefix[CONFIG_REDIS_PREFIX_MAX + 1];
 	char chan[CONFIG_REDIS_PREFIX_MAX + 8];
 	int json;
 };
 
-/* Options of "domain add", as given (NULL = not given). */
+/* Options as given: a row's values (domain add) and the others. */
 struct opts {
-	const char *dest, *queue, *etrn_from, *owner, *max_hold, *quota, *tls;
+	struct ctlrow_opts row;
 	int password_stdin;
-};
-
-/* A validated domain row, ready to write: field/value pairs (always with
- * tls, so the hash is never empty). */
-struct newrow {
-	char name[DOMTAB_NAME_MAX + 1];
-	const char *f[ETRNCTL_CSV_COLS];
-	const char *v[ETRNCTL_CSV_COLS];
-	int n;
-	const char *queue, *owner;
-	char etrn[DOMTAB_CIDR_MAX * 48];
-	char quota[24];
-	char buf[ETRNCTL_CSV_LINE_MAX];    /* copies of the other values */
-};
-
-static const char *const csv_cols[ETRNCTL_CSV_COLS] = {
-	"domain", SCHEMA_F_QUEUE, SCHEMA_F_DEST, SCHEMA_F_ETRN_FROM, SCHEMA_F_OWNER,
-	SCHEMA_F_MAX_HOLD, SCHEMA_F_QUOTA, SCHEMA_F_TLS,
 };
 
 static void usage(FILE *f)
@@ -95,8 +77,8 @@ static void usage(FILE *f)
 		"  --redis URL  unix:/path, host:port or redis://[user:password@]host[:port][/db]\n"
 		"  --json       machine-readable output\n"
 		"Exit status: 0 done, 1 failed (Redis, not found, bad CSV rows), 2 bad usage or input.\n",
-		csv_cols[0], csv_cols[1], csv_cols[2], csv_cols[3], csv_cols[4], csv_cols[5],
-		csv_cols[6], csv_cols[7], ETRNCTL_DEFAULT_CONFIG);
+		ctlrow_cols[0], ctlrow_cols[1], ctlrow_cols[2], ctlrow_cols[3], ctlrow_cols[4], ctlrow_cols[5],
+		ctlrow_cols[6], ctlrow_cols[7], ETRNCTL_DEFAULT_CONFIG);
 }
 
 static int bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -256,102 +238,13 @@ static void free_names(char **v, size_t n)
 	free(v);
 }
 
-/* ---- validation --------------------------------------------------------- */
-
-static const char *nz(const char *s)
-{
-	return s && *s ? s : NULL;
-}
-
-static const char *keep(struct newrow *r, size_t *off, const char *s)
-{
-	size_t n = strlen(s) + 1;
-	char *p;
-
-	if (*off + n > sizeof(r->buf))
-		return NULL;
-	p = r->buf + *off;
-	memcpy(p, s, n);
-	*off += n;
-	return p;
-}
-
-/* Validate one row's values (NULL or "" = not set). 0, or -1 with why. */
-static int newrow_make(struct newrow *r, const char *domain, const struct opts *o,
-		       char *why, size_t wl)
-{
-	struct domtab_cidr cidrs[DOMTAB_CIDR_MAX];
-	char one[SCHEMA_WHY_MAX];
-	size_t off = 0;
-	uint64_t u;
-	enum domtab_tls tls;
-	const char *s;
-
-	memset(r, 0, offsetof(struct newrow, etrn));
-	r->etrn[0] = r->quota[0] = '\0';
-	if (schema_domain_norm(domain, 1, r->name, one, sizeof(one)))
-		return snprintf(why, wl, "domain %s", one), -1;
-	if ((s = nz(o->queue))) {
-		if (schema_queue_check(s, one, sizeof(one)))
-			return snprintf(why, wl, "--queue: %s", one), -1;
-		r->f[r->n] = SCHEMA_F_QUEUE;
-		r->v[r->n++] = r->queue = keep(r, &off, s);
-	}
-	if ((s = nz(o->dest))) {
-		if (schema_dest_check(s, one, sizeof(one)))
-			return snprintf(why, wl, "--dest: %s", one), -1;
-		r->f[r->n] = SCHEMA_F_DEST;
-		r->v[r->n++] = keep(r, &off, s);
-	}
-	if ((s = nz(o->etrn_from))) {
-		unsigned n;
-
-		if (schema_cidr_list_parse(s, cidrs, DOMTAB_CIDR_MAX, &n, one, sizeof(one)))
-			return snprintf(why, wl, "--etrn-from: %s", one), -1;
-		if (schema_cidr_list_format(cidrs, n, r->etrn, sizeof(r->etrn)))
-			return snprintf(why, wl, "--etrn-from: too long"), -1;
-		if (n) {
-			r->f[r->n] = SCHEMA_F_ETRN_FROM;
-			r->v[r->n++] = r->etrn;
-		}
-	}
-	if ((s = nz(o->owner))) {
-		if (schema_user_check(s, one, sizeof(one)))
-			return snprintf(why, wl, "--owner: %s", one), -1;
-		r->f[r->n] = SCHEMA_F_OWNER;
-		r->v[r->n++] = r->owner = keep(r, &off, s);
-	}
-	if ((s = nz(o->max_hold))) {
-		if (schema_duration_parse(s, &u, one, sizeof(one)))
-			return snprintf(why, wl, "--max-hold: %s", one), -1;
-		r->f[r->n] = SCHEMA_F_MAX_HOLD;
-		r->v[r->n++] = keep(r, &off, s);
-	}
-	if ((s = nz(o->quota))) {
-		if (schema_size_parse(s, &u, one, sizeof(one)))
-			return snprintf(why, wl, "--quota: %s", one), -1;
-		snprintf(r->quota, sizeof(r->quota), "%llu", (unsigned long long)u);
-		r->f[r->n] = SCHEMA_F_QUOTA;
-		r->v[r->n++] = r->quota;
-	}
-	s = nz(o->tls) ? o->tls : "may";
-	if (schema_tls_parse(s, &tls, one, sizeof(one)))
-		return snprintf(why, wl, "--tls: %s", one), -1;
-	r->f[r->n] = SCHEMA_F_TLS;
-	r->v[r->n++] = tls == DOMTAB_TLS_MUST ? "must" : "may";
-	for (int i = 0; i < r->n; i++)
-		if (!r->v[i])
-			return snprintf(why, wl, "values too long"), -1;
-	return 0;
-}
-
 /* Append the writes for one row (old_queue/old_owner: what the row had).
  * Returns the number of commands appended. */
-static int append_row_writes(struct ctl *x, const struct newrow *r, const char *old_queue,
+static int append_row_writes(struct ctl *x, const struct ctlrow *r, const char *old_queue,
 			     const char *old_owner)
 {
 	char k[ETRNCTL_KEY_MAX], k2[ETRNCTL_KEY_MAX], f[ETRNCTL_KEY_MAX], ev[DOMTAB_NAME_MAX + 16];
-	const char *argv[2 + 2 * ETRNCTL_CSV_COLS];
+	const char *argv[2 + 2 * CTLROW_COLS];
 	int argc = 0, n = 0;
 
 	key(k, x, "domain:", r->name);
@@ -429,15 +322,15 @@ static int old_row(struct ctl *x, const char *name, char **q, char **o)
 
 /* ---- commands ----------------------------------------------------------- */
 
-static int domain_add(struct ctl *x, const char *domain, const struct opts *o)
+static int domain_add(struct ctl *x, const char *domain, const struct ctlrow_opts *o)
 {
-	struct newrow *r = malloc(sizeof(*r));
+	struct ctlrow *r = malloc(sizeof(*r));
 	char why[512], *oq = NULL, *oo = NULL;
 	int rc, existed;
 
 	if (!r)
 		return fail("out of memory");
-	if (newrow_make(r, domain, o, why, sizeof(why))) {
+	if (ctlrow_make(r, domain, o, why, sizeof(why))) {
 		free(r);
 		return bad("%s", why);
 	}
@@ -768,118 +661,21 @@ static int user_cmd(struct ctl *x, const char *verb, const char *user, const str
 	return rc;
 }
 
-/* ---- CSV ---------------------------------------------------------------- */
-
-/*
- * Split one CSV line (RFC 4180 quoting: "a,b" and "" for a quote; no line
- * breaks inside quotes) in place into at most max fields. Returns the number
- * of fields, or -1 with why set.
- */
-static int csv_split(char *line, char **fields, int max, char *why, size_t wl)
-{
-	int n = 0;
-	char *p = line;
-
-	for (;;) {
-		char *out = p, *start = p;
-
-		if (n == max)
-			return snprintf(why, wl, "more than %d columns", max), -1;
-		if (*p == '"') {
-			p++;
-			for (;;) {
-				if (*p == '\0')
-					return snprintf(why, wl, "unterminated quoted field"), -1;
-				if (*p == '"') {
-					if (p[1] == '"') {
-						*out++ = '"';
-						p += 2;
-						continue;
-					}
-					p++;
-					break;
-				}
-				*out++ = *p++;
-			}
-			if (*p != ',' && *p != '\0')
-				return snprintf(why, wl, "text after a closing quote"), -1;
-		} else {
-			while (*p != ',' && *p != '\0') {
-				if (*p == '"')
-					return snprintf(why, wl, "quote inside an unquoted field"), -1;
-				p++;
-			}
-			out = p;
-		}
-		fields[n++] = start;
-		if (*p == '\0') {
-			*out = '\0';
-			break;
-		}
-		*out = '\0';
-		p++;
-	}
-	/* Trim spaces around each field. */
-	for (int i = 0; i < n; i++) {
-		char *s = fields[i], *e;
-
-		while (*s == ' ' || *s == '\t')
-			s++;
-		e = s + strlen(s);
-		while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
-			*--e = '\0';
-		fields[i] = s;
-	}
-	return n;
-}
-
-/* Parse one data line into r. colmap[i] = which schema column field i is.
- * 0 or -1 with why. */
-static int csv_row(char *line, const int *colmap, int ncols, struct newrow *r,
-		   char *why, size_t wl)
-{
-	char *fields[ETRNCTL_CSV_COLS];
-	const char *v[ETRNCTL_CSV_COLS] = { 0 };
-	struct opts o;
-	int n = csv_split(line, fields, ncols, why, wl);
-
-	if (n < 0)
-		return -1;
-	for (int i = 0; i < n; i++)
-		v[colmap[i]] = fields[i];
-	if (!nz(v[0]))
-		return snprintf(why, wl, "no domain"), -1;
-	memset(&o, 0, sizeof(o));
-	o.queue = v[1];
-	o.dest = v[2];
-	o.etrn_from = v[3];
-	o.owner = v[4];
-	o.max_hold = v[5];
-	o.quota = v[6];
-	o.tls = v[7];
-	if (newrow_make(r, v[0], &o, why, wl)) {
-		/* "--queue: ..." reads oddly in a CSV report: say the column. */
-		char tmp[512];
-
-		if (why[0] == '-' && why[1] == '-') {
-			snprintf(tmp, sizeof(tmp), "%s", why + 2);
-			for (char *c = tmp; *c && *c != ':'; c++)
-				if (*c == '-')
-					*c = '_';
-			snprintf(why, wl, "%s", tmp);
-		}
-		return -1;
-	}
-	return 0;
-}
-
 struct import_state {
 	struct ctl *x;
-	struct newrow *rows;
+	const char *path;
+	FILE *f;
+	size_t total;                 /* file size, for the progress bar */
+	int tty;                      /* stderr is a terminal: show progress */
+	struct ctlrow_csv csv;
+	struct ctlrow *rows;          /* the batch being built */
 	int nrows;
 	char **users;                 /* sorted, for owner checks */
 	size_t nusers;
-	size_t imported;
+	struct domtab_builder *seen;  /* domains so far, with their line */
+	unsigned long lineno;
+	size_t imported, nbad;
+	struct timespec t0;
 };
 
 static int user_known(const struct import_state *st, const char *u)
@@ -939,175 +735,160 @@ static void progress(size_t done, size_t total, size_t lines)
 		total ? (int)((double)done * 100 / (double)total) : 100, lines);
 }
 
-static int import_csv(struct ctl *x, const char *path)
+/* One line that cannot be imported: said on stderr (over the progress bar),
+ * counted, and the import goes on. */
+static void import_skip(struct import_state *st, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void import_skip(struct import_state *st, const char *fmt, ...)
 {
-	struct import_state st = { .x = x };
-	char *line = NULL, why[512];
-	size_t linecap = 0;
-	ssize_t got;
-	int colmap[ETRNCTL_CSV_COLS], ncols = ETRNCTL_CSV_COLS, rc = 0, tty = isatty(2);
-	struct domtab_builder *seen = domtab_builder_new();
-	unsigned long lineno = 0;
-	size_t nbad = 0, total = 0;
-	struct timespec t0, t1;
-	FILE *f;
-	int saw_data = 0;
+	va_list ap;
 
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	f = fopen(path, "r");
-	if (!f)
+	fputs(st->tty ? "\r\033[K" : "", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputs("; skipped\n", stderr);
+	st->nbad++;
+}
+
+/* The checks a row needs Redis or the rest of the file for: its owner
+ * exists, its domain is not on an earlier line. 1 to import it, 0 when it was
+ * skipped, -1 on failure (reported). */
+static int import_check_row(struct import_state *st, const struct ctlrow *r)
+{
+	const struct domtab_row *dup;
+	struct domtab_row sr = { .name = r->name, .quota_bytes = st->lineno };
+
+	if (r->owner && !user_known(st, r->owner)) {
+		import_skip(st, "%s:%lu: owner: user \"%s\" does not exist", st->path,
+			    st->lineno, r->owner);
+		return 0;
+	}
+	/* The builder serves as a set of names seen, with the line in
+	 * quota_bytes, so a repeated domain names its first line. */
+	dup = domtab_builder_get(st->seen, r->name);
+	if (dup) {
+		import_skip(st, "%s:%lu: domain %s already on line %llu", st->path, st->lineno,
+			    r->name, (unsigned long long)dup->quota_bytes);
+		return 0;
+	}
+	if (domtab_builder_put(st->seen, &sr))
+		return fail("out of memory"), -1;
+	return 1;
+}
+
+/* One line of the file (n bytes from getline). 0, or an exit status that
+ * ends the import. */
+static int import_line(struct import_state *st, char *line, size_t n)
+{
+	struct ctlrow *r = &st->rows[st->nrows];
+	char err[CONFIG_ERR_MAX + PATH_MAX];
+	int rc;
+
+	switch (ctlrow_csv_line(&st->csv, line, n, st->path, st->lineno, r, err, sizeof(err))) {
+	case CTLROW_CSV_SKIP:
+		return 0;
+	case CTLROW_CSV_BAD_ROW:
+		import_skip(st, "%s", err);
+		return 0;
+	case CTLROW_CSV_BAD_FILE:
+		return fail("%s", err);
+	case CTLROW_CSV_BAD_USAGE:
+		return bad("%s", err);
+	case CTLROW_CSV_ROW:
+		break;
+	}
+	rc = import_check_row(st, r);
+	if (rc <= 0)
+		return rc < 0 ? EXIT_FAIL : 0;
+	if (++st->nrows == ETRNCTL_BATCH) {
+		if ((rc = import_flush(st)))
+			return rc;
+		if (st->tty)
+			progress((size_t)ftell(st->f), st->total, st->lineno);
+	}
+	return 0;
+}
+
+/* Open path and get what the checks need: the file size, the batch, the
+ * users that exist. 0, or an exit status (reported); import_close either
+ * way. */
+static int import_open(struct import_state *st, struct ctl *x, const char *path)
+{
+	memset(st, 0, sizeof(*st));
+	st->x = x;
+	st->path = path;
+	st->tty = isatty(2);
+	ctlrow_csv_init(&st->csv);
+	clock_gettime(CLOCK_MONOTONIC, &st->t0);
+	st->f = fopen(path, "r");
+	if (!st->f)
 		return fail("%s: %s", path, strerror(errno));
-	if (!seen) {
-		fclose(f);
+	st->seen = domtab_builder_new();
+	if (!st->seen)
 		return fail("out of memory");
-	}
-	fseek(f, 0, SEEK_END);
-	total = (size_t)ftell(f);
-	rewind(f);
-	st.rows = malloc(ETRNCTL_BATCH * sizeof(*st.rows));
-	if (!st.rows || scan_names(x, "user:", &st.users, &st.nusers)) {
-		rc = st.rows ? EXIT_FAIL : fail("out of memory");
-		goto out;
-	}
-	for (int i = 0; i < ETRNCTL_CSV_COLS; i++)
-		colmap[i] = i;
-	while ((got = getline(&line, &linecap, f)) >= 0) {
-		size_t n = (size_t)got;
-		struct newrow *r;
-		const struct domtab_row *dup;
-		char *p;
+	fseek(st->f, 0, SEEK_END);
+	st->total = (size_t)ftell(st->f);
+	rewind(st->f);
+	st->rows = malloc(ETRNCTL_BATCH * sizeof(*st->rows));
+	if (!st->rows)
+		return fail("out of memory");
+	return scan_names(x, "user:", &st->users, &st->nusers) ? EXIT_FAIL : 0;
+}
 
-		lineno++;
-		if (n > ETRNCTL_CSV_LINE_MAX) {
-			fprintf(stderr, "%s%s:%lu: line longer than %d characters; skipped\n",
-				tty ? "\r\033[K" : "", path, lineno, ETRNCTL_CSV_LINE_MAX);
-			nbad++;
-			continue;
-		}
-		if (memchr(line, '\0', n)) {
-			fprintf(stderr, "%s%s:%lu: NUL byte in the line; skipped\n",
-				tty ? "\r\033[K" : "", path, lineno);
-			nbad++;
-			continue;
-		}
-		while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-			line[--n] = '\0';
-		p = line;
-		if (lineno == 1 && !memcmp(p, "\xef\xbb\xbf", 3))
-			p += 3; /* UTF-8 byte order mark from spreadsheets */
-		while (*p == ' ' || *p == '\t')
-			p++;
-		if (*p == '\0' || *p == '#')
-			continue;
-		if (!saw_data && !strncasecmp(p, "domain", 6) &&
-		    (p[6] == ',' || p[6] == '\0' || p[6] == ' ')) {
-			/* A header: it names (and may reorder) the columns. */
-			char *fields[ETRNCTL_CSV_COLS];
-			int nf = csv_split(p, fields, ETRNCTL_CSV_COLS, why, sizeof(why));
+static void import_close(struct import_state *st)
+{
+	if (st->f)
+		fclose(st->f);
+	free(st->rows);
+	if (st->users)
+		free_names(st->users, st->nusers);
+	domtab_builder_free(st->seen);
+}
 
-			saw_data = 1;
-			if (nf < 0) {
-				rc = fail("%s:%lu: header: %s", path, lineno, why);
-				goto out;
-			}
-			for (int i = 0; i < nf; i++) {
-				int k;
+/* The summary on stdout; exit 1 when any row was skipped. */
+static int import_report(const struct import_state *st)
+{
+	struct timespec t1;
+	double secs;
 
-				for (k = 0; k < ETRNCTL_CSV_COLS; k++)
-					if (!strcasecmp(fields[i], csv_cols[k]) ||
-					    (k == 3 && !strcasecmp(fields[i], "etrn-from")))
-						break;
-				if (k == ETRNCTL_CSV_COLS) {
-					rc = bad("%s:%lu: unknown column \"%s\" (want %s,%s,%s,%s,%s,%s,%s,%s)",
-						 path, lineno, fields[i], csv_cols[0], csv_cols[1],
-						 csv_cols[2], csv_cols[3], csv_cols[4], csv_cols[5],
-						 csv_cols[6], csv_cols[7]);
-					goto out;
-				}
-				for (int j = 0; j < i; j++)
-					if (colmap[j] == k) {
-						rc = bad("%s:%lu: column \"%s\" given twice", path, lineno, fields[i]);
-						goto out;
-					}
-				colmap[i] = k;
-			}
-			if (colmap[0] != 0 && nf > 0) {
-				int has = 0;
-
-				for (int i = 0; i < nf; i++)
-					has |= colmap[i] == 0;
-				if (!has) {
-					rc = bad("%s:%lu: no domain column", path, lineno);
-					goto out;
-				}
-			}
-			ncols = nf;
-			continue;
-		}
-		saw_data = 1;
-		r = &st.rows[st.nrows];
-		if (csv_row(p, colmap, ncols, r, why, sizeof(why))) {
-			fprintf(stderr, "%s%s:%lu: %s; skipped\n", tty ? "\r\033[K" : "", path, lineno, why);
-			nbad++;
-			continue;
-		}
-		if (r->owner && !user_known(&st, r->owner)) {
-			fprintf(stderr, "%s%s:%lu: owner: user \"%s\" does not exist; skipped\n",
-				tty ? "\r\033[K" : "", path, lineno, r->owner);
-			nbad++;
-			continue;
-		}
-		/* The builder serves as a set of names seen, with the line in
-		 * quota_bytes, so a repeated domain names its first line. */
-		dup = domtab_builder_get(seen, r->name);
-		if (dup) {
-			fprintf(stderr, "%s%s:%lu: domain %s already on line %llu; skipped\n",
-				tty ? "\r\033[K" : "", path, lineno, r->name,
-				(unsigned long long)dup->quota_bytes);
-			nbad++;
-			continue;
-		} else {
-			struct domtab_row sr = { .name = r->name, .quota_bytes = lineno };
-
-			if (domtab_builder_put(seen, &sr)) {
-				rc = fail("out of memory");
-				goto out;
-			}
-		}
-		if (++st.nrows == ETRNCTL_BATCH) {
-			if ((rc = import_flush(&st)))
-				goto out;
-			if (tty)
-				progress((size_t)ftell(f), total, lineno);
-		}
-	}
-	if (ferror(f)) {
-		rc = fail("%s: %s", path, strerror(errno));
-		goto out;
-	}
-	if ((rc = import_flush(&st)))
-		goto out;
 	clock_gettime(CLOCK_MONOTONIC, &t1);
-	if (tty) {
-		progress(total, total, lineno);
+	secs = (double)(t1.tv_sec - st->t0.tv_sec) + (double)(t1.tv_nsec - st->t0.tv_nsec) / 1e9;
+	if (st->tty) {
+		progress(st->total, st->total, st->lineno);
 		fputc('\n', stderr);
 	}
-	if (x->json)
-		printf("{\"file\":\"%s\",\"imported\":%zu,\"bad_rows\":%zu,\"seconds\":%.3f}\n", path,
-		       st.imported, nbad,
-		       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+	if (st->x->json)
+		printf("{\"file\":\"%s\",\"imported\":%zu,\"bad_rows\":%zu,\"seconds\":%.3f}\n",
+		       st->path, st->imported, st->nbad, secs);
 	else
-		printf("import %s: %zu domain(s) imported, %zu bad row(s) skipped, %.2f s\n", path,
-		       st.imported, nbad,
-		       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
-	rc = nbad ? EXIT_FAIL : EXIT_OK;
-out:
-	fclose(f);
+		printf("import %s: %zu domain(s) imported, %zu bad row(s) skipped, %.2f s\n",
+		       st->path, st->imported, st->nbad, secs);
+	return st->nbad ? EXIT_FAIL : EXIT_OK;
+}
+
+/* Read the file in batches of ETRNCTL_BATCH rows; a bad row is skipped and
+ * reported, a bad header or a Redis failure stops the import. */
+static int import_csv(struct ctl *x, const char *path)
+{
+	struct import_state st;
+	char *line = NULL;
+	size_t linecap = 0;
+	ssize_t got;
+	int rc = import_open(&st, x, path);
+
+	while (rc == 0 && (got = getline(&line, &linecap, st.f)) >= 0) {
+		st.lineno++;
+		rc = import_line(&st, line, (size_t)got);
+	}
+	if (rc == 0 && ferror(st.f))
+		rc = fail("%s: %s", st.path, strerror(errno));
+	if (rc == 0)
+		rc = import_flush(&st);
+	if (rc == 0)
+		rc = import_report(&st);
 	free(line);
-	free(st.rows);
-	if (st.users)
-		free_names(st.users, st.nusers);
-	domtab_builder_free(seen);
+	import_close(&st);
 	return rc;
 }
 
@@ -1135,17 +916,17 @@ static int export_csv(struct ctl *x)
 
 	if (scan_names(x, "domain:", &v, &n))
 		return EXIT_FAIL;
-	for (int i = 0; i < ETRNCTL_CSV_COLS; i++)
-		printf("%s%s", i ? "," : "", csv_cols[i]);
+	for (int i = 0; i < CTLROW_COLS; i++)
+		printf("%s%s", i ? "," : "", ctlrow_cols[i]);
 	putchar('\n');
 	for (size_t i = 0; i < n; i += ETRNCTL_BATCH) {
 		size_t m = n - i < ETRNCTL_BATCH ? n - i : ETRNCTL_BATCH;
 
 		for (size_t j = 0; j < m; j++)
 			redisAppendCommand(x->rc, "HMGET %s %s %s %s %s %s %s %s",
-					   key(k, x, "domain:", v[i + j]), csv_cols[1], csv_cols[2],
-					   csv_cols[3], csv_cols[4], csv_cols[5], csv_cols[6],
-					   csv_cols[7]);
+					   key(k, x, "domain:", v[i + j]), ctlrow_cols[1], ctlrow_cols[2],
+					   ctlrow_cols[3], ctlrow_cols[4], ctlrow_cols[5], ctlrow_cols[6],
+					   ctlrow_cols[7]);
 		for (size_t j = 0; j < m; j++) {
 			redisReply *r;
 
@@ -1293,7 +1074,199 @@ static int load_config(struct config *cfg, const char *path, int explicit_path)
 	return 0;
 }
 
-int main(int argc, char **argv)
+/* ---- the command table ------------------------------------------------ */
+
+struct ctl_cmd;
+typedef int (*ctl_cmd_fn)(struct ctl *x, const struct ctl_cmd *c, char **args,
+			  const struct opts *o);
+
+enum {
+	CTL_F_ROW_OPTS = 1 << 0,  /* takes --dest, --queue, ... --tls */
+	CTL_F_PASSWORD = 1 << 1,  /* takes --password-stdin */
+	CTL_F_DAEMON = 1 << 2,    /* talks to the running etrnd, not only Redis */
+};
+
+/* One command: "name sub ARGS". usage lists its arguments, one word each,
+ * so it also says how many it takes. */
+struct ctl_cmd {
+	const char *name;
+	const char *sub;          /* NULL: a one-word command */
+	ctl_cmd_fn run;           /* args: the arguments after the words */
+	const char *usage;
+	unsigned flags;
+};
+
+static int cmd_domain_add(struct ctl *x, const struct ctl_cmd *c, char **args,
+			  const struct opts *o)
+{
+	return domain_add(x, args[0], &o->row);
+}
+
+static int cmd_domain_del(struct ctl *x, const struct ctl_cmd *c, char **args,
+			  const struct opts *o)
+{
+	return domain_del(x, args[0]);
+}
+
+static int cmd_domain_show(struct ctl *x, const struct ctl_cmd *c, char **args,
+			   const struct opts *o)
+{
+	return domain_show(x, args[0]);
+}
+
+static int cmd_domain_list(struct ctl *x, const struct ctl_cmd *c, char **args,
+			   const struct opts *o)
+{
+	return domain_list(x);
+}
+
+static int cmd_queue_list(struct ctl *x, const struct ctl_cmd *c, char **args,
+			  const struct opts *o)
+{
+	return queue_list(x);
+}
+
+static int cmd_queue_show(struct ctl *x, const struct ctl_cmd *c, char **args,
+			  const struct opts *o)
+{
+	return queue_show(x, args[0]);
+}
+
+static int cmd_user(struct ctl *x, const struct ctl_cmd *c, char **args, const struct opts *o)
+{
+	return user_cmd(x, c->sub, args[0], o);
+}
+
+static int cmd_import(struct ctl *x, const struct ctl_cmd *c, char **args,
+		      const struct opts *o)
+{
+	return import_csv(x, args[0]);
+}
+
+static int cmd_export(struct ctl *x, const struct ctl_cmd *c, char **args,
+		      const struct opts *o)
+{
+	return export_csv(x);
+}
+
+static int cmd_status(struct ctl *x, const struct ctl_cmd *c, char **args,
+		      const struct opts *o)
+{
+	return daemon_request(x, x->cfg->control_socket, "status", NULL);
+}
+
+/* ETRN on the operator's behalf: the local daemon drains and replies; other
+ * nodes hold mail for it too (DESIGN.md 7) and hear "drain ARG" on Redis. */
+static int cmd_flush(struct ctl *x, const struct ctl_cmd *c, char **args,
+		     const struct opts *o)
+{
+	char norm[DOMTAB_NAME_MAX + 2], why[200], err[CONFIG_ERR_MAX];
+	char ev[DOMTAB_NAME_MAX + 16];
+	/* "#queue" and "@domain" as in ETRN (RFC 1985). */
+	const char *dn = args[0][0] == '@' ? args[0] + 1 : args[0];
+	redisReply *r;
+	int rc;
+
+	if (args[0][0] == '#' ? schema_queue_check(args[0] + 1, why, sizeof(why))
+			      : schema_domain_norm(dn, 0, norm, why, sizeof(why)))
+		return bad("flush \"%s\": %s", args[0], why);
+	/* Without Redis the local drain still happens. */
+	x->rc = redis_conn_open(&x->cfg->redis, ETRNCTL_TIMEOUT_MS, err, sizeof(err));
+	rc = daemon_request(x, x->cfg->control_socket, "flush", args[0]);
+	if (!x->rc)
+		return rc;
+	snprintf(ev, sizeof(ev), "drain %s", args[0]);
+	r = redisCommand(x->rc, "PUBLISH %s %s", x->chan, ev);
+	if (!r || r->type == REDIS_REPLY_ERROR)
+		rc = rc ? rc : fail("redis: PUBLISH drain failed");
+	if (r)
+		freeReplyObject(r);
+	redisFree(x->rc);
+	x->rc = NULL;
+	return rc;
+}
+
+static const struct ctl_cmd ctl_cmds[] = {
+	{ "domain", "add", cmd_domain_add, "DOMAIN", CTL_F_ROW_OPTS },
+	{ "domain", "del", cmd_domain_del, "DOMAIN", 0 },
+	{ "domain", "show", cmd_domain_show, "DOMAIN", 0 },
+	{ "domain", "list", cmd_domain_list, "", 0 },
+	{ "queue", "list", cmd_queue_list, "", 0 },
+	{ "queue", "show", cmd_queue_show, "NAME", 0 },
+	{ "user", "add", cmd_user, "NAME", CTL_F_PASSWORD },
+	{ "user", "passwd", cmd_user, "NAME", CTL_F_PASSWORD },
+	{ "user", "del", cmd_user, "NAME", 0 },
+	{ "import", NULL, cmd_import, "FILE.csv", 0 },
+	{ "export", NULL, cmd_export, "", 0 },
+	{ "flush", NULL, cmd_flush, "DOMAIN|@DOMAIN|#QUEUE", CTL_F_DAEMON },
+	{ "status", NULL, cmd_status, "", CTL_F_DAEMON },
+};
+#define CTL_NCMDS (sizeof(ctl_cmds) / sizeof(ctl_cmds[0]))
+
+static int ctl_cmd_nargs(const struct ctl_cmd *c)
+{
+	int n = 0;
+
+	for (const char *p = c->usage; *p; p++)
+		n += (p == c->usage || p[-1] == ' ') && *p != ' ';
+	return n;
+}
+
+/* The command args name and check its shape: number of arguments, options
+ * it allows (domain_opts: how many row options were given). The command, or
+ * NULL with *rc set to the exit status (reported). */
+static const struct ctl_cmd *ctl_cmd_find(char **args, int nargs, int domain_opts,
+					  const struct opts *o, int *rc)
+{
+	const char *what = args[0], *verb = "";
+	const struct ctl_cmd *c = NULL;
+	int words = 1, want;
+
+	for (size_t i = 0; i < CTL_NCMDS; i++) {
+		if (strcmp(ctl_cmds[i].name, what))
+			continue;
+		if (ctl_cmds[i].sub && nargs < 2) {
+			*rc = (bad("%s: which? (see etrnctl --help)", what), usage(stderr), EXIT_USAGE);
+			return NULL;
+		}
+		if (ctl_cmds[i].sub) {
+			verb = args[1];
+			words = 2;
+			if (strcmp(ctl_cmds[i].sub, verb))
+				continue;
+		}
+		c = &ctl_cmds[i];
+		break;
+	}
+	*rc = EXIT_USAGE;
+	if (!c)
+		return bad("unknown command \"%s%s%s\" (see etrnctl --help)", what,
+			   verb[0] ? " " : "", verb), NULL;
+	want = ctl_cmd_nargs(c);
+	if (nargs - words != want)
+		return bad("%s%s%s: want %d argument(s), got %d (see etrnctl --help)", what,
+			   verb[0] ? " " : "", verb, want, nargs - words), NULL;
+	if (domain_opts && !(c->flags & CTL_F_ROW_OPTS))
+		return bad("--dest, --queue, --etrn-from, --owner, --max-hold, --quota and --tls only go with domain add"), NULL;
+	if (o->password_stdin && !(c->flags & CTL_F_PASSWORD))
+		return bad("--password-stdin only goes with user add and user passwd"), NULL;
+	*rc = EXIT_OK;
+	return c;
+}
+
+/* ---- main --------------------------------------------------------------- */
+
+/* What the command line says besides the command. */
+struct ctl_args {
+	const char *conf, *redis_url;
+	int conf_given;
+	int domain_opts;          /* row options given */
+};
+
+/* getopt_long over argv into a, x->json and o. -1 to go on, else the exit
+ * status (--help, or a bad option). */
+static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
+		       struct opts *o)
 {
 	enum {
 		O_REDIS = 256, O_JSON, O_DEST, O_QUEUE, O_ETRN_FROM, O_OWNER, O_MAX_HOLD,
@@ -1313,173 +1286,108 @@ int main(int argc, char **argv)
 		{ "help", no_argument, 0, O_HELP },
 		{ 0, 0, 0, 0 },
 	};
-	struct ctl x;
-	struct opts o;
-	struct config cfg;
-	const char *conf = getenv("ETRND_CONF"), *redis_url = NULL, *what, *verb = "";
-	char err[CONFIG_ERR_MAX];
-	int opt, conf_given = 0, domain_opts = 0, rc, nargs;
-	char **args;
+	int opt;
 
-	memset(&x, 0, sizeof(x));
-	memset(&o, 0, sizeof(o));
-	if (!conf)
-		conf = ETRNCTL_DEFAULT_CONFIG;
-	else
-		conf_given = 1;
 	while ((opt = getopt_long(argc, argv, "c:jh", lopts, NULL)) != -1) {
 		switch (opt) {
-		case 'c': conf = optarg; conf_given = 1; break;
-		case O_REDIS: redis_url = optarg; break;
-		case 'j': case O_JSON: x.json = 1; break;
-		case O_DEST: o.dest = optarg; domain_opts++; break;
-		case O_QUEUE: o.queue = optarg; domain_opts++; break;
-		case O_ETRN_FROM: o.etrn_from = optarg; domain_opts++; break;
-		case O_OWNER: o.owner = optarg; domain_opts++; break;
-		case O_MAX_HOLD: o.max_hold = optarg; domain_opts++; break;
-		case O_QUOTA: o.quota = optarg; domain_opts++; break;
-		case O_TLS: o.tls = optarg; domain_opts++; break;
-		case O_PWSTDIN: o.password_stdin = 1; break;
+		case 'c': a->conf = optarg; a->conf_given = 1; break;
+		case O_REDIS: a->redis_url = optarg; break;
+		case 'j': case O_JSON: x->json = 1; break;
+		case O_DEST: o->row.dest = optarg; a->domain_opts++; break;
+		case O_QUEUE: o->row.queue = optarg; a->domain_opts++; break;
+		case O_ETRN_FROM: o->row.etrn_from = optarg; a->domain_opts++; break;
+		case O_OWNER: o->row.owner = optarg; a->domain_opts++; break;
+		case O_MAX_HOLD: o->row.max_hold = optarg; a->domain_opts++; break;
+		case O_QUOTA: o->row.quota = optarg; a->domain_opts++; break;
+		case O_TLS: o->row.tls = optarg; a->domain_opts++; break;
+		case O_PWSTDIN: o->password_stdin = 1; break;
 		case 'h': case O_HELP: usage(stdout); return EXIT_OK;
 		default: usage(stderr); return EXIT_USAGE;
 		}
 	}
-	args = argv + optind;
-	nargs = argc - optind;
-	if (nargs < 1) {
+	return -1;
+}
+
+/* cfg from --redis and/or the config file. 0 or the exit status (reported;
+ * cfg freed). */
+static int ctl_config(struct config *cfg, const struct ctl_args *a)
+{
+	char err[CONFIG_ERR_MAX];
+	int rc;
+
+	config_defaults(cfg);
+	if (!a->redis_url) {
+		if ((rc = load_config(cfg, a->conf, a->conf_given)))
+			config_free(cfg);
+		return rc;
+	}
+	if (config_redis_parse(&cfg->redis, a->redis_url, err, sizeof(err))) {
+		config_free(cfg);
+		return bad("--redis \"%s\": %s", a->redis_url, err);
+	}
+	if (a->conf_given && (rc = load_config(cfg, a->conf, 1)) == EXIT_USAGE) {
+		config_free(cfg);
+		return rc;
+	}
+	/* --redis wins over the file's redis line. */
+	if (config_redis_parse(&cfg->redis, a->redis_url, err, sizeof(err))) {
+		config_free(cfg);
+		return bad("--redis: %s", err);
+	}
+	return 0;
+}
+
+/* Run c with Redis (or, for the daemon's commands, the control socket). */
+static int ctl_run(struct ctl *x, const struct ctl_cmd *c, char **args, const struct opts *o)
+{
+	char err[CONFIG_ERR_MAX];
+	int rc;
+
+	if (c->flags & CTL_F_DAEMON) {
+		if (!x->cfg->control_socket[0])
+			return fail("no \"control_socket = \" in the etrnd config: cannot reach the daemon");
+		return c->run(x, c, args, o);
+	}
+	x->rc = redis_conn_open(&x->cfg->redis, ETRNCTL_TIMEOUT_MS, err, sizeof(err));
+	if (!x->rc)
+		return fail("%s", err);
+	rc = c->run(x, c, args, o);
+	redisFree(x->rc);
+	x->rc = NULL;
+	if (fflush(stdout))
+		rc = fail("stdout: %s", strerror(errno));
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	struct ctl_args a = { .conf = getenv("ETRND_CONF") };
+	const struct ctl_cmd *c;
+	struct ctl x;
+	struct opts o;
+	struct config cfg;
+	int rc;
+
+	memset(&x, 0, sizeof(x));
+	memset(&o, 0, sizeof(o));
+	a.conf_given = a.conf != NULL;
+	if (!a.conf)
+		a.conf = ETRNCTL_DEFAULT_CONFIG;
+	if ((rc = ctl_options(argc, argv, &a, &x, &o)) >= 0)
+		return rc;
+	if (argc - optind < 1) {
 		usage(stderr);
 		return EXIT_USAGE;
 	}
-	what = args[0];
-	if (!strcmp(what, "domain") || !strcmp(what, "queue") || !strcmp(what, "user")) {
-		if (nargs < 2)
-			return bad("%s: which? (see etrnctl --help)", what), usage(stderr), EXIT_USAGE;
-		verb = args[1];
-	}
-	/* Shape of each command: arguments it takes, options it allows. */
-	{
-		int want = -1, ok_domain_opts = 0, ok_pw = 0;
-
-		if (!strcmp(what, "domain")) {
-			if (!strcmp(verb, "add"))
-				want = 3, ok_domain_opts = 1;
-			else if (!strcmp(verb, "del") || !strcmp(verb, "show"))
-				want = 3;
-			else if (!strcmp(verb, "list"))
-				want = 2;
-		} else if (!strcmp(what, "queue")) {
-			if (!strcmp(verb, "list"))
-				want = 2;
-			else if (!strcmp(verb, "show"))
-				want = 3;
-		} else if (!strcmp(what, "user")) {
-			if (!strcmp(verb, "add") || !strcmp(verb, "passwd"))
-				want = 3, ok_pw = 1;
-			else if (!strcmp(verb, "del"))
-				want = 3;
-		} else if (!strcmp(what, "import")) {
-			want = 2;
-		} else if (!strcmp(what, "export") || !strcmp(what, "status")) {
-			want = 1;
-		} else if (!strcmp(what, "flush")) {
-			want = 2;
-		}
-		if (want < 0)
-			return bad("unknown command \"%s%s%s\" (see etrnctl --help)", what,
-				   verb[0] ? " " : "", verb);
-		if (nargs != want)
-			return bad("%s%s%s: want %d argument(s), got %d (see etrnctl --help)", what,
-				   verb[0] ? " " : "", verb, want - (verb[0] ? 2 : 1),
-				   nargs - (verb[0] ? 2 : 1));
-		if (domain_opts && !ok_domain_opts)
-			return bad("--dest, --queue, --etrn-from, --owner, --max-hold, --quota and --tls only go with domain add");
-		if (o.password_stdin && !ok_pw)
-			return bad("--password-stdin only goes with user add and user passwd");
-	}
-	config_defaults(&cfg);
-	if (redis_url) {
-		if (config_redis_parse(&cfg.redis, redis_url, err, sizeof(err))) {
-			config_free(&cfg);
-			return bad("--redis \"%s\": %s", redis_url, err);
-		}
-		if (conf_given && (rc = load_config(&cfg, conf, 1)) == EXIT_USAGE) {
-			config_free(&cfg);
-			return rc;
-		}
-		if (config_redis_parse(&cfg.redis, redis_url, err, sizeof(err)))
-			return bad("--redis: %s", err);
-	} else if ((rc = load_config(&cfg, conf, conf_given))) {
-		config_free(&cfg);
+	c = ctl_cmd_find(argv + optind, argc - optind, a.domain_opts, &o, &rc);
+	if (!c)
 		return rc;
-	}
+	if ((rc = ctl_config(&cfg, &a)))
+		return rc;
 	snprintf(x.prefix, sizeof(x.prefix), "%s", cfg.redis_prefix);
 	snprintf(x.chan, sizeof(x.chan), "%sevents", cfg.redis_prefix);
-	if (!strcmp(what, "flush") || !strcmp(what, "status")) {
-		char sock[PATH_MAX];
-
-		snprintf(sock, sizeof(sock), "%s", cfg.control_socket);
-		if (!sock[0]) {
-			config_free(&cfg);
-			return fail("no \"control_socket = \" in the etrnd config: cannot reach the daemon");
-		}
-		if (!strcmp(what, "status")) {
-			config_free(&cfg);
-			return daemon_request(&x, sock, "status", NULL);
-		}
-		{
-			char norm[DOMTAB_NAME_MAX + 2], why[200];
-
-			/* "#queue" and "@domain" as in ETRN (RFC 1985). */
-			const char *dn = args[1][0] == '@' ? args[1] + 1 : args[1];
-
-			if (args[1][0] == '#' ? schema_queue_check(args[1] + 1, why, sizeof(why))
-					      : schema_domain_norm(dn, 0, norm, why, sizeof(why))) {
-				config_free(&cfg);
-				return bad("flush \"%s\": %s", args[1], why);
-			}
-		}
-		x.rc = redis_conn_open(&cfg.redis, ETRNCTL_TIMEOUT_MS, err, sizeof(err));
-		config_free(&cfg);
-		rc = daemon_request(&x, sock, "flush", args[1]);
-		if (x.rc) {
-			/* Other nodes hold mail for it too (DESIGN.md 7). */
-			char ev[DOMTAB_NAME_MAX + 16];
-			redisReply *r;
-
-			snprintf(ev, sizeof(ev), "drain %s", args[1]);
-			r = redisCommand(x.rc, "PUBLISH %s %s", x.chan, ev);
-			if (!r || r->type == REDIS_REPLY_ERROR)
-				rc = rc ? rc : fail("redis: PUBLISH drain failed");
-			if (r)
-				freeReplyObject(r);
-			redisFree(x.rc);
-		}
-		return rc;
-	}
-	x.rc = redis_conn_open(&cfg.redis, ETRNCTL_TIMEOUT_MS, err, sizeof(err));
+	x.cfg = &cfg;
+	rc = ctl_run(&x, c, argv + optind + (c->sub ? 2 : 1), &o);
 	config_free(&cfg);
-	if (!x.rc)
-		return fail("%s", err);
-	if (!strcmp(what, "domain")) {
-		if (!strcmp(verb, "add"))
-			rc = domain_add(&x, args[2], &o);
-		else if (!strcmp(verb, "del"))
-			rc = domain_del(&x, args[2]);
-		else if (!strcmp(verb, "show"))
-			rc = domain_show(&x, args[2]);
-		else
-			rc = domain_list(&x);
-	} else if (!strcmp(what, "queue")) {
-		rc = !strcmp(verb, "list") ? queue_list(&x) : queue_show(&x, args[2]);
-	} else if (!strcmp(what, "user")) {
-		rc = user_cmd(&x, verb, args[2], &o);
-	} else if (!strcmp(what, "import")) {
-		rc = import_csv(&x, args[1]);
-	} else {
-		rc = export_csv(&x);
-	}
-	redisFree(x.rc);
-	if (fflush(stdout))
-		rc = fail("stdout: %s", strerror(errno));
 	return rc;
 }

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "core/config.h"
+#include "core/units.h"
 
 static int why(char *buf, size_t len, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -215,68 +216,25 @@ int schema_dest_check(const char *s, char *w, size_t wl)
 
 int schema_duration_parse(const char *s, uint64_t *ms, char *w, size_t wl)
 {
-	char *end;
-	unsigned long long n, mul;
+	char one[UNITS_WHY_MAX];
+	uint64_t v;
 
-	if (!isdigit((unsigned char)*s))
-		goto bad;
-	errno = 0;
-	n = strtoull(s, &end, 10);
-	if (errno)
-		goto bad;
-	if (!strcmp(end, "") || !strcmp(end, "s"))
-		mul = 1000;
-	else if (!strcmp(end, "m"))
-		mul = 60ull * 1000;
-	else if (!strcmp(end, "h"))
-		mul = 3600ull * 1000;
-	else if (!strcmp(end, "d"))
-		mul = 86400ull * 1000;
-	else if (!strcmp(end, "w"))
-		mul = 7 * 86400ull * 1000;
-	else
-		goto bad;
-	if (n == 0 || n > UINT64_MAX / mul)
-		goto bad;
-	*ms = n * mul;
+	if (units_parse_duration(s, &v, one, sizeof(one)))
+		return why(w, wl, "\"%s\": %s", s, one);
+	if (v < CONFIG_MAX_HOLD_MIN_MS || v > CONFIG_MAX_HOLD_MAX_MS)
+		return why(w, wl, "\"%s\": want a duration from %llus to %llud, as max_hold in etrnd.conf",
+			   s, CONFIG_MAX_HOLD_MIN_MS / 1000, CONFIG_MAX_HOLD_MAX_MS / 86400000);
+	*ms = v;
 	return 0;
-bad:
-	return why(w, wl, "\"%s\": not a duration (want like 5d, 12h, 30m or 3600s)", s);
 }
 
 int schema_size_parse(const char *s, uint64_t *bytes, char *w, size_t wl)
 {
-	char *end;
-	unsigned long long n, mul = 1;
+	char one[UNITS_WHY_MAX];
 
-	if (!isdigit((unsigned char)*s))
-		goto bad;
-	errno = 0;
-	n = strtoull(s, &end, 10);
-	if (errno)
-		goto bad;
-	if (*end) {
-		switch (*end) {
-		case 'k': case 'K': mul = 1ull << 10; break;
-		case 'm': case 'M': mul = 1ull << 20; break;
-		case 'g': case 'G': mul = 1ull << 30; break;
-		case 't': case 'T': mul = 1ull << 40; break;
-		default: goto bad;
-		}
-		end++;
-		if (*end == 'i' && end[1] == 'B')
-			end += 2;
-		else if (*end == 'B')
-			end++;
-		if (*end)
-			goto bad;
-	}
-	if (n > UINT64_MAX / mul)
-		goto bad;
-	*bytes = n * mul;
+	if (units_parse_size(s, bytes, one, sizeof(one)))
+		return why(w, wl, "\"%s\": %s", s, one);
 	return 0;
-bad:
-	return why(w, wl, "\"%s\": not a size (want bytes, or like 500M, 2G)", s);
 }
 
 int schema_tls_parse(const char *s, enum domtab_tls *tls, char *w, size_t wl)

@@ -56,10 +56,13 @@ int schema_cidr_list_format(const struct domtab_cidr *c, unsigned n, char *out, 
 /* "mx", "host", "host:port", "1.2.3.4:25", "[2001:db8::1]:2525". */
 int schema_dest_check(const char *s, char *why, size_t wl);
 
-/* "5d", "12h", "30m", "3600s", "3600" (seconds) -> ms (at least 1 s). */
+/* A domain's max_hold: a duration as core/units.h reads it ("5d", "12h",
+ * "3600" = seconds, "1w", "1500ms") -> ms, in the range etrnd.conf's
+ * max_hold takes (CONFIG_MAX_HOLD_MIN_MS..CONFIG_MAX_HOLD_MAX_MS). */
 int schema_duration_parse(const char *s, uint64_t *ms, char *why, size_t wl);
 
-/* "1048576", "100k", "50M", "2G" (powers of 1024) -> bytes. */
+/* A size as core/units.h reads it ("1048576", "100k", "50M", "2G", powers
+ * of 1024) -> bytes; 0 is allowed (no quota). */
 int schema_size_parse(const char *s, uint64_t *bytes, char *why, size_t wl);
 
 /* "may" or "must". */

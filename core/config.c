@@ -19,7 +19,9 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "core/ascii.h"
 #include "core/log.h"
+#include "core/units.h"
 
 #define CONFIG_LINE_MAX 8192
 
@@ -43,75 +45,13 @@ static int why(char *buf, size_t len, const char *fmt, ...)
 	return -1;
 }
 
-/* "123", "64k", "50M", "1G": powers of 1024. */
-static int parse_size(const char *v, unsigned long long *out)
-{
-	char *end;
-	unsigned long long n, mul = 1;
-
-	if (!isdigit((unsigned char)*v))
-		return -1;
-	errno = 0;
-	n = strtoull(v, &end, 10);
-	if (errno)
-		return -1;
-	if (*end) {
-		switch (*end) {
-		case 'k': case 'K': mul = 1ull << 10; break;
-		case 'm': case 'M': mul = 1ull << 20; break;
-		case 'g': case 'G': mul = 1ull << 30; break;
-		default: return -1;
-		}
-		end++;
-		if (*end == 'i' && end[1] == 'B')
-			end += 2;
-		else if (*end == 'B')
-			end++;
-		if (*end)
-			return -1;
-	}
-	if (n > UINT64_MAX / mul)
-		return -1;
-	*out = n * mul;
-	return 0;
-}
-
-/* "300" (seconds), "300s", "500ms", "5m", "1h", "5d" -> milliseconds. */
-static int parse_duration(const char *v, unsigned long long *ms)
-{
-	char *end;
-	unsigned long long n, mul = 1000;
-
-	if (!isdigit((unsigned char)*v))
-		return -1;
-	errno = 0;
-	n = strtoull(v, &end, 10);
-	if (errno)
-		return -1;
-	if (!strcmp(end, "ms"))
-		mul = 1;
-	else if (!strcmp(end, "") || !strcmp(end, "s"))
-		mul = 1000;
-	else if (!strcmp(end, "m"))
-		mul = 60ull * 1000;
-	else if (!strcmp(end, "h"))
-		mul = 3600ull * 1000;
-	else if (!strcmp(end, "d"))
-		mul = 86400ull * 1000;
-	else
-		return -1;
-	if (n > UINT64_MAX / mul)
-		return -1;
-	*ms = n * mul;
-	return 0;
-}
-
 static int set_size(struct config *c, const struct config_key *k, const char *v,
 		    char *w, size_t wl)
 {
-	unsigned long long n;
+	uint64_t n;
 
-	if (parse_size(v, &n) || n < k->min || n > k->max)
+	/* The grammar is units.h's, shared with Redis rows and etrnctl. */
+	if (units_parse_size(v, &n, NULL, 0) || n < k->min || n > k->max)
 		return why(w, wl, "bad value for %s: \"%s\" (want a size from %llu to %llu, suffix k, M or G)",
 			   k->name, v, k->min, k->max);
 	*(size_t *)((char *)c + k->off) = (size_t)n;
@@ -136,9 +76,9 @@ static int set_uint(struct config *c, const struct config_key *k, const char *v,
 static int set_duration(struct config *c, const struct config_key *k, const char *v,
 			char *w, size_t wl)
 {
-	unsigned long long ms;
+	uint64_t ms;
 
-	if (parse_duration(v, &ms) || ms < k->min || ms > k->max)
+	if (units_parse_duration(v, &ms, NULL, 0) || ms < k->min || ms > k->max)
 		return why(w, wl, "bad value for %s: \"%s\" (want a duration from %llums to %llus, like 300s, 5m, 1h)",
 			   k->name, v, k->min, k->max / 1000);
 	*(unsigned *)((char *)c + k->off) = (unsigned)ms;
@@ -327,8 +267,7 @@ static int set_relay_domains(struct config *c, const struct config_key *k, const
 			goto fail;
 		}
 		list = nl;
-		for (size_t i = 0; i < len; i++)
-			d[i] = (char)tolower((unsigned char)d[i]);
+		ascii_lower_copy(d, d, len);
 		list[n++] = d;
 		p += strcspn(p, ", \t");
 	}
@@ -658,7 +597,7 @@ static const struct config_key config_keys[] = {
 	 * milliseconds, so at most 49 days. */
 	{ "drain_connections", set_uint, OFF(drain_connections), 1, 64 },
 	{ "etrn_rate_limit", set_uint, OFF(etrn_rate_limit), 1, 100000 },
-	{ "max_hold", set_duration, OFF(max_hold_ms), 1000, 49 * MS_PER_DAY },
+	{ "max_hold", set_duration, OFF(max_hold_ms), CONFIG_MAX_HOLD_MIN_MS, CONFIG_MAX_HOLD_MAX_MS },
 	/* Like Postfix's delay_warning_time; 0 turns warnings off. */
 	{ "delay_warning", set_duration, OFF(delay_warning_ms), 0, 49 * MS_PER_DAY },
 	{ "clock_offset", set_duration, OFF(clock_offset_ms), 0, 49 * MS_PER_DAY },

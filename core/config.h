@@ -16,6 +16,10 @@
 #define CONFIG_THREADS_MAX 256
 #define CONFIG_ERR_MAX 512
 #define CONFIG_HOSTNAME_MAX 256
+/* The range of max_hold, in etrnd.conf and in a domain's Redis row alike:
+ * at least a second, at most what 32-bit milliseconds hold (49 days). */
+#define CONFIG_MAX_HOLD_MIN_MS 1000ull
+#define CONFIG_MAX_HOLD_MAX_MS (49ull * 86400 * 1000)
 
 enum config_sync { CONFIG_SYNC_NONE, CONFIG_SYNC_BATCH, CONFIG_SYNC_ALWAYS };
 

@@ -343,3 +343,65 @@ Test(config, delay_warning_key)
 	}
 	config_free(&c);
 }
+
+/* Sizes and durations come from core/units.h: the spellings Redis rows and
+ * etrnctl take work here too (1w, T), case rules hold, and a value that
+ * would wrap is refused with the key's message (tests/unit/test_units.c
+ * holds the full table across the three layers). */
+Test(config, units_spellings)
+{
+	static const struct {
+		const char *key, *v;
+		int want_ok;
+		unsigned long long want;
+	} cases[] = {
+		{ "max_hold", "1w", 1, 7ull * 86400 * 1000 },
+		{ "max_hold", "7w", 1, 49ull * 86400 * 1000 },
+		{ "max_hold", "8w", 0, 0 },
+		{ "max_hold", "1500ms", 1, 1500 },
+		{ "max_hold", "999ms", 0, 0 },
+		{ "max_hold", "1W", 0, 0 },
+		{ "max_hold", "18446744073710s", 0, 0 },
+		{ "max_hold", "18446744073709551616", 0, 0 },
+		{ "idle_timeout", "1H", 0, 0 },
+		{ "message_size_limit", "1g", 1, 1ull << 30 },
+		{ "message_size_limit", "1024kB", 1, 1ull << 20 },
+		{ "message_size_limit", "1024kb", 0, 0 },
+		{ "message_size_limit", "1T", 0, 0 },         /* grammar fine, range not */
+		{ "message_size_limit", "16777216G", 0, 0 },  /* 2^64 would wrap to 0 */
+		{ "segment_size", " 2M", 0, 0 },              /* config_load trims, not config_set */
+	};
+	struct config c;
+	char err[CONFIG_ERR_MAX];
+
+	config_defaults(&c);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int rc = config_set(&c, cases[i].key, cases[i].v, "-o", err, sizeof(err));
+		unsigned long long got = !strcmp(cases[i].key, "max_hold") ? c.max_hold_ms :
+			!strcmp(cases[i].key, "idle_timeout") ? c.idle_timeout_ms : c.message_size_limit;
+
+		cr_expect_eq(rc == 0, cases[i].want_ok, "%s [%s]: rc %d (%s)", cases[i].key,
+			     cases[i].v, rc, err);
+		if (cases[i].want_ok)
+			cr_expect_eq(got, cases[i].want, "%s [%s]", cases[i].key, cases[i].v);
+		else
+			cr_expect(strstr(err, "bad value for ") != NULL, "%s", err);
+	}
+	config_free(&c);
+}
+
+/* relay_domains are lower-cased in ASCII only (core/ascii.h), whatever the
+ * process locale. */
+Test(config, relay_domains_ascii_lower)
+{
+	struct config c;
+	char err[CONFIG_ERR_MAX];
+
+	config_defaults(&c);
+	cr_assert_eq(config_set(&c, "relay_domains", "MiXeD.Example.NET, A-B.TEST", "-o", err,
+				sizeof(err)), 0, "%s", err);
+	cr_assert_eq(c.nrelay_domains, 2);
+	cr_expect_str_eq(c.relay_domains[0], "mixed.example.net");
+	cr_expect_str_eq(c.relay_domains[1], "a-b.test");
+	config_free(&c);
+}
