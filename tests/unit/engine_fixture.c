@@ -309,8 +309,10 @@ int engine_fixture_call(struct engine_fixture *f, engine_fixture_fn fn, void *ar
 	struct timespec dl;
 	int done;
 
-	if (!c || !f->running)
-		return free(c), -ENOMEM;
+	if (!c || !f->running) {
+		free(c);
+		return c ? -ESHUTDOWN : -ENOMEM;
+	}
 	c->fn = fn;
 	c->arg = arg;
 	pthread_mutex_init(&c->mu, NULL);
@@ -688,4 +690,54 @@ size_t engine_fixture_queue_ids(struct engine_fixture *f, const char *domain,
 	while (n < max && spool_index_queue_next(&it, &e))
 		ids[n++] = e.msgid;
 	return n;
+}
+
+#define ENGINE_FIXTURE_STATES_MAX 64
+
+void engine_fixture_states(struct spool_index *idx, uint64_t msgid, char *out,
+			   size_t outlen)
+{
+	uint32_t rc[ENGINE_FIXTURE_STATES_MAX];
+	uint8_t st[ENGINE_FIXTURE_STATES_MAX];
+	struct spool_index_entry e;
+	int n;
+
+	out[0] = '\0';
+	if (spool_index_msg_find(idx, msgid, &e) || e.nrcpt + 1 > outlen ||
+	    e.nrcpt > ENGINE_FIXTURE_STATES_MAX)
+		return;
+	memset(out, 'P', e.nrcpt);
+	out[e.nrcpt] = '\0';
+	n = spool_index_msg_done(idx, msgid, rc, st, ENGINE_FIXTURE_STATES_MAX);
+	for (int i = 0; i < n; i++)
+		out[rc[i]] = st[i] == SPOOL_DONE_DELIVERED ? 'D' :
+			     st[i] == SPOOL_DONE_BOUNCED ? 'B' :
+			     st[i] == SPOOL_DONE_EXPIRED ? 'E' : '?';
+}
+
+int engine_fixture_dsn_check(struct engine_fixture *f, uint64_t msgid, const char *to,
+			     const char *const *want, char *why, size_t whylen)
+{
+	struct engine_fixture_msg m;
+	int rc = -1;
+
+	if (engine_fixture_read(f, msgid, &m)) {
+		snprintf(why, whylen, "DSN unreadable");
+		return -1;
+	}
+	if (m.sender[0])
+		snprintf(why, whylen, "DSN from <%s>, want <>", m.sender);
+	else if (m.nrcpt != 1 || strcmp(m.rcpt[0], to))
+		snprintf(why, whylen, "DSN to %u recipient(s), <%s> first; want <%s>",
+			 m.nrcpt, m.nrcpt ? m.rcpt[0] : "", to);
+	else
+		rc = 0;
+	for (unsigned i = 0; rc == 0 && want[i]; i++) {
+		if (!strstr(m.body, want[i])) {
+			snprintf(why, whylen, "DSN lacks \"%s\":\n%s", want[i], m.body);
+			rc = -1;
+		}
+	}
+	engine_fixture_msg_free(&m);
+	return rc;
 }

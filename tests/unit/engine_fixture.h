@@ -135,6 +135,19 @@ int engine_fixture_read(struct engine_fixture *f, uint64_t msgid,
 		struct engine_fixture_msg *m);
 void engine_fixture_msg_free(struct engine_fixture_msg *m);
 
+/* The recipient states of msgid in idx as a string, one letter a recipient
+ * in record order: 'D' delivered, 'B' bounced, 'E' expired, 'P' pending;
+ * "" when the message is finished (no longer indexed) or has more than
+ * outlen - 1 recipients. */
+void engine_fixture_states(struct spool_index *idx, uint64_t msgid, char *out,
+		size_t outlen);
+
+/* Check the DSN msgid in the reopened shard: from the null sender to to
+ * alone, its text holding every line of want (NULL-terminated). Returns 0,
+ * or -1 with why (NUL-terminated) saying what is wrong. */
+int engine_fixture_dsn_check(struct engine_fixture *f, uint64_t msgid, const char *to,
+		const char *const *want, char *why, size_t whylen);
+
 /* The ids of the messages queued for domain in the reopened shard, in
  * arrival order, up to max. Returns how many. */
 size_t engine_fixture_queue_ids(struct engine_fixture *f, const char *domain,

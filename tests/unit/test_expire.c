@@ -70,105 +70,90 @@ static void t_expire(struct engine_fixture *f, uint64_t offset_us, uint64_t dela
 		     (unsigned long)want);
 }
 
-/* Recipient states: 'E' expired, 'D' delivered, 'B' bounced, 'P' pending;
- * "" when the message is finished (no longer indexed). */
-static void t_states(struct spool_index *idx, uint64_t msgid, char *out, size_t outlen)
-{
-	uint32_t rc[T_STATES_MAX];
-	uint8_t st[T_STATES_MAX];
-	struct spool_index_entry e;
-	int n;
-
-	out[0] = '\0';
-	if (spool_index_msg_find(idx, msgid, &e) || e.nrcpt + 1 > outlen)
-		return;
-	memset(out, 'P', e.nrcpt);
-	out[e.nrcpt] = '\0';
-	n = spool_index_msg_done(idx, msgid, rc, st, T_STATES_MAX);
-	for (int i = 0; i < n; i++)
-		out[rc[i]] = st[i] == SPOOL_DONE_EXPIRED ? 'E' :
-			     st[i] == SPOOL_DONE_DELIVERED ? 'D' :
-			     st[i] == SPOOL_DONE_BOUNCED ? 'B' : '?';
-}
-
 static void t_expect_states(struct spool_index *idx, uint64_t msgid, const char *want,
 			    const char *what)
 {
 	char st[T_STATES_MAX + 1];
 
-	t_states(idx, msgid, st, sizeof(st));
+	engine_fixture_states(idx, msgid, st, sizeof(st));
 	cr_expect_str_eq(st, want, "%s: recipients %s, want %s", what, st, want);
 }
 
-/* The DSN at ids[i] of sender.test: from <>, to T_SENDER, holding every
- * line of want (NULL-terminated). */
 static void t_expect_dsn(struct engine_fixture *f, uint64_t id, const char *const *want)
 {
-	struct engine_fixture_msg m;
+	char why[4096];
 
-	cr_assert_eq(engine_fixture_read(f, id, &m), 0, "DSN unreadable");
-	cr_expect_str_eq(m.sender, "", "DSN from <%s>, want <>", m.sender);
-	cr_expect_eq(m.nrcpt, 1);
-	if (m.nrcpt == 1)
-		cr_expect_str_eq(m.rcpt[0], T_SENDER);
-	for (unsigned i = 0; want[i]; i++)
-		cr_expect_not_null(strstr(m.body, want[i]), "DSN lacks \"%s\":\n%s", want[i],
-				   m.body);
-	engine_fixture_msg_free(&m);
+	cr_expect_eq(engine_fixture_dsn_check(f, id, T_SENDER, want, why, sizeof(why)), 0,
+		     "%s", why);
 }
 
-/* Held six days, default max_hold five: both recipients get DONE(expired)
- * and the sender one DSN listing both, 4.4.7. */
-Test(expire, old_message_expires_with_dsn, .timeout = T_TIMEOUT_S)
+/* One message held for offset_days, then expiry with the default max_hold
+ * (five days) and no delay warnings. */
+struct t_case {
+	const char *sender;
+	const char *rcpt[T_STATES_MAX];
+	unsigned nrcpt;
+	uint64_t offset_days;
+	uint64_t want_count;          /* expire_count() */
+	const char *want_states;      /* engine_fixture_states() afterwards */
+	uint64_t want_expired;        /* DONE(expired) records */
+	uint64_t want_held;           /* messages held afterwards (a DSN is one) */
+	const char *want_dsn[T_STATES_MAX]; /* NULL-terminated; none: no DSN */
+};
+
+static const struct t_case t_cases[] = {
+	{ /* both recipients expire; one DSN to the sender lists both, 4.4.7 */
+		.sender = T_SENDER, .rcpt = { "a@old.test", "b@old.test" }, .nrcpt = 2,
+		.offset_days = 6, .want_count = 1, .want_states = "",
+		.want_expired = 2, .want_held = 1,
+		.want_dsn = {
+			"Subject: Undelivered Mail Returned to Sender\r\n",
+			"Final-Recipient: rfc822; a@old.test\r\n",
+			"Final-Recipient: rfc822; b@old.test\r\n",
+			"Action: failed\r\n",
+			"Status: 4.4.7\r\n",
+		},
+	},
+	{ /* younger than max_hold: nothing at all */
+		.sender = T_SENDER, .rcpt = { "a@old.test" }, .nrcpt = 1,
+		.offset_days = 4, .want_count = 0, .want_states = "P",
+		.want_expired = 0, .want_held = 1,
+	},
+	{ /* the null sender (a DSN itself): DONEs, no DSN for a DSN (RFC 3461
+	   * 6.2) */
+		.sender = "", .rcpt = { "a@old.test", "b@old.test" }, .nrcpt = 2,
+		.offset_days = 6, .want_count = 1, .want_states = "",
+		.want_expired = 2, .want_held = 0,
+	},
+};
+
+static void t_run(const struct t_case *c)
 {
-	static const char *const rcpt[] = { "a@old.test", "b@old.test" };
-	static const char *const want[] = {
-		"Subject: Undelivered Mail Returned to Sender\r\n",
-		"Final-Recipient: rfc822; a@old.test\r\n",
-		"Final-Recipient: rfc822; b@old.test\r\n",
-		"Action: failed\r\n",
-		"Status: 4.4.7\r\n",
-		NULL,
-	};
 	struct engine_fixture f;
 	struct spool_index *idx;
 	struct spool_index_totals tot;
 	uint64_t m, ids[T_IDS_MAX];
+	size_t n;
 
 	t_start(&f);
-	cr_assert((m = engine_fixture_append(&f, T_SENDER, rcpt, 2, T_BODY)));
-	t_expire(&f, 6 * T_DAY_US, 0, 1);
+	cr_assert((m = engine_fixture_append(&f, c->sender, c->rcpt, c->nrcpt, T_BODY)));
+	t_expire(&f, c->offset_days * T_DAY_US, 0, c->want_count);
 	engine_fixture_stop(&f);
 	cr_assert_not_null((idx = engine_fixture_reopen(&f)), "%s", f.err);
-	t_expect_states(idx, m, "", "the expired message");
+	t_expect_states(idx, m, c->want_states, "the message");
 	spool_index_totals(idx, &tot);
-	cr_expect_eq(tot.expired, 2);
-	cr_expect_eq(tot.messages, 1, "only the DSN is left held");
-	cr_assert_eq(engine_fixture_queue_ids(&f, "sender.test", ids, T_IDS_MAX), 1);
-	t_expect_dsn(&f, ids[0], want);
+	cr_expect_eq(tot.expired, c->want_expired, "%lu DONE(expired)", (unsigned long)tot.expired);
+	cr_expect_eq(tot.messages, c->want_held, "%lu message(s) held", (unsigned long)tot.messages);
+	n = engine_fixture_queue_ids(&f, "sender.test", ids, T_IDS_MAX);
+	cr_expect_eq(n, c->want_dsn[0] ? 1 : 0, "%zu message(s) for sender.test", n);
+	if (n == 1 && c->want_dsn[0])
+		t_expect_dsn(&f, ids[0], c->want_dsn);
 	engine_fixture_fini(&f);
 }
 
-/* Held four days, max_hold five: nothing happens, not even a DSN. */
-Test(expire, younger_message_stays, .timeout = T_TIMEOUT_S)
-{
-	static const char *const rcpt[] = { "a@old.test" };
-	struct engine_fixture f;
-	struct spool_index *idx;
-	struct spool_index_totals tot;
-	uint64_t m;
-
-	t_start(&f);
-	cr_assert((m = engine_fixture_append(&f, T_SENDER, rcpt, 1, T_BODY)));
-	t_expire(&f, 4 * T_DAY_US, 0, 0);
-	engine_fixture_stop(&f);
-	cr_assert_not_null((idx = engine_fixture_reopen(&f)), "%s", f.err);
-	t_expect_states(idx, m, "P", "the young message");
-	spool_index_totals(idx, &tot);
-	cr_expect_eq(tot.expired, 0);
-	cr_expect_eq(tot.messages, 1, "no DSN");
-	engine_fixture_fini(&f);
-}
+Test(expire, old_message_expires_with_dsn, .timeout = T_TIMEOUT_S) { t_run(&t_cases[0]); }
+Test(expire, younger_message_stays, .timeout = T_TIMEOUT_S) { t_run(&t_cases[1]); }
+Test(expire, null_sender_expires_without_dsn, .timeout = T_TIMEOUT_S) { t_run(&t_cases[2]); }
 
 /* Ten days held: old.test (default five days) expires, young.test (its own
  * thirty days) stays, and a message for both expires in part, its DSN
@@ -201,29 +186,6 @@ Test(expire, per_domain_max_hold, .timeout = T_TIMEOUT_S)
 	cr_assert_eq(engine_fixture_read(&f, ids[1], &dsn), 0);
 	cr_expect_null(strstr(dsn.body, "y2@young.test"), "the DSN names a recipient still held");
 	engine_fixture_msg_free(&dsn);
-	engine_fixture_fini(&f);
-}
-
-/* The null sender's message (a DSN itself) expires with DONE(expired) and
- * no DSN: RFC 3461 6.2, no DSN for a DSN. */
-Test(expire, null_sender_expires_without_dsn, .timeout = T_TIMEOUT_S)
-{
-	static const char *const rcpt[] = { "a@old.test", "b@old.test" };
-	struct engine_fixture f;
-	struct spool_index *idx;
-	struct spool_index_totals tot;
-	uint64_t m;
-
-	t_start(&f);
-	cr_assert((m = engine_fixture_append(&f, "", rcpt, 2, T_BODY)));
-	t_expire(&f, 6 * T_DAY_US, 0, 1);
-	engine_fixture_stop(&f);
-	cr_assert_not_null((idx = engine_fixture_reopen(&f)), "%s", f.err);
-	t_expect_states(idx, m, "", "the expired message");
-	spool_index_totals(idx, &tot);
-	cr_expect_eq(tot.expired, 2);
-	cr_expect_eq(tot.messages, 0, "%lu message(s) held: a DSN was made",
-		     (unsigned long)tot.messages);
 	engine_fixture_fini(&f);
 }
 
