@@ -486,10 +486,11 @@ static int t_reflush_when_idle(struct engine_fixture *f, void *arg)
  * round. If the commit also outlasts that connection's connect and EHLO
  * (an fdatasync slower than a loopback round trip: a loaded disk), the new
  * drain's snapshot still has the delivered recipients pending and delivers
- * them a second time; DESIGN.md 6 says a second ETRN "never duplicates
- * delivery". Fix idea: a job ends (hub_end) only once the DONE and bounce
+ * them a second time (seen here: 11 MAIL FROM for 10 messages in about one
+ * run in six); DESIGN.md 6 says a second ETRN "never duplicates delivery". Fix idea: a job ends (hub_end) only once the DONE and bounce
  * commits of its connections are durable (a done callback on the last DONE
- * of each message).
+ * of each message). Run it with -DT_RUN_KNOWN_BUGS; it fails in nearly
+ * every run on the extra drains, and sometimes on the duplicate.
  */
 Test(drain, etrn_right_after_drain_no_new_drain, .timeout = T_TIMEOUT_S,
      .disabled = T_KNOWN_BUG)
@@ -498,7 +499,7 @@ Test(drain, etrn_right_after_drain_no_new_drain, .timeout = T_TIMEOUT_S,
 	struct engine_fixture f;
 	struct t_server s;
 	char reply[256];
-	unsigned dup = 0;
+	unsigned dup = 0, sent = 0;
 
 	t_server_start(&s, &plain, 0, 0);
 	cr_assert_eq(engine_fixture_init(&f, t_table(s.port)), 0);
@@ -521,8 +522,12 @@ Test(drain, etrn_right_after_drain_no_new_drain, .timeout = T_TIMEOUT_S,
 	t_server_stop(&s);
 	cr_expect_eq(dup, 0, "%u of %u rounds: ETRN right after a drain restarted it", dup,
 		     T_REFLUSH_ROUNDS);
+	for (const char *p = s.log; (p = strstr(p, "MAIL FROM:")); p++)
+		sent++;
+	cr_expect_eq(sent, T_REFLUSH_ROUNDS, "%u messages sent for %u: delivered twice", sent,
+		     T_REFLUSH_ROUNDS);
 	cr_expect_eq(atomic_load(&s.conns), T_REFLUSH_ROUNDS,
-		     "%u connections for %u one-message drains: delivered twice",
-		     atomic_load(&s.conns), T_REFLUSH_ROUNDS);
+		     "%u connections for %u one-message drains", atomic_load(&s.conns),
+		     T_REFLUSH_ROUNDS);
 	engine_fixture_fini(&f);
 }
