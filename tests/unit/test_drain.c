@@ -482,15 +482,16 @@ static int t_reflush_when_idle(struct engine_fixture *f, void *arg)
  * delivered were queued without a callback and reach the index (and the
  * node-wide counters) only once their group commit is durable. An ETRN in
  * that window is told 253 (messages pending) instead of 251 and starts a
- * new drain: one more connection to the customer, here in nearly every
- * round. If the commit also outlasts that connection's connect and EHLO
+ * new drain (here in 1 to 7 rounds of 10), often one more connection to
+ * the customer. If the commit also outlasts that connection's connect and EHLO
  * (an fdatasync slower than a loopback round trip: a loaded disk), the new
  * drain's snapshot still has the delivered recipients pending and delivers
  * them a second time (seen here: 11 MAIL FROM for 10 messages in about one
- * run in six); DESIGN.md 6 says a second ETRN "never duplicates delivery". Fix idea: a job ends (hub_end) only once the DONE and bounce
- * commits of its connections are durable (a done callback on the last DONE
- * of each message). Run it with -DT_RUN_KNOWN_BUGS; it fails in nearly
- * every run on the extra drains, and sometimes on the duplicate.
+ * run in six); DESIGN.md 6 says a second ETRN "never duplicates delivery".
+ * Fix idea: a job ends (hub_end) only once the DONE and bounce commits of
+ * its connections are durable (a done callback on the last DONE of each
+ * message). Run it with -DT_RUN_KNOWN_BUGS: it fails in nearly every run on
+ * the restarted drains, and sometimes on the duplicate.
  */
 Test(drain, etrn_right_after_drain_no_new_drain, .timeout = T_TIMEOUT_S,
      .disabled = T_KNOWN_BUG)
