@@ -54,10 +54,12 @@ struct t_rcpt_reply {
 struct t_script {
 	struct t_rcpt_reply rcpt[T_REPLIES_MAX]; /* others get 250 */
 	int drop_after_dot;          /* close, unanswered, after the final dot */
+	const char *dot_reply[2];    /* to the dot of message 1, 2; NULL: 250 */
 };
 
 struct t_server {
 	int lfd;
+	unsigned dots;               /* final dots seen, all connections */
 	unsigned port;
 	pthread_t th;
 	const struct t_script *sc;
@@ -124,7 +126,11 @@ static const char *t_answer(struct t_server *s, const char *line, size_t n, int 
 		if (n != 3 || memcmp(line, ".\r\n", 3))
 			return "";
 		*body = 0;
-		return s->sc->drop_after_dot ? NULL : "250 2.0.0 queued\r\n";
+		r = s->dots < 2 ? s->sc->dot_reply[s->dots] : NULL;
+		s->dots++;
+		if (s->sc->drop_after_dot)
+			return NULL;
+		return r ? r : "250 2.0.0 queued\r\n";
 	}
 	if (n >= 5 && !strncasecmp(line, "EHLO ", 5))
 		return "250-cust.test hello\r\n250 PIPELINING\r\n";
@@ -259,12 +265,13 @@ static const char *const t_rcpt1[] = {
 static const char *const t_rcpt2[] = { "r4@cust.test" };
 
 /* What the server must receive when both messages go out on one connection. */
-#define T_TX1 "MAIL FROM:<" T_SENDER1 ">\r\n" \
-	"RCPT TO:<r1@cust.test>\r\nRCPT TO:<r2@cust.test>\r\nRCPT TO:<r3@cust.test>\r\n" \
-	"DATA\r\n" T_BODY1 ".\r\n"
+#define T_RCPTS1 "RCPT TO:<r1@cust.test>\r\nRCPT TO:<r2@cust.test>\r\n" \
+	"RCPT TO:<r3@cust.test>\r\nDATA\r\n" T_BODY1 ".\r\n"
+#define T_TX1 "MAIL FROM:<" T_SENDER1 ">\r\n" T_RCPTS1
 #define T_TX2 "MAIL FROM:<" T_SENDER2 ">\r\nRCPT TO:<r4@cust.test>\r\nDATA\r\n" T_BODY2 ".\r\n"
 #define T_EHLO "EHLO " ENGINE_FIXTURE_HOSTNAME "\r\n"
 #define T_ALL T_EHLO T_TX1 T_TX2 "QUIT\r\n"
+#define T_ALL_NULL T_EHLO "MAIL FROM:<>\r\n" T_RCPTS1 T_TX2 "QUIT\r\n"
 
 /* The domain table: cust.test goes to the scripted server and may be
  * released by 127.0.0.1; other.test exists but is not drained here. */
@@ -290,6 +297,7 @@ static struct domtab *t_table(unsigned port)
 
 struct t_case {
 	const char *name;
+	int null_sender1;            /* message 1 from <> (itself a DSN) */
 	struct t_script script;
 	const char *want_log;        /* every byte the server received */
 	const char *want_m1;         /* t_states() of each message afterwards */
@@ -339,6 +347,41 @@ static const struct t_case t_cases[] = {
 			"Subject: Undelivered Mail Returned to Sender\r\n",
 		},
 	},
+	{
+		.name = "4xx to the final dot",
+		.script = { .dot_reply = { "452 4.3.1 out of storage\r\n" } },
+		.want_log = T_ALL,
+		.want_m1 = "PPPP",
+		.want_m2 = "",
+		.want_delivered = 1,
+	},
+	{
+		.name = "5xx to the final dot",
+		.script = { .dot_reply = { "554 5.6.0 content rejected\r\n" } },
+		.want_log = T_ALL,
+		.want_m1 = "BBBP",
+		.want_m2 = "",
+		.want_delivered = 1,
+		.want_bounced = 3,
+		.want_dsn = {
+			"Final-Recipient: rfc822; r1@cust.test\r\n",
+			"Final-Recipient: rfc822; r2@cust.test\r\n",
+			"Final-Recipient: rfc822; r3@cust.test\r\n",
+			"Status: 5.6.0\r\n",
+			"Diagnostic-Code: smtp; 554 5.6.0 content rejected\r\n",
+		},
+	},
+	{
+		.name = "5xx to one recipient of a message from <>",
+		.null_sender1 = 1,
+		.script = { .rcpt = { { "r2@cust.test",
+					"550 5.1.1 <r2@cust.test>: no such user\r\n" } } },
+		.want_log = T_ALL_NULL,
+		.want_m1 = "DBDP", /* bounced, and no DSN for a DSN */
+		.want_m2 = "",
+		.want_delivered = 3,
+		.want_bounced = 1,
+	},
 };
 
 /* The DSN for a bounce: the only message queued for the sender's domain,
@@ -373,7 +416,7 @@ static void t_run(const struct t_case *c, int bytewise)
 	t_server_start(&s, &c->script, bytewise, 0);
 	cr_assert_eq(engine_fixture_init(&f, t_table(s.port)), 0);
 	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
-	m1 = engine_fixture_append(&f, T_SENDER1, t_rcpt1, 4, T_BODY1);
+	m1 = engine_fixture_append(&f, c->null_sender1 ? "" : T_SENDER1, t_rcpt1, 4, T_BODY1);
 	m2 = engine_fixture_append(&f, T_SENDER2, t_rcpt2, 1, T_BODY2);
 	cr_assert(m1 && m2, "%s: append failed", run);
 
@@ -416,6 +459,9 @@ Test(drain, all_delivered, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[0]); }
 Test(drain, rcpt_4xx_mid_pipeline_stays_held, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[1]); }
 Test(drain, lost_after_dot_nothing_done, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[2]); }
 Test(drain, rcpt_5xx_bounced_with_dsn, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[3]); }
+Test(drain, dot_4xx_all_stay_held, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[4]); }
+Test(drain, dot_5xx_all_bounced_one_dsn, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[5]); }
+Test(drain, null_sender_bounced_without_dsn, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[6]); }
 
 /* ETRN from a permitted client: 253 with the count; a second ETRN while the
  * drain runs (the server has not even greeted) joins it with 252 and sends
