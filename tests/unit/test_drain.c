@@ -1,0 +1,580 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Tests for proto/drain.c end to end in one process: mail in a real spool
+ * shard, a real engine loop (tests/unit/engine_fixture.h), and a scripted
+ * customer server on a loopback port that records every byte it receives.
+ * Each case is run with the server's replies written whole, then one byte at
+ * a time; both runs must give the same transcript and the same spool.
+ * Outcomes are read from the shard after a restart (recovery), so only what
+ * is durable counts.
+ */
+#include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine_fixture.h"
+#include "store/spool_index.h"
+#include "store/spool_rec.h"
+
+#define T_TIMEOUT_S 20               /* per test, Criterion's */
+#define T_SERVER_IO_MS 10000         /* the server's wait for one read */
+#define T_ACCEPT_POLL_MS 20
+#define T_BYTE_GAP_NS 50000L         /* between single bytes: separate reads */
+#define T_LOG_MAX 16384
+#define T_LINE_MAX 1024
+#define T_REPLIES_MAX 4
+#define T_WANT_MAX 8
+/* Tests of known product bugs are disabled; build with -DT_RUN_KNOWN_BUGS
+ * (CFLAGS) to run them. */
+#ifdef T_RUN_KNOWN_BUGS
+#define T_KNOWN_BUG false
+#else
+#define T_KNOWN_BUG true
+#endif
+
+/* ---- the scripted customer server ----------------------------------------- */
+
+struct t_rcpt_reply {
+	const char *rcpt;            /* address as in RCPT TO:<...> */
+	const char *reply;           /* whole reply with CRLF */
+};
+
+struct t_script {
+	struct t_rcpt_reply rcpt[T_REPLIES_MAX]; /* others get 250 */
+	int drop_after_dot;          /* close, unanswered, after the final dot */
+	const char *dot_reply[2];    /* to the dot of message 1, 2; NULL: 250 */
+};
+
+struct t_server {
+	int lfd;
+	unsigned dots;               /* final dots seen, all connections */
+	unsigned port;
+	pthread_t th;
+	const struct t_script *sc;
+	int bytewise;
+	atomic_int stop;
+	atomic_int hold;             /* 1: the greeting waits for release */
+	atomic_uint conns;           /* connections accepted */
+	/* written by the server thread, read after the join */
+	char log[T_LOG_MAX];
+	size_t loglen;
+	int overflow;
+};
+
+static void t_nap(long ns)
+{
+	const struct timespec ts = { 0, ns };
+
+	nanosleep(&ts, NULL);
+}
+
+static int t_send(struct t_server *s, int fd, const char *p)
+{
+	size_t n = strlen(p);
+
+	if (!s->bytewise)
+		return write(fd, p, n) == (ssize_t)n ? 0 : -1;
+	for (size_t i = 0; i < n; i++) {
+		if (write(fd, p + i, 1) != 1)
+			return -1;
+		t_nap(T_BYTE_GAP_NS);
+	}
+	return 0;
+}
+
+static void t_log(struct t_server *s, const char *p, size_t n)
+{
+	if (s->loglen + n >= sizeof(s->log)) {
+		s->overflow = 1;
+		return;
+	}
+	memcpy(s->log + s->loglen, p, n);
+	s->loglen += n;
+}
+
+static const char *t_rcpt_reply(const struct t_script *sc, const char *line, size_t n)
+{
+	for (unsigned i = 0; i < T_REPLIES_MAX && sc->rcpt[i].rcpt; i++) {
+		char want[T_LINE_MAX];
+		int w = snprintf(want, sizeof(want), "RCPT TO:<%s>\r\n", sc->rcpt[i].rcpt);
+
+		if ((size_t)w == n && !memcmp(want, line, n))
+			return sc->rcpt[i].reply;
+	}
+	return "250 2.1.5 ok\r\n";
+}
+
+/* One command line (CRLF included): its reply, or NULL to hang up. */
+static const char *t_answer(struct t_server *s, const char *line, size_t n, int *body,
+			    unsigned *accepted)
+{
+	const char *r;
+
+	if (*body) {
+		if (n != 3 || memcmp(line, ".\r\n", 3))
+			return "";
+		*body = 0;
+		r = s->dots < 2 ? s->sc->dot_reply[s->dots] : NULL;
+		s->dots++;
+		if (s->sc->drop_after_dot)
+			return NULL;
+		return r ? r : "250 2.0.0 queued\r\n";
+	}
+	if (n >= 5 && !strncasecmp(line, "EHLO ", 5))
+		return "250-cust.test hello\r\n250 PIPELINING\r\n";
+	if (n >= 10 && !strncasecmp(line, "MAIL FROM:", 10)) {
+		*accepted = 0;
+		return "250 2.1.0 ok\r\n";
+	}
+	if (n >= 8 && !strncasecmp(line, "RCPT TO:", 8)) {
+		r = t_rcpt_reply(s->sc, line, n);
+		if (r[0] == '2')
+			++*accepted;
+		return r;
+	}
+	if (n == 6 && !strncasecmp(line, "DATA\r\n", 6)) {
+		if (!*accepted)
+			return "554 5.5.1 no valid recipients\r\n";
+		*body = 1;
+		return "354 end with <CRLF>.<CRLF>\r\n";
+	}
+	if (n == 6 && !strncasecmp(line, "QUIT\r\n", 6))
+		return NULL; /* the 221 is sent by the caller */
+	if (n == 6 && !strncasecmp(line, "RSET\r\n", 6))
+		return "250 2.0.0 ok\r\n";
+	return "502 5.5.2 unknown command\r\n";
+}
+
+/* Serve one connection: read lines, log them, answer by the script. */
+static void t_serve(struct t_server *s, int fd)
+{
+	char in[T_LINE_MAX * 4];
+	size_t have = 0;
+	unsigned accepted = 0;
+	int body = 0, one = 1;
+
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	while (atomic_load(&s->hold) && !atomic_load(&s->stop))
+		t_nap(1000000L);
+	if (t_send(s, fd, "220 cust.test ESMTP scripted\r\n"))
+		return;
+	for (;;) {
+		struct pollfd p = { fd, POLLIN, 0 };
+		char *nl;
+		ssize_t r;
+
+		while ((nl = memchr(in, '\n', have))) {
+			size_t n = (size_t)(nl - in) + 1;
+			const char *reply;
+			int quit = !body && n == 6 && !strncasecmp(in, "QUIT\r\n", 6);
+
+			t_log(s, in, n);
+			reply = t_answer(s, in, n, &body, &accepted);
+			memmove(in, in + n, have - n);
+			have -= n;
+			if (quit) {
+				(void)t_send(s, fd, "221 2.0.0 bye\r\n");
+				return;
+			}
+			if (!reply)
+				return; /* hang up without a word */
+			if (*reply && t_send(s, fd, reply))
+				return;
+		}
+		if (have == sizeof(in) || poll(&p, 1, T_SERVER_IO_MS) != 1)
+			return;
+		r = read(fd, in + have, sizeof(in) - have);
+		if (r <= 0)
+			return;
+		have += (size_t)r;
+	}
+}
+
+static void *t_server_main(void *arg)
+{
+	struct t_server *s = arg;
+
+	while (!atomic_load(&s->stop)) {
+		struct pollfd p = { s->lfd, POLLIN, 0 };
+		int fd;
+
+		if (poll(&p, 1, T_ACCEPT_POLL_MS) != 1)
+			continue;
+		fd = accept(s->lfd, NULL, NULL);
+		if (fd < 0)
+			continue;
+		atomic_fetch_add(&s->conns, 1);
+		t_serve(s, fd);
+		close(fd);
+	}
+	return NULL;
+}
+
+static void t_server_start(struct t_server *s, const struct t_script *sc, int bytewise,
+			   int hold)
+{
+	struct sockaddr_in sa;
+	socklen_t sl = sizeof(sa);
+
+	memset(s, 0, sizeof(*s));
+	s->sc = sc;
+	s->bytewise = bytewise;
+	atomic_store(&s->hold, hold);
+	s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(s->lfd, 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert_eq(bind(s->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	cr_assert_eq(listen(s->lfd, 8), 0);
+	cr_assert_eq(getsockname(s->lfd, (struct sockaddr *)&sa, &sl), 0);
+	s->port = ntohs(sa.sin_port);
+	cr_assert_eq(pthread_create(&s->th, NULL, t_server_main, s), 0);
+}
+
+static void t_server_stop(struct t_server *s)
+{
+	atomic_store(&s->stop, 1);
+	pthread_join(s->th, NULL);
+	close(s->lfd);
+	s->log[s->loglen] = '\0';
+}
+
+/* ---- the relay side ---------------------------------------------------------- */
+
+#define T_SENDER1 "alice@sender.test"
+#define T_SENDER2 "bob@sender.test"
+#define T_BODY1 "Subject: one\r\n\r\nfirst line\r\n..starts with a dot\r\n"
+#define T_BODY2 "Subject: two\r\n\r\nsecond message\r\n"
+
+static const char *const t_rcpt1[] = {
+	"r1@cust.test", "r2@cust.test", "r3@cust.test", "x@other.test",
+};
+static const char *const t_rcpt2[] = { "r4@cust.test" };
+
+/* What the server must receive when both messages go out on one connection. */
+#define T_RCPTS1 "RCPT TO:<r1@cust.test>\r\nRCPT TO:<r2@cust.test>\r\n" \
+	"RCPT TO:<r3@cust.test>\r\nDATA\r\n" T_BODY1 ".\r\n"
+#define T_TX1 "MAIL FROM:<" T_SENDER1 ">\r\n" T_RCPTS1
+#define T_TX2 "MAIL FROM:<" T_SENDER2 ">\r\nRCPT TO:<r4@cust.test>\r\nDATA\r\n" T_BODY2 ".\r\n"
+#define T_EHLO "EHLO " ENGINE_FIXTURE_HOSTNAME "\r\n"
+#define T_ALL T_EHLO T_TX1 T_TX2 "QUIT\r\n"
+#define T_ALL_NULL T_EHLO "MAIL FROM:<>\r\n" T_RCPTS1 T_TX2 "QUIT\r\n"
+
+/* The domain table: cust.test goes to the scripted server and may be
+ * released by 127.0.0.1; other.test exists but is not drained here. */
+static struct domtab *t_table(unsigned port)
+{
+	struct domtab_builder *b = domtab_builder_new();
+	struct domtab_cidr lo = { .family = AF_INET, .prefix = 32, .addr = { 127, 0, 0, 1 } };
+	char dest[64];
+	struct domtab_row cust = { .name = "cust.test", .dest = dest, .etrn_from = &lo,
+				   .netrn_from = 1 };
+	struct domtab_row other = { .name = "other.test", .dest = "127.0.0.1:9" };
+	struct domtab *t;
+
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", port);
+	cr_assert_not_null(b);
+	cr_assert_eq(domtab_builder_put(b, &cust), 0);
+	cr_assert_eq(domtab_builder_put(b, &other), 0);
+	t = domtab_build(b);
+	domtab_builder_free(b);
+	cr_assert_not_null(t);
+	return t;
+}
+
+struct t_case {
+	const char *name;
+	int null_sender1;            /* message 1 from <> (itself a DSN) */
+	struct t_script script;
+	const char *want_log;        /* every byte the server received */
+	const char *want_m1;         /* t_states() of each message afterwards */
+	const char *want_m2;
+	uint64_t want_delivered, want_bounced;
+	/* the bounce: a DSN to T_SENDER1 holding these lines, or none */
+	const char *want_dsn[T_WANT_MAX]; /* NULL-terminated */
+};
+
+static const struct t_case t_cases[] = {
+	{
+		.name = "all delivered",
+		.want_log = T_ALL,
+		.want_m1 = "DDDP", /* x@other.test is not cust.test's */
+		.want_m2 = "",     /* finished: no longer indexed */
+		.want_delivered = 4,
+	},
+	{
+		.name = "4xx to the second RCPT of a pipelined group",
+		.script = { .rcpt = { { "r2@cust.test", "451 4.3.0 try again later\r\n" } } },
+		.want_log = T_ALL,
+		.want_m1 = "DPDP",
+		.want_m2 = "",
+		.want_delivered = 3,
+	},
+	{
+		.name = "connection lost after the final dot, before its reply",
+		.script = { .drop_after_dot = 1 },
+		.want_log = T_EHLO T_TX1,
+		.want_m1 = "PPPP",
+		.want_m2 = "P",
+	},
+	{
+		.name = "5xx to one recipient of three",
+		.script = { .rcpt = { { "r2@cust.test",
+					"550 5.1.1 <r2@cust.test>: no such user\r\n" } } },
+		.want_log = T_ALL,
+		.want_m1 = "DBDP",
+		.want_m2 = "",
+		.want_delivered = 3,
+		.want_bounced = 1,
+		.want_dsn = {
+			"Final-Recipient: rfc822; r2@cust.test\r\n",
+			"Action: failed\r\n",
+			"Status: 5.1.1\r\n",
+			"Diagnostic-Code: smtp; 550 5.1.1 <r2@cust.test>: no such user\r\n",
+			"Subject: Undelivered Mail Returned to Sender\r\n",
+		},
+	},
+	{
+		.name = "4xx to the final dot",
+		.script = { .dot_reply = { "452 4.3.1 out of storage\r\n" } },
+		.want_log = T_ALL,
+		.want_m1 = "PPPP",
+		.want_m2 = "",
+		.want_delivered = 1,
+	},
+	{
+		.name = "5xx to the final dot",
+		.script = { .dot_reply = { "554 5.6.0 content rejected\r\n" } },
+		.want_log = T_ALL,
+		.want_m1 = "BBBP",
+		.want_m2 = "",
+		.want_delivered = 1,
+		.want_bounced = 3,
+		.want_dsn = {
+			"Final-Recipient: rfc822; r1@cust.test\r\n",
+			"Final-Recipient: rfc822; r2@cust.test\r\n",
+			"Final-Recipient: rfc822; r3@cust.test\r\n",
+			"Status: 5.6.0\r\n",
+			"Diagnostic-Code: smtp; 554 5.6.0 content rejected\r\n",
+		},
+	},
+	{
+		.name = "5xx to one recipient of a message from <>",
+		.null_sender1 = 1,
+		.script = { .rcpt = { { "r2@cust.test",
+					"550 5.1.1 <r2@cust.test>: no such user\r\n" } } },
+		.want_log = T_ALL_NULL,
+		.want_m1 = "DBDP", /* bounced, and no DSN for a DSN */
+		.want_m2 = "",
+		.want_delivered = 3,
+		.want_bounced = 1,
+	},
+};
+
+/* The DSN for a bounce: the only message queued for the sender's domain,
+ * from the null sender to T_SENDER1, with the wanted lines. */
+static void t_check_dsn(struct engine_fixture *f, const struct t_case *c, const char *run)
+{
+	uint64_t ids[T_WANT_MAX];
+	size_t n = engine_fixture_queue_ids(f, "sender.test", ids, T_WANT_MAX);
+	char why[T_LOG_MAX];
+
+	if (!c->want_dsn[0]) {
+		cr_expect_eq(n, 0, "%s: %zu message(s) for sender.test, want no DSN", run, n);
+		return;
+	}
+	cr_assert_eq(n, 1, "%s: %zu message(s) for sender.test, want one DSN", run, n);
+	cr_expect_eq(engine_fixture_dsn_check(f, ids[0], T_SENDER1, c->want_dsn, why,
+					      sizeof(why)), 0, "%s: %s", run, why);
+}
+
+/* Hold the two messages, flush cust.test, wait for the drain to end, then
+ * check the transcript and (after a restart) the spool. */
+static void t_run(const struct t_case *c, int bytewise)
+{
+	struct engine_fixture f;
+	struct t_server s;
+	struct spool_index *idx;
+	struct spool_index_totals tot;
+	char run[160], reply[256], st[T_WANT_MAX + 1];
+	uint64_t m1, m2;
+
+	snprintf(run, sizeof(run), "%s (%s)", c->name, bytewise ? "byte by byte" : "whole");
+	t_server_start(&s, &c->script, bytewise, 0);
+	cr_assert_eq(engine_fixture_init(&f, t_table(s.port)), 0);
+	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	m1 = engine_fixture_append(&f, c->null_sender1 ? "" : T_SENDER1, t_rcpt1, 4, T_BODY1);
+	m2 = engine_fixture_append(&f, T_SENDER2, t_rcpt2, 1, T_BODY2);
+	cr_assert(m1 && m2, "%s: append failed", run);
+
+	cr_assert_eq(engine_fixture_etrn(&f, NULL, "cust.test", reply, sizeof(reply)), 0);
+	cr_expect_str_eq(reply, "253 2.0.0 OK, 2 pending messages for node cust.test started\r\n",
+			 "%s: flush replied %s", run, reply);
+	cr_assert_eq(engine_fixture_drain_idle(&f, ENGINE_FIXTURE_WAIT_MS), 0,
+		     "%s: the drain did not end", run);
+	engine_fixture_stop(&f);
+	t_server_stop(&s);
+
+	cr_expect_eq(atomic_load(&s.conns), 1, "%s: %u connections", run, atomic_load(&s.conns));
+	cr_expect_not(s.overflow);
+	cr_expect_str_eq(s.log, c->want_log, "%s: the server received:\n%s", run, s.log);
+
+	idx = engine_fixture_reopen(&f);
+	cr_assert_not_null(idx, "%s: reopen: %s", run, f.err);
+	engine_fixture_states(idx, m1, st, sizeof(st));
+	cr_expect_str_eq(st, c->want_m1, "%s: message 1 is %s, want %s", run, st, c->want_m1);
+	engine_fixture_states(idx, m2, st, sizeof(st));
+	cr_expect_str_eq(st, c->want_m2, "%s: message 2 is %s, want %s", run, st, c->want_m2);
+	spool_index_totals(idx, &tot);
+	cr_expect_eq(tot.delivered, c->want_delivered, "%s: %lu delivered", run,
+		     (unsigned long)tot.delivered);
+	cr_expect_eq(tot.bounced, c->want_bounced, "%s: %lu bounced", run,
+		     (unsigned long)tot.bounced);
+	cr_expect_eq(tot.expired, 0);
+	t_check_dsn(&f, c, run);
+	engine_fixture_fini(&f);
+}
+
+/* Every case twice: replies written whole, then one byte at a time. */
+static void t_run_both(const struct t_case *c)
+{
+	t_run(c, 0);
+	t_run(c, 1);
+}
+
+Test(drain, all_delivered, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[0]); }
+Test(drain, rcpt_4xx_mid_pipeline_stays_held, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[1]); }
+Test(drain, lost_after_dot_nothing_done, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[2]); }
+Test(drain, rcpt_5xx_bounced_with_dsn, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[3]); }
+Test(drain, dot_4xx_all_stay_held, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[4]); }
+Test(drain, dot_5xx_all_bounced_one_dsn, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[5]); }
+Test(drain, null_sender_bounced_without_dsn, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[6]); }
+
+/* ETRN from a permitted client: 253 with the count; a second ETRN while the
+ * drain runs (the server has not even greeted) joins it with 252 and sends
+ * nothing twice; once every DONE is durable, a third gets 251. A client
+ * outside etrn_from gets 459 and starts nothing. */
+Test(drain, etrn_joins_running_drain, .timeout = T_TIMEOUT_S)
+{
+	static const struct t_script plain;
+	struct engine_fixture f;
+	struct t_server s;
+	char reply[256];
+
+	t_server_start(&s, &plain, 0, 1);
+	cr_assert_eq(engine_fixture_init(&f, t_table(s.port)), 0);
+	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	cr_assert(engine_fixture_append(&f, T_SENDER1, t_rcpt1, 4, T_BODY1));
+	cr_assert(engine_fixture_append(&f, T_SENDER2, t_rcpt2, 1, T_BODY2));
+
+	cr_assert_eq(engine_fixture_etrn(&f, "10.9.9.9", "cust.test", reply, sizeof(reply)), 0);
+	cr_expect_str_eq(reply, "459 5.7.1 Node cust.test not allowed: client 10.9.9.9 may not release it\r\n");
+	cr_assert_eq(engine_fixture_etrn(&f, "127.0.0.1", "cust.test", reply, sizeof(reply)), 0);
+	cr_expect_str_eq(reply, "253 2.0.0 OK, 2 pending messages for node cust.test started\r\n");
+	cr_assert_eq(engine_fixture_etrn(&f, "127.0.0.1", "CUST.test.", reply, sizeof(reply)), 0);
+	cr_expect_str_eq(reply, "252 2.0.0 OK, pending messages for node cust.test started\r\n");
+	atomic_store(&s.hold, 0);
+	cr_assert_eq(engine_fixture_drain_idle(&f, ENGINE_FIXTURE_WAIT_MS), 0);
+	/* 2 MSG + 4 DONE records durable (see etrn_right_after_drain_no_new_drain). */
+	cr_assert_eq(engine_fixture_wait_records(&f, 6, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_assert_eq(engine_fixture_etrn(&f, "127.0.0.1", "cust.test", reply, sizeof(reply)), 0);
+	cr_expect_str_eq(reply, "251 2.0.0 OK, no messages waiting for node cust.test\r\n");
+	engine_fixture_stop(&f);
+	t_server_stop(&s);
+	cr_expect_eq(atomic_load(&s.conns), 1);
+	cr_expect_str_eq(s.log, T_ALL, "the server received:\n%s", s.log);
+	engine_fixture_fini(&f);
+}
+
+/* On the engine thread, the moment the drain is over (drain_busy() 0):
+ * flush again at once, as an ETRN arriving then would. */
+struct t_reflush {
+	int done;
+	char reply[256];
+};
+
+static int t_reflush_when_idle(struct engine_fixture *f, void *arg)
+{
+	struct t_reflush *r = arg;
+	struct buf out;
+
+	if (drain_busy(f->drain))
+		return 0;
+	buf_init(&out, sizeof(r->reply) - 1);
+	drain_hub_flush(f->hub, "cust.test", 9, &out);
+	snprintf(r->reply, sizeof(r->reply), "%.*s", (int)out.len, out.data ? out.data : "");
+	buf_free(&out);
+	return r->done = 1;
+}
+
+#define T_REFLUSH_ROUNDS 10
+
+/*
+ * BUG (proto/drain.c): a drain ends (drain_busy() 0, the hub forgets the
+ * domain) when its connection closes, but the DONE records of what it
+ * delivered were queued without a callback and reach the index (and the
+ * node-wide counters) only once their group commit is durable. An ETRN in
+ * that window is told 253 (messages pending) instead of 251 and starts a
+ * new drain (here in 1 to 7 rounds of 10), often one more connection to
+ * the customer. If the commit also outlasts that connection's connect and EHLO
+ * (an fdatasync slower than a loopback round trip: a loaded disk), the new
+ * drain's snapshot still has the delivered recipients pending and delivers
+ * them a second time (seen here: 11 MAIL FROM for 10 messages in about one
+ * run in six); DESIGN.md 6 says a second ETRN "never duplicates delivery".
+ * Fix idea: a job ends (hub_end) only once the DONE and bounce commits of
+ * its connections are durable (a done callback on the last DONE of each
+ * message). Run it with -DT_RUN_KNOWN_BUGS: it fails in nearly every run on
+ * the restarted drains, and sometimes on the duplicate.
+ */
+Test(drain, etrn_right_after_drain_no_new_drain, .timeout = T_TIMEOUT_S,
+     .disabled = T_KNOWN_BUG)
+{
+	static const struct t_script plain;
+	struct engine_fixture f;
+	struct t_server s;
+	char reply[256];
+	unsigned dup = 0, sent = 0;
+
+	t_server_start(&s, &plain, 0, 0);
+	cr_assert_eq(engine_fixture_init(&f, t_table(s.port)), 0);
+	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	for (unsigned round = 0; round < T_REFLUSH_ROUNDS; round++) {
+		struct t_reflush r = { 0, "" };
+
+		cr_assert(engine_fixture_append(&f, T_SENDER2, t_rcpt2, 1, T_BODY2));
+		cr_assert_eq(engine_fixture_etrn(&f, NULL, "cust.test", reply, sizeof(reply)), 0);
+		cr_assert_eq(engine_fixture_wait(&f, t_reflush_when_idle, &r,
+						 ENGINE_FIXTURE_WAIT_MS), 0);
+		if (strncmp(r.reply, "251 ", 4)) {
+			dup++;
+			cr_expect_str_eq(r.reply, "251 2.0.0 OK, no messages waiting for node cust.test\r\n",
+					 "round %u: ETRN right after the drain", round);
+		}
+		cr_assert_eq(engine_fixture_drain_idle(&f, ENGINE_FIXTURE_WAIT_MS), 0);
+	}
+	engine_fixture_stop(&f);
+	t_server_stop(&s);
+	cr_expect_eq(dup, 0, "%u of %u rounds: ETRN right after a drain restarted it", dup,
+		     T_REFLUSH_ROUNDS);
+	for (const char *p = s.log; (p = strstr(p, "MAIL FROM:")); p++)
+		sent++;
+	cr_expect_eq(sent, T_REFLUSH_ROUNDS, "%u messages sent for %u: delivered twice", sent,
+		     T_REFLUSH_ROUNDS);
+	cr_expect_eq(atomic_load(&s.conns), T_REFLUSH_ROUNDS,
+		     "%u connections for %u one-message drains", atomic_load(&s.conns),
+		     T_REFLUSH_ROUNDS);
+	engine_fixture_fini(&f);
+}
