@@ -12,6 +12,7 @@
 #include <arpa/nameser.h>
 #include <ares.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -220,13 +221,14 @@ static void resolver_answer(struct resolver_req *q, const struct resolver_result
 
 	if (q->state == RESOLVER_MX || q->state == RESOLVER_ADDR)
 		resolver_live_unlink(r, q);
-	q->cb(q->cookie, res);
+	/* Counted first, so whoever the callback wakes sees the counters. */
 	pthread_mutex_lock(&r->mu);
 	r->st.pending--;
 	r->st.answered++;
 	if (res->err == -ETIMEDOUT)
 		r->st.timed_out++;
 	pthread_mutex_unlock(&r->mu);
+	q->cb(q->cookie, res);
 	if (q->in_ares) {
 		resolver_enter_state(q, RESOLVER_LATE);
 		r->nlate++;
@@ -284,21 +286,36 @@ static void resolver_fail_status(struct resolver_req *q, int status, const char 
 		      status == ARES_ENOTFOUND ? "NXDOMAIN" : ares_strerror(status));
 }
 
-/* c-ares is done with q. 1 when q was LATE (now freed: drop the outcome). */
+static void resolver_count_late(struct resolver *r)
+{
+	pthread_mutex_lock(&r->mu);
+	r->st.late_dropped++;
+	pthread_mutex_unlock(&r->mu);
+}
+
+/*
+ * c-ares is done with q. 1 when its outcome must be dropped: q was LATE
+ * (answered already; now freed), or the deadline passed before the thread
+ * got round to expiring it (a loaded machine), so q is answered -ETIMEDOUT
+ * now, never with an answer that came late.
+ */
 static int resolver_released(struct resolver_req *q, int status)
 {
 	struct resolver *r = q->r;
 
 	q->in_ares = 0;
-	if (q->state != RESOLVER_LATE)
-		return 0;
-	r->nlate--;
-	if (status != ARES_EDESTRUCTION) {
-		pthread_mutex_lock(&r->mu);
-		r->st.late_dropped++;
-		pthread_mutex_unlock(&r->mu);
+	if (q->state == RESOLVER_LATE) {
+		r->nlate--;
+		if (status != ARES_EDESTRUCTION)
+			resolver_count_late(r);
+		free(q);
+		return 1;
 	}
-	free(q);
+	if (status == ARES_EDESTRUCTION || resolver_now_ms() < q->deadline_ms)
+		return 0;
+	resolver_count_late(r);
+	resolver_fail(q, -ETIMEDOUT, 0, "lookup of %.255s: the answer came after the deadline",
+		      q->name);
 	return 1;
 }
 
@@ -492,7 +509,7 @@ static void resolver_wait(struct resolver *r, uint64_t now, uint64_t qdeadline)
 	if (r->lhead && (!wake || r->lhead->deadline_ms < wake))
 		wake = r->lhead->deadline_ms;
 	if (wake)
-		ms = wake > now ? (int)(wake - now) : 0;
+		ms = wake <= now ? 0 : wake - now > INT_MAX ? INT_MAX : (int)(wake - now);
 	tv = ares_timeout(r->ch, NULL, &tvbuf);
 	if (tv) {
 		int ams = (int)(tv->tv_sec * 1000 + (tv->tv_usec + 999) / 1000);

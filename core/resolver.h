@@ -72,10 +72,10 @@ typedef void (*resolver_cb)(void *cookie, const struct resolver_result *res);
 struct resolver_stats {
 	uint64_t accepted;      /* requests taken (callback promised) */
 	uint64_t rejected;      /* refused with -EAGAIN: pending_max reached */
-	uint64_t answered;      /* callbacks run, whatever the outcome */
+	uint64_t answered;      /* answered (counted as its callback starts) */
 	uint64_t timed_out;     /* answered -ETIMEDOUT by the deadline */
 	uint64_t late_dropped;  /* DNS answers that came after their deadline */
-	unsigned pending;       /* accepted, callback not yet run */
+	unsigned pending;       /* accepted, not yet answered */
 };
 
 /* Create the resolver and start its thread. conf may be NULL (all defaults).
