@@ -486,7 +486,10 @@ static void resolver_expire(struct resolver *r, uint64_t now)
 	}
 }
 
-/* Sleep in poll(2) until a c-ares socket, the eventfd or the next timeout. */
+/* Sleep in poll(2) until a c-ares socket, the eventfd or the next timeout.
+ * ares_getsock() names at most ARES_GETSOCK_MAXNUM (16) sockets: c-ares
+ * keeps one UDP socket per server (plus TCP after a truncated answer), so
+ * that covers eight servers; resolv.conf allows three. */
 static void resolver_wait(struct resolver *r, uint64_t now, uint64_t qdeadline)
 {
 	struct pollfd pfd[ARES_GETSOCK_MAXNUM + 1];
