@@ -15,6 +15,7 @@ PKGS=(
 	libssl-dev
 	libjemalloc-dev
 	libhiredis-dev
+	libc-ares-dev     # the resolver (core/resolver.c)
 	libcriterion-dev
 	redis-server
 	swaks

@@ -1,0 +1,393 @@
+/* SPDX-License-Identifier: MIT */
+/* Tests for core/resolver.c against a real DNS server on loopback UDP
+ * (tests/unit/dns_stub.c; c-ares is not mocked): numeric, A, AAAA, MX
+ * preference, no-MX fallback, null MX, NXDOMAIN, SERVFAIL, deadlines, late
+ * answers, the queue bound, cancel on free, and 200 lookups at once. */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/resolver.h"
+#include "tests/unit/dns_stub.h"
+
+#define WAIT_MAX_MS 30000  /* generous: the machine is shared and loaded */
+#define SLOW_DELAY_MS 1500 /* slow.test answers this late */
+
+static const struct dns_stub_rr zone[] = {
+	{ "a.test", DNS_STUB_A, "192.0.2.1", 0 },
+	{ "v6.test", DNS_STUB_AAAA, "2001:db8::6", 0 },
+	{ "mx.test", DNS_STUB_MX, "mx30.mx.test", 30 },
+	{ "mx.test", DNS_STUB_MX, "mx10.mx.test", 10 },
+	{ "mx.test", DNS_STUB_MX, "mx20.mx.test", 20 },
+	{ "mx.test", DNS_STUB_A, "192.0.2.99", 0 }, /* never used: it has MX */
+	{ "mx10.mx.test", DNS_STUB_A, "192.0.2.10", 0 },
+	{ "mx20.mx.test", DNS_STUB_A, "192.0.2.20", 0 },
+	{ "mx30.mx.test", DNS_STUB_A, "192.0.2.30", 0 },
+	{ "nomx.test", DNS_STUB_A, "192.0.2.2", 0 },
+	{ "nullmx.test", DNS_STUB_MX, ".", 0 },
+	{ "nullmx.test", DNS_STUB_A, "192.0.2.3", 0 },
+	{ "ghostmx.test", DNS_STUB_MX, "ghost.test", 10 },
+	{ "servfail.test", DNS_STUB_SERVFAIL, NULL, 0 },
+	{ "silent.test", DNS_STUB_SILENT, NULL, 0 },
+	{ "slow.test", DNS_STUB_SLOW, NULL, SLOW_DELAY_MS },
+	{ "slow.test", DNS_STUB_A, "192.0.2.9", 0 },
+};
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* One request's outcome, filled by the callback on the resolver thread. */
+struct waiter {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int calls;
+	pthread_t thread;
+	struct resolver_result res;
+};
+
+static void waiter_init(struct waiter *w)
+{
+	memset(w, 0, sizeof(*w));
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+}
+
+static void waiter_cb(void *cookie, const struct resolver_result *res)
+{
+	struct waiter *w = cookie;
+
+	pthread_mutex_lock(&w->mu);
+	w->calls++;
+	w->thread = pthread_self();
+	w->res = *res;
+	pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* Wait until w has had n calls or WAIT_MAX_MS passed; returns the calls. */
+static int waiter_wait(struct waiter *w, int n)
+{
+	struct timespec dl;
+	int calls;
+
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += WAIT_MAX_MS / 1000;
+	pthread_mutex_lock(&w->mu);
+	while (w->calls < n && pthread_cond_timedwait(&w->cv, &w->mu, &dl) == 0)
+		;
+	calls = w->calls;
+	pthread_mutex_unlock(&w->mu);
+	return calls;
+}
+
+static struct dns_stub *stub;
+
+static struct resolver *start(struct resolver_conf *conf)
+{
+	char servers[64], err[256];
+	struct resolver_conf def = { 0 };
+	struct resolver *r;
+
+	stub = dns_stub_start(zone, sizeof(zone) / sizeof(zone[0]));
+	cr_assert_not_null(stub, "DNS stub did not start");
+	snprintf(servers, sizeof(servers), "127.0.0.1:%u", dns_stub_port(stub));
+	if (!conf)
+		conf = &def;
+	conf->servers = servers;
+	r = resolver_new(conf, err, sizeof(err));
+	cr_assert_not_null(r, "resolver_new: %s", err);
+	return r;
+}
+
+static void stop(struct resolver *r)
+{
+	resolver_free(r);
+	dns_stub_stop(stub);
+	stub = NULL;
+}
+
+enum kind { HOST, MX };
+
+struct lookup_case {
+	const char *name;
+	enum kind kind;
+	const char *arg;
+	unsigned port;
+	int want_err;
+	int want_permanent;
+	const char *want_relay;
+};
+
+static const struct lookup_case lookups[] = {
+	{ "numeric v4", HOST, "192.0.2.7:2525", 25, 0, 0, "192.0.2.7[192.0.2.7]:2525" },
+	{ "numeric v6", HOST, "[2001:db8::7]:26", 25, 0, 0, "2001:db8::7[2001:db8::7]:26" },
+	{ "numeric v6 bare", HOST, "2001:db8::8", 25, 0, 0, "2001:db8::8[2001:db8::8]:25" },
+	{ "A", HOST, "a.test", 25, 0, 0, "a.test[192.0.2.1]:25" },
+	{ "A with port", HOST, "a.test:2526", 25, 0, 0, "a.test[192.0.2.1]:2526" },
+	{ "A bracketed", HOST, "[a.test]:2527", 25, 0, 0, "a.test[192.0.2.1]:2527" },
+	{ "AAAA only", HOST, "v6.test", 25, 0, 0, "v6.test[2001:db8::6]:25" },
+	{ "MX lowest preference", MX, "mx.test", 25, 0, 0, "mx10.mx.test[192.0.2.10]:25" },
+	{ "MX case, trailing dot", MX, "MX.Test.", 2525, 0, 0, "mx10.mx.test[192.0.2.10]:2525" },
+	{ "no MX: the domain's A", MX, "nomx.test", 25, 0, 0, "nomx.test[192.0.2.2]:25" },
+	{ "null MX", MX, "nullmx.test", 25, -ENXIO, 1, NULL },
+	{ "NXDOMAIN MX", MX, "nxdomain.test", 25, -ENOENT, 1, NULL },
+	{ "NXDOMAIN host", HOST, "nxdomain.test", 25, -ENOENT, 1, NULL },
+	{ "MX host missing", MX, "ghostmx.test", 25, -ENOENT, 1, NULL },
+	{ "name without address", HOST, "ghostmx.test.", 25, -ENODATA, 1, NULL },
+	{ "SERVFAIL MX", MX, "servfail.test", 25, -EAGAIN, 0, NULL },
+	{ "SERVFAIL host", HOST, "servfail.test", 25, -EAGAIN, 0, NULL },
+};
+
+static int submit(struct resolver *r, const struct lookup_case *c, resolver_cb cb, void *cookie)
+{
+	return c->kind == MX ? resolver_mx(r, c->arg, c->port, cb, cookie)
+			     : resolver_host(r, c->arg, c->port, cb, cookie);
+}
+
+static void check_result(const struct lookup_case *c, const struct resolver_result *res)
+{
+	cr_expect_eq(res->err, c->want_err, "%s: err %d, want %d (%s)", c->name, res->err,
+		     c->want_err, res->why);
+	cr_expect_eq(res->permanent, c->want_permanent, "%s: permanent %d (%s)", c->name,
+		     res->permanent, res->why);
+	if (c->want_relay)
+		cr_expect_str_eq(res->relay, c->want_relay, "%s", c->name);
+	else
+		cr_expect(res->why[0], "%s: a failure says why", c->name);
+}
+
+Test(resolver, lookups)
+{
+	struct resolver *r = start(NULL);
+
+	for (size_t i = 0; i < sizeof(lookups) / sizeof(lookups[0]); i++) {
+		const struct lookup_case *c = &lookups[i];
+		struct waiter w;
+
+		waiter_init(&w);
+		cr_assert_eq(submit(r, c, waiter_cb, &w), 0, "%s: submit", c->name);
+		cr_assert_eq(waiter_wait(&w, 1), 1, "%s: one callback", c->name);
+		cr_expect(!pthread_equal(w.thread, pthread_self()),
+			  "%s: the callback runs on the resolver thread", c->name);
+		check_result(c, &w.res);
+	}
+	stop(r);
+}
+
+Test(resolver, numeric_needs_no_dns)
+{
+	struct resolver *r = start(NULL);
+	struct resolver_result res;
+	struct waiter w;
+
+	waiter_init(&w);
+	cr_assert_eq(resolver_host(r, "127.0.0.1:2525", 25, waiter_cb, &w), 0);
+	cr_assert_eq(waiter_wait(&w, 1), 1);
+	cr_expect_eq(w.res.err, 0);
+	cr_expect_eq(w.res.addrlen, sizeof(struct sockaddr_in));
+	cr_expect_eq(((struct sockaddr_in *)&w.res.addr)->sin_port, htons(2525));
+	cr_expect_eq(dns_stub_queries(stub), 0, "no DNS query for a numeric address");
+	cr_expect_eq(resolver_numeric("10.1.2.3", 25, &res), 1);
+	cr_expect_str_eq(res.relay, "10.1.2.3[10.1.2.3]:25");
+	stop(r);
+}
+
+/* resolver_numeric() and resolver_host()'s synchronous syntax check. */
+Test(resolver, dest_syntax)
+{
+	static const struct {
+		const char *dest;
+		int want;
+	} cases[] = {
+		{ "192.0.2.1", 1 }, { "192.0.2.1:26", 1 }, { "[::1]:26", 1 }, { "::1", 1 },
+		{ "mail.example", 0 }, { "mail.example:2525", 0 }, { "[mail.example]", 0 },
+		{ "", -EINVAL }, { ":25", -EINVAL }, { "[::1", -EINVAL }, { "[::1]x", -EINVAL },
+		{ "host:0", -EINVAL }, { "host:65536", -EINVAL }, { "host:", -EINVAL },
+		{ "host:25x", -EINVAL },
+	};
+	struct resolver *r = start(NULL);
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct resolver_result res;
+		int rc = resolver_numeric(cases[i].dest, 25, &res);
+
+		cr_expect_eq(rc, cases[i].want, "\"%s\": %d, want %d", cases[i].dest, rc, cases[i].want);
+		if (cases[i].want < 0) {
+			cr_expect_eq(res.permanent, 1);
+			cr_expect_eq(resolver_host(r, cases[i].dest, 25, waiter_cb, NULL), -EINVAL,
+				     "\"%s\" refused at submission", cases[i].dest);
+		}
+	}
+	cr_expect_eq(resolver_mx(r, "", 25, waiter_cb, NULL), -EINVAL);
+	cr_expect_eq(resolver_mx(r, "a.test", 0, waiter_cb, NULL), -EINVAL);
+	stop(r);
+}
+
+Test(resolver, silent_server_times_out)
+{
+	/* c-ares would wait longer than the deadline: the deadline decides. */
+	struct resolver_conf conf = { .timeout_ms = 800, .try_ms = 5000 };
+	struct resolver *r = start(&conf);
+	struct resolver_stats st;
+	struct waiter w;
+	uint64_t t0 = now_ms(), dt;
+
+	waiter_init(&w);
+	cr_assert_eq(resolver_mx(r, "silent.test", 25, waiter_cb, &w), 0);
+	cr_assert_eq(waiter_wait(&w, 1), 1, "answered within %d ms", WAIT_MAX_MS);
+	dt = now_ms() - t0;
+	cr_expect_eq(w.res.err, -ETIMEDOUT, "%d (%s)", w.res.err, w.res.why);
+	cr_expect_eq(w.res.permanent, 0);
+	cr_expect_geq(dt, conf.timeout_ms - 1, "not before the deadline: %llu ms",
+		      (unsigned long long)dt);
+	resolver_get_stats(r, &st);
+	cr_expect_eq(st.timed_out, 1);
+	stop(r);
+}
+
+Test(resolver, late_answer_dropped)
+{
+	struct resolver_conf conf = { .timeout_ms = 300, .try_ms = 10000 };
+	struct resolver *r = start(&conf);
+	struct resolver_stats st;
+	struct waiter w;
+	uint64_t t0 = now_ms();
+
+	waiter_init(&w);
+	cr_assert_eq(resolver_host(r, "slow.test", 25, waiter_cb, &w), 0);
+	cr_assert_eq(waiter_wait(&w, 1), 1);
+	cr_expect_eq(w.res.err, -ETIMEDOUT, "%d (%s)", w.res.err, w.res.why);
+	/* The stub answers after SLOW_DELAY_MS; the answer must be dropped. */
+	do {
+		resolver_get_stats(r, &st);
+		if (st.late_dropped)
+			break;
+		nanosleep(&(struct timespec){ .tv_nsec = 20 * 1000 * 1000 }, NULL);
+	} while (now_ms() - t0 < WAIT_MAX_MS);
+	cr_expect_eq(st.late_dropped, 1, "the late answer was seen and dropped");
+	cr_expect_eq(waiter_wait(&w, 1), 1, "and the callback did not run again");
+	cr_expect_eq(st.answered, 1);
+	stop(r);
+}
+
+/* Counts callbacks per request; used by the bound and cancel tests. */
+enum { MANY = 200 };
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int calls[MANY];
+	int errs[MANY];
+	int total;
+	int resubmit_rc;
+	struct resolver *r;
+} tally = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+
+static void tally_cb(void *cookie, const struct resolver_result *res)
+{
+	size_t i = (size_t)(uintptr_t)cookie;
+
+	pthread_mutex_lock(&tally.mu);
+	tally.calls[i]++;
+	tally.errs[i] = res->err;
+	tally.total++;
+	pthread_cond_broadcast(&tally.cv);
+	pthread_mutex_unlock(&tally.mu);
+	/* Submitting from a callback is allowed; during free it is refused. */
+	if (tally.r && i == 0)
+		tally.resubmit_rc = resolver_host(tally.r, "a.test", 25, tally_cb, cookie);
+}
+
+static void tally_reset(struct resolver *r)
+{
+	pthread_mutex_lock(&tally.mu);
+	memset(tally.calls, 0, sizeof(tally.calls));
+	memset(tally.errs, 0, sizeof(tally.errs));
+	tally.total = 0;
+	tally.resubmit_rc = 1;
+	tally.r = r;
+	pthread_mutex_unlock(&tally.mu);
+}
+
+Test(resolver, queue_bound)
+{
+	struct resolver_conf conf = { .pending_max = 4, .inflight_max = 2, .timeout_ms = 60000 };
+	struct resolver *r = start(&conf);
+	struct resolver_stats st;
+
+	tally_reset(NULL);
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(resolver_host(r, "silent.test", 25, tally_cb, (void *)(uintptr_t)i), 0);
+	cr_expect_eq(resolver_host(r, "silent.test", 25, tally_cb, (void *)(uintptr_t)4), -EAGAIN);
+	cr_expect_eq(resolver_mx(r, "a.test", 25, tally_cb, (void *)(uintptr_t)4), -EAGAIN);
+	resolver_get_stats(r, &st);
+	cr_expect_eq(st.rejected, 2);
+	cr_expect_eq(st.pending, 4);
+	stop(r);
+	for (int i = 0; i < 4; i++) {
+		cr_expect_eq(tally.calls[i], 1, "request %d: one callback", i);
+		cr_expect_eq(tally.errs[i], -ECANCELED);
+	}
+	cr_expect_eq(tally.calls[4], 0, "a refused request gets no callback");
+}
+
+Test(resolver, free_cancels_pending)
+{
+	/* 100 lookups nobody answers: 8 with c-ares, the rest queued. */
+	struct resolver_conf conf = { .inflight_max = 8, .timeout_ms = 60000 };
+	struct resolver *r = start(&conf);
+	enum { N = 100 };
+
+	tally_reset(r);
+	for (int i = 0; i < N; i++) {
+		void *cookie = (void *)(uintptr_t)i;
+		cr_assert_eq(i % 2 ? resolver_mx(r, "silent.test", 25, tally_cb, cookie)
+				   : resolver_host(r, "silent.test", 25, tally_cb, cookie), 0);
+	}
+	/* Free only once c-ares holds some (their queries reached the server),
+	 * so both the queued and the in-flight paths are cancelled. */
+	for (uint64_t t0 = now_ms(); dns_stub_queries(stub) < 8 && now_ms() - t0 < WAIT_MAX_MS;)
+		nanosleep(&(struct timespec){ .tv_nsec = 5 * 1000 * 1000 }, NULL);
+	cr_expect_geq(dns_stub_queries(stub), 8, "lookups reached the server");
+	cr_expect_eq(tally.total, 0, "nothing answered before free");
+	stop(r);
+	cr_expect_eq(tally.total, N);
+	for (int i = 0; i < N; i++) {
+		cr_expect_eq(tally.calls[i], 1, "request %d: %d callbacks", i, tally.calls[i]);
+		cr_expect_eq(tally.errs[i], -ECANCELED, "request %d: %d", i, tally.errs[i]);
+	}
+	cr_expect_eq(tally.resubmit_rc, -ESHUTDOWN, "a submission during free is refused");
+}
+
+Test(resolver, many_at_once)
+{
+	static const size_t pick[] = { 3, 7, 9, 12, 0 }; /* A, MX, no MX, NXDOMAIN, numeric */
+	struct resolver *r = start(NULL);
+	struct timespec dl;
+
+	tally_reset(NULL);
+	for (size_t i = 0; i < MANY; i++)
+		cr_assert_eq(submit(r, &lookups[pick[i % 5]], tally_cb, (void *)(uintptr_t)i), 0);
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += WAIT_MAX_MS / 1000;
+	pthread_mutex_lock(&tally.mu);
+	while (tally.total < MANY && pthread_cond_timedwait(&tally.cv, &tally.mu, &dl) == 0)
+		;
+	pthread_mutex_unlock(&tally.mu);
+	cr_assert_eq(tally.total, MANY, "all %d answered, got %d", MANY, tally.total);
+	for (size_t i = 0; i < MANY; i++) {
+		cr_expect_eq(tally.calls[i], 1);
+		cr_expect_eq(tally.errs[i], lookups[pick[i % 5]].want_err, "request %zu (%s): %d", i,
+			     lookups[pick[i % 5]].name, tally.errs[i]);
+	}
+	stop(r);
+}
