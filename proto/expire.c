@@ -29,7 +29,7 @@
 #include "core/log.h"
 #include "proto/bounce.h"
 #include "proto/dsn.h"
-#include "proto/smtp_server.h"
+#include "proto/qid.h"
 #include "store/spool_index.h"
 #include "store/spool_rec.h"
 
@@ -200,7 +200,7 @@ static void expire_scan(struct expire *x, uint64_t now)
 static void job_part_done(void *arg, int err)
 {
 	struct expire *x = arg;
-	char qid[SMTP_QID_MAX], dqid[SMTP_QID_MAX];
+	char qid[QID_MAX], dqid[QID_MAX];
 
 	if (err && !x->err)
 		x->err = err;
@@ -208,7 +208,7 @@ static void job_part_done(void *arg, int err)
 		return;
 	err = x->err;
 
-	spool_msgid_format(x->msgid, qid, sizeof(qid));
+	qid_format(x->msgid, qid);
 	if (err && x->warn) {
 		log_err("%s: delay warning not recorded (%s); retried at the next scan",
 			qid, strerror(-err));
@@ -217,11 +217,11 @@ static void job_part_done(void *arg, int err)
 			qid, strerror(-err));
 	} else if (x->warn) {
 		if (x->has_dsn) {
-			spool_msgid_format(x->dsn_id, dqid, sizeof(dqid));
+			qid_format(x->dsn_id, dqid);
 			log_info("%s: sender delay notification: %s", qid, dqid);
 		}
 	} else if (x->has_dsn) {
-		spool_msgid_format(x->dsn_id, dqid, sizeof(dqid));
+		qid_format(x->dsn_id, dqid);
 		log_info("%s: sender non-delivery notification: %s", qid, dqid);
 		x->count++;
 	} else {
@@ -253,7 +253,7 @@ static int job_warn(struct expire *x, const struct spool_rec_hdr *hdr,
 {
 	struct dsn_rcpt *dr;
 	struct bounce_req br;
-	char qid[SMTP_QID_MAX], addr[EXPIRE_ADDR_LOG_MAX];
+	char qid[QID_MAX], addr[EXPIRE_ADDR_LOG_MAX];
 	uint64_t hold = 0;
 	int same_hold = 1, rc;
 
@@ -278,7 +278,7 @@ static int job_warn(struct expire *x, const struct spool_rec_hdr *hdr,
 	}
 	if (x->npending == 0)
 		return 1;
-	spool_msgid_format(x->msgid, qid, sizeof(qid));
+	qid_format(x->msgid, qid);
 	x->has_dsn = m->sender.len > 0; /* never a DSN to the null sender */
 	for (uint32_t i = 0; i < x->npending; i++) {
 		struct spool_rec_addr a = spool_rec_msg_rcpt(m, x->pending[i]);
@@ -325,11 +325,11 @@ static void job_read(void *arg, int err)
 	struct dsn_rcpt *dr = NULL;
 	struct bounce_req br;
 	const char *payload;
-	char qid[SMTP_QID_MAX], addr[EXPIRE_ADDR_LOG_MAX];
+	char qid[QID_MAX], addr[EXPIRE_ADDR_LOG_MAX];
 	uint64_t now = now_us(x);
 	int rc, n;
 
-	spool_msgid_format(x->msgid, qid, sizeof(qid));
+	qid_format(x->msgid, qid);
 	if (err) {
 		log_err("%s: cannot read the message to %s: %s", qid,
 			x->warn ? "warn its sender" : "expire it", strerror(-err));
@@ -419,7 +419,7 @@ static void job_start(struct expire *x, const struct expire_job *j)
 {
 	uint64_t msgid = j->msgid;
 	struct spool_index_entry e;
-	char qid[SMTP_QID_MAX];
+	char qid[QID_MAX];
 	int rc;
 
 	if (spool_index_msg_find(x->idx, msgid, &e))
@@ -439,7 +439,7 @@ static void job_start(struct expire *x, const struct expire_job *j)
 	if (rc == -EBUSY)
 		x->next--; /* the shard's one read is in use: try again next turn */
 	else if (rc) {
-		spool_msgid_format(msgid, qid, sizeof(qid));
+		qid_format(msgid, qid);
 		log_err("%s: cannot read the message to %s: %s", qid,
 			j->warn ? "warn its sender" : "expire it", strerror(-rc));
 	} else {
