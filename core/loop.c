@@ -124,6 +124,20 @@ struct loop_listener {
 	int armed;
 };
 
+/* A registered turn or stop hook (loop_add_turn_hook, loop_add_stop_hook). */
+struct loop_hook {
+	const char *name;
+	loop_hook_fn fn;
+	void *arg;
+	enum loop_turn_phase phase; /* turn hooks only */
+};
+
+struct loop_busy {
+	const char *name;
+	loop_busy_fn fn;
+	void *arg;
+};
+
 struct loop {
 	struct io_uring ring;
 	int ring_ok;
@@ -162,12 +176,14 @@ struct loop {
 	struct __kernel_timespec tick;
 	uint64_t tick_ms;
 
-	loop_hook_fn turn_hook;
-	void *turn_arg;
-	loop_busy_fn busy_fn;
-	void *busy_arg;
-	loop_hook_fn stop_fn;
-	void *stop_arg;
+	/* Registered per-turn work (turn: kept sorted by phase), stop hooks
+	 * and busy checks: see loop_add_turn_hook(). */
+	struct loop_hook turn[LOOP_HOOKS_MAX];
+	unsigned nturn;
+	struct loop_hook stop[LOOP_HOOKS_MAX];
+	unsigned nstop;
+	struct loop_busy busy[LOOP_HOOKS_MAX];
+	unsigned nbusy;
 };
 
 static uint64_t now_ms(void)
@@ -924,8 +940,8 @@ static void loop_begin_stop(struct loop *l)
 	l->stop_deadline_ms = now_ms() + l->cfg->shutdown_timeout_ms;
 	/* Background work that never runs out (expiry of a large old spool)
 	 * must stop starting new steps now, or the loop never ends. */
-	if (l->stop_fn)
-		l->stop_fn(l->stop_arg);
+	for (unsigned i = 0; i < l->nstop; i++)
+		l->stop[i].fn(l->stop[i].arg);
 	/* Stop accepting at once: cancel the accepts and close the sockets, so
 	 * new clients are refused (and try another MX) instead of waiting in
 	 * a backlog nobody will accept from. */
@@ -998,22 +1014,51 @@ void loop_stop(struct loop *l)
 	(void)!write(l->wakefd, &one, sizeof(one));
 }
 
-void loop_set_turn_hook(struct loop *l, loop_hook_fn fn, void *arg)
+int loop_add_turn_hook(struct loop *l, enum loop_turn_phase phase,
+		       const char *name, loop_hook_fn fn, void *arg)
 {
-	l->turn_hook = fn;
-	l->turn_arg = arg;
+	unsigned at;
+
+	if (phase >= LOOP_TURN_PHASES)
+		panic("turn hook %s: no phase %d", name, (int)phase);
+	if (l->nturn == LOOP_HOOKS_MAX) {
+		log_err("engine %u: turn hook %s: all %d slots taken", l->index,
+			name, LOOP_HOOKS_MAX);
+		return -ENOSPC;
+	}
+	/* After every hook of this phase or an earlier one: the array stays
+	 * sorted by phase, registration order within a phase. */
+	at = l->nturn;
+	while (at > 0 && l->turn[at - 1].phase > phase) {
+		l->turn[at] = l->turn[at - 1];
+		at--;
+	}
+	l->turn[at] = (struct loop_hook){ .name = name, .fn = fn, .arg = arg,
+					  .phase = phase };
+	l->nturn++;
+	return 0;
 }
 
-void loop_set_stop_hook(struct loop *l, loop_hook_fn fn, void *arg)
+int loop_add_stop_hook(struct loop *l, const char *name, loop_hook_fn fn, void *arg)
 {
-	l->stop_fn = fn;
-	l->stop_arg = arg;
+	if (l->nstop == LOOP_HOOKS_MAX) {
+		log_err("engine %u: stop hook %s: all %d slots taken", l->index,
+			name, LOOP_HOOKS_MAX);
+		return -ENOSPC;
+	}
+	l->stop[l->nstop++] = (struct loop_hook){ .name = name, .fn = fn, .arg = arg };
+	return 0;
 }
 
-void loop_set_busy_check(struct loop *l, loop_busy_fn fn, void *arg)
+int loop_add_busy_check(struct loop *l, const char *name, loop_busy_fn fn, void *arg)
 {
-	l->busy_fn = fn;
-	l->busy_arg = arg;
+	if (l->nbusy == LOOP_HOOKS_MAX) {
+		log_err("engine %u: busy check %s: all %d slots taken", l->index,
+			name, LOOP_HOOKS_MAX);
+		return -ENOSPC;
+	}
+	l->busy[l->nbusy++] = (struct loop_busy){ .name = name, .fn = fn, .arg = arg };
+	return 0;
 }
 
 /* ---- setup and the loop itself ------------------------------------------ */
@@ -1154,8 +1199,9 @@ static int loop_done(struct loop *l)
 	for (unsigned i = 0; i < l->nlis; i++)
 		if (l->lis[i].armed)
 			return 0;
-	if (l->busy_fn && l->busy_fn(l->busy_arg))
-		return 0;
+	for (unsigned i = 0; i < l->nbusy; i++)
+		if (l->busy[i].fn(l->busy[i].arg))
+			return 0;
 	return 1;
 }
 
@@ -1189,8 +1235,11 @@ int loop_run(struct loop *l)
 				arm_recv(c);
 		}
 		l->nrearm = 0;
-		if (l->turn_hook)
-			l->turn_hook(l->turn_arg);
+		/* Registered per-turn work, by phase (loop.h): what queues
+		 * records first, then the commit that writes them; the SQEs
+		 * they prepare go in with this turn's submit below. */
+		for (unsigned i = 0; i < l->nturn; i++)
+			l->turn[i].fn(l->turn[i].arg);
 		loop_do_work(l);
 		if (loop_done(l))
 			break;

@@ -86,9 +86,15 @@ static uint64_t now_us(const struct expire *x)
 			  x->conf.clock_offset_us);
 }
 
+static void expire_tick(void *arg);
+static void expire_stop(void *arg);
+static int expire_busy(void *arg);
+
 struct expire *expire_new(const struct expire_conf *conf, struct spool_shard *sh)
 {
 	struct expire *x = calloc(1, sizeof(*x));
+	struct loop *l = spool_shard_loop(sh);
+	int rc;
 
 	if (!x)
 		return NULL;
@@ -97,6 +103,20 @@ struct expire *expire_new(const struct expire_conf *conf, struct spool_shard *sh
 	x->idx = spool_shard_index(sh);
 	buf_init(&x->rec, 0);
 	buf_init(&x->dsn, 0);
+	/* The DONEs and DSNs a step queues go out in the shard's commit of
+	 * the same turn (LOOP_TURN_QUEUE runs before LOOP_TURN_COMMIT). */
+	rc = loop_add_turn_hook(l, LOOP_TURN_QUEUE, "expiry", expire_tick, x);
+	if (rc == 0)
+		rc = loop_add_stop_hook(l, "expiry", expire_stop, x);
+	if (rc == 0)
+		rc = loop_add_busy_check(l, "expiry", expire_busy, x);
+	if (rc) {
+		/* A hook already added would dangle: the caller fails, and
+		 * its loop is freed without running. */
+		expire_free(x);
+		errno = -rc;
+		return NULL;
+	}
 	return x;
 }
 
@@ -111,13 +131,20 @@ struct expire *expire_free(struct expire *x)
 	return NULL;
 }
 
-int expire_busy(const struct expire *x)
+/* The busy check: a message is being expired or warned about (its read or
+ * commit is in flight). */
+static int expire_busy(void *arg)
 {
+	const struct expire *x = arg;
+
 	return x->busy;
 }
 
-void expire_stop(struct expire *x)
+/* The stop hook: start no new work; work in flight finishes. */
+static void expire_stop(void *arg)
 {
+	struct expire *x = arg;
+
 	x->stopping = 1;
 }
 
@@ -447,8 +474,10 @@ static void job_start(struct expire *x, const struct expire_job *j)
 	}
 }
 
-void expire_tick(struct expire *x)
+/* The turn hook: a bounded step of work if any is due (expire.h). */
+static void expire_tick(void *arg)
 {
+	struct expire *x = arg;
 	uint64_t now;
 
 	if (x->busy || x->stopping)

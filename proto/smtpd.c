@@ -144,35 +144,9 @@ int smtpd_set_spool(struct smtpd *d, struct spool_shard *sh)
 	ec.clock_offset_us = (int64_t)d->cfg->clock_offset_ms * 1000;
 	ec.hold = smtpd_hold;
 	ec.hold_arg = d;
+	/* Expiry registers its own per-turn work on the shard's loop. */
 	d->expire = expire_new(&ec, sh);
-	return d->expire ? 0 : -ENOMEM;
-}
-
-void smtpd_turn(void *arg)
-{
-	struct smtpd *d = arg;
-
-	/* Expiry first, so what it queues joins this turn's group commit. */
-	expire_tick(d->expire);
-	spool_shard_flush(d->spool);
-}
-
-void smtpd_stop(void *arg)
-{
-	struct smtpd *d = arg;
-
-	expire_stop(d->expire);
-}
-
-int smtpd_busy(void *arg)
-{
-	struct smtpd *d = arg;
-
-	/* Asked only once the loop is stopping: start no new expiry work,
-	 * finish what is in flight. */
-	expire_stop(d->expire);
-	return expire_busy(d->expire) || spool_shard_busy(d->spool) ||
-	       (d->drain && drain_busy(d->drain));
+	return d->expire ? 0 : -errno;
 }
 
 const char *smtpd_busy_reply(const struct smtpd *d)

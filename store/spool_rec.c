@@ -179,8 +179,7 @@ size_t spool_rec_encode_note(char *dst, uint64_t msgid, uint64_t time_us,
  * version on however many header bytes there are, then type and length on
  * a whole header, then the CRC on a whole record.
  */
-int spool_rec_decode(const char *p, size_t n, struct spool_rec_hdr *hdr,
-		const char **payload)
+int spool_rec_decode_hdr(const char *p, size_t n, struct spool_rec_hdr *hdr)
 {
 	static const unsigned char magic[4] = { 'E', 'T', 'R', 'N' };
 	size_t m = n < sizeof magic ? n : sizeof magic;
@@ -209,21 +208,31 @@ int spool_rec_decode(const char *p, size_t n, struct spool_rec_hdr *hdr,
 		return SPOOL_REC_BAD_LENGTH;
 	if (type == SPOOL_REC_MSG && length < MSG_FIXED_SIZE)
 		return SPOOL_REC_BAD_LENGTH;
-	if (n - SPOOL_REC_HDR_SIZE < length)
-		return SPOOL_REC_AGAIN;
-
-	uint32_t crc = rec_crc_head(p);
-	crc = crc32c(crc, p + SPOOL_REC_HDR_SIZE, length);
-	if (crc != get32(p + REC_OFF_CRC))
-		return SPOOL_REC_BAD_CRC;
 
 	hdr->version = SPOOL_REC_VERSION;
 	hdr->type = type;
 	hdr->flags = get16(p + REC_OFF_FLAGS);
 	hdr->length = length;
-	hdr->crc = crc;
+	hdr->crc = get32(p + REC_OFF_CRC);
 	hdr->msgid = get64(p + REC_OFF_MSGID);
 	hdr->time_us = get64(p + REC_OFF_TIME);
+	return SPOOL_REC_OK;
+}
+
+int spool_rec_decode(const char *p, size_t n, struct spool_rec_hdr *hdr,
+		const char **payload)
+{
+	int rc = spool_rec_decode_hdr(p, n, hdr);
+
+	if (rc != SPOOL_REC_OK)
+		return rc;
+	if (n - SPOOL_REC_HDR_SIZE < hdr->length)
+		return SPOOL_REC_AGAIN;
+
+	uint32_t crc = rec_crc_head(p);
+	crc = crc32c(crc, p + SPOOL_REC_HDR_SIZE, hdr->length);
+	if (crc != hdr->crc)
+		return SPOOL_REC_BAD_CRC;
 	*payload = p + SPOOL_REC_HDR_SIZE;
 	return SPOOL_REC_OK;
 }
