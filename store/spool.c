@@ -233,6 +233,43 @@ static void qdelta(struct spool_shard *sh, const char *d, size_t n,
 			    (int64_t)bytes1 - (int64_t)bytes0);
 }
 
+/* The shard's per-turn work: compaction (its own step and stop hook, see
+ * spool_compact.h), then the group commit, registered on the loop. The
+ * loop runs the commit after everything that queues records, whatever the
+ * order of registration (loop.h, LOOP_TURN_COMMIT). Returns 0, or -1 with
+ * err set. */
+static int shard_start_work(struct spool_shard *sh, const struct spool_shard_conf *conf,
+			    char *err, size_t errlen)
+{
+	struct spool_compact_conf cc = {
+		.loop = sh->loop,
+		.shard = conf->shard,
+		.threshold = conf->compact_threshold,
+		.min_age_us = conf->compact_min_age_us,
+		.segment_size = conf->segment_size,
+		.clock_offset_us = conf->clock_offset_us,
+		.clock = conf->clock,
+		.clock_arg = conf->clock_arg,
+	};
+
+	sh->compact = spool_compact_new(sh, &cc);
+	if (!sh->compact) {
+		snprintf(err, errlen, "shard %u: compaction: %s", conf->shard,
+			 strerror(errno));
+		return -1;
+	}
+	/* Stale copies (a compaction cut short) are copied again before any
+	 * session can finish their messages. */
+	spool_compact_resume(sh->compact);
+	if (loop_add_turn_hook(sh->loop, LOOP_TURN_COMMIT, "spool commit",
+			       spool_shard_flush, sh) ||
+	    loop_add_busy_check(sh->loop, "spool", spool_shard_busy, sh)) {
+		snprintf(err, errlen, "shard %u: loop hook registry full", conf->shard);
+		return -1;
+	}
+	return 0;
+}
+
 struct spool_shard *spool_shard_open(struct loop *loop,
 				     const struct spool_shard_conf *conf,
 				     char *err, size_t errlen)
@@ -288,35 +325,8 @@ struct spool_shard *spool_shard_open(struct loop *loop,
 	spool_recover_result_free(&res);
 	time_base = (uint64_t)time(NULL) << SPOOL_SEQ_TIME_SHIFT;
 	sh->seq = disk_max + 1 > time_base ? disk_max + 1 : time_base;
-	{
-		struct spool_compact_conf cc = {
-			.loop = loop,
-			.shard = conf->shard,
-			.threshold = conf->compact_threshold,
-			.min_age_us = conf->compact_min_age_us,
-			.segment_size = conf->segment_size,
-			.clock_offset_us = conf->clock_offset_us,
-			.clock = conf->clock,
-			.clock_arg = conf->clock_arg,
-		};
-		sh->compact = spool_compact_new(sh, &cc);
-		if (!sh->compact) {
-			snprintf(err, errlen, "shard %u: compaction: %s", conf->shard,
-				 strerror(errno));
-			goto fail;
-		}
-		/* Stale copies (a compaction cut short) are copied again
-		 * before any session can finish their messages. */
-		spool_compact_resume(sh->compact);
-	}
-	/* The group commit is the shard's per-turn work; the loop runs it
-	 * after everything that queues records (loop.h, LOOP_TURN_COMMIT). */
-	if (loop_add_turn_hook(loop, LOOP_TURN_COMMIT, "spool commit",
-			       spool_shard_flush, sh) ||
-	    loop_add_busy_check(loop, "spool", spool_shard_busy, sh)) {
-		snprintf(err, errlen, "shard %u: loop hook registry full", conf->shard);
+	if (shard_start_work(sh, conf, err, errlen))
 		goto fail;
-	}
 	return sh;
 fail:
 	spool_shard_close(sh);

@@ -179,7 +179,9 @@ size_t spool_rec_encode_note(char *dst, uint64_t msgid, uint64_t time_us,
  * version on however many header bytes there are, then type and length on
  * a whole header, then the CRC on a whole record.
  */
-int spool_rec_decode_hdr(const char *p, size_t n, struct spool_rec_hdr *hdr)
+/* Fewer than SPOOL_REC_HDR_SIZE bytes: a torn tail (AGAIN) unless what is
+ * there already shows a bad magic or version. */
+static int decode_hdr_short(const char *p, size_t n)
 {
 	static const unsigned char magic[4] = { 'E', 'T', 'R', 'N' };
 	size_t m = n < sizeof magic ? n : sizeof magic;
@@ -188,12 +190,21 @@ int spool_rec_decode_hdr(const char *p, size_t n, struct spool_rec_hdr *hdr)
 		return SPOOL_REC_AGAIN;
 	if (memcmp(p, magic, m) != 0)
 		return SPOOL_REC_BAD_MAGIC;
-	if (n <= REC_OFF_VERSION)
-		return SPOOL_REC_AGAIN;
+	if (n > REC_OFF_VERSION && (unsigned char)p[REC_OFF_VERSION] != SPOOL_REC_VERSION)
+		return SPOOL_REC_BAD_VERSION;
+	return SPOOL_REC_AGAIN;
+}
+
+/* On the commit path for every record the spool indexes: whole-word loads,
+ * no byte-wise compare, the short case out of line. */
+int spool_rec_decode_hdr(const char *p, size_t n, struct spool_rec_hdr *hdr)
+{
+	if (n < SPOOL_REC_HDR_SIZE)
+		return decode_hdr_short(p, n);
+	if (get32(p + REC_OFF_MAGIC) != SPOOL_REC_MAGIC)
+		return SPOOL_REC_BAD_MAGIC;
 	if ((unsigned char)p[REC_OFF_VERSION] != SPOOL_REC_VERSION)
 		return SPOOL_REC_BAD_VERSION;
-	if (n < SPOOL_REC_HDR_SIZE)
-		return SPOOL_REC_AGAIN;
 
 	uint8_t type = (uint8_t)p[REC_OFF_TYPE];
 	uint32_t length = get32(p + REC_OFF_LENGTH);
