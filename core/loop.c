@@ -1014,6 +1014,18 @@ void loop_stop(struct loop *l)
 	(void)!write(l->wakefd, &one, sizeof(one));
 }
 
+/* 1 (and logged: a registry too small is a wiring bug to see) when all
+ * LOOP_HOOKS_MAX slots of a kind are taken. */
+static int hooks_full(const struct loop *l, unsigned used, const char *kind,
+		      const char *name)
+{
+	if (used < LOOP_HOOKS_MAX)
+		return 0;
+	log_err("engine %u: %s %s: all %d slots taken", l->index, kind, name,
+		LOOP_HOOKS_MAX);
+	return 1;
+}
+
 int loop_add_turn_hook(struct loop *l, enum loop_turn_phase phase,
 		       const char *name, loop_hook_fn fn, void *arg)
 {
@@ -1021,11 +1033,8 @@ int loop_add_turn_hook(struct loop *l, enum loop_turn_phase phase,
 
 	if (phase >= LOOP_TURN_PHASES)
 		panic("turn hook %s: no phase %d", name, (int)phase);
-	if (l->nturn == LOOP_HOOKS_MAX) {
-		log_err("engine %u: turn hook %s: all %d slots taken", l->index,
-			name, LOOP_HOOKS_MAX);
+	if (hooks_full(l, l->nturn, "turn hook", name))
 		return -ENOSPC;
-	}
 	/* After every hook of this phase or an earlier one: the array stays
 	 * sorted by phase, registration order within a phase. */
 	at = l->nturn;
@@ -1041,22 +1050,16 @@ int loop_add_turn_hook(struct loop *l, enum loop_turn_phase phase,
 
 int loop_add_stop_hook(struct loop *l, const char *name, loop_hook_fn fn, void *arg)
 {
-	if (l->nstop == LOOP_HOOKS_MAX) {
-		log_err("engine %u: stop hook %s: all %d slots taken", l->index,
-			name, LOOP_HOOKS_MAX);
+	if (hooks_full(l, l->nstop, "stop hook", name))
 		return -ENOSPC;
-	}
 	l->stop[l->nstop++] = (struct loop_hook){ .name = name, .fn = fn, .arg = arg };
 	return 0;
 }
 
 int loop_add_busy_check(struct loop *l, const char *name, loop_busy_fn fn, void *arg)
 {
-	if (l->nbusy == LOOP_HOOKS_MAX) {
-		log_err("engine %u: busy check %s: all %d slots taken", l->index,
-			name, LOOP_HOOKS_MAX);
+	if (hooks_full(l, l->nbusy, "busy check", name))
 		return -ENOSPC;
-	}
 	l->busy[l->nbusy++] = (struct loop_busy){ .name = name, .fn = fn, .arg = arg };
 	return 0;
 }
