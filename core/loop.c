@@ -1066,9 +1066,49 @@ int loop_add_busy_check(struct loop *l, const char *name, loop_busy_fn fn, void 
 
 /* ---- setup and the loop itself ------------------------------------------ */
 
-struct loop *loop_new(const struct loop_conf *conf, char *err, size_t errlen)
+/* SINGLE_ISSUER | DEFER_TASKRUN: completions run only when this thread asks
+ * for them, with no cross-thread wake-ups (kernel 6.1+); fall back to a plain
+ * ring where they are missing. Returns 0 or -errno. */
+static int ring_setup(struct loop *l)
 {
 	struct io_uring_params p;
+	int rc;
+
+	memset(&p, 0, sizeof(p));
+	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+	rc = io_uring_queue_init_params(LOOP_SQ_ENTRIES, &l->ring, &p);
+	if (rc == -EINVAL) {
+		memset(&p, 0, sizeof(p));
+		rc = io_uring_queue_init_params(LOOP_SQ_ENTRIES, &l->ring, &p);
+	}
+	return rc;
+}
+
+/* max_connections slots, all on the free list (slot 0 first). Returns 0 or
+ * -ENOMEM. */
+static int slots_setup(struct loop *l)
+{
+	l->nslots = l->cfg->max_connections;
+	l->conns = calloc(l->nslots, sizeof(*l->conns));
+	l->rearm = calloc(l->nslots, sizeof(*l->rearm));
+	if (!l->conns || !l->rearm)
+		return -ENOMEM;
+	for (uint32_t s = l->nslots; s-- > 0;) {
+		struct conn *c = &l->conns[s];
+		c->loop = l;
+		c->slot = s;
+		c->fd = -1;
+		buf_init(&c->out, 0);
+		buf_init(&c->wbuf, 0);
+		buf_init(&c->pending, 0);
+		c->next = l->free_conns;
+		l->free_conns = c;
+	}
+	return 0;
+}
+
+struct loop *loop_new(const struct loop_conf *conf, char *err, size_t errlen)
+{
 	struct loop *l;
 	uint64_t tick;
 	int rc;
@@ -1087,16 +1127,7 @@ struct loop *loop_new(const struct loop_conf *conf, char *err, size_t errlen)
 	for (unsigned i = 0; i < CONFIG_LISTEN_MAX; i++)
 		l->lis[i].fd = -1;
 
-	/* SINGLE_ISSUER | DEFER_TASKRUN: completions run only when this
-	 * thread asks for them, with no cross-thread wake-ups (kernel 6.1+);
-	 * fall back to a plain ring where they are missing. */
-	memset(&p, 0, sizeof(p));
-	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
-	rc = io_uring_queue_init_params(LOOP_SQ_ENTRIES, &l->ring, &p);
-	if (rc == -EINVAL) {
-		memset(&p, 0, sizeof(p));
-		rc = io_uring_queue_init_params(LOOP_SQ_ENTRIES, &l->ring, &p);
-	}
+	rc = ring_setup(l);
 	if (rc) {
 		snprintf(err, errlen, "io_uring_queue_init: %s", strerror(-rc));
 		goto fail;
@@ -1107,23 +1138,9 @@ struct loop *loop_new(const struct loop_conf *conf, char *err, size_t errlen)
 		snprintf(err, errlen, "provided buffer ring: %s", strerror(-rc));
 		goto fail;
 	}
-	l->nslots = l->cfg->max_connections;
-	l->conns = calloc(l->nslots, sizeof(*l->conns));
-	l->rearm = calloc(l->nslots, sizeof(*l->rearm));
-	if (!l->conns || !l->rearm) {
+	if (slots_setup(l)) {
 		snprintf(err, errlen, "out of memory for %u connection slots", l->nslots);
 		goto fail;
-	}
-	for (uint32_t s = l->nslots; s-- > 0;) {
-		struct conn *c = &l->conns[s];
-		c->loop = l;
-		c->slot = s;
-		c->fd = -1;
-		buf_init(&c->out, 0);
-		buf_init(&c->wbuf, 0);
-		buf_init(&c->pending, 0);
-		c->next = l->free_conns;
-		l->free_conns = c;
 	}
 	for (int i = 0; i < LOOP_FILE_OPS_MAX; i++)
 		l->fops[i].next_free = i + 1 < LOOP_FILE_OPS_MAX ? i + 1 : -1;

@@ -344,15 +344,70 @@ static int job_warn(struct expire *x, const struct spool_rec_hdr *hdr,
 
 /* The record is in x->rec: queue the DSN and the DONEs (or, for a warning,
  * the delayed DSN and the NOTE). */
+/* Expire the recipients of a read message whose own domain's max_hold has
+ * passed (a message for several domains may expire in parts): log each,
+ * queue their DONEs and the sender's DSN. Returns 0 (queued: job_part_done()
+ * ends the job), 1 (nothing to do) or -errno. */
+static int job_expire(struct expire *x, const struct spool_rec_hdr *hdr,
+		      const struct spool_rec_msg *m, int n, uint64_t now)
+{
+	struct dsn_rcpt *dr;
+	struct bounce_req br;
+	char qid[QID_MAX], addr[EXPIRE_ADDR_LOG_MAX];
+	int rc;
+
+	x->npending = 0;
+	for (int i = 0; i < n; i++) {
+		struct spool_rec_addr a = spool_rec_msg_rcpt(m, x->pending[i]);
+		size_t dl;
+		const char *d = spool_rec_addr_domain(a, &dl);
+
+		if (hdr->time_us < cutoff_for(x, now, d, dl))
+			x->pending[x->npending++] = x->pending[i];
+	}
+	if (x->npending == 0)
+		return 1;
+	qid_format(x->msgid, qid);
+	x->has_dsn = m->sender.len > 0; /* never a DSN to the null sender */
+	for (uint32_t i = 0; i < x->npending; i++) {
+		struct spool_rec_addr a = spool_rec_msg_rcpt(m, x->pending[i]);
+		log_info("%s: to=<%s>, relay=none, delay=%.0f, status=expired (held longer than its max_hold)",
+			 qid, log_printable(addr, sizeof(addr), a.p, a.len),
+			 (double)(now - hdr->time_us) / 1e6);
+	}
+	if (!x->has_dsn)
+		log_info("%s: null sender: no delivery status notification", qid);
+	dr = calloc(x->npending, sizeof(*dr));
+	if (!dr)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < x->npending; i++) {
+		dr[i].action = DSN_ACTION_FAILED;
+		dr[i].status = EXPIRE_STATUS;
+	}
+	memset(&br, 0, sizeof(br));
+	br.hostname = x->conf.hostname;
+	br.hdr = hdr;
+	br.msg = m;
+	br.rcpt = x->pending;
+	br.why = dr;
+	br.nrcpt = x->npending;
+	br.status = SPOOL_DONE_EXPIRED;
+	br.now_us = now;
+	rc = bounce_queue(x->sh, &br, &x->dsn, &x->dsn_id, job_part_done, x);
+	free(dr);
+	if (rc)
+		return rc;
+	x->outstanding = 1;
+	return 0;
+}
+
 static void job_read(void *arg, int err)
 {
 	struct expire *x = arg;
 	struct spool_rec_hdr hdr;
 	struct spool_rec_msg m;
-	struct dsn_rcpt *dr = NULL;
-	struct bounce_req br;
 	const char *payload;
-	char qid[QID_MAX], addr[EXPIRE_ADDR_LOG_MAX];
+	char qid[QID_MAX];
 	uint64_t now = now_us(x);
 	int rc, n;
 
@@ -378,66 +433,18 @@ static void job_read(void *arg, int err)
 	n = spool_index_msg_pending(x->idx, x->msgid, x->pending, m.nrcpt);
 	if (n <= 0)
 		goto skip;
-	if (x->warn) {
-		rc = job_warn(x, &hdr, &m, n, now);
-		if (rc == 0)
-			return; /* job_part_done() ends the job */
-		if (rc > 0)
-			goto skip;
+	rc = x->warn ? job_warn(x, &hdr, &m, n, now) : job_expire(x, &hdr, &m, n, now);
+	if (rc == 0)
+		return; /* job_part_done() ends the job */
+	if (rc > 0)
+		goto skip;
+fail:
+	if (x->warn)
 		log_err("%s: cannot send a delay warning: %s; retried at the next scan",
 			qid, strerror(-rc));
-		goto skip;
-	}
-	/* Only recipients whose own domain's max_hold has passed expire; a
-	 * message for several domains may expire in parts. */
-	x->npending = 0;
-	for (int i = 0; i < n; i++) {
-		struct spool_rec_addr a = spool_rec_msg_rcpt(&m, x->pending[i]);
-		size_t dl;
-		const char *d = spool_rec_addr_domain(a, &dl);
-
-		if (hdr.time_us < cutoff_for(x, now, d, dl))
-			x->pending[x->npending++] = x->pending[i];
-	}
-	if (x->npending == 0)
-		goto skip;
-	x->has_dsn = m.sender.len > 0; /* never a DSN to the null sender */
-	for (uint32_t i = 0; i < x->npending; i++) {
-		struct spool_rec_addr a = spool_rec_msg_rcpt(&m, x->pending[i]);
-		log_info("%s: to=<%s>, relay=none, delay=%.0f, status=expired (held longer than its max_hold)",
-			 qid, log_printable(addr, sizeof(addr), a.p, a.len),
-			 (double)(now - hdr.time_us) / 1e6);
-	}
-	if (!x->has_dsn)
-		log_info("%s: null sender: no delivery status notification", qid);
-	dr = calloc(x->npending, sizeof(*dr));
-	if (!dr) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	for (uint32_t i = 0; i < x->npending; i++) {
-		dr[i].action = DSN_ACTION_FAILED;
-		dr[i].status = EXPIRE_STATUS;
-	}
-	memset(&br, 0, sizeof(br));
-	br.hostname = x->conf.hostname;
-	br.hdr = &hdr;
-	br.msg = &m;
-	br.rcpt = x->pending;
-	br.why = dr;
-	br.nrcpt = x->npending;
-	br.status = SPOOL_DONE_EXPIRED;
-	br.now_us = now;
-	rc = bounce_queue(x->sh, &br, &x->dsn, &x->dsn_id, job_part_done, x);
-	free(dr);
-	dr = NULL;
-	if (rc)
-		goto fail;
-	x->outstanding = 1;
-	return; /* job_part_done() ends the job */
-fail:
-	free(dr);
-	log_err("%s: cannot expire: %s; retried at the next scan", qid, strerror(-rc));
+	else
+		log_err("%s: cannot expire: %s; retried at the next scan", qid,
+			strerror(-rc));
 skip:
 	x->busy = 0;
 }
