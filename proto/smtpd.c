@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "proto/drain.h"
 #include "proto/expire.h"
+#include "proto/qid.h"
 #include "proto/smtp_server.h"
 #include "store/domstat.h"
 #include "store/spool_rec.h"
@@ -66,12 +67,15 @@ static enum smtp_rcpt_verdict smtpd_rcpt_check(void *arg, const char *domain,
 	return SMTP_RCPT_OK;
 }
 
+/* The session's queue id buffer holds SMTP_QID_MAX bytes. */
+_Static_assert(QID_MAX <= SMTP_QID_MAX, "a queue id must fit smtp_server's buffer");
+
 static void smtpd_new_id(void *arg, uint64_t *msgid, char *qid)
 {
 	struct smtpd *d = arg;
 
 	*msgid = spool_shard_new_msgid(d->spool);
-	spool_msgid_format(*msgid, qid, SMTP_QID_MAX);
+	qid_format(*msgid, qid);
 }
 
 static void smtpd_etrn(void *arg, const char *client, const char *node, size_t len,
