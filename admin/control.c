@@ -472,6 +472,7 @@ struct control *control_start(const struct config *cfg, struct domtab_live *lv,
 {
 	struct control *c = calloc(1, sizeof(*c));
 	char why[512] = "";
+	int rc;
 
 	if (!c) {
 		snprintf(err, errlen, "out of memory");
@@ -518,8 +519,10 @@ struct control *control_start(const struct config *cfg, struct domtab_live *lv,
 			 why, cfg->nrelay_domains);
 		c->up = 0;
 	}
-	if (pthread_create(&c->thread, NULL, control_main, c)) {
-		snprintf(err, errlen, "pthread_create: %s", strerror(errno));
+	/* pthread_create returns the error; it does not set errno. */
+	rc = pthread_create(&c->thread, NULL, control_main, c);
+	if (rc) {
+		snprintf(err, errlen, "control thread: pthread_create: %s", strerror(rc));
 		goto fail;
 	}
 	c->have_thread = 1;

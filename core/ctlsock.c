@@ -130,6 +130,7 @@ struct ctlsock *ctlsock_start(const char *path, ctlsock_fn fn, void *arg,
 {
 	struct ctlsock *c = calloc(1, sizeof(*c));
 	struct sockaddr_un sa;
+	int rc;
 
 	if (!c) {
 		snprintf(err, errlen, "out of memory");
@@ -160,8 +161,10 @@ struct ctlsock *ctlsock_start(const char *path, ctlsock_fn fn, void *arg,
 		snprintf(err, errlen, "control_socket %s: %s", c->path, strerror(errno));
 		goto fail;
 	}
-	if (pthread_create(&c->thread, NULL, ctlsock_main, c)) {
-		snprintf(err, errlen, "control socket thread: %s", strerror(errno));
+	/* pthread_create returns the error; it does not set errno. */
+	rc = pthread_create(&c->thread, NULL, ctlsock_main, c);
+	if (rc) {
+		snprintf(err, errlen, "control socket thread: %s", strerror(rc));
 		(void)unlink(c->path);
 		goto fail;
 	}

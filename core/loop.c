@@ -124,6 +124,20 @@ struct loop_listener {
 	int armed;
 };
 
+/* A registered turn or stop hook (loop_add_turn_hook, loop_add_stop_hook). */
+struct loop_hook {
+	const char *name;
+	loop_hook_fn fn;
+	void *arg;
+	enum loop_turn_phase phase; /* turn hooks only */
+};
+
+struct loop_busy {
+	const char *name;
+	loop_busy_fn fn;
+	void *arg;
+};
+
 struct loop {
 	struct io_uring ring;
 	int ring_ok;
@@ -162,12 +176,14 @@ struct loop {
 	struct __kernel_timespec tick;
 	uint64_t tick_ms;
 
-	loop_hook_fn turn_hook;
-	void *turn_arg;
-	loop_busy_fn busy_fn;
-	void *busy_arg;
-	loop_hook_fn stop_fn;
-	void *stop_arg;
+	/* Registered per-turn work (turn: kept sorted by phase), stop hooks
+	 * and busy checks: see loop_add_turn_hook(). */
+	struct loop_hook turn[LOOP_HOOKS_MAX];
+	unsigned nturn;
+	struct loop_hook stop[LOOP_HOOKS_MAX];
+	unsigned nstop;
+	struct loop_busy busy[LOOP_HOOKS_MAX];
+	unsigned nbusy;
 };
 
 static uint64_t now_ms(void)
@@ -924,8 +940,8 @@ static void loop_begin_stop(struct loop *l)
 	l->stop_deadline_ms = now_ms() + l->cfg->shutdown_timeout_ms;
 	/* Background work that never runs out (expiry of a large old spool)
 	 * must stop starting new steps now, or the loop never ends. */
-	if (l->stop_fn)
-		l->stop_fn(l->stop_arg);
+	for (unsigned i = 0; i < l->nstop; i++)
+		l->stop[i].fn(l->stop[i].arg);
 	/* Stop accepting at once: cancel the accepts and close the sockets, so
 	 * new clients are refused (and try another MX) instead of waiting in
 	 * a backlog nobody will accept from. */
@@ -998,29 +1014,101 @@ void loop_stop(struct loop *l)
 	(void)!write(l->wakefd, &one, sizeof(one));
 }
 
-void loop_set_turn_hook(struct loop *l, loop_hook_fn fn, void *arg)
+/* 1 (and logged: a registry too small is a wiring bug to see) when all
+ * LOOP_HOOKS_MAX slots of a kind are taken. */
+static int hooks_full(const struct loop *l, unsigned used, const char *kind,
+		      const char *name)
 {
-	l->turn_hook = fn;
-	l->turn_arg = arg;
+	if (used < LOOP_HOOKS_MAX)
+		return 0;
+	log_err("engine %u: %s %s: all %d slots taken", l->index, kind, name,
+		LOOP_HOOKS_MAX);
+	return 1;
 }
 
-void loop_set_stop_hook(struct loop *l, loop_hook_fn fn, void *arg)
+int loop_add_turn_hook(struct loop *l, enum loop_turn_phase phase,
+		       const char *name, loop_hook_fn fn, void *arg)
 {
-	l->stop_fn = fn;
-	l->stop_arg = arg;
+	unsigned at;
+
+	if (phase >= LOOP_TURN_PHASES)
+		panic("turn hook %s: no phase %d", name, (int)phase);
+	if (hooks_full(l, l->nturn, "turn hook", name))
+		return -ENOSPC;
+	/* After every hook of this phase or an earlier one: the array stays
+	 * sorted by phase, registration order within a phase. */
+	at = l->nturn;
+	while (at > 0 && l->turn[at - 1].phase > phase) {
+		l->turn[at] = l->turn[at - 1];
+		at--;
+	}
+	l->turn[at] = (struct loop_hook){ .name = name, .fn = fn, .arg = arg,
+					  .phase = phase };
+	l->nturn++;
+	return 0;
 }
 
-void loop_set_busy_check(struct loop *l, loop_busy_fn fn, void *arg)
+int loop_add_stop_hook(struct loop *l, const char *name, loop_hook_fn fn, void *arg)
 {
-	l->busy_fn = fn;
-	l->busy_arg = arg;
+	if (hooks_full(l, l->nstop, "stop hook", name))
+		return -ENOSPC;
+	l->stop[l->nstop++] = (struct loop_hook){ .name = name, .fn = fn, .arg = arg };
+	return 0;
+}
+
+int loop_add_busy_check(struct loop *l, const char *name, loop_busy_fn fn, void *arg)
+{
+	if (hooks_full(l, l->nbusy, "busy check", name))
+		return -ENOSPC;
+	l->busy[l->nbusy++] = (struct loop_busy){ .name = name, .fn = fn, .arg = arg };
+	return 0;
 }
 
 /* ---- setup and the loop itself ------------------------------------------ */
 
-struct loop *loop_new(const struct loop_conf *conf, char *err, size_t errlen)
+/* SINGLE_ISSUER | DEFER_TASKRUN: completions run only when this thread asks
+ * for them, with no cross-thread wake-ups (kernel 6.1+); fall back to a plain
+ * ring where they are missing. Returns 0 or -errno. */
+static int ring_setup(struct loop *l)
 {
 	struct io_uring_params p;
+	int rc;
+
+	memset(&p, 0, sizeof(p));
+	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+	rc = io_uring_queue_init_params(LOOP_SQ_ENTRIES, &l->ring, &p);
+	if (rc == -EINVAL) {
+		memset(&p, 0, sizeof(p));
+		rc = io_uring_queue_init_params(LOOP_SQ_ENTRIES, &l->ring, &p);
+	}
+	return rc;
+}
+
+/* max_connections slots, all on the free list (slot 0 first). Returns 0 or
+ * -ENOMEM. */
+static int slots_setup(struct loop *l)
+{
+	l->nslots = l->cfg->max_connections;
+	l->conns = calloc(l->nslots, sizeof(*l->conns));
+	l->rearm = calloc(l->nslots, sizeof(*l->rearm));
+	if (!l->conns || !l->rearm)
+		return -ENOMEM;
+	for (uint32_t s = l->nslots; s-- > 0;) {
+		struct conn *c = &l->conns[s];
+		c->loop = l;
+		c->slot = s;
+		c->fd = -1;
+		buf_init(&c->out, 0);
+		buf_init(&c->wbuf, 0);
+		buf_init(&c->pending, 0);
+		c->next = l->free_conns;
+		l->free_conns = c;
+	}
+	return 0;
+}
+
+struct loop *loop_new(const struct loop_conf *conf, char *err, size_t errlen)
+{
 	struct loop *l;
 	uint64_t tick;
 	int rc;
@@ -1039,16 +1127,7 @@ struct loop *loop_new(const struct loop_conf *conf, char *err, size_t errlen)
 	for (unsigned i = 0; i < CONFIG_LISTEN_MAX; i++)
 		l->lis[i].fd = -1;
 
-	/* SINGLE_ISSUER | DEFER_TASKRUN: completions run only when this
-	 * thread asks for them, with no cross-thread wake-ups (kernel 6.1+);
-	 * fall back to a plain ring where they are missing. */
-	memset(&p, 0, sizeof(p));
-	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
-	rc = io_uring_queue_init_params(LOOP_SQ_ENTRIES, &l->ring, &p);
-	if (rc == -EINVAL) {
-		memset(&p, 0, sizeof(p));
-		rc = io_uring_queue_init_params(LOOP_SQ_ENTRIES, &l->ring, &p);
-	}
+	rc = ring_setup(l);
 	if (rc) {
 		snprintf(err, errlen, "io_uring_queue_init: %s", strerror(-rc));
 		goto fail;
@@ -1059,23 +1138,9 @@ struct loop *loop_new(const struct loop_conf *conf, char *err, size_t errlen)
 		snprintf(err, errlen, "provided buffer ring: %s", strerror(-rc));
 		goto fail;
 	}
-	l->nslots = l->cfg->max_connections;
-	l->conns = calloc(l->nslots, sizeof(*l->conns));
-	l->rearm = calloc(l->nslots, sizeof(*l->rearm));
-	if (!l->conns || !l->rearm) {
+	if (slots_setup(l)) {
 		snprintf(err, errlen, "out of memory for %u connection slots", l->nslots);
 		goto fail;
-	}
-	for (uint32_t s = l->nslots; s-- > 0;) {
-		struct conn *c = &l->conns[s];
-		c->loop = l;
-		c->slot = s;
-		c->fd = -1;
-		buf_init(&c->out, 0);
-		buf_init(&c->wbuf, 0);
-		buf_init(&c->pending, 0);
-		c->next = l->free_conns;
-		l->free_conns = c;
 	}
 	for (int i = 0; i < LOOP_FILE_OPS_MAX; i++)
 		l->fops[i].next_free = i + 1 < LOOP_FILE_OPS_MAX ? i + 1 : -1;
@@ -1154,8 +1219,9 @@ static int loop_done(struct loop *l)
 	for (unsigned i = 0; i < l->nlis; i++)
 		if (l->lis[i].armed)
 			return 0;
-	if (l->busy_fn && l->busy_fn(l->busy_arg))
-		return 0;
+	for (unsigned i = 0; i < l->nbusy; i++)
+		if (l->busy[i].fn(l->busy[i].arg))
+			return 0;
 	return 1;
 }
 
@@ -1189,8 +1255,11 @@ int loop_run(struct loop *l)
 				arm_recv(c);
 		}
 		l->nrearm = 0;
-		if (l->turn_hook)
-			l->turn_hook(l->turn_arg);
+		/* Registered per-turn work, by phase (loop.h): what queues
+		 * records first, then the commit that writes them; the SQEs
+		 * they prepare go in with this turn's submit below. */
+		for (unsigned i = 0; i < l->nturn; i++)
+			l->turn[i].fn(l->turn[i].arg);
 		loop_do_work(l);
 		if (loop_done(l))
 			break;

@@ -76,18 +76,47 @@ int loop_run(struct loop *l);
  * and make loop_run() return once they have, or after shutdown_timeout. */
 void loop_stop(struct loop *l);
 
-/* Called at the end of every loop turn, before the loop sleeps: the place to
- * batch work (the spool's group commit). One hook per loop. */
+/*
+ * Per-turn work, stop hooks and busy checks, registered by the modules that
+ * own the work (the spool's group commit, compaction, expiry, ...) instead of
+ * one hook that calls the others. A small fixed registry: at most
+ * LOOP_HOOKS_MAX of each kind per loop; registering one more returns
+ * -ENOSPC (logged with name, a string literal naming the hook's owner).
+ * Register before loop_run(), from the loop's thread. There is no removal:
+ * arg must stay valid until loop_run() has returned, and a module whose
+ * constructor fails after registering a hook leaves it behind, so its caller
+ * must then free the loop without running it (as engine setup does).
+ *
+ * Turn hooks run at the end of every loop turn, before the loop submits the
+ * turn's SQEs and sleeps: the place to batch work. They run by phase, then
+ * in registration order within a phase, so that work which queues records
+ * always runs before the commit that writes them, whatever order the
+ * modules were created in.
+ */
+#define LOOP_HOOKS_MAX 8
+enum loop_turn_phase {
+	/* Work that queues records or output for this turn: expiry's DONEs
+	 * and DSNs, compaction's copies. */
+	LOOP_TURN_QUEUE,
+	/* The spool's group commit: one write and one sync for everything
+	 * queued so far, this turn's LOOP_TURN_QUEUE work included. */
+	LOOP_TURN_COMMIT,
+	LOOP_TURN_PHASES
+};
 typedef void (*loop_hook_fn)(void *arg);
-void loop_set_turn_hook(struct loop *l, loop_hook_fn fn, void *arg);
+int loop_add_turn_hook(struct loop *l, enum loop_turn_phase phase,
+		const char *name, loop_hook_fn fn, void *arg);
 
 /* Called once when the loop starts stopping (loop_stop()), before any
- * connection is told: the place to stop starting background work. */
-void loop_set_stop_hook(struct loop *l, loop_hook_fn fn, void *arg);
+ * connection is told, in registration order: the place to stop starting
+ * background work that would otherwise never run out. Returns 0 or -ENOSPC. */
+int loop_add_stop_hook(struct loop *l, const char *name, loop_hook_fn fn, void *arg);
 
-/* Busy check for shutdown: loop_run() does not return while it says 1. */
+/* Busy check for shutdown, asked only once the loop is stopping (after the
+ * stop hooks): loop_run() does not return while any says 1. Returns 0 or
+ * -ENOSPC. */
 typedef int (*loop_busy_fn)(void *arg);
-void loop_set_busy_check(struct loop *l, loop_busy_fn fn, void *arg);
+int loop_add_busy_check(struct loop *l, const char *name, loop_busy_fn fn, void *arg);
 
 unsigned loop_index(const struct loop *l);
 

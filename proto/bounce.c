@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proto/smtp_server.h"
+#include "proto/qid.h"
 
 #define BOUNCE_POSTMASTER_MAX 300
 
@@ -46,7 +46,7 @@ int bounce_queue(struct spool_shard *sh, const struct bounce_req *r,
 	const struct spool_rec_msg *m = r->msg;
 	struct bounce_wait *w;
 	struct dsn_rcpt *dr = NULL;
-	char qid[SMTP_QID_MAX], seed[SMTP_QID_MAX], postmaster[BOUNCE_POSTMASTER_MAX];
+	char qid[QID_MAX], seed[QID_MAX], postmaster[BOUNCE_POSTMASTER_MAX];
 	int rc;
 
 	*dsn_id = 0;
@@ -55,7 +55,7 @@ int bounce_queue(struct spool_shard *sh, const struct bounce_req *r,
 		return -ENOMEM;
 	w->done = done;
 	w->arg = arg;
-	spool_msgid_format(r->hdr->msgid, qid, sizeof(qid));
+	qid_format(r->hdr->msgid, qid);
 	if (m->sender.len > 0) {
 		struct dsn_input in;
 		struct spool_msg dm;
@@ -76,7 +76,7 @@ int bounce_queue(struct spool_shard *sh, const struct bounce_req *r,
 			dr[i].addr_len = a.len;
 		}
 		*dsn_id = spool_shard_new_msgid(sh);
-		spool_msgid_format(*dsn_id, seed, sizeof(seed));
+		qid_format(*dsn_id, seed);
 		snprintf(postmaster, sizeof(postmaster), "MAILER-DAEMON@%s", r->hostname);
 		memset(&in, 0, sizeof(in));
 		in.reporting_mta = r->hostname;

@@ -16,7 +16,7 @@
 
 #include "core/datefmt.h"
 #include "core/log.h"
-#include "proto/smtp_server.h"
+#include "proto/qid.h"
 
 #define DSN_DATE_MAX 64
 #define DSN_DUR_MAX 48
@@ -368,7 +368,7 @@ static int dsn_input_ok(const struct dsn_input *in)
 				in->postmaster[i] == '<' || in->postmaster[i] == '>')
 			return 0;
 	n = in->qid ? strlen(in->qid) : 0;
-	if (n == 0 || n >= SMTP_QID_MAX)
+	if (n == 0 || n >= QID_MAX)
 		return 0;
 	for (i = 0; i < n; i++)
 		if (!((in->qid[i] >= 'A' && in->qid[i] <= 'Z') ||

@@ -29,7 +29,7 @@
 #include "core/log.h"
 #include "proto/bounce.h"
 #include "proto/dsn.h"
-#include "proto/smtp_server.h"
+#include "proto/qid.h"
 #include "store/spool_index.h"
 #include "store/spool_rec.h"
 
@@ -86,9 +86,15 @@ static uint64_t now_us(const struct expire *x)
 			  x->conf.clock_offset_us);
 }
 
+static void expire_tick(void *arg);
+static void expire_stop(void *arg);
+static int expire_busy(void *arg);
+
 struct expire *expire_new(const struct expire_conf *conf, struct spool_shard *sh)
 {
 	struct expire *x = calloc(1, sizeof(*x));
+	struct loop *l = spool_shard_loop(sh);
+	int rc;
 
 	if (!x)
 		return NULL;
@@ -97,6 +103,20 @@ struct expire *expire_new(const struct expire_conf *conf, struct spool_shard *sh
 	x->idx = spool_shard_index(sh);
 	buf_init(&x->rec, 0);
 	buf_init(&x->dsn, 0);
+	/* The DONEs and DSNs a step queues go out in the shard's commit of
+	 * the same turn (LOOP_TURN_QUEUE runs before LOOP_TURN_COMMIT). */
+	rc = loop_add_turn_hook(l, LOOP_TURN_QUEUE, "expiry", expire_tick, x);
+	if (rc == 0)
+		rc = loop_add_stop_hook(l, "expiry", expire_stop, x);
+	if (rc == 0)
+		rc = loop_add_busy_check(l, "expiry", expire_busy, x);
+	if (rc) {
+		/* A hook already added would dangle: the caller fails, and
+		 * its loop is freed without running. */
+		expire_free(x);
+		errno = -rc;
+		return NULL;
+	}
 	return x;
 }
 
@@ -111,13 +131,20 @@ struct expire *expire_free(struct expire *x)
 	return NULL;
 }
 
-int expire_busy(const struct expire *x)
+/* The busy check: a message is being expired or warned about (its read or
+ * commit is in flight). */
+static int expire_busy(void *arg)
 {
+	const struct expire *x = arg;
+
 	return x->busy;
 }
 
-void expire_stop(struct expire *x)
+/* The stop hook: start no new work; work in flight finishes. */
+static void expire_stop(void *arg)
 {
+	struct expire *x = arg;
+
 	x->stopping = 1;
 }
 
@@ -200,7 +227,7 @@ static void expire_scan(struct expire *x, uint64_t now)
 static void job_part_done(void *arg, int err)
 {
 	struct expire *x = arg;
-	char qid[SMTP_QID_MAX], dqid[SMTP_QID_MAX];
+	char qid[QID_MAX], dqid[QID_MAX];
 
 	if (err && !x->err)
 		x->err = err;
@@ -208,7 +235,7 @@ static void job_part_done(void *arg, int err)
 		return;
 	err = x->err;
 
-	spool_msgid_format(x->msgid, qid, sizeof(qid));
+	qid_format(x->msgid, qid);
 	if (err && x->warn) {
 		log_err("%s: delay warning not recorded (%s); retried at the next scan",
 			qid, strerror(-err));
@@ -217,11 +244,11 @@ static void job_part_done(void *arg, int err)
 			qid, strerror(-err));
 	} else if (x->warn) {
 		if (x->has_dsn) {
-			spool_msgid_format(x->dsn_id, dqid, sizeof(dqid));
+			qid_format(x->dsn_id, dqid);
 			log_info("%s: sender delay notification: %s", qid, dqid);
 		}
 	} else if (x->has_dsn) {
-		spool_msgid_format(x->dsn_id, dqid, sizeof(dqid));
+		qid_format(x->dsn_id, dqid);
 		log_info("%s: sender non-delivery notification: %s", qid, dqid);
 		x->count++;
 	} else {
@@ -253,7 +280,7 @@ static int job_warn(struct expire *x, const struct spool_rec_hdr *hdr,
 {
 	struct dsn_rcpt *dr;
 	struct bounce_req br;
-	char qid[SMTP_QID_MAX], addr[EXPIRE_ADDR_LOG_MAX];
+	char qid[QID_MAX], addr[EXPIRE_ADDR_LOG_MAX];
 	uint64_t hold = 0;
 	int same_hold = 1, rc;
 
@@ -278,7 +305,7 @@ static int job_warn(struct expire *x, const struct spool_rec_hdr *hdr,
 	}
 	if (x->npending == 0)
 		return 1;
-	spool_msgid_format(x->msgid, qid, sizeof(qid));
+	qid_format(x->msgid, qid);
 	x->has_dsn = m->sender.len > 0; /* never a DSN to the null sender */
 	for (uint32_t i = 0; i < x->npending; i++) {
 		struct spool_rec_addr a = spool_rec_msg_rcpt(m, x->pending[i]);
@@ -317,19 +344,74 @@ static int job_warn(struct expire *x, const struct spool_rec_hdr *hdr,
 
 /* The record is in x->rec: queue the DSN and the DONEs (or, for a warning,
  * the delayed DSN and the NOTE). */
+/* Expire the recipients of a read message whose own domain's max_hold has
+ * passed (a message for several domains may expire in parts): log each,
+ * queue their DONEs and the sender's DSN. Returns 0 (queued: job_part_done()
+ * ends the job), 1 (nothing to do) or -errno. */
+static int job_expire(struct expire *x, const struct spool_rec_hdr *hdr,
+		      const struct spool_rec_msg *m, int n, uint64_t now)
+{
+	struct dsn_rcpt *dr;
+	struct bounce_req br;
+	char qid[QID_MAX], addr[EXPIRE_ADDR_LOG_MAX];
+	int rc;
+
+	x->npending = 0;
+	for (int i = 0; i < n; i++) {
+		struct spool_rec_addr a = spool_rec_msg_rcpt(m, x->pending[i]);
+		size_t dl;
+		const char *d = spool_rec_addr_domain(a, &dl);
+
+		if (hdr->time_us < cutoff_for(x, now, d, dl))
+			x->pending[x->npending++] = x->pending[i];
+	}
+	if (x->npending == 0)
+		return 1;
+	qid_format(x->msgid, qid);
+	x->has_dsn = m->sender.len > 0; /* never a DSN to the null sender */
+	for (uint32_t i = 0; i < x->npending; i++) {
+		struct spool_rec_addr a = spool_rec_msg_rcpt(m, x->pending[i]);
+		log_info("%s: to=<%s>, relay=none, delay=%.0f, status=expired (held longer than its max_hold)",
+			 qid, log_printable(addr, sizeof(addr), a.p, a.len),
+			 (double)(now - hdr->time_us) / 1e6);
+	}
+	if (!x->has_dsn)
+		log_info("%s: null sender: no delivery status notification", qid);
+	dr = calloc(x->npending, sizeof(*dr));
+	if (!dr)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < x->npending; i++) {
+		dr[i].action = DSN_ACTION_FAILED;
+		dr[i].status = EXPIRE_STATUS;
+	}
+	memset(&br, 0, sizeof(br));
+	br.hostname = x->conf.hostname;
+	br.hdr = hdr;
+	br.msg = m;
+	br.rcpt = x->pending;
+	br.why = dr;
+	br.nrcpt = x->npending;
+	br.status = SPOOL_DONE_EXPIRED;
+	br.now_us = now;
+	rc = bounce_queue(x->sh, &br, &x->dsn, &x->dsn_id, job_part_done, x);
+	free(dr);
+	if (rc)
+		return rc;
+	x->outstanding = 1;
+	return 0;
+}
+
 static void job_read(void *arg, int err)
 {
 	struct expire *x = arg;
 	struct spool_rec_hdr hdr;
 	struct spool_rec_msg m;
-	struct dsn_rcpt *dr = NULL;
-	struct bounce_req br;
 	const char *payload;
-	char qid[SMTP_QID_MAX], addr[EXPIRE_ADDR_LOG_MAX];
+	char qid[QID_MAX];
 	uint64_t now = now_us(x);
 	int rc, n;
 
-	spool_msgid_format(x->msgid, qid, sizeof(qid));
+	qid_format(x->msgid, qid);
 	if (err) {
 		log_err("%s: cannot read the message to %s: %s", qid,
 			x->warn ? "warn its sender" : "expire it", strerror(-err));
@@ -351,66 +433,18 @@ static void job_read(void *arg, int err)
 	n = spool_index_msg_pending(x->idx, x->msgid, x->pending, m.nrcpt);
 	if (n <= 0)
 		goto skip;
-	if (x->warn) {
-		rc = job_warn(x, &hdr, &m, n, now);
-		if (rc == 0)
-			return; /* job_part_done() ends the job */
-		if (rc > 0)
-			goto skip;
+	rc = x->warn ? job_warn(x, &hdr, &m, n, now) : job_expire(x, &hdr, &m, n, now);
+	if (rc == 0)
+		return; /* job_part_done() ends the job */
+	if (rc > 0)
+		goto skip;
+fail:
+	if (x->warn)
 		log_err("%s: cannot send a delay warning: %s; retried at the next scan",
 			qid, strerror(-rc));
-		goto skip;
-	}
-	/* Only recipients whose own domain's max_hold has passed expire; a
-	 * message for several domains may expire in parts. */
-	x->npending = 0;
-	for (int i = 0; i < n; i++) {
-		struct spool_rec_addr a = spool_rec_msg_rcpt(&m, x->pending[i]);
-		size_t dl;
-		const char *d = spool_rec_addr_domain(a, &dl);
-
-		if (hdr.time_us < cutoff_for(x, now, d, dl))
-			x->pending[x->npending++] = x->pending[i];
-	}
-	if (x->npending == 0)
-		goto skip;
-	x->has_dsn = m.sender.len > 0; /* never a DSN to the null sender */
-	for (uint32_t i = 0; i < x->npending; i++) {
-		struct spool_rec_addr a = spool_rec_msg_rcpt(&m, x->pending[i]);
-		log_info("%s: to=<%s>, relay=none, delay=%.0f, status=expired (held longer than its max_hold)",
-			 qid, log_printable(addr, sizeof(addr), a.p, a.len),
-			 (double)(now - hdr.time_us) / 1e6);
-	}
-	if (!x->has_dsn)
-		log_info("%s: null sender: no delivery status notification", qid);
-	dr = calloc(x->npending, sizeof(*dr));
-	if (!dr) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	for (uint32_t i = 0; i < x->npending; i++) {
-		dr[i].action = DSN_ACTION_FAILED;
-		dr[i].status = EXPIRE_STATUS;
-	}
-	memset(&br, 0, sizeof(br));
-	br.hostname = x->conf.hostname;
-	br.hdr = &hdr;
-	br.msg = &m;
-	br.rcpt = x->pending;
-	br.why = dr;
-	br.nrcpt = x->npending;
-	br.status = SPOOL_DONE_EXPIRED;
-	br.now_us = now;
-	rc = bounce_queue(x->sh, &br, &x->dsn, &x->dsn_id, job_part_done, x);
-	free(dr);
-	dr = NULL;
-	if (rc)
-		goto fail;
-	x->outstanding = 1;
-	return; /* job_part_done() ends the job */
-fail:
-	free(dr);
-	log_err("%s: cannot expire: %s; retried at the next scan", qid, strerror(-rc));
+	else
+		log_err("%s: cannot expire: %s; retried at the next scan", qid,
+			strerror(-rc));
 skip:
 	x->busy = 0;
 }
@@ -419,7 +453,7 @@ static void job_start(struct expire *x, const struct expire_job *j)
 {
 	uint64_t msgid = j->msgid;
 	struct spool_index_entry e;
-	char qid[SMTP_QID_MAX];
+	char qid[QID_MAX];
 	int rc;
 
 	if (spool_index_msg_find(x->idx, msgid, &e))
@@ -439,7 +473,7 @@ static void job_start(struct expire *x, const struct expire_job *j)
 	if (rc == -EBUSY)
 		x->next--; /* the shard's one read is in use: try again next turn */
 	else if (rc) {
-		spool_msgid_format(msgid, qid, sizeof(qid));
+		qid_format(msgid, qid);
 		log_err("%s: cannot read the message to %s: %s", qid,
 			j->warn ? "warn its sender" : "expire it", strerror(-rc));
 	} else {
@@ -447,8 +481,10 @@ static void job_start(struct expire *x, const struct expire_job *j)
 	}
 }
 
-void expire_tick(struct expire *x)
+/* The turn hook: a bounded step of work if any is due (expire.h). */
+static void expire_tick(void *arg)
 {
+	struct expire *x = arg;
 	uint64_t now;
 
 	if (x->busy || x->stopping)

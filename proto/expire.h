@@ -8,7 +8,7 @@
  * that (and still under max_hold) gets one warning instead: an RFC 3464 DSN
  * with Action: delayed listing the pending recipients, followed in the same
  * commit by a NOTE record, so it is never sent twice, also not after a
- * restart. The null sender gets neither. Runs in small steps from the loop's
+ * restart. The null sender gets neither. Runs in small steps from its own
  * turn hook, one message at a time, so receiving never stalls behind it.
  */
 #ifndef ETRND_PROTO_EXPIRE_H
@@ -34,21 +34,20 @@ struct expire_conf {
 
 struct expire;
 
-/* Create for one shard. conf->hostname must outlive it. NULL on ENOMEM. */
+/*
+ * Create for one shard, and register on the shard's loop (spool_shard_loop):
+ * a LOOP_TURN_QUEUE turn hook that does a bounded step of work if any is
+ * due (a scan for expired messages and messages due a delay warning, every
+ * EXPIRE_SCAN_INTERVAL, or starting the next of them; what it queues joins
+ * the shard's commit of the same turn), a stop hook (start no new work) and
+ * a busy check (a message is being expired or warned about: its read or
+ * commit is in flight). conf->hostname must outlive it. NULL with errno
+ * ENOMEM, or ENOSPC when the loop's hook registry is full.
+ */
 struct expire *expire_new(const struct expire_conf *conf, struct spool_shard *sh);
+/* Free, once the loop will not run again (its hooks point here). NULL is
+ * fine; returns NULL. */
 struct expire *expire_free(struct expire *x);
-
-/* Do a bounded step of work if any is due: a scan for expired messages and
- * messages due a delay warning (every EXPIRE_SCAN_INTERVAL), or starting the
- * next of them. */
-void expire_tick(struct expire *x);
-
-/* 1 while a message is being expired or warned about (its read or commit
- * is in flight). */
-int expire_busy(const struct expire *x);
-
-/* Stop starting new work (shutdown); work in flight finishes. */
-void expire_stop(struct expire *x);
 
 /* Messages expired so far. */
 uint64_t expire_count(const struct expire *x);

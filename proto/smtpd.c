@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "proto/drain.h"
 #include "proto/expire.h"
+#include "proto/qid.h"
 #include "proto/smtp_server.h"
 #include "store/domstat.h"
 #include "store/spool_rec.h"
@@ -66,12 +67,15 @@ static enum smtp_rcpt_verdict smtpd_rcpt_check(void *arg, const char *domain,
 	return SMTP_RCPT_OK;
 }
 
+/* The session's queue id buffer holds SMTP_QID_MAX bytes. */
+_Static_assert(QID_MAX <= SMTP_QID_MAX, "a queue id must fit smtp_server's buffer");
+
 static void smtpd_new_id(void *arg, uint64_t *msgid, char *qid)
 {
 	struct smtpd *d = arg;
 
 	*msgid = spool_shard_new_msgid(d->spool);
-	spool_msgid_format(*msgid, qid, SMTP_QID_MAX);
+	qid_format(*msgid, qid);
 }
 
 static void smtpd_etrn(void *arg, const char *client, const char *node, size_t len,
@@ -144,35 +148,9 @@ int smtpd_set_spool(struct smtpd *d, struct spool_shard *sh)
 	ec.clock_offset_us = (int64_t)d->cfg->clock_offset_ms * 1000;
 	ec.hold = smtpd_hold;
 	ec.hold_arg = d;
+	/* Expiry registers its own per-turn work on the shard's loop. */
 	d->expire = expire_new(&ec, sh);
-	return d->expire ? 0 : -ENOMEM;
-}
-
-void smtpd_turn(void *arg)
-{
-	struct smtpd *d = arg;
-
-	/* Expiry first, so what it queues joins this turn's group commit. */
-	expire_tick(d->expire);
-	spool_shard_flush(d->spool);
-}
-
-void smtpd_stop(void *arg)
-{
-	struct smtpd *d = arg;
-
-	expire_stop(d->expire);
-}
-
-int smtpd_busy(void *arg)
-{
-	struct smtpd *d = arg;
-
-	/* Asked only once the loop is stopping: start no new expiry work,
-	 * finish what is in flight. */
-	expire_stop(d->expire);
-	return expire_busy(d->expire) || spool_shard_busy(d->spool) ||
-	       (d->drain && drain_busy(d->drain));
+	return d->expire ? 0 : -errno;
 }
 
 const char *smtpd_busy_reply(const struct smtpd *d)

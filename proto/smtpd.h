@@ -24,15 +24,11 @@ extern const struct conn_ops smtpd_conn_ops;
 struct smtpd *smtpd_new(const struct config *cfg, const struct domtab_live *dt);
 
 /* Attach the thread's spool shard (before loop_run()), and start retention
- * (expiry) on it. Returns 0 or -ENOMEM. */
+ * (expiry, proto/expire.h, which registers its own per-turn work on the
+ * shard's loop) on it. Returns 0, -ENOMEM, or -ENOSPC when the loop's hook
+ * registry is full. The smtpd itself has no per-turn work: a message's
+ * commit rides the spool's. */
 int smtpd_set_spool(struct smtpd *d, struct spool_shard *sh);
-
-/* The loop's turn hook (expiry step, then the spool's group commit) and
- * busy check (expiry or spool work in flight), with the smtpd as arg. */
-void smtpd_turn(void *arg);
-int smtpd_busy(void *arg);
-/* The loop's stop hook: start no new expiry work. */
-void smtpd_stop(void *arg);
 
 /* Attach the thread's ETRN drainer (proto/drain.h); without one ETRN is
  * answered 458. */

@@ -233,6 +233,43 @@ static void qdelta(struct spool_shard *sh, const char *d, size_t n,
 			    (int64_t)bytes1 - (int64_t)bytes0);
 }
 
+/* The shard's per-turn work: compaction (its own step and stop hook, see
+ * spool_compact.h), then the group commit, registered on the loop. The
+ * loop runs the commit after everything that queues records, whatever the
+ * order of registration (loop.h, LOOP_TURN_COMMIT). Returns 0, or -1 with
+ * err set. */
+static int shard_start_work(struct spool_shard *sh, const struct spool_shard_conf *conf,
+			    char *err, size_t errlen)
+{
+	struct spool_compact_conf cc = {
+		.loop = sh->loop,
+		.shard = conf->shard,
+		.threshold = conf->compact_threshold,
+		.min_age_us = conf->compact_min_age_us,
+		.segment_size = conf->segment_size,
+		.clock_offset_us = conf->clock_offset_us,
+		.clock = conf->clock,
+		.clock_arg = conf->clock_arg,
+	};
+
+	sh->compact = spool_compact_new(sh, &cc);
+	if (!sh->compact) {
+		snprintf(err, errlen, "shard %u: compaction: %s", conf->shard,
+			 strerror(errno));
+		return -1;
+	}
+	/* Stale copies (a compaction cut short) are copied again before any
+	 * session can finish their messages. */
+	spool_compact_resume(sh->compact);
+	if (loop_add_turn_hook(sh->loop, LOOP_TURN_COMMIT, "spool commit",
+			       spool_shard_flush, sh) ||
+	    loop_add_busy_check(sh->loop, "spool", spool_shard_busy, sh)) {
+		snprintf(err, errlen, "shard %u: loop hook registry full", conf->shard);
+		return -1;
+	}
+	return 0;
+}
+
 struct spool_shard *spool_shard_open(struct loop *loop,
 				     const struct spool_shard_conf *conf,
 				     char *err, size_t errlen)
@@ -288,25 +325,8 @@ struct spool_shard *spool_shard_open(struct loop *loop,
 	spool_recover_result_free(&res);
 	time_base = (uint64_t)time(NULL) << SPOOL_SEQ_TIME_SHIFT;
 	sh->seq = disk_max + 1 > time_base ? disk_max + 1 : time_base;
-	{
-		struct spool_compact_conf cc = {
-			.shard = conf->shard,
-			.threshold = conf->compact_threshold,
-			.min_age_us = conf->compact_min_age_us,
-			.segment_size = conf->segment_size,
-			.clock_offset_us = conf->clock_offset_us,
-			.clock = conf->clock,
-			.clock_arg = conf->clock_arg,
-		};
-		sh->compact = spool_compact_new(sh, &cc);
-		if (!sh->compact) {
-			snprintf(err, errlen, "out of memory");
-			goto fail;
-		}
-		/* Stale copies (a compaction cut short) are copied again
-		 * before any session can finish their messages. */
-		spool_compact_resume(sh->compact);
-	}
+	if (shard_start_work(sh, conf, err, errlen))
+		goto fail;
 	return sh;
 fail:
 	spool_shard_close(sh);
@@ -366,8 +386,8 @@ int spool_shard_busy(void *arg)
 {
 	struct spool_shard *sh = arg;
 
-	if (sh->compact)
-		spool_compact_stop(sh->compact);
+	/* Compaction's reads and copies are the shard's reads and queued
+	 * copies, so this covers them too. */
 	return sh->inflight || sh->q_first != NULL || sh->c_first != NULL ||
 		sh->unlinking || sh->rd_inflight;
 }
@@ -375,6 +395,11 @@ int spool_shard_busy(void *arg)
 struct spool_compact *spool_shard_compact(struct spool_shard *sh)
 {
 	return sh->compact;
+}
+
+struct loop *spool_shard_loop(struct spool_shard *sh)
+{
+	return sh->loop;
 }
 
 /* ---- queueing ----------------------------------------------------------- */
@@ -667,6 +692,127 @@ static void entries_done(struct spool_shard *sh, struct spool_entry *e,
 	}
 }
 
+/* Room for a MSG's recipients in the shard's scratch list. */
+static int addrs_reserve(struct spool_shard *sh, uint32_t n)
+{
+	struct spool_rec_addr *a;
+
+	if (n <= sh->addrs_cap)
+		return 0;
+	a = realloc(sh->addrs, n * sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	sh->addrs = a;
+	sh->addrs_cap = n;
+	return 0;
+}
+
+/* Each distinct domain of a newly indexed MSG gains it once in the
+ * node-wide counters. */
+static void domstat_add_msg(struct spool_shard *sh, uint32_t nrcpt, size_t body_len)
+{
+	for (uint32_t i = 0; i < nrcpt; i++) {
+		size_t dl, dl2;
+		const char *d = spool_rec_addr_domain(sh->addrs[i], &dl);
+		int seen = 0;
+		struct domstat_cell *c;
+
+		for (uint32_t k = 0; k < i && !seen; k++) {
+			const char *d2 = spool_rec_addr_domain(sh->addrs[k], &dl2);
+			seen = dl2 == dl && !strncasecmp(d, d2, dl);
+		}
+		if (seen || !(c = domstat_cell(sh->domstat, d, dl)))
+			continue;
+		domstat_add(c, 1, (int64_t)body_len);
+	}
+}
+
+/* A compaction copy is durable. Nothing changed the message since the commit
+ * began (copies go first in it, the index only changes as commits end), so
+ * the DONEs after the copy are all its done recipients: it moves. Its domain
+ * queues and counters stay as they are. */
+static int index_copy(struct spool_shard *sh, const struct spool_entry *e,
+		      uint64_t off)
+{
+	int rc = spool_index_msg_move(sh->idx, e->copy_msgid, e->copy_seg,
+				      e->copy_off, sh->seg_id, off);
+
+	if (rc == -ENOENT)
+		spool_index_segment_account(sh->idx, sh->seg_id, e->body_len);
+	spool_index_segment_account(sh->idx, sh->seg_id, e->head.len);
+	return rc;
+}
+
+static int index_msg(struct spool_shard *sh, const struct spool_entry *e,
+		     const struct spool_rec_hdr *hdr, uint64_t off)
+{
+	const char *payload = e->head.data + SPOOL_REC_HDR_SIZE;
+	struct spool_rec_msg m;
+	struct spool_index_msg im;
+	size_t cursor = 0;
+	int rc;
+
+	if (spool_rec_decode_msg_head(payload, e->head.len - SPOOL_REC_HDR_SIZE, &m))
+		panic("shard %u: our own MSG head does not decode", sh->shard);
+	rc = addrs_reserve(sh, m.nrcpt);
+	if (rc)
+		return rc;
+	for (uint32_t i = 0; i < m.nrcpt; i++)
+		sh->addrs[i] = spool_rec_msg_rcpt_next(&m, &cursor);
+	memset(&im, 0, sizeof(im));
+	im.msgid = hdr->msgid;
+	im.segment_id = sh->seg_id;
+	im.rec_len = (uint32_t)(e->head.len + e->body_len);
+	im.off = off;
+	im.time_us = hdr->time_us;
+	im.body_len = e->body_len;
+	im.nrcpt = m.nrcpt;
+	im.rcpts = sh->addrs;
+	rc = spool_index_add_msg(sh->idx, &im);
+	if (rc == 0 && sh->domstat)
+		domstat_add_msg(sh, m.nrcpt, e->body_len);
+	return rc;
+}
+
+static int index_note(struct spool_shard *sh, const struct spool_rec_hdr *hdr,
+		      const char *payload)
+{
+	enum spool_note_kind kind;
+	int rc;
+
+	if (spool_rec_decode_note(payload, SPOOL_NOTE_PAYLOAD_SIZE, &kind))
+		panic("shard %u: our own NOTE does not decode", sh->shard);
+	rc = spool_index_note(sh->idx, hdr->msgid, kind, sh->seg_id);
+	/* Harmless: noted before, or finished meanwhile. */
+	return rc == -EALREADY || rc == -ENOENT ? 0 : rc;
+}
+
+static int index_done(struct spool_shard *sh, const struct spool_rec_hdr *hdr,
+		      const char *payload)
+{
+	uint32_t rcpt;
+	enum spool_done_status st;
+	char dom[SPOOL_DOMAIN_MAX];
+	size_t dl = 0;
+	int counted = 0, finished, rc;
+	uint64_t m0 = 0, b0 = 0;
+
+	if (spool_rec_decode_done(payload, SPOOL_DONE_PAYLOAD_SIZE, &rcpt, &st))
+		panic("shard %u: our own DONE does not decode", sh->shard);
+	/* The recipient's domain queue may lose the message: keep the
+	 * node-wide counters in step. */
+	if (sh->domstat && !spool_index_rcpt_domain(sh->idx, hdr->msgid, rcpt, dom,
+						    sizeof(dom), &dl)) {
+		counted = 1;
+		qcount(sh, dom, dl, &m0, &b0);
+	}
+	rc = spool_index_done(sh->idx, hdr->msgid, rcpt, st, sh->seg_id, &finished);
+	if (counted)
+		qdelta(sh, dom, dl, m0, b0);
+	/* Harmless: the recipient was already done. */
+	return rc == -EALREADY || rc == -ENOENT ? 0 : rc;
+}
+
 /* A record is durable: bring the index up to date. A failure here leaves
  * the record on disk and out of the index until the next start (recovery
  * indexes it then); it is logged, never silent. */
@@ -674,112 +820,26 @@ static void index_record(struct spool_shard *sh, const struct spool_entry *e,
 			 uint64_t off)
 {
 	struct spool_rec_hdr hdr;
-	const char *payload;
-	int rc, finished;
+	const char *payload = e->head.data + SPOOL_REC_HDR_SIZE;
+	int rc;
 
 	if (e->copy) {
-		/* Nothing changed the message since the commit began (copies
-		 * go first in it, the index only changes as commits end), so
-		 * the DONEs after the copy are all its done recipients: it
-		 * moves. Its domain queues and counters stay as they are. */
-		rc = spool_index_msg_move(sh->idx, e->copy_msgid, e->copy_seg,
-					  e->copy_off, sh->seg_id, off);
-		if (rc == -ENOENT)
-			spool_index_segment_account(sh->idx, sh->seg_id, e->body_len);
-		spool_index_segment_account(sh->idx, sh->seg_id, e->head.len);
-		if (rc == 0)
-			return;
-		goto fail;
-	}
-	/* The head was encoded by us: its header decodes (CRC aside). */
-	hdr.type = (uint8_t)e->head.data[5];
-	memcpy(&hdr.msgid, e->head.data + 16, sizeof(hdr.msgid));
-	memcpy(&hdr.time_us, e->head.data + 24, sizeof(hdr.time_us));
-	hdr.msgid = le64toh(hdr.msgid);
-	hdr.time_us = le64toh(hdr.time_us);
-	payload = e->head.data + SPOOL_REC_HDR_SIZE;
-	if (hdr.type == SPOOL_REC_MSG) {
-		struct spool_rec_msg m;
-		struct spool_index_msg im;
-		size_t cursor = 0;
-
-		if (spool_rec_decode_msg_head(payload, e->head.len - SPOOL_REC_HDR_SIZE, &m))
-			panic("shard %u: our own MSG head does not decode", sh->shard);
-		if (m.nrcpt > sh->addrs_cap) {
-			struct spool_rec_addr *a = realloc(sh->addrs, m.nrcpt * sizeof(*a));
-			if (!a) {
-				rc = -ENOMEM;
-				goto fail;
-			}
-			sh->addrs = a;
-			sh->addrs_cap = m.nrcpt;
-		}
-		for (uint32_t i = 0; i < m.nrcpt; i++)
-			sh->addrs[i] = spool_rec_msg_rcpt_next(&m, &cursor);
-		memset(&im, 0, sizeof(im));
-		im.msgid = hdr.msgid;
-		im.segment_id = sh->seg_id;
-		im.rec_len = (uint32_t)(e->head.len + e->body_len);
-		im.off = off;
-		im.time_us = hdr.time_us;
-		im.body_len = e->body_len;
-		im.nrcpt = m.nrcpt;
-		im.rcpts = sh->addrs;
-		rc = spool_index_add_msg(sh->idx, &im);
-		if (rc == 0 && sh->domstat) {
-			/* Each distinct domain gains the message once. */
-			for (uint32_t i = 0; i < m.nrcpt; i++) {
-				size_t dl, dl2;
-				const char *d = spool_rec_addr_domain(sh->addrs[i], &dl);
-				int seen = 0;
-				struct domstat_cell *c;
-
-				for (uint32_t k = 0; k < i && !seen; k++) {
-					const char *d2 = spool_rec_addr_domain(sh->addrs[k], &dl2);
-					seen = dl2 == dl && !strncasecmp(d, d2, dl);
-				}
-				if (seen || !(c = domstat_cell(sh->domstat, d, dl)))
-					continue;
-				domstat_add(c, 1, (int64_t)e->body_len);
-			}
-		}
-	} else if (hdr.type == SPOOL_REC_NOTE) {
-		enum spool_note_kind kind;
-
-		if (spool_rec_decode_note(payload, SPOOL_NOTE_PAYLOAD_SIZE, &kind))
-			panic("shard %u: our own NOTE does not decode", sh->shard);
-		rc = spool_index_note(sh->idx, hdr.msgid, kind, sh->seg_id);
-		if (rc == -EALREADY || rc == -ENOENT)
-			rc = 0; /* harmless: noted before, or finished meanwhile */
+		rc = index_copy(sh, e, off);
 	} else {
-		uint32_t rcpt;
-		enum spool_done_status st;
-
-		char dom[SPOOL_DOMAIN_MAX];
-		size_t dl = 0;
-		int counted = 0;
-		uint64_t m0 = 0, b0 = 0;
-
-		if (spool_rec_decode_done(payload, SPOOL_DONE_PAYLOAD_SIZE, &rcpt, &st))
-			panic("shard %u: our own DONE does not decode", sh->shard);
-		/* The recipient's domain queue may lose the message: keep the
-		 * node-wide counters in step. */
-		if (sh->domstat && !spool_index_rcpt_domain(sh->idx, hdr.msgid, rcpt, dom,
-							    sizeof(dom), &dl)) {
-			counted = 1;
-			qcount(sh, dom, dl, &m0, &b0);
-		}
-		rc = spool_index_done(sh->idx, hdr.msgid, rcpt, st, sh->seg_id, &finished);
-		if (counted)
-			qdelta(sh, dom, dl, m0, b0);
-		if (rc == -EALREADY || rc == -ENOENT)
-			rc = 0; /* harmless: the recipient was already done */
+		/* Encoded by us: the header decodes (its CRC, which covers a
+		 * body held elsewhere, is not checked). */
+		if (spool_rec_decode_hdr(e->head.data, e->head.len, &hdr) != SPOOL_REC_OK)
+			panic("shard %u: our own record header does not decode", sh->shard);
+		if (hdr.type == SPOOL_REC_MSG)
+			rc = index_msg(sh, e, &hdr, off);
+		else if (hdr.type == SPOOL_REC_NOTE)
+			rc = index_note(sh, &hdr, payload);
+		else
+			rc = index_done(sh, &hdr, payload);
 	}
-	if (rc == 0)
-		return;
-fail:
-	log_err("spool shard %u: indexing record at offset %" PRIu64 ": %s",
-		sh->shard, off, strerror(-rc));
+	if (rc)
+		log_err("spool shard %u: indexing record at offset %" PRIu64 ": %s",
+			sh->shard, off, strerror(-rc));
 }
 
 static void reap_dead(struct spool_shard *sh);
@@ -1012,67 +1072,65 @@ static void batch_take(struct spool_batch *b, struct spool_entry **first,
 	b->total += e->head.len + e->body_len;
 }
 
-void spool_shard_flush(void *arg)
+/* Bring the queued copies up to date for this commit (copies_prepare);
+ * without memory for their DONEs, none is written this turn: they all go
+ * onto *stale and their compaction tries again later. */
+static void flush_copies(struct spool_shard *sh, struct spool_entry **stale)
 {
-	struct spool_shard *sh = arg;
-	struct spool_batch *b = &sh->b;
-	struct spool_entry *e, *stale = NULL, *first;
-	unsigned iovs = 0, max = sh->sync == CONFIG_SYNC_ALWAYS ? 1 : UINT32_MAX;
-	uint64_t first_len;
-	int rc;
+	struct spool_entry *e;
 
-	/* Compaction queues this turn's copies (a bounded amount). */
-	if (sh->compact)
-		spool_compact_step(sh->compact);
-	if (sh->inflight || (!sh->q_first && !sh->c_first))
+	if (!copies_prepare(sh, stale))
 		return;
-	if (copies_prepare(sh, &stale)) {
-		/* No memory for the DONEs: no copy this turn. */
-		log_err("spool shard %u: out of memory preparing compaction copies",
-			sh->shard);
-		while ((e = sh->c_first)) {
-			sh->c_first = e->next;
-			e->next = stale;
-			stale = e;
-		}
-		sh->c_last = NULL;
+	log_err("spool shard %u: out of memory preparing compaction copies", sh->shard);
+	while ((e = sh->c_first)) {
+		sh->c_first = e->next;
+		e->next = *stale;
+		*stale = e;
 	}
-	first = sh->c_first ? sh->c_first : sh->q_first;
-	if (!first)
-		goto out;
-	first_len = first->head.len + first->body_len;
-	if (sh->seg_fd < 0 || sh->seg_broken ||
-	    (sh->seg_off > 0 && sh->seg_off + first_len > sh->segment_size)) {
-		/* A segment is named by a fresh sequence number: unique, and in
-		 * time order (the records inside may carry older ids, and DONE
-		 * records always do). */
-		rc = segment_open(sh, sh->seq++);
-		if (rc) {
-			struct spool_entry *q = sh->q_first;
-			unsigned count = sh->q_count;
+	sh->c_last = NULL;
+}
 
-			log_err("spool shard %u: cannot start a segment: %s", sh->shard,
-				strerror(-rc));
-			/* Fail what is queued now; the next message tries again. */
-			sh->q_first = sh->q_last = NULL;
-			sh->q_count = 0;
-			sh->stats.errors += count;
-			entries_done(sh, q, count, rc);
-			while ((e = sh->c_first)) {
-				sh->c_first = e->next;
-				e->next = NULL;
-				entries_done(sh, e, 1, rc);
-			}
-			sh->c_last = NULL;
-			goto out;
-		}
+/* Fail everything queued (records and copies) with err; the next message
+ * tries again. */
+static void queues_fail(struct spool_shard *sh, int err)
+{
+	struct spool_entry *q = sh->q_first, *e;
+	unsigned count = sh->q_count;
+
+	sh->q_first = sh->q_last = NULL;
+	sh->q_count = 0;
+	sh->stats.errors += count;
+	entries_done(sh, q, count, err);
+	while ((e = sh->c_first)) {
+		sh->c_first = e->next;
+		e->next = NULL;
+		entries_done(sh, e, 1, err);
 	}
-	memset(b, 0, sizeof(*b));
-	b->fd = sh->seg_fd;
-	b->off = sh->seg_off;
-	b->need_dirsync = sh->seg_new && sh->sync != CONFIG_SYNC_NONE;
-	/* Copies first (see copies_prepare), then records in arrival order,
-	 * while they fit the segment, the iovec budget and the sync mode. */
+	sh->c_last = NULL;
+}
+
+/* A segment to write first_len bytes (or more) into: the current one, or a
+ * new one when there is none, the current one broke, or it is full. A
+ * segment is named by a fresh sequence number: unique, and in time order
+ * (the records inside may carry older ids, and DONE records always do).
+ * Returns 0 or -errno. */
+static int flush_segment(struct spool_shard *sh, uint64_t first_len)
+{
+	if (sh->seg_fd >= 0 && !sh->seg_broken &&
+	    !(sh->seg_off > 0 && sh->seg_off + first_len > sh->segment_size))
+		return 0;
+	return segment_open(sh, sh->seq++);
+}
+
+/* Take into the batch the copies (see copies_prepare), then records in
+ * arrival order, while they fit the segment, the iovec budget and the sync
+ * mode (sync = always: one record per commit). */
+static void batch_fill(struct spool_shard *sh)
+{
+	struct spool_batch *b = &sh->b;
+	struct spool_entry *e;
+	unsigned iovs = 0, max = sh->sync == CONFIG_SYNC_ALWAYS ? 1 : UINT32_MAX;
+
 	for (int copies = 1; copies >= 0; copies--) {
 		struct spool_entry **qf = copies ? &sh->c_first : &sh->q_first;
 		struct spool_entry **ql = copies ? &sh->c_last : &sh->q_last;
@@ -1083,54 +1141,80 @@ void spool_shard_flush(void *arg)
 					 b->off + b->total + len > sh->segment_size))
 				break;
 			batch_take(b, qf, ql, copies ? NULL : &sh->q_count);
-			iovs += 2;
+			iovs += 2; /* head and body */
 		}
 		if (*qf && b->count)
 			break; /* full: what is left waits behind it */
 	}
-	sh->inflight = 1;
-	rc = batch_submit(sh);
-	if (rc) {
-		/* No file-op slot (cannot happen with one batch in flight, but
-		 * never lose records): put them back for the next turn, copies
-		 * in front of the rest as they were taken. */
-		struct spool_entry *cf = NULL, *cl = NULL, *qf = NULL, *ql = NULL;
-		unsigned qn = 0;
+}
 
-		for (e = b->first; e; e = first) {
-			first = e->next;
-			e->next = NULL;
-			if (e->copy) {
-				if (cl)
-					cl->next = e;
-				else
-					cf = e;
-				cl = e;
-			} else {
-				if (ql)
-					ql->next = e;
-				else
-					qf = e;
-				ql = e;
-				qn++;
-			}
+/* Put a batch that could not be submitted back in front of the queues,
+ * copies in front of the rest as they were taken, so no record is lost. */
+static void batch_unfill(struct spool_shard *sh)
+{
+	struct spool_batch *b = &sh->b;
+	struct spool_entry *cf = NULL, *cl = NULL, *qf = NULL, *ql = NULL, *e, *next;
+	unsigned qn = 0;
+
+	for (e = b->first; e; e = next) {
+		next = e->next;
+		e->next = NULL;
+		if (e->copy) {
+			*(cl ? &cl->next : &cf) = e;
+			cl = e;
+		} else {
+			*(ql ? &ql->next : &qf) = e;
+			ql = e;
+			qn++;
 		}
-		if (cl) {
-			cl->next = sh->c_first;
-			sh->c_first = cf;
-			if (!sh->c_last)
-				sh->c_last = cl;
-		}
-		if (ql) {
-			ql->next = sh->q_first;
-			sh->q_first = qf;
-			if (!sh->q_last)
-				sh->q_last = ql;
-			sh->q_count += qn;
-		}
-		sh->inflight = 0;
-		memset(b, 0, sizeof(*b));
 	}
+	if (cl) {
+		cl->next = sh->c_first;
+		sh->c_first = cf;
+		if (!sh->c_last)
+			sh->c_last = cl;
+	}
+	if (ql) {
+		ql->next = sh->q_first;
+		sh->q_first = qf;
+		if (!sh->q_last)
+			sh->q_last = ql;
+		sh->q_count += qn;
+	}
+	sh->inflight = 0;
+	memset(b, 0, sizeof(*b));
+}
+
+void spool_shard_flush(void *arg)
+{
+	struct spool_shard *sh = arg;
+	struct spool_batch *b = &sh->b;
+	struct spool_entry *e, *stale = NULL, *first;
+	int rc;
+
+	if (sh->inflight || (!sh->q_first && !sh->c_first))
+		return;
+	flush_copies(sh, &stale);
+	first = sh->c_first ? sh->c_first : sh->q_first;
+	if (!first)
+		goto out;
+	rc = flush_segment(sh, first->head.len + first->body_len);
+	if (rc) {
+		log_err("spool shard %u: cannot start a segment: %s", sh->shard,
+			strerror(-rc));
+		queues_fail(sh, rc);
+		goto out;
+	}
+	memset(b, 0, sizeof(*b));
+	b->fd = sh->seg_fd;
+	b->off = sh->seg_off;
+	b->need_dirsync = sh->seg_new && sh->sync != CONFIG_SYNC_NONE;
+	batch_fill(sh);
+	sh->inflight = 1;
+	/* No file-op slot cannot happen with one batch in flight, but never
+	 * lose records: they wait for the next turn. */
+	if (batch_submit(sh))
+		batch_unfill(sh);
 out:
 	/* Copies of messages that left their place: nothing to write. */
 	while ((e = stale)) {

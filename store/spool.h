@@ -110,14 +110,26 @@ int spool_append_copy(struct spool_shard *sh, uint64_t msgid, uint32_t seg_id,
 		uint64_t off, const char *rec, size_t len, spool_done_fn done,
 		void *arg);
 
-/* The loop's turn hook: start a group commit of everything queued, unless a
- * commit is already in flight (then the queue waits and grows). */
+/*
+ * Per-turn work. spool_shard_open() registers these on the loop itself:
+ * spool_shard_flush as its LOOP_TURN_COMMIT turn hook (so it runs after the
+ * turn's record-queueing work, expiry and compaction, whose records then
+ * share the commit) and spool_shard_busy as a busy check; its compaction
+ * registers its own step and stop hook (spool_compact.h).
+ *
+ * spool_shard_flush: start a group commit of everything queued, unless a
+ * commit is already in flight (then the queue waits and grows). Calling it
+ * again in the same turn is harmless.
+ */
 void spool_shard_flush(void *sh);
 
-/* 1 while records are queued or being written (the loop's busy check,
- * asked only once the loop is stopping: it also stops compaction starting
- * new work). */
+/* 1 while records are queued or being written, or reads are in flight
+ * (compaction's included). */
 int spool_shard_busy(void *sh);
+
+/* The loop the shard writes through (for modules that register their own
+ * per-turn work beside the shard's, e.g. expiry). */
+struct loop *spool_shard_loop(struct spool_shard *sh);
 
 /* The shard's per-domain queue index (store/spool_index.h): every message
  * with undelivered recipients, kept in step with the records made durable.

@@ -81,10 +81,14 @@ static uint64_t cp_now(const struct spool_compact *c)
 			  c->conf.clock_offset_us);
 }
 
+static void compact_step(void *arg);
+static void compact_stop(void *arg);
+
 struct spool_compact *spool_compact_new(struct spool_shard *sh,
 		const struct spool_compact_conf *conf)
 {
 	struct spool_compact *c = calloc(1, sizeof(*c));
+	int rc;
 
 	if (!c)
 		return NULL;
@@ -95,6 +99,19 @@ struct spool_compact *spool_compact_new(struct spool_shard *sh,
 	c->idx = spool_shard_index(sh);
 	for (unsigned i = 0; i < SPOOL_COMPACT_JOBS; i++)
 		c->jobs[i].c = c;
+	/* Its copies must be queued before the shard's commit of the same
+	 * turn (LOOP_TURN_QUEUE runs before LOOP_TURN_COMMIT). */
+	rc = loop_add_turn_hook(conf->loop, LOOP_TURN_QUEUE, "spool compaction",
+				compact_step, c);
+	if (rc == 0)
+		rc = loop_add_stop_hook(conf->loop, "spool compaction", compact_stop, c);
+	if (rc) {
+		/* A hook already added would dangle: the caller fails, and
+		 * its loop is freed without running. */
+		free(c);
+		errno = -rc;
+		return NULL;
+	}
 	return c;
 }
 
@@ -111,8 +128,11 @@ struct spool_compact *spool_compact_free(struct spool_compact *c)
 	return NULL;
 }
 
-void spool_compact_stop(struct spool_compact *c)
+/* The stop hook: start no new work (shutdown). */
+static void compact_stop(void *arg)
 {
+	struct spool_compact *c = arg;
+
 	c->stopping = 1;
 }
 
@@ -336,8 +356,10 @@ static void target_check(struct spool_compact *c, uint64_t now)
 		 c->moved_bytes);
 }
 
-void spool_compact_step(struct spool_compact *c)
+/* The turn hook: one bounded step (spool_compact_new()). */
+static void compact_step(void *arg)
 {
+	struct spool_compact *c = arg;
 	struct spool_index_entry e;
 	uint64_t now, bytes = 0;
 

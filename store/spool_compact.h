@@ -7,7 +7,7 @@
  * normal group commit; each message moves in the index once its copy is
  * durable, and the old segment is unlinked by the dead-segment logic once
  * nothing lives in it and its pins allow. A live message is never in
- * neither place. Runs in bounded steps from the shard's turn hook.
+ * neither place. Runs in bounded steps from its own turn hook.
  */
 #ifndef ETRND_STORE_SPOOL_COMPACT_H
 #define ETRND_STORE_SPOOL_COMPACT_H
@@ -21,6 +21,8 @@
 #define SPOOL_COMPACT_THRESHOLD_DEFAULT 25u
 
 struct spool_compact_conf {
+	struct loop *loop;         /* the shard's: compaction registers its
+	                              per-turn step and stop hook there */
 	unsigned shard;            /* for logs */
 	unsigned threshold;        /* percent; 0: the default */
 	uint64_t min_age_us;       /* newest message at least this old; 0: any */
@@ -32,7 +34,13 @@ struct spool_compact_conf {
 
 struct spool_compact;
 
-/* Create for the shard (after its recovery). NULL when out of memory. */
+/* Create for the shard (after its recovery), and register on conf->loop a
+ * LOOP_TURN_QUEUE turn hook (one bounded step: look for a candidate now and
+ * then, start at most a few record reads and a few MiB of copies, which the
+ * shard's commit, later in the same turn, writes) and a stop hook (start no
+ * new work; reads and copies in flight finish, and the shard's busy check
+ * covers them). NULL with errno ENOMEM, or ENOSPC when the loop's hook
+ * registry is full. */
 struct spool_compact *spool_compact_new(struct spool_shard *sh,
 		const struct spool_compact_conf *conf);
 /* Free. Nothing of it may be queued in the shard (spool_shard_close()
@@ -45,14 +53,6 @@ struct spool_compact *spool_compact_free(struct spool_compact *c);
  * A message that cannot be copied keeps its stale copy protected by the
  * index's fallback pin. Logs what it does. */
 void spool_compact_resume(struct spool_compact *c);
-
-/* One bounded step (from the shard's turn hook, before its commit starts):
- * look for a candidate now and then, start at most a few record reads and
- * a few MiB of copies. */
-void spool_compact_step(struct spool_compact *c);
-
-/* Start no new work (shutdown); reads and copies in flight finish. */
-void spool_compact_stop(struct spool_compact *c);
 
 struct spool_compact_stats {
 	uint64_t segments;         /* segments compacted (all moved) */

@@ -179,8 +179,9 @@ size_t spool_rec_encode_note(char *dst, uint64_t msgid, uint64_t time_us,
  * version on however many header bytes there are, then type and length on
  * a whole header, then the CRC on a whole record.
  */
-int spool_rec_decode(const char *p, size_t n, struct spool_rec_hdr *hdr,
-		const char **payload)
+/* Fewer than SPOOL_REC_HDR_SIZE bytes: a torn tail (AGAIN) unless what is
+ * there already shows a bad magic or version. */
+static int decode_hdr_short(const char *p, size_t n)
 {
 	static const unsigned char magic[4] = { 'E', 'T', 'R', 'N' };
 	size_t m = n < sizeof magic ? n : sizeof magic;
@@ -189,12 +190,21 @@ int spool_rec_decode(const char *p, size_t n, struct spool_rec_hdr *hdr,
 		return SPOOL_REC_AGAIN;
 	if (memcmp(p, magic, m) != 0)
 		return SPOOL_REC_BAD_MAGIC;
-	if (n <= REC_OFF_VERSION)
-		return SPOOL_REC_AGAIN;
+	if (n > REC_OFF_VERSION && (unsigned char)p[REC_OFF_VERSION] != SPOOL_REC_VERSION)
+		return SPOOL_REC_BAD_VERSION;
+	return SPOOL_REC_AGAIN;
+}
+
+/* On the commit path for every record the spool indexes: whole-word loads,
+ * no byte-wise compare, the short case out of line. */
+int spool_rec_decode_hdr(const char *p, size_t n, struct spool_rec_hdr *hdr)
+{
+	if (n < SPOOL_REC_HDR_SIZE)
+		return decode_hdr_short(p, n);
+	if (get32(p + REC_OFF_MAGIC) != SPOOL_REC_MAGIC)
+		return SPOOL_REC_BAD_MAGIC;
 	if ((unsigned char)p[REC_OFF_VERSION] != SPOOL_REC_VERSION)
 		return SPOOL_REC_BAD_VERSION;
-	if (n < SPOOL_REC_HDR_SIZE)
-		return SPOOL_REC_AGAIN;
 
 	uint8_t type = (uint8_t)p[REC_OFF_TYPE];
 	uint32_t length = get32(p + REC_OFF_LENGTH);
@@ -209,21 +219,31 @@ int spool_rec_decode(const char *p, size_t n, struct spool_rec_hdr *hdr,
 		return SPOOL_REC_BAD_LENGTH;
 	if (type == SPOOL_REC_MSG && length < MSG_FIXED_SIZE)
 		return SPOOL_REC_BAD_LENGTH;
-	if (n - SPOOL_REC_HDR_SIZE < length)
-		return SPOOL_REC_AGAIN;
-
-	uint32_t crc = rec_crc_head(p);
-	crc = crc32c(crc, p + SPOOL_REC_HDR_SIZE, length);
-	if (crc != get32(p + REC_OFF_CRC))
-		return SPOOL_REC_BAD_CRC;
 
 	hdr->version = SPOOL_REC_VERSION;
 	hdr->type = type;
 	hdr->flags = get16(p + REC_OFF_FLAGS);
 	hdr->length = length;
-	hdr->crc = crc;
+	hdr->crc = get32(p + REC_OFF_CRC);
 	hdr->msgid = get64(p + REC_OFF_MSGID);
 	hdr->time_us = get64(p + REC_OFF_TIME);
+	return SPOOL_REC_OK;
+}
+
+int spool_rec_decode(const char *p, size_t n, struct spool_rec_hdr *hdr,
+		const char **payload)
+{
+	int rc = spool_rec_decode_hdr(p, n, hdr);
+
+	if (rc != SPOOL_REC_OK)
+		return rc;
+	if (n - SPOOL_REC_HDR_SIZE < hdr->length)
+		return SPOOL_REC_AGAIN;
+
+	uint32_t crc = rec_crc_head(p);
+	crc = crc32c(crc, p + SPOOL_REC_HDR_SIZE, hdr->length);
+	if (crc != hdr->crc)
+		return SPOOL_REC_BAD_CRC;
 	*payload = p + SPOOL_REC_HDR_SIZE;
 	return SPOOL_REC_OK;
 }

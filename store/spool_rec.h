@@ -116,6 +116,16 @@ size_t spool_rec_encode_note(char *dst, uint64_t msgid, uint64_t time_us,
 		enum spool_note_kind kind);
 
 /*
+ * Decode and check the 32-byte header at p (n bytes available) without the
+ * CRC, which covers the payload: magic, version, type and a length the type
+ * allows. For records whose payload is not contiguous with the header or not
+ * read yet (the spool's own MSG heads, whose body is elsewhere), and as the
+ * first step of spool_rec_decode(). hdr->crc is the stored CRC, unchecked.
+ * Returns SPOOL_REC_OK, SPOOL_REC_AGAIN (fewer than 32 bytes) or an error.
+ */
+int spool_rec_decode_hdr(const char *p, size_t n, struct spool_rec_hdr *hdr);
+
+/*
  * Decode and check one record at p (n bytes available). On SPOOL_REC_OK,
  * *hdr is filled, *payload points at the payload inside p and the record is
  * SPOOL_REC_HDR_SIZE + hdr->length bytes long. SPOOL_REC_AGAIN: more bytes

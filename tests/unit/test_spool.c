@@ -148,8 +148,8 @@ static void run_mode(enum config_sync mode, unsigned per_turn)
 			r.bodies[i][k] = (char)('a' + (k + i) % 26);
 		r.body_len[i] = n;
 	}
-	loop_set_turn_hook(r.loop, turn, &f);
-	loop_set_busy_check(r.loop, spool_shard_busy, r.sh);
+	/* The shard registered its commit and busy check itself. */
+	cr_assert_eq(loop_add_turn_hook(r.loop, LOOP_TURN_QUEUE, "test feeder", turn, &f), 0);
 	cr_assert_eq(loop_run(r.loop), 0);
 	cr_expect_eq(r.done, NMSG);
 	cr_expect_eq(r.failed, 0);

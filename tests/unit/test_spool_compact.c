@@ -482,8 +482,8 @@ static void open_shard(struct t *t, struct loop **l, struct config *cfg)
 	t->loop = *l;
 	t->sh = spool_shard_open(*l, &sc, err, sizeof(err));
 	cr_assert_not_null(t->sh, "%s", err);
-	loop_set_turn_hook(*l, turn, t);
-	loop_set_busy_check(*l, spool_shard_busy, t->sh);
+	/* The shard registered its commit, compaction and busy check. */
+	cr_assert_eq(loop_add_turn_hook(*l, LOOP_TURN_QUEUE, "test driver", turn, t), 0);
 	t->started = time(NULL);
 }
 

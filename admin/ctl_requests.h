@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ctl_requests: what the operator's requests do, wherever they arrive: a
+ * control socket line (core/ctlsock.h: "flush DOMAIN", "status") or a Redis
+ * "drain <domain>" event (admin/control.h: another node's ETRN, or etrnctl
+ * flush). Both go to the drain hub (proto/drain.h), passed as arg, which must
+ * outlive the socket and the control thread.
+ */
+#ifndef ETRND_ADMIN_CTL_REQUESTS_H
+#define ETRND_ADMIN_CTL_REQUESTS_H
+
+#include <stddef.h>
+
+#include "core/buf.h"
+
+/* A ctlsock_fn: answer one request line into out. On the socket's thread. */
+void ctl_requests_socket(void *hub, const char *line, size_t len, struct buf *out);
+
+/* A control_drain_fn: drain what this node holds for domain, and log the
+ * answer. On the control thread. */
+void ctl_requests_redis_drain(void *hub, const char *domain, size_t len);
+
+#endif

@@ -1,0 +1,288 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * engine: set up, run and tear down the engine threads (see engine.h). Each
+ * thread builds its own parts, in its own thread (the io_uring is
+ * SINGLE_ISSUER), and reports READY or FAILED once; engine_start() waits for
+ * every report before the daemon says it has started.
+ *
+ * The per-turn work of a loop is registered by the module that owns it;
+ * engine_setup() only creates the modules, in this order, and the loop runs
+ * their turn hooks by phase (core/loop.h), so a turn ends with:
+ *   1. LOOP_TURN_QUEUE  "spool compaction" (store/spool_compact.c) queues
+ *                       copies of live records of a mostly dead segment;
+ *                       "expiry" (proto/expire.c) queues DONEs and DSNs.
+ *                       Both only queue, into separate lists, so their
+ *                       order among themselves does not matter; they must
+ *                       precede 2 so that what they queue shares its commit.
+ *   2. LOOP_TURN_COMMIT "spool commit" (store/spool.c): one write and one
+ *                       fdatasync for everything queued, sessions' finished
+ *                       messages included.
+ *   3. the loop submits the SQEs the turn prepared (the commit's write and
+ *      sync with them) and sleeps until a completion.
+ * Stop hooks ("spool compaction", "expiry") stop background work that would
+ * never run out; busy checks ("spool", "expiry", "drain") keep loop_run()
+ * going until what is in flight has finished.
+ */
+#include "admin/engine.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/epoch.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "proto/drain.h"
+#include "proto/smtpd.h"
+#include "store/spool.h"
+
+enum engine_state { ENGINE_STARTING, ENGINE_READY, ENGINE_FAILED };
+
+struct engine {
+	pthread_t thread;
+	unsigned index;
+	const struct engine_env *env;
+	struct engine_set *set;
+	struct loop *loop;              /* freed by engine_free(), after every join */
+	struct drain *drain;            /* likewise */
+	enum engine_state state;        /* under set->lock */
+	int exit_rc;
+	char err[CONFIG_ERR_MAX];
+};
+
+struct engine_set {
+	struct engine *eng;
+	unsigned n;
+	unsigned started;               /* threads created (and to be joined) */
+	pthread_mutex_t lock;           /* guards every engine's state */
+	pthread_cond_t cond;            /* signalled on each state report */
+};
+
+/* One engine thread's parts while it builds and runs them. */
+struct engine_parts {
+	struct smtpd *d;
+	struct loop *l;
+	struct spool_shard *sh;
+	struct drain *dr;
+};
+
+static void engine_report(struct engine *e, enum engine_state st)
+{
+	pthread_mutex_lock(&e->set->lock);
+	e->state = st;
+	pthread_cond_broadcast(&e->set->cond);
+	pthread_mutex_unlock(&e->set->lock);
+}
+
+/* Say why this engine failed (logged by engine_start()); returns -1. */
+static int engine_fail(struct engine *e, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(e->err, sizeof(e->err), fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* drain_busy() as a loop busy check. proto/drain.c could register its own
+ * in drain_new(), like the spool and expiry do; until then, the wiring. */
+static int engine_drain_busy(void *arg)
+{
+	return drain_busy(arg);
+}
+
+static void engine_loop_conf(const struct engine *e, struct smtpd *d,
+			     struct loop_conf *lc)
+{
+	memset(lc, 0, sizeof(*lc));
+	lc->index = e->index;
+	lc->cfg = e->env->cfg;
+	lc->ops = &smtpd_conn_ops;
+	lc->ops_arg = d;
+	lc->busy_reply = smtpd_busy_reply(d);
+}
+
+static void engine_spool_conf(const struct engine *e, struct spool_shard_conf *sc)
+{
+	const struct config *cfg = e->env->cfg;
+
+	memset(sc, 0, sizeof(*sc));
+	sc->dir = cfg->spool_dir;
+	sc->shard = e->index;
+	sc->sync = cfg->sync;
+	sc->segment_size = cfg->segment_size;
+	sc->domstat = e->env->ds;
+	sc->compact_threshold = cfg->compact_threshold;
+	sc->compact_min_age_us = (uint64_t)cfg->compact_min_age_ms * 1000;
+	sc->clock_offset_us = (int64_t)cfg->clock_offset_ms * 1000;
+}
+
+/* Build the thread's parts; each module registers its own per-turn work
+ * as it is created (turn order: see the top of this file). Returns 0, or
+ * -1 with e->err set (the caller tears down what p holds). */
+static int engine_setup(struct engine *e, struct engine_parts *p)
+{
+	struct loop_conf lc;
+	struct spool_shard_conf sc;
+	int rc;
+
+	p->d = smtpd_new(e->env->cfg, e->env->dt);
+	if (!p->d)
+		return engine_fail(e, "out of memory");
+	engine_loop_conf(e, p->d, &lc);
+	/* The ring is created here, in the thread that will submit to it
+	 * (IORING_SETUP_SINGLE_ISSUER). */
+	p->l = loop_new(&lc, e->err, sizeof(e->err));
+	if (!p->l)
+		return -1;
+	engine_spool_conf(e, &sc);
+	/* Registers compaction (queue), the group commit (commit), "spool". */
+	p->sh = spool_shard_open(p->l, &sc, e->err, sizeof(e->err));
+	if (!p->sh)
+		return -1;
+	/* Registers expiry (queue phase, stop hook, busy check). */
+	rc = smtpd_set_spool(p->d, p->sh);
+	if (rc)
+		return engine_fail(e, "expiry: %s", strerror(-rc));
+	p->dr = drain_new(e->env->hub, e->index, p->l, p->sh);
+	if (!p->dr)
+		return engine_fail(e, "out of memory");
+	rc = loop_add_busy_check(p->l, "drain", engine_drain_busy, p->dr);
+	if (rc)
+		return engine_fail(e, "drain: %s", strerror(-rc));
+	smtpd_set_drain(p->d, p->dr);
+	return 0;
+}
+
+/* After a failed setup: the loop never ran, so no hook of it runs again. */
+static void engine_teardown(struct engine_parts *p)
+{
+	drain_free(p->dr);
+	spool_shard_close(p->sh);
+	loop_free(p->l);
+	smtpd_free(p->d);
+}
+
+static void *engine_thread(void *arg)
+{
+	struct engine *e = arg;
+	struct engine_parts p = { 0 };
+
+	/* A reader of the domain table from here on; offline until loop_run()
+	 * passes its first quiescent point, so a slow spool recovery does not
+	 * hold up the control thread's table swaps. */
+	if (epoch_register(e->env->ep)) {
+		(void)engine_fail(e, "no epoch slot");
+		engine_report(e, ENGINE_FAILED);
+		return NULL;
+	}
+	epoch_offline();
+	if (engine_setup(e, &p)) {
+		engine_teardown(&p);
+		epoch_unregister();
+		engine_report(e, ENGINE_FAILED);
+		return NULL;
+	}
+	e->loop = p.l;
+	engine_report(e, ENGINE_READY);
+	e->exit_rc = loop_run(p.l);
+	/* The loop and the drainer stay until every engine thread has ended
+	 * (engine_free()): other threads may still post to this loop. */
+	smtpd_set_drain(p.d, NULL);
+	e->drain = p.dr;
+	epoch_unregister();
+	spool_shard_close(p.sh);
+	smtpd_free(p.d);
+	return NULL;
+}
+
+/* Wait for every started thread's report; log each failure. Returns 0 when
+ * every engine is ready, -1 otherwise. */
+static int engine_wait_ready(struct engine_set *s)
+{
+	int failed = s->started < s->n;
+
+	pthread_mutex_lock(&s->lock);
+	for (unsigned i = 0; i < s->started; i++)
+		while (s->eng[i].state == ENGINE_STARTING)
+			pthread_cond_wait(&s->cond, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+	for (unsigned i = 0; i < s->n; i++) {
+		if (s->eng[i].state == ENGINE_FAILED) {
+			log_err("engine %u: %s", i, s->eng[i].err);
+			failed = 1;
+		}
+	}
+	return failed ? -1 : 0;
+}
+
+struct engine_set *engine_start(const struct engine_env *env)
+{
+	struct engine_set *s = calloc(1, sizeof(*s));
+	int rc;
+
+	if (s)
+		s->eng = calloc(env->cfg->threads, sizeof(*s->eng));
+	if (!s || !s->eng) {
+		free(s);
+		log_err("engine threads: out of memory");
+		return NULL;
+	}
+	s->n = env->cfg->threads;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->cond, NULL);
+	for (unsigned i = 0; i < s->n; i++) {
+		struct engine *e = &s->eng[i];
+
+		e->index = i;
+		e->env = env;
+		e->set = s;
+		/* pthread_create returns the error; it does not set errno. */
+		rc = pthread_create(&e->thread, NULL, engine_thread, e);
+		if (rc) {
+			(void)engine_fail(e, "pthread_create: %s", strerror(rc));
+			e->state = ENGINE_FAILED;
+			break;
+		}
+		s->started++;
+	}
+	if (engine_wait_ready(s) == 0)
+		return s;
+	(void)engine_stop(s);
+	drain_hub_quiesce(env->hub);
+	return engine_free(s);
+}
+
+int engine_stop(struct engine_set *s)
+{
+	int failed = 0;
+
+	for (unsigned i = 0; i < s->started; i++)
+		if (s->eng[i].loop) /* ready: a failed engine has none */
+			loop_stop(s->eng[i].loop);
+	for (unsigned i = 0; i < s->started; i++) {
+		pthread_join(s->eng[i].thread, NULL);
+		if (s->eng[i].exit_rc)
+			failed = 1;
+	}
+	s->started = 0;
+	return failed ? -1 : 0;
+}
+
+struct engine_set *engine_free(struct engine_set *s)
+{
+	if (!s)
+		return NULL;
+	for (unsigned i = 0; i < s->n; i++) {
+		drain_free(s->eng[i].drain);
+		loop_free(s->eng[i].loop);
+	}
+	pthread_cond_destroy(&s->cond);
+	pthread_mutex_destroy(&s->lock);
+	free(s->eng);
+	free(s);
+	return NULL;
+}

@@ -1,0 +1,238 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * etrnd main: read the config, start the control thread, the control socket
+ * and one engine thread per core (admin/engine.h), then wait for signals.
+ * This is the composition root, above every layer: the one place that knows
+ * them all, so that the layers need not know each other (core/ includes
+ * nothing above it). SIGTERM/SIGINT: stop accepting, let transactions in
+ * flight finish (at most shutdown_timeout), exit 0.
+ */
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "admin/control.h"
+#include "admin/ctl_requests.h"
+#include "admin/domtab.h"
+#include "admin/engine.h"
+#include "core/config.h"
+#include "core/ctlsock.h"
+#include "core/epoch.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "proto/drain.h"
+#include "store/domstat.h"
+
+#define ETRND_DEFAULT_CONFIG "etc/etrnd.conf"
+/* Domains with held mail counted node-wide (quota, ETRN replies): 32 bytes
+ * per slot, two slots per domain, pages touched only as domains appear. */
+#define ETRND_DOMSTAT_DOMAINS (1u << 20)
+#define ETRND_OVERRIDES_MAX 64   /* -o options */
+#define ETRND_KEY_MAX 64         /* longest key an -o names */
+
+struct etrnd_opts {
+	const char *path;
+	const char *over[ETRND_OVERRIDES_MAX];
+	unsigned nover;
+	int check_only;
+};
+
+/* Everything the daemon starts, in start order; stopped in reverse. */
+struct etrnd {
+	struct config cfg;
+	struct epoch *ep;
+	struct domtab_live *dt;
+	struct domstat *ds;
+	struct drain_hub *hub;
+	struct control *ctl;
+	struct ctlsock *cs;
+	struct engine_env env;
+	struct engine_set *eng;
+};
+
+static void etrnd_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: etrnd [-c FILE] [-o KEY=VALUE]... [-t] [-h]\n"
+		"  -c FILE       configuration file (default %s)\n"
+		"  -o KEY=VALUE  override one configuration key (after the file)\n"
+		"  -t            check the configuration and exit (0 = good)\n"
+		"  -h            this help\n", ETRND_DEFAULT_CONFIG);
+}
+
+/* Returns -1 to go on, else the exit code. */
+static int etrnd_options(int argc, char **argv, struct etrnd_opts *o)
+{
+	int opt;
+
+	o->path = ETRND_DEFAULT_CONFIG;
+	while ((opt = getopt(argc, argv, "c:o:th")) != -1) {
+		switch (opt) {
+		case 'c': o->path = optarg; break;
+		case 'o':
+			if (o->nover == ETRND_OVERRIDES_MAX)
+				fatal("too many -o options");
+			o->over[o->nover++] = optarg;
+			break;
+		case 't': o->check_only = 1; break;
+		case 'h': etrnd_usage(stdout); return 0;
+		default: etrnd_usage(stderr); return 2;
+		}
+	}
+	if (optind != argc) {
+		etrnd_usage(stderr);
+		return 2;
+	}
+	return -1;
+}
+
+/* The file, then each -o KEY=VALUE, then the checks across keys. */
+static void etrnd_config(const struct etrnd_opts *o, struct config *cfg)
+{
+	char err[CONFIG_ERR_MAX + PATH_MAX];
+
+	config_defaults(cfg);
+	if (config_load(cfg, o->path, err, sizeof(err)))
+		fatal("%s", err);
+	for (unsigned i = 0; i < o->nover; i++) {
+		char key[ETRND_KEY_MAX];
+		const char *eq = strchr(o->over[i], '=');
+		size_t kl = eq ? (size_t)(eq - o->over[i]) : 0;
+
+		if (!eq || kl == 0 || kl >= sizeof(key))
+			fatal("-o %s: want KEY=VALUE", o->over[i]);
+		memcpy(key, o->over[i], kl);
+		key[kl] = '\0';
+		if (config_set(cfg, key, eq + 1, "command line -o", err, sizeof(err)))
+			fatal("%s", err);
+	}
+	if (config_finish(cfg, err, sizeof(err)))
+		fatal("%s: %s", o->path, err);
+}
+
+/* Signals are taken synchronously by the main thread alone: block them
+ * before any other thread exists so that every thread inherits the mask. */
+static void etrnd_block_signals(sigset_t *sigs)
+{
+	sigemptyset(sigs);
+	sigaddset(sigs, SIGTERM);
+	sigaddset(sigs, SIGINT);
+	sigaddset(sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+/* The shared parts, the domain table (from Redis, or relay_domains alone)
+ * and the control socket, all before any engine thread can take a
+ * connection; then the engines. Any failure is fatal. */
+static void etrnd_start(struct etrnd *d)
+{
+	char err[CONFIG_ERR_MAX + PATH_MAX];
+	const struct config *cfg = &d->cfg;
+
+	if (loop_probe_listen(cfg, err, sizeof(err)))
+		fatal("%s", err);
+	d->ep = epoch_new(cfg->threads + 1); /* + the control socket thread */
+	d->dt = d->ep ? domtab_live_new(NULL, d->ep) : NULL;
+	d->ds = domstat_new(ETRND_DOMSTAT_DOMAINS);
+	d->hub = d->dt && d->ds ? drain_hub_new(cfg, d->dt, d->ds, cfg->threads) : NULL;
+	if (!d->hub)
+		fatal("out of memory");
+	d->ctl = control_start(cfg, d->dt, err, sizeof(err));
+	if (!d->ctl)
+		fatal("%s", err);
+	/* Before the listeners, so that once etrnd takes mail, etrnctl can
+	 * reach it; requests before the engines are up get partial answers. */
+	if (cfg->control_socket[0]) {
+		d->cs = ctlsock_start(cfg->control_socket, ctl_requests_socket, d->hub,
+				      d->ep, err, sizeof(err));
+		if (!d->cs)
+			fatal("%s", err);
+	}
+	d->env = (struct engine_env){ .cfg = cfg, .dt = d->dt, .ds = d->ds,
+				      .hub = d->hub, .ep = d->ep };
+	d->eng = engine_start(&d->env);
+	if (!d->eng) {
+		d->cs = ctlsock_stop(d->cs);
+		d->ctl = control_stop(d->ctl);
+		fatal("could not start; see the errors above");
+	}
+	control_set_drain(d->ctl, ctl_requests_redis_drain, d->hub);
+}
+
+static void etrnd_log_started(const struct config *cfg)
+{
+	log_info("etrnd started: %u engine thread(s), listening on %s%s, spool %s, sync %s, %zu static relay domain(s), redis %s",
+		 cfg->threads, cfg->listen[0].text, cfg->nlisten > 1 ? " and more" : "",
+		 cfg->spool_dir, cfg->sync == CONFIG_SYNC_BATCH ? "batch" :
+		 cfg->sync == CONFIG_SYNC_ALWAYS ? "always" : "none",
+		 cfg->nrelay_domains,
+		 cfg->redis.kind == CONFIG_REDIS_NONE ? "none" : cfg->redis.display);
+}
+
+/* Until SIGTERM or SIGINT. */
+static void etrnd_wait(const sigset_t *sigs, const struct config *cfg)
+{
+	int sig;
+
+	for (;;) {
+		if (sigwait(sigs, &sig))
+			continue;
+		if (sig == SIGHUP) {
+			log_warn("SIGHUP: configuration reload is not implemented yet; ignored");
+			continue;
+		}
+		log_info("%s: stopping (no new connections; transactions in flight finish within %u ms)",
+			 sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg->shutdown_timeout_ms);
+		return;
+	}
+}
+
+/* Stop in reverse start order. Returns the exit code. */
+static int etrnd_stop(struct etrnd *d)
+{
+	int failed;
+
+	d->cs = ctlsock_stop(d->cs); /* before the engines it asks */
+	failed = engine_stop(d->eng) != 0;
+	/* No engine thread posts any more; resolver threads may, until they
+	 * are done (posts to a stopped loop are dropped). */
+	drain_hub_quiesce(d->hub);
+	d->eng = engine_free(d->eng);
+	d->ctl = control_stop(d->ctl);
+	log_info("stopped");
+	domtab_live_free(d->dt);
+	domstat_free(d->ds);
+	drain_hub_free(d->hub);
+	epoch_free(d->ep);
+	config_free(&d->cfg);
+	return failed ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	static struct etrnd d;
+	struct etrnd_opts o = { 0 };
+	sigset_t sigs;
+	int rc;
+
+	log_init("etrnd", LOGL_INFO, 0);
+	rc = etrnd_options(argc, argv, &o);
+	if (rc >= 0)
+		return rc;
+	etrnd_config(&o, &d.cfg);
+	if (o.check_only) {
+		config_free(&d.cfg);
+		return 0;
+	}
+	log_init("etrnd", (enum log_level)d.cfg.log_level, d.cfg.log_syslog);
+	etrnd_block_signals(&sigs);
+	etrnd_start(&d);
+	etrnd_log_started(&d.cfg);
+	etrnd_wait(&sigs, &d.cfg);
+	return etrnd_stop(&d);
+}
