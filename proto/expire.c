@@ -88,7 +88,7 @@ static uint64_t now_us(const struct expire *x)
 
 static void expire_tick(void *arg);
 static void expire_stop(void *arg);
-static int expire_busy(void *arg);
+static int expire_busy_hook(void *arg);
 
 struct expire *expire_new(const struct expire_conf *conf, struct spool_shard *sh)
 {
@@ -109,7 +109,7 @@ struct expire *expire_new(const struct expire_conf *conf, struct spool_shard *sh
 	if (rc == 0)
 		rc = loop_add_stop_hook(l, "expiry", expire_stop, x);
 	if (rc == 0)
-		rc = loop_add_busy_check(l, "expiry", expire_busy, x);
+		rc = loop_add_busy_check(l, "expiry", expire_busy_hook, x);
 	if (rc) {
 		/* A hook already added would dangle: the caller fails, and
 		 * its loop is freed without running. */
@@ -131,13 +131,15 @@ struct expire *expire_free(struct expire *x)
 	return NULL;
 }
 
-/* The busy check: a message is being expired or warned about (its read or
- * commit is in flight). */
-static int expire_busy(void *arg)
+int expire_busy(const struct expire *x)
 {
-	const struct expire *x = arg;
-
 	return x->busy;
+}
+
+/* The loop's busy check (see expire_busy). */
+static int expire_busy_hook(void *arg)
+{
+	return expire_busy(arg);
 }
 
 /* The stop hook: start no new work; work in flight finishes. */

@@ -49,6 +49,10 @@ struct expire *expire_new(const struct expire_conf *conf, struct spool_shard *sh
  * fine; returns NULL. */
 struct expire *expire_free(struct expire *x);
 
+/* 1 while a message is being expired or warned about (its read or commit
+ * is in flight); the loop's busy check asks this too. */
+int expire_busy(const struct expire *x);
+
 /* Messages expired so far. */
 uint64_t expire_count(const struct expire *x);
 
