@@ -114,8 +114,8 @@ static void job_check_idle(struct drain_job *j)
 		j->env->job_idle(j);
 }
 
-/* Spool callback: a delivered recipient's DONE is durable (or failed: the
- * message may then be sent again, as logged when it was queued). */
+/* Spool callback: a delivered recipient's DONE is durable (or its write
+ * failed, which the spool logs: the message may then be sent again). */
 static void done_durable(void *arg, int err)
 {
 	struct drain_job *j = arg;
