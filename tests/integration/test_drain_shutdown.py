@@ -6,6 +6,7 @@ connection had a CONNECTING state, a connection still connecting at SIGTERM
 was handed its job as if it were the connection (UBSan: misaligned access
 in smtp_client.c, exit 1). Loopback only; every process is stopped by PID."""
 
+import smtplib
 import tempfile
 import time
 import unittest
@@ -54,7 +55,6 @@ class DrainShutdownTest(unittest.TestCase):
 
 
 def smtplib_session(e):
-    import smtplib
     s = smtplib.SMTP(h.HOST, e.port, timeout=30)
     s.ehlo("customer.test")
     return s
