@@ -1,0 +1,233 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * drain_status: see drain_status.h. The rendezvous is reference counted:
+ * the asker and every posted job hold one reference, so a thread that
+ * answers after the asker gave up still writes into live memory, and the
+ * last one out frees it.
+ */
+#include "proto/drain_status.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "proto/drain_resolve.h"
+
+struct status_dom {
+	char dom[DRAIN_DOMAIN_MAX];
+	uint64_t msgs, rcpts, bytes, oldest_us;
+};
+
+struct status_req {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	unsigned refs;                 /* the asker + each thread not done */
+	unsigned left;                 /* threads not done */
+	struct spool_index_totals *tot; /* per thread */
+	struct status_dom **doms;      /* per thread */
+	size_t *ndoms;
+	unsigned n;
+};
+
+struct status_job {
+	struct status_req *rq;
+	struct spool_index *idx;
+	unsigned i;
+};
+
+static void status_put(struct status_req *rq)
+{
+	unsigned refs;
+
+	pthread_mutex_lock(&rq->mu);
+	refs = --rq->refs;
+	pthread_mutex_unlock(&rq->mu);
+	if (refs)
+		return;
+	for (unsigned i = 0; i < rq->n; i++)
+		free(rq->doms[i]);
+	free(rq->doms);
+	free(rq->ndoms);
+	free(rq->tot);
+	pthread_mutex_destroy(&rq->mu);
+	pthread_cond_destroy(&rq->cv);
+	free(rq);
+}
+
+static struct status_req *status_req_new(unsigned n)
+{
+	struct status_req *rq = calloc(1, sizeof(*rq));
+
+	if (!rq || !(rq->tot = calloc(n, sizeof(*rq->tot))) ||
+	    !(rq->doms = calloc(n, sizeof(*rq->doms))) ||
+	    !(rq->ndoms = calloc(n, sizeof(*rq->ndoms)))) {
+		if (rq) {
+			free(rq->tot);
+			free(rq->doms);
+			free(rq);
+		}
+		return NULL;
+	}
+	pthread_mutex_init(&rq->mu, NULL);
+	pthread_cond_init(&rq->cv, NULL);
+	rq->n = n;
+	rq->refs = 1;
+	return rq;
+}
+
+/* On an engine thread: this shard's totals and queues. */
+static void status_job_run(void *arg)
+{
+	struct status_job *sj = arg;
+	struct status_req *rq = sj->rq;
+	struct spool_index *idx = sj->idx;
+	const struct spool_index_queue *q;
+	struct spool_index_totals t;
+	struct status_dom *v;
+	size_t cursor = 0, n = 0;
+
+	spool_index_totals(idx, &t);
+	v = calloc(t.domains < DRAIN_STATUS_DOMAINS_MAX ? t.domains + 1 : DRAIN_STATUS_DOMAINS_MAX,
+		   sizeof(*v));
+	while (v && n < DRAIN_STATUS_DOMAINS_MAX && n < t.domains &&
+	       (q = spool_index_queue_each(idx, &cursor))) {
+		struct spool_index_qstat st;
+
+		spool_index_queue_stat(q, &st);
+		snprintf(v[n].dom, sizeof(v[n].dom), "%.*s", (int)st.domain_len, st.domain);
+		v[n].msgs = st.messages;
+		v[n].rcpts = st.recipients;
+		v[n].bytes = st.bytes;
+		v[n].oldest_us = st.oldest_us;
+		n++;
+	}
+	pthread_mutex_lock(&rq->mu);
+	rq->tot[sj->i] = t;
+	rq->doms[sj->i] = v;
+	rq->ndoms[sj->i] = n;
+	rq->left--;
+	pthread_cond_broadcast(&rq->cv);
+	pthread_mutex_unlock(&rq->mu);
+	free(sj);
+	status_put(rq);
+}
+
+/* Post a job to every running shard; each holds a reference. */
+static void status_post_all(struct status_req *rq, const struct drain_status_shard *shards)
+{
+	for (unsigned i = 0; i < rq->n; i++) {
+		struct status_job *sj = shards[i].loop ? malloc(sizeof(*sj)) : NULL;
+
+		if (!sj)
+			continue;
+		sj->rq = rq;
+		sj->idx = shards[i].idx;
+		sj->i = i;
+		pthread_mutex_lock(&rq->mu);
+		rq->refs++;
+		rq->left++;
+		pthread_mutex_unlock(&rq->mu);
+		if (loop_post(shards[i].loop, status_job_run, sj)) {
+			free(sj);
+			pthread_mutex_lock(&rq->mu);
+			rq->refs--;
+			rq->left--;
+			pthread_mutex_unlock(&rq->mu);
+		}
+	}
+}
+
+/* With rq->mu held: a line per shard; the domains of all, in one array
+ * (*all, *nall; NULL when none or out of memory). */
+static void status_shards(struct status_req *rq, struct buf *out, struct status_dom **all,
+			  size_t *nall)
+{
+	size_t total = 0, k = 0;
+
+	for (unsigned i = 0; i < rq->n; i++) {
+		struct spool_index_totals *t = &rq->tot[i];
+		if (!rq->doms[i] && !t->segments) {
+			(void)buf_printf(out, "shard %u: no answer\n", i);
+			continue;
+		}
+		(void)buf_printf(out, "shard %u: messages %" PRIu64 ", recipients %" PRIu64
+				 ", domains %" PRIu64 ", segments %" PRIu64 ", bytes %" PRIu64
+				 " (live %" PRIu64 "), delivered %" PRIu64 ", bounced %" PRIu64
+				 ", expired %" PRIu64 "\n", i, t->messages, t->recipients, t->domains,
+				 t->segments, t->total_bytes, t->live_bytes, t->delivered, t->bounced,
+				 t->expired);
+		total += rq->ndoms[i];
+	}
+	*all = total ? calloc(total, sizeof(**all)) : NULL;
+	for (unsigned i = 0; *all && i < rq->n; i++)
+		for (size_t j = 0; j < rq->ndoms[i]; j++)
+			(*all)[k++] = rq->doms[i][j];
+	*nall = *all ? k : 0;
+}
+
+static int status_cmp(const void *a, const void *b)
+{
+	const struct status_dom *x = a, *y = b;
+
+	return strcmp(x->dom, y->dom);
+}
+
+/* Merge each domain's shards: one line per domain, node-wide. */
+static void status_domains(struct status_dom *all, size_t k, struct buf *out)
+{
+	struct timespec ts;
+	uint64_t now;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+	qsort(all, k, sizeof(*all), status_cmp);
+	for (size_t i = 0; i < k;) {
+		struct status_dom s = all[i];
+		size_t j = i + 1;
+
+		for (; j < k && !strcmp(all[j].dom, s.dom); j++) {
+			s.msgs += all[j].msgs;
+			s.rcpts += all[j].rcpts;
+			s.bytes += all[j].bytes;
+			if (all[j].oldest_us < s.oldest_us)
+				s.oldest_us = all[j].oldest_us;
+		}
+		(void)buf_printf(out, "domain %s: messages %" PRIu64 ", recipients %" PRIu64
+				 ", bytes %" PRIu64 ", oldest %" PRIu64 " s\n", s.dom, s.msgs,
+				 s.rcpts, s.bytes, now > s.oldest_us ? (now - s.oldest_us) / 1000000 : 0);
+		i = j;
+	}
+}
+
+void drain_status_collect(const struct drain_status_shard *shards, unsigned n,
+			  struct buf *out)
+{
+	struct status_req *rq = status_req_new(n);
+	struct status_dom *all = NULL;
+	struct timespec dl;
+	size_t nall = 0;
+	int timed_out = 0;
+
+	if (!rq) {
+		(void)buf_puts(out, "error: out of memory\n");
+		return;
+	}
+	status_post_all(rq, shards);
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += DRAIN_STATUS_WAIT_MS / 1000;
+	pthread_mutex_lock(&rq->mu);
+	while (rq->left && !timed_out)
+		timed_out = pthread_cond_timedwait(&rq->cv, &rq->mu, &dl) != 0;
+	status_shards(rq, out, &all, &nall);
+	pthread_mutex_unlock(&rq->mu);
+	status_put(rq);
+	if (all) {
+		status_domains(all, nall, out);
+		free(all);
+	}
+	if (timed_out)
+		(void)buf_puts(out, "warning: some engine threads did not answer in time\n");
+}
