@@ -30,20 +30,17 @@
 #include <time.h>
 
 #include "core/ascii.h"
-#include "core/hash.h"
 #include "core/log.h"
 #include "proto/drain_conn.h"
 #include "proto/drain_resolve.h"
 #include "proto/drain_status.h"
 #include "proto/etrn.h"
+#include "proto/etrn_limit.h"
 #include "store/domstat.h"
 #include "store/spool_index.h"
 
 #define DRAIN_REPLY_LINE_MAX 4096      /* servers send more than RFC's 512 */
 #define DRAIN_REPLY_LINES_MAX 100
-/* ETRN rate limit per client address: a window and its budget. */
-#define DRAIN_RATE_WINDOW_MS 60000
-#define DRAIN_RATE_SLOTS 256
 #define DRAIN_WHO_MAX 300              /* "[client] (node)" for log lines */
 #define DRAIN_WHO_NODE_MAX 200         /* node text in it */
 #define DRAIN_ACTIVE_MIN 16            /* first size of the active list */
@@ -63,15 +60,10 @@ struct drain_hub {
 	pthread_mutex_t mu;            /* guards act: taken per ETRN and per
 	                                  finished drain, never per message */
 	struct drain_resolver *resolver;
+	struct etrn_limit *etrn_limit; /* etrn_rate_limit, node-wide */
 	struct drain_active *act;
 	size_t nact, capact;
 	struct smtp_client_conf ccf;
-};
-
-struct drain_rate {
-	uint64_t key;
-	uint64_t window_start_ms;
-	unsigned count;
 };
 
 struct drain {
@@ -79,7 +71,6 @@ struct drain {
 	unsigned index;
 	struct drain_conn_env env;     /* what its connections share */
 	struct drain_job *jobs;
-	struct drain_rate rate[DRAIN_RATE_SLOTS];
 };
 
 static struct drain *drain_of_env(struct drain_conn_env *env)
@@ -107,7 +98,9 @@ struct drain_hub *drain_hub_new(const struct config *cfg,
 		return NULL;
 	h->drains = calloc(nthreads, sizeof(*h->drains));
 	h->resolver = drain_resolver_new();
-	if (!h->drains || !h->resolver) {
+	h->etrn_limit = etrn_limit_new(cfg->etrn_rate_limit, ETRN_LIMIT_ADDRS_DEFAULT);
+	if (!h->drains || !h->resolver || !h->etrn_limit) {
+		etrn_limit_free(h->etrn_limit);
 		drain_resolver_free(h->resolver);
 		free(h->drains);
 		free(h);
@@ -136,6 +129,7 @@ struct drain_hub *drain_hub_free(struct drain_hub *h)
 		return NULL;
 	pthread_mutex_destroy(&h->mu);
 	drain_resolver_free(h->resolver);
+	etrn_limit_free(h->etrn_limit);
 	free(h->act);
 	free(h->drains);
 	free(h);
@@ -381,20 +375,12 @@ static enum etrn_outcome hub_start(struct drain_hub *h, const struct domtab_row 
 
 /* ---- ETRN ----------------------------------------------------------------- */
 
-/* The ETRN rate limit: etrn_rate_limit per client address per window, in a
- * small table of windows (two addresses sharing a slot reset each other's
- * window, which only ever lets more through). */
+/* etrn_rate_limit per client address, one limiter for the whole node, so
+ * connections landing on different engine threads share it
+ * (proto/etrn_limit.h). */
 static int rate_ok(struct drain *d, const char *client)
 {
-	uint64_t h = hash_fnv64(HASH_FNV64_INIT, client, strlen(client)), now = mono_ms();
-	struct drain_rate *r = &d->rate[h % DRAIN_RATE_SLOTS];
-
-	if (r->key != h || now - r->window_start_ms >= DRAIN_RATE_WINDOW_MS) {
-		r->key = h;
-		r->window_start_ms = now;
-		r->count = 0;
-	}
-	return ++r->count <= d->hub->cfg->etrn_rate_limit;
+	return etrn_limit_take(d->hub->etrn_limit, client, mono_ms());
 }
 
 /*

@@ -17,7 +17,7 @@
 #include "core/ascii.h"
 #include "core/log.h"
 #include "proto/bounce.h"
-#include "proto/smtp_server.h"
+#include "proto/qid.h"
 #include "store/spool_rec.h"
 
 #define DRAIN_CONNECT_TIMEOUT_MS 30000 /* Postfix smtp_connect_timeout */
@@ -256,7 +256,7 @@ static void dc_next(struct drain_conn *dc)
 {
 	struct drain_job *j = dc->job;
 	struct drain_conn_env *env = j->env;
-	char qid[SMTP_QID_MAX];
+	char qid[QID_MAX];
 	int rc;
 
 	while (j->next_msg < j->nmsgs) {
@@ -268,7 +268,7 @@ static void dc_next(struct drain_conn *dc)
 		dc->msgid = id;
 		buf_reset(&dc->rec);
 		if (buf_reserve(&dc->rec, e.rec_len)) {
-			spool_msgid_format(id, qid, sizeof(qid));
+			qid_format(id, qid);
 			log_err("%s: out of memory reading it; left queued", qid);
 			continue;
 		}
@@ -285,7 +285,7 @@ static void dc_next(struct drain_conn *dc)
 			return;
 		}
 		if (rc) {
-			spool_msgid_format(id, qid, sizeof(qid));
+			qid_format(id, qid);
 			log_err("%s: cannot read it (%s); left queued for the next ETRN", qid,
 				strerror(-rc));
 			continue;
@@ -346,7 +346,7 @@ static void record_read(void *arg, int err)
 {
 	struct drain_conn *dc = arg;
 	const char *payload;
-	char qid[SMTP_QID_MAX];
+	char qid[QID_MAX];
 
 	dc->spool_pending = 0;
 	wait_wake(dc->job->env); /* this read's slot is free again */
@@ -358,7 +358,7 @@ static void record_read(void *arg, int err)
 	/* Replies that came in while we read were held back (dc_data()):
 	 * deliver them at the end of this turn. */
 	conn_resume(dc->c);
-	spool_msgid_format(dc->msgid, qid, sizeof(qid));
+	qid_format(dc->msgid, qid);
 	if (err || spool_rec_decode(dc->rec.data, dc->rec.len, &dc->hdr, &payload) != SPOOL_REC_OK ||
 	    dc->hdr.type != SPOOL_REC_MSG || dc->hdr.msgid != dc->msgid ||
 	    spool_rec_decode_msg(payload, dc->hdr.length, &dc->msg) != SPOOL_REC_OK) {
@@ -460,8 +460,8 @@ static void dc_bounce(struct drain_conn *dc, const struct drain_bounces *b, uint
 	dc->spool_pending = 1;
 	drain_conn_enter(dc, DRAIN_CONN_COMMITTING, "bouncing");
 	if (dsn_id) {
-		char dq[SMTP_QID_MAX];
-		spool_msgid_format(dsn_id, dq, sizeof(dq));
+		char dq[QID_MAX];
+		qid_format(dsn_id, dq);
 		log_info("%s: sender non-delivery notification: %s", qid, dq);
 	}
 }
@@ -483,10 +483,10 @@ static void msg_done(struct drain_conn *dc)
 {
 	struct drain_job *j = dc->job;
 	struct drain_bounces b;
-	char qid[SMTP_QID_MAX];
+	char qid[QID_MAX];
 	uint64_t now = drain_conn_wall_us();
 
-	spool_msgid_format(dc->msgid, qid, sizeof(qid));
+	qid_format(dc->msgid, qid);
 	memset(&b, 0, sizeof(b));
 	b.rcpt = calloc(dc->nrcpt, sizeof(*b.rcpt));
 	b.why = calloc(dc->nrcpt, sizeof(*b.why));
@@ -509,11 +509,11 @@ static void msg_done(struct drain_conn *dc)
 static void bounce_committed(void *arg, int err)
 {
 	struct drain_conn *dc = arg;
-	char qid[SMTP_QID_MAX];
+	char qid[QID_MAX];
 
 	dc->spool_pending = 0;
 	if (err) {
-		spool_msgid_format(dc->hdr.msgid, qid, sizeof(qid));
+		qid_format(dc->hdr.msgid, qid);
 		log_err("%s: recording the bounce failed: %s; recipients stay queued", qid,
 			strerror(-err));
 	}
@@ -658,8 +658,8 @@ static void dc_close(void *arg, struct conn *c, void *st)
 	if (dc->msgid && !dc->spool_pending && !smtp_client_closed(dc->cl)) {
 		/* Gone mid-message without a verdict: nothing is marked done,
 		 * so it stays queued. */
-		char qid[SMTP_QID_MAX];
-		spool_msgid_format(dc->msgid, qid, sizeof(qid));
+		char qid[QID_MAX];
+		qid_format(dc->msgid, qid);
 		log_info("%s: relay=%s, status=deferred (connection lost mid-transaction)",
 			 qid, j->relay);
 		j->deferred += dc->nrcpt;

@@ -36,13 +36,6 @@
 #define T_LINE_MAX 1024
 #define T_REPLIES_MAX 4
 #define T_WANT_MAX 8
-/* Tests of known product bugs are disabled; build with -DT_RUN_KNOWN_BUGS
- * (CFLAGS) to run them. */
-#ifdef T_RUN_KNOWN_BUGS
-#define T_KNOWN_BUG false
-#else
-#define T_KNOWN_BUG true
-#endif
 
 /* ---- the scripted customer server ----------------------------------------- */
 
@@ -523,24 +516,16 @@ static int t_reflush_when_idle(struct engine_fixture *f, void *arg)
 #define T_REFLUSH_ROUNDS 10
 
 /*
- * BUG (proto/drain.c): a drain ends (drain_busy() 0, the hub forgets the
- * domain) when its connection closes, but the DONE records of what it
- * delivered were queued without a callback and reach the index (and the
- * node-wide counters) only once their group commit is durable. An ETRN in
- * that window is told 253 (messages pending) instead of 251 and starts a
- * new drain (here in 1 to 7 rounds of 10), often one more connection to
- * the customer. If the commit also outlasts that connection's connect and EHLO
- * (an fdatasync slower than a loopback round trip: a loaded disk), the new
- * drain's snapshot still has the delivered recipients pending and delivers
- * them a second time (seen here: 11 MAIL FROM for 10 messages in about one
- * run in six); DESIGN.md 6 says a second ETRN "never duplicates delivery".
- * Fix idea: a job ends (hub_end) only once the DONE and bounce commits of
- * its connections are durable (a done callback on the last DONE of each
- * message). Run it with -DT_RUN_KNOWN_BUGS: it fails in nearly every run on
- * the restarted drains, and sometimes on the duplicate.
+ * Regression (found by this test, fixed in the drain split): a drain used to
+ * end (drain_busy() 0, the hub forgetting the domain) when its connection
+ * closed, while the DONE records of what it delivered were still in their
+ * group commit. An ETRN in that window was told 253 instead of 251 and
+ * started a new drain whose snapshot still had the delivered recipients
+ * pending: 11 MAIL FROM for 10 messages in about one run in six. A job now
+ * ends only once its DONEs are durable; DESIGN.md 6: a second ETRN "never
+ * duplicates delivery".
  */
-Test(drain, etrn_right_after_drain_no_new_drain, .timeout = T_TIMEOUT_S,
-     .disabled = T_KNOWN_BUG)
+Test(drain, etrn_right_after_drain_no_new_drain, .timeout = T_TIMEOUT_S)
 {
 	static const struct t_script plain;
 	struct engine_fixture f;
