@@ -368,86 +368,105 @@ static int collect_dead(struct spool_index *idx,
 	return 0;
 }
 
-int spool_recover_shard(const char *shard_dir, struct spool_index *idx,
-		struct spool_recover_result *res, char *err, size_t errlen)
+/* The failure every index allocation comes to: the caller's report names the
+ * shard, not the segment, since the whole rebuild is lost. */
+static int rec_nomem(const char *shard_dir, char *err, size_t errlen)
 {
-	struct rec_ctx c = { .idx = idx, .res = res };
-	uint64_t *segs = NULL;
-	size_t nsegs = 0;
+	(void)snprintf(err, errlen, "%s: out of memory rebuilding the queue "
+			"index", shard_dir);
+	return -ENOMEM;
+}
+
+/* One line per segment for all the second copies in it (see rec_msg). */
+static void rec_log_dups(const struct rec_ctx *c)
+{
+	char qid[REC_QID_LEN];
+
+	if (c->seg_dups == 0)
+		return;
+	spool_msgid_format(c->first_dup, qid, sizeof qid);
+	log_warn("spool: %s: %" PRIu64 " messages already seen in "
+			"an older segment, first copy kept "
+			"(first: %s)", c->path, c->seg_dups, qid);
+}
+
+/* Cut a torn tail found by the read (the end of an append cut short by a
+ * crash); only the newest segment should ever have one. */
+static int rec_cut_torn(struct rec_ctx *c, const struct spool_read_result *rr,
+		int newest, char *err, size_t errlen)
+{
+	uint64_t at = rr->file_size - rr->torn_bytes;
+	int ret;
+
+	if (rr->torn_bytes == 0)
+		return 0;
+	log_warn("spool: %s: truncated torn tail of %" PRIu64
+			" bytes at offset %" PRIu64 "%s", c->path,
+			rr->torn_bytes, at, newest ? "" :
+			" (not the newest segment)");
+	ret = truncate_tail(c->path, at, err, errlen);
+	if (ret < 0)
+		return ret;
+	c->res->torn_segments++;
+	c->res->torn_bytes += rr->torn_bytes;
+	return 0;
+}
+
+/* Read segment seq of shard_dir into the index and seal it. Returns 0 (also
+ * for a name that is not a regular file, which is skipped), or -errno with
+ * err filled. */
+static int rec_segment(struct rec_ctx *c, const char *shard_dir, uint64_t seq,
+		int newest, char *err, size_t errlen)
+{
+	struct spool_read_result rr;
+	struct stat sb;
 	char path[PATH_MAX];
 	int ret;
 
-	memset(res, 0, sizeof *res);
-	ret = list_segments(shard_dir, &segs, &nsegs, err, errlen);
-	if (ret < 0)
-		return ret;
-
-	for (size_t i = 0; i < nsegs; i++) {
-		struct spool_read_result rr;
-		int n = snprintf(path, sizeof path, "%s/%016" PRIx64 "%s",
-				shard_dir, segs[i], REC_SEG_SUFFIX);
-		if (n < 0 || (size_t)n >= sizeof path) {
-			ret = -ENAMETOOLONG;
-			(void)snprintf(err, errlen, "%s: path too long",
-					shard_dir);
-			goto fail;
-		}
-		if (segs[i] > res->max_seq)
-			res->max_seq = segs[i];
-		struct stat sb;
-		if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
-			/* Nothing of ours, and never to be unlinked. */
-			log_warn("spool: %s: not a regular file, ignored", path);
-			continue;
-		}
-		ret = spool_index_segment_add(idx, segs[i], &c.seg_id);
-		if (ret < 0)
-			goto nomem;
-		c.path = path;
-		c.seg_dups = 0;
-		ret = spool_read_segment(path, rec_record, rec_bad, &c, &rr);
-		if (ret < 0) {
-			(void)snprintf(err, errlen, "%s: %s", path,
-					strerror(-ret));
-			goto fail;
-		}
-		if (ret > 0) {
-			ret = c.err;
-			goto nomem;
-		}
-		res->segments++;
-		res->bytes += rr.file_size;
-		if (c.seg_dups > 0) {
-			char qid[REC_QID_LEN];
-			spool_msgid_format(c.first_dup, qid, sizeof qid);
-			log_warn("spool: %s: %" PRIu64 " messages already seen in "
-					"an older segment, first copy kept "
-					"(first: %s)", path, c.seg_dups, qid);
-		}
-		if (rr.torn_bytes > 0) {
-			uint64_t at = rr.file_size - rr.torn_bytes;
-			log_warn("spool: %s: truncated torn tail of %" PRIu64
-					" bytes at offset %" PRIu64 "%s", path,
-					rr.torn_bytes, at, i + 1 < nsegs ?
-					" (not the newest segment)" : "");
-			ret = truncate_tail(path, at, err, errlen);
-			if (ret < 0)
-				goto fail;
-			res->torn_segments++;
-			res->torn_bytes += rr.torn_bytes;
-		}
-		ret = spool_index_segment_seal(idx, c.seg_id);
-		if (ret < 0)
-			panic("segment %u vanished", c.seg_id);
+	int n = snprintf(path, sizeof path, "%s/%016" PRIx64 "%s",
+			shard_dir, seq, REC_SEG_SUFFIX);
+	if (n < 0 || (size_t)n >= sizeof path) {
+		(void)snprintf(err, errlen, "%s: path too long", shard_dir);
+		return -ENAMETOOLONG;
 	}
-	ret = collect_dead(idx, res);
+	if (seq > c->res->max_seq)
+		c->res->max_seq = seq;
+	if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+		/* Nothing of ours, and never to be unlinked. */
+		log_warn("spool: %s: not a regular file, ignored", path);
+		return 0;
+	}
+	if (spool_index_segment_add(c->idx, seq, &c->seg_id) < 0)
+		return rec_nomem(shard_dir, err, errlen);
+	c->path = path;
+	c->seg_dups = 0;
+	ret = spool_read_segment(path, rec_record, rec_bad, c, &rr);
+	if (ret < 0) {
+		(void)snprintf(err, errlen, "%s: %s", path, strerror(-ret));
+		goto out;
+	}
+	if (ret > 0) {
+		/* A callback stopped the read: c->err, always an index
+		 * allocation. */
+		ret = rec_nomem(shard_dir, err, errlen);
+		goto out;
+	}
+	c->res->segments++;
+	c->res->bytes += rr.file_size;
+	rec_log_dups(c);
+	ret = rec_cut_torn(c, &rr, newest, err, errlen);
 	if (ret < 0)
-		goto nomem;
+		goto out;
+	if (spool_index_segment_seal(c->idx, c->seg_id) < 0)
+		panic("segment %u vanished", c->seg_id);
+out:
+	c->path = NULL;         /* path dies with this frame */
+	return ret;
+}
 
-	struct spool_index_totals t;
-	spool_index_totals(idx, &t);
-	res->live_messages = t.messages;
-	res->live_recipients = t.recipients;
+static void rec_log_summary(const char *shard_dir,
+		const struct spool_recover_result *res)
+{
 	log_info("spool: %s: %" PRIu64 " messages (%" PRIu64 " recipients) "
 			"queued; read %" PRIu64 " segments, %" PRIu64 " MSG, %"
 			PRIu64 " DONE and %" PRIu64 " NOTE records, %" PRIu64
@@ -457,13 +476,38 @@ int spool_recover_shard(const char *shard_dir, struct spool_index *idx,
 			res->msg_records, res->done_records, res->note_records,
 			res->bad_regions,
 			res->torn_bytes, res->ndead);
+}
+
+int spool_recover_shard(const char *shard_dir, struct spool_index *idx,
+		struct spool_recover_result *res, char *err, size_t errlen)
+{
+	struct rec_ctx c = { .idx = idx, .res = res };
+	struct spool_index_totals t;
+	uint64_t *segs = NULL;
+	size_t nsegs = 0;
+	int ret;
+
+	memset(res, 0, sizeof *res);
+	ret = list_segments(shard_dir, &segs, &nsegs, err, errlen);
+	if (ret < 0)
+		return ret;
+	for (size_t i = 0; i < nsegs; i++) {
+		ret = rec_segment(&c, shard_dir, segs[i], i + 1 == nsegs, err,
+				errlen);
+		if (ret < 0)
+			goto fail;
+	}
+	if (collect_dead(idx, res) < 0) {
+		ret = rec_nomem(shard_dir, err, errlen);
+		goto fail;
+	}
+	spool_index_totals(idx, &t);
+	res->live_messages = t.messages;
+	res->live_recipients = t.recipients;
+	rec_log_summary(shard_dir, res);
 	free(segs);
 	free(c.addrs);
 	return 0;
-nomem:
-	ret = -ENOMEM;
-	(void)snprintf(err, errlen, "%s: out of memory rebuilding the queue "
-			"index", shard_dir);
 fail:
 	spool_recover_result_free(res);
 	free(segs);
