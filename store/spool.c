@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/ascii.h"
 #include "core/buf.h"
 #include "core/log.h"
 #include "store/domstat.h"
@@ -719,7 +720,7 @@ static void domstat_add_msg(struct spool_shard *sh, uint32_t nrcpt, size_t body_
 
 		for (uint32_t k = 0; k < i && !seen; k++) {
 			const char *d2 = spool_rec_addr_domain(sh->addrs[k], &dl2);
-			seen = dl2 == dl && !strncasecmp(d, d2, dl);
+			seen = dl2 == dl && ascii_eq_n(d, d2, dl);
 		}
 		if (seen || !(c = domstat_cell(sh->domstat, d, dl)))
 			continue;
