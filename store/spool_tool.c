@@ -649,6 +649,34 @@ static void show_print(struct tool *t)
 	}
 }
 
+/* The command and its arguments into t; -1 (usage already said) when they
+ * do not fit. */
+static int parse_args(int argc, char **argv, struct tool *t)
+{
+	if (argc < 3) {
+		usage();
+		return -1;
+	}
+	const char *cmd = argv[1];
+	if (strcmp(cmd, "stats") == 0 && argc == 3)
+		t->cmd = CMD_STATS;
+	else if (strcmp(cmd, "list") == 0 && argc == 3)
+		t->cmd = CMD_LIST;
+	else if (strcmp(cmd, "json") == 0 && argc == 3)
+		t->cmd = CMD_JSON;
+	else if (strcmp(cmd, "show") == 0 && argc == 4)
+		t->cmd = CMD_SHOW;
+	else {
+		usage();
+		return -1;
+	}
+	if (t->cmd == CMD_SHOW && parse_qid(argv[3], &t->want_id) < 0) {
+		fprintf(stderr, TOOL_NAME ": %s: not a queue id\n", argv[3]);
+		return -1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static char outbuf[OUT_BUF_SIZE];
@@ -657,27 +685,9 @@ int main(int argc, char **argv)
 	struct shard_stats total = { 0 };
 	int status = TOOL_EXIT_OK;
 
-	if (argc < 3) {
-		usage();
+	if (parse_args(argc, argv, &t) < 0)
 		return TOOL_EXIT_USAGE;
-	}
-	const char *cmd = argv[1], *spool = argv[2];
-	if (strcmp(cmd, "stats") == 0 && argc == 3)
-		t.cmd = CMD_STATS;
-	else if (strcmp(cmd, "list") == 0 && argc == 3)
-		t.cmd = CMD_LIST;
-	else if (strcmp(cmd, "json") == 0 && argc == 3)
-		t.cmd = CMD_JSON;
-	else if (strcmp(cmd, "show") == 0 && argc == 4)
-		t.cmd = CMD_SHOW;
-	else {
-		usage();
-		return TOOL_EXIT_USAGE;
-	}
-	if (t.cmd == CMD_SHOW && parse_qid(argv[3], &t.want_id) < 0) {
-		fprintf(stderr, TOOL_NAME ": %s: not a queue id\n", argv[3]);
-		return TOOL_EXIT_USAGE;
-	}
+	const char *spool = argv[2];
 	(void)setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
 
 	if (list_dir(spool, 1, &shards) < 0) {
