@@ -96,8 +96,8 @@ static uint32_t rd_get32(const char *p)
 static int rec_at(struct read_win *w, uint64_t off, int *code,
 		struct spool_rec_hdr *hdr, const char **payload)
 {
-	const char *p;
-	size_t avail;
+	const char *p = NULL;
+	size_t avail = 0; /* win_get sets both; GCC -O3 warns it may not */
 	int r = win_get(w, off, SPOOL_REC_HDR_SIZE, &p, &avail);
 	if (r < 0)
 		return r;
