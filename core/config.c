@@ -21,6 +21,7 @@
 
 #include "core/ascii.h"
 #include "core/log.h"
+#include "core/resolver.h"
 #include "core/units.h"
 
 #define CONFIG_LINE_MAX 8192
@@ -567,6 +568,45 @@ static int set_redis_prefix(struct config *c, const struct config_key *k, const 
 	return set_string(c->redis_prefix, sizeof(c->redis_prefix), k, v, w, wl);
 }
 
+/* "ip[:port],[v6]:port,...": numeric addresses only (a name would need a
+ * resolver to find the resolver); stored comma-joined for c-ares. "" (only
+ * from -o) means /etc/resolv.conf again. */
+static int set_dns_servers(struct config *c, const struct config_key *k, const char *v,
+			   char *w, size_t wl)
+{
+	char out[CONFIG_DNS_SERVERS_MAX], item[RESOLVER_NAME_MAX];
+	struct resolver_result res;
+	size_t o = 0;
+
+	for (const char *p = v; *p;) {
+		size_t len;
+
+		while (*p == ',' || isspace((unsigned char)*p))
+			p++;
+		if (!*p)
+			break;
+		len = strcspn(p, ", \t");
+		if (len >= sizeof(item))
+			return why(w, wl, "bad value for %s: \"%.*s...\" is too long", k->name, 40, p);
+		memcpy(item, p, len);
+		item[len] = '\0';
+		if (resolver_numeric(item, CONFIG_DNS_PORT, &res) != 1)
+			return why(w, wl, "bad value for %s: \"%s\" (want a comma list of numeric ip[:port] or [v6]:port)",
+				   k->name, item);
+		if (o + len + 2 > sizeof(out))
+			return why(w, wl, "bad value for %s: longer than %d characters", k->name,
+				   CONFIG_DNS_SERVERS_MAX - 1);
+		if (o)
+			out[o++] = ',';
+		memcpy(out + o, item, len);
+		o += len;
+		p += len;
+	}
+	out[o] = '\0';
+	memcpy(c->dns_servers, out, o + 1);
+	return 0;
+}
+
 #define OFF(f) offsetof(struct config, f)
 #define MS_PER_DAY (86400ull * 1000)
 static const struct config_key config_keys[] = {
@@ -606,6 +646,10 @@ static const struct config_key config_keys[] = {
 	{ "redis", set_redis, 0, 0, 0 },
 	{ "redis_prefix", set_redis_prefix, 0, 0, 0 },
 	{ "redis_resync", set_duration, OFF(redis_resync_ms), 1000, MS_PER_DAY },
+	/* The drain's name look-ups (core/resolver.h). */
+	{ "dns_servers", set_dns_servers, 0, 0, 0 },
+	{ "dns_timeout", set_duration, OFF(dns_timeout_ms), CONFIG_DNS_TIMEOUT_MIN_MS,
+	  CONFIG_DNS_TIMEOUT_MAX_MS },
 };
 
 void config_defaults(struct config *c)
@@ -644,6 +688,8 @@ void config_defaults(struct config *c)
 	c->redis.kind = CONFIG_REDIS_NONE;
 	snprintf(c->redis_prefix, sizeof(c->redis_prefix), "etrnd:");
 	c->redis_resync_ms = 60 * 1000;
+	c->dns_servers[0] = '\0';
+	c->dns_timeout_ms = RESOLVER_TIMEOUT_MS;
 }
 
 int config_set(struct config *c, const char *key, const char *value,
@@ -746,6 +792,13 @@ int config_finish(struct config *c, char *err, size_t errlen)
 		return -1;
 	}
 	return 0;
+}
+
+void config_resolver_conf(const struct config *c, struct resolver_conf *rc)
+{
+	memset(rc, 0, sizeof(*rc));
+	rc->servers = c->dns_servers[0] ? c->dns_servers : NULL;
+	rc->timeout_ms = c->dns_timeout_ms;
 }
 
 void config_free(struct config *c)

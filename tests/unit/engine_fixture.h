@@ -26,6 +26,7 @@
 
 struct domstat;
 struct epoch;
+struct resolver;
 
 /* Fields are read by tests; only the fixture writes them. */
 struct engine_fixture {
@@ -35,6 +36,9 @@ struct engine_fixture {
 	struct domtab_live *dt;
 	/* New at every start (a restart's recovery counts held mail again). */
 	struct domstat *ds;
+	/* The process's resolver, as cfg's dns_servers and dns_timeout say
+	 * (set them between _init and _start). */
+	struct resolver *resolver;
 	struct drain_hub *hub;
 	/* The engine thread's, valid while running; touch them only from a
 	 * function given to engine_fixture_call(). */
