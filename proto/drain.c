@@ -346,9 +346,9 @@ static void hub_end_all(struct drain_hub *h, const char *dom, size_t len)
 static void drain_resolved(struct drain_req *rq)
 {
 	if (rq->failed) {
-		if (rq->err != -ECANCELED)
-			atomic_fetch_add(&rq->hub->unresolved, 1);
 		hub_end_all(rq->hub, rq->dom, rq->len);
+		if (rq->err != -ECANCELED) /* counted once the drain has ended */
+			atomic_fetch_add(&rq->hub->unresolved, 1);
 	} else {
 		fan_out(rq);
 	}
@@ -392,8 +392,8 @@ static enum etrn_outcome hub_start(struct drain_hub *h, const struct domtab_row 
 	snprintf(rq->relay, sizeof(rq->relay), "%s", row->dest ? row->dest : "");
 	if (drain_resolve_numeric(rq)) {
 		if (rq->failed) { /* malformed dest (logged) */
-			atomic_fetch_add(&h->unresolved, 1);
 			hub_end_all(h, dom, len);
+			atomic_fetch_add(&h->unresolved, 1);
 		} else {
 			fan_out(rq);
 		}
@@ -405,8 +405,8 @@ static enum etrn_outcome hub_start(struct drain_hub *h, const struct domtab_row 
 	if (rc) {
 		log_err("drain %s: cannot start the look-up: %s; mail stays queued", rq->dom,
 			strerror(-rc));
-		atomic_fetch_add(&h->unresolved, 1);
 		hub_end_all(h, dom, len);
+		atomic_fetch_add(&h->unresolved, 1);
 		free(rq);
 	}
 	return ETRN_STARTED;

@@ -48,7 +48,8 @@ void drain_hub_quiesce(struct drain_hub *h);
 
 /* Drains ended because their destination did not resolve (NXDOMAIN, DNS
  * time-out, a malformed dest, too many look-ups pending); each is logged
- * with the reason. Any thread. */
+ * with the reason; counted once the drain has ended (the hub no longer
+ * holds the domain active). Any thread. */
 uint64_t drain_hub_unresolved(struct drain_hub *h);
 
 /* Create thread index's drainer on its loop and shard (before loop_run). */
