@@ -237,27 +237,32 @@ static void free_domains(struct config *c)
 	c->nrelay_domains = 0;
 }
 
+/* Lists ("a, b c"): skip separators (commas, blanks) at *p; returns the
+ * length of the item that starts there, 0 at the end. */
+#define CONFIG_LIST_SEP ", \t"
+static size_t list_item(const char **p)
+{
+	while (**p == ',' || isspace((unsigned char)**p))
+		++*p;
+	return strcspn(*p, CONFIG_LIST_SEP);
+}
+
 static int set_relay_domains(struct config *c, const struct config_key *k, const char *v,
 			     char *w, size_t wl)
 {
 	char **list = NULL;
-	size_t n = 0;
+	size_t n = 0, item;
 	const char *p = v;
 
-	while (*p) {
-		size_t len;
+	for (; (item = list_item(&p)) > 0; p += item) {
+		size_t len = item;
 		char *d, **nl;
 
-		while (*p == ',' || isspace((unsigned char)*p))
-			p++;
-		if (!*p)
-			break;
-		len = strcspn(p, ", \t");
-		if (len > 0 && p[len - 1] == '.')
+		if (p[len - 1] == '.')
 			len--; /* a trailing dot names the same domain */
 		if (!valid_hostname(p, len)) {
 			why(w, wl, "bad value for %s: \"%.*s\" is not a domain name",
-			    k->name, (int)strcspn(p, ", \t"), p);
+			    k->name, (int)item, p);
 			goto fail;
 		}
 		d = strndup(p, len);
@@ -270,7 +275,6 @@ static int set_relay_domains(struct config *c, const struct config_key *k, const
 		list = nl;
 		ascii_lower_copy(d, d, len);
 		list[n++] = d;
-		p += strcspn(p, ", \t");
 	}
 	free_domains(c);
 	c->relay_domains = list;
@@ -351,15 +355,9 @@ static int set_listen(struct config *c, const struct config_key *k, const char *
 	struct config_listen tmp[CONFIG_LISTEN_MAX];
 	unsigned n = 0;
 	const char *p = v;
+	size_t len;
 
-	while (*p) {
-		size_t len;
-
-		while (*p == ',' || isspace((unsigned char)*p))
-			p++;
-		if (!*p)
-			break;
-		len = strcspn(p, ", \t");
+	for (; (len = list_item(&p)) > 0; p += len) {
 		if (n == CONFIG_LISTEN_MAX)
 			return why(w, wl, "bad value for %s: more than %d addresses", k->name,
 				   CONFIG_LISTEN_MAX);
@@ -367,7 +365,6 @@ static int set_listen(struct config *c, const struct config_key *k, const char *
 			return why(w, wl, "bad value for %s: \"%.*s\" (want host:port, [v6addr]:port or :port with a numeric address)",
 				   k->name, (int)len, p);
 		n++;
-		p += len;
 	}
 	if (n == 0)
 		return why(w, wl, "bad value for %s: no address given", k->name);
@@ -576,16 +573,10 @@ static int set_dns_servers(struct config *c, const struct config_key *k, const c
 {
 	char out[CONFIG_DNS_SERVERS_MAX], item[RESOLVER_NAME_MAX];
 	struct resolver_result res;
-	size_t o = 0;
+	size_t o = 0, len;
+	const char *p = v;
 
-	for (const char *p = v; *p;) {
-		size_t len;
-
-		while (*p == ',' || isspace((unsigned char)*p))
-			p++;
-		if (!*p)
-			break;
-		len = strcspn(p, ", \t");
+	for (; (len = list_item(&p)) > 0; p += len) {
 		if (len >= sizeof(item))
 			return why(w, wl, "bad value for %s: \"%.*s...\" is too long", k->name, 40, p);
 		memcpy(item, p, len);
@@ -600,7 +591,6 @@ static int set_dns_servers(struct config *c, const struct config_key *k, const c
 			out[o++] = ',';
 		memcpy(out + o, item, len);
 		o += len;
-		p += len;
 	}
 	out[o] = '\0';
 	memcpy(c->dns_servers, out, o + 1);
