@@ -242,7 +242,7 @@ static struct drain_job *job_new(struct drain *d, const struct drain_req *rq)
 	struct spool_index_entry e;
 	struct drain_job *j;
 
-	q = rq->failed ? NULL : spool_index_queue(d->env.idx, rq->dom, rq->len);
+	q = spool_index_queue(d->env.idx, rq->dom, rq->len);
 	if (!q)
 		return NULL;
 	spool_index_queue_stat(q, &st);
@@ -340,18 +340,25 @@ static void hub_end_all(struct drain_hub *h, const char *dom, size_t len)
 		hub_end(h, dom, len);
 }
 
+/* A drain whose destination did not resolve ends at once on every thread
+ * (mail stays queued; the reason is logged), then is counted. */
+static void hub_unresolved(struct drain_hub *h, const char *dom, size_t len)
+{
+	hub_end_all(h, dom, len);
+	atomic_fetch_add(&h->unresolved, 1);
+}
+
 /* drain_resolve_start()'s done: on the resolver's thread. A drain whose
  * destination did not resolve ends here (mail stays queued, the reason is
  * logged by drain_resolve.c); cancelled at shutdown, it ends quietly. */
 static void drain_resolved(struct drain_req *rq)
 {
-	if (rq->failed) {
+	if (rq->failed && rq->err == -ECANCELED)
 		hub_end_all(rq->hub, rq->dom, rq->len);
-		if (rq->err != -ECANCELED) /* counted once the drain has ended */
-			atomic_fetch_add(&rq->hub->unresolved, 1);
-	} else {
+	else if (rq->failed)
+		hub_unresolved(rq->hub, rq->dom, rq->len);
+	else
 		fan_out(rq);
-	}
 	free(rq);
 }
 
@@ -391,12 +398,10 @@ static enum etrn_outcome hub_start(struct drain_hub *h, const struct domtab_row 
 	log_info("ETRN %s from %s: %" PRIu64 " message(s) waiting; drain started", rq->dom, who, *n);
 	snprintf(rq->relay, sizeof(rq->relay), "%s", row->dest ? row->dest : "");
 	if (drain_resolve_numeric(rq)) {
-		if (rq->failed) { /* malformed dest (logged) */
-			hub_end_all(h, dom, len);
-			atomic_fetch_add(&h->unresolved, 1);
-		} else {
+		if (rq->failed) /* a malformed dest (logged) */
+			hub_unresolved(h, dom, len);
+		else
 			fan_out(rq);
-		}
 		free(rq);
 		return ETRN_STARTED;
 	}
@@ -405,8 +410,7 @@ static enum etrn_outcome hub_start(struct drain_hub *h, const struct domtab_row 
 	if (rc) {
 		log_err("drain %s: cannot start the look-up: %s; mail stays queued", rq->dom,
 			strerror(-rc));
-		hub_end_all(h, dom, len);
-		atomic_fetch_add(&h->unresolved, 1);
+		hub_unresolved(h, dom, len);
 		free(rq);
 	}
 	return ETRN_STARTED;

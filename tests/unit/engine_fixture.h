@@ -2,9 +2,10 @@
 /*
  * engine_fixture: one real engine thread for in-process tests of the drain
  * and expiry: a core/loop on its own thread, a real spool shard in a
- * temporary directory, the published domain table, the node-wide counters
- * and a drain hub, wired as core/main.c wires them. Built on the public
- * headers only. Not thread-safe: one test thread drives one fixture.
+ * temporary directory, the published domain table, the node-wide counters,
+ * a resolver and a drain hub, wired as admin/etrnd.c wires them. Built on
+ * the public headers only. Not thread-safe: one test thread drives one
+ * fixture.
  */
 #ifndef ETRND_TESTS_ENGINE_FIXTURE_H
 #define ETRND_TESTS_ENGINE_FIXTURE_H
