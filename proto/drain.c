@@ -405,8 +405,13 @@ static enum etrn_outcome hub_start(struct drain_hub *h, const struct domtab_row 
 		free(rq);
 		return ETRN_STARTED;
 	}
-	/* A host name or MX: resolved on the resolver's thread. */
-	rc = drain_resolve_start(h->resolver, rq, drain_resolved);
+	/* A host name or MX: resolved on the resolver's thread. Submitted
+	 * under the hub's lock: once drain_hub_quiesce() has returned nothing
+	 * submits (the control thread may still flush), so the resolver may be
+	 * freed. The callback never runs inside the submit. */
+	pthread_mutex_lock(&h->mu);
+	rc = h->closed ? -ESHUTDOWN : drain_resolve_start(h->resolver, rq, drain_resolved);
+	pthread_mutex_unlock(&h->mu);
 	if (rc) {
 		log_err("drain %s: cannot start the look-up: %s; mail stays queued", rq->dom,
 			strerror(-rc));

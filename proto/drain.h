@@ -42,8 +42,9 @@ struct drain_hub *drain_hub_new(const struct config *cfg,
 struct drain_hub *drain_hub_free(struct drain_hub *h);
 
 /* From now on no drain is posted to an engine loop (a resolver answer that
- * comes later only ends its drain), so the loops may be freed once the
- * resolver is. Returns at once; idempotent; NULL is fine. */
+ * comes later only ends its drain) and no look-up is submitted (a flush from
+ * the control thread or socket ends its drain at once), so the resolver may
+ * be freed, then the loops. Returns at once; idempotent; NULL is fine. */
 void drain_hub_quiesce(struct drain_hub *h);
 
 /* Drains ended because their destination did not resolve (NXDOMAIN, DNS
