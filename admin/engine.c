@@ -252,6 +252,7 @@ struct engine_set *engine_start(const struct engine_env *env)
 	if (engine_wait_ready(s) == 0)
 		return s;
 	(void)engine_stop(s);
+	/* A look-up answered later must not post to the loops freed here. */
 	drain_hub_quiesce(env->hub);
 	return engine_free(s);
 }

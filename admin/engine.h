@@ -35,8 +35,8 @@ struct engine_set *engine_start(const struct engine_env *env);
 
 /* Stop every loop (stop accepting, let transactions in flight finish within
  * shutdown_timeout) and join the threads. Returns 0, or -1 when a loop
- * ended with an error. Drain resolver threads may still post to the
- * (stopped) loops: call drain_hub_quiesce() before engine_free(). */
+ * ended with an error. The resolver may still answer a drain's look-up:
+ * call drain_hub_quiesce() and resolver_free() before engine_free(). */
 int engine_stop(struct engine_set *s);
 
 /* Free the loops and drainers, once nothing can post to them. NULL is fine.

@@ -24,6 +24,7 @@
 #include "core/epoch.h"
 #include "core/log.h"
 #include "core/loop.h"
+#include "core/resolver.h"
 #include "proto/drain.h"
 #include "store/domstat.h"
 
@@ -47,6 +48,7 @@ struct etrnd {
 	struct epoch *ep;
 	struct domtab_live *dt;
 	struct domstat *ds;
+	struct resolver *res;          /* the one resolver (drain destinations) */
 	struct drain_hub *hub;
 	struct control *ctl;
 	struct ctlsock *cs;
@@ -133,13 +135,18 @@ static void etrnd_start(struct etrnd *d)
 {
 	char err[CONFIG_ERR_MAX + PATH_MAX];
 	const struct config *cfg = &d->cfg;
+	struct resolver_conf rc;
 
 	if (loop_probe_listen(cfg, err, sizeof(err)))
 		fatal("%s", err);
 	d->ep = epoch_new(cfg->threads + 1); /* + the control socket thread */
 	d->dt = d->ep ? domtab_live_new(NULL, d->ep) : NULL;
 	d->ds = domstat_new(ETRND_DOMSTAT_DOMAINS);
-	d->hub = d->dt && d->ds ? drain_hub_new(cfg, d->dt, d->ds, cfg->threads) : NULL;
+	config_resolver_conf(cfg, &rc);
+	d->res = resolver_new(&rc, err, sizeof(err));
+	if (!d->res)
+		fatal("%s", err);
+	d->hub = d->dt && d->ds ? drain_hub_new(cfg, d->dt, d->ds, d->res, cfg->threads) : NULL;
 	if (!d->hub)
 		fatal("out of memory");
 	d->ctl = control_start(cfg, d->dt, err, sizeof(err));
@@ -199,9 +206,11 @@ static int etrnd_stop(struct etrnd *d)
 
 	d->cs = ctlsock_stop(d->cs); /* before the engines it asks */
 	failed = engine_stop(d->eng) != 0;
-	/* No engine thread posts any more; resolver threads may, until they
-	 * are done (posts to a stopped loop are dropped). */
+	/* No engine thread runs any more: no drain is posted from now on, and
+	 * look-ups still pending end their drains (-ECANCELED), on the
+	 * resolver's thread, which is joined before the loops are freed. */
 	drain_hub_quiesce(d->hub);
+	d->res = resolver_free(d->res);
 	d->eng = engine_free(d->eng);
 	d->ctl = control_stop(d->ctl);
 	log_info("stopped");

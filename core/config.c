@@ -21,6 +21,7 @@
 
 #include "core/ascii.h"
 #include "core/log.h"
+#include "core/resolver.h"
 #include "core/units.h"
 
 #define CONFIG_LINE_MAX 8192
@@ -236,27 +237,32 @@ static void free_domains(struct config *c)
 	c->nrelay_domains = 0;
 }
 
+/* Lists ("a, b c"): skip separators (commas, blanks) at *p; returns the
+ * length of the item that starts there, 0 at the end. */
+#define CONFIG_LIST_SEP ", \t"
+static size_t list_item(const char **p)
+{
+	while (**p == ',' || isspace((unsigned char)**p))
+		++*p;
+	return strcspn(*p, CONFIG_LIST_SEP);
+}
+
 static int set_relay_domains(struct config *c, const struct config_key *k, const char *v,
 			     char *w, size_t wl)
 {
 	char **list = NULL;
-	size_t n = 0;
+	size_t n = 0, item;
 	const char *p = v;
 
-	while (*p) {
-		size_t len;
+	for (; (item = list_item(&p)) > 0; p += item) {
+		size_t len = item;
 		char *d, **nl;
 
-		while (*p == ',' || isspace((unsigned char)*p))
-			p++;
-		if (!*p)
-			break;
-		len = strcspn(p, ", \t");
-		if (len > 0 && p[len - 1] == '.')
+		if (p[len - 1] == '.')
 			len--; /* a trailing dot names the same domain */
 		if (!valid_hostname(p, len)) {
 			why(w, wl, "bad value for %s: \"%.*s\" is not a domain name",
-			    k->name, (int)strcspn(p, ", \t"), p);
+			    k->name, (int)item, p);
 			goto fail;
 		}
 		d = strndup(p, len);
@@ -269,7 +275,6 @@ static int set_relay_domains(struct config *c, const struct config_key *k, const
 		list = nl;
 		ascii_lower_copy(d, d, len);
 		list[n++] = d;
-		p += strcspn(p, ", \t");
 	}
 	free_domains(c);
 	c->relay_domains = list;
@@ -350,15 +355,9 @@ static int set_listen(struct config *c, const struct config_key *k, const char *
 	struct config_listen tmp[CONFIG_LISTEN_MAX];
 	unsigned n = 0;
 	const char *p = v;
+	size_t len;
 
-	while (*p) {
-		size_t len;
-
-		while (*p == ',' || isspace((unsigned char)*p))
-			p++;
-		if (!*p)
-			break;
-		len = strcspn(p, ", \t");
+	for (; (len = list_item(&p)) > 0; p += len) {
 		if (n == CONFIG_LISTEN_MAX)
 			return why(w, wl, "bad value for %s: more than %d addresses", k->name,
 				   CONFIG_LISTEN_MAX);
@@ -366,7 +365,6 @@ static int set_listen(struct config *c, const struct config_key *k, const char *
 			return why(w, wl, "bad value for %s: \"%.*s\" (want host:port, [v6addr]:port or :port with a numeric address)",
 				   k->name, (int)len, p);
 		n++;
-		p += len;
 	}
 	if (n == 0)
 		return why(w, wl, "bad value for %s: no address given", k->name);
@@ -567,6 +565,38 @@ static int set_redis_prefix(struct config *c, const struct config_key *k, const 
 	return set_string(c->redis_prefix, sizeof(c->redis_prefix), k, v, w, wl);
 }
 
+/* "ip[:port],[v6]:port,...": numeric addresses only (a name would need a
+ * resolver to find the resolver); stored comma-joined for c-ares. "" (only
+ * from -o) means /etc/resolv.conf again. */
+static int set_dns_servers(struct config *c, const struct config_key *k, const char *v,
+			   char *w, size_t wl)
+{
+	char out[CONFIG_DNS_SERVERS_MAX], item[RESOLVER_NAME_MAX];
+	struct resolver_result res;
+	size_t o = 0, len;
+	const char *p = v;
+
+	for (; (len = list_item(&p)) > 0; p += len) {
+		if (len >= sizeof(item))
+			return why(w, wl, "bad value for %s: \"%.*s...\" is too long", k->name, 40, p);
+		memcpy(item, p, len);
+		item[len] = '\0';
+		if (resolver_numeric(item, CONFIG_DNS_PORT, &res) != 1)
+			return why(w, wl, "bad value for %s: \"%s\" (want a comma list of numeric ip[:port] or [v6]:port)",
+				   k->name, item);
+		if (o + len + 2 > sizeof(out))
+			return why(w, wl, "bad value for %s: longer than %d characters", k->name,
+				   CONFIG_DNS_SERVERS_MAX - 1);
+		if (o)
+			out[o++] = ',';
+		memcpy(out + o, item, len);
+		o += len;
+	}
+	out[o] = '\0';
+	memcpy(c->dns_servers, out, o + 1);
+	return 0;
+}
+
 #define OFF(f) offsetof(struct config, f)
 #define MS_PER_DAY (86400ull * 1000)
 static const struct config_key config_keys[] = {
@@ -606,6 +636,10 @@ static const struct config_key config_keys[] = {
 	{ "redis", set_redis, 0, 0, 0 },
 	{ "redis_prefix", set_redis_prefix, 0, 0, 0 },
 	{ "redis_resync", set_duration, OFF(redis_resync_ms), 1000, MS_PER_DAY },
+	/* The drain's name look-ups (core/resolver.h). */
+	{ "dns_servers", set_dns_servers, 0, 0, 0 },
+	{ "dns_timeout", set_duration, OFF(dns_timeout_ms), CONFIG_DNS_TIMEOUT_MIN_MS,
+	  CONFIG_DNS_TIMEOUT_MAX_MS },
 };
 
 void config_defaults(struct config *c)
@@ -644,6 +678,8 @@ void config_defaults(struct config *c)
 	c->redis.kind = CONFIG_REDIS_NONE;
 	snprintf(c->redis_prefix, sizeof(c->redis_prefix), "etrnd:");
 	c->redis_resync_ms = 60 * 1000;
+	c->dns_servers[0] = '\0';
+	c->dns_timeout_ms = RESOLVER_TIMEOUT_MS;
 }
 
 int config_set(struct config *c, const char *key, const char *value,
@@ -746,6 +782,13 @@ int config_finish(struct config *c, char *err, size_t errlen)
 		return -1;
 	}
 	return 0;
+}
+
+void config_resolver_conf(const struct config *c, struct resolver_conf *rc)
+{
+	memset(rc, 0, sizeof(*rc));
+	rc->servers = c->dns_servers[0] ? c->dns_servers : NULL;
+	rc->timeout_ms = c->dns_timeout_ms;
 }
 
 void config_free(struct config *c)

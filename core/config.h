@@ -20,6 +20,11 @@
  * at least a second, at most what 32-bit milliseconds hold (49 days). */
 #define CONFIG_MAX_HOLD_MIN_MS 1000ull
 #define CONFIG_MAX_HOLD_MAX_MS (49ull * 86400 * 1000)
+/* dns_servers and dns_timeout (the drain's resolver, core/resolver.h). */
+#define CONFIG_DNS_SERVERS_MAX 512
+#define CONFIG_DNS_PORT 53              /* RFC 1035 4.2 */
+#define CONFIG_DNS_TIMEOUT_MIN_MS 100ull
+#define CONFIG_DNS_TIMEOUT_MAX_MS (600ull * 1000)
 
 enum config_sync { CONFIG_SYNC_NONE, CONFIG_SYNC_BATCH, CONFIG_SYNC_ALWAYS };
 
@@ -76,6 +81,8 @@ struct config {
 	struct config_redis redis;
 	char redis_prefix[CONFIG_REDIS_PREFIX_MAX + 1]; /* key prefix, "etrnd:" */
 	unsigned redis_resync_ms;       /* full reload interval (safety net) */
+	char dns_servers[CONFIG_DNS_SERVERS_MAX]; /* "ip[:port],..."; "" = resolv.conf */
+	unsigned dns_timeout_ms;        /* one whole look-up, MX + address */
 };
 
 /* Fill c with every default. Allocates (relay_domains): config_free(). */
@@ -108,6 +115,12 @@ int config_redis_parse(struct config_redis *r, const char *v, char *why, size_t 
  * starting or ending with a hyphen, 253 octets in all, no trailing dot.
  * Returns the number of labels, 0 when the name is bad. */
 unsigned config_host_labels(const char *h, size_t n);
+
+/* The resolver's settings (dns_servers, dns_timeout; the rest defaults)
+ * for resolver_new(). rc->servers points into c, which must outlive the
+ * call (resolver_new copies it). */
+struct resolver_conf;
+void config_resolver_conf(const struct config *c, struct resolver_conf *rc);
 
 /* Release what config_defaults/config_load allocated. */
 void config_free(struct config *c);

@@ -6,7 +6,8 @@
  *             rights (proto/etrn.c); reply at once;
  *             hub: mark the domain active (a second ETRN joins: 252);
  *             destination numeric? post the drain to every thread now,
- *             else resolve it (proto/drain_resolve.c), then post.
+ *             else resolve it on the process's resolver (core/resolver.h,
+ *             through proto/drain_resolve.c), then post from its thread.
  *   every thread: job_start()  snapshot its shard's queue for the domain,
  *             open up to drain_connections connections (proto/drain_conn.c);
  *             each takes the next message of the snapshot (so no message
@@ -23,6 +24,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,7 +61,9 @@ struct drain_hub {
 	struct drain **drains;         /* by thread index; set by drain_new */
 	pthread_mutex_t mu;            /* guards act: taken per ETRN and per
 	                                  finished drain, never per message */
-	struct drain_resolver *resolver;
+	struct resolver *resolver;     /* the process's; not ours to free */
+	int closed;                    /* drain_hub_quiesce(): post no more */
+	_Atomic uint64_t unresolved;   /* drains ended: dest did not resolve */
 	struct etrn_limit *etrn_limit; /* etrn_rate_limit, node-wide */
 	struct drain_active *act;
 	size_t nact, capact;
@@ -90,18 +94,16 @@ static uint64_t mono_ms(void)
 
 struct drain_hub *drain_hub_new(const struct config *cfg,
 				const struct domtab_live *dt, struct domstat *ds,
-				unsigned nthreads)
+				struct resolver *resolver, unsigned nthreads)
 {
 	struct drain_hub *h = calloc(1, sizeof(*h));
 
 	if (!h)
 		return NULL;
 	h->drains = calloc(nthreads, sizeof(*h->drains));
-	h->resolver = drain_resolver_new();
 	h->etrn_limit = etrn_limit_new(cfg->etrn_rate_limit, ETRN_LIMIT_ADDRS_DEFAULT);
-	if (!h->drains || !h->resolver || !h->etrn_limit) {
+	if (!h->drains || !h->etrn_limit) {
 		etrn_limit_free(h->etrn_limit);
-		drain_resolver_free(h->resolver);
 		free(h->drains);
 		free(h);
 		return NULL;
@@ -109,6 +111,8 @@ struct drain_hub *drain_hub_new(const struct config *cfg,
 	h->cfg = cfg;
 	h->dt = dt;
 	h->ds = ds;
+	h->resolver = resolver;
+	atomic_init(&h->unresolved, 0);
 	h->n = nthreads;
 	pthread_mutex_init(&h->mu, NULL);
 	h->ccf.helo_name = cfg->hostname;
@@ -119,8 +123,16 @@ struct drain_hub *drain_hub_new(const struct config *cfg,
 
 void drain_hub_quiesce(struct drain_hub *h)
 {
-	if (h)
-		drain_resolver_quiesce(h->resolver);
+	if (!h)
+		return;
+	pthread_mutex_lock(&h->mu);
+	h->closed = 1;
+	pthread_mutex_unlock(&h->mu);
+}
+
+uint64_t drain_hub_unresolved(struct drain_hub *h)
+{
+	return atomic_load(&h->unresolved);
 }
 
 struct drain_hub *drain_hub_free(struct drain_hub *h)
@@ -128,7 +140,6 @@ struct drain_hub *drain_hub_free(struct drain_hub *h)
 	if (!h)
 		return NULL;
 	pthread_mutex_destroy(&h->mu);
-	drain_resolver_free(h->resolver);
 	etrn_limit_free(h->etrn_limit);
 	free(h->act);
 	free(h->drains);
@@ -231,7 +242,7 @@ static struct drain_job *job_new(struct drain *d, const struct drain_req *rq)
 	struct spool_index_entry e;
 	struct drain_job *j;
 
-	q = rq->failed ? NULL : spool_index_queue(d->env.idx, rq->dom, rq->len);
+	q = spool_index_queue(d->env.idx, rq->dom, rq->len);
 	if (!q)
 		return NULL;
 	spool_index_queue_stat(q, &st);
@@ -291,14 +302,18 @@ static void job_start(void *arg)
 		job_end(j);
 }
 
-/* Send the (resolved) request to every engine thread. */
+/* Send the (resolved) request to every engine thread. The posts are made
+ * under the hub's lock, so once drain_hub_quiesce() has returned none is
+ * (a resolver answer arriving then only ends the drain). */
 static void fan_out(struct drain_req *proto_rq)
 {
 	struct drain_hub *h = proto_rq->hub;
+	unsigned lost = 0;
 
+	pthread_mutex_lock(&h->mu);
 	for (unsigned i = 0; i < h->n; i++) {
 		struct drain *d = __atomic_load_n(&h->drains[i], __ATOMIC_ACQUIRE);
-		struct drain_req *rq = d ? malloc(sizeof(*rq)) : NULL;
+		struct drain_req *rq = d && !h->closed ? malloc(sizeof(*rq)) : NULL;
 
 		if (rq) {
 			*rq = *proto_rq;
@@ -307,17 +322,43 @@ static void fan_out(struct drain_req *proto_rq)
 		/* A thread still starting up has no mail to drain yet. */
 		if (!rq || loop_post(d->env.loop, job_start, rq)) {
 			free(rq);
-			log_err("drain %.*s: cannot reach engine thread %u", (int)proto_rq->len,
-				proto_rq->dom, i);
-			hub_end(h, proto_rq->dom, proto_rq->len);
+			if (!h->closed)
+				log_err("drain %.*s: cannot reach engine thread %u",
+					(int)proto_rq->len, proto_rq->dom, i);
+			lost++;
 		}
 	}
+	pthread_mutex_unlock(&h->mu);
+	while (lost--)
+		hub_end(h, proto_rq->dom, proto_rq->len);
 }
 
-/* drain_resolve_start()'s done: on the resolver's thread. */
+/* Every thread's part of a drain that will not run ends at once. */
+static void hub_end_all(struct drain_hub *h, const char *dom, size_t len)
+{
+	for (unsigned i = 0; i < h->n; i++)
+		hub_end(h, dom, len);
+}
+
+/* A drain whose destination did not resolve ends at once on every thread
+ * (mail stays queued; the reason is logged), then is counted. */
+static void hub_unresolved(struct drain_hub *h, const char *dom, size_t len)
+{
+	hub_end_all(h, dom, len);
+	atomic_fetch_add(&h->unresolved, 1);
+}
+
+/* drain_resolve_start()'s done: on the resolver's thread. A drain whose
+ * destination did not resolve ends here (mail stays queued, the reason is
+ * logged by drain_resolve.c); cancelled at shutdown, it ends quietly. */
 static void drain_resolved(struct drain_req *rq)
 {
-	fan_out(rq);
+	if (rq->failed && rq->err == -ECANCELED)
+		hub_end_all(rq->hub, rq->dom, rq->len);
+	else if (rq->failed)
+		hub_unresolved(rq->hub, rq->dom, rq->len);
+	else
+		fan_out(rq);
 	free(rq);
 }
 
@@ -347,8 +388,7 @@ static enum etrn_outcome hub_start(struct drain_hub *h, const struct domtab_row 
 	}
 	rq = calloc(1, sizeof(*rq));
 	if (!rq) {
-		for (unsigned i = 0; i < h->n; i++)
-			hub_end(h, dom, len);
+		hub_end_all(h, dom, len);
 		return ETRN_UNABLE;
 	}
 	rq->hub = h;
@@ -358,16 +398,24 @@ static enum etrn_outcome hub_start(struct drain_hub *h, const struct domtab_row 
 	log_info("ETRN %s from %s: %" PRIu64 " message(s) waiting; drain started", rq->dom, who, *n);
 	snprintf(rq->relay, sizeof(rq->relay), "%s", row->dest ? row->dest : "");
 	if (drain_resolve_numeric(rq)) {
-		fan_out(rq);
+		if (rq->failed) /* a malformed dest (logged) */
+			hub_unresolved(h, dom, len);
+		else
+			fan_out(rq);
 		free(rq);
 		return ETRN_STARTED;
 	}
-	/* A host name or MX: resolved off this thread. */
-	rc = drain_resolve_start(h->resolver, rq, drain_resolved);
+	/* A host name or MX: resolved on the resolver's thread. Submitted
+	 * under the hub's lock: once drain_hub_quiesce() has returned nothing
+	 * submits (the control thread may still flush), so the resolver may be
+	 * freed. The callback never runs inside the submit. */
+	pthread_mutex_lock(&h->mu);
+	rc = h->closed ? -ESHUTDOWN : drain_resolve_start(h->resolver, rq, drain_resolved);
+	pthread_mutex_unlock(&h->mu);
 	if (rc) {
-		log_err("drain %s: cannot start the resolver: %s", rq->dom, strerror(-rc));
-		rq->failed = 1;
-		fan_out(rq);
+		log_err("drain %s: cannot start the look-up: %s; mail stays queued", rq->dom,
+			strerror(-rc));
+		hub_unresolved(h, dom, len);
 		free(rq);
 	}
 	return ETRN_STARTED;

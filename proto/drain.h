@@ -13,6 +13,7 @@
 #define ETRND_PROTO_DRAIN_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "admin/domtab.h"
 #include "core/buf.h"
@@ -26,15 +27,31 @@ struct drain_hub;
 /* Per engine thread. */
 struct drain;
 
-/* The hub for nthreads engine threads. cfg and dt must outlive it. */
+/*
+ * The hub for nthreads engine threads. cfg, dt, ds and resolver (the
+ * process's one, core/resolver.h, which resolves destinations that are
+ * names) must outlive it. Shutdown order: stop and join the engine threads,
+ * drain_hub_quiesce(), resolver_free() (a look-up still pending ends its
+ * drain, -ECANCELED), free the drainers and loops, then drain_hub_free().
+ */
 struct domstat;
+struct resolver;
 struct drain_hub *drain_hub_new(const struct config *cfg,
-		const struct domtab_live *dt, struct domstat *ds, unsigned nthreads);
+		const struct domtab_live *dt, struct domstat *ds,
+		struct resolver *resolver, unsigned nthreads);
 struct drain_hub *drain_hub_free(struct drain_hub *h);
 
-/* Wait until no resolver thread can post to an engine loop any more (at
- * shutdown, before the loops are freed). */
+/* From now on no drain is posted to an engine loop (a resolver answer that
+ * comes later only ends its drain) and no look-up is submitted (a flush from
+ * the control thread or socket ends its drain at once), so the resolver may
+ * be freed, then the loops. Returns at once; idempotent; NULL is fine. */
 void drain_hub_quiesce(struct drain_hub *h);
+
+/* Drains ended because their destination did not resolve (NXDOMAIN, DNS
+ * time-out, a malformed dest, too many look-ups pending); each is logged
+ * with the reason; counted once the drain has ended (the hub no longer
+ * holds the domain active). Any thread. */
+uint64_t drain_hub_unresolved(struct drain_hub *h);
 
 /* Create thread index's drainer on its loop and shard (before loop_run). */
 struct drain *drain_new(struct drain_hub *h, unsigned index, struct loop *l,

@@ -18,6 +18,7 @@
 
 #include "core/buf.h"
 #include "core/epoch.h"
+#include "core/resolver.h"
 #include "store/domstat.h"
 #include "store/spool_index.h"
 #include "store/spool_rec.h"
@@ -181,20 +182,29 @@ static void ef_close_inspection(struct engine_fixture *f)
 
 int engine_fixture_start(struct engine_fixture *f)
 {
+	struct resolver_conf rconf;
 	int rc;
 
 	ef_close_inspection(f);
+	config_resolver_conf(&f->cfg, &rconf);
+	f->resolver = resolver_new(&rconf, f->err, sizeof(f->err));
+	if (!f->resolver)
+		return -1;
 	f->ds = domstat_new(ENGINE_FIXTURE_DOMSTAT_DOMAINS);
-	f->hub = f->ds ? drain_hub_new(&f->cfg, f->dt, f->ds, 1) : NULL;
+	f->hub = f->ds ? drain_hub_new(&f->cfg, f->dt, f->ds, f->resolver, 1) : NULL;
 	if (!f->hub) {
 		snprintf(f->err, sizeof(f->err), "out of memory");
 		f->ds = domstat_free(f->ds);
+		f->resolver = resolver_free(f->resolver);
 		return -1;
 	}
 	f->state = EF_STARTING;
 	rc = pthread_create(&f->thread, NULL, ef_main, f);
 	if (rc) {
 		snprintf(f->err, sizeof(f->err), "pthread_create: %s", strerror(rc));
+		f->resolver = resolver_free(f->resolver);
+		f->hub = drain_hub_free(f->hub);
+		f->ds = domstat_free(f->ds);
 		return -1;
 	}
 	pthread_mutex_lock(&f->mu);
@@ -203,6 +213,8 @@ int engine_fixture_start(struct engine_fixture *f)
 	pthread_mutex_unlock(&f->mu);
 	if (f->state != EF_READY) {
 		pthread_join(f->thread, NULL);
+		drain_hub_quiesce(f->hub);
+		f->resolver = resolver_free(f->resolver);
 		f->hub = drain_hub_free(f->hub);
 		f->ds = domstat_free(f->ds);
 		return -1;
@@ -218,8 +230,10 @@ void engine_fixture_stop(struct engine_fixture *f)
 	loop_stop(f->loop);
 	pthread_join(f->thread, NULL);
 	f->running = 0;
-	/* core/main.c's order: no resolver may post any more, then free. */
+	/* admin/etrnd.c's order: no drain is posted any more, the resolver
+	 * answers what is pending (-ECANCELED) and is joined, then free. */
 	drain_hub_quiesce(f->hub);
+	f->resolver = resolver_free(f->resolver);
 	f->drain = drain_free(f->drain);
 	f->expire = expire_free(f->expire);
 	f->sh = spool_shard_close(f->sh);

@@ -2,9 +2,10 @@
 /*
  * engine_fixture: one real engine thread for in-process tests of the drain
  * and expiry: a core/loop on its own thread, a real spool shard in a
- * temporary directory, the published domain table, the node-wide counters
- * and a drain hub, wired as core/main.c wires them. Built on the public
- * headers only. Not thread-safe: one test thread drives one fixture.
+ * temporary directory, the published domain table, the node-wide counters,
+ * a resolver and a drain hub, wired as admin/etrnd.c wires them. Built on
+ * the public headers only. Not thread-safe: one test thread drives one
+ * fixture.
  */
 #ifndef ETRND_TESTS_ENGINE_FIXTURE_H
 #define ETRND_TESTS_ENGINE_FIXTURE_H
@@ -26,6 +27,7 @@
 
 struct domstat;
 struct epoch;
+struct resolver;
 
 /* Fields are read by tests; only the fixture writes them. */
 struct engine_fixture {
@@ -35,6 +37,9 @@ struct engine_fixture {
 	struct domtab_live *dt;
 	/* New at every start (a restart's recovery counts held mail again). */
 	struct domstat *ds;
+	/* The process's resolver, as cfg's dns_servers and dns_timeout say
+	 * (set them between _init and _start). */
+	struct resolver *resolver;
 	struct drain_hub *hub;
 	/* The engine thread's, valid while running; touch them only from a
 	 * function given to engine_fixture_call(). */

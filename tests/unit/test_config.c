@@ -9,6 +9,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "core/resolver.h"
 
 static char *write_conf(const char *text)
 {
@@ -404,4 +405,81 @@ Test(config, relay_domains_ascii_lower)
 	cr_expect_str_eq(c.relay_domains[0], "mixed.example.net");
 	cr_expect_str_eq(c.relay_domains[1], "a-b.test");
 	config_free(&c);
+}
+
+/* dns_servers and dns_timeout (the drain's resolver): numeric servers only,
+ * comma-joined for c-ares; a bad value keeps the old one and names file:line;
+ * config_resolver_conf() hands both over ("" = /etc/resolv.conf). */
+Test(config, dns_keys)
+{
+	static const struct {
+		const char *key, *v;
+		int want_ok;
+		const char *want_servers;  /* after a good dns_servers */
+		unsigned want_ms;          /* after a good dns_timeout */
+	} cases[] = {
+		{ "dns_servers", "127.0.0.1", 1, "127.0.0.1", 0 },
+		{ "dns_servers", "127.0.0.1:5353, [::1]:53,192.0.2.1", 1,
+		  "127.0.0.1:5353,[::1]:53,192.0.2.1", 0 },
+		{ "dns_servers", "::1", 1, "::1", 0 },
+		{ "dns_servers", "", 1, "", 0 },
+		{ "dns_servers", "ns1.example.net", 0, NULL, 0 },
+		{ "dns_servers", "127.0.0.1:0", 0, NULL, 0 },
+		{ "dns_servers", "127.0.0.1:65536", 0, NULL, 0 },
+		{ "dns_servers", "[::1", 0, NULL, 0 },
+		{ "dns_servers", "127.0.0.1,300.1.1.1", 0, NULL, 0 },
+		{ "dns_timeout", "500ms", 1, NULL, 500 },
+		{ "dns_timeout", "30s", 1, NULL, 30000 },
+		{ "dns_timeout", "10m", 1, NULL, 600000 },
+		{ "dns_timeout", "50ms", 0, NULL, 0 },
+		{ "dns_timeout", "11m", 0, NULL, 0 },
+		{ "dns_timeout", "soon", 0, NULL, 0 },
+		{ "dns_timeout", "-1s", 0, NULL, 0 },
+	};
+	struct config c;
+	struct resolver_conf rc;
+	char err[CONFIG_ERR_MAX], want[64];
+
+	config_defaults(&c);
+	cr_expect_str_eq(c.dns_servers, "", "resolv.conf by default");
+	cr_expect_eq(c.dns_timeout_ms, RESOLVER_TIMEOUT_MS);
+	config_resolver_conf(&c, &rc);
+	cr_expect_null(rc.servers);
+	cr_expect_eq(rc.timeout_ms, RESOLVER_TIMEOUT_MS);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int r;
+
+		snprintf(c.dns_servers, sizeof(c.dns_servers), "10.0.0.1");
+		c.dns_timeout_ms = 12345;
+		r = config_set(&c, cases[i].key, cases[i].v, "-o", err, sizeof(err));
+		cr_expect_eq(r == 0, cases[i].want_ok, "%s [%s]: rc %d (%s)", cases[i].key,
+			     cases[i].v, r, err);
+		if (!cases[i].want_ok) {
+			snprintf(want, sizeof(want), "-o: bad value for %s: ", cases[i].key);
+			cr_expect(strncmp(err, want, strlen(want)) == 0, "[%s]: %s", cases[i].v, err);
+			cr_expect_str_eq(c.dns_servers, "10.0.0.1", "[%s]: changed", cases[i].v);
+			cr_expect_eq(c.dns_timeout_ms, 12345, "[%s]: changed", cases[i].v);
+		} else if (cases[i].want_servers) {
+			cr_expect_str_eq(c.dns_servers, cases[i].want_servers);
+		} else {
+			cr_expect_eq(c.dns_timeout_ms, cases[i].want_ms, "[%s]", cases[i].v);
+		}
+	}
+	config_free(&c);
+
+	/* In a file: file:line, and the values reach the resolver's settings. */
+	{
+		const char *path = write_conf("# dns\ndns_timeout = 2s\ndns_servers = 127.0.0.1:5300\n"
+					      "dns_servers = resolver.example\n");
+
+		config_defaults(&c);
+		cr_expect_eq(config_load(&c, path, err, sizeof(err)), -1);
+		snprintf(want, sizeof(want), "%s:4: bad value for dns_servers: ", path);
+		cr_expect(strncmp(err, want, strlen(want)) == 0, "%s", err);
+		config_resolver_conf(&c, &rc);
+		cr_expect_str_eq(rc.servers, "127.0.0.1:5300");
+		cr_expect_eq(rc.timeout_ms, 2000);
+		config_free(&c);
+		unlink(path);
+	}
 }

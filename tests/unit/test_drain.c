@@ -24,7 +24,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dns_stub.h"
 #include "engine_fixture.h"
+#include "core/resolver.h"
 #include "store/spool_index.h"
 #include "store/spool_rec.h"
 
@@ -268,17 +270,15 @@ static const char *const t_rcpt2[] = { "r4@cust.test" };
 
 /* The domain table: cust.test goes to the scripted server and may be
  * released by 127.0.0.1; other.test exists but is not drained here. */
-static struct domtab *t_table(unsigned port)
+static struct domtab *t_table_dest(const char *dest)
 {
 	struct domtab_builder *b = domtab_builder_new();
 	struct domtab_cidr lo = { .family = AF_INET, .prefix = 32, .addr = { 127, 0, 0, 1 } };
-	char dest[64];
 	struct domtab_row cust = { .name = "cust.test", .dest = dest, .etrn_from = &lo,
 				   .netrn_from = 1 };
 	struct domtab_row other = { .name = "other.test", .dest = "127.0.0.1:9" };
 	struct domtab *t;
 
-	snprintf(dest, sizeof(dest), "127.0.0.1:%u", port);
 	cr_assert_not_null(b);
 	cr_assert_eq(domtab_builder_put(b, &cust), 0);
 	cr_assert_eq(domtab_builder_put(b, &other), 0);
@@ -286,6 +286,14 @@ static struct domtab *t_table(unsigned port)
 	domtab_builder_free(b);
 	cr_assert_not_null(t);
 	return t;
+}
+
+static struct domtab *t_table(unsigned port)
+{
+	char dest[64];
+
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", port);
+	return t_table_dest(dest);
 }
 
 struct t_case {
@@ -561,5 +569,170 @@ Test(drain, etrn_right_after_drain_no_new_drain, .timeout = T_TIMEOUT_S)
 	cr_expect_eq(atomic_load(&s.conns), T_REFLUSH_ROUNDS,
 		     "%u connections for %u one-message drains", atomic_load(&s.conns),
 		     T_REFLUSH_ROUNDS);
+	engine_fixture_fini(&f);
+}
+
+/* ---- destinations that are names (core/resolver through a dns_stub) ------- */
+
+#define T_DNS_TIMEOUT_MS 500         /* dns_timeout for the silent server */
+#define T_MS_ROUNDING 10
+#define T_FLUSH_OK "253 2.0.0 OK, 2 pending messages for node cust.test started\r\n"
+#define T_FLUSH_JOIN "252 2.0.0 OK, pending messages for node cust.test started\r\n"
+
+static const struct dns_stub_rr t_zone[] = {
+	{ "cust-mx.test", DNS_STUB_A, "127.0.0.1", 0 },
+	{ "silent.test", DNS_STUB_SILENT, NULL, 0 },
+};
+
+/* A fixture whose resolver asks the stub, with cust.test's dest host:port
+ * (the scripted server's port), two messages held. */
+static void t_dns_start(struct engine_fixture *f, struct dns_stub **dns, const char *host,
+			unsigned port, unsigned timeout_ms)
+{
+	char dest[128];
+
+	*dns = dns_stub_start(t_zone, sizeof(t_zone) / sizeof(t_zone[0]));
+	cr_assert_not_null(*dns);
+	snprintf(dest, sizeof(dest), "%s:%u", host, port);
+	cr_assert_eq(engine_fixture_init(f, t_table_dest(dest)), 0);
+	snprintf(f->cfg.dns_servers, sizeof(f->cfg.dns_servers), "127.0.0.1:%u",
+		 dns_stub_port(*dns));
+	if (timeout_ms)
+		f->cfg.dns_timeout_ms = timeout_ms;
+	cr_assert_eq(engine_fixture_start(f), 0, "%s", f->err);
+	cr_assert(engine_fixture_append(f, T_SENDER1, t_rcpt1, 4, T_BODY1));
+	cr_assert(engine_fixture_append(f, T_SENDER2, t_rcpt2, 1, T_BODY2));
+}
+
+static int t_unresolved_reached(struct engine_fixture *f, void *arg)
+{
+	return drain_hub_unresolved(f->hub) >= *(const uint64_t *)arg;
+}
+
+/* After the fixture stopped: nothing was delivered, both messages held. */
+static void t_expect_all_held(struct engine_fixture *f, struct t_server *s, const char *run)
+{
+	struct spool_index *idx;
+	struct spool_index_totals tot;
+	uint64_t ids[T_WANT_MAX];
+
+	cr_expect_eq(atomic_load(&s->conns), 0, "%s: %u connections", run,
+		     atomic_load(&s->conns));
+	idx = engine_fixture_reopen(f);
+	cr_assert_not_null(idx, "%s: reopen: %s", run, f->err);
+	spool_index_totals(idx, &tot);
+	cr_expect_eq(tot.delivered + tot.bounced + tot.expired, 0, "%s: mail left the queue", run);
+	cr_expect_eq(engine_fixture_queue_ids(f, "cust.test", ids, T_WANT_MAX), 2,
+		     "%s: both messages should still be queued", run);
+}
+
+/* dest "cust-mx.test:PORT": the name is resolved by the stub (A 127.0.0.1)
+ * off the engine thread, and the drain delivers as with a numeric dest. */
+Test(drain, dest_name_resolved_delivered, .timeout = T_TIMEOUT_S)
+{
+	static const struct t_script plain;
+	struct engine_fixture f;
+	struct t_server s;
+	struct dns_stub *dns;
+	char reply[256];
+
+	t_server_start(&s, &plain, 0, 0);
+	t_dns_start(&f, &dns, "cust-mx.test", s.port, 0);
+	cr_assert_eq(engine_fixture_etrn(&f, NULL, "cust.test", reply, sizeof(reply)), 0);
+	cr_expect_str_eq(reply, T_FLUSH_OK);
+	/* The drain is posted from the resolver's thread: wait for its DONEs
+	 * (2 MSG + 4 DONE), then for the drainer to finish. */
+	cr_assert_eq(engine_fixture_wait_records(&f, 6, ENGINE_FIXTURE_WAIT_MS), 0,
+		     "not delivered");
+	cr_assert_eq(engine_fixture_drain_idle(&f, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_expect_eq(drain_hub_unresolved(f.hub), 0);
+	cr_expect_geq(dns_stub_queries(dns), 1);
+	engine_fixture_stop(&f);
+	t_server_stop(&s);
+	dns_stub_stop(dns);
+	cr_expect_eq(atomic_load(&s.conns), 1);
+	cr_expect_str_eq(s.log, T_ALL, "the server received:\n%s", s.log);
+	engine_fixture_fini(&f);
+}
+
+/* dest "nowhere.test:PORT" is NXDOMAIN: the drain ends at once (counted,
+ * logged), nothing is sent, the mail stays held; the next flush starts a
+ * new drain (253, not 252: the first one is over). */
+Test(drain, dest_nxdomain_stays_held, .timeout = T_TIMEOUT_S)
+{
+	static const struct t_script plain;
+	struct engine_fixture f;
+	struct t_server s;
+	struct dns_stub *dns;
+	struct resolver_stats st;
+	char reply[256];
+	uint64_t want = 1;
+
+	t_server_start(&s, &plain, 0, 0);
+	t_dns_start(&f, &dns, "nowhere.test", s.port, 0);
+	cr_assert_eq(engine_fixture_etrn(&f, NULL, "cust.test", reply, sizeof(reply)), 0);
+	cr_expect_str_eq(reply, T_FLUSH_OK);
+	cr_assert_eq(engine_fixture_wait(&f, t_unresolved_reached, &want, ENGINE_FIXTURE_WAIT_MS),
+		     0, "the drain did not end");
+	cr_assert_eq(engine_fixture_etrn(&f, NULL, "cust.test", reply, sizeof(reply)), 0);
+	cr_expect_str_eq(reply, T_FLUSH_OK, "second flush: %s", reply);
+	want = 2;
+	cr_assert_eq(engine_fixture_wait(&f, t_unresolved_reached, &want, ENGINE_FIXTURE_WAIT_MS),
+		     0, "the second drain did not end");
+	resolver_get_stats(f.resolver, &st);
+	cr_expect_eq(st.answered, 2);
+	cr_expect_eq(st.timed_out, 0);
+	cr_expect_eq(drain_busy(f.drain), 0);
+	engine_fixture_stop(&f);
+	t_server_stop(&s);
+	dns_stub_stop(dns);
+	t_expect_all_held(&f, &s, "NXDOMAIN");
+	engine_fixture_fini(&f);
+}
+
+static uint64_t t_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* The DNS server never answers: the drain runs (a second flush joins it)
+ * until dns_timeout, then ends; nothing sent, mail held. A third flush's
+ * look-up is still pending at shutdown: answered -ECANCELED once (ASan
+ * would see its request leak otherwise) and not counted. */
+Test(drain, dest_dns_silent_times_out, .timeout = T_TIMEOUT_S)
+{
+	static const struct t_script plain;
+	struct engine_fixture f;
+	struct t_server s;
+	struct dns_stub *dns;
+	struct resolver_stats st;
+	char reply[256];
+	uint64_t want = 1, t0, waited;
+
+	t_server_start(&s, &plain, 0, 0);
+	t_dns_start(&f, &dns, "silent.test", s.port, T_DNS_TIMEOUT_MS);
+	t0 = t_mono_ms();
+	cr_assert_eq(engine_fixture_etrn(&f, NULL, "cust.test", reply, sizeof(reply)), 0);
+	cr_expect_str_eq(reply, T_FLUSH_OK);
+	cr_assert_eq(engine_fixture_etrn(&f, NULL, "cust.test", reply, sizeof(reply)), 0);
+	cr_expect_str_eq(reply, T_FLUSH_JOIN, "during the look-up: %s", reply);
+	cr_assert_eq(engine_fixture_wait(&f, t_unresolved_reached, &want, ENGINE_FIXTURE_WAIT_MS),
+		     0, "the drain did not end");
+	waited = t_mono_ms() - t0;
+	/* Both clocks count whole ms: allow that much rounding. */
+	cr_expect_geq(waited + T_MS_ROUNDING, T_DNS_TIMEOUT_MS, "ended after %lu ms, before dns_timeout",
+		      (unsigned long)waited);
+	resolver_get_stats(f.resolver, &st);
+	cr_expect_eq(st.timed_out, 1);
+	cr_expect_geq(dns_stub_queries(dns), 1);
+	cr_assert_eq(engine_fixture_etrn(&f, NULL, "cust.test", reply, sizeof(reply)), 0);
+	cr_expect_str_eq(reply, T_FLUSH_OK, "after the time-out: %s", reply);
+	engine_fixture_stop(&f); /* cancels the third look-up */
+	t_server_stop(&s);
+	dns_stub_stop(dns);
+	t_expect_all_held(&f, &s, "silent DNS");
 	engine_fixture_fini(&f);
 }
