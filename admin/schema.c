@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/ascii.h"
 #include "core/config.h"
 
 static int why(char *buf, size_t len, const char *fmt, ...)
@@ -62,8 +63,7 @@ int schema_domain_norm(const char *in, int wildcard, char *out, char *w, size_t 
 	default:
 		break;
 	}
-	for (size_t i = 0; i < n; i++)
-		out[i] = (char)tolower((unsigned char)in[i]);
+	ascii_lower_copy(out, in, n);
 	out[n] = '\0';
 	return 0;
 }

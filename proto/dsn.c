@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "core/datefmt.h"
+#include "core/hash.h"
 #include "core/log.h"
 #include "proto/smtp_server.h"
 
@@ -420,16 +421,6 @@ static size_t dsn_token(char *dst, size_t n, const char *s)
 	return len;
 }
 
-/* FNV-1a 64 of the returned original. */
-static uint64_t dsn_hash(const char *p, size_t n, uint64_t h)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		h = (h ^ (unsigned char)p[i]) * 0x100000001b3ull;
-	return h;
-}
-
 /* splitmix64 finish, so consecutive attempts differ in all bits. */
 static uint64_t dsn_mix(uint64_t x)
 {
@@ -447,7 +438,7 @@ static uint64_t dsn_mix(uint64_t x)
 static int dsn_boundary(char *dst, size_t n, const char *seed, const char *mta,
 		const char *p, size_t len)
 {
-	uint64_t h = dsn_hash(p, len, 0xcbf29ce484222325ull);
+	uint64_t h = hash_fnv64(HASH_FNV64_INIT, p, len); /* of the returned original */
 	char host[DSN_BOUNDARY_MAX + 1];
 	unsigned attempt;
 	int r;
