@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/datefmt.h"
+#include "core/linereader.h"
 #include "core/log.h"
 #include "proto/smtp_parse.h"
 
@@ -94,13 +95,12 @@ struct smtp_session {
 	enum smtp_state state;
 	unsigned errors;     /* against limits.max_errors */
 	int esmtp;           /* EHLO (1) or HELO (0) */
-	int discarding;      /* command line went past command_max: drop to LF */
 	int out_failed;      /* a reply could not be appended: close */
-	size_t line_len;     /* partial command line in line[] */
+	struct linereader lr; /* command lines, into line[] */
 	char client_addr[SMTP_CLIENT_MAX];
 	char helo[SMTP_HELO_MAX + 1];
 	struct smtp_tx tx;
-	char line[];         /* limits.command_max octets */
+	char line[];         /* limits.command_max octets, lr's buffer */
 };
 
 /* A parsed command, handed from check to proceed. */
@@ -709,9 +709,14 @@ static const struct smtp_cmd smtp_cmds[] = {
 	{ "USER", smtp_check_close, NULL, SMTP_CMDF_CLOSE },
 };
 
-/* One complete command line, CRLF (or bare LF) already removed. */
-static void smtp_command(struct smtp_session *s, const char *line, size_t n, struct buf *out)
+/* One complete command line, CRLF (or bare LF, which Postfix also accepts
+ * on command lines) already removed. A bare CR stays in the line: the
+ * parser refuses what it breaks. */
+static void smtp_command(struct smtp_session *s, const struct linereader_line *ln,
+		struct buf *out)
 {
+	const char *line = ln->p;
+	size_t n = ln->len;
 	char logtext[SMTP_LOG_TEXT];
 	const struct smtp_cmd *cmd = NULL;
 	struct smtp_cmd_ctx c;
@@ -721,7 +726,7 @@ static void smtp_command(struct smtp_session *s, const char *line, size_t n, str
 	if (log_enabled(LOGL_DEBUG))
 		log_debug("smtp %s: < %s", s->client_addr,
 				log_printable(logtext, sizeof(logtext), line, n));
-	if (memchr(line, '\0', n) != NULL) {
+	if (ln->flags & LINEREADER_F_NUL) {
 		smtp_reply(s, out, "500 5.5.2 Error: NUL character in command");
 		smtp_count_error(s);
 		goto done;
@@ -766,51 +771,19 @@ static void smtp_line_too_long(struct smtp_session *s, struct buf *out)
 
 /* Command mode: take input up to and including one LF (or all of it when
  * there is none). Returns the octets consumed. A line never needs more than
- * command_max octets of buffer: when it passes the limit the rest of it is
- * dropped as it arrives, and the 500 goes out when its LF does. */
+ * command_max octets of buffer: once it passes the limit the rest of it is
+ * dropped as it arrives, and the 500 goes out when its LF does (so the
+ * client reads it in step with its commands). */
 static size_t smtp_line_feed(struct smtp_session *s, const char *p, size_t n, struct buf *out)
 {
-	const size_t max = s->conf->limits.command_max;
-	const char *nl = memchr(p, '\n', n);
-	size_t take = nl ? (size_t)(nl - p) + 1 : n;
-	const char *line;
-	size_t len;
+	struct linereader_line ln;
+	size_t used = linereader_feed(&s->lr, p, n, &ln);
 
-	if (s->discarding) {
-		if (nl == NULL)
-			return n;
-		s->discarding = 0;
+	if (ln.status == LINEREADER_LINE)
+		smtp_command(s, &ln, out);
+	else if (ln.status == LINEREADER_OVERLONG_END)
 		smtp_line_too_long(s, out);
-		return take;
-	}
-	if (take > max - s->line_len) {
-		s->line_len = 0;
-		if (nl == NULL) {
-			s->discarding = 1;
-			return n;
-		}
-		smtp_line_too_long(s, out);
-		return take;
-	}
-	if (nl == NULL) {
-		memcpy(s->line + s->line_len, p, n);
-		s->line_len += n;
-		return n;
-	}
-	len = take - 1;
-	if (s->line_len == 0) {
-		line = p; /* the whole line is in the input: no copy */
-	} else {
-		memcpy(s->line + s->line_len, p, len);
-		len += s->line_len;
-		line = s->line;
-		s->line_len = 0;
-	}
-	/* CRLF, or a bare LF like Postfix accepts on command lines. */
-	if (len > 0 && line[len - 1] == '\r')
-		len--;
-	smtp_command(s, line, len, out);
-	return take;
+	return used;
 }
 
 /* ---- DATA ------------------------------------------------------------- */
@@ -1065,6 +1038,7 @@ struct smtp_session *smtp_server_new(const struct smtp_server_conf *conf,
 		return NULL;
 	s->conf = conf;
 	s->state = SMTP_STATE_INIT;
+	linereader_init(&s->lr, s->line, lim->command_max);
 	for (i = 0; client_addr && client_addr[i] && i < sizeof(s->client_addr) - 1; i++) {
 		unsigned char ch = (unsigned char)client_addr[i];
 
