@@ -30,7 +30,9 @@ size_t linereader_pending(const struct linereader *lr)
 	return lr->dropping ? 1 : lr->len;
 }
 
-/* Flags of a whole line (LF removed, CR still there). */
+/* Flags of a whole line (LF removed, CR still there). One pass for NUL
+ * and CR: command and reply lines are short, where a byte loop beats two
+ * memchr() calls. */
 static unsigned linereader_flags(const char *line, size_t *len)
 {
 	unsigned f = 0;
@@ -39,10 +41,12 @@ static unsigned linereader_flags(const char *line, size_t *len)
 		(*len)--;
 	else
 		f |= LINEREADER_F_BARE_LF;
-	if (memchr(line, '\0', *len) != NULL)
-		f |= LINEREADER_F_NUL;
-	if (memchr(line, '\r', *len) != NULL)
-		f |= LINEREADER_F_BARE_CR;
+	for (size_t i = 0; i < *len; i++) {
+		unsigned char c = (unsigned char)line[i];
+
+		if (c <= '\r') /* rare: one compare for the common byte */
+			f |= c == '\0' ? LINEREADER_F_NUL : c == '\r' ? LINEREADER_F_BARE_CR : 0;
+	}
 	return f;
 }
 

@@ -858,6 +858,184 @@ static void smtp_data_end(struct smtp_session *s, struct buf *out)
 	smtp_enter_state(s, SMTP_STATE_READY);
 }
 
+/* One DATA feed in progress. */
+struct smtp_data_in {
+	const char *p;
+	size_t n;
+	size_t i;             /* next octet to look at */
+	size_t run;           /* p[run .. i) is still to be stored */
+	const char *zscan;    /* NUL search done up to here ... */
+	const char *znext;    /* ... and this is the first NUL found */
+};
+
+/* Store the pending run up to the octet under the cursor. */
+static void smtp_data_flush(struct smtp_tx *tx, struct smtp_data_in *in)
+{
+	smtp_data_store(tx, in->p + in->run, in->i - in->run);
+	in->run = in->i;
+}
+
+/* A line ended (crlf: by a real CRLF); the next octet starts a new one. */
+static void smtp_data_next_line(struct smtp_tx *tx, int crlf)
+{
+	tx->prev_crlf = crlf;
+	tx->dstate = SMTP_DATA_BOL;
+}
+
+static void smtp_data_bol(struct smtp_tx *tx, struct smtp_data_in *in)
+{
+	tx->line_len = 0;
+	if (in->p[in->i] == '.') {
+		/* The stuffing dot (or the final one) is stored tentatively and
+		 * not counted (RFC 5321 4.5.2). */
+		tx->dstate = SMTP_DATA_DOT;
+		in->i++;
+	} else {
+		tx->dstate = SMTP_DATA_TEXT;
+	}
+}
+
+static void smtp_data_dot(struct smtp_tx *tx, const struct smtp_limits *lim,
+		struct smtp_data_in *in)
+{
+	unsigned char ch = (unsigned char)in->p[in->i];
+
+	if (ch == '\r') {
+		tx->dstate = SMTP_DATA_DOT_CR;
+		in->i++;
+	} else if (ch == '\n') {
+		/* ".\n" is never the end of data */
+		if (!lim->bare_lf_normalize) {
+			tx->derr |= SMTP_DERR_BARE;
+		} else {
+			smtp_data_flush(tx, in);
+			smtp_data_store(tx, ".\r\n", 3);
+			smtp_data_count(tx, lim, 3);
+		}
+		in->run = ++in->i;
+		smtp_data_next_line(tx, 0);
+	} else {
+		tx->dstate = SMTP_DATA_TEXT; /* stuffed line: keep the dot */
+	}
+}
+
+/* After ".\r". Returns 1 at the end of data (the LF consumed). */
+static int smtp_data_dot_cr(struct smtp_tx *tx, const struct smtp_limits *lim,
+		struct smtp_data_in *in)
+{
+	const int normalize = lim->bare_lf_normalize;
+
+	if (in->p[in->i] == '\n' && tx->prev_crlf) {
+		smtp_data_flush(tx, in);
+		smtp_data_retract(tx, 2);
+		in->i++;
+		return 1;
+	}
+	if (in->p[in->i] == '\n') {
+		/* "\n.\r\n": a "." line after a bare line end */
+		smtp_data_flush(tx, in);
+		if (normalize)
+			smtp_data_dot_line(tx, lim);
+		in->run = ++in->i;
+		smtp_data_next_line(tx, 1);
+	} else if (!normalize) {
+		tx->derr |= SMTP_DERR_BARE;
+		tx->dstate = SMTP_DATA_TEXT; /* the octet is looked at again */
+	} else {
+		smtp_data_flush(tx, in);
+		smtp_data_dot_line(tx, lim);
+		smtp_data_next_line(tx, 0);
+	}
+	return 0;
+}
+
+/* The hot path: how many octets from the cursor are plain text, i.e. up to
+ * the next CR, LF or NUL, found with memchr. The NUL search runs ahead in
+ * windows so a long body is not scanned for NUL once per line. */
+static size_t smtp_data_text_span(struct smtp_data_in *in)
+{
+	const char *from = in->p + in->i, *end = in->p + in->n, *stop, *cr;
+
+	stop = memchr(from, '\n', (size_t)(end - from));
+	if (stop == NULL)
+		stop = end;
+	cr = memchr(from, '\r', (size_t)(stop - from));
+	if (cr != NULL)
+		stop = cr;
+	while (in->znext == NULL && in->zscan < stop) {
+		size_t w = (size_t)(end - in->zscan);
+
+		if (w > SMTP_NUL_WINDOW)
+			w = SMTP_NUL_WINDOW;
+		in->znext = memchr(in->zscan, '\0', w);
+		in->zscan += w;
+	}
+	if (in->znext != NULL && in->znext < stop)
+		stop = in->znext;
+	return (size_t)(stop - from);
+}
+
+/* Inside a line: count the text, then deal with the CR, LF or NUL that
+ * stopped it. */
+static void smtp_data_text(struct smtp_tx *tx, const struct smtp_limits *lim,
+		struct smtp_data_in *in)
+{
+	size_t k = smtp_data_text_span(in);
+	unsigned char ch;
+
+	if (k > 0) {
+		tx->line_len += k;
+		/* RFC 5321 4.5.3.1.6: 1000 octets incl. CRLF */
+		if (tx->line_len > lim->line_max || lim->line_max - tx->line_len < 2)
+			tx->derr |= SMTP_DERR_LONG;
+		smtp_data_count(tx, lim, k);
+		in->i += k;
+	}
+	if (in->i == in->n)
+		return;
+	ch = (unsigned char)in->p[in->i];
+	if (ch == '\r') {
+		tx->dstate = SMTP_DATA_CR;
+		in->i++;
+	} else if (ch == '\n') {
+		/* bare LF (RFC 5321 2.3.8) */
+		if (!lim->bare_lf_normalize) {
+			tx->derr |= SMTP_DERR_BARE;
+		} else {
+			smtp_data_flush(tx, in);
+			smtp_data_store(tx, "\r\n", 2);
+			smtp_data_count(tx, lim, 2);
+		}
+		in->run = ++in->i;
+		smtp_data_next_line(tx, 0);
+	} else {
+		tx->derr |= SMTP_DERR_NUL;
+		in->i++;
+		in->zscan = in->p + in->i;
+		in->znext = NULL;
+	}
+}
+
+/* Inside a line, just after CR. */
+static void smtp_data_cr(struct smtp_tx *tx, const struct smtp_limits *lim,
+		struct smtp_data_in *in)
+{
+	if (in->p[in->i] == '\n') {
+		smtp_data_count(tx, lim, 2);
+		in->i++;
+		smtp_data_next_line(tx, 1);
+	} else if (!lim->bare_lf_normalize) {
+		tx->derr |= SMTP_DERR_BARE;
+		tx->dstate = SMTP_DATA_TEXT; /* the octet is looked at again */
+	} else {
+		/* bare CR: the CR is stored already, add the LF */
+		smtp_data_flush(tx, in);
+		smtp_data_store(tx, "\n", 1);
+		smtp_data_count(tx, lim, 2);
+		smtp_data_next_line(tx, 0);
+	}
+}
+
 /*
  * DATA mode. Input is stored as it came (dot-stuffed, CRLF) in runs: one
  * append per feed unless something must be rewritten. Only the exact
@@ -871,153 +1049,31 @@ static size_t smtp_data_feed(struct smtp_session *s, const char *p, size_t n, st
 {
 	const struct smtp_limits *lim = &s->conf->limits;
 	struct smtp_tx *tx = &s->tx;
-	const int normalize = lim->bare_lf_normalize;
-	const char *zscan = p; /* NUL search done up to here ... */
-	const char *znext = NULL; /* ... and this is the first NUL found */
-	size_t i = 0, run = 0; /* p[run .. i) is still to be stored */
+	struct smtp_data_in in = { p, n, 0, 0, p, NULL };
 
-	while (i < n) {
-		unsigned char ch = (unsigned char)p[i];
-
+	while (in.i < n) {
 		switch (tx->dstate) {
 		case SMTP_DATA_BOL:
-			tx->line_len = 0;
-			if (ch == '.') {
-				/* The stuffing dot (or the final one) is stored
-				 * tentatively and not counted (RFC 5321 4.5.2). */
-				tx->dstate = SMTP_DATA_DOT;
-				i++;
-			} else {
-				tx->dstate = SMTP_DATA_TEXT;
-			}
+			smtp_data_bol(tx, &in);
 			break;
 		case SMTP_DATA_DOT:
-			if (ch == '\r') {
-				tx->dstate = SMTP_DATA_DOT_CR;
-				i++;
-			} else if (ch == '\n') {
-				/* ".\n" is never the end of data */
-				if (!normalize) {
-					tx->derr |= SMTP_DERR_BARE;
-				} else {
-					smtp_data_store(tx, p + run, i - run);
-					smtp_data_store(tx, ".\r\n", 3);
-					smtp_data_count(tx, lim, 3);
-				}
-				i++;
-				run = i;
-				tx->prev_crlf = 0;
-				tx->dstate = SMTP_DATA_BOL;
-			} else {
-				tx->dstate = SMTP_DATA_TEXT; /* stuffed line: keep the dot */
-			}
+			smtp_data_dot(tx, lim, &in);
 			break;
 		case SMTP_DATA_DOT_CR:
-			if (ch == '\n' && tx->prev_crlf) {
-				smtp_data_store(tx, p + run, i - run);
-				smtp_data_retract(tx, 2);
+			if (smtp_data_dot_cr(tx, lim, &in)) {
 				smtp_data_end(s, out);
-				return i + 1;
-			}
-			if (ch == '\n') {
-				/* "\n.\r\n": a "." line after a bare line end */
-				smtp_data_store(tx, p + run, i - run);
-				if (normalize)
-					smtp_data_dot_line(tx, lim);
-				i++;
-				run = i;
-				tx->prev_crlf = 1;
-				tx->dstate = SMTP_DATA_BOL;
-			} else if (!normalize) {
-				tx->derr |= SMTP_DERR_BARE;
-				tx->dstate = SMTP_DATA_TEXT; /* ch is looked at again */
-			} else {
-				smtp_data_store(tx, p + run, i - run);
-				smtp_data_dot_line(tx, lim);
-				run = i;
-				tx->prev_crlf = 0;
-				tx->dstate = SMTP_DATA_BOL;
+				return in.i;
 			}
 			break;
-		case SMTP_DATA_TEXT: {
-			/* The hot path: skip to the next CR, LF or NUL with memchr. */
-			const char *from = p + i, *end = p + n, *stop, *cr;
-			size_t k;
-
-			stop = memchr(from, '\n', (size_t)(end - from));
-			if (stop == NULL)
-				stop = end;
-			cr = memchr(from, '\r', (size_t)(stop - from));
-			if (cr != NULL)
-				stop = cr;
-			while (znext == NULL && zscan < stop) {
-				size_t w = (size_t)(end - zscan);
-
-				if (w > SMTP_NUL_WINDOW)
-					w = SMTP_NUL_WINDOW;
-				znext = memchr(zscan, '\0', w);
-				zscan += w;
-			}
-			if (znext != NULL && znext < stop)
-				stop = znext;
-			k = (size_t)(stop - from);
-			if (k > 0) {
-				tx->line_len += k;
-				/* RFC 5321 4.5.3.1.6: 1000 octets incl. CRLF */
-				if (tx->line_len > lim->line_max || lim->line_max - tx->line_len < 2)
-					tx->derr |= SMTP_DERR_LONG;
-				smtp_data_count(tx, lim, k);
-				i += k;
-			}
-			if (i == n)
-				break;
-			ch = (unsigned char)p[i];
-			if (ch == '\r') {
-				tx->dstate = SMTP_DATA_CR;
-				i++;
-			} else if (ch == '\n') {
-				/* bare LF (RFC 5321 2.3.8) */
-				if (!normalize) {
-					tx->derr |= SMTP_DERR_BARE;
-				} else {
-					smtp_data_store(tx, p + run, i - run);
-					smtp_data_store(tx, "\r\n", 2);
-					smtp_data_count(tx, lim, 2);
-				}
-				i++;
-				run = i;
-				tx->prev_crlf = 0;
-				tx->dstate = SMTP_DATA_BOL;
-			} else {
-				tx->derr |= SMTP_DERR_NUL;
-				i++;
-				zscan = p + i;
-				znext = NULL;
-			}
+		case SMTP_DATA_TEXT:
+			smtp_data_text(tx, lim, &in);
 			break;
-		}
 		case SMTP_DATA_CR:
-			if (ch == '\n') {
-				smtp_data_count(tx, lim, 2);
-				i++;
-				tx->prev_crlf = 1;
-				tx->dstate = SMTP_DATA_BOL;
-			} else if (!normalize) {
-				tx->derr |= SMTP_DERR_BARE;
-				tx->dstate = SMTP_DATA_TEXT; /* ch is looked at again */
-			} else {
-				/* bare CR: the CR is stored already, add the LF */
-				smtp_data_store(tx, p + run, i - run);
-				smtp_data_store(tx, "\n", 1);
-				smtp_data_count(tx, lim, 2);
-				run = i;
-				tx->prev_crlf = 0;
-				tx->dstate = SMTP_DATA_BOL;
-			}
+			smtp_data_cr(tx, lim, &in);
 			break;
 		}
 	}
-	smtp_data_store(tx, p + run, n - run);
+	smtp_data_store(tx, p + in.run, n - in.run);
 	return n;
 }
 
