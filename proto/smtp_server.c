@@ -882,6 +882,23 @@ static void smtp_data_next_line(struct smtp_tx *tx, int crlf)
 	tx->dstate = SMTP_DATA_BOL;
 }
 
+/* A bare LF at the cursor ends the line (RFC 5321 2.3.8): refused, or in
+ * normalize mode stored as eol (CRLF, or ".CRLF" to stuff a lone dot) and
+ * counted as that. */
+static void smtp_data_bare_lf(struct smtp_tx *tx, const struct smtp_limits *lim,
+		struct smtp_data_in *in, const char *eol, size_t len)
+{
+	if (!lim->bare_lf_normalize) {
+		tx->derr |= SMTP_DERR_BARE;
+	} else {
+		smtp_data_flush(tx, in);
+		smtp_data_store(tx, eol, len);
+		smtp_data_count(tx, lim, len);
+	}
+	in->run = ++in->i;
+	smtp_data_next_line(tx, 0);
+}
+
 static void smtp_data_bol(struct smtp_tx *tx, struct smtp_data_in *in)
 {
 	tx->line_len = 0;
@@ -904,16 +921,8 @@ static void smtp_data_dot(struct smtp_tx *tx, const struct smtp_limits *lim,
 		tx->dstate = SMTP_DATA_DOT_CR;
 		in->i++;
 	} else if (ch == '\n') {
-		/* ".\n" is never the end of data */
-		if (!lim->bare_lf_normalize) {
-			tx->derr |= SMTP_DERR_BARE;
-		} else {
-			smtp_data_flush(tx, in);
-			smtp_data_store(tx, ".\r\n", 3);
-			smtp_data_count(tx, lim, 3);
-		}
-		in->run = ++in->i;
-		smtp_data_next_line(tx, 0);
+		/* ".\n" is never the end of data; stored, it is stuffed */
+		smtp_data_bare_lf(tx, lim, in, ".\r\n", 3);
 	} else {
 		tx->dstate = SMTP_DATA_TEXT; /* stuffed line: keep the dot */
 	}
@@ -998,16 +1007,7 @@ static void smtp_data_text(struct smtp_tx *tx, const struct smtp_limits *lim,
 		tx->dstate = SMTP_DATA_CR;
 		in->i++;
 	} else if (ch == '\n') {
-		/* bare LF (RFC 5321 2.3.8) */
-		if (!lim->bare_lf_normalize) {
-			tx->derr |= SMTP_DERR_BARE;
-		} else {
-			smtp_data_flush(tx, in);
-			smtp_data_store(tx, "\r\n", 2);
-			smtp_data_count(tx, lim, 2);
-		}
-		in->run = ++in->i;
-		smtp_data_next_line(tx, 0);
+		smtp_data_bare_lf(tx, lim, in, "\r\n", 2);
 	} else {
 		tx->derr |= SMTP_DERR_NUL;
 		in->i++;
