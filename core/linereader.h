@@ -5,14 +5,17 @@
  * in any split; whole lines come out, CRLF or bare LF removed. A line longer
  * than the limit is refused as soon as the limit passes without an LF, before
  * it is all buffered, and then dropped as it arrives up to its LF, so memory
- * never grows past the limit. NUL and CR inside a line are kept and flagged,
- * for the caller to decide (STYLE.md: handle them deliberately). Pure: no
- * I/O, no allocation.
+ * never grows past the limit. NUL and a bare CR inside a line are kept, for
+ * the caller to decide (STYLE.md: handle them deliberately): a NUL is
+ * flagged with every line, a bare CR on request (linereader_bare_cr(), one
+ * more scan that most callers do not need: their parsers refuse a CR where
+ * it matters). Pure: no I/O, no allocation.
  */
 #ifndef ETRND_CORE_LINEREADER_H
 #define ETRND_CORE_LINEREADER_H
 
 #include <stddef.h>
+#include <string.h>
 
 /* Smallest limit: one octet and its LF. */
 #define LINEREADER_MAX_MIN 2
@@ -27,9 +30,8 @@ enum linereader_status {
 	                            same feed, without OVERLONG before it) */
 };
 
-#define LINEREADER_F_NUL 0x1u    /* the line holds a NUL octet */
-#define LINEREADER_F_BARE_CR 0x2u /* a CR not directly before the LF */
-#define LINEREADER_F_BARE_LF 0x4u /* ended by LF alone, not CRLF */
+#define LINEREADER_F_NUL 0x1u     /* the line holds a NUL octet */
+#define LINEREADER_F_BARE_LF 0x2u /* ended by LF alone, not CRLF */
 
 struct linereader_line {
 	enum linereader_status status;
@@ -67,5 +69,12 @@ size_t linereader_pending(const struct linereader *lr);
  */
 size_t linereader_feed(struct linereader *lr, const char *p, size_t n,
 		struct linereader_line *ln);
+
+/* 1 when a LINE holds a CR (one not directly before its LF: that one is
+ * removed already). */
+static inline int linereader_bare_cr(const struct linereader_line *ln)
+{
+	return ln->len > 0 && memchr(ln->p, '\r', ln->len) != NULL;
+}
 
 #endif

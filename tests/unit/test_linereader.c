@@ -59,7 +59,7 @@ static void lr_render(const struct linereader_line *ln, char *out, unsigned *ear
 	case LINEREADER_LINE:
 		o += (size_t)snprintf(out + o, LR_OUT_MAX - o, "L%s%s%s:",
 				ln->flags & LINEREADER_F_NUL ? "n" : "",
-				ln->flags & LINEREADER_F_BARE_CR ? "c" : "",
+				linereader_bare_cr(ln) ? "c" : "",
 				ln->flags & LINEREADER_F_BARE_LF ? "f" : "");
 		for (size_t i = 0; i < ln->len && o + 3 < LR_OUT_MAX; i++) {
 			if (ln->p[i] == '\r')
