@@ -582,11 +582,127 @@ static int dup_copy(struct spool_index *idx, struct ix_msg *msg,
 	return 0;
 }
 
+/* Room for one more message id and a scratch entry per recipient. */
+static int add_msg_reserve(struct spool_index *idx, uint32_t nrcpt)
+{
+	int ret;
+
+	if (idx->mtab == NULL || (idx->mcount + 1) * 4 > (uint64_t)(idx->mmask + 1) * 3) {
+		ret = mtab_grow(idx);
+		if (ret < 0)
+			return ret;
+	}
+	if (nrcpt > idx->capscratch) {
+		uint32_t *ns = realloc(idx->scratch, (size_t)nrcpt * sizeof *ns);
+		if (ns == NULL)
+			return -ENOMEM;
+		idx->t.mem_bytes += (size_t)(nrcpt - idx->capscratch) * sizeof *ns;
+		idx->scratch = ns;
+		idx->capscratch = nrcpt;
+	}
+	return 0;
+}
+
+/* Pass 1: each recipient's domain into scratch, the domains numbered in
+ * order of first appearance within this message (q->tmp; the stamp marks
+ * "seen here"). Returns how many distinct domains, or -ENOMEM (domains
+ * created for this message are dropped again). */
+static int64_t add_msg_domains(struct spool_index *idx, const struct spool_index_msg *m)
+{
+	uint32_t ndom = 0;
+
+	if (++idx->stamp == 0) {
+		for (uint32_t i = 0; i < idx->ndoms; i++)
+			idx->doms[i].stamp = 0;
+		idx->stamp = 1;
+	}
+	for (uint32_t i = 0; i < m->nrcpt; i++) {
+		size_t dlen;
+		const char *d = spool_rec_addr_domain(m->rcpts[i], &dlen);
+		uint32_t di = dom_get(idx, d, dlen);
+		if (di == IX_NONE)
+			return -ENOMEM;
+		struct spool_index_queue *q = &idx->doms[di];
+		if (q->stamp != idx->stamp) {
+			q->stamp = idx->stamp;
+			q->tmp = ndom++;
+		}
+		idx->scratch[i] = di;
+	}
+	return ndom;
+}
+
+/* Domains created for a message that failed, and left empty, go again. */
+static void add_msg_undo_domains(struct spool_index *idx)
+{
+	for (uint32_t i = 0; i < idx->ndoms; i++) {
+		struct spool_index_queue *q = &idx->doms[i];
+		if (q->used && q->stamp == idx->stamp && q->msgs == 0)
+			dom_drop(idx, i);
+	}
+}
+
+/* Pass 2: lay the recipients out grouped by node in record order (a
+ * counting sort over the domain numbers of pass 1). */
+static void add_msg_layout(struct spool_index *idx, struct ix_msg *msg)
+{
+	uint32_t *rn = msg_rcpt_node(msg), *order = msg_order(msg);
+	uint32_t start = 0;
+
+	for (uint32_t k = 0; k < msg->ndom; k++) {
+		msg->nodes[k].pending = 0;
+		msg->nodes[k].k = k;
+	}
+	for (uint32_t i = 0; i < msg->nrcpt; i++) {
+		uint32_t k = idx->doms[idx->scratch[i]].tmp;
+		rn[i] = k;
+		msg->nodes[k].dom = idx->scratch[i];
+		msg->nodes[k].pending++;
+	}
+	for (uint32_t k = 0; k < msg->ndom; k++) {
+		msg->nodes[k].start = start;
+		start += msg->nodes[k].pending;
+		msg->nodes[k].pending = 0;
+	}
+	for (uint32_t i = 0; i < msg->nrcpt; i++) {
+		struct ix_node *n = &msg->nodes[rn[i]];
+		order[n->start + n->pending++] = i;
+	}
+}
+
+/* The laid-out message joins its domains' queues, the id table and its
+ * segment. */
+static void add_msg_link(struct spool_index *idx, struct ix_seg *seg,
+		struct ix_msg *msg)
+{
+	for (uint32_t k = 0; k < msg->ndom; k++) {
+		struct ix_node *n = &msg->nodes[k];
+		struct spool_index_queue *q = &idx->doms[n->dom];
+		list_append(&q->nodes, &n->link);
+		q->msgs++;
+		q->rcpts += n->pending;
+		q->bytes += msg->body_len;
+	}
+	mtab_put(idx, msg);
+	idx->mcount++;
+	/* Record order: the write path and recovery both index records in
+	 * file order, so appending keeps the list sorted by offset. */
+	list_append(&seg->msgs, &msg->slink);
+	if (msg->time_us > seg->newest_us)
+		seg->newest_us = msg->time_us;
+	seg->live_msgs++;
+	seg->live_bytes += msg->rec_len;
+	idx->t.live_bytes += msg->rec_len;
+	idx->t.messages++;
+	idx->t.recipients += msg->nrcpt;
+}
+
 int spool_index_add_msg(struct spool_index *idx,
 		const struct spool_index_msg *m)
 {
 	struct ix_seg *seg = seg_get(idx, m->segment_id);
-	uint32_t ndom = 0;
+	struct ix_msg *msg;
+	int64_t ndom;
 	int ret;
 
 	if (seg == NULL)
@@ -602,51 +718,15 @@ int spool_index_add_msg(struct spool_index *idx,
 		ret = dup_copy(idx, dup->m, seg);
 		return ret < 0 ? ret : -EEXIST;
 	}
-	if (idx->mtab == NULL || (idx->mcount + 1) * 4 > (uint64_t)(idx->mmask + 1) * 3) {
-		ret = mtab_grow(idx);
-		if (ret < 0)
-			return ret;
-	}
-	if (m->nrcpt > idx->capscratch) {
-		uint32_t *ns = realloc(idx->scratch,
-				(size_t)m->nrcpt * sizeof *ns);
-		if (ns == NULL)
-			return -ENOMEM;
-		idx->t.mem_bytes += (size_t)(m->nrcpt - idx->capscratch) *
-			sizeof *ns;
-		idx->scratch = ns;
-		idx->capscratch = m->nrcpt;
-	}
-
-	/* Pass 1: each recipient's domain, numbered in order of first
-	 * appearance within this message (the stamp marks "seen here"). */
-	if (++idx->stamp == 0) {
-		for (uint32_t i = 0; i < idx->ndoms; i++)
-			idx->doms[i].stamp = 0;
-		idx->stamp = 1;
-	}
-	for (uint32_t i = 0; i < m->nrcpt; i++) {
-		size_t dlen;
-		const char *d = spool_rec_addr_domain(m->rcpts[i], &dlen);
-		uint32_t di = dom_get(idx, d, dlen);
-		if (di == IX_NONE) {
-			ret = -ENOMEM;
-			goto fail;
-		}
-		struct spool_index_queue *q = &idx->doms[di];
-		if (q->stamp != idx->stamp) {
-			q->stamp = idx->stamp;
-			q->tmp = ndom++;
-		}
-		idx->scratch[i] = di;
-	}
-
-	size_t sz = msg_size(ndom, m->nrcpt);
-	struct ix_msg *msg = ix_alloc(idx, sz);
-	if (msg == NULL) {
-		ret = -ENOMEM;
+	ret = add_msg_reserve(idx, m->nrcpt);
+	if (ret < 0)
+		return ret;
+	ndom = add_msg_domains(idx, m);
+	if (ndom < 0)
 		goto fail;
-	}
+	msg = ix_alloc(idx, msg_size((uint32_t)ndom, m->nrcpt));
+	if (msg == NULL)
+		goto fail;
 	msg->msgid = m->msgid;
 	msg->off = m->off;
 	msg->time_us = m->time_us;
@@ -655,67 +735,49 @@ int spool_index_add_msg(struct spool_index *idx,
 	msg->seg = m->segment_id;
 	msg->nrcpt = m->nrcpt;
 	msg->pending = m->nrcpt;
-	msg->ndom = ndom;
+	msg->ndom = (uint32_t)ndom;
 	msg->stale = IX_NONE;
 	msg->notes = 0;
-
-	/* Pass 2: count per node, then lay recipients out grouped by node in
-	 * record order (a counting sort). */
-	uint32_t *rn = msg_rcpt_node(msg), *order = msg_order(msg);
-	for (uint32_t k = 0; k < ndom; k++) {
-		msg->nodes[k].pending = 0;
-		msg->nodes[k].k = k;
-	}
-	for (uint32_t i = 0; i < m->nrcpt; i++) {
-		uint32_t k = idx->doms[idx->scratch[i]].tmp;
-		rn[i] = k;
-		msg->nodes[k].dom = idx->scratch[i];
-		msg->nodes[k].pending++;
-	}
-	uint32_t start = 0;
-	for (uint32_t k = 0; k < ndom; k++) {
-		msg->nodes[k].start = start;
-		start += msg->nodes[k].pending;
-		msg->nodes[k].pending = 0;
-	}
-	for (uint32_t i = 0; i < m->nrcpt; i++) {
-		struct ix_node *n = &msg->nodes[rn[i]];
-		order[n->start + n->pending++] = i;
-	}
-	for (uint32_t k = 0; k < ndom; k++) {
-		struct ix_node *n = &msg->nodes[k];
-		struct spool_index_queue *q = &idx->doms[n->dom];
-		list_append(&q->nodes, &n->link);
-		q->msgs++;
-		q->rcpts += n->pending;
-		q->bytes += msg->body_len;
-	}
-	mtab_put(idx, msg);
-	idx->mcount++;
-	/* Record order: the write path and recovery both index records in
-	 * file order, so appending keeps the list sorted by offset. */
-	list_append(&seg->msgs, &msg->slink);
-	if (m->time_us > seg->newest_us)
-		seg->newest_us = m->time_us;
-	seg->live_msgs++;
-	seg->live_bytes += m->rec_len;
-	idx->t.live_bytes += m->rec_len;
-	idx->t.messages++;
-	idx->t.recipients += m->nrcpt;
+	add_msg_layout(idx, msg);
+	add_msg_link(idx, seg, msg);
 	return 0;
 fail:
-	/* Domains created for this message and left empty go again. */
-	for (uint32_t i = 0; i < idx->ndoms; i++) {
-		struct spool_index_queue *q = &idx->doms[i];
-		if (q->used && q->stamp == idx->stamp && q->msgs == 0)
-			dom_drop(idx, i);
-	}
-	return ret;
+	add_msg_undo_domains(idx);
+	return -ENOMEM;
 }
 
 static void msg_free(struct spool_index *idx, struct ix_msg *msg)
 {
 	ix_release(idx, msg, msg_size(msg->ndom, msg->nrcpt));
+}
+
+/* The message's last pending recipient is done: forget it and free it. */
+static void msg_finish(struct spool_index *idx, struct ix_mslot *slot,
+		struct ix_seg *mseg)
+{
+	struct ix_msg *msg = slot->m;
+
+	if (msg->stale != IX_NONE) {
+		/* Finished before compaction copied it again: the stale copy
+		 * must go before this segment does, or a start without this
+		 * copy would find the stale one first (see dup_copy). Never
+		 * fails to pin: holding mseg a little longer than needed is
+		 * the worst. */
+		struct ix_seg *st_seg = seg_get(idx, msg->stale);
+		if (st_seg != NULL && seg_pin(idx, st_seg, mseg) < 0)
+			log_err("spool index: message %llx: cannot pin "
+					"segment %u for its stale copy",
+					(unsigned long long)msg->msgid, mseg->id);
+		idx->nstale--;
+	}
+	mtab_del(idx, slot);
+	list_unlink(&mseg->msgs, &msg->slink);
+	mseg->live_msgs--;
+	mseg->live_bytes -= msg->rec_len;
+	idx->t.live_bytes -= msg->rec_len;
+	idx->t.messages--;
+	msg_free(idx, msg);
+	seg_check_dead(idx, mseg);
 }
 
 int spool_index_done(struct spool_index *idx, uint64_t msgid,
@@ -785,29 +847,9 @@ int spool_index_done(struct spool_index *idx, uint64_t msgid,
 			dom_drop(idx, n->dom);
 	}
 	if (msg->pending == 0) {
-		if (msg->stale != IX_NONE) {
-			/* Finished before compaction copied it again: the
-			 * stale copy must go before this segment does, or a
-			 * start without this copy would find the stale one
-			 * first (see dup_copy). Never fails to pin: holding
-			 * mseg a little longer than needed is the worst. */
-			struct ix_seg *st_seg = seg_get(idx, msg->stale);
-			if (st_seg != NULL && seg_pin(idx, st_seg, mseg) < 0)
-				log_err("spool index: message %llx: cannot pin "
-						"segment %u for its stale copy",
-						(unsigned long long)msgid, mseg->id);
-			idx->nstale--;
-		}
-		mtab_del(idx, slot);
-		list_unlink(&mseg->msgs, &msg->slink);
-		mseg->live_msgs--;
-		mseg->live_bytes -= msg->rec_len;
-		idx->t.live_bytes -= msg->rec_len;
-		idx->t.messages--;
-		msg_free(idx, msg);
+		msg_finish(idx, slot, mseg);
 		if (msg_finished != NULL)
 			*msg_finished = 1;
-		seg_check_dead(idx, mseg);
 	}
 	return 0;
 }
