@@ -2,11 +2,12 @@
 /*
  * domtab: domain rows, a mutable builder and immutable tables (domtab.h).
  *
- * The builder is a linear-probing hash map of individually allocated rows
- * (put/del are O(1), so the control thread applies one pub/sub event without
- * touching the rest). A built table is three allocations: the slot array
- * (sized to at most half full, so a miss ends within a couple of probes), the
- * row array and one arena holding every string and CIDR list.
+ * The builder is a dense array of individually allocated rows indexed by
+ * name in a core/htab (put/del are O(1), so the control thread applies one
+ * pub/sub event without touching the rest). A built table is four
+ * allocations: its htab index (at most half full, so a miss ends within a
+ * couple of probes), the row array, the name lengths and one arena holding
+ * every string and CIDR list.
  */
 #include "admin/domtab.h"
 
@@ -16,23 +17,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/ascii.h"
 #include "core/epoch.h"
+#include "core/hash.h"
+#include "core/htab.h"
+#include "core/log.h"
 
-static const uint32_t FNV_OFFSET = 2166136261u, FNV_PRIME = 16777619u;
-
-static inline unsigned char lower(unsigned char c)
+/* FNV-1a over the lower-cased bytes of prefix then p: one name's hash
+ * whether it comes whole or as "*." + parent. */
+static uint32_t name_hash(const char *prefix, size_t pl, const char *p, size_t n)
 {
-	return c >= 'A' && c <= 'Z' ? (unsigned char)(c + 32) : c;
-}
-
-/* FNV-1a over the lower-cased bytes, continuing from h. */
-static uint32_t hash_more(uint32_t h, const char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		h ^= lower((unsigned char)p[i]);
-		h *= FNV_PRIME;
-	}
-	return h;
+	return hash_fnv32_lower(hash_fnv32_lower(HASH_FNV32_INIT, prefix, pl), p, n);
 }
 
 static size_t trim_dot(const char *p, size_t n)
@@ -48,10 +43,18 @@ static int name_eq(const char *stored, const char *prefix, size_t pl,
 		return 0;
 	stored += pl;
 	for (size_t i = 0; i < n; i++)
-		if (stored[i] != (char)lower((unsigned char)p[i]))
+		if (stored[i] != (char)ascii_lower((unsigned char)p[i]))
 			return 0;
 	return 1;
 }
+
+/* A looked-up name: prefix ("" or "*.") then p[0..n), any case. */
+struct name_key {
+	const char *prefix;
+	size_t pl;
+	const char *p;
+	size_t n;
+};
 
 /* ---- builder ------------------------------------------------------------ */
 
@@ -62,11 +65,15 @@ struct brow {
 	size_t extra;                /* bytes of strings + cidrs after the struct */
 };
 
+/* Rows are kept dense in rows[] (a delete moves the last row into the hole)
+ * and indexed by name in idx. */
 struct domtab_builder {
-	struct brow **slots;
-	size_t mask;
-	size_t count;
+	struct brow **rows;
+	uint32_t count, cap;
+	struct htab idx;
 };
+
+#define DOMTAB_BUILDER_MIN 64u
 
 struct domtab_builder *domtab_builder_new(void)
 {
@@ -74,12 +81,14 @@ struct domtab_builder *domtab_builder_new(void)
 
 	if (!b)
 		return NULL;
-	b->slots = calloc(64, sizeof(*b->slots));
-	if (!b->slots) {
+	htab_init(&b->idx);
+	b->rows = calloc(DOMTAB_BUILDER_MIN, sizeof(*b->rows));
+	if (!b->rows || htab_reserve(&b->idx, DOMTAB_BUILDER_MIN / 2)) {
+		free(b->rows);
 		free(b);
 		return NULL;
 	}
-	b->mask = 63;
+	b->cap = DOMTAB_BUILDER_MIN;
 	return b;
 }
 
@@ -87,45 +96,42 @@ struct domtab_builder *domtab_builder_free(struct domtab_builder *b)
 {
 	if (!b)
 		return NULL;
-	for (size_t i = 0; i <= b->mask; i++)
-		free(b->slots[i]);
-	free(b->slots);
+	for (uint32_t i = 0; i < b->count; i++)
+		free(b->rows[i]);
+	free(b->rows);
+	htab_fini(&b->idx);
 	free(b);
 	return NULL;
 }
 
-/* The slot holding name, or the empty slot where it would go. */
-static size_t bfind(const struct domtab_builder *b, const char *p, size_t n,
-		    uint32_t h)
+static int brow_eq(const void *ctx, uint32_t el, const void *key)
 {
-	for (size_t i = h & b->mask;; i = (i + 1) & b->mask) {
-		const struct brow *r = b->slots[i];
+	const struct brow *r = ((const struct domtab_builder *)ctx)->rows[el];
+	const struct name_key *k = key;
 
-		if (!r || (r->hash == h && r->len == n && name_eq(r->row.name, "", 0, p, n)))
-			return i;
-	}
+	return r->len == k->n && name_eq(r->row.name, "", 0, k->p, k->n);
+}
+
+/* The number of the row named p[0..n) (hash h), or HTAB_NONE. */
+static uint32_t bfind(const struct domtab_builder *b, const char *p, size_t n,
+		      uint32_t h)
+{
+	const struct name_key k = { "", 0, p, n };
+
+	return htab_find(&b->idx, h, brow_eq, b, &k);
 }
 
 static int bgrow(struct domtab_builder *b)
 {
-	size_t ncap = (b->mask + 1) * 2;
-	struct brow **ns = calloc(ncap, sizeof(*ns));
+	struct brow **nr;
 
-	if (!ns)
+	if (b->cap > UINT32_MAX / 2)
 		return -ENOMEM;
-	for (size_t i = 0; i <= b->mask; i++) {
-		struct brow *r = b->slots[i];
-		size_t j;
-
-		if (!r)
-			continue;
-		for (j = r->hash & (ncap - 1); ns[j]; j = (j + 1) & (ncap - 1))
-			;
-		ns[j] = r;
-	}
-	free(b->slots);
-	b->slots = ns;
-	b->mask = ncap - 1;
+	nr = realloc(b->rows, (size_t)b->cap * 2 * sizeof(*nr));
+	if (!nr)
+		return -ENOMEM;
+	b->rows = nr;
+	b->cap *= 2;
 	return 0;
 }
 
@@ -151,14 +157,16 @@ static char *opt_copy(char **dst, const char *s)
 int domtab_builder_put(struct domtab_builder *b, const struct domtab_row *row)
 {
 	size_t n = row->name ? trim_dot(row->name, strlen(row->name)) : 0;
-	size_t extra, i;
-	uint32_t h;
+	size_t extra;
+	uint32_t h, i;
 	struct brow *r;
 	char *p;
 
 	if (n == 0 || n > DOMTAB_NAME_MAX || row->netrn_from > DOMTAB_CIDR_MAX)
 		return -EINVAL;
-	if ((b->count + 1) * 2 > b->mask + 1 && bgrow(b))
+	if (b->count == b->cap && bgrow(b))
+		return -ENOMEM;
+	if (htab_reserve(&b->idx, b->count + 1))
 		return -ENOMEM;
 	extra = row->netrn_from * sizeof(struct domtab_cidr) + n + 1 +
 		opt_len(row->queue) + opt_len(row->dest) + opt_len(row->owner);
@@ -175,51 +183,49 @@ int domtab_builder_put(struct domtab_builder *b, const struct domtab_row *row)
 	} else {
 		r->row.etrn_from = NULL;
 	}
-	for (size_t k = 0; k < n; k++)
-		p[k] = (char)lower((unsigned char)row->name[k]);
+	ascii_lower_copy(p, row->name, n);
 	p[n] = '\0';
 	r->row.name = p;
 	p += n + 1;
 	r->row.queue = opt_copy(&p, row->queue);
 	r->row.dest = opt_copy(&p, row->dest);
 	r->row.owner = opt_copy(&p, row->owner);
-	h = hash_more(FNV_OFFSET, row->name, n);
+	h = name_hash("", 0, row->name, n);
 	r->hash = h;
 	r->len = (uint32_t)n;
 	r->extra = extra;
 	i = bfind(b, row->name, n, h);
-	if (b->slots[i])
-		free(b->slots[i]);
-	else
-		b->count++;
-	b->slots[i] = r;
+	if (i != HTAB_NONE) {
+		free(b->rows[i]);
+		b->rows[i] = r;
+		return 0;
+	}
+	/* Cannot fail: room was reserved above. */
+	if (htab_insert(&b->idx, h, b->count))
+		panic("domtab builder: reserved slot vanished");
+	b->rows[b->count++] = r;
 	return 0;
 }
 
 int domtab_builder_del(struct domtab_builder *b, const char *name)
 {
 	size_t n = trim_dot(name, strlen(name));
-	size_t i, j;
+	uint32_t h, i, last;
 
 	if (n == 0 || n > DOMTAB_NAME_MAX)
 		return 0;
-	i = bfind(b, name, n, hash_more(FNV_OFFSET, name, n));
-	if (!b->slots[i])
+	h = name_hash("", 0, name, n);
+	i = bfind(b, name, n, h);
+	if (i == HTAB_NONE)
 		return 0;
-	free(b->slots[i]);
-	b->slots[i] = NULL;
-	b->count--;
-	/* Backward-shift deletion: move later members of the probe run into
-	 * the hole when their home slot does not lie between hole and them. */
-	for (j = (i + 1) & b->mask; b->slots[j]; j = (j + 1) & b->mask) {
-		size_t home = b->slots[j]->hash & b->mask;
-
-		if (((j - home) & b->mask) >= ((j - i) & b->mask)) {
-			b->slots[i] = b->slots[j];
-			b->slots[j] = NULL;
-			i = j;
-		}
+	htab_remove(&b->idx, h, i);
+	free(b->rows[i]);
+	last = --b->count;
+	if (i != last) {
+		b->rows[i] = b->rows[last];
+		htab_renumber(&b->idx, b->rows[i]->hash, last, i);
 	}
+	b->rows[last] = NULL;
 	return 1;
 }
 
@@ -227,12 +233,12 @@ const struct domtab_row *domtab_builder_get(const struct domtab_builder *b,
 					    const char *name)
 {
 	size_t n = trim_dot(name, strlen(name));
-	const struct brow *r;
+	uint32_t i;
 
 	if (n == 0 || n > DOMTAB_NAME_MAX)
 		return NULL;
-	r = b->slots[bfind(b, name, n, hash_more(FNV_OFFSET, name, n))];
-	return r ? &r->row : NULL;
+	i = bfind(b, name, n, name_hash("", 0, name, n));
+	return i != HTAB_NONE ? &b->rows[i]->row : NULL;
 }
 
 size_t domtab_builder_count(const struct domtab_builder *b)
@@ -242,14 +248,8 @@ size_t domtab_builder_count(const struct domtab_builder *b)
 
 /* ---- immutable table ------------------------------------------------------ */
 
-struct domtab_slot {
-	uint32_t hash;
-	uint32_t row;                /* index + 1; 0 marks an empty slot */
-};
-
 struct domtab {
-	struct domtab_slot *slots;
-	size_t mask;
+	struct htab idx;             /* name -> row number */
 	size_t count;
 	size_t nwild;                /* rows named "*.something" */
 	struct domtab_row *rows;
@@ -261,7 +261,7 @@ struct domtab *domtab_free(struct domtab *t)
 {
 	if (!t)
 		return NULL;
-	free(t->slots);
+	htab_fini(&t->idx);
 	free(t->rows);
 	free(t->lens);
 	free(t->arena);
@@ -272,7 +272,6 @@ struct domtab *domtab_free(struct domtab *t)
 static void tput(struct domtab *t, const struct brow *br, char **arena)
 {
 	struct domtab_row *row = &t->rows[t->count];
-	size_t i;
 
 	*row = br->row;
 	/* One copy of the row's whole tail, then rebase its pointers. */
@@ -288,37 +287,32 @@ static void tput(struct domtab *t, const struct brow *br, char **arena)
 	t->lens[t->count] = br->len;
 	if (br->len > 2 && row->name[0] == '*' && row->name[1] == '.')
 		t->nwild++;
-	for (i = br->hash & t->mask; t->slots[i].row; i = (i + 1) & t->mask)
-		;
-	t->slots[i].hash = br->hash;
-	t->slots[i].row = (uint32_t)++t->count;
+	/* Cannot fail: domtab_build() reserved room for every row. */
+	if (htab_insert(&t->idx, br->hash, (uint32_t)t->count))
+		panic("domtab: reserved slot vanished");
+	t->count++;
 }
 
 struct domtab *domtab_build(const struct domtab_builder *b)
 {
 	struct domtab *t = calloc(1, sizeof(*t));
-	size_t cap = 8, total = 0;
+	size_t total = 0;
 	char *arena;
 
 	if (!t)
 		return NULL;
-	while (cap < b->count * 2)
-		cap *= 2;
-	for (size_t i = 0; i <= b->mask; i++)
-		if (b->slots[i])
-			total += (b->slots[i]->extra + 7) & ~(size_t)7;
-	t->slots = calloc(cap, sizeof(*t->slots));
+	htab_init(&t->idx);
+	for (uint32_t i = 0; i < b->count; i++)
+		total += (b->rows[i]->extra + 7) & ~(size_t)7;
 	t->rows = malloc((b->count ? b->count : 1) * sizeof(*t->rows));
 	t->lens = malloc((b->count ? b->count : 1) * sizeof(*t->lens));
 	/* aligned for the CIDR arrays at the start of each row's tail */
 	t->arena = aligned_alloc(8, total ? total : 8);
-	if (!t->slots || !t->rows || !t->lens || !t->arena)
+	if (!t->rows || !t->lens || !t->arena || htab_reserve(&t->idx, b->count))
 		return domtab_free(t);
-	t->mask = cap - 1;
 	arena = t->arena;
-	for (size_t i = 0; i <= b->mask; i++)
-		if (b->slots[i])
-			tput(t, b->slots[i], &arena);
+	for (uint32_t i = 0; i < b->count; i++)
+		tput(t, b->rows[i], &arena);
 	return t;
 }
 
@@ -342,22 +336,22 @@ out:
 	return t;
 }
 
+static int trow_eq(const void *ctx, uint32_t el, const void *key)
+{
+	const struct domtab *t = ctx;
+	const struct name_key *k = key;
+
+	return t->lens[el] == k->pl + k->n &&
+		name_eq(t->rows[el].name, k->prefix, k->pl, k->p, k->n);
+}
+
 static const struct domtab_row *tfind(const struct domtab *t, const char *prefix,
 				      size_t pl, const char *p, size_t n)
 {
-	uint32_t h = hash_more(hash_more(FNV_OFFSET, prefix, pl), p, n);
+	const struct name_key k = { prefix, pl, p, n };
+	uint32_t r = htab_find(&t->idx, name_hash(prefix, pl, p, n), trow_eq, t, &k);
 
-	for (size_t i = h & t->mask;; i = (i + 1) & t->mask) {
-		const struct domtab_slot *s = &t->slots[i];
-		uint32_t r;
-
-		if (!s->row)
-			return NULL;
-		r = s->row - 1;
-		if (s->hash == h && t->lens[r] == pl + n &&
-		    name_eq(t->rows[r].name, prefix, pl, p, n))
-			return &t->rows[r];
-	}
+	return r != HTAB_NONE ? &t->rows[r] : NULL;
 }
 
 const struct domtab_row *domtab_find(const struct domtab *t, const char *domain,

@@ -32,6 +32,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/ascii.h"
+#include "core/hash.h"
+#include "core/htab.h"
+
 #define EB_RING_SQ 4096u
 #define EB_RING_CQ 65536u
 #define EB_CONNS_MAX 65536u          /* connection slots */
@@ -195,8 +199,7 @@ static struct {
 	uint64_t t_first_etrn_sent, t_first_etrn_reply, t_last_etrn_reply;
 	struct eb_lat etrn_lat;
 	uint64_t etrn_code[1000];
-	uint32_t *dom_hash;          /* open addressing: domain index + 1 */
-	size_t dom_hash_cap;
+	struct htab dom_idx;         /* domain name -> index into domains */
 	/* sink */
 	uint64_t s_msgs, s_rcpts, s_bytes, s_conns, s_ok_sum, s_bad_sum,
 		 s_no_sum, s_proto;
@@ -240,16 +243,6 @@ static void *eb_xalloc(size_t n)
 	return p;
 }
 
-/* FNV-1a, 64 bits: the body checksum of the X-Etrnbench header. */
-static uint64_t eb_fnv(uint64_t h, const char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		h ^= (unsigned char)p[i];
-		h *= 0x100000001b3ull;
-	}
-	return h;
-}
-#define EB_FNV_INIT 0xcbf29ce484222325ull
 
 static uint64_t eb_mix(uint64_t x)
 {
@@ -751,7 +744,7 @@ static uint64_t eb_body_sum(unsigned si, unsigned rot, const char *body,
 		size_t blen)
 {
 	if (!G.sum_ok[si][rot]) {
-		G.sums[si][rot] = eb_fnv(EB_FNV_INIT, body, blen);
+		G.sums[si][rot] = hash_fnv64(HASH_FNV64_INIT, body, blen);
 		G.sum_ok[si][rot] = 1;
 	}
 	return G.sums[si][rot];
@@ -1012,7 +1005,7 @@ static void eb_client_data(struct eb_conn *c)
 			break;
 		}
 		if (c->qn > 0 && c->q[c->qh].kind == X_EHLO && n >= 14 &&
-		    strncasecmp(s + 4, "PIPELINING", 10) == 0 &&
+		    ascii_eq_n(s + 4, "PIPELINING", 10) &&
 		    (n == 14 || s[14] == ' '))
 			c->pipelining = 1;
 		if (n > 3 && s[3] == '-')
@@ -1108,50 +1101,52 @@ static void eb_session_closed(enum eb_kind k, uint32_t sess, int banner,
 
 /* ---- sink ------------------------------------------------------------- */
 
+/* Sink-side domain index (core/htab): domain name -> G.domains index. */
+struct eb_dom_key {
+	const char *d;
+	size_t n;
+};
+
+static uint32_t eb_dom_hash(const char *d, size_t n)
+{
+	return hash_fin32(hash_fnv32_lower(HASH_FNV32_INIT, d, n));
+}
+
+static int eb_dom_eq(const void *ctx, uint32_t el, const void *key)
+{
+	const struct eb_dom_key *k = key;
+	const char *e = G.domains[el];
+
+	(void)ctx;
+	return ascii_eq_lit(k->d, k->n, e);
+}
+
+/* The domain's index + 1, 0 when it is not one of ours. */
 static uint32_t eb_dom_find(const char *d, size_t n)
 {
-	if (G.dom_hash == NULL || n == 0)
+	const struct eb_dom_key k = { d, n };
+	uint32_t v;
+
+	if (n == 0)
 		return 0;
-	uint64_t h = EB_FNV_INIT;
-	for (size_t i = 0; i < n; i++) {
-		h ^= (unsigned char)tolower((unsigned char)d[i]);
-		h *= 0x100000001b3ull;
-	}
-	for (size_t i = h & (G.dom_hash_cap - 1);; i = (i + 1) & (G.dom_hash_cap - 1)) {
-		uint32_t v = G.dom_hash[i];
-		if (v == 0)
-			return 0;
-		const char *e = G.domains[v - 1];
-		if (strncasecmp(e, d, n) == 0 && e[n] == '\0')
-			return v;
-	}
+	v = htab_find(&G.dom_idx, eb_dom_hash(d, n), eb_dom_eq, NULL, &k);
+	return v == HTAB_NONE ? 0 : v + 1;
 }
 
 static void eb_dom_index(void)
 {
-	G.dom_hash_cap = 16;
-	while (G.dom_hash_cap < (size_t)G.ndomains * 2)
-		G.dom_hash_cap *= 2;
-	G.dom_hash = eb_xalloc(G.dom_hash_cap * sizeof *G.dom_hash);
-	for (uint32_t k = 0; k < G.ndomains; k++) {
-		const char *d = G.domains[k];
-		uint64_t h = EB_FNV_INIT;
-		for (size_t i = 0; d[i]; i++) {
-			h ^= (unsigned char)tolower((unsigned char)d[i]);
-			h *= 0x100000001b3ull;
-		}
-		size_t i = h & (G.dom_hash_cap - 1);
-		while (G.dom_hash[i] != 0)
-			i = (i + 1) & (G.dom_hash_cap - 1);
-		G.dom_hash[i] = k + 1;
-	}
+	if (htab_reserve(&G.dom_idx, G.ndomains) < 0)
+		eb_die("out of memory (domain index)");
+	for (uint32_t k = 0; k < G.ndomains; k++)
+		if (htab_insert(&G.dom_idx, eb_dom_hash(G.domains[k], strlen(G.domains[k])), k) < 0)
+			eb_die("out of memory (domain index)");
 }
 
 /* A header line of a message in DATA (bounded, without CRLF). */
 static void eb_sink_header(struct eb_conn *c)
 {
 	static const char key[] = "X-Etrnbench:";
-	if (c->hlen > sizeof key && strncasecmp(c->hline, key, sizeof key - 1) == 0) {
+	if (c->hlen > sizeof key && ascii_eq_n(c->hline, key, sizeof key - 1)) {
 		char *s = strstr(c->hline, "sum=");
 		if (s != NULL) {
 			char *e;
@@ -1230,7 +1225,7 @@ static size_t eb_sink_data(struct eb_conn *c, const char *p, size_t n)
 			}
 			/* ".\r" then something else: "\r" was data. */
 			if (!c->hdr_phase)
-				c->sum = eb_fnv(c->sum, "\r", 1);
+				c->sum = hash_fnv64(c->sum, "\r", 1);
 			c->msg_bytes++;
 			c->ds = DS_MID;
 			continue;
@@ -1251,7 +1246,7 @@ static size_t eb_sink_data(struct eb_conn *c, const char *p, size_t n)
 					eb_sink_header(c);
 				}
 			} else if (G.verify) {
-				c->sum = eb_fnv(c->sum, p + i, k);
+				c->sum = hash_fnv64(c->sum, p + i, k);
 			}
 			c->msg_bytes += k;
 			i = end;
@@ -1268,18 +1263,18 @@ static void eb_sink_cmd(struct eb_conn *c, char *s, size_t n)
 {
 	char verb[5] = { 0 };
 	for (size_t i = 0; i < 4 && i < n; i++)
-		verb[i] = (char)toupper((unsigned char)s[i]);
-	if (strcmp(verb, "EHLO") == 0) {
+		verb[i] = (char)ascii_lower((unsigned char)s[i]);
+	if (strcmp(verb, "ehlo") == 0) {
 		eb_outs(c, "250-sink.etrnbench.test\r\n250-PIPELINING\r\n"
 				"250-8BITMIME\r\n250-SMTPUTF8\r\n"
 				"250-ENHANCEDSTATUSCODES\r\n250 SIZE 104857600\r\n");
-	} else if (strcmp(verb, "HELO") == 0) {
+	} else if (strcmp(verb, "helo") == 0) {
 		eb_outs(c, "250 sink.etrnbench.test\r\n");
-	} else if (strcmp(verb, "MAIL") == 0) {
+	} else if (strcmp(verb, "mail") == 0) {
 		c->rcpts = 0;
 		c->rcpt_dom = 0;
 		eb_outs(c, "250 2.1.0 Ok\r\n");
-	} else if (strcmp(verb, "RCPT") == 0) {
+	} else if (strcmp(verb, "rcpt") == 0) {
 		c->rcpts++;
 		G.s_rcpts++;
 		char *at = memchr(s, '@', n);
@@ -1292,7 +1287,7 @@ static void eb_sink_cmd(struct eb_conn *c, char *s, size_t n)
 			}
 		}
 		eb_outs(c, "250 2.1.5 Ok\r\n");
-	} else if (strcmp(verb, "DATA") == 0) {
+	} else if (strcmp(verb, "data") == 0) {
 		if (c->rcpts == 0) {
 			eb_outs(c, "554 5.5.1 Error: no valid recipients\r\n");
 			return;
@@ -1300,14 +1295,14 @@ static void eb_sink_cmd(struct eb_conn *c, char *s, size_t n)
 		c->in_data = 1;
 		c->hdr_phase = 1;
 		c->ds = DS_BOL;
-		c->sum = EB_FNV_INIT;
+		c->sum = HASH_FNV64_INIT;
 		c->have_sum = 0;
 		c->hlen = 0;
 		c->msg_bytes = 0;
 		eb_outs(c, "354 End data with <CR><LF>.<CR><LF>\r\n");
-	} else if (strcmp(verb, "RSET") == 0 || strcmp(verb, "NOOP") == 0) {
+	} else if (strcmp(verb, "rset") == 0 || strcmp(verb, "noop") == 0) {
 		eb_outs(c, "250 2.0.0 Ok\r\n");
-	} else if (strcmp(verb, "QUIT") == 0) {
+	} else if (strcmp(verb, "quit") == 0) {
 		eb_outs(c, "221 2.0.0 Bye\r\n");
 		c->quit_after = 1; /* close once the reply is sent */
 	} else {

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "core/datefmt.h"
+#include "core/hash.h"
 #include "core/log.h"
 #include "proto/qid.h"
 
@@ -420,16 +421,6 @@ static size_t dsn_token(char *dst, size_t n, const char *s)
 	return len;
 }
 
-/* FNV-1a 64 of the returned original. */
-static uint64_t dsn_hash(const char *p, size_t n, uint64_t h)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		h = (h ^ (unsigned char)p[i]) * 0x100000001b3ull;
-	return h;
-}
-
 /* splitmix64 finish, so consecutive attempts differ in all bits. */
 static uint64_t dsn_mix(uint64_t x)
 {
@@ -447,7 +438,7 @@ static uint64_t dsn_mix(uint64_t x)
 static int dsn_boundary(char *dst, size_t n, const char *seed, const char *mta,
 		const char *p, size_t len)
 {
-	uint64_t h = dsn_hash(p, len, 0xcbf29ce484222325ull);
+	uint64_t h = hash_fnv64(HASH_FNV64_INIT, p, len); /* of the returned original */
 	char host[DSN_BOUNDARY_MAX + 1];
 	unsigned attempt;
 	int r;
@@ -683,6 +674,34 @@ static void dsn_report(struct dsn_w *w, const struct dsn_input *in,
 	}
 }
 
+/* The RFC 5322 header section and the MIME preamble; Auto-Submitted per
+ * RFC 3834 5. */
+static void dsn_headers(struct dsn_w *w, const struct dsn_input *in, const char *now,
+		const char *seed, const char *bnd, int failed, int eight)
+{
+	dsn_t_printf(w, "Date: %s", now);
+	dsn_t_flush(w, DSN_FOLD_SOFT);
+	dsn_t_printf(w, "From: Mail Delivery System <%s>", in->postmaster);
+	dsn_t_flush(w, DSN_FOLD_SOFT);
+	dsn_t_puts(w, "To: <");
+	dsn_t_text(w, in->sender, in->sender_len, DSN_ADDR_MAX);
+	dsn_t_puts(w, ">");
+	dsn_t_flush(w, DSN_FOLD_SOFT);
+	dsn_line(w, failed ? "Subject: Undelivered Mail Returned to Sender" :
+			"Subject: Delayed Mail (still being retried)");
+	dsn_t_printf(w, "Message-ID: <%s@%s>", seed, in->reporting_mta);
+	dsn_t_flush(w, DSN_FOLD_SOFT);
+	dsn_line(w, "Auto-Submitted: auto-replied");
+	dsn_line(w, "MIME-Version: 1.0");
+	dsn_t_printf(w, "Content-Type: multipart/report; report-type=delivery-status; "
+			"boundary=\"%s\"", bnd);
+	dsn_t_flush(w, DSN_FOLD_SOFT);
+	if (eight)
+		dsn_line(w, "Content-Transfer-Encoding: 8bit");
+	dsn_line(w, "");
+	dsn_line(w, "This is a MIME-encapsulated message.");
+}
+
 int dsn_build(const struct dsn_input *in, struct buf *out, unsigned *flags)
 {
 	char seed[DSN_SEED_MAX + 1], bnd[DSN_BOUNDARY_MAX + 1];
@@ -713,28 +732,7 @@ int dsn_build(const struct dsn_input *in, struct buf *out, unsigned *flags)
 		return r;
 	dsn_duration(held, sizeof(held), in->arrival, in->now);
 
-	/* RFC 5322 header section; Auto-Submitted per RFC 3834 5. */
-	dsn_t_printf(&w, "Date: %s", now);
-	dsn_t_flush(&w, DSN_FOLD_SOFT);
-	dsn_t_printf(&w, "From: Mail Delivery System <%s>", in->postmaster);
-	dsn_t_flush(&w, DSN_FOLD_SOFT);
-	dsn_t_puts(&w, "To: <");
-	dsn_t_text(&w, in->sender, in->sender_len, DSN_ADDR_MAX);
-	dsn_t_puts(&w, ">");
-	dsn_t_flush(&w, DSN_FOLD_SOFT);
-	dsn_line(&w, failed ? "Subject: Undelivered Mail Returned to Sender" :
-			"Subject: Delayed Mail (still being retried)");
-	dsn_t_printf(&w, "Message-ID: <%s@%s>", seed, in->reporting_mta);
-	dsn_t_flush(&w, DSN_FOLD_SOFT);
-	dsn_line(&w, "Auto-Submitted: auto-replied");
-	dsn_line(&w, "MIME-Version: 1.0");
-	dsn_t_printf(&w, "Content-Type: multipart/report; report-type=delivery-status; "
-			"boundary=\"%s\"", bnd);
-	dsn_t_flush(&w, DSN_FOLD_SOFT);
-	if (eight)
-		dsn_line(&w, "Content-Transfer-Encoding: 8bit");
-	dsn_line(&w, "");
-	dsn_line(&w, "This is a MIME-encapsulated message.");
+	dsn_headers(&w, in, now, seed, bnd, failed, eight);
 
 	/* RFC 6522 3: the human part, the machine part, the returned content.
 	 * Each part ends with an empty line: the CRLF before "--" belongs to

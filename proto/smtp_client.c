@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/linereader.h"
 #include "core/log.h"
 #include "proto/smtp_parse.h"
 
@@ -119,8 +120,8 @@ struct smtp_client {
 	int has_close_reason;
 	char close_text[SMTP_CLIENT_TEXT_MAX];
 	char peer[SMTPC_PEER_MAX];
-	size_t line_len;              /* partial reply line in line[] */
-	char line[];                  /* conf->reply_line_max octets */
+	struct linereader lr;         /* reply lines, into line[] */
+	char line[];                  /* conf->reply_line_max octets, lr's buffer */
 };
 
 static void smtp_client_enter_state(struct smtp_client *c, enum smtp_client_state s)
@@ -278,7 +279,7 @@ static enum smtp_client_event smtp_client_fail(struct smtp_client *c, int code,
 			log_printable(logtext, sizeof(logtext), text, len));
 	smtp_client_set_close_reason(c, code, enh, text, len, local);
 	smtp_client_enter_state(c, SMTP_CLIENT_STATE_CLOSED);
-	c->line_len = 0;
+	linereader_reset(&c->lr);
 	c->reply.code = 0;
 	if (!c->in_msg)
 		return SMTP_CLIENT_EV_CLOSE;
@@ -707,40 +708,28 @@ static enum smtp_client_event smtp_client_line(struct smtp_client *c,
 
 /* Take input up to and including one LF (or all of it without one). The
  * line never needs more than reply_line_max octets: a line that cannot end
- * within it is a protocol error at once, before it is all buffered. */
+ * within it is a protocol error at once, before it is all buffered. A bare
+ * LF ends a line as Postfix's client tolerates; NUL and bare CR reach the
+ * reply text as '?' (smtp_client_add_text). */
 static size_t smtp_client_line_feed(struct smtp_client *c, const char *p, size_t n,
 		struct buf *out, enum smtp_client_event *ev)
 {
-	const size_t max = c->conf->reply_line_max;
-	const char *nl = memchr(p, '\n', n);
-	size_t take = nl ? (size_t)(nl - p) + 1 : n;
-	const char *line;
-	size_t len;
+	struct linereader_line ln;
+	size_t used = linereader_feed(&c->lr, p, n, &ln);
 
-	*ev = SMTP_CLIENT_EV_NEED_INPUT;
-	if (take > max - c->line_len || (nl == NULL && take == max - c->line_len)) {
+	switch (ln.status) {
+	case LINEREADER_LINE:
+		*ev = smtp_client_line(c, ln.p, ln.len, out);
+		break;
+	case LINEREADER_OVERLONG:
+	case LINEREADER_OVERLONG_END:
 		*ev = smtp_client_protocol_error(c, "reply line too long");
-		return take;
+		break;
+	default:
+		*ev = SMTP_CLIENT_EV_NEED_INPUT;
+		break;
 	}
-	if (nl == NULL) {
-		memcpy(c->line + c->line_len, p, n);
-		c->line_len += n;
-		return n;
-	}
-	len = take - 1;
-	if (c->line_len == 0) {
-		line = p; /* the whole line is in the input: no copy */
-	} else {
-		memcpy(c->line + c->line_len, p, len);
-		len += c->line_len;
-		line = c->line;
-		c->line_len = 0;
-	}
-	/* CRLF, or a bare LF as Postfix's client tolerates. */
-	if (len > 0 && line[len - 1] == '\r')
-		len--;
-	*ev = smtp_client_line(c, line, len, out);
-	return take;
+	return used;
 }
 
 /* ---- public ----------------------------------------------------------- */
@@ -759,6 +748,7 @@ struct smtp_client *smtp_client_new(const struct smtp_client_conf *conf, const c
 		return NULL;
 	c->conf = conf;
 	c->state = SMTP_CLIENT_STATE_GREETING;
+	linereader_init(&c->lr, c->line, conf->reply_line_max);
 	for (i = 0; peer && peer[i] && i < sizeof(c->peer) - 1; i++) {
 		unsigned char ch = (unsigned char)peer[i];
 

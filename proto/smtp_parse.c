@@ -9,20 +9,11 @@
 
 #include <string.h>
 
-static int lower(int c)
-{
-	return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
-}
+#include "core/ascii.h"
 
 int smtp_parse_token_eq(const char *s, size_t n, const char *lit)
 {
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		if (lit[i] == '\0' || lower((unsigned char)s[i]) != lower((unsigned char)lit[i]))
-			return 0;
-	}
-	return lit[i] == '\0';
+	return ascii_eq_lit(s, n, lit);
 }
 
 size_t smtp_parse_verb(const char *line, size_t n, const char **arg,
@@ -294,12 +285,11 @@ int smtp_parse_param(const char *s, size_t n, size_t *off, struct smtp_param *p)
 
 void smtp_parse_normalize_domain(struct smtp_path *path)
 {
-	size_t i;
-
-	if (path->flags & (SMTP_PATH_NULL | SMTP_PATH_LITERAL | SMTP_PATH_NO_DOMAIN))
+	if (path->flags & (SMTP_PATH_NULL | SMTP_PATH_LITERAL | SMTP_PATH_NO_DOMAIN) ||
+	    path->domain_off >= path->len)
 		return;
-	for (i = path->domain_off; i < path->len; i++)
-		path->addr[i] = (char)lower((unsigned char)path->addr[i]);
+	ascii_lower_copy(path->addr + path->domain_off, path->addr + path->domain_off,
+			path->len - path->domain_off);
 	if (path->len > path->domain_off + 1 && path->addr[path->len - 1] == '.') {
 		path->len--;
 		path->addr[path->len] = '\0';

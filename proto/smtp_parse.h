@@ -64,7 +64,8 @@ int smtp_parse_path_arg(const char *s, size_t n, const char *kw,
 int smtp_parse_param(const char *s, size_t n, size_t *off,
 		struct smtp_param *p);
 
-/* Case-insensitive compare of a length-counted token with a C string. */
+/* Case-insensitive compare of a length-counted token with a C string: the
+ * same as core/ascii.h's ascii_eq_lit(), which new code should call. */
 int smtp_parse_token_eq(const char *s, size_t n, const char *lit);
 
 /* Lower-case the (ASCII) domain of path in place and remove one trailing

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/datefmt.h"
+#include "core/linereader.h"
 #include "core/log.h"
 #include "proto/smtp_parse.h"
 
@@ -94,13 +95,12 @@ struct smtp_session {
 	enum smtp_state state;
 	unsigned errors;     /* against limits.max_errors */
 	int esmtp;           /* EHLO (1) or HELO (0) */
-	int discarding;      /* command line went past command_max: drop to LF */
 	int out_failed;      /* a reply could not be appended: close */
-	size_t line_len;     /* partial command line in line[] */
+	struct linereader lr; /* command lines, into line[] */
 	char client_addr[SMTP_CLIENT_MAX];
 	char helo[SMTP_HELO_MAX + 1];
 	struct smtp_tx tx;
-	char line[];         /* limits.command_max octets */
+	char line[];         /* limits.command_max octets, lr's buffer */
 };
 
 /* A parsed command, handed from check to proceed. */
@@ -709,9 +709,14 @@ static const struct smtp_cmd smtp_cmds[] = {
 	{ "USER", smtp_check_close, NULL, SMTP_CMDF_CLOSE },
 };
 
-/* One complete command line, CRLF (or bare LF) already removed. */
-static void smtp_command(struct smtp_session *s, const char *line, size_t n, struct buf *out)
+/* One complete command line, CRLF (or bare LF, which Postfix also accepts
+ * on command lines) already removed. A bare CR stays in the line: the
+ * parser refuses what it breaks. */
+static void smtp_command(struct smtp_session *s, const struct linereader_line *ln,
+		struct buf *out)
 {
+	const char *line = ln->p;
+	size_t n = ln->len;
 	char logtext[SMTP_LOG_TEXT];
 	const struct smtp_cmd *cmd = NULL;
 	struct smtp_cmd_ctx c;
@@ -721,7 +726,7 @@ static void smtp_command(struct smtp_session *s, const char *line, size_t n, str
 	if (log_enabled(LOGL_DEBUG))
 		log_debug("smtp %s: < %s", s->client_addr,
 				log_printable(logtext, sizeof(logtext), line, n));
-	if (memchr(line, '\0', n) != NULL) {
+	if (ln->flags & LINEREADER_F_NUL) {
 		smtp_reply(s, out, "500 5.5.2 Error: NUL character in command");
 		smtp_count_error(s);
 		goto done;
@@ -766,51 +771,19 @@ static void smtp_line_too_long(struct smtp_session *s, struct buf *out)
 
 /* Command mode: take input up to and including one LF (or all of it when
  * there is none). Returns the octets consumed. A line never needs more than
- * command_max octets of buffer: when it passes the limit the rest of it is
- * dropped as it arrives, and the 500 goes out when its LF does. */
+ * command_max octets of buffer: once it passes the limit the rest of it is
+ * dropped as it arrives, and the 500 goes out when its LF does (so the
+ * client reads it in step with its commands). */
 static size_t smtp_line_feed(struct smtp_session *s, const char *p, size_t n, struct buf *out)
 {
-	const size_t max = s->conf->limits.command_max;
-	const char *nl = memchr(p, '\n', n);
-	size_t take = nl ? (size_t)(nl - p) + 1 : n;
-	const char *line;
-	size_t len;
+	struct linereader_line ln;
+	size_t used = linereader_feed(&s->lr, p, n, &ln);
 
-	if (s->discarding) {
-		if (nl == NULL)
-			return n;
-		s->discarding = 0;
+	if (ln.status == LINEREADER_LINE)
+		smtp_command(s, &ln, out);
+	else if (ln.status == LINEREADER_OVERLONG_END)
 		smtp_line_too_long(s, out);
-		return take;
-	}
-	if (take > max - s->line_len) {
-		s->line_len = 0;
-		if (nl == NULL) {
-			s->discarding = 1;
-			return n;
-		}
-		smtp_line_too_long(s, out);
-		return take;
-	}
-	if (nl == NULL) {
-		memcpy(s->line + s->line_len, p, n);
-		s->line_len += n;
-		return n;
-	}
-	len = take - 1;
-	if (s->line_len == 0) {
-		line = p; /* the whole line is in the input: no copy */
-	} else {
-		memcpy(s->line + s->line_len, p, len);
-		len += s->line_len;
-		line = s->line;
-		s->line_len = 0;
-	}
-	/* CRLF, or a bare LF like Postfix accepts on command lines. */
-	if (len > 0 && line[len - 1] == '\r')
-		len--;
-	smtp_command(s, line, len, out);
-	return take;
+	return used;
 }
 
 /* ---- DATA ------------------------------------------------------------- */
@@ -885,6 +858,184 @@ static void smtp_data_end(struct smtp_session *s, struct buf *out)
 	smtp_enter_state(s, SMTP_STATE_READY);
 }
 
+/* One DATA feed in progress. */
+struct smtp_data_in {
+	const char *p;
+	size_t n;
+	size_t i;             /* next octet to look at */
+	size_t run;           /* p[run .. i) is still to be stored */
+	const char *zscan;    /* NUL search done up to here ... */
+	const char *znext;    /* ... and this is the first NUL found */
+};
+
+/* Store the pending run up to the octet under the cursor. */
+static void smtp_data_flush(struct smtp_tx *tx, struct smtp_data_in *in)
+{
+	smtp_data_store(tx, in->p + in->run, in->i - in->run);
+	in->run = in->i;
+}
+
+/* A line ended (crlf: by a real CRLF); the next octet starts a new one. */
+static void smtp_data_next_line(struct smtp_tx *tx, int crlf)
+{
+	tx->prev_crlf = crlf;
+	tx->dstate = SMTP_DATA_BOL;
+}
+
+/* A bare LF at the cursor ends the line (RFC 5321 2.3.8): refused, or in
+ * normalize mode stored as eol (CRLF, or ".CRLF" to stuff a lone dot) and
+ * counted as that. */
+static void smtp_data_bare_lf(struct smtp_tx *tx, const struct smtp_limits *lim,
+		struct smtp_data_in *in, const char *eol, size_t len)
+{
+	if (!lim->bare_lf_normalize) {
+		tx->derr |= SMTP_DERR_BARE;
+	} else {
+		smtp_data_flush(tx, in);
+		smtp_data_store(tx, eol, len);
+		smtp_data_count(tx, lim, len);
+	}
+	in->run = ++in->i;
+	smtp_data_next_line(tx, 0);
+}
+
+static void smtp_data_bol(struct smtp_tx *tx, struct smtp_data_in *in)
+{
+	tx->line_len = 0;
+	if (in->p[in->i] == '.') {
+		/* The stuffing dot (or the final one) is stored tentatively and
+		 * not counted (RFC 5321 4.5.2). */
+		tx->dstate = SMTP_DATA_DOT;
+		in->i++;
+	} else {
+		tx->dstate = SMTP_DATA_TEXT;
+	}
+}
+
+static void smtp_data_dot(struct smtp_tx *tx, const struct smtp_limits *lim,
+		struct smtp_data_in *in)
+{
+	unsigned char ch = (unsigned char)in->p[in->i];
+
+	if (ch == '\r') {
+		tx->dstate = SMTP_DATA_DOT_CR;
+		in->i++;
+	} else if (ch == '\n') {
+		/* ".\n" is never the end of data; stored, it is stuffed */
+		smtp_data_bare_lf(tx, lim, in, ".\r\n", 3);
+	} else {
+		tx->dstate = SMTP_DATA_TEXT; /* stuffed line: keep the dot */
+	}
+}
+
+/* After ".\r". Returns 1 at the end of data (the LF consumed). */
+static int smtp_data_dot_cr(struct smtp_tx *tx, const struct smtp_limits *lim,
+		struct smtp_data_in *in)
+{
+	const int normalize = lim->bare_lf_normalize;
+
+	if (in->p[in->i] == '\n' && tx->prev_crlf) {
+		smtp_data_flush(tx, in);
+		smtp_data_retract(tx, 2);
+		in->i++;
+		return 1;
+	}
+	if (in->p[in->i] == '\n') {
+		/* "\n.\r\n": a "." line after a bare line end */
+		smtp_data_flush(tx, in);
+		if (normalize)
+			smtp_data_dot_line(tx, lim);
+		in->run = ++in->i;
+		smtp_data_next_line(tx, 1);
+	} else if (!normalize) {
+		tx->derr |= SMTP_DERR_BARE;
+		tx->dstate = SMTP_DATA_TEXT; /* the octet is looked at again */
+	} else {
+		smtp_data_flush(tx, in);
+		smtp_data_dot_line(tx, lim);
+		smtp_data_next_line(tx, 0);
+	}
+	return 0;
+}
+
+/* The hot path: how many octets from the cursor are plain text, i.e. up to
+ * the next CR, LF or NUL, found with memchr. The NUL search runs ahead in
+ * windows so a long body is not scanned for NUL once per line. */
+static size_t smtp_data_text_span(struct smtp_data_in *in)
+{
+	const char *from = in->p + in->i, *end = in->p + in->n, *stop, *cr;
+
+	stop = memchr(from, '\n', (size_t)(end - from));
+	if (stop == NULL)
+		stop = end;
+	cr = memchr(from, '\r', (size_t)(stop - from));
+	if (cr != NULL)
+		stop = cr;
+	while (in->znext == NULL && in->zscan < stop) {
+		size_t w = (size_t)(end - in->zscan);
+
+		if (w > SMTP_NUL_WINDOW)
+			w = SMTP_NUL_WINDOW;
+		in->znext = memchr(in->zscan, '\0', w);
+		in->zscan += w;
+	}
+	if (in->znext != NULL && in->znext < stop)
+		stop = in->znext;
+	return (size_t)(stop - from);
+}
+
+/* Inside a line: count the text, then deal with the CR, LF or NUL that
+ * stopped it. */
+static void smtp_data_text(struct smtp_tx *tx, const struct smtp_limits *lim,
+		struct smtp_data_in *in)
+{
+	size_t k = smtp_data_text_span(in);
+	unsigned char ch;
+
+	if (k > 0) {
+		tx->line_len += k;
+		/* RFC 5321 4.5.3.1.6: 1000 octets incl. CRLF */
+		if (tx->line_len > lim->line_max || lim->line_max - tx->line_len < 2)
+			tx->derr |= SMTP_DERR_LONG;
+		smtp_data_count(tx, lim, k);
+		in->i += k;
+	}
+	if (in->i == in->n)
+		return;
+	ch = (unsigned char)in->p[in->i];
+	if (ch == '\r') {
+		tx->dstate = SMTP_DATA_CR;
+		in->i++;
+	} else if (ch == '\n') {
+		smtp_data_bare_lf(tx, lim, in, "\r\n", 2);
+	} else {
+		tx->derr |= SMTP_DERR_NUL;
+		in->i++;
+		in->zscan = in->p + in->i;
+		in->znext = NULL;
+	}
+}
+
+/* Inside a line, just after CR. */
+static void smtp_data_cr(struct smtp_tx *tx, const struct smtp_limits *lim,
+		struct smtp_data_in *in)
+{
+	if (in->p[in->i] == '\n') {
+		smtp_data_count(tx, lim, 2);
+		in->i++;
+		smtp_data_next_line(tx, 1);
+	} else if (!lim->bare_lf_normalize) {
+		tx->derr |= SMTP_DERR_BARE;
+		tx->dstate = SMTP_DATA_TEXT; /* the octet is looked at again */
+	} else {
+		/* bare CR: the CR is stored already, add the LF */
+		smtp_data_flush(tx, in);
+		smtp_data_store(tx, "\n", 1);
+		smtp_data_count(tx, lim, 2);
+		smtp_data_next_line(tx, 0);
+	}
+}
+
 /*
  * DATA mode. Input is stored as it came (dot-stuffed, CRLF) in runs: one
  * append per feed unless something must be rewritten. Only the exact
@@ -898,153 +1049,31 @@ static size_t smtp_data_feed(struct smtp_session *s, const char *p, size_t n, st
 {
 	const struct smtp_limits *lim = &s->conf->limits;
 	struct smtp_tx *tx = &s->tx;
-	const int normalize = lim->bare_lf_normalize;
-	const char *zscan = p; /* NUL search done up to here ... */
-	const char *znext = NULL; /* ... and this is the first NUL found */
-	size_t i = 0, run = 0; /* p[run .. i) is still to be stored */
+	struct smtp_data_in in = { p, n, 0, 0, p, NULL };
 
-	while (i < n) {
-		unsigned char ch = (unsigned char)p[i];
-
+	while (in.i < n) {
 		switch (tx->dstate) {
 		case SMTP_DATA_BOL:
-			tx->line_len = 0;
-			if (ch == '.') {
-				/* The stuffing dot (or the final one) is stored
-				 * tentatively and not counted (RFC 5321 4.5.2). */
-				tx->dstate = SMTP_DATA_DOT;
-				i++;
-			} else {
-				tx->dstate = SMTP_DATA_TEXT;
-			}
+			smtp_data_bol(tx, &in);
 			break;
 		case SMTP_DATA_DOT:
-			if (ch == '\r') {
-				tx->dstate = SMTP_DATA_DOT_CR;
-				i++;
-			} else if (ch == '\n') {
-				/* ".\n" is never the end of data */
-				if (!normalize) {
-					tx->derr |= SMTP_DERR_BARE;
-				} else {
-					smtp_data_store(tx, p + run, i - run);
-					smtp_data_store(tx, ".\r\n", 3);
-					smtp_data_count(tx, lim, 3);
-				}
-				i++;
-				run = i;
-				tx->prev_crlf = 0;
-				tx->dstate = SMTP_DATA_BOL;
-			} else {
-				tx->dstate = SMTP_DATA_TEXT; /* stuffed line: keep the dot */
-			}
+			smtp_data_dot(tx, lim, &in);
 			break;
 		case SMTP_DATA_DOT_CR:
-			if (ch == '\n' && tx->prev_crlf) {
-				smtp_data_store(tx, p + run, i - run);
-				smtp_data_retract(tx, 2);
+			if (smtp_data_dot_cr(tx, lim, &in)) {
 				smtp_data_end(s, out);
-				return i + 1;
-			}
-			if (ch == '\n') {
-				/* "\n.\r\n": a "." line after a bare line end */
-				smtp_data_store(tx, p + run, i - run);
-				if (normalize)
-					smtp_data_dot_line(tx, lim);
-				i++;
-				run = i;
-				tx->prev_crlf = 1;
-				tx->dstate = SMTP_DATA_BOL;
-			} else if (!normalize) {
-				tx->derr |= SMTP_DERR_BARE;
-				tx->dstate = SMTP_DATA_TEXT; /* ch is looked at again */
-			} else {
-				smtp_data_store(tx, p + run, i - run);
-				smtp_data_dot_line(tx, lim);
-				run = i;
-				tx->prev_crlf = 0;
-				tx->dstate = SMTP_DATA_BOL;
+				return in.i;
 			}
 			break;
-		case SMTP_DATA_TEXT: {
-			/* The hot path: skip to the next CR, LF or NUL with memchr. */
-			const char *from = p + i, *end = p + n, *stop, *cr;
-			size_t k;
-
-			stop = memchr(from, '\n', (size_t)(end - from));
-			if (stop == NULL)
-				stop = end;
-			cr = memchr(from, '\r', (size_t)(stop - from));
-			if (cr != NULL)
-				stop = cr;
-			while (znext == NULL && zscan < stop) {
-				size_t w = (size_t)(end - zscan);
-
-				if (w > SMTP_NUL_WINDOW)
-					w = SMTP_NUL_WINDOW;
-				znext = memchr(zscan, '\0', w);
-				zscan += w;
-			}
-			if (znext != NULL && znext < stop)
-				stop = znext;
-			k = (size_t)(stop - from);
-			if (k > 0) {
-				tx->line_len += k;
-				/* RFC 5321 4.5.3.1.6: 1000 octets incl. CRLF */
-				if (tx->line_len > lim->line_max || lim->line_max - tx->line_len < 2)
-					tx->derr |= SMTP_DERR_LONG;
-				smtp_data_count(tx, lim, k);
-				i += k;
-			}
-			if (i == n)
-				break;
-			ch = (unsigned char)p[i];
-			if (ch == '\r') {
-				tx->dstate = SMTP_DATA_CR;
-				i++;
-			} else if (ch == '\n') {
-				/* bare LF (RFC 5321 2.3.8) */
-				if (!normalize) {
-					tx->derr |= SMTP_DERR_BARE;
-				} else {
-					smtp_data_store(tx, p + run, i - run);
-					smtp_data_store(tx, "\r\n", 2);
-					smtp_data_count(tx, lim, 2);
-				}
-				i++;
-				run = i;
-				tx->prev_crlf = 0;
-				tx->dstate = SMTP_DATA_BOL;
-			} else {
-				tx->derr |= SMTP_DERR_NUL;
-				i++;
-				zscan = p + i;
-				znext = NULL;
-			}
+		case SMTP_DATA_TEXT:
+			smtp_data_text(tx, lim, &in);
 			break;
-		}
 		case SMTP_DATA_CR:
-			if (ch == '\n') {
-				smtp_data_count(tx, lim, 2);
-				i++;
-				tx->prev_crlf = 1;
-				tx->dstate = SMTP_DATA_BOL;
-			} else if (!normalize) {
-				tx->derr |= SMTP_DERR_BARE;
-				tx->dstate = SMTP_DATA_TEXT; /* ch is looked at again */
-			} else {
-				/* bare CR: the CR is stored already, add the LF */
-				smtp_data_store(tx, p + run, i - run);
-				smtp_data_store(tx, "\n", 1);
-				smtp_data_count(tx, lim, 2);
-				run = i;
-				tx->prev_crlf = 0;
-				tx->dstate = SMTP_DATA_BOL;
-			}
+			smtp_data_cr(tx, lim, &in);
 			break;
 		}
 	}
-	smtp_data_store(tx, p + run, n - run);
+	smtp_data_store(tx, p + in.run, n - in.run);
 	return n;
 }
 
@@ -1065,6 +1094,7 @@ struct smtp_session *smtp_server_new(const struct smtp_server_conf *conf,
 		return NULL;
 	s->conf = conf;
 	s->state = SMTP_STATE_INIT;
+	linereader_init(&s->lr, s->line, lim->command_max);
 	for (i = 0; client_addr && client_addr[i] && i < sizeof(s->client_addr) - 1; i++) {
 		unsigned char ch = (unsigned char)client_addr[i];
 

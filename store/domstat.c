@@ -4,12 +4,21 @@
  * key; lookups probe linearly until the key or an empty slot. Counters are
  * relaxed atomics: a quota check may see a count a few messages old, which
  * quota semantics tolerate (they are a bound on held bytes, not a lock).
+ *
+ * Not a core/htab, on purpose: every engine thread inserts and reads at
+ * once, without a lock. htab's slots point into a caller's element array,
+ * grow by rehashing, and delete by shifting slots, none of which a reader
+ * racing a writer could survive. Here a cell is claimed with one CAS on its
+ * key (the 64-bit hash is the whole key: no name to compare, so no pointer
+ * to publish), never moves and is never removed. Only the hash and case
+ * folding are shared (core/hash.h).
  */
 #include "store/domstat.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
 
+#include "core/hash.h"
 #include "core/log.h"
 
 #define DOMSTAT_MIN_SLOTS 64
@@ -27,19 +36,14 @@ struct domstat {
 	size_t mask;
 };
 
+/* FNV-1a 64 over the ASCII-lower-cased name, one trailing dot ignored. */
 static uint64_t domstat_hash(const char *p, size_t n)
 {
-	uint64_t h = 14695981039346656037ull;
+	uint64_t h;
 
 	if (n > 0 && p[n - 1] == '.')
 		n--;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)p[i];
-		if (c >= 'A' && c <= 'Z')
-			c = (unsigned char)(c + 32);
-		h ^= c;
-		h *= 1099511628211ull;
-	}
+	h = hash_fnv64_lower(HASH_FNV64_INIT, p, n);
 	return h ? h : 1; /* 0 marks an empty slot */
 }
 

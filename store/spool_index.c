@@ -2,9 +2,10 @@
 /*
  * spool_index: see spool_index.h. A message is one allocation holding its
  * per-domain queue nodes and per-recipient state; domain queues are intrusive
- * doubly linked lists of those nodes (O(1) append and removal); message ids
- * and domains live in open-addressing tables (linear probing, backward-shift
- * deletion, so no tombstones pile up under churn).
+ * lists (core/list.h) of those nodes (O(1) append and removal); domains are
+ * indexed by a core/htab, message ids by their own open-addressing table
+ * (linear probing, backward-shift deletion, so no tombstones pile up under
+ * churn; why it is not a core/htab is said there).
  */
 #include "store/spool_index.h"
 
@@ -12,6 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/ascii.h"
+#include "core/hash.h"
+#include "core/htab.h"
+#include "core/list.h"
 #include "core/log.h"
 
 /* Table sizes are powers of two. Messages: a slot is (id, pointer) so a
@@ -32,7 +37,7 @@
 
 /* One (message, domain): an element of that domain's queue. */
 struct ix_node {
-	struct ix_node *prev, *next;
+	struct list_node link;   /* in the domain's queue */
 	uint32_t dom;      /* index into idx->doms */
 	uint32_t start;    /* this domain's recipients: order[start, +count) */
 	uint32_t pending;  /* of which order[start, +pending) are not done */
@@ -59,13 +64,12 @@ struct ix_msg {
 	 * compaction cut short by a crash leaves (see spool_index_add_msg). */
 	uint32_t stale;
 	uint32_t notes;          /* bit (1 << kind) per NOTE record applied */
-	/* The segment's messages in record order (compaction walks them). */
-	struct ix_msg *sprev, *snext;
+	struct list_node slink;  /* in its segment's msgs */
 	struct ix_node nodes[];
 };
 
 struct spool_index_queue {
-	struct ix_node *head, *tail;
+	struct list nodes;       /* struct ix_node, arrival order */
 	char *name;              /* lower case, len bytes + NUL */
 	uint32_t len;
 	uint32_t hash;
@@ -88,8 +92,10 @@ struct ix_seg {
 	uint32_t id;
 	int sealed;
 	int dead;                /* 1 queued, 2 taken by take_dead */
-	struct ix_seg *dead_next;
-	struct ix_msg *mhead, *mtail; /* its indexed messages, by offset */
+	struct list_node dlink;  /* in idx->dead while dead == 1 */
+	/* Its indexed messages (struct ix_msg) in record order: compaction
+	 * walks them. */
+	struct list msgs;
 	uint64_t newest_us;      /* newest time_us of a MSG record indexed in it */
 };
 
@@ -106,8 +112,7 @@ struct spool_index {
 	struct spool_index_queue *doms;
 	uint32_t ndoms, capdoms;
 	uint32_t dom_free;       /* free list through tmp, IX_NONE ends */
-	uint32_t *dtab;          /* dom index + 1, 0 empty */
-	uint32_t dmask;
+	struct htab dtab;        /* domain name -> index into doms */
 	uint32_t dcount;         /* live domains (non-empty queues) */
 	uint32_t stamp;
 
@@ -115,7 +120,7 @@ struct spool_index {
 	uint32_t seg_base, nsegs, capsegs;
 	uint32_t seg_next_id;
 	uint64_t seg_count;
-	struct ix_seg *dead_head, *dead_tail;
+	struct list dead;        /* struct ix_seg, in order of death */
 
 	uint32_t *scratch;       /* add_msg: node of each recipient */
 	uint32_t capscratch;
@@ -164,7 +169,13 @@ static struct ix_msg *node_msg(const struct ix_node *n)
 			offsetof(struct ix_msg, nodes));
 }
 
-/* ---- message id table --------------------------------------------------- */
+/* ---- message id table ---------------------------------------------------
+ * Not a core/htab on purpose: the key is a 64-bit integer kept in the slot
+ * next to the message pointer, so a probe compares ids without touching any
+ * message, and there is no element array for htab's element numbers to point
+ * into (messages are single allocations that come and go). This is the
+ * per-message path (every add, DONE and look-up); an htab here would add an
+ * element array, a free list and a dependent load per probe. */
 
 static uint32_t mhash(const struct spool_index *idx, uint64_t id)
 {
@@ -240,13 +251,6 @@ static void mtab_del(struct spool_index *idx, struct ix_mslot *s)
 
 /* ---- domains ------------------------------------------------------------ */
 
-static inline unsigned char ix_lower(unsigned char c)
-{
-	/* ASCII only (RFC 5321 2.4: domains are case-insensitive); UTF-8
-	 * bytes of an internationalised name are kept as they are. */
-	return c >= 'A' && c <= 'Z' ? (unsigned char)(c + ('a' - 'A')) : c;
-}
-
 /* Trailing dots do not change the domain ("example.com." is absolute). */
 static size_t dom_trim(const char *d, size_t len)
 {
@@ -255,27 +259,27 @@ static size_t dom_trim(const char *d, size_t len)
 	return len;
 }
 
+/* FNV-1a over the ASCII-lower-cased name (RFC 5321 2.4: domains are
+ * case-insensitive; UTF-8 bytes are kept), finalised for the low bits. */
 static uint32_t dom_hash(const char *d, size_t len)
 {
-	uint32_t h = 2166136261u; /* FNV-1a, then a finaliser for low bits */
-
-	for (size_t i = 0; i < len; i++) {
-		h ^= ix_lower((unsigned char)d[i]);
-		h *= 16777619u;
-	}
-	h ^= h >> 16;
-	h *= 0x85EBCA6Bu;
-	h ^= h >> 13;
-	return h;
+	return hash_fin32(hash_fnv32_lower(HASH_FNV32_INIT, d, len));
 }
 
-static int dom_equal(const struct spool_index_queue *q, const char *d,
-		size_t len)
+struct dom_key {
+	const char *d;
+	size_t len;
+};
+
+static int dom_equal(const void *ctx, uint32_t di, const void *key)
 {
-	if (q->len != len)
+	const struct spool_index_queue *q = &((const struct spool_index *)ctx)->doms[di];
+	const struct dom_key *k = key;
+
+	if (q->len != k->len)
 		return 0;
-	for (size_t i = 0; i < len; i++)
-		if ((unsigned char)q->name[i] != ix_lower((unsigned char)d[i]))
+	for (size_t i = 0; i < k->len; i++)
+		if ((unsigned char)q->name[i] != ascii_lower((unsigned char)k->d[i]))
 			return 0;
 	return 1;
 }
@@ -284,65 +288,21 @@ static int dom_equal(const struct spool_index_queue *q, const char *d,
 static uint32_t dom_find(const struct spool_index *idx, const char *d,
 		size_t len, uint32_t h)
 {
-	if (idx->dtab == NULL)
-		return IX_NONE;
-	for (uint32_t i = h & idx->dmask;; i = (i + 1) & idx->dmask) {
-		uint32_t v = idx->dtab[i];
-		if (v == 0)
-			return IX_NONE;
-		if (idx->doms[v - 1].hash == h &&
-		    dom_equal(&idx->doms[v - 1], d, len))
-			return v - 1;
-	}
+	const struct dom_key k = { d, len };
+	uint32_t di = htab_find(&idx->dtab, h, dom_equal, idx, &k);
+
+	return di == HTAB_NONE ? IX_NONE : di;
 }
 
-static void dtab_put(struct spool_index *idx, uint32_t di)
+/* Room in the domain index for one more (counted in mem_bytes). */
+static int dtab_reserve(struct spool_index *idx)
 {
-	uint32_t i = idx->doms[di].hash & idx->dmask;
+	size_t before = htab_mem(&idx->dtab);
+	uint32_t want = idx->dcount + 1 > IX_DTAB_MIN / 2 ? idx->dcount + 1 : IX_DTAB_MIN / 2;
+	int ret = htab_reserve(&idx->dtab, want);
 
-	while (idx->dtab[i] != 0)
-		i = (i + 1) & idx->dmask;
-	idx->dtab[i] = di + 1;
-}
-
-static int dtab_grow(struct spool_index *idx)
-{
-	uint32_t oldcap = idx->dtab ? idx->dmask + 1 : 0;
-	uint32_t cap = oldcap ? oldcap * 2 : IX_DTAB_MIN;
-	uint32_t *old = idx->dtab;
-
-	if (cap == 0)
-		return -ENOMEM;
-	uint32_t *t = calloc(cap, sizeof *t);
-	if (t == NULL)
-		return -ENOMEM;
-	idx->t.mem_bytes += (size_t)cap * sizeof *t;
-	idx->dtab = t;
-	idx->dmask = cap - 1;
-	for (uint32_t i = 0; i < oldcap; i++)
-		if (old[i] != 0)
-			dtab_put(idx, old[i] - 1);
-	ix_release(idx, old, (size_t)oldcap * sizeof *old);
-	return 0;
-}
-
-static void dtab_del(struct spool_index *idx, uint32_t di)
-{
-	uint32_t i = idx->doms[di].hash & idx->dmask;
-
-	while (idx->dtab[i] != di + 1)
-		i = (i + 1) & idx->dmask;
-	for (uint32_t j = i;;) {
-		j = (j + 1) & idx->dmask;
-		if (idx->dtab[j] == 0)
-			break;
-		uint32_t home = idx->doms[idx->dtab[j] - 1].hash & idx->dmask;
-		if (((j - home) & idx->dmask) >= ((j - i) & idx->dmask)) {
-			idx->dtab[i] = idx->dtab[j];
-			i = j;
-		}
-	}
-	idx->dtab[i] = 0;
+	idx->t.mem_bytes += htab_mem(&idx->dtab) - before;
+	return ret;
 }
 
 /* Find or create the domain; IX_NONE when out of memory. */
@@ -355,10 +315,8 @@ static uint32_t dom_get(struct spool_index *idx, const char *d, size_t len)
 		return di;
 	if (len > UINT32_MAX - 1)
 		return IX_NONE;
-	if (idx->dtab == NULL || (idx->dcount + 1) * 2 > idx->dmask + 1) {
-		if (dtab_grow(idx) < 0)
-			return IX_NONE;
-	}
+	if (dtab_reserve(idx) < 0)
+		return IX_NONE;
 	if (idx->dom_free == IX_NONE && idx->ndoms == idx->capdoms) {
 		uint32_t cap = idx->capdoms ? idx->capdoms * 2 : IX_DOMS_MIN;
 		struct spool_index_queue *nd = realloc(idx->doms,
@@ -372,8 +330,7 @@ static uint32_t dom_get(struct spool_index *idx, const char *d, size_t len)
 	char *name = ix_alloc(idx, len + 1);
 	if (name == NULL)
 		return IX_NONE;
-	for (size_t i = 0; i < len; i++)
-		name[i] = (char)ix_lower((unsigned char)d[i]);
+	ascii_lower_copy(name, d, len);
 	name[len] = '\0';
 
 	if (idx->dom_free != IX_NONE) {
@@ -388,7 +345,8 @@ static uint32_t dom_get(struct spool_index *idx, const char *d, size_t len)
 	q->len = (uint32_t)len;
 	q->hash = h;
 	q->used = 1;
-	dtab_put(idx, di);
+	if (htab_insert(&idx->dtab, h, di) < 0) /* room reserved above */
+		panic("domain index: reserved slot vanished");
 	idx->dcount++;
 	return di;
 }
@@ -398,7 +356,7 @@ static void dom_drop(struct spool_index *idx, uint32_t di)
 {
 	struct spool_index_queue *q = &idx->doms[di];
 
-	dtab_del(idx, di);
+	htab_remove(&idx->dtab, q->hash, di);
 	ix_release(idx, q->name, (size_t)q->len + 1);
 	q->name = NULL;
 	q->used = 0;
@@ -421,12 +379,7 @@ static void seg_check_dead(struct spool_index *idx, struct ix_seg *s)
 	if (!s->sealed || s->dead || s->live_msgs != 0 || s->pins != 0)
 		return;
 	s->dead = 1;
-	s->dead_next = NULL;
-	if (idx->dead_tail != NULL)
-		idx->dead_tail->dead_next = s;
-	else
-		idx->dead_head = s;
-	idx->dead_tail = s;
+	list_append(&idx->dead, &s->dlink);
 }
 
 int spool_index_segment_add(struct spool_index *idx, uint64_t first_seq,
@@ -517,11 +470,9 @@ size_t spool_index_take_dead(struct spool_index *idx, uint32_t *ids,
 {
 	size_t n = 0;
 
-	while (n < max && idx->dead_head != NULL) {
-		struct ix_seg *s = idx->dead_head;
-		idx->dead_head = s->dead_next;
-		if (idx->dead_head == NULL)
-			idx->dead_tail = NULL;
+	while (n < max && !list_empty(&idx->dead)) {
+		struct ix_seg *s = LIST_ENTRY(list_pop(&idx->dead), struct ix_seg, dlink);
+
 		s->dead = 2;
 		ids[n++] = s->id;
 	}
@@ -598,57 +549,7 @@ static int seg_pin(struct spool_index *idx, struct ix_seg *s,
 	return 0;
 }
 
-/* A segment's message list: appended in record order (the write path and
- * recovery both index records in file order), so it stays sorted by offset. */
-static void seg_msg_append(struct ix_seg *s, struct ix_msg *m)
-{
-	m->snext = NULL;
-	m->sprev = s->mtail;
-	if (s->mtail != NULL)
-		s->mtail->snext = m;
-	else
-		s->mhead = m;
-	s->mtail = m;
-}
-
-static void seg_msg_unlink(struct ix_seg *s, struct ix_msg *m)
-{
-	if (m->sprev != NULL)
-		m->sprev->snext = m->snext;
-	else
-		s->mhead = m->snext;
-	if (m->snext != NULL)
-		m->snext->sprev = m->sprev;
-	else
-		s->mtail = m->sprev;
-	m->sprev = m->snext = NULL;
-}
-
 /* ---- messages ----------------------------------------------------------- */
-
-static void queue_append(struct spool_index_queue *q, struct ix_node *n)
-{
-	n->next = NULL;
-	n->prev = q->tail;
-	if (q->tail != NULL)
-		q->tail->next = n;
-	else
-		q->head = n;
-	q->tail = n;
-}
-
-static void queue_unlink(struct spool_index_queue *q, struct ix_node *n)
-{
-	if (n->prev != NULL)
-		n->prev->next = n->next;
-	else
-		q->head = n->next;
-	if (n->next != NULL)
-		n->next->prev = n->prev;
-	else
-		q->tail = n->prev;
-	n->prev = n->next = NULL;
-}
 
 /*
  * Recovery found a second copy of msg's record, in segment seg, after the
@@ -681,11 +582,127 @@ static int dup_copy(struct spool_index *idx, struct ix_msg *msg,
 	return 0;
 }
 
+/* Room for one more message id and a scratch entry per recipient. */
+static int add_msg_reserve(struct spool_index *idx, uint32_t nrcpt)
+{
+	int ret;
+
+	if (idx->mtab == NULL || (idx->mcount + 1) * 4 > (uint64_t)(idx->mmask + 1) * 3) {
+		ret = mtab_grow(idx);
+		if (ret < 0)
+			return ret;
+	}
+	if (nrcpt > idx->capscratch) {
+		uint32_t *ns = realloc(idx->scratch, (size_t)nrcpt * sizeof *ns);
+		if (ns == NULL)
+			return -ENOMEM;
+		idx->t.mem_bytes += (size_t)(nrcpt - idx->capscratch) * sizeof *ns;
+		idx->scratch = ns;
+		idx->capscratch = nrcpt;
+	}
+	return 0;
+}
+
+/* Pass 1: each recipient's domain into scratch, the domains numbered in
+ * order of first appearance within this message (q->tmp; the stamp marks
+ * "seen here"). Returns how many distinct domains, or -ENOMEM (domains
+ * created for this message are dropped again). */
+static int64_t add_msg_domains(struct spool_index *idx, const struct spool_index_msg *m)
+{
+	uint32_t ndom = 0;
+
+	if (++idx->stamp == 0) {
+		for (uint32_t i = 0; i < idx->ndoms; i++)
+			idx->doms[i].stamp = 0;
+		idx->stamp = 1;
+	}
+	for (uint32_t i = 0; i < m->nrcpt; i++) {
+		size_t dlen;
+		const char *d = spool_rec_addr_domain(m->rcpts[i], &dlen);
+		uint32_t di = dom_get(idx, d, dlen);
+		if (di == IX_NONE)
+			return -ENOMEM;
+		struct spool_index_queue *q = &idx->doms[di];
+		if (q->stamp != idx->stamp) {
+			q->stamp = idx->stamp;
+			q->tmp = ndom++;
+		}
+		idx->scratch[i] = di;
+	}
+	return ndom;
+}
+
+/* Domains created for a message that failed, and left empty, go again. */
+static void add_msg_undo_domains(struct spool_index *idx)
+{
+	for (uint32_t i = 0; i < idx->ndoms; i++) {
+		struct spool_index_queue *q = &idx->doms[i];
+		if (q->used && q->stamp == idx->stamp && q->msgs == 0)
+			dom_drop(idx, i);
+	}
+}
+
+/* Pass 2: lay the recipients out grouped by node in record order (a
+ * counting sort over the domain numbers of pass 1). */
+static void add_msg_layout(struct spool_index *idx, struct ix_msg *msg)
+{
+	uint32_t *rn = msg_rcpt_node(msg), *order = msg_order(msg);
+	uint32_t start = 0;
+
+	for (uint32_t k = 0; k < msg->ndom; k++) {
+		msg->nodes[k].pending = 0;
+		msg->nodes[k].k = k;
+	}
+	for (uint32_t i = 0; i < msg->nrcpt; i++) {
+		uint32_t k = idx->doms[idx->scratch[i]].tmp;
+		rn[i] = k;
+		msg->nodes[k].dom = idx->scratch[i];
+		msg->nodes[k].pending++;
+	}
+	for (uint32_t k = 0; k < msg->ndom; k++) {
+		msg->nodes[k].start = start;
+		start += msg->nodes[k].pending;
+		msg->nodes[k].pending = 0;
+	}
+	for (uint32_t i = 0; i < msg->nrcpt; i++) {
+		struct ix_node *n = &msg->nodes[rn[i]];
+		order[n->start + n->pending++] = i;
+	}
+}
+
+/* The laid-out message joins its domains' queues, the id table and its
+ * segment. */
+static void add_msg_link(struct spool_index *idx, struct ix_seg *seg,
+		struct ix_msg *msg)
+{
+	for (uint32_t k = 0; k < msg->ndom; k++) {
+		struct ix_node *n = &msg->nodes[k];
+		struct spool_index_queue *q = &idx->doms[n->dom];
+		list_append(&q->nodes, &n->link);
+		q->msgs++;
+		q->rcpts += n->pending;
+		q->bytes += msg->body_len;
+	}
+	mtab_put(idx, msg);
+	idx->mcount++;
+	/* Record order: the write path and recovery both index records in
+	 * file order, so appending keeps the list sorted by offset. */
+	list_append(&seg->msgs, &msg->slink);
+	if (msg->time_us > seg->newest_us)
+		seg->newest_us = msg->time_us;
+	seg->live_msgs++;
+	seg->live_bytes += msg->rec_len;
+	idx->t.live_bytes += msg->rec_len;
+	idx->t.messages++;
+	idx->t.recipients += msg->nrcpt;
+}
+
 int spool_index_add_msg(struct spool_index *idx,
 		const struct spool_index_msg *m)
 {
 	struct ix_seg *seg = seg_get(idx, m->segment_id);
-	uint32_t ndom = 0;
+	struct ix_msg *msg;
+	int64_t ndom;
 	int ret;
 
 	if (seg == NULL)
@@ -701,51 +718,15 @@ int spool_index_add_msg(struct spool_index *idx,
 		ret = dup_copy(idx, dup->m, seg);
 		return ret < 0 ? ret : -EEXIST;
 	}
-	if (idx->mtab == NULL || (idx->mcount + 1) * 4 > (uint64_t)(idx->mmask + 1) * 3) {
-		ret = mtab_grow(idx);
-		if (ret < 0)
-			return ret;
-	}
-	if (m->nrcpt > idx->capscratch) {
-		uint32_t *ns = realloc(idx->scratch,
-				(size_t)m->nrcpt * sizeof *ns);
-		if (ns == NULL)
-			return -ENOMEM;
-		idx->t.mem_bytes += (size_t)(m->nrcpt - idx->capscratch) *
-			sizeof *ns;
-		idx->scratch = ns;
-		idx->capscratch = m->nrcpt;
-	}
-
-	/* Pass 1: each recipient's domain, numbered in order of first
-	 * appearance within this message (the stamp marks "seen here"). */
-	if (++idx->stamp == 0) {
-		for (uint32_t i = 0; i < idx->ndoms; i++)
-			idx->doms[i].stamp = 0;
-		idx->stamp = 1;
-	}
-	for (uint32_t i = 0; i < m->nrcpt; i++) {
-		size_t dlen;
-		const char *d = spool_rec_addr_domain(m->rcpts[i], &dlen);
-		uint32_t di = dom_get(idx, d, dlen);
-		if (di == IX_NONE) {
-			ret = -ENOMEM;
-			goto fail;
-		}
-		struct spool_index_queue *q = &idx->doms[di];
-		if (q->stamp != idx->stamp) {
-			q->stamp = idx->stamp;
-			q->tmp = ndom++;
-		}
-		idx->scratch[i] = di;
-	}
-
-	size_t sz = msg_size(ndom, m->nrcpt);
-	struct ix_msg *msg = ix_alloc(idx, sz);
-	if (msg == NULL) {
-		ret = -ENOMEM;
+	ret = add_msg_reserve(idx, m->nrcpt);
+	if (ret < 0)
+		return ret;
+	ndom = add_msg_domains(idx, m);
+	if (ndom < 0)
 		goto fail;
-	}
+	msg = ix_alloc(idx, msg_size((uint32_t)ndom, m->nrcpt));
+	if (msg == NULL)
+		goto fail;
 	msg->msgid = m->msgid;
 	msg->off = m->off;
 	msg->time_us = m->time_us;
@@ -754,65 +735,49 @@ int spool_index_add_msg(struct spool_index *idx,
 	msg->seg = m->segment_id;
 	msg->nrcpt = m->nrcpt;
 	msg->pending = m->nrcpt;
-	msg->ndom = ndom;
+	msg->ndom = (uint32_t)ndom;
 	msg->stale = IX_NONE;
 	msg->notes = 0;
-
-	/* Pass 2: count per node, then lay recipients out grouped by node in
-	 * record order (a counting sort). */
-	uint32_t *rn = msg_rcpt_node(msg), *order = msg_order(msg);
-	for (uint32_t k = 0; k < ndom; k++) {
-		msg->nodes[k].pending = 0;
-		msg->nodes[k].k = k;
-	}
-	for (uint32_t i = 0; i < m->nrcpt; i++) {
-		uint32_t k = idx->doms[idx->scratch[i]].tmp;
-		rn[i] = k;
-		msg->nodes[k].dom = idx->scratch[i];
-		msg->nodes[k].pending++;
-	}
-	uint32_t start = 0;
-	for (uint32_t k = 0; k < ndom; k++) {
-		msg->nodes[k].start = start;
-		start += msg->nodes[k].pending;
-		msg->nodes[k].pending = 0;
-	}
-	for (uint32_t i = 0; i < m->nrcpt; i++) {
-		struct ix_node *n = &msg->nodes[rn[i]];
-		order[n->start + n->pending++] = i;
-	}
-	for (uint32_t k = 0; k < ndom; k++) {
-		struct ix_node *n = &msg->nodes[k];
-		struct spool_index_queue *q = &idx->doms[n->dom];
-		queue_append(q, n);
-		q->msgs++;
-		q->rcpts += n->pending;
-		q->bytes += msg->body_len;
-	}
-	mtab_put(idx, msg);
-	idx->mcount++;
-	seg_msg_append(seg, msg);
-	if (m->time_us > seg->newest_us)
-		seg->newest_us = m->time_us;
-	seg->live_msgs++;
-	seg->live_bytes += m->rec_len;
-	idx->t.live_bytes += m->rec_len;
-	idx->t.messages++;
-	idx->t.recipients += m->nrcpt;
+	add_msg_layout(idx, msg);
+	add_msg_link(idx, seg, msg);
 	return 0;
 fail:
-	/* Domains created for this message and left empty go again. */
-	for (uint32_t i = 0; i < idx->ndoms; i++) {
-		struct spool_index_queue *q = &idx->doms[i];
-		if (q->used && q->stamp == idx->stamp && q->msgs == 0)
-			dom_drop(idx, i);
-	}
-	return ret;
+	add_msg_undo_domains(idx);
+	return -ENOMEM;
 }
 
 static void msg_free(struct spool_index *idx, struct ix_msg *msg)
 {
 	ix_release(idx, msg, msg_size(msg->ndom, msg->nrcpt));
+}
+
+/* The message's last pending recipient is done: forget it and free it. */
+static void msg_finish(struct spool_index *idx, struct ix_mslot *slot,
+		struct ix_seg *mseg)
+{
+	struct ix_msg *msg = slot->m;
+
+	if (msg->stale != IX_NONE) {
+		/* Finished before compaction copied it again: the stale copy
+		 * must go before this segment does, or a start without this
+		 * copy would find the stale one first (see dup_copy). Never
+		 * fails to pin: holding mseg a little longer than needed is
+		 * the worst. */
+		struct ix_seg *st_seg = seg_get(idx, msg->stale);
+		if (st_seg != NULL && seg_pin(idx, st_seg, mseg) < 0)
+			log_err("spool index: message %llx: cannot pin "
+					"segment %u for its stale copy",
+					(unsigned long long)msg->msgid, mseg->id);
+		idx->nstale--;
+	}
+	mtab_del(idx, slot);
+	list_unlink(&mseg->msgs, &msg->slink);
+	mseg->live_msgs--;
+	mseg->live_bytes -= msg->rec_len;
+	idx->t.live_bytes -= msg->rec_len;
+	idx->t.messages--;
+	msg_free(idx, msg);
+	seg_check_dead(idx, mseg);
 }
 
 int spool_index_done(struct spool_index *idx, uint64_t msgid,
@@ -875,36 +840,16 @@ int spool_index_done(struct spool_index *idx, uint64_t msgid,
 		idx->t.expired++;
 
 	if (n->pending == 0) {
-		queue_unlink(q, n);
+		list_unlink(&q->nodes, &n->link);
 		q->msgs--;
 		q->bytes -= msg->body_len;
 		if (q->msgs == 0)
 			dom_drop(idx, n->dom);
 	}
 	if (msg->pending == 0) {
-		if (msg->stale != IX_NONE) {
-			/* Finished before compaction copied it again: the
-			 * stale copy must go before this segment does, or a
-			 * start without this copy would find the stale one
-			 * first (see dup_copy). Never fails to pin: holding
-			 * mseg a little longer than needed is the worst. */
-			struct ix_seg *st_seg = seg_get(idx, msg->stale);
-			if (st_seg != NULL && seg_pin(idx, st_seg, mseg) < 0)
-				log_err("spool index: message %llx: cannot pin "
-						"segment %u for its stale copy",
-						(unsigned long long)msgid, mseg->id);
-			idx->nstale--;
-		}
-		mtab_del(idx, slot);
-		seg_msg_unlink(mseg, msg);
-		mseg->live_msgs--;
-		mseg->live_bytes -= msg->rec_len;
-		idx->t.live_bytes -= msg->rec_len;
-		idx->t.messages--;
-		msg_free(idx, msg);
+		msg_finish(idx, slot, mseg);
 		if (msg_finished != NULL)
 			*msg_finished = 1;
-		seg_check_dead(idx, mseg);
 	}
 	return 0;
 }
@@ -1057,10 +1002,10 @@ int spool_index_msg_move(struct spool_index *idx, uint64_t msgid,
 		msg->stale = IX_NONE;
 		idx->nstale--;
 	}
-	seg_msg_unlink(from, msg);
+	list_unlink(&from->msgs, &msg->slink);
 	from->live_msgs--;
 	from->live_bytes -= msg->rec_len;
-	seg_msg_append(to, msg);
+	list_append(&to->msgs, &msg->slink);
 	to->live_msgs++;
 	to->live_bytes += msg->rec_len;
 	if (msg->time_us > to->newest_us)
@@ -1078,7 +1023,11 @@ int spool_index_segment_msg(const struct spool_index *idx, uint32_t seg_id,
 
 	if (s == NULL)
 		return -ENOENT;
-	for (struct ix_msg *m = s->mhead; m != NULL; m = m->snext) {
+	const struct list_node *ln;
+
+	LIST_FOREACH(ln, &s->msgs) {
+		struct ix_msg *m = LIST_ENTRY(ln, struct ix_msg, slink);
+
 		if (m->off >= from_off) {
 			entry_fill(m, e);
 			return 0;
@@ -1147,7 +1096,8 @@ void spool_index_queue_stat(const struct spool_index_queue *q,
 	st->messages = q->msgs;
 	st->recipients = q->rcpts;
 	st->bytes = q->bytes;
-	st->oldest_us = q->head ? node_msg(q->head)->time_us : 0;
+	st->oldest_us = q->nodes.head != NULL ?
+		node_msg(LIST_ENTRY(q->nodes.head, struct ix_node, link))->time_us : 0;
 }
 
 uint64_t spool_index_domain_bytes(const struct spool_index *idx,
@@ -1160,17 +1110,18 @@ uint64_t spool_index_domain_bytes(const struct spool_index *idx,
 void spool_index_queue_iter(const struct spool_index_queue *q,
 		struct spool_index_iter *it)
 {
-	it->next = q ? q->head : NULL;
+	it->next = q ? q->nodes.head : NULL;
 }
 
 int spool_index_queue_next(struct spool_index_iter *it,
 		struct spool_index_entry *e)
 {
-	const struct ix_node *n = it->next;
+	const struct list_node *ln = it->next;
 
-	if (n == NULL)
+	if (ln == NULL)
 		return 0;
-	it->next = n->next;
+	it->next = ln->next;
+	const struct ix_node *n = LIST_ENTRY(ln, struct ix_node, link);
 	struct ix_msg *msg = node_msg(n);
 	entry_fill(msg, e);
 	e->npending = n->pending;
@@ -1198,6 +1149,8 @@ struct spool_index *spool_index_new(void)
 	if (idx == NULL)
 		return NULL;
 	idx->dom_free = IX_NONE;
+	htab_init(&idx->dtab);
+	list_init(&idx->dead);
 	idx->t.mem_bytes = sizeof *idx;
 	return idx;
 }
@@ -1216,7 +1169,7 @@ struct spool_index *spool_index_free(struct spool_index *idx)
 		if (idx->doms[i].used)
 			free(idx->doms[i].name);
 	free(idx->doms);
-	free(idx->dtab);
+	htab_fini(&idx->dtab);
 	for (uint32_t i = 0; i < idx->nsegs; i++) {
 		if (idx->segs[i] != NULL) {
 			free(idx->segs[i]->refs);

@@ -8,7 +8,8 @@
  * Exit 0 when every lookup saw an intact row.
  *
  *   cc -std=gnu17 -O1 -g -fsanitize=thread -I. -D_GNU_SOURCE \
- *      tests/unit/domtab_stress.c admin/domtab.c core/epoch.c -o /tmp/domtab_stress -lpthread
+ *      tests/unit/domtab_stress.c admin/domtab.c core/epoch.c core/htab.c core/log.c \
+ *      -o /tmp/domtab_stress -lpthread
  *   /tmp/domtab_stress [swaps]
  */
 #include <pthread.h>
