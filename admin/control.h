@@ -16,7 +16,7 @@
 
 #include <stddef.h>
 
-#include "admin/domtab.h"
+#include "core/domtab.h"
 #include "core/config.h"
 
 struct control;

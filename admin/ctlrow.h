@@ -10,7 +10,7 @@
 
 #include <stddef.h>
 
-#include "admin/domtab.h"
+#include "core/domtab.h"
 
 #define CTLROW_COLS 8            /* domain and the seven fields of a row */
 #define CTLROW_LINE_MAX 8192     /* longest import line, ending included */

@@ -8,7 +8,7 @@
 #ifndef ETRND_ADMIN_ENGINE_H
 #define ETRND_ADMIN_ENGINE_H
 
-#include "admin/domtab.h"
+#include "core/domtab.h"
 #include "core/config.h"
 
 struct domstat;

@@ -31,7 +31,7 @@
 #include <hiredis/hiredis.h>
 
 #include "admin/ctlrow.h"
-#include "admin/domtab.h"
+#include "core/domtab.h"
 #include "admin/redis_conn.h"
 #include "admin/schema.h"
 #include "core/config.h"

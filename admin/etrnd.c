@@ -17,7 +17,7 @@
 
 #include "admin/control.h"
 #include "admin/ctl_requests.h"
-#include "admin/domtab.h"
+#include "core/domtab.h"
 #include "admin/engine.h"
 #include "core/config.h"
 #include "core/ctlsock.h"

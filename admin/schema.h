@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "admin/domtab.h"
+#include "core/domtab.h"
 
 #define SCHEMA_NAME_MAX 64       /* queue and user names */
 #define SCHEMA_DEST_MAX 300      /* "[v6]:port" or host:port */

@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "admin/domtab.h"
+#include "core/domtab.h"
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/loop.h"

@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "admin/domtab.h"
+#include "core/domtab.h"
 #include "core/buf.h"
 
 /* The longest node an SMTP client may give: "@" or "#" + a domain

@@ -8,7 +8,7 @@
 #ifndef ETRND_PROTO_SMTPD_H
 #define ETRND_PROTO_SMTPD_H
 
-#include "admin/domtab.h"
+#include "core/domtab.h"
 #include "core/config.h"
 #include "core/loop.h"
 #include "store/spool.h"

@@ -8,7 +8,7 @@
  * Exit 0 when every lookup saw an intact row.
  *
  *   cc -std=gnu17 -O1 -g -fsanitize=thread -I. -D_GNU_SOURCE \
- *      tests/unit/domtab_stress.c admin/domtab.c core/epoch.c core/htab.c core/log.c \
+ *      tests/unit/domtab_stress.c core/domtab.c core/epoch.c core/htab.c core/log.c \
  *      -o /tmp/domtab_stress -lpthread
  *   /tmp/domtab_stress [swaps]
  */
@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "admin/domtab.h"
+#include "core/domtab.h"
 #include "core/epoch.h"
 
 enum { READERS = 4, NAMES = 64 };

@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "admin/domtab.h"
+#include "core/domtab.h"
 #include "core/config.h"
 #include "core/loop.h"
 #include "proto/drain.h"

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "admin/domtab.h"
+#include "core/domtab.h"
 
 struct lookup_case {
 	const char *name;

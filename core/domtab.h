@@ -12,8 +12,8 @@
  * new one with one atomic pointer store and frees the old one after every
  * engine thread has passed a quiescent point (core/epoch.h).
  */
-#ifndef ETRND_ADMIN_DOMTAB_H
-#define ETRND_ADMIN_DOMTAB_H
+#ifndef ETRND_CORE_DOMTAB_H
+#define ETRND_CORE_DOMTAB_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -9,7 +9,7 @@
  * couple of probes), the row array, the name lengths and one arena holding
  * every string and CIDR list.
  */
-#include "admin/domtab.h"
+#include "core/domtab.h"
 
 #include <errno.h>
 #include <netinet/in.h>
