@@ -32,6 +32,7 @@
 #include <time.h>
 
 #include "core/ascii.h"
+#include "core/list.h"
 #include "core/log.h"
 #include "proto/drain_conn.h"
 #include "proto/drain_resolve.h"
@@ -74,7 +75,7 @@ struct drain {
 	struct drain_hub *hub;
 	unsigned index;
 	struct drain_conn_env env;     /* what its connections share */
-	struct drain_job *jobs;
+	struct list jobs;              /* of drain_job.node, this thread's */
 };
 
 static struct drain *drain_of_env(struct drain_conn_env *env)
@@ -213,14 +214,8 @@ static void hub_end(struct drain_hub *h, const char *dom, size_t len)
 static void job_end(struct drain_job *j)
 {
 	struct drain *d = drain_of_env(j->env);
-	struct drain_job **pp;
 
-	for (pp = &d->jobs; *pp; pp = &(*pp)->next) {
-		if (*pp == j) {
-			*pp = j->next;
-			break;
-		}
-	}
+	list_unlink(&d->jobs, &j->node);
 	if (j->nmsgs)
 		log_info("drain %.*s (shard %u): %" PRIu64 " sent, %" PRIu64 " deferred, %" PRIu64
 			 " bounced, %zu not attempted, in %.3f s",
@@ -283,8 +278,7 @@ static void job_start(void *arg)
 		return;
 	}
 	free(rq);
-	j->next = d->jobs;
-	d->jobs = j;
+	list_append(&d->jobs, &j->node);
 	want = h->cfg->drain_connections;
 	if (want > j->nmsgs)
 		want = (unsigned)j->nmsgs;
@@ -579,12 +573,13 @@ struct drain *drain_new(struct drain_hub *h, unsigned index, struct loop *l,
 
 struct drain *drain_free(struct drain *d)
 {
-	struct drain_job *j, *next;
+	struct list_node *n;
 
 	if (!d)
 		return NULL;
-	for (j = d->jobs; j; j = next) {
-		next = j->next;
+	while ((n = list_pop(&d->jobs))) {
+		struct drain_job *j = LIST_ENTRY(n, struct drain_job, node);
+
 		free(j->msgs);
 		free(j);
 	}
@@ -594,5 +589,5 @@ struct drain *drain_free(struct drain *d)
 
 int drain_busy(const struct drain *d)
 {
-	return d->env.conns > 0 || d->jobs != NULL;
+	return d->env.conns > 0 || !list_empty(&d->jobs);
 }

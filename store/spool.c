@@ -51,6 +51,15 @@
  * the highest sequence found on disk is the other lower bound. */
 #define SPOOL_SEQ_TIME_SHIFT 16
 
+/*
+ * An entry is on one singly linked chain at a time through next: the pool,
+ * the MSG queue (q_first/q_last), the copy queue (c_first/c_last), the
+ * batch in flight (b.first/b.last) or flush's stale list. They stay
+ * hand-rolled rather than core/list.h on purpose: this is the group-commit
+ * hot path, every use is push-tail / pop-head, batch_take moves a head
+ * with one store and batch_unfill splices a whole run back in front in O(1)
+ * (list.h has no splice and would add a prev store per move).
+ */
 struct spool_entry {
 	struct spool_entry *next;
 	struct buf head;          /* record header + envelope; copy: the DONEs */
