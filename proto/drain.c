@@ -34,6 +34,7 @@
 #include "core/ascii.h"
 #include "core/list.h"
 #include "core/log.h"
+#include "core/loop.h"
 #include "proto/drain_conn.h"
 #include "proto/drain_resolve.h"
 #include "proto/drain_status.h"
@@ -551,13 +552,30 @@ void drain_hub_status(struct drain_hub *h, struct buf *out)
 
 /* ---- per thread ------------------------------------------------------------ */
 
+/* drain_busy() as the loop's busy check. */
+static int drain_busy_hook(void *arg)
+{
+	return drain_busy(arg);
+}
+
 struct drain *drain_new(struct drain_hub *h, unsigned index, struct loop *l,
 			struct spool_shard *sh)
 {
 	struct drain *d = calloc(1, sizeof(*d));
+	int rc;
 
-	if (!d)
+	if (!d) {
+		errno = ENOMEM;
 		return NULL;
+	}
+	/* Registered before the hub can see d: on failure nothing points
+	 * to it and the caller frees the loop without running it. */
+	rc = loop_add_busy_check(l, "drain", drain_busy_hook, d);
+	if (rc) {
+		free(d);
+		errno = -rc;
+		return NULL;
+	}
 	d->hub = h;
 	d->index = index;
 	d->env.loop = l;

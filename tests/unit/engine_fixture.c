@@ -64,15 +64,6 @@ static const struct conn_ops ef_no_ops = {
 
 /* ---- the engine thread --------------------------------------------------- */
 
-/* The spool and expiry register their own per-turn work; the drainer's busy
- * check is the daemon's to add (admin/engine.c), so the fixture adds it. */
-static int ef_busy(void *arg)
-{
-	struct engine_fixture *f = arg;
-
-	return f->drain && drain_busy(f->drain);
-}
-
 static void ef_report(struct engine_fixture *f, int state)
 {
 	pthread_mutex_lock(&f->mu);
@@ -124,11 +115,7 @@ static void *ef_main(void *arg)
 		goto fail;
 	f->drain = drain_new(f->hub, 0, f->loop, f->sh);
 	if (!f->drain) {
-		snprintf(f->err, sizeof(f->err), "drain_new: out of memory");
-		goto fail;
-	}
-	if (loop_add_busy_check(f->loop, "drain", ef_busy, f)) {
-		snprintf(f->err, sizeof(f->err), "loop_add_busy_check: registry full");
+		snprintf(f->err, sizeof(f->err), "drain_new: %s", strerror(errno));
 		goto fail;
 	}
 	ef_report(f, EF_READY);
