@@ -35,6 +35,7 @@
 #include "core/list.h"
 #include "core/log.h"
 #include "core/loop.h"
+#include "core/now.h"
 #include "proto/drain_conn.h"
 #include "proto/drain_resolve.h"
 #include "proto/drain_status.h"
@@ -82,14 +83,6 @@ struct drain {
 static struct drain *drain_of_env(struct drain_conn_env *env)
 {
 	return (struct drain *)(void *)((char *)env - offsetof(struct drain, env));
-}
-
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 /* ---- hub ----------------------------------------------------------------- */
@@ -222,7 +215,7 @@ static void job_end(struct drain_job *j)
 			 " bounced, %zu not attempted, in %.3f s",
 			 (int)j->len, j->dom, d->index, j->sent, j->deferred, j->bounced,
 			 j->nmsgs - j->next_msg,
-			 (double)(drain_conn_wall_us() - j->started_us) / 1e6);
+			 (double)(now_wall_us() - j->started_us) / 1e6);
 	hub_end(d->hub, j->dom, j->len);
 	free(j->msgs);
 	free(j);
@@ -260,7 +253,7 @@ static struct drain_job *job_new(struct drain *d, const struct drain_req *rq)
 	memcpy(&j->dst, &rq->dst, rq->dstlen);
 	j->dstlen = rq->dstlen;
 	snprintf(j->relay, sizeof(j->relay), "%s", rq->relay);
-	j->started_us = drain_conn_wall_us();
+	j->started_us = now_wall_us();
 	return j;
 }
 
@@ -423,7 +416,7 @@ static enum etrn_outcome hub_start(struct drain_hub *h, const struct domtab_row 
  * (proto/etrn_limit.h). */
 static int rate_ok(struct drain *d, const char *client)
 {
-	return etrn_limit_take(d->hub->etrn_limit, client, mono_ms());
+	return etrn_limit_take(d->hub->etrn_limit, client, now_mono_ms());
 }
 
 /*

@@ -16,6 +16,7 @@
 
 #include "core/ascii.h"
 #include "core/log.h"
+#include "core/now.h"
 #include "proto/bounce.h"
 #include "proto/qid.h"
 #include "store/spool_rec.h"
@@ -73,14 +74,6 @@ static void msg_done(struct drain_conn *dc);
 const char *drain_conn_state_name(enum drain_conn_state s)
 {
 	return (unsigned)s < DRAIN_CONN_NSTATES ? drain_conn_state_names[s] : "?";
-}
-
-uint64_t drain_conn_wall_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 /* The one place the state changes. Nothing leaves CLOSED: the struct is
@@ -467,7 +460,7 @@ static void msg_done(struct drain_conn *dc)
 	struct drain_job *j = dc->job;
 	struct drain_bounces b;
 	char qid[QID_MAX];
-	uint64_t now = drain_conn_wall_us();
+	uint64_t now = now_wall_us();
 
 	qid_format(dc->msgid, qid);
 	memset(&b, 0, sizeof(b));

@@ -112,9 +112,6 @@ struct drain_job {
  */
 int drain_conn_open(struct drain_job *j);
 
-/* Wall-clock time in microseconds, as log lines and DSNs give it. */
-uint64_t drain_conn_wall_us(void);
-
 /* The state's name, for logs and tests ("READING"); "?" past the end. */
 const char *drain_conn_state_name(enum drain_conn_state s);
 

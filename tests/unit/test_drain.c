@@ -26,6 +26,7 @@
 
 #include "dns_stub.h"
 #include "engine_fixture.h"
+#include "core/now.h"
 #include "core/resolver.h"
 #include "store/spool_index.h"
 #include "store/spool_rec.h"
@@ -690,14 +691,6 @@ Test(drain, dest_nxdomain_stays_held, .timeout = T_TIMEOUT_S)
 	engine_fixture_fini(&f);
 }
 
-static uint64_t t_mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* The DNS server never answers: the drain runs (a second flush joins it)
  * until dns_timeout, then ends; nothing sent, mail held. A third flush's
  * look-up is still pending at shutdown: answered -ECANCELED once (ASan
@@ -714,14 +707,14 @@ Test(drain, dest_dns_silent_times_out, .timeout = T_TIMEOUT_S)
 
 	t_server_start(&s, &plain, 0, 0);
 	t_dns_start(&f, &dns, "silent.test", s.port, T_DNS_TIMEOUT_MS);
-	t0 = t_mono_ms();
+	t0 = now_mono_ms();
 	cr_assert_eq(engine_fixture_etrn(&f, NULL, "cust.test", reply, sizeof(reply)), 0);
 	cr_expect_str_eq(reply, T_FLUSH_OK);
 	cr_assert_eq(engine_fixture_etrn(&f, NULL, "cust.test", reply, sizeof(reply)), 0);
 	cr_expect_str_eq(reply, T_FLUSH_JOIN, "during the look-up: %s", reply);
 	cr_assert_eq(engine_fixture_wait(&f, t_unresolved_reached, &want, ENGINE_FIXTURE_WAIT_MS),
 		     0, "the drain did not end");
-	waited = t_mono_ms() - t0;
+	waited = now_mono_ms() - t0;
 	/* Both clocks count whole ms: allow that much rounding. */
 	cr_expect_geq(waited + T_MS_ROUNDING, T_DNS_TIMEOUT_MS, "ended after %lu ms, before dns_timeout",
 		      (unsigned long)waited);
