@@ -28,6 +28,7 @@
 #include "admin/redis_conn.h"
 #include "admin/schema.h"
 #include "core/log.h"
+#include "core/now.h"
 
 #define CONTROL_TIMEOUT_MS 5000         /* connect and each command */
 #define CONTROL_BACKOFF_MIN_MS 100      /* first reconnect delay, doubled ... */
@@ -58,14 +59,6 @@ struct control {
 	size_t npending, pending_cap;
 	int resync_asked;
 };
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static void control_disconnect(struct control *c)
 {
@@ -242,7 +235,7 @@ static int control_connect(struct control *c, char *err, size_t errlen)
 {
 	redisReply *r;
 	struct domtab_builder *b;
-	uint64_t t0 = now_ms();
+	uint64_t t0 = now_mono_ms();
 
 	c->cmd = redis_conn_open(&c->cfg->redis, CONTROL_TIMEOUT_MS, err, errlen);
 	if (!c->cmd)
@@ -265,12 +258,12 @@ static int control_connect(struct control *c, char *err, size_t errlen)
 	c->master = b;
 	if (publish(c))
 		goto fail;
-	c->next_resync_ms = now_ms() + c->cfg->redis_resync_ms;
+	c->next_resync_ms = now_mono_ms() + c->cfg->redis_resync_ms;
 	domtab_live_set_stale(c->lv, 0);
 	c->backoff_ms = CONTROL_BACKOFF_MIN_MS;
 	log_info("redis %s: %s, %zu domain(s) loaded in %llu ms",
 		 c->cfg->redis.display, c->up ? "connected" : "connected again",
-		 domtab_builder_count(c->master), (unsigned long long)(now_ms() - t0));
+		 domtab_builder_count(c->master), (unsigned long long)(now_mono_ms() - t0));
 	c->up = 1;
 	return 0;
 fail:
@@ -350,7 +343,7 @@ static void on_message(struct control *c, const redisReply *r)
 static int wait_events(struct control *c, char *why, size_t wl)
 {
 	struct pollfd pf[2] = { { c->stopfd, POLLIN, 0 }, { c->sub->fd, POLLIN, 0 } };
-	uint64_t now = now_ms();
+	uint64_t now = now_mono_ms();
 	int timeout = c->next_resync_ms > now ? (int)(c->next_resync_ms - now) : 0;
 	int rc;
 
@@ -402,7 +395,7 @@ static int apply_pending(struct control *c, char *why, size_t wl)
 
 static int resync(struct control *c, char *why, size_t wl)
 {
-	uint64_t t0 = now_ms();
+	uint64_t t0 = now_mono_ms();
 	struct domtab_builder *b = full_load(c, why, wl);
 
 	if (!b)
@@ -411,9 +404,9 @@ static int resync(struct control *c, char *why, size_t wl)
 	c->master = b;
 	(void)publish(c);
 	c->resync_asked = 0;
-	c->next_resync_ms = now_ms() + c->cfg->redis_resync_ms;
+	c->next_resync_ms = now_mono_ms() + c->cfg->redis_resync_ms;
 	log_debug("redis: resync, %zu domain(s) in %llu ms", domtab_builder_count(b),
-		  (unsigned long long)(now_ms() - t0));
+		  (unsigned long long)(now_mono_ms() - t0));
 	return 0;
 }
 
@@ -453,7 +446,7 @@ static void *control_main(void *arg)
 			continue;
 		if (rc == 0 && c->npending)
 			rc = apply_pending(c, why, sizeof(why));
-		if (rc == 0 && (c->resync_asked || now_ms() >= c->next_resync_ms))
+		if (rc == 0 && (c->resync_asked || now_mono_ms() >= c->next_resync_ms))
 			rc = resync(c, why, sizeof(why));
 		if (rc < 0) {
 			pending_clear(c);

@@ -25,6 +25,7 @@
  */
 #include "admin/engine.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -87,13 +88,6 @@ static int engine_fail(struct engine *e, const char *fmt, ...)
 	return -1;
 }
 
-/* drain_busy() as a loop busy check. proto/drain.c could register its own
- * in drain_new(), like the spool and expiry do; until then, the wiring. */
-static int engine_drain_busy(void *arg)
-{
-	return drain_busy(arg);
-}
-
 static void engine_loop_conf(const struct engine *e, struct smtpd *d,
 			     struct loop_conf *lc)
 {
@@ -147,12 +141,10 @@ static int engine_setup(struct engine *e, struct engine_parts *p)
 	rc = smtpd_set_spool(p->d, p->sh);
 	if (rc)
 		return engine_fail(e, "expiry: %s", strerror(-rc));
+	/* Registers its busy check ("drain"). */
 	p->dr = drain_new(e->env->hub, e->index, p->l, p->sh);
 	if (!p->dr)
-		return engine_fail(e, "out of memory");
-	rc = loop_add_busy_check(p->l, "drain", engine_drain_busy, p->dr);
-	if (rc)
-		return engine_fail(e, "drain: %s", strerror(-rc));
+		return engine_fail(e, "drain: %s", strerror(errno));
 	smtpd_set_drain(p->d, p->dr);
 	return 0;
 }

@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include "core/ascii.h"
@@ -91,9 +90,11 @@ static int set_bool(struct config *c, const struct config_key *k, const char *v,
 {
 	int b;
 
-	if (!strcasecmp(v, "yes") || !strcasecmp(v, "true") || !strcmp(v, "1"))
+	size_t n = strlen(v);
+
+	if (ascii_eq_lit(v, n, "yes") || ascii_eq_lit(v, n, "true") || !strcmp(v, "1"))
 		b = 1;
-	else if (!strcasecmp(v, "no") || !strcasecmp(v, "false") || !strcmp(v, "0"))
+	else if (ascii_eq_lit(v, n, "no") || ascii_eq_lit(v, n, "false") || !strcmp(v, "0"))
 		b = 0;
 	else
 		return why(w, wl, "bad value for %s: \"%s\" (want yes or no)", k->name, v);

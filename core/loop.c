@@ -27,6 +27,7 @@
 
 #include "core/epoch.h"
 #include "core/log.h"
+#include "core/now.h"
 
 /* Ring sizes. The SQ is large so a linked write+sync chain never has to be
  * split across submissions (loop_sqe_room()). */
@@ -185,14 +186,6 @@ struct loop {
 	struct loop_busy busy[LOOP_HOOKS_MAX];
 	unsigned nbusy;
 };
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 /* An SQE, submitting what is queued first when the SQ is full. With the SQ
  * this large that means the kernel is far behind; it is still not an error. */
@@ -409,7 +402,7 @@ static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
 	c->fd = fd;
 	c->flags = CONN_USED;
 	c->woff = 0;
-	c->start_ms = c->last_ms = now_ms();
+	c->start_ms = c->last_ms = now_mono_ms();
 	c->ops = l->ops;
 	c->ops_arg = l->ops_arg;
 	c->timeout_ms = 0;
@@ -497,7 +490,7 @@ static void on_recv(struct loop *l, struct io_uring_cqe *cqe)
 		c->flags &= ~CONN_RECV_ARMED;
 	if (res > 0) {
 		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-		c->last_ms = now_ms();
+		c->last_ms = now_mono_ms();
 		conn_deliver(c, l->rbufs + (size_t)bid * LOOP_RBUF_SIZE, (size_t)res);
 		rbuf_return(l, bid);
 	} else if (res == 0 || (res < 0 && res != -ENOBUFS && res != -ECANCELED)) {
@@ -677,7 +670,7 @@ unsigned loop_index(const struct loop *l) { return l->index; }
 void conn_set_timeout(struct conn *c, unsigned ms)
 {
 	c->timeout_ms = ms;
-	c->last_ms = now_ms();
+	c->last_ms = now_mono_ms();
 }
 
 int loop_connect(struct loop *l, const struct sockaddr *sa, socklen_t salen,
@@ -709,7 +702,7 @@ int loop_connect(struct loop *l, const struct sockaddr *sa, socklen_t salen,
 	c->st = cookie; /* until connected() gives the real state */
 	c->woff = 0;
 	c->timeout_ms = 0;
-	c->start_ms = c->last_ms = now_ms();
+	c->start_ms = c->last_ms = now_mono_ms();
 	memcpy(&c->dst, sa, salen);
 	c->dstlen = salen;
 	c->cto.tv_sec = timeout_ms / 1000;
@@ -747,7 +740,7 @@ static void on_connect(struct loop *l, struct io_uring_cqe *cqe)
 	}
 	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	peer_text(c->fd, c->peer, sizeof(c->peer));
-	c->last_ms = now_ms();
+	c->last_ms = now_mono_ms();
 	c->st = c->ops->connected(c->ops_arg, c, cookie, 0);
 	if (!c->st) {
 		close(c->fd);
@@ -937,7 +930,7 @@ static void loop_begin_stop(struct loop *l)
 	if (l->stopping)
 		return;
 	l->stopping = 1;
-	l->stop_deadline_ms = now_ms() + l->cfg->shutdown_timeout_ms;
+	l->stop_deadline_ms = now_mono_ms() + l->cfg->shutdown_timeout_ms;
 	/* Background work that never runs out (expiry of a large old spool)
 	 * must stop starting new steps now, or the loop never ends. */
 	for (unsigned i = 0; i < l->nstop; i++)
@@ -967,7 +960,7 @@ static void loop_begin_stop(struct loop *l)
 
 static void on_timer(struct loop *l)
 {
-	uint64_t now = now_ms();
+	uint64_t now = now_mono_ms();
 
 	l->timer_armed = 0;
 	for (uint32_t s = 0; s < l->nslots; s++) {

@@ -6,6 +6,7 @@
  * and answers through the callback. A request answered before c-ares is done
  * with it (deadline, cancel) stays allocated as LATE until c-ares lets go.
  */
+#include "core/now.h"
 #include "core/resolver.h"
 
 #include <arpa/inet.h>
@@ -75,14 +76,6 @@ struct resolver {
 
 /* ares_library_init() counts its users without a lock (1.18). */
 static pthread_mutex_t resolver_lib_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static uint64_t resolver_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static void resolver_enter_state(struct resolver_req *q, enum resolver_state to)
 {
@@ -311,7 +304,7 @@ static int resolver_released(struct resolver_req *q, int status)
 		free(q);
 		return 1;
 	}
-	if (status == ARES_EDESTRUCTION || resolver_now_ms() < q->deadline_ms)
+	if (status == ARES_EDESTRUCTION || now_mono_ms() < q->deadline_ms)
 		return 0;
 	resolver_count_late(r);
 	resolver_fail(q, -ETIMEDOUT, 0, "lookup of %.255s: the answer came after the deadline",
@@ -564,7 +557,7 @@ static void *resolver_main(void *arg)
 	uint64_t qdeadline;
 
 	for (;;) {
-		uint64_t now = resolver_now_ms();
+		uint64_t now = now_mono_ms();
 		if (resolver_take(r, now, &qdeadline))
 			break;
 		resolver_expire(r, now);
@@ -700,7 +693,7 @@ static int resolver_submit(struct resolver *r, struct resolver_req *q)
 
 	q->r = r;
 	q->state = RESOLVER_QUEUED;
-	q->deadline_ms = resolver_now_ms() + r->conf.timeout_ms;
+	q->deadline_ms = now_mono_ms() + r->conf.timeout_ms;
 	pthread_mutex_lock(&r->mu);
 	if (r->stopping) {
 		rc = -ESHUTDOWN;

@@ -32,7 +32,10 @@
 #include <time.h>
 
 #include "core/ascii.h"
+#include "core/list.h"
 #include "core/log.h"
+#include "core/loop.h"
+#include "core/now.h"
 #include "proto/drain_conn.h"
 #include "proto/drain_resolve.h"
 #include "proto/drain_status.h"
@@ -74,20 +77,12 @@ struct drain {
 	struct drain_hub *hub;
 	unsigned index;
 	struct drain_conn_env env;     /* what its connections share */
-	struct drain_job *jobs;
+	struct list jobs;              /* of drain_job.node, this thread's */
 };
 
 static struct drain *drain_of_env(struct drain_conn_env *env)
 {
 	return (struct drain *)(void *)((char *)env - offsetof(struct drain, env));
-}
-
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 /* ---- hub ----------------------------------------------------------------- */
@@ -213,20 +208,14 @@ static void hub_end(struct drain_hub *h, const char *dom, size_t len)
 static void job_end(struct drain_job *j)
 {
 	struct drain *d = drain_of_env(j->env);
-	struct drain_job **pp;
 
-	for (pp = &d->jobs; *pp; pp = &(*pp)->next) {
-		if (*pp == j) {
-			*pp = j->next;
-			break;
-		}
-	}
+	list_unlink(&d->jobs, &j->node);
 	if (j->nmsgs)
 		log_info("drain %.*s (shard %u): %" PRIu64 " sent, %" PRIu64 " deferred, %" PRIu64
 			 " bounced, %zu not attempted, in %.3f s",
 			 (int)j->len, j->dom, d->index, j->sent, j->deferred, j->bounced,
 			 j->nmsgs - j->next_msg,
-			 (double)(drain_conn_wall_us() - j->started_us) / 1e6);
+			 (double)(now_wall_us() - j->started_us) / 1e6);
 	hub_end(d->hub, j->dom, j->len);
 	free(j->msgs);
 	free(j);
@@ -264,7 +253,7 @@ static struct drain_job *job_new(struct drain *d, const struct drain_req *rq)
 	memcpy(&j->dst, &rq->dst, rq->dstlen);
 	j->dstlen = rq->dstlen;
 	snprintf(j->relay, sizeof(j->relay), "%s", rq->relay);
-	j->started_us = drain_conn_wall_us();
+	j->started_us = now_wall_us();
 	return j;
 }
 
@@ -283,8 +272,7 @@ static void job_start(void *arg)
 		return;
 	}
 	free(rq);
-	j->next = d->jobs;
-	d->jobs = j;
+	list_append(&d->jobs, &j->node);
 	want = h->cfg->drain_connections;
 	if (want > j->nmsgs)
 		want = (unsigned)j->nmsgs;
@@ -428,7 +416,7 @@ static enum etrn_outcome hub_start(struct drain_hub *h, const struct domtab_row 
  * (proto/etrn_limit.h). */
 static int rate_ok(struct drain *d, const char *client)
 {
-	return etrn_limit_take(d->hub->etrn_limit, client, mono_ms());
+	return etrn_limit_take(d->hub->etrn_limit, client, now_mono_ms());
 }
 
 /*
@@ -557,13 +545,30 @@ void drain_hub_status(struct drain_hub *h, struct buf *out)
 
 /* ---- per thread ------------------------------------------------------------ */
 
+/* drain_busy() as the loop's busy check. */
+static int drain_busy_hook(void *arg)
+{
+	return drain_busy(arg);
+}
+
 struct drain *drain_new(struct drain_hub *h, unsigned index, struct loop *l,
 			struct spool_shard *sh)
 {
 	struct drain *d = calloc(1, sizeof(*d));
+	int rc;
 
-	if (!d)
+	if (!d) {
+		errno = ENOMEM;
 		return NULL;
+	}
+	/* Registered before the hub can see d: on failure nothing points
+	 * to it and the caller frees the loop without running it. */
+	rc = loop_add_busy_check(l, "drain", drain_busy_hook, d);
+	if (rc) {
+		free(d);
+		errno = -rc;
+		return NULL;
+	}
 	d->hub = h;
 	d->index = index;
 	d->env.loop = l;
@@ -579,12 +584,13 @@ struct drain *drain_new(struct drain_hub *h, unsigned index, struct loop *l,
 
 struct drain *drain_free(struct drain *d)
 {
-	struct drain_job *j, *next;
+	struct list_node *n;
 
 	if (!d)
 		return NULL;
-	for (j = d->jobs; j; j = next) {
-		next = j->next;
+	while ((n = list_pop(&d->jobs))) {
+		struct drain_job *j = LIST_ENTRY(n, struct drain_job, node);
+
 		free(j->msgs);
 		free(j);
 	}
@@ -594,5 +600,5 @@ struct drain *drain_free(struct drain *d)
 
 int drain_busy(const struct drain *d)
 {
-	return d->env.conns > 0 || d->jobs != NULL;
+	return d->env.conns > 0 || !list_empty(&d->jobs);
 }

@@ -53,7 +53,9 @@ void drain_hub_quiesce(struct drain_hub *h);
  * holds the domain active). Any thread. */
 uint64_t drain_hub_unresolved(struct drain_hub *h);
 
-/* Create thread index's drainer on its loop and shard (before loop_run). */
+/* Create thread index's drainer on its loop and shard (before loop_run);
+ * it registers its busy check ("drain": drain_busy()) on l. NULL with
+ * errno ENOMEM, or ENOSPC when l's busy-check registry is full. */
 struct drain *drain_new(struct drain_hub *h, unsigned index, struct loop *l,
 		struct spool_shard *sh);
 struct drain *drain_free(struct drain *d);

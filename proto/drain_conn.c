@@ -16,6 +16,7 @@
 
 #include "core/ascii.h"
 #include "core/log.h"
+#include "core/now.h"
 #include "proto/bounce.h"
 #include "proto/qid.h"
 #include "store/spool_rec.h"
@@ -40,7 +41,7 @@ struct drain_conn {
 	struct buf dsn;                /* a bounce being written */
 	struct spool_rec_hdr hdr;
 	struct spool_rec_msg msg;
-	struct drain_conn *wait_next;  /* env's wait list, while WAIT_SLOT */
+	struct list_node wait_node;    /* env->waiting, while WAIT_SLOT */
 	unsigned delivered;
 };
 
@@ -73,14 +74,6 @@ static void msg_done(struct drain_conn *dc);
 const char *drain_conn_state_name(enum drain_conn_state s)
 {
 	return (unsigned)s < DRAIN_CONN_NSTATES ? drain_conn_state_names[s] : "?";
-}
-
-uint64_t drain_conn_wall_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 /* The one place the state changes. Nothing leaves CLOSED: the struct is
@@ -151,39 +144,22 @@ static int dc_release(struct drain_conn *dc)
 
 static void wait_push(struct drain_conn_env *env, struct drain_conn *dc)
 {
-	dc->wait_next = NULL;
-	if (env->wait_last)
-		env->wait_last->wait_next = dc;
-	else
-		env->wait_first = dc;
-	env->wait_last = dc;
+	list_append(&env->waiting, &dc->wait_node);
 }
 
 /* Off the list; dc must be on it (state WAIT_SLOT). */
 static void wait_remove(struct drain_conn_env *env, struct drain_conn *dc)
 {
-	struct drain_conn **pp, *prev = NULL;
-
-	for (pp = &env->wait_first; *pp; prev = *pp, pp = &(*pp)->wait_next) {
-		if (*pp != dc)
-			continue;
-		*pp = dc->wait_next;
-		if (env->wait_last == dc)
-			env->wait_last = prev;
-		break;
-	}
-	dc->wait_next = NULL;
+	list_unlink(&env->waiting, &dc->wait_node);
 }
 
 /* A read slot came free: let the longest waiter try again. */
 static void wait_wake(struct drain_conn_env *env)
 {
-	struct drain_conn *dc = env->wait_first;
+	struct list_node *n = list_pop(&env->waiting);
 
-	if (!dc)
-		return;
-	wait_remove(env, dc);
-	dc_next(dc);
+	if (n)
+		dc_next(LIST_ENTRY(n, struct drain_conn, wait_node));
 }
 
 /* Close the socket (idempotent); the loop's close callback follows. */
@@ -484,7 +460,7 @@ static void msg_done(struct drain_conn *dc)
 	struct drain_job *j = dc->job;
 	struct drain_bounces b;
 	char qid[QID_MAX];
-	uint64_t now = drain_conn_wall_us();
+	uint64_t now = now_wall_us();
 
 	qid_format(dc->msgid, qid);
 	memset(&b, 0, sizeof(b));

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "core/list.h"
 #include "core/loop.h"
 #include "proto/drain_resolve.h"
 #include "proto/smtp_client.h"
@@ -70,7 +71,7 @@ struct drain_conn_env {
 	unsigned conns;                /* drain_conn structs alive */
 	/* Connections waiting for one of the shard's read slots (many drains
 	 * at once want more reads than the shard runs in parallel). */
-	struct drain_conn *wait_first, *wait_last;
+	struct list waiting;           /* of drain_conn.wait_node */
 	void (*job_idle)(struct drain_job *j);
 };
 
@@ -83,7 +84,7 @@ struct drain_conn_env {
  */
 struct drain_job {
 	struct drain_conn_env *env;
-	struct drain_job *next;        /* the thread's list (drain.c) */
+	struct list_node node;         /* the thread's list (drain.c) */
 	char dom[DRAIN_DOMAIN_MAX];
 	size_t len;
 	struct sockaddr_storage dst;
@@ -110,9 +111,6 @@ struct drain_job {
  * module keeps a pointer to a connection.
  */
 int drain_conn_open(struct drain_job *j);
-
-/* Wall-clock time in microseconds, as log lines and DSNs give it. */
-uint64_t drain_conn_wall_us(void);
 
 /* The state's name, for logs and tests ("READING"); "?" past the end. */
 const char *drain_conn_state_name(enum drain_conn_state s);

@@ -154,6 +154,49 @@ static size_t parse_route(const char *s, size_t n)
 	}
 }
 
+/* After the local part, at s[*i]: "@domain", "@[literal]" or no domain
+ * (SMTP_PATH_NO_DOMAIN, *domlen 0). Sets *dom to where the domain starts
+ * (past the '@'; *i when there is none) and moves *i past it. -1 on a
+ * syntax error. */
+static int parse_at_domain(const char *s, size_t n, size_t *i, size_t *dom,
+			   size_t *domlen, struct smtp_path *path)
+{
+	size_t j = *i;
+
+	*dom = j;
+	*domlen = 0;
+	if (j >= n || s[j] != '@') {
+		path->flags |= SMTP_PATH_NO_DOMAIN;
+		return 0;
+	}
+	*dom = ++j;
+	if (j < n && s[j] == '[') {
+		*domlen = parse_literal(s + j, n - j);
+		path->flags |= SMTP_PATH_LITERAL;
+	} else {
+		*domlen = parse_domain(s + j, n - j);
+	}
+	if (*domlen == 0)
+		return -1;
+	*i = j + *domlen;
+	return 0;
+}
+
+/* path->addr = s[lp..dom) (the local part and its '@'), then the domain
+ * s[dom..dom+domlen); lengths already checked against SMTP_PATH_MAX. */
+static void path_store(struct smtp_path *path, const char *s, size_t lp, size_t dom,
+		       size_t domlen)
+{
+	memcpy(path->addr, s + lp, dom - lp);
+	path->len = dom - lp;
+	path->domain_off = path->len;
+	if (domlen > 0) {
+		memcpy(path->addr + path->len, s + dom, domlen);
+		path->len += domlen;
+	}
+	path->addr[path->len] = '\0';
+}
+
 int smtp_parse_path_arg(const char *s, size_t n, const char *kw,
 		struct smtp_path *path, size_t *params_off)
 {
@@ -193,22 +236,8 @@ int smtp_parse_path_arg(const char *s, size_t n, const char *kw,
 	if (lplen == 0)
 		return SMTP_PARSE_SYNTAX;
 	i += lplen;
-	dom = i;
-	if (i < n && s[i] == '@') {
-		i++;
-		dom = i;
-		if (i < n && s[i] == '[') {
-			domlen = parse_literal(s + i, n - i);
-			path->flags |= SMTP_PATH_LITERAL;
-		} else {
-			domlen = parse_domain(s + i, n - i);
-		}
-		if (domlen == 0)
-			return SMTP_PARSE_SYNTAX;
-		i += domlen;
-	} else {
-		path->flags |= SMTP_PATH_NO_DOMAIN;
-	}
+	if (parse_at_domain(s, n, &i, &dom, &domlen, path))
+		return SMTP_PARSE_SYNTAX;
 	if (bracket) {
 		if (i >= n || s[i] != '>')
 			return SMTP_PARSE_SYNTAX;
@@ -221,14 +250,7 @@ int smtp_parse_path_arg(const char *s, size_t n, const char *kw,
 	plen = i - start + (bracket ? 0 : 2);
 	if (lplen > SMTP_LOCAL_MAX || domlen > SMTP_DOMAIN_MAX || plen > SMTP_PATH_MAX)
 		return SMTP_PARSE_TOO_LONG;
-	memcpy(path->addr, s + lp, dom - lp);
-	path->len = dom - lp;
-	path->domain_off = path->len;
-	if (domlen > 0) {
-		memcpy(path->addr + path->len, s + dom, domlen);
-		path->len += domlen;
-	}
-	path->addr[path->len] = '\0';
+	path_store(path, s, lp, dom, domlen);
 params:
 	if (i < n && s[i] != ' ')
 		return SMTP_PARSE_SYNTAX;

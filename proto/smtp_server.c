@@ -16,13 +16,13 @@
 #include "core/datefmt.h"
 #include "core/linereader.h"
 #include "core/log.h"
+#include "proto/etrn.h"
 #include "proto/smtp_parse.h"
 
 #define SMTP_HELO_MAX 64        /* HELO text kept for Received: (sanitized) */
 #define SMTP_CLIENT_MAX 64      /* client address text; INET6_ADDRSTRLEN is 46 */
 #define SMTP_REPLY_MAX 512      /* reply line incl. CRLF; RFC 5321 4.5.3.1.5 */
 #define SMTP_RECEIVED_ROOM 1024 /* Received: header, not counting our hostname */
-#define SMTP_ETRN_NODE_MAX 256  /* "@" or "#" + a domain (RFC 1035 2.3.4: 255) */
 #define SMTP_LOG_TEXT 160       /* untrusted text quoted in a log line */
 #define SMTP_DATE_MAX 64        /* "Tue, 24 Nov 2026 00:38:41 +0000 (UTC)" */
 #define SMTP_NUL_WINDOW 4096    /* DATA: look for NUL bytes this far ahead */
@@ -133,9 +133,18 @@ static void smtp_enter_state(struct smtp_session *s, enum smtp_state new_state)
 	s->state = new_state;
 }
 
-/* Append one reply line (CRLF added). A reply that cannot be appended (the
- * caller's output cap: a peer pipelining without reading) closes the
- * session rather than silently skipping a reply. */
+/* A reply did not fit the caller's buffer (its output cap: a peer
+ * pipelining without reading): the session closes rather than silently
+ * skipping a reply. */
+static void smtp_out_full(struct smtp_session *s)
+{
+	if (s && !s->out_failed)
+		log_warn("smtp %s: reply buffer full, closing", s->client_addr);
+	if (s)
+		s->out_failed = 1;
+}
+
+/* Append one reply line (CRLF added); smtp_out_full() when it cannot be. */
 __attribute__((format(printf, 3, 4)))
 static void smtp_reply(struct smtp_session *s, struct buf *out, const char *fmt, ...)
 {
@@ -161,12 +170,8 @@ static void smtp_reply(struct smtp_session *s, struct buf *out, const char *fmt,
 	}
 	line[n++] = '\r';
 	line[n++] = '\n';
-	if (buf_append(out, line, (size_t)n) != 0) {
-		if (s && !s->out_failed)
-			log_warn("smtp %s: reply buffer full, closing", s->client_addr);
-		if (s)
-			s->out_failed = 1;
-	}
+	if (buf_append(out, line, (size_t)n) != 0)
+		smtp_out_full(s);
 }
 
 /* ---- transaction ------------------------------------------------------ */
@@ -630,27 +635,11 @@ static int smtp_check_unimpl(struct smtp_session *s, struct smtp_cmd_ctx *c, str
 	return SMTP_CHECK_FAIL;
 }
 
-/* ETRN node (RFC 1985 section 3): a domain, "@domain" (it and its
- * subdomains) or "#queue" (an operator-defined queue name). */
-static int smtp_etrn_syntax_ok(const char *p, size_t n)
-{
-	size_t i = 0;
-
-	if (n > 0 && (p[0] == '@' || p[0] == '#'))
-		i = 1;
-	if (i == n || n > SMTP_ETRN_NODE_MAX)
-		return 0;
-	for (; i < n; i++) {
-		unsigned char ch = (unsigned char)p[i];
-		if (!(ch >= 'a' && ch <= 'z') && !(ch >= 'A' && ch <= 'Z') &&
-		    !(ch >= '0' && ch <= '9') && ch != '.' && ch != '-' && ch != '_')
-			return 0;
-	}
-	return 1;
-}
-
 static int smtp_check_etrn(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
 {
+	struct etrn_node node;
+	enum etrn_outcome o;
+
 	if (!s->conf->etrn)
 		return smtp_check_unimpl(s, c, out);
 	if (s->state == SMTP_STATE_INIT) {
@@ -662,15 +651,14 @@ static int smtp_check_etrn(struct smtp_session *s, struct smtp_cmd_ctx *c, struc
 		smtp_reply(s, out, "503 5.5.1 Error: MAIL transaction in progress");
 		return SMTP_CHECK_FAIL;
 	}
-	if (c->arg_len == 0) {
-		smtp_reply(s, out, "500 5.5.2 Syntax: ETRN domain");
-		return SMTP_CHECK_FAIL;
-	}
-	if (!smtp_etrn_syntax_ok(c->arg, c->arg_len)) {
-		smtp_reply(s, out, "501 5.5.4 Syntax error in parameters: ETRN domain, @domain or #queue");
-		return SMTP_CHECK_FAIL;
-	}
-	return SMTP_CHECK_OK;
+	/* RFC 1985 section 3 syntax (500 empty, 501 bad node) is etrn.c's;
+	 * whether a domain form names a domain is the etrn callback's. */
+	o = etrn_parse(c->arg, c->arg_len, ETRN_SRC_SMTP_RAW, &node);
+	if (o != ETRN_SYNTAX_EMPTY && o != ETRN_SYNTAX_NODE)
+		return SMTP_CHECK_OK;
+	if (etrn_reply(out, o, c->arg, c->arg_len, NULL, 0))
+		smtp_out_full(s);
+	return SMTP_CHECK_FAIL;
 }
 
 static void smtp_proceed_etrn(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)

@@ -19,9 +19,11 @@
 #include <time.h>
 
 #include "core/buf.h"
+#include "proto/qid.h"
 
-/* Queue id text: 14 upper-case hex digits (2 shard + 12 sequence) + NUL. */
-#define SMTP_QID_MAX 24
+/* The session's queue id buffer: proto/qid.h's queue id text and NUL (one
+ * constant, so new_id's qid_format() always fits). */
+#define SMTP_QID_MAX QID_MAX
 
 struct smtp_limits {
 	size_t command_max;      /* command line incl. CRLF; RFC 5321 4.5.3.1.4: 512 */

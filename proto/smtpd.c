@@ -67,9 +67,6 @@ static enum smtp_rcpt_verdict smtpd_rcpt_check(void *arg, const char *domain,
 	return SMTP_RCPT_OK;
 }
 
-/* The session's queue id buffer holds SMTP_QID_MAX bytes. */
-_Static_assert(QID_MAX <= SMTP_QID_MAX, "a queue id must fit smtp_server's buffer");
-
 static void smtpd_new_id(void *arg, uint64_t *msgid, char *qid)
 {
 	struct smtpd *d = arg;

@@ -28,6 +28,7 @@
 #include "core/ascii.h"
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/now.h"
 #include "store/domstat.h"
 #include "store/spool_compact.h"
 #include "store/spool_index.h"
@@ -51,6 +52,15 @@
  * the highest sequence found on disk is the other lower bound. */
 #define SPOOL_SEQ_TIME_SHIFT 16
 
+/*
+ * An entry is on one singly linked chain at a time through next: the pool,
+ * the MSG queue (q_first/q_last), the copy queue (c_first/c_last), the
+ * batch in flight (b.first/b.last) or flush's stale list. They stay
+ * hand-rolled rather than core/list.h on purpose: this is the group-commit
+ * hot path, every use is push-tail / pop-head, batch_take moves a head
+ * with one store and batch_unfill splices a whole run back in front in O(1)
+ * (list.h has no splice and would add a prev store per move).
+ */
 struct spool_entry {
 	struct spool_entry *next;
 	struct buf head;          /* record header + envelope; copy: the DONEs */
@@ -149,14 +159,6 @@ struct spool_shard {
 
 	struct spool_stats stats;
 };
-
-static uint64_t now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 /* ---- start-up: recovery ----------------------------------------------- */
 
@@ -472,7 +474,7 @@ int spool_append_msg(struct spool_shard *sh, const struct spool_msg *m,
 		entry_put(sh, e);
 		return rc;
 	}
-	e->head.len = spool_rec_encode_msg_head(e->head.data, m->msgid, now_us(),
+	e->head.len = spool_rec_encode_msg_head(e->head.data, m->msgid, now_wall_us(),
 						m->flags, m->sender, m->sender_len,
 						m->nrcpt, m->rcpt, m->rcpt_len,
 						m->body, m->body_len);
@@ -497,7 +499,7 @@ int spool_append_done(struct spool_shard *sh, uint64_t msgid, uint32_t rcpt_inde
 		entry_put(sh, e);
 		return rc;
 	}
-	e->head.len = spool_rec_encode_done(e->head.data, msgid, now_us(), rcpt_index, status);
+	e->head.len = spool_rec_encode_done(e->head.data, msgid, now_wall_us(), rcpt_index, status);
 	e->body = NULL;
 	e->body_len = 0;
 	entry_queue(sh, e, done, arg);
@@ -517,7 +519,7 @@ int spool_append_note(struct spool_shard *sh, uint64_t msgid,
 		entry_put(sh, e);
 		return rc;
 	}
-	e->head.len = spool_rec_encode_note(e->head.data, msgid, now_us(), kind);
+	e->head.len = spool_rec_encode_note(e->head.data, msgid, now_wall_us(), kind);
 	e->body = NULL;
 	e->body_len = 0;
 	entry_queue(sh, e, done, arg);
@@ -1004,7 +1006,7 @@ static int copies_prepare(struct spool_shard *sh, struct spool_entry **stale)
 {
 	struct spool_entry **pp = &sh->c_first, *e;
 	struct spool_index_entry ie;
-	uint64_t t = now_us();
+	uint64_t t = now_wall_us();
 	int n, rc;
 
 	sh->c_last = NULL;

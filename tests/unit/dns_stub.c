@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "core/ascii.h"
+#include "core/now.h"
 
 #define DNS_STUB_PKT_MAX 512     /* RFC 1035 2.3.4: UDP messages */
 #define DNS_STUB_HDR 12
@@ -49,14 +50,6 @@ struct dns_stub {
 	struct dns_stub_late late[DNS_STUB_LATE_MAX];
 	size_t nlate;
 };
-
-static uint64_t dns_stub_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static int dns_stub_name_is(const char *a, const char *name, size_t len)
 {
@@ -208,7 +201,7 @@ static void dns_stub_serve_one(struct dns_stub *s)
 		return;
 	if (delay && s->nlate < DNS_STUB_LATE_MAX) {
 		struct dns_stub_late *l = &s->late[s->nlate++];
-		l->due_ms = dns_stub_now_ms() + delay;
+		l->due_ms = now_mono_ms() + delay;
 		l->to = from;
 		l->len = len;
 		memcpy(l->pkt, out, len);
@@ -224,7 +217,7 @@ static void *dns_stub_main(void *arg)
 	for (;;) {
 		struct pollfd pfd[2] = { { .fd = s->fd, .events = POLLIN },
 					 { .fd = s->stopfd, .events = POLLIN } };
-		uint64_t now = dns_stub_now_ms();
+		uint64_t now = now_mono_ms();
 		int ms = -1;
 
 		for (size_t i = 0; i < s->nlate;) {

@@ -18,6 +18,7 @@
 
 #include "core/buf.h"
 #include "core/epoch.h"
+#include "core/now.h"
 #include "core/resolver.h"
 #include "store/domstat.h"
 #include "store/spool_index.h"
@@ -63,15 +64,6 @@ static const struct conn_ops ef_no_ops = {
 };
 
 /* ---- the engine thread --------------------------------------------------- */
-
-/* The spool and expiry register their own per-turn work; the drainer's busy
- * check is the daemon's to add (admin/engine.c), so the fixture adds it. */
-static int ef_busy(void *arg)
-{
-	struct engine_fixture *f = arg;
-
-	return f->drain && drain_busy(f->drain);
-}
 
 static void ef_report(struct engine_fixture *f, int state)
 {
@@ -124,11 +116,7 @@ static void *ef_main(void *arg)
 		goto fail;
 	f->drain = drain_new(f->hub, 0, f->loop, f->sh);
 	if (!f->drain) {
-		snprintf(f->err, sizeof(f->err), "drain_new: out of memory");
-		goto fail;
-	}
-	if (loop_add_busy_check(f->loop, "drain", ef_busy, f)) {
-		snprintf(f->err, sizeof(f->err), "loop_add_busy_check: registry full");
+		snprintf(f->err, sizeof(f->err), "drain_new: %s", strerror(errno));
 		goto fail;
 	}
 	ef_report(f, EF_READY);
@@ -331,14 +319,6 @@ int engine_fixture_call(struct engine_fixture *f, engine_fixture_fn fn, void *ar
 	return 0;
 }
 
-static uint64_t ef_mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 struct ef_probe {
 	struct engine_fixture *f;
 	engine_fixture_pred pred;
@@ -356,12 +336,12 @@ static void ef_probe_run(void *arg)
 int engine_fixture_wait(struct engine_fixture *f, engine_fixture_pred pred, void *arg,
 			unsigned timeout_ms)
 {
-	uint64_t end = ef_mono_ms() + timeout_ms;
+	uint64_t end = now_mono_ms() + timeout_ms;
 	struct ef_probe p = { f, pred, arg, 0 };
 	const struct timespec nap = { 0, ENGINE_FIXTURE_POLL_NS };
 
 	for (;;) {
-		uint64_t now = ef_mono_ms();
+		uint64_t now = now_mono_ms();
 
 		if (now >= end)
 			return -ETIMEDOUT;

@@ -26,6 +26,7 @@
 
 #include "dns_stub.h"
 #include "engine_fixture.h"
+#include "core/now.h"
 #include "core/resolver.h"
 #include "store/spool_index.h"
 #include "store/spool_rec.h"
@@ -690,14 +691,6 @@ Test(drain, dest_nxdomain_stays_held, .timeout = T_TIMEOUT_S)
 	engine_fixture_fini(&f);
 }
 
-static uint64_t t_mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* The DNS server never answers: the drain runs (a second flush joins it)
  * until dns_timeout, then ends; nothing sent, mail held. A third flush's
  * look-up is still pending at shutdown: answered -ECANCELED once (ASan
@@ -714,14 +707,14 @@ Test(drain, dest_dns_silent_times_out, .timeout = T_TIMEOUT_S)
 
 	t_server_start(&s, &plain, 0, 0);
 	t_dns_start(&f, &dns, "silent.test", s.port, T_DNS_TIMEOUT_MS);
-	t0 = t_mono_ms();
+	t0 = now_mono_ms();
 	cr_assert_eq(engine_fixture_etrn(&f, NULL, "cust.test", reply, sizeof(reply)), 0);
 	cr_expect_str_eq(reply, T_FLUSH_OK);
 	cr_assert_eq(engine_fixture_etrn(&f, NULL, "cust.test", reply, sizeof(reply)), 0);
 	cr_expect_str_eq(reply, T_FLUSH_JOIN, "during the look-up: %s", reply);
 	cr_assert_eq(engine_fixture_wait(&f, t_unresolved_reached, &want, ENGINE_FIXTURE_WAIT_MS),
 		     0, "the drain did not end");
-	waited = t_mono_ms() - t0;
+	waited = now_mono_ms() - t0;
 	/* Both clocks count whole ms: allow that much rounding. */
 	cr_expect_geq(waited + T_MS_ROUNDING, T_DNS_TIMEOUT_MS, "ended after %lu ms, before dns_timeout",
 		      (unsigned long)waited);
@@ -735,4 +728,77 @@ Test(drain, dest_dns_silent_times_out, .timeout = T_TIMEOUT_S)
 	dns_stub_stop(dns);
 	t_expect_all_held(&f, &s, "silent DNS");
 	engine_fixture_fini(&f);
+}
+
+/* ---- drain_new registers its own busy check ------------------------------ */
+
+static int t_never_busy(void *arg)
+{
+	(void)arg;
+	return 0;
+}
+
+static void t_no_cb(void *a, struct conn *c, void *s)
+{
+	(void)a;
+	(void)c;
+	(void)s;
+}
+
+/* drain_new takes one slot of the loop's busy-check registry: with one left
+ * it succeeds and the registry is full after it; with none left it fails
+ * with ENOSPC. Both loops start alike (a shard open on each). */
+Test(drain, drain_new_registers_busy_check_enospc_when_full, .timeout = T_TIMEOUT_S)
+{
+	static const struct conn_ops ops = { NULL, NULL, t_no_cb, t_no_cb, t_no_cb, NULL };
+	char dir[] = "/tmp/etrnd-test-drain-new-XXXXXX", err[256], cmd[64];
+	struct loop_conf lc = { 0 };
+	struct spool_shard_conf sc = { 0 };
+	struct config cfg;
+	struct loop *l[2];
+	struct spool_shard *sh[2];
+	struct drain_hub *h;
+	struct drain *d;
+	unsigned free_slots = 0;
+
+	cr_assert_not_null(mkdtemp(dir));
+	config_defaults(&cfg);
+	cfg.nlisten = 0;
+	cfg.max_connections = 4;
+	lc.cfg = &cfg;
+	lc.ops = &ops;
+	sc.dir = dir;
+	sc.sync = CONFIG_SYNC_NONE;
+	sc.segment_size = cfg.segment_size;
+	for (unsigned k = 0; k < 2; k++) {
+		sc.shard = k;
+		l[k] = loop_new(&lc, err, sizeof(err));
+		cr_assert_not_null(l[k], "%s", err);
+		sh[k] = spool_shard_open(l[k], &sc, err, sizeof(err));
+		cr_assert_not_null(sh[k], "%s", err);
+	}
+	/* Loop 1 full; loop 0 with exactly one slot left. */
+	while (loop_add_busy_check(l[1], "filler", t_never_busy, NULL) == 0)
+		free_slots++;
+	cr_assert_gt(free_slots, 1u);
+	for (unsigned i = 0; i + 1 < free_slots; i++)
+		cr_assert_eq(loop_add_busy_check(l[0], "filler", t_never_busy, NULL), 0);
+	h = drain_hub_new(&cfg, NULL, NULL, NULL, 2);
+	cr_assert_not_null(h);
+	d = drain_new(h, 0, l[0], sh[0]);
+	cr_assert_not_null(d);
+	cr_expect_eq(loop_add_busy_check(l[0], "after", t_never_busy, NULL), -ENOSPC,
+		     "drain_new took the last slot");
+	errno = 0;
+	cr_expect_null(drain_new(h, 1, l[1], sh[1]));
+	cr_expect_eq(errno, ENOSPC);
+	drain_free(d);
+	drain_hub_free(h);
+	for (unsigned k = 0; k < 2; k++) {
+		spool_shard_close(sh[k]);
+		loop_free(l[k]);
+	}
+	config_free(&cfg);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	cr_expect_eq(system(cmd), 0);
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/now.h"
 #include "core/resolver.h"
 #include "tests/unit/dns_stub.h"
 
@@ -37,14 +38,6 @@ static const struct dns_stub_rr zone[] = {
 	{ "slow.test", DNS_STUB_SLOW, NULL, SLOW_DELAY_MS },
 	{ "slow.test", DNS_STUB_A, "192.0.2.9", 0 },
 };
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 /* One request's outcome, filled by the callback on the resolver thread. */
 struct waiter {
@@ -240,12 +233,12 @@ Test(resolver, silent_server_times_out)
 	struct resolver *r = start(&conf);
 	struct resolver_stats st;
 	struct waiter w;
-	uint64_t t0 = now_ms(), dt;
+	uint64_t t0 = now_mono_ms(), dt;
 
 	waiter_init(&w);
 	cr_assert_eq(resolver_mx(r, "silent.test", 25, waiter_cb, &w), 0);
 	cr_assert_eq(waiter_wait(&w, 1), 1, "answered within %d ms", WAIT_MAX_MS);
-	dt = now_ms() - t0;
+	dt = now_mono_ms() - t0;
 	cr_expect_eq(w.res.err, -ETIMEDOUT, "%d (%s)", w.res.err, w.res.why);
 	cr_expect_eq(w.res.permanent, 0);
 	cr_expect_geq(dt, conf.timeout_ms - 1, "not before the deadline: %llu ms",
@@ -261,7 +254,7 @@ Test(resolver, late_answer_dropped)
 	struct resolver *r = start(&conf);
 	struct resolver_stats st;
 	struct waiter w;
-	uint64_t t0 = now_ms();
+	uint64_t t0 = now_mono_ms();
 
 	waiter_init(&w);
 	cr_assert_eq(resolver_host(r, "slow.test", 25, waiter_cb, &w), 0);
@@ -273,7 +266,7 @@ Test(resolver, late_answer_dropped)
 		if (st.late_dropped)
 			break;
 		nanosleep(&(struct timespec){ .tv_nsec = 20 * 1000 * 1000 }, NULL);
-	} while (now_ms() - t0 < WAIT_MAX_MS);
+	} while (now_mono_ms() - t0 < WAIT_MAX_MS);
 	cr_expect_eq(st.late_dropped, 1, "the late answer was seen and dropped");
 	cr_expect_eq(waiter_wait(&w, 1), 1, "and the callback did not run again");
 	cr_expect_eq(st.answered, 1);
@@ -355,7 +348,7 @@ Test(resolver, free_cancels_pending)
 	}
 	/* Free only once c-ares holds some (their queries reached the server),
 	 * so both the queued and the in-flight paths are cancelled. */
-	for (uint64_t t0 = now_ms(); dns_stub_queries(stub) < 8 && now_ms() - t0 < WAIT_MAX_MS;)
+	for (uint64_t t0 = now_mono_ms(); dns_stub_queries(stub) < 8 && now_mono_ms() - t0 < WAIT_MAX_MS;)
 		nanosleep(&(struct timespec){ .tv_nsec = 5 * 1000 * 1000 }, NULL);
 	cr_expect_geq(dns_stub_queries(stub), 8, "lookups reached the server");
 	cr_expect_eq(tally.total, 0, "nothing answered before free");

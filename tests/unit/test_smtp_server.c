@@ -18,7 +18,7 @@
 #define T_CLOCK ((time_t)1795480721)
 #define T_RESULT_MAX 16384
 
-enum t_conf { T_SMALL = 0, T_NORMALIZE, T_BIG };
+enum t_conf { T_SMALL = 0, T_NORMALIZE, T_BIG, T_ETRN, T_NCONF };
 
 static time_t t_clock(void *arg)
 {
@@ -50,7 +50,16 @@ static enum smtp_rcpt_verdict t_rcpt_check(void *arg, const char *d, size_t len)
 	return SMTP_RCPT_DENY;
 }
 
-static struct smtp_server_conf t_confs[3];
+/* The ETRN callback: echo the node it got, so a case sees which nodes
+ * passed the server's syntax check and exactly as given. */
+static void t_etrn(void *arg, const char *client, const char *node, size_t len,
+		   struct buf *out)
+{
+	(void)arg;
+	buf_printf(out, "250 %s %.*s\r\n", client, (int)len, node);
+}
+
+static struct smtp_server_conf t_confs[T_NCONF];
 
 static const struct smtp_server_conf *t_conf(enum t_conf which)
 {
@@ -65,13 +74,15 @@ static const struct smtp_server_conf *t_conf(enum t_conf which)
 	c->limits = small;
 	if (which == T_NORMALIZE)
 		c->limits.bare_lf_normalize = 1;
-	if (which == T_BIG) {
+	if (which == T_BIG || which == T_ETRN) {
 		c->limits.command_max = 512;
 		c->limits.line_max = 1000;
 		c->limits.max_recipients = 1000;
 		c->limits.size_max = 50u << 20;
 		c->limits.max_errors = 10;
 	}
+	if (which == T_ETRN)
+		c->etrn = t_etrn;
 	c->rcpt_check = t_rcpt_check;
 	c->new_id = t_new_id;
 	c->clock = t_clock;
@@ -341,6 +352,21 @@ static const struct t_case t_cases[] = {
 		"252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery\r\n"
 		"501 5.5.4 Syntax: VRFY address\r\n"
 		"214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP\r\n",
+		SMTP_EV_NEED_INPUT, NULL },
+	{ "etrn syntax: 500 and 501 replies, the 256-octet node limit", T_ETRN,
+		"ETRN a.test\r\nHELO client.test\r\nETRN\r\nETRN bad domain!\r\nETRN @\r\n"
+		"ETRN #\r\nETRN a_b.Test-1.\r\nETRN @a.test\r\nETRN #q1\r\n"
+		"ETRN @" X38 X38 X38 X38 X38 X38 X10 X10 "xxxxxxx\r\n"   /* 256 octets: ok */
+		"ETRN @" X38 X38 X38 X38 X38 X38 X10 X10 "xxxxxxxx\r\n", /* 257 */
+		0, 0, 0,
+		G "503 5.5.1 Error: send HELO/EHLO first\r\n250 mx.test\r\n"
+		"500 5.5.2 Syntax: ETRN domain\r\n"
+		"501 5.5.4 Syntax error in parameters: ETRN domain, @domain or #queue\r\n"
+		"501 5.5.4 Syntax error in parameters: ETRN domain, @domain or #queue\r\n"
+		"501 5.5.4 Syntax error in parameters: ETRN domain, @domain or #queue\r\n"
+		"250 192.0.2.1 a_b.Test-1.\r\n250 192.0.2.1 @a.test\r\n250 192.0.2.1 #q1\r\n"
+		"250 192.0.2.1 @" X38 X38 X38 X38 X38 X38 X10 X10 "xxxxxxx\r\n"
+		"501 5.5.4 Syntax error in parameters: ETRN domain, @domain or #queue\r\n",
 		SMTP_EV_NEED_INPUT, NULL },
 	{ "data sequencing", T_SMALL,
 		EHLO "DATA\r\nMAIL FROM:<s@x.test>\r\nDATA\r\nRCPT TO:<a@ok.test>\r\nDATA x\r\n"
