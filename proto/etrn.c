@@ -2,7 +2,9 @@
 /*
  * etrn: see etrn.h. Pure functions of their arguments; the reply texts are
  * the ones etrnd has always sent (tests/integration/test_etrn.py asserts
- * them), so a client's scripts keep matching.
+ * them), so a client's scripts keep matching, except that 459 carries 4.7.1
+ * since issue 10: 459 is transient, and RFC 3463 section 2 makes class 4
+ * the transient one; 5.7.1 on a 4yz reply contradicted itself.
  */
 #include "proto/etrn.h"
 
@@ -176,16 +178,16 @@ int etrn_reply(struct buf *out, enum etrn_outcome o, const char *node, size_t le
 		return buf_printf(out, "458 4.7.0 Unable to queue messages for node %.*s: too many ETRN requests, try later\r\n",
 				  echo, node);
 	case ETRN_DENIED_ADDRESS:
-		return buf_printf(out, "459 5.7.1 Node %.*s not allowed: unknown client address\r\n", echo, node);
+		return buf_printf(out, "459 4.7.1 Node %.*s not allowed: unknown client address\r\n", echo, node);
 	case ETRN_DENIED_UNKNOWN:
-		return buf_printf(out, "459 5.7.1 Node %.*s not allowed: not a customer domain here\r\n", l, node);
+		return buf_printf(out, "459 4.7.1 Node %.*s not allowed: not a customer domain here\r\n", l, node);
 	case ETRN_DENIED_CLIENT:
-		return buf_printf(out, "459 5.7.1 Node %.*s not allowed: client %s may not release it\r\n",
+		return buf_printf(out, "459 4.7.1 Node %.*s not allowed: client %s may not release it\r\n",
 				  l, node, client ? client : "");
 	case ETRN_DENIED_NONE_ALLOWED:
-		return buf_printf(out, "459 5.7.1 Node %.*s not allowed: client may not release it\r\n", l, node);
+		return buf_printf(out, "459 4.7.1 Node %.*s not allowed: client may not release it\r\n", l, node);
 	case ETRN_DENIED_NO_MATCH:
-		return buf_printf(out, "459 5.7.1 Node %.*s not allowed: no such queue or domain here\r\n", l, node);
+		return buf_printf(out, "459 4.7.1 Node %.*s not allowed: no such queue or domain here\r\n", l, node);
 	case ETRN_SYNTAX_EMPTY:
 		return buf_puts(out, "500 5.5.2 Syntax: ETRN domain\r\n");
 	case ETRN_SYNTAX_NODE:

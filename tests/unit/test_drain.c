@@ -483,7 +483,7 @@ Test(drain, etrn_joins_running_drain, .timeout = T_TIMEOUT_S)
 	cr_assert(engine_fixture_append(&f, T_SENDER2, t_rcpt2, 1, T_BODY2));
 
 	cr_assert_eq(engine_fixture_etrn(&f, "10.9.9.9", "cust.test", reply, sizeof(reply)), 0);
-	cr_expect_str_eq(reply, "459 5.7.1 Node cust.test not allowed: client 10.9.9.9 may not release it\r\n");
+	cr_expect_str_eq(reply, "459 4.7.1 Node cust.test not allowed: client 10.9.9.9 may not release it\r\n");
 	cr_assert_eq(engine_fixture_etrn(&f, "127.0.0.1", "cust.test", reply, sizeof(reply)), 0);
 	cr_expect_str_eq(reply, "253 2.0.0 OK, 2 pending messages for node cust.test started\r\n");
 	cr_assert_eq(engine_fixture_etrn(&f, "127.0.0.1", "CUST.test.", reply, sizeof(reply)), 0);

@@ -322,15 +322,15 @@ static const struct t_reply_case t_reply_cases[] = {
 	{ ETRN_RATE_LIMITED, "a.test", 0, "127.0.0.1", 0,
 	  "458 4.7.0 Unable to queue messages for node a.test: too many ETRN requests, try later\r\n" },
 	{ ETRN_DENIED_ADDRESS, "a.test", 0, "junk", 0,
-	  "459 5.7.1 Node a.test not allowed: unknown client address\r\n" },
+	  "459 4.7.1 Node a.test not allowed: unknown client address\r\n" },
 	{ ETRN_DENIED_UNKNOWN, "nothere.test", 0, NULL, 0,
-	  "459 5.7.1 Node nothere.test not allowed: not a customer domain here\r\n" },
+	  "459 4.7.1 Node nothere.test not allowed: not a customer domain here\r\n" },
 	{ ETRN_DENIED_CLIENT, "far.test", 0, "127.0.0.1", 0,
-	  "459 5.7.1 Node far.test not allowed: client 127.0.0.1 may not release it\r\n" },
+	  "459 4.7.1 Node far.test not allowed: client 127.0.0.1 may not release it\r\n" },
 	{ ETRN_DENIED_NONE_ALLOWED, "#q", 0, "127.0.0.1", 0,
-	  "459 5.7.1 Node #q not allowed: client may not release it\r\n" },
+	  "459 4.7.1 Node #q not allowed: client may not release it\r\n" },
 	{ ETRN_DENIED_NO_MATCH, "#nosuch", 0, "127.0.0.1", 0,
-	  "459 5.7.1 Node #nosuch not allowed: no such queue or domain here\r\n" },
+	  "459 4.7.1 Node #nosuch not allowed: no such queue or domain here\r\n" },
 	{ ETRN_SYNTAX_EMPTY, "", 0, NULL, 0, "500 5.5.2 Syntax: ETRN domain\r\n" },
 	{ ETRN_SYNTAX_NODE, "bad!", 0, NULL, 0,
 	  "501 5.5.4 Syntax error in parameters: ETRN domain, @domain or #queue\r\n" },
@@ -339,7 +339,7 @@ static const struct t_reply_case t_reply_cases[] = {
 	/* A NUL ends the node in a reply line. */
 	{ ETRN_JOINED, "a\0b", 3, NULL, 0, "252 2.0.0 OK, pending messages for node a started\r\n" },
 	{ ETRN_DENIED_CLIENT, "x.test", 0, NULL, 0,
-	  "459 5.7.1 Node x.test not allowed: client  may not release it\r\n" },
+	  "459 4.7.1 Node x.test not allowed: client  may not release it\r\n" },
 };
 
 Test(etrn, reply_table)
