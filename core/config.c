@@ -229,6 +229,28 @@ static int set_hostname(struct config *c, const struct config_key *k, const char
 	return set_string(c->hostname, sizeof(c->hostname), k, v, w, wl);
 }
 
+/* local@domain: a dot-atom local part (RFC 5322 3.2.3 atext, without the
+ * routing characters % ! that allow_untrusted_routing is about) and a host
+ * name. */
+static int set_postmaster(struct config *c, const struct config_key *k, const char *v,
+			  char *w, size_t wl)
+{
+	const char *at = strrchr(v, '@');
+	size_t ll = at ? (size_t)(at - v) : 0;
+
+	for (size_t i = 0; i < ll; i++) {
+		unsigned char ch = (unsigned char)v[i];
+
+		if (!isalnum(ch) && !strchr(".#$&'*+-/=?^_`{|}~", ch))
+			ll = 0;
+	}
+	if (ll == 0 || ll > CONFIG_LOCAL_MAX || v[0] == '.' || v[ll - 1] == '.' ||
+	    !valid_hostname(at + 1, strlen(at + 1)))
+		return why(w, wl, "bad value for %s: \"%s\" (want an address like postmaster@example.net)",
+			   k->name, v);
+	return set_string(c->postmaster, sizeof(c->postmaster), k, v, w, wl);
+}
+
 static void free_domains(struct config *c)
 {
 	for (size_t i = 0; i < c->nrelay_domains; i++)
@@ -641,7 +663,11 @@ static const struct config_key config_keys[] = {
 	{ "dns_servers", set_dns_servers, 0, 0, 0 },
 	{ "dns_timeout", set_duration, OFF(dns_timeout_ms), CONFIG_DNS_TIMEOUT_MIN_MS,
 	  CONFIG_DNS_TIMEOUT_MAX_MS },
+	/* RFC 5321 4.5.1 and Postfix's allow_untrusted_routing. */
+	{ "postmaster", set_postmaster, 0, 0, 0 },
+	{ "allow_untrusted_routing", set_bool, OFF(allow_untrusted_routing), 0, 1 },
 };
+#define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
 void config_defaults(struct config *c)
 {
@@ -681,22 +707,32 @@ void config_defaults(struct config *c)
 	c->redis_resync_ms = 60 * 1000;
 	c->dns_servers[0] = '\0';
 	c->dns_timeout_ms = RESOLVER_TIMEOUT_MS;
+	c->postmaster[0] = '\0';
+	c->allow_untrusted_routing = 0;
+}
+
+/* The index of key in config_keys[], or -1. */
+static int config_key_find(const char *key)
+{
+	for (size_t i = 0; i < CONFIG_NKEYS; i++)
+		if (!strcmp(key, config_keys[i].name))
+			return (int)i;
+	return -1;
 }
 
 int config_set(struct config *c, const char *key, const char *value,
 	       const char *where, char *err, size_t errlen)
 {
 	char w[CONFIG_ERR_MAX];
+	int i = config_key_find(key);
 
-	for (size_t i = 0; i < sizeof(config_keys) / sizeof(config_keys[0]); i++) {
-		if (strcmp(key, config_keys[i].name))
-			continue;
-		if (config_keys[i].set(c, &config_keys[i], value, w, sizeof(w)) == 0)
-			return 0;
-		snprintf(err, errlen, "%s: %s", where, w);
+	if (i < 0) {
+		snprintf(err, errlen, "%s: unknown key \"%s\"", where, key);
 		return -1;
 	}
-	snprintf(err, errlen, "%s: unknown key \"%s\"", where, key);
+	if (config_keys[i].set(c, &config_keys[i], value, w, sizeof(w)) == 0)
+		return 0;
+	snprintf(err, errlen, "%s: %s", where, w);
 	return -1;
 }
 
@@ -715,8 +751,9 @@ static char *trim(char *s)
 int config_load(struct config *c, const char *path, char *err, size_t errlen)
 {
 	char line[CONFIG_LINE_MAX], where[PATH_MAX + 32];
-	unsigned lineno = 0;
+	unsigned lineno = 0, seen[CONFIG_NKEYS] = { 0 }; /* line of each key, 0 = not yet */
 	FILE *f;
+	int k;
 	int rc = -1;
 
 	f = fopen(path, "r");
@@ -763,6 +800,14 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen)
 		}
 		if (config_set(c, key, value, where, err, errlen))
 			goto out;
+		/* Postfix warns "overriding earlier entry" and the later line
+		 * wins; so here. The value is not shown: redis may hold a
+		 * password. */
+		k = config_key_find(key);
+		if (seen[k])
+			log_warn("%s: overriding earlier entry for %s on line %u: the last value wins",
+				 where, key, seen[k]);
+		seen[k] = lineno;
 	}
 	if (ferror(f)) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));

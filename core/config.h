@@ -25,6 +25,10 @@
 #define CONFIG_DNS_PORT 53              /* RFC 1035 4.2 */
 #define CONFIG_DNS_TIMEOUT_MIN_MS 100ull
 #define CONFIG_DNS_TIMEOUT_MAX_MS (600ull * 1000)
+/* postmaster: a mailbox local@domain; RFC 5321 4.5.3.1.1 (local part 64)
+ * and 4.5.3.1.3 (path 256 with its angle brackets). */
+#define CONFIG_LOCAL_MAX 64
+#define CONFIG_ADDR_MAX 254
 
 enum config_sync { CONFIG_SYNC_NONE, CONFIG_SYNC_BATCH, CONFIG_SYNC_ALWAYS };
 
@@ -83,6 +87,12 @@ struct config {
 	unsigned redis_resync_ms;       /* full reload interval (safety net) */
 	char dns_servers[CONFIG_DNS_SERVERS_MAX]; /* "ip[:port],..."; "" = resolv.conf */
 	unsigned dns_timeout_ms;        /* one whole look-up, MX + address */
+	/* Where RCPT TO:<postmaster> (and postmaster@hostname) goes (RFC 5321
+	 * 4.5.1); "" = postmaster@hostname. */
+	char postmaster[CONFIG_ADDR_MAX + 1];
+	/* Postfix's allow_untrusted_routing: accept user%x@, user!x@ and
+	 * "user@x"@ recipients (sender-specified routing). Default 0. */
+	int allow_untrusted_routing;
 };
 
 /* Fill c with every default. Allocates (relay_domains): config_free(). */
@@ -91,7 +101,9 @@ void config_defaults(struct config *c);
 /*
  * Read path into c (which holds defaults or earlier values). On error returns
  * -1 with err set to "PATH:LINE: what is wrong" (or "PATH: strerror"); c may
- * be partly updated. Returns 0 on success.
+ * be partly updated. Returns 0 on success. A key given twice in the file is
+ * a warning (log_warn, "PATH:LINE: overriding earlier entry for KEY on line
+ * N: the last value wins"), as Postfix's postconf warns; -o is no duplicate.
  */
 int config_load(struct config *c, const char *path, char *err, size_t errlen);
 

@@ -115,6 +115,20 @@ else
 	h_fail "-t on etc/etrnd.conf: want exit 0 and no output"; show
 fi
 
+# 6b. A key given twice: still exit 0 under -t, with one warning on stderr
+# naming file:line and the earlier line (Postfix: "overriding earlier
+# entry"); the last value wins (threads = 1 is the first line of the pair).
+{ good_conf; echo "threads = 2"; } >"$D/twice.conf"
+first=$(grep -n '^threads' "$D/twice.conf" | head -1 | cut -d: -f1)
+last=$(wc -l <"$D/twice.conf")
+run_etrnd twice -t -c "$D/twice.conf"
+want="warning: $D/twice.conf:$last: overriding earlier entry for threads on line $first: the last value wins"
+if [[ $RC -eq 0 && $ERR == *"$want" && $(grep -c . <<<"$ERR") -eq 1 ]]; then
+	h_pass "duplicate key: exit 0, one warning '$want'"
+else
+	h_fail "duplicate key: want exit 0 and one line ending '$want'"; show
+fi
+
 # 7. -o overrides: a good one passes -t, an unknown key fails with exit 2.
 run_etrnd override-good -t -c "$D/good.conf" -o threads=2 -o sync=always
 if [[ $RC -eq 0 && -z $ERR ]]; then

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "core/config.h"
@@ -61,6 +62,16 @@ static const struct bad_case bad_cases[] = {
 	{ "clock_offset = -1d\n", "1: bad value for clock_offset: \"-1d\"" },
 	{ "control_socket = /tmp/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock\n",
 	  "1: bad value for control_socket: " },
+	{ "postmaster = nobody\n", "1: bad value for postmaster: \"nobody\" (want an address like postmaster@example.net)" },
+	{ "postmaster = @example.net\n", "1: bad value for postmaster: \"@example.net\"" },
+	{ "postmaster = a%b@example.net\n", "1: bad value for postmaster: \"a%b@example.net\"" },
+	{ "postmaster = a!b@example.net\n", "1: bad value for postmaster: \"a!b@example.net\"" },
+	{ "postmaster = \"a b\"@example.net\n", "1: bad value for postmaster: " },
+	{ "postmaster = admin@bad..host\n", "1: bad value for postmaster: \"admin@bad..host\"" },
+	{ "postmaster = .admin@example.net\n", "1: bad value for postmaster: " },
+	{ "postmaster = aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@example.net\n",
+	  "1: bad value for postmaster: " },
+	{ "allow_untrusted_routing = sometimes\n", "1: bad value for allow_untrusted_routing: \"sometimes\" (want yes or no)" },
 };
 
 Test(config, bad_lines_name_file_and_line)
@@ -105,6 +116,8 @@ Test(config, defaults_and_good_values)
 		"max_connections = 100\n"
 		"shutdown_timeout = 0\n"
 		"log_level = debug\n"
+		"postmaster = Hostmaster@noc.example.net\n"
+		"allow_untrusted_routing = yes\n"
 		"log_syslog = no   # trailing comment\n");
 
 	config_defaults(&c);
@@ -113,7 +126,11 @@ Test(config, defaults_and_good_values)
 	cr_assert_eq(c.smtp_line_max, 1000);
 	cr_assert_eq(c.message_size_limit, 50u << 20);
 	cr_assert_eq(c.idle_timeout_ms, 300000);
+	cr_assert_str_eq(c.postmaster, "");
+	cr_assert_eq(c.allow_untrusted_routing, 0);
 	cr_assert_eq(config_load(&c, path, err, sizeof(err)), 0, "%s", err);
+	cr_expect_str_eq(c.postmaster, "Hostmaster@noc.example.net");
+	cr_expect_eq(c.allow_untrusted_routing, 1);
 	cr_expect_eq(c.nlisten, 3);
 	cr_expect_str_eq(c.listen[1].text, "[::1]:2526");
 	cr_expect_eq(c.listen[1].addr.ss_family, AF_INET6);
@@ -154,6 +171,69 @@ Test(config, missing_file_and_overrides)
 	/* No relay domain at all would refuse every message: an error. */
 	cr_expect_eq(config_finish(&c, err, sizeof(err)), -1);
 	config_free(&c);
+}
+
+/* Run config_load on text with stderr (where log_warn writes) captured into
+ * got; returns config_load's result. */
+static int load_capturing_stderr(struct config *c, const char *text, char **path,
+				 char *got, size_t gotlen)
+{
+	char err[CONFIG_ERR_MAX], cap[64];
+	int saved = dup(2), fd, rc;
+	ssize_t n;
+
+	*path = write_conf(text);
+	snprintf(cap, sizeof(cap), "/tmp/etrnd-test-config-%d.err", (int)getpid());
+	fd = open(cap, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	cr_assert(fd >= 0 && saved >= 0);
+	dup2(fd, 2);
+	rc = config_load(c, *path, err, sizeof(err));
+	dup2(saved, 2);
+	close(saved);
+	n = pread(fd, got, gotlen - 1, 0);
+	got[n > 0 ? n : 0] = '\0';
+	close(fd);
+	unlink(cap);
+	return rc;
+}
+
+/* A key given twice: a warning naming file:line and the earlier line, as
+ * Postfix's "overriding earlier entry"; the last value wins. A key given
+ * once, or different keys, warns nothing. */
+struct dup_case {
+	const char *text;
+	const char *want_warn; /* after "PATH:", NULL = no warning at all */
+	int want_sync;
+};
+
+Test(config, duplicate_key_warns_last_wins)
+{
+	static const struct dup_case cases[] = {
+		{ "sync = always\nthreads = 2\nsync = none\n",
+		  "3: overriding earlier entry for sync on line 1: the last value wins", CONFIG_SYNC_NONE },
+		{ "# x\nsync = none\n\n  sync=always # again\n",
+		  "4: overriding earlier entry for sync on line 2: the last value wins", CONFIG_SYNC_ALWAYS },
+		{ "sync = none\nthreads = 2\n", NULL, CONFIG_SYNC_NONE },
+		{ "sync = none\nsync = none\nsync = batch\n",
+		  "3: overriding earlier entry for sync on line 2: the last value wins", CONFIG_SYNC_BATCH },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config c;
+		char got[2048], want[512], *path;
+
+		config_defaults(&c);
+		cr_assert_eq(load_capturing_stderr(&c, cases[i].text, &path, got, sizeof(got)), 0);
+		if (cases[i].want_warn) {
+			snprintf(want, sizeof(want), "warning: %s:%s\n", path, cases[i].want_warn);
+			cr_expect(strstr(got, want) != NULL, "case %zu: got [%s], want [%s]", i, got, want);
+		} else {
+			cr_expect_str_eq(got, "", "case %zu", i);
+		}
+		cr_expect_eq(c.sync, cases[i].want_sync, "case %zu", i);
+		config_free(&c);
+		unlink(path);
+	}
 }
 
 Test(config, overlong_line)
