@@ -129,6 +129,17 @@ static size_t parse_local(const char *s, size_t n)
 	return i;
 }
 
+/* Does the local part s[0..n) route on by itself (SMTP_PATH_LOCAL_ROUTING)?
+ * '@' can only be there inside quotes; a backslash-quoted one counts too,
+ * since unquoting makes it an '@' all the same. */
+static int local_routes(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (s[i] == '%' || s[i] == '!' || s[i] == '@')
+			return 1;
+	return 0;
+}
+
 /* A-d-l = At-domain *( "," At-domain ) ":" (RFC 5321 4.1.2); obsolete but
  * must be accepted and ignored (RFC 5321 4.1.1.3, appendix C). Returns the
  * length incl. the colon, 0 on syntax error. */
@@ -235,6 +246,8 @@ int smtp_parse_path_arg(const char *s, size_t n, const char *kw,
 	lplen = parse_local(s + i, n - i);
 	if (lplen == 0)
 		return SMTP_PARSE_SYNTAX;
+	if (local_routes(s + i, lplen))
+		path->flags |= SMTP_PATH_LOCAL_ROUTING;
 	i += lplen;
 	if (parse_at_domain(s, n, &i, &dom, &domlen, path))
 		return SMTP_PARSE_SYNTAX;

@@ -27,6 +27,11 @@ enum smtp_parse_err {
 #define SMTP_PATH_NO_DOMAIN 0x4u /* bare local part, no "@" */
 #define SMTP_PATH_ROUTE 0x8u     /* a source route was given (and stripped) */
 #define SMTP_PATH_BARE 0x10u     /* no angle brackets (tolerated, like Postfix) */
+/* Sender-specified routing in the local part: '%' or '!' (the percent hack
+ * and UUCP bang paths), or '@' inside a quoted local part ("a@b"@c). Postfix
+ * resolves these as routed and, with allow_untrusted_routing = no, refuses
+ * them; the server decides (smtp_server). */
+#define SMTP_PATH_LOCAL_ROUTING 0x20u
 
 struct smtp_path {
 	/* Mailbox "local@domain" as on the wire, source route stripped,

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/ascii.h"
 #include "core/datefmt.h"
 #include "core/linereader.h"
 #include "core/log.h"
@@ -375,21 +376,13 @@ static void smtp_proceed_mail(struct smtp_session *s, struct smtp_cmd_ctx *c, st
 	smtp_reply(s, out, "250 2.1.0 Ok");
 }
 
-static int smtp_check_rcpt(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+/* RCPT's path and parameters: the syntax replies. */
+static int smtp_rcpt_syntax(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
 {
-	const struct smtp_server_conf *conf = s->conf;
 	struct smtp_path *path = &c->path;
-	char logtext[SMTP_LOG_TEXT];
-	enum smtp_rcpt_verdict v;
 	size_t off;
-	int r;
 
-	if (s->state != SMTP_STATE_MAIL && s->state != SMTP_STATE_RCPT) {
-		smtp_reply(s, out, "503 5.5.1 Error: need MAIL command");
-		return SMTP_CHECK_FAIL;
-	}
-	r = smtp_parse_path_arg(c->arg, c->arg_len, "TO:", path, &off);
-	switch (r) {
+	switch (smtp_parse_path_arg(c->arg, c->arg_len, "TO:", path, &off)) {
 	case SMTP_PARSE_OK:
 		break;
 	case SMTP_PARSE_KEYWORD:
@@ -399,12 +392,6 @@ static int smtp_check_rcpt(struct smtp_session *s, struct smtp_cmd_ctx *c, struc
 		smtp_reply(s, out, "501 5.1.3 Error: path too long");
 		return SMTP_CHECK_FAIL;
 	default:
-		smtp_reply(s, out, "501 5.1.3 Bad recipient address syntax");
-		return SMTP_CHECK_FAIL;
-	}
-	/* A bare local part (including RFC 5321 4.5.1's "<Postmaster>") has
-	 * no customer domain to relay to: we are a relay, not a mailbox host. */
-	if (path->flags & (SMTP_PATH_NULL | SMTP_PATH_NO_DOMAIN)) {
 		smtp_reply(s, out, "501 5.1.3 Bad recipient address syntax");
 		return SMTP_CHECK_FAIL;
 	}
@@ -419,6 +406,56 @@ static int smtp_check_rcpt(struct smtp_session *s, struct smtp_cmd_ctx *c, struc
 		smtp_reply(s, out, "555 5.5.4 Unsupported option");
 		return SMTP_CHECK_FAIL;
 	}
+	return SMTP_CHECK_OK;
+}
+
+/* RFC 5321 4.5.1: "postmaster" (any case) with no domain, or at our own
+ * hostname, the one domain we provide mail service for ourselves. At a
+ * customer domain it is that customer's mail: relayed like any other
+ * address there (as Postfix does for relay_domains). Path normalized. */
+static int smtp_rcpt_is_postmaster(const struct smtp_session *s, const struct smtp_path *path)
+{
+	static const char pm[] = "postmaster";
+	size_t ll = path->domain_off, hl = strlen(s->conf->hostname);
+
+	if (path->flags & SMTP_PATH_NO_DOMAIN)
+		return ascii_eq_lit(path->addr, path->len, pm);
+	if (path->flags & (SMTP_PATH_NULL | SMTP_PATH_LITERAL) || ll == 0)
+		return 0;
+	return ascii_eq_lit(path->addr, ll - 1, pm) && path->len - ll == hl &&
+	       ascii_eq_n(path->addr + ll, s->conf->hostname, hl);
+}
+
+/* Put the configured postmaster address in place of the path. */
+static void smtp_rcpt_to_postmaster(struct smtp_session *s, struct smtp_path *path)
+{
+	const char *pm = s->conf->postmaster, *at = strrchr(pm, '@');
+	char logtext[SMTP_LOG_TEXT];
+	size_t n = strlen(pm);
+
+	log_info("smtp %s: RCPT <%s> is the postmaster: stored for <%s>", s->client_addr,
+		 log_printable(logtext, sizeof(logtext), path->addr, path->len), pm);
+	memcpy(path->addr, pm, n + 1);
+	path->len = n;
+	path->domain_off = at ? (size_t)(at - pm) + 1 : n;
+	path->flags = 0;
+}
+
+static int smtp_check_rcpt(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	const struct smtp_server_conf *conf = s->conf;
+	struct smtp_path *path = &c->path;
+	char logtext[SMTP_LOG_TEXT];
+	enum smtp_rcpt_verdict v;
+	int r;
+
+	if (s->state != SMTP_STATE_MAIL && s->state != SMTP_STATE_RCPT) {
+		smtp_reply(s, out, "503 5.5.1 Error: need MAIL command");
+		return SMTP_CHECK_FAIL;
+	}
+	r = smtp_rcpt_syntax(s, c, out);
+	if (r != SMTP_CHECK_OK)
+		return r;
 	/* RFC 5321 4.5.3.1.10: 452 for too many recipients, and the client
 	 * sends the rest later; not an error against the budget, or a large
 	 * pipelined recipient list would get a well-behaved client cut off. */
@@ -427,7 +464,23 @@ static int smtp_check_rcpt(struct smtp_session *s, struct smtp_cmd_ctx *c, struc
 		return SMTP_CHECK_REFUSE;
 	}
 	smtp_parse_normalize_domain(path);
-	if (path->flags & SMTP_PATH_LITERAL)
+	/* The postmaster MUST be accepted (RFC 5321 4.5.1), whatever the
+	 * domain table says: no rcpt_check. */
+	if (conf->postmaster && smtp_rcpt_is_postmaster(s, path)) {
+		smtp_rcpt_to_postmaster(s, path);
+		return SMTP_CHECK_OK;
+	}
+	/* Any other bare local part has no customer domain to relay to: we
+	 * are a relay, not a mailbox host. */
+	if (path->flags & (SMTP_PATH_NULL | SMTP_PATH_NO_DOMAIN)) {
+		smtp_reply(s, out, "501 5.1.3 Bad recipient address syntax");
+		return SMTP_CHECK_FAIL;
+	}
+	/* Postfix with allow_untrusted_routing = no: user%other@customer and
+	 * kin would have the customer's server relay on; the same reply. */
+	if ((path->flags & SMTP_PATH_LOCAL_ROUTING) && !conf->allow_untrusted_routing)
+		v = SMTP_RCPT_ROUTED;
+	else if (path->flags & SMTP_PATH_LITERAL)
 		v = SMTP_RCPT_DENY; /* customer domains have names, not literals */
 	else
 		v = conf->rcpt_check(conf->rcpt_arg, path->addr + path->domain_off,
@@ -442,6 +495,9 @@ static int smtp_check_rcpt(struct smtp_session *s, struct smtp_cmd_ctx *c, struc
 		break;
 	case SMTP_RCPT_OVER_QUOTA:
 		smtp_reply(s, out, "452 4.2.2 <%s>: Domain over quota", path->addr);
+		break;
+	case SMTP_RCPT_ROUTED: /* Postfix's relay_domains_reject_code, 554 */
+		smtp_reply(s, out, "554 5.7.1 <%s>: Relay access denied", path->addr);
 		break;
 	default:
 		smtp_reply(s, out, "550 5.7.1 <%s>: Relay access denied", path->addr);

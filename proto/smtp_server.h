@@ -39,6 +39,7 @@ enum smtp_rcpt_verdict {
 	SMTP_RCPT_DENY,       /* 550 5.7.1 relaying denied */
 	SMTP_RCPT_TEMPFAIL,   /* 451 4.3.0 domain table unavailable, try later */
 	SMTP_RCPT_OVER_QUOTA, /* 452 4.2.2 mailbox/domain over quota */
+	SMTP_RCPT_ROUTED,     /* 554 5.7.1 sender-specified routing (the server's own) */
 };
 
 /* Decide on a recipient domain (lower-cased, no trailing dot, not NUL
@@ -72,6 +73,14 @@ struct smtp_server_conf {
 	void *clock_arg;
 	smtp_etrn_fn etrn;       /* NULL: ETRN not offered (502) */
 	void *etrn_arg;
+	/* Where RCPT TO:<postmaster> and postmaster@hostname go (RFC 5321
+	 * 4.5.1): a NUL-terminated local@domain of at most SMTP_PATH_MAX - 2
+	 * octets, accepted without rcpt_check. NULL: refused like any bare
+	 * local part (501). */
+	const char *postmaster;
+	/* 0 (Postfix's default): a local part with '%', '!' or a quoted '@'
+	 * is refused 554 5.7.1 (smtp_parse.h's SMTP_PATH_LOCAL_ROUTING). */
+	int allow_untrusted_routing;
 };
 
 enum smtp_event {

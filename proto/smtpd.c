@@ -10,9 +10,11 @@
 #include "proto/smtpd.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/ascii.h"
 #include "core/log.h"
 #include "proto/drain.h"
 #include "proto/expire.h"
@@ -31,6 +33,10 @@ struct smtpd {
 	struct expire *expire;
 	struct drain *drain;
 	struct smtp_server_conf sconf;
+	/* RFC 5321 4.5.1: where <postmaster> goes; the config's postmaster
+	 * key, or postmaster@hostname, domain lower-cased as the spool index
+	 * keys it. */
+	char postmaster[CONFIG_ADDR_MAX + 1];
 	/* Scratch for handing recipient lists to the spool (copied there). */
 	const char **rcpt;
 	size_t *rcpt_len;
@@ -88,6 +94,28 @@ static void smtpd_etrn(void *arg, const char *client, const char *node, size_t l
 	drain_etrn(d->drain, client, node, len, out);
 }
 
+/* Fill d->postmaster and point the session config at it; with a hostname
+ * too long for "postmaster@hostname" (config.c allows 253 octets) the
+ * postmaster is refused as before, and said so once. */
+static void smtpd_postmaster(struct smtpd *d, const struct config *cfg)
+{
+	char *at;
+	int n;
+
+	if (cfg->postmaster[0])
+		n = snprintf(d->postmaster, sizeof(d->postmaster), "%s", cfg->postmaster);
+	else
+		n = snprintf(d->postmaster, sizeof(d->postmaster), "postmaster@%s", cfg->hostname);
+	if (n < 0 || (size_t)n >= sizeof(d->postmaster)) {
+		log_warn("postmaster@%s is too long for an address: RCPT TO:<postmaster> refused; set postmaster",
+			 cfg->hostname);
+		return;
+	}
+	at = strrchr(d->postmaster, '@');
+	ascii_lower_copy(at, at, strlen(at));
+	d->sconf.postmaster = d->postmaster;
+}
+
 void smtpd_set_drain(struct smtpd *d, struct drain *dr)
 {
 	d->drain = dr;
@@ -115,6 +143,8 @@ struct smtpd *smtpd_new(const struct config *cfg, const struct domtab_live *dt)
 	d->sconf.new_id_arg = d;
 	d->sconf.etrn = smtpd_etrn;
 	d->sconf.etrn_arg = d;
+	d->sconf.allow_untrusted_routing = cfg->allow_untrusted_routing;
+	smtpd_postmaster(d, cfg);
 	buf_init(&busy, sizeof(d->busy) - 1);
 	smtp_server_reply_busy(&busy, cfg->hostname);
 	if (busy.len)

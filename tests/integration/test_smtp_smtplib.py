@@ -234,6 +234,62 @@ class TestRelayControl(SmtpCase):
         self.assertStored(qid, SENDER, ["a@demo.test", "c@demo.test"], msg)
 
 
+class TestPostmaster(SmtpCase):
+    """RFC 5321 4.5.1: a server MUST accept <postmaster> (any case) and
+    postmaster at the domains it serves itself; etrnd stores it for the
+    configured postmaster address (held like any other mail until the
+    outbound engine exists). postmaster@customer is the customer's own."""
+    cfg = {"postmaster": "Hostmaster@NOC.example.net"}
+
+    def test_postmaster_accepted_and_stored_for_configured_address(self):
+        s = self.smtp()
+        msg = message("to the postmaster", [b"hello postmaster"])
+        self.assertReply(s.mail(SENDER), 250, "2.1.0")
+        self.assertReply(s.docmd("RCPT TO:<postmaster>"), 250, "2.1.5")
+        self.assertReply(s.docmd("RCPT TO:<POSTMASTER@%s>" % self.e.hostname.upper()),
+                         250, "2.1.5")
+        self.assertReply(s.rcpt("postmaster@demo.test"), 250, "2.1.5")
+        got = s.rcpt("postmaster@example.com")
+        self.assertReply(got, 550, "5.7.1")
+        qid = self.queued_qid(s.data(msg))
+        self.assertStored(qid, SENDER, ["Hostmaster@noc.example.net",
+                                        "Hostmaster@noc.example.net",
+                                        "postmaster@demo.test"], msg)
+        self.assertOnlyStored([qid])
+
+
+class TestUntrustedRouting(SmtpCase):
+    """Postfix's allow_untrusted_routing = no (etrnd's default): a local
+    part that routes on (user%other@, other!user@, "user@other"@) to a
+    customer domain gets Postfix's reply, 554 5.7.1 Relay access denied, and
+    nothing is stored; a plain recipient in the same session still works."""
+
+    def test_routing_in_local_part_refused(self):
+        s = self.smtp()
+        self.assertReply(s.mail(SENDER), 250, "2.1.0")
+        for rcpt in ("user%victim.example@demo.test", "victim.example!user@demo.test",
+                     '"user@victim.example"@demo.test'):
+            got = s.docmd("RCPT TO:<%s>" % rcpt)
+            self.assertReply(got, 554, "5.7.1")
+            self.assertIn(("<%s>: Relay access denied" % rcpt).encode(), got[1])
+        code, _ = s.docmd("DATA")
+        self.assertEqual(code, 554)
+        self.assertReply(s.rset(), 250, "2.0.0")
+        msg = message("after routing attempts", [b"ok"])
+        qid = self.send(s, SENDER, [RCPT], msg)
+        self.assertOnlyStored([qid])
+
+
+class TestUntrustedRoutingAllowed(SmtpCase):
+    cfg = {"allow_untrusted_routing": "yes"}
+
+    def test_routing_in_local_part_accepted_when_allowed(self):
+        s = self.smtp()
+        msg = message("routed", [b"r"])
+        qid = self.send(s, SENDER, ["user%other.example@demo.test"], msg)
+        self.assertStored(qid, SENDER, ["user%other.example@demo.test"], msg)
+
+
 class TestRecipientLimit(SmtpCase):
     cfg = {"smtp_max_recipients": "5"}
 

@@ -18,7 +18,9 @@
 #define T_CLOCK ((time_t)1795480721)
 #define T_RESULT_MAX 16384
 
-enum t_conf { T_SMALL = 0, T_NORMALIZE, T_BIG, T_ETRN, T_NCONF };
+/* T_PM: T_BIG with a postmaster address; T_ROUTE: T_PM with
+ * allow_untrusted_routing. */
+enum t_conf { T_SMALL = 0, T_NORMALIZE, T_BIG, T_ETRN, T_PM, T_ROUTE, T_NCONF };
 
 static time_t t_clock(void *arg)
 {
@@ -74,7 +76,7 @@ static const struct smtp_server_conf *t_conf(enum t_conf which)
 	c->limits = small;
 	if (which == T_NORMALIZE)
 		c->limits.bare_lf_normalize = 1;
-	if (which == T_BIG || which == T_ETRN) {
+	if (which == T_BIG || which == T_ETRN || which == T_PM || which == T_ROUTE) {
 		c->limits.command_max = 512;
 		c->limits.line_max = 1000;
 		c->limits.max_recipients = 1000;
@@ -83,6 +85,9 @@ static const struct smtp_server_conf *t_conf(enum t_conf which)
 	}
 	if (which == T_ETRN)
 		c->etrn = t_etrn;
+	if (which == T_PM || which == T_ROUTE)
+		c->postmaster = "hostmaster@ops.test";
+	c->allow_untrusted_routing = which == T_ROUTE;
 	c->rcpt_check = t_rcpt_check;
 	c->new_id = t_new_id;
 	c->clock = t_clock;
@@ -322,6 +327,47 @@ static const struct t_case t_cases[] = {
 		"FROM <s@x.test> F0\nTO <b@ok.test> @2\nID 00000000000001 1\nBODY\n"
 		"Received: from client.test (192.0.2.1)\r\n\tby mx.test (etrnd) with ESMTP id "
 		"00000000000001\r\n\tfor <b@ok.test>;\r\n\t" T_DATE "\r\nx\r\nEND\n" },
+	/* RFC 5321 4.5.1: <postmaster> in any case, and postmaster at our own
+	 * hostname, go to the configured address without rcpt_check (which
+	 * would deny ops.test); postmaster at a customer domain is that
+	 * customer's, at any other domain it is relaying. */
+	{ "postmaster accepted and routed", T_PM,
+		EHLO "MAIL FROM:<s@x.test>\r\nRCPT TO:<postmaster>\r\nRCPT TO:<PostMaster>\r\n"
+		"RCPT TO:<postmaster@MX.test.>\r\nRCPT TO:<postmaster@ok.test>\r\n"
+		"RCPT TO:<postmaster@evil.test>\r\nRCPT TO:<postmaster@[192.0.2.1]>\r\n"
+		"RCPT TO:<postmistress>\r\nRCPT TO:postmaster\r\nDATA\r\n.\r\n", 0, 0, 0,
+		G EHLO_BIG_OUT MAIL_OK RCPT_OK RCPT_OK RCPT_OK RCPT_OK
+		"550 5.7.1 <postmaster@evil.test>: Relay access denied\r\n"
+		"550 5.7.1 <postmaster@[192.0.2.1]>: Relay access denied\r\n"
+		"501 5.1.3 Bad recipient address syntax\r\n" RCPT_OK GO QUEUED(1),
+		SMTP_EV_NEED_INPUT,
+		"FROM <s@x.test> F0\nTO <hostmaster@ops.test> @11\nTO <hostmaster@ops.test> @11\n"
+		"TO <hostmaster@ops.test> @11\nTO <postmaster@ok.test> @11\n"
+		"TO <hostmaster@ops.test> @11\nID 00000000000001 1\nBODY\n" RCVD_N(1) "END\n" },
+	/* Postfix's allow_untrusted_routing = no: the same 554 reply; a
+	 * source route (RFC 5321 4.1.1.3) is still accepted and stripped. */
+	{ "untrusted routing refused", T_PM,
+		EHLO "MAIL FROM:<s@x.test>\r\nRCPT TO:<a%evil.test@ok.test>\r\n"
+		"RCPT TO:<evil.test!a@ok.test>\r\nRCPT TO:<\"a@evil.test\"@ok.test>\r\n"
+		"RCPT TO:<@r.test:a%b@ok.test>\r\nRCPT TO:<a%b@evil.test>\r\n"
+		"RCPT TO:<@r.test:b@ok.test>\r\nDATA\r\n.\r\n", 0, 0, 0,
+		G EHLO_BIG_OUT MAIL_OK "554 5.7.1 <a%evil.test@ok.test>: Relay access denied\r\n"
+		"554 5.7.1 <evil.test!a@ok.test>: Relay access denied\r\n"
+		"554 5.7.1 <\"a@evil.test\"@ok.test>: Relay access denied\r\n"
+		"554 5.7.1 <a%b@ok.test>: Relay access denied\r\n"
+		"554 5.7.1 <a%b@evil.test>: Relay access denied\r\n" RCPT_OK GO QUEUED(1),
+		SMTP_EV_NEED_INPUT,
+		"FROM <s@x.test> F0\nTO <b@ok.test> @2\nID 00000000000001 1\nBODY\n"
+		"Received: from client.test (192.0.2.1)\r\n\tby mx.test (etrnd) with ESMTP id "
+		"00000000000001\r\n\tfor <b@ok.test>;\r\n\t" T_DATE "\r\nEND\n" },
+	{ "untrusted routing allowed", T_ROUTE,
+		EHLO "MAIL FROM:<s@x.test>\r\nRCPT TO:<a%b@ok.test>\r\nRCPT TO:<b!a@ok.test>\r\n"
+		"RCPT TO:<\"a@b\"@ok.test>\r\nRCPT TO:<a%b@evil.test>\r\nDATA\r\n.\r\n", 0, 0, 0,
+		G EHLO_BIG_OUT MAIL_OK RCPT_OK RCPT_OK RCPT_OK
+		"550 5.7.1 <a%b@evil.test>: Relay access denied\r\n" GO QUEUED(1),
+		SMTP_EV_NEED_INPUT,
+		"FROM <s@x.test> F0\nTO <a%b@ok.test> @4\nTO <b!a@ok.test> @4\n"
+		"TO <\"a@b\"@ok.test> @6\nID 00000000000001 1\nBODY\n" RCVD_N(1) "END\n" },
 	{ "too many recipients", T_SMALL,
 		EHLO "MAIL FROM:<s@x.test>\r\nRCPT TO:<a@ok.test>\r\nRCPT TO:<b@ok.test>\r\n"
 		"RCPT TO:<c@ok.test>\r\nRCPT TO:<d@ok.test>\r\nDATA\r\n.\r\n", 0, 0, 0,
