@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * ctlsock: see ctlsock.h. Requests are served one at a time; each read and
- * write is bounded in size and time, so a stuck client costs at most
- * CTLSOCK_IO_TIMEOUT_MS and never grows memory.
+ * ctlsock: see ctlsock.h. One thread polls the listening socket and up to
+ * CTLSOCK_CLIENTS_MAX clients at once, each non-blocking with its own
+ * deadline for the whole request (connect to last reply byte), so a slow
+ * or stuck client costs at most CTLSOCK_REQUEST_TIMEOUT_MS of its own slot
+ * and never delays another's request, nor grows memory past its caps.
  */
 #include "core/ctlsock.h"
 
@@ -20,79 +22,205 @@
 
 #include "core/epoch.h"
 #include "core/log.h"
+#include "core/now.h"
 
 #define CTLSOCK_LINE_MAX 1024
-#define CTLSOCK_IO_TIMEOUT_MS 2000
 #define CTLSOCK_REPLY_MAX (1u << 20)
+#define CTLSOCK_CLIENTS_MAX 16 /* served at once; more wait in the backlog */
+#define CTLSOCK_BACKLOG 16
+#define CTLSOCK_MODE 0600      /* only the daemon's user and root */
+
+/* One client's life: its request line comes in, then its reply goes out;
+ * FREE slots are unused. */
+enum ctlsock_state {
+	CTLSOCK_FREE = 0,
+	CTLSOCK_READING,
+	CTLSOCK_WRITING,
+};
+
+static const char *const ctlsock_state_names[] = { "FREE", "READING", "WRITING" };
+
+struct ctlsock_client {
+	enum ctlsock_state state;
+	int fd;
+	unsigned id;         /* for log lines: the n-th client served */
+	uint64_t deadline;   /* now_mono_ms() by which the reply must be out */
+	size_t n;            /* bytes in line[] */
+	size_t off;          /* reply bytes already written */
+	struct buf out;
+	char line[CTLSOCK_LINE_MAX];
+};
 
 struct ctlsock {
 	pthread_t thread;
 	int fd;
 	int stopfd;
+	unsigned served;
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	ctlsock_fn fn;
 	void *arg;
 	struct epoch *ep;
+	struct ctlsock_client cl[CTLSOCK_CLIENTS_MAX];
 };
 
-static int wait_fd(int fd, short ev)
+/* The one place a client changes state; FREE closes and releases it. */
+static void ctlsock_enter_state(struct ctlsock_client *k, enum ctlsock_state st)
 {
-	struct pollfd p = { fd, ev, 0 };
-
-	return poll(&p, 1, CTLSOCK_IO_TIMEOUT_MS) == 1 ? 0 : -1;
+	log_debug("control client %u: %s -> %s", k->id, ctlsock_state_names[k->state],
+		  ctlsock_state_names[st]);
+	k->state = st;
+	if (st == CTLSOCK_FREE) {
+		close(k->fd);
+		k->fd = -1;
+		buf_free(&k->out);
+	}
 }
 
-static void serve(struct ctlsock *c, int fd)
+/* Write what the socket takes now; FREE once all of the reply is out or the
+ * client is gone. */
+static void ctlsock_write(struct ctlsock_client *k)
 {
-	char line[CTLSOCK_LINE_MAX];
-	size_t n = 0, off = 0;
-	struct buf out;
-	char *nl = NULL;
+	while (k->off < k->out.len) {
+		ssize_t w = send(k->fd, k->out.data + k->off, k->out.len - k->off, MSG_NOSIGNAL);
 
-	buf_init(&out, CTLSOCK_REPLY_MAX);
-	while (n < sizeof(line) && !(nl = memchr(line, '\n', n))) {
-		ssize_t r;
-
-		if (wait_fd(fd, POLLIN))
-			goto done;
-		r = read(fd, line + n, sizeof(line) - n);
-		if (r <= 0)
-			goto done;
-		n += (size_t)r;
+		if (w < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (w <= 0)
+			break;
+		k->off += (size_t)w;
 	}
+	ctlsock_enter_state(k, CTLSOCK_FREE);
+}
+
+/* The request line is complete (or too long): answer it. fn may wait for
+ * the engine threads (status); that wait is theirs to bound, not a client's. */
+static void ctlsock_answer(struct ctlsock *c, struct ctlsock_client *k, const char *nl)
+{
 	if (!nl) {
-		(void)buf_puts(&out, "error: request line too long\n");
+		(void)buf_puts(&k->out, "error: request line too long\n");
 	} else {
-		size_t len = (size_t)(nl - line);
-		if (len && line[len - 1] == '\r')
+		size_t len = (size_t)(nl - k->line);
+
+		if (len && k->line[len - 1] == '\r')
 			len--;
 		/* Reading shared tables (QSBR) only while online. */
 		if (c->ep)
 			epoch_online();
-		c->fn(c->arg, line, len, &out);
+		c->fn(c->arg, k->line, len, &k->out);
 		if (c->ep) {
 			epoch_quiescent();
 			epoch_offline();
 		}
 	}
-	while (off < out.len) {
-		ssize_t w;
+	ctlsock_enter_state(k, CTLSOCK_WRITING);
+	ctlsock_write(k);
+}
 
-		if (wait_fd(fd, POLLOUT))
-			break;
-		w = write(fd, out.data + off, out.len - off);
-		if (w <= 0)
-			break;
-		off += (size_t)w;
+static void ctlsock_read(struct ctlsock *c, struct ctlsock_client *k)
+{
+	for (;;) {
+		ssize_t r = read(k->fd, k->line + k->n, sizeof(k->line) - k->n);
+		const char *nl;
+
+		if (r < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (r <= 0) { /* gone before its request was complete */
+			ctlsock_enter_state(k, CTLSOCK_FREE);
+			return;
+		}
+		nl = memchr(k->line + k->n, '\n', (size_t)r);
+		k->n += (size_t)r;
+		if (nl || k->n == sizeof(k->line)) {
+			ctlsock_answer(c, k, nl);
+			return;
+		}
 	}
-done:
-	buf_free(&out);
-	close(fd);
+}
+
+/* Take waiting connections into free slots (the listening socket is only
+ * polled while there is one). */
+static void ctlsock_accept(struct ctlsock *c, uint64_t now)
+{
+	for (unsigned i = 0; i < CTLSOCK_CLIENTS_MAX; i++) {
+		struct ctlsock_client *k = &c->cl[i];
+		int fd;
+
+		if (k->state != CTLSOCK_FREE)
+			continue;
+		fd = accept4(c->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0)
+			return; /* EAGAIN, or EMFILE and the like: try on the next poll */
+		if (!c->fn) {
+			close(fd);
+			continue;
+		}
+		k->fd = fd;
+		k->id = ++c->served;
+		k->n = k->off = 0;
+		k->deadline = now + CTLSOCK_REQUEST_TIMEOUT_MS;
+		buf_init(&k->out, CTLSOCK_REPLY_MAX);
+		ctlsock_enter_state(k, CTLSOCK_READING);
+	}
+}
+
+/* Fill p[] for poll(): the stop eventfd, the listener while a slot is free,
+ * then each busy client. Sets *timeout to the nearest deadline. */
+static nfds_t ctlsock_pollset(struct ctlsock *c, struct pollfd *p, int *slot, uint64_t now,
+			      int *timeout)
+{
+	nfds_t n = 1;
+	int free_slot = 0;
+
+	p[0] = (struct pollfd){ c->stopfd, POLLIN, 0 };
+	*timeout = -1;
+	for (unsigned i = 0; i < CTLSOCK_CLIENTS_MAX; i++) {
+		struct ctlsock_client *k = &c->cl[i];
+		int left;
+
+		if (k->state == CTLSOCK_FREE) {
+			free_slot = 1;
+			continue;
+		}
+		left = k->deadline > now ? (int)(k->deadline - now) : 0;
+		if (*timeout < 0 || left < *timeout)
+			*timeout = left;
+		slot[n] = (int)i;
+		p[n++] = (struct pollfd){ k->fd, k->state == CTLSOCK_READING ? POLLIN : POLLOUT, 0 };
+	}
+	if (free_slot) {
+		slot[n] = -1;
+		p[n++] = (struct pollfd){ c->fd, POLLIN, 0 };
+	}
+	return n;
+}
+
+/* A client past its deadline is dropped, however much it has sent: the
+ * deadline is for the whole request, not per byte. */
+static void ctlsock_expire(struct ctlsock *c, uint64_t now)
+{
+	for (unsigned i = 0; i < CTLSOCK_CLIENTS_MAX; i++) {
+		struct ctlsock_client *k = &c->cl[i];
+
+		if (k->state == CTLSOCK_FREE || now < k->deadline)
+			continue;
+		log_info("control client %u: no whole request and reply within %d ms: closed",
+			 k->id, CTLSOCK_REQUEST_TIMEOUT_MS);
+		ctlsock_enter_state(k, CTLSOCK_FREE);
+	}
+}
+
+static void ctlsock_release_all(struct ctlsock *c)
+{
+	for (unsigned i = 0; i < CTLSOCK_CLIENTS_MAX; i++)
+		if (c->cl[i].state != CTLSOCK_FREE)
+			ctlsock_enter_state(&c->cl[i], CTLSOCK_FREE);
 }
 
 static void *ctlsock_main(void *arg)
 {
 	struct ctlsock *c = arg;
+	struct pollfd p[CTLSOCK_CLIENTS_MAX + 2];
+	int slot[CTLSOCK_CLIENTS_MAX + 2], timeout;
 
 	if (c->ep && epoch_register(c->ep)) {
 		log_err("control socket: no epoch slot; requests refused");
@@ -101,35 +229,62 @@ static void *ctlsock_main(void *arg)
 	}
 	if (c->ep)
 		epoch_offline();
-
 	for (;;) {
-		struct pollfd p[2] = { { c->stopfd, POLLIN, 0 }, { c->fd, POLLIN, 0 } };
-		int fd;
+		nfds_t n = ctlsock_pollset(c, p, slot, now_mono_ms(), &timeout);
 
-		if (poll(p, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
+		if (poll(p, n, timeout) < 0 && errno != EINTR) {
 			log_err("control socket: poll: %s", strerror(errno));
-			return NULL;
+			break;
 		}
-		if (p[0].revents) {
-			if (c->ep)
-				epoch_unregister();
-			return NULL;
+		if (p[0].revents)
+			break;
+		for (nfds_t i = 1; i < n; i++) {
+			struct ctlsock_client *k = slot[i] < 0 ? NULL : &c->cl[slot[i]];
+
+			if (!p[i].revents)
+				continue;
+			if (!k)
+				ctlsock_accept(c, now_mono_ms());
+			else if (k->state == CTLSOCK_READING)
+				ctlsock_read(c, k);
+			else if (k->state == CTLSOCK_WRITING)
+				ctlsock_write(k);
 		}
-		fd = accept4(c->fd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd >= 0 && c->fn)
-			serve(c, fd);
-		else if (fd >= 0)
-			close(fd);
+		ctlsock_expire(c, now_mono_ms());
 	}
+	ctlsock_release_all(c);
+	if (c->ep)
+		epoch_unregister();
+	return NULL;
+}
+
+/* Bind with the final mode: Linux gives the socket file the mode of the
+ * socket's inode (less the umask), so fchmod before bind leaves no moment
+ * in which another user could connect; the umask is process-wide and other
+ * threads may be creating files, so it is not touched. The check after
+ * bind catches a kernel that does it otherwise. */
+static int ctlsock_bind(struct ctlsock *c)
+{
+	struct sockaddr_un sa;
+	struct stat st;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	memcpy(sa.sun_path, c->path, strlen(c->path) + 1);
+	(void)unlink(c->path); /* left by a killed etrnd */
+	if (fchmod(c->fd, CTLSOCK_MODE) || bind(c->fd, (struct sockaddr *)&sa, sizeof(sa)))
+		return -errno;
+	if (stat(c->path, &st) || (st.st_mode & 0777) != CTLSOCK_MODE) {
+		(void)unlink(c->path);
+		return -EPERM;
+	}
+	return listen(c->fd, CTLSOCK_BACKLOG) ? -errno : 0;
 }
 
 struct ctlsock *ctlsock_start(const char *path, ctlsock_fn fn, void *arg,
 			      struct epoch *ep, char *err, size_t errlen)
 {
 	struct ctlsock *c = calloc(1, sizeof(*c));
-	struct sockaddr_un sa;
 	int rc;
 
 	if (!c) {
@@ -146,19 +301,16 @@ struct ctlsock *ctlsock_start(const char *path, ctlsock_fn fn, void *arg,
 	c->fn = fn;
 	c->arg = arg;
 	c->ep = ep;
-	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	c->stopfd = eventfd(0, EFD_CLOEXEC);
 	if (c->fd < 0 || c->stopfd < 0) {
 		snprintf(err, errlen, "control socket: %s", strerror(errno));
 		goto fail;
 	}
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	memcpy(sa.sun_path, c->path, strlen(c->path) + 1);
-	(void)unlink(c->path); /* left by a killed etrnd */
-	if (bind(c->fd, (struct sockaddr *)&sa, sizeof(sa)) || chmod(c->path, 0600) ||
-	    listen(c->fd, 16)) {
-		snprintf(err, errlen, "control_socket %s: %s", c->path, strerror(errno));
+	rc = ctlsock_bind(c);
+	if (rc) {
+		snprintf(err, errlen, "control_socket %s: %s", c->path,
+			 rc == -EPERM ? "created without mode 0600" : strerror(-rc));
 		goto fail;
 	}
 	/* pthread_create returns the error; it does not set errno. */

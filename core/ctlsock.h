@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * ctlsock: the operator's control socket. A thread of its own serves a unix
- * stream socket (mode 0600: only the daemon's user and root may talk to it):
- * one request line per connection ("flush DOMAIN", "status"), one reply, then
- * the connection is closed. It may block (it waits for engine threads to
- * answer a status request), so it never runs on an engine thread.
+ * stream socket (mode 0600 from the moment it exists: only the daemon's user
+ * and root may talk to it): one request line per connection ("flush DOMAIN",
+ * "status"), one reply, then the connection is closed. Several clients are
+ * served at once, each with a deadline for its whole request
+ * (CTLSOCK_REQUEST_TIMEOUT_MS, not restarted by each byte), so a slow client
+ * delays no other. It may block (it waits for engine threads to answer a
+ * status request), so it never runs on an engine thread.
  */
 #ifndef ETRND_CORE_CTLSOCK_H
 #define ETRND_CORE_CTLSOCK_H
@@ -12,6 +15,9 @@
 #include <stddef.h>
 
 #include "core/buf.h"
+
+/* A client has this long from connect to the last byte of its reply. */
+#define CTLSOCK_REQUEST_TIMEOUT_MS 2000
 
 /* Handle one request line (no newline, not NUL-terminated); append the reply. */
 typedef void (*ctlsock_fn)(void *arg, const char *line, size_t len, struct buf *out);
