@@ -29,6 +29,9 @@
 #define CTLSOCK_CLIENTS_MAX 16 /* served at once; more wait in the backlog */
 #define CTLSOCK_BACKLOG 16
 #define CTLSOCK_MODE 0600      /* only the daemon's user and root */
+/* accept failing for want of descriptors (EMFILE, ENFILE, ENOBUFS): the
+ * listener stays readable, so stop polling it this long instead of spinning. */
+#define CTLSOCK_ACCEPT_PAUSE_MS 100
 
 /* One client's life: its request line comes in, then its reply goes out;
  * FREE slots are unused. */
@@ -56,6 +59,7 @@ struct ctlsock {
 	int fd;
 	int stopfd;
 	unsigned served;
+	uint64_t accept_paused_until; /* now_mono_ms(); 0 = not paused */
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	ctlsock_fn fn;
 	void *arg;
@@ -148,8 +152,13 @@ static void ctlsock_accept(struct ctlsock *c, uint64_t now)
 		if (k->state != CTLSOCK_FREE)
 			continue;
 		fd = accept4(c->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0 && errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+			log_warn("control socket: accept: %s; pausing %d ms", strerror(errno),
+				 CTLSOCK_ACCEPT_PAUSE_MS);
+			c->accept_paused_until = now + CTLSOCK_ACCEPT_PAUSE_MS;
+		}
 		if (fd < 0)
-			return; /* EAGAIN, or EMFILE and the like: try on the next poll */
+			return;
 		if (!c->fn) {
 			close(fd);
 			continue;
@@ -163,8 +172,9 @@ static void ctlsock_accept(struct ctlsock *c, uint64_t now)
 	}
 }
 
-/* Fill p[] for poll(): the stop eventfd, the listener while a slot is free,
- * then each busy client. Sets *timeout to the nearest deadline. */
+/* Fill p[] for poll(): the stop eventfd, each busy client, then the
+ * listener while a slot is free and accept is not paused. Sets *timeout to
+ * the nearest deadline (or the pause's end). */
 static nfds_t ctlsock_pollset(struct ctlsock *c, struct pollfd *p, int *slot, uint64_t now,
 			      int *timeout)
 {
@@ -187,7 +197,12 @@ static nfds_t ctlsock_pollset(struct ctlsock *c, struct pollfd *p, int *slot, ui
 		slot[n] = (int)i;
 		p[n++] = (struct pollfd){ k->fd, k->state == CTLSOCK_READING ? POLLIN : POLLOUT, 0 };
 	}
-	if (free_slot) {
+	if (free_slot && now < c->accept_paused_until) {
+		int left = (int)(c->accept_paused_until - now);
+
+		if (*timeout < 0 || left < *timeout)
+			*timeout = left;
+	} else if (free_slot) {
 		slot[n] = -1;
 		p[n++] = (struct pollfd){ c->fd, POLLIN, 0 };
 	}

@@ -5,13 +5,15 @@
  * to look at the file before ctlsock_start goes on); a client that sends a
  * byte at a time is closed at its whole-request deadline however it trickles;
  * and neither one slow client nor a table full of idle ones delays another
- * client's request beyond that deadline.
+ * client's request beyond that deadline; out of descriptors, the listener
+ * pauses instead of spinning.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -26,6 +28,10 @@
 #define T_SLACK_MS 1500
 #define T_TRICKLE_MS 200  /* the slow client's pace: a byte per this */
 #define T_IDLE_CLIENTS 24 /* more than the server serves at once */
+/* CPU the whole test process may burn in a second while accept fails: a
+ * paused listener needs ~10 polls (well under 1 ms); a spinning one gets
+ * far more than this even on a loaded 2-core machine. */
+#define T_SPIN_CPU_MS 50
 
 int __real_bind(int fd, const struct sockaddr *sa, socklen_t len);
 static int t_bind_mode = -1; /* the socket file's mode right after bind */
@@ -172,5 +178,40 @@ Test(ctlsock, idle_clients_delay_others_at_most_their_deadline)
 		cr_expect(took >= 0);
 		cr_expect_str_eq(reply, took >= 0 ? "error: request line too long\n" : "");
 	}
+	ctlsock_stop(c);
+}
+
+/* Out of descriptors, accept fails and the listener stays readable: the
+ * server must pause, not spin (the CPU it burns in a second stays small),
+ * and serve again once descriptors are back. */
+Test(ctlsock, out_of_descriptors_does_not_spin)
+{
+	struct ctlsock *c = t_start();
+	struct rlimit old, low;
+	struct rusage r0, r1;
+	char reply[256];
+	long cpu_ms;
+	int fd, probe;
+
+	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+	probe = dup(0); /* the lowest free descriptor: all below are in use */
+	cr_assert(probe >= 0);
+	close(probe);
+	low = old;
+	low.rlim_cur = (rlim_t)probe + 1; /* room for the client's socket only */
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+	fd = t_connect();
+	getrusage(RUSAGE_SELF, &r0);
+	usleep(1000 * 1000);
+	getrusage(RUSAGE_SELF, &r1);
+	cpu_ms = (r1.ru_utime.tv_sec - r0.ru_utime.tv_sec + r1.ru_stime.tv_sec -
+		  r0.ru_stime.tv_sec) * 1000 +
+		 (r1.ru_utime.tv_usec - r0.ru_utime.tv_usec + r1.ru_stime.tv_usec -
+		  r0.ru_stime.tv_usec) / 1000;
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+	close(fd);
+	cr_expect_lt(cpu_ms, T_SPIN_CPU_MS, "%ld ms of CPU in 1 s with accept failing", cpu_ms);
+	cr_expect_geq(t_request("status\n", reply, sizeof(reply),
+				CTLSOCK_REQUEST_TIMEOUT_MS + T_SLACK_MS), 0);
 	ctlsock_stop(c);
 }
