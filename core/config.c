@@ -623,6 +623,8 @@ static const struct config_key config_keys[] = {
 	{ "session_timeout", set_duration, OFF(session_timeout_ms), 1000, 7 * MS_PER_DAY },
 	{ "bare_lf", set_bare_lf, 0, 0, 0 },
 	{ "max_connections", set_uint, OFF(max_connections), 1, 1000000 },
+	/* Like Postfix's smtpd_client_connection_count_limit; 0 = no limit. */
+	{ "client_connection_limit", set_uint, OFF(client_connection_limit), 0, 1000000 },
 	{ "shutdown_timeout", set_duration, OFF(shutdown_timeout_ms), 0, MS_PER_DAY },
 	/* Like Postfix's maximal_queue_lifetime; a duration is held in 32-bit
 	 * milliseconds, so at most 49 days. */
@@ -668,6 +670,7 @@ void config_defaults(struct config *c)
 	c->session_timeout_ms = 3600 * 1000;
 	c->bare_lf_normalize = 0;
 	c->max_connections = 20000;
+	c->client_connection_limit = CONFIG_CLIENT_CONNECTION_LIMIT_DEFAULT;
 	c->shutdown_timeout_ms = 30 * 1000;
 	c->drain_connections = 4;
 	c->etrn_rate_limit = 60;
