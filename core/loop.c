@@ -446,12 +446,16 @@ static void accept_backoff(struct loop *l, unsigned i, int err)
 		l->acc.start_ms = now;
 		l->acc.logged = 0;
 		if (!l->acc.last_log_ms || now - l->acc.last_log_ms >= LOOP_ACCEPT_LOG_QUIET_MS) {
+			char quiet[LOOP_REPLY_MAX] = "";
+
+			if (l->acc.quiet_episodes)
+				(void)snprintf(quiet, sizeof(quiet), " (and %llu failed accepts in %llu "
+					       "earlier episodes, not reported)",
+					       (unsigned long long)l->acc.quiet_fails,
+					       (unsigned long long)l->acc.quiet_episodes);
 			log_warn("engine %u: accept on %s: %s: pausing accepts, retrying after %u ms "
-				 "doubling up to %u ms (%llu failed accepts in %llu earlier episodes "
-				 "not reported)", l->index, l->cfg->listen[i].text, strerror(-err),
-				 l->acc.delay_ms, LOOP_ACCEPT_BACKOFF_MAX_MS,
-				 (unsigned long long)l->acc.quiet_fails,
-				 (unsigned long long)l->acc.quiet_episodes);
+				 "doubling up to %u ms%s", l->index, l->cfg->listen[i].text,
+				 strerror(-err), l->acc.delay_ms, LOOP_ACCEPT_BACKOFF_MAX_MS, quiet);
 			l->acc.logged = 1;
 			l->acc.last_log_ms = now;
 			l->acc.quiet_fails = l->acc.quiet_episodes = 0;
