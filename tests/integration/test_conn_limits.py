@@ -113,16 +113,16 @@ class LimitedEtrnd(h.Etrnd):
     inherited (ballast: they stand for what a long-running etrnd holds
     beyond its connections, such as spool segments opened for drains)."""
 
-    def __init__(self, nofile, ballast, **cfg):
+    def __init__(self, nofile, ballast=(), hard=None, **cfg):
         super().__init__(**cfg)
-        self.nofile, self.ballast = nofile, ballast
+        self.nofile, self.ballast, self.hard = nofile, list(ballast), hard or nofile
 
     def start(self):
         orig = h.subprocess.Popen
-        nofile = self.nofile
+        nofile, hard = self.nofile, self.hard
 
         def limit():
-            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
 
         def popen(*a, **kw):
             kw.update(preexec_fn=limit, pass_fds=self.ballast)
@@ -187,6 +187,28 @@ class DescriptorExhaustionTest(unittest.TestCase):
         lines = e.stderr_text().splitlines()[log0:]
         print("\n".join(lines))
         self.assertLessEqual(len(lines), self.LOG_LINES_MAX + 10, "\n".join(lines[:40]))
+
+
+class DescriptorLimitAtStartTest(unittest.TestCase):
+    def test_soft_limit_raised_to_hard(self):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard < 2048:
+            self.skipTest("hard descriptor limit %d" % hard)
+        e = LimitedEtrnd(256, hard=2048, threads="1", max_connections="100")
+        self.addCleanup(e.cleanup)
+        e.start()
+        self.assertEqual(resource.prlimit(e.proc.pid, resource.RLIMIT_NOFILE), (2048, 2048))
+        self.assertNotIn("max_connections", e.stderr_text())
+        self.assertEqual(good_session(e.port), GOOD_CODES)
+
+    def test_too_low_refused(self):
+        e = LimitedEtrnd(200, threads="2")
+        self.addCleanup(e._kill)
+        with self.assertRaises(AssertionError):
+            e.start()
+        self.assertIn("descriptor limit 200 is too low for 2 engine thread(s): at least 224 "
+                      "needed", e.stderr_text())
+        self.assertNotEqual(e.proc.returncode, 0)
 
 
 class PerAddressLimitTest(unittest.TestCase):
