@@ -625,6 +625,9 @@ static const struct config_key config_keys[] = {
 	{ "max_connections", set_uint, OFF(max_connections), 1, 1000000 },
 	/* Like Postfix's smtpd_client_connection_count_limit; 0 = no limit. */
 	{ "client_connection_limit", set_uint, OFF(client_connection_limit), 0, 1000000 },
+	/* Off: 127.0.0.0/8 and ::1 are not counted, as Postfix's default
+	 * smtpd_client_event_limit_exceptions = $mynetworks exempts them. */
+	{ "client_connection_limit_loopback", set_bool, OFF(client_connection_limit_loopback), 0, 1 },
 	{ "shutdown_timeout", set_duration, OFF(shutdown_timeout_ms), 0, MS_PER_DAY },
 	/* Like Postfix's maximal_queue_lifetime; a duration is held in 32-bit
 	 * milliseconds, so at most 49 days. */

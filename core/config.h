@@ -77,6 +77,7 @@ struct config {
 	int bare_lf_normalize;
 	unsigned max_connections;       /* per engine thread */
 	unsigned client_connection_limit; /* per client address, node-wide; 0 = none */
+	int client_connection_limit_loopback; /* loopback clients counted too */
 	unsigned shutdown_timeout_ms;
 	unsigned drain_connections;     /* per engine thread per drain */
 	unsigned etrn_rate_limit;       /* ETRN per client address per minute */

@@ -218,7 +218,8 @@ class PerAddressLimitTest(unittest.TestCase):
         return h.Reader(s).reply()
 
     def test_limit_per_address_node_wide(self):
-        e = h.Etrnd.started(self, threads="2", client_connection_limit=str(self.LIMIT))
+        e = h.Etrnd.started(self, threads="2", client_connection_limit=str(self.LIMIT),
+                            client_connection_limit_loopback="yes")
         good = GoodClient(e.port, src="127.0.0.3")
         good.start()
         held = []
@@ -261,13 +262,28 @@ class PerAddressLimitTest(unittest.TestCase):
               % (self.LIMIT, len(good.results), worst))
 
 
+class LoopbackExemptTest(unittest.TestCase):
+    def test_loopback_not_counted_by_default(self):
+        e = h.Etrnd.started(self, threads="2", client_connection_limit="2")
+        held = []
+        try:
+            for _ in range(5):
+                s = connect_from(e.port, "127.0.0.1")
+                held.append(s)
+                self.assertEqual(h.Reader(s).reply()[0], 220)
+        finally:
+            for s in held:
+                s.close()
+
+
 class IdleConnectionsTest(unittest.TestCase):
     WANT = 3000
     PER_ADDR = 50   # client_connection_limit's default: spread over addresses
 
     def test_thousands_of_idle_connections(self):
         n = min(self.WANT, raise_own_nofile(self.WANT + 256) - 256)
-        e = h.Etrnd.started(self, threads="2", idle_timeout="10m")
+        e = h.Etrnd.started(self, threads="2", idle_timeout="10m",
+                            client_connection_limit_loopback="yes")
         rss0 = rss_kib(e.proc.pid)
         good = GoodClient(e.port, src="127.0.0.1")
         good.start()
