@@ -88,8 +88,13 @@ static int engine_fail(struct engine *e, const char *fmt, ...)
 	return -1;
 }
 
+/* The reply to a client over client_connection_limit (RFC 5321 3.8: 421,
+ * with the server's name; RFC 3463 4.7.0: a transient policy refusal). */
+#define ENGINE_ADDR_BUSY_FMT "421 4.7.0 %s Too many connections from your address\r\n"
+
+/* addr_busy: room for the reply, until loop_new() has copied it. */
 static void engine_loop_conf(const struct engine *e, struct smtpd *d,
-			     struct loop_conf *lc)
+			     struct loop_conf *lc, char *addr_busy, size_t len)
 {
 	memset(lc, 0, sizeof(*lc));
 	lc->index = e->index;
@@ -97,6 +102,9 @@ static void engine_loop_conf(const struct engine *e, struct smtpd *d,
 	lc->ops = &smtpd_conn_ops;
 	lc->ops_arg = d;
 	lc->busy_reply = smtpd_busy_reply(d);
+	lc->connlimit = e->env->cl;
+	if ((size_t)snprintf(addr_busy, len, ENGINE_ADDR_BUSY_FMT, e->env->cfg->hostname) < len)
+		lc->addr_busy_reply = addr_busy;
 }
 
 static void engine_spool_conf(const struct engine *e, struct spool_shard_conf *sc)
@@ -120,13 +128,14 @@ static void engine_spool_conf(const struct engine *e, struct spool_shard_conf *s
 static int engine_setup(struct engine *e, struct engine_parts *p)
 {
 	struct loop_conf lc;
+	char addr_busy[CONFIG_HOSTNAME_MAX + 64];
 	struct spool_shard_conf sc;
 	int rc;
 
 	p->d = smtpd_new(e->env->cfg, e->env->dt);
 	if (!p->d)
 		return engine_fail(e, "out of memory");
-	engine_loop_conf(e, p->d, &lc);
+	engine_loop_conf(e, p->d, &lc, addr_busy, sizeof(addr_busy));
 	/* The ring is created here, in the thread that will submit to it
 	 * (IORING_SETUP_SINGLE_ISSUER). */
 	p->l = loop_new(&lc, e->err, sizeof(e->err));

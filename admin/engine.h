@@ -22,6 +22,7 @@ struct engine_env {
 	struct domstat *ds;             /* held mail per domain, all shards */
 	struct drain_hub *hub;          /* ETRN drains across engine threads */
 	struct epoch *ep;               /* QSBR domain of the engine threads */
+	struct connlimit *cl;           /* client_connection_limit; NULL = none */
 };
 
 struct engine_set;

@@ -7,19 +7,23 @@
  * nothing above it). SIGTERM/SIGINT: stop accepting, let transactions in
  * flight finish (at most shutdown_timeout), exit 0.
  */
+#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "admin/control.h"
 #include "admin/ctl_requests.h"
 #include "core/domtab.h"
 #include "admin/engine.h"
+#include "core/addrtab.h"
 #include "core/config.h"
+#include "core/connlimit.h"
 #include "core/ctlsock.h"
 #include "core/epoch.h"
 #include "core/log.h"
@@ -34,6 +38,16 @@
 #define ETRND_DOMSTAT_DOMAINS (1u << 20)
 #define ETRND_OVERRIDES_MAX 64   /* -o options */
 #define ETRND_KEY_MAX 64         /* longest key an -o names */
+/* Descriptors besides the connections' sockets (RLIMIT_NOFILE check). Per
+ * engine thread: its ring, eventfd, listeners, spool directory, the segment
+ * being written and the segments being read for drains. For the node:
+ * stdio, the log, Redis, the resolver's sockets, the control socket and
+ * its clients. Generous on purpose: running short costs an accept back-off. */
+#define ETRND_FD_RESERVE_THREAD 64u
+#define ETRND_FD_RESERVE_NODE 64u
+/* Fewer connections per thread than this after fitting max_connections to
+ * the descriptor limit: refuse to start (the host's limit is broken). */
+#define ETRND_FD_MIN_CONNECTIONS 16u
 
 struct etrnd_opts {
 	const char *path;
@@ -54,6 +68,7 @@ struct etrnd {
 	struct ctlsock *cs;
 	struct engine_env env;
 	struct engine_set *eng;
+	struct connlimit *cl;          /* client_connection_limit, node-wide */
 };
 
 static void etrnd_usage(FILE *f)
@@ -116,6 +131,60 @@ static void etrnd_config(const struct etrnd_opts *o, struct config *cfg)
 		fatal("%s: %s", o->path, err);
 }
 
+/* Descriptors max_connections needs on every thread, with the reserves. */
+static uint64_t etrnd_fd_need(const struct config *cfg, unsigned per_thread)
+{
+	return ((uint64_t)per_thread + ETRND_FD_RESERVE_THREAD) * cfg->threads +
+	       ETRND_FD_RESERVE_NODE;
+}
+
+/*
+ * Raise RLIMIT_NOFILE's soft limit to the hard limit (as Postfix's
+ * open_limit() does), then fit max_connections to it. Too few descriptors
+ * for max_connections x threads (the default 20000 per thread exceeds most
+ * stock limits) lowers max_connections with a warning naming the numbers
+ * rather than refusing to start: an edge relay that does not start loses
+ * the mail it would have taken, one with a lower ceiling answers 421 to the
+ * excess, which senders retry; Postfix and Exim admins expect the daemon to
+ * run and say what it did. Only a limit too small for ETRND_FD_MIN_CONNECTIONS
+ * per thread is fatal.
+ */
+static void etrnd_fit_nofile(struct config *cfg)
+{
+	struct rlimit rl;
+	uint64_t soft, fit;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		fatal("getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+	if (rl.rlim_cur < rl.rlim_max) {
+		struct rlimit want = { rl.rlim_max, rl.rlim_max };
+
+		if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+			rl = want;
+		else
+			log_warn("cannot raise the descriptor limit from %llu to %llu: %s",
+				 (unsigned long long)rl.rlim_cur,
+				 (unsigned long long)rl.rlim_max, strerror(errno));
+	}
+	soft = rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_cur;
+	if (etrnd_fd_need(cfg, cfg->max_connections) <= soft)
+		return;
+	fit = soft > etrnd_fd_need(cfg, 0) ? (soft - etrnd_fd_need(cfg, 0)) / cfg->threads : 0;
+	if (fit < ETRND_FD_MIN_CONNECTIONS)
+		fatal("descriptor limit %llu is too low for %u engine thread(s): at least %llu "
+		      "needed; raise it (ulimit -n, systemd LimitNOFILE=) or lower threads",
+		      (unsigned long long)soft, cfg->threads,
+		      (unsigned long long)etrnd_fd_need(cfg, ETRND_FD_MIN_CONNECTIONS));
+	log_warn("max_connections %u x %u engine thread(s) + %llu reserved needs %llu descriptors, "
+		 "the limit is %llu: using max_connections %llu per thread; raise the limit "
+		 "(ulimit -n, systemd LimitNOFILE=) or set max_connections to silence this",
+		 cfg->max_connections, cfg->threads,
+		 (unsigned long long)etrnd_fd_need(cfg, 0),
+		 (unsigned long long)etrnd_fd_need(cfg, cfg->max_connections),
+		 (unsigned long long)soft, (unsigned long long)fit);
+	cfg->max_connections = (unsigned)fit;
+}
+
 /* Signals are taken synchronously by the main thread alone: block them
  * before any other thread exists so that every thread inherits the mask. */
 static void etrnd_block_signals(sigset_t *sigs)
@@ -160,8 +229,18 @@ static void etrnd_start(struct etrnd *d)
 		if (!d->cs)
 			fatal("%s", err);
 	}
+	if (cfg->client_connection_limit) {
+		/* An address is held only while it has a connection open:
+		 * room for every connection, twice over for uneven shards. */
+		uint64_t addrs = (uint64_t)cfg->max_connections * cfg->threads * 2;
+
+		d->cl = connlimit_new(cfg->client_connection_limit,
+				      addrs < ADDRTAB_ADDRS_MAX ? (unsigned)addrs : ADDRTAB_ADDRS_MAX);
+		if (!d->cl)
+			fatal("client_connection_limit: %s", strerror(errno));
+	}
 	d->env = (struct engine_env){ .cfg = cfg, .dt = d->dt, .ds = d->ds,
-				      .hub = d->hub, .ep = d->ep };
+				      .hub = d->hub, .ep = d->ep, .cl = d->cl };
 	d->eng = engine_start(&d->env);
 	if (!d->eng) {
 		d->cs = ctlsock_stop(d->cs);
@@ -212,6 +291,7 @@ static int etrnd_stop(struct etrnd *d)
 	drain_hub_quiesce(d->hub);
 	d->res = resolver_free(d->res);
 	d->eng = engine_free(d->eng);
+	d->cl = connlimit_free(d->cl);
 	d->ctl = control_stop(d->ctl);
 	log_info("stopped");
 	domtab_live_free(d->dt);
@@ -240,6 +320,7 @@ int main(int argc, char **argv)
 	}
 	log_init("etrnd", (enum log_level)d.cfg.log_level, d.cfg.log_syslog);
 	etrnd_block_signals(&sigs);
+	etrnd_fit_nofile(&d.cfg);
 	etrnd_start(&d);
 	etrnd_log_started(&d.cfg);
 	etrnd_wait(&sigs, &d.cfg);

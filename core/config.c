@@ -645,6 +645,11 @@ static const struct config_key config_keys[] = {
 	{ "session_timeout", set_duration, OFF(session_timeout_ms), 1000, 7 * MS_PER_DAY },
 	{ "bare_lf", set_bare_lf, 0, 0, 0 },
 	{ "max_connections", set_uint, OFF(max_connections), 1, 1000000 },
+	/* Like Postfix's smtpd_client_connection_count_limit; 0 = no limit. */
+	{ "client_connection_limit", set_uint, OFF(client_connection_limit), 0, 1000000 },
+	/* Off: 127.0.0.0/8 and ::1 are not counted, as Postfix's default
+	 * smtpd_client_event_limit_exceptions = $mynetworks exempts them. */
+	{ "client_connection_limit_loopback", set_bool, OFF(client_connection_limit_loopback), 0, 1 },
 	{ "shutdown_timeout", set_duration, OFF(shutdown_timeout_ms), 0, MS_PER_DAY },
 	/* Like Postfix's maximal_queue_lifetime; a duration is held in 32-bit
 	 * milliseconds, so at most 49 days. */
@@ -694,6 +699,7 @@ void config_defaults(struct config *c)
 	c->session_timeout_ms = 3600 * 1000;
 	c->bare_lf_normalize = 0;
 	c->max_connections = 20000;
+	c->client_connection_limit = CONFIG_CLIENT_CONNECTION_LIMIT_DEFAULT;
 	c->shutdown_timeout_ms = 30 * 1000;
 	c->drain_connections = 4;
 	c->etrn_rate_limit = 60;

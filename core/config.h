@@ -29,6 +29,12 @@
  * and 4.5.3.1.3 (path 256 with its angle brackets). */
 #define CONFIG_LOCAL_MAX 64
 #define CONFIG_ADDR_MAX 254
+/* Connections one client address may hold open at once, node-wide: Postfix's
+ * smtpd_client_connection_count_limit default. A real MTA opens a handful per
+ * destination (Postfix's default_destination_concurrency_limit is 20), so 50
+ * never stands in its way, while one address can no longer take all of
+ * max_connections. */
+#define CONFIG_CLIENT_CONNECTION_LIMIT_DEFAULT 50
 
 enum config_sync { CONFIG_SYNC_NONE, CONFIG_SYNC_BATCH, CONFIG_SYNC_ALWAYS };
 
@@ -74,6 +80,8 @@ struct config {
 	unsigned session_timeout_ms;
 	int bare_lf_normalize;
 	unsigned max_connections;       /* per engine thread */
+	unsigned client_connection_limit; /* per client address, node-wide; 0 = none */
+	int client_connection_limit_loopback; /* loopback clients counted too */
 	unsigned shutdown_timeout_ms;
 	unsigned drain_connections;     /* per engine thread per drain */
 	unsigned etrn_rate_limit;       /* ETRN per client address per minute */

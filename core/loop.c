@@ -25,6 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/ascii.h"
+#include "core/connlimit.h"
 #include "core/epoch.h"
 #include "core/log.h"
 #include "core/now.h"
@@ -46,6 +48,20 @@
 #define LOOP_TICK_MAX_MS 1000
 #define LOOP_TICK_MIN_MS 100
 #define LOOP_PEER_MAX (INET6_ADDRSTRLEN + 8)
+/* Out of descriptors (or kernel memory) at accept: stop accepting for a
+ * while instead of re-arming at once (which spins a core and floods the
+ * log); the pause starts at MIN, doubles while accepts keep failing, and
+ * ends at the first accept that succeeds. The backlog keeps the clients
+ * meanwhile. */
+#define LOOP_ACCEPT_BACKOFF_MIN_MS 10u
+#define LOOP_ACCEPT_BACKOFF_MAX_MS 1000u
+/* At most one "accepts paused" report per this interval per thread; the
+ * episodes in between are counted into the next report. */
+#define LOOP_ACCEPT_LOG_QUIET_MS 60000u
+/* At most one report of refusals over client_connection_limit per this
+ * interval per thread, with the count since the last. */
+#define LOOP_REFUSE_LOG_QUIET_MS 10000u
+#define LOOP_REPLY_MAX 512
 
 enum loop_op {
 	OP_NONE = 0,
@@ -57,6 +73,7 @@ enum loop_op {
 	OP_WAKE,
 	OP_CONNECT,  /* slot = connection */
 	OP_IGNORE,   /* cancel requests, link timeouts: nothing to do */
+	OP_ACCEPT_WAIT, /* the accept back-off's timeout */
 };
 
 /* user_data: op in bits 56..63, slot in 32..55, generation in 0..31. */
@@ -82,6 +99,7 @@ enum conn_flag {
 	CONN_DEAD = 1u << 10,       /* socket error: drop output, tear down */
 	CONN_TORNDOWN = 1u << 11,   /* shutdown(2) issued */
 	CONN_CONNECTING = 1u << 12, /* outbound: connect in flight */
+	CONN_ADDR_COUNTED = 1u << 13, /* counted in the connlimit: release */
 };
 
 struct conn {
@@ -125,6 +143,20 @@ struct loop_listener {
 	int armed;
 };
 
+/* Accepts paused for lack of descriptors (LOOP_ACCEPT_BACKOFF_*). An
+ * episode runs from the first failed accept to the next that succeeds. */
+struct loop_accept_backoff {
+	unsigned delay_ms;             /* the current pause; 0 = not paused */
+	int timer_armed;
+	struct __kernel_timespec ts;
+	uint64_t fails;                /* failed accepts this episode */
+	uint64_t start_ms;
+	int logged;                    /* this episode was reported */
+	uint64_t last_log_ms;          /* 0 = never */
+	uint64_t quiet_fails, quiet_episodes; /* not reported yet */
+	int err;                       /* the last failure, -errno */
+};
+
 /* A registered turn or stop hook (loop_add_turn_hook, loop_add_stop_hook). */
 struct loop_hook {
 	const char *name;
@@ -147,9 +179,14 @@ struct loop {
 	const struct conn_ops *ops;
 	void *ops_arg;
 	const char *busy_reply;
+	/* client_connection_limit (node-wide; NULL = no limit) and its reply. */
+	struct connlimit *connlimit;
+	char addr_busy[LOOP_REPLY_MAX];
+	uint64_t refused, refuse_log_ms;
 
 	struct loop_listener lis[CONFIG_LISTEN_MAX];
 	unsigned nlis;
+	struct loop_accept_backoff acc;
 
 	struct io_uring_buf_ring *br;
 	size_t br_size;
@@ -342,6 +379,8 @@ static void conn_free_slot(struct conn *c)
 	buf_free(&c->out);
 	buf_free(&c->wbuf);
 	buf_free(&c->pending);
+	if (c->flags & CONN_ADDR_COUNTED)
+		connlimit_release(l->connlimit, c->peer);
 	c->flags = 0;
 	c->st = NULL;
 	c->fd = -1;
@@ -365,15 +404,175 @@ static void peer_text(int fd, char *out, size_t outlen)
 		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, out, (socklen_t)outlen);
 }
 
+/* A refusal said in one short non-blocking send, then close: if the line
+ * does not fit, the peer simply sees the close. */
+static void accept_refuse(int fd, const char *reply)
+{
+	if (reply && reply[0])
+		(void)!send(fd, reply, strlen(reply), MSG_DONTWAIT | MSG_NOSIGNAL);
+	close(fd);
+}
+
+/* Failures that mean "out of descriptors or kernel memory": waiting is the
+ * only cure, and retrying at once only spins. */
+static int accept_err_is_exhaustion(int err)
+{
+	return err == -EMFILE || err == -ENFILE || err == -ENOBUFS || err == -ENOMEM;
+}
+
+static void accept_arm_backoff_timer(struct loop *l)
+{
+	struct io_uring_sqe *sqe = loop_sqe(l);
+
+	l->acc.ts.tv_sec = l->acc.delay_ms / 1000;
+	l->acc.ts.tv_nsec = (long long)(l->acc.delay_ms % 1000) * 1000000;
+	io_uring_prep_timeout(sqe, &l->acc.ts, 0, 0);
+	io_uring_sqe_set_data64(sqe, ud_make(OP_ACCEPT_WAIT, 0, 0));
+	l->acc.timer_armed = 1;
+}
+
+/* An accept on listener i failed with err (out of descriptors): pause
+ * accepting on this thread, log once per episode (at most one report per
+ * LOOP_ACCEPT_LOG_QUIET_MS, counting the episodes in between). */
+static void accept_backoff(struct loop *l, unsigned i, int err)
+{
+	uint64_t now = now_mono_ms();
+
+	l->acc.fails++;
+	l->acc.err = err;
+	if (l->acc.timer_armed)
+		return;
+	if (l->acc.delay_ms == 0) {
+		l->acc.delay_ms = LOOP_ACCEPT_BACKOFF_MIN_MS;
+		l->acc.start_ms = now;
+		l->acc.logged = 0;
+		if (!l->acc.last_log_ms || now - l->acc.last_log_ms >= LOOP_ACCEPT_LOG_QUIET_MS) {
+			char quiet[LOOP_REPLY_MAX] = "";
+
+			if (l->acc.quiet_episodes)
+				(void)snprintf(quiet, sizeof(quiet), " (and %llu failed accepts in %llu "
+					       "earlier episodes, not reported)",
+					       (unsigned long long)l->acc.quiet_fails,
+					       (unsigned long long)l->acc.quiet_episodes);
+			log_warn("engine %u: accept on %s: %s: pausing accepts, retrying after %u ms "
+				 "doubling up to %u ms%s", l->index, l->cfg->listen[i].text,
+				 strerror(-err), l->acc.delay_ms, LOOP_ACCEPT_BACKOFF_MAX_MS, quiet);
+			l->acc.logged = 1;
+			l->acc.last_log_ms = now;
+			l->acc.quiet_fails = l->acc.quiet_episodes = 0;
+		}
+	} else {
+		l->acc.delay_ms = l->acc.delay_ms * 2 < LOOP_ACCEPT_BACKOFF_MAX_MS
+					  ? l->acc.delay_ms * 2 : LOOP_ACCEPT_BACKOFF_MAX_MS;
+	}
+	accept_arm_backoff_timer(l);
+}
+
+/* An accept succeeded: a back-off episode (if any) is over. */
+static void accept_backoff_end(struct loop *l)
+{
+	if (!l->acc.delay_ms)
+		return;
+	if (l->acc.logged)
+		log_info("engine %u: accepts resumed: %llu failed (last: %s) over %llu ms",
+			 l->index, (unsigned long long)l->acc.fails, strerror(-l->acc.err),
+			 (unsigned long long)(now_mono_ms() - l->acc.start_ms));
+	else {
+		l->acc.quiet_fails += l->acc.fails;
+		l->acc.quiet_episodes++;
+	}
+	l->acc.delay_ms = 0;
+	l->acc.fails = 0;
+}
+
+/* The back-off pause is over: accept again on every listener it stopped. */
+static void on_accept_wait(struct loop *l)
+{
+	l->acc.timer_armed = 0;
+	for (unsigned i = 0; i < l->nlis; i++)
+		if (!l->stopping && !l->lis[i].armed && l->lis[i].fd >= 0)
+			arm_accept(l, i);
+}
+
+/* Over client_connection_limit: 421 4.7.0 (RFC 5321 3.8) and close; one
+ * report per LOOP_REFUSE_LOG_QUIET_MS with the count since the last. */
+static void accept_refuse_addr(struct loop *l, struct conn *c)
+{
+	uint64_t now = now_mono_ms();
+
+	l->refused++;
+	if (!l->refuse_log_ms || now - l->refuse_log_ms >= LOOP_REFUSE_LOG_QUIET_MS) {
+		log_warn("engine %u: %s: over client_connection_limit (%u open): refused "
+			 "(%llu refused on this thread since the last report)", l->index, c->peer,
+			 l->cfg->client_connection_limit, (unsigned long long)l->refused);
+		l->refuse_log_ms = now;
+		l->refused = 0;
+	}
+	accept_refuse(c->fd, l->addr_busy);
+	conn_free_slot(c);
+}
+
+/* 127.0.0.0/8, ::1 and their IPv4-mapped form, as peer_text() spells them. */
+static int peer_is_loopback(const char *peer)
+{
+	if (ascii_eq_n(peer, "::ffff:", sizeof("::ffff:") - 1))
+		peer += sizeof("::ffff:") - 1;
+	return strncmp(peer, "127.", 4) == 0 || strcmp(peer, "::1") == 0;
+}
+
+/* A slot for the accepted fd, its peer's address and its count against
+ * client_connection_limit; NULL when refused (fd closed). */
+static struct conn *accept_admit(struct loop *l, int fd)
+{
+	struct conn *c = l->free_conns;
+
+	if (!c) {
+		/* Over max_connections: say so (RFC 5321 3.8: 421) and close. */
+		accept_refuse(fd, l->busy_reply);
+		return NULL;
+	}
+	l->free_conns = c->next;
+	l->nconns++;
+	c->next = NULL;
+	c->fd = fd;
+	c->flags = CONN_USED;
+	peer_text(fd, c->peer, sizeof(c->peer));
+	if (l->connlimit && (l->cfg->client_connection_limit_loopback || !peer_is_loopback(c->peer))) {
+		switch (connlimit_take(l->connlimit, c->peer)) {
+		case CONNLIMIT_OVER:
+			accept_refuse_addr(l, c);
+			return NULL;
+		case CONNLIMIT_COUNTED: c->flags |= CONN_ADDR_COUNTED; break;
+		case CONNLIMIT_UNCOUNTED: break;
+		}
+	}
+	return c;
+}
+
 static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
 {
 	unsigned i = ud_slot(cqe->user_data);
 	struct conn *c;
 	int fd = cqe->res, one = 1;
 
+	if (fd < 0 && accept_err_is_exhaustion(fd) && !l->stopping) {
+		/* A multishot accept ends on an error; should it not, cancel
+		 * it so that only the back-off timer re-arms it. */
+		if (cqe->flags & IORING_CQE_F_MORE) {
+			struct io_uring_sqe *sqe = loop_sqe(l);
+
+			io_uring_prep_cancel64(sqe, ud_make(OP_ACCEPT, i, 0), 0);
+			io_uring_sqe_set_data64(sqe, ud_make(OP_IGNORE, 0, 0));
+		} else {
+			l->lis[i].armed = 0;
+		}
+		accept_backoff(l, i, fd);
+		return;
+	}
 	if (!(cqe->flags & IORING_CQE_F_MORE)) {
 		l->lis[i].armed = 0;
-		if (!l->stopping && l->lis[i].fd >= 0)
+		/* While paused, the back-off timer re-arms it. */
+		if (!l->stopping && l->lis[i].fd >= 0 && !l->acc.timer_armed)
 			arm_accept(l, i);
 	}
 	if (fd < 0) {
@@ -381,33 +580,20 @@ static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
 			log_warn("accept on %s: %s", l->cfg->listen[i].text, strerror(-fd));
 		return;
 	}
+	accept_backoff_end(l);
 	if (l->stopping) {
 		close(fd);
 		return;
 	}
-	c = l->free_conns;
-	if (!c) {
-		/* Over max_connections: say so (RFC 5321 3.8: 421) and close.
-		 * A non-blocking send of a short line; if it does not fit the
-		 * peer simply sees the close. */
-		if (l->busy_reply)
-			(void)!send(fd, l->busy_reply, strlen(l->busy_reply),
-				    MSG_DONTWAIT | MSG_NOSIGNAL);
-		close(fd);
+	c = accept_admit(l, fd);
+	if (!c)
 		return;
-	}
-	l->free_conns = c->next;
-	l->nconns++;
-	c->next = NULL;
-	c->fd = fd;
-	c->flags = CONN_USED;
 	c->woff = 0;
 	c->start_ms = c->last_ms = now_mono_ms();
 	c->ops = l->ops;
 	c->ops_arg = l->ops_arg;
 	c->timeout_ms = 0;
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	peer_text(fd, c->peer, sizeof(c->peer));
 	c->st = c->ops->open(c->ops_arg, c, c->peer);
 	if (!c->st) {
 		close(fd);
@@ -1116,10 +1302,17 @@ struct loop *loop_new(const struct loop_conf *conf, char *err, size_t errlen)
 	l->ops = conf->ops;
 	l->ops_arg = conf->ops_arg;
 	l->busy_reply = conf->busy_reply;
+	l->connlimit = conf->connlimit;
 	l->wakefd = -1;
 	for (unsigned i = 0; i < CONFIG_LISTEN_MAX; i++)
 		l->lis[i].fd = -1;
 
+	if (conf->addr_busy_reply &&
+	    (size_t)snprintf(l->addr_busy, sizeof(l->addr_busy), "%s", conf->addr_busy_reply) >=
+		    sizeof(l->addr_busy)) {
+		snprintf(err, errlen, "addr_busy_reply longer than %u bytes", LOOP_REPLY_MAX - 1);
+		goto fail;
+	}
 	rc = ring_setup(l);
 	if (rc) {
 		snprintf(err, errlen, "io_uring_queue_init: %s", strerror(-rc));
@@ -1273,6 +1466,7 @@ int loop_run(struct loop *l)
 			case OP_FILE: on_file(l, cqe); break;
 			case OP_CONNECT: on_connect(l, cqe); break;
 			case OP_TIMER: on_timer(l); break;
+			case OP_ACCEPT_WAIT: on_accept_wait(l); break;
 			case OP_WAKE:
 				/* Posts and stop requests share the eventfd; keep
 				 * listening until the loop is done. */

@@ -23,6 +23,7 @@
 
 struct loop;
 struct conn;
+struct connlimit;
 
 struct conn_ops {
 	/* A connection was accepted. peer is its printable address. Return
@@ -53,6 +54,10 @@ struct loop_conf {
 	const struct conn_ops *ops;
 	void *ops_arg;
 	const char *busy_reply;         /* sent to a connection over max_connections */
+	/* client_connection_limit, counted node-wide (NULL: no limit); the
+	 * loop uses it until loop_run() returns. */
+	struct connlimit *connlimit;
+	const char *addr_busy_reply;    /* sent to a client over it (copied) */
 };
 
 /* Create a loop (io_uring, buffer ring, listening sockets). Runs in the

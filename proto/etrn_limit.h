@@ -4,20 +4,23 @@
  * BUCKET per address (capacity etrn_rate_limit, refilled at etrn_rate_limit
  * per 60 s, in exact integer arithmetic), one limiter for the whole node,
  * shared by every engine thread: sharded by address, each shard behind a
- * short mutex (ETRN is not a per-message path). Keyed by the binary address
- * with a full key compare, so no address can reset or share another's bucket.
+ * short mutex (ETRN is not a per-message path): the node's one address table,
+ * core/addrtab. Keyed by the binary address with a full key compare, so no
+ * address can reset or share another's bucket.
  */
 #ifndef ETRND_PROTO_ETRN_LIMIT_H
 #define ETRND_PROTO_ETRN_LIMIT_H
 
 #include <stdint.h>
 
+#include "core/addrtab.h"
+
 /* The period etrn_rate_limit is counted over (config.h: "per minute"). */
 #define ETRN_LIMIT_PERIOD_MS 60000u
 /* Addresses remembered at once by the node's limiter (about 48 bytes each). */
 #define ETRN_LIMIT_ADDRS_DEFAULT 8192u
 /* Most addresses a limiter may be asked to hold (chain indices are 32-bit). */
-#define ETRN_LIMIT_ADDRS_MAX (1u << 24)
+#define ETRN_LIMIT_ADDRS_MAX ADDRTAB_ADDRS_MAX
 /* Most requests per period: config.c's range for etrn_rate_limit. */
 #define ETRN_LIMIT_PER_PERIOD_MAX 100000u
 

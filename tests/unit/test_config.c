@@ -57,6 +57,9 @@ static const struct bad_case bad_cases[] = {
 	{ "drain_connections = 0\n", "1: bad value for drain_connections: \"0\" (want a number from 1 to 64)" },
 	{ "drain_connections = 65\n", "1: bad value for drain_connections: \"65\"" },
 	{ "etrn_rate_limit = none\n", "1: bad value for etrn_rate_limit: \"none\"" },
+	{ "client_connection_limit_loopback = sometimes\n", "1: bad value for client_connection_limit_loopback: \"sometimes\" (want yes or no)" },
+	{ "client_connection_limit = -1\n", "1: bad value for client_connection_limit: \"-1\"" },
+	{ "client_connection_limit = 1000001\n", "1: bad value for client_connection_limit: \"1000001\" (want a number from 0 to 1000000)" },
 	{ "max_hold = 50d\n", "1: bad value for max_hold: \"50d\"" },
 	{ "max_hold = 0\n", "1: bad value for max_hold: \"0\"" },
 	{ "clock_offset = -1d\n", "1: bad value for clock_offset: \"-1d\"" },
@@ -114,6 +117,8 @@ Test(config, defaults_and_good_values)
 		"session_timeout = 2h\n"
 		"bare_lf = normalize\n"
 		"max_connections = 100\n"
+		"client_connection_limit = 7\n"
+		"client_connection_limit_loopback = yes\n"
 		"shutdown_timeout = 0\n"
 		"log_level = debug\n"
 		"postmaster = Hostmaster@noc.example.net\n"
@@ -128,6 +133,8 @@ Test(config, defaults_and_good_values)
 	cr_assert_eq(c.idle_timeout_ms, 300000);
 	cr_assert_str_eq(c.postmaster, "");
 	cr_assert_eq(c.allow_untrusted_routing, 0);
+	cr_assert_eq(c.client_connection_limit, CONFIG_CLIENT_CONNECTION_LIMIT_DEFAULT);
+	cr_assert_eq(c.client_connection_limit_loopback, 0);
 	cr_assert_eq(config_load(&c, path, err, sizeof(err)), 0, "%s", err);
 	cr_expect_str_eq(c.postmaster, "Hostmaster@noc.example.net");
 	cr_expect_eq(c.allow_untrusted_routing, 1);
@@ -149,6 +156,8 @@ Test(config, defaults_and_good_values)
 	cr_expect_eq(c.session_timeout_ms, 2u * 3600 * 1000);
 	cr_expect_eq(c.bare_lf_normalize, 1);
 	cr_expect_eq(c.max_connections, 100);
+	cr_expect_eq(c.client_connection_limit, 7);
+	cr_expect_eq(c.client_connection_limit_loopback, 1);
 	cr_expect_eq(c.shutdown_timeout_ms, 0);
 	cr_expect_eq(c.log_level, LOGL_DEBUG);
 	cr_expect_eq(config_finish(&c, err, sizeof(err)), 0);
