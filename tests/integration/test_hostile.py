@@ -32,7 +32,7 @@ ATTACKERS = 8            # parallel hostile connections
 ROUNDS = 25              # hostile connections per attacker thread, at least
 ATTACK_MIN_S = 5.0       # and for at least this long (the good client's view)
 ROUNDS_MAX = 2000        # but never more than this many
-GARBAGE_NO_LF = 16 << 20 # octets of one command "line" without LF
+GARBAGE_NO_LF = 64 << 20 # octets of one command "line" without LF
 RSS_GROWTH_MAX_KB = 32 << 10
 HTTP_REQUESTS = {
     "GET": b"GET / HTTP/1.1\r\nHost: mx.test.invalid\r\nUser-Agent: t\r\n"
@@ -258,7 +258,7 @@ class HostileTest(unittest.TestCase):
               % (len(hello), n_tls, n, acks, gap))
 
     def test_garbage_without_line_feed_keeps_memory_bounded(self):
-        """16 MiB of bytes without a line feed is one overlong command line:
+        """64 MiB of bytes without a line feed is one overlong command line:
         dropped as it arrives (the buffer stays smtp_command_max), one
         "500 line too long" when the LF comes."""
         e, good = self.start(threads="1")
@@ -278,7 +278,7 @@ class HostileTest(unittest.TestCase):
         grew = rss1 - rss0
         self.assertLess(grew, RSS_GROWTH_MAX_KB, "RSS grew %d KiB for %d MiB of "
                         "one line" % (grew, GARBAGE_NO_LF >> 20))
-        print("16 MiB without LF: RSS %d -> %d KiB; good client: %d 250s, longest "
+        print("64 MiB without LF: RSS %d -> %d KiB; good client: %d 250s, longest "
               "wait %.2fs" % (rss0, rss1, acks, gap))
 
 
