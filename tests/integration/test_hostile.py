@@ -98,6 +98,18 @@ def reply_lines(data):
     return [l for l in data.split(b"\r\n") if l]
 
 
+def close_wait(port):
+    """Sockets of etrnd's port whose peer has closed and etrnd has not
+    (TCP state CLOSE_WAIT, 08 in /proc/net/tcp)."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if int(local.split(":")[1], 16) == port and state == "08":
+                n += 1
+    return n
+
+
 def rss_kb(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -112,6 +124,7 @@ class HostileTest(unittest.TestCase):
                 "smtp_max_errors": str(MAX_ERRORS)}
         conf.update(cfg)
         e = h.Etrnd.started(self, **conf)
+        self.port = e.port
         good = h.GoodClient(e.port)
         good.start()
         self.addCleanup(lambda: good.is_alive() and good.stop())
@@ -143,6 +156,11 @@ class HostileTest(unittest.TestCase):
             self.assertFalse(t.is_alive(), "attacker thread hung")
         if errors:
             raise errors[0]
+        # Every attacker has gone: etrnd must have closed its side of each.
+        deadline = time.monotonic() + PROMPT_S
+        while close_wait(self.port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(close_wait(self.port), 0, "connections left in CLOSE-WAIT")
         return sum(count)
 
     def assert_http_closed(self, verb, got, took, how, send_first):
