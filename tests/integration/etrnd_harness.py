@@ -23,6 +23,7 @@ Run as a script it is also a small helper for the shell tests:
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -129,6 +130,28 @@ def has_8bitmime(rec):
     if isinstance(f, list):
         return any("8BITMIME" in str(x).upper() for x in f)
     raise AssertionError("unexpected flags field %r" % (f,))
+
+
+def control_request(path, line):
+    """One request to etrnd's control socket (what etrnctl status sends);
+    returns the whole answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(path)
+        s.sendall(line.encode() + b"\n")
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out.decode()
+            out += chunk
+
+
+def indexed_messages(ctl_path, domain):
+    """(messages the daemon's queue index holds for domain, the status text)."""
+    status = control_request(ctl_path, "status")
+    pat = r"^domain %s: messages (\d+)," % re.escape(domain)
+    return sum(int(n) for n in re.findall(pat, status, re.M)), status
 
 
 class Etrnd:

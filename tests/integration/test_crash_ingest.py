@@ -24,7 +24,6 @@ import time
 import unittest
 
 import etrnd_harness as h
-from test_crash import control_request
 
 ROUNDS = 20
 CLIENTS = 8
@@ -135,9 +134,7 @@ class CrashIngestTest(unittest.TestCase):
             c.join(timeout=30)
             self.assertFalse(c.is_alive(), "client thread hung")
         e.start()
-        status = control_request(e.cfg["control_socket"], "status")
-        indexed = sum(int(n) for n in re.findall(
-            r"^domain demo\.test: messages (\d+),", status, re.M))
+        indexed, status = h.indexed_messages(e.cfg["control_socket"], "demo.test")
         e.stop()
         recs = e.records()
         acked, found, lost, dups, worst, unacked = tally(self, recs, clients)

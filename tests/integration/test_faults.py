@@ -116,14 +116,19 @@ class Load:
                 raise AssertionError("load client hung")
 
 
-def check_spool(tc, e, acked):
-    """Every acknowledged message is in e's spool with its body, once."""
+def check_spool(tc, e, acked, log_before=""):
+    """Every acknowledged message is in e's spool with its body, once.
+    log_before: etrnd's log from before a restart, for the failure message."""
     recs = {}
     for r in e.records():
         tc.assertNotIn(r["qid"], recs, "qid %s stored twice" % r["qid"])
         recs[r["qid"]] = r
     lost = [q for q in acked if q not in recs]
-    tc.assertEqual(lost, [], "%d acknowledged message(s) lost" % len(lost))
+    if lost:
+        log = [l for l in (log_before + e.stderr_text()).splitlines()
+               if "error" in l or "warning" in l or any(q in l for q in lost[:3])]
+        tc.fail("%d acknowledged message(s) lost, e.g. %s; log:\n%s"
+                % (len(lost), lost[:3], "\n".join(log[:40])))
     for qid, body in acked.items():
         tc.assertEqual(h.client_body(recs[qid]), body, "body of %s differs" % qid)
     p = run(e.spool_tool, "stats", e.spool_dir, check=False)
@@ -153,17 +158,23 @@ class MountTest(unittest.TestCase):
                           % p.stdout.decode().strip())
         self.addCleanup(lambda: run("umount", self.mnt, check=False))
 
+    def start_under_load(self, **cfg):
+        """etrnd on the mount, and a Load that has had its first 250s."""
+        e = h.Etrnd(tmpdir=self.dir, threads="2", **cfg)
+        self.addCleanup(e.cleanup)
+        e.start()
+        load = Load(e.port)
+        self.addCleanup(load.stop)
+        load.wait_for(lambda l: len(l.acked) >= 20, FAULT_WAIT_S, "250s")
+        return e, load
+
 
 class DiskFullTest(MountTest):
     def test_disk_full_under_load_then_space_freed(self):
         self.mount("-t", "tmpfs", "-o", "size=" + TMPFS_SIZE, "tmpfs")
         ballast = os.path.join(self.mnt, "ballast")
-        e = h.Etrnd(tmpdir=self.dir, threads="2", segment_size="1M")
-        self.addCleanup(e.cleanup)
-        e.start()
-        load = Load(e.port)
+        e, load = self.start_under_load(segment_size="1M")
         try:
-            load.wait_for(lambda l: len(l.acked) >= 20, FAULT_WAIT_S, "250s")
             # The disk fills up under the load (another process's file).
             with open(ballast, "wb") as f:
                 try:
@@ -216,12 +227,8 @@ class ReadOnlyTest(MountTest):
         trigger = "/sys/fs/ext4/%s/trigger_fs_error" % dev
         if not os.path.exists(trigger):
             self.skipTest("%s missing: cannot make ext4 read-only here" % trigger)
-        e = h.Etrnd(tmpdir=self.dir, threads="2")
-        self.addCleanup(e.cleanup)
-        e.start()
-        load = Load(e.port)
+        e, load = self.start_under_load()
         try:
-            load.wait_for(lambda l: len(l.acked) >= 20, FAULT_WAIT_S, "250s")
             with open(trigger, "w") as f:
                 f.write("etrnd test: spool goes read-only\n")
             took = load.wait_for(lambda l: len(l.replies) >= 10, FAULT_WAIT_S, "451s")
@@ -241,7 +248,7 @@ class ReadOnlyTest(MountTest):
         self.assertIn(fsck.returncode, (0, 1), fsck.stdout.decode())
         run("mount", "-o", "loop,errors=remount-ro", img, self.mnt)
         e.start()
-        stored = check_spool(self, e, load.acked)
+        stored = check_spool(self, e, load.acked, log)
         load2 = Load(e.port, clients=1)
         try:
             load2.wait_for(lambda l: len(l.acked) >= 5, RECOVER_WAIT_S, "250s after repair")
