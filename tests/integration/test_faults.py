@@ -52,6 +52,7 @@ class Load:
         self.stop_ev = threading.Event()
         self.lock = threading.Lock()
         self.acked = {}        # qid -> body
+        self.ack_time = {}     # qid -> monotonic time the 250 was read
         self.replies = []      # (code, text) of every DATA reply not 250
         self.errors = 0        # connections that failed (not counted above)
         self.n = 0
@@ -77,7 +78,9 @@ class Load:
             code, msg = err.smtp_code, err.smtp_error
         if code == 250:
             with self.lock:
-                self.acked[QUEUED_RE.search(msg).group(1).decode()] = body
+                qid = QUEUED_RE.search(msg).group(1).decode()
+                self.acked[qid] = body
+                self.ack_time[qid] = time.monotonic()
         return code, msg
 
     def _run(self, cid):
@@ -116,21 +119,23 @@ class Load:
                 raise AssertionError("load client hung")
 
 
-def check_spool(tc, e, acked, log_before=""):
-    """Every acknowledged message is in e's spool with its body, once.
+def check_spool(tc, e, acked, log_before="", may_miss=()):
+    """Every acknowledged message is in e's spool with its body, once,
+    except those in may_miss. Returns the number of records.
     log_before: etrnd's log from before a restart, for the failure message."""
     recs = {}
     for r in e.records():
         tc.assertNotIn(r["qid"], recs, "qid %s stored twice" % r["qid"])
         recs[r["qid"]] = r
-    lost = [q for q in acked if q not in recs]
+    lost = [q for q in acked if q not in recs and q not in may_miss]
     if lost:
         log = [l for l in (log_before + e.stderr_text()).splitlines()
                if "error" in l or "warning" in l or any(q in l for q in lost[:3])]
         tc.fail("%d acknowledged message(s) lost, e.g. %s; log:\n%s"
                 % (len(lost), lost[:3], "\n".join(log[:40])))
     for qid, body in acked.items():
-        tc.assertEqual(h.client_body(recs[qid]), body, "body of %s differs" % qid)
+        if qid in recs:
+            tc.assertEqual(h.client_body(recs[qid]), body, "body of %s differs" % qid)
     p = run(e.spool_tool, "stats", e.spool_dir, check=False)
     tc.assertEqual(p.returncode, 0, "spool damaged: %s" % p.stdout.decode())
     return len(recs)
@@ -215,7 +220,17 @@ class DiskFullTest(MountTest):
 class ReadOnlyTest(MountTest):
     """ext4 on a loop device with errors=remount-ro; the test makes ext4 see
     an error (/sys/fs/ext4/DEV/trigger_fs_error), which turns the mount
-    read-only at once, open files included: what a failing disk does."""
+    read-only at once, open files included: what a failing disk does.
+
+    Every message acknowledged before the error must survive. One whose
+    fdatasync ran while ext4 handled the error may not: the kernel (seen
+    on 6.18) can return 0 from an fdatasync whose journal commit the
+    error's journal abort then drops, so the data is gone after e2fsck.
+    The same loss happens with plain write+fdatasync from Python threads
+    and no etrnd (2 runs in 20, 4 files; a second fdatasync after the
+    first still lost data in 1 run in 40), so no caller can tell. Those
+    messages (250 read after the error was triggered) are counted, not
+    asserted."""
 
     def test_spool_turns_read_only_under_load(self):
         img = os.path.join(self.dir, "spool.img")
@@ -229,6 +244,7 @@ class ReadOnlyTest(MountTest):
             self.skipTest("%s missing: cannot make ext4 read-only here" % trigger)
         e, load = self.start_under_load()
         try:
+            t_fault = time.monotonic()
             with open(trigger, "w") as f:
                 f.write("etrnd test: spool goes read-only\n")
             took = load.wait_for(lambda l: len(l.replies) >= 10, FAULT_WAIT_S, "451s")
@@ -248,16 +264,22 @@ class ReadOnlyTest(MountTest):
         self.assertIn(fsck.returncode, (0, 1), fsck.stdout.decode())
         run("mount", "-o", "loop,errors=remount-ro", img, self.mnt)
         e.start()
-        stored = check_spool(self, e, load.acked, log)
+        window = {q for q, t in load.ack_time.items() if t >= t_fault}
+        stored = check_spool(self, e, load.acked, log, may_miss=window)
+        recs = {r["qid"] for r in e.records()}
+        window_lost = [q for q in window if q not in recs]
         load2 = Load(e.port, clients=1)
         try:
             load2.wait_for(lambda l: len(l.acked) >= 5, RECOVER_WAIT_S, "250s after repair")
         finally:
             load2.stop()
         e.stop()
-        print("read-only spool under load: %d acknowledged, all %d found after "
-              "fsck; 451 4.3.0 %.2fs after the error; exit status %d on SIGTERM "
-              "while read-only" % (len(load.acked), stored, took, rc))
+        print("read-only spool under load: %d acknowledged before the error, "
+              "all found after fsck (%d records); %d acknowledged while the error "
+              "was handled, %d of them lost (kernel fdatasync race, see the class "
+              "comment); 451 4.3.0 %.2fs after the error; exit status %d on "
+              "SIGTERM while read-only" % (len(load.acked) - len(window), stored,
+                                           len(window), len(window_lost), took, rc))
 
 
 class RedisKilledTest(unittest.TestCase):
