@@ -163,7 +163,7 @@ class HostileTest(unittest.TestCase):
         self.assertEqual(close_wait(self.port), 0, "connections left in CLOSE-WAIT")
         return sum(count)
 
-    def assert_http_closed(self, verb, got, took, how, send_first):
+    def assert_http_closed(self, verb, got, took, how):
         lines = reply_lines(got)
         self.assertNotEqual(how, "timeout", "%s: connection not closed" % verb)
         self.assertLess(took, PROMPT_S, "%s: closed only after %.1fs" % (verb, took))
@@ -183,7 +183,7 @@ class HostileTest(unittest.TestCase):
             verb = list(HTTP_REQUESTS)[r % len(HTTP_REQUESTS)]
             send_first = bool(r & 1)   # a browser does not wait for a greeting
             got, took, how = exchange(e.port, HTTP_REQUESTS[verb], send_first)
-            self.assert_http_closed(verb, got, took, how, send_first)
+            self.assert_http_closed(verb, got, took, how)
             seen[(verb, how)] = seen.get((verb, how), 0) + 1
         n = self.attack(one)
         # In the middle of a session too: EHLO first, then a GET.
