@@ -257,6 +257,15 @@ class Etrnd:
         """Wait for exit; returns the status (negative: killed by signal)."""
         return self.proc.wait(timeout=timeout)
 
+    def kill9(self):
+        """SIGKILL (a crash) and wait; asserts the process died of it and
+        had not exited before."""
+        self.signal(signal.SIGKILL)
+        rc = self.wait()
+        if rc != -signal.SIGKILL:
+            raise AssertionError("etrnd exited with %d before the SIGKILL; "
+                                 "stderr:\n%s" % (rc, self.stderr_text()))
+
     def _kill(self):
         if self.alive():
             os.kill(self.proc.pid, signal.SIGKILL)
@@ -347,6 +356,14 @@ class Reader:
             if not chunk:
                 return data
             data += chunk
+
+
+def join_threads(threads, timeout, what="thread"):
+    """Join each thread; raises if one is still running after timeout."""
+    for t in threads:
+        t.join(timeout=timeout)
+        if t.is_alive():
+            raise AssertionError("%s hung" % what)
 
 
 class GoodClient(threading.Thread):

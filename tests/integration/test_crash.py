@@ -13,7 +13,6 @@ that is allowed (the client retries), a 250 without the record is not.
 import os
 import random
 import re
-import signal
 import smtplib
 import threading
 import time
@@ -74,12 +73,9 @@ class CrashTest(unittest.TestCase):
             for c in clients:
                 c.start()
             time.sleep(rng.uniform(ROUND_MIN_S, ROUND_MAX_S))
-            e.signal(signal.SIGKILL)
-            self.assertEqual(e.wait(), -signal.SIGKILL)
+            e.kill9()
             stop.set()
-            for c in clients:
-                c.join(timeout=20)
-                self.assertFalse(c.is_alive(), "client thread hung")
+            h.join_threads(clients, 20, "client thread")
         # One clean start: recovery must cope with every torn tail, and the
         # daemon's own queue index (asked over the control socket, as
         # etrnctl status does) must hold every acknowledged message.

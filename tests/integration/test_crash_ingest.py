@@ -17,7 +17,6 @@ and the worst crash.
 import os
 import random
 import re
-import signal
 import smtplib
 import threading
 import time
@@ -127,12 +126,9 @@ class CrashIngestTest(unittest.TestCase):
                 for c in clients:
                     c.start()
             time.sleep(rng.uniform(ROUND_MIN_S, ROUND_MAX_S))
-            e.signal(signal.SIGKILL)
-            self.assertEqual(e.wait(), -signal.SIGKILL)
+            e.kill9()
         stop.set()
-        for c in clients:
-            c.join(timeout=30)
-            self.assertFalse(c.is_alive(), "client thread hung")
+        h.join_threads(clients, 30, "client thread")
         e.start()
         indexed, status = h.indexed_messages(e.cfg["control_socket"], "demo.test")
         e.stop()
