@@ -23,12 +23,14 @@ Run as a script it is also a small helper for the shell tests:
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HOST = "127.0.0.1"
@@ -128,6 +130,28 @@ def has_8bitmime(rec):
     if isinstance(f, list):
         return any("8BITMIME" in str(x).upper() for x in f)
     raise AssertionError("unexpected flags field %r" % (f,))
+
+
+def control_request(path, line):
+    """One request to etrnd's control socket (what etrnctl status sends);
+    returns the whole answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(path)
+        s.sendall(line.encode() + b"\n")
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out.decode()
+            out += chunk
+
+
+def indexed_messages(ctl_path, domain):
+    """(messages the daemon's queue index holds for domain, the status text)."""
+    status = control_request(ctl_path, "status")
+    pat = r"^domain %s: messages (\d+)," % re.escape(domain)
+    return sum(int(n) for n in re.findall(pat, status, re.M)), status
 
 
 class Etrnd:
@@ -233,6 +257,15 @@ class Etrnd:
         """Wait for exit; returns the status (negative: killed by signal)."""
         return self.proc.wait(timeout=timeout)
 
+    def kill9(self):
+        """SIGKILL (a crash) and wait; asserts the process died of it and
+        had not exited before."""
+        self.signal(signal.SIGKILL)
+        rc = self.wait()
+        if rc != -signal.SIGKILL:
+            raise AssertionError("etrnd exited with %d before the SIGKILL; "
+                                 "stderr:\n%s" % (rc, self.stderr_text()))
+
     def _kill(self):
         if self.alive():
             os.kill(self.proc.pid, signal.SIGKILL)
@@ -323,6 +356,88 @@ class Reader:
             if not chunk:
                 return data
             data += chunk
+
+
+def join_threads(threads, timeout, what="thread"):
+    """Join each thread; raises if one is still running after timeout."""
+    for t in threads:
+        t.join(timeout=timeout)
+        if t.is_alive():
+            raise AssertionError("%s hung" % what)
+
+
+class GoodClient(threading.Thread):
+    """A well-behaved client to run beside a hostile one: smtplib sessions of
+    MSGS_PER_SESSION messages each, one after another, until stop(). It keeps
+    the monotonic time of every 250 after DATA and every failure (a reply
+    other than 250, or an exception), so a test can assert that an attack
+    did not starve the good client: check(testcase, max_gap_s, min_acks)."""
+
+    MSGS_PER_SESSION = 5
+
+    def __init__(self, port, rcpt="u@demo.test", timeout=30, pause=0.02):
+        super().__init__(daemon=True)
+        self.port, self.rcpt, self.timeout, self.pause = port, rcpt, timeout, pause
+        self._stop_ev = threading.Event()
+        self.t0 = time.monotonic()
+        self.acks = []        # monotonic time of each 250 after DATA
+        self.failures = []    # (monotonic time, what went wrong)
+
+    def _session(self, smtplib):
+        s = smtplib.SMTP(HOST, self.port, timeout=self.timeout)
+        try:
+            s.ehlo("good.test")
+            for i in range(self.MSGS_PER_SESSION):
+                if self._stop_ev.is_set():
+                    break
+                body = b"Subject: good %d\r\n\r\nwell behaved\r\n" % len(self.acks)
+                s.mail("good@example.org")
+                s.rcpt(self.rcpt)
+                code, msg = s.data(body)
+                if code != 250:
+                    raise AssertionError("DATA got %d %r" % (code, msg))
+                self.acks.append(time.monotonic())
+            s.quit()
+        finally:
+            s.close()
+
+    def run(self):
+        import smtplib
+        while not self._stop_ev.is_set():
+            try:
+                self._session(smtplib)
+            except (OSError, EOFError, AssertionError, smtplib.SMTPException) as e:
+                self.failures.append((time.monotonic(), repr(e)))
+            self._stop_ev.wait(self.pause)
+
+    def stop(self):
+        self._stop_ev.set()
+        self.join(timeout=2 * self.timeout)
+        if self.is_alive():
+            raise AssertionError("good client did not stop")
+
+    def max_gap(self, until=None):
+        """The longest time without a 250, from start to the last 250 (or
+        to `until`, e.g. the moment stop() was called)."""
+        marks = [self.t0] + self.acks + ([until] if until else [])
+        return max(b - a for a, b in zip(marks, marks[1:]))
+
+    def check(self, testcase, max_gap_s, min_acks):
+        """Stop (once min_acks 250s came, or max_gap_s from now), then
+        assert no failure, at least min_acks 250s, and no wait for a 250
+        longer than max_gap_s. Returns (acks, max gap)."""
+        deadline = time.monotonic() + max_gap_s
+        while len(self.acks) < min_acks and time.monotonic() < deadline:
+            time.sleep(0.05)   # a short attack: give the good client its turn
+        end = time.monotonic()
+        self.stop()
+        testcase.assertEqual(self.failures, [], "the good client failed")
+        testcase.assertGreaterEqual(len(self.acks), min_acks,
+                                    "the good client got too few 250s")
+        gap = self.max_gap(until=end)
+        testcase.assertLess(gap, max_gap_s, "the good client waited %.1fs "
+                            "for a 250" % gap)
+        return len(self.acks), gap
 
 
 def _cli(argv):

@@ -13,8 +13,6 @@ that is allowed (the client retries), a 250 without the record is not.
 import os
 import random
 import re
-import socket
-import signal
 import smtplib
 import threading
 import time
@@ -27,20 +25,6 @@ CLIENTS = 8
 ROUND_MIN_S = 0.4
 ROUND_MAX_S = 1.5
 QUEUED_RE = re.compile(rb"queued as ([0-9A-F]{14})")
-
-
-def control_request(path, line):
-    """One request to etrnd's control socket (what etrnctl status sends)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(10)
-        s.connect(path)
-        s.sendall(line.encode() + b"\n")
-        out = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return out.decode()
-            out += chunk
 
 
 class Client(threading.Thread):
@@ -89,18 +73,14 @@ class CrashTest(unittest.TestCase):
             for c in clients:
                 c.start()
             time.sleep(rng.uniform(ROUND_MIN_S, ROUND_MAX_S))
-            e.signal(signal.SIGKILL)
-            self.assertEqual(e.wait(), -signal.SIGKILL)
+            e.kill9()
             stop.set()
-            for c in clients:
-                c.join(timeout=20)
-                self.assertFalse(c.is_alive(), "client thread hung")
+            h.join_threads(clients, 20, "client thread")
         # One clean start: recovery must cope with every torn tail, and the
         # daemon's own queue index (asked over the control socket, as
         # etrnctl status does) must hold every acknowledged message.
         e.start()
-        status = control_request(e.cfg["control_socket"], "status")
-        indexed = sum(int(n) for n in re.findall(r"^domain demo\.test: messages (\d+),", status, re.M))
+        indexed, status = h.indexed_messages(e.cfg["control_socket"], "demo.test")
         e.stop()
         self.assertGreater(len(acked), 100, "too little load to mean anything")
         recs = {}
