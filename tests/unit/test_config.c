@@ -55,6 +55,9 @@ static const struct bad_case bad_cases[] = {
 	{ "smtp_max_recipients = 18446744073709551617\n", "1: bad value for smtp_max_recipients" },
 	{ "drain_connections = 0\n", "1: bad value for drain_connections: \"0\" (want a number from 1 to 64)" },
 	{ "drain_connections = 65\n", "1: bad value for drain_connections: \"65\"" },
+	{ "drain_destination_concurrency = 0\n", "1: bad value for drain_destination_concurrency: \"0\" (want a number from 1 to 10000)" },
+	{ "drain_reconnect_attempts = 101\n", "1: bad value for drain_reconnect_attempts: \"101\"" },
+	{ "drain_greeting_timeout = 10ms\n", "1: bad value for drain_greeting_timeout: \"10ms\"" },
 	{ "etrn_rate_limit = none\n", "1: bad value for etrn_rate_limit: \"none\"" },
 	{ "max_hold = 50d\n", "1: bad value for max_hold: \"50d\"" },
 	{ "max_hold = 0\n", "1: bad value for max_hold: \"0\"" },
@@ -482,4 +485,26 @@ Test(config, dns_keys)
 		config_free(&c);
 		unlink(path);
 	}
+}
+
+/* The drain's destination keys: defaults (Postfix's 20, 3 reconnects, RFC
+ * 5321 4.5.3.2.1's 5 minutes) and good values. */
+Test(config, drain_destination_keys)
+{
+	struct config c;
+	char err[CONFIG_ERR_MAX];
+	char *path = write_conf("drain_destination_concurrency = 7\n"
+				"drain_reconnect_attempts = 0\n"
+				"drain_greeting_timeout = 2s\n");
+
+	config_defaults(&c);
+	cr_expect_eq(c.drain_destination_concurrency, 20);
+	cr_expect_eq(c.drain_reconnect_attempts, 3);
+	cr_expect_eq(c.drain_greeting_timeout_ms, 300000);
+	cr_assert_eq(config_load(&c, path, err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(c.drain_destination_concurrency, 7);
+	cr_expect_eq(c.drain_reconnect_attempts, 0);
+	cr_expect_eq(c.drain_greeting_timeout_ms, 2000);
+	config_free(&c);
+	unlink(path);
 }
