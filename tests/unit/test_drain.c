@@ -39,6 +39,8 @@
 #define T_LINE_MAX 1024
 #define T_REPLIES_MAX 4
 #define T_WANT_MAX 8
+#define T_THREADS_MAX 32             /* threaded server: connections served */
+#define T_421_NONMAIL "421 4.7.0 too many nonmail commands\r\n" /* Exim's */
 
 /* ---- the scripted customer server ----------------------------------------- */
 
@@ -51,6 +53,11 @@ struct t_script {
 	struct t_rcpt_reply rcpt[T_REPLIES_MAX]; /* others get 250 */
 	int drop_after_dot;          /* close, unanswered, after the final dot */
 	const char *dot_reply[2];    /* to the dot of message 1, 2; NULL: 250 */
+	unsigned nonmail_max;        /* like Exim's smtp_accept_max_nonmail: 421
+	                                after this many EHLO/HELO/RSET/NOOP; 0 off */
+	unsigned drop_in_body;       /* close inside the nth body (all conns); 0 off */
+	int silent_first;            /* the first connection never gets a greeting */
+	int threaded;                /* serve connections at once, one thread each */
 };
 
 struct t_server {
@@ -63,6 +70,14 @@ struct t_server {
 	atomic_int stop;
 	atomic_int hold;             /* 1: the greeting waits for release */
 	atomic_uint conns;           /* connections accepted */
+	atomic_uint active, max_active; /* connections being served, most at once */
+	atomic_uint rsets, nonmail_421s;
+	unsigned bodies;             /* DATA 354s sent, all connections */
+	int cut;                     /* drop_in_body reached: hang up in the body */
+	int parked;                  /* silent_first's socket, -1 none */
+	pthread_mutex_t mu;          /* log, dots, bodies: threaded mode */
+	pthread_t conn_th[T_THREADS_MAX];
+	unsigned nconn_th;
 	/* written by the server thread, read after the join */
 	char log[T_LOG_MAX];
 	size_t loglen;
@@ -119,6 +134,10 @@ static const char *t_answer(struct t_server *s, const char *line, size_t n, int 
 	const char *r;
 
 	if (*body) {
+		if (s->cut) {
+			s->cut = 0;
+			return NULL; /* gone in the middle of the body */
+		}
 		if (n != 3 || memcmp(line, ".\r\n", 3))
 			return "";
 		*body = 0;
@@ -144,6 +163,8 @@ static const char *t_answer(struct t_server *s, const char *line, size_t n, int 
 		if (!*accepted)
 			return "554 5.5.1 no valid recipients\r\n";
 		*body = 1;
+		if (++s->bodies == s->sc->drop_in_body)
+			s->cut = 1;
 		return "354 end with <CRLF>.<CRLF>\r\n";
 	}
 	if (n == 6 && !strncasecmp(line, "QUIT\r\n", 6))
@@ -153,12 +174,30 @@ static const char *t_answer(struct t_server *s, const char *line, size_t n, int 
 	return "502 5.5.2 unknown command\r\n";
 }
 
+/* Count a non-mail command (Exim counts RSET, HELO and EHLO; NOOP too);
+ * 1 when it is one over the script's nonmail_max. */
+static int t_nonmail(struct t_server *s, const char *line, size_t n, unsigned *count)
+{
+	int rset = n == 6 && !strncasecmp(line, "RSET\r\n", 6);
+
+	if (rset)
+		atomic_fetch_add(&s->rsets, 1);
+	if (!rset && !(n >= 5 && (!strncasecmp(line, "EHLO ", 5) ||
+				   !strncasecmp(line, "HELO ", 5))) &&
+	    !(n == 6 && !strncasecmp(line, "NOOP\r\n", 6)))
+		return 0;
+	if (!s->sc->nonmail_max || ++*count <= s->sc->nonmail_max)
+		return 0;
+	atomic_fetch_add(&s->nonmail_421s, 1);
+	return 1;
+}
+
 /* Serve one connection: read lines, log them, answer by the script. */
 static void t_serve(struct t_server *s, int fd)
 {
 	char in[T_LINE_MAX * 4];
 	size_t have = 0;
-	unsigned accepted = 0;
+	unsigned accepted = 0, nonmail = 0;
 	int body = 0, one = 1;
 
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -176,8 +215,14 @@ static void t_serve(struct t_server *s, int fd)
 			const char *reply;
 			int quit = !body && n == 6 && !strncasecmp(in, "QUIT\r\n", 6);
 
+			if (!body && t_nonmail(s, in, n, &nonmail)) {
+				(void)t_send(s, fd, T_421_NONMAIL);
+				return; /* and close, as Exim does */
+			}
+			pthread_mutex_lock(&s->mu);
 			t_log(s, in, n);
 			reply = t_answer(s, in, n, &body, &accepted);
+			pthread_mutex_unlock(&s->mu);
 			memmove(in, in + n, have - n);
 			have -= n;
 			if (quit) {
@@ -198,12 +243,40 @@ static void t_serve(struct t_server *s, int fd)
 	}
 }
 
+struct t_conn_arg {
+	struct t_server *s;
+	int fd;
+};
+
+/* One connection: served, counted while it is, closed. */
+static void t_serve_counted(struct t_server *s, int fd)
+{
+	unsigned now = atomic_fetch_add(&s->active, 1) + 1;
+	unsigned max = atomic_load(&s->max_active);
+
+	while (now > max && !atomic_compare_exchange_weak(&s->max_active, &max, now))
+		;
+	t_serve(s, fd);
+	atomic_fetch_sub(&s->active, 1);
+	close(fd);
+}
+
+static void *t_conn_main(void *arg)
+{
+	struct t_conn_arg a = *(struct t_conn_arg *)arg;
+
+	free(arg);
+	t_serve_counted(a.s, a.fd);
+	return NULL;
+}
+
 static void *t_server_main(void *arg)
 {
 	struct t_server *s = arg;
 
 	while (!atomic_load(&s->stop)) {
 		struct pollfd p = { s->lfd, POLLIN, 0 };
+		struct t_conn_arg *ca;
 		int fd;
 
 		if (poll(&p, 1, T_ACCEPT_POLL_MS) != 1)
@@ -211,10 +284,24 @@ static void *t_server_main(void *arg)
 		fd = accept(s->lfd, NULL, NULL);
 		if (fd < 0)
 			continue;
-		atomic_fetch_add(&s->conns, 1);
-		t_serve(s, fd);
-		close(fd);
+		if (atomic_fetch_add(&s->conns, 1) == 0 && s->sc->silent_first) {
+			s->parked = fd; /* never greeted; closed at the end */
+			continue;
+		}
+		ca = s->sc->threaded && s->nconn_th < T_THREADS_MAX ? malloc(sizeof(*ca)) : NULL;
+		if (ca) {
+			ca->s = s;
+			ca->fd = fd;
+			if (pthread_create(&s->conn_th[s->nconn_th], NULL, t_conn_main, ca) == 0) {
+				s->nconn_th++;
+				continue;
+			}
+			free(ca);
+		}
+		t_serve_counted(s, fd);
 	}
+	for (unsigned i = 0; i < s->nconn_th; i++)
+		pthread_join(s->conn_th[i], NULL);
 	return NULL;
 }
 
@@ -226,6 +313,8 @@ static void t_server_start(struct t_server *s, const struct t_script *sc, int by
 
 	memset(s, 0, sizeof(*s));
 	s->sc = sc;
+	s->parked = -1;
+	pthread_mutex_init(&s->mu, NULL);
 	s->bytewise = bytewise;
 	atomic_store(&s->hold, hold);
 	s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -245,6 +334,9 @@ static void t_server_stop(struct t_server *s)
 	atomic_store(&s->stop, 1);
 	pthread_join(s->th, NULL);
 	close(s->lfd);
+	if (s->parked >= 0)
+		close(s->parked);
+	pthread_mutex_destroy(&s->mu);
 	s->log[s->loglen] = '\0';
 }
 
@@ -301,6 +393,7 @@ struct t_case {
 	const char *name;
 	int null_sender1;            /* message 1 from <> (itself a DSN) */
 	struct t_script script;
+	unsigned want_conns;         /* connections the server saw; 0 means 1 */
 	const char *want_log;        /* every byte the server received */
 	const char *want_m1;         /* t_states() of each message afterwards */
 	const char *want_m2;
@@ -326,9 +419,12 @@ static const struct t_case t_cases[] = {
 		.want_delivered = 3,
 	},
 	{
-		.name = "connection lost after the final dot, before its reply",
+		/* Issue 10 item 10: a lost connection is replaced (the cut
+		 * message stays held: it may have arrived). */
+		.name = "connection lost after the final dot, before its reply: reconnect",
 		.script = { .drop_after_dot = 1 },
-		.want_log = T_EHLO T_TX1,
+		.want_conns = 2,
+		.want_log = T_EHLO T_TX1 T_EHLO T_TX2,
 		.want_m1 = "PPPP",
 		.want_m2 = "P",
 	},
@@ -430,7 +526,8 @@ static void t_run(const struct t_case *c, int bytewise)
 	engine_fixture_stop(&f);
 	t_server_stop(&s);
 
-	cr_expect_eq(atomic_load(&s.conns), 1, "%s: %u connections", run, atomic_load(&s.conns));
+	cr_expect_eq(atomic_load(&s.conns), c->want_conns ? c->want_conns : 1,
+		     "%s: %u connections", run, atomic_load(&s.conns));
 	cr_expect_not(s.overflow);
 	cr_expect_str_eq(s.log, c->want_log, "%s: the server received:\n%s", run, s.log);
 
