@@ -801,8 +801,11 @@ static size_t dc_data(void *arg, struct conn *c, void *st, const char *p, size_t
 	size_t off = 0;
 
 	(void)arg;
-	/* Wait for the spool before reading further replies. */
-	if (dc_spool_paused(dc))
+	/* Wait for the spool before reading further replies. Not the end of
+	 * the connection (n == 0): the loop tells it once and ignores what we
+	 * return, so it is acted on now (the spool's callback then finds the
+	 * connection closed). */
+	if (dc_spool_paused(dc) && n > 0)
 		return 0;
 	for (;;) {
 		off += smtp_client_feed(dc->cl, p + off, n - off, conn_out(c), &ev);

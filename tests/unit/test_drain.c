@@ -26,6 +26,7 @@
 
 #include "dns_stub.h"
 #include "engine_fixture.h"
+#include "core/log.h"
 #include "core/now.h"
 #include "core/resolver.h"
 #include "store/spool_index.h"
@@ -898,4 +899,181 @@ Test(drain, drain_new_registers_busy_check_enospc_when_full, .timeout = T_TIMEOU
 	config_free(&cfg);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	cr_expect_eq(system(cmd), 0);
+}
+
+/* ---- issue 10: reconnects, non-mail commands, shared destinations ---------- */
+
+#define T_DEFER_RCPT "t@cust.test"
+#define T_DEFER_REPLY "451 4.2.1 mailbox busy, try later\r\n"
+#define T_MANY_MAX 32                /* messages one case holds */
+#define T_GREETING_SHORT_MS 300      /* drain_greeting_timeout for the silent server */
+
+static const char *const t_defer_rcpt[] = { T_DEFER_RCPT };
+
+struct t_more {
+	const char *name;
+	struct t_script script;
+	unsigned ndefer, nok;        /* to T_DEFER_RCPT (451 at RCPT), then to r4 */
+	unsigned greeting_ms;        /* drain_greeting_timeout; 0: the default */
+	unsigned want_conns, want_421s, want_delivered, want_held;
+	int want_rsets;              /* -1: not checked */
+};
+
+/* Hold the case's messages, flush cust.test, wait for the drain to end;
+ * check what the server counted and (after a restart) the spool. */
+static void t_more_run(const struct t_more *c)
+{
+	struct engine_fixture f;
+	struct t_server s;
+	struct spool_index *idx;
+	struct spool_index_totals tot;
+	uint64_t ids[T_MANY_MAX];
+	char reply[256];
+
+	cr_assert_leq(c->ndefer + c->nok, T_MANY_MAX);
+	if (getenv("T_DEBUG"))
+		log_set_level(LOGL_DEBUG);
+	t_server_start(&s, &c->script, 0, 0);
+	cr_assert_eq(engine_fixture_init(&f, t_table(s.port)), 0);
+	if (c->greeting_ms)
+		f.cfg.drain_greeting_timeout_ms = c->greeting_ms;
+	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	for (unsigned i = 0; i < c->ndefer + c->nok; i++)
+		cr_assert(engine_fixture_append(&f, T_SENDER2, i < c->ndefer ? t_defer_rcpt : t_rcpt2,
+						1, T_BODY2), "%s: append", c->name);
+	cr_assert_eq(engine_fixture_etrn(&f, NULL, "cust.test", reply, sizeof(reply)), 0);
+	cr_assert_eq(engine_fixture_drain_idle(&f, ENGINE_FIXTURE_WAIT_MS), 0,
+		     "%s: the drain did not end", c->name);
+	engine_fixture_stop(&f);
+	t_server_stop(&s);
+
+	cr_expect_eq(atomic_load(&s.conns), c->want_conns, "%s: %u connections", c->name,
+		     atomic_load(&s.conns));
+	cr_expect_eq(atomic_load(&s.nonmail_421s), c->want_421s, "%s: %u 421s", c->name,
+		     atomic_load(&s.nonmail_421s));
+	if (c->want_rsets >= 0)
+		cr_expect_eq(atomic_load(&s.rsets), (unsigned)c->want_rsets, "%s: %u RSETs",
+			     c->name, atomic_load(&s.rsets));
+	idx = engine_fixture_reopen(&f);
+	cr_assert_not_null(idx, "%s: reopen: %s", c->name, f.err);
+	spool_index_totals(idx, &tot);
+	cr_expect_eq(tot.delivered, c->want_delivered, "%s: %lu delivered", c->name,
+		     (unsigned long)tot.delivered);
+	cr_expect_eq(engine_fixture_queue_ids(&f, "cust.test", ids, T_MANY_MAX), c->want_held,
+		     "%s: held", c->name);
+	engine_fixture_fini(&f);
+}
+
+static const struct t_more t_more_cases[] = {
+	{
+		/* Exim's default: 12 fully deferred transactions, then 2 good
+		 * ones. The RSETs go out lazily (none before QUIT); at 10
+		 * non-mail commands the drain leaves by itself and goes on
+		 * over a fresh connection: Exim never has to say 421. */
+		.name = "Exim's 10 non-mail commands: no 421, a fresh connection goes on",
+		.script = { .rcpt = { { T_DEFER_RCPT, T_DEFER_REPLY } }, .nonmail_max = 10 },
+		.ndefer = 12, .nok = 2,
+		.want_conns = 2, .want_421s = 0, .want_rsets = 11,
+		.want_delivered = 2, .want_held = 12,
+	},
+	{
+		/* A stricter server: 421 after 3. Each 421 ends the connection
+		 * early; the drain reconnects (3 times by default) and the
+		 * good messages at the end still go. */
+		.name = "421 too many nonmail commands: reconnect, the rest delivered",
+		.script = { .rcpt = { { T_DEFER_RCPT, T_DEFER_REPLY } }, .nonmail_max = 3 },
+		.ndefer = 12, .nok = 2,
+		.want_conns = 4, .want_421s = 3, .want_rsets = -1,
+		.want_delivered = 2, .want_held = 12,
+	},
+	{
+		.name = "connection dropped mid-DATA: reconnect, the cut message stays held",
+		.script = { .drop_in_body = 2 },
+		.nok = 4,
+		.want_conns = 2, .want_rsets = 0,
+		.want_delivered = 3, .want_held = 1,
+	},
+	{
+		.name = "greeting never comes: drain_greeting_timeout, a fresh connection",
+		.script = { .silent_first = 1 },
+		.nok = 2, .greeting_ms = T_GREETING_SHORT_MS,
+		.want_conns = 2, .want_rsets = 0,
+		.want_delivered = 2, .want_held = 0,
+	},
+};
+
+Test(drain, nonmail_budget_no_421_no_rset_storm, .timeout = T_TIMEOUT_S) { t_more_run(&t_more_cases[0]); }
+Test(drain, nonmail_421_reconnects, .timeout = T_TIMEOUT_S) { t_more_run(&t_more_cases[1]); }
+Test(drain, dropped_mid_data_reconnects, .timeout = T_TIMEOUT_S) { t_more_run(&t_more_cases[2]); }
+Test(drain, greeting_timeout_fresh_connection, .timeout = T_TIMEOUT_S) { t_more_run(&t_more_cases[3]); }
+
+#define T_DOMAINS 6
+#define T_PER_DOMAIN 3
+#define T_DEST_LIMIT 2
+
+/* T_DOMAINS customer domains d0.test.. all to the one server at port. */
+static struct domtab *t_table_many(unsigned port)
+{
+	struct domtab_builder *b = domtab_builder_new();
+	char dest[64], name[T_DOMAINS][16];
+	struct domtab *t;
+
+	cr_assert_not_null(b);
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", port);
+	for (unsigned i = 0; i < T_DOMAINS; i++) {
+		struct domtab_row r = { .name = name[i], .dest = dest };
+
+		snprintf(name[i], sizeof(name[i]), "d%u.test", i);
+		cr_assert_eq(domtab_builder_put(b, &r), 0);
+	}
+	t = domtab_build(b);
+	domtab_builder_free(b);
+	cr_assert_not_null(t);
+	return t;
+}
+
+/* Issue 10 item 11: six drains to one host:port with a limit of 2 never
+ * hold more than 2 connections at once (the server counts), and the two
+ * connections take every domain's mail in turn. */
+Test(drain, destination_limit_shared_connections, .timeout = T_TIMEOUT_S)
+{
+	static const struct t_script threaded = { .threaded = 1 };
+	struct engine_fixture f;
+	struct t_server s;
+	struct spool_index *idx;
+	struct spool_index_totals tot;
+	char reply[256], node[16], rcpt[32];
+
+	t_server_start(&s, &threaded, 0, 1);
+	cr_assert_eq(engine_fixture_init(&f, t_table_many(s.port)), 0);
+	f.cfg.drain_destination_concurrency = T_DEST_LIMIT;
+	f.cfg.drain_connections = 4;
+	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	for (unsigned d = 0; d < T_DOMAINS; d++) {
+		const char *r[] = { rcpt };
+
+		snprintf(rcpt, sizeof(rcpt), "u@d%u.test", d);
+		for (unsigned m = 0; m < T_PER_DOMAIN; m++)
+			cr_assert(engine_fixture_append(&f, T_SENDER1, r, 1, T_BODY2));
+	}
+	/* Every drain starts while the server holds its greetings. */
+	for (unsigned d = 0; d < T_DOMAINS; d++) {
+		snprintf(node, sizeof(node), "d%u.test", d);
+		cr_assert_eq(engine_fixture_etrn(&f, NULL, node, reply, sizeof(reply)), 0);
+		cr_expect(!strncmp(reply, "253 ", 4), "%s: %s", node, reply);
+	}
+	atomic_store(&s.hold, 0);
+	cr_assert_eq(engine_fixture_drain_idle(&f, ENGINE_FIXTURE_WAIT_MS), 0);
+	engine_fixture_stop(&f);
+	t_server_stop(&s);
+	cr_expect_leq(atomic_load(&s.max_active), T_DEST_LIMIT, "%u at once",
+		      atomic_load(&s.max_active));
+	cr_expect_eq(atomic_load(&s.conns), T_DEST_LIMIT, "%u connections",
+		     atomic_load(&s.conns));
+	cr_expect_eq(s.dots, T_DOMAINS * T_PER_DOMAIN, "%u messages arrived", s.dots);
+	idx = engine_fixture_reopen(&f);
+	cr_assert_not_null(idx, "reopen: %s", f.err);
+	spool_index_totals(idx, &tot);
+	cr_expect_eq(tot.delivered, T_DOMAINS * T_PER_DOMAIN);
+	engine_fixture_fini(&f);
 }
