@@ -25,11 +25,11 @@ from test_etrn import etrn, hold
 from test_redis import Redis, etrnctl
 
 CRASHES = 20
-MESSAGES = 2000
+MESSAGES = 4000
 THREADS = 2
 CONNECTIONS = 4                  # drain_connections
-DELAY_MIN_S, DELAY_MAX_S = 0.05, 0.6
-CUSTOMER_DELAY_S = 0.005         # per DATA: keeps the drain running a while
+DELAY_MIN_S, DELAY_MAX_S = 0.05, 0.4
+CUSTOMER_DELAY_S = 0.0           # the customer as fast as it goes: many messages per fsync
 SETTLE_S = 0.3                   # for the customer's DATA handlers in flight
 FINISH_S = 120                   # the last, undisturbed drain (loaded machine)
 
