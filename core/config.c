@@ -633,6 +633,9 @@ static const struct config_key config_keys[] = {
 	/* Fresh connections a drain opens after one ended early (421, lost,
 	 * timed out) while its mail is not all tried. */
 	{ "drain_reconnect_attempts", set_uint, OFF(drain_reconnect_attempts), 0, 100 },
+	/* Messages a drain connection may have delivered whose DONEs are not
+	 * yet durable: what a kill -9 may send twice, per connection. */
+	{ "drain_done_window", set_uint, OFF(drain_done_window), 1, 1024 },
 	/* The customer server's 220 (RFC 5321 4.5.3.2.1: 5 minutes). */
 	{ "drain_greeting_timeout", set_duration, OFF(drain_greeting_timeout_ms), 100, MS_PER_DAY },
 	{ "etrn_rate_limit", set_uint, OFF(etrn_rate_limit), 1, 100000 },
@@ -680,6 +683,7 @@ void config_defaults(struct config *c)
 	c->drain_connections = 4;
 	c->drain_destination_concurrency = 20;
 	c->drain_reconnect_attempts = 3;
+	c->drain_done_window = 64;
 	c->drain_greeting_timeout_ms = 5u * 60u * 1000u;
 	c->etrn_rate_limit = 60;
 	c->max_hold_ms = 5u * 86400u * 1000u;

@@ -582,6 +582,7 @@ struct drain *drain_new(struct drain_hub *h, unsigned index, struct loop *l,
 	d->env.job_conns = h->cfg->drain_connections;
 	d->env.reconnects = h->cfg->drain_reconnect_attempts;
 	d->env.greeting_ms = h->cfg->drain_greeting_timeout_ms;
+	d->env.done_window = h->cfg->drain_done_window;
 	__atomic_store_n(&h->drains[index], d, __ATOMIC_RELEASE);
 	return d;
 }

@@ -37,12 +37,18 @@ struct drain_dest {
 	struct list jobs;              /* of drain_job.dest_node */
 };
 
-/* The DONE records of a connection's last delivered message while they are
- * written: at most one message's at a time (the next dot waits for them). */
+/* The DONE records of a connection's delivered messages while they are
+ * written: at most env->done_window messages' worth (the next dot waits
+ * below that), all of one job (a switch waits for them). The spool makes
+ * records durable in the order they were queued, so per_msg is a ring of
+ * the DONE counts of those messages, oldest at head. */
 struct drain_durable {
 	struct drain_conn *dc;
 	struct drain_job *job;         /* whose DONEs they are */
-	unsigned pending;
+	unsigned pending;              /* DONE records in flight */
+	unsigned msgs, head;           /* messages in flight, the oldest's slot */
+	unsigned cur;                  /* DONEs of the message being decided */
+	unsigned *per_msg;             /* [env->done_window], from dc_open */
 };
 
 struct drain_conn {
@@ -84,6 +90,7 @@ static const char *const drain_conn_state_names[DRAIN_CONN_NSTATES] = {
 	[DRAIN_CONN_READING] = "READING",
 	[DRAIN_CONN_SENDING] = "SENDING",
 	[DRAIN_CONN_WAIT_DURABLE] = "WAIT_DURABLE",
+	[DRAIN_CONN_WAIT_SWITCH] = "WAIT_SWITCH",
 	[DRAIN_CONN_COMMITTING] = "COMMITTING",
 	[DRAIN_CONN_QUITTING] = "QUITTING",
 	[DRAIN_CONN_CLOSING] = "CLOSING",
@@ -123,7 +130,7 @@ static void drain_conn_enter(struct drain_conn *dc, enum drain_conn_state new_st
 static int dc_spool_paused(const struct drain_conn *dc)
 {
 	return dc->state == DRAIN_CONN_READING || dc->state == DRAIN_CONN_COMMITTING ||
-	       dc->state == DRAIN_CONN_WAIT_DURABLE;
+	       dc->state == DRAIN_CONN_WAIT_DURABLE || dc->state == DRAIN_CONN_WAIT_SWITCH;
 }
 
 /* The reply timer: the SMTP client's (RFC 5321 4.5.3.2), but the greeting
@@ -260,6 +267,7 @@ static int dc_release(struct drain_conn *dc)
 	if (dc->state != DRAIN_CONN_CLOSED || dc->spool_pending || dc->dur.pending)
 		return 0;
 	smtp_client_free(dc->cl);
+	free(dc->dur.per_msg);
 	free(dc->rcpt);
 	free(dc->raddr);
 	free(dc->rlen);
@@ -287,12 +295,16 @@ static void done_durable(void *arg, int err)
 	(void)err;
 	j->dones_pending--;
 	du->pending--;
-	if (j != dc->job)
-		job_check_idle(j); /* dc moved on to another job: j may be done */
-	if (du->pending)
-		return;
-	if (dc->state == DRAIN_CONN_WAIT_DURABLE)
+	if (--du->per_msg[du->head] == 0) {
+		du->head = (du->head + 1) % j->env->done_window;
+		du->msgs--;
+	}
+	if (dc->state == DRAIN_CONN_WAIT_DURABLE && du->msgs < j->env->done_window)
 		dc_finish_body(dc);
+	else if (du->pending)
+		return;
+	else if (dc->state == DRAIN_CONN_WAIT_SWITCH)
+		dc_next(dc);
 	else if (dc->state == DRAIN_CONN_CLOSED)
 		(void)dc_release(dc);
 }
@@ -449,6 +461,11 @@ static void dc_next(struct drain_conn *dc)
 		nj = dest_next_job(dc);
 		if (!nj)
 			break;
+		if (dc->dur.pending) {
+			/* The ring holds one job's DONEs: switch once they are in. */
+			drain_conn_enter(dc, DRAIN_CONN_WAIT_SWITCH, "DONEs in flight");
+			return;
+		}
 		dc_switch(dc, nj);
 	}
 	dc_quit(dc, "no more messages");
@@ -607,6 +624,7 @@ static void dc_verdict(struct drain_conn *dc, uint32_t i, struct drain_bounces *
 			j->dones_pending++;
 			dc->dur.job = j;
 			dc->dur.pending++;
+			dc->dur.cur++;
 		}
 		dc->delivered++;
 	} else if (r->status == SMTP_CLIENT_BOUNCED && b->rcpt && b->why && b->diag) {
@@ -698,6 +716,12 @@ static void msg_done(struct drain_conn *dc)
 	snprintf(b.remote, sizeof(b.remote), "%.*s", (int)strcspn(j->relay, "["), j->relay);
 	for (uint32_t i = 0; i < dc->nrcpt; i++)
 		dc_verdict(dc, i, &b, now, qid);
+	if (dc->dur.cur) {
+		/* The dot waits below done_window, so there is a slot. */
+		dc->dur.per_msg[(dc->dur.head + dc->dur.msgs) % j->env->done_window] = dc->dur.cur;
+		dc->dur.msgs++;
+		dc->dur.cur = 0;
+	}
 	if (b.n)
 		dc_bounce(dc, &b, now, qid);
 	free(b.rcpt);
@@ -768,7 +792,7 @@ static void dc_finish_body(struct drain_conn *dc)
 		return;
 	}
 	if (dc->state == DRAIN_CONN_WAIT_DURABLE) {
-		drain_conn_enter(dc, DRAIN_CONN_SENDING, "previous DONEs durable");
+		drain_conn_enter(dc, DRAIN_CONN_SENDING, "earlier DONEs durable");
 		conn_resume(dc->c); /* replies held back meanwhile */
 	}
 	conn_flush(dc->c);
@@ -785,9 +809,9 @@ static int dc_send_body(struct drain_conn *dc, struct conn *c)
 		dc_body_failed(dc);
 		return -ENOMEM;
 	}
-	if (dc->dur.pending) {
+	if (dc->dur.msgs >= dc->job->env->done_window) {
 		conn_flush(c);
-		drain_conn_enter(dc, DRAIN_CONN_WAIT_DURABLE, "previous DONEs in flight");
+		drain_conn_enter(dc, DRAIN_CONN_WAIT_DURABLE, "earlier DONEs in flight");
 		return 0;
 	}
 	dc_finish_body(dc);
@@ -958,9 +982,15 @@ static int dc_open(struct drain_job *j)
 	struct drain_conn *dc = calloc(1, sizeof(*dc));
 	int rc;
 
-	if (dc)
+	if (dc) {
 		dc->cl = smtp_client_new(env->ccf, j->relay);
-	if (!dc || !dc->cl) {
+		dc->dur.per_msg = calloc(env->done_window, sizeof(*dc->dur.per_msg));
+	}
+	if (!dc || !dc->cl || !dc->dur.per_msg) {
+		if (dc) {
+			smtp_client_free(dc->cl);
+			free(dc->dur.per_msg);
+		}
 		free(dc);
 		return -ENOMEM;
 	}
@@ -975,6 +1005,7 @@ static int dc_open(struct drain_job *j)
 			  DRAIN_CONNECT_TIMEOUT_MS, &drain_conn_ops, env, dc);
 	if (rc) {
 		smtp_client_free(dc->cl);
+		free(dc->dur.per_msg);
 		free(dc);
 		return rc;
 	}

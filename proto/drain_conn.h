@@ -14,9 +14,9 @@
  * per destination; a job that finds them all busy waits for one. A
  * connection that ended early (421, lost, timed out, no greeting) while its
  * job had untried mail is replaced, at most env->reconnects times per job.
- * Crash bound: the final dot of a message is not sent before the DONEs of
- * the connection's previous message are durable, so a kill -9 can make a
- * message go out twice at most once per connection.
+ * Crash bound: the final dot of a message is not sent while done_window
+ * delivered messages of the connection still have DONEs in flight, so a
+ * kill -9 makes at most done_window messages per connection go out twice.
  */
 #ifndef ETRND_PROTO_DRAIN_CONN_H
 #define ETRND_PROTO_DRAIN_CONN_H
@@ -44,8 +44,10 @@
  *   WAIT_SLOT  --a read slot came free--> (next)
  *   READING    --read done--> SENDING (submitted), or (next) when the
  *              record is unusable or the client decided it locally
- *   SENDING    --EV_SEND_BODY, the previous message's DONEs not yet
- *              durable--> WAIT_DURABLE --durable--> SENDING (dot sent)
+ *   SENDING    --EV_SEND_BODY, done_window messages' DONEs in flight-->
+ *              WAIT_DURABLE --the oldest durable--> SENDING (dot sent)
+ *   (next)     --job done, DONEs in flight, another job waits--> WAIT_SWITCH
+ *              --all durable--> (next) with that job
  *   SENDING    --EV_MSG_DONE--> COMMITTING (a bounce to record), or (next)
  *   COMMITTING --bounce recorded--> (next)
  *   QUITTING, and any state with a socket --EV_CLOSE, time-out, shutdown,
@@ -62,8 +64,11 @@ enum drain_conn_state {
 	DRAIN_CONN_WAIT_SLOT,      /* session idle, on the wait list for a read slot */
 	DRAIN_CONN_READING,        /* the message's record being read (spool I/O) */
 	DRAIN_CONN_SENDING,        /* the message is with the SMTP client */
-	DRAIN_CONN_WAIT_DURABLE,   /* body queued; its dot waits for the DONEs
-	                              of the previous message to be durable */
+	DRAIN_CONN_WAIT_DURABLE,   /* body queued; its dot waits until fewer
+	                              than done_window delivered messages of
+	                              this connection have DONEs in flight */
+	DRAIN_CONN_WAIT_SWITCH,    /* idle, its job done; moves to another job
+	                              once its DONEs are durable */
 	DRAIN_CONN_COMMITTING,     /* its bounce (DSN + DONEs) being written */
 	DRAIN_CONN_QUITTING,       /* QUIT sent; waiting for 221 or EOF */
 	DRAIN_CONN_CLOSING,        /* conn_close() called; close callback due */
@@ -97,6 +102,7 @@ struct drain_conn_env {
 	unsigned job_conns;            /* drain_connections: per job at most */
 	unsigned reconnects;           /* drain_reconnect_attempts, per job */
 	unsigned greeting_ms;          /* drain_greeting_timeout */
+	unsigned done_window;          /* drain_done_window: >= 1 */
 	int stopping;                  /* the loop is shutting down: open nothing */
 	void (*job_idle)(struct drain_job *j);
 };

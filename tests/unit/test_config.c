@@ -58,6 +58,7 @@ static const struct bad_case bad_cases[] = {
 	{ "drain_destination_concurrency = 0\n", "1: bad value for drain_destination_concurrency: \"0\" (want a number from 1 to 10000)" },
 	{ "drain_reconnect_attempts = 101\n", "1: bad value for drain_reconnect_attempts: \"101\"" },
 	{ "drain_greeting_timeout = 10ms\n", "1: bad value for drain_greeting_timeout: \"10ms\"" },
+	{ "drain_done_window = 0\n", "1: bad value for drain_done_window: \"0\" (want a number from 1 to 1024)" },
 	{ "etrn_rate_limit = none\n", "1: bad value for etrn_rate_limit: \"none\"" },
 	{ "max_hold = 50d\n", "1: bad value for max_hold: \"50d\"" },
 	{ "max_hold = 0\n", "1: bad value for max_hold: \"0\"" },
@@ -495,16 +496,19 @@ Test(config, drain_destination_keys)
 	char err[CONFIG_ERR_MAX];
 	char *path = write_conf("drain_destination_concurrency = 7\n"
 				"drain_reconnect_attempts = 0\n"
-				"drain_greeting_timeout = 2s\n");
+				"drain_greeting_timeout = 2s\n"
+				"drain_done_window = 1\n");
 
 	config_defaults(&c);
 	cr_expect_eq(c.drain_destination_concurrency, 20);
 	cr_expect_eq(c.drain_reconnect_attempts, 3);
 	cr_expect_eq(c.drain_greeting_timeout_ms, 300000);
+	cr_expect_eq(c.drain_done_window, 64);
 	cr_assert_eq(config_load(&c, path, err, sizeof(err)), 0, "%s", err);
 	cr_expect_eq(c.drain_destination_concurrency, 7);
 	cr_expect_eq(c.drain_reconnect_attempts, 0);
 	cr_expect_eq(c.drain_greeting_timeout_ms, 2000);
+	cr_expect_eq(c.drain_done_window, 1);
 	config_free(&c);
 	unlink(path);
 }

@@ -915,6 +915,7 @@ struct t_more {
 	struct t_script script;
 	unsigned ndefer, nok;        /* to T_DEFER_RCPT (451 at RCPT), then to r4 */
 	unsigned greeting_ms;        /* drain_greeting_timeout; 0: the default */
+	unsigned done_window;        /* drain_done_window; 0: the default */
 	unsigned want_conns, want_421s, want_delivered, want_held;
 	int want_rsets;              /* -1: not checked */
 };
@@ -937,6 +938,8 @@ static void t_more_run(const struct t_more *c)
 	cr_assert_eq(engine_fixture_init(&f, t_table(s.port)), 0);
 	if (c->greeting_ms)
 		f.cfg.drain_greeting_timeout_ms = c->greeting_ms;
+	if (c->done_window)
+		f.cfg.drain_done_window = c->done_window;
 	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
 	for (unsigned i = 0; i < c->ndefer + c->nok; i++)
 		cr_assert(engine_fixture_append(&f, T_SENDER2, i < c->ndefer ? t_defer_rcpt : t_rcpt2,
@@ -1000,12 +1003,28 @@ static const struct t_more t_more_cases[] = {
 		.want_conns = 2, .want_rsets = 0,
 		.want_delivered = 2, .want_held = 0,
 	},
+	{
+		/* Each dot waits (WAIT_DURABLE) for the previous message's DONE. */
+		.name = "drain_done_window 1: every message still delivered",
+		.nok = 6, .done_window = 1,
+		.want_conns = 1, .want_rsets = 0,
+		.want_delivered = 6, .want_held = 0,
+	},
+	{
+		.name = "drain_done_window 1, dropped mid-DATA while the dot waits",
+		.script = { .drop_in_body = 2 },
+		.nok = 4, .done_window = 1,
+		.want_conns = 2, .want_rsets = 0,
+		.want_delivered = 3, .want_held = 1,
+	},
 };
 
 Test(drain, nonmail_budget_no_421_no_rset_storm, .timeout = T_TIMEOUT_S) { t_more_run(&t_more_cases[0]); }
 Test(drain, nonmail_421_reconnects, .timeout = T_TIMEOUT_S) { t_more_run(&t_more_cases[1]); }
 Test(drain, dropped_mid_data_reconnects, .timeout = T_TIMEOUT_S) { t_more_run(&t_more_cases[2]); }
 Test(drain, greeting_timeout_fresh_connection, .timeout = T_TIMEOUT_S) { t_more_run(&t_more_cases[3]); }
+Test(drain, done_window_one_delivers_all, .timeout = T_TIMEOUT_S) { t_more_run(&t_more_cases[4]); }
+Test(drain, done_window_one_dropped_mid_data, .timeout = T_TIMEOUT_S) { t_more_run(&t_more_cases[5]); }
 
 #define T_DOMAINS 6
 #define T_PER_DOMAIN 3
