@@ -654,6 +654,17 @@ static const struct config_key config_keys[] = {
 	/* Like Postfix's maximal_queue_lifetime; a duration is held in 32-bit
 	 * milliseconds, so at most 49 days. */
 	{ "drain_connections", set_uint, OFF(drain_connections), 1, 64 },
+	/* Node-wide connections to one destination host:port, all drains
+	 * together (Postfix's default_destination_concurrency_limit, 20). */
+	{ "drain_destination_concurrency", set_uint, OFF(drain_destination_concurrency), 1, 10000 },
+	/* Fresh connections a drain opens after one ended early (421, lost,
+	 * timed out) while its mail is not all tried. */
+	{ "drain_reconnect_attempts", set_uint, OFF(drain_reconnect_attempts), 0, 100 },
+	/* Messages a drain connection may have delivered whose DONEs are not
+	 * yet durable: what a kill -9 may send twice, per connection. */
+	{ "drain_done_window", set_uint, OFF(drain_done_window), 1, 1024 },
+	/* The customer server's 220 (RFC 5321 4.5.3.2.1: 5 minutes). */
+	{ "drain_greeting_timeout", set_duration, OFF(drain_greeting_timeout_ms), 100, MS_PER_DAY },
 	{ "etrn_rate_limit", set_uint, OFF(etrn_rate_limit), 1, 100000 },
 	{ "max_hold", set_duration, OFF(max_hold_ms), CONFIG_MAX_HOLD_MIN_MS, CONFIG_MAX_HOLD_MAX_MS },
 	/* Like Postfix's delay_warning_time; 0 turns warnings off. */
@@ -702,6 +713,10 @@ void config_defaults(struct config *c)
 	c->client_connection_limit = CONFIG_CLIENT_CONNECTION_LIMIT_DEFAULT;
 	c->shutdown_timeout_ms = 30 * 1000;
 	c->drain_connections = 4;
+	c->drain_destination_concurrency = 20;
+	c->drain_reconnect_attempts = 3;
+	c->drain_done_window = 64;
+	c->drain_greeting_timeout_ms = 5u * 60u * 1000u;
 	c->etrn_rate_limit = 60;
 	c->max_hold_ms = 5u * 86400u * 1000u;
 	c->delay_warning_ms = 0;

@@ -84,6 +84,10 @@ struct config {
 	int client_connection_limit_loopback; /* loopback clients counted too */
 	unsigned shutdown_timeout_ms;
 	unsigned drain_connections;     /* per engine thread per drain */
+	unsigned drain_destination_concurrency; /* node-wide per host:port */
+	unsigned drain_reconnect_attempts; /* per drain per engine thread */
+	unsigned drain_greeting_timeout_ms; /* RFC 5321 4.5.3.2.1 */
+	unsigned drain_done_window;     /* per drain connection: crash duplicates */
 	unsigned etrn_rate_limit;       /* ETRN per client address per minute */
 	unsigned max_hold_ms;           /* held mail expires after this */
 	unsigned delay_warning_ms;      /* sender warned after this; 0 = never */

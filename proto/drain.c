@@ -264,7 +264,7 @@ static void job_start(void *arg)
 	struct drain_hub *h = rq->hub;
 	struct drain *d = __atomic_load_n(&h->drains[rq->thread], __ATOMIC_ACQUIRE);
 	struct drain_job *j = job_new(d, rq);
-	unsigned want;
+	int rc;
 
 	if (!j) {
 		hub_end(h, rq->dom, rq->len);
@@ -273,21 +273,17 @@ static void job_start(void *arg)
 	}
 	free(rq);
 	list_append(&d->jobs, &j->node);
-	want = h->cfg->drain_connections;
-	if (want > j->nmsgs)
-		want = (unsigned)j->nmsgs;
-	for (unsigned i = 0; i < want; i++) {
-		int rc = drain_conn_open(j);
-		if (rc) {
-			log_warn("drain %.*s: cannot open a connection to %s: %s", (int)j->len,
-				 j->dom, j->relay, strerror(-rc));
-			break;
-		}
+	/* Connections to the destination are shared with its other drains
+	 * (drain_conn.h): this may open fewer, or none yet and wait. */
+	rc = drain_conn_job_start(j);
+	if (rc) {
+		log_warn("drain %.*s: cannot open a connection to %s: %s", (int)j->len,
+			 j->dom, j->relay, strerror(-rc));
+		job_end(j);
+		return;
 	}
 	log_info("drain %.*s (shard %u): %zu message(s) to %s over %u connection(s)",
 		 (int)j->len, j->dom, d->index, j->nmsgs, j->relay, j->conns);
-	if (j->conns == 0)
-		job_end(j);
 }
 
 /* Send the (resolved) request to every engine thread. The posts are made
@@ -578,6 +574,15 @@ struct drain *drain_new(struct drain_hub *h, unsigned index, struct loop *l,
 	d->env.hostname = h->cfg->hostname;
 	d->env.index = index;
 	d->env.job_idle = job_end;
+	/* drain_destination_concurrency is node-wide: each thread takes an
+	 * equal share (at least one), so no lock is taken per connection. */
+	d->env.dest_limit = h->cfg->drain_destination_concurrency / h->n;
+	if (d->env.dest_limit == 0)
+		d->env.dest_limit = 1;
+	d->env.job_conns = h->cfg->drain_connections;
+	d->env.reconnects = h->cfg->drain_reconnect_attempts;
+	d->env.greeting_ms = h->cfg->drain_greeting_timeout_ms;
+	d->env.done_window = h->cfg->drain_done_window;
 	__atomic_store_n(&h->drains[index], d, __ATOMIC_RELEASE);
 	return d;
 }
@@ -594,6 +599,7 @@ struct drain *drain_free(struct drain *d)
 		free(j->msgs);
 		free(j);
 	}
+	drain_conn_env_fini(&d->env);
 	free(d);
 	return NULL;
 }

@@ -8,6 +8,7 @@
 #include "proto/drain_conn.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,30 @@
 #define DRAIN_DIAG_MAX 600             /* "550 5.1.1 " + a 512-octet reply */
 #define DRAIN_DIAG_DEFAULT_STATUS "5.0.0"
 
+/* One destination host:port on this thread: its connections and the jobs
+ * that drain to it (those with connections and those waiting for one). */
+struct drain_dest {
+	struct list_node node;         /* env->dests */
+	struct sockaddr_storage dst;
+	socklen_t dstlen;
+	unsigned conns;                /* drain_conn structs to it alive */
+	struct list jobs;              /* of drain_job.dest_node */
+};
+
+/* The DONE records of a connection's delivered messages while they are
+ * written: at most env->done_window messages' worth (the next dot waits
+ * below that), all of one job (a switch waits for them). The spool makes
+ * records durable in the order they were queued, so per_msg is a ring of
+ * the DONE counts of those messages, oldest at head. */
+struct drain_durable {
+	struct drain_conn *dc;
+	struct drain_job *job;         /* whose DONEs they are */
+	unsigned pending;              /* DONE records in flight */
+	unsigned msgs, head;           /* messages in flight, the oldest's slot */
+	unsigned cur;                  /* DONEs of the message being decided */
+	unsigned *per_msg;             /* [env->done_window], from dc_open */
+};
+
 struct drain_conn {
 	enum drain_conn_state state;
 	int spool_pending;             /* a read or commit owes us its callback */
@@ -42,6 +67,10 @@ struct drain_conn {
 	struct spool_rec_hdr hdr;
 	struct spool_rec_msg msg;
 	struct list_node wait_node;    /* env->waiting, while WAIT_SLOT */
+	struct drain_dest *dest;       /* fixed; dc->job changes within it */
+	struct drain_durable dur;
+	const char *end_why;           /* why the connection ended (static text) */
+	int early;                     /* ended before its QUIT: may be replaced */
 	unsigned delivered;
 };
 
@@ -60,6 +89,8 @@ static const char *const drain_conn_state_names[DRAIN_CONN_NSTATES] = {
 	[DRAIN_CONN_WAIT_SLOT] = "WAIT_SLOT",
 	[DRAIN_CONN_READING] = "READING",
 	[DRAIN_CONN_SENDING] = "SENDING",
+	[DRAIN_CONN_WAIT_DURABLE] = "WAIT_DURABLE",
+	[DRAIN_CONN_WAIT_SWITCH] = "WAIT_SWITCH",
 	[DRAIN_CONN_COMMITTING] = "COMMITTING",
 	[DRAIN_CONN_QUITTING] = "QUITTING",
 	[DRAIN_CONN_CLOSING] = "CLOSING",
@@ -70,6 +101,8 @@ static const struct conn_ops drain_conn_ops;
 
 static void dc_next(struct drain_conn *dc);
 static void msg_done(struct drain_conn *dc);
+static int dc_open(struct drain_job *j);
+static void dc_finish_body(struct drain_conn *dc);
 
 const char *drain_conn_state_name(enum drain_conn_state s)
 {
@@ -96,26 +129,130 @@ static void drain_conn_enter(struct drain_conn *dc, enum drain_conn_state new_st
  * before the record is there or the bounce is durable). */
 static int dc_spool_paused(const struct drain_conn *dc)
 {
-	return dc->state == DRAIN_CONN_READING || dc->state == DRAIN_CONN_COMMITTING;
+	return dc->state == DRAIN_CONN_READING || dc->state == DRAIN_CONN_COMMITTING ||
+	       dc->state == DRAIN_CONN_WAIT_DURABLE || dc->state == DRAIN_CONN_WAIT_SWITCH;
+}
+
+/* The reply timer: the SMTP client's (RFC 5321 4.5.3.2), but the greeting
+ * and EHLO replies at most env->greeting_ms. */
+static void dc_arm(struct drain_conn *dc)
+{
+	unsigned ms = smtp_client_timeout_ms(dc->cl);
+
+	if (dc->state == DRAIN_CONN_GREETING && ms > dc->job->env->greeting_ms)
+		ms = dc->job->env->greeting_ms;
+	conn_set_timeout(dc->c, ms);
+}
+
+/* ---- destinations and jobs ----------------------------------------------- */
+
+static int dest_same(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return 0;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	if (a->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+		return x->sin6_port == y->sin6_port && x->sin6_scope_id == y->sin6_scope_id &&
+		       !memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr));
+	}
+	return 0;
+}
+
+/* The destination of j (found or made); NULL when out of memory. */
+static struct drain_dest *dest_get(struct drain_conn_env *env, const struct drain_job *j)
+{
+	struct drain_dest *ds;
+	struct list_node *n;
+
+	LIST_FOREACH(n, &env->dests) {
+		ds = LIST_ENTRY(n, struct drain_dest, node);
+		if (dest_same(&ds->dst, &j->dst))
+			return ds;
+	}
+	ds = calloc(1, sizeof(*ds));
+	if (!ds)
+		return NULL;
+	memcpy(&ds->dst, &j->dst, j->dstlen);
+	ds->dstlen = j->dstlen;
+	list_append(&env->dests, &ds->node);
+	return ds;
+}
+
+/* Free ds once no job and no connection uses it. */
+static void dest_put(struct drain_conn_env *env, struct drain_dest *ds)
+{
+	if (ds->conns == 0 && list_empty(&ds->jobs)) {
+		list_unlink(&env->dests, &ds->node);
+		free(ds);
+	}
+}
+
+/* j could use one more connection: untried mail, fewer connections than
+ * drain_connections and than its untried messages, not given up. */
+static int job_wants(const struct drain_job *j)
+{
+	size_t untried = j->nmsgs - j->next_msg;
+
+	return !j->env->stopping && !j->gave_up && untried > 0 &&
+	       j->conns < j->env->job_conns && j->conns < untried;
 }
 
 /* The job is done here once no connection and no DONE record of its own
- * is left: only then is what it delivered durable (and counted). */
+ * is left and it has nothing it could still try: only then is what it
+ * delivered durable (and counted). May free j and its destination. */
 static void job_check_idle(struct drain_job *j)
 {
-	if (j->conns == 0 && j->dones_pending == 0)
-		j->env->job_idle(j);
+	struct drain_conn_env *env = j->env;
+	struct drain_dest *ds = j->dest;
+
+	if (j->conns || j->dones_pending || job_wants(j))
+		return;
+	list_unlink(&ds->jobs, &j->dest_node);
+	env->job_idle(j);
+	dest_put(env, ds);
 }
 
-/* Spool callback: a delivered recipient's DONE is durable (or its write
- * failed, which the spool logs: the message may then be sent again). */
-static void done_durable(void *arg, int err)
+/* Open connections for ds's waiting jobs, oldest first, while it has room;
+ * then end the jobs that can no longer get one. May free ds. */
+static void dest_kick(struct drain_conn_env *env, struct drain_dest *ds)
 {
-	struct drain_job *j = arg;
+	struct list_node *n, *next;
 
-	(void)err;
-	j->dones_pending--;
-	job_check_idle(j);
+	LIST_FOREACH(n, &ds->jobs) {
+		struct drain_job *j = LIST_ENTRY(n, struct drain_job, dest_node);
+
+		while (ds->conns < env->dest_limit && job_wants(j)) {
+			int rc = dc_open(j);
+			if (rc) {
+				log_warn("drain %.*s: cannot open a connection to %s: %s",
+					 (int)j->len, j->dom, j->relay, strerror(-rc));
+				j->gave_up = 1;
+			}
+		}
+	}
+	/* The list may lose members (and ds itself) while this runs. */
+	for (n = ds->jobs.head; n; n = next) {
+		next = n->next;
+		job_check_idle(LIST_ENTRY(n, struct drain_job, dest_node));
+	}
+}
+
+/* A connection of j ended before its QUIT while j had untried mail: count
+ * it against drain_reconnect_attempts (dest_kick() opens the fresh one). */
+static void job_failed_conn(struct drain_job *j)
+{
+	if (j->next_msg >= j->nmsgs || j->gave_up)
+		return;
+	if (++j->failures <= j->env->reconnects)
+		return;
+	j->gave_up = 1;
+	log_warn("drain %.*s (shard %u) to %s: %u connection(s) ended early; giving up, "
+		 "%zu message(s) stay queued for the next ETRN", (int)j->len, j->dom,
+		 j->env->index, j->relay, j->failures, j->nmsgs - j->next_msg);
 }
 
 /* Free dc if the release rule (drain_conn.h) allows; 1 when freed. Touch
@@ -124,10 +261,13 @@ static int dc_release(struct drain_conn *dc)
 {
 	struct drain_job *j = dc->job;
 	struct drain_conn_env *env = j->env;
+	struct drain_dest *ds = dc->dest;
+	int early = dc->early;
 
-	if (dc->state != DRAIN_CONN_CLOSED || dc->spool_pending)
+	if (dc->state != DRAIN_CONN_CLOSED || dc->spool_pending || dc->dur.pending)
 		return 0;
 	smtp_client_free(dc->cl);
+	free(dc->dur.per_msg);
 	free(dc->rcpt);
 	free(dc->raddr);
 	free(dc->rlen);
@@ -135,9 +275,38 @@ static int dc_release(struct drain_conn *dc)
 	buf_free(&dc->dsn);
 	free(dc);
 	env->conns--;
+	ds->conns--;
 	j->conns--;
-	job_check_idle(j);
+	if (early)
+		job_failed_conn(j);
+	dest_kick(env, ds); /* ends j too when it is done */
 	return 1;
+}
+
+/* Spool callback: a delivered recipient's DONE is durable (or its write
+ * failed, which the spool logs: the message may then be sent again). Once
+ * all of the message's are, a dot held back for them goes out. */
+static void done_durable(void *arg, int err)
+{
+	struct drain_durable *du = arg;
+	struct drain_conn *dc = du->dc;
+	struct drain_job *j = du->job;
+
+	(void)err;
+	j->dones_pending--;
+	du->pending--;
+	if (--du->per_msg[du->head] == 0) {
+		du->head = (du->head + 1) % j->env->done_window;
+		du->msgs--;
+	}
+	if (dc->state == DRAIN_CONN_WAIT_DURABLE && du->msgs < j->env->done_window)
+		dc_finish_body(dc);
+	else if (du->pending)
+		return;
+	else if (dc->state == DRAIN_CONN_WAIT_SWITCH)
+		dc_next(dc);
+	else if (dc->state == DRAIN_CONN_CLOSED)
+		(void)dc_release(dc);
 }
 
 /* ---- the wait list for a spool read slot ------------------------------- */
@@ -162,12 +331,16 @@ static void wait_wake(struct drain_conn_env *env)
 		dc_next(LIST_ENTRY(n, struct drain_conn, wait_node));
 }
 
-/* Close the socket (idempotent); the loop's close callback follows. */
+/* Close the socket (idempotent); the loop's close callback follows. A
+ * close before QUIT was answered is early: the job may replace it. */
 static void dc_close_conn(struct drain_conn *dc, const char *why)
 {
 	if (dc->state == DRAIN_CONN_CONNECTING || dc->state == DRAIN_CONN_CLOSING ||
 	    dc->state == DRAIN_CONN_CLOSED)
 		return;
+	dc->early = dc->state != DRAIN_CONN_QUITTING;
+	if (dc->early)
+		dc->end_why = why;
 	if (dc->state == DRAIN_CONN_WAIT_SLOT)
 		wait_remove(dc->job->env, dc);
 	drain_conn_enter(dc, DRAIN_CONN_CLOSING, why);
@@ -226,9 +399,81 @@ static int pending_in_domain(struct drain_conn *dc, uint64_t msgid)
 
 static void record_read(void *arg, int err);
 
-/* Start reading the next message of the snapshot that still has
- * recipients here; with none left, QUIT. The session is idle. */
+/* QUIT (the session is idle); why says why the connection ends. */
+static void dc_quit(struct drain_conn *dc, const char *why)
+{
+	dc->msgid = 0;
+	if (smtp_client_quit(dc->cl, conn_out(dc->c)) != 0) {
+		dc_close_conn(dc, "cannot send QUIT");
+		return;
+	}
+	dc->end_why = why;
+	drain_conn_enter(dc, DRAIN_CONN_QUITTING, why);
+	conn_flush(dc->c);
+	dc_arm(dc);
+}
+
+/* Another job for dc's destination that wants a connection, or NULL. */
+static struct drain_job *dest_next_job(const struct drain_conn *dc)
+{
+	struct list_node *n;
+
+	LIST_FOREACH(n, &dc->dest->jobs) {
+		struct drain_job *j = LIST_ENTRY(n, struct drain_job, dest_node);
+
+		if (j != dc->job && job_wants(j))
+			return j;
+	}
+	return NULL;
+}
+
+/* dc's job has nothing left to try: serve nj (same destination) now. */
+static void dc_switch(struct drain_conn *dc, struct drain_job *nj)
+{
+	struct drain_job *old = dc->job;
+
+	log_info("drain %.*s (shard %u) to %s: connection goes on with %.*s",
+		 (int)old->len, old->dom, old->env->index, old->relay, (int)nj->len, nj->dom);
+	old->conns--;
+	nj->conns++;
+	dc->job = nj;
+	job_check_idle(old); /* the destination keeps dc: it stays */
+}
+
+static int dc_take(struct drain_conn *dc);
+
+/* Start reading the next message that still has recipients here, from
+ * this job or (once it has none) another for the same destination; with
+ * none left, QUIT. The session is idle. */
 static void dc_next(struct drain_conn *dc)
+{
+	struct drain_job *nj;
+
+	/* Exim closes after smtp_accept_max_nonmail: leave before, a fresh
+	 * connection (dest_kick() on release) goes on with the rest. */
+	if (smtp_client_worn(dc->cl)) {
+		dc_quit(dc, "non-mail command budget spent; a fresh connection goes on");
+		return;
+	}
+	for (;;) {
+		if (dc_take(dc))
+			return;
+		nj = dest_next_job(dc);
+		if (!nj)
+			break;
+		if (dc->dur.pending) {
+			/* The ring holds one job's DONEs: switch once they are in. */
+			drain_conn_enter(dc, DRAIN_CONN_WAIT_SWITCH, "DONEs in flight");
+			return;
+		}
+		dc_switch(dc, nj);
+	}
+	dc_quit(dc, "no more messages");
+}
+
+/* Take dc->job's next message: 1 when dc is now busy with it (READING or
+ * WAIT_SLOT), 0 when the job has none left. */
+static int dc_take(struct drain_conn *dc)
 {
 	struct drain_job *j = dc->job;
 	struct drain_conn_env *env = j->env;
@@ -258,7 +503,7 @@ static void dc_next(struct drain_conn *dc)
 			dc->msgid = 0;
 			wait_push(env, dc);
 			drain_conn_enter(dc, DRAIN_CONN_WAIT_SLOT, "no read slot");
-			return;
+			return 1;
 		}
 		if (rc) {
 			qid_format(id, qid);
@@ -268,16 +513,10 @@ static void dc_next(struct drain_conn *dc)
 		}
 		dc->spool_pending = 1;
 		drain_conn_enter(dc, DRAIN_CONN_READING, "next message");
-		return;
+		return 1;
 	}
 	dc->msgid = 0;
-	if (smtp_client_quit(dc->cl, conn_out(dc->c)) != 0) {
-		dc_close_conn(dc, "cannot send QUIT");
-		return;
-	}
-	drain_conn_enter(dc, DRAIN_CONN_QUITTING, "no more messages");
-	conn_flush(dc->c);
-	conn_set_timeout(dc->c, smtp_client_timeout_ms(dc->cl));
+	return 0;
 }
 
 /* The record is in dc->rec and decoded: give it to the SMTP client. */
@@ -302,7 +541,7 @@ static void dc_submit(struct drain_conn *dc, const char *qid)
 	m.smtputf8 = (dc->hdr.flags & SPOOL_MSG_SMTPUTF8) != 0;
 	rc = smtp_client_submit(dc->cl, &m, conn_out(dc->c));
 	conn_flush(dc->c);
-	conn_set_timeout(dc->c, smtp_client_timeout_ms(dc->cl));
+	dc_arm(dc);
 	if (rc == -EBUSY || rc == -EINVAL) {
 		log_err("%s: SMTP client refused the message (%s); left queued", qid,
 			strerror(-rc));
@@ -374,13 +613,19 @@ static void dc_verdict(struct drain_conn *dc, uint32_t i, struct drain_bounces *
 		/* The DONE is encoded now; it goes out with the next group
 		 * commit. A crash before that resends this message once. The
 		 * job waits for it, so its end means its mail is recorded. */
+		if (dc->dur.pending && dc->dur.job != j)
+			panic("drain %.*s: DONEs of another job in flight", (int)j->len, j->dom);
 		rc = spool_append_done(j->env->sh, dc->msgid, dc->rcpt[i], SPOOL_DONE_DELIVERED,
-				       done_durable, j);
-		if (rc)
+				       done_durable, &dc->dur);
+		if (rc) {
 			log_err("%s: to=<%s>: delivered, but recording it failed (%s): it may be sent again",
 				qid, to, strerror(-rc));
-		else
+		} else {
 			j->dones_pending++;
+			dc->dur.job = j;
+			dc->dur.pending++;
+			dc->dur.cur++;
+		}
 		dc->delivered++;
 	} else if (r->status == SMTP_CLIENT_BOUNCED && b->rcpt && b->why && b->diag) {
 		struct dsn_rcpt *w = &b->why[b->n];
@@ -471,6 +716,12 @@ static void msg_done(struct drain_conn *dc)
 	snprintf(b.remote, sizeof(b.remote), "%.*s", (int)strcspn(j->relay, "["), j->relay);
 	for (uint32_t i = 0; i < dc->nrcpt; i++)
 		dc_verdict(dc, i, &b, now, qid);
+	if (dc->dur.cur) {
+		/* The dot waits below done_window, so there is a slot. */
+		dc->dur.per_msg[(dc->dur.head + dc->dur.msgs) % j->env->done_window] = dc->dur.cur;
+		dc->dur.msgs++;
+		dc->dur.cur = 0;
+	}
 	if (b.n)
 		dc_bounce(dc, &b, now, qid);
 	free(b.rcpt);
@@ -512,32 +763,59 @@ static void *dc_connected(void *arg, struct conn *c, void *cookie, int err)
 	if (err) {
 		log_warn("drain %.*s: connect to %s: %s; mail stays queued", (int)j->len, j->dom,
 			 j->relay, strerror(-err));
+		dc->early = 1;
 		drain_conn_enter(dc, DRAIN_CONN_CLOSED, "connect failed");
 		(void)dc_release(dc);
 		return NULL;
 	}
 	dc->c = c;
 	drain_conn_enter(dc, DRAIN_CONN_GREETING, "connected");
-	conn_set_timeout(c, smtp_client_timeout_ms(dc->cl));
+	dc_arm(dc);
 	return dc;
 }
 
-/* SEND_BODY: the stored body is already in on-the-wire form. 0, or -ENOMEM
- * when it could not be queued (then the connection is closing). */
+/* The body could not be queued: its recipients are deferred (stay
+ * queued) and logged, the connection closes. */
+static void dc_body_failed(struct drain_conn *dc)
+{
+	if (smtp_client_abort(dc->cl, "out of memory sending the body") ==
+	    SMTP_CLIENT_EV_MSG_DONE)
+		msg_done(dc);
+	dc_close_conn(dc, "out of memory sending the body");
+}
+
+/* The final dot, once the previous message's DONEs are durable. */
+static void dc_finish_body(struct drain_conn *dc)
+{
+	if (smtp_client_body_sent(dc->cl, conn_out(dc->c))) {
+		dc_body_failed(dc);
+		return;
+	}
+	if (dc->state == DRAIN_CONN_WAIT_DURABLE) {
+		drain_conn_enter(dc, DRAIN_CONN_SENDING, "earlier DONEs durable");
+		conn_resume(dc->c); /* replies held back meanwhile */
+	}
+	conn_flush(dc->c);
+	dc_arm(dc);
+}
+
+/* SEND_BODY: the stored body is already in on-the-wire form. Its dot waits
+ * (WAIT_DURABLE) while the DONEs of the previous message are in flight: a
+ * crash then resends at most that one message. 0, or -ENOMEM when it could
+ * not be queued (then the connection is closing). */
 static int dc_send_body(struct drain_conn *dc, struct conn *c)
 {
-	if (buf_append(conn_out(c), dc->msg.body, dc->msg.body_len) ||
-	    smtp_client_body_sent(dc->cl, conn_out(c))) {
-		/* Recipients are deferred (stay queued) and logged. */
-		if (smtp_client_abort(dc->cl, "out of memory sending the body") ==
-		    SMTP_CLIENT_EV_MSG_DONE)
-			msg_done(dc);
-		dc_close_conn(dc, "out of memory sending the body");
+	if (buf_append(conn_out(c), dc->msg.body, dc->msg.body_len)) {
+		dc_body_failed(dc);
 		return -ENOMEM;
 	}
-	conn_flush(c);
-	conn_set_timeout(c, smtp_client_timeout_ms(dc->cl));
-	return 0;
+	if (dc->dur.msgs >= dc->job->env->done_window) {
+		conn_flush(c);
+		drain_conn_enter(dc, DRAIN_CONN_WAIT_DURABLE, "earlier DONEs in flight");
+		return 0;
+	}
+	dc_finish_body(dc);
+	return dc->state == DRAIN_CONN_CLOSING ? -ENOMEM : 0;
 }
 
 static size_t dc_data(void *arg, struct conn *c, void *st, const char *p, size_t n)
@@ -547,12 +825,15 @@ static size_t dc_data(void *arg, struct conn *c, void *st, const char *p, size_t
 	size_t off = 0;
 
 	(void)arg;
-	/* Wait for the spool before reading further replies. */
-	if (dc_spool_paused(dc))
+	/* Wait for the spool before reading further replies. Not the end of
+	 * the connection (n == 0): the loop tells it once and ignores what we
+	 * return, so it is acted on now (the spool's callback then finds the
+	 * connection closed). */
+	if (dc_spool_paused(dc) && n > 0)
 		return 0;
 	for (;;) {
 		off += smtp_client_feed(dc->cl, p + off, n - off, conn_out(c), &ev);
-		conn_set_timeout(c, smtp_client_timeout_ms(dc->cl));
+		dc_arm(dc);
 		switch (ev) {
 		case SMTP_CLIENT_EV_NEED_INPUT:
 			conn_flush(c);
@@ -563,6 +844,8 @@ static size_t dc_data(void *arg, struct conn *c, void *st, const char *p, size_t
 		case SMTP_CLIENT_EV_SEND_BODY:
 			if (dc_send_body(dc, c))
 				return n;
+			if (dc_spool_paused(dc))
+				return off; /* the rest waits for the durable DONEs */
 			break;
 		case SMTP_CLIENT_EV_MSG_DONE:
 			msg_done(dc);
@@ -599,7 +882,9 @@ static void dc_timeout(void *arg, struct conn *c, void *st)
 	ev = smtp_client_timed_out(dc->cl);
 	if (ev == SMTP_CLIENT_EV_MSG_DONE && dc->msgid)
 		msg_done(dc);
-	dc_close_conn(dc, "timed out");
+	dc_close_conn(dc, dc->state == DRAIN_CONN_GREETING ?
+		      "no greeting or EHLO reply within drain_greeting_timeout" :
+		      "timed out waiting for the server");
 }
 
 static void dc_shutdown(void *arg, struct conn *c, void *st)
@@ -607,8 +892,9 @@ static void dc_shutdown(void *arg, struct conn *c, void *st)
 	struct drain_conn *dc = st;
 
 	(void)arg;
-	/* Stopping: finish nothing new. A message in flight is left queued
-	 * (its recipients have no DONE); the next ETRN sends it. */
+	/* Stopping: finish nothing new, open nothing. A message in flight is
+	 * left queued (its recipients have no DONE); the next ETRN sends it. */
+	dc->job->env->stopping = 1;
 	dc->job->next_msg = dc->job->nmsgs;
 	if (dc->state == DRAIN_CONN_CONNECTING)
 		return; /* the connect completes with -ESHUTDOWN */
@@ -622,6 +908,24 @@ static void dc_shutdown(void *arg, struct conn *c, void *st)
 	}
 	(void)smtp_client_abort(dc->cl, "etrnd is shutting down");
 	dc_close_conn(dc, "shutdown");
+}
+
+/* Why the connection ended, with the server's last word when it had one
+ * (a 421, a refused greeting) or the client's local reason. */
+static void dc_log_end(const struct drain_conn *dc)
+{
+	const struct drain_job *j = dc->job;
+	const struct smtp_client_result *r = smtp_client_close_reason(dc->cl);
+
+	if (r)
+		log_info("drain %.*s (shard %u) to %s: connection ended after %u delivered: %s (%d %s %.*s)",
+			 (int)j->len, j->dom, j->env->index, j->relay, dc->delivered,
+			 dc->end_why ? dc->end_why : "closed", r->code, r->enh,
+			 (int)r->text_len, r->text);
+	else
+		log_info("drain %.*s (shard %u) to %s: connection ended after %u delivered: %s",
+			 (int)j->len, j->dom, j->env->index, j->relay, dc->delivered,
+			 dc->end_why ? dc->end_why : "closed");
 }
 
 static void dc_close(void *arg, struct conn *c, void *st)
@@ -642,6 +946,12 @@ static void dc_close(void *arg, struct conn *c, void *st)
 	}
 	if (dc->state == DRAIN_CONN_WAIT_SLOT)
 		wait_remove(j->env, dc);
+	if (dc->state != DRAIN_CONN_CLOSING) {
+		/* Not closed by us: the loop saw the peer go (or shut down). */
+		dc->early = dc->state != DRAIN_CONN_QUITTING;
+		dc->end_why = dc->early ? "connection lost" : dc->end_why;
+	}
+	dc_log_end(dc);
 	dc->c = NULL;
 	drain_conn_enter(dc, DRAIN_CONN_CLOSED, "socket gone");
 	(void)dc_release(dc);
@@ -664,19 +974,29 @@ static const struct conn_ops drain_conn_ops = {
 	.connected = dc_connected,
 };
 
-int drain_conn_open(struct drain_job *j)
+/* One more connection for j to its destination (CONNECTING); 0 or -errno
+ * (nothing left behind then). */
+static int dc_open(struct drain_job *j)
 {
 	struct drain_conn_env *env = j->env;
 	struct drain_conn *dc = calloc(1, sizeof(*dc));
 	int rc;
 
-	if (dc)
+	if (dc) {
 		dc->cl = smtp_client_new(env->ccf, j->relay);
-	if (!dc || !dc->cl) {
+		dc->dur.per_msg = calloc(env->done_window, sizeof(*dc->dur.per_msg));
+	}
+	if (!dc || !dc->cl || !dc->dur.per_msg) {
+		if (dc) {
+			smtp_client_free(dc->cl);
+			free(dc->dur.per_msg);
+		}
 		free(dc);
 		return -ENOMEM;
 	}
 	dc->job = j;
+	dc->dest = j->dest;
+	dc->dur.dc = dc;
 	dc->state = DRAIN_CONN_CONNECTING;
 	buf_init(&dc->rec, 0);
 	buf_init(&dc->dsn, 0);
@@ -685,10 +1005,52 @@ int drain_conn_open(struct drain_job *j)
 			  DRAIN_CONNECT_TIMEOUT_MS, &drain_conn_ops, env, dc);
 	if (rc) {
 		smtp_client_free(dc->cl);
+		free(dc->dur.per_msg);
 		free(dc);
 		return rc;
 	}
 	j->conns++;
+	j->dest->conns++;
 	env->conns++;
 	return 0;
+}
+
+int drain_conn_job_start(struct drain_job *j)
+{
+	struct drain_conn_env *env = j->env;
+	struct drain_dest *ds;
+	int rc = 0;
+
+	if (env->stopping)
+		return -ESHUTDOWN;
+	ds = dest_get(env, j);
+	if (!ds)
+		return -ENOMEM;
+	j->dest = ds;
+	list_append(&ds->jobs, &j->dest_node);
+	while (ds->conns < env->dest_limit && job_wants(j)) {
+		rc = dc_open(j);
+		if (rc)
+			break;
+	}
+	if (j->conns == 0 && (rc || !job_wants(j))) {
+		list_unlink(&ds->jobs, &j->dest_node);
+		dest_put(env, ds);
+		return rc ? rc : -ENOENT;
+	}
+	if (rc)
+		log_warn("drain %.*s: cannot open more connections to %s: %s", (int)j->len,
+			 j->dom, j->relay, strerror(-rc));
+	if (j->conns == 0)
+		log_info("drain %.*s (shard %u): waits for a connection to %s (%u open, limit %u)",
+			 (int)j->len, j->dom, env->index, j->relay, ds->conns, env->dest_limit);
+	return 0;
+}
+
+void drain_conn_env_fini(struct drain_conn_env *env)
+{
+	struct list_node *n;
+
+	while ((n = list_pop(&env->dests)))
+		free(LIST_ENTRY(n, struct drain_dest, node));
 }

@@ -6,6 +6,17 @@
  * body, and on the verdict appends a DONE per delivered recipient and
  * bounces the 5xx ones with a DSN; 4xx stay queued. An explicit state
  * (enum drain_conn_state) with one logged transition, drain_conn_enter().
+ *
+ * A connection belongs to a destination (host:port, struct drain_dest) and
+ * serves one job at a time: when its job has nothing left to try it takes
+ * the next job for the same destination that wants a connection (domains
+ * share connections). Each thread keeps at most env->dest_limit connections
+ * per destination; a job that finds them all busy waits for one. A
+ * connection that ended early (421, lost, timed out, no greeting) while its
+ * job had untried mail is replaced, at most env->reconnects times per job.
+ * Crash bound: the final dot of a message is not sent while done_window
+ * delivered messages of the connection still have DONEs in flight, so a
+ * kill -9 makes at most done_window messages per connection go out twice.
  */
 #ifndef ETRND_PROTO_DRAIN_CONN_H
 #define ETRND_PROTO_DRAIN_CONN_H
@@ -27,17 +38,25 @@
  *   CONNECTING --connected--> GREETING --EV_READY--> (next)
  *   (next): READING when a message's read started, WAIT_SLOT when every
  *           spool read slot is busy, QUITTING when the snapshot is done
+ *           and no other job for the destination wants a connection (else
+ *           the connection moves to that job), or when the session spent
+ *           its non-mail commands (smtp_client_worn(): a fresh one follows)
  *   WAIT_SLOT  --a read slot came free--> (next)
  *   READING    --read done--> SENDING (submitted), or (next) when the
  *              record is unusable or the client decided it locally
+ *   SENDING    --EV_SEND_BODY, done_window messages' DONEs in flight-->
+ *              WAIT_DURABLE --the oldest durable--> SENDING (dot sent)
+ *   (next)     --job done, DONEs in flight, another job waits--> WAIT_SWITCH
+ *              --all durable--> (next) with that job
  *   SENDING    --EV_MSG_DONE--> COMMITTING (a bounce to record), or (next)
  *   COMMITTING --bounce recorded--> (next)
  *   QUITTING, and any state with a socket --EV_CLOSE, time-out, shutdown,
  *              refusal--> CLOSING (conn_close() called)
  *   any state --the loop's close callback, or a failed connect--> CLOSED
  *
- * READING and COMMITTING pause input (replies wait for the spool) and
- * ignore the idle timer (our side is slow, not the server).
+ * READING, WAIT_DURABLE and COMMITTING pause input (replies wait for the
+ * spool) and ignore the idle timer (our side is slow, not the server).
+ * GREETING waits at most env->greeting_ms for each reply.
  */
 enum drain_conn_state {
 	DRAIN_CONN_CONNECTING = 0, /* loop_connect() submitted; no socket yet */
@@ -45,6 +64,11 @@ enum drain_conn_state {
 	DRAIN_CONN_WAIT_SLOT,      /* session idle, on the wait list for a read slot */
 	DRAIN_CONN_READING,        /* the message's record being read (spool I/O) */
 	DRAIN_CONN_SENDING,        /* the message is with the SMTP client */
+	DRAIN_CONN_WAIT_DURABLE,   /* body queued; its dot waits until fewer
+	                              than done_window delivered messages of
+	                              this connection have DONEs in flight */
+	DRAIN_CONN_WAIT_SWITCH,    /* idle, its job done; moves to another job
+	                              once its DONEs are durable */
 	DRAIN_CONN_COMMITTING,     /* its bounce (DSN + DONEs) being written */
 	DRAIN_CONN_QUITTING,       /* QUIT sent; waiting for 221 or EOF */
 	DRAIN_CONN_CLOSING,        /* conn_close() called; close callback due */
@@ -54,6 +78,7 @@ enum drain_conn_state {
 
 struct drain_conn;
 struct drain_job;
+struct drain_dest;                 /* one destination's connections (per thread) */
 
 /*
  * What the connections of one engine thread share; owned by that thread's
@@ -72,6 +97,13 @@ struct drain_conn_env {
 	/* Connections waiting for one of the shard's read slots (many drains
 	 * at once want more reads than the shard runs in parallel). */
 	struct list waiting;           /* of drain_conn.wait_node */
+	struct list dests;             /* of struct drain_dest, with jobs or conns */
+	unsigned dest_limit;           /* connections per destination, this thread */
+	unsigned job_conns;            /* drain_connections: per job at most */
+	unsigned reconnects;           /* drain_reconnect_attempts, per job */
+	unsigned greeting_ms;          /* drain_greeting_timeout */
+	unsigned done_window;          /* drain_done_window: >= 1 */
+	int stopping;                  /* the loop is shutting down: open nothing */
 	void (*job_idle)(struct drain_job *j);
 };
 
@@ -92,25 +124,36 @@ struct drain_job {
 	char relay[DRAIN_RELAY_MAX];
 	uint64_t *msgs;                /* snapshot of the queue, arrival order */
 	size_t nmsgs, next_msg;        /* each message goes to one connection */
-	unsigned conns;                /* drain_conn structs alive for it */
+	unsigned conns;                /* drain_conn structs serving it now */
 	unsigned dones_pending;        /* its DONE records not yet durable */
+	struct drain_dest *dest;       /* set by drain_conn_job_start() */
+	struct list_node dest_node;    /* dest's jobs, until the job ends */
+	unsigned failures;             /* connections that ended early */
+	int gave_up;                   /* over env->reconnects: open no more */
 	uint64_t started_us;
 	uint64_t sent, deferred, bounced;
 };
 
 /*
- * Open one more connection for j (state CONNECTING). Returns 0, or -errno
- * when it could not even be started (nothing is left behind then).
+ * Start j (its fields set, env's too): attach it to its destination and
+ * open connections for it as far as drain_connections, its message count
+ * and the destination's limit allow; with none free it waits for one.
+ * Returns 0 when it is under way (env->job_idle(j) follows once it is done),
+ * or -errno when nothing could start (j is detached again; the caller ends
+ * it). Never calls env->job_idle(j) itself.
  *
- * Release rule: the connection's struct is freed exactly once, by itself,
- * when it is CLOSED (the socket is gone, or was never made) AND no spool
- * read or commit is in flight for it (the spool owns its record and DSN
- * buffers until the callback). Then j->conns drops, and at 0 env->job_idle(j)
- * runs once no DONE record the job queued is still in flight either (so a
- * job's end means what it delivered is durable). Nothing outside this
- * module keeps a pointer to a connection.
+ * Release rule of a connection: its struct is freed exactly once, by
+ * itself, when it is CLOSED (the socket is gone, or was never made) AND no
+ * spool read, commit or DONE of its own is in flight (the spool owns its
+ * buffers until the callback). Then its job's conns drops, and a job with
+ * no connection, no DONE in flight and nothing it could still try ends
+ * (env->job_idle), so a job's end means what it delivered is durable.
+ * Nothing outside this module keeps a pointer to a connection.
  */
-int drain_conn_open(struct drain_job *j);
+int drain_conn_job_start(struct drain_job *j);
+
+/* Free what is left of env's destinations (after the loop stopped). */
+void drain_conn_env_fini(struct drain_conn_env *env);
 
 /* The state's name, for logs and tests ("READING"); "?" past the end. */
 const char *drain_conn_state_name(enum drain_conn_state s);

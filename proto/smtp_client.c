@@ -31,13 +31,12 @@ enum smtp_client_state {
 	SMTP_CLIENT_STATE_TX,           /* MAIL/RCPT/DATA replies outstanding */
 	SMTP_CLIENT_STATE_BODY,         /* 354 seen, the caller sends the body */
 	SMTP_CLIENT_STATE_DOT,          /* final dot sent */
-	SMTP_CLIENT_STATE_RSET,         /* aborted transaction, RSET sent */
 	SMTP_CLIENT_STATE_QUIT,         /* QUIT sent */
 	SMTP_CLIENT_STATE_CLOSED,
 };
 
 static const char *const smtp_client_state_names[] = {
-	"GREETING", "EHLO", "HELO", "READY", "TX", "BODY", "DOT", "RSET", "QUIT",
+	"GREETING", "EHLO", "HELO", "READY", "TX", "BODY", "DOT", "QUIT",
 	"CLOSED",
 };
 
@@ -106,6 +105,9 @@ struct smtp_client {
 	/* transaction: commands MAIL, one RCPT per recipient sent, DATA */
 	unsigned nrcpt;               /* recipients of the caller's message */
 	unsigned ncmd, sent, acked;
+	unsigned first;               /* index of MAIL: 1 when an owed RSET leads */
+	int rset_owed;                /* an aborted transaction is still open */
+	unsigned nonmail;             /* EHLO, HELO and RSET sent this session */
 	int mail_ok;
 	unsigned naccepted;
 	int msg_code;
@@ -138,12 +140,13 @@ static enum smtp_client_wait smtp_client_waiting(const struct smtp_client *c)
 	case SMTP_CLIENT_STATE_EHLO: return SMTP_CLIENT_WAIT_EHLO;
 	case SMTP_CLIENT_STATE_HELO: return SMTP_CLIENT_WAIT_HELO;
 	case SMTP_CLIENT_STATE_TX:
-		if (c->acked == 0)
+		if (c->acked < c->first)
+			return SMTP_CLIENT_WAIT_RSET;
+		if (c->acked == c->first)
 			return SMTP_CLIENT_WAIT_MAIL;
 		return c->acked + 1 < c->ncmd ? SMTP_CLIENT_WAIT_RCPT : SMTP_CLIENT_WAIT_DATA;
 	case SMTP_CLIENT_STATE_BODY: return SMTP_CLIENT_WAIT_BODY;
 	case SMTP_CLIENT_STATE_DOT: return SMTP_CLIENT_WAIT_DOT;
-	case SMTP_CLIENT_STATE_RSET: return SMTP_CLIENT_WAIT_RSET;
 	case SMTP_CLIENT_STATE_QUIT: return SMTP_CLIENT_WAIT_QUIT;
 	default: return SMTP_CLIENT_WAIT_NONE;
 	}
@@ -362,6 +365,7 @@ static enum smtp_client_event smtp_client_send_helo(struct smtp_client *c,
 	n = snprintf(cmd, sizeof(cmd), "%s %s\r\n", verb, c->conf->helo_name);
 	if (n < 0 || (size_t)n >= sizeof(cmd))
 		panic("helo_name too long");
+	c->nonmail++;
 	return smtp_client_send(c, out, cmd, next);
 }
 
@@ -448,11 +452,23 @@ static void smtp_client_ehlo_keyword(struct smtp_client *c, const char *t, size_
 
 /* ---- transaction ------------------------------------------------------ */
 
+/*
+ * The transaction ends without the dot while the server holds it (MAIL was
+ * accepted): RFC 5321 3.3 says a new MAIL resets the server's buffers, but
+ * 4.1.4 lets a server refuse a MAIL inside an open transaction with 503
+ * (Postfix: "nested MAIL command", Exim: "sender already given"), so an
+ * RSET is owed before the next MAIL. It is sent lazily: pipelined in front
+ * of the next MAIL (RFC 2920 3.1 allows RSET anywhere in a group), and not
+ * at all before QUIT, which ends the transaction anyway (RFC 5321 4.1.1.10).
+ * That saves a round trip per aborted transaction and an RSET per session
+ * against servers that count non-mail commands (Exim closes with "421 too
+ * many nonmail commands" after smtp_accept_max_nonmail, 10 by default).
+ */
 static enum smtp_client_event smtp_client_rset(struct smtp_client *c, struct buf *out)
 {
-	/* MAIL was accepted, so the server holds a transaction that did not
-	 * end with the dot: RSET before the next MAIL (RFC 2920 3.1). */
-	return smtp_client_send(c, out, "RSET\r\n", SMTP_CLIENT_STATE_RSET);
+	(void)out;
+	c->rset_owed = 1;
+	return smtp_client_finish(c);
 }
 
 static enum smtp_client_event smtp_client_on_data(struct smtp_client *c, struct buf *out)
@@ -481,21 +497,41 @@ static enum smtp_client_event smtp_client_on_data(struct smtp_client *c, struct 
 	return smtp_client_rset(c, out);
 }
 
+/* The reply to the owed RSET that leads the transaction's commands. A
+ * refused RSET ends the session: a server that will not reset is not to be
+ * trusted with the message (it is deferred). */
+static enum smtp_client_event smtp_client_on_rset(struct smtp_client *c, struct buf *out)
+{
+	struct smtp_client_reply *rp = &c->reply;
+
+	c->acked++;
+	if (rp->code / 100 != 2)
+		return smtp_client_fail(c, rp->code / 100 == 4 ? rp->code : 451,
+				rp->code / 100 == 4 ? rp->enh : "4.5.0", rp->text, rp->text_len, 0);
+	if (c->acked < c->sent)
+		return SMTP_CLIENT_EV_NEED_INPUT; /* pipelined MAIL, RCPT, DATA to come */
+	if (smtp_client_send_cmds(c, out, c->sent, c->sent + 1) != 0)
+		return smtp_client_write_failed(c);
+	return SMTP_CLIENT_EV_NEED_INPUT;
+}
+
 static enum smtp_client_event smtp_client_on_tx(struct smtp_client *c, struct buf *out)
 {
 	const unsigned *map = (const unsigned *)c->rcpt_map.data;
 	unsigned idx = c->acked;
 	int cls = c->reply.code / 100;
 
+	if (idx < c->first)
+		return smtp_client_on_rset(c, out);
 	if (idx + 1 == c->ncmd) {
 		c->acked++;
 		return smtp_client_on_data(c, out);
 	}
 	if (cls == 3)
-		return smtp_client_protocol_error(c, idx == 0 ? "3xx reply to MAIL FROM" :
+		return smtp_client_protocol_error(c, idx == c->first ? "3xx reply to MAIL FROM" :
 				"3xx reply to RCPT TO");
 	c->acked++;
-	if (idx == 0) {
+	if (idx == c->first) {
 		if (cls == 2) {
 			c->mail_ok = 1;
 		} else {
@@ -507,7 +543,7 @@ static enum smtp_client_event smtp_client_on_tx(struct smtp_client *c, struct bu
 					c->reply.text, c->reply.text_len, 0);
 		}
 	} else if (c->mail_ok) {
-		unsigned i = map[idx - 1];
+		unsigned i = map[idx - 1 - c->first];
 
 		if (cls == 2) {
 			smtp_client_rcpt_at(c, i)->state = SMTP_CLIENT_RCPT_ACCEPTED;
@@ -547,20 +583,6 @@ static enum smtp_client_event smtp_client_on_dot(struct smtp_client *c, struct b
 	return smtp_client_finish(c);
 }
 
-static enum smtp_client_event smtp_client_on_rset(struct smtp_client *c, struct buf *out)
-{
-	struct smtp_client_reply *rp = &c->reply;
-
-	(void)out;
-	if (rp->code / 100 != 2) {
-		/* Results stand; a server that refuses RSET is not to be
-		 * trusted with the next message. */
-		smtp_client_set_close_reason(c, rp->code, rp->enh, rp->text, rp->text_len, 0);
-		smtp_client_enter_state(c, SMTP_CLIENT_STATE_CLOSED);
-	}
-	return smtp_client_finish(c);
-}
-
 /* A whole reply has been read. */
 /* A reply where none is awaited: between transactions or while the body
  * goes out. Only 421 (handled before) is allowed there. */
@@ -584,7 +606,6 @@ static const smtp_client_reply_fn smtp_client_reply_table[] = {
 	[SMTP_CLIENT_STATE_TX] = smtp_client_on_tx,
 	[SMTP_CLIENT_STATE_BODY] = smtp_client_on_unexpected,
 	[SMTP_CLIENT_STATE_DOT] = smtp_client_on_dot,
-	[SMTP_CLIENT_STATE_RSET] = smtp_client_on_rset,
 };
 
 static enum smtp_client_event smtp_client_on_reply(struct smtp_client *c, struct buf *out)
@@ -853,6 +874,11 @@ static int smtp_client_format(struct smtp_client *c, const struct smtp_client_ms
 
 	if (c->caps & SMTP_CLIENT_CAP_SIZE)
 		snprintf(size, sizeof(size), " SIZE=%llu", (unsigned long long)m->size);
+	if (c->rset_owed) {
+		if (buf_append(&c->cmds, "RSET\r\n", 6) != 0 || smtp_client_cmd_done(c) != 0)
+			return -ENOMEM;
+		c->first = 1;
+	}
 	if (buf_printf(&c->cmds, "MAIL FROM:<%.*s>%s%s%s\r\n", (int)m->sender_len,
 				m->sender, size, m->eightbit ? " BODY=8BITMIME" : "",
 				utf8 ? " SMTPUTF8" : "") != 0 ||
@@ -884,7 +910,7 @@ static void smtp_client_reset_msg(struct smtp_client *c)
 			buf_shrink(bufs[i], SMTPC_KEEP);
 	}
 	c->nrcpt = 0;
-	c->ncmd = c->sent = c->acked = 0;
+	c->ncmd = c->sent = c->acked = c->first = 0;
 	c->mail_ok = 0;
 	c->naccepted = 0;
 	c->msg_code = 0;
@@ -956,6 +982,10 @@ int smtp_client_submit(struct smtp_client *c, const struct smtp_client_msg *m,
 	if (r != 0)
 		return smtp_client_refuse_all(c, -ENOMEM, 451, "4.3.0",
 				"insufficient memory to send the message");
+	if (c->first) {
+		c->rset_owed = 0;
+		c->nonmail++;
+	}
 	smtp_client_enter_state(c, SMTP_CLIENT_STATE_TX);
 	return 0;
 }
@@ -1016,6 +1046,11 @@ enum smtp_client_event smtp_client_timed_out(struct smtp_client *c)
 	if (c->state == SMTP_CLIENT_STATE_CLOSED)
 		return SMTP_CLIENT_EV_CLOSE;
 	return smtp_client_fail_local(c, "4.4.2", "conversation timed out");
+}
+
+int smtp_client_worn(const struct smtp_client *c)
+{
+	return c->rset_owed && c->nonmail >= SMTP_CLIENT_NONMAIL_MAX;
 }
 
 int smtp_client_closed(const struct smtp_client *c)

@@ -45,6 +45,11 @@
 #define SMTP_CLIENT_TIMEOUT_RSET_MS (20u * 1000u)           /* Postfix */
 #define SMTP_CLIENT_TIMEOUT_QUIT_MS (5u * 60u * 1000u)      /* Postfix */
 
+/* Non-mail commands (EHLO, HELO, RSET) one session sends at most: Exim's
+ * default smtp_accept_max_nonmail (it counts RSET, HELO and EHLO, not QUIT)
+ * answers the next with "421 too many nonmail commands" and closes. */
+#define SMTP_CLIENT_NONMAIL_MAX 10
+
 struct smtp_client_conf {
 	const char *helo_name;    /* our host name for EHLO/HELO */
 	size_t reply_line_max;    /* reply line incl. CRLF; RFC 5321 4.5.3.1.5
@@ -136,7 +141,10 @@ size_t smtp_client_feed(struct smtp_client *c, const char *p, size_t n,
 
 /*
  * Start delivering m; only when idle (after EV_READY or EV_MSG_DONE).
- * Appends MAIL FROM:<s> [SIZE=n] [BODY=8BITMIME] [SMTPUTF8], RCPT TO:<r> for
+ * Appends RSET when the last transaction ended without its dot while the
+ * server held it (an owed RSET goes out only in front of the next MAIL,
+ * never before QUIT), then
+ * MAIL FROM:<s> [SIZE=n] [BODY=8BITMIME] [SMTPUTF8], RCPT TO:<r> for
  * each recipient and DATA to out: all at once when the server advertised
  * PIPELINING (RFC 2920), else only MAIL and the rest one per reply.
  * Returns:
@@ -198,6 +206,10 @@ enum smtp_client_event smtp_client_timed_out(struct smtp_client *c);
 /* The same for any other reason to drop the session (write error,
  * shutdown): why (NUL-terminated, ours) becomes the 451 4.4.2 text. */
 enum smtp_client_event smtp_client_abort(struct smtp_client *c, const char *why);
+
+/* 1 when the next message would need one non-mail command (an owed RSET)
+ * over SMTP_CLIENT_NONMAIL_MAX: QUIT instead and use a fresh connection. */
+int smtp_client_worn(const struct smtp_client *c);
 
 /* 1 once the session is over (the next feed returns EV_CLOSE). */
 int smtp_client_closed(const struct smtp_client *c);

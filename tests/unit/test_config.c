@@ -56,6 +56,10 @@ static const struct bad_case bad_cases[] = {
 	{ "smtp_max_recipients = 18446744073709551617\n", "1: bad value for smtp_max_recipients" },
 	{ "drain_connections = 0\n", "1: bad value for drain_connections: \"0\" (want a number from 1 to 64)" },
 	{ "drain_connections = 65\n", "1: bad value for drain_connections: \"65\"" },
+	{ "drain_destination_concurrency = 0\n", "1: bad value for drain_destination_concurrency: \"0\" (want a number from 1 to 10000)" },
+	{ "drain_reconnect_attempts = 101\n", "1: bad value for drain_reconnect_attempts: \"101\"" },
+	{ "drain_greeting_timeout = 10ms\n", "1: bad value for drain_greeting_timeout: \"10ms\"" },
+	{ "drain_done_window = 0\n", "1: bad value for drain_done_window: \"0\" (want a number from 1 to 1024)" },
 	{ "etrn_rate_limit = none\n", "1: bad value for etrn_rate_limit: \"none\"" },
 	{ "client_connection_limit_loopback = sometimes\n", "1: bad value for client_connection_limit_loopback: \"sometimes\" (want yes or no)" },
 	{ "client_connection_limit = -1\n", "1: bad value for client_connection_limit: \"-1\"" },
@@ -571,4 +575,29 @@ Test(config, dns_keys)
 		config_free(&c);
 		unlink(path);
 	}
+}
+
+/* The drain's destination keys: defaults (Postfix's 20, 3 reconnects, RFC
+ * 5321 4.5.3.2.1's 5 minutes) and good values. */
+Test(config, drain_destination_keys)
+{
+	struct config c;
+	char err[CONFIG_ERR_MAX];
+	char *path = write_conf("drain_destination_concurrency = 7\n"
+				"drain_reconnect_attempts = 0\n"
+				"drain_greeting_timeout = 2s\n"
+				"drain_done_window = 1\n");
+
+	config_defaults(&c);
+	cr_expect_eq(c.drain_destination_concurrency, 20);
+	cr_expect_eq(c.drain_reconnect_attempts, 3);
+	cr_expect_eq(c.drain_greeting_timeout_ms, 300000);
+	cr_expect_eq(c.drain_done_window, 64);
+	cr_assert_eq(config_load(&c, path, err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(c.drain_destination_concurrency, 7);
+	cr_expect_eq(c.drain_reconnect_attempts, 0);
+	cr_expect_eq(c.drain_greeting_timeout_ms, 2000);
+	cr_expect_eq(c.drain_done_window, 1);
+	config_free(&c);
+	unlink(path);
 }

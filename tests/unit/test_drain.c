@@ -26,6 +26,7 @@
 
 #include "dns_stub.h"
 #include "engine_fixture.h"
+#include "core/log.h"
 #include "core/now.h"
 #include "core/resolver.h"
 #include "store/spool_index.h"
@@ -39,6 +40,8 @@
 #define T_LINE_MAX 1024
 #define T_REPLIES_MAX 4
 #define T_WANT_MAX 8
+#define T_THREADS_MAX 32             /* threaded server: connections served */
+#define T_421_NONMAIL "421 4.7.0 too many nonmail commands\r\n" /* Exim's */
 
 /* ---- the scripted customer server ----------------------------------------- */
 
@@ -51,6 +54,11 @@ struct t_script {
 	struct t_rcpt_reply rcpt[T_REPLIES_MAX]; /* others get 250 */
 	int drop_after_dot;          /* close, unanswered, after the final dot */
 	const char *dot_reply[2];    /* to the dot of message 1, 2; NULL: 250 */
+	unsigned nonmail_max;        /* like Exim's smtp_accept_max_nonmail: 421
+	                                after this many EHLO/HELO/RSET/NOOP; 0 off */
+	unsigned drop_in_body;       /* close inside the nth body (all conns); 0 off */
+	int silent_first;            /* the first connection never gets a greeting */
+	int threaded;                /* serve connections at once, one thread each */
 };
 
 struct t_server {
@@ -63,6 +71,14 @@ struct t_server {
 	atomic_int stop;
 	atomic_int hold;             /* 1: the greeting waits for release */
 	atomic_uint conns;           /* connections accepted */
+	atomic_uint active, max_active; /* connections being served, most at once */
+	atomic_uint rsets, nonmail_421s;
+	unsigned bodies;             /* DATA 354s sent, all connections */
+	int cut;                     /* drop_in_body reached: hang up in the body */
+	int parked;                  /* silent_first's socket, -1 none */
+	pthread_mutex_t mu;          /* log, dots, bodies: threaded mode */
+	pthread_t conn_th[T_THREADS_MAX];
+	unsigned nconn_th;
 	/* written by the server thread, read after the join */
 	char log[T_LOG_MAX];
 	size_t loglen;
@@ -119,6 +135,10 @@ static const char *t_answer(struct t_server *s, const char *line, size_t n, int 
 	const char *r;
 
 	if (*body) {
+		if (s->cut) {
+			s->cut = 0;
+			return NULL; /* gone in the middle of the body */
+		}
 		if (n != 3 || memcmp(line, ".\r\n", 3))
 			return "";
 		*body = 0;
@@ -144,6 +164,8 @@ static const char *t_answer(struct t_server *s, const char *line, size_t n, int 
 		if (!*accepted)
 			return "554 5.5.1 no valid recipients\r\n";
 		*body = 1;
+		if (++s->bodies == s->sc->drop_in_body)
+			s->cut = 1;
 		return "354 end with <CRLF>.<CRLF>\r\n";
 	}
 	if (n == 6 && !strncasecmp(line, "QUIT\r\n", 6))
@@ -153,12 +175,30 @@ static const char *t_answer(struct t_server *s, const char *line, size_t n, int 
 	return "502 5.5.2 unknown command\r\n";
 }
 
+/* Count a non-mail command (Exim counts RSET, HELO and EHLO; NOOP too);
+ * 1 when it is one over the script's nonmail_max. */
+static int t_nonmail(struct t_server *s, const char *line, size_t n, unsigned *count)
+{
+	int rset = n == 6 && !strncasecmp(line, "RSET\r\n", 6);
+
+	if (rset)
+		atomic_fetch_add(&s->rsets, 1);
+	if (!rset && !(n >= 5 && (!strncasecmp(line, "EHLO ", 5) ||
+				   !strncasecmp(line, "HELO ", 5))) &&
+	    !(n == 6 && !strncasecmp(line, "NOOP\r\n", 6)))
+		return 0;
+	if (!s->sc->nonmail_max || ++*count <= s->sc->nonmail_max)
+		return 0;
+	atomic_fetch_add(&s->nonmail_421s, 1);
+	return 1;
+}
+
 /* Serve one connection: read lines, log them, answer by the script. */
 static void t_serve(struct t_server *s, int fd)
 {
 	char in[T_LINE_MAX * 4];
 	size_t have = 0;
-	unsigned accepted = 0;
+	unsigned accepted = 0, nonmail = 0;
 	int body = 0, one = 1;
 
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -176,8 +216,14 @@ static void t_serve(struct t_server *s, int fd)
 			const char *reply;
 			int quit = !body && n == 6 && !strncasecmp(in, "QUIT\r\n", 6);
 
+			if (!body && t_nonmail(s, in, n, &nonmail)) {
+				(void)t_send(s, fd, T_421_NONMAIL);
+				return; /* and close, as Exim does */
+			}
+			pthread_mutex_lock(&s->mu);
 			t_log(s, in, n);
 			reply = t_answer(s, in, n, &body, &accepted);
+			pthread_mutex_unlock(&s->mu);
 			memmove(in, in + n, have - n);
 			have -= n;
 			if (quit) {
@@ -198,12 +244,40 @@ static void t_serve(struct t_server *s, int fd)
 	}
 }
 
+struct t_conn_arg {
+	struct t_server *s;
+	int fd;
+};
+
+/* One connection: served, counted while it is, closed. */
+static void t_serve_counted(struct t_server *s, int fd)
+{
+	unsigned now = atomic_fetch_add(&s->active, 1) + 1;
+	unsigned max = atomic_load(&s->max_active);
+
+	while (now > max && !atomic_compare_exchange_weak(&s->max_active, &max, now))
+		;
+	t_serve(s, fd);
+	atomic_fetch_sub(&s->active, 1);
+	close(fd);
+}
+
+static void *t_conn_main(void *arg)
+{
+	struct t_conn_arg a = *(struct t_conn_arg *)arg;
+
+	free(arg);
+	t_serve_counted(a.s, a.fd);
+	return NULL;
+}
+
 static void *t_server_main(void *arg)
 {
 	struct t_server *s = arg;
 
 	while (!atomic_load(&s->stop)) {
 		struct pollfd p = { s->lfd, POLLIN, 0 };
+		struct t_conn_arg *ca;
 		int fd;
 
 		if (poll(&p, 1, T_ACCEPT_POLL_MS) != 1)
@@ -211,10 +285,24 @@ static void *t_server_main(void *arg)
 		fd = accept(s->lfd, NULL, NULL);
 		if (fd < 0)
 			continue;
-		atomic_fetch_add(&s->conns, 1);
-		t_serve(s, fd);
-		close(fd);
+		if (atomic_fetch_add(&s->conns, 1) == 0 && s->sc->silent_first) {
+			s->parked = fd; /* never greeted; closed at the end */
+			continue;
+		}
+		ca = s->sc->threaded && s->nconn_th < T_THREADS_MAX ? malloc(sizeof(*ca)) : NULL;
+		if (ca) {
+			ca->s = s;
+			ca->fd = fd;
+			if (pthread_create(&s->conn_th[s->nconn_th], NULL, t_conn_main, ca) == 0) {
+				s->nconn_th++;
+				continue;
+			}
+			free(ca);
+		}
+		t_serve_counted(s, fd);
 	}
+	for (unsigned i = 0; i < s->nconn_th; i++)
+		pthread_join(s->conn_th[i], NULL);
 	return NULL;
 }
 
@@ -226,6 +314,8 @@ static void t_server_start(struct t_server *s, const struct t_script *sc, int by
 
 	memset(s, 0, sizeof(*s));
 	s->sc = sc;
+	s->parked = -1;
+	pthread_mutex_init(&s->mu, NULL);
 	s->bytewise = bytewise;
 	atomic_store(&s->hold, hold);
 	s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -245,6 +335,9 @@ static void t_server_stop(struct t_server *s)
 	atomic_store(&s->stop, 1);
 	pthread_join(s->th, NULL);
 	close(s->lfd);
+	if (s->parked >= 0)
+		close(s->parked);
+	pthread_mutex_destroy(&s->mu);
 	s->log[s->loglen] = '\0';
 }
 
@@ -301,6 +394,7 @@ struct t_case {
 	const char *name;
 	int null_sender1;            /* message 1 from <> (itself a DSN) */
 	struct t_script script;
+	unsigned want_conns;         /* connections the server saw; 0 means 1 */
 	const char *want_log;        /* every byte the server received */
 	const char *want_m1;         /* t_states() of each message afterwards */
 	const char *want_m2;
@@ -326,9 +420,12 @@ static const struct t_case t_cases[] = {
 		.want_delivered = 3,
 	},
 	{
-		.name = "connection lost after the final dot, before its reply",
+		/* Issue 10 item 10: a lost connection is replaced (the cut
+		 * message stays held: it may have arrived). */
+		.name = "connection lost after the final dot, before its reply: reconnect",
 		.script = { .drop_after_dot = 1 },
-		.want_log = T_EHLO T_TX1,
+		.want_conns = 2,
+		.want_log = T_EHLO T_TX1 T_EHLO T_TX2,
 		.want_m1 = "PPPP",
 		.want_m2 = "P",
 	},
@@ -430,7 +527,8 @@ static void t_run(const struct t_case *c, int bytewise)
 	engine_fixture_stop(&f);
 	t_server_stop(&s);
 
-	cr_expect_eq(atomic_load(&s.conns), 1, "%s: %u connections", run, atomic_load(&s.conns));
+	cr_expect_eq(atomic_load(&s.conns), c->want_conns ? c->want_conns : 1,
+		     "%s: %u connections", run, atomic_load(&s.conns));
 	cr_expect_not(s.overflow);
 	cr_expect_str_eq(s.log, c->want_log, "%s: the server received:\n%s", run, s.log);
 
@@ -801,4 +899,200 @@ Test(drain, drain_new_registers_busy_check_enospc_when_full, .timeout = T_TIMEOU
 	config_free(&cfg);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	cr_expect_eq(system(cmd), 0);
+}
+
+/* ---- issue 10: reconnects, non-mail commands, shared destinations ---------- */
+
+#define T_DEFER_RCPT "t@cust.test"
+#define T_DEFER_REPLY "451 4.2.1 mailbox busy, try later\r\n"
+#define T_MANY_MAX 32                /* messages one case holds */
+#define T_GREETING_SHORT_MS 300      /* drain_greeting_timeout for the silent server */
+
+static const char *const t_defer_rcpt[] = { T_DEFER_RCPT };
+
+struct t_more {
+	const char *name;
+	struct t_script script;
+	unsigned ndefer, nok;        /* to T_DEFER_RCPT (451 at RCPT), then to r4 */
+	unsigned greeting_ms;        /* drain_greeting_timeout; 0: the default */
+	unsigned done_window;        /* drain_done_window; 0: the default */
+	unsigned want_conns, want_421s, want_delivered, want_held;
+	int want_rsets;              /* -1: not checked */
+};
+
+/* Hold the case's messages, flush cust.test, wait for the drain to end;
+ * check what the server counted and (after a restart) the spool. */
+static void t_more_run(const struct t_more *c)
+{
+	struct engine_fixture f;
+	struct t_server s;
+	struct spool_index *idx;
+	struct spool_index_totals tot;
+	uint64_t ids[T_MANY_MAX];
+	char reply[256];
+
+	cr_assert_leq(c->ndefer + c->nok, T_MANY_MAX);
+	if (getenv("T_DEBUG"))
+		log_set_level(LOGL_DEBUG);
+	t_server_start(&s, &c->script, 0, 0);
+	cr_assert_eq(engine_fixture_init(&f, t_table(s.port)), 0);
+	if (c->greeting_ms)
+		f.cfg.drain_greeting_timeout_ms = c->greeting_ms;
+	if (c->done_window)
+		f.cfg.drain_done_window = c->done_window;
+	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	for (unsigned i = 0; i < c->ndefer + c->nok; i++)
+		cr_assert(engine_fixture_append(&f, T_SENDER2, i < c->ndefer ? t_defer_rcpt : t_rcpt2,
+						1, T_BODY2), "%s: append", c->name);
+	cr_assert_eq(engine_fixture_etrn(&f, NULL, "cust.test", reply, sizeof(reply)), 0);
+	cr_assert_eq(engine_fixture_drain_idle(&f, ENGINE_FIXTURE_WAIT_MS), 0,
+		     "%s: the drain did not end", c->name);
+	engine_fixture_stop(&f);
+	t_server_stop(&s);
+
+	cr_expect_eq(atomic_load(&s.conns), c->want_conns, "%s: %u connections", c->name,
+		     atomic_load(&s.conns));
+	cr_expect_eq(atomic_load(&s.nonmail_421s), c->want_421s, "%s: %u 421s", c->name,
+		     atomic_load(&s.nonmail_421s));
+	if (c->want_rsets >= 0)
+		cr_expect_eq(atomic_load(&s.rsets), (unsigned)c->want_rsets, "%s: %u RSETs",
+			     c->name, atomic_load(&s.rsets));
+	idx = engine_fixture_reopen(&f);
+	cr_assert_not_null(idx, "%s: reopen: %s", c->name, f.err);
+	spool_index_totals(idx, &tot);
+	cr_expect_eq(tot.delivered, c->want_delivered, "%s: %lu delivered", c->name,
+		     (unsigned long)tot.delivered);
+	cr_expect_eq(engine_fixture_queue_ids(&f, "cust.test", ids, T_MANY_MAX), c->want_held,
+		     "%s: held", c->name);
+	engine_fixture_fini(&f);
+}
+
+static const struct t_more t_more_cases[] = {
+	{
+		/* Exim's default: 12 fully deferred transactions, then 2 good
+		 * ones. The RSETs go out lazily (none before QUIT); at 10
+		 * non-mail commands the drain leaves by itself and goes on
+		 * over a fresh connection: Exim never has to say 421. */
+		.name = "Exim's 10 non-mail commands: no 421, a fresh connection goes on",
+		.script = { .rcpt = { { T_DEFER_RCPT, T_DEFER_REPLY } }, .nonmail_max = 10 },
+		.ndefer = 12, .nok = 2,
+		.want_conns = 2, .want_421s = 0, .want_rsets = 11,
+		.want_delivered = 2, .want_held = 12,
+	},
+	{
+		/* A stricter server: 421 after 3. Each 421 ends the connection
+		 * early; the drain reconnects (3 times by default) and the
+		 * good messages at the end still go. */
+		.name = "421 too many nonmail commands: reconnect, the rest delivered",
+		.script = { .rcpt = { { T_DEFER_RCPT, T_DEFER_REPLY } }, .nonmail_max = 3 },
+		.ndefer = 12, .nok = 2,
+		.want_conns = 4, .want_421s = 3, .want_rsets = -1,
+		.want_delivered = 2, .want_held = 12,
+	},
+	{
+		.name = "connection dropped mid-DATA: reconnect, the cut message stays held",
+		.script = { .drop_in_body = 2 },
+		.nok = 4,
+		.want_conns = 2, .want_rsets = 0,
+		.want_delivered = 3, .want_held = 1,
+	},
+	{
+		.name = "greeting never comes: drain_greeting_timeout, a fresh connection",
+		.script = { .silent_first = 1 },
+		.nok = 2, .greeting_ms = T_GREETING_SHORT_MS,
+		.want_conns = 2, .want_rsets = 0,
+		.want_delivered = 2, .want_held = 0,
+	},
+	{
+		/* Each dot waits (WAIT_DURABLE) for the previous message's DONE. */
+		.name = "drain_done_window 1: every message still delivered",
+		.nok = 6, .done_window = 1,
+		.want_conns = 1, .want_rsets = 0,
+		.want_delivered = 6, .want_held = 0,
+	},
+	{
+		.name = "drain_done_window 1, dropped mid-DATA while the dot waits",
+		.script = { .drop_in_body = 2 },
+		.nok = 4, .done_window = 1,
+		.want_conns = 2, .want_rsets = 0,
+		.want_delivered = 3, .want_held = 1,
+	},
+};
+
+Test(drain, nonmail_budget_no_421_no_rset_storm, .timeout = T_TIMEOUT_S) { t_more_run(&t_more_cases[0]); }
+Test(drain, nonmail_421_reconnects, .timeout = T_TIMEOUT_S) { t_more_run(&t_more_cases[1]); }
+Test(drain, dropped_mid_data_reconnects, .timeout = T_TIMEOUT_S) { t_more_run(&t_more_cases[2]); }
+Test(drain, greeting_timeout_fresh_connection, .timeout = T_TIMEOUT_S) { t_more_run(&t_more_cases[3]); }
+Test(drain, done_window_one_delivers_all, .timeout = T_TIMEOUT_S) { t_more_run(&t_more_cases[4]); }
+Test(drain, done_window_one_dropped_mid_data, .timeout = T_TIMEOUT_S) { t_more_run(&t_more_cases[5]); }
+
+#define T_DOMAINS 6
+#define T_PER_DOMAIN 3
+#define T_DEST_LIMIT 2
+
+/* T_DOMAINS customer domains d0.test.. all to the one server at port. */
+static struct domtab *t_table_many(unsigned port)
+{
+	struct domtab_builder *b = domtab_builder_new();
+	char dest[64], name[T_DOMAINS][16];
+	struct domtab *t;
+
+	cr_assert_not_null(b);
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", port);
+	for (unsigned i = 0; i < T_DOMAINS; i++) {
+		struct domtab_row r = { .name = name[i], .dest = dest };
+
+		snprintf(name[i], sizeof(name[i]), "d%u.test", i);
+		cr_assert_eq(domtab_builder_put(b, &r), 0);
+	}
+	t = domtab_build(b);
+	domtab_builder_free(b);
+	cr_assert_not_null(t);
+	return t;
+}
+
+/* Issue 10 item 11: six drains to one host:port with a limit of 2 never
+ * hold more than 2 connections at once (the server counts), and the two
+ * connections take every domain's mail in turn. */
+Test(drain, destination_limit_shared_connections, .timeout = T_TIMEOUT_S)
+{
+	static const struct t_script threaded = { .threaded = 1 };
+	struct engine_fixture f;
+	struct t_server s;
+	struct spool_index *idx;
+	struct spool_index_totals tot;
+	char reply[256], node[16], rcpt[32];
+
+	t_server_start(&s, &threaded, 0, 1);
+	cr_assert_eq(engine_fixture_init(&f, t_table_many(s.port)), 0);
+	f.cfg.drain_destination_concurrency = T_DEST_LIMIT;
+	f.cfg.drain_connections = 4;
+	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	for (unsigned d = 0; d < T_DOMAINS; d++) {
+		const char *r[] = { rcpt };
+
+		snprintf(rcpt, sizeof(rcpt), "u@d%u.test", d);
+		for (unsigned m = 0; m < T_PER_DOMAIN; m++)
+			cr_assert(engine_fixture_append(&f, T_SENDER1, r, 1, T_BODY2));
+	}
+	/* Every drain starts while the server holds its greetings. */
+	for (unsigned d = 0; d < T_DOMAINS; d++) {
+		snprintf(node, sizeof(node), "d%u.test", d);
+		cr_assert_eq(engine_fixture_etrn(&f, NULL, node, reply, sizeof(reply)), 0);
+		cr_expect(!strncmp(reply, "253 ", 4), "%s: %s", node, reply);
+	}
+	atomic_store(&s.hold, 0);
+	cr_assert_eq(engine_fixture_drain_idle(&f, ENGINE_FIXTURE_WAIT_MS), 0);
+	engine_fixture_stop(&f);
+	t_server_stop(&s);
+	cr_expect_leq(atomic_load(&s.max_active), T_DEST_LIMIT, "%u at once",
+		      atomic_load(&s.max_active));
+	cr_expect_eq(atomic_load(&s.conns), T_DEST_LIMIT, "%u connections",
+		     atomic_load(&s.conns));
+	cr_expect_eq(s.dots, T_DOMAINS * T_PER_DOMAIN, "%u messages arrived", s.dots);
+	idx = engine_fixture_reopen(&f);
+	cr_assert_not_null(idx, "reopen: %s", f.err);
+	spool_index_totals(idx, &tot);
+	cr_expect_eq(tot.delivered, T_DOMAINS * T_PER_DOMAIN);
+	engine_fixture_fini(&f);
 }

@@ -489,11 +489,11 @@ static const struct t_case t_cases[] = {
 		0, "AA", 0, 0, 0,
 		C_EHLO C_MAIL C_RCPT("a") "DATA\r\n" C_DOT C_FULL_A,
 		R_READY "A rc=0 code=0\n B 550 5.1.1 no a\n" R_A_SENT, SMTP_CLIENT_EV_NEED_INPUT },
-	{ "RSET refused: results stand, close", T_NORMAL,
+	{ "owed RSET refused: results stand, the next message deferred, close", T_NORMAL,
 		G S_EHLO S_MAIL "550 5.1.1 no a\r\n" S_NORCPT "500 5.5.1 what\r\n", 0, "AA", 1, 0, 0,
-		C_EHLO C_MAIL C_RCPT("a") "DATA\r\n" C_RSET,
-		R_READY "A rc=0 code=0\n B 550 5.1.1 no a\n" "closed: B 500 5.5.1 what\n",
-		SMTP_CLIENT_EV_CLOSE },
+		C_EHLO C_MAIL C_RCPT("a") "DATA\r\n" C_RSET C_MAIL C_RCPT("a") "DATA\r\n",
+		R_READY "A rc=0 code=0\n B 550 5.1.1 no a\n" "A rc=0 code=0\n T 451 4.5.0 what\n"
+		"closed: T 451 4.5.0 what\n", SMTP_CLIENT_EV_CLOSE },
 	{ "MAIL 451: all deferred, no RSET", T_NORMAL,
 		G S_EHLO "451 4.3.0 Temporary failure\r\n" "503 5.5.1 need MAIL\r\n"
 		"503 5.5.1 need MAIL\r\n" "503 5.5.1 need MAIL\r\n" "503 5.5.1 need RCPT\r\n"
@@ -512,15 +512,15 @@ static const struct t_case t_cases[] = {
 		0, "A", 1, 0, 0, C_EHLO C_MAIL C_RCPT("a") "DATA\r\n" C_DOT C_QUIT,
 		R_READY "A rc=0 code=550\n B 550 5.7.1 Sender rejected\n" R_CLEAN,
 		SMTP_CLIENT_EV_CLOSE },
-	{ "DATA 554: accepted recipients bounced, RSET", T_NORMAL,
+	{ "DATA 554: accepted recipients bounced, no RSET before QUIT", T_NORMAL,
 		G S_EHLO S_MAIL S_RCPT "550 5.1.1 no b\r\n" S_RCPT
-		"554 5.7.1 Blocked\r\n" S_RSET S_BYE, 0, "C", 1, 0, 0,
-		C_EHLO C_MAIL C_RCPT("a") C_RCPT("b") C_RCPT("c") "DATA\r\n" C_RSET C_QUIT,
+		"554 5.7.1 Blocked\r\n" S_BYE, 0, "C", 1, 0, 0,
+		C_EHLO C_MAIL C_RCPT("a") C_RCPT("b") C_RCPT("c") "DATA\r\n" C_QUIT,
 		R_READY "C rc=0 code=554\n B 554 5.7.1 Blocked\n B 550 5.1.1 no b\n"
 		" B 554 5.7.1 Blocked\n" R_CLEAN, SMTP_CLIENT_EV_CLOSE },
-	{ "DATA 451: deferred, RSET", T_NORMAL,
-		G S_EHLO S_MAIL S_RCPT "451 4.3.0 later\r\n" S_RSET, 0, "A", 0, 0, 0,
-		C_EHLO C_MAIL C_RCPT("a") "DATA\r\n" C_RSET,
+	{ "DATA 451: deferred, RSET owed, not sent while idle", T_NORMAL,
+		G S_EHLO S_MAIL S_RCPT "451 4.3.0 later\r\n", 0, "A", 0, 0, 0,
+		C_EHLO C_MAIL C_RCPT("a") "DATA\r\n",
 		R_READY "A rc=0 code=451\n T 451 4.3.0 later\n", SMTP_CLIENT_EV_NEED_INPUT },
 	{ "DATA 250: protocol error", T_NORMAL,
 		G S_EHLO S_MAIL S_RCPT "250 2.0.0 what\r\n", 0, "A", 0, 0, 0,
@@ -600,12 +600,18 @@ static const struct t_case t_cases[] = {
 		C_EHLO C_MAIL C_RCPT("a") C_RCPT("b") C_RCPT("c") "DATA\r\n" C_BODY C_QUIT,
 		"ready caps=0x6\n" "C rc=0 code=250\n" R_SENT " B 550 5.1.1 no b\n" R_SENT
 		R_CLEAN, SMTP_CLIENT_EV_CLOSE },
-	{ "no PIPELINING: all rejected, RSET instead of DATA", T_NORMAL,
+	{ "no PIPELINING: all rejected, no DATA, no RSET before QUIT", T_NORMAL,
 		G S_EHLO_NOPIPE S_MAIL "550 5.1.1 no a\r\n" "550 5.1.1 no b\r\n"
-		"450 4.1.1 no c\r\n" S_RSET S_BYE, 0, "C", 1, 0, 0,
-		C_EHLO C_MAIL C_RCPT("a") C_RCPT("b") C_RCPT("c") C_RSET C_QUIT,
+		"450 4.1.1 no c\r\n" S_BYE, 0, "C", 1, 0, 0,
+		C_EHLO C_MAIL C_RCPT("a") C_RCPT("b") C_RCPT("c") C_QUIT,
 		"ready caps=0x6\n" "C rc=0 code=0\n B 550 5.1.1 no a\n B 550 5.1.1 no b\n"
 		" T 450 4.1.1 no c\n" R_CLEAN, SMTP_CLIENT_EV_CLOSE },
+	{ "no PIPELINING: all rejected, RSET alone before the next MAIL", T_NORMAL,
+		G S_EHLO_NOPIPE S_MAIL "550 5.1.1 no a\r\n" "550 5.1.1 no b\r\n"
+		"450 4.1.1 no c\r\n" S_RSET S_FULL_A S_BYE, 0, "CA", 1, 0, 0,
+		C_EHLO C_MAIL C_RCPT("a") C_RCPT("b") C_RCPT("c") C_RSET C_FULL_A C_QUIT,
+		"ready caps=0x6\n" "C rc=0 code=0\n B 550 5.1.1 no a\n B 550 5.1.1 no b\n"
+		" T 450 4.1.1 no c\n" R_A_SENT R_CLEAN, SMTP_CLIENT_EV_CLOSE },
 	{ "no PIPELINING: MAIL 452, no RCPT sent", T_NORMAL,
 		G S_EHLO_NOPIPE "452 4.3.1 full\r\n" S_MAIL S_RCPT S_GO S_QUEUED,
 		0, "CA", 0, 0, 0, C_EHLO C_MAIL C_FULL_A,
@@ -683,9 +689,11 @@ static const struct t_case t_cases[] = {
 		" T* 451 4.4.2 conversation timed out while sending end of data\n"
 		"closed: T* 451 4.4.2 conversation timed out while sending end of data\n",
 		SMTP_CLIENT_EV_CLOSE },
-	{ "timeout: RSET", T_NORMAL, G S_EHLO S_MAIL S_RCPT S_NORCPT, 0, "A", 0, 1, 0,
-		C_EHLO C_MAIL C_RCPT("a") "DATA\r\n" C_RSET, R_READY "timeout=20000\n"
-		"A rc=0 code=554\n B 554 5.5.1 Error: no valid recipients\n"
+	{ "timeout: RSET", T_NORMAL, G S_EHLO S_MAIL S_RCPT S_NORCPT, 0, "AA", 0, 1, 0,
+		C_EHLO C_MAIL C_RCPT("a") "DATA\r\n" C_RSET C_MAIL C_RCPT("a") "DATA\r\n",
+		R_READY "A rc=0 code=554\n B 554 5.5.1 Error: no valid recipients\n"
+		"timeout=20000\nA rc=0 code=0\n"
+		" T* 451 4.4.2 conversation timed out while sending RSET\n"
 		"closed: T* 451 4.4.2 conversation timed out while sending RSET\n",
 		SMTP_CLIENT_EV_CLOSE },
 	{ "timeout: QUIT", T_NORMAL, G S_EHLO, 0, "", 1, 1, 0, C_EHLO C_QUIT,
