@@ -1180,6 +1180,11 @@ void smtp_server_commit_done(struct smtp_session *s, int err, struct buf *out)
 	} else if (err == -EDQUOT) {
 		log_debug("%s: commit refused: over quota", tx->qid);
 		smtp_reply(s, out, "452 4.2.2 Error: over quota");
+	} else if (err == -E2BIG) {
+		/* The stored record does not fit a spool segment: a retry would
+		 * fail the same way, so a permanent reply, not 451 for days. */
+		log_info("%s: commit refused: too big for a spool segment", tx->qid);
+		smtp_reply(s, out, "552 5.3.4 Error: message too big for the queue");
 	} else {
 		log_debug("%s: commit failed: %s", tx->qid, strerror(-err));
 		smtp_reply(s, out, "451 4.3.0 Error: queue file write error");
