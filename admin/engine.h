@@ -14,6 +14,7 @@
 struct domstat;
 struct drain_hub;
 struct epoch;
+struct budget;
 
 /* What every engine thread shares; each must outlive the engine set. */
 struct engine_env {
@@ -22,6 +23,7 @@ struct engine_env {
 	struct domstat *ds;             /* held mail per domain, all shards */
 	struct drain_hub *hub;          /* ETRN drains across engine threads */
 	struct epoch *ep;               /* QSBR domain of the engine threads */
+	struct budget *data_budget;     /* DATA buffers of all sessions (core/budget.h) */
 };
 
 struct engine_set;

@@ -19,6 +19,7 @@
 #include "admin/ctl_requests.h"
 #include "core/domtab.h"
 #include "admin/engine.h"
+#include "core/budget.h"
 #include "core/config.h"
 #include "core/ctlsock.h"
 #include "core/epoch.h"
@@ -26,6 +27,7 @@
 #include "core/loop.h"
 #include "core/resolver.h"
 #include "proto/drain.h"
+#include "proto/smtpd.h"
 #include "store/domstat.h"
 
 #define ETRND_DEFAULT_CONFIG "etc/etrnd.conf"
@@ -48,6 +50,7 @@ struct etrnd {
 	struct epoch *ep;
 	struct domtab_live *dt;
 	struct domstat *ds;
+	struct budget *data_budget;
 	struct resolver *res;          /* the one resolver (drain destinations) */
 	struct drain_hub *hub;
 	struct control *ctl;
@@ -114,6 +117,8 @@ static void etrnd_config(const struct etrnd_opts *o, struct config *cfg)
 	}
 	if (config_finish(cfg, err, sizeof(err)))
 		fatal("%s: %s", o->path, err);
+	if (smtpd_check_config(cfg, err, sizeof(err)))
+		fatal("%s", err);
 }
 
 /* Signals are taken synchronously by the main thread alone: block them
@@ -142,6 +147,9 @@ static void etrnd_start(struct etrnd *d)
 	d->ep = epoch_new(cfg->threads + 1); /* + the control socket thread */
 	d->dt = d->ep ? domtab_live_new(NULL, d->ep) : NULL;
 	d->ds = domstat_new(ETRND_DOMSTAT_DOMAINS);
+	d->data_budget = budget_new(cfg->data_memory_limit);
+	if (!d->data_budget)
+		fatal("out of memory");
 	config_resolver_conf(cfg, &rc);
 	d->res = resolver_new(&rc, err, sizeof(err));
 	if (!d->res)
@@ -161,7 +169,8 @@ static void etrnd_start(struct etrnd *d)
 			fatal("%s", err);
 	}
 	d->env = (struct engine_env){ .cfg = cfg, .dt = d->dt, .ds = d->ds,
-				      .hub = d->hub, .ep = d->ep };
+				      .hub = d->hub, .ep = d->ep,
+				      .data_budget = d->data_budget };
 	d->eng = engine_start(&d->env);
 	if (!d->eng) {
 		d->cs = ctlsock_stop(d->cs);
@@ -216,6 +225,7 @@ static int etrnd_stop(struct etrnd *d)
 	log_info("stopped");
 	domtab_live_free(d->dt);
 	domstat_free(d->ds);
+	budget_free(d->data_budget);
 	drain_hub_free(d->hub);
 	epoch_free(d->ep);
 	config_free(&d->cfg);

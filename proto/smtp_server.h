@@ -72,6 +72,11 @@ struct smtp_server_conf {
 	void *clock_arg;
 	smtp_etrn_fn etrn;       /* NULL: ETRN not offered (502) */
 	void *etrn_arg;
+	/* Node-wide memory for DATA buffers (core/budget.h), shared by every
+	 * session; NULL = no budget. A message that cannot get more of it is
+	 * refused with 452 4.3.1 at its end (the rest of DATA is read and
+	 * dropped); its share is given back when the transaction ends. */
+	struct budget *data_budget;
 };
 
 enum smtp_event {
@@ -82,6 +87,7 @@ enum smtp_event {
 	SMTP_EV_CLOSE,          /* final reply written (221/421/...); flush it and close */
 };
 
+struct budget;
 struct smtp_session;
 struct smtp_tx;
 
@@ -92,6 +98,11 @@ struct smtp_session *smtp_server_new(const struct smtp_server_conf *conf,
 
 /* Free a session and its transaction. NULL is fine. Returns NULL. */
 struct smtp_session *smtp_server_free(struct smtp_session *s);
+
+/* The most bytes a stored body can take under lim with our name hostname:
+ * size_max dot-stuffed (4/3 at most) plus our Received: header. The body
+ * buffer's cap, and what the start-up cross-checks count with. */
+size_t smtp_server_body_max(const struct smtp_limits *lim, const char *hostname);
 
 /* Append the 220 greeting. */
 void smtp_server_greeting(struct smtp_session *s, struct buf *out);
