@@ -50,6 +50,18 @@ struct smtpd_conn {
 	int closing;                 /* conn_close() called */
 };
 
+/* Bytes held against a row's quota: the domain's own for an exact row; for
+ * a wildcard row "*.example.test", everything held under example.test
+ * (store/domstat.h counts it under the row's name), so any number of
+ * subdomains share the one quota. */
+static uint64_t smtpd_quota_used(const struct domstat *ds, const struct domtab_row *row,
+				 const char *domain, size_t len)
+{
+	if (row->name[0] == '*')
+		return domstat_bytes(ds, row->name, strlen(row->name));
+	return domstat_bytes(ds, domain, len);
+}
+
 static enum smtp_rcpt_verdict smtpd_rcpt_check(void *arg, const char *domain,
 					       size_t len)
 {
@@ -64,8 +76,8 @@ static enum smtp_rcpt_verdict smtpd_rcpt_check(void *arg, const char *domain,
 		return domtab_live_stale(d->dt) ? SMTP_RCPT_TEMPFAIL : SMTP_RCPT_DENY;
 	/* Quota (DESIGN.md 5): refuse new mail once the domain holds its
 	 * quota; the sender retries (452 4.2.2) after the customer drains. */
-	if (row->quota_bytes && domstat_bytes(spool_shard_domstat(d->spool), domain, len) >=
-	    row->quota_bytes)
+	if (row->quota_bytes &&
+	    smtpd_quota_used(spool_shard_domstat(d->spool), row, domain, len) >= row->quota_bytes)
 		return SMTP_RCPT_OVER_QUOTA;
 	return SMTP_RCPT_OK;
 }
@@ -333,7 +345,7 @@ static int smtpd_over_quota(struct smtpd *d, const struct smtp_tx *tx)
 		const struct domtab_row *row = domtab_find(t, a + off, len - off);
 
 		if (row && row->quota_bytes &&
-		    domstat_bytes(ds, a + off, len - off) + body > row->quota_bytes)
+		    smtpd_quota_used(ds, row, a + off, len - off) + body > row->quota_bytes)
 			return -EDQUOT;
 	}
 	return 0;
