@@ -14,6 +14,7 @@
 struct domstat;
 struct drain_hub;
 struct epoch;
+struct budget;
 
 /* What every engine thread shares; each must outlive the engine set. */
 struct engine_env {
@@ -23,6 +24,7 @@ struct engine_env {
 	struct drain_hub *hub;          /* ETRN drains across engine threads */
 	struct epoch *ep;               /* QSBR domain of the engine threads */
 	struct connlimit *cl;           /* client_connection_limit; NULL = none */
+	struct budget *data_budget;     /* DATA buffers of all sessions (core/budget.h) */
 };
 
 struct engine_set;

@@ -22,6 +22,7 @@
 #include "core/domtab.h"
 #include "admin/engine.h"
 #include "core/addrtab.h"
+#include "core/budget.h"
 #include "core/config.h"
 #include "core/connlimit.h"
 #include "core/ctlsock.h"
@@ -30,6 +31,7 @@
 #include "core/loop.h"
 #include "core/resolver.h"
 #include "proto/drain.h"
+#include "proto/smtpd.h"
 #include "store/domstat.h"
 
 #define ETRND_DEFAULT_CONFIG "etc/etrnd.conf"
@@ -62,6 +64,7 @@ struct etrnd {
 	struct epoch *ep;
 	struct domtab_live *dt;
 	struct domstat *ds;
+	struct budget *data_budget;
 	struct resolver *res;          /* the one resolver (drain destinations) */
 	struct drain_hub *hub;
 	struct control *ctl;
@@ -129,6 +132,8 @@ static void etrnd_config(const struct etrnd_opts *o, struct config *cfg)
 	}
 	if (config_finish(cfg, err, sizeof(err)))
 		fatal("%s: %s", o->path, err);
+	if (smtpd_check_config(cfg, err, sizeof(err)))
+		fatal("%s", err);
 }
 
 /* Descriptors max_connections needs on every thread, with the reserves. */
@@ -211,6 +216,9 @@ static void etrnd_start(struct etrnd *d)
 	d->ep = epoch_new(cfg->threads + 1); /* + the control socket thread */
 	d->dt = d->ep ? domtab_live_new(NULL, d->ep) : NULL;
 	d->ds = domstat_new(ETRND_DOMSTAT_DOMAINS);
+	d->data_budget = budget_new(cfg->data_memory_limit);
+	if (!d->data_budget)
+		fatal("out of memory");
 	config_resolver_conf(cfg, &rc);
 	d->res = resolver_new(&rc, err, sizeof(err));
 	if (!d->res)
@@ -240,7 +248,8 @@ static void etrnd_start(struct etrnd *d)
 			fatal("client_connection_limit: %s", strerror(errno));
 	}
 	d->env = (struct engine_env){ .cfg = cfg, .dt = d->dt, .ds = d->ds,
-				      .hub = d->hub, .ep = d->ep, .cl = d->cl };
+				      .hub = d->hub, .ep = d->ep, .cl = d->cl,
+				      .data_budget = d->data_budget };
 	d->eng = engine_start(&d->env);
 	if (!d->eng) {
 		d->cs = ctlsock_stop(d->cs);
@@ -296,6 +305,7 @@ static int etrnd_stop(struct etrnd *d)
 	log_info("stopped");
 	domtab_live_free(d->dt);
 	domstat_free(d->ds);
+	budget_free(d->data_budget);
 	drain_hub_free(d->hub);
 	epoch_free(d->ep);
 	config_free(&d->cfg);

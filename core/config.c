@@ -640,6 +640,8 @@ static const struct config_key config_keys[] = {
 	{ "smtp_line_max", set_size, OFF(smtp_line_max), 1000, 1ull << 20 },
 	{ "smtp_max_recipients", set_uint, OFF(smtp_max_recipients), 1, 100000 },
 	{ "message_size_limit", set_size, OFF(message_size_limit), 1024, 1ull << 30 },
+	{ "data_memory_limit", set_size, OFF(data_memory_limit), CONFIG_DATA_MEMORY_MIN,
+	  CONFIG_DATA_MEMORY_MAX },
 	{ "smtp_max_errors", set_uint, OFF(smtp_max_errors), 1, 1000 },
 	{ "idle_timeout", set_duration, OFF(idle_timeout_ms), 100, MS_PER_DAY },
 	{ "session_timeout", set_duration, OFF(session_timeout_ms), 1000, 7 * MS_PER_DAY },
@@ -698,13 +700,16 @@ void config_defaults(struct config *c)
 		snprintf(c->hostname, sizeof(c->hostname), "localhost");
 	snprintf(c->spool_dir, sizeof(c->spool_dir), "var/spool");
 	c->sync = CONFIG_SYNC_BATCH;
-	c->segment_size = 64u << 20;
+	/* 128M: the worst-case record of a default 50M message (4/3 of it
+	 * dot-stuffed, plus 1000 recipients) needs about 67M (smtpd.h). */
+	c->segment_size = 128u << 20;
 	c->compact_threshold = 25;
 	c->compact_min_age_ms = 3600u * 1000u;
 	c->smtp_command_max = 512;
 	c->smtp_line_max = 1000;
 	c->smtp_max_recipients = 1000;
 	c->message_size_limit = 50u << 20;
+	c->data_memory_limit = CONFIG_DATA_MEMORY_DEFAULT;
 	c->smtp_max_errors = 10;
 	c->idle_timeout_ms = 300 * 1000;
 	c->session_timeout_ms = 3600 * 1000;
@@ -741,6 +746,23 @@ static int config_key_find(const char *key)
 	return -1;
 }
 
+/* The keys whose place is kept for cross-checks at start (config.h). */
+static const struct {
+	const char *name;
+	size_t off;
+} config_where[] = {
+	{ "message_size_limit", OFF(message_size_limit_at) },
+	{ "segment_size", OFF(segment_size_at) },
+	{ "data_memory_limit", OFF(data_memory_limit_at) },
+};
+
+static void note_where(struct config *c, const char *key, const char *where)
+{
+	for (size_t i = 0; i < sizeof(config_where) / sizeof(config_where[0]); i++)
+		if (!strcmp(key, config_where[i].name))
+			snprintf((char *)c + config_where[i].off, CONFIG_WHERE_MAX, "%s", where);
+}
+
 int config_set(struct config *c, const char *key, const char *value,
 	       const char *where, char *err, size_t errlen)
 {
@@ -751,8 +773,10 @@ int config_set(struct config *c, const char *key, const char *value,
 		snprintf(err, errlen, "%s: unknown key \"%s\"", where, key);
 		return -1;
 	}
-	if (config_keys[i].set(c, &config_keys[i], value, w, sizeof(w)) == 0)
+	if (config_keys[i].set(c, &config_keys[i], value, w, sizeof(w)) == 0) {
+		note_where(c, key, where);
 		return 0;
+	}
 	snprintf(err, errlen, "%s: %s", where, w);
 	return -1;
 }

@@ -16,6 +16,15 @@
 #define CONFIG_THREADS_MAX 256
 #define CONFIG_ERR_MAX 512
 #define CONFIG_HOSTNAME_MAX 256
+/* "file:line" (or "command line -o") of a key, for start-up cross-checks. */
+#define CONFIG_WHERE_MAX (PATH_MAX + 32)
+/* data_memory_limit: the DATA buffers of all sessions together. A fixed
+ * default rather than a share of RAM: the same on every node, and it holds
+ * three worst-case messages of the default message_size_limit at once (or
+ * thousands of ordinary ones) while staying small next to the spool. */
+#define CONFIG_DATA_MEMORY_DEFAULT (256ull << 20)
+#define CONFIG_DATA_MEMORY_MIN (1ull << 20)
+#define CONFIG_DATA_MEMORY_MAX (1ull << 40)
 /* The range of max_hold, in etrnd.conf and in a domain's Redis row alike:
  * at least a second, at most what 32-bit milliseconds hold (49 days). */
 #define CONFIG_MAX_HOLD_MIN_MS 1000ull
@@ -75,6 +84,7 @@ struct config {
 	size_t smtp_line_max;           /* RFC 5321 4.5.3.1.6 */
 	unsigned smtp_max_recipients;   /* RFC 5321 4.5.3.1.8: at least 100 */
 	size_t message_size_limit;
+	size_t data_memory_limit;       /* DATA buffers of all sessions, bytes */
 	unsigned smtp_max_errors;
 	unsigned idle_timeout_ms;       /* RFC 5321 4.5.3.2.7: at least 5 min */
 	unsigned session_timeout_ms;
@@ -105,6 +115,11 @@ struct config {
 	/* Postfix's allow_untrusted_routing: accept user%x@, user!x@ and
 	 * "user@x"@ recipients (sender-specified routing). Default 0. */
 	int allow_untrusted_routing;
+	/* Where message_size_limit, segment_size and data_memory_limit were
+	 * last set; "" = the default. proto/smtpd.h cross-checks them. */
+	char message_size_limit_at[CONFIG_WHERE_MAX];
+	char segment_size_at[CONFIG_WHERE_MAX];
+	char data_memory_limit_at[CONFIG_WHERE_MAX];
 };
 
 /* Fill c with every default. Allocates (relay_domains): config_free(). */

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/ascii.h"
+#include "core/budget.h"
 #include "core/datefmt.h"
 #include "core/linereader.h"
 #include "core/log.h"
@@ -33,6 +34,9 @@
 #define SMTP_BODY_KEEP (64u * 1024u)
 #define SMTP_ENV_SHRINK_OVER (64u * 1024u)
 #define SMTP_ENV_KEEP (4u * 1024u)
+/* DATA takes the node-wide memory budget in steps of this many bytes, so
+ * the shared counter is touched once per step, not once per feed. */
+#define SMTP_BUDGET_STEP (64u * 1024u)
 
 enum smtp_state {
 	SMTP_STATE_INIT = 0, /* connected, no HELO/EHLO yet */
@@ -83,6 +87,8 @@ struct smtp_tx {
 	struct buf env;    /* sender, then recipients, back to back */
 	struct buf rcpts;  /* struct smtp_rcpt_ref[nrcpt] */
 	struct buf body;   /* Received: + message, dot-stuffed, CRLF */
+	struct budget *budget; /* node-wide DATA memory (conf), NULL = none */
+	size_t budget_held;    /* bytes of it this transaction holds */
 	/* DATA reader */
 	enum smtp_data_state dstate;
 	unsigned derr;     /* SMTP_DERR_* */
@@ -177,8 +183,17 @@ static void smtp_reply(struct smtp_session *s, struct buf *out, const char *fmt,
 
 /* ---- transaction ------------------------------------------------------ */
 
+/* Give the transaction's share of the DATA memory budget back. */
+static void smtp_data_unbudget(struct smtp_tx *tx)
+{
+	if (tx->budget_held)
+		budget_give(tx->budget, tx->budget_held);
+	tx->budget_held = 0;
+}
+
 static void smtp_tx_drop(struct smtp_tx *tx)
 {
+	smtp_data_unbudget(tx);
 	tx->msgid = 0;
 	tx->qid[0] = '\0';
 	tx->flags = 0;
@@ -592,22 +607,27 @@ static int smtp_write_received(struct smtp_session *s)
 	return r;
 }
 
-static void smtp_proceed_data(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+size_t smtp_server_body_max(const struct smtp_limits *lim, const char *hostname)
 {
-	const struct smtp_server_conf *conf = s->conf;
-	const struct smtp_limits *lim = &conf->limits;
-	struct smtp_tx *tx = &s->tx;
-	size_t room = SMTP_RECEIVED_ROOM + strlen(conf->hostname);
+	size_t room = SMTP_RECEIVED_ROOM + strlen(hostname);
 	size_t cap = lim->size_max;
 
 	/* The stored body is dot-stuffed, size_max counts unstuffed octets: a
-	 * stuffing dot needs a line of at least ".X\r\n", so the stored size is
-	 * at most 4/3 of the counted one. The reader stops storing as soon as
-	 * the count passes size_max; the cap is only the backstop. */
+	 * stuffed line is at least "..\r\n" for the counted ".\r\n", so the
+	 * stored size is at most 4/3 of the counted one. The reader stops
+	 * storing as soon as the count passes size_max; the cap is only the
+	 * backstop. */
 	cap = cap > SIZE_MAX - cap / 3 ? SIZE_MAX : cap + cap / 3;
-	cap = cap > SIZE_MAX - room ? SIZE_MAX : cap + room;
+	return cap > SIZE_MAX - room ? SIZE_MAX : cap + room;
+}
+
+static void smtp_proceed_data(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	const struct smtp_server_conf *conf = s->conf;
+	struct smtp_tx *tx = &s->tx;
+
 	buf_reset(&tx->body);
-	tx->body.max = cap;
+	tx->body.max = smtp_server_body_max(&conf->limits, conf->hostname);
 	conf->new_id(conf->new_id_arg, &tx->msgid, tx->qid);
 	tx->qid[SMTP_QID_MAX - 1] = '\0';
 	if (smtp_write_received(s) != 0) {
@@ -832,6 +852,30 @@ static size_t smtp_line_feed(struct smtp_session *s, const char *p, size_t n, st
 
 /* ---- DATA ------------------------------------------------------------- */
 
+/* Before the body grows past what the transaction holds of the node-wide
+ * budget, take more, in SMTP_BUDGET_STEP steps. When the node has none
+ * left, the message is refused (452 4.3.1 at its end, the rest of DATA read
+ * and dropped so the session stays in step) and its buffer freed now: a
+ * session that cannot get memory costs only itself. */
+static int smtp_data_budget(struct smtp_tx *tx, size_t n)
+{
+	size_t want = tx->body.len + n - tx->budget_held;
+
+	want = want > SIZE_MAX - (SMTP_BUDGET_STEP - 1) ? SIZE_MAX :
+		(want + SMTP_BUDGET_STEP - 1) / SMTP_BUDGET_STEP * SMTP_BUDGET_STEP;
+	if (budget_take(tx->budget, want) == 0) {
+		tx->budget_held += want;
+		return 0;
+	}
+	log_info("%s: DATA memory budget exhausted (%llu of %llu bytes in use): "
+		 "message refused, rest of DATA discarded", tx->qid,
+		 (unsigned long long)budget_used(tx->budget),
+		 (unsigned long long)budget_limit(tx->budget));
+	smtp_data_unbudget(tx);
+	buf_free(&tx->body);
+	return -ENOBUFS;
+}
+
 /* Store octets of the body; once the message is refused nothing more is
  * kept, only counted. */
 static void smtp_data_store(struct smtp_tx *tx, const char *p, size_t n)
@@ -840,6 +884,10 @@ static void smtp_data_store(struct smtp_tx *tx, const char *p, size_t n)
 
 	if (tx->derr != 0 || n == 0)
 		return;
+	if (tx->budget && tx->body.len + n > tx->budget_held && smtp_data_budget(tx, n)) {
+		tx->derr |= SMTP_DERR_NOMEM;
+		return;
+	}
 	r = buf_append(&tx->body, p, n);
 	if (r == -ENOMEM)
 		tx->derr |= SMTP_DERR_NOMEM;
@@ -1149,6 +1197,7 @@ struct smtp_session *smtp_server_new(const struct smtp_server_conf *conf,
 	buf_init(&s->tx.env, ((size_t)lim->max_recipients + 1) * (SMTP_PATH_MAX + 1));
 	buf_init(&s->tx.rcpts, ((size_t)lim->max_recipients + 1) * sizeof(struct smtp_rcpt_ref));
 	buf_init(&s->tx.body, 0); /* cap set for each message in smtp_proceed_data */
+	s->tx.budget = conf->data_budget;
 	return s;
 }
 
@@ -1156,6 +1205,7 @@ struct smtp_session *smtp_server_free(struct smtp_session *s)
 {
 	if (s == NULL)
 		return NULL;
+	smtp_data_unbudget(&s->tx);
 	buf_free(&s->tx.env);
 	buf_free(&s->tx.rcpts);
 	buf_free(&s->tx.body);
@@ -1236,6 +1286,11 @@ void smtp_server_commit_done(struct smtp_session *s, int err, struct buf *out)
 	} else if (err == -EDQUOT) {
 		log_debug("%s: commit refused: over quota", tx->qid);
 		smtp_reply(s, out, "452 4.2.2 Error: over quota");
+	} else if (err == -E2BIG) {
+		/* The stored record does not fit a spool segment: a retry would
+		 * fail the same way, so a permanent reply, not 451 for days. */
+		log_info("%s: commit refused: too big for a spool segment", tx->qid);
+		smtp_reply(s, out, "552 5.3.4 Error: message too big for the queue");
 	} else {
 		log_debug("%s: commit failed: %s", tx->qid, strerror(-err));
 		smtp_reply(s, out, "451 4.3.0 Error: queue file write error");

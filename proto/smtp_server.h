@@ -81,6 +81,11 @@ struct smtp_server_conf {
 	/* 0 (Postfix's default): a local part with '%', '!' or a quoted '@'
 	 * is refused 554 5.7.1 (smtp_parse.h's SMTP_PATH_LOCAL_ROUTING). */
 	int allow_untrusted_routing;
+	/* Node-wide memory for DATA buffers (core/budget.h), shared by every
+	 * session; NULL = no budget. A message that cannot get more of it is
+	 * refused with 452 4.3.1 at its end (the rest of DATA is read and
+	 * dropped); its share is given back when the transaction ends. */
+	struct budget *data_budget;
 };
 
 enum smtp_event {
@@ -91,6 +96,7 @@ enum smtp_event {
 	SMTP_EV_CLOSE,          /* final reply written (221/421/...); flush it and close */
 };
 
+struct budget;
 struct smtp_session;
 struct smtp_tx;
 
@@ -101,6 +107,11 @@ struct smtp_session *smtp_server_new(const struct smtp_server_conf *conf,
 
 /* Free a session and its transaction. NULL is fine. Returns NULL. */
 struct smtp_session *smtp_server_free(struct smtp_session *s);
+
+/* The most bytes a stored body can take under lim with our name hostname:
+ * size_max dot-stuffed (4/3 at most) plus our Received: header. The body
+ * buffer's cap, and what the start-up cross-checks count with. */
+size_t smtp_server_body_max(const struct smtp_limits *lim, const char *hostname);
 
 /* Append the 220 greeting. */
 void smtp_server_greeting(struct smtp_session *s, struct buf *out);
@@ -123,7 +134,8 @@ const struct smtp_tx *smtp_server_tx(const struct smtp_session *s);
 
 /* The commit of the current transaction finished: err 0 means it is on disk
  * (writes "250 2.0.0 Ok: queued as QID"); -ENOSPC/-EIO/other: 451 4.3.0;
- * -EDQUOT: 452 4.2.2. The transaction is dropped either way and the session
+ * -EDQUOT: 452 4.2.2; -E2BIG (the record does not fit a spool segment):
+ * 552 5.3.4. The transaction is dropped either way and the session
  * accepts commands again. */
 void smtp_server_commit_done(struct smtp_session *s, int err, struct buf *out);
 

@@ -16,6 +16,7 @@
 
 #include "core/ascii.h"
 #include "core/log.h"
+#include "proto/smtp_parse.h"
 #include "proto/drain.h"
 #include "proto/expire.h"
 #include "proto/qid.h"
@@ -25,6 +26,7 @@
 
 #define SMTPD_BUSY_MAX 256
 #define SMTPD_LOG_ADDR_MAX 300 /* RFC 5321 4.5.3.1.3: paths are at most 256 octets */
+#define SMTPD_SIZE_MIN 1024     /* message_size_limit's own minimum (core/config.c) */
 
 struct smtpd {
 	const struct config *cfg;
@@ -53,6 +55,18 @@ struct smtpd_conn {
 	int closing;                 /* conn_close() called */
 };
 
+/* Bytes held against a row's quota: the domain's own for an exact row; for
+ * a wildcard row "*.example.test", everything held under example.test
+ * (store/domstat.h counts it under the row's name), so any number of
+ * subdomains share the one quota. */
+static uint64_t smtpd_quota_used(const struct domstat *ds, const struct domtab_row *row,
+				 const char *domain, size_t len)
+{
+	if (row->name[0] == '*')
+		return domstat_bytes(ds, row->name, strlen(row->name));
+	return domstat_bytes(ds, domain, len);
+}
+
 static enum smtp_rcpt_verdict smtpd_rcpt_check(void *arg, const char *domain,
 					       size_t len)
 {
@@ -67,8 +81,8 @@ static enum smtp_rcpt_verdict smtpd_rcpt_check(void *arg, const char *domain,
 		return domtab_live_stale(d->dt) ? SMTP_RCPT_TEMPFAIL : SMTP_RCPT_DENY;
 	/* Quota (DESIGN.md 5): refuse new mail once the domain holds its
 	 * quota; the sender retries (452 4.2.2) after the customer drains. */
-	if (row->quota_bytes && domstat_bytes(spool_shard_domstat(d->spool), domain, len) >=
-	    row->quota_bytes)
+	if (row->quota_bytes &&
+	    smtpd_quota_used(spool_shard_domstat(d->spool), row, domain, len) >= row->quota_bytes)
 		return SMTP_RCPT_OVER_QUOTA;
 	return SMTP_RCPT_OK;
 }
@@ -121,6 +135,90 @@ void smtpd_set_drain(struct smtpd *d, struct drain *dr)
 	d->drain = dr;
 }
 
+void smtpd_set_budget(struct smtpd *d, struct budget *b)
+{
+	d->sconf.data_budget = b;
+}
+
+/* The server limits cfg gives a session (the one place they are copied). */
+static void smtpd_limits(const struct config *cfg, struct smtp_limits *l)
+{
+	l->command_max = cfg->smtp_command_max;
+	l->line_max = cfg->smtp_line_max;
+	l->max_recipients = cfg->smtp_max_recipients;
+	l->size_max = cfg->message_size_limit;
+	l->max_errors = cfg->smtp_max_errors;
+	l->bare_lf_normalize = cfg->bare_lf_normalize;
+}
+
+size_t smtpd_record_max(const struct config *cfg)
+{
+	struct smtp_limits l;
+	size_t path = SMTP_PATH_MAX;
+	size_t head0 = spool_rec_msg_head_size(0, 0, NULL);
+	size_t per_rcpt = spool_rec_msg_head_size(0, 1, &path) - head0;
+	size_t head = spool_rec_msg_head_size(SMTP_PATH_MAX, 0, NULL) +
+		      per_rcpt * cfg->smtp_max_recipients;
+	size_t body;
+
+	smtpd_limits(cfg, &l);
+	body = smtp_server_body_max(&l, cfg->hostname);
+	return body > SIZE_MAX - head ? SIZE_MAX : head + body;
+}
+
+/* Lower a default message_size_limit until its worst-case record fits a
+ * segment; 0 when even the smallest does not. */
+static int smtpd_fit_size(struct config *cfg)
+{
+	size_t was = cfg->message_size_limit;
+	size_t over = smtpd_record_max(cfg) - cfg->segment_size;
+
+	/* Each byte of message costs up to 4/3 stored: step down by 3/4 of
+	 * the overshoot, then byte by byte for the rounding. */
+	cfg->message_size_limit = over / 4 * 3 > was ? 0 : was - over / 4 * 3;
+	while (cfg->message_size_limit > 0 && smtpd_record_max(cfg) > cfg->segment_size)
+		cfg->message_size_limit--;
+	if (cfg->message_size_limit < SMTPD_SIZE_MIN) {
+		cfg->message_size_limit = was; /* for the error message */
+		return 0;
+	}
+	log_info("message_size_limit lowered from %zu to %zu (the default), so a "
+		 "message's worst-case record fits segment_size %zu", was,
+		 cfg->message_size_limit, cfg->segment_size);
+	return 1;
+}
+
+int smtpd_check_config(struct config *cfg, char *err, size_t errlen)
+{
+	const char *msl_at = cfg->message_size_limit_at[0] ? cfg->message_size_limit_at :
+			     "default";
+	const char *seg_at = cfg->segment_size_at[0] ? cfg->segment_size_at : "default";
+	size_t rec = smtpd_record_max(cfg);
+	struct smtp_limits l;
+	size_t body;
+
+	if (rec > cfg->segment_size && (cfg->message_size_limit_at[0] || !smtpd_fit_size(cfg))) {
+		snprintf(err, errlen, "%s: message_size_limit %zu: such a message is stored "
+			 "as up to %zu bytes (dot-stuffing 4/3, our Received: header, %u "
+			 "recipients), more than segment_size %zu (%s): lower it or raise "
+			 "segment_size", cfg->message_size_limit_at[0] ? msl_at : seg_at,
+			 cfg->message_size_limit, rec,
+			 cfg->smtp_max_recipients, cfg->segment_size, seg_at);
+		return -1;
+	}
+	smtpd_limits(cfg, &l);
+	body = smtp_server_body_max(&l, cfg->hostname);
+	if (body > cfg->data_memory_limit) {
+		snprintf(err, errlen, "%s: data_memory_limit %zu: one message of "
+			 "message_size_limit %zu (%s) is buffered as up to %zu bytes, so it "
+			 "could never be taken", cfg->data_memory_limit_at[0] ?
+			 cfg->data_memory_limit_at : "default", cfg->data_memory_limit,
+			 cfg->message_size_limit, msl_at, body);
+		return -1;
+	}
+	return 0;
+}
+
 struct smtpd *smtpd_new(const struct config *cfg, const struct domtab_live *dt)
 {
 	struct smtpd *d = calloc(1, sizeof(*d));
@@ -131,12 +229,7 @@ struct smtpd *smtpd_new(const struct config *cfg, const struct domtab_live *dt)
 	d->cfg = cfg;
 	d->dt = dt;
 	d->sconf.hostname = cfg->hostname;
-	d->sconf.limits.command_max = cfg->smtp_command_max;
-	d->sconf.limits.line_max = cfg->smtp_line_max;
-	d->sconf.limits.max_recipients = cfg->smtp_max_recipients;
-	d->sconf.limits.size_max = cfg->message_size_limit;
-	d->sconf.limits.max_errors = cfg->smtp_max_errors;
-	d->sconf.limits.bare_lf_normalize = cfg->bare_lf_normalize;
+	smtpd_limits(cfg, &d->sconf.limits);
 	d->sconf.rcpt_check = smtpd_rcpt_check;
 	d->sconf.rcpt_arg = d;
 	d->sconf.new_id = smtpd_new_id;
@@ -281,7 +374,7 @@ static int smtpd_over_quota(struct smtpd *d, const struct smtp_tx *tx)
 		const struct domtab_row *row = domtab_find(t, a + off, len - off);
 
 		if (row && row->quota_bytes &&
-		    domstat_bytes(ds, a + off, len - off) + body > row->quota_bytes)
+		    smtpd_quota_used(ds, row, a + off, len - off) + body > row->quota_bytes)
 			return -EDQUOT;
 	}
 	return 0;

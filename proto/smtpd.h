@@ -35,6 +35,28 @@ int smtpd_set_spool(struct smtpd *d, struct spool_shard *sh);
 struct drain;
 void smtpd_set_drain(struct smtpd *d, struct drain *dr);
 
+/* Attach the node-wide DATA memory budget (core/budget.h; it must outlive
+ * d). Without one, DATA buffers are bounded per session only. Call before
+ * the first connection. */
+struct budget;
+void smtpd_set_budget(struct smtpd *d, struct budget *b);
+
+/*
+ * Start-up cross-check of the limits a message meets on its way (call after
+ * config_finish(), before any engine starts). The worst case of one stored
+ * record (message_size_limit dot-stuffed, 4/3 at most, plus our Received:
+ * header and an envelope of smtp_max_recipients paths) must fit segment_size,
+ * or the spool would refuse a message the server took (E2BIG); and one
+ * message's buffer must fit data_memory_limit, or it could never be taken.
+ * When message_size_limit was left at its default, it is lowered to the
+ * largest that fits (logged); otherwise returns -1 with err set to
+ * "file:line: what is wrong". Returns 0 when the limits agree.
+ */
+int smtpd_check_config(struct config *cfg, char *err, size_t errlen);
+
+/* Worst-case bytes of one stored MSG record under cfg's limits. */
+size_t smtpd_record_max(const struct config *cfg);
+
 /* The 421 line for connections over max_connections (lives as long as d). */
 const char *smtpd_busy_reply(const struct smtpd *d);
 

@@ -36,15 +36,23 @@ struct domstat {
 	size_t mask;
 };
 
-/* FNV-1a 64 over the ASCII-lower-cased name, one trailing dot ignored. */
-static uint64_t domstat_hash(const char *p, size_t n)
+#define DOMSTAT_WILD "*."   /* a wildcard name: "*." + the parent */
+
+/* FNV-1a 64 over the ASCII-lower-cased name, one trailing dot ignored.
+ * from is HASH_FNV64_INIT, or the hash of a prefix (DOMSTAT_WILD). */
+static uint64_t domstat_hash_from(uint64_t from, const char *p, size_t n)
 {
 	uint64_t h;
 
 	if (n > 0 && p[n - 1] == '.')
 		n--;
-	h = hash_fnv64_lower(HASH_FNV64_INIT, p, n);
+	h = hash_fnv64_lower(from, p, n);
 	return h ? h : 1; /* 0 marks an empty slot */
+}
+
+static uint64_t domstat_hash(const char *p, size_t n)
+{
+	return domstat_hash_from(HASH_FNV64_INIT, p, n);
 }
 
 struct domstat *domstat_new(size_t max_domains)
@@ -94,14 +102,11 @@ static struct domstat_cell *find(const struct domstat *t, uint64_t h, int insert
 	return NULL;
 }
 
-struct domstat_cell *domstat_cell(struct domstat *t, const char *domain, size_t len)
+static struct domstat_cell *cell_of(struct domstat *t, uint64_t h)
 {
 	static atomic_int warned;
-	struct domstat_cell *c;
+	struct domstat_cell *c = find(t, h, 1);
 
-	if (len > DOMSTAT_NAME_MAX + 1)
-		return NULL;
-	c = find(t, domstat_hash(domain, len), 1);
 	if (!c && !atomic_exchange(&warned, 1))
 		log_warn("domain counters full (%zu domains with held mail): held mail of "
 			 "further domains is not counted, so their quota is not enforced",
@@ -109,10 +114,39 @@ struct domstat_cell *domstat_cell(struct domstat *t, const char *domain, size_t 
 	return c;
 }
 
+struct domstat_cell *domstat_cell(struct domstat *t, const char *domain, size_t len)
+{
+	if (len > DOMSTAT_NAME_MAX + 1)
+		return NULL;
+	return cell_of(t, domstat_hash(domain, len));
+}
+
 void domstat_add(struct domstat_cell *c, int64_t msgs, int64_t bytes)
 {
 	atomic_fetch_add_explicit(&c->msgs, msgs, memory_order_relaxed);
 	atomic_fetch_add_explicit(&c->bytes, bytes, memory_order_relaxed);
+}
+
+void domstat_add_domain(struct domstat *t, const char *domain, size_t len,
+			int64_t msgs, int64_t bytes)
+{
+	uint64_t wild = hash_fnv64_lower(HASH_FNV64_INIT, DOMSTAT_WILD,
+					 sizeof(DOMSTAT_WILD) - 1);
+	struct domstat_cell *c;
+
+	if (len > DOMSTAT_NAME_MAX + 1)
+		return;
+	if ((c = cell_of(t, domstat_hash(domain, len))))
+		domstat_add(c, msgs, bytes);
+	/* Every enclosing wildcard, nearest first, as domtab_find() probes
+	 * them: the parent after each dot (a trailing dot is no label). */
+	for (size_t i = 0; i + 1 < len; i++) {
+		if (domain[i] != '.')
+			continue;
+		c = cell_of(t, domstat_hash_from(wild, domain + i + 1, len - i - 1));
+		if (c)
+			domstat_add(c, msgs, bytes);
+	}
 }
 
 uint64_t domstat_bytes(const struct domstat *t, const char *domain, size_t len)

@@ -8,6 +8,9 @@
  * counters are simply zero), so a reader never sees a cell vanish.
  * Two domains whose 64-bit hashes collide would share counters: with FNV-1a
  * over 100,000 domains that has odds of about 1 in 3.7 billion.
+ * Mail is also counted under every enclosing wildcard name: a.b.example.test
+ * under "*.b.example.test", "*.example.test" and "*.test", so the quota of a
+ * wildcard row is one total for all the names it covers (issue 10 item 5).
  */
 #ifndef ETRND_STORE_DOMSTAT_H
 #define ETRND_STORE_DOMSTAT_H
@@ -30,6 +33,13 @@ struct domstat_cell *domstat_cell(struct domstat *t, const char *domain, size_t 
 
 /* Add (or with negative values, remove) messages and bytes. Thread-safe. */
 void domstat_add(struct domstat_cell *c, int64_t msgs, int64_t bytes);
+
+/* Add to a domain's own counters and to those of every enclosing wildcard
+ * name ("*.parent"), each created if needed. A full table skips the names it
+ * cannot hold (warned once) but still counts the others, so a wildcard's
+ * total keeps counting however many names under it arrive. Thread-safe. */
+void domstat_add_domain(struct domstat *t, const char *domain, size_t len,
+		int64_t msgs, int64_t bytes);
 
 /* Current counters of a domain; 0 for a domain never counted. */
 uint64_t domstat_bytes(const struct domstat *t, const char *domain, size_t len);

@@ -194,12 +194,10 @@ static void domstat_seed(struct spool_shard *sh)
 		return;
 	while ((q = spool_index_queue_each(sh->idx, &cursor))) {
 		struct spool_index_qstat st;
-		struct domstat_cell *c;
 
 		spool_index_queue_stat(q, &st);
-		c = domstat_cell(sh->domstat, st.domain, st.domain_len);
-		if (c)
-			domstat_add(c, (int64_t)st.messages, (int64_t)st.bytes);
+		domstat_add_domain(sh->domstat, st.domain, st.domain_len,
+				   (int64_t)st.messages, (int64_t)st.bytes);
 	}
 }
 
@@ -222,7 +220,6 @@ static void qcount(struct spool_shard *sh, const char *d, size_t n,
 static void qdelta(struct spool_shard *sh, const char *d, size_t n,
 		   uint64_t msgs0, uint64_t bytes0)
 {
-	struct domstat_cell *c;
 	uint64_t msgs1, bytes1;
 
 	if (!sh->domstat)
@@ -230,10 +227,8 @@ static void qdelta(struct spool_shard *sh, const char *d, size_t n,
 	qcount(sh, d, n, &msgs1, &bytes1);
 	if (msgs1 == msgs0 && bytes1 == bytes0)
 		return;
-	c = domstat_cell(sh->domstat, d, n);
-	if (c)
-		domstat_add(c, (int64_t)msgs1 - (int64_t)msgs0,
-			    (int64_t)bytes1 - (int64_t)bytes0);
+	domstat_add_domain(sh->domstat, d, n, (int64_t)msgs1 - (int64_t)msgs0,
+			   (int64_t)bytes1 - (int64_t)bytes0);
 }
 
 /* The shard's per-turn work: compaction (its own step and stop hook, see
@@ -718,15 +713,13 @@ static void domstat_add_msg(struct spool_shard *sh, uint32_t nrcpt, size_t body_
 		size_t dl, dl2;
 		const char *d = spool_rec_addr_domain(sh->addrs[i], &dl);
 		int seen = 0;
-		struct domstat_cell *c;
 
 		for (uint32_t k = 0; k < i && !seen; k++) {
 			const char *d2 = spool_rec_addr_domain(sh->addrs[k], &dl2);
 			seen = dl2 == dl && ascii_eq_n(d, d2, dl);
 		}
-		if (seen || !(c = domstat_cell(sh->domstat, d, dl)))
-			continue;
-		domstat_add(c, 1, (int64_t)body_len);
+		if (!seen)
+			domstat_add_domain(sh->domstat, d, dl, 1, (int64_t)body_len);
 	}
 }
 

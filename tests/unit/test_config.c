@@ -39,6 +39,8 @@ static const struct bad_case bad_cases[] = {
 	{ "threads = 0\n", "1: bad value for threads: \"0\" (want auto or a number from 1 to 256)" },
 	{ "threads = many\n", "1: bad value for threads: \"many\"" },
 	{ "message_size_limit = 10X\n", "1: bad value for message_size_limit: \"10X\"" },
+	{ "data_memory_limit = 512k\n", "1: bad value for data_memory_limit: \"512k\" (want a size from 1048576" },
+	{ "data_memory_limit = 2T\n", "1: bad value for data_memory_limit: \"2T\"" },
 	{ "smtp_command_max = 100\n", "1: bad value for smtp_command_max: \"100\" (want a size from 512" },
 	{ "smtp_line_max = 999\n", "1: bad value for smtp_line_max: \"999\"" },
 	{ "idle_timeout = 5 minutes\n", "1: bad value for idle_timeout: \"5 minutes\"" },
@@ -116,6 +118,7 @@ Test(config, defaults_and_good_values)
 		"smtp_line_max = 2000\n"
 		"smtp_max_recipients = 5\n"
 		"message_size_limit = 64KiB\n"
+		"data_memory_limit = 32M\n"
 		"smtp_max_errors = 3\n"
 		"idle_timeout = 1500ms\n"
 		"session_timeout = 2h\n"
@@ -134,6 +137,8 @@ Test(config, defaults_and_good_values)
 	cr_assert_eq(c.smtp_command_max, 512);
 	cr_assert_eq(c.smtp_line_max, 1000);
 	cr_assert_eq(c.message_size_limit, 50u << 20);
+	cr_assert_eq(c.data_memory_limit, 256u << 20);
+	cr_assert_str_empty(c.message_size_limit_at);
 	cr_assert_eq(c.idle_timeout_ms, 300000);
 	cr_assert_str_eq(c.postmaster, "");
 	cr_assert_eq(c.allow_untrusted_routing, 0);
@@ -156,6 +161,18 @@ Test(config, defaults_and_good_values)
 	cr_expect_eq(c.smtp_command_max, 1024);
 	cr_expect_eq(c.smtp_max_recipients, 5);
 	cr_expect_eq(c.message_size_limit, 64u << 10);
+	cr_expect_eq(c.data_memory_limit, 32u << 20);
+	/* Where the cross-checked keys were set (proto/smtpd.h says why). */
+	{
+		char want[CONFIG_WHERE_MAX];
+
+		snprintf(want, sizeof(want), "%s:12", path);
+		cr_expect_str_eq(c.message_size_limit_at, want);
+		snprintf(want, sizeof(want), "%s:8", path);
+		cr_expect_str_eq(c.segment_size_at, want);
+		snprintf(want, sizeof(want), "%s:13", path);
+		cr_expect_str_eq(c.data_memory_limit_at, want);
+	}
 	cr_expect_eq(c.idle_timeout_ms, 1500);
 	cr_expect_eq(c.session_timeout_ms, 2u * 3600 * 1000);
 	cr_expect_eq(c.bare_lf_normalize, 1);

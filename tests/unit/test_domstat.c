@@ -80,3 +80,41 @@ Test(domstat, concurrent)
 	}
 	domstat_free(shared);
 }
+
+/* Mail for names under a wildcard is also counted under "*.parent", for
+ * every enclosing parent, so a wildcard row's quota is one total (issue 10
+ * item 5): before, each subdomain had its own count and none reached it. */
+Test(domstat, wildcard_totals)
+{
+	struct domstat *t = domstat_new(64);
+	static const char *const names[] = { "a.example.test", "B.Example.Test.",
+					     "c.d.example.test", "other.test" };
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		domstat_add_domain(t, names[i], strlen(names[i]), 1, 1000);
+	cr_expect_eq(domstat_bytes(t, "*.example.test", 14), 3000, "three names under it");
+	cr_expect_eq(domstat_msgs(t, "*.example.test", 14), 3);
+	cr_expect_eq(domstat_bytes(t, "*.d.example.test", 16), 1000);
+	cr_expect_eq(domstat_bytes(t, "*.test", 6), 4000);
+	cr_expect_eq(domstat_bytes(t, "b.example.test", 14), 1000, "own count unchanged");
+	cr_expect_eq(domstat_bytes(t, "*.a.example.test", 16), 0, "no wildcard under a name");
+	domstat_add_domain(t, "a.example.test", 14, -1, -1000);
+	cr_expect_eq(domstat_bytes(t, "*.example.test", 14), 2000);
+	cr_expect_eq(domstat_bytes(t, "a.example.test", 14), 0);
+	domstat_free(t);
+}
+
+/* A full table still counts the wildcard total of a name it cannot hold,
+ * so many subdomains cannot slip past the quota by filling the table. */
+Test(domstat, wildcard_counts_when_full)
+{
+	struct domstat *t = domstat_new(1); /* 64 slots */
+	char name[32];
+
+	for (int i = 0; i < 200; i++) {
+		snprintf(name, sizeof(name), "s%d.example.test", i);
+		domstat_add_domain(t, name, strlen(name), 1, 10);
+	}
+	cr_expect_eq(domstat_bytes(t, "*.example.test", 14), 2000);
+	domstat_free(t);
+}

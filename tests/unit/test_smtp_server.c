@@ -468,6 +468,11 @@ static const struct t_case t_cases[] = {
 	{ "commit fails: EDQUOT", T_SMALL, EHLO TX1 "one\r\n.\r\n", 0, 0, -EDQUOT,
 		G EHLO_OUT TX1_OUT "452 4.2.2 Error: over quota\r\n", SMTP_EV_NEED_INPUT,
 		TX1_REC(1, "one\r\n") },
+	/* The stored record did not fit a segment (issue 10 item 9): the same
+	 * message would fail again, so a permanent 552, never 451 for days. */
+	{ "commit fails: E2BIG", T_SMALL, EHLO TX1 "one\r\n.\r\n", 0, 0, -E2BIG,
+		G EHLO_OUT TX1_OUT "552 5.3.4 Error: message too big for the queue\r\n",
+		SMTP_EV_NEED_INPUT, TX1_REC(1, "one\r\n") },
 	{ "rset drops the transaction", T_SMALL,
 		EHLO "MAIL FROM:<s@x.test>\r\nRCPT TO:<a@ok.test>\r\nRSET\r\nRSET x\r\n"
 		"RCPT TO:<a@ok.test>\r\n", 0, 0, 0,
