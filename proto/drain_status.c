@@ -140,26 +140,59 @@ static void status_post_all(struct status_req *rq, const struct drain_status_sha
 	}
 }
 
-/* With rq->mu held: a line per shard; the domains of all, in one array
- * (*all, *nall; NULL when none or out of memory). */
-static void status_shards(struct status_req *rq, struct buf *out, struct status_dom **all,
-			  size_t *nall)
+/* Append s as a JSON string (quoted; control bytes, '"' and '\\' escaped). */
+static void status_json_str(struct buf *out, const char *s, size_t n)
+{
+	(void)buf_puts(out, "\"");
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c < 0x20 || c == '"' || c == '\\' || c >= 0x7f)
+			(void)buf_printf(out, "\\u%04x", c);
+		else
+			(void)buf_append(out, &s[i], 1);
+	}
+	(void)buf_puts(out, "\"");
+}
+
+/* One shard's totals: a text line, or a JSON object (comma first unless
+ * it is the first). */
+static void status_shard_line(struct buf *out, unsigned i, const struct spool_index_totals *t,
+			      int answered, int json)
+{
+	if (json && !answered) {
+		(void)buf_printf(out, "%s{\"shard\":%u,\"answered\":false}", i ? "," : "", i);
+		return;
+	}
+	if (!answered) {
+		(void)buf_printf(out, "shard %u: no answer\n", i);
+		return;
+	}
+	(void)buf_printf(out, json ? "%s{\"shard\":%u,\"answered\":true,\"messages\":%" PRIu64
+			 ",\"recipients\":%" PRIu64 ",\"domains\":%" PRIu64 ",\"segments\":%"
+			 PRIu64 ",\"bytes\":%" PRIu64 ",\"live_bytes\":%" PRIu64 ",\"delivered\":%"
+			 PRIu64 ",\"bounced\":%" PRIu64 ",\"expired\":%" PRIu64 "}"
+			 : "%sshard %u: messages %" PRIu64 ", recipients %" PRIu64
+			 ", domains %" PRIu64 ", segments %" PRIu64 ", bytes %" PRIu64
+			 " (live %" PRIu64 "), delivered %" PRIu64 ", bounced %" PRIu64
+			 ", expired %" PRIu64 "\n", json && i ? "," : "", i, t->messages,
+			 t->recipients, t->domains, t->segments, t->total_bytes, t->live_bytes,
+			 t->delivered, t->bounced, t->expired);
+}
+
+/* With rq->mu held: a line (or JSON object) per shard; the domains of all,
+ * in one array (*all, *nall; NULL when none or out of memory). */
+static void status_shards(struct status_req *rq, struct buf *out, int json,
+			  struct status_dom **all, size_t *nall)
 {
 	size_t total = 0, k = 0;
 
 	for (unsigned i = 0; i < rq->n; i++) {
-		struct spool_index_totals *t = &rq->tot[i];
-		if (!rq->doms[i] && !t->segments) {
-			(void)buf_printf(out, "shard %u: no answer\n", i);
-			continue;
-		}
-		(void)buf_printf(out, "shard %u: messages %" PRIu64 ", recipients %" PRIu64
-				 ", domains %" PRIu64 ", segments %" PRIu64 ", bytes %" PRIu64
-				 " (live %" PRIu64 "), delivered %" PRIu64 ", bounced %" PRIu64
-				 ", expired %" PRIu64 "\n", i, t->messages, t->recipients, t->domains,
-				 t->segments, t->total_bytes, t->live_bytes, t->delivered, t->bounced,
-				 t->expired);
-		total += rq->ndoms[i];
+		int answered = rq->doms[i] || rq->tot[i].segments;
+
+		status_shard_line(out, i, &rq->tot[i], answered, json);
+		if (answered)
+			total += rq->ndoms[i];
 	}
 	*all = total ? calloc(total, sizeof(**all)) : NULL;
 	for (unsigned i = 0; *all && i < rq->n; i++)
@@ -175,8 +208,9 @@ static int status_cmp(const void *a, const void *b)
 	return strcmp(x->dom, y->dom);
 }
 
-/* Merge each domain's shards: one line per domain, node-wide. */
-static void status_domains(struct status_dom *all, size_t k, struct buf *out)
+/* Merge each domain's shards: one line (or JSON object) per domain,
+ * node-wide. */
+static void status_domains(struct status_dom *all, size_t k, int json, struct buf *out)
 {
 	struct timespec ts;
 	uint64_t now;
@@ -195,15 +229,22 @@ static void status_domains(struct status_dom *all, size_t k, struct buf *out)
 			if (all[j].oldest_us < s.oldest_us)
 				s.oldest_us = all[j].oldest_us;
 		}
-		(void)buf_printf(out, "domain %s: messages %" PRIu64 ", recipients %" PRIu64
-				 ", bytes %" PRIu64 ", oldest %" PRIu64 " s\n", s.dom, s.msgs,
-				 s.rcpts, s.bytes, now > s.oldest_us ? (now - s.oldest_us) / 1000000 : 0);
+		if (json) {
+			(void)buf_puts(out, i ? ",{\"domain\":" : "{\"domain\":");
+			status_json_str(out, s.dom, strlen(s.dom));
+		}
+		(void)buf_printf(out, json ? "%s,\"messages\":%" PRIu64 ",\"recipients\":%" PRIu64
+				 ",\"bytes\":%" PRIu64 ",\"oldest_s\":%" PRIu64 "}"
+				 : "domain %s: messages %" PRIu64 ", recipients %" PRIu64
+				 ", bytes %" PRIu64 ", oldest %" PRIu64 " s\n", json ? "" : s.dom,
+				 s.msgs, s.rcpts, s.bytes,
+				 now > s.oldest_us ? (now - s.oldest_us) / 1000000 : 0);
 		i = j;
 	}
 }
 
-void drain_status_collect(const struct drain_status_shard *shards, unsigned n,
-			  struct buf *out)
+static void status_collect(const struct drain_status_shard *shards, unsigned n, int json,
+			   struct buf *out)
 {
 	struct status_req *rq = status_req_new(n);
 	struct status_dom *all = NULL;
@@ -212,7 +253,7 @@ void drain_status_collect(const struct drain_status_shard *shards, unsigned n,
 	int timed_out = 0;
 
 	if (!rq) {
-		(void)buf_puts(out, "error: out of memory\n");
+		(void)buf_puts(out, json ? "{\"error\":\"out of memory\"}\n" : "error: out of memory\n");
 		return;
 	}
 	status_post_all(rq, shards);
@@ -221,13 +262,31 @@ void drain_status_collect(const struct drain_status_shard *shards, unsigned n,
 	pthread_mutex_lock(&rq->mu);
 	while (rq->left && !timed_out)
 		timed_out = pthread_cond_timedwait(&rq->cv, &rq->mu, &dl) != 0;
-	status_shards(rq, out, &all, &nall);
+	if (json)
+		(void)buf_puts(out, "{\"shards\":[");
+	status_shards(rq, out, json, &all, &nall);
 	pthread_mutex_unlock(&rq->mu);
 	status_put(rq);
+	if (json)
+		(void)buf_puts(out, "],\"domains\":[");
 	if (all) {
-		status_domains(all, nall, out);
+		status_domains(all, nall, json, out);
 		free(all);
 	}
-	if (timed_out)
+	if (json)
+		(void)buf_printf(out, "],\"complete\":%s}\n", timed_out ? "false" : "true");
+	else if (timed_out)
 		(void)buf_puts(out, "warning: some engine threads did not answer in time\n");
+}
+
+void drain_status_collect(const struct drain_status_shard *shards, unsigned n,
+			  struct buf *out)
+{
+	status_collect(shards, n, 0, out);
+}
+
+void drain_status_collect_json(const struct drain_status_shard *shards, unsigned n,
+			       struct buf *out)
+{
+	status_collect(shards, n, 1, out);
 }
