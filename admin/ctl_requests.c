@@ -28,23 +28,25 @@
 #define CTL_REQUESTS_DEST_MAX 300
 
 /* A request's word, how many arguments it takes (separated by spaces),
- * and what it does: a = the arguments (one string), who = the asker. */
+ * and what it does: a = the arguments (one string), who = the asker; op
+ * for the message requests. */
 struct ctl_request {
 	const char *name;
 	int min_args, max_args;
 	void (*proceed)(struct drain_hub *hub, const char *a, size_t len, const char *who,
-			struct buf *out);
+			enum drain_queue_op op, struct buf *out);
+	enum drain_queue_op op;
 };
 
 static void ctl_flush(struct drain_hub *hub, const char *a, size_t len, const char *who,
-		      struct buf *out)
+		      enum drain_queue_op op, struct buf *out)
 {
 	drain_hub_flush(hub, a, len, out);
 }
 
 /* "force DOMAIN [HOST[:PORT]]": drain a domain the table need not have. */
 static void ctl_force(struct drain_hub *hub, const char *a, size_t len, const char *who,
-		      struct buf *out)
+		      enum drain_queue_op op, struct buf *out)
 {
 	const char *sp = memchr(a, ' ', len);
 	char dest[CTL_REQUESTS_DEST_MAX] = "";
@@ -60,7 +62,7 @@ static void ctl_force(struct drain_hub *hub, const char *a, size_t len, const ch
 }
 
 static void ctl_status(struct drain_hub *hub, const char *a, size_t len, const char *who,
-		       struct buf *out)
+		       enum drain_queue_op op, struct buf *out)
 {
 	struct drain_status_shard *sh;
 	unsigned n = drain_hub_shards(hub, NULL, 0);
@@ -98,7 +100,7 @@ static int ctl_queue_ctx(struct drain_hub *hub, struct drain_queue_ctx *c)
 }
 
 static void ctl_queue(struct drain_hub *hub, const char *a, size_t len, const char *who,
-		      struct buf *out)
+		      enum drain_queue_op op, struct buf *out)
 {
 	struct drain_queue_ctx c;
 
@@ -110,8 +112,9 @@ static void ctl_queue(struct drain_hub *hub, const char *a, size_t len, const ch
 	free((void *)c.shards);
 }
 
-static void ctl_msg(struct drain_hub *hub, enum drain_queue_op op, const char *a, size_t len,
-		    const char *who, struct buf *out)
+/* message show|delete|bounce QID: op on the engine thread that owns it. */
+static void ctl_msg(struct drain_hub *hub, const char *a, size_t len, const char *who,
+		    enum drain_queue_op op, struct buf *out)
 {
 	struct drain_queue_ctx c;
 
@@ -123,39 +126,15 @@ static void ctl_msg(struct drain_hub *hub, enum drain_queue_op op, const char *a
 	free((void *)c.shards);
 }
 
-static void ctl_show(struct drain_hub *hub, const char *a, size_t len, const char *who,
-		     struct buf *out)
-{
-	ctl_msg(hub, DRAIN_QUEUE_SHOW, a, len, who, out);
-}
-
-static void ctl_show_full(struct drain_hub *hub, const char *a, size_t len, const char *who,
-			  struct buf *out)
-{
-	ctl_msg(hub, DRAIN_QUEUE_SHOW_FULL, a, len, who, out);
-}
-
-static void ctl_delete(struct drain_hub *hub, const char *a, size_t len, const char *who,
-		       struct buf *out)
-{
-	ctl_msg(hub, DRAIN_QUEUE_DELETE, a, len, who, out);
-}
-
-static void ctl_bounce(struct drain_hub *hub, const char *a, size_t len, const char *who,
-		       struct buf *out)
-{
-	ctl_msg(hub, DRAIN_QUEUE_BOUNCE, a, len, who, out);
-}
-
 static const struct ctl_request ctl_requests[] = {
-	{ "flush", 1, 1, ctl_flush },         /* ETRN on the operator's behalf */
-	{ "force", 1, 2, ctl_force },         /* flush --force DOMAIN [DEST] */
-	{ "status", 0, 1, ctl_status },       /* queue depths; "json" */
-	{ "queue", 0, 1, ctl_queue },         /* queue list [DOMAIN] */
-	{ "show", 1, 1, ctl_show },           /* message show QID */
-	{ "show-full", 1, 1, ctl_show_full }, /* message show --full QID */
-	{ "delete", 1, 1, ctl_delete },       /* message delete QID */
-	{ "bounce", 1, 1, ctl_bounce },       /* message bounce QID */
+	{ "flush", 1, 1, ctl_flush, 0 },      /* ETRN on the operator's behalf */
+	{ "force", 1, 2, ctl_force, 0 },      /* flush --force DOMAIN [DEST] */
+	{ "status", 0, 1, ctl_status, 0 },    /* queue depths; "json" */
+	{ "queue", 0, 1, ctl_queue, 0 },      /* queue list [DOMAIN] */
+	{ "show", 1, 1, ctl_msg, DRAIN_QUEUE_SHOW },
+	{ "show-full", 1, 1, ctl_msg, DRAIN_QUEUE_SHOW_FULL },
+	{ "delete", 1, 1, ctl_msg, DRAIN_QUEUE_DELETE },
+	{ "bounce", 1, 1, ctl_msg, DRAIN_QUEUE_BOUNCE },
 };
 
 static int ctl_nargs(const char *a, size_t len)
@@ -204,7 +183,7 @@ void ctl_requests_socket(void *hub, const char *line, size_t len, struct buf *ou
 		log_info("control socket: %.*s, asked by %s",
 			 (int)(len > CTL_REQUESTS_LOG_DOMAIN_MAX ? CTL_REQUESTS_LOG_DOMAIN_MAX : len),
 			 line, who);
-		r->proceed(hub, alen ? a : NULL, alen, who, out);
+		r->proceed(hub, alen ? a : NULL, alen, who, r->op, out);
 		return;
 	}
 	(void)buf_puts(out, "error: unknown request (want: flush DOMAIN, force DOMAIN [DEST], "

@@ -1,9 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * drain_queue: see drain_queue.h. The rendezvous is reference counted as in
- * drain_status.c: the asker and each posted job hold one reference, so a job
- * that ends after the asker gave up writes into live memory and the last one
- * out frees it. A job ends (dq_finish) exactly once, on its engine thread.
+ * drain_queue: see drain_queue.h. The asker and the jobs meet at a
+ * reference-counted rendezvous (core/rendezvous.h), as drain_status.c's do.
+ * A job ends (dq_finish) exactly once, on its engine thread.
  */
 #include "proto/drain_queue.h"
 
@@ -16,6 +15,7 @@
 #include <time.h>
 
 #include "core/log.h"
+#include "core/rendezvous.h"
 #include "proto/bounce.h"
 #include "proto/drain_resolve.h"
 #include "proto/qid.h"
@@ -27,10 +27,7 @@
 #define DQ_TIME_MAX 32     /* "2026-12-01T23:59:59Z" and its NUL */
 
 struct dq_req {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	unsigned refs;      /* the asker + each job not ended */
-	unsigned left;      /* jobs not ended */
+	struct rendezvous rv; /* rv.mu guards outs and rcs */
 	unsigned n;
 	struct buf *outs;   /* per job: its reply, moved in by dq_finish */
 	int *rcs;           /* per job: its result */
@@ -58,19 +55,13 @@ struct dq_job {
 
 static void dq_put(struct dq_req *rq)
 {
-	unsigned refs;
-
-	pthread_mutex_lock(&rq->mu);
-	refs = --rq->refs;
-	pthread_mutex_unlock(&rq->mu);
-	if (refs)
+	if (!rendezvous_put(&rq->rv))
 		return;
 	for (unsigned i = 0; i < rq->n; i++)
 		buf_free(&rq->outs[i]);
 	free(rq->outs);
 	free(rq->rcs);
-	pthread_mutex_destroy(&rq->mu);
-	pthread_cond_destroy(&rq->cv);
+	rendezvous_destroy(&rq->rv);
 	free(rq);
 }
 
@@ -85,10 +76,8 @@ static struct dq_req *dq_req_new(unsigned n)
 		free(rq);
 		return NULL;
 	}
-	pthread_mutex_init(&rq->mu, NULL);
-	pthread_cond_init(&rq->cv, NULL);
+	rendezvous_init(&rq->rv);
 	rq->n = n;
-	rq->refs = 1;
 	for (unsigned i = 0; i < n; i++)
 		rq->rcs[i] = -ETIMEDOUT; /* until the job says otherwise */
 	return rq;
@@ -99,12 +88,11 @@ static void dq_finish(struct dq_job *j)
 {
 	struct dq_req *rq = j->rq;
 
-	pthread_mutex_lock(&rq->mu);
+	pthread_mutex_lock(&rq->rv.mu);
 	rq->outs[j->i] = j->out;
 	rq->rcs[j->i] = j->rc;
-	rq->left--;
-	pthread_cond_broadcast(&rq->cv);
-	pthread_mutex_unlock(&rq->mu);
+	rendezvous_end_locked(&rq->rv);
+	pthread_mutex_unlock(&rq->rv.mu);
 	buf_free(&j->rec);
 	buf_free(&j->dsn);
 	free(j->pend);
@@ -134,38 +122,12 @@ static int dq_post(struct dq_job *j, loop_hook_fn fn)
 {
 	struct dq_req *rq = j->rq;
 
-	pthread_mutex_lock(&rq->mu);
-	rq->refs++;
-	rq->left++;
-	pthread_mutex_unlock(&rq->mu);
+	rendezvous_hold(&rq->rv);
 	if (j->shard.loop && loop_post(j->shard.loop, fn, j) == 0)
 		return 0;
-	pthread_mutex_lock(&rq->mu);
-	rq->refs--;
-	rq->left--;
-	pthread_mutex_unlock(&rq->mu);
+	rendezvous_unhold(&rq->rv);
 	free(j);
 	return -EAGAIN;
-}
-
-/* The asker: wait for every posted job or the deadline; 1 when timed out.
- * Returns with rq->mu held. */
-static int dq_wait(struct dq_req *rq)
-{
-	struct timespec dl;
-	int timed_out = 0;
-
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_sec += DRAIN_QUEUE_WAIT_MS / 1000;
-	dl.tv_nsec += (long)(DRAIN_QUEUE_WAIT_MS % 1000) * 1000000L;
-	if (dl.tv_nsec >= 1000000000L) {
-		dl.tv_sec++;
-		dl.tv_nsec -= 1000000000L;
-	}
-	pthread_mutex_lock(&rq->mu);
-	while (rq->left && !timed_out)
-		timed_out = pthread_cond_timedwait(&rq->cv, &rq->mu, &dl) != 0;
-	return timed_out;
 }
 
 static const char *dq_time(uint64_t us, char out[DQ_TIME_MAX])
@@ -257,7 +219,7 @@ void drain_queue_list(const struct drain_queue_ctx *c, const char *domain, size_
 		j->dlen = domain ? len : 0;
 		(void)dq_post(j, list_run);
 	}
-	timed_out = dq_wait(rq);
+	timed_out = rendezvous_wait(&rq->rv, DRAIN_QUEUE_WAIT_MS);
 	for (unsigned i = 0; i < rq->n; i++) {
 		if (rq->rcs[i] < 0) {
 			(void)buf_printf(out, "warning: shard %u did not answer\n", i);
@@ -266,7 +228,7 @@ void drain_queue_list(const struct drain_queue_ctx *c, const char *domain, size_
 		(void)buf_append(out, rq->outs[i].data, rq->outs[i].len);
 		total += rq->rcs[i];
 	}
-	pthread_mutex_unlock(&rq->mu);
+	pthread_mutex_unlock(&rq->rv.mu);
 	dq_put(rq);
 	(void)buf_printf(out, "total %ld%s\n", total, timed_out ? " (incomplete)" : "");
 }
@@ -536,11 +498,11 @@ int drain_queue_msg(const struct drain_queue_ctx *c, enum drain_queue_op op,
 	j->hostname = c->hostname;
 	if (dq_post(j, msg_run))
 		(void)buf_printf(out, "error: shard %u is not running\n", shard);
-	if (dq_wait(rq))
+	if (rendezvous_wait(&rq->rv, DRAIN_QUEUE_WAIT_MS))
 		(void)buf_puts(out, "error: the engine thread did not answer in time\n");
 	rc = rq->rcs[0];
 	(void)buf_append(out, rq->outs[0].data, rq->outs[0].len);
-	pthread_mutex_unlock(&rq->mu);
+	pthread_mutex_unlock(&rq->rv.mu);
 	dq_put(rq);
 	return rc;
 }

@@ -1,19 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * drain_status: see drain_status.h. The rendezvous is reference counted:
- * the asker and every posted job hold one reference, so a thread that
- * answers after the asker gave up still writes into live memory, and the
- * last one out frees it.
+ * drain_status: see drain_status.h. The asker and the jobs meet at a
+ * reference-counted rendezvous (core/rendezvous.h), so a thread that answers
+ * after the asker gave up still writes into live memory.
  */
 #include "proto/drain_status.h"
 
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "core/rendezvous.h"
 #include "proto/drain_resolve.h"
 
 struct status_dom {
@@ -22,10 +21,7 @@ struct status_dom {
 };
 
 struct status_req {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	unsigned refs;                 /* the asker + each thread not done */
-	unsigned left;                 /* threads not done */
+	struct rendezvous rv;          /* rv.mu guards what the jobs hand over */
 	struct spool_index_totals *tot; /* per thread */
 	struct status_dom **doms;      /* per thread */
 	size_t *ndoms;
@@ -40,20 +36,14 @@ struct status_job {
 
 static void status_put(struct status_req *rq)
 {
-	unsigned refs;
-
-	pthread_mutex_lock(&rq->mu);
-	refs = --rq->refs;
-	pthread_mutex_unlock(&rq->mu);
-	if (refs)
+	if (!rendezvous_put(&rq->rv))
 		return;
 	for (unsigned i = 0; i < rq->n; i++)
 		free(rq->doms[i]);
 	free(rq->doms);
 	free(rq->ndoms);
 	free(rq->tot);
-	pthread_mutex_destroy(&rq->mu);
-	pthread_cond_destroy(&rq->cv);
+	rendezvous_destroy(&rq->rv);
 	free(rq);
 }
 
@@ -71,10 +61,8 @@ static struct status_req *status_req_new(unsigned n)
 		}
 		return NULL;
 	}
-	pthread_mutex_init(&rq->mu, NULL);
-	pthread_cond_init(&rq->cv, NULL);
+	rendezvous_init(&rq->rv);
 	rq->n = n;
-	rq->refs = 1;
 	return rq;
 }
 
@@ -104,13 +92,12 @@ static void status_job_run(void *arg)
 		v[n].oldest_us = st.oldest_us;
 		n++;
 	}
-	pthread_mutex_lock(&rq->mu);
+	pthread_mutex_lock(&rq->rv.mu);
 	rq->tot[sj->i] = t;
 	rq->doms[sj->i] = v;
 	rq->ndoms[sj->i] = n;
-	rq->left--;
-	pthread_cond_broadcast(&rq->cv);
-	pthread_mutex_unlock(&rq->mu);
+	rendezvous_end_locked(&rq->rv);
+	pthread_mutex_unlock(&rq->rv.mu);
 	free(sj);
 	status_put(rq);
 }
@@ -126,16 +113,10 @@ static void status_post_all(struct status_req *rq, const struct drain_status_sha
 		sj->rq = rq;
 		sj->idx = shards[i].idx;
 		sj->i = i;
-		pthread_mutex_lock(&rq->mu);
-		rq->refs++;
-		rq->left++;
-		pthread_mutex_unlock(&rq->mu);
+		rendezvous_hold(&rq->rv);
 		if (loop_post(shards[i].loop, status_job_run, sj)) {
 			free(sj);
-			pthread_mutex_lock(&rq->mu);
-			rq->refs--;
-			rq->left--;
-			pthread_mutex_unlock(&rq->mu);
+			rendezvous_unhold(&rq->rv);
 		}
 	}
 }
@@ -180,7 +161,7 @@ static void status_shard_line(struct buf *out, unsigned i, const struct spool_in
 			 t->delivered, t->bounced, t->expired);
 }
 
-/* With rq->mu held: a line (or JSON object) per shard; the domains of all,
+/* With rq->rv.mu held: a line (or JSON object) per shard; the domains of all,
  * in one array (*all, *nall; NULL when none or out of memory). */
 static void status_shards(struct status_req *rq, struct buf *out, int json,
 			  struct status_dom **all, size_t *nall)
@@ -248,24 +229,19 @@ static void status_collect(const struct drain_status_shard *shards, unsigned n, 
 {
 	struct status_req *rq = status_req_new(n);
 	struct status_dom *all = NULL;
-	struct timespec dl;
 	size_t nall = 0;
-	int timed_out = 0;
+	int timed_out;
 
 	if (!rq) {
 		(void)buf_puts(out, json ? "{\"error\":\"out of memory\"}\n" : "error: out of memory\n");
 		return;
 	}
 	status_post_all(rq, shards);
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_sec += DRAIN_STATUS_WAIT_MS / 1000;
-	pthread_mutex_lock(&rq->mu);
-	while (rq->left && !timed_out)
-		timed_out = pthread_cond_timedwait(&rq->cv, &rq->mu, &dl) != 0;
+	timed_out = rendezvous_wait(&rq->rv, DRAIN_STATUS_WAIT_MS);
 	if (json)
 		(void)buf_puts(out, "{\"shards\":[");
 	status_shards(rq, out, json, &all, &nall);
-	pthread_mutex_unlock(&rq->mu);
+	pthread_mutex_unlock(&rq->rv.mu);
 	status_put(rq);
 	if (json)
 		(void)buf_puts(out, "],\"domains\":[");
