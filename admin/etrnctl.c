@@ -74,7 +74,7 @@ static void usage(FILE *f)
 		"  domain del DOMAIN | domain show DOMAIN | domain list\n"
 		"  queue list | queue show NAME     named queues (ETRN #queue) in Redis\n"
 		"  queue list DOMAIN | mailq [DOMAIN]  mail held by the running daemon: queue id,\n"
-		"                     arrival, size, recipients pending, domain\n"
+		"                     arrival, size, recipients pending, domain, sender\n"
 		"  message show [--full] QID | message delete QID | message bounce QID\n"
 		"                     a held message: envelope, recipient states and header (or\n"
 		"                     the whole message); delete it (postsuper -d); return it to\n"
@@ -1036,30 +1036,35 @@ static char *daemon_read(int fd, size_t *n)
 }
 
 /* The daemon's queue listing as a JSON array (lines QID TAB arrival TAB
- * size TAB pending TAB domain; others, "total" and warnings, dropped). */
+ * size TAB pending TAB domain TAB <sender>; others, "total" and warnings,
+ * dropped). */
 static void print_mail_json(char *reply)
 {
 	int first = 1;
 
 	putchar('[');
 	for (char *line = strtok(reply, "\n"); line; line = strtok(NULL, "\n")) {
-		char *f[5];
+		char *f[6];
+		size_t sl;
 		int k = 0;
 
-		for (char *p = line; k < 5 && p; k++) {
+		for (char *p = line; k < 6 && p; k++) {
 			f[k] = p;
 			p = strchr(p, '\t');
 			if (p)
 				*p++ = '\0';
 		}
-		if (k < 5)
+		if (k < 6 || (sl = strlen(f[5])) < 2)
 			continue;
+		f[5][sl - 1] = '\0'; /* <sender> */
 		printf("%s{\"qid\":", first ? "" : ",");
 		json_str(stdout, f[0]);
 		printf(",\"arrival\":");
 		json_str(stdout, f[1]);
 		printf(",\"size\":%s,\"pending\":%s,\"domain\":", f[2], f[3]);
 		json_str(stdout, f[4]);
+		printf(",\"sender\":");
+		json_str(stdout, f[5] + 1);
 		putchar('}');
 		first = 0;
 	}

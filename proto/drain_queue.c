@@ -25,6 +25,9 @@
 
 #define DQ_WHO_MAX 128     /* the asker as logged */
 #define DQ_TIME_MAX 32     /* "2026-12-01T23:59:59Z" and its NUL */
+/* queue list: envelope reads in flight per job (the shard allows
+ * SPOOL_READS_MAX, 32, for everyone: leave drains and expiry some). */
+#define DQ_LIST_READS 8
 
 struct dq_req {
 	struct rendezvous rv; /* rv.mu guards outs and rcs */
@@ -33,11 +36,21 @@ struct dq_req {
 	int *rcs;           /* per job: its result */
 };
 
+/* queue list: one message as listed; its sender comes from reading the
+ * record's header and envelope (rec_len - body_len bytes: never the body). */
+struct dq_item {
+	struct dq_job *j;
+	uint64_t msgid, off;
+	uint32_t seg, head_len;
+	size_t line_off, line_len;      /* its line but the sender, in j->rec */
+	char *head;                     /* read buffer, then freed */
+	struct spool_rec_addr sender;   /* into head; p NULL: unknown */
+};
+
 struct dq_job {
 	struct dq_req *rq;
 	unsigned i;                     /* its slot in rq */
 	struct drain_status_shard shard;
-	int list;                       /* queue list, else op */
 	enum drain_queue_op op;
 	uint64_t msgid;
 	char dom[DRAIN_DOMAIN_MAX];
@@ -51,6 +64,8 @@ struct dq_job {
 	uint32_t *pend;                 /* pending recipients' indexes */
 	unsigned npend, outstanding;
 	int rc;
+	struct dq_item *items;          /* queue list */
+	unsigned nitems, capitems, next, inflight, cut;
 };
 
 static void dq_put(struct dq_req *rq)
@@ -96,6 +111,9 @@ static void dq_finish(struct dq_job *j)
 	buf_free(&j->rec);
 	buf_free(&j->dsn);
 	free(j->pend);
+	for (unsigned k = 0; k < j->nitems; k++)
+		free(j->items[k].head);
+	free(j->items);
 	free(j);
 	dq_put(rq);
 }
@@ -154,46 +172,125 @@ static void dq_put_safe(struct buf *out, const char *p, size_t n)
 
 /* ---- queue list ------------------------------------------------------------ */
 
-static void list_queue(struct dq_job *j, const struct spool_index_queue *q, int *cut)
+/* Note a message of queue q (its line, less the sender, into j->rec). */
+static int list_item(struct dq_job *j, const struct spool_index_entry *e,
+		     const struct spool_index_qstat *st)
+{
+	char qid[QID_MAX], when[DQ_TIME_MAX];
+	struct dq_item *it;
+
+	if (j->nitems == j->capitems) {
+		unsigned cap = j->capitems ? j->capitems * 2 : 64;
+		struct dq_item *v = realloc(j->items, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		j->items = v;
+		j->capitems = cap;
+	}
+	it = &j->items[j->nitems++];
+	memset(it, 0, sizeof(*it));
+	it->j = j;
+	it->msgid = e->msgid;
+	it->seg = e->segment_id;
+	it->off = e->off;
+	it->head_len = e->rec_len - (uint32_t)e->body_len;
+	it->line_off = j->rec.len;
+	(void)buf_printf(&j->rec, "%s\t%s\t%" PRIu64 "\t%" PRIu32 "\t%.*s",
+			 qid_format(e->msgid, qid), dq_time(e->time_us, when), e->body_len,
+			 e->npending, (int)st->domain_len, st->domain);
+	it->line_len = j->rec.len - it->line_off;
+	return 0;
+}
+
+static void list_queue(struct dq_job *j, const struct spool_index_queue *q)
 {
 	struct spool_index_qstat st;
 	struct spool_index_iter it;
 	struct spool_index_entry e;
-	char qid[QID_MAX], when[DQ_TIME_MAX];
 
 	spool_index_queue_stat(q, &st);
 	spool_index_queue_iter(q, &it);
 	while (spool_index_queue_next(&it, &e)) {
-		if (j->rc >= DRAIN_QUEUE_LIST_MAX) {
-			*cut = 1;
+		if (j->nitems >= DRAIN_QUEUE_LIST_MAX || list_item(j, &e, &st)) {
+			j->cut = 1;
 			return;
 		}
-		(void)buf_printf(&j->out, "%s\t%s\t%" PRIu64 "\t%" PRIu32 "\t%.*s\n",
-				 qid_format(e.msgid, qid), dq_time(e.time_us, when), e.body_len,
-				 e.npending, (int)st.domain_len, st.domain);
-		j->rc++;
 	}
 }
 
-/* On the engine thread: this shard's lines; rc = how many. */
+/* Every envelope read: the lines, and the job ends. */
+static void list_end(struct dq_job *j)
+{
+	for (unsigned k = 0; k < j->nitems; k++) {
+		struct dq_item *it = &j->items[k];
+
+		(void)buf_append(&j->out, j->rec.data + it->line_off, it->line_len);
+		(void)buf_puts(&j->out, "\t<");
+		if (it->sender.p)
+			dq_put_safe(&j->out, it->sender.p, it->sender.len);
+		(void)buf_puts(&j->out, it->sender.p ? ">\n" : "?>\n");
+	}
+	if (j->cut)
+		(void)buf_printf(&j->out, "warning: shard %u: only the first %d listed\n", j->i,
+				 DRAIN_QUEUE_LIST_MAX);
+	j->rc = (int)j->nitems;
+	dq_finish(j);
+}
+
+static void list_pump(struct dq_job *j);
+
+static void list_head_read(void *arg, int err)
+{
+	struct dq_item *it = arg;
+	struct dq_job *j = it->j;
+	struct spool_rec_hdr hdr;
+	struct spool_rec_msg m;
+
+	/* The header's CRC covers the body, which was not read: the checks
+	 * here are the layout's. A record moved by compaction meanwhile reads
+	 * as garbage and is shown with an unknown sender. */
+	if (!err && spool_rec_decode_hdr(it->head, it->head_len, &hdr) == SPOOL_REC_OK &&
+	    hdr.type == SPOOL_REC_MSG && hdr.msgid == it->msgid &&
+	    spool_rec_decode_msg_head(it->head + SPOOL_REC_HDR_SIZE,
+				      it->head_len - SPOOL_REC_HDR_SIZE, &m) == SPOOL_REC_OK)
+		it->sender = m.sender;
+	j->inflight--;
+	list_pump(j);
+}
+
+/* Keep up to DQ_LIST_READS envelope reads in flight; end when all are in.
+ * A read that cannot start leaves that sender unknown. */
+static void list_pump(struct dq_job *j)
+{
+	while (j->next < j->nitems && j->inflight < DQ_LIST_READS) {
+		struct dq_item *it = &j->items[j->next++];
+
+		if (it->head_len < SPOOL_REC_HDR_SIZE || !(it->head = malloc(it->head_len)))
+			continue;
+		if (spool_shard_read(j->shard.sh, it->seg, it->off, it->head_len, it->head,
+				     list_head_read, it) == 0)
+			j->inflight++;
+	}
+	if (j->inflight == 0)
+		list_end(j);
+}
+
+/* On the engine thread: this shard's messages, then their senders. */
 static void list_run(void *arg)
 {
 	struct dq_job *j = arg;
 	const struct spool_index_queue *q;
 	size_t cursor = 0;
-	int cut = 0;
 
 	if (j->dlen) {
 		if ((q = spool_index_queue(j->shard.idx, j->dom, j->dlen)))
-			list_queue(j, q, &cut);
+			list_queue(j, q);
 	} else {
-		while (!cut && (q = spool_index_queue_each(j->shard.idx, &cursor)))
-			list_queue(j, q, &cut);
+		while (!j->cut && (q = spool_index_queue_each(j->shard.idx, &cursor)))
+			list_queue(j, q);
 	}
-	if (cut)
-		(void)buf_printf(&j->out, "warning: shard %u: only the first %d listed\n", j->i,
-				 DRAIN_QUEUE_LIST_MAX);
-	dq_finish(j);
+	list_pump(j);
 }
 
 void drain_queue_list(const struct drain_queue_ctx *c, const char *domain, size_t len,
@@ -214,7 +311,6 @@ void drain_queue_list(const struct drain_queue_ctx *c, const char *domain, size_
 
 		if (!j)
 			continue;
-		j->list = 1;
 		memcpy(j->dom, domain ? domain : "", domain ? len : 0);
 		j->dlen = domain ? len : 0;
 		(void)dq_post(j, list_run);

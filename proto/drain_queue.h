@@ -44,7 +44,9 @@ struct drain_queue_ctx {
 
 /*
  * queue list [DOMAIN]: one line per message held, per domain it waits for:
- *   QID<TAB>arrival (UTC, ISO 8601)<TAB>size<TAB>pending<TAB>domain
+ *   QID<TAB>arrival (UTC, ISO 8601)<TAB>size<TAB>pending<TAB>domain<TAB><sender>
+ * (the sender read from the record's envelope, never its body; "<?>" when
+ * that read failed)
  * (domain NULL or len 0: every domain), then "total N" or, when a shard
  * did not answer, "warning: ...". Blocks up to DRAIN_QUEUE_WAIT_MS: never
  * on an engine thread.
