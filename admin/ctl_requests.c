@@ -26,9 +26,11 @@
 #define CTL_REQUESTS_WHO_TAG "\tby "
 /* The forced flush's destination ("host[:port]", a row's dest). */
 #define CTL_REQUESTS_DEST_MAX 300
+#define CTL_REQUESTS_REST (-1)
 
-/* A request's word, how many arguments it takes (separated by spaces),
- * and what it does: a = the arguments (one string), who = the asker; op
+/* A request's word, how many arguments it takes (separated by spaces;
+ * max_args CTL_REQUESTS_REST: the rest of the line, as is, for ETRN's
+ * parser to judge), and what it does: a = the arguments (one string), who = the asker; op
  * for the message requests. */
 struct ctl_request {
 	const char *name;
@@ -127,7 +129,7 @@ static void ctl_msg(struct drain_hub *hub, const char *a, size_t len, const char
 }
 
 static const struct ctl_request ctl_requests[] = {
-	{ "flush", 1, 1, ctl_flush, 0 },      /* ETRN on the operator's behalf */
+	{ "flush", 1, CTL_REQUESTS_REST, ctl_flush, 0 }, /* ETRN on the operator's behalf */
 	{ "force", 1, 2, ctl_force, 0 },      /* flush --force DOMAIN [DEST] */
 	{ "status", 0, 1, ctl_status, 0 },    /* queue depths; "json" */
 	{ "queue", 0, 1, ctl_queue, 0 },      /* queue list [DOMAIN] */
@@ -171,19 +173,24 @@ void ctl_requests_socket(void *hub, const char *line, size_t len, struct buf *ou
 	len = ctl_who(line, len, who, sizeof(who));
 	for (size_t i = 0; i < sizeof(ctl_requests) / sizeof(ctl_requests[0]); i++) {
 		const struct ctl_request *r = &ctl_requests[i];
-		size_t n = strlen(r->name);
-		const char *a = line + n + 1;
-		size_t alen = len > n ? len - n - 1 : 0;
-		int na = ctl_nargs(a, alen);
+		size_t n = strlen(r->name), alen;
+		const char *a;
+		int na;
 
 		if (len < n || memcmp(line, r->name, n) || (len > n && line[n] != ' '))
 			continue;
-		if (len == n + 1 || na < r->min_args || na > r->max_args || (alen && a[alen - 1] == ' '))
+		if (len == n + 1)
+			break;
+		a = len > n ? line + n + 1 : NULL;
+		alen = len > n ? len - n - 1 : 0;
+		na = ctl_nargs(a, alen);
+		if (na < r->min_args || (r->max_args != CTL_REQUESTS_REST &&
+		    (na > r->max_args || (alen && a[alen - 1] == ' '))))
 			break;
 		log_info("control socket: %.*s, asked by %s",
 			 (int)(len > CTL_REQUESTS_LOG_DOMAIN_MAX ? CTL_REQUESTS_LOG_DOMAIN_MAX : len),
 			 line, who);
-		r->proceed(hub, alen ? a : NULL, alen, who, r->op, out);
+		r->proceed(hub, a, alen, who, r->op, out);
 		return;
 	}
 	(void)buf_puts(out, "error: unknown request (want: flush DOMAIN, force DOMAIN [DEST], "

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import smtplib
+import socket
 import subprocess
 import tempfile
 import time
@@ -185,15 +186,28 @@ class QueueOpsTest(unittest.TestCase):
             rc, out, err = self.ctl(*args)
             self.assertNotEqual(rc, 0, args)
             self.assertIn(want, err, args)
-        # Raw requests straight to the socket: an unknown one is an error line.
-        import socket
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.addCleanup(s.close)
-        s.connect(self.e.cfg["control_socket"])
-        s.sendall(b"frobnicate all\n")
-        s.settimeout(10)
-        self.assertTrue(s.recv(4096).startswith(b"error: unknown request"))
-
+        # Raw requests straight to the socket: a bad one is an error line.
+        for req, want in ((b"frobnicate all\n", b"error: unknown request"),
+                          (b"show\n", b"error: unknown request"),
+                          (b"show \n", b"error: unknown request"),
+                          (b"delete 00000000000000 00000000000000\n", b"error: unknown request"),
+                          (b"status xml\n", b"error: status takes"),
+                          (b"queue gone.test\tby evil\x01\n", b"total 1\n"),
+                          (b"delete 01000000000000\tby evil\x01\n",
+                           b"error: 01000000000000: no such message held\n")):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.addCleanup(s.close)
+            s.settimeout(10)
+            s.connect(self.e.cfg["control_socket"])
+            s.sendall(req)
+            got = b""
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                got += b
+            self.assertTrue(got.startswith(want) or got.endswith(want), (req, got))
+        self.assertIn("control socket: delete 01000000000000, asked by evil?", self.e.stderr_text())
 
 if __name__ == "__main__":
     unittest.main()
