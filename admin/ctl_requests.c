@@ -2,62 +2,199 @@
 /*
  * ctl_requests: the control socket's request table and the Redis drain event
  * (see ctl_requests.h). Both run on threads that may block, never on an
- * engine thread.
+ * engine thread. Every socket request is logged with who asked.
  */
 #include "admin/ctl_requests.h"
 
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
 #include "proto/drain.h"
+#include "proto/drain_queue.h"
+#include "proto/drain_status.h"
 
 /* Longest domain a log line shows (RFC 1035 2.3.4: names are at most 255). */
 #define CTL_REQUESTS_LOG_DOMAIN_MAX 255
 #define CTL_REQUESTS_REPLY_INIT 1024
 
-/* A request's word, and whether a space and an argument follow it. */
+/* "who" as the request names it ("\tby uid=N(name)", which etrnctl adds;
+ * the socket is mode 0600, so only the daemon's user and root get here). */
+#define CTL_REQUESTS_WHO_MAX 128
+#define CTL_REQUESTS_WHO_TAG "\tby "
+/* The forced flush's destination ("host[:port]", a row's dest). */
+#define CTL_REQUESTS_DEST_MAX 300
+#define CTL_REQUESTS_REST (-1)
+
+/* A request's word, how many arguments it takes (separated by spaces;
+ * max_args CTL_REQUESTS_REST: the rest of the line, as is, for ETRN's
+ * parser to judge), and what it does: a = the arguments (one string), who = the asker; op
+ * for the message requests. */
 struct ctl_request {
 	const char *name;
-	int has_arg;
-	void (*proceed)(struct drain_hub *hub, const char *arg, size_t len,
-			struct buf *out);
+	int min_args, max_args;
+	void (*proceed)(struct drain_hub *hub, const char *a, size_t len, const char *who,
+			enum drain_queue_op op, struct buf *out);
+	enum drain_queue_op op;
 };
 
-static void ctl_flush(struct drain_hub *hub, const char *arg, size_t len,
-		      struct buf *out)
+static void ctl_flush(struct drain_hub *hub, const char *a, size_t len, const char *who,
+		      enum drain_queue_op op, struct buf *out)
 {
-	drain_hub_flush(hub, arg, len, out);
+	drain_hub_flush(hub, a, len, out);
 }
 
-static void ctl_status(struct drain_hub *hub, const char *arg, size_t len,
-		       struct buf *out)
+/* "force DOMAIN [HOST[:PORT]]": drain a domain the table need not have. */
+static void ctl_force(struct drain_hub *hub, const char *a, size_t len, const char *who,
+		      enum drain_queue_op op, struct buf *out)
 {
-	drain_hub_status(hub, out);
+	const char *sp = memchr(a, ' ', len);
+	char dest[CTL_REQUESTS_DEST_MAX] = "";
+	size_t dlen = sp ? (size_t)(sp - a) : len;
+
+	if (sp && len - dlen - 1 >= sizeof(dest)) {
+		(void)buf_puts(out, "501 5.5.4 destination too long\r\n");
+		return;
+	}
+	if (sp)
+		memcpy(dest, sp + 1, len - dlen - 1);
+	drain_hub_flush_force(hub, a, dlen, dest, who, out);
+}
+
+static void ctl_status(struct drain_hub *hub, const char *a, size_t len, const char *who,
+		       enum drain_queue_op op, struct buf *out)
+{
+	struct drain_status_shard *sh;
+	unsigned n = drain_hub_shards(hub, NULL, 0);
+
+	if (len == 0) {
+		drain_hub_status(hub, out);
+		return;
+	}
+	if (len != 4 || memcmp(a, "json", 4)) {
+		(void)buf_puts(out, "error: status takes nothing or \"json\"\n");
+		return;
+	}
+	if (!(sh = calloc(n ? n : 1, sizeof(*sh)))) {
+		(void)buf_puts(out, "{\"error\":\"out of memory\"}\n");
+		return;
+	}
+	drain_hub_shards(hub, sh, n);
+	drain_status_collect_json(sh, n, out);
+	free(sh);
+}
+
+/* The engine threads for a queue request (shards freed by the caller). */
+static int ctl_queue_ctx(struct drain_hub *hub, struct drain_queue_ctx *c)
+{
+	unsigned n = drain_hub_shards(hub, NULL, 0);
+	struct drain_status_shard *sh = calloc(n ? n : 1, sizeof(*sh));
+
+	if (!sh)
+		return -ENOMEM;
+	drain_hub_shards(hub, sh, n);
+	c->shards = sh;
+	c->n = n;
+	c->hostname = drain_hub_hostname(hub);
+	return 0;
+}
+
+static void ctl_queue(struct drain_hub *hub, const char *a, size_t len, const char *who,
+		      enum drain_queue_op op, struct buf *out)
+{
+	struct drain_queue_ctx c;
+
+	if (ctl_queue_ctx(hub, &c)) {
+		(void)buf_puts(out, "error: out of memory\n");
+		return;
+	}
+	drain_queue_list(&c, a, len, out);
+	free((void *)c.shards);
+}
+
+/* message show|delete|bounce QID: op on the engine thread that owns it. */
+static void ctl_msg(struct drain_hub *hub, const char *a, size_t len, const char *who,
+		    enum drain_queue_op op, struct buf *out)
+{
+	struct drain_queue_ctx c;
+
+	if (ctl_queue_ctx(hub, &c)) {
+		(void)buf_puts(out, "error: out of memory\n");
+		return;
+	}
+	(void)drain_queue_msg(&c, op, a, len, who, out);
+	free((void *)c.shards);
 }
 
 static const struct ctl_request ctl_requests[] = {
-	{ "flush", 1, ctl_flush },    /* ETRN on the operator's behalf */
-	{ "status", 0, ctl_status },  /* queue depths */
+	{ "flush", 1, CTL_REQUESTS_REST, ctl_flush, 0 }, /* ETRN on the operator's behalf */
+	{ "force", 1, 2, ctl_force, 0 },      /* flush --force DOMAIN [DEST] */
+	{ "status", 0, 1, ctl_status, 0 },    /* queue depths; "json" */
+	{ "queue", 0, 1, ctl_queue, 0 },      /* queue list [DOMAIN] */
+	{ "show", 1, 1, ctl_msg, DRAIN_QUEUE_SHOW },
+	{ "show-full", 1, 1, ctl_msg, DRAIN_QUEUE_SHOW_FULL },
+	{ "delete", 1, 1, ctl_msg, DRAIN_QUEUE_DELETE },
+	{ "bounce", 1, 1, ctl_msg, DRAIN_QUEUE_BOUNCE },
 };
+
+static int ctl_nargs(const char *a, size_t len)
+{
+	int n = len > 0;
+
+	for (size_t i = 0; i < len; i++)
+		n += a[i] == ' ';
+	return n;
+}
+
+/* The asker, cut off the line when etrnctl named it; else "the operator". */
+static size_t ctl_who(const char *line, size_t len, char *who, size_t cap)
+{
+	size_t tl = strlen(CTL_REQUESTS_WHO_TAG);
+
+	snprintf(who, cap, "the operator");
+	for (size_t i = 0; i + tl <= len; i++) {
+		if (memcmp(line + i, CTL_REQUESTS_WHO_TAG, tl))
+			continue;
+		snprintf(who, cap, "%.*s", (int)(len - i - tl), line + i + tl);
+		for (char *p = who; *p; p++)
+			if ((unsigned char)*p < 0x20 || *p == 0x7f)
+				*p = '?';
+		return i;
+	}
+	return len;
+}
 
 void ctl_requests_socket(void *hub, const char *line, size_t len, struct buf *out)
 {
+	char who[CTL_REQUESTS_WHO_MAX];
+
+	len = ctl_who(line, len, who, sizeof(who));
 	for (size_t i = 0; i < sizeof(ctl_requests) / sizeof(ctl_requests[0]); i++) {
 		const struct ctl_request *r = &ctl_requests[i];
-		size_t n = strlen(r->name);
+		size_t n = strlen(r->name), alen;
+		const char *a;
+		int na;
 
-		if (len < n || memcmp(line, r->name, n))
+		if (len < n || memcmp(line, r->name, n) || (len > n && line[n] != ' '))
 			continue;
-		if (!r->has_arg && len == n) {
-			r->proceed(hub, NULL, 0, out);
-			return;
-		}
-		if (r->has_arg && len > n + 1 && line[n] == ' ') {
-			r->proceed(hub, line + n + 1, len - n - 1, out);
-			return;
-		}
+		if (len == n + 1)
+			break;
+		a = len > n ? line + n + 1 : NULL;
+		alen = len > n ? len - n - 1 : 0;
+		na = ctl_nargs(a, alen);
+		if (na < r->min_args || (r->max_args != CTL_REQUESTS_REST &&
+		    (na > r->max_args || (alen && a[alen - 1] == ' '))))
+			break;
+		log_info("control socket: %.*s, asked by %s",
+			 (int)(len > CTL_REQUESTS_LOG_DOMAIN_MAX ? CTL_REQUESTS_LOG_DOMAIN_MAX : len),
+			 line, who);
+		r->proceed(hub, a, alen, who, r->op, out);
+		return;
 	}
-	(void)buf_puts(out, "error: unknown request (want: flush DOMAIN, or status)\n");
+	(void)buf_puts(out, "error: unknown request (want: flush DOMAIN, force DOMAIN [DEST], "
+		       "status [json], queue [DOMAIN], show|show-full|delete|bounce QID)\n");
 }
 
 void ctl_requests_redis_drain(void *hub, const char *domain, size_t len)

@@ -22,6 +22,7 @@
 #include <strings.h>
 #include <sys/random.h>
 #include <termios.h>
+#include <pwd.h>
 #include <time.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -42,6 +43,8 @@
 #define ETRNCTL_PASSWORD_MAX 1024
 #define ETRNCTL_KEY_MAX (CONFIG_REDIS_PREFIX_MAX + 16 + DOMTAB_NAME_MAX + SCHEMA_NAME_MAX)
 #define ETRNCTL_SALT_BYTES 16
+#define ETRNCTL_QID_DIGITS 14        /* proto/qid.h QID_DIGITS */
+#define ETRNCTL_DEST_MAX 256         /* flush --force --to HOST[:PORT] */
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
@@ -57,6 +60,9 @@ struct ctl {
 struct opts {
 	struct ctlrow_opts row;
 	int password_stdin;
+	int force;                /* flush --force */
+	const char *to;           /* flush --force --to HOST[:PORT] */
+	int full;                 /* message show --full */
 };
 
 static void usage(FILE *f)
@@ -66,12 +72,20 @@ static void usage(FILE *f)
 		"  domain add DOMAIN [--dest HOST[:PORT]|mx] [--queue NAME] [--etrn-from CIDR,...]\n"
 		"                    [--owner USER] [--max-hold DURATION] [--quota BYTES] [--tls may|must]\n"
 		"  domain del DOMAIN | domain show DOMAIN | domain list\n"
-		"  queue list | queue show NAME\n"
+		"  queue list | queue show NAME     named queues (ETRN #queue) in Redis\n"
+		"  queue list DOMAIN | mailq [DOMAIN]  mail held by the running daemon: queue id,\n"
+		"                     arrival, size, recipients pending, domain, sender\n"
+		"  message show [--full] QID | message delete QID | message bounce QID\n"
+		"                     a held message: envelope, recipient states and header (or\n"
+		"                     the whole message); delete it (postsuper -d); return it to\n"
+		"                     its sender with a DSN\n"
 		"  user add NAME | user passwd NAME | user del NAME   [--password-stdin]\n"
 		"  import FILE.csv    (columns: %s,%s,%s,%s,%s,%s,%s,%s; a header line may reorder them)\n"
 		"  export             (CSV on stdout, as import reads it)\n"
 		"  flush DOMAIN|@DOMAIN|#QUEUE  ETRN on the operator's behalf: the daemon drains now\n"
 		"                     and prints its RFC 1985 reply; other nodes hear it on Redis\n"
+		"  flush --force DOMAIN [--to HOST[:PORT]]  drain DOMAIN even when Redis no longer\n"
+		"                     has it, to HOST[:PORT] or else its MX (this node only)\n"
 		"  status             queue depths per shard and per domain, from the running daemon\n"
 		"  -c FILE      etrnd config to take redis and redis_prefix from (default %s)\n"
 		"  --redis URL  unix:/path, host:port or redis://[user:password@]host[:port][/db]\n"
@@ -952,20 +966,26 @@ static int export_csv(struct ctl *x)
 /* ---- the daemon's control socket (flush, status) ------------------------ */
 
 #define ETRNCTL_CTL_REPLY_MAX (4u << 20)
+#define ETRNCTL_REQ_MAX 1024     /* a request line (the daemon's is 1024) */
+#define ETRNCTL_WHO_MAX 128
 
-/* Send one request line to the running etrnd and print its reply. flush
- * prints the RFC 1985 reply; exit 0 for 2xx, 1 otherwise. */
-static int daemon_request(struct ctl *x, const char *sock, const char *verb, const char *arg)
+/* "\tby uid=N(name)": who asks, for the daemon's log. */
+static void daemon_who(char *out, size_t cap)
+{
+	struct passwd *pw = getpwuid(getuid());
+
+	snprintf(out, cap, "\tby uid=%u(%s)", (unsigned)getuid(), pw && pw->pw_name ? pw->pw_name : "?");
+}
+
+/* Connect to the daemon's socket and send req; the fd or -1 (reported in *rc). */
+static int daemon_connect(const char *sock, const char *req, int *rc)
 {
 	struct sockaddr_un sa;
-	char req[512], *reply = NULL;
-	size_t n = 0, cap = 0;
-	int fd, code = 0;
 	struct timeval tv = { ETRNCTL_TIMEOUT_MS / 1000, 0 };
+	int fd;
 
 	if (strlen(sock) >= sizeof(sa.sun_path))
-		return bad("control_socket %s: path too long", sock);
-	snprintf(req, sizeof(req), "%s%s%s\n", verb, arg ? " " : "", arg ? arg : "");
+		return *rc = bad("control_socket %s: path too long", sock), -1;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	memset(&sa, 0, sizeof(sa));
 	sa.sun_family = AF_UNIX;
@@ -974,17 +994,28 @@ static int daemon_request(struct ctl *x, const char *sock, const char *verb, con
 		int e = errno;
 		if (fd >= 0)
 			close(fd);
-		return fail("%s: %s (is etrnd running with this config?)", sock, strerror(e));
+		return *rc = fail("%s: %s (is etrnd running with this config?)", sock, strerror(e)), -1;
 	}
 	(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	if (write(fd, req, strlen(req)) != (ssize_t)strlen(req)) {
+		*rc = fail("%s: %s", sock, strerror(errno));
 		close(fd);
-		return fail("%s: %s", sock, strerror(errno));
+		return -1;
 	}
+	return fd;
+}
+
+/* The whole reply (NUL-terminated, *n bytes; the caller frees), or NULL. */
+static char *daemon_read(int fd, size_t *n)
+{
+	char *reply = NULL;
+	size_t cap = 0;
+
+	*n = 0;
 	for (;;) {
 		ssize_t r;
 
-		if (n + 4096 > cap) {
+		if (*n + 4096 > cap) {
 			char *p;
 			if (cap >= ETRNCTL_CTL_REPLY_MAX)
 				break;
@@ -994,18 +1025,74 @@ static int daemon_request(struct ctl *x, const char *sock, const char *verb, con
 				break;
 			reply = p;
 		}
-		r = read(fd, reply + n, cap - n);
+		r = read(fd, reply + *n, cap - *n);
 		if (r <= 0)
 			break;
-		n += (size_t)r;
+		*n += (size_t)r;
 	}
+	if (reply)
+		reply[*n] = '\0';
+	return reply;
+}
+
+/* The daemon's queue listing as a JSON array (lines QID TAB arrival TAB
+ * size TAB pending TAB domain TAB <sender>; others, "total" and warnings,
+ * dropped). */
+static void print_mail_json(char *reply)
+{
+	int first = 1;
+
+	putchar('[');
+	for (char *line = strtok(reply, "\n"); line; line = strtok(NULL, "\n")) {
+		char *f[6];
+		size_t sl;
+		int k = 0;
+
+		for (char *p = line; k < 6 && p; k++) {
+			f[k] = p;
+			p = strchr(p, '\t');
+			if (p)
+				*p++ = '\0';
+		}
+		if (k < 6 || (sl = strlen(f[5])) < 2)
+			continue;
+		f[5][sl - 1] = '\0'; /* <sender> */
+		printf("%s{\"qid\":", first ? "" : ",");
+		json_str(stdout, f[0]);
+		printf(",\"arrival\":");
+		json_str(stdout, f[1]);
+		printf(",\"size\":%s,\"pending\":%s,\"domain\":", f[2], f[3]);
+		json_str(stdout, f[4]);
+		printf(",\"sender\":");
+		json_str(stdout, f[5] + 1);
+		putchar('}');
+		first = 0;
+	}
+	printf("]\n");
+}
+
+/* Send one request line to the running etrnd and print its reply. flush and
+ * force print the RFC 1985 reply: exit 0 for 2xx, 1 otherwise; the others
+ * exit 1 when the reply has an "error:" line. */
+static int daemon_request(struct ctl *x, const char *sock, const char *verb, const char *arg)
+{
+	char req[ETRNCTL_REQ_MAX], who[ETRNCTL_WHO_MAX], *reply;
+	size_t n = 0;
+	int fd, code = 0, rc = EXIT_OK;
+
+	daemon_who(who, sizeof(who));
+	if ((size_t)snprintf(req, sizeof(req), "%s%s%s%s\n", verb, arg ? " " : "", arg ? arg : "",
+			     who) >= sizeof(req))
+		return bad("%s: request too long", verb);
+	if ((fd = daemon_connect(sock, req, &rc)) < 0)
+		return rc;
+	reply = daemon_read(fd, &n);
 	close(fd);
 	if (!reply || n == 0) {
 		free(reply);
 		return fail("%s: no reply from etrnd", sock);
 	}
-	reply[n] = '\0';
-	if (!strcmp(verb, "flush")) {
+	if (!strcmp(verb, "flush") || !strcmp(verb, "force")) {
 		char *eol = strpbrk(reply, "\r\n");
 		if (eol)
 			*eol = '\0';
@@ -1017,9 +1104,14 @@ static int daemon_request(struct ctl *x, const char *sock, const char *verb, con
 		free(reply);
 		return code >= 200 && code < 300 ? EXIT_OK : EXIT_FAIL;
 	}
-	fwrite(reply, 1, n, stdout);
+	if (!strncmp(reply, "error:", 6) || strstr(reply, "\nerror:"))
+		rc = EXIT_FAIL;
+	if (rc == EXIT_OK && x->json && !strcmp(verb, "queue"))
+		print_mail_json(reply);
+	else
+		fwrite(reply, 1, n, rc == EXIT_OK ? stdout : stderr);
 	free(reply);
-	return EXIT_OK;
+	return rc;
 }
 
 /* ---- main --------------------------------------------------------------- */
@@ -1084,6 +1176,8 @@ enum {
 	CTL_F_ROW_OPTS = 1 << 0,  /* takes --dest, --queue, ... --tls */
 	CTL_F_PASSWORD = 1 << 1,  /* takes --password-stdin */
 	CTL_F_DAEMON = 1 << 2,    /* talks to the running etrnd, not only Redis */
+	CTL_F_FORCE = 1 << 3,     /* takes --force and --to */
+	CTL_F_FULL = 1 << 4,      /* takes --full */
 };
 
 /* One command: "name sub ARGS". usage lists its arguments, one word each,
@@ -1152,7 +1246,46 @@ static int cmd_export(struct ctl *x, const struct ctl_cmd *c, char **args,
 static int cmd_status(struct ctl *x, const struct ctl_cmd *c, char **args,
 		      const struct opts *o)
 {
-	return daemon_request(x, x->cfg->control_socket, "status", NULL);
+	return daemon_request(x, x->cfg->control_socket, "status", x->json ? "json" : NULL);
+}
+
+/* Mail held by the daemon, for one domain or all (args[0] NULL). */
+static int cmd_mail_list(struct ctl *x, const struct ctl_cmd *c, char **args,
+			 const struct opts *o)
+{
+	char norm[DOMTAB_NAME_MAX + 2], why[200];
+
+	if (args[0] && schema_domain_norm(args[0], 0, norm, why, sizeof(why)))
+		return bad("\"%s\": %s", args[0], why);
+	return daemon_request(x, x->cfg->control_socket, "queue", args[0] ? norm : NULL);
+}
+
+/* message show|delete|bounce QID: the daemon does it on the owning thread. */
+static int cmd_message(struct ctl *x, const struct ctl_cmd *c, char **args,
+		       const struct opts *o)
+{
+	size_t n = strspn(args[0], "0123456789abcdefABCDEF");
+
+	if (n != ETRNCTL_QID_DIGITS || args[0][n])
+		return bad("\"%s\": not a queue id (%d hex digits, as logs and etrnctl queue "
+			   "list show them)", args[0], ETRNCTL_QID_DIGITS);
+	return daemon_request(x, x->cfg->control_socket,
+			      !strcmp(c->sub, "show") ? (o->full ? "show-full" : "show") : c->sub,
+			      args[0]);
+}
+
+/* flush --force DOMAIN [--to HOST[:PORT]]: this node drains it whatever
+ * Redis says (mail stranded when its domain was deleted). */
+static int cmd_flush_force(struct ctl *x, const char *dom, const struct opts *o)
+{
+	char norm[DOMTAB_NAME_MAX + 2], why[200], arg[DOMTAB_NAME_MAX + ETRNCTL_DEST_MAX + 2];
+
+	if (schema_domain_norm(dom, 0, norm, why, sizeof(why)))
+		return bad("flush --force \"%s\": %s (one domain: not @ or #)", dom, why);
+	if (o->to && (!o->to[0] || strlen(o->to) >= ETRNCTL_DEST_MAX || strpbrk(o->to, " \t\r\n")))
+		return bad("--to \"%s\": want HOST[:PORT]", o->to);
+	snprintf(arg, sizeof(arg), "%s%s%s", norm, o->to ? " " : "", o->to ? o->to : "");
+	return daemon_request(x, x->cfg->control_socket, "force", arg);
 }
 
 /* ETRN on the operator's behalf: the local daemon drains and replies; other
@@ -1167,6 +1300,8 @@ static int cmd_flush(struct ctl *x, const struct ctl_cmd *c, char **args,
 	redisReply *r;
 	int rc;
 
+	if (o->force)
+		return cmd_flush_force(x, args[0], o);
 	if (args[0][0] == '#' ? schema_queue_check(args[0] + 1, why, sizeof(why))
 			      : schema_domain_norm(dn, 0, norm, why, sizeof(why)))
 		return bad("flush \"%s\": %s", args[0], why);
@@ -1192,13 +1327,18 @@ static const struct ctl_cmd ctl_cmds[] = {
 	{ "domain", "show", cmd_domain_show, "DOMAIN", 0 },
 	{ "domain", "list", cmd_domain_list, "", 0 },
 	{ "queue", "list", cmd_queue_list, "", 0 },
+	{ "queue", "list", cmd_mail_list, "DOMAIN", CTL_F_DAEMON },
+	{ "mailq", NULL, cmd_mail_list, "[DOMAIN]", CTL_F_DAEMON },
+	{ "message", "show", cmd_message, "QID", CTL_F_DAEMON | CTL_F_FULL },
+	{ "message", "delete", cmd_message, "QID", CTL_F_DAEMON },
+	{ "message", "bounce", cmd_message, "QID", CTL_F_DAEMON },
 	{ "queue", "show", cmd_queue_show, "NAME", 0 },
 	{ "user", "add", cmd_user, "NAME", CTL_F_PASSWORD },
 	{ "user", "passwd", cmd_user, "NAME", CTL_F_PASSWORD },
 	{ "user", "del", cmd_user, "NAME", 0 },
 	{ "import", NULL, cmd_import, "FILE.csv", 0 },
 	{ "export", NULL, cmd_export, "", 0 },
-	{ "flush", NULL, cmd_flush, "DOMAIN|@DOMAIN|#QUEUE", CTL_F_DAEMON },
+	{ "flush", NULL, cmd_flush, "DOMAIN|@DOMAIN|#QUEUE", CTL_F_DAEMON | CTL_F_FORCE },
 	{ "status", NULL, cmd_status, "", CTL_F_DAEMON },
 };
 #define CTL_NCMDS (sizeof(ctl_cmds) / sizeof(ctl_cmds[0]))
@@ -1210,6 +1350,17 @@ static int ctl_cmd_nargs(const struct ctl_cmd *c)
 	for (const char *p = c->usage; *p; p++)
 		n += (p == c->usage || p[-1] == ' ') && *p != ' ';
 	return n;
+}
+
+/* 1 when c takes got arguments: its words, or one fewer when the last is
+ * "[OPTIONAL]". */
+static int ctl_cmd_fits(const struct ctl_cmd *c, int got)
+{
+	int want = ctl_cmd_nargs(c);
+	const char *last = strrchr(c->usage, ' ');
+
+	last = last ? last + 1 : c->usage;
+	return got == want || (last[0] == '[' && got == want - 1);
 }
 
 /* The command args name and check its shape: number of arguments, options
@@ -1236,20 +1387,28 @@ static const struct ctl_cmd *ctl_cmd_find(char **args, int nargs, int domain_opt
 				continue;
 		}
 		c = &ctl_cmds[i];
-		break;
+		/* "queue list" and "queue list DOMAIN" are two commands. */
+		if (ctl_cmd_fits(c, nargs - words))
+			break;
 	}
 	*rc = EXIT_USAGE;
 	if (!c)
 		return bad("unknown command \"%s%s%s\" (see etrnctl --help)", what,
 			   verb[0] ? " " : "", verb), NULL;
 	want = ctl_cmd_nargs(c);
-	if (nargs - words != want)
+	if (!ctl_cmd_fits(c, nargs - words))
 		return bad("%s%s%s: want %d argument(s), got %d (see etrnctl --help)", what,
 			   verb[0] ? " " : "", verb, want, nargs - words), NULL;
 	if (domain_opts && !(c->flags & CTL_F_ROW_OPTS))
 		return bad("--dest, --queue, --etrn-from, --owner, --max-hold, --quota and --tls only go with domain add"), NULL;
 	if (o->password_stdin && !(c->flags & CTL_F_PASSWORD))
 		return bad("--password-stdin only goes with user add and user passwd"), NULL;
+	if ((o->force || o->to) && !(c->flags & CTL_F_FORCE))
+		return bad("--force and --to only go with flush"), NULL;
+	if (o->to && !o->force)
+		return bad("--to only goes with flush --force"), NULL;
+	if (o->full && !(c->flags & CTL_F_FULL))
+		return bad("--full only goes with message show"), NULL;
 	*rc = EXIT_OK;
 	return c;
 }
@@ -1270,7 +1429,7 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 {
 	enum {
 		O_REDIS = 256, O_JSON, O_DEST, O_QUEUE, O_ETRN_FROM, O_OWNER, O_MAX_HOLD,
-		O_QUOTA, O_TLS, O_PWSTDIN, O_HELP,
+		O_QUOTA, O_TLS, O_PWSTDIN, O_HELP, O_FORCE, O_TO, O_FULL,
 	};
 	static const struct option lopts[] = {
 		{ "redis", required_argument, 0, O_REDIS },
@@ -1284,6 +1443,9 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 		{ "tls", required_argument, 0, O_TLS },
 		{ "password-stdin", no_argument, 0, O_PWSTDIN },
 		{ "help", no_argument, 0, O_HELP },
+		{ "force", no_argument, 0, O_FORCE },
+		{ "to", required_argument, 0, O_TO },
+		{ "full", no_argument, 0, O_FULL },
 		{ 0, 0, 0, 0 },
 	};
 	int opt;
@@ -1301,6 +1463,9 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 		case O_QUOTA: o->row.quota = optarg; a->domain_opts++; break;
 		case O_TLS: o->row.tls = optarg; a->domain_opts++; break;
 		case O_PWSTDIN: o->password_stdin = 1; break;
+		case O_FORCE: o->force = 1; break;
+		case O_TO: o->to = optarg; break;
+		case O_FULL: o->full = 1; break;
 		case 'h': case O_HELP: usage(stdout); return EXIT_OK;
 		default: usage(stderr); return EXIT_USAGE;
 		}

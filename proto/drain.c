@@ -519,6 +519,46 @@ void drain_hub_flush(struct drain_hub *h, const char *node, size_t len, struct b
 	(void)etrn_reply(out, o, en.shown, en.shown_len, NULL, n);
 }
 
+void drain_hub_flush_force(struct drain_hub *h, const char *domain, size_t len,
+			   const char *dest, const char *who, struct buf *out)
+{
+	/* A row of our own: the domain table may not have one any more. */
+	struct domtab_row row = { .dest = dest && dest[0] ? dest : NULL };
+	struct etrn_node en;
+	enum etrn_outcome o;
+	uint64_t n = 0;
+
+	o = etrn_parse(domain, len, ETRN_SRC_OPERATOR, &en);
+	if (o == ETRN_OK && en.kind != ETRN_KIND_DOMAIN)
+		o = ETRN_SYNTAX_OPERATOR; /* one domain, never @ or # */
+	if (o != ETRN_OK) {
+		(void)etrn_reply(out, o, domain, len, NULL, 0);
+		return;
+	}
+	log_info("forced flush of %.*s to %s, asked by %s", (int)en.name_len, en.name,
+		 row.dest ? row.dest : "its MX", who);
+	row.name = en.name;
+	o = hub_start(h, &row, en.name, en.name_len, who, &n);
+	(void)etrn_reply(out, o, en.shown, en.shown_len, NULL, n);
+}
+
+unsigned drain_hub_shards(struct drain_hub *h, struct drain_status_shard *out, unsigned max)
+{
+	for (unsigned i = 0; i < h->n && i < max; i++) {
+		struct drain *d = __atomic_load_n(&h->drains[i], __ATOMIC_ACQUIRE);
+
+		out[i].loop = d ? d->env.loop : NULL;
+		out[i].idx = d ? d->env.idx : NULL;
+		out[i].sh = d ? d->env.sh : NULL;
+	}
+	return h->n;
+}
+
+const char *drain_hub_hostname(const struct drain_hub *h)
+{
+	return h->cfg->hostname;
+}
+
 void drain_hub_status(struct drain_hub *h, struct buf *out)
 {
 	struct drain_status_shard *sh = calloc(h->n, sizeof(*sh));

@@ -79,6 +79,28 @@ void drain_etrn(struct drain *d, const char *client, const char *node,
 void drain_hub_flush(struct drain_hub *h, const char *node, size_t len,
 		struct buf *out);
 
+/*
+ * The operator's forced flush (etrnctl flush --force): drain domain (one
+ * domain, not @ or #) whether or not the domain table has it, to dest
+ * ("host[:port]", as a row's dest) or, when dest is NULL or "", the domain's
+ * MX. No etrn_from, owner or rate check; logged with who (the asker). The
+ * reply is ETRN's (253, 251, 252, 501). Any thread that may call
+ * drain_hub_flush(). dest and who are copied or used only during the call.
+ */
+void drain_hub_flush_force(struct drain_hub *h, const char *domain, size_t len,
+		const char *dest, const char *who, struct buf *out);
+
+/* The engine threads' loops, indexes and shards (a loop NULL while its
+ * thread is not up) into out, at most max; returns how many threads there
+ * are (call with max 0 to size out). For requests
+ * that post jobs to the engine threads (drain_status.h, drain_queue.h). */
+struct drain_status_shard;
+unsigned drain_hub_shards(struct drain_hub *h, struct drain_status_shard *out,
+		unsigned max);
+
+/* The node's host name (config hostname): DSNs name it. Lives as long as h. */
+const char *drain_hub_hostname(const struct drain_hub *h);
+
 /* Queue depths per shard and per domain, as text lines (etrnctl status).
  * Asks every engine thread and waits for them (up to 3 s): call it from a
  * thread that may block (the control socket's), never an engine thread. */

@@ -1,19 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * drain_status: see drain_status.h. The rendezvous is reference counted:
- * the asker and every posted job hold one reference, so a thread that
- * answers after the asker gave up still writes into live memory, and the
- * last one out frees it.
+ * drain_status: see drain_status.h. The asker and the jobs meet at a
+ * reference-counted rendezvous (core/rendezvous.h), so a thread that answers
+ * after the asker gave up still writes into live memory.
  */
 #include "proto/drain_status.h"
 
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "core/rendezvous.h"
 #include "proto/drain_resolve.h"
 
 struct status_dom {
@@ -22,10 +21,7 @@ struct status_dom {
 };
 
 struct status_req {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	unsigned refs;                 /* the asker + each thread not done */
-	unsigned left;                 /* threads not done */
+	struct rendezvous rv;          /* rv.mu guards what the jobs hand over */
 	struct spool_index_totals *tot; /* per thread */
 	struct status_dom **doms;      /* per thread */
 	size_t *ndoms;
@@ -40,20 +36,14 @@ struct status_job {
 
 static void status_put(struct status_req *rq)
 {
-	unsigned refs;
-
-	pthread_mutex_lock(&rq->mu);
-	refs = --rq->refs;
-	pthread_mutex_unlock(&rq->mu);
-	if (refs)
+	if (!rendezvous_put(&rq->rv))
 		return;
 	for (unsigned i = 0; i < rq->n; i++)
 		free(rq->doms[i]);
 	free(rq->doms);
 	free(rq->ndoms);
 	free(rq->tot);
-	pthread_mutex_destroy(&rq->mu);
-	pthread_cond_destroy(&rq->cv);
+	rendezvous_destroy(&rq->rv);
 	free(rq);
 }
 
@@ -71,10 +61,8 @@ static struct status_req *status_req_new(unsigned n)
 		}
 		return NULL;
 	}
-	pthread_mutex_init(&rq->mu, NULL);
-	pthread_cond_init(&rq->cv, NULL);
+	rendezvous_init(&rq->rv);
 	rq->n = n;
-	rq->refs = 1;
 	return rq;
 }
 
@@ -104,13 +92,12 @@ static void status_job_run(void *arg)
 		v[n].oldest_us = st.oldest_us;
 		n++;
 	}
-	pthread_mutex_lock(&rq->mu);
+	pthread_mutex_lock(&rq->rv.mu);
 	rq->tot[sj->i] = t;
 	rq->doms[sj->i] = v;
 	rq->ndoms[sj->i] = n;
-	rq->left--;
-	pthread_cond_broadcast(&rq->cv);
-	pthread_mutex_unlock(&rq->mu);
+	rendezvous_end_locked(&rq->rv);
+	pthread_mutex_unlock(&rq->rv.mu);
 	free(sj);
 	status_put(rq);
 }
@@ -126,40 +113,67 @@ static void status_post_all(struct status_req *rq, const struct drain_status_sha
 		sj->rq = rq;
 		sj->idx = shards[i].idx;
 		sj->i = i;
-		pthread_mutex_lock(&rq->mu);
-		rq->refs++;
-		rq->left++;
-		pthread_mutex_unlock(&rq->mu);
+		rendezvous_hold(&rq->rv);
 		if (loop_post(shards[i].loop, status_job_run, sj)) {
 			free(sj);
-			pthread_mutex_lock(&rq->mu);
-			rq->refs--;
-			rq->left--;
-			pthread_mutex_unlock(&rq->mu);
+			rendezvous_unhold(&rq->rv);
 		}
 	}
 }
 
-/* With rq->mu held: a line per shard; the domains of all, in one array
- * (*all, *nall; NULL when none or out of memory). */
-static void status_shards(struct status_req *rq, struct buf *out, struct status_dom **all,
-			  size_t *nall)
+/* Append s as a JSON string (quoted; control bytes, '"' and '\\' escaped). */
+static void status_json_str(struct buf *out, const char *s, size_t n)
+{
+	(void)buf_puts(out, "\"");
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c < 0x20 || c == '"' || c == '\\' || c >= 0x7f)
+			(void)buf_printf(out, "\\u%04x", c);
+		else
+			(void)buf_append(out, &s[i], 1);
+	}
+	(void)buf_puts(out, "\"");
+}
+
+/* One shard's totals: a text line, or a JSON object (comma first unless
+ * it is the first). */
+static void status_shard_line(struct buf *out, unsigned i, const struct spool_index_totals *t,
+			      int answered, int json)
+{
+	if (json && !answered) {
+		(void)buf_printf(out, "%s{\"shard\":%u,\"answered\":false}", i ? "," : "", i);
+		return;
+	}
+	if (!answered) {
+		(void)buf_printf(out, "shard %u: no answer\n", i);
+		return;
+	}
+	(void)buf_printf(out, json ? "%s{\"shard\":%u,\"answered\":true,\"messages\":%" PRIu64
+			 ",\"recipients\":%" PRIu64 ",\"domains\":%" PRIu64 ",\"segments\":%"
+			 PRIu64 ",\"bytes\":%" PRIu64 ",\"live_bytes\":%" PRIu64 ",\"delivered\":%"
+			 PRIu64 ",\"bounced\":%" PRIu64 ",\"expired\":%" PRIu64 "}"
+			 : "%sshard %u: messages %" PRIu64 ", recipients %" PRIu64
+			 ", domains %" PRIu64 ", segments %" PRIu64 ", bytes %" PRIu64
+			 " (live %" PRIu64 "), delivered %" PRIu64 ", bounced %" PRIu64
+			 ", expired %" PRIu64 "\n", json && i ? "," : "", i, t->messages,
+			 t->recipients, t->domains, t->segments, t->total_bytes, t->live_bytes,
+			 t->delivered, t->bounced, t->expired);
+}
+
+/* With rq->rv.mu held: a line (or JSON object) per shard; the domains of all,
+ * in one array (*all, *nall; NULL when none or out of memory). */
+static void status_shards(struct status_req *rq, struct buf *out, int json,
+			  struct status_dom **all, size_t *nall)
 {
 	size_t total = 0, k = 0;
 
 	for (unsigned i = 0; i < rq->n; i++) {
-		struct spool_index_totals *t = &rq->tot[i];
-		if (!rq->doms[i] && !t->segments) {
-			(void)buf_printf(out, "shard %u: no answer\n", i);
-			continue;
-		}
-		(void)buf_printf(out, "shard %u: messages %" PRIu64 ", recipients %" PRIu64
-				 ", domains %" PRIu64 ", segments %" PRIu64 ", bytes %" PRIu64
-				 " (live %" PRIu64 "), delivered %" PRIu64 ", bounced %" PRIu64
-				 ", expired %" PRIu64 "\n", i, t->messages, t->recipients, t->domains,
-				 t->segments, t->total_bytes, t->live_bytes, t->delivered, t->bounced,
-				 t->expired);
-		total += rq->ndoms[i];
+		int answered = rq->doms[i] || rq->tot[i].segments;
+
+		status_shard_line(out, i, &rq->tot[i], answered, json);
+		if (answered)
+			total += rq->ndoms[i];
 	}
 	*all = total ? calloc(total, sizeof(**all)) : NULL;
 	for (unsigned i = 0; *all && i < rq->n; i++)
@@ -175,8 +189,9 @@ static int status_cmp(const void *a, const void *b)
 	return strcmp(x->dom, y->dom);
 }
 
-/* Merge each domain's shards: one line per domain, node-wide. */
-static void status_domains(struct status_dom *all, size_t k, struct buf *out)
+/* Merge each domain's shards: one line (or JSON object) per domain,
+ * node-wide. */
+static void status_domains(struct status_dom *all, size_t k, int json, struct buf *out)
 {
 	struct timespec ts;
 	uint64_t now;
@@ -195,39 +210,59 @@ static void status_domains(struct status_dom *all, size_t k, struct buf *out)
 			if (all[j].oldest_us < s.oldest_us)
 				s.oldest_us = all[j].oldest_us;
 		}
-		(void)buf_printf(out, "domain %s: messages %" PRIu64 ", recipients %" PRIu64
-				 ", bytes %" PRIu64 ", oldest %" PRIu64 " s\n", s.dom, s.msgs,
-				 s.rcpts, s.bytes, now > s.oldest_us ? (now - s.oldest_us) / 1000000 : 0);
+		if (json) {
+			(void)buf_puts(out, i ? ",{\"domain\":" : "{\"domain\":");
+			status_json_str(out, s.dom, strlen(s.dom));
+		}
+		(void)buf_printf(out, json ? "%s,\"messages\":%" PRIu64 ",\"recipients\":%" PRIu64
+				 ",\"bytes\":%" PRIu64 ",\"oldest_s\":%" PRIu64 "}"
+				 : "domain %s: messages %" PRIu64 ", recipients %" PRIu64
+				 ", bytes %" PRIu64 ", oldest %" PRIu64 " s\n", json ? "" : s.dom,
+				 s.msgs, s.rcpts, s.bytes,
+				 now > s.oldest_us ? (now - s.oldest_us) / 1000000 : 0);
 		i = j;
 	}
+}
+
+static void status_collect(const struct drain_status_shard *shards, unsigned n, int json,
+			   struct buf *out)
+{
+	struct status_req *rq = status_req_new(n);
+	struct status_dom *all = NULL;
+	size_t nall = 0;
+	int timed_out;
+
+	if (!rq) {
+		(void)buf_puts(out, json ? "{\"error\":\"out of memory\"}\n" : "error: out of memory\n");
+		return;
+	}
+	status_post_all(rq, shards);
+	timed_out = rendezvous_wait(&rq->rv, DRAIN_STATUS_WAIT_MS);
+	if (json)
+		(void)buf_puts(out, "{\"shards\":[");
+	status_shards(rq, out, json, &all, &nall);
+	pthread_mutex_unlock(&rq->rv.mu);
+	status_put(rq);
+	if (json)
+		(void)buf_puts(out, "],\"domains\":[");
+	if (all) {
+		status_domains(all, nall, json, out);
+		free(all);
+	}
+	if (json)
+		(void)buf_printf(out, "],\"complete\":%s}\n", timed_out ? "false" : "true");
+	else if (timed_out)
+		(void)buf_puts(out, "warning: some engine threads did not answer in time\n");
 }
 
 void drain_status_collect(const struct drain_status_shard *shards, unsigned n,
 			  struct buf *out)
 {
-	struct status_req *rq = status_req_new(n);
-	struct status_dom *all = NULL;
-	struct timespec dl;
-	size_t nall = 0;
-	int timed_out = 0;
+	status_collect(shards, n, 0, out);
+}
 
-	if (!rq) {
-		(void)buf_puts(out, "error: out of memory\n");
-		return;
-	}
-	status_post_all(rq, shards);
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_sec += DRAIN_STATUS_WAIT_MS / 1000;
-	pthread_mutex_lock(&rq->mu);
-	while (rq->left && !timed_out)
-		timed_out = pthread_cond_timedwait(&rq->cv, &rq->mu, &dl) != 0;
-	status_shards(rq, out, &all, &nall);
-	pthread_mutex_unlock(&rq->mu);
-	status_put(rq);
-	if (all) {
-		status_domains(all, nall, out);
-		free(all);
-	}
-	if (timed_out)
-		(void)buf_puts(out, "warning: some engine threads did not answer in time\n");
+void drain_status_collect_json(const struct drain_status_shard *shards, unsigned n,
+			       struct buf *out)
+{
+	status_collect(shards, n, 1, out);
 }

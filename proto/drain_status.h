@@ -3,7 +3,8 @@
  * drain_status: queue depths for `etrnctl status`. Each engine thread's
  * spool index is read only on its own thread, so the asker posts a job to
  * every loop and waits (bounded) at a rendezvous for their answers, then
- * merges them into one text report: a line per shard, a line per domain.
+ * merges them into one report: a line per shard, a line per domain (text),
+ * or one JSON object (etrnctl status --json).
  */
 #ifndef ETRND_PROTO_DRAIN_STATUS_H
 #define ETRND_PROTO_DRAIN_STATUS_H
@@ -17,9 +18,11 @@
 
 /* One engine thread as the report sees it: its loop (NULL while the thread
  * is not up: reported as "no answer") and its shard's index. */
+struct spool_shard;
 struct drain_status_shard {
 	struct loop *loop;
 	struct spool_index *idx;
+	struct spool_shard *sh;  /* its spool (the queue requests write to it) */
 };
 
 /*
@@ -29,6 +32,17 @@ struct drain_status_shard {
  * not answered by then is reported as such; its late answer is dropped.
  */
 void drain_status_collect(const struct drain_status_shard *shards, unsigned n,
+		struct buf *out);
+
+/* The same report as one JSON object, then a newline:
+ *   {"shards":[{"shard":0,"answered":true,"messages":N,"recipients":N,
+ *     "domains":N,"segments":N,"bytes":N,"live_bytes":N,"delivered":N,
+ *     "bounced":N,"expired":N},...],
+ *    "domains":[{"domain":"x.test","messages":N,"recipients":N,"bytes":N,
+ *     "oldest_s":N},...], "complete":true}
+ * A shard that did not answer is {"shard":i,"answered":false}; complete is
+ * false when any timed out. Blocks like drain_status_collect(). */
+void drain_status_collect_json(const struct drain_status_shard *shards, unsigned n,
 		struct buf *out);
 
 #endif

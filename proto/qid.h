@@ -9,6 +9,7 @@
 #ifndef ETRND_PROTO_QID_H
 #define ETRND_PROTO_QID_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Bytes for a queue id and its NUL: 14 digits, with room for a shard
@@ -18,5 +19,13 @@
 /* Write msgid's queue id, NUL-terminated, into out (QID_MAX bytes). Returns
  * out, so a log call can take it as an argument. */
 const char *qid_format(uint64_t msgid, char out[QID_MAX]);
+
+/* Digits of a queue id as qid_format() writes them. */
+#define QID_DIGITS 14
+
+/* The message id of queue id text s (len bytes, not NUL-terminated): exactly
+ * QID_DIGITS hex digits, either case. Returns 0 with *msgid set, or -EINVAL
+ * (anything else: empty, too short or long, a non-hex byte). */
+int qid_parse(const char *s, size_t len, uint64_t *msgid);
 
 #endif
