@@ -621,6 +621,9 @@ static const struct config_key config_keys[] = {
 	{ "smtp_max_errors", set_uint, OFF(smtp_max_errors), 1, 1000 },
 	{ "idle_timeout", set_duration, OFF(idle_timeout_ms), 100, MS_PER_DAY },
 	{ "session_timeout", set_duration, OFF(session_timeout_ms), 1000, 7 * MS_PER_DAY },
+	/* After the last reply (421 on a timeout, 221), a peer that does not
+	 * read it is cut off this long after (both directions, drains too). */
+	{ "close_timeout", set_duration, OFF(close_timeout_ms), 100, MS_PER_DAY },
 	{ "bare_lf", set_bare_lf, 0, 0, 0 },
 	{ "max_connections", set_uint, OFF(max_connections), 1, 1000000 },
 	{ "shutdown_timeout", set_duration, OFF(shutdown_timeout_ms), 0, MS_PER_DAY },
@@ -666,6 +669,7 @@ void config_defaults(struct config *c)
 	c->smtp_max_errors = 10;
 	c->idle_timeout_ms = 300 * 1000;
 	c->session_timeout_ms = 3600 * 1000;
+	c->close_timeout_ms = 30 * 1000;
 	c->bare_lf_normalize = 0;
 	c->max_connections = 20000;
 	c->shutdown_timeout_ms = 30 * 1000;

@@ -160,11 +160,21 @@ int loop_post(struct loop *l, loop_hook_fn fn, void *arg);
  * with the reply awaited); restarts the idle clock. */
 void conn_set_timeout(struct conn *c, unsigned ms);
 
+/* Output high-water mark per connection. An owner stops producing output
+ * (consumes less input than offered: a pause) once conn_out() holds this
+ * much; the loop resumes such a connection by itself once the peer has read
+ * the send in flight. So a peer that pipelines commands and never reads
+ * costs at most about 2 x LOOP_OUT_HIGH of output plus LOOP_PENDING_MAX of
+ * kept input, and its idle timeout runs while it is paused. */
+#define LOOP_OUT_HIGH (64u * 1024)
+
 /* The connection's output buffer: append replies, then conn_flush(). */
 struct buf *conn_out(struct conn *c);
 /* Send what is in the output buffer (one send in flight at most). */
 void conn_flush(struct conn *c);
-/* Close once the output buffer is sent. ops->close follows. */
+/* Close once the output buffer is sent. ops->close follows. A peer that
+ * does not read that output within close_timeout is cut off (the send is
+ * cancelled, the socket shut down, logged once). */
 void conn_close(struct conn *c);
 /* Deliver kept input again and take new input (after a pause). */
 void conn_resume(struct conn *c);
