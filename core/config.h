@@ -69,6 +69,7 @@ struct config {
 	unsigned idle_timeout_ms;       /* RFC 5321 4.5.3.2.7: at least 5 min */
 	unsigned session_timeout_ms;
 	unsigned close_timeout_ms;      /* a closing peer must read our last replies by then */
+	unsigned send_timeout_ms;       /* a send that makes no progress this long: timeout */
 	int bare_lf_normalize;
 	unsigned max_connections;       /* per engine thread */
 	unsigned shutdown_timeout_ms;

@@ -103,6 +103,7 @@ struct conn {
 	uint64_t start_ms;
 	uint64_t last_ms;
 	uint64_t close_ms;    /* when conn_close() was called */
+	uint64_t send_ms;     /* when the send in flight was (re)submitted */
 	unsigned timeout_ms;  /* idle timeout; 0 = the config's idle_timeout */
 	struct sockaddr_storage dst; /* outbound: where to connect */
 	socklen_t dstlen;
@@ -550,6 +551,7 @@ static void send_out(struct conn *c)
 			   MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, ud_make(OP_SEND, c->slot, c->gen));
 	c->flags |= CONN_SEND_INFLIGHT;
+	c->send_ms = now_mono_ms();
 }
 
 void conn_flush(struct conn *c)
@@ -581,6 +583,12 @@ static void on_send(struct loop *l, struct io_uring_cqe *cqe)
 		c->flags |= CONN_DEAD;
 		c->wbuf.len = 0;
 		c->out.len = 0;
+		if (c->flags & CONN_OUT_WAIT) {
+			/* Waiting for this peer to read: it never will. Its
+			 * kept commands can have no answer; drop them. */
+			c->flags &= ~(CONN_OUT_WAIT | CONN_PAUSED);
+			c->pending.len = 0;
+		}
 		if (!(c->flags & CONN_CLOSING)) {
 			/* Tell the owner the way a vanished peer is told. */
 			c->flags |= CONN_EOF;
@@ -1042,7 +1050,9 @@ static void on_timer(struct loop *l)
 		if (c->flags & CONN_CONNECTING)
 			continue; /* bounded by its linked connect timeout */
 		if (now - c->last_ms >= (c->timeout_ms ? c->timeout_ms : l->cfg->idle_timeout_ms) ||
-		    now - c->start_ms >= l->cfg->session_timeout_ms)
+		    now - c->start_ms >= l->cfg->session_timeout_ms ||
+		    ((c->flags & CONN_SEND_INFLIGHT) &&
+		     now - c->send_ms >= l->cfg->send_timeout_ms))
 			c->ops->timeout(c->ops_arg, c, c->st);
 	}
 	/* A connection stuck behind a send the peer never reads would hold

@@ -33,7 +33,8 @@ struct conn_ops {
 	 * were consumed. Returning less than n pauses input: the loop keeps
 	 * the rest (and anything that arrives later) until conn_resume(). */
 	size_t (*data)(void *arg, struct conn *c, void *st, const char *p, size_t n);
-	/* No input for idle_timeout, or the session passed session_timeout. */
+	/* No input for idle_timeout, the session passed session_timeout, or
+	 * the peer took none of our output for send_timeout. */
 	void (*timeout)(void *arg, struct conn *c, void *st);
 	/* The server is stopping: finish or refuse, then conn_close(). Called
 	 * once per connection. */

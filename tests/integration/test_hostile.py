@@ -63,9 +63,10 @@ class GoodSession(threading.Thread):
     connection every `per_conn` messages (or when etrnd cuts it with 421,
     as a session_timeout does); records when each 250 came."""
 
-    def __init__(self, e, per_conn=10):
+    def __init__(self, e, per_conn=10, pause=GOOD_PAUSE_S):
         super().__init__(daemon=True)
         self.e = e
+        self.pause = pause
         self.per_conn = per_conn
         self.stop_ev = threading.Event()
         self.ok_times = []
@@ -108,7 +109,7 @@ class GoodSession(threading.Thread):
                         if self.stop_ev.is_set() or not self._tx(rd, sock, n):
                             break
                         n += 1
-                        time.sleep(GOOD_PAUSE_S)
+                        time.sleep(self.pause)
                     try:
                         sock.sendall(b"QUIT\r\n")
                     except OSError:
@@ -241,6 +242,25 @@ class HostileTest(unittest.TestCase):
                          "(the stuck ones kept their slots)" % got)
         good.finish(self, since)
         self.assertIn("close_timeout; connection cut off", e.stderr_text())
+
+    def test_flooder_that_leaves_frees_its_slot(self):
+        """A client paused on unread replies that then closes (a reset:
+        our replies are unread) frees its slot at once, not after the
+        idle timeout: its kept commands are dropped, its EOF told."""
+        slots = 2
+        e = self.start(threads="1", max_connections=str(slots))
+        for _ in range(slots):
+            flood_never_read(e, FLOOD_BYTES).close()
+        deadline = time.monotonic() + 10.0
+        got = 0
+        while got < slots and time.monotonic() < deadline:
+            tries = [e.connect(timeout=10) for _ in range(slots)]
+            got = sum(H.Reader(s).reply()[0] == 220 for s in tries)
+            for s in tries:
+                s.close()
+            if got < slots:
+                time.sleep(0.5)
+        self.assertEqual(got, slots, "the flooders' slots were still taken")
 
     def test_close_right_after_final_dot(self):
         """Item 6: EOF right after the final dot, while the commit is

@@ -44,6 +44,7 @@ static const struct bad_case bad_cases[] = {
 	{ "idle_timeout = 10ms\n", "1: bad value for idle_timeout: \"10ms\"" },
 	{ "close_timeout = 10ms\n", "1: bad value for close_timeout: \"10ms\"" },
 	{ "close_timeout = soon\n", "1: bad value for close_timeout: \"soon\"" },
+	{ "send_timeout = 0\n", "1: bad value for send_timeout: \"0\"" },
 	{ "relay_domains = demo.test, bad..name\n", "1: bad value for relay_domains: \"bad..name\" is not a domain name" },
 	{ "bare_lf = allow\n", "1: bad value for bare_lf: \"allow\" (want reject or normalize)" },
 	{ "log_syslog = maybe\n", "1: bad value for log_syslog: \"maybe\" (want yes or no)" },
@@ -104,6 +105,7 @@ Test(config, defaults_and_good_values)
 		"idle_timeout = 1500ms\n"
 		"session_timeout = 2h\n"
 		"close_timeout = 2s\n"
+		"send_timeout = 1m\n"
 		"bare_lf = normalize\n"
 		"max_connections = 100\n"
 		"shutdown_timeout = 0\n"
@@ -117,6 +119,7 @@ Test(config, defaults_and_good_values)
 	cr_assert_eq(c.message_size_limit, 50u << 20);
 	cr_assert_eq(c.idle_timeout_ms, 300000);
 	cr_assert_eq(c.close_timeout_ms, 30000);
+	cr_assert_eq(c.send_timeout_ms, 180000);
 	cr_assert_eq(config_load(&c, path, err, sizeof(err)), 0, "%s", err);
 	cr_expect_eq(c.nlisten, 3);
 	cr_expect_str_eq(c.listen[1].text, "[::1]:2526");
@@ -135,6 +138,7 @@ Test(config, defaults_and_good_values)
 	cr_expect_eq(c.idle_timeout_ms, 1500);
 	cr_expect_eq(c.session_timeout_ms, 2u * 3600 * 1000);
 	cr_expect_eq(c.close_timeout_ms, 2000);
+	cr_expect_eq(c.send_timeout_ms, 60000);
 	cr_expect_eq(c.bare_lf_normalize, 1);
 	cr_expect_eq(c.max_connections, 100);
 	cr_expect_eq(c.shutdown_timeout_ms, 0);
