@@ -168,15 +168,19 @@ class HostileTest(unittest.TestCase):
     def start(self, **cfg):
         return H.Etrnd.started(self, **cfg)
 
-    def test_never_reads_memory_bounded(self):
-        """Item 1: pipelined HELP never read must not grow etrnd's memory
-        with the input (the loop stops reading at LOOP_OUT_HIGH)."""
+    def start_measured(self):
+        """One engine thread with a good session running: (etrnd, the
+        session, etrnd's pid, its VmRSS in kB before the attack)."""
         e = self.start(threads="1")
         good = GoodSession(e)
         good.start()
         time.sleep(1.0)
-        pid = e.proc.pid
-        base = proc_kb(pid, "VmRSS")
+        return e, good, e.proc.pid, proc_kb(e.proc.pid, "VmRSS")
+
+    def test_never_reads_memory_bounded(self):
+        """Item 1: pipelined HELP never read must not grow etrnd's memory
+        with the input (the loop stops reading at LOOP_OUT_HIGH)."""
+        e, good, pid, base = self.start_measured()
         hwm = reset_hwm(pid)
         peak = base
         sent, socks, ths = [], [], []
@@ -346,12 +350,7 @@ class HostileTest(unittest.TestCase):
         """100,000 pipelined NOOPs sent before reading a single reply: every
         one answered, etrnd's memory stays bounded, the good session goes
         on."""
-        e = self.start(threads="1")
-        good = GoodSession(e)
-        good.start()
-        time.sleep(1.0)
-        pid = e.proc.pid
-        base = proc_kb(pid, "VmRSS")
+        e, good, pid, base = self.start_measured()
         peak = base
         since = time.monotonic()
         s = e.connect(timeout=30)
