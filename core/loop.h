@@ -31,7 +31,10 @@ struct conn_ops {
 	void *(*open)(void *arg, struct conn *c, const char *peer);
 	/* Bytes arrived (n > 0) or the peer closed (n == 0). Return how many
 	 * were consumed. Returning less than n pauses input: the loop keeps
-	 * the rest (and anything that arrives later) until conn_resume(). */
+	 * the rest (and anything that arrives later) until conn_resume(), or,
+	 * when conn_out() held LOOP_OUT_HIGH or more at the pause, until the
+	 * peer has read the send in flight: so an owner still busy must
+	 * accept being offered the input again (and return 0). */
 	size_t (*data)(void *arg, struct conn *c, void *st, const char *p, size_t n);
 	/* No input for idle_timeout, the session passed session_timeout, or
 	 * the peer took none of our output for send_timeout. */
