@@ -645,6 +645,14 @@ static const struct config_key config_keys[] = {
 	{ "smtp_max_errors", set_uint, OFF(smtp_max_errors), 1, 1000 },
 	{ "idle_timeout", set_duration, OFF(idle_timeout_ms), 100, MS_PER_DAY },
 	{ "session_timeout", set_duration, OFF(session_timeout_ms), 1000, 7 * MS_PER_DAY },
+	/* After the last reply (421 on a timeout, 221), a peer that does not
+	 * read it is cut off this long after (both directions, drains too). */
+	{ "close_timeout", set_duration, OFF(close_timeout_ms), 100, MS_PER_DAY },
+	/* A peer that takes none of our output for this long (a client that
+	 * never reads, a customer server that stops reading mid-message) gets
+	 * the connection's timeout: Postfix's smtp_data_xfer_timeout, RFC 5321
+	 * 4.5.3.2.5's 3 minutes for a data block. */
+	{ "send_timeout", set_duration, OFF(send_timeout_ms), 100, MS_PER_DAY },
 	{ "bare_lf", set_bare_lf, 0, 0, 0 },
 	{ "max_connections", set_uint, OFF(max_connections), 1, 1000000 },
 	/* Like Postfix's smtpd_client_connection_count_limit; 0 = no limit. */
@@ -713,6 +721,8 @@ void config_defaults(struct config *c)
 	c->smtp_max_errors = 10;
 	c->idle_timeout_ms = 300 * 1000;
 	c->session_timeout_ms = 3600 * 1000;
+	c->close_timeout_ms = 30 * 1000;
+	c->send_timeout_ms = 180 * 1000;
 	c->bare_lf_normalize = 0;
 	c->max_connections = 20000;
 	c->client_connection_limit = CONFIG_CLIENT_CONNECTION_LIMIT_DEFAULT;

@@ -88,6 +88,8 @@ struct config {
 	unsigned smtp_max_errors;
 	unsigned idle_timeout_ms;       /* RFC 5321 4.5.3.2.7: at least 5 min */
 	unsigned session_timeout_ms;
+	unsigned close_timeout_ms;      /* a closing peer must read our last replies by then */
+	unsigned send_timeout_ms;       /* a send that makes no progress this long: timeout */
 	int bare_lf_normalize;
 	unsigned max_connections;       /* per engine thread */
 	unsigned client_connection_limit; /* per client address, node-wide; 0 = none */

@@ -100,6 +100,9 @@ enum conn_flag {
 	CONN_TORNDOWN = 1u << 11,   /* shutdown(2) issued */
 	CONN_CONNECTING = 1u << 12, /* outbound: connect in flight */
 	CONN_ADDR_COUNTED = 1u << 13, /* counted in the connlimit: release */
+	CONN_OUT_WAIT = 1u << 14,   /* paused with output over LOOP_OUT_HIGH:
+	                               the loop resumes it once the send drains */
+	CONN_CUT = 1u << 15,        /* cut off (conn_cut()): logged once */
 };
 
 struct conn {
@@ -117,6 +120,8 @@ struct conn {
 	struct buf pending;   /* input kept while paused */
 	uint64_t start_ms;
 	uint64_t last_ms;
+	uint64_t close_ms;    /* when conn_close() was called */
+	uint64_t send_ms;     /* when the send in flight was (re)submitted */
 	unsigned timeout_ms;  /* idle timeout; 0 = the config's idle_timeout */
 	struct sockaddr_storage dst; /* outbound: where to connect */
 	socklen_t dstlen;
@@ -627,6 +632,22 @@ static void conn_finish(struct conn *c)
 	conn_free_slot(c);
 }
 
+/* Output queued and not yet taken by the kernel. */
+static size_t conn_out_queued(const struct conn *c)
+{
+	return c->out.len + (c->wbuf.len - c->woff);
+}
+
+/* The owner consumed less than offered. When that is because its output is
+ * over LOOP_OUT_HIGH (loop.h), the loop itself resumes it once the peer has
+ * read the send in flight; otherwise the owner calls conn_resume(). */
+static void conn_pause(struct conn *c)
+{
+	c->flags |= CONN_PAUSED;
+	if (conn_out_queued(c) >= LOOP_OUT_HIGH)
+		c->flags |= CONN_OUT_WAIT;
+}
+
 /* Hand input to the owner; keep what it does not consume. */
 static void conn_deliver(struct conn *c, const char *p, size_t n)
 {
@@ -653,7 +674,7 @@ static void conn_deliver(struct conn *c, const char *p, size_t n)
 	}
 	used = c->ops->data(c->ops_arg, c, c->st, p, n);
 	if (used < n && !(c->flags & CONN_CLOSING)) {
-		c->flags |= CONN_PAUSED;
+		conn_pause(c);
 		if (buf_append(&c->pending, p + used, n - used)) {
 			c->flags |= CONN_DEAD;
 			conn_close(c);
@@ -716,6 +737,7 @@ static void send_out(struct conn *c)
 			   MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, ud_make(OP_SEND, c->slot, c->gen));
 	c->flags |= CONN_SEND_INFLIGHT;
+	c->send_ms = now_mono_ms();
 }
 
 void conn_flush(struct conn *c)
@@ -747,6 +769,12 @@ static void on_send(struct loop *l, struct io_uring_cqe *cqe)
 		c->flags |= CONN_DEAD;
 		c->wbuf.len = 0;
 		c->out.len = 0;
+		if (c->flags & CONN_OUT_WAIT) {
+			/* Waiting for this peer to read: it never will. Its
+			 * kept commands can have no answer; drop them. */
+			c->flags &= ~(CONN_OUT_WAIT | CONN_PAUSED);
+			c->pending.len = 0;
+		}
 		if (!(c->flags & CONN_CLOSING)) {
 			/* Tell the owner the way a vanished peer is told. */
 			c->flags |= CONN_EOF;
@@ -766,6 +794,11 @@ static void on_send(struct loop *l, struct io_uring_cqe *cqe)
 	}
 	c->wbuf.len = 0;
 	c->woff = 0;
+	if ((c->flags & CONN_OUT_WAIT) && c->out.len < LOOP_OUT_HIGH) {
+		/* The peer reads again: take more of its input. */
+		c->flags &= ~CONN_OUT_WAIT;
+		conn_queue(c, CONN_RESUME);
+	}
 	if (c->out.len) {
 		conn_flush(c);
 		return;
@@ -779,6 +812,7 @@ void conn_close(struct conn *c)
 	if (c->flags & CONN_CLOSING)
 		return;
 	c->flags |= CONN_CLOSING;
+	c->close_ms = now_mono_ms();
 	conn_flush(c);
 	conn_teardown(c);
 }
@@ -806,13 +840,13 @@ static void loop_do_work(struct loop *l)
 			c->flags &= ~CONN_RESUME;
 			continue;
 		}
-		c->flags &= ~(CONN_RESUME | CONN_PAUSED);
+		c->flags &= ~(CONN_RESUME | CONN_PAUSED | CONN_OUT_WAIT);
 		if (c->pending.len) {
 			size_t used = c->ops->data(c->ops_arg, c, c->st, c->pending.data,
 						   c->pending.len);
 			buf_consume(&c->pending, used);
 			if (c->pending.len && !(c->flags & CONN_CLOSING)) {
-				c->flags |= CONN_PAUSED;
+				conn_pause(c);
 				continue;
 			}
 		}
@@ -1144,6 +1178,39 @@ static void loop_begin_stop(struct loop *l)
 	}
 }
 
+/* Cut a connection off whatever it is waiting for: a send the peer never
+ * reads, a recv. The pending send is cancelled and the socket shut down,
+ * so both complete and the slot is freed at the end of that turn. Logged
+ * once, with why. */
+static void conn_cut(struct conn *c, const char *why)
+{
+	struct io_uring_sqe *sqe;
+
+	if (c->flags & CONN_CUT)
+		return;
+	c->flags |= CONN_CUT | CONN_DEAD | CONN_CLOSING;
+	log_warn("%s: %s; connection cut off", c->peer, why);
+	if (c->flags & CONN_SEND_INFLIGHT) {
+		sqe = loop_sqe(c->loop);
+		io_uring_prep_cancel64(sqe, ud_make(OP_SEND, c->slot, c->gen), 0);
+		io_uring_sqe_set_data64(sqe, ud_make(OP_IGNORE, 0, 0));
+	}
+	if (!(c->flags & CONN_TORNDOWN)) {
+		c->flags |= CONN_TORNDOWN;
+		(void)shutdown(c->fd, SHUT_RDWR);
+	}
+	conn_teardown(c);
+}
+
+/* A closing connection whose last send has not gone out within
+ * close_timeout (a peer that stopped reading) is cut off. */
+static void on_timer_closing(struct loop *l, struct conn *c, uint64_t now)
+{
+	if ((c->flags & (CONN_SEND_INFLIGHT | CONN_CUT)) == CONN_SEND_INFLIGHT &&
+	    now - c->close_ms >= l->cfg->close_timeout_ms)
+		conn_cut(c, "peer did not read the final replies within close_timeout");
+}
+
 static void on_timer(struct loop *l)
 {
 	uint64_t now = now_mono_ms();
@@ -1151,7 +1218,15 @@ static void on_timer(struct loop *l)
 	l->timer_armed = 0;
 	for (uint32_t s = 0; s < l->nslots; s++) {
 		struct conn *c = &l->conns[s];
-		if (!(c->flags & CONN_USED) || (c->flags & (CONN_CLOSING | CONN_PAUSED)))
+		if (!(c->flags & CONN_USED))
+			continue;
+		if (c->flags & CONN_CLOSING) {
+			on_timer_closing(l, c, now);
+			continue;
+		}
+		/* Paused for the owner's sake (a commit): it resumes it. Paused
+		 * on output the peer does not read: the timeouts apply. */
+		if ((c->flags & (CONN_PAUSED | CONN_OUT_WAIT)) == CONN_PAUSED)
 			continue;
 		if (l->stopping && now >= l->stop_deadline_ms) {
 			log_warn("%s: shutdown_timeout passed; closing", c->peer);
@@ -1161,7 +1236,9 @@ static void on_timer(struct loop *l)
 		if (c->flags & CONN_CONNECTING)
 			continue; /* bounded by its linked connect timeout */
 		if (now - c->last_ms >= (c->timeout_ms ? c->timeout_ms : l->cfg->idle_timeout_ms) ||
-		    now - c->start_ms >= l->cfg->session_timeout_ms)
+		    now - c->start_ms >= l->cfg->session_timeout_ms ||
+		    ((c->flags & CONN_SEND_INFLIGHT) &&
+		     now - c->send_ms >= l->cfg->send_timeout_ms))
 			c->ops->timeout(c->ops_arg, c, c->st);
 	}
 	/* A connection stuck behind a send the peer never reads would hold
@@ -1169,14 +1246,8 @@ static void on_timer(struct loop *l)
 	if (l->stopping && now >= l->stop_deadline_ms) {
 		for (uint32_t s = 0; s < l->nslots; s++) {
 			struct conn *c = &l->conns[s];
-			if (!(c->flags & CONN_USED))
-				continue;
-			c->flags |= CONN_DEAD | CONN_CLOSING;
-			if (!(c->flags & CONN_TORNDOWN)) {
-				c->flags |= CONN_TORNDOWN;
-				(void)shutdown(c->fd, SHUT_RDWR);
-			}
-			conn_teardown(c);
+			if (c->flags & CONN_USED)
+				conn_cut(c, "shutdown_timeout passed");
 		}
 	}
 	arm_timer(l);

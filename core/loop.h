@@ -32,9 +32,13 @@ struct conn_ops {
 	void *(*open)(void *arg, struct conn *c, const char *peer);
 	/* Bytes arrived (n > 0) or the peer closed (n == 0). Return how many
 	 * were consumed. Returning less than n pauses input: the loop keeps
-	 * the rest (and anything that arrives later) until conn_resume(). */
+	 * the rest (and anything that arrives later) until conn_resume(), or,
+	 * when conn_out() held LOOP_OUT_HIGH or more at the pause, until the
+	 * peer has read the send in flight: so an owner still busy must
+	 * accept being offered the input again (and return 0). */
 	size_t (*data)(void *arg, struct conn *c, void *st, const char *p, size_t n);
-	/* No input for idle_timeout, or the session passed session_timeout. */
+	/* No input for idle_timeout, the session passed session_timeout, or
+	 * the peer took none of our output for send_timeout. */
 	void (*timeout)(void *arg, struct conn *c, void *st);
 	/* The server is stopping: finish or refuse, then conn_close(). Called
 	 * once per connection. */
@@ -165,11 +169,21 @@ int loop_post(struct loop *l, loop_hook_fn fn, void *arg);
  * with the reply awaited); restarts the idle clock. */
 void conn_set_timeout(struct conn *c, unsigned ms);
 
+/* Output high-water mark per connection. An owner stops producing output
+ * (consumes less input than offered: a pause) once conn_out() holds this
+ * much; the loop resumes such a connection by itself once the peer has read
+ * the send in flight. So a peer that pipelines commands and never reads
+ * costs at most about 2 x LOOP_OUT_HIGH of output plus LOOP_PENDING_MAX of
+ * kept input, and its idle timeout runs while it is paused. */
+#define LOOP_OUT_HIGH (64u * 1024)
+
 /* The connection's output buffer: append replies, then conn_flush(). */
 struct buf *conn_out(struct conn *c);
 /* Send what is in the output buffer (one send in flight at most). */
 void conn_flush(struct conn *c);
-/* Close once the output buffer is sent. ops->close follows. */
+/* Close once the output buffer is sent. ops->close follows. A peer that
+ * does not read that output within close_timeout is cut off (the send is
+ * cancelled, the socket shut down, logged once). */
 void conn_close(struct conn *c);
 /* Deliver kept input again and take new input (after a pause). */
 void conn_resume(struct conn *c);

@@ -1242,6 +1242,11 @@ size_t smtp_server_feed(struct smtp_session *s, const char *p, size_t n,
 		return 0;
 	}
 	while (i < n) {
+		/* Replies the peer has not read yet: take no more commands. */
+		if (s->conf->limits.reply_max && out->len >= s->conf->limits.reply_max) {
+			*ev = SMTP_EV_OUT_FULL;
+			return i;
+		}
 		if (s->state == SMTP_STATE_DATA)
 			i += smtp_data_feed(s, p + i, n - i, out);
 		else

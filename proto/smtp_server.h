@@ -32,6 +32,8 @@ struct smtp_limits {
 	size_t size_max;         /* message size (unstuffed) advertised in SIZE */
 	unsigned max_errors;     /* junk/failed commands before 421 and close */
 	int bare_lf_normalize;   /* 0: reject bare LF/CR in DATA (default); 1: store as CRLF */
+	size_t reply_max;        /* stop taking commands once out holds this many
+	                            bytes (SMTP_EV_OUT_FULL); 0 = no limit */
 };
 
 enum smtp_rcpt_verdict {
@@ -94,6 +96,8 @@ enum smtp_event {
 	                           then call smtp_server_commit_done(); feeding is
 	                           refused (0 consumed) until then */
 	SMTP_EV_CLOSE,          /* final reply written (221/421/...); flush it and close */
+	SMTP_EV_OUT_FULL,       /* out holds limits.reply_max bytes: send them,
+	                           then feed the rest once the peer has read them */
 };
 
 struct budget;
@@ -120,9 +124,11 @@ void smtp_server_greeting(struct smtp_session *s, struct buf *out);
  * Feed n bytes from the peer. Replies are appended to out. Returns the number
  * of bytes consumed; *ev says why it stopped. With SMTP_EV_NEED_INPUT the
  * return value is n (partial lines are kept inside the session, bounded by the
- * limits). With SMTP_EV_COMMIT or SMTP_EV_CLOSE it may be less than n: the
- * caller keeps the rest and feeds it again after smtp_server_commit_done()
- * (commit) or drops it (close). n == 0 means the peer closed its side (EOF):
+ * limits). With SMTP_EV_COMMIT, SMTP_EV_CLOSE or SMTP_EV_OUT_FULL it may be less
+ * than n: the caller keeps the rest and feeds it again after
+ * smtp_server_commit_done() (commit) or once out has been sent (out full),
+ * or drops it (close). A pipelining peer thus never makes the session
+ * buffer more than about reply_max of replies. n == 0 means the peer closed its side (EOF):
  * the session returns SMTP_EV_CLOSE without writing a reply.
  */
 size_t smtp_server_feed(struct smtp_session *s, const char *p, size_t n,

@@ -51,6 +51,7 @@ struct smtpd_conn {
 	struct conn *c;              /* NULL once the connection is gone */
 	struct smtp_session *s;
 	int commit_pending;
+	int peer_eof;                /* the client closed while we committed */
 	int stopping;                /* the server is shutting down */
 	int closing;                 /* conn_close() called */
 };
@@ -149,6 +150,9 @@ static void smtpd_limits(const struct config *cfg, struct smtp_limits *l)
 	l->size_max = cfg->message_size_limit;
 	l->max_errors = cfg->smtp_max_errors;
 	l->bare_lf_normalize = cfg->bare_lf_normalize;
+	/* Stop taking pipelined commands while the peer has not read this
+	 * much of our replies: the loop resumes the connection (loop.h). */
+	l->reply_max = LOOP_OUT_HIGH;
 }
 
 size_t smtpd_record_max(const struct config *cfg)
@@ -330,6 +334,16 @@ static void smtpd_maybe_leave(struct smtpd_conn *sc)
 	smtpd_close_conn(sc);
 }
 
+/* The client closed its side: end the session and close ours. */
+static void smtpd_eof(struct smtpd_conn *sc)
+{
+	enum smtp_event ev;
+
+	(void)smtp_server_feed(sc->s, NULL, 0, conn_out(sc->c), &ev);
+	log_debug("disconnect from [%s]", conn_peer(sc->c));
+	smtpd_close_conn(sc);
+}
+
 static void smtpd_committed(void *arg, int err)
 {
 	struct smtpd_conn *sc = arg;
@@ -355,6 +369,12 @@ static void smtpd_committed(void *arg, int err)
 	}
 	smtp_server_commit_done(sc->s, err, conn_out(sc->c));
 	conn_flush(sc->c);
+	if (sc->peer_eof) {
+		/* Closed right after its final dot: the reply goes out (to a
+		 * half-closed peer it still arrives), then we close at once. */
+		smtpd_eof(sc);
+		return;
+	}
 	conn_resume(sc->c);
 	smtpd_maybe_leave(sc);
 }
@@ -432,12 +452,16 @@ static size_t smtpd_data(void *arg, struct conn *c, void *st, const char *p,
 	int rc;
 
 	(void)arg;
+	if (n == 0 && sc->commit_pending) {
+		/* End of file during the commit: told only once, so remember
+		 * it; smtpd_committed() replies and closes. */
+		sc->peer_eof = 1;
+		return 0;
+	}
 	if (sc->commit_pending)
 		return 0; /* the loop keeps the input until conn_resume() */
 	if (n == 0) {
-		(void)smtp_server_feed(sc->s, NULL, 0, out, &ev);
-		log_debug("disconnect from [%s]", conn_peer(c));
-		smtpd_close_conn(sc);
+		smtpd_eof(sc);
 		return 0;
 	}
 	for (;;) {

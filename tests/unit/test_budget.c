@@ -85,7 +85,7 @@ static void t_conf(struct smtp_server_conf *c, struct budget *b)
 {
 	memset(c, 0, sizeof(*c));
 	c->hostname = "mx.test";
-	c->limits = (struct smtp_limits){ 512, 1000, 100, 16u << 20, 10, 0 };
+	c->limits = (struct smtp_limits){ 512, 1000, 100, 16u << 20, 10, 0, 0 };
 	c->rcpt_check = t_rcpt;
 	c->new_id = t_new_id;
 	c->data_budget = b;

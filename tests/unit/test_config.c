@@ -45,6 +45,9 @@ static const struct bad_case bad_cases[] = {
 	{ "smtp_line_max = 999\n", "1: bad value for smtp_line_max: \"999\"" },
 	{ "idle_timeout = 5 minutes\n", "1: bad value for idle_timeout: \"5 minutes\"" },
 	{ "idle_timeout = 10ms\n", "1: bad value for idle_timeout: \"10ms\"" },
+	{ "close_timeout = 10ms\n", "1: bad value for close_timeout: \"10ms\"" },
+	{ "close_timeout = soon\n", "1: bad value for close_timeout: \"soon\"" },
+	{ "send_timeout = 0\n", "1: bad value for send_timeout: \"0\"" },
 	{ "relay_domains = demo.test, bad..name\n", "1: bad value for relay_domains: \"bad..name\" is not a domain name" },
 	{ "bare_lf = allow\n", "1: bad value for bare_lf: \"allow\" (want reject or normalize)" },
 	{ "log_syslog = maybe\n", "1: bad value for log_syslog: \"maybe\" (want yes or no)" },
@@ -122,6 +125,8 @@ Test(config, defaults_and_good_values)
 		"smtp_max_errors = 3\n"
 		"idle_timeout = 1500ms\n"
 		"session_timeout = 2h\n"
+		"close_timeout = 2s\n"
+		"send_timeout = 1m\n"
 		"bare_lf = normalize\n"
 		"max_connections = 100\n"
 		"client_connection_limit = 7\n"
@@ -144,6 +149,8 @@ Test(config, defaults_and_good_values)
 	cr_assert_eq(c.allow_untrusted_routing, 0);
 	cr_assert_eq(c.client_connection_limit, CONFIG_CLIENT_CONNECTION_LIMIT_DEFAULT);
 	cr_assert_eq(c.client_connection_limit_loopback, 0);
+	cr_assert_eq(c.close_timeout_ms, 30000);
+	cr_assert_eq(c.send_timeout_ms, 180000);
 	cr_assert_eq(config_load(&c, path, err, sizeof(err)), 0, "%s", err);
 	cr_expect_str_eq(c.postmaster, "Hostmaster@noc.example.net");
 	cr_expect_eq(c.allow_untrusted_routing, 1);
@@ -175,6 +182,8 @@ Test(config, defaults_and_good_values)
 	}
 	cr_expect_eq(c.idle_timeout_ms, 1500);
 	cr_expect_eq(c.session_timeout_ms, 2u * 3600 * 1000);
+	cr_expect_eq(c.close_timeout_ms, 2000);
+	cr_expect_eq(c.send_timeout_ms, 60000);
 	cr_expect_eq(c.bare_lf_normalize, 1);
 	cr_expect_eq(c.max_connections, 100);
 	cr_expect_eq(c.client_connection_limit, 7);

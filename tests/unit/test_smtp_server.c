@@ -560,6 +560,58 @@ Test(smtp_server, reply_buffer_full_closes)
 	smtp_server_free(s);
 }
 
+/* A pipelined flood stops at reply_max (SMTP_EV_OUT_FULL) and goes on from
+ * where it stopped once the replies are taken, whole and byte by byte:
+ * every command gets its reply, the buffer never holds much more than
+ * reply_max (one reply over at most). */
+Test(smtp_server, reply_max_pauses_pipelining)
+{
+	enum { T_FLOOD = 2000, T_REPLY_MAX = 256, T_REPLY_LEN = 16 };
+	static const char cmd[] = "NOOP\r\n";
+	struct smtp_server_conf conf = *t_conf(T_BIG);
+	size_t n = T_FLOOD * (sizeof(cmd) - 1), chunks[] = { 0, 1, 7 };
+	char *in = malloc(n);
+
+	cr_assert(in != NULL);
+	for (size_t i = 0; i < T_FLOOD; i++)
+		memcpy(in + i * (sizeof(cmd) - 1), cmd, sizeof(cmd) - 1);
+	conf.limits.reply_max = T_REPLY_MAX;
+	for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++) {
+		struct smtp_session *s = smtp_server_new(&conf, "192.0.2.1");
+		enum smtp_event ev = SMTP_EV_NEED_INPUT;
+		size_t i = 0, replies = 0, pauses = 0;
+		struct buf out;
+
+		buf_init(&out, 0);
+		cr_assert(s != NULL);
+		while (i < n) {
+			size_t k = chunks[c] && chunks[c] < n - i ? chunks[c] : n - i;
+			size_t used = smtp_server_feed(s, in + i, k, &out, &ev);
+
+			cr_assert_leq(out.len, T_REPLY_MAX + T_REPLY_LEN);
+			if (ev == SMTP_EV_OUT_FULL) {
+				cr_assert_leq(used, k);
+				pauses++;
+			} else {
+				cr_assert_eq(ev, SMTP_EV_NEED_INPUT);
+				cr_assert_eq(used, k);
+			}
+			i += used;
+			if (ev == SMTP_EV_OUT_FULL || i == n) {
+				/* The peer read it all. */
+				for (size_t j = 0; j + 4 <= out.len; j++)
+					replies += !memcmp(out.data + j, "250 ", 4);
+				out.len = 0;
+			}
+		}
+		cr_expect_eq(replies, T_FLOOD, "chunk %zu: %zu replies", chunks[c], replies);
+		cr_expect_gt(pauses, 0);
+		buf_free(&out);
+		smtp_server_free(s);
+	}
+	free(in);
+}
+
 /* The body buffer is reused and given back after a big message. */
 Test(smtp_server, big_message_memory)
 {
