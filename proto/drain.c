@@ -32,6 +32,7 @@
 #include <time.h>
 
 #include "core/ascii.h"
+#include "core/hash.h"
 #include "core/list.h"
 #include "core/log.h"
 #include "core/loop.h"
@@ -50,10 +51,13 @@
 #define DRAIN_WHO_NODE_MAX 200         /* node text in it */
 #define DRAIN_ACTIVE_MIN 16            /* first size of the active list */
 
+/* The key (hash, len) first: a scan of the list reads one cache line per
+ * entry and compares names only on a hash match. */
 struct drain_active {
-	char dom[DRAIN_DOMAIN_MAX];
-	size_t len;
+	uint32_t hash;                 /* active_hash(dom, len) */
 	unsigned left;                 /* threads still draining it */
+	size_t len;
+	char dom[DRAIN_DOMAIN_MAX];
 };
 
 struct drain_hub {
@@ -142,19 +146,26 @@ struct drain_hub *drain_hub_free(struct drain_hub *h)
 	return NULL;
 }
 
-static int active_is(const struct drain_active *a, const char *dom, size_t len)
+static uint32_t active_hash(const char *dom, size_t len)
 {
-	return a->len == len && ascii_eq_n(a->dom, dom, len);
+	return hash_fnv32_lower(HASH_FNV32_INIT, dom, len);
+}
+
+/* hv is active_hash(dom, len), computed once per scan of the list. */
+static int active_is(const struct drain_active *a, uint32_t hv, const char *dom, size_t len)
+{
+	return a->hash == hv && a->len == len && ascii_eq_n(a->dom, dom, len);
 }
 
 /* Mark dom active for every thread; 0 if it already was (join: 252). */
 static int hub_begin(struct drain_hub *h, const char *dom, size_t len)
 {
+	uint32_t hv = active_hash(dom, len);
 	int fresh = 0;
 
 	pthread_mutex_lock(&h->mu);
 	for (size_t i = 0; i < h->nact; i++)
-		if (active_is(&h->act[i], dom, len))
+		if (active_is(&h->act[i], hv, dom, len))
 			goto out;
 	if (h->nact == h->capact) {
 		size_t cap = h->capact ? h->capact * 2 : DRAIN_ACTIVE_MIN;
@@ -167,6 +178,7 @@ static int hub_begin(struct drain_hub *h, const char *dom, size_t len)
 	memcpy(h->act[h->nact].dom, dom, len);
 	h->act[h->nact].dom[len] = '\0';
 	h->act[h->nact].len = len;
+	h->act[h->nact].hash = hv;
 	h->act[h->nact].left = h->n;
 	h->nact++;
 	fresh = 1;
@@ -178,11 +190,12 @@ out:
 /* 1 while a drain of dom runs on any thread. */
 static int hub_active(struct drain_hub *h, const char *dom, size_t len)
 {
+	uint32_t hv = active_hash(dom, len);
 	int on = 0;
 
 	pthread_mutex_lock(&h->mu);
 	for (size_t i = 0; i < h->nact && !on; i++)
-		on = active_is(&h->act[i], dom, len);
+		on = active_is(&h->act[i], hv, dom, len);
 	pthread_mutex_unlock(&h->mu);
 	return on;
 }
@@ -190,9 +203,11 @@ static int hub_active(struct drain_hub *h, const char *dom, size_t len)
 /* One thread has finished its part of dom's drain. */
 static void hub_end(struct drain_hub *h, const char *dom, size_t len)
 {
+	uint32_t hv = active_hash(dom, len);
+
 	pthread_mutex_lock(&h->mu);
 	for (size_t i = 0; i < h->nact; i++) {
-		if (!active_is(&h->act[i], dom, len))
+		if (!active_is(&h->act[i], hv, dom, len))
 			continue;
 		if (--h->act[i].left == 0)
 			h->act[i] = h->act[--h->nact];
