@@ -17,6 +17,7 @@
 
 #include "core/log.h"
 #include "proto/smtp_server.h"
+#include "fz_session.h"
 
 #define FZ_OUT_MAX (1u << 20)
 #define FZ_TRACE_MAX (1u << 22)
@@ -61,43 +62,29 @@ static void fz_check_body(const char *b, size_t n)
 			__builtin_trap();
 }
 
+static int fz_commit(void *arg, const struct smtp_tx *tx)
+{
+	struct fz_trace *t = arg;
+	size_t len;
+	const char *p = smtp_tx_body(tx, &len);
+
+	fz_check_body(p, len);
+	if (t->commits++ == 0)
+		(void)buf_append(&t->body, p, len);
+	return 0;
+}
+
 static void fz_run(const struct smtp_server_conf *conf, const char *in, size_t n,
 		size_t chunk, struct fz_trace *t)
 {
 	struct smtp_session *s = smtp_server_new(conf, "192.0.2.1");
-	enum smtp_event ev = SMTP_EV_NEED_INPUT;
-	size_t i = 0, len;
-	const char *p;
 
 	buf_init(&t->out, FZ_OUT_MAX);
 	buf_init(&t->body, FZ_TRACE_MAX);
 	t->commits = 0;
 	if (s == NULL)
 		abort();
-	smtp_server_greeting(s, &t->out);
-	while (i < n && ev != SMTP_EV_CLOSE) {
-		size_t k = chunk && chunk < n - i ? chunk : n - i, off = 0;
-
-		while (off < k) {
-			off += smtp_server_feed(s, in + i + off, k - off, &t->out, &ev);
-			if (ev == SMTP_EV_COMMIT) {
-				p = smtp_tx_body(smtp_server_tx(s), &len);
-				fz_check_body(p, len);
-				if (t->commits++ == 0)
-					(void)buf_append(&t->body, p, len);
-				smtp_server_commit_done(s, 0, &t->out);
-				ev = SMTP_EV_NEED_INPUT;
-			} else if (ev == SMTP_EV_CLOSE) {
-				break;
-			} else if (off != k) {
-				__builtin_trap();
-			}
-		}
-		i += k;
-	}
-	if (ev != SMTP_EV_CLOSE)
-		smtp_server_feed(s, in, 0, &t->out, &ev);
-	t->ev = (int)ev;
+	t->ev = (int)fz_session_run(s, in, n, chunk, &t->out, fz_commit, t);
 	smtp_server_free(s);
 }
 
