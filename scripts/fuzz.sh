@@ -7,10 +7,12 @@
 # tests/fuzz/corpus/TARGET/ is read only; new entries go to a scratch dir
 # (FUZZ_SCRATCH, default build-fuzz/scratch/TARGET). On a crash, leak, timeout
 # or OOM the input is copied into tests/fuzz/corpus/TARGET/ as a regression
-# input and the script exits 1. Without clang it exits 77 (ctest: skipped).
+# input and the script exits 1. Without clang (FUZZ_CC) it exits 77 (ctest:
+# skipped).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${FUZZ_BUILD:-$ROOT/build-fuzz}
+FUZZ_CC=${FUZZ_CC:-clang}
 # A single input taking longer than this (s) is a defect (loaded machine:
 # generous); RSS over this (MB) is one too.
 FUZZ_TIMEOUT_S=${FUZZ_TIMEOUT_S:-25}
@@ -30,15 +32,15 @@ targets() {
 }
 
 build() {
-	if ! command -v clang >/dev/null; then
-		echo "fuzz.sh: clang not found: fuzz targets skipped (apt-get install clang)" >&2
+	if ! command -v "$FUZZ_CC" >/dev/null; then
+		echo "fuzz.sh: $FUZZ_CC not found: fuzz targets skipped (apt-get install clang)" >&2
 		exit 77
 	fi
 	mkdir -p "$BUILD"
 	(
 		flock 9
 		if [[ ! -f $BUILD/CMakeCache.txt ]]; then
-			CC=clang cmake -S "$ROOT" -B "$BUILD" -DETRND_FUZZ=ON \
+			CC=$FUZZ_CC cmake -S "$ROOT" -B "$BUILD" -DETRND_FUZZ=ON \
 				-DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 		fi
 		cmake --build "$BUILD" -j"$(nproc)" --target "${@/#/fuzz_}" >/dev/null
