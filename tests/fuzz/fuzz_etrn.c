@@ -15,7 +15,9 @@
 #include "core/buf.h"
 #include "proto/etrn.h"
 
-#define FZ_REPLY_MAX 4096
+/* A reply is the node plus at most this much text (the operator's @/#
+ * forms have no length limit: a 4 KB queue name gives a 4 KB reply). */
+#define FZ_REPLY_ROOM 512
 #define FZ_ADDR_MAX 128
 
 static void fz_check_node(const struct etrn_node *n, const char *in, size_t len)
@@ -43,7 +45,7 @@ static void fz_check_reply(enum etrn_outcome o, const char *in, size_t len)
 	struct buf out;
 	const char *cr;
 
-	buf_init(&out, FZ_REPLY_MAX);
+	buf_init(&out, len + FZ_REPLY_ROOM);
 	if (etrn_reply(&out, o, in, len, "192.0.2.1", 7) != 0 || out.len < 5)
 		__builtin_trap();
 	cr = memchr(out.data, '\r', out.len);
