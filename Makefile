@@ -1,13 +1,13 @@
 # etrnd: a thin driver over CMake. On a fresh Debian 12 machine:
 #   make run    install what is missing, build, run etrnd on 127.0.0.1:2525
 #   make test   install what is missing, build with sanitizers, run every test
-# Other targets: deps, build, bench, clean.
+# Other targets: deps, build, tsan, fuzz, bench, clean.
 
 JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE ?= cmake
 CTEST ?= ctest
 
-.PHONY: all deps build run test bench bench-quick clean
+.PHONY: all deps build run test tsan fuzz bench bench-quick clean
 
 all: build
 
@@ -32,6 +32,29 @@ test:
 	$(CMAKE) --build build-test -j$(JOBS)
 	$(CTEST) --test-dir build-test --output-on-failure -j$(JOBS)
 
+# ThreadSanitizer build in build-tsan/ (ETRND_TSAN; gcc): the concurrency
+# unit tests (label tsan: domtab, domtab_stress, etrn_limit, resolver, drain,
+# spool) and the integration tests that run etrnd with threads = 2. Every
+# TSan report (etrnd's too) lands in build-tsan/tsan-report.PID: any fails.
+TSAN_IT ?= ^integration\.(smtplib|etrn|etrn_rate|drain_shutdown|crash)$$
+tsan:
+	$(MAKE) --no-print-directory deps
+	$(CMAKE) -S . -B build-tsan -DETRND_TSAN=ON -DCMAKE_BUILD_TYPE=Debug
+	$(CMAKE) --build build-tsan -j$(JOBS)
+	rm -f build-tsan/tsan-report.*
+	TSAN_OPTIONS="log_path=$(CURDIR)/build-tsan/tsan-report second_deadlock_stack=1" \
+	  $(CTEST) --test-dir build-tsan --output-on-failure -j$(JOBS) -L tsan
+	TSAN_OPTIONS="log_path=$(CURDIR)/build-tsan/tsan-report second_deadlock_stack=1" \
+	  $(CTEST) --test-dir build-tsan --output-on-failure -j$(JOBS) -R '$(TSAN_IT)'
+	@if ls build-tsan/tsan-report.* >/dev/null 2>&1; then \
+	  cat build-tsan/tsan-report.*; echo "make tsan: ThreadSanitizer reports above"; exit 1; fi
+	@echo "make tsan: no ThreadSanitizer reports"
+
+# Fuzz every libFuzzer target for FUZZ_SECONDS each (clang, build-fuzz/).
+FUZZ_SECONDS ?= 60
+fuzz:
+	bash scripts/fuzz.sh all $(FUZZ_SECONDS)
+
 # Benchmarks side by side with smtp-sink and a private Postfix; regenerates
 # bench/RESULTS.md and its plots (~8 min; bench-quick: ~2 min, no RESULTS).
 bench:
@@ -47,4 +70,4 @@ bench-quick:
 	RESULTS=/tmp/etrnd-bench-quick.md bash bench/run.sh --quick
 
 clean:
-	rm -rf build build-test
+	rm -rf build build-test build-tsan build-fuzz

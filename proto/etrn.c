@@ -66,6 +66,10 @@ enum etrn_outcome etrn_parse(const char *node, size_t len, enum etrn_source src,
 		if (!etrn_syntax_ok(node, len))
 			return ETRN_SYNTAX_NODE;
 	}
+	/* The operator's node may hold spaces, but never a line break: the
+	 * reply names it on one line. */
+	if (src == ETRN_SRC_OPERATOR && len && (memchr(node, '\r', len) || memchr(node, '\n', len)))
+		return ETRN_SYNTAX_OPERATOR;
 	if (len >= min && (node[0] == '@' || node[0] == '#')) {
 		out->kind = node[0] == '@' ? ETRN_KIND_SUBTREE : ETRN_KIND_QUEUE;
 		out->name = node + 1;

@@ -13,6 +13,7 @@
 
 #include "core/log.h"
 #include "proto/smtp_server.h"
+#include "fz_session.h"
 
 #define FZ_OUT_MAX (1u << 20)
 #define FZ_TRACE_MAX (1u << 20)
@@ -89,43 +90,31 @@ static void fz_record(struct fz_trace *t, const struct smtp_tx *tx)
 	(void)buf_printf(&t->txs, "#%u#%s\n", smtp_tx_flags(tx), smtp_tx_qid(tx));
 }
 
+struct fz_commit {
+	struct fz_trace *t;
+	int err;
+};
+
+static int fz_commit(void *arg, const struct smtp_tx *tx)
+{
+	struct fz_commit *c = arg;
+
+	fz_record(c->t, tx);
+	return c->err;
+}
+
 static void fz_run(const struct smtp_server_conf *conf, const char *in, size_t n,
 		size_t chunk, int commit_err, struct fz_trace *t)
 {
 	struct smtp_session *s = smtp_server_new(conf, "192.0.2.1");
-	enum smtp_event ev = SMTP_EV_NEED_INPUT;
-	size_t i = 0;
+	struct fz_commit c = { t, commit_err };
 
 	buf_init(&t->out, FZ_OUT_MAX);
 	buf_init(&t->txs, FZ_TRACE_MAX);
 	fz_ids = 0;
 	if (s == NULL)
 		abort();
-	smtp_server_greeting(s, &t->out);
-	while (i < n && ev != SMTP_EV_CLOSE) {
-		size_t k = chunk && chunk < n - i ? chunk : n - i, off = 0;
-
-		while (off < k) {
-			size_t c = smtp_server_feed(s, in + i + off, k - off, &t->out, &ev);
-
-			off += c;
-			if (ev == SMTP_EV_COMMIT) {
-				fz_record(t, smtp_server_tx(s));
-				if (smtp_server_feed(s, in + i + off, k - off, &t->out, &ev) != 0)
-					__builtin_trap();
-				smtp_server_commit_done(s, commit_err, &t->out);
-				ev = SMTP_EV_NEED_INPUT;
-			} else if (ev == SMTP_EV_CLOSE) {
-				break;
-			} else if (off != k) {
-				__builtin_trap();
-			}
-		}
-		i += k;
-	}
-	if (ev != SMTP_EV_CLOSE)
-		smtp_server_feed(s, in, 0, &t->out, &ev);
-	t->ev = (int)ev;
+	t->ev = (int)fz_session_run(s, in, n, chunk, &t->out, fz_commit, &c);
 	smtp_server_free(s);
 }
 

@@ -85,6 +85,12 @@ static const struct t_parse_case t_parse_cases[] = {
 	{ "operator empty", ETRN_SRC_OPERATOR, "", 0, ETRN_SYNTAX_OPERATOR, 0, NULL, NULL },
 	{ "operator takes spaces", ETRN_SRC_OPERATOR, "not a domain", 0, ETRN_OK, ETRN_KIND_DOMAIN,
 	  "not a domain", "not a domain" },
+	/* ...but no line breaks: the reply names the node on one line
+	 * (fuzz_etrn found "\n" echoed into a reply). */
+	{ "operator LF", ETRN_SRC_OPERATOR, "\n", 0, ETRN_SYNTAX_OPERATOR, 0, NULL, NULL },
+	{ "operator CR LF inside", ETRN_SRC_OPERATOR, "x.test\r\n250 ok", 0, ETRN_SYNTAX_OPERATOR,
+	  0, NULL, NULL },
+	{ "operator #q CR", ETRN_SRC_OPERATOR, "#q\r", 0, ETRN_SYNTAX_OPERATOR, 0, NULL, NULL },
 };
 
 static void t_check_parse(const struct t_parse_case *tc)
