@@ -366,13 +366,38 @@ int spool_rec_decode_note(const char *payload, size_t len,
 	return SPOOL_REC_OK;
 }
 
+/* v in upper-case hex, at least width digits, at p (room for 16). */
+static size_t msgid_hex(char *p, uint64_t v, unsigned width)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	char t[16];
+	size_t n = 0;
+
+	do {
+		t[n++] = hex[v & 0xf];
+		v >>= 4;
+	} while (v || n < width);
+	for (size_t i = 0; i < n; i++)
+		p[i] = t[n - 1 - i];
+	return n;
+}
+
 void spool_msgid_format(uint64_t msgid, char *out, size_t outlen)
 {
-	/* Shards fit two digits (one per engine thread); a wider one still
-	 * formats, only longer, and snprintf never overruns out. */
-	int r = snprintf(out, outlen, "%02X%012llX", spool_msgid_shard(msgid),
-			(unsigned long long)spool_msgid_seq(msgid));
-	(void)r;
+	/* "%02X%012llX" by hand: it is formatted for every log line of every
+	 * delivery, where snprintf was a visible share of a drain's cost
+	 * (callgrind). Shards fit two digits (one per engine thread); a wider
+	 * one still formats, only longer; out is never overrun. */
+	char t[32];
+	size_t n = msgid_hex(t, spool_msgid_shard(msgid), 2);
+
+	n += msgid_hex(t + n, spool_msgid_seq(msgid), 12);
+	if (outlen == 0)
+		return;
+	if (n >= outlen)
+		n = outlen - 1;
+	memcpy(out, t, n);
+	out[n] = '\0';
 }
 
 const char *spool_rec_addr_domain(struct spool_rec_addr a, size_t *len)
