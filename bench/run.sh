@@ -175,7 +175,7 @@ etrnd_start() { # [key=value...]; fresh spool unless KEEP_SPOOL=1
 		echo "redis = unix:$REDIS_SOCK"
 		echo "relay_domains = static.test"
 		echo "hostname = etrnd.bench.test"
-		echo "threads = auto"
+		[[ " $* " == *" threads="* ]] || echo "threads = auto"
 		echo "sync = batch"
 		echo "etrn_rate_limit = 100000"
 		echo "log_level = warn"
