@@ -11,6 +11,8 @@
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -306,27 +308,34 @@ static void *t_server_main(void *arg)
 	return NULL;
 }
 
-static void t_server_start(struct t_server *s, const struct t_script *sc, int bytewise,
-			   int hold)
+/* A listening socket on a free loopback port (*port). */
+static int t_listen(unsigned *port)
 {
 	struct sockaddr_in sa;
 	socklen_t sl = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
+	cr_assert_geq(fd, 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	cr_assert_eq(listen(fd, 8), 0);
+	cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+	*port = ntohs(sa.sin_port);
+	return fd;
+}
+
+static void t_server_start(struct t_server *s, const struct t_script *sc, int bytewise,
+			   int hold)
+{
 	memset(s, 0, sizeof(*s));
 	s->sc = sc;
 	s->parked = -1;
 	pthread_mutex_init(&s->mu, NULL);
 	s->bytewise = bytewise;
 	atomic_store(&s->hold, hold);
-	s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	cr_assert_geq(s->lfd, 0);
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	cr_assert_eq(bind(s->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	cr_assert_eq(listen(s->lfd, 8), 0);
-	cr_assert_eq(getsockname(s->lfd, (struct sockaddr *)&sa, &sl), 0);
-	s->port = ntohs(sa.sin_port);
+	s->lfd = t_listen(&s->port);
 	cr_assert_eq(pthread_create(&s->th, NULL, t_server_main, s), 0);
 }
 
@@ -1095,4 +1104,194 @@ Test(drain, destination_limit_shared_connections, .timeout = T_TIMEOUT_S)
 	spool_index_totals(idx, &tot);
 	cr_expect_eq(tot.delivered, T_DOMAINS * T_PER_DOMAIN);
 	engine_fixture_fini(&f);
+}
+
+/* ---- issue 10 item 4: stopped while a record read is in flight ------------ */
+
+#define T_UAF_ROUNDS 5
+#define T_UAF_BODY_LINES 65536          /* 64 bytes a line: a 4 MiB message */
+#define T_UAF_LINE "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abc\r\n"
+#define T_UAF_SETTLE_NS 20000000L       /* the EHLO reply reaches our socket */
+#define T_UAF_STEP_NS 1000000L
+
+enum t_uaf_phase { T_UAF_WAIT, T_UAF_GOT_EHLO, T_UAF_GO, T_UAF_REPLIED };
+
+/* A customer server for one connection: greets, reads EHLO, answers it only
+ * when told (T_UAF_GO), then keeps the connection open, silent. */
+struct t_uaf_server {
+	int lfd;
+	unsigned port;
+	pthread_t th;
+	atomic_int stop;
+	atomic_int phase;
+	atomic_uint conns;
+};
+
+/* Wait (bounded) until *v is want or the server is stopping. */
+static int t_uaf_await(struct t_uaf_server *s, atomic_int *v, int want)
+{
+	for (long ns = 0; ns < (long)ENGINE_FIXTURE_WAIT_MS * 1000000L; ns += T_UAF_STEP_NS) {
+		if (atomic_load(v) == want)
+			return 0;
+		if (atomic_load(&s->stop))
+			return -1;
+		t_nap(T_UAF_STEP_NS);
+	}
+	return -1;
+}
+
+static void t_uaf_serve(struct t_uaf_server *s, int fd)
+{
+	static const char greet[] = "220 cust.test ESMTP\r\n";
+	static const char ehlo[] = "250-cust.test hello\r\n250 PIPELINING\r\n";
+	char in[T_LINE_MAX];
+	size_t have = 0;
+
+	if (write(fd, greet, sizeof(greet) - 1) != (ssize_t)sizeof(greet) - 1)
+		return;
+	while (!memchr(in, '\n', have) && have < sizeof(in)) {
+		struct pollfd p = { fd, POLLIN, 0 };
+		ssize_t r;
+
+		if (poll(&p, 1, T_SERVER_IO_MS) != 1)
+			return;
+		r = read(fd, in + have, sizeof(in) - have);
+		if (r <= 0)
+			return;
+		have += (size_t)r;
+	}
+	atomic_store(&s->phase, T_UAF_GOT_EHLO);
+	if (t_uaf_await(s, &s->phase, T_UAF_GO))
+		return;
+	(void)!write(fd, ehlo, sizeof(ehlo) - 1);
+	atomic_store(&s->phase, T_UAF_REPLIED);
+	while (!atomic_load(&s->stop)) { /* silent until the drain hangs up */
+		struct pollfd p = { fd, POLLIN, 0 };
+
+		if (poll(&p, 1, T_ACCEPT_POLL_MS) == 1 && read(fd, in, sizeof(in)) <= 0)
+			return;
+	}
+}
+
+static void *t_uaf_server_main(void *arg)
+{
+	struct t_uaf_server *s = arg;
+
+	while (!atomic_load(&s->stop)) {
+		struct pollfd p = { s->lfd, POLLIN, 0 };
+		int fd;
+
+		if (poll(&p, 1, T_ACCEPT_POLL_MS) != 1)
+			continue;
+		fd = accept(s->lfd, NULL, NULL);
+		if (fd < 0)
+			continue;
+		if (atomic_fetch_add(&s->conns, 1) == 0)
+			t_uaf_serve(s, fd);
+		close(fd);
+	}
+	return NULL;
+}
+
+static void t_uaf_server_start(struct t_uaf_server *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->lfd = t_listen(&s->port);
+	cr_assert_eq(pthread_create(&s->th, NULL, t_uaf_server_main, s), 0);
+}
+
+static void t_uaf_server_stop(struct t_uaf_server *s)
+{
+	atomic_store(&s->stop, 1);
+	pthread_join(s->th, NULL);
+	close(s->lfd);
+}
+
+/* nftw: drop a spool file's cached pages, so that the drain's read of it
+ * goes to the disk and stays in flight past the close (a read served from
+ * the page cache completes as it is submitted, before the close's). */
+static int t_uaf_evict_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	int fd;
+
+	(void)st;
+	(void)ftw;
+	if (flag != FTW_F)
+		return 0;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	(void)fdatasync(fd);
+	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+	close(fd);
+	return 0;
+}
+
+struct t_uaf_stop {
+	struct engine_fixture *f;
+	struct t_uaf_server *s;
+	int replied;
+};
+
+/* On the engine thread, which is held here: let the server answer EHLO, give
+ * the reply time to arrive, and request the stop. The loop then handles the
+ * reply in this same turn (the drain issues the record read) and begins the
+ * stop at the top of the next, with that read in flight: SIGTERM's path. */
+static void t_uaf_stop_after_ehlo(void *arg)
+{
+	struct t_uaf_stop *a = arg;
+
+	atomic_store(&a->s->phase, T_UAF_GO);
+	a->replied = t_uaf_await(a->s, &a->s->phase, T_UAF_REPLIED) == 0;
+	t_nap(T_UAF_SETTLE_NS);
+	loop_stop(a->f->loop);
+}
+
+/* Issue 10 item 4: a drain connection closed by the shutdown while its
+ * spool read is in flight. The connection state and its job must outlive
+ * the read (the old code freed the job in the close, and the read's
+ * completion then read job->d: ASan heap-use-after-free in record_read).
+ * The message in flight stays queued. Several rounds, each bounded. */
+Test(drain, stop_with_record_read_in_flight, .timeout = 60)
+{
+	static const char *const rcpt[] = { "big@cust.test" };
+	size_t linelen = sizeof(T_UAF_LINE) - 1;
+	char *body = malloc(linelen * T_UAF_BODY_LINES + 1);
+
+	cr_assert_not_null(body);
+	for (size_t i = 0; i < T_UAF_BODY_LINES; i++)
+		memcpy(body + i * linelen, T_UAF_LINE, linelen);
+	body[linelen * T_UAF_BODY_LINES] = '\0';
+	for (unsigned round = 0; round < T_UAF_ROUNDS; round++) {
+		struct engine_fixture f;
+		struct t_uaf_server s;
+		struct t_uaf_stop a;
+		struct spool_index *idx;
+		char reply[256], st[4];
+		uint64_t m;
+
+		t_uaf_server_start(&s);
+		cr_assert_eq(engine_fixture_init(&f, t_table(s.port)), 0);
+		cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+		m = engine_fixture_append(&f, T_SENDER1, rcpt, 1, body);
+		cr_assert(m, "round %u: append failed", round);
+		cr_assert_eq(nftw(f.dir, t_uaf_evict_one, 4, FTW_PHYS), 0);
+		cr_assert_eq(engine_fixture_etrn(&f, NULL, "cust.test", reply, sizeof(reply)), 0);
+		cr_assert_eq(t_uaf_await(&s, &s.phase, T_UAF_GOT_EHLO), 0,
+			     "round %u: no EHLO came", round);
+		a = (struct t_uaf_stop){ .f = &f, .s = &s };
+		cr_assert_eq(engine_fixture_call(&f, t_uaf_stop_after_ehlo, &a,
+						 ENGINE_FIXTURE_WAIT_MS), 0);
+		cr_expect(a.replied, "round %u: the server did not answer EHLO", round);
+		engine_fixture_stop(&f);
+		t_uaf_server_stop(&s);
+		cr_expect_eq(atomic_load(&s.conns), 1, "round %u: %u connections", round,
+			     atomic_load(&s.conns));
+		idx = engine_fixture_reopen(&f);
+		cr_assert_not_null(idx, "round %u: reopen: %s", round, f.err);
+		engine_fixture_states(idx, m, st, sizeof(st));
+		cr_expect_str_eq(st, "P", "round %u: the message is %s, want held", round, st);
+		engine_fixture_fini(&f);
+	}
+	free(body);
 }
