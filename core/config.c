@@ -20,6 +20,7 @@
 
 #include "core/ascii.h"
 #include "core/log.h"
+#include "core/netaddr.h"
 #include "core/resolver.h"
 #include "core/units.h"
 
@@ -354,20 +355,8 @@ static int parse_listen_one(const char *s, size_t n, struct config_listen *l)
 		sin->sin_port = htons((uint16_t)pn);
 		sin->sin_addr.s_addr = htonl(INADDR_ANY);
 		l->addrlen = sizeof(*sin);
-	} else if (strchr(host, ':')) {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&l->addr;
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t)pn);
-		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
-			return -1;
-		l->addrlen = sizeof(*sin6);
-	} else {
-		struct sockaddr_in *sin = (struct sockaddr_in *)&l->addr;
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)pn);
-		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
-			return -1;
-		l->addrlen = sizeof(*sin);
+	} else if (netaddr_from_text(host, (unsigned)pn, &l->addr, &l->addrlen)) {
+		return -1;
 	}
 	return 0;
 }

@@ -6,6 +6,7 @@
  * and answers through the callback. A request answered before c-ares is done
  * with it (deadline, cancel) stays allocated as LATE until c-ares lets go.
  */
+#include "core/netaddr.h"
 #include "core/now.h"
 #include "core/resolver.h"
 
@@ -158,18 +159,13 @@ static void resolver_fill(struct resolver_result *res, const char *host,
 /* 1 and *res filled when host is a numeric address, else 0. */
 static int resolver_numeric_host(const char *host, unsigned port, struct resolver_result *res)
 {
-	struct sockaddr_in s4 = { .sin_family = AF_INET };
-	struct sockaddr_in6 s6 = { .sin6_family = AF_INET6 };
+	struct sockaddr_storage ss;
+	socklen_t len;
 
-	if (inet_pton(AF_INET, host, &s4.sin_addr) == 1) {
-		resolver_fill(res, host, (struct sockaddr *)&s4, sizeof(s4), port);
-		return 1;
-	}
-	if (inet_pton(AF_INET6, host, &s6.sin6_addr) == 1) {
-		resolver_fill(res, host, (struct sockaddr *)&s6, sizeof(s6), port);
-		return 1;
-	}
-	return 0;
+	if (netaddr_from_text(host, port, &ss, &len))
+		return 0;
+	resolver_fill(res, host, (struct sockaddr *)&ss, len, port);
+	return 1;
 }
 
 int resolver_numeric(const char *dest, unsigned default_port, struct resolver_result *res)

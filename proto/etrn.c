@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "core/ascii.h"
+#include "core/netaddr.h"
 
 /* RFC 1985 section 3: a node is a domain, "@domain" or "#queue"; queue
  * names and domains use letters, digits, '.', '-' and '_' (seen in
@@ -85,19 +86,7 @@ enum etrn_outcome etrn_parse(const char *node, size_t len, enum etrn_source src,
 
 int etrn_client_addr(const char *client, struct sockaddr_storage *ss)
 {
-	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-
-	memset(ss, 0, sizeof(*ss));
-	if (inet_pton(AF_INET, client, &s4->sin_addr) == 1) {
-		s4->sin_family = AF_INET;
-		return 0;
-	}
-	if (inet_pton(AF_INET6, client, &s6->sin6_addr) == 1) {
-		s6->sin6_family = AF_INET6;
-		return 0;
-	}
-	return -1;
+	return netaddr_from_text(client, 0, ss, NULL);
 }
 
 enum etrn_outcome etrn_permit(const struct domtab_row *row, const struct sockaddr *client)
