@@ -61,10 +61,19 @@ struct config_redis {
 	unsigned db;                    /* SELECT db (0 = no SELECT) */
 };
 
+/* What a listener is for (struct config_listen.flags): set by the key that
+ * named it. "listen" gives 0; "listen_tls" (implicit TLS, the port-465
+ * style: the handshake starts at accept) gives CONFIG_LISTEN_TLS;
+ * "listen_trusted" (AUTH offered without TLS, for a port only trusted
+ * networks reach) gives CONFIG_LISTEN_TRUSTED. */
+#define CONFIG_LISTEN_TLS 0x1u
+#define CONFIG_LISTEN_TRUSTED 0x2u
+
 struct config_listen {
 	char text[128];                 /* as written: "127.0.0.1:2525" */
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
+	unsigned flags;                 /* CONFIG_LISTEN_* */
 };
 
 struct config {

@@ -50,6 +50,13 @@ struct conn_ops {
 	 * connected, return its state (NULL closes it); err < 0 (-ETIMEDOUT,
 	 * -ECONNREFUSED, ...): c is NULL and nothing else follows. */
 	void *(*connected)(void *arg, struct conn *c, void *cookie, int err);
+	/* Optional (NULL: not called). The TLS handshake started by
+	 * conn_starttls() (or by a listen_tls listener) ended: err 0, TLS is
+	 * up (conn_tls() tells what was agreed) and output flows encrypted;
+	 * err < 0 (-EPROTO: bad records or alert, -ETIMEDOUT: handshake took
+	 * longer than tls_handshake_timeout), the loop has logged why and is
+	 * closing c: ops->close follows. Called once per handshake. */
+	void (*tls_done)(void *arg, struct conn *c, void *st, int err);
 };
 
 struct loop_conf {
@@ -62,6 +69,10 @@ struct loop_conf {
 	 * loop uses it until loop_run() returns. */
 	struct connlimit *connlimit;
 	const char *addr_busy_reply;    /* sent to a client over it (copied) */
+	/* The server context for listen_tls listeners (implicit TLS: the
+	 * handshake starts at accept); NULL when there are none. Shared by
+	 * every loop, owned by the caller, outlives the loop. */
+	struct tls_ctx *tls_server;
 };
 
 /* Create a loop (io_uring, buffer ring, listening sockets). Runs in the
@@ -193,5 +204,27 @@ uint64_t conn_handle(const struct conn *c);
 struct conn *loop_conn(struct loop *l, uint64_t handle);
 struct loop *conn_loop(const struct conn *c);
 const char *conn_peer(const struct conn *c);
+
+/*
+ * TLS on a connection (core/tls.h; OpenSSL on memory BIOs, the loop keeps
+ * doing the socket I/O). From this call on, the input the owner has not
+ * consumed yet (anything a client pipelined after STARTTLS: RFC 3207 5 and
+ * CVE-2011-0411) is discarded, and every byte received is a TLS record.
+ * What conn_out() holds now (the "220 Ready to start TLS") is still sent in
+ * the clear; everything appended after goes out encrypted, held until the
+ * handshake is done. ctx's role decides the side; host (client only) is
+ * sent as SNI and is the name verification checks (NULL: neither). The
+ * handshake runs under tls_handshake_timeout; its end is told through
+ * ops->tls_done. Returns 0, -EALREADY (TLS already on), -ENOMEM.
+ */
+struct tls_ctx;
+struct tls_info;
+int conn_starttls(struct conn *c, struct tls_ctx *ctx, const char *host);
+/* The agreed TLS parameters once the handshake is done; NULL in the clear
+ * or while the handshake runs. Valid while the connection lives. */
+const struct tls_info *conn_tls(const struct conn *c);
+/* The CONFIG_LISTEN_* flags (core/config.h) of the listener that accepted
+ * c; 0 for an outbound connection. */
+unsigned conn_listen_flags(const struct conn *c);
 
 #endif

@@ -60,7 +60,7 @@ static void ef_no_cb(void *a, struct conn *c, void *s)
 }
 
 static const struct conn_ops ef_no_ops = {
-	ef_no_open, ef_no_data, ef_no_cb, ef_no_cb, ef_no_cb, NULL
+	ef_no_open, ef_no_data, ef_no_cb, ef_no_cb, ef_no_cb, NULL, NULL
 };
 
 /* ---- the engine thread --------------------------------------------------- */

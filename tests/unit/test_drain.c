@@ -857,7 +857,7 @@ static void t_no_cb(void *a, struct conn *c, void *s)
  * with ENOSPC. Both loops start alike (a shard open on each). */
 Test(drain, drain_new_registers_busy_check_enospc_when_full, .timeout = T_TIMEOUT_S)
 {
-	static const struct conn_ops ops = { NULL, NULL, t_no_cb, t_no_cb, t_no_cb, NULL };
+	static const struct conn_ops ops = { NULL, NULL, t_no_cb, t_no_cb, t_no_cb, NULL, NULL };
 	char dir[] = "/tmp/etrnd-test-drain-new-XXXXXX", err[256], cmd[64];
 	struct loop_conf lc = { 0 };
 	struct spool_shard_conf sc = { 0 };

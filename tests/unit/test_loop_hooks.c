@@ -36,7 +36,7 @@ struct hook {
 static void *no_open(void *a, struct conn *c, const char *p) { (void)a; (void)c; (void)p; return NULL; }
 static size_t no_data(void *a, struct conn *c, void *s, const char *p, size_t n) { (void)a; (void)c; (void)s; (void)p; return n; }
 static void no_cb(void *a, struct conn *c, void *s) { (void)a; (void)c; (void)s; }
-static const struct conn_ops no_ops = { no_open, no_data, no_cb, no_cb, no_cb, NULL };
+static const struct conn_ops no_ops = { no_open, no_data, no_cb, no_cb, no_cb, NULL, NULL };
 
 static void noop(void *arg)
 {
