@@ -14,6 +14,7 @@
 #include <malloc.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -319,6 +320,23 @@ static int srv_line(struct tt_srv_conn *s, struct conn *c, const char *p, size_t
 	return 0;
 }
 
+/* Take p[*i..n) up to and including the next LF into line. Returns the
+ * whole line's length (LF included; line->data holds it until the next
+ * call), or SIZE_MAX when the input ran out first (kept in line). */
+static size_t tt_line(struct buf *line, const char *p, size_t n, size_t *i)
+{
+	const char *lf = memchr(p + *i, '\n', n - *i);
+	size_t k = lf ? (size_t)(lf - (p + *i)) + 1 : n - *i;
+
+	cr_assert_eq(buf_append(line, p + *i, k), 0);
+	*i += k;
+	if (!lf)
+		return SIZE_MAX;
+	k = line->len;
+	line->len = 0;
+	return k;
+}
+
 static size_t srv_data(void *arg, struct conn *c, void *st, const char *p, size_t n)
 {
 	struct tt_srv_conn *s = st;
@@ -346,16 +364,11 @@ static size_t srv_data(void *arg, struct conn *c, void *st, const char *p, size_
 				break;
 			continue;
 		}
-		const char *lf = memchr(p + i, '\n', n - i);
-		size_t k = lf ? (size_t)(lf - (p + i)) + 1 : n - i;
+		size_t k = tt_line(&s->line, p, n, &i);
 
-		cr_assert_eq(buf_append(&s->line, p + i, k), 0);
-		i += k;
-		if (!lf)
+		if (k == SIZE_MAX)
 			break;
-		s->line.len -= s->line.len >= 2 && s->line.data[s->line.len - 2] == '\r' ? 2 : 1;
-		k = s->line.len;
-		s->line.len = 0;
+		k -= k >= 2 && s->line.data[k - 2] == '\r' ? 2 : 1; /* CRLF or LF */
 		if (srv_line(s, c, s->line.data, k)) {
 			conn_flush(c);
 			return i;
@@ -487,8 +500,7 @@ static size_t cli_data(void *arg, struct conn *c, void *st, const char *p, size_
 		return 0;
 	}
 	while (i < n) {
-		const char *lf;
-		size_t len, r;
+		size_t len;
 
 		if (k->st == CLI_ECHO && k->got < T.big && k->line.len == 0) {
 			size_t want = T.big - k->got;
@@ -496,16 +508,10 @@ static size_t cli_data(void *arg, struct conn *c, void *st, const char *p, size_
 			i += cli_echo(k, p + i, n - i < want ? n - i : want);
 			continue;
 		}
-		lf = memchr(p + i, '\n', n - i);
-		len = lf ? (size_t)(lf - (p + i)) + 1 : n - i;
-		cr_assert_eq(buf_append(&k->line, p + i, len), 0);
-		i += len;
-		if (!lf)
+		len = tt_line(&k->line, p, n, &i);
+		if (len == SIZE_MAX)
 			break;
-		len = k->line.len;
-		k->line.len = 0;
-		r = cli_line(k, k->line.data, len);
-		if (r == 1)
+		if (cli_line(k, k->line.data, len) == 1)
 			return i;
 	}
 	return i;
