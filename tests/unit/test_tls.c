@@ -824,7 +824,8 @@ Test(tls, implicit_tls_and_verification)
 
 /* ---- hostile peers: each costs only its own connection ---------------- */
 
-enum raw_kind { RAW_GARBAGE, RAW_HALF_HELLO_STALL, RAW_HALF_HELLO_CLOSE, RAW_NEVER_READS };
+enum raw_kind { RAW_GARBAGE, RAW_HALF_HELLO_STALL, RAW_HALF_HELLO_CLOSE, RAW_NEVER_READS,
+		RAW_CLOSE_NOTIFY };
 
 struct raw_case {
 	const char *name;
@@ -841,6 +842,8 @@ static const struct raw_case raw_cases[] = {
 	{ "half a ClientHello, then close", 1, RAW_HALF_HELLO_CLOSE, -ECONNRESET },
 	/* TLS up, then commands and never a read of the replies. */
 	{ "TLS client that never reads", 0, RAW_NEVER_READS, 0 },
+	/* Not hostile: QUIT in TLS; 221 comes, then close_notify, then EOF. */
+	{ "QUIT: 221, then close_notify", 1, RAW_CLOSE_NOTIFY, 0 },
 };
 
 /* The never-reading client's flood stops when the server stops taking
@@ -891,9 +894,9 @@ static size_t raw_payload(const struct raw_case *rc, char *out, size_t len)
 	struct buf b;
 	size_t n;
 
-	if (rc->kind == RAW_NEVER_READS) {
+	if (rc->kind == RAW_NEVER_READS || rc->kind == RAW_CLOSE_NOTIFY) {
 		out[0] = '-';
-		return 1; /* unused: raw_flood() speaks TLS */
+		return 1; /* unused: these speak TLS */
 	}
 	if (rc->kind == RAW_GARBAGE) {
 		memcpy(out, garbage, sizeof(garbage) - 1);
@@ -982,6 +985,49 @@ out:
 	return rc;
 }
 
+static int raw_plain(void *arg, const char *p, size_t n)
+{
+	struct buf *b = arg;
+
+	return buf_append(b, p, n) != 0;
+}
+
+/* Implicit TLS, the greeting, QUIT; the server's last bytes must be its
+ * 221 and then close_notify (TLS_CONN_EOF), before the TCP close. */
+static int raw_quit(struct raw_run *rr, int fd)
+{
+	static const struct tls_conn_sink sink = { NULL, raw_plain };
+	struct tls_conn *t = tls_conn_new(T.cli_ctx, TT_HOST);
+	struct buf b, plain;
+	char in[4096];
+	int rc = 0;
+
+	buf_init(&b, 0);
+	buf_init(&plain, 0);
+	if (!t || raw_tls_handshake(fd, t) || tls_conn_write(t, "QUIT\r\n", 6) ||
+	    tls_conn_take(t, &b) || send(fd, b.data, b.len, MSG_NOSIGNAL) != (ssize_t)b.len) {
+		snprintf(rr->fail, sizeof(rr->fail), "TLS handshake or QUIT failed");
+		goto out;
+	}
+	while (rc == 0) {
+		ssize_t r = recv(fd, in, sizeof(in), 0);
+
+		if (r <= 0) {
+			snprintf(rr->fail, sizeof(rr->fail), "TCP closed (%zd) before close_notify", r);
+			goto out;
+		}
+		rc = tls_conn_input(t, in, (size_t)r, &sink, &plain);
+	}
+	if (rc != TLS_CONN_EOF || plain.len < 9 || memcmp(plain.data + plain.len - 9, "221 bye\r\n", 9))
+		snprintf(rr->fail, sizeof(rr->fail), "want 221 then close_notify: rc %d, %zu bytes",
+			 rc, plain.len);
+out:
+	buf_free(&b);
+	buf_free(&plain);
+	tls_conn_free(t);
+	return rr->fail[0] ? -1 : 0;
+}
+
 /* The good session: started by the raw thread once its hostile peer is at
  * work, so the two overlap. */
 static void raw_start_good(void *arg)
@@ -1014,6 +1060,7 @@ static void *raw_thread(void *arg)
 	}
 	t0 = tt_now_ms();
 	if (rr->rc->kind == RAW_NEVER_READS ? raw_flood(rr, fd) :
+	    rr->rc->kind == RAW_CLOSE_NOTIFY ? raw_quit(rr, fd) :
 	    send(fd, junk, n, 0) != (ssize_t)n) {
 		if (!rr->fail[0])
 			snprintf(rr->fail, sizeof(rr->fail), "send: %s", strerror(errno));
