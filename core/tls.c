@@ -290,6 +290,7 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *host)
 {
 	struct tls_conn *t = calloc(1, sizeof(*t));
 	BIO *bio;
+	int r;
 
 	if (!t)
 		goto fail;
@@ -311,7 +312,8 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *host)
 		goto fail;
 	/* Write the ClientHello now; it waits in the output. */
 	ERR_clear_error();
-	if (SSL_do_handshake(t->ssl) != 1 && SSL_get_error(t->ssl, -1) != SSL_ERROR_WANT_READ)
+	r = SSL_do_handshake(t->ssl);
+	if (r != 1 && SSL_get_error(t->ssl, r) != SSL_ERROR_WANT_READ)
 		goto fail;
 	return t;
 fail:
