@@ -124,10 +124,12 @@ static void tls_bio_setup(void)
 
 /* ---- contexts ----------------------------------------------------------- */
 
-/* "what path: OpenSSL's reason" into err; clears OpenSSL's error queue. */
+/* "what path: OpenSSL's reason" into err; clears OpenSSL's error queue.
+ * The earliest error is the most precise ("no start line", not the "PEM
+ * lib" stacked on it). */
 static void tls_ctx_err(char *err, size_t errlen, const char *what, const char *path)
 {
-	unsigned long e = ERR_peek_last_error();
+	unsigned long e = ERR_peek_error();
 	const char *r = e ? ERR_reason_error_string(e) : NULL;
 
 	snprintf(err, errlen, "%s %s: %s", what, path, r ? r : "unknown OpenSSL error");
