@@ -96,8 +96,8 @@ static void smtpd_new_id(void *arg, uint64_t *msgid, char *qid)
 	qid_format(*msgid, qid);
 }
 
-static void smtpd_etrn(void *arg, const char *client, const char *node, size_t len,
-		       struct buf *out)
+static void smtpd_etrn(void *arg, const char *client, const char *user, const char *node,
+		       size_t len, struct buf *out)
 {
 	struct smtpd *d = arg;
 
@@ -106,7 +106,7 @@ static void smtpd_etrn(void *arg, const char *client, const char *node, size_t l
 				 (int)len, node);
 		return;
 	}
-	drain_etrn(d->drain, client, node, len, out);
+	drain_etrn(d->drain, client, user, node, len, out);
 }
 
 /* Fill d->postmaster and point the session config at it; with a hostname

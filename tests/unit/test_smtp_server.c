@@ -19,8 +19,19 @@
 #define T_RESULT_MAX 16384
 
 /* T_PM: T_BIG with a postmaster address; T_ROUTE: T_PM with
- * allow_untrusted_routing. */
-enum t_conf { T_SMALL = 0, T_NORMALIZE, T_BIG, T_ETRN, T_PM, T_ROUTE, T_NCONF };
+ * allow_untrusted_routing; T_TLS: T_BIG with STARTTLS, AUTH and ETRN;
+ * T_TLS_SMALL: T_SMALL with STARTTLS and AUTH; T_TRUSTED: T_TLS without
+ * STARTTLS, the session on a listen_trusted listener; T_NOAUTH: T_BIG with
+ * STARTTLS and no AUTH. */
+enum t_conf { T_SMALL = 0, T_NORMALIZE, T_BIG, T_ETRN, T_PM, T_ROUTE, T_TLS, T_TLS_SMALL,
+	      T_TRUSTED, T_NOAUTH, T_NCONF };
+
+/* In a case's input: the TLS handshake is done here. What comes before it
+ * after STARTTLS was sent in the clear and is dropped, as the loop drops
+ * it (core/loop.h conn_starttls()); what follows came through TLS. At the
+ * very start: an implicit-TLS listener. */
+#define T_TLS_MARK "<<TLS>>"
+static const struct tls_info t_tls_info = { "TLSv1.3", "TLS_AES_256_GCM_SHA384", 256, 0, "" };
 
 static time_t t_clock(void *arg)
 {
@@ -54,11 +65,12 @@ static enum smtp_rcpt_verdict t_rcpt_check(void *arg, const char *d, size_t len)
 
 /* The ETRN callback: echo the node it got, so a case sees which nodes
  * passed the server's syntax check and exactly as given. */
-static void t_etrn(void *arg, const char *client, const char *node, size_t len,
-		   struct buf *out)
+static void t_etrn(void *arg, const char *client, const char *user, const char *node,
+		   size_t len, struct buf *out)
 {
 	(void)arg;
-	buf_printf(out, "250 %s %.*s\r\n", client, (int)len, node);
+	buf_printf(out, "250 %s%s%s %.*s\r\n", client, user ? " user=" : "", user ? user : "",
+		   (int)len, node);
 }
 
 static struct smtp_server_conf t_confs[T_NCONF];
@@ -76,15 +88,18 @@ static const struct smtp_server_conf *t_conf(enum t_conf which)
 	c->limits = small;
 	if (which == T_NORMALIZE)
 		c->limits.bare_lf_normalize = 1;
-	if (which == T_BIG || which == T_ETRN || which == T_PM || which == T_ROUTE) {
+	if (which == T_BIG || which == T_ETRN || which == T_PM || which == T_ROUTE ||
+	    which == T_TLS || which == T_TRUSTED || which == T_NOAUTH) {
 		c->limits.command_max = 512;
 		c->limits.line_max = 1000;
 		c->limits.max_recipients = 1000;
 		c->limits.size_max = 50u << 20;
 		c->limits.max_errors = 10;
 	}
-	if (which == T_ETRN)
+	if (which == T_ETRN || which == T_TLS || which == T_TRUSTED)
 		c->etrn = t_etrn;
+	c->starttls = which == T_TLS || which == T_TLS_SMALL || which == T_NOAUTH;
+	c->auth = which == T_TLS || which == T_TLS_SMALL || which == T_TRUSTED;
 	if (which == T_PM || which == T_ROUTE)
 		c->postmaster = "hostmaster@ops.test";
 	c->allow_untrusted_routing = which == T_ROUTE;
@@ -145,6 +160,91 @@ static void t_record(struct t_result *r, const struct smtp_tx *tx)
 	t_append(r, "END\n", 4);
 }
 
+/* The check's answer by password: "good" passes, "temp" and "limit" get
+ * AUTH_TEMP and AUTH_LIMITED, anything else is wrong. */
+static enum auth_result t_auth_result(const char *pass, size_t len)
+{
+	if (len == 4 && memcmp(pass, "good", 4) == 0)
+		return AUTH_OK;
+	if (len == 4 && memcmp(pass, "temp", 4) == 0)
+		return AUTH_TEMP;
+	if (len == 5 && memcmp(pass, "limit", 5) == 0)
+		return AUTH_LIMITED;
+	return AUTH_BAD;
+}
+
+/* SMTP_EV_AUTH: record "AUTH <user> <pass>", check that the session takes
+ * no input meanwhile and that the wipe clears the password, answer. */
+static enum smtp_event t_auth(struct smtp_session *s, struct t_result *r, const char *rest,
+		size_t n, struct buf *out)
+{
+	char line[512];
+	size_t plen;
+	const char *pass = smtp_server_auth_pass(s, &plen);
+	enum auth_result res = t_auth_result(pass, plen);
+	enum smtp_event ev2;
+
+	snprintf(line, sizeof(line), "AUTH %s %.*s\n", smtp_server_auth_user(s), (int)plen, pass);
+	t_append(r, line, strlen(line));
+	cr_assert_eq(smtp_server_feed(s, rest, n, out, &ev2), 0);
+	cr_assert_eq(ev2, SMTP_EV_AUTH);
+	smtp_server_auth_wipe(s);
+	pass = smtp_server_auth_pass(s, &plen);
+	cr_assert_eq(plen, 0);
+	cr_assert_eq(pass[0], '\0');
+	return smtp_server_auth_done(s, res, out);
+}
+
+/* Feed in[0..n) chunk bytes at a time (0: all at once); the STARTTLS
+ * event ends it (the rest was sent in the clear and is dropped). */
+static enum smtp_event t_feed(struct smtp_session *s, const struct t_case *tc, const char *in,
+		size_t n, size_t chunk, struct t_result *r, struct buf *out)
+{
+	enum smtp_event ev = SMTP_EV_NEED_INPUT;
+	size_t i = 0;
+
+	while (i < n && ev != SMTP_EV_CLOSE && ev != SMTP_EV_STARTTLS) {
+		size_t k = chunk && chunk < n - i ? chunk : n - i, off = 0;
+
+		while (off < k) {
+			size_t c = smtp_server_feed(s, in + i + off, k - off, out, &ev);
+
+			cr_assert(c <= k - off);
+			off += c;
+			if (ev == SMTP_EV_COMMIT) {
+				size_t again;
+				enum smtp_event ev2;
+
+				cr_assert(!smtp_server_idle(s));
+				t_record(r, smtp_server_tx(s));
+				/* Feeding before commit_done is refused. */
+				again = smtp_server_feed(s, in + i + off, k - off, out, &ev2);
+				cr_assert_eq(again, 0);
+				cr_assert_eq(ev2, SMTP_EV_COMMIT);
+				smtp_server_commit_done(s, tc->commit_err, out);
+				ev = SMTP_EV_NEED_INPUT;
+				continue;
+			}
+			if (ev == SMTP_EV_AUTH) {
+				ev = t_auth(s, r, in + i + off, k - off, out);
+				if (ev == SMTP_EV_CLOSE)
+					break;
+				continue;
+			}
+			if (ev == SMTP_EV_CLOSE)
+				break;
+			if (ev == SMTP_EV_STARTTLS) {
+				cr_assert_eq(off, k, "STARTTLS must consume everything");
+				break;
+			}
+			cr_assert_eq(ev, SMTP_EV_NEED_INPUT);
+			cr_assert_eq(off, k, "NEED_INPUT must consume everything");
+		}
+		i += k;
+	}
+	return ev;
+}
+
 /* Replay a case feeding chunk bytes at a time (0: all at once). */
 static void t_run(const struct t_case *tc, size_t chunk, struct t_result *r)
 {
@@ -152,6 +252,7 @@ static void t_run(const struct t_case *tc, size_t chunk, struct t_result *r)
 	size_t n = tc->in_len ? tc->in_len : strlen(tc->in), i = 0;
 	struct smtp_session *s;
 	enum smtp_event ev = SMTP_EV_NEED_INPUT;
+	const char *mark;
 	struct buf out;
 	char *in;
 
@@ -164,36 +265,30 @@ static void t_run(const struct t_case *tc, size_t chunk, struct t_result *r)
 	buf_init(&out, 1u << 20);
 	s = smtp_server_new(conf, "192.0.2.1");
 	cr_assert(s != NULL);
+	if (tc->conf == T_TRUSTED)
+		smtp_server_set_trusted(s);
 	smtp_server_greeting(s, &out);
-	while (i < n && ev != SMTP_EV_CLOSE) {
-		size_t k = chunk && chunk < n - i ? chunk : n - i, off = 0;
+	/* Each T_TLS_MARK: the clear part before it, then the handshake. */
+	while ((mark = memmem(in + i, n - i, T_TLS_MARK, strlen(T_TLS_MARK))) != NULL) {
+		size_t part = (size_t)(mark - (in + i));
 
-		while (off < k) {
-			size_t c = smtp_server_feed(s, in + i + off, k - off, &out, &ev);
+		ev = t_feed(s, tc, in + i, part, chunk, r, &out);
+		if (ev == SMTP_EV_CLOSE)
+			break;
+		if (i > 0 || part > 0) {
+			enum smtp_event ev2;
 
-			cr_assert(c <= k - off);
-			off += c;
-			if (ev == SMTP_EV_COMMIT) {
-				size_t again;
-				enum smtp_event ev2;
-
-				cr_assert(!smtp_server_idle(s));
-				t_record(r, smtp_server_tx(s));
-				/* Feeding before commit_done is refused. */
-				again = smtp_server_feed(s, in + i + off, k - off, &out, &ev2);
-				cr_assert_eq(again, 0);
-				cr_assert_eq(ev2, SMTP_EV_COMMIT);
-				smtp_server_commit_done(s, tc->commit_err, &out);
-				ev = SMTP_EV_NEED_INPUT;
-				continue;
-			}
-			if (ev == SMTP_EV_CLOSE)
-				break;
-			cr_assert_eq(ev, SMTP_EV_NEED_INPUT);
-			cr_assert_eq(off, k, "NEED_INPUT must consume everything");
+			cr_assert_eq(ev, SMTP_EV_STARTTLS, "%s: no STARTTLS before the mark", tc->name);
+			/* No input until the handshake is done. */
+			cr_assert_eq(smtp_server_feed(s, "NOOP\r\n", 6, &out, &ev2), 0);
+			cr_assert_eq(ev2, SMTP_EV_STARTTLS);
 		}
-		i += k;
+		smtp_server_tls_up(s, &t_tls_info);
+		i += part + strlen(T_TLS_MARK);
+		ev = SMTP_EV_NEED_INPUT;
 	}
+	if (ev != SMTP_EV_CLOSE)
+		ev = t_feed(s, tc, in + i, n - i, chunk, r, &out);
 	if (tc->eof && ev != SMTP_EV_CLOSE) {
 		cr_assert_eq(smtp_server_feed(s, in, 0, &out, &ev), 0);
 		cr_assert_eq(ev, SMTP_EV_CLOSE);
