@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "core/ascii.h"
+#include "core/list.h"
 #include "core/log.h"
 #include "core/tls.h"
 #include "proto/auth.h"
@@ -42,6 +43,10 @@ struct smtpd {
 	struct tls_ctx *tls;                /* STARTTLS server context, NULL: none */
 	const struct auth_backend *auth;    /* password checks, NULL: no AUTH */
 	unsigned auth_pending;              /* checks out on the verifier pool */
+	/* Sessions whose connection is gone while their check is out: the
+	 * answer frees them, or smtpd_free() does when the loop finished
+	 * first (it drops posts then, so no answer can come after). */
+	struct list auth_orphans;
 	struct smtp_server_conf sconf;
 	/* RFC 5321 4.5.1: where <postmaster> goes; the config's postmaster
 	 * key, or postmaster@hostname, domain lower-cased as the spool index
@@ -60,6 +65,7 @@ struct smtpd_conn {
 	struct smtp_session *s;
 	int commit_pending;
 	int auth_pending;            /* an AUTH check is out: smtpd_auth_done() */
+	struct list_node orphan;     /* in d->auth_orphans once c is gone */
 	int tls_pending;             /* the handshake runs: smtpd_tls_done() */
 	int peer_eof;                /* the client closed while we committed
 	                                or checked a password */
@@ -255,6 +261,7 @@ struct smtpd *smtpd_new(const struct config *cfg, const struct domtab_live *dt)
 		return NULL;
 	d->cfg = cfg;
 	d->dt = dt;
+	list_init(&d->auth_orphans);
 	d->sconf.hostname = cfg->hostname;
 	smtpd_limits(cfg, &d->sconf.limits);
 	d->sconf.rcpt_check = smtpd_rcpt_check;
@@ -319,10 +326,17 @@ const char *smtpd_busy_reply(const struct smtpd *d)
 	return d->busy;
 }
 
+static void smtpd_conn_free(struct smtpd_conn *sc);
+
 struct smtpd *smtpd_free(struct smtpd *d)
 {
+	struct list_node *n;
+
 	if (!d)
 		return NULL;
+	/* The loop has finished: answers still out were dropped with it. */
+	while ((n = list_pop(&d->auth_orphans)) != NULL)
+		smtpd_conn_free(LIST_ENTRY(n, struct smtpd_conn, orphan));
 	expire_free(d->expire);
 	free(d->rcpt);
 	free(d->rcpt_len);
@@ -500,6 +514,7 @@ static void smtpd_auth_done(void *arg, uint64_t handle, enum auth_result r)
 		 * freeing the session wipes what it held. */
 		log_info("AUTH from a client gone before the answer (%s)",
 			 r == AUTH_OK ? "ok" : "failed");
+		list_unlink(&sc->d->auth_orphans, &sc->orphan);
 		smtpd_conn_free(sc);
 		return;
 	}
@@ -672,7 +687,9 @@ static void smtpd_close(void *arg, struct conn *c, void *st)
 	(void)arg;
 	(void)c;
 	sc->c = NULL;
-	if (!sc->commit_pending && !sc->auth_pending)
+	if (sc->auth_pending)
+		list_append(&sc->d->auth_orphans, &sc->orphan);
+	else if (!sc->commit_pending)
 		smtpd_conn_free(sc);
 }
 

@@ -73,7 +73,9 @@ size_t smtpd_record_max(const struct config *cfg);
 /* The 421 line for connections over max_connections (lives as long as d). */
 const char *smtpd_busy_reply(const struct smtpd *d);
 
-/* Free; every connection must be gone. NULL is fine. Returns NULL. */
+/* Free, once the loop has finished; every connection must be gone (sessions
+ * still waiting for an AUTH answer are freed here: the finished loop drops
+ * the answer). NULL is fine. Returns NULL. */
 struct smtpd *smtpd_free(struct smtpd *d);
 
 #endif
