@@ -19,7 +19,7 @@
 
 /* Checks accepted and not yet answered (queued, being checked, or answered
  * but not yet run by the asking loop), node-wide. One more is refused at
- * once with -AUTH_TEMP (454 4.7.0): at about 20 yescrypt checks a second per
+ * once with -AUTH_TEMP (454 4.7.0): at about 55 yescrypt checks a second per
  * verifier, a longer queue would only make clients wait past their timeout. */
 #define AUTHPOOL_QUEUE_MAX 256
 /* Each verifier's Redis connect and command timeout: a Redis that hangs
