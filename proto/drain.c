@@ -41,7 +41,7 @@
 #include "proto/drain_resolve.h"
 #include "proto/drain_status.h"
 #include "proto/etrn.h"
-#include "proto/etrn_limit.h"
+#include "core/addrlimit.h"
 #include "store/domstat.h"
 #include "store/spool_index.h"
 
@@ -71,7 +71,7 @@ struct drain_hub {
 	struct resolver *resolver;     /* the process's; not ours to free */
 	int closed;                    /* drain_hub_quiesce(): post no more */
 	_Atomic uint64_t unresolved;   /* drains ended: dest did not resolve */
-	struct etrn_limit *etrn_limit; /* etrn_rate_limit, node-wide */
+	struct addrlimit *etrn_limit;  /* etrn_rate_limit, node-wide */
 	struct drain_active *act;
 	size_t nact, capact;
 	struct smtp_client_conf ccf;
@@ -100,9 +100,9 @@ struct drain_hub *drain_hub_new(const struct config *cfg,
 	if (!h)
 		return NULL;
 	h->drains = calloc(nthreads, sizeof(*h->drains));
-	h->etrn_limit = etrn_limit_new(cfg->etrn_rate_limit, ETRN_LIMIT_ADDRS_DEFAULT);
+	h->etrn_limit = addrlimit_new("etrn_rate_limit", cfg->etrn_rate_limit, ADDRLIMIT_ADDRS_DEFAULT);
 	if (!h->drains || !h->etrn_limit) {
-		etrn_limit_free(h->etrn_limit);
+		addrlimit_free(h->etrn_limit);
 		free(h->drains);
 		free(h);
 		return NULL;
@@ -139,7 +139,7 @@ struct drain_hub *drain_hub_free(struct drain_hub *h)
 	if (!h)
 		return NULL;
 	pthread_mutex_destroy(&h->mu);
-	etrn_limit_free(h->etrn_limit);
+	addrlimit_free(h->etrn_limit);
 	free(h->act);
 	free(h->drains);
 	free(h);
@@ -424,10 +424,10 @@ static enum etrn_outcome hub_start(struct drain_hub *h, const struct domtab_row 
 
 /* etrn_rate_limit per client address, one limiter for the whole node, so
  * connections landing on different engine threads share it
- * (proto/etrn_limit.h). */
+ * (core/addrlimit.h). */
 static int rate_ok(struct drain *d, const char *client)
 {
-	return etrn_limit_take(d->hub->etrn_limit, client, now_mono_ms());
+	return addrlimit_take(d->hub->etrn_limit, client, now_mono_ms());
 }
 
 /*
