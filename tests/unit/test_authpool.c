@@ -6,7 +6,6 @@
  * per-address failure limit; answers on the loop that asked; a stop with
  * checks in flight. Prints the checks per second of one verifier thread. */
 #include <criterion/criterion.h>
-#include <criterion/logging.h>
 #include <crypt.h>
 #include <errno.h>
 #include <pthread.h>
