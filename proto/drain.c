@@ -433,10 +433,11 @@ static int rate_ok(struct drain *d, const char *client)
 /*
  * ETRN #queue or @domain (RFC 1985 section 3): every provisioned domain in
  * the queue, or the domain and its subdomains, that the client (sa; NULL
- * for the operator) may release. One reply for all (etrn_tally_outcome()).
+ * for the operator) or its authenticated user (NULL: none) may release.
+ * One reply for all (etrn_tally_outcome()).
  */
 static void drain_many(struct drain_hub *h, const char *client, const struct sockaddr *sa,
-		       const struct etrn_node *en, struct buf *out)
+		       const char *user, const struct etrn_node *en, struct buf *out)
 {
 	const struct domtab *t = domtab_live_get(h->dt);
 	struct etrn_tally tally;
@@ -454,7 +455,7 @@ static void drain_many(struct drain_hub *h, const char *client, const struct soc
 
 		if (!etrn_row_matches(en, row))
 			continue;
-		permit = etrn_permit(row, sa);
+		permit = etrn_permit(row, sa, user);
 		if (permit == ETRN_OK)
 			started = hub_start(h, row, row->name, strlen(row->name), who, &n);
 		etrn_tally_add(&tally, permit, started, n);
@@ -467,8 +468,8 @@ static void drain_many(struct drain_hub *h, const char *client, const struct soc
 	(void)etrn_reply(out, o, en->shown, en->shown_len, client, tally.total);
 }
 
-void drain_etrn(struct drain *d, const char *client, const char *node, size_t len,
-		struct buf *out)
+void drain_etrn(struct drain *d, const char *client, const char *user, const char *node,
+		size_t len, struct buf *out)
 {
 	struct drain_hub *h = d->hub;
 	const struct domtab_row *row;
@@ -494,11 +495,11 @@ void drain_etrn(struct drain *d, const char *client, const char *node, size_t le
 		return;
 	}
 	if (en.kind != ETRN_KIND_DOMAIN) {
-		drain_many(h, client, (struct sockaddr *)&ss, &en, out);
+		drain_many(h, client, (struct sockaddr *)&ss, user, &en, out);
 		return;
 	}
 	row = domtab_find(domtab_live_get(h->dt), en.name, en.name_len);
-	o = etrn_permit(row, (struct sockaddr *)&ss);
+	o = etrn_permit(row, (struct sockaddr *)&ss, user);
 	if (o != ETRN_OK) {
 		log_info("ETRN %s from [%s]: %s", en.name, client,
 			 o == ETRN_DENIED_UNKNOWN ? "not a customer domain here"
@@ -524,11 +525,11 @@ void drain_hub_flush(struct drain_hub *h, const char *node, size_t len, struct b
 		return;
 	}
 	if (en.kind != ETRN_KIND_DOMAIN) {
-		drain_many(h, "operator", NULL, &en, out);
+		drain_many(h, "operator", NULL, NULL, &en, out);
 		return;
 	}
 	row = domtab_find(domtab_live_get(h->dt), en.name, en.name_len);
-	o = etrn_permit(row, NULL);
+	o = etrn_permit(row, NULL, NULL);
 	if (o == ETRN_OK)
 		o = hub_start(h, row, en.name, en.name_len, "the operator", &n);
 	(void)etrn_reply(out, o, en.shown, en.shown_len, NULL, n);
