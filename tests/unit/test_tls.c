@@ -11,6 +11,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -25,6 +26,12 @@
 #include "core/loop.h"
 #include "core/tls.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+/* ASan's allocator statistics (sanitizer/allocator_interface.h, which
+ * Debian's gcc does not ship). */
+size_t __sanitizer_get_current_allocated_bytes(void);
+#endif
+
 #define TT_HOST "mx.test.example"
 #define TT_WRONG_HOST "wrong.test.example"
 #define TT_BIG (1u << 20)          /* the big echo: 1 MiB each way */
@@ -32,7 +39,7 @@
 #define TT_WATCHDOG_S 60           /* a test loop never runs longer */
 #define TT_RAW_TIMEOUT_S 20        /* raw client socket reads */
 #define TT_HANDSHAKE_MS 600        /* tls_handshake_timeout in the stall test */
-#define TT_IDLE_CONNS 200          /* idle TLS connection pairs measured */
+#define TT_IDLE_CONNS 1000         /* idle TLS session pairs measured */
 
 /* ---- certificates, made once per test process ------------------------ */
 
@@ -354,6 +361,26 @@ static void cli_send_big(struct tt_cli *k)
 	conn_flush(k->c);
 }
 
+/* Heap in use now: what the allocator handed out and has not had back. */
+static long long tt_heap_bytes(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	return (long long)__sanitizer_get_current_allocated_bytes();
+#else
+	return (long long)mallinfo2().uordblks;
+#endif
+}
+
+/* Idle test: one more session has done its handshake and one command and
+ * now waits; at the last, measure and stop. */
+static void tt_idle_up(void)
+{
+	if (++T.idle_cli_up < T.idle_want)
+		return;
+	T.idle_bytes = tt_heap_bytes() - T.idle_base;
+	loop_stop(T.l);
+}
+
 /* One reply line of the client's script. */
 static size_t cli_line(struct tt_cli *k, const char *p, size_t n)
 {
@@ -378,6 +405,10 @@ static size_t cli_line(struct tt_cli *k, const char *p, size_t n)
 		return 1; /* the rest (none: the server waits) is void */
 	case CLI_TLS:
 		cr_assert(n >= 11 && !memcmp(p, "250 ok tls", 10), "after tls %.*s", (int)n, p);
+		if (T.idle_want) {
+			tt_idle_up();
+			return 0;
+		}
 		if (T.big) {
 			buf_printf(conn_out(k->c), "ECHO %zu\r\n", T.big);
 			k->st = CLI_ECHO_REPLY;
@@ -918,4 +949,38 @@ Test(tls, hostile_peer_costs_only_its_connection)
 		T.l = loop_free(T.l);
 		config_free(&T.cfg);
 	}
+}
+
+/* ---- memory of idle TLS sessions --------------------------------------- */
+
+/* TT_IDLE_CONNS sessions, each after STARTTLS, its handshake and one
+ * command, all waiting: the heap they hold, server and client side
+ * together (both are in this process), per session pair. The issue's
+ * budget is 64 KiB per idle server session; each pair must stay within it
+ * for both of its sides together. Printed for the record. */
+Test(tls, idle_sessions_memory)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct tt_cli *k = calloc(TT_IDLE_CONNS, sizeof(*k));
+	long long per;
+
+	cr_assert_not_null(k);
+	T.idle_want = TT_IDLE_CONNS;
+	tt_loop(CONFIG_TLS_HANDSHAKE_TIMEOUT_DEFAULT_MS);
+	sa.sin_port = htons(T.port);
+	T.idle_base = tt_heap_bytes();
+	for (unsigned i = 0; i < TT_IDLE_CONNS; i++) {
+		buf_init(&k[i].line, 4096);
+		cr_assert_eq(loop_connect(T.l, (struct sockaddr *)&sa, sizeof(sa), 10000, &cli_ops,
+					  NULL, &k[i]), 0);
+	}
+	tt_run();
+	cr_assert_eq(T.idle_cli_up, TT_IDLE_CONNS);
+	per = T.idle_bytes / TT_IDLE_CONNS;
+	fprintf(stderr, "idle TLS sessions: %u pairs hold %lld bytes of heap: %lld per pair "
+		"(server + client side)\n", TT_IDLE_CONNS, T.idle_bytes, per);
+	cr_expect_leq(per, 64 * 1024, "%lld bytes per idle session pair", per);
+	for (unsigned i = 0; i < TT_IDLE_CONNS; i++)
+		buf_free(&k[i].line);
+	free(k);
 }
