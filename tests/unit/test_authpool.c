@@ -330,6 +330,7 @@ Test(authpool, answers)
 		{ "MD5 $1$ hash, right password", "carol", S("md5pass"), AUTH_BAD },
 		{ "plain text stored, same password", "dave", S("plain"), AUTH_BAD },
 		{ "empty password", "alice", S(""), AUTH_BAD },
+		{ "no password at all (NULL, 0)", "alice", NULL, 0, AUTH_BAD },
 		{ "NUL inside the password", "alice", S("s3cret\0x"), AUTH_BAD },
 		{ "NUL ending the password", "alice", S("s3cret\0"), AUTH_BAD },
 		{ "user name in other case", "Alice", S("s3cret"), AUTH_BAD },
