@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -81,6 +82,10 @@ static void redis_start(struct fx *fx)
 	fx->redis = fork();
 	cr_assert_geq(fx->redis, 0);
 	if (fx->redis == 0) {
+		/* Gone with the test process, even one a failed assert ended
+		 * before its teardown could stop it. */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() == 1)
+			_exit(127);
 		if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr))
 			_exit(127);
 		execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", fx->sock,
