@@ -249,7 +249,7 @@ class RedisTest(unittest.TestCase):
                             ("bad..domain.test,,,,,,,\n", "not a domain name"),
                             ("x%d.test,,,10.0.0.1/8,,,,\n" % i, "host bits set"),
                             ("y%d.test,,host:99999,,,,,\n" % i, "bad port"),
-                            ("z%d.test,,,,,,,sometimes\n" % i, "want may or must"),
+                            ("z%d.test,,,,,,,sometimes\n" % i, "want may, must or verify"),
                             ("w%d.test,,,,nobody,,,\n" % i, "does not exist"),
                             ("v%d.test,,,,,5 days,,\n" % i, "not a duration"),
                             ("\"u%d.test,,,,,,,\n" % i, "unterminated quoted field"),
