@@ -299,7 +299,7 @@ class RedisTest(unittest.TestCase):
             (["domain", "add", "x.test", "--etrn-from", "banana"], "not a network"),
             (["domain", "add", "x.test", "--dest", "2001:db8::1"], "brackets"),
             (["domain", "add", "x.test", "--dest", "h:0"], "bad port"),
-            (["domain", "add", "x.test", "--tls", "always"], "want may or must"),
+            (["domain", "add", "x.test", "--tls", "always"], "want may, must or verify"),
             (["domain", "add", "x.test", "--max-hold", "forever"], "not a duration"),
             (["domain", "add", "x.test", "--quota", "lots"], "not a size"),
             (["domain", "add", "x.test", "--queue", "a b"], "queue name"),
