@@ -296,7 +296,7 @@ size_t drain_held_copy(const struct drain *d, struct drain_status_held *out, siz
 
 void drain_hub_set_tls(struct drain_hub *h, struct tls_ctx *client)
 {
-	h->tls_client = client;
+	__atomic_store_n(&h->tls_client, client, __ATOMIC_RELEASE);
 }
 
 /* The job's last connection is gone (env->job_idle), or it never had one:
@@ -371,6 +371,9 @@ static void job_start(void *arg)
 	}
 	free(rq);
 	list_append(&d->jobs, &j->node);
+	/* The context drain_hub_set_tls() gave last: for this job's connections
+	 * (those already open keep theirs). */
+	d->env.tls = __atomic_load_n(&h->tls_client, __ATOMIC_ACQUIRE);
 	/* Connections to the destination are shared with its other drains
 	 * (drain_conn.h): this may open fewer, or none yet and wait. */
 	rc = drain_conn_job_start(j);
@@ -729,7 +732,6 @@ struct drain *drain_new(struct drain_hub *h, unsigned index, struct loop *l,
 	d->env.reconnects = h->cfg->drain_reconnect_attempts;
 	d->env.greeting_ms = h->cfg->drain_greeting_timeout_ms;
 	d->env.done_window = h->cfg->drain_done_window;
-	d->env.tls = h->tls_client;
 	__atomic_store_n(&h->drains[index], d, __ATOMIC_RELEASE);
 	return d;
 }

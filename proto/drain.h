@@ -101,8 +101,8 @@ unsigned drain_hub_shards(struct drain_hub *h, struct drain_status_shard *out,
 /*
  * The TLS client context (core/tls.h) the drains use for STARTTLS; NULL
  * (the default): no STARTTLS, tls may goes in the clear and tls must and
- * verify keep mail held. Call after drain_hub_new() and before drain_new();
- * ctx is the caller's and must outlive the hub.
+ * verify keep mail held. Any thread, any time: drains started after the
+ * call use it. ctx is the caller's and must outlive the hub's loops.
  */
 struct tls_ctx;
 void drain_hub_set_tls(struct drain_hub *h, struct tls_ctx *client);

@@ -84,6 +84,9 @@ struct drain_conn {
 	struct drain_durable dur;
 	const char *end_why;           /* why the connection ended (static text) */
 	int early;                     /* ended before its QUIT: may be replaced */
+	int tls_fallback;              /* ended by a failed STARTTLS under may:
+	                                  replaced in the clear, not counted
+	                                  against drain_reconnect_attempts */
 	unsigned delivered;
 	enum drain_conn_tls tls;
 	char tls_text[DRAIN_TLS_TEXT]; /* "version:cipher" for delivery lines */
@@ -319,6 +322,7 @@ static int dc_release(struct drain_conn *dc)
 
 	if (dc->state != DRAIN_CONN_CLOSED || dc->spool_pending || dc->dur.pending)
 		return 0;
+	early = early && !dc->tls_fallback;
 	smtp_client_free(dc->cl);
 	free(dc->dur.per_msg);
 	free(dc->rcpt);
@@ -928,7 +932,7 @@ static void dc_starttls(struct drain_conn *dc, struct conn *c)
 	}
 	snprintf(why, sizeof(why), "cannot start TLS: %s (%s)", strerror(-rc), j->relay);
 	if (j->tls == DOMTAB_TLS_MAY)
-		j->tls_clear = 1;
+		j->tls_clear = dc->tls_fallback = 1;
 	else
 		job_tls_held(j, why);
 	(void)smtp_client_abort(dc->cl, why);
@@ -1026,8 +1030,10 @@ static void dc_tls_done(void *arg, struct conn *c, void *st, int err)
 			 j->relay, strerror(err ? -err : EPROTO));
 		log_warn("drain %.*s (shard %u): %s%s", (int)j->len, j->dom, j->env->index, why,
 			 j->tls == DOMTAB_TLS_MAY ? "; the next connection goes in the clear" : "");
+		/* Only connections opened before tls_clear try TLS: at most
+		 * drain_connections of these, so the fallback cannot loop. */
 		if (j->tls == DOMTAB_TLS_MAY)
-			j->tls_clear = 1;
+			j->tls_clear = dc->tls_fallback = 1;
 		else
 			job_tls_held(j, why);
 		(void)smtp_client_abort(dc->cl, why);
