@@ -46,6 +46,9 @@
 #define T_REPLIES_MAX 4
 #define T_WANT_MAX 8
 #define T_THREADS_MAX 32             /* threaded server: connections served */
+/* tls_handshake_timeout for the stalled handshake: long enough for a
+ * loaded machine's real handshake, short for the test. */
+#define T_STALL_CUT_MS 1500
 #define T_CONNS_NONE UINT_MAX        /* t_case.want_conns: no connection */
 #define T_421_NONMAIL "421 4.7.0 too many nonmail commands\r\n" /* Exim's */
 
@@ -67,11 +70,12 @@ struct t_script {
 	int threaded;                /* serve connections at once, one thread each */
 	/* STARTTLS offered in EHLO (RFC 3207) and answered: T_TLS_454 with
 	 * 454; T_TLS_BROKEN with 220, then bytes that are no TLS record, and
-	 * a hang-up (the handshake fails). 0: not offered. */
+	 * a hang-up (the handshake fails); T_TLS_STALL with 220, then
+	 * silence until the client hangs up. 0: not offered. */
 	int starttls;
 };
 
-enum { T_TLS_NONE = 0, T_TLS_454, T_TLS_BROKEN };
+enum { T_TLS_NONE = 0, T_TLS_454, T_TLS_BROKEN, T_TLS_STALL };
 
 struct t_server {
 	int lfd;
@@ -232,7 +236,8 @@ static void t_serve(struct t_server *s, int fd)
 			size_t n = (size_t)(nl - in) + 1;
 			const char *reply;
 			int quit = !body && n == 6 && !strncasecmp(in, "QUIT\r\n", 6);
-			int tls_cut = !body && s->sc->starttls == T_TLS_BROKEN && n == 10 &&
+			int tls_cut = !body && (s->sc->starttls == T_TLS_BROKEN ||
+						s->sc->starttls == T_TLS_STALL) && n == 10 &&
 				      !strncasecmp(in, "STARTTLS\r\n", 10);
 
 			if (!body && t_nonmail(s, in, n, &nonmail)) {
@@ -247,6 +252,15 @@ static void t_serve(struct t_server *s, int fd)
 			have -= n;
 			if (quit) {
 				(void)t_send(s, fd, "221 2.0.0 bye\r\n");
+				return;
+			}
+			if (tls_cut && s->sc->starttls == T_TLS_STALL) {
+				/* Take the ClientHello, never answer it. */
+				(void)t_send(s, fd, "220 2.0.0 go ahead\r\n");
+				while (poll(&(struct pollfd){ fd, POLLIN, 0 }, 1,
+					    T_SERVER_IO_MS) == 1 &&
+				       read(fd, in, sizeof(in)) > 0)
+					;
 				return;
 			}
 			if (tls_cut) {
@@ -443,6 +457,7 @@ struct t_case {
 	enum domtab_tls tls;
 	int with_tls;                /* give the hub a TLS client context */
 	const char *want_held;
+	unsigned handshake_ms;       /* tls_handshake_timeout; 0: default */
 };
 
 static const struct t_case t_cases[] = {
@@ -574,6 +589,17 @@ static const struct t_case t_cases[] = {
 		.want_held = "cannot start TLS: handshake failed with 127.0.0.1[127.0.0.1]:",
 	},
 	{
+		.name = "tls may, the handshake stalls: cut, the next connection in the clear",
+		.script = { .starttls = T_TLS_STALL },
+		.want_conns = 2,
+		.want_log = T_EHLO "STARTTLS\r\n" T_ALL,
+		.want_m1 = "DDDP",
+		.want_m2 = "",
+		.want_delivered = 4,
+		.with_tls = 1,
+		.handshake_ms = T_STALL_CUT_MS,
+	},
+	{
 		.name = "tls must without a client context: nothing opened, held",
 		.want_log = "",
 		.want_conns = T_CONNS_NONE,
@@ -646,6 +672,8 @@ static void t_run(const struct t_case *c, int bytewise)
 	t_server_start(&s, &c->script, bytewise, 0);
 	snprintf(dest, sizeof(dest), "127.0.0.1:%u", s.port);
 	cr_assert_eq(engine_fixture_init(&f, t_table_tls(dest, c->tls)), 0);
+	if (c->handshake_ms)
+		f.cfg.tls_handshake_timeout_ms = c->handshake_ms;
 	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
 	if (c->with_tls) {
 		struct tls_ctx_conf tc = { .ciphers = TLS_CIPHERS_DEFAULT };
@@ -710,7 +738,8 @@ Test(drain, tls_may_454_goes_clear, .timeout = T_TIMEOUT_S) { t_run_both(&t_case
 Test(drain, tls_must_454_held, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[9]); }
 Test(drain, tls_may_handshake_fails_then_clear, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[10]); }
 Test(drain, tls_verify_handshake_fails_held, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[11]); }
-Test(drain, tls_must_without_context_held, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[12]); }
+Test(drain, tls_may_handshake_stalls_then_clear, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[12]); }
+Test(drain, tls_must_without_context_held, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[13]); }
 
 /* ETRN from a permitted client: 253 with the count; a second ETRN while the
  * drain runs (the server has not even greeted) joins it with 252 and sends
