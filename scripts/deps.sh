@@ -19,6 +19,10 @@ PKGS=(
 	libcriterion-dev
 	redis-server
 	swaks
+	libnet-ssleay-perl     # swaks --tls
+	libio-socket-ssl-perl  # swaks --tls
+	openssl           # the tests' certificates (openssl req), s_client, s_server
+	iproute2          # ss: the hostile tests look at etrnd's sockets
 	python3
 	python3-aiosmtpd
 	postfix           # smtp-source, smtp-sink
