@@ -26,6 +26,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import etrnd_harness as h  # noqa: E402
+from test_redis import Redis  # noqa: E402
 
 QUEUED_RE = re.compile(r"queued as (%s)" % h.QID_RE)
 OPENSSL_S = 60          # one openssl s_client / s_server run
@@ -59,6 +60,13 @@ def s_client(port, *args):
 class TlsServerTest(unittest.TestCase):
     def etrnd(self, **cfg):
         return h.Etrnd.started(self, tls=True, **cfg)
+
+    def etrnd_with_users(self, **cfg):
+        """An etrnd with a user database (a private redis-server), so AUTH
+        is enabled and offered where it is safe."""
+        redis = Redis(self.tmp()).start()
+        self.addCleanup(redis.stop)
+        return self.etrnd(redis=redis.url(), **cfg)
 
     def tmp(self):
         d = tempfile.mkdtemp(prefix="etrnd-tls-")
@@ -97,7 +105,7 @@ class TlsServerTest(unittest.TestCase):
         """Clear: STARTTLS, no AUTH (RFC 4954 4: AUTH only where it is safe).
         Inside TLS: AUTH PLAIN LOGIN, no second STARTTLS (RFC 3207 4.2),
         and a second STARTTLS is refused with 5xx."""
-        e = self.etrnd()
+        e = self.etrnd_with_users()
         s = smtplib.SMTP(h.HOST, e.port, timeout=30)
         self.addCleanup(s.close)
         s.ehlo("client.test")
@@ -255,7 +263,7 @@ class TlsServerTest(unittest.TestCase):
         """listen_tls: TLS from the first byte (port-465 style); EHLO offers
         AUTH and not STARTTLS; mail is stored with ESMTPS; the plain
         listener beside it still works in the clear."""
-        e = self.etrnd(listen_tls="auto")
+        e = self.etrnd_with_users(listen_tls="auto")
         s = smtplib.SMTP_SSL(h.HOST, e.ports["listen_tls"], timeout=30,
                              context=e.client_tls())
         self.addCleanup(s.close)
