@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -37,6 +38,9 @@ ALICE, ALICE_PW = "alice", "Tr0ub4dor&3-alice-pw"     # owns owned.test
 BOB, BOB_PW = "bob", "correct horse battery bob"      # owns nothing
 OWNED = "owned.test"
 FAIL_LIMIT = 3
+BRUTE_S = 8.0            # how long the brute-force attackers run
+BRUTE_CONNS = 6          # their connections, one AUTH in flight each
+GOOD_AUTH_MAX_S = 15.0   # a loaded 2-core machine, sanitizer build
 SWAKS_S = 60
 DELIVER_S = 60
 OUTSIDE = "127.0.0.2"    # not in OWNED's etrn_from (127.0.0.1/32)
@@ -289,6 +293,56 @@ class AuthTest(unittest.TestCase):
                          "gap %.2fs; good AUTH from elsewhere in %.2fs\n"
                          % (attacks, acks, gap, took))
         self.assertLess(took, 15)
+
+    def test_verifiers_saturated_beside_good_client(self):
+        """No failure limit: every wrong password costs a crypt(3) on the
+        verifier pool. With BRUTE_CONNS attackers keeping it busy, the good
+        client's 250s keep coming (the checks are not on the engine thread)
+        and alice, from elsewhere, still authenticates within a bound (454
+        4.7.0 while the queue is full is allowed, then she retries)."""
+        e = self.etrnd(threads="1", auth_failure_limit="100000")
+        good = h.GoodClient(e.port, tls_context=e.client_tls())
+        good.start()
+        stop_at = time.monotonic() + BRUTE_S
+        codes, errors = [], []
+
+        def attacker():
+            try:
+                r = Raw(self, e.port, e.client_tls(), source="127.0.0.3")
+                i = 0
+                while time.monotonic() < stop_at:
+                    codes.append(r.cmd("AUTH PLAIN " + plain(ALICE, "x%d" % i))[0])
+                    i += 1
+                    if i % 8 == 0:   # stay under smtp_max_errors
+                        r.close()
+                        r = Raw(self, e.port, e.client_tls(), source="127.0.0.3")
+                r.close()
+            except Exception as ex:  # noqa: BLE001 - reported below
+                errors.append(repr(ex))
+
+        ths = [threading.Thread(target=attacker, daemon=True) for _ in range(BRUTE_CONNS)]
+        for t in ths:
+            t.start()
+        time.sleep(BRUTE_S / 2)
+        t0, got, tries = time.monotonic(), None, 0
+        while got != 235 and time.monotonic() - t0 < GOOD_AUTH_MAX_S:
+            s = self.smtp(e, source=OUTSIDE)
+            got = self.login(s, "PLAIN", ALICE, ALICE_PW)[0]
+            tries += 1
+            self.assertIn(got, (235, 454))
+            s.close()
+        took = time.monotonic() - t0
+        h.join_threads(ths, BRUTE_S + 60, "attacker")
+        acks, gap = good.check(self, max_gap_s=15, min_acks=10)
+        n = len(codes)
+        sys.stderr.write("verifiers saturated: %d AUTH in %.0fs from %d connections (%.0f/s; "
+                         "535: %d, 454: %d); good client %d 250s, longest gap %.2fs; alice "
+                         "authenticated after %.2fs, %d tries\n"
+                         % (n, BRUTE_S, BRUTE_CONNS, n / BRUTE_S, codes.count(535),
+                            codes.count(454), acks, gap, took, tries))
+        self.assertEqual(errors, [])
+        self.assertEqual(set(codes) - {535, 454}, set(), "only 535 or 454")
+        self.assertEqual(got, 235, "alice could not authenticate within %.0fs" % GOOD_AUTH_MAX_S)
 
     def test_etrn_by_owner_from_outside_etrn_from(self):
         """owned.test allows ETRN from 127.0.0.1/32 only. From 127.0.0.2:
