@@ -14,6 +14,7 @@ time and count; every process is stopped by PID (etrnd_harness).
 
 import os
 import random
+import re
 import socket
 import ssl
 import subprocess
@@ -187,10 +188,17 @@ class TlsHostileTest(unittest.TestCase):
                         % good.failures)
         return e, good, proc_kb(e.proc.pid), nfds(e.proc.pid)
 
-    def finish(self, e, good, rss0, fds0, what):
+    def finish(self, e, good, rss0, fds0, what, log_re, log_count):
         """The good client's bound, then etrnd's descriptors back to where
-        they were and its RSS growth bounded."""
+        they were, its RSS growth bounded, and its log saying why, once per
+        attacking connection (log_re, log_count)."""
         acks, gap = good.check(self, GOOD_GAP_MAX_S, GOOD_MIN_ACKS)
+        deadline = time.monotonic() + CLOSE_SLACK_S
+        while len(re.findall(log_re, e.stderr_text())) < log_count and \
+                time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(len(re.findall(log_re, e.stderr_text())), log_count,
+                         "want %d log lines matching %r" % (log_count, log_re))
         deadline = time.monotonic() + CLOSE_SLACK_S
         while nfds(e.proc.pid) > fds0 + FD_SLACK and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -223,7 +231,8 @@ class TlsHostileTest(unittest.TestCase):
                         s.close()
                     self.assertIsNotNone(took, "%s after %s: still open after %.0fs"
                                          % (name, where, CLOSE_SLACK_S))
-        self.finish(e, good, rss0, fds0, "garbage")
+        self.finish(e, good, rss0, fds0, "garbage",
+                    r"127\.0\.0\.3: TLS handshake failed: ", 2 * len(GARBAGE))
 
     def test_stalled_handshakes_cut_after_timeout(self):
         """Half a ClientHello left open, and a whole one followed by
@@ -260,7 +269,9 @@ class TlsHostileTest(unittest.TestCase):
             self.assertIsInstance(took, float, "%s hello on %s: %s" % (kind, where, took))
             self.assertGreaterEqual(took, HS_TIMEOUT_S - 0.1, "cut before the timeout")
             self.assertLess(took, HS_TIMEOUT_S + CLOSE_SLACK_S)
-        self.finish(e, good, rss0, fds0, "stalled handshakes")
+        self.finish(e, good, rss0, fds0, "stalled handshakes",
+                    r"127\.0\.0\.3: TLS handshake not done within tls_handshake_timeout",
+                    len(threads))
 
     def flood(self, e, sent):
         """A TLS client that never reads: STARTTLS, handshake, EHLO, then
@@ -321,7 +332,8 @@ class TlsHostileTest(unittest.TestCase):
         self.assertEqual(left, [], "etrnd kept the non-reading TLS clients past "
                          "send_timeout + close_timeout")
         self.assertLess(peak - rss0, RSS_GROWTH_MAX_KB, "RSS grew with the input")
-        self.finish(e, good, rss0, fds0, "never reads")
+        self.finish(e, good, rss0, fds0, "never reads",
+                    r"timeout from \[127\.0\.0\.3\]", FLOOD_ATTACKERS)
 
 
 if __name__ == "__main__":
