@@ -2,7 +2,8 @@
 """Hostile TLS clients against etrnd (core/loop.c's TLS on memory BIOs,
 core/tls.c): garbage after STARTTLS and on the implicit-TLS port, a
 ClientHello cut in half and left open, a full ClientHello and then silence,
-and a TLS client that pipelines commands and never reads. Each must cost
+a TLS client that pipelines commands and never reads, and a TLS 1.2
+client that asks to renegotiate. Each must cost
 only its own connection: a good client (smtplib over STARTTLS, on the same
 single engine thread) keeps getting its 250s, etrnd's descriptors come back
 to where they were and its RSS stays within a generous bound.
@@ -272,6 +273,41 @@ class TlsHostileTest(unittest.TestCase):
         self.finish(e, good, rss0, fds0, "stalled handshakes",
                     r"127\.0\.0\.3: TLS handshake not done within tls_handshake_timeout",
                     len(threads))
+
+    def test_tls12_client_renegotiation_refused(self):
+        """A TLS 1.2 client asks to renegotiate (openssl s_client's "R"; a
+        handshake's CPU on demand, CVE-2011-1473): refused, as Postfix does;
+        the session does not go on (its NOOP gets no 250), it costs only
+        that connection, and the log says why."""
+        e, good, rss0, fds0 = self.start()
+        p = subprocess.Popen(["openssl", "s_client", "-connect", "%s:%d" % (h.HOST, e.port),
+                              "-starttls", "smtp", "-name", "reneg.test", "-tls1_2"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
+        try:
+            for line, pause in ((b"EHLO reneg.test\n", 1.0), (b"R\n", 2.0), (b"NOOP\n", 1.0)):
+                try:
+                    p.stdin.write(line)
+                    p.stdin.flush()
+                except BrokenPipeError:
+                    break   # s_client left: etrnd closed the connection
+                time.sleep(pause)
+            try:
+                p.stdin.close()
+            except BrokenPipeError:
+                pass
+            out = p.stdout.read().decode("utf-8", "replace")
+            p.wait(timeout=CLOSE_SLACK_S)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=CLOSE_SLACK_S)
+            p.stdout.close()
+        self.assertIn("250 SMTPUTF8", out, "EHLO inside TLS 1.2 first")
+        self.assertIn("RENEGOTIATING", out, "s_client did not ask")
+        self.assertNotIn("250 2.0.0 Ok", out, "the session went on after renegotiating")
+        self.finish(e, good, rss0, fds0, "renegotiation",
+                    r"127\.0\.0\.1: TLS error: ", 1)
 
     def flood(self, e, sent):
         """A TLS client that never reads: STARTTLS, handshake, EHLO, then
