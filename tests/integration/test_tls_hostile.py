@@ -232,6 +232,25 @@ class TlsHostileTest(unittest.TestCase):
                         s.close()
                     self.assertIsNotNone(took, "%s after %s: still open after %.0fs"
                                          % (name, where, CLOSE_SLACK_S))
+        # After the handshake: a record replayed (its MAC no longer fits).
+        for where, opener in (("STARTTLS", clear_to_starttls), ("listen_tls", tls_port_socket)):
+            with self.subTest(garbage="replayed record", where=where):
+                s = opener(e)
+                try:
+                    tp = TlsPipe(s, e.client_tls())
+                    tp.handshake()
+                    s.sendall(tp.records(b"EHLO replay.test\r\n"))
+                    self.assertEqual(tp.reply()[0], 250)
+                    rec = tp.records(b"NOOP\r\n")
+                    s.sendall(rec)
+                    self.assertEqual(tp.reply()[0], 250)
+                    s.sendall(rec)
+                    took = wait_closed(s, CLOSE_SLACK_S)
+                finally:
+                    s.close()
+                self.assertIsNotNone(took, "replayed record on %s: still open" % where)
+        self.assertEqual(len(re.findall(r"127\.0\.0\.3: TLS error: ", e.stderr_text())), 2,
+                         "one log line per replayed record")
         self.finish(e, good, rss0, fds0, "garbage",
                     r"127\.0\.0\.3: TLS handshake failed: ", 2 * len(GARBAGE))
 
