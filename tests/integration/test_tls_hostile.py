@@ -244,6 +244,8 @@ class TlsHostileTest(unittest.TestCase):
                 try:
                     tp = TlsPipe(s, e.client_tls())
                     tp.handshake()
+                    if where == "listen_tls":
+                        self.assertEqual(tp.reply()[0], 220, "greeting inside TLS")
                     s.sendall(tp.records(b"EHLO replay.test\r\n"))
                     self.assertEqual(tp.reply()[0], 250)
                     rec = tp.records(b"NOOP\r\n")
