@@ -31,6 +31,8 @@ from test_redis import Redis  # noqa: E402
 QUEUED_RE = re.compile(r"queued as (%s)" % h.QID_RE)
 OPENSSL_S = 60          # one openssl s_client / s_server run
 SWAKS_S = 60
+# TLS 1.2 suites no server should take: no authentication, no encryption.
+WEAK_CIPHERS = "ADH-AES128-SHA:AECDH-AES128-SHA:NULL-SHA:NULL-SHA256:@SECLEVEL=0"
 BODY = b"Subject: over tls\r\n\r\nsent inside TLS\r\n"
 
 
@@ -160,9 +162,10 @@ class TlsServerTest(unittest.TestCase):
 
     def test_openssl_s_client_versions(self):
         """s_client sees TLSv1.3 and verifies the chain and name; -tls1_2
-        gets TLSv1.2; -tls1_1 is refused, although the same client speaks
-        1.1 to an `openssl s_server` that allows it (the control), so the
-        refusal is etrnd's. etrnd runs with an empty OPENSSL_CONF, so
+        gets TLSv1.2; -tls1_1 is refused, and so are anonymous and NULL
+        ciphers under 1.2, although the same client gets them from an
+        `openssl s_server` that allows them (the control), so the refusal
+        is etrnd's. etrnd runs with an empty OPENSSL_CONF, so
         Debian's system-wide MinProtocol does not do its job for it."""
         empty = os.path.join(self.tmp(), "empty-openssl.cnf")
         open(empty, "w").close()
@@ -177,19 +180,27 @@ class TlsServerTest(unittest.TestCase):
         self.assertEqual(rc, 0, out)
         self.assertIn("Protocol version: TLSv1.2", out)
         old = ["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]
-        self.assertIn("Protocol version: TLSv1.1", self.control_server(e, old), "control")
+        self.assertIn("Protocol version: TLSv1.1", self.control_server(e, old, old), "control")
         rc, out = s_client(e.port, *old)
         self.assertNotEqual(rc, 0, out)
         self.assertNotIn("Protocol version", out)
+        # Anonymous and NULL ciphers under TLS 1.2: the same control first.
+        weak = ["-tls1_2", "-cipher", WEAK_CIPHERS]
+        ctl = self.control_server(e, ["-tls1_2", "-cipher", "ALL:eNULL:@SECLEVEL=0"], weak)
+        self.assertRegex(ctl, r"Ciphersuite: (ADH|AECDH|NULL)-", "control")
+        rc, out = s_client(e.port, *weak)
+        self.assertNotEqual(rc, 0, out)
+        self.assertNotIn("Ciphersuite", out)
         s = self.starttls(e)
         self.assertEqual(s.noop()[0], 250, "etrnd still serves TLS after the refusal")
 
-    def control_server(self, e, old):
-        """openssl s_server with the same certificate, TLS 1.1 allowed, one
-        connection; the s_client's output against it."""
+    def control_server(self, e, server_args, client_args):
+        """openssl s_server with the same certificate and server_args (what
+        etrnd must refuse, allowed), one connection; the output of an
+        s_client with client_args against it."""
         port = h.free_port()
         srv = subprocess.Popen(["openssl", "s_server", "-accept", "%s:%d" % (h.HOST, port),
-                                "-cert", e.cert, "-key", e.key, "-naccept", "1"] + old,
+                                "-cert", e.cert, "-key", e.key, "-naccept", "1"] + server_args,
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT)
         try:
@@ -198,7 +209,7 @@ class TlsServerTest(unittest.TestCase):
                 line = srv.stdout.readline()
             self.assertIn(b"ACCEPT", line, "openssl s_server did not start")
             p = subprocess.run(["openssl", "s_client", "-connect", "%s:%d" % (h.HOST, port),
-                                "-brief"] + old, stdin=subprocess.DEVNULL,
+                                "-brief"] + client_args, stdin=subprocess.DEVNULL,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                timeout=OPENSSL_S)
             return p.stdout.decode("utf-8", "replace")
