@@ -166,6 +166,22 @@ def split_received(stored):
     return stored[:pos], stored[pos:]
 
 
+def received_of(rec):
+    """Our Received: header field of a spool record, unfolded to one line
+    (str), for looking for "with ESMTPS", the TLS version, the user."""
+    hdr, _ = split_received(stored_body(rec))
+    return re.sub(r"\r\n[ \t]+", " ", hdr.decode("latin-1")).strip()
+
+
+def proc_kb(pid, field="VmRSS"):
+    """VmRSS / VmHWM (or another /proc/PID/status field) in kB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s in /proc/%d/status" % (field, pid))
+
+
 def unstuff(data):
     """Undo SMTP dot-stuffing (RFC 5321 4.5.2) of CRLF-separated lines."""
     lines = data.split(b"\r\n")

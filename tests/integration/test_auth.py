@@ -132,8 +132,18 @@ class AuthTest(unittest.TestCase):
         return QUEUED_RE.search(msg.decode()).group(1)
 
     def received(self, e, qid):
-        hdr, _ = h.split_received(h.stored_body(e.record(qid)))
-        return re.sub(r"\r\n[ \t]+", " ", hdr.decode("latin-1")).strip()
+        return h.received_of(e.record(qid))
+
+    def authed_mail(self, e, s, proto):
+        """AUTH as alice on s, one message; its Received: must say `with
+        proto` and name alice. Returns that header (one line)."""
+        self.assertEqual(self.login(s, "PLAIN", ALICE, ALICE_PW)[0], 235)
+        qid = self.send(s)
+        s.quit()
+        rcvd = self.received(e, qid)
+        self.assertRegex(rcvd, r"\bwith %s\b" % proto, rcvd)
+        self.assertIn(ALICE, rcvd)
+        return rcvd
 
     def test_plain_and_login_smtplib(self):
         e = self.etrnd()
@@ -234,12 +244,7 @@ class AuthTest(unittest.TestCase):
         e = self.etrnd(listen_trusted="auto")
         s = self.smtp(e, tls=False, port=e.ports["listen_trusted"])
         self.assertTrue(s.has_extn("auth"), s.ehlo_resp)
-        self.assertEqual(self.login(s, "PLAIN", ALICE, ALICE_PW)[0], 235)
-        qid = self.send(s)
-        s.quit()
-        rcvd = self.received(e, qid)
-        self.assertRegex(rcvd, r"\bwith ESMTPA\b", rcvd)
-        self.assertIn(ALICE, rcvd)
+        self.assertNotIn("TLS", self.authed_mail(e, s, "ESMTPA"))
         s = self.smtp(e, tls=False)
         self.assertFalse(s.has_extn("auth"), s.ehlo_resp)
         self.assertEqual(s.docmd("AUTH", "PLAIN " + plain(ALICE, ALICE_PW))[0], 538)
@@ -377,14 +382,7 @@ class AuthTest(unittest.TestCase):
         At log_level debug, after good and bad AUTHs of both mechanisms,
         neither the password nor any base64 form of it is in the log."""
         e = self.etrnd(log_level="debug", auth_failure_limit="100")
-        s = self.smtp(e)
-        self.assertEqual(self.login(s, "PLAIN", ALICE, ALICE_PW)[0], 235)
-        qid = self.send(s)
-        s.quit()
-        rcvd = self.received(e, qid)
-        self.assertRegex(rcvd, r"\bwith ESMTPSA\b", rcvd)
-        self.assertIn(ALICE, rcvd)
-        self.assertRegex(rcvd, r"TLSv1\.[23]")
+        self.assertRegex(self.authed_mail(e, self.smtp(e), "ESMTPSA"), r"TLSv1\.[23]")
         wrong = "Wr0ng-but-secret-pw"
         for mech in ("PLAIN", "LOGIN"):
             for pw in (ALICE_PW, wrong):

@@ -50,14 +50,6 @@ FLOOD_MAX_S = 30.0
 SMALL_RCVBUF = 4096
 
 
-def proc_kb(pid, field="VmRSS"):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise AssertionError("no %s in /proc/%d/status" % (field, pid))
-
-
 def nfds(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
@@ -187,7 +179,7 @@ class TlsHostileTest(unittest.TestCase):
             time.sleep(0.05)
         self.assertTrue(good.acks, "the good client got no 250 before the attack: %r"
                         % good.failures)
-        return e, good, proc_kb(e.proc.pid), nfds(e.proc.pid)
+        return e, good, h.proc_kb(e.proc.pid), nfds(e.proc.pid)
 
     def assertLogCount(self, e, log_re, count):
         """Exactly count log lines match log_re (waiting a while for them:
@@ -208,8 +200,8 @@ class TlsHostileTest(unittest.TestCase):
         deadline = time.monotonic() + CLOSE_SLACK_S
         while nfds(e.proc.pid) > fds0 + FD_SLACK and time.monotonic() < deadline:
             time.sleep(0.1)
-        fds, rss = nfds(e.proc.pid), proc_kb(e.proc.pid)
-        hwm = proc_kb(e.proc.pid, "VmHWM")
+        fds, rss = nfds(e.proc.pid), h.proc_kb(e.proc.pid)
+        hwm = h.proc_kb(e.proc.pid, "VmHWM")
         sys.stderr.write("%s: good client %d 250s, longest gap %.2fs; etrnd fds %d -> %d, "
                          "RSS %d -> %d kB (peak %d)\n" % (what, acks, gap, fds0, fds, rss0,
                                                           rss, hwm))
@@ -378,12 +370,12 @@ class TlsHostileTest(unittest.TestCase):
             t.start()
         peak = rss0
         while any(t.is_alive() for t in threads):
-            peak = max(peak, proc_kb(e.proc.pid))
+            peak = max(peak, h.proc_kb(e.proc.pid))
             time.sleep(0.1)
         self.assertEqual(len(socks), FLOOD_ATTACKERS, "an attacker failed to set up")
         deadline = time.monotonic() + SEND_TIMEOUT_S + CLOSE_TIMEOUT_S + CLOSE_SLACK_S
         while etrnd_conns_to(e.port, ATTACKER) and time.monotonic() < deadline:
-            peak = max(peak, proc_kb(e.proc.pid))
+            peak = max(peak, h.proc_kb(e.proc.pid))
             time.sleep(0.2)
         left = etrnd_conns_to(e.port, ATTACKER)
         for s in socks:

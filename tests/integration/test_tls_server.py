@@ -43,12 +43,6 @@ def qid_of(msg):
     return m.group(1)
 
 
-def received_of(e, qid):
-    """Our Received: header field of a stored message, unfolded to one line."""
-    hdr, _ = h.split_received(h.stored_body(e.record(qid)))
-    return re.sub(r"\r\n[ \t]+", " ", hdr.decode("latin-1")).strip()
-
-
 def s_client(port, *args):
     """openssl s_client -starttls smtp against port, stdin empty (it says
     QUIT and leaves at once); returns (exit status, all it printed)."""
@@ -96,7 +90,7 @@ class TlsServerTest(unittest.TestCase):
         return qid_of(msg)
 
     def assertEsmtps(self, e, qid, version, cipher, body=BODY):
-        rcvd = received_of(e, qid)
+        rcvd = h.received_of(e.record(qid))
         self.assertRegex(rcvd, r"\bwith ESMTPS\b", rcvd)
         self.assertIn(version, rcvd, "TLS version not in Received:")
         self.assertIn(cipher, rcvd, "cipher not in Received:")
@@ -138,7 +132,7 @@ class TlsServerTest(unittest.TestCase):
             clear = self.send(c)
         for q in qids:
             self.assertEsmtps(e, q, version, cipher)
-        rcvd = received_of(e, clear)
+        rcvd = h.received_of(e.record(clear))
         self.assertRegex(rcvd, r"\bwith ESMTP id\b", rcvd)
         self.assertNotIn("TLS", rcvd)
 
