@@ -16,6 +16,7 @@ time and count; every process is stopped by PID (etrnd_harness).
 import os
 import random
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -48,6 +49,7 @@ FLOOD_ATTACKERS = 2
 SEND_STALL_S = 3.0
 FLOOD_MAX_S = 30.0
 SMALL_RCVBUF = 4096
+SHUTDOWN_S = 3
 
 
 def nfds(pid):
@@ -325,6 +327,34 @@ class TlsHostileTest(unittest.TestCase):
         self.assertNotIn("250 2.0.0 Ok", out, "the session went on after renegotiating")
         self.finish(e, good, rss0, fds0, "renegotiation",
                     r"127\.0\.0\.1: TLS error: ", 1)
+
+    def test_sigterm_with_tls_clients_stuck(self):
+        """SIGTERM while half handshakes wait (tls_handshake_timeout 60 s)
+        and a TLS client that never reads holds unsent replies
+        (send_timeout 60 s): etrnd still exits 0 within shutdown_timeout
+        (3 s) and a bound, and the good client's last session ends."""
+        e = h.Etrnd.started(self, tls=True, threads="1", listen_tls="auto",
+                            tls_handshake_timeout=HS_TIMEOUT_LONG, send_timeout="60s",
+                            shutdown_timeout="%ds" % SHUTDOWN_S)
+        socks = []
+        for opener in (clear_to_starttls, tls_port_socket) * 2:
+            s = opener(e)
+            socks.append(s)
+            hello = TlsPipe(s, e.client_tls()).client_hello()
+            s.sendall(hello[:len(hello) // 2])
+        socks.append(self.flood(e, []))
+        try:
+            t0 = time.monotonic()
+            e.signal(signal.SIGTERM)
+            rc = e.wait(timeout=SHUTDOWN_S + CLOSE_SLACK_S)
+            took = time.monotonic() - t0
+        finally:
+            for s in socks:
+                s.close()
+        sys.stderr.write("SIGTERM with 4 stalled handshakes and a non-reading TLS client: "
+                         "exit %d after %.2fs\n" % (rc, took))
+        self.assertEqual(rc, 0, e.stderr_text()[-3000:])
+        self.assertIn("shutdown_timeout passed", e.stderr_text())
 
     def flood(self, e, sent):
         """A TLS client that never reads: STARTTLS, handshake, EHLO, then
