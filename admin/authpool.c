@@ -350,11 +350,14 @@ static int authpool_check(void *arg, struct loop *l, uint64_t conn_handle, const
 	q->next = NULL;
 	snprintf(q->client, sizeof(q->client), "%s", client);
 	q->usable = ulen <= AUTH_USER_MAX && passlen <= AUTH_PASS_MAX &&
-		    !memchr(pass, '\0', passlen) && !schema_user_check(user, why, sizeof(why));
-	memcpy(q->user, user, ulen <= AUTH_USER_MAX ? ulen : 0);
-	q->user[ulen <= AUTH_USER_MAX ? ulen : 0] = '\0';
+		    (passlen == 0 || !memchr(pass, '\0', passlen)) &&
+		    !schema_user_check(user, why, sizeof(why));
+	ulen = ulen <= AUTH_USER_MAX ? ulen : 0;
+	memcpy(q->user, user, ulen);
+	q->user[ulen] = '\0';
 	passlen = q->usable ? passlen : 0;
-	memcpy(q->pass, pass, passlen);
+	if (passlen)
+		memcpy(q->pass, pass, passlen);
 	q->pass[passlen] = '\0';
 	atomic_fetch_add(&p->n_pending, 1);
 	pthread_mutex_lock(&p->mu);

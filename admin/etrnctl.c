@@ -85,7 +85,8 @@ static void usage(FILE *f)
 		"                     its sender with a DSN\n"
 		"  user add NAME [--domain DOMAIN ...] | user passwd NAME | user del NAME\n"
 		"                     [--password-stdin]; --domain: NAME owns DOMAIN (which must\n"
-		"                     exist): it may ETRN it from any address after AUTH\n"
+		"                     exist): it may ETRN it from any address after AUTH; user del\n"
+		"                     also clears the owner of the domains NAME owns\n"
 		"  user show NAME     the domains NAME owns and its hash kind (never the hash)\n"
 		"  import FILE.csv    (columns: %s,%s,%s,%s,%s,%s,%s,%s; a header line may reorder them)\n"
 		"  export             (CSV on stdout, as import reads it)\n"
@@ -832,6 +833,50 @@ static int user_show(struct ctl *x, const char *user)
 	return rc;
 }
 
+/* user del: the user's key, and the owner of each domain it owns (the
+ * domain:D fields) whose row still names it, in one transaction: a user
+ * added later under the same name must not inherit those domains. */
+static int user_del(struct ctl *x, const char *user, const char *k, const char *ev)
+{
+	char k2[ETRNCTL_KEY_MAX], dev[DOMTAB_NAME_MAX + 16];
+	size_t plen = strlen(SCHEMA_USER_DOMAIN);
+	redisReply *r = cmd(x, "HKEYS %s", k);
+	char **owners;
+	int n = 0, err = 0;
+
+	if (!r || r->type != REDIS_REPLY_ARRAY)
+		return redis_failed(x, r, "HKEYS");
+	/* Owners read before MULTI: a command inside it only queues. */
+	owners = calloc(r->elements + 1, sizeof(*owners));
+	if (!owners) {
+		freeReplyObject(r);
+		return fail("out of memory");
+	}
+	for (size_t i = 0; i < r->elements && !err; i++)
+		if (!strncmp(r->element[i]->str, SCHEMA_USER_DOMAIN, plen))
+			owners[i] = row_owner(x, r->element[i]->str + plen, &err);
+	redisAppendCommand(x->rc, "MULTI");
+	for (size_t i = 0; i < r->elements && !err; i++) {
+		const char *d = r->element[i]->str + plen;
+
+		if (!owners[i] || strcmp(owners[i], user))
+			continue;
+		redisAppendCommand(x->rc, "HDEL %s %s", key(k2, x, "domain:", d), SCHEMA_F_OWNER);
+		snprintf(dev, sizeof(dev), "domain %s", d);
+		redisAppendCommand(x->rc, "PUBLISH %s %s", x->chan, dev);
+		n += 2;
+	}
+	redisAppendCommand(x->rc, "DEL %s", k);
+	redisAppendCommand(x->rc, "PUBLISH %s %s", x->chan, ev);
+	redisAppendCommand(x->rc, err ? "DISCARD" : "EXEC");
+	for (size_t i = 0; i < r->elements; i++)
+		free(owners[i]);
+	free(owners);
+	freeReplyObject(r);
+	n = read_replies(x, n + 4, "user del");
+	return err ? EXIT_FAIL : n;
+}
+
 static int user_cmd(struct ctl *x, const char *verb, const char *user, const struct opts *o)
 {
 	char why[SCHEMA_WHY_MAX], k[ETRNCTL_KEY_MAX], pw[ETRNCTL_PASSWORD_MAX], hash[256];
@@ -849,15 +894,11 @@ static int user_cmd(struct ctl *x, const char *verb, const char *user, const str
 	exists = user_exists(x, user);
 	if (exists < 0)
 		return EXIT_FAIL;
-	if (!strcmp(verb, "add") && exists)
-		return fail("user %s already exists (etrnctl user passwd %s changes the password)", user, user);
-	if (strcmp(verb, "add") && !exists)
+	if (!exists)
 		return fail("user %s does not exist", user);
 	snprintf(ev, sizeof(ev), "user %s", user);
 	if (!strcmp(verb, "del")) {
-		redisAppendCommand(x->rc, "DEL %s", k);
-		redisAppendCommand(x->rc, "PUBLISH %s %s", x->chan, ev);
-		rc = read_replies(x, 2, "user del");
+		rc = user_del(x, user, k, ev);
 	} else {
 		if ((rc = read_password(o, pw, sizeof(pw))))
 			return rc;
@@ -866,8 +907,7 @@ static int user_cmd(struct ctl *x, const char *verb, const char *user, const str
 			return fail("crypt(3) could not hash the password");
 		}
 		explicit_bzero(pw, sizeof(pw));
-		r = cmd(x, "%s %s %s %s", !strcmp(verb, "add") ? "HSETNX" : "HSET", k,
-			SCHEMA_F_PASSWORD, hash);
+		r = cmd(x, "HSET %s %s %s", k, SCHEMA_F_PASSWORD, hash);
 		if (!r || r->type != REDIS_REPLY_INTEGER)
 			return redis_failed(x, r, "HSET");
 		freeReplyObject(r);

@@ -93,6 +93,20 @@ class EtrnctlUser(unittest.TestCase):
         self.assertEqual(rc, 1)
         self.assertIn("does not exist", err)
 
+        # user del takes the user's name off the rows that still name it
+        # (a.test), not off one that names another (c.test): a user added
+        # later under the same name inherits nothing.
+        rc, out, err = etrnctl(self.redis, "user", "del", "u1")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(self.hgetall("etrnd:user:u1"), {})
+        self.assertNotIn("owner", self.hgetall("etrnd:domain:a.test"))
+        self.assertNotEqual(self.hgetall("etrnd:domain:a.test"), {}, "the row itself stays")
+        self.assertEqual(self.hgetall("etrnd:domain:c.test")["owner"], "u2")
+        rc, _, err = etrnctl(self.redis, "user", "add", "u1", "--password-stdin", stdin=b"x\n")
+        self.assertEqual(rc, 0, err)
+        self.assertNotIn("owner", self.hgetall("etrnd:domain:a.test"))
+        self.assertEqual(etrnctl(self.redis, "user", "del", "nobody")[0], 1)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -6,7 +6,6 @@
  * per-address failure limit; answers on the loop that asked; a stop with
  * checks in flight. Prints the checks per second of one verifier thread. */
 #include <criterion/criterion.h>
-#include <criterion/logging.h>
 #include <crypt.h>
 #include <errno.h>
 #include <pthread.h>
@@ -331,6 +330,7 @@ Test(authpool, answers)
 		{ "MD5 $1$ hash, right password", "carol", S("md5pass"), AUTH_BAD },
 		{ "plain text stored, same password", "dave", S("plain"), AUTH_BAD },
 		{ "empty password", "alice", S(""), AUTH_BAD },
+		{ "no password at all (NULL, 0)", "alice", NULL, 0, AUTH_BAD },
 		{ "NUL inside the password", "alice", S("s3cret\0x"), AUTH_BAD },
 		{ "NUL ending the password", "alice", S("s3cret\0"), AUTH_BAD },
 		{ "user name in other case", "Alice", S("s3cret"), AUTH_BAD },
