@@ -216,9 +216,12 @@ class TlsServerTest(unittest.TestCase):
 
     def test_command_pipelined_after_starttls_not_executed(self):
         """"STARTTLS\\r\\nMAIL FROM:<evil@...>\\r\\n" in one packet: the 220
-        is the only clear reply, the MAIL is not executed (RCPT inside TLS
-        gets 503), and the session is back at its start (MAIL before the
-        new EHLO gets 503)."""
+        is the only clear reply, inside TLS the first reply is NOOP's (the
+        pipelined commands did not run), RCPT gets 503 (no MAIL), and the
+        session is back at its start (MAIL before the new EHLO gets 503).
+        Checked against a mutant without the discard (core/loop.c's void
+        of kept input, smtpd's and smtp_server_feed's "consume it all"):
+        there the first reply inside TLS is the pipelined MAIL's 503."""
         e = self.etrnd()
         raw = e.connect(timeout=30)
         self.addCleanup(raw.close)
@@ -239,6 +242,19 @@ class TlsServerTest(unittest.TestCase):
         raw.settimeout(30)
         tls = e.client_tls().wrap_socket(raw, server_hostname=h.TLS_NAME)
         rd = h.Reader(tls)
+        # Had the pipelined MAIL and RCPT run, their replies would come
+        # before NOOP's.
+        tls.sendall(b"NOOP\r\n")
+        got = rd.reply()
+        self.assertEqual(got, (250, ["2.0.0 Ok"]), "first reply inside TLS: a "
+                         "command pipelined after STARTTLS ran")
+        tls.settimeout(0.5)
+        try:
+            extra = tls.recv(4096)
+        except socket.timeout:
+            extra = b""
+        self.assertEqual(rd.buf + extra, b"", "replies nobody asked for inside TLS")
+        tls.settimeout(30)
         for cmd, code, text in ((b"RCPT TO:<u@demo.test>", 503, None),
                                 (b"MAIL FROM:<good@example.org>", 503, "HELO/EHLO"),
                                 (b"EHLO client.test", 250, None),
