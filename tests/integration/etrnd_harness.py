@@ -467,19 +467,17 @@ class GoodClient(threading.Thread):
     MSGS_PER_SESSION = 5
 
     def __init__(self, port, rcpt="u@demo.test", timeout=30, pause=0.02,
-                 tls_context=None, source=None):
+                 tls_context=None):
         super().__init__(daemon=True)
         self.port, self.rcpt, self.timeout, self.pause = port, rcpt, timeout, pause
         self.tls_context = tls_context   # set: STARTTLS in every session
-        self.source = (source, 0) if source else None
         self._stop_ev = threading.Event()
         self.t0 = time.monotonic()
         self.acks = []        # monotonic time of each 250 after DATA
         self.failures = []    # (monotonic time, what went wrong)
 
     def _session(self, smtplib):
-        s = smtplib.SMTP(HOST, self.port, timeout=self.timeout,
-                         source_address=self.source)
+        s = smtplib.SMTP(HOST, self.port, timeout=self.timeout)
         try:
             s.ehlo("good.test")
             if self.tls_context is not None:
