@@ -352,7 +352,8 @@ class AuthTest(unittest.TestCase):
     def test_etrn_by_owner_from_outside_etrn_from(self):
         """owned.test allows ETRN from 127.0.0.1/32 only. From 127.0.0.2:
         without AUTH 459; bob (owns nothing) 459; alice (the owner) 253,
-        and the held mail reaches the customer's server."""
+        and the held mail reaches the customer's server. From 127.0.0.1
+        without AUTH: 253 (etrn_from keeps working)."""
         e = self.etrnd()
         s = self.smtp(e)
         qid = self.send(s, "u@" + OWNED)
@@ -376,6 +377,12 @@ class AuthTest(unittest.TestCase):
         self.assertTrue(c.wait_count(1, DELIVER_S), "the owner's ETRN delivered nothing")
         self.assertEqual(c.recorder.count(), 1)
         self.assertRegex(e.stderr_text(), r"%s: to=<u@%s>, .*status=sent" % (qid, re.escape(OWNED)))
+        # etrn_from still works for a customer without credentials.
+        s = self.smtp(e)
+        self.send(s, "u@" + OWNED)
+        s = self.smtp(e, tls=False)
+        self.assertEqual(s.docmd("ETRN", OWNED)[0], 253, "ETRN from inside etrn_from")
+        self.assertTrue(c.wait_count(2, DELIVER_S), "the etrn_from ETRN delivered nothing")
 
     def test_esmtpsa_received_and_password_not_logged(self):
         """Mail after AUTH over STARTTLS: Received: with ESMTPSA and the user.
