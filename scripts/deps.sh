@@ -13,7 +13,7 @@ PKGS=(
 	pkg-config
 	liburing-dev
 	libssl-dev
-	openssl           # make run's and the tests' certificates (openssl req)
+	openssl           # make run's and the tests' certificates (openssl req), s_client, s_server
 	libjemalloc-dev
 	libhiredis-dev
 	libc-ares-dev     # the resolver (core/resolver.c)
@@ -22,7 +22,6 @@ PKGS=(
 	swaks
 	libnet-ssleay-perl     # swaks --tls
 	libio-socket-ssl-perl  # swaks --tls
-	openssl           # the tests' certificates (openssl req), s_client, s_server
 	iproute2          # ss: the hostile tests look at etrnd's sockets
 	python3
 	python3-aiosmtpd
