@@ -13,13 +13,16 @@ PKGS=(
 	pkg-config
 	liburing-dev
 	libssl-dev
-	openssl           # make run's and the tests' certificates (openssl req)
+	openssl           # make run's and the tests' certificates (openssl req), s_client, s_server
 	libjemalloc-dev
 	libhiredis-dev
 	libc-ares-dev     # the resolver (core/resolver.c)
 	libcriterion-dev
 	redis-server
 	swaks
+	libnet-ssleay-perl     # swaks --tls
+	libio-socket-ssl-perl  # swaks --tls
+	iproute2          # ss: the hostile tests look at etrnd's sockets
 	python3
 	python3-aiosmtpd
 	postfix           # smtp-source, smtp-sink

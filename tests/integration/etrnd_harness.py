@@ -18,6 +18,14 @@ Run as a script it is also a small helper for the shell tests:
   etrnd_harness.py records SPOOL_DIR            one line per MSG: qid sender rcpt,...
   etrnd_harness.py body SPOOL_DIR QID           the body as the client sent it
   etrnd_harness.py check-load SPOOL_DIR N SENDER RCPT [MIN_BODY]
+
+TLS and AUTH (issue 11): make_cert() makes a throw-away self-signed
+certificate with `openssl req` in a test's temp dir; Etrnd(tls=True) makes
+one in its own dir and sets tls_cert_file/tls_key_file; listen_tls="auto"
+and listen_trusted="auto" give the extra listeners free ports (e.ports);
+client_tls() is the matching client context (verifies chain and name);
+add_user() provisions a user with `etrnctl user add NAME --domain D
+--password-stdin`.
 """
 
 import base64
@@ -27,6 +35,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -37,6 +46,13 @@ HOST = "127.0.0.1"
 START_WAIT_S = 10.0
 STOP_WAIT_S = 20.0
 QID_RE = r"[0-9A-F]{14}"
+# The test certificate: its name, and how long it is valid (a test that
+# runs longer than this is hung anyway).
+TLS_NAME = "mx.test.invalid"
+TLS_CERT_DAYS = 2
+OPENSSL_WAIT_S = 120.0
+# Config keys whose value "auto" means: a free loopback port, chosen at start.
+AUTO_LISTEN_KEYS = ("listen_tls", "listen_trusted")
 
 
 def env_path(name):
@@ -52,6 +68,50 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+def make_cert(dirpath, name=TLS_NAME, stem="server"):
+    """A self-signed RSA certificate for `name` (also valid for localhost
+    and 127.0.0.1), made here by `openssl req` in dirpath: (cert, key)
+    absolute paths. It is its own CA: a client trusts it with
+    client_tls(cert)."""
+    cert = os.path.abspath(os.path.join(dirpath, stem + ".crt"))
+    key = os.path.abspath(os.path.join(dirpath, stem + ".key"))
+    p = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+         "-sha256", "-days", str(TLS_CERT_DAYS), "-subj", "/CN=" + name,
+         "-addext", "subjectAltName=DNS:%s,DNS:localhost,IP:%s" % (name, HOST),
+         "-keyout", key, "-out", cert],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, timeout=OPENSSL_WAIT_S)
+    if p.returncode != 0:
+        raise AssertionError("openssl req exited %d: %s" % (
+            p.returncode, p.stdout.decode("utf-8", "replace")))
+    return cert, key
+
+
+def client_tls(cafile, check_hostname=True):
+    """A client context that trusts only cafile and (by default) checks the
+    server's name; smtplib.starttls(context=) and SMTP_SSL use it."""
+    ctx = ssl.create_default_context(cafile=cafile)
+    ctx.check_hostname = check_hostname
+    return ctx
+
+
+def add_user(redis_url, name, password, domain=None):
+    """`etrnctl user add NAME [--domain D] --password-stdin` against
+    redis_url; asserts exit 0, returns etrnctl's stdout."""
+    argv = [env_path("ETRNCTL"), "--redis", redis_url, "user", "add", name]
+    if domain:
+        argv += ["--domain", domain]
+    argv.append("--password-stdin")
+    p = subprocess.run(argv, input=(password + "\n").encode(),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=120)
+    if p.returncode != 0:
+        raise AssertionError("%s exited %d: %s" % (
+            " ".join(argv), p.returncode, p.stderr.decode("utf-8", "replace")))
+    return p.stdout.decode()
 
 
 def spool_json(spool_dir, tool=None):
@@ -106,6 +166,22 @@ def split_received(stored):
     return stored[:pos], stored[pos:]
 
 
+def received_of(rec):
+    """Our Received: header field of a spool record, unfolded to one line
+    (str), for looking for "with ESMTPS", the TLS version, the user."""
+    hdr, _ = split_received(stored_body(rec))
+    return re.sub(r"\r\n[ \t]+", " ", hdr.decode("latin-1")).strip()
+
+
+def proc_kb(pid, field="VmRSS"):
+    """VmRSS / VmHWM (or another /proc/PID/status field) in kB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s in /proc/%d/status" % (field, pid))
+
+
 def unstuff(data):
     """Undo SMTP dot-stuffing (RFC 5321 4.5.2) of CRLF-separated lines."""
     lines = data.split(b"\r\n")
@@ -158,7 +234,7 @@ class Etrnd:
     """One private etrnd: temp dir, config, process. Use start()/stop(), or
     Etrnd.started(testcase, **cfg) which registers the stop as a cleanup."""
 
-    def __init__(self, tmpdir=None, **cfg):
+    def __init__(self, tmpdir=None, tls=False, env=None, **cfg):
         self.bin = env_path("ETRND_BIN")
         self.spool_tool = env_path("ETRND_SPOOL_TOOL")
         self._own_tmp = None
@@ -169,7 +245,10 @@ class Etrnd:
         self.conf_path = os.path.join(self.dir, "etrnd.conf")
         self.stderr_path = os.path.join(self.dir, "etrnd.stderr")
         self.port = None
+        self.ports = {}       # listen_tls / listen_trusted: the chosen port
+        self.env = dict(os.environ, **(env or {}))
         self.proc = None
+        self.cert = self.key = None
         self.cfg = {
             "threads": "2",
             "hostname": "mx.test.invalid",
@@ -179,8 +258,16 @@ class Etrnd:
             "log_level": "info",
             "shutdown_timeout": "10s",
         }
+        if tls:
+            self.cert, self.key = make_cert(self.dir)
+            self.cfg["tls_cert_file"] = self.cert
+            self.cfg["tls_key_file"] = self.key
         self.cfg.update({k: str(v) for k, v in cfg.items()})
         self.hostname = self.cfg["hostname"]
+
+    def client_tls(self, check_hostname=True):
+        """A client context trusting this etrnd's test certificate."""
+        return client_tls(self.cert, check_hostname)
 
     @classmethod
     def started(cls, testcase, **cfg):
@@ -194,6 +281,9 @@ class Etrnd:
             f.write("# written by etrnd_harness.py\n")
             f.write("listen = %s:%d\n" % (HOST, self.port))
             for k, v in self.cfg.items():
+                if k in AUTO_LISTEN_KEYS and v == "auto":
+                    self.ports[k] = free_port()
+                    v = "%s:%d" % (HOST, self.ports[k])
                 f.write("%s = %s\n" % (k, v))
 
     def stderr_text(self):
@@ -214,7 +304,7 @@ class Etrnd:
             self.proc = subprocess.Popen([self.bin, "-c", self.conf_path],
                                          stdin=subprocess.DEVNULL,
                                          stdout=errf, stderr=errf,
-                                         cwd=self.dir)
+                                         cwd=self.dir, env=self.env)
             errf.close()
             if self._wait_listening():
                 return self
@@ -368,16 +458,19 @@ def join_threads(threads, timeout, what="thread"):
 
 class GoodClient(threading.Thread):
     """A well-behaved client to run beside a hostile one: smtplib sessions of
-    MSGS_PER_SESSION messages each, one after another, until stop(). It keeps
+    MSGS_PER_SESSION messages each (over STARTTLS when tls_context is
+    given), one after another, until stop(). It keeps
     the monotonic time of every 250 after DATA and every failure (a reply
     other than 250, or an exception), so a test can assert that an attack
     did not starve the good client: check(testcase, max_gap_s, min_acks)."""
 
     MSGS_PER_SESSION = 5
 
-    def __init__(self, port, rcpt="u@demo.test", timeout=30, pause=0.02):
+    def __init__(self, port, rcpt="u@demo.test", timeout=30, pause=0.02,
+                 tls_context=None):
         super().__init__(daemon=True)
         self.port, self.rcpt, self.timeout, self.pause = port, rcpt, timeout, pause
+        self.tls_context = tls_context   # set: STARTTLS in every session
         self._stop_ev = threading.Event()
         self.t0 = time.monotonic()
         self.acks = []        # monotonic time of each 250 after DATA
@@ -387,6 +480,11 @@ class GoodClient(threading.Thread):
         s = smtplib.SMTP(HOST, self.port, timeout=self.timeout)
         try:
             s.ehlo("good.test")
+            if self.tls_context is not None:
+                code, msg = s.starttls(context=self.tls_context)
+                if code != 220:
+                    raise AssertionError("STARTTLS got %d %r" % (code, msg))
+                s.ehlo("good.test")
             for i in range(self.MSGS_PER_SESSION):
                 if self._stop_ev.is_set():
                     break
