@@ -84,6 +84,9 @@ struct config_redis {
  * networks reach) gives CONFIG_LISTEN_TRUSTED. */
 #define CONFIG_LISTEN_TLS 0x1u
 #define CONFIG_LISTEN_TRUSTED 0x2u
+/* "odmr_listen" (RFC 2645 On-Demand Mail Relay, port 366): EHLO offers
+ * AUTH and ATRN there. */
+#define CONFIG_LISTEN_ODMR 0x4u
 
 struct config_listen {
 	char text[128];                 /* as written: "127.0.0.1:2525" */

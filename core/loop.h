@@ -229,6 +229,38 @@ int conn_starttls(struct conn *c, struct tls_ctx *ctx, const char *host);
 /* The agreed TLS parameters once the handshake is done; NULL in the clear
  * or while the handshake runs. Valid while the connection lives. */
 const struct tls_info *conn_tls(const struct conn *c);
+/*
+ * Moving a connection to another owner, possibly on another engine thread
+ * (ATRN, RFC 2645: the session that took the ATRN hands the same TCP
+ * connection, TLS session included, to the drains of every shard in turn).
+ *
+ * conn_detach(): once c's queued output has been sent (and no send is in
+ * flight), c leaves its loop without being closed: its receive is
+ * cancelled, the slot is freed and done(arg, parcel) runs on c's loop with
+ * a parcel holding the socket, its TLS state, the input received but not
+ * consumed, the peer text and the listener flags. The owner gets no more
+ * callbacks for c from this call on (no ops->close: it frees its own
+ * state when it calls conn_detach). When the connection fails or the loop
+ * stops before the output is sent, done gets parcel NULL (the socket is
+ * closed). Returns 0, or -EALREADY when c is already closing or detaching.
+ *
+ * loop_adopt(): on l's thread (use loop_post() to get there), make the
+ * parcel a connection of l driven by ops with state st, as if it had just
+ * connected: the kept input is delivered first, then what arrives. The
+ * parcel is consumed (freed) whether it succeeds or not. Returns the
+ * connection, or NULL (-EMFILE: no free slot, -ESHUTDOWN: l is stopping;
+ * errno set; the socket is closed).
+ *
+ * conn_parcel_free(): close and free a parcel nobody will adopt.
+ */
+struct conn_parcel;
+typedef void (*conn_detach_fn)(void *arg, struct conn_parcel *parcel);
+int conn_detach(struct conn *c, conn_detach_fn done, void *arg);
+struct conn *loop_adopt(struct loop *l, struct conn_parcel *p,
+		const struct conn_ops *ops, void *ops_arg, void *st);
+void conn_parcel_free(struct conn_parcel *p);
+const char *conn_parcel_peer(const struct conn_parcel *p);
+
 /* The CONFIG_LISTEN_* flags (core/config.h) of the listener that accepted
  * c; 0 for an outbound connection. */
 unsigned conn_listen_flags(const struct conn *c);

@@ -64,6 +64,31 @@ struct drain *drain_free(struct drain *d);
 int drain_busy(const struct drain *d);
 
 /*
+ * ATRN (RFC 2645) from an authenticated user on thread d: domains is the
+ * comma list the client gave (len 0: every domain the user owns, i.e. whose
+ * row's owner is user). Decides at once and appends the whole reply to out:
+ * 530 is the server's (no user, never asked here); for a domain the user
+ * does not own, nothing held, a domain already being drained, or any other
+ * refusal the RFC 2645 reply (see drain.c for which reply each case gets),
+ * and NULL is returned. On success appends "250 OK now reversing the
+ * connection" and returns the ATRN session, which from then on owns the
+ * domains (an ETRN for them is answered as for a drain already running,
+ * and vice versa): the caller must hand it the connection with
+ * conn_detach(c, drain_atrn_take, session) and forget c. The session then
+ * waits for the customer's 220, speaks ESMTP as the client over the same
+ * connection (moving it from shard to shard with loop_adopt so that every
+ * engine thread's spool shard delivers its own messages with the usual DONE
+ * bookkeeping), and ends with QUIT.
+ */
+struct drain_atrn;
+struct drain_atrn *drain_atrn(struct drain *d, const char *client, const char *user,
+		const char *domains, size_t len, struct buf *out);
+/* conn_detach()'s callback: the connection for session arg (a struct
+ * drain_atrn *); parcel NULL means the customer left first: the session
+ * ends and its domains' mail stays held. */
+void drain_atrn_take(void *arg, struct conn_parcel *parcel);
+
+/*
  * Answer ETRN node (as smtp_server's etrn callback gives it) from client
  * (its printable address), authenticated as user (NULL: not), on thread
  * d, and start the drain. Appends the whole reply to out; never blocks and
