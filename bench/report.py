@@ -293,6 +293,173 @@ else:
 commands("idle_a1.etrnd")
 w("")
 
+# ---------------------------------------------------------------- STARTTLS
+TLS = {}  # figures for the targets and the headline
+
+
+def tls_note(j):
+    """What the client's TLS said: version, cipher, handshakes, failures."""
+    t = (j or {}).get("tls")
+    if not t:
+        return "no TLS figures"
+    txt = "%d handshakes, %s %s" % (t["handshakes"], t["version"] or "-", t["cipher"] or "-")
+    if t["failed"] or t["not_offered"]:
+        txt += ", **%d failed, %d sessions where etrnd offered no STARTTLS**" % (t["failed"], t["not_offered"])
+    return txt
+
+
+def tls_section():
+    w("## STARTTLS (etrnd)")
+    w("")
+    if not os.path.exists(os.path.join(RES, "tls.probe")):
+        w("Not measured: this run had no STARTTLS section.")
+        w("")
+        return
+    if load_json("tls_ingest.clear.json") is None and load_json("tls_hs.clear.json") is None:
+        w("Not measured: `etrnd -t` rejected the TLS configuration (`%s`)." % read("tls.probe").strip()[-300:])
+        w("")
+        return
+    w("One test certificate made by the run (`openssl req -x509 -newkey %s`, CN etrnd.bench.test), served by etrnd (`tls_cert_file`, `tls_key_file`) and by the customer's sink (`etrnbench --tls-cert`); %s. Each TLS row has a clear twin in the same run against an etrnd with the same configuration: the only difference is that the client says STARTTLS (`etrnbench --starttls`: EHLO, STARTTLS, handshake, EHLO again, as RFC 3207 asks) or that the sink offers it. etrnbench's TLS is OpenSSL on memory BIOs under its one-thread io_uring loop, so the client's share of the crypto competes with etrnd for the same CPUs." % (
+        META.get("tls_key", "rsa:2048"), META.get("openssl", "OpenSSL")))
+    w("")
+    # ---- ingest
+    w("### Ingest, 4 KiB, %s sessions, STARTTLS on every session" % META.get("tls_sess"))
+    w("")
+    w("| load | msgs/s | MB/s | latency p50 / p99 / max (ms) | etrnd CPU per msg (ms) | client CPU (s) | TLS | errors |")
+    w("|---|---:|---:|---|---:|---:|---|---|")
+    rows = {}
+    for t, label in (("clear", "clear"), ("tls", "STARTTLS")):
+        j, s_ = load_json("tls_ingest.%s.json" % t), sysinfo("tls_ingest.%s" % t)
+        rows[t] = j
+        if j is None:
+            w("| %s | not measured (%s) | | | | | | |" % (label, read("tls_ingest.%s.err" % t).strip()[-200:] or "no output"))
+            continue
+        cpu = (s_["cpu_s"] / j["messages_ok"] * 1000) if s_ and j["messages_ok"] else None
+        l = j["lat_ms"]
+        w("| %s | %.0f | %.1f | %.2f / %.2f / %.1f | %s | %.1f | %s | %s |" % (
+            label, j["msgs_per_s"], j["mb_per_s"], l["p50"], l["p99"], l["max"], fmt(cpu, "%.3f"),
+            j.get("client_cpu_s", 0), tls_note(j) if t == "tls" else "-", errors_text(j)))
+    ok_tls = rows.get("tls") and rows["tls"].get("tls") and rows["tls"]["tls"]["handshakes"] > 0
+    TLS["ingest"] = ratio(rows.get("tls") and ok_tls and rows["tls"]["msgs_per_s"], rows.get("clear") and rows["clear"]["msgs_per_s"])
+    w("")
+    w("STARTTLS / clear = **%s**%s." % (fmt(TLS["ingest"] and TLS["ingest"] * 100, "%.0f%%"),
+                                       "" if ok_tls or rows.get("tls") is None else " (no session completed a handshake: the TLS run is not a TLS measurement)"))
+    commands("tls_ingest.clear", "tls_ingest.tls")
+    w("")
+    # ---- handshakes
+    w("### Handshakes: a new session per message")
+    w("")
+    w("`--per-conn 1`: each session connects, is greeted, says EHLO (and STARTTLS, handshake, EHLO), sends one message and QUITs, %s sessions at a time. The client keeps no TLS session, so every handshake is a full one (no resumption). Per core = per second of etrnd's CPU time (user + system, /proc/PID/stat) over the run." % META.get("tls_hs_sess"))
+    w("")
+    w("| load | sessions/s | etrnd CPU (s) | sessions per etrnd CPU-second | etrnd CPU per session (ms) | handshake p50 / p99 / max (ms) | client CPU (s) | errors |")
+    w("|---|---:|---:|---:|---:|---|---:|---|")
+    hs = {}
+    for t, label in (("clear", "etrnd, clear (connections)"), ("tls", "etrnd, STARTTLS (handshakes)"),
+                     ("sink", "reference: etrnbench's TLS sink")):
+        j, s_ = load_json("tls_hs.%s.json" % t), sysinfo("tls_hs.%s" % t)
+        if j is None:
+            w("| %s | not measured (%s) | | | | | | |" % (label, read("tls_hs.%s.err" % t).strip()[-200:] or "no output"))
+            continue
+        n = j["tls"]["handshakes"] if t != "clear" and j.get("tls") else j["messages_ok"]
+        rate = n / j["elapsed_s"] if j["elapsed_s"] > 0 else None
+        per_core = n / s_["cpu_s"] if s_ and s_["cpu_s"] > 0 else None
+        hs[t] = (rate, per_core)
+        h = j.get("tls", {}).get("hs_ms") if t != "clear" else None
+        w("| %s | %s | %s | %s | %s | %s | %.1f | %s |" % (
+            label, fmt(rate), fmt(s_ and s_["cpu_s"], "%.2f"), fmt(per_core),
+            fmt(per_core and 1000.0 / per_core, "%.3f"),
+            "%.2f / %.2f / %.2f" % (h["p50"], h["p99"], h["max"]) if h else "-",
+            j.get("client_cpu_s", 0), errors_text(j)))
+    TLS["hs"] = hs.get("tls")
+    w("")
+    if hs.get("tls") and hs.get("clear"):
+        w("TLS handshakes: **%s/s** on this machine (%s CPUs, shared with the client), **%s per core** (per CPU-second of etrnd); a clear connection costs etrnd %s ms of CPU, a STARTTLS one %s ms." % (
+            fmt(hs["tls"][0]), META.get("nproc"), fmt(hs["tls"][1]),
+            fmt(hs["clear"][1] and 1000.0 / hs["clear"][1], "%.3f"), fmt(hs["tls"][1] and 1000.0 / hs["tls"][1], "%.3f")))
+    sp = [l for l in read("tls_speed.txt").splitlines() if re.match(r"^\s*(sign|rsa|ecdsa|\d+ bits)", l)]
+    if sp:
+        w("")
+        w("The ceiling set by the certificate's key: `openssl speed -seconds 1` on one core (a full handshake costs the server one signature, plus the key exchange):")
+        w("")
+        w("```")
+        for l in sp:
+            w(l)
+        w("```")
+    w("")
+    w("The reference row is the same load against `etrnbench sink --tls-cert ... --tls-key ...` (one thread, OpenSSL on memory BIOs, no spool, no Redis): what this machine's OpenSSL does per core without etrnd around it.")
+    commands("tls_hs.clear", "tls_hs.tls", "tls_hs.sink")
+    w("")
+    # ---- drain
+    w("### Drain over TLS (one domain)")
+    w("")
+    w("The drain of one domain as above (%s held messages for dom0.test, then ETRN), once to the sink in clear and once to the same sink offering STARTTLS (`etrnbench etrn --tls-cert ... --tls-key ...`); etrnd's drain takes STARTTLS where offered (`tls = may`, the default)." % META.get("tls_drain_n"))
+    w("")
+    w("| sink | held | delivered | over TLS | drain msgs/s | etrnd CPU per msg (ms) | RSS after (MiB) | checksums |")
+    w("|---|---:|---:|---|---:|---:|---:|---|")
+    dr = {}
+    for t, label in (("clear", "clear"), ("tls", "STARTTLS offered")):
+        name = "tls_drain_%s.etrnd" % t
+        j, s_ = load_json(name + ".json"), sysinfo(name)
+        if j is None or "etrn" not in j:
+            w("| %s | | not measured: %s | | | | | |" % (label, read(name + ".err").strip()[-200:] or "no output"))
+            continue
+        e = j["etrn"]
+        if e["delivered"] < e["expected"]:
+            UNDELIVERED.append("STARTTLS drain (%s): %d of %d" % (label, e["delivered"], e["expected"]))
+        ts = j.get("tls_sink")
+        over = "-" if ts is None else "%d msgs, %d sessions, %s %s%s" % (
+            ts["messages"], ts["connections"], ts["version"] or "-", ts["cipher"] or "-",
+            ", **%d failed handshakes**" % ts["failed"] if ts["failed"] else "")
+        cpu = (s_["cpu_s"] / max(1, j["messages"]) * 1000) if s_ else None
+        dr[t] = (e["drain_msgs_per_s"], ts)
+        w("| %s | %d | %d | %s | %.0f | %s | %s | %d/%d ok, %d bad |" % (
+            label, e["expected"], e["delivered"], over, e["drain_msgs_per_s"], fmt(cpu, "%.3f"),
+            fmt(mib(s_ and s_["rss"]), "%.1f"), j["verified"], e["expected"], j["bad_sum"]))
+    tls_used = dr.get("tls") and dr["tls"][1] and dr["tls"][1]["messages"] > 0
+    TLS["drain"] = ratio(dr.get("tls") and tls_used and dr["tls"][0], dr.get("clear") and dr["clear"][0])
+    TLS["drain_in_clear"] = bool(dr.get("tls")) and not tls_used
+    w("")
+    if TLS["drain_in_clear"]:
+        w("**etrnd's drain delivered in clear although the sink offered STARTTLS**: no TLS drain was measured.")
+    else:
+        w("TLS / clear drain rate = **%s**." % fmt(TLS["drain"] and TLS["drain"] * 100, "%.0f%%"))
+    commands("tls_drain_clear.etrnd", "tls_drain_tls.etrnd")
+    w("")
+    # ---- idle
+    w("### Idle sessions: memory")
+    w("")
+    w("%s sessions opened at once with `etrnbench idle` against a fresh etrnd warmed up by 2,000 messages of the same kind; each is past EHLO (STARTTLS: past STARTTLS, the handshake and the second EHLO) and then silent. Cost = etrnd's VmRSS (/proc/PID/status) with them open minus before, divided by their number." % META.get("tls_idle_n"))
+    w("")
+    w("| sessions | held | VmRSS before (MiB) | with them open (MiB) | 2 s later (MiB) | per session (KiB) |")
+    w("|---|---|---:|---:|---:|---:|")
+    for t, label in (("clear", "clear"), ("tls", "STARTTLS")):
+        m = load_json("tls_idle.%s.mem.json" % t)
+        j = load_json("tls_idle.%s.json" % t)
+        if m is None or not m.get("rss0"):
+            w("| %s | not measured (%s) | | | | |" % (label, read("tls_idle.%s.err" % t).strip()[-200:] or "no output"))
+            continue
+        per = (max(m["rss1"], m["rss2"]) - m["rss0"]) / float(m["n"])
+        TLS["idle_" + t] = per
+        held = m["ready"] or "none ready"
+        if t == "tls" and j is not None:
+            held += "; " + tls_note(j)
+        w("| %s | %s | %.1f | %.1f | %.1f | %.1f |" % (label, held, m["rss0"] / 1024.0, m["rss1"] / 1024.0,
+                                                  m["rss2"] / 1024.0, per))
+        TLS["idle_%s_ready" % t] = m["ready"] == "ready %d" % m["n"]
+    w("")
+    if TLS.get("idle_tls") is not None and TLS.get("idle_clear") is not None:
+        w("TLS adds **%.1f KiB** per idle session to the clear session's %.1f KiB." % (
+            TLS["idle_tls"] - TLS["idle_clear"], TLS["idle_clear"]))
+    w("")
+    w("```")
+    for t in ("clear", "tls"):
+        w(read("tls_idle.%s.cmd" % t).strip())
+    w("```")
+    w("")
+
+
+tls_section()
+
 # ---------------------------------------------------------------- recovery
 w("## Start-up recovery of a big spool (etrnd)")
 w("")
@@ -390,9 +557,21 @@ t("... and slow concurrent ingest by < 10%", fmt(slow and slow * 100, "%.1f%%"),
 he = half.get("etrnd")
 t("p99 end-of-DATA -> 250 < 5 ms at 50% of peak", fmt(he and he["lat_ms"]["p99"], "%.2f ms"),
   he is not None and he["lat_ms"]["p99"] < 5)
+if os.path.exists(os.path.join(RES, "tls.probe")):
+    t("Issue 11: ingest with STARTTLS >= 70%% of clear (4 KiB, %s sessions)" % META.get("tls_sess"),
+      fmt(TLS.get("ingest") and TLS["ingest"] * 100, "%.0f%%"), TLS.get("ingest") is not None and TLS["ingest"] >= 0.7)
+    t("Issue 11: TLS handshakes per second, per core (reported, no target)",
+      "%s/s, %s per core" % (fmt(TLS["hs"] and TLS["hs"][0]), fmt(TLS["hs"] and TLS["hs"][1])) if TLS.get("hs") else "n/a",
+      TLS.get("hs") is not None)
+    t("Issue 11: drain over TLS >= 70% of drain in clear",
+      "drain went in clear" if TLS.get("drain_in_clear") else fmt(TLS.get("drain") and TLS["drain"] * 100, "%.0f%%"),
+      TLS.get("drain") is not None and TLS["drain"] >= 0.7)
+    t("Issue 11: idle TLS session <= 64 KiB of etrnd RSS (%s sessions)" % META.get("tls_idle_n"),
+      fmt(TLS.get("idle_tls"), "%.1f KiB each") + ("" if TLS.get("idle_tls_ready", True) else " (not all held)"),
+      TLS.get("idle_tls") is not None and TLS["idle_tls"] <= 64 and TLS.get("idle_tls_ready", False))
 
 missed = [x for x in TARGETS if not x[2]]
-target_md = ["| target (issue 6) | measured | |", "|---|---|---|"]
+target_md = ["| target (issue 6 unless named) | measured | |", "|---|---|---|"]
 for name, measured, met in TARGETS:
     target_md.append("| %s | %s | %s |" % (name, measured, "met" if met else "**MISSED**"))
 
@@ -426,6 +605,14 @@ if he:
         fmt(half.get("sink") and half["sink"]["lat_ms"]["p99"], "%.2f")))
 if idle_total is not None:
     HEAD.append("| %s idle connections: RSS / ingest slowdown | %.1f MiB / %.1f%% | - | - | | |" % (META.get("idle_n"), idle_total, slow * 100))
+if TLS.get("ingest") is not None:
+    HEAD.append("| STARTTLS ingest / clear, %s sessions | %.0f%% | - | - | | |" % (META.get("tls_sess"), TLS["ingest"] * 100))
+if TLS.get("hs"):
+    HEAD.append("| TLS handshakes/s (per core) | %s (%s) | - | - | | |" % (fmt(TLS["hs"][0]), fmt(TLS["hs"][1])))
+if TLS.get("drain") is not None:
+    HEAD.append("| drain over TLS / clear | %.0f%% | - | - | | |" % (TLS["drain"] * 100))
+if TLS.get("idle_tls") is not None:
+    HEAD.append("| idle TLS session, etrnd RSS | %.1f KiB | - | - | | |" % TLS["idle_tls"])
 
 # ---------------------------------------------------------------- plots
 def plot():
