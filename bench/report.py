@@ -308,6 +308,21 @@ def tls_note(j):
     return txt
 
 
+def twin_rows(header, variants, name_fmt, need=None):
+    """The table head, then (t, label, json, sysinfo) for each variant that
+    was measured; a 'not measured' row for the others."""
+    cols = header.count("|") - 1
+    w(header)
+    w("|---" + "|---:" * (cols - 1) + "|")
+    for t, label in variants:
+        name = name_fmt % t
+        j, s_ = load_json(name + ".json"), sysinfo(name)
+        if j is None or (need and need not in j):
+            w("| %s | not measured (%s) |%s" % (label, read(name + ".err").strip()[-200:] or "no output", " |" * (cols - 2)))
+            continue
+        yield t, label, j, s_
+
+
 def tls_section():
     w("## STARTTLS (etrnd)")
     w("")
@@ -325,15 +340,11 @@ def tls_section():
     # ---- ingest
     w("### Ingest, 4 KiB, %s sessions, STARTTLS on every session" % META.get("tls_sess"))
     w("")
-    w("| load | msgs/s | MB/s | latency p50 / p99 / max (ms) | etrnd CPU per msg (ms) | client CPU (s) | TLS | errors |")
-    w("|---|---:|---:|---|---:|---:|---|---|")
     rows = {}
-    for t, label in (("clear", "clear"), ("tls", "STARTTLS")):
-        j, s_ = load_json("tls_ingest.%s.json" % t), sysinfo("tls_ingest.%s" % t)
+    for t, label, j, s_ in twin_rows(
+            "| load | msgs/s | MB/s | latency p50 / p99 / max (ms) | etrnd CPU per msg (ms) | client CPU (s) | TLS | errors |",
+            (("clear", "clear"), ("tls", "STARTTLS")), "tls_ingest.%s"):
         rows[t] = j
-        if j is None:
-            w("| %s | not measured (%s) | | | | | | |" % (label, read("tls_ingest.%s.err" % t).strip()[-200:] or "no output"))
-            continue
         cpu = (s_["cpu_s"] / j["messages_ok"] * 1000) if s_ and j["messages_ok"] else None
         l = j["lat_ms"]
         w("| %s | %.0f | %.1f | %.2f / %.2f / %.1f | %s | %.1f | %s | %s |" % (
@@ -351,15 +362,11 @@ def tls_section():
     w("")
     w("`--per-conn 1`: each session connects, is greeted, says EHLO (and STARTTLS, handshake, EHLO), sends one message and QUITs, %s sessions at a time. The client keeps no TLS session, so every handshake is a full one (no resumption). Per core = per second of etrnd's CPU time (user + system, /proc/PID/stat) over the run." % META.get("tls_hs_sess"))
     w("")
-    w("| load | sessions/s | etrnd CPU (s) | sessions per etrnd CPU-second | etrnd CPU per session (ms) | handshake p50 / p99 / max (ms) | client CPU (s) | errors |")
-    w("|---|---:|---:|---:|---:|---|---:|---|")
     hs = {}
-    for t, label in (("clear", "etrnd, clear (connections)"), ("tls", "etrnd, STARTTLS (handshakes)"),
-                     ("sink", "reference: etrnbench's TLS sink")):
-        j, s_ = load_json("tls_hs.%s.json" % t), sysinfo("tls_hs.%s" % t)
-        if j is None:
-            w("| %s | not measured (%s) | | | | | | |" % (label, read("tls_hs.%s.err" % t).strip()[-200:] or "no output"))
-            continue
+    for t, label, j, s_ in twin_rows(
+            "| load | sessions/s | CPU (s) | sessions per CPU-second | CPU per session (ms) | handshake p50 / p99 / max (ms) | client CPU (s) | errors |",
+            (("clear", "etrnd, clear (connections)"), ("tls", "etrnd, STARTTLS (handshakes)"),
+             ("sink", "reference: etrnbench's TLS sink")), "tls_hs.%s"):
         n = j["tls"]["handshakes"] if t != "clear" and j.get("tls") else j["messages_ok"]
         rate = n / j["elapsed_s"] if j["elapsed_s"] > 0 else None
         per_core = n / s_["cpu_s"] if s_ and s_["cpu_s"] > 0 else None
@@ -394,15 +401,10 @@ def tls_section():
     w("")
     w("The drain of one domain as above (%s held messages for dom0.test, then ETRN), once to the sink in clear and once to the same sink offering STARTTLS (`etrnbench etrn --tls-cert ... --tls-key ...`); etrnd's drain takes STARTTLS where offered (`tls = may`, the default)." % META.get("tls_drain_n"))
     w("")
-    w("| sink | held | delivered | over TLS | drain msgs/s | etrnd CPU per msg (ms) | RSS after (MiB) | checksums |")
-    w("|---|---:|---:|---|---:|---:|---:|---|")
     dr = {}
-    for t, label in (("clear", "clear"), ("tls", "STARTTLS offered")):
-        name = "tls_drain_%s.etrnd" % t
-        j, s_ = load_json(name + ".json"), sysinfo(name)
-        if j is None or "etrn" not in j:
-            w("| %s | | not measured: %s | | | | | |" % (label, read(name + ".err").strip()[-200:] or "no output"))
-            continue
+    for t, label, j, s_ in twin_rows(
+            "| sink | held | delivered | over TLS | drain msgs/s | etrnd CPU per msg (ms) | RSS after (MiB) | checksums |",
+            (("clear", "clear"), ("tls", "STARTTLS offered")), "tls_drain_%s.etrnd", need="etrn"):
         e = j["etrn"]
         if e["delivered"] < e["expected"]:
             UNDELIVERED.append("STARTTLS drain (%s): %d of %d" % (label, e["delivered"], e["expected"]))
