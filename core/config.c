@@ -361,14 +361,21 @@ static int parse_listen_one(const char *s, size_t n, struct config_listen *l)
 	return 0;
 }
 
+/* listen, listen_tls and listen_trusted each replace only their own kind
+ * (k->min holds the CONFIG_LISTEN_* flags of the key); the plain listeners
+ * stay first. listen_tls and listen_trusted may be "none". */
+static const unsigned listen_kinds[] = { 0, CONFIG_LISTEN_TLS, CONFIG_LISTEN_TRUSTED };
+
 static int set_listen(struct config *c, const struct config_key *k, const char *v,
 		      char *w, size_t wl)
 {
-	struct config_listen tmp[CONFIG_LISTEN_MAX];
-	unsigned n = 0;
+	struct config_listen tmp[CONFIG_LISTEN_MAX], all[CONFIG_LISTEN_MAX];
+	unsigned n = 0, na = 0, flags = (unsigned)k->min;
 	const char *p = v;
 	size_t len;
 
+	if (flags && (!*v || !strcmp(v, "none")))
+		p = "";
 	for (; (len = list_item(&p)) > 0; p += len) {
 		if (n == CONFIG_LISTEN_MAX)
 			return why(w, wl, "bad value for %s: more than %d addresses", k->name,
@@ -376,12 +383,25 @@ static int set_listen(struct config *c, const struct config_key *k, const char *
 		if (parse_listen_one(p, len, &tmp[n]))
 			return why(w, wl, "bad value for %s: \"%.*s\" (want host:port, [v6addr]:port or :port with a numeric address)",
 				   k->name, (int)len, p);
-		n++;
+		tmp[n++].flags = flags;
 	}
-	if (n == 0)
+	if (n == 0 && !flags)
 		return why(w, wl, "bad value for %s: no address given", k->name);
-	memcpy(c->listen, tmp, n * sizeof(tmp[0]));
-	c->nlisten = n;
+	for (size_t kind = 0; kind < sizeof(listen_kinds) / sizeof(listen_kinds[0]); kind++) {
+		const struct config_listen *src = listen_kinds[kind] == flags ? tmp : c->listen;
+		unsigned ns = listen_kinds[kind] == flags ? n : c->nlisten;
+
+		for (unsigned i = 0; i < ns; i++) {
+			if (src[i].flags != listen_kinds[kind])
+				continue;
+			if (na == CONFIG_LISTEN_MAX)
+				return why(w, wl, "bad value for %s: more than %d addresses in listen, listen_tls and listen_trusted together",
+					   k->name, CONFIG_LISTEN_MAX);
+			all[na++] = src[i];
+		}
+	}
+	memcpy(c->listen, all, na * sizeof(all[0]));
+	c->nlisten = na;
 	return 0;
 }
 
@@ -609,6 +629,33 @@ static int set_dns_servers(struct config *c, const struct config_key *k, const c
 	return 0;
 }
 
+/* A file name (tls_*_file): "" (only from -o) or "none" unsets it. */
+static int set_path(struct config *c, const struct config_key *k, const char *v,
+		    char *w, size_t wl)
+{
+	char *dst = (char *)c + k->off;
+
+	if (!*v || !strcmp(v, "none")) {
+		dst[0] = '\0';
+		return 0;
+	}
+	return set_string(dst, PATH_MAX, k, v, w, wl);
+}
+
+static int set_tls_ciphers(struct config *c, const struct config_key *k, const char *v,
+			   char *w, size_t wl)
+{
+	for (const char *p = v; *p; p++)
+		if ((unsigned char)*p <= ' ' || *p == 0x7f)
+			return why(w, wl, "bad value for %s: \"%s\" (an OpenSSL cipher list: no spaces or control characters)",
+				   k->name, v);
+	if (!*v) {
+		c->tls_ciphers[0] = '\0';
+		return 0;
+	}
+	return set_string(c->tls_ciphers, sizeof(c->tls_ciphers), k, v, w, wl);
+}
+
 #define OFF(f) offsetof(struct config, f)
 #define MS_PER_DAY (86400ull * 1000)
 static const struct config_key config_keys[] = {
@@ -681,6 +728,15 @@ static const struct config_key config_keys[] = {
 	/* RFC 5321 4.5.1 and Postfix's allow_untrusted_routing. */
 	{ "postmaster", set_postmaster, 0, 0, 0 },
 	{ "allow_untrusted_routing", set_bool, OFF(allow_untrusted_routing), 0, 1 },
+	/* Implicit TLS (the port-465 style, RFC 8314 3.3) and listeners where
+	 * AUTH is offered without TLS; min = their CONFIG_LISTEN_* flag. */
+	{ "listen_tls", set_listen, 0, CONFIG_LISTEN_TLS, 0 },
+	{ "listen_trusted", set_listen, 0, CONFIG_LISTEN_TRUSTED, 0 },
+	{ "tls_cert_file", set_path, OFF(tls_cert_file), 0, 0 },
+	{ "tls_key_file", set_path, OFF(tls_key_file), 0, 0 },
+	{ "tls_ca_file", set_path, OFF(tls_ca_file), 0, 0 },
+	{ "tls_ciphers", set_tls_ciphers, 0, 0, 0 },
+	{ "tls_handshake_timeout", set_duration, OFF(tls_handshake_timeout_ms), 100, 3600 * 1000 },
 };
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -734,6 +790,7 @@ void config_defaults(struct config *c)
 	c->dns_timeout_ms = RESOLVER_TIMEOUT_MS;
 	c->postmaster[0] = '\0';
 	c->allow_untrusted_routing = 0;
+	c->tls_handshake_timeout_ms = CONFIG_TLS_HANDSHAKE_TIMEOUT_DEFAULT_MS;
 }
 
 /* The index of key in config_keys[], or -1. */
@@ -753,6 +810,10 @@ static const struct {
 	{ "message_size_limit", OFF(message_size_limit_at) },
 	{ "segment_size", OFF(segment_size_at) },
 	{ "data_memory_limit", OFF(data_memory_limit_at) },
+	{ "listen_tls", OFF(listen_tls_at) },
+	{ "tls_cert_file", OFF(tls_cert_file_at) },
+	{ "tls_key_file", OFF(tls_key_file_at) },
+	{ "tls_ca_file", OFF(tls_ca_file_at) },
 };
 
 static void note_where(struct config *c, const char *key, const char *where)
@@ -871,6 +932,57 @@ int config_finish(struct config *c, char *err, size_t errlen)
 		snprintf(err, errlen, "relay_domains is empty and redis is not set: no domain would accept mail");
 		return -1;
 	}
+	return 0;
+}
+
+/* "WHERE: " for an error about a key set at where ("" = its default). */
+static const char *where_of(const char *where, char *buf, size_t len)
+{
+	if (!where[0])
+		return "";
+	(void)snprintf(buf, len, "%s: ", where);
+	return buf;
+}
+
+/* A TLS file that cannot be opened for reading, named with its key. */
+static int check_readable(const char *key, const char *path, const char *where,
+			  char *err, size_t errlen)
+{
+	char wb[CONFIG_WHERE_MAX + 4];
+
+	if (!path[0] || access(path, R_OK) == 0)
+		return 0;
+	snprintf(err, errlen, "%s%s %s: %s", where_of(where, wb, sizeof(wb)), key, path,
+		 strerror(errno));
+	return -1;
+}
+
+int config_check_tls(const struct config *c, char *err, size_t errlen)
+{
+	char wb[CONFIG_WHERE_MAX + 4];
+	unsigned ntls = 0;
+
+	for (unsigned i = 0; i < c->nlisten; i++)
+		ntls += (c->listen[i].flags & CONFIG_LISTEN_TLS) != 0;
+	if (ntls && !c->tls_cert_file[0]) {
+		snprintf(err, errlen, "%slisten_tls needs tls_cert_file and tls_key_file",
+			 where_of(c->listen_tls_at, wb, sizeof(wb)));
+		return -1;
+	}
+	if (c->tls_cert_file[0] && !c->tls_key_file[0]) {
+		snprintf(err, errlen, "%stls_cert_file needs tls_key_file",
+			 where_of(c->tls_cert_file_at, wb, sizeof(wb)));
+		return -1;
+	}
+	if (c->tls_key_file[0] && !c->tls_cert_file[0]) {
+		snprintf(err, errlen, "%stls_key_file needs tls_cert_file",
+			 where_of(c->tls_key_file_at, wb, sizeof(wb)));
+		return -1;
+	}
+	if (check_readable("tls_cert_file", c->tls_cert_file, c->tls_cert_file_at, err, errlen) ||
+	    check_readable("tls_key_file", c->tls_key_file, c->tls_key_file_at, err, errlen) ||
+	    check_readable("tls_ca_file", c->tls_ca_file, c->tls_ca_file_at, err, errlen))
+		return -1;
 	return 0;
 }
 

@@ -45,6 +45,14 @@
  * max_connections. */
 #define CONFIG_CLIENT_CONNECTION_LIMIT_DEFAULT 50
 
+/* tls_handshake_timeout: a TLS handshake (STARTTLS or listen_tls) must end
+ * within it, or the connection is cut. 60s: a handshake is two or three
+ * round trips, so a minute covers the slowest real link (Postfix waits
+ * 300s, or 10s under stress: a minute holds a slot far less long than
+ * 300s without failing real clients as 10s can). */
+#define CONFIG_TLS_HANDSHAKE_TIMEOUT_DEFAULT_MS (60u * 1000)
+#define CONFIG_TLS_CIPHERS_MAX 1024
+
 enum config_sync { CONFIG_SYNC_NONE, CONFIG_SYNC_BATCH, CONFIG_SYNC_ALWAYS };
 
 /* Where the Redis with the domain table lives (key "redis"). */
@@ -126,6 +134,19 @@ struct config {
 	/* Postfix's allow_untrusted_routing: accept user%x@, user!x@ and
 	 * "user@x"@ recipients (sender-specified routing). Default 0. */
 	int allow_untrusted_routing;
+	/* TLS (core/tls.h): the server's certificate chain and key (PEM;
+	 * "" = no STARTTLS offered, no listen_tls), the drains' trust store
+	 * ("" = the system's), the TLS 1.2 cipher list ("" = the built-in
+	 * TLS_CIPHERS_DEFAULT) and the handshake's time limit. */
+	char tls_cert_file[PATH_MAX];
+	char tls_key_file[PATH_MAX];
+	char tls_ca_file[PATH_MAX];
+	char tls_ciphers[CONFIG_TLS_CIPHERS_MAX];
+	unsigned tls_handshake_timeout_ms;
+	char listen_tls_at[CONFIG_WHERE_MAX];
+	char tls_cert_file_at[CONFIG_WHERE_MAX];
+	char tls_key_file_at[CONFIG_WHERE_MAX];
+	char tls_ca_file_at[CONFIG_WHERE_MAX];
 	/* Where message_size_limit, segment_size and data_memory_limit were
 	 * last set; "" = the default. proto/smtpd.h cross-checks them. */
 	char message_size_limit_at[CONFIG_WHERE_MAX];
@@ -151,6 +172,12 @@ int config_set(struct config *c, const char *key, const char *value,
 
 /* Checks that need all keys (e.g. limits that must agree). */
 int config_finish(struct config *c, char *err, size_t errlen);
+
+/* The TLS keys against each other and the files: listen_tls without
+ * tls_cert_file, a certificate without a key (or the reverse), a file that
+ * cannot be read. Returns 0, or -1 with err set to "FILE:LINE: what is
+ * wrong" (where the offending key was set). */
+int config_check_tls(const struct config *c, char *err, size_t errlen);
 
 /*
  * Parse a Redis address: "unix:/path/redis.sock", "host:port", "[v6]:port",

@@ -30,6 +30,7 @@
 #include "core/epoch.h"
 #include "core/log.h"
 #include "core/now.h"
+#include "core/tls.h"
 
 /* Ring sizes. The SQ is large so a linked write+sync chain never has to be
  * split across submissions (loop_sqe_room()). */
@@ -103,6 +104,10 @@ enum conn_flag {
 	CONN_OUT_WAIT = 1u << 14,   /* paused with output over LOOP_OUT_HIGH:
 	                               the loop resumes it once the send drains */
 	CONN_CUT = 1u << 15,        /* cut off (conn_cut()): logged once */
+	CONN_IN_DATA = 1u << 16,    /* inside ops->data */
+	CONN_TLS_RESET = 1u << 17,  /* conn_starttls() inside ops->data: the
+	                               input not consumed is void */
+	CONN_GONE_TOLD = 1u << 18,  /* the owner was told the peer closed */
 };
 
 struct conn {
@@ -127,6 +132,14 @@ struct conn {
 	socklen_t dstlen;
 	struct __kernel_timespec cto; /* outbound: connect timeout */
 	struct conn *next;    /* free list or deferred work list */
+	/* TLS (conn_starttls()): NULL in the clear. out_clear bytes at the
+	 * start of out still go in the clear (the reply to STARTTLS); what
+	 * follows them is plaintext to encrypt, held while the handshake runs.
+	 * The ciphertext waits inside tls until it goes to wbuf. */
+	struct tls_conn *tls;
+	size_t out_clear;
+	uint64_t tls_ms;      /* when the handshake started */
+	unsigned lflags;      /* CONFIG_LISTEN_* of the listener; 0 outbound */
 	char peer[LOOP_PEER_MAX];
 };
 
@@ -191,6 +204,7 @@ struct loop {
 
 	struct loop_listener lis[CONFIG_LISTEN_MAX];
 	unsigned nlis;
+	struct tls_ctx *tls_server;    /* listen_tls listeners; NULL = none */
 	struct loop_accept_backoff acc;
 
 	struct io_uring_buf_ring *br;
@@ -228,6 +242,11 @@ struct loop {
 	struct loop_busy busy[LOOP_HOOKS_MAX];
 	unsigned nbusy;
 };
+
+static void conn_cut(struct conn *c, const char *why);
+static int conn_tls_begin(struct conn *c, struct tls_ctx *ctx, const char *host,
+			  size_t clear);
+static int conn_tls_encrypt(struct conn *c);
 
 /* An SQE, submitting what is queued first when the SQ is full. With the SQ
  * this large that means the kernel is far behind; it is still not an error. */
@@ -384,6 +403,9 @@ static void conn_free_slot(struct conn *c)
 	buf_free(&c->out);
 	buf_free(&c->wbuf);
 	buf_free(&c->pending);
+	c->tls = tls_conn_free(c->tls);
+	c->out_clear = 0;
+	c->lflags = 0;
 	if (c->flags & CONN_ADDR_COUNTED)
 		connlimit_release(l->connlimit, c->peer);
 	c->flags = 0;
@@ -598,12 +620,18 @@ static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
 	c->ops = l->ops;
 	c->ops_arg = l->ops_arg;
 	c->timeout_ms = 0;
+	c->lflags = l->cfg->listen[i].flags;
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->st = c->ops->open(c->ops_arg, c, c->peer);
 	if (!c->st) {
 		close(fd);
 		conn_free_slot(c);
 		return;
+	}
+	/* Implicit TLS: the greeting open() queued waits for the handshake. */
+	if ((c->lflags & CONFIG_LISTEN_TLS) && conn_tls_begin(c, l->tls_server, NULL, 0)) {
+		log_warn("%s: out of memory for TLS; closing", c->peer);
+		conn_close(c);
 	}
 	arm_recv(c);
 	conn_flush(c);
@@ -632,10 +660,16 @@ static void conn_finish(struct conn *c)
 	conn_free_slot(c);
 }
 
+/* Output not yet in a send: plaintext in out, ciphertext inside tls. */
+static size_t conn_out_unsent(const struct conn *c)
+{
+	return c->out.len + (c->tls ? tls_conn_pending(c->tls) : 0);
+}
+
 /* Output queued and not yet taken by the kernel. */
 static size_t conn_out_queued(const struct conn *c)
 {
-	return c->out.len + (c->wbuf.len - c->woff);
+	return conn_out_unsent(c) + (c->wbuf.len - c->woff);
 }
 
 /* The owner consumed less than offered. When that is because its output is
@@ -648,11 +682,26 @@ static void conn_pause(struct conn *c)
 		c->flags |= CONN_OUT_WAIT;
 }
 
-/* Hand input to the owner; keep what it does not consume. */
+/* ops->data. *reset: conn_starttls() was called inside, so what the owner
+ * did not consume is void (RFC 3207 5; CVE-2011-0411) and must not be kept
+ * or offered again. */
+static size_t conn_data(struct conn *c, const char *p, size_t n, int *reset)
+{
+	size_t used;
+
+	c->flags |= CONN_IN_DATA;
+	used = c->ops->data(c->ops_arg, c, c->st, p, n);
+	*reset = (c->flags & CONN_TLS_RESET) != 0;
+	c->flags &= ~(CONN_IN_DATA | CONN_TLS_RESET);
+	return used;
+}
+
+/* Hand input (plaintext) to the owner; keep what it does not consume. */
 static void conn_deliver(struct conn *c, const char *p, size_t n)
 {
 	struct loop *l = c->loop;
 	size_t used;
+	int reset;
 
 	if (c->flags & (CONN_CLOSING | CONN_DEAD))
 		return;
@@ -672,14 +721,148 @@ static void conn_deliver(struct conn *c, const char *p, size_t n)
 		}
 		return;
 	}
-	used = c->ops->data(c->ops_arg, c, c->st, p, n);
-	if (used < n && !(c->flags & CONN_CLOSING)) {
+	used = conn_data(c, p, n, &reset);
+	if (used < n && !reset && !(c->flags & CONN_CLOSING)) {
 		conn_pause(c);
 		if (buf_append(&c->pending, p + used, n - used)) {
 			c->flags |= CONN_DEAD;
 			conn_close(c);
 		}
 	}
+}
+
+/* ---- TLS on a connection (core/tls.h) ----------------------------------- */
+
+/* The peer closed (EOF, or TLS close_notify): tell the owner once, now or
+ * after its kept input. */
+static void conn_peer_gone(struct conn *c)
+{
+	if (c->flags & (CONN_CLOSING | CONN_GONE_TOLD))
+		return;
+	c->flags |= CONN_EOF | CONN_GONE_TOLD;
+	if (!(c->flags & CONN_PAUSED) && !c->pending.len) {
+		c->flags &= ~CONN_EOF;
+		(void)c->ops->data(c->ops_arg, c, c->st, NULL, 0);
+	}
+}
+
+/* The handshake failed (err -EPROTO, -ECONNRESET) or a record was bad
+ * afterwards: one line naming the peer and why, the owner told (handshake
+ * only: tls_done), and the connection closed (an alert OpenSSL queued goes
+ * out first). */
+static void conn_tls_failed(struct conn *c, int err, const char *why)
+{
+	int handshake = !tls_conn_info(c->tls);
+
+	log_info("%s: TLS %s: %s", c->peer, handshake ? "handshake failed" : "error", why);
+	if (handshake && c->ops->tls_done)
+		c->ops->tls_done(c->ops_arg, c, c->st, err);
+	conn_close(c);
+}
+
+static void conn_tls_up(void *arg)
+{
+	struct conn *c = arg;
+	const struct tls_info *ti = tls_conn_info(c->tls);
+
+	log_debug("%s: TLS up: %s with cipher %s (%d bits)%s%s", c->peer, ti->version,
+		  ti->cipher, ti->bits, ti->verify_error[0] ? ", not verified: " : "",
+		  ti->verify_error);
+	c->last_ms = now_mono_ms();
+	if (c->ops->tls_done)
+		c->ops->tls_done(c->ops_arg, c, c->st, 0);
+}
+
+static int conn_tls_plain(void *arg, const char *p, size_t n)
+{
+	struct conn *c = arg;
+
+	conn_deliver(c, p, n);
+	/* Closing: what follows has no one to read it. */
+	return (c->flags & (CONN_CLOSING | CONN_DEAD)) != 0;
+}
+
+static const struct tls_conn_sink conn_tls_sink = { conn_tls_up, conn_tls_plain };
+
+/* Ciphertext arrived: handshake, or plaintext through conn_deliver (so a
+ * paused owner's kept input stays bounded by LOOP_PENDING_MAX, plus one
+ * record); then send what the TLS layer wrote (handshake flights, tickets,
+ * alerts). */
+static void conn_tls_input(struct conn *c, const char *p, size_t n)
+{
+	int rc;
+
+	if (c->flags & (CONN_CLOSING | CONN_DEAD))
+		return;
+	rc = tls_conn_input(c->tls, p, n, &conn_tls_sink, c);
+	if (rc == TLS_CONN_EOF)
+		conn_peer_gone(c);
+	else if (rc < 0 && !(c->flags & CONN_CLOSING))
+		conn_tls_failed(c, rc, tls_conn_error(c->tls));
+	conn_flush(c);
+}
+
+/* Encrypt the plaintext in out (out_clear is 0 here) once the handshake is
+ * done; while it runs, the plaintext waits; after a failure or close it can
+ * never go. Returns -1 when the connection was cut. */
+static int conn_tls_encrypt(struct conn *c)
+{
+	int rc;
+
+	if (c->out.len == 0)
+		return 0;
+	rc = tls_conn_write(c->tls, c->out.data, c->out.len);
+	if (rc == -EAGAIN)
+		return 0;
+	c->out.len = 0;
+	if (rc == -ENOMEM || rc == -EPROTO) {
+		conn_cut(c, "TLS write failed");
+		return -1;
+	}
+	return 0;
+}
+
+/* TLS from here on; clear: the bytes of out still to go in the clear. */
+static int conn_tls_begin(struct conn *c, struct tls_ctx *ctx, const char *host,
+			  size_t clear)
+{
+	if (c->tls)
+		return -EALREADY;
+	c->tls = tls_conn_new(ctx, host);
+	if (!c->tls)
+		return -ENOMEM;
+	c->out_clear = clear;
+	c->tls_ms = now_mono_ms();
+	return 0;
+}
+
+int conn_starttls(struct conn *c, struct tls_ctx *ctx, const char *host)
+{
+	int rc = conn_tls_begin(c, ctx, host, c->out.len);
+
+	if (rc)
+		return rc;
+	/* Inside ops->data the owner may still be reading the input (even
+	 * the kept input itself): the caller voids it once data() returns.
+	 * Outside, void it now. */
+	if (c->flags & CONN_IN_DATA) {
+		c->flags |= CONN_TLS_RESET;
+	} else {
+		c->pending.len = 0;
+		conn_queue(c, CONN_RESUME); /* re-arms a receive stopped on it */
+	}
+	conn_flush(c); /* the reply in the clear, then a client's hello */
+	return 0;
+}
+
+const struct tls_info *conn_tls(const struct conn *c)
+{
+	return c->tls ? tls_conn_info(c->tls) : NULL;
+}
+
+unsigned conn_listen_flags(const struct conn *c)
+{
+	return c->lflags;
 }
 
 static void on_recv(struct loop *l, struct io_uring_cqe *cqe)
@@ -697,20 +880,23 @@ static void on_recv(struct loop *l, struct io_uring_cqe *cqe)
 		c->flags &= ~CONN_RECV_ARMED;
 	if (res > 0) {
 		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+		const char *p = l->rbufs + (size_t)bid * LOOP_RBUF_SIZE;
+
 		c->last_ms = now_mono_ms();
-		conn_deliver(c, l->rbufs + (size_t)bid * LOOP_RBUF_SIZE, (size_t)res);
+		if (c->tls)
+			conn_tls_input(c, p, (size_t)res);
+		else
+			conn_deliver(c, p, (size_t)res);
 		rbuf_return(l, bid);
 	} else if (res == 0 || (res < 0 && res != -ENOBUFS && res != -ECANCELED)) {
 		/* EOF or a socket error: the peer is gone. */
 		if (res < 0 && res != -ECONNRESET)
 			log_debug("%s: recv: %s", c->peer, strerror(-res));
-		if (!(c->flags & CONN_CLOSING)) {
-			c->flags |= CONN_EOF;
-			if (!(c->flags & CONN_PAUSED) && !c->pending.len) {
-				c->flags &= ~CONN_EOF;
-				(void)c->ops->data(c->ops_arg, c, c->st, NULL, 0);
-			}
-		}
+		if (c->tls && tls_conn_state(c->tls) == TLS_CONN_HANDSHAKE &&
+		    !(c->flags & CONN_CLOSING))
+			conn_tls_failed(c, -ECONNRESET, "connection closed during the handshake");
+		else
+			conn_peer_gone(c);
 		if (c->flags & CONN_RECV_ARMED)
 			return;
 		if (c->flags & CONN_CLOSING)
@@ -740,18 +926,47 @@ static void send_out(struct conn *c)
 	c->send_ms = now_mono_ms();
 }
 
-void conn_flush(struct conn *c)
+/* No send in flight: move the next output into wbuf. The kernel reads wbuf
+ * until the CQE; new replies go to out, which may be reallocated freely
+ * meanwhile. Clear text owed before STARTTLS goes alone, first. */
+static void conn_fill_wbuf(struct conn *c)
 {
 	struct buf tmp;
 
-	if ((c->flags & (CONN_SEND_INFLIGHT | CONN_DEAD)) || c->out.len == 0)
+	if (c->out_clear) {
+		if (buf_append(&c->wbuf, c->out.data, c->out_clear)) {
+			conn_cut(c, "out of memory for output");
+			return;
+		}
+		buf_consume(&c->out, c->out_clear);
+		c->out_clear = 0;
 		return;
-	/* The kernel reads wbuf until the CQE; new replies go to out, which
-	 * may be reallocated freely meanwhile. */
+	}
+	if (c->tls) {
+		/* Encrypted only now, not while a send is in flight: so out
+		 * keeps growing then, and the owner sees LOOP_OUT_HIGH. */
+		if (conn_tls_encrypt(c))
+			return;
+		if (c->flags & CONN_CLOSING)
+			(void)tls_conn_shutdown(c->tls); /* close_notify, last */
+		if (tls_conn_take(c->tls, &c->wbuf))
+			conn_cut(c, "out of memory for TLS output");
+		return;
+	}
 	tmp = c->wbuf;
 	c->wbuf = c->out;
 	c->out = tmp;
 	c->out.len = 0;
+}
+
+void conn_flush(struct conn *c)
+{
+	if ((c->flags & (CONN_SEND_INFLIGHT | CONN_DEAD)) ||
+	    (conn_out_unsent(c) == 0 && !(c->tls && (c->flags & CONN_CLOSING))))
+		return;
+	conn_fill_wbuf(c);
+	if (c->wbuf.len == 0 || (c->flags & CONN_DEAD))
+		return;
 	c->woff = 0;
 	send_out(c);
 }
@@ -794,15 +1009,12 @@ static void on_send(struct loop *l, struct io_uring_cqe *cqe)
 	}
 	c->wbuf.len = 0;
 	c->woff = 0;
-	if ((c->flags & CONN_OUT_WAIT) && c->out.len < LOOP_OUT_HIGH) {
+	if ((c->flags & CONN_OUT_WAIT) && conn_out_unsent(c) < LOOP_OUT_HIGH) {
 		/* The peer reads again: take more of its input. */
 		c->flags &= ~CONN_OUT_WAIT;
 		conn_queue(c, CONN_RESUME);
 	}
-	if (c->out.len) {
-		conn_flush(c);
-		return;
-	}
+	conn_flush(c);
 	if (c->flags & CONN_CLOSING)
 		conn_teardown(c);
 }
@@ -813,7 +1025,7 @@ void conn_close(struct conn *c)
 		return;
 	c->flags |= CONN_CLOSING;
 	c->close_ms = now_mono_ms();
-	conn_flush(c);
+	conn_flush(c); /* with TLS: the last output, then close_notify */
 	conn_teardown(c);
 }
 
@@ -842,9 +1054,15 @@ static void loop_do_work(struct loop *l)
 		}
 		c->flags &= ~(CONN_RESUME | CONN_PAUSED | CONN_OUT_WAIT);
 		if (c->pending.len) {
-			size_t used = c->ops->data(c->ops_arg, c, c->st, c->pending.data,
-						   c->pending.len);
-			buf_consume(&c->pending, used);
+			int reset;
+			size_t used = conn_data(c, c->pending.data, c->pending.len, &reset);
+
+			/* After STARTTLS the rest is void; pending is not
+			 * touched before the owner has returned. */
+			if (reset)
+				c->pending.len = 0;
+			else
+				buf_consume(&c->pending, used);
 			if (c->pending.len && !(c->flags & CONN_CLOSING)) {
 				conn_pause(c);
 				continue;
@@ -1211,6 +1429,16 @@ static void on_timer_closing(struct loop *l, struct conn *c, uint64_t now)
 		conn_cut(c, "peer did not read the final replies within close_timeout");
 }
 
+/* A handshake that did not end within tls_handshake_timeout: a peer that
+ * stalls mid-handshake (half a ClientHello and silence) is cut by the loop
+ * itself; a 421 from ops->timeout could not be sent in the clear anyway. */
+static void conn_tls_timeout(struct conn *c)
+{
+	conn_cut(c, "TLS handshake not done within tls_handshake_timeout");
+	if (c->ops->tls_done)
+		c->ops->tls_done(c->ops_arg, c, c->st, -ETIMEDOUT);
+}
+
 static void on_timer(struct loop *l)
 {
 	uint64_t now = now_mono_ms();
@@ -1222,6 +1450,11 @@ static void on_timer(struct loop *l)
 			continue;
 		if (c->flags & CONN_CLOSING) {
 			on_timer_closing(l, c, now);
+			continue;
+		}
+		if (c->tls && tls_conn_state(c->tls) == TLS_CONN_HANDSHAKE) {
+			if (now - c->tls_ms >= l->cfg->tls_handshake_timeout_ms)
+				conn_tls_timeout(c);
 			continue;
 		}
 		/* Paused for the owner's sake (a commit): it resumes it. Paused
@@ -1374,6 +1607,7 @@ struct loop *loop_new(const struct loop_conf *conf, char *err, size_t errlen)
 	l->ops_arg = conf->ops_arg;
 	l->busy_reply = conf->busy_reply;
 	l->connlimit = conf->connlimit;
+	l->tls_server = conf->tls_server;
 	l->wakefd = -1;
 	for (unsigned i = 0; i < CONFIG_LISTEN_MAX; i++)
 		l->lis[i].fd = -1;
@@ -1408,14 +1642,21 @@ struct loop *loop_new(const struct loop_conf *conf, char *err, size_t errlen)
 		goto fail;
 	}
 	for (unsigned i = 0; i < l->cfg->nlisten; i++) {
+		if ((l->cfg->listen[i].flags & CONFIG_LISTEN_TLS) && !l->tls_server) {
+			snprintf(err, errlen, "listen_tls %s: no TLS server context (tls_cert_file)",
+				 l->cfg->listen[i].text);
+			goto fail;
+		}
 		l->lis[i].fd = listen_socket(&l->cfg->listen[i], 1, err, errlen);
 		if (l->lis[i].fd < 0)
 			goto fail;
 		l->nlis++;
 	}
-	/* Tick often enough that an idle timeout fires within a quarter of
-	 * its length, but no more than once per LOOP_TICK_MIN_MS. */
+	/* Tick often enough that an idle (or handshake) timeout fires within
+	 * a quarter of its length, but no more than once per LOOP_TICK_MIN_MS. */
 	tick = l->cfg->idle_timeout_ms / 4;
+	if (l->cfg->tls_handshake_timeout_ms / 4 < tick)
+		tick = l->cfg->tls_handshake_timeout_ms / 4;
 	if (tick > LOOP_TICK_MAX_MS)
 		tick = LOOP_TICK_MAX_MS;
 	if (tick < LOOP_TICK_MIN_MS)
@@ -1441,6 +1682,7 @@ struct loop *loop_free(struct loop *l)
 			struct conn *c = &l->conns[s];
 			if (c->flags & CONN_USED)
 				close(c->fd);
+			c->tls = tls_conn_free(c->tls);
 			buf_free(&c->out);
 			buf_free(&c->wbuf);
 			buf_free(&c->pending);

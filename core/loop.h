@@ -54,7 +54,8 @@ struct conn_ops {
 	 * conn_starttls() (or by a listen_tls listener) ended: err 0, TLS is
 	 * up (conn_tls() tells what was agreed) and output flows encrypted;
 	 * err < 0 (-EPROTO: bad records or alert, -ETIMEDOUT: handshake took
-	 * longer than tls_handshake_timeout), the loop has logged why and is
+	 * longer than tls_handshake_timeout, -ECONNRESET: the peer closed
+	 * during the handshake), the loop has logged why and is
 	 * closing c: ops->close follows. Called once per handshake. */
 	void (*tls_done)(void *arg, struct conn *c, void *st, int err);
 };
