@@ -11,8 +11,8 @@
  *   idle  hold N connections open after EHLO until the time is up
  * With --starttls the clients (send, etrn's ETRN sessions, idle) upgrade each
  * session with STARTTLS (RFC 3207) and say EHLO again; with --tls-cert and
- * --tls-key the sink offers STARTTLS. TLS is OpenSSL on memory BIOs: the ring
- * still does every socket read and write (see the eb_tls_* functions).
+ * --tls-key the sink offers STARTTLS. TLS is etrnd's own core/tls.h (OpenSSL
+ * on memory): the ring still does every socket read and write.
  * Every parser is bounded: a reply or command line longer than its buffer
  * ends that connection and is counted. Loopback use only (the scripts only
  * ever give 127.0.0.1 / ::1).
@@ -23,8 +23,6 @@
 #include <inttypes.h>
 #include <liburing.h>
 #include <netdb.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -39,8 +37,10 @@
 #include <unistd.h>
 
 #include "core/ascii.h"
+#include "core/buf.h"
 #include "core/hash.h"
 #include "core/htab.h"
+#include "core/tls.h"
 
 #define EB_RING_SQ 4096u
 #define EB_RING_CQ 65536u
@@ -68,6 +68,7 @@
  * (RFC 5246 6.2.3); one receive takes two. */
 #define EB_TLS_RECV (2u * ((16u << 10) + 2048u + 5u))
 #define EB_TLS_NAME 64u              /* protocol / cipher names kept */
+#define EB_TLS_ERR 256u              /* tls_ctx_new()'s error text */
 
 #define NS 1000000000.0
 
@@ -108,6 +109,7 @@ struct eb_conn {
 	uint8_t tls_fresh;           /* TLS just started: drop the clear rest */
 	uint8_t tls_bye;             /* send close_notify after the output */
 	uint8_t recv_tls;            /* the receive in flight is ciphertext */
+	uint8_t tls_in;              /* inside tls_conn_input(): no flush */
 	uint32_t gen;
 	uint32_t pending;            /* SQEs in flight */
 	struct eb_obuf out[2];
@@ -115,7 +117,7 @@ struct eb_conn {
 	size_t rlen, rcap;
 	uint64_t last_io;
 	/* TLS (NULL: clear): plaintext waits in pt until encrypted into out */
-	SSL *ssl;
+	struct tls_conn *ssl;
 	struct eb_obuf pt;
 	char *cbuf;                  /* ciphertext receive buffer */
 	uint64_t tls_t;              /* when the handshake started */
@@ -187,7 +189,7 @@ static struct {
 	const char *label;
 	int starttls;                /* clients: STARTTLS on every session */
 	const char *tls_cert, *tls_key; /* sink: offer STARTTLS with these */
-	SSL_CTX *tls_cli, *tls_srv;
+	struct tls_ctx *tls_cli, *tls_srv;
 	/* state */
 	struct io_uring ring;
 	struct eb_conn *conns;
@@ -598,7 +600,7 @@ static void eb_conn_release(struct eb_conn *c)
 	free(c->q);
 	free(c->out[0].p);
 	free(c->out[1].p);
-	SSL_free(c->ssl);            /* frees its BIOs too */
+	c->ssl = tls_conn_free(c->ssl);
 	free(c->cbuf);
 	free(c->pt.p);
 	c->ssl = NULL;
@@ -667,6 +669,8 @@ static void eb_flush(struct eb_conn *c)
 {
 	if (c->closing)
 		return;
+	if (c->ssl != NULL && c->tls_in)
+		return;  /* eb_tls_input() flushes once OpenSSL is done */
 	if (c->ssl != NULL && eb_tls_pump(c) < 0) {
 		G.err_proto++;
 		eb_conn_close(c);
@@ -944,7 +948,7 @@ static void eb_err(unsigned code)
 		G.err_code[code]++;
 }
 
-static int eb_tls_start(struct eb_conn *c, int server);
+static void eb_tls_start(struct eb_conn *c, int server);
 
 /* After EHLO with --starttls and no TLS yet: STARTTLS, or the end of a
  * session whose server does not offer it (counted, never sent in clear). */
@@ -1084,11 +1088,7 @@ static void eb_client_reply(struct eb_conn *c, unsigned code)
 			return;
 		}
 		eb_exp_push(c, X_TLS, 0, 0, 0);
-		if (eb_tls_start(c, 0) < 0) {
-			G.tls_failed++;
-			eb_conn_close(c);
-			return;
-		}
+		eb_tls_start(c, 0);
 		break;
 	case X_TLS:
 		/* A reply in the clear during the handshake cannot arrive:
@@ -1421,10 +1421,7 @@ static void eb_sink_cmd(struct eb_conn *c, char *s, size_t n)
 		eb_outs(c, "220 2.0.0 Ready to start TLS\r\n");
 		c->rcpts = 0;
 		c->rcpt_dom = 0;
-		if (eb_tls_start(c, 1) < 0) {
-			G.s_tls_failed++;
-			c->quit_after = 1;
-		}
+		eb_tls_start(c, 1);
 	} else if (strcmp(verb, "helo") == 0) {
 		eb_outs(c, "250 sink.etrnbench.test\r\n");
 	} else if (strcmp(verb, "mail") == 0) {
@@ -1526,20 +1523,7 @@ static void eb_listen(void)
 	c->pending++;
 }
 
-/* ---- TLS: OpenSSL on memory BIOs ------------------------------------ */
-
-/* OpenSSL's reason for the last failure (its error queue, emptied). */
-static const char *eb_tls_reason(void)
-{
-	static char why[256];
-	unsigned long e = ERR_get_error();
-	if (e == 0)
-		snprintf(why, sizeof why, "no OpenSSL error queued");
-	else
-		ERR_error_string_n(e, why, sizeof why);
-	ERR_clear_error();
-	return why;
-}
+/* ---- TLS: core/tls.h's per-connection API --------------------------- */
 
 /* The first TLS failure of the run on stderr (the counters say how many). */
 static void eb_tls_failed(struct eb_conn *c, const char *what)
@@ -1552,86 +1536,63 @@ static void eb_tls_failed(struct eb_conn *c, const char *what)
 		G.tls_err_shown = 1;
 		fprintf(stderr, "etrnbench: TLS %s (%s side; first failure, "
 			"others only counted): %s\n", what,
-			c->kind == K_SINK ? "sink" : "client", eb_tls_reason());
+			c->kind == K_SINK ? "sink" : "client",
+			c->ssl != NULL ? tls_conn_error(c->ssl) : "out of memory");
 	}
-	ERR_clear_error();
 }
 
-/* TLS 1.2 and 1.3 as etrnd allows. The client checks no certificate (a
- * loopback load against a test certificate) and keeps no session, so every
- * client handshake is a full one; the sink serves --tls-cert/--tls-key. */
-static SSL_CTX *eb_tls_ctx(int server)
+/* etrnd's own contexts: TLS 1.2 and 1.3, its default ciphers. The client
+ * verifies nothing that matters here (no host given: a loopback load
+ * against a test certificate) and resumes no session, so every client
+ * handshake is a full one; the sink serves --tls-cert/--tls-key. */
+static struct tls_ctx *eb_tls_ctx(int server)
 {
-	SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+	const struct tls_ctx_conf conf = {
+		.cert_file = server ? G.tls_cert : NULL,
+		.key_file = server ? G.tls_key : NULL,
+	};
+	char err[EB_TLS_ERR];
+	struct tls_ctx *ctx = tls_ctx_new(server ? TLS_SERVER : TLS_CLIENT,
+			&conf, err, sizeof err);
 	if (ctx == NULL)
-		eb_die("SSL_CTX_new: %s", eb_tls_reason());
-	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
-		eb_die("TLS 1.2 minimum: %s", eb_tls_reason());
-	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-	if (server) {
-		if (SSL_CTX_use_certificate_chain_file(ctx, G.tls_cert) != 1)
-			eb_die("--tls-cert %s: %s", G.tls_cert, eb_tls_reason());
-		if (SSL_CTX_use_PrivateKey_file(ctx, G.tls_key, SSL_FILETYPE_PEM) != 1 ||
-		    SSL_CTX_check_private_key(ctx) != 1)
-			eb_die("--tls-key %s: %s", G.tls_key, eb_tls_reason());
-	} else {
-		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-	}
+		eb_die("%s", err);
 	return ctx;
-}
-
-/* Moves the handshake on. Returns 1 done, 0 waiting for the peer, -1 failed. */
-static int eb_tls_step(struct eb_conn *c)
-{
-	ERR_clear_error();
-	int r = SSL_do_handshake(c->ssl);
-	if (r == 1)
-		return 1;
-	if (SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_READ)
-		return 0;
-	eb_tls_failed(c, "handshake");
-	return -1;
 }
 
 /* TLS on c from now on: output appended later is encrypted, the next
  * receive is ciphertext, and the clear input not yet parsed is dropped
- * (tls_fresh, seen by the parser that called us). A client sends its
- * ClientHello with the next flush. Returns 0 or -1. */
-static int eb_tls_start(struct eb_conn *c, int server)
+ * (tls_fresh, seen by the parser that called us). A client's ClientHello
+ * goes with the next flush. */
+static void eb_tls_start(struct eb_conn *c, int server)
 {
-	BIO *rb = BIO_new(BIO_s_mem()), *wb = BIO_new(BIO_s_mem());
-	c->ssl = SSL_new(server ? G.tls_srv : G.tls_cli);
-	if (rb == NULL || wb == NULL || c->ssl == NULL)
+	c->ssl = tls_conn_new(server ? G.tls_srv : G.tls_cli, NULL);
+	if (c->ssl == NULL)
 		eb_die("out of memory (TLS)");
-	SSL_set_bio(c->ssl, rb, wb);   /* the SSL owns both BIOs now */
-	if (server)
-		SSL_set_accept_state(c->ssl);
-	else
-		SSL_set_connect_state(c->ssl);
 	c->cbuf = eb_xalloc(EB_TLS_RECV);
 	c->tls_hs = 1;
 	c->tls_fresh = 1;
 	c->tls_t = eb_now();
 	c->pipelining = 0;             /* RFC 3207 4.2: forget the old EHLO */
 	c->offers_tls = 0;
-	return server ? 0 : (eb_tls_step(c) < 0 ? -1 : 0);
 }
 
-/* The handshake is done: note what was agreed; a client says EHLO again. */
-static void eb_tls_up(struct eb_conn *c)
+/* The handshake is done (tls_conn_sink.up): note what was agreed; a client
+ * says EHLO again. */
+static void eb_tls_up(void *arg)
 {
+	struct eb_conn *c = arg;
+	const struct tls_info *ti = tls_conn_info(c->ssl);
 	c->tls_hs = 0;
 	if (c->kind == K_SINK) {
 		G.s_tls_conns++;
-		snprintf(G.s_tls_version, sizeof G.s_tls_version, "%s", SSL_get_version(c->ssl));
-		snprintf(G.s_tls_cipher, sizeof G.s_tls_cipher, "%s", SSL_get_cipher_name(c->ssl));
+		snprintf(G.s_tls_version, sizeof G.s_tls_version, "%s", ti->version);
+		snprintf(G.s_tls_cipher, sizeof G.s_tls_cipher, "%s", ti->cipher);
 		return;
 	}
 	G.tls_ok++;
 	eb_lat_add(&G.tls_lat, eb_now() - c->tls_t);
-	snprintf(G.tls_version, sizeof G.tls_version, "%s", SSL_get_version(c->ssl));
-	snprintf(G.tls_cipher, sizeof G.tls_cipher, "%s", SSL_get_cipher_name(c->ssl));
+	snprintf(G.tls_version, sizeof G.tls_version, "%s", ti->version);
+	snprintf(G.tls_cipher, sizeof G.tls_cipher, "%s", ti->cipher);
 	/* X_TLS is the only expectation: nothing is pipelined with STARTTLS. */
 	c->qh = (c->qh + 1) % c->qcap;
 	c->qn--;
@@ -1639,18 +1600,43 @@ static void eb_tls_up(struct eb_conn *c)
 	eb_exp_push(c, X_EHLO, 0, 0, 0);
 }
 
+/* Decrypted input (tls_conn_sink.plain): into rbuf for the parsers, as
+ * much as fits at a time; a line that fills rbuf is the parsers' bound, as
+ * in the clear. Nonzero stops the decryption (the connection is ending). */
+static int eb_tls_plain(void *arg, const char *p, size_t n)
+{
+	struct eb_conn *c = arg;
+	while (n > 0) {
+		if (c->closing || c->quit_after)
+			return 1;
+		size_t room = c->rcap - c->rlen, k = n < room ? n : room;
+		if (k == 0) {
+			if (c->kind == K_SINK)
+				G.s_proto++;
+			else
+				G.err_proto++;
+			eb_conn_close(c);
+			return 1;
+		}
+		memcpy(c->rbuf + c->rlen, p, k);
+		c->rlen += k;
+		p += k;
+		n -= k;
+		if (c->kind == K_SINK)
+			eb_sink_input(c);
+		else
+			eb_client_data(c);
+	}
+	return c->closing;
+}
+
 /* Encrypts the plaintext waiting in pt (once the handshake is done), then
- * moves every ciphertext byte OpenSSL wrote (handshake, records, alerts,
+ * moves the ciphertext core/tls wrote (handshake, records, alerts,
  * close_notify) behind what the filling output buffer holds. 0 or -1. */
 static int eb_tls_pump(struct eb_conn *c)
 {
-	BIO *wb = SSL_get_wbio(c->ssl);
-	size_t n;
 	if (!c->tls_hs && c->pt.len > 0) {
-		ERR_clear_error();
-		/* A memory BIO takes everything: no partial writes. */
-		int r = SSL_write(c->ssl, c->pt.p, (int)c->pt.len);
-		if (r <= 0 || (size_t)r != c->pt.len) {
+		if (tls_conn_write(c->ssl, c->pt.p, c->pt.len) < 0) {
 			eb_tls_failed(c, "write");
 			return -1;
 		}
@@ -1658,19 +1644,20 @@ static int eb_tls_pump(struct eb_conn *c)
 	}
 	if (c->tls_bye && !c->tls_hs) {
 		c->tls_bye = 0;
-		(void)SSL_shutdown(c->ssl);    /* queues close_notify */
-		ERR_clear_error();
+		(void)tls_conn_shutdown(c->ssl);   /* queues close_notify */
 	}
-	while ((n = BIO_ctrl_pending(wb)) > 0) {
-		struct eb_obuf *b = &c->out[c->ob];
-		if (eb_obuf_reserve(b, n) < 0)
-			return -1;
-		int r = BIO_read(wb, b->p + b->len, (int)n);
-		if (r <= 0)
-			return -1;
-		b->len += (size_t)r;
-	}
-	return 0;
+	if (tls_conn_pending(c->ssl) == 0)
+		return 0;
+	/* The filling buffer (off is 0) seen as a struct buf: tls_conn_take
+	 * appends to it, or swaps memory with it when it is empty. */
+	struct eb_obuf *b = &c->out[c->ob];
+	struct buf v = { .data = b->p, .len = b->len, .cap = b->cap,
+		.max = EB_OUT_MAX };
+	int r = tls_conn_take(c->ssl, &v);
+	b->p = v.data;
+	b->len = v.len;
+	b->cap = v.cap;
+	return r < 0 ? -1 : 0;
 }
 
 /* A client whose server went away with replies owed: a connection error. */
@@ -1682,45 +1669,23 @@ static void eb_peer_gone(struct eb_conn *c)
 	eb_conn_close(c);
 }
 
-/* n bytes of ciphertext in cbuf: the handshake first, then plaintext into
- * rbuf for the parsers, as much as fits (a full rbuf is the parsers' bound,
- * enforced by eb_recv()). */
+/* n bytes of ciphertext in cbuf: core/tls runs the handshake and hands the
+ * plaintext to eb_tls_plain(); the output is flushed once it is done. */
 static void eb_tls_input(struct eb_conn *c, size_t n)
 {
-	if (BIO_write(SSL_get_rbio(c->ssl), c->cbuf, (int)n) != (int)n) {
-		eb_tls_failed(c, "BIO_write");
+	static const struct tls_conn_sink sink = { eb_tls_up, eb_tls_plain };
+	int hs = c->tls_hs;
+	c->tls_in = 1;
+	int r = tls_conn_input(c->ssl, c->cbuf, n, &sink, c);
+	c->tls_in = 0;
+	if (r < 0) {
+		eb_tls_failed(c, hs ? "handshake" : "read");
 		eb_conn_close(c);
 		return;
 	}
-	if (c->tls_hs) {
-		int r = eb_tls_step(c);
-		if (r < 0) {
-			eb_conn_close(c);
-			return;
-		}
-		if (r == 1)
-			eb_tls_up(c);
-	}
-	while (!c->tls_hs && !c->closing && !c->quit_after && c->rlen < c->rcap) {
-		ERR_clear_error();
-		int r = SSL_read(c->ssl, c->rbuf + c->rlen, (int)(c->rcap - c->rlen));
-		if (r <= 0) {
-			int e = SSL_get_error(c->ssl, r);
-			if (e == SSL_ERROR_WANT_READ)
-				break;
-			if (e == SSL_ERROR_ZERO_RETURN) {  /* close_notify */
-				eb_peer_gone(c);
-				return;
-			}
-			eb_tls_failed(c, "read");
-			eb_conn_close(c);
-			return;
-		}
-		c->rlen += (size_t)r;
-		if (c->kind == K_SINK)
-			eb_sink_input(c);
-		else
-			eb_client_data(c);
+	if (r == TLS_CONN_EOF) {       /* close_notify */
+		eb_peer_gone(c);
+		return;
 	}
 	eb_flush(c);
 }
