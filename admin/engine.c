@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin/authpool.h"
 #include "core/epoch.h"
 #include "core/log.h"
 #include "core/loop.h"
@@ -57,6 +58,7 @@ struct engine_set {
 	struct engine *eng;
 	unsigned n;
 	unsigned started;               /* threads created (and to be joined) */
+	struct authpool *auth;          /* AUTH's verifiers; NULL without Redis */
 	pthread_mutex_t lock;           /* guards every engine's state */
 	pthread_cond_t cond;            /* signalled on each state report */
 };
@@ -136,6 +138,7 @@ static int engine_setup(struct engine *e, struct engine_parts *p)
 	if (!p->d)
 		return engine_fail(e, "out of memory");
 	smtpd_set_budget(p->d, e->env->data_budget);
+	smtpd_set_auth(p->d, e->set->auth ? authpool_backend(e->set->auth) : NULL);
 	engine_loop_conf(e, p->d, &lc, addr_busy, sizeof(addr_busy));
 	/* The ring is created here, in the thread that will submit to it
 	 * (IORING_SETUP_SINGLE_ISSUER). */
@@ -221,6 +224,22 @@ static int engine_wait_ready(struct engine_set *s)
 	return failed ? -1 : 0;
 }
 
+/* The AUTH verifier pool, before any engine thread can ask it; without
+ * Redis there are no users, so no pool and AUTH is not offered. */
+static int engine_auth_start(struct engine_set *s, const struct config *cfg)
+{
+	char err[CONFIG_ERR_MAX];
+
+	if (cfg->redis.kind == CONFIG_REDIS_NONE)
+		return 0;
+	s->auth = authpool_start(cfg, err, sizeof(err));
+	if (!s->auth) {
+		log_err("%s", err);
+		return -1;
+	}
+	return 0;
+}
+
 struct engine_set *engine_start(const struct engine_env *env)
 {
 	struct engine_set *s = calloc(1, sizeof(*s));
@@ -236,6 +255,8 @@ struct engine_set *engine_start(const struct engine_env *env)
 	s->n = env->cfg->threads;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
+	if (engine_auth_start(s, env->cfg))
+		return engine_free(s);
 	for (unsigned i = 0; i < s->n; i++) {
 		struct engine *e = &s->eng[i];
 
@@ -272,6 +293,10 @@ int engine_stop(struct engine_set *s)
 			failed = 1;
 	}
 	s->started = 0;
+	/* Every loop has finished (each waited for its sessions' AUTH answers,
+	 * or for shutdown_timeout): a verifier still in crypt_r posts to a
+	 * finished loop, which drops it; the loops are freed only after. */
+	authpool_stop(s->auth);
 	return failed ? -1 : 0;
 }
 
@@ -279,6 +304,8 @@ struct engine_set *engine_free(struct engine_set *s)
 {
 	if (!s)
 		return NULL;
+	/* Joined first: a verifier may still post to a loop until then. */
+	s->auth = authpool_free(s->auth);
 	for (unsigned i = 0; i < s->n; i++) {
 		drain_free(s->eng[i].drain);
 		loop_free(s->eng[i].loop);

@@ -45,6 +45,7 @@
 #define ETRNCTL_SALT_BYTES 16
 #define ETRNCTL_QID_DIGITS 14        /* proto/qid.h QID_DIGITS */
 #define ETRNCTL_DEST_MAX 256         /* flush --force --to HOST[:PORT] */
+#define ETRNCTL_USER_DOMAINS_MAX 64  /* user add --domain, per command */
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
@@ -63,6 +64,9 @@ struct opts {
 	int force;                /* flush --force */
 	const char *to;           /* flush --force --to HOST[:PORT] */
 	int full;                 /* message show --full */
+	const char *domains[ETRNCTL_USER_DOMAINS_MAX]; /* user add --domain */
+	int ndomains;
+	int domains_over;         /* more --domain than ETRNCTL_USER_DOMAINS_MAX */
 };
 
 static void usage(FILE *f)
@@ -79,7 +83,10 @@ static void usage(FILE *f)
 		"                     a held message: envelope, recipient states and header (or\n"
 		"                     the whole message); delete it (postsuper -d); return it to\n"
 		"                     its sender with a DSN\n"
-		"  user add NAME | user passwd NAME | user del NAME   [--password-stdin]\n"
+		"  user add NAME [--domain DOMAIN ...] | user passwd NAME | user del NAME\n"
+		"                     [--password-stdin]; --domain: NAME owns DOMAIN (which must\n"
+		"                     exist): it may ETRN it from any address after AUTH\n"
+		"  user show NAME     the domains NAME owns and its hash kind (never the hash)\n"
 		"  import FILE.csv    (columns: %s,%s,%s,%s,%s,%s,%s,%s; a header line may reorder them)\n"
 		"  export             (CSV on stdout, as import reads it)\n"
 		"  flush DOMAIN|@DOMAIN|#QUEUE  ETRN on the operator's behalf: the daemon drains now\n"
@@ -619,6 +626,212 @@ static int hash_password(const char *pw, char *out, size_t outlen)
 	return rc;
 }
 
+/* The writes of user add, one transaction: the password, and for each
+ * domain its row's owner and the user's domain:D field, taken from the
+ * previous owner (old[i]) if another. Returns the commands appended. */
+static int user_add_writes(struct ctl *x, const char *user, const char *hash,
+			   char (*names)[DOMTAB_NAME_MAX + 1], char **old, int nd)
+{
+	char k[ETRNCTL_KEY_MAX], k2[ETRNCTL_KEY_MAX], f[ETRNCTL_KEY_MAX];
+	char ev[DOMTAB_NAME_MAX + SCHEMA_NAME_MAX + 16];
+	int n = 0;
+
+	key(k, x, "user:", user);
+	redisAppendCommand(x->rc, "MULTI");
+	redisAppendCommand(x->rc, "HSETNX %s %s %s", k, SCHEMA_F_PASSWORD, hash);
+	n += 2;
+	for (int i = 0; i < nd; i++) {
+		snprintf(f, sizeof(f), "%s%s", SCHEMA_USER_DOMAIN, names[i]);
+		redisAppendCommand(x->rc, "HSET %s %s %s", key(k2, x, "domain:", names[i]),
+				   SCHEMA_F_OWNER, user);
+		redisAppendCommand(x->rc, "HSET %s %s 1", k, f);
+		n += 2;
+		if (old[i] && strcmp(old[i], user)) {
+			redisAppendCommand(x->rc, "HDEL %s %s", key(k2, x, "user:", old[i]), f);
+			n++;
+		}
+		snprintf(ev, sizeof(ev), "domain %s", names[i]);
+		redisAppendCommand(x->rc, "PUBLISH %s %s", x->chan, ev);
+		n++;
+	}
+	snprintf(ev, sizeof(ev), "user %s", user);
+	redisAppendCommand(x->rc, "PUBLISH %s %s", x->chan, ev);
+	redisAppendCommand(x->rc, "EXEC");
+	return n + 2;
+}
+
+static void user_add_report(const struct ctl *x, const char *user,
+			    char (*names)[DOMTAB_NAME_MAX + 1], int nd)
+{
+	if (x->json) {
+		printf("{\"user\":");
+		json_str(stdout, user);
+		printf(",\"result\":\"added\",\"domains\":[");
+		for (int i = 0; i < nd; i++) {
+			if (i)
+				putchar(',');
+			json_str(stdout, names[i]);
+		}
+		printf("]}\n");
+		return;
+	}
+	printf("user %s added", user);
+	for (int i = 0; i < nd; i++)
+		printf("%s%s", i ? " " : ", owns ", names[i]);
+	putchar('\n');
+}
+
+/* user add NAME [--domain D ...]: every domain must exist before anything is
+ * written or a password asked for. */
+static int user_add(struct ctl *x, const char *user, const struct opts *o)
+{
+	char why[SCHEMA_WHY_MAX], pw[ETRNCTL_PASSWORD_MAX], hash[CRYPT_OUTPUT_SIZE];
+	char (*names)[DOMTAB_NAME_MAX + 1] = NULL, **old = NULL, *q;
+	int nd = o->ndomains, rc = EXIT_FAIL, exists;
+
+	if (schema_user_check(user, why, sizeof(why)))
+		return bad("%s", why);
+	if (o->domains_over)
+		return bad("at most %d --domain in one command", ETRNCTL_USER_DOMAINS_MAX);
+	names = calloc((size_t)nd + 1, sizeof(*names));
+	old = calloc((size_t)nd + 1, sizeof(*old));
+	if (!names || !old) {
+		rc = fail("out of memory");
+		goto out;
+	}
+	for (int i = 0; i < nd; i++)
+		if (schema_domain_norm(o->domains[i], 1, names[i], why, sizeof(why))) {
+			rc = bad("--domain %s", why);
+			goto out;
+		}
+	exists = user_exists(x, user);
+	if (exists) {
+		if (exists > 0)
+			fail("user %s already exists (etrnctl user passwd %s changes the password; "
+			     "etrnctl domain add DOMAIN --owner %s gives it a domain)", user, user, user);
+		goto out;
+	}
+	for (int i = 0; i < nd; i++) {
+		exists = old_row(x, names[i], &q, &old[i]);
+		free(q);
+		if (exists == 0)
+			fail("--domain %s: no such domain (etrnctl domain add %s first)", names[i],
+			     names[i]);
+		if (exists <= 0)
+			goto out;
+	}
+	if ((rc = read_password(o, pw, sizeof(pw))))
+		goto out;
+	rc = hash_password(pw, hash, sizeof(hash));
+	explicit_bzero(pw, sizeof(pw));
+	if (rc) {
+		rc = fail("crypt(3) could not hash the password");
+		goto out;
+	}
+	rc = read_replies(x, user_add_writes(x, user, hash, names, old, nd), "user add");
+	if (rc == 0)
+		user_add_report(x, user, names, nd);
+out:
+	for (int i = 0; old && i < nd; i++)
+		free(old[i]);
+	free(old);
+	free(names);
+	return rc;
+}
+
+/* The kind of a stored hash, in words (the hash itself is never shown). */
+static const char *hash_kind(const char *h)
+{
+	if (!strncmp(h, "$y$", 3))
+		return "yescrypt";
+	if (!strncmp(h, "$6$", 3))
+		return "sha-512";
+	return "unusable (not yescrypt or SHA-512: etrnctl user passwd)";
+}
+
+/* The owner a domain's row names: "" when none, NULL when no such row or
+ * on failure (*err set). strdup'ed. */
+static char *row_owner(struct ctl *x, const char *domain, int *err)
+{
+	char *o = NULL, *q = NULL;
+	int exists = old_row(x, domain, &q, &o);
+
+	free(q);
+	*err = exists < 0;
+	if (exists <= 0) {
+		free(o);
+		return NULL;
+	}
+	return o ? o : strdup("");
+}
+
+/* One owned domain of user show, with what its row says when it disagrees. */
+static int user_show_domain(struct ctl *x, const char *user, const char *d, int first)
+{
+	int err;
+	char *o = row_owner(x, d, &err);
+	const char *note = !o ? "no such domain" : strcmp(o, user) ? "row names another owner" : NULL;
+
+	if (err)
+		return -1;
+	if (x->json) {
+		printf("%s{\"domain\":", first ? "" : ",");
+		json_str(stdout, d);
+		if (note) {
+			printf(",\"problem\":");
+			json_str(stdout, note);
+		}
+		putchar('}');
+	} else {
+		printf("%s%s%s%s", first ? "" : " ", d, note ? " (" : "", note ? note : "");
+		if (note)
+			putchar(')');
+	}
+	free(o);
+	return 0;
+}
+
+static int user_show(struct ctl *x, const char *user)
+{
+	char why[SCHEMA_WHY_MAX], k[ETRNCTL_KEY_MAX];
+	const char *pw = NULL;
+	redisReply *r;
+	size_t plen = strlen(SCHEMA_USER_DOMAIN);
+	int first = 1, rc = EXIT_OK;
+
+	if (schema_user_check(user, why, sizeof(why)))
+		return bad("%s", why);
+	r = cmd(x, "HGETALL %s", key(k, x, "user:", user));
+	if (!r || r->type != REDIS_REPLY_ARRAY)
+		return redis_failed(x, r, "HGETALL");
+	if (r->elements == 0) {
+		freeReplyObject(r);
+		return fail("user %s does not exist", user);
+	}
+	for (size_t i = 0; i + 1 < r->elements; i += 2)
+		if (!strcmp(r->element[i]->str, SCHEMA_F_PASSWORD))
+			pw = r->element[i + 1]->str;
+	if (x->json) {
+		printf("{\"user\":");
+		json_str(stdout, user);
+		printf(",\"password\":");
+		json_str(stdout, pw ? hash_kind(pw) : "none");
+		printf(",\"domains\":[");
+	} else {
+		printf("user: %s\npassword: %s\ndomains: ", user, pw ? hash_kind(pw) : "none");
+	}
+	for (size_t i = 0; i + 1 < r->elements && rc == EXIT_OK; i += 2) {
+		if (strncmp(r->element[i]->str, SCHEMA_USER_DOMAIN, plen))
+			continue;
+		if (user_show_domain(x, user, r->element[i]->str + plen, first))
+			rc = EXIT_FAIL;
+		first = 0;
+	}
+	printf(x->json ? "]}\n" : "\n");
+	freeReplyObject(r);
+	return rc;
+}
+
 static int user_cmd(struct ctl *x, const char *verb, const char *user, const struct opts *o)
 {
 	char why[SCHEMA_WHY_MAX], k[ETRNCTL_KEY_MAX], pw[ETRNCTL_PASSWORD_MAX], hash[256];
@@ -626,6 +839,10 @@ static int user_cmd(struct ctl *x, const char *verb, const char *user, const str
 	redisReply *r;
 	int exists, rc;
 
+	if (!strcmp(verb, "add"))
+		return user_add(x, user, o);
+	if (!strcmp(verb, "show"))
+		return user_show(x, user);
 	if (schema_user_check(user, why, sizeof(why)))
 		return bad("%s", why);
 	key(k, x, "user:", user);
@@ -1178,6 +1395,7 @@ enum {
 	CTL_F_DAEMON = 1 << 2,    /* talks to the running etrnd, not only Redis */
 	CTL_F_FORCE = 1 << 3,     /* takes --force and --to */
 	CTL_F_FULL = 1 << 4,      /* takes --full */
+	CTL_F_DOMAINS = 1 << 5,   /* takes --domain (repeated) */
 };
 
 /* One command: "name sub ARGS". usage lists its arguments, one word each,
@@ -1333,7 +1551,8 @@ static const struct ctl_cmd ctl_cmds[] = {
 	{ "message", "delete", cmd_message, "QID", CTL_F_DAEMON },
 	{ "message", "bounce", cmd_message, "QID", CTL_F_DAEMON },
 	{ "queue", "show", cmd_queue_show, "NAME", 0 },
-	{ "user", "add", cmd_user, "NAME", CTL_F_PASSWORD },
+	{ "user", "add", cmd_user, "NAME", CTL_F_PASSWORD | CTL_F_DOMAINS },
+	{ "user", "show", cmd_user, "NAME", 0 },
 	{ "user", "passwd", cmd_user, "NAME", CTL_F_PASSWORD },
 	{ "user", "del", cmd_user, "NAME", 0 },
 	{ "import", NULL, cmd_import, "FILE.csv", 0 },
@@ -1409,6 +1628,9 @@ static const struct ctl_cmd *ctl_cmd_find(char **args, int nargs, int domain_opt
 		return bad("--to only goes with flush --force"), NULL;
 	if (o->full && !(c->flags & CTL_F_FULL))
 		return bad("--full only goes with message show"), NULL;
+	if (o->ndomains && !(c->flags & CTL_F_DOMAINS))
+		return bad("--domain only goes with user add (domain add --owner USER for one more)"),
+		       NULL;
 	*rc = EXIT_OK;
 	return c;
 }
@@ -1429,7 +1651,7 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 {
 	enum {
 		O_REDIS = 256, O_JSON, O_DEST, O_QUEUE, O_ETRN_FROM, O_OWNER, O_MAX_HOLD,
-		O_QUOTA, O_TLS, O_PWSTDIN, O_HELP, O_FORCE, O_TO, O_FULL,
+		O_QUOTA, O_TLS, O_PWSTDIN, O_HELP, O_FORCE, O_TO, O_FULL, O_DOMAIN,
 	};
 	static const struct option lopts[] = {
 		{ "redis", required_argument, 0, O_REDIS },
@@ -1446,6 +1668,7 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 		{ "force", no_argument, 0, O_FORCE },
 		{ "to", required_argument, 0, O_TO },
 		{ "full", no_argument, 0, O_FULL },
+		{ "domain", required_argument, 0, O_DOMAIN },
 		{ 0, 0, 0, 0 },
 	};
 	int opt;
@@ -1466,6 +1689,12 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 		case O_FORCE: o->force = 1; break;
 		case O_TO: o->to = optarg; break;
 		case O_FULL: o->full = 1; break;
+		case O_DOMAIN:
+			if (o->ndomains < ETRNCTL_USER_DOMAINS_MAX)
+				o->domains[o->ndomains++] = optarg;
+			else
+				o->domains_over = 1;
+			break;
 		case 'h': case O_HELP: usage(stdout); return EXIT_OK;
 		default: usage(stderr); return EXIT_USAGE;
 		}

@@ -712,6 +712,11 @@ static const struct config_key config_keys[] = {
 	/* The customer server's 220 (RFC 5321 4.5.3.2.1: 5 minutes). */
 	{ "drain_greeting_timeout", set_duration, OFF(drain_greeting_timeout_ms), 100, MS_PER_DAY },
 	{ "etrn_rate_limit", set_uint, OFF(etrn_rate_limit), 1, 100000 },
+	/* AUTH: threads running crypt(3) (each with its own Redis connection),
+	 * and failures per address per minute, like Postfix's anvil
+	 * smtpd_client_auth_rate_limit but counting failures only. */
+	{ "auth_verifiers", set_uint, OFF(auth_verifiers), 1, CONFIG_AUTH_VERIFIERS_MAX },
+	{ "auth_failure_limit", set_uint, OFF(auth_failure_limit), 1, CONFIG_AUTH_FAILURE_LIMIT_MAX },
 	{ "max_hold", set_duration, OFF(max_hold_ms), CONFIG_MAX_HOLD_MIN_MS, CONFIG_MAX_HOLD_MAX_MS },
 	/* Like Postfix's delay_warning_time; 0 turns warnings off. */
 	{ "delay_warning", set_duration, OFF(delay_warning_ms), 0, 49 * MS_PER_DAY },
@@ -778,6 +783,8 @@ void config_defaults(struct config *c)
 	c->drain_done_window = 64;
 	c->drain_greeting_timeout_ms = 5u * 60u * 1000u;
 	c->etrn_rate_limit = 60;
+	c->auth_verifiers = CONFIG_AUTH_VERIFIERS_DEFAULT;
+	c->auth_failure_limit = CONFIG_AUTH_FAILURE_LIMIT_DEFAULT;
 	c->max_hold_ms = 5u * 86400u * 1000u;
 	c->delay_warning_ms = 0;
 	c->clock_offset_ms = 0;

@@ -56,6 +56,14 @@
 enum config_sync { CONFIG_SYNC_NONE, CONFIG_SYNC_BATCH, CONFIG_SYNC_ALWAYS };
 
 /* Where the Redis with the domain table lives (key "redis"). */
+/* AUTH (RFC 4954): verifier threads running crypt(3) off the engine threads,
+ * and failed attempts per client address per minute (auth_failure_limit;
+ * core/addrlimit.h). */
+#define CONFIG_AUTH_VERIFIERS_DEFAULT 2
+#define CONFIG_AUTH_VERIFIERS_MAX 64
+#define CONFIG_AUTH_FAILURE_LIMIT_DEFAULT 10
+#define CONFIG_AUTH_FAILURE_LIMIT_MAX 100000
+
 #define CONFIG_REDIS_PREFIX_MAX 64
 enum config_redis_kind { CONFIG_REDIS_NONE, CONFIG_REDIS_UNIX, CONFIG_REDIS_TCP };
 struct config_redis {
@@ -118,6 +126,8 @@ struct config {
 	unsigned drain_greeting_timeout_ms; /* RFC 5321 4.5.3.2.1 */
 	unsigned drain_done_window;     /* per drain connection: crash duplicates */
 	unsigned etrn_rate_limit;       /* ETRN per client address per minute */
+	unsigned auth_verifiers;        /* threads checking AUTH passwords */
+	unsigned auth_failure_limit;    /* failed AUTH per client address per minute */
 	unsigned max_hold_ms;           /* held mail expires after this */
 	unsigned delay_warning_ms;      /* sender warned after this; 0 = never */
 	unsigned clock_offset_ms;       /* test aid: added to the wall clock */

@@ -41,7 +41,7 @@
 #include "proto/drain_resolve.h"
 #include "proto/drain_status.h"
 #include "proto/etrn.h"
-#include "proto/etrn_limit.h"
+#include "core/addrlimit.h"
 #include "store/domstat.h"
 #include "store/spool_index.h"
 
@@ -71,7 +71,7 @@ struct drain_hub {
 	struct resolver *resolver;     /* the process's; not ours to free */
 	int closed;                    /* drain_hub_quiesce(): post no more */
 	_Atomic uint64_t unresolved;   /* drains ended: dest did not resolve */
-	struct etrn_limit *etrn_limit; /* etrn_rate_limit, node-wide */
+	struct addrlimit *etrn_limit;  /* etrn_rate_limit, node-wide */
 	struct drain_active *act;
 	size_t nact, capact;
 	struct smtp_client_conf ccf;
@@ -100,9 +100,9 @@ struct drain_hub *drain_hub_new(const struct config *cfg,
 	if (!h)
 		return NULL;
 	h->drains = calloc(nthreads, sizeof(*h->drains));
-	h->etrn_limit = etrn_limit_new(cfg->etrn_rate_limit, ETRN_LIMIT_ADDRS_DEFAULT);
+	h->etrn_limit = addrlimit_new("etrn_rate_limit", cfg->etrn_rate_limit, ADDRLIMIT_ADDRS_DEFAULT);
 	if (!h->drains || !h->etrn_limit) {
-		etrn_limit_free(h->etrn_limit);
+		addrlimit_free(h->etrn_limit);
 		free(h->drains);
 		free(h);
 		return NULL;
@@ -139,7 +139,7 @@ struct drain_hub *drain_hub_free(struct drain_hub *h)
 	if (!h)
 		return NULL;
 	pthread_mutex_destroy(&h->mu);
-	etrn_limit_free(h->etrn_limit);
+	addrlimit_free(h->etrn_limit);
 	free(h->act);
 	free(h->drains);
 	free(h);
@@ -424,19 +424,20 @@ static enum etrn_outcome hub_start(struct drain_hub *h, const struct domtab_row 
 
 /* etrn_rate_limit per client address, one limiter for the whole node, so
  * connections landing on different engine threads share it
- * (proto/etrn_limit.h). */
+ * (core/addrlimit.h). */
 static int rate_ok(struct drain *d, const char *client)
 {
-	return etrn_limit_take(d->hub->etrn_limit, client, now_mono_ms());
+	return addrlimit_take(d->hub->etrn_limit, client, now_mono_ms());
 }
 
 /*
  * ETRN #queue or @domain (RFC 1985 section 3): every provisioned domain in
  * the queue, or the domain and its subdomains, that the client (sa; NULL
- * for the operator) may release. One reply for all (etrn_tally_outcome()).
+ * for the operator) or its authenticated user (NULL: none) may release.
+ * One reply for all (etrn_tally_outcome()).
  */
 static void drain_many(struct drain_hub *h, const char *client, const struct sockaddr *sa,
-		       const struct etrn_node *en, struct buf *out)
+		       const char *user, const struct etrn_node *en, struct buf *out)
 {
 	const struct domtab *t = domtab_live_get(h->dt);
 	struct etrn_tally tally;
@@ -454,7 +455,7 @@ static void drain_many(struct drain_hub *h, const char *client, const struct soc
 
 		if (!etrn_row_matches(en, row))
 			continue;
-		permit = etrn_permit(row, sa);
+		permit = etrn_permit(row, sa, user);
 		if (permit == ETRN_OK)
 			started = hub_start(h, row, row->name, strlen(row->name), who, &n);
 		etrn_tally_add(&tally, permit, started, n);
@@ -467,8 +468,8 @@ static void drain_many(struct drain_hub *h, const char *client, const struct soc
 	(void)etrn_reply(out, o, en->shown, en->shown_len, client, tally.total);
 }
 
-void drain_etrn(struct drain *d, const char *client, const char *node, size_t len,
-		struct buf *out)
+void drain_etrn(struct drain *d, const char *client, const char *user, const char *node,
+		size_t len, struct buf *out)
 {
 	struct drain_hub *h = d->hub;
 	const struct domtab_row *row;
@@ -494,11 +495,11 @@ void drain_etrn(struct drain *d, const char *client, const char *node, size_t le
 		return;
 	}
 	if (en.kind != ETRN_KIND_DOMAIN) {
-		drain_many(h, client, (struct sockaddr *)&ss, &en, out);
+		drain_many(h, client, (struct sockaddr *)&ss, user, &en, out);
 		return;
 	}
 	row = domtab_find(domtab_live_get(h->dt), en.name, en.name_len);
-	o = etrn_permit(row, (struct sockaddr *)&ss);
+	o = etrn_permit(row, (struct sockaddr *)&ss, user);
 	if (o != ETRN_OK) {
 		log_info("ETRN %s from [%s]: %s", en.name, client,
 			 o == ETRN_DENIED_UNKNOWN ? "not a customer domain here"
@@ -524,11 +525,11 @@ void drain_hub_flush(struct drain_hub *h, const char *node, size_t len, struct b
 		return;
 	}
 	if (en.kind != ETRN_KIND_DOMAIN) {
-		drain_many(h, "operator", NULL, &en, out);
+		drain_many(h, "operator", NULL, NULL, &en, out);
 		return;
 	}
 	row = domtab_find(domtab_live_get(h->dt), en.name, en.name_len);
-	o = etrn_permit(row, NULL);
+	o = etrn_permit(row, NULL, NULL);
 	if (o == ETRN_OK)
 		o = hub_start(h, row, en.name, en.name_len, "the operator", &n);
 	(void)etrn_reply(out, o, en.shown, en.shown_len, NULL, n);

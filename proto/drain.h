@@ -65,10 +65,11 @@ int drain_busy(const struct drain *d);
 
 /*
  * Answer ETRN node (as smtp_server's etrn callback gives it) from client
- * (its printable address) on thread d, and start the drain. Appends the
- * whole reply to out; never blocks and never waits for delivery.
+ * (its printable address), authenticated as user (NULL: not), on thread
+ * d, and start the drain. Appends the whole reply to out; never blocks and
+ * never waits for delivery.
  */
-void drain_etrn(struct drain *d, const char *client, const char *node,
+void drain_etrn(struct drain *d, const char *client, const char *user, const char *node,
 		size_t len, struct buf *out);
 
 /*

@@ -89,10 +89,14 @@ int etrn_client_addr(const char *client, struct sockaddr_storage *ss)
 	return netaddr_from_text(client, 0, ss, NULL);
 }
 
-enum etrn_outcome etrn_permit(const struct domtab_row *row, const struct sockaddr *client)
+enum etrn_outcome etrn_permit(const struct domtab_row *row, const struct sockaddr *client,
+			      const char *user)
 {
 	if (!row)
 		return ETRN_DENIED_UNKNOWN;
+	/* User names are case-sensitive, as in Redis (etrnd:user:<name>). */
+	if (user && row->owner && strcmp(user, row->owner) == 0)
+		return ETRN_OK;
 	if (client && !domtab_row_allows(row, client))
 		return ETRN_DENIED_CLIENT;
 	return ETRN_OK;

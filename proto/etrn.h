@@ -94,12 +94,15 @@ enum etrn_outcome etrn_parse(const char *node, size_t len, enum etrn_source src,
 int etrn_client_addr(const char *client, struct sockaddr_storage *ss);
 
 /*
- * May client release row's mail? (DESIGN.md 6: the domain's etrn_from
- * networks; an authenticated owner comes with AUTH.) client NULL is the
- * operator, who always may. Returns ETRN_OK, ETRN_DENIED_UNKNOWN when row
- * is NULL, or ETRN_DENIED_CLIENT.
+ * May client release row's mail? (DESIGN.md 6.) Yes when user (the
+ * session's authenticated user, NULL when none) is the row's owner, from
+ * any address; else when client is in the domain's etrn_from networks,
+ * with or without credentials. client NULL is the operator, who always
+ * may. Returns ETRN_OK, ETRN_DENIED_UNKNOWN when row is NULL, or
+ * ETRN_DENIED_CLIENT.
  */
-enum etrn_outcome etrn_permit(const struct domtab_row *row, const struct sockaddr *client);
+enum etrn_outcome etrn_permit(const struct domtab_row *row, const struct sockaddr *client,
+		const char *user);
 
 /* 1 if row belongs to an "@domain" node (it is the domain or below it) or
  * a "#queue" node (its queue is that name); case-insensitive. A wildcard

@@ -3,7 +3,9 @@
  * smtp_server: the RFC 5321 server session as a pure state machine (see
  * smtp_server.h for the contract). One allocation per session: the struct
  * and its bounded command-line buffer. The transaction's envelope and body
- * live in capped buffers that are reused from message to message.
+ * live in capped buffers that are reused from message to message. STARTTLS
+ * and AUTH are states of the same machine; the SASL exchange itself is
+ * proto/smtp_auth.c's.
  */
 #include "proto/smtp_server.h"
 
@@ -19,6 +21,7 @@
 #include "core/linereader.h"
 #include "core/log.h"
 #include "proto/etrn.h"
+#include "proto/smtp_auth.h"
 #include "proto/smtp_parse.h"
 
 #define SMTP_HELO_MAX 64        /* HELO text kept for Received: (sanitized) */
@@ -27,6 +30,12 @@
 #define SMTP_RECEIVED_ROOM 1024 /* Received: header, not counting our hostname */
 #define SMTP_LOG_TEXT 160       /* untrusted text quoted in a log line */
 #define SMTP_DATE_MAX 64        /* "Tue, 24 Nov 2026 00:38:41 +0000 (UTC)" */
+/* TLS version and cipher names kept for Received: ("TLSv1.3",
+ * "TLS_AES_256_GCM_SHA384"; OpenSSL's longest are under 50). With the
+ * Authenticated sender: comment (AUTH_USER_MAX) they add under 200 octets
+ * to a header whose other parts take under 560, inside
+ * SMTP_RECEIVED_ROOM. */
+#define SMTP_TLS_TEXT_MAX 64
 #define SMTP_NUL_WINDOW 4096    /* DATA: look for NUL bytes this far ahead */
 /* After an unusually large message, give memory back so one big body does
  * not stay pinned for the rest of the session. */
@@ -46,10 +55,14 @@ enum smtp_state {
 	SMTP_STATE_DATA,     /* reading the message */
 	SMTP_STATE_COMMIT,   /* message complete, waiting for commit_done */
 	SMTP_STATE_CLOSED,   /* final reply written; nothing more is read */
+	SMTP_STATE_TLS,      /* 220 to STARTTLS sent, waiting for tls_up */
+	SMTP_STATE_AUTH,     /* 334 sent, reading the client's response line */
+	SMTP_STATE_AUTH_CHECK, /* credentials handed over, waiting for auth_done */
 };
 
 static const char *const smtp_state_names[] = {
-	"INIT", "READY", "MAIL", "RCPT", "DATA", "COMMIT", "CLOSED",
+	"INIT", "READY", "MAIL", "RCPT", "DATA", "COMMIT", "CLOSED", "TLS", "AUTH",
+	"AUTH_CHECK",
 };
 
 /* Where the DATA reader stands inside the current line. */
@@ -103,11 +116,19 @@ struct smtp_session {
 	unsigned errors;     /* against limits.max_errors */
 	int esmtp;           /* EHLO (1) or HELO (0) */
 	int out_failed;      /* a reply could not be appended: close */
+	int trusted;         /* listen_trusted: AUTH without TLS */
+	int tls;             /* the handshake is done; tls_* below are set */
+	int tls_bits;
 	struct linereader lr; /* command lines, into line[] */
 	char client_addr[SMTP_CLIENT_MAX];
 	char helo[SMTP_HELO_MAX + 1];
+	char tls_version[SMTP_TLS_TEXT_MAX];
+	char tls_cipher[SMTP_TLS_TEXT_MAX];
+	char user[AUTH_USER_MAX + 1]; /* authenticated user, "" = none */
+	struct smtp_auth auth;        /* the AUTH exchange in progress */
 	struct smtp_tx tx;
-	char line[];         /* limits.command_max octets, lr's buffer */
+	size_t line_cap;     /* octets of line[] */
+	char line[];         /* max(command_max, SMTP_AUTH_LINE_MAX), lr's buffer */
 };
 
 /* A parsed command, handed from check to proceed. */
@@ -271,15 +292,26 @@ static void smtp_set_helo(struct smtp_session *s, const char *p, size_t n, int e
 	smtp_enter_state(s, SMTP_STATE_READY);
 }
 
+/* AUTH is offered (RFC 4954 4: PLAIN and LOGIN send the password as it is,
+ * so only inside TLS, or where the operator said the network is trusted). */
+static int smtp_auth_offered(const struct smtp_session *s)
+{
+	return s->conf->auth && (s->tls || s->trusted);
+}
+
 static void smtp_proceed_ehlo(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
 {
 	smtp_set_helo(s, c->arg, c->arg_len, 1);
-	/* Extensions: adding STARTTLS/AUTH/ETRN later is one line each here. */
+	/* Extensions: adding one is one line here. */
 	smtp_reply(s, out, "250-%s", s->conf->hostname);
 	smtp_reply(s, out, "250-PIPELINING");
 	smtp_reply(s, out, "250-SIZE %zu", s->conf->limits.size_max);
 	smtp_reply(s, out, "250-8BITMIME");
 	smtp_reply(s, out, "250-ENHANCEDSTATUSCODES");
+	if (s->conf->starttls && !s->tls)
+		smtp_reply(s, out, "250-STARTTLS");
+	if (smtp_auth_offered(s))
+		smtp_reply(s, out, "250-AUTH " SMTP_AUTH_OFFER);
 	if (s->conf->etrn)
 		smtp_reply(s, out, "250-ETRN");
 	smtp_reply(s, out, "250 SMTPUTF8");
@@ -578,32 +610,50 @@ static int smtp_format_date(char *dst, size_t n, time_t t)
 	return 0;
 }
 
-/* Our trace header (RFC 5321 4.4), first in the stored body. */
+/* RFC 3848 with-protocol: S for TLS, A for an authenticated user. AUTH
+ * needs EHLO, so a HELO session is plain SMTP (3848 has no "SMTPS"). */
+static const char *smtp_with_protocol(const struct smtp_session *s)
+{
+	static const char *const esmtp[] = { "ESMTP", "ESMTPA", "ESMTPS", "ESMTPSA" };
+
+	if (!s->esmtp)
+		return "SMTP";
+	return esmtp[(s->tls ? 2 : 0) + (s->user[0] ? 1 : 0)];
+}
+
+/* Our trace header (RFC 5321 4.4), first in the stored body. TLS and the
+ * authenticated user are comments on lines of their own, where and as
+ * Postfix writes them; every part is printable ASCII without parentheses,
+ * so the comments stay balanced and the header unfolds cleanly. */
 static int smtp_write_received(struct smtp_session *s)
 {
 	const struct smtp_server_conf *conf = s->conf;
 	struct smtp_tx *tx = &s->tx;
 	char date[SMTP_DATE_MAX];
 	time_t now = conf->clock ? conf->clock(conf->clock_arg) : time(NULL);
-	const char *proto = s->esmtp ? "ESMTP" : "SMTP";
 	int r;
 
 	r = smtp_format_date(date, sizeof(date), now);
 	if (r < 0)
 		return r;
-	if (tx->nrcpt == 1) {
+	r = buf_printf(&tx->body, "Received: from %s (%s)\r\n", s->helo, s->client_addr);
+	if (r == 0 && s->tls)
+		r = buf_printf(&tx->body, "\t(using %s with cipher %s (%d/%d bits))\r\n",
+			       s->tls_version, s->tls_cipher, s->tls_bits, s->tls_bits);
+	if (r == 0 && s->user[0])
+		r = buf_printf(&tx->body, "\t(Authenticated sender: %s)\r\n", s->user);
+	if (r == 0)
+		r = buf_printf(&tx->body, "\tby %s (etrnd) with %s id %s", conf->hostname,
+			       smtp_with_protocol(s), tx->qid);
+	if (r == 0 && tx->nrcpt == 1) {
 		struct smtp_rcpt_ref ref;
 
 		memcpy(&ref, tx->rcpts.data, sizeof(ref));
-		r = buf_printf(&tx->body, "Received: from %s (%s)\r\n"
-				"\tby %s (etrnd) with %s id %s\r\n\tfor <%.*s>;\r\n\t%s\r\n",
-				s->helo, s->client_addr, conf->hostname, proto, tx->qid,
-				(int)ref.len, tx->env.data + ref.off, date);
-	} else {
-		r = buf_printf(&tx->body, "Received: from %s (%s)\r\n"
-				"\tby %s (etrnd) with %s id %s;\r\n\t%s\r\n",
-				s->helo, s->client_addr, conf->hostname, proto, tx->qid, date);
+		r = buf_printf(&tx->body, "\r\n\tfor <%.*s>", (int)ref.len,
+			       tx->env.data + ref.off);
 	}
+	if (r == 0)
+		r = buf_printf(&tx->body, ";\r\n\t%s\r\n", date);
 	return r;
 }
 
@@ -699,8 +749,9 @@ static void smtp_proceed_vrfy(struct smtp_session *s, struct smtp_cmd_ctx *c, st
 
 static void smtp_proceed_help(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
 {
-	smtp_reply(s, out, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP%s",
-		   s->conf->etrn ? " ETRN" : "");
+	smtp_reply(s, out, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP%s%s%s",
+		   s->conf->etrn ? " ETRN" : "", s->conf->starttls ? " STARTTLS" : "",
+		   s->conf->auth ? " AUTH" : "");
 }
 
 /* EXPN, and commands that later issues implement (ETRN, ATRN, AUTH,
@@ -739,7 +790,172 @@ static int smtp_check_etrn(struct smtp_session *s, struct smtp_cmd_ctx *c, struc
 
 static void smtp_proceed_etrn(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
 {
-	s->conf->etrn(s->conf->etrn_arg, s->client_addr, c->arg, c->arg_len, out);
+	s->conf->etrn(s->conf->etrn_arg, s->client_addr, smtp_server_user(s), c->arg,
+		      c->arg_len, out);
+}
+
+/* ---- STARTTLS (RFC 3207) ---------------------------------------------- */
+
+/* The replies are Postfix's smtpd's. */
+static int smtp_check_starttls(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	if (!s->conf->starttls)
+		return smtp_check_unimpl(s, c, out);
+	if (c->arg_len != 0) {
+		smtp_reply(s, out, "501 5.5.4 Syntax: STARTTLS");
+		return SMTP_CHECK_FAIL;
+	}
+	if (s->tls) {
+		smtp_reply(s, out, "554 5.5.1 Error: TLS already active");
+		return SMTP_CHECK_FAIL;
+	}
+	if (s->state != SMTP_STATE_INIT && s->state != SMTP_STATE_READY) {
+		smtp_reply(s, out, "503 5.5.1 Error: MAIL transaction in progress");
+		return SMTP_CHECK_FAIL;
+	}
+	return SMTP_CHECK_OK;
+}
+
+/* RFC 3207 4.2: what the client said in the clear is forgotten once TLS
+ * is up; smtp_server_feed() drops what it pipelined after this line. */
+static void smtp_proceed_starttls(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	smtp_reply(s, out, "220 2.0.0 Ready to start TLS");
+	smtp_enter_state(s, SMTP_STATE_TLS);
+}
+
+/* ---- AUTH (RFC 4954) -------------------------------------------------- */
+
+static int smtp_check_auth(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	const char *sp;
+	size_t mlen;
+
+	if (!s->conf->auth) {
+		smtp_reply(s, out, "503 5.5.1 Error: authentication not enabled");
+		return SMTP_CHECK_FAIL;
+	}
+	if (s->state == SMTP_STATE_INIT || !s->esmtp) {
+		smtp_reply(s, out, "503 5.5.1 Error: send EHLO first");
+		return SMTP_CHECK_FAIL;
+	}
+	if (s->user[0]) {
+		smtp_reply(s, out, "503 5.5.1 Error: already authenticated");
+		return SMTP_CHECK_FAIL;
+	}
+	if (s->state != SMTP_STATE_READY) {
+		smtp_reply(s, out, "503 5.5.1 Error: MAIL transaction in progress");
+		return SMTP_CHECK_FAIL;
+	}
+	sp = memchr(c->arg, ' ', c->arg_len);
+	mlen = sp ? (size_t)(sp - c->arg) : c->arg_len;
+	/* The argument is trimmed: after a space comes the response. */
+	if (mlen == 0 || (sp && memchr(sp + 1, ' ', c->arg_len - mlen - 1))) {
+		smtp_reply(s, out, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+		return SMTP_CHECK_FAIL;
+	}
+	if (smtp_auth_mech(c->arg, mlen) == SMTP_AUTH_NONE) {
+		smtp_reply(s, out, "504 5.5.4 Unrecognized authentication type");
+		return SMTP_CHECK_FAIL;
+	}
+	if (!smtp_auth_offered(s)) {
+		smtp_reply(s, out, "538 5.7.11 Encryption required for requested authentication mechanism");
+		return SMTP_CHECK_FAIL;
+	}
+	return SMTP_CHECK_OK;
+}
+
+/* One line for each AUTH that ends, never with the password. */
+static void smtp_auth_log(struct smtp_session *s, const char *result)
+{
+	char user[SMTP_LOG_TEXT];
+
+	log_printable(user, sizeof(user), s->auth.user, strlen(s->auth.user));
+	if (s->auth.user[0] == '\0')
+		snprintf(user, sizeof(user), "(none)");
+	if (!strcmp(result, "ok"))
+		log_info("smtp %s: AUTH %s user=%s: ok", s->client_addr,
+			 smtp_auth_mech_name(s->auth.mech), user);
+	else
+		log_warn("smtp %s: AUTH %s user=%s: %s", s->client_addr,
+			 smtp_auth_mech_name(s->auth.mech), user, result);
+}
+
+/* An exchange ended without a check (refused, cancelled, undecodable):
+ * reply, log, count it against the error budget, forget it. */
+static void smtp_auth_refuse(struct smtp_session *s, struct buf *out, const char *reply,
+		const char *why)
+{
+	smtp_auth_log(s, why);
+	smtp_reply(s, out, "%s", reply);
+	smtp_auth_wipe(&s->auth);
+	smtp_count_error(s);
+	smtp_enter_state(s, SMTP_STATE_READY);
+}
+
+/* Act on what a response led to. */
+static void smtp_auth_status(struct smtp_session *s, enum smtp_auth_status st,
+		const char *challenge, struct buf *out)
+{
+	switch (st) {
+	case SMTP_AUTH_CONTINUE:
+		smtp_reply(s, out, "334 %s", challenge);
+		if (s->state != SMTP_STATE_AUTH)
+			smtp_enter_state(s, SMTP_STATE_AUTH);
+		return;
+	case SMTP_AUTH_CHECK:
+		smtp_enter_state(s, SMTP_STATE_AUTH_CHECK);
+		return;
+	case SMTP_AUTH_BAD:
+		smtp_auth_refuse(s, out, "535 5.7.8 Authentication credentials invalid",
+				 "refused without a check (malformed or impossible credentials)");
+		return;
+	case SMTP_AUTH_DECODE:
+		smtp_auth_refuse(s, out, "501 5.5.2 Cannot decode response", "bad base64");
+		return;
+	case SMTP_AUTH_CANCEL:
+		smtp_auth_refuse(s, out, "501 5.0.0 Authentication aborted", "aborted by the client");
+		return;
+	}
+}
+
+/* The AUTH line may be in the line reader's own buffer (it spanned
+ * feeds): clear it there, it may hold a password in base64. */
+static void smtp_auth_wipe_line(struct smtp_session *s, const char *p, size_t n)
+{
+	if (p >= s->line && p < s->line + s->line_cap)
+		explicit_bzero(s->line + (p - s->line), n);
+}
+
+static void smtp_proceed_auth(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	const char *sp = memchr(c->arg, ' ', c->arg_len), *challenge = "";
+	size_t mlen = sp ? (size_t)(sp - c->arg) : c->arg_len;
+	enum smtp_auth_status st;
+
+	st = smtp_auth_start(&s->auth, smtp_auth_mech(c->arg, mlen), sp ? sp + 1 : NULL,
+			     sp ? c->arg_len - mlen - 1 : 0, &challenge);
+	smtp_auth_status(s, st, challenge, out);
+}
+
+/* RFC 4954 4: a response longer than we take ends the exchange. */
+static void smtp_auth_too_long(struct smtp_session *s, struct buf *out)
+{
+	smtp_auth_refuse(s, out, "500 5.5.6 Authentication Exchange line is too long",
+			 "response line too long");
+	smtp_check_budget(s, out);
+}
+
+/* A response line inside the exchange (SMTP_STATE_AUTH). */
+static void smtp_auth_line(struct smtp_session *s, const struct linereader_line *ln,
+		struct buf *out)
+{
+	const char *challenge = "";
+	enum smtp_auth_status st = smtp_auth_step(&s->auth, ln->p, ln->len, &challenge);
+
+	smtp_auth_wipe_line(s, ln->p, ln->len);
+	smtp_auth_status(s, st, challenge, out);
+	smtp_check_budget(s, out);
 }
 
 /* Not SMTP at all: an HTTP or proxy request (cross-protocol attack, or a
@@ -764,14 +980,24 @@ static const struct smtp_cmd smtp_cmds[] = {
 	{ "EXPN", smtp_check_unimpl, NULL, SMTP_CMDF_JUNK },
 	{ "ETRN", smtp_check_etrn, smtp_proceed_etrn, 0 },
 	{ "ATRN", smtp_check_unimpl, NULL, 0 },
-	{ "AUTH", smtp_check_unimpl, NULL, 0 },
-	{ "STARTTLS", smtp_check_unimpl, NULL, 0 },
+	{ "AUTH", smtp_check_auth, smtp_proceed_auth, 0 },
+	{ "STARTTLS", smtp_check_starttls, smtp_proceed_starttls, 0 },
 	{ "BDAT", smtp_check_unimpl, NULL, 0 },
 	{ "GET", smtp_check_close, NULL, SMTP_CMDF_CLOSE },
 	{ "POST", smtp_check_close, NULL, SMTP_CMDF_CLOSE },
 	{ "CONNECT", smtp_check_close, NULL, SMTP_CMDF_CLOSE },
 	{ "USER", smtp_check_close, NULL, SMTP_CMDF_CLOSE },
 };
+
+static void smtp_line_too_long(struct smtp_session *s, struct buf *out)
+{
+	/* RFC 5321 4.5.3.1.4 and 4.5.3.1.10: "500 Line too long" */
+	log_info("smtp %s: command line over %zu octets", s->client_addr,
+			s->conf->limits.command_max);
+	smtp_reply(s, out, "500 5.5.2 Error: line too long");
+	smtp_count_error(s);
+	smtp_check_budget(s, out);
+}
 
 /* One complete command line, CRLF (or bare LF, which Postfix also accepts
  * on command lines) already removed. A bare CR stays in the line: the
@@ -785,17 +1011,25 @@ static void smtp_command(struct smtp_session *s, const struct linereader_line *l
 	const struct smtp_cmd *cmd = NULL;
 	struct smtp_cmd_ctx c;
 	size_t vlen, i;
-	int r;
+	int r, is_auth;
 
+	vlen = smtp_parse_verb(line, n, &c.arg, &c.arg_len);
+	is_auth = smtp_parse_token_eq(line, vlen, "AUTH");
+	/* The reader takes lines up to SMTP_AUTH_LINE_MAX for AUTH's sake;
+	 * every other command keeps command_max. */
+	if (!is_auth && n + (ln->flags & LINEREADER_F_BARE_LF ? 1 : 2) > s->conf->limits.command_max) {
+		smtp_line_too_long(s, out);
+		return;
+	}
+	/* AUTH's initial response may be a password: never in a log. */
 	if (log_enabled(LOGL_DEBUG))
-		log_debug("smtp %s: < %s", s->client_addr,
+		log_debug("smtp %s: < %s", s->client_addr, is_auth ? "AUTH ..." :
 				log_printable(logtext, sizeof(logtext), line, n));
 	if (ln->flags & LINEREADER_F_NUL) {
 		smtp_reply(s, out, "500 5.5.2 Error: NUL character in command");
 		smtp_count_error(s);
 		goto done;
 	}
-	vlen = smtp_parse_verb(line, n, &c.arg, &c.arg_len);
 	for (i = 0; i < sizeof(smtp_cmds) / sizeof(smtp_cmds[0]); i++) {
 		if (smtp_parse_token_eq(line, vlen, smtp_cmds[i].name)) {
 			cmd = &smtp_cmds[i];
@@ -820,16 +1054,8 @@ static void smtp_command(struct smtp_session *s, const struct linereader_line *l
 	if (r == SMTP_CHECK_FAIL || (cmd->flags & SMTP_CMDF_JUNK))
 		smtp_count_error(s);
 done:
-	smtp_check_budget(s, out);
-}
-
-static void smtp_line_too_long(struct smtp_session *s, struct buf *out)
-{
-	/* RFC 5321 4.5.3.1.4 and 4.5.3.1.10: "500 Line too long" */
-	log_info("smtp %s: command line over %zu octets", s->client_addr,
-			s->conf->limits.command_max);
-	smtp_reply(s, out, "500 5.5.2 Error: line too long");
-	smtp_count_error(s);
+	if (is_auth)
+		smtp_auth_wipe_line(s, line, n);
 	smtp_check_budget(s, out);
 }
 
@@ -843,10 +1069,16 @@ static size_t smtp_line_feed(struct smtp_session *s, const char *p, size_t n, st
 	struct linereader_line ln;
 	size_t used = linereader_feed(&s->lr, p, n, &ln);
 
-	if (ln.status == LINEREADER_LINE)
+	if (s->state == SMTP_STATE_AUTH) {
+		if (ln.status == LINEREADER_LINE)
+			smtp_auth_line(s, &ln, out);
+		else if (ln.status == LINEREADER_OVERLONG_END)
+			smtp_auth_too_long(s, out);
+	} else if (ln.status == LINEREADER_LINE) {
 		smtp_command(s, &ln, out);
-	else if (ln.status == LINEREADER_OVERLONG_END)
+	} else if (ln.status == LINEREADER_OVERLONG_END) {
 		smtp_line_too_long(s, out);
+	}
 	return used;
 }
 
@@ -1178,15 +1410,18 @@ struct smtp_session *smtp_server_new(const struct smtp_server_conf *conf,
 	struct smtp_session *s;
 	size_t i;
 
+	size_t cap = lim->command_max > SMTP_AUTH_LINE_MAX ? lim->command_max : SMTP_AUTH_LINE_MAX;
+
 	if (lim->command_max < 2 || conf->hostname == NULL || conf->rcpt_check == NULL ||
 			conf->new_id == NULL)
 		panic("bad smtp_server_conf");
-	s = calloc(1, sizeof(*s) + lim->command_max);
+	s = calloc(1, sizeof(*s) + cap);
 	if (s == NULL)
 		return NULL;
 	s->conf = conf;
 	s->state = SMTP_STATE_INIT;
-	linereader_init(&s->lr, s->line, lim->command_max);
+	s->line_cap = cap;
+	linereader_init(&s->lr, s->line, cap);
 	for (i = 0; client_addr && client_addr[i] && i < sizeof(s->client_addr) - 1; i++) {
 		unsigned char ch = (unsigned char)client_addr[i];
 
@@ -1209,13 +1444,134 @@ struct smtp_session *smtp_server_free(struct smtp_session *s)
 	buf_free(&s->tx.env);
 	buf_free(&s->tx.rcpts);
 	buf_free(&s->tx.body);
+	smtp_auth_wipe(&s->auth);
+	explicit_bzero(s->line, s->line_cap);
 	free(s);
 	return NULL;
+}
+
+void smtp_server_set_trusted(struct smtp_session *s)
+{
+	s->trusted = 1;
+}
+
+/* Keep a TLS parameter for Received: printable, without the parentheses
+ * and backslash that would unbalance its comment. */
+static void smtp_tls_text(char *dst, size_t len, const char *src)
+{
+	size_t i;
+
+	for (i = 0; src && src[i] && i < len - 1; i++) {
+		unsigned char ch = (unsigned char)src[i];
+
+		dst[i] = ch > 0x20 && ch < 0x7f && !strchr("()\\", ch) ? (char)ch : '?';
+	}
+	dst[i] = '\0';
+}
+
+void smtp_server_tls_up(struct smtp_session *s, const struct tls_info *info)
+{
+	s->tls = 1;
+	smtp_tls_text(s->tls_version, sizeof(s->tls_version), info ? info->version : NULL);
+	smtp_tls_text(s->tls_cipher, sizeof(s->tls_cipher), info ? info->cipher : NULL);
+	s->tls_bits = info ? info->bits : 0;
+	log_debug("smtp %s: TLS up: %s %s", s->client_addr, s->tls_version, s->tls_cipher);
+	if (s->state != SMTP_STATE_TLS)
+		return; /* implicit TLS: nothing was said in the clear */
+	/* RFC 3207 4.2: discard any knowledge obtained from the client. */
+	s->helo[0] = '\0';
+	s->esmtp = 0;
+	s->user[0] = '\0';
+	smtp_auth_wipe(&s->auth);
+	smtp_tx_drop(&s->tx);
+	linereader_reset(&s->lr);
+	smtp_enter_state(s, SMTP_STATE_INIT);
+}
+
+const char *smtp_server_auth_user(const struct smtp_session *s)
+{
+	return s->auth.user;
+}
+
+const char *smtp_server_auth_pass(const struct smtp_session *s, size_t *len)
+{
+	*len = s->auth.pass_len;
+	return s->auth.pass;
+}
+
+void smtp_server_auth_wipe(struct smtp_session *s)
+{
+	explicit_bzero(s->auth.pass, sizeof(s->auth.pass));
+	s->auth.pass_len = 0;
+}
+
+enum smtp_event smtp_server_auth_done(struct smtp_session *s, enum auth_result r,
+				      struct buf *out)
+{
+	if (s->state == SMTP_STATE_CLOSED) {
+		smtp_auth_wipe(&s->auth); /* timed out or shut down meanwhile */
+		return SMTP_EV_CLOSE;
+	}
+	if (s->state != SMTP_STATE_AUTH_CHECK)
+		panic("auth_done in state %s", smtp_state_names[s->state]);
+	switch (r) {
+	case AUTH_OK:
+		smtp_auth_log(s, "ok");
+		memcpy(s->user, s->auth.user, sizeof(s->user));
+		smtp_reply(s, out, "235 2.7.0 Authentication successful");
+		break;
+	case AUTH_TEMP:
+		smtp_auth_log(s, "temporary failure");
+		smtp_reply(s, out, "454 4.7.0 Temporary authentication failure");
+		break;
+	case AUTH_LIMITED:
+		/* Counted like a failure: a client hammering on keeps using up
+		 * its error budget too. */
+		smtp_auth_log(s, "refused: too many failures from this address");
+		smtp_reply(s, out, "454 4.7.0 Temporary authentication failure: too many failed attempts, try later");
+		smtp_count_error(s);
+		break;
+	default:
+		smtp_auth_log(s, "credentials invalid");
+		smtp_reply(s, out, "535 5.7.8 Authentication credentials invalid");
+		smtp_count_error(s);
+		break;
+	}
+	smtp_auth_wipe(&s->auth);
+	smtp_enter_state(s, SMTP_STATE_READY);
+	smtp_check_budget(s, out);
+	if (s->out_failed)
+		smtp_enter_state(s, SMTP_STATE_CLOSED);
+	return s->state == SMTP_STATE_CLOSED ? SMTP_EV_CLOSE : SMTP_EV_NEED_INPUT;
+}
+
+const char *smtp_server_user(const struct smtp_session *s)
+{
+	return s->user[0] ? s->user : NULL;
 }
 
 void smtp_server_greeting(struct smtp_session *s, struct buf *out)
 {
 	smtp_reply(s, out, "220 %s ESMTP etrnd", s->conf->hostname);
+}
+
+/* States that take no input until the glue reports back: 1 with *ev set
+ * to what is awaited. */
+static int smtp_server_waiting(const struct smtp_session *s, enum smtp_event *ev)
+{
+	switch (s->state) {
+	case SMTP_STATE_COMMIT:
+		*ev = SMTP_EV_COMMIT;
+		return 1;
+	case SMTP_STATE_TLS:
+		*ev = SMTP_EV_STARTTLS;
+		return 1;
+	case SMTP_STATE_AUTH_CHECK:
+		*ev = SMTP_EV_AUTH;
+		return 1;
+	default:
+		return 0;
+	}
 }
 
 size_t smtp_server_feed(struct smtp_session *s, const char *p, size_t n,
@@ -1229,12 +1585,10 @@ size_t smtp_server_feed(struct smtp_session *s, const char *p, size_t n,
 		*ev = SMTP_EV_CLOSE;
 		return 0;
 	}
-	/* The caller must not feed before commit_done; if it does, nothing is
-	 * consumed and it is told again. */
-	if (s->state == SMTP_STATE_COMMIT) {
-		*ev = SMTP_EV_COMMIT;
+	/* The caller must not feed before commit_done (auth_done, tls_up);
+	 * if it does, nothing is consumed and it is told again. */
+	if (smtp_server_waiting(s, ev))
 		return 0;
-	}
 	if (n == 0) {
 		log_debug("smtp %s: EOF", s->client_addr);
 		smtp_enter_state(s, SMTP_STATE_CLOSED);
@@ -1253,10 +1607,15 @@ size_t smtp_server_feed(struct smtp_session *s, const char *p, size_t n,
 			i += smtp_line_feed(s, p + i, n - i, out);
 		if (s->out_failed && s->state != SMTP_STATE_CLOSED)
 			smtp_enter_state(s, SMTP_STATE_CLOSED);
-		if (s->state == SMTP_STATE_COMMIT) {
-			*ev = SMTP_EV_COMMIT;
-			return i;
+		if (s->state == SMTP_STATE_TLS) {
+			/* RFC 3207 5, CVE-2011-0411: what was pipelined after
+			 * STARTTLS came in the clear; it is never executed. */
+			linereader_reset(&s->lr);
+			*ev = SMTP_EV_STARTTLS;
+			return n;
 		}
+		if (smtp_server_waiting(s, ev))
+			return i;
 		if (s->state == SMTP_STATE_CLOSED) {
 			*ev = SMTP_EV_CLOSE;
 			return i;

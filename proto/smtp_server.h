@@ -4,7 +4,10 @@
  * the peer go in, reply text is appended to a caller's buffer, and events
  * (a message is complete and must be committed, the session must close) come
  * out. It never touches a file descriptor, so Criterion can drive it byte by
- * byte and a fuzzer can drive it with anything.
+ * byte and a fuzzer can drive it with anything. STARTTLS (RFC 3207) and
+ * AUTH (RFC 4954) are events too: the glue starts the handshake or the
+ * password check and reports back (smtp_server_tls_up(),
+ * smtp_server_auth_done()).
  *
  * Promises: replies come out in command order (RFC 2920 pipelining); every
  * limit hit gets its RFC reply with an enhanced status code; no input makes it
@@ -19,6 +22,8 @@
 #include <time.h>
 
 #include "core/buf.h"
+#include "core/tls.h"
+#include "proto/auth.h"
 #include "proto/qid.h"
 
 /* The session's queue id buffer: proto/qid.h's queue id text and NUL (one
@@ -58,10 +63,11 @@ typedef void (*smtp_new_id_fn)(void *arg, uint64_t *msgid, char *qid);
 typedef time_t (*smtp_clock_fn)(void *arg);
 
 /* ETRN (RFC 1985) with node as the client gave it: "domain", "@domain" or
- * "#queue" (syntax already checked; not NUL-terminated). The callback
+ * "#queue" (syntax already checked; not NUL-terminated), from client_addr,
+ * by user (the session's authenticated user, NULL when none). The callback
  * appends the whole reply (250/251/252/253/458/459 with enhanced codes) to
  * out; it must answer at once and never wait for delivery. */
-typedef void (*smtp_etrn_fn)(void *arg, const char *client_addr,
+typedef void (*smtp_etrn_fn)(void *arg, const char *client_addr, const char *user,
 		const char *node, size_t len, struct buf *out);
 
 struct smtp_server_conf {
@@ -88,6 +94,13 @@ struct smtp_server_conf {
 	 * refused with 452 4.3.1 at its end (the rest of DATA is read and
 	 * dropped); its share is given back when the transaction ends. */
 	struct budget *data_budget;
+	/* 1: offer STARTTLS (RFC 3207) until TLS is up; the glue has a
+	 * server context. 0: "502 5.5.1 Command not implemented". */
+	int starttls;
+	/* 1: offer AUTH PLAIN LOGIN (RFC 4954) once TLS is up or on a
+	 * trusted listener (smtp_server_set_trusted()); the glue has a
+	 * password checker. 0: "503 5.5.1 Error: authentication not enabled". */
+	int auth;
 };
 
 enum smtp_event {
@@ -98,6 +111,16 @@ enum smtp_event {
 	SMTP_EV_CLOSE,          /* final reply written (221/421/...); flush it and close */
 	SMTP_EV_OUT_FULL,       /* out holds limits.reply_max bytes: send them,
 	                           then feed the rest once the peer has read them */
+	SMTP_EV_STARTTLS,       /* "220 2.0.0 Ready to start TLS" written: start
+	                           the handshake (conf->starttls). All input of
+	                           this feed is consumed: whatever the client
+	                           pipelined after STARTTLS is dropped (RFC 3207
+	                           5, CVE-2011-0411); feeding is refused (0
+	                           consumed) until smtp_server_tls_up() */
+	SMTP_EV_AUTH,           /* credentials to check (smtp_server_auth_user(),
+	                           smtp_server_auth_pass()), then call
+	                           smtp_server_auth_done(); feeding is refused (0
+	                           consumed) until then */
 };
 
 struct budget;
@@ -108,6 +131,40 @@ struct smtp_tx;
  * text like "127.0.0.1" or "::1"). Returns NULL on allocation failure. */
 struct smtp_session *smtp_server_new(const struct smtp_server_conf *conf,
 		const char *client_addr);
+
+/* The connection came through a listen_trusted listener: AUTH is offered
+ * without TLS. Call before the first feed. */
+void smtp_server_set_trusted(struct smtp_session *s);
+
+/*
+ * The TLS handshake is done (after SMTP_EV_STARTTLS, or at once on an
+ * implicit-TLS listener); info as conn_tls() gives it (copied). After
+ * STARTTLS the session starts over as RFC 3207 4.2 says: no EHLO known, no
+ * transaction, no authenticated user, and takes commands again. EHLO stops
+ * offering STARTTLS, offers AUTH, and Received: says ESMTPS (RFC 3848).
+ */
+void smtp_server_tls_up(struct smtp_session *s, const struct tls_info *info);
+
+/* After SMTP_EV_AUTH: the user (NUL-terminated, at most AUTH_USER_MAX) and
+ * the password (*len octets, no NUL, at most AUTH_PASS_MAX) to check. Both
+ * stay valid until smtp_server_auth_wipe() or smtp_server_auth_done(). */
+const char *smtp_server_auth_user(const struct smtp_session *s);
+const char *smtp_server_auth_pass(const struct smtp_session *s, size_t *len);
+/* Clear the password now (explicit_bzero): call as soon as the checker has
+ * its copy. The user stays for smtp_server_auth_done()'s log line. */
+void smtp_server_auth_wipe(struct smtp_session *s);
+/*
+ * The check after SMTP_EV_AUTH ended: r's RFC 4954 reply goes to out (235
+ * 2.7.0; 535 5.7.8; 454 4.7.0 for AUTH_TEMP and AUTH_LIMITED), one log line
+ * says who, from where, how and with what result (never the password), and
+ * the session takes commands again. Returns SMTP_EV_CLOSE when that reply
+ * used up the error budget (421 written: close), else SMTP_EV_NEED_INPUT.
+ * Harmless after the session was closed (timeout, shutdown) meanwhile.
+ */
+enum smtp_event smtp_server_auth_done(struct smtp_session *s, enum auth_result r,
+		struct buf *out);
+/* The authenticated user (NUL-terminated), NULL when none. */
+const char *smtp_server_user(const struct smtp_session *s);
 
 /* Free a session and its transaction. NULL is fine. Returns NULL. */
 struct smtp_session *smtp_server_free(struct smtp_session *s);
@@ -145,7 +202,8 @@ const struct smtp_tx *smtp_server_tx(const struct smtp_session *s);
  * accepts commands again. */
 void smtp_server_commit_done(struct smtp_session *s, int err, struct buf *out);
 
-/* 1 when no mail transaction is open (safe to close for shutdown). */
+/* 1 when no mail transaction is open (safe to close for shutdown; an AUTH
+ * check or TLS handshake in flight is the glue's to wait for). */
 int smtp_server_idle(const struct smtp_session *s);
 
 /* Idle timeout: append "421 4.4.2 <host> Error: timeout exceeded". */

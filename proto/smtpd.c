@@ -5,7 +5,10 @@
  * while its message is being committed, because the spool borrows the body
  * from the session until the commit completes; the commit callback frees it
  * then. So a client that vanishes mid-commit never leaves the kernel writing
- * from freed memory.
+ * from freed memory. The same holds while an AUTH check is out on the
+ * verifier pool: its answer finds the state and frees it if the client
+ * has gone. STARTTLS and implicit TLS: the loop does the handshake
+ * (conn_starttls()); the session hears of it through ops->tls_done.
  */
 #include "proto/smtpd.h"
 
@@ -15,7 +18,10 @@
 #include <string.h>
 
 #include "core/ascii.h"
+#include "core/list.h"
 #include "core/log.h"
+#include "core/tls.h"
+#include "proto/auth.h"
 #include "proto/smtp_parse.h"
 #include "proto/drain.h"
 #include "proto/expire.h"
@@ -34,6 +40,13 @@ struct smtpd {
 	struct spool_shard *spool;
 	struct expire *expire;
 	struct drain *drain;
+	struct tls_ctx *tls;                /* STARTTLS server context, NULL: none */
+	const struct auth_backend *auth;    /* password checks, NULL: no AUTH */
+	unsigned auth_pending;              /* checks out on the verifier pool */
+	/* Sessions whose connection is gone while their check is out: the
+	 * answer frees them, or smtpd_free() does when the loop finished
+	 * first (it drops posts then, so no answer can come after). */
+	struct list auth_orphans;
 	struct smtp_server_conf sconf;
 	/* RFC 5321 4.5.1: where <postmaster> goes; the config's postmaster
 	 * key, or postmaster@hostname, domain lower-cased as the spool index
@@ -51,7 +64,11 @@ struct smtpd_conn {
 	struct conn *c;              /* NULL once the connection is gone */
 	struct smtp_session *s;
 	int commit_pending;
-	int peer_eof;                /* the client closed while we committed */
+	int auth_pending;            /* an AUTH check is out: smtpd_auth_done() */
+	struct list_node orphan;     /* in d->auth_orphans once c is gone */
+	int tls_pending;             /* the handshake runs: smtpd_tls_done() */
+	int peer_eof;                /* the client closed while we committed
+	                                or checked a password */
 	int stopping;                /* the server is shutting down */
 	int closing;                 /* conn_close() called */
 };
@@ -96,8 +113,8 @@ static void smtpd_new_id(void *arg, uint64_t *msgid, char *qid)
 	qid_format(*msgid, qid);
 }
 
-static void smtpd_etrn(void *arg, const char *client, const char *node, size_t len,
-		       struct buf *out)
+static void smtpd_etrn(void *arg, const char *client, const char *user, const char *node,
+		       size_t len, struct buf *out)
 {
 	struct smtpd *d = arg;
 
@@ -106,7 +123,7 @@ static void smtpd_etrn(void *arg, const char *client, const char *node, size_t l
 				 (int)len, node);
 		return;
 	}
-	drain_etrn(d->drain, client, node, len, out);
+	drain_etrn(d->drain, client, user, node, len, out);
 }
 
 /* Fill d->postmaster and point the session config at it; with a hostname
@@ -139,6 +156,18 @@ void smtpd_set_drain(struct smtpd *d, struct drain *dr)
 void smtpd_set_budget(struct smtpd *d, struct budget *b)
 {
 	d->sconf.data_budget = b;
+}
+
+void smtpd_set_tls(struct smtpd *d, struct tls_ctx *ctx)
+{
+	d->tls = ctx;
+	d->sconf.starttls = ctx != NULL;
+}
+
+void smtpd_set_auth(struct smtpd *d, const struct auth_backend *b)
+{
+	d->auth = b && b->check ? b : NULL;
+	d->sconf.auth = d->auth != NULL;
 }
 
 /* The server limits cfg gives a session (the one place they are copied). */
@@ -232,6 +261,7 @@ struct smtpd *smtpd_new(const struct config *cfg, const struct domtab_live *dt)
 		return NULL;
 	d->cfg = cfg;
 	d->dt = dt;
+	list_init(&d->auth_orphans);
 	d->sconf.hostname = cfg->hostname;
 	smtpd_limits(cfg, &d->sconf.limits);
 	d->sconf.rcpt_check = smtpd_rcpt_check;
@@ -260,9 +290,20 @@ static uint64_t smtpd_hold(void *arg, const char *domain, size_t len)
 	return row ? row->max_hold_ms * 1000 : 0;
 }
 
+/* Keep the loop running while an AUTH answer is still to come, so it
+ * finds the loop and frees what waits for it (shutdown_timeout bounds
+ * this). */
+static int smtpd_busy(void *arg)
+{
+	const struct smtpd *d = arg;
+
+	return d->auth_pending > 0;
+}
+
 int smtpd_set_spool(struct smtpd *d, struct spool_shard *sh)
 {
 	struct expire_conf ec;
+	int rc;
 
 	d->spool = sh;
 	memset(&ec, 0, sizeof(ec));
@@ -274,7 +315,10 @@ int smtpd_set_spool(struct smtpd *d, struct spool_shard *sh)
 	ec.hold_arg = d;
 	/* Expiry registers its own per-turn work on the shard's loop. */
 	d->expire = expire_new(&ec, sh);
-	return d->expire ? 0 : -errno;
+	if (!d->expire)
+		return -errno;
+	rc = loop_add_busy_check(spool_shard_loop(sh), "smtpd auth", smtpd_busy, d);
+	return rc;
 }
 
 const char *smtpd_busy_reply(const struct smtpd *d)
@@ -282,10 +326,17 @@ const char *smtpd_busy_reply(const struct smtpd *d)
 	return d->busy;
 }
 
+static void smtpd_conn_free(struct smtpd_conn *sc);
+
 struct smtpd *smtpd_free(struct smtpd *d)
 {
+	struct list_node *n;
+
 	if (!d)
 		return NULL;
+	/* The loop has finished: answers still out were dropped with it. */
+	while ((n = list_pop(&d->auth_orphans)) != NULL)
+		smtpd_conn_free(LIST_ENTRY(n, struct smtpd_conn, orphan));
 	expire_free(d->expire);
 	free(d->rcpt);
 	free(d->rcpt_len);
@@ -314,6 +365,12 @@ static void *smtpd_open(void *arg, struct conn *c, const char *peer)
 		return NULL;
 	}
 	log_debug("connect from [%s]", peer);
+	if (conn_listen_flags(c) & CONFIG_LISTEN_TRUSTED)
+		smtp_server_set_trusted(sc->s);
+	/* Implicit TLS (listen_tls): the loop holds the greeting until its
+	 * handshake is done, and tells us through smtpd_tls_done(). */
+	if (conn_listen_flags(c) & CONFIG_LISTEN_TLS)
+		sc->tls_pending = 1;
 	smtp_server_greeting(sc->s, conn_out(c));
 	return sc;
 }
@@ -328,7 +385,8 @@ static void smtpd_close_conn(struct smtpd_conn *sc)
 
 static void smtpd_maybe_leave(struct smtpd_conn *sc)
 {
-	if (!sc->stopping || sc->closing || sc->commit_pending || !smtp_server_idle(sc->s))
+	if (!sc->stopping || sc->closing || sc->commit_pending || sc->auth_pending ||
+	    !smtp_server_idle(sc->s))
 		return;
 	smtp_server_shutdown(sc->s, conn_out(sc->c));
 	smtpd_close_conn(sc);
@@ -442,47 +500,164 @@ static int smtpd_commit(struct smtpd_conn *sc)
 	return rc;
 }
 
-static size_t smtpd_data(void *arg, struct conn *c, void *st, const char *p,
-			 size_t n)
+/* The verifier pool's answer (proto/auth.h), on this loop. */
+static void smtpd_auth_done(void *arg, uint64_t handle, enum auth_result r)
 {
-	struct smtpd_conn *sc = st;
-	struct buf *out = conn_out(c);
+	struct smtpd_conn *sc = arg;
+	enum smtp_event ev;
+
+	(void)handle; /* sc outlives its connection while a check is out */
+	sc->auth_pending = 0;
+	sc->d->auth_pending--;
+	if (!sc->c) {
+		/* The client left (or timed out) meanwhile: nobody to answer;
+		 * freeing the session wipes what it held. */
+		log_info("AUTH from a client gone before the answer (%s)",
+			 r == AUTH_OK ? "ok" : "failed");
+		list_unlink(&sc->d->auth_orphans, &sc->orphan);
+		smtpd_conn_free(sc);
+		return;
+	}
+	ev = smtp_server_auth_done(sc->s, r, conn_out(sc->c));
+	conn_flush(sc->c);
+	if (ev == SMTP_EV_CLOSE && !sc->closing) {
+		smtpd_close_conn(sc);
+		return;
+	}
+	if (sc->peer_eof) {
+		smtpd_eof(sc);
+		return;
+	}
+	conn_resume(sc->c);
+	smtpd_maybe_leave(sc);
+}
+
+/* SMTP_EV_AUTH: hand the credentials to the verifier pool and wipe our
+ * copy of the password at once. Returns 1 when the answer comes later
+ * (smtpd_auth_done() resumes the input), 0 when it was given at once. */
+static int smtpd_auth(struct smtpd_conn *sc, struct buf *out, enum smtp_event *ev)
+{
+	const struct auth_backend *b = sc->d->auth;
+	struct smtp_session *s = sc->s;
+	const char *pass;
+	size_t plen;
+	int rc;
+
+	pass = smtp_server_auth_pass(s, &plen);
+	rc = b->check(b->arg, conn_loop(sc->c), conn_handle(sc->c), conn_peer(sc->c),
+		      smtp_server_auth_user(s), pass, plen, smtpd_auth_done, sc);
+	smtp_server_auth_wipe(s);
+	if (rc == 0) {
+		sc->auth_pending = 1;
+		sc->d->auth_pending++;
+		return 1;
+	}
+	*ev = smtp_server_auth_done(s, rc == -AUTH_LIMITED ? AUTH_LIMITED : AUTH_TEMP, out);
+	return 0;
+}
+
+/* SMTP_EV_STARTTLS: the 220 is in the output, sent in the clear; the loop
+ * drops whatever came after the STARTTLS line and starts the handshake.
+ * Returns 0, or -1 when it could not (the connection is closed). */
+static int smtpd_starttls(struct smtpd_conn *sc)
+{
+	int rc;
+
+	if (sc->tls_pending)
+		return 0;
+	rc = conn_starttls(sc->c, sc->d->tls, NULL);
+	if (rc) {
+		/* The client has its 220 and will start a handshake nobody
+		 * answers: end the connection rather than leave it hanging. */
+		log_warn("STARTTLS from [%s]: cannot start TLS: %s", conn_peer(sc->c), strerror(-rc));
+		smtpd_close_conn(sc);
+		return -1;
+	}
+	sc->tls_pending = 1;
+	return 0;
+}
+
+/* Feed p[0..n) to the session and act on its events. Returns the octets
+ * consumed. */
+static size_t smtpd_feed(struct smtpd_conn *sc, const char *p, size_t n)
+{
+	struct buf *out = conn_out(sc->c);
 	enum smtp_event ev;
 	size_t off = 0;
 	int rc;
 
+	for (;;) {
+		off += smtp_server_feed(sc->s, p + off, n - off, out, &ev);
+		switch (ev) {
+		case SMTP_EV_AUTH:
+			if (smtpd_auth(sc, out, &ev))
+				return off; /* resumed by smtpd_auth_done() */
+			if (ev != SMTP_EV_CLOSE)
+				break; /* answered at once: go on */
+			/* fall through */
+		case SMTP_EV_CLOSE:
+			smtpd_close_conn(sc);
+			return n;
+		case SMTP_EV_STARTTLS:
+			(void)smtpd_starttls(sc);
+			return n; /* RFC 3207 5: the rest is never executed */
+		case SMTP_EV_COMMIT:
+			rc = smtpd_commit(sc);
+			if (rc == 0)
+				return off; /* resumed by smtpd_committed() */
+			smtp_server_commit_done(sc->s, rc, out);
+			break;
+		default: /* NEED_INPUT; OUT_FULL: the loop resumes us */
+			return off;
+		}
+		if (off >= n)
+			return off;
+	}
+}
+
+static size_t smtpd_data(void *arg, struct conn *c, void *st, const char *p,
+			 size_t n)
+{
+	struct smtpd_conn *sc = st;
+	size_t off;
+
 	(void)arg;
-	if (n == 0 && sc->commit_pending) {
-		/* End of file during the commit: told only once, so remember
-		 * it; smtpd_committed() replies and closes. */
+	if (n == 0 && (sc->commit_pending || sc->auth_pending)) {
+		/* End of file during the commit or check: told only once, so
+		 * remember it; smtpd_committed() or smtpd_auth_done()
+		 * replies and closes. */
 		sc->peer_eof = 1;
 		return 0;
 	}
-	if (sc->commit_pending)
-		return 0; /* the loop keeps the input until conn_resume() */
+	/* The loop keeps the input until conn_resume(); during a handshake
+	 * it hands us nothing but plaintext from after it. */
+	if (sc->commit_pending || sc->auth_pending || (sc->tls_pending && n > 0))
+		return 0;
 	if (n == 0) {
 		smtpd_eof(sc);
 		return 0;
 	}
-	for (;;) {
-		off += smtp_server_feed(sc->s, p + off, n - off, out, &ev);
-		if (ev == SMTP_EV_CLOSE) {
-			smtpd_close_conn(sc);
-			off = n;
-			break;
-		}
-		if (ev != SMTP_EV_COMMIT)
-			break;
-		rc = smtpd_commit(sc);
-		if (rc == 0)
-			break; /* resumed by smtpd_committed() */
-		smtp_server_commit_done(sc->s, rc, out);
-		if (off >= n)
-			break;
-	}
+	off = smtpd_feed(sc, p, n);
 	conn_flush(c);
 	smtpd_maybe_leave(sc);
 	return off;
+}
+
+static void smtpd_tls_done(void *arg, struct conn *c, void *st, int err)
+{
+	struct smtpd_conn *sc = st;
+	const struct tls_info *ti;
+
+	(void)arg;
+	if (err)
+		return; /* the loop logged why and closes c: smtpd_close() follows */
+	sc->tls_pending = 0;
+	ti = conn_tls(c);
+	if (ti)
+		log_info("TLS connection established from [%s]: %s with cipher %s (%d/%d bits)",
+			 conn_peer(c), ti->version, ti->cipher, ti->bits, ti->bits);
+	smtp_server_tls_up(sc->s, ti);
+	conn_resume(c);
 }
 
 static void smtpd_timeout(void *arg, struct conn *c, void *st)
@@ -512,7 +687,9 @@ static void smtpd_close(void *arg, struct conn *c, void *st)
 	(void)arg;
 	(void)c;
 	sc->c = NULL;
-	if (!sc->commit_pending)
+	if (sc->auth_pending)
+		list_append(&sc->d->auth_orphans, &sc->orphan);
+	else if (!sc->commit_pending)
 		smtpd_conn_free(sc);
 }
 
@@ -522,4 +699,5 @@ const struct conn_ops smtpd_conn_ops = {
 	.timeout = smtpd_timeout,
 	.shutdown = smtpd_shutdown,
 	.close = smtpd_close,
+	.tls_done = smtpd_tls_done,
 };

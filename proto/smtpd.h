@@ -27,13 +27,26 @@ struct smtpd *smtpd_new(const struct config *cfg, const struct domtab_live *dt);
  * (expiry, proto/expire.h, which registers its own per-turn work on the
  * shard's loop) on it. Returns 0, -ENOMEM, or -ENOSPC when the loop's hook
  * registry is full. The smtpd itself has no per-turn work: a message's
- * commit rides the spool's. */
+ * commit rides the spool's; it registers a busy check ("smtpd auth") that
+ * keeps a stopping loop running until every AUTH answer is in. */
 int smtpd_set_spool(struct smtpd *d, struct spool_shard *sh);
 
 /* Attach the thread's ETRN drainer (proto/drain.h); without one ETRN is
  * answered 458. */
 struct drain;
 void smtpd_set_drain(struct smtpd *d, struct drain *dr);
+
+/* Offer STARTTLS (RFC 3207) with this server context (core/tls.h; shared,
+ * read-only, outlives d); NULL: not offered. Call before the first
+ * connection. */
+struct tls_ctx;
+void smtpd_set_tls(struct smtpd *d, struct tls_ctx *ctx);
+
+/* Offer AUTH PLAIN LOGIN (RFC 4954: inside TLS, or on a listen_trusted
+ * listener) and check passwords through b (proto/auth.h; outlives d);
+ * NULL: AUTH not offered. Call before the first connection. */
+struct auth_backend;
+void smtpd_set_auth(struct smtpd *d, const struct auth_backend *b);
 
 /* Attach the node-wide DATA memory budget (core/budget.h; it must outlive
  * d). Without one, DATA buffers are bounded per session only. Call before
@@ -60,7 +73,9 @@ size_t smtpd_record_max(const struct config *cfg);
 /* The 421 line for connections over max_connections (lives as long as d). */
 const char *smtpd_busy_reply(const struct smtpd *d);
 
-/* Free; every connection must be gone. NULL is fine. Returns NULL. */
+/* Free, once the loop has finished; every connection must be gone (sessions
+ * still waiting for an AUTH answer are freed here: the finished loop drops
+ * the answer). NULL is fine. Returns NULL. */
 struct smtpd *smtpd_free(struct smtpd *d);
 
 #endif

@@ -4,7 +4,10 @@
  * limits, bare-LF mode and a chunk size; the rest is peer input. The session
  * is run twice, whole and in chunks, and must give the same replies and
  * transactions; every committed body must be safe to send on as is (CRLF
- * only, no NUL, no CRLF.CRLF inside).
+ * only, no NUL, no CRLF.CRLF inside). With bit 0x20 set STARTTLS and AUTH
+ * are offered: the first FZ_TLS_MARK in the input is where the handshake
+ * ends (what a STARTTLS left of the clear part is dropped), and AUTH checks
+ * are answered by the password's first octet (fz_session.h).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -16,6 +19,8 @@
 #include "fz_session.h"
 
 #define FZ_OUT_MAX (1u << 20)
+#define FZ_TLS_MARK "\n<TLS>\n"
+static const struct tls_info fz_tls = { "TLSv1.3", "TLS_AES_256_GCM_SHA384", 256, 0, "" };
 #define FZ_TRACE_MAX (1u << 20)
 
 static unsigned fz_ids;
@@ -108,13 +113,30 @@ static void fz_run(const struct smtp_server_conf *conf, const char *in, size_t n
 {
 	struct smtp_session *s = smtp_server_new(conf, "192.0.2.1");
 	struct fz_commit c = { t, commit_err };
+	const char *mark = conf->starttls ? memmem(in, n, FZ_TLS_MARK, strlen(FZ_TLS_MARK)) : NULL;
+	enum smtp_event ev;
 
 	buf_init(&t->out, FZ_OUT_MAX);
 	buf_init(&t->txs, FZ_TRACE_MAX);
 	fz_ids = 0;
 	if (s == NULL)
 		abort();
-	t->ev = (int)fz_session_run(s, in, n, chunk, &t->out, fz_commit, &c);
+	if (!mark) {
+		t->ev = (int)fz_session_run(s, in, n, chunk, &t->out, fz_commit, &c);
+		smtp_server_free(s);
+		return;
+	}
+	smtp_server_greeting(s, &t->out);
+	ev = fz_session_feed(s, in, (size_t)(mark - in), chunk, &t->out, fz_commit, &c);
+	if (ev != SMTP_EV_CLOSE) {
+		size_t off = (size_t)(mark - in) + strlen(FZ_TLS_MARK);
+
+		smtp_server_tls_up(s, &fz_tls);
+		ev = fz_session_feed(s, in + off, n - off, chunk, &t->out, fz_commit, &c);
+		if (ev != SMTP_EV_CLOSE)
+			smtp_server_feed(s, in, 0, &t->out, &ev);
+	}
+	t->ev = (int)ev;
 	smtp_server_free(s);
 }
 
@@ -141,6 +163,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	conf.rcpt_check = fz_rcpt_check;
 	conf.new_id = fz_new_id;
 	conf.clock = fz_clock;
+	conf.starttls = conf.auth = (sel & 0x20) != 0;
 
 	fz_run(&conf, (const char *)data + 1, size - 1, 0, errs[(sel >> 3) & 3], &a);
 	fz_run(&conf, (const char *)data + 1, size - 1, chunks[sel & 7], errs[(sel >> 3) & 3], &b);

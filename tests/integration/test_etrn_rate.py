@@ -4,7 +4,7 @@ one per engine thread: many connections from 127.0.0.1 to an etrnd with two
 engine threads (SO_REUSEPORT spreads them over both) get no more than
 etrn_rate_limit ETRNs accepted in total. Redis provisions the domain; every
 process is stopped by PID. Expected to fail until proto/drain.c's rate_ok
-calls proto/etrn_limit (each thread counted separately before)."""
+calls core/addrlimit (each thread counted separately before)."""
 
 import smtplib
 import tempfile

@@ -443,7 +443,7 @@ static void ef_etrn_run(void *arg)
 	struct ef_etrn *e = arg;
 
 	if (e->client)
-		drain_etrn(e->f->drain, e->client, e->node, strlen(e->node), &e->out);
+		drain_etrn(e->f->drain, e->client, NULL, e->node, strlen(e->node), &e->out);
 	else
 		drain_hub_flush(e->f->hub, e->node, strlen(e->node), &e->out);
 }

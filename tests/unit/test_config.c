@@ -66,6 +66,11 @@ static const struct bad_case bad_cases[] = {
 	{ "drain_greeting_timeout = 10ms\n", "1: bad value for drain_greeting_timeout: \"10ms\"" },
 	{ "drain_done_window = 0\n", "1: bad value for drain_done_window: \"0\" (want a number from 1 to 1024)" },
 	{ "etrn_rate_limit = none\n", "1: bad value for etrn_rate_limit: \"none\"" },
+	{ "auth_verifiers = 0\n", "1: bad value for auth_verifiers: \"0\" (want a number from 1 to 64)" },
+	{ "auth_verifiers = 65\n", "1: bad value for auth_verifiers: \"65\"" },
+	{ "auth_verifiers = two\n", "1: bad value for auth_verifiers: \"two\"" },
+	{ "auth_failure_limit = 0\n", "1: bad value for auth_failure_limit: \"0\" (want a number from 1 to 100000)" },
+	{ "auth_failure_limit = 100001\n", "1: bad value for auth_failure_limit: \"100001\"" },
 	{ "client_connection_limit_loopback = sometimes\n", "1: bad value for client_connection_limit_loopback: \"sometimes\" (want yes or no)" },
 	{ "client_connection_limit = -1\n", "1: bad value for client_connection_limit: \"-1\"" },
 	{ "client_connection_limit = 1000001\n", "1: bad value for client_connection_limit: \"1000001\" (want a number from 0 to 1000000)" },
@@ -626,4 +631,34 @@ Test(config, drain_destination_keys)
 	cr_expect_eq(c.drain_done_window, 1);
 	config_free(&c);
 	unlink(path);
+}
+
+/* The AUTH keys: defaults (2 verifiers, 10 failures a minute) and the ends
+ * of their ranges. */
+Test(config, auth_keys)
+{
+	static const struct {
+		const char *text;
+		unsigned want_verifiers, want_limit;
+	} cases[] = {
+		{ "", CONFIG_AUTH_VERIFIERS_DEFAULT, CONFIG_AUTH_FAILURE_LIMIT_DEFAULT },
+		{ "auth_verifiers = 1\nauth_failure_limit = 1\n", 1, 1 },
+		{ "auth_verifiers = 64\nauth_failure_limit = 100000\n", 64, 100000 },
+		{ "auth_verifiers = 8\n", 8, CONFIG_AUTH_FAILURE_LIMIT_DEFAULT },
+	};
+
+	cr_expect_eq(CONFIG_AUTH_VERIFIERS_DEFAULT, 2);
+	cr_expect_eq(CONFIG_AUTH_FAILURE_LIMIT_DEFAULT, 10);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config c;
+		char err[CONFIG_ERR_MAX];
+		char *path = write_conf(cases[i].text);
+
+		config_defaults(&c);
+		cr_assert_eq(config_load(&c, path, err, sizeof(err)), 0, "case %zu: %s", i, err);
+		cr_expect_eq(c.auth_verifiers, cases[i].want_verifiers, "case %zu", i);
+		cr_expect_eq(c.auth_failure_limit, cases[i].want_limit, "case %zu", i);
+		config_free(&c);
+		unlink(path);
+	}
 }

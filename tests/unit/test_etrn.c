@@ -191,24 +191,41 @@ Test(etrn, permit)
 		{ .family = AF_INET, .prefix = 8 },
 		{ .family = AF_INET6, .prefix = 64 },
 	};
-	struct domtab_row row = { .name = "a.test", .etrn_from = nets, .netrn_from = 2 };
-	struct domtab_row closed = { .name = "b.test" };
+	/* Both rows are owned by alice; "closed" has no etrn_from at all. */
+	struct domtab_row row = { .name = "a.test", .owner = "alice", .etrn_from = nets,
+				  .netrn_from = 2 };
+	struct domtab_row closed = { .name = "b.test", .owner = "alice" };
 	static const struct {
 		const char *client;            /* NULL: the operator */
+		const char *user;              /* authenticated user, NULL: none */
 		int closed;                    /* the row without etrn_from */
 		int no_row;
 		enum etrn_outcome want;
 	} cases[] = {
-		{ "10.9.8.7", 0, 0, ETRN_OK },
-		{ "11.0.0.1", 0, 0, ETRN_DENIED_CLIENT },
-		{ "::ffff:10.0.0.1", 0, 0, ETRN_OK },    /* v4-mapped counts as v4 */
-		{ "2001:db8:0:1::5", 0, 0, ETRN_OK },
-		{ "2001:db8:0:2::5", 0, 0, ETRN_DENIED_CLIENT },
-		{ "10.0.0.1", 1, 0, ETRN_DENIED_CLIENT },
-		{ NULL, 1, 0, ETRN_OK },
-		{ NULL, 0, 1, ETRN_DENIED_UNKNOWN },
-		{ "10.0.0.1", 0, 1, ETRN_DENIED_UNKNOWN },
+		{ "10.9.8.7", NULL, 0, 0, ETRN_OK },
+		{ "11.0.0.1", NULL, 0, 0, ETRN_DENIED_CLIENT },
+		{ "::ffff:10.0.0.1", NULL, 0, 0, ETRN_OK },    /* v4-mapped counts as v4 */
+		{ "2001:db8:0:1::5", NULL, 0, 0, ETRN_OK },
+		{ "2001:db8:0:2::5", NULL, 0, 0, ETRN_DENIED_CLIENT },
+		{ "10.0.0.1", NULL, 1, 0, ETRN_DENIED_CLIENT },
+		{ NULL, NULL, 1, 0, ETRN_OK },
+		{ NULL, NULL, 0, 1, ETRN_DENIED_UNKNOWN },
+		{ "10.0.0.1", NULL, 0, 1, ETRN_DENIED_UNKNOWN },
+		/* The owner, from anywhere; etrn_from still works without. */
+		{ "11.0.0.1", "alice", 0, 0, ETRN_OK },
+		{ "2001:db8:0:2::5", "alice", 1, 0, ETRN_OK },
+		{ "10.9.8.7", "alice", 0, 0, ETRN_OK },
+		/* Another user: only etrn_from counts. Names are exact. */
+		{ "11.0.0.1", "bob", 0, 0, ETRN_DENIED_CLIENT },
+		{ "10.9.8.7", "bob", 0, 0, ETRN_OK },
+		{ "11.0.0.1", "Alice", 1, 0, ETRN_DENIED_CLIENT },
+		{ "11.0.0.1", "alic", 1, 0, ETRN_DENIED_CLIENT },
+		{ "11.0.0.1", "alice2", 1, 0, ETRN_DENIED_CLIENT },
+		{ "11.0.0.1", "", 1, 0, ETRN_DENIED_CLIENT },
+		/* No row: unknown, whoever asks. */
+		{ "10.0.0.1", "alice", 0, 1, ETRN_DENIED_UNKNOWN },
 	};
+	struct domtab_row unowned = { .name = "c.test" };
 
 	nets[0].addr[0] = 10;
 	cr_assert_eq(inet_pton(AF_INET6, "2001:db8:0:1::", nets[1].addr), 1);
@@ -221,8 +238,16 @@ Test(etrn, permit)
 			cr_assert_eq(etrn_client_addr(cases[i].client, &ss), 0);
 			sa = (const struct sockaddr *)&ss;
 		}
-		cr_assert_eq(etrn_permit(r, sa), cases[i].want, "case %zu (%s)", i,
+		cr_assert_eq(etrn_permit(r, sa, cases[i].user), cases[i].want, "case %zu (%s)", i,
 			     cases[i].client ? cases[i].client : "operator");
+	}
+	/* A row without an owner is nobody's: no user gets it that way. */
+	{
+		struct sockaddr_storage ss;
+
+		cr_assert_eq(etrn_client_addr("11.0.0.1", &ss), 0);
+		cr_assert_eq(etrn_permit(&unowned, (const struct sockaddr *)&ss, "alice"),
+			     ETRN_DENIED_CLIENT);
 	}
 }
 

@@ -19,8 +19,19 @@
 #define T_RESULT_MAX 16384
 
 /* T_PM: T_BIG with a postmaster address; T_ROUTE: T_PM with
- * allow_untrusted_routing. */
-enum t_conf { T_SMALL = 0, T_NORMALIZE, T_BIG, T_ETRN, T_PM, T_ROUTE, T_NCONF };
+ * allow_untrusted_routing; T_TLS: T_BIG with STARTTLS, AUTH and ETRN;
+ * T_TLS_SMALL: T_SMALL with STARTTLS and AUTH; T_TRUSTED: T_TLS, the
+ * session on a listen_trusted listener; T_NOAUTH: T_BIG with
+ * STARTTLS and no AUTH. */
+enum t_conf { T_SMALL = 0, T_NORMALIZE, T_BIG, T_ETRN, T_PM, T_ROUTE, T_TLS, T_TLS_SMALL,
+	      T_TRUSTED, T_NOAUTH, T_NCONF };
+
+/* In a case's input: the TLS handshake is done here. What comes before it
+ * after STARTTLS was sent in the clear and is dropped, as the loop drops
+ * it (core/loop.h conn_starttls()); what follows came through TLS. At the
+ * very start: an implicit-TLS listener. */
+#define T_TLS_MARK "<<TLS>>"
+static const struct tls_info t_tls_info = { "TLSv1.3", "TLS_AES_256_GCM_SHA384", 256, 0, "" };
 
 static time_t t_clock(void *arg)
 {
@@ -54,11 +65,12 @@ static enum smtp_rcpt_verdict t_rcpt_check(void *arg, const char *d, size_t len)
 
 /* The ETRN callback: echo the node it got, so a case sees which nodes
  * passed the server's syntax check and exactly as given. */
-static void t_etrn(void *arg, const char *client, const char *node, size_t len,
-		   struct buf *out)
+static void t_etrn(void *arg, const char *client, const char *user, const char *node,
+		   size_t len, struct buf *out)
 {
 	(void)arg;
-	buf_printf(out, "250 %s %.*s\r\n", client, (int)len, node);
+	buf_printf(out, "250 %s%s%s %.*s\r\n", client, user ? " user=" : "", user ? user : "",
+		   (int)len, node);
 }
 
 static struct smtp_server_conf t_confs[T_NCONF];
@@ -76,15 +88,19 @@ static const struct smtp_server_conf *t_conf(enum t_conf which)
 	c->limits = small;
 	if (which == T_NORMALIZE)
 		c->limits.bare_lf_normalize = 1;
-	if (which == T_BIG || which == T_ETRN || which == T_PM || which == T_ROUTE) {
+	if (which == T_BIG || which == T_ETRN || which == T_PM || which == T_ROUTE ||
+	    which == T_TLS || which == T_TRUSTED || which == T_NOAUTH) {
 		c->limits.command_max = 512;
 		c->limits.line_max = 1000;
 		c->limits.max_recipients = 1000;
 		c->limits.size_max = 50u << 20;
 		c->limits.max_errors = 10;
 	}
-	if (which == T_ETRN)
+	if (which == T_ETRN || which == T_TLS || which == T_TRUSTED)
 		c->etrn = t_etrn;
+	c->starttls = which == T_TLS || which == T_TLS_SMALL || which == T_NOAUTH ||
+		      which == T_TRUSTED;
+	c->auth = which == T_TLS || which == T_TLS_SMALL || which == T_TRUSTED;
 	if (which == T_PM || which == T_ROUTE)
 		c->postmaster = "hostmaster@ops.test";
 	c->allow_untrusted_routing = which == T_ROUTE;
@@ -145,6 +161,91 @@ static void t_record(struct t_result *r, const struct smtp_tx *tx)
 	t_append(r, "END\n", 4);
 }
 
+/* The check's answer by password: "good" (and "good...") passes, "temp" and "limit" get
+ * AUTH_TEMP and AUTH_LIMITED, anything else is wrong. */
+static enum auth_result t_auth_result(const char *pass, size_t len)
+{
+	if (len >= 4 && memcmp(pass, "good", 4) == 0)
+		return AUTH_OK;
+	if (len == 4 && memcmp(pass, "temp", 4) == 0)
+		return AUTH_TEMP;
+	if (len == 5 && memcmp(pass, "limit", 5) == 0)
+		return AUTH_LIMITED;
+	return AUTH_BAD;
+}
+
+/* SMTP_EV_AUTH: record "AUTH <user> <pass>", check that the session takes
+ * no input meanwhile and that the wipe clears the password, answer. */
+static enum smtp_event t_auth(struct smtp_session *s, struct t_result *r, const char *rest,
+		size_t n, struct buf *out)
+{
+	char line[512];
+	size_t plen;
+	const char *pass = smtp_server_auth_pass(s, &plen);
+	enum auth_result res = t_auth_result(pass, plen);
+	enum smtp_event ev2;
+
+	snprintf(line, sizeof(line), "AUTH %s %.*s\n", smtp_server_auth_user(s), (int)plen, pass);
+	t_append(r, line, strlen(line));
+	cr_assert_eq(smtp_server_feed(s, rest, n, out, &ev2), 0);
+	cr_assert_eq(ev2, SMTP_EV_AUTH);
+	smtp_server_auth_wipe(s);
+	pass = smtp_server_auth_pass(s, &plen);
+	cr_assert_eq(plen, 0);
+	cr_assert_eq(pass[0], '\0');
+	return smtp_server_auth_done(s, res, out);
+}
+
+/* Feed in[0..n) chunk bytes at a time (0: all at once); the STARTTLS
+ * event ends it (the rest was sent in the clear and is dropped). */
+static enum smtp_event t_feed(struct smtp_session *s, const struct t_case *tc, const char *in,
+		size_t n, size_t chunk, struct t_result *r, struct buf *out)
+{
+	enum smtp_event ev = SMTP_EV_NEED_INPUT;
+	size_t i = 0;
+
+	while (i < n && ev != SMTP_EV_CLOSE && ev != SMTP_EV_STARTTLS) {
+		size_t k = chunk && chunk < n - i ? chunk : n - i, off = 0;
+
+		while (off < k) {
+			size_t c = smtp_server_feed(s, in + i + off, k - off, out, &ev);
+
+			cr_assert(c <= k - off);
+			off += c;
+			if (ev == SMTP_EV_COMMIT) {
+				size_t again;
+				enum smtp_event ev2;
+
+				cr_assert(!smtp_server_idle(s));
+				t_record(r, smtp_server_tx(s));
+				/* Feeding before commit_done is refused. */
+				again = smtp_server_feed(s, in + i + off, k - off, out, &ev2);
+				cr_assert_eq(again, 0);
+				cr_assert_eq(ev2, SMTP_EV_COMMIT);
+				smtp_server_commit_done(s, tc->commit_err, out);
+				ev = SMTP_EV_NEED_INPUT;
+				continue;
+			}
+			if (ev == SMTP_EV_AUTH) {
+				ev = t_auth(s, r, in + i + off, k - off, out);
+				if (ev == SMTP_EV_CLOSE)
+					break;
+				continue;
+			}
+			if (ev == SMTP_EV_CLOSE)
+				break;
+			if (ev == SMTP_EV_STARTTLS) {
+				cr_assert_eq(off, k, "STARTTLS must consume everything");
+				break;
+			}
+			cr_assert_eq(ev, SMTP_EV_NEED_INPUT);
+			cr_assert_eq(off, k, "NEED_INPUT must consume everything");
+		}
+		i += k;
+	}
+	return ev;
+}
+
 /* Replay a case feeding chunk bytes at a time (0: all at once). */
 static void t_run(const struct t_case *tc, size_t chunk, struct t_result *r)
 {
@@ -152,6 +253,7 @@ static void t_run(const struct t_case *tc, size_t chunk, struct t_result *r)
 	size_t n = tc->in_len ? tc->in_len : strlen(tc->in), i = 0;
 	struct smtp_session *s;
 	enum smtp_event ev = SMTP_EV_NEED_INPUT;
+	const char *mark;
 	struct buf out;
 	char *in;
 
@@ -164,36 +266,30 @@ static void t_run(const struct t_case *tc, size_t chunk, struct t_result *r)
 	buf_init(&out, 1u << 20);
 	s = smtp_server_new(conf, "192.0.2.1");
 	cr_assert(s != NULL);
+	if (tc->conf == T_TRUSTED)
+		smtp_server_set_trusted(s);
 	smtp_server_greeting(s, &out);
-	while (i < n && ev != SMTP_EV_CLOSE) {
-		size_t k = chunk && chunk < n - i ? chunk : n - i, off = 0;
+	/* Each T_TLS_MARK: the clear part before it, then the handshake. */
+	while ((mark = memmem(in + i, n - i, T_TLS_MARK, strlen(T_TLS_MARK))) != NULL) {
+		size_t part = (size_t)(mark - (in + i));
 
-		while (off < k) {
-			size_t c = smtp_server_feed(s, in + i + off, k - off, &out, &ev);
+		ev = t_feed(s, tc, in + i, part, chunk, r, &out);
+		if (ev == SMTP_EV_CLOSE)
+			break;
+		if (i > 0 || part > 0) {
+			enum smtp_event ev2;
 
-			cr_assert(c <= k - off);
-			off += c;
-			if (ev == SMTP_EV_COMMIT) {
-				size_t again;
-				enum smtp_event ev2;
-
-				cr_assert(!smtp_server_idle(s));
-				t_record(r, smtp_server_tx(s));
-				/* Feeding before commit_done is refused. */
-				again = smtp_server_feed(s, in + i + off, k - off, &out, &ev2);
-				cr_assert_eq(again, 0);
-				cr_assert_eq(ev2, SMTP_EV_COMMIT);
-				smtp_server_commit_done(s, tc->commit_err, &out);
-				ev = SMTP_EV_NEED_INPUT;
-				continue;
-			}
-			if (ev == SMTP_EV_CLOSE)
-				break;
-			cr_assert_eq(ev, SMTP_EV_NEED_INPUT);
-			cr_assert_eq(off, k, "NEED_INPUT must consume everything");
+			cr_assert_eq(ev, SMTP_EV_STARTTLS, "%s: no STARTTLS before the mark", tc->name);
+			/* No input until the handshake is done. */
+			cr_assert_eq(smtp_server_feed(s, "NOOP\r\n", 6, &out, &ev2), 0);
+			cr_assert_eq(ev2, SMTP_EV_STARTTLS);
 		}
-		i += k;
+		smtp_server_tls_up(s, &t_tls_info);
+		i += part + strlen(T_TLS_MARK);
+		ev = SMTP_EV_NEED_INPUT;
 	}
+	if (ev != SMTP_EV_CLOSE)
+		ev = t_feed(s, tc, in + i, n - i, chunk, r, &out);
 	if (tc->eof && ev != SMTP_EV_CLOSE) {
 		cr_assert_eq(smtp_server_feed(s, in, 0, &out, &ev), 0);
 		cr_assert_eq(ev, SMTP_EV_CLOSE);
@@ -505,6 +601,238 @@ Test(smtp_server, transcripts)
 
 	for (i = 0; i < sizeof(t_cases) / sizeof(t_cases[0]); i++)
 		t_check(&t_cases[i]);
+}
+
+#define READY_TLS "220 2.0.0 Ready to start TLS\r\n"
+#define R_AUTH_OK "235 2.7.0 Authentication successful\r\n"
+#define R_AUTH_BAD "535 5.7.8 Authentication credentials invalid\r\n"
+#define AUTH_SYNTAX "501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n"
+#define NEED_EHLO "503 5.5.1 Error: send EHLO first\r\n"
+#define ENC_REQ "538 5.7.11 Encryption required for requested authentication mechanism\r\n"
+#define EHLO_TLS_HEAD "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 52428800\r\n250-8BITMIME\r\n" \
+	"250-ENHANCEDSTATUSCODES\r\n"
+/* T_TLS: before TLS, after it; T_TRUSTED before TLS: both offered. */
+#define EHLO_TLS_OUT EHLO_TLS_HEAD "250-STARTTLS\r\n250-ETRN\r\n250 SMTPUTF8\r\n"
+#define EHLO_TLS_UP_OUT EHLO_TLS_HEAD "250-AUTH PLAIN LOGIN\r\n250-ETRN\r\n250 SMTPUTF8\r\n"
+#define EHLO_TRUSTED_OUT EHLO_TLS_HEAD "250-STARTTLS\r\n250-AUTH PLAIN LOGIN\r\n250-ETRN\r\n" \
+	"250 SMTPUTF8\r\n"
+#define EHLO_SMALL_TLS_UP_OUT "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 200\r\n250-8BITMIME\r\n" \
+	"250-ENHANCEDSTATUSCODES\r\n250-AUTH PLAIN LOGIN\r\n250 SMTPUTF8\r\n"
+/* "\0alice\0good" and friends (RFC 4616 messages, base64) */
+#define B_ALICE_GOOD "AGFsaWNlAGdvb2Q="
+#define B_ALICE_BAD "AGFsaWNlAGJhZA=="
+#define UP "STARTTLS\r\n" T_TLS_MARK EHLO   /* TLS up, then EHLO again */
+#define UP_OUT EHLO_TLS_OUT READY_TLS EHLO_TLS_UP_OUT
+#define TLS_COMMENT "\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits))\r\n"
+#define AUTH_COMMENT "\t(Authenticated sender: alice)\r\n"
+#define RCVD_X(n, proto, extra) "Received: from client.test (192.0.2.1)\r\n" extra \
+	"\tby mx.test (etrnd) with " proto " id 0000000000000" #n "\r\n\tfor <a@ok.test>;\r\n\t" \
+	T_DATE "\r\n"
+#define TX1_REC_X(n, proto, extra, body) "FROM <s@x.test> F0\nTO <a@ok.test> @2\nID " \
+	"0000000000000" #n " " #n "\nBODY\n" RCVD_X(n, proto, extra) body "END\n"
+#define X100 X10 X10 X10 X10 X10 X10 X10 X10 X10 X10
+#define A100 "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+#define A1100 A100 A100 A100 A100 A100 A100 A100 A100 A100 A100 A100
+/* 64-octet authzid and user, a 256-octet password: the longest PLAIN we
+ * take, an AUTH line of 529 octets (over command_max 512). */
+#define B_LONGEST "dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1" \
+	"dXV1dXV1dXV1dQB1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1" \
+	"dXV1dXV1dXV1dXV1dXV1dXV1dXV1AGdvb2RwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBw" \
+	"cHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBw" \
+	"cHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBw" \
+	"cHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBw" \
+	"cHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBw" \
+	"cHBwcHBwcHA="
+#define B_PASS257 "AGFsaWNlAHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBw" \
+	"cHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBw" \
+	"cHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBw" \
+	"cHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBw" \
+	"cHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBw"
+#define B_USER65 "AHV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1" \
+	"dXV1dXV1dXV1dXV1AGdvb2Q="
+
+static const struct t_case t_tls_cases[] = {
+	/* RFC 3207: 503 inside a transaction, 501 with a parameter; then
+	 * the 220, and what was pipelined after it never runs; the session
+	 * starts over (MAIL wants EHLO again), STARTTLS is gone from EHLO,
+	 * AUTH offered, a second STARTTLS is Postfix's 554, and Received:
+	 * says ESMTPS with the cipher. */
+	{ "starttls: reset, pipelined commands dropped, ESMTPS", T_TLS,
+		EHLO "MAIL FROM:<s@x.test>\r\nSTARTTLS\r\nRSET\r\nSTARTTLS x\r\n"
+		"STARTTLS\r\nMAIL FROM:<evil@x.test>\r\nRCPT TO:<a@ok.test>\r\nAUTH PLAIN "
+		B_ALICE_GOOD "\r\n" T_TLS_MARK "MAIL FROM:<s@x.test>\r\n" EHLO "STARTTLS\r\n"
+		TX1 "hi\r\n.\r\nQUIT\r\n", 0, 0, 0,
+		G EHLO_TLS_OUT MAIL_OK "503 5.5.1 Error: MAIL transaction in progress\r\n" OK
+		"501 5.5.4 Syntax: STARTTLS\r\n" READY_TLS "503 5.5.1 Error: send HELO/EHLO first\r\n"
+		EHLO_TLS_UP_OUT "554 5.5.1 Error: TLS already active\r\n" TX1_OUT QUEUED(1) BYE,
+		SMTP_EV_CLOSE, TX1_REC_X(1, "ESMTPS", TLS_COMMENT, "hi\r\n") },
+	{ "starttls before EHLO; a half line before the handshake is dropped", T_TLS,
+		"STARTTLS\r\nNOO" T_TLS_MARK "P\r\n" EHLO, 0, 0, 0,
+		G READY_TLS "500 5.5.2 Error: command not recognized\r\n" EHLO_TLS_UP_OUT,
+		SMTP_EV_NEED_INPUT, NULL },
+	{ "implicit TLS: no STARTTLS, AUTH offered", T_TLS,
+		T_TLS_MARK EHLO "STARTTLS\r\nAUTH PLAIN " B_ALICE_GOOD "\r\n", 0, 0, 0,
+		G EHLO_TLS_UP_OUT "554 5.5.1 Error: TLS already active\r\n" R_AUTH_OK,
+		SMTP_EV_NEED_INPUT, "AUTH alice good\n" },
+	{ "no server context: STARTTLS not offered, 502", T_BIG, EHLO "STARTTLS\r\n", 0, 0, 0,
+		G EHLO_BIG_OUT "502 5.5.1 Command not implemented\r\n", SMTP_EV_NEED_INPUT, NULL },
+	{ "no auth backend: not offered inside TLS, 503", T_NOAUTH,
+		EHLO "STARTTLS\r\n" T_TLS_MARK EHLO "AUTH PLAIN " B_ALICE_GOOD "\r\n", 0, 0, 0,
+		G EHLO_TLS_HEAD "250-STARTTLS\r\n250 SMTPUTF8\r\n" READY_TLS
+		EHLO_TLS_HEAD "250 SMTPUTF8\r\n" "503 5.5.1 Error: authentication not enabled\r\n",
+		SMTP_EV_NEED_INPUT, NULL },
+	{ "help names STARTTLS and AUTH", T_TLS, "HELP\r\n", 0, 0, 0,
+		G "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP ETRN "
+		"STARTTLS AUTH\r\n", SMTP_EV_NEED_INPUT, NULL },
+	/* RFC 4954: PLAIN with an initial response; pipelined commands
+	 * after it wait for the check and then run as the user: ETRN gets
+	 * the user, Received: says ESMTPSA with both comments. */
+	{ "auth plain: initial response, ESMTPSA, ETRN as the user", T_TLS,
+		EHLO UP "AUTH PLAIN " B_ALICE_GOOD "\r\nAUTH PLAIN " B_ALICE_GOOD "\r\n"
+		"ETRN a.test\r\n" TX1 "hi\r\n.\r\n", 0, 0, 0,
+		G UP_OUT R_AUTH_OK "503 5.5.1 Error: already authenticated\r\n"
+		"250 192.0.2.1 user=alice a.test\r\n" TX1_OUT QUEUED(1), SMTP_EV_NEED_INPUT,
+		"AUTH alice good\n" TX1_REC_X(1, "ESMTPSA", TLS_COMMENT AUTH_COMMENT, "hi\r\n") },
+	{ "auth in the clear: 538 (after the mechanism), 504, 501", T_TLS,
+		EHLO "AUTH PLAIN " B_ALICE_GOOD "\r\nAUTH login\r\nAUTH CRAM-MD5\r\nAUTH\r\n"
+		"AUTH PLAIN a b\r\n", 0, 0, 0,
+		G EHLO_TLS_OUT ENC_REQ ENC_REQ "504 5.5.4 Unrecognized authentication type\r\n"
+		AUTH_SYNTAX AUTH_SYNTAX, SMTP_EV_NEED_INPUT, NULL },
+	/* listen_trusted: AUTH without TLS, ESMTPA. STARTTLS then forgets
+	 * the user (RFC 3207 4.2): ETRN without it, Received: ESMTPS. */
+	{ "trusted listener: auth login in the clear; STARTTLS forgets the user", T_TRUSTED,
+		EHLO "AUTH LOGIN\r\nYWxpY2U=\r\nZ29vZA==\r\nETRN a.test\r\n" TX1 "a\r\n.\r\n"
+		"STARTTLS\r\n" T_TLS_MARK EHLO "ETRN a.test\r\n" TX1 "b\r\n.\r\n", 0, 0, 0,
+		G EHLO_TRUSTED_OUT "334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n" R_AUTH_OK
+		"250 192.0.2.1 user=alice a.test\r\n" TX1_OUT QUEUED(1) READY_TLS EHLO_TLS_UP_OUT
+		"250 192.0.2.1 a.test\r\n" TX1_OUT QUEUED(2), SMTP_EV_NEED_INPUT,
+		"AUTH alice good\n" TX1_REC_X(1, "ESMTPA", AUTH_COMMENT, "a\r\n")
+		TX1_REC_X(2, "ESMTPS", TLS_COMMENT, "b\r\n") },
+	{ "auth replies: challenges, 535, cancel, bad base64, temp, limited", T_TLS,
+		EHLO UP "AUTH PLAIN\r\n" B_ALICE_BAD "\r\nAUTH PLAIN\r\n*\r\n"
+		"AUTH LOGIN\r\nnot base64!\r\nAUTH PLAIN Zm9v=\r\n"
+		"AUTH PLAIN AGFsaWNlAHRlbXA=\r\nAUTH PLAIN AGFsaWNlAGxpbWl0\r\n"
+		"auth login YWxpY2U=\r\nZ29vZA==\r\n", 0, 0, 0,
+		G UP_OUT "334 \r\n" R_AUTH_BAD "334 \r\n501 5.0.0 Authentication aborted\r\n"
+		"334 VXNlcm5hbWU6\r\n501 5.5.2 Cannot decode response\r\n"
+		"501 5.5.2 Cannot decode response\r\n454 4.7.0 Temporary authentication failure\r\n"
+		"454 4.7.0 Temporary authentication failure: too many failed attempts, try later\r\n"
+		"334 UGFzc3dvcmQ6\r\n" R_AUTH_OK, SMTP_EV_NEED_INPUT,
+		"AUTH alice bad\nAUTH alice temp\nAUTH alice limit\nAUTH alice good\n" },
+	/* RFC 4616: authzid empty or the user; a name or password no user
+	 * can have is refused without a check (nothing recorded). */
+	{ "auth plain: authzid rules, malformed messages", T_TLS,
+		EHLO UP "AUTH PLAIN =\r\nAUTH PLAIN Ym9iAGFsaWNlAGdvb2Q=\r\n"
+		"AUTH PLAIN AGFsIGljZQBnb29k\r\nAUTH PLAIN AGFsaWNl\r\nAUTH PLAIN AGFsaWNlAA==\r\n"
+		"AUTH LOGIN =\r\nZ29vZA==\r\nAUTH PLAIN YWxpY2UAYWxpY2UAZ29vZA==\r\n", 0, 0, 0,
+		G UP_OUT R_AUTH_BAD R_AUTH_BAD R_AUTH_BAD R_AUTH_BAD R_AUTH_BAD "334 UGFzc3dvcmQ6\r\n" R_AUTH_BAD
+		R_AUTH_OK, SMTP_EV_NEED_INPUT, "AUTH alice good\n" },
+	{ "auth sequencing: EHLO first, not in a transaction", T_TLS,
+		"STARTTLS\r\n" T_TLS_MARK "AUTH PLAIN " B_ALICE_GOOD "\r\nHELO client.test\r\n"
+		"AUTH PLAIN " B_ALICE_GOOD "\r\n" EHLO "MAIL FROM:<s@x.test>\r\nAUTH PLAIN "
+		B_ALICE_GOOD "\r\nRSET\r\nAUTH PLAIN " B_ALICE_GOOD "\r\n", 0, 0, 0,
+		G READY_TLS NEED_EHLO "250 mx.test\r\n" NEED_EHLO EHLO_TLS_UP_OUT MAIL_OK
+		"503 5.5.1 Error: MAIL transaction in progress\r\n" OK R_AUTH_OK,
+		SMTP_EV_NEED_INPUT, "AUTH alice good\n" },
+	/* RFC 4954 4: AUTH lines may pass command_max (here 529 octets);
+	 * past SMTP_AUTH_LINE_MAX a response is 500 5.5.6, a command line
+	 * too long; over-long names and passwords never reach the check. */
+	{ "auth line lengths", T_TLS,
+		EHLO UP "AUTH PLAIN\r\n" A1100 "\r\nAUTH PLAIN " A1100 "\r\n"
+		"AUTH PLAIN " B_PASS257 "\r\nAUTH PLAIN " B_USER65 "\r\n"
+		"AUTH PLAIN " B_LONGEST "\r\n", 0, 0, 0,
+		G UP_OUT "334 \r\n500 5.5.6 Authentication Exchange line is too long\r\n"
+		"500 5.5.2 Error: line too long\r\n" R_AUTH_BAD R_AUTH_BAD R_AUTH_OK, SMTP_EV_NEED_INPUT,
+		"AUTH uuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuu"
+		" goodpppppppppppppppppppppppppppppppppppppppppppppppppppppppppppp"
+		"pppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppp"
+		"pppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppp\n" },
+	{ "command_max still holds for other commands", T_TLS_SMALL,
+		"STARTTLS\r\n" T_TLS_MARK EHLO "AUTH PLAIN " B_ALICE_GOOD "\r\n"
+		"NOOP " X38 X38 "\r\n", 0, 0, 0,
+		G READY_TLS EHLO_SMALL_TLS_UP_OUT R_AUTH_OK "500 5.5.2 Error: line too long\r\n",
+		SMTP_EV_NEED_INPUT, "AUTH alice good\n" },
+	/* Failures count against smtp_max_errors (8 here): the 8th 535 is
+	 * followed by 421 and the end of the session. */
+	{ "auth failures use up the error budget", T_TLS_SMALL,
+		"STARTTLS\r\n" T_TLS_MARK EHLO "AUTH PLAIN " B_ALICE_BAD "\r\nAUTH PLAIN " B_ALICE_BAD
+		"\r\nAUTH PLAIN " B_ALICE_BAD "\r\nAUTH PLAIN " B_ALICE_BAD "\r\nAUTH PLAIN "
+		B_ALICE_BAD "\r\nAUTH PLAIN " B_ALICE_BAD "\r\nAUTH PLAIN " B_ALICE_BAD "\r\n"
+		"AUTH PLAIN " B_ALICE_BAD "\r\nNOOP\r\n", 0, 0, 0,
+		G READY_TLS EHLO_SMALL_TLS_UP_OUT R_AUTH_BAD R_AUTH_BAD R_AUTH_BAD R_AUTH_BAD R_AUTH_BAD R_AUTH_BAD
+		R_AUTH_BAD R_AUTH_BAD "421 4.7.0 mx.test Error: too many errors\r\n", SMTP_EV_CLOSE,
+		"AUTH alice bad\nAUTH alice bad\nAUTH alice bad\nAUTH alice bad\nAUTH alice bad\n"
+		"AUTH alice bad\nAUTH alice bad\nAUTH alice bad\n" },
+	{ "eof inside an auth exchange", T_TLS, EHLO UP "AUTH LOGIN\r\nYWxp", 0, 1, 0,
+		G UP_OUT "334 VXNlcm5hbWU6\r\n", SMTP_EV_CLOSE, NULL },
+};
+
+Test(smtp_server, tls_and_auth_transcripts)
+{
+	for (size_t i = 0; i < sizeof(t_tls_cases) / sizeof(t_tls_cases[0]); i++)
+		t_check(&t_tls_cases[i]);
+}
+
+/* CVE-2011-0411: one feed holding STARTTLS and commands after it is
+ * consumed whole (nothing left for the glue to feed after the handshake),
+ * and only the 220 comes out. */
+Test(smtp_server, starttls_swallows_pipelined_input)
+{
+	static const char in[] = "EHLO c\r\nSTARTTLS\r\nMAIL FROM:<s@x.test>\r\nQUIT\r\n";
+	const struct smtp_server_conf *conf = t_conf(T_TLS);
+	struct smtp_session *s = smtp_server_new(conf, "192.0.2.1");
+	enum smtp_event ev;
+	struct buf out;
+
+	buf_init(&out, 4096);
+	cr_assert_eq(smtp_server_feed(s, in, sizeof(in) - 1, &out, &ev), sizeof(in) - 1);
+	cr_assert_eq(ev, SMTP_EV_STARTTLS);
+	cr_assert(out.len > strlen(READY_TLS));
+	cr_assert(memcmp(out.data + out.len - strlen(READY_TLS), READY_TLS, strlen(READY_TLS)) == 0);
+	cr_assert(smtp_server_idle(s));
+	out.len = 0;
+	smtp_server_tls_up(s, NULL); /* no details known: still TLS */
+	cr_assert_eq(smtp_server_feed(s, "MAIL FROM:<s@x.test>\r\n", 22, &out, &ev), 22);
+	cr_assert_eq(ev, SMTP_EV_NEED_INPUT);
+	cr_assert(memcmp(out.data, "503 5.5.1 Error: send HELO/EHLO first\r\n", out.len) == 0);
+	buf_free(&out);
+	smtp_server_free(s);
+}
+
+/* A check that ends after the session timed out writes nothing, and a
+ * session freed with a check in flight leaves nothing behind (ASan). */
+Test(smtp_server, auth_done_after_close)
+{
+	static const char in[] = "EHLO c\r\nAUTH PLAIN " B_ALICE_GOOD "\r\nNOOP\r\n";
+	const struct smtp_server_conf *conf = t_conf(T_TRUSTED);
+	struct smtp_session *s = smtp_server_new(conf, "192.0.2.1");
+	enum smtp_event ev;
+	size_t used, len;
+	struct buf out;
+
+	buf_init(&out, 4096);
+	smtp_server_set_trusted(s);
+	used = smtp_server_feed(s, in, sizeof(in) - 1, &out, &ev);
+	cr_assert_eq(ev, SMTP_EV_AUTH);
+	cr_assert_eq(used, sizeof(in) - 1 - strlen("NOOP\r\n"));
+	cr_assert_str_eq(smtp_server_auth_user(s), "alice");
+	cr_assert(memcmp(smtp_server_auth_pass(s, &len), "good", 4) == 0 && len == 4);
+	cr_assert_null(smtp_server_user(s));
+	smtp_server_timeout(s, &out);
+	out.len = 0;
+	cr_assert_eq(smtp_server_auth_done(s, AUTH_OK, &out), SMTP_EV_CLOSE);
+	cr_assert_eq(out.len, 0);
+	cr_assert_null(smtp_server_user(s));
+	cr_assert_eq(smtp_server_feed(s, "NOOP\r\n", 6, &out, &ev), 0);
+	cr_assert_eq(ev, SMTP_EV_CLOSE);
+	smtp_server_free(s);
+
+	s = smtp_server_new(conf, "192.0.2.1");
+	smtp_server_set_trusted(s);
+	(void)smtp_server_feed(s, in, sizeof(in) - 1, &out, &ev);
+	cr_assert_eq(ev, SMTP_EV_AUTH);
+	smtp_server_free(s);
+	buf_free(&out);
 }
 
 Test(smtp_server, idle_timeout_shutdown_busy)

@@ -1,0 +1,508 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * authpool: see authpool.h. A check lives in one preallocated slot from
+ * check() until the asking loop has run its answer: queued (FIFO under the
+ * pool's mutex), then owned by one verifier, then by the loop through
+ * loop_post(). The password is wiped as soon as crypt_r has run.
+ */
+#include "admin/authpool.h"
+
+#include <crypt.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include <hiredis/hiredis.h>
+
+#include "admin/redis_conn.h"
+#include "admin/schema.h"
+#include "core/addrlimit.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "core/now.h"
+
+/* The two hash kinds accepted (etrnctl writes the first, or the second
+ * where libcrypt lacks yescrypt); anything else is refused. */
+#define AUTHPOOL_KIND_YESCRYPT "$y$"
+#define AUTHPOOL_KIND_SHA512 "$6$"
+#define AUTHPOOL_KIND_LEN 3
+/* Random bytes behind the dummy hash's salt and phrase. */
+#define AUTHPOOL_RANDOM_BYTES 16
+/* "queue full" is logged at most this often. */
+#define AUTHPOOL_FULL_LOG_MS 60000u
+/* A loop_post() that found no memory is tried again after this. */
+#define AUTHPOOL_POST_RETRY_NS 10000000L
+#define AUTHPOOL_KEY_MAX (CONFIG_REDIS_PREFIX_MAX + 8 + AUTH_USER_MAX)
+
+struct authpool_req {
+	struct authpool *pool;
+	struct authpool_req *next;       /* in the free list or the queue */
+	struct loop *l;
+	uint64_t conn;
+	auth_done_fn done;
+	void *done_arg;
+	enum auth_result result;
+	int usable;                      /* a user name and password we can check */
+	char client[AUTHPOOL_CLIENT_MAX];
+	char user[AUTH_USER_MAX + 1];
+	char pass[AUTH_PASS_MAX + 1];    /* wiped once checked */
+};
+
+struct authpool_verifier {
+	struct authpool *pool;
+	pthread_t thread;
+	redisContext *rc;                /* NULL: not connected */
+	uint64_t retry_ms;               /* no connect attempt before this */
+	unsigned backoff_ms;
+	struct crypt_data *cd;           /* 32 KiB, this thread's alone */
+};
+
+struct authpool {
+	const struct config *cfg;
+	struct auth_backend be;
+	struct addrlimit *lim;           /* auth_failure_limit */
+	pthread_mutex_t mu;              /* guards the lists, stopping, warned */
+	pthread_cond_t cv;               /* a check queued, or stopping */
+	struct authpool_req *slots;      /* AUTHPOOL_QUEUE_MAX */
+	struct authpool_req *free, *head, *tail;
+	int stopping;
+	struct authpool_verifier *v;
+	unsigned nv, started;
+	/* What an unknown user's check runs crypt_r against: a yescrypt hash
+	 * of random bytes, so it costs what a real user's check costs. */
+	char dummy[CRYPT_OUTPUT_SIZE];
+	char warned[AUTHPOOL_WARNED_MAX][AUTH_USER_MAX + 1];
+	unsigned warned_next;
+	atomic_int redis_down;           /* the last state logged */
+	_Atomic uint64_t full_logged_ms;
+	_Atomic uint64_t n_ok, n_bad, n_temp, n_limited, n_full, n_pending;
+};
+
+/* Equal strings, in time that depends only on their lengths (a hash's
+ * length is fixed by its kind: no secret). */
+static int authpool_hash_eq(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	volatile unsigned char d = 0;
+
+	if (la != lb)
+		return 0;
+	for (size_t i = 0; i < la; i++)
+		d |= (unsigned char)(a[i] ^ b[i]);
+	return d == 0;
+}
+
+static int authpool_hash_usable(const char *h)
+{
+	return !strncmp(h, AUTHPOOL_KIND_YESCRYPT, AUTHPOOL_KIND_LEN) ||
+	       !strncmp(h, AUTHPOOL_KIND_SHA512, AUTHPOOL_KIND_LEN);
+}
+
+/* Once per user (the last AUTHPOOL_WARNED_MAX remembered). */
+static void authpool_warn_kind(struct authpool *p, const char *user)
+{
+	int seen = 0;
+
+	pthread_mutex_lock(&p->mu);
+	for (unsigned i = 0; i < AUTHPOOL_WARNED_MAX && !seen; i++)
+		seen = !strcmp(p->warned[i], user);
+	if (!seen) {
+		snprintf(p->warned[p->warned_next], sizeof(p->warned[0]), "%s", user);
+		p->warned_next = (p->warned_next + 1) % AUTHPOOL_WARNED_MAX;
+	}
+	pthread_mutex_unlock(&p->mu);
+	if (!seen)
+		log_warn("auth: user %s: the password hash is not yescrypt ($y$) or SHA-512 ($6$); "
+			 "AUTH refused until it is set again (etrnctl user passwd %s)", user, user);
+}
+
+static void authpool_went_down(struct authpool *p, const char *why)
+{
+	if (!atomic_exchange(&p->redis_down, 1))
+		log_warn("auth: %s; AUTH answers 454 4.7.0 until Redis is back", why);
+}
+
+/* 0 connected; -1 not (in back-off, or the attempt failed: logged once). */
+static int authpool_connect(struct authpool_verifier *v)
+{
+	struct authpool *p = v->pool;
+	char err[CONFIG_ERR_MAX];
+	uint64_t now = now_mono_ms();
+
+	if (now < v->retry_ms)
+		return -1;
+	v->rc = redis_conn_open(&p->cfg->redis, AUTHPOOL_REDIS_TIMEOUT_MS, err, sizeof(err));
+	if (!v->rc) {
+		v->retry_ms = now + v->backoff_ms;
+		v->backoff_ms = v->backoff_ms * 2 > AUTHPOOL_BACKOFF_MAX_MS ? AUTHPOOL_BACKOFF_MAX_MS
+									 : v->backoff_ms * 2;
+		authpool_went_down(p, err);
+		return -1;
+	}
+	v->backoff_ms = AUTHPOOL_BACKOFF_MIN_MS;
+	if (atomic_exchange(&p->redis_down, 0))
+		log_info("auth: redis %s: connected again", p->cfg->redis.display);
+	return 0;
+}
+
+/*
+ * user's password hash into hash. 1 found, 0 no such user (or no password
+ * field), -1 Redis cannot say (AUTH_TEMP). A connection that fails is
+ * replaced once at once: after a Redis restart the first command on the old
+ * connection fails although the new one would work.
+ */
+static int authpool_lookup(struct authpool_verifier *v, const char *user, char *hash, size_t len)
+{
+	struct authpool *p = v->pool;
+	char key[AUTHPOOL_KEY_MAX], why[CONFIG_ERR_MAX], err[2 * CONFIG_ERR_MAX];
+
+	if (!schema_key(key, sizeof(key), p->cfg->redis_prefix, "user:", user))
+		return 0;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		redisReply *r;
+		int rc = -1;
+
+		if (!v->rc && authpool_connect(v))
+			return -1;
+		r = redisCommand(v->rc, "HGET %s %s", key, SCHEMA_F_PASSWORD);
+		if (r && r->type == REDIS_REPLY_NIL) {
+			rc = 0;
+		} else if (r && r->type == REDIS_REPLY_STRING) {
+			/* Too long for any hash we take: unusable, like $1$. */
+			snprintf(hash, len, "%s", r->len < len ? r->str : "");
+			rc = 1;
+		} else if (r && r->type == REDIS_REPLY_ERROR) {
+			/* The connection is fine; the key is not (WRONGTYPE). */
+			log_warn("auth: HGET %s: %s", key, r->str);
+		}
+		if (r && (rc >= 0 || r->type == REDIS_REPLY_ERROR)) {
+			freeReplyObject(r);
+			return rc;
+		}
+		redis_conn_err(v->rc, r, "HGET", why, sizeof(why));
+		if (r)
+			freeReplyObject(r);
+		redisFree(v->rc);
+		v->rc = NULL;
+		v->retry_ms = 0;
+		snprintf(err, sizeof(err), "redis %s: %s", p->cfg->redis.display, why);
+		authpool_went_down(p, err);
+	}
+	return -1;
+}
+
+/* The answer to q. An unknown user, an unusable hash or input we cannot
+ * check costs the same crypt_r as a real check (the dummy hash), so neither
+ * the reply nor its time tells which users exist. */
+static enum auth_result authpool_verify(struct authpool_verifier *v, struct authpool_req *q)
+{
+	struct authpool *p = v->pool;
+	char hash[CRYPT_OUTPUT_SIZE];
+	const char *setting = p->dummy, *out;
+	int known = 0, match;
+
+	if (q->usable) {
+		int rc = authpool_lookup(v, q->user, hash, sizeof(hash));
+
+		if (rc < 0)
+			return AUTH_TEMP;
+		if (rc == 1 && authpool_hash_usable(hash)) {
+			setting = hash;
+			known = 1;
+		} else if (rc == 1) {
+			authpool_warn_kind(p, q->user);
+		}
+	}
+	out = crypt_r(q->pass, setting, v->cd);
+	/* A failed crypt_r returns NULL or a string starting with '*'. */
+	match = known && out && out[0] != '*' && authpool_hash_eq(out, hash);
+	explicit_bzero(v->cd, sizeof(*v->cd));
+	return match ? AUTH_OK : AUTH_BAD;
+}
+
+/* On the asking loop's thread: free the slot, then answer. */
+static void authpool_deliver(void *arg)
+{
+	struct authpool_req *q = arg;
+	struct authpool *p = q->pool;
+	auth_done_fn done = q->done;
+	void *done_arg = q->done_arg;
+	uint64_t conn = q->conn;
+	enum auth_result r = q->result;
+
+	pthread_mutex_lock(&p->mu);
+	q->next = p->free;
+	p->free = q;
+	pthread_mutex_unlock(&p->mu);
+	atomic_fetch_sub(&p->n_pending, 1);
+	atomic_fetch_add(r == AUTH_OK ? &p->n_ok : r == AUTH_BAD ? &p->n_bad : &p->n_temp, 1);
+	done(done_arg, conn, r);
+}
+
+/* done runs exactly once: a post that finds no memory is tried again,
+ * unless the pool is stopping (every loop has finished: nobody to tell). */
+static void authpool_post(struct authpool *p, struct authpool_req *q)
+{
+	const struct timespec ts = { 0, AUTHPOOL_POST_RETRY_NS };
+
+	while (loop_post(q->l, authpool_deliver, q)) {
+		int stopping;
+
+		pthread_mutex_lock(&p->mu);
+		stopping = p->stopping;
+		pthread_mutex_unlock(&p->mu);
+		if (stopping)
+			return;
+		nanosleep(&ts, NULL);
+	}
+}
+
+static void *authpool_main(void *arg)
+{
+	struct authpool_verifier *v = arg;
+	struct authpool *p = v->pool;
+
+	(void)authpool_connect(v); /* so the first AUTH does not wait for it */
+	for (;;) {
+		struct authpool_req *q;
+
+		pthread_mutex_lock(&p->mu);
+		while (!p->stopping && !p->head)
+			pthread_cond_wait(&p->cv, &p->mu);
+		if (p->stopping) {
+			pthread_mutex_unlock(&p->mu);
+			break;
+		}
+		q = p->head;
+		p->head = q->next;
+		if (!p->head)
+			p->tail = NULL;
+		pthread_mutex_unlock(&p->mu);
+		q->result = authpool_verify(v, q);
+		explicit_bzero(q->pass, sizeof(q->pass));
+		/* Only a wrong password counts against the address. */
+		if (q->result != AUTH_BAD)
+			addrlimit_give(p->lim, q->client, now_mono_ms());
+		authpool_post(p, q);
+	}
+	if (v->rc)
+		redisFree(v->rc);
+	v->rc = NULL;
+	return NULL;
+}
+
+static void authpool_log_full(struct authpool *p, uint64_t now)
+{
+	uint64_t last = atomic_load(&p->full_logged_ms);
+
+	if ((last == 0 || now - last >= AUTHPOOL_FULL_LOG_MS) &&
+	    atomic_compare_exchange_strong(&p->full_logged_ms, &last, now))
+		log_warn("auth: %u checks waiting for the %u verifier(s): AUTH answers 454 4.7.0 "
+			 "(raise auth_verifiers?)", AUTHPOOL_QUEUE_MAX, p->nv);
+}
+
+/*
+ * The limit comes first: an address over it costs no slot, no thread and no
+ * Redis. A check reserves one of its address's failures (addrlimit_take) and
+ * the verifier gives it back unless the password was wrong, so however many
+ * checks one address has in flight at once, at most auth_failure_limit wrong
+ * passwords a minute are ever tried.
+ */
+static int authpool_check(void *arg, struct loop *l, uint64_t conn_handle, const char *client,
+			  const char *user, const char *pass, size_t passlen, auth_done_fn done,
+			  void *done_arg)
+{
+	struct authpool *p = arg;
+	struct authpool_req *q;
+	char why[SCHEMA_WHY_MAX];
+	uint64_t now = now_mono_ms();
+	size_t ulen = strnlen(user, AUTH_USER_MAX + 1);
+	int stopping;
+
+	if (!client || strnlen(client, AUTHPOOL_CLIENT_MAX) >= AUTHPOOL_CLIENT_MAX)
+		client = "unknown";
+	if (!addrlimit_take(p->lim, client, now)) {
+		atomic_fetch_add(&p->n_limited, 1);
+		return -AUTH_LIMITED;
+	}
+	pthread_mutex_lock(&p->mu);
+	stopping = p->stopping;
+	q = stopping ? NULL : p->free;
+	if (q)
+		p->free = q->next;
+	pthread_mutex_unlock(&p->mu);
+	if (!q) {
+		addrlimit_give(p->lim, client, now);
+		atomic_fetch_add(&p->n_full, 1);
+		if (!stopping)
+			authpool_log_full(p, now);
+		return -AUTH_TEMP;
+	}
+	q->l = l;
+	q->conn = conn_handle;
+	q->done = done;
+	q->done_arg = done_arg;
+	q->next = NULL;
+	snprintf(q->client, sizeof(q->client), "%s", client);
+	q->usable = ulen <= AUTH_USER_MAX && passlen <= AUTH_PASS_MAX &&
+		    !memchr(pass, '\0', passlen) && !schema_user_check(user, why, sizeof(why));
+	memcpy(q->user, user, ulen <= AUTH_USER_MAX ? ulen : 0);
+	q->user[ulen <= AUTH_USER_MAX ? ulen : 0] = '\0';
+	passlen = q->usable ? passlen : 0;
+	memcpy(q->pass, pass, passlen);
+	q->pass[passlen] = '\0';
+	atomic_fetch_add(&p->n_pending, 1);
+	pthread_mutex_lock(&p->mu);
+	if (p->tail)
+		p->tail->next = q;
+	else
+		p->head = q;
+	p->tail = q;
+	pthread_cond_signal(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	return 0;
+}
+
+/* The dummy: yescrypt, or SHA-512 where libcrypt lacks it. */
+static int authpool_make_dummy(struct authpool *p, struct crypt_data *cd)
+{
+	static const char *const kinds[] = { AUTHPOOL_KIND_YESCRYPT, AUTHPOOL_KIND_SHA512 };
+	char salt[CRYPT_GENSALT_OUTPUT_SIZE], rnd[AUTHPOOL_RANDOM_BYTES];
+	char phrase[2 * AUTHPOOL_RANDOM_BYTES + 1];
+	int rc = -1;
+
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]) && rc; i++) {
+		const char *h;
+
+		if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+			break;
+		for (size_t k = 0; k < sizeof(rnd); k++)
+			snprintf(phrase + 2 * k, 3, "%02x", (unsigned char)rnd[k]);
+		if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+			break;
+		if (!crypt_gensalt_rn(kinds[i], 0, rnd, sizeof(rnd), salt, sizeof(salt)))
+			continue;
+		h = crypt_r(phrase, salt, cd);
+		if (h && h[0] != '*' && strlen(h) < sizeof(p->dummy)) {
+			memcpy(p->dummy, h, strlen(h) + 1);
+			rc = 0;
+		}
+	}
+	explicit_bzero(cd, sizeof(*cd));
+	return rc;
+}
+
+/* Allocations and the dummy hash; threads not started. */
+static struct authpool *authpool_new(const struct config *cfg, char *err, size_t errlen)
+{
+	struct authpool *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		goto nomem;
+	p->cfg = cfg;
+	p->be = (struct auth_backend){ .check = authpool_check, .arg = p };
+	p->nv = cfg->auth_verifiers;
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->cv, NULL);
+	p->slots = calloc(AUTHPOOL_QUEUE_MAX, sizeof(*p->slots));
+	p->v = calloc(p->nv, sizeof(*p->v));
+	p->lim = addrlimit_new("auth_failure_limit", cfg->auth_failure_limit,
+			       ADDRLIMIT_ADDRS_DEFAULT);
+	if (!p->slots || !p->v || !p->lim)
+		goto nomem;
+	for (unsigned i = 0; i < AUTHPOOL_QUEUE_MAX; i++) {
+		p->slots[i].pool = p;
+		p->slots[i].next = p->free;
+		p->free = &p->slots[i];
+	}
+	for (unsigned i = 0; i < p->nv; i++) {
+		p->v[i].pool = p;
+		p->v[i].backoff_ms = AUTHPOOL_BACKOFF_MIN_MS;
+		p->v[i].cd = calloc(1, sizeof(*p->v[i].cd));
+		if (!p->v[i].cd)
+			goto nomem;
+	}
+	if (authpool_make_dummy(p, p->v[0].cd)) {
+		snprintf(err, errlen, "auth: crypt(3) makes neither yescrypt nor SHA-512 hashes");
+		return authpool_free(p);
+	}
+	return p;
+nomem:
+	snprintf(err, errlen, "auth: out of memory");
+	return authpool_free(p);
+}
+
+struct authpool *authpool_start(const struct config *cfg, char *err, size_t errlen)
+{
+	struct authpool *p;
+	int rc;
+
+	if (cfg->redis.kind == CONFIG_REDIS_NONE) {
+		snprintf(err, errlen, "auth: no redis configured (the users live there)");
+		return NULL;
+	}
+	p = authpool_new(cfg, err, errlen);
+	if (!p)
+		return NULL;
+	for (unsigned i = 0; i < p->nv; i++) {
+		/* pthread_create returns the error; it does not set errno. */
+		rc = pthread_create(&p->v[i].thread, NULL, authpool_main, &p->v[i]);
+		if (rc) {
+			snprintf(err, errlen, "auth: verifier thread: pthread_create: %s", strerror(rc));
+			return authpool_free(p);
+		}
+		p->started++;
+	}
+	return p;
+}
+
+const struct auth_backend *authpool_backend(struct authpool *p)
+{
+	return &p->be;
+}
+
+void authpool_stop(struct authpool *p)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->mu);
+	p->stopping = 1;
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	for (unsigned i = 0; i < p->started; i++)
+		pthread_join(p->v[i].thread, NULL);
+	p->started = 0;
+}
+
+struct authpool *authpool_free(struct authpool *p)
+{
+	if (!p)
+		return NULL;
+	authpool_stop(p);
+	for (unsigned i = 0; p->v && i < p->nv; i++)
+		free(p->v[i].cd);
+	free(p->v);
+	if (p->slots) /* abandoned checks still hold passwords */
+		explicit_bzero(p->slots, AUTHPOOL_QUEUE_MAX * sizeof(*p->slots));
+	free(p->slots);
+	addrlimit_free(p->lim);
+	pthread_cond_destroy(&p->cv);
+	pthread_mutex_destroy(&p->mu);
+	free(p);
+	return NULL;
+}
+
+void authpool_stats(struct authpool *p, struct authpool_stats *st)
+{
+	st->ok = atomic_load(&p->n_ok);
+	st->bad = atomic_load(&p->n_bad);
+	st->temp = atomic_load(&p->n_temp);
+	st->limited = atomic_load(&p->n_limited);
+	st->full = atomic_load(&p->n_full);
+	st->pending = atomic_load(&p->n_pending);
+}
