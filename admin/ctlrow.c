@@ -87,7 +87,7 @@ static int ctlrow_parsed(struct ctlrow *r, const struct ctlrow_opts *o, size_t *
 	s = nz(o->tls) ? o->tls : "may";
 	if (schema_tls_parse(s, &tls, one, sizeof(one)))
 		return snprintf(why, wl, "--tls: %s", one), -1;
-	add(r, SCHEMA_F_TLS, tls == DOMTAB_TLS_MUST ? "must" : "may");
+	add(r, SCHEMA_F_TLS, domtab_tls_name(tls));
 	return 0;
 }
 

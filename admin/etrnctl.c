@@ -74,7 +74,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: etrnctl [-c FILE | --redis URL] [--json] COMMAND [ARGS]\n"
 		"  domain add DOMAIN [--dest HOST[:PORT]|mx] [--queue NAME] [--etrn-from CIDR,...]\n"
-		"                    [--owner USER] [--max-hold DURATION] [--quota BYTES] [--tls may|must]\n"
+		"                    [--owner USER] [--max-hold DURATION] [--quota BYTES] [--tls may|must|verify]\n"
 		"  domain del DOMAIN | domain show DOMAIN | domain list\n"
 		"  queue list | queue show NAME     named queues (ETRN #queue) in Redis\n"
 		"  queue list DOMAIN | mailq [DOMAIN]  mail held by the running daemon: queue id,\n"

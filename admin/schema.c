@@ -243,8 +243,10 @@ int schema_tls_parse(const char *s, enum domtab_tls *tls, char *w, size_t wl)
 		*tls = DOMTAB_TLS_MAY;
 	else if (!strcmp(s, "must"))
 		*tls = DOMTAB_TLS_MUST;
+	else if (!strcmp(s, "verify"))
+		*tls = DOMTAB_TLS_VERIFY;
 	else
-		return why(w, wl, "\"%s\": want may or must", s);
+		return why(w, wl, "\"%s\": want may, must or verify", s);
 	return 0;
 }
 

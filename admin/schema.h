@@ -65,7 +65,7 @@ int schema_duration_parse(const char *s, uint64_t *ms, char *why, size_t wl);
  * of 1024) -> bytes; 0 is allowed (no quota). */
 int schema_size_parse(const char *s, uint64_t *bytes, char *why, size_t wl);
 
-/* "may" or "must". */
+/* "may", "must" or "verify" (enum domtab_tls). */
 int schema_tls_parse(const char *s, enum domtab_tls *tls, char *why, size_t wl);
 
 /* Queue and user names: 1-64 of letters, digits and . _ - (users also @ +). */

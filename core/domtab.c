@@ -407,6 +407,15 @@ static int prefix_match(const uint8_t *a, const uint8_t *net, unsigned bits)
 	return 1;
 }
 
+const char *domtab_tls_name(enum domtab_tls t)
+{
+	switch (t) {
+	case DOMTAB_TLS_MUST: return "must";
+	case DOMTAB_TLS_VERIFY: return "verify";
+	default: return "may";
+	}
+}
+
 int domtab_row_allows(const struct domtab_row *row, const struct sockaddr *addr)
 {
 	uint8_t a[16];

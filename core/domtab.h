@@ -24,7 +24,16 @@
 
 struct epoch;
 
-enum domtab_tls { DOMTAB_TLS_MAY = 0, DOMTAB_TLS_MUST = 1 };
+/* A domain's drain TLS policy (Postfix's smtp_tls_security_level):
+ * MAY STARTTLS when offered, else clear (opportunistic, the default);
+ * MUST never deliver in clear (no STARTTLS offered or refused: the mail
+ * stays held); VERIFY is MUST plus the customer's certificate checked
+ * against tls_ca_file (or the system store) and the destination name. */
+enum domtab_tls { DOMTAB_TLS_MAY = 0, DOMTAB_TLS_MUST = 1, DOMTAB_TLS_VERIFY = 2 };
+
+/* The policy's name as Redis and etrnctl spell it ("may", "must",
+ * "verify"); "may" for anything else. Static. */
+const char *domtab_tls_name(enum domtab_tls t);
 
 /* One network of etrn_from: family AF_INET or AF_INET6, addr in network
  * order (first 4 bytes for AF_INET), prefix length. */

@@ -50,6 +50,9 @@
 #define DRAIN_WHO_MAX 300              /* "[client] (node)" for log lines */
 #define DRAIN_WHO_NODE_MAX 200         /* node text in it */
 #define DRAIN_ACTIVE_MIN 16            /* first size of the active list */
+/* Domains per thread whose hold reason is kept for etrnctl status; past it
+ * the oldest reason is forgotten (the log still has it). */
+#define DRAIN_HELD_DOMAINS_MAX 1024
 
 /* The key (hash, len) first: a scan of the list reads one cache line per
  * entry and compares names only on a hash match. */
@@ -75,6 +78,16 @@ struct drain_hub {
 	struct drain_active *act;
 	size_t nact, capact;
 	struct smtp_client_conf ccf;
+	struct tls_ctx *tls_client;    /* drain_hub_set_tls(); not ours */
+};
+
+/* Why a domain's mail stayed held at its last drain on this thread (a TLS
+ * policy not met), until a drain of it ends without such a reason. */
+struct drain_held {
+	struct list_node node;         /* drain.held, oldest first */
+	size_t len;
+	char dom[DRAIN_DOMAIN_MAX];
+	char why[DRAIN_HELD_MAX];
 };
 
 struct drain {
@@ -82,6 +95,8 @@ struct drain {
 	unsigned index;
 	struct drain_conn_env env;     /* what its connections share */
 	struct list jobs;              /* of drain_job.node, this thread's */
+	struct list held;              /* of drain_held.node, this thread's */
+	unsigned nheld;
 };
 
 static struct drain *drain_of_env(struct drain_conn_env *env)
@@ -218,6 +233,72 @@ static void hub_end(struct drain_hub *h, const char *dom, size_t len)
 
 /* ---- jobs on one thread --------------------------------------------------- */
 
+/* dom's hold reason on d, or NULL. */
+static struct drain_held *held_find(struct drain *d, const char *dom, size_t len)
+{
+	struct list_node *n;
+
+	LIST_FOREACH(n, &d->held) {
+		struct drain_held *e = LIST_ENTRY(n, struct drain_held, node);
+
+		if (e->len == len && ascii_eq_n(e->dom, dom, len))
+			return e;
+	}
+	return NULL;
+}
+
+/* Keep (or forget) why j's domain stays held, for etrnctl status. */
+static void held_note(struct drain *d, const struct drain_job *j)
+{
+	struct drain_held *e = held_find(d, j->dom, j->len);
+
+	if (!j->held[0]) {
+		if (e) {
+			list_unlink(&d->held, &e->node);
+			d->nheld--;
+			free(e);
+		}
+		return;
+	}
+	if (!e && d->nheld >= DRAIN_HELD_DOMAINS_MAX) {
+		e = LIST_ENTRY(list_pop(&d->held), struct drain_held, node);
+		d->nheld--;
+	} else if (e) {
+		list_unlink(&d->held, &e->node);
+		d->nheld--;
+	} else if (!(e = calloc(1, sizeof(*e)))) {
+		return; /* the log has it */
+	}
+	memcpy(e->dom, j->dom, j->len);
+	e->dom[j->len] = '\0';
+	e->len = j->len;
+	snprintf(e->why, sizeof(e->why), "%s", j->held);
+	list_append(&d->held, &e->node);
+	d->nheld++;
+}
+
+size_t drain_held_copy(const struct drain *d, struct drain_status_held *out, size_t max)
+{
+	const struct list_node *n;
+	size_t k = 0;
+
+	LIST_FOREACH(n, &d->held) {
+		const struct drain_held *e = LIST_ENTRY(n, struct drain_held, node);
+
+		if (k == max)
+			break;
+		snprintf(out[k].dom, sizeof(out[k].dom), "%s", e->dom);
+		snprintf(out[k].why, sizeof(out[k].why), "%s", e->why);
+		k++;
+	}
+	return max ? k : d->nheld;
+}
+
+void drain_hub_set_tls(struct drain_hub *h, struct tls_ctx *client)
+{
+	__atomic_store_n(&h->tls_client, client, __ATOMIC_RELEASE);
+}
+
 /* The job's last connection is gone (env->job_idle), or it never had one:
  * log its summary, tell the hub, free it. */
 static void job_end(struct drain_job *j)
@@ -225,6 +306,7 @@ static void job_end(struct drain_job *j)
 	struct drain *d = drain_of_env(j->env);
 
 	list_unlink(&d->jobs, &j->node);
+	held_note(d, j);
 	if (j->nmsgs)
 		log_info("drain %.*s (shard %u): %" PRIu64 " sent, %" PRIu64 " deferred, %" PRIu64
 			 " bounced, %zu not attempted, in %.3f s",
@@ -268,6 +350,7 @@ static struct drain_job *job_new(struct drain *d, const struct drain_req *rq)
 	memcpy(&j->dst, &rq->dst, rq->dstlen);
 	j->dstlen = rq->dstlen;
 	snprintf(j->relay, sizeof(j->relay), "%s", rq->relay);
+	j->tls = rq->tls;
 	j->started_us = now_wall_us();
 	return j;
 }
@@ -288,6 +371,9 @@ static void job_start(void *arg)
 	}
 	free(rq);
 	list_append(&d->jobs, &j->node);
+	/* The context drain_hub_set_tls() gave last: for this job's connections
+	 * (those already open keep theirs). */
+	d->env.tls = __atomic_load_n(&h->tls_client, __ATOMIC_ACQUIRE);
 	/* Connections to the destination are shared with its other drains
 	 * (drain_conn.h): this may open fewer, or none yet and wait. */
 	rc = drain_conn_job_start(j);
@@ -394,6 +480,7 @@ static enum etrn_outcome hub_start(struct drain_hub *h, const struct domtab_row 
 	memcpy(rq->dom, dom, len);
 	rq->dom[len] = '\0';
 	rq->len = len;
+	rq->tls = row->tls;
 	log_info("ETRN %s from %s: %" PRIu64 " message(s) waiting; drain started", rq->dom, who, *n);
 	snprintf(rq->relay, sizeof(rq->relay), "%s", row->dest ? row->dest : "");
 	if (drain_resolve_numeric(rq)) {
@@ -540,6 +627,7 @@ void drain_hub_flush_force(struct drain_hub *h, const char *domain, size_t len,
 {
 	/* A row of our own: the domain table may not have one any more. */
 	struct domtab_row row = { .dest = dest && dest[0] ? dest : NULL };
+	const struct domtab_row *known;
 	struct etrn_node en;
 	enum etrn_outcome o;
 	uint64_t n = 0;
@@ -554,6 +642,10 @@ void drain_hub_flush_force(struct drain_hub *h, const char *domain, size_t len,
 	log_info("forced flush of %.*s to %s, asked by %s", (int)en.name_len, en.name,
 		 row.dest ? row.dest : "its MX", who);
 	row.name = en.name;
+	/* The domain's TLS policy holds for a forced flush too: forcing
+	 * changes where and whether, never how safely. */
+	known = domtab_find(domtab_live_get(h->dt), en.name, en.name_len);
+	row.tls = known ? known->tls : DOMTAB_TLS_MAY;
 	o = hub_start(h, &row, en.name, en.name_len, who, &n);
 	(void)etrn_reply(out, o, en.shown, en.shown_len, NULL, n);
 }
@@ -566,6 +658,7 @@ unsigned drain_hub_shards(struct drain_hub *h, struct drain_status_shard *out, u
 		out[i].loop = d ? d->env.loop : NULL;
 		out[i].idx = d ? d->env.idx : NULL;
 		out[i].sh = d ? d->env.sh : NULL;
+		out[i].drain = d;
 	}
 	return h->n;
 }
@@ -589,6 +682,7 @@ void drain_hub_status(struct drain_hub *h, struct buf *out)
 		if (d) {
 			sh[i].loop = d->env.loop;
 			sh[i].idx = d->env.idx;
+			sh[i].drain = d;
 		}
 	}
 	drain_status_collect(sh, h->n, out);
@@ -655,6 +749,8 @@ struct drain *drain_free(struct drain *d)
 		free(j->msgs);
 		free(j);
 	}
+	while ((n = list_pop(&d->held)))
+		free(LIST_ENTRY(n, struct drain_held, node));
 	drain_conn_env_fini(&d->env);
 	free(d);
 	return NULL;

@@ -99,6 +99,22 @@ struct drain_status_shard;
 unsigned drain_hub_shards(struct drain_hub *h, struct drain_status_shard *out,
 		unsigned max);
 
+/*
+ * The TLS client context (core/tls.h) the drains use for STARTTLS; NULL
+ * (the default): no STARTTLS, tls may goes in the clear and tls must and
+ * verify keep mail held. Any thread, any time: drains started after the
+ * call use it. ctx is the caller's and must outlive the hub's loops.
+ */
+struct tls_ctx;
+void drain_hub_set_tls(struct drain_hub *h, struct tls_ctx *client);
+
+/* The domains whose mail stayed held at their last drain on thread d for a
+ * TLS reason, with the reason, oldest first, into out (at most max);
+ * returns how many were copied, or with max 0 how many there are. Only on
+ * d's own engine thread (drain_status.c posts there). */
+struct drain_status_held;
+size_t drain_held_copy(const struct drain *d, struct drain_status_held *out, size_t max);
+
 /* The node's host name (config hostname): DSNs name it. Lives as long as h. */
 const char *drain_hub_hostname(const struct drain_hub *h);
 

@@ -18,6 +18,7 @@
 #include "core/ascii.h"
 #include "core/log.h"
 #include "core/now.h"
+#include "core/tls.h"
 #include "proto/bounce.h"
 #include "proto/qid.h"
 #include "store/spool_rec.h"
@@ -26,6 +27,18 @@
 #define DRAIN_ADDR_TEXT 300
 #define DRAIN_DIAG_MAX 600             /* "550 5.1.1 " + a 512-octet reply */
 #define DRAIN_DIAG_DEFAULT_STATUS "5.0.0"
+#define DRAIN_TLS_TEXT 128             /* "TLSv1.3:TLS_AES_256_GCM_SHA384" */
+/* RFC 3463 3.8 X.7.5 cryptographic failure, as Postfix for an unverified
+ * server certificate. */
+#define DRAIN_TLS_VERIFY_STATUS "4.7.5"
+
+/* What TLS a connection has: the policy a job needs is met by a
+ * connection at least this far (dc_meets()). */
+enum drain_conn_tls {
+	DRAIN_CONN_TLS_CLEAR = 0,
+	DRAIN_CONN_TLS_ENCRYPTED,      /* TLS up, certificate not verified */
+	DRAIN_CONN_TLS_VERIFIED,       /* chain and host name verified */
+};
 
 /* One destination host:port on this thread: its connections and the jobs
  * that drain to it (those with connections and those waiting for one). */
@@ -71,7 +84,12 @@ struct drain_conn {
 	struct drain_durable dur;
 	const char *end_why;           /* why the connection ended (static text) */
 	int early;                     /* ended before its QUIT: may be replaced */
+	int tls_fallback;              /* ended by a failed STARTTLS under may:
+	                                  replaced in the clear, not counted
+	                                  against drain_reconnect_attempts */
 	unsigned delivered;
+	enum drain_conn_tls tls;
+	char tls_text[DRAIN_TLS_TEXT]; /* "version:cipher" for delivery lines */
 };
 
 /* The recipients of one message to bounce, with their DSN fields. */
@@ -86,6 +104,8 @@ struct drain_bounces {
 static const char *const drain_conn_state_names[DRAIN_CONN_NSTATES] = {
 	[DRAIN_CONN_CONNECTING] = "CONNECTING",
 	[DRAIN_CONN_GREETING] = "GREETING",
+	[DRAIN_CONN_STARTTLS] = "STARTTLS",
+	[DRAIN_CONN_HANDSHAKE] = "HANDSHAKE",
 	[DRAIN_CONN_WAIT_SLOT] = "WAIT_SLOT",
 	[DRAIN_CONN_READING] = "READING",
 	[DRAIN_CONN_SENDING] = "SENDING",
@@ -133,13 +153,20 @@ static int dc_spool_paused(const struct drain_conn *dc)
 	       dc->state == DRAIN_CONN_WAIT_DURABLE || dc->state == DRAIN_CONN_WAIT_SWITCH;
 }
 
-/* The reply timer: the SMTP client's (RFC 5321 4.5.3.2), but the greeting
- * and EHLO replies at most env->greeting_ms. */
+/* Setting the session up: greeting, EHLO, STARTTLS, the handshake. */
+static int dc_in_setup(const struct drain_conn *dc)
+{
+	return dc->state == DRAIN_CONN_GREETING || dc->state == DRAIN_CONN_STARTTLS ||
+	       dc->state == DRAIN_CONN_HANDSHAKE;
+}
+
+/* The reply timer: the SMTP client's (RFC 5321 4.5.3.2), but the greeting,
+ * EHLO and STARTTLS replies (and the handshake) at most env->greeting_ms. */
 static void dc_arm(struct drain_conn *dc)
 {
 	unsigned ms = smtp_client_timeout_ms(dc->cl);
 
-	if (dc->state == DRAIN_CONN_GREETING && ms > dc->job->env->greeting_ms)
+	if (dc_in_setup(dc) && ms > dc->job->env->greeting_ms)
 		ms = dc->job->env->greeting_ms;
 	conn_set_timeout(dc->c, ms);
 }
@@ -199,6 +226,35 @@ static int job_wants(const struct drain_job *j)
 
 	return !j->env->stopping && !j->gave_up && untried > 0 &&
 	       j->conns < j->env->job_conns && j->conns < untried;
+}
+
+/* The host of a relay "host[addr]:port": the name a certificate is checked
+ * against (and sent as SNI), and the DSN's Remote-MTA. */
+static void relay_host(const char *relay, char *host, size_t n)
+{
+	snprintf(host, n, "%.*s", (int)strcspn(relay, "["), relay);
+}
+
+/* j's TLS policy cannot be met at its destination: keep why for the log
+ * and `etrnctl status`, and open no more connections for it (another would
+ * meet the same server). The mail stays queued. */
+static void job_tls_held(struct drain_job *j, const char *why)
+{
+	if (!j->held[0]) {
+		snprintf(j->held, sizeof(j->held), "%s", why);
+		log_warn("drain %.*s (shard %u) to %s: %s; tls=%s, mail stays held",
+			 (int)j->len, j->dom, j->env->index, j->relay, why,
+			 domtab_tls_name(j->tls));
+	}
+	j->gave_up = 1;
+}
+
+/* The STARTTLS policy of a fresh connection for j. */
+static enum smtp_client_tls job_client_tls(const struct drain_job *j)
+{
+	if (j->tls != DOMTAB_TLS_MAY)
+		return SMTP_CLIENT_TLS_MUST;
+	return j->env->tls && !j->tls_clear ? SMTP_CLIENT_TLS_MAY : SMTP_CLIENT_TLS_NONE;
 }
 
 /* The job is done here once no connection and no DONE record of its own
@@ -266,6 +322,7 @@ static int dc_release(struct drain_conn *dc)
 
 	if (dc->state != DRAIN_CONN_CLOSED || dc->spool_pending || dc->dur.pending)
 		return 0;
+	early = early && !dc->tls_fallback;
 	smtp_client_free(dc->cl);
 	free(dc->dur.per_msg);
 	free(dc->rcpt);
@@ -413,7 +470,19 @@ static void dc_quit(struct drain_conn *dc, const char *why)
 	dc_arm(dc);
 }
 
-/* Another job for dc's destination that wants a connection, or NULL. */
+/* dc's session is good enough for j's TLS policy: verify needs a
+ * certificate verified for the same relay host, must any TLS. */
+static int dc_meets(const struct drain_conn *dc, const struct drain_job *j)
+{
+	if (j->tls == DOMTAB_TLS_MUST)
+		return dc->tls >= DRAIN_CONN_TLS_ENCRYPTED;
+	if (j->tls == DOMTAB_TLS_VERIFY)
+		return dc->tls == DRAIN_CONN_TLS_VERIFIED && !strcmp(dc->job->relay, j->relay);
+	return 1;
+}
+
+/* Another job for dc's destination that wants a connection and whose TLS
+ * policy the session meets, or NULL. */
 static struct drain_job *dest_next_job(const struct drain_conn *dc)
 {
 	struct list_node *n;
@@ -421,7 +490,7 @@ static struct drain_job *dest_next_job(const struct drain_conn *dc)
 	LIST_FOREACH(n, &dc->dest->jobs) {
 		struct drain_job *j = LIST_ENTRY(n, struct drain_job, dest_node);
 
-		if (j != dc->job && job_wants(j))
+		if (j != dc->job && job_wants(j) && dc_meets(dc, j))
 			return j;
 	}
 	return NULL;
@@ -649,8 +718,11 @@ static void dc_verdict(struct drain_conn *dc, uint32_t i, struct drain_bounces *
 		j->deferred++;
 	}
 	log_printable(text, sizeof(text), r->text, r->text_len);
-	log_info("%s: to=<%s>, relay=%s, delay=%.0f, status=%s (%d %s %s)",
-		 qid, to, j->relay, delay, status, r->code, r->enh, text);
+	/* The TLS of the session on every delivery line (Exim's X=), only
+	 * when there is one: lines in the clear read as before. */
+	log_info("%s: to=<%s>, relay=%s%s%s, delay=%.0f, status=%s (%d %s %s)",
+		 qid, to, j->relay, dc->tls_text[0] ? ", tls=" : "", dc->tls_text, delay,
+		 status, r->code, r->enh, text);
 }
 
 static void bounce_committed(void *arg, int err);
@@ -713,7 +785,7 @@ static void msg_done(struct drain_conn *dc)
 	b.why = calloc(dc->nrcpt, sizeof(*b.why));
 	b.diag = calloc(dc->nrcpt, sizeof(*b.diag));
 	/* Remote-MTA names the host: "host" of "host[addr]:port". */
-	snprintf(b.remote, sizeof(b.remote), "%.*s", (int)strcspn(j->relay, "["), j->relay);
+	relay_host(j->relay, b.remote, sizeof(b.remote));
 	for (uint32_t i = 0; i < dc->nrcpt; i++)
 		dc_verdict(dc, i, &b, now, qid);
 	if (dc->dur.cur) {
@@ -818,6 +890,55 @@ static int dc_send_body(struct drain_conn *dc, struct conn *c)
 	return dc->state == DRAIN_CONN_CLOSING ? -ENOMEM : 0;
 }
 
+/* The client ended the session (QUIT sent) because the TLS policy cannot
+ * be met: the job holds its mail with the reason, opens nothing more. */
+static void dc_tls_refused(struct drain_conn *dc)
+{
+	const struct smtp_client_result *r = smtp_client_close_reason(dc->cl);
+	char why[DRAIN_HELD_MAX];
+
+	snprintf(why, sizeof(why), "%.*s (%s)", r ? (int)r->text_len : 0, r ? r->text : "",
+		 dc->job->relay);
+	job_tls_held(dc->job, why);
+	dc->end_why = "TLS policy not met";
+	drain_conn_enter(dc, DRAIN_CONN_QUITTING, dc->end_why);
+}
+
+/* After a feed: follow the client's STARTTLS steps in dc's state. */
+static void dc_follow_tls(struct drain_conn *dc)
+{
+	if (smtp_client_tls_refused(dc->cl) &&
+	    (dc->state == DRAIN_CONN_GREETING || dc->state == DRAIN_CONN_STARTTLS))
+		dc_tls_refused(dc);
+	else if (dc->state == DRAIN_CONN_GREETING && smtp_client_starttls_sent(dc->cl))
+		drain_conn_enter(dc, DRAIN_CONN_STARTTLS, "STARTTLS offered");
+}
+
+/* 220 to STARTTLS: the loop runs the handshake on this socket from now on;
+ * the input after the 220 is dropped (RFC 3207 5). Its end comes through
+ * dc_tls_done(). */
+static void dc_starttls(struct drain_conn *dc, struct conn *c)
+{
+	struct drain_job *j = dc->job;
+	char host[DRAIN_RELAY_MAX], why[DRAIN_HELD_MAX];
+	int rc;
+
+	relay_host(j->relay, host, sizeof(host));
+	rc = j->env->tls ? conn_starttls(c, j->env->tls, host) : -ENOPROTOOPT;
+	if (rc == 0) {
+		drain_conn_enter(dc, DRAIN_CONN_HANDSHAKE, "220 to STARTTLS");
+		dc_arm(dc);
+		return;
+	}
+	snprintf(why, sizeof(why), "cannot start TLS: %s (%s)", strerror(-rc), j->relay);
+	if (j->tls == DOMTAB_TLS_MAY)
+		j->tls_clear = dc->tls_fallback = 1;
+	else
+		job_tls_held(j, why);
+	(void)smtp_client_abort(dc->cl, why);
+	dc_close_conn(dc, "cannot start TLS");
+}
+
 static size_t dc_data(void *arg, struct conn *c, void *st, const char *p, size_t n)
 {
 	struct drain_conn *dc = st;
@@ -833,8 +954,13 @@ static size_t dc_data(void *arg, struct conn *c, void *st, const char *p, size_t
 		return 0;
 	for (;;) {
 		off += smtp_client_feed(dc->cl, p + off, n - off, conn_out(c), &ev);
+		dc_follow_tls(dc);
 		dc_arm(dc);
 		switch (ev) {
+		case SMTP_CLIENT_EV_STARTTLS:
+			conn_flush(c);
+			dc_starttls(dc, c);
+			return off; /* what followed the 220 is never read */
 		case SMTP_CLIENT_EV_NEED_INPUT:
 			conn_flush(c);
 			return n == 0 ? 0 : off;
@@ -870,6 +996,73 @@ static size_t dc_data(void *arg, struct conn *c, void *st, const char *p, size_t
 	return off;
 }
 
+/* Log the TLS the handshake agreed, as Postfix does; keep it for the
+ * delivery lines and for dc_meets(). */
+static void dc_tls_log(struct drain_conn *dc, const struct tls_info *ti)
+{
+	struct drain_job *j = dc->job;
+
+	dc->tls = ti->verified ? DRAIN_CONN_TLS_VERIFIED : DRAIN_CONN_TLS_ENCRYPTED;
+	snprintf(dc->tls_text, sizeof(dc->tls_text), "%s:%s", ti->version, ti->cipher);
+	log_info("drain %.*s (shard %u): %s TLS connection established to %s: %s with cipher %s (%d/%d bits)",
+		 (int)j->len, j->dom, j->env->index, ti->verified ? "Verified" : "Untrusted",
+		 j->relay, ti->version, ti->cipher, ti->bits, ti->bits);
+}
+
+/* The loop's handshake ended. err < 0: the loop closes c (dc_close()
+ * follows); may goes on in the clear on the job's next connection (the
+ * failure counts against drain_reconnect_attempts), must and verify hold
+ * the mail. Else EHLO again, or QUIT when verify finds the certificate
+ * bad. */
+static void dc_tls_done(void *arg, struct conn *c, void *st, int err)
+{
+	struct drain_conn *dc = st;
+	struct drain_job *j = dc->job;
+	const struct tls_info *ti = err ? NULL : conn_tls(c);
+	char host[DRAIN_RELAY_MAX], why[DRAIN_HELD_MAX];
+
+	(void)arg;
+	if (dc->state != DRAIN_CONN_HANDSHAKE)
+		return; /* closing already (shutdown) */
+	relay_host(j->relay, host, sizeof(host));
+	if (!ti) {
+		snprintf(why, sizeof(why), "cannot start TLS: handshake failed with %s: %s",
+			 j->relay, strerror(err ? -err : EPROTO));
+		log_warn("drain %.*s (shard %u): %s%s", (int)j->len, j->dom, j->env->index, why,
+			 j->tls == DOMTAB_TLS_MAY ? "; the next connection goes in the clear" : "");
+		/* Only connections opened before tls_clear try TLS: at most
+		 * drain_connections of these, so the fallback cannot loop. */
+		if (j->tls == DOMTAB_TLS_MAY)
+			j->tls_clear = dc->tls_fallback = 1;
+		else
+			job_tls_held(j, why);
+		(void)smtp_client_abort(dc->cl, why);
+		dc->early = 1;
+		dc->end_why = "TLS handshake failed";
+		drain_conn_enter(dc, DRAIN_CONN_CLOSING, dc->end_why); /* the loop closes */
+		return;
+	}
+	dc_tls_log(dc, ti);
+	if (j->tls == DOMTAB_TLS_VERIFY && !ti->verified) {
+		snprintf(why, sizeof(why), "certificate verification failed for %s: %s", host,
+			 ti->verify_error && ti->verify_error[0] ? ti->verify_error : "not verified");
+		job_tls_held(j, why);
+		if (smtp_client_tls_reject(dc->cl, conn_out(c), DRAIN_TLS_VERIFY_STATUS, why)) {
+			dc_close_conn(dc, "cannot send QUIT");
+			return;
+		}
+		dc->end_why = "certificate not verified";
+		drain_conn_enter(dc, DRAIN_CONN_QUITTING, dc->end_why);
+	} else if (smtp_client_tls_up(dc->cl, conn_out(c))) {
+		dc_close_conn(dc, "cannot send EHLO");
+		return;
+	} else {
+		drain_conn_enter(dc, DRAIN_CONN_GREETING, "TLS up: EHLO again");
+	}
+	conn_flush(c);
+	dc_arm(dc);
+}
+
 static void dc_timeout(void *arg, struct conn *c, void *st)
 {
 	struct drain_conn *dc = st;
@@ -882,8 +1075,8 @@ static void dc_timeout(void *arg, struct conn *c, void *st)
 	ev = smtp_client_timed_out(dc->cl);
 	if (ev == SMTP_CLIENT_EV_MSG_DONE && dc->msgid)
 		msg_done(dc);
-	dc_close_conn(dc, dc->state == DRAIN_CONN_GREETING ?
-		      "no greeting or EHLO reply within drain_greeting_timeout" :
+	dc_close_conn(dc, dc_in_setup(dc) ?
+		      "no greeting, EHLO, STARTTLS reply or TLS handshake within drain_greeting_timeout" :
 		      "timed out waiting for the server");
 }
 
@@ -972,6 +1165,7 @@ static const struct conn_ops drain_conn_ops = {
 	.shutdown = dc_shutdown,
 	.close = dc_close,
 	.connected = dc_connected,
+	.tls_done = dc_tls_done,
 };
 
 /* One more connection for j to its destination (CONNECTING); 0 or -errno
@@ -985,6 +1179,8 @@ static int dc_open(struct drain_job *j)
 	if (dc) {
 		dc->cl = smtp_client_new(env->ccf, j->relay);
 		dc->dur.per_msg = calloc(env->done_window, sizeof(*dc->dur.per_msg));
+		if (dc->cl)
+			(void)smtp_client_set_tls(dc->cl, job_client_tls(j));
 	}
 	if (!dc || !dc->cl || !dc->dur.per_msg) {
 		if (dc) {
@@ -1023,6 +1219,10 @@ int drain_conn_job_start(struct drain_job *j)
 
 	if (env->stopping)
 		return -ESHUTDOWN;
+	if (j->tls != DOMTAB_TLS_MAY && !env->tls) {
+		job_tls_held(j, "TLS is required, but etrnd has no TLS client context");
+		return -ENOPROTOOPT;
+	}
 	ds = dest_get(env, j);
 	if (!ds)
 		return -ENOMEM;

@@ -14,6 +14,13 @@
  * per destination; a job that finds them all busy waits for one. A
  * connection that ended early (421, lost, timed out, no greeting) while its
  * job had untried mail is replaced, at most env->reconnects times per job.
+ * TLS (RFC 3207, Postfix's smtp_tls_security_level): the job's domain says
+ * may (STARTTLS when offered, else clear; a failed handshake makes the
+ * job's next connections go in the clear), must (never in the clear) or
+ * verify (must, and the certificate checked against the trust store and
+ * the relay's host name). A connection that cannot meet must or verify
+ * QUITs, its job gives up at once (no reconnect would change it) and the
+ * reason is kept in the job's held[] for the log and `etrnctl status`.
  * Crash bound: the final dot of a message is not sent while done_window
  * delivered messages of the connection still have DONEs in flight, so a
  * kill -9 makes at most done_window messages per connection go out twice.
@@ -25,9 +32,11 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "core/domtab.h"
 #include "core/list.h"
 #include "core/loop.h"
 #include "proto/drain_resolve.h"
+#include "proto/drain_status.h"
 #include "proto/smtp_client.h"
 #include "store/spool.h"
 #include "store/spool_index.h"
@@ -36,6 +45,10 @@
  * The states, and what moves a connection between them:
  *
  *   CONNECTING --connected--> GREETING --EV_READY--> (next)
+ *   GREETING   --STARTTLS sent (offered, policy may/must/verify)-->
+ *              STARTTLS --220--> HANDSHAKE --tls_done(0)--> GREETING
+ *              (EHLO again), or QUITTING when verify finds the
+ *              certificate bad; STARTTLS --454 and may--> (next) in clear
  *   (next): READING when a message's read started, WAIT_SLOT when every
  *           spool read slot is busy, QUITTING when the snapshot is done
  *           and no other job for the destination wants a connection (else
@@ -56,11 +69,14 @@
  *
  * READING, WAIT_DURABLE and COMMITTING pause input (replies wait for the
  * spool) and ignore the idle timer (our side is slow, not the server).
- * GREETING waits at most env->greeting_ms for each reply.
+ * GREETING, STARTTLS and HANDSHAKE wait at most env->greeting_ms for each
+ * reply (and the loop's tls_handshake_timeout bounds the handshake).
  */
 enum drain_conn_state {
 	DRAIN_CONN_CONNECTING = 0, /* loop_connect() submitted; no socket yet */
 	DRAIN_CONN_GREETING,       /* connected: greeting and EHLO under way */
+	DRAIN_CONN_STARTTLS,       /* STARTTLS sent; waiting for its 220 */
+	DRAIN_CONN_HANDSHAKE,      /* TLS handshake running (conn_starttls) */
 	DRAIN_CONN_WAIT_SLOT,      /* session idle, on the wait list for a read slot */
 	DRAIN_CONN_READING,        /* the message's record being read (spool I/O) */
 	DRAIN_CONN_SENDING,        /* the message is with the SMTP client */
@@ -78,6 +94,7 @@ enum drain_conn_state {
 
 struct drain_conn;
 struct drain_job;
+struct tls_ctx;
 struct drain_dest;                 /* one destination's connections (per thread) */
 
 /*
@@ -103,6 +120,9 @@ struct drain_conn_env {
 	unsigned reconnects;           /* drain_reconnect_attempts, per job */
 	unsigned greeting_ms;          /* drain_greeting_timeout */
 	unsigned done_window;          /* drain_done_window: >= 1 */
+	struct tls_ctx *tls;           /* client context (core/tls.h); NULL:
+	                                  STARTTLS never tried (may goes in the
+	                                  clear, must/verify stay held) */
 	int stopping;                  /* the loop is shutting down: open nothing */
 	void (*job_idle)(struct drain_job *j);
 };
@@ -130,6 +150,10 @@ struct drain_job {
 	struct list_node dest_node;    /* dest's jobs, until the job ends */
 	unsigned failures;             /* connections that ended early */
 	int gave_up;                   /* over env->reconnects: open no more */
+	enum domtab_tls tls;           /* the domain's policy */
+	int tls_clear;                 /* may: a handshake failed, go in clear */
+	char held[DRAIN_HELD_MAX];     /* why its mail stays held ("" = not
+	                                  for a TLS reason): TLS policy unmet */
 	uint64_t started_us;
 	uint64_t sent, deferred, bounced;
 };

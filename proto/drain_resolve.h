@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+#include "core/domtab.h"
 #include "core/resolver.h"
 
 #define DRAIN_DOMAIN_MAX RESOLVER_NAME_MAX
@@ -40,6 +41,7 @@ struct drain_req {
 	int failed;                    /* resolution failed: just finish */
 	int err;                       /* why (resolver_result.err), or 0 */
 	unsigned thread;               /* which thread this copy is for */
+	enum domtab_tls tls;           /* the domain's STARTTLS policy */
 	drain_resolve_done done;       /* set by drain_resolve_start */
 };
 

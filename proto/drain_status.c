@@ -12,7 +12,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/ascii.h"
 #include "core/rendezvous.h"
+#include "proto/drain.h"
 #include "proto/drain_resolve.h"
 
 struct status_dom {
@@ -25,12 +27,15 @@ struct status_req {
 	struct spool_index_totals *tot; /* per thread */
 	struct status_dom **doms;      /* per thread */
 	size_t *ndoms;
+	struct drain_status_held **held; /* per thread: TLS hold reasons */
+	size_t *nheld;
 	unsigned n;
 };
 
 struct status_job {
 	struct status_req *rq;
 	struct spool_index *idx;
+	struct drain *drain;
 	unsigned i;
 };
 
@@ -38,10 +43,14 @@ static void status_put(struct status_req *rq)
 {
 	if (!rendezvous_put(&rq->rv))
 		return;
-	for (unsigned i = 0; i < rq->n; i++)
+	for (unsigned i = 0; i < rq->n; i++) {
 		free(rq->doms[i]);
+		free(rq->held[i]);
+	}
 	free(rq->doms);
 	free(rq->ndoms);
+	free(rq->held);
+	free(rq->nheld);
 	free(rq->tot);
 	rendezvous_destroy(&rq->rv);
 	free(rq);
@@ -53,10 +62,14 @@ static struct status_req *status_req_new(unsigned n)
 
 	if (!rq || !(rq->tot = calloc(n, sizeof(*rq->tot))) ||
 	    !(rq->doms = calloc(n, sizeof(*rq->doms))) ||
-	    !(rq->ndoms = calloc(n, sizeof(*rq->ndoms)))) {
+	    !(rq->ndoms = calloc(n, sizeof(*rq->ndoms))) ||
+	    !(rq->held = calloc(n, sizeof(*rq->held))) ||
+	    !(rq->nheld = calloc(n, sizeof(*rq->nheld)))) {
 		if (rq) {
 			free(rq->tot);
 			free(rq->doms);
+			free(rq->ndoms);
+			free(rq->held);
 			free(rq);
 		}
 		return NULL;
@@ -75,8 +88,13 @@ static void status_job_run(void *arg)
 	const struct spool_index_queue *q;
 	struct spool_index_totals t;
 	struct status_dom *v;
-	size_t cursor = 0, n = 0;
+	struct drain_status_held *held = NULL;
+	size_t cursor = 0, n = 0, nheld = sj->drain ? drain_held_copy(sj->drain, NULL, 0) : 0;
 
+	if (nheld && (held = calloc(nheld, sizeof(*held))))
+		nheld = drain_held_copy(sj->drain, held, nheld);
+	else
+		nheld = 0;
 	spool_index_totals(idx, &t);
 	v = calloc(t.domains < DRAIN_STATUS_DOMAINS_MAX ? t.domains + 1 : DRAIN_STATUS_DOMAINS_MAX,
 		   sizeof(*v));
@@ -96,6 +114,8 @@ static void status_job_run(void *arg)
 	rq->tot[sj->i] = t;
 	rq->doms[sj->i] = v;
 	rq->ndoms[sj->i] = n;
+	rq->held[sj->i] = held;
+	rq->nheld[sj->i] = nheld;
 	rendezvous_end_locked(&rq->rv);
 	pthread_mutex_unlock(&rq->rv.mu);
 	free(sj);
@@ -112,6 +132,7 @@ static void status_post_all(struct status_req *rq, const struct drain_status_sha
 			continue;
 		sj->rq = rq;
 		sj->idx = shards[i].idx;
+		sj->drain = shards[i].drain;
 		sj->i = i;
 		rendezvous_hold(&rq->rv);
 		if (loop_post(shards[i].loop, status_job_run, sj)) {
@@ -161,6 +182,38 @@ static void status_shard_line(struct buf *out, unsigned i, const struct spool_in
 			 t->delivered, t->bounced, t->expired);
 }
 
+/* The hold reasons of every thread that answered, copied out of rq. */
+struct status_held {
+	struct drain_status_held *v;
+	size_t n;
+};
+
+/* With rq->rv.mu held: every answered thread's hold reasons into one array
+ * (h->v NULL when none or out of memory: the lines then lack them). */
+static void status_held_merge(struct status_req *rq, struct status_held *h)
+{
+	size_t total = 0;
+
+	for (unsigned i = 0; i < rq->n; i++)
+		total += rq->held[i] ? rq->nheld[i] : 0;
+	h->n = 0;
+	h->v = total ? calloc(total, sizeof(*h->v)) : NULL;
+	for (unsigned i = 0; h->v && i < rq->n; i++)
+		for (size_t j = 0; rq->held[i] && j < rq->nheld[i]; j++)
+			h->v[h->n++] = rq->held[i][j];
+}
+
+/* Why dom is held (the first thread's reason), or NULL. */
+static const char *status_held_why(const struct status_held *h, const char *dom)
+{
+	size_t len = strlen(dom);
+
+	for (size_t i = 0; i < h->n; i++)
+		if (strlen(h->v[i].dom) == len && ascii_eq_n(h->v[i].dom, dom, len))
+			return h->v[i].why;
+	return NULL;
+}
+
 /* With rq->rv.mu held: a line (or JSON object) per shard; the domains of all,
  * in one array (*all, *nall; NULL when none or out of memory). */
 static void status_shards(struct status_req *rq, struct buf *out, int json,
@@ -191,7 +244,8 @@ static int status_cmp(const void *a, const void *b)
 
 /* Merge each domain's shards: one line (or JSON object) per domain,
  * node-wide. */
-static void status_domains(struct status_dom *all, size_t k, int json, struct buf *out)
+static void status_domains(struct status_dom *all, size_t k, const struct status_held *h,
+			   int json, struct buf *out)
 {
 	struct timespec ts;
 	uint64_t now;
@@ -202,6 +256,7 @@ static void status_domains(struct status_dom *all, size_t k, int json, struct bu
 	for (size_t i = 0; i < k;) {
 		struct status_dom s = all[i];
 		size_t j = i + 1;
+		const char *held;
 
 		for (; j < k && !strcmp(all[j].dom, s.dom); j++) {
 			s.msgs += all[j].msgs;
@@ -215,11 +270,19 @@ static void status_domains(struct status_dom *all, size_t k, int json, struct bu
 			status_json_str(out, s.dom, strlen(s.dom));
 		}
 		(void)buf_printf(out, json ? "%s,\"messages\":%" PRIu64 ",\"recipients\":%" PRIu64
-				 ",\"bytes\":%" PRIu64 ",\"oldest_s\":%" PRIu64 "}"
+				 ",\"bytes\":%" PRIu64 ",\"oldest_s\":%" PRIu64
 				 : "domain %s: messages %" PRIu64 ", recipients %" PRIu64
-				 ", bytes %" PRIu64 ", oldest %" PRIu64 " s\n", json ? "" : s.dom,
+				 ", bytes %" PRIu64 ", oldest %" PRIu64 " s", json ? "" : s.dom,
 				 s.msgs, s.rcpts, s.bytes,
 				 now > s.oldest_us ? (now - s.oldest_us) / 1000000 : 0);
+		held = status_held_why(h, s.dom);
+		if (held && json) {
+			(void)buf_puts(out, ",\"held\":");
+			status_json_str(out, held, strlen(held));
+		} else if (held) {
+			(void)buf_printf(out, ", held: %s", held);
+		}
+		(void)buf_puts(out, json ? "}" : "\n");
 		i = j;
 	}
 }
@@ -229,6 +292,7 @@ static void status_collect(const struct drain_status_shard *shards, unsigned n, 
 {
 	struct status_req *rq = status_req_new(n);
 	struct status_dom *all = NULL;
+	struct status_held held;
 	size_t nall = 0;
 	int timed_out;
 
@@ -241,14 +305,16 @@ static void status_collect(const struct drain_status_shard *shards, unsigned n, 
 	if (json)
 		(void)buf_puts(out, "{\"shards\":[");
 	status_shards(rq, out, json, &all, &nall);
+	status_held_merge(rq, &held);
 	pthread_mutex_unlock(&rq->rv.mu);
 	status_put(rq);
 	if (json)
 		(void)buf_puts(out, "],\"domains\":[");
 	if (all) {
-		status_domains(all, nall, json, out);
+		status_domains(all, nall, &held, json, out);
 		free(all);
 	}
+	free(held.v);
 	if (json)
 		(void)buf_printf(out, "],\"complete\":%s}\n", timed_out ? "false" : "true");
 	else if (timed_out)

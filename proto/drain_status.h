@@ -4,25 +4,38 @@
  * spool index is read only on its own thread, so the asker posts a job to
  * every loop and waits (bounded) at a rendezvous for their answers, then
  * merges them into one report: a line per shard, a line per domain (text),
- * or one JSON object (etrnctl status --json).
+ * or one JSON object (etrnctl status --json). A domain whose last drain
+ * could not meet its TLS policy says why ("held: TLS is required, ...").
  */
 #ifndef ETRND_PROTO_DRAIN_STATUS_H
 #define ETRND_PROTO_DRAIN_STATUS_H
 
 #include "core/buf.h"
 #include "core/loop.h"
+#include "proto/drain_resolve.h"
 #include "store/spool_index.h"
 
 #define DRAIN_STATUS_DOMAINS_MAX 10000 /* per shard, listed */
 #define DRAIN_STATUS_WAIT_MS 3000
+/* A hold reason: "TLS is required, but was not offered by host
+ * (mx.example.test[192.0.2.1]:25)" and the like. */
+#define DRAIN_HELD_MAX 384
+
+/* One domain held for a TLS reason on one thread (drain_held_copy()). */
+struct drain_status_held {
+	char dom[DRAIN_DOMAIN_MAX];
+	char why[DRAIN_HELD_MAX];
+};
 
 /* One engine thread as the report sees it: its loop (NULL while the thread
  * is not up: reported as "no answer") and its shard's index. */
 struct spool_shard;
+struct drain;
 struct drain_status_shard {
 	struct loop *loop;
 	struct spool_index *idx;
 	struct spool_shard *sh;  /* its spool (the queue requests write to it) */
+	struct drain *drain;     /* its drainer (hold reasons); NULL: none */
 };
 
 /*
@@ -39,7 +52,7 @@ void drain_status_collect(const struct drain_status_shard *shards, unsigned n,
  *     "domains":N,"segments":N,"bytes":N,"live_bytes":N,"delivered":N,
  *     "bounced":N,"expired":N},...],
  *    "domains":[{"domain":"x.test","messages":N,"recipients":N,"bytes":N,
- *     "oldest_s":N},...], "complete":true}
+ *     "oldest_s":N[,"held":"why"]},...], "complete":true}
  * A shard that did not answer is {"shard":i,"answered":false}; complete is
  * false when any timed out. Blocks like drain_status_collect(). */
 void drain_status_collect_json(const struct drain_status_shard *shards, unsigned n,

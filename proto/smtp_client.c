@@ -27,6 +27,8 @@ enum smtp_client_state {
 	SMTP_CLIENT_STATE_GREETING = 0, /* connected, waiting for 220 */
 	SMTP_CLIENT_STATE_EHLO,         /* EHLO sent */
 	SMTP_CLIENT_STATE_HELO,         /* EHLO refused, HELO sent */
+	SMTP_CLIENT_STATE_STARTTLS,     /* STARTTLS sent (RFC 3207) */
+	SMTP_CLIENT_STATE_HANDSHAKE,    /* 220 seen: the caller runs TLS */
 	SMTP_CLIENT_STATE_READY,        /* idle */
 	SMTP_CLIENT_STATE_TX,           /* MAIL/RCPT/DATA replies outstanding */
 	SMTP_CLIENT_STATE_BODY,         /* 354 seen, the caller sends the body */
@@ -36,7 +38,7 @@ enum smtp_client_state {
 };
 
 static const char *const smtp_client_state_names[] = {
-	"GREETING", "EHLO", "HELO", "READY", "TX", "BODY", "DOT", "QUIT",
+	"GREETING", "EHLO", "HELO", "STARTTLS", "HANDSHAKE", "READY", "TX", "BODY", "DOT", "QUIT",
 	"CLOSED",
 };
 
@@ -47,6 +49,8 @@ enum smtp_client_wait {
 	SMTP_CLIENT_WAIT_GREETING,
 	SMTP_CLIENT_WAIT_EHLO,
 	SMTP_CLIENT_WAIT_HELO,
+	SMTP_CLIENT_WAIT_STARTTLS,
+	SMTP_CLIENT_WAIT_TLS,
 	SMTP_CLIENT_WAIT_MAIL,
 	SMTP_CLIENT_WAIT_RCPT,
 	SMTP_CLIENT_WAIT_DATA,
@@ -65,6 +69,9 @@ static const struct {
 		"receiving the initial server greeting" },
 	[SMTP_CLIENT_WAIT_EHLO] = { SMTP_CLIENT_TIMEOUT_HELO_MS, "sending EHLO" },
 	[SMTP_CLIENT_WAIT_HELO] = { SMTP_CLIENT_TIMEOUT_HELO_MS, "sending HELO" },
+	[SMTP_CLIENT_WAIT_STARTTLS] = { SMTP_CLIENT_TIMEOUT_STARTTLS_MS, "sending STARTTLS" },
+	[SMTP_CLIENT_WAIT_TLS] = { SMTP_CLIENT_TIMEOUT_TLS_MS,
+		"performing the TLS handshake" },
 	[SMTP_CLIENT_WAIT_MAIL] = { SMTP_CLIENT_TIMEOUT_MAIL_MS, "sending MAIL FROM" },
 	[SMTP_CLIENT_WAIT_RCPT] = { SMTP_CLIENT_TIMEOUT_RCPT_MS, "sending RCPT TO" },
 	[SMTP_CLIENT_WAIT_DATA] = { SMTP_CLIENT_TIMEOUT_DATA_MS, "sending DATA" },
@@ -120,6 +127,9 @@ struct smtp_client {
 	struct smtp_client_reply reply;
 	struct smtp_client_result close_reason;
 	int has_close_reason;
+	enum smtp_client_tls tls;     /* STARTTLS policy (smtp_client_set_tls) */
+	int tls_on;                   /* smtp_client_tls_up() called */
+	int tls_refused;              /* ended on the TLS policy */
 	char close_text[SMTP_CLIENT_TEXT_MAX];
 	char peer[SMTPC_PEER_MAX];
 	struct linereader lr;         /* reply lines, into line[] */
@@ -139,6 +149,8 @@ static enum smtp_client_wait smtp_client_waiting(const struct smtp_client *c)
 	case SMTP_CLIENT_STATE_GREETING: return SMTP_CLIENT_WAIT_GREETING;
 	case SMTP_CLIENT_STATE_EHLO: return SMTP_CLIENT_WAIT_EHLO;
 	case SMTP_CLIENT_STATE_HELO: return SMTP_CLIENT_WAIT_HELO;
+	case SMTP_CLIENT_STATE_STARTTLS: return SMTP_CLIENT_WAIT_STARTTLS;
+	case SMTP_CLIENT_STATE_HANDSHAKE: return SMTP_CLIENT_WAIT_TLS;
 	case SMTP_CLIENT_STATE_TX:
 		if (c->acked < c->first)
 			return SMTP_CLIENT_WAIT_RSET;
@@ -387,6 +399,78 @@ static enum smtp_client_event smtp_client_on_greeting(struct smtp_client *c, str
 	return smtp_client_send_helo(c, out, "EHLO", SMTP_CLIENT_STATE_EHLO);
 }
 
+/* The TLS policy cannot be met: QUIT with the reason (451 enh text,
+ * local); the caller holds the mail. */
+static enum smtp_client_event smtp_client_tls_quit(struct smtp_client *c,
+		struct buf *out, const char *enh, const char *text, size_t len)
+{
+	char logtext[SMTPC_LOG_TEXT];
+
+	log_info("smtp client %s: %s", c->peer,
+			log_printable(logtext, sizeof(logtext), text, len));
+	smtp_client_set_close_reason(c, 451, enh, text, len, 1);
+	c->tls_refused = 1;
+	return smtp_client_send(c, out, "QUIT\r\n", SMTP_CLIENT_STATE_QUIT);
+}
+
+/* The session is set up (EHLO or HELO answered 2xx): STARTTLS first when
+ * the policy asks for it and TLS is not up yet (RFC 3207 4), else idle. */
+static enum smtp_client_event smtp_client_setup_done(struct smtp_client *c,
+		struct buf *out)
+{
+	static const char not_offered[] = "TLS is required, but was not offered by host";
+
+	if (!c->tls_on && c->tls != SMTP_CLIENT_TLS_NONE) {
+		if (c->caps & SMTP_CLIENT_CAP_STARTTLS) {
+			c->nonmail++;
+			return smtp_client_send(c, out, "STARTTLS\r\n",
+					SMTP_CLIENT_STATE_STARTTLS);
+		}
+		if (c->tls == SMTP_CLIENT_TLS_MUST)
+			return smtp_client_tls_quit(c, out, "4.7.4", not_offered,
+					sizeof(not_offered) - 1);
+	}
+	smtp_client_enter_state(c, SMTP_CLIENT_STATE_READY);
+	return SMTP_CLIENT_EV_READY;
+}
+
+/* The reply to STARTTLS (RFC 3207 4): 220 hands over to the caller's
+ * handshake; anything else (454 TLS not available, 501, 5xx) means no
+ * TLS on this session: may goes on in the clear with what the EHLO
+ * offered (the server is still in its pre-STARTTLS state), must quits. */
+static enum smtp_client_event smtp_client_on_starttls(struct smtp_client *c,
+		struct buf *out)
+{
+	struct smtp_client_reply *rp = &c->reply;
+	char text[SMTP_CLIENT_TEXT_MAX];
+	int n;
+
+	if (rp->code / 100 == 2) {
+		smtp_client_enter_state(c, SMTP_CLIENT_STATE_HANDSHAKE);
+		linereader_reset(&c->lr);
+		return SMTP_CLIENT_EV_STARTTLS;
+	}
+	n = snprintf(text, sizeof(text), "host refused to start TLS: %d %s %.*s", rp->code,
+			rp->enh, (int)rp->text_len, rp->text);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n >= sizeof(text))
+		n = (int)sizeof(text) - 1;
+	if (c->tls == SMTP_CLIENT_TLS_MUST) {
+		char must[SMTP_CLIENT_TEXT_MAX];
+		int m = snprintf(must, sizeof(must), "TLS is required, but %.*s", n, text);
+
+		if (m < 0)
+			m = 0;
+		if ((size_t)m >= sizeof(must))
+			m = (int)sizeof(must) - 1;
+		return smtp_client_tls_quit(c, out, "4.7.4", must, (size_t)m);
+	}
+	log_info("smtp client %s: %.*s; going on without TLS", c->peer, n, text);
+	smtp_client_enter_state(c, SMTP_CLIENT_STATE_READY);
+	return SMTP_CLIENT_EV_READY;
+}
+
 static enum smtp_client_event smtp_client_on_ehlo(struct smtp_client *c, struct buf *out)
 {
 	int cls = c->reply.code / 100;
@@ -394,8 +478,7 @@ static enum smtp_client_event smtp_client_on_ehlo(struct smtp_client *c, struct 
 	if (cls == 2) {
 		c->caps = c->ehlo_caps;
 		c->size_max = c->ehlo_size_max;
-		smtp_client_enter_state(c, SMTP_CLIENT_STATE_READY);
-		return SMTP_CLIENT_EV_READY;
+		return smtp_client_setup_done(c, out);
 	}
 	/* RFC 5321 3.2: a server that does not know EHLO says 5xx; try
 	 * HELO. A 4xx is a temporary refusal of the session. */
@@ -410,8 +493,7 @@ static enum smtp_client_event smtp_client_on_helo(struct smtp_client *c, struct 
 		return smtp_client_refused(c, out);
 	c->caps = 0;
 	c->size_max = 0;
-	smtp_client_enter_state(c, SMTP_CLIENT_STATE_READY);
-	return SMTP_CLIENT_EV_READY;
+	return smtp_client_setup_done(c, out);
 }
 
 /* One EHLO keyword line (RFC 5321 4.1.1.1 ehlo-line), case-insensitive. */
@@ -429,6 +511,8 @@ static void smtp_client_ehlo_keyword(struct smtp_client *c, const char *t, size_
 		c->ehlo_caps |= SMTP_CLIENT_CAP_ENHANCED;
 	} else if (smtp_parse_token_eq(t, k, "SMTPUTF8")) {
 		c->ehlo_caps |= SMTP_CLIENT_CAP_SMTPUTF8;
+	} else if (smtp_parse_token_eq(t, k, "STARTTLS")) {
+		c->ehlo_caps |= SMTP_CLIENT_CAP_STARTTLS;
 	} else if (smtp_parse_token_eq(t, k, "SIZE")) {
 		uint64_t v = 0;
 
@@ -602,6 +686,8 @@ static const smtp_client_reply_fn smtp_client_reply_table[] = {
 	[SMTP_CLIENT_STATE_GREETING] = smtp_client_on_greeting,
 	[SMTP_CLIENT_STATE_EHLO] = smtp_client_on_ehlo,
 	[SMTP_CLIENT_STATE_HELO] = smtp_client_on_helo,
+	[SMTP_CLIENT_STATE_STARTTLS] = smtp_client_on_starttls,
+	[SMTP_CLIENT_STATE_HANDSHAKE] = smtp_client_on_unexpected,
 	[SMTP_CLIENT_STATE_READY] = smtp_client_on_unexpected,
 	[SMTP_CLIENT_STATE_TX] = smtp_client_on_tx,
 	[SMTP_CLIENT_STATE_BODY] = smtp_client_on_unexpected,
@@ -1061,6 +1147,56 @@ int smtp_client_closed(const struct smtp_client *c)
 const struct smtp_client_result *smtp_client_close_reason(const struct smtp_client *c)
 {
 	return c->has_close_reason ? &c->close_reason : NULL;
+}
+
+int smtp_client_set_tls(struct smtp_client *c, enum smtp_client_tls level)
+{
+	if (c->state != SMTP_CLIENT_STATE_GREETING || c->reply.code != 0)
+		return -EBUSY;
+	c->tls = level;
+	return 0;
+}
+
+int smtp_client_starttls_sent(const struct smtp_client *c)
+{
+	return c->state == SMTP_CLIENT_STATE_STARTTLS;
+}
+
+int smtp_client_tls_up(struct smtp_client *c, struct buf *out)
+{
+	if (c->state != SMTP_CLIENT_STATE_HANDSHAKE)
+		return -EBUSY;
+	/* RFC 3207 4.2: discard what the server said before; EHLO again. */
+	c->tls_on = 1;
+	c->caps = c->size_max = 0;
+	c->ehlo_caps = 0;
+	c->ehlo_size_max = 0;
+	linereader_reset(&c->lr);
+	c->reply.code = 0;
+	if (smtp_client_send_helo(c, out, "EHLO", SMTP_CLIENT_STATE_EHLO) ==
+			SMTP_CLIENT_EV_CLOSE)
+		return -ENOMEM;
+	return 0;
+}
+
+int smtp_client_tls_reject(struct smtp_client *c, struct buf *out, const char *enh,
+		const char *why)
+{
+	if (c->state != SMTP_CLIENT_STATE_HANDSHAKE)
+		return -EBUSY;
+	if (smtp_client_tls_quit(c, out, enh, why, strlen(why)) == SMTP_CLIENT_EV_CLOSE)
+		return -ENOMEM;
+	return 0;
+}
+
+int smtp_client_tls_refused(const struct smtp_client *c)
+{
+	return c->tls_refused;
+}
+
+int smtp_client_tls_on(const struct smtp_client *c)
+{
+	return c->tls_on;
 }
 
 unsigned smtp_client_caps(const struct smtp_client *c, uint64_t *size_max)

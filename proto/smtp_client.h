@@ -12,6 +12,8 @@
  * (garbage, an overlong or endless reply, EOF, timeout, 421) defers what is
  * not decided yet. Replies may be split anywhere and several may arrive in
  * one read (RFC 2920 pipelining); the outcome does not depend on how.
+ * STARTTLS (RFC 3207) is the caller's to run: the client asks for it
+ * (EV_STARTTLS) and is told when TLS is up; it never sees a TLS record.
  */
 #ifndef ETRND_PROTO_SMTP_CLIENT_H
 #define ETRND_PROTO_SMTP_CLIENT_H
@@ -44,6 +46,10 @@
 #define SMTP_CLIENT_TIMEOUT_DOT_MS (10u * 60u * 1000u)      /* 4.5.3.2.6 */
 #define SMTP_CLIENT_TIMEOUT_RSET_MS (20u * 1000u)           /* Postfix */
 #define SMTP_CLIENT_TIMEOUT_QUIT_MS (5u * 60u * 1000u)      /* Postfix */
+/* RFC 3207 has none: Postfix's smtp_helo_timeout for the reply to STARTTLS
+ * and its smtp_starttls_timeout (300s) for the handshake the caller runs. */
+#define SMTP_CLIENT_TIMEOUT_STARTTLS_MS (5u * 60u * 1000u)  /* Postfix */
+#define SMTP_CLIENT_TIMEOUT_TLS_MS (5u * 60u * 1000u)       /* Postfix */
 
 /* Non-mail commands (EHLO, HELO, RSET) one session sends at most: Exim's
  * default smtp_accept_max_nonmail (it counts RSET, HELO and EHLO, not QUIT)
@@ -68,6 +74,26 @@ enum smtp_client_event {
 	                                  smtp_client_closed() says it ended */
 	SMTP_CLIENT_EV_CLOSE,          /* session over (QUIT answered, 421, EOF,
 	                                  error): close the connection */
+	SMTP_CLIENT_EV_STARTTLS,       /* 220 to STARTTLS: start the TLS
+	                                  handshake now (what follows the 220 in
+	                                  this read is not fed: RFC 3207 5), then
+	                                  call smtp_client_tls_up() or
+	                                  smtp_client_tls_reject() */
+};
+
+/*
+ * What the session does about STARTTLS (RFC 3207), set before the greeting
+ * with smtp_client_set_tls(). Postfix's smtp_tls_security_level: NONE never
+ * asks (none); MAY asks when the EHLO reply offers STARTTLS and goes on in
+ * the clear when it is not offered or refused (may); MUST never sends mail
+ * in the clear: STARTTLS not offered, or refused, ends the session with
+ * QUIT and smtp_client_tls_refused() (encrypt). Certificate checks
+ * (verify) are the caller's: it calls smtp_client_tls_reject().
+ */
+enum smtp_client_tls {
+	SMTP_CLIENT_TLS_NONE = 0,
+	SMTP_CLIENT_TLS_MAY,
+	SMTP_CLIENT_TLS_MUST,
 };
 
 /* Capabilities from the EHLO reply (none after a HELO fallback). */
@@ -76,6 +102,7 @@ enum smtp_client_event {
 #define SMTP_CLIENT_CAP_8BITMIME 0x04u   /* RFC 6152 */
 #define SMTP_CLIENT_CAP_ENHANCED 0x08u   /* RFC 2034 ENHANCEDSTATUSCODES */
 #define SMTP_CLIENT_CAP_SMTPUTF8 0x10u   /* RFC 6531 */
+#define SMTP_CLIENT_CAP_STARTTLS 0x20u   /* RFC 3207 */
 
 /* A message to deliver. Everything is copied by smtp_client_submit(): none
  * of it needs to outlive the call. Addresses are mailboxes without angle
@@ -219,6 +246,43 @@ int smtp_client_closed(const struct smtp_client *c);
  * error). NULL while open and after a clean QUIT. Valid until
  * smtp_client_free(). */
 const struct smtp_client_result *smtp_client_close_reason(const struct smtp_client *c);
+
+/* The STARTTLS policy of the session (enum smtp_client_tls); only before
+ * the first feed. Returns 0, or -EBUSY once the session has started. */
+int smtp_client_set_tls(struct smtp_client *c, enum smtp_client_tls level);
+
+/* 1 while the reply to STARTTLS is awaited (for the caller's state). */
+int smtp_client_starttls_sent(const struct smtp_client *c);
+
+/*
+ * The TLS handshake the caller ran after EV_STARTTLS is done: RFC 3207 4.2,
+ * everything learnt before is forgotten and EHLO goes out again (appended
+ * to out, to be sent encrypted); only the capabilities of this second EHLO
+ * count. Returns 0, -EBUSY when no handshake was due, or -ENOMEM (out could
+ * not grow: the session is closed, close the connection).
+ */
+int smtp_client_tls_up(struct smtp_client *c, struct buf *out);
+
+/*
+ * The caller will not use this session: the handshake is done but the
+ * certificate did not pass (tls verify), or it could not start TLS at all.
+ * The session ends with QUIT (appended to out) and its close reason is
+ * 451 enh why, local, with smtp_client_tls_refused() 1. Only after
+ * EV_STARTTLS, instead of smtp_client_tls_up(). Returns 0, -EBUSY (not
+ * then), or -ENOMEM (closed; close the connection).
+ */
+int smtp_client_tls_reject(struct smtp_client *c, struct buf *out, const char *enh,
+		const char *why);
+
+/* 1 when the session ended (or is ending with QUIT) because the TLS policy
+ * could not be met: TLS_MUST and STARTTLS not offered ("4.7.4 TLS is
+ * required, but was not offered by host") or refused ("4.7.4 TLS is
+ * required, but host refused to start TLS: 454 ..."), or
+ * smtp_client_tls_reject(). smtp_client_close_reason() has the words. */
+int smtp_client_tls_refused(const struct smtp_client *c);
+
+/* 1 once smtp_client_tls_up() has been called (the session is encrypted). */
+int smtp_client_tls_on(const struct smtp_client *c);
 
 /* SMTP_CLIENT_CAP_* from EHLO; *size_max (may be NULL) gets the SIZE
  * limit, 0 for none. */

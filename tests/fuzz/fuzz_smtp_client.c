@@ -6,6 +6,10 @@
  * a body on SEND_BODY, and checks every result. The session is run twice,
  * whole and in chunks, and must write the same commands and give the same
  * results. A recipient is never "delivered" unless its body was sent.
+ * The same bits that pick the first message pick the STARTTLS policy (none,
+ * may, must, and must with the certificate rejected); on EV_STARTTLS the
+ * "handshake" succeeds at once and the rest of the input is the server's
+ * plaintext after it. Under must no message is ever submitted in the clear.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -49,6 +53,8 @@ struct fz_drv {
 	int cur;          /* index of the message in flight, -1 for none */
 	int body_sent;    /* SEND_BODY seen for it */
 	int quit;
+	enum smtp_client_tls tls;
+	int reject;       /* reject the certificate on EV_STARTTLS */
 };
 
 static void fz_results(struct fz_drv *d, const struct smtp_client_msg *m, int rc)
@@ -83,6 +89,9 @@ static void fz_results(struct fz_drv *d, const struct smtp_client_msg *m, int rc
 
 static void fz_idle(struct fz_drv *d)
 {
+	/* RFC 3207 / tls must: idle in the clear means mail in the clear. */
+	if (d->tls == SMTP_CLIENT_TLS_MUST && !smtp_client_tls_on(d->c))
+		__builtin_trap();
 	while (d->submits < FZ_SUBMITS) {
 		unsigned k = (d->first + d->submits++) % FZ_MSGS;
 		int rc = smtp_client_submit(d->c, &fz_msgs[k], &d->t->out);
@@ -128,6 +137,16 @@ static void fz_event(struct fz_drv *d, enum smtp_client_event ev)
 		if (!smtp_client_closed(d->c) || d->cur >= 0)
 			__builtin_trap();
 		break;
+	case SMTP_CLIENT_EV_STARTTLS:
+		if (d->tls == SMTP_CLIENT_TLS_NONE || d->cur >= 0 || smtp_client_tls_on(d->c) ||
+				smtp_client_timeout_ms(d->c) != SMTP_CLIENT_TIMEOUT_TLS_MS)
+			__builtin_trap();
+		if ((d->reject ? smtp_client_tls_reject(d->c, &d->t->out, "4.7.5", "bad cert") :
+				smtp_client_tls_up(d->c, &d->t->out)) != 0)
+			__builtin_trap();
+		if (d->reject && !smtp_client_tls_refused(d->c))
+			__builtin_trap();
+		break;
 	default:
 		break;
 	}
@@ -145,6 +164,10 @@ static void fz_run(const struct smtp_client_conf *conf, const char *in, size_t n
 	d.c = smtp_client_new(conf, "192.0.2.9");
 	if (d.c == NULL)
 		abort();
+	d.tls = (enum smtp_client_tls)(d.first == 3 ? SMTP_CLIENT_TLS_MUST : d.first);
+	d.reject = d.first == 3;
+	if (smtp_client_set_tls(d.c, d.tls) != 0)
+		__builtin_trap();
 	while (i < n && ev != SMTP_CLIENT_EV_CLOSE) {
 		size_t k = chunk && chunk < n - i ? chunk : n - i, off = 0;
 

@@ -2,7 +2,9 @@
 """A customer's mail server for ETRN tests: Python's aiosmtpd (Debian's
 python3-aiosmtpd, a real SMTP server we did not write) on 127.0.0.1, recording
 every message it accepts, with knobs to misbehave: 452 on every Nth RCPT, 550
-for chosen recipients, a delay per message."""
+for chosen recipients, a delay per message. With tls_context (an
+ssl.SSLContext for the server side) it offers STARTTLS (RFC 3207) and records
+the TLS version and cipher each message came in over."""
 
 import asyncio
 import email
@@ -15,7 +17,7 @@ from aiosmtpd.controller import Controller
 class Recorder:
     def __init__(self, tempfail_every=0, reject=(), delay=0.0):
         self.lock = threading.Lock()
-        self.messages = []          # (rcpt list, Message-ID, arrival time)
+        self.messages = []          # (rcpt list, Message-ID, arrival time, tls)
         self.rcpt_seen = 0
         self.tempfail_every = tempfail_every
         self.reject = set(reject)
@@ -37,11 +39,15 @@ class Recorder:
         if self.delay:
             await asyncio.sleep(self.delay)
         msg = email.message_from_bytes(envelope.content)
+        tls = None
+        ssl_object = (session.ssl or {}).get("ssl_object")
+        if ssl_object is not None:
+            tls = (ssl_object.version(), ssl_object.cipher()[0])
         with self.lock:
             if self.first_at is None:
                 self.first_at = time.monotonic()
             self.messages.append((list(envelope.rcpt_tos), msg.get("Message-ID"),
-                                  time.monotonic()))
+                                  time.monotonic(), tls))
         return "250 2.0.0 OK: stored"
 
     def count(self):
@@ -52,12 +58,20 @@ class Recorder:
         with self.lock:
             return [m[1] for m in self.messages]
 
+    def tls_seen(self):
+        """(version, cipher) of each message's session, None when clear."""
+        with self.lock:
+            return [m[3] for m in self.messages]
+
 
 class CustomerServer:
-    def __init__(self, port, **knobs):
+    def __init__(self, port, tls_context=None, require_starttls=False, **knobs):
         self.recorder = Recorder(**knobs)
+        tls = {}
+        if tls_context is not None:
+            tls = {"tls_context": tls_context, "require_starttls": require_starttls}
         self.controller = Controller(self.recorder, hostname="127.0.0.1", port=port,
-                                     ready_timeout=10)
+                                     ready_timeout=10, **tls)
 
     def start(self):
         self.controller.start()

@@ -114,7 +114,7 @@ static const struct file_case files[] = {
 		BAD("w.test,,h:99999", CTLROW_CSV_BAD_ROW,
 		    "f.csv:1: dest: \"h:99999\": bad port (want 1 to 65535)"),
 		BAD("w.test,,,,,,,sometimes", CTLROW_CSV_BAD_ROW,
-		    "f.csv:2: tls: \"sometimes\": want may or must"),
+		    "f.csv:2: tls: \"sometimes\": want may, must or verify"),
 		BAD("w.test,,,,,,1025T", CTLROW_CSV_BAD_ROW,
 		    "f.csv:3: quota: \"1025T\": too large (at most 1024T)"),
 		BAD("w.test,,,,,50d", CTLROW_CSV_BAD_ROW,

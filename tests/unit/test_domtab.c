@@ -274,6 +274,12 @@ Test(schema, validators)
 	cr_expect_eq(schema_tls_parse("must", &tls, why, sizeof(why)), 0);
 	cr_expect_eq(tls, DOMTAB_TLS_MUST);
 	cr_expect_eq(schema_tls_parse("MUST", &tls, why, sizeof(why)), -1);
+	cr_expect_eq(schema_tls_parse("verify", &tls, why, sizeof(why)), 0);
+	cr_expect_eq(tls, DOMTAB_TLS_VERIFY);
+	cr_expect_str_eq(domtab_tls_name(tls), "verify");
+	cr_expect_str_eq(domtab_tls_name(DOMTAB_TLS_MAY), "may");
+	cr_expect_eq(schema_tls_parse("encrypt", &tls, why, sizeof(why)), -1);
+	cr_expect(strstr(why, "want may, must or verify") != NULL, "%s", why);
 	cr_expect_eq(schema_user_check("bob@example.com", why, sizeof(why)), 0);
 	cr_expect_eq(schema_user_check("bob smith", why, sizeof(why)), -1);
 	cr_expect_eq(schema_queue_check("q@1", why, sizeof(why)), -1);

@@ -70,6 +70,15 @@ struct t_case {
 	enum smtp_client_event want_ev; /* NEED_INPUT (still open) or CLOSE */
 };
 
+/* The STARTTLS side of a case (t_tls_cases; the others run with none). */
+struct t_tls {
+	enum smtp_client_tls level;
+	int reject;            /* on EV_STARTTLS: reject, as verify does with a
+	                          bad certificate; else the handshake "works" */
+};
+
+static const struct t_tls t_tls_none = { SMTP_CLIENT_TLS_NONE, 0 };
+
 struct t_result {
 	char out[T_RESULT_MAX];
 	char res[T_RESULT_MAX];
@@ -137,6 +146,7 @@ static void t_record(struct t_result *r, struct smtp_client *c, char letter,
 
 struct t_drv {
 	const struct t_case *tc;
+	const struct t_tls *tls;
 	struct smtp_client *c;
 	struct buf out;
 	struct t_result *r;
@@ -203,12 +213,28 @@ static void t_event(struct t_drv *d, enum smtp_client_event ev)
 		if (!smtp_client_closed(d->c))
 			t_idle(d);
 		break;
+	case SMTP_CLIENT_EV_STARTTLS:
+		/* The engine runs the handshake here; what the server says
+		 * next is the plaintext after it. */
+		t_printf(d->r, "starttls\n");
+		cr_assert_eq(smtp_client_timeout_ms(d->c), SMTP_CLIENT_TIMEOUT_TLS_MS);
+		cr_assert_eq(smtp_client_tls_on(d->c), 0);
+		if (d->tls->reject) {
+			cr_assert_eq(smtp_client_tls_reject(d->c, &d->out, "4.7.5",
+					"certificate verification failed for mx.c.test: "
+					"hostname mismatch"), 0);
+		} else {
+			cr_assert_eq(smtp_client_tls_up(d->c, &d->out), 0);
+			cr_assert_eq(smtp_client_tls_on(d->c), 1);
+		}
+		break;
 	default:
 		break;
 	}
 }
 
-static void t_run(const struct t_case *tc, size_t chunk, struct t_result *r)
+static void t_run(const struct t_case *tc, const struct t_tls *tls, size_t chunk,
+		struct t_result *r)
 {
 	size_t n = tc->in_len ? tc->in_len : strlen(tc->in), i = 0;
 	enum smtp_client_event ev = SMTP_CLIENT_EV_NEED_INPUT;
@@ -220,6 +246,7 @@ static void t_run(const struct t_case *tc, size_t chunk, struct t_result *r)
 	memset(&d, 0, sizeof(d));
 	log_set_level(LOGL_ERR);
 	d.tc = tc;
+	d.tls = tls;
 	d.r = r;
 	/* An exact-size heap copy, so ASan sees any read past the input. */
 	in = malloc(n ? n : 1);
@@ -228,6 +255,7 @@ static void t_run(const struct t_case *tc, size_t chunk, struct t_result *r)
 	buf_init(&d.out, 1u << 20);
 	d.c = smtp_client_new(&t_confs[tc->conf], "192.0.2.7");
 	cr_assert(d.c != NULL);
+	cr_assert_eq(smtp_client_set_tls(d.c, tls->level), 0);
 	while (i < n && ev != SMTP_CLIENT_EV_CLOSE) {
 		size_t k = chunk && chunk < n - i ? chunk : n - i, off = 0;
 
@@ -262,6 +290,8 @@ static void t_run(const struct t_case *tc, size_t chunk, struct t_result *r)
 	/* Any other event with the input used up: the engine waits for more. */
 	if (ev != SMTP_CLIENT_EV_CLOSE)
 		ev = SMTP_CLIENT_EV_NEED_INPUT;
+	if (smtp_client_tls_refused(d.c))
+		t_printf(r, "tls refused\n");
 	if (smtp_client_closed(d.c)) {
 		why = smtp_client_close_reason(d.c);
 		if (why == NULL) {
@@ -291,13 +321,13 @@ static void t_dump(const char *name, const char *what, const char *s)
 			log_printable(esc, sizeof(esc), s, strlen(s)));
 }
 
-static void t_check(const struct t_case *tc)
+static void t_check_tls(const struct t_case *tc, const struct t_tls *tls)
 {
 	static const size_t chunks[] = { 0, 1, 2, 3, 5, 7, 13, 64 };
 	static struct t_result first, r;
 	size_t i;
 
-	t_run(tc, 0, &first);
+	t_run(tc, tls, 0, &first);
 	if (strcmp(first.out, tc->want_out) != 0)
 		t_dump(tc->name, "got out", first.out);
 	if (strcmp(first.res, tc->want_res) != 0)
@@ -306,11 +336,16 @@ static void t_check(const struct t_case *tc)
 	cr_expect_str_eq(first.res, tc->want_res, "%s: results", tc->name);
 	cr_expect_eq(first.ev, tc->want_ev, "%s: event %d", tc->name, (int)first.ev);
 	for (i = 1; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
-		t_run(tc, chunks[i], &r);
+		t_run(tc, tls, chunks[i], &r);
 		cr_expect_str_eq(r.out, first.out, "%s: out, chunk %zu", tc->name, chunks[i]);
 		cr_expect_str_eq(r.res, first.res, "%s: results, chunk %zu", tc->name, chunks[i]);
 		cr_expect_eq(r.ev, first.ev, "%s: event, chunk %zu", tc->name, chunks[i]);
 	}
+}
+
+static void t_check(const struct t_case *tc)
+{
+	t_check_tls(tc, &t_tls_none);
 }
 
 /* ---- dialogues ------------------------------------------------------------ */
@@ -709,6 +744,93 @@ Test(smtp_client, dialogues)
 		t_check(&t_cases[i]);
 }
 
+/* ---- STARTTLS (RFC 3207) ---------------------------------------------------- */
+
+#define S_EHLO_TLS "250-mx.c.test\r\n250-SIZE 1000\r\n250-STARTTLS\r\n250 8BITMIME\r\n"
+#define S_TLS_GO "220 2.0.0 Ready to start TLS\r\n"
+/* After TLS: other capabilities (PIPELINING, no SIZE, STARTTLS again). */
+#define S_EHLO_AFTER "250-mx.c.test\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 ENHANCEDSTATUSCODES\r\n"
+#define S_TLS_454 "454 4.7.0 TLS not available due to local problem\r\n"
+#define C_STARTTLS "STARTTLS\r\n"
+#define C_MAIL_NOSIZE "MAIL FROM:<s@x.test>\r\n"
+
+static const struct t_case t_tls_cases[] = {
+	{ "may: STARTTLS offered; only the second EHLO's capabilities count", T_NORMAL,
+		G S_EHLO_TLS S_TLS_GO S_EHLO_AFTER S_FULL_A S_BYE, 0, "A", 1, 0, 0,
+		C_EHLO C_STARTTLS C_EHLO C_MAIL_NOSIZE C_RCPT("a") "DATA\r\n" C_BODY C_QUIT,
+		"starttls\nready caps=0x29\n" R_A_SENT R_CLEAN, SMTP_CLIENT_EV_CLOSE },
+	{ "must: STARTTLS offered, TLS up, mail goes", T_NORMAL,
+		G S_EHLO_TLS S_TLS_GO S_EHLO_AFTER S_FULL_A S_BYE, 0, "A", 1, 0, 0,
+		C_EHLO C_STARTTLS C_EHLO C_MAIL_NOSIZE C_RCPT("a") "DATA\r\n" C_BODY C_QUIT,
+		"starttls\nready caps=0x29\n" R_A_SENT R_CLEAN, SMTP_CLIENT_EV_CLOSE },
+	{ "none: STARTTLS offered but not asked for", T_NORMAL,
+		G S_EHLO_TLS S_MAIL S_RCPT S_GO S_QUEUED S_BYE, 0, "A", 1, 0, 0,
+		C_EHLO C_MAIL C_RCPT("a") "DATA\r\n" C_BODY C_QUIT,
+		"ready caps=0x26\n" R_A_SENT R_CLEAN, SMTP_CLIENT_EV_CLOSE },
+	{ "may: not offered, goes on in the clear", T_NORMAL,
+		G S_EHLO S_FULL_A S_BYE, 0, "A", 1, 0, 0,
+		C_EHLO C_FULL_A C_QUIT, R_READY R_A_SENT R_CLEAN, SMTP_CLIENT_EV_CLOSE },
+	{ "must: not offered, QUIT, held", T_NORMAL,
+		G S_EHLO S_BYE, 0, "A", 1, 0, 0, C_EHLO C_QUIT,
+		"tls refused\nclosed: T* 451 4.7.4 TLS is required, but was not offered by host\n",
+		SMTP_CLIENT_EV_CLOSE },
+	{ "must: HELO-only server cannot offer it", T_NORMAL,
+		G "502 5.5.2 Error: command not recognized\r\n250 mx.c.test\r\n" S_BYE, 0, "A",
+		1, 0, 0, C_EHLO "HELO relay.test\r\n" C_QUIT,
+		"tls refused\nclosed: T* 451 4.7.4 TLS is required, but was not offered by host\n",
+		SMTP_CLIENT_EV_CLOSE },
+	{ "may: 454 to STARTTLS, clear with the first EHLO's capabilities", T_NORMAL,
+		G S_EHLO_TLS S_TLS_454 S_MAIL S_RCPT S_GO S_QUEUED S_BYE, 0, "A", 1, 0, 0,
+		C_EHLO C_STARTTLS C_MAIL C_RCPT("a") "DATA\r\n" C_BODY C_QUIT,
+		"ready caps=0x26\n" R_A_SENT R_CLEAN, SMTP_CLIENT_EV_CLOSE },
+	{ "must: 454 to STARTTLS, QUIT, held with the server's words", T_NORMAL,
+		G S_EHLO_TLS S_TLS_454 S_BYE, 0, "A", 1, 0, 0, C_EHLO C_STARTTLS C_QUIT,
+		"tls refused\nclosed: T* 451 4.7.4 TLS is required, but host refused to start "
+		"TLS: 454 4.7.0 TLS not available due to local problem\n",
+		SMTP_CLIENT_EV_CLOSE },
+	{ "verify: certificate rejected after the handshake, QUIT", T_NORMAL,
+		G S_EHLO_TLS S_TLS_GO S_BYE, 0, "A", 1, 0, 0, C_EHLO C_STARTTLS C_QUIT,
+		"starttls\ntls refused\nclosed: T* 451 4.7.5 certificate verification failed "
+		"for mx.c.test: hostname mismatch\n", SMTP_CLIENT_EV_CLOSE },
+	{ "may: 421 to STARTTLS ends the session", T_NORMAL,
+		G S_EHLO_TLS "421 4.3.2 shutting down\r\n", 0, "A", 1, 0, 0,
+		C_EHLO C_STARTTLS, "closed: T 421 4.3.2 shutting down\n",
+		SMTP_CLIENT_EV_CLOSE },
+	{ "may: garbage to STARTTLS is a protocol error", T_NORMAL,
+		G S_EHLO_TLS "\x16\x03\x01\x02\r\n", 0, "A", 1, 0, 0,
+		C_EHLO C_STARTTLS, "closed: T* 451 4.5.0 protocol error: malformed reply while "
+		"sending STARTTLS\n", SMTP_CLIENT_EV_CLOSE },
+	{ "must: second EHLO refused, HELO inside TLS is enough", T_NORMAL,
+		G S_EHLO_TLS S_TLS_GO "502 5.5.2 no\r\n250 mx.c.test\r\n" S_BYE, 0, "", 1,
+		0, 0, C_EHLO C_STARTTLS C_EHLO "HELO relay.test\r\n" C_QUIT,
+		"starttls\nready caps=0x0\n" R_CLEAN, SMTP_CLIENT_EV_CLOSE },
+};
+
+static const struct t_tls t_tls_opts[] = {
+	{ SMTP_CLIENT_TLS_MAY, 0 },
+	{ SMTP_CLIENT_TLS_MUST, 0 },
+	{ SMTP_CLIENT_TLS_NONE, 0 },
+	{ SMTP_CLIENT_TLS_MAY, 0 },
+	{ SMTP_CLIENT_TLS_MUST, 0 },
+	{ SMTP_CLIENT_TLS_MUST, 0 },
+	{ SMTP_CLIENT_TLS_MAY, 0 },
+	{ SMTP_CLIENT_TLS_MUST, 0 },
+	{ SMTP_CLIENT_TLS_MUST, 1 },
+	{ SMTP_CLIENT_TLS_MAY, 0 },
+	{ SMTP_CLIENT_TLS_MAY, 0 },
+	{ SMTP_CLIENT_TLS_MUST, 0 },
+};
+
+Test(smtp_client, starttls)
+{
+	size_t i;
+
+	cr_assert_eq(sizeof(t_tls_cases) / sizeof(t_tls_cases[0]),
+			sizeof(t_tls_opts) / sizeof(t_tls_opts[0]));
+	for (i = 0; i < sizeof(t_tls_cases) / sizeof(t_tls_cases[0]); i++)
+		t_check_tls(&t_tls_cases[i], &t_tls_opts[i]);
+}
+
 /* ---- API edges ------------------------------------------------------------ */
 
 static enum smtp_client_event t_feed_all(struct smtp_client *c, const char *s, struct buf *out)
@@ -910,5 +1032,47 @@ Test(smtp_client, many_recipients)
 	}
 	buf_free(&out);
 	buf_free(&in);
+	smtp_client_free(c);
+}
+
+/* The handshake phase itself: its timeout, EOF during it, and the calls
+ * that only fit there. */
+Test(smtp_client, starttls_handshake_phase)
+{
+	struct smtp_client *c = smtp_client_new(&t_confs[T_NORMAL], NULL);
+	const struct smtp_client_result *why;
+	enum smtp_client_event ev;
+	struct buf out;
+
+	log_set_level(LOGL_ERR);
+	buf_init(&out, 0);
+	cr_assert_eq(smtp_client_set_tls(c, SMTP_CLIENT_TLS_MAY), 0);
+	cr_assert_eq(smtp_client_tls_up(c, &out), -EBUSY);
+	cr_assert_eq(smtp_client_tls_reject(c, &out, "4.7.5", "x"), -EBUSY);
+	cr_assert_eq(t_feed_all(c, G, &out), SMTP_CLIENT_EV_NEED_INPUT);
+	cr_assert_eq(smtp_client_set_tls(c, SMTP_CLIENT_TLS_MUST), -EBUSY);
+	cr_assert_eq(t_feed_all(c, S_EHLO_TLS, &out), SMTP_CLIENT_EV_NEED_INPUT);
+	cr_assert(smtp_client_starttls_sent(c));
+	cr_assert_eq(smtp_client_timeout_ms(c), SMTP_CLIENT_TIMEOUT_STARTTLS_MS);
+	t_out_is(&out, C_EHLO C_STARTTLS);
+	/* What follows the 220 in the same read is not consumed: the caller
+	 * drops it (RFC 3207 5, CVE-2011-0411). */
+	cr_assert_eq(smtp_client_feed(c, S_TLS_GO "250 injected\r\n",
+			strlen(S_TLS_GO "250 injected\r\n"), &out, &ev), strlen(S_TLS_GO));
+	cr_assert_eq(ev, SMTP_CLIENT_EV_STARTTLS);
+	cr_assert(!smtp_client_starttls_sent(c));
+	cr_assert_eq(smtp_client_timeout_ms(c), SMTP_CLIENT_TIMEOUT_TLS_MS);
+	cr_assert_eq(smtp_client_quit(c, &out), -EBUSY);
+	cr_assert_eq(out.len, 0);
+	cr_assert_eq(smtp_client_feed(c, "", 0, &out, &ev), 0);
+	cr_assert_eq(ev, SMTP_CLIENT_EV_CLOSE);
+	why = smtp_client_close_reason(c);
+	cr_assert_not_null(why);
+	cr_assert_eq(why->text_len, strlen("lost connection with server while performing the TLS handshake"));
+	cr_assert(!memcmp(why->text, "lost connection with server while performing the TLS handshake",
+			why->text_len));
+	cr_assert_eq(smtp_client_tls_refused(c), 0);
+	cr_assert_eq(smtp_client_tls_up(c, &out), -EBUSY);
+	buf_free(&out);
 	smtp_client_free(c);
 }
