@@ -36,6 +36,7 @@
 #include "core/epoch.h"
 #include "core/log.h"
 #include "core/loop.h"
+#include "core/tls.h"
 #include "proto/drain.h"
 #include "proto/smtpd.h"
 #include "store/spool.h"
@@ -105,6 +106,7 @@ static void engine_loop_conf(const struct engine *e, struct smtpd *d,
 	lc->ops_arg = d;
 	lc->busy_reply = smtpd_busy_reply(d);
 	lc->connlimit = e->env->cl;
+	lc->tls_server = e->env->tls_server;
 	if ((size_t)snprintf(addr_busy, len, ENGINE_ADDR_BUSY_FMT, e->env->cfg->hostname) < len)
 		lc->addr_busy_reply = addr_busy;
 }
@@ -160,6 +162,50 @@ static int engine_setup(struct engine *e, struct engine_parts *p)
 		return engine_fail(e, "drain: %s", strerror(errno));
 	smtpd_set_drain(p->d, p->dr);
 	return 0;
+}
+
+/* err from tls_ctx_new() ("tls_key_file PATH: reason") prefixed with where
+ * the key it names was set. */
+static void engine_tls_err(const struct config *cfg, const char *why, char *err,
+			   size_t errlen)
+{
+	const char *at = !strncmp(why, "tls_key_file", 12) ? cfg->tls_key_file_at :
+			 !strncmp(why, "tls_ca_file", 11) ? cfg->tls_ca_file_at :
+			 cfg->tls_cert_file_at;
+
+	snprintf(err, errlen, "%s%s%s", at, at[0] ? ": " : "", why);
+}
+
+int engine_tls_new(const struct config *cfg, struct engine_env *env, char *err,
+		   size_t errlen)
+{
+	struct tls_ctx_conf tc = { .ciphers = cfg->tls_ciphers };
+	char why[CONFIG_ERR_MAX + PATH_MAX];
+
+	env->tls_server = env->tls_client = NULL;
+	if (cfg->tls_cert_file[0]) {
+		tc.cert_file = cfg->tls_cert_file;
+		tc.key_file = cfg->tls_key_file;
+		env->tls_server = tls_ctx_new(TLS_SERVER, &tc, why, sizeof(why));
+		if (!env->tls_server)
+			goto fail;
+	}
+	tc.cert_file = tc.key_file = NULL;
+	tc.ca_file = cfg->tls_ca_file;
+	env->tls_client = tls_ctx_new(TLS_CLIENT, &tc, why, sizeof(why));
+	if (!env->tls_client)
+		goto fail;
+	return 0;
+fail:
+	engine_tls_err(cfg, why, err, errlen);
+	engine_tls_free(env);
+	return -1;
+}
+
+void engine_tls_free(struct engine_env *env)
+{
+	env->tls_server = tls_ctx_free(env->tls_server);
+	env->tls_client = tls_ctx_free(env->tls_client);
 }
 
 /* After a failed setup: the loop never ran, so no hook of it runs again. */

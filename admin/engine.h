@@ -15,6 +15,7 @@ struct domstat;
 struct drain_hub;
 struct epoch;
 struct budget;
+struct tls_ctx;
 
 /* What every engine thread shares; each must outlive the engine set. */
 struct engine_env {
@@ -25,7 +26,23 @@ struct engine_env {
 	struct epoch *ep;               /* QSBR domain of the engine threads */
 	struct connlimit *cl;           /* client_connection_limit; NULL = none */
 	struct budget *data_budget;     /* DATA buffers of all sessions (core/budget.h) */
+	/* TLS contexts (core/tls.h), shared read-only by every thread:
+	 * tls_server is NULL when tls_cert_file is not set (no STARTTLS, no
+	 * listen_tls); tls_client always exists (drains try STARTTLS
+	 * opportunistically). Made by engine_tls_new() before engine_start(),
+	 * freed by engine_tls_free() after engine_free(). The loop gets
+	 * tls_server (listen_tls); the SMTP server and the drains take theirs
+	 * from here. */
+	struct tls_ctx *tls_server;
+	struct tls_ctx *tls_client;
 };
+
+/* Make env's TLS contexts from cfg's tls_* keys. Returns 0, or -1 with err
+ * set ("FILE:LINE: tls_cert_file PATH: OpenSSL's reason"); nothing is left
+ * to free then. */
+int engine_tls_new(const struct config *cfg, struct engine_env *env, char *err,
+		size_t errlen);
+void engine_tls_free(struct engine_env *env);
 
 struct engine_set;
 

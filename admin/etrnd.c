@@ -132,6 +132,8 @@ static void etrnd_config(const struct etrnd_opts *o, struct config *cfg)
 	}
 	if (config_finish(cfg, err, sizeof(err)))
 		fatal("%s: %s", o->path, err);
+	if (config_check_tls(cfg, err, sizeof(err)))
+		fatal("%s", err);
 	if (smtpd_check_config(cfg, err, sizeof(err)))
 		fatal("%s", err);
 }
@@ -250,6 +252,11 @@ static void etrnd_start(struct etrnd *d)
 	d->env = (struct engine_env){ .cfg = cfg, .dt = d->dt, .ds = d->ds,
 				      .hub = d->hub, .ep = d->ep, .cl = d->cl,
 				      .data_budget = d->data_budget };
+	if (engine_tls_new(cfg, &d->env, err, sizeof(err))) {
+		d->cs = ctlsock_stop(d->cs);
+		d->ctl = control_stop(d->ctl);
+		fatal("%s", err);
+	}
 	d->eng = engine_start(&d->env);
 	if (!d->eng) {
 		d->cs = ctlsock_stop(d->cs);
@@ -300,6 +307,7 @@ static int etrnd_stop(struct etrnd *d)
 	drain_hub_quiesce(d->hub);
 	d->res = resolver_free(d->res);
 	d->eng = engine_free(d->eng);
+	engine_tls_free(&d->env); /* no engine thread uses them any more */
 	d->cl = connlimit_free(d->cl);
 	d->ctl = control_stop(d->ctl);
 	log_info("stopped");
@@ -325,6 +333,13 @@ int main(int argc, char **argv)
 		return rc;
 	etrnd_config(&o, &d.cfg);
 	if (o.check_only) {
+		/* The certificate and key are read as at start: a mismatch or
+		 * a bad PEM fails the check too. */
+		char err[CONFIG_ERR_MAX + PATH_MAX];
+
+		if (engine_tls_new(&d.cfg, &d.env, err, sizeof(err)))
+			fatal("%s", err);
+		engine_tls_free(&d.env);
 		config_free(&d.cfg);
 		return 0;
 	}

@@ -13,6 +13,7 @@ PKGS=(
 	pkg-config
 	liburing-dev
 	libssl-dev
+	openssl           # make run's and the tests' certificates (openssl req)
 	libjemalloc-dev
 	libhiredis-dev
 	libc-ares-dev     # the resolver (core/resolver.c)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # Run the built etrnd in the foreground with etc/etrnd.conf: listens on
-# 127.0.0.1:2525, spool under ./var/spool. When the config's redis is the
+# 127.0.0.1:2525 (and implicit TLS on 127.0.0.1:4650 with a self-signed
+# certificate made under var/tls/ when the config names none), spool under
+# ./var/spool. When the config's redis is the
 # embedded default (unix:var/redis.sock), a private redis-server is started on
 # that socket first (data in var/redis/), demo.test is provisioned in it with
 # build/etrnctl, and the redis-server is stopped (by PID) when etrnd exits.
@@ -56,9 +58,32 @@ if grep -Eq "^[[:space:]]*redis[[:space:]]*=[[:space:]]*unix:$SOCK[[:space:]]*$"
 	build/etrnctl -c "$CONF" domain add demo.test --dest 127.0.0.1:2526 --etrn-from 127.0.0.0/8
 fi
 
+# STARTTLS out of the box: when the config names no certificate, a
+# self-signed one (CN = this host's name) is made once under var/tls/ (key
+# mode 0600) and given to etrnd, with an implicit-TLS listener on
+# 127.0.0.1:4650 unless the config has listen_tls.
+TLS_OPTS=()
+TLS_DIR=var/tls
+if ! grep -Eq "^[[:space:]]*tls_cert_file[[:space:]]*=" "$CONF"; then
+	if [[ ! -s $TLS_DIR/cert.pem || ! -s $TLS_DIR/key.pem ]]; then
+		command -v openssl >/dev/null || { echo "run.sh: openssl missing: make deps" >&2; exit 1; }
+		mkdir -p "$TLS_DIR"
+		CN=$(uname -n)
+		(umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+			-days 825 -subj "/CN=$CN" -addext "subjectAltName=DNS:$CN,DNS:localhost,IP:127.0.0.1" \
+			-keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>/dev/null) ||
+			{ echo "run.sh: openssl req failed to make $TLS_DIR/cert.pem" >&2; exit 1; }
+		chmod 644 "$TLS_DIR/cert.pem"
+		echo "run.sh: made a self-signed certificate for $CN in $TLS_DIR/"
+	fi
+	TLS_OPTS=(-o "tls_cert_file=$TLS_DIR/cert.pem" -o "tls_key_file=$TLS_DIR/key.pem")
+	grep -Eq "^[[:space:]]*listen_tls[[:space:]]*=" "$CONF" || TLS_OPTS+=(-o listen_tls=127.0.0.1:4650)
+	echo "TLS with $TLS_DIR/cert.pem: implicit TLS on 127.0.0.1:4650. Try: openssl s_client -connect 127.0.0.1:4650 -quiet"
+fi
+
 echo "etrnd on 127.0.0.1:2525 (spool var/spool). Try: swaks --server 127.0.0.1:2525 --to user@demo.test --from you@example.org   then: build/etrnd-spool list var/spool"
 echo "Provision more: build/etrnctl domain add customer.example --dest mail.customer.example:25"
-build/etrnd -c "$CONF" &
+build/etrnd -c "$CONF" "${TLS_OPTS[@]}" &
 ETRND_PID=$!
 rc=0
 wait "$ETRND_PID" || rc=$?

@@ -89,6 +89,11 @@ static const struct bad_case bad_cases[] = {
 	{ "postmaster = aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@example.net\n",
 	  "1: bad value for postmaster: " },
 	{ "allow_untrusted_routing = sometimes\n", "1: bad value for allow_untrusted_routing: \"sometimes\" (want yes or no)" },
+	{ "listen_tls = 127.0.0.1\n", "1: bad value for listen_tls: \"127.0.0.1\" (want host:port" },
+	{ "listen_trusted = localhost:587\n", "1: bad value for listen_trusted: \"localhost:587\"" },
+	{ "tls_handshake_timeout = 10ms\n", "1: bad value for tls_handshake_timeout: \"10ms\" (want a duration from 100ms to 3600s" },
+	{ "tls_handshake_timeout = 2h\n", "1: bad value for tls_handshake_timeout: \"2h\"" },
+	{ "tls_ciphers = HIGH MEDIUM\n", "1: bad value for tls_ciphers: \"HIGH MEDIUM\" (an OpenSSL cipher list" },
 };
 
 Test(config, bad_lines_name_file_and_line)
@@ -661,4 +666,109 @@ Test(config, auth_keys)
 		config_free(&c);
 		unlink(path);
 	}
+}
+
+/* listen, listen_tls and listen_trusted each replace only their own kind;
+ * the TLS keys are checked against each other and the files, errors naming
+ * the line of the key at fault. */
+Test(config, tls_keys)
+{
+	struct config c;
+	char err[CONFIG_ERR_MAX + PATH_MAX], want[CONFIG_ERR_MAX + PATH_MAX];
+	char *path;
+
+	config_defaults(&c);
+	cr_expect_eq(c.tls_handshake_timeout_ms, CONFIG_TLS_HANDSHAKE_TIMEOUT_DEFAULT_MS);
+	cr_expect_str_empty(c.tls_cert_file);
+	cr_expect_str_empty(c.tls_ciphers);
+	cr_expect_eq(c.nlisten, 1);
+	cr_expect_eq(c.listen[0].flags, 0);
+	cr_expect_eq(config_check_tls(&c, err, sizeof(err)), 0, "%s", err);
+	path = write_conf("listen = 127.0.0.1:1\n"
+			  "listen_tls = 127.0.0.1:2, [::1]:3\n"
+			  "listen_trusted = 127.0.0.1:4\n"
+			  "listen = 127.0.0.1:5\n"
+			  "tls_handshake_timeout = 20s\n"
+			  "tls_ciphers = ECDHE-RSA-AES128-GCM-SHA256:!aNULL\n");
+	cr_assert_eq(config_load(&c, path, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(c.nlisten, 4);
+	cr_expect_str_eq(c.listen[0].text, "127.0.0.1:5");
+	cr_expect_eq(c.listen[0].flags, 0);
+	cr_expect_str_eq(c.listen[1].text, "127.0.0.1:2");
+	cr_expect_eq(c.listen[1].flags, CONFIG_LISTEN_TLS);
+	cr_expect_str_eq(c.listen[2].text, "[::1]:3");
+	cr_expect_eq(c.listen[2].flags, CONFIG_LISTEN_TLS);
+	cr_expect_str_eq(c.listen[3].text, "127.0.0.1:4");
+	cr_expect_eq(c.listen[3].flags, CONFIG_LISTEN_TRUSTED);
+	cr_expect_eq(c.tls_handshake_timeout_ms, 20000);
+	cr_expect_str_eq(c.tls_ciphers, "ECDHE-RSA-AES128-GCM-SHA256:!aNULL");
+	/* listen_tls with no certificate: named at its line. */
+	snprintf(want, sizeof(want), "%s:2: listen_tls needs tls_cert_file and tls_key_file", path);
+	cr_expect_eq(config_check_tls(&c, err, sizeof(err)), -1);
+	cr_expect_str_eq(err, want);
+	cr_expect_eq(config_set(&c, "listen_tls", "none", "-o", err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(c.nlisten, 2);
+	cr_expect_eq(config_set(&c, "listen_trusted", "", "-o", err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(c.nlisten, 1);
+	cr_expect_eq(config_set(&c, "listen", "none", "-o", err, sizeof(err)), -1);
+	cr_expect_eq(config_check_tls(&c, err, sizeof(err)), 0, "%s", err);
+	config_free(&c);
+	unlink(path);
+
+	static const struct {
+		const char *text;
+		const char *want;     /* after "PATH:"; NULL = passes */
+	} checks[] = {
+		{ "tls_cert_file = @\ntls_key_file = @\n", NULL },
+		{ "tls_cert_file = @\ntls_key_file = @\nlisten_tls = 127.0.0.1:4650\n", NULL },
+		{ "tls_cert_file = @\n", "1: tls_cert_file needs tls_key_file" },
+		{ "threads = 1\ntls_key_file = @\n", "2: tls_key_file needs tls_cert_file" },
+		{ "tls_cert_file = /nonexistent/cert.pem\ntls_key_file = @\n",
+		  "1: tls_cert_file /nonexistent/cert.pem: No such file or directory" },
+		{ "tls_cert_file = @\n\ntls_key_file = /nonexistent/key.pem\n",
+		  "3: tls_key_file /nonexistent/key.pem: No such file or directory" },
+		{ "tls_ca_file = /nonexistent/ca.pem\n", "1: tls_ca_file /nonexistent/ca.pem: No such file or directory" },
+		{ "tls_ca_file = none\n", NULL },
+	};
+	for (size_t i = 0; i < sizeof(checks) / sizeof(checks[0]); i++) {
+		char text[512], *at;
+
+		/* "@" stands for a readable file: the config file itself. */
+		snprintf(text, sizeof(text), "%s", checks[i].text);
+		path = write_conf("");
+		while ((at = strchr(text, '@')) != NULL) {
+			char rest[512];
+
+			snprintf(rest, sizeof(rest), "%s", at + 1);
+			snprintf(at, sizeof(text) - (size_t)(at - text), "%s%s", path, rest);
+		}
+		path = write_conf(text);
+		config_defaults(&c);
+		cr_assert_eq(config_load(&c, path, err, sizeof(err)), 0, "%s", err);
+		if (!checks[i].want) {
+			cr_expect_eq(config_check_tls(&c, err, sizeof(err)), 0, "case %zu: %s", i, err);
+		} else {
+			snprintf(want, sizeof(want), "%s:%s", path, checks[i].want);
+			cr_expect_eq(config_check_tls(&c, err, sizeof(err)), -1, "case %zu passed", i);
+			cr_expect_str_eq(err, want, "case %zu", i);
+		}
+		config_free(&c);
+		unlink(path);
+	}
+}
+
+Test(config, listeners_sixteen_in_all)
+{
+	struct config c;
+	char err[CONFIG_ERR_MAX], v[1024] = "";
+	size_t o = 0;
+
+	config_defaults(&c);
+	for (int i = 0; i < CONFIG_LISTEN_MAX; i++)
+		o += (size_t)snprintf(v + o, sizeof(v) - o, "%s127.0.0.1:%d", i ? "," : "", 4000 + i);
+	cr_expect_eq(config_set(&c, "listen_tls", v, "-o", err, sizeof(err)), -1);
+	cr_expect(strstr(err, "more than 16 addresses in listen, listen_tls and listen_trusted together") != NULL,
+		  "%s", err);
+	cr_expect_eq(c.nlisten, 1);
+	config_free(&c);
 }
