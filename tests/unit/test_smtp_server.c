@@ -835,6 +835,54 @@ Test(smtp_server, auth_done_after_close)
 	buf_free(&out);
 }
 
+/* The longest Received: header (64-octet HELO and user, TLS names at their
+ * cap, a 64-octet local part, a long cipher name with the characters a
+ * comment cannot hold) stays within the room smtp_server_body_max() counts
+ * (1024 octets besides our hostname), and its comments stay balanced. */
+Test(smtp_server, received_worst_case_fits)
+{
+	static const struct tls_info wide = {
+		"TLSv1.3(" "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+		"TLS_\\AES)" "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+		-2147483647 - 1, 0, "" };
+	const struct smtp_server_conf *conf = t_conf(T_TRUSTED);
+	struct smtp_session *s = smtp_server_new(conf, "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255");
+	char in[2048];
+	const char *body, *end;
+	enum smtp_event ev;
+	size_t len, hdr, used;
+	struct buf out;
+	int depth = 0;
+
+	snprintf(in, sizeof(in), "EHLO %.64s\r\nAUTH PLAIN AHV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXUAZ29vZA==\r\n",
+		 X10 X10 X10 X10 X10 X10 X10 X10);
+	buf_init(&out, 1 << 16);
+	smtp_server_tls_up(s, &wide);
+	used = smtp_server_feed(s, in, strlen(in), &out, &ev);
+	cr_assert_eq(ev, SMTP_EV_AUTH);
+	cr_assert_eq(used, strlen(in));
+	cr_assert_eq(smtp_server_auth_done(s, AUTH_OK, &out), SMTP_EV_NEED_INPUT);
+	snprintf(in, sizeof(in), "MAIL FROM:<s@x.test>\r\nRCPT TO:<%.64s@ok.test>\r\nDATA\r\n.\r\n",
+		 X100 X100 X10 X10 X10 X10);
+	used = smtp_server_feed(s, in, strlen(in), &out, &ev);
+	cr_assert_eq(ev, SMTP_EV_COMMIT, "%.*s", (int)out.len, out.data);
+	body = smtp_tx_body(smtp_server_tx(s), &len);
+	end = strstr(body, "(UTC)\r\n");
+	cr_assert_not_null(end);
+	hdr = (size_t)(end - body) + strlen("(UTC)\r\n");
+	cr_assert_leq(hdr, 1024 + strlen(conf->hostname), "Received: is %zu octets", hdr);
+	cr_assert_not_null(strstr(body, "with ESMTPSA"));
+	for (size_t i = 0; i < hdr - strlen("(UTC)\r\n"); i++) {
+		cr_assert(body[i] != '\\', "backslash at %zu", i);
+		depth += body[i] == '(' ? 1 : body[i] == ')' ? -1 : 0;
+		cr_assert(depth >= 0 && depth <= 2, "parentheses at %zu", i);
+	}
+	cr_assert_eq(depth, 0);
+	smtp_server_commit_done(s, 0, &out);
+	buf_free(&out);
+	smtp_server_free(s);
+}
+
 Test(smtp_server, idle_timeout_shutdown_busy)
 {
 	const struct smtp_server_conf *conf = t_conf(T_SMALL);
