@@ -308,12 +308,13 @@ def tls_note(j):
     return txt
 
 
-def twin_rows(header, variants, name_fmt, need=None):
-    """The table head, then (t, label, json, sysinfo) for each variant that
-    was measured; a 'not measured' row for the others."""
+def twin_rows(header, align, variants, name_fmt, need=None):
+    """The table head (align: 'l' or 'r' a column), then (t, label, json,
+    sysinfo) for each variant that was measured; a 'not measured' row for
+    the others."""
     cols = header.count("|") - 1
     w(header)
-    w("|---" + "|---:" * (cols - 1) + "|")
+    w("|" + "|".join("---:" if a == "r" else "---" for a in align) + "|")
     for t, label in variants:
         name = name_fmt % t
         j, s_ = load_json(name + ".json"), sysinfo(name)
@@ -323,6 +324,25 @@ def twin_rows(header, variants, name_fmt, need=None):
         yield t, label, j, s_
 
 
+ORDINAL = {"1": "1st", "2": "2nd", "3": "3rd"}
+
+
+def tls_rounds():
+    """The clear and TLS runs in the order they ran: (key, label)."""
+    out_ = []
+    for v in META.get("tls_order", "clear.1 tls.1 tls.2 clear.2").split():
+        t, r = v.split(".")
+        out_.append((v, "%s, %s" % ("clear" if t == "clear" else "STARTTLS", ORDINAL.get(r, r))))
+    return out_
+
+
+def pooled(runs):
+    """Rate over several runs of a kind: all their messages / all their time."""
+    n = sum(x[0] for x in runs)
+    el = sum(x[1] for x in runs)
+    return n / el if runs and el > 0 else None
+
+
 def tls_section():
     w("## STARTTLS (etrnd)")
     w("")
@@ -330,7 +350,7 @@ def tls_section():
         w("Not measured: this run had no STARTTLS section.")
         w("")
         return
-    if load_json("tls_ingest.clear.json") is None and load_json("tls_hs.clear.json") is None:
+    if load_json("tls_ingest.clear.1.json") is None and load_json("tls_hs.clear.json") is None:
         w("Not measured: `etrnd -t` rejected the TLS configuration (`%s`)." % read("tls.probe").strip()[-300:])
         w("")
         return
@@ -340,22 +360,31 @@ def tls_section():
     # ---- ingest
     w("### Ingest, 4 KiB, %s sessions, STARTTLS on every session" % META.get("tls_sess"))
     w("")
-    rows = {}
-    for t, label, j, s_ in twin_rows(
+    w("Clear and STARTTLS runs alternate (%s): a machine that gets busier or quieter during the run weighs on both alike. Each kind's rate is all its messages over all its time." % " - ".join(l for _, l in tls_rounds()))
+    w("")
+    runs = {"clear": [], "tls": []}   # (messages, seconds, etrnd CPU s)
+    ok_tls = True
+    for v, label, j, s_ in twin_rows(
             "| load | msgs/s | MB/s | latency p50 / p99 / max (ms) | etrnd CPU per msg (ms) | client CPU (s) | TLS | errors |",
-            (("clear", "clear"), ("tls", "STARTTLS")), "tls_ingest.%s"):
-        rows[t] = j
+            "lrrlrrll", tls_rounds(), "tls_ingest.%s"):
+        t = v.split(".")[0]
         cpu = (s_["cpu_s"] / j["messages_ok"] * 1000) if s_ and j["messages_ok"] else None
+        runs[t].append((j["messages_ok"], j["elapsed_s"], s_["cpu_s"] if s_ else 0))
+        if t == "tls" and not (j.get("tls") and j["tls"]["handshakes"] > 0):
+            ok_tls = False
         l = j["lat_ms"]
         w("| %s | %.0f | %.1f | %.2f / %.2f / %.1f | %s | %.1f | %s | %s |" % (
             label, j["msgs_per_s"], j["mb_per_s"], l["p50"], l["p99"], l["max"], fmt(cpu, "%.3f"),
             j.get("client_cpu_s", 0), tls_note(j) if t == "tls" else "-", errors_text(j)))
-    ok_tls = rows.get("tls") and rows["tls"].get("tls") and rows["tls"]["tls"]["handshakes"] > 0
-    TLS["ingest"] = ratio(rows.get("tls") and ok_tls and rows["tls"]["msgs_per_s"], rows.get("clear") and rows["clear"]["msgs_per_s"])
+    rate = {t: pooled(r) for t, r in runs.items()}
+    cpu = {t: (sum(x[2] for x in r) / sum(x[0] for x in r) if r and sum(x[0] for x in r) else None) for t, r in runs.items()}
+    TLS["ingest"] = ratio(rate["tls"] if ok_tls else None, rate["clear"])
     w("")
-    w("STARTTLS / clear = **%s**%s." % (fmt(TLS["ingest"] and TLS["ingest"] * 100, "%.0f%%"),
-                                       "" if ok_tls or rows.get("tls") is None else " (no session completed a handshake: the TLS run is not a TLS measurement)"))
-    commands("tls_ingest.clear", "tls_ingest.tls")
+    w("Clear %s msgs/s, STARTTLS %s msgs/s: STARTTLS / clear = **%s**%s; etrnd's CPU per message, clear / STARTTLS = %s (what etrnd alone on its CPUs would keep: the client's own TLS work shares them)." % (
+        fmt(rate["clear"]), fmt(rate["tls"]), fmt(TLS["ingest"] and TLS["ingest"] * 100, "%.0f%%"),
+        "" if ok_tls else " (a STARTTLS run completed no handshake: not a TLS measurement)",
+        fmt(ratio(cpu["clear"], cpu["tls"]) and ratio(cpu["clear"], cpu["tls"]) * 100, "%.0f%%")))
+    commands(*["tls_ingest.%s" % v for v, _ in tls_rounds()])
     w("")
     # ---- handshakes
     w("### Handshakes: a new session per message")
@@ -365,7 +394,7 @@ def tls_section():
     hs = {}
     for t, label, j, s_ in twin_rows(
             "| load | sessions/s | CPU (s) | sessions per CPU-second | CPU per session (ms) | handshake p50 / p99 / max (ms) | client CPU (s) | errors |",
-            (("clear", "etrnd, clear (connections)"), ("tls", "etrnd, STARTTLS (handshakes)"),
+            "lrrrrlrl", (("clear", "etrnd, clear (connections)"), ("tls", "etrnd, STARTTLS (handshakes)"),
              ("sink", "reference: etrnbench's TLS sink")), "tls_hs.%s"):
         n = j["tls"]["handshakes"] if t != "clear" and j.get("tls") else j["messages_ok"]
         rate = n / j["elapsed_s"] if j["elapsed_s"] > 0 else None
@@ -405,10 +434,11 @@ def tls_section():
     w("")
     w("The drain of one domain as above (%s held messages for dom0.test, then ETRN), once to the sink in clear and once to the same sink offering STARTTLS (`etrnbench etrn --tls-cert ... --tls-key ...`); etrnd's drain takes STARTTLS where offered (`tls = may`, the default)." % META.get("tls_drain_n"))
     w("")
-    dr = {}
-    for t, label, j, s_ in twin_rows(
+    dr = {"clear": [], "tls": []}   # (messages, seconds, etrnd CPU s, messages over TLS)
+    for v, label, j, s_ in twin_rows(
             "| sink | held | delivered | over TLS | drain msgs/s | etrnd CPU per msg (ms) | RSS after (MiB) | checksums |",
-            (("clear", "clear"), ("tls", "STARTTLS offered")), "tls_drain_%s.etrnd", need="etrn"):
+            "lrrlrrrl", tls_rounds(), "tls_drain.%s.etrnd", need="etrn"):
+        t = v.split(".")[0]
         e = j["etrn"]
         if e["delivered"] < e["expected"]:
             UNDELIVERED.append("STARTTLS drain (%s): %d of %d" % (label, e["delivered"], e["expected"]))
@@ -417,19 +447,23 @@ def tls_section():
             ts["messages"], ts["connections"], ts["version"] or "-", ts["cipher"] or "-",
             ", **%d failed handshakes**" % ts["failed"] if ts["failed"] else "")
         cpu = (s_["cpu_s"] / max(1, j["messages"]) * 1000) if s_ else None
-        dr[t] = (e["drain_msgs_per_s"], ts)
+        dr[t].append((e["delivered"], e["drain_s"], s_["cpu_s"] if s_ else 0, ts["messages"] if ts else 0))
         w("| %s | %d | %d | %s | %.0f | %s | %s | %d/%d ok, %d bad |" % (
             label, e["expected"], e["delivered"], over, e["drain_msgs_per_s"], fmt(cpu, "%.3f"),
             fmt(mib(s_ and s_["rss"]), "%.1f"), j["verified"], e["expected"], j["bad_sum"]))
-    tls_used = dr.get("tls") and dr["tls"][1] and dr["tls"][1]["messages"] > 0
-    TLS["drain"] = ratio(dr.get("tls") and tls_used and dr["tls"][0], dr.get("clear") and dr["clear"][0])
-    TLS["drain_in_clear"] = bool(dr.get("tls")) and not tls_used
+    tls_used = bool(dr["tls"]) and all(x[3] == x[0] and x[0] > 0 for x in dr["tls"])
+    drate = {t: pooled(r) for t, r in dr.items()}
+    TLS["drain"] = ratio(drate["tls"] if tls_used else None, drate["clear"])
+    TLS["drain_in_clear"] = bool(dr["tls"]) and not tls_used
     w("")
     if TLS["drain_in_clear"]:
-        w("**etrnd's drain delivered in clear although the sink offered STARTTLS**: no TLS drain was measured.")
+        w("**etrnd's drain delivered (some) mail in clear although the sink offered STARTTLS**: not a TLS drain measurement.")
     else:
-        w("TLS / clear drain rate = **%s**." % fmt(TLS["drain"] and TLS["drain"] * 100, "%.0f%%"))
-    commands("tls_drain_clear.etrnd", "tls_drain_tls.etrnd")
+        dcpu = {t: (sum(x[2] for x in r) / sum(x[0] for x in r) if r and sum(x[0] for x in r) else None) for t, r in dr.items()}
+        cr = ratio(dcpu["clear"], dcpu["tls"])
+        w("Clear %s msgs/s, TLS %s msgs/s (all messages over all drain time of each kind): TLS / clear drain rate = **%s**; etrnd's CPU per message, clear / TLS = %s (the sink, one thread, decrypts everything on the same CPUs)." % (
+            fmt(drate["clear"]), fmt(drate["tls"]), fmt(TLS["drain"] and TLS["drain"] * 100, "%.0f%%"), fmt(cr and cr * 100, "%.0f%%")))
+    commands(*["tls_drain.%s.etrnd" % v for v, _ in tls_rounds()])
     w("")
     # ---- idle
     w("### Idle sessions: memory")

@@ -63,6 +63,7 @@ TLS_IDLE_N=1000
 # ssl-cert snakeoil certificate (Postfix's default on Debian) uses; "ec
 # -pkeyopt ec_paramgen_curve:P-256" measures an ECDSA certificate instead.
 TLS_KEY=${TLS_KEY:-rsa:2048}
+TLS_ORDER="clear.1 tls.1 tls.2 clear.2"
 [[ $TLS_KEY == rsa:2048 ]] || TLS_SPEED_ALG=${TLS_SPEED_ALG:-ecdsap256}
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/etrnd-bench.XXXXXX")
@@ -474,12 +475,15 @@ SINK_TLS=(--tls-cert "$TLS_DIR/cert.pem" --tls-key "$TLS_DIR/key.pem")
 { echo "listen = 127.0.0.1:$(free_port)"; echo "spool_dir = $WORK/tlsprobe"; echo "redis = unix:$REDIS_SOCK"
   for kv in "${TLS_CONF[@]}"; do echo "${kv%%=*} = ${kv#*=}"; done; } >"$WORK/tlsprobe.conf"
 if "$ETRND" -t -c "$WORK/tlsprobe.conf" >"$RES/tls.probe" 2>&1; then
-	# Ingest: the same load with and without STARTTLS on every session.
-	for t in clear tls; do
-		ETRND_SCENARIO=tls_ingest_$t
+	# Ingest: the same load with and without STARTTLS on every session,
+	# twice each in the order of TLS_ORDER (A B B A: a machine that gets
+	# busier or quieter during the run weighs on both alike).
+	for v in $TLS_ORDER; do
+		t=${v%.*}
+		ETRND_SCENARIO=tls_ingest_$v
 		etrnd_start "${TLS_CONF[@]}"
 		tls_flag=(); [[ $t == tls ]] && tls_flag=(--starttls)
-		run_measured "tls_ingest.$t" "$ETRND_PID" "$EB" send --server "127.0.0.1:$ETRND_PORT" \
+		run_measured "tls_ingest.$v" "$ETRND_PID" "$EB" send --server "127.0.0.1:$ETRND_PORT" \
 			-c "$TLS_SESS" --duration "$DUR" --size 4096 --pipelining "${tls_flag[@]}" "${send_args[@]}"
 		etrnd_stop
 	done
@@ -512,8 +516,10 @@ if "$ETRND" -t -c "$WORK/tlsprobe.conf" >"$RES/tls.probe" 2>&1; then
 	timeout 60 openssl speed -seconds 1 ${TLS_SPEED_ALG:-rsa2048} >"$RES/tls_speed.txt" 2>/dev/null || true
 	# Drain of one domain to the sink in clear, then to the same sink
 	# offering STARTTLS (etrnd's drain takes it: tls = may by default).
-	drain_etrnd tls_drain_clear "$TLS_DRAIN_N" --domain dom0.test
-	drain_etrnd tls_drain_tls "$TLS_DRAIN_N" --domain dom0.test "${SINK_TLS[@]}"
+	for v in $TLS_ORDER; do
+		sink_flag=(); [[ ${v%.*} == tls ]] && sink_flag=("${SINK_TLS[@]}")
+		drain_etrnd "tls_drain.$v" "$TLS_DRAIN_N" --domain dom0.test "${sink_flag[@]}"
+	done
 	# Idle sessions: etrnd's VmRSS before and after opening them (each past
 	# EHLO, and for TLS past STARTTLS, the handshake and the second EHLO),
 	# after a warm-up load of the same kind.
@@ -620,6 +626,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 	echo "tls_hs_sess=$TLS_HS_SESS"
 	echo "tls_idle_n=$TLS_IDLE_N"
 	echo "tls_drain_n=$TLS_DRAIN_N"
+	echo "tls_order=$TLS_ORDER"
 	echo "tls_key=$TLS_KEY"
 	echo "openssl=$(openssl version 2>/dev/null || echo unknown)"
 } >"$RES/meta"
