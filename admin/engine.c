@@ -141,6 +141,7 @@ static int engine_setup(struct engine *e, struct engine_parts *p)
 		return engine_fail(e, "out of memory");
 	smtpd_set_budget(p->d, e->env->data_budget);
 	smtpd_set_auth(p->d, e->set->auth ? authpool_backend(e->set->auth) : NULL);
+	smtpd_set_tls(p->d, e->env->tls_server);
 	engine_loop_conf(e, p->d, &lc, addr_busy, sizeof(addr_busy));
 	/* The ring is created here, in the thread that will submit to it
 	 * (IORING_SETUP_SINGLE_ISSUER). */

@@ -69,6 +69,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fz_set(&c, data, size);
 	err[0] = '\0';
 	(void)config_finish(&c, err, sizeof(err));
+	err[0] = '\0';
+	if (config_check_tls(&c, err, sizeof(err)) != 0 && !err[0])
+		__builtin_trap(); /* a refusal always says why */
 	config_free(&c);
 	return 0;
 }

@@ -11,12 +11,15 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,6 +28,12 @@
 #include "core/loop.h"
 #include "core/tls.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+/* ASan's allocator statistics (sanitizer/allocator_interface.h, which
+ * Debian's gcc does not ship). */
+size_t __sanitizer_get_current_allocated_bytes(void);
+#endif
+
 #define TT_HOST "mx.test.example"
 #define TT_WRONG_HOST "wrong.test.example"
 #define TT_BIG (1u << 20)          /* the big echo: 1 MiB each way */
@@ -32,7 +41,7 @@
 #define TT_WATCHDOG_S 60           /* a test loop never runs longer */
 #define TT_RAW_TIMEOUT_S 20        /* raw client socket reads */
 #define TT_HANDSHAKE_MS 600        /* tls_handshake_timeout in the stall test */
-#define TT_IDLE_CONNS 200          /* idle TLS connection pairs measured */
+#define TT_IDLE_CONNS 1000         /* idle TLS session pairs measured */
 
 /* ---- certificates, made once per test process ------------------------ */
 
@@ -127,9 +136,10 @@ struct tt {
 	int done;                       /* the client finished its script */
 	int raw_running;                /* a raw client thread is still at work */
 	int cli_closed;
-	unsigned idle_want;             /* idle test: pairs to hold open */
-	unsigned idle_cli_up, idle_srv_up;
-	struct tt_cli *idle_clis;
+	unsigned idle_want;             /* idle test: sessions to hold open */
+	unsigned idle_up;               /* ... that are up and waiting */
+	unsigned idle_closed;           /* client process: sessions ended */
+	int idle_child;                 /* this is the client process */
 	long long idle_base, idle_bytes;
 	int watchdog_fired;
 	pthread_t watchdog;
@@ -176,6 +186,26 @@ static void tt_note_line(const char *p, size_t n)
 		T.srv.lines[T.srv.nlines++] = '|';
 		T.srv.lines[T.srv.nlines] = '\0';
 	}
+}
+
+/* Heap in use now: what the allocator handed out and has not had back. */
+static long long tt_heap_bytes(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	return (long long)__sanitizer_get_current_allocated_bytes();
+#else
+	return (long long)mallinfo2().uordblks;
+#endif
+}
+
+/* Idle test, server process: one more session has done its handshake and
+ * one command in TLS and now waits; at the last, measure and stop. */
+static void tt_idle_up(void)
+{
+	if (++T.idle_up < T.idle_want)
+		return;
+	T.idle_bytes = tt_heap_bytes() - T.idle_base;
+	loop_stop(T.l);
 }
 
 static void tt_resume(void *arg)
@@ -263,6 +293,8 @@ static int srv_line(struct tt_srv_conn *s, struct conn *c, const char *p, size_t
 		return 1;
 	}
 	buf_puts(conn_out(c), conn_tls(c) ? "250 ok tls\r\n" : "250 ok\r\n");
+	if (T.idle_want && conn_tls(c))
+		tt_idle_up();
 	return 0;
 }
 
@@ -378,6 +410,8 @@ static size_t cli_line(struct tt_cli *k, const char *p, size_t n)
 		return 1; /* the rest (none: the server waits) is void */
 	case CLI_TLS:
 		cr_assert(n >= 11 && !memcmp(p, "250 ok tls", 10), "after tls %.*s", (int)n, p);
+		if (T.idle_want)
+			return 0; /* and wait */
 		if (T.big) {
 			buf_printf(conn_out(k->c), "ECHO %zu\r\n", T.big);
 			k->st = CLI_ECHO_REPLY;
@@ -491,6 +525,8 @@ static void cli_close(void *arg, struct conn *c, void *st)
 	k->closed = 1;
 	k->c = NULL;
 	T.cli_closed = 1;
+	if (T.idle_child && ++T.idle_closed == T.idle_want)
+		loop_stop(T.l);
 	if (!T.raw_running && !T.idle_want)
 		loop_stop(T.l);
 }
@@ -918,4 +954,77 @@ Test(tls, hostile_peer_costs_only_its_connection)
 		T.l = loop_free(T.l);
 		config_free(&T.cfg);
 	}
+}
+
+/* ---- memory of idle TLS sessions --------------------------------------- */
+
+/* The client process of the idle test: TT_IDLE_CONNS sessions to port on
+ * a loop of its own; ends (_exit: no Criterion fini here) once the server
+ * has closed them all. */
+static void tt_idle_clients(unsigned short port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct tt_cli *k = calloc(TT_IDLE_CONNS, sizeof(*k));
+	struct loop_conf lc = { 0 };
+	char err[256];
+
+	config_defaults(&T.cfg);
+	T.cfg.nlisten = 0;
+	T.cfg.max_connections = TT_IDLE_CONNS + 16;
+	lc.cfg = &T.cfg;
+	lc.ops = &srv_ops;
+	T.l = loop_new(&lc, err, sizeof(err));
+	if (!k || !T.l)
+		_exit(2);
+	T.idle_child = 1;
+	sa.sin_port = htons(port);
+	for (unsigned i = 0; i < TT_IDLE_CONNS; i++) {
+		buf_init(&k[i].line, 4096);
+		if (loop_connect(T.l, (struct sockaddr *)&sa, sizeof(sa), 20000, &cli_ops, NULL, &k[i]))
+			_exit(3);
+	}
+	(void)loop_run(T.l);
+	_exit(T.idle_closed == TT_IDLE_CONNS ? 0 : 4);
+}
+
+/* TT_IDLE_CONNS sessions, each after STARTTLS, its handshake and one
+ * command, all waiting: the heap the server side holds for them (loop
+ * slot buffers, TLS state, the test owner's small per-session state), the
+ * clients being another process. The issue's budget: 64 KiB per idle TLS
+ * session. Printed for the record. */
+Test(tls, idle_sessions_memory)
+{
+	int fds[2], status = -1;
+	unsigned short port;
+	long long per;
+	pid_t pid;
+
+	cr_assert_eq(pipe(fds), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		close(fds[1]);
+		if (read(fds[0], &port, sizeof(port)) != (ssize_t)sizeof(port))
+			_exit(1);
+		tt_idle_clients(port);
+	}
+	close(fds[0]);
+	T.idle_want = TT_IDLE_CONNS;
+	tt_loop(CONFIG_TLS_HANDSHAKE_TIMEOUT_DEFAULT_MS);
+	T.idle_base = tt_heap_bytes();
+	cr_assert_eq(write(fds[1], &T.port, sizeof(T.port)), (ssize_t)sizeof(T.port));
+	close(fds[1]);
+	tt_run();
+	for (int i = 0; i < TT_WATCHDOG_S * 10 && waitpid(pid, &status, WNOHANG) == 0; i++)
+		usleep(100 * 1000);
+	if (status == -1) {
+		kill(pid, SIGKILL);
+		(void)waitpid(pid, &status, 0);
+	}
+	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "client process: status %d", status);
+	cr_assert_eq(T.idle_up, TT_IDLE_CONNS);
+	per = T.idle_bytes / TT_IDLE_CONNS;
+	fprintf(stderr, "idle TLS sessions: %u hold %lld bytes of heap on the server side: "
+		"%lld each\n", TT_IDLE_CONNS, T.idle_bytes, per);
+	cr_expect_leq(per, 64 * 1024, "%lld bytes per idle TLS session", per);
 }
