@@ -7,6 +7,12 @@
  * the connection owner run only from the dispatch, never from inside a
  * conn_*() call, so an owner can close or resume a connection from within its
  * own callback without being re-entered or freed under its feet.
+ *
+ * TLS (conn_starttls()) sits between the socket and the owner: received
+ * ciphertext goes through core/tls.c and only plaintext reaches
+ * conn_deliver(), so pausing bounds it as before; conn_out() holds
+ * plaintext, encrypted only when it goes into a send, so LOOP_OUT_HIGH
+ * still means what the owner appended and the peer has not read.
  */
 #include "core/loop.h"
 

@@ -215,8 +215,13 @@ const char *conn_peer(const struct conn *c);
  * the clear; everything appended after goes out encrypted, held until the
  * handshake is done. ctx's role decides the side; host (client only) is
  * sent as SNI and is the name verification checks (NULL: neither). The
- * handshake runs under tls_handshake_timeout; its end is told through
- * ops->tls_done. Returns 0, -EALREADY (TLS already on), -ENOMEM.
+ * handshake runs under tls_handshake_timeout (ops->timeout is not called
+ * meanwhile); its end is told through ops->tls_done. Called from inside
+ * ops->data (the STARTTLS line, or a client's "220" reply to it), the
+ * unconsumed input is dropped when data() returns, also when it is kept
+ * input offered again after a pause; called elsewhere (a client's
+ * ops->connected, for implicit TLS), at once. Returns 0, -EALREADY (TLS
+ * already on), -ENOMEM.
  */
 struct tls_ctx;
 struct tls_info;

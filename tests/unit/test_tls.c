@@ -14,10 +14,12 @@
 #include <malloc.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -141,6 +143,7 @@ struct tt {
 	unsigned idle_closed;           /* client process: sessions ended */
 	int idle_child;                 /* this is the client process */
 	long long idle_base, idle_bytes;
+	long long idle_cpu_us, idle_ms;  /* server CPU and wall time to get there */
 	int watchdog_fired;
 	pthread_t watchdog;
 	int watchdog_on;
@@ -200,11 +203,30 @@ static long long tt_heap_bytes(void)
 
 /* Idle test, server process: one more session has done its handshake and
  * one command in TLS and now waits; at the last, measure and stop. */
+static long long tt_cpu_us(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (long long)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000 +
+	       ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
+}
+
+static long long tt_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void tt_idle_up(void)
 {
 	if (++T.idle_up < T.idle_want)
 		return;
 	T.idle_bytes = tt_heap_bytes() - T.idle_base;
+	T.idle_cpu_us = tt_cpu_us() - T.idle_cpu_us;
+	T.idle_ms = tt_now_ms() - T.idle_ms;
 	loop_stop(T.l);
 }
 
@@ -298,6 +320,23 @@ static int srv_line(struct tt_srv_conn *s, struct conn *c, const char *p, size_t
 	return 0;
 }
 
+/* Take p[*i..n) up to and including the next LF into line. Returns the
+ * whole line's length (LF included; line->data holds it until the next
+ * call), or SIZE_MAX when the input ran out first (kept in line). */
+static size_t tt_line(struct buf *line, const char *p, size_t n, size_t *i)
+{
+	const char *lf = memchr(p + *i, '\n', n - *i);
+	size_t k = lf ? (size_t)(lf - (p + *i)) + 1 : n - *i;
+
+	cr_assert_eq(buf_append(line, p + *i, k), 0);
+	*i += k;
+	if (!lf)
+		return SIZE_MAX;
+	k = line->len;
+	line->len = 0;
+	return k;
+}
+
 static size_t srv_data(void *arg, struct conn *c, void *st, const char *p, size_t n)
 {
 	struct tt_srv_conn *s = st;
@@ -311,6 +350,12 @@ static size_t srv_data(void *arg, struct conn *c, void *st, const char *p, size_
 	if (s->held)
 		return 0;
 	while (i < n) {
+		/* As smtp_server does (reply_max): no more commands while the
+		 * peer has not read LOOP_OUT_HIGH of replies. */
+		if (conn_out(c)->len >= LOOP_OUT_HIGH) {
+			T.srv.high_pauses++;
+			break;
+		}
 		if (s->echo) {
 			size_t k = srv_echo(s, c, p + i, n - i);
 
@@ -319,16 +364,11 @@ static size_t srv_data(void *arg, struct conn *c, void *st, const char *p, size_
 				break;
 			continue;
 		}
-		const char *lf = memchr(p + i, '\n', n - i);
-		size_t k = lf ? (size_t)(lf - (p + i)) + 1 : n - i;
+		size_t k = tt_line(&s->line, p, n, &i);
 
-		cr_assert_eq(buf_append(&s->line, p + i, k), 0);
-		i += k;
-		if (!lf)
+		if (k == SIZE_MAX)
 			break;
-		s->line.len -= s->line.len >= 2 && s->line.data[s->line.len - 2] == '\r' ? 2 : 1;
-		k = s->line.len;
-		s->line.len = 0;
+		k -= k >= 2 && s->line.data[k - 2] == '\r' ? 2 : 1; /* CRLF or LF */
 		if (srv_line(s, c, s->line.data, k)) {
 			conn_flush(c);
 			return i;
@@ -460,8 +500,7 @@ static size_t cli_data(void *arg, struct conn *c, void *st, const char *p, size_
 		return 0;
 	}
 	while (i < n) {
-		const char *lf;
-		size_t len, r;
+		size_t len;
 
 		if (k->st == CLI_ECHO && k->got < T.big && k->line.len == 0) {
 			size_t want = T.big - k->got;
@@ -469,16 +508,10 @@ static size_t cli_data(void *arg, struct conn *c, void *st, const char *p, size_
 			i += cli_echo(k, p + i, n - i < want ? n - i : want);
 			continue;
 		}
-		lf = memchr(p + i, '\n', n - i);
-		len = lf ? (size_t)(lf - (p + i)) + 1 : n - i;
-		cr_assert_eq(buf_append(&k->line, p + i, len), 0);
-		i += len;
-		if (!lf)
+		len = tt_line(&k->line, p, n, &i);
+		if (len == SIZE_MAX)
 			break;
-		len = k->line.len;
-		k->line.len = 0;
-		r = cli_line(k, k->line.data, len);
-		if (r == 1)
+		if (cli_line(k, k->line.data, len) == 1)
 			return i;
 	}
 	return i;
@@ -634,7 +667,7 @@ TestSuite(tls, .init = tt_setup, .fini = tt_teardown, .timeout = 100);
 
 /* Connect the script client to the plain (or the implicit-TLS) port and run
  * until it has closed. */
-static struct tt_cli *tt_client_run(void)
+static void tt_client_start(void)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	struct tt_cli *k = calloc(1, sizeof(*k));
@@ -644,6 +677,14 @@ static struct tt_cli *tt_client_run(void)
 	sa.sin_port = htons(T.implicit ? T.port_tls : T.port);
 	cr_assert_eq(loop_connect(T.l, (struct sockaddr *)&sa, sizeof(sa), 5000, &cli_ops, NULL, k), 0);
 	T.cli = k;
+}
+
+static struct tt_cli *tt_client_run(void)
+{
+	struct tt_cli *k;
+
+	tt_client_start();
+	k = T.cli;
 	tt_run();
 	cr_assert(k->closed);
 	buf_free(&k->line);
@@ -783,13 +824,14 @@ Test(tls, implicit_tls_and_verification)
 
 /* ---- hostile peers: each costs only its own connection ---------------- */
 
-enum raw_kind { RAW_GARBAGE, RAW_HALF_HELLO_STALL, RAW_HALF_HELLO_CLOSE };
+enum raw_kind { RAW_GARBAGE, RAW_HALF_HELLO_STALL, RAW_HALF_HELLO_CLOSE, RAW_NEVER_READS,
+		RAW_CLOSE_NOTIFY };
 
 struct raw_case {
 	const char *name;
 	int implicit;          /* listen_tls port, else STARTTLS first */
 	enum raw_kind kind;
-	int want_err;          /* the server's tls_done */
+	int want_err;          /* the server's tls_done; 0: the handshake succeeds */
 };
 
 static const struct raw_case raw_cases[] = {
@@ -798,22 +840,26 @@ static const struct raw_case raw_cases[] = {
 	{ "half a ClientHello, left open", 1, RAW_HALF_HELLO_STALL, -ETIMEDOUT },
 	{ "half a ClientHello after STARTTLS, left open", 0, RAW_HALF_HELLO_STALL, -ETIMEDOUT },
 	{ "half a ClientHello, then close", 1, RAW_HALF_HELLO_CLOSE, -ECONNRESET },
+	/* TLS up, then commands and never a read of the replies. */
+	{ "TLS client that never reads", 0, RAW_NEVER_READS, 0 },
+	/* Not hostile: QUIT in TLS; 221 comes, then close_notify, then EOF. */
+	{ "QUIT: 221, then close_notify", 1, RAW_CLOSE_NOTIFY, 0 },
 };
+
+/* The never-reading client's flood stops when the server stops taking
+ * input (its sends block TT_FLOOD_BLOCK_S); this much means it never did. */
+#define TT_FLOOD_MAX (256u << 20)
+#define TT_FLOOD_BLOCK_S 2
+/* send_timeout and close_timeout in the hostile tests. */
+#define TT_HOSTILE_TIMEOUT_MS 1000
 
 struct raw_run {
 	const struct raw_case *rc;
 	int eof;               /* the server closed on us */
 	long long ms;          /* from the hostile write to that close */
+	size_t flooded;        /* never-reads: bytes it got in before blocking */
 	char fail[256];        /* what went wrong in the thread, "" */
 };
-
-static long long tt_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int raw_line(int fd, char *line, size_t len)
 {
@@ -848,6 +894,10 @@ static size_t raw_payload(const struct raw_case *rc, char *out, size_t len)
 	struct buf b;
 	size_t n;
 
+	if (rc->kind == RAW_NEVER_READS || rc->kind == RAW_CLOSE_NOTIFY) {
+		out[0] = '-';
+		return 1; /* unused: these speak TLS */
+	}
 	if (rc->kind == RAW_GARBAGE) {
 		memcpy(out, garbage, sizeof(garbage) - 1);
 		return sizeof(garbage) - 1;
@@ -864,6 +914,126 @@ static size_t raw_payload(const struct raw_case *rc, char *out, size_t len)
 	tls_conn_free(t);
 	buf_free(&b);
 	return n;
+}
+
+/* A TLS handshake on a blocking socket with tls_conn (as bench does). */
+static int raw_tls_handshake(int fd, struct tls_conn *t)
+{
+	struct buf out;
+	char in[4096];
+	int rc = -1;
+
+	buf_init(&out, 0);
+	for (;;) {
+		ssize_t r;
+
+		if (tls_conn_take(t, &out) ||
+		    (out.len && send(fd, out.data, out.len, MSG_NOSIGNAL) != (ssize_t)out.len))
+			break;
+		out.len = 0;
+		if (tls_conn_state(t) == TLS_CONN_UP) {
+			rc = 0;
+			break;
+		}
+		r = recv(fd, in, sizeof(in), 0);
+		if (r <= 0 || tls_conn_input(t, in, (size_t)r, NULL, NULL) < 0)
+			break;
+	}
+	buf_free(&out);
+	return rc;
+}
+
+/* TLS up, then PING after PING, never reading a reply, until the server
+ * stops taking them; then wait (still not reading) while its send_timeout
+ * and close_timeout run. Returns 0 or -1 with rr->fail set. */
+static int raw_flood(struct raw_run *rr, int fd)
+{
+	struct timeval tv = { .tv_sec = TT_FLOOD_BLOCK_S };
+	struct tls_conn *t = tls_conn_new(T.cli_ctx, TT_HOST);
+	char cmds[6 * 1024];
+	struct buf b;
+	int rc = -1;
+
+	buf_init(&b, 0);
+	for (size_t i = 0; i + 6 <= sizeof(cmds); i += 6)
+		memcpy(cmds + i, "PING\r\n", 6);
+	if (!t || raw_tls_handshake(fd, t)) {
+		snprintf(rr->fail, sizeof(rr->fail), "TLS handshake failed");
+		goto out;
+	}
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	while (rr->flooded < TT_FLOOD_MAX) {
+		ssize_t w;
+
+		b.len = 0;
+		if (tls_conn_write(t, cmds, sizeof(cmds)) || tls_conn_take(t, &b))
+			break;
+		w = send(fd, b.data, b.len, MSG_NOSIGNAL);
+		if (w < (ssize_t)b.len)
+			break; /* blocked: the server stopped reading */
+		rr->flooded += (size_t)w;
+	}
+	if (rr->flooded >= TT_FLOOD_MAX) {
+		snprintf(rr->fail, sizeof(rr->fail), "the server took %u MiB without a pause",
+			 TT_FLOOD_MAX >> 20);
+		goto out;
+	}
+	rc = 0;
+out:
+	buf_free(&b);
+	tls_conn_free(t);
+	return rc;
+}
+
+static int raw_plain(void *arg, const char *p, size_t n)
+{
+	struct buf *b = arg;
+
+	return buf_append(b, p, n) != 0;
+}
+
+/* Implicit TLS, the greeting, QUIT; the server's last bytes must be its
+ * 221 and then close_notify (TLS_CONN_EOF), before the TCP close. */
+static int raw_quit(struct raw_run *rr, int fd)
+{
+	static const struct tls_conn_sink sink = { NULL, raw_plain };
+	struct tls_conn *t = tls_conn_new(T.cli_ctx, TT_HOST);
+	struct buf b, plain;
+	char in[4096];
+	int rc = 0;
+
+	buf_init(&b, 0);
+	buf_init(&plain, 0);
+	if (!t || raw_tls_handshake(fd, t) || tls_conn_write(t, "QUIT\r\n", 6) ||
+	    tls_conn_take(t, &b) || send(fd, b.data, b.len, MSG_NOSIGNAL) != (ssize_t)b.len) {
+		snprintf(rr->fail, sizeof(rr->fail), "TLS handshake or QUIT failed");
+		goto out;
+	}
+	while (rc == 0) {
+		ssize_t r = recv(fd, in, sizeof(in), 0);
+
+		if (r <= 0) {
+			snprintf(rr->fail, sizeof(rr->fail), "TCP closed (%zd) before close_notify", r);
+			goto out;
+		}
+		rc = tls_conn_input(t, in, (size_t)r, &sink, &plain);
+	}
+	if (rc != TLS_CONN_EOF || plain.len < 9 || memcmp(plain.data + plain.len - 9, "221 bye\r\n", 9))
+		snprintf(rr->fail, sizeof(rr->fail), "want 221 then close_notify: rc %d, %zu bytes",
+			 rc, plain.len);
+out:
+	buf_free(&b);
+	buf_free(&plain);
+	tls_conn_free(t);
+	return rr->fail[0] ? -1 : 0;
+}
+
+/* The good session: started by the raw thread once its hostile peer is at
+ * work, so the two overlap. */
+static void raw_start_good(void *arg)
+{
+	(void)arg;
+	tt_client_start();
 }
 
 static void *raw_thread(void *arg)
@@ -889,10 +1059,16 @@ static void *raw_thread(void *arg)
 		goto out;
 	}
 	t0 = tt_now_ms();
-	if (send(fd, junk, n, 0) != (ssize_t)n) {
-		snprintf(rr->fail, sizeof(rr->fail), "send: %s", strerror(errno));
+	if (rr->rc->kind == RAW_NEVER_READS ? raw_flood(rr, fd) :
+	    rr->rc->kind == RAW_CLOSE_NOTIFY ? raw_quit(rr, fd) :
+	    send(fd, junk, n, 0) != (ssize_t)n) {
+		if (!rr->fail[0])
+			snprintf(rr->fail, sizeof(rr->fail), "send: %s", strerror(errno));
 		goto out;
 	}
+	(void)loop_post(T.l, raw_start_good, NULL);
+	if (rr->rc->kind == RAW_NEVER_READS)
+		sleep(TT_FLOOD_BLOCK_S + 2 * TT_HOSTILE_TIMEOUT_MS / 1000 + 1);
 	if (rr->rc->kind == RAW_HALF_HELLO_CLOSE) {
 		rr->eof = 1; /* we close; the server must notice */
 		goto out;
@@ -913,6 +1089,8 @@ static void *raw_thread(void *arg)
 	rr->ms = tt_now_ms() - t0;
 out:
 	close(fd);
+	if (rr->fail[0])
+		(void)loop_post(T.l, raw_start_good, NULL); /* so the loop ends */
 	(void)loop_post(T.l, raw_finished, NULL);
 	return NULL;
 }
@@ -933,12 +1111,16 @@ Test(tls, hostile_peer_costs_only_its_connection)
 		T.raw_running = 1;
 		T.big = TT_BIG / 4;  /* the good session echoes meanwhile */
 		tt_loop(TT_HOSTILE_HANDSHAKE_MS);
+		T.cfg.send_timeout_ms = T.cfg.close_timeout_ms = TT_HOSTILE_TIMEOUT_MS;
 		cr_assert_eq(pthread_create(&th, NULL, raw_thread, &rr), 0);
-		k = tt_client_run();
+		tt_run();
 		pthread_join(th, NULL);
+		k = T.cli;
+		cr_assert_not_null(k);
+		cr_expect(k->closed, "%s", rc->name);
 		cr_expect_str_empty(rr.fail, "%s: %s", rc->name, rr.fail);
 		cr_expect(rr.eof, "%s: the server did not close", rc->name);
-		cr_expect_eq(T.srv.tls_fail, 1, "%s", rc->name);
+		cr_expect_eq(T.srv.tls_fail, rc->want_err ? 1 : 0, "%s", rc->name);
 		cr_expect_eq(T.srv.last_tls_err, rc->want_err, "%s: tls_done(%d)", rc->name,
 			     T.srv.last_tls_err);
 		cr_expect_eq(T.srv.opens, T.srv.closes, "%s", rc->name);
@@ -949,8 +1131,13 @@ Test(tls, hostile_peer_costs_only_its_connection)
 		cr_expect(T.done, "%s: the good session did not finish", rc->name);
 		cr_expect_eq(k->got, T.big, "%s", rc->name);
 		cr_expect_eq(k->bad_at, 0, "%s", rc->name);
-		cr_expect_eq(T.srv.tls_ok, 1, "%s", rc->name);
+		cr_expect_eq(T.srv.tls_ok, rc->want_err ? 1 : 2, "%s", rc->name);
+		if (rc->kind == RAW_NEVER_READS)
+			fprintf(stderr, "%s: took %zu bytes before it stopped reading; cut after "
+				"%lld ms\n", rc->name, rr.flooded, rr.ms);
+		buf_free(&k->line);
 		free(k);
+		T.cli = NULL;
 		T.l = loop_free(T.l);
 		config_free(&T.cfg);
 	}
@@ -1012,6 +1199,8 @@ Test(tls, idle_sessions_memory)
 	T.idle_want = TT_IDLE_CONNS;
 	tt_loop(CONFIG_TLS_HANDSHAKE_TIMEOUT_DEFAULT_MS);
 	T.idle_base = tt_heap_bytes();
+	T.idle_cpu_us = tt_cpu_us();
+	T.idle_ms = tt_now_ms();
 	cr_assert_eq(write(fds[1], &T.port, sizeof(T.port)), (ssize_t)sizeof(T.port));
 	close(fds[1]);
 	tt_run();
@@ -1025,6 +1214,9 @@ Test(tls, idle_sessions_memory)
 	cr_assert_eq(T.idle_up, TT_IDLE_CONNS);
 	per = T.idle_bytes / TT_IDLE_CONNS;
 	fprintf(stderr, "idle TLS sessions: %u hold %lld bytes of heap on the server side: "
-		"%lld each\n", TT_IDLE_CONNS, T.idle_bytes, per);
+		"%lld each; the server process spent %.0f us of CPU per session (STARTTLS, "
+		"handshake, one command; %.0f sessions/s per core), %lld ms in all\n",
+		TT_IDLE_CONNS, T.idle_bytes, per, (double)T.idle_cpu_us / TT_IDLE_CONNS,
+		T.idle_cpu_us ? TT_IDLE_CONNS * 1e6 / (double)T.idle_cpu_us : 0.0, T.idle_ms);
 	cr_expect_leq(per, 64 * 1024, "%lld bytes per idle TLS session", per);
 }
