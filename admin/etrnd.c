@@ -257,6 +257,8 @@ static void etrnd_start(struct etrnd *d)
 		d->ctl = control_stop(d->ctl);
 		fatal("%s", err);
 	}
+	/* The drains' STARTTLS (proto/drain.h); freed after the engines. */
+	drain_hub_set_tls(d->hub, d->env.tls_client);
 	d->eng = engine_start(&d->env);
 	if (!d->eng) {
 		d->cs = ctlsock_stop(d->cs);

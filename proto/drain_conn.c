@@ -161,7 +161,8 @@ static int dc_in_setup(const struct drain_conn *dc)
 }
 
 /* The reply timer: the SMTP client's (RFC 5321 4.5.3.2), but the greeting,
- * EHLO and STARTTLS replies (and the handshake) at most env->greeting_ms. */
+ * EHLO and STARTTLS replies at most env->greeting_ms (during the handshake
+ * the loop's tls_handshake_timeout alone runs). */
 static void dc_arm(struct drain_conn *dc)
 {
 	unsigned ms = smtp_client_timeout_ms(dc->cl);
@@ -1009,6 +1010,30 @@ static void dc_tls_log(struct drain_conn *dc, const struct tls_info *ti)
 		 j->relay, ti->version, ti->cipher, ti->bits, ti->bits);
 }
 
+/* The handshake failed (err < 0: the loop's verdict; it also cuts one
+ * longer than tls_handshake_timeout, -ETIMEDOUT): may
+ * goes on in the clear on the job's next connection (not counted against
+ * drain_reconnect_attempts), must and verify hold the mail. The caller
+ * closes (or lets the loop close) the connection. */
+static void dc_tls_failed(struct drain_conn *dc, int err)
+{
+	struct drain_job *j = dc->job;
+	char why[DRAIN_HELD_MAX];
+
+	snprintf(why, sizeof(why), "cannot start TLS: handshake failed with %s: %s", j->relay,
+		 strerror(-err));
+	log_warn("drain %.*s (shard %u): %s%s", (int)j->len, j->dom, j->env->index, why,
+		 j->tls == DOMTAB_TLS_MAY ? "; the next connection goes in the clear" : "");
+	/* Only connections opened before tls_clear try TLS: at most
+	 * drain_connections of these, so the fallback cannot loop. */
+	if (j->tls == DOMTAB_TLS_MAY)
+		j->tls_clear = dc->tls_fallback = 1;
+	else
+		job_tls_held(j, why);
+	(void)smtp_client_abort(dc->cl, why);
+	dc->end_why = "TLS handshake failed";
+}
+
 /* The loop's handshake ended. err < 0: the loop closes c (dc_close()
  * follows); may goes on in the clear on the job's next connection (the
  * failure counts against drain_reconnect_attempts), must and verify hold
@@ -1026,19 +1051,8 @@ static void dc_tls_done(void *arg, struct conn *c, void *st, int err)
 		return; /* closing already (shutdown) */
 	relay_host(j->relay, host, sizeof(host));
 	if (!ti) {
-		snprintf(why, sizeof(why), "cannot start TLS: handshake failed with %s: %s",
-			 j->relay, strerror(err ? -err : EPROTO));
-		log_warn("drain %.*s (shard %u): %s%s", (int)j->len, j->dom, j->env->index, why,
-			 j->tls == DOMTAB_TLS_MAY ? "; the next connection goes in the clear" : "");
-		/* Only connections opened before tls_clear try TLS: at most
-		 * drain_connections of these, so the fallback cannot loop. */
-		if (j->tls == DOMTAB_TLS_MAY)
-			j->tls_clear = dc->tls_fallback = 1;
-		else
-			job_tls_held(j, why);
-		(void)smtp_client_abort(dc->cl, why);
+		dc_tls_failed(dc, err ? err : -EPROTO);
 		dc->early = 1;
-		dc->end_why = "TLS handshake failed";
 		drain_conn_enter(dc, DRAIN_CONN_CLOSING, dc->end_why); /* the loop closes */
 		return;
 	}

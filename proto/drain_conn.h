@@ -69,8 +69,9 @@
  *
  * READING, WAIT_DURABLE and COMMITTING pause input (replies wait for the
  * spool) and ignore the idle timer (our side is slow, not the server).
- * GREETING, STARTTLS and HANDSHAKE wait at most env->greeting_ms for each
- * reply (and the loop's tls_handshake_timeout bounds the handshake).
+ * GREETING and STARTTLS wait at most env->greeting_ms for each reply;
+ * HANDSHAKE is bounded by the loop's tls_handshake_timeout (the loop runs
+ * no other timer then), whose cut comes as a failed handshake.
  */
 enum drain_conn_state {
 	DRAIN_CONN_CONNECTING = 0, /* loop_connect() submitted; no socket yet */

@@ -138,6 +138,23 @@ class DrainTlsTest(unittest.TestCase):
         self.assertRegex(mine[0].get("held", ""), why_re)
         self.assertEqual(len(self.held(e, domain)), N_MSGS, "every message still held")
 
+    def test_etrnctl_and_import_take_verify(self):
+        """tls verify through etrnctl domain add and a CSV import row; a
+        bad value is refused with the accepted ones named."""
+        self.provision("a.test", "verify")
+        csv = os.path.join(self.tmp, "doms-%d.csv" % self.cport)
+        with open(csv, "w") as f:
+            f.write("domain,dest,tls\nb.test,127.0.0.1:%d,verify\nc.test,mx,must\n" % self.cport)
+        rc, out, err = etrnctl(self.redis, "import", csv)
+        self.assertEqual(rc, 0, err)
+        for dom, want in (("a.test", "verify"), ("b.test", "verify"), ("c.test", "must")):
+            rc, out, err = etrnctl(self.redis, "--json", "domain", "show", dom)
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(json.loads(out)["tls"], want, out)
+        rc, out, err = etrnctl(self.redis, "domain", "add", "d.test", "--tls", "encrypt")
+        self.assertEqual(rc, 2, err)
+        self.assertIn("want may, must or verify", err)
+
     def test_may_delivers_over_tls_and_logs_it(self):
         self.provision("a.test", "may")
         e = self.etrnd()

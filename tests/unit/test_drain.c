@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <ftw.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -31,6 +32,8 @@
 #include "core/log.h"
 #include "core/now.h"
 #include "core/resolver.h"
+#include "core/tls.h"
+#include "proto/drain_status.h"
 #include "store/spool_index.h"
 #include "store/spool_rec.h"
 
@@ -43,6 +46,10 @@
 #define T_REPLIES_MAX 4
 #define T_WANT_MAX 8
 #define T_THREADS_MAX 32             /* threaded server: connections served */
+/* tls_handshake_timeout for the stalled handshake: long enough for a
+ * loaded machine's real handshake, short for the test. */
+#define T_STALL_CUT_MS 1500
+#define T_CONNS_NONE UINT_MAX        /* t_case.want_conns: no connection */
 #define T_421_NONMAIL "421 4.7.0 too many nonmail commands\r\n" /* Exim's */
 
 /* ---- the scripted customer server ----------------------------------------- */
@@ -61,7 +68,14 @@ struct t_script {
 	unsigned drop_in_body;       /* close inside the nth body (all conns); 0 off */
 	int silent_first;            /* the first connection never gets a greeting */
 	int threaded;                /* serve connections at once, one thread each */
+	/* STARTTLS offered in EHLO (RFC 3207) and answered: T_TLS_454 with
+	 * 454; T_TLS_BROKEN with 220, then bytes that are no TLS record, and
+	 * a hang-up (the handshake fails); T_TLS_STALL with 220, then
+	 * silence until the client hangs up. 0: not offered. */
+	int starttls;
 };
+
+enum { T_TLS_NONE = 0, T_TLS_454, T_TLS_BROKEN, T_TLS_STALL };
 
 struct t_server {
 	int lfd;
@@ -98,10 +112,12 @@ static int t_send(struct t_server *s, int fd, const char *p)
 {
 	size_t n = strlen(p);
 
+	/* MSG_NOSIGNAL: a client that hung up (a failed handshake) is no
+	 * SIGPIPE for the whole test. */
 	if (!s->bytewise)
-		return write(fd, p, n) == (ssize_t)n ? 0 : -1;
+		return send(fd, p, n, MSG_NOSIGNAL) == (ssize_t)n ? 0 : -1;
 	for (size_t i = 0; i < n; i++) {
-		if (write(fd, p + i, 1) != 1)
+		if (send(fd, p + i, 1, MSG_NOSIGNAL) != 1)
 			return -1;
 		t_nap(T_BYTE_GAP_NS);
 	}
@@ -151,7 +167,10 @@ static const char *t_answer(struct t_server *s, const char *line, size_t n, int 
 		return r ? r : "250 2.0.0 queued\r\n";
 	}
 	if (n >= 5 && !strncasecmp(line, "EHLO ", 5))
-		return "250-cust.test hello\r\n250 PIPELINING\r\n";
+		return s->sc->starttls ? "250-cust.test hello\r\n250-STARTTLS\r\n250 PIPELINING\r\n"
+				       : "250-cust.test hello\r\n250 PIPELINING\r\n";
+	if (n == 10 && !strncasecmp(line, "STARTTLS\r\n", 10) && s->sc->starttls == T_TLS_454)
+		return "454 4.7.0 TLS not available due to local problem\r\n";
 	if (n >= 10 && !strncasecmp(line, "MAIL FROM:", 10)) {
 		*accepted = 0;
 		return "250 2.1.0 ok\r\n";
@@ -217,6 +236,9 @@ static void t_serve(struct t_server *s, int fd)
 			size_t n = (size_t)(nl - in) + 1;
 			const char *reply;
 			int quit = !body && n == 6 && !strncasecmp(in, "QUIT\r\n", 6);
+			int tls_cut = !body && (s->sc->starttls == T_TLS_BROKEN ||
+						s->sc->starttls == T_TLS_STALL) && n == 10 &&
+				      !strncasecmp(in, "STARTTLS\r\n", 10);
 
 			if (!body && t_nonmail(s, in, n, &nonmail)) {
 				(void)t_send(s, fd, T_421_NONMAIL);
@@ -230,6 +252,20 @@ static void t_serve(struct t_server *s, int fd)
 			have -= n;
 			if (quit) {
 				(void)t_send(s, fd, "221 2.0.0 bye\r\n");
+				return;
+			}
+			if (tls_cut && s->sc->starttls == T_TLS_STALL) {
+				/* Take the ClientHello, never answer it. */
+				(void)t_send(s, fd, "220 2.0.0 go ahead\r\n");
+				while (poll(&(struct pollfd){ fd, POLLIN, 0 }, 1,
+					    T_SERVER_IO_MS) == 1 &&
+				       read(fd, in, sizeof(in)) > 0)
+					;
+				return;
+			}
+			if (tls_cut) {
+				/* Not a ServerHello: the client's handshake fails. */
+				(void)t_send(s, fd, "220 2.0.0 go ahead\r\nthis is no TLS\r\n");
 				return;
 			}
 			if (!reply)
@@ -373,12 +409,12 @@ static const char *const t_rcpt2[] = { "r4@cust.test" };
 
 /* The domain table: cust.test goes to the scripted server and may be
  * released by 127.0.0.1; other.test exists but is not drained here. */
-static struct domtab *t_table_dest(const char *dest)
+static struct domtab *t_table_tls(const char *dest, enum domtab_tls tls)
 {
 	struct domtab_builder *b = domtab_builder_new();
 	struct domtab_cidr lo = { .family = AF_INET, .prefix = 32, .addr = { 127, 0, 0, 1 } };
 	struct domtab_row cust = { .name = "cust.test", .dest = dest, .etrn_from = &lo,
-				   .netrn_from = 1 };
+				   .netrn_from = 1, .tls = tls };
 	struct domtab_row other = { .name = "other.test", .dest = "127.0.0.1:9" };
 	struct domtab *t;
 
@@ -389,6 +425,11 @@ static struct domtab *t_table_dest(const char *dest)
 	domtab_builder_free(b);
 	cr_assert_not_null(t);
 	return t;
+}
+
+static struct domtab *t_table_dest(const char *dest)
+{
+	return t_table_tls(dest, DOMTAB_TLS_MAY);
 }
 
 static struct domtab *t_table(unsigned port)
@@ -403,13 +444,20 @@ struct t_case {
 	const char *name;
 	int null_sender1;            /* message 1 from <> (itself a DSN) */
 	struct t_script script;
-	unsigned want_conns;         /* connections the server saw; 0 means 1 */
+	unsigned want_conns;         /* connections the server saw; 0 means 1,
+	                                T_CONNS_NONE none */
 	const char *want_log;        /* every byte the server received */
 	const char *want_m1;         /* t_states() of each message afterwards */
 	const char *want_m2;
 	uint64_t want_delivered, want_bounced;
 	/* the bounce: a DSN to T_SENDER1 holding these lines, or none */
 	const char *want_dsn[T_WANT_MAX]; /* NULL-terminated */
+	/* STARTTLS: the domain's policy (the hub then has a client context)
+	 * and the start of the hold reason the drainer keeps, or NULL */
+	enum domtab_tls tls;
+	int with_tls;                /* give the hub a TLS client context */
+	const char *want_held;
+	unsigned handshake_ms;       /* tls_handshake_timeout; 0: default */
 };
 
 static const struct t_case t_cases[] = {
@@ -490,7 +538,106 @@ static const struct t_case t_cases[] = {
 		.want_delivered = 3,
 		.want_bounced = 1,
 	},
+	/* ---- STARTTLS (RFC 3207) per the domain's tls ---- */
+	{
+		.name = "tls must, STARTTLS not offered: QUIT, all held",
+		.want_log = T_EHLO "QUIT\r\n",
+		.want_m1 = "PPPP",
+		.want_m2 = "P",
+		.tls = DOMTAB_TLS_MUST,
+		.with_tls = 1,
+		.want_held = "TLS is required, but was not offered by host (127.0.0.1[127.0.0.1]:",
+	},
+	{
+		.name = "tls may, 454 to STARTTLS: delivered in the clear",
+		.script = { .starttls = T_TLS_454 },
+		.want_log = T_EHLO "STARTTLS\r\n" T_TX1 T_TX2 "QUIT\r\n",
+		.want_m1 = "DDDP",
+		.want_m2 = "",
+		.want_delivered = 4,
+		.with_tls = 1,
+	},
+	{
+		.name = "tls must, 454 to STARTTLS: QUIT, all held",
+		.script = { .starttls = T_TLS_454 },
+		.want_log = T_EHLO "STARTTLS\r\nQUIT\r\n",
+		.want_m1 = "PPPP",
+		.want_m2 = "P",
+		.tls = DOMTAB_TLS_MUST,
+		.with_tls = 1,
+		.want_held = "TLS is required, but host refused to start TLS: 454 4.7.0 "
+			     "TLS not available due to local problem (127.0.0.1[",
+	},
+	{
+		.name = "tls may, handshake fails: the next connection goes in the clear",
+		.script = { .starttls = T_TLS_BROKEN },
+		.want_conns = 2,
+		.want_log = T_EHLO "STARTTLS\r\n" T_ALL,
+		.want_m1 = "DDDP",
+		.want_m2 = "",
+		.want_delivered = 4,
+		.with_tls = 1,
+	},
+	{
+		.name = "tls verify, handshake fails: held, no second connection",
+		.script = { .starttls = T_TLS_BROKEN },
+		.want_log = T_EHLO "STARTTLS\r\n",
+		.want_m1 = "PPPP",
+		.want_m2 = "P",
+		.tls = DOMTAB_TLS_VERIFY,
+		.with_tls = 1,
+		.want_held = "cannot start TLS: handshake failed with 127.0.0.1[127.0.0.1]:",
+	},
+	{
+		.name = "tls may, the handshake stalls: cut, the next connection in the clear",
+		.script = { .starttls = T_TLS_STALL },
+		.want_conns = 2,
+		.want_log = T_EHLO "STARTTLS\r\n" T_ALL,
+		.want_m1 = "DDDP",
+		.want_m2 = "",
+		.want_delivered = 4,
+		.with_tls = 1,
+		.handshake_ms = T_STALL_CUT_MS,
+	},
+	{
+		.name = "tls must without a client context: nothing opened, held",
+		.want_log = "",
+		.want_conns = T_CONNS_NONE,
+		.want_m1 = "PPPP",
+		.want_m2 = "P",
+		.tls = DOMTAB_TLS_MUST,
+		.want_held = "TLS is required, but etrnd has no TLS client context",
+	},
 };
+
+/* The drainer's hold reason for cust.test, read on the engine thread. */
+struct t_held {
+	struct drain *d;
+	struct drain_status_held v[2];
+	size_t n;
+};
+
+static void t_held_fn(void *arg)
+{
+	struct t_held *h = arg;
+
+	h->n = drain_held_copy(h->d, h->v, 2);
+}
+
+static void t_check_held(struct engine_fixture *f, const struct t_case *c, const char *run)
+{
+	struct t_held h = { .d = f->drain };
+
+	cr_assert_eq(engine_fixture_call(f, t_held_fn, &h, ENGINE_FIXTURE_WAIT_MS), 0);
+	if (!c->want_held) {
+		cr_expect_eq(h.n, 0, "%s: held for %s", run, h.n ? h.v[0].why : "");
+		return;
+	}
+	cr_assert_eq(h.n, 1, "%s: %zu hold reasons", run, h.n);
+	cr_expect_str_eq(h.v[0].dom, "cust.test");
+	cr_expect(!strncmp(h.v[0].why, c->want_held, strlen(c->want_held)),
+		  "%s: held: %s", run, h.v[0].why);
+}
 
 /* The DSN for a bounce: the only message queued for the sender's domain,
  * from the null sender to T_SENDER1, with the wanted lines. */
@@ -517,13 +664,25 @@ static void t_run(const struct t_case *c, int bytewise)
 	struct t_server s;
 	struct spool_index *idx;
 	struct spool_index_totals tot;
-	char run[160], reply[256], st[T_WANT_MAX + 1];
+	struct tls_ctx *tls = NULL;
+	char run[160], reply[256], st[T_WANT_MAX + 1], dest[64];
 	uint64_t m1, m2;
 
 	snprintf(run, sizeof(run), "%s (%s)", c->name, bytewise ? "byte by byte" : "whole");
 	t_server_start(&s, &c->script, bytewise, 0);
-	cr_assert_eq(engine_fixture_init(&f, t_table(s.port)), 0);
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", s.port);
+	cr_assert_eq(engine_fixture_init(&f, t_table_tls(dest, c->tls)), 0);
+	if (c->handshake_ms)
+		f.cfg.tls_handshake_timeout_ms = c->handshake_ms;
 	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	if (c->with_tls) {
+		struct tls_ctx_conf tc = { .ciphers = TLS_CIPHERS_DEFAULT };
+		char err[256];
+
+		tls = tls_ctx_new(TLS_CLIENT, &tc, err, sizeof(err));
+		cr_assert_not_null(tls, "%s", err);
+		drain_hub_set_tls(f.hub, tls);
+	}
 	m1 = engine_fixture_append(&f, c->null_sender1 ? "" : T_SENDER1, t_rcpt1, 4, T_BODY1);
 	m2 = engine_fixture_append(&f, T_SENDER2, t_rcpt2, 1, T_BODY2);
 	cr_assert(m1 && m2, "%s: append failed", run);
@@ -533,10 +692,13 @@ static void t_run(const struct t_case *c, int bytewise)
 			 "%s: flush replied %s", run, reply);
 	cr_assert_eq(engine_fixture_drain_idle(&f, ENGINE_FIXTURE_WAIT_MS), 0,
 		     "%s: the drain did not end", run);
+	t_check_held(&f, c, run);
 	engine_fixture_stop(&f);
 	t_server_stop(&s);
+	tls_ctx_free(tls);
 
-	cr_expect_eq(atomic_load(&s.conns), c->want_conns ? c->want_conns : 1,
+	cr_expect_eq(atomic_load(&s.conns), c->want_conns == T_CONNS_NONE ? 0 :
+		     c->want_conns ? c->want_conns : 1,
 		     "%s: %u connections", run, atomic_load(&s.conns));
 	cr_expect_not(s.overflow);
 	cr_expect_str_eq(s.log, c->want_log, "%s: the server received:\n%s", run, s.log);
@@ -571,6 +733,13 @@ Test(drain, rcpt_5xx_bounced_with_dsn, .timeout = T_TIMEOUT_S) { t_run_both(&t_c
 Test(drain, dot_4xx_all_stay_held, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[4]); }
 Test(drain, dot_5xx_all_bounced_one_dsn, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[5]); }
 Test(drain, null_sender_bounced_without_dsn, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[6]); }
+Test(drain, tls_must_not_offered_held, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[7]); }
+Test(drain, tls_may_454_goes_clear, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[8]); }
+Test(drain, tls_must_454_held, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[9]); }
+Test(drain, tls_may_handshake_fails_then_clear, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[10]); }
+Test(drain, tls_verify_handshake_fails_held, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[11]); }
+Test(drain, tls_may_handshake_stalls_then_clear, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[12]); }
+Test(drain, tls_must_without_context_held, .timeout = T_TIMEOUT_S) { t_run_both(&t_cases[13]); }
 
 /* ETRN from a permitted client: 253 with the count; a second ETRN while the
  * drain runs (the server has not even greeted) joins it with 252 and sends
