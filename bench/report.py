@@ -337,10 +337,20 @@ def tls_rounds():
 
 
 def pooled(runs):
-    """Rate over several runs of a kind: all their messages / all their time."""
+    """Rate over several runs of a kind, each (messages, seconds, server CPU
+    seconds, ...): all their messages / all their time."""
     n = sum(x[0] for x in runs)
     el = sum(x[1] for x in runs)
     return n / el if runs and el > 0 else None
+
+
+def pooled_cpu_ratio(runs):
+    """Server CPU per message clear / TLS over runs = {"clear": [...], "tls": [...]}."""
+    per = {}
+    for t, r in runs.items():
+        n = sum(x[0] for x in r)
+        per[t] = sum(x[2] for x in r) / n if n else None
+    return ratio(per.get("clear"), per.get("tls"))
 
 
 def tls_section():
@@ -377,13 +387,13 @@ def tls_section():
             label, j["msgs_per_s"], j["mb_per_s"], l["p50"], l["p99"], l["max"], fmt(cpu, "%.3f"),
             j.get("client_cpu_s", 0), tls_note(j) if t == "tls" else "-", errors_text(j)))
     rate = {t: pooled(r) for t, r in runs.items()}
-    cpu = {t: (sum(x[2] for x in r) / sum(x[0] for x in r) if r and sum(x[0] for x in r) else None) for t, r in runs.items()}
+    cr = pooled_cpu_ratio(runs)
     TLS["ingest"] = ratio(rate["tls"] if ok_tls else None, rate["clear"])
     w("")
     w("Clear %s msgs/s, STARTTLS %s msgs/s: STARTTLS / clear = **%s**%s; etrnd's CPU per message, clear / STARTTLS = %s (what etrnd alone on its CPUs would keep: the client's own TLS work shares them)." % (
         fmt(rate["clear"]), fmt(rate["tls"]), fmt(TLS["ingest"] and TLS["ingest"] * 100, "%.0f%%"),
         "" if ok_tls else " (a STARTTLS run completed no handshake: not a TLS measurement)",
-        fmt(ratio(cpu["clear"], cpu["tls"]) and ratio(cpu["clear"], cpu["tls"]) * 100, "%.0f%%")))
+        fmt(cr and cr * 100, "%.0f%%")))
     commands(*["tls_ingest.%s" % v for v, _ in tls_rounds()])
     w("")
     # ---- handshakes
@@ -459,8 +469,7 @@ def tls_section():
     if TLS["drain_in_clear"]:
         w("**etrnd's drain delivered (some) mail in clear although the sink offered STARTTLS**: not a TLS drain measurement.")
     else:
-        dcpu = {t: (sum(x[2] for x in r) / sum(x[0] for x in r) if r and sum(x[0] for x in r) else None) for t, r in dr.items()}
-        cr = ratio(dcpu["clear"], dcpu["tls"])
+        cr = pooled_cpu_ratio(dr)
         w("Clear %s msgs/s, TLS %s msgs/s (all messages over all drain time of each kind): TLS / clear drain rate = **%s**; etrnd's CPU per message, clear / TLS = %s (the sink, one thread, decrypts everything on the same CPUs)." % (
             fmt(drate["clear"]), fmt(drate["tls"]), fmt(TLS["drain"] and TLS["drain"] * 100, "%.0f%%"), fmt(cr and cr * 100, "%.0f%%")))
     commands(*["tls_drain.%s.etrnd" % v for v, _ in tls_rounds()])
