@@ -18,8 +18,8 @@
 # time; every process started here is stopped by PID on exit.
 # Writes bench/RESULTS.md (keeping bench/ingest.sh's section) and PNG plots.
 #
-#   bench/run.sh            full mode (about 12-15 minutes on 2 cores)
-#   bench/run.sh --quick    small counts (under 2 minutes)
+#   bench/run.sh            full mode (about 10 minutes on 2 cores, 3 of them STARTTLS)
+#   bench/run.sh --quick    small counts (about 3 minutes, STARTTLS rows under 1)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
