@@ -967,7 +967,9 @@ static void eb_client_starttls(struct eb_conn *c)
 	eb_exp_push(c, X_STARTTLS, 0, 0, 0);
 }
 
-/* One whole reply: code, and the expectation it answers. */
+/* One whole reply: code, and the expectation it answers. Longer than 80
+ * lines on purpose: one short case per expectation kind (the client's whole
+ * SMTP dialogue, STARTTLS included) reads best as one switch. */
 static void eb_client_reply(struct eb_conn *c, unsigned code)
 {
 	if (c->qn == 0) {

@@ -353,21 +353,8 @@ def pooled_cpu_ratio(runs):
     return ratio(per.get("clear"), per.get("tls"))
 
 
-def tls_section():
-    w("## STARTTLS (etrnd)")
-    w("")
-    if not os.path.exists(os.path.join(RES, "tls.probe")):
-        w("Not measured: this run had no STARTTLS section.")
-        w("")
-        return
-    if load_json("tls_ingest.clear.1.json") is None and load_json("tls_hs.clear.json") is None:
-        w("Not measured: `etrnd -t` rejected the TLS configuration (`%s`)." % read("tls.probe").strip()[-300:])
-        w("")
-        return
-    w("One test certificate made by the run (`openssl req -x509 -newkey %s`, CN etrnd.bench.test), served by etrnd (`tls_cert_file`, `tls_key_file`) and by the customer's sink (`etrnbench --tls-cert`); %s. Each TLS row has a clear twin in the same run against an etrnd with the same configuration: the only difference is that the client says STARTTLS (`etrnbench --starttls`: EHLO, STARTTLS, handshake, EHLO again, as RFC 3207 asks) or that the sink offers it. etrnbench's TLS is OpenSSL on memory BIOs under its one-thread io_uring loop, so the client's share of the crypto competes with etrnd for the same CPUs." % (
-        META.get("tls_key", "rsa:2048"), META.get("openssl", "OpenSSL")))
-    w("")
-    # ---- ingest
+def tls_ingest():
+    """Ingest at TLS_SESS sessions with STARTTLS on every session, against clear."""
     w("### Ingest, 4 KiB, %s sessions, STARTTLS on every session" % META.get("tls_sess"))
     w("")
     w("Clear and STARTTLS runs alternate (%s): a machine that gets busier or quieter during the run weighs on both alike. Each kind's rate is all its messages over all its time." % " - ".join(l for _, l in tls_rounds()))
@@ -396,7 +383,10 @@ def tls_section():
         fmt(cr and cr * 100, "%.0f%%")))
     commands(*["tls_ingest.%s" % v for v, _ in tls_rounds()])
     w("")
-    # ---- handshakes
+
+
+def tls_handshakes():
+    """A new session per message: handshakes per second and per core."""
     w("### Handshakes: a new session per message")
     w("")
     w("`--per-conn 1`: each session connects, is greeted, says EHLO (and STARTTLS, handshake, EHLO), sends one message and QUITs, %s sessions at a time. The client keeps no TLS session, so every handshake is a full one (no resumption). Per core = per second of etrnd's CPU time (user + system, /proc/PID/stat) over the run." % META.get("tls_hs_sess"))
@@ -436,10 +426,13 @@ def tls_section():
             w(l)
         w("```")
     w("")
-    w("The reference row is the same load against `etrnbench sink --tls-cert ... --tls-key ...` (one thread, OpenSSL on memory BIOs, no spool, no Redis): what this machine's OpenSSL does per core without etrnd around it.")
+    w("The reference row is the same load against `etrnbench sink --tls-cert ... --tls-key ...` (one thread, core/tls on the same OpenSSL, no spool, no Redis): what this machine's OpenSSL does per core without etrnd around it.")
     commands("tls_hs.clear", "tls_hs.tls", "tls_hs.sink")
     w("")
-    # ---- drain
+
+
+def tls_drain():
+    """The drain of one domain to a sink offering STARTTLS, against clear."""
     w("### Drain over TLS (one domain)")
     w("")
     w("The drain of one domain as above (%s held messages for dom0.test, then ETRN), once to the sink in clear and once to the same sink offering STARTTLS (`etrnbench etrn --tls-cert ... --tls-key ...`); etrnd's drain takes STARTTLS where offered (`tls = may`, the default)." % META.get("tls_drain_n"))
@@ -474,7 +467,10 @@ def tls_section():
             fmt(drate["clear"]), fmt(drate["tls"]), fmt(TLS["drain"] and TLS["drain"] * 100, "%.0f%%"), fmt(cr and cr * 100, "%.0f%%")))
     commands(*["tls_drain.%s.etrnd" % v for v, _ in tls_rounds()])
     w("")
-    # ---- idle
+
+
+def tls_idle():
+    """etrnd's RSS per idle session, TLS against clear."""
     w("### Idle sessions: memory")
     w("")
     w("%s sessions opened at once with `etrnbench idle` against a fresh etrnd warmed up by 2,000 messages of the same kind; each is past EHLO (STARTTLS: past STARTTLS, the handshake and the second EHLO) and then silent. Cost = etrnd's VmRSS (/proc/PID/status) with them open minus before, divided by their number." % META.get("tls_idle_n"))
@@ -505,6 +501,26 @@ def tls_section():
         w(read("tls_idle.%s.cmd" % t).strip())
     w("```")
     w("")
+
+
+def tls_section():
+    w("## STARTTLS (etrnd)")
+    w("")
+    if not os.path.exists(os.path.join(RES, "tls.probe")):
+        w("Not measured: this run had no STARTTLS section.")
+        w("")
+        return
+    if load_json("tls_ingest.clear.1.json") is None and load_json("tls_hs.clear.json") is None:
+        w("Not measured: `etrnd -t` rejected the TLS configuration (`%s`)." % read("tls.probe").strip()[-300:])
+        w("")
+        return
+    w("One test certificate made by the run (`openssl req -x509 -newkey %s`, CN etrnd.bench.test), served by etrnd (`tls_cert_file`, `tls_key_file`) and by the customer's sink (`etrnbench --tls-cert`); %s. Each TLS row has a clear twin in the same run against an etrnd with the same configuration: the only difference is that the client says STARTTLS (`etrnbench --starttls`: EHLO, STARTTLS, handshake, EHLO again, as RFC 3207 asks) or that the sink offers it. etrnbench's TLS is etrnd's own core/tls (OpenSSL on memory BIOs) under its one-thread io_uring loop, so the client's share of the crypto competes with etrnd for the same CPUs." % (
+        META.get("tls_key", "rsa:2048"), META.get("openssl", "OpenSSL")))
+    w("")
+    tls_ingest()
+    tls_handshakes()
+    tls_drain()
+    tls_idle()
 
 
 tls_section()
