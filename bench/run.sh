@@ -499,7 +499,7 @@ if "$ETRND" -t -c "$WORK/tlsprobe.conf" >"$RES/tls.probe" 2>&1; then
 		etrnd_stop
 	done
 	# The reference for handshakes: the same load against etrnbench's own
-	# TLS sink (OpenSSL on memory BIOs, one thread, no spool), and what
+	# TLS sink (core/tls, one thread, no spool, no Redis), and what
 	# OpenSSL signs per second on one core with this key (a full TLS 1.3
 	# handshake with a certificate costs the server one signature).
 	HS_SINK_PORT=$(free_port)
