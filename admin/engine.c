@@ -172,6 +172,7 @@ static void engine_tls_err(const struct config *cfg, const char *why, char *err,
 {
 	const char *at = !strncmp(why, "tls_key_file", 12) ? cfg->tls_key_file_at :
 			 !strncmp(why, "tls_ca_file", 11) ? cfg->tls_ca_file_at :
+			 !strncmp(why, "tls_ciphers", 11) ? cfg->tls_ciphers_at :
 			 cfg->tls_cert_file_at;
 
 	snprintf(err, errlen, "%s%s%s", at, at[0] ? ": " : "", why);

@@ -821,6 +821,7 @@ static const struct {
 	{ "tls_cert_file", OFF(tls_cert_file_at) },
 	{ "tls_key_file", OFF(tls_key_file_at) },
 	{ "tls_ca_file", OFF(tls_ca_file_at) },
+	{ "tls_ciphers", OFF(tls_ciphers_at) },
 };
 
 static void note_where(struct config *c, const char *key, const char *where)

@@ -157,6 +157,7 @@ struct config {
 	char tls_cert_file_at[CONFIG_WHERE_MAX];
 	char tls_key_file_at[CONFIG_WHERE_MAX];
 	char tls_ca_file_at[CONFIG_WHERE_MAX];
+	char tls_ciphers_at[CONFIG_WHERE_MAX];
 	/* Where message_size_limit, segment_size and data_memory_limit were
 	 * last set; "" = the default. proto/smtpd.h cross-checks them. */
 	char message_size_limit_at[CONFIG_WHERE_MAX];

@@ -637,7 +637,9 @@ static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
 	/* Implicit TLS: the greeting open() queued waits for the handshake. */
 	if ((c->lflags & CONFIG_LISTEN_TLS) && conn_tls_begin(c, l->tls_server, NULL, 0)) {
 		log_warn("%s: out of memory for TLS; closing", c->peer);
+		c->out.len = 0; /* the greeting must not go in the clear */
 		conn_close(c);
+		return;
 	}
 	arm_recv(c);
 	conn_flush(c);

@@ -124,10 +124,12 @@ static void tls_bio_setup(void)
 
 /* ---- contexts ----------------------------------------------------------- */
 
-/* "what path: OpenSSL's reason" into err; clears OpenSSL's error queue. */
+/* "what path: OpenSSL's reason" into err; clears OpenSSL's error queue.
+ * The earliest error is the most precise ("no start line", not the "PEM
+ * lib" stacked on it). */
 static void tls_ctx_err(char *err, size_t errlen, const char *what, const char *path)
 {
-	unsigned long e = ERR_peek_last_error();
+	unsigned long e = ERR_peek_error();
 	const char *r = e ? ERR_reason_error_string(e) : NULL;
 
 	snprintf(err, errlen, "%s %s: %s", what, path, r ? r : "unknown OpenSSL error");
@@ -290,6 +292,7 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *host)
 {
 	struct tls_conn *t = calloc(1, sizeof(*t));
 	BIO *bio;
+	int r;
 
 	if (!t)
 		goto fail;
@@ -311,7 +314,8 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *host)
 		goto fail;
 	/* Write the ClientHello now; it waits in the output. */
 	ERR_clear_error();
-	if (SSL_do_handshake(t->ssl) != 1 && SSL_get_error(t->ssl, -1) != SSL_ERROR_WANT_READ)
+	r = SSL_do_handshake(t->ssl);
+	if (r != 1 && SSL_get_error(t->ssl, r) != SSL_ERROR_WANT_READ)
 		goto fail;
 	return t;
 fail:

@@ -1220,3 +1220,45 @@ Test(tls, idle_sessions_memory)
 		T.idle_cpu_us ? TT_IDLE_CONNS * 1e6 / (double)T.idle_cpu_us : 0.0, T.idle_ms);
 	cr_expect_leq(per, 64 * 1024, "%lld bytes per idle TLS session", per);
 }
+
+/* ---- contexts: what a bad file or setting says ------------------------- */
+
+Test(tls, ctx_errors_name_the_file_and_reason)
+{
+	char garbage[160], err[512], want[512];
+	struct {
+		const char *name;
+		enum tls_role role;
+		const char *cert, *key, *ca, *ciphers;
+		const char *want_what, *want_path, *want_reason; /* "WHAT PATH: REASON" */
+	} cases[] = {
+		{ "key of another certificate", TLS_SERVER, certs.self_cert, certs.ca_srv_key, NULL, NULL,
+		  "tls_key_file", certs.ca_srv_key, "key values mismatch" },
+		{ "certificate not PEM", TLS_SERVER, garbage, certs.self_key, NULL, NULL,
+		  "tls_cert_file", garbage, "no start line" },
+		{ "key not PEM", TLS_SERVER, certs.self_cert, garbage, NULL, NULL,
+		  "tls_key_file", garbage, "" },
+		{ "trust store not PEM", TLS_CLIENT, NULL, NULL, garbage, NULL,
+		  "tls_ca_file", garbage, "no certificate or crl found" },
+		{ "no such cipher", TLS_CLIENT, NULL, NULL, NULL, "NO-SUCH-CIPHER",
+		  "tls_ciphers", "NO-SUCH-CIPHER", "no cipher match" },
+		{ "no key", TLS_SERVER, certs.self_cert, NULL, NULL, NULL,
+		  "tls_cert_file and tls_key_file are both needed", NULL, NULL },
+	};
+
+	snprintf(garbage, sizeof(garbage), "%s/garbage.pem", certs.dir);
+	tt_sh("echo 'not a certificate' > %s", garbage);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct tls_ctx_conf tc = { .cert_file = cases[i].cert, .key_file = cases[i].key,
+					   .ca_file = cases[i].ca, .ciphers = cases[i].ciphers };
+
+		if (cases[i].want_path)
+			snprintf(want, sizeof(want), "%s %s: %s", cases[i].want_what,
+				 cases[i].want_path, cases[i].want_reason);
+		else
+			snprintf(want, sizeof(want), "%s", cases[i].want_what);
+		cr_expect_null(tls_ctx_new(cases[i].role, &tc, err, sizeof(err)), "%s", cases[i].name);
+		cr_expect(strncmp(err, want, strlen(want)) == 0, "%s: got [%s], want [%s...]",
+			  cases[i].name, err, want);
+	}
+}
