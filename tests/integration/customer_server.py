@@ -75,10 +75,15 @@ class CustomerServer:
 
     def start(self):
         self.controller.start()
+        self.running = True
         return self
 
     def stop(self):
-        self.controller.stop()
+        """Stop serving; a second call (a test's own, then its cleanup's)
+        does nothing."""
+        if getattr(self, "running", False):
+            self.running = False
+            self.controller.stop()
 
     def wait_count(self, n, within):
         deadline = time.monotonic() + within

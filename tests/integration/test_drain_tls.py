@@ -197,6 +197,24 @@ class DrainTlsTest(unittest.TestCase):
         self.assert_held_for(e, "m.test", r"TLS is required, but was not offered by host")
         self.assertEqual(c.recorder.count(), 0)
 
+    def test_must_held_then_delivered_once_the_customer_has_tls(self):
+        """The hold reason lasts until a drain gets past TLS: the customer
+        turns STARTTLS on, the next ETRN delivers and status forgets why."""
+        self.provision("m.test", "must")
+        e = self.etrnd()
+        c = self.customer()
+        ids = self.drain(e, "m.test", "later")
+        wait_drained(self, e)
+        self.assertIn("held: TLS is required", self.status(e))
+        c.stop()
+        c = self.customer(server_context(self.certs, "good"))
+        self.assertEqual(etrn(e, "m.test")[0], 253)
+        self.assertTrue(c.wait_count(N_MSGS, DELIVER_WITHIN_S), "got %d" % c.recorder.count())
+        wait_drained(self, e)
+        self.assertEqual(sorted(c.recorder.message_ids()), sorted(ids))
+        self.assertTrue(all(c.recorder.tls_seen()))
+        self.assertNotIn("held:", self.status(e))
+
     def test_verify_with_the_wrong_name_keeps_mail_held(self):
         self.provision("v.test", "verify", host="localhost")
         e = self.etrnd(tls_ca_file=self.certs["ca"])
