@@ -362,7 +362,7 @@ def tls_ingest():
     runs = {"clear": [], "tls": []}   # (messages, seconds, etrnd CPU s)
     ok_tls = True
     for v, label, j, s_ in twin_rows(
-            "| load | msgs/s | MB/s | latency p50 / p99 / max (ms) | etrnd CPU per msg (ms) | client CPU (s) | TLS | errors |",
+            "| load | msgs/s | MB/s | latency p50 / p99 / max (ms) | etrnd CPU per msg (ms) | client CPU per msg (ms) | TLS | errors |",
             "lrrlrrll", tls_rounds(), "tls_ingest.%s"):
         t = v.split(".")[0]
         cpu = (s_["cpu_s"] / j["messages_ok"] * 1000) if s_ and j["messages_ok"] else None
@@ -370,9 +370,10 @@ def tls_ingest():
         if t == "tls" and not (j.get("tls") and j["tls"]["handshakes"] > 0):
             ok_tls = False
         l = j["lat_ms"]
-        w("| %s | %.0f | %.1f | %.2f / %.2f / %.1f | %s | %.1f | %s | %s |" % (
+        w("| %s | %.0f | %.1f | %.2f / %.2f / %.1f | %s | %s | %s | %s |" % (
             label, j["msgs_per_s"], j["mb_per_s"], l["p50"], l["p99"], l["max"], fmt(cpu, "%.3f"),
-            j.get("client_cpu_s", 0), tls_note(j) if t == "tls" else "-", errors_text(j)))
+            fmt(j["messages_ok"] and j.get("client_cpu_s", 0) / j["messages_ok"] * 1000, "%.3f"),
+            tls_note(j) if t == "tls" else "-", errors_text(j)))
     rate = {t: pooled(r) for t, r in runs.items()}
     cr = pooled_cpu_ratio(runs)
     TLS["ingest"] = ratio(rate["tls"] if ok_tls else None, rate["clear"])

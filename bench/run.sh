@@ -471,6 +471,9 @@ openssl req -x509 -newkey $TLS_KEY -nodes -days 2 -subj "/CN=etrnd.bench.test" \
 chmod 600 "$TLS_DIR/key.pem"
 TLS_CONF=("tls_cert_file=$TLS_DIR/cert.pem" "tls_key_file=$TLS_DIR/key.pem")
 SINK_TLS=(--tls-cert "$TLS_DIR/cert.pem" --tls-key "$TLS_DIR/key.pem")
+# The clients verify nothing (a test certificate on loopback); --tls-ca only
+# spares each of them loading the system trust store at start.
+CLIENT_TLS=(--starttls --tls-ca "$TLS_DIR/cert.pem")
 # An etrnd without the TLS keys (a build before issue 11) skips the section.
 { echo "listen = 127.0.0.1:$(free_port)"; echo "spool_dir = $WORK/tlsprobe"; echo "redis = unix:$REDIS_SOCK"
   for kv in "${TLS_CONF[@]}"; do echo "${kv%%=*} = ${kv#*=}"; done; } >"$WORK/tlsprobe.conf"
@@ -482,7 +485,7 @@ if "$ETRND" -t -c "$WORK/tlsprobe.conf" >"$RES/tls.probe" 2>&1; then
 		t=${v%.*}
 		ETRND_SCENARIO=tls_ingest_$v
 		etrnd_start "${TLS_CONF[@]}"
-		tls_flag=(); [[ $t == tls ]] && tls_flag=(--starttls)
+		tls_flag=(); [[ $t == tls ]] && tls_flag=("${CLIENT_TLS[@]}")
 		run_measured "tls_ingest.$v" "$ETRND_PID" "$EB" send --server "127.0.0.1:$ETRND_PORT" \
 			-c "$TLS_SESS" --duration "$DUR" --size 4096 --pipelining "${tls_flag[@]}" "${send_args[@]}"
 		etrnd_stop
@@ -493,7 +496,7 @@ if "$ETRND" -t -c "$WORK/tlsprobe.conf" >"$RES/tls.probe" 2>&1; then
 	for t in clear tls; do
 		ETRND_SCENARIO=tls_hs_$t
 		etrnd_start "${TLS_CONF[@]}"
-		tls_flag=(); [[ $t == tls ]] && tls_flag=(--starttls)
+		tls_flag=(); [[ $t == tls ]] && tls_flag=("${CLIENT_TLS[@]}")
 		run_measured "tls_hs.$t" "$ETRND_PID" "$EB" send --server "127.0.0.1:$ETRND_PORT" \
 			-c "$TLS_HS_SESS" --per-conn 1 --duration "$DUR" --size 4096 "${tls_flag[@]}" "${send_args[@]}"
 		etrnd_stop
@@ -509,7 +512,7 @@ if "$ETRND" -t -c "$WORK/tlsprobe.conf" >"$RES/tls.probe" 2>&1; then
 	PIDS+=("$hs_sink_pid")
 	wait_port "$HS_SINK_PORT" "$hs_sink_pid" 10 || { echo "run.sh: TLS sink did not start" >&2; exit 1; }
 	run_measured "tls_hs.sink" "$hs_sink_pid" "$EB" send --server "127.0.0.1:$HS_SINK_PORT" \
-		-c "$TLS_HS_SESS" --per-conn 1 --duration "$DUR" --size 4096 --starttls "${send_args[@]}"
+		-c "$TLS_HS_SESS" --per-conn 1 --duration "$DUR" --size 4096 "${CLIENT_TLS[@]}" "${send_args[@]}"
 	kill -TERM "$hs_sink_pid" 2>/dev/null || true
 	wait "$hs_sink_pid" 2>/dev/null || true
 	# shellcheck disable=SC2086
@@ -526,7 +529,7 @@ if "$ETRND" -t -c "$WORK/tlsprobe.conf" >"$RES/tls.probe" 2>&1; then
 	for t in clear tls; do
 		ETRND_SCENARIO=tls_idle_$t
 		etrnd_start "${TLS_CONF[@]}"
-		tls_flag=(); [[ $t == tls ]] && tls_flag=(--starttls)
+		tls_flag=(); [[ $t == tls ]] && tls_flag=("${CLIENT_TLS[@]}")
 		"$EB" send --server "127.0.0.1:$ETRND_PORT" -c 20 -n 2000 --size 4096 --pipelining \
 			"${tls_flag[@]}" "${send_args[@]}" >"$RES/tls_idle.$t.warm.json" 2>&1 || true
 		sleep 1
