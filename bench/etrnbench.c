@@ -9,6 +9,10 @@
  *   etrn  ETRN one or many domains, a sink in the same process, and time the
  *         drain from the ETRN replies to the first and last message
  *   idle  hold N connections open after EHLO until the time is up
+ * With --starttls the clients (send, etrn's ETRN sessions, idle) upgrade each
+ * session with STARTTLS (RFC 3207) and say EHLO again; with --tls-cert and
+ * --tls-key the sink offers STARTTLS. TLS is etrnd's own core/tls.h (OpenSSL
+ * on memory): the ring still does every socket read and write.
  * Every parser is bounded: a reply or command line longer than its buffer
  * ends that connection and is counted. Loopback use only (the scripts only
  * ever give 127.0.0.1 / ::1).
@@ -33,8 +37,10 @@
 #include <unistd.h>
 
 #include "core/ascii.h"
+#include "core/buf.h"
 #include "core/hash.h"
 #include "core/htab.h"
+#include "core/tls.h"
 
 #define EB_RING_SQ 4096u
 #define EB_RING_CQ 65536u
@@ -58,13 +64,20 @@
 #define EB_PROGRESS_NS 1000000000ull
 #define EB_LINGER_NS 300000000ull     /* sink: serve on after the end */
 #define EB_SENDER "bench@sender.test"
+/* A TLS record is at most 2^14 bytes of plaintext plus 2048 of expansion
+ * (RFC 5246 6.2.3); one receive takes two. */
+#define EB_TLS_RECV (2u * ((16u << 10) + 2048u + 5u))
+#define EB_TLS_NAME 64u              /* protocol / cipher names kept */
+#define EB_TLS_ERR 256u              /* tls_ctx_new()'s error text */
 
 #define NS 1000000000.0
 
 enum eb_op { OP_ACCEPT = 1, OP_CONNECT, OP_RECV, OP_SEND };
 enum eb_kind { K_FREE, K_LISTEN, K_SEND, K_ETRN, K_IDLE, K_SINK };
+/* X_TLS is no reply but the handshake after "220 Ready to start TLS": in the
+ * queue so that a stalled handshake times out like a missing reply. */
 enum eb_exp { X_BANNER, X_EHLO, X_MAIL, X_RCPT, X_DATA, X_DOT, X_RSET,
-	X_QUIT, X_ETRN };
+	X_QUIT, X_ETRN, X_STARTTLS, X_TLS };
 /* Sink data scanner states (line start, '.', ".\r", mid-line). */
 enum eb_ds { DS_BOL, DS_DOT, DS_DOTCR, DS_MID };
 
@@ -91,12 +104,23 @@ struct eb_conn {
 	uint8_t quit_after;          /* close once the output is sent */
 	uint8_t waiting;             /* in the rate queue */
 	uint8_t unserved;            /* closed before its first message */
+	uint8_t offers_tls;          /* client: the server offers STARTTLS */
+	uint8_t tls_hs;              /* TLS handshake under way */
+	uint8_t tls_fresh;           /* TLS just started: drop the clear rest */
+	uint8_t tls_bye;             /* send close_notify after the output */
+	uint8_t recv_tls;            /* the receive in flight is ciphertext */
+	uint8_t tls_in;              /* inside tls_conn_input(): no flush */
 	uint32_t gen;
 	uint32_t pending;            /* SQEs in flight */
 	struct eb_obuf out[2];
 	char *rbuf;
 	size_t rlen, rcap;
 	uint64_t last_io;
+	/* TLS (NULL: clear): plaintext waits in pt until encrypted into out */
+	struct tls_conn *ssl;
+	struct eb_obuf pt;
+	char *cbuf;                  /* ciphertext receive buffer */
+	uint64_t tls_t;              /* when the handshake started */
 	/* client */
 	uint32_t sess;
 	uint32_t on_conn;            /* messages started on this connection */
@@ -163,6 +187,10 @@ static struct {
 	double idle_exit;
 	unsigned etrn_sessions;
 	const char *label;
+	int starttls;                /* clients: STARTTLS on every session */
+	const char *tls_cert, *tls_key; /* sink: offer STARTTLS with these */
+	const char *tls_ca;          /* clients: trust store (NULL: system's) */
+	struct tls_ctx *tls_cli, *tls_srv;
 	/* state */
 	struct io_uring ring;
 	struct eb_conn *conns;
@@ -188,6 +216,13 @@ static struct {
 	uint64_t err_code[1000];
 	uint64_t err_conn, err_proto, err_timeout, sess_failed, sess_unserved;
 	struct eb_lat lat;
+	/* TLS, both sides */
+	uint64_t tls_ok, tls_failed, tls_unoffered;
+	uint64_t s_tls_conns, s_tls_msgs, s_tls_failed;
+	struct eb_lat tls_lat;       /* client: 220 -> handshake done */
+	char tls_version[EB_TLS_NAME], tls_cipher[EB_TLS_NAME];
+	char s_tls_version[EB_TLS_NAME], s_tls_cipher[EB_TLS_NAME];
+	int tls_err_shown;
 	/* idle */
 	unsigned idle_ready, idle_failed;
 	int idle_announced;
@@ -392,14 +427,21 @@ static void eb_usage(void)
 "                 [-n TOTAL] [--per-conn K] [--pipelining] [--size BYTES |\n"
 "                 --size-dist 1k:40,4k:50,100k:10] [--rcpts R] [--domains K |\n"
 "                 --domain-list d1,d2|@FILE] [--duration S] [--rate MSGS_PER_S]\n"
-"                 [--timeout S] [--json] [--label TEXT]\n"
+"                 [--timeout S] [--json] [--label TEXT] [--starttls]\n"
 "       etrnbench sink --listen [HOST:]PORT [--verify] [--expect N]\n"
 "                 [--duration S] [--idle-exit S] [--json]\n"
+"                 [--tls-cert PEM --tls-key PEM]\n"
 "       etrnbench etrn --server HOST:PORT (--domain D[,D...] | --domains K |\n"
 "                 --domain-list @FILE) --sink [HOST:]PORT --expect N\n"
 "                 [--etrn-sessions C] [--verify] [--timeout S] [--json]\n"
+"                 [--starttls] [--tls-cert PEM --tls-key PEM]\n"
 "       etrnbench idle --server HOST:PORT -c CONNECTIONS [--duration S] [--json]\n"
-"Domains default to dom0.test .. domK-1.test; sizes take k/M.\n", stderr);
+"                 [--starttls]\n"
+"Domains default to dom0.test .. domK-1.test; sizes take k/M.\n"
+"--starttls: every client session upgrades with STARTTLS (and fails where it\n"
+"is not offered); --tls-cert/--tls-key: the sink offers STARTTLS; --tls-ca PEM:\n"
+"the clients' trust store instead of the system's (loaded once at start; no\n"
+"certificate is checked either way).\n", stderr);
 	exit(2);
 }
 
@@ -418,6 +460,8 @@ static void eb_options(int argc, char **argv)
 		{ "verify", 0, NULL, 'v' }, { "expect", 1, NULL, 'e' },
 		{ "idle-exit", 1, NULL, 'i' }, { "etrn-sessions", 1, NULL, 'E' },
 		{ "label", 1, NULL, 'T' }, { "help", 0, NULL, 'h' },
+		{ "starttls", 0, NULL, 'S' }, { "tls-cert", 1, NULL, 'C' },
+		{ "tls-key", 1, NULL, 'Y' }, { "tls-ca", 1, NULL, 'A' },
 		{ NULL, 0, NULL, 0 }
 	};
 	unsigned kdom = 0;
@@ -431,7 +475,7 @@ static void eb_options(int argc, char **argv)
 	G.timeout = 600;
 	G.listen_fd = -1;
 	optind = 2;
-	while ((o = getopt_long(argc, argv, "s:l:k:c:m:n:P:pz:Z:r:K:L:d:t:R:jve:i:E:T:h",
+	while ((o = getopt_long(argc, argv, "s:l:k:c:m:n:P:pz:Z:r:K:L:d:t:R:jve:i:E:T:hSC:Y:A:",
 			lo, NULL)) != -1) {
 		switch (o) {
 		case 's':
@@ -468,6 +512,10 @@ static void eb_options(int argc, char **argv)
 		case 'i': G.idle_exit = strtod(optarg, NULL); break;
 		case 'E': G.etrn_sessions = (unsigned)strtoul(optarg, NULL, 10); break;
 		case 'T': G.label = optarg; break;
+		case 'S': G.starttls = 1; break;
+		case 'C': G.tls_cert = optarg; break;
+		case 'Y': G.tls_key = optarg; break;
+		case 'A': G.tls_ca = optarg; break;
 		default: eb_usage();
 		}
 	}
@@ -488,6 +536,8 @@ static void eb_options(int argc, char **argv)
 		eb_die("-c 1..%u", EB_CONNS_MAX - 16);
 	if (G.timeout <= 0)
 		eb_die("bad --timeout");
+	if ((G.tls_cert == NULL) != (G.tls_key == NULL))
+		eb_die("--tls-cert and --tls-key go together");
 }
 
 /* ---- connections and the ring ----------------------------------------- */
@@ -554,6 +604,11 @@ static void eb_conn_release(struct eb_conn *c)
 	free(c->q);
 	free(c->out[0].p);
 	free(c->out[1].p);
+	c->ssl = tls_conn_free(c->ssl);
+	free(c->cbuf);
+	free(c->pt.p);
+	c->ssl = NULL;
+	c->cbuf = c->pt.p = NULL;
 	c->rbuf = NULL;
 	c->q = NULL;
 	c->out[0].p = c->out[1].p = NULL;
@@ -591,19 +646,22 @@ static void eb_recv(struct eb_conn *c)
 		return;
 	}
 	struct io_uring_sqe *sqe = eb_sqe();
-	io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+	/* Under TLS, ciphertext lands in cbuf and eb_tls_input() decrypts it
+	 * into rbuf; the choice is made here, per receive. */
+	c->recv_tls = c->ssl != NULL;
+	if (c->recv_tls)
+		io_uring_prep_recv(sqe, c->fd, c->cbuf, EB_TLS_RECV, 0);
+	else
+		io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
 	io_uring_sqe_set_data64(sqe, eb_ud(c, OP_RECV));
 	c->pending++;
 }
 
-static void eb_flush(struct eb_conn *c)
+static int eb_tls_pump(struct eb_conn *c);
+
+/* The one send in flight: b (the buffer not being filled) from its offset. */
+static void eb_send_buf(struct eb_conn *c, struct eb_obuf *b)
 {
-	if (c->send_busy || c->closing)
-		return;
-	struct eb_obuf *b = &c->out[c->ob];
-	if (b->len == 0)
-		return;
-	c->ob ^= 1;
 	c->send_busy = 1;
 	struct io_uring_sqe *sqe = eb_sqe();
 	io_uring_prep_send(sqe, c->fd, b->p + b->off, b->len - b->off, MSG_NOSIGNAL);
@@ -611,9 +669,29 @@ static void eb_flush(struct eb_conn *c)
 	c->pending++;
 }
 
-static int eb_out(struct eb_conn *c, const void *p, size_t n)
+static void eb_flush(struct eb_conn *c)
 {
+	if (c->closing)
+		return;
+	if (c->ssl != NULL && c->tls_in)
+		return;  /* eb_tls_input() flushes once OpenSSL is done */
+	if (c->ssl != NULL && eb_tls_pump(c) < 0) {
+		G.err_proto++;
+		eb_conn_close(c);
+		return;
+	}
+	if (c->send_busy)
+		return;
 	struct eb_obuf *b = &c->out[c->ob];
+	if (b->len == 0)
+		return;
+	c->ob ^= 1;
+	eb_send_buf(c, b);
+}
+
+/* Room for n more bytes in b, within EB_OUT_MAX. Returns 0 or -1. */
+static int eb_obuf_reserve(struct eb_obuf *b, size_t n)
+{
 	if (b->len + n > b->cap) {
 		size_t cap = b->cap ? b->cap : 512;
 		while (cap < b->len + n)
@@ -626,6 +704,16 @@ static int eb_out(struct eb_conn *c, const void *p, size_t n)
 		b->p = np;
 		b->cap = cap;
 	}
+	return 0;
+}
+
+/* Output: straight into the send buffer in the clear, or into pt for
+ * eb_tls_pump() to encrypt once TLS is on. */
+static int eb_out(struct eb_conn *c, const void *p, size_t n)
+{
+	struct eb_obuf *b = c->ssl != NULL ? &c->pt : &c->out[c->ob];
+	if (eb_obuf_reserve(b, n) < 0)
+		return -1;
 	memcpy(b->p + b->len, p, n);
 	b->len += n;
 	return 0;
@@ -864,7 +952,28 @@ static void eb_err(unsigned code)
 		G.err_code[code]++;
 }
 
-/* One whole reply: code, and the expectation it answers. */
+static void eb_tls_start(struct eb_conn *c, int server);
+
+/* After EHLO with --starttls and no TLS yet: STARTTLS, or the end of a
+ * session whose server does not offer it (counted, never sent in clear). */
+static void eb_client_starttls(struct eb_conn *c)
+{
+	if (!c->offers_tls) {
+		G.tls_unoffered++;
+		if (c->kind == K_IDLE)
+			G.idle_failed++;
+		else
+			G.sess_failed++;
+		eb_conn_close(c);
+		return;
+	}
+	eb_outs(c, "STARTTLS\r\n");
+	eb_exp_push(c, X_STARTTLS, 0, 0, 0);
+}
+
+/* One whole reply: code, and the expectation it answers. Longer than 80
+ * lines on purpose: one short case per expectation kind (the client's whole
+ * SMTP dialogue, STARTTLS included) reads best as one switch. */
 static void eb_client_reply(struct eb_conn *c, unsigned code)
 {
 	if (c->qn == 0) {
@@ -895,6 +1004,10 @@ static void eb_client_reply(struct eb_conn *c, unsigned code)
 			eb_err(code);
 			eb_conn_close(c);
 			return;
+		}
+		if (G.starttls && c->ssl == NULL) {
+			eb_client_starttls(c);
+			break;
 		}
 		if (G.t_first_conn == 0)
 			G.t_first_conn = G.pace0 = now;
@@ -966,6 +1079,27 @@ static void eb_client_reply(struct eb_conn *c, unsigned code)
 			eb_send_next(c);
 		break;
 	case X_QUIT:
+		if (c->ssl != NULL) {
+			/* close_notify after the QUIT, then close. */
+			c->tls_bye = 1;
+			c->quit_after = 1;
+			break;
+		}
+		eb_conn_close(c);
+		return;
+	case X_STARTTLS:
+		if (code != 220) {
+			eb_err(code);
+			eb_conn_close(c);
+			return;
+		}
+		eb_exp_push(c, X_TLS, 0, 0, 0);
+		eb_tls_start(c, 0);
+		break;
+	case X_TLS:
+		/* A reply in the clear during the handshake cannot arrive:
+		 * eb_client_data() drops what follows the 220. */
+		G.err_proto++;
 		eb_conn_close(c);
 		return;
 	case X_ETRN:
@@ -1008,10 +1142,21 @@ static void eb_client_data(struct eb_conn *c)
 		    ascii_eq_n(s + 4, "PIPELINING", 10) &&
 		    (n == 14 || s[14] == ' '))
 			c->pipelining = 1;
+		if (c->qn > 0 && c->q[c->qh].kind == X_EHLO && n >= 12 &&
+		    ascii_eq_n(s + 4, "STARTTLS", 8) &&
+		    (n == 12 || s[12] == ' '))
+			c->offers_tls = 1;
 		if (n > 3 && s[3] == '-')
 			continue;
 		eb_client_reply(c, (unsigned)((s[0] - '0') * 100 +
 				(s[1] - '0') * 10 + (s[2] - '0')));
+		if (c->tls_fresh) {
+			/* RFC 3207 4.2: nothing the server sent in the clear
+			 * after its 220 counts; the rest is TLS. */
+			c->tls_fresh = 0;
+			pos = c->rlen;
+			break;
+		}
 	}
 	if (pos > 0 && pos < c->rlen)
 		memmove(c->rbuf, c->rbuf + pos, c->rlen - pos);
@@ -1164,6 +1309,8 @@ static void eb_sink_msg_done(struct eb_conn *c)
 	if (G.s_first == 0)
 		G.s_first = now;
 	G.s_last = now;
+	if (c->ssl != NULL)
+		G.s_tls_msgs++;
 	if (G.verify) {
 		if (!c->have_sum)
 			G.s_no_sum++;
@@ -1266,8 +1413,21 @@ static void eb_sink_cmd(struct eb_conn *c, char *s, size_t n)
 		verb[i] = (char)ascii_lower((unsigned char)s[i]);
 	if (strcmp(verb, "ehlo") == 0) {
 		eb_outs(c, "250-sink.etrnbench.test\r\n250-PIPELINING\r\n"
-				"250-8BITMIME\r\n250-SMTPUTF8\r\n"
-				"250-ENHANCEDSTATUSCODES\r\n250 SIZE 104857600\r\n");
+				"250-8BITMIME\r\n250-SMTPUTF8\r\n");
+		if (G.tls_srv != NULL && c->ssl == NULL)
+			eb_outs(c, "250-STARTTLS\r\n");
+		eb_outs(c, "250-ENHANCEDSTATUSCODES\r\n250 SIZE 104857600\r\n");
+	} else if (n == 8 && ascii_eq_n(s, "starttls", 8) && G.tls_srv != NULL) {
+		if (c->ssl != NULL) {
+			eb_outs(c, "503 5.5.1 Error: TLS already active\r\n");
+			return;
+		}
+		/* The 220 goes in the clear; the session starts over (RFC
+		 * 3207 4.2). */
+		eb_outs(c, "220 2.0.0 Ready to start TLS\r\n");
+		c->rcpts = 0;
+		c->rcpt_dom = 0;
+		eb_tls_start(c, 1);
 	} else if (strcmp(verb, "helo") == 0) {
 		eb_outs(c, "250 sink.etrnbench.test\r\n");
 	} else if (strcmp(verb, "mail") == 0) {
@@ -1305,6 +1465,7 @@ static void eb_sink_cmd(struct eb_conn *c, char *s, size_t n)
 	} else if (strcmp(verb, "quit") == 0) {
 		eb_outs(c, "221 2.0.0 Bye\r\n");
 		c->quit_after = 1; /* close once the reply is sent */
+		c->tls_bye = c->ssl != NULL;
 	} else {
 		G.s_proto++;
 		eb_outs(c, "502 5.5.2 Error: command not recognized\r\n");
@@ -1334,6 +1495,13 @@ static void eb_sink_input(struct eb_conn *c)
 		if (n > 0 && s[n - 1] == '\r')
 			n--;
 		eb_sink_cmd(c, s, n);
+		if (c->tls_fresh) {
+			/* RFC 3207 4.2 (and CVE-2011-0411): what the client
+			 * pipelined after STARTTLS is dropped, not executed. */
+			c->tls_fresh = 0;
+			pos = c->rlen;
+			break;
+		}
 	}
 	/* In DATA everything is consumed; in commands a partial line stays. */
 	if (pos > 0 && pos < c->rlen)
@@ -1359,6 +1527,174 @@ static void eb_listen(void)
 	io_uring_prep_multishot_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC);
 	io_uring_sqe_set_data64(sqe, eb_ud(c, OP_ACCEPT));
 	c->pending++;
+}
+
+/* ---- TLS: core/tls.h's per-connection API --------------------------- */
+
+/* The first TLS failure of the run on stderr (the counters say how many). */
+static void eb_tls_failed(struct eb_conn *c, const char *what)
+{
+	if (c->kind == K_SINK)
+		G.s_tls_failed++;
+	else
+		G.tls_failed++;
+	if (!G.tls_err_shown) {
+		G.tls_err_shown = 1;
+		fprintf(stderr, "etrnbench: TLS %s (%s side; first failure, "
+			"others only counted): %s\n", what,
+			c->kind == K_SINK ? "sink" : "client",
+			c->ssl != NULL ? tls_conn_error(c->ssl) : "out of memory");
+	}
+}
+
+/* etrnd's own contexts: TLS 1.2 and 1.3, its default ciphers. The client
+ * verifies nothing that matters here (no host given: a loopback load
+ * against a test certificate) and resumes no session, so every client
+ * handshake is a full one; the sink serves --tls-cert/--tls-key. */
+static struct tls_ctx *eb_tls_ctx(int server)
+{
+	const struct tls_ctx_conf conf = {
+		.cert_file = server ? G.tls_cert : NULL,
+		.key_file = server ? G.tls_key : NULL,
+		.ca_file = server ? NULL : G.tls_ca,
+	};
+	char err[EB_TLS_ERR];
+	struct tls_ctx *ctx = tls_ctx_new(server ? TLS_SERVER : TLS_CLIENT,
+			&conf, err, sizeof err);
+	if (ctx == NULL)
+		eb_die("%s", err);
+	return ctx;
+}
+
+/* TLS on c from now on: output appended later is encrypted, the next
+ * receive is ciphertext, and the clear input not yet parsed is dropped
+ * (tls_fresh, seen by the parser that called us). A client's ClientHello
+ * goes with the next flush. */
+static void eb_tls_start(struct eb_conn *c, int server)
+{
+	c->ssl = tls_conn_new(server ? G.tls_srv : G.tls_cli, NULL);
+	if (c->ssl == NULL)
+		eb_die("out of memory (TLS)");
+	c->cbuf = eb_xalloc(EB_TLS_RECV);
+	c->tls_hs = 1;
+	c->tls_fresh = 1;
+	c->tls_t = eb_now();
+	c->pipelining = 0;             /* RFC 3207 4.2: forget the old EHLO */
+	c->offers_tls = 0;
+}
+
+/* The handshake is done (tls_conn_sink.up): note what was agreed; a client
+ * says EHLO again. */
+static void eb_tls_up(void *arg)
+{
+	struct eb_conn *c = arg;
+	const struct tls_info *ti = tls_conn_info(c->ssl);
+	c->tls_hs = 0;
+	if (c->kind == K_SINK) {
+		G.s_tls_conns++;
+		snprintf(G.s_tls_version, sizeof G.s_tls_version, "%s", ti->version);
+		snprintf(G.s_tls_cipher, sizeof G.s_tls_cipher, "%s", ti->cipher);
+		return;
+	}
+	G.tls_ok++;
+	eb_lat_add(&G.tls_lat, eb_now() - c->tls_t);
+	snprintf(G.tls_version, sizeof G.tls_version, "%s", ti->version);
+	snprintf(G.tls_cipher, sizeof G.tls_cipher, "%s", ti->cipher);
+	/* X_TLS is the only expectation: nothing is pipelined with STARTTLS. */
+	c->qh = (c->qh + 1) % c->qcap;
+	c->qn--;
+	eb_outs(c, "EHLO etrnbench.test\r\n");
+	eb_exp_push(c, X_EHLO, 0, 0, 0);
+}
+
+/* Decrypted input (tls_conn_sink.plain): into rbuf for the parsers, as
+ * much as fits at a time; a line that fills rbuf is the parsers' bound, as
+ * in the clear. Nonzero stops the decryption (the connection is ending). */
+static int eb_tls_plain(void *arg, const char *p, size_t n)
+{
+	struct eb_conn *c = arg;
+	while (n > 0) {
+		if (c->closing || c->quit_after)
+			return 1;
+		size_t room = c->rcap - c->rlen, k = n < room ? n : room;
+		if (k == 0) {
+			if (c->kind == K_SINK)
+				G.s_proto++;
+			else
+				G.err_proto++;
+			eb_conn_close(c);
+			return 1;
+		}
+		memcpy(c->rbuf + c->rlen, p, k);
+		c->rlen += k;
+		p += k;
+		n -= k;
+		if (c->kind == K_SINK)
+			eb_sink_input(c);
+		else
+			eb_client_data(c);
+	}
+	return c->closing;
+}
+
+/* Encrypts the plaintext waiting in pt (once the handshake is done), then
+ * moves the ciphertext core/tls wrote (handshake, records, alerts,
+ * close_notify) behind what the filling output buffer holds. 0 or -1. */
+static int eb_tls_pump(struct eb_conn *c)
+{
+	if (!c->tls_hs && c->pt.len > 0) {
+		if (tls_conn_write(c->ssl, c->pt.p, c->pt.len) < 0) {
+			eb_tls_failed(c, "write");
+			return -1;
+		}
+		c->pt.len = 0;
+	}
+	if (c->tls_bye && !c->tls_hs) {
+		c->tls_bye = 0;
+		(void)tls_conn_shutdown(c->ssl);   /* queues close_notify */
+	}
+	if (tls_conn_pending(c->ssl) == 0)
+		return 0;
+	/* The filling buffer (off is 0) seen as a struct buf: tls_conn_take
+	 * appends to it, or swaps memory with it when it is empty. */
+	struct eb_obuf *b = &c->out[c->ob];
+	struct buf v = { .data = b->p, .len = b->len, .cap = b->cap,
+		.max = EB_OUT_MAX };
+	int r = tls_conn_take(c->ssl, &v);
+	b->p = v.data;
+	b->len = v.len;
+	b->cap = v.cap;
+	return r < 0 ? -1 : 0;
+}
+
+/* A client whose server went away with replies owed: a connection error. */
+static void eb_peer_gone(struct eb_conn *c)
+{
+	if (c->kind != K_SINK && !c->closing && c->qn > 0 &&
+	    c->q[c->qh].kind != X_QUIT)
+		G.err_conn++;
+	eb_conn_close(c);
+}
+
+/* n bytes of ciphertext in cbuf: core/tls runs the handshake and hands the
+ * plaintext to eb_tls_plain(); the output is flushed once it is done. */
+static void eb_tls_input(struct eb_conn *c, size_t n)
+{
+	static const struct tls_conn_sink sink = { eb_tls_up, eb_tls_plain };
+	int hs = c->tls_hs;
+	c->tls_in = 1;
+	int r = tls_conn_input(c->ssl, c->cbuf, n, &sink, c);
+	c->tls_in = 0;
+	if (r < 0) {
+		eb_tls_failed(c, hs ? "handshake" : "read");
+		eb_conn_close(c);
+		return;
+	}
+	if (r == TLS_CONN_EOF) {       /* close_notify */
+		eb_peer_gone(c);
+		return;
+	}
+	eb_flush(c);
 }
 
 /* ---- completions ------------------------------------------------------ */
@@ -1413,18 +1749,18 @@ static void eb_cqe(struct io_uring_cqe *cqe)
 		break;
 	case OP_RECV:
 		if (res <= 0 || c->closing) {
-			/* A client whose server went away with replies owed. */
-			if (c->kind != K_SINK && !c->closing && c->qn > 0 &&
-			    c->q[c->qh].kind != X_QUIT)
-				G.err_conn++;
-			eb_conn_close(c);
+			eb_peer_gone(c);
 			break;
 		}
-		c->rlen += (size_t)res;
-		if (c->kind == K_SINK)
-			eb_sink_input(c);
-		else
-			eb_client_data(c);
+		if (c->recv_tls) {
+			eb_tls_input(c, (size_t)res);
+		} else {
+			c->rlen += (size_t)res;
+			if (c->kind == K_SINK)
+				eb_sink_input(c);
+			else
+				eb_client_data(c);
+		}
 		if (c->quit_after) {
 			if (!c->send_busy)
 				eb_conn_close(c);
@@ -1440,12 +1776,13 @@ static void eb_cqe(struct io_uring_cqe *cqe)
 			break;
 		}
 		b->off += (size_t)res;
-		if (b->off < b->len) {
-			/* Short send: the rest goes before anything newer. */
-			c->ob ^= 1;
-		} else {
-			b->off = b->len = 0;
+		if (b->off < b->len && !c->closing) {
+			/* Short send: the rest goes before anything newer
+			 * (which keeps filling the other buffer). */
+			eb_send_buf(c, b);
+			break;
 		}
+		b->off = b->len = 0;
 		eb_flush(c);
 		if (c->quit_after && !c->send_busy)
 			eb_conn_close(c);
@@ -1462,6 +1799,13 @@ static int eb_cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
 	return x < y ? -1 : x > y;
+}
+
+/* qsort wants a non-NULL base even for nothing to sort. */
+static void eb_lat_sort(struct eb_lat *l)
+{
+	if (l->n > 0)
+		qsort(l->v, l->n, sizeof *l->v, eb_cmp_u64);
 }
 
 static double eb_pct(const struct eb_lat *l, double p)
@@ -1501,6 +1845,31 @@ static double eb_cpu_self(void)
 		(double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
+/* ',"tls":{...}' for a client run with --starttls, '' otherwise. */
+static void eb_tls_json(char *buf, size_t len)
+{
+	buf[0] = '\0';
+	if (!G.starttls)
+		return;
+	eb_lat_sort(&G.tls_lat);
+	snprintf(buf, len, ",\"tls\":{\"handshakes\":%" PRIu64 ",\"failed\":%"
+		PRIu64 ",\"not_offered\":%" PRIu64 ",\"hs_ms\":{\"p50\":%.3f,"
+		"\"p99\":%.3f,\"max\":%.3f},\"version\":\"%s\",\"cipher\":\"%s\"}",
+		G.tls_ok, G.tls_failed, G.tls_unoffered, eb_pct(&G.tls_lat, 50),
+		eb_pct(&G.tls_lat, 99), eb_pct(&G.tls_lat, 100), G.tls_version,
+		G.tls_cipher);
+}
+
+static void eb_tls_text(void)
+{
+	if (!G.starttls)
+		return;
+	printf("tls: %" PRIu64 " handshakes (%s, %s), %" PRIu64 " failed, %"
+		PRIu64 " servers without STARTTLS; handshake p50 %.3f ms, p99 "
+		"%.3f ms\n", G.tls_ok, G.tls_version, G.tls_cipher, G.tls_failed,
+		G.tls_unoffered, eb_pct(&G.tls_lat, 50), eb_pct(&G.tls_lat, 99));
+}
+
 static void eb_report_send(void)
 {
 	uint64_t t1 = G.t_last_done ? G.t_last_done : eb_now();
@@ -1508,10 +1877,11 @@ static void eb_report_send(void)
 	double el = (double)(t1 - tstart) / NS;
 	if (el <= 0)
 		el = 1e-9;
-	qsort(G.lat.v, G.lat.n, sizeof *G.lat.v, eb_cmp_u64);
+	eb_lat_sort(&G.lat);
 	double rate = (double)G.ok / el, mbs = (double)G.bytes / el / 1e6;
-	char errs[8192];
+	char errs[8192], tls[512];
 	eb_errors_json(errs, sizeof errs);
+	eb_tls_json(tls, sizeof tls);
 	if (G.json) {
 		printf("{\"mode\":\"send\",\"label\":\"%s\",\"server\":\"%s\","
 			"\"sessions\":%u,\"pipelining\":%s,\"rcpts\":%u,"
@@ -1520,13 +1890,13 @@ static void eb_report_send(void)
 			",\"elapsed_s\":%.3f,\"msgs_per_s\":%.1f,\"mb_per_s\":%.2f,"
 			"\"lat_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,"
 			"\"max\":%.3f},\"errors\":%s,\"sessions_failed\":%" PRIu64
-			",\"sessions_unserved\":%" PRIu64 ",\"target_rate\":%.1f,\"client_cpu_s\":%.2f}\n",
+			",\"sessions_unserved\":%" PRIu64 ",\"target_rate\":%.1f,\"client_cpu_s\":%.2f%s}\n",
 			G.label ? G.label : "", G.srvname, G.sessions,
 			G.pipelining ? "true" : "false", G.rcpts, G.ndomains,
 			G.ok, G.failed, G.bytes, el, rate, mbs,
 			eb_pct(&G.lat, 50), eb_pct(&G.lat, 90), eb_pct(&G.lat, 99),
 			eb_pct(&G.lat, 100), errs, G.sess_failed, G.sess_unserved, G.rate,
-			eb_cpu_self());
+			eb_cpu_self(), tls);
 	} else {
 		printf("send: %" PRIu64 " messages ok, %" PRIu64 " failed in %.2f s: "
 			"%.0f msgs/s, %.2f MB/s\n", G.ok, G.failed, el, rate, mbs);
@@ -1536,11 +1906,18 @@ static void eb_report_send(void)
 		printf("errors: %s; sessions failed %" PRIu64 ", never served "
 			"(still waiting for a greeting at the end) %" PRIu64 "\n",
 			errs, G.sess_failed, G.sess_unserved);
+		eb_tls_text();
 	}
 }
 
 static void eb_report_sink(const char *mode_extra)
 {
+	char tls[512] = "";
+	if (G.tls_srv != NULL)
+		snprintf(tls, sizeof tls, ",\"tls_sink\":{\"connections\":%" PRIu64
+			",\"messages\":%" PRIu64 ",\"failed\":%" PRIu64
+			",\"version\":\"%s\",\"cipher\":\"%s\"}", G.s_tls_conns,
+			G.s_tls_msgs, G.s_tls_failed, G.s_tls_version, G.s_tls_cipher);
 	double first = G.s_first ? (double)(G.s_first - G.t0) / NS : 0;
 	double last = G.s_last ? (double)(G.s_last - G.t0) / NS : 0;
 	double span = last - first;
@@ -1550,9 +1927,9 @@ static void eb_report_sink(const char *mode_extra)
 			",\"bytes\":%" PRIu64 ",\"connections\":%" PRIu64
 			",\"first_s\":%.6f,\"last_s\":%.6f,\"msgs_per_s\":%.1f,"
 			"\"verified\":%" PRIu64 ",\"bad_sum\":%" PRIu64
-			",\"no_sum\":%" PRIu64 ",\"protocol_errors\":%" PRIu64 "%s}\n",
+			",\"no_sum\":%" PRIu64 ",\"protocol_errors\":%" PRIu64 "%s%s}\n",
 			G.s_msgs, G.s_rcpts, G.s_bytes, G.s_conns, first, last, rate,
-			G.s_ok_sum, G.s_bad_sum, G.s_no_sum, G.s_proto,
+			G.s_ok_sum, G.s_bad_sum, G.s_no_sum, G.s_proto, tls,
 			mode_extra ? mode_extra : "");
 	} else {
 		printf("sink: %" PRIu64 " messages (%" PRIu64 " recipients, %" PRIu64
@@ -1562,12 +1939,17 @@ static void eb_report_sink(const char *mode_extra)
 		if (G.verify)
 			printf("checksums: %" PRIu64 " ok, %" PRIu64 " bad, %" PRIu64
 				" missing\n", G.s_ok_sum, G.s_bad_sum, G.s_no_sum);
+		if (G.tls_srv != NULL)
+			printf("sink tls: %" PRIu64 " connections (%s, %s), %" PRIu64
+				" messages over TLS, %" PRIu64 " failed handshakes\n",
+				G.s_tls_conns, G.s_tls_version, G.s_tls_cipher,
+				G.s_tls_msgs, G.s_tls_failed);
 	}
 }
 
 static void eb_report_etrn(void)
 {
-	qsort(G.etrn_lat.v, G.etrn_lat.n, sizeof *G.etrn_lat.v, eb_cmp_u64);
+	eb_lat_sort(&G.etrn_lat);
 	/* Per domain: first delivery after its own ETRN reply. */
 	struct eb_lat fd = { 0 };
 	int64_t fmin = INT64_MAX;
@@ -1579,7 +1961,7 @@ static void eb_report_etrn(void)
 			fmin = v;
 		eb_lat_add(&fd, v < 0 ? 0 : (uint64_t)v);
 	}
-	qsort(fd.v, fd.n, sizeof *fd.v, eb_cmp_u64);
+	eb_lat_sort(&fd);
 	double r0 = (double)G.t_first_etrn_reply;
 	double first_ms = G.s_first ? ((double)G.s_first - r0) / 1e6 : -1;
 	double last_ms = G.s_last ? ((double)G.s_last - r0) / 1e6 : -1;
@@ -1598,6 +1980,8 @@ static void eb_report_etrn(void)
 	}
 	if (o < sizeof codes)
 		snprintf(codes + o, sizeof codes - o, "}");
+	char tls[512];
+	eb_tls_json(tls, sizeof tls);
 	if (G.json) {
 		char extra[8192];
 		snprintf(extra, sizeof extra,
@@ -1608,14 +1992,14 @@ static void eb_report_etrn(void)
 			"\"max\":%.3f,\"min_signed\":%.3f},"
 			"\"expected\":%" PRIu64 ",\"delivered\":%" PRIu64
 			",\"drain_s\":%.3f,\"drain_msgs_per_s\":%.1f,"
-			"\"etrn_span_ms\":%.3f}",
+			"\"etrn_span_ms\":%.3f}%s",
 			G.ndomains, G.etrn_done, codes, eb_pct(&G.etrn_lat, 50),
 			eb_pct(&G.etrn_lat, 99), eb_pct(&G.etrn_lat, 100),
 			first_ms, last_ms, fd.n, eb_pct(&fd, 50), eb_pct(&fd, 99),
 			eb_pct(&fd, 100), fd.n ? (double)fmin / 1e6 : 0.0,
 			G.expect, G.s_msgs, drain_s, rate,
 			G.t_last_etrn_reply ? ((double)G.t_last_etrn_reply -
-				(double)G.t_first_etrn_sent) / 1e6 : 0.0);
+				(double)G.t_first_etrn_sent) / 1e6 : 0.0, tls);
 		eb_report_sink(extra);
 	} else {
 		eb_report_sink(NULL);
@@ -1631,19 +2015,24 @@ static void eb_report_etrn(void)
 			printf("per domain, first message after its ETRN reply: "
 				"p50 %.3f ms, p99 %.3f ms, max %.3f ms\n",
 				eb_pct(&fd, 50), eb_pct(&fd, 99), eb_pct(&fd, 100));
+		eb_tls_text();
 	}
 	free(fd.v);
 }
 
 static void eb_report_idle(void)
 {
-	if (G.json)
+	char tls[512];
+	eb_tls_json(tls, sizeof tls);
+	if (G.json) {
 		printf("{\"mode\":\"idle\",\"wanted\":%u,\"ready\":%u,\"errors\":"
-			"{\"connect\":%" PRIu64 ",\"protocol\":%" PRIu64 "}}\n",
-			G.sessions, G.idle_ready, G.err_conn, G.err_proto);
-	else
+			"{\"connect\":%" PRIu64 ",\"protocol\":%" PRIu64 "}%s}\n",
+			G.sessions, G.idle_ready, G.err_conn, G.err_proto, tls);
+	} else {
 		printf("idle: %u of %u connections held after EHLO; connect "
 			"errors %" PRIu64 "\n", G.idle_ready, G.sessions, G.err_conn);
+		eb_tls_text();
+	}
 }
 
 static void eb_progress(uint64_t now)
@@ -1743,7 +2132,8 @@ static void eb_tick(uint64_t now)
 			}
 			if (c->kind == K_SEND && !G.issuing && !c->closing &&
 			    c->on_conn == 0 && c->qn > 0 &&
-			    (c->q[c->qh].kind == X_BANNER || c->q[c->qh].kind == X_EHLO)) {
+			    (c->q[c->qh].kind == X_BANNER || c->q[c->qh].kind == X_EHLO ||
+			     c->q[c->qh].kind == X_STARTTLS || c->q[c->qh].kind == X_TLS)) {
 				c->unserved = 1;
 				G.sess_unserved++;
 				eb_conn_close(c);
@@ -1789,6 +2179,10 @@ int main(int argc, char **argv)
 	signal(SIGINT, eb_on_signal);
 	signal(SIGTERM, eb_on_signal);
 	G.tty = isatty(2);
+	if (G.starttls)
+		G.tls_cli = eb_tls_ctx(0);
+	if (G.tls_cert != NULL)
+		G.tls_srv = eb_tls_ctx(1);
 
 	struct io_uring_params p = { .flags = IORING_SETUP_CQSIZE,
 		.cq_entries = EB_RING_CQ };
@@ -1872,7 +2266,7 @@ int main(int argc, char **argv)
 		eb_report_idle();
 	int bad = 0;
 	if (is_send && (G.failed || G.sess_failed || G.err_conn || G.err_proto ||
-			G.err_timeout))
+			G.err_timeout || G.tls_failed || G.tls_unoffered))
 		bad = 1;
 	if ((is_sink || is_etrn) && (G.s_bad_sum || (G.expect && G.s_msgs < G.expect)))
 		bad = 1;

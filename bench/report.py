@@ -293,6 +293,239 @@ else:
 commands("idle_a1.etrnd")
 w("")
 
+# ---------------------------------------------------------------- STARTTLS
+TLS = {}  # figures for the targets and the headline
+
+
+def tls_note(j):
+    """What the client's TLS said: version, cipher, handshakes, failures."""
+    t = (j or {}).get("tls")
+    if not t:
+        return "no TLS figures"
+    txt = "%d handshakes, %s %s" % (t["handshakes"], t["version"] or "-", t["cipher"] or "-")
+    if t["failed"] or t["not_offered"]:
+        txt += ", **%d failed, %d sessions where etrnd offered no STARTTLS**" % (t["failed"], t["not_offered"])
+    return txt
+
+
+def twin_rows(header, align, variants, name_fmt, need=None):
+    """The table head (align: 'l' or 'r' a column), then (t, label, json,
+    sysinfo) for each variant that was measured; a 'not measured' row for
+    the others."""
+    cols = header.count("|") - 1
+    w(header)
+    w("|" + "|".join("---:" if a == "r" else "---" for a in align) + "|")
+    for t, label in variants:
+        name = name_fmt % t
+        j, s_ = load_json(name + ".json"), sysinfo(name)
+        if j is None or (need and need not in j):
+            w("| %s | not measured (%s) |%s" % (label, read(name + ".err").strip()[-200:] or "no output", " |" * (cols - 2)))
+            continue
+        yield t, label, j, s_
+
+
+ORDINAL = {"1": "1st", "2": "2nd", "3": "3rd"}
+
+
+def tls_rounds():
+    """The clear and TLS runs in the order they ran: (key, label)."""
+    out_ = []
+    for v in META.get("tls_order", "clear.1 tls.1 tls.2 clear.2").split():
+        t, r = v.split(".")
+        out_.append((v, "%s, %s" % ("clear" if t == "clear" else "STARTTLS", ORDINAL.get(r, r))))
+    return out_
+
+
+def pooled(runs):
+    """Rate over several runs of a kind, each (messages, seconds, server CPU
+    seconds, ...): all their messages / all their time."""
+    n = sum(x[0] for x in runs)
+    el = sum(x[1] for x in runs)
+    return n / el if runs and el > 0 else None
+
+
+def pooled_cpu_ratio(runs):
+    """Server CPU per message clear / TLS over runs = {"clear": [...], "tls": [...]}."""
+    per = {}
+    for t, r in runs.items():
+        n = sum(x[0] for x in r)
+        per[t] = sum(x[2] for x in r) / n if n else None
+    return ratio(per.get("clear"), per.get("tls"))
+
+
+def tls_ingest():
+    """Ingest at TLS_SESS sessions with STARTTLS on every session, against clear."""
+    w("### Ingest, 4 KiB, %s sessions, STARTTLS on every session" % META.get("tls_sess"))
+    w("")
+    w("Clear and STARTTLS runs alternate (%s): a machine that gets busier or quieter during the run weighs on both alike. Each kind's rate is all its messages over all its time." % " - ".join(l for _, l in tls_rounds()))
+    w("")
+    runs = {"clear": [], "tls": []}   # (messages, seconds, etrnd CPU s)
+    ok_tls = True
+    for v, label, j, s_ in twin_rows(
+            "| load | msgs/s | MB/s | latency p50 / p99 / max (ms) | etrnd CPU per msg (ms) | client CPU per msg (ms) | TLS | errors |",
+            "lrrlrrll", tls_rounds(), "tls_ingest.%s"):
+        t = v.split(".")[0]
+        cpu = (s_["cpu_s"] / j["messages_ok"] * 1000) if s_ and j["messages_ok"] else None
+        runs[t].append((j["messages_ok"], j["elapsed_s"], s_["cpu_s"] if s_ else 0))
+        if t == "tls" and not (j.get("tls") and j["tls"]["handshakes"] > 0):
+            ok_tls = False
+        l = j["lat_ms"]
+        w("| %s | %.0f | %.1f | %.2f / %.2f / %.1f | %s | %s | %s | %s |" % (
+            label, j["msgs_per_s"], j["mb_per_s"], l["p50"], l["p99"], l["max"], fmt(cpu, "%.3f"),
+            fmt(j["messages_ok"] and j.get("client_cpu_s", 0) / j["messages_ok"] * 1000, "%.3f"),
+            tls_note(j) if t == "tls" else "-", errors_text(j)))
+    rate = {t: pooled(r) for t, r in runs.items()}
+    cr = pooled_cpu_ratio(runs)
+    TLS["ingest"] = ratio(rate["tls"] if ok_tls else None, rate["clear"])
+    w("")
+    w("Clear %s msgs/s, STARTTLS %s msgs/s: STARTTLS / clear = **%s**%s; etrnd's CPU per message, clear / STARTTLS = %s (what etrnd alone on its CPUs would keep: the client's own TLS work shares them)." % (
+        fmt(rate["clear"]), fmt(rate["tls"]), fmt(TLS["ingest"] and TLS["ingest"] * 100, "%.0f%%"),
+        "" if ok_tls else " (a STARTTLS run completed no handshake: not a TLS measurement)",
+        fmt(cr and cr * 100, "%.0f%%")))
+    commands(*["tls_ingest.%s" % v for v, _ in tls_rounds()])
+    w("")
+
+
+def tls_handshakes():
+    """A new session per message: handshakes per second and per core."""
+    w("### Handshakes: a new session per message")
+    w("")
+    w("`--per-conn 1`: each session connects, is greeted, says EHLO (and STARTTLS, handshake, EHLO), sends one message and QUITs, %s sessions at a time. The client keeps no TLS session, so every handshake is a full one (no resumption). Per core = per second of etrnd's CPU time (user + system, /proc/PID/stat) over the run." % META.get("tls_hs_sess"))
+    w("")
+    hs = {}
+    for t, label, j, s_ in twin_rows(
+            "| load | sessions/s | CPU (s) | sessions per CPU-second | CPU per session (ms) | handshake p50 / p99 / max (ms) | client CPU (s) | errors |",
+            "lrrrrlrl", (("clear", "etrnd, clear (connections)"), ("tls", "etrnd, STARTTLS (handshakes)"),
+             ("sink", "reference: etrnbench's TLS sink")), "tls_hs.%s"):
+        n = j["tls"]["handshakes"] if t != "clear" and j.get("tls") else j["messages_ok"]
+        rate = n / j["elapsed_s"] if j["elapsed_s"] > 0 else None
+        per_core = n / s_["cpu_s"] if s_ and s_["cpu_s"] > 0 else None
+        hs[t] = (rate, per_core)
+        h = j.get("tls", {}).get("hs_ms") if t != "clear" else None
+        w("| %s | %s | %s | %s | %s | %s | %.1f | %s |" % (
+            label, fmt(rate), fmt(s_ and s_["cpu_s"], "%.2f"), fmt(per_core),
+            fmt(per_core and 1000.0 / per_core, "%.3f"),
+            "%.2f / %.2f / %.2f" % (h["p50"], h["p99"], h["max"]) if h else "-",
+            j.get("client_cpu_s", 0), errors_text(j)))
+    TLS["hs"] = hs.get("tls")
+    w("")
+    if hs.get("tls") and hs.get("clear") and hs["tls"][1] and hs["clear"][1]:
+        # The handshake's own cost: a STARTTLS session's CPU minus a clear
+        # one's (both carry the same connection, EHLO, message and QUIT).
+        extra = 1000.0 / hs["tls"][1] - 1000.0 / hs["clear"][1]
+        TLS["hs_marginal"] = 1000.0 / extra if extra > 0 else None
+        w("TLS sessions (handshake and one message each): **%s/s** on this machine (%s CPUs, shared with the client), **%s per core** (per CPU-second of etrnd). A clear session costs etrnd %.3f ms of CPU, a STARTTLS one %.3f ms: the handshake itself (STARTTLS, the second EHLO, the encryption) %.3f ms, i.e. **%s handshakes per core** were etrnd to do nothing else." % (
+            fmt(hs["tls"][0]), META.get("nproc"), fmt(hs["tls"][1]),
+            1000.0 / hs["clear"][1], 1000.0 / hs["tls"][1], extra, fmt(TLS["hs_marginal"])))
+    sp = [l for l in read("tls_speed.txt").splitlines() if re.match(r"^\s*(sign|rsa|ecdsa|\d+ bits)", l)]
+    if sp:
+        w("")
+        w("The ceiling set by the certificate's key: `openssl speed -seconds 1` on one core (a full handshake costs the server one signature, plus the key exchange):")
+        w("")
+        w("```")
+        for l in sp:
+            w(l)
+        w("```")
+    w("")
+    w("The reference row is the same load against `etrnbench sink --tls-cert ... --tls-key ...` (one thread, core/tls on the same OpenSSL, no spool, no Redis): what this machine's OpenSSL does per core without etrnd around it.")
+    commands("tls_hs.clear", "tls_hs.tls", "tls_hs.sink")
+    w("")
+
+
+def tls_drain():
+    """The drain of one domain to a sink offering STARTTLS, against clear."""
+    w("### Drain over TLS (one domain)")
+    w("")
+    w("The drain of one domain as above (%s held messages for dom0.test, then ETRN), once to the sink in clear and once to the same sink offering STARTTLS (`etrnbench etrn --tls-cert ... --tls-key ...`); etrnd's drain takes STARTTLS where offered (`tls = may`, the default)." % META.get("tls_drain_n"))
+    w("")
+    dr = {"clear": [], "tls": []}   # (messages, seconds, etrnd CPU s, messages over TLS)
+    for v, label, j, s_ in twin_rows(
+            "| sink | held | delivered | over TLS | drain msgs/s | etrnd CPU per msg (ms) | RSS after (MiB) | checksums |",
+            "lrrlrrrl", tls_rounds(), "tls_drain.%s.etrnd", need="etrn"):
+        t = v.split(".")[0]
+        e = j["etrn"]
+        if e["delivered"] < e["expected"]:
+            UNDELIVERED.append("STARTTLS drain (%s): %d of %d" % (label, e["delivered"], e["expected"]))
+        ts = j.get("tls_sink")
+        over = "-" if ts is None else "%d msgs, %d sessions, %s %s%s" % (
+            ts["messages"], ts["connections"], ts["version"] or "-", ts["cipher"] or "-",
+            ", **%d failed handshakes**" % ts["failed"] if ts["failed"] else "")
+        cpu = (s_["cpu_s"] / max(1, j["messages"]) * 1000) if s_ else None
+        dr[t].append((e["delivered"], e["drain_s"], s_["cpu_s"] if s_ else 0, ts["messages"] if ts else 0))
+        w("| %s | %d | %d | %s | %.0f | %s | %s | %d/%d ok, %d bad |" % (
+            label, e["expected"], e["delivered"], over, e["drain_msgs_per_s"], fmt(cpu, "%.3f"),
+            fmt(mib(s_ and s_["rss"]), "%.1f"), j["verified"], e["expected"], j["bad_sum"]))
+    tls_used = bool(dr["tls"]) and all(x[3] == x[0] and x[0] > 0 for x in dr["tls"])
+    drate = {t: pooled(r) for t, r in dr.items()}
+    TLS["drain"] = ratio(drate["tls"] if tls_used else None, drate["clear"])
+    TLS["drain_in_clear"] = bool(dr["tls"]) and not tls_used
+    w("")
+    if TLS["drain_in_clear"]:
+        w("**etrnd's drain delivered (some) mail in clear although the sink offered STARTTLS**: not a TLS drain measurement.")
+    else:
+        cr = pooled_cpu_ratio(dr)
+        w("Clear %s msgs/s, TLS %s msgs/s (all messages over all drain time of each kind): TLS / clear drain rate = **%s**; etrnd's CPU per message, clear / TLS = %s (the sink, one thread, decrypts everything on the same CPUs)." % (
+            fmt(drate["clear"]), fmt(drate["tls"]), fmt(TLS["drain"] and TLS["drain"] * 100, "%.0f%%"), fmt(cr and cr * 100, "%.0f%%")))
+    commands(*["tls_drain.%s.etrnd" % v for v, _ in tls_rounds()])
+    w("")
+
+
+def tls_idle():
+    """etrnd's RSS per idle session, TLS against clear."""
+    w("### Idle sessions: memory")
+    w("")
+    w("%s sessions opened at once with `etrnbench idle` against a fresh etrnd warmed up by 2,000 messages of the same kind; each is past EHLO (STARTTLS: past STARTTLS, the handshake and the second EHLO) and then silent. Cost = etrnd's VmRSS (/proc/PID/status) with them open minus before, divided by their number." % META.get("tls_idle_n"))
+    w("")
+    w("| sessions | held | VmRSS before (MiB) | with them open (MiB) | 2 s later (MiB) | per session (KiB) |")
+    w("|---|---|---:|---:|---:|---:|")
+    for t, label in (("clear", "clear"), ("tls", "STARTTLS")):
+        m = load_json("tls_idle.%s.mem.json" % t)
+        j = load_json("tls_idle.%s.json" % t)
+        if m is None or not m.get("rss0"):
+            w("| %s | not measured (%s) | | | | |" % (label, read("tls_idle.%s.err" % t).strip()[-200:] or "no output"))
+            continue
+        per = (max(m["rss1"], m["rss2"]) - m["rss0"]) / float(m["n"])
+        TLS["idle_" + t] = per
+        held = m["ready"] or "none ready"
+        if t == "tls" and j is not None:
+            held += "; " + tls_note(j)
+        w("| %s | %s | %.1f | %.1f | %.1f | %.1f |" % (label, held, m["rss0"] / 1024.0, m["rss1"] / 1024.0,
+                                                  m["rss2"] / 1024.0, per))
+        TLS["idle_%s_ready" % t] = m["ready"] == "ready %d" % m["n"]
+    w("")
+    if TLS.get("idle_tls") is not None and TLS.get("idle_clear") is not None:
+        w("TLS adds **%.1f KiB** per idle session to the clear session's %.1f KiB." % (
+            TLS["idle_tls"] - TLS["idle_clear"], TLS["idle_clear"]))
+    w("")
+    w("```")
+    for t in ("clear", "tls"):
+        w(read("tls_idle.%s.cmd" % t).strip())
+    w("```")
+    w("")
+
+
+def tls_section():
+    w("## STARTTLS (etrnd)")
+    w("")
+    if not os.path.exists(os.path.join(RES, "tls.probe")):
+        w("Not measured: this run had no STARTTLS section.")
+        w("")
+        return
+    if load_json("tls_ingest.clear.1.json") is None and load_json("tls_hs.clear.json") is None:
+        w("Not measured: `etrnd -t` rejected the TLS configuration (`%s`)." % read("tls.probe").strip()[-300:])
+        w("")
+        return
+    w("One test certificate made by the run (`openssl req -x509 -newkey %s`, CN etrnd.bench.test), served by etrnd (`tls_cert_file`, `tls_key_file`) and by the customer's sink (`etrnbench --tls-cert`); %s. Each TLS row has a clear twin in the same run against an etrnd with the same configuration: the only difference is that the client says STARTTLS (`etrnbench --starttls`: EHLO, STARTTLS, handshake, EHLO again, as RFC 3207 asks) or that the sink offers it. etrnbench's TLS is etrnd's own core/tls (OpenSSL on memory BIOs) under its one-thread io_uring loop, so the client's share of the crypto competes with etrnd for the same CPUs." % (
+        META.get("tls_key", "rsa:2048"), META.get("openssl", "OpenSSL")))
+    w("")
+    tls_ingest()
+    tls_handshakes()
+    tls_drain()
+    tls_idle()
+
+
+tls_section()
+
 # ---------------------------------------------------------------- recovery
 w("## Start-up recovery of a big spool (etrnd)")
 w("")
@@ -390,9 +623,22 @@ t("... and slow concurrent ingest by < 10%", fmt(slow and slow * 100, "%.1f%%"),
 he = half.get("etrnd")
 t("p99 end-of-DATA -> 250 < 5 ms at 50% of peak", fmt(he and he["lat_ms"]["p99"], "%.2f ms"),
   he is not None and he["lat_ms"]["p99"] < 5)
+if os.path.exists(os.path.join(RES, "tls.probe")):
+    t("Issue 11: ingest with STARTTLS >= 70%% of clear (4 KiB, %s sessions)" % META.get("tls_sess"),
+      fmt(TLS.get("ingest") and TLS["ingest"] * 100, "%.0f%%"), TLS.get("ingest") is not None and TLS["ingest"] >= 0.7)
+    t("Issue 11: TLS handshakes per second, per core (reported, no target)",
+      "%s sessions/s, %s per core with their message; %s handshakes per core alone" % (
+          fmt(TLS["hs"][0]), fmt(TLS["hs"][1]), fmt(TLS.get("hs_marginal"))) if TLS.get("hs") else "n/a",
+      TLS.get("hs") is not None)
+    t("Issue 11: drain over TLS >= 70% of drain in clear",
+      "drain went in clear" if TLS.get("drain_in_clear") else fmt(TLS.get("drain") and TLS["drain"] * 100, "%.0f%%"),
+      TLS.get("drain") is not None and TLS["drain"] >= 0.7)
+    t("Issue 11: idle TLS session <= 64 KiB of etrnd RSS (%s sessions)" % META.get("tls_idle_n"),
+      fmt(TLS.get("idle_tls"), "%.1f KiB each") + ("" if TLS.get("idle_tls_ready", True) else " (not all held)"),
+      TLS.get("idle_tls") is not None and TLS["idle_tls"] <= 64 and TLS.get("idle_tls_ready", False))
 
 missed = [x for x in TARGETS if not x[2]]
-target_md = ["| target (issue 6) | measured | |", "|---|---|---|"]
+target_md = ["| target (issue 6 unless named) | measured | |", "|---|---|---|"]
 for name, measured, met in TARGETS:
     target_md.append("| %s | %s | %s |" % (name, measured, "met" if met else "**MISSED**"))
 
@@ -426,6 +672,15 @@ if he:
         fmt(half.get("sink") and half["sink"]["lat_ms"]["p99"], "%.2f")))
 if idle_total is not None:
     HEAD.append("| %s idle connections: RSS / ingest slowdown | %.1f MiB / %.1f%% | - | - | | |" % (META.get("idle_n"), idle_total, slow * 100))
+if TLS.get("ingest") is not None:
+    HEAD.append("| STARTTLS ingest / clear, %s sessions | %.0f%% | - | - | | |" % (META.get("tls_sess"), TLS["ingest"] * 100))
+if TLS.get("hs"):
+    HEAD.append("| TLS sessions/s, new session per message (per core; handshake alone per core) | %s (%s; %s) | - | - | | |" % (
+        fmt(TLS["hs"][0]), fmt(TLS["hs"][1]), fmt(TLS.get("hs_marginal"))))
+if TLS.get("drain") is not None:
+    HEAD.append("| drain over TLS / clear | %.0f%% | - | - | | |" % (TLS["drain"] * 100))
+if TLS.get("idle_tls") is not None:
+    HEAD.append("| idle TLS session, etrnd RSS | %.1f KiB | - | - | | |" % TLS["idle_tls"])
 
 # ---------------------------------------------------------------- plots
 def plot():

@@ -8,14 +8,18 @@
 #   ingest 4 KiB with 20/200/2000 sessions; p99 latency at 50% of peak;
 #   ingest 100 KiB; drain of held mail for one domain (ETRN) and for 1,000
 #   domains at once (1,000 ETRNs); 10,000 idle connections during ingest;
+#   STARTTLS (issue 11): ingest with STARTTLS on every session against the
+#   same load in clear, TLS handshakes per second and per core (a new
+#   session per message), a drain to a STARTTLS sink against the same drain
+#   in clear, the memory of 1,000 idle TLS sessions;
 #   start-up recovery of a big spool; provisioning (bench/provision.sh);
 #   a callgrind profile of etrnd's ingest path.
 # Everything talks to 127.0.0.1 only; each load is bounded in count and
 # time; every process started here is stopped by PID on exit.
 # Writes bench/RESULTS.md (keeping bench/ingest.sh's section) and PNG plots.
 #
-#   bench/run.sh            full mode (about 12-15 minutes on 2 cores)
-#   bench/run.sh --quick    small counts (under 2 minutes)
+#   bench/run.sh            full mode (about 10 minutes on 2 cores, 3 of them STARTTLS)
+#   bench/run.sh --quick    small counts (about 3 minutes, STARTTLS rows under 1)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -43,15 +47,24 @@ if [[ $MODE == quick ]]; then
 	DUR=2; SESSIONS_LIST="20 200 2000"; BIG_SESS=20
 	DRAIN1_N=10000; DRAIN_CMP_N=1000; DRAINK_PER=5; PF_DRAINK_PER=1
 	IDLE_N=2000; RECOVER_N=50000; PROV_ROWS=10000; PROV_SAMPLES=10
-	PROFILE_N=0
+	PROFILE_N=0; TLS_HS_SESS=10; TLS_DRAIN_N=10000
 else
 	DUR=10; SESSIONS_LIST="20 200 2000"; BIG_SESS=20
 	DRAIN1_N=100000; DRAIN_CMP_N=20000; DRAINK_PER=50; PF_DRAINK_PER=20
 	IDLE_N=10000; RECOVER_N=1000000; PROV_ROWS=100000; PROV_SAMPLES=100
-	PROFILE_N=3000
+	PROFILE_N=3000; TLS_HS_SESS=20; TLS_DRAIN_N=50000
 fi
 NDOM=1000
 RUN_TIMEOUT=$((DUR + 240))
+# The issue's TLS figures: ingest at 200 sessions, 1,000 idle TLS sessions.
+TLS_SESS=200
+TLS_IDLE_N=1000
+# Key of the test certificate (openssl req -newkey): RSA 2048, what Debian's
+# ssl-cert snakeoil certificate (Postfix's default on Debian) uses; "ec
+# -pkeyopt ec_paramgen_curve:P-256" measures an ECDSA certificate instead.
+TLS_KEY=${TLS_KEY:-rsa:2048}
+TLS_ORDER="clear.1 tls.1 tls.2 clear.2"
+[[ $TLS_KEY == rsa:2048 ]] || TLS_SPEED_ALG=${TLS_SPEED_ALG:-ecdsap256}
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/etrnd-bench.XXXXXX")
 chmod 755 "$WORK"   # Postfix (user postfix) must reach its data and queue dirs
@@ -442,6 +455,105 @@ RSS3=$(rss "$ETRND_PID")
 echo "{\"n\":$IDLE_N,\"rss0\":$RSS0,\"rss1\":$RSS1,\"rss2\":$RSS2,\"rss3\":$RSS3,\"ready\":\"$(grep -o 'ready [0-9]*' "$RES/idle.err" | head -1)\"}" >"$RES/idle.mem.json"
 etrnd_stop
 
+# ============================ 3b. STARTTLS ===================================
+# One test certificate made here, served by etrnd (tls_cert_file) and by the
+# customer's sink (etrnbench --tls-cert) alike. Every TLS row has its clear
+# twin in the same run, against an etrnd with the same configuration: the
+# only difference is the client saying STARTTLS (or the sink offering it).
+log "STARTTLS: ingest at $TLS_SESS sessions, handshakes, drain, $TLS_IDLE_N idle sessions"
+TLS_DIR=$WORK/tls
+mkdir -p "$TLS_DIR"
+# shellcheck disable=SC2086 # TLS_KEY may carry -pkeyopt words
+openssl req -x509 -newkey $TLS_KEY -nodes -days 2 -subj "/CN=etrnd.bench.test" \
+	-addext "subjectAltName=DNS:etrnd.bench.test,IP:127.0.0.1" \
+	-keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" >"$TLS_DIR/req.log" 2>&1 || {
+	echo "run.sh: openssl req failed: $(tail -n 3 "$TLS_DIR/req.log")" >&2; exit 1; }
+chmod 600 "$TLS_DIR/key.pem"
+TLS_CONF=("tls_cert_file=$TLS_DIR/cert.pem" "tls_key_file=$TLS_DIR/key.pem")
+SINK_TLS=(--tls-cert "$TLS_DIR/cert.pem" --tls-key "$TLS_DIR/key.pem")
+# The clients verify nothing (a test certificate on loopback); --tls-ca only
+# spares each of them loading the system trust store at start.
+CLIENT_TLS=(--starttls --tls-ca "$TLS_DIR/cert.pem")
+# An etrnd without the TLS keys (a build before issue 11) skips the section.
+{ echo "listen = 127.0.0.1:$(free_port)"; echo "spool_dir = $WORK/tlsprobe"; echo "redis = unix:$REDIS_SOCK"
+  for kv in "${TLS_CONF[@]}"; do echo "${kv%%=*} = ${kv#*=}"; done; } >"$WORK/tlsprobe.conf"
+if "$ETRND" -t -c "$WORK/tlsprobe.conf" >"$RES/tls.probe" 2>&1; then
+	# Ingest: the same load with and without STARTTLS on every session,
+	# twice each in the order of TLS_ORDER (A B B A: a machine that gets
+	# busier or quieter during the run weighs on both alike).
+	for v in $TLS_ORDER; do
+		t=${v%.*}
+		ETRND_SCENARIO=tls_ingest_$v
+		etrnd_start "${TLS_CONF[@]}"
+		tls_flag=(); [[ $t == tls ]] && tls_flag=("${CLIENT_TLS[@]}")
+		run_measured "tls_ingest.$v" "$ETRND_PID" "$EB" send --server "127.0.0.1:$ETRND_PORT" \
+			-c "$TLS_SESS" --duration "$DUR" --size 4096 --pipelining "${tls_flag[@]}" "${send_args[@]}"
+		etrnd_stop
+	done
+	# A new session per message (--per-conn 1): full handshakes (the
+	# client keeps no session to resume), per second and per CPU-second
+	# of etrnd; the clear twin is connections per second.
+	for t in clear tls; do
+		ETRND_SCENARIO=tls_hs_$t
+		etrnd_start "${TLS_CONF[@]}"
+		tls_flag=(); [[ $t == tls ]] && tls_flag=("${CLIENT_TLS[@]}")
+		run_measured "tls_hs.$t" "$ETRND_PID" "$EB" send --server "127.0.0.1:$ETRND_PORT" \
+			-c "$TLS_HS_SESS" --per-conn 1 --duration "$DUR" --size 4096 "${tls_flag[@]}" "${send_args[@]}"
+		etrnd_stop
+	done
+	# The reference for handshakes: the same load against etrnbench's own
+	# TLS sink (core/tls, one thread, no spool, no Redis), and what
+	# OpenSSL signs per second on one core with this key (a full TLS 1.3
+	# handshake with a certificate costs the server one signature).
+	HS_SINK_PORT=$(free_port)
+	"$EB" sink --listen "127.0.0.1:$HS_SINK_PORT" "${SINK_TLS[@]}" --duration $((DUR + 120)) \
+		>"$RES/tls_hs.sinkside.json" 2>&1 &
+	hs_sink_pid=$!
+	PIDS+=("$hs_sink_pid")
+	wait_port "$HS_SINK_PORT" "$hs_sink_pid" 10 || { echo "run.sh: TLS sink did not start" >&2; exit 1; }
+	run_measured "tls_hs.sink" "$hs_sink_pid" "$EB" send --server "127.0.0.1:$HS_SINK_PORT" \
+		-c "$TLS_HS_SESS" --per-conn 1 --duration "$DUR" --size 4096 "${CLIENT_TLS[@]}" "${send_args[@]}"
+	kill -TERM "$hs_sink_pid" 2>/dev/null || true
+	wait "$hs_sink_pid" 2>/dev/null || true
+	# shellcheck disable=SC2086
+	timeout 60 openssl speed -seconds 1 ${TLS_SPEED_ALG:-rsa2048} >"$RES/tls_speed.txt" 2>/dev/null || true
+	# Drain of one domain to the sink in clear, then to the same sink
+	# offering STARTTLS (etrnd's drain takes it: tls = may by default).
+	for v in $TLS_ORDER; do
+		sink_flag=(); [[ ${v%.*} == tls ]] && sink_flag=("${SINK_TLS[@]}")
+		drain_etrnd "tls_drain.$v" "$TLS_DRAIN_N" --domain dom0.test "${sink_flag[@]}"
+	done
+	# Idle sessions: etrnd's VmRSS before and after opening them (each past
+	# EHLO, and for TLS past STARTTLS, the handshake and the second EHLO),
+	# after a warm-up load of the same kind.
+	for t in clear tls; do
+		ETRND_SCENARIO=tls_idle_$t
+		etrnd_start "${TLS_CONF[@]}"
+		tls_flag=(); [[ $t == tls ]] && tls_flag=("${CLIENT_TLS[@]}")
+		"$EB" send --server "127.0.0.1:$ETRND_PORT" -c 20 -n 2000 --size 4096 --pipelining \
+			"${tls_flag[@]}" "${send_args[@]}" >"$RES/tls_idle.$t.warm.json" 2>&1 || true
+		sleep 1
+		r0=$(rss "$ETRND_PID")
+		"$EB" idle --server "127.0.0.1:$ETRND_PORT" -c "$TLS_IDLE_N" --duration $((DUR * 3 + 120)) \
+			"${tls_flag[@]}" --json >"$RES/tls_idle.$t.json" 2>"$RES/tls_idle.$t.err" &
+		idle_pid=$!
+		PIDS+=("$idle_pid")
+		for _ in $(seq 1 1200); do grep -q 'ready' "$RES/tls_idle.$t.err" && break; sleep 0.1; done
+		sleep 1
+		r1=$(rss "$ETRND_PID")
+		sleep 2
+		r2=$(rss "$ETRND_PID")
+		echo "$EB idle --server 127.0.0.1:PORT -c $TLS_IDLE_N ${tls_flag[*]} --json" >"$RES/tls_idle.$t.cmd"
+		kill -TERM "$idle_pid" 2>/dev/null || true
+		wait "$idle_pid" 2>/dev/null || true
+		echo "{\"n\":$TLS_IDLE_N,\"rss0\":$r0,\"rss1\":$r1,\"rss2\":$r2,\"ready\":\"$(grep -o 'ready [0-9]*' "$RES/tls_idle.$t.err" | head -1)\"}" >"$RES/tls_idle.$t.mem.json"
+		log "tls_idle.$t: $(cat "$RES/tls_idle.$t.mem.json")"
+		etrnd_stop
+	done
+else
+	log "STARTTLS rows skipped: etrnd -t rejects the TLS keys: $(tail -n 1 "$RES/tls.probe")"
+fi
+
 # ============================ 4. recovery ===================================
 log "recovery of $RECOVER_N messages"
 "$SPOOLGEN" -s "$(nproc)" -n "$RECOVER_N" -b 1024 -D 10 "$WORK/rspool" >"$RES/recovery.gen" 2>&1
@@ -513,6 +625,13 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 	echo "recover_n=$RECOVER_N"
 	echo "prov_rows=$PROV_ROWS"
 	echo "profile_n=$PROFILE_N"
+	echo "tls_sess=$TLS_SESS"
+	echo "tls_hs_sess=$TLS_HS_SESS"
+	echo "tls_idle_n=$TLS_IDLE_N"
+	echo "tls_drain_n=$TLS_DRAIN_N"
+	echo "tls_order=$TLS_ORDER"
+	echo "tls_key=$TLS_KEY"
+	echo "openssl=$(openssl version 2>/dev/null || echo unknown)"
 } >"$RES/meta"
 python3 "$ROOT/bench/report.py" "$RES" "$RESULTS" "$(dirname "$RESULTS")"
 log "wrote $RESULTS"
