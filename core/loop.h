@@ -252,11 +252,11 @@ const struct tls_info *conn_tls(const struct conn *c);
  * The client_connection_limit count of an accepted connection moves with
  * it (released when the parcel is freed unadopted).
  *
- * loop_adopt(): on l's thread (use loop_post() to get there), make the
- * parcel a connection of l driven by ops with state st, as if it had just
- * connected (the idle and session clocks start again): the kept input is
- * delivered first (from the loop, after this call returns), then what
- * arrives. The parcel is consumed (freed) whether it succeeds or not.
+ * loop_adopt(): on l's thread (from done() itself when l is the loop c
+ * left; else use loop_post() to get there), make the parcel a connection
+ * of l driven by ops with state st, as if it had just connected (the idle
+ * and session clocks start again): the kept input is delivered first
+ * (from the loop, after this call returns), then what arrives. The parcel is consumed (freed) whether it succeeds or not.
  * Returns the connection, or NULL (errno EMFILE: no free slot, ESHUTDOWN:
  * l is stopping; the socket is closed). Hazard: a post to a loop that has
  * finished is dropped (loop_post()), and a parcel in it leaks its socket;

@@ -72,15 +72,15 @@ static struct la T;
 /* The owner: a line server. ECHO x -> "E <engine> x"; MOVE -> filler
  * lines, "250 moving", then the connection moves to the other engine,
  * whose owner says "200 here <engine>" first; MOVESAME the same, back to
- * this engine; MOVEHUGE as MOVE with LA_HUGE of filler; QUIT -> "221 bye"
- * and close. */
+ * this engine (adopted from inside done()); MOVEHUGE as MOVE with LA_HUGE
+ * of filler; HOP as MOVE without filler; QUIT -> "221 bye" and close. */
 struct la_own {
 	char line[LA_LINE_MAX];
 	size_t len;
 };
 
 struct la_move {
-	unsigned to;               /* the engine that adopts */
+	unsigned from, to;         /* the engine that detaches, that adopts */
 	struct conn_parcel *parcel;
 };
 
@@ -141,6 +141,11 @@ static void la_done(void *arg, struct conn_parcel *p)
 		return;
 	}
 	m->parcel = p;
+	/* Back to the same engine: adopt at once, from inside done(). */
+	if (m->to == m->from) {
+		la_adopt(m);
+		return;
+	}
 	if (loop_post(T.lp[m->to].l, la_adopt, m)) {
 		conn_parcel_free(p);
 		free(m);
@@ -152,7 +157,7 @@ static int la_line(struct conn *c, struct la_own *o)
 {
 	struct buf *out = conn_out(c);
 	struct la_move *m;
-	int huge, same = 0;
+	int huge, same = 0, hop = 0;
 
 	if (strncmp(o->line, "ECHO ", 5) == 0) {
 		(void)buf_printf(out, "E %u %s\r\n", la_engine(c), o->line + 5);
@@ -160,13 +165,15 @@ static int la_line(struct conn *c, struct la_own *o)
 		(void)buf_puts(out, "221 bye\r\n");
 		conn_close(c);
 	} else if ((huge = strcmp(o->line, "MOVEHUGE") == 0) || strcmp(o->line, "MOVE") == 0 ||
-		   (same = strcmp(o->line, "MOVESAME") == 0)) {
-		la_filler(out, huge ? LA_HUGE : LA_FILLER);
+		   (same = strcmp(o->line, "MOVESAME") == 0) ||
+		   (hop = strcmp(o->line, "HOP") == 0)) {
+		la_filler(out, huge ? LA_HUGE : hop ? 0 : LA_FILLER);
 		(void)buf_puts(out, "250 moving\r\n");
 		conn_flush(c);
 		m = calloc(1, sizeof(*m));
 		cr_assert_not_null(m);
-		m->to = (la_engine(c) + (same ? 0 : 1)) % LA_LOOPS;
+		m->from = la_engine(c);
+		m->to = (m->from + (same ? 0 : 1)) % LA_LOOPS;
 		cr_assert_eq(conn_detach(c, la_done, m), 0);
 		cr_assert_eq(conn_detach(c, la_done, m), -EALREADY);
 		free(o);
@@ -668,4 +675,38 @@ Test(adopt, loop_stops_during_detach, .timeout = 120)
 	while (la_read_line(&k, line, sizeof(line)) >= 0)
 		;
 	la_cli_close(&k);
+}
+
+/* The cost of one hand-over: LA_HOPS round trips "HOP" -> "250 moving",
+ * "200 here <other engine>", each a detach on one thread and an adoption
+ * on the other. Printed, not bounded (the machine is shared); the
+ * ATRN-against-ETRN drain rate is the benchmark's (bench/). */
+#define LA_HOPS 2000
+Test(adopt, handover_rate, .timeout = 120)
+{
+	struct la_cli k;
+	char want[LA_LINE_MAX];
+	long long t0;
+
+	la_start(LA_DONE_ADOPT);
+	la_connect(&k, T.port, 0);
+	la_expect(&k, "220 0");
+	t0 = la_now_ms();
+	for (unsigned i = 0; i < LA_HOPS; i++) {
+		la_write(&k, "HOP\r\n");
+		la_expect(&k, "250 moving");
+		snprintf(want, sizeof(want), "200 here %u", (i + 1) % LA_LOOPS);
+		la_expect(&k, want);
+	}
+	fprintf(stderr, "test_loop_adopt: %d hand-overs between two engine threads in %lld ms "
+		"(%.1f us each, with the client's round trip)\n", LA_HOPS, la_now_ms() - t0,
+		(double)(la_now_ms() - t0) * 1000.0 / LA_HOPS);
+	la_write(&k, "QUIT\r\n");
+	la_expect(&k, "221 bye");
+	la_expect_eof(&k);
+	la_cli_close(&k);
+	la_wait_uint(&T.closes, 1, "ops->close after QUIT");
+	la_stop();
+	cr_expect_eq(T.adopts, LA_HOPS);
+	cr_expect_eq(T.detach_null + T.adopt_null, 0);
 }
