@@ -414,6 +414,18 @@ static void arm_recv(struct conn *c)
 	c->flags |= CONN_RECV_ARMED;
 }
 
+/* A new connection (after ops->open or ops->connected): receive, and send
+ * what the owner queued; one that detached inside them has its detach
+ * going instead, so no receive is armed behind its back. */
+static void conn_start(struct conn *c)
+{
+	if (!(c->flags & CONN_DETACHING))
+		arm_recv(c);
+	conn_flush(c);
+	if (c->flags & CONN_DETACHING)
+		conn_detach_step(c);
+}
+
 static void conn_queue(struct conn *c, unsigned flag)
 {
 	c->flags |= flag;
@@ -651,6 +663,10 @@ static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
 	c->lflags = l->cfg->listen[i].flags;
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->st = c->ops->open(c->ops_arg, c, c->peer);
+	if (c->flags & CONN_DETACHING) {
+		conn_start(c); /* detached inside open() */
+		return;
+	}
 	if (!c->st) {
 		close(fd);
 		conn_free_slot(c);
@@ -663,8 +679,7 @@ static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
 		conn_close(c);
 		return;
 	}
-	arm_recv(c);
-	conn_flush(c);
+	conn_start(c);
 }
 
 /* Tear down once no send is in flight: shut the socket so a pending recv
@@ -1137,7 +1152,8 @@ int conn_detach(struct conn *c, conn_detach_fn done, void *arg)
 	/* Mid-connect or mid-handshake: nothing a next owner could go on
 	 * with. */
 	if ((c->flags & CONN_CONNECTING) ||
-	    (c->tls && tls_conn_state(c->tls) == TLS_CONN_HANDSHAKE))
+	    (c->tls && tls_conn_state(c->tls) == TLS_CONN_HANDSHAKE) ||
+	    ((c->lflags & CONFIG_LISTEN_TLS) && !c->tls))
 		return -EINVAL;
 	c->flags |= CONN_DETACHING;
 	c->detach_fn = done;
@@ -1406,13 +1422,12 @@ static void on_connect(struct loop *l, struct io_uring_cqe *cqe)
 	peer_text(c->fd, c->peer, sizeof(c->peer));
 	c->last_ms = now_mono_ms();
 	c->st = c->ops->connected(c->ops_arg, c, cookie, 0);
-	if (!c->st) {
+	if (!c->st && !(c->flags & CONN_DETACHING)) {
 		close(c->fd);
 		conn_free_slot(c);
 		return;
 	}
-	arm_recv(c);
-	conn_flush(c);
+	conn_start(c);
 }
 
 int loop_post(struct loop *l, loop_hook_fn fn, void *arg)

@@ -54,7 +54,10 @@ struct la_loop {
 	int rc;
 };
 
-enum la_done_mode { LA_DONE_ADOPT, LA_DONE_FREE };
+/* What done() does with the parcel: adopt it on the other engine, or
+ * free it; LA_DETACH_OPEN: adopt, and the listener's owner detaches every
+ * new connection inside ops->open already. */
+enum la_done_mode { LA_DONE_ADOPT, LA_DONE_FREE, LA_DETACH_OPEN };
 
 struct la {
 	struct la_loop lp[LA_LOOPS];
@@ -185,6 +188,17 @@ static int la_line(struct conn *c, struct la_own *o)
 	return 0;
 }
 
+/* Detach c at once (inside open() or connected()) to the other engine. */
+static void la_detach_now(struct conn *c)
+{
+	struct la_move *m = calloc(1, sizeof(*m));
+
+	cr_assert_not_null(m);
+	m->from = la_engine(c);
+	m->to = (m->from + 1) % LA_LOOPS;
+	cr_assert_eq(conn_detach(c, la_done, m), 0);
+}
+
 static void *la_open(void *arg, struct conn *c, const char *peer)
 {
 	struct la_own *o = calloc(1, sizeof(*o));
@@ -193,7 +207,26 @@ static void *la_open(void *arg, struct conn *c, const char *peer)
 	atomic_fetch_add(&T.opens, 1);
 	if (o)
 		(void)buf_printf(conn_out(c), "220 %u\r\n", la_engine(c));
+	if (o && T.mode == LA_DETACH_OPEN) {
+		la_detach_now(c);
+		free(o);
+		return NULL; /* ignored once detached */
+	}
 	return o;
+}
+
+/* An outbound connection (loop_connect() on engine 1) that moves to engine
+ * 0 inside connected(), with nothing to send first: so the detach is ready
+ * before the loop would arm the receive. */
+static void *la_connected(void *arg, struct conn *c, void *cookie, int err)
+{
+	(void)arg, (void)cookie;
+	if (err) {
+		atomic_store(&T.adopt_errno, -err);
+		return NULL;
+	}
+	la_detach_now(c);
+	return NULL; /* ignored once detached */
 }
 
 static size_t la_data(void *arg, struct conn *c, void *st, const char *p, size_t n)
@@ -238,6 +271,11 @@ static void la_close(void *arg, struct conn *c, void *st)
 static const struct conn_ops la_ops = {
 	.open = la_open, .data = la_data, .timeout = la_timeout,
 	.shutdown = la_timeout, .close = la_close,
+};
+
+static const struct conn_ops la_connect_ops = {
+	.data = la_data, .timeout = la_timeout, .shutdown = la_timeout,
+	.close = la_close, .connected = la_connected,
 };
 
 static void la_stop_hook(void *arg)
@@ -708,5 +746,73 @@ Test(adopt, handover_rate, .timeout = 120)
 	la_wait_uint(&T.closes, 1, "ops->close after QUIT");
 	la_stop();
 	cr_expect_eq(T.adopts, LA_HOPS);
+	cr_expect_eq(T.detach_null + T.adopt_null, 0);
+}
+
+/* Detached inside ops->open: the greeting open() queued goes first, then
+ * engine 1 has the connection (no receive was left armed on engine 0). */
+Test(adopt, detach_in_open, .timeout = 120)
+{
+	struct la_cli k;
+
+	la_start(LA_DETACH_OPEN);
+	la_connect(&k, T.port, 0);
+	la_expect(&k, "220 0");
+	la_expect(&k, "200 here 1");
+	la_write(&k, "ECHO x\r\n");
+	la_expect(&k, "E 1 x");
+	la_write(&k, "QUIT\r\n");
+	la_expect(&k, "221 bye");
+	la_expect_eof(&k);
+	la_cli_close(&k);
+	la_wait_uint(&T.closes, 1, "ops->close after QUIT");
+	la_stop();
+	cr_expect_eq(T.adopts, 1);
+	cr_expect_eq(T.detach_null + T.adopt_null, 0);
+}
+
+static struct sockaddr_in la_connect_to;
+
+static void la_start_connect(void *arg)
+{
+	(void)arg;
+	cr_assert_eq(loop_connect(T.lp[1].l, (struct sockaddr *)&la_connect_to,
+				  sizeof(la_connect_to), LA_WAIT_MS, &la_connect_ops, NULL, NULL), 0);
+}
+
+/* Detached inside ops->connected: an outbound connection made on engine 1,
+ * then driven by engine 0 (as an ATRN's connection is driven by another
+ * thread's drain). The test plays the remote server. */
+Test(adopt, detach_in_connected, .timeout = 120)
+{
+	struct la_cli k = { .fd = -1 };
+	struct timeval tv = { .tv_sec = LA_RCV_TIMEOUT_S };
+	socklen_t sl = sizeof(la_connect_to);
+	int lfd;
+
+	la_start(LA_DONE_ADOPT);
+	lfd = socket(AF_INET, SOCK_STREAM, 0);
+	cr_assert_geq(lfd, 0);
+	la_connect_to = (struct sockaddr_in){ .sin_family = AF_INET,
+					      .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	cr_assert_eq(bind(lfd, (struct sockaddr *)&la_connect_to, sizeof(la_connect_to)), 0);
+	cr_assert_eq(getsockname(lfd, (struct sockaddr *)&la_connect_to, &sl), 0);
+	cr_assert_eq(listen(lfd, 1), 0);
+	cr_assert_eq(setsockopt(lfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+	cr_assert_eq(loop_post(T.lp[1].l, la_start_connect, NULL), 0);
+	k.fd = accept(lfd, NULL, NULL);
+	cr_assert_geq(k.fd, 0, "engine 1 did not connect");
+	close(lfd);
+	cr_assert_eq(setsockopt(k.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+	la_expect(&k, "200 here 0");
+	la_write(&k, "ECHO y\r\n");
+	la_expect(&k, "E 0 y");
+	la_write(&k, "QUIT\r\n");
+	la_expect(&k, "221 bye");
+	la_expect_eof(&k);
+	la_cli_close(&k);
+	la_wait_uint(&T.closes, 1, "ops->close after QUIT");
+	la_stop();
+	cr_expect_eq(T.adopts, 1);
 	cr_expect_eq(T.detach_null + T.adopt_null, 0);
 }
