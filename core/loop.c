@@ -426,6 +426,20 @@ static void conn_start(struct conn *c)
 		conn_detach_step(c);
 }
 
+/* Cancel the multishot receive, once (CONN_RECV_STOPPED: not re-armed
+ * until someone clears it); its last completions still arrive. */
+static void conn_recv_stop(struct conn *c)
+{
+	struct io_uring_sqe *sqe;
+
+	if (!(c->flags & CONN_RECV_ARMED) || (c->flags & CONN_RECV_STOPPED))
+		return;
+	c->flags |= CONN_RECV_STOPPED;
+	sqe = loop_sqe(c->loop);
+	io_uring_prep_cancel64(sqe, ud_make(OP_RECV, c->slot, c->gen), 0);
+	io_uring_sqe_set_data64(sqe, ud_make(OP_IGNORE, 0, 0));
+}
+
 static void conn_queue(struct conn *c, unsigned flag)
 {
 	c->flags |= flag;
@@ -754,7 +768,6 @@ static size_t conn_data(struct conn *c, const char *p, size_t n, int *reset)
 /* Hand input (plaintext) to the owner; keep what it does not consume. */
 static void conn_deliver(struct conn *c, const char *p, size_t n)
 {
-	struct loop *l = c->loop;
 	size_t used;
 	int reset;
 
@@ -769,13 +782,8 @@ static void conn_deliver(struct conn *c, const char *p, size_t n)
 			conn_close(c);
 			return;
 		}
-		if (c->pending.len >= LOOP_PENDING_MAX && (c->flags & CONN_RECV_ARMED) &&
-		    !(c->flags & CONN_RECV_STOPPED)) {
-			struct io_uring_sqe *sqe = loop_sqe(l);
-			c->flags |= CONN_RECV_STOPPED;
-			io_uring_prep_cancel64(sqe, ud_make(OP_RECV, c->slot, c->gen), 0);
-			io_uring_sqe_set_data64(sqe, ud_make(OP_IGNORE, 0, 0));
-		}
+		if (c->pending.len >= LOOP_PENDING_MAX)
+			conn_recv_stop(c);
 		return;
 	}
 	used = conn_data(c, p, n, &reset);
@@ -1119,8 +1127,6 @@ static int conn_detach_ready(const struct conn *c)
  * never runs inside a conn_*() call. */
 static void conn_detach_step(struct conn *c)
 {
-	struct io_uring_sqe *sqe;
-
 	if (c->flags & CONN_CLOSING) {
 		conn_teardown(c);
 		return;
@@ -1134,12 +1140,7 @@ static void conn_detach_step(struct conn *c)
 		return;
 	}
 	if (c->flags & CONN_RECV_ARMED) {
-		if (!(c->flags & CONN_RECV_STOPPED)) {
-			c->flags |= CONN_RECV_STOPPED;
-			sqe = loop_sqe(c->loop);
-			io_uring_prep_cancel64(sqe, ud_make(OP_RECV, c->slot, c->gen), 0);
-			io_uring_sqe_set_data64(sqe, ud_make(OP_IGNORE, 0, 0));
-		}
+		conn_recv_stop(c);
 		return;
 	}
 	conn_queue(c, 0);

@@ -28,6 +28,7 @@
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/tls.h"
+#include "loopback.h"
 #include "tls_certs.h"
 
 #define LA_LOOPS 2
@@ -325,15 +326,10 @@ static void *la_thread(void *arg)
 
 static unsigned short la_free_port(void)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t sl = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	unsigned short port = loopback_free_port();
 
-	cr_assert_geq(fd, 0);
-	cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
-	close(fd);
-	return ntohs(sa.sin_port);
+	cr_assert_neq(port, 0, "no free loopback port");
+	return port;
 }
 
 /* Engine 0 listens (plain and implicit TLS); engine 1 only adopts. Both
@@ -563,6 +559,31 @@ static void la_expect_limit_held(void)
 	la_cli_close(&k2);
 }
 
+/* QUIT, its 221 and the close; the engines stopped; adopts hand-overs,
+ * none failed. */
+static void la_quit_and_stop(struct la_cli *k, unsigned adopts)
+{
+	la_write(k, "QUIT\r\n");
+	la_expect(k, "221 bye");
+	la_expect_eof(k);
+	la_cli_close(k);
+	la_wait_uint(&T.closes, 1, "ops->close after QUIT");
+	la_stop();
+	cr_expect_eq(T.adopts, adopts);
+	cr_expect_eq(T.detach_null + T.adopt_null, 0);
+}
+
+/* A connection to engine 0 whose detach waits for LA_HUGE of output: the
+ * client has read only the first line of it. */
+static void la_start_huge(struct la_cli *k)
+{
+	la_start(LA_DONE_ADOPT);
+	la_connect(k, T.port, 0);
+	la_expect(k, "220 0");
+	la_write(k, "MOVEHUGE\r\n");
+	la_expect(k, "F0");
+}
+
 /* ---- tests -------------------------------------------------------------- */
 
 /* LA_MOVES hand-overs, engine 0 -> 1 -> 0 ..., every third one back to
@@ -600,15 +621,8 @@ static void la_ping_pong(int tls)
 		if (i == 1)
 			la_expect_limit_held();
 	}
-	la_write(&k, "QUIT\r\n");
-	la_expect(&k, "221 bye");
-	la_expect_eof(&k);
-	la_cli_close(&k);
-	la_wait_uint(&T.closes, 1, "ops->close after QUIT");
-	la_stop();
-	cr_expect_eq(T.adopts, LA_MOVES);
+	la_quit_and_stop(&k, LA_MOVES);
 	cr_expect_eq(T.detach_ok, LA_MOVES);
-	cr_expect_eq(T.detach_null + T.adopt_null, 0);
 	cr_expect_eq(T.opens, 1, "the refused one is never opened");
 	cr_expect_eq(T.closes, 1, "ops->close once, by the last owner");
 }
@@ -630,11 +644,7 @@ Test(adopt, peer_gone_during_detach, .timeout = 120)
 	struct la_cli k;
 	char line[LA_LINE_MAX];
 
-	la_start(LA_DONE_ADOPT);
-	la_connect(&k, T.port, 0);
-	la_expect(&k, "220 0");
-	la_write(&k, "MOVEHUGE\r\n");
-	la_expect(&k, "F0");
+	la_start_huge(&k);
 	cr_assert_geq(la_read_line(&k, line, sizeof(line)), 0);
 	la_cli_close(&k); /* unread data: the close is a reset */
 	la_wait_uint(&T.detach_null, 1, "done(NULL)");
@@ -700,11 +710,7 @@ Test(adopt, loop_stops_during_detach, .timeout = 120)
 	struct la_cli k;
 	char line[LA_LINE_MAX];
 
-	la_start(LA_DONE_ADOPT);
-	la_connect(&k, T.port, 0);
-	la_expect(&k, "220 0");
-	la_write(&k, "MOVEHUGE\r\n");
-	la_expect(&k, "F0");
+	la_start_huge(&k);
 	la_stop();
 	cr_expect_eq(T.detach_null, 1);
 	cr_expect_eq(T.detach_ok, 0);
@@ -739,14 +745,7 @@ Test(adopt, handover_rate, .timeout = 120)
 	fprintf(stderr, "test_loop_adopt: %d hand-overs between two engine threads in %lld ms "
 		"(%.1f us each, with the client's round trip)\n", LA_HOPS, la_now_ms() - t0,
 		(double)(la_now_ms() - t0) * 1000.0 / LA_HOPS);
-	la_write(&k, "QUIT\r\n");
-	la_expect(&k, "221 bye");
-	la_expect_eof(&k);
-	la_cli_close(&k);
-	la_wait_uint(&T.closes, 1, "ops->close after QUIT");
-	la_stop();
-	cr_expect_eq(T.adopts, LA_HOPS);
-	cr_expect_eq(T.detach_null + T.adopt_null, 0);
+	la_quit_and_stop(&k, LA_HOPS);
 }
 
 /* Detached inside ops->open: the greeting open() queued goes first, then
@@ -761,14 +760,7 @@ Test(adopt, detach_in_open, .timeout = 120)
 	la_expect(&k, "200 here 1");
 	la_write(&k, "ECHO x\r\n");
 	la_expect(&k, "E 1 x");
-	la_write(&k, "QUIT\r\n");
-	la_expect(&k, "221 bye");
-	la_expect_eof(&k);
-	la_cli_close(&k);
-	la_wait_uint(&T.closes, 1, "ops->close after QUIT");
-	la_stop();
-	cr_expect_eq(T.adopts, 1);
-	cr_expect_eq(T.detach_null + T.adopt_null, 0);
+	la_quit_and_stop(&k, 1);
 }
 
 static struct sockaddr_in la_connect_to;
@@ -787,17 +779,14 @@ Test(adopt, detach_in_connected, .timeout = 120)
 {
 	struct la_cli k = { .fd = -1 };
 	struct timeval tv = { .tv_sec = LA_RCV_TIMEOUT_S };
-	socklen_t sl = sizeof(la_connect_to);
+	unsigned short port;
 	int lfd;
 
 	la_start(LA_DONE_ADOPT);
-	lfd = socket(AF_INET, SOCK_STREAM, 0);
-	cr_assert_geq(lfd, 0);
-	la_connect_to = (struct sockaddr_in){ .sin_family = AF_INET,
+	lfd = loopback_listen(1, &port);
+	cr_assert_geq(lfd, 0, "%s", strerror(-lfd));
+	la_connect_to = (struct sockaddr_in){ .sin_family = AF_INET, .sin_port = htons(port),
 					      .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	cr_assert_eq(bind(lfd, (struct sockaddr *)&la_connect_to, sizeof(la_connect_to)), 0);
-	cr_assert_eq(getsockname(lfd, (struct sockaddr *)&la_connect_to, &sl), 0);
-	cr_assert_eq(listen(lfd, 1), 0);
 	cr_assert_eq(setsockopt(lfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
 	cr_assert_eq(loop_post(T.lp[1].l, la_start_connect, NULL), 0);
 	k.fd = accept(lfd, NULL, NULL);
@@ -807,12 +796,5 @@ Test(adopt, detach_in_connected, .timeout = 120)
 	la_expect(&k, "200 here 0");
 	la_write(&k, "ECHO y\r\n");
 	la_expect(&k, "E 0 y");
-	la_write(&k, "QUIT\r\n");
-	la_expect(&k, "221 bye");
-	la_expect_eof(&k);
-	la_cli_close(&k);
-	la_wait_uint(&T.closes, 1, "ops->close after QUIT");
-	la_stop();
-	cr_expect_eq(T.adopts, 1);
-	cr_expect_eq(T.detach_null + T.adopt_null, 0);
+	la_quit_and_stop(&k, 1);
 }
