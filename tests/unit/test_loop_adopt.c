@@ -3,11 +3,13 @@
  * Tests for moving a connection between owners and engine threads
  * (core/loop.c: conn_detach, loop_adopt, conn_parcel_free): two real loops
  * on two threads, a real loopback client (plain, and OpenSSL on a blocking
- * socket for TLS). The owner detaches inside ops->data with output pending
- * and input kept behind the command; the client checks every byte both ways,
- * in order, once. Also: the peer vanishing mid-detach, adoption refused by
- * a stopping loop, a parcel nobody adopts, a loop stopping mid-detach, and
- * the client_connection_limit count moving with the connection.
+ * socket for implicit TLS and STARTTLS). The owner detaches inside
+ * ops->data with output pending and input kept behind the command; the
+ * client checks every byte both ways, in order, once. Also: detaching in
+ * ops->open and ops->connected, the peer vanishing mid-detach, adoption
+ * refused by a stopping loop, a parcel nobody adopts, a loop stopping
+ * mid-detach, the client_connection_limit count moving with the
+ * connection, and the time one hand-over takes.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -73,7 +75,8 @@ struct la {
 
 static struct la T;
 
-/* The owner: a line server. ECHO x -> "E <engine> x"; MOVE -> filler
+/* The owner: a line server. STARTTLS -> "220 go" and TLS (RFC 3207
+ * style); ECHO x -> "E <engine> x"; MOVE -> filler
  * lines, "250 moving", then the connection moves to the other engine,
  * whose owner says "200 here <engine>" first; MOVESAME the same, back to
  * this engine (adopted from inside done()); MOVEHUGE as MOVE with LA_HUGE
@@ -156,14 +159,19 @@ static void la_done(void *arg, struct conn_parcel *p)
 	}
 }
 
-/* One command line; 1 when the connection left (o is freed). */
+/* One command line; 1 when the rest of the input is not for this owner:
+ * the connection left (o is freed), or TLS starts (the rest is void). */
 static int la_line(struct conn *c, struct la_own *o)
 {
 	struct buf *out = conn_out(c);
 	struct la_move *m;
 	int huge, same = 0, hop = 0;
 
-	if (strncmp(o->line, "ECHO ", 5) == 0) {
+	if (strcmp(o->line, "STARTTLS") == 0) {
+		(void)buf_puts(out, "220 go\r\n");
+		cr_assert_eq(conn_starttls(c, T.srv_ctx, NULL), 0);
+		return 1;
+	} else if (strncmp(o->line, "ECHO ", 5) == 0) {
 		(void)buf_printf(out, "E %u %s\r\n", la_engine(c), o->line + 5);
 	} else if (strcmp(o->line, "QUIT") == 0) {
 		(void)buf_puts(out, "221 bye\r\n");
@@ -433,6 +441,24 @@ struct la_cli {
 	size_t len, off;
 };
 
+/* Plain, implicit TLS (the listen_tls port), or STARTTLS after "220 0". */
+enum la_tls { LA_CLEAR, LA_IMPLICIT, LA_STARTTLS };
+
+/* TLS on the client's socket now, the CA's certificate verified. */
+static void la_tls_up(struct la_cli *k)
+{
+	k->ctx = SSL_CTX_new(TLS_client_method());
+	cr_assert_not_null(k->ctx);
+	cr_assert_eq(SSL_CTX_load_verify_locations(k->ctx, T.certs.ca_cert, NULL), 1);
+	SSL_CTX_set_verify(k->ctx, SSL_VERIFY_PEER, NULL);
+	k->ssl = SSL_new(k->ctx);
+	cr_assert_not_null(k->ssl);
+	SSL_set_fd(k->ssl, k->fd);
+	SSL_set_tlsext_host_name(k->ssl, TLS_CERTS_HOST);
+	cr_assert_eq(SSL_set1_host(k->ssl, TLS_CERTS_HOST), 1);
+	cr_assert_eq(SSL_connect(k->ssl), 1, "TLS handshake with engine 0 failed");
+}
+
 static void la_connect(struct la_cli *k, unsigned short port, int tls)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
@@ -445,18 +471,8 @@ static void la_connect(struct la_cli *k, unsigned short port, int tls)
 	cr_assert_eq(setsockopt(k->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
 	cr_assert_eq(setsockopt(k->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)), 0);
 	cr_assert_eq(connect(k->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	if (!tls)
-		return;
-	k->ctx = SSL_CTX_new(TLS_client_method());
-	cr_assert_not_null(k->ctx);
-	cr_assert_eq(SSL_CTX_load_verify_locations(k->ctx, T.certs.ca_cert, NULL), 1);
-	SSL_CTX_set_verify(k->ctx, SSL_VERIFY_PEER, NULL);
-	k->ssl = SSL_new(k->ctx);
-	cr_assert_not_null(k->ssl);
-	SSL_set_fd(k->ssl, k->fd);
-	SSL_set_tlsext_host_name(k->ssl, TLS_CERTS_HOST);
-	cr_assert_eq(SSL_set1_host(k->ssl, TLS_CERTS_HOST), 1);
-	cr_assert_eq(SSL_connect(k->ssl), 1, "TLS handshake with engine 0 failed");
+	if (tls)
+		la_tls_up(k);
 }
 
 static void la_cli_close(struct la_cli *k)
@@ -591,15 +607,20 @@ static void la_start_huge(struct la_cli *k)
  * out with input behind it in the same write (kept input) and one more
  * write right after (it arrives during the detach or after the adoption);
  * every line answered once, in order, by the engine holding it then. */
-static void la_ping_pong(int tls)
+static void la_ping_pong(enum la_tls tls)
 {
 	struct la_cli k;
 	char want[LA_LINE_MAX], cmd[4 * LA_LINE_MAX];
 	unsigned cur = 0;
 
 	la_start(LA_DONE_ADOPT);
-	la_connect(&k, tls ? T.port_tls : T.port, tls);
+	la_connect(&k, tls == LA_IMPLICIT ? T.port_tls : T.port, tls == LA_IMPLICIT);
 	la_expect(&k, "220 0");
+	if (tls == LA_STARTTLS) {
+		la_write(&k, "STARTTLS\r\n");
+		la_expect(&k, "220 go");
+		la_tls_up(&k);
+	}
 	for (unsigned i = 0; i < LA_MOVES; i++) {
 		int same = i % 3 == 2;
 
@@ -629,12 +650,17 @@ static void la_ping_pong(int tls)
 
 Test(adopt, ping_pong_plain, .timeout = 120)
 {
-	la_ping_pong(0);
+	la_ping_pong(LA_CLEAR);
 }
 
 Test(adopt, ping_pong_tls, .timeout = 120)
 {
-	la_ping_pong(1);
+	la_ping_pong(LA_IMPLICIT);
+}
+
+Test(adopt, ping_pong_starttls, .timeout = 120)
+{
+	la_ping_pong(LA_STARTTLS);
 }
 
 /* The client resets the connection while the detach waits for 16 MiB of
