@@ -42,6 +42,7 @@
 #define LA_WAIT_MS 20000            /* waiting for a loop to get somewhere */
 #define LA_ADDR_LIMIT 1             /* client_connection_limit in the tests */
 #define LA_ADDRS_MAX 64
+#define LA_SEND_TIMEOUT_MS 500      /* send_timeout in the stalled-reader test */
 #define LA_BUSY_REPLY "421 4.7.0 too many connections from your address\r\n"
 
 /* ---- the two engine threads ------------------------------------------- */
@@ -74,6 +75,8 @@ struct la {
 };
 
 static struct la T;
+/* send_timeout of the engines for the next la_start(); 0: the default. */
+static unsigned la_send_timeout_ms;
 
 /* The owner: a line server. STARTTLS -> "220 go" and TLS (RFC 3207
  * style); ECHO x -> "E <engine> x"; MOVE -> filler
@@ -371,6 +374,8 @@ static void la_start(enum la_done_mode mode)
 		lp->cfg.client_connection_limit = LA_ADDR_LIMIT;
 		lp->cfg.client_connection_limit_loopback = 1;
 		lp->cfg.shutdown_timeout_ms = 2000;
+		if (la_send_timeout_ms)
+			lp->cfg.send_timeout_ms = la_send_timeout_ms;
 		if (i == 0) {
 			snprintf(v, sizeof(v), "127.0.0.1:%u", T.port);
 			cr_assert_eq(config_set(&lp->cfg, "listen", v, "test", err, sizeof(err)),
@@ -823,4 +828,22 @@ Test(adopt, detach_in_connected, .timeout = 120)
 	la_write(&k, "ECHO y\r\n");
 	la_expect(&k, "E 0 y");
 	la_quit_and_stop(&k, 1);
+}
+
+/* The client stops reading while the detach waits for its output: cut
+ * after send_timeout, done(NULL), no ops->close; the engines go on. */
+Test(adopt, reader_stalls_during_detach, .timeout = 120)
+{
+	struct la_cli k;
+	long long t0;
+
+	la_send_timeout_ms = LA_SEND_TIMEOUT_MS;
+	la_start_huge(&k);
+	t0 = la_now_ms();
+	la_wait_uint(&T.detach_null, 1, "done(NULL) after send_timeout");
+	cr_expect_geq(la_now_ms() - t0, LA_SEND_TIMEOUT_MS / 2, "cut before send_timeout");
+	la_cli_close(&k);
+	la_stop();
+	cr_expect_eq(T.detach_ok, 0);
+	cr_expect_eq(T.closes, 0);
 }
