@@ -693,25 +693,27 @@ const char *drain_hub_hostname(const struct drain_hub *h)
 	return h->cfg->hostname;
 }
 
-void drain_hub_status(struct drain_hub *h, struct buf *out)
+static void hub_status(struct drain_hub *h, int json, struct buf *out)
 {
 	struct drain_status_shard *sh = calloc(h->n, sizeof(*sh));
 
 	if (!sh) {
-		(void)buf_puts(out, "error: out of memory\n");
+		(void)buf_puts(out, json ? "{\"error\":\"out of memory\"}\n" : "error: out of memory\n");
 		return;
 	}
-	for (unsigned i = 0; i < h->n; i++) {
-		struct drain *d = __atomic_load_n(&h->drains[i], __ATOMIC_ACQUIRE);
-
-		if (d) {
-			sh[i].loop = d->env.loop;
-			sh[i].idx = d->env.idx;
-			sh[i].drain = d;
-		}
-	}
-	drain_status_collect(sh, h->n, out);
+	drain_hub_shards(h, sh, h->n);
+	drain_status_collect_atrn(sh, h->n, h->atrn, json, out);
 	free(sh);
+}
+
+void drain_hub_status(struct drain_hub *h, struct buf *out)
+{
+	hub_status(h, 0, out);
+}
+
+void drain_hub_status_json(struct drain_hub *h, struct buf *out)
+{
+	hub_status(h, 1, out);
 }
 
 /* ---- ATRN (the session itself is proto/drain_atrn.c) --------------------- */

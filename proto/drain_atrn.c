@@ -29,6 +29,7 @@
 #include "core/loop.h"
 #include "core/now.h"
 #include "proto/drain.h"
+#include "proto/drain_status.h"
 #include "proto/etrn.h"
 
 /* Explicit session states; atrn_enter() is the one transition. */
@@ -252,7 +253,8 @@ static void doms_join(const struct drain_atrn_doms *d, char *out, size_t n)
 	}
 }
 
-/* user and client are printable (AUTH's and the loop's); quoted in JSON. */
+/* One session: a text line (user printable: AUTH's checks), or a JSON
+ * object (strings escaped). */
 static void status_one(const struct drain_atrn *s, unsigned nthreads, struct buf *out, int json)
 {
 	char doms[DRAIN_ATRN_DOMAINS_MAX * 64];
@@ -265,7 +267,11 @@ static void status_one(const struct drain_atrn *s, unsigned nthreads, struct buf
 				 nthreads, sent, s->total, atrn_state_names[s->state]);
 		return;
 	}
-	(void)buf_printf(out, "{\"user\":\"%s\",\"client\":\"%s\",\"domains\":[", s->user, s->client);
+	(void)buf_puts(out, "{\"user\":");
+	drain_status_json_str(out, s->user, strlen(s->user));
+	(void)buf_puts(out, ",\"client\":");
+	drain_status_json_str(out, s->client, strlen(s->client));
+	(void)buf_puts(out, ",\"domains\":[");
 	for (unsigned i = 0; i < s->doms.n; i++)
 		(void)buf_printf(out, "%s\"%s\"", i ? "," : "", s->doms.dom[i]);
 	(void)buf_printf(out, "],\"shard\":%u,\"shards\":%u,\"delivered\":%" PRIu64
