@@ -1511,19 +1511,21 @@ struct t_atrn {
 	const char *user;
 	const char *arg;
 	struct sockaddr_in sa;
+	struct conn *c;
 	atomic_int done;             /* the reply is in */
 	char reply[T_ATRN_REPLY_MAX];
 	int detach_rc;
 };
 
-static void *t_atrn_connected(void *a, struct conn *c, void *cookie, int err)
+/* On the engine thread, a turn after the connect (as an ATRN command
+ * comes after the connection is up): answer, then detach or close. */
+static void t_atrn_decide(void *arg)
 {
-	struct t_atrn *t = cookie;
+	struct t_atrn *t = arg;
+	struct conn *c = t->c;
 	struct buf out;
 	struct drain_atrn *s;
 
-	(void)a;
-	cr_assert_eq(err, 0, "connect: %s", strerror(-err));
 	buf_init(&out, 0);
 	s = drain_atrn(t->f->drain, "127.0.0.1", t->user, t->arg, strlen(t->arg), &out);
 	snprintf(t->reply, sizeof(t->reply), "%.*s", (int)out.len, out.data ? out.data : "");
@@ -1533,6 +1535,16 @@ static void *t_atrn_connected(void *a, struct conn *c, void *cookie, int err)
 	if (!s)
 		conn_close(c);
 	atomic_store(&t->done, 1);
+}
+
+static void *t_atrn_connected(void *a, struct conn *c, void *cookie, int err)
+{
+	struct t_atrn *t = cookie;
+
+	(void)a;
+	cr_assert_eq(err, 0, "connect: %s", strerror(-err));
+	t->c = c;
+	cr_assert_eq(loop_post(conn_loop(c), t_atrn_decide, t), 0);
 	return t;
 }
 
