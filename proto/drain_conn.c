@@ -545,6 +545,10 @@ static void dc_detached(void *arg, struct conn_parcel *parcel)
 
 	dc->c = NULL;
 	dc->atrn_told = 1;
+	log_info("drain %.*s (shard %u) to %s: connection %s after %u delivered",
+		 (int)dc->job->len, dc->job->dom, dc->job->env->index, dc->job->relay,
+		 parcel ? "handed on to the next shard" : "lost while handing it on",
+		 dc->delivered);
 	drain_atrn_conn_end(dc->atrn, parcel, parcel ? &dc->ss : NULL);
 	dc->early = parcel == NULL;
 	dc->end_why = parcel ? "handed on to the next shard" : "lost while handing it on";

@@ -1861,3 +1861,164 @@ Test(drain_atrn, parse)
 		off += (size_t)snprintf(many + off, sizeof(many) - off, "%sd%u.test", i ? "," : "", i);
 	cr_expect_eq(drain_atrn_parse(many, off, &d), DRAIN_ATRN_TOO_MANY);
 }
+
+/* ---- ATRN across two shards ------------------------------------------------ */
+
+/* A second engine thread beside the fixture's (whose hub is made for two,
+ * cfg.threads 2): its own loop, spool shard 1 and drainer. */
+struct t_shard1 {
+	struct engine_fixture *f;
+	pthread_t th;
+	struct loop *loop;
+	struct spool_shard *sh;
+	struct drain *drain;
+	atomic_int state;            /* 1 ready, -1 failed */
+	char err[256];
+};
+
+static const struct conn_ops t_shard1_ops = {
+	.open = NULL, .data = t_atrn_data, .timeout = t_no_cb, .shutdown = t_atrn_shutdown,
+	.close = t_no_cb,
+};
+
+static void *t_shard1_main(void *arg)
+{
+	struct t_shard1 *t = arg;
+	struct loop_conf lc = { .index = 1, .cfg = &t->f->cfg, .ops = &t_shard1_ops };
+	struct spool_shard_conf sc = { .dir = t->f->dir, .shard = 1, .sync = t->f->cfg.sync,
+				       .segment_size = t->f->cfg.segment_size,
+				       .domstat = t->f->ds };
+
+	t->loop = loop_new(&lc, t->err, sizeof(t->err));
+	t->sh = t->loop ? spool_shard_open(t->loop, &sc, t->err, sizeof(t->err)) : NULL;
+	t->drain = t->sh ? drain_new(t->f->hub, 1, t->loop, t->sh) : NULL;
+	if (!t->drain) {
+		atomic_store(&t->state, -1);
+		return NULL;
+	}
+	atomic_store(&t->state, 1);
+	(void)loop_run(t->loop);
+	return NULL;
+}
+
+static void t_shard1_start(struct t_shard1 *t, struct engine_fixture *f)
+{
+	memset(t, 0, sizeof(*t));
+	t->f = f;
+	cr_assert_eq(pthread_create(&t->th, NULL, t_shard1_main, t), 0);
+	for (unsigned i = 0; i < ENGINE_FIXTURE_WAIT_MS && !atomic_load(&t->state); i++)
+		t_nap(1000000L);
+	cr_assert_eq(atomic_load(&t->state), 1, "shard 1: %s", t->err);
+}
+
+/* Before engine_fixture_stop(): the hub must outlive the drainer. */
+static void t_shard1_stop(struct t_shard1 *t)
+{
+	loop_stop(t->loop);
+	pthread_join(t->th, NULL);
+	t->drain = drain_free(t->drain);
+	t->sh = spool_shard_close(t->sh);
+	t->loop = loop_free(t->loop);
+}
+
+struct t_shard1_append {
+	struct t_shard1 *t;
+	const char *const *rcpt;
+	size_t len[T_WANT_MAX];
+	unsigned nrcpt;
+	atomic_int done;             /* 1 durable, -1 failed */
+};
+
+static void t_shard1_appended(void *arg, int err)
+{
+	atomic_store(&((struct t_shard1_append *)arg)->done, err ? -1 : 1);
+}
+
+static void t_shard1_append_run(void *arg)
+{
+	struct t_shard1_append *a = arg;
+	struct spool_msg m = { 0 };
+
+	m.msgid = spool_shard_new_msgid(a->t->sh);
+	m.sender = T_SENDER2;
+	m.sender_len = strlen(T_SENDER2);
+	m.nrcpt = a->nrcpt;
+	m.rcpt = a->rcpt;
+	m.rcpt_len = a->len;
+	m.body = T_BODY2;
+	m.body_len = strlen(T_BODY2);
+	if (spool_append_msg(a->t->sh, &m, t_shard1_appended, a))
+		atomic_store(&a->done, -1);
+}
+
+/* Message 2 (T_SENDER2 to r4@cust.test) held in shard 1, durable. */
+static void t_shard1_append(struct t_shard1 *t)
+{
+	static struct t_shard1_append a;
+
+	memset(&a, 0, sizeof(a));
+	a.t = t;
+	a.rcpt = t_rcpt2;
+	a.nrcpt = 1;
+	a.len[0] = strlen(t_rcpt2[0]);
+	cr_assert_eq(loop_post(t->loop, t_shard1_append_run, &a), 0);
+	for (unsigned i = 0; i < ENGINE_FIXTURE_WAIT_MS && !atomic_load(&a.done); i++)
+		t_nap(1000000L);
+	cr_assert_eq(atomic_load(&a.done), 1);
+}
+
+static int t_atrn_over2(struct engine_fixture *f, void *arg)
+{
+	return t_atrn_over(f, NULL) && !drain_busy(((struct t_shard1 *)arg)->drain);
+}
+
+/* Message 1 in shard 0, message 2 in shard 1: one connection, one EHLO,
+ * both transactions, one QUIT; the connection moved from shard 0 to shard
+ * 1 in between. With second_421, the customer says 421 to shard 1's
+ * message: it stays held, and the next ATRN (a new connection) delivers it
+ * alone, once. Afterwards nothing is held (453). */
+static void t_atrn_two_shards(int bytewise, int second_421)
+{
+	struct t_script sc = { .dot_reply = { NULL, second_421 ? "421 4.3.0 bye\r\n" : NULL } };
+	struct engine_fixture f;
+	struct t_shard1 t1;
+	struct t_server s;
+	struct t_atrn t;
+	const char *want = second_421 ? T_EHLO T_TX1 T_TX2 T_EHLO T_TX2 "QUIT\r\n" : T_ALL;
+
+	t_server_start(&s, &sc, bytewise, 0);
+	cr_assert_eq(engine_fixture_init(&f, t_table_atrn(s.port)), 0);
+	f.cfg.threads = 2;
+	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	t_shard1_start(&t1, &f);
+	cr_assert(engine_fixture_append(&f, T_SENDER1, t_rcpt1, 4, T_BODY1));
+	t_shard1_append(&t1);
+	t_atrn_send(&f, &t, s.port, T_ATRN_USER, "");
+	cr_expect_str_eq(t.reply, T_ATRN_OK);
+	cr_assert_eq(engine_fixture_wait(&f, t_atrn_over2, &t1, ENGINE_FIXTURE_WAIT_MS), 0);
+	if (second_421) {
+		t_atrn_send(&f, &t, s.port, T_ATRN_USER, "");
+		cr_expect_str_eq(t.reply, T_ATRN_OK);
+		cr_assert_eq(engine_fixture_wait(&f, t_atrn_over2, &t1, ENGINE_FIXTURE_WAIT_MS), 0);
+	}
+	t_atrn_send(&f, &t, s.port, T_ATRN_USER, "");
+	cr_expect_str_eq(t.reply, T_ATRN_NO_MAIL);
+	t_shard1_stop(&t1);
+	engine_fixture_stop(&f);
+	t_server_stop(&s);
+	cr_expect_eq(atomic_load(&s.conns), second_421 ? 3u : 2u); /* + the 453's */
+	cr_expect_str_eq(s.log, want, "the customer received:\n%s", s.log);
+	engine_fixture_fini(&f);
+}
+
+Test(drain_atrn, two_shards_one_session, .timeout = T_TIMEOUT_S)
+{
+	t_atrn_two_shards(0, 0);
+	t_atrn_two_shards(1, 0);
+}
+
+Test(drain_atrn, two_shards_421_on_second_then_next_atrn, .timeout = T_TIMEOUT_S)
+{
+	t_atrn_two_shards(0, 1);
+	t_atrn_two_shards(1, 1);
+}
