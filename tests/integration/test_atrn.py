@@ -17,7 +17,8 @@ drops the line or says 421 after half the messages finds the other half,
 once, at the next ATRN; ETRN and ATRN for the same domain at once deliver
 nothing twice; mail arriving during a session is delivered in it or held
 for the next; kill -9 in the middle of a session loses nothing (duplicates
-only within drain_done_window); TURN on the SMTP port gets 502 5.5.1;
+only within drain_done_window); TURN on the SMTP port gets 502 5.5.1, and
+ATRN works there only with smtp_atrn = yes;
 etrnctl status shows the session while it runs.
 """
 
@@ -347,6 +348,18 @@ class AtrnTest(unittest.TestCase):
         c = self.odmr(e).connect()
         c.auth()
         self.assertEqual(c.cmd("TURN")[0], 502)
+
+    def test_smtp_atrn_option(self):
+        """smtp_atrn = yes: ATRN on the SMTP port, answered as on ODMR."""
+        e = self.etrnd(smtp_atrn="yes")
+        sent = hold(e, A, 20, "smtpport")
+        c = OdmrClient(e.port, ALICE, ALICE_PW, [A], tls_ctx=e.client_tls())
+        self.addCleanup(c.close)
+        c.start()
+        c.finish(SESSION_S)
+        self.assertIn("ATRN", c.extensions())
+        self.assert_reversed_session(c)
+        self.assert_arrived_once(sent, c)
 
     def test_kill9_mid_session_nothing_lost(self):
         crashes, n = 3, 600
