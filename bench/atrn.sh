@@ -15,7 +15,8 @@
 #   bench/atrn.sh [BUILD_DIR]                 (default: build/; a release build)
 #   N=20000 ROUNDS=3 SIZE=4096 bench/atrn.sh /tmp/build-rel
 #   RES=DIR: the JSON of every run is kept there (bench/run.sh's report reads
-#   atrn.*.json); ETRND_CONF="k=v ...": extra etrnd config lines.
+#   atrn.*.json); ETRND_CONF="k=v ...": extra etrnd config lines (e.g.
+#   drain_connections=1); ETRND_KEEP_TMP=1 keeps the temp dir.
 # Every process started here is stopped by PID on exit.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,40 +25,26 @@ N=${N:-20000}
 ROUNDS=${ROUNDS:-3}
 SIZE=${SIZE:-4096}
 RUN_TIMEOUT=${RUN_TIMEOUT:-300}
-ETRND=$BUILD/etrnd
+export ETRND_BIN=$BUILD/etrnd ETRND_SPOOL_TOOL=$BUILD/etrnd-spool
 ETRNCTL=$BUILD/etrnctl
 EB=$BUILD/etrnbench
 REDIS_SERVER=${REDIS_SERVER:-$(command -v redis-server || echo /usr/bin/redis-server)}
 BENCH_USER=benchuser
 BENCH_PW=bench-odmr-password
-for f in "$ETRND" "$ETRNCTL" "$EB" "$REDIS_SERVER"; do
+for f in "$ETRND_BIN" "$ETRNCTL" "$EB" "$REDIS_SERVER"; do
 	[[ -x $f ]] || { echo "atrn.sh: $f missing (cmake --build $BUILD)" >&2; exit 1; }
 done
 if grep -q '^ETRND_SANITIZE:BOOL=ON' "$BUILD/CMakeCache.txt" 2>/dev/null; then
 	echo "atrn.sh: $BUILD is a sanitizer build: figures are not comparable with RESULTS.md" >&2
 fi
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/etrnd-atrn.XXXXXX")
-RES=${RES:-$WORK/res}
+# The shell harness: H_TMP, every process in H_PIDS stopped by PID on exit.
+# shellcheck source=../tests/integration/etrnd_harness.sh
+source "$ROOT/tests/integration/etrnd_harness.sh"
+RES=${RES:-$H_TMP/res}
 mkdir -p "$RES"
-PIDS=()
-cleanup() {
-	local pid i
-	for pid in "${PIDS[@]}"; do
-		if kill -0 "$pid" 2>/dev/null; then
-			kill -TERM "$pid" 2>/dev/null || true
-			for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-			kill -KILL "$pid" 2>/dev/null || true
-		fi
-	done
-	if [[ -z ${KEEP:-} ]]; then rm -rf "$WORK"; else echo "kept $WORK" >&2; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 log() { echo "== $(date +%T) $*" >&2; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-json_get() { # FILE KEY.PATH: one number from the last JSON line of FILE
+json_get() { # FILE KEY.PATH: one value from the last JSON line of FILE
 	python3 - "$1" "$2" <<'PYEOF'
 import json, sys
 try:
@@ -71,40 +58,25 @@ PYEOF
 }
 
 # ---- Redis: dom0.test, released to the sink, owned by the bench user ---------
-SINK_PORT=$(free_port)
-REDIS_SOCK=$WORK/redis.sock
-"$REDIS_SERVER" --port 0 --unixsocket "$REDIS_SOCK" --unixsocketperm 700 --dir "$WORK" \
-	--save "" --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
-PIDS+=($!)
+SINK_PORT=$(h_free_port)
+REDIS_SOCK=$H_TMP/redis.sock
+"$REDIS_SERVER" --port 0 --unixsocket "$REDIS_SOCK" --unixsocketperm 700 --dir "$H_TMP" \
+	--save "" --appendonly no --daemonize no >"$H_TMP/redis.log" 2>&1 &
+H_PIDS+=($!)
 for _ in $(seq 1 200); do [[ -S $REDIS_SOCK ]] && break; sleep 0.05; done
 [[ -S $REDIS_SOCK ]] || { echo "atrn.sh: redis-server did not start" >&2; exit 1; }
 CTL=("$ETRNCTL" --redis "unix:$REDIS_SOCK")
 "${CTL[@]}" domain add dom0.test --dest "127.0.0.1:$SINK_PORT" --etrn-from 127.0.0.0/8 >/dev/null
 "${CTL[@]}" user add "$BENCH_USER" --domain dom0.test --password-stdin <<<"$BENCH_PW" >/dev/null
 
-# ---- etrnd -------------------------------------------------------------------
-PORT=$(free_port)
-ODMR_PORT=$(free_port)
-mkdir -p "$WORK/spool"
-{
-	echo "listen = 127.0.0.1:$PORT"
-	echo "odmr_listen_trusted = 127.0.0.1:$ODMR_PORT"
-	echo "spool_dir = $WORK/spool"
-	echo "redis = unix:$REDIS_SOCK"
-	echo "relay_domains = static.test"
-	echo "hostname = etrnd.bench.test"
-	echo "threads = auto"
-	echo "sync = batch"
-	echo "etrn_rate_limit = 100000"
-	echo "log_level = warn"
-	echo "shutdown_timeout = 10s"
-	for kv in ${ETRND_CONF:-}; do echo "${kv%%=*} = ${kv#*=}"; done
-} >"$WORK/etrnd.conf"
-"$ETRND" -c "$WORK/etrnd.conf" </dev/null >"$WORK/etrnd.log" 2>&1 &
-ETRND_PID=$!
-PIDS+=("$ETRND_PID")
-for i in $(seq 1 400); do
-	kill -0 "$ETRND_PID" 2>/dev/null || { echo "atrn.sh: etrnd exited" >&2; cat "$WORK/etrnd.log" >&2; exit 1; }
+# ---- etrnd: threads = auto, as bench/run.sh runs it ----------------------------
+ODMR_PORT=$(h_free_port)
+# shellcheck disable=SC2086 # ETRND_CONF is a list of key=value words
+h_start_etrnd "odmr_listen_trusted=127.0.0.1:$ODMR_PORT" "redis=unix:$REDIS_SOCK" \
+	relay_domains=static.test hostname=etrnd.bench.test threads=auto \
+	etrn_rate_limit=100000 log_level=warn ${ETRND_CONF:-}
+PORT=$ETRND_PORT
+for i in $(seq 1 400); do   # until the domain table from Redis is there
 	python3 - "$PORT" <<'PYEOF' 2>/dev/null && break
 import smtplib, sys
 s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=5); s.ehlo("x"); s.mail("a@b.test")
@@ -152,8 +124,7 @@ for r in $(seq 1 "$ROUNDS"); do
 		log "round $r $how: $(json_get "$RES/atrn.$how.$r.json" "$how.drain_msgs_per_s") msgs/s"
 	done
 done
-kill -TERM "$ETRND_PID"
-wait "$ETRND_PID" || { echo "atrn.sh: etrnd exited $?" >&2; tail "$WORK/etrnd.log" >&2; exit 1; }
+h_stop_etrnd || { echo "atrn.sh: etrnd did not exit cleanly" >&2; exit 1; }
 
 python3 - "$RES" "$ROUNDS" "$N" "$SIZE" <<'PYEOF' | tee "$RES/atrn.summary"
 import json, statistics, sys
