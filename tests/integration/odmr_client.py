@@ -115,6 +115,9 @@ class OdmrClient(threading.Thread):
 
     def connect(self):
         self.sock = socket.create_connection((HOST, self.port), timeout=self.timeout)
+        # As a mail server's socket (asyncio's, Postfix's): replies to
+        # pipelined commands go out at once, not after the peer's delayed ACK.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.rd = Lines(self.sock)
         code, texts = self.rd.reply()
         if code != 220:

@@ -45,6 +45,7 @@ BOB, BOB_PW = "bob", "bob's ODMR password 1985"           # owns other.test
 A, B, C, OTHER = "a.test", "b.test", "c.test", "other.test"
 THREADS = 2
 WINDOW = 1                 # drain_done_window: duplicates per crash at most
+KILL_CUSTOMER_DELAY_S = 0.005   # so that each kill lands inside a session
 SESSION_S = 120            # one ATRN session, loaded machine, sanitizers
 RETRY_S = 30               # a refused ATRN (451: the domain still busy) retried
 MSGS_PER_CONN = 10         # held over many connections: every shard gets some
@@ -370,13 +371,15 @@ class AtrnTest(unittest.TestCase):
         for k in range(crashes):
             if k:
                 e.start()
-            c = self.odmr(e, domains=[A])
+            c = self.odmr(e, domains=[A], delay=KILL_CUSTOMER_DELAY_S)
             c.start()
             target = len(got) + rng.randint(n // 10, n // (crashes + 1))
             c.wait_count(target - len(got), SESSION_S)
             e.signal(signal.SIGKILL)
             self.assertEqual(e.wait(), -signal.SIGKILL)
             c.finish(30)
+            self.assertEqual(c.atrn_reply[0], 250, c.atrn_reply)
+            self.assertFalse(c.quit, "the kill came after the session had ended")
             got += [msgid(d) for _, _, d in c.messages]
             cuts.append(len(got))
         e.start()
