@@ -15,8 +15,9 @@
 #   bench/atrn.sh [BUILD_DIR]                 (default: build/; a release build)
 #   N=20000 ROUNDS=3 SIZE=4096 bench/atrn.sh /tmp/build-rel
 #   RES=DIR: the JSON of every run is kept there (bench/run.sh's report reads
-#   atrn.*.json); ETRND_CONF="k=v ...": extra etrnd config lines (e.g.
-#   drain_connections=1); ETRND_KEEP_TMP=1 keeps the temp dir.
+#   atrn.*.json); ATRN_ETRND_KEYS="k=v ...": extra etrnd config lines (e.g.
+#   drain_connections=1); TAG=NAME: the runs' files are NAME.{etrn,atrn}.R.json
+#   (default atrn); ETRND_KEEP_TMP=1 keeps the temp dir.
 # Every process started here is stopped by PID on exit.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,6 +26,7 @@ N=${N:-20000}
 ROUNDS=${ROUNDS:-3}
 SIZE=${SIZE:-4096}
 RUN_TIMEOUT=${RUN_TIMEOUT:-300}
+TAG=${TAG:-atrn}
 export ETRND_BIN=$BUILD/etrnd ETRND_SPOOL_TOOL=$BUILD/etrnd-spool
 ETRNCTL=$BUILD/etrnctl
 EB=$BUILD/etrnbench
@@ -71,10 +73,10 @@ CTL=("$ETRNCTL" --redis "unix:$REDIS_SOCK")
 
 # ---- etrnd: threads = auto, as bench/run.sh runs it ----------------------------
 ODMR_PORT=$(h_free_port)
-# shellcheck disable=SC2086 # ETRND_CONF is a list of key=value words
+# shellcheck disable=SC2086 # ATRN_ETRND_KEYS is a list of key=value words
 h_start_etrnd "odmr_listen_trusted=127.0.0.1:$ODMR_PORT" "redis=unix:$REDIS_SOCK" \
 	relay_domains=static.test hostname=etrnd.bench.test threads=auto \
-	etrn_rate_limit=100000 log_level=warn ${ETRND_CONF:-}
+	etrn_rate_limit=100000 log_level=warn ${ATRN_ETRND_KEYS:-}
 PORT=$ETRND_PORT
 for i in $(seq 1 400); do   # until the domain table from Redis is there
 	python3 - "$PORT" <<'PYEOF' 2>/dev/null && break
@@ -119,20 +121,20 @@ for r in $(seq 1 "$ROUNDS"); do
 	order="etrn atrn"
 	(( r % 2 == 0 )) && order="atrn etrn"
 	for how in $order; do
-		hold "atrn.$how.$r"
-		drain "$how" "atrn.$how.$r"
-		log "round $r $how: $(json_get "$RES/atrn.$how.$r.json" "$how.drain_msgs_per_s") msgs/s"
+		hold "$TAG.$how.$r"
+		drain "$how" "$TAG.$how.$r"
+		log "round $r $how: $(json_get "$RES/$TAG.$how.$r.json" "$how.drain_msgs_per_s") msgs/s"
 	done
 done
 h_stop_etrnd || { echo "atrn.sh: etrnd did not exit cleanly" >&2; exit 1; }
 
-python3 - "$RES" "$ROUNDS" "$N" "$SIZE" <<'PYEOF' | tee "$RES/atrn.summary"
+python3 - "$RES" "$ROUNDS" "$N" "$SIZE" "$TAG" <<'PYEOF' | tee "$RES/$TAG.summary"
 import json, statistics, sys
-res, rounds, n, size = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+res, rounds, n, size, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 rates = {"etrn": [], "atrn": []}
 for how in rates:
     for r in range(1, rounds + 1):
-        j = json.loads(open("%s/atrn.%s.%d.json" % (res, how, r)).read().strip().splitlines()[-1])
+        j = json.loads(open("%s/%s.%s.%d.json" % (res, tag, how, r)).read().strip().splitlines()[-1])
         rates[how].append(j[how]["drain_msgs_per_s"])
 e, a = statistics.median(rates["etrn"]), statistics.median(rates["atrn"])
 print("| drain of %s held (%s B), one domain | median msgs/s | runs |" % (n, size))

@@ -268,33 +268,42 @@ w("## Drain over the customer's connection (ATRN, bench/atrn.sh)")
 w("")
 w("One etrnd, one domain owned by the bench user: the same held count released %s times by ETRN (the drain's own connections to the customer's server) and %s times by ATRN (RFC 2645: `etrnbench atrn` authenticates on an `odmr_listen_trusted` listener, sends ATRN, and serves the reversed connection), alternating which goes first. The customer side of both is etrnbench's one sink (`--verify`). Rate = messages / (last message - ETRN or ATRN sent)." % (META.get("atrn_rounds"), META.get("atrn_rounds")))
 w("")
-w("| release | round | held | reply | first msg after reply (ms) | last msg after reply (s) | drain msgs/s | checksums |")
-w("|---|---:|---:|---|---:|---:|---:|---|")
-ATRN_RATES = {"etrn": [], "atrn": []}
-for r in range(1, int(META.get("atrn_rounds", 0)) + 1):
-    for how in ("etrn", "atrn"):
-        j = load_json("atrn.%s.%d.json" % (how, r))
-        if j is None or how not in j:
-            w("| %s | %d | | not measured: %s | | | | |" % (how.upper(), r, read("atrn.err").strip()[-200:] or "no output"))
-            continue
-        e = j[how]
-        if e["delivered"] < e["expected"]:
-            UNDELIVERED.append("%s round %d: %d of %d held messages arrived" % (how.upper(), r, e["delivered"], e["expected"]))
-        ATRN_RATES[how].append(e["drain_msgs_per_s"])
-        codes = ", ".join("%s x%d" % (k, v) for k, v in e["codes"].items())
-        w("| %s | %d | %d | %s | %.2f | %.3f | %.0f | %d/%d ok, %d bad |" % (
-            how.upper(), r, e["expected"], codes, e["first_delivery_ms"], e["last_delivery_ms"] / 1000,
-            e["drain_msgs_per_s"], j["verified"], e["expected"], j["bad_sum"]))
 
 
 def median(v):
     return statistics.median(v) if v else None
 
 
-r_atrn = ratio(median(ATRN_RATES["atrn"]), median(ATRN_RATES["etrn"]))
-w("")
-w("Median ATRN / ETRN drain rate = **%s**." % fmt(r_atrn and r_atrn * 100, "%.0f%%"))
-w("")
+def atrn_table(tag, title):
+    """One atrn.sh run (TAG tag): a row per drain; (median ETRN, ATRN rate)."""
+    w("#### %s" % title)
+    w("")
+    w("| release | round | held | reply | first msg after reply (ms) | last msg after reply (s) | drain msgs/s | checksums |")
+    w("|---|---:|---:|---|---:|---:|---:|---|")
+    rates = {"etrn": [], "atrn": []}
+    for r in range(1, int(META.get("atrn_rounds", 0)) + 1):
+        for how in ("etrn", "atrn"):
+            j = load_json("%s.%s.%d.json" % (tag, how, r))
+            if j is None or how not in j:
+                w("| %s | %d | | not measured: %s | | | | |" % (how.upper(), r, read(tag + ".err").strip()[-200:] or "no output"))
+                continue
+            e = j[how]
+            if e["delivered"] < e["expected"]:
+                UNDELIVERED.append("%s round %d: %d of %d held messages arrived" % (how.upper(), r, e["delivered"], e["expected"]))
+            rates[how].append(e["drain_msgs_per_s"])
+            codes = ", ".join("%s x%d" % (k, v) for k, v in e["codes"].items())
+            w("| %s | %d | %d | %s | %.2f | %.3f | %.0f | %d/%d ok, %d bad |" % (
+                how.upper(), r, e["expected"], codes, e["first_delivery_ms"], e["last_delivery_ms"] / 1000,
+                e["drain_msgs_per_s"], j["verified"], e["expected"], j["bad_sum"]))
+    r = ratio(median(rates["atrn"]), median(rates["etrn"]))
+    w("")
+    w("Median ATRN / ETRN drain rate = **%s**." % fmt(r and r * 100, "%.0f%%"))
+    w("")
+    return r
+
+
+r_atrn = atrn_table("atrn", "etrnd's defaults (threads = auto, drain_connections = 4 per engine thread)")
+atrn_table("atrn1", "drain_connections = 1 (ETRN: one connection per engine thread)")
 
 # ---------------------------------------------------------------- idle
 w("## Idle connections during ingest (etrnd)")

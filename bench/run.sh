@@ -418,9 +418,14 @@ drain_etrnd drainK $((NDOM * DRAINK_PER)) --domain-list "@$WORK/domains.txt" --e
 drain_postfix drainK $((NDOM * PF_DRAINK_PER)) --domain-list "@$WORK/domains.txt" --etrn-sessions 10
 
 log "drain over the customer's connection: ATRN against ETRN, $ATRN_ROUNDS rounds of $DRAIN_CMP_N"
-N=$DRAIN_CMP_N ROUNDS=$ATRN_ROUNDS RES=$RES RUN_TIMEOUT=$RUN_TIMEOUT \
-	bash "$ROOT/bench/atrn.sh" "$BUILD" >"$RES/atrn.out" 2>"$RES/atrn.err" ||
-	log "atrn.sh failed: $(tail -n 3 "$RES/atrn.err")"
+# etrnd's defaults, then one drain connection per engine thread (ETRN's drain
+# then has as many connections as there are shards; ATRN always one).
+for keys in "" "drain_connections=1"; do
+	tag=atrn${keys:+1}
+	TAG=$tag ATRN_ETRND_KEYS=$keys N=$DRAIN_CMP_N ROUNDS=$ATRN_ROUNDS RES=$RES RUN_TIMEOUT=$RUN_TIMEOUT \
+		bash "$ROOT/bench/atrn.sh" "$BUILD" >"$RES/$tag.out" 2>"$RES/$tag.err" ||
+		log "atrn.sh $keys failed: $(tail -n 3 "$RES/$tag.err")"
+done
 
 # ============================ 3. idle connections ===========================
 log "$IDLE_N idle connections during ingest"
