@@ -15,7 +15,8 @@ and records every message byte for byte (dot-unstuffed, without the final
 Knobs: drop_after N (after the 250 of the Nth message the TCP connection is
 cut without a reply or a TLS close), fail421_after N (the command after
 the Nth message gets 421 and the connection is closed), delay (seconds
-before each message's 250: a slow customer). Every read has a socket time-out
+before each message's 250: a slow customer), silent (no 220 after the
+250: the session must be ended by etrnd's drain_greeting_timeout). Every read has a socket time-out
 and every line and message a size bound, so a test using it is bounded.
 Loopback only.
 """
@@ -85,13 +86,14 @@ class OdmrClient(threading.Thread):
 
     def __init__(self, port, user=None, password=None, domains=None,
                  tls_ctx=None, server_name=TLS_NAME, drop_after=None,
-                 fail421_after=None, delay=0.0, timeout=30.0):
+                 fail421_after=None, delay=0.0, silent=False, timeout=30.0):
         super().__init__(daemon=True)
         self.port, self.user, self.password = port, user, password
         self.domains = domains        # None: "ATRN" alone; else "ATRN d1,d2"
         self.tls_ctx, self.server_name = tls_ctx, server_name
         self.drop_after, self.fail421_after = drop_after, fail421_after
         self.delay, self.timeout = delay, timeout
+        self.silent = silent          # after the 250: no 220, wait for the close
         self.lock = threading.Lock()
         self.sock = self.rd = None
         self.ehlo = None
@@ -185,6 +187,13 @@ class OdmrClient(threading.Thread):
     def serve(self):
         """The reversed session until QUIT, a drop or the peer leaving."""
         self.t_reversed = time.monotonic()
+        if self.silent:
+            # Never greet: wait for etrnd to give up (or the time-out).
+            try:
+                self.rd.line()
+            except (EOFError, OSError) as ex:
+                self.error = repr(ex)
+            return
         self._send(GREETING)
         mail_from, rcpts = None, []
         while True:

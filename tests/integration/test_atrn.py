@@ -303,6 +303,65 @@ class AtrnTest(unittest.TestCase):
         self.assertEqual(sorted(m for m in both if both[m] > 1), [], "delivered twice")
         self.assertEqual(sorted(both), sorted(sent), "every message arrived")
 
+    def test_exclusive_with_etrn_both_ways(self):
+        """A drain running when ATRN comes: 451, nothing twice. An ATRN
+        session running when ETRN comes: the ETRN starts no second drain
+        (the RFC 1985 reply of a drain already running), nothing twice."""
+        e = self.etrnd()
+        sent = hold(e, A, 60, "etrnfirst")
+        cust = CustomerServer(self.cport, delay=0.05).start()   # 3 s of drain
+        self.addCleanup(cust.stop)
+        with smtplib.SMTP(h.HOST, e.port, timeout=30) as s:
+            s.ehlo("customer.test")
+            self.assertEqual(s.docmd("ETRN", A)[0], 253)
+        self.assertTrue(cust.wait_count(1, SESSION_S))
+        c = self.session(e, domains=[A])
+        first = c.atrn_reply
+        self.assertEqual(c.atrn_reply[0], 451, "ATRN while ETRN drains: %r" % (c.atrn_reply,))
+        self.assertEqual(c.messages, [])
+        self.assertTrue(cust.wait_count(len(sent), SESSION_S), cust.recorder.count())
+        sent2 = hold(e, A, 40, "atrnfirst")
+        c = self.odmr(e, domains=[A], delay=0.05)                # 2 s of session
+        c.start()
+        self.assertTrue(c.wait_count(1, SESSION_S), c.error)
+        with smtplib.SMTP(h.HOST, e.port, timeout=30) as s:
+            s.ehlo("customer.test")
+            code, msg = s.docmd("ETRN", A)
+        self.assertIn(code, (250, 252), "ETRN during the ATRN session: %r" % msg)
+        print("ATRN during an ETRN drain: %d %s; ETRN during an ATRN session: %d %s"
+              % (first[0], first[1], code, msg.decode()))
+        c.finish(SESSION_S)
+        self.assert_reversed_session(c)
+        time.sleep(0.5)          # anything the ETRN wrongly started shows now
+        both = Counter(cust.recorder.message_ids() + [msgid(d) for _, _, d in c.messages])
+        self.assertEqual(sorted(m for m in both if both[m] > 1), [], "delivered twice")
+        self.assertEqual(sorted(both), sorted(list(sent) + list(sent2)))
+        self.assertEqual(cust.recorder.count(), len(sent), "the ETRN drained during ATRN")
+
+    def test_silent_customer_and_two_users_at_once(self):
+        """A customer that never sends its 220 after the 250 is cut after
+        drain_greeting_timeout and its mail stays held; meanwhile another
+        user's session runs beside it."""
+        e = self.etrnd(drain_greeting_timeout="2s")
+        sent = hold(e, A, 30, "silent")
+        bobs = hold(e, OTHER, 30, "bob")
+        mute = self.odmr(e, domains=[A], silent=True)
+        t0 = time.monotonic()
+        mute.start()
+        bob = self.session(e, user=BOB, password=BOB_PW)
+        self.assert_reversed_session(bob)
+        self.assert_arrived_once(bobs, bob)
+        mute.finish(SESSION_S)
+        took = time.monotonic() - t0
+        self.assertEqual(mute.atrn_reply[0], 250)
+        self.assertIsNotNone(mute.error, "etrnd never closed the silent session")
+        self.assertLess(took, 2 + RETRY_S, "cut after %.1f s" % took)
+        print("silent customer cut after %.2f s (drain_greeting_timeout 2 s): %s"
+              % (took, mute.error))
+        c = self.atrn_until(e, domains=[A])
+        self.assert_reversed_session(c)
+        self.assert_arrived_once(sent, c)
+
     def status_has(self, e, domain):
         return re.search(r"^domain %s: messages [1-9]" % re.escape(domain),
                          self.status(e), re.M) is not None
