@@ -114,6 +114,9 @@ enum conn_flag {
 	CONN_TLS_RESET = 1u << 17,  /* conn_starttls() inside ops->data: the
 	                               input not consumed is void */
 	CONN_GONE_TOLD = 1u << 18,  /* the owner was told the peer closed */
+	CONN_DETACHING = 1u << 19,  /* conn_detach(): no more owner callbacks;
+	                               leaves as a parcel (or done(NULL) when
+	                               it fails: then CLOSING too) */
 };
 
 struct conn {
@@ -146,6 +149,24 @@ struct conn {
 	size_t out_clear;
 	uint64_t tls_ms;      /* when the handshake started */
 	unsigned lflags;      /* CONFIG_LISTEN_* of the listener; 0 outbound */
+	conn_detach_fn detach_fn; /* conn_detach(): told once, on this loop */
+	void *detach_arg;
+	char peer[LOOP_PEER_MAX];
+};
+
+/* A connection between two owners (conn_detach() -> loop_adopt()). Owned by
+ * whoever holds the pointer; handed between threads only through
+ * loop_post(), whose queue orders the memory, so the socket, the TLS state
+ * (one SSL used by one thread at a time) and the kept input move whole. */
+struct conn_parcel {
+	int fd;
+	struct tls_conn *tls;      /* NULL in the clear */
+	struct buf kept;           /* input received, not consumed: first */
+	unsigned lflags;
+	/* The client_connection_limit count moves with the connection: the
+	 * counter it was taken from (node-wide, shared by every loop), NULL
+	 * when not counted. Released when the parcel is freed unadopted. */
+	struct connlimit *counted;
 	char peer[LOOP_PEER_MAX];
 };
 
@@ -250,6 +271,7 @@ struct loop {
 };
 
 static void conn_cut(struct conn *c, const char *why);
+static void conn_detach_step(struct conn *c);
 static int conn_tls_begin(struct conn *c, struct tls_ctx *ctx, const char *host,
 			  size_t clear);
 static int conn_tls_encrypt(struct conn *c);
@@ -663,7 +685,17 @@ static void conn_teardown(struct conn *c)
 
 static void conn_finish(struct conn *c)
 {
+	conn_detach_fn done = c->detach_fn;
+	void *arg = c->detach_arg;
+
 	close(c->fd);
+	if (c->flags & CONN_DETACHING) {
+		/* A detach that failed: the owner already let go; it learns
+		 * here, once, that nothing will arrive. */
+		conn_free_slot(c);
+		done(arg, NULL);
+		return;
+	}
 	c->ops->close(c->ops_arg, c, c->st);
 	conn_free_slot(c);
 }
@@ -713,7 +745,9 @@ static void conn_deliver(struct conn *c, const char *p, size_t n)
 
 	if (c->flags & (CONN_CLOSING | CONN_DEAD))
 		return;
-	if ((c->flags & CONN_PAUSED) || c->pending.len) {
+	/* Paused, or leaving (conn_detach()): kept, in order, for whoever
+	 * reads next. */
+	if ((c->flags & (CONN_PAUSED | CONN_DETACHING)) || c->pending.len) {
 		if (buf_append(&c->pending, p, n)) {
 			log_warn("%s: out of memory for pending input; closing", c->peer);
 			c->flags |= CONN_DEAD;
@@ -747,6 +781,10 @@ static void conn_peer_gone(struct conn *c)
 {
 	if (c->flags & (CONN_CLOSING | CONN_GONE_TOLD))
 		return;
+	if (c->flags & CONN_DETACHING) {
+		conn_cut(c, "peer closed while the connection changed owner");
+		return;
+	}
 	c->flags |= CONN_EOF | CONN_GONE_TOLD;
 	if (!(c->flags & CONN_PAUSED) && !c->pending.len) {
 		c->flags &= ~CONN_EOF;
@@ -918,6 +956,10 @@ static void on_recv(struct loop *l, struct io_uring_cqe *cqe)
 		conn_teardown(c);
 		return;
 	}
+	if (c->flags & CONN_DETACHING) {
+		conn_detach_step(c);
+		return;
+	}
 	if (c->flags & (CONN_EOF | CONN_RECV_STOPPED))
 		return;
 	l->rearm[l->nrearm++] = c;
@@ -998,6 +1040,8 @@ static void on_send(struct loop *l, struct io_uring_cqe *cqe)
 			c->flags &= ~(CONN_OUT_WAIT | CONN_PAUSED);
 			c->pending.len = 0;
 		}
+		if ((c->flags & (CONN_CLOSING | CONN_DETACHING)) == CONN_DETACHING)
+			conn_cut(c, "send failed while the connection changed owner");
 		if (!(c->flags & CONN_CLOSING)) {
 			/* Tell the owner the way a vanished peer is told. */
 			c->flags |= CONN_EOF;
@@ -1025,6 +1069,8 @@ static void on_send(struct loop *l, struct io_uring_cqe *cqe)
 	conn_flush(c);
 	if (c->flags & CONN_CLOSING)
 		conn_teardown(c);
+	else if (c->flags & CONN_DETACHING)
+		conn_detach_step(c);
 }
 
 void conn_close(struct conn *c)
@@ -1042,6 +1088,172 @@ void conn_resume(struct conn *c)
 	conn_queue(c, CONN_RESUME);
 }
 
+/* ---- moving a connection to another owner (loop.h: conn_detach) -------- */
+
+/* Every byte of output taken by the kernel and the receive ended: the
+ * socket can change hands with nothing of it still in this ring. */
+static int conn_detach_ready(const struct conn *c)
+{
+	return !(c->flags & (CONN_SEND_INFLIGHT | CONN_RECV_ARMED)) &&
+	       conn_out_unsent(c) == 0;
+}
+
+/* The next step of a detach, after each send or receive completion: send
+ * what is queued, then cancel the receive (its last completions still go
+ * into the kept input), then finish from the deferred work list, so done()
+ * never runs inside a conn_*() call. */
+static void conn_detach_step(struct conn *c)
+{
+	struct io_uring_sqe *sqe;
+
+	if (c->flags & CONN_CLOSING) {
+		conn_teardown(c);
+		return;
+	}
+	if (c->flags & CONN_SEND_INFLIGHT)
+		return;
+	if (conn_out_unsent(c)) {
+		conn_flush(c);
+		if (c->flags & CONN_CLOSING)
+			conn_teardown(c);
+		return;
+	}
+	if (c->flags & CONN_RECV_ARMED) {
+		if (!(c->flags & CONN_RECV_STOPPED)) {
+			c->flags |= CONN_RECV_STOPPED;
+			sqe = loop_sqe(c->loop);
+			io_uring_prep_cancel64(sqe, ud_make(OP_RECV, c->slot, c->gen), 0);
+			io_uring_sqe_set_data64(sqe, ud_make(OP_IGNORE, 0, 0));
+		}
+		return;
+	}
+	conn_queue(c, 0);
+}
+
+int conn_detach(struct conn *c, conn_detach_fn done, void *arg)
+{
+	if (c->flags & (CONN_CLOSING | CONN_DETACHING))
+		return -EALREADY;
+	/* Mid-connect or mid-handshake: nothing a next owner could go on
+	 * with. */
+	if ((c->flags & CONN_CONNECTING) ||
+	    (c->tls && tls_conn_state(c->tls) == TLS_CONN_HANDSHAKE))
+		return -EINVAL;
+	c->flags |= CONN_DETACHING;
+	c->detach_fn = done;
+	c->detach_arg = arg;
+	if (c->flags & (CONN_EOF | CONN_GONE_TOLD | CONN_DEAD))
+		conn_cut(c, "peer gone before the connection changed owner");
+	else if (c->loop->stopping)
+		conn_cut(c, "the loop stops while the connection changes owner");
+	else
+		conn_detach_step(c);
+	return 0;
+}
+
+/* Ready (conn_detach_ready()): the slot becomes a parcel and is freed, and
+ * done() gets it. Out of memory for the parcel fails the detach. */
+static void conn_detach_finish(struct conn *c)
+{
+	struct conn_parcel *p = calloc(1, sizeof(*p));
+	conn_detach_fn done = c->detach_fn;
+	void *arg = c->detach_arg;
+
+	if (!p) {
+		conn_cut(c, "out of memory for the hand-over");
+		return;
+	}
+	p->fd = c->fd;
+	p->tls = c->tls;
+	c->tls = NULL;
+	p->kept = c->pending;
+	buf_init(&c->pending, 0);
+	p->lflags = c->lflags;
+	if (c->flags & CONN_ADDR_COUNTED) {
+		p->counted = c->loop->connlimit;
+		c->flags &= ~CONN_ADDR_COUNTED;
+	}
+	memcpy(p->peer, c->peer, sizeof(p->peer));
+	log_debug("%s: leaves engine %u with %zu bytes of kept input%s", c->peer,
+		  c->loop->index, p->kept.len, p->tls ? ", TLS" : "");
+	conn_free_slot(c);
+	done(arg, p);
+}
+
+void conn_parcel_free(struct conn_parcel *p)
+{
+	if (!p)
+		return;
+	close(p->fd);
+	if (p->counted)
+		connlimit_release(p->counted, p->peer);
+	p->tls = tls_conn_free(p->tls);
+	buf_free(&p->kept);
+	free(p);
+}
+
+const char *conn_parcel_peer(const struct conn_parcel *p)
+{
+	return p->peer;
+}
+
+/* The count taken on another loop's counter (they share one node-wide in
+ * etrnd; tests may not) moves only to the same counter; else it is given
+ * back and the connection goes uncounted here: admitted once is enough. */
+static unsigned adopt_count(struct loop *l, struct conn_parcel *p)
+{
+	if (!p->counted)
+		return 0;
+	if (p->counted != l->connlimit) {
+		connlimit_release(p->counted, p->peer);
+		p->counted = NULL;
+		return 0;
+	}
+	p->counted = NULL;
+	return CONN_ADDR_COUNTED;
+}
+
+struct conn *loop_adopt(struct loop *l, struct conn_parcel *p,
+			const struct conn_ops *ops, void *ops_arg, void *st)
+{
+	struct conn *c = l->free_conns;
+	int err = l->stopping ? ESHUTDOWN : !c ? EMFILE : 0;
+
+	if (err) {
+		log_info("%s: engine %u cannot adopt the connection: %s; closing",
+			 p->peer, l->index, strerror(err));
+		conn_parcel_free(p);
+		errno = err;
+		return NULL;
+	}
+	l->free_conns = c->next;
+	l->nconns++;
+	c->next = NULL;
+	c->fd = p->fd;
+	c->flags = CONN_USED | adopt_count(l, p);
+	c->ops = ops;
+	c->ops_arg = ops_arg;
+	c->st = st;
+	c->woff = 0;
+	c->timeout_ms = 0;
+	c->start_ms = c->last_ms = now_mono_ms();
+	c->lflags = p->lflags;
+	c->tls = p->tls;
+	c->out_clear = 0;
+	memcpy(c->peer, p->peer, sizeof(c->peer));
+	/* The kept input goes to the owner first, from the deferred work (so
+	 * not inside this call); what arrives meanwhile queues behind it. */
+	buf_free(&c->pending);
+	c->pending = p->kept;
+	if (c->pending.len)
+		conn_queue(c, CONN_RESUME);
+	free(p);
+	log_debug("%s: adopted by engine %u with %zu bytes of kept input", c->peer,
+		  l->index, c->pending.len);
+	arm_recv(c);
+	return c;
+}
+
 /* Deferred work: resumes (redeliver kept input) and finished closes. */
 static void loop_do_work(struct loop *l)
 {
@@ -1054,6 +1266,12 @@ static void loop_do_work(struct loop *l)
 		if ((c->flags & CONN_CLOSING) && !(c->flags & CONN_SEND_INFLIGHT) &&
 		    !(c->flags & CONN_RECV_ARMED)) {
 			conn_finish(c);
+			continue;
+		}
+		if (c->flags & CONN_DETACHING) {
+			c->flags &= ~CONN_RESUME; /* nobody to resume for */
+			if (!(c->flags & CONN_CLOSING) && conn_detach_ready(c))
+				conn_detach_finish(c);
 			continue;
 		}
 		if (!(c->flags & CONN_RESUME) || (c->flags & CONN_CLOSING)) {
@@ -1076,7 +1294,7 @@ static void loop_do_work(struct loop *l)
 				continue;
 			}
 		}
-		if (c->flags & CONN_CLOSING)
+		if (c->flags & (CONN_CLOSING | CONN_DETACHING))
 			continue;
 		if (c->flags & CONN_EOF) {
 			c->flags &= ~CONN_EOF;
@@ -1397,6 +1615,12 @@ static void loop_begin_stop(struct loop *l)
 	}
 	for (uint32_t s = 0; s < l->nslots; s++) {
 		struct conn *c = &l->conns[s];
+		if ((c->flags & (CONN_USED | CONN_DETACHING | CONN_CLOSING)) ==
+		    (CONN_USED | CONN_DETACHING)) {
+			/* Its next owner would be stopping too: done(NULL). */
+			conn_cut(c, "the loop stops while the connection changes owner");
+			continue;
+		}
 		if ((c->flags & CONN_USED) && !(c->flags & (CONN_CLOSING | CONN_SHUTDOWN))) {
 			c->flags |= CONN_SHUTDOWN;
 			c->ops->shutdown(c->ops_arg, c, c->st);
@@ -1458,6 +1682,14 @@ static void on_timer(struct loop *l)
 			continue;
 		if (c->flags & CONN_CLOSING) {
 			on_timer_closing(l, c, now);
+			continue;
+		}
+		if (c->flags & CONN_DETACHING) {
+			/* No owner to ask: only the last output can hold it. */
+			if ((c->flags & CONN_SEND_INFLIGHT) &&
+			    now - c->send_ms >= l->cfg->send_timeout_ms)
+				conn_cut(c, "peer did not read the output before the "
+					 "connection changed owner within send_timeout");
 			continue;
 		}
 		if (c->tls && tls_conn_state(c->tls) == TLS_CONN_HANDSHAKE) {
@@ -1758,7 +1990,8 @@ int loop_run(struct loop *l)
 		loop_do_work(l);
 		for (uint32_t i = 0; i < l->nrearm; i++) {
 			struct conn *c = l->rearm[i];
-			if ((c->flags & CONN_USED) && !(c->flags & (CONN_RECV_ARMED | CONN_CLOSING)))
+			if ((c->flags & CONN_USED) &&
+			    !(c->flags & (CONN_RECV_ARMED | CONN_CLOSING | CONN_DETACHING)))
 				arm_recv(c);
 		}
 		l->nrearm = 0;

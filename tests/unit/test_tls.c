@@ -29,6 +29,7 @@
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/tls.h"
+#include "tls_certs.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 /* ASan's allocator statistics (sanitizer/allocator_interface.h, which
@@ -36,7 +37,7 @@
 size_t __sanitizer_get_current_allocated_bytes(void);
 #endif
 
-#define TT_HOST "mx.test.example"
+#define TT_HOST TLS_CERTS_HOST
 #define TT_WRONG_HOST "wrong.test.example"
 #define TT_BIG (1u << 20)          /* the big echo: 1 MiB each way */
 #define TT_PAUSE_EVERY 50000u      /* owner pauses (waits for a post) this often */
@@ -45,16 +46,9 @@ size_t __sanitizer_get_current_allocated_bytes(void);
 #define TT_HANDSHAKE_MS 600        /* tls_handshake_timeout in the stall test */
 #define TT_IDLE_CONNS 1000         /* idle TLS session pairs measured */
 
-/* ---- certificates, made once per test process ------------------------ */
+/* ---- certificates, made once per test process (tls_certs.h) ----------- */
 
-struct tt_certs {
-	char dir[64];
-	char self_cert[128], self_key[128];   /* self-signed, CN = TT_HOST */
-	char ca_cert[128];                    /* a test CA ... */
-	char ca_srv_cert[128], ca_srv_key[128]; /* ... and a cert it signed for TT_HOST */
-};
-
-static struct tt_certs certs;
+static struct tls_certs certs;
 
 static void tt_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void tt_sh(const char *fmt, ...)
@@ -66,37 +60,6 @@ static void tt_sh(const char *fmt, ...)
 	cr_assert_lt(vsnprintf(cmd, sizeof(cmd), fmt, ap), (int)sizeof(cmd));
 	va_end(ap);
 	cr_assert_eq(system(cmd), 0, "failed: %s", cmd);
-}
-
-static void tt_make_certs(void)
-{
-	const char *d;
-
-	snprintf(certs.dir, sizeof(certs.dir), "/tmp/etrnd-test-tls-XXXXXX");
-	cr_assert_not_null(mkdtemp(certs.dir));
-	d = certs.dir;
-	snprintf(certs.self_cert, sizeof(certs.self_cert), "%s/self.pem", d);
-	snprintf(certs.self_key, sizeof(certs.self_key), "%s/self.key", d);
-	snprintf(certs.ca_cert, sizeof(certs.ca_cert), "%s/ca.pem", d);
-	snprintf(certs.ca_srv_cert, sizeof(certs.ca_srv_cert), "%s/srv.pem", d);
-	snprintf(certs.ca_srv_key, sizeof(certs.ca_srv_key), "%s/srv.key", d);
-	tt_sh("cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-	      "-keyout self.key -out self.pem -days 2 -subj /CN=" TT_HOST
-	      " -addext subjectAltName=DNS:" TT_HOST " 2>/dev/null", d);
-	tt_sh("cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-	      "-keyout ca.key -out ca.pem -days 2 -subj '/CN=etrnd test CA' "
-	      "-addext basicConstraints=critical,CA:true 2>/dev/null", d);
-	tt_sh("cd %s && openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-	      "-keyout srv.key -out srv.csr -subj /CN=" TT_HOST " 2>/dev/null && "
-	      "printf 'subjectAltName=DNS:" TT_HOST "\\n' > srv.ext && "
-	      "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
-	      "-out srv.pem -days 2 -extfile srv.ext 2>/dev/null", d);
-}
-
-static void tt_drop_certs(void)
-{
-	if (certs.dir[0])
-		tt_sh("rm -rf %s", certs.dir);
 }
 
 static struct tls_ctx *tt_ctx(enum tls_role role, const char *cert, const char *key,
@@ -647,7 +610,11 @@ static void tt_setup(void)
 {
 	memset(&T, 0, sizeof(T));
 	log_init("test_tls", getenv("TT_DEBUG") ? LOGL_DEBUG : LOGL_INFO, 0);
-	tt_make_certs();
+	{
+		char err[512];
+
+		cr_assert_eq(tls_certs_make(&certs, err, sizeof(err)), 0, "%s", err);
+	}
 	T.srv_ctx = tt_ctx(TLS_SERVER, certs.ca_srv_cert, certs.ca_srv_key, NULL);
 	T.cli_ctx = tt_ctx(TLS_CLIENT, NULL, NULL, certs.ca_cert);
 	T.cli_host = TT_HOST;
@@ -660,7 +627,7 @@ static void tt_teardown(void)
 	config_free(&T.cfg);
 	T.srv_ctx = tls_ctx_free(T.srv_ctx);
 	T.cli_ctx = tls_ctx_free(T.cli_ctx);
-	tt_drop_certs();
+	tls_certs_drop(&certs);
 }
 
 TestSuite(tls, .init = tt_setup, .fini = tt_teardown, .timeout = 100);
