@@ -17,7 +17,6 @@
 
 #include "core/ascii.h"
 #include "core/budget.h"
-#include "core/config.h"
 #include "core/datefmt.h"
 #include "core/linereader.h"
 #include "core/log.h"
@@ -849,16 +848,20 @@ const char *smtp_server_atrn_next(const char *list, size_t len, size_t *off, siz
 }
 
 /* RFC 2645 5.2.1: "ATRN" [SP domain *("," domain)]: no spaces, no empty
- * item, each a host name. 0, -1 (syntax) or -E2BIG (too many). */
+ * item, each a domain as ETRN takes one (etrn.c: RFC 1985's characters,
+ * not "@x" or "#q"; the drain reads the list the same way). 0, -1
+ * (syntax) or -E2BIG (too many). */
 static int smtp_atrn_syntax(const char *list, size_t len)
 {
 	size_t off = 0, dlen, n = 0;
+	struct etrn_node node;
 	const char *d;
 
 	if (len > 0 && list[len - 1] == ',')
 		return -1;
 	while ((d = smtp_server_atrn_next(list, len, &off, &dlen)) != NULL) {
-		if (dlen == 0 || config_host_labels(d, dlen) == 0)
+		if (etrn_parse(d, dlen, ETRN_SRC_SMTP_RAW, &node) != ETRN_OK ||
+		    node.kind != ETRN_KIND_DOMAIN)
 			return -1;
 		if (++n > SMTP_ATRN_DOMAINS_MAX)
 			return -E2BIG;
