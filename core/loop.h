@@ -240,18 +240,32 @@ const struct tls_info *conn_tls(const struct conn *c);
  * a parcel holding the socket, its TLS state, the input received but not
  * consumed, the peer text and the listener flags. The owner gets no more
  * callbacks for c from this call on (no ops->close: it frees its own
- * state when it calls conn_detach). When the connection fails or the loop
- * stops before the output is sent, done gets parcel NULL (the socket is
- * closed). Returns 0, or -EALREADY when c is already closing or detaching.
+ * state when it calls conn_detach). Called inside ops->data, what data()
+ * does not consume (return the bytes up to the end of the command that
+ * detached) is kept input, and so is anything received until the receive
+ * has ended. done() runs later, from the loop, never inside this call.
+ * When the connection fails (the peer closes or resets, send_timeout
+ * passes with output unread, a bad TLS record) or the loop stops before
+ * the output is sent, done gets parcel NULL (the socket is closed).
+ * Returns 0, -EALREADY when c is already closing or detaching, -EINVAL
+ * mid-connect or mid-TLS-handshake (nothing a next owner could go on with).
+ * The client_connection_limit count of an accepted connection moves with
+ * it (released when the parcel is freed unadopted).
  *
- * loop_adopt(): on l's thread (use loop_post() to get there), make the
- * parcel a connection of l driven by ops with state st, as if it had just
- * connected: the kept input is delivered first, then what arrives. The
- * parcel is consumed (freed) whether it succeeds or not. Returns the
- * connection, or NULL (-EMFILE: no free slot, -ESHUTDOWN: l is stopping;
- * errno set; the socket is closed).
+ * loop_adopt(): on l's thread (from done() itself when l is the loop c
+ * left; else use loop_post() to get there), make the parcel a connection
+ * of l driven by ops with state st, as if it had just connected (the idle
+ * and session clocks start again): the kept input is delivered first
+ * (from the loop, after this call returns), then what arrives. The parcel is consumed (freed) whether it succeeds or not.
+ * Returns the connection, or NULL (errno EMFILE: no free slot, ESHUTDOWN:
+ * l is stopping; the socket is closed). Hazard: a post to a loop that has
+ * finished is dropped (loop_post()), and a parcel in it leaks its socket;
+ * keep a loop that may still adopt from finishing (loop_add_busy_check)
+ * while a parcel may be on its way to it.
  *
- * conn_parcel_free(): close and free a parcel nobody will adopt.
+ * conn_parcel_free(): close and free a parcel nobody will adopt (NULL is
+ * fine). conn_parcel_peer(): its peer's printable address, valid while
+ * the parcel lives.
  */
 struct conn_parcel;
 typedef void (*conn_detach_fn)(void *arg, struct conn_parcel *parcel);
