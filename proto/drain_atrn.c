@@ -265,6 +265,7 @@ static enum atrn_verdict atrn_take_owned(struct drain_atrn *s, const struct domt
  * (after claiming: nothing can start draining it meanwhile). */
 static enum atrn_verdict atrn_claim(struct drain_atrn *s)
 {
+	uint64_t total = 0;
 	unsigned i;
 
 	for (i = 0; i < s->doms.n; i++)
@@ -278,8 +279,12 @@ static enum atrn_verdict atrn_claim(struct drain_atrn *s)
 		return ATRN_BUSY;
 	}
 	for (i = 0; i < s->doms.n; i++)
-		s->total += drain_hub_held(s->h, s->doms.dom[i], s->doms.len[i]);
-	if (s->total == 0) {
+		total += drain_hub_held(s->h, s->doms.dom[i], s->doms.len[i]);
+	/* Listed already: etrnctl status may read it. */
+	pthread_mutex_lock(&s->reg->mu);
+	s->total = total;
+	pthread_mutex_unlock(&s->reg->mu);
+	if (total == 0) {
 		for (i = 0; i < s->doms.n; i++)
 			drain_hub_unclaim(s->h, s->doms.dom[i], s->doms.len[i]);
 		return ATRN_NO_MAIL;
