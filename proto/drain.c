@@ -743,6 +743,16 @@ uint64_t drain_hub_held(struct drain_hub *h, const char *dom, size_t len)
 	return domstat_msgs(h->ds, dom, len);
 }
 
+int drain_hub_stopping(struct drain_hub *h)
+{
+	int closed;
+
+	pthread_mutex_lock(&h->mu);
+	closed = h->closed;
+	pthread_mutex_unlock(&h->mu);
+	return closed;
+}
+
 int drain_hub_claim(struct drain_hub *h, const char *dom, size_t len)
 {
 	return hub_begin(h, dom, len);

@@ -311,6 +311,8 @@ static enum atrn_verdict atrn_decide(struct drain_atrn *s, const char *domains, 
 		v = s->doms.n ? atrn_check_named(s, t) : atrn_take_owned(s, t);
 	if (v != ATRN_OK)
 		return v;
+	if (drain_hub_stopping(s->h))
+		return ATRN_STOPPING;
 	if (reg_admit(drain_hub_atrn_reg(s->h), s))
 		return ATRN_FULL;
 	v = atrn_claim(s);

@@ -64,6 +64,8 @@ unsigned drain_hub_threads(const struct drain_hub *h);
  * messages held for dom. */
 const struct domtab *drain_hub_domtab(struct drain_hub *h);
 uint64_t drain_hub_held(struct drain_hub *h, const char *dom, size_t len);
+/* 1 once drain_hub_quiesce() was called: nothing starts any more. */
+int drain_hub_stopping(struct drain_hub *h);
 /* Hold dom for an ATRN session on every thread: 1, or 0 when a drain (or
  * another session) has it. Released with drain_hub_unclaim(). */
 int drain_hub_claim(struct drain_hub *h, const char *dom, size_t len);

@@ -1554,7 +1554,7 @@ static size_t t_atrn_data(void *a, struct conn *c, void *st, const char *p, size
 	(void)c;
 	(void)st;
 	(void)p;
-	return n == 0 ? 0 : 0; /* keep it: it belongs to the session */
+	return 0; /* keep it (and an EOF): it belongs to the session */
 }
 
 static void t_atrn_shutdown(void *a, struct conn *c, void *st)
