@@ -66,9 +66,6 @@ static void ctl_force(struct drain_hub *hub, const char *a, size_t len, const ch
 static void ctl_status(struct drain_hub *hub, const char *a, size_t len, const char *who,
 		       enum drain_queue_op op, struct buf *out)
 {
-	struct drain_status_shard *sh;
-	unsigned n = drain_hub_shards(hub, NULL, 0);
-
 	if (len == 0) {
 		drain_hub_status(hub, out);
 		return;
@@ -77,13 +74,7 @@ static void ctl_status(struct drain_hub *hub, const char *a, size_t len, const c
 		(void)buf_puts(out, "error: status takes nothing or \"json\"\n");
 		return;
 	}
-	if (!(sh = calloc(n ? n : 1, sizeof(*sh)))) {
-		(void)buf_puts(out, "{\"error\":\"out of memory\"}\n");
-		return;
-	}
-	drain_hub_shards(hub, sh, n);
-	drain_status_collect_json(sh, n, out);
-	free(sh);
+	drain_hub_status_json(hub, out);
 }
 
 /* The engine threads for a queue request (shards freed by the caller). */

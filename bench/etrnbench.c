@@ -8,6 +8,10 @@
  *   sink  accept and count (optionally verify each body's checksum header)
  *   etrn  ETRN one or many domains, a sink in the same process, and time the
  *         drain from the ETRN replies to the first and last message
+ *   atrn  the same drain over the customer's own connection (ATRN, RFC
+ *         2645): connect to an ODMR listener marked trusted (AUTH in the
+ *         clear), AUTH PLAIN, ATRN, then the same connection is served by
+ *         the same sink code as etrn's; timed the same way
  *   idle  hold N connections open after EHLO until the time is up
  * With --starttls the clients (send, etrn's ETRN sessions, idle) upgrade each
  * session with STARTTLS (RFC 3207) and say EHLO again; with --tls-cert and
@@ -38,6 +42,7 @@
 
 #include "core/ascii.h"
 #include "core/buf.h"
+#include "core/base64.h"
 #include "core/hash.h"
 #include "core/htab.h"
 #include "core/tls.h"
@@ -69,15 +74,18 @@
 #define EB_TLS_RECV (2u * ((16u << 10) + 2048u + 5u))
 #define EB_TLS_NAME 64u              /* protocol / cipher names kept */
 #define EB_TLS_ERR 256u              /* tls_ctx_new()'s error text */
+#define EB_CRED_MAX 255u             /* --user / --password length */
+#define EB_ATRN_LINE (EB_DOMAINS_ATRN_MAX * (EB_DOMAIN_LEN + 1) + 16)
+#define EB_DOMAINS_ATRN_MAX 64u      /* domains one ATRN names */
 
 #define NS 1000000000.0
 
 enum eb_op { OP_ACCEPT = 1, OP_CONNECT, OP_RECV, OP_SEND };
-enum eb_kind { K_FREE, K_LISTEN, K_SEND, K_ETRN, K_IDLE, K_SINK };
+enum eb_kind { K_FREE, K_LISTEN, K_SEND, K_ETRN, K_IDLE, K_SINK, K_ATRN };
 /* X_TLS is no reply but the handshake after "220 Ready to start TLS": in the
  * queue so that a stalled handshake times out like a missing reply. */
 enum eb_exp { X_BANNER, X_EHLO, X_MAIL, X_RCPT, X_DATA, X_DOT, X_RSET,
-	X_QUIT, X_ETRN, X_STARTTLS, X_TLS };
+	X_QUIT, X_ETRN, X_STARTTLS, X_TLS, X_AUTH, X_ATRN };
 /* Sink data scanner states (line start, '.', ".\r", mid-line). */
 enum eb_ds { DS_BOL, DS_DOT, DS_DOTCR, DS_MID };
 
@@ -191,6 +199,7 @@ static struct {
 	const char *tls_cert, *tls_key; /* sink: offer STARTTLS with these */
 	const char *tls_ca;          /* clients: trust store (NULL: system's) */
 	struct tls_ctx *tls_cli, *tls_srv;
+	const char *user, *password; /* atrn: AUTH PLAIN credentials */
 	/* state */
 	struct io_uring ring;
 	struct eb_conn *conns;
@@ -234,6 +243,8 @@ static struct {
 	uint64_t t_first_etrn_sent, t_first_etrn_reply, t_last_etrn_reply;
 	struct eb_lat etrn_lat;
 	uint64_t etrn_code[1000];
+	uint32_t atrn_conn;          /* the ATRN connection's slot + 1 */
+	int atrn_over;               /* its reversed session has ended */
 	struct htab dom_idx;         /* domain name -> index into domains */
 	/* sink */
 	uint64_t s_msgs, s_rcpts, s_bytes, s_conns, s_ok_sum, s_bad_sum,
@@ -435,6 +446,8 @@ static void eb_usage(void)
 "                 --domain-list @FILE) --sink [HOST:]PORT --expect N\n"
 "                 [--etrn-sessions C] [--verify] [--timeout S] [--json]\n"
 "                 [--starttls] [--tls-cert PEM --tls-key PEM]\n"
+"       etrnbench atrn --server HOST:PORT (--domain D[,D...]) --user U\n"
+"                 --password P [--expect N] [--verify] [--timeout S] [--json]\n"
 "       etrnbench idle --server HOST:PORT -c CONNECTIONS [--duration S] [--json]\n"
 "                 [--starttls]\n"
 "Domains default to dom0.test .. domK-1.test; sizes take k/M.\n"
@@ -462,6 +475,7 @@ static void eb_options(int argc, char **argv)
 		{ "label", 1, NULL, 'T' }, { "help", 0, NULL, 'h' },
 		{ "starttls", 0, NULL, 'S' }, { "tls-cert", 1, NULL, 'C' },
 		{ "tls-key", 1, NULL, 'Y' }, { "tls-ca", 1, NULL, 'A' },
+		{ "user", 1, NULL, 'U' }, { "password", 1, NULL, 'W' },
 		{ NULL, 0, NULL, 0 }
 	};
 	unsigned kdom = 0;
@@ -475,7 +489,7 @@ static void eb_options(int argc, char **argv)
 	G.timeout = 600;
 	G.listen_fd = -1;
 	optind = 2;
-	while ((o = getopt_long(argc, argv, "s:l:k:c:m:n:P:pz:Z:r:K:L:d:t:R:jve:i:E:T:hSC:Y:A:",
+	while ((o = getopt_long(argc, argv, "s:l:k:c:m:n:P:pz:Z:r:K:L:d:t:R:jve:i:E:T:hSC:Y:A:U:W:",
 			lo, NULL)) != -1) {
 		switch (o) {
 		case 's':
@@ -516,6 +530,8 @@ static void eb_options(int argc, char **argv)
 		case 'C': G.tls_cert = optarg; break;
 		case 'Y': G.tls_key = optarg; break;
 		case 'A': G.tls_ca = optarg; break;
+		case 'U': G.user = optarg; break;
+		case 'W': G.password = optarg; break;
 		default: eb_usage();
 		}
 	}
@@ -573,7 +589,7 @@ static struct eb_conn *eb_conn_new(int fd, enum eb_kind kind)
 		kind == K_IDLE ? EB_RBUF_IDLE : EB_RBUF_CLIENT;
 	c->rbuf = eb_xalloc(c->rcap);
 	c->last_io = eb_now();
-	if (kind == K_SEND || kind == K_ETRN) {
+	if (kind == K_SEND || kind == K_ETRN || kind == K_ATRN) {
 		c->qcap = G.rcpts * 2 + 8;
 		c->q = eb_xalloc(c->qcap * sizeof *c->q);
 	} else if (kind == K_IDLE) {
@@ -616,8 +632,10 @@ static void eb_conn_release(struct eb_conn *c)
 	c->gen++;
 	G.live--;
 	G.freelist[G.nfree++] = (uint32_t)(c - G.conns);
-	if (k == K_SEND || k == K_ETRN || k == K_IDLE)
+	if (k == K_SEND || k == K_ETRN || k == K_IDLE || k == K_ATRN)
 		eb_session_closed(k, sess, banner, owed, on_conn);
+	if (k == K_SINK && G.atrn_conn == c - G.conns + 1)
+		G.atrn_over = 1;
 }
 
 /* Ends a pending receive (shutdown); the slot is released once nothing is
@@ -933,6 +951,61 @@ static void eb_etrn_next(struct eb_conn *c)
 	eb_exp_push(c, X_ETRN, d, 0, 0);
 }
 
+/* atrn: AUTH PLAIN (RFC 4954) with --user / --password, in the clear: the
+ * ODMR listener must be marked trusted (odmr_listen_trusted). */
+static void eb_atrn_auth(struct eb_conn *c)
+{
+	char raw[2 * EB_CRED_MAX + 2];
+	char line[BASE64_ENCODED_LEN(sizeof raw) + 16];
+	size_t ul = strlen(G.user), pl = strlen(G.password);
+	raw[0] = '\0';
+	memcpy(raw + 1, G.user, ul);
+	raw[1 + ul] = '\0';
+	memcpy(raw + 2 + ul, G.password, pl);
+	memcpy(line, "AUTH PLAIN ", 11);
+	int n = base64_encode(line + 11, sizeof line - 13, raw, ul + pl + 2);
+	if (n < 0)
+		eb_die("AUTH PLAIN: credentials too long");
+	memcpy(line + 11 + n, "\r\n", 3);
+	eb_outs(c, line);
+	eb_exp_push(c, X_AUTH, 0, 0, 0);
+}
+
+/* atrn: "ATRN d1,d2,..." for every --domain. */
+static void eb_atrn_send(struct eb_conn *c)
+{
+	static char line[EB_ATRN_LINE];
+	size_t o = (size_t)snprintf(line, sizeof line, "ATRN ");
+	for (uint32_t d = 0; d < G.ndomains; d++)
+		o += (size_t)snprintf(line + o, sizeof line - o, "%s%s",
+				d ? "," : "", G.domains[d]);
+	snprintf(line + o, sizeof line - o, "\r\n");
+	eb_outs(c, line);
+	c->etrn_t = eb_now();
+	G.t_first_etrn_sent = c->etrn_t;
+	eb_exp_push(c, X_ATRN, 0, 0, 0);
+}
+
+/* atrn: "250 OK now reversing the connection": from now on this side is the
+ * customer's server, served by the sink code exactly as etrn's sink serves
+ * the drain's own connections. Nothing more of the client's input can be
+ * buffered: the server waits for our 220. */
+static void eb_atrn_reverse(struct eb_conn *c)
+{
+	char *p = realloc(c->rbuf, EB_RBUF_SINK);
+	if (p == NULL)
+		eb_die("out of memory");
+	c->rbuf = p;
+	c->rcap = EB_RBUF_SINK;
+	free(c->q);
+	c->q = NULL;
+	c->qh = c->qn = c->qcap = 0;
+	c->kind = K_SINK;
+	G.atrn_conn = (uint32_t)(c - G.conns) + 1;
+	G.s_conns++;
+	eb_outs(c, "220 sink.etrnbench.test ESMTP etrnbench\r\n");
+}
+
 static void eb_lat_add(struct eb_lat *l, uint64_t v)
 {
 	if (l->n == l->cap) {
@@ -1015,6 +1088,8 @@ static void eb_client_reply(struct eb_conn *c, unsigned code)
 			eb_send_next(c);
 		else if (c->kind == K_ETRN)
 			eb_etrn_next(c);
+		else if (c->kind == K_ATRN)
+			eb_atrn_auth(c);
 		else {
 			c->ready = 1;
 			G.idle_ready++;
@@ -1113,6 +1188,31 @@ static void eb_client_reply(struct eb_conn *c, unsigned code)
 		G.etrn_done++;
 		eb_etrn_next(c);
 		break;
+	case X_AUTH:
+		if (code != 235) {
+			eb_err(code);
+			eb_conn_close(c);
+			return;
+		}
+		eb_atrn_send(c);
+		break;
+	case X_ATRN:
+		eb_lat_add(&G.etrn_lat, now - c->etrn_t);
+		if (code < 1000)
+			G.etrn_code[code]++;
+		for (uint32_t d = 0; d < G.ndomains; d++)
+			G.etrn_reply_t[d] = now;
+		G.t_first_etrn_reply = G.t_last_etrn_reply = now;
+		G.etrn_done = G.ndomains;
+		if (code != 250) {
+			eb_err(code);
+			G.atrn_over = 1;
+			eb_outs(c, "QUIT\r\n");
+			eb_exp_push(c, X_QUIT, 0, 0, 0);
+			break;
+		}
+		eb_atrn_reverse(c);
+		break;
 	}
 	eb_flush(c);
 }
@@ -1157,6 +1257,8 @@ static void eb_client_data(struct eb_conn *c)
 			pos = c->rlen;
 			break;
 		}
+		if (c->kind == K_SINK)
+			break;       /* ATRN turned the connection around */
 	}
 	if (pos > 0 && pos < c->rlen)
 		memmove(c->rbuf, c->rbuf + pos, c->rlen - pos);
@@ -1207,6 +1309,8 @@ static enum eb_kind eb_client_kind(void)
 		return K_SEND;
 	if (strcmp(G.mode, "etrn") == 0)
 		return K_ETRN;
+	if (strcmp(G.mode, "atrn") == 0)
+		return K_ATRN;
 	return K_IDLE;
 }
 
@@ -1985,7 +2089,7 @@ static void eb_report_etrn(void)
 	if (G.json) {
 		char extra[8192];
 		snprintf(extra, sizeof extra,
-			",\"etrn\":{\"etrns\":%u,\"replied\":%u,\"codes\":%s,"
+			",\"%s\":{\"etrns\":%u,\"replied\":%u,\"codes\":%s,"
 			"\"reply_ms\":{\"p50\":%.3f,\"p99\":%.3f,\"max\":%.3f},"
 			"\"first_delivery_ms\":%.3f,\"last_delivery_ms\":%.3f,"
 			"\"per_domain_first_ms\":{\"n\":%zu,\"p50\":%.3f,\"p99\":%.3f,"
@@ -1993,7 +2097,7 @@ static void eb_report_etrn(void)
 			"\"expected\":%" PRIu64 ",\"delivered\":%" PRIu64
 			",\"drain_s\":%.3f,\"drain_msgs_per_s\":%.1f,"
 			"\"etrn_span_ms\":%.3f}%s",
-			G.ndomains, G.etrn_done, codes, eb_pct(&G.etrn_lat, 50),
+			G.mode, G.ndomains, G.etrn_done, codes, eb_pct(&G.etrn_lat, 50),
 			eb_pct(&G.etrn_lat, 99), eb_pct(&G.etrn_lat, 100),
 			first_ms, last_ms, fd.n, eb_pct(&fd, 50), eb_pct(&fd, 99),
 			eb_pct(&fd, 100), fd.n ? (double)fmin / 1e6 : 0.0,
@@ -2003,8 +2107,8 @@ static void eb_report_etrn(void)
 		eb_report_sink(extra);
 	} else {
 		eb_report_sink(NULL);
-		printf("etrn: %u sent, %u replied %s; reply p50 %.3f ms, p99 %.3f ms, "
-			"max %.3f ms\n", G.ndomains, G.etrn_done, codes,
+		printf("%s: %u domains, %u replied %s; reply p50 %.3f ms, p99 %.3f ms, "
+			"max %.3f ms\n", G.mode, G.ndomains, G.etrn_done, codes,
 			eb_pct(&G.etrn_lat, 50), eb_pct(&G.etrn_lat, 99),
 			eb_pct(&G.etrn_lat, 100));
 		printf("drain: first message %.3f ms, last %.3f ms after the first "
@@ -2078,6 +2182,14 @@ static int eb_finished(uint64_t now)
 	    (double)(now - (G.s_last > G.t_last_etrn_reply ? G.s_last :
 			    G.t_last_etrn_reply)) / NS > 1.0)
 		return 1;
+	if (strcmp(G.mode, "atrn") == 0) {
+		/* The reversed session ended (QUIT or a drop), ATRN was
+		 * refused, or the connection never got that far. */
+		if (G.atrn_over || G.live == 0 || G.sess_failed || G.err_conn)
+			return 1;
+		if (G.expect && G.s_msgs >= G.expect)
+			return 1;
+	}
 	if (strcmp(G.mode, "sink") == 0) {
 		if (G.expect && G.s_msgs >= G.expect)
 			return 1;
@@ -2123,7 +2235,7 @@ static void eb_tick(uint64_t now)
 		last_scan = now;
 		for (uint32_t i = 0; i < EB_CONNS_MAX; i++) {
 			struct eb_conn *c = &G.conns[i];
-			if ((c->kind == K_SEND || c->kind == K_ETRN ||
+			if ((c->kind == K_SEND || c->kind == K_ETRN || c->kind == K_ATRN ||
 			     (c->kind == K_IDLE && !c->ready)) && !c->closing &&
 			    c->qn > 0 && now > c->last_io &&
 			    now - c->last_io > EB_REPLY_TIMEOUT_NS) {
@@ -2154,19 +2266,28 @@ static void eb_tick(uint64_t now)
 int main(int argc, char **argv)
 {
 	if (argc < 2 || (strcmp(argv[1], "send") && strcmp(argv[1], "sink") &&
-	    strcmp(argv[1], "etrn") && strcmp(argv[1], "idle")))
+	    strcmp(argv[1], "etrn") && strcmp(argv[1], "idle") &&
+	    strcmp(argv[1], "atrn")))
 		eb_usage();
 	G.mode = argv[1];
 	eb_options(argc, argv);
 	int is_send = strcmp(G.mode, "send") == 0;
 	int is_etrn = strcmp(G.mode, "etrn") == 0;
 	int is_sink = strcmp(G.mode, "sink") == 0;
+	int is_atrn = strcmp(G.mode, "atrn") == 0;
 	if ((is_send || is_etrn || !is_sink) && G.srvlen == 0)
 		eb_die("--server HOST:PORT is required");
 	if ((is_sink || is_etrn) && !G.have_sink)
 		eb_die("--%s [HOST:]PORT is required", is_sink ? "listen" : "sink");
 	if (is_etrn && G.ndomains == 0)
 		eb_die("etrn: --domain, --domains or --domain-list is required");
+	if (is_atrn && (G.ndomains == 0 || G.ndomains > EB_DOMAINS_ATRN_MAX))
+		eb_die("atrn: --domain D[,D...] (1..%u domains) is required",
+				EB_DOMAINS_ATRN_MAX);
+	if (is_atrn && (G.user == NULL || G.password == NULL ||
+			strlen(G.user) > EB_CRED_MAX || strlen(G.password) > EB_CRED_MAX))
+		eb_die("atrn: --user and --password (at most %u octets each) are required",
+				EB_CRED_MAX);
 	if (is_send && !G.per_session && !G.total && G.duration <= 0)
 		G.per_session = 100;
 
@@ -2199,13 +2320,13 @@ int main(int argc, char **argv)
 	}
 	G.nfree = EB_CONNS_MAX;
 	unsigned nsess = is_etrn ? (G.etrn_sessions ? G.etrn_sessions :
-			(G.ndomains < 16 ? G.ndomains : 16)) : G.sessions;
+			(G.ndomains < 16 ? G.ndomains : 16)) : is_atrn ? 1 : G.sessions;
 	if (is_etrn && nsess > G.ndomains)
 		nsess = G.ndomains;
 	G.sess = eb_xalloc((nsess ? nsess : 1) * sizeof *G.sess);
 	if (is_send)
 		eb_pattern_init();
-	if (is_etrn) {
+	if (is_etrn || is_atrn) {
 		G.etrn_reply_t = eb_xalloc(G.ndomains * sizeof *G.etrn_reply_t);
 		G.dom_first = eb_xalloc(G.ndomains * sizeof *G.dom_first);
 		G.dom_last = eb_xalloc(G.ndomains * sizeof *G.dom_last);
@@ -2231,10 +2352,11 @@ int main(int argc, char **argv)
 		if (linger_until) {
 			/* Let the peers' last QUITs through, so a server that
 			 * delivered to us does not log a lost connection. */
-			if (now > linger_until || eb_stop || G.live <= 1)
+			if (now > linger_until || eb_stop ||
+			    G.live <= (G.listen_fd >= 0 ? 1u : 0u))
 				break;
 		} else if (eb_finished(now)) {
-			if (!(is_sink || is_etrn) || eb_stop)
+			if (!(is_sink || is_etrn || is_atrn) || eb_stop)
 				break;
 			linger_until = now + EB_LINGER_NS;
 		}
@@ -2260,7 +2382,7 @@ int main(int argc, char **argv)
 		eb_report_send();
 	else if (is_sink)
 		eb_report_sink(NULL);
-	else if (is_etrn)
+	else if (is_etrn || is_atrn)
 		eb_report_etrn();
 	else
 		eb_report_idle();
@@ -2268,9 +2390,12 @@ int main(int argc, char **argv)
 	if (is_send && (G.failed || G.sess_failed || G.err_conn || G.err_proto ||
 			G.err_timeout || G.tls_failed || G.tls_unoffered))
 		bad = 1;
-	if ((is_sink || is_etrn) && (G.s_bad_sum || (G.expect && G.s_msgs < G.expect)))
+	if ((is_sink || is_etrn || is_atrn) &&
+	    (G.s_bad_sum || (G.expect && G.s_msgs < G.expect)))
 		bad = 1;
-	if (is_etrn && G.etrn_done < G.ndomains)
+	if ((is_etrn || is_atrn) && G.etrn_done < G.ndomains)
+		bad = 1;
+	if (is_atrn && G.etrn_code[250] != 1)
 		bad = 1;
 	fflush(stdout);
 	/* The kernel closes every socket; no need to wait for the ring. */

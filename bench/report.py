@@ -9,6 +9,7 @@ comes from a file of the run, and a figure that is missing says so.
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 
@@ -261,6 +262,48 @@ if UNDELIVERED:
     w("**Not every held message was delivered:** %s (see etrnd's log lines below; the rates count only what arrived)." % "; ".join(UNDELIVERED))
 commands("drainK.etrnd", "drainK.postfix")
 w("")
+
+# ---------------------------------------------------------------- ATRN
+w("## Drain over the customer's connection (ATRN, bench/atrn.sh)")
+w("")
+w("One etrnd, one domain owned by the bench user: the same held count released %s times by ETRN (the drain's own connections to the customer's server) and %s times by ATRN (RFC 2645: `etrnbench atrn` authenticates on an `odmr_listen_trusted` listener, sends ATRN, and serves the reversed connection), alternating which goes first. The customer side of both is etrnbench's one sink (`--verify`). Rate = messages / (last message - ETRN or ATRN sent)." % (META.get("atrn_rounds"), META.get("atrn_rounds")))
+w("")
+
+
+def median(v):
+    return statistics.median(v) if v else None
+
+
+def atrn_table(tag, title):
+    """One atrn.sh run (TAG tag): a row per drain; (median ETRN, ATRN rate)."""
+    w("#### %s" % title)
+    w("")
+    w("| release | round | held | reply | first msg after reply (ms) | last msg after reply (s) | drain msgs/s | checksums |")
+    w("|---|---:|---:|---|---:|---:|---:|---|")
+    rates = {"etrn": [], "atrn": []}
+    for r in range(1, int(META.get("atrn_rounds", 0)) + 1):
+        for how in ("etrn", "atrn"):
+            j = load_json("%s.%s.%d.json" % (tag, how, r))
+            if j is None or how not in j:
+                w("| %s | %d | | not measured: %s | | | | |" % (how.upper(), r, read(tag + ".err").strip()[-200:] or "no output"))
+                continue
+            e = j[how]
+            if e["delivered"] < e["expected"]:
+                UNDELIVERED.append("%s round %d: %d of %d held messages arrived" % (how.upper(), r, e["delivered"], e["expected"]))
+            rates[how].append(e["drain_msgs_per_s"])
+            codes = ", ".join("%s x%d" % (k, v) for k, v in e["codes"].items())
+            w("| %s | %d | %d | %s | %.2f | %.3f | %.0f | %d/%d ok, %d bad |" % (
+                how.upper(), r, e["expected"], codes, e["first_delivery_ms"], e["last_delivery_ms"] / 1000,
+                e["drain_msgs_per_s"], j["verified"], e["expected"], j["bad_sum"]))
+    r = ratio(median(rates["atrn"]), median(rates["etrn"]))
+    w("")
+    w("Median ATRN / ETRN drain rate = **%s**." % fmt(r and r * 100, "%.0f%%"))
+    w("")
+    return r
+
+
+r_atrn = atrn_table("atrn", "etrnd's defaults (threads = auto, drain_connections = 4 per engine thread)")
+atrn_table("atrn1", "drain_connections = 1 (ETRN: one connection per engine thread)")
 
 # ---------------------------------------------------------------- idle
 w("## Idle connections during ingest (etrnd)")
@@ -600,6 +643,8 @@ t("... 100 KiB messages: >= 10x Postfix / >= 70% of smtp-sink",
   "%s / %s" % (fmt(rp100, "%.1fx"), fmt(rk100 and rk100 * 100, "%.0f%%")),
   rp100 is not None and rk100 is not None and rp100 >= 10 and rk100 >= 0.7)
 t("Every held message delivered after ETRN", "; ".join(UNDELIVERED) or "all", not UNDELIVERED)
+t("ATRN drain >= 90% of ETRN drain (same held mail, same run)", fmt(r_atrn and r_atrn * 100, "%.0f%%"),
+  r_atrn is not None and r_atrn >= 0.9)
 t("Drain >= 15x Postfix (one domain, same held count)", fmt(r_d1, "%.1fx"), r_d1 is not None and r_d1 >= 15)
 if dK.get("etrnd") and dK.get("postfix"):
     rk_ = ratio(dK["etrnd"]["etrn"]["drain_msgs_per_s"], dK["postfix"]["etrn"]["drain_msgs_per_s"])

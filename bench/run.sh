@@ -7,11 +7,12 @@
 # customer's server are bench/etrnbench (build/etrnbench). Scenarios:
 #   ingest 4 KiB with 20/200/2000 sessions; p99 latency at 50% of peak;
 #   ingest 100 KiB; drain of held mail for one domain (ETRN) and for 1,000
-#   domains at once (1,000 ETRNs); 10,000 idle connections during ingest;
-#   STARTTLS (issue 11): ingest with STARTTLS on every session against the
-#   same load in clear, TLS handshakes per second and per core (a new
-#   session per message), a drain to a STARTTLS sink against the same drain
-#   in clear, the memory of 1,000 idle TLS sessions;
+#   domains at once (1,000 ETRNs); the same drain over the customer's own
+#   connection (ATRN, bench/atrn.sh) against ETRN; 10,000 idle connections
+#   during ingest; STARTTLS (issue 11): ingest with STARTTLS on every
+#   session against the same load in clear, TLS handshakes per second and
+#   per core (a new session per message), a drain to a STARTTLS sink against
+#   the same drain in clear, the memory of 1,000 idle TLS sessions;
 #   start-up recovery of a big spool; provisioning (bench/provision.sh);
 #   a callgrind profile of etrnd's ingest path.
 # Everything talks to 127.0.0.1 only; each load is bounded in count and
@@ -55,6 +56,7 @@ else
 	PROFILE_N=3000; TLS_HS_SESS=20; TLS_DRAIN_N=50000
 fi
 NDOM=1000
+ATRN_ROUNDS=3
 RUN_TIMEOUT=$((DUR + 240))
 # The issue's TLS figures: ingest at 200 sessions, 1,000 idle TLS sessions.
 TLS_SESS=200
@@ -428,6 +430,16 @@ log "drain, $NDOM domains"
 drain_etrnd drainK $((NDOM * DRAINK_PER)) --domain-list "@$WORK/domains.txt" --etrn-sessions 10
 drain_postfix drainK $((NDOM * PF_DRAINK_PER)) --domain-list "@$WORK/domains.txt" --etrn-sessions 10
 
+log "drain over the customer's connection: ATRN against ETRN, $ATRN_ROUNDS rounds of $DRAIN_CMP_N"
+# etrnd's defaults, then one drain connection per engine thread (ETRN's drain
+# then has as many connections as there are shards; ATRN always one).
+for keys in "" "drain_connections=1"; do
+	tag=atrn${keys:+1}
+	TAG=$tag ATRN_ETRND_KEYS=$keys N=$DRAIN_CMP_N ROUNDS=$ATRN_ROUNDS RES=$RES RUN_TIMEOUT=$RUN_TIMEOUT \
+		bash "$ROOT/bench/atrn.sh" "$BUILD" >"$RES/$tag.out" 2>"$RES/$tag.err" ||
+		log "atrn.sh $keys failed: $(tail -n 3 "$RES/$tag.err")"
+done
+
 # ============================ 3. idle connections ===========================
 log "$IDLE_N idle connections during ingest"
 ETRND_SCENARIO=idle
@@ -619,6 +631,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 	echo "drain1_n=$DRAIN1_N"
 	echo "drain_cmp_n=$DRAIN_CMP_N"
 	echo "draink_per=$DRAINK_PER"
+	echo "atrn_rounds=$ATRN_ROUNDS"
 	echo "pf_draink_per=$PF_DRAINK_PER"
 	echo "ndom=$NDOM"
 	echo "idle_n=$IDLE_N"

@@ -361,10 +361,14 @@ static int parse_listen_one(const char *s, size_t n, struct config_listen *l)
 	return 0;
 }
 
-/* listen, listen_tls and listen_trusted each replace only their own kind
- * (k->min holds the CONFIG_LISTEN_* flags of the key); the plain listeners
- * stay first. listen_tls and listen_trusted may be "none". */
-static const unsigned listen_kinds[] = { 0, CONFIG_LISTEN_TLS, CONFIG_LISTEN_TRUSTED };
+/* listen, listen_tls, listen_trusted, odmr_listen and odmr_listen_trusted
+ * each replace only their own kind (k->min holds the CONFIG_LISTEN_* flags
+ * of the key); the plain listeners stay first. All but listen may be
+ * "none". */
+static const unsigned listen_kinds[] = {
+	0, CONFIG_LISTEN_TLS, CONFIG_LISTEN_TRUSTED, CONFIG_LISTEN_ODMR,
+	CONFIG_LISTEN_ODMR | CONFIG_LISTEN_TRUSTED,
+};
 
 static int set_listen(struct config *c, const struct config_key *k, const char *v,
 		      char *w, size_t wl)
@@ -395,7 +399,7 @@ static int set_listen(struct config *c, const struct config_key *k, const char *
 			if (src[i].flags != listen_kinds[kind])
 				continue;
 			if (na == CONFIG_LISTEN_MAX)
-				return why(w, wl, "bad value for %s: more than %d addresses in listen, listen_tls and listen_trusted together",
+				return why(w, wl, "bad value for %s: more than %d addresses in listen, listen_tls, listen_trusted and odmr_listen* together",
 					   k->name, CONFIG_LISTEN_MAX);
 			all[na++] = src[i];
 		}
@@ -737,6 +741,12 @@ static const struct config_key config_keys[] = {
 	 * AUTH is offered without TLS; min = their CONFIG_LISTEN_* flag. */
 	{ "listen_tls", set_listen, 0, CONFIG_LISTEN_TLS, 0 },
 	{ "listen_trusted", set_listen, 0, CONFIG_LISTEN_TRUSTED, 0 },
+	/* On-Demand Mail Relay (RFC 2645, port 366): EHLO offers AUTH and
+	 * ATRN; _trusted also offers AUTH without TLS (tests, a VPN). */
+	{ "odmr_listen", set_listen, 0, CONFIG_LISTEN_ODMR, 0 },
+	{ "odmr_listen_trusted", set_listen, 0, CONFIG_LISTEN_ODMR | CONFIG_LISTEN_TRUSTED, 0 },
+	/* RFC 2645 on the SMTP listeners too: ATRN answered as on ODMR. */
+	{ "smtp_atrn", set_bool, OFF(smtp_atrn), 0, 1 },
 	{ "tls_cert_file", set_path, OFF(tls_cert_file), 0, 0 },
 	{ "tls_key_file", set_path, OFF(tls_key_file), 0, 0 },
 	{ "tls_ca_file", set_path, OFF(tls_ca_file), 0, 0 },
@@ -797,6 +807,7 @@ void config_defaults(struct config *c)
 	c->dns_timeout_ms = RESOLVER_TIMEOUT_MS;
 	c->postmaster[0] = '\0';
 	c->allow_untrusted_routing = 0;
+	c->smtp_atrn = 0;
 	c->tls_handshake_timeout_ms = CONFIG_TLS_HANDSHAKE_TIMEOUT_DEFAULT_MS;
 }
 

@@ -85,7 +85,8 @@ struct config_redis {
 #define CONFIG_LISTEN_TLS 0x1u
 #define CONFIG_LISTEN_TRUSTED 0x2u
 /* "odmr_listen" (RFC 2645 On-Demand Mail Relay, port 366): EHLO offers
- * AUTH and ATRN there. */
+ * AUTH and ATRN there, and no mail transaction is taken; "odmr_listen_trusted"
+ * gives CONFIG_LISTEN_ODMR | CONFIG_LISTEN_TRUSTED (AUTH without TLS). */
 #define CONFIG_LISTEN_ODMR 0x4u
 
 struct config_listen {
@@ -147,6 +148,9 @@ struct config {
 	/* Postfix's allow_untrusted_routing: accept user%x@, user!x@ and
 	 * "user@x"@ recipients (sender-specified routing). Default 0. */
 	int allow_untrusted_routing;
+	/* smtp_atrn: ATRN (RFC 2645) answered on the SMTP listeners as on an
+	 * odmr_listen one; 0 (default): 502 there. */
+	int smtp_atrn;
 	/* TLS (core/tls.h): the server's certificate chain and key (PEM;
 	 * "" = no STARTTLS offered, no listen_tls), the drains' trust store
 	 * ("" = the system's), the TLS 1.2 cipher list ("" = the built-in

@@ -37,6 +37,7 @@
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/now.h"
+#include "proto/drain_atrn.h"
 #include "proto/drain_conn.h"
 #include "proto/drain_resolve.h"
 #include "proto/drain_status.h"
@@ -79,6 +80,7 @@ struct drain_hub {
 	size_t nact, capact;
 	struct smtp_client_conf ccf;
 	struct tls_ctx *tls_client;    /* drain_hub_set_tls(); not ours */
+	struct drain_atrn_reg *atrn;   /* ATRN sessions in progress */
 };
 
 /* Why a domain's mail stayed held at its last drain on this thread (a TLS
@@ -116,7 +118,9 @@ struct drain_hub *drain_hub_new(const struct config *cfg,
 		return NULL;
 	h->drains = calloc(nthreads, sizeof(*h->drains));
 	h->etrn_limit = addrlimit_new("etrn_rate_limit", cfg->etrn_rate_limit, ADDRLIMIT_ADDRS_DEFAULT);
-	if (!h->drains || !h->etrn_limit) {
+	h->atrn = drain_atrn_reg_new();
+	if (!h->drains || !h->etrn_limit || !h->atrn) {
+		drain_atrn_reg_free(h->atrn);
 		addrlimit_free(h->etrn_limit);
 		free(h->drains);
 		free(h);
@@ -154,6 +158,7 @@ struct drain_hub *drain_hub_free(struct drain_hub *h)
 	if (!h)
 		return NULL;
 	pthread_mutex_destroy(&h->mu);
+	drain_atrn_reg_free(h->atrn);
 	addrlimit_free(h->etrn_limit);
 	free(h->act);
 	free(h->drains);
@@ -304,54 +309,74 @@ void drain_hub_set_tls(struct drain_hub *h, struct tls_ctx *client)
 static void job_end(struct drain_job *j)
 {
 	struct drain *d = drain_of_env(j->env);
+	struct drain_atrn *s = j->atrn;
 
 	list_unlink(&d->jobs, &j->node);
-	held_note(d, j);
+	if (!s)
+		held_note(d, j);
 	if (j->nmsgs)
 		log_info("drain %.*s (shard %u): %" PRIu64 " sent, %" PRIu64 " deferred, %" PRIu64
 			 " bounced, %zu not attempted, in %.3f s",
 			 (int)j->len, j->dom, d->index, j->sent, j->deferred, j->bounced,
 			 j->nmsgs - j->next_msg,
 			 (double)(now_wall_us() - j->started_us) / 1e6);
-	hub_end(d->hub, j->dom, j->len);
+	if (!s)
+		hub_end(d->hub, j->dom, j->len);
 	free(j->msgs);
 	free(j);
+	if (s)
+		drain_atrn_put(s); /* the session holds the domain until its last job */
 }
 
-/* A job for rq on d with a snapshot of its shard's queue for the domain;
- * NULL when nothing is queued here or out of memory. */
-static struct drain_job *job_new(struct drain *d, const struct drain_req *rq)
+/* A job for dom on d with a snapshot of its shard's queue for the domain;
+ * NULL when nothing is queued here (or, empty set, an empty job then) or
+ * out of memory. */
+static struct drain_job *job_snapshot(struct drain *d, const char *dom, size_t len, int empty)
 {
 	const struct spool_index_queue *q;
-	struct spool_index_qstat st;
+	struct spool_index_qstat st = { 0 };
 	struct spool_index_iter it;
 	struct spool_index_entry e;
 	struct drain_job *j;
 
-	q = spool_index_queue(d->env.idx, rq->dom, rq->len);
-	if (!q)
+	q = spool_index_queue(d->env.idx, dom, len);
+	if (q)
+		spool_index_queue_stat(q, &st);
+	if (!st.messages && !empty)
 		return NULL;
-	spool_index_queue_stat(q, &st);
 	j = calloc(1, sizeof(*j));
-	if (j)
+	if (j && st.messages)
 		j->msgs = malloc(st.messages * sizeof(*j->msgs));
-	if (!j || !j->msgs) {
-		log_err("drain %.*s: out of memory", (int)rq->len, rq->dom);
+	if (!j || (st.messages && !j->msgs)) {
+		log_err("drain %.*s: out of memory", (int)len, dom);
 		free(j);
 		return NULL;
 	}
 	/* Snapshot the queue: each message goes to exactly one connection. */
-	spool_index_queue_iter(q, &it);
-	while (j->nmsgs < st.messages && spool_index_queue_next(&it, &e))
-		j->msgs[j->nmsgs++] = e.msgid;
+	if (q) {
+		spool_index_queue_iter(q, &it);
+		while (j->nmsgs < st.messages && spool_index_queue_next(&it, &e))
+			j->msgs[j->nmsgs++] = e.msgid;
+	}
 	j->env = &d->env;
-	memcpy(j->dom, rq->dom, rq->len);
-	j->len = rq->len;
+	memcpy(j->dom, dom, len);
+	j->dom[len] = '\0';
+	j->len = len;
+	j->started_us = now_wall_us();
+	return j;
+}
+
+/* A job for rq on d (job_snapshot()) going to rq's destination. */
+static struct drain_job *job_new(struct drain *d, const struct drain_req *rq)
+{
+	struct drain_job *j = job_snapshot(d, rq->dom, rq->len, 0);
+
+	if (!j)
+		return NULL;
 	memcpy(&j->dst, &rq->dst, rq->dstlen);
 	j->dstlen = rq->dstlen;
 	snprintf(j->relay, sizeof(j->relay), "%s", rq->relay);
 	j->tls = rq->tls;
-	j->started_us = now_wall_us();
 	return j;
 }
 
@@ -668,25 +693,141 @@ const char *drain_hub_hostname(const struct drain_hub *h)
 	return h->cfg->hostname;
 }
 
-void drain_hub_status(struct drain_hub *h, struct buf *out)
+static void hub_status(struct drain_hub *h, int json, struct buf *out)
 {
 	struct drain_status_shard *sh = calloc(h->n, sizeof(*sh));
 
 	if (!sh) {
-		(void)buf_puts(out, "error: out of memory\n");
+		(void)buf_puts(out, json ? "{\"error\":\"out of memory\"}\n" : "error: out of memory\n");
 		return;
 	}
-	for (unsigned i = 0; i < h->n; i++) {
-		struct drain *d = __atomic_load_n(&h->drains[i], __ATOMIC_ACQUIRE);
+	drain_hub_shards(h, sh, h->n);
+	drain_status_collect_atrn(sh, h->n, h->atrn, json, out);
+	free(sh);
+}
 
-		if (d) {
-			sh[i].loop = d->env.loop;
-			sh[i].idx = d->env.idx;
-			sh[i].drain = d;
+void drain_hub_status(struct drain_hub *h, struct buf *out)
+{
+	hub_status(h, 0, out);
+}
+
+void drain_hub_status_json(struct drain_hub *h, struct buf *out)
+{
+	hub_status(h, 1, out);
+}
+
+/* ---- ATRN (the session itself is proto/drain_atrn.c) --------------------- */
+
+struct drain_hub *drain_hub_of(const struct drain *d)
+{
+	return d->hub;
+}
+
+struct drain_atrn_reg *drain_hub_atrn_reg(struct drain_hub *h)
+{
+	return h->atrn;
+}
+
+unsigned drain_hub_threads(const struct drain_hub *h)
+{
+	return h->n;
+}
+
+const struct domtab *drain_hub_domtab(struct drain_hub *h)
+{
+	return domtab_live_get(h->dt);
+}
+
+uint64_t drain_hub_held(struct drain_hub *h, const char *dom, size_t len)
+{
+	return domstat_msgs(h->ds, dom, len);
+}
+
+int drain_hub_stopping(struct drain_hub *h)
+{
+	int closed;
+
+	pthread_mutex_lock(&h->mu);
+	closed = h->closed;
+	pthread_mutex_unlock(&h->mu);
+	return closed;
+}
+
+int drain_hub_claim(struct drain_hub *h, const char *dom, size_t len)
+{
+	return hub_begin(h, dom, len);
+}
+
+void drain_hub_unclaim(struct drain_hub *h, const char *dom, size_t len)
+{
+	hub_end_all(h, dom, len);
+}
+
+/* Under the hub's lock, like fan_out(): nothing is posted once
+ * drain_hub_quiesce() has returned. */
+int drain_hub_post(struct drain_hub *h, unsigned i, void (*fn)(void *), void *arg)
+{
+	struct drain *d = i < h->n ? __atomic_load_n(&h->drains[i], __ATOMIC_ACQUIRE) : NULL;
+	int rc = -ESHUTDOWN;
+
+	pthread_mutex_lock(&h->mu);
+	if (d && !h->closed && loop_post(d->env.loop, fn, arg) == 0)
+		rc = 0;
+	pthread_mutex_unlock(&h->mu);
+	return rc;
+}
+
+/* An ATRN's domains (atrn.h) fit a job's. */
+_Static_assert(ETRN_DOMAIN_MAX <= DRAIN_DOMAIN_MAX, "ATRN domain longer than a job's");
+
+/* An ATRN job: delivered over the session's connection, no destination
+ * address; the session's TLS is whatever the customer's connection has. */
+static struct drain_job *atrn_job(struct drain *d, struct drain_atrn *s, const char *dom,
+				  size_t len, int empty, const char *relay)
+{
+	struct drain_job *j = job_snapshot(d, dom, len, empty);
+
+	if (!j)
+		return NULL;
+	snprintf(j->relay, sizeof(j->relay), "%s", relay);
+	j->tls = DOMTAB_TLS_MAY;
+	j->atrn = s;
+	drain_atrn_hold(s);
+	list_append(&d->jobs, &j->node);
+	return j;
+}
+
+int drain_atrn_shard(struct drain_hub *h, unsigned i, struct drain_atrn *s,
+		     const struct atrn_doms *doms, struct conn_parcel *parcel, int first,
+		     int last, const struct smtp_client_session *ss, const char *relay)
+{
+	struct drain *d = __atomic_load_n(&h->drains[i], __ATOMIC_ACQUIRE);
+	struct drain_job *jobs[DRAIN_ATRN_DOMAINS_MAX];
+	size_t n = 0, msgs = 0;
+	int rc;
+
+	for (unsigned k = 0; k < doms->n; k++) {
+		struct drain_job *j = atrn_job(d, s, doms->dom[k], doms->len[k], 0, relay);
+		if (j) {
+			jobs[n++] = j;
+			msgs += j->nmsgs;
 		}
 	}
-	drain_status_collect(sh, h->n, out);
-	free(sh);
+	if (n == 0 && !last)
+		return 0;
+	if (n == 0 && !(jobs[n++] = atrn_job(d, s, doms->dom[0], doms->len[0], 1, relay))) {
+		conn_parcel_free(parcel);
+		return -ENOMEM;
+	}
+	rc = drain_conn_atrn_start(jobs, n, parcel, first, last, ss);
+	if (rc) {
+		while (n--)
+			job_end(jobs[n]);
+		return rc;
+	}
+	log_info("ATRN (shard %u): %zu message(s) for %zu domain(s) to %s", d->index, msgs, n,
+		 relay);
+	return 1;
 }
 
 /* ---- per thread ------------------------------------------------------------ */

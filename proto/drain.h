@@ -69,7 +69,7 @@ int drain_busy(const struct drain *d);
  * row's owner is user). Decides at once and appends the whole reply to out:
  * 530 is the server's (no user, never asked here); for a domain the user
  * does not own, nothing held, a domain already being drained, or any other
- * refusal the RFC 2645 reply (see drain.c for which reply each case gets),
+ * refusal the RFC 2645 reply (proto/atrn.h; the order in drain_atrn.c),
  * and NULL is returned. On success appends "250 OK now reversing the
  * connection" and returns the ATRN session, which from then on owns the
  * domains (an ETRN for them is answered as for a drain already running,
@@ -143,9 +143,12 @@ size_t drain_held_copy(const struct drain *d, struct drain_status_held *out, siz
 /* The node's host name (config hostname): DSNs name it. Lives as long as h. */
 const char *drain_hub_hostname(const struct drain_hub *h);
 
-/* Queue depths per shard and per domain, as text lines (etrnctl status).
+/* Queue depths per shard and per domain, and the ATRN sessions in
+ * progress, as text lines (etrnctl status).
  * Asks every engine thread and waits for them (up to 3 s): call it from a
  * thread that may block (the control socket's), never an engine thread. */
 void drain_hub_status(struct drain_hub *h, struct buf *out);
+/* The same as one JSON object (drain_status.h), ATRN sessions included. */
+void drain_hub_status_json(struct drain_hub *h, struct buf *out);
 
 #endif

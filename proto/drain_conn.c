@@ -20,6 +20,7 @@
 #include "core/now.h"
 #include "core/tls.h"
 #include "proto/bounce.h"
+#include "proto/drain_atrn.h"
 #include "proto/qid.h"
 #include "store/spool_rec.h"
 
@@ -48,6 +49,8 @@ struct drain_dest {
 	socklen_t dstlen;
 	unsigned conns;                /* drain_conn structs to it alive */
 	struct list jobs;              /* of drain_job.dest_node */
+	struct drain_atrn *atrn;       /* an ATRN session's: its one adopted
+	                                  connection, never a fresh one */
 };
 
 /* The DONE records of a connection's delivered messages while they are
@@ -88,6 +91,10 @@ struct drain_conn {
 	                                  replaced in the clear, not counted
 	                                  against drain_reconnect_attempts */
 	unsigned delivered;
+	struct drain_atrn *atrn;       /* ATRN session, or NULL */
+	int atrn_last;                 /* the last shard of it: QUIT at the end */
+	int atrn_told;                 /* drain_atrn_conn_end() called */
+	struct smtp_client_session ss; /* carried to the next shard */
 	enum drain_conn_tls tls;
 	char tls_text[DRAIN_TLS_TEXT]; /* "version:cipher" for delivery lines */
 };
@@ -113,6 +120,7 @@ static const char *const drain_conn_state_names[DRAIN_CONN_NSTATES] = {
 	[DRAIN_CONN_WAIT_SWITCH] = "WAIT_SWITCH",
 	[DRAIN_CONN_COMMITTING] = "COMMITTING",
 	[DRAIN_CONN_QUITTING] = "QUITTING",
+	[DRAIN_CONN_HANDING] = "HANDING",
 	[DRAIN_CONN_CLOSING] = "CLOSING",
 	[DRAIN_CONN_CLOSED] = "CLOSED",
 };
@@ -282,7 +290,7 @@ static void dest_kick(struct drain_conn_env *env, struct drain_dest *ds)
 	LIST_FOREACH(n, &ds->jobs) {
 		struct drain_job *j = LIST_ENTRY(n, struct drain_job, dest_node);
 
-		while (ds->conns < env->dest_limit && job_wants(j)) {
+		while (!ds->atrn && ds->conns < env->dest_limit && job_wants(j)) {
 			int rc = dc_open(j);
 			if (rc) {
 				log_warn("drain %.*s: cannot open a connection to %s: %s",
@@ -312,6 +320,20 @@ static void job_failed_conn(struct drain_job *j)
 		 j->env->index, j->relay, j->failures, j->nmsgs - j->next_msg);
 }
 
+/* An ATRN session's connection is gone from this shard (handed on, or
+ * over): its jobs try nothing more here, and the session is told once. */
+static void atrn_conn_gone(struct drain_conn *dc)
+{
+	struct list_node *n;
+
+	LIST_FOREACH(n, &dc->dest->jobs)
+		LIST_ENTRY(n, struct drain_job, dest_node)->gave_up = 1;
+	if (!dc->atrn_told) {
+		dc->atrn_told = 1;
+		drain_atrn_conn_end(dc->atrn, NULL, NULL);
+	}
+}
+
 /* Free dc if the release rule (drain_conn.h) allows; 1 when freed. Touch
  * neither dc nor its job afterwards. */
 static int dc_release(struct drain_conn *dc)
@@ -323,6 +345,8 @@ static int dc_release(struct drain_conn *dc)
 
 	if (dc->state != DRAIN_CONN_CLOSED || dc->spool_pending || dc->dur.pending)
 		return 0;
+	if (dc->atrn)
+		atrn_conn_gone(dc);
 	early = early && !dc->tls_fallback;
 	smtp_client_free(dc->cl);
 	free(dc->dur.per_msg);
@@ -394,7 +418,7 @@ static void wait_wake(struct drain_conn_env *env)
 static void dc_close_conn(struct drain_conn *dc, const char *why)
 {
 	if (dc->state == DRAIN_CONN_CONNECTING || dc->state == DRAIN_CONN_CLOSING ||
-	    dc->state == DRAIN_CONN_CLOSED)
+	    dc->state == DRAIN_CONN_CLOSED || dc->state == DRAIN_CONN_HANDING)
 		return;
 	dc->early = dc->state != DRAIN_CONN_QUITTING;
 	if (dc->early)
@@ -512,6 +536,41 @@ static void dc_switch(struct drain_conn *dc, struct drain_job *nj)
 
 static int dc_take(struct drain_conn *dc);
 
+/* conn_detach()'s callback: the customer's connection (parcel) goes on to
+ * the session's next shard with the SMTP session; NULL: it failed or the
+ * loop stops, the session is over. dc is done here. */
+static void dc_detached(void *arg, struct conn_parcel *parcel)
+{
+	struct drain_conn *dc = arg;
+
+	dc->c = NULL;
+	dc->atrn_told = 1;
+	log_info("drain %.*s (shard %u) to %s: connection %s after %u delivered",
+		 (int)dc->job->len, dc->job->dom, dc->job->env->index, dc->job->relay,
+		 parcel ? "handed on to the next shard" : "lost while handing it on",
+		 dc->delivered);
+	drain_atrn_conn_end(dc->atrn, parcel, parcel ? &dc->ss : NULL);
+	dc->early = parcel == NULL;
+	dc->end_why = parcel ? "handed on to the next shard" : "lost while handing it on";
+	drain_conn_enter(dc, DRAIN_CONN_CLOSED, dc->end_why);
+	(void)dc_release(dc);
+}
+
+/* ATRN: this shard has nothing more for the customer: the connection, its
+ * TLS and the SMTP session go on to the next shard (the session is idle). */
+static void dc_hand_on(struct drain_conn *dc)
+{
+	int rc = smtp_client_save(dc->cl, &dc->ss);
+
+	if (rc == 0)
+		rc = conn_detach(dc->c, dc_detached, dc);
+	if (rc) {
+		dc_close_conn(dc, "cannot hand the connection on");
+		return;
+	}
+	drain_conn_enter(dc, DRAIN_CONN_HANDING, "this shard is done");
+}
+
 /* Start reading the next message that still has recipients here, from
  * this job or (once it has none) another for the same destination; with
  * none left, QUIT. The session is idle. */
@@ -538,7 +597,10 @@ static void dc_next(struct drain_conn *dc)
 		}
 		dc_switch(dc, nj);
 	}
-	dc_quit(dc, "no more messages");
+	if (dc->atrn && !dc->atrn_last)
+		dc_hand_on(dc);
+	else
+		dc_quit(dc, "no more messages");
 }
 
 /* Take dc->job's next message: 1 when dc is now busy with it (READING or
@@ -779,6 +841,7 @@ static void msg_done(struct drain_conn *dc)
 	struct drain_bounces b;
 	char qid[QID_MAX];
 	uint64_t now = now_wall_us();
+	unsigned delivered;
 
 	qid_format(dc->msgid, qid);
 	memset(&b, 0, sizeof(b));
@@ -787,8 +850,11 @@ static void msg_done(struct drain_conn *dc)
 	b.diag = calloc(dc->nrcpt, sizeof(*b.diag));
 	/* Remote-MTA names the host: "host" of "host[addr]:port". */
 	relay_host(j->relay, b.remote, sizeof(b.remote));
+	delivered = dc->delivered;
 	for (uint32_t i = 0; i < dc->nrcpt; i++)
 		dc_verdict(dc, i, &b, now, qid);
+	if (j->atrn && dc->delivered > delivered)
+		drain_atrn_delivered(j->atrn); /* etrnctl status's progress */
 	if (dc->dur.cur) {
 		/* The dot waits below done_window, so there is a slot. */
 		dc->dur.per_msg[(dc->dur.head + dc->dur.msgs) % j->env->done_window] = dc->dur.cur;
@@ -947,6 +1013,9 @@ static size_t dc_data(void *arg, struct conn *c, void *st, const char *p, size_t
 	size_t off = 0;
 
 	(void)arg;
+	if (dc->state == DRAIN_CONN_HANDING)
+		return 0; /* leaving: nothing more is read here */
+	dc->c = c; /* adopted: the kept input may come before loop_adopt() returns */
 	/* Wait for the spool before reading further replies. Not the end of
 	 * the connection (n == 0): the loop tells it once and ignores what we
 	 * return, so it is acted on now (the spool's callback then finds the
@@ -1084,8 +1153,8 @@ static void dc_timeout(void *arg, struct conn *c, void *st)
 
 	(void)arg;
 	(void)c;
-	if (dc_spool_paused(dc))
-		return; /* our side is slow, not the server */
+	if (dc_spool_paused(dc) || dc->state == DRAIN_CONN_HANDING)
+		return; /* our side is slow, not the server; or leaving */
 	ev = smtp_client_timed_out(dc->cl);
 	if (ev == SMTP_CLIENT_EV_MSG_DONE && dc->msgid)
 		msg_done(dc);
@@ -1103,8 +1172,8 @@ static void dc_shutdown(void *arg, struct conn *c, void *st)
 	 * left queued (its recipients have no DONE); the next ETRN sends it. */
 	dc->job->env->stopping = 1;
 	dc->job->next_msg = dc->job->nmsgs;
-	if (dc->state == DRAIN_CONN_CONNECTING)
-		return; /* the connect completes with -ESHUTDOWN */
+	if (dc->state == DRAIN_CONN_CONNECTING || dc->state == DRAIN_CONN_HANDING)
+		return; /* the connect (or detach) completes with an error */
 	if (dc->state == DRAIN_CONN_WAIT_SLOT) {
 		wait_remove(dc->job->env, dc);
 		if (smtp_client_quit(dc->cl, conn_out(c)) == 0) {
@@ -1258,6 +1327,94 @@ int drain_conn_job_start(struct drain_job *j)
 	if (j->conns == 0)
 		log_info("drain %.*s (shard %u): waits for a connection to %s (%u open, limit %u)",
 			 (int)j->len, j->dom, env->index, j->relay, ds->conns, env->dest_limit);
+	return 0;
+}
+
+/* The ATRN connection's new client: waiting for the customer's greeting
+ * (first), or going on with ss. No STARTTLS: a TLS session up on the
+ * customer's connection stays up, and none is started inside ATRN. */
+static struct drain_conn *dc_atrn_new(struct drain_job *j, struct drain_dest *ds, int first,
+				      const struct smtp_client_session *ss)
+{
+	struct drain_conn_env *env = j->env;
+	struct drain_conn *dc = calloc(1, sizeof(*dc));
+
+	if (!dc)
+		return NULL;
+	dc->cl = smtp_client_new(env->ccf, j->relay);
+	dc->dur.per_msg = calloc(env->done_window, sizeof(*dc->dur.per_msg));
+	if (!dc->cl || !dc->dur.per_msg || (!first && smtp_client_resume(dc->cl, ss))) {
+		smtp_client_free(dc->cl);
+		free(dc->dur.per_msg);
+		free(dc);
+		return NULL;
+	}
+	(void)smtp_client_set_tls(dc->cl, SMTP_CLIENT_TLS_NONE);
+	dc->job = j;
+	dc->dest = ds;
+	dc->dur.dc = dc;
+	dc->atrn = j->atrn;
+	dc->state = DRAIN_CONN_CONNECTING;
+	buf_init(&dc->rec, 0);
+	buf_init(&dc->dsn, 0);
+	return dc;
+}
+
+int drain_conn_atrn_start(struct drain_job **jobs, size_t n, struct conn_parcel *parcel,
+			  int first, int last, const struct smtp_client_session *ss)
+{
+	struct drain_conn_env *env = jobs[0]->env;
+	struct drain_dest *ds = calloc(1, sizeof(*ds));
+	struct drain_conn *dc = ds ? dc_atrn_new(jobs[0], ds, first, ss) : NULL;
+	const struct tls_info *ti;
+	struct conn *c;
+
+	if (!dc || env->stopping) {
+		free(dc ? dc->dur.per_msg : NULL);
+		smtp_client_free(dc ? dc->cl : NULL);
+		free(dc);
+		free(ds);
+		conn_parcel_free(parcel);
+		return dc ? -ESHUTDOWN : -ENOMEM;
+	}
+	/* A destination of the session's own (dest_get() never finds it: its
+	 * address is none), holding its jobs so the connection goes from one
+	 * to the next (dest_next_job()). */
+	ds->atrn = jobs[0]->atrn;
+	list_append(&env->dests, &ds->node);
+	for (size_t i = 0; i < n; i++) {
+		jobs[i]->dest = ds;
+		list_append(&ds->jobs, &jobs[i]->dest_node);
+	}
+	dc->atrn_last = last;
+	jobs[0]->conns++;
+	ds->conns++;
+	env->conns++;
+	if (first)
+		drain_conn_enter(dc, DRAIN_CONN_GREETING, "ATRN: waiting for the customer's 220");
+	c = loop_adopt(env->loop, parcel, &drain_conn_ops, env, dc);
+	if (!c) {
+		int rc = -errno;
+		jobs[0]->conns--;
+		ds->conns--;
+		env->conns--;
+		for (size_t i = 0; i < n; i++)
+			list_unlink(&ds->jobs, &jobs[i]->dest_node);
+		dest_put(env, ds);
+		smtp_client_free(dc->cl);
+		free(dc->dur.per_msg);
+		free(dc);
+		return rc ? rc : -EMFILE;
+	}
+	dc->c = c;
+	if ((ti = conn_tls(c))) {
+		dc->tls = ti->verified ? DRAIN_CONN_TLS_VERIFIED : DRAIN_CONN_TLS_ENCRYPTED;
+		snprintf(dc->tls_text, sizeof(dc->tls_text), "%s:%s", ti->version, ti->cipher);
+	}
+	if (first)
+		dc_arm(dc);
+	else
+		dc_next(dc); /* the session goes on where the last shard left it */
 	return 0;
 }
 

@@ -67,6 +67,13 @@
  *              refusal--> CLOSING (conn_close() called)
  *   any state --the loop's close callback, or a failed connect--> CLOSED
  *
+ * ATRN (RFC 2645, drain_conn_atrn_start()): no CONNECTING; the customer's
+ * connection is adopted in GREETING (the first shard: wait for its 220,
+ * EHLO) or goes straight to (next) with the session carried over (later
+ * shards). (next) with nothing left --not the last shard--> HANDING
+ * --conn_detach() done--> CLOSED (the connection lives on elsewhere);
+ * the last shard QUITs as above.
+ *
  * READING, WAIT_DURABLE and COMMITTING pause input (replies wait for the
  * spool) and ignore the idle timer (our side is slow, not the server).
  * GREETING and STARTTLS wait at most env->greeting_ms for each reply;
@@ -88,6 +95,8 @@ enum drain_conn_state {
 	                              once its DONEs are durable */
 	DRAIN_CONN_COMMITTING,     /* its bounce (DSN + DONEs) being written */
 	DRAIN_CONN_QUITTING,       /* QUIT sent; waiting for 221 or EOF */
+	DRAIN_CONN_HANDING,        /* ATRN: conn_detach() called, the
+	                              connection goes on to the next shard */
 	DRAIN_CONN_CLOSING,        /* conn_close() called; close callback due */
 	DRAIN_CONN_CLOSED,         /* socket gone (or never made) */
 	DRAIN_CONN_NSTATES
@@ -97,6 +106,7 @@ struct drain_conn;
 struct drain_job;
 struct tls_ctx;
 struct drain_dest;                 /* one destination's connections (per thread) */
+struct drain_atrn;                 /* an ATRN session (proto/drain_atrn.h) */
 
 /*
  * What the connections of one engine thread share; owned by that thread's
@@ -157,6 +167,8 @@ struct drain_job {
 	                                  for a TLS reason): TLS policy unmet */
 	uint64_t started_us;
 	uint64_t sent, deferred, bounced;
+	struct drain_atrn *atrn;       /* the ATRN session it is part of, or
+	                                  NULL (ETRN, flush) */
 };
 
 /*
@@ -176,6 +188,24 @@ struct drain_job {
  * Nothing outside this module keeps a pointer to a connection.
  */
 int drain_conn_job_start(struct drain_job *j);
+
+/*
+ * ATRN: run jobs[0..n) (all of session s, none started, on this thread,
+ * n >= 1; a job may have no message, so the last shard still QUITs) over
+ * the customer's connection parcel, which this thread adopts. They get a
+ * destination of their own that never opens a connection. first: wait for
+ * the customer's 220 (drain_greeting_timeout) and EHLO; else go on with
+ * the session ss (READY, no greeting, no EHLO). last: QUIT when done;
+ * else hand the connection on: drain_atrn_conn_end() (drain_atrn.h) gets
+ * the parcel and the SMTP session, or NULL once the connection is over
+ * (QUIT answered, customer gone, 421, shutdown), once per adoption, on
+ * this thread. Each job ends through env->job_idle as usual. Returns 0, or
+ * -errno with the parcel freed (closed) and the jobs detached again (the
+ * caller ends them; drain_atrn_conn_end() is not called).
+ */
+struct conn_parcel;
+int drain_conn_atrn_start(struct drain_job **jobs, size_t n, struct conn_parcel *parcel,
+		int first, int last, const struct smtp_client_session *ss);
 
 /* Free what is left of env's destinations (after the loop stopped). */
 void drain_conn_env_fini(struct drain_conn_env *env);

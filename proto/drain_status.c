@@ -5,6 +5,7 @@
  * after the asker gave up still writes into live memory.
  */
 #include "proto/drain_status.h"
+#include "proto/drain_atrn.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -143,7 +144,7 @@ static void status_post_all(struct status_req *rq, const struct drain_status_sha
 }
 
 /* Append s as a JSON string (quoted; control bytes, '"' and '\\' escaped). */
-static void status_json_str(struct buf *out, const char *s, size_t n)
+void drain_status_json_str(struct buf *out, const char *s, size_t n)
 {
 	(void)buf_puts(out, "\"");
 	for (size_t i = 0; i < n; i++) {
@@ -267,7 +268,7 @@ static void status_domains(struct status_dom *all, size_t k, const struct status
 		}
 		if (json) {
 			(void)buf_puts(out, i ? ",{\"domain\":" : "{\"domain\":");
-			status_json_str(out, s.dom, strlen(s.dom));
+			drain_status_json_str(out, s.dom, strlen(s.dom));
 		}
 		(void)buf_printf(out, json ? "%s,\"messages\":%" PRIu64 ",\"recipients\":%" PRIu64
 				 ",\"bytes\":%" PRIu64 ",\"oldest_s\":%" PRIu64
@@ -278,7 +279,7 @@ static void status_domains(struct status_dom *all, size_t k, const struct status
 		held = status_held_why(h, s.dom);
 		if (held && json) {
 			(void)buf_puts(out, ",\"held\":");
-			status_json_str(out, held, strlen(held));
+			drain_status_json_str(out, held, strlen(held));
 		} else if (held) {
 			(void)buf_printf(out, ", held: %s", held);
 		}
@@ -287,8 +288,8 @@ static void status_domains(struct status_dom *all, size_t k, const struct status
 	}
 }
 
-static void status_collect(const struct drain_status_shard *shards, unsigned n, int json,
-			   struct buf *out)
+static void status_collect(const struct drain_status_shard *shards, unsigned n,
+			   struct drain_atrn_reg *atrn, int json, struct buf *out)
 {
 	struct status_req *rq = status_req_new(n);
 	struct status_dom *all = NULL;
@@ -316,7 +317,13 @@ static void status_collect(const struct drain_status_shard *shards, unsigned n, 
 	}
 	free(held.v);
 	if (json)
-		(void)buf_printf(out, "],\"complete\":%s}\n", timed_out ? "false" : "true");
+		(void)buf_puts(out, "],\"atrn\":");
+	if (json && !atrn)
+		(void)buf_puts(out, "[]");
+	if (atrn)
+		drain_atrn_status(atrn, out, json);
+	if (json)
+		(void)buf_printf(out, ",\"complete\":%s}\n", timed_out ? "false" : "true");
 	else if (timed_out)
 		(void)buf_puts(out, "warning: some engine threads did not answer in time\n");
 }
@@ -324,11 +331,17 @@ static void status_collect(const struct drain_status_shard *shards, unsigned n, 
 void drain_status_collect(const struct drain_status_shard *shards, unsigned n,
 			  struct buf *out)
 {
-	status_collect(shards, n, 0, out);
+	status_collect(shards, n, NULL, 0, out);
 }
 
 void drain_status_collect_json(const struct drain_status_shard *shards, unsigned n,
 			       struct buf *out)
 {
-	status_collect(shards, n, 1, out);
+	status_collect(shards, n, NULL, 1, out);
+}
+
+void drain_status_collect_atrn(const struct drain_status_shard *shards, unsigned n,
+			       struct drain_atrn_reg *atrn, int json, struct buf *out)
+{
+	status_collect(shards, n, atrn, json, out);
 }

@@ -52,10 +52,20 @@ void drain_status_collect(const struct drain_status_shard *shards, unsigned n,
  *     "domains":N,"segments":N,"bytes":N,"live_bytes":N,"delivered":N,
  *     "bounced":N,"expired":N},...],
  *    "domains":[{"domain":"x.test","messages":N,"recipients":N,"bytes":N,
- *     "oldest_s":N[,"held":"why"]},...], "complete":true}
+ *     "oldest_s":N[,"held":"why"]},...], "atrn":[...], "complete":true}
  * A shard that did not answer is {"shard":i,"answered":false}; complete is
  * false when any timed out. Blocks like drain_status_collect(). */
 void drain_status_collect_json(const struct drain_status_shard *shards, unsigned n,
 		struct buf *out);
+
+/* s (n bytes) as a JSON string, quoted and escaped, appended to out. */
+void drain_status_json_str(struct buf *out, const char *s, size_t n);
+
+/* Either report (json 0: text) with the ATRN sessions in progress of atrn
+ * (drain_atrn_status(): "atrn user=... domains=... shard=i/n
+ * delivered=d/t" lines after the domains, or the "atrn" array). */
+struct drain_atrn_reg;
+void drain_status_collect_atrn(const struct drain_status_shard *shards, unsigned n,
+		struct drain_atrn_reg *atrn, int json, struct buf *out);
 
 #endif

@@ -1205,3 +1205,28 @@ unsigned smtp_client_caps(const struct smtp_client *c, uint64_t *size_max)
 		*size_max = c->size_max;
 	return c->caps;
 }
+
+int smtp_client_save(const struct smtp_client *c, struct smtp_client_session *s)
+{
+	if (c->state != SMTP_CLIENT_STATE_READY || c->in_msg)
+		return -EINVAL;
+	s->caps = c->caps;
+	s->size_max = c->size_max;
+	s->nonmail = c->nonmail;
+	s->rset_owed = c->rset_owed;
+	s->tls_on = c->tls_on;
+	return 0;
+}
+
+int smtp_client_resume(struct smtp_client *c, const struct smtp_client_session *s)
+{
+	if (c->state != SMTP_CLIENT_STATE_GREETING || c->lr.len || c->nonmail)
+		return -EINVAL;
+	c->caps = s->caps;
+	c->size_max = s->size_max;
+	c->nonmail = s->nonmail;
+	c->rset_owed = s->rset_owed;
+	c->tls_on = s->tls_on;
+	smtp_client_enter_state(c, SMTP_CLIENT_STATE_READY);
+	return 0;
+}

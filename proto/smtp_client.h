@@ -288,4 +288,22 @@ int smtp_client_tls_on(const struct smtp_client *c);
  * limit, 0 for none. */
 unsigned smtp_client_caps(const struct smtp_client *c, uint64_t *size_max);
 
+/*
+ * An idle session carried from one client to a fresh one over the same
+ * connection (ATRN, RFC 2645: the connection moves from one engine thread
+ * to the next): what EHLO agreed, TLS, the non-mail commands spent and an
+ * RSET still owed. smtp_client_save() on an idle (READY) client;
+ * smtp_client_resume() on a fresh one (before any input): it starts READY
+ * without greeting or EHLO. 0, or -EINVAL when a client is not in that state.
+ */
+struct smtp_client_session {
+	unsigned caps;
+	uint64_t size_max;
+	unsigned nonmail;
+	int rset_owed;
+	int tls_on;
+};
+int smtp_client_save(const struct smtp_client *c, struct smtp_client_session *s);
+int smtp_client_resume(struct smtp_client *c, const struct smtp_client_session *s);
+
 #endif

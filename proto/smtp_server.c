@@ -58,11 +58,12 @@ enum smtp_state {
 	SMTP_STATE_TLS,      /* 220 to STARTTLS sent, waiting for tls_up */
 	SMTP_STATE_AUTH,     /* 334 sent, reading the client's response line */
 	SMTP_STATE_AUTH_CHECK, /* credentials handed over, waiting for auth_done */
+	SMTP_STATE_ATRN,     /* ATRN handed over, waiting for atrn_done */
 };
 
 static const char *const smtp_state_names[] = {
 	"INIT", "READY", "MAIL", "RCPT", "DATA", "COMMIT", "CLOSED", "TLS", "AUTH",
-	"AUTH_CHECK",
+	"AUTH_CHECK", "ATRN",
 };
 
 /* Where the DATA reader stands inside the current line. */
@@ -117,6 +118,9 @@ struct smtp_session {
 	int esmtp;           /* EHLO (1) or HELO (0) */
 	int out_failed;      /* a reply could not be appended: close */
 	int trusted;         /* listen_trusted: AUTH without TLS */
+	int odmr;            /* odmr_listen: ATRN, no mail transactions */
+	const char *atrn;    /* SMTP_STATE_ATRN: the domain list (in the line) */
+	size_t atrn_len;
 	int tls;             /* the handshake is done; tls_* below are set */
 	int tls_bits;
 	struct linereader lr; /* command lines, into line[] */
@@ -146,6 +150,7 @@ struct smtp_cmd_ctx {
 
 #define SMTP_CMDF_JUNK 0x1u  /* always counts against the error budget */
 #define SMTP_CMDF_CLOSE 0x2u /* HTTP/proxy smuggling: 221 and close */
+#define SMTP_CMDF_NOT_ODMR 0x4u /* mail and queue commands: 502 on ODMR (RFC 2645) */
 
 struct smtp_cmd {
 	const char *name;
@@ -299,9 +304,35 @@ static int smtp_auth_offered(const struct smtp_session *s)
 	return s->conf->auth && (s->tls || s->trusted);
 }
 
+/* ATRN is answered here (RFC 2645): on an ODMR listener, or everywhere
+ * with smtp_atrn. */
+static int smtp_atrn_offered(const struct smtp_session *s)
+{
+	return s->odmr || s->conf->atrn;
+}
+
+/* RFC 2645 5.1.1: the ODMR EHLO names AUTH and ATRN. Nothing about mail
+ * transactions (SIZE, 8BITMIME, SMTPUTF8), which this port does not take,
+ * and no PIPELINING: ATRN turns the connection around, so nothing may
+ * follow it in the same flight. */
+static void smtp_ehlo_odmr(struct smtp_session *s, struct buf *out)
+{
+	smtp_reply(s, out, "250-%s", s->conf->hostname);
+	smtp_reply(s, out, "250-ENHANCEDSTATUSCODES");
+	if (s->conf->starttls && !s->tls)
+		smtp_reply(s, out, "250-STARTTLS");
+	if (smtp_auth_offered(s))
+		smtp_reply(s, out, "250-AUTH " SMTP_AUTH_OFFER);
+	smtp_reply(s, out, "250 ATRN");
+}
+
 static void smtp_proceed_ehlo(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
 {
 	smtp_set_helo(s, c->arg, c->arg_len, 1);
+	if (s->odmr) {
+		smtp_ehlo_odmr(s, out);
+		return;
+	}
 	/* Extensions: adding one is one line here. */
 	smtp_reply(s, out, "250-%s", s->conf->hostname);
 	smtp_reply(s, out, "250-PIPELINING");
@@ -314,6 +345,8 @@ static void smtp_proceed_ehlo(struct smtp_session *s, struct smtp_cmd_ctx *c, st
 		smtp_reply(s, out, "250-AUTH " SMTP_AUTH_OFFER);
 	if (s->conf->etrn)
 		smtp_reply(s, out, "250-ETRN");
+	if (smtp_atrn_offered(s))
+		smtp_reply(s, out, "250-ATRN");
 	smtp_reply(s, out, "250 SMTPUTF8");
 }
 
@@ -749,9 +782,14 @@ static void smtp_proceed_vrfy(struct smtp_session *s, struct smtp_cmd_ctx *c, st
 
 static void smtp_proceed_help(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
 {
-	smtp_reply(s, out, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP%s%s%s",
+	if (s->odmr) {
+		smtp_reply(s, out, "214 2.0.0 Commands: EHLO HELO RSET NOOP QUIT HELP%s%s ATRN",
+			   s->conf->starttls ? " STARTTLS" : "", s->conf->auth ? " AUTH" : "");
+		return;
+	}
+	smtp_reply(s, out, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP%s%s%s%s",
 		   s->conf->etrn ? " ETRN" : "", s->conf->starttls ? " STARTTLS" : "",
-		   s->conf->auth ? " AUTH" : "");
+		   s->conf->auth ? " AUTH" : "", s->conf->atrn ? " ATRN" : "");
 }
 
 /* EXPN, and commands that later issues implement (ETRN, ATRN, AUTH,
@@ -792,6 +830,94 @@ static void smtp_proceed_etrn(struct smtp_session *s, struct smtp_cmd_ctx *c, st
 {
 	s->conf->etrn(s->conf->etrn_arg, s->client_addr, smtp_server_user(s), c->arg,
 		      c->arg_len, out);
+}
+
+/* ---- ATRN and TURN (RFC 2645) ----------------------------------------- */
+
+const char *smtp_server_atrn_next(const char *list, size_t len, size_t *off, size_t *dlen)
+{
+	const char *p, *comma;
+
+	if (*off >= len)
+		return NULL;
+	p = list + *off;
+	comma = memchr(p, ',', len - *off);
+	*dlen = comma ? (size_t)(comma - p) : len - *off;
+	*off += *dlen + 1;
+	return p;
+}
+
+/* RFC 2645 5.2.1: "ATRN" [SP domain *("," domain)]: no spaces, no empty
+ * item, each a domain as ETRN takes one (etrn.c: RFC 1985's characters,
+ * not "@x" or "#q"; the drain reads the list the same way). 0, -1
+ * (syntax) or -E2BIG (too many). */
+static int smtp_atrn_syntax(const char *list, size_t len)
+{
+	size_t off = 0, dlen, n = 0;
+	struct etrn_node node;
+	const char *d;
+
+	if (len > 0 && list[len - 1] == ',')
+		return -1;
+	while ((d = smtp_server_atrn_next(list, len, &off, &dlen)) != NULL) {
+		if (etrn_parse(d, dlen, ETRN_SRC_SMTP_RAW, &node) != ETRN_OK ||
+		    node.kind != ETRN_KIND_DOMAIN)
+			return -1;
+		if (++n > SMTP_ATRN_DOMAINS_MAX)
+			return -E2BIG;
+	}
+	return 0;
+}
+
+/* The order of the refusals: not here at all (502), not authenticated
+ * (530, RFC 2645 5.2.1, before any look at the argument), inside a
+ * transaction (503), then the syntax (501). */
+static int smtp_check_atrn(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	int r;
+
+	if (!smtp_atrn_offered(s))
+		return smtp_check_unimpl(s, c, out);
+	if (!s->user[0]) {
+		smtp_reply(s, out, "530 5.7.0 Authentication required");
+		return SMTP_CHECK_FAIL;
+	}
+	if (s->state != SMTP_STATE_READY) {
+		smtp_reply(s, out, "503 5.5.1 Error: MAIL transaction in progress");
+		return SMTP_CHECK_FAIL;
+	}
+	r = smtp_atrn_syntax(c->arg, c->arg_len);
+	if (r == -E2BIG) {
+		smtp_reply(s, out, "501 5.5.4 Error: more than %d domains in one ATRN",
+			   SMTP_ATRN_DOMAINS_MAX);
+		return SMTP_CHECK_FAIL;
+	}
+	if (r < 0) {
+		smtp_reply(s, out, "501 5.5.4 Syntax: ATRN [domain[,domain]...]");
+		return SMTP_CHECK_FAIL;
+	}
+	return SMTP_CHECK_OK;
+}
+
+static void smtp_proceed_atrn(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	char logtext[SMTP_LOG_TEXT];
+
+	(void)out;
+	log_info("smtp %s: ATRN user=%s domains=%s", s->client_addr, s->user,
+		 c->arg_len ? log_printable(logtext, sizeof(logtext), c->arg, c->arg_len) :
+		 "(all owned)");
+	s->atrn = c->arg;
+	s->atrn_len = c->arg_len;
+	smtp_enter_state(s, SMTP_STATE_ATRN);
+}
+
+/* RFC 2645 section 3 (and RFC 5321 4.1.1.x's note on TURN): TURN without
+ * authentication would hand anyone a domain's mail, so it never is. */
+static int smtp_check_turn(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
+{
+	smtp_reply(s, out, "502 5.5.1 Error: TURN not implemented (unauthenticated TURN is unsafe, RFC 2645)");
+	return SMTP_CHECK_FAIL;
 }
 
 /* ---- STARTTLS (RFC 3207) ---------------------------------------------- */
@@ -969,20 +1095,21 @@ static int smtp_check_close(struct smtp_session *s, struct smtp_cmd_ctx *c, stru
 static const struct smtp_cmd smtp_cmds[] = {
 	{ "EHLO", smtp_check_ehlo, smtp_proceed_ehlo, 0 },
 	{ "HELO", smtp_check_helo_cmd, smtp_proceed_helo, 0 },
-	{ "MAIL", smtp_check_mail, smtp_proceed_mail, 0 },
-	{ "RCPT", smtp_check_rcpt, smtp_proceed_rcpt, 0 },
-	{ "DATA", smtp_check_data, smtp_proceed_data, 0 },
+	{ "MAIL", smtp_check_mail, smtp_proceed_mail, SMTP_CMDF_NOT_ODMR },
+	{ "RCPT", smtp_check_rcpt, smtp_proceed_rcpt, SMTP_CMDF_NOT_ODMR },
+	{ "DATA", smtp_check_data, smtp_proceed_data, SMTP_CMDF_NOT_ODMR },
 	{ "RSET", smtp_check_rset, smtp_proceed_rset, 0 },
 	{ "NOOP", smtp_check_any, smtp_proceed_noop, 0 },
 	{ "QUIT", smtp_check_any, smtp_proceed_quit, 0 },
-	{ "VRFY", smtp_check_vrfy, smtp_proceed_vrfy, 0 },
+	{ "VRFY", smtp_check_vrfy, smtp_proceed_vrfy, SMTP_CMDF_NOT_ODMR },
 	{ "HELP", smtp_check_any, smtp_proceed_help, 0 },
 	{ "EXPN", smtp_check_unimpl, NULL, SMTP_CMDF_JUNK },
-	{ "ETRN", smtp_check_etrn, smtp_proceed_etrn, 0 },
-	{ "ATRN", smtp_check_unimpl, NULL, 0 },
+	{ "ETRN", smtp_check_etrn, smtp_proceed_etrn, SMTP_CMDF_NOT_ODMR },
+	{ "ATRN", smtp_check_atrn, smtp_proceed_atrn, 0 },
+	{ "TURN", smtp_check_turn, NULL, 0 },
 	{ "AUTH", smtp_check_auth, smtp_proceed_auth, 0 },
 	{ "STARTTLS", smtp_check_starttls, smtp_proceed_starttls, 0 },
-	{ "BDAT", smtp_check_unimpl, NULL, 0 },
+	{ "BDAT", smtp_check_unimpl, NULL, SMTP_CMDF_NOT_ODMR },
 	{ "GET", smtp_check_close, NULL, SMTP_CMDF_CLOSE },
 	{ "POST", smtp_check_close, NULL, SMTP_CMDF_CLOSE },
 	{ "CONNECT", smtp_check_close, NULL, SMTP_CMDF_CLOSE },
@@ -1038,6 +1165,14 @@ static void smtp_command(struct smtp_session *s, const struct linereader_line *l
 	}
 	if (cmd == NULL) {
 		smtp_reply(s, out, "500 5.5.2 Error: command not recognized");
+		smtp_count_error(s);
+		goto done;
+	}
+	/* RFC 2645: an ODMR session has no mail transaction and no queue of
+	 * its own to run; RFC 5321 4.2.4: recognized, not implemented here. */
+	if (s->odmr && (cmd->flags & SMTP_CMDF_NOT_ODMR)) {
+		smtp_reply(s, out, "502 5.5.1 Error: %s not available on the on-demand mail relay port",
+			   cmd->name);
 		smtp_count_error(s);
 		goto done;
 	}
@@ -1455,6 +1590,30 @@ void smtp_server_set_trusted(struct smtp_session *s)
 	s->trusted = 1;
 }
 
+void smtp_server_set_odmr(struct smtp_session *s)
+{
+	s->odmr = 1;
+}
+
+const char *smtp_server_atrn_domains(const struct smtp_session *s, size_t *len)
+{
+	*len = s->atrn_len;
+	return s->atrn_len ? s->atrn : "";
+}
+
+void smtp_server_atrn_done(struct smtp_session *s, int reversed)
+{
+	if (s->state == SMTP_STATE_CLOSED)
+		return; /* timed out or shut down meanwhile */
+	if (s->state != SMTP_STATE_ATRN)
+		panic("atrn_done in state %s", smtp_state_names[s->state]);
+	s->atrn = NULL;
+	s->atrn_len = 0;
+	/* Turned around: the line is the ATRN session's now, and nothing
+	 * more is said as a server. */
+	smtp_enter_state(s, reversed ? SMTP_STATE_CLOSED : SMTP_STATE_READY);
+}
+
 /* Keep a TLS parameter for Received: printable, without the parentheses
  * and backslash that would unbalance its comment. */
 static void smtp_tls_text(char *dst, size_t len, const char *src)
@@ -1552,7 +1711,11 @@ const char *smtp_server_user(const struct smtp_session *s)
 
 void smtp_server_greeting(struct smtp_session *s, struct buf *out)
 {
-	smtp_reply(s, out, "220 %s ESMTP etrnd", s->conf->hostname);
+	if (s->odmr)
+		smtp_reply(s, out, "220 %s ESMTP etrnd on-demand mail relay server ready",
+			   s->conf->hostname);
+	else
+		smtp_reply(s, out, "220 %s ESMTP etrnd", s->conf->hostname);
 }
 
 /* States that take no input until the glue reports back: 1 with *ev set
@@ -1568,6 +1731,9 @@ static int smtp_server_waiting(const struct smtp_session *s, enum smtp_event *ev
 		return 1;
 	case SMTP_STATE_AUTH_CHECK:
 		*ev = SMTP_EV_AUTH;
+		return 1;
+	case SMTP_STATE_ATRN:
+		*ev = SMTP_EV_ATRN;
 		return 1;
 	default:
 		return 0;

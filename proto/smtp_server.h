@@ -7,7 +7,10 @@
  * byte and a fuzzer can drive it with anything. STARTTLS (RFC 3207) and
  * AUTH (RFC 4954) are events too: the glue starts the handshake or the
  * password check and reports back (smtp_server_tls_up(),
- * smtp_server_auth_done()).
+ * smtp_server_auth_done()). So is ATRN (RFC 2645): on an On-Demand Mail
+ * Relay listener (or anywhere with conf->atrn) an authenticated client's
+ * "ATRN [domain,...]" is handed to the glue, which decides, replies and,
+ * on success, turns the connection around (smtp_server_atrn_done()).
  *
  * Promises: replies come out in command order (RFC 2920 pipelining); every
  * limit hit gets its RFC reply with an enhanced status code; no input makes it
@@ -29,6 +32,13 @@
 /* The session's queue id buffer: proto/qid.h's queue id text and NUL (one
  * constant, so new_id's qid_format() always fits). */
 #define SMTP_QID_MAX QID_MAX
+
+/* ATRN (RFC 2645 5.2.1): at most this many domains in one "ATRN d1,d2,...":
+ * the drain's own bound (DRAIN_ATRN_DOMAINS_MAX, proto/drain_atrn.h; smtpd.c
+ * checks they agree). Each is looked up and held for the session, so the
+ * work one command causes stays small; a customer with more owns them
+ * (their rows' owner) and sends a bare ATRN. */
+#define SMTP_ATRN_DOMAINS_MAX 32
 
 struct smtp_limits {
 	size_t command_max;      /* command line incl. CRLF; RFC 5321 4.5.3.1.4: 512 */
@@ -101,6 +111,10 @@ struct smtp_server_conf {
 	 * trusted listener (smtp_server_set_trusted()); the glue has a
 	 * password checker. 0: "503 5.5.1 Error: authentication not enabled". */
 	int auth;
+	/* 1 (smtp_atrn = yes): ATRN (RFC 2645) is answered on every listener
+	 * as on an ODMR one, and EHLO offers it. 0: only on ODMR listeners
+	 * (smtp_server_set_odmr()); elsewhere "502 5.5.1". */
+	int atrn;
 };
 
 enum smtp_event {
@@ -121,6 +135,14 @@ enum smtp_event {
 	                           smtp_server_auth_pass()), then call
 	                           smtp_server_auth_done(); feeding is refused (0
 	                           consumed) until then */
+	SMTP_EV_ATRN,           /* ATRN (RFC 2645) from the authenticated user
+	                           (smtp_server_user()), syntax checked: the
+	                           domains are smtp_server_atrn_domains(). Append
+	                           the reply (250 to turn around, 450/451/453),
+	                           then call smtp_server_atrn_done(); feeding is
+	                           refused (0 consumed) until then. Nothing after
+	                           the ATRN line is consumed: after a turn-around
+	                           it is the new owner's (the customer's 220). */
 };
 
 struct budget;
@@ -135,6 +157,29 @@ struct smtp_session *smtp_server_new(const struct smtp_server_conf *conf,
 /* The connection came through a listen_trusted listener: AUTH is offered
  * without TLS. Call before the first feed. */
 void smtp_server_set_trusted(struct smtp_session *s);
+
+/* The connection came through an odmr_listen listener (RFC 2645): the
+ * greeting says on-demand mail relay, EHLO offers AUTH and ATRN (and
+ * STARTTLS), and MAIL, RCPT, DATA, BDAT, ETRN, VRFY and EXPN, which no
+ * ODMR session has, are answered "502 5.5.1". Call before the greeting. */
+void smtp_server_set_odmr(struct smtp_session *s);
+
+/*
+ * After SMTP_EV_ATRN: the domain list as the client gave it, comma
+ * separated, each a domain in ETRN's syntax (proto/etrn.h, ETRN_KIND_DOMAIN),
+ * at most SMTP_ATRN_DOMAINS_MAX; *len 0 means every domain the user owns. Not
+ * NUL-terminated; points into the line just fed, so it is valid until
+ * smtp_server_atrn_done() or the next feed, whichever is first.
+ */
+const char *smtp_server_atrn_domains(const struct smtp_session *s, size_t *len);
+/* One domain of such a list: the one at *off (start at 0), its length in
+ * *dlen; *off moves past it and its comma. NULL at the end. */
+const char *smtp_server_atrn_next(const char *list, size_t len, size_t *off, size_t *dlen);
+/* The glue has answered the ATRN. reversed 1: its reply was the 250 and the
+ * connection now belongs to the ATRN session (the session is over, as if
+ * closed: free it); 0: it was refused (reply in out) and the session takes
+ * commands again. Harmless after the session was closed meanwhile. */
+void smtp_server_atrn_done(struct smtp_session *s, int reversed);
 
 /*
  * The TLS handshake is done (after SMTP_EV_STARTTLS, or at once on an

@@ -9,6 +9,8 @@
  * verifier pool: its answer finds the state and frees it if the client
  * has gone. STARTTLS and implicit TLS: the loop does the handshake
  * (conn_starttls()); the session hears of it through ops->tls_done.
+ * ATRN (RFC 2645): once the drain takes it, the connection leaves us
+ * (conn_detach()) for the ATRN session, and its state is freed at once.
  */
 #include "proto/smtpd.h"
 
@@ -24,6 +26,7 @@
 #include "proto/auth.h"
 #include "proto/smtp_parse.h"
 #include "proto/drain.h"
+#include "proto/drain_atrn.h"
 #include "proto/expire.h"
 #include "proto/qid.h"
 #include "proto/smtp_server.h"
@@ -33,6 +36,10 @@
 #define SMTPD_BUSY_MAX 256
 #define SMTPD_LOG_ADDR_MAX 300 /* RFC 5321 4.5.3.1.3: paths are at most 256 octets */
 #define SMTPD_SIZE_MIN 1024     /* message_size_limit's own minimum (core/config.c) */
+
+/* The server refuses (501) what the drain would refuse for length. */
+_Static_assert(SMTP_ATRN_DOMAINS_MAX == DRAIN_ATRN_DOMAINS_MAX,
+	       "ATRN list bounds of smtp_server.h and drain_atrn.h differ");
 
 struct smtpd {
 	const struct config *cfg;
@@ -271,6 +278,7 @@ struct smtpd *smtpd_new(const struct config *cfg, const struct domtab_live *dt)
 	d->sconf.etrn = smtpd_etrn;
 	d->sconf.etrn_arg = d;
 	d->sconf.allow_untrusted_routing = cfg->allow_untrusted_routing;
+	d->sconf.atrn = cfg->smtp_atrn;
 	smtpd_postmaster(d, cfg);
 	buf_init(&busy, sizeof(d->busy) - 1);
 	smtp_server_reply_busy(&busy, cfg->hostname);
@@ -367,6 +375,8 @@ static void *smtpd_open(void *arg, struct conn *c, const char *peer)
 	log_debug("connect from [%s]", peer);
 	if (conn_listen_flags(c) & CONFIG_LISTEN_TRUSTED)
 		smtp_server_set_trusted(sc->s);
+	if (conn_listen_flags(c) & CONFIG_LISTEN_ODMR)
+		smtp_server_set_odmr(sc->s);
 	/* Implicit TLS (listen_tls): the loop holds the greeting until its
 	 * handshake is done, and tells us through smtpd_tls_done(). */
 	if (conn_listen_flags(c) & CONFIG_LISTEN_TLS)
@@ -577,9 +587,56 @@ static int smtpd_starttls(struct smtpd_conn *sc)
 	return 0;
 }
 
+/*
+ * SMTP_EV_ATRN (RFC 2645): the drain decides and writes the reply. When it
+ * takes the ATRN, its 250 is in the output and the connection goes to the
+ * ATRN session: conn_detach() sends the 250, then hands over the socket,
+ * TLS and the input after the ATRN line (the customer's 220). Returns 1
+ * when the connection has left us (sc is freed: touch nothing), 0 when the
+ * session goes on (refused: the reply is in out).
+ */
+static int smtpd_atrn(struct smtpd_conn *sc, struct buf *out)
+{
+	struct smtpd *d = sc->d;
+	struct drain_atrn *as = NULL;
+	const char *list;
+	size_t len;
+	int rc;
+
+	/* ATRN is taken only with no transaction open, and nothing else runs
+	 * while the session waits for this answer. */
+	if (sc->commit_pending || sc->auth_pending || sc->tls_pending || sc->closing)
+		panic("smtpd_atrn: commit %d auth %d tls %d closing %d", sc->commit_pending,
+		      sc->auth_pending, sc->tls_pending, sc->closing);
+	list = smtp_server_atrn_domains(sc->s, &len);
+	if (!d->drain || sc->stopping)
+		(void)buf_puts(out, "451 4.3.0 Unable to process ATRN request now\r\n");
+	else
+		as = drain_atrn(d->drain, conn_peer(sc->c), smtp_server_user(sc->s), list, len, out);
+	smtp_server_atrn_done(sc->s, as != NULL);
+	if (!as)
+		return 0;
+	conn_flush(sc->c);
+	rc = conn_detach(sc->c, drain_atrn_take, as);
+	if (rc) {
+		/* Never while we are its owner and not closing (checked
+		 * above); should it happen, the ATRN session ends as if the
+		 * customer had left, and the connection closes. */
+		log_warn("ATRN from [%s]: cannot hand the connection over: %s",
+			 conn_peer(sc->c), strerror(-rc));
+		drain_atrn_take(as, NULL);
+		smtpd_close_conn(sc);
+		return 0;
+	}
+	/* No ops->close follows a detach: the state is ours to free now. */
+	sc->c = NULL;
+	smtpd_conn_free(sc);
+	return 1;
+}
+
 /* Feed p[0..n) to the session and act on its events. Returns the octets
- * consumed. */
-static size_t smtpd_feed(struct smtpd_conn *sc, const char *p, size_t n)
+ * consumed; *gone is set when the connection left us (ATRN). */
+static size_t smtpd_feed(struct smtpd_conn *sc, const char *p, size_t n, int *gone)
 {
 	struct buf *out = conn_out(sc->c);
 	enum smtp_event ev;
@@ -589,6 +646,14 @@ static size_t smtpd_feed(struct smtpd_conn *sc, const char *p, size_t n)
 	for (;;) {
 		off += smtp_server_feed(sc->s, p + off, n - off, out, &ev);
 		switch (ev) {
+		case SMTP_EV_ATRN:
+			if (smtpd_atrn(sc, out)) {
+				*gone = 1;
+				return off; /* the rest is the ATRN session's */
+			}
+			if (sc->closing)
+				return n;
+			break;
 		case SMTP_EV_AUTH:
 			if (smtpd_auth(sc, out, &ev))
 				return off; /* resumed by smtpd_auth_done() */
@@ -620,6 +685,7 @@ static size_t smtpd_data(void *arg, struct conn *c, void *st, const char *p,
 {
 	struct smtpd_conn *sc = st;
 	size_t off;
+	int gone = 0;
 
 	(void)arg;
 	if (n == 0 && (sc->commit_pending || sc->auth_pending)) {
@@ -637,7 +703,9 @@ static size_t smtpd_data(void *arg, struct conn *c, void *st, const char *p,
 		smtpd_eof(sc);
 		return 0;
 	}
-	off = smtpd_feed(sc, p, n);
+	off = smtpd_feed(sc, p, n, &gone);
+	if (gone)
+		return off;
 	conn_flush(c);
 	smtpd_maybe_leave(sc);
 	return off;

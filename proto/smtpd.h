@@ -31,8 +31,9 @@ struct smtpd *smtpd_new(const struct config *cfg, const struct domtab_live *dt);
  * keeps a stopping loop running until every AUTH answer is in. */
 int smtpd_set_spool(struct smtpd *d, struct spool_shard *sh);
 
-/* Attach the thread's ETRN drainer (proto/drain.h); without one ETRN is
- * answered 458. */
+/* Attach the thread's drainer (proto/drain.h) for ETRN and ATRN (RFC 2645:
+ * an accepted ATRN hands the connection to the drain's ATRN session);
+ * without one ETRN is answered 458 and ATRN 451. */
 struct drain;
 void smtpd_set_drain(struct smtpd *d, struct drain *dr);
 

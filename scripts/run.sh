@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # Run the built etrnd in the foreground with etc/etrnd.conf: listens on
 # 127.0.0.1:2525 (and implicit TLS on 127.0.0.1:4650 with a self-signed
-# certificate made under var/tls/ when the config names none), spool under
+# certificate made under var/tls/ when the config names none; ODMR, RFC
+# 2645, on 127.0.0.1:3366 when it names no odmr_listen), spool under
 # ./var/spool. When the config's redis is the
 # embedded default (unix:var/redis.sock), a private redis-server is started on
 # that socket first (data in var/redis/), demo.test is provisioned in it with
@@ -81,9 +82,17 @@ if ! grep -Eq "^[[:space:]]*tls_cert_file[[:space:]]*=" "$CONF"; then
 	echo "TLS with $TLS_DIR/cert.pem: implicit TLS on 127.0.0.1:4650. Try: openssl s_client -connect 127.0.0.1:4650 -quiet"
 fi
 
+# On-Demand Mail Relay (RFC 2645) out of the box: the ODMR listener on
+# 127.0.0.1:3366 (366 in production) unless the config has odmr_listen.
+ODMR_OPTS=()
+if ! grep -Eq "^[[:space:]]*odmr_listen[[:space:]]*=" "$CONF"; then
+	ODMR_OPTS=(-o odmr_listen=127.0.0.1:3366)
+	echo "ODMR (ATRN) on 127.0.0.1:3366: STARTTLS, AUTH as a user (build/etrnctl user add NAME --domain demo.test), then ATRN"
+fi
+
 echo "etrnd on 127.0.0.1:2525 (spool var/spool). Try: swaks --server 127.0.0.1:2525 --to user@demo.test --from you@example.org   then: build/etrnd-spool list var/spool"
 echo "Provision more: build/etrnctl domain add customer.example --dest mail.customer.example:25"
-build/etrnd -c "$CONF" "${TLS_OPTS[@]}" &
+build/etrnd -c "$CONF" "${TLS_OPTS[@]}" "${ODMR_OPTS[@]}" &
 ETRND_PID=$!
 rc=0
 wait "$ETRND_PID" || rc=$?

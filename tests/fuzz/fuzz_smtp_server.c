@@ -7,7 +7,9 @@
  * only, no NUL, no CRLF.CRLF inside). With bit 0x20 set STARTTLS and AUTH
  * are offered: the first FZ_TLS_MARK in the input is where the handshake
  * ends (what a STARTTLS left of the clear part is dropped), and AUTH checks
- * are answered by the password's first octet (fz_session.h).
+ * are answered by the password's first octet (fz_session.h). With 0x20 the
+ * next byte picks the listener: bit 0 ODMR, bit 1 smtp_atrn, bit 2
+ * trusted; ATRN is then refused or taken by its list (fz_session.h).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -108,8 +110,11 @@ static int fz_commit(void *arg, const struct smtp_tx *tx)
 	return c->err;
 }
 
-static void fz_run(const struct smtp_server_conf *conf, const char *in, size_t n,
-		size_t chunk, int commit_err, struct fz_trace *t)
+#define FZ_L_ODMR 0x1u
+#define FZ_L_TRUSTED 0x4u
+
+static void fz_run(const struct smtp_server_conf *conf, unsigned listener, const char *in,
+		size_t n, size_t chunk, int commit_err, struct fz_trace *t)
 {
 	struct smtp_session *s = smtp_server_new(conf, "192.0.2.1");
 	struct fz_commit c = { t, commit_err };
@@ -121,6 +126,10 @@ static void fz_run(const struct smtp_server_conf *conf, const char *in, size_t n
 	fz_ids = 0;
 	if (s == NULL)
 		abort();
+	if (listener & FZ_L_ODMR)
+		smtp_server_set_odmr(s);
+	if (listener & FZ_L_TRUSTED)
+		smtp_server_set_trusted(s);
 	if (!mark) {
 		t->ev = (int)fz_session_run(s, in, n, chunk, &t->out, fz_commit, &c);
 		smtp_server_free(s);
@@ -128,12 +137,12 @@ static void fz_run(const struct smtp_server_conf *conf, const char *in, size_t n
 	}
 	smtp_server_greeting(s, &t->out);
 	ev = fz_session_feed(s, in, (size_t)(mark - in), chunk, &t->out, fz_commit, &c);
-	if (ev != SMTP_EV_CLOSE) {
+	if (ev != SMTP_EV_CLOSE && ev != SMTP_EV_ATRN) {
 		size_t off = (size_t)(mark - in) + strlen(FZ_TLS_MARK);
 
 		smtp_server_tls_up(s, &fz_tls);
 		ev = fz_session_feed(s, in + off, n - off, chunk, &t->out, fz_commit, &c);
-		if (ev != SMTP_EV_CLOSE)
+		if (ev != SMTP_EV_CLOSE && ev != SMTP_EV_ATRN)
 			smtp_server_feed(s, in, 0, &t->out, &ev);
 	}
 	t->ev = (int)ev;
@@ -146,7 +155,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static const int errs[] = { 0, 0, -28 /* ENOSPC */, -122 /* EDQUOT */ };
 	struct smtp_server_conf conf;
 	struct fz_trace a, b;
-	unsigned sel;
+	unsigned sel, listener = 0;
+	size_t skip = 1;
 
 	if (size < 1)
 		return 0;
@@ -164,9 +174,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	conf.new_id = fz_new_id;
 	conf.clock = fz_clock;
 	conf.starttls = conf.auth = (sel & 0x20) != 0;
+	if ((sel & 0x20) && size > 1) {
+		listener = data[1];
+		conf.atrn = (listener & 0x2u) != 0;
+		skip = 2;
+	}
 
-	fz_run(&conf, (const char *)data + 1, size - 1, 0, errs[(sel >> 3) & 3], &a);
-	fz_run(&conf, (const char *)data + 1, size - 1, chunks[sel & 7], errs[(sel >> 3) & 3], &b);
+	fz_run(&conf, listener, (const char *)data + skip, size - skip, 0, errs[(sel >> 3) & 3], &a);
+	fz_run(&conf, listener, (const char *)data + skip, size - skip, chunks[sel & 7],
+	       errs[(sel >> 3) & 3], &b);
 	if (a.ev != b.ev || a.out.len != b.out.len || a.txs.len != b.txs.len ||
 			(a.out.len && memcmp(a.out.data, b.out.data, a.out.len) != 0) ||
 			(a.txs.len && memcmp(a.txs.data, b.txs.data, a.txs.len) != 0))

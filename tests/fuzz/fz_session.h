@@ -6,7 +6,9 @@
  * result, 0 or -errno), answers each AUTH check by the password's first
  * octet, and ends with EOF unless the session closed. A STARTTLS event ends
  * a part (fz_session_feed()): the rest of it came in the clear and is
- * dropped, as the loop drops it. Checks the feeding contract on the way.
+ * dropped, as the loop drops it. An ATRN is refused or taken by its list's
+ * first octet; taken, it ends the session (the rest is the customer's).
+ * Checks the feeding contract on the way.
  * Header-only: each target is one file.
  */
 #ifndef ETRND_TESTS_FUZZ_FZ_SESSION_H
@@ -14,6 +16,7 @@
 
 #include <string.h>
 
+#include "proto/etrn.h"
 #include "proto/smtp_server.h"
 
 typedef int (*fz_commit_fn)(void *arg, const struct smtp_tx *tx);
@@ -40,14 +43,45 @@ static inline enum smtp_event fz_session_auth(struct smtp_session *s, struct buf
 	return smtp_server_auth_done(s, r, out);
 }
 
+/* SMTP_EV_ATRN: the list keeps its promises (a user, at most
+ * SMTP_ATRN_DOMAINS_MAX domains as ETRN takes them, nothing else); a refusal (453) lets the
+ * session go on, a turn-around ends it: SMTP_EV_ATRN is returned, and the
+ * session takes nothing more. */
+static inline enum smtp_event fz_session_atrn(struct smtp_session *s, struct buf *out)
+{
+	size_t len, off = 0, dlen, n = 0;
+	const char *list = smtp_server_atrn_domains(s, &len), *d;
+	struct etrn_node node;
+	enum smtp_event ev;
+
+	if (smtp_server_user(s) == NULL || !smtp_server_idle(s))
+		__builtin_trap();
+	while ((d = smtp_server_atrn_next(list, len, &off, &dlen)) != NULL)
+		if (etrn_parse(d, dlen, ETRN_SRC_SMTP_RAW, &node) != ETRN_OK ||
+		    node.kind != ETRN_KIND_DOMAIN || ++n > SMTP_ATRN_DOMAINS_MAX)
+			__builtin_trap();
+	if (len > 0 && ((unsigned char)list[0] & 1)) {
+		(void)buf_puts(out, "453 You have no mail\r\n");
+		smtp_server_atrn_done(s, 0);
+		return SMTP_EV_NEED_INPUT;
+	}
+	(void)buf_puts(out, "250 OK now reversing the connection\r\n");
+	smtp_server_atrn_done(s, 1);
+	if (smtp_server_feed(s, "NOOP\r\n", 6, out, &ev) != 0 || ev != SMTP_EV_CLOSE)
+		__builtin_trap();
+	return SMTP_EV_ATRN;
+}
+
 /* Feed in[0..n) whole (chunk 0) or chunk octets at a time. Returns the
- * last event: SMTP_EV_CLOSE, SMTP_EV_STARTTLS (the rest dropped) or
- * SMTP_EV_NEED_INPUT. */
+ * last event: SMTP_EV_CLOSE, SMTP_EV_STARTTLS (the rest dropped),
+ * SMTP_EV_ATRN (turned around; "REST <offset>" in out says where the
+ * customer's part of in starts) or SMTP_EV_NEED_INPUT. */
 static inline enum smtp_event fz_session_feed(struct smtp_session *s, const char *in, size_t n,
 		size_t chunk, struct buf *out, fz_commit_fn commit, void *arg)
 {
 	enum smtp_event ev = SMTP_EV_NEED_INPUT;
 	size_t i = 0;
+
 
 	while (i < n && ev != SMTP_EV_CLOSE && ev != SMTP_EV_STARTTLS) {
 		size_t k = chunk && chunk < n - i ? chunk : n - i, off = 0;
@@ -62,6 +96,18 @@ static inline enum smtp_event fz_session_feed(struct smtp_session *s, const char
 					__builtin_trap();
 				smtp_server_commit_done(s, err, out);
 				ev = SMTP_EV_NEED_INPUT;
+			} else if (ev == SMTP_EV_ATRN) {
+				/* No input until the answer. */
+				if (smtp_server_feed(s, in + i + off, k - off, out, &ev) != 0 ||
+				    ev != SMTP_EV_ATRN)
+					__builtin_trap();
+				ev = fz_session_atrn(s, out);
+				if (ev == SMTP_EV_ATRN) {
+					/* The rest is the customer's: record where
+					 * it starts, the same however fed. */
+					(void)buf_printf(out, "REST %zu\n", i + off);
+					return ev;
+				}
 			} else if (ev == SMTP_EV_AUTH) {
 				/* No input until the answer. */
 				if (smtp_server_feed(s, in + i + off, k - off, out, &ev) != 0 ||
@@ -93,7 +139,7 @@ static inline enum smtp_event fz_session_run(struct smtp_session *s, const char 
 
 	smtp_server_greeting(s, out);
 	ev = fz_session_feed(s, in, n, chunk, out, commit, arg);
-	if (ev != SMTP_EV_CLOSE)
+	if (ev != SMTP_EV_CLOSE && ev != SMTP_EV_ATRN)
 		smtp_server_feed(s, in, 0, out, &ev);
 	return ev;
 }

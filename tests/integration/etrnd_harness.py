@@ -23,6 +23,8 @@ TLS and AUTH (issue 11): make_cert() makes a throw-away self-signed
 certificate with `openssl req` in a test's temp dir; Etrnd(tls=True) makes
 one in its own dir and sets tls_cert_file/tls_key_file; listen_tls="auto"
 and listen_trusted="auto" give the extra listeners free ports (e.ports);
+so do odmr_listen="auto" and odmr_listen_trusted="auto" (ATRN, RFC 2645;
+the customer's side is odmr_client.py);
 client_tls() is the matching client context (verifies chain and name);
 add_user() provisions a user with `etrnctl user add NAME --domain D
 --password-stdin`.
@@ -51,8 +53,10 @@ QID_RE = r"[0-9A-F]{14}"
 TLS_NAME = "mx.test.invalid"
 TLS_CERT_DAYS = 2
 OPENSSL_WAIT_S = 120.0
-# Config keys whose value "auto" means: a free loopback port, chosen at start.
-AUTO_LISTEN_KEYS = ("listen_tls", "listen_trusted")
+# Config keys whose value "auto" means: a free loopback port, chosen at start
+# (odmr_*: the On-Demand Mail Relay listeners of RFC 2645, issue 12).
+AUTO_LISTEN_KEYS = ("listen_tls", "listen_trusted", "odmr_listen",
+                    "odmr_listen_trusted")
 
 
 def env_path(name):

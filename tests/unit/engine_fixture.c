@@ -179,7 +179,9 @@ int engine_fixture_start(struct engine_fixture *f)
 	if (!f->resolver)
 		return -1;
 	f->ds = domstat_new(ENGINE_FIXTURE_DOMSTAT_DOMAINS);
-	f->hub = f->ds ? drain_hub_new(&f->cfg, f->dt, f->ds, f->resolver, 1) : NULL;
+	/* cfg.threads may be raised between _init and _start: the test runs
+	 * the other engine threads (drain_new with index 1, ...) itself. */
+	f->hub = f->ds ? drain_hub_new(&f->cfg, f->dt, f->ds, f->resolver, f->cfg.threads) : NULL;
 	if (!f->hub) {
 		snprintf(f->err, sizeof(f->err), "out of memory");
 		f->ds = domstat_free(f->ds);

@@ -91,6 +91,9 @@ static const struct bad_case bad_cases[] = {
 	{ "allow_untrusted_routing = sometimes\n", "1: bad value for allow_untrusted_routing: \"sometimes\" (want yes or no)" },
 	{ "listen_tls = 127.0.0.1\n", "1: bad value for listen_tls: \"127.0.0.1\" (want host:port" },
 	{ "listen_trusted = localhost:587\n", "1: bad value for listen_trusted: \"localhost:587\"" },
+	{ "odmr_listen = 127.0.0.1\n", "1: bad value for odmr_listen: \"127.0.0.1\" (want host:port" },
+	{ "odmr_listen_trusted = host:366\n", "1: bad value for odmr_listen_trusted: \"host:366\"" },
+	{ "smtp_atrn = maybe\n", "1: bad value for smtp_atrn: \"maybe\" (want yes or no)" },
 	{ "tls_handshake_timeout = 10ms\n", "1: bad value for tls_handshake_timeout: \"10ms\" (want a duration from 100ms to 3600s" },
 	{ "tls_handshake_timeout = 2h\n", "1: bad value for tls_handshake_timeout: \"2h\"" },
 	{ "tls_ciphers = HIGH MEDIUM\n", "1: bad value for tls_ciphers: \"HIGH MEDIUM\" (an OpenSSL cipher list" },
@@ -757,6 +760,47 @@ Test(config, tls_keys)
 	}
 }
 
+/* odmr_listen and odmr_listen_trusted (RFC 2645) are kinds of their own:
+ * each replaces only its addresses, "none" empties it, and the listeners
+ * keep the order plain, TLS, trusted, ODMR, trusted ODMR. smtp_atrn is a
+ * yes/no, off by default. */
+Test(config, odmr_listeners)
+{
+	struct config c;
+	char err[CONFIG_ERR_MAX + PATH_MAX];
+	char *path;
+
+	config_defaults(&c);
+	cr_expect_eq(c.smtp_atrn, 0);
+	path = write_conf("odmr_listen = 127.0.0.1:3366, [::1]:3367\n"
+			  "odmr_listen_trusted = 127.0.0.1:3368\n"
+			  "listen_trusted = 127.0.0.1:4\n"
+			  "listen = 127.0.0.1:5\n"
+			  "odmr_listen = 127.0.0.1:366\n"
+			  "smtp_atrn = yes\n");
+	cr_assert_eq(config_load(&c, path, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(c.nlisten, 4);
+	cr_expect_str_eq(c.listen[0].text, "127.0.0.1:5");
+	cr_expect_eq(c.listen[0].flags, 0);
+	cr_expect_eq(c.listen[1].flags, CONFIG_LISTEN_TRUSTED);
+	cr_expect_str_eq(c.listen[2].text, "127.0.0.1:366");
+	cr_expect_eq(c.listen[2].flags, CONFIG_LISTEN_ODMR);
+	cr_expect_str_eq(c.listen[3].text, "127.0.0.1:3368");
+	cr_expect_eq(c.listen[3].flags, CONFIG_LISTEN_ODMR | CONFIG_LISTEN_TRUSTED);
+	cr_expect_eq(c.smtp_atrn, 1);
+	cr_expect_eq(config_check_tls(&c, err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(config_set(&c, "odmr_listen_trusted", "none", "-o", err, sizeof(err)), 0,
+		     "%s", err);
+	cr_expect_eq(c.nlisten, 3);
+	cr_expect_eq(config_set(&c, "odmr_listen", "", "-o", err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(c.nlisten, 2);
+	cr_expect_eq(c.listen[1].flags, CONFIG_LISTEN_TRUSTED);
+	cr_expect_eq(config_set(&c, "smtp_atrn", "no", "-o", err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(c.smtp_atrn, 0);
+	config_free(&c);
+	unlink(path);
+}
+
 Test(config, listeners_sixteen_in_all)
 {
 	struct config c;
@@ -767,7 +811,7 @@ Test(config, listeners_sixteen_in_all)
 	for (int i = 0; i < CONFIG_LISTEN_MAX; i++)
 		o += (size_t)snprintf(v + o, sizeof(v) - o, "%s127.0.0.1:%d", i ? "," : "", 4000 + i);
 	cr_expect_eq(config_set(&c, "listen_tls", v, "-o", err, sizeof(err)), -1);
-	cr_expect(strstr(err, "more than 16 addresses in listen, listen_tls and listen_trusted together") != NULL,
+	cr_expect(strstr(err, "more than 16 addresses in listen, listen_tls, listen_trusted and odmr_listen* together") != NULL,
 		  "%s", err);
 	cr_expect_eq(c.nlisten, 1);
 	config_free(&c);

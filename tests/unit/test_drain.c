@@ -33,6 +33,7 @@
 #include "core/now.h"
 #include "core/resolver.h"
 #include "core/tls.h"
+#include "proto/drain_atrn.h"
 #include "proto/drain_status.h"
 #include "store/spool_index.h"
 #include "store/spool_rec.h"
@@ -1463,4 +1464,561 @@ Test(drain, stop_with_record_read_in_flight, .timeout = 60)
 		engine_fixture_fini(&f);
 	}
 	free(body);
+}
+
+/* ---- issue 12: ATRN (RFC 2645) over the customer's own connection ------- */
+
+#define T_ATRN_USER "u1"
+#define T_ATRN_OK "250 OK now reversing the connection\r\n"
+#define T_ATRN_DENIED "450 4.7.1 ATRN request refused: not your domain\r\n"
+#define T_ATRN_BUSY "451 4.3.0 Unable to process ATRN request now: a drain of it is running\r\n"
+#define T_ATRN_NO_MAIL "453 You have no mail\r\n"
+#define T_ATRN_SYNTAX "501 5.5.4 Syntax: ATRN [domain *(,domain)]\r\n"
+#define T_ATRN_REPLY_MAX 256
+
+/* cust.test (owner u1) is drained to dest by ETRN; other.test is u2's;
+ * empty.test is u1's and holds nothing; *.wild.test is u1's. */
+static struct domtab *t_table_atrn(unsigned port)
+{
+	struct domtab_builder *b = domtab_builder_new();
+	struct domtab_cidr lo = { .family = AF_INET, .prefix = 32, .addr = { 127, 0, 0, 1 } };
+	char dest[64];
+	struct domtab_row rows[] = {
+		{ .name = "cust.test", .dest = dest, .owner = T_ATRN_USER, .etrn_from = &lo,
+		  .netrn_from = 1 },
+		{ .name = "other.test", .dest = "127.0.0.1:9", .owner = "u2" },
+		{ .name = "empty.test", .dest = "127.0.0.1:9", .owner = T_ATRN_USER },
+		{ .name = "*.wild.test", .dest = "127.0.0.1:9", .owner = T_ATRN_USER },
+	};
+	struct domtab *t;
+
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", port);
+	cr_assert_not_null(b);
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		cr_assert_eq(domtab_builder_put(b, &rows[i]), 0);
+	t = domtab_build(b);
+	domtab_builder_free(b);
+	cr_assert_not_null(t);
+	return t;
+}
+
+/* The customer's side as the server that took the ATRN sees it: a
+ * connection of the engine loop (here an outbound one to the scripted
+ * server, which plays the customer's SMTP server), ATRN answered on the
+ * engine thread, then detached to the session as a-srv's server does. */
+struct t_atrn {
+	struct engine_fixture *f;
+	const char *user;
+	const char *arg;
+	struct sockaddr_in sa;
+	struct conn *c;
+	atomic_int done;             /* the reply is in */
+	char reply[T_ATRN_REPLY_MAX];
+	int detach_rc;
+};
+
+/* On the engine thread, a turn after the connect (as an ATRN command
+ * comes after the connection is up): answer, then detach or close. */
+static void t_atrn_decide(void *arg)
+{
+	struct t_atrn *t = arg;
+	struct conn *c = t->c;
+	struct buf out;
+	struct drain_atrn *s;
+
+	buf_init(&out, 0);
+	s = drain_atrn(t->f->drain, "127.0.0.1", t->user, t->arg, strlen(t->arg), &out);
+	snprintf(t->reply, sizeof(t->reply), "%.*s", (int)out.len, out.data ? out.data : "");
+	buf_free(&out);
+	/* The greeting may already be kept input: it moves with the parcel. */
+	t->detach_rc = s ? conn_detach(c, drain_atrn_take, s) : 0;
+	if (!s)
+		conn_close(c);
+	atomic_store(&t->done, 1);
+}
+
+static void *t_atrn_connected(void *a, struct conn *c, void *cookie, int err)
+{
+	struct t_atrn *t = cookie;
+
+	(void)a;
+	cr_assert_eq(err, 0, "connect: %s", strerror(-err));
+	t->c = c;
+	cr_assert_eq(loop_post(conn_loop(c), t_atrn_decide, t), 0);
+	return t;
+}
+
+static size_t t_atrn_data(void *a, struct conn *c, void *st, const char *p, size_t n)
+{
+	(void)a;
+	(void)c;
+	(void)st;
+	(void)p;
+	return 0; /* keep it (and an EOF): it belongs to the session */
+}
+
+static void t_atrn_shutdown(void *a, struct conn *c, void *st)
+{
+	(void)a;
+	(void)st;
+	conn_close(c);
+}
+
+static const struct conn_ops t_atrn_ops = {
+	.open = NULL,
+	.data = t_atrn_data,
+	.timeout = t_no_cb,
+	.shutdown = t_atrn_shutdown,
+	.close = t_no_cb,
+	.connected = t_atrn_connected,
+};
+
+static void t_atrn_connect(void *arg)
+{
+	struct t_atrn *t = arg;
+
+	cr_assert_eq(loop_connect(t->f->loop, (struct sockaddr *)&t->sa, sizeof(t->sa),
+				  ENGINE_FIXTURE_WAIT_MS, &t_atrn_ops, NULL, t), 0);
+}
+
+static int t_atrn_replied(struct engine_fixture *f, void *arg)
+{
+	(void)f;
+	return atomic_load(&((struct t_atrn *)arg)->done);
+}
+
+/* ATRN arg as user from a connection to port; the reply into t->reply. */
+static void t_atrn_send(struct engine_fixture *f, struct t_atrn *t, unsigned port,
+			const char *user, const char *arg)
+{
+	memset(t, 0, sizeof(*t));
+	t->f = f;
+	t->user = user;
+	t->arg = arg;
+	t->sa.sin_family = AF_INET;
+	t->sa.sin_port = htons((uint16_t)port);
+	t->sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert_eq(engine_fixture_call(f, t_atrn_connect, t, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_assert_eq(engine_fixture_wait(f, t_atrn_replied, t, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_expect_eq(t->detach_rc, 0);
+}
+
+static int t_atrn_over(struct engine_fixture *f, void *arg)
+{
+	(void)arg;
+	return drain_atrn_count(drain_hub_atrn_reg(f->hub)) == 0 && !drain_busy(f->drain);
+}
+
+struct t_atrn_case {
+	const char *name;
+	const char *user;
+	const char *arg;
+	struct t_script script;
+	int no_mail;                 /* hold nothing */
+	const char *want_reply;
+	const char *want_log;
+	const char *want_m1, *want_m2;
+	uint64_t want_delivered;
+};
+
+static const struct t_atrn_case t_atrn_cases[] = {
+	{
+		.name = "atrn alone: every owned domain, one EHLO, one QUIT",
+		.user = T_ATRN_USER, .arg = "",
+		.want_reply = T_ATRN_OK, .want_log = T_ALL,
+		.want_m1 = "DDDP", .want_m2 = "", .want_delivered = 4,
+	},
+	{
+		.name = "atrn named, any case, twice",
+		.user = T_ATRN_USER, .arg = "CUST.test,cust.test.",
+		.want_reply = T_ATRN_OK, .want_log = T_ALL,
+		.want_m1 = "DDDP", .want_m2 = "", .want_delivered = 4,
+	},
+	{
+		.name = "a domain not owned: 450, nothing sent",
+		.user = T_ATRN_USER, .arg = "other.test",
+		.want_reply = T_ATRN_DENIED, .want_log = "",
+		.want_m1 = "PPPP", .want_m2 = "P",
+	},
+	{
+		.name = "one of two not owned: the whole ATRN refused",
+		.user = T_ATRN_USER, .arg = "cust.test,other.test",
+		.want_reply = T_ATRN_DENIED, .want_log = "",
+		.want_m1 = "PPPP", .want_m2 = "P",
+	},
+	{
+		.name = "another user's domain: 450",
+		.user = "u2", .arg = "cust.test",
+		.want_reply = T_ATRN_DENIED, .want_log = "",
+		.want_m1 = "PPPP", .want_m2 = "P",
+	},
+	{
+		.name = "nothing held: 453",
+		.user = T_ATRN_USER, .arg = "empty.test",
+		.want_reply = T_ATRN_NO_MAIL, .want_log = "",
+		.want_m1 = "PPPP", .want_m2 = "P",
+	},
+	{
+		.name = "no list, nothing held: 453",
+		.user = T_ATRN_USER, .arg = "", .no_mail = 1,
+		.want_reply = T_ATRN_NO_MAIL, .want_log = "",
+	},
+	{
+		.name = "not a domain list: 501",
+		.user = T_ATRN_USER, .arg = "cust.test,,x.test",
+		.want_reply = T_ATRN_SYNTAX, .want_log = "",
+		.want_m1 = "PPPP", .want_m2 = "P",
+	},
+	{
+		.name = "customer 421 after the first message: the rest stays held",
+		.user = T_ATRN_USER, .arg = "",
+		.script = { .dot_reply = { "421 4.3.0 going away\r\n" } },
+		.want_reply = T_ATRN_OK, .want_log = T_EHLO T_TX1,
+		.want_m1 = "PPPP", .want_m2 = "P",
+	},
+	{
+		.name = "customer drops after the first dot: nothing marked done",
+		.user = T_ATRN_USER, .arg = "",
+		.script = { .drop_after_dot = 1 },
+		.want_reply = T_ATRN_OK, .want_log = T_EHLO T_TX1,
+		.want_m1 = "PPPP", .want_m2 = "P",
+	},
+};
+
+static void t_atrn_run(const struct t_atrn_case *c, int bytewise)
+{
+	struct engine_fixture f;
+	struct t_server s;
+	struct t_atrn t;
+	struct spool_index *idx;
+	struct spool_index_totals tot;
+	char run[160], st[T_WANT_MAX + 1];
+	uint64_t m1 = 0, m2 = 0;
+
+	snprintf(run, sizeof(run), "%s (%s)", c->name, bytewise ? "byte by byte" : "whole");
+	t_server_start(&s, &c->script, bytewise, 0);
+	cr_assert_eq(engine_fixture_init(&f, t_table_atrn(s.port)), 0);
+	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	if (!c->no_mail) {
+		m1 = engine_fixture_append(&f, T_SENDER1, t_rcpt1, 4, T_BODY1);
+		m2 = engine_fixture_append(&f, T_SENDER2, t_rcpt2, 1, T_BODY2);
+		cr_assert(m1 && m2, "%s: append failed", run);
+	}
+	t_atrn_send(&f, &t, s.port, c->user, c->arg);
+	cr_expect_str_eq(t.reply, c->want_reply, "%s: ATRN replied %s", run, t.reply);
+	cr_assert_eq(engine_fixture_wait(&f, t_atrn_over, NULL, ENGINE_FIXTURE_WAIT_MS), 0,
+		     "%s: the session did not end", run);
+	engine_fixture_stop(&f);
+	t_server_stop(&s);
+	cr_expect_not(s.overflow);
+	cr_expect_str_eq(s.log, c->want_log, "%s: the customer received:\n%s", run, s.log);
+	idx = engine_fixture_reopen(&f);
+	cr_assert_not_null(idx, "%s: reopen: %s", run, f.err);
+	if (m1) {
+		engine_fixture_states(idx, m1, st, sizeof(st));
+		cr_expect_str_eq(st, c->want_m1, "%s: message 1 is %s", run, st);
+		engine_fixture_states(idx, m2, st, sizeof(st));
+		cr_expect_str_eq(st, c->want_m2, "%s: message 2 is %s", run, st);
+	}
+	spool_index_totals(idx, &tot);
+	cr_expect_eq(tot.delivered, c->want_delivered, "%s: %lu delivered", run,
+		     (unsigned long)tot.delivered);
+	engine_fixture_fini(&f);
+}
+
+static void t_atrn_both(const struct t_atrn_case *c)
+{
+	t_atrn_run(c, 0);
+	t_atrn_run(c, 1);
+}
+
+Test(drain_atrn, all_owned_one_session, .timeout = T_TIMEOUT_S) { t_atrn_both(&t_atrn_cases[0]); }
+Test(drain_atrn, named_domains, .timeout = T_TIMEOUT_S) { t_atrn_both(&t_atrn_cases[1]); }
+Test(drain_atrn, not_owned_450, .timeout = T_TIMEOUT_S) { t_atrn_run(&t_atrn_cases[2], 0); }
+Test(drain_atrn, mixed_list_450, .timeout = T_TIMEOUT_S) { t_atrn_run(&t_atrn_cases[3], 0); }
+Test(drain_atrn, other_user_450, .timeout = T_TIMEOUT_S) { t_atrn_run(&t_atrn_cases[4], 0); }
+Test(drain_atrn, nothing_held_453, .timeout = T_TIMEOUT_S) { t_atrn_run(&t_atrn_cases[5], 0); }
+Test(drain_atrn, no_list_nothing_held_453, .timeout = T_TIMEOUT_S) { t_atrn_run(&t_atrn_cases[6], 0); }
+Test(drain_atrn, syntax_501, .timeout = T_TIMEOUT_S) { t_atrn_run(&t_atrn_cases[7], 0); }
+Test(drain_atrn, customer_421_rest_held, .timeout = T_TIMEOUT_S) { t_atrn_both(&t_atrn_cases[8]); }
+Test(drain_atrn, customer_drops_rest_held, .timeout = T_TIMEOUT_S) { t_atrn_both(&t_atrn_cases[9]); }
+
+/* ETRN first: while its drain runs (the destination has not greeted yet)
+ * an ATRN for the domain gets 451; once it is over, ATRN finds nothing
+ * (453). Nothing goes out twice. */
+Test(drain_atrn, etrn_running_atrn_451, .timeout = T_TIMEOUT_S)
+{
+	static const struct t_script plain = { .threaded = 1 };
+	struct engine_fixture f;
+	struct t_server s;
+	struct t_atrn t;
+	char reply[256];
+
+	t_server_start(&s, &plain, 0, 1);
+	cr_assert_eq(engine_fixture_init(&f, t_table_atrn(s.port)), 0);
+	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	cr_assert(engine_fixture_append(&f, T_SENDER1, t_rcpt1, 4, T_BODY1));
+	cr_assert(engine_fixture_append(&f, T_SENDER2, t_rcpt2, 1, T_BODY2));
+	cr_assert_eq(engine_fixture_etrn(&f, "127.0.0.1", "cust.test", reply, sizeof(reply)), 0);
+	cr_expect_str_eq(reply, "253 2.0.0 OK, 2 pending messages for node cust.test started\r\n");
+	t_atrn_send(&f, &t, s.port, T_ATRN_USER, "cust.test");
+	cr_expect_str_eq(t.reply, T_ATRN_BUSY);
+	atomic_store(&s.hold, 0);
+	cr_assert_eq(engine_fixture_drain_idle(&f, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_assert_eq(engine_fixture_wait_records(&f, 6, ENGINE_FIXTURE_WAIT_MS), 0);
+	t_atrn_send(&f, &t, s.port, T_ATRN_USER, "");
+	cr_expect_str_eq(t.reply, T_ATRN_NO_MAIL);
+	cr_assert_eq(engine_fixture_wait(&f, t_atrn_over, NULL, ENGINE_FIXTURE_WAIT_MS), 0);
+	engine_fixture_stop(&f);
+	t_server_stop(&s);
+	cr_expect_str_eq(s.log, T_ALL, "the server received:\n%s", s.log);
+	engine_fixture_fini(&f);
+}
+
+/* ATRN first: while its session runs (the customer has not greeted yet)
+ * an ETRN and the operator's flush join it (252) and open nothing; a second
+ * ATRN gets 451; etrnctl status lists the session; once it is over every
+ * message went out once, over the customer's connection, and ETRN finds
+ * nothing (251). */
+Test(drain_atrn, atrn_running_etrn_joins, .timeout = T_TIMEOUT_S)
+{
+	static const struct t_script plain = { .threaded = 1 };
+	struct engine_fixture f;
+	struct t_server s;
+	struct t_atrn t, t2;
+	struct buf st;
+	char reply[256];
+
+	t_server_start(&s, &plain, 0, 1);
+	cr_assert_eq(engine_fixture_init(&f, t_table_atrn(s.port)), 0);
+	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	cr_assert(engine_fixture_append(&f, T_SENDER1, t_rcpt1, 4, T_BODY1));
+	cr_assert(engine_fixture_append(&f, T_SENDER2, t_rcpt2, 1, T_BODY2));
+	t_atrn_send(&f, &t, s.port, T_ATRN_USER, "");
+	cr_expect_str_eq(t.reply, T_ATRN_OK);
+	cr_assert_eq(engine_fixture_etrn(&f, "127.0.0.1", "cust.test", reply, sizeof(reply)), 0);
+	cr_expect_str_eq(reply, "252 2.0.0 OK, pending messages for node cust.test started\r\n");
+	cr_assert_eq(engine_fixture_etrn(&f, NULL, "cust.test", reply, sizeof(reply)), 0);
+	cr_expect_str_eq(reply, "252 2.0.0 OK, pending messages for node cust.test started\r\n");
+	t_atrn_send(&f, &t2, s.port, T_ATRN_USER, "cust.test");
+	cr_expect_str_eq(t2.reply, T_ATRN_BUSY);
+	buf_init(&st, 0);
+	drain_hub_status(f.hub, &st);
+	cr_expect_not_null(memmem(st.data, st.len, "atrn user=u1 client=127.0.0.1 domains=cust.test "
+				  "shard=0/1 delivered=0/2", 60),
+			   "status:\n%.*s", (int)st.len, st.data);
+	buf_reset(&st);
+	drain_hub_status_json(f.hub, &st);
+	cr_expect_not_null(memmem(st.data, st.len, "\"atrn\":[{\"user\":\"u1\"", 20),
+			   "status:\n%.*s", (int)st.len, st.data);
+	buf_free(&st);
+	atomic_store(&s.hold, 0);
+	cr_assert_eq(engine_fixture_wait(&f, t_atrn_over, NULL, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_assert_eq(engine_fixture_wait_records(&f, 6, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_assert_eq(engine_fixture_etrn(&f, "127.0.0.1", "cust.test", reply, sizeof(reply)), 0);
+	cr_expect_str_eq(reply, "251 2.0.0 OK, no messages waiting for node cust.test\r\n");
+	engine_fixture_stop(&f);
+	t_server_stop(&s);
+	/* the session's connection, and t2's (refused, closed at once) */
+	cr_expect_eq(atomic_load(&s.conns), 2);
+	cr_expect_str_eq(s.log, T_ALL, "the customer received:\n%s", s.log);
+	engine_fixture_fini(&f);
+}
+
+/* The argument parser alone. */
+Test(drain_atrn, parse)
+{
+	static const struct {
+		const char *in;
+		enum atrn_verdict v;
+		unsigned n;
+	} cases[] = {
+		{ "", ATRN_OK, 0 },
+		{ "  ", ATRN_OK, 0 },
+		{ "a.test", ATRN_OK, 1 },
+		{ "a.test,B.TEST", ATRN_OK, 2 },
+		{ "a.test,a.test.", ATRN_OK, 1 },
+		{ "a.test,", ATRN_SYNTAX, 0 },
+		{ ",a.test", ATRN_SYNTAX, 0 },
+		{ "a.test b.test", ATRN_SYNTAX, 0 },
+		{ "@a.test", ATRN_SYNTAX, 0 },
+		{ "#q", ATRN_SYNTAX, 0 },
+	};
+	struct atrn_doms d;
+	char many[DRAIN_ATRN_DOMAINS_MAX * 12];
+	size_t off = 0;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		enum atrn_verdict v = atrn_parse(cases[i].in, strlen(cases[i].in), &d);
+
+		cr_expect_eq(v, cases[i].v, "%s: %d", cases[i].in, v);
+		if (v == ATRN_OK)
+			cr_expect_eq(d.n, cases[i].n, "%s: %u domains", cases[i].in, d.n);
+	}
+	cr_assert_eq(atrn_parse("a.test,B.TEST", 13, &d), ATRN_OK);
+	cr_expect_str_eq(d.dom[1], "b.test");
+	for (unsigned i = 0; i <= DRAIN_ATRN_DOMAINS_MAX; i++)
+		off += (size_t)snprintf(many + off, sizeof(many) - off, "%sd%u.test", i ? "," : "", i);
+	cr_expect_eq(atrn_parse(many, off, &d), ATRN_TOO_MANY);
+}
+
+/* ---- ATRN across two shards ------------------------------------------------ */
+
+/* A second engine thread beside the fixture's (whose hub is made for two,
+ * cfg.threads 2): its own loop, spool shard 1 and drainer. */
+struct t_shard1 {
+	struct engine_fixture *f;
+	pthread_t th;
+	struct loop *loop;
+	struct spool_shard *sh;
+	struct drain *drain;
+	atomic_int state;            /* 1 ready, -1 failed */
+	char err[256];
+};
+
+static const struct conn_ops t_shard1_ops = {
+	.open = NULL, .data = t_atrn_data, .timeout = t_no_cb, .shutdown = t_atrn_shutdown,
+	.close = t_no_cb,
+};
+
+static void *t_shard1_main(void *arg)
+{
+	struct t_shard1 *t = arg;
+	struct loop_conf lc = { .index = 1, .cfg = &t->f->cfg, .ops = &t_shard1_ops };
+	struct spool_shard_conf sc = { .dir = t->f->dir, .shard = 1, .sync = t->f->cfg.sync,
+				       .segment_size = t->f->cfg.segment_size,
+				       .domstat = t->f->ds };
+
+	t->loop = loop_new(&lc, t->err, sizeof(t->err));
+	t->sh = t->loop ? spool_shard_open(t->loop, &sc, t->err, sizeof(t->err)) : NULL;
+	t->drain = t->sh ? drain_new(t->f->hub, 1, t->loop, t->sh) : NULL;
+	if (!t->drain) {
+		atomic_store(&t->state, -1);
+		return NULL;
+	}
+	atomic_store(&t->state, 1);
+	(void)loop_run(t->loop);
+	return NULL;
+}
+
+static void t_shard1_start(struct t_shard1 *t, struct engine_fixture *f)
+{
+	memset(t, 0, sizeof(*t));
+	t->f = f;
+	cr_assert_eq(pthread_create(&t->th, NULL, t_shard1_main, t), 0);
+	for (unsigned i = 0; i < ENGINE_FIXTURE_WAIT_MS && !atomic_load(&t->state); i++)
+		t_nap(1000000L);
+	cr_assert_eq(atomic_load(&t->state), 1, "shard 1: %s", t->err);
+}
+
+/* Before engine_fixture_stop(): the hub must outlive the drainer. */
+static void t_shard1_stop(struct t_shard1 *t)
+{
+	loop_stop(t->loop);
+	pthread_join(t->th, NULL);
+	t->drain = drain_free(t->drain);
+	t->sh = spool_shard_close(t->sh);
+	t->loop = loop_free(t->loop);
+}
+
+struct t_shard1_append {
+	struct t_shard1 *t;
+	const char *const *rcpt;
+	size_t len[T_WANT_MAX];
+	unsigned nrcpt;
+	atomic_int done;             /* 1 durable, -1 failed */
+};
+
+static void t_shard1_appended(void *arg, int err)
+{
+	atomic_store(&((struct t_shard1_append *)arg)->done, err ? -1 : 1);
+}
+
+static void t_shard1_append_run(void *arg)
+{
+	struct t_shard1_append *a = arg;
+	struct spool_msg m = { 0 };
+
+	m.msgid = spool_shard_new_msgid(a->t->sh);
+	m.sender = T_SENDER2;
+	m.sender_len = strlen(T_SENDER2);
+	m.nrcpt = a->nrcpt;
+	m.rcpt = a->rcpt;
+	m.rcpt_len = a->len;
+	m.body = T_BODY2;
+	m.body_len = strlen(T_BODY2);
+	if (spool_append_msg(a->t->sh, &m, t_shard1_appended, a))
+		atomic_store(&a->done, -1);
+}
+
+/* Message 2 (T_SENDER2 to r4@cust.test) held in shard 1, durable. */
+static void t_shard1_append(struct t_shard1 *t)
+{
+	static struct t_shard1_append a;
+
+	memset(&a, 0, sizeof(a));
+	a.t = t;
+	a.rcpt = t_rcpt2;
+	a.nrcpt = 1;
+	a.len[0] = strlen(t_rcpt2[0]);
+	cr_assert_eq(loop_post(t->loop, t_shard1_append_run, &a), 0);
+	for (unsigned i = 0; i < ENGINE_FIXTURE_WAIT_MS && !atomic_load(&a.done); i++)
+		t_nap(1000000L);
+	cr_assert_eq(atomic_load(&a.done), 1);
+}
+
+static int t_atrn_over2(struct engine_fixture *f, void *arg)
+{
+	return t_atrn_over(f, NULL) && !drain_busy(((struct t_shard1 *)arg)->drain);
+}
+
+/* Message 1 in shard 0, message 2 in shard 1: one connection, one EHLO,
+ * both transactions, one QUIT; the connection moved from shard 0 to shard
+ * 1 in between. With second_421, the customer says 421 to shard 1's
+ * message: it stays held, and the next ATRN (a new connection) delivers it
+ * alone, once. Afterwards nothing is held (453). */
+static void t_atrn_two_shards(int bytewise, int second_421)
+{
+	struct t_script sc = { .dot_reply = { NULL, second_421 ? "421 4.3.0 bye\r\n" : NULL } };
+	struct engine_fixture f;
+	struct t_shard1 t1;
+	struct t_server s;
+	struct t_atrn t;
+	const char *want = second_421 ? T_EHLO T_TX1 T_TX2 T_EHLO T_TX2 "QUIT\r\n" : T_ALL;
+
+	t_server_start(&s, &sc, bytewise, 0);
+	cr_assert_eq(engine_fixture_init(&f, t_table_atrn(s.port)), 0);
+	f.cfg.threads = 2;
+	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	t_shard1_start(&t1, &f);
+	cr_assert(engine_fixture_append(&f, T_SENDER1, t_rcpt1, 4, T_BODY1));
+	t_shard1_append(&t1);
+	t_atrn_send(&f, &t, s.port, T_ATRN_USER, "");
+	cr_expect_str_eq(t.reply, T_ATRN_OK);
+	cr_assert_eq(engine_fixture_wait(&f, t_atrn_over2, &t1, ENGINE_FIXTURE_WAIT_MS), 0);
+	if (second_421) {
+		t_atrn_send(&f, &t, s.port, T_ATRN_USER, "");
+		cr_expect_str_eq(t.reply, T_ATRN_OK);
+		cr_assert_eq(engine_fixture_wait(&f, t_atrn_over2, &t1, ENGINE_FIXTURE_WAIT_MS), 0);
+	}
+	t_atrn_send(&f, &t, s.port, T_ATRN_USER, "");
+	cr_expect_str_eq(t.reply, T_ATRN_NO_MAIL);
+	t_shard1_stop(&t1);
+	engine_fixture_stop(&f);
+	t_server_stop(&s);
+	cr_expect_eq(atomic_load(&s.conns), second_421 ? 3u : 2u); /* + the 453's */
+	cr_expect_str_eq(s.log, want, "the customer received:\n%s", s.log);
+	engine_fixture_fini(&f);
+}
+
+Test(drain_atrn, two_shards_one_session, .timeout = T_TIMEOUT_S)
+{
+	t_atrn_two_shards(0, 0);
+	t_atrn_two_shards(1, 0);
+}
+
+Test(drain_atrn, two_shards_421_on_second_then_next_atrn, .timeout = T_TIMEOUT_S)
+{
+	t_atrn_two_shards(0, 1);
+	t_atrn_two_shards(1, 1);
 }

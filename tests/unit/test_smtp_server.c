@@ -22,9 +22,11 @@
  * allow_untrusted_routing; T_TLS: T_BIG with STARTTLS, AUTH and ETRN;
  * T_TLS_SMALL: T_SMALL with STARTTLS and AUTH; T_TRUSTED: T_TLS, the
  * session on a listen_trusted listener; T_NOAUTH: T_BIG with
- * STARTTLS and no AUTH. */
+ * STARTTLS and no AUTH; T_ODMR: T_TLS, the session on an odmr_listen
+ * listener; T_ODMR_TRUSTED: on an odmr_listen_trusted one; T_ATRN: T_TLS
+ * with smtp_atrn = yes. */
 enum t_conf { T_SMALL = 0, T_NORMALIZE, T_BIG, T_ETRN, T_PM, T_ROUTE, T_TLS, T_TLS_SMALL,
-	      T_TRUSTED, T_NOAUTH, T_NCONF };
+	      T_TRUSTED, T_NOAUTH, T_ODMR, T_ODMR_TRUSTED, T_ATRN, T_NCONF };
 
 /* In a case's input: the TLS handshake is done here. What comes before it
  * after STARTTLS was sent in the clear and is dropped, as the loop drops
@@ -88,6 +90,11 @@ static const struct smtp_server_conf *t_conf(enum t_conf which)
 	c->limits = small;
 	if (which == T_NORMALIZE)
 		c->limits.bare_lf_normalize = 1;
+	if (which == T_ODMR || which == T_ODMR_TRUSTED || which == T_ATRN) {
+		*c = *t_conf(T_TLS);
+		c->atrn = which == T_ATRN;
+		return c;
+	}
 	if (which == T_BIG || which == T_ETRN || which == T_PM || which == T_ROUTE ||
 	    which == T_TLS || which == T_TRUSTED || which == T_NOAUTH) {
 		c->limits.command_max = 512;
@@ -196,8 +203,47 @@ static enum smtp_event t_auth(struct smtp_session *s, struct t_result *r, const 
 	return smtp_server_auth_done(s, res, out);
 }
 
+/* SMTP_EV_ATRN: record "ATRN <user> <domains>" and each domain as the
+ * iterator gives it, check that the session takes no input meanwhile, and
+ * answer as a drain would: "none.test" has no mail (453), "other.test" is
+ * not the user's (450), anything else turns the connection around (250,
+ * and SMTP_EV_ATRN is returned: the session is over). */
+static enum smtp_event t_atrn(struct smtp_session *s, struct t_result *r, const char *rest,
+		size_t n, struct buf *out)
+{
+	char line[1024];
+	size_t len, off = 0, dlen;
+	const char *list = smtp_server_atrn_domains(s, &len), *d;
+	enum smtp_event ev2;
+
+	snprintf(line, sizeof(line), "ATRN %s %.*s\n", smtp_server_user(s), (int)len, list);
+	t_append(r, line, strlen(line));
+	while ((d = smtp_server_atrn_next(list, len, &off, &dlen)) != NULL) {
+		snprintf(line, sizeof(line), " [%.*s]\n", (int)dlen, d);
+		t_append(r, line, strlen(line));
+	}
+	cr_assert(smtp_server_idle(s));
+	cr_assert_eq(smtp_server_feed(s, rest, n, out, &ev2), 0);
+	cr_assert_eq(ev2, SMTP_EV_ATRN);
+	if (len == 9 && !memcmp(list, "none.test", 9)) {
+		buf_puts(out, "453 You have no mail\r\n");
+	} else if (len == 10 && !memcmp(list, "other.test", 10)) {
+		buf_puts(out, "450 ATRN request refused\r\n");
+	} else {
+		buf_puts(out, "250 OK now reversing the connection\r\n");
+		smtp_server_atrn_done(s, 1);
+		cr_assert_eq(smtp_server_feed(s, rest, n, out, &ev2), 0);
+		cr_assert_eq(ev2, SMTP_EV_CLOSE);
+		return SMTP_EV_ATRN;
+	}
+	smtp_server_atrn_done(s, 0);
+	return SMTP_EV_NEED_INPUT;
+}
+
 /* Feed in[0..n) chunk bytes at a time (0: all at once); the STARTTLS
- * event ends it (the rest was sent in the clear and is dropped). */
+ * event ends it (the rest was sent in the clear and is dropped), and so
+ * does a turn-around after ATRN (the rest, recorded as "REST", is the
+ * customer's, never consumed by the session). */
 static enum smtp_event t_feed(struct smtp_session *s, const struct t_case *tc, const char *in,
 		size_t n, size_t chunk, struct t_result *r, struct buf *out)
 {
@@ -230,6 +276,15 @@ static enum smtp_event t_feed(struct smtp_session *s, const struct t_case *tc, c
 				ev = t_auth(s, r, in + i + off, k - off, out);
 				if (ev == SMTP_EV_CLOSE)
 					break;
+				continue;
+			}
+			if (ev == SMTP_EV_ATRN) {
+				ev = t_atrn(s, r, in + i + off, n - i - off, out);
+				if (ev == SMTP_EV_ATRN) {
+					t_append(r, "REST ", 5);
+					t_append(r, in + i + off, n - i - off);
+					return ev;
+				}
 				continue;
 			}
 			if (ev == SMTP_EV_CLOSE)
@@ -266,15 +321,17 @@ static void t_run(const struct t_case *tc, size_t chunk, struct t_result *r)
 	buf_init(&out, 1u << 20);
 	s = smtp_server_new(conf, "192.0.2.1");
 	cr_assert(s != NULL);
-	if (tc->conf == T_TRUSTED)
+	if (tc->conf == T_TRUSTED || tc->conf == T_ODMR_TRUSTED)
 		smtp_server_set_trusted(s);
+	if (tc->conf == T_ODMR || tc->conf == T_ODMR_TRUSTED)
+		smtp_server_set_odmr(s);
 	smtp_server_greeting(s, &out);
 	/* Each T_TLS_MARK: the clear part before it, then the handshake. */
 	while ((mark = memmem(in + i, n - i, T_TLS_MARK, strlen(T_TLS_MARK))) != NULL) {
 		size_t part = (size_t)(mark - (in + i));
 
 		ev = t_feed(s, tc, in + i, part, chunk, r, &out);
-		if (ev == SMTP_EV_CLOSE)
+		if (ev == SMTP_EV_CLOSE || ev == SMTP_EV_ATRN)
 			break;
 		if (i > 0 || part > 0) {
 			enum smtp_event ev2;
@@ -288,9 +345,9 @@ static void t_run(const struct t_case *tc, size_t chunk, struct t_result *r)
 		i += part + strlen(T_TLS_MARK);
 		ev = SMTP_EV_NEED_INPUT;
 	}
-	if (ev != SMTP_EV_CLOSE)
+	if (ev != SMTP_EV_CLOSE && ev != SMTP_EV_ATRN)
 		ev = t_feed(s, tc, in + i, n - i, chunk, r, &out);
-	if (tc->eof && ev != SMTP_EV_CLOSE) {
+	if (tc->eof && ev != SMTP_EV_CLOSE && ev != SMTP_EV_ATRN) {
 		cr_assert_eq(smtp_server_feed(s, in, 0, &out, &ev), 0);
 		cr_assert_eq(ev, SMTP_EV_CLOSE);
 	}
@@ -771,6 +828,106 @@ Test(smtp_server, tls_and_auth_transcripts)
 {
 	for (size_t i = 0; i < sizeof(t_tls_cases) / sizeof(t_tls_cases[0]); i++)
 		t_check(&t_tls_cases[i]);
+}
+
+#define G_ODMR "220 mx.test ESMTP etrnd on-demand mail relay server ready\r\n"
+/* RFC 2645 5.1.1: the ODMR EHLO before TLS, inside it, on a trusted port. */
+#define ODMR_EHLO_OUT "250-mx.test\r\n250-ENHANCEDSTATUSCODES\r\n250-STARTTLS\r\n250 ATRN\r\n"
+#define ODMR_EHLO_UP_OUT "250-mx.test\r\n250-ENHANCEDSTATUSCODES\r\n250-AUTH PLAIN LOGIN\r\n" \
+	"250 ATRN\r\n"
+#define ODMR_EHLO_TRUSTED_OUT "250-mx.test\r\n250-ENHANCEDSTATUSCODES\r\n250-STARTTLS\r\n" \
+	"250-AUTH PLAIN LOGIN\r\n250 ATRN\r\n"
+#define ODMR_UP_OUT ODMR_EHLO_OUT READY_TLS ODMR_EHLO_UP_OUT
+#define AUTH_GOOD "AUTH PLAIN " B_ALICE_GOOD "\r\n"
+#define R_530 "530 5.7.0 Authentication required\r\n"
+#define R_REVERSE "250 OK now reversing the connection\r\n"
+#define R_ATRN_SYNTAX "501 5.5.4 Syntax: ATRN [domain[,domain]...]\r\n"
+#define R_TURN "502 5.5.1 Error: TURN not implemented (unauthenticated TURN is unsafe, RFC 2645)\r\n"
+#define R_NOT_ODMR(cmd) "502 5.5.1 Error: " cmd " not available on the on-demand mail relay port\r\n"
+#define R_UNIMPL "502 5.5.1 Command not implemented\r\n"
+#define D10 "d0.t,d1.t,d2.t,d3.t,d4.t,d5.t,d6.t,d7.t,d8.t,d9.t"
+#define D32 D10 "," D10 "," D10 ",e0.t,E1.T."
+#define D10_REC " [d0.t]\n [d1.t]\n [d2.t]\n [d3.t]\n [d4.t]\n [d5.t]\n [d6.t]\n [d7.t]\n" \
+	" [d8.t]\n [d9.t]\n"
+
+static const struct t_case t_atrn_cases[] = {
+	{ "odmr: greeting, EHLO keywords in the clear and inside TLS", T_ODMR,
+		EHLO "STARTTLS\r\n" T_TLS_MARK EHLO, 0, 0, 0,
+		G_ODMR ODMR_UP_OUT, SMTP_EV_NEED_INPUT, NULL },
+	/* RFC 2645: ATRN wants AUTH first (530, counted); an ODMR session
+	 * has no transaction, no queue to run, no VRFY: 502; TURN never. */
+	{ "odmr: ATRN before AUTH 530; mail commands and TURN 502", T_ODMR,
+		EHLO "ATRN\r\nSTARTTLS\r\n" T_TLS_MARK EHLO "ATRN a.test\r\nMAIL FROM:<s@x.test>\r\n"
+		"RCPT TO:<a@ok.test>\r\nDATA\r\nETRN a.test\r\nVRFY x\r\nBDAT 1\r\nTURN\r\n"
+		"NOOP\r\nHELP\r\n", 0, 0, 0,
+		G_ODMR ODMR_EHLO_OUT R_530 READY_TLS ODMR_EHLO_UP_OUT R_530 R_NOT_ODMR("MAIL")
+		R_NOT_ODMR("RCPT") R_NOT_ODMR("DATA") R_NOT_ODMR("ETRN") R_NOT_ODMR("VRFY")
+		R_NOT_ODMR("BDAT") R_TURN OK
+		"214 2.0.0 Commands: EHLO HELO RSET NOOP QUIT HELP STARTTLS AUTH ATRN\r\n",
+		SMTP_EV_NEED_INPUT, NULL },
+	/* Each of those counts against smtp_max_errors (10 here). */
+	{ "odmr: refused commands use up the error budget", T_ODMR,
+		"MAIL FROM:<s@x.test>\r\nMAIL FROM:<s@x.test>\r\nMAIL FROM:<s@x.test>\r\n"
+		"RCPT TO:<a@ok.test>\r\nRCPT TO:<a@ok.test>\r\nRCPT TO:<a@ok.test>\r\n"
+		"DATA\r\nDATA\r\nATRN\r\nTURN\r\nNOOP\r\n", 0, 0, 0,
+		G_ODMR R_NOT_ODMR("MAIL") R_NOT_ODMR("MAIL") R_NOT_ODMR("MAIL") R_NOT_ODMR("RCPT")
+		R_NOT_ODMR("RCPT") R_NOT_ODMR("RCPT") R_NOT_ODMR("DATA") R_NOT_ODMR("DATA") R_530
+		R_TURN "421 4.7.0 mx.test Error: too many errors\r\n", SMTP_EV_CLOSE, NULL },
+	{ "odmr: help, TURN", T_ODMR, "HELP\r\nTURN\r\nTURN x\r\n", 0, 0, 0,
+		G_ODMR "214 2.0.0 Commands: EHLO HELO RSET NOOP QUIT HELP STARTTLS AUTH ATRN\r\n"
+		R_TURN R_TURN, SMTP_EV_NEED_INPUT, NULL },
+	/* After AUTH, ATRN with a list is the event; the customer's 220
+	 * that follows it is never consumed by the session. */
+	{ "odmr: AUTH, ATRN d1,d2: the event, the rest untouched", T_ODMR,
+		EHLO UP AUTH_GOOD "ATRN a.test,B.Test\r\n220 customer.test ready\r\nQUIT\r\n", 0, 0, 0,
+		G_ODMR ODMR_UP_OUT R_AUTH_OK R_REVERSE, SMTP_EV_ATRN,
+		"AUTH alice good\nATRN alice a.test,B.Test\n [a.test]\n [B.Test]\n"
+		"REST 220 customer.test ready\r\nQUIT\r\n" },
+	/* Refusals (the drain's 453 and 450) leave the session going and
+	 * count no error; bad lists are 501; a bare ATRN is every domain. */
+	{ "odmr: 453, 450, 501 syntax, then a bare ATRN", T_ODMR,
+		EHLO UP AUTH_GOOD "ATRN none.test\r\nATRN other.test\r\nATRN a.test,\r\n"
+		"ATRN ,a.test\r\nATRN a.test, b.test\r\nATRN a,,b\r\nATRN [192.0.2.1]\r\n"
+		"ATRN @a.test\r\nATRN #queue\r\nATRN a/b\r\nATRN\r\n", 0, 0, 0,
+		G_ODMR ODMR_UP_OUT R_AUTH_OK "453 You have no mail\r\n450 ATRN request refused\r\n"
+		R_ATRN_SYNTAX R_ATRN_SYNTAX R_ATRN_SYNTAX R_ATRN_SYNTAX R_ATRN_SYNTAX R_ATRN_SYNTAX
+		R_ATRN_SYNTAX R_ATRN_SYNTAX R_REVERSE, SMTP_EV_ATRN,
+		"AUTH alice good\nATRN alice none.test\n [none.test]\nATRN alice other.test\n"
+		" [other.test]\nATRN alice \nREST " },
+	{ "odmr: 32 domains taken (as given), 33 refused", T_ODMR,
+		EHLO UP AUTH_GOOD "ATRN " D32 ",f.t\r\nATRN " D32 "\r\n", 0, 0, 0,
+		G_ODMR ODMR_UP_OUT R_AUTH_OK "501 5.5.4 Error: more than 32 domains in one ATRN\r\n"
+		R_REVERSE, SMTP_EV_ATRN,
+		"AUTH alice good\nATRN alice " D32 "\n" D10_REC D10_REC D10_REC " [e0.t]\n [E1.T.]\n"
+		"REST " },
+	{ "odmr_listen_trusted: AUTH in the clear, then ATRN", T_ODMR_TRUSTED,
+		EHLO AUTH_GOOD "ATRN a.test\r\n", 0, 0, 0,
+		G_ODMR ODMR_EHLO_TRUSTED_OUT R_AUTH_OK R_REVERSE, SMTP_EV_ATRN,
+		"AUTH alice good\nATRN alice a.test\n [a.test]\nREST " },
+	/* The SMTP port: ATRN is 502 unless smtp_atrn, TURN always. */
+	{ "smtp listener: ATRN and TURN 502 even when authenticated", T_TLS,
+		EHLO UP AUTH_GOOD "ATRN a.test\r\nATRN\r\nTURN\r\n", 0, 0, 0,
+		G UP_OUT R_AUTH_OK R_UNIMPL R_UNIMPL R_TURN, SMTP_EV_NEED_INPUT,
+		"AUTH alice good\n" },
+	{ "smtp_atrn: offered and answered as on ODMR; not in a transaction", T_ATRN,
+		EHLO "ATRN a.test\r\nSTARTTLS\r\n" T_TLS_MARK EHLO AUTH_GOOD "MAIL FROM:<s@x.test>\r\n"
+		"ATRN a.test\r\nRSET\r\nHELP\r\nATRN a.test\r\n", 0, 0, 0,
+		G EHLO_TLS_HEAD "250-STARTTLS\r\n250-ETRN\r\n250-ATRN\r\n250 SMTPUTF8\r\n" R_530
+		READY_TLS EHLO_TLS_HEAD "250-AUTH PLAIN LOGIN\r\n250-ETRN\r\n250-ATRN\r\n250 SMTPUTF8\r\n"
+		R_AUTH_OK MAIL_OK "503 5.5.1 Error: MAIL transaction in progress\r\n" OK
+		"214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP ETRN STARTTLS "
+		"AUTH ATRN\r\n" R_REVERSE, SMTP_EV_ATRN,
+		"AUTH alice good\nATRN alice a.test\n [a.test]\nREST " },
+	{ "odmr: pipelined AUTH and ATRN, the rest kept", T_ODMR_TRUSTED,
+		EHLO AUTH_GOOD "ATRN\r\n220 c", 0, 0, 0,
+		G_ODMR ODMR_EHLO_TRUSTED_OUT R_AUTH_OK R_REVERSE, SMTP_EV_ATRN,
+		"AUTH alice good\nATRN alice \nREST 220 c" },
+};
+
+Test(smtp_server, atrn_transcripts)
+{
+	for (size_t i = 0; i < sizeof(t_atrn_cases) / sizeof(t_atrn_cases[0]); i++)
+		t_check(&t_atrn_cases[i]);
 }
 
 /* CVE-2011-0411: one feed holding STARTTLS and commands after it is
