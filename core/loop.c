@@ -13,6 +13,10 @@
  * conn_deliver(), so pausing bounds it as before; conn_out() holds
  * plaintext, encrypted only when it goes into a send, so LOOP_OUT_HIGH
  * still means what the owner appended and the peer has not read.
+ *
+ * A connection can leave its loop alive (conn_detach(): ATRN): once nothing
+ * of it is left in this ring (output sent, receive ended), its socket, TLS
+ * state and kept input become a parcel that another loop adopts.
  */
 #include "core/loop.h"
 
