@@ -871,7 +871,8 @@ static int smtp_atrn_syntax(const char *list, size_t len)
 
 /* The order of the refusals: not here at all (502), not authenticated
  * (530, RFC 2645 5.2.1, before any look at the argument), inside a
- * transaction (503), then the syntax (501). */
+ * transaction (503), then the syntax (501, in the drain's words:
+ * drain_atrn.c, which reads the list the same way). */
 static int smtp_check_atrn(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
 {
 	int r;
@@ -888,12 +889,11 @@ static int smtp_check_atrn(struct smtp_session *s, struct smtp_cmd_ctx *c, struc
 	}
 	r = smtp_atrn_syntax(c->arg, c->arg_len);
 	if (r == -E2BIG) {
-		smtp_reply(s, out, "501 5.5.4 Error: more than %d domains in one ATRN",
-			   SMTP_ATRN_DOMAINS_MAX);
+		smtp_reply(s, out, "501 5.5.4 Too many domains in one ATRN");
 		return SMTP_CHECK_FAIL;
 	}
 	if (r < 0) {
-		smtp_reply(s, out, "501 5.5.4 Syntax: ATRN [domain[,domain]...]");
+		smtp_reply(s, out, "501 5.5.4 Syntax: ATRN [domain *(,domain)]");
 		return SMTP_CHECK_FAIL;
 	}
 	return SMTP_CHECK_OK;

@@ -609,8 +609,9 @@ static int smtpd_atrn(struct smtpd_conn *sc, struct buf *out)
 		panic("smtpd_atrn: commit %d auth %d tls %d closing %d", sc->commit_pending,
 		      sc->auth_pending, sc->tls_pending, sc->closing);
 	list = smtp_server_atrn_domains(sc->s, &len);
+	/* The drain's own 451s: shutting down, or the generic one. */
 	if (!d->drain || sc->stopping)
-		(void)buf_puts(out, "451 4.3.0 Unable to process ATRN request now\r\n");
+		(void)drain_atrn_reply(out, sc->stopping ? DRAIN_ATRN_STOPPING : DRAIN_ATRN_NO_MEMORY);
 	else
 		as = drain_atrn(d->drain, conn_peer(sc->c), smtp_server_user(sc->s), list, len, out);
 	smtp_server_atrn_done(sc->s, as != NULL);
