@@ -13,6 +13,10 @@
  * conn_deliver(), so pausing bounds it as before; conn_out() holds
  * plaintext, encrypted only when it goes into a send, so LOOP_OUT_HIGH
  * still means what the owner appended and the peer has not read.
+ *
+ * A connection can leave its loop alive (conn_detach(): ATRN): once nothing
+ * of it is left in this ring (output sent, receive ended), its socket, TLS
+ * state and kept input become a parcel that another loop adopts.
  */
 #include "core/loop.h"
 
@@ -414,6 +418,32 @@ static void arm_recv(struct conn *c)
 	c->flags |= CONN_RECV_ARMED;
 }
 
+/* A new connection (after ops->open or ops->connected): receive, and send
+ * what the owner queued; one that detached inside them has its detach
+ * going instead, so no receive is armed behind its back. */
+static void conn_start(struct conn *c)
+{
+	if (!(c->flags & CONN_DETACHING))
+		arm_recv(c);
+	conn_flush(c);
+	if (c->flags & CONN_DETACHING)
+		conn_detach_step(c);
+}
+
+/* Cancel the multishot receive, once (CONN_RECV_STOPPED: not re-armed
+ * until someone clears it); its last completions still arrive. */
+static void conn_recv_stop(struct conn *c)
+{
+	struct io_uring_sqe *sqe;
+
+	if (!(c->flags & CONN_RECV_ARMED) || (c->flags & CONN_RECV_STOPPED))
+		return;
+	c->flags |= CONN_RECV_STOPPED;
+	sqe = loop_sqe(c->loop);
+	io_uring_prep_cancel64(sqe, ud_make(OP_RECV, c->slot, c->gen), 0);
+	io_uring_sqe_set_data64(sqe, ud_make(OP_IGNORE, 0, 0));
+}
+
 static void conn_queue(struct conn *c, unsigned flag)
 {
 	c->flags |= flag;
@@ -651,6 +681,10 @@ static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
 	c->lflags = l->cfg->listen[i].flags;
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->st = c->ops->open(c->ops_arg, c, c->peer);
+	if (c->flags & CONN_DETACHING) {
+		conn_start(c); /* detached inside open() */
+		return;
+	}
 	if (!c->st) {
 		close(fd);
 		conn_free_slot(c);
@@ -663,8 +697,7 @@ static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
 		conn_close(c);
 		return;
 	}
-	arm_recv(c);
-	conn_flush(c);
+	conn_start(c);
 }
 
 /* Tear down once no send is in flight: shut the socket so a pending recv
@@ -739,7 +772,6 @@ static size_t conn_data(struct conn *c, const char *p, size_t n, int *reset)
 /* Hand input (plaintext) to the owner; keep what it does not consume. */
 static void conn_deliver(struct conn *c, const char *p, size_t n)
 {
-	struct loop *l = c->loop;
 	size_t used;
 	int reset;
 
@@ -754,13 +786,8 @@ static void conn_deliver(struct conn *c, const char *p, size_t n)
 			conn_close(c);
 			return;
 		}
-		if (c->pending.len >= LOOP_PENDING_MAX && (c->flags & CONN_RECV_ARMED) &&
-		    !(c->flags & CONN_RECV_STOPPED)) {
-			struct io_uring_sqe *sqe = loop_sqe(l);
-			c->flags |= CONN_RECV_STOPPED;
-			io_uring_prep_cancel64(sqe, ud_make(OP_RECV, c->slot, c->gen), 0);
-			io_uring_sqe_set_data64(sqe, ud_make(OP_IGNORE, 0, 0));
-		}
+		if (c->pending.len >= LOOP_PENDING_MAX)
+			conn_recv_stop(c);
 		return;
 	}
 	used = conn_data(c, p, n, &reset);
@@ -1104,8 +1131,6 @@ static int conn_detach_ready(const struct conn *c)
  * never runs inside a conn_*() call. */
 static void conn_detach_step(struct conn *c)
 {
-	struct io_uring_sqe *sqe;
-
 	if (c->flags & CONN_CLOSING) {
 		conn_teardown(c);
 		return;
@@ -1119,12 +1144,7 @@ static void conn_detach_step(struct conn *c)
 		return;
 	}
 	if (c->flags & CONN_RECV_ARMED) {
-		if (!(c->flags & CONN_RECV_STOPPED)) {
-			c->flags |= CONN_RECV_STOPPED;
-			sqe = loop_sqe(c->loop);
-			io_uring_prep_cancel64(sqe, ud_make(OP_RECV, c->slot, c->gen), 0);
-			io_uring_sqe_set_data64(sqe, ud_make(OP_IGNORE, 0, 0));
-		}
+		conn_recv_stop(c);
 		return;
 	}
 	conn_queue(c, 0);
@@ -1137,7 +1157,8 @@ int conn_detach(struct conn *c, conn_detach_fn done, void *arg)
 	/* Mid-connect or mid-handshake: nothing a next owner could go on
 	 * with. */
 	if ((c->flags & CONN_CONNECTING) ||
-	    (c->tls && tls_conn_state(c->tls) == TLS_CONN_HANDSHAKE))
+	    (c->tls && tls_conn_state(c->tls) == TLS_CONN_HANDSHAKE) ||
+	    ((c->lflags & CONFIG_LISTEN_TLS) && !c->tls))
 		return -EINVAL;
 	c->flags |= CONN_DETACHING;
 	c->detach_fn = done;
@@ -1406,13 +1427,12 @@ static void on_connect(struct loop *l, struct io_uring_cqe *cqe)
 	peer_text(c->fd, c->peer, sizeof(c->peer));
 	c->last_ms = now_mono_ms();
 	c->st = c->ops->connected(c->ops_arg, c, cookie, 0);
-	if (!c->st) {
+	if (!c->st && !(c->flags & CONN_DETACHING)) {
 		close(c->fd);
 		conn_free_slot(c);
 		return;
 	}
-	arm_recv(c);
-	conn_flush(c);
+	conn_start(c);
 }
 
 int loop_post(struct loop *l, loop_hook_fn fn, void *arg)

@@ -247,8 +247,10 @@ const struct tls_info *conn_tls(const struct conn *c);
  * When the connection fails (the peer closes or resets, send_timeout
  * passes with output unread, a bad TLS record) or the loop stops before
  * the output is sent, done gets parcel NULL (the socket is closed).
- * Returns 0, -EALREADY when c is already closing or detaching, -EINVAL
- * mid-connect or mid-TLS-handshake (nothing a next owner could go on with).
+ * Also inside ops->open or ops->connected (their return value is then
+ * ignored). Returns 0, -EALREADY when c is already closing or detaching,
+ * -EINVAL mid-connect or mid-TLS-handshake, or before the handshake of an
+ * implicit-TLS listener (nothing a next owner could go on with).
  * The client_connection_limit count of an accepted connection moves with
  * it (released when the parcel is freed unadopted).
  *

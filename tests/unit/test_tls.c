@@ -29,6 +29,7 @@
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/tls.h"
+#include "loopback.h"
 #include "tls_certs.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -536,15 +537,10 @@ static const struct conn_ops cli_ops = {
 
 static unsigned short tt_free_port(void)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t sl = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	unsigned short port = loopback_free_port();
 
-	cr_assert_geq(fd, 0);
-	cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
-	close(fd);
-	return ntohs(sa.sin_port);
+	cr_assert_neq(port, 0, "no free loopback port");
+	return port;
 }
 
 static void *tt_watchdog(void *arg)

@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * loopback: free TCP ports on 127.0.0.1 for the unit tests, one copy for
+ * all of them. No Criterion in here: failures come back as 0 or -errno.
+ */
+#ifndef ETRND_TESTS_LOOPBACK_H
+#define ETRND_TESTS_LOOPBACK_H
+
+/* A port on 127.0.0.1 free a moment ago (bound, read, closed: another
+ * process may take it before the caller binds it); 0 on failure. */
+unsigned short loopback_free_port(void);
+
+/* A listening socket (backlog: how many connections may wait) on a free
+ * port of 127.0.0.1, its port in *port. Returns the descriptor (the
+ * caller closes it) or -errno. */
+int loopback_listen(int backlog, unsigned short *port);
+
+#endif
