@@ -743,6 +743,16 @@ uint64_t drain_hub_held(struct drain_hub *h, const char *dom, size_t len)
 	return domstat_msgs(h->ds, dom, len);
 }
 
+int drain_hub_stopping(struct drain_hub *h)
+{
+	int closed;
+
+	pthread_mutex_lock(&h->mu);
+	closed = h->closed;
+	pthread_mutex_unlock(&h->mu);
+	return closed;
+}
+
 int drain_hub_claim(struct drain_hub *h, const char *dom, size_t len)
 {
 	return hub_begin(h, dom, len);
@@ -767,6 +777,9 @@ int drain_hub_post(struct drain_hub *h, unsigned i, void (*fn)(void *), void *ar
 	return rc;
 }
 
+/* An ATRN's domains (atrn.h) fit a job's. */
+_Static_assert(ETRN_DOMAIN_MAX <= DRAIN_DOMAIN_MAX, "ATRN domain longer than a job's");
+
 /* An ATRN job: delivered over the session's connection, no destination
  * address; the session's TLS is whatever the customer's connection has. */
 static struct drain_job *atrn_job(struct drain *d, struct drain_atrn *s, const char *dom,
@@ -785,7 +798,7 @@ static struct drain_job *atrn_job(struct drain *d, struct drain_atrn *s, const c
 }
 
 int drain_atrn_shard(struct drain_hub *h, unsigned i, struct drain_atrn *s,
-		     const struct drain_atrn_doms *doms, struct conn_parcel *parcel, int first,
+		     const struct atrn_doms *doms, struct conn_parcel *parcel, int first,
 		     int last, const struct smtp_client_session *ss, const char *relay)
 {
 	struct drain *d = __atomic_load_n(&h->drains[i], __ATOMIC_ACQUIRE);

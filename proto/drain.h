@@ -69,7 +69,7 @@ int drain_busy(const struct drain *d);
  * row's owner is user). Decides at once and appends the whole reply to out:
  * 530 is the server's (no user, never asked here); for a domain the user
  * does not own, nothing held, a domain already being drained, or any other
- * refusal the RFC 2645 reply (see drain.c for which reply each case gets),
+ * refusal the RFC 2645 reply (proto/atrn.h; the order in drain_atrn.c),
  * and NULL is returned. On success appends "250 OK now reversing the
  * connection" and returns the ATRN session, which from then on owns the
  * domains (an ETRN for them is answered as for a drain already running,

@@ -74,92 +74,8 @@ struct drain_atrn {
 	char user[DRAIN_ATRN_USER_MAX];
 	char client[DRAIN_ATRN_CLIENT_MAX];
 	char relay[DRAIN_RELAY_MAX];   /* "ATRN customer [addr]" for log lines */
-	struct drain_atrn_doms doms;
+	struct atrn_doms doms;
 };
-
-static const struct {
-	enum drain_atrn_verdict v;
-	const char *line;
-} atrn_replies[] = {
-	{ DRAIN_ATRN_OK, "250 OK now reversing the connection\r\n" },
-	{ DRAIN_ATRN_SYNTAX, "501 5.5.4 Syntax: ATRN [domain *(,domain)]\r\n" },
-	{ DRAIN_ATRN_TOO_MANY, "501 5.5.4 Too many domains in one ATRN\r\n" },
-	{ DRAIN_ATRN_DENIED, "450 4.7.1 ATRN request refused: not your domain\r\n" },
-	{ DRAIN_ATRN_NONE_OWNED, "450 4.7.1 ATRN request refused: no domains for you here\r\n" },
-	{ DRAIN_ATRN_BUSY, "451 4.3.0 Unable to process ATRN request now: a drain of it is running\r\n" },
-	{ DRAIN_ATRN_FULL, "451 4.3.2 Unable to process ATRN request now: too many ATRN sessions\r\n" },
-	{ DRAIN_ATRN_STOPPING, "451 4.3.2 Unable to process ATRN request now: shutting down\r\n" },
-	{ DRAIN_ATRN_NO_MEMORY, "451 4.3.0 Unable to process ATRN request now\r\n" },
-	{ DRAIN_ATRN_NO_MAIL, "453 You have no mail\r\n" },
-};
-
-int drain_atrn_reply(struct buf *out, enum drain_atrn_verdict v)
-{
-	for (size_t i = 0; i < sizeof(atrn_replies) / sizeof(atrn_replies[0]); i++)
-		if (atrn_replies[i].v == v)
-			return buf_puts(out, atrn_replies[i].line);
-	return buf_puts(out, "451 4.3.0 Unable to process ATRN request now\r\n");
-}
-
-/* ---- the argument --------------------------------------------------------- */
-
-/* dom already in out? */
-static int doms_have(const struct drain_atrn_doms *out, const char *dom, size_t len)
-{
-	for (unsigned i = 0; i < out->n; i++)
-		if (out->len[i] == len && !memcmp(out->dom[i], dom, len))
-			return 1;
-	return 0;
-}
-
-/* Add a domain (lower-cased), once. */
-static enum drain_atrn_verdict doms_add(struct drain_atrn_doms *out, const char *dom, size_t len)
-{
-	char low[DRAIN_DOMAIN_MAX];
-
-	if (len >= DRAIN_DOMAIN_MAX)
-		return DRAIN_ATRN_SYNTAX;
-	ascii_lower_copy(low, dom, len);
-	if (doms_have(out, low, len))
-		return DRAIN_ATRN_OK;
-	if (out->n == DRAIN_ATRN_DOMAINS_MAX)
-		return DRAIN_ATRN_TOO_MANY;
-	memcpy(out->dom[out->n], low, len);
-	out->dom[out->n][len] = '\0';
-	out->len[out->n++] = len;
-	return DRAIN_ATRN_OK;
-}
-
-enum drain_atrn_verdict drain_atrn_parse(const char *p, size_t len, struct drain_atrn_doms *out)
-{
-	size_t off = 0;
-
-	out->n = 0;
-	while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-		len--; /* trailing blanks of the command line */
-	while (off < len && (p[off] == ' ' || p[off] == '\t'))
-		off++;
-	if (off == len)
-		return DRAIN_ATRN_OK; /* no list: every domain the user owns */
-	for (;;) {
-		const char *comma = memchr(p + off, ',', len - off);
-		size_t end = comma ? (size_t)(comma - p) : len;
-		struct etrn_node en;
-		enum drain_atrn_verdict v;
-
-		/* Each element is a domain in ETRN's syntax (RFC 1985's
-		 * characters, a domain form): never "@x" or "#q". */
-		if (etrn_parse(p + off, end - off, ETRN_SRC_SMTP_RAW, &en) != ETRN_OK ||
-		    en.kind != ETRN_KIND_DOMAIN)
-			return DRAIN_ATRN_SYNTAX;
-		v = doms_add(out, en.name, en.name_len);
-		if (v != DRAIN_ATRN_OK)
-			return v;
-		if (!comma)
-			return DRAIN_ATRN_OK;
-		off = end + 1;
-	}
-}
 
 /* ---- the registry --------------------------------------------------------- */
 
@@ -240,7 +156,7 @@ static void atrn_enter(struct drain_atrn *s, enum drain_atrn_state st, unsigned 
 }
 
 /* "a.test,b.test" */
-static void doms_join(const struct drain_atrn_doms *d, char *out, size_t n)
+static void doms_join(const struct atrn_doms *d, char *out, size_t n)
 {
 	size_t off = 0;
 
@@ -257,7 +173,7 @@ static void doms_join(const struct drain_atrn_doms *d, char *out, size_t n)
  * object (strings escaped). */
 static void status_one(const struct drain_atrn *s, unsigned nthreads, struct buf *out, int json)
 {
-	char doms[DRAIN_ATRN_DOMAINS_MAX * 64];
+	char doms[ATRN_DOMAINS_MAX * 64];
 	uint64_t sent = atomic_load(&s->delivered);
 
 	doms_join(&s->doms, doms, sizeof(doms));
@@ -304,7 +220,7 @@ void drain_atrn_status(struct drain_atrn_reg *r, struct buf *out, int json)
 
 /* The named domains: each must be the user's (its row's owner, exact: a
  * wildcard row the user owns covers its subdomains). */
-static enum drain_atrn_verdict atrn_check_named(struct drain_atrn *s, const struct domtab *t)
+static enum atrn_verdict atrn_check_named(struct drain_atrn *s, const struct domtab *t)
 {
 	for (unsigned i = 0; i < s->doms.n; i++) {
 		const struct domtab_row *row = domtab_find(t, s->doms.dom[i], s->doms.len[i]);
@@ -313,15 +229,15 @@ static enum drain_atrn_verdict atrn_check_named(struct drain_atrn *s, const stru
 			log_info("ATRN %s from [%s] as %s: %s is not the user's; refused",
 				 s->doms.dom[i], s->client, s->user,
 				 row ? "the domain" : "no such domain here:");
-			return DRAIN_ATRN_DENIED;
+			return ATRN_DENIED;
 		}
 	}
-	return DRAIN_ATRN_OK;
+	return ATRN_OK;
 }
 
 /* No list: the user's domains with mail held (wildcard rows name no
- * domain to drain), at most DRAIN_ATRN_DOMAINS_MAX. */
-static enum drain_atrn_verdict atrn_take_owned(struct drain_atrn *s, const struct domtab *t)
+ * domain to drain), at most ATRN_DOMAINS_MAX. */
+static enum atrn_verdict atrn_take_owned(struct drain_atrn *s, const struct domtab *t)
 {
 	const struct domtab_row *row;
 	unsigned owned = 0;
@@ -334,21 +250,22 @@ static enum drain_atrn_verdict atrn_take_owned(struct drain_atrn *s, const struc
 		owned++;
 		if (drain_hub_held(s->h, row->name, len) == 0)
 			continue;
-		if (doms_add(&s->doms, row->name, len) == DRAIN_ATRN_TOO_MANY) {
+		if (atrn_doms_add(&s->doms, row->name, len) == ATRN_TOO_MANY) {
 			log_info("ATRN from [%s] as %s: more than %u domains with mail; the rest wait "
-				 "for the next ATRN", s->client, s->user, DRAIN_ATRN_DOMAINS_MAX);
+				 "for the next ATRN", s->client, s->user, ATRN_DOMAINS_MAX);
 			break;
 		}
 	}
 	if (owned == 0)
-		return DRAIN_ATRN_NONE_OWNED;
-	return s->doms.n ? DRAIN_ATRN_OK : DRAIN_ATRN_NO_MAIL;
+		return ATRN_NONE_OWNED;
+	return s->doms.n ? ATRN_OK : ATRN_NO_MAIL;
 }
 
 /* Hold every domain node-wide, all or none; then count what is held
  * (after claiming: nothing can start draining it meanwhile). */
-static enum drain_atrn_verdict atrn_claim(struct drain_atrn *s)
+static enum atrn_verdict atrn_claim(struct drain_atrn *s)
 {
+	uint64_t total = 0;
 	unsigned i;
 
 	for (i = 0; i < s->doms.n; i++)
@@ -359,16 +276,20 @@ static enum drain_atrn_verdict atrn_claim(struct drain_atrn *s)
 			 s->client, s->user);
 		while (i--)
 			drain_hub_unclaim(s->h, s->doms.dom[i], s->doms.len[i]);
-		return DRAIN_ATRN_BUSY;
+		return ATRN_BUSY;
 	}
 	for (i = 0; i < s->doms.n; i++)
-		s->total += drain_hub_held(s->h, s->doms.dom[i], s->doms.len[i]);
-	if (s->total == 0) {
+		total += drain_hub_held(s->h, s->doms.dom[i], s->doms.len[i]);
+	/* Listed already: etrnctl status may read it. */
+	pthread_mutex_lock(&s->reg->mu);
+	s->total = total;
+	pthread_mutex_unlock(&s->reg->mu);
+	if (total == 0) {
 		for (i = 0; i < s->doms.n; i++)
 			drain_hub_unclaim(s->h, s->doms.dom[i], s->doms.len[i]);
-		return DRAIN_ATRN_NO_MAIL;
+		return ATRN_NO_MAIL;
 	}
-	return DRAIN_ATRN_OK;
+	return ATRN_OK;
 }
 
 /*
@@ -381,19 +302,21 @@ static enum drain_atrn_verdict atrn_claim(struct drain_atrn *s)
  * (ETRN, flush or ATRN) of any of them runs (all or none are taken); 453
  * when nothing is held for any of them.
  */
-static enum drain_atrn_verdict atrn_decide(struct drain_atrn *s, const char *domains, size_t len)
+static enum atrn_verdict atrn_decide(struct drain_atrn *s, const char *domains, size_t len)
 {
 	const struct domtab *t = drain_hub_domtab(s->h);
-	enum drain_atrn_verdict v = drain_atrn_parse(domains, len, &s->doms);
+	enum atrn_verdict v = atrn_parse(domains, len, &s->doms);
 
-	if (v == DRAIN_ATRN_OK)
+	if (v == ATRN_OK)
 		v = s->doms.n ? atrn_check_named(s, t) : atrn_take_owned(s, t);
-	if (v != DRAIN_ATRN_OK)
+	if (v != ATRN_OK)
 		return v;
+	if (drain_hub_stopping(s->h))
+		return ATRN_STOPPING;
 	if (reg_admit(drain_hub_atrn_reg(s->h), s))
-		return DRAIN_ATRN_FULL;
+		return ATRN_FULL;
 	v = atrn_claim(s);
-	if (v != DRAIN_ATRN_OK)
+	if (v != ATRN_OK)
 		reg_remove(s);
 	return v;
 }
@@ -402,19 +325,19 @@ struct drain_atrn *drain_atrn(struct drain *d, const char *client, const char *u
 			      const char *domains, size_t len, struct buf *out)
 {
 	struct drain_atrn *s = calloc(1, sizeof(*s));
-	enum drain_atrn_verdict v;
-	char doms[DRAIN_ATRN_DOMAINS_MAX * 64];
+	enum atrn_verdict v;
+	char doms[ATRN_DOMAINS_MAX * 64];
 
 	if (!s) {
-		(void)drain_atrn_reply(out, DRAIN_ATRN_NO_MEMORY);
+		(void)atrn_reply(out, ATRN_NO_MEMORY);
 		return NULL;
 	}
 	s->h = drain_hub_of(d);
 	snprintf(s->user, sizeof(s->user), "%s", user ? user : "");
 	snprintf(s->client, sizeof(s->client), "%s", client);
-	v = user ? atrn_decide(s, domains, len) : DRAIN_ATRN_DENIED;
-	(void)drain_atrn_reply(out, v);
-	if (v != DRAIN_ATRN_OK) {
+	v = user ? atrn_decide(s, domains, len) : ATRN_DENIED;
+	(void)atrn_reply(out, v);
+	if (v != ATRN_OK) {
 		free(s);
 		return NULL;
 	}
@@ -514,7 +437,7 @@ void drain_atrn_hold(struct drain_atrn *s)
  * DONEs durable), so the domains may be drained again. */
 void drain_atrn_put(struct drain_atrn *s)
 {
-	char doms[DRAIN_ATRN_DOMAINS_MAX * 64];
+	char doms[ATRN_DOMAINS_MAX * 64];
 
 	if (atomic_fetch_sub(&s->refs, 1) != 1)
 		return;

@@ -15,47 +15,18 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "proto/atrn.h"
 #include "proto/drain_resolve.h"
 #include "proto/smtp_client.h"
 
-/* Domains one ATRN releases at most: a longer list is refused 501; with
- * no list, the user's first this many domains with mail held go (the rest
- * wait for the next ATRN). Bounds the session's memory. */
-#define DRAIN_ATRN_DOMAINS_MAX 32
+/* Domains one ATRN releases at most (proto/atrn.h), for smtp_server.h's
+ * bound to match. */
+#define DRAIN_ATRN_DOMAINS_MAX ATRN_DOMAINS_MAX
 /* ATRN sessions in progress on the node; one more is answered 451. */
 #define DRAIN_ATRN_SESSIONS_MAX 64
 /* The user and client texts kept for logs and etrnctl status. */
 #define DRAIN_ATRN_USER_MAX 256
 #define DRAIN_ATRN_CLIENT_MAX 64
-
-/* How an ATRN is answered (RFC 2645 section 4; drain_atrn_reply()). */
-enum drain_atrn_verdict {
-	DRAIN_ATRN_OK = 0,        /* 250 OK now reversing the connection */
-	DRAIN_ATRN_SYNTAX,        /* 501 5.5.4: not a comma list of domains */
-	DRAIN_ATRN_TOO_MANY,      /* 501 5.5.4: over DRAIN_ATRN_DOMAINS_MAX */
-	DRAIN_ATRN_DENIED,        /* 450 4.7.1: a domain the user does not own */
-	DRAIN_ATRN_NONE_OWNED,    /* 450 4.7.1: no list, the user owns none */
-	DRAIN_ATRN_BUSY,          /* 451 4.3.0: a drain of one of them runs */
-	DRAIN_ATRN_FULL,          /* 451 4.3.2: DRAIN_ATRN_SESSIONS_MAX reached */
-	DRAIN_ATRN_STOPPING,      /* 451 4.3.2: the node is stopping */
-	DRAIN_ATRN_NO_MEMORY,     /* 451 4.3.0 */
-	DRAIN_ATRN_NO_MAIL,       /* 453 You have no mail */
-};
-
-/* The domains of one ATRN, lower case, NUL-terminated. */
-struct drain_atrn_doms {
-	unsigned n;
-	size_t len[DRAIN_ATRN_DOMAINS_MAX];
-	char dom[DRAIN_ATRN_DOMAINS_MAX][DRAIN_DOMAIN_MAX];
-};
-
-/* Parse the ATRN argument ("d1,d2", RFC 2645 4: domain *("," domain); len
- * 0: no list) into *out (a domain named twice is kept once). Pure.
- * Returns DRAIN_ATRN_OK, DRAIN_ATRN_SYNTAX or DRAIN_ATRN_TOO_MANY. */
-enum drain_atrn_verdict drain_atrn_parse(const char *p, size_t len, struct drain_atrn_doms *out);
-
-/* Append v's reply line to out. 0 or -ENOMEM. */
-int drain_atrn_reply(struct buf *out, enum drain_atrn_verdict v);
 
 /* The node's ATRN sessions (the hub's; drain.c creates and frees it). */
 struct drain_atrn_reg;
@@ -93,6 +64,8 @@ unsigned drain_hub_threads(const struct drain_hub *h);
  * messages held for dom. */
 const struct domtab *drain_hub_domtab(struct drain_hub *h);
 uint64_t drain_hub_held(struct drain_hub *h, const char *dom, size_t len);
+/* 1 once drain_hub_quiesce() was called: nothing starts any more. */
+int drain_hub_stopping(struct drain_hub *h);
 /* Hold dom for an ATRN session on every thread: 1, or 0 when a drain (or
  * another session) has it. Released with drain_hub_unclaim(). */
 int drain_hub_claim(struct drain_hub *h, const char *dom, size_t len);
@@ -108,7 +81,7 @@ int drain_hub_post(struct drain_hub *h, unsigned i, void (*fn)(void *), void *ar
  * this shard has nothing (parcel untouched), -errno with parcel freed.
  */
 int drain_atrn_shard(struct drain_hub *h, unsigned i, struct drain_atrn *s,
-		const struct drain_atrn_doms *doms, struct conn_parcel *parcel, int first,
+		const struct atrn_doms *doms, struct conn_parcel *parcel, int first,
 		int last, const struct smtp_client_session *ss, const char *relay);
 
 #endif

@@ -159,7 +159,8 @@ class QueueOpsTest(unittest.TestCase):
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
         self.assertEqual(p.returncode, 0, p.stderr)
         st = json.loads(out)
-        self.assertEqual(set(st), {"shards", "domains", "complete"})
+        self.assertEqual(set(st), {"shards", "domains", "atrn", "complete"})
+        self.assertEqual(st["atrn"], [])  # no ATRN session in progress
         self.assertTrue(st["complete"])
         self.assertEqual(len(st["shards"]), 2)
         for s in st["shards"]:

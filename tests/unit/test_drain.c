@@ -1554,7 +1554,7 @@ static size_t t_atrn_data(void *a, struct conn *c, void *st, const char *p, size
 	(void)c;
 	(void)st;
 	(void)p;
-	return n == 0 ? 0 : 0; /* keep it: it belongs to the session */
+	return 0; /* keep it (and an EOF): it belongs to the session */
 }
 
 static void t_atrn_shutdown(void *a, struct conn *c, void *st)
@@ -1830,36 +1830,36 @@ Test(drain_atrn, parse)
 {
 	static const struct {
 		const char *in;
-		enum drain_atrn_verdict v;
+		enum atrn_verdict v;
 		unsigned n;
 	} cases[] = {
-		{ "", DRAIN_ATRN_OK, 0 },
-		{ "  ", DRAIN_ATRN_OK, 0 },
-		{ "a.test", DRAIN_ATRN_OK, 1 },
-		{ "a.test,B.TEST", DRAIN_ATRN_OK, 2 },
-		{ "a.test,a.test.", DRAIN_ATRN_OK, 1 },
-		{ "a.test,", DRAIN_ATRN_SYNTAX, 0 },
-		{ ",a.test", DRAIN_ATRN_SYNTAX, 0 },
-		{ "a.test b.test", DRAIN_ATRN_SYNTAX, 0 },
-		{ "@a.test", DRAIN_ATRN_SYNTAX, 0 },
-		{ "#q", DRAIN_ATRN_SYNTAX, 0 },
+		{ "", ATRN_OK, 0 },
+		{ "  ", ATRN_OK, 0 },
+		{ "a.test", ATRN_OK, 1 },
+		{ "a.test,B.TEST", ATRN_OK, 2 },
+		{ "a.test,a.test.", ATRN_OK, 1 },
+		{ "a.test,", ATRN_SYNTAX, 0 },
+		{ ",a.test", ATRN_SYNTAX, 0 },
+		{ "a.test b.test", ATRN_SYNTAX, 0 },
+		{ "@a.test", ATRN_SYNTAX, 0 },
+		{ "#q", ATRN_SYNTAX, 0 },
 	};
-	struct drain_atrn_doms d;
+	struct atrn_doms d;
 	char many[DRAIN_ATRN_DOMAINS_MAX * 12];
 	size_t off = 0;
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		enum drain_atrn_verdict v = drain_atrn_parse(cases[i].in, strlen(cases[i].in), &d);
+		enum atrn_verdict v = atrn_parse(cases[i].in, strlen(cases[i].in), &d);
 
 		cr_expect_eq(v, cases[i].v, "%s: %d", cases[i].in, v);
-		if (v == DRAIN_ATRN_OK)
+		if (v == ATRN_OK)
 			cr_expect_eq(d.n, cases[i].n, "%s: %u domains", cases[i].in, d.n);
 	}
-	cr_assert_eq(drain_atrn_parse("a.test,B.TEST", 13, &d), DRAIN_ATRN_OK);
+	cr_assert_eq(atrn_parse("a.test,B.TEST", 13, &d), ATRN_OK);
 	cr_expect_str_eq(d.dom[1], "b.test");
 	for (unsigned i = 0; i <= DRAIN_ATRN_DOMAINS_MAX; i++)
 		off += (size_t)snprintf(many + off, sizeof(many) - off, "%sd%u.test", i ? "," : "", i);
-	cr_expect_eq(drain_atrn_parse(many, off, &d), DRAIN_ATRN_TOO_MANY);
+	cr_expect_eq(atrn_parse(many, off, &d), ATRN_TOO_MANY);
 }
 
 /* ---- ATRN across two shards ------------------------------------------------ */
