@@ -431,10 +431,11 @@ drain_etrnd drainK $((NDOM * DRAINK_PER)) --domain-list "@$WORK/domains.txt" --e
 drain_postfix drainK $((NDOM * PF_DRAINK_PER)) --domain-list "@$WORK/domains.txt" --etrn-sessions 10
 
 log "drain over the customer's connection: ATRN against ETRN, $ATRN_ROUNDS rounds of $DRAIN_CMP_N"
-# etrnd's defaults, then one drain connection per engine thread (ETRN's drain
-# then has as many connections as there are shards; ATRN always one).
-for keys in "" "drain_connections=1"; do
-	tag=atrn${keys:+1}
+# etrnd's defaults; one drain connection per engine thread (ETRN's drain then
+# has as many connections as there are shards; ATRN always one); one engine
+# thread and one drain connection (one shard: only the connection differs).
+for keys in "" "drain_connections=1" "threads=1 drain_connections=1"; do
+	tag=atrn$(tr -cd '1' <<<"$keys")
 	TAG=$tag ATRN_ETRND_KEYS=$keys N=$DRAIN_CMP_N ROUNDS=$ATRN_ROUNDS RES=$RES RUN_TIMEOUT=$RUN_TIMEOUT \
 		bash "$ROOT/bench/atrn.sh" "$BUILD" >"$RES/$tag.out" 2>"$RES/$tag.err" ||
 		log "atrn.sh $keys failed: $(tail -n 3 "$RES/$tag.err")"

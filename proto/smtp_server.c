@@ -20,6 +20,7 @@
 #include "core/datefmt.h"
 #include "core/linereader.h"
 #include "core/log.h"
+#include "proto/atrn.h"
 #include "proto/etrn.h"
 #include "proto/smtp_auth.h"
 #include "proto/smtp_parse.h"
@@ -847,34 +848,14 @@ const char *smtp_server_atrn_next(const char *list, size_t len, size_t *off, siz
 	return p;
 }
 
-/* RFC 2645 5.2.1: "ATRN" [SP domain *("," domain)]: no spaces, no empty
- * item, each a domain as ETRN takes one (etrn.c: RFC 1985's characters,
- * not "@x" or "#q"; the drain reads the list the same way). 0, -1
- * (syntax) or -E2BIG (too many). */
-static int smtp_atrn_syntax(const char *list, size_t len)
-{
-	size_t off = 0, dlen, n = 0;
-	struct etrn_node node;
-	const char *d;
-
-	if (len > 0 && list[len - 1] == ',')
-		return -1;
-	while ((d = smtp_server_atrn_next(list, len, &off, &dlen)) != NULL) {
-		if (etrn_parse(d, dlen, ETRN_SRC_SMTP_RAW, &node) != ETRN_OK ||
-		    node.kind != ETRN_KIND_DOMAIN)
-			return -1;
-		if (++n > SMTP_ATRN_DOMAINS_MAX)
-			return -E2BIG;
-	}
-	return 0;
-}
-
 /* The order of the refusals: not here at all (502), not authenticated
  * (530, RFC 2645 5.2.1, before any look at the argument), inside a
- * transaction (503), then the syntax (501). */
+ * transaction (503), then the list (501: proto/atrn.c's parse and reply,
+ * the one reading of it, which the drain repeats). */
 static int smtp_check_atrn(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
 {
-	int r;
+	struct atrn_doms doms;
+	enum atrn_verdict v;
 
 	if (!smtp_atrn_offered(s))
 		return smtp_check_unimpl(s, c, out);
@@ -886,17 +867,12 @@ static int smtp_check_atrn(struct smtp_session *s, struct smtp_cmd_ctx *c, struc
 		smtp_reply(s, out, "503 5.5.1 Error: MAIL transaction in progress");
 		return SMTP_CHECK_FAIL;
 	}
-	r = smtp_atrn_syntax(c->arg, c->arg_len);
-	if (r == -E2BIG) {
-		smtp_reply(s, out, "501 5.5.4 Error: more than %d domains in one ATRN",
-			   SMTP_ATRN_DOMAINS_MAX);
-		return SMTP_CHECK_FAIL;
-	}
-	if (r < 0) {
-		smtp_reply(s, out, "501 5.5.4 Syntax: ATRN [domain[,domain]...]");
-		return SMTP_CHECK_FAIL;
-	}
-	return SMTP_CHECK_OK;
+	v = atrn_parse(c->arg, c->arg_len, &doms);
+	if (v == ATRN_OK)
+		return SMTP_CHECK_OK;
+	if (atrn_reply(out, v) != 0)
+		smtp_out_full(s);
+	return SMTP_CHECK_FAIL;
 }
 
 static void smtp_proceed_atrn(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)

@@ -33,13 +33,6 @@
  * constant, so new_id's qid_format() always fits). */
 #define SMTP_QID_MAX QID_MAX
 
-/* ATRN (RFC 2645 5.2.1): at most this many domains in one "ATRN d1,d2,...":
- * the drain's own bound (DRAIN_ATRN_DOMAINS_MAX, proto/drain_atrn.h; smtpd.c
- * checks they agree). Each is looked up and held for the session, so the
- * work one command causes stays small; a customer with more owns them
- * (their rows' owner) and sends a bare ATRN. */
-#define SMTP_ATRN_DOMAINS_MAX 32
-
 struct smtp_limits {
 	size_t command_max;      /* command line incl. CRLF; RFC 5321 4.5.3.1.4: 512 */
 	size_t line_max;         /* DATA text line incl. CRLF; RFC 5321 4.5.3.1.6: 1000 */
@@ -165,9 +158,9 @@ void smtp_server_set_trusted(struct smtp_session *s);
 void smtp_server_set_odmr(struct smtp_session *s);
 
 /*
- * After SMTP_EV_ATRN: the domain list as the client gave it, comma
- * separated, each a domain in ETRN's syntax (proto/etrn.h, ETRN_KIND_DOMAIN),
- * at most SMTP_ATRN_DOMAINS_MAX; *len 0 means every domain the user owns. Not
+ * After SMTP_EV_ATRN: the domain list as the client gave it, one that
+ * proto/atrn.h's atrn_parse() takes (at most ATRN_DOMAINS_MAX domains);
+ * *len 0 means every domain the user owns. Not
  * NUL-terminated; points into the line just fed, so it is valid until
  * smtp_server_atrn_done() or the next feed, whichever is first.
  */

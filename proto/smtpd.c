@@ -26,7 +26,7 @@
 #include "proto/auth.h"
 #include "proto/smtp_parse.h"
 #include "proto/drain.h"
-#include "proto/drain_atrn.h"
+#include "proto/atrn.h"
 #include "proto/expire.h"
 #include "proto/qid.h"
 #include "proto/smtp_server.h"
@@ -36,10 +36,6 @@
 #define SMTPD_BUSY_MAX 256
 #define SMTPD_LOG_ADDR_MAX 300 /* RFC 5321 4.5.3.1.3: paths are at most 256 octets */
 #define SMTPD_SIZE_MIN 1024     /* message_size_limit's own minimum (core/config.c) */
-
-/* The server refuses (501) what the drain would refuse for length. */
-_Static_assert(SMTP_ATRN_DOMAINS_MAX == DRAIN_ATRN_DOMAINS_MAX,
-	       "ATRN list bounds of smtp_server.h and drain_atrn.h differ");
 
 struct smtpd {
 	const struct config *cfg;
@@ -609,8 +605,9 @@ static int smtpd_atrn(struct smtpd_conn *sc, struct buf *out)
 		panic("smtpd_atrn: commit %d auth %d tls %d closing %d", sc->commit_pending,
 		      sc->auth_pending, sc->tls_pending, sc->closing);
 	list = smtp_server_atrn_domains(sc->s, &len);
+	/* The drain's own 451s: shutting down, or the generic one. */
 	if (!d->drain || sc->stopping)
-		(void)buf_puts(out, "451 4.3.0 Unable to process ATRN request now\r\n");
+		(void)atrn_reply(out, sc->stopping ? ATRN_STOPPING : ATRN_NO_MEMORY);
 	else
 		as = drain_atrn(d->drain, conn_peer(sc->c), smtp_server_user(sc->s), list, len, out);
 	smtp_server_atrn_done(sc->s, as != NULL);

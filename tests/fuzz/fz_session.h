@@ -16,7 +16,7 @@
 
 #include <string.h>
 
-#include "proto/etrn.h"
+#include "proto/atrn.h"
 #include "proto/smtp_server.h"
 
 typedef int (*fz_commit_fn)(void *arg, const struct smtp_tx *tx);
@@ -43,22 +43,24 @@ static inline enum smtp_event fz_session_auth(struct smtp_session *s, struct buf
 	return smtp_server_auth_done(s, r, out);
 }
 
-/* SMTP_EV_ATRN: the list keeps its promises (a user, at most
- * SMTP_ATRN_DOMAINS_MAX domains as ETRN takes them, nothing else); a refusal (453) lets the
+/* SMTP_EV_ATRN: the list keeps its promises (a user, a list atrn_parse()
+ * takes, its domains as ETRN takes them, nothing else); a refusal (453) lets the
  * session go on, a turn-around ends it: SMTP_EV_ATRN is returned, and the
  * session takes nothing more. */
 static inline enum smtp_event fz_session_atrn(struct smtp_session *s, struct buf *out)
 {
 	size_t len, off = 0, dlen, n = 0;
 	const char *list = smtp_server_atrn_domains(s, &len), *d;
+	static struct atrn_doms doms;
 	struct etrn_node node;
 	enum smtp_event ev;
 
-	if (smtp_server_user(s) == NULL || !smtp_server_idle(s))
+	if (smtp_server_user(s) == NULL || !smtp_server_idle(s) ||
+	    atrn_parse(list, len, &doms) != ATRN_OK)
 		__builtin_trap();
 	while ((d = smtp_server_atrn_next(list, len, &off, &dlen)) != NULL)
 		if (etrn_parse(d, dlen, ETRN_SRC_SMTP_RAW, &node) != ETRN_OK ||
-		    node.kind != ETRN_KIND_DOMAIN || ++n > SMTP_ATRN_DOMAINS_MAX)
+		    node.kind != ETRN_KIND_DOMAIN || ++n > ATRN_DOMAINS_MAX)
 			__builtin_trap();
 	if (len > 0 && ((unsigned char)list[0] & 1)) {
 		(void)buf_puts(out, "453 You have no mail\r\n");

@@ -841,14 +841,15 @@ Test(smtp_server, tls_and_auth_transcripts)
 #define AUTH_GOOD "AUTH PLAIN " B_ALICE_GOOD "\r\n"
 #define R_530 "530 5.7.0 Authentication required\r\n"
 #define R_REVERSE "250 OK now reversing the connection\r\n"
-#define R_ATRN_SYNTAX "501 5.5.4 Syntax: ATRN [domain[,domain]...]\r\n"
+#define R_ATRN_SYNTAX "501 5.5.4 Syntax: ATRN [domain *(,domain)]\r\n"
 #define R_TURN "502 5.5.1 Error: TURN not implemented (unauthenticated TURN is unsafe, RFC 2645)\r\n"
 #define R_NOT_ODMR(cmd) "502 5.5.1 Error: " cmd " not available on the on-demand mail relay port\r\n"
 #define R_UNIMPL "502 5.5.1 Command not implemented\r\n"
-#define D10 "d0.t,d1.t,d2.t,d3.t,d4.t,d5.t,d6.t,d7.t,d8.t,d9.t"
-#define D32 D10 "," D10 "," D10 ",e0.t,E1.T."
-#define D10_REC " [d0.t]\n [d1.t]\n [d2.t]\n [d3.t]\n [d4.t]\n [d5.t]\n [d6.t]\n [d7.t]\n" \
-	" [d8.t]\n [d9.t]\n"
+#define D10(x) x "0.t," x "1.t," x "2.t," x "3.t," x "4.t," x "5.t," x "6.t," x "7.t," x "8.t," \
+	x "9.t"
+#define D32 D10("a") "," D10("b") "," D10("c") ",e0.t,E1.T."
+#define D10_REC(x) " [" x "0.t]\n [" x "1.t]\n [" x "2.t]\n [" x "3.t]\n [" x "4.t]\n [" x \
+	"5.t]\n [" x "6.t]\n [" x "7.t]\n [" x "8.t]\n [" x "9.t]\n"
 
 static const struct t_case t_atrn_cases[] = {
 	{ "odmr: greeting, EHLO keywords in the clear and inside TLS", T_ODMR,
@@ -894,11 +895,12 @@ static const struct t_case t_atrn_cases[] = {
 		R_ATRN_SYNTAX R_ATRN_SYNTAX R_REVERSE, SMTP_EV_ATRN,
 		"AUTH alice good\nATRN alice none.test\n [none.test]\nATRN alice other.test\n"
 		" [other.test]\nATRN alice \nREST " },
+	/* proto/atrn.c's bound, ATRN_DOMAINS_MAX, and its 501. */
 	{ "odmr: 32 domains taken (as given), 33 refused", T_ODMR,
 		EHLO UP AUTH_GOOD "ATRN " D32 ",f.t\r\nATRN " D32 "\r\n", 0, 0, 0,
-		G_ODMR ODMR_UP_OUT R_AUTH_OK "501 5.5.4 Error: more than 32 domains in one ATRN\r\n"
+		G_ODMR ODMR_UP_OUT R_AUTH_OK "501 5.5.4 Too many domains in one ATRN\r\n"
 		R_REVERSE, SMTP_EV_ATRN,
-		"AUTH alice good\nATRN alice " D32 "\n" D10_REC D10_REC D10_REC " [e0.t]\n [E1.T.]\n"
+		"AUTH alice good\nATRN alice " D32 "\n" D10_REC("a") D10_REC("b") D10_REC("c") " [e0.t]\n [E1.T.]\n"
 		"REST " },
 	{ "odmr_listen_trusted: AUTH in the clear, then ATRN", T_ODMR_TRUSTED,
 		EHLO AUTH_GOOD "ATRN a.test\r\n", 0, 0, 0,
