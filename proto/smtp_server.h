@@ -160,9 +160,9 @@ void smtp_server_set_odmr(struct smtp_session *s);
 /*
  * After SMTP_EV_ATRN: the domain list as the client gave it, one that
  * proto/atrn.h's atrn_parse() takes (at most ATRN_DOMAINS_MAX domains);
- * *len 0 means every domain the user owns. Not
- * NUL-terminated; points into the line just fed, so it is valid until
- * smtp_server_atrn_done() or the next feed, whichever is first.
+ * *len 0 (or blanks only: atrn_parse() skips them) means every domain the
+ * user owns. Not NUL-terminated; points into the line just fed, so it is
+ * valid until smtp_server_atrn_done() or the next feed, whichever is first.
  */
 const char *smtp_server_atrn_domains(const struct smtp_session *s, size_t *len);
 /* One domain of such a list: the one at *off (start at 0), its length in

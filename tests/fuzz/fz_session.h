@@ -44,24 +44,19 @@ static inline enum smtp_event fz_session_auth(struct smtp_session *s, struct buf
 }
 
 /* SMTP_EV_ATRN: the list keeps its promises (a user, a list atrn_parse()
- * takes, its domains as ETRN takes them, nothing else); a refusal (453) lets the
+ * takes); a refusal (453) lets the
  * session go on, a turn-around ends it: SMTP_EV_ATRN is returned, and the
  * session takes nothing more. */
 static inline enum smtp_event fz_session_atrn(struct smtp_session *s, struct buf *out)
 {
-	size_t len, off = 0, dlen, n = 0;
-	const char *list = smtp_server_atrn_domains(s, &len), *d;
+	size_t len;
+	const char *list = smtp_server_atrn_domains(s, &len);
 	static struct atrn_doms doms;
-	struct etrn_node node;
 	enum smtp_event ev;
 
 	if (smtp_server_user(s) == NULL || !smtp_server_idle(s) ||
-	    atrn_parse(list, len, &doms) != ATRN_OK)
+	    atrn_parse(list, len, &doms) != ATRN_OK || doms.n > ATRN_DOMAINS_MAX)
 		__builtin_trap();
-	while ((d = smtp_server_atrn_next(list, len, &off, &dlen)) != NULL)
-		if (etrn_parse(d, dlen, ETRN_SRC_SMTP_RAW, &node) != ETRN_OK ||
-		    node.kind != ETRN_KIND_DOMAIN || ++n > ATRN_DOMAINS_MAX)
-			__builtin_trap();
 	if (len > 0 && ((unsigned char)list[0] & 1)) {
 		(void)buf_puts(out, "453 You have no mail\r\n");
 		smtp_server_atrn_done(s, 0);
