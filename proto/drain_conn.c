@@ -597,10 +597,18 @@ static void dc_next(struct drain_conn *dc)
 		}
 		dc_switch(dc, nj);
 	}
-	if (dc->atrn && !dc->atrn_last)
+	if (dc->atrn && !dc->atrn_last) {
+		/* The next shard may deliver up to drain_done_window more
+		 * before a crash: this shard's DONEs go to disk first, so a
+		 * kill -9 can send again at most one window, as for ETRN. */
+		if (dc->dur.pending) {
+			drain_conn_enter(dc, DRAIN_CONN_WAIT_SWITCH, "DONEs in flight before the hand-on");
+			return;
+		}
 		dc_hand_on(dc);
-	else
+	} else {
 		dc_quit(dc, "no more messages");
+	}
 }
 
 /* Take dc->job's next message: 1 when dc is now busy with it (READING or
