@@ -646,9 +646,15 @@ t("... 100 KiB messages: >= 10x Postfix / >= 70% of smtp-sink",
   "%s / %s" % (fmt(rp100, "%.1fx"), fmt(rk100 and rk100 * 100, "%.0f%%")),
   rp100 is not None and rk100 is not None and rp100 >= 10 and rk100 >= 0.7)
 t("Every held message delivered after ETRN", "; ".join(UNDELIVERED) or "all", not UNDELIVERED)
-t("ATRN drain >= 90% of ETRN drain (same held mail, same run; defaults)",
-  "%s (drain_connections = 1: %s; threads = 1 too: %s)" % tuple(fmt(r and r * 100, "%.0f%%") for r in (r_atrn, r_atrn1, r_atrn11)),
-  r_atrn is not None and r_atrn >= 0.9)
+# Issue 12 asks the rate with "the connection being reused" the only
+# difference: one shard, one connection each. With the defaults ETRN drains
+# every shard at once over drain_connections connections each while ATRN has
+# the customer's one connection: reported beside it, judged the same way.
+t("Issue 12: ATRN drain >= 90% of ETRN drain, only the connection differs (threads = 1, drain_connections = 1)",
+  fmt(r_atrn11 and r_atrn11 * 100, "%.0f%%"), r_atrn11 is not None and r_atrn11 >= 0.9)
+t("... with the defaults (ETRN: every shard at once, 4 connections each; ATRN: one connection; drain_connections = 1: %s)"
+  % fmt(r_atrn1 and r_atrn1 * 100, "%.0f%%"),
+  fmt(r_atrn and r_atrn * 100, "%.0f%%"), r_atrn is not None and r_atrn >= 0.9)
 t("Drain >= 15x Postfix (one domain, same held count)", fmt(r_d1, "%.1fx"), r_d1 is not None and r_d1 >= 15)
 if dK.get("etrnd") and dK.get("postfix"):
     rk_ = ratio(dK["etrnd"]["etrn"]["drain_msgs_per_s"], dK["postfix"]["etrn"]["drain_msgs_per_s"])
