@@ -2,14 +2,13 @@
 /*
  * atrn: see atrn.h. Each element of the list is a domain in ETRN's syntax
  * (proto/etrn.c: RFC 1985's characters, a domain form, one trailing dot
- * dropped), split as smtp_server splits it (smtp_server_atrn_next()).
+ * dropped), split by atrn_next().
  */
 #include "proto/atrn.h"
 
 #include <string.h>
 
 #include "core/ascii.h"
-#include "proto/smtp_server.h"
 
 static const struct {
 	enum atrn_verdict v;
@@ -64,6 +63,19 @@ enum atrn_verdict atrn_doms_add(struct atrn_doms *out, const char *dom, size_t l
 	return ATRN_OK;
 }
 
+const char *atrn_next(const char *list, size_t len, size_t *off, size_t *dlen)
+{
+	const char *p, *comma;
+
+	if (*off >= len)
+		return NULL;
+	p = list + *off;
+	comma = memchr(p, ',', len - *off);
+	*dlen = comma ? (size_t)(comma - p) : len - *off;
+	*off += *dlen + 1;
+	return p;
+}
+
 enum atrn_verdict atrn_parse(const char *p, size_t len, struct atrn_doms *out)
 {
 	size_t off = 0, dlen;
@@ -78,7 +90,7 @@ enum atrn_verdict atrn_parse(const char *p, size_t len, struct atrn_doms *out)
 		return ATRN_OK; /* no list: every domain the user owns */
 	if (p[len - 1] == ',')
 		return ATRN_SYNTAX; /* an empty last element */
-	while ((d = smtp_server_atrn_next(p, len, &off, &dlen)) != NULL) {
+	while ((d = atrn_next(p, len, &off, &dlen)) != NULL) {
 		struct etrn_node en;
 		enum atrn_verdict v;
 

@@ -37,6 +37,11 @@ struct atrn_doms {
 	char dom[ATRN_DOMAINS_MAX][ETRN_DOMAIN_MAX];
 };
 
+/* One domain of an ATRN list as the client gave it: the one at *off (start
+ * at 0), its length in *dlen; *off moves past it and its comma. NULL at
+ * the end. The one splitter of the list (atrn_parse and tests use it). */
+const char *atrn_next(const char *list, size_t len, size_t *off, size_t *dlen);
+
 /* Parse the ATRN argument ("d1,d2", RFC 2645 4: domain *("," domain); len
  * 0: no list) into *out (a domain named twice is kept once). Pure.
  * Returns ATRN_OK, ATRN_SYNTAX or ATRN_TOO_MANY. */

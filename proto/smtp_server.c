@@ -835,19 +835,6 @@ static void smtp_proceed_etrn(struct smtp_session *s, struct smtp_cmd_ctx *c, st
 
 /* ---- ATRN and TURN (RFC 2645) ----------------------------------------- */
 
-const char *smtp_server_atrn_next(const char *list, size_t len, size_t *off, size_t *dlen)
-{
-	const char *p, *comma;
-
-	if (*off >= len)
-		return NULL;
-	p = list + *off;
-	comma = memchr(p, ',', len - *off);
-	*dlen = comma ? (size_t)(comma - p) : len - *off;
-	*off += *dlen + 1;
-	return p;
-}
-
 /* The order of the refusals: not here at all (502), not authenticated
  * (530, RFC 2645 5.2.1, before any look at the argument), inside a
  * transaction (503), then the list (501: proto/atrn.c's parse and reply,

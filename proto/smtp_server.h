@@ -165,9 +165,6 @@ void smtp_server_set_odmr(struct smtp_session *s);
  * valid until smtp_server_atrn_done() or the next feed, whichever is first.
  */
 const char *smtp_server_atrn_domains(const struct smtp_session *s, size_t *len);
-/* One domain of such a list: the one at *off (start at 0), its length in
- * *dlen; *off moves past it and its comma. NULL at the end. */
-const char *smtp_server_atrn_next(const char *list, size_t len, size_t *off, size_t *dlen);
 /* The glue has answered the ATRN. reversed 1: its reply was the 250 and the
  * connection now belongs to the ATRN session (the session is over, as if
  * closed: free it); 0: it was refused (reply in out) and the session takes

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "proto/atrn.h"
 #include "proto/smtp_server.h"
 
 #define T_DATE "Tue, 24 Nov 2026 00:38:41 +0000 (UTC)"
@@ -218,7 +219,7 @@ static enum smtp_event t_atrn(struct smtp_session *s, struct t_result *r, const 
 
 	snprintf(line, sizeof(line), "ATRN %s %.*s\n", smtp_server_user(s), (int)len, list);
 	t_append(r, line, strlen(line));
-	while ((d = smtp_server_atrn_next(list, len, &off, &dlen)) != NULL) {
+	while ((d = atrn_next(list, len, &off, &dlen)) != NULL) {
 		snprintf(line, sizeof(line), " [%.*s]\n", (int)dlen, d);
 		t_append(r, line, strlen(line));
 	}
