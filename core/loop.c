@@ -475,6 +475,28 @@ static void conn_free_slot(struct conn *c)
 	l->nconns--;
 }
 
+/* Take the free slot l->free_conns (the caller has checked there is one)
+ * for socket fd, driven by ops with state st: the one place an accepted,
+ * connecting or adopted connection gets its slot. */
+static struct conn *conn_take_slot(struct loop *l, int fd, unsigned flags,
+		const struct conn_ops *ops, void *ops_arg, void *st)
+{
+	struct conn *c = l->free_conns;
+
+	l->free_conns = c->next;
+	l->nconns++;
+	c->next = NULL;
+	c->fd = fd;
+	c->flags = CONN_USED | flags;
+	c->ops = ops;
+	c->ops_arg = ops_arg;
+	c->st = st;
+	c->woff = 0;
+	c->timeout_ms = 0;
+	c->start_ms = c->last_ms = now_mono_ms();
+	return c;
+}
+
 static void peer_text(int fd, char *out, size_t outlen)
 {
 	struct sockaddr_storage ss;
@@ -609,18 +631,14 @@ static int peer_is_loopback(const char *peer)
  * client_connection_limit; NULL when refused (fd closed). */
 static struct conn *accept_admit(struct loop *l, int fd)
 {
-	struct conn *c = l->free_conns;
+	struct conn *c;
 
-	if (!c) {
+	if (!l->free_conns) {
 		/* Over max_connections: say so (RFC 5321 3.8: 421) and close. */
 		accept_refuse(fd, l->busy_reply);
 		return NULL;
 	}
-	l->free_conns = c->next;
-	l->nconns++;
-	c->next = NULL;
-	c->fd = fd;
-	c->flags = CONN_USED;
+	c = conn_take_slot(l, fd, 0, l->ops, l->ops_arg, NULL);
 	peer_text(fd, c->peer, sizeof(c->peer));
 	if (l->connlimit && (l->cfg->client_connection_limit_loopback || !peer_is_loopback(c->peer))) {
 		switch (connlimit_take(l->connlimit, c->peer)) {
@@ -673,11 +691,6 @@ static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
 	c = accept_admit(l, fd);
 	if (!c)
 		return;
-	c->woff = 0;
-	c->start_ms = c->last_ms = now_mono_ms();
-	c->ops = l->ops;
-	c->ops_arg = l->ops_arg;
-	c->timeout_ms = 0;
 	c->lflags = l->cfg->listen[i].flags;
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->st = c->ops->open(c->ops_arg, c, c->peer);
@@ -1237,8 +1250,8 @@ static unsigned adopt_count(struct loop *l, struct conn_parcel *p)
 struct conn *loop_adopt(struct loop *l, struct conn_parcel *p,
 			const struct conn_ops *ops, void *ops_arg, void *st)
 {
-	struct conn *c = l->free_conns;
-	int err = l->stopping ? ESHUTDOWN : !c ? EMFILE : 0;
+	struct conn *c;
+	int err = l->stopping ? ESHUTDOWN : !l->free_conns ? EMFILE : 0;
 
 	if (err) {
 		log_info("%s: engine %u cannot adopt the connection: %s; closing",
@@ -1247,24 +1260,13 @@ struct conn *loop_adopt(struct loop *l, struct conn_parcel *p,
 		errno = err;
 		return NULL;
 	}
-	l->free_conns = c->next;
-	l->nconns++;
-	c->next = NULL;
-	c->fd = p->fd;
-	c->flags = CONN_USED | adopt_count(l, p);
-	c->ops = ops;
-	c->ops_arg = ops_arg;
-	c->st = st;
-	c->woff = 0;
-	c->timeout_ms = 0;
-	c->start_ms = c->last_ms = now_mono_ms();
+	c = conn_take_slot(l, p->fd, adopt_count(l, p), ops, ops_arg, st);
 	c->lflags = p->lflags;
 	c->tls = p->tls;
-	c->out_clear = 0;
 	memcpy(c->peer, p->peer, sizeof(c->peer));
 	/* The kept input goes to the owner first, from the deferred work (so
-	 * not inside this call); what arrives meanwhile queues behind it. */
-	buf_free(&c->pending);
+	 * not inside this call); what arrives meanwhile queues behind it.
+	 * A free slot's pending buffer is already freed (conn_free_slot). */
 	c->pending = p->kept;
 	if (c->pending.len)
 		conn_queue(c, CONN_RESUME);
@@ -1363,12 +1365,12 @@ int loop_connect(struct loop *l, const struct sockaddr *sa, socklen_t salen,
 		 void *cookie)
 {
 	struct io_uring_sqe *sqe;
-	struct conn *c = l->free_conns;
+	struct conn *c;
 	int fd;
 
 	if (l->stopping)
 		return -ESHUTDOWN;
-	if (!c)
+	if (!l->free_conns)
 		return -EMFILE; /* every slot in use: max_connections */
 	if (salen > sizeof(c->dst))
 		return -EINVAL;
@@ -1377,17 +1379,8 @@ int loop_connect(struct loop *l, const struct sockaddr *sa, socklen_t salen,
 	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	l->free_conns = c->next;
-	l->nconns++;
-	c->next = NULL;
-	c->fd = fd;
-	c->flags = CONN_USED | CONN_CONNECTING;
-	c->ops = ops;
-	c->ops_arg = ops_arg;
-	c->st = cookie; /* until connected() gives the real state */
-	c->woff = 0;
-	c->timeout_ms = 0;
-	c->start_ms = c->last_ms = now_mono_ms();
+	/* st holds the cookie until connected() gives the real state. */
+	c = conn_take_slot(l, fd, CONN_CONNECTING, ops, ops_arg, cookie);
 	memcpy(&c->dst, sa, salen);
 	c->dstlen = salen;
 	c->cto.tv_sec = timeout_ms / 1000;
