@@ -155,7 +155,10 @@ static void atrn_enter(struct drain_atrn *s, enum drain_atrn_state st, unsigned 
 	pthread_mutex_unlock(&s->reg->mu);
 }
 
-/* "a.test,b.test" */
+/* The domain list as logs and status show it ("a.test,b.test"): room for
+ * ATRN_DOMAINS_MAX names of 63 octets, cut beyond (the log only). */
+#define DRAIN_ATRN_DOMS_TEXT (ATRN_DOMAINS_MAX * 64)
+
 static void doms_join(const struct atrn_doms *d, char *out, size_t n)
 {
 	size_t off = 0;
@@ -173,7 +176,7 @@ static void doms_join(const struct atrn_doms *d, char *out, size_t n)
  * object (strings escaped). */
 static void status_one(const struct drain_atrn *s, unsigned nthreads, struct buf *out, int json)
 {
-	char doms[ATRN_DOMAINS_MAX * 64];
+	char doms[DRAIN_ATRN_DOMS_TEXT];
 	uint64_t sent = atomic_load(&s->delivered);
 
 	doms_join(&s->doms, doms, sizeof(doms));
@@ -326,7 +329,7 @@ struct drain_atrn *drain_atrn(struct drain *d, const char *client, const char *u
 {
 	struct drain_atrn *s = calloc(1, sizeof(*s));
 	enum atrn_verdict v;
-	char doms[ATRN_DOMAINS_MAX * 64];
+	char doms[DRAIN_ATRN_DOMS_TEXT];
 
 	if (!s) {
 		(void)atrn_reply(out, ATRN_NO_MEMORY);
@@ -437,7 +440,7 @@ void drain_atrn_hold(struct drain_atrn *s)
  * DONEs durable), so the domains may be drained again. */
 void drain_atrn_put(struct drain_atrn *s)
 {
-	char doms[ATRN_DOMAINS_MAX * 64];
+	char doms[DRAIN_ATRN_DOMS_TEXT];
 
 	if (atomic_fetch_sub(&s->refs, 1) != 1)
 		return;
