@@ -29,6 +29,7 @@
 
 #include "dns_stub.h"
 #include "engine_fixture.h"
+#include "loopback.h"
 #include "core/log.h"
 #include "core/now.h"
 #include "core/resolver.h"
@@ -345,21 +346,14 @@ static void *t_server_main(void *arg)
 	return NULL;
 }
 
-/* A listening socket on a free loopback port (*port). */
+/* A listening socket on a free loopback port (*port): loopback.h's. */
 static int t_listen(unsigned *port)
 {
-	struct sockaddr_in sa;
-	socklen_t sl = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	unsigned short p = 0;
+	int fd = loopback_listen(8, &p);
 
-	cr_assert_geq(fd, 0);
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	cr_assert_eq(listen(fd, 8), 0);
-	cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
-	*port = ntohs(sa.sin_port);
+	cr_assert_geq(fd, 0, "loopback_listen: %s", strerror(-fd));
+	*port = p;
 	return fd;
 }
 
