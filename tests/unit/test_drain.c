@@ -1819,6 +1819,87 @@ Test(drain_atrn, atrn_running_etrn_joins, .timeout = T_TIMEOUT_S)
 	engine_fixture_fini(&f);
 }
 
+
+/* DRAIN_ATRN_SESSIONS_MAX sessions at once, each with a domain of its own
+ * held: one more ATRN gets "451 4.3.2 ... too many ATRN sessions" and takes
+ * nothing; once one ends (its customer gone before the turn), the next is
+ * taken again. */
+#define T_CAP_DOMS (DRAIN_ATRN_SESSIONS_MAX + 1)
+#define T_ATRN_FULL "451 4.3.2 Unable to process ATRN request now: too many ATRN sessions\r\n"
+
+struct t_atrn_cap {
+	struct engine_fixture *f;
+	struct drain_atrn *s[T_CAP_DOMS];
+	char last[T_ATRN_REPLY_MAX];   /* the reply to the one over the cap */
+	char again[T_ATRN_REPLY_MAX];  /* ... and to it once a slot is free */
+	unsigned taken;
+};
+
+static struct drain_atrn *t_atrn_cap_one(struct t_atrn_cap *t, unsigned i, char *reply)
+{
+	char dom[32];
+	struct buf out;
+	struct drain_atrn *s;
+
+	snprintf(dom, sizeof(dom), "d%u.test", i);
+	buf_init(&out, 0);
+	s = drain_atrn(t->f->drain, "127.0.0.1", T_ATRN_USER, dom, strlen(dom), &out);
+	snprintf(reply, T_ATRN_REPLY_MAX, "%.*s", (int)out.len, out.data ? out.data : "");
+	buf_free(&out);
+	return s;
+}
+
+static void t_atrn_cap_fill(void *arg)
+{
+	struct t_atrn_cap *t = arg;
+	char reply[T_ATRN_REPLY_MAX];
+
+	for (unsigned i = 0; i < DRAIN_ATRN_SESSIONS_MAX; i++) {
+		t->s[i] = t_atrn_cap_one(t, i, reply);
+		t->taken += t->s[i] != NULL;
+	}
+	t->s[DRAIN_ATRN_SESSIONS_MAX] = t_atrn_cap_one(t, DRAIN_ATRN_SESSIONS_MAX, t->last);
+	/* One customer leaves before its turn: its slot is free again. */
+	drain_atrn_take(t->s[0], NULL);
+	t->s[0] = NULL;
+	t->s[DRAIN_ATRN_SESSIONS_MAX] = t_atrn_cap_one(t, DRAIN_ATRN_SESSIONS_MAX, t->again);
+	for (unsigned i = 0; i < T_CAP_DOMS; i++)
+		if (t->s[i])
+			drain_atrn_take(t->s[i], NULL);
+}
+
+Test(drain_atrn, sessions_capped_451, .timeout = T_TIMEOUT_S)
+{
+	struct domtab_builder *b = domtab_builder_new();
+	struct engine_fixture f;
+	struct t_atrn_cap t = { .f = &f };
+	char name[T_CAP_DOMS][32], rcpt[T_CAP_DOMS][48];
+
+	cr_assert_not_null(b);
+	for (unsigned i = 0; i < T_CAP_DOMS; i++) {
+		struct domtab_row row = { .name = name[i], .dest = "127.0.0.1:9", .owner = T_ATRN_USER };
+
+		snprintf(name[i], sizeof(name[i]), "d%u.test", i);
+		snprintf(rcpt[i], sizeof(rcpt[i]), "r@d%u.test", i);
+		cr_assert_eq(domtab_builder_put(b, &row), 0);
+	}
+	cr_assert_eq(engine_fixture_init(&f, domtab_build(b)), 0);
+	domtab_builder_free(b);
+	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	for (unsigned i = 0; i < T_CAP_DOMS; i++) {
+		const char *r[] = { rcpt[i] };
+
+		cr_assert(engine_fixture_append(&f, T_SENDER1, r, 1, T_BODY1));
+	}
+	cr_assert_eq(engine_fixture_call(&f, t_atrn_cap_fill, &t, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_expect_eq(t.taken, DRAIN_ATRN_SESSIONS_MAX);
+	cr_expect_str_eq(t.last, T_ATRN_FULL);
+	cr_expect_str_eq(t.again, T_ATRN_OK);
+	cr_assert_eq(engine_fixture_wait(&f, t_atrn_over, NULL, ENGINE_FIXTURE_WAIT_MS), 0);
+	engine_fixture_stop(&f);
+	engine_fixture_fini(&f);
+}
+
 /* The argument parser alone. */
 Test(drain_atrn, parse)
 {
