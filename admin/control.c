@@ -97,7 +97,7 @@ static int apply_row(struct control *c, struct domtab_builder *b, const char *na
 		     const redisReply *r)
 {
 	const char *fv[2 * 32];
-	struct domtab_cidr cidrs[DOMTAB_CIDR_MAX];
+	struct cidr cidrs[DOMTAB_CIDR_MAX];
 	struct domtab_row row;
 	char norm[DOMTAB_NAME_MAX + 1], why[SCHEMA_WHY_MAX];
 	size_t n = 0;

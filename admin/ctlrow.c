@@ -52,7 +52,7 @@ static void add(struct ctlrow *r, const char *f, const char *v)
 static int ctlrow_parsed(struct ctlrow *r, const struct ctlrow_opts *o, size_t *off,
 			 char *why, size_t wl)
 {
-	struct domtab_cidr cidrs[DOMTAB_CIDR_MAX];
+	struct cidr cidrs[DOMTAB_CIDR_MAX];
 	char one[SCHEMA_WHY_MAX];
 	enum domtab_tls tls;
 	uint64_t u;
@@ -61,9 +61,9 @@ static int ctlrow_parsed(struct ctlrow *r, const struct ctlrow_opts *o, size_t *
 	if ((s = nz(o->etrn_from))) {
 		unsigned n;
 
-		if (schema_cidr_list_parse(s, cidrs, DOMTAB_CIDR_MAX, &n, one, sizeof(one)))
+		if (cidr_list_parse(s, cidrs, DOMTAB_CIDR_MAX, &n, one, sizeof(one)))
 			return snprintf(why, wl, "--etrn-from: %s", one), -1;
-		if (schema_cidr_list_format(cidrs, n, r->etrn, sizeof(r->etrn)))
+		if (cidr_list_format(cidrs, n, r->etrn, sizeof(r->etrn)))
 			return snprintf(why, wl, "--etrn-from: too long"), -1;
 		if (n)
 			add(r, SCHEMA_F_ETRN_FROM, r->etrn);

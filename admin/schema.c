@@ -69,102 +69,6 @@ int schema_domain_norm(const char *in, int wildcard, char *out, char *w, size_t 
 	return 0;
 }
 
-int schema_cidr_parse(const char *s, size_t n, struct domtab_cidr *out, char *w, size_t wl)
-{
-	char buf[INET6_ADDRSTRLEN + 8], *slash, *end;
-	unsigned long bits;
-	unsigned maxbits;
-
-	if (n == 0 || n >= sizeof(buf))
-		return why(w, wl, "\"%.*s\": not a network (want like 192.0.2.0/24 or 2001:db8::/32)",
-			   (int)(n > 60 ? 60 : n), s);
-	memcpy(buf, s, n);
-	buf[n] = '\0';
-	memset(out, 0, sizeof(*out));
-	slash = strchr(buf, '/');
-	if (slash)
-		*slash = '\0';
-	if (inet_pton(AF_INET, buf, out->addr) == 1) {
-		out->family = AF_INET;
-		maxbits = 32;
-	} else if (inet_pton(AF_INET6, buf, out->addr) == 1) {
-		out->family = AF_INET6;
-		maxbits = 128;
-	} else {
-		return why(w, wl, "\"%.*s\": not a network (want like 192.0.2.0/24 or 2001:db8::/32)",
-			   (int)n, s);
-	}
-	bits = maxbits;
-	if (slash) {
-		errno = 0;
-		bits = isdigit((unsigned char)slash[1]) ? strtoul(slash + 1, &end, 10) : ~0ul;
-		if (bits == ~0ul || *end || errno || bits > maxbits)
-			return why(w, wl, "\"%.*s\": bad prefix length (want /0 to /%u)", (int)n, s,
-				   maxbits);
-	}
-	out->prefix = (uint8_t)bits;
-	for (unsigned i = bits; i < maxbits; i++) {
-		if (out->addr[i / 8] & (0x80 >> (i % 8))) {
-			char net[INET6_ADDRSTRLEN];
-			struct domtab_cidr fix = *out;
-
-			for (unsigned k = bits; k < maxbits; k++)
-				fix.addr[k / 8] &= (uint8_t)~(0x80 >> (k % 8));
-			inet_ntop(out->family, fix.addr, net, sizeof(net));
-			return why(w, wl, "\"%.*s\": host bits set (did you mean %s/%lu?)", (int)n, s,
-				   net, bits);
-		}
-	}
-	return 0;
-}
-
-int schema_cidr_list_parse(const char *s, struct domtab_cidr *out, unsigned max,
-			   unsigned *n, char *w, size_t wl)
-{
-	unsigned k = 0;
-
-	if (max > DOMTAB_CIDR_MAX)
-		max = DOMTAB_CIDR_MAX;
-	while (*s) {
-		size_t len;
-
-		while (*s == ',' || *s == ';' || *s == ' ' || *s == '\t')
-			s++;
-		if (!*s)
-			break;
-		len = strcspn(s, ",; \t");
-		if (k == max)
-			return why(w, wl, "more than %u networks", max);
-		if (schema_cidr_parse(s, len, &out[k], w, wl))
-			return -1;
-		k++;
-		s += len;
-	}
-	*n = k;
-	return 0;
-}
-
-int schema_cidr_list_format(const struct domtab_cidr *c, unsigned n, char *out, size_t outlen)
-{
-	size_t o = 0;
-
-	if (outlen == 0)
-		return -1;
-	out[0] = '\0';
-	for (unsigned i = 0; i < n; i++) {
-		char a[INET6_ADDRSTRLEN];
-		int r;
-
-		if (!inet_ntop(c[i].family, c[i].addr, a, sizeof(a)))
-			return -1;
-		r = snprintf(out + o, outlen - o, "%s%s/%u", i ? "," : "", a, c[i].prefix);
-		if (r < 0 || (size_t)r >= outlen - o)
-			return -1;
-		o += (size_t)r;
-	}
-	return 0;
-}
-
 int schema_dest_check(const char *s, char *w, size_t wl)
 {
 	static const char want[] = "want mx, host, host:port or [IPv6]:port";
@@ -276,7 +180,7 @@ int schema_user_check(const char *s, char *w, size_t wl)
 	return name_check("user", s, "@+", w, wl);
 }
 
-int schema_row_from_fields(struct domtab_row *row, struct domtab_cidr *cidrs,
+int schema_row_from_fields(struct domtab_row *row, struct cidr *cidrs,
 			   const char *name, const char *const *fv, size_t nfv,
 			   char *w, size_t wl)
 {
@@ -300,7 +204,7 @@ int schema_row_from_fields(struct domtab_row *row, struct domtab_cidr *cidrs,
 			if (!(rc = schema_dest_check(v, one, sizeof(one))))
 				row->dest = strcmp(v, "mx") ? v : NULL;
 		} else if (!strcmp(f, SCHEMA_F_ETRN_FROM)) {
-			rc = schema_cidr_list_parse(v, cidrs, DOMTAB_CIDR_MAX, &row->netrn_from,
+			rc = cidr_list_parse(v, cidrs, DOMTAB_CIDR_MAX, &row->netrn_from,
 						    one, sizeof(one));
 			row->etrn_from = rc ? NULL : cidrs;
 			if (rc)

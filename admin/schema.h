@@ -40,19 +40,6 @@
  */
 int schema_domain_norm(const char *in, int wildcard, char *out, char *why, size_t wl);
 
-/* One network "10.0.0.0/8", "2001:db8::/32", or a bare address (a /32 or
- * /128). Host bits must be zero. n bytes of s. Returns 0 or -1 with why. */
-int schema_cidr_parse(const char *s, size_t n, struct domtab_cidr *out, char *why, size_t wl);
-
-/* A list of networks separated by commas, semicolons or spaces: at most max
- * (and DOMTAB_CIDR_MAX). Sets *n. Returns 0 or -1 with why. */
-int schema_cidr_list_parse(const char *s, struct domtab_cidr *out, unsigned max,
-		unsigned *n, char *why, size_t wl);
-
-/* Write a list back as "10.0.0.0/8,2001:db8::/32". Returns 0 or -1 (too
- * small). */
-int schema_cidr_list_format(const struct domtab_cidr *c, unsigned n, char *out, size_t outlen);
-
 /* "mx", "host", "host:port", "1.2.3.4:25", "[2001:db8::1]:2525". */
 int schema_dest_check(const char *s, char *why, size_t wl);
 
@@ -79,7 +66,7 @@ int schema_user_check(const char *s, char *why, size_t wl);
  * field at its default and is reported in why ("field: reason"); unknown
  * fields are ignored. Returns the number of bad fields.
  */
-int schema_row_from_fields(struct domtab_row *row, struct domtab_cidr *cidrs,
+int schema_row_from_fields(struct domtab_row *row, struct cidr *cidrs,
 		const char *name, const char *const *fv, size_t nfv, char *why, size_t wl);
 
 /* PREFIX KIND NAME into buf ("etrnd:" "domain:" "x.test"). Returns buf, or

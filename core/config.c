@@ -367,7 +367,7 @@ static int parse_listen_one(const char *s, size_t n, struct config_listen *l)
  * "none". */
 static const unsigned listen_kinds[] = {
 	0, CONFIG_LISTEN_TLS, CONFIG_LISTEN_TRUSTED, CONFIG_LISTEN_ODMR,
-	CONFIG_LISTEN_ODMR | CONFIG_LISTEN_TRUSTED,
+	CONFIG_LISTEN_ODMR | CONFIG_LISTEN_TRUSTED, CONFIG_LISTEN_SUBMISSION,
 };
 
 static int set_listen(struct config *c, const struct config_key *k, const char *v,
@@ -406,6 +406,41 @@ static int set_listen(struct config *c, const struct config_key *k, const char *
 	}
 	memcpy(c->listen, all, na * sizeof(all[0]));
 	c->nlisten = na;
+	return 0;
+}
+
+/* relayhost: "[host]:port" or "host[:port]", the host a name or a numeric
+ * address; "" or "none" clears it. */
+static int set_relayhost(struct config *c, const struct config_key *k, const char *v,
+			 char *w, size_t wl)
+{
+	char host[RESOLVER_NAME_MAX];
+	struct sockaddr_storage ss;
+	unsigned port;
+
+	if (!*v || !strcmp(v, "none")) {
+		c->relayhost[0] = '\0';
+		return 0;
+	}
+	if (strlen(v) >= sizeof(c->relayhost) ||
+	    resolver_dest_split(v, host, sizeof(host), RESOLVER_SMTP_PORT, &port, NULL) ||
+	    (netaddr_from_text(host, port, &ss, NULL) && !valid_hostname(host, strlen(host))))
+		return why(w, wl, "bad value for %s: \"%s\" (want [host]:port, host:port or host)",
+			   k->name, v);
+	memcpy(c->relayhost, v, strlen(v) + 1);
+	return 0;
+}
+
+/* mynetworks: CIDRs (core/cidr.h); "" or "none" = nobody. */
+static int set_mynetworks(struct config *c, const struct config_key *k, const char *v,
+			  char *w, size_t wl)
+{
+	char one[CONFIG_ERR_MAX / 2];
+
+	if (!strcmp(v, "none"))
+		v = "";
+	if (cidr_list_parse(v, c->mynetworks, CIDR_LIST_MAX, &c->nmynetworks, one, sizeof(one)))
+		return why(w, wl, "bad value for %s: %s", k->name, one);
 	return 0;
 }
 
@@ -725,6 +760,16 @@ static const struct config_key config_keys[] = {
 	/* Like Postfix's delay_warning_time; 0 turns warnings off. */
 	{ "delay_warning", set_duration, OFF(delay_warning_ms), 0, 49 * MS_PER_DAY },
 	{ "clock_offset", set_duration, OFF(clock_offset_ms), 0, 49 * MS_PER_DAY },
+	{ "test_clock", set_bool, OFF(test_clock), 0, 1 },
+	/* Outbound delivery (proto/sched.h): Postfix's relayhost, mynetworks
+	 * (empty by default: not even loopback relays unless listed),
+	 * minimal_backoff_time and maximal_backoff_time. */
+	{ "relayhost", set_relayhost, 0, 0, 0 },
+	{ "mynetworks", set_mynetworks, 0, 0, 0 },
+	{ "minimal_backoff", set_duration, OFF(minimal_backoff_ms), 1000, MS_PER_DAY },
+	{ "maximal_backoff", set_duration, OFF(maximal_backoff_ms), 1000, 7 * MS_PER_DAY },
+	{ "queue_restart_spread", set_duration, OFF(queue_restart_spread_ms), 0, MS_PER_DAY },
+	{ "submission_listen", set_listen, 0, CONFIG_LISTEN_SUBMISSION, 0 },
 	{ "log_level", set_log_level, 0, 0, 0 },
 	{ "log_syslog", set_bool, OFF(log_syslog), 0, 1 },
 	{ "redis", set_redis, 0, 0, 0 },
@@ -798,6 +843,9 @@ void config_defaults(struct config *c)
 	c->max_hold_ms = 5u * 86400u * 1000u;
 	c->delay_warning_ms = 0;
 	c->clock_offset_ms = 0;
+	c->minimal_backoff_ms = CONFIG_MINIMAL_BACKOFF_DEFAULT_MS;
+	c->maximal_backoff_ms = CONFIG_MAXIMAL_BACKOFF_DEFAULT_MS;
+	c->queue_restart_spread_ms = CONFIG_QUEUE_RESTART_SPREAD_DEFAULT_MS;
 	c->log_level = LOGL_INFO;
 	c->log_syslog = 0;
 	c->redis.kind = CONFIG_REDIS_NONE;

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+#include "core/cidr.h"
+
 #define CONFIG_LISTEN_MAX 16
 #define CONFIG_THREADS_MAX 256
 #define CONFIG_ERR_MAX 512
@@ -88,6 +90,21 @@ struct config_redis {
  * AUTH and ATRN there, and no mail transaction is taken; "odmr_listen_trusted"
  * gives CONFIG_LISTEN_ODMR | CONFIG_LISTEN_TRUSTED (AUTH without TLS). */
 #define CONFIG_LISTEN_ODMR 0x4u
+/* "submission_listen" (RFC 6409 message submission, port 587): MAIL needs a
+ * successful AUTH first (530 5.7.0), AUTH is offered inside TLS only, and an
+ * authenticated user may send to any domain (the scheduler delivers it). */
+#define CONFIG_LISTEN_SUBMISSION 0x8u
+
+/* Outbound delivery (proto/sched.h). relayhost: "[host]:port" (no MX
+ * look-up, Postfix's rule) or "host[:port]" (host's MX); "" = none. The
+ * back-off between attempts of one message is its age, bounded by
+ * minimal_backoff and maximal_backoff (Postfix's 300s and 4000s); at start,
+ * what fell due while the daemon was down is spread evenly over
+ * queue_restart_spread instead of being tried at once. */
+#define CONFIG_RELAYHOST_MAX 300
+#define CONFIG_MINIMAL_BACKOFF_DEFAULT_MS (300u * 1000)
+#define CONFIG_MAXIMAL_BACKOFF_DEFAULT_MS (4000u * 1000)
+#define CONFIG_QUEUE_RESTART_SPREAD_DEFAULT_MS (60u * 1000)
 
 struct config_listen {
 	char text[128];                 /* as written: "127.0.0.1:2525" */
@@ -135,6 +152,14 @@ struct config {
 	unsigned max_hold_ms;           /* held mail expires after this */
 	unsigned delay_warning_ms;      /* sender warned after this; 0 = never */
 	unsigned clock_offset_ms;       /* test aid: added to the wall clock */
+	int test_clock;                 /* test aid: yes lets the control socket
+	                                   step the clock forward (core/now.h) */
+	char relayhost[CONFIG_RELAYHOST_MAX]; /* "" = none */
+	struct cidr mynetworks[CIDR_LIST_MAX]; /* clients that may relay */
+	unsigned nmynetworks;
+	unsigned minimal_backoff_ms;
+	unsigned maximal_backoff_ms;
+	unsigned queue_restart_spread_ms;
 	int log_level;                  /* enum log_level */
 	int log_syslog;
 	struct config_redis redis;

@@ -10,6 +10,7 @@
  * every string and CIDR list.
  */
 #include "core/domtab.h"
+#include "core/cidr.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -168,7 +169,7 @@ int domtab_builder_put(struct domtab_builder *b, const struct domtab_row *row)
 		return -ENOMEM;
 	if (htab_reserve(&b->idx, b->count + 1))
 		return -ENOMEM;
-	extra = row->netrn_from * sizeof(struct domtab_cidr) + n + 1 +
+	extra = row->netrn_from * sizeof(struct cidr) + n + 1 +
 		opt_len(row->queue) + opt_len(row->dest) + opt_len(row->owner);
 	r = malloc(sizeof(*r) + extra);
 	if (!r)
@@ -177,9 +178,9 @@ int domtab_builder_put(struct domtab_builder *b, const struct domtab_row *row)
 	p = (char *)(r + 1);
 	/* CIDRs first: struct brow is suitably aligned for them. */
 	if (row->netrn_from) {
-		memcpy(p, row->etrn_from, row->netrn_from * sizeof(struct domtab_cidr));
-		r->row.etrn_from = (const struct domtab_cidr *)p;
-		p += row->netrn_from * sizeof(struct domtab_cidr);
+		memcpy(p, row->etrn_from, row->netrn_from * sizeof(struct cidr));
+		r->row.etrn_from = (const struct cidr *)p;
+		p += row->netrn_from * sizeof(struct cidr);
 	} else {
 		r->row.etrn_from = NULL;
 	}
@@ -392,21 +393,6 @@ size_t domtab_count(const struct domtab *t)
 	return t->count;
 }
 
-static int prefix_match(const uint8_t *a, const uint8_t *net, unsigned bits)
-{
-	unsigned full = bits / 8, rest = bits % 8;
-
-	if (memcmp(a, net, full))
-		return 0;
-	if (rest) {
-		uint8_t m = (uint8_t)(0xff << (8 - rest));
-
-		if ((a[full] & m) != (net[full] & m))
-			return 0;
-	}
-	return 1;
-}
-
 const char *domtab_tls_name(enum domtab_tls t)
 {
 	switch (t) {
@@ -418,30 +404,7 @@ const char *domtab_tls_name(enum domtab_tls t)
 
 int domtab_row_allows(const struct domtab_row *row, const struct sockaddr *addr)
 {
-	uint8_t a[16];
-	int fam;
-
-	if (addr->sa_family == AF_INET) {
-		memcpy(a, &((const struct sockaddr_in *)addr)->sin_addr, 4);
-		fam = AF_INET;
-	} else if (addr->sa_family == AF_INET6) {
-		const struct in6_addr *a6 = &((const struct sockaddr_in6 *)addr)->sin6_addr;
-
-		if (IN6_IS_ADDR_V4MAPPED(a6)) {
-			memcpy(a, &a6->s6_addr[12], 4);
-			fam = AF_INET;
-		} else {
-			memcpy(a, a6, 16);
-			fam = AF_INET6;
-		}
-	} else {
-		return 0;
-	}
-	for (unsigned i = 0; i < row->netrn_from; i++)
-		if (row->etrn_from[i].family == fam &&
-		    prefix_match(a, row->etrn_from[i].addr, row->etrn_from[i].prefix))
-			return 1;
-	return 0;
+	return cidr_list_match(row->etrn_from, row->netrn_from, addr);
 }
 
 /* ---- the published table ------------------------------------------------- */

@@ -19,8 +19,10 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "core/cidr.h"
+
 #define DOMTAB_NAME_MAX 255 /* RFC 1035 2.3.4 */
-#define DOMTAB_CIDR_MAX 64  /* etrn_from networks per domain */
+#define DOMTAB_CIDR_MAX CIDR_LIST_MAX  /* etrn_from networks per domain */
 
 struct epoch;
 
@@ -31,17 +33,18 @@ struct epoch;
  * against tls_ca_file (or the system store) and the destination name. */
 enum domtab_tls { DOMTAB_TLS_MAY = 0, DOMTAB_TLS_MUST = 1, DOMTAB_TLS_VERIFY = 2 };
 
+/* A domain's delivery mode (Redis field "mode"): HOLD (the default) keeps
+ * its mail until ETRN, ATRN or expiry; DELIVER hands it to the outbound
+ * scheduler (proto/sched.h) at once, retried with back-off, like a backup
+ * MX or a permanently connected customer. */
+enum domtab_mode { DOMTAB_MODE_HOLD = 0, DOMTAB_MODE_DELIVER = 1 };
+
+/* "hold" or "deliver" ("hold" for anything else). Static. */
+const char *domtab_mode_name(enum domtab_mode m);
+
 /* The policy's name as Redis and etrnctl spell it ("may", "must",
  * "verify"); "may" for anything else. Static. */
 const char *domtab_tls_name(enum domtab_tls t);
-
-/* One network of etrn_from: family AF_INET or AF_INET6, addr in network
- * order (first 4 bytes for AF_INET), prefix length. */
-struct domtab_cidr {
-	uint8_t family;
-	uint8_t prefix;
-	uint8_t addr[16];
-};
 
 /*
  * A domain's row. In a built table every pointer points into the table and
@@ -53,11 +56,12 @@ struct domtab_row {
 	const char *queue;           /* named queue (ETRN #queue), NULL = none */
 	const char *dest;            /* "host[:port]" or NULL for MX ("mx") */
 	const char *owner;           /* user who may ETRN it, NULL = none */
-	const struct domtab_cidr *etrn_from;
+	const struct cidr *etrn_from;
 	unsigned netrn_from;
 	uint64_t max_hold_ms;        /* 0 = the daemon's default */
 	uint64_t quota_bytes;        /* 0 = no quota */
 	enum domtab_tls tls;
+	enum domtab_mode mode;
 };
 
 struct domtab;
@@ -86,6 +90,22 @@ size_t domtab_builder_count(const struct domtab_builder *b);
 /* An immutable table with every row of b (copied; b is unchanged). NULL on
  * allocation failure. */
 struct domtab *domtab_build(const struct domtab_builder *b);
+
+/*
+ * Routes (Redis etrnd:route:<domain> = "host:port", Postfix's transport
+ * map): where the scheduler sends a domain's outbound mail, overriding
+ * relayhost and MX. dest as relayhost spells it ("[host]:port": no MX
+ * look-up; "host[:port]": host's MX). The name may be a wildcard
+ * "*.example.com" as for rows. put adds or replaces (copied): 0, -EINVAL
+ * (bad name or dest), -ENOMEM; del: 1 if it was there, 0 if not.
+ */
+int domtab_builder_route_put(struct domtab_builder *b, const char *domain, const char *dest);
+int domtab_builder_route_del(struct domtab_builder *b, const char *domain);
+
+/* The route of domain (len bytes, any case): its own entry, else the
+ * nearest wildcard above it, else NULL. Valid as long as t. */
+const char *domtab_route(const struct domtab *t, const char *domain, size_t len);
+size_t domtab_route_count(const struct domtab *t);
 
 /* Shorthand for tests and the static relay_domains list: a table of n names
  * with default settings. NULL on allocation failure. */

@@ -27,4 +27,13 @@ static inline uint64_t now_wall_us(void)
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+/*
+ * The test clock (config test_clock): a process-wide step, added to the
+ * wall clock of the outbound scheduler and of expiry, that the control
+ * socket's "clock step" moves forward (never back), so tests drive
+ * back-off and expiry without sleeping. 0 unless a test stepped it.
+ */
+uint64_t now_step_us(void);
+void now_step_add(uint64_t us);
+
 #endif

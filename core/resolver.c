@@ -95,14 +95,15 @@ static void resolver_kick(struct resolver *r)
 
 /* ---- destinations --------------------------------------------------------- */
 
-/* "host[:port]", "[host]:port", "[v6]:port", bare v6: split; 0 or -EINVAL. */
-static int resolver_split_dest(const char *dest, char *host, size_t hostlen,
-			       unsigned default_port, unsigned *port)
+int resolver_dest_split(const char *dest, char *host, size_t hostlen,
+			unsigned default_port, unsigned *port, int *bracketed)
 {
 	const char *colon = NULL, *h = dest, *hend;
 	char *end;
 
 	*port = default_port;
+	if (bracketed)
+		*bracketed = *dest == '[';
 	if (*dest == '[') {
 		hend = strchr(dest, ']');
 		if (!hend)
@@ -174,7 +175,7 @@ int resolver_numeric(const char *dest, unsigned default_port, struct resolver_re
 	unsigned port;
 
 	memset(res, 0, sizeof(*res));
-	if (resolver_split_dest(dest, host, sizeof(host), default_port, &port)) {
+	if (resolver_dest_split(dest, host, sizeof(host), default_port, &port, NULL)) {
 		res->err = -EINVAL;
 		res->permanent = 1;
 		snprintf(res->why, sizeof(res->why), "malformed destination \"%.200s\"", dest);
@@ -721,7 +722,7 @@ int resolver_host(struct resolver *r, const char *dest, unsigned default_port,
 
 	if (!q)
 		return -ENOMEM;
-	if (resolver_split_dest(dest, q->host, sizeof(q->host), default_port, &q->port)) {
+	if (resolver_dest_split(dest, q->host, sizeof(q->host), default_port, &q->port, NULL)) {
 		free(q);
 		return -EINVAL;
 	}

@@ -106,12 +106,49 @@ int resolver_host(struct resolver *r, const char *dest, unsigned default_port,
 int resolver_mx(struct resolver *r, const char *domain, unsigned port,
 		resolver_cb cb, void *cookie);
 
+/*
+ * Every address to try for mail, in order (the outbound scheduler's
+ * routing, proto/route.h). mx 1: name is a mail domain: its MX hosts by
+ * preference (RFC 5321 5.1; equal preferences in random order), each
+ * host's addresses (IPv4 first), at most RESOLVER_ADDRS_MAX addresses in
+ * all; no MX: the name's own A/AAAA (the implicit MX); a null MX (RFC
+ * 7505): -ENXIO, permanent. mx 0: the name's own addresses only. An MX
+ * host that does not resolve is skipped (the list fails only when none
+ * does). port goes into every address. Same returns as resolver_host();
+ * the callback runs on the resolver thread once.
+ */
+#define RESOLVER_ADDRS_MAX 5            /* Postfix's smtp_mx_address_limit */
+struct resolver_addr {
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	char host[RESOLVER_NAME_MAX];   /* the MX (or the name) it belongs to */
+	char relay[RESOLVER_RELAY_MAX]; /* "host[addr]:port" */
+};
+struct resolver_list {
+	int err;                        /* as resolver_result.err */
+	int permanent;
+	char why[RESOLVER_WHY_MAX];
+	unsigned n;                     /* >= 1 when err is 0 */
+	struct resolver_addr a[RESOLVER_ADDRS_MAX];
+};
+typedef void (*resolver_list_cb)(void *cookie, const struct resolver_list *res);
+int resolver_route(struct resolver *r, const char *name, unsigned port, int mx,
+		resolver_list_cb cb, void *cookie);
+
 /* Pure and synchronous, any thread, no resolver needed: when dest is a
  * numeric address (forms as in resolver_host) fill *res (relay
  * "1.2.3.4[1.2.3.4]:25") and return 1; 0 when dest is a name (DNS needed);
  * -EINVAL when dest is malformed (res->why says how). Lets a caller skip the
  * thread hop, as the drain does for static numeric destinations. */
 int resolver_numeric(const char *dest, unsigned default_port, struct resolver_result *res);
+
+/* Split dest ("host", "host:port", "[host]:port", "[v6]:port", a bare v6
+ * address) into host (NUL-terminated, brackets removed) and *port
+ * (default_port when absent); *bracketed (may be NULL) says whether the host
+ * was in brackets (Postfix's relayhost/transport rule: brackets turn the MX
+ * look-up off). Pure. Returns 0 or -EINVAL. */
+int resolver_dest_split(const char *dest, char *host, size_t hostlen, unsigned default_port,
+		unsigned *port, int *bracketed);
 
 /* A snapshot of the counters (for metrics and tests). Any thread. */
 void resolver_get_stats(struct resolver *r, struct resolver_stats *st);

@@ -140,6 +140,53 @@ void drain_hub_set_tls(struct drain_hub *h, struct tls_ctx *client);
 struct drain_status_held;
 size_t drain_held_copy(const struct drain *d, struct drain_status_held *out, size_t max);
 
+/*
+ * Outbound jobs, for this thread's scheduler (proto/sched.h): deliver msgs
+ * (message ids of this thread's shard with recipients pending in dom) to
+ * one address, over the thread's shared connections (the same
+ * per-destination limit, reuse across jobs and DONE bookkeeping as drains;
+ * 5xx bounce with a DSN, 4xx stay pending). While the job runs its entries
+ * are marked busy in the index (spool_index_set_busy()); a drain's job
+ * skips busy entries and marks its own, so nothing goes out twice at once.
+ * done(arg, res) runs once, on this thread, after the job has ended and
+ * every DONE it wrote is durable. Returns 0, or -errno when nothing started
+ * (done is not called; no entry stays busy).
+ */
+#define DRAIN_WHY_MAX 512
+struct drain_out_req {
+	const char *dom;
+	size_t len;
+	const uint64_t *msgs;          /* copied */
+	size_t nmsgs;
+	struct sockaddr_storage dst;
+	socklen_t dstlen;
+	const char *relay;             /* "host[addr]:port", for logs and TLS */
+	enum domtab_tls tls;           /* the domain's policy (may for foreign) */
+};
+struct drain_out_result {
+	uint64_t sent, deferred, bounced; /* messages, as a drain counts them */
+	size_t untried;                /* never attempted: no usable connection */
+	unsigned conn_failures;        /* connections that ended early or never
+	                                  opened (refused, timed out, 421) */
+	int tls_held;                  /* the TLS policy could not be met */
+	char why[DRAIN_WHY_MAX];       /* the last temporary failure (a 4xx
+	                                  reply, "connect to ...: Connection
+	                                  refused"), "" = none */
+};
+typedef void (*drain_out_done)(void *arg, const struct drain_out_result *res);
+int drain_outbound(struct drain *d, const struct drain_out_req *rq, drain_out_done done,
+		void *arg);
+
+/*
+ * ETRN or the operator's flush for a domain whose row says mode deliver
+ * means "retry now" (Postfix's flush of the deferred queue): the drain
+ * answers as for a started drain and calls fn(arg, dom, len) on every
+ * engine thread that registered one (each thread's scheduler registers
+ * its own, on its thread, before the loop runs).
+ */
+typedef void (*drain_retry_fn)(void *arg, const char *dom, size_t len);
+void drain_set_retry(struct drain *d, drain_retry_fn fn, void *arg);
+
 /* The node's host name (config hostname): DSNs name it. Lives as long as h. */
 const char *drain_hub_hostname(const struct drain_hub *h);
 

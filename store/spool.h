@@ -96,6 +96,17 @@ int spool_append_note(struct spool_shard *sh, uint64_t msgid,
 		enum spool_note_kind kind, spool_done_fn done, void *arg);
 
 /*
+ * Queue a SCHED record (spool_rec.h): the outbound scheduler tries message
+ * msgid's pending recipients in domain dom (len bytes, lower case) next at
+ * next_us (wall clock, microseconds). The index's next_us for that queue
+ * entry is set at once (spool_index_set_next()); the record only makes it
+ * survive a restart. done may be NULL. Returns 0, -ENOENT (msgid has no
+ * entry in dom's queue), -ENOMEM.
+ */
+int spool_append_sched(struct spool_shard *sh, uint64_t msgid, const char *dom, size_t len,
+		uint64_t next_us, spool_done_fn done, void *arg);
+
+/*
  * Compaction: queue a byte-identical copy of a stored MSG record (len bytes
  * at rec, borrowed until done() runs) that the index has at (seg_id, off).
  * Copies are written first in the next group commit, each followed by a

@@ -176,6 +176,12 @@ struct spool_index_entry {
 	uint32_t nrcpt;          /* recipients in the record */
 	uint32_t npending;       /* pending recipients listed in rcpts */
 	int delay_warned;        /* a NOTE(SPOOL_NOTE_DELAY_WARNED) applied */
+	/* From a queue only (0 from a look-up): */
+	uint64_t next_us;        /* the scheduler's next attempt for this
+	                            domain's recipients (wall clock µs; 0 =
+	                            never deferred: due at once) */
+	int busy;                /* a job (drain or scheduler) has this
+	                            domain's recipients in flight */
 	const uint32_t *rcpts;   /* their indexes in the record; from a queue:
 	                            that domain's only, in record order until
 	                            some are done, then in no promised order */
@@ -294,5 +300,27 @@ struct spool_index_totals {
 };
 void spool_index_totals(const struct spool_index *idx,
 		struct spool_index_totals *t);
+
+/* ---- outbound scheduling (proto/sched.h) ----------------------------------
+ * Per queue entry, i.e. per (message, domain): when the scheduler tries it
+ * next, and whether a job has it in flight (so a drain and the scheduler,
+ * or two scheduler jobs, never send the same recipients at once). */
+
+/* Set the entry's next attempt time (from a SCHED record or the
+ * scheduler). Returns 0 or -ENOENT (msgid not indexed, or has no pending
+ * recipient in dom). O(domains of the message). */
+int spool_index_set_next(struct spool_index *idx, uint64_t msgid, const char *dom,
+		size_t len, uint64_t next_us);
+
+/* Mark or clear the entry as in flight. Returns 0 or -ENOENT. */
+int spool_index_set_busy(struct spool_index *idx, uint64_t msgid, const char *dom,
+		size_t len, int busy);
+
+/* Called by spool_index_add_msg() once per distinct domain of a message it
+ * indexed (after recovery too, i.e. for every message stored live), with
+ * the domain as the queue spells it. One hook per index (the thread's
+ * scheduler); fn NULL removes it. The hook must not change the index. */
+typedef void (*spool_index_add_fn)(void *arg, uint64_t msgid, const char *dom, size_t len);
+void spool_index_set_add_hook(struct spool_index *idx, spool_index_add_fn fn, void *arg);
 
 #endif

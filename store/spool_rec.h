@@ -43,6 +43,13 @@ enum spool_rec_type {
 	SPOOL_REC_MSG = 1,
 	SPOOL_REC_DONE = 2,
 	SPOOL_REC_NOTE = 3,
+	/* The outbound scheduler's next attempt for one domain's recipients
+	 * of a message (payload: the time, then the domain). Advisory: it
+	 * pins no segment and is no live byte; one lost to an unlinked
+	 * segment only makes the next attempt come sooner (spread at start,
+	 * proto/sched.h). The last one of a (message, domain) in scan order
+	 * wins. */
+	SPOOL_REC_SCHED = 4,
 };
 enum spool_done_status {
 	SPOOL_DONE_DELIVERED = 1,
