@@ -21,17 +21,17 @@
 
 static void fz_cidr_roundtrip(const struct domtab_row *row)
 {
-	static struct domtab_cidr back[DOMTAB_CIDR_MAX];
+	static struct cidr back[DOMTAB_CIDR_MAX];
 	char text[FZ_CIDR_TEXT_MAX], why[FZ_WHY_MAX];
 	unsigned n = 0;
 
 	if (row->netrn_from > DOMTAB_CIDR_MAX)
 		__builtin_trap();
-	if (schema_cidr_list_format(row->etrn_from, row->netrn_from, text, sizeof(text)))
+	if (cidr_list_format(row->etrn_from, row->netrn_from, text, sizeof(text)))
 		__builtin_trap();
 	if (row->netrn_from == 0)
 		return;
-	if (schema_cidr_list_parse(text, back, DOMTAB_CIDR_MAX, &n, why, sizeof(why)) ||
+	if (cidr_list_parse(text, back, DOMTAB_CIDR_MAX, &n, why, sizeof(why)) ||
 			n != row->netrn_from ||
 			memcmp(back, row->etrn_from, n * sizeof(back[0])))
 		__builtin_trap();
@@ -69,7 +69,7 @@ static void fz_table(const struct domtab_row *row)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static struct domtab_cidr cidrs[DOMTAB_CIDR_MAX];
+	static struct cidr cidrs[DOMTAB_CIDR_MAX];
 	char *copy = malloc(size + 1), *fv[FZ_FIELDS_MAX], *p, *nl;
 	char name[DOMTAB_NAME_MAX + 1], why[FZ_WHY_MAX];
 	struct domtab_row row;

@@ -75,7 +75,7 @@ Test(domtab, many)
 Test(domtab, wildcard_rows_and_settings)
 {
 	struct domtab_builder *b = domtab_builder_new();
-	struct domtab_cidr net;
+	struct cidr net;
 	struct domtab_row w = { .name = "*.Example.TEST", .queue = "q1", .dest = "mx1.example.test:2525" };
 	struct domtab_row exact = { .name = "example.test", .owner = "bob", .quota_bytes = 42,
 				    .tls = DOMTAB_TLS_MUST };
@@ -90,7 +90,7 @@ Test(domtab, wildcard_rows_and_settings)
 	struct domtab *t;
 
 	cr_assert_not_null(b);
-	cr_assert_eq(schema_cidr_parse("192.0.2.0/24", 12, &net, NULL, 0), 0);
+	cr_assert_eq(cidr_parse("192.0.2.0/24", 12, &net, NULL, 0), 0);
 	exact.etrn_from = &net;
 	exact.netrn_from = 1;
 	cr_assert_eq(domtab_builder_put(b, &w), 0);
@@ -239,7 +239,7 @@ Test(schema, validators)
 		{ "[nope]:25", 0 }, { "bad host:25", 0 }, { "mail:", 0 }, { "[::1]x", 0 },
 	};
 	char out[DOMTAB_NAME_MAX + 1], why[SCHEMA_WHY_MAX];
-	struct domtab_cidr c[DOMTAB_CIDR_MAX];
+	struct cidr c[DOMTAB_CIDR_MAX];
 	unsigned n;
 	uint64_t v;
 	enum domtab_tls tls;
@@ -251,17 +251,17 @@ Test(schema, validators)
 	cr_expect_str_eq(out, "example.com");
 	cr_expect_eq(schema_domain_norm("*.x.test", 0, out, why, sizeof(why)), -1);
 	for (size_t i = 0; i < sizeof(cidrs) / sizeof(cidrs[0]); i++)
-		cr_expect_eq(schema_cidr_parse(cidrs[i].in, strlen(cidrs[i].in), c, why,
+		cr_expect_eq(cidr_parse(cidrs[i].in, strlen(cidrs[i].in), c, why,
 					       sizeof(why)) == 0, cidrs[i].ok, "cidr [%s]", cidrs[i].in);
-	cr_expect_eq(schema_cidr_parse("10.0.0.1/8", 10, c, why, sizeof(why)), -1);
+	cr_expect_eq(cidr_parse("10.0.0.1/8", 10, c, why, sizeof(why)), -1);
 	cr_expect(strstr(why, "did you mean 10.0.0.0/8") != NULL, "%s", why);
 	for (size_t i = 0; i < sizeof(dests) / sizeof(dests[0]); i++)
 		cr_expect_eq(schema_dest_check(dests[i].in, why, sizeof(why)) == 0, dests[i].ok,
 			     "dest [%s]", dests[i].in);
-	cr_expect_eq(schema_cidr_list_parse(" 10.0.0.0/8, ::1;192.0.2.0/24 ", c, DOMTAB_CIDR_MAX, &n,
+	cr_expect_eq(cidr_list_parse(" 10.0.0.0/8, ::1;192.0.2.0/24 ", c, DOMTAB_CIDR_MAX, &n,
 					    why, sizeof(why)), 0);
 	cr_expect_eq(n, 3);
-	cr_expect_eq(schema_cidr_list_format(c, n, why, sizeof(why)), 0);
+	cr_expect_eq(cidr_list_format(c, n, why, sizeof(why)), 0);
 	cr_expect_str_eq(why, "10.0.0.0/8,::1/128,192.0.2.0/24");
 	cr_expect_eq(schema_duration_parse("5d", &v, why, sizeof(why)), 0);
 	cr_expect_eq(v, 5ull * 86400 * 1000);
@@ -290,7 +290,7 @@ Test(schema, row_from_fields)
 	const char *fv[] = { "queue", "q1", "dest", "mx", "etrn_from", "10.0.0.0/8,::1",
 			     "tls", "sometimes", "max_hold", "2d", "quota_bytes", "1G",
 			     "owner", "bob", "unknown", "x" };
-	struct domtab_cidr c[DOMTAB_CIDR_MAX];
+	struct cidr c[DOMTAB_CIDR_MAX];
 	struct domtab_row r;
 	char why[512];
 

@@ -407,7 +407,7 @@ static const char *const t_rcpt2[] = { "r4@cust.test" };
 static struct domtab *t_table_tls(const char *dest, enum domtab_tls tls)
 {
 	struct domtab_builder *b = domtab_builder_new();
-	struct domtab_cidr lo = { .family = AF_INET, .prefix = 32, .addr = { 127, 0, 0, 1 } };
+	struct cidr lo = { .family = AF_INET, .prefix = 32, .addr = { 127, 0, 0, 1 } };
 	struct domtab_row cust = { .name = "cust.test", .dest = dest, .etrn_from = &lo,
 				   .netrn_from = 1, .tls = tls };
 	struct domtab_row other = { .name = "other.test", .dest = "127.0.0.1:9" };
@@ -1475,7 +1475,7 @@ Test(drain, stop_with_record_read_in_flight, .timeout = 60)
 static struct domtab *t_table_atrn(unsigned port)
 {
 	struct domtab_builder *b = domtab_builder_new();
-	struct domtab_cidr lo = { .family = AF_INET, .prefix = 32, .addr = { 127, 0, 0, 1 } };
+	struct cidr lo = { .family = AF_INET, .prefix = 32, .addr = { 127, 0, 0, 1 } };
 	char dest[64];
 	struct domtab_row rows[] = {
 		{ .name = "cust.test", .dest = dest, .owner = T_ATRN_USER, .etrn_from = &lo,

@@ -187,7 +187,7 @@ Test(etrn, client_addr)
 
 Test(etrn, permit)
 {
-	struct domtab_cidr nets[2] = {
+	struct cidr nets[2] = {
 		{ .family = AF_INET, .prefix = 8 },
 		{ .family = AF_INET6, .prefix = 64 },
 	};

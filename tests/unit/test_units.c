@@ -182,7 +182,7 @@ struct layers {
 static uint64_t row_value(const char *f, const char *v, char *err, size_t el)
 {
 	struct domtab_row row;
-	struct domtab_cidr cidrs[DOMTAB_CIDR_MAX];
+	struct cidr cidrs[DOMTAB_CIDR_MAX];
 	const char *fv[2] = { f, v };
 
 	if (schema_row_from_fields(&row, cidrs, "x.test", fv, 2, err, el))
