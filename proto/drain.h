@@ -187,6 +187,12 @@ int drain_outbound(struct drain *d, const struct drain_out_req *rq, drain_out_do
 typedef void (*drain_retry_fn)(void *arg, const char *dom, size_t len);
 void drain_set_retry(struct drain *d, drain_retry_fn fn, void *arg);
 
+/* The thread's scheduler (proto/sched.h), for the deferred queue in
+ * etrnctl status (drain_status.c asks each thread's). On d's thread,
+ * before the loop runs; NULL: none. */
+struct sched;
+void drain_set_sched(struct drain *d, struct sched *s);
+
 /* The node's host name (config hostname): DSNs name it. Lives as long as h. */
 const char *drain_hub_hostname(const struct drain_hub *h);
 
