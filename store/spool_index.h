@@ -315,6 +315,13 @@ void spool_index_totals(const struct spool_index *idx,
 int spool_index_set_next(struct spool_index *idx, uint64_t msgid, const char *dom,
 		size_t len, uint64_t next_us);
 
+/* The queue entry of msgid in domain dom (any case, trailing dots ignored)
+ * into *e, as a queue walk returns it: next_us, busy, that domain's pending
+ * recipients (e->rcpts valid until the next change to the index). Returns
+ * 0 or -ENOENT (as above). O(domains of the message). */
+int spool_index_msg_entry(const struct spool_index *idx, uint64_t msgid,
+		const char *dom, size_t len, struct spool_index_entry *e);
+
 /* Mark or clear the entry as in flight. Returns 0 or -ENOENT (as above:
  * clearing the mark of an entry whose last recipient is done meanwhile
  * gives -ENOENT, which is harmless). */
