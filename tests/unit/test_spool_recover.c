@@ -559,6 +559,7 @@ Test(spool_recover, sched_records_restore_next_last_wins)
 	cr_assert_eq(res.done_records, 1);
 	cr_assert_eq(res.sched_records, 8);
 	cr_assert_eq(res.sched_ignored, 3);
+	cr_assert_eq(res.sched_dead_segments, 0);
 	cr_assert_eq(res.bad_regions, 0);
 	cr_assert_eq(res.live_messages, 2);
 	cr_assert_eq(next_of(idx, "a.example", 0x10), 250);
@@ -613,6 +614,7 @@ Test(spool_recover, sched_does_not_keep_a_segment_alive)
 	/* Only SCHEDs in it: dead, though they name a live message. */
 	cr_assert_eq(res.ndead, 1);
 	cr_assert_eq(res.dead[0], 0x20);
+	cr_assert_eq(res.sched_dead_segments, 1, "the caller must write them again");
 	cr_assert_eq(next_of(idx, "a.example", 0x11), 100);
 	cr_assert_eq(spool_index_msg_find(idx, 0x11, &e), 0);
 	cr_assert_eq(spool_index_segment_stat(idx, e.segment_id, &st), 0);
@@ -626,6 +628,7 @@ Test(spool_recover, sched_does_not_keep_a_segment_alive)
 	cr_assert_eq(unlink(path), 0);
 	idx = recover(&res);
 	cr_assert_eq(res.ndead, 0);
+	cr_assert_eq(res.sched_dead_segments, 0);
 	cr_assert_eq(res.live_messages, 2);
 	cr_assert_eq(next_of(idx, "a.example", 0x11), 0);
 	spool_recover_result_free(&res);
