@@ -115,7 +115,9 @@ int resolver_mx(struct resolver *r, const char *domain, unsigned port,
  * 7505): -ENXIO, permanent. mx 0: the name's own addresses only. An MX
  * host that does not resolve is skipped (the list fails only when none
  * does). port goes into every address. Same returns as resolver_host();
- * the callback runs on the resolver thread once.
+ * the callback runs on the resolver thread once. When the deadline passes
+ * after some addresses were found, they are the answer (err 0); with none,
+ * a host's temporary failure wins over others' permanent ones.
  */
 #define RESOLVER_ADDRS_MAX 5            /* Postfix's smtp_mx_address_limit */
 struct resolver_addr {

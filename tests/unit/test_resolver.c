@@ -72,50 +72,6 @@ static const struct dns_stub_rr zone[] = {
 	{ "partial.test", DNS_STUB_MX, "silent.test", 20 },
 };
 
-/* One request's outcome, filled by the callback on the resolver thread. */
-struct waiter {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	int calls;
-	pthread_t thread;
-	struct resolver_result res;
-};
-
-static void waiter_init(struct waiter *w)
-{
-	memset(w, 0, sizeof(*w));
-	pthread_mutex_init(&w->mu, NULL);
-	pthread_cond_init(&w->cv, NULL);
-}
-
-static void waiter_cb(void *cookie, const struct resolver_result *res)
-{
-	struct waiter *w = cookie;
-
-	pthread_mutex_lock(&w->mu);
-	w->calls++;
-	w->thread = pthread_self();
-	w->res = *res;
-	pthread_cond_broadcast(&w->cv);
-	pthread_mutex_unlock(&w->mu);
-}
-
-/* Wait until w has had n calls or WAIT_MAX_MS passed; returns the calls. */
-static int waiter_wait(struct waiter *w, int n)
-{
-	struct timespec dl;
-	int calls;
-
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_sec += WAIT_MAX_MS / 1000;
-	pthread_mutex_lock(&w->mu);
-	while (w->calls < n && pthread_cond_timedwait(&w->cv, &w->mu, &dl) == 0)
-		;
-	calls = w->calls;
-	pthread_mutex_unlock(&w->mu);
-	return calls;
-}
-
 static struct dns_stub *stub;
 
 static struct resolver *start(struct resolver_conf *conf)
@@ -198,14 +154,14 @@ Test(resolver, lookups)
 
 	for (size_t i = 0; i < sizeof(lookups) / sizeof(lookups[0]); i++) {
 		const struct lookup_case *c = &lookups[i];
-		struct waiter w;
+		struct dns_stub_answer w;
 
-		waiter_init(&w);
-		cr_assert_eq(submit(r, c, waiter_cb, &w), 0, "%s: submit", c->name);
-		cr_assert_eq(waiter_wait(&w, 1), 1, "%s: one callback", c->name);
+		dns_stub_answer_init(&w);
+		cr_assert_eq(submit(r, c, dns_stub_answer_one_cb, &w), 0, "%s: submit", c->name);
+		cr_assert_eq(dns_stub_answer_wait(&w, WAIT_MAX_MS), 1, "%s: one callback", c->name);
 		cr_expect(!pthread_equal(w.thread, pthread_self()),
 			  "%s: the callback runs on the resolver thread", c->name);
-		check_result(c, &w.res);
+		check_result(c, &w.one);
 	}
 	stop(r);
 }
@@ -214,14 +170,14 @@ Test(resolver, numeric_needs_no_dns)
 {
 	struct resolver *r = start(NULL);
 	struct resolver_result res;
-	struct waiter w;
+	struct dns_stub_answer w;
 
-	waiter_init(&w);
-	cr_assert_eq(resolver_host(r, "127.0.0.1:2525", 25, waiter_cb, &w), 0);
-	cr_assert_eq(waiter_wait(&w, 1), 1);
-	cr_expect_eq(w.res.err, 0);
-	cr_expect_eq(w.res.addrlen, sizeof(struct sockaddr_in));
-	cr_expect_eq(((struct sockaddr_in *)&w.res.addr)->sin_port, htons(2525));
+	dns_stub_answer_init(&w);
+	cr_assert_eq(resolver_host(r, "127.0.0.1:2525", 25, dns_stub_answer_one_cb, &w), 0);
+	cr_assert_eq(dns_stub_answer_wait(&w, WAIT_MAX_MS), 1);
+	cr_expect_eq(w.one.err, 0);
+	cr_expect_eq(w.one.addrlen, sizeof(struct sockaddr_in));
+	cr_expect_eq(((struct sockaddr_in *)&w.one.addr)->sin_port, htons(2525));
 	cr_expect_eq(dns_stub_queries(stub), 0, "no DNS query for a numeric address");
 	cr_expect_eq(resolver_numeric("10.1.2.3", 25, &res), 1);
 	cr_expect_str_eq(res.relay, "10.1.2.3[10.1.2.3]:25");
@@ -250,12 +206,12 @@ Test(resolver, dest_syntax)
 		cr_expect_eq(rc, cases[i].want, "\"%s\": %d, want %d", cases[i].dest, rc, cases[i].want);
 		if (cases[i].want < 0) {
 			cr_expect_eq(res.permanent, 1);
-			cr_expect_eq(resolver_host(r, cases[i].dest, 25, waiter_cb, NULL), -EINVAL,
+			cr_expect_eq(resolver_host(r, cases[i].dest, 25, dns_stub_answer_one_cb, NULL), -EINVAL,
 				     "\"%s\" refused at submission", cases[i].dest);
 		}
 	}
-	cr_expect_eq(resolver_mx(r, "", 25, waiter_cb, NULL), -EINVAL);
-	cr_expect_eq(resolver_mx(r, "a.test", 0, waiter_cb, NULL), -EINVAL);
+	cr_expect_eq(resolver_mx(r, "", 25, dns_stub_answer_one_cb, NULL), -EINVAL);
+	cr_expect_eq(resolver_mx(r, "a.test", 0, dns_stub_answer_one_cb, NULL), -EINVAL);
 	stop(r);
 }
 
@@ -265,15 +221,15 @@ Test(resolver, silent_server_times_out)
 	struct resolver_conf conf = { .timeout_ms = 800, .try_ms = 5000 };
 	struct resolver *r = start(&conf);
 	struct resolver_stats st;
-	struct waiter w;
+	struct dns_stub_answer w;
 	uint64_t t0 = now_mono_ms(), dt;
 
-	waiter_init(&w);
-	cr_assert_eq(resolver_mx(r, "silent.test", 25, waiter_cb, &w), 0);
-	cr_assert_eq(waiter_wait(&w, 1), 1, "answered within %d ms", WAIT_MAX_MS);
+	dns_stub_answer_init(&w);
+	cr_assert_eq(resolver_mx(r, "silent.test", 25, dns_stub_answer_one_cb, &w), 0);
+	cr_assert_eq(dns_stub_answer_wait(&w, WAIT_MAX_MS), 1, "answered within %d ms", WAIT_MAX_MS);
 	dt = now_mono_ms() - t0;
-	cr_expect_eq(w.res.err, -ETIMEDOUT, "%d (%s)", w.res.err, w.res.why);
-	cr_expect_eq(w.res.permanent, 0);
+	cr_expect_eq(w.one.err, -ETIMEDOUT, "%d (%s)", w.one.err, w.one.why);
+	cr_expect_eq(w.one.permanent, 0);
 	cr_expect_geq(dt, conf.timeout_ms - 1, "not before the deadline: %llu ms",
 		      (unsigned long long)dt);
 	resolver_get_stats(r, &st);
@@ -286,13 +242,13 @@ Test(resolver, late_answer_dropped)
 	struct resolver_conf conf = { .timeout_ms = 300, .try_ms = 10000 };
 	struct resolver *r = start(&conf);
 	struct resolver_stats st;
-	struct waiter w;
+	struct dns_stub_answer w;
 	uint64_t t0 = now_mono_ms();
 
-	waiter_init(&w);
-	cr_assert_eq(resolver_host(r, "slow.test", 25, waiter_cb, &w), 0);
-	cr_assert_eq(waiter_wait(&w, 1), 1);
-	cr_expect_eq(w.res.err, -ETIMEDOUT, "%d (%s)", w.res.err, w.res.why);
+	dns_stub_answer_init(&w);
+	cr_assert_eq(resolver_host(r, "slow.test", 25, dns_stub_answer_one_cb, &w), 0);
+	cr_assert_eq(dns_stub_answer_wait(&w, WAIT_MAX_MS), 1);
+	cr_expect_eq(w.one.err, -ETIMEDOUT, "%d (%s)", w.one.err, w.one.why);
 	/* The stub answers after SLOW_DELAY_MS; the answer must be dropped. */
 	do {
 		resolver_get_stats(r, &st);
@@ -301,7 +257,7 @@ Test(resolver, late_answer_dropped)
 		nanosleep(&(struct timespec){ .tv_nsec = 20 * 1000 * 1000 }, NULL);
 	} while (now_mono_ms() - t0 < WAIT_MAX_MS);
 	cr_expect_eq(st.late_dropped, 1, "the late answer was seen and dropped");
-	cr_expect_eq(waiter_wait(&w, 1), 1, "and the callback did not run again");
+	cr_expect_eq(dns_stub_answer_wait(&w, WAIT_MAX_MS), 1, "and the callback did not run again");
 	cr_expect_eq(st.answered, 1);
 	stop(r);
 }
