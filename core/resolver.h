@@ -35,6 +35,10 @@ struct resolver_conf {
 	unsigned timeout_ms;    /* deadline from submission to callback */
 	unsigned try_ms;        /* c-ares per-try timeout */
 	unsigned tries;         /* c-ares tries */
+	/* This host's name as MX records name it (the config's hostname), or
+	 * NULL: resolver_route drops MX records at or above its preference,
+	 * RFC 5321 5.1, so a backup MX never delivers to itself. Copied. */
+	const char *self;
 };
 
 /*
@@ -43,6 +47,8 @@ struct resolver_conf {
  *   -ETIMEDOUT  the deadline passed                   (temporary)
  *   -EAGAIN     server failure, refused, no reply     (temporary)
  *   -ENOMEM     out of memory                         (temporary)
+ *   -ELOOP      (resolver_route) we are the domain's best MX, RFC
+ *               5321 5.1: mail would loop back to us  (temporary)
  *   -ENOENT     NXDOMAIN: the name does not exist     (permanent)
  *   -ENODATA    the name exists but has no address    (permanent)
  *   -ENXIO      null MX, RFC 7505: no mail accepted   (permanent)

@@ -70,6 +70,17 @@ static const struct dns_stub_rr zone[] = {
 	{ "m3.many.test", DNS_STUB_A, "192.0.2.31", 0 },
 	{ "partial.test", DNS_STUB_MX, "mx10.mx.test", 10 },
 	{ "partial.test", DNS_STUB_MX, "silent.test", 20 },
+	/* This host (conf.self) as another domain's MX. */
+	{ "backup.test", DNS_STUB_MX, "third.backup.test", 30 },
+	{ "backup.test", DNS_STUB_MX, "self.test", 20 },
+	{ "backup.test", DNS_STUB_MX, "primary.backup.test", 10 },
+	{ "primary.backup.test", DNS_STUB_A, "192.0.2.100", 0 },
+	{ "self.test", DNS_STUB_A, "192.0.2.101", 0 },
+	{ "third.backup.test", DNS_STUB_A, "192.0.2.102", 0 },
+	{ "bestself.test", DNS_STUB_MX, "self.test", 10 },
+	{ "bestself.test", DNS_STUB_MX, "primary.backup.test", 20 },
+	{ "eqself.test", DNS_STUB_MX, "self.test", 10 },
+	{ "eqself.test", DNS_STUB_MX, "primary.backup.test", 10 },
 };
 
 static struct dns_stub *stub;
@@ -567,6 +578,40 @@ Test(resolver, route_refused_and_cancelled)
 	cr_expect_eq(w.res.err, -ECANCELED, "%d (%s)", w.res.err, w.res.why);
 }
 
+/* RFC 5321 5.1: this host's own MX record and every one not better than it
+ * are dropped; when this host is the best MX, -ELOOP (temporary). The drain's
+ * resolver_mx is unchanged (a customer's MX is looked up as always). */
+Test(resolver, route_self_dropped)
+{
+	static const struct route_case self_cases[] = {
+		{ "better MX hosts only", "backup.test", 25, 1, 0, 0,
+		  { "primary.backup.test[192.0.2.100]:25" } },
+		{ "best MX: a loop", "bestself.test", 25, 1, -ELOOP, 0, { NULL } },
+		{ "equal preference is not better", "eqself.test", 25, 1, -ELOOP, 0, { NULL } },
+		{ "mx 0 names a host: no MX to drop", "self.test", 25, 0, 0, 0,
+		  { "self.test[192.0.2.101]:25" } },
+	};
+	struct resolver_conf conf = { .self = "Self.Test." };
+	struct resolver *r = start(&conf);
+	struct resolver_list l;
+	struct dns_stub_answer w;
+
+	for (size_t i = 0; i < sizeof(self_cases) / sizeof(self_cases[0]); i++) {
+		route_lookup(r, self_cases[i].arg, self_cases[i].port, self_cases[i].mx, &l);
+		check_route(&self_cases[i], &l);
+	}
+	dns_stub_answer_init(&w);
+	cr_assert_eq(resolver_mx(r, "bestself.test", 25, dns_stub_answer_one_cb, &w), 0);
+	cr_assert_eq(dns_stub_answer_wait(&w, WAIT_MAX_MS), 1);
+	cr_expect_str_eq(w.one.relay, "self.test[192.0.2.101]:25", "%s", w.one.why);
+	stop(r);
+	/* Without self, every MX. */
+	r = start(NULL);
+	route_lookup(r, "backup.test", 25, 1, &l);
+	cr_expect_eq(l.n, 3, "%u (%s)", l.n, l.why);
+	stop(r);
+}
+
 /* ---- resolver_list_sort_mx on its own ------------------------------------ */
 
 struct sort_case {
@@ -615,5 +660,32 @@ Test(resolver_list, sort_mx)
 		cr_expect_eq(out.n, want_n, "%s: %u hosts, want %zu", c->name, out.n, want_n);
 		for (size_t j = 0; j < out.n && j < want_n; j++)
 			cr_expect_str_eq(out.host[j], c->want[j], "%s: host %zu", c->name, j);
+	}
+}
+
+Test(resolver_list, drop_self)
+{
+	static const struct {
+		const char *self;
+		unsigned want_n;
+	} cases[] = {
+		{ NULL, 4 }, { "", 4 }, { "other", 4 }, { "d", 3 }, { "D.", 3 }, { "c", 1 },
+		{ "b", 1 }, { "a", 0 },
+	};
+	/* a 10, b 20, c 20, d 30: b and c are equal, so either drops both. */
+	static const char *const hosts[] = { "a", "b", "c", "d" };
+	static const unsigned short prefs[] = { 10, 20, 20, 30 };
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct resolver_list_mx mx = { .n = 4 };
+
+		for (unsigned j = 0; j < 4; j++) {
+			mx.pref[j] = prefs[j];
+			snprintf(mx.host[j], sizeof(mx.host[j]), "%s", hosts[j]);
+		}
+		cr_expect_eq(resolver_list_drop_self(&mx, cases[i].self), cases[i].want_n,
+			     "self \"%s\": %u left, want %u", cases[i].self ? cases[i].self : "(null)",
+			     mx.n, cases[i].want_n);
+		cr_expect_eq(mx.n, cases[i].want_n);
 	}
 }
