@@ -436,6 +436,40 @@ Test(schema, row_from_fields)
 	cr_expect_str_eq(r.owner, "bob");
 }
 
+/* The mode field: deliver and hold read, anything else reported and left
+ * at hold (mail is then held, never sent where it should not go); the
+ * route validator's message says what it wants. */
+Test(schema, mode_and_route)
+{
+	static const struct { const char *v; int bad; enum domtab_mode want; } modes[] = {
+		{ "deliver", 0, DOMTAB_MODE_DELIVER }, { "hold", 0, DOMTAB_MODE_HOLD },
+		{ "Deliver", 1, DOMTAB_MODE_HOLD }, { "", 1, DOMTAB_MODE_HOLD },
+		{ "send", 1, DOMTAB_MODE_HOLD }, { "deliver ", 1, DOMTAB_MODE_HOLD },
+	};
+	struct cidr c[DOMTAB_CIDR_MAX];
+	struct domtab_row r;
+	char why[512];
+	enum domtab_mode m;
+
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		const char *fv[] = { "queue", "q1", "mode", modes[i].v };
+
+		cr_expect_eq(schema_row_from_fields(&r, c, "x.test", fv, 4, why, sizeof(why)),
+			     modes[i].bad, "mode [%s]", modes[i].v);
+		cr_expect_eq(r.mode, modes[i].want, "mode [%s]", modes[i].v);
+		cr_expect_str_eq(r.queue, "q1", "the other fields still count");
+		if (modes[i].bad)
+			cr_expect(strstr(why, "mode: ") && strstr(why, "want hold or deliver"), "%s", why);
+	}
+	cr_expect_eq(schema_mode_parse("deliver", &m, why, sizeof(why)), 0);
+	cr_expect_eq(m, DOMTAB_MODE_DELIVER);
+	cr_expect_eq(schema_mode_parse("later", &m, why, sizeof(why)), -1);
+	cr_expect_str_eq(why, "\"later\": want hold or deliver");
+	cr_expect_eq(schema_route_check("[sink.test]:2525", why, sizeof(why)), 0);
+	cr_expect_eq(schema_route_check("sink.test:99999", why, sizeof(why)), -1);
+	cr_expect(strstr(why, "\"sink.test:99999\": want [host]:port") == why, "%s", why);
+}
+
 /* ---- snapshot publication and reclamation under threads ------------------ */
 
 enum { STRESS_READERS = 4, STRESS_SWAPS = 300, STRESS_NAMES = 64 };
