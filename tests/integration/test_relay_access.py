@@ -24,6 +24,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import etrnd_harness as h  # noqa: E402
+import test_auth  # noqa: E402  (not its AuthTest by name: it would run here too)
 from test_auth import Raw, plain  # noqa: E402
 from test_redis import Redis, wait_log  # noqa: E402
 
@@ -56,14 +57,9 @@ class RelayAccessTest(unittest.TestCase):
         return e.start()
 
     def smtp(self, e, port=None, source=h.HOST, tls=False):
-        s = smtplib.SMTP(h.HOST, port or e.port, timeout=30,
-                         source_address=(source, 0))
-        self.addCleanup(s.close)
-        s.ehlo("client.test")
-        if tls:
-            self.assertEqual(s.starttls(context=e.client_tls())[0], 220)
-            s.ehlo("client.test")
-        return s
+        """An smtplib session (EHLO, STARTTLS and EHLO again with tls), as
+        test_auth makes them; in the clear by default here."""
+        return test_auth.AuthTest.smtp(self, e, source=source, tls=tls, port=port)
 
     def rcpt(self, s, domain):
         """MAIL, then RCPT TO:<user@domain>: (code, text); RSET after."""
