@@ -420,58 +420,16 @@ Test(resolver, many_at_once)
 
 /* ---- resolver_route ------------------------------------------------------- */
 
-/* One route request's outcome, filled on the resolver thread. */
-struct lwaiter {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	int calls;
-	pthread_t thread;
-	struct resolver_list res;
-};
-
-static void lwaiter_init(struct lwaiter *w)
-{
-	memset(w, 0, sizeof(*w));
-	pthread_mutex_init(&w->mu, NULL);
-	pthread_cond_init(&w->cv, NULL);
-}
-
-static void lwaiter_cb(void *cookie, const struct resolver_list *res)
-{
-	struct lwaiter *w = cookie;
-
-	pthread_mutex_lock(&w->mu);
-	w->calls++;
-	w->thread = pthread_self();
-	w->res = *res;
-	pthread_cond_broadcast(&w->cv);
-	pthread_mutex_unlock(&w->mu);
-}
-
-static int lwaiter_wait(struct lwaiter *w)
-{
-	struct timespec dl;
-	int calls;
-
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_sec += WAIT_MAX_MS / 1000;
-	pthread_mutex_lock(&w->mu);
-	while (w->calls < 1 && pthread_cond_timedwait(&w->cv, &w->mu, &dl) == 0)
-		;
-	calls = w->calls;
-	pthread_mutex_unlock(&w->mu);
-	return calls;
-}
-
 /* Submit, wait for the one callback, copy the list into *out. */
 static void route_lookup(struct resolver *r, const char *name, unsigned port, int mx,
 			 struct resolver_list *out)
 {
-	struct lwaiter w;
+	struct dns_stub_answer w;
 
-	lwaiter_init(&w);
-	cr_assert_eq(resolver_route(r, name, port, mx, lwaiter_cb, &w), 0, "%s: submit", name);
-	cr_assert_eq(lwaiter_wait(&w), 1, "%s: one callback", name);
+	dns_stub_answer_init(&w);
+	cr_assert_eq(resolver_route(r, name, port, mx, dns_stub_answer_cb, &w), 0, "%s: submit",
+		     name);
+	cr_assert_eq(dns_stub_answer_wait(&w, WAIT_MAX_MS), 1, "%s: one callback", name);
 	cr_expect(!pthread_equal(w.thread, pthread_self()), "%s: on the resolver thread", name);
 	*out = w.res;
 }
@@ -641,13 +599,13 @@ Test(resolver, route_refused_and_cancelled)
 {
 	struct resolver_conf conf = { .timeout_ms = 60000 };
 	struct resolver *r = start(&conf);
-	struct lwaiter w;
+	struct dns_stub_answer w;
 
-	cr_expect_eq(resolver_route(r, "", 25, 1, lwaiter_cb, NULL), -EINVAL);
-	cr_expect_eq(resolver_route(r, "a.test", 0, 1, lwaiter_cb, NULL), -EINVAL);
-	cr_expect_eq(resolver_route(r, "a.test", 65536, 0, lwaiter_cb, NULL), -EINVAL);
-	lwaiter_init(&w);
-	cr_assert_eq(resolver_route(r, "silent.test", 25, 1, lwaiter_cb, &w), 0);
+	cr_expect_eq(resolver_route(r, "", 25, 1, dns_stub_answer_cb, NULL), -EINVAL);
+	cr_expect_eq(resolver_route(r, "a.test", 0, 1, dns_stub_answer_cb, NULL), -EINVAL);
+	cr_expect_eq(resolver_route(r, "a.test", 65536, 0, dns_stub_answer_cb, NULL), -EINVAL);
+	dns_stub_answer_init(&w);
+	cr_assert_eq(resolver_route(r, "silent.test", 25, 1, dns_stub_answer_cb, &w), 0);
 	stop(r);
 	cr_expect_eq(w.calls, 1, "answered once when the resolver stops");
 	cr_expect_eq(w.res.err, -ECANCELED, "%d (%s)", w.res.err, w.res.why);
