@@ -300,7 +300,7 @@ static unsigned t_sink_count(struct t_sink *s, unsigned *dots)
 #define T_FOREIGN "bob@foreign.test"
 #define T_HELD "carol@held.test"
 
-static const char *const t_rcpt_foreign[] = { "<" T_FOREIGN ">" };
+static const char *const t_rcpt_foreign[] = { T_FOREIGN };
 
 /* held.test has a row in mode hold; foreign.test has none (scheduled). */
 static struct domtab *t_table(void)
@@ -532,7 +532,7 @@ static void t_entry_run(void *arg)
  * stays, untouched, while the foreign one of the same message goes out. */
 Test(sched, held_domain_left_alone, .timeout = T_TIMEOUT_S)
 {
-	static const char *const both[] = { "<" T_HELD ">", "<" T_FOREIGN ">" };
+	static const char *const both[] = { T_HELD, T_FOREIGN };
 	struct engine_fixture f;
 	struct t_sink s;
 	struct t_entry th = { .dom = "held.test" }, tf = { .dom = "foreign.test" };
@@ -629,6 +629,7 @@ Test(sched, restart_spreads_what_fell_due, .timeout = T_TIMEOUT_S)
 	engine_fixture_stop(&f);
 	f.with_sched = 1;
 	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	cr_assert_eq(engine_fixture_call(&f, t_spread_run, a, ENGINE_FIXTURE_WAIT_MS), 0);
 	cr_assert_eq(engine_fixture_wait(&f, t_finished, &sp.ids[0], ENGINE_FIXTURE_WAIT_MS), 0,
 		     "the first slot is at start");
 	cr_assert_eq(engine_fixture_call(&f, t_spread_run, a, ENGINE_FIXTURE_WAIT_MS), 0);
@@ -643,4 +644,14 @@ Test(sched, restart_spreads_what_fell_due, .timeout = T_TIMEOUT_S)
 	cr_expect_eq(t_sink_count(&s, NULL), T_SPREAD_MSGS);
 	engine_fixture_fini(&f);
 	t_sink_stop(&s);
+}
+
+/* TEMPORARY, until part S's spool_append_sched lands: the index half of
+ * its promise (no SCHED record, so deferral_survives_restart fails). */
+int spool_append_sched(struct spool_shard *sh, uint64_t msgid, const char *dom, size_t len,
+		       uint64_t next_us, spool_done_fn done, void *arg)
+{
+	(void)done;
+	(void)arg;
+	return spool_index_set_next(spool_shard_index(sh), msgid, dom, len, next_us);
 }
