@@ -749,16 +749,6 @@ Test(sched, restart_spreads_what_fell_due, .timeout = T_TIMEOUT_S)
 	t_sink_stop(&s);
 }
 
-/* TEMPORARY, until part S's spool_append_sched lands: the index half of
- * its promise (no SCHED record, so deferral_survives_restart fails). */
-int spool_append_sched(struct spool_shard *sh, uint64_t msgid, const char *dom, size_t len,
-		       uint64_t next_us, spool_done_fn done, void *arg)
-{
-	(void)done;
-	(void)arg;
-	return spool_index_set_next(spool_shard_index(sh), msgid, dom, len, next_us);
-}
-
 /* ---- routing by MX: permanent failures bounce, temporary ones defer ------ */
 
 #define T_DNS_TIMEOUT_MS 2000
