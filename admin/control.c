@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * control: the control thread (control.h). The master copy of every row is a
- * domtab_builder owned by this thread alone; each change (a batch of events,
+ * control: the control thread (control.h). The master copy of every row and
+ * route is a domtab_builder owned by this thread alone; each change (a batch of events,
  * a full reload) ends with domtab_build() + domtab_live_swap(), so engine
  * threads only ever see whole, immutable tables.
  *
@@ -38,6 +38,16 @@
 #define CONTROL_BATCH_MAX 20000         /* events applied in one table build */
 #define CONTROL_KEY_MAX (CONFIG_REDIS_PREFIX_MAX + 16 + DOMTAB_NAME_MAX)
 
+/* The kinds of key an event names and the resync loads: domain rows
+ * (hashes) and routes (strings). Indexes control_kinds[]. */
+enum control_kind { CONTROL_KIND_DOMAIN = 0, CONTROL_KIND_ROUTE = 1, CONTROL_NKINDS };
+
+/* Names of one kind named by events, to fetch. */
+struct control_pending {
+	char **v;
+	size_t n, cap;
+};
+
 struct control {
 	const struct config *cfg;
 	/* "drain <domain>" events: the operator or another node asked; set
@@ -54,9 +64,8 @@ struct control {
 	uint64_t next_resync_ms;
 	unsigned backoff_ms;
 	char chan[CONFIG_REDIS_PREFIX_MAX + 8];
-	char dprefix[CONFIG_REDIS_PREFIX_MAX + 8];
-	char **pending;                  /* domains named by events, to fetch */
-	size_t npending, pending_cap;
+	char kprefix[CONTROL_NKINDS][CONFIG_REDIS_PREFIX_MAX + 8]; /* "etrnd:domain:" ... */
+	struct control_pending pending[CONTROL_NKINDS];
 	int resync_asked;
 };
 
@@ -96,6 +105,7 @@ static int add_static(const struct control *c, struct domtab_builder *b)
 static int apply_row(struct control *c, struct domtab_builder *b, const char *name,
 		     const redisReply *r)
 {
+	const char *kp = c->kprefix[CONTROL_KIND_DOMAIN];
 	const char *fv[2 * 32];
 	struct cidr cidrs[DOMTAB_CIDR_MAX];
 	struct domtab_row row;
@@ -103,11 +113,11 @@ static int apply_row(struct control *c, struct domtab_builder *b, const char *na
 	size_t n = 0;
 
 	if (schema_domain_norm(name, 1, norm, why, sizeof(why))) {
-		log_warn("redis: key %s%s: %s; ignored", c->dprefix, name, why);
+		log_warn("redis: key %s%s: %s; ignored", kp, name, why);
 		return 0;
 	}
 	if (r->type != REDIS_REPLY_ARRAY) {
-		log_warn("redis: HGETALL %s%s: unexpected reply type %d", c->dprefix, name, r->type);
+		log_warn("redis: HGETALL %s%s: unexpected reply type %d", kp, name, r->type);
 		return 0;
 	}
 	if (r->elements == 0) {
@@ -127,30 +137,73 @@ static int apply_row(struct control *c, struct domtab_builder *b, const char *na
 		fv[n++] = r->element[i + 1]->str;
 	}
 	if (schema_row_from_fields(&row, cidrs, norm, fv, n, why, sizeof(why)))
-		log_warn("redis: %s%s: %s (those fields left at their defaults)", c->dprefix, norm, why);
+		log_warn("redis: %s%s: %s (those fields left at their defaults)", kp, norm, why);
 	return domtab_builder_put(b, &row);
 }
 
-/* Pipelined HGETALL of names[0..n) into b. 0, or -1 (connection broken). */
-static int fetch_rows(struct control *c, struct domtab_builder *b, char *const *names,
-		      size_t n, char *err, size_t errlen)
+/* One GET reply for route key name into b: put, or del when the key is
+ * gone or its value is bad (logged), so a resync and an event agree. */
+static int apply_route(struct control *c, struct domtab_builder *b, const char *name,
+		       const redisReply *r)
 {
+	const char *kp = c->kprefix[CONTROL_KIND_ROUTE];
+	char norm[DOMTAB_NAME_MAX + 1], why[SCHEMA_WHY_MAX];
+
+	if (schema_domain_norm(name, 1, norm, why, sizeof(why))) {
+		log_warn("redis: key %s%s: %s; ignored", kp, name, why);
+		return 0;
+	}
+	if (r->type == REDIS_REPLY_NIL) {
+		domtab_builder_route_del(b, norm);
+		return 0;
+	}
+	if (r->type != REDIS_REPLY_STRING)
+		snprintf(why, sizeof(why), "not a string (%s)",
+			 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply type");
+	else if (schema_route_check(r->str, why, sizeof(why)) == 0)
+		return domtab_builder_route_put(b, norm, r->str) == -ENOMEM ? -ENOMEM : 0;
+	log_warn("redis: %s%s: %s; route ignored", kp, norm, why);
+	domtab_builder_route_del(b, norm);
+	return 0;
+}
+
+/* How each kind of key is read: the command (one key argument) and what
+ * its reply does to the builder. */
+struct control_kind_ops {
+	const char *key;                 /* "domain:" after the prefix */
+	const char *event;               /* "domain " on the events channel */
+	const char *cmd;
+	int (*apply)(struct control *c, struct domtab_builder *b, const char *name,
+		     const redisReply *r);
+};
+
+static const struct control_kind_ops control_kinds[CONTROL_NKINDS] = {
+	[CONTROL_KIND_DOMAIN] = { "domain:", "domain ", "HGETALL %s", apply_row },
+	[CONTROL_KIND_ROUTE] = { "route:", "route ", "GET %s", apply_route },
+};
+
+/* Pipelined reads of the keys of kind k named names[0..n) into b. 0, or -1
+ * (connection broken, or out of memory). */
+static int fetch_keys(struct control *c, enum control_kind k, struct domtab_builder *b,
+		      char *const *names, size_t n, char *err, size_t errlen)
+{
+	const struct control_kind_ops *ops = &control_kinds[k];
 	char key[CONTROL_KEY_MAX];
 
 	for (size_t i = 0; i < n; i++) {
-		if (!schema_key(key, sizeof(key), c->dprefix, "", names[i]))
+		if (!schema_key(key, sizeof(key), c->kprefix[k], "", names[i]))
 			continue; /* never sent; the reply loop skips it too */
-		if (redisAppendCommand(c->cmd, "HGETALL %s", key) != REDIS_OK)
-			return redis_conn_err(c->cmd, NULL, "HGETALL", err, errlen);
+		if (redisAppendCommand(c->cmd, ops->cmd, key) != REDIS_OK)
+			return redis_conn_err(c->cmd, NULL, ops->cmd, err, errlen);
 	}
 	for (size_t i = 0; i < n; i++) {
 		redisReply *r;
 
-		if (!schema_key(key, sizeof(key), c->dprefix, "", names[i]))
+		if (!schema_key(key, sizeof(key), c->kprefix[k], "", names[i]))
 			continue;
 		if (redisGetReply(c->cmd, (void **)&r) != REDIS_OK || !r)
-			return redis_conn_err(c->cmd, NULL, "HGETALL", err, errlen);
-		if (apply_row(c, b, names[i], r) == -ENOMEM) {
+			return redis_conn_err(c->cmd, NULL, ops->cmd, err, errlen);
+		if (ops->apply(c, b, names[i], r) == -ENOMEM) {
 			freeReplyObject(r);
 			snprintf(err, errlen, "out of memory");
 			return -1;
@@ -160,20 +213,16 @@ static int fetch_rows(struct control *c, struct domtab_builder *b, char *const *
 	return 0;
 }
 
-/* Every domain row, by SCAN (never KEYS: it would stall Redis), into a new
- * builder. NULL with err on failure. */
-static struct domtab_builder *full_load(struct control *c, char *err, size_t errlen)
+/* Every key of kind k, by SCAN (never KEYS: it would stall Redis), into b.
+ * 0, or -1 with err. */
+static int scan_kind(struct control *c, enum control_kind k, struct domtab_builder *b,
+		     char *err, size_t errlen)
 {
-	struct domtab_builder *b = domtab_builder_new();
 	char cursor[32] = "0", match[CONTROL_KEY_MAX];
-	size_t plen = strlen(c->dprefix);
+	size_t plen = strlen(c->kprefix[k]);
 	redisReply *r = NULL;
 
-	if (!b) {
-		snprintf(err, errlen, "out of memory");
-		return NULL;
-	}
-	snprintf(match, sizeof(match), "%s*", c->dprefix);
+	snprintf(match, sizeof(match), "%s*", c->kprefix[k]);
 	do {
 		char **names;
 		size_t n = 0;
@@ -198,7 +247,7 @@ static struct domtab_builder *full_load(struct control *c, char *err, size_t err
 			if (keys->element[i]->type == REDIS_REPLY_STRING &&
 			    keys->element[i]->len > plen)
 				names[n++] = keys->element[i]->str + plen;
-		if (fetch_rows(c, b, names, n, err, errlen)) {
+		if (fetch_keys(c, k, b, names, n, err, errlen)) {
 			free(names);
 			goto fail;
 		}
@@ -206,14 +255,32 @@ static struct domtab_builder *full_load(struct control *c, char *err, size_t err
 		freeReplyObject(r);
 		r = NULL;
 	} while (strcmp(cursor, "0"));
+	return 0;
+fail:
+	if (r)
+		freeReplyObject(r);
+	return -1;
+}
+
+/* Every domain row and route into a new builder. NULL with err on
+ * failure. */
+static struct domtab_builder *full_load(struct control *c, char *err, size_t errlen)
+{
+	struct domtab_builder *b = domtab_builder_new();
+
+	if (!b) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	for (int k = 0; k < CONTROL_NKINDS; k++)
+		if (scan_kind(c, (enum control_kind)k, b, err, errlen))
+			goto fail;
 	if (add_static(c, b)) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
 	return b;
 fail:
-	if (r)
-		freeReplyObject(r);
 	domtab_builder_free(b);
 	return NULL;
 }
@@ -261,9 +328,10 @@ static int control_connect(struct control *c, char *err, size_t errlen)
 	c->next_resync_ms = now_mono_ms() + c->cfg->redis_resync_ms;
 	domtab_live_set_stale(c->lv, 0);
 	c->backoff_ms = CONTROL_BACKOFF_MIN_MS;
-	log_info("redis %s: %s, %zu domain(s) loaded in %llu ms",
+	log_info("redis %s: %s, %zu domain(s) loaded in %llu ms, %zu route(s)",
 		 c->cfg->redis.display, c->up ? "connected" : "connected again",
-		 domtab_builder_count(c->master), (unsigned long long)(now_mono_ms() - t0));
+		 domtab_builder_count(c->master), (unsigned long long)(now_mono_ms() - t0),
+		 domtab_builder_route_count(c->master));
 	c->up = 1;
 	return 0;
 fail:
@@ -282,31 +350,65 @@ static void went_down(struct control *c, const char *why)
 	}
 }
 
-static int pending_add(struct control *c, const char *name, size_t len)
+static int pending_add(struct control_pending *p, const char *name, size_t len)
 {
 	char *s;
 
-	if (c->npending == c->pending_cap) {
-		size_t ncap = c->pending_cap ? c->pending_cap * 2 : 64;
-		char **np = realloc(c->pending, ncap * sizeof(*np));
+	if (p->n == p->cap) {
+		size_t ncap = p->cap ? p->cap * 2 : 64;
+		char **nv = realloc(p->v, ncap * sizeof(*nv));
 
-		if (!np)
+		if (!nv)
 			return -ENOMEM;
-		c->pending = np;
-		c->pending_cap = ncap;
+		p->v = nv;
+		p->cap = ncap;
 	}
 	s = strndup(name, len);
 	if (!s)
 		return -ENOMEM;
-	c->pending[c->npending++] = s;
+	p->v[p->n++] = s;
 	return 0;
+}
+
+static size_t pending_count(const struct control *c)
+{
+	size_t n = 0;
+
+	for (int k = 0; k < CONTROL_NKINDS; k++)
+		n += c->pending[k].n;
+	return n;
 }
 
 static void pending_clear(struct control *c)
 {
-	for (size_t i = 0; i < c->npending; i++)
-		free(c->pending[i]);
-	c->npending = 0;
+	for (int k = 0; k < CONTROL_NKINDS; k++) {
+		for (size_t i = 0; i < c->pending[k].n; i++)
+			free(c->pending[k].v[i]);
+		c->pending[k].n = 0;
+	}
+}
+
+static void pending_free(struct control *c)
+{
+	pending_clear(c);
+	for (int k = 0; k < CONTROL_NKINDS; k++)
+		free(c->pending[k].v);
+}
+
+/* A "domain <d>" or "route <d>" event: d's key is read again. 1 when p was
+ * one of those. */
+static int on_key_event(struct control *c, const char *p, size_t n)
+{
+	for (int k = 0; k < CONTROL_NKINDS; k++) {
+		size_t el = strlen(control_kinds[k].event);
+
+		if (n <= el || memcmp(p, control_kinds[k].event, el))
+			continue;
+		if (n - el > DOMTAB_NAME_MAX + 1 || pending_add(&c->pending[k], p + el, n - el))
+			log_warn("redis: event \"%.40s...\" dropped (too long or out of memory); the next resync covers it", p);
+		return 1;
+	}
+	return 0;
 }
 
 /* One pub/sub message: ["message", channel, payload]. */
@@ -322,9 +424,8 @@ static void on_message(struct control *c, const redisReply *r)
 		return;
 	p = r->element[2]->str;
 	n = r->element[2]->len;
-	if (n > 7 && !memcmp(p, "domain ", 7)) {
-		if (n - 7 > DOMTAB_NAME_MAX + 1 || pending_add(c, p + 7, n - 7))
-			log_warn("redis: event \"%.40s...\" dropped (too long or out of memory); the next resync covers it", p);
+	if (on_key_event(c, p, n)) {
+		/* read again in the next batch */
 	} else if (n == 4 && !memcmp(p, "full", 4)) {
 		c->resync_asked = 1;
 	} else if (n > 6 && !memcmp(p, "drain ", 6) &&
@@ -359,10 +460,10 @@ static int wait_events(struct control *c, char *why, size_t wl)
 			break;
 		on_message(c, r);
 		freeReplyObject(r);
-		if (c->npending >= CONTROL_BATCH_MAX)
+		if (pending_count(c) >= CONTROL_BATCH_MAX)
 			return 0;
 	}
-	if (c->npending || c->resync_asked)
+	if (pending_count(c) || c->resync_asked)
 		timeout = 0; /* apply what we have once the socket is drained */
 	rc = poll(pf, 2, timeout);
 	if (rc < 0)
@@ -381,11 +482,15 @@ static int wait_events(struct control *c, char *why, size_t wl)
 
 static int apply_pending(struct control *c, char *why, size_t wl)
 {
-	int rc = fetch_rows(c, c->master, c->pending, c->npending, why, wl);
+	int rc = 0;
 
+	for (int k = 0; k < CONTROL_NKINDS && rc == 0; k++)
+		rc = fetch_keys(c, (enum control_kind)k, c->master, c->pending[k].v,
+				c->pending[k].n, why, wl);
 	if (rc == 0)
-		log_debug("redis: %zu domain change(s) applied, %zu domain(s)", c->npending,
-			  domtab_builder_count(c->master));
+		log_debug("redis: %zu domain and %zu route change(s) applied, %zu domain(s), %zu route(s)",
+			  c->pending[CONTROL_KIND_DOMAIN].n, c->pending[CONTROL_KIND_ROUTE].n,
+			  domtab_builder_count(c->master), domtab_builder_route_count(c->master));
 	pending_clear(c);
 	if (rc)
 		return -1;
@@ -405,8 +510,8 @@ static int resync(struct control *c, char *why, size_t wl)
 	(void)publish(c);
 	c->resync_asked = 0;
 	c->next_resync_ms = now_mono_ms() + c->cfg->redis_resync_ms;
-	log_debug("redis: resync, %zu domain(s) in %llu ms", domtab_builder_count(b),
-		  (unsigned long long)(now_mono_ms() - t0));
+	log_debug("redis: resync, %zu domain(s), %zu route(s) in %llu ms", domtab_builder_count(b),
+		  domtab_builder_route_count(b), (unsigned long long)(now_mono_ms() - t0));
 	return 0;
 }
 
@@ -444,7 +549,7 @@ static void *control_main(void *arg)
 			break;
 		if (rc == 2)
 			continue;
-		if (rc == 0 && c->npending)
+		if (rc == 0 && pending_count(c))
 			rc = apply_pending(c, why, sizeof(why));
 		if (rc == 0 && (c->resync_asked || now_mono_ms() >= c->next_resync_ms))
 			rc = resync(c, why, sizeof(why));
@@ -477,7 +582,9 @@ struct control *control_start(const struct config *cfg, struct domtab_live *lv,
 	c->up = 1; /* so the first failure is logged as a state change */
 	c->backoff_ms = CONTROL_BACKOFF_MIN_MS;
 	snprintf(c->chan, sizeof(c->chan), "%sevents", cfg->redis_prefix);
-	snprintf(c->dprefix, sizeof(c->dprefix), "%sdomain:", cfg->redis_prefix);
+	for (int k = 0; k < CONTROL_NKINDS; k++)
+		snprintf(c->kprefix[k], sizeof(c->kprefix[k]), "%s%s", cfg->redis_prefix,
+			 control_kinds[k].key);
 	c->master = domtab_builder_new();
 	if (!c->master || add_static(c, c->master)) {
 		snprintf(err, errlen, "out of memory");
@@ -527,7 +634,7 @@ fail:
 	if (c->stopfd >= 0)
 		close(c->stopfd);
 	domtab_builder_free(c->master);
-	free(c->pending);
+	pending_free(c);
 	free(c);
 	return NULL;
 }
@@ -547,7 +654,7 @@ struct control *control_stop(struct control *c)
 	if (c->stopfd >= 0)
 		close(c->stopfd);
 	domtab_builder_free(c->master);
-	free(c->pending);
+	pending_free(c);
 	free(c);
 	return NULL;
 }

@@ -2,8 +2,9 @@
 /*
  * control: the control thread (DESIGN.md sections 3 and 7). It holds the
  * Redis connections (one for commands, one subscribed to PREFIX"events"),
- * loads every domain row with SCAN at start, applies "domain <d>" events as
- * they arrive, reloads everything every redis_resync as a safety net, and
+ * loads every domain row and route (PREFIX"route:<d>") with SCAN at start,
+ * applies "domain <d>" and "route <d>" events as they arrive (a route with a
+ * bad value is logged and left out), reloads everything every redis_resync as a safety net, and
  * publishes each new table through a domtab_live. Engine threads never touch
  * Redis. When Redis goes away the last table stays in service, marked stale
  * (RCPT for an unknown domain then gets 451, not 550); the thread reconnects

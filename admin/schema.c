@@ -154,6 +154,25 @@ int schema_tls_parse(const char *s, enum domtab_tls *tls, char *w, size_t wl)
 	return 0;
 }
 
+int schema_mode_parse(const char *s, enum domtab_mode *mode, char *w, size_t wl)
+{
+	if (!strcmp(s, "hold"))
+		*mode = DOMTAB_MODE_HOLD;
+	else if (!strcmp(s, "deliver"))
+		*mode = DOMTAB_MODE_DELIVER;
+	else
+		return why(w, wl, "\"%.64s\": want hold or deliver", s);
+	return 0;
+}
+
+int schema_route_check(const char *s, char *w, size_t wl)
+{
+	if (domtab_route_dest_check(s))
+		return why(w, wl, "\"%.64s%s\": want [host]:port (that host, no MX look-up), host:port or host (host's MX), port 1 to 65535",
+			   s, strlen(s) > 64 ? "..." : "");
+	return 0;
+}
+
 static int name_check(const char *what, const char *s, const char *extra, char *w, size_t wl)
 {
 	size_t n = strlen(s);
@@ -218,6 +237,8 @@ int schema_row_from_fields(struct domtab_row *row, struct cidr *cidrs,
 			rc = schema_size_parse(v, &row->quota_bytes, one, sizeof(one));
 		} else if (!strcmp(f, SCHEMA_F_TLS)) {
 			rc = schema_tls_parse(v, &row->tls, one, sizeof(one));
+		} else if (!strcmp(f, SCHEMA_F_MODE)) {
+			rc = schema_mode_parse(v, &row->mode, one, sizeof(one));
 		}
 		if (rc) {
 			int r;

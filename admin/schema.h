@@ -4,10 +4,11 @@
  * etrnctl (which refuses bad input) and the control thread (which reads rows
  * someone may have written by hand). Pure functions: no I/O.
  *
- *   PREFIX domain:<domain>  hash  queue dest etrn_from owner max_hold quota_bytes tls
+ *   PREFIX domain:<domain>  hash  queue dest etrn_from owner max_hold quota_bytes tls mode
+ *   PREFIX route:<domain>   string "[host]:port" or "host[:port]" (outbound route)
  *   PREFIX queue:<name>     set   of domains
  *   PREFIX user:<name>      hash  password (crypt(3) hash), domain:<d> = 1 per owned domain
- *   PREFIX events           channel: "domain <d>", "user <u>", "drain <queue>"
+ *   PREFIX events           channel: "domain <d>", "route <d>", "user <u>", "drain <queue>"
  */
 #ifndef ETRND_ADMIN_SCHEMA_H
 #define ETRND_ADMIN_SCHEMA_H
@@ -29,6 +30,7 @@
 #define SCHEMA_F_MAX_HOLD "max_hold"
 #define SCHEMA_F_QUOTA "quota_bytes"
 #define SCHEMA_F_TLS "tls"
+#define SCHEMA_F_MODE "mode"
 #define SCHEMA_F_PASSWORD "password"
 #define SCHEMA_USER_DOMAIN "domain:"  /* prefix of owned-domain fields */
 
@@ -54,6 +56,13 @@ int schema_size_parse(const char *s, uint64_t *bytes, char *why, size_t wl);
 
 /* "may", "must" or "verify" (enum domtab_tls). */
 int schema_tls_parse(const char *s, enum domtab_tls *tls, char *why, size_t wl);
+
+/* "hold" or "deliver" (enum domtab_mode). */
+int schema_mode_parse(const char *s, enum domtab_mode *mode, char *why, size_t wl);
+
+/* A route's destination (etrnd:route:<domain>, domtab_route_dest_check):
+ * "[host]:port" (that host's addresses) or "host[:port]" (host's MX). */
+int schema_route_check(const char *s, char *why, size_t wl);
 
 /* Queue and user names: 1-64 of letters, digits and . _ - (users also @ +). */
 int schema_queue_check(const char *s, char *why, size_t wl);

@@ -2,12 +2,12 @@
 /*
  * domtab: domain rows, a mutable builder and immutable tables (domtab.h).
  *
- * The builder is a dense array of individually allocated rows indexed by
- * name in a core/htab (put/del are O(1), so the control thread applies one
- * pub/sub event without touching the rest). A built table is four
- * allocations: its htab index (at most half full, so a miss ends within a
- * couple of probes), the row array, the name lengths and one arena holding
- * every string and CIDR list.
+ * The builder holds two sets, rows and routes, each a dense array of
+ * individually allocated entries indexed by name in a core/htab (put/del are
+ * O(1), so the control thread applies one pub/sub event without touching the
+ * rest). A built table has, for rows and again for routes, an htab index (at
+ * most half full, so a miss ends within a couple of probes), the entry
+ * array, the name lengths and one arena holding every string (and CIDR list).
  */
 #include "core/domtab.h"
 #include "core/cidr.h"
@@ -19,10 +19,13 @@
 #include <string.h>
 
 #include "core/ascii.h"
+#include "core/config.h"
 #include "core/epoch.h"
 #include "core/hash.h"
 #include "core/htab.h"
 #include "core/log.h"
+#include "core/netaddr.h"
+#include "core/resolver.h"
 
 /* FNV-1a over the lower-cased bytes of prefix then p: one name's hash
  * whether it comes whole or as "*." + parent. */
@@ -59,22 +62,146 @@ struct name_key {
 
 /* ---- builder ------------------------------------------------------------ */
 
-struct brow {
-	struct domtab_row row;       /* pointers into this allocation */
+/* The head of every builder entry (a row or a route): its name's hash and
+ * length, and the name itself (lower case, no trailing dot). */
+struct bent {
 	uint32_t hash;
-	uint32_t len;                /* of row.name */
-	size_t extra;                /* bytes of strings + cidrs after the struct */
+	uint32_t len;
+	const char *name;
 };
 
-/* Rows are kept dense in rows[] (a delete moves the last row into the hole)
- * and indexed by name in idx. */
-struct domtab_builder {
-	struct brow **rows;
+/* A row: its tail (CIDRs, then strings) follows the struct; row's pointers
+ * point into it. */
+struct brow {
+	struct bent e;
+	size_t extra;                /* bytes of strings + cidrs after the struct */
+	struct domtab_row row;
+};
+
+/* A route: name then dest, NUL-terminated, after the struct. */
+struct broute {
+	struct bent e;
+	const char *dest;
+	size_t extra;
+};
+
+/* Entries kept dense in el[] (a delete moves the last entry into the hole)
+ * and indexed by name in idx. The builder has one set of rows and one of
+ * routes. Entries are individually allocated and owned by the set. */
+struct bset {
+	struct bent **el;
 	uint32_t count, cap;
 	struct htab idx;
 };
 
+struct domtab_builder {
+	struct bset rows;            /* struct brow */
+	struct bset routes;          /* struct broute */
+};
+
 #define DOMTAB_BUILDER_MIN 64u
+
+static int bset_init(struct bset *s)
+{
+	htab_init(&s->idx);
+	s->count = 0;
+	s->el = calloc(DOMTAB_BUILDER_MIN, sizeof(*s->el));
+	if (!s->el || htab_reserve(&s->idx, DOMTAB_BUILDER_MIN / 2))
+		return -ENOMEM;
+	s->cap = DOMTAB_BUILDER_MIN;
+	return 0;
+}
+
+static void bset_fini(struct bset *s)
+{
+	for (uint32_t i = 0; i < s->count; i++)
+		free(s->el[i]);
+	free(s->el);
+	htab_fini(&s->idx);
+}
+
+static int bset_eq(const void *ctx, uint32_t el, const void *key)
+{
+	const struct bent *e = ((const struct bset *)ctx)->el[el];
+	const struct name_key *k = key;
+
+	return e->len == k->n && name_eq(e->name, "", 0, k->p, k->n);
+}
+
+/* The number of the entry named p[0..n) (hash h), or HTAB_NONE. */
+static uint32_t bset_find(const struct bset *s, const char *p, size_t n, uint32_t h)
+{
+	const struct name_key k = { "", 0, p, n };
+
+	return htab_find(&s->idx, h, bset_eq, s, &k);
+}
+
+/* Room for one more entry, so that bset_insert() cannot fail. */
+static int bset_reserve(struct bset *s)
+{
+	if (s->count == s->cap) {
+		struct bent **ne;
+
+		if (s->cap > UINT32_MAX / 2)
+			return -ENOMEM;
+		ne = realloc(s->el, (size_t)s->cap * 2 * sizeof(*ne));
+		if (!ne)
+			return -ENOMEM;
+		s->el = ne;
+		s->cap *= 2;
+	}
+	return htab_reserve(&s->idx, s->count + 1) ? -ENOMEM : 0;
+}
+
+/* Take e over: it replaces the entry of the same name, or is added. Room
+ * must have been reserved. */
+static void bset_insert(struct bset *s, struct bent *e)
+{
+	uint32_t i = bset_find(s, e->name, e->len, e->hash);
+
+	if (i != HTAB_NONE) {
+		free(s->el[i]);
+		s->el[i] = e;
+		return;
+	}
+	if (htab_insert(&s->idx, e->hash, s->count))
+		panic("domtab builder: reserved slot vanished");
+	s->el[s->count++] = e;
+}
+
+/* The entry named name (any case, optional trailing dot), or NULL. */
+static struct bent *bset_get(const struct bset *s, const char *name)
+{
+	size_t n = trim_dot(name, strlen(name));
+	uint32_t i;
+
+	if (n == 0 || n > DOMTAB_NAME_MAX)
+		return NULL;
+	i = bset_find(s, name, n, name_hash("", 0, name, n));
+	return i != HTAB_NONE ? s->el[i] : NULL;
+}
+
+static int bset_del(struct bset *s, const char *name)
+{
+	size_t n = trim_dot(name, strlen(name));
+	uint32_t h, i, last;
+
+	if (n == 0 || n > DOMTAB_NAME_MAX)
+		return 0;
+	h = name_hash("", 0, name, n);
+	i = bset_find(s, name, n, h);
+	if (i == HTAB_NONE)
+		return 0;
+	htab_remove(&s->idx, h, i);
+	free(s->el[i]);
+	last = --s->count;
+	if (i != last) {
+		s->el[i] = s->el[last];
+		htab_renumber(&s->idx, s->el[i]->hash, last, i);
+	}
+	s->el[last] = NULL;
+	return 1;
+}
 
 struct domtab_builder *domtab_builder_new(void)
 {
@@ -82,14 +209,8 @@ struct domtab_builder *domtab_builder_new(void)
 
 	if (!b)
 		return NULL;
-	htab_init(&b->idx);
-	b->rows = calloc(DOMTAB_BUILDER_MIN, sizeof(*b->rows));
-	if (!b->rows || htab_reserve(&b->idx, DOMTAB_BUILDER_MIN / 2)) {
-		free(b->rows);
-		free(b);
-		return NULL;
-	}
-	b->cap = DOMTAB_BUILDER_MIN;
+	if (bset_init(&b->rows) || bset_init(&b->routes))
+		return domtab_builder_free(b);
 	return b;
 }
 
@@ -97,43 +218,10 @@ struct domtab_builder *domtab_builder_free(struct domtab_builder *b)
 {
 	if (!b)
 		return NULL;
-	for (uint32_t i = 0; i < b->count; i++)
-		free(b->rows[i]);
-	free(b->rows);
-	htab_fini(&b->idx);
+	bset_fini(&b->rows);
+	bset_fini(&b->routes);
 	free(b);
 	return NULL;
-}
-
-static int brow_eq(const void *ctx, uint32_t el, const void *key)
-{
-	const struct brow *r = ((const struct domtab_builder *)ctx)->rows[el];
-	const struct name_key *k = key;
-
-	return r->len == k->n && name_eq(r->row.name, "", 0, k->p, k->n);
-}
-
-/* The number of the row named p[0..n) (hash h), or HTAB_NONE. */
-static uint32_t bfind(const struct domtab_builder *b, const char *p, size_t n,
-		      uint32_t h)
-{
-	const struct name_key k = { "", 0, p, n };
-
-	return htab_find(&b->idx, h, brow_eq, b, &k);
-}
-
-static int bgrow(struct domtab_builder *b)
-{
-	struct brow **nr;
-
-	if (b->cap > UINT32_MAX / 2)
-		return -ENOMEM;
-	nr = realloc(b->rows, (size_t)b->cap * 2 * sizeof(*nr));
-	if (!nr)
-		return -ENOMEM;
-	b->rows = nr;
-	b->cap *= 2;
-	return 0;
 }
 
 static size_t opt_len(const char *s)
@@ -155,19 +243,28 @@ static char *opt_copy(char **dst, const char *s)
 	return out;
 }
 
+/* The lower-case copy of name's n bytes at *dst, NUL-terminated; sets e. */
+static void bent_name(struct bent *e, char **dst, const char *name, size_t n)
+{
+	ascii_lower_copy(*dst, name, n);
+	(*dst)[n] = '\0';
+	e->name = *dst;
+	e->len = (uint32_t)n;
+	e->hash = name_hash("", 0, name, n);
+	*dst += n + 1;
+}
+
 int domtab_builder_put(struct domtab_builder *b, const struct domtab_row *row)
 {
 	size_t n = row->name ? trim_dot(row->name, strlen(row->name)) : 0;
 	size_t extra;
-	uint32_t h, i;
 	struct brow *r;
 	char *p;
 
-	if (n == 0 || n > DOMTAB_NAME_MAX || row->netrn_from > DOMTAB_CIDR_MAX)
+	if (n == 0 || n > DOMTAB_NAME_MAX || row->netrn_from > DOMTAB_CIDR_MAX ||
+	    (row->mode != DOMTAB_MODE_HOLD && row->mode != DOMTAB_MODE_DELIVER))
 		return -EINVAL;
-	if (b->count == b->cap && bgrow(b))
-		return -ENOMEM;
-	if (htab_reserve(&b->idx, b->count + 1))
+	if (bset_reserve(&b->rows))
 		return -ENOMEM;
 	extra = row->netrn_from * sizeof(struct cidr) + n + 1 +
 		opt_len(row->queue) + opt_len(row->dest) + opt_len(row->owner);
@@ -184,70 +281,95 @@ int domtab_builder_put(struct domtab_builder *b, const struct domtab_row *row)
 	} else {
 		r->row.etrn_from = NULL;
 	}
-	ascii_lower_copy(p, row->name, n);
-	p[n] = '\0';
-	r->row.name = p;
-	p += n + 1;
+	bent_name(&r->e, &p, row->name, n);
+	r->row.name = r->e.name;
 	r->row.queue = opt_copy(&p, row->queue);
 	r->row.dest = opt_copy(&p, row->dest);
 	r->row.owner = opt_copy(&p, row->owner);
-	h = name_hash("", 0, row->name, n);
-	r->hash = h;
-	r->len = (uint32_t)n;
 	r->extra = extra;
-	i = bfind(b, row->name, n, h);
-	if (i != HTAB_NONE) {
-		free(b->rows[i]);
-		b->rows[i] = r;
-		return 0;
-	}
-	/* Cannot fail: room was reserved above. */
-	if (htab_insert(&b->idx, h, b->count))
-		panic("domtab builder: reserved slot vanished");
-	b->rows[b->count++] = r;
+	bset_insert(&b->rows, &r->e);
 	return 0;
 }
 
 int domtab_builder_del(struct domtab_builder *b, const char *name)
 {
-	size_t n = trim_dot(name, strlen(name));
-	uint32_t h, i, last;
-
-	if (n == 0 || n > DOMTAB_NAME_MAX)
-		return 0;
-	h = name_hash("", 0, name, n);
-	i = bfind(b, name, n, h);
-	if (i == HTAB_NONE)
-		return 0;
-	htab_remove(&b->idx, h, i);
-	free(b->rows[i]);
-	last = --b->count;
-	if (i != last) {
-		b->rows[i] = b->rows[last];
-		htab_renumber(&b->idx, b->rows[i]->hash, last, i);
-	}
-	b->rows[last] = NULL;
-	return 1;
+	return bset_del(&b->rows, name);
 }
 
 const struct domtab_row *domtab_builder_get(const struct domtab_builder *b,
 					    const char *name)
 {
-	size_t n = trim_dot(name, strlen(name));
-	uint32_t i;
+	struct bent *e = bset_get(&b->rows, name);
 
-	if (n == 0 || n > DOMTAB_NAME_MAX)
-		return NULL;
-	i = bfind(b, name, n, name_hash("", 0, name, n));
-	return i != HTAB_NONE ? &b->rows[i]->row : NULL;
+	return e ? &((struct brow *)e)->row : NULL;
 }
 
 size_t domtab_builder_count(const struct domtab_builder *b)
 {
-	return b->count;
+	return b->rows.count;
+}
+
+int domtab_route_dest_check(const char *dest)
+{
+	char host[DOMTAB_ROUTE_MAX];
+	struct sockaddr_storage ss;
+	unsigned port;
+
+	if (!dest || strlen(dest) >= DOMTAB_ROUTE_MAX ||
+	    strspn(dest, DOMTAB_ROUTE_CHARS) != strlen(dest) ||
+	    resolver_dest_split(dest, host, sizeof(host), RESOLVER_SMTP_PORT, &port, NULL))
+		return -EINVAL;
+	/* A numeric address, or a host name (one label is fine: "localhost"). */
+	if (netaddr_from_text(host, port, &ss, NULL) && config_host_labels(host, strlen(host)) == 0)
+		return -EINVAL;
+	return 0;
+}
+
+int domtab_builder_route_put(struct domtab_builder *b, const char *domain, const char *dest)
+{
+	size_t n = domain ? trim_dot(domain, strlen(domain)) : 0;
+	struct broute *r;
+	char *p;
+
+	if (n == 0 || n > DOMTAB_NAME_MAX || domtab_route_dest_check(dest))
+		return -EINVAL;
+	if (bset_reserve(&b->routes))
+		return -ENOMEM;
+	r = malloc(sizeof(*r) + n + 1 + strlen(dest) + 1);
+	if (!r)
+		return -ENOMEM;
+	p = (char *)(r + 1);
+	bent_name(&r->e, &p, domain, n);
+	r->dest = opt_copy(&p, dest);
+	r->extra = n + 1 + strlen(dest) + 1;
+	bset_insert(&b->routes, &r->e);
+	return 0;
+}
+
+int domtab_builder_route_del(struct domtab_builder *b, const char *domain)
+{
+	return bset_del(&b->routes, domain);
+}
+
+const char *domtab_builder_route_get(const struct domtab_builder *b, const char *domain)
+{
+	struct bent *e = bset_get(&b->routes, domain);
+
+	return e ? ((struct broute *)e)->dest : NULL;
+}
+
+size_t domtab_builder_route_count(const struct domtab_builder *b)
+{
+	return b->routes.count;
 }
 
 /* ---- immutable table ------------------------------------------------------ */
+
+/* A built route: both strings in the table's route arena. */
+struct troute {
+	const char *name;
+	const char *dest;
+};
 
 struct domtab {
 	struct htab idx;             /* name -> row number */
@@ -256,6 +378,12 @@ struct domtab {
 	struct domtab_row *rows;
 	uint32_t *lens;              /* name length per row */
 	char *arena;
+	struct htab ridx;            /* name -> route number */
+	size_t nroutes;
+	size_t nrwild;               /* routes named "*.something" */
+	struct troute *routes;
+	uint32_t *rlens;             /* name length per route */
+	char *rarena;
 };
 
 struct domtab *domtab_free(struct domtab *t)
@@ -266,8 +394,17 @@ struct domtab *domtab_free(struct domtab *t)
 	free(t->rows);
 	free(t->lens);
 	free(t->arena);
+	htab_fini(&t->ridx);
+	free(t->routes);
+	free(t->rlens);
+	free(t->rarena);
 	free(t);
 	return NULL;
+}
+
+static int is_wild(const char *name, size_t len)
+{
+	return len > 2 && name[0] == '*' && name[1] == '.';
 }
 
 static void tput(struct domtab *t, const struct brow *br, char **arena)
@@ -285,35 +422,73 @@ static void tput(struct domtab *t, const struct brow *br, char **arena)
 	REBASE(owner);
 #undef REBASE
 	*arena += (br->extra + 7) & ~(size_t)7;
-	t->lens[t->count] = br->len;
-	if (br->len > 2 && row->name[0] == '*' && row->name[1] == '.')
-		t->nwild++;
+	t->lens[t->count] = br->e.len;
+	t->nwild += is_wild(row->name, br->e.len);
 	/* Cannot fail: domtab_build() reserved room for every row. */
-	if (htab_insert(&t->idx, br->hash, (uint32_t)t->count))
+	if (htab_insert(&t->idx, br->e.hash, (uint32_t)t->count))
 		panic("domtab: reserved slot vanished");
 	t->count++;
+}
+
+static void tput_route(struct domtab *t, const struct broute *br, char **arena)
+{
+	struct troute *r = &t->routes[t->nroutes];
+
+	memcpy(*arena, br + 1, br->extra);
+	r->name = *arena;
+	r->dest = *arena + br->e.len + 1;
+	*arena += br->extra;
+	t->rlens[t->nroutes] = br->e.len;
+	t->nrwild += is_wild(r->name, br->e.len);
+	if (htab_insert(&t->ridx, br->e.hash, (uint32_t)t->nroutes))
+		panic("domtab: reserved route slot vanished");
+	t->nroutes++;
+}
+
+/* The routes of b into t. 0 or -ENOMEM. */
+static int build_routes(struct domtab *t, const struct domtab_builder *b)
+{
+	const struct bset *s = &b->routes;
+	size_t total = 0;
+	char *arena;
+
+	for (uint32_t i = 0; i < s->count; i++)
+		total += ((const struct broute *)s->el[i])->extra;
+	t->routes = malloc((s->count ? s->count : 1) * sizeof(*t->routes));
+	t->rlens = malloc((s->count ? s->count : 1) * sizeof(*t->rlens));
+	t->rarena = malloc(total ? total : 1);
+	if (!t->routes || !t->rlens || !t->rarena || htab_reserve(&t->ridx, s->count))
+		return -ENOMEM;
+	arena = t->rarena;
+	for (uint32_t i = 0; i < s->count; i++)
+		tput_route(t, (const struct broute *)s->el[i], &arena);
+	return 0;
 }
 
 struct domtab *domtab_build(const struct domtab_builder *b)
 {
 	struct domtab *t = calloc(1, sizeof(*t));
+	const struct bset *s = &b->rows;
 	size_t total = 0;
 	char *arena;
 
 	if (!t)
 		return NULL;
 	htab_init(&t->idx);
-	for (uint32_t i = 0; i < b->count; i++)
-		total += (b->rows[i]->extra + 7) & ~(size_t)7;
-	t->rows = malloc((b->count ? b->count : 1) * sizeof(*t->rows));
-	t->lens = malloc((b->count ? b->count : 1) * sizeof(*t->lens));
+	htab_init(&t->ridx);
+	for (uint32_t i = 0; i < s->count; i++)
+		total += (((const struct brow *)s->el[i])->extra + 7) & ~(size_t)7;
+	t->rows = malloc((s->count ? s->count : 1) * sizeof(*t->rows));
+	t->lens = malloc((s->count ? s->count : 1) * sizeof(*t->lens));
 	/* aligned for the CIDR arrays at the start of each row's tail */
 	t->arena = aligned_alloc(8, total ? total : 8);
-	if (!t->rows || !t->lens || !t->arena || htab_reserve(&t->idx, b->count))
+	if (!t->rows || !t->lens || !t->arena || htab_reserve(&t->idx, s->count))
 		return domtab_free(t);
 	arena = t->arena;
-	for (uint32_t i = 0; i < b->count; i++)
-		tput(t, b->rows[i], &arena);
+	for (uint32_t i = 0; i < s->count; i++)
+		tput(t, (const struct brow *)s->el[i], &arena);
+	if (build_routes(t, b))
+		return domtab_free(t);
 	return t;
 }
 
@@ -346,36 +521,53 @@ static int trow_eq(const void *ctx, uint32_t el, const void *key)
 		name_eq(t->rows[el].name, k->prefix, k->pl, k->p, k->n);
 }
 
-static const struct domtab_row *tfind(const struct domtab *t, const char *prefix,
-				      size_t pl, const char *p, size_t n)
+static int troute_eq(const void *ctx, uint32_t el, const void *key)
 {
-	const struct name_key k = { prefix, pl, p, n };
-	uint32_t r = htab_find(&t->idx, name_hash(prefix, pl, p, n), trow_eq, t, &k);
+	const struct domtab *t = ctx;
+	const struct name_key *k = key;
 
-	return r != HTAB_NONE ? &t->rows[r] : NULL;
+	return t->rlens[el] == k->pl + k->n &&
+		name_eq(t->routes[el].name, k->prefix, k->pl, k->p, k->n);
+}
+
+/*
+ * The entry of idx for domain (len bytes, any case, optional trailing dot):
+ * the exact name, else the nearest enclosing wildcard (a.b.example.test
+ * tries *.b.example.test, then *.example.test, then *.test; only when the
+ * set has wildcards), else HTAB_NONE. Inline so each caller's eq is too.
+ */
+static inline uint32_t tlookup(const struct htab *idx, size_t nwild, htab_eq_fn eq,
+			       const struct domtab *t, const char *domain, size_t len)
+{
+	struct name_key k = { "", 0, domain, trim_dot(domain, len) };
+	uint32_t r;
+
+	if (k.n == 0 || k.n > DOMTAB_NAME_MAX)
+		return HTAB_NONE;
+	r = htab_find(idx, name_hash("", 0, domain, k.n), eq, t, &k);
+	if (r != HTAB_NONE || !nwild)
+		return r;
+	len = k.n;
+	k.prefix = "*.";
+	k.pl = 2;
+	for (size_t i = 0; i < len; i++) {
+		if (domain[i] != '.' || i + 1 >= len)
+			continue;
+		k.p = domain + i + 1;
+		k.n = len - i - 1;
+		r = htab_find(idx, name_hash("*.", 2, k.p, k.n), eq, t, &k);
+		if (r != HTAB_NONE)
+			return r;
+	}
+	return HTAB_NONE;
 }
 
 const struct domtab_row *domtab_find(const struct domtab *t, const char *domain,
 				     size_t len)
 {
-	const struct domtab_row *r;
+	uint32_t r = tlookup(&t->idx, t->nwild, trow_eq, t, domain, len);
 
-	len = trim_dot(domain, len);
-	if (len == 0 || len > DOMTAB_NAME_MAX)
-		return NULL;
-	r = tfind(t, "", 0, domain, len);
-	if (r || !t->nwild)
-		return r;
-	/* Nearest enclosing wildcard: a.b.example.test tries *.b.example.test,
-	 * then *.example.test, then *.test. */
-	for (size_t i = 0; i < len; i++) {
-		if (domain[i] != '.' || i + 1 >= len)
-			continue;
-		r = tfind(t, "*.", 2, domain + i + 1, len - i - 1);
-		if (r)
-			return r;
-	}
-	return NULL;
+	return r != HTAB_NONE ? &t->rows[r] : NULL;
 }
 
 int domtab_lookup(const struct domtab *t, const char *domain, size_t len)
@@ -391,6 +583,23 @@ const struct domtab_row *domtab_row_at(const struct domtab *t, size_t i)
 size_t domtab_count(const struct domtab *t)
 {
 	return t->count;
+}
+
+const char *domtab_route(const struct domtab *t, const char *domain, size_t len)
+{
+	uint32_t r = tlookup(&t->ridx, t->nrwild, troute_eq, t, domain, len);
+
+	return r != HTAB_NONE ? t->routes[r].dest : NULL;
+}
+
+size_t domtab_route_count(const struct domtab *t)
+{
+	return t->nroutes;
+}
+
+const char *domtab_mode_name(enum domtab_mode m)
+{
+	return m == DOMTAB_MODE_DELIVER ? "deliver" : "hold";
 }
 
 const char *domtab_tls_name(enum domtab_tls t)

@@ -102,6 +102,21 @@ struct domtab *domtab_build(const struct domtab_builder *b);
 int domtab_builder_route_put(struct domtab_builder *b, const char *domain, const char *dest);
 int domtab_builder_route_del(struct domtab_builder *b, const char *domain);
 
+/* The builder's route for exactly domain (no wildcard walk), valid until the
+ * next route put/del/free, or NULL; and how many routes it has. */
+const char *domtab_builder_route_get(const struct domtab_builder *b, const char *domain);
+size_t domtab_builder_route_count(const struct domtab_builder *b);
+
+/* A route's dest is at most DOMTAB_ROUTE_MAX - 1 characters of
+ * DOMTAB_ROUTE_CHARS that resolver_dest_split() takes apart into a numeric
+ * address or a host name (one label is fine) and a port 1-65535:
+ * "[mx.example.net]:2525", "relay.example.net", "192.0.2.1:25",
+ * "[2001:db8::1]:25". Pure. 0 or -EINVAL. */
+#define DOMTAB_ROUTE_MAX 300
+#define DOMTAB_ROUTE_CHARS \
+	"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]"
+int domtab_route_dest_check(const char *dest);
+
 /* The route of domain (len bytes, any case): its own entry, else the
  * nearest wildcard above it, else NULL. Valid as long as t. */
 const char *domtab_route(const struct domtab *t, const char *domain, size_t len);

@@ -24,6 +24,17 @@
  * Crash bound: the final dot of a message is not sent while done_window
  * delivered messages of the connection still have DONEs in flight, so a
  * kill -9 makes at most done_window messages per connection go out twice.
+ *
+ * Each recipient's verdict is logged on one Postfix-shaped line:
+ *   QID: to=<rcpt>, relay=host[addr]:port, delay=D, delays=a/b/c/d,
+ *   dsn=X.Y.Z, status=sent|deferred|bounced (reply)[, tls=version:cipher]
+ * delay: since the message arrived; a: arrival to the job's start; b: the
+ * job's start until the message went to the SMTP client on its connection
+ * (waiting for a connection and for the spool read), less c; c: that
+ * connection's setup (connect, greeting, EHLO, STARTTLS), counted for its
+ * first message only (0 on a reused connection); d: MAIL FROM to the final
+ * reply. dsn is the reply's enhanced code (RFC 3463), else its class's
+ * X.0.0. A job keeps its last temporary failure in why[].
  */
 #ifndef ETRND_PROTO_DRAIN_CONN_H
 #define ETRND_PROTO_DRAIN_CONN_H
@@ -102,6 +113,10 @@ enum drain_conn_state {
 	DRAIN_CONN_NSTATES
 };
 
+/* A job's last temporary failure text (drain_job.why); drain.h's
+ * DRAIN_WHY_MAX is the same. */
+#define DRAIN_JOB_WHY_MAX 512
+
 struct drain_conn;
 struct drain_job;
 struct tls_ctx;
@@ -169,6 +184,14 @@ struct drain_job {
 	uint64_t sent, deferred, bounced;
 	struct drain_atrn *atrn;       /* the ATRN session it is part of, or
 	                                  NULL (ETRN, flush) */
+	int outbound;                  /* a scheduler's job (drain_outbound()):
+	                                  a connect that fails gives up at once
+	                                  (the scheduler tries the next address) */
+	/* The last temporary failure, for the scheduler and its log lines:
+	 * a 4xx reply ("451 4.3.0 text"), a failed connect ("connect to
+	 * host[addr]:port: Connection refused"), a lost connection or a 421;
+	 * "" = none. */
+	char why[DRAIN_JOB_WHY_MAX];
 };
 
 /*
@@ -206,6 +229,15 @@ int drain_conn_job_start(struct drain_job *j);
 struct conn_parcel;
 int drain_conn_atrn_start(struct drain_job **jobs, size_t n, struct conn_parcel *parcel,
 		int first, int last, const struct smtp_client_session *ss);
+
+/*
+ * A duration as Postfix writes delay= and delays= (its log_adhoc.c): whole
+ * seconds from 10 s up, one decimal from 1 s, two below, trailing zeros
+ * dropped ("12", "1.5", "0.25", "0.1", "0"). Into out (size n, >= 24);
+ * returns out.
+ */
+#define DRAIN_CONN_SECS_MAX 24
+char *drain_conn_fmt_secs(char *out, size_t n, uint64_t us);
 
 /* Free what is left of env's destinations (after the loop stopped). */
 void drain_conn_env_fini(struct drain_conn_env *env);

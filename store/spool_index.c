@@ -35,13 +35,17 @@
 #define IX_NODE_MAX ((1u << IX_RCPT_SHIFT) - 1)
 #define IX_NONE UINT32_MAX
 
-/* One (message, domain): an element of that domain's queue. */
+/* One (message, domain): an element of that domain's queue. 40 bytes: the
+ * outbound scheduler's state added 8 (next_us; busy shares k's word, since
+ * k < ndom <= IX_NODE_MAX < 2^31). */
 struct ix_node {
 	struct list_node link;   /* in the domain's queue */
 	uint32_t dom;      /* index into idx->doms */
 	uint32_t start;    /* this domain's recipients: order[start, +count) */
 	uint32_t pending;  /* of which order[start, +pending) are not done */
-	uint32_t k;        /* position in msg->nodes (finds the message) */
+	unsigned k : 31;   /* position in msg->nodes (finds the message) */
+	unsigned busy : 1; /* a job has these recipients in flight */
+	uint64_t next_us;  /* the scheduler's next attempt; 0: due at once */
 };
 
 /*
@@ -127,6 +131,9 @@ struct spool_index {
 	uint64_t nstale;         /* messages with a stale later copy */
 
 	struct spool_index_totals t;
+
+	spool_index_add_fn add_fn; /* the scheduler's hook, or NULL */
+	void *add_arg;
 };
 
 /* ---- allocation accounting --------------------------------------------- */
@@ -651,7 +658,9 @@ static void add_msg_layout(struct spool_index *idx, struct ix_msg *msg)
 
 	for (uint32_t k = 0; k < msg->ndom; k++) {
 		msg->nodes[k].pending = 0;
-		msg->nodes[k].k = k;
+		msg->nodes[k].k = k & IX_NODE_MAX;
+		msg->nodes[k].busy = 0;
+		msg->nodes[k].next_us = 0;
 	}
 	for (uint32_t i = 0; i < msg->nrcpt; i++) {
 		uint32_t k = idx->doms[idx->scratch[i]].tmp;
@@ -740,6 +749,12 @@ int spool_index_add_msg(struct spool_index *idx,
 	msg->notes = 0;
 	add_msg_layout(idx, msg);
 	add_msg_link(idx, seg, msg);
+	/* Last: the message is whole in the index when the scheduler hears
+	 * of it. */
+	for (uint32_t k = 0; idx->add_fn != NULL && k < msg->ndom; k++) {
+		const struct spool_index_queue *q = &idx->doms[msg->nodes[k].dom];
+		idx->add_fn(idx->add_arg, msg->msgid, q->name, q->len);
+	}
 	return 0;
 fail:
 	add_msg_undo_domains(idx);
@@ -910,6 +925,8 @@ static void entry_fill(struct ix_msg *msg, struct spool_index_entry *e)
 	e->nrcpt = msg->nrcpt;
 	e->npending = msg->pending;
 	e->delay_warned = (msg->notes >> SPOOL_NOTE_DELAY_WARNED) & 1u;
+	e->next_us = 0;
+	e->busy = 0;
 	e->rcpts = NULL;
 }
 
@@ -1125,6 +1142,8 @@ int spool_index_queue_next(struct spool_index_iter *it,
 	struct ix_msg *msg = node_msg(n);
 	entry_fill(msg, e);
 	e->npending = n->pending;
+	e->next_us = n->next_us;
+	e->busy = n->busy;
 	e->rcpts = msg_order(msg) + n->start;
 	return 1;
 }
@@ -1138,6 +1157,79 @@ const struct spool_index_queue *spool_index_queue_each(
 			return q;
 	}
 	return NULL;
+}
+
+/* ---- outbound scheduling ------------------------------------------------ */
+
+/* Message msgid's node for domain dom while it has a pending recipient
+ * there, else NULL. O(domains of the message). */
+static struct ix_node *sched_node(const struct spool_index *idx, uint64_t msgid,
+		const char *dom, size_t len)
+{
+	struct ix_mslot *slot = idx->mtab ? mtab_find(idx, msgid) : NULL;
+	uint32_t di;
+
+	if (slot == NULL)
+		return NULL;
+	len = dom_trim(dom, len);
+	di = dom_find(idx, dom, len, dom_hash(dom, len));
+	if (di == IX_NONE)
+		return NULL;
+	for (uint32_t k = 0; k < slot->m->ndom; k++) {
+		struct ix_node *n = &slot->m->nodes[k];
+		if (n->dom == di)
+			return n->pending > 0 ? n : NULL;
+	}
+	return NULL;
+}
+
+int spool_index_set_next(struct spool_index *idx, uint64_t msgid, const char *dom,
+		size_t len, uint64_t next_us)
+{
+	struct ix_node *n = sched_node(idx, msgid, dom, len);
+
+	if (n == NULL)
+		return -ENOENT;
+	n->next_us = next_us;
+	return 0;
+}
+
+int spool_index_set_busy(struct spool_index *idx, uint64_t msgid, const char *dom,
+		size_t len, int busy)
+{
+	struct ix_node *n = sched_node(idx, msgid, dom, len);
+
+	if (n == NULL)
+		return -ENOENT;
+	n->busy = busy != 0;
+	return 0;
+}
+
+void spool_index_set_add_hook(struct spool_index *idx, spool_index_add_fn fn, void *arg)
+{
+	idx->add_fn = fn;
+	idx->add_arg = fn != NULL ? arg : NULL;
+}
+
+int spool_index_msg_sched_next(const struct spool_index *idx, uint64_t msgid,
+		uint32_t *cursor, struct spool_index_sched *s)
+{
+	struct ix_mslot *slot = idx->mtab ? mtab_find(idx, msgid) : NULL;
+
+	if (slot == NULL)
+		return -ENOENT;
+	while (*cursor < slot->m->ndom) {
+		const struct ix_node *n = &slot->m->nodes[(*cursor)++];
+		const struct spool_index_queue *q = &idx->doms[n->dom];
+
+		if (n->pending == 0 || n->next_us == 0)
+			continue;
+		s->domain = q->name;
+		s->domain_len = q->len;
+		s->next_us = n->next_us;
+		return 1;
+	}
+	return 0;
 }
 
 /* ---- whole index -------------------------------------------------------- */

@@ -307,12 +307,17 @@ void spool_index_totals(const struct spool_index *idx,
  * or two scheduler jobs, never send the same recipients at once). */
 
 /* Set the entry's next attempt time (from a SCHED record or the
- * scheduler). Returns 0 or -ENOENT (msgid not indexed, or has no pending
- * recipient in dom). O(domains of the message). */
+ * scheduler). dom: any case, trailing dots ignored. Returns 0 or -ENOENT
+ * (msgid not indexed, or has no pending recipient in dom). O(domains of the
+ * message). Costs 8 bytes per queue entry (struct ix_node grew from 32 to
+ * 40; busy takes a bit of a word it already had). A compaction move keeps
+ * both (spool.c writes a SCHED after the copy for next_us != 0). */
 int spool_index_set_next(struct spool_index *idx, uint64_t msgid, const char *dom,
 		size_t len, uint64_t next_us);
 
-/* Mark or clear the entry as in flight. Returns 0 or -ENOENT. */
+/* Mark or clear the entry as in flight. Returns 0 or -ENOENT (as above:
+ * clearing the mark of an entry whose last recipient is done meanwhile
+ * gives -ENOENT, which is harmless). */
 int spool_index_set_busy(struct spool_index *idx, uint64_t msgid, const char *dom,
 		size_t len, int busy);
 
@@ -322,5 +327,18 @@ int spool_index_set_busy(struct spool_index *idx, uint64_t msgid, const char *do
  * scheduler); fn NULL removes it. The hook must not change the index. */
 typedef void (*spool_index_add_fn)(void *arg, uint64_t msgid, const char *dom, size_t len);
 void spool_index_set_add_hook(struct spool_index *idx, spool_index_add_fn fn, void *arg);
+
+/* Walk msgid's queue entries that have a pending recipient and a next
+ * attempt (next_us != 0): *cursor starts at 0; returns 1 with *s filled
+ * while there is one, 0 at the end, -ENOENT when msgid is not indexed.
+ * s->domain points into the index (valid until its next change). For
+ * compaction, which writes them after a copy (spool.c). */
+struct spool_index_sched {
+	const char *domain;      /* lower case, not NUL-terminated */
+	size_t domain_len;
+	uint64_t next_us;
+};
+int spool_index_msg_sched_next(const struct spool_index *idx, uint64_t msgid,
+		uint32_t *cursor, struct spool_index_sched *s);
 
 #endif

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/ascii.h"
 #include "core/log.h"
 #include "store/crc32c.h"
 
@@ -31,6 +32,8 @@
 #define DONE_OFF_STATUS 4
 /* NOTE payload: u32 kind, u32 reserved (zero). */
 #define NOTE_OFF_RESERVED 4
+/* SCHED payload: u64 next_us, u16 domain_len, domain bytes. */
+#define SCHED_OFF_DOMLEN 8
 
 static inline void put16(char *p, uint16_t v)
 {
@@ -173,6 +176,25 @@ size_t spool_rec_encode_note(char *dst, uint64_t msgid, uint64_t time_us,
 	return SPOOL_REC_HDR_SIZE + SPOOL_NOTE_PAYLOAD_SIZE;
 }
 
+size_t spool_rec_encode_sched(char *dst, uint64_t msgid, uint64_t time_us,
+		const char *dom, size_t dom_len, uint64_t next_us)
+{
+	size_t payload = SPOOL_SCHED_FIXED_SIZE + dom_len;
+
+	if (dom_len > SPOOL_SCHED_DOMAIN_MAX)
+		panic("SCHED domain of %zu bytes", dom_len);
+	rec_put_hdr(dst, SPOOL_REC_SCHED, 0, (uint32_t)payload, msgid, time_us);
+	char *p = dst + SPOOL_REC_HDR_SIZE;
+	put64(p, next_us);
+	put16(p + SCHED_OFF_DOMLEN, (uint16_t)dom_len);
+	ascii_lower_copy(p + SPOOL_SCHED_FIXED_SIZE, dom, dom_len);
+
+	uint32_t crc = rec_crc_head(dst);
+	crc = crc32c(crc, p, payload);
+	put32(dst + REC_OFF_CRC, crc);
+	return SPOOL_REC_HDR_SIZE + payload;
+}
+
 /*
  * Checks run in the order the bytes arrive, so a prefix of a valid record is
  * always AGAIN and garbage is recognised from its first bytes: magic and
@@ -209,7 +231,7 @@ int spool_rec_decode_hdr(const char *p, size_t n, struct spool_rec_hdr *hdr)
 	uint8_t type = (uint8_t)p[REC_OFF_TYPE];
 	uint32_t length = get32(p + REC_OFF_LENGTH);
 	if (type != SPOOL_REC_MSG && type != SPOOL_REC_DONE &&
-	    type != SPOOL_REC_NOTE)
+	    type != SPOOL_REC_NOTE && type != SPOOL_REC_SCHED)
 		return SPOOL_REC_BAD_PAYLOAD;
 	if (length > SPOOL_REC_PAYLOAD_MAX)
 		return SPOOL_REC_BAD_LENGTH;
@@ -218,6 +240,9 @@ int spool_rec_decode_hdr(const char *p, size_t n, struct spool_rec_hdr *hdr)
 	if (type == SPOOL_REC_NOTE && length != SPOOL_NOTE_PAYLOAD_SIZE)
 		return SPOOL_REC_BAD_LENGTH;
 	if (type == SPOOL_REC_MSG && length < MSG_FIXED_SIZE)
+		return SPOOL_REC_BAD_LENGTH;
+	if (type == SPOOL_REC_SCHED && (length < SPOOL_SCHED_FIXED_SIZE ||
+					length > SPOOL_SCHED_PAYLOAD_MAX))
 		return SPOOL_REC_BAD_LENGTH;
 
 	hdr->version = SPOOL_REC_VERSION;
@@ -363,6 +388,27 @@ int spool_rec_decode_note(const char *payload, size_t len,
 	    get32(payload + NOTE_OFF_RESERVED) != 0)
 		return SPOOL_REC_BAD_PAYLOAD;
 	*kind = (enum spool_note_kind)k;
+	return SPOOL_REC_OK;
+}
+
+int spool_rec_decode_sched(const char *payload, size_t len, uint64_t *next_us,
+		const char **dom, size_t *dom_len)
+{
+	if (len < SPOOL_SCHED_FIXED_SIZE)
+		return SPOOL_REC_BAD_PAYLOAD;
+	size_t dl = get16(payload + SCHED_OFF_DOMLEN);
+	const char *d = payload + SPOOL_SCHED_FIXED_SIZE;
+
+	if (dl > SPOOL_SCHED_DOMAIN_MAX || len != SPOOL_SCHED_FIXED_SIZE + dl)
+		return SPOOL_REC_BAD_PAYLOAD;
+	/* Strict like NOTE: our writer lower-cases, so anything else is a
+	 * writer this reader does not know. */
+	for (size_t i = 0; i < dl; i++)
+		if (d[i] >= 'A' && d[i] <= 'Z')
+			return SPOOL_REC_BAD_PAYLOAD;
+	*next_us = get64(payload);
+	*dom = d;
+	*dom_len = dl;
 	return SPOOL_REC_OK;
 }
 

@@ -7,11 +7,12 @@
  *   off size field
  *   0   4    magic    "ETRN" = 0x4E525445 read as little-endian u32
  *   4   1    version  SPOOL_REC_VERSION
- *   5   1    type     SPOOL_REC_MSG | SPOOL_REC_DONE | SPOOL_REC_NOTE
+ *   5   1    type     SPOOL_REC_MSG | _DONE | _NOTE | _SCHED
  *   6   2    flags    MSG: SPOOL_MSG_8BITMIME | SPOOL_MSG_SMTPUTF8
  *   8   4    length   payload bytes that follow the header
  *   12  4    crc      CRC-32C of header bytes 0..11 and 16..31, then payload
- *   16  8    msgid    (shard << 48) | sequence; DONE, NOTE: the id of its MSG
+ *   16  8    msgid    (shard << 48) | sequence; DONE, NOTE, SCHED: the id
+ *                     of its MSG
  *   24  8    time     microseconds since the epoch when written
  *
  * MSG payload:  u16 sender_len, u32 nrcpt, u32 body_len, sender bytes,
@@ -20,6 +21,10 @@
  * NOTE payload: u32 kind (SPOOL_NOTE_*), u32 reserved (zero). A fact about
  *               a message as a whole that must survive a restart (e.g. its
  *               delay warning was sent); like a DONE it follows its MSG.
+ * SCHED payload: u64 next_us, u16 domain_len, domain bytes (ASCII lower
+ *               case, at most SPOOL_SCHED_DOMAIN_MAX): when the outbound
+ *               scheduler tries that domain's recipients of the message
+ *               next. Advisory (see enum spool_rec_type).
  *
  * The body is stored as it goes back on the wire (CRLF, dot-stuffed, no final
  * "."), with our Received: header in front.
@@ -35,6 +40,15 @@
 #define SPOOL_REC_HDR_SIZE 32
 #define SPOOL_DONE_PAYLOAD_SIZE 8
 #define SPOOL_NOTE_PAYLOAD_SIZE 8
+/* SCHED: u64 next_us + u16 domain_len, then the domain. A domain is at most
+ * 255 octets (RFC 5321 4.5.3.1.2); the SMTP layer refuses longer ones. */
+#define SPOOL_SCHED_FIXED_SIZE 10
+#define SPOOL_SCHED_DOMAIN_MAX 255
+#define SPOOL_SCHED_PAYLOAD_MAX (SPOOL_SCHED_FIXED_SIZE + SPOOL_SCHED_DOMAIN_MAX)
+/* A whole SCHED record for a domain of dom_len bytes. */
+#define SPOOL_SCHED_REC_SIZE(dom_len) \
+	(SPOOL_REC_HDR_SIZE + SPOOL_SCHED_FIXED_SIZE + (size_t)(dom_len))
+#define SPOOL_SCHED_REC_MAX SPOOL_SCHED_REC_SIZE(SPOOL_SCHED_DOMAIN_MAX)
 /* Largest payload a record may claim; a header saying more is corrupt.
  * Bounds the reader's allocation on a damaged file. */
 #define SPOOL_REC_PAYLOAD_MAX (1024u * 1024u * 1024u)
@@ -122,6 +136,14 @@ size_t spool_rec_encode_done(char *dst, uint64_t msgid, uint64_t time_us,
 size_t spool_rec_encode_note(char *dst, uint64_t msgid, uint64_t time_us,
 		enum spool_note_kind kind);
 
+/* Write a whole SCHED record (SPOOL_SCHED_REC_SIZE(dom_len) bytes) into
+ * dst: message msgid's recipients in domain dom (dom_len bytes, at most
+ * SPOOL_SCHED_DOMAIN_MAX, written ASCII lower-cased) are tried next at
+ * next_us. Returns bytes written. A longer domain is the caller's bug
+ * (panic): check it first. */
+size_t spool_rec_encode_sched(char *dst, uint64_t msgid, uint64_t time_us,
+		const char *dom, size_t dom_len, uint64_t next_us);
+
 /*
  * Decode and check the 32-byte header at p (n bytes available) without the
  * CRC, which covers the payload: magic, version, type and a length the type
@@ -176,6 +198,13 @@ int spool_rec_decode_done(const char *payload, size_t len,
  * length, an unknown kind or a non-zero reserved field. */
 int spool_rec_decode_note(const char *payload, size_t len,
 		enum spool_note_kind *kind);
+
+/* Parse a SCHED payload: SPOOL_REC_OK with *dom pointing into payload, or
+ * SPOOL_REC_BAD_PAYLOAD for a length that disagrees with domain_len, a
+ * domain longer than SPOOL_SCHED_DOMAIN_MAX or one with an ASCII upper-case
+ * letter (no writer of ours makes one). */
+int spool_rec_decode_sched(const char *payload, size_t len, uint64_t *next_us,
+		const char **dom, size_t *dom_len);
 
 /* Message id helpers. The queue id text is 14 upper-case hex digits:
  * 2 for the shard, 12 for the 48-bit sequence. */

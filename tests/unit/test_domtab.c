@@ -186,6 +186,137 @@ Test(domtab, builder_put_replace_del)
 	domtab_builder_free(b);
 }
 
+/* mode is copied into the built table; an unknown mode is refused. */
+Test(domtab, mode_copied)
+{
+	struct domtab_builder *b = domtab_builder_new();
+	struct domtab_row d = { .name = "deliver.test", .mode = DOMTAB_MODE_DELIVER };
+	struct domtab_row h = { .name = "hold.test" };
+	struct domtab_row w = { .name = "*.wild.test", .mode = DOMTAB_MODE_DELIVER };
+	struct domtab_row bad = { .name = "bad.test", .mode = (enum domtab_mode)7 };
+	static const struct { const char *q; enum domtab_mode want; } cases[] = {
+		{ "deliver.test", DOMTAB_MODE_DELIVER }, { "HOLD.test.", DOMTAB_MODE_HOLD },
+		{ "a.wild.test", DOMTAB_MODE_DELIVER },
+	};
+	struct domtab *t;
+
+	cr_assert_not_null(b);
+	cr_assert_eq(domtab_builder_put(b, &d), 0);
+	cr_assert_eq(domtab_builder_put(b, &h), 0);
+	cr_assert_eq(domtab_builder_put(b, &w), 0);
+	cr_expect_eq(domtab_builder_put(b, &bad), -EINVAL);
+	cr_expect_eq(domtab_builder_get(b, "deliver.test")->mode, DOMTAB_MODE_DELIVER);
+	t = domtab_build(b);
+	cr_assert_not_null(t);
+	domtab_builder_free(b);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct domtab_row *r = domtab_find(t, cases[i].q, strlen(cases[i].q));
+
+		cr_assert_not_null(r, "%s", cases[i].q);
+		cr_expect_eq(r->mode, cases[i].want, "%s: mode %d", cases[i].q, r->mode);
+	}
+	cr_expect_null(domtab_find(t, "bad.test", 8), "a refused row is not in the table");
+	cr_expect_str_eq(domtab_mode_name(DOMTAB_MODE_DELIVER), "deliver");
+	cr_expect_str_eq(domtab_mode_name(DOMTAB_MODE_HOLD), "hold");
+	cr_expect_str_eq(domtab_mode_name((enum domtab_mode)9), "hold");
+	domtab_free(t);
+}
+
+/* Routes: exact, the nearest wildcard, absent; put replaces, del removes;
+ * rows and routes are separate (a route needs no row, a row no route). */
+Test(domtab, routes)
+{
+	struct domtab_builder *b = domtab_builder_new();
+	struct domtab_row row = { .name = "row.test" };
+	static const struct { const char *name, *dest; } puts[] = {
+		{ "Exact.Test.", "[sink.test]:2525" },
+		{ "*.wild.test", "relay.wild.test" },
+		{ "*.deep.wild.test", "192.0.2.7:26" },
+		{ "v6.test", "[2001:db8::1]:25" },
+		{ "gone.test", "localhost" },
+		{ "exact.test", "[127.0.0.1]:2526" },        /* replaces the first */
+	};
+	static const struct { const char *q; const char *want; } cases[] = {
+		{ "exact.test", "[127.0.0.1]:2526" }, { "EXACT.TEST.", "[127.0.0.1]:2526" },
+		{ "sub.exact.test", NULL }, { "wild.test", NULL },
+		{ "a.wild.test", "relay.wild.test" }, { "x.y.wild.test", "relay.wild.test" },
+		{ "deep.wild.test", "relay.wild.test" }, { "a.deep.wild.test", "192.0.2.7:26" },
+		{ "v6.test", "[2001:db8::1]:25" }, { "gone.test", NULL }, { "row.test", NULL },
+		{ "", NULL }, { ".", NULL }, { "nothing.test", NULL },
+	};
+	struct domtab *t;
+
+	cr_assert_not_null(b);
+	cr_assert_eq(domtab_builder_put(b, &row), 0);
+	for (size_t i = 0; i < sizeof(puts) / sizeof(puts[0]); i++)
+		cr_assert_eq(domtab_builder_route_put(b, puts[i].name, puts[i].dest), 0, "%s %s",
+			     puts[i].name, puts[i].dest);
+	cr_expect_eq(domtab_builder_route_count(b), 5);
+	cr_expect_eq(domtab_builder_route_del(b, "GONE.test"), 1);
+	cr_expect_eq(domtab_builder_route_del(b, "gone.test"), 0);
+	cr_expect_eq(domtab_builder_route_del(b, "row.test"), 0, "a row is not a route");
+	cr_expect_str_eq(domtab_builder_route_get(b, "exact.test"), "[127.0.0.1]:2526");
+	cr_expect_null(domtab_builder_route_get(b, "a.wild.test"), "get is exact");
+	cr_expect_eq(domtab_builder_count(b), 1);
+	t = domtab_build(b);
+	cr_assert_not_null(t);
+	domtab_builder_free(b);
+	cr_expect_eq(domtab_route_count(t), 4);
+	cr_expect_eq(domtab_count(t), 1);
+	cr_expect_null(domtab_find(t, "exact.test", 10), "a route is not a row");
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *got = domtab_route(t, cases[i].q, strlen(cases[i].q));
+
+		if (!cases[i].want)
+			cr_expect_null(got, "%s: want none, got %s", cases[i].q, got);
+		else
+			cr_expect(got && !strcmp(got, cases[i].want), "%s: want %s, got %s",
+				  cases[i].q, cases[i].want, got ? got : "NULL");
+	}
+	/* Only len bytes count. */
+	cr_expect_str_eq(domtab_route(t, "exact.testXYZ", 10), "[127.0.0.1]:2526");
+	domtab_free(t);
+	t = domtab_new(NULL, 0);
+	cr_assert_not_null(t);
+	cr_expect_eq(domtab_route_count(t), 0);
+	cr_expect_null(domtab_route(t, "exact.test", 10));
+	domtab_free(t);
+}
+
+/* What a route's dest may be (Postfix's relayhost / transport syntax). */
+Test(domtab, route_dest_check)
+{
+	static const struct { const char *dest; int ok; } cases[] = {
+		{ "[sink.test]:2525", 1 }, { "sink.test:25", 1 }, { "sink.test", 1 },
+		{ "localhost", 1 }, { "[127.0.0.1]:2526", 1 }, { "127.0.0.1", 1 },
+		{ "[2001:db8::1]:25", 1 }, { "[2001:db8::1]", 1 }, { "2001:db8::1", 1 },
+		{ "[sink.test]", 1 },
+		{ "", 0 }, { "sink.test:0", 0 }, { "sink.test:65536", 0 }, { "sink.test:", 0 },
+		{ "sink.test: 25", 0 }, { "sink.test:+25", 0 }, { "sink test", 0 },
+		{ "[sink.test:25", 0 }, { "[sink.test]x", 0 }, { "bad..host:25", 0 },
+		{ "-bad.test", 0 }, { "sink.test:25\n", 0 }, { "a_b.test", 0 }, { "[]:25", 0 },
+		{ ":25", 0 }, { "sink.test:25x", 0 },
+	};
+	struct domtab_builder *b = domtab_builder_new();
+	char big[DOMTAB_ROUTE_MAX + 10];
+
+	cr_assert_not_null(b);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cr_expect_eq(domtab_route_dest_check(cases[i].dest) == 0, cases[i].ok, "[%s]",
+			     cases[i].dest);
+		cr_expect_eq(domtab_builder_route_put(b, "x.test", cases[i].dest),
+			     cases[i].ok ? 0 : -EINVAL, "put [%s]", cases[i].dest);
+	}
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	cr_expect_eq(domtab_route_dest_check(big), -EINVAL, "overlong");
+	cr_expect_eq(domtab_route_dest_check(NULL), -EINVAL);
+	cr_expect_eq(domtab_builder_route_put(b, "", "sink.test"), -EINVAL, "empty name");
+	cr_expect_eq(domtab_builder_route_put(b, ".", "sink.test"), -EINVAL, "only a dot");
+	cr_expect_eq(domtab_builder_route_count(b), 1, "only x.test, replaced each time");
+	domtab_builder_free(b);
+}
+
 Test(domtab, load_100k_fast)
 {
 	enum { N = 100000 };
@@ -303,6 +434,40 @@ Test(schema, row_from_fields)
 	cr_expect_eq(r.max_hold_ms, 2ull * 86400 * 1000);
 	cr_expect_eq(r.quota_bytes, 1ull << 30);
 	cr_expect_str_eq(r.owner, "bob");
+}
+
+/* The mode field: deliver and hold read, anything else reported and left
+ * at hold (mail is then held, never sent where it should not go); the
+ * route validator's message says what it wants. */
+Test(schema, mode_and_route)
+{
+	static const struct { const char *v; int bad; enum domtab_mode want; } modes[] = {
+		{ "deliver", 0, DOMTAB_MODE_DELIVER }, { "hold", 0, DOMTAB_MODE_HOLD },
+		{ "Deliver", 1, DOMTAB_MODE_HOLD }, { "", 1, DOMTAB_MODE_HOLD },
+		{ "send", 1, DOMTAB_MODE_HOLD }, { "deliver ", 1, DOMTAB_MODE_HOLD },
+	};
+	struct cidr c[DOMTAB_CIDR_MAX];
+	struct domtab_row r;
+	char why[512];
+	enum domtab_mode m;
+
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		const char *fv[] = { "queue", "q1", "mode", modes[i].v };
+
+		cr_expect_eq(schema_row_from_fields(&r, c, "x.test", fv, 4, why, sizeof(why)),
+			     modes[i].bad, "mode [%s]", modes[i].v);
+		cr_expect_eq(r.mode, modes[i].want, "mode [%s]", modes[i].v);
+		cr_expect_str_eq(r.queue, "q1", "the other fields still count");
+		if (modes[i].bad)
+			cr_expect(strstr(why, "mode: ") && strstr(why, "want hold or deliver"), "%s", why);
+	}
+	cr_expect_eq(schema_mode_parse("deliver", &m, why, sizeof(why)), 0);
+	cr_expect_eq(m, DOMTAB_MODE_DELIVER);
+	cr_expect_eq(schema_mode_parse("later", &m, why, sizeof(why)), -1);
+	cr_expect_str_eq(why, "\"later\": want hold or deliver");
+	cr_expect_eq(schema_route_check("[sink.test]:2525", why, sizeof(why)), 0);
+	cr_expect_eq(schema_route_check("sink.test:99999", why, sizeof(why)), -1);
+	cr_expect(strstr(why, "\"sink.test:99999\": want [host]:port") == why, "%s", why);
 }
 
 /* ---- snapshot publication and reclamation under threads ------------------ */

@@ -912,3 +912,158 @@ Test(spool_index, note_flag_set_query_and_pins)
 	cr_assert(ids[0] == s1 || ids[1] == s1);
 	spool_index_free(idx);
 }
+
+/* ---- outbound scheduling: next_us, busy and the add hook ---------------- */
+
+#define T_HOOK_MAX 8
+
+struct t_hook {
+	struct spool_index *idx;
+	unsigned n;
+	uint64_t msgid[T_HOOK_MAX];
+	char dom[T_HOOK_MAX][T_DOM_MAX];
+};
+
+static void t_hook_fn(void *arg, uint64_t msgid, const char *dom, size_t len)
+{
+	struct t_hook *h = arg;
+	struct spool_index_entry e;
+
+	cr_assert_lt(h->n, T_HOOK_MAX);
+	cr_assert_lt(len, T_DOM_MAX);
+	/* Called once the message is whole in the index and its queue. */
+	cr_assert_eq(spool_index_msg_find(h->idx, msgid, &e), 0);
+	cr_assert_not_null(spool_index_queue(h->idx, dom, len));
+	h->msgid[h->n] = msgid;
+	memcpy(h->dom[h->n], dom, len);
+	h->dom[h->n][len] = '\0';
+	h->n++;
+}
+
+/* The queue entry of msgid in domain d (which must exist). */
+static struct spool_index_entry t_entry(const struct spool_index *idx,
+		const char *d, uint64_t msgid)
+{
+	const struct spool_index_queue *q = spool_index_queue(idx, d, strlen(d));
+	struct spool_index_iter it;
+	struct spool_index_entry e;
+
+	cr_assert_not_null(q, "no queue %s", d);
+	spool_index_queue_iter(q, &it);
+	while (spool_index_queue_next(&it, &e))
+		if (e.msgid == msgid)
+			return e;
+	cr_assert_fail("message %llu not in %s", (unsigned long long)msgid, d);
+	return e;
+}
+
+Test(spool_index, sched_next_busy_and_add_hook)
+{
+	struct spool_index *idx = spool_index_new();
+	struct t_hook h = { .idx = idx };
+	struct spool_index_entry e;
+	struct spool_index_sched s;
+	uint32_t s0, s1, cur;
+	struct spool_rec_addr r[] = { A("a@D.example"), A("b@e.example"), A("c@d.example.") };
+	struct spool_rec_addr r2[] = { A("x@other.example") };
+
+	cr_assert_eq(spool_index_segment_add(idx, 0x10, &s0), 0);
+	spool_index_set_add_hook(idx, t_hook_fn, &h);
+	struct spool_index_msg m = t_msg(1, s0, 3, r);
+	cr_assert_eq(spool_index_add_msg(idx, &m), 0);
+	/* Once per distinct domain, as the queue spells it, first seen first. */
+	cr_assert_eq(h.n, 2);
+	cr_assert_eq(h.msgid[0], 1);
+	cr_assert_str_eq(h.dom[0], "d.example");
+	cr_assert_eq(h.msgid[1], 1);
+	cr_assert_str_eq(h.dom[1], "e.example");
+	/* A second copy is no new message. */
+	cr_assert_eq(spool_index_add_msg(idx, &m), -EEXIST);
+	cr_assert_eq(h.n, 2);
+	m = t_msg(2, s0, 1, r2);
+	cr_assert_eq(spool_index_add_msg(idx, &m), 0);
+	cr_assert_eq(h.n, 3);
+	cr_assert_str_eq(h.dom[2], "other.example");
+
+	/* New entries: due at once, not busy. */
+	e = t_entry(idx, "d.example", 1);
+	cr_assert_eq(e.next_us, 0);
+	cr_assert_eq(e.busy, 0);
+	cur = 0;
+	cr_assert_eq(spool_index_msg_sched_next(idx, 1, &cur, &s), 0);
+
+	/* Per (message, domain), whatever the case and trailing dots. */
+	cr_assert_eq(spool_index_set_next(idx, 1, "D.EXAMPLE.", 10, 123456789), 0);
+	cr_assert_eq(spool_index_set_busy(idx, 1, "e.example", 9, 7), 0);
+	e = t_entry(idx, "d.example", 1);
+	cr_assert_eq(e.next_us, 123456789);
+	cr_assert_eq(e.busy, 0);
+	e = t_entry(idx, "e.example", 1);
+	cr_assert_eq(e.next_us, 0);
+	cr_assert_eq(e.busy, 1);
+	e = t_entry(idx, "other.example", 2);
+	cr_assert_eq(e.next_us, 0);
+	cr_assert_eq(e.busy, 0);
+	/* A look-up has no domain: both 0. */
+	cr_assert_eq(spool_index_msg_find(idx, 1, &e), 0);
+	cr_assert_eq(e.next_us, 0);
+	cr_assert_eq(e.busy, 0);
+	/* Unknown message, unknown domain, a domain of another message. */
+	cr_assert_eq(spool_index_set_next(idx, 9, "d.example", 9, 1), -ENOENT);
+	cr_assert_eq(spool_index_set_next(idx, 1, "x.example", 9, 1), -ENOENT);
+	cr_assert_eq(spool_index_set_next(idx, 1, "other.example", 13, 1), -ENOENT);
+	cr_assert_eq(spool_index_set_busy(idx, 2, "d.example", 9, 1), -ENOENT);
+
+	/* The walk compaction uses: only entries with a next attempt. */
+	cr_assert_eq(spool_index_set_next(idx, 1, "e.example", 9, 42), 0);
+	cur = 0;
+	cr_assert_eq(spool_index_msg_sched_next(idx, 1, &cur, &s), 1);
+	cr_assert_eq(s.domain_len, 9);
+	cr_assert(memcmp(s.domain, "d.example", 9) == 0);
+	cr_assert_eq(s.next_us, 123456789);
+	cr_assert_eq(spool_index_msg_sched_next(idx, 1, &cur, &s), 1);
+	cr_assert(memcmp(s.domain, "e.example", 9) == 0);
+	cr_assert_eq(s.next_us, 42);
+	cr_assert_eq(spool_index_msg_sched_next(idx, 1, &cur, &s), 0);
+	cur = 0;
+	cr_assert_eq(spool_index_msg_sched_next(idx, 9, &cur, &s), -ENOENT);
+
+	/* e.example's only recipient done: that entry is gone. */
+	cr_assert_eq(spool_index_done(idx, 1, 1, SPOOL_DONE_DELIVERED, s0, NULL), 0);
+	cr_assert_eq(spool_index_set_busy(idx, 1, "e.example", 9, 0), -ENOENT);
+	cr_assert_eq(spool_index_set_next(idx, 1, "e.example", 9, 5), -ENOENT);
+	cur = 0;
+	cr_assert_eq(spool_index_msg_sched_next(idx, 1, &cur, &s), 1);
+	cr_assert(memcmp(s.domain, "d.example", 9) == 0);
+	cr_assert_eq(spool_index_msg_sched_next(idx, 1, &cur, &s), 0);
+	/* One of d.example's two done: the entry stays, with its state. */
+	cr_assert_eq(spool_index_set_busy(idx, 1, "d.example", 9, 1), 0);
+	cr_assert_eq(spool_index_done(idx, 1, 0, SPOOL_DONE_DELIVERED, s0, NULL), 0);
+	e = t_entry(idx, "d.example", 1);
+	cr_assert_eq(e.next_us, 123456789);
+	cr_assert_eq(e.busy, 1);
+	cr_assert_eq(e.npending, 1);
+
+	/* A compaction move keeps both and tells the hook nothing. */
+	cr_assert_eq(spool_index_segment_add(idx, 0x20, &s1), 0);
+	cr_assert_eq(spool_index_msg_move(idx, 1, s0, 10, s1, 0), 0);
+	e = t_entry(idx, "d.example", 1);
+	cr_assert_eq(e.segment_id, s1);
+	cr_assert_eq(e.next_us, 123456789);
+	cr_assert_eq(e.busy, 1);
+	cr_assert_eq(h.n, 3);
+
+	/* No hook: no call. */
+	spool_index_set_add_hook(idx, NULL, &h);
+	m = t_msg(3, s1, 1, r2);
+	cr_assert_eq(spool_index_add_msg(idx, &m), 0);
+	cr_assert_eq(h.n, 3);
+	cr_assert_eq(t_entry(idx, "other.example", 3).next_us, 0);
+
+	/* The last recipient done: the message is gone. */
+	cr_assert_eq(spool_index_done(idx, 1, 2, SPOOL_DONE_BOUNCED, s1, NULL), 0);
+	cr_assert_eq(spool_index_set_next(idx, 1, "d.example", 9, 1), -ENOENT);
+	cur = 0;
+	cr_assert_eq(spool_index_msg_sched_next(idx, 1, &cur, &s), -ENOENT);
+	spool_index_free(idx);
+}

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Tests for store/spool_rec.c: MSG, DONE and NOTE round trips, every truncation of
+ * Tests for store/spool_rec.c: MSG, DONE, NOTE and SCHED round trips, every truncation of
  * a valid record is AGAIN, every single-bit flip is an error, and crafted
  * headers and payloads with each kind of damage.
  */
@@ -296,7 +296,9 @@ static const struct hdr_case hdr_cases[] = {
 	{ "version_0", 4, 0, 1, 1, SPOOL_REC_BAD_VERSION },
 	{ "version_2", 4, 2, 1, 1, SPOOL_REC_BAD_VERSION },
 	{ "type_0", 5, 0, 1, 1, SPOOL_REC_BAD_PAYLOAD },
-	{ "type_4", 5, 4, 1, 1, SPOOL_REC_BAD_PAYLOAD },
+	{ "type_5", 5, 5, 1, 1, SPOOL_REC_BAD_PAYLOAD },
+	/* A SCHED needs at least its fixed 10 bytes; a DONE has 8. */
+	{ "sched_length_8", 5, SPOOL_REC_SCHED, 1, 1, SPOOL_REC_BAD_LENGTH },
 	{ "type_255", 5, 255, 1, 1, SPOOL_REC_BAD_PAYLOAD },
 	{ "done_length_9", 8, 9, 4, 1, SPOOL_REC_BAD_LENGTH },
 	{ "done_length_0", 8, 0, 4, 1, SPOOL_REC_BAD_LENGTH },
@@ -516,4 +518,177 @@ Test(spool_rec, msgid_format)
 	/* A short buffer truncates and stays terminated. */
 	spool_msgid_format(id, out, 5);
 	cr_assert_str_eq(out, "0301");
+}
+
+/* SCHED records: the domain is stored lower-cased, any length from 0 to
+ * SPOOL_SCHED_DOMAIN_MAX, next_us any 64-bit value. */
+struct sched_case {
+	const char *name;
+	const char *dom;        /* NULL: a name of SPOOL_SCHED_DOMAIN_MAX bytes */
+	uint64_t next_us;
+	const char *want_dom;   /* as stored; NULL: same as dom */
+};
+
+static const struct sched_case sched_cases[] = {
+	{ "plain", "example.com", 1700000300000000ull, NULL },
+	{ "empty_domain", "", 0, NULL },
+	{ "mixed_case_folded", "ExAmple.COM", 1, "example.com" },
+	{ "utf8_kept", "\xc3\x89x.TEST", UINT64_MAX, "\xc3\x89x.test" },
+	{ "longest", NULL, 0x0102030405060708ull, NULL },
+};
+
+static void sched_case_dom(const struct sched_case *c, char *out, size_t *len,
+		int want)
+{
+	const char *d = want && c->want_dom ? c->want_dom : c->dom;
+
+	if (d == NULL) {
+		for (size_t i = 0; i < SPOOL_SCHED_DOMAIN_MAX; i++)
+			out[i] = i % 64 == 63 ? '.' : (char)('a' + i % 26);
+		*len = SPOOL_SCHED_DOMAIN_MAX;
+		return;
+	}
+	*len = strlen(d);
+	memcpy(out, d, *len);
+}
+
+Test(spool_rec, sched_round_trip_truncations_and_bit_flips)
+{
+	for (size_t k = 0; k < sizeof sched_cases / sizeof sched_cases[0]; k++) {
+		const struct sched_case *c = &sched_cases[k];
+		char rec[SPOOL_SCHED_REC_MAX], dom[SPOOL_SCHED_DOMAIN_MAX];
+		char want[SPOOL_SCHED_DOMAIN_MAX];
+		size_t dl, wl;
+		uint64_t id = spool_msgid_make(4, 0xabcdefull + k);
+
+		sched_case_dom(c, dom, &dl, 0);
+		sched_case_dom(c, want, &wl, 1);
+		size_t n = spool_rec_encode_sched(rec, id, 99, dom, dl, c->next_us);
+		cr_assert_eq(n, SPOOL_SCHED_REC_SIZE(dl), "%s", c->name);
+		/* Header: type 4, length 10 + domain; payload little-endian. */
+		cr_assert_eq((unsigned char)rec[5], SPOOL_REC_SCHED);
+		cr_assert_eq((unsigned char)rec[8], (SPOOL_SCHED_FIXED_SIZE + dl) & 0xff);
+		cr_assert_eq((unsigned char)rec[9], (SPOOL_SCHED_FIXED_SIZE + dl) >> 8);
+		for (int b = 0; b < 8; b++)
+			cr_assert_eq((unsigned char)rec[32 + b],
+					(c->next_us >> (8 * b)) & 0xff, "%s byte %d", c->name, b);
+		cr_assert_eq((unsigned char)rec[40], dl & 0xff);
+		cr_assert_eq((unsigned char)rec[41], dl >> 8);
+
+		struct spool_rec_hdr h;
+		const char *payload, *gd = NULL;
+		uint64_t gn = 0;
+		size_t gl = 0;
+		cr_assert_eq(spool_rec_decode(rec, n, &h, &payload), SPOOL_REC_OK, "%s", c->name);
+		cr_assert_eq(h.type, SPOOL_REC_SCHED);
+		cr_assert_eq(h.msgid, id);
+		cr_assert_eq(h.time_us, 99);
+		cr_assert_eq(h.flags, 0);
+		cr_assert_eq(spool_rec_decode_sched(payload, h.length, &gn, &gd, &gl),
+				SPOOL_REC_OK, "%s", c->name);
+		cr_assert_eq(gn, c->next_us, "%s", c->name);
+		cr_assert_eq(gl, wl, "%s", c->name);
+		cr_assert_arr_eq(gd, want, wl, "%s", c->name);
+		cr_assert_eq(gd, payload + SPOOL_SCHED_FIXED_SIZE);
+		/* Neither a DONE nor a NOTE. */
+		uint32_t gi;
+		enum spool_done_status gs;
+		enum spool_note_kind gk;
+		cr_assert_eq(spool_rec_decode_done(payload, h.length, &gi, &gs),
+				SPOOL_REC_BAD_PAYLOAD);
+		cr_assert_eq(spool_rec_decode_note(payload, h.length, &gk),
+				SPOOL_REC_BAD_PAYLOAD);
+		check_truncations(rec, n);
+		check_bit_flips(rec, n);
+	}
+}
+
+Test(spool_rec, sched_headers)
+{
+	char rec[SPOOL_SCHED_REC_MAX + 16];
+	struct spool_rec_hdr h;
+	const char *payload;
+	static const struct {
+		uint32_t length;
+		int want;
+	} lens[] = {
+		{ 0, SPOOL_REC_BAD_LENGTH },
+		{ SPOOL_SCHED_FIXED_SIZE - 1, SPOOL_REC_BAD_LENGTH },
+		{ SPOOL_SCHED_PAYLOAD_MAX + 1, SPOOL_REC_BAD_LENGTH },
+		{ 65535, SPOOL_REC_BAD_LENGTH },
+		/* A length the header allows but the domain field disagrees
+		 * with decodes as a record; its payload is refused. */
+		{ SPOOL_SCHED_FIXED_SIZE + 3, SPOOL_REC_OK },
+	};
+
+	for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+		memset(rec, 0, sizeof rec);
+		spool_rec_encode_sched(rec, 1, 2, "abcd", 4, 5);
+		put32le(rec + 8, lens[i].length);
+		fix_crc(rec, lens[i].length <= sizeof rec - SPOOL_REC_HDR_SIZE ?
+				lens[i].length : 0);
+		int r = spool_rec_decode(rec, sizeof rec, &h, &payload);
+		cr_assert_eq(r, lens[i].want, "length %u: %d", lens[i].length, r);
+		uint64_t gn;
+		const char *gd;
+		size_t gl;
+		if (r == SPOOL_REC_OK)
+			cr_assert_eq(spool_rec_decode_sched(payload, h.length, &gn, &gd, &gl),
+					SPOOL_REC_BAD_PAYLOAD);
+	}
+	/* A NOTE relabelled SCHED: 8 bytes cannot hold the fixed part. */
+	spool_rec_encode_note(rec, 1, 2, SPOOL_NOTE_DELAY_WARNED);
+	rec[5] = SPOOL_REC_SCHED;
+	fix_crc(rec, SPOOL_NOTE_PAYLOAD_SIZE);
+	cr_assert_eq(spool_rec_decode(rec, sizeof rec, &h, &payload), SPOOL_REC_BAD_LENGTH);
+}
+
+/* SCHED payloads built by hand: u64 next_us, u16 domain_len, domain. */
+static const struct payload_case sched_payloads[] = {
+	{ "empty_domain", P("\1\0\0\0\0\0\0\0" "\0\0"), SPOOL_REC_OK },
+	{ "one_byte", P("\1\0\0\0\0\0\0\0" "\1\0" "x"), SPOOL_REC_OK },
+	{ "short_fixed", P("\1\0\0\0\0\0\0\0" "\0"), SPOOL_REC_BAD_PAYLOAD },
+	{ "domain_past_end", P("\1\0\0\0\0\0\0\0" "\2\0" "x"), SPOOL_REC_BAD_PAYLOAD },
+	{ "bytes_after_domain", P("\1\0\0\0\0\0\0\0" "\1\0" "xy"), SPOOL_REC_BAD_PAYLOAD },
+	{ "upper_case", P("\1\0\0\0\0\0\0\0" "\3\0" "aBc"), SPOOL_REC_BAD_PAYLOAD },
+	{ "nul_and_utf8_kept", P("\1\0\0\0\0\0\0\0" "\3\0" "\0\xc3\x89"), SPOOL_REC_OK },
+	{ "domain_len_huge", P("\1\0\0\0\0\0\0\0" "\xff\xff" "x"), SPOOL_REC_BAD_PAYLOAD },
+};
+
+Test(spool_rec, sched_payloads)
+{
+	for (size_t k = 0; k < sizeof sched_payloads / sizeof sched_payloads[0]; k++) {
+		const struct payload_case *c = &sched_payloads[k];
+		char *p = malloc(c->len + 1); /* exact size for ASan */
+		uint64_t gn = 0;
+		const char *gd = NULL;
+		size_t gl = 0;
+
+		memcpy(p, c->bytes, c->len);
+		int r = spool_rec_decode_sched(p, c->len, &gn, &gd, &gl);
+		cr_assert_eq(r, c->want, "%s: got %d", c->name, r);
+		if (r == SPOOL_REC_OK) {
+			cr_assert_eq(gn, 1);
+			cr_assert_eq(gd + gl, p + c->len, "%s", c->name);
+		}
+		/* Every truncation of a good payload is bad. */
+		for (size_t n = 0; r == SPOOL_REC_OK && n < c->len; n++)
+			cr_assert_eq(spool_rec_decode_sched(p, n, &gn, &gd, &gl),
+					SPOOL_REC_BAD_PAYLOAD, "%s cut %zu", c->name, n);
+		free(p);
+	}
+	/* The longest domain the codec takes, and one byte more. */
+	char big[SPOOL_SCHED_FIXED_SIZE + SPOOL_SCHED_DOMAIN_MAX + 1];
+	uint64_t gn;
+	const char *gd;
+	size_t gl;
+	memset(big, 'a', sizeof big);
+	big[8] = (char)(SPOOL_SCHED_DOMAIN_MAX & 0xff);
+	big[9] = (char)(SPOOL_SCHED_DOMAIN_MAX >> 8);
+	cr_assert_eq(spool_rec_decode_sched(big, sizeof big - 1, &gn, &gd, &gl), SPOOL_REC_OK);
+	cr_assert_eq(gl, SPOOL_SCHED_DOMAIN_MAX);
+	big[8] = (char)((SPOOL_SCHED_DOMAIN_MAX + 1) & 0xff);
+	big[9] = (char)((SPOOL_SCHED_DOMAIN_MAX + 1) >> 8);
+	cr_assert_eq(spool_rec_decode_sched(big, sizeof big, &gn, &gd, &gl),
+			SPOOL_REC_BAD_PAYLOAD);
 }
