@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "core/ascii.h"
+#include "core/domtab.h"
 #include "core/log.h"
 #include "core/netaddr.h"
 #include "core/resolver.h"
@@ -414,17 +415,12 @@ static int set_listen(struct config *c, const struct config_key *k, const char *
 static int set_relayhost(struct config *c, const struct config_key *k, const char *v,
 			 char *w, size_t wl)
 {
-	char host[RESOLVER_NAME_MAX];
-	struct sockaddr_storage ss;
-	unsigned port;
-
 	if (!*v || !strcmp(v, "none")) {
 		c->relayhost[0] = '\0';
 		return 0;
 	}
-	if (strlen(v) >= sizeof(c->relayhost) ||
-	    resolver_dest_split(v, host, sizeof(host), RESOLVER_SMTP_PORT, &port, NULL) ||
-	    (netaddr_from_text(host, port, &ss, NULL) && !valid_hostname(host, strlen(host))))
+	/* The syntax of a route (etrnd:route:<domain>): one rule for both. */
+	if (strlen(v) >= sizeof(c->relayhost) || domtab_route_dest_check(v))
 		return why(w, wl, "bad value for %s: \"%s\" (want [host]:port, host:port or host)",
 			   k->name, v);
 	memcpy(c->relayhost, v, strlen(v) + 1);
@@ -997,6 +993,14 @@ int config_finish(struct config *c, char *err, size_t errlen)
 	 * the whole table and must not be empty. */
 	if (c->nrelay_domains == 0 && c->redis.kind == CONFIG_REDIS_NONE) {
 		snprintf(err, errlen, "relay_domains is empty and redis is not set: no domain would accept mail");
+		return -1;
+	}
+	/* The back-off grows from one to the other (Postfix's
+	 * minimal_backoff_time <= maximal_backoff_time). */
+	if (c->minimal_backoff_ms > c->maximal_backoff_ms) {
+		snprintf(err, errlen, "minimal_backoff (%u ms) is longer than maximal_backoff (%u ms): "
+			 "the wait between attempts grows from minimal_backoff up to maximal_backoff",
+			 c->minimal_backoff_ms, c->maximal_backoff_ms);
 		return -1;
 	}
 	return 0;

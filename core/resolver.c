@@ -9,6 +9,7 @@
 #include "core/netaddr.h"
 #include "core/now.h"
 #include "core/resolver.h"
+#include "core/resolver_list.h"
 
 #include <arpa/inet.h>
 #include <arpa/nameser.h>
@@ -44,6 +45,15 @@ static const char *const resolver_state_name[] = {
 	[RESOLVER_LATE] = "late",
 };
 
+/* What a route request (resolver_route) adds to a request. */
+struct resolver_route {
+	resolver_list_cb cb;
+	struct resolver_list list;       /* the answer, built host by host */
+	struct resolver_list_mx mx;      /* the hosts to look up, in order */
+	unsigned next;                   /* mx.host[next] is looked up next */
+	int failed;                      /* list.err/why hold a skipped host's failure */
+};
+
 struct resolver_req {
 	struct resolver *r;
 	struct resolver_req *next, *prev; /* FIFO (next only), then live list */
@@ -54,7 +64,8 @@ struct resolver_req {
 	uint64_t deadline_ms;            /* CLOCK_MONOTONIC */
 	char name[RESOLVER_NAME_MAX];    /* the domain (mx) or the host */
 	char host[RESOLVER_NAME_MAX];    /* whose address is looked up */
-	resolver_cb cb;
+	resolver_cb cb;                  /* resolver_host/_mx; NULL for a route */
+	struct resolver_route *rt;       /* resolver_route only */
 	void *cookie;
 };
 
@@ -136,25 +147,16 @@ int resolver_dest_split(const char *dest, char *host, size_t hostlen,
 static void resolver_fill(struct resolver_result *res, const char *host,
 			  const struct sockaddr *sa, socklen_t salen, unsigned port)
 {
-	char addr[INET6_ADDRSTRLEN] = "?";
+	struct resolver_addr a;
 
-	memset(&res->addr, 0, sizeof(res->addr));
-	memcpy(&res->addr, sa, salen);
-	res->addrlen = salen;
-	if (sa->sa_family == AF_INET) {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&res->addr;
-		s4->sin_port = htons((uint16_t)port);
-		inet_ntop(AF_INET, &s4->sin_addr, addr, sizeof(addr));
-	} else {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&res->addr;
-		s6->sin6_port = htons((uint16_t)port);
-		inet_ntop(AF_INET6, &s6->sin6_addr, addr, sizeof(addr));
-	}
+	resolver_list_addr_set(&a, host, sa, salen, port);
+	memcpy(&res->addr, &a.addr, sizeof(res->addr));
+	res->addrlen = a.addrlen;
 	res->err = 0;
 	res->permanent = 0;
 	res->why[0] = '\0';
-	snprintf(res->host, sizeof(res->host), "%s", host);
-	snprintf(res->relay, sizeof(res->relay), "%.200s[%s]:%u", host, addr, port);
+	memcpy(res->host, a.host, sizeof(res->host));
+	memcpy(res->relay, a.relay, sizeof(res->relay));
 }
 
 /* 1 and *res filled when host is a numeric address, else 0. */
@@ -200,14 +202,22 @@ static void resolver_live_unlink(struct resolver *r, struct resolver_req *q)
 	r->nlive--;
 }
 
+static void resolver_req_free(struct resolver_req *q)
+{
+	free(q->rt);
+	free(q);
+}
+
 /*
- * Run q's callback (the one time it runs) and account for it. If c-ares
- * still holds q, q becomes LATE and is freed when c-ares lets go; otherwise
- * it is freed here. q must be live or never started.
+ * Run q's callback (the one time it runs) with res, or for a route request
+ * with its list, and account for it. If c-ares still holds q, q becomes
+ * LATE and is freed when c-ares lets go; otherwise it is freed here. q must
+ * be live or never started.
  */
 static void resolver_answer(struct resolver_req *q, const struct resolver_result *res)
 {
 	struct resolver *r = q->r;
+	int err = q->rt ? q->rt->list.err : res->err;
 
 	if (q->state == RESOLVER_MX || q->state == RESOLVER_ADDR)
 		resolver_live_unlink(r, q);
@@ -215,31 +225,63 @@ static void resolver_answer(struct resolver_req *q, const struct resolver_result
 	pthread_mutex_lock(&r->mu);
 	r->st.pending--;
 	r->st.answered++;
-	if (res->err == -ETIMEDOUT)
+	if (err == -ETIMEDOUT)
 		r->st.timed_out++;
 	pthread_mutex_unlock(&r->mu);
-	q->cb(q->cookie, res);
+	if (q->rt) {
+		q->rt->cb(q->cookie, &q->rt->list);
+		free(q->rt); /* a LATE request needs only q */
+		q->rt = NULL;
+	} else {
+		q->cb(q->cookie, res);
+	}
 	if (q->in_ares) {
 		resolver_enter_state(q, RESOLVER_LATE);
 		r->nlate++;
 	} else {
-		free(q);
+		resolver_req_free(q);
 	}
+}
+
+/* A route request answered with the addresses found so far. */
+static void resolver_answer_list(struct resolver_req *q)
+{
+	struct resolver_list *l = &q->rt->list;
+
+	l->err = 0;
+	l->permanent = 0;
+	l->why[0] = '\0';
+	resolver_answer(q, NULL);
 }
 
 static void resolver_fail(struct resolver_req *q, int err, int permanent,
 			  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
+/* Answer q with an error. A route request that ran out of time with some
+ * addresses already found is answered with those instead: they are good. */
 static void resolver_fail(struct resolver_req *q, int err, int permanent, const char *fmt, ...)
 {
 	struct resolver_result res;
+	char *why = res.why;
+	size_t whylen = sizeof(res.why);
 	va_list ap;
 
+	if (q->rt && q->rt->list.n && err == -ETIMEDOUT) {
+		resolver_answer_list(q);
+		return;
+	}
 	memset(&res, 0, sizeof(res));
 	res.err = err;
 	res.permanent = permanent;
+	if (q->rt) {
+		q->rt->list.n = 0;
+		q->rt->list.err = err;
+		q->rt->list.permanent = permanent;
+		why = q->rt->list.why;
+		whylen = sizeof(q->rt->list.why);
+	}
 	va_start(ap, fmt);
-	vsnprintf(res.why, sizeof(res.why), fmt, ap);
+	vsnprintf(why, whylen, fmt, ap);
 	va_end(ap);
 	resolver_answer(q, &res);
 }
@@ -260,20 +302,32 @@ static const struct {
 	/* Anything else (SERVFAIL, REFUSED, no reply, bad reply): try later. */
 };
 
+static void resolver_status_err(int status, int *err, int *permanent)
+{
+	*err = -EAGAIN;
+	*permanent = 0;
+	for (size_t i = 0; i < sizeof(resolver_status_map) / sizeof(resolver_status_map[0]); i++) {
+		if (resolver_status_map[i].status == status) {
+			*err = resolver_status_map[i].err;
+			*permanent = resolver_status_map[i].permanent;
+			return;
+		}
+	}
+}
+
+static const char *resolver_status_text(int status)
+{
+	return status == ARES_ENOTFOUND ? "NXDOMAIN" : ares_strerror(status);
+}
+
 static void resolver_fail_status(struct resolver_req *q, int status, const char *what,
 				 const char *name)
 {
-	int err = -EAGAIN, permanent = 0;
+	int err, permanent;
 
-	for (size_t i = 0; i < sizeof(resolver_status_map) / sizeof(resolver_status_map[0]); i++) {
-		if (resolver_status_map[i].status == status) {
-			err = resolver_status_map[i].err;
-			permanent = resolver_status_map[i].permanent;
-			break;
-		}
-	}
+	resolver_status_err(status, &err, &permanent);
 	resolver_fail(q, err, permanent, "%s lookup of %.255s: %s", what, name,
-		      status == ARES_ENOTFOUND ? "NXDOMAIN" : ares_strerror(status));
+		      resolver_status_text(status));
 }
 
 static void resolver_count_late(struct resolver *r)
@@ -298,7 +352,7 @@ static int resolver_released(struct resolver_req *q, int status)
 		r->nlate--;
 		if (status != ARES_EDESTRUCTION)
 			resolver_count_late(r);
-		free(q);
+		resolver_req_free(q);
 		return 1;
 	}
 	if (status == ARES_EDESTRUCTION || now_mono_ms() < q->deadline_ms)
@@ -334,6 +388,9 @@ static void resolver_addr_done(void *arg, int status, int timeouts, struct ares_
 	resolver_fail_status(q, status, "address", q->host);
 }
 
+static void resolver_route_addr_done(void *arg, int status, int timeouts,
+				     struct ares_addrinfo *ai);
+
 static void resolver_start_addr(struct resolver_req *q)
 {
 	struct ares_addrinfo_hints hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
@@ -341,36 +398,93 @@ static void resolver_start_addr(struct resolver_req *q)
 	resolver_enter_state(q, RESOLVER_ADDR);
 	q->in_ares = 1;
 	/* May call back before it returns: q is not touched afterwards. */
-	ares_getaddrinfo(q->r->ch, q->host, NULL, &hints, resolver_addr_done, q);
+	ares_getaddrinfo(q->r->ch, q->host, NULL, &hints,
+			 q->rt ? resolver_route_addr_done : resolver_addr_done, q);
 }
 
 /*
- * The best MX of an answer into q->host. 1 found, 0 null MX (RFC 7505: a
- * single MX with target "."; a "." among real MXs is skipped), -1 no MX
- * record in the answer.
+ * A route request's next step: look up the next MX host while addresses may
+ * still be added, else answer. With no address at all, the answer is the
+ * failure kept from the skipped hosts (a temporary one if any host failed
+ * temporarily: only when every host is permanently gone does mail bounce).
  */
-static int resolver_pick_mx(struct resolver_req *q, const struct ares_mx_reply *mx)
+static void resolver_route_next(struct resolver_req *q)
 {
-	const struct ares_mx_reply *best = NULL;
-	int any = 0;
+	struct resolver_route *rt = q->rt;
 
-	for (; mx; mx = mx->next) {
-		any = 1;
-		if (mx->host[0] == '\0' || !strcmp(mx->host, "."))
-			continue;
-		if (!best || mx->priority < best->priority)
-			best = mx;
+	if (rt->next < rt->mx.n && rt->list.n < RESOLVER_ADDRS_MAX) {
+		snprintf(q->host, sizeof(q->host), "%s", rt->mx.host[rt->next++]);
+		resolver_start_addr(q);
+		return;
 	}
-	if (!best)
-		return any ? 0 : -1;
-	snprintf(q->host, sizeof(q->host), "%s", best->host);
-	return 1;
+	if (rt->list.n) {
+		resolver_answer_list(q);
+		return;
+	}
+	if (!rt->failed) { /* unreachable: every host either adds or fails */
+		rt->list.err = -ENODATA;
+		rt->list.permanent = 1;
+		snprintf(rt->list.why, sizeof(rt->list.why), "%.255s: no address", q->name);
+	}
+	resolver_answer(q, NULL);
+}
+
+/* One MX host's addresses, or why it is skipped. */
+static void resolver_route_addr_done(void *arg, int status, int timeouts,
+				     struct ares_addrinfo *ai)
+{
+	struct resolver_req *q = arg;
+	struct resolver_route *rt;
+	int err, permanent;
+
+	if (resolver_released(q, status)) {
+		ares_freeaddrinfo(ai);
+		return;
+	}
+	rt = q->rt;
+	if (status == ARES_SUCCESS && (!ai || !ai->nodes))
+		status = ARES_ENODATA;
+	if (status == ARES_SUCCESS)
+		resolver_list_add_nodes(&rt->list, q->host, ai->nodes, q->port);
+	ares_freeaddrinfo(ai);
+	if (status == ARES_EDESTRUCTION) { /* the channel is going: no next host */
+		resolver_fail_status(q, status, "address", q->host);
+		return;
+	}
+	resolver_status_err(status, &err, &permanent);
+	/* Keep the first failure, unless a temporary one follows permanent. */
+	if (status != ARES_SUCCESS && (!rt->failed || (rt->list.permanent && !permanent))) {
+		rt->failed = 1;
+		rt->list.err = err;
+		rt->list.permanent = permanent;
+		snprintf(rt->list.why, sizeof(rt->list.why), "address lookup of %.255s: %s",
+			 q->host, resolver_status_text(status));
+	}
+	if (status != ARES_SUCCESS)
+		log_debug("resolver %s: MX host %s skipped: %s", q->name, q->host,
+			  resolver_status_text(status));
+	resolver_route_next(q);
+}
+
+/* The hosts of a route request: rt->mx when sorted (the MX answer), else
+ * (no MX, or mx 0) the name itself. Then the first host's addresses. */
+static void resolver_route_hosts(struct resolver_req *q, int sorted)
+{
+	struct resolver_route *rt = q->rt;
+
+	if (!sorted) {
+		rt->mx.n = 1;
+		snprintf(rt->mx.host[0], sizeof(rt->mx.host[0]), "%s", q->name);
+	}
+	rt->next = 0;
+	resolver_route_next(q);
 }
 
 static void resolver_mx_done(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
 	struct resolver_req *q = arg;
 	struct ares_mx_reply *mx = NULL;
+	struct resolver_list_mx sorted;
 	int found;
 
 	if (resolver_released(q, status))
@@ -380,23 +494,44 @@ static void resolver_mx_done(void *arg, int status, int timeouts, unsigned char 
 	if (status == ARES_ENODATA) {
 		/* RFC 5321 5.1: no MX, the domain itself is the host. */
 		snprintf(q->host, sizeof(q->host), "%s", q->name);
-		resolver_start_addr(q);
+		if (q->rt)
+			resolver_route_hosts(q, 0);
+		else
+			resolver_start_addr(q);
 		return;
 	}
 	if (status != ARES_SUCCESS) {
 		resolver_fail_status(q, status, "MX", q->name);
 		return;
 	}
-	found = resolver_pick_mx(q, mx);
+	/* resolver_mx keeps the answer's order among equals, as it always did;
+	 * a route spreads them. */
+	found = resolver_list_sort_mx(mx, q->rt ? &q->rt->mx : &sorted, q->rt != NULL);
 	ares_free_data(mx);
 	if (found == 0) {
 		resolver_fail(q, -ENXIO, 1, "%.255s has a null MX (RFC 7505): it accepts no mail",
 			      q->name);
 		return;
 	}
-	if (found < 0)
-		snprintf(q->host, sizeof(q->host), "%s", q->name);
+	if (q->rt) {
+		resolver_route_hosts(q, found > 0);
+		return;
+	}
+	snprintf(q->host, sizeof(q->host), "%s", found > 0 ? sorted.host[0] : q->name);
 	resolver_start_addr(q);
+}
+
+/* A route request for a numeric name: its one address, no DNS. 1 if so. */
+static int resolver_route_numeric(struct resolver_req *q)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+
+	if (netaddr_from_text(q->name, q->port, &ss, &len))
+		return 0;
+	resolver_list_add(&q->rt->list, q->name, (struct sockaddr *)&ss, len, q->port);
+	resolver_answer_list(q);
+	return 1;
 }
 
 /* Begin one request taken from the FIFO: into flight, or answered now. */
@@ -409,7 +544,9 @@ static void resolver_start(struct resolver *r, struct resolver_req *q, uint64_t 
 			      q->name);
 		return;
 	}
-	if (!q->mx && resolver_numeric_host(q->host, q->port, &res)) {
+	if (q->rt && resolver_route_numeric(q))
+		return;
+	if (!q->rt && !q->mx && resolver_numeric_host(q->host, q->port, &res)) {
 		resolver_answer(q, &res);
 		return;
 	}
@@ -422,7 +559,10 @@ static void resolver_start(struct resolver *r, struct resolver_req *q, uint64_t 
 	r->ltail = q;
 	r->nlive++;
 	if (!q->mx) {
-		resolver_start_addr(q);
+		if (q->rt)
+			resolver_route_hosts(q, 0);
+		else
+			resolver_start_addr(q);
 		return;
 	}
 	resolver_enter_state(q, RESOLVER_MX);
@@ -708,7 +848,7 @@ static int resolver_submit(struct resolver *r, struct resolver_req *q)
 	}
 	pthread_mutex_unlock(&r->mu);
 	if (rc) {
-		free(q);
+		resolver_req_free(q);
 		return rc;
 	}
 	resolver_kick(r);
@@ -732,24 +872,58 @@ int resolver_host(struct resolver *r, const char *dest, unsigned default_port,
 	return resolver_submit(r, q);
 }
 
+/* A new request for name (one trailing dot dropped) and port; NULL with
+ * *rc -EINVAL or -ENOMEM. */
+static struct resolver_req *resolver_req_name(const char *name, unsigned port, int *rc)
+{
+	size_t len = strlen(name);
+	struct resolver_req *q;
+
+	if (len > 1 && name[len - 1] == '.')
+		len--;
+	*rc = -EINVAL;
+	if (len == 0 || len >= RESOLVER_NAME_MAX || port == 0 || port > RESOLVER_PORT_MAX)
+		return NULL;
+	*rc = -ENOMEM;
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return NULL;
+	memcpy(q->name, name, len);
+	q->name[len] = '\0';
+	memcpy(q->host, q->name, len + 1);
+	q->port = port;
+	return q;
+}
+
 int resolver_mx(struct resolver *r, const char *domain, unsigned port,
 		resolver_cb cb, void *cookie)
 {
-	size_t len = strlen(domain);
-	struct resolver_req *q;
+	int rc;
+	struct resolver_req *q = resolver_req_name(domain, port, &rc);
 
-	if (len > 1 && domain[len - 1] == '.')
-		len--;
-	if (len == 0 || len >= RESOLVER_NAME_MAX || port == 0 || port > RESOLVER_PORT_MAX)
-		return -EINVAL;
-	q = calloc(1, sizeof(*q));
 	if (!q)
-		return -ENOMEM;
-	memcpy(q->name, domain, len);
-	q->name[len] = '\0';
+		return rc;
 	q->mx = 1;
-	q->port = port;
 	q->cb = cb;
+	q->cookie = cookie;
+	return resolver_submit(r, q);
+}
+
+int resolver_route(struct resolver *r, const char *name, unsigned port, int mx,
+		   resolver_list_cb cb, void *cookie)
+{
+	int rc;
+	struct resolver_req *q = resolver_req_name(name, port, &rc);
+
+	if (!q)
+		return rc;
+	q->rt = calloc(1, sizeof(*q->rt));
+	if (!q->rt) {
+		free(q);
+		return -ENOMEM;
+	}
+	q->mx = mx;
+	q->rt->cb = cb;
 	q->cookie = cookie;
 	return resolver_submit(r, q);
 }

@@ -2,7 +2,9 @@
 /*
  * spool_recover: see spool_recover.h. One pass over each segment through
  * spool_read_segment() (large reads, CRC per record); MSG records go into the
- * index, DONE records take recipients out, NOTE records mark messages; damage is logged once per region
+ * index, DONE records take recipients out, NOTE records mark messages,
+ * SCHED records set a queue entry's next attempt; damage is logged once per
+ * region
  * as "spool: SEGMENT: offset N: REASON (M bytes skipped)".
  */
 #include "store/spool_recover.h"
@@ -202,6 +204,29 @@ static int rec_note(struct rec_ctx *c, uint64_t off,
 	return 1;
 }
 
+/* Advisory: never an error, never a pin, no live byte. The MSG precedes it
+ * in scan order when it applies (a copy's SCHEDs follow the copy, and the
+ * ones before a compaction, which then name a message not indexed yet, are
+ * ignored); a later one overwrites an earlier one. */
+static int rec_sched(struct rec_ctx *c, uint64_t off,
+		const struct spool_rec_hdr *hdr, const char *payload)
+{
+	uint64_t rec_len = SPOOL_REC_HDR_SIZE + (uint64_t)hdr->length;
+	uint64_t next_us;
+	const char *dom;
+	size_t dl;
+
+	if (spool_rec_decode_sched(payload, hdr->length, &next_us, &dom, &dl) !=
+			SPOOL_REC_OK) {
+		rec_unusable(c, off, rec_len, "SCHED payload does not parse", 0);
+		return 0;
+	}
+	spool_index_segment_account(c->idx, c->seg_id, rec_len);
+	if (spool_index_set_next(c->idx, hdr->msgid, dom, dl, next_us) < 0)
+		c->res->sched_ignored++;
+	return 0;
+}
+
 static int rec_record(void *arg, uint64_t off, const struct spool_rec_hdr *hdr,
 		const char *payload)
 {
@@ -217,6 +242,10 @@ static int rec_record(void *arg, uint64_t off, const struct spool_rec_hdr *hdr,
 	if (hdr->type == SPOOL_REC_NOTE) {
 		c->res->note_records++;
 		return rec_note(c, off, hdr, payload);
+	}
+	if (hdr->type == SPOOL_REC_SCHED) {
+		c->res->sched_records++;
+		return rec_sched(c, off, hdr, payload);
 	}
 	c->res->done_records++;
 	return rec_done(c, off, hdr, payload);
@@ -469,12 +498,12 @@ static void rec_log_summary(const char *shard_dir,
 {
 	log_info("spool: %s: %" PRIu64 " messages (%" PRIu64 " recipients) "
 			"queued; read %" PRIu64 " segments, %" PRIu64 " MSG, %"
-			PRIu64 " DONE and %" PRIu64 " NOTE records, %" PRIu64
-			" bad regions, %" PRIu64 " torn bytes; %zu segments to "
-			"unlink", shard_dir,
+			PRIu64 " DONE, %" PRIu64 " NOTE and %" PRIu64 " SCHED "
+			"records, %" PRIu64 " bad regions, %" PRIu64 " torn "
+			"bytes; %zu segments to unlink", shard_dir,
 			res->live_messages, res->live_recipients, res->segments,
 			res->msg_records, res->done_records, res->note_records,
-			res->bad_regions,
+			res->sched_records, res->bad_regions,
 			res->torn_bytes, res->ndead);
 }
 

@@ -3,8 +3,10 @@
  * spool_recover: rebuild one shard's queue index from its segment files at
  * start-up (DESIGN.md section 5): every record's CRC checked, a torn tail
  * truncated, every damaged region logged with segment and offset and skipped
- * (never the rest of its segment), the index = MSG minus DONE, plus what NOTE records say. Blocking I/O
- * on the calling thread: run it before the shard's loop starts.
+ * (never the rest of its segment), the index = MSG minus DONE, plus what
+ * NOTE records say and the schedule SCHED records give (the last one of a
+ * message and domain in scan order wins). Blocking I/O on the calling
+ * thread: run it before the shard's loop starts.
  */
 #ifndef ETRND_STORE_SPOOL_RECOVER_H
 #define ETRND_STORE_SPOOL_RECOVER_H
@@ -22,6 +24,11 @@ struct spool_recover_result {
 	uint64_t msg_records;
 	uint64_t done_records;
 	uint64_t note_records;
+	uint64_t sched_records;
+	uint64_t sched_ignored;   /* SCHED for a message not indexed, or a domain
+	                             with no pending recipient of it: normal (a
+	                             compacted message's old SCHEDs, a finished
+	                             one's) */
 	uint64_t live_messages;   /* indexed when done */
 	uint64_t live_recipients;
 	uint64_t bad_regions;     /* damaged regions skipped, plus records with

@@ -290,3 +290,42 @@ void dns_stub_stop(struct dns_stub *s)
 	close(s->stopfd);
 	free(s);
 }
+
+void dns_stub_answer_init(struct dns_stub_answer *w)
+{
+	memset(w, 0, sizeof(*w));
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+}
+
+void dns_stub_answer_cb(void *cookie, const struct resolver_list *res)
+{
+	struct dns_stub_answer *w = cookie;
+
+	pthread_mutex_lock(&w->mu);
+	w->calls++;
+	w->thread = pthread_self();
+	w->res = *res;
+	pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+int dns_stub_answer_wait(struct dns_stub_answer *w, unsigned max_ms)
+{
+	struct timespec dl;
+	int calls;
+
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += max_ms / 1000;
+	dl.tv_nsec += (long)(max_ms % 1000) * 1000000L;
+	if (dl.tv_nsec >= 1000000000L) {
+		dl.tv_sec++;
+		dl.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&w->mu);
+	while (w->calls < 1 && pthread_cond_timedwait(&w->cv, &w->mu, &dl) == 0)
+		;
+	calls = w->calls;
+	pthread_mutex_unlock(&w->mu);
+	return calls;
+}

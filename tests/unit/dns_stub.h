@@ -3,12 +3,16 @@
  * dns_stub: a real DNS server on loopback UDP for tests, in a thread of the
  * test process: answers A, AAAA and MX from a fixed table, NXDOMAIN for
  * names it does not know, NODATA for a known name without the type asked,
- * SERVFAIL, never for a "silent" name, late for a "slow" one.
+ * SERVFAIL, never for a "silent" name, late for a "slow" one. And a
+ * waiter for the answers of resolver_route() (core/resolver.h).
  */
 #ifndef ETRND_TESTS_DNS_STUB_H
 #define ETRND_TESTS_DNS_STUB_H
 
+#include <pthread.h>
 #include <stddef.h>
+
+#include "core/resolver.h"
 
 enum dns_stub_kind {
 	DNS_STUB_A,          /* data: "192.0.2.1" */
@@ -37,5 +41,21 @@ unsigned dns_stub_port(const struct dns_stub *s);
 unsigned dns_stub_queries(struct dns_stub *s);
 /* Stop and join the thread, close the socket, free. NULL is fine. */
 void dns_stub_stop(struct dns_stub *s);
+
+/* One resolver_list answer: pass dns_stub_answer_cb as the callback and the
+ * struct as its cookie; the callback (on the resolver thread) copies the list
+ * and counts the call. */
+struct dns_stub_answer {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int calls;
+	pthread_t thread;            /* the thread the callback ran on */
+	struct resolver_list res;
+};
+
+void dns_stub_answer_init(struct dns_stub_answer *w);
+void dns_stub_answer_cb(void *cookie, const struct resolver_list *res);
+/* Wait until the callback ran or max_ms passed; returns the calls so far. */
+int dns_stub_answer_wait(struct dns_stub_answer *w, unsigned max_ms);
 
 #endif

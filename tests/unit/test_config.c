@@ -2,12 +2,14 @@
 /* Tests for core/config.c: every key's parsing, and that each bad line is
  * reported as "FILE:LINE: what is wrong". Table-driven. */
 #include <criterion/criterion.h>
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "core/cidr.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/resolver.h"
@@ -815,4 +817,167 @@ Test(config, listeners_sixteen_in_all)
 		  "%s", err);
 	cr_expect_eq(c.nlisten, 1);
 	config_free(&c);
+}
+
+/* ---- outbound delivery (issue 13) ---------------------------------------- */
+
+/* relayhost, mynetworks, the back-offs, test_clock: each value alone, good
+ * ones read back, bad ones refused with the key named and the old value
+ * kept where it was a plain field. */
+struct outbound_case {
+	const char *key, *v;
+	int want_ok;
+	const char *want_relayhost;   /* relayhost: what it holds after */
+	unsigned want_n;              /* mynetworks: networks; durations: ms; bools: 0/1 */
+};
+
+static unsigned outbound_value(const struct config *c, const char *key)
+{
+	if (!strcmp(key, "mynetworks"))
+		return c->nmynetworks;
+	if (!strcmp(key, "minimal_backoff"))
+		return c->minimal_backoff_ms;
+	if (!strcmp(key, "maximal_backoff"))
+		return c->maximal_backoff_ms;
+	if (!strcmp(key, "queue_restart_spread"))
+		return c->queue_restart_spread_ms;
+	if (!strcmp(key, "test_clock"))
+		return (unsigned)c->test_clock;
+	return 0;
+}
+
+Test(config, outbound_keys)
+{
+	static const struct outbound_case cases[] = {
+		{ "relayhost", "[smarthost.example.net]:2525", 1, "[smarthost.example.net]:2525", 0 },
+		{ "relayhost", "smarthost.example.net", 1, "smarthost.example.net", 0 },
+		{ "relayhost", "smarthost.example.net:587", 1, "smarthost.example.net:587", 0 },
+		{ "relayhost", "[127.0.0.1]:2526", 1, "[127.0.0.1]:2526", 0 },
+		{ "relayhost", "192.0.2.1", 1, "192.0.2.1", 0 },
+		{ "relayhost", "[2001:db8::1]:25", 1, "[2001:db8::1]:25", 0 },
+		{ "relayhost", "localhost", 1, "localhost", 0 },
+		{ "relayhost", "none", 1, "", 0 },
+		{ "relayhost", "", 1, "", 0 },
+		{ "relayhost", "smarthost.example.net:0", 0, NULL, 0 },
+		{ "relayhost", "smarthost.example.net:65536", 0, NULL, 0 },
+		{ "relayhost", "smarthost.example.net:", 0, NULL, 0 },
+		{ "relayhost", "[smarthost.example.net", 0, NULL, 0 },
+		{ "relayhost", "[smarthost.example.net]x", 0, NULL, 0 },
+		{ "relayhost", "bad..host", 0, NULL, 0 },
+		{ "relayhost", "smart host", 0, NULL, 0 },
+		{ "relayhost", "smarthost.example.net: 25", 0, NULL, 0 },
+		{ "mynetworks", "127.0.0.0/8, [::1]", 0, NULL, 0 },
+		{ "mynetworks", "127.0.0.0/8, ::1/128 192.0.2.0/24", 1, NULL, 3 },
+		{ "mynetworks", "10.1.2.3", 1, NULL, 1 },
+		{ "mynetworks", "none", 1, NULL, 0 },
+		{ "mynetworks", "", 1, NULL, 0 },
+		{ "mynetworks", "10.0.0.1/8", 0, NULL, 0 },
+		{ "mynetworks", "localhost", 0, NULL, 0 },
+		{ "mynetworks", "10.0.0.0/33", 0, NULL, 0 },
+		{ "minimal_backoff", "60s", 1, NULL, 60000 },
+		{ "minimal_backoff", "1s", 1, NULL, 1000 },
+		{ "minimal_backoff", "1d", 1, NULL, 86400000 },
+		{ "minimal_backoff", "500ms", 0, NULL, 0 },
+		{ "minimal_backoff", "2d", 0, NULL, 0 },
+		{ "minimal_backoff", "soon", 0, NULL, 0 },
+		{ "maximal_backoff", "2h", 1, NULL, 7200000 },
+		{ "maximal_backoff", "7d", 1, NULL, 7u * 86400000 },
+		{ "maximal_backoff", "8d", 0, NULL, 0 },
+		{ "maximal_backoff", "0", 0, NULL, 0 },
+		{ "queue_restart_spread", "0", 1, NULL, 0 },
+		{ "queue_restart_spread", "5m", 1, NULL, 300000 },
+		{ "queue_restart_spread", "25h", 0, NULL, 0 },
+		{ "test_clock", "yes", 1, NULL, 1 },
+		{ "test_clock", "no", 1, NULL, 0 },
+		{ "test_clock", "sometimes", 0, NULL, 0 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct outbound_case *t = &cases[i];
+		struct config c;
+		char err[CONFIG_ERR_MAX] = "", want[CONFIG_ERR_MAX];
+		unsigned before;
+		int r;
+
+		config_defaults(&c);
+		snprintf(c.relayhost, sizeof(c.relayhost), "old.example.net");
+		before = outbound_value(&c, t->key);
+		r = config_set(&c, t->key, t->v, "-o", err, sizeof(err));
+		cr_expect_eq(r == 0, t->want_ok, "%s [%s]: rc %d (%s)", t->key, t->v, r, err);
+		if (!t->want_ok) {
+			snprintf(want, sizeof(want), "-o: bad value for %s: ", t->key);
+			cr_expect(strncmp(err, want, strlen(want)) == 0, "%s [%s]: %s", t->key, t->v, err);
+			cr_expect_str_eq(c.relayhost, "old.example.net", "[%s] changed relayhost", t->v);
+			if (strcmp(t->key, "mynetworks"))
+				cr_expect_eq(outbound_value(&c, t->key), before, "%s [%s]: changed",
+					     t->key, t->v);
+		} else if (t->want_relayhost) {
+			cr_expect_str_eq(c.relayhost, t->want_relayhost, "[%s]", t->v);
+		} else {
+			cr_expect_eq(outbound_value(&c, t->key), t->want_n, "%s [%s]", t->key, t->v);
+		}
+		config_free(&c);
+	}
+}
+
+/* The defaults (Postfix's 300 s and 4000 s; nothing relays, no relayhost,
+ * no submission listener, the real clock); mynetworks matches what it
+ * lists; submission_listen is a listener kind of its own; and
+ * config_finish refuses minimal_backoff > maximal_backoff naming both. */
+Test(config, outbound_defaults_file_and_finish)
+{
+	struct config c;
+	char err[CONFIG_ERR_MAX + PATH_MAX], want[CONFIG_ERR_MAX + PATH_MAX];
+	struct sockaddr_in in = { .sin_family = AF_INET };
+	char *path;
+
+	config_defaults(&c);
+	cr_expect_str_eq(c.relayhost, "");
+	cr_expect_eq(c.nmynetworks, 0);
+	cr_expect_eq(c.minimal_backoff_ms, 300000);
+	cr_expect_eq(c.maximal_backoff_ms, 4000000);
+	cr_expect_eq(c.queue_restart_spread_ms, 60000);
+	cr_expect_eq(c.test_clock, 0);
+	for (unsigned i = 0; i < c.nlisten; i++)
+		cr_expect_eq(c.listen[i].flags & CONFIG_LISTEN_SUBMISSION, 0);
+	config_free(&c);
+
+	path = write_conf("relay_domains = demo.test\n"
+			  "relayhost = [127.0.0.1]:2526\n"
+			  "mynetworks = 192.0.2.0/24, 2001:db8::/32\n"
+			  "minimal_backoff = 10s\nmaximal_backoff = 10s\n"
+			  "submission_listen = 127.0.0.1:5870, [::1]:5871\n"
+			  "test_clock = yes\n");
+	config_defaults(&c);
+	cr_assert_eq(config_load(&c, path, err, sizeof(err)), 0, "%s", err);
+	cr_expect_str_eq(c.relayhost, "[127.0.0.1]:2526");
+	cr_expect_eq(c.test_clock, 1);
+	cr_assert_eq(c.nmynetworks, 2);
+	inet_pton(AF_INET, "192.0.2.200", &in.sin_addr);
+	cr_expect(cidr_list_match(c.mynetworks, c.nmynetworks, (struct sockaddr *)&in));
+	inet_pton(AF_INET, "192.0.3.1", &in.sin_addr);
+	cr_expect(!cidr_list_match(c.mynetworks, c.nmynetworks, (struct sockaddr *)&in));
+	{
+		unsigned nsub = 0;
+
+		for (unsigned i = 0; i < c.nlisten; i++)
+			if (c.listen[i].flags == CONFIG_LISTEN_SUBMISSION)
+				nsub++;
+		cr_expect_eq(nsub, 2, "two submission listeners");
+	}
+	cr_expect_eq(config_finish(&c, err, sizeof(err)), 0, "equal back-offs are fine: %s", err);
+	cr_expect_eq(config_set(&c, "minimal_backoff", "11s", "-o", err, sizeof(err)), 0);
+	cr_expect_eq(config_finish(&c, err, sizeof(err)), -1);
+	cr_expect(strstr(err, "minimal_backoff (11000 ms) is longer than maximal_backoff (10000 ms)"),
+		  "%s", err);
+	config_free(&c);
+	unlink(path);
+
+	path = write_conf("relay_domains = demo.test\nsubmission_listen = localhost:587\n");
+	config_defaults(&c);
+	cr_expect_eq(config_load(&c, path, err, sizeof(err)), -1);
+	snprintf(want, sizeof(want), "%s:2: bad value for submission_listen: ", path);
+	cr_expect(strncmp(err, want, strlen(want)) == 0, "%s", err);
+	config_free(&c);
+	unlink(path);
 }

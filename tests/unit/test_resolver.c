@@ -2,7 +2,10 @@
 /* Tests for core/resolver.c against a real DNS server on loopback UDP
  * (tests/unit/dns_stub.c; c-ares is not mocked): numeric, A, AAAA, MX
  * preference, no-MX fallback, null MX, NXDOMAIN, SERVFAIL, deadlines, late
- * answers, the queue bound, cancel on free, and 200 lookups at once. */
+ * answers, the queue bound, cancel on free, and 200 lookups at once; then
+ * resolver_route's address lists (every MX in order, equal preferences
+ * shuffled, hosts skipped, the address limit) and core/resolver_list's MX
+ * sort on its own. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -14,6 +17,7 @@
 
 #include "core/now.h"
 #include "core/resolver.h"
+#include "core/resolver_list.h"
 #include "tests/unit/dns_stub.h"
 
 #define WAIT_MAX_MS 30000  /* generous: the machine is shared and loaded */
@@ -37,6 +41,35 @@ static const struct dns_stub_rr zone[] = {
 	{ "silent.test", DNS_STUB_SILENT, NULL, 0 },
 	{ "slow.test", DNS_STUB_SLOW, NULL, SLOW_DELAY_MS },
 	{ "slow.test", DNS_STUB_A, "192.0.2.9", 0 },
+	/* resolver_route: MX lists. */
+	{ "pref.test", DNS_STUB_MX, "b.pref.test", 20 },
+	{ "pref.test", DNS_STUB_MX, "a.pref.test", 10 },
+	{ "a.pref.test", DNS_STUB_A, "192.0.2.41", 0 },
+	{ "b.pref.test", DNS_STUB_A, "192.0.2.42", 0 },
+	{ "eq.test", DNS_STUB_MX, "e1.eq.test", 10 },
+	{ "eq.test", DNS_STUB_MX, "e2.eq.test", 10 },
+	{ "e1.eq.test", DNS_STUB_A, "192.0.2.51", 0 },
+	{ "e2.eq.test", DNS_STUB_A, "192.0.2.52", 0 },
+	{ "skip.test", DNS_STUB_MX, "mx20.mx.test", 20 },
+	{ "skip.test", DNS_STUB_MX, "ghost.test", 10 },
+	{ "dup.test", DNS_STUB_MX, "d1.dup.test", 10 },
+	{ "dup.test", DNS_STUB_MX, "d2.dup.test", 20 },
+	{ "d1.dup.test", DNS_STUB_A, "192.0.2.60", 0 },
+	{ "d2.dup.test", DNS_STUB_A, "192.0.2.60", 0 },
+	{ "tempmx.test", DNS_STUB_MX, "servfail.test", 10 },
+	{ "mixmx.test", DNS_STUB_MX, "ghost.test", 10 },
+	{ "mixmx.test", DNS_STUB_MX, "servfail.test", 20 },
+	{ "many.test", DNS_STUB_MX, "m3.many.test", 30 },
+	{ "many.test", DNS_STUB_MX, "m1.many.test", 10 },
+	{ "many.test", DNS_STUB_MX, "m2.many.test", 20 },
+	{ "m1.many.test", DNS_STUB_AAAA, "2001:db8::11", 0 },
+	{ "m1.many.test", DNS_STUB_A, "192.0.2.11", 0 },
+	{ "m1.many.test", DNS_STUB_A, "192.0.2.12", 0 },
+	{ "m2.many.test", DNS_STUB_A, "192.0.2.21", 0 },
+	{ "m2.many.test", DNS_STUB_A, "192.0.2.22", 0 },
+	{ "m3.many.test", DNS_STUB_A, "192.0.2.31", 0 },
+	{ "partial.test", DNS_STUB_MX, "mx10.mx.test", 10 },
+	{ "partial.test", DNS_STUB_MX, "silent.test", 20 },
 };
 
 /* One request's outcome, filled by the callback on the resolver thread. */
@@ -383,4 +416,248 @@ Test(resolver, many_at_once)
 			     lookups[pick[i % 5]].name, tally.errs[i]);
 	}
 	stop(r);
+}
+
+/* ---- resolver_route ------------------------------------------------------- */
+
+/* Submit, wait for the one callback, copy the list into *out. */
+static void route_lookup(struct resolver *r, const char *name, unsigned port, int mx,
+			 struct resolver_list *out)
+{
+	struct dns_stub_answer w;
+
+	dns_stub_answer_init(&w);
+	cr_assert_eq(resolver_route(r, name, port, mx, dns_stub_answer_cb, &w), 0, "%s: submit",
+		     name);
+	cr_assert_eq(dns_stub_answer_wait(&w, WAIT_MAX_MS), 1, "%s: one callback", name);
+	cr_expect(!pthread_equal(w.thread, pthread_self()), "%s: on the resolver thread", name);
+	*out = w.res;
+}
+
+static unsigned addr_port(const struct resolver_addr *a)
+{
+	return ntohs(a->addr.ss_family == AF_INET ? ((const struct sockaddr_in *)&a->addr)->sin_port
+						  : ((const struct sockaddr_in6 *)&a->addr)->sin6_port);
+}
+
+struct route_case {
+	const char *name;
+	const char *arg;
+	unsigned port;
+	int mx;
+	int want_err;
+	int want_permanent;
+	const char *want[RESOLVER_ADDRS_MAX + 1]; /* relays in order, NULL-ended */
+};
+
+static const struct route_case routes[] = {
+	{ "MX by preference", "pref.test", 25, 1, 0, 0,
+	  { "a.pref.test[192.0.2.41]:25", "b.pref.test[192.0.2.42]:25" } },
+	{ "every MX, port in each", "mx.test", 2525, 1, 0, 0,
+	  { "mx10.mx.test[192.0.2.10]:2525", "mx20.mx.test[192.0.2.20]:2525",
+	    "mx30.mx.test[192.0.2.30]:2525" } },
+	{ "case, trailing dot", "Pref.Test.", 25, 1, 0, 0,
+	  { "a.pref.test[192.0.2.41]:25", "b.pref.test[192.0.2.42]:25" } },
+	{ "MX host without address skipped", "skip.test", 25, 1, 0, 0,
+	  { "mx20.mx.test[192.0.2.20]:25" } },
+	{ "one address once", "dup.test", 25, 1, 0, 0, { "d1.dup.test[192.0.2.60]:25" } },
+	{ "no MX: the name's A", "nomx.test", 25, 1, 0, 0, { "nomx.test[192.0.2.2]:25" } },
+	{ "null MX", "nullmx.test", 25, 1, -ENXIO, 1, { NULL } },
+	{ "NXDOMAIN", "nxdomain.test", 25, 1, -ENOENT, 1, { NULL } },
+	{ "the only MX host is gone", "ghostmx.test", 25, 1, -ENOENT, 1, { NULL } },
+	{ "the only MX host SERVFAILs", "tempmx.test", 25, 1, -EAGAIN, 0, { NULL } },
+	{ "temporary beats permanent", "mixmx.test", 25, 1, -EAGAIN, 0, { NULL } },
+	{ "SERVFAIL on MX", "servfail.test", 25, 1, -EAGAIN, 0, { NULL } },
+	{ "mx 0: own A, MX ignored", "mx.test", 2526, 0, 0, 0, { "mx.test[192.0.2.99]:2526" } },
+	{ "mx 0: AAAA", "v6.test", 25, 0, 0, 0, { "v6.test[2001:db8::6]:25" } },
+	{ "mx 0: NXDOMAIN", "nxdomain.test", 25, 0, -ENOENT, 1, { NULL } },
+	{ "mx 0: no address", "ghostmx.test", 25, 0, -ENODATA, 1, { NULL } },
+	{ "numeric, mx 1", "192.0.2.7", 2525, 1, 0, 0, { "192.0.2.7[192.0.2.7]:2525" } },
+	{ "numeric v6, mx 0", "2001:db8::7", 25, 0, 0, 0, { "2001:db8::7[2001:db8::7]:25" } },
+};
+
+static void check_route(const struct route_case *c, const struct resolver_list *l)
+{
+	unsigned want_n = 0;
+
+	while (want_n < RESOLVER_ADDRS_MAX && c->want[want_n])
+		want_n++;
+	cr_expect_eq(l->err, c->want_err, "%s: err %d, want %d (%s)", c->name, l->err,
+		     c->want_err, l->why);
+	cr_expect_eq(l->permanent, c->want_permanent, "%s: permanent %d (%s)", c->name,
+		     l->permanent, l->why);
+	cr_expect_eq(l->n, want_n, "%s: %u addresses, want %u", c->name, l->n, want_n);
+	if (c->want_err)
+		cr_expect(l->why[0], "%s: a failure says why", c->name);
+	for (unsigned i = 0; i < l->n && i < want_n; i++) {
+		cr_expect_str_eq(l->a[i].relay, c->want[i], "%s: address %u", c->name, i);
+		cr_expect_eq(addr_port(&l->a[i]), c->port, "%s: port of address %u", c->name, i);
+	}
+}
+
+Test(resolver, route_lists)
+{
+	struct resolver *r = start(NULL);
+
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+		struct resolver_list l;
+
+		route_lookup(r, routes[i].arg, routes[i].port, routes[i].mx, &l);
+		check_route(&routes[i], &l);
+	}
+	stop(r);
+}
+
+Test(resolver, route_numeric_needs_no_dns)
+{
+	struct resolver *r = start(NULL);
+	struct resolver_list l;
+
+	route_lookup(r, "127.0.0.1", 2525, 1, &l);
+	cr_expect_eq(l.err, 0);
+	cr_expect_eq(l.n, 1);
+	cr_expect_eq(dns_stub_queries(stub), 0, "no DNS query for a numeric name");
+	stop(r);
+}
+
+/* RFC 5321 5.1: equal preferences in random order. Both orders must show
+ * in ROUTE_RUNS lookups (each order missing: chance 2^-(ROUTE_RUNS-1)). */
+Test(resolver, route_equal_preference_shuffled)
+{
+	enum { ROUTE_RUNS = 40 };
+	struct resolver *r = start(NULL);
+	unsigned first_e1 = 0, first_e2 = 0;
+
+	for (int i = 0; i < ROUTE_RUNS; i++) {
+		struct resolver_list l;
+
+		route_lookup(r, "eq.test", 25, 1, &l);
+		cr_assert_eq(l.n, 2, "run %d: both hosts (%s)", i, l.why);
+		if (!strcmp(l.a[0].host, "e1.eq.test") && !strcmp(l.a[1].host, "e2.eq.test"))
+			first_e1++;
+		else if (!strcmp(l.a[0].host, "e2.eq.test") && !strcmp(l.a[1].host, "e1.eq.test"))
+			first_e2++;
+	}
+	cr_expect_eq(first_e1 + first_e2, ROUTE_RUNS, "every run lists e1 and e2");
+	cr_expect_gt(first_e1, 0, "e1 first sometimes");
+	cr_expect_gt(first_e2, 0, "e2 first sometimes");
+	stop(r);
+}
+
+/* Is relay one of the n texts in set? */
+static int relay_in(const char *relay, const char *const *set, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(relay, set[i]))
+			return 1;
+	return 0;
+}
+
+/* RESOLVER_ADDRS_MAX addresses at most; a host's IPv4 addresses before its
+ * IPv6 ones (c-ares' order within a family is its own, so sets). */
+Test(resolver, route_address_limit)
+{
+	static const char *const m1v4[] = { "m1.many.test[192.0.2.11]:25",
+					    "m1.many.test[192.0.2.12]:25" };
+	static const char *const m2[] = { "m2.many.test[192.0.2.21]:25",
+					  "m2.many.test[192.0.2.22]:25" };
+	struct resolver *r = start(NULL);
+	struct resolver_list l;
+
+	route_lookup(r, "many.test", 25, 1, &l);
+	cr_assert_eq(l.err, 0, "%s", l.why);
+	cr_assert_eq(l.n, RESOLVER_ADDRS_MAX);
+	cr_expect(relay_in(l.a[0].relay, m1v4, 2), "%s", l.a[0].relay);
+	cr_expect(relay_in(l.a[1].relay, m1v4, 2), "%s", l.a[1].relay);
+	cr_expect_str_neq(l.a[0].relay, l.a[1].relay);
+	cr_expect_str_eq(l.a[2].relay, "m1.many.test[2001:db8::11]:25");
+	cr_expect(relay_in(l.a[3].relay, m2, 2), "%s", l.a[3].relay);
+	cr_expect(relay_in(l.a[4].relay, m2, 2), "%s", l.a[4].relay);
+	cr_expect_str_neq(l.a[3].relay, l.a[4].relay);
+	stop(r);
+}
+
+/* The deadline passes while a later MX host is silent: the addresses found
+ * so far are the answer, not a timeout. */
+Test(resolver, route_deadline_keeps_found)
+{
+	struct resolver_conf conf = { .timeout_ms = 800, .try_ms = 5000 };
+	struct resolver *r = start(&conf);
+	struct resolver_list l;
+
+	route_lookup(r, "partial.test", 25, 1, &l);
+	cr_expect_eq(l.err, 0, "%d (%s)", l.err, l.why);
+	cr_expect_eq(l.n, 1);
+	cr_expect_str_eq(l.a[0].relay, "mx10.mx.test[192.0.2.10]:25");
+	route_lookup(r, "silent.test", 25, 1, &l);
+	cr_expect_eq(l.err, -ETIMEDOUT, "nothing found: a timeout (%s)", l.why);
+	cr_expect_eq(l.permanent, 0);
+	stop(r);
+}
+
+Test(resolver, route_refused_and_cancelled)
+{
+	struct resolver_conf conf = { .timeout_ms = 60000 };
+	struct resolver *r = start(&conf);
+	struct dns_stub_answer w;
+
+	cr_expect_eq(resolver_route(r, "", 25, 1, dns_stub_answer_cb, NULL), -EINVAL);
+	cr_expect_eq(resolver_route(r, "a.test", 0, 1, dns_stub_answer_cb, NULL), -EINVAL);
+	cr_expect_eq(resolver_route(r, "a.test", 65536, 0, dns_stub_answer_cb, NULL), -EINVAL);
+	dns_stub_answer_init(&w);
+	cr_assert_eq(resolver_route(r, "silent.test", 25, 1, dns_stub_answer_cb, &w), 0);
+	stop(r);
+	cr_expect_eq(w.calls, 1, "answered once when the resolver stops");
+	cr_expect_eq(w.res.err, -ECANCELED, "%d (%s)", w.res.err, w.res.why);
+}
+
+/* ---- resolver_list_sort_mx on its own ------------------------------------ */
+
+struct sort_case {
+	const char *name;
+	const char *hosts[RESOLVER_LIST_MX_MAX + 5]; /* NULL-ended */
+	unsigned short prefs[RESOLVER_LIST_MX_MAX + 5];
+	int want_rc;
+	const char *want[RESOLVER_LIST_MX_MAX + 1];   /* NULL-ended */
+};
+
+static const struct sort_case sorts[] = {
+	{ "none", { NULL }, { 0 }, -1, { NULL } },
+	{ "by preference, equals in answer order", { "b", "a", "c" }, { 20, 10, 10 }, 1,
+	  { "a", "c", "b" } },
+	{ "null MX", { "." }, { 0 }, 0, { NULL } },
+	{ "empty exchange is null too", { "" }, { 0 }, 0, { NULL } },
+	{ "a dot among real ones skipped", { ".", "x" }, { 0, 10 }, 1, { "x" } },
+	{ "the best sixteen of twenty",
+	  { "h20", "h19", "h18", "h17", "h16", "h15", "h14", "h13", "h12", "h11", "h10", "h9",
+	    "h8", "h7", "h6", "h5", "h4", "h3", "h2", "h1" },
+	  { 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1 }, 1,
+	  { "h1", "h2", "h3", "h4", "h5", "h6", "h7", "h8", "h9", "h10", "h11", "h12", "h13",
+	    "h14", "h15", "h16" } },
+};
+
+Test(resolver_list, sort_mx)
+{
+	for (size_t i = 0; i < sizeof(sorts) / sizeof(sorts[0]); i++) {
+		const struct sort_case *c = &sorts[i];
+		struct ares_mx_reply recs[RESOLVER_LIST_MX_MAX + 5];
+		struct resolver_list_mx out;
+		size_t n = 0, want_n = 0;
+		int rc;
+
+		memset(recs, 0, sizeof(recs));
+		for (; c->hosts[n]; n++) {
+			recs[n].host = (char *)c->hosts[n];
+			recs[n].priority = c->prefs[n];
+			if (n)
+				recs[n - 1].next = &recs[n];
+		}
+		while (c->want[want_n])
+			want_n++;
+		rc = resolver_list_sort_mx(n ? recs : NULL, &out, 0);
+		cr_expect_eq(rc, c->want_rc, "%s: rc %d", c->name, rc);
+		cr_expect_eq(out.n, want_n, "%s: %u hosts, want %zu", c->name, out.n, want_n);
+		for (size_t j = 0; j < out.n && j < want_n; j++)
+			cr_expect_str_eq(out.host[j], c->want[j], "%s: host %zu", c->name, j);
+	}
 }

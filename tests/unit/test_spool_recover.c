@@ -5,7 +5,9 @@
  * is truncated to the right size, a flipped bit in a middle record costs that
  * record only, empty and zero-filled segments, DONEs, fully dead segments in
  * a safe unlink order, duplicates across segments, stray files, NOTE records
- * (the delay-warned flag) applied.
+ * (the delay-warned flag) applied, SCHED records (a queue entry's next
+ * attempt: last one wins, ignored once its message or domain is done, never
+ * keeping a segment).
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -87,6 +89,17 @@ static void img_note(struct img *im, uint64_t id)
 	spool_rec_encode_note(d, id, 6000 + id, SPOOL_NOTE_DELAY_WARNED);
 	im->off[im->nrec++] = im->len;
 	img_put(im, d, sizeof d);
+}
+
+static void img_sched(struct img *im, uint64_t id, const char *dom,
+		uint64_t next_us)
+{
+	char d[SPOOL_SCHED_REC_MAX];
+	size_t n = spool_rec_encode_sched(d, id, 7000 + id, dom, strlen(dom),
+			next_us);
+	cr_assert_lt(im->nrec, T_REC_MAX);
+	im->off[im->nrec++] = im->len;
+	img_put(im, d, n);
 }
 
 static char t_dir[256];
@@ -508,6 +521,124 @@ Test(spool_recover, note_records_set_the_warned_flag)
 	spool_index_free(idx);
 	free(s1.buf);
 	free(s2.buf);
+}
+
+/* The next attempt of msgid's entry in domain d (0 when due at once). */
+static uint64_t next_of(const struct spool_index *idx, const char *d, uint64_t id)
+{
+	const struct spool_index_queue *q = spool_index_queue(idx, d, strlen(d));
+	struct spool_index_iter it;
+	struct spool_index_entry e;
+
+	cr_assert_not_null(q, "no queue %s", d);
+	spool_index_queue_iter(q, &it);
+	while (spool_index_queue_next(&it, &e))
+		if (e.msgid == id)
+			return e.next_us;
+	cr_assert_fail("message %" PRIx64 " not queued for %s", id, d);
+	return 0;
+}
+
+Test(spool_recover, sched_records_restore_next_last_wins)
+{
+	struct img s1 = { 0 }, s2 = { 0 };
+	struct spool_recover_result res;
+	struct spool_index_seg_stat st;
+	struct spool_index_entry e;
+
+	img_msg(&s1, 0x10, r_ab, 10);
+	img_msg(&s1, 0x11, r_a, 10);
+	img_sched(&s1, 0x10, "a.example", 100);
+	img_sched(&s1, 0x10, "A.Example", 200);        /* later: wins */
+	img_sched(&s1, 0x11, "a.example", 300);
+	img_msg(&s2, 0x12, r_a, 10);
+	img_sched(&s2, 0x10, "a.example", 250);        /* [1] later segment */
+	img_sched(&s2, 0x10, "b.example", 400);
+	img_sched(&s2, 0x99, "a.example", 1);          /* no such message */
+	img_sched(&s2, 0x12, "b.example", 5);          /* not its domain */
+	img_done(&s2, 0x11, 0);
+	img_sched(&s2, 0x11, "a.example", 7);          /* finished */
+	write_seg(0x10, s1.buf, s1.len);
+	write_seg(0x20, s2.buf, s2.len);
+	struct spool_index *idx = recover(&res);
+	cr_assert_eq(res.msg_records, 3);
+	cr_assert_eq(res.done_records, 1);
+	cr_assert_eq(res.sched_records, 8);
+	cr_assert_eq(res.sched_ignored, 3);
+	cr_assert_eq(res.bad_regions, 0);
+	cr_assert_eq(res.live_messages, 2);
+	cr_assert_eq(next_of(idx, "a.example", 0x10), 250);
+	cr_assert_eq(next_of(idx, "b.example", 0x10), 400);
+	cr_assert_eq(next_of(idx, "a.example", 0x12), 0);
+	/* Every byte accounted for; the SCHEDs are no live bytes. */
+	cr_assert_eq(spool_index_msg_find(idx, 0x12, &e), 0);
+	cr_assert_eq(spool_index_segment_stat(idx, e.segment_id, &st), 0);
+	cr_assert_eq(st.total_bytes, s2.len);
+	cr_assert_eq(st.live_bytes, s2.off[1]);
+	cr_assert_eq(spool_index_msg_find(idx, 0x10, &e), 0);
+	cr_assert_eq(spool_index_segment_stat(idx, e.segment_id, &st), 0);
+	cr_assert_eq(st.total_bytes, s1.len);
+	cr_assert_eq(st.live_bytes, s1.off[1]);
+	spool_recover_result_free(&res);
+	spool_index_free(idx);
+
+	/* A damaged SCHED costs only itself: the one before it stands. */
+	s2.buf[s2.off[1] + SPOOL_REC_HDR_SIZE] ^= 0x01;
+	write_seg(0x20, s2.buf, s2.len);
+	idx = recover(&res);
+	cr_assert_eq(res.bad_regions, 1);
+	cr_assert_eq(res.sched_records, 7);
+	cr_assert_eq(next_of(idx, "a.example", 0x10), 200);
+	cr_assert_eq(next_of(idx, "b.example", 0x10), 400);
+	spool_recover_result_free(&res);
+	spool_index_free(idx);
+	free(s1.buf);
+	free(s2.buf);
+}
+
+Test(spool_recover, sched_does_not_keep_a_segment_alive)
+{
+	struct img s1 = { 0 }, s2 = { 0 }, s3 = { 0 };
+	struct spool_recover_result res;
+	struct spool_index_seg_stat st;
+	struct spool_index_entry e;
+	char path[512];
+
+	img_msg(&s1, 0x10, r_a, 10);
+	img_msg(&s1, 0x11, r_a, 10);
+	img_done(&s1, 0x10, 0);
+	img_sched(&s2, 0x11, "a.example", 100);
+	img_sched(&s2, 0x10, "a.example", 5);          /* finished */
+	img_msg(&s3, 0x12, r_a, 10);
+	write_seg(0x10, s1.buf, s1.len);
+	write_seg(0x20, s2.buf, s2.len);
+	write_seg(0x30, s3.buf, s3.len);
+	struct spool_index *idx = recover(&res);
+	cr_assert_eq(res.sched_records, 2);
+	cr_assert_eq(res.sched_ignored, 1);
+	/* Only SCHEDs in it: dead, though they name a live message. */
+	cr_assert_eq(res.ndead, 1);
+	cr_assert_eq(res.dead[0], 0x20);
+	cr_assert_eq(next_of(idx, "a.example", 0x11), 100);
+	cr_assert_eq(spool_index_msg_find(idx, 0x11, &e), 0);
+	cr_assert_eq(spool_index_segment_stat(idx, e.segment_id, &st), 0);
+	cr_assert_eq(st.pins, 0);
+	spool_recover_result_free(&res);
+	spool_index_free(idx);
+
+	/* Unlinked as told: the schedule is lost, the message is not; it
+	 * is simply due at once. */
+	seg_path(path, sizeof path, 0x20);
+	cr_assert_eq(unlink(path), 0);
+	idx = recover(&res);
+	cr_assert_eq(res.ndead, 0);
+	cr_assert_eq(res.live_messages, 2);
+	cr_assert_eq(next_of(idx, "a.example", 0x11), 0);
+	spool_recover_result_free(&res);
+	spool_index_free(idx);
+	free(s1.buf);
+	free(s2.buf);
+	free(s3.buf);
 }
 
 Test(spool_recover, missing_dir_and_stray_files)
