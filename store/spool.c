@@ -8,7 +8,7 @@
  * its bytes AND whose syncs succeeded; until then no callback runs, and so no
  * 250 goes out for bytes that are not on disk. Compaction copies
  * (spool_append_copy) wait in a queue of their own and go first in a batch,
- * each followed by DONEs (and NOTEs) built from the index when the batch
+ * each followed by DONEs (NOTEs, SCHEDs) built from the index when the batch
  * starts (see copies_prepare()); the message moves in the index when the batch is done.
  */
 #include "store/spool.h"
@@ -521,6 +521,35 @@ int spool_append_note(struct spool_shard *sh, uint64_t msgid,
 	return 0;
 }
 
+int spool_append_sched(struct spool_shard *sh, uint64_t msgid, const char *dom, size_t len,
+		       uint64_t next_us, spool_done_fn done, void *arg)
+{
+	struct spool_entry *e;
+	int rc;
+
+	if (len > SPOOL_SCHED_DOMAIN_MAX)
+		return -ENAMETOOLONG;
+	e = entry_get(sh);
+	if (!e)
+		return -ENOMEM;
+	rc = buf_reserve(&e->head, SPOOL_SCHED_REC_SIZE(len));
+	if (rc == 0)
+		rc = spool_index_set_next(sh->idx, msgid, dom, len, next_us);
+	if (rc) {
+		entry_put(sh, e);
+		return rc;
+	}
+	/* The index has it now: the record is only for the next start, so
+	 * nothing waits for it and the commit does not apply it again (a
+	 * later spool_index_set_next() must not be undone by it). */
+	e->head.len = spool_rec_encode_sched(e->head.data, msgid, now_wall_us(), dom, len,
+					     next_us);
+	e->body = NULL;
+	e->body_len = 0;
+	entry_queue(sh, e, done, arg);
+	return 0;
+}
+
 int spool_append_copy(struct spool_shard *sh, uint64_t msgid, uint32_t seg_id,
 		      uint64_t off, const char *rec, size_t len, spool_done_fn done,
 		      void *arg)
@@ -783,6 +812,15 @@ static int index_note(struct spool_shard *sh, const struct spool_rec_hdr *hdr,
 	return rc == -EALREADY || rc == -ENOENT ? 0 : rc;
 }
 
+/* A SCHED is advisory: spool_append_sched() set the index already, and the
+ * record is neither a live byte nor a pin, so a segment holding only SCHEDs
+ * (and finished messages) dies as usual. It only counts in the total. */
+static int index_sched(struct spool_shard *sh, const struct spool_entry *e)
+{
+	spool_index_segment_account(sh->idx, sh->seg_id, e->head.len);
+	return 0;
+}
+
 static int index_done(struct spool_shard *sh, const struct spool_rec_hdr *hdr,
 		      const char *payload)
 {
@@ -830,6 +868,8 @@ static void index_record(struct spool_shard *sh, const struct spool_entry *e,
 			rc = index_msg(sh, e, &hdr, off);
 		else if (hdr.type == SPOOL_REC_NOTE)
 			rc = index_note(sh, &hdr, payload);
+		else if (hdr.type == SPOOL_REC_SCHED)
+			rc = index_sched(sh, e);
 		else
 			rc = index_done(sh, &hdr, payload);
 	}
@@ -986,9 +1026,38 @@ static void batch_sync_cqe(void *arg, int res)
 		batch_round_end(sh);
 }
 
+/* The SCHED records a copy carries: one per queue entry of the message with
+ * a next attempt, or after the old segment is gone a restart would try at
+ * once what the scheduler deferred. Written at dst (when not NULL, which
+ * then has room, and e->head.len grows); returns their bytes. A domain too
+ * long for the record (never one that came in by SMTP) is left out: it
+ * only comes sooner. */
+static size_t copy_scheds(struct spool_shard *sh, struct spool_entry *e, char *dst,
+			  uint64_t t)
+{
+	struct spool_index_sched s;
+	uint32_t cur = 0;
+	size_t n = 0, w;
+
+	while (spool_index_msg_sched_next(sh->idx, e->copy_msgid, &cur, &s) == 1) {
+		if (s.domain_len > SPOOL_SCHED_DOMAIN_MAX)
+			continue;
+		if (dst == NULL) {
+			n += SPOOL_SCHED_REC_SIZE(s.domain_len);
+			continue;
+		}
+		w = spool_rec_encode_sched(dst + n, e->copy_msgid, t, s.domain,
+					   s.domain_len, s.next_us);
+		n += w;
+		e->head.len += w;
+	}
+	return n;
+}
+
 /*
  * Give each queued copy the DONE records that follow it: one per recipient
- * the index has done now, then a NOTE per fact noted on the message. No commit is in flight, so every record before
+ * the index has done now, then a NOTE per fact noted on the message, then
+ * a SCHED per queue entry with a next attempt (copy_scheds). No commit is in flight, so every record before
  * this commit is durable and indexed; the copies go first in the commit, so
  * no DONE of theirs can lie between the index's view and the copy. A copy
  * whose message has left its old place (finished, or moved) is dropped onto
@@ -1028,7 +1097,8 @@ static int copies_prepare(struct spool_shard *sh, struct spool_entry **stale)
 		buf_reset(&e->head);
 		rc = buf_reserve(&e->head, (size_t)(n > 0 ? n : 0) *
 				 (SPOOL_REC_HDR_SIZE + SPOOL_DONE_PAYLOAD_SIZE) +
-				 SPOOL_REC_HDR_SIZE + SPOOL_NOTE_PAYLOAD_SIZE);
+				 SPOOL_REC_HDR_SIZE + SPOOL_NOTE_PAYLOAD_SIZE +
+				 copy_scheds(sh, e, NULL, t));
 		if (rc)
 			return rc;
 		for (int i = 0; i < n; i++)
@@ -1041,6 +1111,7 @@ static int copies_prepare(struct spool_shard *sh, struct spool_entry **stale)
 		if (ie.delay_warned)
 			e->head.len += spool_rec_encode_note(e->head.data + e->head.len,
 					e->copy_msgid, t, SPOOL_NOTE_DELAY_WARNED);
+		(void)copy_scheds(sh, e, e->head.data + e->head.len, t);
 		sh->c_last = e;
 		pp = &e->next;
 	}

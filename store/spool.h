@@ -101,7 +101,11 @@ int spool_append_note(struct spool_shard *sh, uint64_t msgid,
  * next_us (wall clock, microseconds). The index's next_us for that queue
  * entry is set at once (spool_index_set_next()); the record only makes it
  * survive a restart. done may be NULL. Returns 0, -ENOENT (msgid has no
- * entry in dom's queue), -ENOMEM.
+ * entry in dom's queue), -ENAMETOOLONG (dom longer than
+ * SPOOL_SCHED_DOMAIN_MAX: the SMTP layer never takes one), -ENOMEM (then
+ * nothing changed). Advisory: the record pins no segment and is no live
+ * byte, so a segment holding only SCHEDs of finished messages is unlinked
+ * as usual; a compaction copy carries one per entry with next_us != 0.
  */
 int spool_append_sched(struct spool_shard *sh, uint64_t msgid, const char *dom, size_t len,
 		uint64_t next_us, spool_done_fn done, void *arg);
@@ -110,8 +114,9 @@ int spool_append_sched(struct spool_shard *sh, uint64_t msgid, const char *dom, 
  * Compaction: queue a byte-identical copy of a stored MSG record (len bytes
  * at rec, borrowed until done() runs) that the index has at (seg_id, off).
  * Copies are written first in the next group commit, each followed by a
- * DONE record for every recipient the index has done at that moment (and a
- * NOTE for each fact noted on it); when
+ * DONE record for every recipient the index has done at that moment (a
+ * NOTE for each fact noted on it, a SCHED for each queue entry with a next
+ * attempt); when
  * durable the message moves to the copy (spool_index_msg_move()). done(arg,
  * 0) then; -ESTALE when the message was no longer at (seg_id, off) when the
  * commit started (finished or moved: nothing written); other -errno: not
@@ -172,7 +177,7 @@ struct domstat *spool_shard_domstat(struct spool_shard *sh);
 
 /* Counters for logs and metrics. */
 struct spool_stats {
-	uint64_t messages;     /* records (MSG and DONE) made durable */
+	uint64_t messages;     /* records (MSG, DONE, NOTE, SCHED) made durable */
 	uint64_t bytes;        /* bytes made durable */
 	uint64_t commits;      /* group commits (write + sync rounds) */
 	uint64_t errors;       /* messages failed */

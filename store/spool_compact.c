@@ -8,9 +8,10 @@
  * the list links). Each message is read (io_uring, spool_shard_read), checked
  * (CRC, id, length) and queued as a copy (spool_append_copy): spool.c writes
  * it first in the next group commit, followed by DONEs for the recipients
- * already done, and moves the message in the index when that commit is
- * durable. Nothing here changes the index: a crash at any point leaves the
- * old record in place, and recovery keeps the first copy.
+ * already done (and NOTEs, and SCHEDs of deferred domains), and moves the
+ * message in the index when that commit is durable. Nothing here changes
+ * the index: a crash at any point leaves the old record in place, and
+ * recovery keeps the first copy.
  *
  * Per turn: at most SPOOL_COMPACT_JOBS reads or copies in flight and
  * SPOOL_COMPACT_TURN_BYTES of reads started (one record at least), so
@@ -36,6 +37,12 @@
 #define SPOOL_COMPACT_RETRY_US (60ull * 1000000)  /* after a failure */
 #define SPOOL_COMPACT_DONE_SIZE (SPOOL_REC_HDR_SIZE + SPOOL_DONE_PAYLOAD_SIZE)
 #define SPOOL_COMPACT_NOTE_SIZE (SPOOL_REC_HDR_SIZE + SPOOL_NOTE_PAYLOAD_SIZE)
+/* The records after a copy: a DONE per done recipient and a SCHED per
+ * domain with a pending recipient, so at most one per recipient, each at
+ * most the larger of the two. */
+#define SPOOL_COMPACT_TAIL_REC_MAX \
+	(SPOOL_SCHED_REC_MAX > SPOOL_COMPACT_DONE_SIZE ? SPOOL_SCHED_REC_MAX : \
+	 SPOOL_COMPACT_DONE_SIZE)
 #define SPOOL_COMPACT_PERCENT 100u
 #define SPOOL_COMPACT_NAME_LEN 24                 /* "%016" PRIx64 ".seg" */
 
@@ -382,9 +389,8 @@ static void compact_step(void *arg)
 				j = &c->jobs[i];
 		if (!j || spool_index_segment_msg(c->idx, c->target, c->next_off, &e))
 			break;
-		/* The copy, a DONE per recipient and its NOTEs go in one
-		 * segment. */
-		if ((uint64_t)e.rec_len + (uint64_t)e.nrcpt * SPOOL_COMPACT_DONE_SIZE +
+		/* The copy, its DONEs, NOTEs and SCHEDs go in one segment. */
+		if ((uint64_t)e.rec_len + (uint64_t)e.nrcpt * SPOOL_COMPACT_TAIL_REC_MAX +
 		    SPOOL_COMPACT_NOTE_SIZE > c->conf.segment_size) {
 			cp_fail(c, "a message with its DONEs exceeds segment_size", -EFBIG);
 			break;

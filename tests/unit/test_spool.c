@@ -3,7 +3,9 @@
  * Tests for store/spool.c driven by a real io_uring loop (core/loop.c) on a
  * temporary directory: group commit in every sync mode, segment rotation, and
  * that what the done callbacks called stored is exactly what the segment
- * reader finds, byte for byte, in order.
+ * reader finds, byte for byte, in order. SCHED records: the index has the
+ * next attempt at once, the record brings it back after a restart, and a
+ * segment holding only SCHEDs of live messages is unlinked all the same.
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -16,6 +18,7 @@
 #include "core/config.h"
 #include "core/loop.h"
 #include "store/spool.h"
+#include "store/spool_index.h"
 #include "store/spool_read.h"
 #include "store/spool_rec.h"
 
@@ -232,4 +235,247 @@ Test(spool, ids_unique_across_reopen)
 		snprintf(p, sizeof(p), "%s/7", dir); rmdir(p);
 		rmdir(dir);
 	}
+}
+
+/* ---- SCHED records -------------------------------------------------------
+ * One shard driven through phases, each waiting for its records to be
+ * durable. Sizes place the records: A = m1 + m2; m3 does not fit in A, so B
+ * = m3, two SCHEDs (for m1 and m2, live in A) and m3's DONE; m4 does not fit
+ * in B, so C = m4, which seals B. B then holds nothing live and no pin: it
+ * must be unlinked though its SCHEDs name live messages (a NOTE would pin
+ * it to A). */
+
+#define SCH_SEG 16384
+#define SCH_SMALL 5000
+#define SCH_BIG1 8000
+#define SCH_BIG2 9000
+#define SCH_T1 1700000000000001ull
+#define SCH_T2 1700000000000002ull
+#define SCH_T3 1700000000000003ull
+#define SCH_T4 1700000000000004ull
+#define SCH_TURNS_MAX 100000
+
+enum sch_phase { SCH_WRITE, SCH_ERRORS, SCH_ROTATE, SCH_WAIT_UNLINK, SCH_AGAIN, SCH_END };
+
+struct sch {
+	struct loop *loop;
+	struct spool_shard *sh;
+	enum sch_phase ph;
+	unsigned pending, failed, turns, hooked;
+	uint64_t m[4];
+	uint64_t seg_b;            /* B's file name */
+	uint32_t seg_b_id;
+	char dir[64];
+	char body[SCH_BIG2];
+};
+
+static void sch_done(void *arg, int err)
+{
+	struct sch *t = arg;
+
+	if (err)
+		t->failed++;
+	t->pending--;
+}
+
+static void sch_hook(void *arg, uint64_t msgid, const char *dom, size_t len)
+{
+	struct sch *t = arg;
+
+	cr_assert_eq(msgid, t->m[3]);
+	cr_assert_eq(len, 6);
+	cr_assert(memcmp(dom, "y.test", 6) == 0);
+	t->hooked++;
+}
+
+static void sch_msg(struct sch *t, unsigned i, const char *const *rcpt, uint32_t n,
+		size_t body_len)
+{
+	size_t rl[2] = { strlen(rcpt[0]), n > 1 ? strlen(rcpt[1]) : 0 };
+	struct spool_msg m = {
+		.msgid = t->m[i] = spool_shard_new_msgid(t->sh),
+		.sender = "s@example.org", .sender_len = 13,
+		.nrcpt = n, .rcpt = rcpt, .rcpt_len = rl,
+		.body = t->body, .body_len = body_len,
+	};
+	cr_assert_eq(spool_append_msg(t->sh, &m, sch_done, t), 0);
+	t->pending++;
+}
+
+/* The next attempt of the queue entry (msgid, domain d). */
+static uint64_t sch_next(struct spool_shard *sh, const char *d, uint64_t msgid)
+{
+	const struct spool_index_queue *q = spool_index_queue(spool_shard_index(sh), d, strlen(d));
+	struct spool_index_iter it;
+	struct spool_index_entry e;
+
+	cr_assert_not_null(q, "no queue %s", d);
+	spool_index_queue_iter(q, &it);
+	while (spool_index_queue_next(&it, &e))
+		if (e.msgid == msgid)
+			return e.next_us;
+	cr_assert_fail("no entry in %s", d);
+	return 0;
+}
+
+static uint32_t sch_seg(struct sch *t, unsigned i)
+{
+	struct spool_index_entry e;
+
+	cr_assert_eq(spool_index_msg_find(spool_shard_index(t->sh), t->m[i], &e), 0);
+	return e.segment_id;
+}
+
+static int sch_file_exists(struct sch *t, uint64_t name)
+{
+	char path[160];
+
+	snprintf(path, sizeof(path), "%s/0/%016llx.seg", t->dir, (unsigned long long)name);
+	return access(path, F_OK) == 0;
+}
+
+static void sch_errors(struct sch *t)
+{
+	char longdom[SPOOL_SCHED_DOMAIN_MAX + 1];
+
+	memset(longdom, 'a', sizeof(longdom));
+	cr_assert_eq(spool_append_sched(t->sh, t->m[0], "z.test", 6, 1, NULL, NULL), -ENOENT);
+	cr_assert_eq(spool_append_sched(t->sh, t->m[0] + 100, "x.test", 6, 1, NULL, NULL), -ENOENT);
+	cr_assert_eq(spool_append_sched(t->sh, t->m[0], longdom, sizeof(longdom), 1, NULL, NULL),
+		     -ENAMETOOLONG);
+	cr_assert_eq(sch_next(t->sh, "x.test", t->m[0]), 0);
+}
+
+static void sch_turn(void *arg)
+{
+	struct sch *t = arg;
+	static const char *const r_m1[] = { "a@x.test", "b@y.test" };
+	static const char *const r_x[] = { "c@x.test" };
+	static const char *const r_y[] = { "d@y.test" };
+	struct spool_index_seg_stat st;
+
+	cr_assert_lt(++t->turns, SCH_TURNS_MAX, "phase %d never ends", t->ph);
+	if (t->pending > 0)
+		return;
+	cr_assert_eq(t->failed, 0);
+	switch (t->ph) {
+	case SCH_WRITE:
+		sch_msg(t, 0, r_m1, 2, SCH_SMALL);
+		sch_msg(t, 1, r_x, 1, SCH_SMALL);
+		t->ph = SCH_ERRORS;
+		break;
+	case SCH_ERRORS:
+		sch_errors(t);
+		sch_msg(t, 2, r_x, 1, SCH_BIG1);
+		t->ph = SCH_ROTATE;
+		break;
+	case SCH_ROTATE:
+		cr_assert_neq(sch_seg(t, 2), sch_seg(t, 0), "m3 should open B");
+		cr_assert_eq(spool_index_segment_stat(spool_shard_index(t->sh), sch_seg(t, 2), &st), 0);
+		t->seg_b = st.first_seq;
+		t->seg_b_id = sch_seg(t, 2);
+		/* Any case; the index has it at once, before the commit. */
+		cr_assert_eq(spool_append_sched(t->sh, t->m[0], "X.Test", 6, SCH_T1, sch_done, t), 0);
+		cr_assert_eq(spool_append_sched(t->sh, t->m[1], "x.test", 6, SCH_T2, sch_done, t), 0);
+		t->pending += 2;
+		cr_assert_eq(sch_next(t->sh, "x.test", t->m[0]), SCH_T1);
+		cr_assert_eq(sch_next(t->sh, "y.test", t->m[0]), 0);
+		cr_assert_eq(sch_next(t->sh, "x.test", t->m[1]), SCH_T2);
+		cr_assert_eq(spool_append_done(t->sh, t->m[2], 0, SPOOL_DONE_DELIVERED, sch_done, t), 0);
+		t->pending++;
+		spool_index_set_add_hook(spool_shard_index(t->sh), sch_hook, t);
+		sch_msg(t, 3, r_y, 1, SCH_BIG2);
+		t->ph = SCH_WAIT_UNLINK;
+		break;
+	case SCH_WAIT_UNLINK:
+		cr_assert_eq(t->hooked, 1);
+		cr_assert_neq(sch_seg(t, 3), t->seg_b_id, "m4 should open C");
+		if (sch_file_exists(t, t->seg_b))
+			break;
+		/* B is gone, A stays (m1, m2 live), the index keeps the
+		 * schedule. */
+		cr_assert_eq(spool_index_segment_stat(spool_shard_index(t->sh), sch_seg(t, 0), &st), 0);
+		cr_assert(sch_file_exists(t, st.first_seq));
+		cr_assert_eq(sch_next(t->sh, "x.test", t->m[0]), SCH_T1);
+		t->ph = SCH_END;
+		loop_stop(t->loop);
+		break;
+	case SCH_AGAIN:
+		cr_assert_eq(spool_append_sched(t->sh, t->m[1], "x.test", 6, SCH_T3, sch_done, t), 0);
+		cr_assert_eq(spool_append_sched(t->sh, t->m[0], "y.test", 6, SCH_T4, sch_done, t), 0);
+		t->pending += 2;
+		t->ph = SCH_END;
+		break;
+	case SCH_END:
+		loop_stop(t->loop);
+		break;
+	}
+}
+
+/* Open the shard in t->dir, run phases from ph until SCH_END, close. */
+static void sch_session(struct sch *t, enum sch_phase ph, void (*check)(struct sch *))
+{
+	struct config cfg;
+	struct loop_conf lc = { 0 };
+	struct spool_shard_conf sc = { 0 };
+	char err[256];
+
+	config_defaults(&cfg);
+	cfg.nlisten = 0;
+	cfg.max_connections = 1;
+	lc.cfg = &cfg;
+	lc.ops = &no_ops;
+	t->loop = loop_new(&lc, err, sizeof(err));
+	cr_assert_not_null(t->loop, "%s", err);
+	sc.dir = t->dir;
+	sc.shard = 0;
+	sc.sync = CONFIG_SYNC_BATCH;
+	sc.segment_size = SCH_SEG;
+	t->sh = spool_shard_open(t->loop, &sc, err, sizeof(err));
+	cr_assert_not_null(t->sh, "%s", err);
+	if (check)
+		check(t);
+	t->ph = ph;
+	t->turns = 0;
+	cr_assert_eq(loop_add_turn_hook(t->loop, LOOP_TURN_QUEUE, "sched test", sch_turn, t), 0);
+	cr_assert_eq(loop_run(t->loop), 0);
+	cr_assert_eq(t->ph, SCH_END);
+	cr_assert_eq(t->pending, 0);
+	cr_assert_eq(t->failed, 0);
+	spool_shard_close(t->sh);
+	loop_free(t->loop);
+	config_free(&cfg);
+}
+
+/* After B was unlinked: its SCHEDs are gone with it (advisory: due at once
+ * again), the messages are not. */
+static void sch_check_lost(struct sch *t)
+{
+	cr_assert_eq(sch_next(t->sh, "x.test", t->m[0]), 0);
+	cr_assert_eq(sch_next(t->sh, "x.test", t->m[1]), 0);
+	cr_assert_eq(sch_next(t->sh, "y.test", t->m[3]), 0);
+}
+
+/* SCHEDs in a segment that stays come back, per domain. */
+static void sch_check_kept(struct sch *t)
+{
+	cr_assert_eq(sch_next(t->sh, "x.test", t->m[1]), SCH_T3);
+	cr_assert_eq(sch_next(t->sh, "y.test", t->m[0]), SCH_T4);
+	cr_assert_eq(sch_next(t->sh, "x.test", t->m[0]), 0);
+}
+
+Test(spool, sched_records_advisory_and_restored)
+{
+	static struct sch t;
+	char cmd[128];
+
+	memset(&t, 0, sizeof(t));
+	memset(t.body, 'b', sizeof(t.body));
+	snprintf(t.dir, sizeof(t.dir), "/tmp/etrnd-test-spool-sched-XXXXXX");
+	cr_assert_not_null(mkdtemp(t.dir));
+	sch_session(&t, SCH_WRITE, NULL);
+	sch_session(&t, SCH_AGAIN, sch_check_lost);
+	sch_session(&t, SCH_END, sch_check_kept);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", t.dir);
+	cr_assert_eq(system(cmd), 0);
 }
