@@ -428,9 +428,17 @@ static int domain_set(struct ctl *x, const char *domain, const struct ctlrow_opt
 {
 	char name[DOMTAB_NAME_MAX + 1], why[SCHEMA_WHY_MAX], k[ETRNCTL_KEY_MAX];
 	struct ctlrow_opts o = { 0 }, g = *given;
+	struct ctlrow *chk = malloc(sizeof(*chk));
 	redisReply *r;
 	int rc;
 
+	if (!chk)
+		return fail("out of memory");
+	/* The options alone first: bad input is exit 2 whatever Redis holds. */
+	rc = ctlrow_make(chk, domain, given, why, sizeof(why));
+	free(chk);
+	if (rc)
+		return bad("%s", why);
 	if (schema_domain_norm(domain, 1, name, why, sizeof(why)))
 		return bad("domain %s", why);
 	r = cmd(x, "HGETALL %s", key(k, x, "domain:", name));

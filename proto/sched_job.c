@@ -277,6 +277,9 @@ static void job_deliver(struct sched_job *j)
 		j->addr++;
 	}
 	if (j->addr >= j->route.n) {
+		/* The address that just failed, when none was skipped. */
+		if (!last && j->addr > 0)
+			last = dead_find(s, &j->route.a[j->addr - 1].addr, now);
 		job_all_dead(j, last);
 		return;
 	}
@@ -294,7 +297,9 @@ static void job_deliver(struct sched_job *j)
 	rq.tls = j->tls;
 	sched_job_enter(j, SCHED_JOB_DELIVERING, rq.relay);
 	rc = drain_outbound(s->drain, &rq, job_delivered, j);
-	if (rc) {
+	if (rc == -ENOENT) { /* nothing of it left: delivered or taken meanwhile */
+		job_end(j);
+	} else if (rc) {
 		char why[RESOLVER_RELAY_MAX + 128];
 
 		snprintf(why, sizeof(why), "cannot start delivery to %s: %s", rq.relay,

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * etrnd-spool: offline inspection of a spool directory (stats, list, show,
- * json). Reads segments with spool_read and never writes to the spool, so it
- * is safe next to a running etrnd (a record being appended shows as a torn
- * tail). Exit status: 0 fine, 1 an error (unreadable directory or segment,
- * queue id not found), 2 usage, 3 damaged regions found (and no error).
+ * json; every record type, SCHED included). Reads segments with spool_read
+ * and never writes to the spool, so it is safe next to a running etrnd (a
+ * record being appended shows as a torn tail). Exit status: 0 fine, 1 an
+ * error (unreadable directory or segment, queue id not found), 2 usage, 3
+ * damaged regions found (and no error).
  */
 #include <ctype.h>
 #include <dirent.h>
@@ -41,13 +42,32 @@
 enum tool_cmd { CMD_STATS, CMD_LIST, CMD_SHOW, CMD_JSON };
 
 struct shard_stats {
-	uint64_t segments, records, msg, done, note, bytes;
+	uint64_t segments, records, msg, done, note, sched, bytes;
 	uint64_t torn_segments, torn_bytes, bad_regions;
 };
 
 struct done_ent {
 	uint32_t rcpt;
 	enum spool_done_status status;
+};
+
+/* show: the last SCHED per domain after the message's first copy (what
+ * recovery would apply). */
+struct sched_ent {
+	char dom[SPOOL_SCHED_DOMAIN_MAX];
+	size_t len;
+	uint64_t next_us;
+};
+
+/* One record as decoded: the fields of its type. */
+struct rec_view {
+	struct spool_rec_msg m;
+	uint32_t rcpt;
+	enum spool_done_status status;
+	enum spool_note_kind kind;
+	uint64_t next_us;
+	const char *dom;
+	size_t dom_len;
 };
 
 struct tool {
@@ -67,6 +87,8 @@ struct tool {
 	struct done_ent *dones;
 	size_t ndone, done_cap;
 	int delay_warned;       /* a NOTE(delay warned) for want_id */
+	struct sched_ent *scheds;
+	size_t nsched, sched_cap;
 };
 
 static void usage(void)
@@ -243,28 +265,41 @@ static void print_msg_list(const struct spool_rec_hdr *hdr,
 	putchar('\n');
 }
 
+static const char *rec_type_name(uint8_t type)
+{
+	switch (type) {
+	case SPOOL_REC_MSG: return "MSG";
+	case SPOOL_REC_DONE: return "DONE";
+	case SPOOL_REC_NOTE: return "NOTE";
+	case SPOOL_REC_SCHED: return "SCHED";
+	}
+	return "unknown";
+}
+
 static void print_json(struct tool *t, uint64_t off,
-		const struct spool_rec_hdr *hdr, const struct spool_rec_msg *m,
-		uint32_t rcpt, enum spool_done_status status,
-		enum spool_note_kind kind)
+		const struct spool_rec_hdr *hdr, const struct rec_view *v)
 {
 	char qid[QID_TEXT_SIZE];
-	int is_note = hdr->type == SPOOL_REC_NOTE;
+	const struct spool_rec_msg *m = &v->m;
 
 	spool_msgid_format(hdr->msgid, qid, sizeof qid);
 	printf("{\"qid\":\"%s\",\"type\":\"%s\",\"shard\":%u,\"segment\":",
-			qid, m != NULL ? "MSG" : is_note ? "NOTE" : "DONE",
-			t->shard);
+			qid, rec_type_name(hdr->type), t->shard);
 	json_str(t->path, strlen(t->path));
 	printf(",\"offset\":%" PRIu64 ",\"time_us\":%" PRIu64
 			",\"flags\":%u", off, hdr->time_us, hdr->flags);
-	if (is_note) {
-		printf(",\"kind\":\"%s\"}\n", note_kind_name(kind));
+	switch (hdr->type) {
+	case SPOOL_REC_NOTE:
+		printf(",\"kind\":\"%s\"}\n", note_kind_name(v->kind));
 		return;
-	}
-	if (m == NULL) {
-		printf(",\"rcpt\":%" PRIu32 ",\"status\":\"%s\"}\n", rcpt,
-				done_status_name(status));
+	case SPOOL_REC_DONE:
+		printf(",\"rcpt\":%" PRIu32 ",\"status\":\"%s\"}\n", v->rcpt,
+				done_status_name(v->status));
+		return;
+	case SPOOL_REC_SCHED:
+		printf(",\"domain\":");
+		json_str(v->dom, v->dom_len);
+		printf(",\"next_us\":%" PRIu64 "}\n", v->next_us);
 		return;
 	}
 	size_t cur = 0;
@@ -315,63 +350,106 @@ static int show_keep_done(struct tool *t, uint32_t rcpt,
 	return 0;
 }
 
+static int show_keep_sched(struct tool *t, const struct rec_view *v)
+{
+	struct sched_ent *s = NULL;
+
+	/* Before the first copy of its MSG, recovery ignores it too. */
+	if (!t->found)
+		return 0;
+	for (size_t i = 0; i < t->nsched && s == NULL; i++)
+		if (t->scheds[i].len == v->dom_len &&
+		    memcmp(t->scheds[i].dom, v->dom, v->dom_len) == 0)
+			s = &t->scheds[i];
+	if (s == NULL) {
+		if (t->nsched == t->sched_cap) {
+			size_t cap = t->sched_cap ? 2 * t->sched_cap : 4;
+			struct sched_ent *n = realloc(t->scheds, cap * sizeof *n);
+			if (n == NULL)
+				return -ENOMEM;
+			t->scheds = n;
+			t->sched_cap = cap;
+		}
+		s = &t->scheds[t->nsched++];
+		memcpy(s->dom, v->dom, v->dom_len); /* <= SPOOL_SCHED_DOMAIN_MAX */
+		s->len = v->dom_len;
+	}
+	s->next_us = v->next_us; /* the last one in scan order wins */
+	return 0;
+}
+
+/* Decode the payload of hdr's type into *v: 0, or -1 when it does not
+ * parse. */
+static int rec_decode(const struct spool_rec_hdr *hdr, const char *payload,
+		struct rec_view *v)
+{
+	int r = SPOOL_REC_BAD_PAYLOAD;
+
+	switch (hdr->type) {
+	case SPOOL_REC_MSG:
+		r = spool_rec_decode_msg(payload, hdr->length, &v->m);
+		break;
+	case SPOOL_REC_DONE:
+		r = spool_rec_decode_done(payload, hdr->length, &v->rcpt, &v->status);
+		break;
+	case SPOOL_REC_NOTE:
+		r = spool_rec_decode_note(payload, hdr->length, &v->kind);
+		break;
+	case SPOOL_REC_SCHED:
+		r = spool_rec_decode_sched(payload, hdr->length, &v->next_us,
+				&v->dom, &v->dom_len);
+		break;
+	}
+	return r == SPOOL_REC_OK ? 0 : -1;
+}
+
+static void count_record(struct shard_stats *st, uint8_t type)
+{
+	st->records++;
+	switch (type) {
+	case SPOOL_REC_MSG: st->msg++; break;
+	case SPOOL_REC_DONE: st->done++; break;
+	case SPOOL_REC_NOTE: st->note++; break;
+	case SPOOL_REC_SCHED: st->sched++; break;
+	}
+}
+
 static int on_record(void *arg, uint64_t off, const struct spool_rec_hdr *hdr,
 		const char *payload)
 {
 	struct tool *t = arg;
-	struct spool_rec_msg m;
-	uint32_t rcpt = 0;
-	enum spool_done_status status = SPOOL_DONE_DELIVERED;
-	enum spool_note_kind kind = SPOOL_NOTE_DELAY_WARNED;
+	struct rec_view v;
 
-	if (hdr->type == SPOOL_REC_MSG) {
-		if (spool_rec_decode_msg(payload, hdr->length, &m) !=
-				SPOOL_REC_OK) {
-			report_bad_payload(t, off, hdr->length);
-			return 0;
-		}
-	} else if (hdr->type == SPOOL_REC_NOTE) {
-		if (spool_rec_decode_note(payload, hdr->length, &kind) !=
-				SPOOL_REC_OK) {
-			report_bad_payload(t, off, hdr->length);
-			return 0;
-		}
-	} else if (spool_rec_decode_done(payload, hdr->length, &rcpt,
-			&status) != SPOOL_REC_OK) {
+	memset(&v, 0, sizeof v);
+	if (rec_decode(hdr, payload, &v) < 0) {
 		report_bad_payload(t, off, hdr->length);
 		return 0;
 	}
-	int is_msg = hdr->type == SPOOL_REC_MSG;
-	int is_note = hdr->type == SPOOL_REC_NOTE;
-
-	t->st.records++;
-	if (is_msg)
-		t->st.msg++;
-	else if (is_note)
-		t->st.note++;
-	else
-		t->st.done++;
+	count_record(&t->st, hdr->type);
 	switch (t->cmd) {
 	case CMD_STATS:
 		break;
 	case CMD_LIST:
-		if (is_msg)
-			print_msg_list(hdr, &m);
+		if (hdr->type == SPOOL_REC_MSG)
+			print_msg_list(hdr, &v.m);
 		break;
 	case CMD_JSON:
-		print_json(t, off, hdr, is_msg ? &m : NULL, rcpt, status, kind);
+		print_json(t, off, hdr, &v);
 		break;
 	case CMD_SHOW:
 		if (hdr->msgid != t->want_id)
 			break;
-		if (is_msg)
+		switch (hdr->type) {
+		case SPOOL_REC_MSG:
 			return show_keep_msg(t, off, hdr, payload);
-		if (is_note) {
-			if (kind == SPOOL_NOTE_DELAY_WARNED)
+		case SPOOL_REC_NOTE:
+			if (v.kind == SPOOL_NOTE_DELAY_WARNED)
 				t->delay_warned = 1;
 			return 0;
+		case SPOOL_REC_SCHED:
+			return show_keep_sched(t, &v);
 		}
-		return show_keep_done(t, rcpt, status);
+		return show_keep_done(t, v.rcpt, v.status);
 	}
 	return 0;
 }
@@ -511,11 +589,11 @@ static int cmp_shard(const void *a, const void *b)
 static void print_stats_row(const char *name, const struct shard_stats *s)
 {
 	printf("%-6s %8" PRIu64 " %10" PRIu64 " %10" PRIu64 " %10" PRIu64
-			" %8" PRIu64 " %14" PRIu64 " %5" PRIu64 " %10" PRIu64
-			" %4" PRIu64 "\n",
+			" %8" PRIu64 " %8" PRIu64 " %14" PRIu64 " %5" PRIu64
+			" %10" PRIu64 " %4" PRIu64 "\n",
 			name, s->segments, s->records, s->msg, s->done,
-			s->note, s->bytes, s->torn_segments, s->torn_bytes,
-			s->bad_regions);
+			s->note, s->sched, s->bytes, s->torn_segments,
+			s->torn_bytes, s->bad_regions);
 }
 
 /* Read one shard directory; returns -errno only when nothing more can be
@@ -580,6 +658,7 @@ static int scan_shard(struct tool *t, const char *spool, const char *name,
 	total->msg += t->st.msg;
 	total->done += t->st.done;
 	total->note += t->st.note;
+	total->sched += t->st.sched;
 	total->bytes += t->st.bytes;
 	total->torn_segments += t->st.torn_segments;
 	total->torn_bytes += t->st.torn_bytes;
@@ -623,6 +702,15 @@ static void show_print(struct tool *t)
 			" SMTPUTF8" : "", h->flags == 0 ? " none" : "");
 	printf("size: %zu\n", m.body_len);
 	printf("delay_warned: %s\n", t->delay_warned ? "yes" : "no");
+	for (size_t i = 0; i < t->nsched; i++) {
+		const struct sched_ent *e = &t->scheds[i];
+		if (e->next_us == 0)
+			(void)snprintf(when, sizeof when, "at once"); /* fits */
+		else
+			iso_time(when, sizeof when, e->next_us);
+		printf("next_attempt: %s %s\n", e->len > 0 ? printable(a,
+				sizeof a, e->dom, e->len) : "(no domain)", when);
+	}
 	printf("sender: <%s>\n", printable(a, sizeof a, m.sender.p,
 			m.sender.len));
 	for (uint32_t i = 0; i < m.nrcpt; i++) {
@@ -697,9 +785,9 @@ int main(int argc, char **argv)
 	if (shards.n > 1)
 		qsort(shards.v, shards.n, sizeof *shards.v, cmp_shard);
 	if (t.cmd == CMD_STATS)
-		printf("%-6s %8s %10s %10s %10s %8s %14s %5s %10s %4s\n",
+		printf("%-6s %8s %10s %10s %10s %8s %8s %14s %5s %10s %4s\n",
 				"shard", "segments", "records", "msg", "done",
-				"note", "bytes",
+				"note", "sched", "bytes",
 				"torn", "torn_bytes", "bad");
 	for (size_t i = 0; i < shards.n; i++) {
 		unsigned shard;
@@ -736,5 +824,6 @@ fail:
 	free(t.found_payload);
 	free(t.found_path);
 	free(t.dones);
+	free(t.scheds);
 	return status;
 }

@@ -2649,3 +2649,61 @@ Test(drain_out, delivery_line_fields, .timeout = T_TIMEOUT_S)
 	cr_expect_null(strstr(cap.text, "x@other.test"), "a line for another domain's recipient");
 	engine_fixture_fini(&f);
 }
+
+/* The scheduler's flow on a dead address: the first job's done() (its
+ * connect refused) starts the next job at once, to the next address, with
+ * the same messages (their busy marks are already cleared then). */
+struct t_chain {
+	struct t_out first, second;
+	int second_rc;
+};
+
+static void t_chain_first_done(void *arg, const struct drain_out_result *res)
+{
+	struct t_chain *c = arg;
+
+	c->first.res = *res;
+	c->first.calls++;
+	c->second_rc = drain_outbound(c->second.f->drain, &c->second.rq, t_out_done, &c->second);
+}
+
+static void t_chain_start(void *arg)
+{
+	struct t_chain *c = arg;
+
+	c->first.rc = drain_outbound(c->first.f->drain, &c->first.rq, t_chain_first_done, c);
+}
+
+Test(drain_out, next_address_started_from_done, .timeout = T_TIMEOUT_S)
+{
+	static const struct t_script plain;
+	struct engine_fixture f;
+	struct t_server s;
+	struct t_chain c;
+	uint64_t m[2];
+
+	t_server_start(&s, &plain, 0, 0);
+	cr_assert_eq(engine_fixture_init(&f, t_table(s.port)), 0);
+	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	m[0] = engine_fixture_append(&f, T_SENDER1, t_rcpt1, 4, T_BODY1);
+	m[1] = engine_fixture_append(&f, T_SENDER2, t_rcpt2, 1, T_BODY2);
+	cr_assert(m[0] && m[1]);
+	t_out_init(&c.first, &f, t_refusing_port(), m, 2);
+	t_out_init(&c.second, &f, s.port, m, 2);
+	c.second_rc = 1;
+	cr_assert_eq(engine_fixture_call(&f, t_chain_start, &c, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_assert_eq(c.first.rc, 0);
+	cr_assert_eq(engine_fixture_wait(&f, t_out_over, &c.second, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_assert_eq(engine_fixture_drain_idle(&f, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_expect_eq(c.first.res.conn_failures, 1);
+	cr_expect_eq(c.first.res.untried, 2);
+	cr_expect_eq(c.second_rc, 0, "the next job did not start: %s", strerror(-c.second_rc));
+	cr_expect_eq(c.second.calls, 1);
+	cr_expect_eq(c.second.res.sent, 4);
+	cr_expect_eq(c.second.res.conn_failures, 0);
+	cr_expect_eq(t_busy(&f), 0);
+	engine_fixture_stop(&f);
+	t_server_stop(&s);
+	cr_expect_str_eq(s.log, T_ALL, "the server received:\n%s", s.log);
+	engine_fixture_fini(&f);
+}

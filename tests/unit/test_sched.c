@@ -17,9 +17,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "dns_stub.h"
 #include "engine_fixture.h"
 #include "loopback.h"
 #include "core/now.h"
@@ -32,6 +35,7 @@
 #define T_MAX_BACKOFF_MS (4000u * 1000)
 #define T_LINE_MAX 1024
 #define T_RCPT_LOG 4096
+#define T_BODY_MAX 16384
 #define T_CONNS_MAX 16
 #define T_POLL_MS 50
 #define T_SINK_IO_MS 10000
@@ -126,6 +130,15 @@ struct t_sink {
 	unsigned dots, delivered, conns;
 	pthread_t conn_th[T_CONNS_MAX];
 	char rcpts[T_RCPT_LOG];        /* delivered recipients, one a line */
+	char senders[T_RCPT_LOG];      /* their MAIL FROM, one a message */
+	char body[T_BODY_MAX];         /* the last delivered message's */
+};
+
+/* One transaction as the sink sees it. */
+struct t_tx {
+	char from[T_LINE_MAX];
+	char rcpts[T_RCPT_LOG];
+	char body[T_BODY_MAX];
 };
 
 struct t_conn {
@@ -144,6 +157,18 @@ static void t_send(int fd, const char *p)
 		p += w;
 		n -= (size_t)w;
 	}
+}
+
+/* Append text and a newline to buf (size bytes) when both fit. */
+static void t_append(char *buf, size_t size, const char *text)
+{
+	size_t have = strlen(buf), n = strlen(text);
+
+	if (have + n + 2 > size)
+		return;
+	memcpy(buf + have, text, n);
+	buf[have + n] = '\n';
+	buf[have + n + 1] = '\0';
 }
 
 /* One line (without CRLF) into line; 0 at EOF, time-out or stop. */
@@ -178,7 +203,7 @@ static int t_line(struct t_sink *s, int fd, char *line, size_t max)
 
 /* The end of DATA: 451 for the first fail_first, else 250 and the
  * transaction's recipients are logged as delivered. */
-static void t_dot(struct t_sink *s, int fd, const char *tx_rcpts)
+static void t_dot(struct t_sink *s, int fd, const struct t_tx *tx)
 {
 	int fail;
 
@@ -186,45 +211,64 @@ static void t_dot(struct t_sink *s, int fd, const char *tx_rcpts)
 	fail = ++s->dots <= s->fail_first;
 	if (!fail) {
 		s->delivered++;
-		strncat(s->rcpts, tx_rcpts, sizeof(s->rcpts) - strlen(s->rcpts) - 1);
+		if (strlen(s->rcpts) + strlen(tx->rcpts) < sizeof(s->rcpts))
+			strcat(s->rcpts, tx->rcpts);
+		t_append(s->senders, sizeof(s->senders), tx->from);
+		snprintf(s->body, sizeof(s->body), "%s", tx->body);
 	}
 	pthread_mutex_unlock(&s->mu);
 	t_send(fd, fail ? "451 4.3.0 try again later\r\n" : "250 2.0.0 ok\r\n");
 }
 
+/* A command line outside DATA: the reply, and the transaction's record. */
+static const char *t_command(const char *line, struct t_tx *tx, int *data, int *quit)
+{
+	if (!strncasecmp(line, "EHLO", 4) || !strncasecmp(line, "HELO", 4))
+		return "250 sink.test\r\n";
+	if (!strncasecmp(line, "MAIL FROM:", 10)) {
+		memset(tx, 0, sizeof(*tx));
+		snprintf(tx->from, sizeof(tx->from), "%s", line + 10);
+		return "250 2.0.0 ok\r\n";
+	}
+	if (!strncasecmp(line, "RCPT TO:", 8)) {
+		t_append(tx->rcpts, sizeof(tx->rcpts), line + 8);
+		return "250 2.1.5 ok\r\n";
+	}
+	if (!strncasecmp(line, "DATA", 4)) {
+		*data = 1;
+		return "354 go ahead\r\n";
+	}
+	if (!strncasecmp(line, "RSET", 4)) {
+		memset(tx, 0, sizeof(*tx));
+		return "250 2.0.0 ok\r\n";
+	}
+	if (!strncasecmp(line, "QUIT", 4)) {
+		*quit = 1;
+		return "221 2.0.0 bye\r\n";
+	}
+	return "502 5.5.2 unknown\r\n";
+}
+
 static void *t_conn_main(void *arg)
 {
 	struct t_conn *c = arg;
-	char line[T_LINE_MAX], tx[T_RCPT_LOG] = "";
-	int data = 0;
+	struct t_tx *tx = calloc(1, sizeof(*tx));
+	char line[T_LINE_MAX];
+	int data = 0, quit = 0;
 
+	cr_assert_not_null(tx);
 	t_send(c->fd, "220 sink.test ESMTP\r\n");
-	while (t_line(c->s, c->fd, line, sizeof(line))) {
-		if (data) {
-			if (!strcmp(line, ".")) {
-				data = 0;
-				t_dot(c->s, c->fd, tx);
-				tx[0] = '\0';
-			}
-		} else if (!strncasecmp(line, "EHLO", 4) || !strncasecmp(line, "HELO", 4)) {
-			t_send(c->fd, "250 sink.test\r\n");
-		} else if (!strncasecmp(line, "RCPT TO:", 8)) {
-			strncat(tx, line + 8, sizeof(tx) - strlen(tx) - 2);
-			strcat(tx, "\n");
-			t_send(c->fd, "250 2.1.5 ok\r\n");
-		} else if (!strncasecmp(line, "DATA", 4)) {
-			data = 1;
-			t_send(c->fd, "354 go ahead\r\n");
-		} else if (!strncasecmp(line, "QUIT", 4)) {
-			t_send(c->fd, "221 2.0.0 bye\r\n");
-			break;
-		} else if (!strncasecmp(line, "MAIL", 4) || !strncasecmp(line, "RSET", 4)) {
-			tx[0] = '\0';
-			t_send(c->fd, "250 2.0.0 ok\r\n");
+	while (!quit && t_line(c->s, c->fd, line, sizeof(line))) {
+		if (!data) {
+			t_send(c->fd, t_command(line, tx, &data, &quit));
+		} else if (!strcmp(line, ".")) {
+			data = 0;
+			t_dot(c->s, c->fd, tx);
 		} else {
-			t_send(c->fd, "502 5.5.2 unknown\r\n");
+			t_append(tx->body, sizeof(tx->body), line);
 		}
 	}
+	free(tx);
 	close(c->fd);
 	free(c);
 	return NULL;
@@ -261,14 +305,39 @@ static void *t_sink_main(void *arg)
 	return NULL;
 }
 
-static void t_sink_start(struct t_sink *s, unsigned fail_first)
+/* A listening socket on 127.0.0.1:port exactly. */
+static int t_listen_on(unsigned short port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -errno;
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(fd, 16)) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+/* A sink on a free port (port 0) or on port. */
+static void t_sink_start_on(struct t_sink *s, unsigned fail_first, unsigned short port)
 {
 	memset(s, 0, sizeof(*s));
 	pthread_mutex_init(&s->mu, NULL);
 	s->fail_first = fail_first;
-	s->lfd = loopback_listen(16, &s->port);
+	s->port = port;
+	s->lfd = port ? t_listen_on(port) : loopback_listen(16, &s->port);
 	cr_assert_geq(s->lfd, 0, "listen: %s", strerror(-s->lfd));
 	cr_assert_eq(pthread_create(&s->thread, NULL, t_sink_main, s), 0);
+}
+
+static void t_sink_start(struct t_sink *s, unsigned fail_first)
+{
+	t_sink_start_on(s, fail_first, 0);
 }
 
 static void t_sink_stop(struct t_sink *s)
@@ -300,7 +369,7 @@ static unsigned t_sink_count(struct t_sink *s, unsigned *dots)
 #define T_FOREIGN "bob@foreign.test"
 #define T_HELD "carol@held.test"
 
-static const char *const t_rcpt_foreign[] = { "<" T_FOREIGN ">" };
+static const char *const t_rcpt_foreign[] = { T_FOREIGN };
 
 /* held.test has a row in mode hold; foreign.test has none (scheduled). */
 static struct domtab *t_table(void)
@@ -512,6 +581,40 @@ Test(sched, retry_now_after_451, .timeout = T_TIMEOUT_S)
 	t_sink_stop(&s);
 }
 
+/* The dead-destination cache: once the address refused, a second message
+ * is deferred without a connection even though a server now listens
+ * there; retry now forgets the dead address and both go out. */
+Test(sched, dead_address_skipped_until_retry, .timeout = T_TIMEOUT_S)
+{
+	struct engine_fixture f;
+	struct t_sink s;
+	struct t_entry t1 = { .dom = "foreign.test" }, t2 = { .dom = "foreign.test" };
+	struct t_status st;
+	unsigned short port = loopback_free_port();
+
+	cr_assert_neq(port, 0);
+	t_engine(&f, port);
+	t1.msgid = engine_fixture_append(&f, T_SENDER, t_rcpt_foreign, 1, T_BODY);
+	cr_assert_eq(engine_fixture_wait(&f, t_deferred, &t1, ENGINE_FIXTURE_WAIT_MS), 0);
+	t_sink_start_on(&s, 0, port);
+	t2.msgid = engine_fixture_append(&f, T_SENDER, t_rcpt_foreign, 1, T_BODY);
+	cr_assert_eq(engine_fixture_wait(&f, t_deferred, &t2, ENGINE_FIXTURE_WAIT_MS), 0);
+	pthread_mutex_lock(&s.mu);
+	cr_expect_eq(s.conns, 0, "connected to a dead address");
+	pthread_mutex_unlock(&s.mu);
+	t_status(&f, &st);
+	cr_assert_eq(st.n, 1);
+	cr_expect_eq(st.d[0].msgs, 2);
+	cr_expect_eq(st.d[0].deferrals, 2);
+	cr_expect(strstr(st.d[0].why, "is dead") != NULL, "why: %s", st.d[0].why);
+	cr_assert_eq(engine_fixture_call(&f, t_retry_run, &f, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_assert_eq(engine_fixture_wait(&f, t_finished, &t1.msgid, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_assert_eq(engine_fixture_wait(&f, t_finished, &t2.msgid, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_expect_eq(t_sink_count(&s, NULL), 2);
+	engine_fixture_fini(&f);
+	t_sink_stop(&s);
+}
+
 /* The foreign recipients' entry has left its queue, and no job runs. */
 static int t_left(struct engine_fixture *f, void *arg)
 {
@@ -532,7 +635,7 @@ static void t_entry_run(void *arg)
  * stays, untouched, while the foreign one of the same message goes out. */
 Test(sched, held_domain_left_alone, .timeout = T_TIMEOUT_S)
 {
-	static const char *const both[] = { "<" T_HELD ">", "<" T_FOREIGN ">" };
+	static const char *const both[] = { T_HELD, T_FOREIGN };
 	struct engine_fixture f;
 	struct t_sink s;
 	struct t_entry th = { .dom = "held.test" }, tf = { .dom = "foreign.test" };
@@ -629,6 +732,7 @@ Test(sched, restart_spreads_what_fell_due, .timeout = T_TIMEOUT_S)
 	engine_fixture_stop(&f);
 	f.with_sched = 1;
 	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	cr_assert_eq(engine_fixture_call(&f, t_spread_run, a, ENGINE_FIXTURE_WAIT_MS), 0);
 	cr_assert_eq(engine_fixture_wait(&f, t_finished, &sp.ids[0], ENGINE_FIXTURE_WAIT_MS), 0,
 		     "the first slot is at start");
 	cr_assert_eq(engine_fixture_call(&f, t_spread_run, a, ENGINE_FIXTURE_WAIT_MS), 0);
@@ -642,5 +746,154 @@ Test(sched, restart_spreads_what_fell_due, .timeout = T_TIMEOUT_S)
 						 ENGINE_FIXTURE_WAIT_MS), 0, "message %d", i);
 	cr_expect_eq(t_sink_count(&s, NULL), T_SPREAD_MSGS);
 	engine_fixture_fini(&f);
+	t_sink_stop(&s);
+}
+
+/* ---- routing by MX: permanent failures bounce, temporary ones defer ------ */
+
+#define T_DNS_TIMEOUT_MS 2000
+
+static const struct dns_stub_rr t_zone[] = {
+	{ "nullmx.test", DNS_STUB_MX, ".", 0 },
+	{ "fail.test", DNS_STUB_SERVFAIL, NULL, 0 },
+	/* two.test's route: an MX whose first host refuses (nothing listens
+	 * on 127.0.0.2), the second is the sink. */
+	{ "mx-two.test", DNS_STUB_MX, "bad.test", 10 },
+	{ "mx-two.test", DNS_STUB_MX, "good.test", 20 },
+	{ "bad.test", DNS_STUB_A, "127.0.0.2", 0 },
+	{ "good.test", DNS_STUB_A, "127.0.0.1", 0 },
+};
+
+struct t_route_case {
+	const char *name;
+	const char *sender;            /* "" = the null sender */
+	const char *rcpt;
+	const char *dom;
+	int want_bounce;               /* else deferred */
+	const char *want_status;       /* in the DSN; NULL: no DSN */
+};
+
+static const struct t_route_case t_route_cases[] = {
+	{ "nxdomain", T_SENDER, "bob@nx.test", "nx.test", 1, "Status: 5.1.2" },
+	{ "null_mx", T_SENDER, "bob@nullmx.test", "nullmx.test", 1, "Status: 5.1.10" },
+	{ "servfail", T_SENDER, "bob@fail.test", "fail.test", 0, NULL },
+	/* A bounce of a DSN: dropped, never bounced again. */
+	{ "null_sender_nxdomain", "", "bob@nx.test", "nx.test", 1, NULL },
+};
+
+/* No relayhost: each domain's MX, from the stub; sender.test (where DSNs
+ * go) has a route to the sink. */
+static void t_route_engine(struct engine_fixture *f, struct dns_stub **dns, unsigned short port)
+{
+	struct domtab_builder *b = domtab_builder_new();
+	char dest[64];
+	struct domtab *t;
+
+	*dns = dns_stub_start(t_zone, sizeof(t_zone) / sizeof(t_zone[0]));
+	cr_assert_not_null(*dns);
+	cr_assert_not_null(b);
+	snprintf(dest, sizeof(dest), "[127.0.0.1]:%u", port);
+	cr_assert_eq(domtab_builder_route_put(b, "sender.test", dest), 0);
+	snprintf(dest, sizeof(dest), "mx-two.test:%u", port);
+	cr_assert_eq(domtab_builder_route_put(b, "two.test", dest), 0);
+	t = domtab_build(b);
+	domtab_builder_free(b);
+	cr_assert_not_null(t);
+	cr_assert_eq(engine_fixture_init(f, t), 0);
+	snprintf(f->cfg.dns_servers, sizeof(f->cfg.dns_servers), "127.0.0.1:%u",
+		 dns_stub_port(*dns));
+	f->cfg.dns_timeout_ms = T_DNS_TIMEOUT_MS;
+	f->cfg.queue_restart_spread_ms = 0;
+	f->with_sched = 1;
+	cr_assert_eq(engine_fixture_start(f), 0, "%s", f->err);
+}
+
+/* Bounced: the message has left every queue, and (with a DSN wanted) the
+ * sink has it. */
+struct t_gone {
+	uint64_t msgid;
+	struct t_sink *s;
+	unsigned want_dsn;
+};
+
+static int t_gone(struct engine_fixture *f, void *arg)
+{
+	struct t_gone *g = arg;
+
+	return t_finished(f, &g->msgid) && !sched_busy(f->sched) &&
+	       t_sink_count(g->s, NULL) >= g->want_dsn;
+}
+
+static void t_route_run(const struct t_route_case *c)
+{
+	const char *rcpt[] = { c->rcpt };
+	struct engine_fixture f;
+	struct dns_stub *dns;
+	struct t_sink s;
+	struct t_entry te = { .dom = c->dom };
+	struct t_gone g = { .s = &s, .want_dsn = c->want_status != NULL };
+	struct spool_index_totals tot;
+	struct spool_index *idx;
+
+	t_sink_start(&s, 0);
+	t_route_engine(&f, &dns, s.port);
+	te.msgid = g.msgid = engine_fixture_append(&f, c->sender, rcpt, 1, T_BODY);
+	cr_assert_neq(te.msgid, 0);
+	if (!c->want_bounce) {
+		cr_assert_eq(engine_fixture_wait(&f, t_deferred, &te, ENGINE_FIXTURE_WAIT_MS), 0,
+			     "%s: not deferred", c->name);
+		cr_expect_eq(t_sink_count(&s, NULL), 0, "%s", c->name);
+		goto out;
+	}
+	cr_assert_eq(engine_fixture_wait(&f, t_gone, &g, ENGINE_FIXTURE_WAIT_MS), 0,
+		     "%s: not bounced", c->name);
+	cr_expect_eq(t_sink_count(&s, NULL), g.want_dsn, "%s: DSNs", c->name);
+	if (c->want_status) {
+		cr_expect(strstr(s.senders, "<>") != NULL, "%s: from %s", c->name, s.senders);
+		cr_expect(strstr(s.rcpts, "<" T_SENDER ">") != NULL, "%s: to %s", c->name, s.rcpts);
+		cr_expect(strstr(s.body, "report-type=delivery-status") != NULL, "%s", c->name);
+		cr_expect(strstr(s.body, "Action: failed") != NULL, "%s", c->name);
+		cr_expect(strstr(s.body, c->want_status) != NULL, "%s: %s", c->name, s.body);
+	}
+	engine_fixture_stop(&f);
+	idx = engine_fixture_reopen(&f);
+	cr_assert_not_null(idx, "%s", f.err);
+	spool_index_totals(idx, &tot);
+	cr_expect_eq(tot.messages, 0, "%s: left queued", c->name);
+	cr_expect_eq(tot.bounced, 1, "%s: bounced %llu", c->name, (unsigned long long)tot.bounced);
+	cr_expect_eq(tot.delivered, g.want_dsn, "%s: DSN delivered", c->name);
+out:
+	engine_fixture_fini(&f);
+	dns_stub_stop(dns);
+	t_sink_stop(&s);
+}
+
+Test(sched, nxdomain_bounced_dsn_delivered, .timeout = T_TIMEOUT_S) { t_route_run(&t_route_cases[0]); }
+Test(sched, null_mx_bounced_5_1_10, .timeout = T_TIMEOUT_S) { t_route_run(&t_route_cases[1]); }
+Test(sched, servfail_deferred, .timeout = T_TIMEOUT_S) { t_route_run(&t_route_cases[2]); }
+Test(sched, dsn_bounced_is_dropped, .timeout = T_TIMEOUT_S) { t_route_run(&t_route_cases[3]); }
+
+/* The first MX host refuses: it is marked dead and the same job goes on to
+ * the next MX host at once (no deferral, no clock step). */
+Test(sched, next_mx_after_refusal, .timeout = T_TIMEOUT_S)
+{
+	static const char *const rcpt[] = { "bob@two.test" };
+	struct engine_fixture f;
+	struct dns_stub *dns;
+	struct t_sink s;
+	struct t_status st;
+	uint64_t id;
+
+	t_sink_start(&s, 0);
+	t_route_engine(&f, &dns, s.port);
+	id = engine_fixture_append(&f, T_SENDER, rcpt, 1, T_BODY);
+	cr_assert_neq(id, 0);
+	cr_assert_eq(engine_fixture_wait(&f, t_finished, &id, ENGINE_FIXTURE_WAIT_MS), 0,
+		     "not delivered to the second MX");
+	cr_expect_eq(t_sink_count(&s, NULL), 1);
+	t_status(&f, &st);
+	cr_expect_eq(st.n, 0);
+	engine_fixture_fini(&f);
+	dns_stub_stop(dns);
 	t_sink_stop(&s);
 }

@@ -9,6 +9,9 @@
  * copy must recover to the same live set, and a shard started on one (stale
  * copies, old segments left behind) must finish the job and, once every
  * message is delivered, recover to an empty spool: nothing comes back.
+ * Some live messages carry a SCHED (the scheduler's next attempt) written
+ * when they were stored: every image recovers it, so compaction must carry
+ * it to the copy.
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -49,6 +52,7 @@ struct t {
 	unsigned queued, done, failed, want_done;
 	uint64_t now;                   /* the test's clock */
 	unsigned young_turns;
+	unsigned sched_next;            /* next message to give its SCHED */
 	uint64_t sealed[MAX_SEGS];      /* segment names when compaction began */
 	unsigned nsealed;
 	char dir[96];
@@ -96,6 +100,51 @@ static int is_live(unsigned i)
 static int want_note(unsigned i)
 {
 	return i % 16 == 0;
+}
+
+/* Some live messages were deferred by the scheduler for the domain of
+ * their last recipient (never done): a SCHED right after their MSG. */
+#define SCHED_BASE_US 1700000000000000ull
+static int want_sched(unsigned i)
+{
+	return i % 16 == 8;
+}
+
+static const char *sched_dom(unsigned i)
+{
+	return strchr(rcpt_s[nrcpt[i] - 1], '@') + 1;
+}
+
+/* The next attempt every queue entry of idx must have. */
+static void check_sched(struct spool_index *idx, const char *what)
+{
+	for (uint32_t d = 0; d < NRCPT_MAX; d++) {
+		const char *dom = strchr(rcpt_s[d], '@') + 1;
+		const struct spool_index_queue *q = spool_index_queue(idx, dom, strlen(dom));
+		struct spool_index_iter it;
+		struct spool_index_entry e;
+
+		spool_index_queue_iter(q, &it);
+		while (spool_index_queue_next(&it, &e)) {
+			/* ids increase (segment names take sequences too). */
+			unsigned lo = 0, hi = NMSG, i;
+			uint64_t want = 0;
+
+			while (hi - lo > 1) {
+				unsigned mid = lo + (hi - lo) / 2;
+				if (ids[mid] <= e.msgid)
+					lo = mid;
+				else
+					hi = mid;
+			}
+			i = lo;
+			cr_assert_eq(ids[i], e.msgid, "%s: unknown message", what);
+			if (want_sched(i) && strcmp(dom, sched_dom(i)) == 0)
+				want = SCHED_BASE_US + i;
+			cr_assert_eq(e.next_us, want, "%s: message %u in %s: next %" PRIu64
+				     ", want %" PRIu64, what, i, dom, e.next_us, want);
+		}
+	}
 }
 
 static void on_done(void *arg, int err)
@@ -242,6 +291,7 @@ static uint64_t check_recover(const char *root, const char *what)
 	spool_index_totals(idx, &tot);
 	cr_assert_eq(tot.messages, live, "%s: %" PRIu64 " messages indexed, want %" PRIu64,
 		     what, tot.messages, live);
+	check_sched(idx, what);
 	spool_recover_result_free(&res);
 	spool_index_free(idx);
 	return live;
@@ -337,6 +387,24 @@ static int old_gone(struct t *t)
 	return 1;
 }
 
+/* A SCHED for each stored message that wants one, as soon as it is stored
+ * (so most land in segments compaction empties, not in the head). */
+static void write_scheds(struct t *t)
+{
+	struct spool_index *idx = spool_shard_index(t->sh);
+	struct spool_index_entry e;
+
+	while (t->sched_next < t->queued &&
+	       spool_index_msg_find(idx, ids[t->sched_next], &e) == 0) {
+		unsigned i = t->sched_next++;
+		const char *d = sched_dom(i);
+
+		if (want_sched(i))
+			cr_assert_eq(spool_append_sched(t->sh, ids[i], d, strlen(d),
+							SCHED_BASE_US + i, NULL, NULL), 0);
+	}
+}
+
 static void turn(void *arg)
 {
 	struct t *t = arg;
@@ -345,6 +413,7 @@ static void turn(void *arg)
 	cr_assert_lt(time(NULL) - t->started, RUN_LIMIT_S, "phase %d takes too long", t->ph);
 	switch (t->ph) {
 	case PH_WRITE:
+		write_scheds(t);
 		for (unsigned k = 0; k < 50 && t->queued < NMSG; k++) {
 			unsigned i = t->queued++;
 			struct spool_msg m = {
@@ -357,6 +426,8 @@ static void turn(void *arg)
 			t->want_done++;
 		}
 		if (t->done == NMSG) {
+			write_scheds(t);
+			cr_assert_eq(t->sched_next, NMSG);
 			queue_dones(t);
 			for (unsigned i = 0; i < NMSG; i++) {
 				if (!want_note(i))
