@@ -467,6 +467,36 @@ class CrashTest(OutboundCase):
         self.assertTrue(peer.wait_count(1, h.LOG_WAIT_S))
         self.assertEqual(peer.recorder.accepted[0][2]["Subject"], "kept-schedule")
 
+    def test_restart_spreads_what_fell_due(self):
+        """Mail that fell due while etrnd was down is spread over
+        queue_restart_spread after the restart, not tried at once: eight
+        deferred messages, a restart ten minutes later (clock_offset), and
+        their attempts at the destination span most of the spread."""
+        spread_s, n = 4.0, 8
+        port = h.free_port()          # refused: every message deferred
+        self.deliver_domain("spread.test", "[127.0.0.1]:%d" % port)
+        e = self.etrnd(queue_restart_spread="%ds" % spread_s)
+        wait_code(e, "spread.test", 250, TABLE_WAIT_S)
+        qids = [send(e.port, "carol@example.org", ["u%d@spread.test" % i], "spread-%d" % i)
+                for i in range(n)]
+        for q in qids:
+            e.wait_log(h.log_field_re(None, "deferred", qid=q, rcpt_re=r"(?:u\d)?@spread\.test"))
+        e.stop()
+        peer = ScriptedServer(port).start()
+        self.addCleanup(peer.stop)
+        e.cfg["clock_offset"] = "10m"  # every next attempt is in the past
+        e.start()
+        t0 = time.monotonic()
+        self.assertTrue(peer.wait_count(n, h.LOG_WAIT_S + spread_s), "%d of %d arrived:\n%s" % (
+            peer.recorder.count(), n, e.stderr_text()[-3000:]))
+        times = sorted(t for t, _, reply in peer.recorder.rcpt_replies if reply.startswith("250"))
+        span = times[-1] - times[0]
+        print("restart spread %.0f s: %d messages tried over %.2f s, the first %.2f s after start"
+              % (spread_s, n, span, times[0] - t0))
+        self.assertGreaterEqual(span, spread_s / 2, "tried at once: %r" % [t - t0 for t in times])
+        self.assertEqual(sorted(m[1][0] for m in peer.recorder.accepted),
+                         sorted("u%d@spread.test" % i for i in range(n)))
+
 
 if __name__ == "__main__":
     unittest.main()
