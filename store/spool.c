@@ -1057,9 +1057,10 @@ static size_t copy_scheds(struct spool_shard *sh, struct spool_entry *e, char *d
 /*
  * Give each queued copy the DONE records that follow it: one per recipient
  * the index has done now, then a NOTE per fact noted on the message, then
- * a SCHED per queue entry with a next attempt (copy_scheds). No commit is in flight, so every record before
- * this commit is durable and indexed; the copies go first in the commit, so
- * no DONE of theirs can lie between the index's view and the copy. A copy
+ * a SCHED per queue entry with a next attempt (copy_scheds). No commit is
+ * in flight, so every record before this commit is durable and indexed;
+ * the copies go first in the commit, so no DONE of theirs can lie between
+ * the index's view and the copy. A copy
  * whose message has left its old place (finished, or moved) is dropped onto
  * *stale. Runs at each flush: a copy left over from a full commit is
  * brought up to date again.

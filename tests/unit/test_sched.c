@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -303,14 +305,39 @@ static void *t_sink_main(void *arg)
 	return NULL;
 }
 
-static void t_sink_start(struct t_sink *s, unsigned fail_first)
+/* A listening socket on 127.0.0.1:port exactly. */
+static int t_listen_on(unsigned short port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -errno;
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(fd, 16)) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+/* A sink on a free port (port 0) or on port. */
+static void t_sink_start_on(struct t_sink *s, unsigned fail_first, unsigned short port)
 {
 	memset(s, 0, sizeof(*s));
 	pthread_mutex_init(&s->mu, NULL);
 	s->fail_first = fail_first;
-	s->lfd = loopback_listen(16, &s->port);
+	s->port = port;
+	s->lfd = port ? t_listen_on(port) : loopback_listen(16, &s->port);
 	cr_assert_geq(s->lfd, 0, "listen: %s", strerror(-s->lfd));
 	cr_assert_eq(pthread_create(&s->thread, NULL, t_sink_main, s), 0);
+}
+
+static void t_sink_start(struct t_sink *s, unsigned fail_first)
+{
+	t_sink_start_on(s, fail_first, 0);
 }
 
 static void t_sink_stop(struct t_sink *s)
@@ -554,6 +581,40 @@ Test(sched, retry_now_after_451, .timeout = T_TIMEOUT_S)
 	t_sink_stop(&s);
 }
 
+/* The dead-destination cache: once the address refused, a second message
+ * is deferred without a connection even though a server now listens
+ * there; retry now forgets the dead address and both go out. */
+Test(sched, dead_address_skipped_until_retry, .timeout = T_TIMEOUT_S)
+{
+	struct engine_fixture f;
+	struct t_sink s;
+	struct t_entry t1 = { .dom = "foreign.test" }, t2 = { .dom = "foreign.test" };
+	struct t_status st;
+	unsigned short port = loopback_free_port();
+
+	cr_assert_neq(port, 0);
+	t_engine(&f, port);
+	t1.msgid = engine_fixture_append(&f, T_SENDER, t_rcpt_foreign, 1, T_BODY);
+	cr_assert_eq(engine_fixture_wait(&f, t_deferred, &t1, ENGINE_FIXTURE_WAIT_MS), 0);
+	t_sink_start_on(&s, 0, port);
+	t2.msgid = engine_fixture_append(&f, T_SENDER, t_rcpt_foreign, 1, T_BODY);
+	cr_assert_eq(engine_fixture_wait(&f, t_deferred, &t2, ENGINE_FIXTURE_WAIT_MS), 0);
+	pthread_mutex_lock(&s.mu);
+	cr_expect_eq(s.conns, 0, "connected to a dead address");
+	pthread_mutex_unlock(&s.mu);
+	t_status(&f, &st);
+	cr_assert_eq(st.n, 1);
+	cr_expect_eq(st.d[0].msgs, 2);
+	cr_expect_eq(st.d[0].deferrals, 2);
+	cr_expect(strstr(st.d[0].why, "is dead") != NULL, "why: %s", st.d[0].why);
+	cr_assert_eq(engine_fixture_call(&f, t_retry_run, &f, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_assert_eq(engine_fixture_wait(&f, t_finished, &t1.msgid, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_assert_eq(engine_fixture_wait(&f, t_finished, &t2.msgid, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_expect_eq(t_sink_count(&s, NULL), 2);
+	engine_fixture_fini(&f);
+	t_sink_stop(&s);
+}
+
 /* The foreign recipients' entry has left its queue, and no job runs. */
 static int t_left(struct engine_fixture *f, void *arg)
 {
@@ -688,16 +749,6 @@ Test(sched, restart_spreads_what_fell_due, .timeout = T_TIMEOUT_S)
 	t_sink_stop(&s);
 }
 
-/* TEMPORARY, until part S's spool_append_sched lands: the index half of
- * its promise (no SCHED record, so deferral_survives_restart fails). */
-int spool_append_sched(struct spool_shard *sh, uint64_t msgid, const char *dom, size_t len,
-		       uint64_t next_us, spool_done_fn done, void *arg)
-{
-	(void)done;
-	(void)arg;
-	return spool_index_set_next(spool_shard_index(sh), msgid, dom, len, next_us);
-}
-
 /* ---- routing by MX: permanent failures bounce, temporary ones defer ------ */
 
 #define T_DNS_TIMEOUT_MS 2000
@@ -705,6 +756,12 @@ int spool_append_sched(struct spool_shard *sh, uint64_t msgid, const char *dom, 
 static const struct dns_stub_rr t_zone[] = {
 	{ "nullmx.test", DNS_STUB_MX, ".", 0 },
 	{ "fail.test", DNS_STUB_SERVFAIL, NULL, 0 },
+	/* two.test's route: an MX whose first host refuses (nothing listens
+	 * on 127.0.0.2), the second is the sink. */
+	{ "mx-two.test", DNS_STUB_MX, "bad.test", 10 },
+	{ "mx-two.test", DNS_STUB_MX, "good.test", 20 },
+	{ "bad.test", DNS_STUB_A, "127.0.0.2", 0 },
+	{ "good.test", DNS_STUB_A, "127.0.0.1", 0 },
 };
 
 struct t_route_case {
@@ -737,6 +794,8 @@ static void t_route_engine(struct engine_fixture *f, struct dns_stub **dns, unsi
 	cr_assert_not_null(b);
 	snprintf(dest, sizeof(dest), "[127.0.0.1]:%u", port);
 	cr_assert_eq(domtab_builder_route_put(b, "sender.test", dest), 0);
+	snprintf(dest, sizeof(dest), "mx-two.test:%u", port);
+	cr_assert_eq(domtab_builder_route_put(b, "two.test", dest), 0);
 	t = domtab_build(b);
 	domtab_builder_free(b);
 	cr_assert_not_null(t);
@@ -813,3 +872,28 @@ Test(sched, nxdomain_bounced_dsn_delivered, .timeout = T_TIMEOUT_S) { t_route_ru
 Test(sched, null_mx_bounced_5_1_10, .timeout = T_TIMEOUT_S) { t_route_run(&t_route_cases[1]); }
 Test(sched, servfail_deferred, .timeout = T_TIMEOUT_S) { t_route_run(&t_route_cases[2]); }
 Test(sched, dsn_bounced_is_dropped, .timeout = T_TIMEOUT_S) { t_route_run(&t_route_cases[3]); }
+
+/* The first MX host refuses: it is marked dead and the same job goes on to
+ * the next MX host at once (no deferral, no clock step). */
+Test(sched, next_mx_after_refusal, .timeout = T_TIMEOUT_S)
+{
+	static const char *const rcpt[] = { "bob@two.test" };
+	struct engine_fixture f;
+	struct dns_stub *dns;
+	struct t_sink s;
+	struct t_status st;
+	uint64_t id;
+
+	t_sink_start(&s, 0);
+	t_route_engine(&f, &dns, s.port);
+	id = engine_fixture_append(&f, T_SENDER, rcpt, 1, T_BODY);
+	cr_assert_neq(id, 0);
+	cr_assert_eq(engine_fixture_wait(&f, t_finished, &id, ENGINE_FIXTURE_WAIT_MS), 0,
+		     "not delivered to the second MX");
+	cr_expect_eq(t_sink_count(&s, NULL), 1);
+	t_status(&f, &st);
+	cr_expect_eq(st.n, 0);
+	engine_fixture_fini(&f);
+	dns_stub_stop(dns);
+	t_sink_stop(&s);
+}

@@ -305,17 +305,11 @@ static void sch_msg(struct sch *t, unsigned i, const char *const *rcpt, uint32_t
 /* The next attempt of the queue entry (msgid, domain d). */
 static uint64_t sch_next(struct spool_shard *sh, const char *d, uint64_t msgid)
 {
-	const struct spool_index_queue *q = spool_index_queue(spool_shard_index(sh), d, strlen(d));
-	struct spool_index_iter it;
 	struct spool_index_entry e;
 
-	cr_assert_not_null(q, "no queue %s", d);
-	spool_index_queue_iter(q, &it);
-	while (spool_index_queue_next(&it, &e))
-		if (e.msgid == msgid)
-			return e.next_us;
-	cr_assert_fail("no entry in %s", d);
-	return 0;
+	cr_assert_eq(spool_index_msg_entry(spool_shard_index(sh), msgid, d, strlen(d), &e), 0,
+		     "no entry in %s", d);
+	return e.next_us;
 }
 
 static uint32_t sch_seg(struct sch *t, unsigned i)

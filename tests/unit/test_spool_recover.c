@@ -526,17 +526,11 @@ Test(spool_recover, note_records_set_the_warned_flag)
 /* The next attempt of msgid's entry in domain d (0 when due at once). */
 static uint64_t next_of(const struct spool_index *idx, const char *d, uint64_t id)
 {
-	const struct spool_index_queue *q = spool_index_queue(idx, d, strlen(d));
-	struct spool_index_iter it;
 	struct spool_index_entry e;
 
-	cr_assert_not_null(q, "no queue %s", d);
-	spool_index_queue_iter(q, &it);
-	while (spool_index_queue_next(&it, &e))
-		if (e.msgid == id)
-			return e.next_us;
-	cr_assert_fail("message %" PRIx64 " not queued for %s", id, d);
-	return 0;
+	cr_assert_eq(spool_index_msg_entry(idx, id, d, strlen(d), &e), 0,
+			"message %" PRIx64 " not queued for %s", id, d);
+	return e.next_us;
 }
 
 Test(spool_recover, sched_records_restore_next_last_wins)
