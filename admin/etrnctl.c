@@ -403,6 +403,26 @@ static int domain_put(struct ctl *x, const char *domain, const struct ctlrow_opt
 	return rc;
 }
 
+/* HGETALL of domain's row (name: the normalised domain): the reply, with
+ * at least one field; or NULL and *rc the exit status (reported). */
+static redisReply *row_get(struct ctl *x, const char *domain, char *name, int *rc)
+{
+	char why[SCHEMA_WHY_MAX], k[ETRNCTL_KEY_MAX];
+	redisReply *r;
+
+	if (schema_domain_norm(domain, 1, name, why, sizeof(why)))
+		return *rc = bad("domain %s", why), NULL;
+	r = cmd(x, "HGETALL %s", key(k, x, "domain:", name));
+	if (!r || r->type != REDIS_REPLY_ARRAY)
+		return *rc = redis_failed(x, r, "HGETALL"), NULL;
+	if (r->elements == 0) {
+		freeReplyObject(r);
+		return *rc = fail("domain %s: not provisioned (etrnctl domain add %s)", name, name),
+		       NULL;
+	}
+	return r;
+}
+
 /* Each field of a row (schema.h) and the option of domain add that gives
  * it. */
 static const struct { const char *f; size_t off; } row_opts[] = {
@@ -426,7 +446,7 @@ static const char **row_opt(struct ctlrow_opts *o, size_t i)
  * checked and written as domain add does. */
 static int domain_set(struct ctl *x, const char *domain, const struct ctlrow_opts *given)
 {
-	char name[DOMTAB_NAME_MAX + 1], why[SCHEMA_WHY_MAX], k[ETRNCTL_KEY_MAX];
+	char name[DOMTAB_NAME_MAX + 1], why[SCHEMA_WHY_MAX];
 	struct ctlrow_opts o = { 0 }, g = *given;
 	struct ctlrow *chk = malloc(sizeof(*chk));
 	redisReply *r;
@@ -439,15 +459,8 @@ static int domain_set(struct ctl *x, const char *domain, const struct ctlrow_opt
 	free(chk);
 	if (rc)
 		return bad("%s", why);
-	if (schema_domain_norm(domain, 1, name, why, sizeof(why)))
-		return bad("domain %s", why);
-	r = cmd(x, "HGETALL %s", key(k, x, "domain:", name));
-	if (!r || r->type != REDIS_REPLY_ARRAY)
-		return redis_failed(x, r, "HGETALL");
-	if (r->elements == 0) {
-		freeReplyObject(r);
-		return fail("domain %s: not provisioned (etrnctl domain add %s)", name, name);
-	}
+	if (!(r = row_get(x, domain, name, &rc)))
+		return rc;
 	for (size_t i = 0; i + 1 < r->elements; i += 2)
 		for (size_t f = 0; f < sizeof(row_opts) / sizeof(row_opts[0]); f++)
 			if (!strcmp(row_opts[f].f, r->element[i]->str) &&
@@ -509,19 +522,12 @@ static int domain_del(struct ctl *x, const char *domain)
 
 static int domain_show(struct ctl *x, const char *domain)
 {
-	char name[DOMTAB_NAME_MAX + 1], why[SCHEMA_WHY_MAX], k[ETRNCTL_KEY_MAX];
+	char name[DOMTAB_NAME_MAX + 1];
 	redisReply *r;
-	int has_mode = 0;
+	int has_mode = 0, rc;
 
-	if (schema_domain_norm(domain, 1, name, why, sizeof(why)))
-		return bad("domain %s", why);
-	r = cmd(x, "HGETALL %s", key(k, x, "domain:", name));
-	if (!r || r->type != REDIS_REPLY_ARRAY)
-		return redis_failed(x, r, "HGETALL");
-	if (r->elements == 0) {
-		freeReplyObject(r);
-		return fail("domain %s: not provisioned", name);
-	}
+	if (!(r = row_get(x, domain, name, &rc)))
+		return rc;
 	if (x->json) {
 		printf("{\"domain\":");
 		json_str(stdout, name);
@@ -650,13 +656,15 @@ static int route_del(struct ctl *x, const char *domain)
 }
 
 /* One line of route list: DOMAIN TAB DEST, and what etrnd makes of a value
- * it would ignore. */
-static void route_list_one(const struct ctl *x, const char *name, const redisReply *r,
-			   int first)
+ * it would ignore; nothing for a key deleted since the SCAN. */
+static int route_list_one(const struct ctl *x, const char *name, const redisReply *r,
+			  int first)
 {
 	char why[SCHEMA_WHY_MAX] = "";
 	const char *dest = r->type == REDIS_REPLY_STRING ? r->str : "";
 
+	if (r->type == REDIS_REPLY_NIL)
+		return 0;
 	if (r->type != REDIS_REPLY_STRING)
 		snprintf(why, sizeof(why), "not a string");
 	else if (schema_route_check(dest, why, sizeof(why)) == 0)
@@ -675,32 +683,51 @@ static void route_list_one(const struct ctl *x, const char *name, const redisRep
 		printf("%s\t%s%s%s%s\n", name, dest, why[0] ? "\t(ignored by etrnd: " : "", why,
 		       why[0] ? ")" : "");
 	}
+	return 1;
 }
 
-/* Every route, sorted by domain. */
-static int route_list(struct ctl *x)
+/* One line of queue list: NAME TAB how many domains. */
+static int queue_list_one(const struct ctl *x, const char *name, const redisReply *r,
+			  int first)
+{
+	long long n = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+
+	if (x->json) {
+		printf("%s{\"queue\":", first ? "" : ",");
+		json_str(stdout, name);
+		printf(",\"domains\":%lld}", n);
+	} else {
+		printf("%s\t%lld domain(s)\n", name, n);
+	}
+	return 1;
+}
+
+/* Every key PREFIX KIND*, sorted, with the reply to "CMD KEY" (pipelined):
+ * each() prints one (returns 1, or 0 when it printed nothing); with --json
+ * inside the brackets of one array. */
+typedef int (*list_each_fn)(const struct ctl *x, const char *name, const redisReply *r,
+			    int first);
+static int list_keys(struct ctl *x, const char *kind, const char *cmdname, list_each_fn each)
 {
 	char **v, k[ETRNCTL_KEY_MAX];
 	size_t n;
 	int rc = EXIT_OK, first = 1;
 
-	if (scan_names(x, "route:", &v, &n))
+	if (scan_names(x, kind, &v, &n))
 		return EXIT_FAIL;
 	for (size_t i = 0; i < n; i++)
-		redisAppendCommand(x->rc, "GET %s", key(k, x, "route:", v[i]));
+		redisAppendCommand(x->rc, "%s %s", cmdname, key(k, x, kind, v[i]));
 	if (x->json)
 		putchar('[');
 	for (size_t i = 0; i < n; i++) {
 		redisReply *r;
 
 		if (redisGetReply(x->rc, (void **)&r) != REDIS_OK || !r) {
-			rc = redis_failed(x, NULL, "GET");
+			rc = redis_failed(x, NULL, cmdname);
 			break;
 		}
-		if (r->type != REDIS_REPLY_NIL) { /* else deleted since the SCAN */
-			route_list_one(x, v[i], r, first);
+		if (each(x, v[i], r, first))
 			first = 0;
-		}
 		freeReplyObject(r);
 	}
 	if (x->json && rc == EXIT_OK)
@@ -709,37 +736,14 @@ static int route_list(struct ctl *x)
 	return rc;
 }
 
+static int route_list(struct ctl *x)
+{
+	return list_keys(x, "route:", "GET", route_list_one);
+}
+
 static int queue_list(struct ctl *x)
 {
-	char **v, k[ETRNCTL_KEY_MAX];
-	size_t n;
-
-	if (scan_names(x, "queue:", &v, &n))
-		return EXIT_FAIL;
-	for (size_t i = 0; i < n; i++)
-		redisAppendCommand(x->rc, "SCARD %s", key(k, x, "queue:", v[i]));
-	if (x->json)
-		putchar('[');
-	for (size_t i = 0; i < n; i++) {
-		redisReply *r;
-
-		if (redisGetReply(x->rc, (void **)&r) != REDIS_OK || !r) {
-			free_names(v, n);
-			return redis_failed(x, NULL, "SCARD");
-		}
-		if (x->json) {
-			printf("%s{\"queue\":", i ? "," : "");
-			json_str(stdout, v[i]);
-			printf(",\"domains\":%lld}", r->type == REDIS_REPLY_INTEGER ? r->integer : 0);
-		} else {
-			printf("%s\t%lld domain(s)\n", v[i], r->type == REDIS_REPLY_INTEGER ? r->integer : 0);
-		}
-		freeReplyObject(r);
-	}
-	if (x->json)
-		printf("]\n");
-	free_names(v, n);
-	return EXIT_OK;
+	return list_keys(x, "queue:", "SCARD", queue_list_one);
 }
 
 static int queue_show(struct ctl *x, const char *q)

@@ -2255,6 +2255,20 @@ static void t_capture_stop(struct t_capture *c)
 	fclose(c->f);
 }
 
+/* The common start of these cases: the scripted server (sc; its greeting
+ * held back while hold), an engine whose cust.test goes to it, and the
+ * two messages held (ids into m). */
+static void t_two_held(struct engine_fixture *f, struct t_server *s, const struct t_script *sc,
+		       int bytewise, int hold, uint64_t m[2])
+{
+	t_server_start(s, sc, bytewise, hold);
+	cr_assert_eq(engine_fixture_init(f, t_table(s->port)), 0);
+	cr_assert_eq(engine_fixture_start(f), 0, "%s", f->err);
+	m[0] = engine_fixture_append(f, T_SENDER1, t_rcpt1, 4, T_BODY1);
+	m[1] = engine_fixture_append(f, T_SENDER2, t_rcpt2, 1, T_BODY2);
+	cr_assert(m[0] && m[1], "append failed");
+}
+
 struct t_out_case {
 	const char *name;
 	struct t_script script;
@@ -2321,13 +2335,8 @@ static void t_out_case_run(const struct t_out_case *c, int bytewise)
 	unsigned port;
 
 	snprintf(run, sizeof(run), "%s (%s)", c->name, bytewise ? "byte by byte" : "whole");
-	t_server_start(&s, &c->script, bytewise, 0);
+	t_two_held(&f, &s, &c->script, bytewise, 0, m);
 	port = c->refused ? t_refusing_port() : s.port;
-	cr_assert_eq(engine_fixture_init(&f, t_table(s.port)), 0);
-	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
-	m[0] = engine_fixture_append(&f, T_SENDER1, t_rcpt1, 4, T_BODY1);
-	m[1] = engine_fixture_append(&f, T_SENDER2, t_rcpt2, 1, T_BODY2);
-	cr_assert(m[0] && m[1], "%s: append failed", run);
 
 	t_out_init(&t, &f, port, m, 2);
 	cr_assert_eq(t_out_run(&t), 0, "%s: drain_outbound: %s", run, strerror(-t.rc));
@@ -2386,12 +2395,7 @@ Test(drain_out, busy_entries_skipped, .timeout = T_TIMEOUT_S)
 	char reply[256];
 	uint64_t m[2];
 
-	t_server_start(&s, &plain, 0, 0);
-	cr_assert_eq(engine_fixture_init(&f, t_table(s.port)), 0);
-	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
-	m[0] = engine_fixture_append(&f, T_SENDER1, t_rcpt1, 4, T_BODY1);
-	m[1] = engine_fixture_append(&f, T_SENDER2, t_rcpt2, 1, T_BODY2);
-	cr_assert(m[0] && m[1]);
+	t_two_held(&f, &s, &plain, 0, 0, m);
 
 	t_mark(&f, m[0], 1);
 	t_out_init(&t, &f, s.port, m, 1);
@@ -2422,12 +2426,7 @@ Test(drain_out, drain_while_outbound_runs_sends_nothing_twice, .timeout = T_TIME
 	char reply[256];
 	uint64_t m[2];
 
-	t_server_start(&s, &plain, 0, 1);
-	cr_assert_eq(engine_fixture_init(&f, t_table(s.port)), 0);
-	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
-	m[0] = engine_fixture_append(&f, T_SENDER1, t_rcpt1, 4, T_BODY1);
-	m[1] = engine_fixture_append(&f, T_SENDER2, t_rcpt2, 1, T_BODY2);
-	cr_assert(m[0] && m[1]);
+	t_two_held(&f, &s, &plain, 0, 1, m);
 	t_out_init(&t, &f, s.port, m, 2);
 	cr_assert_eq(engine_fixture_call(&f, t_out_start, &t, ENGINE_FIXTURE_WAIT_MS), 0);
 	cr_assert_eq(t.rc, 0);
@@ -2682,12 +2681,7 @@ Test(drain_out, next_address_started_from_done, .timeout = T_TIMEOUT_S)
 	struct t_chain c;
 	uint64_t m[2];
 
-	t_server_start(&s, &plain, 0, 0);
-	cr_assert_eq(engine_fixture_init(&f, t_table(s.port)), 0);
-	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
-	m[0] = engine_fixture_append(&f, T_SENDER1, t_rcpt1, 4, T_BODY1);
-	m[1] = engine_fixture_append(&f, T_SENDER2, t_rcpt2, 1, T_BODY2);
-	cr_assert(m[0] && m[1]);
+	t_two_held(&f, &s, &plain, 0, 0, m);
 	t_out_init(&c.first, &f, t_refusing_port(), m, 2);
 	t_out_init(&c.second, &f, s.port, m, 2);
 	c.second_rc = 1;
