@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/now.h"
 #include "proto/drain.h"
 #include "proto/drain_queue.h"
 #include "proto/drain_status.h"
@@ -27,6 +28,10 @@
 /* The forced flush's destination ("host[:port]", a row's dest). */
 #define CTL_REQUESTS_DEST_MAX 300
 #define CTL_REQUESTS_REST (-1)
+/* The test clock's biggest single step: more than any max_hold
+ * (CONFIG_MAX_HOLD_MAX_MS) or back-off, so one step can reach any expiry. */
+#define CTL_REQUESTS_CLOCK_STEP_MAX_S (366u * 86400u)
+#define CTL_REQUESTS_US_PER_S 1000000u
 
 /* A request's word, how many arguments it takes (separated by spaces;
  * max_args CTL_REQUESTS_REST: the rest of the line, as is, for ETRN's
@@ -119,6 +124,37 @@ static void ctl_msg(struct drain_hub *hub, const char *a, size_t len, const char
 	free((void *)c.shards);
 }
 
+/* "clock step SECONDS": the test clock (core/now.h) moves forward, only
+ * when the config says test_clock = yes; never back. */
+static void ctl_clock(struct drain_hub *hub, const char *a, size_t len, const char *who,
+		      enum drain_queue_op op, struct buf *out)
+{
+	unsigned long long secs = 0;
+	size_t i = 5;
+
+	if (len <= 5 || memcmp(a, "step ", 5)) {
+		(void)buf_puts(out, "error: clock takes \"step SECONDS\"\n");
+		return;
+	}
+	for (; i < len && a[i] >= '0' && a[i] <= '9' && secs <= CTL_REQUESTS_CLOCK_STEP_MAX_S; i++)
+		secs = secs * 10 + (unsigned)(a[i] - '0');
+	if (i < len || secs == 0 || secs > CTL_REQUESTS_CLOCK_STEP_MAX_S) {
+		(void)buf_printf(out, "error: clock step \"%.*s\": want whole seconds from 1 to %u\n",
+				 (int)(len - 5 > 40 ? 40 : len - 5), a + 5,
+				 CTL_REQUESTS_CLOCK_STEP_MAX_S);
+		return;
+	}
+	if (!drain_hub_config(hub)->test_clock) {
+		(void)buf_puts(out, "error: test_clock is off (a test aid: set test_clock = yes in etrnd.conf to step the clock)\n");
+		return;
+	}
+	now_step_add(secs * CTL_REQUESTS_US_PER_S);
+	log_info("test clock: stepped forward %llu s by %s, %llu s in all", secs, who,
+		 (unsigned long long)(now_step_us() / CTL_REQUESTS_US_PER_S));
+	(void)buf_printf(out, "clock stepped forward %llu s (%llu s in all)\n", secs,
+			 (unsigned long long)(now_step_us() / CTL_REQUESTS_US_PER_S));
+}
+
 static const struct ctl_request ctl_requests[] = {
 	{ "flush", 1, CTL_REQUESTS_REST, ctl_flush, 0 }, /* ETRN on the operator's behalf */
 	{ "force", 1, 2, ctl_force, 0 },      /* flush --force DOMAIN [DEST] */
@@ -128,6 +164,7 @@ static const struct ctl_request ctl_requests[] = {
 	{ "show-full", 1, 1, ctl_msg, DRAIN_QUEUE_SHOW_FULL },
 	{ "delete", 1, 1, ctl_msg, DRAIN_QUEUE_DELETE },
 	{ "bounce", 1, 1, ctl_msg, DRAIN_QUEUE_BOUNCE },
+	{ "clock", 2, 2, ctl_clock, 0 },      /* clock step SECONDS (test_clock) */
 };
 
 static int ctl_nargs(const char *a, size_t len)
@@ -185,7 +222,8 @@ void ctl_requests_socket(void *hub, const char *line, size_t len, struct buf *ou
 		return;
 	}
 	(void)buf_puts(out, "error: unknown request (want: flush DOMAIN, force DOMAIN [DEST], "
-		       "status [json], queue [DOMAIN], show|show-full|delete|bounce QID)\n");
+		       "status [json], queue [DOMAIN], show|show-full|delete|bounce QID, "
+		       "clock step SECONDS)\n");
 }
 
 void ctl_requests_redis_drain(void *hub, const char *domain, size_t len)

@@ -3,7 +3,8 @@
  * ctl_requests: what the operator's requests do, wherever they arrive: a
  * control socket line (core/ctlsock.h: "flush DOMAIN", "force DOMAIN [DEST]",
  * "status [json]", "queue [DOMAIN]", "show|show-full|delete|bounce QID",
- * each optionally ending "\tby WHO" for the log) or a Redis
+ * "clock step SECONDS" (the test clock, core/now.h: only with config
+ * test_clock = yes), each optionally ending "\tby WHO" for the log) or a Redis
  * "drain <domain>" event (admin/control.h: another node's ETRN, or etrnctl
  * flush). Both go to the drain hub (proto/drain.h), passed as arg, which must
  * outlive the socket and the control thread.

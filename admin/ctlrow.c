@@ -19,7 +19,7 @@
 
 const char *const ctlrow_cols[CTLROW_COLS] = {
 	"domain", SCHEMA_F_QUEUE, SCHEMA_F_DEST, SCHEMA_F_ETRN_FROM, SCHEMA_F_OWNER,
-	SCHEMA_F_MAX_HOLD, SCHEMA_F_QUOTA, SCHEMA_F_TLS,
+	SCHEMA_F_MAX_HOLD, SCHEMA_F_QUOTA, SCHEMA_F_TLS, SCHEMA_F_MODE,
 };
 
 static const char *nz(const char *s)
@@ -47,14 +47,15 @@ static void add(struct ctlrow *r, const char *f, const char *v)
 	r->v[r->n++] = v;
 }
 
-/* etrn_from, max_hold, quota and tls: the values that are parsed, not only
- * checked. */
+/* etrn_from, max_hold, quota, tls and mode: the values that are parsed,
+ * not only checked. */
 static int ctlrow_parsed(struct ctlrow *r, const struct ctlrow_opts *o, size_t *off,
 			 char *why, size_t wl)
 {
 	struct cidr cidrs[DOMTAB_CIDR_MAX];
 	char one[SCHEMA_WHY_MAX];
 	enum domtab_tls tls;
+	enum domtab_mode mode;
 	uint64_t u;
 	const char *s;
 
@@ -88,6 +89,11 @@ static int ctlrow_parsed(struct ctlrow *r, const struct ctlrow_opts *o, size_t *
 	if (schema_tls_parse(s, &tls, one, sizeof(one)))
 		return snprintf(why, wl, "--tls: %s", one), -1;
 	add(r, SCHEMA_F_TLS, domtab_tls_name(tls));
+	if ((s = nz(o->mode))) {
+		if (schema_mode_parse(s, &mode, one, sizeof(one)))
+			return snprintf(why, wl, "--mode: %s", one), -1;
+		add(r, SCHEMA_F_MODE, domtab_mode_name(mode));
+	}
 	return 0;
 }
 
@@ -120,6 +126,19 @@ int ctlrow_make(struct ctlrow *r, const char *domain, const struct ctlrow_opts *
 	return 0;
 }
 
+char *ctlrow_cols_list(char *buf, size_t len)
+{
+	size_t o = 0;
+
+	buf[0] = '\0';
+	for (int i = 0; i < CTLROW_COLS && o < len; i++) {
+		int r = snprintf(buf + o, len - o, "%s%s", i ? "," : "", ctlrow_cols[i]);
+
+		o = r < 0 ? len : o + (size_t)r;
+	}
+	return buf;
+}
+
 void ctlrow_csv_init(struct ctlrow_csv *c)
 {
 	for (int i = 0; i < CTLROW_COLS; i++)
@@ -146,7 +165,6 @@ static enum ctlrow_csv_kind ctlrow_csv_header(struct ctlrow_csv *c, char *p, con
 {
 	char *fields[CTLROW_COLS], why[CTLROW_WHY_MAX];
 	int nf = csv_split(p, fields, CTLROW_COLS, why, sizeof(why)), has_domain = 0;
-	const char *const *k = ctlrow_cols;
 
 	c->saw_data = 1;
 	if (nf < 0)
@@ -155,10 +173,13 @@ static enum ctlrow_csv_kind ctlrow_csv_header(struct ctlrow_csv *c, char *p, con
 	for (int i = 0; i < nf; i++) {
 		int col = ctlrow_col(fields[i]);
 
-		if (col < 0)
-			return snprintf(err, el, "%s:%lu: unknown column \"%s\" (want %s,%s,%s,%s,%s,%s,%s,%s)",
-					  path, lineno, fields[i], k[0], k[1], k[2], k[3], k[4],
-					  k[5], k[6], k[7]), CTLROW_CSV_BAD_USAGE;
+		if (col < 0) {
+			char want[CTLROW_WHY_MAX];
+
+			ctlrow_cols_list(want, sizeof(want));
+			return snprintf(err, el, "%s:%lu: unknown column \"%s\" (want %s)", path,
+					lineno, fields[i], want), CTLROW_CSV_BAD_USAGE;
+		}
 		for (int j = 0; j < i; j++)
 			if (c->colmap[j] == col)
 				return snprintf(err, el, "%s:%lu: column \"%s\" given twice", path,
@@ -189,7 +210,8 @@ static int ctlrow_csv_row(const struct ctlrow_csv *c, char *line, struct ctlrow 
 	if (!nz(v[0]))
 		return snprintf(why, wl, "no domain"), -1;
 	o = (struct ctlrow_opts){ .queue = v[1], .dest = v[2], .etrn_from = v[3],
-				  .owner = v[4], .max_hold = v[5], .quota = v[6], .tls = v[7] };
+				  .owner = v[4], .max_hold = v[5], .quota = v[6], .tls = v[7],
+				  .mode = v[8] };
 	if (ctlrow_make(r, v[0], &o, why, wl)) {
 		/* "--queue: ..." reads oddly in a CSV report: say the column. */
 		char tmp[CTLROW_WHY_MAX];

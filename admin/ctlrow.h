@@ -12,21 +12,25 @@
 
 #include "core/domtab.h"
 
-#define CTLROW_COLS 8            /* domain and the seven fields of a row */
+#define CTLROW_COLS 9            /* domain and the eight fields of a row */
 #define CTLROW_LINE_MAX 8192     /* longest import line, ending included */
 
 /* The import columns in their default order (a header may reorder them);
  * [0] is "domain", the rest are the schema.h field names. */
 extern const char *const ctlrow_cols[CTLROW_COLS];
 
+/* "domain,queue,...,mode" into buf (cut short if len is too small). Returns
+ * buf. */
+char *ctlrow_cols_list(char *buf, size_t len);
+
 /* Values of a row as given (NULL or "" = not set); they are not copied
  * until ctlrow_make. */
 struct ctlrow_opts {
-	const char *dest, *queue, *etrn_from, *owner, *max_hold, *quota, *tls;
+	const char *dest, *queue, *etrn_from, *owner, *max_hold, *quota, *tls, *mode;
 };
 
 /* A validated domain row: field/value pairs, always with tls (so the hash
- * is never empty). Its pointers point into the struct itself or at string
+ * is never empty); mode only when given (absent = hold). Its pointers point into the struct itself or at string
  * constants: it outlives what it was made from, but is not to be copied by
  * value. */
 struct ctlrow {

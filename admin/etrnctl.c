@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * etrnctl: provision etrnd's customer domains, queues and users in Redis
- * (DESIGN.md section 7, schema in admin/schema.h). Every write also publishes
- * "domain <d>" (or "user <u>") on PREFIX"events", so running daemons follow
- * within a moment. Every argument is validated before anything is written;
+ * etrnctl: provision etrnd's customer domains, routes, queues and users in
+ * Redis (DESIGN.md section 7, schema in admin/schema.h). Every write also
+ * publishes "domain <d>" (or "route <d>", "user <u>") on PREFIX"events", so
+ * running daemons follow within a moment. Every argument is validated before anything is written;
  * bad input exits 2 with a message, a failed or refused operation exits 1.
  * Redis is found through --redis URL, else the "redis" key of the config file
  * etrnd reads (-c FILE; default etc/etrnd.conf, the one `make run` uses).
@@ -46,6 +46,7 @@
 #define ETRNCTL_QID_DIGITS 14        /* proto/qid.h QID_DIGITS */
 #define ETRNCTL_DEST_MAX 256         /* flush --force --to HOST[:PORT] */
 #define ETRNCTL_USER_DOMAINS_MAX 64  /* user add --domain, per command */
+#define ETRNCTL_CLOCK_STEP_MAX_S (366u * 86400u) /* admin/ctl_requests.c's limit */
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
@@ -71,11 +72,22 @@ struct opts {
 
 static void usage(FILE *f)
 {
+	char cols[256];
+
 	fprintf(f,
 		"usage: etrnctl [-c FILE | --redis URL] [--json] COMMAND [ARGS]\n"
 		"  domain add DOMAIN [--dest HOST[:PORT]|mx] [--queue NAME] [--etrn-from CIDR,...]\n"
 		"                    [--owner USER] [--max-hold DURATION] [--quota BYTES] [--tls may|must|verify]\n"
+		"                    [--mode hold|deliver]\n"
+		"                     mode hold (the default): keep the mail until ETRN, ATRN or\n"
+		"                     expiry; mode deliver: send it at once, retried with back-off\n"
+		"  domain set DOMAIN [the options of domain add]  change only the options given\n"
+		"                     (an empty value clears one): domain set D --mode deliver\n"
 		"  domain del DOMAIN | domain show DOMAIN | domain list\n"
+		"  route add DOMAIN [HOST]:PORT|HOST[:PORT]  send DOMAIN's outbound mail there\n"
+		"                     (brackets: that host, no MX look-up; none: HOST's MX),\n"
+		"                     before relayhost and MX; *.DOMAIN covers its subdomains\n"
+		"  route del DOMAIN | route list\n"
 		"  queue list | queue show NAME     named queues (ETRN #queue) in Redis\n"
 		"  queue list DOMAIN | mailq [DOMAIN]  mail held by the running daemon: queue id,\n"
 		"                     arrival, size, recipients pending, domain, sender\n"
@@ -88,19 +100,20 @@ static void usage(FILE *f)
 		"                     exist): it may ETRN it from any address after AUTH; user del\n"
 		"                     also clears the owner of the domains NAME owns\n"
 		"  user show NAME     the domains NAME owns and its hash kind (never the hash)\n"
-		"  import FILE.csv    (columns: %s,%s,%s,%s,%s,%s,%s,%s; a header line may reorder them)\n"
+		"  import FILE.csv    (columns: %s; a header line may reorder them)\n"
 		"  export             (CSV on stdout, as import reads it)\n"
 		"  flush DOMAIN|@DOMAIN|#QUEUE  ETRN on the operator's behalf: the daemon drains now\n"
 		"                     and prints its RFC 1985 reply; other nodes hear it on Redis\n"
 		"  flush --force DOMAIN [--to HOST[:PORT]]  drain DOMAIN even when Redis no longer\n"
 		"                     has it, to HOST[:PORT] or else its MX (this node only)\n"
 		"  status             queue depths per shard and per domain, from the running daemon\n"
+		"  clock step SECONDS  move the daemon's clock forward (only with test_clock = yes:\n"
+		"                     tests drive back-off and expiry without waiting)\n"
 		"  -c FILE      etrnd config to take redis and redis_prefix from (default %s)\n"
 		"  --redis URL  unix:/path, host:port or redis://[user:password@]host[:port][/db]\n"
 		"  --json       machine-readable output\n"
 		"Exit status: 0 done, 1 failed (Redis, not found, bad CSV rows), 2 bad usage or input.\n",
-		ctlrow_cols[0], ctlrow_cols[1], ctlrow_cols[2], ctlrow_cols[3], ctlrow_cols[4], ctlrow_cols[5],
-		ctlrow_cols[6], ctlrow_cols[7], ETRNCTL_DEFAULT_CONFIG);
+		ctlrow_cols_list(cols, sizeof(cols)), ETRNCTL_DEFAULT_CONFIG);
 }
 
 static int bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -344,7 +357,9 @@ static int old_row(struct ctl *x, const char *name, char **q, char **o)
 
 /* ---- commands ----------------------------------------------------------- */
 
-static int domain_add(struct ctl *x, const char *domain, const struct ctlrow_opts *o)
+/* domain add (must_exist 0) or domain set (1, the row read already). */
+static int domain_put(struct ctl *x, const char *domain, const struct ctlrow_opts *o,
+		      int must_exist)
 {
 	struct ctlrow *r = malloc(sizeof(*r));
 	char why[512], *oq = NULL, *oo = NULL;
@@ -365,9 +380,12 @@ static int domain_add(struct ctl *x, const char *domain, const struct ctlrow_opt
 		}
 	}
 	existed = old_row(x, r->name, &oq, &oo);
-	if (existed < 0) {
+	if (existed < 0 || (must_exist && !existed)) {
 		free(r);
-		return EXIT_FAIL;
+		free(oq);
+		free(oo);
+		return existed < 0 ? EXIT_FAIL :
+			fail("domain %s: not provisioned (etrnctl domain add %s)", domain, domain);
 	}
 	rc = read_replies(x, append_row_writes(x, r, oq, oo), "domain add");
 	if (rc == 0) {
@@ -382,6 +400,77 @@ static int domain_add(struct ctl *x, const char *domain, const struct ctlrow_opt
 	free(oq);
 	free(oo);
 	free(r);
+	return rc;
+}
+
+/* HGETALL of domain's row (name: the normalised domain): the reply, with
+ * at least one field; or NULL and *rc the exit status (reported). */
+static redisReply *row_get(struct ctl *x, const char *domain, char *name, int *rc)
+{
+	char why[SCHEMA_WHY_MAX], k[ETRNCTL_KEY_MAX];
+	redisReply *r;
+
+	if (schema_domain_norm(domain, 1, name, why, sizeof(why)))
+		return *rc = bad("domain %s", why), NULL;
+	r = cmd(x, "HGETALL %s", key(k, x, "domain:", name));
+	if (!r || r->type != REDIS_REPLY_ARRAY)
+		return *rc = redis_failed(x, r, "HGETALL"), NULL;
+	if (r->elements == 0) {
+		freeReplyObject(r);
+		return *rc = fail("domain %s: not provisioned (etrnctl domain add %s)", name, name),
+		       NULL;
+	}
+	return r;
+}
+
+/* Each field of a row (schema.h) and the option of domain add that gives
+ * it. */
+static const struct { const char *f; size_t off; } row_opts[] = {
+	{ SCHEMA_F_QUEUE, offsetof(struct ctlrow_opts, queue) },
+	{ SCHEMA_F_DEST, offsetof(struct ctlrow_opts, dest) },
+	{ SCHEMA_F_ETRN_FROM, offsetof(struct ctlrow_opts, etrn_from) },
+	{ SCHEMA_F_OWNER, offsetof(struct ctlrow_opts, owner) },
+	{ SCHEMA_F_MAX_HOLD, offsetof(struct ctlrow_opts, max_hold) },
+	{ SCHEMA_F_QUOTA, offsetof(struct ctlrow_opts, quota) },
+	{ SCHEMA_F_TLS, offsetof(struct ctlrow_opts, tls) },
+	{ SCHEMA_F_MODE, offsetof(struct ctlrow_opts, mode) },
+};
+
+static const char **row_opt(struct ctlrow_opts *o, size_t i)
+{
+	return (const char **)((char *)o + row_opts[i].off);
+}
+
+/* domain set DOMAIN [options]: the row as stored, with the options given
+ * (an empty one clears its field) written over it; the whole row is then
+ * checked and written as domain add does. */
+static int domain_set(struct ctl *x, const char *domain, const struct ctlrow_opts *given)
+{
+	char name[DOMTAB_NAME_MAX + 1], why[SCHEMA_WHY_MAX];
+	struct ctlrow_opts o = { 0 }, g = *given;
+	struct ctlrow *chk = malloc(sizeof(*chk));
+	redisReply *r;
+	int rc;
+
+	if (!chk)
+		return fail("out of memory");
+	/* The options alone first: bad input is exit 2 whatever Redis holds. */
+	rc = ctlrow_make(chk, domain, given, why, sizeof(why));
+	free(chk);
+	if (rc)
+		return bad("%s", why);
+	if (!(r = row_get(x, domain, name, &rc)))
+		return rc;
+	for (size_t i = 0; i + 1 < r->elements; i += 2)
+		for (size_t f = 0; f < sizeof(row_opts) / sizeof(row_opts[0]); f++)
+			if (!strcmp(row_opts[f].f, r->element[i]->str) &&
+			    r->element[i + 1]->type == REDIS_REPLY_STRING)
+				*row_opt(&o, f) = r->element[i + 1]->str;
+	for (size_t f = 0; f < sizeof(row_opts) / sizeof(row_opts[0]); f++)
+		if (*row_opt(&g, f))
+			*row_opt(&o, f) = *row_opt(&g, f);
+	rc = domain_put(x, name, &o, 1);
+	freeReplyObject(r);
 	return rc;
 }
 
@@ -433,18 +522,12 @@ static int domain_del(struct ctl *x, const char *domain)
 
 static int domain_show(struct ctl *x, const char *domain)
 {
-	char name[DOMTAB_NAME_MAX + 1], why[SCHEMA_WHY_MAX], k[ETRNCTL_KEY_MAX];
+	char name[DOMTAB_NAME_MAX + 1];
 	redisReply *r;
+	int has_mode = 0, rc;
 
-	if (schema_domain_norm(domain, 1, name, why, sizeof(why)))
-		return bad("domain %s", why);
-	r = cmd(x, "HGETALL %s", key(k, x, "domain:", name));
-	if (!r || r->type != REDIS_REPLY_ARRAY)
-		return redis_failed(x, r, "HGETALL");
-	if (r->elements == 0) {
-		freeReplyObject(r);
-		return fail("domain %s: not provisioned", name);
-	}
+	if (!(r = row_get(x, domain, name, &rc)))
+		return rc;
 	if (x->json) {
 		printf("{\"domain\":");
 		json_str(stdout, name);
@@ -460,7 +543,13 @@ static int domain_show(struct ctl *x, const char *domain)
 		} else {
 			printf("%s: %s\n", r->element[i]->str, r->element[i + 1]->str);
 		}
+		has_mode |= !strcmp(r->element[i]->str, SCHEMA_F_MODE);
 	}
+	/* A row without the field holds its mail: say so. */
+	if (!has_mode && x->json)
+		printf(",\"%s\":\"%s\"", SCHEMA_F_MODE, domtab_mode_name(DOMTAB_MODE_HOLD));
+	else if (!has_mode)
+		printf("%s: %s\n", SCHEMA_F_MODE, domtab_mode_name(DOMTAB_MODE_HOLD));
 	if (x->json)
 		printf("}\n");
 	freeReplyObject(r);
@@ -495,37 +584,166 @@ static int domain_list(struct ctl *x)
 	return EXIT_OK;
 }
 
-static int queue_list(struct ctl *x)
+/* What a route command did, for the operator or --json. */
+static void route_report(const struct ctl *x, const char *name, const char *dest,
+			 const char *result)
+{
+	if (x->json) {
+		printf("{\"route\":");
+		json_str(stdout, name);
+		if (dest) {
+			printf(",\"dest\":");
+			json_str(stdout, dest);
+		}
+		printf(",\"result\":\"%s\"}\n", result);
+	} else {
+		printf("route %s%s%s %s\n", name, dest ? " " : "", dest ? dest : "", result);
+	}
+}
+
+/* route add DOMAIN DEST: PREFIX route:DOMAIN = DEST and "route DOMAIN" on
+ * the events channel, in one transaction. */
+static int route_add(struct ctl *x, const char *domain, const char *dest)
+{
+	char name[DOMTAB_NAME_MAX + 1], why[SCHEMA_WHY_MAX], k[ETRNCTL_KEY_MAX];
+	char ev[DOMTAB_NAME_MAX + 16];
+	redisReply *r;
+	int existed, rc;
+
+	if (schema_domain_norm(domain, 1, name, why, sizeof(why)))
+		return bad("route add: domain %s", why);
+	if (schema_route_check(dest, why, sizeof(why)))
+		return bad("route add %s: destination %s", name, why);
+	r = cmd(x, "EXISTS %s", key(k, x, "route:", name));
+	if (!r || r->type != REDIS_REPLY_INTEGER)
+		return redis_failed(x, r, "EXISTS");
+	existed = r->integer > 0;
+	freeReplyObject(r);
+	snprintf(ev, sizeof(ev), "route %s", name);
+	redisAppendCommand(x->rc, "MULTI");
+	redisAppendCommand(x->rc, "SET %s %s", k, dest);
+	redisAppendCommand(x->rc, "PUBLISH %s %s", x->chan, ev);
+	redisAppendCommand(x->rc, "EXEC");
+	rc = read_replies(x, 4, "route add");
+	if (rc == 0)
+		route_report(x, name, dest, existed ? "updated" : "added");
+	return rc;
+}
+
+static int route_del(struct ctl *x, const char *domain)
+{
+	char name[DOMTAB_NAME_MAX + 1], why[SCHEMA_WHY_MAX], k[ETRNCTL_KEY_MAX];
+	char ev[DOMTAB_NAME_MAX + 16];
+	redisReply *r;
+	int gone;
+
+	if (schema_domain_norm(domain, 1, name, why, sizeof(why)))
+		return bad("route del: domain %s", why);
+	r = cmd(x, "DEL %s", key(k, x, "route:", name));
+	if (!r || r->type != REDIS_REPLY_INTEGER)
+		return redis_failed(x, r, "DEL");
+	gone = r->integer > 0;
+	freeReplyObject(r);
+	if (!gone)
+		return fail("route %s: no such route (etrnctl route list)", name);
+	snprintf(ev, sizeof(ev), "route %s", name);
+	r = cmd(x, "PUBLISH %s %s", x->chan, ev);
+	if (!r || r->type != REDIS_REPLY_INTEGER)
+		return redis_failed(x, r, "PUBLISH");
+	freeReplyObject(r);
+	route_report(x, name, NULL, "deleted");
+	return EXIT_OK;
+}
+
+/* One line of route list: DOMAIN TAB DEST, and what etrnd makes of a value
+ * it would ignore; nothing for a key deleted since the SCAN. */
+static int route_list_one(const struct ctl *x, const char *name, const redisReply *r,
+			  int first)
+{
+	char why[SCHEMA_WHY_MAX] = "";
+	const char *dest = r->type == REDIS_REPLY_STRING ? r->str : "";
+
+	if (r->type == REDIS_REPLY_NIL)
+		return 0;
+	if (r->type != REDIS_REPLY_STRING)
+		snprintf(why, sizeof(why), "not a string");
+	else if (schema_route_check(dest, why, sizeof(why)) == 0)
+		why[0] = '\0';
+	if (x->json) {
+		printf("%s{\"domain\":", first ? "" : ",");
+		json_str(stdout, name);
+		printf(",\"dest\":");
+		json_str(stdout, dest);
+		if (why[0]) {
+			printf(",\"problem\":");
+			json_str(stdout, why);
+		}
+		putchar('}');
+	} else {
+		printf("%s\t%s%s%s%s\n", name, dest, why[0] ? "\t(ignored by etrnd: " : "", why,
+		       why[0] ? ")" : "");
+	}
+	return 1;
+}
+
+/* One line of queue list: NAME TAB how many domains. */
+static int queue_list_one(const struct ctl *x, const char *name, const redisReply *r,
+			  int first)
+{
+	long long n = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+
+	if (x->json) {
+		printf("%s{\"queue\":", first ? "" : ",");
+		json_str(stdout, name);
+		printf(",\"domains\":%lld}", n);
+	} else {
+		printf("%s\t%lld domain(s)\n", name, n);
+	}
+	return 1;
+}
+
+/* Every key PREFIX KIND*, sorted, with the reply to "CMD KEY" (pipelined):
+ * each() prints one (returns 1, or 0 when it printed nothing); with --json
+ * inside the brackets of one array. */
+typedef int (*list_each_fn)(const struct ctl *x, const char *name, const redisReply *r,
+			    int first);
+static int list_keys(struct ctl *x, const char *kind, const char *cmdname, list_each_fn each)
 {
 	char **v, k[ETRNCTL_KEY_MAX];
 	size_t n;
+	int rc = EXIT_OK, first = 1;
 
-	if (scan_names(x, "queue:", &v, &n))
+	if (scan_names(x, kind, &v, &n))
 		return EXIT_FAIL;
 	for (size_t i = 0; i < n; i++)
-		redisAppendCommand(x->rc, "SCARD %s", key(k, x, "queue:", v[i]));
+		redisAppendCommand(x->rc, "%s %s", cmdname, key(k, x, kind, v[i]));
 	if (x->json)
 		putchar('[');
 	for (size_t i = 0; i < n; i++) {
 		redisReply *r;
 
 		if (redisGetReply(x->rc, (void **)&r) != REDIS_OK || !r) {
-			free_names(v, n);
-			return redis_failed(x, NULL, "SCARD");
+			rc = redis_failed(x, NULL, cmdname);
+			break;
 		}
-		if (x->json) {
-			printf("%s{\"queue\":", i ? "," : "");
-			json_str(stdout, v[i]);
-			printf(",\"domains\":%lld}", r->type == REDIS_REPLY_INTEGER ? r->integer : 0);
-		} else {
-			printf("%s\t%lld domain(s)\n", v[i], r->type == REDIS_REPLY_INTEGER ? r->integer : 0);
-		}
+		if (each(x, v[i], r, first))
+			first = 0;
 		freeReplyObject(r);
 	}
-	if (x->json)
+	if (x->json && rc == EXIT_OK)
 		printf("]\n");
 	free_names(v, n);
-	return EXIT_OK;
+	return rc;
+}
+
+static int route_list(struct ctl *x)
+{
+	return list_keys(x, "route:", "GET", route_list_one);
+}
+
+static int queue_list(struct ctl *x)
+{
+	return list_keys(x, "queue:", "SCARD", queue_list_one);
 }
 
 static int queue_show(struct ctl *x, const char *q)
@@ -1193,11 +1411,15 @@ static int export_csv(struct ctl *x)
 	for (size_t i = 0; i < n; i += ETRNCTL_BATCH) {
 		size_t m = n - i < ETRNCTL_BATCH ? n - i : ETRNCTL_BATCH;
 
-		for (size_t j = 0; j < m; j++)
-			redisAppendCommand(x->rc, "HMGET %s %s %s %s %s %s %s %s",
-					   key(k, x, "domain:", v[i + j]), ctlrow_cols[1], ctlrow_cols[2],
-					   ctlrow_cols[3], ctlrow_cols[4], ctlrow_cols[5], ctlrow_cols[6],
-					   ctlrow_cols[7]);
+		for (size_t j = 0; j < m; j++) {
+			const char *argv[1 + CTLROW_COLS];
+
+			argv[0] = "HMGET";
+			argv[1] = key(k, x, "domain:", v[i + j]);
+			for (int c = 1; c < CTLROW_COLS; c++)
+				argv[1 + c] = ctlrow_cols[c];
+			redisAppendCommandArgv(x->rc, 1 + CTLROW_COLS, argv, NULL);
+		}
 		for (size_t j = 0; j < m; j++) {
 			redisReply *r;
 
@@ -1328,6 +1550,11 @@ static void print_mail_json(char *reply)
 	printf("]\n");
 }
 
+static int no_socket(void)
+{
+	return fail("no \"control_socket = \" in the etrnd config: cannot reach the daemon");
+}
+
 /* Send one request line to the running etrnd and print its reply. flush and
  * force print the RFC 1985 reply: exit 0 for 2xx, 1 otherwise; the others
  * exit 1 when the reply has an "error:" line. */
@@ -1337,6 +1564,8 @@ static int daemon_request(struct ctl *x, const char *sock, const char *verb, con
 	size_t n = 0;
 	int fd, code = 0, rc = EXIT_OK;
 
+	if (!sock[0])
+		return no_socket();
 	daemon_who(who, sizeof(who));
 	if ((size_t)snprintf(req, sizeof(req), "%s%s%s%s\n", verb, arg ? " " : "", arg ? arg : "",
 			     who) >= sizeof(req))
@@ -1430,7 +1659,7 @@ typedef int (*ctl_cmd_fn)(struct ctl *x, const struct ctl_cmd *c, char **args,
 			  const struct opts *o);
 
 enum {
-	CTL_F_ROW_OPTS = 1 << 0,  /* takes --dest, --queue, ... --tls */
+	CTL_F_ROW_OPTS = 1 << 0,  /* takes --dest, --queue, ... --tls, --mode */
 	CTL_F_PASSWORD = 1 << 1,  /* takes --password-stdin */
 	CTL_F_DAEMON = 1 << 2,    /* talks to the running etrnd, not only Redis */
 	CTL_F_FORCE = 1 << 3,     /* takes --force and --to */
@@ -1451,7 +1680,38 @@ struct ctl_cmd {
 static int cmd_domain_add(struct ctl *x, const struct ctl_cmd *c, char **args,
 			  const struct opts *o)
 {
-	return domain_add(x, args[0], &o->row);
+	return domain_put(x, args[0], &o->row, 0);
+}
+
+static int cmd_domain_set(struct ctl *x, const struct ctl_cmd *c, char **args,
+			  const struct opts *o)
+{
+	return domain_set(x, args[0], &o->row);
+}
+
+static int cmd_route(struct ctl *x, const struct ctl_cmd *c, char **args, const struct opts *o)
+{
+	if (!strcmp(c->sub, "add"))
+		return route_add(x, args[0], args[1]);
+	if (!strcmp(c->sub, "del"))
+		return route_del(x, args[0]);
+	return route_list(x);
+}
+
+/* clock step SECONDS: whole seconds, checked here and again by the daemon,
+ * which refuses unless its config says test_clock = yes. */
+static int cmd_clock(struct ctl *x, const struct ctl_cmd *c, char **args,
+		     const struct opts *o)
+{
+	size_t n = strspn(args[0], "0123456789");
+	char arg[32];
+
+	if (n == 0 || args[0][n] || n > 9 || strtoul(args[0], NULL, 10) == 0 ||
+	    strtoul(args[0], NULL, 10) > ETRNCTL_CLOCK_STEP_MAX_S)
+		return bad("clock step \"%s\": want whole seconds from 1 to %u", args[0],
+			   ETRNCTL_CLOCK_STEP_MAX_S);
+	snprintf(arg, sizeof(arg), "step %s", args[0]);
+	return daemon_request(x, x->cfg->control_socket, "clock", arg);
 }
 
 static int cmd_domain_del(struct ctl *x, const struct ctl_cmd *c, char **args,
@@ -1563,6 +1823,8 @@ static int cmd_flush(struct ctl *x, const struct ctl_cmd *c, char **args,
 	if (args[0][0] == '#' ? schema_queue_check(args[0] + 1, why, sizeof(why))
 			      : schema_domain_norm(dn, 0, norm, why, sizeof(why)))
 		return bad("flush \"%s\": %s", args[0], why);
+	if (!x->cfg->control_socket[0])
+		return no_socket();
 	/* Without Redis the local drain still happens. */
 	x->rc = redis_conn_open(&x->cfg->redis, ETRNCTL_TIMEOUT_MS, err, sizeof(err));
 	rc = daemon_request(x, x->cfg->control_socket, "flush", args[0]);
@@ -1581,6 +1843,7 @@ static int cmd_flush(struct ctl *x, const struct ctl_cmd *c, char **args,
 
 static const struct ctl_cmd ctl_cmds[] = {
 	{ "domain", "add", cmd_domain_add, "DOMAIN", CTL_F_ROW_OPTS },
+	{ "domain", "set", cmd_domain_set, "DOMAIN", CTL_F_ROW_OPTS },
 	{ "domain", "del", cmd_domain_del, "DOMAIN", 0 },
 	{ "domain", "show", cmd_domain_show, "DOMAIN", 0 },
 	{ "domain", "list", cmd_domain_list, "", 0 },
@@ -1599,6 +1862,10 @@ static const struct ctl_cmd ctl_cmds[] = {
 	{ "export", NULL, cmd_export, "", 0 },
 	{ "flush", NULL, cmd_flush, "DOMAIN|@DOMAIN|#QUEUE", CTL_F_DAEMON | CTL_F_FORCE },
 	{ "status", NULL, cmd_status, "", CTL_F_DAEMON },
+	{ "route", "add", cmd_route, "DOMAIN DEST", 0 },
+	{ "route", "del", cmd_route, "DOMAIN", 0 },
+	{ "route", "list", cmd_route, "", 0 },
+	{ "clock", "step", cmd_clock, "SECONDS", CTL_F_DAEMON },
 };
 #define CTL_NCMDS (sizeof(ctl_cmds) / sizeof(ctl_cmds[0]))
 
@@ -1659,7 +1926,7 @@ static const struct ctl_cmd *ctl_cmd_find(char **args, int nargs, int domain_opt
 		return bad("%s%s%s: want %d argument(s), got %d (see etrnctl --help)", what,
 			   verb[0] ? " " : "", verb, want, nargs - words), NULL;
 	if (domain_opts && !(c->flags & CTL_F_ROW_OPTS))
-		return bad("--dest, --queue, --etrn-from, --owner, --max-hold, --quota and --tls only go with domain add"), NULL;
+		return bad("--dest, --queue, --etrn-from, --owner, --max-hold, --quota, --tls and --mode only go with domain add and domain set"), NULL;
 	if (o->password_stdin && !(c->flags & CTL_F_PASSWORD))
 		return bad("--password-stdin only goes with user add and user passwd"), NULL;
 	if ((o->force || o->to) && !(c->flags & CTL_F_FORCE))
@@ -1691,7 +1958,7 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 {
 	enum {
 		O_REDIS = 256, O_JSON, O_DEST, O_QUEUE, O_ETRN_FROM, O_OWNER, O_MAX_HOLD,
-		O_QUOTA, O_TLS, O_PWSTDIN, O_HELP, O_FORCE, O_TO, O_FULL, O_DOMAIN,
+		O_QUOTA, O_TLS, O_PWSTDIN, O_HELP, O_FORCE, O_TO, O_FULL, O_DOMAIN, O_MODE,
 	};
 	static const struct option lopts[] = {
 		{ "redis", required_argument, 0, O_REDIS },
@@ -1703,6 +1970,7 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 		{ "max-hold", required_argument, 0, O_MAX_HOLD },
 		{ "quota", required_argument, 0, O_QUOTA },
 		{ "tls", required_argument, 0, O_TLS },
+		{ "mode", required_argument, 0, O_MODE },
 		{ "password-stdin", no_argument, 0, O_PWSTDIN },
 		{ "help", no_argument, 0, O_HELP },
 		{ "force", no_argument, 0, O_FORCE },
@@ -1725,6 +1993,7 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 		case O_MAX_HOLD: o->row.max_hold = optarg; a->domain_opts++; break;
 		case O_QUOTA: o->row.quota = optarg; a->domain_opts++; break;
 		case O_TLS: o->row.tls = optarg; a->domain_opts++; break;
+		case O_MODE: o->row.mode = optarg; a->domain_opts++; break;
 		case O_PWSTDIN: o->password_stdin = 1; break;
 		case O_FORCE: o->force = 1; break;
 		case O_TO: o->to = optarg; break;
@@ -1777,11 +2046,10 @@ static int ctl_run(struct ctl *x, const struct ctl_cmd *c, char **args, const st
 	char err[CONFIG_ERR_MAX];
 	int rc;
 
-	if (c->flags & CTL_F_DAEMON) {
-		if (!x->cfg->control_socket[0])
-			return fail("no \"control_socket = \" in the etrnd config: cannot reach the daemon");
+	/* The command checks its arguments first (bad input is exit 2 even
+	 * without a daemon); daemon_request() then needs the socket. */
+	if (c->flags & CTL_F_DAEMON)
 		return c->run(x, c, args, o);
-	}
 	x->rc = redis_conn_open(&x->cfg->redis, ETRNCTL_TIMEOUT_MS, err, sizeof(err));
 	if (!x->rc)
 		return fail("%s", err);

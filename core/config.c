@@ -1062,6 +1062,7 @@ void config_resolver_conf(const struct config *c, struct resolver_conf *rc)
 	memset(rc, 0, sizeof(*rc));
 	rc->servers = c->dns_servers[0] ? c->dns_servers : NULL;
 	rc->timeout_ms = c->dns_timeout_ms;
+	rc->self = c->hostname;
 }
 
 void config_free(struct config *c)

@@ -371,33 +371,46 @@ struct troute {
 	const char *dest;
 };
 
-struct domtab {
-	struct htab idx;             /* name -> row number */
+/* The index of one set of a built table (rows, routes): the entries
+ * themselves are in an array of their own type beside it. */
+struct tset {
+	struct htab idx;             /* name -> entry number */
 	size_t count;
-	size_t nwild;                /* rows named "*.something" */
-	struct domtab_row *rows;
-	uint32_t *lens;              /* name length per row */
-	char *arena;
-	struct htab ridx;            /* name -> route number */
-	size_t nroutes;
-	size_t nrwild;               /* routes named "*.something" */
-	struct troute *routes;
-	uint32_t *rlens;             /* name length per route */
-	char *rarena;
+	size_t nwild;                /* entries named "*.something" */
+	uint32_t *lens;              /* name length per entry */
+	char *arena;                 /* the entries' strings (and CIDRs) */
 };
+
+struct domtab {
+	struct tset rs;
+	struct domtab_row *rows;
+	struct tset ts;
+	struct troute *routes;
+};
+
+static void tset_fini(struct tset *s)
+{
+	htab_fini(&s->idx);
+	free(s->lens);
+	free(s->arena);
+}
+
+/* Room for n entries and an arena of size bytes (aligned for CIDRs). */
+static int tset_init(struct tset *s, size_t n, size_t size)
+{
+	s->lens = malloc((n ? n : 1) * sizeof(*s->lens));
+	s->arena = aligned_alloc(8, size ? (size + 7) & ~(size_t)7 : 8);
+	return !s->lens || !s->arena || htab_reserve(&s->idx, (uint32_t)n) ? -ENOMEM : 0;
+}
 
 struct domtab *domtab_free(struct domtab *t)
 {
 	if (!t)
 		return NULL;
-	htab_fini(&t->idx);
+	tset_fini(&t->rs);
 	free(t->rows);
-	free(t->lens);
-	free(t->arena);
-	htab_fini(&t->ridx);
+	tset_fini(&t->ts);
 	free(t->routes);
-	free(t->rlens);
-	free(t->rarena);
 	free(t);
 	return NULL;
 }
@@ -407,9 +420,20 @@ static int is_wild(const char *name, size_t len)
 	return len > 2 && name[0] == '*' && name[1] == '.';
 }
 
+/* Index entry s->count, named name (its bent e), and count it. */
+static void tset_add(struct tset *s, const struct bent *e, const char *name)
+{
+	s->lens[s->count] = e->len;
+	s->nwild += is_wild(name, e->len);
+	/* Cannot fail: room was reserved for every entry. */
+	if (htab_insert(&s->idx, e->hash, (uint32_t)s->count))
+		panic("domtab: reserved slot vanished");
+	s->count++;
+}
+
 static void tput(struct domtab *t, const struct brow *br, char **arena)
 {
-	struct domtab_row *row = &t->rows[t->count];
+	struct domtab_row *row = &t->rows[t->rs.count];
 
 	*row = br->row;
 	/* One copy of the row's whole tail, then rebase its pointers. */
@@ -421,74 +445,48 @@ static void tput(struct domtab *t, const struct brow *br, char **arena)
 	REBASE(dest);
 	REBASE(owner);
 #undef REBASE
+	/* The next row's CIDRs start 8-aligned (the arena is). */
 	*arena += (br->extra + 7) & ~(size_t)7;
-	t->lens[t->count] = br->e.len;
-	t->nwild += is_wild(row->name, br->e.len);
-	/* Cannot fail: domtab_build() reserved room for every row. */
-	if (htab_insert(&t->idx, br->e.hash, (uint32_t)t->count))
-		panic("domtab: reserved slot vanished");
-	t->count++;
+	tset_add(&t->rs, &br->e, row->name);
 }
 
 static void tput_route(struct domtab *t, const struct broute *br, char **arena)
 {
-	struct troute *r = &t->routes[t->nroutes];
+	struct troute *r = &t->routes[t->ts.count];
 
 	memcpy(*arena, br + 1, br->extra);
 	r->name = *arena;
 	r->dest = *arena + br->e.len + 1;
 	*arena += br->extra;
-	t->rlens[t->nroutes] = br->e.len;
-	t->nrwild += is_wild(r->name, br->e.len);
-	if (htab_insert(&t->ridx, br->e.hash, (uint32_t)t->nroutes))
-		panic("domtab: reserved route slot vanished");
-	t->nroutes++;
-}
-
-/* The routes of b into t. 0 or -ENOMEM. */
-static int build_routes(struct domtab *t, const struct domtab_builder *b)
-{
-	const struct bset *s = &b->routes;
-	size_t total = 0;
-	char *arena;
-
-	for (uint32_t i = 0; i < s->count; i++)
-		total += ((const struct broute *)s->el[i])->extra;
-	t->routes = malloc((s->count ? s->count : 1) * sizeof(*t->routes));
-	t->rlens = malloc((s->count ? s->count : 1) * sizeof(*t->rlens));
-	t->rarena = malloc(total ? total : 1);
-	if (!t->routes || !t->rlens || !t->rarena || htab_reserve(&t->ridx, s->count))
-		return -ENOMEM;
-	arena = t->rarena;
-	for (uint32_t i = 0; i < s->count; i++)
-		tput_route(t, (const struct broute *)s->el[i], &arena);
-	return 0;
+	tset_add(&t->ts, &br->e, r->name);
 }
 
 struct domtab *domtab_build(const struct domtab_builder *b)
 {
 	struct domtab *t = calloc(1, sizeof(*t));
-	const struct bset *s = &b->rows;
-	size_t total = 0;
+	const struct bset *rs = &b->rows, *ts = &b->routes;
+	size_t rtotal = 0, ttotal = 0;
 	char *arena;
 
 	if (!t)
 		return NULL;
-	htab_init(&t->idx);
-	htab_init(&t->ridx);
-	for (uint32_t i = 0; i < s->count; i++)
-		total += (((const struct brow *)s->el[i])->extra + 7) & ~(size_t)7;
-	t->rows = malloc((s->count ? s->count : 1) * sizeof(*t->rows));
-	t->lens = malloc((s->count ? s->count : 1) * sizeof(*t->lens));
-	/* aligned for the CIDR arrays at the start of each row's tail */
-	t->arena = aligned_alloc(8, total ? total : 8);
-	if (!t->rows || !t->lens || !t->arena || htab_reserve(&t->idx, s->count))
+	htab_init(&t->rs.idx);
+	htab_init(&t->ts.idx);
+	for (uint32_t i = 0; i < rs->count; i++)
+		rtotal += (((const struct brow *)rs->el[i])->extra + 7) & ~(size_t)7;
+	for (uint32_t i = 0; i < ts->count; i++)
+		ttotal += ((const struct broute *)ts->el[i])->extra;
+	t->rows = malloc((rs->count ? rs->count : 1) * sizeof(*t->rows));
+	t->routes = malloc((ts->count ? ts->count : 1) * sizeof(*t->routes));
+	if (!t->rows || !t->routes || tset_init(&t->rs, rs->count, rtotal) ||
+	    tset_init(&t->ts, ts->count, ttotal))
 		return domtab_free(t);
-	arena = t->arena;
-	for (uint32_t i = 0; i < s->count; i++)
-		tput(t, (const struct brow *)s->el[i], &arena);
-	if (build_routes(t, b))
-		return domtab_free(t);
+	arena = t->rs.arena;
+	for (uint32_t i = 0; i < rs->count; i++)
+		tput(t, (const struct brow *)rs->el[i], &arena);
+	arena = t->ts.arena;
+	for (uint32_t i = 0; i < ts->count; i++)
+		tput_route(t, (const struct broute *)ts->el[i], &arena);
 	return t;
 }
 
@@ -517,7 +515,7 @@ static int trow_eq(const void *ctx, uint32_t el, const void *key)
 	const struct domtab *t = ctx;
 	const struct name_key *k = key;
 
-	return t->lens[el] == k->pl + k->n &&
+	return t->rs.lens[el] == k->pl + k->n &&
 		name_eq(t->rows[el].name, k->prefix, k->pl, k->p, k->n);
 }
 
@@ -526,7 +524,7 @@ static int troute_eq(const void *ctx, uint32_t el, const void *key)
 	const struct domtab *t = ctx;
 	const struct name_key *k = key;
 
-	return t->rlens[el] == k->pl + k->n &&
+	return t->ts.lens[el] == k->pl + k->n &&
 		name_eq(t->routes[el].name, k->prefix, k->pl, k->p, k->n);
 }
 
@@ -536,7 +534,7 @@ static int troute_eq(const void *ctx, uint32_t el, const void *key)
  * tries *.b.example.test, then *.example.test, then *.test; only when the
  * set has wildcards), else HTAB_NONE. Inline so each caller's eq is too.
  */
-static inline uint32_t tlookup(const struct htab *idx, size_t nwild, htab_eq_fn eq,
+static inline uint32_t tlookup(const struct tset *s, htab_eq_fn eq,
 			       const struct domtab *t, const char *domain, size_t len)
 {
 	struct name_key k = { "", 0, domain, trim_dot(domain, len) };
@@ -544,8 +542,8 @@ static inline uint32_t tlookup(const struct htab *idx, size_t nwild, htab_eq_fn 
 
 	if (k.n == 0 || k.n > DOMTAB_NAME_MAX)
 		return HTAB_NONE;
-	r = htab_find(idx, name_hash("", 0, domain, k.n), eq, t, &k);
-	if (r != HTAB_NONE || !nwild)
+	r = htab_find(&s->idx, name_hash("", 0, domain, k.n), eq, t, &k);
+	if (r != HTAB_NONE || !s->nwild)
 		return r;
 	len = k.n;
 	k.prefix = "*.";
@@ -555,7 +553,7 @@ static inline uint32_t tlookup(const struct htab *idx, size_t nwild, htab_eq_fn 
 			continue;
 		k.p = domain + i + 1;
 		k.n = len - i - 1;
-		r = htab_find(idx, name_hash("*.", 2, k.p, k.n), eq, t, &k);
+		r = htab_find(&s->idx, name_hash("*.", 2, k.p, k.n), eq, t, &k);
 		if (r != HTAB_NONE)
 			return r;
 	}
@@ -565,7 +563,7 @@ static inline uint32_t tlookup(const struct htab *idx, size_t nwild, htab_eq_fn 
 const struct domtab_row *domtab_find(const struct domtab *t, const char *domain,
 				     size_t len)
 {
-	uint32_t r = tlookup(&t->idx, t->nwild, trow_eq, t, domain, len);
+	uint32_t r = tlookup(&t->rs, trow_eq, t, domain, len);
 
 	return r != HTAB_NONE ? &t->rows[r] : NULL;
 }
@@ -577,24 +575,24 @@ int domtab_lookup(const struct domtab *t, const char *domain, size_t len)
 
 const struct domtab_row *domtab_row_at(const struct domtab *t, size_t i)
 {
-	return i < t->count ? &t->rows[i] : NULL;
+	return i < t->rs.count ? &t->rows[i] : NULL;
 }
 
 size_t domtab_count(const struct domtab *t)
 {
-	return t->count;
+	return t->rs.count;
 }
 
 const char *domtab_route(const struct domtab *t, const char *domain, size_t len)
 {
-	uint32_t r = tlookup(&t->ridx, t->nrwild, troute_eq, t, domain, len);
+	uint32_t r = tlookup(&t->ts, troute_eq, t, domain, len);
 
 	return r != HTAB_NONE ? t->routes[r].dest : NULL;
 }
 
 size_t domtab_route_count(const struct domtab *t)
 {
-	return t->nroutes;
+	return t->ts.count;
 }
 
 const char *domtab_mode_name(enum domtab_mode m)

@@ -72,6 +72,7 @@ struct resolver_req {
 struct resolver {
 	struct resolver_conf conf;
 	char *servers;
+	char *self;                      /* conf.self, copied */
 	int evfd;                        /* wakes the thread: new work, stop */
 	pthread_t thread;
 
@@ -513,6 +514,11 @@ static void resolver_mx_done(void *arg, int status, int timeouts, unsigned char 
 			      q->name);
 		return;
 	}
+	if (q->rt && found > 0 && !resolver_list_drop_self(&q->rt->mx, q->r->self)) {
+		resolver_fail(q, -ELOOP, 0, "mail for %.255s loops back to myself: %s is its best MX",
+			      q->name, q->r->self);
+		return;
+	}
 	if (q->rt) {
 		resolver_route_hosts(q, found > 0);
 		return;
@@ -762,7 +768,9 @@ struct resolver *resolver_new(const struct resolver_conf *conf, char *err, size_
 	resolver_conf_defaults(&r->conf);
 	r->servers = conf && conf->servers ? strdup(conf->servers) : NULL;
 	r->conf.servers = r->servers;
-	if (conf && conf->servers && !r->servers) {
+	r->self = conf && conf->self ? strdup(conf->self) : NULL;
+	r->conf.self = r->self;
+	if ((conf && conf->servers && !r->servers) || (conf && conf->self && !r->self)) {
 		snprintf(err, errlen, "resolver: out of memory");
 		goto fail;
 	}
@@ -800,6 +808,7 @@ fail:
 	if (r->evfd >= 0)
 		close(r->evfd);
 	free(r->servers);
+	free(r->self);
 	free(r);
 	return NULL;
 }
@@ -819,6 +828,7 @@ struct resolver *resolver_free(struct resolver *r)
 	ares_library_cleanup();
 	pthread_mutex_unlock(&resolver_lib_mu);
 	free(r->servers);
+	free(r->self);
 	free(r);
 	return NULL;
 }

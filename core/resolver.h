@@ -35,6 +35,10 @@ struct resolver_conf {
 	unsigned timeout_ms;    /* deadline from submission to callback */
 	unsigned try_ms;        /* c-ares per-try timeout */
 	unsigned tries;         /* c-ares tries */
+	/* This host's name as MX records name it (the config's hostname), or
+	 * NULL: resolver_route drops MX records at or above its preference,
+	 * RFC 5321 5.1, so a backup MX never delivers to itself. Copied. */
+	const char *self;
 };
 
 /*
@@ -43,6 +47,8 @@ struct resolver_conf {
  *   -ETIMEDOUT  the deadline passed                   (temporary)
  *   -EAGAIN     server failure, refused, no reply     (temporary)
  *   -ENOMEM     out of memory                         (temporary)
+ *   -ELOOP      (resolver_route) we are the domain's best MX, RFC
+ *               5321 5.1: mail would loop back to us  (temporary)
  *   -ENOENT     NXDOMAIN: the name does not exist     (permanent)
  *   -ENODATA    the name exists but has no address    (permanent)
  *   -ENXIO      null MX, RFC 7505: no mail accepted   (permanent)
@@ -115,7 +121,9 @@ int resolver_mx(struct resolver *r, const char *domain, unsigned port,
  * 7505): -ENXIO, permanent. mx 0: the name's own addresses only. An MX
  * host that does not resolve is skipped (the list fails only when none
  * does). port goes into every address. Same returns as resolver_host();
- * the callback runs on the resolver thread once.
+ * the callback runs on the resolver thread once. When the deadline passes
+ * after some addresses were found, they are the answer (err 0); with none,
+ * a host's temporary failure wins over others' permanent ones.
  */
 #define RESOLVER_ADDRS_MAX 5            /* Postfix's smtp_mx_address_limit */
 struct resolver_addr {

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "core/ascii.h"
+
 struct resolver_list_rec {
 	unsigned short pref;
 	const char *host;
@@ -78,10 +80,43 @@ int resolver_list_sort_mx(const struct ares_mx_reply *mx, struct resolver_list_m
 		return any ? 0 : -1;
 	if (shuffle)
 		resolver_list_shuffle(recs, n);
-	for (unsigned i = 0; i < n; i++)
+	for (unsigned i = 0; i < n; i++) {
+		out->pref[i] = recs[i].pref;
 		snprintf(out->host[i], sizeof(out->host[i]), "%s", recs[i].host);
+	}
 	out->n = n;
 	return 1;
+}
+
+/* A name's length without one trailing dot. */
+static size_t resolver_list_name_len(const char *name)
+{
+	size_t len = strlen(name);
+
+	return len > 1 && name[len - 1] == '.' ? len - 1 : len;
+}
+
+unsigned resolver_list_drop_self(struct resolver_list_mx *mx, const char *self)
+{
+	size_t slen = self ? resolver_list_name_len(self) : 0;
+
+	if (!slen)
+		return mx->n;
+	for (unsigned i = 0; i < mx->n; i++) {
+		if (resolver_list_name_len(mx->host[i]) != slen ||
+		    !ascii_eq_n(mx->host[i], self, slen))
+			continue;
+		/* Sorted: the first host of self's preference ends the list
+		 * (hosts of equal preference may stand before self). */
+		for (unsigned j = 0; j <= i; j++) {
+			if (mx->pref[j] >= mx->pref[i]) {
+				mx->n = j;
+				break;
+			}
+		}
+		break;
+	}
+	return mx->n;
 }
 
 void resolver_list_addr_set(struct resolver_addr *a, const char *host,

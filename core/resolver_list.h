@@ -20,6 +20,7 @@
 
 struct resolver_list_mx {
 	unsigned n;
+	unsigned short pref[RESOLVER_LIST_MX_MAX];
 	char host[RESOLVER_LIST_MX_MAX][RESOLVER_NAME_MAX];
 };
 
@@ -33,6 +34,13 @@ struct resolver_list_mx {
  */
 int resolver_list_sort_mx(const struct ares_mx_reply *mx, struct resolver_list_mx *out,
 		int shuffle);
+
+/* RFC 5321 5.1: when self (this host's name, any case, a trailing dot
+ * ignored; NULL or "" = none) is among the sorted hosts of mx, drop every
+ * host whose preference is that of self or higher (self included), so mail
+ * only goes to better MX hosts. Returns the hosts left (mx->n); 0 means
+ * self is the best MX: delivering would loop. */
+unsigned resolver_list_drop_self(struct resolver_list_mx *mx, const char *self);
 
 /* Fill a with sa (salen bytes), the port set, host, and relay text
  * "host[addr]:port" (host cut to fit). */

@@ -903,6 +903,11 @@ const char *drain_hub_hostname(const struct drain_hub *h)
 	return h->cfg->hostname;
 }
 
+const struct config *drain_hub_config(const struct drain_hub *h)
+{
+	return h->cfg;
+}
+
 static void hub_status(struct drain_hub *h, int json, struct buf *out)
 {
 	struct drain_status_shard *sh = calloc(h->n, sizeof(*sh));

@@ -210,6 +210,10 @@ size_t drain_deferred_copy(const struct drain *d, struct sched_status_dest *out,
 /* The node's host name (config hostname): DSNs name it. Lives as long as h. */
 const char *drain_hub_hostname(const struct drain_hub *h);
 
+/* The config the hub was made with (the control socket's requests read
+ * test_clock there). Lives as long as h. */
+const struct config *drain_hub_config(const struct drain_hub *h);
+
 /* Queue depths per shard and per domain, and the ATRN sessions in
  * progress, as text lines (etrnctl status).
  * Asks every engine thread and waits for them (up to 3 s): call it from a

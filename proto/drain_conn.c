@@ -56,6 +56,7 @@ struct drain_dest {
 	struct list jobs;              /* of drain_job.dest_node */
 	struct drain_atrn *atrn;       /* an ATRN session's: its one adopted
 	                                  connection, never a fresh one */
+	unsigned pins;                 /* job_idle calls under way: not freed */
 };
 
 /* The DONE records of a connection's delivered messages while they are
@@ -231,7 +232,7 @@ static struct drain_dest *dest_get(struct drain_conn_env *env, const struct drai
 /* Free ds once no job and no connection uses it. */
 static void dest_put(struct drain_conn_env *env, struct drain_dest *ds)
 {
-	if (ds->conns == 0 && list_empty(&ds->jobs)) {
+	if (ds->conns == 0 && ds->pins == 0 && list_empty(&ds->jobs)) {
 		list_unlink(&env->dests, &ds->node);
 		free(ds);
 	}
@@ -298,7 +299,12 @@ static void job_check_idle(struct drain_job *j)
 	if (j->conns || j->dones_pending || job_wants(j))
 		return;
 	list_unlink(&ds->jobs, &j->dest_node);
+	/* job_idle may start the next job at once (an outbound job's end
+	 * tells its scheduler), to ds too, which may fail and put ds: it
+	 * stays until this call is over. */
+	ds->pins++;
 	env->job_idle(j);
+	ds->pins--;
 	dest_put(env, ds);
 }
 

@@ -127,7 +127,8 @@ struct drain_atrn;                 /* an ATRN session (proto/drain_atrn.h) */
  * What the connections of one engine thread share; owned by that thread's
  * struct drain and only touched on its thread. job_idle is called when a
  * job's last connection has been freed and its last DONE is durable: the
- * job may be freed then.
+ * job may be freed then, and another job may be started from it
+ * (drain_conn_job_start()).
  */
 struct drain_conn_env {
 	struct loop *loop;

@@ -120,6 +120,8 @@ struct smtp_session {
 	int out_failed;      /* a reply could not be appended: close */
 	int trusted;         /* listen_trusted: AUTH without TLS */
 	int odmr;            /* odmr_listen: ATRN, no mail transactions */
+	int submission;      /* submission_listen: MAIL needs AUTH first */
+	int relay_net;       /* the client's address may relay (mynetworks) */
 	const char *atrn;    /* SMTP_STATE_ATRN: the domain list (in the line) */
 	size_t atrn_len;
 	int tls;             /* the handshake is done; tls_* below are set */
@@ -421,6 +423,12 @@ static int smtp_check_mail(struct smtp_session *s, struct smtp_cmd_ctx *c, struc
 		smtp_reply(s, out, "503 5.5.1 Error: nested MAIL command");
 		return SMTP_CHECK_FAIL;
 	}
+	/* RFC 6409 4.1 and RFC 4954 6: the submission port takes mail from
+	 * authenticated users only, whatever the client's address. */
+	if (s->submission && !s->user[0]) {
+		smtp_reply(s, out, "530 5.7.0 Authentication required");
+		return SMTP_CHECK_FAIL;
+	}
 	r = smtp_parse_path_arg(c->arg, c->arg_len, "FROM:", &c->path, &off);
 	switch (r) {
 	case SMTP_PARSE_OK:
@@ -565,7 +573,7 @@ static int smtp_check_rcpt(struct smtp_session *s, struct smtp_cmd_ctx *c, struc
 		v = SMTP_RCPT_DENY; /* customer domains have names, not literals */
 	else
 		v = conf->rcpt_check(conf->rcpt_arg, path->addr + path->domain_off,
-				path->len - path->domain_off);
+				path->len - path->domain_off, smtp_server_may_relay(s));
 	if (v == SMTP_RCPT_OK)
 		return SMTP_CHECK_OK;
 	log_info("smtp %s: reject RCPT <%s>: verdict %d", s->client_addr,
@@ -1556,6 +1564,23 @@ void smtp_server_set_trusted(struct smtp_session *s)
 void smtp_server_set_odmr(struct smtp_session *s)
 {
 	s->odmr = 1;
+}
+
+void smtp_server_set_relay(struct smtp_session *s)
+{
+	s->relay_net = 1;
+}
+
+void smtp_server_set_submission(struct smtp_session *s)
+{
+	s->submission = 1;
+}
+
+/* An authenticated user may relay: that is what submission is for. The
+ * user is forgotten on STARTTLS (RFC 3207 4.2), and the right with it. */
+int smtp_server_may_relay(const struct smtp_session *s)
+{
+	return s->relay_net || s->user[0] != '\0';
 }
 
 const char *smtp_server_atrn_domains(const struct smtp_session *s, size_t *len)

@@ -11,6 +11,10 @@
  * Relay listener (or anywhere with conf->atrn) an authenticated client's
  * "ATRN [domain,...]" is handed to the glue, which decides, replies and,
  * on success, turns the connection around (smtp_server_atrn_done()).
+ * The relay right (send on to any domain) comes from the glue for the
+ * client's address (smtp_server_set_relay()) or from a successful AUTH, and
+ * is handed to rcpt_check; on a submission listener (RFC 6409) MAIL needs
+ * AUTH first (smtp_server_set_submission()).
  *
  * Promises: replies come out in command order (RFC 2920 pipelining); every
  * limit hit gets its RFC reply with an enhanced status code; no input makes it
@@ -53,9 +57,13 @@ enum smtp_rcpt_verdict {
 };
 
 /* Decide on a recipient domain (lower-cased, no trailing dot, not NUL
- * terminated: use len). */
+ * terminated: use len). relay is 1 when this session may send mail on to
+ * any domain: the glue said so for the client's address
+ * (smtp_server_set_relay(): it is in mynetworks), or the session has
+ * authenticated (and not started TLS since, RFC 3207 4.2); else 0. Which
+ * domains need it (those with no customer row) is the callback's call. */
 typedef enum smtp_rcpt_verdict (*smtp_rcpt_check_fn)(void *arg,
-		const char *domain, size_t len);
+		const char *domain, size_t len, int relay);
 
 /* Hand out a new message id and its queue id text (NUL-terminated, at most
  * SMTP_QID_MAX bytes). Called once per DATA command that is accepted. */
@@ -156,6 +164,24 @@ void smtp_server_set_trusted(struct smtp_session *s);
  * STARTTLS), and MAIL, RCPT, DATA, BDAT, ETRN, VRFY and EXPN, which no
  * ODMR session has, are answered "502 5.5.1". Call before the greeting. */
 void smtp_server_set_odmr(struct smtp_session *s);
+
+/* The client's address may relay (it is in mynetworks): rcpt_check is
+ * told relay = 1 for the whole session, STARTTLS or not. Call before the
+ * first feed. */
+void smtp_server_set_relay(struct smtp_session *s);
+
+/* The connection came through a submission_listen listener (RFC 6409
+ * message submission, port 587): MAIL before a successful AUTH is "530
+ * 5.7.0 Authentication required" (RFC 4954 6), counted against the error
+ * budget, whatever the client's address; AUTH is offered as on the SMTP
+ * port (inside TLS, or in the clear where smtp_server_set_trusted() said
+ * so); everything else is as on the SMTP port. Call before the first
+ * feed. */
+void smtp_server_set_submission(struct smtp_session *s);
+
+/* 1 when rcpt_check is told relay = 1 now (smtp_server_set_relay(), or
+ * an authenticated user), else 0. */
+int smtp_server_may_relay(const struct smtp_session *s);
 
 /*
  * After SMTP_EV_ATRN: the domain list as the client gave it, one that

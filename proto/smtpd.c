@@ -15,11 +15,13 @@
 #include "proto/smtpd.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/ascii.h"
+#include "core/cidr.h"
 #include "core/list.h"
 #include "core/log.h"
 #include "core/tls.h"
@@ -27,6 +29,7 @@
 #include "proto/smtp_parse.h"
 #include "proto/drain.h"
 #include "proto/atrn.h"
+#include "proto/etrn.h"
 #include "proto/expire.h"
 #include "proto/qid.h"
 #include "proto/smtp_server.h"
@@ -74,6 +77,7 @@ struct smtpd_conn {
 	                                or checked a password */
 	int stopping;                /* the server is shutting down */
 	int closing;                 /* conn_close() called */
+	int relay_logged;            /* "may relay" said for this session */
 };
 
 /* Bytes held against a row's quota: the domain's own for an exact row; for
@@ -88,18 +92,28 @@ static uint64_t smtpd_quota_used(const struct domstat *ds, const struct domtab_r
 	return domstat_bytes(ds, domain, len);
 }
 
+/*
+ * A domain with a row is a customer's: taken from anyone (its mode, hold or
+ * deliver, is the scheduler's business, not the sender's). A domain with no
+ * row is relaying: only for a session with the relay right (mynetworks or
+ * AUTH), never an open relay. Unknown while Redis is unreachable may just
+ * mean "not heard of yet", a customer whose mail must be held, not sent
+ * on: 451 4.3.0 so the sender retries (DESIGN.md 4), relay right or not.
+ */
 static enum smtp_rcpt_verdict smtpd_rcpt_check(void *arg, const char *domain,
-					       size_t len)
+					       size_t len, int relay)
 {
 	struct smtpd *d = arg;
 	const struct domtab_row *row;
 
 	/* The table pointer is only good for this loop turn (QSBR): never
-	 * keep it. Unknown while Redis is unreachable may just mean "not heard
-	 * of yet": 451 4.3.0 so the sender retries (DESIGN.md 4). */
+	 * keep it. */
 	row = domtab_find(domtab_live_get(d->dt), domain, len);
-	if (!row)
-		return domtab_live_stale(d->dt) ? SMTP_RCPT_TEMPFAIL : SMTP_RCPT_DENY;
+	if (!row) {
+		if (domtab_live_stale(d->dt))
+			return SMTP_RCPT_TEMPFAIL;
+		return relay ? SMTP_RCPT_OK : SMTP_RCPT_DENY;
+	}
 	/* Quota (DESIGN.md 5): refuse new mail once the domain holds its
 	 * quota; the sender retries (452 4.2.2) after the customer drains. */
 	if (row->quota_bytes &&
@@ -354,6 +368,53 @@ static void smtpd_conn_free(struct smtpd_conn *sc)
 	free(sc);
 }
 
+/* mynetworks (core/config.h): may the client at peer (printable, as the
+ * loop gives it) relay? */
+static int smtpd_in_mynetworks(const struct config *cfg, const char *peer)
+{
+	struct sockaddr_storage ss;
+
+	if (cfg->nmynetworks == 0 || etrn_client_addr(peer, &ss) != 0)
+		return 0;
+	return cidr_list_match(cfg->mynetworks, cfg->nmynetworks, (struct sockaddr *)&ss);
+}
+
+/* A submission listener where AUTH can never be offered takes no mail at
+ * all: say so once per process, at its first connection (the backends
+ * are attached by then). */
+static void smtpd_submission_check(const struct smtpd *d, unsigned lflags)
+{
+	static atomic_int warned;
+
+	if (d->auth && (d->tls || (lflags & CONFIG_LISTEN_TRUSTED)))
+		return;
+	if (atomic_exchange(&warned, 1))
+		return;
+	log_warn("submission_listen: AUTH is never offered there (%s), so every MAIL gets 530 5.7.0",
+		 !d->auth ? "no password checks: redis is not set" : "no TLS: tls_cert_file is not set");
+}
+
+/* Set up what the listener and the client's address decide: the kind of
+ * listener (CONFIG_LISTEN_*, core/config.h) and the relay right. */
+static void smtpd_open_kind(struct smtpd_conn *sc, struct conn *c, const char *peer)
+{
+	unsigned lflags = conn_listen_flags(c);
+
+	if (lflags & CONFIG_LISTEN_TRUSTED)
+		smtp_server_set_trusted(sc->s);
+	if (lflags & CONFIG_LISTEN_ODMR)
+		smtp_server_set_odmr(sc->s);
+	if (lflags & CONFIG_LISTEN_SUBMISSION) {
+		smtp_server_set_submission(sc->s);
+		smtpd_submission_check(sc->d, lflags);
+	}
+	if (smtpd_in_mynetworks(sc->d->cfg, peer)) {
+		smtp_server_set_relay(sc->s);
+		log_info("client [%s] may relay: mynetworks", peer);
+		sc->relay_logged = 1;
+	}
+}
+
 static void *smtpd_open(void *arg, struct conn *c, const char *peer)
 {
 	struct smtpd *d = arg;
@@ -369,10 +430,7 @@ static void *smtpd_open(void *arg, struct conn *c, const char *peer)
 		return NULL;
 	}
 	log_debug("connect from [%s]", peer);
-	if (conn_listen_flags(c) & CONFIG_LISTEN_TRUSTED)
-		smtp_server_set_trusted(sc->s);
-	if (conn_listen_flags(c) & CONFIG_LISTEN_ODMR)
-		smtp_server_set_odmr(sc->s);
+	smtpd_open_kind(sc, c, peer);
 	/* Implicit TLS (listen_tls): the loop holds the greeting until its
 	 * handshake is done, and tells us through smtpd_tls_done(). */
 	if (conn_listen_flags(c) & CONFIG_LISTEN_TLS)
@@ -525,6 +583,14 @@ static void smtpd_auth_done(void *arg, uint64_t handle, enum auth_result r)
 		return;
 	}
 	ev = smtp_server_auth_done(sc->s, r, conn_out(sc->c));
+	if (r == AUTH_OK && !sc->relay_logged && smtp_server_user(sc->s)) {
+		char user[AUTH_USER_MAX * 4 + 1];
+		const char *u = smtp_server_user(sc->s);
+
+		log_info("client [%s] may relay: authenticated as %s", conn_peer(sc->c),
+			 log_printable(user, sizeof(user), u, strlen(u)));
+		sc->relay_logged = 1;
+	}
 	conn_flush(sc->c);
 	if (ev == SMTP_EV_CLOSE && !sc->closing) {
 		smtpd_close_conn(sc);

@@ -4,6 +4,10 @@
  * state machine (smtp_server) to the loop's connections and the thread's spool
  * shard: bytes from a connection go into the session, a finished message goes
  * to the spool, and its 250 goes out only when the spool says it is on disk.
+ * Who may relay: a recipient in a domain with a row (a customer) is taken
+ * from anyone; any other domain only from a client in cfg->mynetworks or
+ * an authenticated session (else 550 5.7.1: never an open relay). On a
+ * submission_listen listener MAIL needs AUTH first (530 5.7.0).
  */
 #ifndef ETRND_PROTO_SMTPD_H
 #define ETRND_PROTO_SMTPD_H

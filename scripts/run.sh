@@ -3,7 +3,8 @@
 # Run the built etrnd in the foreground with etc/etrnd.conf: listens on
 # 127.0.0.1:2525 (and implicit TLS on 127.0.0.1:4650 with a self-signed
 # certificate made under var/tls/ when the config names none; ODMR, RFC
-# 2645, on 127.0.0.1:3366 when it names no odmr_listen), spool under
+# 2645, on 127.0.0.1:3366 when it names no odmr_listen; submission, RFC
+# 6409, on 127.0.0.1:5870 when it names no submission_listen), spool under
 # ./var/spool. When the config's redis is the
 # embedded default (unix:var/redis.sock), a private redis-server is started on
 # that socket first (data in var/redis/), demo.test is provisioned in it with
@@ -90,9 +91,21 @@ if ! grep -Eq "^[[:space:]]*odmr_listen[[:space:]]*=" "$CONF"; then
 	echo "ODMR (ATRN) on 127.0.0.1:3366: STARTTLS, AUTH as a user (build/etrnctl user add NAME --domain demo.test), then ATRN"
 fi
 
+# Message submission (RFC 6409; port 587 in production) out of the box: on
+# 127.0.0.1:5870 unless the config has submission_listen. MAIL there needs
+# STARTTLS and AUTH first (530 5.7.0); an authenticated user may then send
+# to any domain. mynetworks stays empty (loopback is not trusted), so on
+# 2525 a recipient outside the customer domains still gets 550 5.7.1.
+SUB_OPTS=()
+if ! grep -Eq "^[[:space:]]*submission_listen[[:space:]]*=" "$CONF"; then
+	SUB_OPTS=(-o submission_listen=127.0.0.1:5870)
+	echo "Submission on 127.0.0.1:5870: STARTTLS and AUTH first (build/etrnctl user add NAME), then any domain. Try: swaks --server 127.0.0.1:5870 -tls -a PLAIN --au NAME --ap PASSWORD --to someone@example.org"
+fi
+
 echo "etrnd on 127.0.0.1:2525 (spool var/spool). Try: swaks --server 127.0.0.1:2525 --to user@demo.test --from you@example.org   then: build/etrnd-spool list var/spool"
 echo "Provision more: build/etrnctl domain add customer.example --dest mail.customer.example:25"
-build/etrnd -c "$CONF" "${TLS_OPTS[@]}" "${ODMR_OPTS[@]}" &
+echo "Not an open relay: swaks --server 127.0.0.1:2525 --to someone@example.org   gets 550 5.7.1 Relay access denied (mynetworks is empty)"
+build/etrnd -c "$CONF" "${TLS_OPTS[@]}" "${ODMR_OPTS[@]}" "${SUB_OPTS[@]}" &
 ETRND_PID=$!
 rc=0
 wait "$ETRND_PID" || rc=$?

@@ -184,6 +184,40 @@ static void unlink_dead_at_start(struct spool_shard *sh,
 		log_warn("spool shard %u: fsync %s: %s", sh->shard, sh->dir, strerror(errno));
 }
 
+/*
+ * Recovery applied SCHEDs from segments it then found dead (nothing live,
+ * no pin: a SCHED pins nothing), and they are unlinked now: write the whole
+ * schedule again (a SCHED per queue entry with a next attempt), or the next
+ * start would try at once what is deferred. Queued here, written by the
+ * first commit; a crash before it only makes those attempts come sooner.
+ * O(queue entries), once per such start.
+ */
+static void sched_rewrite(struct spool_shard *sh)
+{
+	const struct spool_index_queue *q;
+	struct spool_index_qstat st;
+	struct spool_index_iter it;
+	struct spool_index_entry e;
+	size_t cursor = 0;
+	uint64_t n = 0;
+
+	/* spool_append_sched() sets next_us to what it already is: the walk
+	 * sees no change to the index. */
+	while ((q = spool_index_queue_each(sh->idx, &cursor))) {
+		spool_index_queue_stat(q, &st);
+		spool_index_queue_iter(q, &it);
+		while (spool_index_queue_next(&it, &e)) {
+			if (e.next_us == 0)
+				continue;
+			if (spool_append_sched(sh, e.msgid, st.domain, st.domain_len,
+					       e.next_us, NULL, NULL) == 0)
+				n++;
+		}
+	}
+	log_info("spool shard %u: schedule written again: %" PRIu64 " SCHED records",
+		 sh->shard, n);
+}
+
 /* Count what recovery found into the node-wide per-domain counters. */
 static void domstat_seed(struct spool_shard *sh)
 {
@@ -318,6 +352,8 @@ struct spool_shard *spool_shard_open(struct loop *loop,
 		goto fail;
 	}
 	unlink_dead_at_start(sh, &res);
+	if (res.sched_dead_segments > 0)
+		sched_rewrite(sh);
 	domstat_seed(sh);
 	disk_max = res.max_seq;
 	spool_recover_result_free(&res);
@@ -1057,9 +1093,10 @@ static size_t copy_scheds(struct spool_shard *sh, struct spool_entry *e, char *d
 /*
  * Give each queued copy the DONE records that follow it: one per recipient
  * the index has done now, then a NOTE per fact noted on the message, then
- * a SCHED per queue entry with a next attempt (copy_scheds). No commit is in flight, so every record before
- * this commit is durable and indexed; the copies go first in the commit, so
- * no DONE of theirs can lie between the index's view and the copy. A copy
+ * a SCHED per queue entry with a next attempt (copy_scheds). No commit is
+ * in flight, so every record before this commit is durable and indexed;
+ * the copies go first in the commit, so no DONE of theirs can lie between
+ * the index's view and the copy. A copy
  * whose message has left its old place (finished, or moved) is dropped onto
  * *stale. Runs at each flush: a copy left over from a full commit is
  * brought up to date again.

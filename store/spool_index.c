@@ -930,6 +930,18 @@ static void entry_fill(struct ix_msg *msg, struct spool_index_entry *e)
 	e->rcpts = NULL;
 }
 
+/* A queue entry: the message with that domain's part of it. */
+static void node_fill(const struct ix_node *n, struct spool_index_entry *e)
+{
+	struct ix_msg *msg = node_msg(n);
+
+	entry_fill(msg, e);
+	e->npending = n->pending;
+	e->next_us = n->next_us;
+	e->busy = n->busy;
+	e->rcpts = msg_order(msg) + n->start;
+}
+
 int spool_index_msg_find(const struct spool_index *idx, uint64_t msgid,
 		struct spool_index_entry *e)
 {
@@ -1138,13 +1150,7 @@ int spool_index_queue_next(struct spool_index_iter *it,
 	if (ln == NULL)
 		return 0;
 	it->next = ln->next;
-	const struct ix_node *n = LIST_ENTRY(ln, struct ix_node, link);
-	struct ix_msg *msg = node_msg(n);
-	entry_fill(msg, e);
-	e->npending = n->pending;
-	e->next_us = n->next_us;
-	e->busy = n->busy;
-	e->rcpts = msg_order(msg) + n->start;
+	node_fill(LIST_ENTRY(ln, struct ix_node, link), e);
 	return 1;
 }
 
@@ -1181,6 +1187,17 @@ static struct ix_node *sched_node(const struct spool_index *idx, uint64_t msgid,
 			return n->pending > 0 ? n : NULL;
 	}
 	return NULL;
+}
+
+int spool_index_msg_entry(const struct spool_index *idx, uint64_t msgid,
+		const char *dom, size_t len, struct spool_index_entry *e)
+{
+	const struct ix_node *n = sched_node(idx, msgid, dom, len);
+
+	if (n == NULL)
+		return -ENOENT;
+	node_fill(n, e);
+	return 0;
 }
 
 int spool_index_set_next(struct spool_index *idx, uint64_t msgid, const char *dom,

@@ -315,7 +315,15 @@ void spool_index_totals(const struct spool_index *idx,
 int spool_index_set_next(struct spool_index *idx, uint64_t msgid, const char *dom,
 		size_t len, uint64_t next_us);
 
-/* Mark or clear the entry as in flight. Returns 0 or -ENOENT (as above:
+/* The queue entry of msgid in domain dom (any case, trailing dots ignored)
+ * into *e, as a queue walk returns it: next_us, busy, that domain's pending
+ * recipients (e->rcpts valid until the next change to the index). Returns
+ * 0 or -ENOENT (as above). O(domains of the message). */
+int spool_index_msg_entry(const struct spool_index *idx, uint64_t msgid,
+		const char *dom, size_t len, struct spool_index_entry *e);
+
+/* Mark or clear the entry as in flight (memory only: a start finds every
+ * entry not busy). Returns 0 or -ENOENT (as above:
  * clearing the mark of an entry whose last recipient is done meanwhile
  * gives -ENOENT, which is harmless). */
 int spool_index_set_busy(struct spool_index *idx, uint64_t msgid, const char *dom,
@@ -323,8 +331,10 @@ int spool_index_set_busy(struct spool_index *idx, uint64_t msgid, const char *do
 
 /* Called by spool_index_add_msg() once per distinct domain of a message it
  * indexed (after recovery too, i.e. for every message stored live), with
- * the domain as the queue spells it. One hook per index (the thread's
- * scheduler); fn NULL removes it. The hook must not change the index. */
+ * the domain as the queue spells it (lower case, valid during the call).
+ * Not for a second copy (-EEXIST) nor for a compaction move. One hook per
+ * index (the thread's scheduler); fn NULL removes it. The hook must not
+ * change the index. */
 typedef void (*spool_index_add_fn)(void *arg, uint64_t msgid, const char *dom, size_t len);
 void spool_index_set_add_hook(struct spool_index *idx, spool_index_add_fn fn, void *arg);
 

@@ -39,6 +39,9 @@ struct rec_ctx {
 	size_t capaddrs;
 	uint64_t seg_dups;
 	uint64_t first_dup;
+	uint64_t seg_scheds;            /* SCHEDs applied from this segment */
+	uint32_t *sched_segs;           /* segments with applied SCHEDs, */
+	size_t nsched_segs, capsched_segs; /* ascending ids */
 	int err;                        /* -ENOMEM from the index */
 };
 
@@ -224,6 +227,43 @@ static int rec_sched(struct rec_ctx *c, uint64_t off,
 	spool_index_segment_account(c->idx, c->seg_id, rec_len);
 	if (spool_index_set_next(c->idx, hdr->msgid, dom, dl, next_us) < 0)
 		c->res->sched_ignored++;
+	else
+		c->seg_scheds++;
+	return 0;
+}
+
+/* The segment just read applied SCHEDs: remember it, so that its death at
+ * start is reported (spool.c then writes the schedule again). */
+static int rec_note_sched_seg(struct rec_ctx *c)
+{
+	if (c->seg_scheds == 0)
+		return 0;
+	if (c->nsched_segs == c->capsched_segs) {
+		size_t cap = c->capsched_segs ? 2 * c->capsched_segs : REC_SEGS_MIN;
+		uint32_t *n = realloc(c->sched_segs, cap * sizeof *n);
+		if (n == NULL)
+			return -ENOMEM;
+		c->sched_segs = n;
+		c->capsched_segs = cap;
+	}
+	c->sched_segs[c->nsched_segs++] = c->seg_id;
+	return 0;
+}
+
+/* 1 when seg_id applied SCHEDs (binary search: ids ascend). */
+static int rec_had_scheds(const struct rec_ctx *c, uint32_t seg_id)
+{
+	size_t lo = 0, hi = c->nsched_segs;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (c->sched_segs[mid] == seg_id)
+			return 1;
+		if (c->sched_segs[mid] < seg_id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
 	return 0;
 }
 
@@ -378,7 +418,7 @@ static int dead_push(struct spool_recover_result *res, size_t *cap,
 /* Take the dead segments out of the index one batch at a time: removing one
  * releases the pins of its DONEs' holders, which may die in turn, so the
  * order of the list is the order in which unlinking them is safe. */
-static int collect_dead(struct spool_index *idx,
+static int collect_dead(const struct rec_ctx *c, struct spool_index *idx,
 		struct spool_recover_result *res)
 {
 	uint32_t ids[REC_DEAD_BATCH];
@@ -392,6 +432,7 @@ static int collect_dead(struct spool_index *idx,
 				panic("dead segment %u vanished", ids[i]);
 			if (dead_push(res, &cap, st.first_seq) < 0)
 				return -ENOMEM;
+			res->sched_dead_segments += (uint64_t)rec_had_scheds(c, ids[i]);
 		}
 	}
 	return 0;
@@ -469,6 +510,7 @@ static int rec_segment(struct rec_ctx *c, const char *shard_dir, uint64_t seq,
 		return rec_nomem(shard_dir, err, errlen);
 	c->path = path;
 	c->seg_dups = 0;
+	c->seg_scheds = 0;
 	ret = spool_read_segment(path, rec_record, rec_bad, c, &rr);
 	if (ret < 0) {
 		(void)snprintf(err, errlen, "%s: %s", path, strerror(-ret));
@@ -486,6 +528,10 @@ static int rec_segment(struct rec_ctx *c, const char *shard_dir, uint64_t seq,
 	ret = rec_cut_torn(c, &rr, newest, err, errlen);
 	if (ret < 0)
 		goto out;
+	if (rec_note_sched_seg(c) < 0) {
+		ret = rec_nomem(shard_dir, err, errlen);
+		goto out;
+	}
 	if (spool_index_segment_seal(c->idx, c->seg_id) < 0)
 		panic("segment %u vanished", c->seg_id);
 out:
@@ -526,7 +572,7 @@ int spool_recover_shard(const char *shard_dir, struct spool_index *idx,
 		if (ret < 0)
 			goto fail;
 	}
-	if (collect_dead(idx, res) < 0) {
+	if (collect_dead(&c, idx, res) < 0) {
 		ret = rec_nomem(shard_dir, err, errlen);
 		goto fail;
 	}
@@ -536,11 +582,13 @@ int spool_recover_shard(const char *shard_dir, struct spool_index *idx,
 	rec_log_summary(shard_dir, res);
 	free(segs);
 	free(c.addrs);
+	free(c.sched_segs);
 	return 0;
 fail:
 	spool_recover_result_free(res);
 	free(segs);
 	free(c.addrs);
+	free(c.sched_segs);
 	return ret;
 }
 

@@ -29,6 +29,10 @@ struct spool_recover_result {
 	                             with no pending recipient of it: normal (a
 	                             compacted message's old SCHEDs, a finished
 	                             one's) */
+	uint64_t sched_dead_segments; /* of dead (listed below) that held
+	                             SCHEDs recovery applied: unlinking them
+	                             loses that schedule at the next start
+	                             unless it is written again (spool.c does) */
 	uint64_t live_messages;   /* indexed when done */
 	uint64_t live_recipients;
 	uint64_t bad_regions;     /* damaged regions skipped, plus records with

@@ -38,6 +38,9 @@
 #define OUT_BUF_SIZE (1u << 20)
 #define B64_CHUNK 49152 /* input bytes per output flush; multiple of 3 */
 #define US_PER_S 1000000ull
+#define SHOW_DONES_MIN 16
+#define SHOW_SCHEDS_MIN 4
+#define NAMES_MIN 16
 
 enum tool_cmd { CMD_STATS, CMD_LIST, CMD_SHOW, CMD_JSON };
 
@@ -333,17 +336,31 @@ static int show_keep_msg(struct tool *t, uint64_t off,
 	return 0;
 }
 
+/* Room for one more element of elem bytes in array v (n in use, *cap
+ * allocated, first: the first allocation): v itself or its new place, NULL
+ * when out of memory (v is then unchanged and still owned by the caller). */
+static void *grow(void *v, size_t n, size_t *cap, size_t elem, size_t first)
+{
+	size_t c = *cap ? 2 * *cap : first;
+	void *nv;
+
+	if (n < *cap)
+		return v;
+	nv = realloc(v, c * elem);
+	if (nv != NULL)
+		*cap = c;
+	return nv;
+}
+
 static int show_keep_done(struct tool *t, uint32_t rcpt,
 		enum spool_done_status status)
 {
-	if (t->ndone == t->done_cap) {
-		size_t cap = t->done_cap ? 2 * t->done_cap : 16;
-		struct done_ent *d = realloc(t->dones, cap * sizeof *d);
-		if (d == NULL)
-			return -ENOMEM;
-		t->dones = d;
-		t->done_cap = cap;
-	}
+	struct done_ent *d = grow(t->dones, t->ndone, &t->done_cap, sizeof *d,
+			SHOW_DONES_MIN);
+
+	if (d == NULL)
+		return -ENOMEM;
+	t->dones = d;
 	t->dones[t->ndone].rcpt = rcpt;
 	t->dones[t->ndone].status = status;
 	t->ndone++;
@@ -362,14 +379,11 @@ static int show_keep_sched(struct tool *t, const struct rec_view *v)
 		    memcmp(t->scheds[i].dom, v->dom, v->dom_len) == 0)
 			s = &t->scheds[i];
 	if (s == NULL) {
-		if (t->nsched == t->sched_cap) {
-			size_t cap = t->sched_cap ? 2 * t->sched_cap : 4;
-			struct sched_ent *n = realloc(t->scheds, cap * sizeof *n);
-			if (n == NULL)
-				return -ENOMEM;
-			t->scheds = n;
-			t->sched_cap = cap;
-		}
+		struct sched_ent *n = grow(t->scheds, t->nsched, &t->sched_cap,
+				sizeof *n, SHOW_SCHEDS_MIN);
+		if (n == NULL)
+			return -ENOMEM;
+		t->scheds = n;
 		s = &t->scheds[t->nsched++];
 		memcpy(s->dom, v->dom, v->dom_len); /* <= SPOOL_SCHED_DOMAIN_MAX */
 		s->len = v->dom_len;
@@ -494,14 +508,11 @@ struct name_list {
 
 static int names_add(struct name_list *l, const char *name)
 {
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? 2 * l->cap : 16;
-		char **v = realloc(l->v, cap * sizeof *v);
-		if (v == NULL)
-			return -ENOMEM;
-		l->v = v;
-		l->cap = cap;
-	}
+	char **v = grow(l->v, l->n, &l->cap, sizeof *v, NAMES_MIN);
+
+	if (v == NULL)
+		return -ENOMEM;
+	l->v = v;
 	if ((l->v[l->n] = strdup(name)) == NULL)
 		return -ENOMEM;
 	l->n++;

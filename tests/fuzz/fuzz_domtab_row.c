@@ -5,8 +5,11 @@
  * name goes through schema_domain_norm, the pairs through
  * schema_row_from_fields; the row's networks are written back and read
  * again (same list), then the row is put in a domtab, built, and found by
- * its name with every setting intact.
+ * its name with every setting intact. The first value is also tried as the
+ * name's route (etrnd:route:NAME): taken exactly when schema_route_check
+ * takes it, and found again in the built table.
  */
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -37,7 +40,7 @@ static void fz_cidr_roundtrip(const struct domtab_row *row)
 		__builtin_trap();
 }
 
-static void fz_table(const struct domtab_row *row)
+static void fz_table(const struct domtab_row *row, const char *route)
 {
 	struct domtab_builder *b = domtab_builder_new();
 	struct domtab *t;
@@ -46,6 +49,15 @@ static void fz_table(const struct domtab_row *row)
 
 	if (!b)
 		abort();
+	if (route) {
+		char why[FZ_WHY_MAX];
+		int ok = schema_route_check(route, why, sizeof(why)) == 0;
+
+		if (domtab_builder_route_put(b, row->name, route) != (ok ? 0 : -EINVAL))
+			__builtin_trap();
+		if (!ok)
+			route = NULL;
+	}
 	if (domtab_builder_put(b, row) != 0) {
 		domtab_builder_free(b);
 		return;
@@ -56,12 +68,17 @@ static void fz_table(const struct domtab_row *row)
 	r = domtab_find(t, row->name, strlen(row->name));
 	if (!r || strcmp(r->name, row->name) || r->netrn_from != row->netrn_from ||
 			r->quota_bytes != row->quota_bytes || r->max_hold_ms != row->max_hold_ms ||
-			r->tls != row->tls || !r->queue != !row->queue || !r->dest != !row->dest ||
+			r->tls != row->tls || r->mode != row->mode ||
+			!r->queue != !row->queue || !r->dest != !row->dest ||
 			(r->queue && strcmp(r->queue, row->queue)) ||
 			(r->dest && strcmp(r->dest, row->dest)))
 		__builtin_trap();
 	if (domtab_row_allows(r, (const struct sockaddr *)&sin) !=
 			domtab_row_allows(row, (const struct sockaddr *)&sin))
+		__builtin_trap();
+	if (route ? !domtab_route(t, row->name, strlen(row->name)) ||
+			strcmp(domtab_route(t, row->name, strlen(row->name)), route) :
+			domtab_route(t, row->name, strlen(row->name)) != NULL)
 		__builtin_trap();
 	domtab_free(t);
 	domtab_builder_free(b);
@@ -97,7 +114,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (bad < 0 || (bad > 0 && why[0] == '\0') || row.name != name)
 		__builtin_trap();
 	fz_cidr_roundtrip(&row);
-	fz_table(&row);
+	fz_table(&row, nfv > 1 ? fv[1] : NULL);
 	free(copy);
 	return 0;
 }

@@ -38,9 +38,9 @@ static void fz_new_id(void *arg, uint64_t *msgid, char *qid)
 	snprintf(qid, SMTP_QID_MAX, "%014X", 1u);
 }
 
-static enum smtp_rcpt_verdict fz_rcpt_ok(void *arg, const char *d, size_t len)
+static enum smtp_rcpt_verdict fz_rcpt_ok(void *arg, const char *d, size_t len, int relay)
 {
-	(void)arg, (void)d, (void)len;
+	(void)arg, (void)d, (void)len, (void)relay;
 	return SMTP_RCPT_OK;
 }
 

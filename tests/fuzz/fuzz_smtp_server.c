@@ -9,7 +9,11 @@
  * ends (what a STARTTLS left of the clear part is dropped), and AUTH checks
  * are answered by the password's first octet (fz_session.h). With 0x20 the
  * next byte picks the listener: bit 0 ODMR, bit 1 smtp_atrn, bit 2
- * trusted; ATRN is then refused or taken by its list (fz_session.h).
+ * trusted, bit 3 submission, bit 4 a client in mynetworks (relay right);
+ * ATRN is then refused or taken by its list (fz_session.h). rcpt_check
+ * must be told relay exactly when the session has the right (mynetworks
+ * or an authenticated user), and a submission session never commits a
+ * message without an authenticated user.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -34,13 +38,28 @@ static void fz_new_id(void *arg, uint64_t *msgid, char *qid)
 	snprintf(qid, SMTP_QID_MAX, "%014X", fz_ids);
 }
 
-static enum smtp_rcpt_verdict fz_rcpt_check(void *arg, const char *d, size_t len)
+#define FZ_L_ODMR 0x1u
+#define FZ_L_TRUSTED 0x4u
+#define FZ_L_SUBMISSION 0x8u
+#define FZ_L_RELAY 0x10u
+
+/* The session being run and its listener bits, for the callbacks. */
+static struct {
+	const struct smtp_session *s;
+	unsigned listener;
+} fz_now;
+
+static enum smtp_rcpt_verdict fz_rcpt_check(void *arg, const char *d, size_t len, int relay)
 {
+	int want = (fz_now.listener & FZ_L_RELAY) || smtp_server_user(fz_now.s) != NULL;
+
 	(void)arg;
 	if (len == 0)
 		__builtin_trap(); /* the parser never hands out an empty domain */
+	if (relay != want)
+		__builtin_trap();
 	switch ((unsigned char)d[0] % 4) {
-	case 0: return SMTP_RCPT_DENY;
+	case 0: return relay ? SMTP_RCPT_OK : SMTP_RCPT_DENY;
 	case 1: return SMTP_RCPT_TEMPFAIL;
 	case 2: return SMTP_RCPT_OVER_QUOTA;
 	default: return SMTP_RCPT_OK;
@@ -106,12 +125,11 @@ static int fz_commit(void *arg, const struct smtp_tx *tx)
 {
 	struct fz_commit *c = arg;
 
+	if ((fz_now.listener & FZ_L_SUBMISSION) && smtp_server_user(fz_now.s) == NULL)
+		__builtin_trap(); /* RFC 6409: no mail before AUTH */
 	fz_record(c->t, tx);
 	return c->err;
 }
-
-#define FZ_L_ODMR 0x1u
-#define FZ_L_TRUSTED 0x4u
 
 static void fz_run(const struct smtp_server_conf *conf, unsigned listener, const char *in,
 		size_t n, size_t chunk, int commit_err, struct fz_trace *t)
@@ -130,6 +148,12 @@ static void fz_run(const struct smtp_server_conf *conf, unsigned listener, const
 		smtp_server_set_odmr(s);
 	if (listener & FZ_L_TRUSTED)
 		smtp_server_set_trusted(s);
+	if (listener & FZ_L_SUBMISSION)
+		smtp_server_set_submission(s);
+	if (listener & FZ_L_RELAY)
+		smtp_server_set_relay(s);
+	fz_now.s = s;
+	fz_now.listener = listener;
 	if (!mark) {
 		t->ev = (int)fz_session_run(s, in, n, chunk, &t->out, fz_commit, &c);
 		smtp_server_free(s);

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer target for the spool record codec: spool_rec_decode() on the
- * input as a stream of records, the payload decoders on the raw input, and
- * re-encoding of whatever decodes, which must give back the same bytes.
+ * input as a stream of records (MSG, DONE, NOTE, SCHED), the payload
+ * decoders on the raw input, and re-encoding of whatever decodes, which must
+ * give back the same bytes.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -58,6 +59,28 @@ static void reencode_msg(const char *rec, const struct spool_rec_hdr *h,
 	free(out);
 }
 
+/* A SCHED that decodes encodes back to its bytes (the domain is already
+ * lower case, or it would not decode). */
+static void reencode_sched(const char *rec, const struct spool_rec_hdr *h,
+		const char *payload)
+{
+	char out[SPOOL_SCHED_REC_MAX];
+	uint64_t next;
+	const char *dom;
+	size_t dl;
+
+	if (spool_rec_decode_sched(payload, h->length, &next, &dom, &dl) !=
+			SPOOL_REC_OK)
+		return;
+	if (dl > SPOOL_SCHED_DOMAIN_MAX || SPOOL_SCHED_REC_SIZE(dl) !=
+			SPOOL_REC_HDR_SIZE + (size_t)h->length)
+		abort();
+	size_t n = spool_rec_encode_sched(out, h->msgid, h->time_us, dom, dl,
+			next);
+	if (h->flags == 0 && memcmp(out, rec, n) != 0)
+		abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const char *p = (const char *)data;
@@ -93,6 +116,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				    memcmp(out, p + off, sizeof out) != 0)
 					abort();
 			}
+		} else if (h.type == SPOOL_REC_SCHED) {
+			reencode_sched(p + off, &h, payload);
 		} else {
 			uint32_t idx;
 			enum spool_done_status st;
@@ -119,6 +144,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	(void)spool_rec_decode_done(p, size, &idx, &st);
 	enum spool_note_kind kind;
 	(void)spool_rec_decode_note(p, size, &kind);
+	uint64_t next;
+	const char *dom;
+	size_t dl;
+	if (spool_rec_decode_sched(p, size, &next, &dom, &dl) == SPOOL_REC_OK &&
+	    (dom + dl != p + size || dl > SPOOL_SCHED_DOMAIN_MAX))
+		abort();
 	char qid[16];
 	if (size >= 8) {
 		uint64_t id;

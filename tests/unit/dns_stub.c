@@ -298,16 +298,29 @@ void dns_stub_answer_init(struct dns_stub_answer *w)
 	pthread_cond_init(&w->cv, NULL);
 }
 
-void dns_stub_answer_cb(void *cookie, const struct resolver_list *res)
+/* Count the call and copy the answer (one of the two) under the lock. */
+static void dns_stub_answer_put(struct dns_stub_answer *w, const struct resolver_list *res,
+				const struct resolver_result *one)
 {
-	struct dns_stub_answer *w = cookie;
-
 	pthread_mutex_lock(&w->mu);
 	w->calls++;
 	w->thread = pthread_self();
-	w->res = *res;
+	if (res)
+		w->res = *res;
+	if (one)
+		w->one = *one;
 	pthread_cond_broadcast(&w->cv);
 	pthread_mutex_unlock(&w->mu);
+}
+
+void dns_stub_answer_cb(void *cookie, const struct resolver_list *res)
+{
+	dns_stub_answer_put(cookie, res, NULL);
+}
+
+void dns_stub_answer_one_cb(void *cookie, const struct resolver_result *res)
+{
+	dns_stub_answer_put(cookie, NULL, res);
 }
 
 int dns_stub_answer_wait(struct dns_stub_answer *w, unsigned max_ms)

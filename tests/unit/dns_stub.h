@@ -42,19 +42,22 @@ unsigned dns_stub_queries(struct dns_stub *s);
 /* Stop and join the thread, close the socket, free. NULL is fine. */
 void dns_stub_stop(struct dns_stub *s);
 
-/* One resolver_list answer: pass dns_stub_answer_cb as the callback and the
- * struct as its cookie; the callback (on the resolver thread) copies the list
- * and counts the call. */
+/* One answer of the resolver: pass dns_stub_answer_cb (resolver_route) or
+ * dns_stub_answer_one_cb (resolver_host, resolver_mx) as the callback and
+ * the struct as its cookie; the callback (on the resolver thread) copies
+ * the answer and counts the call. */
 struct dns_stub_answer {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	int calls;
 	pthread_t thread;            /* the thread the callback ran on */
-	struct resolver_list res;
+	struct resolver_list res;    /* dns_stub_answer_cb's */
+	struct resolver_result one;  /* dns_stub_answer_one_cb's */
 };
 
 void dns_stub_answer_init(struct dns_stub_answer *w);
 void dns_stub_answer_cb(void *cookie, const struct resolver_list *res);
+void dns_stub_answer_one_cb(void *cookie, const struct resolver_result *res);
 /* Wait until the callback ran or max_ms passed; returns the calls so far. */
 int dns_stub_answer_wait(struct dns_stub_answer *w, unsigned max_ms);
 

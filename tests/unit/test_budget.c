@@ -73,11 +73,12 @@ static void t_new_id(void *arg, uint64_t *msgid, char *qid)
 	snprintf(qid, SMTP_QID_MAX, "Q%u", t_ids);
 }
 
-static enum smtp_rcpt_verdict t_rcpt(void *arg, const char *d, size_t len)
+static enum smtp_rcpt_verdict t_rcpt(void *arg, const char *d, size_t len, int relay)
 {
 	(void)arg;
 	(void)d;
 	(void)len;
+	(void)relay;
 	return SMTP_RCPT_OK;
 }
 

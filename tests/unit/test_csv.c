@@ -68,7 +68,7 @@ struct line_case {
 	enum ctlrow_csv_kind want;
 	const char *want_err;        /* BAD_*: the whole report */
 	const char *want_name;       /* ROW: the domain */
-	const char *want_field, *want_value; /* ROW: one field of the row */
+	const char *want_field, *want_value; /* ROW: one field of the row (NULL: absent) */
 };
 
 struct file_case {
@@ -121,9 +121,23 @@ static const struct file_case files[] = {
 		    "f.csv:4: max_hold: \"50d\": want a duration from 1s to 49d, as max_hold in etrnd.conf"),
 		ROW("w.test", "w.test", "tls", "may"),
 	} },
+	{ "mode column", {
+		SKIP("domain,mode,tls"),
+		ROW("m.test,deliver,", "m.test", "mode", "deliver"),
+		ROW("n.test,hold,must", "n.test", "mode", "hold"),
+		ROW("o.test,,must", "o.test", "mode", NULL),
+		BAD("p.test,Deliver,", CTLROW_CSV_BAD_ROW,
+		    "f.csv:5: mode: \"Deliver\": want hold or deliver"),
+		BAD("q.test,later,may", CTLROW_CSV_BAD_ROW, "f.csv:6: mode: \"later\": want hold or deliver"),
+	} },
+	{ "mode as the ninth column", {
+		ROW("r.test,,,,,,,,deliver", "r.test", "mode", "deliver"),
+		ROW("s.test,,,,,,,may", "s.test", "mode", NULL),
+		BAD("t.test,,,,,,,,deliver,x", CTLROW_CSV_BAD_ROW, "f.csv:3: more than 9 columns"),
+	} },
 	{ "unknown column", {
 		BAD("domain,queue,color", CTLROW_CSV_BAD_USAGE,
-		    "f.csv:1: unknown column \"color\" (want domain,queue,dest,etrn_from,owner,max_hold,quota_bytes,tls)"),
+		    "f.csv:1: unknown column \"color\" (want domain,queue,dest,etrn_from,owner,max_hold,quota_bytes,tls,mode)"),
 	} },
 	{ "column twice", {
 		SKIP("# leading comment"),
@@ -165,8 +179,11 @@ static void check_line(struct ctlrow_csv *c, const struct line_case *t, unsigned
 		const char *v = row_field(r, t->want_field);
 
 		cr_expect_str_eq(r->name, t->want_name, "line %lu", lineno);
-		cr_expect(v && !strcmp(v, t->want_value), "line %lu: %s = %s, want %s", lineno,
-			  t->want_field, v ? v : "(none)", t->want_value);
+		if (!t->want_value)
+			cr_expect_null(v, "line %lu: %s = %s, want none", lineno, t->want_field, v);
+		else
+			cr_expect(v && !strcmp(v, t->want_value), "line %lu: %s = %s, want %s",
+				  lineno, t->want_field, v ? v : "(none)", t->want_value);
 	}
 	free(line);
 }

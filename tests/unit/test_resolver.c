@@ -70,51 +70,18 @@ static const struct dns_stub_rr zone[] = {
 	{ "m3.many.test", DNS_STUB_A, "192.0.2.31", 0 },
 	{ "partial.test", DNS_STUB_MX, "mx10.mx.test", 10 },
 	{ "partial.test", DNS_STUB_MX, "silent.test", 20 },
+	/* This host (conf.self) as another domain's MX. */
+	{ "backup.test", DNS_STUB_MX, "third.backup.test", 30 },
+	{ "backup.test", DNS_STUB_MX, "self.test", 20 },
+	{ "backup.test", DNS_STUB_MX, "primary.backup.test", 10 },
+	{ "primary.backup.test", DNS_STUB_A, "192.0.2.100", 0 },
+	{ "self.test", DNS_STUB_A, "192.0.2.101", 0 },
+	{ "third.backup.test", DNS_STUB_A, "192.0.2.102", 0 },
+	{ "bestself.test", DNS_STUB_MX, "self.test", 10 },
+	{ "bestself.test", DNS_STUB_MX, "primary.backup.test", 20 },
+	{ "eqself.test", DNS_STUB_MX, "self.test", 10 },
+	{ "eqself.test", DNS_STUB_MX, "primary.backup.test", 10 },
 };
-
-/* One request's outcome, filled by the callback on the resolver thread. */
-struct waiter {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	int calls;
-	pthread_t thread;
-	struct resolver_result res;
-};
-
-static void waiter_init(struct waiter *w)
-{
-	memset(w, 0, sizeof(*w));
-	pthread_mutex_init(&w->mu, NULL);
-	pthread_cond_init(&w->cv, NULL);
-}
-
-static void waiter_cb(void *cookie, const struct resolver_result *res)
-{
-	struct waiter *w = cookie;
-
-	pthread_mutex_lock(&w->mu);
-	w->calls++;
-	w->thread = pthread_self();
-	w->res = *res;
-	pthread_cond_broadcast(&w->cv);
-	pthread_mutex_unlock(&w->mu);
-}
-
-/* Wait until w has had n calls or WAIT_MAX_MS passed; returns the calls. */
-static int waiter_wait(struct waiter *w, int n)
-{
-	struct timespec dl;
-	int calls;
-
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_sec += WAIT_MAX_MS / 1000;
-	pthread_mutex_lock(&w->mu);
-	while (w->calls < n && pthread_cond_timedwait(&w->cv, &w->mu, &dl) == 0)
-		;
-	calls = w->calls;
-	pthread_mutex_unlock(&w->mu);
-	return calls;
-}
 
 static struct dns_stub *stub;
 
@@ -198,14 +165,14 @@ Test(resolver, lookups)
 
 	for (size_t i = 0; i < sizeof(lookups) / sizeof(lookups[0]); i++) {
 		const struct lookup_case *c = &lookups[i];
-		struct waiter w;
+		struct dns_stub_answer w;
 
-		waiter_init(&w);
-		cr_assert_eq(submit(r, c, waiter_cb, &w), 0, "%s: submit", c->name);
-		cr_assert_eq(waiter_wait(&w, 1), 1, "%s: one callback", c->name);
+		dns_stub_answer_init(&w);
+		cr_assert_eq(submit(r, c, dns_stub_answer_one_cb, &w), 0, "%s: submit", c->name);
+		cr_assert_eq(dns_stub_answer_wait(&w, WAIT_MAX_MS), 1, "%s: one callback", c->name);
 		cr_expect(!pthread_equal(w.thread, pthread_self()),
 			  "%s: the callback runs on the resolver thread", c->name);
-		check_result(c, &w.res);
+		check_result(c, &w.one);
 	}
 	stop(r);
 }
@@ -214,14 +181,14 @@ Test(resolver, numeric_needs_no_dns)
 {
 	struct resolver *r = start(NULL);
 	struct resolver_result res;
-	struct waiter w;
+	struct dns_stub_answer w;
 
-	waiter_init(&w);
-	cr_assert_eq(resolver_host(r, "127.0.0.1:2525", 25, waiter_cb, &w), 0);
-	cr_assert_eq(waiter_wait(&w, 1), 1);
-	cr_expect_eq(w.res.err, 0);
-	cr_expect_eq(w.res.addrlen, sizeof(struct sockaddr_in));
-	cr_expect_eq(((struct sockaddr_in *)&w.res.addr)->sin_port, htons(2525));
+	dns_stub_answer_init(&w);
+	cr_assert_eq(resolver_host(r, "127.0.0.1:2525", 25, dns_stub_answer_one_cb, &w), 0);
+	cr_assert_eq(dns_stub_answer_wait(&w, WAIT_MAX_MS), 1);
+	cr_expect_eq(w.one.err, 0);
+	cr_expect_eq(w.one.addrlen, sizeof(struct sockaddr_in));
+	cr_expect_eq(((struct sockaddr_in *)&w.one.addr)->sin_port, htons(2525));
 	cr_expect_eq(dns_stub_queries(stub), 0, "no DNS query for a numeric address");
 	cr_expect_eq(resolver_numeric("10.1.2.3", 25, &res), 1);
 	cr_expect_str_eq(res.relay, "10.1.2.3[10.1.2.3]:25");
@@ -250,12 +217,12 @@ Test(resolver, dest_syntax)
 		cr_expect_eq(rc, cases[i].want, "\"%s\": %d, want %d", cases[i].dest, rc, cases[i].want);
 		if (cases[i].want < 0) {
 			cr_expect_eq(res.permanent, 1);
-			cr_expect_eq(resolver_host(r, cases[i].dest, 25, waiter_cb, NULL), -EINVAL,
+			cr_expect_eq(resolver_host(r, cases[i].dest, 25, dns_stub_answer_one_cb, NULL), -EINVAL,
 				     "\"%s\" refused at submission", cases[i].dest);
 		}
 	}
-	cr_expect_eq(resolver_mx(r, "", 25, waiter_cb, NULL), -EINVAL);
-	cr_expect_eq(resolver_mx(r, "a.test", 0, waiter_cb, NULL), -EINVAL);
+	cr_expect_eq(resolver_mx(r, "", 25, dns_stub_answer_one_cb, NULL), -EINVAL);
+	cr_expect_eq(resolver_mx(r, "a.test", 0, dns_stub_answer_one_cb, NULL), -EINVAL);
 	stop(r);
 }
 
@@ -265,15 +232,15 @@ Test(resolver, silent_server_times_out)
 	struct resolver_conf conf = { .timeout_ms = 800, .try_ms = 5000 };
 	struct resolver *r = start(&conf);
 	struct resolver_stats st;
-	struct waiter w;
+	struct dns_stub_answer w;
 	uint64_t t0 = now_mono_ms(), dt;
 
-	waiter_init(&w);
-	cr_assert_eq(resolver_mx(r, "silent.test", 25, waiter_cb, &w), 0);
-	cr_assert_eq(waiter_wait(&w, 1), 1, "answered within %d ms", WAIT_MAX_MS);
+	dns_stub_answer_init(&w);
+	cr_assert_eq(resolver_mx(r, "silent.test", 25, dns_stub_answer_one_cb, &w), 0);
+	cr_assert_eq(dns_stub_answer_wait(&w, WAIT_MAX_MS), 1, "answered within %d ms", WAIT_MAX_MS);
 	dt = now_mono_ms() - t0;
-	cr_expect_eq(w.res.err, -ETIMEDOUT, "%d (%s)", w.res.err, w.res.why);
-	cr_expect_eq(w.res.permanent, 0);
+	cr_expect_eq(w.one.err, -ETIMEDOUT, "%d (%s)", w.one.err, w.one.why);
+	cr_expect_eq(w.one.permanent, 0);
 	cr_expect_geq(dt, conf.timeout_ms - 1, "not before the deadline: %llu ms",
 		      (unsigned long long)dt);
 	resolver_get_stats(r, &st);
@@ -286,13 +253,13 @@ Test(resolver, late_answer_dropped)
 	struct resolver_conf conf = { .timeout_ms = 300, .try_ms = 10000 };
 	struct resolver *r = start(&conf);
 	struct resolver_stats st;
-	struct waiter w;
+	struct dns_stub_answer w;
 	uint64_t t0 = now_mono_ms();
 
-	waiter_init(&w);
-	cr_assert_eq(resolver_host(r, "slow.test", 25, waiter_cb, &w), 0);
-	cr_assert_eq(waiter_wait(&w, 1), 1);
-	cr_expect_eq(w.res.err, -ETIMEDOUT, "%d (%s)", w.res.err, w.res.why);
+	dns_stub_answer_init(&w);
+	cr_assert_eq(resolver_host(r, "slow.test", 25, dns_stub_answer_one_cb, &w), 0);
+	cr_assert_eq(dns_stub_answer_wait(&w, WAIT_MAX_MS), 1);
+	cr_expect_eq(w.one.err, -ETIMEDOUT, "%d (%s)", w.one.err, w.one.why);
 	/* The stub answers after SLOW_DELAY_MS; the answer must be dropped. */
 	do {
 		resolver_get_stats(r, &st);
@@ -301,7 +268,7 @@ Test(resolver, late_answer_dropped)
 		nanosleep(&(struct timespec){ .tv_nsec = 20 * 1000 * 1000 }, NULL);
 	} while (now_mono_ms() - t0 < WAIT_MAX_MS);
 	cr_expect_eq(st.late_dropped, 1, "the late answer was seen and dropped");
-	cr_expect_eq(waiter_wait(&w, 1), 1, "and the callback did not run again");
+	cr_expect_eq(dns_stub_answer_wait(&w, WAIT_MAX_MS), 1, "and the callback did not run again");
 	cr_expect_eq(st.answered, 1);
 	stop(r);
 }
@@ -569,11 +536,11 @@ Test(resolver, route_address_limit)
 	cr_assert_eq(l.n, RESOLVER_ADDRS_MAX);
 	cr_expect(relay_in(l.a[0].relay, m1v4, 2), "%s", l.a[0].relay);
 	cr_expect(relay_in(l.a[1].relay, m1v4, 2), "%s", l.a[1].relay);
-	cr_expect_str_neq(l.a[0].relay, l.a[1].relay);
+	cr_expect(strcmp(l.a[0].relay, l.a[1].relay), "two addresses, not one twice");
 	cr_expect_str_eq(l.a[2].relay, "m1.many.test[2001:db8::11]:25");
 	cr_expect(relay_in(l.a[3].relay, m2, 2), "%s", l.a[3].relay);
 	cr_expect(relay_in(l.a[4].relay, m2, 2), "%s", l.a[4].relay);
-	cr_expect_str_neq(l.a[3].relay, l.a[4].relay);
+	cr_expect(strcmp(l.a[3].relay, l.a[4].relay), "two addresses, not one twice");
 	stop(r);
 }
 
@@ -609,6 +576,40 @@ Test(resolver, route_refused_and_cancelled)
 	stop(r);
 	cr_expect_eq(w.calls, 1, "answered once when the resolver stops");
 	cr_expect_eq(w.res.err, -ECANCELED, "%d (%s)", w.res.err, w.res.why);
+}
+
+/* RFC 5321 5.1: this host's own MX record and every one not better than it
+ * are dropped; when this host is the best MX, -ELOOP (temporary). The drain's
+ * resolver_mx is unchanged (a customer's MX is looked up as always). */
+Test(resolver, route_self_dropped)
+{
+	static const struct route_case self_cases[] = {
+		{ "better MX hosts only", "backup.test", 25, 1, 0, 0,
+		  { "primary.backup.test[192.0.2.100]:25" } },
+		{ "best MX: a loop", "bestself.test", 25, 1, -ELOOP, 0, { NULL } },
+		{ "equal preference is not better", "eqself.test", 25, 1, -ELOOP, 0, { NULL } },
+		{ "mx 0 names a host: no MX to drop", "self.test", 25, 0, 0, 0,
+		  { "self.test[192.0.2.101]:25" } },
+	};
+	struct resolver_conf conf = { .self = "Self.Test." };
+	struct resolver *r = start(&conf);
+	struct resolver_list l;
+	struct dns_stub_answer w;
+
+	for (size_t i = 0; i < sizeof(self_cases) / sizeof(self_cases[0]); i++) {
+		route_lookup(r, self_cases[i].arg, self_cases[i].port, self_cases[i].mx, &l);
+		check_route(&self_cases[i], &l);
+	}
+	dns_stub_answer_init(&w);
+	cr_assert_eq(resolver_mx(r, "bestself.test", 25, dns_stub_answer_one_cb, &w), 0);
+	cr_assert_eq(dns_stub_answer_wait(&w, WAIT_MAX_MS), 1);
+	cr_expect_str_eq(w.one.relay, "self.test[192.0.2.101]:25", "%s", w.one.why);
+	stop(r);
+	/* Without self, every MX. */
+	r = start(NULL);
+	route_lookup(r, "backup.test", 25, 1, &l);
+	cr_expect_eq(l.n, 3, "%u (%s)", l.n, l.why);
+	stop(r);
 }
 
 /* ---- resolver_list_sort_mx on its own ------------------------------------ */
@@ -659,5 +660,32 @@ Test(resolver_list, sort_mx)
 		cr_expect_eq(out.n, want_n, "%s: %u hosts, want %zu", c->name, out.n, want_n);
 		for (size_t j = 0; j < out.n && j < want_n; j++)
 			cr_expect_str_eq(out.host[j], c->want[j], "%s: host %zu", c->name, j);
+	}
+}
+
+Test(resolver_list, drop_self)
+{
+	static const struct {
+		const char *self;
+		unsigned want_n;
+	} cases[] = {
+		{ NULL, 4 }, { "", 4 }, { "other", 4 }, { "d", 3 }, { "D.", 3 }, { "c", 1 },
+		{ "b", 1 }, { "a", 0 },
+	};
+	/* a 10, b 20, c 20, d 30: b and c are equal, so either drops both. */
+	static const char *const hosts[] = { "a", "b", "c", "d" };
+	static const unsigned short prefs[] = { 10, 20, 20, 30 };
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct resolver_list_mx mx = { .n = 4 };
+
+		for (unsigned j = 0; j < 4; j++) {
+			mx.pref[j] = prefs[j];
+			snprintf(mx.host[j], sizeof(mx.host[j]), "%s", hosts[j]);
+		}
+		cr_expect_eq(resolver_list_drop_self(&mx, cases[i].self), cases[i].want_n,
+			     "self \"%s\": %u left, want %u", cases[i].self ? cases[i].self : "(null)",
+			     mx.n, cases[i].want_n);
+		cr_expect_eq(mx.n, cases[i].want_n);
 	}
 }

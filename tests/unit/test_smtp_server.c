@@ -25,9 +25,13 @@
  * session on a listen_trusted listener; T_NOAUTH: T_BIG with
  * STARTTLS and no AUTH; T_ODMR: T_TLS, the session on an odmr_listen
  * listener; T_ODMR_TRUSTED: on an odmr_listen_trusted one; T_ATRN: T_TLS
- * with smtp_atrn = yes. */
+ * with smtp_atrn = yes; T_RELAY: T_TLS, the client in mynetworks
+ * (smtp_server_set_relay()); T_SUB: T_TLS on a submission_listen
+ * listener; T_SUB_TRUSTED: T_SUB, the listener trusted and the client in
+ * mynetworks too. */
 enum t_conf { T_SMALL = 0, T_NORMALIZE, T_BIG, T_ETRN, T_PM, T_ROUTE, T_TLS, T_TLS_SMALL,
-	      T_TRUSTED, T_NOAUTH, T_ODMR, T_ODMR_TRUSTED, T_ATRN, T_NCONF };
+	      T_TRUSTED, T_NOAUTH, T_ODMR, T_ODMR_TRUSTED, T_ATRN, T_RELAY, T_SUB,
+	      T_SUB_TRUSTED, T_NCONF };
 
 /* In a case's input: the TLS handshake is done here. What comes before it
  * after STARTTLS was sent in the clear and is dropped, as the loop drops
@@ -53,12 +57,17 @@ static void t_new_id(void *arg, uint64_t *msgid, char *qid)
 
 static char t_last_domain[300];
 
-static enum smtp_rcpt_verdict t_rcpt_check(void *arg, const char *d, size_t len)
+/* ok.test is a customer's (anyone may send there), far.test is not: only a
+ * session with the relay right may. */
+static enum smtp_rcpt_verdict t_rcpt_check(void *arg, const char *d, size_t len, int relay)
 {
 	(void)arg;
+	cr_assert(relay == 0 || relay == 1, "relay %d", relay);
 	snprintf(t_last_domain, sizeof(t_last_domain), "%.*s", (int)len, d);
 	if (len == 7 && memcmp(d, "ok.test", 7) == 0)
 		return SMTP_RCPT_OK;
+	if (len == 8 && memcmp(d, "far.test", 8) == 0)
+		return relay ? SMTP_RCPT_OK : SMTP_RCPT_DENY;
 	if (len == 9 && memcmp(d, "temp.test", 9) == 0)
 		return SMTP_RCPT_TEMPFAIL;
 	if (len == 10 && memcmp(d, "quota.test", 10) == 0)
@@ -91,7 +100,8 @@ static const struct smtp_server_conf *t_conf(enum t_conf which)
 	c->limits = small;
 	if (which == T_NORMALIZE)
 		c->limits.bare_lf_normalize = 1;
-	if (which == T_ODMR || which == T_ODMR_TRUSTED || which == T_ATRN) {
+	if (which == T_ODMR || which == T_ODMR_TRUSTED || which == T_ATRN || which == T_RELAY ||
+	    which == T_SUB || which == T_SUB_TRUSTED) {
 		*c = *t_conf(T_TLS);
 		c->atrn = which == T_ATRN;
 		return c;
@@ -322,10 +332,14 @@ static void t_run(const struct t_case *tc, size_t chunk, struct t_result *r)
 	buf_init(&out, 1u << 20);
 	s = smtp_server_new(conf, "192.0.2.1");
 	cr_assert(s != NULL);
-	if (tc->conf == T_TRUSTED || tc->conf == T_ODMR_TRUSTED)
+	if (tc->conf == T_TRUSTED || tc->conf == T_ODMR_TRUSTED || tc->conf == T_SUB_TRUSTED)
 		smtp_server_set_trusted(s);
 	if (tc->conf == T_ODMR || tc->conf == T_ODMR_TRUSTED)
 		smtp_server_set_odmr(s);
+	if (tc->conf == T_SUB || tc->conf == T_SUB_TRUSTED)
+		smtp_server_set_submission(s);
+	if (tc->conf == T_RELAY || tc->conf == T_SUB_TRUSTED)
+		smtp_server_set_relay(s);
 	smtp_server_greeting(s, &out);
 	/* Each T_TLS_MARK: the clear part before it, then the handshake. */
 	while ((mark = memmem(in + i, n - i, T_TLS_MARK, strlen(T_TLS_MARK))) != NULL) {
@@ -931,6 +945,106 @@ Test(smtp_server, atrn_transcripts)
 {
 	for (size_t i = 0; i < sizeof(t_atrn_cases) / sizeof(t_atrn_cases[0]); i++)
 		t_check(&t_atrn_cases[i]);
+}
+
+#define R_DENIED(a) "550 5.7.1 <" a ">: Relay access denied\r\n"
+#define R_TOO_MANY "421 4.7.0 mx.test Error: too many errors\r\n"
+#define FAR_TX(body) "MAIL FROM:<s@x.test>\r\nRCPT TO:<b@far.test>\r\nDATA\r\n" body ".\r\n"
+#define FAR_TX_OUT(n) MAIL_OK RCPT_OK GO QUEUED(n)
+#define FAR_REC(n, proto, extra, body) "FROM <s@x.test> F0\nTO <b@far.test> @2\nID " \
+	"0000000000000" #n " " #n "\nBODY\nReceived: from client.test (192.0.2.1)\r\n" extra \
+	"\tby mx.test (etrnd) with " proto " id 0000000000000" #n "\r\n\tfor <b@far.test>;\r\n\t" \
+	T_DATE "\r\n" body "END\n"
+#define M10(x) x x x x x x x x x x
+
+/* Who may relay (far.test has no customer row): rcpt_check is told relay
+ * = 1 for a client in mynetworks (for the whole session) and for an
+ * authenticated one (until STARTTLS forgets the user); a submission
+ * listener wants AUTH before MAIL (RFC 6409, RFC 4954 6: 530 5.7.0). */
+static const struct t_case t_relay_cases[] = {
+	{ "relay: a stranger gets 550 for a foreign domain, a customer domain is fine", T_TLS,
+		EHLO "MAIL FROM:<s@x.test>\r\nRCPT TO:<b@far.test>\r\nRCPT TO:<a@ok.test>\r\n"
+		"QUIT\r\n", 0, 0, 0,
+		G EHLO_TLS_OUT MAIL_OK R_DENIED("b@far.test") RCPT_OK BYE, SMTP_EV_CLOSE, NULL },
+	{ "relay: mynetworks may relay, in the clear and after STARTTLS", T_RELAY,
+		EHLO FAR_TX("m\r\n") "STARTTLS\r\n" T_TLS_MARK EHLO FAR_TX("n\r\n"), 0, 0, 0,
+		G EHLO_TLS_OUT FAR_TX_OUT(1) READY_TLS EHLO_TLS_UP_OUT FAR_TX_OUT(2),
+		SMTP_EV_NEED_INPUT,
+		FAR_REC(1, "ESMTP", "", "m\r\n") FAR_REC(2, "ESMTPS", TLS_COMMENT, "n\r\n") },
+	{ "relay: refused before AUTH, taken after it", T_TLS,
+		EHLO UP "MAIL FROM:<s@x.test>\r\nRCPT TO:<b@far.test>\r\nRSET\r\n" AUTH_GOOD
+		FAR_TX("a\r\n"), 0, 0, 0,
+		G UP_OUT MAIL_OK R_DENIED("b@far.test") OK R_AUTH_OK FAR_TX_OUT(1), SMTP_EV_NEED_INPUT,
+		"AUTH alice good\n" FAR_REC(1, "ESMTPSA", TLS_COMMENT AUTH_COMMENT, "a\r\n") },
+	{ "relay: trusted AUTH in the clear; STARTTLS forgets the user and the right", T_TRUSTED,
+		EHLO AUTH_GOOD FAR_TX("a\r\n") "STARTTLS\r\n" T_TLS_MARK EHLO
+		"MAIL FROM:<s@x.test>\r\nRCPT TO:<b@far.test>\r\n", 0, 0, 0,
+		G EHLO_TRUSTED_OUT R_AUTH_OK FAR_TX_OUT(1) READY_TLS EHLO_TLS_UP_OUT MAIL_OK
+		R_DENIED("b@far.test"), SMTP_EV_NEED_INPUT,
+		"AUTH alice good\n" FAR_REC(1, "ESMTPA", AUTH_COMMENT, "a\r\n") },
+	{ "submission: 530 before AUTH, in the clear and in TLS; AUTH then MAIL and relay", T_SUB,
+		EHLO "MAIL FROM:<s@x.test>\r\nAUTH PLAIN " B_ALICE_GOOD "\r\nSTARTTLS\r\n"
+		T_TLS_MARK EHLO "MAIL FROM:<s@x.test>\r\nRCPT TO:<a@ok.test>\r\nAUTH PLAIN "
+		B_ALICE_BAD "\r\nMAIL FROM:<s@x.test>\r\n" AUTH_GOOD FAR_TX("s\r\n") "QUIT\r\n",
+		0, 0, 0,
+		G EHLO_TLS_OUT R_530 ENC_REQ READY_TLS EHLO_TLS_UP_OUT R_530
+		"503 5.5.1 Error: need MAIL command\r\n" R_AUTH_BAD R_530 R_AUTH_OK FAR_TX_OUT(1) BYE,
+		SMTP_EV_CLOSE,
+		"AUTH alice bad\nAUTH alice good\n"
+		FAR_REC(1, "ESMTPSA", TLS_COMMENT AUTH_COMMENT, "s\r\n") },
+	{ "submission: EHLO first (503), other commands as on the SMTP port", T_SUB,
+		"MAIL FROM:<s@x.test>\r\n" EHLO "NOOP\r\nRSET\r\nVRFY x\r\nETRN a.test\r\nHELP\r\n",
+		0, 0, 0,
+		G "503 5.5.1 Error: send HELO/EHLO first\r\n" EHLO_TLS_OUT OK OK
+		"252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery\r\n"
+		"250 192.0.2.1 a.test\r\n"
+		"214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP ETRN STARTTLS "
+		"AUTH\r\n", SMTP_EV_NEED_INPUT, NULL },
+	{ "submission: each 530 counts against the error budget", T_SUB,
+		EHLO M10("MAIL FROM:<s@x.test>\r\n") "NOOP\r\n", 0, 0, 0,
+		G EHLO_TLS_OUT M10(R_530) R_TOO_MANY, SMTP_EV_CLOSE, NULL },
+	{ "submission: mynetworks is no excuse for skipping AUTH", T_SUB_TRUSTED,
+		EHLO "MAIL FROM:<s@x.test>\r\n" AUTH_GOOD FAR_TX("t\r\n"), 0, 0, 0,
+		G EHLO_TRUSTED_OUT R_530 R_AUTH_OK FAR_TX_OUT(1), SMTP_EV_NEED_INPUT,
+		"AUTH alice good\n" FAR_REC(1, "ESMTPA", AUTH_COMMENT, "t\r\n") },
+};
+
+Test(smtp_server, relay_and_submission_transcripts)
+{
+	for (size_t i = 0; i < sizeof(t_relay_cases) / sizeof(t_relay_cases[0]); i++)
+		t_check(&t_relay_cases[i]);
+}
+
+/* The relay right as the glue and the fuzzer see it. */
+Test(smtp_server, may_relay)
+{
+	static const char auth[] = "EHLO c\r\nAUTH PLAIN " B_ALICE_GOOD "\r\n";
+	const struct smtp_server_conf *conf = t_conf(T_TRUSTED);
+	struct smtp_session *s = smtp_server_new(conf, "192.0.2.1");
+	enum smtp_event ev;
+	struct buf out;
+
+	buf_init(&out, 4096);
+	smtp_server_set_trusted(s);
+	cr_assert_eq(smtp_server_may_relay(s), 0);
+	(void)smtp_server_feed(s, auth, sizeof(auth) - 1, &out, &ev);
+	cr_assert_eq(ev, SMTP_EV_AUTH);
+	cr_assert_eq(smtp_server_may_relay(s), 0, "not before the check says ok");
+	cr_assert_eq(smtp_server_auth_done(s, AUTH_BAD, &out), SMTP_EV_NEED_INPUT);
+	cr_assert_eq(smtp_server_may_relay(s), 0);
+	(void)smtp_server_feed(s, auth + 8, sizeof(auth) - 9, &out, &ev);
+	cr_assert_eq(ev, SMTP_EV_AUTH);
+	cr_assert_eq(smtp_server_auth_done(s, AUTH_OK, &out), SMTP_EV_NEED_INPUT);
+	cr_assert_eq(smtp_server_may_relay(s), 1);
+	smtp_server_free(s);
+
+	s = smtp_server_new(conf, "192.0.2.1");
+	smtp_server_set_relay(s);
+	cr_assert_eq(smtp_server_may_relay(s), 1);
+	smtp_server_tls_up(s, &t_tls_info);
+	cr_assert_eq(smtp_server_may_relay(s), 1);
+	smtp_server_free(s);
+	buf_free(&out);
 }
 
 /* CVE-2011-0411: one feed holding STARTTLS and commands after it is

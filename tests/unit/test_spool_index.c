@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Tests for store/spool_index.c: fixed cases for domains, duplicates,
- * unknown DONEs and segment death (pins), then random add/done/rotate/remove
+ * unknown DONEs and segment death (pins), the scheduler's next_us, busy and
+ * add hook, then random add/done/rotate/remove
  * sequences checked after every few steps against a plain array model:
  * queue order, counts, bytes, pending recipients, freeing, segment deadness.
  */
@@ -940,20 +941,26 @@ static void t_hook_fn(void *arg, uint64_t msgid, const char *dom, size_t len)
 	h->n++;
 }
 
-/* The queue entry of msgid in domain d (which must exist). */
+/* The queue entry of msgid in domain d (which must exist), by look-up;
+ * a walk of d's queue must return the same. */
 static struct spool_index_entry t_entry(const struct spool_index *idx,
 		const char *d, uint64_t msgid)
 {
 	const struct spool_index_queue *q = spool_index_queue(idx, d, strlen(d));
 	struct spool_index_iter it;
-	struct spool_index_entry e;
+	struct spool_index_entry e, w;
 
+	cr_assert_eq(spool_index_msg_entry(idx, msgid, d, strlen(d), &e), 0,
+			"message %llu not in %s", (unsigned long long)msgid, d);
 	cr_assert_not_null(q, "no queue %s", d);
 	spool_index_queue_iter(q, &it);
-	while (spool_index_queue_next(&it, &e))
-		if (e.msgid == msgid)
-			return e;
-	cr_assert_fail("message %llu not in %s", (unsigned long long)msgid, d);
+	while (spool_index_queue_next(&it, &w) && w.msgid != msgid)
+		;
+	cr_assert_eq(w.msgid, msgid);
+	cr_assert_eq(w.next_us, e.next_us);
+	cr_assert_eq(w.busy, e.busy);
+	cr_assert_eq(w.npending, e.npending);
+	cr_assert_eq(w.rcpts, e.rcpts);
 	return e;
 }
 
@@ -994,6 +1001,13 @@ Test(spool_index, sched_next_busy_and_add_hook)
 
 	/* Per (message, domain), whatever the case and trailing dots. */
 	cr_assert_eq(spool_index_set_next(idx, 1, "D.EXAMPLE.", 10, 123456789), 0);
+	cr_assert_eq(spool_index_msg_entry(idx, 1, "d.EXAMPLE", 9, &e), 0);
+	cr_assert_eq(e.next_us, 123456789);
+	cr_assert_eq(e.npending, 2);
+	cr_assert_eq(e.rcpts[0], 0);
+	cr_assert_eq(e.rcpts[1], 2);
+	cr_assert_eq(spool_index_msg_entry(idx, 1, "other.example", 13, &e), -ENOENT);
+	cr_assert_eq(spool_index_msg_entry(idx, 9, "d.example", 9, &e), -ENOENT);
 	cr_assert_eq(spool_index_set_busy(idx, 1, "e.example", 9, 7), 0);
 	e = t_entry(idx, "d.example", 1);
 	cr_assert_eq(e.next_us, 123456789);
@@ -1032,6 +1046,7 @@ Test(spool_index, sched_next_busy_and_add_hook)
 	cr_assert_eq(spool_index_done(idx, 1, 1, SPOOL_DONE_DELIVERED, s0, NULL), 0);
 	cr_assert_eq(spool_index_set_busy(idx, 1, "e.example", 9, 0), -ENOENT);
 	cr_assert_eq(spool_index_set_next(idx, 1, "e.example", 9, 5), -ENOENT);
+	cr_assert_eq(spool_index_msg_entry(idx, 1, "e.example", 9, &e), -ENOENT);
 	cur = 0;
 	cr_assert_eq(spool_index_msg_sched_next(idx, 1, &cur, &s), 1);
 	cr_assert(memcmp(s.domain, "d.example", 9) == 0);

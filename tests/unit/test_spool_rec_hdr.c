@@ -13,33 +13,41 @@
 
 #define HEAD_MAX 256
 
-enum mutation { MUT_NONE, MUT_MAGIC, MUT_VERSION, MUT_TYPE, MUT_DONE_LENGTH, MUT_HUGE_LENGTH };
+enum mutation { MUT_NONE, MUT_MAGIC, MUT_VERSION, MUT_TYPE, MUT_DONE_LENGTH, MUT_HUGE_LENGTH,
+	MUT_SCHED_SHORT, MUT_SCHED_LONG };
+enum rec_kind { KIND_MSG_HEAD, KIND_DONE, KIND_SCHED };
 
 static const struct {
 	const char *name;
-	int done;                 /* a DONE record, else a MSG head */
+	enum rec_kind kind;
 	enum mutation mut;
 	int want;                 /* with all 32 header bytes */
 } cases[] = {
-	{ "msg head", 0, MUT_NONE, SPOOL_REC_OK },
-	{ "done", 1, MUT_NONE, SPOOL_REC_OK },
-	{ "bad magic", 0, MUT_MAGIC, SPOOL_REC_BAD_MAGIC },
-	{ "bad version", 0, MUT_VERSION, SPOOL_REC_BAD_VERSION },
-	{ "unknown type", 0, MUT_TYPE, SPOOL_REC_BAD_PAYLOAD },
-	{ "done of wrong length", 1, MUT_DONE_LENGTH, SPOOL_REC_BAD_LENGTH },
-	{ "length over the maximum", 0, MUT_HUGE_LENGTH, SPOOL_REC_BAD_LENGTH },
+	{ "msg head", KIND_MSG_HEAD, MUT_NONE, SPOOL_REC_OK },
+	{ "done", KIND_DONE, MUT_NONE, SPOOL_REC_OK },
+	{ "sched", KIND_SCHED, MUT_NONE, SPOOL_REC_OK },
+	{ "bad magic", KIND_MSG_HEAD, MUT_MAGIC, SPOOL_REC_BAD_MAGIC },
+	{ "bad version", KIND_MSG_HEAD, MUT_VERSION, SPOOL_REC_BAD_VERSION },
+	{ "unknown type", KIND_MSG_HEAD, MUT_TYPE, SPOOL_REC_BAD_PAYLOAD },
+	{ "done of wrong length", KIND_DONE, MUT_DONE_LENGTH, SPOOL_REC_BAD_LENGTH },
+	{ "length over the maximum", KIND_MSG_HEAD, MUT_HUGE_LENGTH, SPOOL_REC_BAD_LENGTH },
+	{ "sched shorter than its fixed part", KIND_SCHED, MUT_SCHED_SHORT, SPOOL_REC_BAD_LENGTH },
+	{ "sched longer than its longest domain", KIND_SCHED, MUT_SCHED_LONG, SPOOL_REC_BAD_LENGTH },
 };
 
-static size_t build(char *p, int done, enum mutation mut)
+static size_t build(char *p, enum rec_kind kind, enum mutation mut)
 {
 	static const char *rcpt[] = { "a@demo.test", "b@other.test" };
 	static const size_t rcpt_len[] = { 11, 12 };
 	static const char body[] = "Subject: x\r\n\r\nbody\r\n";
 	size_t n;
 
-	if (done)
+	if (kind == KIND_DONE)
 		n = spool_rec_encode_done(p, 0x0001000000000042ull, 1234567, 1,
 					  SPOOL_DONE_DELIVERED);
+	else if (kind == KIND_SCHED)
+		n = spool_rec_encode_sched(p, 0x0001000000000042ull, 1234567, "demo.test", 9,
+					   7654321);
 	else
 		n = spool_rec_encode_msg_head(p, 0x0001000000000042ull, 1234567, 0,
 					      "s@example.org", 13, 2, rcpt, rcpt_len,
@@ -51,6 +59,9 @@ static size_t build(char *p, int done, enum mutation mut)
 	case MUT_TYPE: p[5] = 9; break;
 	case MUT_DONE_LENGTH: p[8] = SPOOL_DONE_PAYLOAD_SIZE + 1; break;
 	case MUT_HUGE_LENGTH: memset(p + 8, 0x7f, 4); break;
+	case MUT_SCHED_SHORT: p[8] = SPOOL_SCHED_FIXED_SIZE - 1; break;
+	case MUT_SCHED_LONG: p[8] = (char)((SPOOL_SCHED_PAYLOAD_MAX + 1) & 0xff);
+		p[9] = (char)((SPOOL_SCHED_PAYLOAD_MAX + 1) >> 8); break;
 	}
 	return n;
 }
@@ -72,7 +83,7 @@ Test(spool_rec_hdr, whole_and_every_prefix)
 {
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char p[HEAD_MAX];
-		size_t len = build(p, cases[i].done, cases[i].mut);
+		size_t len = build(p, cases[i].kind, cases[i].mut);
 		struct spool_rec_hdr h;
 		const char *payload;
 		int rc = spool_rec_decode_hdr(p, len, &h);
@@ -96,7 +107,7 @@ Test(spool_rec_hdr, whole_and_every_prefix)
 Test(spool_rec_hdr, msg_head_without_body)
 {
 	char p[HEAD_MAX];
-	size_t len = build(p, 0, MUT_NONE);
+	size_t len = build(p, KIND_MSG_HEAD, MUT_NONE);
 	struct spool_rec_hdr h;
 	const char *payload;
 

@@ -526,17 +526,11 @@ Test(spool_recover, note_records_set_the_warned_flag)
 /* The next attempt of msgid's entry in domain d (0 when due at once). */
 static uint64_t next_of(const struct spool_index *idx, const char *d, uint64_t id)
 {
-	const struct spool_index_queue *q = spool_index_queue(idx, d, strlen(d));
-	struct spool_index_iter it;
 	struct spool_index_entry e;
 
-	cr_assert_not_null(q, "no queue %s", d);
-	spool_index_queue_iter(q, &it);
-	while (spool_index_queue_next(&it, &e))
-		if (e.msgid == id)
-			return e.next_us;
-	cr_assert_fail("message %" PRIx64 " not queued for %s", id, d);
-	return 0;
+	cr_assert_eq(spool_index_msg_entry(idx, id, d, strlen(d), &e), 0,
+			"message %" PRIx64 " not queued for %s", id, d);
+	return e.next_us;
 }
 
 Test(spool_recover, sched_records_restore_next_last_wins)
@@ -565,6 +559,7 @@ Test(spool_recover, sched_records_restore_next_last_wins)
 	cr_assert_eq(res.done_records, 1);
 	cr_assert_eq(res.sched_records, 8);
 	cr_assert_eq(res.sched_ignored, 3);
+	cr_assert_eq(res.sched_dead_segments, 0);
 	cr_assert_eq(res.bad_regions, 0);
 	cr_assert_eq(res.live_messages, 2);
 	cr_assert_eq(next_of(idx, "a.example", 0x10), 250);
@@ -619,6 +614,7 @@ Test(spool_recover, sched_does_not_keep_a_segment_alive)
 	/* Only SCHEDs in it: dead, though they name a live message. */
 	cr_assert_eq(res.ndead, 1);
 	cr_assert_eq(res.dead[0], 0x20);
+	cr_assert_eq(res.sched_dead_segments, 1, "the caller must write them again");
 	cr_assert_eq(next_of(idx, "a.example", 0x11), 100);
 	cr_assert_eq(spool_index_msg_find(idx, 0x11, &e), 0);
 	cr_assert_eq(spool_index_segment_stat(idx, e.segment_id, &st), 0);
@@ -632,6 +628,7 @@ Test(spool_recover, sched_does_not_keep_a_segment_alive)
 	cr_assert_eq(unlink(path), 0);
 	idx = recover(&res);
 	cr_assert_eq(res.ndead, 0);
+	cr_assert_eq(res.sched_dead_segments, 0);
 	cr_assert_eq(res.live_messages, 2);
 	cr_assert_eq(next_of(idx, "a.example", 0x11), 0);
 	spool_recover_result_free(&res);
