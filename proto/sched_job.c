@@ -115,7 +115,8 @@ static void dead_mark(struct sched *s, const struct resolver_addr *a, const char
 	memcpy(&e->addr, &a->addr, sizeof(e->addr));
 	e->addrlen = a->addrlen;
 	e->until_us = now + (uint64_t)s->cfg->minimal_backoff_ms * 1000;
-	snprintf(e->why, sizeof(e->why), "%s", why);
+	/* Cut to fit: the log line below has it whole. */
+	snprintf(e->why, sizeof(e->why), "%.*s", (int)sizeof(e->why) - 1, why);
 	log_info("sched (shard %u): %s is dead for %u s: %s", s->index, a->relay,
 		 s->cfg->minimal_backoff_ms / 1000, why);
 }
@@ -148,9 +149,11 @@ static void job_end(struct sched_job *j)
 static void job_note(struct sched_job *j, const char *relay, const char *why)
 {
 	if (relay)
-		snprintf(j->dom->relay, sizeof(j->dom->relay), "%s", relay);
+		snprintf(j->dom->relay, sizeof(j->dom->relay), "%.*s",
+			 (int)sizeof(j->dom->relay) - 1, relay);
 	if (why && why[0])
-		snprintf(j->dom->why, sizeof(j->dom->why), "%s", why);
+		snprintf(j->dom->why, sizeof(j->dom->why), "%.*s",
+			 (int)sizeof(j->dom->why) - 1, why);
 }
 
 /* One line per message never attempted, Postfix-shaped (the recipients'
