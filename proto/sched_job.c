@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/ascii.h"
 #include "core/log.h"
 #include "proto/bounce.h"
 #include "proto/drain_atrn.h"
@@ -316,32 +315,23 @@ static void job_deliver(struct sched_job *j)
 
 static void bounce_next(struct sched_job *j);
 
-/* The recipients of msgid pending in the job's domain into j->rcpt. */
+/* The recipients of msgid pending in the job's domain (its queue entry's)
+ * into j->rcpt; returns how many, or -ENOMEM. */
 static int bounce_rcpts(struct sched_job *j, uint64_t msgid)
 {
-	struct spool_index *idx = j->s->idx;
 	struct spool_index_entry e;
-	char dom[DRAIN_DOMAIN_MAX];
-	size_t dl;
-	int n;
 
-	if (spool_index_msg_find(idx, msgid, &e))
+	if (spool_index_msg_entry(j->s->idx, msgid, j->dom->dom, j->dom->len, &e))
 		return 0;
-	if (e.nrcpt > j->rcpt_cap) {
-		uint32_t *p = realloc(j->rcpt, e.nrcpt * sizeof(*p));
+	if (e.npending > j->rcpt_cap) {
+		uint32_t *p = realloc(j->rcpt, e.npending * sizeof(*p));
 		if (!p)
 			return -ENOMEM;
 		j->rcpt = p;
-		j->rcpt_cap = e.nrcpt;
+		j->rcpt_cap = e.npending;
 	}
-	n = spool_index_msg_pending(idx, msgid, j->rcpt, e.nrcpt);
-	j->nrcpt = 0;
-	for (int i = 0; i < n; i++) {
-		if (spool_index_rcpt_domain(idx, msgid, j->rcpt[i], dom, sizeof(dom), &dl))
-			continue;
-		if (dl == j->dom->len && ascii_eq_n(dom, j->dom->dom, dl))
-			j->rcpt[j->nrcpt++] = j->rcpt[i];
-	}
+	memcpy(j->rcpt, e.rcpts, e.npending * sizeof(*j->rcpt));
+	j->nrcpt = e.npending;
 	return (int)j->nrcpt;
 }
 
