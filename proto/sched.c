@@ -305,23 +305,29 @@ static size_t dom_collect(struct sched *s, struct sched_dom *sd, uint64_t now, u
 	return n;
 }
 
-/* Start jobs for sd while it has due mail and room for a job. Returns 1
- * when it stays ready (more due than its jobs took), else 0. */
-static int dom_serve(struct sched *s, const struct domtab *t, struct sched_dom *sd,
-		     uint64_t now)
+/* Start jobs for sd while it has due mail and room for a job. While one
+ * of its jobs runs, a new one waits for SCHED_BATCH_MIN due entries (or
+ * for a job to end, which readies the domain): fewer, fuller jobs carry
+ * more messages per connection. */
+static void dom_serve(struct sched *s, const struct domtab *t, struct sched_dom *sd,
+		      uint64_t now)
 {
 	while (sd->jobs < SCHED_JOBS_PER_DOMAIN) {
 		size_t n = dom_collect(s, sd, now, s->batch);
 
 		if (n == 0)
-			return 0;
+			return;
+		if (sd->jobs > 0 && n < SCHED_BATCH_MIN) {
+			for (size_t i = 0; i < n; i++)
+				(void)spool_index_set_busy(s->idx, s->batch[i], sd->dom, sd->len, 0);
+			return;
+		}
 		sd->touched_us = now;
 		if (sched_job_start(s, t, sd, s->batch, n, now))
-			return 0; /* logged; retried at the next turn it is readied */
+			return; /* logged; retried at the next turn it is readied */
 		if (n < SCHED_BATCH_MAX)
-			return 0;
+			return;
 	}
-	return 1;
 }
 
 /* Serve the domains ready at the start of the pass once: one readied
@@ -341,7 +347,7 @@ static void sched_serve(struct sched *s, const struct domtab *t, uint64_t now)
 				dom_forget(s, sd);
 			continue;
 		}
-		(void)dom_serve(s, t, sd, now);
+		dom_serve(s, t, sd, now);
 	}
 }
 
