@@ -74,7 +74,10 @@ uint64_t sched_restart_slot(uint64_t start_us, uint64_t spread_us, uint64_t rank
 /* ---- classification ------------------------------------------------------ */
 
 /* 1 when dom's mail is the scheduler's: not the node's own name, not in
- * relay_domains, and its row (if any) says mode deliver. t: this turn's. */
+ * relay_domains, and its row says mode deliver, or it has no row while the
+ * table is fresh (Redis away: a domain without a row may be a customer we
+ * have not heard of, whose mail must stay held). t: this turn's. Per new
+ * message of a held domain: one table look-up, the common case first. */
 int sched_scheduled(const struct sched *s, const struct domtab *t, const char *dom,
 		    size_t len)
 {
@@ -83,14 +86,16 @@ int sched_scheduled(const struct sched *s, const struct domtab *t, const char *d
 
 	if (len == 0) /* a recipient without a domain: nowhere to send it */
 		return 0;
+	row = domtab_find(t, dom, len);
+	if (row ? row->mode != DOMTAB_MODE_DELIVER : domtab_live_stale(s->dt))
+		return 0;
 	if (strlen(cfg->hostname) == len && ascii_eq_n(cfg->hostname, dom, len))
 		return 0;
 	for (size_t i = 0; i < cfg->nrelay_domains; i++)
 		if (strlen(cfg->relay_domains[i]) == len &&
 		    ascii_eq_n(cfg->relay_domains[i], dom, len))
 			return 0;
-	row = domtab_find(t, dom, len);
-	return !row || row->mode == DOMTAB_MODE_DELIVER;
+	return 1;
 }
 
 /* ---- domains ------------------------------------------------------------ */
@@ -357,6 +362,7 @@ static void sched_tick(void *arg)
 	struct sched *s = arg;
 	const struct domtab *t;
 	uint64_t now;
+	int stale;
 
 	/* Bounces waiting for a read slot go on (or end) even when stopping:
 	 * the busy check waits for them. */
@@ -365,11 +371,15 @@ static void sched_tick(void *arg)
 		return;
 	t = domtab_live_get(s->dt);
 	now = sched_now_us(s);
-	if (t != s->seen_table && now >= s->rescan_us + SCHED_RESCAN_MIN_US) {
-		/* A new table (e.g. a domain switched from hold to deliver):
-		 * its queues may have become ours. Only the pointer is kept, to
-		 * compare: the old table may be freed after this turn. */
+	stale = domtab_live_stale(s->dt);
+	if ((t != s->seen_table || stale != s->seen_stale) &&
+	    now >= s->rescan_us + SCHED_RESCAN_MIN_US) {
+		/* A new table (e.g. a domain switched from hold to deliver),
+		 * or Redis back: queues may have become ours. Only the pointer
+		 * is kept, to compare: the old table may be freed after this
+		 * turn. */
 		s->seen_table = t;
+		s->seen_stale = stale;
 		sched_rescan(s, t, now);
 	} else if (now >= s->rescan_us + SCHED_RESCAN_US) {
 		sched_rescan(s, t, now);

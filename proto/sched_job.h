@@ -88,6 +88,7 @@ struct sched {
 	uint64_t wake_us;              /* earliest sched_dom.next_us, or MAX */
 	uint64_t rescan_us;            /* last walk of every queue */
 	const struct domtab *seen_table; /* compared only, never read */
+	int seen_stale;                /* domtab_live_stale() at the last walk */
 	uint64_t batch[SCHED_BATCH_MAX];
 	struct sched_dead dead[SCHED_DEAD_MAX];
 	unsigned ndead;
