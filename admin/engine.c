@@ -258,7 +258,10 @@ static void *engine_thread(void *arg)
 	 * (engine_free()): other threads may still post to this loop. */
 	smtpd_set_drain(p.d, NULL);
 	e->drain = p.dr;
-	e->sched = p.sc;
+	/* The scheduler goes before the shard: its add hook is in the shard's
+	 * index (sched_free unhooks it). Nothing runs it once loop_run() has
+	 * returned, and it unhooks itself from the drainer too. */
+	p.sc = sched_free(p.sc);
 	epoch_unregister();
 	spool_shard_close(p.sh);
 	smtpd_free(p.d);
