@@ -21,9 +21,9 @@
  *                       messages included.
  *   3. the loop submits the SQEs the turn prepared (the commit's write and
  *      sync with them) and sleeps until a completion.
- * Stop hooks ("spool compaction", "expiry", "sched") stop background work that would
- * never run out; busy checks ("spool", "expiry", "drain", "sched") keep loop_run()
- * going until what is in flight has finished.
+ * Stop hooks ("spool compaction", "expiry", "sched") stop background work
+ * that would never run out; busy checks ("spool", "expiry", "drain",
+ * "sched") keep loop_run() going until what is in flight has finished.
  */
 #include "admin/engine.h"
 
@@ -53,7 +53,6 @@ struct engine {
 	struct engine_set *set;
 	struct loop *loop;              /* freed by engine_free(), after every join */
 	struct drain *drain;            /* likewise */
-	struct sched *sched;            /* likewise */
 	enum engine_state state;        /* under set->lock */
 	int exit_rc;
 	char err[CONFIG_ERR_MAX];
@@ -257,11 +256,11 @@ static void *engine_thread(void *arg)
 	/* The loop and the drainer stay until every engine thread has ended
 	 * (engine_free()): other threads may still post to this loop. */
 	smtpd_set_drain(p.d, NULL);
-	e->drain = p.dr;
-	/* The scheduler goes before the shard: its add hook is in the shard's
-	 * index (sched_free unhooks it). Nothing runs it once loop_run() has
-	 * returned, and it unhooks itself from the drainer too. */
+	/* The scheduler goes with the shard it reads: nothing calls it once
+	 * the loop has finished (a look-up answered later is refused its
+	 * post, drain_hub_post(), and frees its own job). */
 	p.sc = sched_free(p.sc);
+	e->drain = p.dr;
 	epoch_unregister();
 	spool_shard_close(p.sh);
 	smtpd_free(p.d);
@@ -371,8 +370,6 @@ struct engine_set *engine_free(struct engine_set *s)
 	/* Joined first: a verifier may still post to a loop until then. */
 	s->auth = authpool_free(s->auth);
 	for (unsigned i = 0; i < s->n; i++) {
-		/* Before its drainer: it unhooks itself from it. */
-		sched_free(s->eng[i].sched);
 		drain_free(s->eng[i].drain);
 		loop_free(s->eng[i].loop);
 	}

@@ -2,8 +2,9 @@
 /*
  * engine: the engine threads of the daemon, one per configured thread, each
  * with its own io_uring loop, listening sockets, SMTP service, spool shard,
- * ETRN drainer and outbound scheduler. Part of the daemon's wiring (admin/etrnd.c): it knows
- * every layer so that the layers need not know each other.
+ * ETRN drainer and outbound scheduler. Part of the daemon's wiring
+ * (admin/etrnd.c): it knows every layer so that the layers need not know
+ * each other.
  */
 #ifndef ETRND_ADMIN_ENGINE_H
 #define ETRND_ADMIN_ENGINE_H
@@ -63,9 +64,10 @@ struct engine_set *engine_start(const struct engine_env *env);
  * call drain_hub_quiesce() and resolver_free() before engine_free(). */
 int engine_stop(struct engine_set *s);
 
-/* Free the loops, drainers and schedulers, once nothing can post to them
- * (a scheduler's look-up answered later is freed by the resolver's thread:
- * the hub refuses its post). NULL is fine.
+/* Free the loops and drainers, once nothing can post to them (each
+ * thread's scheduler was freed when its loop finished; a look-up of it
+ * answered later is freed on the resolver's thread: the hub refuses its
+ * post). NULL is fine.
  * Returns NULL. */
 struct engine_set *engine_free(struct engine_set *s);
 

@@ -127,6 +127,7 @@ void sched_ready(struct sched *s, struct sched_dom *sd)
 	if (sd->ready)
 		return;
 	sd->ready = 1;
+	s->nready++;
 	list_append(&s->ready, &sd->ready_node);
 }
 
@@ -135,6 +136,7 @@ static void dom_unready(struct sched *s, struct sched_dom *sd)
 	if (!sd->ready)
 		return;
 	sd->ready = 0;
+	s->nready--;
 	list_unlink(&s->ready, &sd->ready_node);
 }
 
@@ -322,16 +324,15 @@ static int dom_serve(struct sched *s, const struct domtab *t, struct sched_dom *
 	return 1;
 }
 
-/* Serve the ready list once: domains still ready afterwards (job limit
- * reached) wait for a job to end, which readies them again. */
+/* Serve the domains ready at the start of the pass once: one readied
+ * again meanwhile (a job that ended at once) waits for the next turn, so a
+ * pass always ends. Domains still ready afterwards (job limit reached)
+ * wait for a job to end, which readies them again. */
 static void sched_serve(struct sched *s, const struct domtab *t, uint64_t now)
 {
-	struct list_node *n = s->ready.head;
+	for (uint32_t left = s->nready; left > 0 && s->ready.head; left--) {
+		struct sched_dom *sd = LIST_ENTRY(s->ready.head, struct sched_dom, ready_node);
 
-	while (n) {
-		struct sched_dom *sd = LIST_ENTRY(n, struct sched_dom, ready_node);
-
-		n = n->next;
 		dom_unready(s, sd);
 		if (!sched_scheduled(s, t, sd->dom, sd->len) ||
 		    !spool_index_queue(s->idx, sd->dom, sd->len)) {
@@ -351,9 +352,11 @@ static void sched_tick(void *arg)
 	const struct domtab *t;
 	uint64_t now;
 
+	/* Bounces waiting for a read slot go on (or end) even when stopping:
+	 * the busy check waits for them. */
+	sched_job_retry_waiting(s);
 	if (s->stopping)
 		return;
-	sched_job_retry_waiting(s);
 	t = domtab_live_get(s->dt);
 	now = sched_now_us(s);
 	if (t != s->seen_table && now >= s->rescan_us + SCHED_RESCAN_MIN_US) {
@@ -568,6 +571,7 @@ static uint64_t dom_next(const struct spool_index_queue *q, uint64_t now)
 
 size_t sched_status_copy(const struct sched *s, struct sched_status_dest *out, size_t max)
 {
+	const struct domtab *t = domtab_live_get(s->dt);
 	uint64_t now = sched_now_us(s);
 	size_t k = 0;
 
@@ -577,7 +581,8 @@ size_t sched_status_copy(const struct sched *s, struct sched_status_dest *out, s
 		struct spool_index_qstat st;
 		struct sched_status_dest *o;
 
-		if (!q)
+		/* Switched to hold since: the drains' now, not deferred. */
+		if (!q || !sched_scheduled(s, t, sd->dom, sd->len))
 			continue;
 		if (k++ >= max)
 			continue; /* counted, not copied */

@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/ascii.h"
 #include "core/log.h"
 #include "proto/bounce.h"
 #include "proto/drain_atrn.h"
@@ -115,7 +114,8 @@ static void dead_mark(struct sched *s, const struct resolver_addr *a, const char
 	memcpy(&e->addr, &a->addr, sizeof(e->addr));
 	e->addrlen = a->addrlen;
 	e->until_us = now + (uint64_t)s->cfg->minimal_backoff_ms * 1000;
-	snprintf(e->why, sizeof(e->why), "%s", why);
+	/* Cut to fit: the log line below has it whole. */
+	snprintf(e->why, sizeof(e->why), "%.*s", (int)sizeof(e->why) - 1, why);
 	log_info("sched (shard %u): %s is dead for %u s: %s", s->index, a->relay,
 		 s->cfg->minimal_backoff_ms / 1000, why);
 }
@@ -148,9 +148,11 @@ static void job_end(struct sched_job *j)
 static void job_note(struct sched_job *j, const char *relay, const char *why)
 {
 	if (relay)
-		snprintf(j->dom->relay, sizeof(j->dom->relay), "%s", relay);
+		snprintf(j->dom->relay, sizeof(j->dom->relay), "%.*s",
+			 (int)sizeof(j->dom->relay) - 1, relay);
 	if (why && why[0])
-		snprintf(j->dom->why, sizeof(j->dom->why), "%s", why);
+		snprintf(j->dom->why, sizeof(j->dom->why), "%.*s",
+			 (int)sizeof(j->dom->why) - 1, why);
 }
 
 /* One line per message never attempted, Postfix-shaped (the recipients'
@@ -313,32 +315,23 @@ static void job_deliver(struct sched_job *j)
 
 static void bounce_next(struct sched_job *j);
 
-/* The recipients of msgid pending in the job's domain into j->rcpt. */
+/* The recipients of msgid pending in the job's domain (its queue entry's)
+ * into j->rcpt; returns how many, or -ENOMEM. */
 static int bounce_rcpts(struct sched_job *j, uint64_t msgid)
 {
-	struct spool_index *idx = j->s->idx;
 	struct spool_index_entry e;
-	char dom[DRAIN_DOMAIN_MAX];
-	size_t dl;
-	int n;
 
-	if (spool_index_msg_find(idx, msgid, &e))
+	if (spool_index_msg_entry(j->s->idx, msgid, j->dom->dom, j->dom->len, &e))
 		return 0;
-	if (e.nrcpt > j->rcpt_cap) {
-		uint32_t *p = realloc(j->rcpt, e.nrcpt * sizeof(*p));
+	if (e.npending > j->rcpt_cap) {
+		uint32_t *p = realloc(j->rcpt, e.npending * sizeof(*p));
 		if (!p)
 			return -ENOMEM;
 		j->rcpt = p;
-		j->rcpt_cap = e.nrcpt;
+		j->rcpt_cap = e.npending;
 	}
-	n = spool_index_msg_pending(idx, msgid, j->rcpt, e.nrcpt);
-	j->nrcpt = 0;
-	for (int i = 0; i < n; i++) {
-		if (spool_index_rcpt_domain(idx, msgid, j->rcpt[i], dom, sizeof(dom), &dl))
-			continue;
-		if (dl == j->dom->len && ascii_eq_n(dom, j->dom->dom, dl))
-			j->rcpt[j->nrcpt++] = j->rcpt[i];
-	}
+	memcpy(j->rcpt, e.rcpts, e.npending * sizeof(*j->rcpt));
+	j->nrcpt = e.npending;
 	return (int)j->nrcpt;
 }
 

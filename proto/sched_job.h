@@ -82,6 +82,7 @@ struct sched {
 	uint32_t ndoms;
 	struct htab byname;            /* dom name -> doms[] */
 	struct list ready;             /* of sched_dom.ready_node */
+	uint32_t nready;
 	uint64_t wake_us;              /* earliest sched_dom.next_us, or MAX */
 	uint64_t rescan_us;            /* last walk of every queue */
 	const struct domtab *seen_table; /* compared only, never read */

@@ -3,7 +3,8 @@
 authenticated users may send to any domain; everyone else gets 550 5.7.1
 for a domain that is not a customer's (never an open relay), while a
 customer domain still takes mail from anyone. The `submission_listen`
-listener (RFC 6409) wants AUTH before MAIL: 530 5.7.0.
+listener (RFC 6409) wants AUTH before MAIL: 530 5.7.0; one that can never
+offer AUTH (no certificate) is logged once.
 
 Clients are Python's smtplib, swaks and raw sockets, bound to 127.0.0.1 or
 127.0.0.2 to be different addresses; users are made with `etrnctl user add`
@@ -24,6 +25,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import etrnd_harness as h  # noqa: E402
+import test_auth  # noqa: E402  (not its AuthTest by name: it would run here too)
 from test_auth import Raw, plain  # noqa: E402
 from test_redis import Redis, wait_log  # noqa: E402
 
@@ -44,26 +46,21 @@ class RelayAccessTest(unittest.TestCase):
         self.addCleanup(self.redis.stop)
         h.add_user(self.redis.url(), ALICE, ALICE_PW)
 
-    def etrnd(self, **cfg):
+    def etrnd(self, tls=True, **cfg):
         d = tempfile.mkdtemp(prefix="etrnd-it-", dir=self.tmp)
         # Nothing may leave the machine once the scheduler delivers what
         # these tests queue: the upstream and the DNS are closed ports.
         cfg.setdefault("relayhost", "[127.0.0.1]:%d" % h.free_port())
         cfg.setdefault("dns_servers", "127.0.0.1:%d" % h.free_port())
-        e = h.Etrnd(tmpdir=d, tls=True, redis=self.redis.url(),
+        e = h.Etrnd(tmpdir=d, tls=tls, redis=self.redis.url(),
                     relay_domains=CUSTOMER, **cfg)
         self.addCleanup(e.cleanup)
         return e.start()
 
     def smtp(self, e, port=None, source=h.HOST, tls=False):
-        s = smtplib.SMTP(h.HOST, port or e.port, timeout=30,
-                         source_address=(source, 0))
-        self.addCleanup(s.close)
-        s.ehlo("client.test")
-        if tls:
-            self.assertEqual(s.starttls(context=e.client_tls())[0], 220)
-            s.ehlo("client.test")
-        return s
+        """An smtplib session (EHLO, STARTTLS and EHLO again with tls), as
+        test_auth makes them; in the clear by default here."""
+        return test_auth.AuthTest.smtp(self, e, source=source, tls=tls, port=port)
 
     def rcpt(self, s, domain):
         """MAIL, then RCPT TO:<user@domain>: (code, text); RSET after."""
@@ -223,6 +220,19 @@ class RelayAccessTest(unittest.TestCase):
         self.assertEqual(code, 250, text)
         self.assert_queued_for(e, QUEUED_RE.search(text).group(1), FOREIGN)
         self.assertEqual(r.cmd("QUIT")[0], 221)
+
+    def test_submission_without_tls_warns(self):
+        # No certificate: AUTH is never offered on the submission port, so
+        # it can take no mail; the operator is told once, not per client.
+        sub = h.free_port()
+        e = self.etrnd(tls=False, submission_listen="%s:%d" % (h.HOST, sub))
+        for _ in range(2):
+            s = self.smtp(e, port=sub)
+            self.assertFalse(s.has_extn("auth"), s.esmtp_features)
+            self.assertEqual(s.mail("sender@example.org")[0], 530)
+            s.quit()
+        wait_log(e, r"submission_listen: AUTH is never offered there \(no TLS")
+        self.assertEqual(e.stderr_text().count("AUTH is never offered"), 1)
 
 
 if __name__ == "__main__":

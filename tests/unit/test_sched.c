@@ -421,22 +421,12 @@ struct t_entry {
 
 static void t_entry_get(struct engine_fixture *f, struct t_entry *te)
 {
-	const struct spool_index_queue *q =
-		spool_index_queue(spool_shard_index(f->sh), te->dom, strlen(te->dom));
-	struct spool_index_iter it;
 	struct spool_index_entry e;
 
-	te->found = 0;
-	if (!q)
-		return;
-	spool_index_queue_iter(q, &it);
-	while (spool_index_queue_next(&it, &e)) {
-		if (e.msgid != te->msgid)
-			continue;
-		te->found = 1;
-		te->next_us = e.next_us;
-		te->busy = e.busy;
-	}
+	te->found = spool_index_msg_entry(spool_shard_index(f->sh), te->msgid, te->dom,
+					  strlen(te->dom), &e) == 0;
+	te->next_us = te->found ? e.next_us : 0;
+	te->busy = te->found ? e.busy : 0;
 }
 
 /* Deferred: pending, no job has it, a next attempt set, and the scheduler
