@@ -2701,3 +2701,66 @@ Test(drain_out, next_address_started_from_done, .timeout = T_TIMEOUT_S)
 	cr_expect_str_eq(s.log, T_ALL, "the server received:\n%s", s.log);
 	engine_fixture_fini(&f);
 }
+
+/* ---- etrnctl status: the scheduler's deferred queue ------------------------- */
+
+#define T_FAR_RCPT "u@far.test"
+#define T_BACKOFF_S 300              /* minimal_backoff for the case */
+
+static int t_far_deferred(struct engine_fixture *f, void *arg)
+{
+	struct spool_index_entry e;
+
+	return spool_index_msg_entry(spool_shard_index(f->sh), *(uint64_t *)arg, "far.test", 8,
+				     &e) == 0 && e.next_us != 0 && !e.busy && !sched_busy(f->sched);
+}
+
+/* Mail for a domain without a row goes to the scheduler; relayhost refuses,
+ * so it is deferred: `etrnctl status` (text and JSON) shows the domain with
+ * its count, its next attempt about minimal_backoff away, the relay tried
+ * and the error. */
+Test(drain_out, status_deferred_section, .timeout = T_TIMEOUT_S)
+{
+	static const char *const far[] = { T_FAR_RCPT };
+	struct engine_fixture f;
+	struct buf text, json;
+	unsigned port = t_refusing_port();
+	char want[128];
+	const char *p;
+	unsigned long next = 0;
+	uint64_t m;
+
+	cr_assert_eq(engine_fixture_init(&f, t_table(port)), 0);
+	snprintf(f.cfg.relayhost, sizeof(f.cfg.relayhost), "[127.0.0.1]:%u", port);
+	f.cfg.minimal_backoff_ms = T_BACKOFF_S * 1000u;
+	f.cfg.queue_restart_spread_ms = 0;
+	f.with_sched = 1;
+	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	m = engine_fixture_append(&f, T_SENDER1, far, 1, T_BODY2);
+	cr_assert(m);
+	cr_assert_eq(engine_fixture_wait(&f, t_far_deferred, &m, ENGINE_FIXTURE_WAIT_MS), 0,
+		     "far.test was not deferred");
+	buf_init(&text, 0);
+	buf_init(&json, 0);
+	drain_hub_status(f.hub, &text);
+	drain_hub_status_json(f.hub, &json);
+	cr_assert_eq(buf_append(&text, "", 1), 0);
+	cr_assert_eq(buf_append(&json, "", 1), 0);
+	snprintf(want, sizeof(want), "127.0.0.1[127.0.0.1]:%u", port);
+	p = strstr(text.data, "deferred far.test: messages 1, oldest ");
+	cr_assert_not_null(p, "no deferred line:\n%s", text.data);
+	cr_expect(strstr(p, "next attempt in "), "%s", p);
+	cr_expect(strstr(p, want), "relay %s not in %s", want, p);
+	cr_expect(strstr(p, "Connection refused"), "no error in %s", p);
+	p = strstr(json.data, "\"deferred\":[{\"domain\":\"far.test\",\"messages\":1,\"oldest\":");
+	cr_assert_not_null(p, "no deferred array:\n%s", json.data);
+	p = strstr(p, "\"next_attempt\":");
+	cr_assert_not_null(p);
+	cr_assert_eq(sscanf(p, "\"next_attempt\":%lu", &next), 1);
+	cr_expect(next > T_BACKOFF_S / 2 && next <= T_BACKOFF_S, "next attempt in %lu s", next);
+	cr_expect(strstr(p, "\"last_error\":\""), "%s", p);
+	cr_expect(strstr(json.data, "\"atrn\":[],\"complete\":true}"), "%s", json.data);
+	buf_free(&text);
+	buf_free(&json);
+	engine_fixture_fini(&f);
+}
