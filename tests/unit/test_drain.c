@@ -2273,6 +2273,7 @@ struct t_out_case {
 	const char *name;
 	struct t_script script;
 	int refused;                 /* to a port nobody listens on */
+	int twice;                   /* the request names message 1 twice */
 	uint64_t want_sent, want_deferred;
 	size_t want_untried;
 	unsigned want_failures;
@@ -2310,6 +2311,15 @@ static const struct t_out_case t_out_cases[] = {
 		.want_m1 = "PPPP",
 		.want_m2 = "P",
 	},
+	{
+		.name = "outbound: an id named twice goes out once",
+		.twice = 1,
+		.want_sent = 3,
+		.want_why = "",
+		.want_log = T_EHLO T_TX1 "QUIT\r\n",
+		.want_m1 = "DDDP",
+		.want_m2 = "P",
+	},
 };
 
 /* A port that refuses connections: a free one, closed again. */
@@ -2331,12 +2341,15 @@ static void t_out_case_run(const struct t_out_case *c, int bytewise)
 	struct t_out t;
 	struct spool_index *idx;
 	char run[160], st[T_WANT_MAX + 1];
-	uint64_t m[2];
+	uint64_t m[2], m2;
 	unsigned port;
 
 	snprintf(run, sizeof(run), "%s (%s)", c->name, bytewise ? "byte by byte" : "whole");
 	t_two_held(&f, &s, &c->script, bytewise, 0, m);
+	m2 = m[1];
 	port = c->refused ? t_refusing_port() : s.port;
+	if (c->twice)
+		m[1] = m[0];
 
 	t_out_init(&t, &f, port, m, 2);
 	cr_assert_eq(t_out_run(&t), 0, "%s: drain_outbound: %s", run, strerror(-t.rc));
@@ -2366,7 +2379,7 @@ static void t_out_case_run(const struct t_out_case *c, int bytewise)
 	cr_assert_not_null(idx, "%s: reopen: %s", run, f.err);
 	engine_fixture_states(idx, m[0], st, sizeof(st));
 	cr_expect_str_eq(st, c->want_m1, "%s: message 1 is %s", run, st);
-	engine_fixture_states(idx, m[1], st, sizeof(st));
+	engine_fixture_states(idx, m2, st, sizeof(st));
 	cr_expect_str_eq(st, c->want_m2, "%s: message 2 is %s", run, st);
 	engine_fixture_fini(&f);
 }
@@ -2380,6 +2393,7 @@ static void t_out_both(const struct t_out_case *c)
 Test(drain_out, delivered_result, .timeout = T_TIMEOUT_S) { t_out_both(&t_out_cases[0]); }
 Test(drain_out, rcpt_451_deferred_with_why, .timeout = T_TIMEOUT_S) { t_out_both(&t_out_cases[1]); }
 Test(drain_out, refused_conn_failure_untried, .timeout = T_TIMEOUT_S) { t_out_both(&t_out_cases[2]); }
+Test(drain_out, repeated_id_sent_once, .timeout = T_TIMEOUT_S) { t_out_both(&t_out_cases[3]); }
 
 /*
  * Busy entries are another job's: an ETRN drain skips them (and leaves
