@@ -2312,6 +2312,19 @@ static const struct t_out_case t_out_cases[] = {
 		.want_m2 = "P",
 	},
 	{
+		/* Each connection is lost after its final dot: replaced once per
+		 * message (drain_reconnect_attempts), all deferred (the message
+		 * may have arrived: it stays queued), why names the loss. */
+		.name = "outbound: connection lost after the dot",
+		.script = { .drop_after_dot = 1 },
+		.want_deferred = 4,
+		.want_failures = 2,
+		.want_why = "lost connection with server while sending end of data (127.0.0.1[",
+		.want_log = T_EHLO T_TX1 T_EHLO T_TX2,
+		.want_m1 = "PPPP",
+		.want_m2 = "P",
+	},
+	{
 		.name = "outbound: an id named twice goes out once",
 		.twice = 1,
 		.want_sent = 3,
@@ -2393,7 +2406,8 @@ static void t_out_both(const struct t_out_case *c)
 Test(drain_out, delivered_result, .timeout = T_TIMEOUT_S) { t_out_both(&t_out_cases[0]); }
 Test(drain_out, rcpt_451_deferred_with_why, .timeout = T_TIMEOUT_S) { t_out_both(&t_out_cases[1]); }
 Test(drain_out, refused_conn_failure_untried, .timeout = T_TIMEOUT_S) { t_out_both(&t_out_cases[2]); }
-Test(drain_out, repeated_id_sent_once, .timeout = T_TIMEOUT_S) { t_out_both(&t_out_cases[3]); }
+Test(drain_out, lost_after_dot_deferred_with_why, .timeout = T_TIMEOUT_S) { t_out_both(&t_out_cases[3]); }
+Test(drain_out, repeated_id_sent_once, .timeout = T_TIMEOUT_S) { t_out_both(&t_out_cases[4]); }
 
 /*
  * Busy entries are another job's: an ETRN drain skips them (and leaves
