@@ -18,6 +18,13 @@
  * Mail that arrives during a drain is not in the snapshot: the next ETRN
  * takes it. A recipient is done only once its DONE is durable, so a drain
  * cut short (client gone, restart) resumes with exactly the rest.
+ *
+ * Every job (ETRN, flush, ATRN, and the scheduler's outbound jobs, which
+ * drain_outbound() starts on its own thread without the hub) marks the
+ * queue entries it took busy in the index until it ends, and skips those
+ * another job marked: a drain and the scheduler never send the same
+ * recipients at once. ETRN or flush of a mode deliver domain is the
+ * scheduler's "retry now" (hub_retry()), not a drain.
  */
 #include "proto/drain.h"
 
