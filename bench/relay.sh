@@ -146,20 +146,21 @@ python3 - "$RES" "$ROUNDS" "$TARGET" <<'PYEOF' | tee "$RES/relay.summary"
 import json, statistics, sys
 res, rounds, target = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 rates = {"etrnd": [], "postfix": []}
-print("| relay through relayhost | messages | delivered once | ingest msgs/s | first delivery (s) | load start -> last delivery (s) | relayed msgs/s |")
-print("|---|---:|---|---:|---:|---:|---:|")
+print("| relay through relayhost | messages | delivered once | ingest msgs/s | first delivery (s) | load start -> last delivery (s) | relayed msgs/s | messages per connection |")
+print("|---|---:|---|---:|---:|---:|---:|---:|")
 for sys_ in rates:
     for r in range(1, rounds + 1):
         try:
             j = json.loads(open("%s/relay.%s.%d.json" % (res, sys_, r)).read())
         except (OSError, ValueError):
-            print("| %s round %d | | not measured | | | | |" % (sys_, r))
+            print("| %s round %d | | not measured | | | | | |" % (sys_, r))
             continue
         rates[sys_].append(j["relay_msgs_per_s"])
-        print("| %s round %d | %d | %s | %.0f | %.3f | %.3f | %.0f |" % (
+        print("| %s round %d | %d | %s | %.0f | %.3f | %.3f | %.0f | %.1f |" % (
             sys_, r, j["acked"], "yes" if j["once"] else "**no**: %d distinct, %d repeats, %d still queued" % (
                 j["distinct"], j["dups"], j["queued_after"]),
-            j["ingest_msgs_per_s"], j["first_delivery_s"], j["span_s"], j["relay_msgs_per_s"]))
+            j["ingest_msgs_per_s"], j["first_delivery_s"], j["span_s"], j["relay_msgs_per_s"],
+            j["delivered"] / max(j["sink_connections"], 1)))
 e = statistics.median(rates["etrnd"]) if rates["etrnd"] else None
 p = statistics.median(rates["postfix"]) if rates["postfix"] else None
 print("")

@@ -323,24 +323,25 @@ def relay_section():
     w("A mynetworks client (`etrnbench send`, %s sessions, PIPELINING, %s-byte messages) sends %s messages to a foreign domain; etrnd (`mynetworks = 127.0.0.0/8`, `relayhost = [127.0.0.1]:SINK`, `threads = auto`) and a private Postfix (%s messages; the same mynetworks and relayhost, its default queue manager) relay them to `etrnbench sink --verify`, %s round(s) each, alternating. Rate = messages delivered / (start of the load -> last message at the sink), both ends on CLOCK_MONOTONIC. A round counts only if every acknowledged message arrived exactly once (distinct X-Etrnbench seqs, no repeats, checksums good) and the relay's queue is empty afterwards." % (
         rm.get("sessions"), rm.get("size"), rm.get("n"), rm.get("pf_n"), rm.get("rounds")))
     w("")
-    w("| system | round | messages | delivered once | ingest msgs/s | first delivery (s) | load start -> last delivery (s) | relayed msgs/s |")
-    w("|---|---:|---:|---|---:|---:|---:|---:|")
+    w("| system | round | messages | delivered once | ingest msgs/s | first delivery (s) | load start -> last delivery (s) | relayed msgs/s | messages per connection |")
+    w("|---|---:|---:|---|---:|---:|---:|---:|---:|")
     rates = {"etrnd": [], "postfix": []}
     once = True
     for key in rates:
         for r in range(1, int(rm.get("rounds", 0)) + 1):
             j = load_json("relay.%s.%d.json" % (key, r))
             if j is None:
-                w("| %s | %d | | not measured | | | | |" % (key, r))
+                w("| %s | %d | | not measured | | | | | |" % (key, r))
                 once = False
                 continue
             once = once and j["once"]
             if j["once"]:
                 rates[key].append(j["relay_msgs_per_s"])
-            w("| %s | %d | %d | %s | %.0f | %.3f | %.3f | %.0f |" % (
+            w("| %s | %d | %d | %s | %.0f | %.3f | %.3f | %.0f | %.1f |" % (
                 key, r, j["acked"], "yes" if j["once"] else "**no**: %d distinct of %d, %d repeats, %d still queued" % (
                     j["distinct"], j["acked"], j["dups"], j["queued_after"]),
-                j["ingest_msgs_per_s"], j["first_delivery_s"], j["span_s"], j["relay_msgs_per_s"]))
+                j["ingest_msgs_per_s"], j["first_delivery_s"], j["span_s"], j["relay_msgs_per_s"],
+                j["delivered"] / max(j["sink_connections"], 1)))
     e, p = median(rates["etrnd"]), median(rates["postfix"])
     w("")
     w("Median relayed rate: etrnd %s, Postfix %s msgs/s; etrnd / Postfix = **%s**. Load average %s before, %s after." % (

@@ -201,6 +201,34 @@ class ExpiryDsnTest(OutboundCase):
         self.assertEqual([d for d in dones if d[0] == dqid], [(dqid, 0, "delivered")],
                          "the DSN is delivered, once")
 
+    def test_delay_warning_reaches_sender(self):
+        """delay_warning: the delayed DSN goes to the sender's server
+        through the scheduler too (Action: delayed), once; the failure DSN
+        at max_hold follows it."""
+        dsn_sink = self.sink()
+        h.route_add(self.url, "sender.test", dsn_sink.route())
+        e = self.etrnd(max_hold="5d", delay_warning="4h")
+        qid = send(e.port, "alice@sender.test", ["u1@demo.test"], "warn-me")
+        e.clock_step(5 * 3600)
+        wq = e.wait_log(r"%s: sender delay notification: (%s)" % (qid, h.QID_RE))[0]
+        e.wait_log(h.log_field_re("alice@sender.test", "sent", qid=wq))
+        self.assertTrue(dsn_sink.wait_count(1))
+        m = dsn_sink.messages()[0]
+        self.assertEqual((m["sender"], m["rcpts"]), ("", ["alice@sender.test"]))
+        _, per_rcpt, _ = dsn_parts(m["msg"])
+        self.assertEqual([b["Action"].strip() for b in per_rcpt], ["delayed"])
+        self.assertEqual(per_rcpt[0]["Final-Recipient"], "rfc822; u1@demo.test")
+        self.assertIsNotNone(per_rcpt[0]["Will-Retry-Until"])
+        self.still("one delay warning", dsn_sink.count, 1)
+
+        e.clock_step(6 * DAY_S)
+        fq = e.wait_log(r"%s: sender non-delivery notification: (%s)" % (qid, h.QID_RE))[0]
+        e.wait_log(h.log_field_re("alice@sender.test", "sent", qid=fq))
+        self.assertTrue(dsn_sink.wait_count(2))
+        actions = sorted(b["Action"].strip() for m in dsn_sink.messages()
+                         for b in dsn_parts(m["msg"])[1])
+        self.assertEqual(actions, ["delayed", "failed"])
+
 
 class DeliverModeTest(OutboundCase):
     def test_451_twice_then_250(self):
@@ -376,6 +404,28 @@ class BounceTest(OutboundCase):
         pending = {(r["qid"], i) for r in msgs for i in range(len(r["rcpts"]))}
         done = {(r["qid"], r["rcpt"]) for r in recs if r["type"] == "DONE"}
         self.assertEqual(pending - done, set(), "every recipient is done")
+
+    def test_deferred_dsn_expires_without_dsn(self):
+        """A DSN whose sender's server keeps answering 451 is retried, then
+        dropped at its own max_hold: logged as expired, and no DSN is
+        made for it (it comes from the null sender)."""
+        peer = self.scripted(reject={"nobody@rej.test": "550 5.1.1 no such user"})
+        self.deliver_domain("rej.test", peer.route())
+        busy = self.sink("-r", "RCPT", "-b", "451 4.3.0 mailbox busy, try later")
+        h.route_add(self.url, "slow.test", busy.route())
+        e = self.etrnd(max_hold="5d")
+        wait_code(e, "rej.test", 250, TABLE_WAIT_S)
+        q = send(e.port, "bob@slow.test", ["nobody@rej.test"], "dsn-deferred")
+        dq = e.wait_log(r"%s: sender non-delivery notification: (%s)" % (q, h.QID_RE))[0]
+        d = e.wait_log(h.log_field_re("bob@slow.test", "deferred", qid=dq))
+        self.assertIn("451", d[0][3])
+        e.clock_step(6 * DAY_S)
+        e.wait_log(r"%s: to=<bob@slow\.test>, relay=none, delay=\d+, status=expired" % dq)
+        e.wait_log(r"%s: null sender: no delivery status notification" % dq)
+        self.assertEqual(busy.count(), 0)
+        e.stop()
+        msgs = [r["qid"] for r in h.spool_json(e.spool_dir) if r["type"] == "MSG"]
+        self.assertEqual(sorted(msgs), sorted([q, dq]), "no DSN for the DSN")
 
 
 class CrashTest(OutboundCase):
