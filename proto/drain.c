@@ -62,6 +62,9 @@
 /* Domains per thread whose hold reason is kept for etrnctl status; past it
  * the oldest reason is forgotten (the log still has it). */
 #define DRAIN_HELD_DOMAINS_MAX 1024
+/* How long an outbound job's connection waits for the next job to its
+ * destination before QUIT: Postfix's smtp_connection_cache_time_limit. */
+#define DRAIN_OUT_LINGER_MS 2000
 
 /* The key (hash, len) first: a scan of the list reads one cache line per
  * entry and compares names only on a hash match. */
@@ -1077,6 +1080,7 @@ struct drain *drain_new(struct drain_hub *h, unsigned index, struct loop *l,
 	d->env.reconnects = h->cfg->drain_reconnect_attempts;
 	d->env.greeting_ms = h->cfg->drain_greeting_timeout_ms;
 	d->env.done_window = h->cfg->drain_done_window;
+	d->env.linger_ms = DRAIN_OUT_LINGER_MS;
 	__atomic_store_n(&h->drains[index], d, __ATOMIC_RELEASE);
 	return d;
 }

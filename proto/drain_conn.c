@@ -57,6 +57,8 @@ struct drain_dest {
 	struct drain_atrn *atrn;       /* an ATRN session's: its one adopted
 	                                  connection, never a fresh one */
 	unsigned pins;                 /* job_idle calls under way: not freed */
+	struct list idle;              /* of drain_conn.idle_node: IDLE ones */
+	struct drain_job idle_job;     /* theirs while IDLE (placeholder) */
 };
 
 /* The DONE records of a connection's delivered messages while they are
@@ -89,6 +91,7 @@ struct drain_conn {
 	struct spool_rec_hdr hdr;
 	struct spool_rec_msg msg;
 	struct list_node wait_node;    /* env->waiting, while WAIT_SLOT */
+	struct list_node idle_node;    /* dest->idle, while IDLE */
 	struct drain_dest *dest;       /* fixed; dc->job changes within it */
 	struct drain_durable dur;
 	const char *end_why;           /* why the connection ended (static text) */
@@ -130,6 +133,7 @@ static const char *const drain_conn_state_names[DRAIN_CONN_NSTATES] = {
 	[DRAIN_CONN_WAIT_DURABLE] = "WAIT_DURABLE",
 	[DRAIN_CONN_WAIT_SWITCH] = "WAIT_SWITCH",
 	[DRAIN_CONN_COMMITTING] = "COMMITTING",
+	[DRAIN_CONN_IDLE] = "IDLE",
 	[DRAIN_CONN_QUITTING] = "QUITTING",
 	[DRAIN_CONN_HANDING] = "HANDING",
 	[DRAIN_CONN_CLOSING] = "CLOSING",
@@ -139,6 +143,8 @@ static const char *const drain_conn_state_names[DRAIN_CONN_NSTATES] = {
 static const struct conn_ops drain_conn_ops;
 
 static void dc_next(struct drain_conn *dc);
+static int dc_take(struct drain_conn *dc);
+static int dc_meets(const struct drain_conn *dc, const struct drain_job *j);
 static void msg_done(struct drain_conn *dc);
 static int dc_open(struct drain_job *j);
 static void dc_finish_body(struct drain_conn *dc);
@@ -186,6 +192,8 @@ static void dc_arm(struct drain_conn *dc)
 {
 	unsigned ms = smtp_client_timeout_ms(dc->cl);
 
+	if (dc->state == DRAIN_CONN_IDLE)
+		ms = dc->job->env->linger_ms;
 	if (dc_in_setup(dc) && ms > dc->job->env->greeting_ms)
 		ms = dc->job->env->greeting_ms;
 	conn_set_timeout(dc->c, ms);
@@ -225,6 +233,15 @@ static struct drain_dest *dest_get(struct drain_conn_env *env, const struct drai
 		return NULL;
 	memcpy(&ds->dst, &j->dst, j->dstlen);
 	ds->dstlen = j->dstlen;
+	/* The stand-in job of its IDLE connections: never started or ended,
+	 * so none of its own ever pending (job_wants() 0). */
+	ds->idle_job.env = env;
+	ds->idle_job.dest = ds;
+	ds->idle_job.outbound = 1;
+	ds->idle_job.placeholder = 1;
+	ds->idle_job.tls = DOMTAB_TLS_MAY;
+	snprintf(ds->idle_job.dom, sizeof(ds->idle_job.dom), "(idle)");
+	ds->idle_job.len = strlen(ds->idle_job.dom);
 	list_append(&env->dests, &ds->node);
 	return ds;
 }
@@ -302,7 +319,7 @@ static void job_check_idle(struct drain_job *j)
 	struct drain_conn_env *env = j->env;
 	struct drain_dest *ds = j->dest;
 
-	if (j->conns || j->dones_pending || job_wants(j))
+	if (j->placeholder || j->conns || j->dones_pending || job_wants(j))
 		return;
 	list_unlink(&ds->jobs, &j->dest_node);
 	/* job_idle may start the next job at once (an outbound job's end
@@ -397,6 +414,11 @@ static int dc_release(struct drain_conn *dc)
 	j->conns--;
 	if (early)
 		job_failed_conn(j);
+	if (list_empty(&ds->jobs)) {
+		/* An IDLE connection's end: no job to kick, ds may go. */
+		dest_put(env, ds);
+		return 1;
+	}
 	dest_kick(env, ds); /* ends j too when it is done */
 	return 1;
 }
@@ -461,6 +483,8 @@ static void dc_close_conn(struct drain_conn *dc, const char *why)
 		dc->end_why = why;
 	if (dc->state == DRAIN_CONN_WAIT_SLOT)
 		wait_remove(dc->job->env, dc);
+	if (dc->state == DRAIN_CONN_IDLE)
+		list_unlink(&dc->dest->idle, &dc->idle_node);
 	drain_conn_enter(dc, DRAIN_CONN_CLOSING, why);
 	conn_close(dc->c);
 }
@@ -607,9 +631,70 @@ static void dc_hand_on(struct drain_conn *dc)
 	drain_conn_enter(dc, DRAIN_CONN_HANDING, "this shard is done");
 }
 
+/* dc, whose job has nothing left, may wait IDLE for the next job to its
+ * destination: an outbound job's, lingering enabled, not stopping, and its
+ * session clean: a transaction the server refused (an RSET owed) is ended
+ * by QUIT at once, as without lingering, rather than left open. */
+static int dc_may_linger(const struct drain_conn *dc)
+{
+	const struct drain_job *j = dc->job;
+	struct smtp_client_session ss;
+
+	return j->outbound && !dc->atrn && j->env->linger_ms && !j->env->stopping &&
+	       smtp_client_save(dc->cl, &ss) == 0 && !ss.rset_owed;
+}
+
+/* dc leaves its job for its destination's stand-in (its DONEs are
+ * durable) and waits IDLE; its job may end now (job_check_idle()), whose
+ * end may hand dc a new job at once. */
+static void dc_linger(struct drain_conn *dc)
+{
+	struct drain_job *old = dc->job, *idle = &dc->dest->idle_job;
+
+	dc->msgid = 0;
+	snprintf(idle->relay, sizeof(idle->relay), "%s", old->relay);
+	old->conns--;
+	idle->conns++;
+	dc->job = idle;
+	list_append(&dc->dest->idle, &dc->idle_node);
+	drain_conn_enter(dc, DRAIN_CONN_IDLE, "no job waits: lingering");
+	dc_arm(dc);
+	job_check_idle(old);
+}
+
+/* An IDLE connection of j's destination takes j (its TLS policy met):
+ * 1 when one did (it is READING or WAIT_SLOT for j now). */
+static int dest_idle_take(struct drain_dest *ds, struct drain_job *j)
+{
+	struct list_node *n;
+
+	LIST_FOREACH(n, &ds->idle) {
+		struct drain_conn *dc = LIST_ENTRY(n, struct drain_conn, idle_node);
+
+		if (!dc_meets(dc, j))
+			continue;
+		list_unlink(&ds->idle, &dc->idle_node);
+		ds->idle_job.conns--;
+		j->conns++;
+		dc->job = j;
+		if (dc_take(dc)) {
+			dc_arm(dc);
+			return 1;
+		}
+		/* Nothing of j left to take: dc stays IDLE. */
+		j->conns--;
+		ds->idle_job.conns++;
+		dc->job = &ds->idle_job;
+		list_append(&ds->idle, &dc->idle_node);
+		return 0;
+	}
+	return 0;
+}
+
 /* Start reading the next message that still has recipients here, from
  * this job or (once it has none) another for the same destination; with
- * none left, QUIT. The session is idle. */
+ * none left, linger (an outbound job's, dc_linger()) or QUIT. The session
+ * is idle. */
 static void dc_next(struct drain_conn *dc)
 {
 	struct drain_job *nj;
@@ -644,6 +729,11 @@ static void dc_next(struct drain_conn *dc)
 			return;
 		}
 		dc_hand_on(dc);
+	} else if (dc_may_linger(dc) && dc->dur.pending) {
+		/* Its job ends once these are durable: wait for them first. */
+		drain_conn_enter(dc, DRAIN_CONN_WAIT_SWITCH, "DONEs in flight before lingering");
+	} else if (dc_may_linger(dc)) {
+		dc_linger(dc);
 	} else {
 		dc_quit(dc, "no more messages");
 	}
@@ -1270,6 +1360,11 @@ static void dc_timeout(void *arg, struct conn *c, void *st)
 	(void)c;
 	if (dc_spool_paused(dc) || dc->state == DRAIN_CONN_HANDING)
 		return; /* our side is slow, not the server; or leaving */
+	if (dc->state == DRAIN_CONN_IDLE) {
+		list_unlink(&dc->dest->idle, &dc->idle_node);
+		dc_quit(dc, "idle: no next job within the linger time");
+		return;
+	}
 	ev = smtp_client_timed_out(dc->cl);
 	if (ev == SMTP_CLIENT_EV_MSG_DONE && dc->msgid)
 		msg_done(dc);
@@ -1289,8 +1384,11 @@ static void dc_shutdown(void *arg, struct conn *c, void *st)
 	dc->job->next_msg = dc->job->nmsgs;
 	if (dc->state == DRAIN_CONN_CONNECTING || dc->state == DRAIN_CONN_HANDING)
 		return; /* the connect (or detach) completes with an error */
-	if (dc->state == DRAIN_CONN_WAIT_SLOT) {
-		wait_remove(dc->job->env, dc);
+	if (dc->state == DRAIN_CONN_WAIT_SLOT || dc->state == DRAIN_CONN_IDLE) {
+		if (dc->state == DRAIN_CONN_WAIT_SLOT)
+			wait_remove(dc->job->env, dc);
+		else
+			list_unlink(&dc->dest->idle, &dc->idle_node);
 		if (smtp_client_quit(dc->cl, conn_out(c)) == 0) {
 			drain_conn_enter(dc, DRAIN_CONN_QUITTING, "shutdown");
 			conn_flush(c);
@@ -1383,6 +1481,8 @@ static void dc_close(void *arg, struct conn *c, void *st)
 		dc_lost_msg(dc); /* its why says more than dc_why_end()'s */
 	if (dc->state == DRAIN_CONN_WAIT_SLOT)
 		wait_remove(j->env, dc);
+	if (dc->state == DRAIN_CONN_IDLE)
+		list_unlink(&dc->dest->idle, &dc->idle_node);
 	dc_log_end(dc);
 	dc->c = NULL;
 	drain_conn_enter(dc, DRAIN_CONN_CLOSED, "socket gone");
@@ -1468,6 +1568,9 @@ int drain_conn_job_start(struct drain_job *j)
 		return -ENOMEM;
 	j->dest = ds;
 	list_append(&ds->jobs, &j->dest_node);
+	/* Lingering connections first: no connect, no greeting, no EHLO. */
+	while (j->conns < env->job_conns && job_wants(j) && dest_idle_take(ds, j))
+		;
 	while (ds->conns < env->dest_limit && job_wants(j)) {
 		rc = dc_open(j);
 		if (rc)

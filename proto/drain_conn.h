@@ -72,6 +72,9 @@
  *              WAIT_DURABLE --the oldest durable--> SENDING (dot sent)
  *   (next)     --job done, DONEs in flight, another job waits--> WAIT_SWITCH
  *              --all durable--> (next) with that job
+ *   (next)     --an outbound job done, none waits, its DONEs durable-->
+ *              IDLE --a new job for the destination--> READING or
+ *              WAIT_SLOT with it; IDLE --env->linger_ms--> QUITTING
  *   SENDING    --EV_MSG_DONE--> COMMITTING (a bounce to record), or (next)
  *   COMMITTING --bounce recorded--> (next)
  *   QUITTING, and any state with a socket --EV_CLOSE, time-out, shutdown,
@@ -105,6 +108,10 @@ enum drain_conn_state {
 	DRAIN_CONN_WAIT_SWITCH,    /* idle, its job done; moves to another job
 	                              once its DONEs are durable */
 	DRAIN_CONN_COMMITTING,     /* its bounce (DSN + DONEs) being written */
+	DRAIN_CONN_IDLE,           /* an outbound job's connection with no job:
+	                              kept env->linger_ms for the next job to
+	                              its destination (Postfix's connection
+	                              cache), then QUIT */
 	DRAIN_CONN_QUITTING,       /* QUIT sent; waiting for 221 or EOF */
 	DRAIN_CONN_HANDING,        /* ATRN: conn_detach() called, the
 	                              connection goes on to the next shard */
@@ -147,6 +154,9 @@ struct drain_conn_env {
 	unsigned reconnects;           /* drain_reconnect_attempts, per job */
 	unsigned greeting_ms;          /* drain_greeting_timeout */
 	unsigned done_window;          /* drain_done_window: >= 1 */
+	unsigned linger_ms;            /* an outbound job's connection waits
+	                                  this long (IDLE) for the next job to
+	                                  its destination; 0: QUIT at once */
 	struct tls_ctx *tls;           /* client context (core/tls.h); NULL:
 	                                  STARTTLS never tried (may goes in the
 	                                  clear, must/verify stay held) */
@@ -187,7 +197,11 @@ struct drain_job {
 	                                  NULL (ETRN, flush) */
 	int outbound;                  /* a scheduler's job (drain_outbound()):
 	                                  a connect that fails gives up at once
-	                                  (the scheduler tries the next address) */
+	                                  (the scheduler tries the next address);
+	                                  its connections linger (IDLE) */
+	int placeholder;               /* a destination's stand-in job of its
+	                                  IDLE connections: never started, never
+	                                  ended */
 	/* The last temporary failure, for the scheduler and its log lines:
 	 * a 4xx reply ("451 4.3.0 text"), a failed connect ("connect to
 	 * host[addr]:port: Connection refused"), a lost connection or a 421;

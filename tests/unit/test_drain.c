@@ -2781,3 +2781,32 @@ Test(drain_out, status_deferred_section, .timeout = T_TIMEOUT_S)
 	buf_free(&json);
 	engine_fixture_fini(&f);
 }
+
+/* Connection reuse across outbound jobs (Postfix's connection cache): the
+ * first job's connection lingers IDLE, the next job to the destination
+ * takes it without a new connect or EHLO, and once no job comes within the
+ * linger time it QUITs by itself. */
+Test(drain_out, connection_lingers_for_next_job, .timeout = T_TIMEOUT_S)
+{
+	static const struct t_script plain;
+	struct engine_fixture f;
+	struct t_server s;
+	struct t_out one, two;
+	uint64_t m[2];
+
+	t_two_held(&f, &s, &plain, 0, 0, m);
+	t_out_init(&one, &f, s.port, &m[0], 1);
+	t_out_init(&two, &f, s.port, &m[1], 1);
+	cr_assert_eq(t_out_run(&one), 0);
+	cr_expect_eq(one.res.sent, 3);
+	cr_assert_eq(t_out_run(&two), 0);
+	cr_expect_eq(two.res.sent, 1);
+	cr_assert_eq(engine_fixture_drain_idle(&f, ENGINE_FIXTURE_WAIT_MS), 0,
+		     "the lingering connection never ended");
+	engine_fixture_stop(&f);
+	t_server_stop(&s);
+	cr_expect_eq(atomic_load(&s.conns), 1, "%u connections for two jobs",
+		     atomic_load(&s.conns));
+	cr_expect_str_eq(s.log, T_ALL, "the server received:\n%s", s.log);
+	engine_fixture_fini(&f);
+}
