@@ -11,7 +11,10 @@
  * serves one job at a time: when its job has nothing left to try it takes
  * the next job for the same destination that wants a connection (domains
  * share connections). Each thread keeps at most env->dest_limit connections
- * per destination; a job that finds them all busy waits for one. A
+ * per destination; a job that finds them all busy waits for one. An
+ * outbound job's connection with nothing left and no job waiting lingers
+ * IDLE for env->linger_ms (Postfix's connection cache): the next job to
+ * the destination takes it without a new connect, greeting or EHLO. A
  * connection that ended early (421, lost, timed out, no greeting) while its
  * job had untried mail is replaced, at most env->reconnects times per job.
  * TLS (RFC 3207, Postfix's smtp_tls_security_level): the job's domain says
