@@ -699,6 +699,8 @@ static void dc_next(struct drain_conn *dc)
 {
 	struct drain_job *nj;
 
+	if (dc->state == DRAIN_CONN_IDLE) /* the server spoke first: go on */
+		list_unlink(&dc->dest->idle, &dc->idle_node);
 	if (!dc->ready_us)
 		dc->ready_us = now_wall_us(); /* the end of its setup (delays c) */
 	/* Exim closes after smtp_accept_max_nonmail: leave before, a fresh
