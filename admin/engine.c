@@ -10,8 +10,10 @@
  * their turn hooks by phase (core/loop.h), so a turn ends with:
  *   1. LOOP_TURN_QUEUE  "spool compaction" (store/spool_compact.c) queues
  *                       copies of live records of a mostly dead segment;
- *                       "expiry" (proto/expire.c) queues DONEs and DSNs.
- *                       Both only queue, into separate lists, so their
+ *                       "expiry" (proto/expire.c) queues DONEs and DSNs;
+ *                       "sched" (proto/sched.c) starts outbound jobs and
+ *                       queues SCHED records and bounces.
+ *                       They only queue, into separate lists, so their
  *                       order among themselves does not matter; they must
  *                       precede 2 so that what they queue shares its commit.
  *   2. LOOP_TURN_COMMIT "spool commit" (store/spool.c): one write and one
@@ -19,9 +21,9 @@
  *                       messages included.
  *   3. the loop submits the SQEs the turn prepared (the commit's write and
  *      sync with them) and sleeps until a completion.
- * Stop hooks ("spool compaction", "expiry") stop background work that would
- * never run out; busy checks ("spool", "expiry", "drain") keep loop_run()
- * going until what is in flight has finished.
+ * Stop hooks ("spool compaction", "expiry", "sched") stop background work
+ * that would never run out; busy checks ("spool", "expiry", "drain",
+ * "sched") keep loop_run() going until what is in flight has finished.
  */
 #include "admin/engine.h"
 
@@ -38,6 +40,7 @@
 #include "core/loop.h"
 #include "core/tls.h"
 #include "proto/drain.h"
+#include "proto/sched.h"
 #include "proto/smtpd.h"
 #include "store/spool.h"
 
@@ -70,6 +73,7 @@ struct engine_parts {
 	struct loop *l;
 	struct spool_shard *sh;
 	struct drain *dr;
+	struct sched *sc;
 };
 
 static void engine_report(struct engine *e, enum engine_state st)
@@ -162,6 +166,12 @@ static int engine_setup(struct engine *e, struct engine_parts *p)
 	if (!p->dr)
 		return engine_fail(e, "drain: %s", strerror(errno));
 	smtpd_set_drain(p->d, p->dr);
+	/* After the drainer, whose connections its jobs use: registers its
+	 * turn hook (queue phase), stop hook and busy check ("sched"), the
+	 * index's add hook and the drainer's retry hook. */
+	p->sc = sched_new(e->env->cfg, e->env->dt, e->env->resolver, p->dr, p->l, p->sh);
+	if (!p->sc)
+		return engine_fail(e, "sched: %s", strerror(errno));
 	return 0;
 }
 
@@ -213,6 +223,7 @@ void engine_tls_free(struct engine_env *env)
 /* After a failed setup: the loop never ran, so no hook of it runs again. */
 static void engine_teardown(struct engine_parts *p)
 {
+	sched_free(p->sc);
 	drain_free(p->dr);
 	spool_shard_close(p->sh);
 	loop_free(p->l);
@@ -245,6 +256,10 @@ static void *engine_thread(void *arg)
 	/* The loop and the drainer stay until every engine thread has ended
 	 * (engine_free()): other threads may still post to this loop. */
 	smtpd_set_drain(p.d, NULL);
+	/* The scheduler goes with the shard it reads: nothing calls it once
+	 * the loop has finished (a look-up answered later is refused its
+	 * post, drain_hub_post(), and frees its own job). */
+	p.sc = sched_free(p.sc);
 	e->drain = p.dr;
 	epoch_unregister();
 	spool_shard_close(p.sh);

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * engine: the engine threads of the daemon, one per configured thread, each
- * with its own io_uring loop, listening sockets, SMTP service, spool shard
- * and ETRN drainer. Part of the daemon's wiring (admin/etrnd.c): it knows
- * every layer so that the layers need not know each other.
+ * with its own io_uring loop, listening sockets, SMTP service, spool shard,
+ * ETRN drainer and outbound scheduler. Part of the daemon's wiring
+ * (admin/etrnd.c): it knows every layer so that the layers need not know
+ * each other.
  */
 #ifndef ETRND_ADMIN_ENGINE_H
 #define ETRND_ADMIN_ENGINE_H
@@ -13,6 +14,7 @@
 
 struct domstat;
 struct drain_hub;
+struct resolver;
 struct epoch;
 struct budget;
 struct tls_ctx;
@@ -23,6 +25,9 @@ struct engine_env {
 	const struct domtab_live *dt;   /* published by the control thread */
 	struct domstat *ds;             /* held mail per domain, all shards */
 	struct drain_hub *hub;          /* ETRN drains across engine threads */
+	struct resolver *resolver;      /* the process's (outbound routing,
+	                                   proto/sched.h); freed after the hub
+	                                   quiesced, before engine_free() */
 	struct epoch *ep;               /* QSBR domain of the engine threads */
 	struct connlimit *cl;           /* client_connection_limit; NULL = none */
 	struct budget *data_budget;     /* DATA buffers of all sessions (core/budget.h) */
@@ -59,7 +64,10 @@ struct engine_set *engine_start(const struct engine_env *env);
  * call drain_hub_quiesce() and resolver_free() before engine_free(). */
 int engine_stop(struct engine_set *s);
 
-/* Free the loops and drainers, once nothing can post to them. NULL is fine.
+/* Free the loops and drainers, once nothing can post to them (each
+ * thread's scheduler was freed when its loop finished; a look-up of it
+ * answered later is freed on the resolver's thread: the hub refuses its
+ * post). NULL is fine.
  * Returns NULL. */
 struct engine_set *engine_free(struct engine_set *s);
 

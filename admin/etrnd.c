@@ -250,7 +250,7 @@ static void etrnd_start(struct etrnd *d)
 			fatal("client_connection_limit: %s", strerror(errno));
 	}
 	d->env = (struct engine_env){ .cfg = cfg, .dt = d->dt, .ds = d->ds,
-				      .hub = d->hub, .ep = d->ep, .cl = d->cl,
+				      .hub = d->hub, .resolver = d->res, .ep = d->ep, .cl = d->cl,
 				      .data_budget = d->data_budget };
 	if (engine_tls_new(cfg, &d->env, err, sizeof(err))) {
 		d->cs = ctlsock_stop(d->cs);
@@ -305,7 +305,8 @@ static int etrnd_stop(struct etrnd *d)
 	failed = engine_stop(d->eng) != 0;
 	/* No engine thread runs any more: no drain is posted from now on, and
 	 * look-ups still pending end their drains (-ECANCELED), on the
-	 * resolver's thread, which is joined before the loops are freed. */
+	 * resolver's thread, which is joined before the loops are freed; a
+	 * scheduler's look-up is refused its post then and frees its job. */
 	drain_hub_quiesce(d->hub);
 	d->res = resolver_free(d->res);
 	d->eng = engine_free(d->eng);

@@ -5,7 +5,8 @@
  *   send  N sessions x M messages (PIPELINING or not), sizes fixed or drawn
  *         from a distribution, recipients over K domains: msgs/s, MB/s,
  *         end-of-DATA -> 250 latency percentiles, errors by reply code
- *   sink  accept and count (optionally verify each body's checksum header)
+ *   sink  accept and count (optionally verify each body's checksum header),
+ *         and which X-Etrnbench seqs came: distinct ones and repeats
  *   etrn  ETRN one or many domains, a sink in the same process, and time the
  *         drain from the ETRN replies to the first and last message
  *   atrn  the same drain over the customer's own connection (ATRN, RFC
@@ -68,6 +69,8 @@
 #define EB_TICK_NS 100000000ull      /* loop wakes at least this often */
 #define EB_PROGRESS_NS 1000000000ull
 #define EB_LINGER_NS 300000000ull     /* sink: serve on after the end */
+#define EB_SEQ_BITS0 65536u          /* sink: first size of the seq bitmap */
+#define EB_SEQ_MAX (1ull << 32)      /* sink: larger seqs are not tracked */
 #define EB_SENDER "bench@sender.test"
 /* A TLS record is at most 2^14 bytes of plaintext plus 2048 of expansion
  * (RFC 5246 6.2.3); one receive takes two. */
@@ -148,6 +151,8 @@ struct eb_conn {
 	uint64_t sum;
 	uint64_t want_sum;
 	int have_sum;
+	uint64_t seq;                /* sink: the message's X-Etrnbench seq */
+	int have_seq;
 	uint64_t msg_bytes;
 	uint32_t rcpt_dom;           /* last RCPT's domain index + 1, 0: none */
 	uint32_t rcpts;
@@ -250,6 +255,10 @@ static struct {
 	uint64_t s_msgs, s_rcpts, s_bytes, s_conns, s_ok_sum, s_bad_sum,
 		 s_no_sum, s_proto;
 	uint64_t s_first, s_last;
+	/* Sink: which seqs arrived (a bit each, grown on demand), so a run
+	 * can tell "each message once" from "as many messages". */
+	uint8_t *s_seen;
+	uint64_t s_seen_bits, s_distinct, s_dups;
 	uint64_t last_progress, last_progress_count;
 	int tty;
 } G;
@@ -1402,12 +1411,44 @@ static void eb_sink_header(struct eb_conn *c)
 			c->want_sum = strtoull(s + 4, &e, 16);
 			c->have_sum = e == s + 4 + 16;
 		}
+		s = strstr(c->hline, "seq=");
+		if (s != NULL) {
+			char *e;
+			c->seq = strtoull(s + 4, &e, 10);
+			c->have_seq = e > s + 4 && c->seq < EB_SEQ_MAX;
+		}
+	}
+}
+
+/* Count c's seq as seen: distinct or a repeat. */
+static void eb_sink_seq(const struct eb_conn *c)
+{
+	if (!c->have_seq)
+		return;
+	if (c->seq >= G.s_seen_bits) {
+		uint64_t bits = G.s_seen_bits ? G.s_seen_bits : EB_SEQ_BITS0;
+		while (bits <= c->seq)
+			bits *= 2;
+		uint8_t *p = realloc(G.s_seen, (size_t)(bits / 8));
+		if (p == NULL)
+			eb_die("out of memory (seq bitmap)");
+		memset(p + G.s_seen_bits / 8, 0, (size_t)((bits - G.s_seen_bits) / 8));
+		G.s_seen = p;
+		G.s_seen_bits = bits;
+	}
+	uint8_t bit = (uint8_t)(1u << (c->seq % 8));
+	if (G.s_seen[c->seq / 8] & bit) {
+		G.s_dups++;
+	} else {
+		G.s_seen[c->seq / 8] |= bit;
+		G.s_distinct++;
 	}
 }
 
 static void eb_sink_msg_done(struct eb_conn *c)
 {
 	uint64_t now = eb_now();
+	eb_sink_seq(c);
 	G.s_msgs++;
 	G.s_bytes += c->msg_bytes;
 	if (G.s_first == 0)
@@ -1561,6 +1602,7 @@ static void eb_sink_cmd(struct eb_conn *c, char *s, size_t n)
 		c->ds = DS_BOL;
 		c->sum = HASH_FNV64_INIT;
 		c->have_sum = 0;
+		c->have_seq = 0;
 		c->hlen = 0;
 		c->msg_bytes = 0;
 		eb_outs(c, "354 End data with <CR><LF>.<CR><LF>\r\n");
@@ -1994,13 +2036,14 @@ static void eb_report_send(void)
 			",\"elapsed_s\":%.3f,\"msgs_per_s\":%.1f,\"mb_per_s\":%.2f,"
 			"\"lat_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,"
 			"\"max\":%.3f},\"errors\":%s,\"sessions_failed\":%" PRIu64
-			",\"sessions_unserved\":%" PRIu64 ",\"target_rate\":%.1f,\"client_cpu_s\":%.2f%s}\n",
+			",\"sessions_unserved\":%" PRIu64 ",\"target_rate\":%.1f,\"client_cpu_s\":%.2f,"
+			"\"t0_mono_s\":%.6f%s}\n",
 			G.label ? G.label : "", G.srvname, G.sessions,
 			G.pipelining ? "true" : "false", G.rcpts, G.ndomains,
 			G.ok, G.failed, G.bytes, el, rate, mbs,
 			eb_pct(&G.lat, 50), eb_pct(&G.lat, 90), eb_pct(&G.lat, 99),
 			eb_pct(&G.lat, 100), errs, G.sess_failed, G.sess_unserved, G.rate,
-			eb_cpu_self(), tls);
+			eb_cpu_self(), (double)G.t0 / NS, tls);
 	} else {
 		printf("send: %" PRIu64 " messages ok, %" PRIu64 " failed in %.2f s: "
 			"%.0f msgs/s, %.2f MB/s\n", G.ok, G.failed, el, rate, mbs);
@@ -2031,9 +2074,12 @@ static void eb_report_sink(const char *mode_extra)
 			",\"bytes\":%" PRIu64 ",\"connections\":%" PRIu64
 			",\"first_s\":%.6f,\"last_s\":%.6f,\"msgs_per_s\":%.1f,"
 			"\"verified\":%" PRIu64 ",\"bad_sum\":%" PRIu64
-			",\"no_sum\":%" PRIu64 ",\"protocol_errors\":%" PRIu64 "%s%s}\n",
+			",\"no_sum\":%" PRIu64 ",\"protocol_errors\":%" PRIu64
+			",\"distinct\":%" PRIu64 ",\"dups\":%" PRIu64
+			",\"t0_mono_s\":%.6f%s%s}\n",
 			G.s_msgs, G.s_rcpts, G.s_bytes, G.s_conns, first, last, rate,
-			G.s_ok_sum, G.s_bad_sum, G.s_no_sum, G.s_proto, tls,
+			G.s_ok_sum, G.s_bad_sum, G.s_no_sum, G.s_proto, G.s_distinct,
+			G.s_dups, (double)G.t0 / NS, tls,
 			mode_extra ? mode_extra : "");
 	} else {
 		printf("sink: %" PRIu64 " messages (%" PRIu64 " recipients, %" PRIu64

@@ -308,6 +308,52 @@ r_atrn11 = atrn_table("atrn11", "threads = 1, drain_connections = 1 (one shard, 
 w("ATRN has one connection, which walks the shards one after the other; ETRN's drain runs every shard at once over drain_connections connections each.")
 w("")
 
+# ---------------------------------------------------------------- relay
+def relay_section():
+    """bench/relay.sh's rounds (relay.SYSTEM.R.json): the table, and the
+    median relayed rates (etrnd, Postfix) and whether every round
+    delivered each message exactly once."""
+    rm = dict(kv.split("=", 1) for kv in read("relay.meta").split() if "=" in kv)
+    w("## Outbound relay through relayhost (bench/relay.sh)")
+    w("")
+    if not rm:
+        w("Not measured: bench/relay.sh left nothing (%s)." % read("relay.err").strip()[-300:])
+        w("")
+        return None, None, False
+    w("A mynetworks client (`etrnbench send`, %s sessions, PIPELINING, %s-byte messages) sends %s messages to a foreign domain; etrnd (`mynetworks = 127.0.0.0/8`, `relayhost = [127.0.0.1]:SINK`, `threads = auto`) and a private Postfix (%s messages; the same mynetworks and relayhost, its default queue manager) relay them to `etrnbench sink --verify`, %s round(s) each, alternating. Rate = messages delivered / (start of the load -> last message at the sink), both ends on CLOCK_MONOTONIC. A round counts only if every acknowledged message arrived exactly once (distinct X-Etrnbench seqs, no repeats, checksums good) and the relay's queue is empty afterwards." % (
+        rm.get("sessions"), rm.get("size"), rm.get("n"), rm.get("pf_n"), rm.get("rounds")))
+    w("")
+    w("| system | round | messages | delivered once | ingest msgs/s | first delivery (s) | load start -> last delivery (s) | relayed msgs/s | messages per connection |")
+    w("|---|---:|---:|---|---:|---:|---:|---:|---:|")
+    rates = {"etrnd": [], "postfix": []}
+    once = True
+    for key in rates:
+        for r in range(1, int(rm.get("rounds", 0)) + 1):
+            j = load_json("relay.%s.%d.json" % (key, r))
+            if j is None:
+                w("| %s | %d | | not measured | | | | | |" % (key, r))
+                once = False
+                continue
+            once = once and j["once"]
+            if j["once"]:
+                rates[key].append(j["relay_msgs_per_s"])
+            w("| %s | %d | %d | %s | %.0f | %.3f | %.3f | %.0f | %.1f |" % (
+                key, r, j["acked"], "yes" if j["once"] else "**no**: %d distinct of %d, %d repeats, %d still queued" % (
+                    j["distinct"], j["acked"], j["dups"], j["queued_after"]),
+                j["ingest_msgs_per_s"], j["first_delivery_s"], j["span_s"], j["relay_msgs_per_s"],
+                j["delivered"] / max(j["sink_connections"], 1)))
+    e, p = median(rates["etrnd"]), median(rates["postfix"])
+    w("")
+    w("Median relayed rate: etrnd %s, Postfix %s msgs/s; etrnd / Postfix = **%s**. Load average %s before, %s after." % (
+        fmt(e), fmt(p), fmt(ratio(e, p), "%.1fx"), rm.get("load_before"), rm.get("load_after")))
+    w("")
+    return e, p, once
+
+
+r_relay_e, r_relay_p, r_relay_once = relay_section()
+if r_relay_e is not None or r_relay_p is not None:
+    PLOT_TP.append(("relay 4 KiB via relayhost", r_relay_e, r_relay_p, None))
+
 # ---------------------------------------------------------------- idle
 w("## Idle connections during ingest (etrnd)")
 w("")
@@ -691,6 +737,11 @@ if os.path.exists(os.path.join(RES, "tls.probe")):
     t("Issue 11: idle TLS session <= 64 KiB of etrnd RSS (%s sessions)" % META.get("tls_idle_n"),
       fmt(TLS.get("idle_tls"), "%.1f KiB each") + ("" if TLS.get("idle_tls_ready", True) else " (not all held)"),
       TLS.get("idle_tls") is not None and TLS["idle_tls"] <= 64 and TLS.get("idle_tls_ready", False))
+
+r_relay = ratio(r_relay_e, r_relay_p)
+t("Issue 13: relay through relayhost >= 20x Postfix (4 KiB, 20 sessions), every message once",
+  "%s%s" % (fmt(r_relay, "%.1fx"), "" if r_relay_once else ", **not every message once**"),
+  r_relay is not None and r_relay >= 20 and r_relay_once)
 
 missed = [x for x in TARGETS if not x[2]]
 target_md = ["| target (issue 6 unless named) | measured | |", "|---|---|---|"]

@@ -13,6 +13,8 @@
 #   session against the same load in clear, TLS handshakes per second and
 #   per core (a new session per message), a drain to a STARTTLS sink against
 #   the same drain in clear, the memory of 1,000 idle TLS sessions;
+#   outbound relay of a mynetworks client's mail through relayhost against
+#   Postfix doing the same (issue 13, bench/relay.sh);
 #   start-up recovery of a big spool; provisioning (bench/provision.sh);
 #   a callgrind profile of etrnd's ingest path.
 # Everything talks to 127.0.0.1 only; each load is bounded in count and
@@ -49,11 +51,13 @@ if [[ $MODE == quick ]]; then
 	DRAIN1_N=10000; DRAIN_CMP_N=1000; DRAINK_PER=5; PF_DRAINK_PER=1
 	IDLE_N=2000; RECOVER_N=50000; PROV_ROWS=10000; PROV_SAMPLES=10
 	PROFILE_N=0; TLS_HS_SESS=10; TLS_DRAIN_N=10000
+	RELAY_N=5000; RELAY_ROUNDS=1
 else
 	DUR=10; SESSIONS_LIST="20 200 2000"; BIG_SESS=20
 	DRAIN1_N=100000; DRAIN_CMP_N=20000; DRAINK_PER=50; PF_DRAINK_PER=20
 	IDLE_N=10000; RECOVER_N=1000000; PROV_ROWS=100000; PROV_SAMPLES=100
 	PROFILE_N=3000; TLS_HS_SESS=20; TLS_DRAIN_N=50000
+	RELAY_N=20000; RELAY_ROUNDS=3
 fi
 NDOM=1000
 ATRN_ROUNDS=3
@@ -233,92 +237,21 @@ etrnd_stop() {
 	ETRND_PID=
 }
 
-# ---- Postfix, private instance -------------------------------------------
-PF_PORT=
-PF_MASTER=
+# ---- Postfix, private instance (bench/pf_lib.sh) ---------------------------
+# shellcheck source=pf_lib.sh
+source "$ROOT/bench/pf_lib.sh"
 pf_start() {
-	PF_DIR=$WORK/postfix
-	PF_PORT=$(free_port)
-	rm -rf "$PF_DIR"
-	mkdir -p "$PF_DIR/etc" "$PF_DIR/queue" "$PF_DIR/data"
-	chown postfix:postfix "$PF_DIR/data" 2>/dev/null || true
+	pf_prepare "$WORK/postfix"
 	cp "$WORK/domains.txt" "$PF_DIR/etc/relay_domains"
-	cat >"$PF_DIR/etc/main.cf" <<EOF
-# Private benchmark instance written by bench/run.sh. Relays dom0..dom999.test
-# to the customer's server ([127.0.0.1]:$SINK_PORT), holding it until ETRN.
-compatibility_level = 3.6
-config_directory = $PF_DIR/etc
-queue_directory = $PF_DIR/queue
-data_directory = $PF_DIR/data
-command_directory = /usr/sbin
-daemon_directory = /usr/lib/postfix/sbin
-meta_directory = /etc/postfix
-shlib_directory = /usr/lib/postfix
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = postfix.bench.test
-mydomain = bench.test
-myorigin = \$myhostname
-mydestination =
-local_recipient_maps =
-alias_maps =
-alias_database =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
+	pf_launch "$(free_port)" "# Relays dom0..dom999.test to the customer's server ([127.0.0.1]:$SINK_PORT),
+# holding it until ETRN.
 relay_domains = $PF_DIR/etc/relay_domains
 relayhost = [127.0.0.1]:$SINK_PORT
 defer_transports = relay
 fast_flush_domains = \$relay_domains
-smtpd_etrn_restrictions = permit
-maillog_file = $PF_DIR/maillog
-maillog_file_prefixes = $PF_DIR
-biff = no
-smtputf8_enable = no
-EOF
-	# Debian's services, chroot off (column 5), smtpd on a private port.
-	cat >"$PF_DIR/etc/master.cf" <<EOF
-127.0.0.1:$PF_PORT inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-EOF
-	"$POSTFIX" -c "$PF_DIR/etc" start >"$WORK/postfix-start.log" 2>&1 || {
-		echo "run.sh: postfix start failed:" >&2; tail "$PF_DIR/maillog" >&2; exit 1; }
-	local i
-	for i in $(seq 1 100); do [[ -s $PF_DIR/queue/pid/master.pid ]] && break; sleep 0.1; done
-	PF_MASTER=$(tr -d ' ' <"$PF_DIR/queue/pid/master.pid")
+smtpd_etrn_restrictions = permit" || { echo "run.sh: postfix did not start" >&2; exit 1; }
 	PIDS+=("$PF_MASTER")
-	wait_port "$PF_PORT" "$PF_MASTER" 30 || { echo "run.sh: postfix not listening" >&2; exit 1; }
 }
-pf_stop() {
-	[[ -n $PF_MASTER ]] || return 0
-	"$POSTFIX" -c "$PF_DIR/etc" stop >/dev/null 2>&1 || true
-	local i
-	for i in $(seq 1 100); do kill -0 "$PF_MASTER" 2>/dev/null || break; sleep 0.1; done
-	kill -KILL "$PF_MASTER" 2>/dev/null || true
-	PF_MASTER=
-}
-pf_queued() { find "$PF_DIR/queue/incoming" "$PF_DIR/queue/active" "$PF_DIR/queue/maildrop" -type f | wc -l; }
-pf_deferred() { find "$PF_DIR/queue/deferred" -type f | wc -l; }
 # Until every message is parked in the deferred queue (held for ETRN).
 pf_wait_held() {
 	local want=$1 i
@@ -440,6 +373,15 @@ for keys in "" "drain_connections=1" "threads=1 drain_connections=1"; do
 		bash "$ROOT/bench/atrn.sh" "$BUILD" >"$RES/$tag.out" 2>"$RES/$tag.err" ||
 		log "atrn.sh $keys failed: $(tail -n 3 "$RES/$tag.err")"
 done
+
+# ============================ 2c. outbound relay =============================
+# Issue 13: a mynetworks client's mail relayed through relayhost to a sink,
+# etrnd against a Postfix with the same relayhost (bench/relay.sh; its own
+# sink per round, every message checked to arrive once).
+log "outbound relay through relayhost: $RELAY_N messages, $RELAY_ROUNDS round(s) each"
+N=$RELAY_N ROUNDS=$RELAY_ROUNDS RES=$RES RUN_TIMEOUT=$RUN_TIMEOUT \
+	bash "$ROOT/bench/relay.sh" "$BUILD" >"$RES/relay.out" 2>"$RES/relay.err" ||
+	log "relay.sh failed: $(tail -n 3 "$RES/relay.err")"
 
 # ============================ 3. idle connections ===========================
 log "$IDLE_N idle connections during ingest"

@@ -18,6 +18,13 @@
  * Mail that arrives during a drain is not in the snapshot: the next ETRN
  * takes it. A recipient is done only once its DONE is durable, so a drain
  * cut short (client gone, restart) resumes with exactly the rest.
+ *
+ * Every job (ETRN, flush, ATRN, and the scheduler's outbound jobs, which
+ * drain_outbound() starts on its own thread without the hub) marks the
+ * queue entries it took busy in the index until it ends, and skips those
+ * another job marked: a drain and the scheduler never send the same
+ * recipients at once. ETRN or flush of a mode deliver domain is the
+ * scheduler's "retry now" (hub_retry()), not a drain.
  */
 #include "proto/drain.h"
 
@@ -42,6 +49,7 @@
 #include "proto/drain_resolve.h"
 #include "proto/drain_status.h"
 #include "proto/etrn.h"
+#include "proto/sched.h"
 #include "core/addrlimit.h"
 #include "store/domstat.h"
 #include "store/spool_index.h"
@@ -54,6 +62,9 @@
 /* Domains per thread whose hold reason is kept for etrnctl status; past it
  * the oldest reason is forgotten (the log still has it). */
 #define DRAIN_HELD_DOMAINS_MAX 1024
+/* How long an outbound job's connection waits for the next job to its
+ * destination before QUIT: Postfix's smtp_connection_cache_time_limit. */
+#define DRAIN_OUT_LINGER_MS 2000
 
 /* The key (hash, len) first: a scan of the list reads one cache line per
  * entry and compares names only on a hash match. */
@@ -99,7 +110,19 @@ struct drain {
 	struct list jobs;              /* of drain_job.node, this thread's */
 	struct list held;              /* of drain_held.node, this thread's */
 	unsigned nheld;
+	drain_retry_fn retry;          /* the scheduler's "retry now", or NULL */
+	void *retry_arg;
+	struct sched *sched;           /* the thread's scheduler, or NULL */
 };
+
+/* An outbound job (drain_outbound()): the drain job and whom to tell. */
+struct drain_out_job {
+	struct drain_job j;
+	drain_out_done done;
+	void *arg;
+};
+
+_Static_assert(DRAIN_JOB_WHY_MAX == DRAIN_WHY_MAX, "a job's why and its result's");
 
 static struct drain *drain_of_env(struct drain_conn_env *env)
 {
@@ -304,22 +327,58 @@ void drain_hub_set_tls(struct drain_hub *h, struct tls_ctx *client)
 	__atomic_store_n(&h->tls_client, client, __ATOMIC_RELEASE);
 }
 
+/* j's entries are in flight (busy 1) or no longer (0) in the index, so
+ * no other job (a drain, ATRN or the scheduler's) takes them meanwhile.
+ * A message finished since is no longer indexed: nothing to clear. */
+static void job_mark_busy(struct drain *d, const struct drain_job *j, int busy)
+{
+	for (size_t i = 0; i < j->nmsgs; i++)
+		(void)spool_index_set_busy(d->env.idx, j->msgs[i], j->dom, j->len, busy);
+}
+
+/* An outbound job has ended: its result to the scheduler. done may start
+ * the next job at once (drain_conn.c allows a job to start from another's
+ * end). */
+static void job_end_outbound(struct drain_job *j)
+{
+	struct drain_out_job *oj = (struct drain_out_job *)(void *)j;
+	struct drain_out_result res;
+
+	memset(&res, 0, sizeof(res));
+	res.sent = j->sent;
+	res.deferred = j->deferred;
+	res.bounced = j->bounced;
+	res.untried = j->nmsgs - j->next_msg;
+	res.conn_failures = j->failures;
+	res.tls_held = j->held[0] != '\0';
+	snprintf(res.why, sizeof(res.why), "%s", j->why[0] ? j->why : j->held);
+	free(j->msgs);
+	oj->done(oj->arg, &res);
+	free(oj);
+}
+
 /* The job's last connection is gone (env->job_idle), or it never had one:
- * log its summary, tell the hub, free it. */
+ * log its summary, clear its busy marks, tell the hub (or the scheduler),
+ * free it. */
 static void job_end(struct drain_job *j)
 {
 	struct drain *d = drain_of_env(j->env);
 	struct drain_atrn *s = j->atrn;
 
 	list_unlink(&d->jobs, &j->node);
-	if (!s)
+	job_mark_busy(d, j, 0);
+	if (!s && !j->outbound)
 		held_note(d, j);
 	if (j->nmsgs)
-		log_info("drain %.*s (shard %u): %" PRIu64 " sent, %" PRIu64 " deferred, %" PRIu64
+		log_info("%s %.*s (shard %u): %" PRIu64 " sent, %" PRIu64 " deferred, %" PRIu64
 			 " bounced, %zu not attempted, in %.3f s",
-			 (int)j->len, j->dom, d->index, j->sent, j->deferred, j->bounced,
-			 j->nmsgs - j->next_msg,
+			 j->outbound ? "outbound" : "drain", (int)j->len, j->dom, d->index,
+			 j->sent, j->deferred, j->bounced, j->nmsgs - j->next_msg,
 			 (double)(now_wall_us() - j->started_us) / 1e6);
+	if (j->outbound) {
+		job_end_outbound(j);
+		return;
+	}
 	if (!s)
 		hub_end(d->hub, j->dom, j->len);
 	free(j->msgs);
@@ -328,9 +387,10 @@ static void job_end(struct drain_job *j)
 		drain_atrn_put(s); /* the session holds the domain until its last job */
 }
 
-/* A job for dom on d with a snapshot of its shard's queue for the domain;
- * NULL when nothing is queued here (or, empty set, an empty job then) or
- * out of memory. */
+/* A job for dom on d with a snapshot of its shard's queue for the domain,
+ * less the entries another job has in flight (busy), which it marks busy
+ * itself; NULL when nothing is left here (or, empty set, an empty job
+ * then) or out of memory. */
 static struct drain_job *job_snapshot(struct drain *d, const char *dom, size_t len, int empty)
 {
 	const struct spool_index_queue *q;
@@ -356,13 +416,20 @@ static struct drain_job *job_snapshot(struct drain *d, const char *dom, size_t l
 	if (q) {
 		spool_index_queue_iter(q, &it);
 		while (j->nmsgs < st.messages && spool_index_queue_next(&it, &e))
-			j->msgs[j->nmsgs++] = e.msgid;
+			if (!e.busy)
+				j->msgs[j->nmsgs++] = e.msgid;
+	}
+	if (!j->nmsgs && !empty) {
+		free(j->msgs);
+		free(j);
+		return NULL; /* all of it in flight elsewhere */
 	}
 	j->env = &d->env;
 	memcpy(j->dom, dom, len);
 	j->dom[len] = '\0';
 	j->len = len;
 	j->started_us = now_wall_us();
+	job_mark_busy(d, j, 1);
 	return j;
 }
 
@@ -411,6 +478,79 @@ static void job_start(void *arg)
 	log_info("drain %.*s (shard %u): %zu message(s) to %s over %u connection(s)",
 		 (int)j->len, j->dom, d->index, j->nmsgs, j->relay, j->conns);
 }
+
+/* ---- outbound jobs (the scheduler's) --------------------------------------- */
+
+/*
+ * Into j->msgs, in the request's order: those of want[0..n) still pending
+ * in j's domain and not in flight in another job (busy), each marked busy
+ * as it is taken (so a repeated id is taken once). One look-up per id
+ * (spool_index_msg_entry(), O(domains of the message)); no walk of the
+ * domain's queue, however long it is. Returns how many.
+ */
+static size_t outbound_pick(struct drain *d, struct drain_job *j, const uint64_t *want,
+			    size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct spool_index_entry e;
+
+		if (spool_index_msg_entry(d->env.idx, want[i], j->dom, j->len, &e) || e.busy ||
+		    spool_index_set_busy(d->env.idx, want[i], j->dom, j->len, 1))
+			continue;
+		j->msgs[j->nmsgs++] = want[i];
+	}
+	return j->nmsgs;
+}
+
+int drain_outbound(struct drain *d, const struct drain_out_req *rq, drain_out_done done,
+		   void *arg)
+{
+	struct drain_out_job *oj;
+	struct drain_job *j;
+	int rc = -ENOMEM;
+
+	if (!rq->len || rq->len >= sizeof(j->dom) || !rq->nmsgs || rq->dstlen > sizeof(j->dst))
+		return -EINVAL;
+	oj = calloc(1, sizeof(*oj));
+	if (!oj)
+		return -ENOMEM;
+	j = &oj->j;
+	j->msgs = malloc(rq->nmsgs * sizeof(*j->msgs));
+	if (!j->msgs)
+		goto fail;
+	memcpy(j->dom, rq->dom, rq->len);
+	j->dom[rq->len] = '\0';
+	j->len = rq->len;
+	rc = -ENOENT; /* nothing of it left to send */
+	if (!outbound_pick(d, j, rq->msgs, rq->nmsgs))
+		goto fail;
+	j->env = &d->env;
+	j->outbound = 1;
+	j->started_us = now_wall_us();
+	memcpy(&j->dst, &rq->dst, rq->dstlen);
+	j->dstlen = rq->dstlen;
+	snprintf(j->relay, sizeof(j->relay), "%s", rq->relay ? rq->relay : "");
+	j->tls = rq->tls;
+	oj->done = done;
+	oj->arg = arg;
+	list_append(&d->jobs, &j->node);
+	d->env.tls = __atomic_load_n(&d->hub->tls_client, __ATOMIC_ACQUIRE);
+	rc = drain_conn_job_start(j);
+	if (rc) {
+		list_unlink(&d->jobs, &j->node);
+		job_mark_busy(d, j, 0);
+		goto fail;
+	}
+	log_info("outbound %.*s (shard %u): %zu message(s) to %s over %u connection(s)",
+		 (int)j->len, j->dom, d->index, j->nmsgs, j->relay, j->conns);
+	return 0;
+fail:
+	free(j->msgs);
+	free(oj);
+	return rc;
+}
+
+/* ---- fan-out of drains ------------------------------------------------------ */
 
 /* Send the (resolved) request to every engine thread. The posts are made
  * under the hub's lock, so once drain_hub_quiesce() has returned none is
@@ -532,6 +672,67 @@ static enum etrn_outcome hub_start(struct drain_hub *h, const struct domtab_row 
 	return ETRN_STARTED;
 }
 
+/* "Retry dom now" on one engine thread: its scheduler's hook. */
+struct drain_retry_req {
+	struct drain_hub *hub;
+	unsigned thread;
+	size_t len;
+	char dom[DRAIN_DOMAIN_MAX];
+};
+
+static void retry_run(void *arg)
+{
+	struct drain_retry_req *rq = arg;
+	struct drain *d = __atomic_load_n(&rq->hub->drains[rq->thread], __ATOMIC_ACQUIRE);
+
+	if (d && d->retry)
+		d->retry(d->retry_arg, rq->dom, rq->len);
+	free(rq);
+}
+
+/*
+ * ETRN or the operator's flush of a mode deliver domain: its mail is the
+ * scheduler's, so "release it" means "retry it now" (Postfix's flush of
+ * the deferred queue) on every engine thread. Answered as a started drain:
+ * STARTED with the count in *n, NONE_WAITING when nothing is queued. Any
+ * thread; never blocks.
+ */
+static enum etrn_outcome hub_retry(struct drain_hub *h, const char *dom, size_t len,
+				   const char *who, uint64_t *n)
+{
+	*n = domstat_msgs(h->ds, dom, len);
+	if (*n == 0) {
+		log_info("ETRN %.*s from %s: mode deliver, no messages waiting", (int)len, dom, who);
+		return ETRN_NONE_WAITING;
+	}
+	for (unsigned i = 0; i < h->n; i++) {
+		struct drain_retry_req *rq = malloc(sizeof(*rq));
+
+		if (!rq)
+			return i ? ETRN_STARTED : ETRN_UNABLE;
+		rq->hub = h;
+		rq->thread = i;
+		rq->len = len;
+		memcpy(rq->dom, dom, len);
+		rq->dom[len] = '\0';
+		if (drain_hub_post(h, i, retry_run, rq))
+			free(rq); /* a thread not up (or stopping) has nothing due */
+	}
+	log_info("ETRN %.*s from %s: mode deliver, %" PRIu64 " message(s) queued; retried now",
+		 (int)len, dom, who, *n);
+	return ETRN_STARTED;
+}
+
+/* Release dom (authorised): a held domain is drained (hub_start()), a mode
+ * deliver one retried (hub_retry()). */
+static enum etrn_outcome hub_release(struct drain_hub *h, const struct domtab_row *row,
+				     const char *dom, size_t len, const char *who, uint64_t *n)
+{
+	if (row->mode == DOMTAB_MODE_DELIVER)
+		return hub_retry(h, dom, len, who, n);
+	return hub_start(h, row, dom, len, who, n);
+}
+
 /* ---- ETRN ----------------------------------------------------------------- */
 
 /* etrn_rate_limit per client address, one limiter for the whole node, so
@@ -569,7 +770,7 @@ static void drain_many(struct drain_hub *h, const char *client, const struct soc
 			continue;
 		permit = etrn_permit(row, sa, user);
 		if (permit == ETRN_OK)
-			started = hub_start(h, row, row->name, strlen(row->name), who, &n);
+			started = hub_release(h, row, row->name, strlen(row->name), who, &n);
 		etrn_tally_add(&tally, permit, started, n);
 	}
 	o = etrn_tally_outcome(&tally);
@@ -620,7 +821,7 @@ void drain_etrn(struct drain *d, const char *client, const char *user, const cha
 		return;
 	}
 	snprintf(who, sizeof(who), "[%s]", client);
-	o = hub_start(h, row, en.name, en.name_len, who, &n);
+	o = hub_release(h, row, en.name, en.name_len, who, &n);
 	(void)etrn_reply(out, o, en.shown, en.shown_len, client, n);
 }
 
@@ -643,7 +844,7 @@ void drain_hub_flush(struct drain_hub *h, const char *node, size_t len, struct b
 	row = domtab_find(domtab_live_get(h->dt), en.name, en.name_len);
 	o = etrn_permit(row, NULL, NULL);
 	if (o == ETRN_OK)
-		o = hub_start(h, row, en.name, en.name_len, "the operator", &n);
+		o = hub_release(h, row, en.name, en.name_len, "the operator", &n);
 	(void)etrn_reply(out, o, en.shown, en.shown_len, NULL, n);
 }
 
@@ -879,6 +1080,7 @@ struct drain *drain_new(struct drain_hub *h, unsigned index, struct loop *l,
 	d->env.reconnects = h->cfg->drain_reconnect_attempts;
 	d->env.greeting_ms = h->cfg->drain_greeting_timeout_ms;
 	d->env.done_window = h->cfg->drain_done_window;
+	d->env.linger_ms = DRAIN_OUT_LINGER_MS;
 	__atomic_store_n(&h->drains[index], d, __ATOMIC_RELEASE);
 	return d;
 }
@@ -900,6 +1102,25 @@ struct drain *drain_free(struct drain *d)
 	drain_conn_env_fini(&d->env);
 	free(d);
 	return NULL;
+}
+
+void drain_set_retry(struct drain *d, drain_retry_fn fn, void *arg)
+{
+	d->retry = fn;
+	d->retry_arg = arg;
+}
+
+void drain_set_sched(struct drain *d, struct sched *s)
+{
+	d->sched = s;
+}
+
+size_t drain_deferred_copy(const struct drain *d, struct sched_status_dest *out, size_t max,
+			   uint64_t *now_us)
+{
+	/* The scheduler's clock (proto/sched.h): its next attempts are in it. */
+	*now_us = now_wall_us() + (uint64_t)d->hub->cfg->clock_offset_ms * 1000u + now_step_us();
+	return d->sched ? sched_status_copy(d->sched, out, max) : 0;
 }
 
 int drain_busy(const struct drain *d)

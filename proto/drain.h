@@ -149,8 +149,13 @@ size_t drain_held_copy(const struct drain *d, struct drain_status_held *out, siz
  * are marked busy in the index (spool_index_set_busy()); a drain's job
  * skips busy entries and marks its own, so nothing goes out twice at once.
  * done(arg, res) runs once, on this thread, after the job has ended and
- * every DONE it wrote is durable. Returns 0, or -errno when nothing started
- * (done is not called; no entry stays busy).
+ * every DONE it wrote is durable; it may start the next job at once.
+ * Returns 0, or -errno when nothing started (done is not called; no entry
+ * stays busy): -ENOENT when none of msgs is pending in dom and free (the
+ * others' jobs have them), -ENOPROTOOPT when tls asks for TLS and etrnd has
+ * no client context (logged), -ESHUTDOWN while the loop stops, -EINVAL,
+ * -ENOMEM. A connect that fails ends the job's use of the address (no
+ * reconnect to it: conn_failures, and why says "connect to ...").
  */
 #define DRAIN_WHY_MAX 512
 struct drain_out_req {
@@ -192,6 +197,15 @@ void drain_set_retry(struct drain *d, drain_retry_fn fn, void *arg);
  * before the loop runs; NULL: none. */
 struct sched;
 void drain_set_sched(struct drain *d, struct sched *s);
+
+/* The deferred queue of thread d's scheduler (sched_status_copy(), none
+ * without a scheduler) into out (at most max; returns how many there are),
+ * and into *now_us the scheduler's clock (wall clock, clock_offset and the
+ * test clock's step), against which their times are read. Only on d's own
+ * engine thread (drain_status.c posts there). */
+struct sched_status_dest;
+size_t drain_deferred_copy(const struct drain *d, struct sched_status_dest *out, size_t max,
+		uint64_t *now_us);
 
 /* The node's host name (config hostname): DSNs name it. Lives as long as h. */
 const char *drain_hub_hostname(const struct drain_hub *h);

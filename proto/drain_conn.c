@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,10 @@
 #define DRAIN_DIAG_MAX 600             /* "550 5.1.1 " + a 512-octet reply */
 #define DRAIN_DIAG_DEFAULT_STATUS "5.0.0"
 #define DRAIN_TLS_TEXT 128             /* "TLSv1.3:TLS_AES_256_GCM_SHA384" */
+/* "delay=D, delays=a/b/c/d": five durations and the words. */
+#define DRAIN_TIMES_MAX (5 * DRAIN_CONN_SECS_MAX + 32)
+/* From 10 s on delay= shows whole seconds (Postfix's log_adhoc.c). */
+#define DRAIN_SECS_WHOLE_TENTHS 100u
 /* RFC 3463 3.8 X.7.5 cryptographic failure, as Postfix for an unverified
  * server certificate. */
 #define DRAIN_TLS_VERIFY_STATUS "4.7.5"
@@ -51,6 +56,9 @@ struct drain_dest {
 	struct list jobs;              /* of drain_job.dest_node */
 	struct drain_atrn *atrn;       /* an ATRN session's: its one adopted
 	                                  connection, never a fresh one */
+	unsigned pins;                 /* job_idle calls under way: not freed */
+	struct list idle;              /* of drain_conn.idle_node: IDLE ones */
+	struct drain_job idle_job;     /* theirs while IDLE (placeholder) */
 };
 
 /* The DONE records of a connection's delivered messages while they are
@@ -83,6 +91,7 @@ struct drain_conn {
 	struct spool_rec_hdr hdr;
 	struct spool_rec_msg msg;
 	struct list_node wait_node;    /* env->waiting, while WAIT_SLOT */
+	struct list_node idle_node;    /* dest->idle, while IDLE */
 	struct drain_dest *dest;       /* fixed; dc->job changes within it */
 	struct drain_durable dur;
 	const char *end_why;           /* why the connection ended (static text) */
@@ -97,6 +106,11 @@ struct drain_conn {
 	struct smtp_client_session ss; /* carried to the next shard */
 	enum drain_conn_tls tls;
 	char tls_text[DRAIN_TLS_TEXT]; /* "version:cipher" for delivery lines */
+	/* Wall-clock µs for the delays= of delivery lines (drain_conn.h). */
+	uint64_t open_us;              /* connect submitted (or adopted) */
+	uint64_t ready_us;             /* session first ready for mail */
+	uint64_t submit_us;            /* the message went to the client */
+	int setup_counted;             /* c (setup) given to a message already */
 };
 
 /* The recipients of one message to bounce, with their DSN fields. */
@@ -119,6 +133,7 @@ static const char *const drain_conn_state_names[DRAIN_CONN_NSTATES] = {
 	[DRAIN_CONN_WAIT_DURABLE] = "WAIT_DURABLE",
 	[DRAIN_CONN_WAIT_SWITCH] = "WAIT_SWITCH",
 	[DRAIN_CONN_COMMITTING] = "COMMITTING",
+	[DRAIN_CONN_IDLE] = "IDLE",
 	[DRAIN_CONN_QUITTING] = "QUITTING",
 	[DRAIN_CONN_HANDING] = "HANDING",
 	[DRAIN_CONN_CLOSING] = "CLOSING",
@@ -128,6 +143,8 @@ static const char *const drain_conn_state_names[DRAIN_CONN_NSTATES] = {
 static const struct conn_ops drain_conn_ops;
 
 static void dc_next(struct drain_conn *dc);
+static int dc_take(struct drain_conn *dc);
+static int dc_meets(const struct drain_conn *dc, const struct drain_job *j);
 static void msg_done(struct drain_conn *dc);
 static int dc_open(struct drain_job *j);
 static void dc_finish_body(struct drain_conn *dc);
@@ -175,6 +192,8 @@ static void dc_arm(struct drain_conn *dc)
 {
 	unsigned ms = smtp_client_timeout_ms(dc->cl);
 
+	if (dc->state == DRAIN_CONN_IDLE)
+		ms = dc->job->env->linger_ms;
 	if (dc_in_setup(dc) && ms > dc->job->env->greeting_ms)
 		ms = dc->job->env->greeting_ms;
 	conn_set_timeout(dc->c, ms);
@@ -214,6 +233,15 @@ static struct drain_dest *dest_get(struct drain_conn_env *env, const struct drai
 		return NULL;
 	memcpy(&ds->dst, &j->dst, j->dstlen);
 	ds->dstlen = j->dstlen;
+	/* The stand-in job of its IDLE connections: never started or ended,
+	 * so none of its own ever pending (job_wants() 0). */
+	ds->idle_job.env = env;
+	ds->idle_job.dest = ds;
+	ds->idle_job.outbound = 1;
+	ds->idle_job.placeholder = 1;
+	ds->idle_job.tls = DOMTAB_TLS_MAY;
+	snprintf(ds->idle_job.dom, sizeof(ds->idle_job.dom), "(idle)");
+	ds->idle_job.len = strlen(ds->idle_job.dom);
 	list_append(&env->dests, &ds->node);
 	return ds;
 }
@@ -221,7 +249,7 @@ static struct drain_dest *dest_get(struct drain_conn_env *env, const struct drai
 /* Free ds once no job and no connection uses it. */
 static void dest_put(struct drain_conn_env *env, struct drain_dest *ds)
 {
-	if (ds->conns == 0 && list_empty(&ds->jobs)) {
+	if (ds->conns == 0 && ds->pins == 0 && list_empty(&ds->jobs)) {
 		list_unlink(&env->dests, &ds->node);
 		free(ds);
 	}
@@ -258,6 +286,23 @@ static void job_tls_held(struct drain_job *j, const char *why)
 	j->gave_up = 1;
 }
 
+/* What j is, for the first word of its log lines. */
+static const char *job_kind(const struct drain_job *j)
+{
+	return j->outbound ? "outbound" : "drain";
+}
+
+/* Keep j's last temporary failure (drain_job.why), for the scheduler. */
+__attribute__((format(printf, 2, 3)))
+static void job_why(struct drain_job *j, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(j->why, sizeof(j->why), fmt, ap);
+	va_end(ap);
+}
+
 /* The STARTTLS policy of a fresh connection for j. */
 static enum smtp_client_tls job_client_tls(const struct drain_job *j)
 {
@@ -274,10 +319,15 @@ static void job_check_idle(struct drain_job *j)
 	struct drain_conn_env *env = j->env;
 	struct drain_dest *ds = j->dest;
 
-	if (j->conns || j->dones_pending || job_wants(j))
+	if (j->placeholder || j->conns || j->dones_pending || job_wants(j))
 		return;
 	list_unlink(&ds->jobs, &j->dest_node);
+	/* job_idle may start the next job at once (an outbound job's end
+	 * tells its scheduler), to ds too, which may fail and put ds: it
+	 * stays until this call is over. */
+	ds->pins++;
 	env->job_idle(j);
+	ds->pins--;
 	dest_put(env, ds);
 }
 
@@ -310,9 +360,12 @@ static void dest_kick(struct drain_conn_env *env, struct drain_dest *ds)
  * it against drain_reconnect_attempts (dest_kick() opens the fresh one). */
 static void job_failed_conn(struct drain_job *j)
 {
+	/* Every early end counts (the scheduler's conn_failures), whether or
+	 * not it still costs the job a reconnect. */
+	j->failures++;
 	if (j->next_msg >= j->nmsgs || j->gave_up)
 		return;
-	if (++j->failures <= j->env->reconnects)
+	if (j->failures <= j->env->reconnects)
 		return;
 	j->gave_up = 1;
 	log_warn("drain %.*s (shard %u) to %s: %u connection(s) ended early; giving up, "
@@ -361,6 +414,11 @@ static int dc_release(struct drain_conn *dc)
 	j->conns--;
 	if (early)
 		job_failed_conn(j);
+	if (list_empty(&ds->jobs)) {
+		/* An IDLE connection's end: no job to kick, ds may go. */
+		dest_put(env, ds);
+		return 1;
+	}
 	dest_kick(env, ds); /* ends j too when it is done */
 	return 1;
 }
@@ -425,6 +483,8 @@ static void dc_close_conn(struct drain_conn *dc, const char *why)
 		dc->end_why = why;
 	if (dc->state == DRAIN_CONN_WAIT_SLOT)
 		wait_remove(dc->job->env, dc);
+	if (dc->state == DRAIN_CONN_IDLE)
+		list_unlink(&dc->dest->idle, &dc->idle_node);
 	drain_conn_enter(dc, DRAIN_CONN_CLOSING, why);
 	conn_close(dc->c);
 }
@@ -571,13 +631,78 @@ static void dc_hand_on(struct drain_conn *dc)
 	drain_conn_enter(dc, DRAIN_CONN_HANDING, "this shard is done");
 }
 
+/* dc, whose job has nothing left, may wait IDLE for the next job to its
+ * destination: an outbound job's, lingering enabled, not stopping, and its
+ * session clean: a transaction the server refused (an RSET owed) is ended
+ * by QUIT at once, as without lingering, rather than left open. */
+static int dc_may_linger(const struct drain_conn *dc)
+{
+	const struct drain_job *j = dc->job;
+	struct smtp_client_session ss;
+
+	return j->outbound && !dc->atrn && j->env->linger_ms && !j->env->stopping &&
+	       smtp_client_save(dc->cl, &ss) == 0 && !ss.rset_owed;
+}
+
+/* dc leaves its job for its destination's stand-in (its DONEs are
+ * durable) and waits IDLE; its job may end now (job_check_idle()), whose
+ * end may hand dc a new job at once. */
+static void dc_linger(struct drain_conn *dc)
+{
+	struct drain_job *old = dc->job, *idle = &dc->dest->idle_job;
+
+	dc->msgid = 0;
+	snprintf(idle->relay, sizeof(idle->relay), "%s", old->relay);
+	old->conns--;
+	idle->conns++;
+	dc->job = idle;
+	list_append(&dc->dest->idle, &dc->idle_node);
+	drain_conn_enter(dc, DRAIN_CONN_IDLE, "no job waits: lingering");
+	dc_arm(dc);
+	job_check_idle(old);
+}
+
+/* An IDLE connection of j's destination takes j (its TLS policy met):
+ * 1 when one did (it is READING or WAIT_SLOT for j now). */
+static int dest_idle_take(struct drain_dest *ds, struct drain_job *j)
+{
+	struct list_node *n;
+
+	LIST_FOREACH(n, &ds->idle) {
+		struct drain_conn *dc = LIST_ENTRY(n, struct drain_conn, idle_node);
+
+		if (!dc_meets(dc, j))
+			continue;
+		list_unlink(&ds->idle, &dc->idle_node);
+		ds->idle_job.conns--;
+		j->conns++;
+		dc->job = j;
+		if (dc_take(dc)) {
+			dc_arm(dc);
+			return 1;
+		}
+		/* Nothing of j left to take: dc stays IDLE. */
+		j->conns--;
+		ds->idle_job.conns++;
+		dc->job = &ds->idle_job;
+		list_append(&ds->idle, &dc->idle_node);
+		return 0;
+	}
+	return 0;
+}
+
 /* Start reading the next message that still has recipients here, from
  * this job or (once it has none) another for the same destination; with
- * none left, QUIT. The session is idle. */
+ * none left, linger (an outbound job's, dc_linger()) or QUIT. The session
+ * is idle. */
 static void dc_next(struct drain_conn *dc)
 {
 	struct drain_job *nj;
 
+	if (dc->state == DRAIN_CONN_IDLE) /* the server spoke first: go on */
+		list_unlink(&dc->dest->idle, &dc->idle_node);
+	if (!dc->ready_us)
+		dc->ready_us = now_wall_us(); /* the end of its setup (delays c) */
 	/* Exim closes after smtp_accept_max_nonmail: leave before, a fresh
 	 * connection (dest_kick() on release) goes on with the rest. */
 	if (smtp_client_worn(dc->cl)) {
@@ -606,6 +731,11 @@ static void dc_next(struct drain_conn *dc)
 			return;
 		}
 		dc_hand_on(dc);
+	} else if (dc_may_linger(dc) && dc->dur.pending) {
+		/* Its job ends once these are durable: wait for them first. */
+		drain_conn_enter(dc, DRAIN_CONN_WAIT_SWITCH, "DONEs in flight before lingering");
+	} else if (dc_may_linger(dc)) {
+		dc_linger(dc);
 	} else {
 		dc_quit(dc, "no more messages");
 	}
@@ -679,6 +809,7 @@ static void dc_submit(struct drain_conn *dc, const char *qid)
 	m.size = dc->msg.body_len;
 	m.eightbit = (dc->hdr.flags & SPOOL_MSG_8BITMIME) != 0;
 	m.smtputf8 = (dc->hdr.flags & SPOOL_MSG_SMTPUTF8) != 0;
+	dc->submit_us = now_wall_us();
 	rc = smtp_client_submit(dc->cl, &m, conn_out(dc->c));
 	conn_flush(dc->c);
 	dc_arm(dc);
@@ -728,23 +859,82 @@ static void record_read(void *arg, int err)
 
 /* ---- a message's verdict -------------------------------------------------- */
 
+char *drain_conn_fmt_secs(char *out, size_t n, uint64_t us)
+{
+	/* Rounded to what is shown: hundredths below 1 s, tenths below 10 s;
+	 * a value that rounds up into the next range is shown there. */
+	uint64_t hundredths = (us + 5000u) / 10000u, tenths = (us + 50000u) / 100000u;
+	int len;
+
+	if (hundredths < 100u)
+		len = snprintf(out, n, "0.%02" PRIu64, hundredths);
+	else if (tenths < DRAIN_SECS_WHOLE_TENTHS)
+		len = snprintf(out, n, "%" PRIu64 ".%" PRIu64, tenths / 10u, tenths % 10u);
+	else
+		len = snprintf(out, n, "%" PRIu64, (us + 500000u) / 1000000u);
+	if (len <= 0 || (size_t)len >= n) {
+		snprintf(out, n, "?");
+		return out;
+	}
+	/* Trailing zeros go, and a bare point with them: "0.10" -> "0.1",
+	 * "0.00" -> "0", "2.0" -> "2". */
+	if (strchr(out, '.')) {
+		while (len > 0 && out[len - 1] == '0')
+			out[--len] = '\0';
+		if (len > 0 && out[len - 1] == '.')
+			out[--len] = '\0';
+	}
+	return out;
+}
+
+/* "delay=D, delays=a/b/c/d" of dc's message, decided at now (the meaning of
+ * each: drain_conn.h). The connection's setup counts for its first message
+ * only. */
+static void dc_delays(struct drain_conn *dc, uint64_t now, char *out, size_t n)
+{
+	const struct drain_job *j = dc->job;
+	uint64_t arrival = dc->hdr.time_us, start = j->started_us, sub = dc->submit_us;
+	uint64_t a, b, c = 0, d;
+	char s0[DRAIN_CONN_SECS_MAX], s1[DRAIN_CONN_SECS_MAX], s2[DRAIN_CONN_SECS_MAX],
+	     s3[DRAIN_CONN_SECS_MAX], s4[DRAIN_CONN_SECS_MAX];
+
+	if (!dc->setup_counted && dc->ready_us > dc->open_us)
+		c = dc->ready_us - dc->open_us;
+	a = start > arrival ? start - arrival : 0;
+	b = sub > start ? sub - start : 0;
+	b = b > c ? b - c : 0;
+	d = now > sub ? now - sub : 0;
+	snprintf(out, n, "delay=%s, delays=%s/%s/%s/%s",
+		 drain_conn_fmt_secs(s0, sizeof(s0), now > arrival ? now - arrival : 0),
+		 drain_conn_fmt_secs(s1, sizeof(s1), a), drain_conn_fmt_secs(s2, sizeof(s2), b),
+		 drain_conn_fmt_secs(s3, sizeof(s3), c), drain_conn_fmt_secs(s4, sizeof(s4), d));
+}
+
+/* The RFC 3463 status of r for dsn=: the server's, else its class's. */
+static const char *result_dsn(const struct smtp_client_result *r)
+{
+	if (r->enh[0])
+		return r->enh;
+	return r->code >= 500 ? "5.0.0" : r->code >= 400 ? "4.0.0" : "2.0.0";
+}
+
 /* Recipient i's result: log it, count it, append its DONE when delivered,
- * add it to b when bounced. */
+ * add it to b when bounced. times is dc_delays()'s. */
 static void dc_verdict(struct drain_conn *dc, uint32_t i, struct drain_bounces *b,
-		       uint64_t now, const char *qid)
+		       uint64_t now, const char *qid, const char *times)
 {
 	struct drain_job *j = dc->job;
 	const struct smtp_client_result *r = smtp_client_result(dc->cl, i);
 	const char *status = "deferred";
 	char to[DRAIN_ADDR_TEXT], text[DRAIN_ADDR_TEXT];
-	double delay = (double)(now - dc->hdr.time_us) / 1e6;
 	int rc;
 
 	log_printable(to, sizeof(to), dc->raddr[i], dc->rlen[i]);
 	if (!r) {
 		j->deferred++;
-		log_info("%s: to=<%s>, relay=%s, delay=%.0f, status=deferred (no result)",
-			 qid, to, j->relay, delay);
+		job_why(j, "no result from %s", j->relay);
+		log_info("%s: to=<%s>, relay=%s, %s, dsn=4.0.0, status=deferred (no result)",
+			 qid, to, j->relay, times);
 		return;
 	}
 	if (r->status == SMTP_CLIENT_DELIVERED) {
@@ -785,15 +975,17 @@ static void dc_verdict(struct drain_conn *dc, uint32_t i, struct drain_bounces *
 		}
 		w->last_attempt = (time_t)(now / 1000000);
 		b->n++;
-	} else {
-		j->deferred++;
 	}
 	log_printable(text, sizeof(text), r->text, r->text_len);
-	/* The TLS of the session on every delivery line (Exim's X=), only
-	 * when there is one: lines in the clear read as before. */
-	log_info("%s: to=<%s>, relay=%s%s%s, delay=%.0f, status=%s (%d %s %s)",
-		 qid, to, j->relay, dc->tls_text[0] ? ", tls=" : "", dc->tls_text, delay,
-		 status, r->code, r->enh, text);
+	if (!strcmp(status, "deferred")) {
+		j->deferred++;
+		job_why(j, "%d %s %s", r->code, r->enh, text);
+	}
+	/* The TLS of the session (Exim's X=) at the end, only when there is
+	 * one, so that the Postfix fields before it parse as Postfix's. */
+	log_info("%s: to=<%s>, relay=%s, %s, dsn=%s, status=%s (%d %s %s)%s%s",
+		 qid, to, j->relay, times, result_dsn(r), status, r->code, r->enh, text,
+		 dc->tls_text[0] ? ", tls=" : "", dc->tls_text);
 }
 
 static void bounce_committed(void *arg, int err);
@@ -847,7 +1039,7 @@ static void msg_done(struct drain_conn *dc)
 {
 	struct drain_job *j = dc->job;
 	struct drain_bounces b;
-	char qid[QID_MAX];
+	char qid[QID_MAX], times[DRAIN_TIMES_MAX];
 	uint64_t now = now_wall_us();
 	unsigned delivered;
 
@@ -859,8 +1051,10 @@ static void msg_done(struct drain_conn *dc)
 	/* Remote-MTA names the host: "host" of "host[addr]:port". */
 	relay_host(j->relay, b.remote, sizeof(b.remote));
 	delivered = dc->delivered;
+	dc_delays(dc, now, times, sizeof(times));
+	dc->setup_counted = 1;
 	for (uint32_t i = 0; i < dc->nrcpt; i++)
-		dc_verdict(dc, i, &b, now, qid);
+		dc_verdict(dc, i, &b, now, qid, times);
 	if (j->atrn && dc->delivered > delivered)
 		drain_atrn_delivered(j->atrn); /* etrnctl status's progress */
 	if (dc->dur.cur) {
@@ -908,8 +1102,13 @@ static void *dc_connected(void *arg, struct conn *c, void *cookie, int err)
 
 	(void)arg;
 	if (err) {
-		log_warn("drain %.*s: connect to %s: %s; mail stays queued", (int)j->len, j->dom,
-			 j->relay, strerror(-err));
+		log_warn("%s %.*s: connect to %s: %s; mail stays queued", job_kind(j), (int)j->len,
+			 j->dom, j->relay, strerror(-err));
+		job_why(j, "connect to %s: %s", j->relay, strerror(-err));
+		/* An outbound job tries an address once (Postfix's smtp client):
+		 * its scheduler moves to the next one, or defers. */
+		if (j->outbound)
+			j->gave_up = 1;
 		dc->early = 1;
 		drain_conn_enter(dc, DRAIN_CONN_CLOSED, "connect failed");
 		(void)dc_release(dc);
@@ -1163,6 +1362,11 @@ static void dc_timeout(void *arg, struct conn *c, void *st)
 	(void)c;
 	if (dc_spool_paused(dc) || dc->state == DRAIN_CONN_HANDING)
 		return; /* our side is slow, not the server; or leaving */
+	if (dc->state == DRAIN_CONN_IDLE) {
+		list_unlink(&dc->dest->idle, &dc->idle_node);
+		dc_quit(dc, "idle: no next job within the linger time");
+		return;
+	}
 	ev = smtp_client_timed_out(dc->cl);
 	if (ev == SMTP_CLIENT_EV_MSG_DONE && dc->msgid)
 		msg_done(dc);
@@ -1182,8 +1386,11 @@ static void dc_shutdown(void *arg, struct conn *c, void *st)
 	dc->job->next_msg = dc->job->nmsgs;
 	if (dc->state == DRAIN_CONN_CONNECTING || dc->state == DRAIN_CONN_HANDING)
 		return; /* the connect (or detach) completes with an error */
-	if (dc->state == DRAIN_CONN_WAIT_SLOT) {
-		wait_remove(dc->job->env, dc);
+	if (dc->state == DRAIN_CONN_WAIT_SLOT || dc->state == DRAIN_CONN_IDLE) {
+		if (dc->state == DRAIN_CONN_WAIT_SLOT)
+			wait_remove(dc->job->env, dc);
+		else
+			list_unlink(&dc->dest->idle, &dc->idle_node);
 		if (smtp_client_quit(dc->cl, conn_out(c)) == 0) {
 			drain_conn_enter(dc, DRAIN_CONN_QUITTING, "shutdown");
 			conn_flush(c);
@@ -1202,14 +1409,60 @@ static void dc_log_end(const struct drain_conn *dc)
 	const struct smtp_client_result *r = smtp_client_close_reason(dc->cl);
 
 	if (r)
-		log_info("drain %.*s (shard %u) to %s: connection ended after %u delivered: %s (%d %s %.*s)",
-			 (int)j->len, j->dom, j->env->index, j->relay, dc->delivered,
+		log_info("%s %.*s (shard %u) to %s: connection ended after %u delivered: %s (%d %s %.*s)",
+			 job_kind(j), (int)j->len, j->dom, j->env->index, j->relay, dc->delivered,
 			 dc->end_why ? dc->end_why : "closed", r->code, r->enh,
 			 (int)r->text_len, r->text);
 	else
-		log_info("drain %.*s (shard %u) to %s: connection ended after %u delivered: %s",
-			 (int)j->len, j->dom, j->env->index, j->relay, dc->delivered,
+		log_info("%s %.*s (shard %u) to %s: connection ended after %u delivered: %s",
+			 job_kind(j), (int)j->len, j->dom, j->env->index, j->relay, dc->delivered,
 			 dc->end_why ? dc->end_why : "closed");
+}
+
+/* Gone mid-message without a verdict: nothing is marked done, so its
+ * recipients stay queued; each gets its deferred line. */
+static void dc_lost_msg(struct drain_conn *dc)
+{
+	struct drain_job *j = dc->job;
+	char qid[QID_MAX], to[DRAIN_ADDR_TEXT], times[DRAIN_TIMES_MAX];
+	int sent = dc->state == DRAIN_CONN_SENDING || dc->state == DRAIN_CONN_WAIT_DURABLE;
+
+	qid_format(dc->msgid, qid);
+	job_why(j, "lost connection with %s while sending the message", j->relay);
+	j->deferred += dc->nrcpt;
+	if (!sent) {
+		log_info("%s: relay=%s, status=deferred (connection lost mid-transaction)",
+			 qid, j->relay);
+		return;
+	}
+	/* The recipients' addresses point into the record read for it. */
+	dc_delays(dc, now_wall_us(), times, sizeof(times));
+	for (uint32_t i = 0; i < dc->nrcpt; i++) {
+		log_printable(to, sizeof(to), dc->raddr[i], dc->rlen[i]);
+		log_info("%s: to=<%s>, relay=%s, %s, dsn=4.4.2, status=deferred (%s)", qid, to,
+			 j->relay, times, j->why);
+	}
+}
+
+/* A connection that ended early: its job's last temporary failure is the
+ * server's last word (a 421) when it had one, else what ended it. */
+static void dc_why_end(struct drain_conn *dc)
+{
+	struct drain_job *j = dc->job;
+	const struct smtp_client_result *r = smtp_client_close_reason(dc->cl);
+	char text[DRAIN_ADDR_TEXT];
+
+	if (r && !r->local) {
+		log_printable(text, sizeof(text), r->text, r->text_len);
+		job_why(j, "%d %s %s", r->code, r->enh, text);
+	} else if (r) {
+		log_printable(text, sizeof(text), r->text, r->text_len);
+		job_why(j, "%s (%s)", text, j->relay);
+	} else if (dc->end_why && !strcmp(dc->end_why, "connection lost")) {
+		job_why(j, "lost connection with %s", j->relay);
+	} else {
+		job_why(j, "%s (%s)", dc->end_why ? dc->end_why : "connection closed", j->relay);
+	}
 }
 
 static void dc_close(void *arg, struct conn *c, void *st)
@@ -1219,22 +1472,19 @@ static void dc_close(void *arg, struct conn *c, void *st)
 
 	(void)arg;
 	(void)c;
-	if (dc->msgid && !dc->spool_pending && !smtp_client_closed(dc->cl)) {
-		/* Gone mid-message without a verdict: nothing is marked done,
-		 * so it stays queued. */
-		char qid[QID_MAX];
-		qid_format(dc->msgid, qid);
-		log_info("%s: relay=%s, status=deferred (connection lost mid-transaction)",
-			 qid, j->relay);
-		j->deferred += dc->nrcpt;
-	}
-	if (dc->state == DRAIN_CONN_WAIT_SLOT)
-		wait_remove(j->env, dc);
 	if (dc->state != DRAIN_CONN_CLOSING) {
 		/* Not closed by us: the loop saw the peer go (or shut down). */
 		dc->early = dc->state != DRAIN_CONN_QUITTING;
 		dc->end_why = dc->early ? "connection lost" : dc->end_why;
 	}
+	if (dc->early && !dc->tls_fallback)
+		dc_why_end(dc);
+	if (dc->msgid && !dc->spool_pending && !smtp_client_closed(dc->cl))
+		dc_lost_msg(dc); /* its why says more than dc_why_end()'s */
+	if (dc->state == DRAIN_CONN_WAIT_SLOT)
+		wait_remove(j->env, dc);
+	if (dc->state == DRAIN_CONN_IDLE)
+		list_unlink(&dc->dest->idle, &dc->idle_node);
 	dc_log_end(dc);
 	dc->c = NULL;
 	drain_conn_enter(dc, DRAIN_CONN_CLOSED, "socket gone");
@@ -1285,6 +1535,7 @@ static int dc_open(struct drain_job *j)
 	dc->dest = j->dest;
 	dc->dur.dc = dc;
 	dc->state = DRAIN_CONN_CONNECTING;
+	dc->open_us = now_wall_us();
 	buf_init(&dc->rec, 0);
 	buf_init(&dc->dsn, 0);
 	/* The connection's state is its cookie until connected() returns it. */
@@ -1319,6 +1570,9 @@ int drain_conn_job_start(struct drain_job *j)
 		return -ENOMEM;
 	j->dest = ds;
 	list_append(&ds->jobs, &j->dest_node);
+	/* Lingering connections first: no connect, no greeting, no EHLO. */
+	while (j->conns < env->job_conns && job_wants(j) && dest_idle_take(ds, j))
+		;
 	while (ds->conns < env->dest_limit && job_wants(j)) {
 		rc = dc_open(j);
 		if (rc)
@@ -1333,8 +1587,8 @@ int drain_conn_job_start(struct drain_job *j)
 		log_warn("drain %.*s: cannot open more connections to %s: %s", (int)j->len,
 			 j->dom, j->relay, strerror(-rc));
 	if (j->conns == 0)
-		log_info("drain %.*s (shard %u): waits for a connection to %s (%u open, limit %u)",
-			 (int)j->len, j->dom, env->index, j->relay, ds->conns, env->dest_limit);
+		log_info("%s %.*s (shard %u): waits for a connection to %s (%u open, limit %u)",
+			 job_kind(j), (int)j->len, j->dom, env->index, j->relay, ds->conns, env->dest_limit);
 	return 0;
 }
 
@@ -1363,6 +1617,7 @@ static struct drain_conn *dc_atrn_new(struct drain_job *j, struct drain_dest *ds
 	dc->dur.dc = dc;
 	dc->atrn = j->atrn;
 	dc->state = DRAIN_CONN_CONNECTING;
+	dc->open_us = now_wall_us();
 	buf_init(&dc->rec, 0);
 	buf_init(&dc->dsn, 0);
 	return dc;

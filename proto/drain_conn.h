@@ -11,7 +11,10 @@
  * serves one job at a time: when its job has nothing left to try it takes
  * the next job for the same destination that wants a connection (domains
  * share connections). Each thread keeps at most env->dest_limit connections
- * per destination; a job that finds them all busy waits for one. A
+ * per destination; a job that finds them all busy waits for one. An
+ * outbound job's connection with nothing left and no job waiting lingers
+ * IDLE for env->linger_ms (Postfix's connection cache): the next job to
+ * the destination takes it without a new connect, greeting or EHLO. A
  * connection that ended early (421, lost, timed out, no greeting) while its
  * job had untried mail is replaced, at most env->reconnects times per job.
  * TLS (RFC 3207, Postfix's smtp_tls_security_level): the job's domain says
@@ -24,6 +27,17 @@
  * Crash bound: the final dot of a message is not sent while done_window
  * delivered messages of the connection still have DONEs in flight, so a
  * kill -9 makes at most done_window messages per connection go out twice.
+ *
+ * Each recipient's verdict is logged on one Postfix-shaped line:
+ *   QID: to=<rcpt>, relay=host[addr]:port, delay=D, delays=a/b/c/d,
+ *   dsn=X.Y.Z, status=sent|deferred|bounced (reply)[, tls=version:cipher]
+ * delay: since the message arrived; a: arrival to the job's start; b: the
+ * job's start until the message went to the SMTP client on its connection
+ * (waiting for a connection and for the spool read), less c; c: that
+ * connection's setup (connect, greeting, EHLO, STARTTLS), counted for its
+ * first message only (0 on a reused connection); d: MAIL FROM to the final
+ * reply. dsn is the reply's enhanced code (RFC 3463), else its class's
+ * X.0.0. A job keeps its last temporary failure in why[].
  */
 #ifndef ETRND_PROTO_DRAIN_CONN_H
 #define ETRND_PROTO_DRAIN_CONN_H
@@ -61,6 +75,9 @@
  *              WAIT_DURABLE --the oldest durable--> SENDING (dot sent)
  *   (next)     --job done, DONEs in flight, another job waits--> WAIT_SWITCH
  *              --all durable--> (next) with that job
+ *   (next)     --an outbound job done, none waits, its DONEs durable-->
+ *              IDLE --a new job for the destination--> READING or
+ *              WAIT_SLOT with it; IDLE --env->linger_ms--> QUITTING
  *   SENDING    --EV_MSG_DONE--> COMMITTING (a bounce to record), or (next)
  *   COMMITTING --bounce recorded--> (next)
  *   QUITTING, and any state with a socket --EV_CLOSE, time-out, shutdown,
@@ -94,6 +111,10 @@ enum drain_conn_state {
 	DRAIN_CONN_WAIT_SWITCH,    /* idle, its job done; moves to another job
 	                              once its DONEs are durable */
 	DRAIN_CONN_COMMITTING,     /* its bounce (DSN + DONEs) being written */
+	DRAIN_CONN_IDLE,           /* an outbound job's connection with no job:
+	                              kept env->linger_ms for the next job to
+	                              its destination (Postfix's connection
+	                              cache), then QUIT */
 	DRAIN_CONN_QUITTING,       /* QUIT sent; waiting for 221 or EOF */
 	DRAIN_CONN_HANDING,        /* ATRN: conn_detach() called, the
 	                              connection goes on to the next shard */
@@ -101,6 +122,10 @@ enum drain_conn_state {
 	DRAIN_CONN_CLOSED,         /* socket gone (or never made) */
 	DRAIN_CONN_NSTATES
 };
+
+/* A job's last temporary failure text (drain_job.why); drain.h's
+ * DRAIN_WHY_MAX is the same. */
+#define DRAIN_JOB_WHY_MAX 512
 
 struct drain_conn;
 struct drain_job;
@@ -112,7 +137,8 @@ struct drain_atrn;                 /* an ATRN session (proto/drain_atrn.h) */
  * What the connections of one engine thread share; owned by that thread's
  * struct drain and only touched on its thread. job_idle is called when a
  * job's last connection has been freed and its last DONE is durable: the
- * job may be freed then.
+ * job may be freed then, and another job may be started from it
+ * (drain_conn_job_start()).
  */
 struct drain_conn_env {
 	struct loop *loop;
@@ -131,6 +157,9 @@ struct drain_conn_env {
 	unsigned reconnects;           /* drain_reconnect_attempts, per job */
 	unsigned greeting_ms;          /* drain_greeting_timeout */
 	unsigned done_window;          /* drain_done_window: >= 1 */
+	unsigned linger_ms;            /* an outbound job's connection waits
+	                                  this long (IDLE) for the next job to
+	                                  its destination; 0: QUIT at once */
 	struct tls_ctx *tls;           /* client context (core/tls.h); NULL:
 	                                  STARTTLS never tried (may goes in the
 	                                  clear, must/verify stay held) */
@@ -169,6 +198,18 @@ struct drain_job {
 	uint64_t sent, deferred, bounced;
 	struct drain_atrn *atrn;       /* the ATRN session it is part of, or
 	                                  NULL (ETRN, flush) */
+	int outbound;                  /* a scheduler's job (drain_outbound()):
+	                                  a connect that fails gives up at once
+	                                  (the scheduler tries the next address);
+	                                  its connections linger (IDLE) */
+	int placeholder;               /* a destination's stand-in job of its
+	                                  IDLE connections: never started, never
+	                                  ended */
+	/* The last temporary failure, for the scheduler and its log lines:
+	 * a 4xx reply ("451 4.3.0 text"), a failed connect ("connect to
+	 * host[addr]:port: Connection refused"), a lost connection or a 421;
+	 * "" = none. */
+	char why[DRAIN_JOB_WHY_MAX];
 };
 
 /*
@@ -206,6 +247,15 @@ int drain_conn_job_start(struct drain_job *j);
 struct conn_parcel;
 int drain_conn_atrn_start(struct drain_job **jobs, size_t n, struct conn_parcel *parcel,
 		int first, int last, const struct smtp_client_session *ss);
+
+/*
+ * A duration as Postfix writes delay= and delays= (its log_adhoc.c): whole
+ * seconds from 10 s up, one decimal from 1 s, two below, trailing zeros
+ * dropped ("12", "1.5", "0.25", "0.1", "0"). Into out (size n, >= 24);
+ * returns out.
+ */
+#define DRAIN_CONN_SECS_MAX 24
+char *drain_conn_fmt_secs(char *out, size_t n, uint64_t us);
 
 /* Free what is left of env's destinations (after the loop stopped). */
 void drain_conn_env_fini(struct drain_conn_env *env);

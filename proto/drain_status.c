@@ -17,6 +17,7 @@
 #include "core/rendezvous.h"
 #include "proto/drain.h"
 #include "proto/drain_resolve.h"
+#include "proto/sched.h"
 
 struct status_dom {
 	char dom[DRAIN_DOMAIN_MAX];
@@ -30,7 +31,15 @@ struct status_req {
 	size_t *ndoms;
 	struct drain_status_held **held; /* per thread: TLS hold reasons */
 	size_t *nheld;
+	struct status_defer *defer;    /* per thread: its scheduler's queue */
 	unsigned n;
+};
+
+/* One thread's deferred queue (drain_deferred_copy()), with its clock. */
+struct status_defer {
+	struct sched_status_dest *v;
+	size_t n;
+	uint64_t now_us;
 };
 
 struct status_job {
@@ -47,7 +56,9 @@ static void status_put(struct status_req *rq)
 	for (unsigned i = 0; i < rq->n; i++) {
 		free(rq->doms[i]);
 		free(rq->held[i]);
+		free(rq->defer[i].v);
 	}
+	free(rq->defer);
 	free(rq->doms);
 	free(rq->ndoms);
 	free(rq->held);
@@ -65,12 +76,14 @@ static struct status_req *status_req_new(unsigned n)
 	    !(rq->doms = calloc(n, sizeof(*rq->doms))) ||
 	    !(rq->ndoms = calloc(n, sizeof(*rq->ndoms))) ||
 	    !(rq->held = calloc(n, sizeof(*rq->held))) ||
-	    !(rq->nheld = calloc(n, sizeof(*rq->nheld)))) {
+	    !(rq->nheld = calloc(n, sizeof(*rq->nheld))) ||
+	    !(rq->defer = calloc(n, sizeof(*rq->defer)))) {
 		if (rq) {
 			free(rq->tot);
 			free(rq->doms);
 			free(rq->ndoms);
 			free(rq->held);
+			free(rq->nheld);
 			free(rq);
 		}
 		return NULL;
@@ -78,6 +91,25 @@ static struct status_req *status_req_new(unsigned n)
 	rendezvous_init(&rq->rv);
 	rq->n = n;
 	return rq;
+}
+
+/* On an engine thread: its scheduler's deferred queue (none without a
+ * drainer or a scheduler; at most DRAIN_STATUS_DOMAINS_MAX of it). */
+static void status_defer_take(struct drain *d, struct status_defer *out)
+{
+	size_t n;
+
+	memset(out, 0, sizeof(*out));
+	if (!d)
+		return;
+	n = drain_deferred_copy(d, NULL, 0, &out->now_us);
+	if (n > DRAIN_STATUS_DOMAINS_MAX)
+		n = DRAIN_STATUS_DOMAINS_MAX;
+	if (!n || !(out->v = calloc(n, sizeof(*out->v))))
+		return;
+	out->n = drain_deferred_copy(d, out->v, n, &out->now_us);
+	if (out->n > n)
+		out->n = n;
 }
 
 /* On an engine thread: this shard's totals and queues. */
@@ -90,12 +122,14 @@ static void status_job_run(void *arg)
 	struct spool_index_totals t;
 	struct status_dom *v;
 	struct drain_status_held *held = NULL;
+	struct status_defer defer;
 	size_t cursor = 0, n = 0, nheld = sj->drain ? drain_held_copy(sj->drain, NULL, 0) : 0;
 
 	if (nheld && (held = calloc(nheld, sizeof(*held))))
 		nheld = drain_held_copy(sj->drain, held, nheld);
 	else
 		nheld = 0;
+	status_defer_take(sj->drain, &defer);
 	spool_index_totals(idx, &t);
 	v = calloc(t.domains < DRAIN_STATUS_DOMAINS_MAX ? t.domains + 1 : DRAIN_STATUS_DOMAINS_MAX,
 		   sizeof(*v));
@@ -117,6 +151,7 @@ static void status_job_run(void *arg)
 	rq->ndoms[sj->i] = n;
 	rq->held[sj->i] = held;
 	rq->nheld[sj->i] = nheld;
+	rq->defer[sj->i] = defer;
 	rendezvous_end_locked(&rq->rv);
 	pthread_mutex_unlock(&rq->rv.mu);
 	free(sj);
@@ -288,13 +323,100 @@ static void status_domains(struct status_dom *all, size_t k, const struct status
 	}
 }
 
+/* With rq->rv.mu held: every answered thread's deferred rows in one array
+ * (*all; NULL when none or out of memory), their times made relative to
+ * their thread's clock: oldest_us the age, next_us the wait (0: due now or
+ * in flight). */
+static size_t status_defer_merge(struct status_req *rq, struct sched_status_dest **all)
+{
+	size_t total = 0, k = 0;
+
+	for (unsigned i = 0; i < rq->n; i++)
+		total += rq->defer[i].n;
+	*all = total ? calloc(total, sizeof(**all)) : NULL;
+	for (unsigned i = 0; *all && i < rq->n; i++) {
+		uint64_t now = rq->defer[i].now_us;
+
+		for (size_t j = 0; j < rq->defer[i].n; j++) {
+			struct sched_status_dest *e = &(*all)[k++];
+
+			*e = rq->defer[i].v[j];
+			e->oldest_us = now > e->oldest_us ? now - e->oldest_us : 0;
+			e->next_us = e->next_us > now ? e->next_us - now : 0;
+		}
+	}
+	return *all ? k : 0;
+}
+
+static int status_defer_cmp(const void *a, const void *b)
+{
+	const struct sched_status_dest *x = a, *y = b;
+
+	return strcmp(x->dom, y->dom);
+}
+
+/* One line (or JSON object, comma first unless first) of a deferred domain. */
+static void status_defer_line(const struct sched_status_dest *e, int first, int json,
+			      struct buf *out)
+{
+	if (json) {
+		(void)buf_puts(out, first ? "{\"domain\":" : ",{\"domain\":");
+		drain_status_json_str(out, e->dom, strlen(e->dom));
+		(void)buf_printf(out, ",\"messages\":%" PRIu64 ",\"oldest\":%" PRIu64
+				 ",\"next_attempt\":%" PRIu64 ",\"deferrals\":%" PRIu64
+				 ",\"relay\":", e->msgs, e->oldest_us / 1000000u,
+				 e->next_us / 1000000u, e->deferrals);
+		drain_status_json_str(out, e->relay, strlen(e->relay));
+		(void)buf_puts(out, ",\"last_error\":");
+		drain_status_json_str(out, e->why, strlen(e->why));
+		(void)buf_puts(out, "}");
+		return;
+	}
+	(void)buf_printf(out, "deferred %s: messages %" PRIu64 ", oldest %" PRIu64 " s, ", e->dom,
+			 e->msgs, e->oldest_us / 1000000u);
+	if (e->next_us)
+		(void)buf_printf(out, "next attempt in %" PRIu64 " s", e->next_us / 1000000u);
+	else
+		(void)buf_puts(out, "next attempt now");
+	(void)buf_printf(out, ", deferrals %" PRIu64 ", relay %s, last error: %s\n", e->deferrals,
+			 e->relay[0] ? e->relay : "none", e->why[0] ? e->why : "none");
+}
+
+/* The deferred queue node-wide, one line (or JSON object) per domain: its
+ * threads' messages and deferrals added, the oldest and the soonest next
+ * attempt, the first relay and error found. all is sorted here. */
+static void status_deferred(struct sched_status_dest *all, size_t k, int json, struct buf *out)
+{
+	qsort(all, k, sizeof(*all), status_defer_cmp);
+	for (size_t i = 0; i < k;) {
+		struct sched_status_dest e = all[i];
+		size_t j = i + 1;
+
+		for (; j < k && !strcmp(all[j].dom, e.dom); j++) {
+			e.msgs += all[j].msgs;
+			e.deferrals += all[j].deferrals;
+			if (all[j].oldest_us > e.oldest_us)
+				e.oldest_us = all[j].oldest_us;
+			if (all[j].next_us < e.next_us)
+				e.next_us = all[j].next_us;
+			if (!e.relay[0])
+				memcpy(e.relay, all[j].relay, sizeof(e.relay));
+			if (!e.why[0])
+				memcpy(e.why, all[j].why, sizeof(e.why));
+		}
+		status_defer_line(&e, i == 0, json, out);
+		i = j;
+	}
+}
+
 static void status_collect(const struct drain_status_shard *shards, unsigned n,
 			   struct drain_atrn_reg *atrn, int json, struct buf *out)
 {
 	struct status_req *rq = status_req_new(n);
 	struct status_dom *all = NULL;
+	struct sched_status_dest *defer = NULL;
 	struct status_held held;
-	size_t nall = 0;
+	size_t nall = 0, ndefer;
 	int timed_out;
 
 	if (!rq) {
@@ -307,6 +429,7 @@ static void status_collect(const struct drain_status_shard *shards, unsigned n,
 		(void)buf_puts(out, "{\"shards\":[");
 	status_shards(rq, out, json, &all, &nall);
 	status_held_merge(rq, &held);
+	ndefer = status_defer_merge(rq, &defer);
 	pthread_mutex_unlock(&rq->rv.mu);
 	status_put(rq);
 	if (json)
@@ -316,6 +439,12 @@ static void status_collect(const struct drain_status_shard *shards, unsigned n,
 		free(all);
 	}
 	free(held.v);
+	if (json)
+		(void)buf_puts(out, "],\"deferred\":[");
+	if (defer) {
+		status_deferred(defer, ndefer, json, out);
+		free(defer);
+	}
 	if (json)
 		(void)buf_puts(out, "],\"atrn\":");
 	if (json && !atrn)

@@ -6,6 +6,7 @@
  * merges them into one report: a line per shard, a line per domain (text),
  * or one JSON object (etrnctl status --json). A domain whose last drain
  * could not meet its TLS policy says why ("held: TLS is required, ...").
+ * The outbound scheduler's deferred queue follows the domains.
  */
 #ifndef ETRND_PROTO_DRAIN_STATUS_H
 #define ETRND_PROTO_DRAIN_STATUS_H
@@ -52,7 +53,17 @@ void drain_status_collect(const struct drain_status_shard *shards, unsigned n,
  *     "domains":N,"segments":N,"bytes":N,"live_bytes":N,"delivered":N,
  *     "bounced":N,"expired":N},...],
  *    "domains":[{"domain":"x.test","messages":N,"recipients":N,"bytes":N,
- *     "oldest_s":N[,"held":"why"]},...], "atrn":[...], "complete":true}
+ *     "oldest_s":N[,"held":"why"]},...],
+ *    "deferred":[{"domain":"x.test","messages":N,"oldest":S,
+ *     "next_attempt":S,"deferrals":N,"relay":"host[addr]:port",
+ *     "last_error":"451 4.3.0 ..."},...], "atrn":[...], "complete":true}
+ * "deferred" is the outbound scheduler's queue (proto/sched.h), per domain
+ * over all threads: oldest is the oldest message's age and next_attempt
+ * the wait until the soonest next attempt (0: due now or in flight), in
+ * seconds of the scheduler's clock; relay and last_error "" when none.
+ * The text report has a line per such domain: "deferred x.test: messages
+ * N, oldest S s, next attempt in S s|now, deferrals N, relay R, last
+ * error: E".
  * A shard that did not answer is {"shard":i,"answered":false}; complete is
  * false when any timed out. Blocks like drain_status_collect(). */
 void drain_status_collect_json(const struct drain_status_shard *shards, unsigned n,

@@ -27,6 +27,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/now.h"
 #include "proto/bounce.h"
 #include "proto/dsn.h"
 #include "proto/qid.h"
@@ -82,8 +83,10 @@ static uint64_t now_us(const struct expire *x)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
+	/* now_step_us(): the test clock's step (core/now.h), as the
+	 * scheduler's clock has it. */
 	return (uint64_t)((int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000 +
-			  x->conf.clock_offset_us);
+			  x->conf.clock_offset_us) + now_step_us();
 }
 
 static void expire_tick(void *arg);

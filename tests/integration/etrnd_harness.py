@@ -28,9 +28,23 @@ the customer's side is odmr_client.py);
 client_tls() is the matching client context (verifies chain and name);
 add_user() provisions a user with `etrnctl user add NAME --domain D
 --password-stdin`.
+
+Outbound delivery (issue 13): etrnctl() runs etrnctl against a Redis URL or
+a config; route_add()/route_del() manage etrnd:route:<domain> with `etrnctl
+route add|del`; Etrnd(control_socket="auto") gives the daemon a control
+socket in its dir, and with test_clock="yes" e.clock_step(SECONDS) moves its
+clock forward (`etrnctl clock step`); e.wait_log() polls stderr for a
+pattern; SmtpSink is Postfix's smtp-sink on a free port dumping every
+message it takes into a directory (-d), or answering 4xx/5xx to chosen
+commands (-r/-f), restartable on the same port; sink.messages() parses the
+dumps (envelope and email.message); log_field_re() is the regular
+expression of one Postfix-shaped delivery log line.
 """
 
 import base64
+import email
+import email.policy
+import glob
 import json
 import os
 import re
@@ -56,7 +70,13 @@ OPENSSL_WAIT_S = 120.0
 # Config keys whose value "auto" means: a free loopback port, chosen at start
 # (odmr_*: the On-Demand Mail Relay listeners of RFC 2645, issue 12).
 AUTO_LISTEN_KEYS = ("listen_tls", "listen_trusted", "odmr_listen",
-                    "odmr_listen_trusted")
+                    "odmr_listen_trusted", "submission_listen")
+# How long a test waits for a log line or a delivery by default (a loaded
+# 2-core machine: sanitizer builds, other engineers' tests beside it).
+LOG_WAIT_S = 30.0
+SINK_START_S = 10.0
+SINK_STOP_S = 10.0
+ETRNCTL_WAIT_S = 120.0
 
 
 def env_path(name):
@@ -116,6 +136,170 @@ def add_user(redis_url, name, password, domain=None):
         raise AssertionError("%s exited %d: %s" % (
             " ".join(argv), p.returncode, p.stderr.decode("utf-8", "replace")))
     return p.stdout.decode()
+
+
+def etrnctl(redis_url, *args, conf=None, stdin=None, timeout=ETRNCTL_WAIT_S):
+    """Run etrnctl with --redis redis_url (or -c conf when redis_url is
+    None); returns (exit status, stdout, stderr) as str."""
+    argv = [env_path("ETRNCTL")]
+    argv += ["-c", conf] if redis_url is None else ["--redis", redis_url]
+    p = subprocess.run(argv + [str(a) for a in args], input=stdin,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=timeout)
+    return (p.returncode, p.stdout.decode("utf-8", "replace"),
+            p.stderr.decode("utf-8", "replace"))
+
+
+def etrnctl_ok(redis_url, *args, conf=None):
+    """etrnctl that must succeed: its stdout."""
+    rc, out, err = etrnctl(redis_url, *args, conf=conf)
+    if rc != 0:
+        raise AssertionError("etrnctl %s exited %d: %s%s" % (
+            " ".join(str(a) for a in args), rc, out, err))
+    return out
+
+
+def route_add(redis_url, domain, dest):
+    """etrnd:route:<domain> = dest (`etrnctl route add DOMAIN DEST`, which
+    publishes the change: a running etrnd follows it live)."""
+    return etrnctl_ok(redis_url, "route", "add", domain, dest)
+
+
+def route_del(redis_url, domain):
+    return etrnctl_ok(redis_url, "route", "del", domain)
+
+
+def log_field_re(rcpt, status, relay=None, qid=QID_RE, rcpt_re=None):
+    """A Postfix-shaped delivery line of etrnd (issue 13):
+    'QID: to=<rcpt>, relay=host[ip]:port, delay=D, delays=a/b/c/d, dsn=X.Y.Z,
+    status=STATUS (reply)'. relay None: any relay; rcpt_re: a regular
+    expression for the address instead of rcpt. The groups: qid, relay,
+    dsn, the text in parentheses."""
+    rel = r"[^,]*" if relay is None else re.escape(relay)
+    to = rcpt_re if rcpt_re is not None else re.escape(rcpt)
+    return (r"(%s): to=<%s>, relay=(%s), delay=[0-9.]+, "
+            r"delays=[0-9.]+/[0-9.]+/[0-9.]+/[0-9.]+, dsn=([245]\.\d+\.\d+), "
+            r"status=%s \((.*)\)$" % (qid, to, rel, status))
+
+
+class SmtpSink:
+    """Postfix's smtp-sink (a real SMTP server we did not write) on a free
+    loopback port, started and stopped by PID. It dumps every message it
+    accepts into its own directory (-d, one file each, with X-Mail-Args and
+    X-Rcpt-Args headers of the envelope in front); extra options make it
+    misbehave: ("-r", "RCPT") 4xx to every RCPT (with ("-b", REPLY) the
+    reply), ("-f", "RCPT") 5xx (("-B", REPLY)), ("-w", "2") wait before
+    answering DATA. stop() and start() again keep the port, so a test can
+    swap a failing server for a working one at the same address."""
+
+    def __init__(self, port=None, options=()):
+        self.port = port or free_port()
+        self.options = list(options)
+        # The sink drops root for nobody (-u): its directory must be
+        # reachable and writable by nobody.
+        self.dir = tempfile.mkdtemp(prefix="etrnd-sink-")
+        os.chmod(self.dir, 0o755)
+        self.dump = os.path.join(self.dir, "dump")
+        os.mkdir(self.dump)
+        os.chmod(self.dump, 0o777)
+        self.log_path = os.path.join(self.dir, "sink.log")
+        self.proc = None
+        self.starts = 0
+
+    def addr(self):
+        return "%s:%d" % (HOST, self.port)
+
+    def route(self):
+        """The route (or relayhost) that names this sink: no MX look-up."""
+        return "[%s]:%d" % (HOST, self.port)
+
+    def start(self, options=None):
+        if options is not None:
+            self.options = list(options)
+        argv = ["/usr/sbin/smtp-sink"]
+        if os.getuid() == 0:
+            argv += ["-u", "nobody"]
+        self.starts += 1
+        argv += ["-d", os.path.join(self.dump, "%%Y%%m%%d%%H%%M%%S.%d." % self.starts)]
+        argv += self.options + ["%s:%d" % (HOST, self.port), "128"]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                     stdout=log, stderr=log)
+        log.close()
+        deadline = time.monotonic() + SINK_START_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                with socket.create_connection((HOST, self.port), timeout=1) as c:
+                    c.recv(512)           # its banner
+                return self
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        with open(self.log_path, "rb") as f:
+            raise AssertionError("smtp-sink did not listen on %s: %s" % (
+                self.addr(), f.read().decode("utf-8", "replace")))
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=SINK_STOP_S)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=SINK_STOP_S)
+        self.proc = None
+
+    def cleanup(self):
+        self.stop()
+        if os.environ.get("ETRND_KEEP_TMP"):
+            sys.stderr.write("kept %s\n" % self.dir)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def files(self):
+        return sorted(glob.glob(os.path.join(self.dump, "*")))
+
+    def count(self):
+        return len(self.files())
+
+    def messages(self):
+        """Every dumped message: dicts with "sender" (the MAIL FROM path
+        without <>), "rcpts" (RCPT TO paths) and "msg" (email.message of
+        what the client sent after DATA, smtp-sink's own headers removed)."""
+        out = []
+        for path in self.files():
+            with open(path, "rb") as f:
+                raw = f.read()
+            head, sep, rest = raw.partition(b"\nReceived: from ")
+            if not sep:
+                raise AssertionError("%s: no smtp-sink Received: header" % path)
+            env = email.message_from_bytes(head + b"\n\n")
+            # smtp-sink's Received: is three lines (from, by, date).
+            rest = rest.split(b"\n", 3)[3]
+            args = env.get("X-Mail-Args", "")
+            m = re.match(r"<([^>]*)>", args)
+            out.append({
+                "path": path,
+                "sender": m.group(1) if m else args,
+                "rcpts": [re.match(r"<([^>]*)>", a).group(1)
+                          for a in env.get_all("X-Rcpt-Args", [])],
+                "msg": email.message_from_bytes(rest, policy=email.policy.compat32),
+                "raw": rest,
+            })
+        return out
+
+    def wait_count(self, n, within=LOG_WAIT_S):
+        """Until at least n messages are dumped; False when time ran out.
+        A dump is written while its DATA arrives: read messages() once the
+        sender logged its delivery (e.wait_log)."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.count() >= n:
+                return True
+            time.sleep(0.05)
+        return self.count() >= n
 
 
 def spool_json(spool_dir, tool=None):
@@ -261,6 +445,12 @@ class Etrnd:
             "sync": "batch",
             "log_level": "info",
             "shutdown_timeout": "10s",
+            # Issue 13: what etrnd does not hold it delivers (DSNs to their
+            # senders, relayed mail), looking up MX records for domains
+            # without a route. Tests stay on loopback: the resolver asks a
+            # loopback port where nothing answers, so a look-up fails as
+            # temporary and the mail waits, never leaving the machine.
+            "dns_servers": "%s:%d" % (HOST, free_port()),
         }
         if tls:
             self.cert, self.key = make_cert(self.dir)
@@ -288,6 +478,8 @@ class Etrnd:
                 if k in AUTO_LISTEN_KEYS and v == "auto":
                     self.ports[k] = free_port()
                     v = "%s:%d" % (HOST, self.ports[k])
+                if k == "control_socket" and v == "auto":
+                    v = self.ctl_path()
                 f.write("%s = %s\n" % (k, v))
 
     def stderr_text(self):
@@ -412,6 +604,50 @@ class Etrnd:
 
     def connect(self, timeout=10):
         return socket.create_connection((HOST, self.port), timeout=timeout)
+
+    def ctl_path(self):
+        """The control socket of control_socket = auto (in our dir)."""
+        return os.path.join(self.dir, "ctl.sock")
+
+    def etrnctl(self, *args):
+        """etrnctl -c our config (so it reaches our control socket and our
+        Redis): (exit status, stdout, stderr)."""
+        return etrnctl(None, *args, conf=self.conf_path)
+
+    def clock_step(self, seconds):
+        """Move the daemon's clock forward (config test_clock = yes):
+        `etrnctl clock step SECONDS`. Back-off and expiry see the time
+        later by that much; nothing sleeps."""
+        rc, out, err = self.etrnctl("clock", "step", str(int(seconds)))
+        if rc != 0:
+            raise AssertionError("etrnctl clock step %s exited %d: %s%s"
+                                 % (seconds, rc, out, err))
+        return out
+
+    def wait_log(self, pattern, count=1, within=LOG_WAIT_S, since=0):
+        """Until stderr (from offset since) has count matches of the
+        regular expression pattern (re.M); returns the matches. Raises
+        with the log's tail when time runs out."""
+        rx = re.compile(pattern, re.M)
+        deadline = time.monotonic() + within
+        while True:
+            found = rx.findall(self.stderr_text()[since:])
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError("log never showed %d x %r within %.0fs "
+                                     "(%d seen); log tail:\n%s" % (
+                                         count, pattern, within, len(found),
+                                         self.stderr_text()[-4000:]))
+            if not self.alive():
+                raise AssertionError("etrnd exited (%r) while waiting for %r:"
+                                     "\n%s" % (self.proc.returncode, pattern,
+                                               self.stderr_text()[-4000:]))
+            time.sleep(0.05)
+
+    def log_mark(self):
+        """The log's length now: wait_log(since=...) looks only after it."""
+        return len(self.stderr_text())
 
 
 class Reader:

@@ -172,8 +172,9 @@ class DrainTlsTest(unittest.TestCase):
         # the test CA here).
         self.assertEqual(m.group(1), "Untrusted")
         self.assertEqual((m.group(2), m.group(3)), seen[0])
-        sent = re.findall(r"to=<[^>]*>, relay=\S+, tls=(TLSv1\.[23]):(\S+), delay=\d+, "
-                          r"status=sent \(250 ", log)
+        sent = re.findall(r"to=<[^>]*>, relay=\S+, delay=[\d.]+, delays=[\d./]+, "
+                          r"dsn=2\.\d+\.\d+, status=sent \(250 [^\n]*\), "
+                          r"tls=(TLSv1\.[23]):(\S+)$", log, re.M)
         self.assertEqual(len(sent), N_MSGS, log[-3000:])
         self.assertEqual(sent[0], seen[0])
         self.assertNotIn("held:", self.status(e))

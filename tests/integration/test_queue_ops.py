@@ -159,8 +159,9 @@ class QueueOpsTest(unittest.TestCase):
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
         self.assertEqual(p.returncode, 0, p.stderr)
         st = json.loads(out)
-        self.assertEqual(set(st), {"shards", "domains", "atrn", "complete"})
+        self.assertEqual(set(st), {"shards", "domains", "deferred", "atrn", "complete"})
         self.assertEqual(st["atrn"], [])  # no ATRN session in progress
+        self.assertIsInstance(st["deferred"], list)  # the scheduler's queue
         self.assertTrue(st["complete"])
         self.assertEqual(len(st["shards"]), 2)
         for s in st["shards"]:

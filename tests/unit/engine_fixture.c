@@ -119,11 +119,19 @@ static void *ef_main(void *arg)
 		snprintf(f->err, sizeof(f->err), "drain_new: %s", strerror(errno));
 		goto fail;
 	}
+	if (f->with_sched) {
+		f->sched = sched_new(&f->cfg, f->dt, f->resolver, f->drain, f->loop, f->sh);
+		if (!f->sched) {
+			snprintf(f->err, sizeof(f->err), "sched_new: %s", strerror(errno));
+			goto fail;
+		}
+	}
 	ef_report(f, EF_READY);
 	(void)loop_run(f->loop);
 	epoch_unregister();
 	return NULL;
 fail:
+	f->sched = sched_free(f->sched);
 	f->drain = drain_free(f->drain);
 	f->sh = spool_shard_close(f->sh);
 	f->loop = loop_free(f->loop);
@@ -224,6 +232,7 @@ void engine_fixture_stop(struct engine_fixture *f)
 	 * answers what is pending (-ECANCELED) and is joined, then free. */
 	drain_hub_quiesce(f->hub);
 	f->resolver = resolver_free(f->resolver);
+	f->sched = sched_free(f->sched);
 	f->drain = drain_free(f->drain);
 	f->expire = expire_free(f->expire);
 	f->sh = spool_shard_close(f->sh);

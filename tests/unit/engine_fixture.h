@@ -19,6 +19,7 @@
 #include "core/loop.h"
 #include "proto/drain.h"
 #include "proto/expire.h"
+#include "proto/sched.h"
 #include "store/spool.h"
 
 #define ENGINE_FIXTURE_HOSTNAME "relay.test"   /* our EHLO and Reporting-MTA */
@@ -48,6 +49,11 @@ struct engine_fixture {
 	struct spool_shard *sh;
 	struct drain *drain;
 	struct expire *expire;         /* NULL until engine_fixture_expire_start */
+	/* Set with_sched between _init and _start: the thread's outbound
+	 * scheduler (proto/sched.h) is made after the drainer, before the
+	 * loop runs, as admin/engine.c does; sched is NULL otherwise. */
+	int with_sched;
+	struct sched *sched;
 	int running;
 	/* Inspection (engine_fixture_reopen): a shard opened by recovery on
 	 * the test thread, its loop never run. */

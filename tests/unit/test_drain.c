@@ -35,6 +35,8 @@
 #include "core/resolver.h"
 #include "core/tls.h"
 #include "proto/drain_atrn.h"
+#include "proto/drain_conn.h"
+#include "proto/qid.h"
 #include "proto/drain_status.h"
 #include "store/spool_index.h"
 #include "store/spool_rec.h"
@@ -402,14 +404,15 @@ static const char *const t_rcpt2[] = { "r4@cust.test" };
 #define T_ALL T_EHLO T_TX1 T_TX2 "QUIT\r\n"
 #define T_ALL_NULL T_EHLO "MAIL FROM:<>\r\n" T_RCPTS1 T_TX2 "QUIT\r\n"
 
-/* The domain table: cust.test goes to the scripted server and may be
- * released by 127.0.0.1; other.test exists but is not drained here. */
-static struct domtab *t_table_tls(const char *dest, enum domtab_tls tls)
+/* The domain table: cust.test (its tls and mode) goes to the scripted
+ * server and may be released by 127.0.0.1; other.test exists but is not
+ * drained here. */
+static struct domtab *t_table_mode(const char *dest, enum domtab_tls tls, enum domtab_mode mode)
 {
 	struct domtab_builder *b = domtab_builder_new();
 	struct cidr lo = { .family = AF_INET, .prefix = 32, .addr = { 127, 0, 0, 1 } };
 	struct domtab_row cust = { .name = "cust.test", .dest = dest, .etrn_from = &lo,
-				   .netrn_from = 1, .tls = tls };
+				   .netrn_from = 1, .tls = tls, .mode = mode };
 	struct domtab_row other = { .name = "other.test", .dest = "127.0.0.1:9" };
 	struct domtab *t;
 
@@ -420,6 +423,11 @@ static struct domtab *t_table_tls(const char *dest, enum domtab_tls tls)
 	domtab_builder_free(b);
 	cr_assert_not_null(t);
 	return t;
+}
+
+static struct domtab *t_table_tls(const char *dest, enum domtab_tls tls)
+{
+	return t_table_mode(dest, tls, DOMTAB_MODE_HOLD);
 }
 
 static struct domtab *t_table_dest(const char *dest)
@@ -2096,4 +2104,709 @@ Test(drain_atrn, two_shards_421_on_second_then_next_atrn, .timeout = T_TIMEOUT_S
 {
 	t_atrn_two_shards(0, 1);
 	t_atrn_two_shards(1, 1);
+}
+
+/* ---- issue 13: outbound jobs, busy entries, mode deliver, log lines -------- */
+
+#define T_OUT_WHY_451 "451 4.3.0 try again later"
+#define T_OUT_CONNECT "connect to 127.0.0.1[127.0.0.1]:"
+#define T_CAPTURE_MAX 65536
+#define T_DELAYS_SLACK 0.25          /* a+b+c+d against delay: rounding */
+
+/* One drain_outbound() call, made and reported on the engine thread. */
+struct t_out {
+	struct engine_fixture *f;
+	struct drain_out_req rq;
+	uint64_t msgs[2];
+	char relay[64];
+	int rc;
+	unsigned calls;              /* done() calls (must be one) */
+	struct drain_out_result res;
+};
+
+static void t_out_done(void *arg, const struct drain_out_result *res)
+{
+	struct t_out *t = arg;
+
+	t->res = *res;
+	t->calls++;
+}
+
+static void t_out_start(void *arg)
+{
+	struct t_out *t = arg;
+
+	t->rc = drain_outbound(t->f->drain, &t->rq, t_out_done, t);
+}
+
+static int t_out_over(struct engine_fixture *f, void *arg)
+{
+	struct t_out *t = arg;
+
+	(void)f;
+	return t->calls > 0;
+}
+
+/* A request for cust.test's msgs[0..n) to 127.0.0.1:port. */
+static void t_out_init(struct t_out *t, struct engine_fixture *f, unsigned port,
+		       const uint64_t *msgs, size_t n)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)&t->rq.dst;
+
+	memset(t, 0, sizeof(*t));
+	t->f = f;
+	memcpy(t->msgs, msgs, n * sizeof(*msgs));
+	snprintf(t->relay, sizeof(t->relay), "127.0.0.1[127.0.0.1]:%u", port);
+	sin->sin_family = AF_INET;
+	sin->sin_port = htons((unsigned short)port);
+	sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	t->rq.dstlen = sizeof(*sin);
+	t->rq.dom = "cust.test";
+	t->rq.len = strlen("cust.test");
+	t->rq.msgs = t->msgs;
+	t->rq.nmsgs = n;
+	t->rq.relay = t->relay;
+	t->rq.tls = DOMTAB_TLS_MAY;
+}
+
+/* Run t on the engine thread and wait for its done(); 0 or t->rc. */
+static int t_out_run(struct t_out *t)
+{
+	cr_assert_eq(engine_fixture_call(t->f, t_out_start, t, ENGINE_FIXTURE_WAIT_MS), 0);
+	if (t->rc)
+		return t->rc;
+	cr_assert_eq(engine_fixture_wait(t->f, t_out_over, t, ENGINE_FIXTURE_WAIT_MS), 0,
+		     "the outbound job did not end");
+	return 0;
+}
+
+/* Entries of cust.test marked busy, counted on the engine thread. */
+struct t_busy {
+	struct engine_fixture *f;
+	unsigned n;
+};
+
+static void t_busy_count(void *arg)
+{
+	struct t_busy *b = arg;
+	const struct spool_index_queue *q =
+		spool_index_queue(spool_shard_index(b->f->sh), "cust.test", 9);
+	struct spool_index_iter it;
+	struct spool_index_entry e;
+
+	b->n = 0;
+	if (!q)
+		return;
+	spool_index_queue_iter(q, &it);
+	while (spool_index_queue_next(&it, &e))
+		b->n += e.busy != 0;
+}
+
+static unsigned t_busy(struct engine_fixture *f)
+{
+	struct t_busy b = { .f = f };
+
+	cr_assert_eq(engine_fixture_call(f, t_busy_count, &b, ENGINE_FIXTURE_WAIT_MS), 0);
+	return b.n;
+}
+
+/* Mark (or clear) msgid's cust.test entry busy, on the engine thread. */
+struct t_mark {
+	struct engine_fixture *f;
+	uint64_t msgid;
+	int busy, rc;
+};
+
+static void t_mark_run(void *arg)
+{
+	struct t_mark *m = arg;
+
+	m->rc = spool_index_set_busy(spool_shard_index(m->f->sh), m->msgid, "cust.test", 9,
+				     m->busy);
+}
+
+static void t_mark(struct engine_fixture *f, uint64_t msgid, int busy)
+{
+	struct t_mark m = { .f = f, .msgid = msgid, .busy = busy };
+
+	cr_assert_eq(engine_fixture_call(f, t_mark_run, &m, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_assert_eq(m.rc, 0, "set_busy: %s", strerror(-m.rc));
+}
+
+/* stderr (where log lines go) into a temporary file while a case runs. */
+struct t_capture {
+	FILE *f;
+	int saved;
+	char text[T_CAPTURE_MAX];
+};
+
+static void t_capture_start(struct t_capture *c)
+{
+	c->f = tmpfile();
+	cr_assert_not_null(c->f);
+	c->saved = dup(STDERR_FILENO);
+	cr_assert_geq(c->saved, 0);
+	cr_assert_geq(dup2(fileno(c->f), STDERR_FILENO), 0);
+}
+
+static void t_capture_stop(struct t_capture *c)
+{
+	size_t n;
+
+	(void)dup2(c->saved, STDERR_FILENO);
+	close(c->saved);
+	rewind(c->f);
+	n = fread(c->text, 1, sizeof(c->text) - 1, c->f);
+	c->text[n] = '\0';
+	fclose(c->f);
+}
+
+/* The common start of these cases: the scripted server (sc; its greeting
+ * held back while hold), an engine whose cust.test goes to it, and the
+ * two messages held (ids into m). */
+static void t_two_held(struct engine_fixture *f, struct t_server *s, const struct t_script *sc,
+		       int bytewise, int hold, uint64_t m[2])
+{
+	t_server_start(s, sc, bytewise, hold);
+	cr_assert_eq(engine_fixture_init(f, t_table(s->port)), 0);
+	cr_assert_eq(engine_fixture_start(f), 0, "%s", f->err);
+	m[0] = engine_fixture_append(f, T_SENDER1, t_rcpt1, 4, T_BODY1);
+	m[1] = engine_fixture_append(f, T_SENDER2, t_rcpt2, 1, T_BODY2);
+	cr_assert(m[0] && m[1], "append failed");
+}
+
+struct t_out_case {
+	const char *name;
+	struct t_script script;
+	int refused;                 /* to a port nobody listens on */
+	int twice;                   /* the request names message 1 twice */
+	uint64_t want_sent, want_deferred;
+	size_t want_untried;
+	unsigned want_failures;
+	const char *want_why;        /* its start; "" = none */
+	const char *want_log;        /* what the server received */
+	const char *want_m1, *want_m2;
+};
+
+static const struct t_out_case t_out_cases[] = {
+	{
+		.name = "outbound: delivered",
+		.want_sent = 4,
+		.want_why = "",
+		.want_log = T_ALL,
+		.want_m1 = "DDDP",
+		.want_m2 = "",
+	},
+	{
+		.name = "outbound: 451 to one recipient",
+		.script = { .rcpt = { { "r2@cust.test", T_OUT_WHY_451 "\r\n" } } },
+		.want_sent = 3,
+		.want_deferred = 1,
+		.want_why = T_OUT_WHY_451,
+		.want_log = T_ALL,
+		.want_m1 = "DPDP",
+		.want_m2 = "",
+	},
+	{
+		.name = "outbound: connection refused",
+		.refused = 1,
+		.want_untried = 2,
+		.want_failures = 1,     /* one try of the address, no reconnect */
+		.want_why = T_OUT_CONNECT,
+		.want_log = "",
+		.want_m1 = "PPPP",
+		.want_m2 = "P",
+	},
+	{
+		/* Each connection is lost after its final dot: replaced once per
+		 * message (drain_reconnect_attempts), all deferred (the message
+		 * may have arrived: it stays queued), why names the loss. */
+		.name = "outbound: connection lost after the dot",
+		.script = { .drop_after_dot = 1 },
+		.want_deferred = 4,
+		.want_failures = 2,
+		.want_why = "lost connection with server while sending end of data (127.0.0.1[",
+		.want_log = T_EHLO T_TX1 T_EHLO T_TX2,
+		.want_m1 = "PPPP",
+		.want_m2 = "P",
+	},
+	{
+		.name = "outbound: an id named twice goes out once",
+		.twice = 1,
+		.want_sent = 3,
+		.want_why = "",
+		.want_log = T_EHLO T_TX1 "QUIT\r\n",
+		.want_m1 = "DDDP",
+		.want_m2 = "P",
+	},
+};
+
+/* A port that refuses connections: a free one, closed again. */
+static unsigned t_refusing_port(void)
+{
+	unsigned port;
+	int fd = t_listen(&port);
+
+	close(fd);
+	return port;
+}
+
+/* Hold the two messages; deliver them with one outbound job; check its
+ * result, the busy marks after it, the server's transcript and the spool. */
+static void t_out_case_run(const struct t_out_case *c, int bytewise)
+{
+	struct engine_fixture f;
+	struct t_server s;
+	struct t_out t;
+	struct spool_index *idx;
+	char run[160], st[T_WANT_MAX + 1];
+	uint64_t m[2], m2;
+	unsigned port;
+
+	snprintf(run, sizeof(run), "%s (%s)", c->name, bytewise ? "byte by byte" : "whole");
+	t_two_held(&f, &s, &c->script, bytewise, 0, m);
+	m2 = m[1];
+	port = c->refused ? t_refusing_port() : s.port;
+	if (c->twice)
+		m[1] = m[0];
+
+	t_out_init(&t, &f, port, m, 2);
+	cr_assert_eq(t_out_run(&t), 0, "%s: drain_outbound: %s", run, strerror(-t.rc));
+	cr_assert_eq(engine_fixture_drain_idle(&f, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_expect_eq(t.calls, 1, "%s: done called %u times", run, t.calls);
+	cr_expect_eq(t.res.sent, c->want_sent, "%s: sent %lu", run, (unsigned long)t.res.sent);
+	cr_expect_eq(t.res.deferred, c->want_deferred, "%s: deferred %lu", run,
+		     (unsigned long)t.res.deferred);
+	cr_expect_eq(t.res.bounced, 0);
+	cr_expect_eq(t.res.untried, c->want_untried, "%s: untried %zu", run, t.res.untried);
+	cr_expect_eq(t.res.conn_failures, c->want_failures, "%s: %u connection failures", run,
+		     t.res.conn_failures);
+	cr_expect_eq(t.res.tls_held, 0);
+	if (!c->want_why[0])
+		cr_expect_str_eq(t.res.why, "", "%s: why %s", run, t.res.why);
+	else
+		cr_expect(!strncmp(t.res.why, c->want_why, strlen(c->want_why)), "%s: why %s",
+			  run, t.res.why);
+	if (c->refused)
+		cr_expect(strstr(t.res.why, "Connection refused"), "%s: why %s", run, t.res.why);
+	cr_expect_eq(t_busy(&f), 0, "%s: busy marks left behind", run);
+	engine_fixture_stop(&f);
+	t_server_stop(&s);
+	cr_expect_str_eq(s.log, c->want_log, "%s: the server received:\n%s", run, s.log);
+
+	idx = engine_fixture_reopen(&f);
+	cr_assert_not_null(idx, "%s: reopen: %s", run, f.err);
+	engine_fixture_states(idx, m[0], st, sizeof(st));
+	cr_expect_str_eq(st, c->want_m1, "%s: message 1 is %s", run, st);
+	engine_fixture_states(idx, m2, st, sizeof(st));
+	cr_expect_str_eq(st, c->want_m2, "%s: message 2 is %s", run, st);
+	engine_fixture_fini(&f);
+}
+
+static void t_out_both(const struct t_out_case *c)
+{
+	t_out_case_run(c, 0);
+	t_out_case_run(c, 1);
+}
+
+Test(drain_out, delivered_result, .timeout = T_TIMEOUT_S) { t_out_both(&t_out_cases[0]); }
+Test(drain_out, rcpt_451_deferred_with_why, .timeout = T_TIMEOUT_S) { t_out_both(&t_out_cases[1]); }
+Test(drain_out, refused_conn_failure_untried, .timeout = T_TIMEOUT_S) { t_out_both(&t_out_cases[2]); }
+Test(drain_out, lost_after_dot_deferred_with_why, .timeout = T_TIMEOUT_S) { t_out_both(&t_out_cases[3]); }
+Test(drain_out, repeated_id_sent_once, .timeout = T_TIMEOUT_S) { t_out_both(&t_out_cases[4]); }
+
+/*
+ * Busy entries are another job's: an ETRN drain skips them (and leaves
+ * their marks alone), an outbound job skips them too (all busy: -ENOENT,
+ * nothing started), and once the mark is gone the next drain takes them.
+ */
+Test(drain_out, busy_entries_skipped, .timeout = T_TIMEOUT_S)
+{
+	static const struct t_script plain;
+	struct engine_fixture f;
+	struct t_server s;
+	struct t_out t;
+	char reply[256];
+	uint64_t m[2];
+
+	t_two_held(&f, &s, &plain, 0, 0, m);
+
+	t_mark(&f, m[0], 1);
+	t_out_init(&t, &f, s.port, m, 1);
+	cr_expect_eq(t_out_run(&t), -ENOENT, "an outbound job of busy entries only started");
+	cr_expect_eq(t.calls, 0);
+	cr_assert_eq(engine_fixture_etrn(&f, NULL, "cust.test", reply, sizeof(reply)), 0);
+	cr_expect_str_eq(reply, T_FLUSH_OK);
+	cr_assert_eq(engine_fixture_drain_idle(&f, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_expect_eq(t_busy(&f), 1, "the drain cleared a mark it did not set");
+	t_mark(&f, m[0], 0);
+	cr_assert_eq(engine_fixture_etrn(&f, NULL, "cust.test", reply, sizeof(reply)), 0);
+	cr_assert_eq(engine_fixture_drain_idle(&f, ENGINE_FIXTURE_WAIT_MS), 0);
+	engine_fixture_stop(&f);
+	t_server_stop(&s);
+	cr_expect_str_eq(s.log, T_EHLO T_TX2 "QUIT\r\n" T_EHLO T_TX1 "QUIT\r\n",
+			 "the server received:\n%s", s.log);
+	engine_fixture_fini(&f);
+}
+
+/* While an outbound job has the messages (its server holds the greeting),
+ * an ETRN drain of the domain takes none of them: each goes out once. */
+Test(drain_out, drain_while_outbound_runs_sends_nothing_twice, .timeout = T_TIMEOUT_S)
+{
+	static const struct t_script plain;
+	struct engine_fixture f;
+	struct t_server s;
+	struct t_out t;
+	char reply[256];
+	uint64_t m[2];
+
+	t_two_held(&f, &s, &plain, 0, 1, m);
+	t_out_init(&t, &f, s.port, m, 2);
+	cr_assert_eq(engine_fixture_call(&f, t_out_start, &t, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_assert_eq(t.rc, 0);
+	cr_expect_eq(t_busy(&f), 2);
+	cr_assert_eq(engine_fixture_etrn(&f, NULL, "cust.test", reply, sizeof(reply)), 0);
+	atomic_store(&s.hold, 0);
+	cr_assert_eq(engine_fixture_wait(&f, t_out_over, &t, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_assert_eq(engine_fixture_drain_idle(&f, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_expect_eq(t.res.sent, 4);
+	engine_fixture_stop(&f);
+	t_server_stop(&s);
+	cr_expect_eq(atomic_load(&s.conns), 1, "%u connections", atomic_load(&s.conns));
+	cr_expect_str_eq(s.log, T_ALL, "the server received:\n%s", s.log);
+	engine_fixture_fini(&f);
+}
+
+/* ---- ETRN and flush of a mode deliver domain: "retry now" ----------------- */
+
+struct t_retry {
+	unsigned calls;
+	char dom[64];
+};
+
+static void t_retry_fn(void *arg, const char *dom, size_t len)
+{
+	struct t_retry *r = arg;
+
+	r->calls++;
+	snprintf(r->dom, sizeof(r->dom), "%.*s", (int)len, dom);
+}
+
+struct t_retry_set {
+	struct engine_fixture *f;
+	struct t_retry *r;
+};
+
+static void t_retry_set_run(void *arg)
+{
+	struct t_retry_set *rs = arg;
+
+	drain_set_retry(rs->f->drain, t_retry_fn, rs->r);
+}
+
+struct t_retry_wait {
+	struct t_retry *r;
+	unsigned want;
+};
+
+static int t_retry_reached(struct engine_fixture *f, void *arg)
+{
+	struct t_retry_wait *w = arg;
+
+	(void)f;
+	return w->r->calls >= w->want;
+}
+
+/* ETRN cust.test, ETRN @cust.test and the operator's flush of a mode
+ * deliver domain answer as a started drain and call the scheduler's retry
+ * hook with the domain; nothing connects. A stranger still gets 459. */
+Test(drain_out, etrn_deliver_mode_retries, .timeout = T_TIMEOUT_S)
+{
+	static const struct t_script plain;
+	static const char *const forms[] = { "cust.test", "@cust.test", NULL };
+	struct engine_fixture f;
+	struct t_server s;
+	struct t_retry r = { 0, "" };
+	struct t_retry_set rs;
+	char reply[256], dest[64];
+	unsigned want = 0;
+
+	t_server_start(&s, &plain, 0, 0);
+	snprintf(dest, sizeof(dest), "127.0.0.1:%u", s.port);
+	cr_assert_eq(engine_fixture_init(&f, t_table_mode(dest, DOMTAB_TLS_MAY, DOMTAB_MODE_DELIVER)), 0);
+	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	rs.f = &f;
+	rs.r = &r;
+	cr_assert_eq(engine_fixture_call(&f, t_retry_set_run, &rs, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_assert_eq(engine_fixture_etrn(&f, "127.0.0.1", "cust.test", reply, sizeof(reply)), 0);
+	cr_expect_str_eq(reply, "251 2.0.0 OK, no messages waiting for node cust.test\r\n");
+	cr_assert(engine_fixture_append(&f, T_SENDER1, t_rcpt1, 3, T_BODY1));
+	cr_assert(engine_fixture_append(&f, T_SENDER2, t_rcpt2, 1, T_BODY2));
+
+	cr_assert_eq(engine_fixture_etrn(&f, "10.9.9.9", "cust.test", reply, sizeof(reply)), 0);
+	cr_expect(!strncmp(reply, "459 ", 4), "a stranger: %s", reply);
+	for (unsigned i = 0; i < 3; i++) {
+		struct t_retry_wait w = { &r, ++want };
+		const char *node = forms[i] ? forms[i] : "cust.test";
+
+		cr_assert_eq(engine_fixture_etrn(&f, forms[i] ? "127.0.0.1" : NULL, node, reply,
+						 sizeof(reply)), 0);
+		cr_expect(!strcmp(reply, T_FLUSH_OK) ||
+			  !strcmp(reply, "253 2.0.0 OK, 2 pending messages for node @cust.test started\r\n"),
+			  "%s: %s", node, reply);
+		cr_assert_eq(engine_fixture_wait(&f, t_retry_reached, &w, ENGINE_FIXTURE_WAIT_MS), 0,
+			     "%s: the retry hook was not called", node);
+		cr_expect_str_eq(r.dom, "cust.test");
+	}
+	cr_expect(!drain_busy(f.drain), "a drain started");
+	engine_fixture_stop(&f);
+	t_server_stop(&s);
+	cr_expect_eq(r.calls, 3);
+	cr_expect_eq(atomic_load(&s.conns), 0, "%u connections", atomic_load(&s.conns));
+	engine_fixture_fini(&f);
+}
+
+/* ---- the delivery line (Postfix-shaped) ------------------------------------ */
+
+Test(drain_out, fmt_secs)
+{
+	static const struct {
+		uint64_t us;
+		const char *want;
+	} cases[] = {
+		{ 0, "0" }, { 4999, "0" }, { 5000, "0.01" }, { 100000, "0.1" },
+		{ 250000, "0.25" }, { 994999, "0.99" }, { 995000, "1" }, { 1000000, "1" },
+		{ 1549999, "1.5" }, { 1550000, "1.6" }, { 2000000, "2" }, { 9949999, "9.9" },
+		{ 9950000, "10" }, { 12400000, "12" }, { 12500000, "13" },
+		{ UINT64_C(86400000000), "86400" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char out[DRAIN_CONN_SECS_MAX];
+
+		drain_conn_fmt_secs(out, sizeof(out), cases[i].us);
+		cr_expect_str_eq(out, cases[i].want, "%llu us: %s, want %s",
+				 (unsigned long long)cases[i].us, out, cases[i].want);
+	}
+}
+
+/* The line of qid's recipient to in log: its fields after "to=<to>, ". */
+struct t_line {
+	char relay[128], dsn[16], status[16], reply[128];
+	double delay, d[4];
+};
+
+static int t_find_line(const char *log, uint64_t msgid, const char *to, struct t_line *l)
+{
+	char qid[QID_MAX], head[160];
+	const char *p;
+
+	qid_format(msgid, qid);
+	snprintf(head, sizeof(head), "%s: to=<%s>, relay=", qid, to);
+	p = strstr(log, head);
+	if (!p)
+		return -1;
+	p += strlen(head);
+	memset(l, 0, sizeof(*l));
+	return sscanf(p, "%127[^,], delay=%lf, delays=%lf/%lf/%lf/%lf, dsn=%15[^,], "
+		      "status=%15s (%127[^)\n])", l->relay, &l->delay, &l->d[0], &l->d[1],
+		      &l->d[2], &l->d[3], l->dsn, l->status, l->reply) == 9 ? 0 : -1;
+}
+
+/* An outbound job's lines: relay, delay, delays (their sum is the delay,
+ * but for rounding), dsn from the reply's enhanced code, status and the
+ * reply, for a sent and a deferred recipient. */
+Test(drain_out, delivery_line_fields, .timeout = T_TIMEOUT_S)
+{
+	static const struct t_script script = {
+		.rcpt = { { "r2@cust.test", T_OUT_WHY_451 "\r\n" } },
+	};
+	static const struct {
+		const char *to, *dsn, *status, *reply;
+	} want[] = {
+		{ "r1@cust.test", "2.0.0", "sent", "250 2.0.0 queued" },
+		{ "r2@cust.test", "4.3.0", "deferred", T_OUT_WHY_451 },
+		{ "r3@cust.test", "2.0.0", "sent", "250 2.0.0 queued" },
+	};
+	struct engine_fixture f;
+	struct t_server s;
+	struct t_out t;
+	struct t_capture cap;
+	char relay[64];
+	uint64_t m;
+
+	t_server_start(&s, &script, 0, 0);
+	cr_assert_eq(engine_fixture_init(&f, t_table(s.port)), 0);
+	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	m = engine_fixture_append(&f, T_SENDER1, t_rcpt1, 4, T_BODY1);
+	cr_assert(m);
+	t_out_init(&t, &f, s.port, &m, 1);
+	t_capture_start(&cap);
+	cr_assert_eq(t_out_run(&t), 0);
+	t_capture_stop(&cap);
+	engine_fixture_stop(&f);
+	t_server_stop(&s);
+	snprintf(relay, sizeof(relay), "127.0.0.1[127.0.0.1]:%u", s.port);
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		struct t_line l;
+		double sum;
+
+		cr_assert_eq(t_find_line(cap.text, m, want[i].to, &l), 0,
+			     "no line for %s in:\n%s", want[i].to, cap.text);
+		cr_expect_str_eq(l.relay, relay);
+		cr_expect_str_eq(l.dsn, want[i].dsn, "%s: dsn=%s", want[i].to, l.dsn);
+		cr_expect_str_eq(l.status, want[i].status);
+		cr_expect_str_eq(l.reply, want[i].reply);
+		sum = l.d[0] + l.d[1] + l.d[2] + l.d[3];
+		cr_expect(l.delay >= 0 && sum >= l.delay - T_DELAYS_SLACK &&
+			  sum <= l.delay + T_DELAYS_SLACK, "%s: delays sum to %.2f, delay %.2f",
+			  want[i].to, sum, l.delay);
+	}
+	cr_expect_null(strstr(cap.text, "x@other.test"), "a line for another domain's recipient");
+	engine_fixture_fini(&f);
+}
+
+/* The scheduler's flow on a dead address: the first job's done() (its
+ * connect refused) starts the next job at once, to the next address, with
+ * the same messages (their busy marks are already cleared then). */
+struct t_chain {
+	struct t_out first, second;
+	int second_rc;
+};
+
+static void t_chain_first_done(void *arg, const struct drain_out_result *res)
+{
+	struct t_chain *c = arg;
+
+	c->first.res = *res;
+	c->first.calls++;
+	c->second_rc = drain_outbound(c->second.f->drain, &c->second.rq, t_out_done, &c->second);
+}
+
+static void t_chain_start(void *arg)
+{
+	struct t_chain *c = arg;
+
+	c->first.rc = drain_outbound(c->first.f->drain, &c->first.rq, t_chain_first_done, c);
+}
+
+Test(drain_out, next_address_started_from_done, .timeout = T_TIMEOUT_S)
+{
+	static const struct t_script plain;
+	struct engine_fixture f;
+	struct t_server s;
+	struct t_chain c;
+	uint64_t m[2];
+
+	t_two_held(&f, &s, &plain, 0, 0, m);
+	t_out_init(&c.first, &f, t_refusing_port(), m, 2);
+	t_out_init(&c.second, &f, s.port, m, 2);
+	c.second_rc = 1;
+	cr_assert_eq(engine_fixture_call(&f, t_chain_start, &c, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_assert_eq(c.first.rc, 0);
+	cr_assert_eq(engine_fixture_wait(&f, t_out_over, &c.second, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_assert_eq(engine_fixture_drain_idle(&f, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_expect_eq(c.first.res.conn_failures, 1);
+	cr_expect_eq(c.first.res.untried, 2);
+	cr_expect_eq(c.second_rc, 0, "the next job did not start: %s", strerror(-c.second_rc));
+	cr_expect_eq(c.second.calls, 1);
+	cr_expect_eq(c.second.res.sent, 4);
+	cr_expect_eq(c.second.res.conn_failures, 0);
+	cr_expect_eq(t_busy(&f), 0);
+	engine_fixture_stop(&f);
+	t_server_stop(&s);
+	cr_expect_str_eq(s.log, T_ALL, "the server received:\n%s", s.log);
+	engine_fixture_fini(&f);
+}
+
+/* ---- etrnctl status: the scheduler's deferred queue ------------------------- */
+
+#define T_FAR_RCPT "u@far.test"
+#define T_BACKOFF_S 300              /* minimal_backoff for the case */
+
+static int t_far_deferred(struct engine_fixture *f, void *arg)
+{
+	struct spool_index_entry e;
+
+	return spool_index_msg_entry(spool_shard_index(f->sh), *(uint64_t *)arg, "far.test", 8,
+				     &e) == 0 && e.next_us != 0 && !e.busy && !sched_busy(f->sched);
+}
+
+/* Mail for a domain without a row goes to the scheduler; relayhost refuses,
+ * so it is deferred: `etrnctl status` (text and JSON) shows the domain with
+ * its count, its next attempt about minimal_backoff away, the relay tried
+ * and the error. */
+Test(drain_out, status_deferred_section, .timeout = T_TIMEOUT_S)
+{
+	static const char *const far[] = { T_FAR_RCPT };
+	struct engine_fixture f;
+	struct buf text, json;
+	unsigned port = t_refusing_port();
+	char want[128];
+	const char *p;
+	unsigned long next = 0;
+	uint64_t m;
+
+	cr_assert_eq(engine_fixture_init(&f, t_table(port)), 0);
+	snprintf(f.cfg.relayhost, sizeof(f.cfg.relayhost), "[127.0.0.1]:%u", port);
+	f.cfg.minimal_backoff_ms = T_BACKOFF_S * 1000u;
+	f.cfg.queue_restart_spread_ms = 0;
+	f.with_sched = 1;
+	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	m = engine_fixture_append(&f, T_SENDER1, far, 1, T_BODY2);
+	cr_assert(m);
+	cr_assert_eq(engine_fixture_wait(&f, t_far_deferred, &m, ENGINE_FIXTURE_WAIT_MS), 0,
+		     "far.test was not deferred");
+	buf_init(&text, 0);
+	buf_init(&json, 0);
+	drain_hub_status(f.hub, &text);
+	drain_hub_status_json(f.hub, &json);
+	cr_assert_eq(buf_append(&text, "", 1), 0);
+	cr_assert_eq(buf_append(&json, "", 1), 0);
+	snprintf(want, sizeof(want), "127.0.0.1[127.0.0.1]:%u", port);
+	p = strstr(text.data, "deferred far.test: messages 1, oldest ");
+	cr_assert_not_null(p, "no deferred line:\n%s", text.data);
+	cr_expect(strstr(p, "next attempt in "), "%s", p);
+	cr_expect(strstr(p, want), "relay %s not in %s", want, p);
+	cr_expect(strstr(p, "Connection refused"), "no error in %s", p);
+	p = strstr(json.data, "\"deferred\":[{\"domain\":\"far.test\",\"messages\":1,\"oldest\":");
+	cr_assert_not_null(p, "no deferred array:\n%s", json.data);
+	p = strstr(p, "\"next_attempt\":");
+	cr_assert_not_null(p);
+	cr_assert_eq(sscanf(p, "\"next_attempt\":%lu", &next), 1);
+	cr_expect(next > T_BACKOFF_S / 2 && next <= T_BACKOFF_S, "next attempt in %lu s", next);
+	cr_expect(strstr(p, "\"last_error\":\""), "%s", p);
+	cr_expect(strstr(json.data, "\"atrn\":[],\"complete\":true}"), "%s", json.data);
+	buf_free(&text);
+	buf_free(&json);
+	engine_fixture_fini(&f);
+}
+
+/* Connection reuse across outbound jobs (Postfix's connection cache): the
+ * first job's connection lingers IDLE, the next job to the destination
+ * takes it without a new connect or EHLO, and once no job comes within the
+ * linger time it QUITs by itself. */
+Test(drain_out, connection_lingers_for_next_job, .timeout = T_TIMEOUT_S)
+{
+	static const struct t_script plain;
+	struct engine_fixture f;
+	struct t_server s;
+	struct t_out one, two;
+	uint64_t m[2];
+
+	t_two_held(&f, &s, &plain, 0, 0, m);
+	t_out_init(&one, &f, s.port, &m[0], 1);
+	t_out_init(&two, &f, s.port, &m[1], 1);
+	cr_assert_eq(t_out_run(&one), 0);
+	cr_expect_eq(one.res.sent, 3);
+	cr_assert_eq(t_out_run(&two), 0);
+	cr_expect_eq(two.res.sent, 1);
+	cr_assert_eq(engine_fixture_drain_idle(&f, ENGINE_FIXTURE_WAIT_MS), 0,
+		     "the lingering connection never ended");
+	engine_fixture_stop(&f);
+	t_server_stop(&s);
+	cr_expect_eq(atomic_load(&s.conns), 1, "%u connections for two jobs",
+		     atomic_load(&s.conns));
+	cr_expect_str_eq(s.log, T_ALL, "the server received:\n%s", s.log);
+	engine_fixture_fini(&f);
 }
