@@ -29,7 +29,7 @@
 /* Entries per job at most (a job's msgs array, allocated per job), and at
  * least for a domain's second and later jobs in flight. */
 #define SCHED_BATCH_MAX 256
-#define SCHED_BATCH_MIN 16
+#define SCHED_BATCH_MIN 64
 /* Scheduled domains with mail known per thread (for serving and for
  * etrnctl status); past it the one idle longest is forgotten until the
  * next full walk of the queues finds it again. */
