@@ -48,6 +48,8 @@ struct sched_dom {
 	uint32_t hash;                 /* of dom, for the index */
 	uint32_t el;                   /* its place in s->doms */
 	unsigned jobs;                 /* in flight, ROUTING included */
+	unsigned fresh;                /* new entries since its last walk, at
+	                                  most SCHED_BATCH_MIN (= walk it) */
 	uint64_t next_us;              /* earliest known deferred entry; 0 = none */
 	uint64_t touched_us;           /* last job started (eviction order) */
 	uint64_t deferrals;            /* this run */
