@@ -309,6 +309,32 @@ class DeliverModeTest(OutboundCase):
         self.assertEqual(sorted(m[2]["Subject"] for m in peer.recorder.accepted),
                          ["held-0", "held-1", "held-2"])
 
+    def test_dead_destination_does_not_stall_others(self):
+        """One destination refuses connections: its mail is deferred and the
+        address is dead for minimal_backoff (a second message goes to the
+        deferred queue without a connection), while another domain's mail
+        is delivered at once all along."""
+        dead_port = h.free_port()
+        self.deliver_domain("dead.test", "[127.0.0.1]:%d" % dead_port)
+        peer = self.scripted()
+        self.deliver_domain("alive.test", peer.route())
+        e = self.etrnd(threads="1")
+        wait_code(e, "dead.test", 250, TABLE_WAIT_S)
+        wait_code(e, "alive.test", 250, TABLE_WAIT_S)
+        anyone = r"(?:u\d)?@dead\.test"
+        q1 = send(e.port, "carol@example.org", ["u1@dead.test"], "dead-1")
+        e.wait_log(h.log_field_re(None, "deferred", qid=q1, rcpt_re=anyone))
+        e.wait_log(r"127\.0\.0\.1\[127\.0\.0\.1\]:%d is dead for %d s" % (dead_port, MINIMAL_BACKOFF_S))
+        mark = e.log_mark()
+        q2 = send(e.port, "carol@example.org", ["u2@dead.test"], "dead-2")
+        qa = send(e.port, "carol@example.org", ["v@alive.test"], "alive")
+        e.wait_log(h.log_field_re("v@alive.test", "sent", qid=qa), since=mark)
+        d2 = e.wait_log(h.log_field_re(None, "deferred", qid=q2, rcpt_re=anyone), since=mark)
+        self.assertIn("dead", d2[0][3])
+        self.assertNotRegex(e.stderr_text()[mark:], r"outbound dead\.test .* over \d+ connection",
+                            "no connection to a dead destination")
+        self.assertEqual([m[2]["Subject"] for m in peer.recorder.accepted], ["alive"])
+
 
 class RelayTest(OutboundCase):
     def test_mynetworks_and_auth_relay_through_relayhost(self):
@@ -444,7 +470,9 @@ class CrashTest(OutboundCase):
         its DONE was in flight at the kill, at most drain_done_window per
         open connection (at most drain_destination_concurrency of them)."""
         from test_etrn import hold
-        peer = CustomerServer(h.free_port(), delay=0.1).start()
+        # 0.2 s per message on each of at most DEST_CONNECTIONS connections:
+        # sending MESSAGES takes far less than delivering them.
+        peer = CustomerServer(h.free_port(), delay=0.2).start()
         self.addCleanup(peer.stop)
         self.deliver_domain("k9.test", "[127.0.0.1]:%d" % peer.controller.port)
         e = self.etrnd(threads=str(self.THREADS), drain_connections=str(self.CONNECTIONS),
