@@ -10,13 +10,18 @@ clock step`): back-off and expiry are driven by clock steps, never by
 sleeping; a test only sleeps to poll, or for a short bounded look at
 something that must NOT happen (NEGATIVE_LOOK_S).
 
-Covered: an expired message's DSN reaches its sender's server and is a
-valid RFC 3464 report; a mode deliver domain answering 451 twice is
-delivered on the third attempt, with the back-off honoured; flush retries
-now; hold -> deliver releases what was held; mynetworks and authenticated
-clients relay through relayhost, a stranger gets 550; 5xx bounces give one
-DSN, none to the null sender, a bouncing DSN is not bounced; kill -9 during
-delivery loses nothing and keeps the retry schedule.
+Covered: an expired message's DSN (and a delay warning before it) reaches
+its sender's server and is a valid RFC 3464 report; a mode deliver domain
+answering 451 twice is delivered on the third attempt, with the back-off
+honoured; flush retries now; hold -> deliver releases what was held; a
+dead destination is cached and does not stall another; mynetworks and
+authenticated clients (also on the submission listener) relay through
+relayhost, a stranger gets 550; 5xx bounces give one DSN, none to the null
+sender, a bouncing DSN is not bounced, a deferring DSN expires without one;
+kill -9 during delivery loses nothing (repeats bounded) and keeps the retry
+schedule; what fell due while etrnd was down is spread over
+queue_restart_spread. The integration harness points dns_servers at a
+silent loopback port, so nothing here looks up a real MX.
 """
 
 import re
