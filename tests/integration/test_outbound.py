@@ -485,6 +485,9 @@ class CrashTest(OutboundCase):
                        drain_done_window=str(self.WINDOW), queue_restart_spread="2s")
         wait_code(e, "k9.test", 250, TABLE_WAIT_S)
         ids = hold(e, "k9.test", self.MESSAGES, "k9")
+        # A fast machine may take all of them before the first delivery
+        # ends: kill once the destination has one.
+        self.assertTrue(peer.wait_count(1, h.LOG_WAIT_S), "no delivery started")
         at_kill = peer.recorder.count()
         e.kill9()
         self.assertGreater(at_kill, 0, "delivery had not started at the kill")
