@@ -18,6 +18,13 @@
  * Mail that arrives during a drain is not in the snapshot: the next ETRN
  * takes it. A recipient is done only once its DONE is durable, so a drain
  * cut short (client gone, restart) resumes with exactly the rest.
+ *
+ * Every job (ETRN, flush, ATRN, and the scheduler's outbound jobs, which
+ * drain_outbound() starts on its own thread without the hub) marks the
+ * queue entries it took busy in the index until it ends, and skips those
+ * another job marked: a drain and the scheduler never send the same
+ * recipients at once. ETRN or flush of a mode deliver domain is the
+ * scheduler's "retry now" (hub_retry()), not a drain.
  */
 #include "proto/drain.h"
 
@@ -471,36 +478,23 @@ static void job_start(void *arg)
 
 /* ---- outbound jobs (the scheduler's) --------------------------------------- */
 
-static int msgid_cmp(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 /*
- * Into j->msgs, in queue (arrival) order: those of want[0..n) still pending
- * in j's domain and not in flight in another job. One walk of the domain's
- * queue (busy is known only there), ended once every wanted id was seen;
- * want is sorted here (the caller's copy). Returns how many were taken.
+ * Into j->msgs, in the request's order: those of want[0..n) still pending
+ * in j's domain and not in flight in another job (busy), each marked busy
+ * as it is taken (so a repeated id is taken once). One look-up per id
+ * (spool_index_msg_entry(), O(domains of the message)); no walk of the
+ * domain's queue, however long it is. Returns how many.
  */
-static size_t outbound_pick(struct drain *d, struct drain_job *j, uint64_t *want, size_t n)
+static size_t outbound_pick(struct drain *d, struct drain_job *j, const uint64_t *want,
+			    size_t n)
 {
-	const struct spool_index_queue *q = spool_index_queue(d->env.idx, j->dom, j->len);
-	struct spool_index_iter it;
-	struct spool_index_entry e;
-	size_t seen = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct spool_index_entry e;
 
-	if (!q)
-		return 0;
-	qsort(want, n, sizeof(*want), msgid_cmp);
-	spool_index_queue_iter(q, &it);
-	while (seen < n && spool_index_queue_next(&it, &e)) {
-		if (!bsearch(&e.msgid, want, n, sizeof(*want), msgid_cmp))
+		if (spool_index_msg_entry(d->env.idx, want[i], j->dom, j->len, &e) || e.busy ||
+		    spool_index_set_busy(d->env.idx, want[i], j->dom, j->len, 1))
 			continue;
-		seen++;
-		if (!e.busy)
-			j->msgs[j->nmsgs++] = e.msgid;
+		j->msgs[j->nmsgs++] = want[i];
 	}
 	return j->nmsgs;
 }
@@ -510,7 +504,6 @@ int drain_outbound(struct drain *d, const struct drain_out_req *rq, drain_out_do
 {
 	struct drain_out_job *oj;
 	struct drain_job *j;
-	uint64_t *want = NULL;
 	int rc = -ENOMEM;
 
 	if (!rq->len || rq->len >= sizeof(j->dom) || !rq->nmsgs || rq->dstlen > sizeof(j->dst))
@@ -520,15 +513,13 @@ int drain_outbound(struct drain *d, const struct drain_out_req *rq, drain_out_do
 		return -ENOMEM;
 	j = &oj->j;
 	j->msgs = malloc(rq->nmsgs * sizeof(*j->msgs));
-	want = malloc(rq->nmsgs * sizeof(*want));
-	if (!j->msgs || !want)
+	if (!j->msgs)
 		goto fail;
-	memcpy(want, rq->msgs, rq->nmsgs * sizeof(*want));
 	memcpy(j->dom, rq->dom, rq->len);
 	j->dom[rq->len] = '\0';
 	j->len = rq->len;
 	rc = -ENOENT; /* nothing of it left to send */
-	if (!outbound_pick(d, j, want, rq->nmsgs))
+	if (!outbound_pick(d, j, rq->msgs, rq->nmsgs))
 		goto fail;
 	j->env = &d->env;
 	j->outbound = 1;
@@ -539,7 +530,6 @@ int drain_outbound(struct drain *d, const struct drain_out_req *rq, drain_out_do
 	j->tls = rq->tls;
 	oj->done = done;
 	oj->arg = arg;
-	job_mark_busy(d, j, 1);
 	list_append(&d->jobs, &j->node);
 	d->env.tls = __atomic_load_n(&d->hub->tls_client, __ATOMIC_ACQUIRE);
 	rc = drain_conn_job_start(j);
@@ -550,10 +540,8 @@ int drain_outbound(struct drain *d, const struct drain_out_req *rq, drain_out_do
 	}
 	log_info("outbound %.*s (shard %u): %zu message(s) to %s over %u connection(s)",
 		 (int)j->len, j->dom, d->index, j->nmsgs, j->relay, j->conns);
-	free(want);
 	return 0;
 fail:
-	free(want);
 	free(j->msgs);
 	free(oj);
 	return rc;

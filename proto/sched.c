@@ -74,7 +74,10 @@ uint64_t sched_restart_slot(uint64_t start_us, uint64_t spread_us, uint64_t rank
 /* ---- classification ------------------------------------------------------ */
 
 /* 1 when dom's mail is the scheduler's: not the node's own name, not in
- * relay_domains, and its row (if any) says mode deliver. t: this turn's. */
+ * relay_domains, and its row says mode deliver, or it has no row while the
+ * table is fresh (Redis away: a domain without a row may be a customer we
+ * have not heard of, whose mail must stay held). t: this turn's. Per new
+ * message of a held domain: one table look-up, the common case first. */
 int sched_scheduled(const struct sched *s, const struct domtab *t, const char *dom,
 		    size_t len)
 {
@@ -83,14 +86,16 @@ int sched_scheduled(const struct sched *s, const struct domtab *t, const char *d
 
 	if (len == 0) /* a recipient without a domain: nowhere to send it */
 		return 0;
+	row = domtab_find(t, dom, len);
+	if (row ? row->mode != DOMTAB_MODE_DELIVER : domtab_live_stale(s->dt))
+		return 0;
 	if (strlen(cfg->hostname) == len && ascii_eq_n(cfg->hostname, dom, len))
 		return 0;
 	for (size_t i = 0; i < cfg->nrelay_domains; i++)
 		if (strlen(cfg->relay_domains[i]) == len &&
 		    ascii_eq_n(cfg->relay_domains[i], dom, len))
 			return 0;
-	row = domtab_find(t, dom, len);
-	return !row || row->mode == DOMTAB_MODE_DELIVER;
+	return 1;
 }
 
 /* ---- domains ------------------------------------------------------------ */
@@ -305,23 +310,29 @@ static size_t dom_collect(struct sched *s, struct sched_dom *sd, uint64_t now, u
 	return n;
 }
 
-/* Start jobs for sd while it has due mail and room for a job. Returns 1
- * when it stays ready (more due than its jobs took), else 0. */
-static int dom_serve(struct sched *s, const struct domtab *t, struct sched_dom *sd,
-		     uint64_t now)
+/* Start jobs for sd while it has due mail and room for a job. While one
+ * of its jobs runs, a new one waits for SCHED_BATCH_MIN due entries (or
+ * for a job to end, which readies the domain): fewer, fuller jobs carry
+ * more messages per connection. */
+static void dom_serve(struct sched *s, const struct domtab *t, struct sched_dom *sd,
+		      uint64_t now)
 {
 	while (sd->jobs < SCHED_JOBS_PER_DOMAIN) {
 		size_t n = dom_collect(s, sd, now, s->batch);
 
 		if (n == 0)
-			return 0;
+			return;
+		if (sd->jobs > 0 && n < SCHED_BATCH_MIN) {
+			for (size_t i = 0; i < n; i++)
+				(void)spool_index_set_busy(s->idx, s->batch[i], sd->dom, sd->len, 0);
+			return;
+		}
 		sd->touched_us = now;
 		if (sched_job_start(s, t, sd, s->batch, n, now))
-			return 0; /* logged; retried at the next turn it is readied */
+			return; /* logged; retried at the next turn it is readied */
 		if (n < SCHED_BATCH_MAX)
-			return 0;
+			return;
 	}
-	return 1;
 }
 
 /* Serve the domains ready at the start of the pass once: one readied
@@ -341,7 +352,7 @@ static void sched_serve(struct sched *s, const struct domtab *t, uint64_t now)
 				dom_forget(s, sd);
 			continue;
 		}
-		(void)dom_serve(s, t, sd, now);
+		dom_serve(s, t, sd, now);
 	}
 }
 
@@ -351,6 +362,7 @@ static void sched_tick(void *arg)
 	struct sched *s = arg;
 	const struct domtab *t;
 	uint64_t now;
+	int stale;
 
 	/* Bounces waiting for a read slot go on (or end) even when stopping:
 	 * the busy check waits for them. */
@@ -359,11 +371,15 @@ static void sched_tick(void *arg)
 		return;
 	t = domtab_live_get(s->dt);
 	now = sched_now_us(s);
-	if (t != s->seen_table && now >= s->rescan_us + SCHED_RESCAN_MIN_US) {
-		/* A new table (e.g. a domain switched from hold to deliver):
-		 * its queues may have become ours. Only the pointer is kept, to
-		 * compare: the old table may be freed after this turn. */
+	stale = domtab_live_stale(s->dt);
+	if ((t != s->seen_table || stale != s->seen_stale) &&
+	    now >= s->rescan_us + SCHED_RESCAN_MIN_US) {
+		/* A new table (e.g. a domain switched from hold to deliver),
+		 * or Redis back: queues may have become ours. Only the pointer
+		 * is kept, to compare: the old table may be freed after this
+		 * turn. */
 		s->seen_table = t;
+		s->seen_stale = stale;
 		sched_rescan(s, t, now);
 	} else if (now >= s->rescan_us + SCHED_RESCAN_US) {
 		sched_rescan(s, t, now);

@@ -26,8 +26,10 @@
  * on to the next one instead of QUITting, few enough to leave connections
  * to other domains of the same destination. */
 #define SCHED_JOBS_PER_DOMAIN 3
-/* Entries per job at most (a job's msgs array, allocated per job). */
+/* Entries per job at most (a job's msgs array, allocated per job), and at
+ * least for a domain's second and later jobs in flight. */
 #define SCHED_BATCH_MAX 256
+#define SCHED_BATCH_MIN 16
 /* Scheduled domains with mail known per thread (for serving and for
  * etrnctl status); past it the one idle longest is forgotten until the
  * next full walk of the queues finds it again. */
@@ -86,6 +88,7 @@ struct sched {
 	uint64_t wake_us;              /* earliest sched_dom.next_us, or MAX */
 	uint64_t rescan_us;            /* last walk of every queue */
 	const struct domtab *seen_table; /* compared only, never read */
+	int seen_stale;                /* domtab_live_stale() at the last walk */
 	uint64_t batch[SCHED_BATCH_MAX];
 	struct sched_dead dead[SCHED_DEAD_MAX];
 	unsigned ndead;

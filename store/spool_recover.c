@@ -4,8 +4,7 @@
  * spool_read_segment() (large reads, CRC per record); MSG records go into the
  * index, DONE records take recipients out, NOTE records mark messages,
  * SCHED records set a queue entry's next attempt; damage is logged once per
- * region
- * as "spool: SEGMENT: offset N: REASON (M bytes skipped)".
+ * region as "spool: SEGMENT: offset N: REASON (M bytes skipped)".
  */
 #include "store/spool_recover.h"
 

@@ -2273,6 +2273,7 @@ struct t_out_case {
 	const char *name;
 	struct t_script script;
 	int refused;                 /* to a port nobody listens on */
+	int twice;                   /* the request names message 1 twice */
 	uint64_t want_sent, want_deferred;
 	size_t want_untried;
 	unsigned want_failures;
@@ -2310,6 +2311,28 @@ static const struct t_out_case t_out_cases[] = {
 		.want_m1 = "PPPP",
 		.want_m2 = "P",
 	},
+	{
+		/* Each connection is lost after its final dot: replaced once per
+		 * message (drain_reconnect_attempts), all deferred (the message
+		 * may have arrived: it stays queued), why names the loss. */
+		.name = "outbound: connection lost after the dot",
+		.script = { .drop_after_dot = 1 },
+		.want_deferred = 4,
+		.want_failures = 2,
+		.want_why = "lost connection with server while sending end of data (127.0.0.1[",
+		.want_log = T_EHLO T_TX1 T_EHLO T_TX2,
+		.want_m1 = "PPPP",
+		.want_m2 = "P",
+	},
+	{
+		.name = "outbound: an id named twice goes out once",
+		.twice = 1,
+		.want_sent = 3,
+		.want_why = "",
+		.want_log = T_EHLO T_TX1 "QUIT\r\n",
+		.want_m1 = "DDDP",
+		.want_m2 = "P",
+	},
 };
 
 /* A port that refuses connections: a free one, closed again. */
@@ -2331,12 +2354,15 @@ static void t_out_case_run(const struct t_out_case *c, int bytewise)
 	struct t_out t;
 	struct spool_index *idx;
 	char run[160], st[T_WANT_MAX + 1];
-	uint64_t m[2];
+	uint64_t m[2], m2;
 	unsigned port;
 
 	snprintf(run, sizeof(run), "%s (%s)", c->name, bytewise ? "byte by byte" : "whole");
 	t_two_held(&f, &s, &c->script, bytewise, 0, m);
+	m2 = m[1];
 	port = c->refused ? t_refusing_port() : s.port;
+	if (c->twice)
+		m[1] = m[0];
 
 	t_out_init(&t, &f, port, m, 2);
 	cr_assert_eq(t_out_run(&t), 0, "%s: drain_outbound: %s", run, strerror(-t.rc));
@@ -2366,7 +2392,7 @@ static void t_out_case_run(const struct t_out_case *c, int bytewise)
 	cr_assert_not_null(idx, "%s: reopen: %s", run, f.err);
 	engine_fixture_states(idx, m[0], st, sizeof(st));
 	cr_expect_str_eq(st, c->want_m1, "%s: message 1 is %s", run, st);
-	engine_fixture_states(idx, m[1], st, sizeof(st));
+	engine_fixture_states(idx, m2, st, sizeof(st));
 	cr_expect_str_eq(st, c->want_m2, "%s: message 2 is %s", run, st);
 	engine_fixture_fini(&f);
 }
@@ -2380,6 +2406,8 @@ static void t_out_both(const struct t_out_case *c)
 Test(drain_out, delivered_result, .timeout = T_TIMEOUT_S) { t_out_both(&t_out_cases[0]); }
 Test(drain_out, rcpt_451_deferred_with_why, .timeout = T_TIMEOUT_S) { t_out_both(&t_out_cases[1]); }
 Test(drain_out, refused_conn_failure_untried, .timeout = T_TIMEOUT_S) { t_out_both(&t_out_cases[2]); }
+Test(drain_out, lost_after_dot_deferred_with_why, .timeout = T_TIMEOUT_S) { t_out_both(&t_out_cases[3]); }
+Test(drain_out, repeated_id_sent_once, .timeout = T_TIMEOUT_S) { t_out_both(&t_out_cases[4]); }
 
 /*
  * Busy entries are another job's: an ETRN drain skips them (and leaves
@@ -2699,5 +2727,68 @@ Test(drain_out, next_address_started_from_done, .timeout = T_TIMEOUT_S)
 	engine_fixture_stop(&f);
 	t_server_stop(&s);
 	cr_expect_str_eq(s.log, T_ALL, "the server received:\n%s", s.log);
+	engine_fixture_fini(&f);
+}
+
+/* ---- etrnctl status: the scheduler's deferred queue ------------------------- */
+
+#define T_FAR_RCPT "u@far.test"
+#define T_BACKOFF_S 300              /* minimal_backoff for the case */
+
+static int t_far_deferred(struct engine_fixture *f, void *arg)
+{
+	struct spool_index_entry e;
+
+	return spool_index_msg_entry(spool_shard_index(f->sh), *(uint64_t *)arg, "far.test", 8,
+				     &e) == 0 && e.next_us != 0 && !e.busy && !sched_busy(f->sched);
+}
+
+/* Mail for a domain without a row goes to the scheduler; relayhost refuses,
+ * so it is deferred: `etrnctl status` (text and JSON) shows the domain with
+ * its count, its next attempt about minimal_backoff away, the relay tried
+ * and the error. */
+Test(drain_out, status_deferred_section, .timeout = T_TIMEOUT_S)
+{
+	static const char *const far[] = { T_FAR_RCPT };
+	struct engine_fixture f;
+	struct buf text, json;
+	unsigned port = t_refusing_port();
+	char want[128];
+	const char *p;
+	unsigned long next = 0;
+	uint64_t m;
+
+	cr_assert_eq(engine_fixture_init(&f, t_table(port)), 0);
+	snprintf(f.cfg.relayhost, sizeof(f.cfg.relayhost), "[127.0.0.1]:%u", port);
+	f.cfg.minimal_backoff_ms = T_BACKOFF_S * 1000u;
+	f.cfg.queue_restart_spread_ms = 0;
+	f.with_sched = 1;
+	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	m = engine_fixture_append(&f, T_SENDER1, far, 1, T_BODY2);
+	cr_assert(m);
+	cr_assert_eq(engine_fixture_wait(&f, t_far_deferred, &m, ENGINE_FIXTURE_WAIT_MS), 0,
+		     "far.test was not deferred");
+	buf_init(&text, 0);
+	buf_init(&json, 0);
+	drain_hub_status(f.hub, &text);
+	drain_hub_status_json(f.hub, &json);
+	cr_assert_eq(buf_append(&text, "", 1), 0);
+	cr_assert_eq(buf_append(&json, "", 1), 0);
+	snprintf(want, sizeof(want), "127.0.0.1[127.0.0.1]:%u", port);
+	p = strstr(text.data, "deferred far.test: messages 1, oldest ");
+	cr_assert_not_null(p, "no deferred line:\n%s", text.data);
+	cr_expect(strstr(p, "next attempt in "), "%s", p);
+	cr_expect(strstr(p, want), "relay %s not in %s", want, p);
+	cr_expect(strstr(p, "Connection refused"), "no error in %s", p);
+	p = strstr(json.data, "\"deferred\":[{\"domain\":\"far.test\",\"messages\":1,\"oldest\":");
+	cr_assert_not_null(p, "no deferred array:\n%s", json.data);
+	p = strstr(p, "\"next_attempt\":");
+	cr_assert_not_null(p);
+	cr_assert_eq(sscanf(p, "\"next_attempt\":%lu", &next), 1);
+	cr_expect(next > T_BACKOFF_S / 2 && next <= T_BACKOFF_S, "next attempt in %lu s", next);
+	cr_expect(strstr(p, "\"last_error\":\""), "%s", p);
+	cr_expect(strstr(json.data, "\"atrn\":[],\"complete\":true}"), "%s", json.data);
+	buf_free(&text);
+	buf_free(&json);
 	engine_fixture_fini(&f);
 }

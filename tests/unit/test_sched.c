@@ -887,3 +887,35 @@ Test(sched, next_mx_after_refusal, .timeout = T_TIMEOUT_S)
 	dns_stub_stop(dns);
 	t_sink_stop(&s);
 }
+
+/* While the domain table is stale (Redis away), a domain without a row may
+ * be a customer not heard of yet: its mail stays held. Fresh again, the
+ * scheduler walks the queues and delivers it. */
+Test(sched, stale_table_holds_domains_without_row, .timeout = T_TIMEOUT_S)
+{
+	struct engine_fixture f;
+	struct t_sink s;
+	struct t_entry te = { .dom = "foreign.test" };
+	void *a[2] = { &f, &te };
+
+	t_sink_start(&s, 0);
+	cr_assert_eq(engine_fixture_init(&f, t_table()), 0);
+	snprintf(f.cfg.relayhost, sizeof(f.cfg.relayhost), "[127.0.0.1]:%u", s.port);
+	f.cfg.queue_restart_spread_ms = 0;
+	f.with_sched = 1;
+	domtab_live_set_stale(f.dt, 1);
+	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	te.msgid = engine_fixture_append(&f, T_SENDER, t_rcpt_foreign, 1, T_BODY);
+	cr_assert_neq(te.msgid, 0);
+	cr_expect_neq(engine_fixture_wait(&f, t_finished, &te.msgid, 500), 0,
+		      "sent while the table was stale");
+	cr_assert_eq(engine_fixture_call(&f, t_entry_run, a, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_expect(te.found && !te.busy && te.next_us == 0, "touched while stale");
+	cr_expect_eq(t_sink_count(&s, NULL), 0);
+	domtab_live_set_stale(f.dt, 0);
+	cr_assert_eq(engine_fixture_wait(&f, t_finished, &te.msgid, ENGINE_FIXTURE_WAIT_MS), 0,
+		     "not delivered once the table is fresh");
+	cr_expect_eq(t_sink_count(&s, NULL), 1);
+	engine_fixture_fini(&f);
+	t_sink_stop(&s);
+}
