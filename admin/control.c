@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * control: the control thread (control.h). The master copy of every row and
- * route is a domtab_builder owned by this thread alone; each change (a batch of events,
- * a full reload) ends with domtab_build() + domtab_live_swap(), so engine
- * threads only ever see whole, immutable tables.
+ * route is a domtab_builder owned by this thread alone; each change (a batch
+ * of events, a full reload) ends with domtab_build() + domtab_live_swap(), so
+ * engine threads only ever see whole, immutable tables.
  *
  * The subscriber connection is read with poll() on its socket and hiredis's
  * reader (hiredis 0.14 has no async timeouts): the thread wakes for events,
@@ -167,8 +167,8 @@ static int apply_route(struct control *c, struct domtab_builder *b, const char *
 	return 0;
 }
 
-/* How each kind of key is read: the command (one key argument) and what
- * its reply does to the builder. */
+/* How each kind of key is read: the command (its one argument the key) and
+ * what its reply does to the builder. */
 struct control_kind_ops {
 	const char *key;                 /* "domain:" after the prefix */
 	const char *event;               /* "domain " on the events channel */
@@ -178,8 +178,8 @@ struct control_kind_ops {
 };
 
 static const struct control_kind_ops control_kinds[CONTROL_NKINDS] = {
-	[CONTROL_KIND_DOMAIN] = { "domain:", "domain ", "HGETALL %s", apply_row },
-	[CONTROL_KIND_ROUTE] = { "route:", "route ", "GET %s", apply_route },
+	[CONTROL_KIND_DOMAIN] = { "domain:", "domain ", "HGETALL", apply_row },
+	[CONTROL_KIND_ROUTE] = { "route:", "route ", "GET", apply_route },
 };
 
 /* Pipelined reads of the keys of kind k named names[0..n) into b. 0, or -1
@@ -193,7 +193,7 @@ static int fetch_keys(struct control *c, enum control_kind k, struct domtab_buil
 	for (size_t i = 0; i < n; i++) {
 		if (!schema_key(key, sizeof(key), c->kprefix[k], "", names[i]))
 			continue; /* never sent; the reply loop skips it too */
-		if (redisAppendCommand(c->cmd, ops->cmd, key) != REDIS_OK)
+		if (redisAppendCommand(c->cmd, "%s %s", ops->cmd, key) != REDIS_OK)
 			return redis_conn_err(c->cmd, NULL, ops->cmd, err, errlen);
 	}
 	for (size_t i = 0; i < n; i++) {

@@ -30,9 +30,9 @@ struct ctlrow_opts {
 };
 
 /* A validated domain row: field/value pairs, always with tls (so the hash
- * is never empty); mode only when given (absent = hold). Its pointers point into the struct itself or at string
- * constants: it outlives what it was made from, but is not to be copied by
- * value. */
+ * is never empty), mode only when given (absent = hold). Its pointers point
+ * into the struct itself or at string constants: it outlives what it was
+ * made from, but is not to be copied by value. */
 struct ctlrow {
 	char name[DOMTAB_NAME_MAX + 1];
 	const char *f[CTLROW_COLS];

@@ -269,6 +269,12 @@ static void job_tls_held(struct drain_job *j, const char *why)
 	j->gave_up = 1;
 }
 
+/* What j is, for the first word of its log lines. */
+static const char *job_kind(const struct drain_job *j)
+{
+	return j->outbound ? "outbound" : "drain";
+}
+
 /* Keep j's last temporary failure (drain_job.why), for the scheduler. */
 __attribute__((format(printf, 2, 3)))
 static void job_why(struct drain_job *j, const char *fmt, ...)
@@ -1004,8 +1010,8 @@ static void *dc_connected(void *arg, struct conn *c, void *cookie, int err)
 
 	(void)arg;
 	if (err) {
-		log_warn("drain %.*s: connect to %s: %s; mail stays queued", (int)j->len, j->dom,
-			 j->relay, strerror(-err));
+		log_warn("%s %.*s: connect to %s: %s; mail stays queued", job_kind(j), (int)j->len,
+			 j->dom, j->relay, strerror(-err));
 		job_why(j, "connect to %s: %s", j->relay, strerror(-err));
 		/* An outbound job tries an address once (Postfix's smtp client):
 		 * its scheduler moves to the next one, or defers. */
@@ -1303,13 +1309,13 @@ static void dc_log_end(const struct drain_conn *dc)
 	const struct smtp_client_result *r = smtp_client_close_reason(dc->cl);
 
 	if (r)
-		log_info("drain %.*s (shard %u) to %s: connection ended after %u delivered: %s (%d %s %.*s)",
-			 (int)j->len, j->dom, j->env->index, j->relay, dc->delivered,
+		log_info("%s %.*s (shard %u) to %s: connection ended after %u delivered: %s (%d %s %.*s)",
+			 job_kind(j), (int)j->len, j->dom, j->env->index, j->relay, dc->delivered,
 			 dc->end_why ? dc->end_why : "closed", r->code, r->enh,
 			 (int)r->text_len, r->text);
 	else
-		log_info("drain %.*s (shard %u) to %s: connection ended after %u delivered: %s",
-			 (int)j->len, j->dom, j->env->index, j->relay, dc->delivered,
+		log_info("%s %.*s (shard %u) to %s: connection ended after %u delivered: %s",
+			 job_kind(j), (int)j->len, j->dom, j->env->index, j->relay, dc->delivered,
 			 dc->end_why ? dc->end_why : "closed");
 }
 
@@ -1476,8 +1482,8 @@ int drain_conn_job_start(struct drain_job *j)
 		log_warn("drain %.*s: cannot open more connections to %s: %s", (int)j->len,
 			 j->dom, j->relay, strerror(-rc));
 	if (j->conns == 0)
-		log_info("drain %.*s (shard %u): waits for a connection to %s (%u open, limit %u)",
-			 (int)j->len, j->dom, env->index, j->relay, ds->conns, env->dest_limit);
+		log_info("%s %.*s (shard %u): waits for a connection to %s (%u open, limit %u)",
+			 job_kind(j), (int)j->len, j->dom, env->index, j->relay, ds->conns, env->dest_limit);
 	return 0;
 }
 

@@ -404,14 +404,15 @@ static const char *const t_rcpt2[] = { "r4@cust.test" };
 #define T_ALL T_EHLO T_TX1 T_TX2 "QUIT\r\n"
 #define T_ALL_NULL T_EHLO "MAIL FROM:<>\r\n" T_RCPTS1 T_TX2 "QUIT\r\n"
 
-/* The domain table: cust.test goes to the scripted server and may be
- * released by 127.0.0.1; other.test exists but is not drained here. */
-static struct domtab *t_table_tls(const char *dest, enum domtab_tls tls)
+/* The domain table: cust.test (its tls and mode) goes to the scripted
+ * server and may be released by 127.0.0.1; other.test exists but is not
+ * drained here. */
+static struct domtab *t_table_mode(const char *dest, enum domtab_tls tls, enum domtab_mode mode)
 {
 	struct domtab_builder *b = domtab_builder_new();
 	struct cidr lo = { .family = AF_INET, .prefix = 32, .addr = { 127, 0, 0, 1 } };
 	struct domtab_row cust = { .name = "cust.test", .dest = dest, .etrn_from = &lo,
-				   .netrn_from = 1, .tls = tls };
+				   .netrn_from = 1, .tls = tls, .mode = mode };
 	struct domtab_row other = { .name = "other.test", .dest = "127.0.0.1:9" };
 	struct domtab *t;
 
@@ -422,6 +423,11 @@ static struct domtab *t_table_tls(const char *dest, enum domtab_tls tls)
 	domtab_builder_free(b);
 	cr_assert_not_null(t);
 	return t;
+}
+
+static struct domtab *t_table_tls(const char *dest, enum domtab_tls tls)
+{
+	return t_table_mode(dest, tls, DOMTAB_MODE_HOLD);
 }
 
 static struct domtab *t_table_dest(const char *dest)
@@ -2511,23 +2517,6 @@ static int t_retry_reached(struct engine_fixture *f, void *arg)
 	return w->r->calls >= w->want;
 }
 
-/* cust.test (mode deliver) to dest, released by 127.0.0.1. */
-static struct domtab *t_table_deliver(const char *dest)
-{
-	struct domtab_builder *b = domtab_builder_new();
-	struct cidr lo = { .family = AF_INET, .prefix = 32, .addr = { 127, 0, 0, 1 } };
-	struct domtab_row cust = { .name = "cust.test", .dest = dest, .etrn_from = &lo,
-				   .netrn_from = 1, .mode = DOMTAB_MODE_DELIVER };
-	struct domtab *t;
-
-	cr_assert_not_null(b);
-	cr_assert_eq(domtab_builder_put(b, &cust), 0);
-	t = domtab_build(b);
-	domtab_builder_free(b);
-	cr_assert_not_null(t);
-	return t;
-}
-
 /* ETRN cust.test, ETRN @cust.test and the operator's flush of a mode
  * deliver domain answer as a started drain and call the scheduler's retry
  * hook with the domain; nothing connects. A stranger still gets 459. */
@@ -2544,7 +2533,7 @@ Test(drain_out, etrn_deliver_mode_retries, .timeout = T_TIMEOUT_S)
 
 	t_server_start(&s, &plain, 0, 0);
 	snprintf(dest, sizeof(dest), "127.0.0.1:%u", s.port);
-	cr_assert_eq(engine_fixture_init(&f, t_table_deliver(dest)), 0);
+	cr_assert_eq(engine_fixture_init(&f, t_table_mode(dest, DOMTAB_TLS_MAY, DOMTAB_MODE_DELIVER)), 0);
 	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
 	rs.f = &f;
 	rs.r = &r;
