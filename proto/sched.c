@@ -466,11 +466,21 @@ static void sched_stop(void *arg)
 	struct sched *s = arg;
 
 	s->stopping = 1;
+	s->stop_deadline_ms = now_mono_ms() + s->cfg->shutdown_timeout_ms;
 }
 
+/* The loop's busy check: jobs hold it until they end (their connections
+ * are the drainer's, which shutdown_timeout cuts); a look-up only until
+ * shutdown_timeout, since the resolver's deadline may be longer. A
+ * look-up still pending then is the resolver's to end: its answer is
+ * refused its post once the hub quiesced and frees the job there. */
 static int sched_busy_hook(void *arg)
 {
-	return sched_busy(arg);
+	struct sched *s = arg;
+
+	if (!list_empty(&s->jobs))
+		return 1;
+	return s->lookups > 0 && now_mono_ms() < s->stop_deadline_ms;
 }
 
 int sched_busy(const struct sched *s)

@@ -78,6 +78,7 @@ struct sched {
 	struct spool_shard *sh;
 	struct spool_index *idx;
 	int stopping;
+	uint64_t stop_deadline_ms;     /* monotonic: stop + shutdown_timeout */
 	unsigned lookups;              /* jobs in ROUTING */
 	struct list jobs;              /* of sched_job.node: all but ROUTING */
 	struct list waiting;           /* of sched_job.wait_node: BOUNCING jobs
