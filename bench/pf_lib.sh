@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: MIT
+# shellcheck shell=bash
 # A private Postfix instance for the benchmarks (Debian's package): its own
 # config, queue and data directories under one directory, smtpd on a
 # private 127.0.0.1 port, chroot off, its log in a file; the system's
@@ -27,7 +28,6 @@ pf_prepare() {
 }
 
 pf_launch() {
-	local i
 	PF_PORT=$1
 	cat >"$PF_DIR/etc/main.cf" <<EOF
 # Private benchmark instance written by bench/pf_lib.sh.
@@ -87,13 +87,13 @@ EOF
 		tail -n 5 "$PF_DIR/maillog" >&2 2>/dev/null
 		return 1
 	fi
-	for i in $(seq 1 "$PF_WAIT_TICKS"); do
+	for _ in $(seq 1 "$PF_WAIT_TICKS"); do
 		[[ -s $PF_DIR/queue/pid/master.pid ]] && break
 		sleep 0.1
 	done
 	PF_MASTER=$(tr -d ' ' <"$PF_DIR/queue/pid/master.pid" 2>/dev/null || true)
 	[[ -n $PF_MASTER ]] || { echo "pf_lib: postfix wrote no master.pid" >&2; return 1; }
-	for i in $(seq 1 "$PF_WAIT_TICKS"); do
+	for _ in $(seq 1 "$PF_WAIT_TICKS"); do
 		kill -0 "$PF_MASTER" 2>/dev/null || break
 		(exec 3<>"/dev/tcp/127.0.0.1/$PF_PORT") 2>/dev/null && return 0
 		sleep 0.1
@@ -103,10 +103,9 @@ EOF
 }
 
 pf_stop() {
-	local i
 	[[ -n $PF_MASTER ]] || return 0
 	"$POSTFIX" -c "$PF_DIR/etc" stop >/dev/null 2>&1 || true
-	for i in $(seq 1 "$PF_WAIT_TICKS"); do
+	for _ in $(seq 1 "$PF_WAIT_TICKS"); do
 		kill -0 "$PF_MASTER" 2>/dev/null || break
 		sleep 0.1
 	done

@@ -127,13 +127,20 @@ struct sched_dom *sched_dom_find(struct sched *s, const char *dom, size_t len)
 	return el == HTAB_NONE ? NULL : s->doms[el];
 }
 
-void sched_ready(struct sched *s, struct sched_dom *sd)
+static void dom_ready(struct sched *s, struct sched_dom *sd)
 {
 	if (sd->ready)
 		return;
 	sd->ready = 1;
 	s->nready++;
 	list_append(&s->ready, &sd->ready_node);
+}
+
+/* Ready sd for any reason but new mail: its queue is walked when served. */
+void sched_ready(struct sched *s, struct sched_dom *sd)
+{
+	sd->fresh = SCHED_BATCH_MIN;
+	dom_ready(s, sd);
 }
 
 static void dom_unready(struct sched *s, struct sched_dom *sd)
@@ -227,7 +234,11 @@ static void sched_added(void *arg, uint64_t msgid, const char *dom, size_t len)
 		if (!sd)
 			return; /* found again by the next full walk */
 	}
-	sched_ready(s, sd);
+	/* Counted, so that a domain with a job in flight is walked only once
+	 * enough new mail for another job may be there (dom_serve()). */
+	if (sd->fresh < SCHED_BATCH_MIN)
+		sd->fresh++;
+	dom_ready(s, sd);
 }
 
 /* Walk every queue: each scheduled one is readied (its due entries, if
@@ -318,8 +329,12 @@ static void dom_serve(struct sched *s, const struct domtab *t, struct sched_dom 
 		      uint64_t now)
 {
 	while (sd->jobs < SCHED_JOBS_PER_DOMAIN) {
-		size_t n = dom_collect(s, sd, now, s->batch);
+		size_t n;
 
+		if (sd->jobs > 0 && sd->fresh < SCHED_BATCH_MIN)
+			return; /* not enough new mail for another job yet: no walk */
+		n = dom_collect(s, sd, now, s->batch);
+		sd->fresh = 0;
 		if (n == 0)
 			return;
 		if (sd->jobs > 0 && n < SCHED_BATCH_MIN) {
@@ -332,6 +347,7 @@ static void dom_serve(struct sched *s, const struct domtab *t, struct sched_dom 
 			return; /* logged; retried at the next turn it is readied */
 		if (n < SCHED_BATCH_MAX)
 			return;
+		sd->fresh = SCHED_BATCH_MIN; /* a full batch: more may be due */
 	}
 }
 
@@ -450,11 +466,21 @@ static void sched_stop(void *arg)
 	struct sched *s = arg;
 
 	s->stopping = 1;
+	s->stop_deadline_ms = now_mono_ms() + s->cfg->shutdown_timeout_ms;
 }
 
+/* The loop's busy check: jobs hold it until they end (their connections
+ * are the drainer's, which shutdown_timeout cuts); a look-up only until
+ * shutdown_timeout, since the resolver's deadline may be longer. A
+ * look-up still pending then is the resolver's to end: its answer is
+ * refused its post once the hub quiesced and frees the job there. */
 static int sched_busy_hook(void *arg)
 {
-	return sched_busy(arg);
+	struct sched *s = arg;
+
+	if (!list_empty(&s->jobs))
+		return 1;
+	return s->lookups > 0 && now_mono_ms() < s->stop_deadline_ms;
 }
 
 int sched_busy(const struct sched *s)

@@ -19,7 +19,9 @@
  * dead for minimal_backoff (the dead-destination cache): the job moves on to
  * the route's next address at once, and later jobs skip it; with every
  * address dead or failed, the mail is deferred without a connection. A
- * permanent routing failure (NXDOMAIN, null MX) bounces. Expiry after
+ * permanent routing failure of the domain's own MX (NXDOMAIN, null MX)
+ * bounces; a route or relayhost that does not resolve is the operator's
+ * to fix, and defers. Expiry after
  * max_hold (with its DSN) is proto/expire.c's, as for held mail; a DSN is
  * never sent for a DSN (the null sender gets none).
  *

@@ -155,10 +155,10 @@ static void job_note(struct sched_job *j, const char *relay, const char *why)
 			 (int)sizeof(j->dom->why) - 1, why);
 }
 
-/* One line per message never attempted, Postfix-shaped (the recipients'
+/* One line per message never attempted, Postfix-shaped. The recipients'
  * addresses are in the record, which a deferral does not read: the line
- * names the domain and how many; the drainer's lines name each recipient of
- * what it attempted). delays: the whole delay was before the job. */
+ * names their domain, to=<@domain> (the drainer's lines name each recipient
+ * of what it attempted). delays: all of the delay was before the job. */
 static void log_deferred(const struct sched_job *j, uint64_t msgid, uint64_t arrival,
 			 uint64_t now, const char *relay, const char *dsn, const char *why)
 {

@@ -29,7 +29,7 @@
 /* Entries per job at most (a job's msgs array, allocated per job), and at
  * least for a domain's second and later jobs in flight. */
 #define SCHED_BATCH_MAX 256
-#define SCHED_BATCH_MIN 16
+#define SCHED_BATCH_MIN 64
 /* Scheduled domains with mail known per thread (for serving and for
  * etrnctl status); past it the one idle longest is forgotten until the
  * next full walk of the queues finds it again. */
@@ -48,6 +48,8 @@ struct sched_dom {
 	uint32_t hash;                 /* of dom, for the index */
 	uint32_t el;                   /* its place in s->doms */
 	unsigned jobs;                 /* in flight, ROUTING included */
+	unsigned fresh;                /* new entries since its last walk, at
+	                                  most SCHED_BATCH_MIN (= walk it) */
 	uint64_t next_us;              /* earliest known deferred entry; 0 = none */
 	uint64_t touched_us;           /* last job started (eviction order) */
 	uint64_t deferrals;            /* this run */
@@ -76,6 +78,7 @@ struct sched {
 	struct spool_shard *sh;
 	struct spool_index *idx;
 	int stopping;
+	uint64_t stop_deadline_ms;     /* monotonic: stop + shutdown_timeout */
 	unsigned lookups;              /* jobs in ROUTING */
 	struct list jobs;              /* of sched_job.node: all but ROUTING */
 	struct list waiting;           /* of sched_job.wait_node: BOUNCING jobs

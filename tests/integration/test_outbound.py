@@ -10,13 +10,18 @@ clock step`): back-off and expiry are driven by clock steps, never by
 sleeping; a test only sleeps to poll, or for a short bounded look at
 something that must NOT happen (NEGATIVE_LOOK_S).
 
-Covered: an expired message's DSN reaches its sender's server and is a
-valid RFC 3464 report; a mode deliver domain answering 451 twice is
-delivered on the third attempt, with the back-off honoured; flush retries
-now; hold -> deliver releases what was held; mynetworks and authenticated
-clients relay through relayhost, a stranger gets 550; 5xx bounces give one
-DSN, none to the null sender, a bouncing DSN is not bounced; kill -9 during
-delivery loses nothing and keeps the retry schedule.
+Covered: an expired message's DSN (and a delay warning before it) reaches
+its sender's server and is a valid RFC 3464 report; a mode deliver domain
+answering 451 twice is delivered on the third attempt, with the back-off
+honoured; flush retries now; hold -> deliver releases what was held; a
+dead destination is cached and does not stall another; mynetworks and
+authenticated clients (also on the submission listener) relay through
+relayhost, a stranger gets 550; 5xx bounces give one DSN, none to the null
+sender, a bouncing DSN is not bounced, a deferring DSN expires without one;
+kill -9 during delivery loses nothing (repeats bounded) and keeps the retry
+schedule; what fell due while etrnd was down is spread over
+queue_restart_spread. The integration harness points dns_servers at a
+silent loopback port, so nothing here looks up a real MX.
 """
 
 import re
@@ -309,6 +314,32 @@ class DeliverModeTest(OutboundCase):
         self.assertEqual(sorted(m[2]["Subject"] for m in peer.recorder.accepted),
                          ["held-0", "held-1", "held-2"])
 
+    def test_dead_destination_does_not_stall_others(self):
+        """One destination refuses connections: its mail is deferred and the
+        address is dead for minimal_backoff (a second message goes to the
+        deferred queue without a connection), while another domain's mail
+        is delivered at once all along."""
+        dead_port = h.free_port()
+        self.deliver_domain("dead.test", "[127.0.0.1]:%d" % dead_port)
+        peer = self.scripted()
+        self.deliver_domain("alive.test", peer.route())
+        e = self.etrnd(threads="1")
+        wait_code(e, "dead.test", 250, TABLE_WAIT_S)
+        wait_code(e, "alive.test", 250, TABLE_WAIT_S)
+        anyone = r"(?:u\d)?@dead\.test"
+        q1 = send(e.port, "carol@example.org", ["u1@dead.test"], "dead-1")
+        e.wait_log(h.log_field_re(None, "deferred", qid=q1, rcpt_re=anyone))
+        e.wait_log(r"127\.0\.0\.1\[127\.0\.0\.1\]:%d is dead for %d s" % (dead_port, MINIMAL_BACKOFF_S))
+        mark = e.log_mark()
+        q2 = send(e.port, "carol@example.org", ["u2@dead.test"], "dead-2")
+        qa = send(e.port, "carol@example.org", ["v@alive.test"], "alive")
+        e.wait_log(h.log_field_re("v@alive.test", "sent", qid=qa), since=mark)
+        d2 = e.wait_log(h.log_field_re(None, "deferred", qid=q2, rcpt_re=anyone), since=mark)
+        self.assertIn("dead", d2[0][3])
+        self.assertNotRegex(e.stderr_text()[mark:], r"outbound dead\.test .* over \d+ connection",
+                            "no connection to a dead destination")
+        self.assertEqual([m[2]["Subject"] for m in peer.recorder.accepted], ["alive"])
+
 
 class RelayTest(OutboundCase):
     def test_mynetworks_and_auth_relay_through_relayhost(self):
@@ -444,7 +475,9 @@ class CrashTest(OutboundCase):
         its DONE was in flight at the kill, at most drain_done_window per
         open connection (at most drain_destination_concurrency of them)."""
         from test_etrn import hold
-        peer = CustomerServer(h.free_port(), delay=0.1).start()
+        # 0.2 s per message on each of at most DEST_CONNECTIONS connections:
+        # sending MESSAGES takes far less than delivering them.
+        peer = CustomerServer(h.free_port(), delay=0.2).start()
         self.addCleanup(peer.stop)
         self.deliver_domain("k9.test", "[127.0.0.1]:%d" % peer.controller.port)
         e = self.etrnd(threads=str(self.THREADS), drain_connections=str(self.CONNECTIONS),
@@ -452,6 +485,9 @@ class CrashTest(OutboundCase):
                        drain_done_window=str(self.WINDOW), queue_restart_spread="2s")
         wait_code(e, "k9.test", 250, TABLE_WAIT_S)
         ids = hold(e, "k9.test", self.MESSAGES, "k9")
+        # A fast machine may take all of them before the first delivery
+        # ends: kill once the destination has one.
+        self.assertTrue(peer.wait_count(1, h.LOG_WAIT_S), "no delivery started")
         at_kill = peer.recorder.count()
         e.kill9()
         self.assertGreater(at_kill, 0, "delivery had not started at the kill")
