@@ -195,3 +195,14 @@ fail:
 	*dsn_id = 0;
 	return rc;
 }
+
+struct bounce_req bounce_req_make(const char *hostname, const struct spool_rec_hdr *hdr,
+				  const struct spool_rec_msg *msg, const uint32_t *rcpt,
+				  const struct dsn_rcpt *why, unsigned nrcpt,
+				  enum spool_done_status st, uint64_t now_us)
+{
+	return (struct bounce_req){
+		.hostname = hostname, .hdr = hdr, .msg = msg, .rcpt = rcpt, .why = why,
+		.nrcpt = nrcpt, .status = st, .now_us = now_us,
+	};
+}

@@ -36,6 +36,14 @@ struct bounce_req {
 	                                     omitted */
 };
 
+/* A request for nrcpt recipients rcpt of the stored message (hdr, msg) with
+ * their DSN fields why, DONE status st (0 for a warning), made at now_us;
+ * note and retry_until_us are 0 (a warning sets them). */
+struct bounce_req bounce_req_make(const char *hostname, const struct spool_rec_hdr *hdr,
+		const struct spool_rec_msg *msg, const uint32_t *rcpt,
+		const struct dsn_rcpt *why, unsigned nrcpt, enum spool_done_status st,
+		uint64_t now_us);
+
 /*
  * Build the DSN into dsn (reset first; it must stay untouched until done
  * runs) and queue it and the DONE records (or the NOTE). done(arg, err) runs once, when the

@@ -999,15 +999,8 @@ static void dc_bounce(struct drain_conn *dc, const struct drain_bounces *b, uint
 	uint64_t dsn_id;
 	int rc;
 
-	memset(&br, 0, sizeof(br));
-	br.hostname = env->hostname;
-	br.hdr = &dc->hdr;
-	br.msg = &dc->msg;
-	br.rcpt = b->rcpt;
-	br.why = b->why;
-	br.nrcpt = b->n;
-	br.status = SPOOL_DONE_BOUNCED;
-	br.now_us = now;
+	br = bounce_req_make(env->hostname, &dc->hdr, &dc->msg, b->rcpt, b->why, b->n,
+			     SPOOL_DONE_BOUNCED, now);
 	rc = bounce_queue(env->sh, &br, &dc->dsn, &dsn_id, bounce_committed, dc);
 	if (rc) {
 		log_err("%s: cannot bounce (%s); recipients stay queued", qid, strerror(-rc));

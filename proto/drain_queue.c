@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "core/log.h"
+#include "core/now.h"
 #include "core/rendezvous.h"
 #include "proto/bounce.h"
 #include "proto/drain_resolve.h"
@@ -431,7 +432,6 @@ static int msg_bounce(struct dq_job *j, const struct spool_rec_hdr *hdr,
 {
 	struct dsn_rcpt *why;
 	struct bounce_req br;
-	struct timespec ts;
 	int n, rc;
 
 	j->pend = calloc(m->nrcpt, sizeof(*j->pend));
@@ -447,16 +447,8 @@ static int msg_bounce(struct dq_job *j, const struct spool_rec_hdr *hdr,
 		why[k].action = DSN_ACTION_FAILED;
 		why[k].status = DRAIN_QUEUE_BOUNCE_STATUS;
 	}
-	clock_gettime(CLOCK_REALTIME, &ts);
-	memset(&br, 0, sizeof(br));
-	br.hostname = j->hostname;
-	br.hdr = hdr;
-	br.msg = m;
-	br.rcpt = j->pend;
-	br.why = why;
-	br.nrcpt = (unsigned)n;
-	br.status = SPOOL_DONE_BOUNCED;
-	br.now_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+	br = bounce_req_make(j->hostname, hdr, m, j->pend, why, (unsigned)n,
+			     SPOOL_DONE_BOUNCED, now_wall_us());
 	j->npend = (unsigned)n;
 	rc = bounce_queue(j->shard.sh, &br, &j->dsn, &j->dsn_id, bounce_done, j);
 	free(why);

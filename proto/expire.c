@@ -327,14 +327,8 @@ static int job_warn(struct expire *x, const struct spool_rec_hdr *hdr,
 		dr[i].action = DSN_ACTION_DELAYED;
 		dr[i].status = EXPIRE_DELAY_STATUS;
 	}
-	memset(&br, 0, sizeof(br));
-	br.hostname = x->conf.hostname;
-	br.hdr = hdr;
-	br.msg = m;
-	br.rcpt = x->pending;
-	br.why = dr;
-	br.nrcpt = x->npending;
-	br.now_us = now;
+	br = bounce_req_make(x->conf.hostname, hdr, m, x->pending, dr, x->npending,
+			     0, now);
 	br.note = SPOOL_NOTE_DELAY_WARNED;
 	/* RFC 3464 2.3.9 Will-Retry-Until is per recipient, dsn_build() takes
 	 * one: given only when every listed recipient's hold agrees. */
@@ -389,15 +383,8 @@ static int job_expire(struct expire *x, const struct spool_rec_hdr *hdr,
 		dr[i].action = DSN_ACTION_FAILED;
 		dr[i].status = EXPIRE_STATUS;
 	}
-	memset(&br, 0, sizeof(br));
-	br.hostname = x->conf.hostname;
-	br.hdr = hdr;
-	br.msg = m;
-	br.rcpt = x->pending;
-	br.why = dr;
-	br.nrcpt = x->npending;
-	br.status = SPOOL_DONE_EXPIRED;
-	br.now_us = now;
+	br = bounce_req_make(x->conf.hostname, hdr, m, x->pending, dr, x->npending,
+			     SPOOL_DONE_EXPIRED, now);
 	rc = bounce_queue(x->sh, &br, &x->dsn, &x->dsn_id, job_part_done, x);
 	free(dr);
 	if (rc)

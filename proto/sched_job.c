@@ -374,15 +374,8 @@ static int bounce_queue_read(struct sched_job *j, const struct spool_rec_hdr *hd
 			 (double)(now - hdr->time_us) / 1e6, (double)(now - hdr->time_us) / 1e6,
 			 status, j->route.why);
 	}
-	memset(&br, 0, sizeof(br));
-	br.hostname = s->cfg->hostname;
-	br.hdr = hdr;
-	br.msg = m;
-	br.rcpt = j->rcpt;
-	br.why = dr;
-	br.nrcpt = j->nrcpt;
-	br.status = SPOOL_DONE_BOUNCED;
-	br.now_us = now;
+	br = bounce_req_make(s->cfg->hostname, hdr, m, j->rcpt, dr, j->nrcpt,
+			     SPOOL_DONE_BOUNCED, now);
 	/* A DSN is never sent for a DSN: bounce_queue() builds none for the
 	 * null sender and only writes the DONEs. */
 	rc = bounce_queue(s->sh, &br, &j->dsn, &dsn_id, bounce_done, j);

@@ -172,14 +172,15 @@ def route_del(redis_url, domain):
 def log_field_re(rcpt, status, relay=None, qid=QID_RE, rcpt_re=None):
     """A Postfix-shaped delivery line of etrnd (issue 13):
     'QID: to=<rcpt>, relay=host[ip]:port, delay=D, delays=a/b/c/d, dsn=X.Y.Z,
-    status=STATUS (reply)'. relay None: any relay; rcpt_re: a regular
+    status=STATUS (reply)', with ', tls=VERSION:CIPHER' after it when the
+    connection used TLS. relay None: any relay; rcpt_re: a regular
     expression for the address instead of rcpt. The groups: qid, relay,
     dsn, the text in parentheses."""
     rel = r"[^,]*" if relay is None else re.escape(relay)
     to = rcpt_re if rcpt_re is not None else re.escape(rcpt)
     return (r"(%s): to=<%s>, relay=(%s), delay=[0-9.]+, "
             r"delays=[0-9.]+/[0-9.]+/[0-9.]+/[0-9.]+, dsn=([245]\.\d+\.\d+), "
-            r"status=%s \((.*)\)$" % (qid, to, rel, status))
+            r"status=%s \((.*)\)(?:, tls=\S+)?$" % (qid, to, rel, status))
 
 
 class SmtpSink:
