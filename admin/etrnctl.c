@@ -86,7 +86,7 @@ static void usage(FILE *f)
 		"  domain del DOMAIN | domain show DOMAIN | domain list\n"
 		"  route add DOMAIN [HOST]:PORT|HOST[:PORT]  send DOMAIN's outbound mail there\n"
 		"                     (brackets: that host, no MX look-up; none: HOST's MX),\n"
-		"                     before relayhost and MX; *.DOMAIN covers its subdomains\n"
+		"                     before dest, relayhost and MX; *.DOMAIN covers its subdomains\n"
 		"  route del DOMAIN | route list\n"
 		"  queue list | queue show NAME     named queues (ETRN #queue) in Redis\n"
 		"  queue list DOMAIN | mailq [DOMAIN]  mail held by the running daemon: queue id,\n"

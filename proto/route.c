@@ -18,6 +18,7 @@
 
 static const char *const route_kind_names[] = {
 	[ROUTE_TABLE] = "route",
+	[ROUTE_DEST] = "dest",
 	[ROUTE_RELAYHOST] = "relayhost",
 	[ROUTE_MX] = "mx",
 };
@@ -45,10 +46,16 @@ enum route_kind route_pick(const struct domtab *t, const char *relayhost, const 
 			   size_t len, char *target, size_t tlen)
 {
 	const char *r = t ? domtab_route(t, dom, len) : NULL;
+	const struct domtab_row *row;
 
 	if (r) {
 		route_copy(target, tlen, r, strlen(r));
 		return ROUTE_TABLE;
+	}
+	row = t ? domtab_find(t, dom, len) : NULL;
+	if (row && row->dest && row->dest[0]) {
+		route_copy(target, tlen, row->dest, strlen(row->dest));
+		return ROUTE_DEST;
 	}
 	if (relayhost && relayhost[0]) {
 		route_copy(target, tlen, relayhost, strlen(relayhost));
@@ -115,6 +122,9 @@ int route_resolve(struct resolver *r, enum route_kind kind, const char *target,
 		return route_malformed(kind, target, now);
 	if (!r)
 		return -ESHUTDOWN;
-	rc = resolver_route(r, host, port, kind == ROUTE_MX || !bracketed, cb, arg);
+	/* A row's dest is a host, as the drains resolve it; a route or
+	 * relayhost without brackets is a mail domain (Postfix's rule). */
+	rc = resolver_route(r, host, port, kind == ROUTE_MX || (kind != ROUTE_DEST && !bracketed),
+			    cb, arg);
 	return rc == -EINVAL ? route_malformed(kind, target, now) : rc;
 }

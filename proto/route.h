@@ -2,7 +2,9 @@
 /*
  * route: where the outbound scheduler sends a domain's mail (DESIGN.md 6b).
  * First the domain table's route (Redis etrnd:route:<domain>, core/domtab.h),
- * then the config's relayhost, then the domain's own MX. A route or
+ * then the domain row's dest (a mode deliver customer's own server, as its
+ * drains use it: that host's addresses, never its MX), then the config's
+ * relayhost, then the domain's own MX. A route or
  * relayhost in brackets ("[host]:port") is one host's addresses; without
  * brackets ("host[:port]") it is looked up as a mail domain (its MX, Postfix's
  * rule). The MX of a domain: RFC 5321 5.1 (every MX by preference, then the
@@ -20,6 +22,7 @@
 
 enum route_kind {
 	ROUTE_TABLE = 0,    /* etrnd:route:<domain> */
+	ROUTE_DEST,         /* the domain row's dest ("host[:port]") */
 	ROUTE_RELAYHOST,    /* the config's relayhost */
 	ROUTE_MX,           /* the domain's own MX */
 };

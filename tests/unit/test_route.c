@@ -18,38 +18,6 @@
 #define WAIT_MAX_MS 30000  /* generous: the machine is shared and loaded */
 #define CASE_ROUTES_MAX 2
 
-/*
- * Until core/domtab.c implements routes (part M), these weak stand-ins keep
- * them in a small table of the test's own; once it does, its definitions
- * win at link time and the same cases run against the real table.
- */
-static struct {
-	char domain[DOMTAB_NAME_MAX + 1];
-	char dest[RESOLVER_NAME_MAX];
-} stub_routes[CASE_ROUTES_MAX];
-static size_t stub_nroutes;
-
-__attribute__((weak)) int domtab_builder_route_put(struct domtab_builder *b, const char *domain,
-						   const char *dest)
-{
-	if (stub_nroutes == CASE_ROUTES_MAX)
-		return -ENOMEM;
-	snprintf(stub_routes[stub_nroutes].domain, sizeof(stub_routes[0].domain), "%s", domain);
-	snprintf(stub_routes[stub_nroutes].dest, sizeof(stub_routes[0].dest), "%s", dest);
-	stub_nroutes++;
-	return 0;
-}
-
-__attribute__((weak)) const char *domtab_route(const struct domtab *t, const char *domain,
-					       size_t len)
-{
-	for (size_t i = 0; i < stub_nroutes; i++)
-		if (strlen(stub_routes[i].domain) == len &&
-		    ascii_eq_n(stub_routes[i].domain, domain, len))
-			return stub_routes[i].dest;
-	return NULL;
-}
-
 static const struct dns_stub_rr zone[] = {
 	{ "relay.test", DNS_STUB_A, "192.0.2.80", 0 },
 	{ "relay.test", DNS_STUB_MX, "mxr.relay.test", 10 },
@@ -74,53 +42,63 @@ struct route_case {
 	const char *want_relay;                  /* the first address, when err 0 */
 	int resolve_only;                        /* skip route_pick: a target no
 	                                            table accepts (domtab checks) */
+	const char *row_dest;                    /* a mode deliver row for dom
+	                                            with this dest, or NULL */
 };
 
 static const struct route_case cases[] = {
+	{ "a deliver row's dest before relayhost: its host's address, not its MX", { { NULL } },
+	  "[192.0.2.200]:26", "dest.test", 0, ROUTE_DEST, "dest.test:2606", 0, 0, 0,
+	  "dest.test[192.0.2.91]:2606", 0, "dest.test:2606" },
+	{ "the route table before a row's dest", { { "dest.test", "[relay.test]:2601" } }, "",
+	  "dest.test", 0, ROUTE_TABLE, "[relay.test]:2601", 0, 0, 0, "relay.test[192.0.2.80]:2601",
+	  0, "dest.test:2606" },
+	{ "a numeric dest settles at once", { { NULL } }, "", "dest.test", 0, ROUTE_DEST,
+	  "192.0.2.61:2607", 1, 0, 0, "192.0.2.61[192.0.2.61]:2607", 0, "192.0.2.61:2607" },
 	{ "the route table wins", { { "dest.test", "[relay.test]:2601" } }, "[192.0.2.200]:26",
-	  "dest.test", 0, ROUTE_TABLE, "[relay.test]:2601", 0, 0, 0, "relay.test[192.0.2.80]:2601", 0 },
+	  "dest.test", 0, ROUTE_TABLE, "[relay.test]:2601", 0, 0, 0, "relay.test[192.0.2.80]:2601", 0, NULL },
 	{ "route lookup ignores case", { { "dest.test", "[relay.test]:2601" } }, "",
-	  "DEST.Test", 0, ROUTE_TABLE, "[relay.test]:2601", 0, 0, 0, "relay.test[192.0.2.80]:2601", 0 },
+	  "DEST.Test", 0, ROUTE_TABLE, "[relay.test]:2601", 0, 0, 0, "relay.test[192.0.2.80]:2601", 0, NULL },
 	{ "relayhost without a route", { { "other.test", "[192.0.2.1]" } }, "[relay.test]:2602",
 	  "dest.test", 0, ROUTE_RELAYHOST, "[relay.test]:2602", 0, 0, 0,
-	  "relay.test[192.0.2.80]:2602", 0 },
+	  "relay.test[192.0.2.80]:2602", 0, NULL },
 	{ "the MX without either", { { NULL } }, "", "dest.test", 0, ROUTE_MX, "dest.test", 0, 0, 0,
-	  "mx.dest.test[192.0.2.90]:25", 0 },
+	  "mx.dest.test[192.0.2.90]:25", 0, NULL },
 	{ "NULL relayhost is none", { { NULL } }, NULL, "dest.test", 0, ROUTE_MX, "dest.test", 0, 0,
-	  0, "mx.dest.test[192.0.2.90]:25", 0 },
+	  0, "mx.dest.test[192.0.2.90]:25", 0, NULL },
 	{ "dom is len bytes", { { NULL } }, "", "dest.test.not", 9, ROUTE_MX, "dest.test", 0, 0, 0,
-	  "mx.dest.test[192.0.2.90]:25", 0 },
+	  "mx.dest.test[192.0.2.90]:25", 0, NULL },
 	{ "relayhost without brackets: its MX", { { NULL } }, "relay.test:2603", "dest.test", 0,
-	  ROUTE_RELAYHOST, "relay.test:2603", 0, 0, 0, "mxr.relay.test[192.0.2.81]:2603", 0 },
+	  ROUTE_RELAYHOST, "relay.test:2603", 0, 0, 0, "mxr.relay.test[192.0.2.81]:2603", 0, NULL },
 	{ "route without brackets or port: MX, 25", { { "dest.test", "relay.test" } }, "",
-	  "dest.test", 0, ROUTE_TABLE, "relay.test", 0, 0, 0, "mxr.relay.test[192.0.2.81]:25", 0 },
+	  "dest.test", 0, ROUTE_TABLE, "relay.test", 0, 0, 0, "mxr.relay.test[192.0.2.81]:25", 0, NULL },
 	{ "bracketed route, default port", { { "dest.test", "[relay.test]" } }, "", "dest.test", 0,
-	  ROUTE_TABLE, "[relay.test]", 0, 0, 0, "relay.test[192.0.2.80]:25", 0 },
+	  ROUTE_TABLE, "[relay.test]", 0, 0, 0, "relay.test[192.0.2.80]:25", 0, NULL },
 	{ "numeric route settles", { { "dest.test", "192.0.2.70:2604" } }, "", "dest.test", 0,
-	  ROUTE_TABLE, "192.0.2.70:2604", 1, 0, 0, "192.0.2.70[192.0.2.70]:2604", 0 },
+	  ROUTE_TABLE, "192.0.2.70:2604", 1, 0, 0, "192.0.2.70[192.0.2.70]:2604", 0, NULL },
 	{ "numeric bracketed relayhost settles", { { NULL } }, "[192.0.2.71]", "dest.test", 0,
-	  ROUTE_RELAYHOST, "[192.0.2.71]", 1, 0, 0, "192.0.2.71[192.0.2.71]:25", 0 },
+	  ROUTE_RELAYHOST, "[192.0.2.71]", 1, 0, 0, "192.0.2.71[192.0.2.71]:25", 0, NULL },
 	{ "IPv6 relayhost settles", { { NULL } }, "[2001:db8::5]:2605", "dest.test", 0,
-	  ROUTE_RELAYHOST, "[2001:db8::5]:2605", 1, 0, 0, "2001:db8::5[2001:db8::5]:2605", 0 },
+	  ROUTE_RELAYHOST, "[2001:db8::5]:2605", 1, 0, 0, "2001:db8::5[2001:db8::5]:2605", 0, NULL },
 	{ "address literal domain", { { NULL } }, "", "[192.0.2.72]", 0, ROUTE_MX, "[192.0.2.72]",
-	  1, 0, 0, "192.0.2.72[192.0.2.72]:25", 0 },
+	  1, 0, 0, "192.0.2.72[192.0.2.72]:25", 0, NULL },
 	{ "IPv6 literal domain", { { NULL } }, "", "[IPv6:2001:db8::9]", 0, ROUTE_MX,
-	  "[IPv6:2001:db8::9]", 1, 0, 0, "2001:db8::9[2001:db8::9]:25", 0 },
+	  "[IPv6:2001:db8::9]", 1, 0, 0, "2001:db8::9[2001:db8::9]:25", 0, NULL },
 	{ "null MX: permanent", { { NULL } }, "", "null.test", 0, ROUTE_MX, "null.test", 0, -ENXIO,
-	  1, NULL, 0 },
+	  1, NULL, 0, NULL },
 	{ "NXDOMAIN: permanent", { { NULL } }, "", "nowhere.test", 0, ROUTE_MX, "nowhere.test", 0,
-	  -ENOENT, 1, NULL, 0 },
+	  -ENOENT, 1, NULL, 0, NULL },
 	{ "malformed relayhost: temporary", { { NULL } }, "[relay.test", "dest.test", 0,
-	  ROUTE_RELAYHOST, "[relay.test", 1, -EINVAL, 0, NULL, 0 },
+	  ROUTE_RELAYHOST, "[relay.test", 1, -EINVAL, 0, NULL, 0, NULL },
 	{ "malformed route port: temporary", { { NULL } }, "", "dest.test", 0, ROUTE_TABLE,
-	  "relay.test:99999", 1, -EINVAL, 0, NULL, 1 },
+	  "relay.test:99999", 1, -EINVAL, 0, NULL, 1, NULL },
 	{ "route with junk after bracket", { { NULL } }, "", "dest.test", 0, ROUTE_TABLE,
-	  "[relay.test]x", 1, -EINVAL, 0, NULL, 1 },
+	  "[relay.test]x", 1, -EINVAL, 0, NULL, 1, NULL },
 	{ "domain with a port: permanent", { { NULL } }, "", "dest.test:25", 0, ROUTE_MX,
-	  "dest.test:25", 1, -EINVAL, 1, NULL, 0 },
+	  "dest.test:25", 1, -EINVAL, 1, NULL, 0, NULL },
 	{ "bracketed name as domain: permanent", { { NULL } }, "", "[dest.test]", 0, ROUTE_MX,
-	  "[dest.test]", 1, -EINVAL, 1, NULL, 0 },
-	{ "empty domain: permanent", { { NULL } }, "", "", 0, ROUTE_MX, "", 1, -EINVAL, 1, NULL, 0 },
+	  "[dest.test]", 1, -EINVAL, 1, NULL, 0, NULL },
+	{ "empty domain: permanent", { { NULL } }, "", "", 0, ROUTE_MX, "", 1, -EINVAL, 1, NULL, 0, NULL },
 };
 
 static struct dns_stub *stub;
@@ -146,17 +124,22 @@ static void stop(void)
 	stub = NULL;
 }
 
-/* The case's domain table (routes only). */
+/* The case's domain table: its routes, and its row when it has one. */
 static struct domtab *case_table(const struct route_case *c)
 {
 	struct domtab_builder *b = domtab_builder_new();
 	struct domtab *t;
 
 	cr_assert_not_null(b);
-	stub_nroutes = 0;
 	for (size_t i = 0; i < CASE_ROUTES_MAX && c->routes[i][0]; i++)
 		cr_assert_eq(domtab_builder_route_put(b, c->routes[i][0], c->routes[i][1]), 0,
 			     "%s: route put", c->name);
+	if (c->row_dest) {
+		struct domtab_row row = { .name = c->dom, .dest = c->row_dest,
+					  .mode = DOMTAB_MODE_DELIVER };
+
+		cr_assert_eq(domtab_builder_put(b, &row), 0, "%s: row put", c->name);
+	}
 	t = domtab_build(b);
 	domtab_builder_free(b);
 	cr_assert_not_null(t);
