@@ -33,10 +33,10 @@ test:
 	$(CTEST) --test-dir build-test --output-on-failure -j$(JOBS)
 
 # ThreadSanitizer build in build-tsan/ (ETRND_TSAN; gcc): the concurrency
-# unit tests (label tsan: domtab, domtab_stress, addrlimit, authpool, resolver, drain, loop_adopt,
+# unit tests (label tsan: domtab, domtab_stress, addrlimit, authpool, resolver, drain, loop_adopt, sched, route,
 # spool) and the integration tests that run etrnd with threads = 2. Every
 # TSan report (etrnd's too) lands in build-tsan/tsan-report.PID: any fails.
-TSAN_IT ?= ^integration\.(smtplib|etrn|etrn_rate|drain_shutdown|crash)$$
+TSAN_IT ?= ^integration\.(smtplib|etrn|etrn_rate|drain_shutdown|crash|outbound)$$
 tsan:
 	$(MAKE) --no-print-directory deps
 	$(CMAKE) -S . -B build-tsan -DETRND_TSAN=ON -DCMAKE_BUILD_TYPE=Debug
