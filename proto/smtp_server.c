@@ -576,8 +576,11 @@ static int smtp_check_rcpt(struct smtp_session *s, struct smtp_cmd_ctx *c, struc
 				path->len - path->domain_off, smtp_server_may_relay(s));
 	if (v == SMTP_RCPT_OK)
 		return SMTP_CHECK_OK;
-	log_info("smtp %s: reject RCPT <%s>: verdict %d", s->client_addr,
-			log_printable(logtext, sizeof(logtext), path->addr, path->len), (int)v);
+	log_info("smtp %s: reject RCPT <%s>: %s", s->client_addr,
+			log_printable(logtext, sizeof(logtext), path->addr, path->len),
+			v == SMTP_RCPT_TEMPFAIL ? "domain table unavailable" :
+			v == SMTP_RCPT_OVER_QUOTA ? "domain over quota" :
+			v == SMTP_RCPT_ROUTED ? "sender-specified routing" : "relay access denied");
 	switch (v) {
 	case SMTP_RCPT_TEMPFAIL:
 		smtp_reply(s, out, "451 4.3.0 <%s>: Temporary lookup failure", path->addr);
