@@ -245,13 +245,17 @@ static void authpool_deliver(void *arg)
 }
 
 /* done runs exactly once: a post that finds no memory is tried again,
- * unless the pool is stopping (every loop has finished: nobody to tell). */
+ * unless the pool is stopping or the loop has finished (nobody to tell). */
 static void authpool_post(struct authpool *p, struct authpool_req *q)
 {
 	const struct timespec ts = { 0, AUTHPOOL_POST_RETRY_NS };
+	int rc;
 
-	while (loop_post(q->l, authpool_deliver, q)) {
+	while ((rc = loop_post(q->l, authpool_deliver, q)) != 0) {
 		int stopping;
+
+		if (rc == -ESHUTDOWN)
+			return;
 
 		pthread_mutex_lock(&p->mu);
 		stopping = p->stopping;

@@ -1428,21 +1428,55 @@ static void on_connect(struct loop *l, struct io_uring_cqe *cqe)
 	conn_start(c);
 }
 
+/* The inbox of a loop whose run has ended: posts are refused from then on
+ * (loop_close_inbox()), so the poster keeps (and frees) what it posted. */
+#define LOOP_INBOX_CLOSED ((struct loop_msg *)(uintptr_t)1)
+
 int loop_post(struct loop *l, loop_hook_fn fn, void *arg)
 {
-	struct loop_msg *m = malloc(sizeof(*m));
+	struct loop_msg *m = malloc(sizeof(*m)), *head;
 	uint64_t one = 1;
 
 	if (!m)
 		return -ENOMEM;
 	m->fn = fn;
 	m->arg = arg;
-	m->next = atomic_load(&l->inbox);
+	head = atomic_load(&l->inbox);
 	/* Lock-free push (Treiber stack); the loop takes the whole list. */
-	while (!atomic_compare_exchange_weak(&l->inbox, &m->next, m))
-		;
+	do {
+		if (head == LOOP_INBOX_CLOSED) {
+			free(m);
+			return -ESHUTDOWN;
+		}
+		m->next = head;
+	} while (!atomic_compare_exchange_weak(&l->inbox, &head, m));
 	(void)!write(l->wakefd, &one, sizeof(one));
 	return 0;
+}
+
+/* Turns a finished loop spends running posts that keep arriving before it
+ * closes its inbox anyway (a hook that posts to its own loop every turn
+ * would otherwise keep it from ending). */
+#define LOOP_CLOSE_TRIES 8
+
+/* The run is over once nothing is posted: close the inbox (1), or 0 when a
+ * post came in first (the loop runs it, then tries again). force: close it
+ * whatever it holds; what is in it is dropped unrun (logged). */
+static int loop_close_inbox(struct loop *l, int force)
+{
+	struct loop_msg *empty = NULL, *m, *next;
+	unsigned n = 0;
+
+	if (atomic_compare_exchange_strong(&l->inbox, &empty, LOOP_INBOX_CLOSED))
+		return 1;
+	if (!force)
+		return 0;
+	for (m = atomic_exchange(&l->inbox, LOOP_INBOX_CLOSED); m; m = next, n++) {
+		next = m->next;
+		free(m);
+	}
+	log_warn("engine %u: %u post(s) still arriving as the loop ended: dropped", l->index, n);
+	return 1;
 }
 
 /* Run what other threads posted, in the order they posted it. */
@@ -1945,6 +1979,8 @@ struct loop *loop_free(struct loop *l)
 	free(l->rearm);
 	{
 		struct loop_msg *m = atomic_exchange(&l->inbox, NULL), *next;
+		if (m == LOOP_INBOX_CLOSED)
+			m = NULL;
 		for (; m; m = next) {
 			next = m->next;
 			free(m); /* posted after the loop ended: nobody to run it */
@@ -1980,7 +2016,7 @@ static int loop_done(struct loop *l)
 int loop_run(struct loop *l)
 {
 	struct io_uring_cqe *cqe;
-	unsigned head, seen;
+	unsigned head, seen, close_tries = 0;
 	int rc;
 
 	for (unsigned i = 0; i < l->nlis; i++)
@@ -2014,8 +2050,11 @@ int loop_run(struct loop *l)
 		for (unsigned i = 0; i < l->nturn; i++)
 			l->turn[i].fn(l->turn[i].arg);
 		loop_do_work(l);
-		if (loop_done(l))
-			break;
+		if (loop_done(l)) {
+			if (loop_close_inbox(l, ++close_tries > LOOP_CLOSE_TRIES))
+				break;
+			continue; /* run what was posted meanwhile, then again */
+		}
 		epoch_offline(); /* a sleeping thread holds up no reclamation */
 		rc = io_uring_submit_and_wait(&l->ring, 1);
 		epoch_online();

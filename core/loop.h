@@ -174,7 +174,9 @@ int loop_connect(struct loop *l, const struct sockaddr *sa, socklen_t salen,
 		void *cookie);
 
 /* From any thread: run fn(arg) on the loop's thread, soon, in post order.
- * Returns 0 or -ENOMEM. A post to a loop that has finished is dropped. */
+ * Returns 0, -ENOMEM, or -ESHUTDOWN once loop_run() has finished (the
+ * loop runs every post it accepted before it returns; a refused post is
+ * the caller's to undo). Not after loop_free(). */
 int loop_post(struct loop *l, loop_hook_fn fn, void *arg);
 
 /* This connection's idle timeout (RFC 5321 4.5.3.2 for a client: it changes
@@ -260,10 +262,10 @@ const struct tls_info *conn_tls(const struct conn *c);
  * and session clocks start again): the kept input is delivered first
  * (from the loop, after this call returns), then what arrives. The parcel is consumed (freed) whether it succeeds or not.
  * Returns the connection, or NULL (errno EMFILE: no free slot, ESHUTDOWN:
- * l is stopping; the socket is closed). Hazard: a post to a loop that has
- * finished is dropped (loop_post()), and a parcel in it leaks its socket;
- * keep a loop that may still adopt from finishing (loop_add_busy_check)
- * while a parcel may be on its way to it.
+ * l is stopping; the socket is closed). A post to a loop that has
+ * finished is refused (loop_post(): -ESHUTDOWN) and the parcel stays the
+ * poster's to free; keep a loop that may still adopt from finishing
+ * (loop_add_busy_check) while a parcel may be on its way to it.
  *
  * conn_parcel_free(): close and free a parcel nobody will adopt (NULL is
  * fine). conn_parcel_peer(): its peer's printable address, valid while

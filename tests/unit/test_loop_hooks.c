@@ -186,6 +186,9 @@ Test(loop_hooks, stop_hooks_then_busy_checks)
 	cr_expect_eq(r.busy_left, 0);
 	cr_expect_eq(r2.busy_left, 0, "the second check was not waited for");
 	cr_expect_geq(r.turns, TURNS + 9, "turns %u", r.turns);
+	/* The run is over: a post is refused, never accepted and dropped (its
+	 * argument would leak: a resolver answer, an ATRN parcel). */
+	cr_expect_eq(loop_post(r.l, noop, NULL), -ESHUTDOWN);
 	loop_free(r.l);
 	config_free(&cfg);
 }
