@@ -36,4 +36,11 @@ static inline uint64_t now_wall_us(void)
 uint64_t now_step_us(void);
 void now_step_add(uint64_t us);
 
+/* The wall clock (µs) the outbound scheduler and expiry keep: the real one
+ * plus offset_us (the config's clock_offset) plus the test clock's step. */
+static inline uint64_t now_shifted_us(int64_t offset_us)
+{
+	return (uint64_t)((int64_t)now_wall_us() + offset_us) + now_step_us();
+}
+
 #endif

@@ -332,8 +332,7 @@ void drain_hub_set_tls(struct drain_hub *h, struct tls_ctx *client)
  * A message finished since is no longer indexed: nothing to clear. */
 static void job_mark_busy(struct drain *d, const struct drain_job *j, int busy)
 {
-	for (size_t i = 0; i < j->nmsgs; i++)
-		(void)spool_index_set_busy(d->env.idx, j->msgs[i], j->dom, j->len, busy);
+	spool_index_set_busy_n(d->env.idx, j->msgs, j->nmsgs, j->dom, j->len, busy);
 }
 
 /* An outbound job has ended: its result to the scheduler. done may start
@@ -1119,7 +1118,7 @@ size_t drain_deferred_copy(const struct drain *d, struct sched_status_dest *out,
 			   uint64_t *now_us)
 {
 	/* The scheduler's clock (proto/sched.h): its next attempts are in it. */
-	*now_us = now_wall_us() + (uint64_t)d->hub->cfg->clock_offset_ms * 1000u + now_step_us();
+	*now_us = now_shifted_us((int64_t)d->hub->cfg->clock_offset_ms * 1000);
 	return d->sched ? sched_status_copy(d->sched, out, max) : 0;
 }
 

@@ -23,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/buf.h"
 #include "core/log.h"
@@ -78,15 +77,10 @@ struct expire {
 	uint64_t count;
 };
 
+/* The scheduler's clock (core/now.h): the test clock's step included. */
 static uint64_t now_us(const struct expire *x)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	/* now_step_us(): the test clock's step (core/now.h), as the
-	 * scheduler's clock has it. */
-	return (uint64_t)((int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000 +
-			  x->conf.clock_offset_us) + now_step_us();
+	return now_shifted_us(x->conf.clock_offset_us);
 }
 
 static void expire_tick(void *arg);

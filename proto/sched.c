@@ -44,7 +44,7 @@ static int dom_eq(const void *ctx, uint32_t el, const void *key);
 
 uint64_t sched_now_us(const struct sched *s)
 {
-	return now_wall_us() + (uint64_t)s->cfg->clock_offset_ms * 1000 + now_step_us();
+	return now_shifted_us((int64_t)s->cfg->clock_offset_ms * 1000);
 }
 
 uint64_t sched_next_attempt(uint64_t now_us, uint64_t arrival_us, uint64_t min_us,
@@ -316,8 +316,7 @@ static size_t dom_collect(struct sched *s, struct sched_dom *sd, uint64_t now, u
 		msgs[n++] = e.msgid;
 	}
 	/* Marked after the walk: the iterator promises nothing otherwise. */
-	for (size_t i = 0; i < n; i++)
-		(void)spool_index_set_busy(s->idx, msgs[i], sd->dom, sd->len, 1);
+	spool_index_set_busy_n(s->idx, msgs, n, sd->dom, sd->len, 1);
 	return n;
 }
 
@@ -338,8 +337,7 @@ static void dom_serve(struct sched *s, const struct domtab *t, struct sched_dom 
 		if (n == 0)
 			return;
 		if (sd->jobs > 0 && n < SCHED_BATCH_MIN) {
-			for (size_t i = 0; i < n; i++)
-				(void)spool_index_set_busy(s->idx, s->batch[i], sd->dom, sd->len, 0);
+			spool_index_set_busy_n(s->idx, s->batch, n, sd->dom, sd->len, 0);
 			return;
 		}
 		sd->touched_us = now;

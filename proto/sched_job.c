@@ -134,8 +134,7 @@ static void job_end(struct sched_job *j)
 	struct sched *s = j->s;
 
 	sched_job_enter(j, SCHED_JOB_DONE, "ended");
-	for (size_t i = 0; i < j->nmsgs; i++)
-		(void)spool_index_set_busy(s->idx, j->msgs[i], j->dom->dom, j->dom->len, 0);
+	spool_index_set_busy_n(s->idx, j->msgs, j->nmsgs, j->dom->dom, j->dom->len, 0);
 	j->dom->jobs--;
 	sched_ready(s, j->dom);
 	if (j->waiting)
@@ -286,8 +285,7 @@ static void job_deliver(struct sched_job *j)
 		return;
 	}
 	/* The drainer marks the entries busy itself for the job's life. */
-	for (size_t i = 0; i < j->nmsgs; i++)
-		(void)spool_index_set_busy(s->idx, j->msgs[i], j->dom->dom, j->dom->len, 0);
+	spool_index_set_busy_n(s->idx, j->msgs, j->nmsgs, j->dom->dom, j->dom->len, 0);
 	memset(&rq, 0, sizeof(rq));
 	rq.dom = j->dom->dom;
 	rq.len = j->dom->len;
@@ -516,8 +514,7 @@ int sched_job_start(struct sched *s, const struct domtab *t, struct sched_dom *s
 		j->msgs = malloc(n * sizeof(*j->msgs));
 	if (!j || !j->msgs) {
 		free(j);
-		for (size_t i = 0; i < n; i++)
-			(void)spool_index_set_busy(s->idx, msgs[i], sd->dom, sd->len, 0);
+		spool_index_set_busy_n(s->idx, msgs, n, sd->dom, sd->len, 0);
 		log_err("sched %s (shard %u): out of memory; retried later", sd->dom, s->index);
 		return -ENOMEM;
 	}

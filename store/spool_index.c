@@ -1222,6 +1222,13 @@ int spool_index_set_busy(struct spool_index *idx, uint64_t msgid, const char *do
 	return 0;
 }
 
+void spool_index_set_busy_n(struct spool_index *idx, const uint64_t *msgs, size_t n,
+			    const char *dom, size_t len, int busy)
+{
+	for (size_t i = 0; i < n; i++)
+		(void)spool_index_set_busy(idx, msgs[i], dom, len, busy);
+}
+
 void spool_index_set_add_hook(struct spool_index *idx, spool_index_add_fn fn, void *arg)
 {
 	idx->add_fn = fn;

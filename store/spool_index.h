@@ -329,6 +329,11 @@ int spool_index_msg_entry(const struct spool_index *idx, uint64_t msgid,
 int spool_index_set_busy(struct spool_index *idx, uint64_t msgid, const char *dom,
 		size_t len, int busy);
 
+/* spool_index_set_busy() for each of msgs[0..n) in dom; a message no longer
+ * queued there (finished meanwhile) is skipped. For a job's whole set. */
+void spool_index_set_busy_n(struct spool_index *idx, const uint64_t *msgs, size_t n,
+		const char *dom, size_t len, int busy);
+
 /* Called by spool_index_add_msg() once per distinct domain of a message it
  * indexed (after recovery too, i.e. for every message stored live), with
  * the domain as the queue spells it (lower case, valid during the call).
