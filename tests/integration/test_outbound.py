@@ -486,8 +486,10 @@ class CrashTest(OutboundCase):
         wait_code(e, "k9.test", 250, TABLE_WAIT_S)
         ids = hold(e, "k9.test", self.MESSAGES, "k9")
         # A fast machine may take all of them before the first delivery
-        # ends: kill once the destination has one.
+        # ends: kill once etrnd has logged one sent (the destination's
+        # count alone may run ahead of our reading its 250).
         self.assertTrue(peer.wait_count(1, h.LOG_WAIT_S), "no delivery started")
+        e.wait_log(r"status=sent")
         at_kill = peer.recorder.count()
         e.kill9()
         self.assertGreater(at_kill, 0, "delivery had not started at the kill")
