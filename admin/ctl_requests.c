@@ -194,8 +194,9 @@ static size_t ctl_who(const char *line, size_t len, char *who, size_t cap)
 	return len;
 }
 
-void ctl_requests_socket(void *hub, const char *line, size_t len, struct buf *out)
+void ctl_requests_socket(void *env, const char *line, size_t len, struct buf *out)
 {
+	struct drain_hub *hub = ((struct ctl_env *)env)->hub;
 	char who[CTL_REQUESTS_WHO_MAX];
 
 	len = ctl_who(line, len, who, sizeof(who));

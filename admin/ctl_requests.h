@@ -16,8 +16,18 @@
 
 #include "core/buf.h"
 
-/* A ctlsock_fn: answer one request line into out. On the socket's thread. */
-void ctl_requests_socket(void *hub, const char *line, size_t len, struct buf *out);
+/* What the requests act on (ctlsock_start()'s arg; outlives the socket). */
+struct drain_hub;
+struct activators;
+struct ctl_env {
+	struct drain_hub *hub;
+	struct activators *act;     /* proto/activator.h: "activators ...",
+	                               "activate ..." (etrnctl etrn --atrn) */
+};
+
+/* A ctlsock_fn: answer one request line into out; env is a struct
+ * ctl_env. On the socket's thread. */
+void ctl_requests_socket(void *env, const char *line, size_t len, struct buf *out);
 
 /* A control_drain_fn: drain what this node holds for domain, and log the
  * answer. On the control thread. */

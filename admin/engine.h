@@ -40,6 +40,10 @@ struct engine_env {
 	 * from here. */
 	struct tls_ctx *tls_server;
 	struct tls_ctx *tls_client;
+	/* The node's activators (proto/activator.h): engine thread 0 runs
+	 * them (activators_attach) and every thread's scheduler tells them of
+	 * relayhost deliveries (sched_set_relayed_hook). NULL: none. */
+	struct activators *act;
 };
 
 /* Make env's TLS contexts from cfg's tls_* keys. Returns 0, or -1 with err

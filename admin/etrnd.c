@@ -30,6 +30,7 @@
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/resolver.h"
+#include "proto/activator.h"
 #include "proto/drain.h"
 #include "proto/smtpd.h"
 #include "store/domstat.h"
@@ -69,6 +70,8 @@ struct etrnd {
 	struct drain_hub *hub;
 	struct control *ctl;
 	struct ctlsock *cs;
+	struct ctl_env ctlenv;         /* what the control socket acts on */
+	struct activators *act;        /* proto/activator.h */
 	struct engine_env env;
 	struct engine_set *eng;
 	struct connlimit *cl;          /* client_connection_limit, node-wide */
@@ -228,13 +231,17 @@ static void etrnd_start(struct etrnd *d)
 	d->hub = d->dt && d->ds ? drain_hub_new(cfg, d->dt, d->ds, d->res, cfg->threads) : NULL;
 	if (!d->hub)
 		fatal("out of memory");
+	d->act = activators_new(cfg);
+	if (!d->act)
+		fatal("out of memory");
 	d->ctl = control_start(cfg, d->dt, err, sizeof(err));
 	if (!d->ctl)
 		fatal("%s", err);
 	/* Before the listeners, so that once etrnd takes mail, etrnctl can
 	 * reach it; requests before the engines are up get partial answers. */
 	if (cfg->control_socket[0]) {
-		d->cs = ctlsock_start(cfg->control_socket, ctl_requests_socket, d->hub,
+		d->ctlenv = (struct ctl_env){ .hub = d->hub, .act = d->act };
+		d->cs = ctlsock_start(cfg->control_socket, ctl_requests_socket, &d->ctlenv,
 				      d->ep, err, sizeof(err));
 		if (!d->cs)
 			fatal("%s", err);
@@ -251,7 +258,7 @@ static void etrnd_start(struct etrnd *d)
 	}
 	d->env = (struct engine_env){ .cfg = cfg, .dt = d->dt, .ds = d->ds,
 				      .hub = d->hub, .resolver = d->res, .ep = d->ep, .cl = d->cl,
-				      .data_budget = d->data_budget };
+				      .data_budget = d->data_budget, .act = d->act };
 	if (engine_tls_new(cfg, &d->env, err, sizeof(err))) {
 		d->cs = ctlsock_stop(d->cs);
 		d->ctl = control_stop(d->ctl);
@@ -310,6 +317,7 @@ static int etrnd_stop(struct etrnd *d)
 	drain_hub_quiesce(d->hub);
 	d->res = resolver_free(d->res);
 	d->eng = engine_free(d->eng);
+	d->act = activators_free(d->act); /* its runs lived on engine thread 0 */
 	engine_tls_free(&d->env); /* no engine thread uses them any more */
 	d->cl = connlimit_free(d->cl);
 	d->ctl = control_stop(d->ctl);

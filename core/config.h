@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include "core/cidr.h"
+#include "core/timetable.h"
 
 #define CONFIG_LISTEN_MAX 16
 #define CONFIG_THREADS_MAX 256
@@ -106,6 +107,69 @@ struct config_redis {
 #define CONFIG_MAXIMAL_BACKOFF_DEFAULT_MS (4000u * 1000)
 #define CONFIG_QUEUE_RESTART_SPREAD_DEFAULT_MS (60u * 1000)
 
+/*
+ * Activators (proto/activator.h): this node asks an upstream for its own
+ * mail, ETRN (RFC 1985) or ATRN (RFC 2645), on a timetable. Several, each
+ * named by keys "activator.NAME.FIELD = value" (NAME: letters, digits, '-'
+ * and '_', at most CONFIG_ACTIVATOR_NAME_MAX - 1):
+ *   host       the upstream, "host[:port]" or "[host]:port" (its A/AAAA,
+ *              never its MX); port 25 for etrn, 366 for atrn by default.
+ *              Required. May differ from relayhost.
+ *   method     etrn (default) or atrn.
+ *   request    comma list of "domain", "@domain" (the domain and its
+ *              subdomains) and "#queue" (the ISP's queue name); one ETRN
+ *              each. etrn: required. atrn: domains only, none = all the
+ *              user's domains.
+ *   user       AUTH (RFC 4954) user; required for atrn; for etrn, used when
+ *              the upstream offers AUTH.
+ *   password_file  a file whose first line is the password (read at start;
+ *              required with user). Credentials go out only inside TLS
+ *              unless tls = none (the operator's explicit choice, warned).
+ *   tls        none | may (default) | must | verify (must + certificate
+ *              chain and host name checked against tls_ca_file), as a
+ *              domain row's tls.
+ *   schedule   a timetable (core/timetable.h). Required.
+ *   idle_timeout  atrn: overrides atrn_idle_timeout for this activator.
+ * Missing or contradicting fields are refused at start with the file:line
+ * of the activator's first key.
+ */
+#define CONFIG_ACTIVATORS_MAX 32
+#define CONFIG_ACTIVATOR_NAME_MAX 64
+#define CONFIG_ACTIVATOR_REQUESTS_MAX 16
+#define CONFIG_ACTIVATOR_REQUEST_MAX 257    /* "@" or "#" + 255 + NUL */
+#define CONFIG_ACTIVATOR_USER_MAX 256
+#define CONFIG_ACTIVATOR_PASS_MAX 256
+#define CONFIG_ETRN_PORT 25                 /* RFC 5321 */
+#define CONFIG_ODMR_PORT 366                /* RFC 2645 */
+/* atrn_idle_timeout: how long the reversed session of an ATRN activator
+ * waits for the upstream's next command (the IMS's "time-out after X
+ * minutes"); RFC 5321 4.5.3.2.7's server timeout of 5 minutes. */
+#define CONFIG_ATRN_IDLE_TIMEOUT_DEFAULT_MS (5u * 60u * 1000u)
+
+enum config_activator_method { CONFIG_ACTIVATOR_ETRN = 0, CONFIG_ACTIVATOR_ATRN };
+enum config_activator_tls {
+	CONFIG_ACTIVATOR_TLS_NONE = 0,
+	CONFIG_ACTIVATOR_TLS_MAY,
+	CONFIG_ACTIVATOR_TLS_MUST,
+	CONFIG_ACTIVATOR_TLS_VERIFY,
+};
+
+struct config_activator {
+	char name[CONFIG_ACTIVATOR_NAME_MAX];
+	char host[CONFIG_HOSTNAME_MAX];     /* without brackets or port */
+	unsigned port;
+	enum config_activator_method method;
+	unsigned nrequest;
+	char request[CONFIG_ACTIVATOR_REQUESTS_MAX][CONFIG_ACTIVATOR_REQUEST_MAX];
+	char user[CONFIG_ACTIVATOR_USER_MAX];         /* "" = no AUTH */
+	char password_file[PATH_MAX];
+	char password[CONFIG_ACTIVATOR_PASS_MAX];     /* read from password_file */
+	enum config_activator_tls tls;
+	struct timetable schedule;
+	unsigned idle_timeout_ms;           /* 0 = atrn_idle_timeout */
+	char where[CONFIG_WHERE_MAX];       /* file:line of its first key */
+};
+
 struct config_listen {
 	char text[128];                 /* as written: "127.0.0.1:2525" */
 	struct sockaddr_storage addr;
@@ -160,6 +224,9 @@ struct config {
 	unsigned minimal_backoff_ms;
 	unsigned maximal_backoff_ms;
 	unsigned queue_restart_spread_ms;
+	struct config_activator *activators; /* allocated; config_free() */
+	unsigned nactivators;
+	unsigned atrn_idle_timeout_ms;
 	int log_level;                  /* enum log_level */
 	int log_syslog;
 	struct config_redis redis;

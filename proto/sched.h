@@ -57,6 +57,11 @@ struct sched *sched_new(const struct config *cfg, const struct domtab_live *dt,
 /* Free once the loop will not run again. NULL is fine; returns NULL. */
 struct sched *sched_free(struct sched *s);
 
+/* After-outbound (proto/activator.h): fn(arg) runs on s's thread after a
+ * job routed through the relayhost (ROUTE_RELAYHOST) sent at least one
+ * message. fn NULL: none (the default). */
+void sched_set_relayed_hook(struct sched *s, void (*fn)(void *arg), void *arg);
+
 /* 1 while a job or a look-up of this scheduler is in flight. */
 int sched_busy(const struct sched *s);
 

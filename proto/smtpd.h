@@ -75,6 +75,27 @@ int smtpd_check_config(struct config *cfg, char *err, size_t errlen);
 /* Worst-case bytes of one stored MSG record under cfg's limits. */
 size_t smtpd_record_max(const struct config *cfg);
 
+/*
+ * The customer's side of ATRN (RFC 2645 4; proto/activator.h): parcel is an
+ * outbound connection of l (this smtpd's thread) on which we sent ATRN and
+ * got 250. Adopt it as a server session: send our 220 greeting, then serve
+ * what the upstream sends through the normal receive path (RCPT checked
+ * against the domain table and relay_domains as for any client, spool,
+ * 250 only once on disk). The session is inside TLS when the parcel
+ * carries it (STARTTLS not offered again); AUTH, ETRN and ATRN are not
+ * offered there (502). It waits at most idle_ms (atrn_idle_timeout) for
+ * each command instead of idle_timeout. upstream names the peer in logs
+ * ("activator isp: mx.isp.example[192.0.2.1]:366"; copied). done(arg,
+ * msgs, why) runs once on l's thread when the session has ended: msgs =
+ * messages answered 250, why = "QUIT", "idle timeout", "lost connection",
+ * "shutdown", ... Returns 0; or -errno with parcel freed and done not
+ * called (-EMFILE: no slot, -ESHUTDOWN: stopping, -ENOMEM).
+ */
+struct conn_parcel;
+typedef void (*smtpd_reversed_fn)(void *arg, unsigned msgs, const char *why);
+int smtpd_adopt_reversed(struct smtpd *d, struct loop *l, struct conn_parcel *parcel,
+		const char *upstream, unsigned idle_ms, smtpd_reversed_fn done, void *arg);
+
 /* The 421 line for connections over max_connections (lives as long as d). */
 const char *smtpd_busy_reply(const struct smtpd *d);
 
