@@ -372,13 +372,13 @@ static time_t tt_wall(int year, int mon, int mday, unsigned sod)
 
 static int tt_day_at(struct tt_day *d, const struct tm *base, int shift)
 {
-	/* Noon exists on every day: it normalises the date. */
+	/* The date normalised by UTC arithmetic (no zone: cheap). */
 	struct tm tm = { .tm_year = base->tm_year, .tm_mon = base->tm_mon,
-			 .tm_mday = base->tm_mday + shift, .tm_hour = 12, .tm_isdst = -1 };
+			 .tm_mday = base->tm_mday + shift };
 	struct tm mid, later;
-	time_t span;
+	time_t span = timegm(&tm);
 
-	if (mktime(&tm) == (time_t)-1)
+	if (span == (time_t)-1 || !gmtime_r(&span, &tm))
 		return -1;
 	d->year = tm.tm_year;
 	d->mon = tm.tm_mon;
