@@ -276,6 +276,20 @@ static void rv_wait(atomic_int *v, int want, const char *what)
 		      ENGINE_FIXTURE_WAIT_MS);
 }
 
+/* Stop the engine once done() has run (a "shutdown" is what the stop
+ * itself makes, so it runs inside it), then check what done() said:
+ * once, on the engine thread, msgs messages, why. */
+static void rv_expect_end(unsigned msgs, const char *why)
+{
+	if (strcmp(why, "shutdown") != 0)
+		rv_wait(&R.dones, 1, "done()");
+	rv_stop();
+	cr_expect_eq(atomic_load(&R.dones), 1, "done() once");
+	cr_expect(atomic_load(&R.done_on_engine), "done() on the engine thread");
+	cr_expect_eq(R.msgs, msgs);
+	cr_expect_str_eq(R.why, why);
+}
+
 /* ---- the upstream: blocking, plain or TLS (server side) ----------------- */
 
 struct rv_up {
@@ -402,6 +416,14 @@ static void rv_up_greet(struct rv_up *u)
 	} while (line[3] == '-');
 }
 
+/* A plain reversed session under way: greeted, EHLO answered. */
+static void rv_begin(struct rv_up *u)
+{
+	rv_start(0, RV_ADOPT, RV_LONG_IDLE_MS, 16);
+	rv_up_accept(u);
+	rv_up_greet(u);
+}
+
 static int rv_held_msgs(void)
 {
 	uint64_t ids[4];
@@ -456,12 +478,7 @@ static void rv_session(int tls)
 	rv_up_expect(&u, "221 2.0.0 Bye");
 	rv_up_expect_eof(&u);
 	rv_up_close(&u);
-	rv_wait(&R.dones, 1, "done()");
-	rv_stop();
-	cr_expect_eq(atomic_load(&R.dones), 1, "done() once");
-	cr_expect(atomic_load(&R.done_on_engine), "done() on the engine thread");
-	cr_expect_eq(R.msgs, 1);
-	cr_expect_str_eq(R.why, "QUIT");
+	rv_expect_end(1, "QUIT");
 	cr_expect_eq(atomic_load(&R.detach_null), 0);
 	cr_assert_not_null(engine_fixture_reopen(&R.f), "%s", R.f.err);
 	cr_assert_eq(engine_fixture_queue_ids(&R.f, RV_CUSTOMER, ids, 4), 1);
@@ -504,15 +521,11 @@ Test(smtpd_reversed, idle_timeout, .timeout = 120)
 	took = rv_now_ms() - t0;
 	rv_up_expect_eof(&u);
 	rv_up_close(&u);
-	rv_wait(&R.dones, 1, "done()");
 	cr_expect_geq(took, RV_IDLE_MS / 2, "cut after %lld ms", took);
 	cr_expect_lt(took, RV_IDLE_TIMEOUT_MS, "idle_timeout applied, not idle_ms");
 	fprintf(stderr, "test_smtpd_reversed: idle upstream cut %lld ms after our 220 "
 		"(idle_ms %d)\n", took, RV_IDLE_MS);
-	rv_stop();
-	cr_expect_eq(atomic_load(&R.dones), 1);
-	cr_expect_eq(R.msgs, 0);
-	cr_expect_str_eq(R.why, "idle timeout");
+	rv_expect_end(0, "idle timeout");
 	rv_fini();
 }
 
@@ -522,19 +535,13 @@ Test(smtpd_reversed, upstream_vanishes, .timeout = 120)
 {
 	struct rv_up u;
 
-	rv_start(0, RV_ADOPT, RV_LONG_IDLE_MS, 16);
-	rv_up_accept(&u);
-	rv_up_greet(&u);
+	rv_begin(&u);
 	rv_up_write(&u, "MAIL FROM:<s@far.test>\r\nRCPT TO:<a@" RV_CUSTOMER ">\r\nDATA\r\npart");
 	rv_up_expect(&u, "250 2.1.0 Ok");
 	rv_up_expect(&u, "250 2.1.5 Ok");
 	rv_up_expect(&u, "354 End data with <CR><LF>.<CR><LF>");
 	rv_up_close(&u);
-	rv_wait(&R.dones, 1, "done()");
-	rv_stop();
-	cr_expect_eq(atomic_load(&R.dones), 1);
-	cr_expect_eq(R.msgs, 0);
-	cr_expect_str_eq(R.why, "lost connection");
+	rv_expect_end(0, "lost connection");
 	cr_assert_not_null(engine_fixture_reopen(&R.f), "%s", R.f.err);
 	cr_expect_eq(rv_held_msgs(), 0);
 	rv_fini();
@@ -546,15 +553,11 @@ Test(smtpd_reversed, shutdown, .timeout = 120)
 {
 	struct rv_up u;
 
-	rv_start(0, RV_ADOPT, RV_LONG_IDLE_MS, 16);
-	rv_up_accept(&u);
-	rv_up_greet(&u);
-	rv_stop();
+	rv_begin(&u);
+	rv_expect_end(0, "shutdown");
 	rv_up_expect(&u, "421 4.3.2 " ENGINE_FIXTURE_HOSTNAME " Service shutting down");
 	rv_up_expect_eof(&u);
 	rv_up_close(&u);
-	cr_expect_eq(atomic_load(&R.dones), 1);
-	cr_expect_str_eq(R.why, "shutdown");
 	rv_fini();
 }
 
