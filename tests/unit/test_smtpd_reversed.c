@@ -358,9 +358,10 @@ static void rv_up_expect_eof(struct rv_up *u)
 }
 
 /* The engine connects; we take the connection (TLS as the customer
- * wants it) and say 250 to its ATRN. Then the connection is ours to
- * drive as the client. */
-static void rv_up_accept(struct rv_up *u)
+ * wants it) and say 250 to its ATRN, with first (RV_ATRN_OK and maybe
+ * more in the same write). Then the connection is ours to drive as the
+ * client. */
+static void rv_up_accept(struct rv_up *u, const char *first)
 {
 	struct timeval tv = { .tv_sec = RV_RCV_TIMEOUT_S };
 
@@ -382,7 +383,7 @@ static void rv_up_accept(struct rv_up *u)
 		SSL_set_fd(u->ssl, u->fd);
 		cr_assert_eq(SSL_accept(u->ssl), 1, "TLS handshake with the customer failed");
 	}
-	rv_up_write(u, RV_ATRN_OK);
+	rv_up_write(u, first);
 }
 
 static void rv_up_close(struct rv_up *u)
@@ -420,7 +421,7 @@ static void rv_up_greet(struct rv_up *u)
 static void rv_begin(struct rv_up *u)
 {
 	rv_start(0, RV_ADOPT, RV_LONG_IDLE_MS, 16);
-	rv_up_accept(u);
+	rv_up_accept(u, RV_ATRN_OK);
 	rv_up_greet(u);
 }
 
@@ -454,7 +455,7 @@ static void rv_session(int tls)
 	char line[RV_LINE_MAX];
 
 	rv_start(tls, RV_ADOPT, RV_LONG_IDLE_MS, 16);
-	rv_up_accept(&u);
+	rv_up_accept(&u, RV_ATRN_OK);
 	rv_up_greet(&u);
 	cr_assert_eq(atomic_load(&R.adopt_rc), 0);
 	rv_up_write(&u, "STARTTLS\r\nAUTH PLAIN AGFsaWNlAGdvb2Q=\r\nETRN " RV_CUSTOMER "\r\n"
@@ -506,6 +507,30 @@ Test(smtpd_reversed, session_tls, .timeout = 120)
 	rv_session(1);
 }
 
+/* An upstream that does not wait for our 220 (RFC 2645 says it should):
+ * its EHLO, in the same write as the 250 to our ATRN, is kept with the
+ * connection and answered after the greeting. */
+Test(smtpd_reversed, pipelined_ehlo_kept, .timeout = 120)
+{
+	struct rv_up u;
+	char line[RV_LINE_MAX];
+
+	rv_start(0, RV_ADOPT, RV_LONG_IDLE_MS, 16);
+	rv_up_accept(&u, RV_ATRN_OK "EHLO upstream.test\r\nNOOP\r\n");
+	rv_up_expect(&u, RV_GREETING);
+	rv_up_expect(&u, "250-" ENGINE_FIXTURE_HOSTNAME);
+	rv_up_expect(&u, "250-PIPELINING");
+	while (rv_up_line(&u, line, sizeof(line)) >= 0 && strncmp(line, "250 ", 4) != 0)
+		;
+	cr_assert_str_eq(line, "250 SMTPUTF8");
+	rv_up_expect(&u, "250 2.0.0 Ok");
+	rv_up_write(&u, "QUIT\r\n");
+	rv_up_expect(&u, "221 2.0.0 Bye");
+	rv_up_close(&u);
+	rv_expect_end(0, "QUIT");
+	rv_fini();
+}
+
 /* An upstream that says nothing after our 220: 421 after idle_ms (not
  * idle_timeout), then the close; done() says 0 messages and why. */
 Test(smtpd_reversed, idle_timeout, .timeout = 120)
@@ -514,7 +539,7 @@ Test(smtpd_reversed, idle_timeout, .timeout = 120)
 	long long t0, took;
 
 	rv_start(0, RV_ADOPT, RV_IDLE_MS, 16);
-	rv_up_accept(&u);
+	rv_up_accept(&u, RV_ATRN_OK);
 	rv_up_expect(&u, RV_GREETING);
 	t0 = rv_now_ms();
 	rv_up_expect(&u, "421 4.4.2 " ENGINE_FIXTURE_HOSTNAME " Error: timeout exceeded");
@@ -579,7 +604,7 @@ Test(smtpd_reversed, no_slot, .timeout = 120)
 	long long until;
 
 	rv_start(0, RV_HOLD, RV_LONG_IDLE_MS, 1);
-	rv_up_accept(&u);
+	rv_up_accept(&u, RV_ATRN_OK);
 	until = rv_now_ms() + ENGINE_FIXTURE_WAIT_MS;
 	while (!atomic_load(&R.held) && rv_now_ms() < until)
 		usleep(1000);
