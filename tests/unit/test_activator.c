@@ -30,6 +30,7 @@
 #include "engine_fixture.h"
 #include "loopback.h"
 #include "proto/activator.h"
+#include "proto/smtpd.h"
 
 #define T_LOG_MAX 4096
 #define T_LINE_MAX 1024
@@ -52,6 +53,8 @@ struct t_up {
 	pthread_t th;
 	const char *greeting;        /* with CRLF */
 	const char *etrn_reply;      /* with CRLF */
+	int atrn;                    /* offer AUTH and ATRN; after ATRN's 250
+	                                turn around and send one message */
 	atomic_int stop;
 	atomic_int hold;             /* 1: the greeting waits */
 	atomic_uint conns;
@@ -76,13 +79,82 @@ static int t_send(int fd, const char *p)
 
 static const char *t_answer(struct t_up *u, const char *line, size_t n)
 {
+	if (n >= 5 && !strncasecmp(line, "EHLO ", 5) && u->atrn)
+		return "250-upstream.test hello\r\n250-AUTH PLAIN LOGIN\r\n250 ATRN\r\n";
 	if (n >= 5 && !strncasecmp(line, "EHLO ", 5))
 		return "250-upstream.test hello\r\n250-ENHANCEDSTATUSCODES\r\n250 ETRN\r\n";
+	if (n >= 5 && !strncasecmp(line, "AUTH ", 5))
+		return "235 2.7.0 Authentication successful\r\n";
+	if (n >= 4 && !strncasecmp(line, "ATRN", 4))
+		return "250 OK now reversing the connection\r\n";
 	if (n >= 5 && !strncasecmp(line, "ETRN ", 5))
 		return u->etrn_reply;
 	if (n == 6 && !strncasecmp(line, "QUIT\r\n", 6))
 		return NULL;
 	return "502 5.5.2 unknown command\r\n";
+}
+
+static void t_keep(struct t_up *u, const char *p, size_t n)
+{
+	pthread_mutex_lock(&u->mu);
+	if (u->loglen + n < sizeof(u->log)) {
+		memcpy(u->log + u->loglen, p, n);
+		u->loglen += n;
+		u->log[u->loglen] = '\0';
+	}
+	pthread_mutex_unlock(&u->mu);
+}
+
+/* Read one whole reply of ours (the last line "NNN "), kept in the log;
+ * 0 when it starts with want. */
+static int t_reply(struct t_up *u, int fd, const char *want)
+{
+	char in[T_LINE_MAX];
+	size_t have = 0;
+
+	for (;;) {
+		char *nl = memchr(in, '\n', have);
+		ssize_t r;
+
+		if (nl) {
+			size_t n = (size_t)(nl - in) + 1;
+			int last = n > 4 && in[3] == ' ';
+			int ok = !strncmp(in, want, strlen(want));
+
+			t_keep(u, in, n);
+			memmove(in, in + n, have - n);
+			have -= n;
+			if (last)
+				return ok ? 0 : -1;
+			continue;
+		}
+		if (have == sizeof(in) ||
+		    poll(&(struct pollfd){ fd, POLLIN, 0 }, 1, T_IO_MS) != 1)
+			return -1;
+		r = read(fd, in + have, 1); /* byte by byte: nothing past the reply */
+		if (r <= 0)
+			return -1;
+		have += (size_t)r;
+	}
+}
+
+/* ATRN's 250 sent: the upstream is the client now (RFC 2645 4). */
+static void t_turned(struct t_up *u, int fd)
+{
+	static const char *const steps[][2] = {
+		{ "EHLO upstream.test\r\n", "250" },
+		{ "MAIL FROM:<far@upstream.test>\r\n", "250" },
+		{ "RCPT TO:<x@" T_CUST ">\r\n", "250" },
+		{ "DATA\r\n", "354" },
+		{ "Subject: held\r\n\r\nheld upstream\r\n.\r\n", "250" },
+		{ "QUIT\r\n", "221" },
+	};
+
+	if (t_reply(u, fd, "220"))
+		return;
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++)
+		if (t_send(fd, steps[i][0]) || t_reply(u, fd, steps[i][1]))
+			return;
 }
 
 static void t_serve(struct t_up *u, int fd)
@@ -103,14 +175,9 @@ static void t_serve(struct t_up *u, int fd)
 		while ((nl = memchr(in, '\n', have))) {
 			size_t n = (size_t)(nl - in) + 1;
 			const char *reply = t_answer(u, in, n);
+			int turn = u->atrn && n >= 4 && !strncasecmp(in, "ATRN", 4);
 
-			pthread_mutex_lock(&u->mu);
-			if (u->loglen + n < sizeof(u->log)) {
-				memcpy(u->log + u->loglen, in, n);
-				u->loglen += n;
-				u->log[u->loglen] = '\0';
-			}
-			pthread_mutex_unlock(&u->mu);
+			t_keep(u, in, n);
 			memmove(in, in + n, have - n);
 			have -= n;
 			if (!reply) {
@@ -119,6 +186,10 @@ static void t_serve(struct t_up *u, int fd)
 			}
 			if (t_send(fd, reply))
 				return;
+			if (turn) {
+				t_turned(u, fd);
+				return;
+			}
 		}
 		if (have == sizeof(in) ||
 		    poll(&(struct pollfd){ fd, POLLIN, 0 }, 1, T_IO_MS) != 1)
@@ -174,13 +245,36 @@ static void t_up_stop(struct t_up *u)
 struct t_node {
 	struct engine_fixture f;
 	struct activators *a;
+	struct smtpd *d;             /* with_smtpd: serves ATRN's reversal */
+	int with_smtpd;
 };
 
+/* On the engine thread before loop_run(), as admin/engine.c does. */
 static int t_attach(struct engine_fixture *f, void *arg)
 {
 	struct t_node *n = arg;
 
-	return activators_attach(n->a, f->loop, NULL, f->resolver, NULL);
+	if (n->with_smtpd) {
+		n->d = smtpd_new(&f->cfg, f->dt);
+		if (!n->d || smtpd_set_spool(n->d, f->sh))
+			return -1;
+	}
+	return activators_attach(n->a, f->loop, n->d, f->resolver, NULL);
+}
+
+/* The domain table: cust.test is ours (mail for it is taken). */
+static struct domtab *t_table(void)
+{
+	struct domtab_builder *b = domtab_builder_new();
+	struct domtab_row cust = { .name = T_CUST };
+	struct domtab *t;
+
+	cr_assert_not_null(b);
+	cr_assert_eq(domtab_builder_put(b, &cust), 0);
+	t = domtab_build(b);
+	domtab_builder_free(b);
+	cr_assert_not_null(t);
+	return t;
 }
 
 /* An ETRN activator of cust.test to 127.0.0.1:port on rule. */
@@ -206,7 +300,7 @@ static const struct timetable_rule t_after = { .kind = TIMETABLE_AFTER_OUTBOUND 
 /* Start a node whose config holds conf (one activator; NULL: none). */
 static void t_node_start(struct t_node *n, const struct config_activator *conf)
 {
-	cr_assert_eq(engine_fixture_init(&n->f, NULL), 0);
+	cr_assert_eq(engine_fixture_init(&n->f, t_table()), 0);
 	if (conf) {
 		n->f.cfg.activators = calloc(1, sizeof(*conf));
 		cr_assert_not_null(n->f.cfg.activators);
@@ -224,6 +318,7 @@ static void t_node_stop(struct t_node *n)
 {
 	engine_fixture_stop(&n->f);
 	n->a = activators_free(n->a);
+	n->d = smtpd_free(n->d);
 	engine_fixture_fini(&n->f);
 }
 
@@ -592,4 +687,43 @@ Test(activator, requests_refused_when_not_running)
 	buf_free(&b);
 	activators_free(a);
 	config_free(&cfg);
+}
+
+/* ATRN (RFC 2645): AUTH, ATRN, the 250 logged with its meaning; the
+ * connection turns around and the smtpd serves the upstream's message
+ * through the normal receive path; status says received=1 and the end
+ * line names the session's end (QUIT). */
+Test(activator, atrn_reversed_session_received)
+{
+	struct config_activator conf;
+	struct t_capture cap;
+	struct t_status st;
+	struct t_node n = { .with_smtpd = 1 };
+	struct t_up u;
+	char want[256];
+
+	t_up_start(&u, "220 upstream.test ESMTP\r\n", NULL);
+	u.atrn = 1;
+	t_conf(&conf, "odmr", u.port, &t_hourly);
+	conf.method = CONFIG_ACTIVATOR_ATRN;
+	snprintf(conf.user, sizeof(conf.user), "node1");
+	snprintf(conf.password, sizeof(conf.password), "secret");
+	t_capture_start(&cap);
+	t_node_start(&n, &conf);
+	t_wait_idle(&n, "odmr", 1, &st);
+	cr_expect_eq(engine_fixture_wait_records(&n.f, 1, T_WAIT_MS), 0);
+	t_node_stop(&n);
+	t_capture_stop(&cap);
+	t_up_stop(&u);
+	cr_expect_eq(st.failures, 0, "%s", st.json);
+	cr_expect(strstr(st.json, "\"received\":1"), "%s", st.json);
+	cr_expect(strstr(st.json, "\"code\":250"), "%s", st.json);
+	cr_expect(strstr(u.log, "ATRN " T_CUST "\r\n220 "), "%s", u.log);
+	cr_expect(strstr(u.log, "\r\n221 "), "%s", u.log);
+	snprintf(want, sizeof(want), "activator odmr: ATRN " T_CUST
+		 " to 127.0.0.1[127.0.0.1]:%u: 250 2.0.0 OK now reversing the connection (reversing the connection)",
+		 u.port);
+	cr_expect(strstr(cap.text, want), "no \"%s\" in:\n%s", want, cap.text);
+	cr_expect(strstr(cap.text, "activator odmr: reversed session ended: 1 message(s) received (QUIT); next run 20"),
+		  "%s", cap.text);
 }
