@@ -727,3 +727,39 @@ Test(activator, atrn_reversed_session_received)
 	cr_expect(strstr(cap.text, "activator odmr: reversed session ended: 1 message(s) received (QUIT); next run 20"),
 		  "%s", cap.text);
 }
+
+/* The engine stops while a run waits for the upstream's greeting: the
+ * stop hook aborts it (logged), the loop still ends well before the
+ * greeting could come, and the run is freed (ASan would tell). */
+Test(activator, stop_aborts_a_run)
+{
+	struct config_activator conf;
+	struct t_capture cap;
+	struct t_status st;
+	struct t_node n;
+	struct t_up u;
+	uint64_t end = now_mono_ms() + T_WAIT_MS, t0;
+
+	t_up_start(&u, "220 upstream.test ESMTP\r\n", "253 2.0.0 OK\r\n");
+	atomic_store(&u.hold, 1);
+	t_conf(&conf, "slow", u.port, &t_hourly);
+	t_capture_start(&cap);
+	t_node_start(&n, &conf);
+	do {
+		t_status(&n, "slow", &st);
+		cr_assert_lt(now_mono_ms(), end, "never connected: %s", st.json);
+		t_nap();
+	} while (atomic_load(&u.conns) == 0 || strcmp(st.state, "talking"));
+	t0 = now_mono_ms();
+	engine_fixture_stop(&n.f);
+	cr_expect_lt(now_mono_ms() - t0, (uint64_t)T_STILL_MS, "the stop waited for the upstream");
+	t_status(&n, "slow", &st);
+	t_node_stop(&n);
+	t_capture_stop(&cap);
+	t_up_stop(&u);
+	cr_expect_str_eq(st.state, "idle", "%s", st.json);
+	cr_expect_eq(st.failures, 1, "%s", st.json);
+	cr_expect(strstr(cap.text, "activator slow: run aborted: etrnd is stopping"), "%s", cap.text);
+	cr_expect(strstr(cap.text, "activator slow: run failed: etrnd is shutting down"), "%s",
+		  cap.text);
+}
