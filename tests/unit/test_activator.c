@@ -28,6 +28,7 @@
 #include "core/now.h"
 #include "core/timetable.h"
 #include "engine_fixture.h"
+#include "log_capture.h"
 #include "loopback.h"
 #include "proto/activator.h"
 #include "proto/smtpd.h"
@@ -397,6 +398,19 @@ static void t_wait_idle(struct t_node *n, const char *name, uint64_t runs, struc
 	}
 }
 
+/* Wait until name's run has connected to u and waits for its greeting. */
+static void t_wait_talking(struct t_node *n, struct t_up *u, const char *name)
+{
+	uint64_t end = now_mono_ms() + T_WAIT_MS;
+	struct t_status st;
+
+	do {
+		t_status(n, name, &st);
+		cr_assert_lt(now_mono_ms(), end, "never connected: %s", st.json);
+		t_nap();
+	} while (atomic_load(&u->conns) == 0 || strcmp(st.state, "talking"));
+}
+
 /* Watch for a while that name keeps its run count. */
 static void t_still_runs(struct t_node *n, const char *name, uint64_t runs)
 {
@@ -416,34 +430,6 @@ static long long t_next_hour(void)
 	struct timetable t = { .n = 1, .rule = { t_hourly } };
 
 	return (long long)(timetable_next(&t, now_shifted_us(0)) / T_US);
-}
-
-/* stderr (where log lines go) into a temporary file while a case runs. */
-struct t_capture {
-	FILE *f;
-	int saved;
-	char text[T_CAPTURE_MAX];
-};
-
-static void t_capture_start(struct t_capture *c)
-{
-	c->f = tmpfile();
-	cr_assert_not_null(c->f);
-	c->saved = dup(STDERR_FILENO);
-	cr_assert_geq(c->saved, 0);
-	cr_assert_geq(dup2(fileno(c->f), STDERR_FILENO), 0);
-}
-
-static void t_capture_stop(struct t_capture *c)
-{
-	size_t n;
-
-	(void)dup2(c->saved, STDERR_FILENO);
-	close(c->saved);
-	rewind(c->f);
-	n = fread(c->text, 1, sizeof(c->text) - 1, c->f);
-	c->text[n] = '\0';
-	fclose(c->f);
 }
 
 /* ---- the upstream's reply to ETRN ----------------------------------------- */
@@ -476,7 +462,7 @@ Test(activator, etrn_reply_kept_and_logged)
 	for (size_t i = 0; i < sizeof(t_reply_cases) / sizeof(t_reply_cases[0]); i++) {
 		const struct t_reply_case *tc = &t_reply_cases[i];
 		struct config_activator conf;
-		struct t_capture cap;
+		struct log_capture cap;
 		struct t_status st;
 		struct t_node n;
 		struct t_up u;
@@ -484,11 +470,11 @@ Test(activator, etrn_reply_kept_and_logged)
 
 		t_up_start(&u, "220 upstream.test ESMTP\r\n", tc->etrn_reply);
 		t_conf(&conf, "isp", u.port, &t_hourly);
-		t_capture_start(&cap);
+		cr_assert_eq(log_capture_start(&cap), 0);
 		t_node_start(&n, &conf);
 		t_wait_idle(&n, "isp", 1, &st);
 		t_node_stop(&n);
-		t_capture_stop(&cap);
+		cr_assert_eq(log_capture_stop(&cap, T_CAPTURE_MAX), 0);
 		t_up_stop(&u);
 		cr_expect_eq(st.runs, 1, "case %zu: %s", i, st.json);
 		cr_expect_eq(st.failures, tc->want_failures, "case %zu: %s", i, st.json);
@@ -504,6 +490,7 @@ Test(activator, etrn_reply_kept_and_logged)
 		cr_expect(strstr(cap.text, want), "case %zu: no \"%s\" in (%zu):\n%s", i, want, strlen(cap.text), cap.text);
 		cr_expect(strstr(cap.text, "; next run 20"), "case %zu: no end line in:\n%s", i,
 			  cap.text);
+		log_capture_free(&cap);
 	}
 }
 
@@ -514,14 +501,14 @@ Test(activator, refused_connect_retried_at_next_scheduled_time)
 {
 	unsigned short port = loopback_free_port();
 	struct config_activator conf;
-	struct t_capture cap;
+	struct log_capture cap;
 	struct t_status st;
 	struct t_node n;
 	long long next;
 
 	cr_assert_neq(port, 0);
 	t_conf(&conf, "dead", port, &t_hourly);
-	t_capture_start(&cap);
+	cr_assert_eq(log_capture_start(&cap), 0);
 	t_node_start(&n, &conf);
 	t_wait_idle(&n, "dead", 1, &st);
 	next = t_next_hour();
@@ -537,10 +524,11 @@ Test(activator, refused_connect_retried_at_next_scheduled_time)
 	t_wait_idle(&n, "dead", 2, &st);
 	cr_expect_eq(st.failures, 2, "%s", st.json);
 	t_node_stop(&n);
-	t_capture_stop(&cap);
+	cr_assert_eq(log_capture_stop(&cap, T_CAPTURE_MAX), 0);
 	cr_expect(strstr(cap.text, "activator dead: run failed: connect to 127.0.0.1[127.0.0.1]:"),
 		  "%s", cap.text);
 	cr_expect(strstr(cap.text, ": Connection refused; next run 20"), "%s", cap.text);
+	log_capture_free(&cap);
 }
 
 /* The upstream holds its greeting: the run stays going; activators_run
@@ -549,22 +537,17 @@ Test(activator, refused_connect_retried_at_next_scheduled_time)
 Test(activator, due_while_running_is_skipped)
 {
 	struct config_activator conf;
-	struct t_capture cap;
+	struct log_capture cap;
 	struct t_status st;
 	struct t_node n;
 	struct t_up u;
-	uint64_t end = now_mono_ms() + T_WAIT_MS;
 
 	t_up_start(&u, "220 upstream.test ESMTP\r\n", "253 2.0.0 OK\r\n");
 	atomic_store(&u.hold, 1);
 	t_conf(&conf, "slow", u.port, &t_hourly);
-	t_capture_start(&cap);
+	cr_assert_eq(log_capture_start(&cap), 0);
 	t_node_start(&n, &conf);
-	do {
-		t_status(&n, "slow", &st);
-		cr_assert_lt(now_mono_ms(), end, "never connected: %s", st.json);
-		t_nap();
-	} while (atomic_load(&u.conns) == 0 || strcmp(st.state, "talking"));
+	t_wait_talking(&n, &u, "slow");
 	cr_expect_eq(activators_run(n.a, "slow"), -EBUSY);
 	cr_expect_eq(activators_run(n.a, "nosuch"), -ENOENT);
 	now_step_add((uint64_t)T_HOUR_S * T_US);
@@ -577,10 +560,11 @@ Test(activator, due_while_running_is_skipped)
 	cr_expect_eq(activators_run(n.a, "slow"), 0);
 	t_wait_idle(&n, "slow", 2, &st);
 	t_node_stop(&n);
-	t_capture_stop(&cap);
+	cr_assert_eq(log_capture_stop(&cap, T_CAPTURE_MAX), 0);
 	t_up_stop(&u);
 	cr_expect(strstr(cap.text, "activator slow: skipped (scheduled): the previous run is still going"),
 		  "%s", cap.text);
+	log_capture_free(&cap);
 	cr_expect_eq(atomic_load(&u.conns), 2);
 }
 
@@ -696,7 +680,7 @@ Test(activator, requests_refused_when_not_running)
 Test(activator, atrn_reversed_session_received)
 {
 	struct config_activator conf;
-	struct t_capture cap;
+	struct log_capture cap;
 	struct t_status st;
 	struct t_node n = { .with_smtpd = 1 };
 	struct t_up u;
@@ -708,12 +692,12 @@ Test(activator, atrn_reversed_session_received)
 	conf.method = CONFIG_ACTIVATOR_ATRN;
 	snprintf(conf.user, sizeof(conf.user), "node1");
 	snprintf(conf.password, sizeof(conf.password), "secret");
-	t_capture_start(&cap);
+	cr_assert_eq(log_capture_start(&cap), 0);
 	t_node_start(&n, &conf);
 	t_wait_idle(&n, "odmr", 1, &st);
 	cr_expect_eq(engine_fixture_wait_records(&n.f, 1, T_WAIT_MS), 0);
 	t_node_stop(&n);
-	t_capture_stop(&cap);
+	cr_assert_eq(log_capture_stop(&cap, T_CAPTURE_MAX), 0);
 	t_up_stop(&u);
 	cr_expect_eq(st.failures, 0, "%s", st.json);
 	cr_expect(strstr(st.json, "\"received\":1"), "%s", st.json);
@@ -726,6 +710,7 @@ Test(activator, atrn_reversed_session_received)
 	cr_expect(strstr(cap.text, want), "no \"%s\" in:\n%s", want, cap.text);
 	cr_expect(strstr(cap.text, "activator odmr: reversed session ended: 1 message(s) received (QUIT); next run 20"),
 		  "%s", cap.text);
+	log_capture_free(&cap);
 }
 
 /* The engine stops while a run waits for the upstream's greeting: the
@@ -734,32 +719,29 @@ Test(activator, atrn_reversed_session_received)
 Test(activator, stop_aborts_a_run)
 {
 	struct config_activator conf;
-	struct t_capture cap;
+	struct log_capture cap;
 	struct t_status st;
 	struct t_node n;
 	struct t_up u;
-	uint64_t end = now_mono_ms() + T_WAIT_MS, t0;
+	uint64_t t0;
 
 	t_up_start(&u, "220 upstream.test ESMTP\r\n", "253 2.0.0 OK\r\n");
 	atomic_store(&u.hold, 1);
 	t_conf(&conf, "slow", u.port, &t_hourly);
-	t_capture_start(&cap);
+	cr_assert_eq(log_capture_start(&cap), 0);
 	t_node_start(&n, &conf);
-	do {
-		t_status(&n, "slow", &st);
-		cr_assert_lt(now_mono_ms(), end, "never connected: %s", st.json);
-		t_nap();
-	} while (atomic_load(&u.conns) == 0 || strcmp(st.state, "talking"));
+	t_wait_talking(&n, &u, "slow");
 	t0 = now_mono_ms();
 	engine_fixture_stop(&n.f);
 	cr_expect_lt(now_mono_ms() - t0, (uint64_t)T_STILL_MS, "the stop waited for the upstream");
 	t_status(&n, "slow", &st);
 	t_node_stop(&n);
-	t_capture_stop(&cap);
+	cr_assert_eq(log_capture_stop(&cap, T_CAPTURE_MAX), 0);
 	t_up_stop(&u);
 	cr_expect_str_eq(st.state, "idle", "%s", st.json);
 	cr_expect_eq(st.failures, 1, "%s", st.json);
 	cr_expect(strstr(cap.text, "activator slow: run aborted: etrnd is stopping"), "%s", cap.text);
 	cr_expect(strstr(cap.text, "activator slow: run failed: etrnd is shutting down"), "%s",
 		  cap.text);
+	log_capture_free(&cap);
 }
