@@ -1936,7 +1936,7 @@ static int cmd_etrn(struct ctl *x, const struct ctl_cmd *c, char **args, const s
 	while (args[1 + e.nnodes])
 		e.nnodes++;
 	if (x->json)
-		return bad("--json does not go with etrn");
+		return bad("--json does not go with etrn (see etrnctl --help)");
 	if ((rc = etrnctl_etrn_check(&e)))
 		return rc;
 	if (o->password_stdin && (rc = read_password(o, pw, sizeof(pw))))

@@ -145,17 +145,18 @@ static int ea_start(const struct etrnctl_etrn *e, const char *req, char *name, s
 	return 0;
 }
 
-/* The run's status until it has a reply and has ended, or the deadline.
- * reply/meaning/received filled from the last status read. 1 when the run
- * ended, 0 at the deadline, -1 when the daemon went away (reported). */
+/* The run's status until it has ended (the daemon keeps its reply then:
+ * the ATRN's, or why the run failed), or the deadline. reply, meaning,
+ * code and received from the last status read. 1 when the run ended, 0 at
+ * the deadline, -1 when the daemon went away (reported). */
 static int ea_wait(const struct etrnctl_etrn *e, const char *name, int timeout_ms,
-		   char *reply, char *meaning, char *received)
+		   char *reply, char *meaning, char *code, char *received)
 {
 	long long deadline = ea_now_ms() + timeout_ms;
 	char req[EA_REQ_MAX], state[EA_FIELD_MAX];
 
 	snprintf(req, sizeof(req), "activators json %s", name);
-	reply[0] = meaning[0] = received[0] = '\0';
+	reply[0] = meaning[0] = code[0] = received[0] = '\0';
 	while (ea_now_ms() < deadline) {
 		char *json;
 		int have;
@@ -165,9 +166,11 @@ static int ea_wait(const struct etrnctl_etrn *e, const char *name, int timeout_m
 			ea_no_daemon(e, errno);
 			return -1;
 		}
-		have = ea_field(json, "reply", reply, EA_FIELD_MAX);
+		have = ea_field(json, "ended", state, sizeof(state));
 		if (have) {
+			(void)ea_field(json, "reply", reply, EA_FIELD_MAX);
 			(void)ea_field(json, "meaning", meaning, EA_FIELD_MAX);
+			(void)ea_field(json, "code", code, EA_FIELD_MAX);
 			(void)ea_field(json, "received", received, EA_FIELD_MAX);
 		}
 		if (!ea_field(json, "state", state, sizeof(state)))
@@ -183,8 +186,9 @@ int etrnctl_atrn_run(const struct etrnctl_etrn *e, const char *host, unsigned po
 		     int timeout_ms)
 {
 	char req[EA_REQ_MAX], name[CONFIG_ACTIVATOR_NAME_MAX];
-	char reply[EA_FIELD_MAX], meaning[EA_FIELD_MAX], received[EA_FIELD_MAX];
-	int rc, ended, code;
+	char reply[EA_FIELD_MAX], meaning[EA_FIELD_MAX], code[EA_FIELD_MAX];
+	char received[EA_FIELD_MAX];
+	int rc, ended;
 
 	if (ea_request(e, host, port, tls, req, sizeof(req))) {
 		explicit_bzero(req, sizeof(req));
@@ -196,18 +200,22 @@ int etrnctl_atrn_run(const struct etrnctl_etrn *e, const char *host, unsigned po
 	explicit_bzero(req, sizeof(req));
 	if (rc)
 		return rc;
-	ended = ea_wait(e, name, timeout_ms, reply, meaning, received);
+	ended = ea_wait(e, name, timeout_ms, reply, meaning, code, received);
 	if (ended < 0)
 		return EA_FAIL;
-	if (!reply[0]) {
-		fprintf(stderr, "etrnctl: etrn --atrn: no ATRN reply from %s port %u within the "
-			"timeout (etrnd's %s goes on; see etrnctl activators)\n", host, port, name);
+	if (!ended) {
+		fprintf(stderr, "etrnctl: etrn --atrn: %s to %s port %u has not ended within the "
+			"timeout (it goes on in etrnd: see etrnctl activators %s)\n", name, host,
+			port, name);
 		return EA_FAIL;
 	}
-	code = atoi(reply);
-	printf("ATRN: %s (%s)%s%s%s\n", reply,
-	       meaning[0] ? meaning : etrn_client_meaning(ETRN_CLIENT_ATRN, code),
-	       received[0] ? "; messages received: " : "", received,
-	       ended ? "" : "; the reversed session goes on in etrnd");
-	return etrn_client_success(ETRN_CLIENT_ATRN, code) ? EA_OK : EA_FAIL;
+	if (!code[0]) {  /* no reply from the upstream: why the run failed */
+		fprintf(stderr, "etrnctl: etrn --atrn: %s port %u: %s\n", host, port,
+			reply[0] ? reply : "the run failed");
+		return EA_FAIL;
+	}
+	printf("ATRN: %s (%s)%s%s\n", reply,
+	       meaning[0] ? meaning : etrn_client_meaning(ETRN_CLIENT_ATRN, atoi(code)),
+	       received[0] ? "; messages received: " : "", received);
+	return etrn_client_success(ETRN_CLIENT_ATRN, atoi(code)) ? EA_OK : EA_FAIL;
 }

@@ -61,7 +61,7 @@ static int ee_usage(const char *fmt, ...)
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fputs(" (see etrnctl --help)\n", stderr);
+	fputs("\n" ETRNCTL_ETRN_USAGE, stderr);
 	return ETRNCTL_USAGE;
 }
 

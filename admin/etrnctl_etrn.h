@@ -19,6 +19,12 @@
 /* --atrn polls the daemon for the one-shot's result this often. */
 #define ETRNCTL_ETRN_POLL_MS 100u
 
+/* The usage line a usage error ends with (etrnctl --help says more). */
+#define ETRNCTL_ETRN_USAGE \
+	"usage: etrnctl etrn HOST[:PORT] DOMAIN|@DOMAIN|#QUEUE ... [--tls none|may|must|verify]\n" \
+	"         [--ca-file FILE] [--timeout DURATION] [--helo NAME] [--user USER --password-stdin]\n" \
+	"       etrnctl etrn --atrn HOST[:PORT] [DOMAIN ...] --user USER --password-stdin [--tls ...]\n"
+
 /* Sends one request line (no newline) to the running etrnd's control
  * socket and returns its whole reply (NUL-terminated, malloc'd, the
  * caller frees) or NULL with errno set (ENOENT, ECONNREFUSED: no daemon). */
