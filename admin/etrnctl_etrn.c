@@ -22,6 +22,7 @@
 #include "admin/etrnctl_atrn.h"
 #include "core/buf.h"
 #include "core/config.h"
+#include "core/log.h"
 #include "core/tls.h"
 #include "core/units.h"
 #include "proto/etrn_client.h"
@@ -497,6 +498,8 @@ int etrnctl_etrn_run(const struct etrnctl_etrn *e)
 			sizeof(host), &port);
 	if (e->atrn)
 		return etrnctl_atrn_run(e, host, port, tls, timeout_ms);
+	/* The client's own info lines would repeat what is printed here. */
+	log_init("etrnctl", LOGL_WARN, 0);
 	rc = ee_etrn(e, host, port, tls, timeout_ms);
 	return fflush(stdout) ? ETRNCTL_FAIL : rc;
 }

@@ -58,7 +58,7 @@ class EtrnctlEtrnScripted(unittest.TestCase):
             ("253 2.0.0 OK, 12 pending messages for node a.example started", 0,
              "pending messages started"),
             ("458 4.0.0 Unable to queue messages for node a.example", 1, "unable to queue"),
-            ("459 5.7.1 Node a.example not allowed: not authorised", 1, "not allowed"),
+            ("459 4.7.1 Node a.example not allowed: not authorised", 1, "node not allowed"),
             ("500 5.5.2 Syntax error", 1, None),
             ("501 5.5.4 Syntax: ETRN node", 1, None),
             ("530 5.7.0 Authentication required", 1, "authentication required"),
@@ -76,7 +76,7 @@ class EtrnctlEtrnScripted(unittest.TestCase):
                 s.stop()
 
     def test_several_nodes_one_fails(self):
-        s = self.upstream({"b.example": "459 5.7.1 Node b.example not allowed"})
+        s = self.upstream({"b.example": "459 4.7.1 Node b.example not allowed"})
         rc, out, err = run("etrn", self.target(s), "a.example", "@b.example", "b.example",
                            "#q1", "--tls", "may")
         self.assertEqual(rc, 1, out + err)
@@ -85,7 +85,7 @@ class EtrnctlEtrnScripted(unittest.TestCase):
         lines = out.splitlines()
         self.assertEqual(len(lines), 4, out)
         self.assertTrue(lines[0].startswith("a.example: 250 2.0.0 "), out)
-        self.assertTrue(lines[2].startswith("b.example: 459 5.7.1 Node b.example not allowed ("),
+        self.assertTrue(lines[2].startswith("b.example: 459 4.7.1 Node b.example not allowed ("),
                         out)
         self.assertTrue(lines[3].startswith("#q1: 250 "), out)
         # All succeed: 0.
@@ -107,7 +107,7 @@ class EtrnctlEtrnScripted(unittest.TestCase):
                 rc, out, err = run("etrn", self.target(s), "a.example", "--tls", level)
                 self.assertEqual(rc, 1, out + err)
                 self.assertIn("etrnctl: etrn: 127.0.0.1 port", err)
-                self.assertIn("STARTTLS", err)
+                self.assertIn("TLS is required", err)
         self.assertEqual(s.recorder.etrn_seen, [], "no ETRN in the clear")
 
     def test_tls_must_and_verify_with_starttls(self):
@@ -122,12 +122,19 @@ class EtrnctlEtrnScripted(unittest.TestCase):
         self.assertEqual(rc, 0, out + err)
         self.assertIn("a.example: 253 2.0.0 OK, 3 pending messages started (", out)
         self.assertEqual(s.recorder.etrn_seen, [("a.example", True)], "ETRN inside TLS")
-        # verify: the certificate is for mx.test.invalid, not 127.0.0.1.
+        # verify: the chain against --ca-file and the name (the test
+        # certificate names 127.0.0.1 too) ...
         rc, out, err = run("etrn", self.target(s), "a.example", "--tls", "verify",
                            "--ca-file", cert)
+        self.assertEqual(rc, 0, out + err)
+        self.assertEqual(len(s.recorder.etrn_seen), 2)
+        # ... and against another CA it does not verify: no ETRN.
+        other, _ = h.make_cert(tmp, stem="other")
+        rc, out, err = run("etrn", self.target(s), "a.example", "--tls", "verify",
+                           "--ca-file", other)
         self.assertEqual(rc, 1, out + err)
         self.assertIn("did not verify", err)
-        self.assertEqual(len(s.recorder.etrn_seen), 1, "no ETRN after a failed verify")
+        self.assertEqual(len(s.recorder.etrn_seen), 2, "no ETRN after a failed verify")
 
     def test_timeout(self):
         # A listener that never greets: the timeout ends it, exit 1.
