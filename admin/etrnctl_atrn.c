@@ -26,11 +26,6 @@ enum { EA_OK = 0, EA_FAIL = 1 };
 #define EA_MS_PER_S 1000
 #define EA_NS_PER_MS 1000000L
 
-static const char *const ea_tls_names[] = {
-	[CONFIG_ACTIVATOR_TLS_NONE] = "none", [CONFIG_ACTIVATOR_TLS_MAY] = "may",
-	[CONFIG_ACTIVATOR_TLS_MUST] = "must", [CONFIG_ACTIVATOR_TLS_VERIFY] = "verify",
-};
-
 /* The value of "key" in the first object of json: a string (unescaped:
  * \" \\ \/ \n \t; \u00XX below 0x80; anything else as '?'), a number or
  * true/false as written. 1 found, 0 absent or null. */
@@ -100,7 +95,7 @@ static int ea_request(const struct etrnctl_etrn *e, const char *host, unsigned p
 	if (base64_encode(b64, sizeof(b64), e->password, strlen(e->password)) < 0)
 		return -1;
 	n = snprintf(req, len, "activate method=atrn host=%s port=%u tls=%s user=%s pass=%s",
-		     host, port, ea_tls_names[tls], e->user, b64);
+		     host, port, config_activator_tls_name(tls), e->user, b64);
 	explicit_bzero(b64, sizeof(b64));
 	if (n < 0 || (size_t)n >= len)
 		return -1;

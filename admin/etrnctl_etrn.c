@@ -100,18 +100,14 @@ static int ee_target(const char *t, unsigned dflt, char *host, size_t hl, unsign
 	return 0;
 }
 
+/* --tls as etrnd.conf spells an activator's tls (enum config_activator_tls). */
 static int ee_tls_level(const char *s)
 {
-	static const char *const names[] = {
-		[CONFIG_ACTIVATOR_TLS_NONE] = "none", [CONFIG_ACTIVATOR_TLS_MAY] = "may",
-		[CONFIG_ACTIVATOR_TLS_MUST] = "must", [CONFIG_ACTIVATOR_TLS_VERIFY] = "verify",
-	};
-
 	if (!s)
 		return CONFIG_ACTIVATOR_TLS_MAY;
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (!strcmp(s, names[i]))
-			return (int)i;
+	for (int t = CONFIG_ACTIVATOR_TLS_NONE; t <= CONFIG_ACTIVATOR_TLS_VERIFY; t++)
+		if (!strcmp(s, config_activator_tls_name(t)))
+			return t;
 	return -1;
 }
 
