@@ -491,6 +491,10 @@ def wait_for(what, fn, within=LOG_WAIT_S, poll=0.05):
         time.sleep(poll)
 
 
+# How often ScriptedUpstream's accept loop looks whether it should stop.
+ACCEPT_POLL_S = 0.1
+
+
 class ScriptedUpstream:
     """A raw scripted SMTP-like server on a free loopback port, for the
     activator tests (issue 14): an upstream that does exactly what a test
@@ -534,6 +538,7 @@ class ScriptedUpstream:
         if self._stop.is_set():
             return
         self._stop.set()
+        join_threads(self._threads[:1], SINK_STOP_S, "scripted upstream accept")
         self.sock.close()
         with self.lock:
             socks = list(self._socks)
@@ -553,11 +558,17 @@ class ScriptedUpstream:
             return [dict(c) for c in self.conns]
 
     def _accept(self):
+        # accept() in a thread is not woken by close() from another: poll
+        # the stop flag between short waits.
+        self.sock.settimeout(ACCEPT_POLL_S)
         while not self._stop.is_set():
             try:
                 c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
             except OSError:
                 return
+            c.settimeout(None)
             rec = {"accepted": time.monotonic(), "closed": None,
                    "lines": [], "silent_at": None}
             with self.lock:
