@@ -12,9 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/linereader.h"
 #include "core/log.h"
 #include "proto/smtp_parse.h"
+#include "proto/smtp_reply.h"
 
 #define SMTPC_PEER_MAX 64   /* peer text in log lines */
 #define SMTPC_LOG_TEXT 160  /* untrusted text quoted in a log line */
@@ -22,6 +22,21 @@
 /* Give memory back after an unusually large recipient list. */
 #define SMTPC_SHRINK_OVER (64u * 1024u)
 #define SMTPC_KEEP (4u * 1024u)
+/* The EHLO keywords this client knows (smtp_reply.h reads more). */
+#define SMTPC_CAPS (SMTP_CLIENT_CAP_PIPELINING | SMTP_CLIENT_CAP_SIZE | \
+	SMTP_CLIENT_CAP_8BITMIME | SMTP_CLIENT_CAP_ENHANCED | SMTP_CLIENT_CAP_SMTPUTF8 | \
+	SMTP_CLIENT_CAP_STARTTLS)
+
+_Static_assert(SMTP_CLIENT_CAP_PIPELINING == SMTP_REPLY_CAP_PIPELINING &&
+		SMTP_CLIENT_CAP_SIZE == SMTP_REPLY_CAP_SIZE &&
+		SMTP_CLIENT_CAP_8BITMIME == SMTP_REPLY_CAP_8BITMIME &&
+		SMTP_CLIENT_CAP_ENHANCED == SMTP_REPLY_CAP_ENHANCED &&
+		SMTP_CLIENT_CAP_SMTPUTF8 == SMTP_REPLY_CAP_SMTPUTF8 &&
+		SMTP_CLIENT_CAP_STARTTLS == SMTP_REPLY_CAP_STARTTLS,
+		"smtp_client caps are smtp_reply's");
+_Static_assert(SMTP_CLIENT_ENH_MAX == SMTP_REPLY_ENH_MAX &&
+		SMTP_CLIENT_TEXT_MAX == SMTP_REPLY_TEXT_MAX,
+		"smtp_client results hold smtp_reply texts");
 
 enum smtp_client_state {
 	SMTP_CLIENT_STATE_GREETING = 0, /* connected, waiting for 220 */
@@ -94,20 +109,11 @@ struct smtp_client_rcpt {
 	enum smtp_client_rstate state;
 };
 
-/* The reply being read (all lines so far). */
-struct smtp_client_reply {
-	int code;    /* 0 between replies */
-	unsigned lines;
-	char enh[SMTP_CLIENT_ENH_MAX];
-	char text[SMTP_CLIENT_TEXT_MAX];
-	size_t text_len;
-};
-
 struct smtp_client {
 	const struct smtp_client_conf *conf;
 	enum smtp_client_state state;
-	unsigned caps, ehlo_caps;     /* ehlo_caps: collected while reading EHLO */
-	uint64_t size_max, ehlo_size_max;
+	unsigned caps;                /* SMTP_CLIENT_CAP_* EHLO agreed */
+	uint64_t size_max;
 	int in_msg;                   /* a submitted message is not finished */
 	/* transaction: commands MAIL, one RCPT per recipient sent, DATA */
 	unsigned nrcpt;               /* recipients of the caller's message */
@@ -124,7 +130,7 @@ struct smtp_client {
 	struct buf rcpt_map;          /* unsigned: caller index of each RCPT sent */
 	struct buf rcpts;             /* struct smtp_client_rcpt[nrcpt] */
 	struct buf texts;             /* reply texts the results point into */
-	struct smtp_client_reply reply;
+	struct smtp_reply_reader rd;  /* replies; rd.r the one just read */
 	struct smtp_client_result close_reason;
 	int has_close_reason;
 	enum smtp_client_tls tls;     /* STARTTLS policy (smtp_client_set_tls) */
@@ -132,8 +138,7 @@ struct smtp_client {
 	int tls_refused;              /* ended on the TLS policy */
 	char close_text[SMTP_CLIENT_TEXT_MAX];
 	char peer[SMTPC_PEER_MAX];
-	struct linereader lr;         /* reply lines, into line[] */
-	char line[];                  /* conf->reply_line_max octets, lr's buffer */
+	char line[];                  /* conf->reply_line_max octets, rd's line buffer */
 };
 
 static void smtp_client_enter_state(struct smtp_client *c, enum smtp_client_state s)
@@ -216,13 +221,13 @@ static void smtp_client_decide(struct smtp_client *c, int accepted, int pending,
 static void smtp_client_decide_one(struct smtp_client *c, unsigned i)
 {
 	struct smtp_client_rcpt *r = smtp_client_rcpt_at(c, i);
-	size_t len = c->reply.text_len;
+	size_t len = c->rd.r.text_len;
 
-	r->text_off = smtp_client_save_text(c, c->reply.text, &len);
+	r->text_off = smtp_client_save_text(c, c->rd.r.text, &len);
 	r->state = SMTP_CLIENT_RCPT_DONE;
-	r->r.status = smtp_client_status_of(c->reply.code);
-	r->r.code = c->reply.code;
-	memcpy(r->r.enh, c->reply.enh, sizeof(r->r.enh));
+	r->r.status = smtp_client_status_of(c->rd.r.code);
+	r->r.code = c->rd.r.code;
+	memcpy(r->r.enh, c->rd.r.enh, sizeof(r->r.enh));
 	r->r.text_len = len;
 	r->r.local = 0;
 }
@@ -294,8 +299,7 @@ static enum smtp_client_event smtp_client_fail(struct smtp_client *c, int code,
 			log_printable(logtext, sizeof(logtext), text, len));
 	smtp_client_set_close_reason(c, code, enh, text, len, local);
 	smtp_client_enter_state(c, SMTP_CLIENT_STATE_CLOSED);
-	linereader_reset(&c->lr);
-	c->reply.code = 0;
+	smtp_reply_reset(&c->rd);
 	if (!c->in_msg)
 		return SMTP_CLIENT_EV_CLOSE;
 	smtp_client_decide(c, 1, 1, code, enh, text, len, local);
@@ -384,7 +388,7 @@ static enum smtp_client_event smtp_client_send_helo(struct smtp_client *c,
 /* RFC 5321 3.1/3.2: a refused greeting or EHLO/HELO: say QUIT, then close. */
 static enum smtp_client_event smtp_client_refused(struct smtp_client *c, struct buf *out)
 {
-	struct smtp_client_reply *rp = &c->reply;
+	struct smtp_reply *rp = &c->rd.r;
 
 	smtp_client_set_close_reason(c, rp->code, rp->enh, rp->text, rp->text_len, 0);
 	return smtp_client_send(c, out, "QUIT\r\n", SMTP_CLIENT_STATE_QUIT);
@@ -392,10 +396,8 @@ static enum smtp_client_event smtp_client_refused(struct smtp_client *c, struct 
 
 static enum smtp_client_event smtp_client_on_greeting(struct smtp_client *c, struct buf *out)
 {
-	if (c->reply.code / 100 != 2)
+	if (c->rd.r.code / 100 != 2)
 		return smtp_client_refused(c, out); /* 554 and friends */
-	c->ehlo_caps = 0;
-	c->ehlo_size_max = 0;
 	return smtp_client_send_helo(c, out, "EHLO", SMTP_CLIENT_STATE_EHLO);
 }
 
@@ -441,13 +443,13 @@ static enum smtp_client_event smtp_client_setup_done(struct smtp_client *c,
 static enum smtp_client_event smtp_client_on_starttls(struct smtp_client *c,
 		struct buf *out)
 {
-	struct smtp_client_reply *rp = &c->reply;
+	struct smtp_reply *rp = &c->rd.r;
 	char text[SMTP_CLIENT_TEXT_MAX];
 	int n;
 
 	if (rp->code / 100 == 2) {
 		smtp_client_enter_state(c, SMTP_CLIENT_STATE_HANDSHAKE);
-		linereader_reset(&c->lr);
+		smtp_reply_reset(&c->rd);
 		return SMTP_CLIENT_EV_STARTTLS;
 	}
 	n = snprintf(text, sizeof(text), "host refused to start TLS: %d %s %.*s", rp->code,
@@ -473,11 +475,11 @@ static enum smtp_client_event smtp_client_on_starttls(struct smtp_client *c,
 
 static enum smtp_client_event smtp_client_on_ehlo(struct smtp_client *c, struct buf *out)
 {
-	int cls = c->reply.code / 100;
+	int cls = c->rd.r.code / 100;
 
 	if (cls == 2) {
-		c->caps = c->ehlo_caps;
-		c->size_max = c->ehlo_size_max;
+		c->caps = c->rd.r.caps & SMTPC_CAPS;
+		c->size_max = c->rd.r.size_max;
 		return smtp_client_setup_done(c, out);
 	}
 	/* RFC 5321 3.2: a server that does not know EHLO says 5xx; try
@@ -489,49 +491,11 @@ static enum smtp_client_event smtp_client_on_ehlo(struct smtp_client *c, struct 
 
 static enum smtp_client_event smtp_client_on_helo(struct smtp_client *c, struct buf *out)
 {
-	if (c->reply.code / 100 != 2)
+	if (c->rd.r.code / 100 != 2)
 		return smtp_client_refused(c, out);
 	c->caps = 0;
 	c->size_max = 0;
 	return smtp_client_setup_done(c, out);
-}
-
-/* One EHLO keyword line (RFC 5321 4.1.1.1 ehlo-line), case-insensitive. */
-static void smtp_client_ehlo_keyword(struct smtp_client *c, const char *t, size_t n)
-{
-	size_t k = 0, i;
-
-	while (k < n && t[k] != ' ')
-		k++;
-	if (smtp_parse_token_eq(t, k, "PIPELINING")) {
-		c->ehlo_caps |= SMTP_CLIENT_CAP_PIPELINING;
-	} else if (smtp_parse_token_eq(t, k, "8BITMIME")) {
-		c->ehlo_caps |= SMTP_CLIENT_CAP_8BITMIME;
-	} else if (smtp_parse_token_eq(t, k, "ENHANCEDSTATUSCODES")) {
-		c->ehlo_caps |= SMTP_CLIENT_CAP_ENHANCED;
-	} else if (smtp_parse_token_eq(t, k, "SMTPUTF8")) {
-		c->ehlo_caps |= SMTP_CLIENT_CAP_SMTPUTF8;
-	} else if (smtp_parse_token_eq(t, k, "STARTTLS")) {
-		c->ehlo_caps |= SMTP_CLIENT_CAP_STARTTLS;
-	} else if (smtp_parse_token_eq(t, k, "SIZE")) {
-		uint64_t v = 0;
-
-		/* RFC 1870 4: "SIZE" alone or "SIZE 0" is no fixed limit; an
-		 * unreadable or absurd number is treated the same. */
-		c->ehlo_caps |= SMTP_CLIENT_CAP_SIZE;
-		for (i = k; i < n && t[i] == ' '; i++)
-			;
-		for (; i < n; i++) {
-			unsigned d = (unsigned char)t[i] - '0';
-
-			if (d > 9 || v > (UINT64_MAX - d) / 10) {
-				v = 0;
-				break;
-			}
-			v = v * 10 + d;
-		}
-		c->ehlo_size_max = v;
-	}
 }
 
 /* ---- transaction ------------------------------------------------------ */
@@ -557,7 +521,7 @@ static enum smtp_client_event smtp_client_rset(struct smtp_client *c, struct buf
 
 static enum smtp_client_event smtp_client_on_data(struct smtp_client *c, struct buf *out)
 {
-	int cls = c->reply.code / 100;
+	int cls = c->rd.r.code / 100;
 
 	if (cls == 3) {
 		if (c->mail_ok && c->naccepted > 0) {
@@ -574,9 +538,9 @@ static enum smtp_client_event smtp_client_on_data(struct smtp_client *c, struct 
 	if (!c->mail_ok)
 		return smtp_client_finish(c); /* no transaction is open */
 	if (c->naccepted > 0) {
-		c->msg_code = c->reply.code;
-		smtp_client_decide(c, 1, 0, c->reply.code, c->reply.enh, c->reply.text,
-				c->reply.text_len, 0);
+		c->msg_code = c->rd.r.code;
+		smtp_client_decide(c, 1, 0, c->rd.r.code, c->rd.r.enh, c->rd.r.text,
+				c->rd.r.text_len, 0);
 	}
 	return smtp_client_rset(c, out);
 }
@@ -586,7 +550,7 @@ static enum smtp_client_event smtp_client_on_data(struct smtp_client *c, struct 
  * trusted with the message (it is deferred). */
 static enum smtp_client_event smtp_client_on_rset(struct smtp_client *c, struct buf *out)
 {
-	struct smtp_client_reply *rp = &c->reply;
+	struct smtp_reply *rp = &c->rd.r;
 
 	c->acked++;
 	if (rp->code / 100 != 2)
@@ -603,7 +567,7 @@ static enum smtp_client_event smtp_client_on_tx(struct smtp_client *c, struct bu
 {
 	const unsigned *map = (const unsigned *)c->rcpt_map.data;
 	unsigned idx = c->acked;
-	int cls = c->reply.code / 100;
+	int cls = c->rd.r.code / 100;
 
 	if (idx < c->first)
 		return smtp_client_on_rset(c, out);
@@ -622,9 +586,9 @@ static enum smtp_client_event smtp_client_on_tx(struct smtp_client *c, struct bu
 			/* A refused MAIL refuses every recipient; with
 			 * pipelining the RCPT and DATA replies still come
 			 * (503s) and are read but change nothing. */
-			c->msg_code = c->reply.code;
-			smtp_client_decide(c, 0, 1, c->reply.code, c->reply.enh,
-					c->reply.text, c->reply.text_len, 0);
+			c->msg_code = c->rd.r.code;
+			smtp_client_decide(c, 0, 1, c->rd.r.code, c->rd.r.enh,
+					c->rd.r.text, c->rd.r.text_len, 0);
 		}
 	} else if (c->mail_ok) {
 		unsigned i = map[idx - 1 - c->first];
@@ -654,15 +618,15 @@ static enum smtp_client_event smtp_client_on_tx(struct smtp_client *c, struct bu
 
 static enum smtp_client_event smtp_client_on_dot(struct smtp_client *c, struct buf *out)
 {
-	int cls = c->reply.code / 100;
+	int cls = c->rd.r.code / 100;
 
 	(void)out;
 	if (cls == 3)
 		return smtp_client_protocol_error(c, "3xx reply to end of data");
 	if (c->mail_ok && c->naccepted > 0) {
-		c->msg_code = c->reply.code;
-		smtp_client_decide(c, 1, 0, c->reply.code, c->reply.enh, c->reply.text,
-				c->reply.text_len, 0);
+		c->msg_code = c->rd.r.code;
+		smtp_client_decide(c, 1, 0, c->rd.r.code, c->rd.r.enh, c->rd.r.text,
+				c->rd.r.text_len, 0);
 	}
 	return smtp_client_finish(c);
 }
@@ -696,7 +660,7 @@ static const smtp_client_reply_fn smtp_client_reply_table[] = {
 
 static enum smtp_client_event smtp_client_on_reply(struct smtp_client *c, struct buf *out)
 {
-	struct smtp_client_reply *rp = &c->reply;
+	struct smtp_reply *rp = &c->rd.r;
 
 	if (log_enabled(LOGL_DEBUG)) {
 		char logtext[SMTPC_LOG_TEXT];
@@ -718,127 +682,6 @@ static enum smtp_client_event smtp_client_on_reply(struct smtp_client *c, struct
 	return smtp_client_reply_table[c->state](c, out);
 }
 
-/* ---- reply reader ----------------------------------------------------- */
-
-/* RFC 3463 2 status-code "class.subject.detail" at t, class matching the
- * reply code (RFC 2034 3). Returns its length (up to the SP or end) or 0. */
-static size_t smtp_client_enh_len(const char *t, size_t n, int code)
-{
-	size_t i = 0, part, digits;
-
-	if (n < 5 || t[0] != (char)('0' + code / 100) || t[1] != '.')
-		return 0;
-	i = 2;
-	for (part = 0; part < 2; part++) {
-		for (digits = 0; i < n && t[i] >= '0' && t[i] <= '9'; i++)
-			digits++;
-		if (digits == 0 || digits > 3)
-			return 0;
-		if (part == 0) {
-			if (i >= n || t[i] != '.')
-				return 0;
-			i++;
-		}
-	}
-	if (i < n && t[i] != ' ')
-		return 0;
-	return i;
-}
-
-/* Append reply-line text, made printable, joining lines with a space. */
-static void smtp_client_add_text(struct smtp_client_reply *rp, const char *t, size_t n)
-{
-	size_t i;
-
-	if (rp->text_len > 0 && n > 0 && rp->text_len < sizeof(rp->text))
-		rp->text[rp->text_len++] = ' ';
-	for (i = 0; i < n && rp->text_len < sizeof(rp->text); i++) {
-		unsigned char ch = (unsigned char)t[i];
-
-		rp->text[rp->text_len++] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
-	}
-}
-
-/* One complete reply line, line end removed. */
-static enum smtp_client_event smtp_client_line(struct smtp_client *c,
-		const char *line, size_t n, struct buf *out)
-{
-	struct smtp_client_reply *rp = &c->reply;
-	const char *t;
-	size_t tn, e;
-	int code, last;
-
-	/* RFC 5321 4.2: Reply-code [ SP / "-" textstring ]; first digit 2-5. */
-	if (n < 3 || line[0] < '2' || line[0] > '5' || line[1] < '0' || line[1] > '9' ||
-			line[2] < '0' || line[2] > '9' ||
-			(n > 3 && line[3] != ' ' && line[3] != '-'))
-		return smtp_client_protocol_error(c, "malformed reply");
-	code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
-	last = n == 3 || line[3] == ' ';
-	if (rp->code == 0) {
-		rp->code = code;
-		rp->lines = 0;
-		rp->enh[0] = '\0';
-		rp->text_len = 0;
-	} else if (code != rp->code) {
-		return smtp_client_protocol_error(c, "reply code changed in multiline reply");
-	}
-	if (++rp->lines > c->conf->max_reply_lines)
-		return smtp_client_protocol_error(c, "too many reply lines");
-	t = n > 4 ? line + 4 : line + n;
-	tn = n > 4 ? n - 4 : 0;
-	if (c->state == SMTP_CLIENT_STATE_EHLO && rp->lines > 1 && code / 100 == 2)
-		smtp_client_ehlo_keyword(c, t, tn);
-	/* RFC 2034 3: every line may repeat the enhanced code; keep the
-	 * first, strip them all from the text. */
-	e = smtp_client_enh_len(t, tn, code);
-	if (e > 0) {
-		if (rp->lines == 1)
-			snprintf(rp->enh, sizeof(rp->enh), "%.*s", (int)e, t);
-		while (e < tn && t[e] == ' ')
-			e++;
-		t += e;
-		tn -= e;
-	}
-	smtp_client_add_text(rp, t, tn);
-	if (!last)
-		return SMTP_CLIENT_EV_NEED_INPUT;
-	if (rp->enh[0] == '\0')
-		snprintf(rp->enh, sizeof(rp->enh), "%d.0.0", code / 100);
-	{
-		enum smtp_client_event ev = smtp_client_on_reply(c, out);
-
-		rp->code = 0;
-		return ev;
-	}
-}
-
-/* Take input up to and including one LF (or all of it without one). The
- * line never needs more than reply_line_max octets: a line that cannot end
- * within it is a protocol error at once, before it is all buffered. A bare
- * LF ends a line as Postfix's client tolerates; NUL and bare CR reach the
- * reply text as '?' (smtp_client_add_text). */
-static size_t smtp_client_line_feed(struct smtp_client *c, const char *p, size_t n,
-		struct buf *out, enum smtp_client_event *ev)
-{
-	struct linereader_line ln;
-	size_t used = linereader_feed(&c->lr, p, n, &ln);
-
-	switch (ln.status) {
-	case LINEREADER_LINE:
-		*ev = smtp_client_line(c, ln.p, ln.len, out);
-		break;
-	case LINEREADER_OVERLONG:
-	case LINEREADER_OVERLONG_END:
-		*ev = smtp_client_protocol_error(c, "reply line too long");
-		break;
-	default:
-		*ev = SMTP_CLIENT_EV_NEED_INPUT;
-		break;
-	}
-	return used;
-}
-
 /* ---- public ----------------------------------------------------------- */
 
 struct smtp_client *smtp_client_new(const struct smtp_client_conf *conf, const char *peer)
@@ -855,7 +698,7 @@ struct smtp_client *smtp_client_new(const struct smtp_client_conf *conf, const c
 		return NULL;
 	c->conf = conf;
 	c->state = SMTP_CLIENT_STATE_GREETING;
-	linereader_init(&c->lr, c->line, conf->reply_line_max);
+	smtp_reply_init(&c->rd, c->line, conf->reply_line_max, conf->max_reply_lines);
 	for (i = 0; peer && peer[i] && i < sizeof(c->peer) - 1; i++) {
 		unsigned char ch = (unsigned char)peer[i];
 
@@ -902,7 +745,13 @@ size_t smtp_client_feed(struct smtp_client *c, const char *p, size_t n,
 		return 0;
 	}
 	while (i < n) {
-		i += smtp_client_line_feed(c, p + i, n - i, out, ev);
+		enum smtp_reply_status st;
+
+		i += smtp_reply_feed(&c->rd, p + i, n - i, &st);
+		if (st == SMTP_REPLY_AGAIN)
+			continue;
+		*ev = st == SMTP_REPLY_DONE ? smtp_client_on_reply(c, out) :
+			smtp_client_protocol_error(c, smtp_reply_error(st));
 		if (*ev != SMTP_CLIENT_EV_NEED_INPUT)
 			return i;
 	}
@@ -1151,7 +1000,7 @@ const struct smtp_client_result *smtp_client_close_reason(const struct smtp_clie
 
 int smtp_client_set_tls(struct smtp_client *c, enum smtp_client_tls level)
 {
-	if (c->state != SMTP_CLIENT_STATE_GREETING || c->reply.code != 0)
+	if (c->state != SMTP_CLIENT_STATE_GREETING || smtp_reply_busy(&c->rd))
 		return -EBUSY;
 	c->tls = level;
 	return 0;
@@ -1169,10 +1018,7 @@ int smtp_client_tls_up(struct smtp_client *c, struct buf *out)
 	/* RFC 3207 4.2: discard what the server said before; EHLO again. */
 	c->tls_on = 1;
 	c->caps = c->size_max = 0;
-	c->ehlo_caps = 0;
-	c->ehlo_size_max = 0;
-	linereader_reset(&c->lr);
-	c->reply.code = 0;
+	smtp_reply_reset(&c->rd);
 	if (smtp_client_send_helo(c, out, "EHLO", SMTP_CLIENT_STATE_EHLO) ==
 			SMTP_CLIENT_EV_CLOSE)
 		return -ENOMEM;
@@ -1220,7 +1066,7 @@ int smtp_client_save(const struct smtp_client *c, struct smtp_client_session *s)
 
 int smtp_client_resume(struct smtp_client *c, const struct smtp_client_session *s)
 {
-	if (c->state != SMTP_CLIENT_STATE_GREETING || c->lr.len || c->nonmail)
+	if (c->state != SMTP_CLIENT_STATE_GREETING || smtp_reply_busy(&c->rd) || c->nonmail)
 		return -EINVAL;
 	c->caps = s->caps;
 	c->size_max = s->size_max;

@@ -122,6 +122,9 @@ struct smtp_session {
 	int odmr;            /* odmr_listen: ATRN, no mail transactions */
 	int submission;      /* submission_listen: MAIL needs AUTH first */
 	int relay_net;       /* the client's address may relay (mynetworks) */
+	int reversed;        /* ATRN's reversed session, customer side: no
+	                        STARTTLS, AUTH, ETRN or ATRN (RFC 2645 4) */
+	const char *end_why; /* why it reached CLOSED (a literal), NULL before */
 	const char *atrn;    /* SMTP_STATE_ATRN: the domain list (in the line) */
 	size_t atrn_len;
 	int tls;             /* the handshake is done; tls_* below are set */
@@ -154,6 +157,7 @@ struct smtp_cmd_ctx {
 #define SMTP_CMDF_JUNK 0x1u  /* always counts against the error budget */
 #define SMTP_CMDF_CLOSE 0x2u /* HTTP/proxy smuggling: 221 and close */
 #define SMTP_CMDF_NOT_ODMR 0x4u /* mail and queue commands: 502 on ODMR (RFC 2645) */
+#define SMTP_CMDF_NOT_REVERSED 0x8u /* session commands: 502 in a reversed session */
 
 struct smtp_cmd {
 	const char *name;
@@ -167,6 +171,15 @@ static void smtp_enter_state(struct smtp_session *s, enum smtp_state new_state)
 	log_debug("smtp %s: %s -> %s", s->client_addr,
 			smtp_state_names[s->state], smtp_state_names[new_state]);
 	s->state = new_state;
+}
+
+/* The session ends: CLOSED, and why (the first reason stays). */
+static void smtp_close(struct smtp_session *s, const char *why)
+{
+	if (s->state == SMTP_STATE_CLOSED)
+		return;
+	s->end_why = why;
+	smtp_enter_state(s, SMTP_STATE_CLOSED);
 }
 
 /* A reply did not fit the caller's buffer (its output cap: a peer
@@ -256,7 +269,7 @@ static void smtp_check_budget(struct smtp_session *s, struct buf *out)
 		return;
 	log_info("smtp %s: too many errors (%u), disconnecting", s->client_addr, s->errors);
 	smtp_reply(s, out, "421 4.7.0 %s Error: too many errors", s->conf->hostname);
-	smtp_enter_state(s, SMTP_STATE_CLOSED);
+	smtp_close(s, "too many errors");
 }
 
 /* ---- commands --------------------------------------------------------- */
@@ -300,18 +313,34 @@ static void smtp_set_helo(struct smtp_session *s, const char *p, size_t n, int e
 	smtp_enter_state(s, SMTP_STATE_READY);
 }
 
-/* AUTH is offered (RFC 4954 4: PLAIN and LOGIN send the password as it is,
- * so only inside TLS, or where the operator said the network is trusted). */
+/* What EHLO offers. A reversed session (the upstream's side of our ATRN,
+ * RFC 2645 4) offers none of STARTTLS, AUTH, ETRN and ATRN: the
+ * connection is already as secure as it will get, the upstream has
+ * nothing to authenticate for, and it may only hand us mail. */
+
+/* STARTTLS: with a server context, until TLS is up. */
+static int smtp_starttls_offered(const struct smtp_session *s)
+{
+	return s->conf->starttls && !s->tls && !s->reversed;
+}
+
+/* AUTH (RFC 4954 4: PLAIN and LOGIN send the password as it is, so only
+ * inside TLS, or where the operator said the network is trusted). */
 static int smtp_auth_offered(const struct smtp_session *s)
 {
-	return s->conf->auth && (s->tls || s->trusted);
+	return s->conf->auth && (s->tls || s->trusted) && !s->reversed;
+}
+
+static int smtp_etrn_offered(const struct smtp_session *s)
+{
+	return s->conf->etrn && !s->reversed;
 }
 
 /* ATRN is answered here (RFC 2645): on an ODMR listener, or everywhere
  * with smtp_atrn. */
 static int smtp_atrn_offered(const struct smtp_session *s)
 {
-	return s->odmr || s->conf->atrn;
+	return (s->odmr || s->conf->atrn) && !s->reversed;
 }
 
 /* RFC 2645 5.1.1: the ODMR EHLO names AUTH and ATRN. Nothing about mail
@@ -322,7 +351,7 @@ static void smtp_ehlo_odmr(struct smtp_session *s, struct buf *out)
 {
 	smtp_reply(s, out, "250-%s", s->conf->hostname);
 	smtp_reply(s, out, "250-ENHANCEDSTATUSCODES");
-	if (s->conf->starttls && !s->tls)
+	if (smtp_starttls_offered(s))
 		smtp_reply(s, out, "250-STARTTLS");
 	if (smtp_auth_offered(s))
 		smtp_reply(s, out, "250-AUTH " SMTP_AUTH_OFFER);
@@ -342,11 +371,11 @@ static void smtp_proceed_ehlo(struct smtp_session *s, struct smtp_cmd_ctx *c, st
 	smtp_reply(s, out, "250-SIZE %zu", s->conf->limits.size_max);
 	smtp_reply(s, out, "250-8BITMIME");
 	smtp_reply(s, out, "250-ENHANCEDSTATUSCODES");
-	if (s->conf->starttls && !s->tls)
+	if (smtp_starttls_offered(s))
 		smtp_reply(s, out, "250-STARTTLS");
 	if (smtp_auth_offered(s))
 		smtp_reply(s, out, "250-AUTH " SMTP_AUTH_OFFER);
-	if (s->conf->etrn)
+	if (smtp_etrn_offered(s))
 		smtp_reply(s, out, "250-ETRN");
 	if (smtp_atrn_offered(s))
 		smtp_reply(s, out, "250-ATRN");
@@ -774,7 +803,7 @@ static void smtp_proceed_noop(struct smtp_session *s, struct smtp_cmd_ctx *c, st
 static void smtp_proceed_quit(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
 {
 	smtp_reply(s, out, "221 2.0.0 Bye");
-	smtp_enter_state(s, SMTP_STATE_CLOSED);
+	smtp_close(s, "QUIT");
 }
 
 static int smtp_check_vrfy(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
@@ -794,6 +823,10 @@ static void smtp_proceed_vrfy(struct smtp_session *s, struct smtp_cmd_ctx *c, st
 
 static void smtp_proceed_help(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
 {
+	if (s->reversed) {
+		smtp_reply(s, out, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
+		return;
+	}
 	if (s->odmr) {
 		smtp_reply(s, out, "214 2.0.0 Commands: EHLO HELO RSET NOOP QUIT HELP%s%s ATRN",
 			   s->conf->starttls ? " STARTTLS" : "", s->conf->auth ? " AUTH" : "");
@@ -1078,17 +1111,31 @@ static const struct smtp_cmd smtp_cmds[] = {
 	{ "VRFY", smtp_check_vrfy, smtp_proceed_vrfy, SMTP_CMDF_NOT_ODMR },
 	{ "HELP", smtp_check_any, smtp_proceed_help, 0 },
 	{ "EXPN", smtp_check_unimpl, NULL, SMTP_CMDF_JUNK },
-	{ "ETRN", smtp_check_etrn, smtp_proceed_etrn, SMTP_CMDF_NOT_ODMR },
-	{ "ATRN", smtp_check_atrn, smtp_proceed_atrn, 0 },
+	{ "ETRN", smtp_check_etrn, smtp_proceed_etrn, SMTP_CMDF_NOT_ODMR | SMTP_CMDF_NOT_REVERSED },
+	{ "ATRN", smtp_check_atrn, smtp_proceed_atrn, SMTP_CMDF_NOT_REVERSED },
 	{ "TURN", smtp_check_turn, NULL, 0 },
-	{ "AUTH", smtp_check_auth, smtp_proceed_auth, 0 },
-	{ "STARTTLS", smtp_check_starttls, smtp_proceed_starttls, 0 },
+	{ "AUTH", smtp_check_auth, smtp_proceed_auth, SMTP_CMDF_NOT_REVERSED },
+	{ "STARTTLS", smtp_check_starttls, smtp_proceed_starttls, SMTP_CMDF_NOT_REVERSED },
 	{ "BDAT", smtp_check_unimpl, NULL, SMTP_CMDF_NOT_ODMR },
 	{ "GET", smtp_check_close, NULL, SMTP_CMDF_CLOSE },
 	{ "POST", smtp_check_close, NULL, SMTP_CMDF_CLOSE },
 	{ "CONNECT", smtp_check_close, NULL, SMTP_CMDF_CLOSE },
 	{ "USER", smtp_check_close, NULL, SMTP_CMDF_CLOSE },
 };
+
+/* RFC 5321 4.2.4: a command recognized but not implemented in this kind
+ * of session gets 502. Where it is unavailable (for the reply), or NULL
+ * when cmd is available. RFC 2645: an ODMR session has no mail
+ * transaction and no queue of its own to run; a reversed one has its TLS
+ * and its turn-around behind it, and no queue to run for the upstream. */
+static const char *smtp_cmd_unavailable(const struct smtp_session *s, const struct smtp_cmd *cmd)
+{
+	if (s->odmr && (cmd->flags & SMTP_CMDF_NOT_ODMR))
+		return "on the on-demand mail relay port";
+	if (s->reversed && (cmd->flags & SMTP_CMDF_NOT_REVERSED))
+		return "in a reversed ATRN session";
+	return NULL;
+}
 
 static void smtp_line_too_long(struct smtp_session *s, struct buf *out)
 {
@@ -1110,6 +1157,7 @@ static void smtp_command(struct smtp_session *s, const struct linereader_line *l
 	size_t n = ln->len;
 	char logtext[SMTP_LOG_TEXT];
 	const struct smtp_cmd *cmd = NULL;
+	const char *where;
 	struct smtp_cmd_ctx c;
 	size_t vlen, i;
 	int r, is_auth;
@@ -1142,11 +1190,9 @@ static void smtp_command(struct smtp_session *s, const struct linereader_line *l
 		smtp_count_error(s);
 		goto done;
 	}
-	/* RFC 2645: an ODMR session has no mail transaction and no queue of
-	 * its own to run; RFC 5321 4.2.4: recognized, not implemented here. */
-	if (s->odmr && (cmd->flags & SMTP_CMDF_NOT_ODMR)) {
-		smtp_reply(s, out, "502 5.5.1 Error: %s not available on the on-demand mail relay port",
-			   cmd->name);
+	where = smtp_cmd_unavailable(s, cmd);
+	if (where) {
+		smtp_reply(s, out, "502 5.5.1 Error: %s not available %s", cmd->name, where);
 		smtp_count_error(s);
 		goto done;
 	}
@@ -1155,7 +1201,7 @@ static void smtp_command(struct smtp_session *s, const struct linereader_line *l
 	if (cmd->flags & SMTP_CMDF_CLOSE) {
 		log_info("smtp %s: non-SMTP command %s, disconnecting",
 				s->client_addr, cmd->name);
-		smtp_enter_state(s, SMTP_STATE_CLOSED);
+		smtp_close(s, "non-SMTP command");
 		return;
 	}
 	if (r == SMTP_CHECK_OK && cmd->proceed)
@@ -1579,6 +1625,21 @@ void smtp_server_set_submission(struct smtp_session *s)
 	s->submission = 1;
 }
 
+void smtp_server_set_reversed(struct smtp_session *s)
+{
+	if (s->odmr || s->relay_net || s->state != SMTP_STATE_INIT)
+		panic("smtp_server_set_reversed: odmr %d, relay %d, state %s", s->odmr,
+		      s->relay_net, smtp_state_names[s->state]);
+	s->reversed = 1;
+	log_info("smtp %s: reversed session (ATRN, RFC 2645 4): STARTTLS, AUTH, ETRN and ATRN "
+		 "not offered; relay only to our own domains", s->client_addr);
+}
+
+const char *smtp_server_end_reason(const struct smtp_session *s)
+{
+	return s->state == SMTP_STATE_CLOSED ? s->end_why : NULL;
+}
+
 /* An authenticated user may relay: that is what submission is for. The
  * user is forgotten on STARTTLS (RFC 3207 4.2), and the right with it. */
 int smtp_server_may_relay(const struct smtp_session *s)
@@ -1602,7 +1663,10 @@ void smtp_server_atrn_done(struct smtp_session *s, int reversed)
 	s->atrn_len = 0;
 	/* Turned around: the line is the ATRN session's now, and nothing
 	 * more is said as a server. */
-	smtp_enter_state(s, reversed ? SMTP_STATE_CLOSED : SMTP_STATE_READY);
+	if (reversed)
+		smtp_close(s, "ATRN");
+	else
+		smtp_enter_state(s, SMTP_STATE_READY);
 }
 
 /* Keep a TLS parameter for Received: printable, without the parentheses
@@ -1691,7 +1755,7 @@ enum smtp_event smtp_server_auth_done(struct smtp_session *s, enum auth_result r
 	smtp_enter_state(s, SMTP_STATE_READY);
 	smtp_check_budget(s, out);
 	if (s->out_failed)
-		smtp_enter_state(s, SMTP_STATE_CLOSED);
+		smtp_close(s, "reply buffer full");
 	return s->state == SMTP_STATE_CLOSED ? SMTP_EV_CLOSE : SMTP_EV_NEED_INPUT;
 }
 
@@ -1736,8 +1800,8 @@ size_t smtp_server_feed(struct smtp_session *s, const char *p, size_t n,
 {
 	size_t i = 0;
 
-	if (s->out_failed && s->state != SMTP_STATE_CLOSED)
-		smtp_enter_state(s, SMTP_STATE_CLOSED);
+	if (s->out_failed)
+		smtp_close(s, "reply buffer full");
 	if (s->state == SMTP_STATE_CLOSED) {
 		*ev = SMTP_EV_CLOSE;
 		return 0;
@@ -1748,7 +1812,7 @@ size_t smtp_server_feed(struct smtp_session *s, const char *p, size_t n,
 		return 0;
 	if (n == 0) {
 		log_debug("smtp %s: EOF", s->client_addr);
-		smtp_enter_state(s, SMTP_STATE_CLOSED);
+		smtp_close(s, "lost connection");
 		*ev = SMTP_EV_CLOSE;
 		return 0;
 	}
@@ -1762,8 +1826,8 @@ size_t smtp_server_feed(struct smtp_session *s, const char *p, size_t n,
 			i += smtp_data_feed(s, p + i, n - i, out);
 		else
 			i += smtp_line_feed(s, p + i, n - i, out);
-		if (s->out_failed && s->state != SMTP_STATE_CLOSED)
-			smtp_enter_state(s, SMTP_STATE_CLOSED);
+		if (s->out_failed)
+			smtp_close(s, "reply buffer full");
 		if (s->state == SMTP_STATE_TLS) {
 			/* RFC 3207 5, CVE-2011-0411: what was pipelined after
 			 * STARTTLS came in the clear; it is never executed. */
@@ -1829,13 +1893,13 @@ int smtp_server_idle(const struct smtp_session *s)
 void smtp_server_timeout(struct smtp_session *s, struct buf *out)
 {
 	smtp_reply(s, out, "421 4.4.2 %s Error: timeout exceeded", s->conf->hostname);
-	smtp_enter_state(s, SMTP_STATE_CLOSED);
+	smtp_close(s, "idle timeout");
 }
 
 void smtp_server_shutdown(struct smtp_session *s, struct buf *out)
 {
 	smtp_reply(s, out, "421 4.3.2 %s Service shutting down", s->conf->hostname);
-	smtp_enter_state(s, SMTP_STATE_CLOSED);
+	smtp_close(s, "shutdown");
 }
 
 void smtp_server_reply_busy(struct buf *out, const char *hostname)

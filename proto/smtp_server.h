@@ -14,7 +14,9 @@
  * The relay right (send on to any domain) comes from the glue for the
  * client's address (smtp_server_set_relay()) or from a successful AUTH, and
  * is handed to rcpt_check; on a submission listener (RFC 6409) MAIL needs
- * AUTH first (smtp_server_set_submission()).
+ * AUTH first (smtp_server_set_submission()). The customer's side of ATRN
+ * is a session too (smtp_server_set_reversed()): the upstream hands us
+ * our mail over the connection we opened.
  *
  * Promises: replies come out in command order (RFC 2920 pipelining); every
  * limit hit gets its RFC reply with an enhanced status code; no input makes it
@@ -178,6 +180,28 @@ void smtp_server_set_relay(struct smtp_session *s);
  * so); everything else is as on the SMTP port. Call before the first
  * feed. */
 void smtp_server_set_submission(struct smtp_session *s);
+
+/*
+ * ATRN's reversed session (RFC 2645 4, the customer's side: we sent ATRN
+ * to an upstream, it said 250, and now it is the client on our
+ * connection; proto/smtpd.h smtpd_adopt_reversed()). EHLO offers no
+ * STARTTLS (TLS is on or stays off: call smtp_server_tls_up() before the
+ * greeting when the connection carries it), no AUTH, no ETRN and no ATRN,
+ * and those four are answered "502 5.5.1" (counted against the error
+ * budget); HELP lists only the mail commands. Mail is taken as from any
+ * client without the relay right: a session already given
+ * smtp_server_set_relay() or _set_odmr() is a broken invariant (panic).
+ * Logged once. Call before the greeting.
+ */
+void smtp_server_set_reversed(struct smtp_session *s);
+
+/* Why the session ended, once it has (SMTP_EV_CLOSE was or would be
+ * returned): "QUIT", "lost connection" (the peer closed, n == 0),
+ * "idle timeout" (smtp_server_timeout()), "shutdown"
+ * (smtp_server_shutdown()), "too many errors", "reply buffer full",
+ * "non-SMTP command", "ATRN" (turned around); NULL while it goes on.
+ * A string literal. */
+const char *smtp_server_end_reason(const struct smtp_session *s);
 
 /* 1 when rcpt_check is told relay = 1 now (smtp_server_set_relay(), or
  * an authenticated user), else 0. */

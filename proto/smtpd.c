@@ -11,6 +11,9 @@
  * (conn_starttls()); the session hears of it through ops->tls_done.
  * ATRN (RFC 2645): once the drain takes it, the connection leaves us
  * (conn_detach()) for the ATRN session, and its state is freed at once.
+ * The other way round (smtpd_adopt_reversed()), an activator's ATRN
+ * connection comes to us as a parcel and is served like an accepted one;
+ * its end is told to the activator from ops->close.
  */
 #include "proto/smtpd.h"
 
@@ -65,6 +68,15 @@ struct smtpd {
 	char busy[SMTPD_BUSY_MAX];
 };
 
+/* ATRN's reversed session (smtpd_adopt_reversed()): whom to tell when
+ * it ends, and what. */
+struct smtpd_reversed {
+	char *upstream;              /* the peer's name in logs (our copy) */
+	smtpd_reversed_fn done;      /* NULL once called */
+	void *arg;
+	unsigned msgs;               /* messages answered 250 */
+};
+
 struct smtpd_conn {
 	struct smtpd *d;
 	struct conn *c;              /* NULL once the connection is gone */
@@ -78,6 +90,7 @@ struct smtpd_conn {
 	int stopping;                /* the server is shutting down */
 	int closing;                 /* conn_close() called */
 	int relay_logged;            /* "may relay" said for this session */
+	struct smtpd_reversed *rev;  /* ATRN's reversed session; NULL: accepted */
 };
 
 /* Bytes held against a row's quota: the domain's own for an exact row; for
@@ -364,8 +377,31 @@ struct smtpd *smtpd_free(struct smtpd *d)
 
 static void smtpd_conn_free(struct smtpd_conn *sc)
 {
+	if (!sc)
+		return;
+	if (sc->rev)
+		free(sc->rev->upstream);
+	free(sc->rev);
 	smtp_server_free(sc->s);
 	free(sc);
+}
+
+/* A connection's state and its session, as every kind of connection
+ * starts: peer is the client's printable address. NULL when out of
+ * memory. */
+static struct smtpd_conn *smtpd_conn_new(struct smtpd *d, const char *peer)
+{
+	struct smtpd_conn *sc = calloc(1, sizeof(*sc));
+
+	if (!sc)
+		return NULL;
+	sc->d = d;
+	sc->s = smtp_server_new(&d->sconf, peer);
+	if (!sc->s) {
+		free(sc);
+		return NULL;
+	}
+	return sc;
 }
 
 /* mynetworks (core/config.h): may the client at peer (printable, as the
@@ -417,18 +453,11 @@ static void smtpd_open_kind(struct smtpd_conn *sc, struct conn *c, const char *p
 
 static void *smtpd_open(void *arg, struct conn *c, const char *peer)
 {
-	struct smtpd *d = arg;
-	struct smtpd_conn *sc = calloc(1, sizeof(*sc));
+	struct smtpd_conn *sc = smtpd_conn_new(arg, peer);
 
 	if (!sc)
 		return NULL;
-	sc->d = d;
 	sc->c = c;
-	sc->s = smtp_server_new(&d->sconf, peer);
-	if (!sc->s) {
-		free(sc);
-		return NULL;
-	}
 	log_debug("connect from [%s]", peer);
 	smtpd_open_kind(sc, c, peer);
 	/* Implicit TLS (listen_tls): the loop holds the greeting until its
@@ -491,6 +520,8 @@ static void smtpd_committed(void *arg, int err)
 	}
 	smtp_server_commit_done(sc->s, err, conn_out(sc->c));
 	conn_flush(sc->c);
+	if (err == 0 && sc->rev)
+		sc->rev->msgs++;
 	if (sc->peer_eof) {
 		/* Closed right after its final dot: the reply goes out (to a
 		 * half-closed peer it still arrives), then we close at once. */
@@ -811,17 +842,44 @@ static void smtpd_shutdown(void *arg, struct conn *c, void *st)
 	smtpd_maybe_leave(sc);
 }
 
+/* The end of a reversed session, told once: logged, then done(). The
+ * state may be freed already (rev is then the caller's to free). */
+static void smtpd_reversed_end(struct smtpd_reversed *rev, const char *why)
+{
+	smtpd_reversed_fn done = rev->done;
+
+	rev->done = NULL;
+	log_info("reversed session from %s: ended: %u message%s, %s", rev->upstream,
+		 rev->msgs, rev->msgs == 1 ? "" : "s", why);
+	done(rev->arg, rev->msgs, why);
+}
+
 static void smtpd_close(void *arg, struct conn *c, void *st)
 {
 	struct smtpd_conn *sc = st;
+	struct smtpd_reversed *rev = sc->rev;
+	const char *why = smtp_server_end_reason(sc->s);
 
 	(void)arg;
 	(void)c;
+	/* No reason from the session: the loop ended the connection (a
+	 * socket error, or cut off at shutdown_timeout). */
+	if (!why)
+		why = sc->stopping ? "shutdown" : "lost connection";
 	sc->c = NULL;
+	/* A commit still running keeps sc; its 250 can no longer be
+	 * answered, so the count is final now. done() runs last: it may
+	 * do anything, but sc is no longer its business. */
+	sc->rev = NULL;
 	if (sc->auth_pending)
 		list_append(&sc->d->auth_orphans, &sc->orphan);
 	else if (!sc->commit_pending)
 		smtpd_conn_free(sc);
+	if (rev) {
+		smtpd_reversed_end(rev, why);
+		free(rev->upstream);
+		free(rev);
+	}
 }
 
 const struct conn_ops smtpd_conn_ops = {
@@ -832,3 +890,54 @@ const struct conn_ops smtpd_conn_ops = {
 	.close = smtpd_close,
 	.tls_done = smtpd_tls_done,
 };
+
+/*
+ * The customer's side of ATRN (smtpd.h). The session is made as for an
+ * accepted connection, but never gets the relay right: the upstream may
+ * hand us mail for our own domains only (rows and relay_domains), whatever
+ * its address (mynetworks is not asked). It offers no STARTTLS, AUTH,
+ * ETRN or ATRN (smtp_server_set_reversed()); TLS, when the parcel carries
+ * it, is up before our 220, as on an implicit-TLS listener.
+ */
+int smtpd_adopt_reversed(struct smtpd *d, struct loop *l, struct conn_parcel *parcel,
+			 const char *upstream, unsigned idle_ms, smtpd_reversed_fn done, void *arg)
+{
+	struct smtpd_conn *sc;
+	const struct tls_info *ti;
+	struct conn *c;
+	int rc = -ENOMEM;
+
+	if (!done || (d->spool && spool_shard_loop(d->spool) != l))
+		panic("smtpd_adopt_reversed: done %p, loop %u is not this smtpd's", (void *)done,
+		      loop_index(l));
+	sc = smtpd_conn_new(d, conn_parcel_peer(parcel));
+	if (!sc || !(sc->rev = calloc(1, sizeof(*sc->rev))) ||
+	    !(sc->rev->upstream = strdup(upstream)))
+		goto fail;
+	sc->rev->done = done;
+	sc->rev->arg = arg;
+	smtp_server_set_reversed(sc->s);
+	c = loop_adopt(l, parcel, &smtpd_conn_ops, d, sc);
+	parcel = NULL; /* consumed either way */
+	if (!c) {
+		rc = errno ? -errno : -EMFILE;
+		goto fail;
+	}
+	sc->c = c;
+	/* atrn_idle_timeout: how long we wait for each of the upstream's
+	 * commands, in place of idle_timeout (0: idle_timeout). */
+	conn_set_timeout(c, idle_ms);
+	ti = conn_tls(c);
+	if (ti)
+		smtp_server_tls_up(sc->s, ti);
+	log_info("reversed session from %s: started%s%s%s", upstream, ti ? " (TLS " : "",
+		 ti ? ti->version : "", ti ? ")" : "");
+	smtp_server_greeting(sc->s, conn_out(c));
+	conn_flush(c);
+	return 0;
+fail:
+	log_warn("reversed session from %s: not started: %s", upstream, strerror(-rc));
+	conn_parcel_free(parcel);
+	smtpd_conn_free(sc);
+	return rc;
+}
