@@ -94,6 +94,15 @@ def free_port():
         return s.getsockname()[1]
 
 
+def remove_tmp(path):
+    """Remove a test's temp dir, or keep it (and say so) when
+    ETRND_KEEP_TMP is set, to look at after a failure."""
+    if os.environ.get("ETRND_KEEP_TMP"):
+        sys.stderr.write("kept %s\n" % path)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def make_cert(dirpath, name=TLS_NAME, stem="server"):
     """A self-signed RSA certificate for `name` (also valid for localhost
     and 127.0.0.1), made here by `openssl req` in dirpath: (cert, key)
@@ -254,10 +263,7 @@ class SmtpSink:
 
     def cleanup(self):
         self.stop()
-        if os.environ.get("ETRND_KEEP_TMP"):
-            sys.stderr.write("kept %s\n" % self.dir)
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        remove_tmp(self.dir)
 
     def files(self):
         return sorted(glob.glob(os.path.join(self.dump, "*")))
@@ -786,10 +792,7 @@ smtputf8_enable = no
 
     def cleanup(self):
         self.stop()
-        if os.environ.get("ETRND_KEEP_TMP"):
-            sys.stderr.write("kept %s\n" % self.dir)
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        remove_tmp(self.dir)
 
 
 class Etrnd:
@@ -966,10 +969,7 @@ class Etrnd:
         finally:
             self._kill()
             if self._own_tmp is not None:
-                if os.environ.get("ETRND_KEEP_TMP"):
-                    sys.stderr.write("kept %s\n" % self._own_tmp)
-                else:
-                    shutil.rmtree(self._own_tmp, ignore_errors=True)
+                remove_tmp(self._own_tmp)
 
     def records(self):
         return msg_records(self.spool_dir, self.spool_tool)
