@@ -134,7 +134,7 @@ static void etrnd_config(const struct etrnd_opts *o, struct config *cfg)
 			fatal("%s", err);
 	}
 	if (config_finish(cfg, err, sizeof(err)))
-		fatal("%s: %s", o->path, err);
+		fatal("%s", err); /* it names the file, or an activator's FILE:LINE */
 	if (config_check_tls(cfg, err, sizeof(err)))
 		fatal("%s", err);
 	if (smtpd_check_config(cfg, err, sizeof(err)))

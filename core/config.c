@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "core/ascii.h"
+#include "core/config_activator.h"
 #include "core/domtab.h"
 #include "core/log.h"
 #include "core/netaddr.h"
@@ -765,6 +766,10 @@ static const struct config_key config_keys[] = {
 	{ "minimal_backoff", set_duration, OFF(minimal_backoff_ms), 1000, MS_PER_DAY },
 	{ "maximal_backoff", set_duration, OFF(maximal_backoff_ms), 1000, 7 * MS_PER_DAY },
 	{ "queue_restart_spread", set_duration, OFF(queue_restart_spread_ms), 0, MS_PER_DAY },
+	/* The reversed session of an ATRN activator (config.h); the
+	 * activators themselves are "activator.NAME.FIELD" (config_activator.c). */
+	{ "atrn_idle_timeout", set_duration, OFF(atrn_idle_timeout_ms), CONFIG_ATRN_IDLE_TIMEOUT_MIN_MS,
+	  CONFIG_ATRN_IDLE_TIMEOUT_MAX_MS },
 	{ "submission_listen", set_listen, 0, CONFIG_LISTEN_SUBMISSION, 0 },
 	{ "log_level", set_log_level, 0, 0, 0 },
 	{ "log_syslog", set_bool, OFF(log_syslog), 0, 1 },
@@ -842,6 +847,7 @@ void config_defaults(struct config *c)
 	c->minimal_backoff_ms = CONFIG_MINIMAL_BACKOFF_DEFAULT_MS;
 	c->maximal_backoff_ms = CONFIG_MAXIMAL_BACKOFF_DEFAULT_MS;
 	c->queue_restart_spread_ms = CONFIG_QUEUE_RESTART_SPREAD_DEFAULT_MS;
+	c->atrn_idle_timeout_ms = CONFIG_ATRN_IDLE_TIMEOUT_DEFAULT_MS;
 	c->log_level = LOGL_INFO;
 	c->log_syslog = 0;
 	c->redis.kind = CONFIG_REDIS_NONE;
@@ -892,6 +898,12 @@ int config_set(struct config *c, const char *key, const char *value,
 	char w[CONFIG_ERR_MAX];
 	int i = config_key_find(key);
 
+	if (config_activator_key(key)) {
+		if (config_activator_set(c, key, value, where, w, sizeof(w)) == 0)
+			return 0;
+		snprintf(err, errlen, "%s: %s", where, w);
+		return -1;
+	}
 	if (i < 0) {
 		snprintf(err, errlen, "%s: unknown key \"%s\"", where, key);
 		return -1;
@@ -920,10 +932,13 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen)
 {
 	char line[CONFIG_LINE_MAX], where[PATH_MAX + 32];
 	unsigned lineno = 0, seen[CONFIG_NKEYS] = { 0 }; /* line of each key, 0 = not yet */
+	unsigned seen_act[CONFIG_ACTIVATORS_MAX * CONFIG_ACTIVATOR_FIELDS] = { 0 }; /* likewise */
+	unsigned *seen_at;
 	FILE *f;
 	int k;
 	int rc = -1;
 
+	(void)snprintf(c->path, sizeof(c->path), "%s", path);
 	f = fopen(path, "r");
 	if (!f) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
@@ -972,10 +987,11 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen)
 		 * wins; so here. The value is not shown: redis may hold a
 		 * password. */
 		k = config_key_find(key);
-		if (seen[k])
+		seen_at = k >= 0 ? &seen[k] : &seen_act[config_activator_slot(c, key)];
+		if (*seen_at)
 			log_warn("%s: overriding earlier entry for %s on line %u: the last value wins",
-				 where, key, seen[k]);
-		seen[k] = lineno;
+				 where, key, *seen_at);
+		*seen_at = lineno;
 	}
 	if (ferror(f)) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
@@ -987,25 +1003,6 @@ out:
 	return rc;
 }
 
-int config_finish(struct config *c, char *err, size_t errlen)
-{
-	/* With Redis the domains come from there; without it relay_domains is
-	 * the whole table and must not be empty. */
-	if (c->nrelay_domains == 0 && c->redis.kind == CONFIG_REDIS_NONE) {
-		snprintf(err, errlen, "relay_domains is empty and redis is not set: no domain would accept mail");
-		return -1;
-	}
-	/* The back-off grows from one to the other (Postfix's
-	 * minimal_backoff_time <= maximal_backoff_time). */
-	if (c->minimal_backoff_ms > c->maximal_backoff_ms) {
-		snprintf(err, errlen, "minimal_backoff (%u ms) is longer than maximal_backoff (%u ms): "
-			 "the wait between attempts grows from minimal_backoff up to maximal_backoff",
-			 c->minimal_backoff_ms, c->maximal_backoff_ms);
-		return -1;
-	}
-	return 0;
-}
-
 /* "WHERE: " for an error about a key set at where ("" = its default). */
 static const char *where_of(const char *where, char *buf, size_t len)
 {
@@ -1013,6 +1010,29 @@ static const char *where_of(const char *where, char *buf, size_t len)
 		return "";
 	(void)snprintf(buf, len, "%s: ", where);
 	return buf;
+}
+
+int config_finish(struct config *c, char *err, size_t errlen)
+{
+	char wb[PATH_MAX + 4];
+
+	/* With Redis the domains come from there; without it relay_domains is
+	 * the whole table and must not be empty. */
+	if (c->nrelay_domains == 0 && c->redis.kind == CONFIG_REDIS_NONE) {
+		snprintf(err, errlen, "%srelay_domains is empty and redis is not set: no domain would accept mail",
+			 where_of(c->path, wb, sizeof(wb)));
+		return -1;
+	}
+	/* The back-off grows from one to the other (Postfix's
+	 * minimal_backoff_time <= maximal_backoff_time). */
+	if (c->minimal_backoff_ms > c->maximal_backoff_ms) {
+		snprintf(err, errlen, "%sminimal_backoff (%u ms) is longer than maximal_backoff (%u ms): "
+			 "the wait between attempts grows from minimal_backoff up to maximal_backoff",
+			 where_of(c->path, wb, sizeof(wb)), c->minimal_backoff_ms, c->maximal_backoff_ms);
+		return -1;
+	}
+	/* Each activator complete and consistent; its errors name FILE:LINE. */
+	return config_activators_finish(c, err, errlen);
 }
 
 /* A TLS file that cannot be opened for reading, named with its key. */
@@ -1068,4 +1088,5 @@ void config_resolver_conf(const struct config *c, struct resolver_conf *rc)
 void config_free(struct config *c)
 {
 	free_domains(c);
+	config_activators_free(c);
 }

@@ -145,6 +145,9 @@ struct config_redis {
  * waits for the upstream's next command (the IMS's "time-out after X
  * minutes"); RFC 5321 4.5.3.2.7's server timeout of 5 minutes. */
 #define CONFIG_ATRN_IDLE_TIMEOUT_DEFAULT_MS (5u * 60u * 1000u)
+/* Its range (and an activator's idle_timeout's): a second to a day. */
+#define CONFIG_ATRN_IDLE_TIMEOUT_MIN_MS 1000u
+#define CONFIG_ATRN_IDLE_TIMEOUT_MAX_MS (86400u * 1000u)
 
 enum config_activator_method { CONFIG_ACTIVATOR_ETRN = 0, CONFIG_ACTIVATOR_ATRN };
 enum config_activator_tls {
@@ -169,6 +172,29 @@ struct config_activator {
 	unsigned idle_timeout_ms;           /* 0 = atrn_idle_timeout */
 	char where[CONFIG_WHERE_MAX];       /* file:line of its first key */
 };
+
+struct config_activator_at;
+
+/* An activator's method and tls as etrnd.conf spells them ("etrn", "atrn";
+ * "none", "may", "must", "verify"): static strings, "?" out of range. */
+const char *config_activator_method_name(enum config_activator_method m);
+const char *config_activator_tls_name(enum config_activator_tls t);
+
+/* Add one request to a: "domain" or "@domain" (a host name by
+ * config_host_labels(), lower-cased, one trailing dot dropped) or "#queue"
+ * (letters, digits, '.', '-', '_': RFC 1985's node names as proto/etrn.c
+ * takes them); v is n bytes. 0, or -1 with why set (a request given twice,
+ * more than CONFIG_ACTIVATOR_REQUESTS_MAX). */
+int config_activator_request_add(struct config_activator *a, const char *v, size_t n,
+		char *why, size_t whylen);
+
+/* a as a whole, as config_finish() checks a configured activator and the
+ * control socket's one-shot may: a host; etrn: a request; atrn: a user and
+ * domains only; a user needs a password (or a password_file, read later).
+ * The schedule is not checked (a one-shot has none). 0, or -1 with why set
+ * and *field (when not NULL) the field at fault, NULL for a missing one. */
+int config_activator_check(const struct config_activator *a, const char **field,
+		char *why, size_t whylen);
 
 struct config_listen {
 	char text[128];                 /* as written: "127.0.0.1:2525" */
@@ -226,6 +252,8 @@ struct config {
 	unsigned queue_restart_spread_ms;
 	struct config_activator *activators; /* allocated; config_free() */
 	unsigned nactivators;
+	struct config_activator_at *activators_at; /* config_activator.c's own:
+	                                   where each field was set */
 	unsigned atrn_idle_timeout_ms;
 	int log_level;                  /* enum log_level */
 	int log_syslog;
@@ -262,6 +290,9 @@ struct config {
 	char message_size_limit_at[CONFIG_WHERE_MAX];
 	char segment_size_at[CONFIG_WHERE_MAX];
 	char data_memory_limit_at[CONFIG_WHERE_MAX];
+	/* The file config_load() read ("" = none), for config_finish()'s
+	 * errors that no one key causes. */
+	char path[PATH_MAX];
 };
 
 /* Fill c with every default. Allocates (relay_domains): config_free(). */
@@ -280,7 +311,12 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen);
 int config_set(struct config *c, const char *key, const char *value,
 		const char *where, char *err, size_t errlen);
 
-/* Checks that need all keys (e.g. limits that must agree). */
+/* Checks that need all keys (e.g. limits that must agree), and each
+ * activator complete and consistent (its password_file read, its port
+ * defaulted from its method). Returns 0, or -1 with err set to "WHERE: what
+ * is wrong": an activator's error names the file:line of the key at fault
+ * (of its first key for a missing field) or "command line -o"; the others
+ * the file config_load() read ("" when none). */
 int config_finish(struct config *c, char *err, size_t errlen);
 
 /* The TLS keys against each other and the files: listen_tls without
