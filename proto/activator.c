@@ -278,10 +278,14 @@ static void act_start(struct activator *act, const char *why, uint64_t now)
 		 act->conf.port);
 	list_append(&a->runs, &run->node);
 	act->run = run;
+	/* The scheduled time after this start: one passing while the run
+	 * still goes is skipped (act_due()); the run's end sets it again. */
+	act->next_us = act->oneshot ? 0 : timetable_next(&act->conf.schedule, now);
 	pthread_mutex_lock(&a->mu);
 	act->shown = ACTIVATOR_RUN_RESOLVING;
 	act->runs++;
 	act->last_us = now;
+	act->shown_next_us = act->next_us;
 	pthread_mutex_unlock(&a->mu);
 	activator_run_start(run);
 }
@@ -307,8 +311,10 @@ static const char *act_due(struct activator *act, int requested, int outbound, u
 		log_warn("activator %s: skipped (%s): the previous run is still going",
 			 act->conf.name, why);
 		act->outbound_due = 0;
-		if (act->next_us && act->next_us <= now)
+		if (act->next_us && act->next_us <= now) {
 			act->next_us = timetable_next(&act->conf.schedule, now);
+			act->shown_next_us = act->next_us;
+		}
 		return NULL;
 	}
 	if (act->outbound_due && !strcmp(why, "after outbound mail")) {
@@ -418,18 +424,24 @@ static int activators_kick(struct activators *a, struct loop *l)
 static void activators_stop(void *arg)
 {
 	struct activators *a = arg;
+	struct activator *going[CONFIG_ACTIVATORS_MAX + ACTIVATOR_ONESHOT_MAX];
+	unsigned ngoing = 0;
 	struct list_node *n;
 
+	/* Picked under the mutex (one-shots join the list from other
+	 * threads), aborted without it (a run's end takes it). */
 	pthread_mutex_lock(&a->mu);
 	a->stopping = 1;
-	pthread_mutex_unlock(&a->mu);
 	LIST_FOREACH(n, &a->acts) {
 		struct activator *act = LIST_ENTRY(n, struct activator, node);
 
-		if (act->run) {
-			log_info("activator %s: run aborted: etrnd is stopping", act->conf.name);
-			activator_run_abort(act->run, "etrnd is shutting down");
-		}
+		if (act->run && ngoing < sizeof(going) / sizeof(going[0]))
+			going[ngoing++] = act;
+	}
+	pthread_mutex_unlock(&a->mu);
+	for (unsigned i = 0; i < ngoing; i++) {
+		log_info("activator %s: run aborted: etrnd is stopping", going[i]->conf.name);
+		activator_run_abort(going[i]->run, "etrnd is shutting down");
 	}
 }
 

@@ -126,6 +126,10 @@ static void *ef_main(void *arg)
 			goto fail;
 		}
 	}
+	if (f->setup && f->setup(f, f->setup_arg)) {
+		snprintf(f->err, sizeof(f->err), "setup failed");
+		goto fail;
+	}
 	ef_report(f, EF_READY);
 	(void)loop_run(f->loop);
 	epoch_unregister();
