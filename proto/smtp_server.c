@@ -1628,7 +1628,7 @@ void smtp_server_set_submission(struct smtp_session *s)
 void smtp_server_set_reversed(struct smtp_session *s)
 {
 	if (s->odmr || s->relay_net || s->state != SMTP_STATE_INIT)
-		panic("smtp_server_set_reversed: odmr %d, relay %d, state %s", s->odmr,
+		panic("odmr %d, relay %d, state %s", s->odmr,
 		      s->relay_net, smtp_state_names[s->state]);
 	s->reversed = 1;
 	log_info("smtp %s: reversed session (ATRN, RFC 2645 4): STARTTLS, AUTH, ETRN and ATRN "

@@ -907,9 +907,11 @@ int smtpd_adopt_reversed(struct smtpd *d, struct loop *l, struct conn_parcel *pa
 	struct conn *c;
 	int rc = -ENOMEM;
 
-	if (!done || (d->spool && spool_shard_loop(d->spool) != l))
-		panic("smtpd_adopt_reversed: done %p, loop %u is not this smtpd's", (void *)done,
-		      loop_index(l));
+	if (!done)
+		panic("no done callback");
+	if (d->spool && spool_shard_loop(d->spool) != l)
+		panic("loop %u is not this smtpd's (%u)", loop_index(l),
+		      loop_index(spool_shard_loop(d->spool)));
 	sc = smtpd_conn_new(d, conn_parcel_peer(parcel));
 	if (!sc || !(sc->rev = calloc(1, sizeof(*sc->rev))) ||
 	    !(sc->rev->upstream = strdup(upstream)))

@@ -513,3 +513,160 @@ Test(etrn_client, sessions)
 	for (i = 0; i < sizeof(t_cases) / sizeof(t_cases[0]); i++)
 		t_check(&t_cases[i]);
 }
+
+/* RFC 1985 5 and RFC 2645 4: each code's words and verdict. */
+Test(etrn_client, meaning)
+{
+	static const struct {
+		enum etrn_client_method m;
+		int code;
+		const char *want;
+		int success;
+	} cases[] = {
+		{ ETRN_CLIENT_ETRN, 250, "queuing started", 1 },
+		{ ETRN_CLIENT_ETRN, 251, "no messages waiting", 1 },
+		{ ETRN_CLIENT_ETRN, 252, "pending messages started", 1 },
+		{ ETRN_CLIENT_ETRN, 253, "pending messages started (counted)", 1 },
+		{ ETRN_CLIENT_ETRN, 254, "success", 0 },
+		{ ETRN_CLIENT_ETRN, 458, "unable to queue messages", 0 },
+		{ ETRN_CLIENT_ETRN, 459, "node not allowed", 0 },
+		{ ETRN_CLIENT_ETRN, 500, "syntax error", 0 },
+		{ ETRN_CLIENT_ETRN, 501, "syntax error in parameters", 0 },
+		{ ETRN_CLIENT_ETRN, 530, "authentication required", 0 },
+		{ ETRN_CLIENT_ETRN, 421, "service not available", 0 },
+		{ ETRN_CLIENT_ETRN, 450, "temporary failure", 0 },
+		{ ETRN_CLIENT_ETRN, 550, "permanent failure", 0 },
+		{ ETRN_CLIENT_ETRN, 0, "no reply", 0 },
+		{ ETRN_CLIENT_ETRN, 354, "unexpected reply", 0 },
+		{ ETRN_CLIENT_ATRN, 250, "reversing the connection", 1 },
+		{ ETRN_CLIENT_ATRN, 251, "success", 0 },
+		{ ETRN_CLIENT_ATRN, 253, "success", 0 },
+		{ ETRN_CLIENT_ATRN, 450, "access denied to the domain", 0 },
+		{ ETRN_CLIENT_ATRN, 451, "unable to process ATRN now", 0 },
+		{ ETRN_CLIENT_ATRN, 453, "no mail waiting", 0 },
+		{ ETRN_CLIENT_ATRN, 458, "temporary failure", 0 },
+		{ ETRN_CLIENT_ATRN, 502, "ATRN not supported", 0 },
+		{ ETRN_CLIENT_ATRN, 530, "authentication required", 0 },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cr_expect_str_eq(etrn_client_meaning(cases[i].m, cases[i].code), cases[i].want,
+				"%d %d", (int)cases[i].m, cases[i].code);
+		cr_expect_eq(etrn_client_success(cases[i].m, cases[i].code), cases[i].success,
+				"%d %d", (int)cases[i].m, cases[i].code);
+	}
+}
+
+/* A conf that cannot make a session is refused at once. */
+Test(etrn_client, unusable_conf)
+{
+	static const char *const bad_space[] = { "example .com" };
+	static const char *const bad_crlf[] = { "example.com\r\nQUIT" };
+	static const char *const bad_empty[] = { "" };
+	static const char *const comma[] = { "a.test,b.test" };
+	static const char *const many[ETRN_CLIENT_REQUESTS_MAX + 1] = { "a.test" };
+	static char long_node[300], long_cred[300];
+	static const char *const long_req[] = { long_node };
+	static const char *atrn_many[ETRN_CLIENT_REQUESTS_MAX];
+	struct etrn_client_conf cf;
+	struct etrn_client *c;
+	size_t i;
+
+	memset(long_node, 'a', sizeof(long_node) - 1);
+	memset(long_cred, 'u', sizeof(long_cred) - 1);
+	/* 16 domains of 40 octets: one ATRN line over RFC 5321's 512. */
+	for (i = 0; i < ETRN_CLIENT_REQUESTS_MAX; i++)
+		atrn_many[i] = "abcdefghijabcdefghijabcdefghij.example";
+#define T_BAD(...) do { \
+		cf = t_confs[T_ETRN1]; \
+		__VA_ARGS__; \
+		cr_expect_null(etrn_client_new(&cf), "%s", #__VA_ARGS__); \
+	} while (0)
+	T_BAD(cf.nreq = 0);
+	T_BAD(cf.nreq = ETRN_CLIENT_REQUESTS_MAX + 1; cf.req = many);
+	T_BAD(cf.req = bad_space);
+	T_BAD(cf.req = bad_crlf);
+	T_BAD(cf.req = bad_empty);
+	T_BAD(cf.req = long_req);
+	T_BAD(cf.req = NULL);
+	T_BAD(cf.helo_name = NULL);
+	T_BAD(cf.helo_name = "cust test");
+	T_BAD(cf.reply_line_max = SMTP_CLIENT_LINE_MIN - 1);
+	T_BAD(cf.max_reply_lines = 0);
+	T_BAD(cf.method = (enum etrn_client_method)7);
+	T_BAD(cf.user = long_cred; cf.pass = "p");
+	T_BAD(cf.user = "u"; cf.pass = long_cred);
+	T_BAD(cf.method = ETRN_CLIENT_ATRN; cf.req = comma);
+	T_BAD(cf.method = ETRN_CLIENT_ATRN; cf.nreq = ETRN_CLIENT_REQUESTS_MAX; cf.req = atrn_many);
+#undef T_BAD
+	/* The limits themselves are fine. */
+	cf = t_confs[T_ETRN1];
+	cf.req = comma; /* an ETRN node may hold a comma: it is the server's to judge */
+	c = etrn_client_new(&cf);
+	cr_expect_not_null(c);
+	etrn_client_free(c);
+	cf = t_confs[T_ATRN_ALL];
+	cf.nreq = 12;
+	cf.req = atrn_many;
+	c = etrn_client_new(&cf);
+	cr_expect_not_null(c);
+	cr_expect_eq(etrn_client_nresults(c), 1);
+	etrn_client_free(c);
+	cr_expect_null(etrn_client_free(NULL));
+}
+
+/* Calls out of turn are refused and change nothing; a reply while the
+ * caller runs the handshake is a protocol error. */
+Test(etrn_client, misuse)
+{
+	static const char in[] = G S_EHLO_TLS S_GO_TLS "250 too early\r\n";
+	enum etrn_client_event ev;
+	struct etrn_client *c;
+	struct buf out;
+	size_t got;
+
+	log_set_level(LOGL_ERR);
+	buf_init(&out, 0);
+	c = etrn_client_new(&t_confs[T_MUST]);
+	cr_assert_not_null(c);
+	cr_expect_eq(etrn_client_tls_up(c, &out), -EBUSY);
+	cr_expect_eq(etrn_client_tls_reject(c, &out, "x"), -EBUSY);
+	cr_expect_eq(out.len, 0);
+	cr_expect_eq(etrn_client_timeout_ms(c), ETRN_CLIENT_TIMEOUT_MS);
+	got = etrn_client_feed(c, in, sizeof(in) - 1, &out, &ev);
+	cr_assert_eq(ev, ETRN_CLIENT_EV_STARTTLS);
+	cr_expect_eq(got, sizeof(in) - 1 - strlen("250 too early\r\n"));
+	got = etrn_client_feed(c, in + got, sizeof(in) - 1 - got, &out, &ev);
+	cr_expect_eq(ev, ETRN_CLIENT_EV_CLOSE);
+	cr_expect_str_eq(etrn_client_close_reason(c)->text,
+			"protocol error: unexpected reply while performing the TLS handshake");
+	cr_expect_eq(etrn_client_tls_up(c, &out), -EBUSY);
+	etrn_client_free(c);
+	buf_free(&out);
+}
+
+/* Output that cannot grow ends the session (local 4.3.0) and takes back
+ * what the step appended: never half a group of commands. */
+Test(etrn_client, output_full)
+{
+	static const char in[] = G S_EHLO;
+	enum etrn_client_event ev;
+	struct etrn_client *c;
+	struct buf out;
+
+	log_set_level(LOGL_ERR);
+	/* Room for EHLO and one ETRN, not three. */
+	buf_init(&out, strlen(C_EHLO C_ETRN1) + 4);
+	c = etrn_client_new(&t_confs[T_ETRN3]);
+	cr_assert_not_null(c);
+	(void)etrn_client_feed(c, in, sizeof(in) - 1, &out, &ev);
+	cr_expect_eq(ev, ETRN_CLIENT_EV_CLOSE);
+	cr_expect_eq(out.len, strlen(C_EHLO));
+	cr_expect_eq(memcmp(out.data, C_EHLO, out.len), 0);
+	cr_expect_eq(etrn_client_close_reason(c)->code, 451);
+	cr_expect_str_eq(etrn_client_close_reason(c)->enh, "4.3.0");
+	cr_expect_eq(etrn_client_result(c, 0)->code, 0);
+	etrn_client_free(c);
+	buf_free(&out);
+}

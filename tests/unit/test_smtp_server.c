@@ -7,6 +7,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,10 +29,12 @@
  * with smtp_atrn = yes; T_RELAY: T_TLS, the client in mynetworks
  * (smtp_server_set_relay()); T_SUB: T_TLS on a submission_listen
  * listener; T_SUB_TRUSTED: T_SUB, the listener trusted and the client in
- * mynetworks too. */
+ * mynetworks too; T_REV: T_ATRN (so STARTTLS, AUTH, ETRN and ATRN would
+ * all be offered), the session ATRN's reversed one on the customer's
+ * side (smtp_server_set_reversed()). */
 enum t_conf { T_SMALL = 0, T_NORMALIZE, T_BIG, T_ETRN, T_PM, T_ROUTE, T_TLS, T_TLS_SMALL,
 	      T_TRUSTED, T_NOAUTH, T_ODMR, T_ODMR_TRUSTED, T_ATRN, T_RELAY, T_SUB,
-	      T_SUB_TRUSTED, T_NCONF };
+	      T_SUB_TRUSTED, T_REV, T_NCONF };
 
 /* In a case's input: the TLS handshake is done here. What comes before it
  * after STARTTLS was sent in the clear and is dropped, as the loop drops
@@ -101,9 +104,9 @@ static const struct smtp_server_conf *t_conf(enum t_conf which)
 	if (which == T_NORMALIZE)
 		c->limits.bare_lf_normalize = 1;
 	if (which == T_ODMR || which == T_ODMR_TRUSTED || which == T_ATRN || which == T_RELAY ||
-	    which == T_SUB || which == T_SUB_TRUSTED) {
+	    which == T_SUB || which == T_SUB_TRUSTED || which == T_REV) {
 		*c = *t_conf(T_TLS);
-		c->atrn = which == T_ATRN;
+		c->atrn = which == T_ATRN || which == T_REV;
 		return c;
 	}
 	if (which == T_BIG || which == T_ETRN || which == T_PM || which == T_ROUTE ||
@@ -145,6 +148,7 @@ struct t_result {
 	char tx[T_RESULT_MAX];
 	size_t tx_len;
 	enum smtp_event ev;
+	const char *why;      /* smtp_server_end_reason(), "" for NULL */
 };
 
 static void t_append(struct t_result *r, const char *p, size_t n)
@@ -340,6 +344,8 @@ static void t_run(const struct t_case *tc, size_t chunk, struct t_result *r)
 		smtp_server_set_submission(s);
 	if (tc->conf == T_RELAY || tc->conf == T_SUB_TRUSTED)
 		smtp_server_set_relay(s);
+	if (tc->conf == T_REV)
+		smtp_server_set_reversed(s);
 	smtp_server_greeting(s, &out);
 	/* Each T_TLS_MARK: the clear part before it, then the handshake. */
 	while ((mark = memmem(in + i, n - i, T_TLS_MARK, strlen(T_TLS_MARK))) != NULL) {
@@ -367,6 +373,9 @@ static void t_run(const struct t_case *tc, size_t chunk, struct t_result *r)
 		cr_assert_eq(ev, SMTP_EV_CLOSE);
 	}
 	r->ev = ev;
+	r->why = smtp_server_end_reason(s) ? smtp_server_end_reason(s) : "";
+	cr_assert_eq(r->why[0] != '\0', ev == SMTP_EV_CLOSE || ev == SMTP_EV_ATRN,
+		     "%s: an end reason once closed, only then", tc->name);
 	cr_assert(out.len < sizeof(r->out));
 	if (out.len)
 		memcpy(r->out, out.data, out.len);
@@ -385,7 +394,9 @@ static void t_dump(const char *name, const char *what, const char *s)
 			log_printable(esc, sizeof(esc), s, strlen(s)));
 }
 
-static void t_check(const struct t_case *tc)
+/* Returns the end reason (smtp_server_end_reason(), "" while open), the
+ * same in every run. */
+static const char *t_check(const struct t_case *tc)
 {
 	static const size_t chunks[] = { 0, 1, 2, 3, 5, 7, 13, 64 };
 	static struct t_result first, r;
@@ -406,7 +417,10 @@ static void t_check(const struct t_case *tc)
 		cr_expect_eq(r.ev, first.ev, "%s: event, chunk %zu", tc->name, chunks[i]);
 		cr_expect_str_eq(r.tx, first.tx, "%s: transactions, chunk %zu", tc->name,
 				chunks[i]);
+		cr_expect_str_eq(r.why, first.why, "%s: end reason, chunk %zu", tc->name,
+				 chunks[i]);
 	}
+	return first.why;
 }
 
 #define G "220 mx.test ESMTP etrnd\r\n"
@@ -1015,6 +1029,66 @@ Test(smtp_server, relay_and_submission_transcripts)
 		t_check(&t_relay_cases[i]);
 }
 
+#define REV_EHLO_OUT EHLO_TLS_HEAD "250 SMTPUTF8\r\n"
+#define R_NOT_REV(cmd) "502 5.5.1 Error: " cmd " not available in a reversed ATRN session\r\n"
+#define REV_HELP "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP\r\n"
+
+/* ATRN's reversed session on the customer's side (RFC 2645 4): the
+ * upstream only hands us mail. Nothing else is offered, though the conf
+ * (T_REV) would offer STARTTLS, AUTH, ETRN and ATRN to anyone else; mail
+ * is taken as from a stranger: customer domains only. */
+/* A case and why the session has ended by then ("" while open). */
+struct t_rev_case {
+	struct t_case tc;
+	const char *want_why;
+};
+
+static const struct t_rev_case t_rev_cases[] = {
+	{ { "reversed: EHLO offers no STARTTLS, AUTH, ETRN or ATRN; each is 502", T_REV,
+		EHLO "STARTTLS\r\nAUTH PLAIN " B_ALICE_GOOD "\r\nETRN ok.test\r\nATRN ok.test\r\n"
+		"TURN\r\nHELP\r\nNOOP\r\n", 0, 0, 0,
+		G REV_EHLO_OUT R_NOT_REV("STARTTLS") R_NOT_REV("AUTH") R_NOT_REV("ETRN")
+		R_NOT_REV("ATRN") R_TURN REV_HELP OK, SMTP_EV_NEED_INPUT, NULL }, "" },
+	{ { "reversed: a customer domain taken, a foreign one 550, QUIT", T_REV,
+		EHLO "MAIL FROM:<s@x.test>\r\nRCPT TO:<b@far.test>\r\nRCPT TO:<a@ok.test>\r\n"
+		"DATA\r\nhi\r\n.\r\nQUIT\r\n", 0, 0, 0,
+		G REV_EHLO_OUT MAIL_OK R_DENIED("b@far.test") RCPT_OK GO QUEUED(1) BYE,
+		SMTP_EV_CLOSE, TX1_REC(1, "hi\r\n") }, "QUIT" },
+	/* TLS came with the connection: up before the greeting. */
+	{ { "reversed inside TLS: ESMTPS with the cipher, still no AUTH", T_REV,
+		T_TLS_MARK EHLO "STARTTLS\r\nAUTH PLAIN " B_ALICE_GOOD "\r\n" TX1 "hi\r\n.\r\n",
+		0, 0, 0,
+		G REV_EHLO_OUT R_NOT_REV("STARTTLS") R_NOT_REV("AUTH") TX1_OUT QUEUED(1),
+		SMTP_EV_NEED_INPUT, TX1_REC_X(1, "ESMTPS", TLS_COMMENT, "hi\r\n") }, "" },
+	{ { "reversed: the 502s use up the error budget", T_REV,
+		EHLO M10("ETRN ok.test\r\n") "NOOP\r\n", 0, 0, 0,
+		G REV_EHLO_OUT M10(R_NOT_REV("ETRN")) R_TOO_MANY, SMTP_EV_CLOSE, NULL },
+		"too many errors" },
+	{ { "reversed: a failed commit is no 250; the upstream leaves without QUIT", T_REV,
+		EHLO TX1 "hi\r\n.\r\n", 0, 1, -EIO,
+		G REV_EHLO_OUT TX1_OUT "451 4.3.0 Error: queue file write error\r\n", SMTP_EV_CLOSE,
+		TX1_REC(1, "hi\r\n") }, "lost connection" },
+};
+
+Test(smtp_server, reversed_transcripts)
+{
+	for (size_t i = 0; i < sizeof(t_rev_cases) / sizeof(t_rev_cases[0]); i++) {
+		const struct t_rev_case *c = &t_rev_cases[i];
+
+		cr_expect_str_eq(t_check(&c->tc), c->want_why, "%s: end reason", c->tc.name);
+	}
+}
+
+/* A reversed session never has the relay right: set_relay before it is
+ * a broken invariant in the glue. */
+Test(smtp_server, reversed_with_relay_panics, .signal = SIGABRT)
+{
+	struct smtp_session *s = smtp_server_new(t_conf(T_REV), "192.0.2.1");
+
+	smtp_server_set_relay(s);
+	smtp_server_set_reversed(s);
+}
+
 /* The relay right as the glue and the fuzzer see it. */
 Test(smtp_server, may_relay)
 {
@@ -1169,8 +1243,10 @@ Test(smtp_server, idle_timeout_shutdown_busy)
 	cr_assert(smtp_server_idle(s));
 	cr_assert_eq(smtp_server_feed(s, in, sizeof(in) - 1, &out, &ev), sizeof(in) - 1);
 	cr_assert(!smtp_server_idle(s));
+	cr_assert_null(smtp_server_end_reason(s));
 	out.len = 0;
 	smtp_server_timeout(s, &out);
+	cr_assert_str_eq(smtp_server_end_reason(s), "idle timeout");
 	cr_assert_eq(out.len, strlen("421 4.4.2 mx.test Error: timeout exceeded\r\n"));
 	cr_assert(memcmp(out.data, "421 4.4.2 mx.test Error: timeout exceeded\r\n", out.len) == 0);
 	cr_assert_eq(smtp_server_feed(s, "NOOP\r\n", 6, &out, &ev), 0);
@@ -1181,6 +1257,9 @@ Test(smtp_server, idle_timeout_shutdown_busy)
 	out.len = 0;
 	smtp_server_shutdown(s, &out);
 	cr_assert(memcmp(out.data, "421 4.3.2 mx.test Service shutting down\r\n", out.len) == 0);
+	cr_assert_str_eq(smtp_server_end_reason(s), "shutdown");
+	smtp_server_timeout(s, &out);
+	cr_assert_str_eq(smtp_server_end_reason(s), "shutdown", "the first reason stays");
 	smtp_server_free(s);
 
 	out.len = 0;
