@@ -432,6 +432,20 @@ static long long t_next_hour(void)
 	return (long long)(timetable_next(&t, now_shifted_us(0)) / T_US);
 }
 
+/* "slow": hourly, its upstream u holding its greeting; the node n up,
+ * its log captured, the run connected and waiting. */
+static void t_slow_start(struct t_node *n, struct t_up *u, struct log_capture *cap)
+{
+	struct config_activator conf;
+
+	t_up_start(u, "220 upstream.test ESMTP\r\n", "253 2.0.0 OK\r\n");
+	atomic_store(&u->hold, 1);
+	t_conf(&conf, "slow", u->port, &t_hourly);
+	cr_assert_eq(log_capture_start(cap), 0);
+	t_node_start(n, &conf);
+	t_wait_talking(n, u, "slow");
+}
+
 /* ---- the upstream's reply to ETRN ----------------------------------------- */
 
 struct t_reply_case {
@@ -536,18 +550,12 @@ Test(activator, refused_connect_retried_at_next_scheduled_time)
  * queued; released, the one run ends and the next is an hour on. */
 Test(activator, due_while_running_is_skipped)
 {
-	struct config_activator conf;
 	struct log_capture cap;
 	struct t_status st;
 	struct t_node n;
 	struct t_up u;
 
-	t_up_start(&u, "220 upstream.test ESMTP\r\n", "253 2.0.0 OK\r\n");
-	atomic_store(&u.hold, 1);
-	t_conf(&conf, "slow", u.port, &t_hourly);
-	cr_assert_eq(log_capture_start(&cap), 0);
-	t_node_start(&n, &conf);
-	t_wait_talking(&n, &u, "slow");
+	t_slow_start(&n, &u, &cap);
 	cr_expect_eq(activators_run(n.a, "slow"), -EBUSY);
 	cr_expect_eq(activators_run(n.a, "nosuch"), -ENOENT);
 	now_step_add((uint64_t)T_HOUR_S * T_US);
@@ -718,19 +726,13 @@ Test(activator, atrn_reversed_session_received)
  * greeting could come, and the run is freed (ASan would tell). */
 Test(activator, stop_aborts_a_run)
 {
-	struct config_activator conf;
 	struct log_capture cap;
 	struct t_status st;
 	struct t_node n;
 	struct t_up u;
 	uint64_t t0;
 
-	t_up_start(&u, "220 upstream.test ESMTP\r\n", "253 2.0.0 OK\r\n");
-	atomic_store(&u.hold, 1);
-	t_conf(&conf, "slow", u.port, &t_hourly);
-	cr_assert_eq(log_capture_start(&cap), 0);
-	t_node_start(&n, &conf);
-	t_wait_talking(&n, &u, "slow");
+	t_slow_start(&n, &u, &cap);
 	t0 = now_mono_ms();
 	engine_fixture_stop(&n.f);
 	cr_expect_lt(now_mono_ms() - t0, (uint64_t)T_STILL_MS, "the stop waited for the upstream");
