@@ -27,6 +27,7 @@
 
 #include "core/now.h"
 #include "core/timetable.h"
+#include "dns_stub.h"
 #include "engine_fixture.h"
 #include "log_capture.h"
 #include "loopback.h"
@@ -298,21 +299,32 @@ static void t_conf(struct config_activator *c, const char *name, unsigned port,
 static const struct timetable_rule t_hourly = { .kind = TIMETABLE_EVERY, .every_s = T_HOUR_S };
 static const struct timetable_rule t_after = { .kind = TIMETABLE_AFTER_OUTBOUND };
 
-/* Start a node whose config holds conf (one activator; NULL: none). */
-static void t_node_start(struct t_node *n, const struct config_activator *conf)
+/* Start a node whose config holds the nconf activators of conf, its
+ * resolver asking the DNS server on dns_port (0: resolv.conf's). */
+static void t_node_start_n(struct t_node *n, const struct config_activator *conf,
+			   unsigned nconf, unsigned dns_port)
 {
 	cr_assert_eq(engine_fixture_init(&n->f, t_table()), 0);
-	if (conf) {
-		n->f.cfg.activators = calloc(1, sizeof(*conf));
+	if (dns_port)
+		snprintf(n->f.cfg.dns_servers, sizeof(n->f.cfg.dns_servers), "127.0.0.1:%u",
+			 dns_port);
+	if (nconf) {
+		n->f.cfg.activators = calloc(nconf, sizeof(*conf));
 		cr_assert_not_null(n->f.cfg.activators);
-		memcpy(n->f.cfg.activators, conf, sizeof(*conf));
-		n->f.cfg.nactivators = 1;
+		memcpy(n->f.cfg.activators, conf, nconf * sizeof(*conf));
+		n->f.cfg.nactivators = nconf;
 	}
 	n->a = activators_new(&n->f.cfg);
 	cr_assert_not_null(n->a);
 	n->f.setup = t_attach;
 	n->f.setup_arg = n;
 	cr_assert_eq(engine_fixture_start(&n->f), 0, "%s", n->f.err);
+}
+
+/* A node with conf alone (NULL: none). */
+static void t_node_start(struct t_node *n, const struct config_activator *conf)
+{
+	t_node_start_n(n, conf, conf ? 1 : 0, 0);
 }
 
 static void t_node_stop(struct t_node *n)
@@ -478,7 +490,7 @@ Test(activator, etrn_reply_kept_and_logged)
 		struct config_activator conf;
 		struct log_capture cap;
 		struct t_status st;
-		struct t_node n;
+		struct t_node n = { 0 };
 		struct t_up u;
 		char want[512];
 
@@ -517,7 +529,7 @@ Test(activator, refused_connect_retried_at_next_scheduled_time)
 	struct config_activator conf;
 	struct log_capture cap;
 	struct t_status st;
-	struct t_node n;
+	struct t_node n = { 0 };
 	long long next;
 
 	cr_assert_neq(port, 0);
@@ -552,7 +564,7 @@ Test(activator, due_while_running_is_skipped)
 {
 	struct log_capture cap;
 	struct t_status st;
-	struct t_node n;
+	struct t_node n = { 0 };
 	struct t_up u;
 
 	t_slow_start(&n, &u, &cap);
@@ -583,7 +595,7 @@ Test(activator, after_outbound_once_per_gap)
 {
 	struct config_activator conf;
 	struct t_status st;
-	struct t_node n;
+	struct t_node n = { 0 };
 	struct t_up u;
 
 	t_up_start(&u, "220 upstream.test ESMTP\r\n", "251 2.0.0 No messages waiting\r\n");
@@ -615,7 +627,7 @@ Test(activator, oneshot_listed_then_dropped)
 {
 	struct config_activator spec;
 	struct t_status st;
-	struct t_node n;
+	struct t_node n = { 0 };
 	struct t_up u;
 	char name[CONFIG_ACTIVATOR_NAME_MAX], more[CONFIG_ACTIVATOR_NAME_MAX];
 	struct buf b;
@@ -728,7 +740,7 @@ Test(activator, stop_aborts_a_run)
 {
 	struct log_capture cap;
 	struct t_status st;
-	struct t_node n;
+	struct t_node n = { 0 };
 	struct t_up u;
 	uint64_t t0;
 
@@ -745,5 +757,57 @@ Test(activator, stop_aborts_a_run)
 	cr_expect(strstr(cap.text, "activator slow: run aborted: etrnd is stopping"), "%s", cap.text);
 	cr_expect(strstr(cap.text, "activator slow: run failed: etrnd is shutting down"), "%s",
 		  cap.text);
+	log_capture_free(&cap);
+}
+
+/* A name goes through the process's resolver (A/AAAA of the host, never
+ * MX; tests/unit/dns_stub.h on loopback): up.test has 127.0.0.2 (nothing
+ * listens there) and 127.0.0.1 (the upstream): whichever comes first, the
+ * run reaches the upstream once, an address that refused is named in the
+ * log; nx.test does not exist: the run fails with the look-up's reason. */
+static const struct dns_stub_rr t_zone[] = {
+	{ "up.test", DNS_STUB_A, "127.0.0.2", 0 },
+	{ "up.test", DNS_STUB_A, "127.0.0.1", 0 },
+	{ "up.test", DNS_STUB_MX, "elsewhere.test", 10 },
+};
+
+Test(activator, names_resolved_each_address_tried)
+{
+	struct config_activator conf[2];
+	struct log_capture cap;
+	struct t_status st;
+	struct t_node n = { 0 };
+	struct t_up u;
+	struct dns_stub *dns = dns_stub_start(t_zone, sizeof(t_zone) / sizeof(t_zone[0]));
+	char want[256];
+
+	cr_assert_not_null(dns);
+	t_up_start(&u, "220 upstream.test ESMTP\r\n", "253 2.0.0 OK\r\n");
+	t_conf(&conf[0], "named", u.port, &t_hourly);
+	snprintf(conf[0].host, sizeof(conf[0].host), "up.test");
+	t_conf(&conf[1], "nx", u.port, &t_hourly);
+	snprintf(conf[1].host, sizeof(conf[1].host), "nx.test");
+	cr_assert_eq(log_capture_start(&cap), 0);
+	t_node_start_n(&n, conf, 2, dns_stub_port(dns));
+	t_wait_idle(&n, "named", 1, &st);
+	cr_expect_eq(st.failures, 0, "%s", st.json);
+	cr_expect_str_eq(st.reply, "253 2.0.0 OK", "%s", st.json);
+	t_wait_idle(&n, "nx", 1, &st);
+	cr_expect_eq(st.failures, 1, "%s", st.json);
+	cr_expect(strstr(st.reply, "nx.test"), "%s", st.json);
+	t_node_stop(&n);
+	cr_assert_eq(log_capture_stop(&cap, T_CAPTURE_MAX), 0);
+	t_up_stop(&u);
+	dns_stub_stop(dns);
+	cr_expect_eq(atomic_load(&u.conns), 1);
+	snprintf(want, sizeof(want), "activator named: ETRN " T_CUST
+		 " to up.test[127.0.0.1]:%u: 253 2.0.0 OK", u.port);
+	cr_expect(strstr(cap.text, want), "no \"%s\" in:\n%s", want, cap.text);
+	snprintf(want, sizeof(want), "activator named: connect to up.test[127.0.0.2]:%u: "
+		 "Connection refused; trying the next address", u.port);
+	cr_expect(strstr(cap.text, want) || !strstr(cap.text, "trying the next address"),
+		  "%s", cap.text);
+	cr_expect(strstr(cap.text, "activator nx: run failed: "), "%s", cap.text);
+	cr_expect_null(strstr(cap.text, "elsewhere.test"), "an MX was followed:\n%s", cap.text);
 	log_capture_free(&cap);
 }
