@@ -222,11 +222,13 @@ static void *t_up_main(void *arg)
 	return NULL;
 }
 
-static void t_up_start(struct t_up *u, const char *greeting, const char *etrn_reply)
+/* atrn: set before the thread starts, which reads it. */
+static void t_up_start(struct t_up *u, const char *greeting, const char *etrn_reply, int atrn)
 {
 	memset(u, 0, sizeof(*u));
 	u->greeting = greeting;
 	u->etrn_reply = etrn_reply;
+	u->atrn = atrn;
 	pthread_mutex_init(&u->mu, NULL);
 	u->lfd = loopback_listen(8, &u->port);
 	cr_assert_geq(u->lfd, 0, "loopback_listen: %s", strerror(-u->lfd));
@@ -450,7 +452,7 @@ static void t_slow_start(struct t_node *n, struct t_up *u, struct log_capture *c
 {
 	struct config_activator conf;
 
-	t_up_start(u, "220 upstream.test ESMTP\r\n", "253 2.0.0 OK\r\n");
+	t_up_start(u, "220 upstream.test ESMTP\r\n", "253 2.0.0 OK\r\n", 0);
 	atomic_store(&u->hold, 1);
 	t_conf(&conf, "slow", u->port, &t_hourly);
 	cr_assert_eq(log_capture_start(cap), 0);
@@ -494,7 +496,7 @@ Test(activator, etrn_reply_kept_and_logged)
 		struct t_up u;
 		char want[512];
 
-		t_up_start(&u, "220 upstream.test ESMTP\r\n", tc->etrn_reply);
+		t_up_start(&u, "220 upstream.test ESMTP\r\n", tc->etrn_reply, 0);
 		t_conf(&conf, "isp", u.port, &t_hourly);
 		cr_assert_eq(log_capture_start(&cap), 0);
 		t_node_start(&n, &conf);
@@ -598,7 +600,7 @@ Test(activator, after_outbound_once_per_gap)
 	struct t_node n = { 0 };
 	struct t_up u;
 
-	t_up_start(&u, "220 upstream.test ESMTP\r\n", "251 2.0.0 No messages waiting\r\n");
+	t_up_start(&u, "220 upstream.test ESMTP\r\n", "251 2.0.0 No messages waiting\r\n", 0);
 	t_conf(&conf, "after", u.port, &t_after);
 	t_node_start(&n, &conf);
 	t_status(&n, "after", &st);
@@ -632,7 +634,7 @@ Test(activator, oneshot_listed_then_dropped)
 	char name[CONFIG_ACTIVATOR_NAME_MAX], more[CONFIG_ACTIVATOR_NAME_MAX];
 	struct buf b;
 
-	t_up_start(&u, "220 upstream.test ESMTP\r\n", "250 2.0.0 Queuing started\r\n");
+	t_up_start(&u, "220 upstream.test ESMTP\r\n", "250 2.0.0 Queuing started\r\n", 0);
 	t_node_start(&n, NULL);
 	t_conf(&spec, "ignored", u.port, NULL);
 	cr_assert_eq(activators_oneshot(n.a, &spec, name, sizeof(name)), 0);
@@ -706,8 +708,7 @@ Test(activator, atrn_reversed_session_received)
 	struct t_up u;
 	char want[256];
 
-	t_up_start(&u, "220 upstream.test ESMTP\r\n", NULL);
-	u.atrn = 1;
+	t_up_start(&u, "220 upstream.test ESMTP\r\n", NULL, 1);
 	t_conf(&conf, "odmr", u.port, &t_hourly);
 	conf.method = CONFIG_ACTIVATOR_ATRN;
 	snprintf(conf.user, sizeof(conf.user), "node1");
@@ -782,7 +783,7 @@ Test(activator, names_resolved_each_address_tried)
 	char want[256];
 
 	cr_assert_not_null(dns);
-	t_up_start(&u, "220 upstream.test ESMTP\r\n", "253 2.0.0 OK\r\n");
+	t_up_start(&u, "220 upstream.test ESMTP\r\n", "253 2.0.0 OK\r\n", 0);
 	t_conf(&conf[0], "named", u.port, &t_hourly);
 	snprintf(conf[0].host, sizeof(conf[0].host), "up.test");
 	t_conf(&conf[1], "nx", u.port, &t_hourly);
