@@ -24,7 +24,7 @@ from customer_server import CustomerServer
 from scripted_server import ScriptedServer
 from test_redis import Redis, etrnctl
 
-RUN_S = 60  # one etrnctl run on a loaded 2-core machine, sanitizers on
+RUN_S = 120  # one etrnctl run (--atrn waits up to 60 s) on a loaded machine, sanitizers on
 
 
 def run(*args, stdin=None, env=None):
@@ -286,7 +286,7 @@ class EtrnctlDaemon(unittest.TestCase):
         runs = e.activator("isp1")["runs"]
         rc, out, err = self.ctl(e, "activators", "run", "isp1")
         self.assertEqual((rc, out), (0, "ok\n"), err)
-        h.wait_for("the asked run ended", lambda: e.activator("isp1")["runs"] == runs + 1
+        h.wait_for("the asked run ended", lambda: e.activator("isp1")["runs"] >= runs + 1
                    and e.activator("isp1")["state"] == "idle", within=RUN_S)
         for args in (("activators", "nosuch"), ("activators", "run", "nosuch")):
             rc, out, err = self.ctl(e, *args)
