@@ -39,6 +39,18 @@ message it takes into a directory (-d), or answering 4xx/5xx to chosen
 commands (-r/-f), restartable on the same port; sink.messages() parses the
 dumps (envelope and email.message); log_field_re() is the regular
 expression of one Postfix-shaped delivery log line.
+
+Activators (issue 14): activator_keys() writes one activator's
+"activator.NAME.*" keys, write_password_file() its password_file;
+Etrnd(port=N) listens on a port chosen before start (a peer's route or
+activator names it first: two sites side by side); e.activators() /
+e.activator(NAME) read `activators json` from the control socket; tz_at()
+is a TZ under which the local time of day is what a timetable test wants;
+still() watches that something does not happen for a bounded time, and
+wait_for() polls for one that must; ScriptedUpstream is a raw scripted
+upstream that counts connections (a 421 greeting, ATRN 250 then silence);
+PrivatePostfix is a private Postfix instance (bench/pf_lib.sh in Python),
+skipped with the reason where it cannot run.
 """
 
 import base64

@@ -405,7 +405,8 @@ class ScheduleTest(ActivatorCase):
 class IdleTimeoutTest(ActivatorCase):
     def test_silent_upstream_after_atrn_250(self):
         """The upstream answers ATRN 250 and then sends nothing: the
-        reversed session is dropped after atrn_idle_timeout (logged), and
+        reversed session (our 220, then nothing from the upstream) is
+        dropped after atrn_idle_timeout with a 421 (logged), and
         the activator is not tried again before its next scheduled time."""
         up = h.ScriptedUpstream(
             ehlo=("ENHANCEDSTATUSCODES", "AUTH PLAIN LOGIN", "ATRN"),
@@ -433,6 +434,8 @@ class IdleTimeoutTest(ActivatorCase):
             next(x for x in rec["lines"] if x.upper().startswith("ATRN"))) + 1:]
         self.assertTrue(after and after[0].startswith("220 "),
                         "our greeting after ATRN 250: %r" % after)
+        self.assertTrue(after[-1].startswith("421 4.4.2 "),
+                        "a 421 before the close: %r" % after)
         cust.wait_log(r"activator idle: reversed session ended: 0 message\(s\) "
                       r"received \([^)]*time ?out[^)]*\)", within=RUN_S)
         a = self.wait_activator(cust, "idle", "the run ends",
