@@ -134,20 +134,21 @@ static int ctl_activate_request(struct config_activator *s, const char *v, size_
 	return 0;
 }
 
+/* etrnd.conf's range for idle_timeout (core/config.h). */
 static int ctl_activate_idle(struct config_activator *s, const char *v, size_t n, char *why,
 			     size_t wl)
 {
-	char in[32], w[UNITS_WHY_MAX];
-	uint64_t ms;
+	char in[UNITS_WHY_MAX];
+	uint64_t ms = 0;
 
 	if (n == 0 || n >= sizeof(in))
 		return ctl_activate_bad(why, wl, "idle_timeout: not a duration:", v, n);
 	memcpy(in, v, n);
 	in[n] = '\0';
-	if (units_parse_duration(in, &ms, w, sizeof(w)) || ms == 0 || ms > UINT32_MAX) {
-		snprintf(why, wl, "idle_timeout \"%s\": %s", in, ms == 0 ? "must be more than 0" : w);
-		return -EINVAL;
-	}
+	if (units_parse_duration(in, &ms, NULL, 0) || ms < CONFIG_ATRN_IDLE_TIMEOUT_MIN_MS ||
+	    ms > CONFIG_ATRN_IDLE_TIMEOUT_MAX_MS)
+		return ctl_activate_bad(why, wl, "idle_timeout: want a duration from 1s to 1d, not",
+					v, n);
 	s->idle_timeout_ms = (unsigned)ms;
 	return 0;
 }

@@ -19,8 +19,9 @@
 
 enum { EA_OK = 0, EA_FAIL = 1 };
 
-/* The request line (the control socket reads at most 1024 octets). */
-#define EA_REQ_MAX 1024
+/* The request line: the control socket reads at most 1024 octets, of
+ * which etrnctl's "\tby uid=N(name)" tag takes up to 128. */
+#define EA_REQ_MAX (1024 - 128)
 #define EA_PASS_B64_MAX (BASE64_ENCODED_LEN(CONFIG_ACTIVATOR_PASS_MAX) + 1)
 #define EA_FIELD_MAX 512
 #define EA_MS_PER_S 1000

@@ -68,6 +68,8 @@ static const struct t_case t_cases[] = {
 	T_BAD("host=h.example request=a.example user=u pass=YQBi", "base64"),
 	T_BAD("host=h.example request=a.example idle_timeout=5M", "idle_timeout"),
 	T_BAD("host=h.example request=a.example idle_timeout=0", "idle_timeout"),
+	T_BAD("host=h.example request=a.example idle_timeout=999ms", "idle_timeout"),
+	T_BAD("host=h.example request=a.example idle_timeout=2d", "idle_timeout"),
 	T_BAD("host=h.example host=i.example request=a.example", "given twice"),
 	T_BAD("host=h.example request=a.example color=red", "KEY=VALUE"),
 	T_BAD("host=h.example request=a.example novalue", "KEY=VALUE"),
