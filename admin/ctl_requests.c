@@ -11,8 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin/ctl_activate.h"
 #include "core/log.h"
 #include "core/now.h"
+#include "proto/activator.h"
 #include "proto/drain.h"
 #include "proto/drain_queue.h"
 #include "proto/drain_status.h"
@@ -20,6 +22,8 @@
 /* Longest domain a log line shows (RFC 1035 2.3.4: names are at most 255). */
 #define CTL_REQUESTS_LOG_DOMAIN_MAX 255
 #define CTL_REQUESTS_REPLY_INIT 1024
+/* A request as its log line shows it (cut there; pass= masked). */
+#define CTL_REQUESTS_LOG_LINE_MAX (CTL_REQUESTS_LOG_DOMAIN_MAX + 1)
 
 /* "who" as the request names it ("\tby uid=N(name)", which etrnctl adds;
  * the socket is mode 0600, so only the daemon's user and root get here). */
@@ -40,19 +44,19 @@
 struct ctl_request {
 	const char *name;
 	int min_args, max_args;
-	void (*proceed)(struct drain_hub *hub, const char *a, size_t len, const char *who,
+	void (*proceed)(const struct ctl_env *env, const char *a, size_t len, const char *who,
 			enum drain_queue_op op, struct buf *out);
 	enum drain_queue_op op;
 };
 
-static void ctl_flush(struct drain_hub *hub, const char *a, size_t len, const char *who,
+static void ctl_flush(const struct ctl_env *env, const char *a, size_t len, const char *who,
 		      enum drain_queue_op op, struct buf *out)
 {
-	drain_hub_flush(hub, a, len, out);
+	drain_hub_flush(env->hub, a, len, out);
 }
 
 /* "force DOMAIN [HOST[:PORT]]": drain a domain the table need not have. */
-static void ctl_force(struct drain_hub *hub, const char *a, size_t len, const char *who,
+static void ctl_force(const struct ctl_env *env, const char *a, size_t len, const char *who,
 		      enum drain_queue_op op, struct buf *out)
 {
 	const char *sp = memchr(a, ' ', len);
@@ -65,21 +69,21 @@ static void ctl_force(struct drain_hub *hub, const char *a, size_t len, const ch
 	}
 	if (sp)
 		memcpy(dest, sp + 1, len - dlen - 1);
-	drain_hub_flush_force(hub, a, dlen, dest, who, out);
+	drain_hub_flush_force(env->hub, a, dlen, dest, who, out);
 }
 
-static void ctl_status(struct drain_hub *hub, const char *a, size_t len, const char *who,
+static void ctl_status(const struct ctl_env *env, const char *a, size_t len, const char *who,
 		       enum drain_queue_op op, struct buf *out)
 {
 	if (len == 0) {
-		drain_hub_status(hub, out);
+		drain_hub_status(env->hub, out);
 		return;
 	}
 	if (len != 4 || memcmp(a, "json", 4)) {
 		(void)buf_puts(out, "error: status takes nothing or \"json\"\n");
 		return;
 	}
-	drain_hub_status_json(hub, out);
+	drain_hub_status_json(env->hub, out);
 }
 
 /* The engine threads for a queue request (shards freed by the caller). */
@@ -97,12 +101,12 @@ static int ctl_queue_ctx(struct drain_hub *hub, struct drain_queue_ctx *c)
 	return 0;
 }
 
-static void ctl_queue(struct drain_hub *hub, const char *a, size_t len, const char *who,
+static void ctl_queue(const struct ctl_env *env, const char *a, size_t len, const char *who,
 		      enum drain_queue_op op, struct buf *out)
 {
 	struct drain_queue_ctx c;
 
-	if (ctl_queue_ctx(hub, &c)) {
+	if (ctl_queue_ctx(env->hub, &c)) {
 		(void)buf_puts(out, "error: out of memory\n");
 		return;
 	}
@@ -111,12 +115,12 @@ static void ctl_queue(struct drain_hub *hub, const char *a, size_t len, const ch
 }
 
 /* message show|delete|bounce QID: op on the engine thread that owns it. */
-static void ctl_msg(struct drain_hub *hub, const char *a, size_t len, const char *who,
+static void ctl_msg(const struct ctl_env *env, const char *a, size_t len, const char *who,
 		    enum drain_queue_op op, struct buf *out)
 {
 	struct drain_queue_ctx c;
 
-	if (ctl_queue_ctx(hub, &c)) {
+	if (ctl_queue_ctx(env->hub, &c)) {
 		(void)buf_puts(out, "error: out of memory\n");
 		return;
 	}
@@ -126,7 +130,7 @@ static void ctl_msg(struct drain_hub *hub, const char *a, size_t len, const char
 
 /* "clock step SECONDS": the test clock (core/now.h) moves forward, only
  * when the config says test_clock = yes; never back. */
-static void ctl_clock(struct drain_hub *hub, const char *a, size_t len, const char *who,
+static void ctl_clock(const struct ctl_env *env, const char *a, size_t len, const char *who,
 		      enum drain_queue_op op, struct buf *out)
 {
 	unsigned long long secs = 0;
@@ -144,7 +148,7 @@ static void ctl_clock(struct drain_hub *hub, const char *a, size_t len, const ch
 				 CTL_REQUESTS_CLOCK_STEP_MAX_S);
 		return;
 	}
-	if (!drain_hub_config(hub)->test_clock) {
+	if (!drain_hub_config(env->hub)->test_clock) {
 		(void)buf_puts(out, "error: test_clock is off (a test aid: set test_clock = yes in etrnd.conf to step the clock)\n");
 		return;
 	}
@@ -153,6 +157,84 @@ static void ctl_clock(struct drain_hub *hub, const char *a, size_t len, const ch
 		 (unsigned long long)(now_step_us() / CTL_REQUESTS_US_PER_S));
 	(void)buf_printf(out, "clock stepped forward %llu s (%llu s in all)\n", secs,
 			 (unsigned long long)(now_step_us() / CTL_REQUESTS_US_PER_S));
+}
+
+/* "activators [json] [NAME]": the activators' status (proto/activator.h);
+ * "activators run NAME": one run now, as if it were its time. */
+static void ctl_activators(const struct ctl_env *env, const char *a, size_t len, const char *who,
+			   enum drain_queue_op op, struct buf *out)
+{
+	char name[CONFIG_ACTIVATOR_NAME_MAX] = "";
+	const char *sp = len ? memchr(a, ' ', len) : NULL;
+	size_t w1 = sp ? (size_t)(sp - a) : len;
+	int json = w1 == 4 && !memcmp(a, "json", 4), run = sp && w1 == 3 && !memcmp(a, "run", 3);
+	size_t off = json || run ? (sp ? w1 + 1 : len) : 0;
+	int rc;
+
+	if (len - off >= sizeof(name) || (run && off == len) ||
+	    (len && memchr(a + off, ' ', len - off))) {
+		(void)buf_puts(out, "error: want activators [json] [NAME] or activators run NAME\n");
+		return;
+	}
+	if (len)
+		memcpy(name, a + off, len - off);
+	if (!env->act) {
+		(void)buf_puts(out, "error: no activators here\n");
+		return;
+	}
+	if (run) {
+		rc = activators_run(env->act, name);
+		if (rc == 0)
+			(void)buf_puts(out, "ok\n");
+		else if (rc == -ENOENT)
+			(void)buf_printf(out, "error: no activator %s\n", name);
+		else if (rc == -EBUSY)
+			(void)buf_printf(out, "error: %s is running\n", name);
+		else
+			(void)buf_printf(out, "error: %s: %s\n", name, strerror(-rc));
+		return;
+	}
+	rc = activators_status(env->act, name[0] ? name : NULL, out, json);
+	if (rc == -ENOENT)
+		(void)buf_printf(out, "error: no activator %s\n", name);
+	else if (rc)
+		(void)buf_printf(out, "error: activators: %s\n", strerror(-rc));
+}
+
+/* "activate KEY=VALUE ...": a one-shot activator run (etrnctl etrn --atrn),
+ * started at once; its status is read with "activators json oneshot-N".
+ * Nothing here waits for the upstream (the socket's deadline is 2 s). */
+static void ctl_activate(const struct ctl_env *env, const char *a, size_t len, const char *who,
+			 enum drain_queue_op op, struct buf *out)
+{
+	struct config_activator *spec = malloc(sizeof(*spec));
+	char why[CTL_ACTIVATE_WHY_MAX], name[CONFIG_ACTIVATOR_NAME_MAX];
+	int rc;
+
+	if (!spec || !env->act) {
+		(void)buf_puts(out, spec ? "error: no activators here\n" : "error: out of memory\n");
+		free(spec);
+		return;
+	}
+	if (ctl_activate_parse(a, len, spec, why, sizeof(why))) {
+		(void)buf_printf(out, "error: activate: %s\n", why);
+		goto done;
+	}
+	rc = activators_oneshot(env->act, spec, name, sizeof(name));
+	if (rc == 0) {
+		log_info("control socket: one-shot %s to %s:%u is %s, asked by %s",
+			 spec->method == CONFIG_ACTIVATOR_ATRN ? "ATRN" : "ETRN", spec->host,
+			 spec->port, name, who);
+		(void)buf_printf(out, "ok %s\n", name);
+	} else if (rc == -ENOSPC) {
+		(void)buf_printf(out, "error: %u one-shot runs are listed already; try again later\n",
+				 ACTIVATOR_ONESHOT_MAX);
+	} else {
+		(void)buf_printf(out, "error: activate: %s\n", strerror(-rc));
+	}
+done:
+	explicit_bzero(spec->password, sizeof(spec->password));
+	free(spec);
 }
 
 static const struct ctl_request ctl_requests[] = {
@@ -165,6 +247,8 @@ static const struct ctl_request ctl_requests[] = {
 	{ "delete", 1, 1, ctl_msg, DRAIN_QUEUE_DELETE },
 	{ "bounce", 1, 1, ctl_msg, DRAIN_QUEUE_BOUNCE },
 	{ "clock", 2, 2, ctl_clock, 0 },      /* clock step SECONDS (test_clock) */
+	{ "activators", 0, 2, ctl_activators, 0 }, /* [json] [NAME] | run NAME */
+	{ "activate", 1, CTL_REQUESTS_REST, ctl_activate, 0 }, /* KEY=VALUE... (one-shot) */
 };
 
 static int ctl_nargs(const char *a, size_t len)
@@ -196,8 +280,8 @@ static size_t ctl_who(const char *line, size_t len, char *who, size_t cap)
 
 void ctl_requests_socket(void *env, const char *line, size_t len, struct buf *out)
 {
-	struct drain_hub *hub = ((struct ctl_env *)env)->hub;
-	char who[CTL_REQUESTS_WHO_MAX];
+	const struct ctl_env *e = env;
+	char who[CTL_REQUESTS_WHO_MAX], shown[CTL_REQUESTS_LOG_LINE_MAX];
 
 	len = ctl_who(line, len, who, sizeof(who));
 	for (size_t i = 0; i < sizeof(ctl_requests) / sizeof(ctl_requests[0]); i++) {
@@ -216,15 +300,16 @@ void ctl_requests_socket(void *env, const char *line, size_t len, struct buf *ou
 		if (na < r->min_args || (r->max_args != CTL_REQUESTS_REST &&
 		    (na > r->max_args || (alen && a[alen - 1] == ' '))))
 			break;
-		log_info("control socket: %.*s, asked by %s",
-			 (int)(len > CTL_REQUESTS_LOG_DOMAIN_MAX ? CTL_REQUESTS_LOG_DOMAIN_MAX : len),
-			 line, who);
-		r->proceed(hub, a, alen, who, r->op, out);
+		/* activate's pass= is a secret: never in a log. */
+		log_info("control socket: %s, asked by %s",
+			 ctl_activate_mask(line, len, shown, sizeof(shown)), who);
+		r->proceed(e, a, alen, who, r->op, out);
 		return;
 	}
 	(void)buf_puts(out, "error: unknown request (want: flush DOMAIN, force DOMAIN [DEST], "
 		       "status [json], queue [DOMAIN], show|show-full|delete|bounce QID, "
-		       "clock step SECONDS)\n");
+		       "clock step SECONDS, activators [json] [NAME], activators run NAME, "
+		       "activate KEY=VALUE...)\n");
 }
 
 void ctl_requests_redis_drain(void *hub, const char *domain, size_t len)

@@ -4,7 +4,10 @@
  * control socket line (core/ctlsock.h: "flush DOMAIN", "force DOMAIN [DEST]",
  * "status [json]", "queue [DOMAIN]", "show|show-full|delete|bounce QID",
  * "clock step SECONDS" (the test clock, core/now.h: only with config
- * test_clock = yes), each optionally ending "\tby WHO" for the log) or a Redis
+ * test_clock = yes), "activators [json] [NAME]", "activators run NAME",
+ * "activate KEY=VALUE..." (a one-shot activator run, admin/ctl_activate.h;
+ * answered "ok oneshot-N"), each optionally ending "\tby WHO" for the log;
+ * a pass= value is never logged) or a Redis
  * "drain <domain>" event (admin/control.h: another node's ETRN, or etrnctl
  * flush). Both go to the drain hub (proto/drain.h), passed as arg, which must
  * outlive the socket and the control thread.

@@ -12,7 +12,9 @@
  *                       copies of live records of a mostly dead segment;
  *                       "expiry" (proto/expire.c) queues DONEs and DSNs;
  *                       "sched" (proto/sched.c) starts outbound jobs and
- *                       queues SCHED records and bounces.
+ *                       queues SCHED records and bounces;
+ *                       "activators" (proto/activator.c, thread 0 only)
+ *                       starts the activators' runs that are due.
  *                       They only queue, into separate lists, so their
  *                       order among themselves does not matter; they must
  *                       precede 2 so that what they queue shares its commit.
@@ -21,9 +23,11 @@
  *                       messages included.
  *   3. the loop submits the SQEs the turn prepared (the commit's write and
  *      sync with them) and sleeps until a completion.
- * Stop hooks ("spool compaction", "expiry", "sched") stop background work
- * that would never run out; busy checks ("spool", "expiry", "drain",
- * "sched") keep loop_run() going until what is in flight has finished.
+ * Stop hooks ("spool compaction", "expiry", "sched", "activators") stop
+ * background work that would never run out; busy checks ("spool",
+ * "expiry", "drain", "sched", "smtpd auth", "activators") keep loop_run()
+ * going until what is in flight has finished. Thread 0 has the most: 5
+ * turn hooks, 4 stop hooks, 6 busy checks, within LOOP_HOOKS_MAX (8).
  */
 #include "admin/engine.h"
 
@@ -39,6 +43,7 @@
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/tls.h"
+#include "proto/activator.h"
 #include "proto/drain.h"
 #include "proto/sched.h"
 #include "proto/smtpd.h"
@@ -130,6 +135,12 @@ static void engine_spool_conf(const struct engine *e, struct spool_shard_conf *s
 	sc->clock_offset_us = (int64_t)cfg->clock_offset_ms * 1000;
 }
 
+/* sched_set_relayed_hook()'s: mail went out through the relayhost. */
+static void engine_relayed(void *arg)
+{
+	activators_outbound_done(arg);
+}
+
 /* Build the thread's parts; each module registers its own per-turn work
  * as it is created (turn order: see the top of this file). Returns 0, or
  * -1 with e->err set (the caller tears down what p holds). */
@@ -172,6 +183,18 @@ static int engine_setup(struct engine *e, struct engine_parts *p)
 	p->sc = sched_new(e->env->cfg, e->env->dt, e->env->resolver, p->dr, p->l, p->sh);
 	if (!p->sc)
 		return engine_fail(e, "sched: %s", strerror(errno));
+	/* Relayhost deliveries of every thread kick the after-outbound
+	 * activators, which run on thread 0 (proto/activator.h). */
+	if (e->env->act)
+		sched_set_relayed_hook(p->sc, engine_relayed, e->env->act);
+	/* Registers its turn hook (queue phase), stop hook and busy check
+	 * ("activators"). */
+	if (e->index == 0 && e->env->act) {
+		rc = activators_attach(e->env->act, p->l, p->d, e->env->resolver,
+				       e->env->tls_client);
+		if (rc)
+			return engine_fail(e, "activators: %s", strerror(-rc));
+	}
 	return 0;
 }
 

@@ -32,6 +32,7 @@
 #include <hiredis/hiredis.h>
 
 #include "admin/ctlrow.h"
+#include "admin/etrnctl_etrn.h"
 #include "core/domtab.h"
 #include "admin/redis_conn.h"
 #include "admin/schema.h"
@@ -68,6 +69,11 @@ struct opts {
 	const char *domains[ETRNCTL_USER_DOMAINS_MAX]; /* user add --domain */
 	int ndomains;
 	int domains_over;         /* more --domain than ETRNCTL_USER_DOMAINS_MAX */
+	/* etrn: --atrn, --user, --ca-file, --timeout, --helo (and --tls, the
+	 * row's, --password-stdin); etrn_opts counts them. */
+	int atrn;
+	const char *user, *ca_file, *timeout, *helo;
+	int etrn_opts;
 };
 
 static void usage(FILE *f)
@@ -109,10 +115,30 @@ static void usage(FILE *f)
 		"  status             queue depths per shard and per domain, from the running daemon\n"
 		"  clock step SECONDS  move the daemon's clock forward (only with test_clock = yes:\n"
 		"                     tests drive back-off and expiry without waiting)\n"
+		"  etrn HOST[:PORT] DOMAIN|@DOMAIN|#QUEUE ... [--tls none|may|must|verify]\n"
+		"                     [--ca-file FILE] [--timeout DURATION] [--helo NAME]\n"
+		"                     [--user USER --password-stdin]\n"
+		"                     this node as the upstream's customer, once: ETRN (RFC 1985)\n"
+		"                     to HOST (port 25; its A/AAAA, not its MX), each reply printed\n"
+		"                     with its meaning; exit 0 when every reply is 250, 251, 252 or\n"
+		"                     253, else 1. --tls: may (default: STARTTLS when offered),\n"
+		"                     must, verify (chain and name, against --ca-file or the system\n"
+		"                     store); --timeout bounds each connect, read and write (60s);\n"
+		"                     AUTH when --user is given and offered (the password is the\n"
+		"                     first line of stdin; inside TLS unless --tls none)\n"
+		"  etrn --atrn HOST[:PORT] [DOMAIN ...] --user USER --password-stdin [--tls ...]\n"
+		"                     ATRN (RFC 2645, port 366): the running etrnd makes the\n"
+		"                     connection and serves the reversed session (a one-shot\n"
+		"                     activator); etrnctl prints the upstream's reply: exit 0 on 250\n"
+		"  activators [NAME]  the daemon's activators (activator.NAME.* in etrnd.conf) and\n"
+		"                     one-shot runs: method, host, requests, schedule, state, runs,\n"
+		"                     failures, last run, its reply and meaning, next run\n"
+		"  activators run NAME  run activator NAME now, as if it were its time\n"
 		"  -c FILE      etrnd config to take redis and redis_prefix from (default %s)\n"
 		"  --redis URL  unix:/path, host:port or redis://[user:password@]host[:port][/db]\n"
 		"  --json       machine-readable output\n"
-		"Exit status: 0 done, 1 failed (Redis, not found, bad CSV rows), 2 bad usage or input.\n",
+		"Exit status: 0 done, 1 failed (Redis, not found, bad CSV rows; etrn: a refused\n"
+		"connection, TLS or AUTH failure, a 4xx/5xx reply), 2 bad usage or input.\n",
 		ctlrow_cols_list(cols, sizeof(cols)), ETRNCTL_DEFAULT_CONFIG);
 }
 
@@ -1456,31 +1482,50 @@ static void daemon_who(char *out, size_t cap)
 	snprintf(out, cap, "\tby uid=%u(%s)", (unsigned)getuid(), pw && pw->pw_name ? pw->pw_name : "?");
 }
 
-/* Connect to the daemon's socket and send req; the fd or -1 (reported in *rc). */
-static int daemon_connect(const char *sock, const char *req, int *rc)
+/* Connect to the daemon's socket and send req: the fd, or -errno (nothing
+ * printed). */
+static int daemon_dial(const char *sock, const char *req)
 {
 	struct sockaddr_un sa;
 	struct timeval tv = { ETRNCTL_TIMEOUT_MS / 1000, 0 };
-	int fd;
+	int fd, e;
 
 	if (strlen(sock) >= sizeof(sa.sun_path))
-		return *rc = bad("control_socket %s: path too long", sock), -1;
+		return -ENAMETOOLONG;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
 	memset(&sa, 0, sizeof(sa));
 	sa.sun_family = AF_UNIX;
 	memcpy(sa.sun_path, sock, strlen(sock) + 1);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
-		int e = errno;
-		if (fd >= 0)
-			close(fd);
-		return *rc = fail("%s: %s (is etrnd running with this config?)", sock, strerror(e)), -1;
-	}
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)))
+		goto fail;
 	(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	if (write(fd, req, strlen(req)) != (ssize_t)strlen(req)) {
-		*rc = fail("%s: %s", sock, strerror(errno));
-		close(fd);
-		return -1;
+		if (errno == 0)
+			errno = EPIPE;
+		goto fail;
 	}
+	return fd;
+fail:
+	e = errno;
+	close(fd);
+	return -e;
+}
+
+/* daemon_dial(), its failure reported: the fd, or -1 (the exit status in
+ * *rc). */
+static int daemon_connect(const char *sock, const char *req, int *rc)
+{
+	int fd = daemon_dial(sock, req);
+
+	if (fd == -ENAMETOOLONG)
+		return *rc = bad("control_socket %s: path too long", sock), -1;
+	if (fd == -ENOENT || fd == -ECONNREFUSED)
+		return *rc = fail("%s: %s (is etrnd running with this config?)", sock,
+				  strerror(-fd)), -1;
+	if (fd < 0)
+		return *rc = fail("%s: %s", sock, strerror(-fd)), -1;
 	return fd;
 }
 
@@ -1665,6 +1710,8 @@ enum {
 	CTL_F_FORCE = 1 << 3,     /* takes --force and --to */
 	CTL_F_FULL = 1 << 4,      /* takes --full */
 	CTL_F_DOMAINS = 1 << 5,   /* takes --domain (repeated) */
+	CTL_F_ETRN = 1 << 6,      /* takes --tls and etrn's options; needs no
+	                             config unless --atrn */
 };
 
 /* One command: "name sub ARGS". usage lists its arguments, one word each,
@@ -1841,6 +1888,86 @@ static int cmd_flush(struct ctl *x, const struct ctl_cmd *c, char **args,
 	return rc;
 }
 
+/* The daemon's control socket for etrnctl_etrn (--atrn): one request line,
+ * its whole reply, or NULL with errno set. */
+static char *etrn_ask(const void *arg, const char *line)
+{
+	char req[ETRNCTL_REQ_MAX], who[ETRNCTL_WHO_MAX], *reply;
+	size_t n;
+	int fd;
+
+	daemon_who(who, sizeof(who));
+	if ((size_t)snprintf(req, sizeof(req), "%s%s\n", line, who) >= sizeof(req)) {
+		explicit_bzero(req, sizeof(req));
+		errno = EMSGSIZE;
+		return NULL;
+	}
+	fd = daemon_dial(arg, req);
+	explicit_bzero(req, sizeof(req));  /* activate's pass= */
+	if (fd < 0) {
+		errno = -fd;
+		return NULL;
+	}
+	reply = daemon_read(fd, &n);
+	close(fd);
+	if (reply && n == 0) {
+		free(reply);
+		reply = NULL;
+	}
+	if (!reply)
+		errno = ECONNRESET;
+	return reply;
+}
+
+/* etrn HOST[:PORT] NODE... (etrnctl_etrn.h): ETRN here, --atrn through the
+ * daemon. The password is stdin's first line, never an argument. */
+static int cmd_etrn(struct ctl *x, const struct ctl_cmd *c, char **args, const struct opts *o)
+{
+	char pw[ETRNCTL_PASSWORD_MAX] = "";
+	struct etrnctl_etrn e = {
+		.target = args[0], .nodes = args + 1, .tls = o->row.tls, .ca_file = o->ca_file,
+		.timeout = o->timeout, .helo = o->helo, .user = o->user,
+		.password = o->password_stdin ? pw : NULL, .atrn = o->atrn,
+		.control_socket = x->cfg ? x->cfg->control_socket : NULL,
+		.ask = etrn_ask, .ask_arg = x->cfg ? x->cfg->control_socket : NULL,
+	};
+	int rc;
+
+	while (args[1 + e.nnodes])
+		e.nnodes++;
+	if (x->json)
+		return bad("--json does not go with etrn (see etrnctl --help)");
+	if ((rc = etrnctl_etrn_check(&e)))
+		return rc;
+	if (o->password_stdin && (rc = read_password(o, pw, sizeof(pw))))
+		return rc;
+	rc = etrnctl_etrn_run(&e);
+	explicit_bzero(pw, sizeof(pw));
+	return rc;
+}
+
+/* activators [NAME] | activators run NAME: the daemon's activators. */
+static int cmd_activators(struct ctl *x, const struct ctl_cmd *c, char **args,
+			  const struct opts *o)
+{
+	char arg[CONFIG_ACTIVATOR_NAME_MAX + 8];
+	const char *name = args[0];
+
+	if (name && (!name[0] || strlen(name) >= CONFIG_ACTIVATOR_NAME_MAX ||
+		     name[strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				 "0123456789-_")]))
+		return bad("activator \"%s\": want a name (letters, digits, - and _)", name);
+	if (!c->sub && name && !strcmp(name, "run"))
+		return bad("activators run: which? (want activators run NAME)");
+	if (c->sub) {
+		snprintf(arg, sizeof(arg), "run %s", name);
+		return daemon_request(x, x->cfg->control_socket, "activators", arg);
+	}
+	snprintf(arg, sizeof(arg), "%s%s%s", x->json ? "json" : "", x->json && name ? " " : "",
+		 name ? name : "");
+	return daemon_request(x, x->cfg->control_socket, "activators", arg[0] ? arg : NULL);
+}
+
 static const struct ctl_cmd ctl_cmds[] = {
 	{ "domain", "add", cmd_domain_add, "DOMAIN", CTL_F_ROW_OPTS },
 	{ "domain", "set", cmd_domain_set, "DOMAIN", CTL_F_ROW_OPTS },
@@ -1866,6 +1993,10 @@ static const struct ctl_cmd ctl_cmds[] = {
 	{ "route", "del", cmd_route, "DOMAIN", 0 },
 	{ "route", "list", cmd_route, "", 0 },
 	{ "clock", "step", cmd_clock, "SECONDS", CTL_F_DAEMON },
+	{ "etrn", NULL, cmd_etrn, "HOST[:PORT] [NODE...]",
+	  CTL_F_DAEMON | CTL_F_ETRN | CTL_F_PASSWORD },
+	{ "activators", NULL, cmd_activators, "[NAME]", CTL_F_DAEMON },
+	{ "activators", "run", cmd_activators, "NAME", CTL_F_DAEMON },
 };
 #define CTL_NCMDS (sizeof(ctl_cmds) / sizeof(ctl_cmds[0]))
 
@@ -1879,13 +2010,15 @@ static int ctl_cmd_nargs(const struct ctl_cmd *c)
 }
 
 /* 1 when c takes got arguments: its words, or one fewer when the last is
- * "[OPTIONAL]". */
+ * "[OPTIONAL]", or more when it is "WORD..." (or "[WORD...]"). */
 static int ctl_cmd_fits(const struct ctl_cmd *c, int got)
 {
 	int want = ctl_cmd_nargs(c);
 	const char *last = strrchr(c->usage, ' ');
 
 	last = last ? last + 1 : c->usage;
+	if (strstr(last, "..."))
+		return got >= want - (last[0] == '[');
 	return got == want || (last[0] == '[' && got == want - 1);
 }
 
@@ -1926,9 +2059,13 @@ static const struct ctl_cmd *ctl_cmd_find(char **args, int nargs, int domain_opt
 		return bad("%s%s%s: want %d argument(s), got %d (see etrnctl --help)", what,
 			   verb[0] ? " " : "", verb, want, nargs - words), NULL;
 	if (domain_opts && !(c->flags & CTL_F_ROW_OPTS))
-		return bad("--dest, --queue, --etrn-from, --owner, --max-hold, --quota, --tls and --mode only go with domain add and domain set"), NULL;
+		return bad("--dest, --queue, --etrn-from, --owner, --max-hold, --quota and --mode only go with domain add and domain set"), NULL;
 	if (o->password_stdin && !(c->flags & CTL_F_PASSWORD))
-		return bad("--password-stdin only goes with user add and user passwd"), NULL;
+		return bad("--password-stdin only goes with user add, user passwd and etrn"), NULL;
+	if (o->row.tls && !(c->flags & (CTL_F_ROW_OPTS | CTL_F_ETRN)))
+		return bad("--tls only goes with domain add, domain set and etrn"), NULL;
+	if (o->etrn_opts && !(c->flags & CTL_F_ETRN))
+		return bad("--atrn, --user, --ca-file, --timeout and --helo only go with etrn"), NULL;
 	if ((o->force || o->to) && !(c->flags & CTL_F_FORCE))
 		return bad("--force and --to only go with flush"), NULL;
 	if (o->to && !o->force)
@@ -1959,6 +2096,7 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 	enum {
 		O_REDIS = 256, O_JSON, O_DEST, O_QUEUE, O_ETRN_FROM, O_OWNER, O_MAX_HOLD,
 		O_QUOTA, O_TLS, O_PWSTDIN, O_HELP, O_FORCE, O_TO, O_FULL, O_DOMAIN, O_MODE,
+		O_ATRN, O_USER, O_CA_FILE, O_TIMEOUT, O_HELO,
 	};
 	static const struct option lopts[] = {
 		{ "redis", required_argument, 0, O_REDIS },
@@ -1977,6 +2115,11 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 		{ "to", required_argument, 0, O_TO },
 		{ "full", no_argument, 0, O_FULL },
 		{ "domain", required_argument, 0, O_DOMAIN },
+		{ "atrn", no_argument, 0, O_ATRN },
+		{ "user", required_argument, 0, O_USER },
+		{ "ca-file", required_argument, 0, O_CA_FILE },
+		{ "timeout", required_argument, 0, O_TIMEOUT },
+		{ "helo", required_argument, 0, O_HELO },
 		{ 0, 0, 0, 0 },
 	};
 	int opt;
@@ -1992,12 +2135,17 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 		case O_OWNER: o->row.owner = optarg; a->domain_opts++; break;
 		case O_MAX_HOLD: o->row.max_hold = optarg; a->domain_opts++; break;
 		case O_QUOTA: o->row.quota = optarg; a->domain_opts++; break;
-		case O_TLS: o->row.tls = optarg; a->domain_opts++; break;
+		case O_TLS: o->row.tls = optarg; break; /* domain add/set, etrn */
 		case O_MODE: o->row.mode = optarg; a->domain_opts++; break;
 		case O_PWSTDIN: o->password_stdin = 1; break;
 		case O_FORCE: o->force = 1; break;
 		case O_TO: o->to = optarg; break;
 		case O_FULL: o->full = 1; break;
+		case O_ATRN: o->atrn = 1; o->etrn_opts++; break;
+		case O_USER: o->user = optarg; o->etrn_opts++; break;
+		case O_CA_FILE: o->ca_file = optarg; o->etrn_opts++; break;
+		case O_TIMEOUT: o->timeout = optarg; o->etrn_opts++; break;
+		case O_HELO: o->helo = optarg; o->etrn_opts++; break;
 		case O_DOMAIN:
 			if (o->ndomains < ETRNCTL_USER_DOMAINS_MAX)
 				o->domains[o->ndomains++] = optarg;
@@ -2084,6 +2232,10 @@ int main(int argc, char **argv)
 	c = ctl_cmd_find(argv + optind, argc - optind, a.domain_opts, &o, &rc);
 	if (!c)
 		return rc;
+	/* etrn talks to the upstream itself: no config (unless --atrn, which
+	 * needs the daemon's control socket). */
+	if ((c->flags & CTL_F_ETRN) && !o.atrn)
+		return c->run(&x, c, argv + optind + 1, &o);
 	if ((rc = ctl_config(&cfg, &a)))
 		return rc;
 	snprintf(x.prefix, sizeof(x.prefix), "%s", cfg.redis_prefix);

@@ -24,3 +24,17 @@ int datefmt_rfc5322(char *dst, size_t n, time_t t)
 		return -EOVERFLOW;
 	return 0;
 }
+
+int datefmt_iso8601(char *dst, size_t n, time_t t)
+{
+	struct tm tm;
+	int r;
+
+	if (gmtime_r(&t, &tm) == NULL || tm.tm_year < -1900 || tm.tm_year > 9999 - 1900)
+		return -EINVAL;
+	r = snprintf(dst, n, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900,
+		     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+	if (r < 0 || (size_t)r >= n)
+		return -EOVERFLOW;
+	return 0;
+}

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/datefmt.h"
 #include "core/log.h"
 #include "core/now.h"
 #include "core/rendezvous.h"
@@ -151,10 +152,7 @@ static int dq_post(struct dq_job *j, loop_hook_fn fn)
 
 static const char *dq_time(uint64_t us, char out[DQ_TIME_MAX])
 {
-	time_t t = (time_t)(us / 1000000u);
-	struct tm tm;
-
-	if (!gmtime_r(&t, &tm) || !strftime(out, DQ_TIME_MAX, "%Y-%m-%dT%H:%M:%SZ", &tm))
+	if (datefmt_iso8601(out, DQ_TIME_MAX, (time_t)(us / 1000000u)))
 		snprintf(out, DQ_TIME_MAX, "%" PRIu64, us / 1000000u);
 	return out;
 }

@@ -481,6 +481,12 @@ static int sched_busy_hook(void *arg)
 	return s->lookups > 0 && now_mono_ms() < s->stop_deadline_ms;
 }
 
+void sched_set_relayed_hook(struct sched *s, void (*fn)(void *arg), void *arg)
+{
+	s->relayed_fn = fn;
+	s->relayed_arg = arg;
+}
+
 int sched_busy(const struct sched *s)
 {
 	return s->lookups > 0 || !list_empty(&s->jobs);

@@ -239,6 +239,9 @@ static void job_delivered(void *arg, const struct drain_out_result *res)
 	uint64_t attempted = res->sent + res->deferred + res->bounced;
 
 	job_note(j, a->relay, res->why);
+	/* After-outbound (proto/activator.h): mail just went to the relayhost. */
+	if (j->kind == ROUTE_RELAYHOST && res->sent > 0 && s->relayed_fn)
+		s->relayed_fn(s->relayed_arg);
 	if (attempted == 0 && res->conn_failures && !res->tls_held) {
 		dead_mark(s, a, res->why[0] ? res->why : "connection failed", sched_now_us(s));
 		j->addr++;

@@ -95,6 +95,8 @@ struct sched {
 	uint64_t batch[SCHED_BATCH_MAX];
 	struct sched_dead dead[SCHED_DEAD_MAX];
 	unsigned ndead;
+	void (*relayed_fn)(void *arg); /* sched_set_relayed_hook(); NULL none */
+	void *relayed_arg;
 };
 
 /*

@@ -39,6 +39,18 @@ message it takes into a directory (-d), or answering 4xx/5xx to chosen
 commands (-r/-f), restartable on the same port; sink.messages() parses the
 dumps (envelope and email.message); log_field_re() is the regular
 expression of one Postfix-shaped delivery log line.
+
+Activators (issue 14): activator_keys() writes one activator's
+"activator.NAME.*" keys, write_password_file() its password_file;
+Etrnd(port=N) listens on a port chosen before start (a peer's route or
+activator names it first: two sites side by side); e.activators() /
+e.activator(NAME) read `activators json` from the control socket; tz_at()
+is a TZ under which the local time of day is what a timetable test wants;
+still() watches that something does not happen for a bounded time, and
+wait_for() polls for one that must; ScriptedUpstream is a raw scripted
+upstream that counts connections (a 421 greeting, ATRN 250 then silence);
+PrivatePostfix is a private Postfix instance (bench/pf_lib.sh in Python),
+skipped with the reason where it cannot run.
 """
 
 import base64
@@ -92,6 +104,15 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+def remove_tmp(path):
+    """Remove a test's temp dir, or keep it (and say so) when
+    ETRND_KEEP_TMP is set, to look at after a failure."""
+    if os.environ.get("ETRND_KEEP_TMP"):
+        sys.stderr.write("kept %s\n" % path)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def make_cert(dirpath, name=TLS_NAME, stem="server"):
@@ -254,10 +275,7 @@ class SmtpSink:
 
     def cleanup(self):
         self.stop()
-        if os.environ.get("ETRND_KEEP_TMP"):
-            sys.stderr.write("kept %s\n" % self.dir)
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        remove_tmp(self.dir)
 
     def files(self):
         return sorted(glob.glob(os.path.join(self.dump, "*")))
@@ -419,11 +437,381 @@ def indexed_messages(ctl_path, domain):
     return sum(int(n) for n in re.findall(pat, status, re.M)), status
 
 
+def activator_keys(name, host, port=None, method="etrn", request=(),
+                   schedule="every 1h", user=None, password_file=None,
+                   tls=None, idle_timeout=None):
+    """The etrnd.conf keys of one activator (issue 14: "activator.NAME.FIELD
+    = value", core/config.h), as a dict for Etrnd(**keys): host[:port],
+    method, request (a list, written comma-separated), schedule (a
+    core/timetable.h timetable), and user, password_file, tls, idle_timeout
+    when given."""
+    pre = "activator.%s." % name
+    keys = {pre + "host": host if port is None else "%s:%d" % (host, port),
+            pre + "method": method, pre + "schedule": schedule}
+    if request:
+        keys[pre + "request"] = ", ".join(request)
+    for field, v in (("user", user), ("password_file", password_file),
+                     ("tls", tls), ("idle_timeout", idle_timeout)):
+        if v is not None:
+            keys[pre + field] = v
+    return keys
+
+
+def write_password_file(dirpath, password, stem="activator"):
+    """A password_file for an activator (its first line is the password),
+    readable by its owner only; the absolute path."""
+    path = os.path.abspath(os.path.join(dirpath, stem + ".password"))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    return path
+
+
+# Seconds in a day, for tz_at().
+DAY_S = 86400
+
+
+def tz_at(local_s, now=None):
+    """A POSIX TZ value (no daylight saving) under which the local time of
+    day is local_s seconds after midnight at the wall-clock time now
+    (default: now). A test gives it to etrnd (Etrnd(env={"TZ": ...})) so a
+    timetable's local times ("every 1h" at the hour, "08:00-09:00") fall
+    where the test wants them, whatever the real time: nothing then happens
+    by the wall clock during the test, only by clock steps."""
+    now = time.time() if now is None else now
+    off = int(local_s - (int(now) % DAY_S)) % DAY_S
+    # POSIX: "std offset" is what is added to local time to get UTC, so a
+    # zone east of UTC has a negative offset.
+    return "ETR-%02d:%02d:%02d" % (off // 3600, off // 60 % 60, off % 60)
+
+
+def still(testcase, what, fn, want, within=2.5, poll=0.1):
+    """fn() stays want for `within` seconds (polled): a bounded look for
+    something that must NOT happen (a retry before its time)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        testcase.assertEqual(fn(), want, what)
+        time.sleep(poll)
+    testcase.assertEqual(fn(), want, what)
+
+
+def wait_for(what, fn, within=LOG_WAIT_S, poll=0.05):
+    """Poll fn() until it returns something true; that value. Raises with
+    what and fn()'s last value when time runs out."""
+    deadline = time.monotonic() + within
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("%s: not within %.0fs (last %r)"
+                                 % (what, within, v))
+        time.sleep(poll)
+
+
+# How often ScriptedUpstream's accept loop looks whether it should stop.
+ACCEPT_POLL_S = 0.1
+
+
+class ScriptedUpstream:
+    """A raw scripted SMTP-like server on a free loopback port, for the
+    activator tests (issue 14): an upstream that does exactly what a test
+    needs and counts what it saw, independent of etrnd's own logs.
+
+    greeting: the banner (a reply starting 4xx or 5xx is followed by a
+    close, as a busy server does); ehlo: the keywords after the first EHLO
+    line; replies: VERB -> reply line(s) for other commands (default "250
+    2.0.0 OK"; QUIT "221 2.0.0 Bye" and close); silent_after: a verb whose
+    reply is sent and after which the server reads but never answers (ATRN
+    250 and then nothing: the reversed session's idle time-out). Each
+    connection is recorded as a dict: accepted / closed (monotonic times),
+    lines (what the peer sent, CRLF stripped), silent_at (when it went
+    silent). Started and stopped by the test (stop() closes everything)."""
+
+    def __init__(self, greeting="220 upstream.test ESMTP scripted",
+                 ehlo=("PIPELINING", "ENHANCEDSTATUSCODES", "ETRN"),
+                 replies=None, silent_after=None):
+        self.greeting = greeting
+        self.ehlo = list(ehlo)
+        self.replies = dict(replies or {})
+        self.silent_after = silent_after
+        self.lock = threading.Lock()
+        self.conns = []
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((HOST, 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._threads = []
+        self._socks = []
+
+    def start(self):
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def stop(self):
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        join_threads(self._threads[:1], SINK_STOP_S, "scripted upstream accept")
+        self.sock.close()
+        with self.lock:
+            socks = list(self._socks)
+        for c in socks:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        join_threads(self._threads, SINK_STOP_S, "scripted upstream")
+
+    def count(self):
+        with self.lock:
+            return len(self.conns)
+
+    def records(self):
+        with self.lock:
+            return [dict(c) for c in self.conns]
+
+    def _accept(self):
+        # accept() in a thread is not woken by close() from another: poll
+        # the stop flag between short waits.
+        self.sock.settimeout(ACCEPT_POLL_S)
+        while not self._stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            c.settimeout(None)
+            rec = {"accepted": time.monotonic(), "closed": None,
+                   "lines": [], "silent_at": None}
+            with self.lock:
+                self.conns.append(rec)
+                self._socks.append(c)
+            t = threading.Thread(target=self._serve, args=(c, rec), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _reply(self, verb):
+        if verb == "EHLO":
+            lines = ["upstream.test"] + self.ehlo
+            return "".join("250%s%s\r\n" % ("-" if i < len(lines) - 1 else " ", x)
+                           for i, x in enumerate(lines))
+        if verb == "QUIT":
+            return "221 2.0.0 Bye\r\n"
+        return self.replies.get(verb, "250 2.0.0 OK") + "\r\n"
+
+    def _serve(self, c, rec):
+        buf = b""
+        silent = False
+        try:
+            c.sendall(self.greeting.encode() + b"\r\n")
+            if self.greeting[:1] in "45":
+                return
+            while not self._stop.is_set():
+                data = c.recv(4096)
+                if not data:
+                    return
+                buf += data
+                while b"\r\n" in buf:
+                    line, buf = buf.split(b"\r\n", 1)
+                    text = line.decode("latin-1")
+                    with self.lock:
+                        rec["lines"].append(text)
+                    if silent:
+                        continue
+                    verb = text.split(" ", 1)[0].upper()
+                    c.sendall(self._reply(verb).encode())
+                    if verb == "QUIT":
+                        return
+                    if verb == self.silent_after:
+                        silent = True
+                        with self.lock:
+                            rec["silent_at"] = time.monotonic()
+        except OSError:
+            pass
+        finally:
+            with self.lock:
+                rec["closed"] = time.monotonic()
+            c.close()
+
+
+class PrivatePostfix:
+    """A private Postfix instance (Debian's package; bench/pf_lib.sh in
+    Python): its own config, queue and data directories under one temp
+    directory, smtpd on a free 127.0.0.1 port, chroot off, its log in a
+    file; the system's Postfix is never touched. extra: main.cf lines
+    (relay_domains, transport_maps...); files: {name: text} written into
+    its config directory first (a transport table). start() raises
+    unittest.SkipTest (with the reason) where Postfix is not installed or
+    cannot run here (not root). Stopped by `postfix stop`, then its master
+    PID by SIGKILL if it is still there."""
+
+    POSTFIX = "/usr/sbin/postfix"
+    WAIT_S = 20.0
+
+    def __init__(self, extra="", files=None):
+        self.dir = tempfile.mkdtemp(prefix="etrnd-pf-")
+        # Postfix's daemons run as mail_owner: they must reach the
+        # directories (mkdtemp makes them 0700).
+        os.chmod(self.dir, 0o755)
+        self.etc = os.path.join(self.dir, "etc")
+        self.queue = os.path.join(self.dir, "queue")
+        for d in (self.etc, self.queue, os.path.join(self.dir, "data")):
+            os.mkdir(d)
+        self.port = free_port()
+        self.extra = extra
+        self.files = dict(files or {})
+        self.master = None
+        self.maillog = os.path.join(self.dir, "maillog")
+
+    def skip_reason(self):
+        if not os.path.exists(self.POSTFIX):
+            return "Postfix is not installed (%s): `make deps`" % self.POSTFIX
+        if os.getuid() != 0:
+            return "a private Postfix instance must be started as root"
+        return None
+
+    def _main_cf(self):
+        return """# Private test instance written by etrnd_harness.PrivatePostfix.
+compatibility_level = 3.6
+config_directory = {d}/etc
+queue_directory = {d}/queue
+data_directory = {d}/data
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+meta_directory = /etc/postfix
+shlib_directory = /usr/lib/postfix
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = postfix.upstream.test
+mydomain = upstream.test
+myorigin = $myhostname
+mydestination =
+local_recipient_maps =
+alias_maps =
+alias_database =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+maillog_file = {d}/maillog
+maillog_file_prefixes = {d}
+biff = no
+smtputf8_enable = no
+{extra}
+""".format(d=self.dir, extra=self.extra)
+
+    def _master_cf(self):
+        services = [
+            "127.0.0.1:%d inet n - n - - smtpd" % self.port,
+            "pickup unix n - n 60 1 pickup", "cleanup unix n - n - 0 cleanup",
+            "qmgr unix n - n 300 1 qmgr", "tlsmgr unix - - n 1000? 1 tlsmgr",
+            "rewrite unix - - n - - trivial-rewrite", "bounce unix - - n - 0 bounce",
+            "defer unix - - n - 0 bounce", "trace unix - - n - 0 bounce",
+            "verify unix - - n - 1 verify", "flush unix n - n 1000? 0 flush",
+            "proxymap unix - - n - - proxymap", "proxywrite unix - - n - 1 proxymap",
+            "smtp unix - - n - - smtp", "relay unix - - n - - smtp",
+            "showq unix n - n - - showq", "error unix - - n - - error",
+            "retry unix - - n - - error", "discard unix - - n - - discard",
+            "anvil unix - - n - 1 anvil", "scache unix - - n - 1 scache",
+            "postlog unix-dgram n - n - 1 postlogd"]
+        return "\n".join(services) + "\n"
+
+    def start(self):
+        import unittest
+        why = self.skip_reason()
+        if why:
+            raise unittest.SkipTest(why)
+        subprocess.run(["chown", "postfix:postfix", os.path.join(self.dir, "data")],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=30)
+        for name, text in self.files.items():
+            with open(os.path.join(self.etc, name), "w") as f:
+                f.write(text)
+        with open(os.path.join(self.etc, "main.cf"), "w") as f:
+            f.write(self._main_cf())
+        with open(os.path.join(self.etc, "master.cf"), "w") as f:
+            f.write(self._master_cf())
+        p = subprocess.run([self.POSTFIX, "-c", self.etc, "start"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=120)
+        if p.returncode != 0:
+            raise AssertionError("postfix start exited %d: %s\n%s" % (
+                p.returncode, p.stdout.decode("utf-8", "replace"), self.log()[-2000:]))
+        pidfile = os.path.join(self.queue, "pid", "master.pid")
+        self.master = int(wait_for("postfix master.pid",
+                                   lambda: self._read(pidfile).strip(),
+                                   within=self.WAIT_S))
+
+        def listening():
+            try:
+                with socket.create_connection((HOST, self.port), timeout=1) as c:
+                    return c.recv(512).startswith(b"220")
+            except OSError:
+                return False
+        wait_for("postfix smtpd on %s:%d" % (HOST, self.port), listening,
+                 within=self.WAIT_S)
+        return self
+
+    @staticmethod
+    def _read(path):
+        try:
+            with open(path) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def log(self):
+        return self._read(self.maillog)
+
+    def _files_in(self, *queues):
+        n = 0
+        for q in queues:
+            for _, _, files in os.walk(os.path.join(self.queue, q)):
+                n += len(files)
+        return n
+
+    def deferred(self):
+        return self._files_in("deferred")
+
+    def queued(self):
+        """Every message Postfix still has (incoming, active, deferred...)."""
+        return self._files_in("maildrop", "incoming", "active", "deferred", "hold")
+
+    def stop(self):
+        if self.master is None:
+            return
+        subprocess.run([self.POSTFIX, "-c", self.etc, "stop"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=120)
+        deadline = time.monotonic() + self.WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                os.kill(self.master, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            try:
+                os.kill(self.master, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.master = None
+
+    def cleanup(self):
+        self.stop()
+        remove_tmp(self.dir)
+
+
 class Etrnd:
     """One private etrnd: temp dir, config, process. Use start()/stop(), or
     Etrnd.started(testcase, **cfg) which registers the stop as a cleanup."""
 
-    def __init__(self, tmpdir=None, tls=False, env=None, **cfg):
+    def __init__(self, tmpdir=None, tls=False, env=None, port=None, **cfg):
         self.bin = env_path("ETRND_BIN")
         self.spool_tool = env_path("ETRND_SPOOL_TOOL")
         self._own_tmp = None
@@ -433,7 +821,11 @@ class Etrnd:
         self.spool_dir = os.path.join(self.dir, "spool")
         self.conf_path = os.path.join(self.dir, "etrnd.conf")
         self.stderr_path = os.path.join(self.dir, "etrnd.stderr")
-        self.port = None
+        # port: a listen port chosen before start (a peer's config or a
+        # route names it first) and kept across restarts; None: a free
+        # port at each start.
+        self.fixed_port = port
+        self.port = port
         self.ports = {}       # listen_tls / listen_trusted: the chosen port
         self.env = dict(os.environ, **(env or {}))
         self.proc = None
@@ -495,7 +887,7 @@ class Etrnd:
         # The port is free when chosen but another process could take it
         # before etrnd binds it: retry a few times on a bind failure.
         for attempt in range(3):
-            self.port = free_port()
+            self.port = self.fixed_port or free_port()
             self.write_config()
             errf = open(self.stderr_path, "wb")
             self.proc = subprocess.Popen([self.bin, "-c", self.conf_path],
@@ -507,7 +899,8 @@ class Etrnd:
                 return self
             rc = self.proc.poll()
             err = self.stderr_text()
-            if rc is not None and "in use" in err and attempt < 2:
+            if (rc is not None and "in use" in err and attempt < 2
+                    and not self.fixed_port):
                 continue
             self._kill()
             raise AssertionError(
@@ -588,10 +981,7 @@ class Etrnd:
         finally:
             self._kill()
             if self._own_tmp is not None:
-                if os.environ.get("ETRND_KEEP_TMP"):
-                    sys.stderr.write("kept %s\n" % self._own_tmp)
-                else:
-                    shutil.rmtree(self._own_tmp, ignore_errors=True)
+                remove_tmp(self._own_tmp)
 
     def records(self):
         return msg_records(self.spool_dir, self.spool_tool)
@@ -649,6 +1039,27 @@ class Etrnd:
     def log_mark(self):
         """The log's length now: wait_log(since=...) looks only after it."""
         return len(self.stderr_text())
+
+    def activators(self, name=None):
+        """The daemon's activators (issue 14) as the control socket's
+        `activators json [NAME]` gives them: a list of dicts (name, method,
+        host, request, schedule, state, runs, failures, last, reply,
+        meaning, next; received for ATRN). Times are epoch seconds or
+        None."""
+        line = "activators json" + (" " + name if name else "")
+        text = control_request(self.ctl_path(), line)
+        try:
+            v = json.loads(text)
+        except ValueError:
+            raise AssertionError("%r answered %r" % (line, text[:500]))
+        return v if isinstance(v, list) else [v]
+
+    def activator(self, name):
+        """One activator's status dict (see activators())."""
+        for a in self.activators(name):
+            if a.get("name") == name:
+                return a
+        raise AssertionError("no activator %r in the daemon's list" % name)
 
 
 class Reader:

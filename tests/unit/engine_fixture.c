@@ -126,6 +126,10 @@ static void *ef_main(void *arg)
 			goto fail;
 		}
 	}
+	if (f->setup && f->setup(f, f->setup_arg)) {
+		snprintf(f->err, sizeof(f->err), "setup failed");
+		goto fail;
+	}
 	ef_report(f, EF_READY);
 	(void)loop_run(f->loop);
 	epoch_unregister();
@@ -141,6 +145,18 @@ fail:
 }
 
 /* ---- set-up and tear-down ------------------------------------------------ */
+
+struct domtab *engine_fixture_table_of(const char *name)
+{
+	struct domtab_builder *b = domtab_builder_new();
+	struct domtab_row row = { .name = name };
+	struct domtab *t = NULL;
+
+	if (b && domtab_builder_put(b, &row) == 0)
+		t = domtab_build(b);
+	domtab_builder_free(b);
+	return t;
+}
 
 int engine_fixture_init(struct engine_fixture *f, struct domtab *table)
 {

@@ -54,6 +54,12 @@ struct engine_fixture {
 	 * loop runs, as admin/engine.c does; sched is NULL otherwise. */
 	int with_sched;
 	struct sched *sched;
+	/* Set between _init and _start (NULL: none): run on the engine
+	 * thread once its parts are made, before loop_run(), the place to
+	 * register a module's hooks as admin/engine.c does (activators).
+	 * Nonzero fails the start. */
+	int (*setup)(struct engine_fixture *f, void *arg);
+	void *setup_arg;
 	int running;
 	/* Inspection (engine_fixture_reopen): a shard opened by recovery on
 	 * the test thread, its loop never run. */
@@ -65,6 +71,10 @@ struct engine_fixture {
 	int state;
 	char err[ENGINE_FIXTURE_ERR_MAX];
 };
+
+/* A domain table with one plain row, name (held, default fields), for
+ * engine_fixture_init(). NULL when out of memory. */
+struct domtab *engine_fixture_table_of(const char *name);
 
 /* A temporary spool directory and config (hostname ENGINE_FIXTURE_HOSTNAME,
  * no listeners, one engine thread, drain_connections 1), and table as the
