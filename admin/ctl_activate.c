@@ -134,23 +134,17 @@ static int ctl_activate_request(struct config_activator *s, const char *v, size_
 	return 0;
 }
 
-/* etrnd.conf's range for idle_timeout (core/config.h). */
+/* etrnd.conf's rule for idle_timeout (core/config.h). */
 static int ctl_activate_idle(struct config_activator *s, const char *v, size_t n, char *why,
 			     size_t wl)
 {
 	char in[UNITS_WHY_MAX];
-	uint64_t ms = 0;
 
 	if (n == 0 || n >= sizeof(in))
 		return ctl_activate_bad(why, wl, "idle_timeout: not a duration:", v, n);
 	memcpy(in, v, n);
 	in[n] = '\0';
-	if (units_parse_duration(in, &ms, NULL, 0) || ms < CONFIG_ATRN_IDLE_TIMEOUT_MIN_MS ||
-	    ms > CONFIG_ATRN_IDLE_TIMEOUT_MAX_MS)
-		return ctl_activate_bad(why, wl, "idle_timeout: want a duration from 1s to 1d, not",
-					v, n);
-	s->idle_timeout_ms = (unsigned)ms;
-	return 0;
+	return config_activator_idle_timeout(s, in, why, wl) ? -EINVAL : 0;
 }
 
 static const struct ctl_activate_key ctl_activate_keys[] = {

@@ -188,6 +188,11 @@ const char *config_activator_tls_name(enum config_activator_tls t);
 int config_activator_request_add(struct config_activator *a, const char *v, size_t n,
 		char *why, size_t whylen);
 
+/* Set a's idle_timeout from v (NUL-terminated): a core/units.h duration
+ * from CONFIG_ATRN_IDLE_TIMEOUT_MIN_MS to _MAX_MS. 0, or -1 with why set. */
+int config_activator_idle_timeout(struct config_activator *a, const char *v, char *why,
+		size_t whylen);
+
 /* a as a whole, as config_finish() checks a configured activator and the
  * control socket's one-shot may: a host; etrn: a request; atrn: a user and
  * domains only; a user needs a password (or a password_file, read later).

@@ -230,7 +230,8 @@ static int ca_set_schedule(struct config_activator *a, const char *v, char *why,
 	return 0;
 }
 
-static int ca_set_idle_timeout(struct config_activator *a, const char *v, char *why, size_t wl)
+int config_activator_idle_timeout(struct config_activator *a, const char *v, char *why,
+				  size_t wl)
 {
 	uint64_t ms;
 
@@ -250,7 +251,7 @@ static const struct ca_field ca_fields[] = {
 	{ "password_file", ca_set_password_file },
 	{ "tls", ca_set_tls },
 	{ "schedule", ca_set_schedule },
-	{ "idle_timeout", ca_set_idle_timeout },
+	{ "idle_timeout", config_activator_idle_timeout },
 };
 _Static_assert(CA_N(ca_fields) == CONFIG_ACTIVATOR_FIELDS, "one slot per field");
 
