@@ -207,6 +207,11 @@ class EtrnAtrnTest(ActivatorCase):
         self.assertEqual((a["method"], a["runs"], a["failures"]), ("etrn", 1, 0), a)
         self.assertTrue(a["reply"].startswith("253"), a)
         self.assert_next_near(a, next_hour(self.t0), "every 1h")
+        rc, out, err = cust.etrnctl("activators")
+        self.assertEqual(rc, 0, err)
+        self.assertRegex(out, r"(?m)^isp method=etrn host=127\.0\.0\.1:%d "
+                         r"request=cust\.test .*runs=1 failures=0 .*reply=\"253 "
+                         % up.port)
         self.assert_landed_once(up, cust, ids)
 
     def atrn(self, tls):
@@ -328,6 +333,12 @@ class ScheduleTest(ActivatorCase):
             self.wait_activator(cust, name, "%s tried at 11:00" % name,
                                 lambda a: a["failures"] >= 2 and a["state"] == "idle")
         h.still(self, "once per scheduled time", attempts, (2, 2, 2))
+        # The operator's `etrnctl activators run NAME`: one run now, and
+        # the schedule stays as it was.
+        rc, out, err = cust.etrnctl("activators", "run", "busy")
+        self.assertEqual(rc, 0, out + err)
+        h.wait_for("the requested run", lambda: busy.count() == 3)
+        h.still(self, "one run per request", attempts, (3, 3, 2))
         log = cust.stderr_text()
         self.assertIn("activator busy:", log)
         self.assertIn("activator dead:", log)
