@@ -33,7 +33,7 @@ test:
 	$(CTEST) --test-dir build-test --output-on-failure -j$(JOBS)
 
 # ThreadSanitizer build in build-tsan/ (ETRND_TSAN; gcc): the concurrency
-# unit tests (label tsan: domtab, domtab_stress, addrlimit, authpool, resolver, drain, loop_adopt, sched, route,
+# unit tests (label tsan: domtab, domtab_stress, addrlimit, authpool, resolver, drain, loop_adopt, sched, route, activator,
 # spool) and the integration tests that run etrnd with threads = 2. Every
 # TSan report (etrnd's too) lands in build-tsan/tsan-report.PID: any fails.
 TSAN_IT ?= ^integration\.(smtplib|etrn|etrn_rate|drain_shutdown|crash|outbound)$$

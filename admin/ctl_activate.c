@@ -38,13 +38,13 @@ static int ctl_activate_bad(char *why, size_t wl, const char *what, const char *
 static int ctl_activate_method(struct config_activator *s, const char *v, size_t n, char *why,
 			       size_t wl)
 {
-	if (ascii_eq_lit(v, n, "etrn"))
-		s->method = CONFIG_ACTIVATOR_ETRN;
-	else if (ascii_eq_lit(v, n, "atrn"))
-		s->method = CONFIG_ACTIVATOR_ATRN;
-	else
-		return ctl_activate_bad(why, wl, "method: want etrn or atrn, not", v, n);
-	return 0;
+	for (int m = CONFIG_ACTIVATOR_ETRN; m <= CONFIG_ACTIVATOR_ATRN; m++) {
+		if (ascii_eq_lit(v, n, config_activator_method_name(m))) {
+			s->method = (enum config_activator_method)m;
+			return 0;
+		}
+	}
+	return ctl_activate_bad(why, wl, "method: want etrn or atrn, not", v, n);
 }
 
 /* A host name or address literal (no brackets, no port: port= says it). */
@@ -76,14 +76,9 @@ static int ctl_activate_port(struct config_activator *s, const char *v, size_t n
 static int ctl_activate_tls(struct config_activator *s, const char *v, size_t n, char *why,
 			    size_t wl)
 {
-	static const char *const names[] = {
-		[CONFIG_ACTIVATOR_TLS_NONE] = "none", [CONFIG_ACTIVATOR_TLS_MAY] = "may",
-		[CONFIG_ACTIVATOR_TLS_MUST] = "must", [CONFIG_ACTIVATOR_TLS_VERIFY] = "verify",
-	};
-
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-		if (ascii_eq_lit(v, n, names[i])) {
-			s->tls = (enum config_activator_tls)i;
+	for (int t = CONFIG_ACTIVATOR_TLS_NONE; t <= CONFIG_ACTIVATOR_TLS_VERIFY; t++) {
+		if (ascii_eq_lit(v, n, config_activator_tls_name(t))) {
+			s->tls = (enum config_activator_tls)t;
 			return 0;
 		}
 	}
@@ -122,32 +117,6 @@ static int ctl_activate_pass(struct config_activator *s, const char *v, size_t n
 	return 0;
 }
 
-/* One request: "d", "@d" or "#q", into s->request[s->nrequest++]. */
-static int ctl_activate_one_request(struct config_activator *s, const char *v, size_t n,
-				    char *why, size_t wl)
-{
-	char in[CONFIG_ACTIVATOR_REQUEST_MAX], *out = s->request[s->nrequest];
-	int at = n && v[0] == '@', hash = n && v[0] == '#';
-
-	if (s->nrequest >= CONFIG_ACTIVATOR_REQUESTS_MAX) {
-		snprintf(why, wl, "request: more than %u", CONFIG_ACTIVATOR_REQUESTS_MAX);
-		return -EINVAL;
-	}
-	if (n <= (size_t)(at | hash) || n >= sizeof(in))
-		return ctl_activate_bad(why, wl, "request: want DOMAIN, @DOMAIN or #QUEUE, not",
-					v, n);
-	memcpy(in, v + (at | hash), n - (at | hash));
-	in[n - (at | hash)] = '\0';
-	out[0] = hash ? '#' : '@';
-	if (hash ? schema_queue_check(in, why, wl)
-		 : schema_domain_norm(in, 0, out + at, why, wl))
-		return -EINVAL;
-	if (hash)
-		memcpy(out + 1, in, strlen(in) + 1);
-	s->nrequest++;
-	return 0;
-}
-
 static int ctl_activate_request(struct config_activator *s, const char *v, size_t n, char *why,
 				size_t wl)
 {
@@ -157,27 +126,29 @@ static int ctl_activate_request(struct config_activator *s, const char *v, size_
 		const char *comma = memchr(v + i, ',', n - i);
 		size_t e = comma ? (size_t)(comma - v) : n;
 
-		if (ctl_activate_one_request(s, v + i, e - i, why, wl))
+		/* etrnd.conf's rule for a request (core/config.h) */
+		if (config_activator_request_add(s, v + i, e - i, why, wl))
 			return -EINVAL;
 		i = e + 1;
 	} while (i <= n);
 	return 0;
 }
 
+/* etrnd.conf's range for idle_timeout (core/config.h). */
 static int ctl_activate_idle(struct config_activator *s, const char *v, size_t n, char *why,
 			     size_t wl)
 {
-	char in[32], w[UNITS_WHY_MAX];
-	uint64_t ms;
+	char in[UNITS_WHY_MAX];
+	uint64_t ms = 0;
 
 	if (n == 0 || n >= sizeof(in))
 		return ctl_activate_bad(why, wl, "idle_timeout: not a duration:", v, n);
 	memcpy(in, v, n);
 	in[n] = '\0';
-	if (units_parse_duration(in, &ms, w, sizeof(w)) || ms == 0 || ms > UINT32_MAX) {
-		snprintf(why, wl, "idle_timeout \"%s\": %s", in, ms == 0 ? "must be more than 0" : w);
-		return -EINVAL;
-	}
+	if (units_parse_duration(in, &ms, NULL, 0) || ms < CONFIG_ATRN_IDLE_TIMEOUT_MIN_MS ||
+	    ms > CONFIG_ATRN_IDLE_TIMEOUT_MAX_MS)
+		return ctl_activate_bad(why, wl, "idle_timeout: want a duration from 1s to 1d, not",
+					v, n);
 	s->idle_timeout_ms = (unsigned)ms;
 	return 0;
 }
@@ -217,26 +188,23 @@ static int ctl_activate_word(struct config_activator *s, const char *w, size_t n
 				"tls, user, pass, request, idle_timeout; not", w, kl);
 }
 
-/* The spec as a whole, as etrnd.conf checks an activator. */
+/* The spec as a whole, as etrnd.conf checks an activator
+ * (config_activator_check()); the credentials first, in this request's
+ * words (pass=, not a password_file). */
 static int ctl_activate_check(struct config_activator *s, char *why, size_t wl)
 {
 	const char *miss = NULL;
 
-	if (!s->host[0])
-		miss = "host= is required";
-	else if (s->method == CONFIG_ACTIVATOR_ETRN && s->nrequest == 0)
-		miss = "method=etrn needs request=";
-	else if (s->method == CONFIG_ACTIVATOR_ATRN && (!s->user[0] || !s->password[0]))
-		miss = "method=atrn needs user= and pass=";
+	if (s->method == CONFIG_ACTIVATOR_ATRN && (!s->user[0] || !s->password[0]))
+		miss = "method=atrn needs user= and pass= (RFC 2645: AUTH before ATRN)";
 	else if (!s->user[0] != !s->password[0])
 		miss = "user= and pass= go together";
-	for (unsigned i = 0; !miss && s->method == CONFIG_ACTIVATOR_ATRN && i < s->nrequest; i++)
-		if (s->request[i][0] == '@' || s->request[i][0] == '#')
-			miss = "method=atrn requests domains only (no @DOMAIN, no #QUEUE)";
 	if (miss) {
 		snprintf(why, wl, "%s", miss);
 		return -EINVAL;
 	}
+	if (config_activator_check(s, NULL, why, wl))
+		return -EINVAL;
 	if (!s->port)
 		s->port = s->method == CONFIG_ACTIVATOR_ATRN ? CONFIG_ODMR_PORT : CONFIG_ETRN_PORT;
 	return 0;

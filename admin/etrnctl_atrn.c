@@ -19,17 +19,13 @@
 
 enum { EA_OK = 0, EA_FAIL = 1 };
 
-/* The request line (the control socket reads at most 1024 octets). */
-#define EA_REQ_MAX 1024
+/* The request line: the control socket reads at most 1024 octets, of
+ * which etrnctl's "\tby uid=N(name)" tag takes up to 128. */
+#define EA_REQ_MAX (1024 - 128)
 #define EA_PASS_B64_MAX (BASE64_ENCODED_LEN(CONFIG_ACTIVATOR_PASS_MAX) + 1)
 #define EA_FIELD_MAX 512
 #define EA_MS_PER_S 1000
 #define EA_NS_PER_MS 1000000L
-
-static const char *const ea_tls_names[] = {
-	[CONFIG_ACTIVATOR_TLS_NONE] = "none", [CONFIG_ACTIVATOR_TLS_MAY] = "may",
-	[CONFIG_ACTIVATOR_TLS_MUST] = "must", [CONFIG_ACTIVATOR_TLS_VERIFY] = "verify",
-};
 
 /* The value of "key" in the first object of json: a string (unescaped:
  * \" \\ \/ \n \t; \u00XX below 0x80; anything else as '?'), a number or
@@ -100,7 +96,7 @@ static int ea_request(const struct etrnctl_etrn *e, const char *host, unsigned p
 	if (base64_encode(b64, sizeof(b64), e->password, strlen(e->password)) < 0)
 		return -1;
 	n = snprintf(req, len, "activate method=atrn host=%s port=%u tls=%s user=%s pass=%s",
-		     host, port, ea_tls_names[tls], e->user, b64);
+		     host, port, config_activator_tls_name(tls), e->user, b64);
 	explicit_bzero(b64, sizeof(b64));
 	if (n < 0 || (size_t)n >= len)
 		return -1;

@@ -22,6 +22,7 @@
 #include "admin/etrnctl_atrn.h"
 #include "core/buf.h"
 #include "core/config.h"
+#include "core/log.h"
 #include "core/tls.h"
 #include "core/units.h"
 #include "proto/etrn_client.h"
@@ -99,18 +100,14 @@ static int ee_target(const char *t, unsigned dflt, char *host, size_t hl, unsign
 	return 0;
 }
 
+/* --tls as etrnd.conf spells an activator's tls (enum config_activator_tls). */
 static int ee_tls_level(const char *s)
 {
-	static const char *const names[] = {
-		[CONFIG_ACTIVATOR_TLS_NONE] = "none", [CONFIG_ACTIVATOR_TLS_MAY] = "may",
-		[CONFIG_ACTIVATOR_TLS_MUST] = "must", [CONFIG_ACTIVATOR_TLS_VERIFY] = "verify",
-	};
-
 	if (!s)
 		return CONFIG_ACTIVATOR_TLS_MAY;
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (!strcmp(s, names[i]))
-			return (int)i;
+	for (int t = CONFIG_ACTIVATOR_TLS_NONE; t <= CONFIG_ACTIVATOR_TLS_VERIFY; t++)
+		if (!strcmp(s, config_activator_tls_name(t)))
+			return t;
 	return -1;
 }
 
@@ -497,6 +494,8 @@ int etrnctl_etrn_run(const struct etrnctl_etrn *e)
 			sizeof(host), &port);
 	if (e->atrn)
 		return etrnctl_atrn_run(e, host, port, tls, timeout_ms);
+	/* The client's own info lines would repeat what is printed here. */
+	log_init("etrnctl", LOGL_WARN, 0);
 	rc = ee_etrn(e, host, port, tls, timeout_ms);
 	return fflush(stdout) ? ETRNCTL_FAIL : rc;
 }

@@ -928,6 +928,22 @@ static char *trim(char *s)
 	return s;
 }
 
+/* Where a comment starts in line, or NULL: a '#' first on the line (after
+ * blanks), or after a blank and before a blank or the line's end
+ * ("threads = 2  # why"). Any other '#' is data: "#q1" in an activator's
+ * request is an RFC 1985 queue name. */
+static char *comment_start(char *line)
+{
+	char *p = line + strspn(line, " \t");
+
+	if (*p == '#')
+		return p;
+	for (; (p = strchr(p + 1, '#')) != NULL;)
+		if ((p[-1] == ' ' || p[-1] == '\t') && (p[1] == '\0' || isspace((unsigned char)p[1])))
+			return p;
+	return NULL;
+}
+
 int config_load(struct config *c, const char *path, char *err, size_t errlen)
 {
 	char line[CONFIG_LINE_MAX], where[PATH_MAX + 32];
@@ -959,7 +975,7 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen)
 			snprintf(err, errlen, "%s: NUL byte in line", where);
 			goto out;
 		}
-		p = strchr(line, '#');
+		p = comment_start(line);
 		if (p)
 			*p = '\0';
 		p = trim(line);

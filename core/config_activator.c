@@ -86,13 +86,14 @@ static const char *const ca_tls[] = {
 
 #define CA_N(a) (sizeof(a) / sizeof((a)[0]))
 
-/* The index of v (any case) in names[n], or -1. */
-static int ca_name_index(const char *const *names, size_t n, const char *v)
+/* The index of v (any case) in names[n]; -1 with why set for field. */
+static int ca_choice(const char *const *names, size_t n, const char *v, const char *field,
+		     const char *want, char *why, size_t wl)
 {
 	for (size_t i = 0; i < n; i++)
 		if (ascii_eq_lit(v, strlen(v), names[i]))
 			return (int)i;
-	return -1;
+	return ca_bad(why, wl, field, v, want);
 }
 
 const char *config_activator_method_name(enum config_activator_method m)
@@ -107,22 +108,18 @@ const char *config_activator_tls_name(enum config_activator_tls t)
 
 static int ca_set_method(struct config_activator *a, const char *v, char *why, size_t wl)
 {
-	int i = ca_name_index(ca_methods, CA_N(ca_methods), v);
+	int i = ca_choice(ca_methods, CA_N(ca_methods), v, "method", "etrn or atrn", why, wl);
 
-	if (i < 0)
-		return ca_bad(why, wl, "method", v, "etrn or atrn");
-	a->method = (enum config_activator_method)i;
-	return 0;
+	a->method = i < 0 ? a->method : (enum config_activator_method)i;
+	return i < 0 ? -1 : 0;
 }
 
 static int ca_set_tls(struct config_activator *a, const char *v, char *why, size_t wl)
 {
-	int i = ca_name_index(ca_tls, CA_N(ca_tls), v);
+	int i = ca_choice(ca_tls, CA_N(ca_tls), v, "tls", "none, may, must or verify", why, wl);
 
-	if (i < 0)
-		return ca_bad(why, wl, "tls", v, "none, may, must or verify");
-	a->tls = (enum config_activator_tls)i;
-	return 0;
+	a->tls = i < 0 ? a->tls : (enum config_activator_tls)i;
+	return i < 0 ? -1 : 0;
 }
 
 /* How many of p's first n bytes are in set (a NUL is in no set). */

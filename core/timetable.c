@@ -85,7 +85,7 @@ static int tt_parse_every(unsigned *every_s, const struct tt_word *w, char *why,
 	char d[TT_WORD_MAX + 1], q[TT_QUOTE_MAX], uw[UNITS_WHY_MAX], min[TT_WORD_MAX];
 	uint64_t ms;
 
-	if (w->n > TT_WORD_MAX)
+	if (w->n > TT_WORD_MAX || memchr(w->p, '\0', w->n))
 		return tt_why(why, wl, "every %s: not a duration", tt_quote(w, q, sizeof(q)));
 	memcpy(d, w->p, w->n);
 	d[w->n] = '\0';
@@ -198,13 +198,18 @@ static int tt_parse_rule(struct timetable_rule *r, const char *p, size_t n, char
 			 size_t wl)
 {
 	struct tt_word w[TT_WORDS_MAX];
-	struct tt_word all = { p, n };
 	unsigned nw = tt_words(p, n, w);
+	struct tt_word all;
 	char q[TT_QUOTE_MAX];
 
 	memset(r, 0, sizeof(*r));
 	if (nw == 0)
 		return tt_why(why, wl, "empty rule (two commas, or one at an end)");
+	/* the rule as a reason quotes it: its words, without the blanks around */
+	all.p = w[0].p;
+	all.n = nw > TT_WORDS_MAX ? (size_t)(p + n - w[0].p) : (size_t)(w[nw - 1].p + w[nw - 1].n - w[0].p);
+	while (all.n && (all.p[all.n - 1] == ' ' || all.p[all.n - 1] == '\t'))
+		all.n--;
 	for (size_t i = 0; i < sizeof(tt_forms) / sizeof(tt_forms[0]); i++) {
 		const struct tt_form *f = &tt_forms[i];
 
@@ -317,52 +322,86 @@ int timetable_timed(const struct timetable *t)
 }
 
 /*
- * One local day as timetable_next() uses it: its date (for mktime), the
- * instant of its 00:00, and whether the UTC offset is the same for the two
- * days from there (then a slot at sod seconds after midnight is simply
- * midnight + sod; otherwise each slot goes through mktime). A zone that
- * changes its offset twice within two days and back is taken as uniform.
+ * One local day as timetable_next() uses it: its date, the instant of its
+ * 00:00, and whether the UTC offset is the same for the two days from there
+ * (then a slot sod seconds after midnight is simply midnight + sod;
+ * otherwise each slot is resolved by tt_wall()). A zone that changes its
+ * offset twice within two days and back is taken as uniform.
  */
 struct tt_day {
-	struct tm date;        /* tm_year/tm_mon/tm_mday, not normalised */
+	int year, mon, mday;   /* normalised, as struct tm counts them */
 	time_t midnight;
 	int uniform;
 };
 
+/* The instant of wall-clock time sod seconds after 00:00 of year-mon-mday
+ * (sod may pass 24:00: the next day's wall clock). mktime() alone does not
+ * do: with tm_isdst = -1 glibc resolves a time that exists twice by its
+ * last call's guess, so the same slot could come out as either instant.
+ * Both readings are tried: a time that exists once is that; one that
+ * exists twice is the earlier (it runs once); one in a gap is what the
+ * other offset makes of it, the later (02:30 on a spring day is 03:30). */
+static time_t tt_wall(int year, int mon, int mday, unsigned sod)
+{
+	time_t t[2] = { (time_t)-1, (time_t)-1 }, pick = (time_t)-1;
+	struct tm want = { .tm_year = year, .tm_mon = mon, .tm_mday = mday + (int)(sod / TT_DAY_S) };
+	unsigned s = sod % TT_DAY_S;
+	int valid[2] = { 0, 0 };
+
+	want.tm_hour = (int)(s / TT_HOUR_S);
+	want.tm_min = (int)(s % TT_HOUR_S / TT_MIN_S);
+	want.tm_sec = (int)(s % TT_MIN_S);
+	for (int dst = 0; dst < 2; dst++) {
+		struct tm tm = want, back;
+
+		tm.tm_isdst = dst;
+		t[dst] = mktime(&tm);
+		if (t[dst] == (time_t)-1 || !localtime_r(&t[dst], &back))
+			continue;
+		/* mktime normalised tm's date (mday past the month's end) */
+		valid[dst] = back.tm_hour == want.tm_hour && back.tm_min == want.tm_min &&
+			     back.tm_sec == want.tm_sec && back.tm_mday == tm.tm_mday;
+	}
+	for (int dst = 0; dst < 2; dst++)
+		if (valid[dst] && (pick == (time_t)-1 || t[dst] < pick))
+			pick = t[dst];
+	if (pick != (time_t)-1)
+		return pick;
+	return t[0] > t[1] ? t[0] : t[1];
+}
+
 static int tt_day_at(struct tt_day *d, const struct tm *base, int shift)
 {
-	struct tm tm = *base, later;
-	time_t span;
+	/* The date normalised by UTC arithmetic (no zone: cheap). */
+	struct tm tm = { .tm_year = base->tm_year, .tm_mon = base->tm_mon,
+			 .tm_mday = base->tm_mday + shift };
+	struct tm mid, later;
+	time_t span = timegm(&tm);
 
-	tm.tm_mday += shift;
-	tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
-	tm.tm_isdst = -1;
-	d->date = tm;
-	d->midnight = mktime(&tm);
-	if (d->midnight == (time_t)-1)
+	if (span == (time_t)-1 || !gmtime_r(&span, &tm))
+		return -1;
+	d->year = tm.tm_year;
+	d->mon = tm.tm_mon;
+	d->mday = tm.tm_mday;
+	d->midnight = tt_wall(d->year, d->mon, d->mday, 0);
+	span = d->midnight + (time_t)(2 * TT_DAY_S);
+	if (d->midnight == (time_t)-1 || !localtime_r(&d->midnight, &mid) ||
+	    !localtime_r(&span, &later))
 		return -1;
 	/* 00:00 that does not exist (a zone that springs forward at midnight)
-	 * comes back as 01:00: not uniform, so every slot asks mktime. */
-	span = d->midnight + (time_t)(2 * TT_DAY_S);
-	if (!localtime_r(&span, &later))
-		return -1;
-	d->uniform = tm.tm_hour == 0 && tm.tm_min == 0 && tm.tm_sec == 0 &&
-		     later.tm_gmtoff == tm.tm_gmtoff && later.tm_hour == 0 && later.tm_min == 0;
+	 * comes back as 01:00: not uniform either. */
+	d->uniform = mid.tm_hour == 0 && mid.tm_min == 0 && mid.tm_sec == 0 &&
+		     later.tm_gmtoff == mid.tm_gmtoff && later.tm_hour == 0 && later.tm_min == 0 &&
+		     later.tm_sec == 0;
 	return 0;
 }
 
-/* The instant of the slot sod seconds after d's 00:00 wall clock (sod may
- * pass 24:00: the next day's wall clock). */
+/* The instant of the slot sod seconds after d's 00:00 wall clock. */
 static time_t tt_slot(const struct tt_day *d, unsigned sod)
 {
-	struct tm tm;
-
 	if (d->uniform)
 		return d->midnight + (time_t)sod;
-	tm = d->date;
-	tm.tm_sec = (int)sod;
-	tm.tm_isdst = -1;
-	return mktime(&tm);
+	return tt_wall(d->year, d->mon, d->mday, sod);
 }
 
 /* The first slot of rule r on day d that is after a (seconds), or 0. The

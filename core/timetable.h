@@ -13,8 +13,9 @@
  * D is a core/units.h duration of at least TIMETABLE_EVERY_MIN_S and at most
  * a day. Times are local wall-clock times (localtime_r/mktime in the
  * process's TZ), so 08:00 stays 08:00 across a daylight-saving change; on
- * such a day a time that does not exist runs at the time mktime() makes of
- * it, and one that exists twice runs once. No I/O, no clock: the caller
+ * such a day a time that does not exist runs as the clock that did not
+ * change reads it (02:30 on a spring-forward day at 03:30), and one that
+ * exists twice runs once (at the first). No I/O, no clock: the caller
  * passes the time (the test clock, core/now.h, in the daemon).
  */
 #ifndef ETRND_CORE_TIMETABLE_H

@@ -417,7 +417,9 @@ static void *run_connected(void *arg, struct conn *c, void *cookie, int err)
 	if (err) {
 		snprintf(run->fail, sizeof(run->fail), "connect to %s: %s", run->relay,
 			 strerror(-err));
-		log_info("activator %s: %s", run->conf->name, run->fail);
+		if (run->ai + 1 < run->addrs.n)
+			log_info("activator %s: %s; trying the next address", run->conf->name,
+				 run->fail);
 		if (err == -ESHUTDOWN) {
 			run_end(run, "loop stopping");
 			return NULL;

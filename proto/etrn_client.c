@@ -179,22 +179,28 @@ static enum etrn_client_event etrn_client_protocol_error(struct etrn_client *c,
 	return etrn_client_fail_local(c, "4.5.0", text);
 }
 
-/* Output that cannot grow is our own resource problem (RFC 3463 4.3.0);
- * whatever this step appended is taken back, so out holds whole commands. */
-static enum etrn_client_event etrn_client_write_failed(struct etrn_client *c,
-		struct buf *out, size_t mark)
+/* A step appended its command(s) to out from mark on; r is the buffer's
+ * verdict. Output that cannot grow is our own resource problem (RFC 3463
+ * 4.3.0): what the step appended is taken back, so out only ever holds
+ * whole groups of commands. Else the session waits in next. */
+static enum etrn_client_event etrn_client_sent(struct etrn_client *c, struct buf *out,
+		size_t mark, int r, enum etrn_client_state next)
 {
-	out->len = mark;
-	return etrn_client_fail_local(c, "4.3.0", "cannot queue command");
+	if (r != 0) {
+		out->len = mark;
+		return etrn_client_fail_local(c, "4.3.0", "cannot queue command");
+	}
+	if (c->state != next)
+		etrn_client_enter_state(c, next);
+	return ETRN_CLIENT_EV_NEED_INPUT;
 }
 
 static enum etrn_client_event etrn_client_send(struct etrn_client *c, struct buf *out,
 		const char *cmd, enum etrn_client_state next)
 {
-	if (buf_puts(out, cmd) != 0)
-		return etrn_client_write_failed(c, out, out->len);
-	etrn_client_enter_state(c, next);
-	return ETRN_CLIENT_EV_NEED_INPUT;
+	size_t mark = out->len;
+
+	return etrn_client_sent(c, out, mark, buf_puts(out, cmd), next);
 }
 
 static enum etrn_client_event etrn_client_quit(struct etrn_client *c, struct buf *out)
@@ -226,10 +232,8 @@ static enum etrn_client_event etrn_client_send_ehlo(struct etrn_client *c,
 {
 	size_t mark = out->len;
 
-	if (buf_printf(out, "EHLO %s\r\n", c->conf->helo_name) != 0)
-		return etrn_client_write_failed(c, out, mark);
-	etrn_client_enter_state(c, ETRN_CLIENT_STATE_EHLO);
-	return ETRN_CLIENT_EV_NEED_INPUT;
+	return etrn_client_sent(c, out, mark, buf_printf(out, "EHLO %s\r\n",
+			c->conf->helo_name), ETRN_CLIENT_STATE_EHLO);
 }
 
 /* ---- requests ------------------------------------------------------------ */
@@ -239,13 +243,11 @@ static enum etrn_client_event etrn_client_send_etrn(struct etrn_client *c,
 		struct buf *out, unsigned to)
 {
 	size_t mark = out->len;
+	int r = 0;
 
-	for (; c->sent < to; c->sent++)
-		if (buf_printf(out, "ETRN %s\r\n", c->conf->req[c->sent]) != 0)
-			return etrn_client_write_failed(c, out, mark);
-	if (c->state != ETRN_CLIENT_STATE_ETRN)
-		etrn_client_enter_state(c, ETRN_CLIENT_STATE_ETRN);
-	return ETRN_CLIENT_EV_NEED_INPUT;
+	for (; r == 0 && c->sent < to; c->sent++)
+		r = buf_printf(out, "ETRN %s\r\n", c->conf->req[c->sent]);
+	return etrn_client_sent(c, out, mark, r, ETRN_CLIENT_STATE_ETRN);
 }
 
 /* "ATRN" or "ATRN d1,d2" (RFC 2645 4: domains separated by commas). */
@@ -260,10 +262,7 @@ static enum etrn_client_event etrn_client_send_atrn(struct etrn_client *c,
 		r = buf_printf(out, "%c%s", i ? ',' : ' ', c->conf->req[i]);
 	if (r == 0)
 		r = buf_puts(out, "\r\n");
-	if (r != 0)
-		return etrn_client_write_failed(c, out, mark);
-	etrn_client_enter_state(c, ETRN_CLIENT_STATE_ATRN);
-	return ETRN_CLIENT_EV_NEED_INPUT;
+	return etrn_client_sent(c, out, mark, r, ETRN_CLIENT_STATE_ATRN);
 }
 
 /* Set-up done (and AUTH, when it was due): the requests. ETRN commands go
@@ -321,10 +320,7 @@ static enum etrn_client_event etrn_client_send_secret(struct etrn_client *c,
 	etrn_client_b64(b64, p, n);
 	r = buf_printf(out, "%s%s\r\n", verb, b64);
 	explicit_bzero(b64, sizeof(b64));
-	if (r != 0)
-		return etrn_client_write_failed(c, out, mark);
-	etrn_client_enter_state(c, next);
-	return ETRN_CLIENT_EV_NEED_INPUT;
+	return etrn_client_sent(c, out, mark, r, next);
 }
 
 /* RFC 4954 4 with RFC 4616: "AUTH PLAIN base64(\0user\0pass)". */

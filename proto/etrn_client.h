@@ -82,7 +82,10 @@ struct etrn_client;
 
 /* A session waiting for the greeting. conf (and its strings) must outlive
  * it. NULL when out of memory or conf is unusable (ETRN without requests,
- * more than ETRN_CLIENT_REQUESTS_MAX). */
+ * more than ETRN_CLIENT_REQUESTS_MAX, a request or helo_name empty or with
+ * a space or control octet, an ATRN domain with a comma or an ATRN line
+ * over RFC 5321's 512 octets, user or pass over RFC 4616's 255 octets,
+ * reply_line_max under SMTP_CLIENT_LINE_MIN or max_reply_lines 0). */
 struct etrn_client *etrn_client_new(const struct etrn_client_conf *conf);
 struct etrn_client *etrn_client_free(struct etrn_client *c); /* NULL fine */
 

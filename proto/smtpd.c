@@ -72,7 +72,7 @@ struct smtpd {
  * it ends, and what. */
 struct smtpd_reversed {
 	char *upstream;              /* the peer's name in logs (our copy) */
-	smtpd_reversed_fn done;      /* NULL once called */
+	smtpd_reversed_fn done;
 	void *arg;
 	unsigned msgs;               /* messages answered 250 */
 };
@@ -375,13 +375,18 @@ struct smtpd *smtpd_free(struct smtpd *d)
 	return NULL;
 }
 
+static void smtpd_reversed_free(struct smtpd_reversed *rev)
+{
+	if (rev)
+		free(rev->upstream);
+	free(rev);
+}
+
 static void smtpd_conn_free(struct smtpd_conn *sc)
 {
 	if (!sc)
 		return;
-	if (sc->rev)
-		free(sc->rev->upstream);
-	free(sc->rev);
+	smtpd_reversed_free(sc->rev);
 	smtp_server_free(sc->s);
 	free(sc);
 }
@@ -842,16 +847,14 @@ static void smtpd_shutdown(void *arg, struct conn *c, void *st)
 	smtpd_maybe_leave(sc);
 }
 
-/* The end of a reversed session, told once: logged, then done(). The
- * state may be freed already (rev is then the caller's to free). */
+/* The end of a reversed session, told once: logged, done(), and rev
+ * freed (the connection's state no longer holds it). */
 static void smtpd_reversed_end(struct smtpd_reversed *rev, const char *why)
 {
-	smtpd_reversed_fn done = rev->done;
-
-	rev->done = NULL;
 	log_info("reversed session from %s: ended: %u message%s, %s", rev->upstream,
 		 rev->msgs, rev->msgs == 1 ? "" : "s", why);
-	done(rev->arg, rev->msgs, why);
+	rev->done(rev->arg, rev->msgs, why);
+	smtpd_reversed_free(rev);
 }
 
 static void smtpd_close(void *arg, struct conn *c, void *st)
@@ -875,11 +878,8 @@ static void smtpd_close(void *arg, struct conn *c, void *st)
 		list_append(&sc->d->auth_orphans, &sc->orphan);
 	else if (!sc->commit_pending)
 		smtpd_conn_free(sc);
-	if (rev) {
+	if (rev)
 		smtpd_reversed_end(rev, why);
-		free(rev->upstream);
-		free(rev);
-	}
 }
 
 const struct conn_ops smtpd_conn_ops = {

@@ -84,7 +84,11 @@ size_t smtpd_record_max(const struct config *cfg);
  * 250 only once on disk). The session is inside TLS when the parcel
  * carries it (STARTTLS not offered again); AUTH, ETRN and ATRN are not
  * offered there (502). It waits at most idle_ms (atrn_idle_timeout) for
- * each command instead of idle_timeout. upstream names the peer in logs
+ * each command instead of idle_timeout (0: idle_timeout; the loop looks
+ * at its idle clocks about once a second, so a shorter wait may end up
+ * to a second late).
+ * It never has the relay right (mynetworks is not asked), and takes a
+ * connection slot like any (max_connections). upstream names the peer in logs
  * ("activator isp: mx.isp.example[192.0.2.1]:366"; copied). done(arg,
  * msgs, why) runs once on l's thread when the session has ended: msgs =
  * messages answered 250, why = "QUIT", "idle timeout", "lost connection",

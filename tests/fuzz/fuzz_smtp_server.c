@@ -9,11 +9,13 @@
  * ends (what a STARTTLS left of the clear part is dropped), and AUTH checks
  * are answered by the password's first octet (fz_session.h). With 0x20 the
  * next byte picks the listener: bit 0 ODMR, bit 1 smtp_atrn, bit 2
- * trusted, bit 3 submission, bit 4 a client in mynetworks (relay right);
+ * trusted, bit 3 submission, bit 4 a client in mynetworks (relay right),
+ * bit 5 ATRN's reversed session (without bits 0 and 4, which it excludes);
  * ATRN is then refused or taken by its list (fz_session.h). rcpt_check
  * must be told relay exactly when the session has the right (mynetworks
- * or an authenticated user), and a submission session never commits a
- * message without an authenticated user.
+ * or an authenticated user), a submission session never commits a
+ * message without an authenticated user, and a reversed one never has a
+ * user (AUTH is 502 there).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -42,6 +44,7 @@ static void fz_new_id(void *arg, uint64_t *msgid, char *qid)
 #define FZ_L_TRUSTED 0x4u
 #define FZ_L_SUBMISSION 0x8u
 #define FZ_L_RELAY 0x10u
+#define FZ_L_REVERSED 0x20u
 
 /* The session being run and its listener bits, for the callbacks. */
 static struct {
@@ -127,6 +130,8 @@ static int fz_commit(void *arg, const struct smtp_tx *tx)
 
 	if ((fz_now.listener & FZ_L_SUBMISSION) && smtp_server_user(fz_now.s) == NULL)
 		__builtin_trap(); /* RFC 6409: no mail before AUTH */
+	if ((fz_now.listener & FZ_L_REVERSED) && smtp_server_user(fz_now.s) != NULL)
+		__builtin_trap(); /* the upstream never authenticates to us */
 	fz_record(c->t, tx);
 	return c->err;
 }
@@ -152,6 +157,8 @@ static void fz_run(const struct smtp_server_conf *conf, unsigned listener, const
 		smtp_server_set_submission(s);
 	if (listener & FZ_L_RELAY)
 		smtp_server_set_relay(s);
+	if (listener & FZ_L_REVERSED)
+		smtp_server_set_reversed(s);
 	fz_now.s = s;
 	fz_now.listener = listener;
 	if (!mark) {
@@ -200,6 +207,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	conf.starttls = conf.auth = (sel & 0x20) != 0;
 	if ((sel & 0x20) && size > 1) {
 		listener = data[1];
+		if (listener & (FZ_L_ODMR | FZ_L_RELAY))
+			listener &= ~FZ_L_REVERSED;
 		conf.atrn = (listener & 0x2u) != 0;
 		skip = 2;
 	}

@@ -16,7 +16,7 @@ import email.policy
 import time
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult
 
 from customer_server import CustomerServer, Recorder
 
@@ -88,17 +88,29 @@ class EtrnController(Controller):
 
 class ScriptedServer(CustomerServer):
     """CustomerServer with a ScriptRecorder: rcpt_script, reject, delay;
-    etrn (node -> reply) answers ETRN; tls_context offers STARTTLS."""
+    etrn (node -> reply) answers ETRN; tls_context offers STARTTLS; auth
+    (user, password) offers AUTH PLAIN and LOGIN, in the clear too, and
+    counts the attempts (auth_tries)."""
 
     def __init__(self, port, rcpt_script=(), reject=None, delay=0.0, etrn=None,
-                 tls_context=None):
+                 tls_context=None, auth=None):
         super().__init__(port)
         self.recorder = ScriptRecorder(rcpt_script, reject, delay, etrn)
         self.controller.handler = self.recorder
         if etrn is not None:
-            tls = {"tls_context": tls_context} if tls_context else {}
+            kw = {"tls_context": tls_context} if tls_context else {}
+            if auth:
+                kw.update(authenticator=self._authenticator(auth), auth_require_tls=False)
+            self.auth_tries = []
             self.controller = EtrnController(self.recorder, hostname="127.0.0.1", port=port,
-                                             ready_timeout=10, **tls)
+                                             ready_timeout=10, **kw)
+
+    def _authenticator(self, auth):
+        def check(server, session, envelope, mechanism, data):
+            ok = (data.login.decode(), data.password.decode()) == tuple(auth)
+            self.auth_tries.append((mechanism, ok))
+            return AuthResult(success=ok, handled=False)  # aiosmtpd replies
+        return check
 
     def route(self):
         return "[127.0.0.1]:%d" % self.controller.port

@@ -143,6 +143,65 @@ else
 	h_fail "-o threds=2: want exit 2 and a message naming \"threds\""; show
 fi
 
+# 7b. Activators (issue 14): a bad one stops `etrnd -t` with exit 2 and one
+# line "etrnd: FILE:LINE: activator NAME: ..." (the key's line for a bad
+# value, the activator's first key's for a missing field); a good one, and
+# one made on the command line, pass silently.
+printf 'pw\n' >"$D/act.pw"
+chmod 600 "$D/act.pw"
+# activator_case NAME WANT_LINE WANT_TEXT LINES...: the lines after good_conf.
+activator_case() {
+	local name=$1 line=$2 text=$3 f=$D/act-$1.conf base
+	shift 3
+	good_conf >"$f"
+	base=$(wc -l <"$f")
+	printf '%s\n' "$@" >>"$f"
+	run_etrnd "act-$name" -t -c "$f"
+	local want="etrnd: $f:$((base + line)): activator isp: $text"
+	if [[ $RC -eq 2 && $ERR == "$want"* && $(grep -c . <<<"$ERR") -eq 1 ]]; then
+		h_pass "activator $name: exit 2, '$ERR'"
+	else
+		h_fail "activator $name: want exit 2 and one line starting '$want'"; show
+	fi
+}
+activator_case no-host 1 "no host" \
+	"activator.isp.schedule = every 1h" "activator.isp.request = example.com"
+activator_case bad-schedule 2 'bad value for schedule: "every 10s": every 10s: under the minimum of 1m' \
+	"activator.isp.host = mx.isp.example" "activator.isp.schedule = every 10s"
+activator_case atrn-queue 2 'method atrn takes domains only, not "#q1"' \
+	"activator.isp.host = mx.isp.example" "activator.isp.request = example.com, #q1" \
+	"activator.isp.method = atrn" "activator.isp.user = node1" \
+	"activator.isp.password_file = $D/act.pw" "activator.isp.schedule = every 1h"
+activator_case no-password-file 3 "password_file $D/nonexistent.pw: No such file or directory" \
+	"activator.isp.host = mx.isp.example" "activator.isp.user = node1" \
+	"activator.isp.password_file = $D/nonexistent.pw" "activator.isp.request = example.com" \
+	"activator.isp.schedule = every 1h"
+{ good_conf; printf '%s\n' "activator.isp.host = mx.isp.example:2525" \
+	"activator.isp.request = example.com, @example.org, #q1" \
+	"activator.isp.schedule = 08:00-18:00 every 5m, after-outbound" \
+	"activator.odmr.host = [::1]" "activator.odmr.method = atrn" "activator.odmr.user = node1" \
+	"activator.odmr.password_file = $D/act.pw" "activator.odmr.schedule = every 15m"; } >"$D/act-good.conf"
+run_etrnd act-good -t -c "$D/act-good.conf"
+if [[ $RC -eq 0 && -z $OUT && -z $ERR ]]; then
+	h_pass "-t on good activators: exit 0, prints nothing"
+else
+	h_fail "-t on good activators: want exit 0 and no output"; show
+fi
+run_etrnd act-o -t -c "$D/good.conf" -o activator.x.host=[127.0.0.1]:2526 \
+	-o activator.x.request=example.com -o "activator.x.schedule=every 1h"
+if [[ $RC -eq 0 && -z $ERR ]]; then
+	h_pass "-o activator.x.host=... with -t: exit 0"
+else
+	h_fail "-o activator.x.*: want exit 0"; show
+fi
+run_etrnd act-o-bad -t -c "$D/good.conf" -o activator.x.host=mx.example
+want="etrnd: command line -o: activator x: method etrn needs a request"
+if [[ $RC -eq 2 && $ERR == "$want"* ]]; then
+	h_pass "-o an incomplete activator: exit 2, '$ERR'"
+else
+	h_fail "-o an incomplete activator: want exit 2 and '$want...'"; show
+fi
+
 # 8. The listen address is taken (by another etrnd): a clear error naming
 # it and a non-zero exit, not a second daemon sharing the port.
 h_start_etrnd

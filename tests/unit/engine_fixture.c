@@ -146,6 +146,18 @@ fail:
 
 /* ---- set-up and tear-down ------------------------------------------------ */
 
+struct domtab *engine_fixture_table_of(const char *name)
+{
+	struct domtab_builder *b = domtab_builder_new();
+	struct domtab_row row = { .name = name };
+	struct domtab *t = NULL;
+
+	if (b && domtab_builder_put(b, &row) == 0)
+		t = domtab_build(b);
+	domtab_builder_free(b);
+	return t;
+}
+
 int engine_fixture_init(struct engine_fixture *f, struct domtab *table)
 {
 	memset(f, 0, sizeof(*f));

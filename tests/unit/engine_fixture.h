@@ -72,6 +72,10 @@ struct engine_fixture {
 	char err[ENGINE_FIXTURE_ERR_MAX];
 };
 
+/* A domain table with one plain row, name (held, default fields), for
+ * engine_fixture_init(). NULL when out of memory. */
+struct domtab *engine_fixture_table_of(const char *name);
+
 /* A temporary spool directory and config (hostname ENGINE_FIXTURE_HOSTNAME,
  * no listeners, one engine thread, drain_connections 1), and table as the
  * published domain table (taken over; NULL = empty). 0 or -errno. */

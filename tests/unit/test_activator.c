@@ -27,9 +27,12 @@
 
 #include "core/now.h"
 #include "core/timetable.h"
+#include "dns_stub.h"
 #include "engine_fixture.h"
+#include "log_capture.h"
 #include "loopback.h"
 #include "proto/activator.h"
+#include "proto/smtpd.h"
 
 #define T_LOG_MAX 4096
 #define T_LINE_MAX 1024
@@ -52,6 +55,8 @@ struct t_up {
 	pthread_t th;
 	const char *greeting;        /* with CRLF */
 	const char *etrn_reply;      /* with CRLF */
+	int atrn;                    /* offer AUTH and ATRN; after ATRN's 250
+	                                turn around and send one message */
 	atomic_int stop;
 	atomic_int hold;             /* 1: the greeting waits */
 	atomic_uint conns;
@@ -76,13 +81,82 @@ static int t_send(int fd, const char *p)
 
 static const char *t_answer(struct t_up *u, const char *line, size_t n)
 {
+	if (n >= 5 && !strncasecmp(line, "EHLO ", 5) && u->atrn)
+		return "250-upstream.test hello\r\n250-AUTH PLAIN LOGIN\r\n250 ATRN\r\n";
 	if (n >= 5 && !strncasecmp(line, "EHLO ", 5))
 		return "250-upstream.test hello\r\n250-ENHANCEDSTATUSCODES\r\n250 ETRN\r\n";
+	if (n >= 5 && !strncasecmp(line, "AUTH ", 5))
+		return "235 2.7.0 Authentication successful\r\n";
+	if (n >= 4 && !strncasecmp(line, "ATRN", 4))
+		return "250 OK now reversing the connection\r\n";
 	if (n >= 5 && !strncasecmp(line, "ETRN ", 5))
 		return u->etrn_reply;
 	if (n == 6 && !strncasecmp(line, "QUIT\r\n", 6))
 		return NULL;
 	return "502 5.5.2 unknown command\r\n";
+}
+
+static void t_keep(struct t_up *u, const char *p, size_t n)
+{
+	pthread_mutex_lock(&u->mu);
+	if (u->loglen + n < sizeof(u->log)) {
+		memcpy(u->log + u->loglen, p, n);
+		u->loglen += n;
+		u->log[u->loglen] = '\0';
+	}
+	pthread_mutex_unlock(&u->mu);
+}
+
+/* Read one whole reply of ours (the last line "NNN "), kept in the log;
+ * 0 when it starts with want. */
+static int t_reply(struct t_up *u, int fd, const char *want)
+{
+	char in[T_LINE_MAX];
+	size_t have = 0;
+
+	for (;;) {
+		char *nl = memchr(in, '\n', have);
+		ssize_t r;
+
+		if (nl) {
+			size_t n = (size_t)(nl - in) + 1;
+			int last = n > 4 && in[3] == ' ';
+			int ok = !strncmp(in, want, strlen(want));
+
+			t_keep(u, in, n);
+			memmove(in, in + n, have - n);
+			have -= n;
+			if (last)
+				return ok ? 0 : -1;
+			continue;
+		}
+		if (have == sizeof(in) ||
+		    poll(&(struct pollfd){ fd, POLLIN, 0 }, 1, T_IO_MS) != 1)
+			return -1;
+		r = read(fd, in + have, 1); /* byte by byte: nothing past the reply */
+		if (r <= 0)
+			return -1;
+		have += (size_t)r;
+	}
+}
+
+/* ATRN's 250 sent: the upstream is the client now (RFC 2645 4). */
+static void t_turned(struct t_up *u, int fd)
+{
+	static const char *const steps[][2] = {
+		{ "EHLO upstream.test\r\n", "250" },
+		{ "MAIL FROM:<far@upstream.test>\r\n", "250" },
+		{ "RCPT TO:<x@" T_CUST ">\r\n", "250" },
+		{ "DATA\r\n", "354" },
+		{ "Subject: held\r\n\r\nheld upstream\r\n.\r\n", "250" },
+		{ "QUIT\r\n", "221" },
+	};
+
+	if (t_reply(u, fd, "220"))
+		return;
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++)
+		if (t_send(fd, steps[i][0]) || t_reply(u, fd, steps[i][1]))
+			return;
 }
 
 static void t_serve(struct t_up *u, int fd)
@@ -103,14 +177,9 @@ static void t_serve(struct t_up *u, int fd)
 		while ((nl = memchr(in, '\n', have))) {
 			size_t n = (size_t)(nl - in) + 1;
 			const char *reply = t_answer(u, in, n);
+			int turn = u->atrn && n >= 4 && !strncasecmp(in, "ATRN", 4);
 
-			pthread_mutex_lock(&u->mu);
-			if (u->loglen + n < sizeof(u->log)) {
-				memcpy(u->log + u->loglen, in, n);
-				u->loglen += n;
-				u->log[u->loglen] = '\0';
-			}
-			pthread_mutex_unlock(&u->mu);
+			t_keep(u, in, n);
 			memmove(in, in + n, have - n);
 			have -= n;
 			if (!reply) {
@@ -119,6 +188,10 @@ static void t_serve(struct t_up *u, int fd)
 			}
 			if (t_send(fd, reply))
 				return;
+			if (turn) {
+				t_turned(u, fd);
+				return;
+			}
 		}
 		if (have == sizeof(in) ||
 		    poll(&(struct pollfd){ fd, POLLIN, 0 }, 1, T_IO_MS) != 1)
@@ -149,11 +222,13 @@ static void *t_up_main(void *arg)
 	return NULL;
 }
 
-static void t_up_start(struct t_up *u, const char *greeting, const char *etrn_reply)
+/* atrn: set before the thread starts, which reads it. */
+static void t_up_start(struct t_up *u, const char *greeting, const char *etrn_reply, int atrn)
 {
 	memset(u, 0, sizeof(*u));
 	u->greeting = greeting;
 	u->etrn_reply = etrn_reply;
+	u->atrn = atrn;
 	pthread_mutex_init(&u->mu, NULL);
 	u->lfd = loopback_listen(8, &u->port);
 	cr_assert_geq(u->lfd, 0, "loopback_listen: %s", strerror(-u->lfd));
@@ -174,13 +249,30 @@ static void t_up_stop(struct t_up *u)
 struct t_node {
 	struct engine_fixture f;
 	struct activators *a;
+	struct smtpd *d;             /* with_smtpd: serves ATRN's reversal */
+	int with_smtpd;
 };
 
+/* On the engine thread before loop_run(), as admin/engine.c does. */
 static int t_attach(struct engine_fixture *f, void *arg)
 {
 	struct t_node *n = arg;
 
-	return activators_attach(n->a, f->loop, NULL, f->resolver, NULL);
+	if (n->with_smtpd) {
+		n->d = smtpd_new(&f->cfg, f->dt);
+		if (!n->d || smtpd_set_spool(n->d, f->sh))
+			return -1;
+	}
+	return activators_attach(n->a, f->loop, n->d, f->resolver, NULL);
+}
+
+/* The domain table: cust.test is ours (mail for it is taken). */
+static struct domtab *t_table(void)
+{
+	struct domtab *t = engine_fixture_table_of(T_CUST);
+
+	cr_assert_not_null(t);
+	return t;
 }
 
 /* An ETRN activator of cust.test to 127.0.0.1:port on rule. */
@@ -203,15 +295,20 @@ static void t_conf(struct config_activator *c, const char *name, unsigned port,
 static const struct timetable_rule t_hourly = { .kind = TIMETABLE_EVERY, .every_s = T_HOUR_S };
 static const struct timetable_rule t_after = { .kind = TIMETABLE_AFTER_OUTBOUND };
 
-/* Start a node whose config holds conf (one activator; NULL: none). */
-static void t_node_start(struct t_node *n, const struct config_activator *conf)
+/* Start a node whose config holds the nconf activators of conf, its
+ * resolver asking the DNS server on dns_port (0: resolv.conf's). */
+static void t_node_start_n(struct t_node *n, const struct config_activator *conf,
+			   unsigned nconf, unsigned dns_port)
 {
-	cr_assert_eq(engine_fixture_init(&n->f, NULL), 0);
-	if (conf) {
-		n->f.cfg.activators = calloc(1, sizeof(*conf));
+	cr_assert_eq(engine_fixture_init(&n->f, t_table()), 0);
+	if (dns_port)
+		snprintf(n->f.cfg.dns_servers, sizeof(n->f.cfg.dns_servers), "127.0.0.1:%u",
+			 dns_port);
+	if (nconf) {
+		n->f.cfg.activators = calloc(nconf, sizeof(*conf));
 		cr_assert_not_null(n->f.cfg.activators);
-		memcpy(n->f.cfg.activators, conf, sizeof(*conf));
-		n->f.cfg.nactivators = 1;
+		memcpy(n->f.cfg.activators, conf, nconf * sizeof(*conf));
+		n->f.cfg.nactivators = nconf;
 	}
 	n->a = activators_new(&n->f.cfg);
 	cr_assert_not_null(n->a);
@@ -220,10 +317,17 @@ static void t_node_start(struct t_node *n, const struct config_activator *conf)
 	cr_assert_eq(engine_fixture_start(&n->f), 0, "%s", n->f.err);
 }
 
+/* A node with conf alone (NULL: none). */
+static void t_node_start(struct t_node *n, const struct config_activator *conf)
+{
+	t_node_start_n(n, conf, conf ? 1 : 0, 0);
+}
+
 static void t_node_stop(struct t_node *n)
 {
 	engine_fixture_stop(&n->f);
 	n->a = activators_free(n->a);
+	n->d = smtpd_free(n->d);
 	engine_fixture_fini(&n->f);
 }
 
@@ -302,6 +406,19 @@ static void t_wait_idle(struct t_node *n, const char *name, uint64_t runs, struc
 	}
 }
 
+/* Wait until name's run has connected to u and waits for its greeting. */
+static void t_wait_talking(struct t_node *n, struct t_up *u, const char *name)
+{
+	uint64_t end = now_mono_ms() + T_WAIT_MS;
+	struct t_status st;
+
+	do {
+		t_status(n, name, &st);
+		cr_assert_lt(now_mono_ms(), end, "never connected: %s", st.json);
+		t_nap();
+	} while (atomic_load(&u->conns) == 0 || strcmp(st.state, "talking"));
+}
+
 /* Watch for a while that name keeps its run count. */
 static void t_still_runs(struct t_node *n, const char *name, uint64_t runs)
 {
@@ -323,32 +440,18 @@ static long long t_next_hour(void)
 	return (long long)(timetable_next(&t, now_shifted_us(0)) / T_US);
 }
 
-/* stderr (where log lines go) into a temporary file while a case runs. */
-struct t_capture {
-	FILE *f;
-	int saved;
-	char text[T_CAPTURE_MAX];
-};
-
-static void t_capture_start(struct t_capture *c)
+/* "slow": hourly, its upstream u holding its greeting; the node n up,
+ * its log captured, the run connected and waiting. */
+static void t_slow_start(struct t_node *n, struct t_up *u, struct log_capture *cap)
 {
-	c->f = tmpfile();
-	cr_assert_not_null(c->f);
-	c->saved = dup(STDERR_FILENO);
-	cr_assert_geq(c->saved, 0);
-	cr_assert_geq(dup2(fileno(c->f), STDERR_FILENO), 0);
-}
+	struct config_activator conf;
 
-static void t_capture_stop(struct t_capture *c)
-{
-	size_t n;
-
-	(void)dup2(c->saved, STDERR_FILENO);
-	close(c->saved);
-	rewind(c->f);
-	n = fread(c->text, 1, sizeof(c->text) - 1, c->f);
-	c->text[n] = '\0';
-	fclose(c->f);
+	t_up_start(u, "220 upstream.test ESMTP\r\n", "253 2.0.0 OK\r\n", 0);
+	atomic_store(&u->hold, 1);
+	t_conf(&conf, "slow", u->port, &t_hourly);
+	cr_assert_eq(log_capture_start(cap), 0);
+	t_node_start(n, &conf);
+	t_wait_talking(n, u, "slow");
 }
 
 /* ---- the upstream's reply to ETRN ----------------------------------------- */
@@ -363,14 +466,14 @@ struct t_reply_case {
 static const struct t_reply_case t_reply_cases[] = {
 	{ "253 2.0.0 OK, 12 pending messages for node cust.test started\r\n",
 	  "253 2.0.0 OK, 12 pending messages for node cust.test started",
-	  "pending messages started", 0 },
+	  "pending messages started (counted)", 0 },
 	{ "250 2.0.0 Queuing for node cust.test started\r\n",
 	  "250 2.0.0 Queuing for node cust.test started", "queuing started", 0 },
 	{ "458 4.0.0 Unable to queue messages for node cust.test\r\n",
 	  "458 4.0.0 Unable to queue messages for node cust.test",
 	  "unable to queue messages", 1 },
-	{ "459 5.7.1 Node cust.test not allowed: not yours\r\n",
-	  "459 5.7.1 Node cust.test not allowed: not yours", "node not allowed", 1 },
+	{ "459 4.7.1 Node cust.test not allowed: not yours\r\n",
+	  "459 4.7.1 Node cust.test not allowed: not yours", "node not allowed", 1 },
 };
 
 /* At start an every-rule activator runs at once: the upstream sees EHLO,
@@ -381,19 +484,19 @@ Test(activator, etrn_reply_kept_and_logged)
 	for (size_t i = 0; i < sizeof(t_reply_cases) / sizeof(t_reply_cases[0]); i++) {
 		const struct t_reply_case *tc = &t_reply_cases[i];
 		struct config_activator conf;
-		struct t_capture cap;
+		struct log_capture cap;
 		struct t_status st;
-		struct t_node n;
+		struct t_node n = { 0 };
 		struct t_up u;
 		char want[512];
 
-		t_up_start(&u, "220 upstream.test ESMTP\r\n", tc->etrn_reply);
+		t_up_start(&u, "220 upstream.test ESMTP\r\n", tc->etrn_reply, 0);
 		t_conf(&conf, "isp", u.port, &t_hourly);
-		t_capture_start(&cap);
+		cr_assert_eq(log_capture_start(&cap), 0);
 		t_node_start(&n, &conf);
 		t_wait_idle(&n, "isp", 1, &st);
 		t_node_stop(&n);
-		t_capture_stop(&cap);
+		cr_assert_eq(log_capture_stop(&cap, T_CAPTURE_MAX), 0);
 		t_up_stop(&u);
 		cr_expect_eq(st.runs, 1, "case %zu: %s", i, st.json);
 		cr_expect_eq(st.failures, tc->want_failures, "case %zu: %s", i, st.json);
@@ -406,9 +509,10 @@ Test(activator, etrn_reply_kept_and_logged)
 		snprintf(want, sizeof(want), "activator isp: ETRN " T_CUST
 			 " to 127.0.0.1[127.0.0.1]:%u: %s (%s)", u.port, tc->want_reply,
 			 tc->want_meaning);
-		cr_expect(strstr(cap.text, want), "case %zu: no \"%s\" in:\n%s", i, want, cap.text);
+		cr_expect(strstr(cap.text, want), "case %zu: no \"%s\" in (%zu):\n%s", i, want, strlen(cap.text), cap.text);
 		cr_expect(strstr(cap.text, "; next run 20"), "case %zu: no end line in:\n%s", i,
 			  cap.text);
+		log_capture_free(&cap);
 	}
 }
 
@@ -419,14 +523,14 @@ Test(activator, refused_connect_retried_at_next_scheduled_time)
 {
 	unsigned short port = loopback_free_port();
 	struct config_activator conf;
-	struct t_capture cap;
+	struct log_capture cap;
 	struct t_status st;
-	struct t_node n;
+	struct t_node n = { 0 };
 	long long next;
 
 	cr_assert_neq(port, 0);
 	t_conf(&conf, "dead", port, &t_hourly);
-	t_capture_start(&cap);
+	cr_assert_eq(log_capture_start(&cap), 0);
 	t_node_start(&n, &conf);
 	t_wait_idle(&n, "dead", 1, &st);
 	next = t_next_hour();
@@ -442,10 +546,11 @@ Test(activator, refused_connect_retried_at_next_scheduled_time)
 	t_wait_idle(&n, "dead", 2, &st);
 	cr_expect_eq(st.failures, 2, "%s", st.json);
 	t_node_stop(&n);
-	t_capture_stop(&cap);
+	cr_assert_eq(log_capture_stop(&cap, T_CAPTURE_MAX), 0);
 	cr_expect(strstr(cap.text, "activator dead: run failed: connect to 127.0.0.1[127.0.0.1]:"),
 		  "%s", cap.text);
 	cr_expect(strstr(cap.text, ": Connection refused; next run 20"), "%s", cap.text);
+	log_capture_free(&cap);
 }
 
 /* The upstream holds its greeting: the run stays going; activators_run
@@ -453,23 +558,12 @@ Test(activator, refused_connect_retried_at_next_scheduled_time)
  * queued; released, the one run ends and the next is an hour on. */
 Test(activator, due_while_running_is_skipped)
 {
-	struct config_activator conf;
-	struct t_capture cap;
+	struct log_capture cap;
 	struct t_status st;
-	struct t_node n;
+	struct t_node n = { 0 };
 	struct t_up u;
-	uint64_t end = now_mono_ms() + T_WAIT_MS;
 
-	t_up_start(&u, "220 upstream.test ESMTP\r\n", "253 2.0.0 OK\r\n");
-	atomic_store(&u.hold, 1);
-	t_conf(&conf, "slow", u.port, &t_hourly);
-	t_capture_start(&cap);
-	t_node_start(&n, &conf);
-	do {
-		t_status(&n, "slow", &st);
-		cr_assert_lt(now_mono_ms(), end, "never connected: %s", st.json);
-		t_nap();
-	} while (atomic_load(&u.conns) == 0 || strcmp(st.state, "talking"));
+	t_slow_start(&n, &u, &cap);
 	cr_expect_eq(activators_run(n.a, "slow"), -EBUSY);
 	cr_expect_eq(activators_run(n.a, "nosuch"), -ENOENT);
 	now_step_add((uint64_t)T_HOUR_S * T_US);
@@ -482,10 +576,11 @@ Test(activator, due_while_running_is_skipped)
 	cr_expect_eq(activators_run(n.a, "slow"), 0);
 	t_wait_idle(&n, "slow", 2, &st);
 	t_node_stop(&n);
-	t_capture_stop(&cap);
+	cr_assert_eq(log_capture_stop(&cap, T_CAPTURE_MAX), 0);
 	t_up_stop(&u);
 	cr_expect(strstr(cap.text, "activator slow: skipped (scheduled): the previous run is still going"),
 		  "%s", cap.text);
+	log_capture_free(&cap);
 	cr_expect_eq(atomic_load(&u.conns), 2);
 }
 
@@ -496,10 +591,10 @@ Test(activator, after_outbound_once_per_gap)
 {
 	struct config_activator conf;
 	struct t_status st;
-	struct t_node n;
+	struct t_node n = { 0 };
 	struct t_up u;
 
-	t_up_start(&u, "220 upstream.test ESMTP\r\n", "251 2.0.0 No messages waiting\r\n");
+	t_up_start(&u, "220 upstream.test ESMTP\r\n", "251 2.0.0 No messages waiting\r\n", 0);
 	t_conf(&conf, "after", u.port, &t_after);
 	t_node_start(&n, &conf);
 	t_status(&n, "after", &st);
@@ -528,12 +623,12 @@ Test(activator, oneshot_listed_then_dropped)
 {
 	struct config_activator spec;
 	struct t_status st;
-	struct t_node n;
+	struct t_node n = { 0 };
 	struct t_up u;
 	char name[CONFIG_ACTIVATOR_NAME_MAX], more[CONFIG_ACTIVATOR_NAME_MAX];
 	struct buf b;
 
-	t_up_start(&u, "220 upstream.test ESMTP\r\n", "250 2.0.0 Queuing started\r\n");
+	t_up_start(&u, "220 upstream.test ESMTP\r\n", "250 2.0.0 Queuing started\r\n", 0);
 	t_node_start(&n, NULL);
 	t_conf(&spec, "ignored", u.port, NULL);
 	cr_assert_eq(activators_oneshot(n.a, &spec, name, sizeof(name)), 0);
@@ -558,7 +653,7 @@ Test(activator, oneshot_listed_then_dropped)
 		t_wait_idle(&n, more, 1, &st);
 	}
 	now_step_add(((uint64_t)ACTIVATOR_ONESHOT_KEEP_S + 1) * T_US);
-	for (uint64_t end = now_mono_ms() + T_WAIT_MS; activators_status(n.a, name, &b, 1) == 0;
+	for (uint64_t end = now_mono_ms() + T_WAIT_MS; t_status(&n, name, &st), st.found;
 	     t_nap())
 		cr_assert_lt(now_mono_ms(), end, "oneshot-1 still listed");
 	cr_expect_eq(activators_oneshot(n.a, &spec, more, sizeof(more)), 0);
@@ -592,4 +687,122 @@ Test(activator, requests_refused_when_not_running)
 	buf_free(&b);
 	activators_free(a);
 	config_free(&cfg);
+}
+
+/* ATRN (RFC 2645): AUTH, ATRN, the 250 logged with its meaning; the
+ * connection turns around and the smtpd serves the upstream's message
+ * through the normal receive path; status says received=1 and the end
+ * line names the session's end (QUIT). */
+Test(activator, atrn_reversed_session_received)
+{
+	struct config_activator conf;
+	struct log_capture cap;
+	struct t_status st;
+	struct t_node n = { .with_smtpd = 1 };
+	struct t_up u;
+	char want[256];
+
+	t_up_start(&u, "220 upstream.test ESMTP\r\n", NULL, 1);
+	t_conf(&conf, "odmr", u.port, &t_hourly);
+	conf.method = CONFIG_ACTIVATOR_ATRN;
+	snprintf(conf.user, sizeof(conf.user), "node1");
+	snprintf(conf.password, sizeof(conf.password), "secret");
+	cr_assert_eq(log_capture_start(&cap), 0);
+	t_node_start(&n, &conf);
+	t_wait_idle(&n, "odmr", 1, &st);
+	cr_expect_eq(engine_fixture_wait_records(&n.f, 1, T_WAIT_MS), 0);
+	t_node_stop(&n);
+	cr_assert_eq(log_capture_stop(&cap, T_CAPTURE_MAX), 0);
+	t_up_stop(&u);
+	cr_expect_eq(st.failures, 0, "%s", st.json);
+	cr_expect(strstr(st.json, "\"received\":1"), "%s", st.json);
+	cr_expect(strstr(st.json, "\"code\":250"), "%s", st.json);
+	cr_expect(strstr(u.log, "ATRN " T_CUST "\r\n220 "), "%s", u.log);
+	cr_expect(strstr(u.log, "\r\n221 "), "%s", u.log);
+	snprintf(want, sizeof(want), "activator odmr: ATRN " T_CUST
+		 " to 127.0.0.1[127.0.0.1]:%u: 250 2.0.0 OK now reversing the connection (reversing the connection)",
+		 u.port);
+	cr_expect(strstr(cap.text, want), "no \"%s\" in:\n%s", want, cap.text);
+	cr_expect(strstr(cap.text, "activator odmr: reversed session ended: 1 message(s) received (QUIT); next run 20"),
+		  "%s", cap.text);
+	log_capture_free(&cap);
+}
+
+/* The engine stops while a run waits for the upstream's greeting: the
+ * stop hook aborts it (logged), the loop still ends well before the
+ * greeting could come, and the run is freed (ASan would tell). */
+Test(activator, stop_aborts_a_run)
+{
+	struct log_capture cap;
+	struct t_status st;
+	struct t_node n = { 0 };
+	struct t_up u;
+	uint64_t t0;
+
+	t_slow_start(&n, &u, &cap);
+	t0 = now_mono_ms();
+	engine_fixture_stop(&n.f);
+	cr_expect_lt(now_mono_ms() - t0, (uint64_t)T_STILL_MS, "the stop waited for the upstream");
+	t_status(&n, "slow", &st);
+	t_node_stop(&n);
+	cr_assert_eq(log_capture_stop(&cap, T_CAPTURE_MAX), 0);
+	t_up_stop(&u);
+	cr_expect_str_eq(st.state, "idle", "%s", st.json);
+	cr_expect_eq(st.failures, 1, "%s", st.json);
+	cr_expect(strstr(cap.text, "activator slow: run aborted: etrnd is stopping"), "%s", cap.text);
+	cr_expect(strstr(cap.text, "activator slow: run failed: etrnd is shutting down"), "%s",
+		  cap.text);
+	log_capture_free(&cap);
+}
+
+/* A name goes through the process's resolver (A/AAAA of the host, never
+ * MX; tests/unit/dns_stub.h on loopback): up.test has 127.0.0.2 (nothing
+ * listens there) and 127.0.0.1 (the upstream): whichever comes first, the
+ * run reaches the upstream once, an address that refused is named in the
+ * log; nx.test does not exist: the run fails with the look-up's reason. */
+static const struct dns_stub_rr t_zone[] = {
+	{ "up.test", DNS_STUB_A, "127.0.0.2", 0 },
+	{ "up.test", DNS_STUB_A, "127.0.0.1", 0 },
+	{ "up.test", DNS_STUB_MX, "elsewhere.test", 10 },
+};
+
+Test(activator, names_resolved_each_address_tried)
+{
+	struct config_activator conf[2];
+	struct log_capture cap;
+	struct t_status st;
+	struct t_node n = { 0 };
+	struct t_up u;
+	struct dns_stub *dns = dns_stub_start(t_zone, sizeof(t_zone) / sizeof(t_zone[0]));
+	char want[256];
+
+	cr_assert_not_null(dns);
+	t_up_start(&u, "220 upstream.test ESMTP\r\n", "253 2.0.0 OK\r\n", 0);
+	t_conf(&conf[0], "named", u.port, &t_hourly);
+	snprintf(conf[0].host, sizeof(conf[0].host), "up.test");
+	t_conf(&conf[1], "nx", u.port, &t_hourly);
+	snprintf(conf[1].host, sizeof(conf[1].host), "nx.test");
+	cr_assert_eq(log_capture_start(&cap), 0);
+	t_node_start_n(&n, conf, 2, dns_stub_port(dns));
+	t_wait_idle(&n, "named", 1, &st);
+	cr_expect_eq(st.failures, 0, "%s", st.json);
+	cr_expect_str_eq(st.reply, "253 2.0.0 OK", "%s", st.json);
+	t_wait_idle(&n, "nx", 1, &st);
+	cr_expect_eq(st.failures, 1, "%s", st.json);
+	cr_expect(strstr(st.reply, "nx.test"), "%s", st.json);
+	t_node_stop(&n);
+	cr_assert_eq(log_capture_stop(&cap, T_CAPTURE_MAX), 0);
+	t_up_stop(&u);
+	dns_stub_stop(dns);
+	cr_expect_eq(atomic_load(&u.conns), 1);
+	snprintf(want, sizeof(want), "activator named: ETRN " T_CUST
+		 " to up.test[127.0.0.1]:%u: 253 2.0.0 OK", u.port);
+	cr_expect(strstr(cap.text, want), "no \"%s\" in:\n%s", want, cap.text);
+	snprintf(want, sizeof(want), "activator named: connect to up.test[127.0.0.2]:%u: "
+		 "Connection refused; trying the next address", u.port);
+	cr_expect(strstr(cap.text, want) || !strstr(cap.text, "trying the next address"),
+		  "%s", cap.text);
+	cr_expect(strstr(cap.text, "activator nx: run failed: "), "%s", cap.text);
+	cr_expect_null(strstr(cap.text, "elsewhere.test"), "an MX was followed:\n%s", cap.text);
+	log_capture_free(&cap);
 }

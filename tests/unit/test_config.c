@@ -981,3 +981,36 @@ Test(config, outbound_defaults_file_and_finish)
 	config_free(&c);
 	unlink(path);
 }
+
+/* Comments: '#' first on a line, or after a blank and before a blank or
+ * the end; any other '#' is data ("#q1", an activator's queue request). */
+Test(config, comments)
+{
+	static const struct {
+		const char *text;
+		int want_rc;
+		int want_sync;
+	} cases[] = {
+		{ "# whole line\nsync = none\n", 0, CONFIG_SYNC_NONE },
+		{ "   #indented\nsync = none\n", 0, CONFIG_SYNC_NONE },
+		{ "sync = none # why\n", 0, CONFIG_SYNC_NONE },
+		{ "sync = none\t#\twhy\n", 0, CONFIG_SYNC_NONE },
+		{ "sync = none #\n", 0, CONFIG_SYNC_NONE },
+		{ "sync = none#why\n", -1, 0 },
+		{ "sync = none #why\n", -1, 0 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config c;
+		char err[CONFIG_ERR_MAX + PATH_MAX];
+		char *path = write_conf(cases[i].text);
+
+		config_defaults(&c);
+		cr_expect_eq(config_load(&c, path, err, sizeof(err)), cases[i].want_rc, "case %zu: %s",
+			     i, cases[i].want_rc ? "accepted" : err);
+		if (cases[i].want_rc == 0)
+			cr_expect_eq(c.sync, cases[i].want_sync, "case %zu", i);
+		config_free(&c);
+		unlink(path);
+	}
+}

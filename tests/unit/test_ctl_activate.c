@@ -45,8 +45,8 @@ static const struct t_case t_cases[] = {
 	  366, CONFIG_ACTIVATOR_TLS_VERIFY, "u@x.example", "p w\tx", 2, "a.example", "b.example",
 	  0 },
 	/* Refused as etrnd.conf refuses an activator. */
-	T_BAD("request=example.com", "host= is required"),
-	T_BAD("host=h.example", "needs request="),
+	T_BAD("request=example.com", "no host"),
+	T_BAD("host=h.example", "needs a request"),
 	T_BAD("method=atrn host=h.example", "needs user= and pass="),
 	T_BAD("method=atrn host=h.example user=u pass=" T_PASS " request=@a.example", "domains only"),
 	T_BAD("method=atrn host=h.example user=u pass=" T_PASS " request=#q", "domains only"),
@@ -61,18 +61,21 @@ static const struct t_case t_cases[] = {
 	T_BAD("host= request=a.example", "host"),
 	T_BAD("host=h.example request=a.example,", "request"),
 	T_BAD("host=h.example request=@", "request"),
-	T_BAD("host=h.example request=nodot", ""),
+	T_BAD("host=h.example request=a..example", "bad request"),
+	T_BAD("host=h.example request=a.example,A.example", "given twice"),
 	T_BAD("host=h.example request=a.example pass=!!!! user=u", "base64"),
 	/* "a\0b" in base64: a NUL cannot be a password. */
 	T_BAD("host=h.example request=a.example user=u pass=YQBi", "base64"),
 	T_BAD("host=h.example request=a.example idle_timeout=5M", "idle_timeout"),
 	T_BAD("host=h.example request=a.example idle_timeout=0", "idle_timeout"),
+	T_BAD("host=h.example request=a.example idle_timeout=999ms", "idle_timeout"),
+	T_BAD("host=h.example request=a.example idle_timeout=2d", "idle_timeout"),
 	T_BAD("host=h.example host=i.example request=a.example", "given twice"),
 	T_BAD("host=h.example request=a.example color=red", "KEY=VALUE"),
 	T_BAD("host=h.example request=a.example novalue", "KEY=VALUE"),
 	T_BAD("host=h.example  request=a.example", "empty word"),
 	T_BAD("host=h.example request=a.example ", "empty word"),
-	T_BAD("", "host= is required"),
+	T_BAD("", "no host"),
 };
 
 static void t_run(const struct t_case *c)

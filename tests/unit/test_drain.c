@@ -29,6 +29,7 @@
 
 #include "dns_stub.h"
 #include "engine_fixture.h"
+#include "log_capture.h"
 #include "loopback.h"
 #include "core/log.h"
 #include "core/now.h"
@@ -2233,34 +2234,6 @@ static void t_mark(struct engine_fixture *f, uint64_t msgid, int busy)
 	cr_assert_eq(m.rc, 0, "set_busy: %s", strerror(-m.rc));
 }
 
-/* stderr (where log lines go) into a temporary file while a case runs. */
-struct t_capture {
-	FILE *f;
-	int saved;
-	char text[T_CAPTURE_MAX];
-};
-
-static void t_capture_start(struct t_capture *c)
-{
-	c->f = tmpfile();
-	cr_assert_not_null(c->f);
-	c->saved = dup(STDERR_FILENO);
-	cr_assert_geq(c->saved, 0);
-	cr_assert_geq(dup2(fileno(c->f), STDERR_FILENO), 0);
-}
-
-static void t_capture_stop(struct t_capture *c)
-{
-	size_t n;
-
-	(void)dup2(c->saved, STDERR_FILENO);
-	close(c->saved);
-	rewind(c->f);
-	n = fread(c->text, 1, sizeof(c->text) - 1, c->f);
-	c->text[n] = '\0';
-	fclose(c->f);
-}
-
 /* The common start of these cases: the scripted server (sc; its greeting
  * held back while hold), an engine whose cust.test goes to it, and the
  * two messages held (ids into m). */
@@ -2631,7 +2604,7 @@ Test(drain_out, delivery_line_fields, .timeout = T_TIMEOUT_S)
 	struct engine_fixture f;
 	struct t_server s;
 	struct t_out t;
-	struct t_capture cap;
+	struct log_capture cap;
 	char relay[64];
 	uint64_t m;
 
@@ -2641,9 +2614,9 @@ Test(drain_out, delivery_line_fields, .timeout = T_TIMEOUT_S)
 	m = engine_fixture_append(&f, T_SENDER1, t_rcpt1, 4, T_BODY1);
 	cr_assert(m);
 	t_out_init(&t, &f, s.port, &m, 1);
-	t_capture_start(&cap);
+	cr_assert_eq(log_capture_start(&cap), 0);
 	cr_assert_eq(t_out_run(&t), 0);
-	t_capture_stop(&cap);
+	cr_assert_eq(log_capture_stop(&cap, T_CAPTURE_MAX), 0);
 	engine_fixture_stop(&f);
 	t_server_stop(&s);
 	snprintf(relay, sizeof(relay), "127.0.0.1[127.0.0.1]:%u", s.port);
@@ -2663,6 +2636,7 @@ Test(drain_out, delivery_line_fields, .timeout = T_TIMEOUT_S)
 			  want[i].to, sum, l.delay);
 	}
 	cr_expect_null(strstr(cap.text, "x@other.test"), "a line for another domain's recipient");
+	log_capture_free(&cap);
 	engine_fixture_fini(&f);
 }
 

@@ -276,6 +276,20 @@ static void rv_wait(atomic_int *v, int want, const char *what)
 		      ENGINE_FIXTURE_WAIT_MS);
 }
 
+/* Stop the engine once done() has run (a "shutdown" is what the stop
+ * itself makes, so it runs inside it), then check what done() said:
+ * once, on the engine thread, msgs messages, why. */
+static void rv_expect_end(unsigned msgs, const char *why)
+{
+	if (strcmp(why, "shutdown") != 0)
+		rv_wait(&R.dones, 1, "done()");
+	rv_stop();
+	cr_expect_eq(atomic_load(&R.dones), 1, "done() once");
+	cr_expect(atomic_load(&R.done_on_engine), "done() on the engine thread");
+	cr_expect_eq(R.msgs, msgs);
+	cr_expect_str_eq(R.why, why);
+}
+
 /* ---- the upstream: blocking, plain or TLS (server side) ----------------- */
 
 struct rv_up {
@@ -344,9 +358,10 @@ static void rv_up_expect_eof(struct rv_up *u)
 }
 
 /* The engine connects; we take the connection (TLS as the customer
- * wants it) and say 250 to its ATRN. Then the connection is ours to
- * drive as the client. */
-static void rv_up_accept(struct rv_up *u)
+ * wants it) and say 250 to its ATRN, with first (RV_ATRN_OK and maybe
+ * more in the same write). Then the connection is ours to drive as the
+ * client. */
+static void rv_up_accept(struct rv_up *u, const char *first)
 {
 	struct timeval tv = { .tv_sec = RV_RCV_TIMEOUT_S };
 
@@ -368,7 +383,7 @@ static void rv_up_accept(struct rv_up *u)
 		SSL_set_fd(u->ssl, u->fd);
 		cr_assert_eq(SSL_accept(u->ssl), 1, "TLS handshake with the customer failed");
 	}
-	rv_up_write(u, RV_ATRN_OK);
+	rv_up_write(u, first);
 }
 
 static void rv_up_close(struct rv_up *u)
@@ -402,6 +417,14 @@ static void rv_up_greet(struct rv_up *u)
 	} while (line[3] == '-');
 }
 
+/* A plain reversed session under way: greeted, EHLO answered. */
+static void rv_begin(struct rv_up *u)
+{
+	rv_start(0, RV_ADOPT, RV_LONG_IDLE_MS, 16);
+	rv_up_accept(u, RV_ATRN_OK);
+	rv_up_greet(u);
+}
+
 static int rv_held_msgs(void)
 {
 	uint64_t ids[4];
@@ -432,7 +455,7 @@ static void rv_session(int tls)
 	char line[RV_LINE_MAX];
 
 	rv_start(tls, RV_ADOPT, RV_LONG_IDLE_MS, 16);
-	rv_up_accept(&u);
+	rv_up_accept(&u, RV_ATRN_OK);
 	rv_up_greet(&u);
 	cr_assert_eq(atomic_load(&R.adopt_rc), 0);
 	rv_up_write(&u, "STARTTLS\r\nAUTH PLAIN AGFsaWNlAGdvb2Q=\r\nETRN " RV_CUSTOMER "\r\n"
@@ -456,12 +479,7 @@ static void rv_session(int tls)
 	rv_up_expect(&u, "221 2.0.0 Bye");
 	rv_up_expect_eof(&u);
 	rv_up_close(&u);
-	rv_wait(&R.dones, 1, "done()");
-	rv_stop();
-	cr_expect_eq(atomic_load(&R.dones), 1, "done() once");
-	cr_expect(atomic_load(&R.done_on_engine), "done() on the engine thread");
-	cr_expect_eq(R.msgs, 1);
-	cr_expect_str_eq(R.why, "QUIT");
+	rv_expect_end(1, "QUIT");
 	cr_expect_eq(atomic_load(&R.detach_null), 0);
 	cr_assert_not_null(engine_fixture_reopen(&R.f), "%s", R.f.err);
 	cr_assert_eq(engine_fixture_queue_ids(&R.f, RV_CUSTOMER, ids, 4), 1);
@@ -489,6 +507,30 @@ Test(smtpd_reversed, session_tls, .timeout = 120)
 	rv_session(1);
 }
 
+/* An upstream that does not wait for our 220 (RFC 2645 says it should):
+ * its EHLO, in the same write as the 250 to our ATRN, is kept with the
+ * connection and answered after the greeting. */
+Test(smtpd_reversed, pipelined_ehlo_kept, .timeout = 120)
+{
+	struct rv_up u;
+	char line[RV_LINE_MAX];
+
+	rv_start(0, RV_ADOPT, RV_LONG_IDLE_MS, 16);
+	rv_up_accept(&u, RV_ATRN_OK "EHLO upstream.test\r\nNOOP\r\n");
+	rv_up_expect(&u, RV_GREETING);
+	rv_up_expect(&u, "250-" ENGINE_FIXTURE_HOSTNAME);
+	rv_up_expect(&u, "250-PIPELINING");
+	while (rv_up_line(&u, line, sizeof(line)) >= 0 && strncmp(line, "250 ", 4) != 0)
+		;
+	cr_assert_str_eq(line, "250 SMTPUTF8");
+	rv_up_expect(&u, "250 2.0.0 Ok");
+	rv_up_write(&u, "QUIT\r\n");
+	rv_up_expect(&u, "221 2.0.0 Bye");
+	rv_up_close(&u);
+	rv_expect_end(0, "QUIT");
+	rv_fini();
+}
+
 /* An upstream that says nothing after our 220: 421 after idle_ms (not
  * idle_timeout), then the close; done() says 0 messages and why. */
 Test(smtpd_reversed, idle_timeout, .timeout = 120)
@@ -497,22 +539,18 @@ Test(smtpd_reversed, idle_timeout, .timeout = 120)
 	long long t0, took;
 
 	rv_start(0, RV_ADOPT, RV_IDLE_MS, 16);
-	rv_up_accept(&u);
+	rv_up_accept(&u, RV_ATRN_OK);
 	rv_up_expect(&u, RV_GREETING);
 	t0 = rv_now_ms();
 	rv_up_expect(&u, "421 4.4.2 " ENGINE_FIXTURE_HOSTNAME " Error: timeout exceeded");
 	took = rv_now_ms() - t0;
 	rv_up_expect_eof(&u);
 	rv_up_close(&u);
-	rv_wait(&R.dones, 1, "done()");
 	cr_expect_geq(took, RV_IDLE_MS / 2, "cut after %lld ms", took);
 	cr_expect_lt(took, RV_IDLE_TIMEOUT_MS, "idle_timeout applied, not idle_ms");
 	fprintf(stderr, "test_smtpd_reversed: idle upstream cut %lld ms after our 220 "
 		"(idle_ms %d)\n", took, RV_IDLE_MS);
-	rv_stop();
-	cr_expect_eq(atomic_load(&R.dones), 1);
-	cr_expect_eq(R.msgs, 0);
-	cr_expect_str_eq(R.why, "idle timeout");
+	rv_expect_end(0, "idle timeout");
 	rv_fini();
 }
 
@@ -522,19 +560,13 @@ Test(smtpd_reversed, upstream_vanishes, .timeout = 120)
 {
 	struct rv_up u;
 
-	rv_start(0, RV_ADOPT, RV_LONG_IDLE_MS, 16);
-	rv_up_accept(&u);
-	rv_up_greet(&u);
+	rv_begin(&u);
 	rv_up_write(&u, "MAIL FROM:<s@far.test>\r\nRCPT TO:<a@" RV_CUSTOMER ">\r\nDATA\r\npart");
 	rv_up_expect(&u, "250 2.1.0 Ok");
 	rv_up_expect(&u, "250 2.1.5 Ok");
 	rv_up_expect(&u, "354 End data with <CR><LF>.<CR><LF>");
 	rv_up_close(&u);
-	rv_wait(&R.dones, 1, "done()");
-	rv_stop();
-	cr_expect_eq(atomic_load(&R.dones), 1);
-	cr_expect_eq(R.msgs, 0);
-	cr_expect_str_eq(R.why, "lost connection");
+	rv_expect_end(0, "lost connection");
 	cr_assert_not_null(engine_fixture_reopen(&R.f), "%s", R.f.err);
 	cr_expect_eq(rv_held_msgs(), 0);
 	rv_fini();
@@ -546,15 +578,11 @@ Test(smtpd_reversed, shutdown, .timeout = 120)
 {
 	struct rv_up u;
 
-	rv_start(0, RV_ADOPT, RV_LONG_IDLE_MS, 16);
-	rv_up_accept(&u);
-	rv_up_greet(&u);
-	rv_stop();
+	rv_begin(&u);
+	rv_expect_end(0, "shutdown");
 	rv_up_expect(&u, "421 4.3.2 " ENGINE_FIXTURE_HOSTNAME " Service shutting down");
 	rv_up_expect_eof(&u);
 	rv_up_close(&u);
-	cr_expect_eq(atomic_load(&R.dones), 1);
-	cr_expect_str_eq(R.why, "shutdown");
 	rv_fini();
 }
 
@@ -576,7 +604,7 @@ Test(smtpd_reversed, no_slot, .timeout = 120)
 	long long until;
 
 	rv_start(0, RV_HOLD, RV_LONG_IDLE_MS, 1);
-	rv_up_accept(&u);
+	rv_up_accept(&u, RV_ATRN_OK);
 	until = rv_now_ms() + ENGINE_FIXTURE_WAIT_MS;
 	while (!atomic_load(&R.held) && rv_now_ms() < until)
 		usleep(1000);
