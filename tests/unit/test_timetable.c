@@ -431,10 +431,12 @@ Test(timetable, next_against_oracle)
 	tz("UTC");
 	for (size_t i = 0; i < sizeof(scheds) / sizeof(scheds[0]); i++)
 		oracle(scheds[i], "2026-06-09 22:00");
+	/* Berlin in summer: the same wall-clock slots at another offset (the
+	 * last three, which cover every kind, to keep the test short) */
 	if (!have_zone(BERLIN))
 		return;
 	tz(BERLIN);
-	for (size_t i = 0; i < sizeof(scheds) / sizeof(scheds[0]); i++)
+	for (size_t i = sizeof(scheds) / sizeof(scheds[0]) - 3; i < sizeof(scheds) / sizeof(scheds[0]); i++)
 		oracle(scheds[i], "2026-06-09 22:00");
 }
 
