@@ -666,7 +666,7 @@ const char *etrn_client_meaning(enum etrn_client_method m, int code)
 		{ ETRN_CLIENT_ETRN, 250, "queuing started" },
 		{ ETRN_CLIENT_ETRN, 251, "no messages waiting" },
 		{ ETRN_CLIENT_ETRN, 252, "pending messages started" },
-		{ ETRN_CLIENT_ETRN, 253, "pending messages started (counted)" },
+		{ ETRN_CLIENT_ETRN, 253, "pending messages started, with their count" },
 		{ ETRN_CLIENT_ETRN, 458, "unable to queue messages" },
 		{ ETRN_CLIENT_ETRN, 459, "node not allowed" },
 		{ ETRN_CLIENT_ETRN, 500, "syntax error" },

@@ -134,7 +134,7 @@ int etrn_client_authed(const struct etrn_client *c);
 
 /* What a reply code means, in words (RFC 1985 5 for ETRN: 250 "queuing
  * started", 251 "no messages waiting", 252 "pending messages started", 253
- * "pending messages started (counted)", 458 "unable to queue messages",
+ * "pending messages started, with their count", 458 "unable to queue messages",
  * 459 "node not allowed", 500/501 syntax, 530 "authentication required";
  * RFC 2645 4 for ATRN: 250 "reversing the connection", 450 "access denied
  * to the domain", 451 "unable to process ATRN now", 453 "no mail waiting",

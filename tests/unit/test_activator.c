@@ -466,7 +466,7 @@ struct t_reply_case {
 static const struct t_reply_case t_reply_cases[] = {
 	{ "253 2.0.0 OK, 12 pending messages for node cust.test started\r\n",
 	  "253 2.0.0 OK, 12 pending messages for node cust.test started",
-	  "pending messages started (counted)", 0 },
+	  "pending messages started, with their count", 0 },
 	{ "250 2.0.0 Queuing for node cust.test started\r\n",
 	  "250 2.0.0 Queuing for node cust.test started", "queuing started", 0 },
 	{ "458 4.0.0 Unable to queue messages for node cust.test\r\n",

@@ -526,7 +526,7 @@ Test(etrn_client, meaning)
 		{ ETRN_CLIENT_ETRN, 250, "queuing started", 1 },
 		{ ETRN_CLIENT_ETRN, 251, "no messages waiting", 1 },
 		{ ETRN_CLIENT_ETRN, 252, "pending messages started", 1 },
-		{ ETRN_CLIENT_ETRN, 253, "pending messages started (counted)", 1 },
+		{ ETRN_CLIENT_ETRN, 253, "pending messages started, with their count", 1 },
 		{ ETRN_CLIENT_ETRN, 254, "success", 0 },
 		{ ETRN_CLIENT_ETRN, 458, "unable to queue messages", 0 },
 		{ ETRN_CLIENT_ETRN, 459, "node not allowed", 0 },
