@@ -198,10 +198,13 @@ static void run_why(const struct activator_run *run, char *out, size_t n)
 		if (q && q->code && !etrn_client_success(run->ecf.method, q->code))
 			refused++;
 	}
-	if (r && r->code && !refused)
-		snprintf(out, n, "%s%d %s %s (%s)", r->local ? "" : "upstream said ", r->code,
-			 r->enh, r->text, run->relay);
-	else
+	/* A long reply text is cut to fit the line (n): that is the intent;
+	 * only a failed format leaves the line empty. */
+	if (r && r->code && !refused) {
+		if (snprintf(out, n, "%s%d %s %s (%s)", r->local ? "" : "upstream said ",
+			     r->code, r->enh, r->text, run->relay) < 0)
+			out[0] = '\0';
+	} else
 		snprintf(out, n, "%u of %u request(s) refused by %s", refused, total, run->relay);
 }
 
