@@ -90,6 +90,7 @@ static void engine_report(struct engine *e, enum engine_state st)
 }
 
 /* Say why this engine failed (logged by engine_start()); returns -1. */
+__attribute__((format(printf, 2, 3)))
 static int engine_fail(struct engine *e, const char *fmt, ...)
 {
 	va_list ap;

@@ -284,7 +284,7 @@ Test(config, duplicate_key_warns_last_wins)
 		} else {
 			cr_expect_str_eq(got, "", "case %zu", i);
 		}
-		cr_expect_eq(c.sync, cases[i].want_sync, "case %zu", i);
+		cr_expect_eq((int)c.sync, cases[i].want_sync, "case %zu", i);
 		config_free(&c);
 		unlink(path);
 	}
@@ -1009,7 +1009,7 @@ Test(config, comments)
 		cr_expect_eq(config_load(&c, path, err, sizeof(err)), cases[i].want_rc, "case %zu: %s",
 			     i, cases[i].want_rc ? "accepted" : err);
 		if (cases[i].want_rc == 0)
-			cr_expect_eq(c.sync, cases[i].want_sync, "case %zu", i);
+			cr_expect_eq((int)c.sync, cases[i].want_sync, "case %zu", i);
 		config_free(&c);
 		unlink(path);
 	}
