@@ -16,6 +16,7 @@
 #define ETRND_ADMIN_CONTROL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/domtab.h"
 #include "core/config.h"
@@ -37,6 +38,11 @@ struct control *control_start(const struct config *cfg, struct domtab_live *lv,
  * channel (etrnctl flush on any node, or an ETRN taken by another node). */
 typedef void (*control_drain_fn)(void *arg, const char *domain, size_t len);
 void control_set_drain(struct control *c, control_drain_fn fn, void *arg);
+
+/* For metrics and etrnctl top, any thread: 1 when Redis is connected
+ * now, and (when not NULL) *last_resync_us, the wall time (now_wall_us)
+ * of the last full load that succeeded, 0 when none yet. */
+int control_redis_state(struct control *c, uint64_t *last_resync_us);
 
 /* Stop and join the thread, close Redis, free. NULL is fine. Returns NULL. */
 struct control *control_stop(struct control *c);

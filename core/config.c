@@ -372,6 +372,56 @@ static const unsigned listen_kinds[] = {
 	CONFIG_LISTEN_ODMR | CONFIG_LISTEN_TRUSTED, CONFIG_LISTEN_SUBMISSION,
 };
 
+/* log = stderr | syslog | /path/file */
+static int set_log(struct config *c, const struct config_key *k, const char *v,
+		   char *w, size_t wl)
+{
+	if (!strcmp(v, "stderr") || !strcmp(v, "syslog")) {
+		c->log_syslog = v[1] == 'y';
+		c->log_file[0] = '\0';
+		return 0;
+	}
+	if (v[0] != '/' && strncmp(v, "./", 2) && strncmp(v, "../", 3) && !strchr(v, '/'))
+		return why(w, wl, "bad value for %s: \"%s\" (want stderr, syslog or a file path)",
+			   k->name, v);
+	c->log_syslog = 0;
+	c->log_file[0] = '\0';
+	c->metrics_len = 0;
+	c->metrics_top_domains = CONFIG_METRICS_TOP_DOMAINS_DEFAULT;
+	c->user[0] = '\0';
+	return set_string(c->log_file, sizeof(c->log_file), k, v, w, wl);
+}
+
+/* metrics_listen = host:port (numeric) | none */
+static int set_metrics_listen(struct config *c, const struct config_key *k, const char *v,
+			      char *w, size_t wl)
+{
+	if (!strcmp(v, "none")) {
+		c->metrics_len = 0;
+		return 0;
+	}
+	if (parse_listen_one(v, strlen(v), &c->metrics))
+		return why(w, wl, "bad value for %s: \"%s\" (want host:port or [v6addr]:port with a numeric address, or none)",
+			   k->name, v);
+	c->metrics_len = 1;
+	return 0;
+}
+
+/* user = name | none: a user that exists (looked up when it is used) */
+static int set_user(struct config *c, const struct config_key *k, const char *v,
+		    char *w, size_t wl)
+{
+	if (!strcmp(v, "none")) {
+		c->user[0] = '\0';
+		return 0;
+	}
+	for (const char *p = v; *p; p++)
+		if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-' && *p != '.')
+			return why(w, wl, "bad value for %s: \"%s\" (want a user name: letters, digits, '_', '-', '.')",
+				   k->name, v);
+	return set_string(c->user, sizeof(c->user), k, v, w, wl);
+}
+
 static int set_listen(struct config *c, const struct config_key *k, const char *v,
 		      char *w, size_t wl)
 {
@@ -773,6 +823,11 @@ static const struct config_key config_keys[] = {
 	{ "submission_listen", set_listen, 0, CONFIG_LISTEN_SUBMISSION, 0 },
 	{ "log_level", set_log_level, 0, 0, 0 },
 	{ "log_syslog", set_bool, OFF(log_syslog), 0, 1 },
+	{ "log", set_log, 0, 0, 0 },
+	{ "metrics_listen", set_metrics_listen, 0, 0, 0 },
+	{ "metrics_top_domains", set_uint, OFF(metrics_top_domains), 1,
+	  CONFIG_METRICS_TOP_DOMAINS_MAX },
+	{ "user", set_user, 0, 0, 0 },
 	{ "redis", set_redis, 0, 0, 0 },
 	{ "redis_prefix", set_redis_prefix, 0, 0, 0 },
 	{ "redis_resync", set_duration, OFF(redis_resync_ms), 1000, MS_PER_DAY },

@@ -96,6 +96,12 @@ struct config_redis {
  * authenticated user may send to any domain (the scheduler delivers it). */
 #define CONFIG_LISTEN_SUBMISSION 0x8u
 
+/* Operations (issue 15): metrics_top_domains' default and bound, and the
+ * longest user name (useradd's 32). */
+#define CONFIG_METRICS_TOP_DOMAINS_DEFAULT 10
+#define CONFIG_METRICS_TOP_DOMAINS_MAX 1000
+#define CONFIG_USER_MAX 33
+
 /* Outbound delivery (proto/sched.h). relayhost: "[host]:port" (no MX
  * look-up, Postfix's rule) or "host[:port]" (host's MX); "" = none. The
  * back-off between attempts of one message is its age, bounded by
@@ -261,7 +267,21 @@ struct config {
 	                                   where each field was set */
 	unsigned atrn_idle_timeout_ms;
 	int log_level;                  /* enum log_level */
-	int log_syslog;
+	int log_syslog;                 /* log = syslog (log_syslog = yes is
+	                                   its older spelling) */
+	/* log: where log lines go: "stderr" (default), "syslog", or a file
+	 * path (appended; reopened on SIGUSR1, for logrotate). */
+	char log_file[PATH_MAX];        /* "" unless log names a file */
+	/* metrics_listen: the Prometheus endpoint (admin/metrics_http.h),
+	 * one numeric host:port; metrics_len 0 = off (the default; make run
+	 * turns it on at 127.0.0.1:9325). metrics_top_domains: how many
+	 * domains the per-domain held series names (the largest). */
+	struct config_listen metrics;
+	unsigned metrics_len;
+	unsigned metrics_top_domains;
+	/* user: started as root, drop to this user (and its group) once the
+	 * listeners are bound; "" = stay as started. */
+	char user[CONFIG_USER_MAX];
 	struct config_redis redis;
 	char redis_prefix[CONFIG_REDIS_PREFIX_MAX + 1]; /* key prefix, "etrnd:" */
 	unsigned redis_resync_ms;       /* full reload interval (safety net) */
