@@ -17,6 +17,10 @@ from customer_server import CustomerServer
 from test_redis import Redis, etrnctl
 
 QUEUED_RE = re.compile(rb"queued as ([0-9A-F]{14})")
+# test_kill_mid_drain_resumes: connections per drain per thread, and the
+# DONE window per connection (the duplicates a kill -9 may cause each).
+KILL_CONNECTIONS = 4
+KILL_WINDOW = 2
 
 
 def hold(e, domain, n, tag):
@@ -267,7 +271,8 @@ class EtrnTest(unittest.TestCase):
 
     def test_kill_mid_drain_resumes(self):
         self.provision("a.test")
-        e = self.etrnd()
+        e = self.etrnd(drain_connections=str(KILL_CONNECTIONS),
+                       drain_done_window=str(KILL_WINDOW))
         ids = hold(e, "a.test", 300, "kill")
         c = self.customer(delay=0.01)
         self.assertEqual(etrn(e, "a.test")[0], 253)
@@ -285,10 +290,15 @@ class EtrnTest(unittest.TestCase):
         got = Counter(c.recorder.message_ids())
         self.assertEqual(sorted(got), sorted(ids), "every message arrived")
         dups = sum(n - 1 for n in got.values())
-        # At the kill, each of the 2 threads x drain_connections (4)
-        # connections may have had one message accepted by the customer
-        # whose DONE was not yet durable, plus one group commit's worth.
-        bound = 2 * 2 * 4
+        # The promise (README, drain_done_window): at the kill, each open
+        # drain connection (2 threads x drain_connections) may have had
+        # at most drain_done_window messages accepted by the customer
+        # whose DONE was not yet durable. The window is set small here so
+        # the bound is tight; the default 64 would allow 512. (A bound of
+        # 2 per connection, which a quiet machine meets, failed under
+        # load with the default window: slower group commits leave more
+        # DONEs pending, within the promise.)
+        bound = 2 * KILL_CONNECTIONS * KILL_WINDOW
         print("kill mid-drain: %d delivered before the kill, %d duplicate(s) (bound %d)"
               % (at_kill, dups, bound))
         self.assertLessEqual(dups, bound)
