@@ -76,6 +76,14 @@ int log_open_file(const char *path)
 	return 0;
 }
 
+void log_close_file(void)
+{
+	if (log_fd != STDERR_FILENO)
+		close(log_fd);
+	log_fd = STDERR_FILENO;
+	log_path[0] = '\0';
+}
+
 int log_reopen(void)
 {
 	int fd, rc = 0;
@@ -199,30 +207,36 @@ _Noreturn void panic_at(const char *func, const char *fmt, ...)
 	abort();
 }
 
+/* Escape greedily within dstlen-1; when input is left over, go back to the
+ * last whole character (never half an escape) that leaves room for "...". */
 char *log_printable(char *dst, size_t dstlen, const char *src, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
-	size_t o = 0, i;
-	const size_t room = dstlen - 4; /* "..." and NUL */
+	const size_t cut = sizeof("...") - 1;
+	size_t o = 0, keep = 0, i;
 
 	for (i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)src[i];
-		if (c >= 0x20 && c < 0x7f && c != '\\') {
-			if (o + 1 > room)
-				break;
-			dst[o++] = (char)c;
+		int plain = c >= 0x20 && c < 0x7f && c != '\\';
+		size_t w = plain ? 1 : 4;
+
+		if (o + w > dstlen - 1)
+			break;
+		if (plain) {
+			dst[o] = (char)c;
 		} else {
-			if (o + 4 > room)
-				break;
-			dst[o++] = '\\';
-			dst[o++] = 'x';
-			dst[o++] = hex[c >> 4];
-			dst[o++] = hex[c & 15];
+			dst[o] = '\\';
+			dst[o + 1] = 'x';
+			dst[o + 2] = hex[c >> 4];
+			dst[o + 3] = hex[c & 15];
 		}
+		o += w;
+		if (o + cut <= dstlen - 1)
+			keep = o;
 	}
 	if (i < n) {
-		memcpy(dst + o, "...", 3);
-		o += 3;
+		memcpy(dst + keep, "...", cut);
+		o = keep + cut;
 	}
 	dst[o] = '\0';
 	return dst;

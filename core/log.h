@@ -35,6 +35,10 @@ int log_open_file(const char *path);
  * stays in use).
  */
 int log_reopen(void);
+
+/* Lines to stderr again; the file is closed. For tests and tools: call when
+ * no other thread logs. */
+void log_close_file(void);
 void log_set_level(enum log_level level);
 int log_enabled(enum log_level level);
 
