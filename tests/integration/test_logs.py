@@ -7,18 +7,24 @@ the log escaped as \\xNN and cut, never raw, never as a forged line.
 
 A second sender runs throughout the rotation, so lines are being written
 while the file is renamed and reopened.
+
+The catalogue etc/man/etrnd-log.7 lists every line type the sources write
+(log_catalogue.py finds them), and passes `mandoc -T lint`.
 """
 
 import os
 import re
+import shutil
 import signal
 import smtplib
 import socket
+import subprocess
 import threading
 import time
 import unittest
 
 import etrnd_harness as h
+import log_catalogue
 
 BEFORE = 10              # messages before the rotation
 AFTER = 10               # messages after it
@@ -158,8 +164,8 @@ class LogFileTest(unittest.TestCase):
         e.cfg["log"] = os.path.join(e.dir, "no-such-dir", "etrnd.log")
         e.port = h.free_port()
         e.write_config()
-        p = __import__("subprocess").run([e.bin, "-c", e.conf_path], capture_output=True,
-                                         timeout=h.START_WAIT_S * 3, env=e.env)
+        p = subprocess.run([e.bin, "-c", e.conf_path], capture_output=True,
+                           timeout=h.START_WAIT_S * 3, env=e.env)
         self.assertEqual(p.returncode, 2)
         self.assertIn(b"no-such-dir/etrnd.log: No such file or directory", p.stderr)
 
@@ -204,6 +210,31 @@ class HostileTextTest(unittest.TestCase):
         self.assertNotIn("h" * 200, text, "the 10 kB EHLO name reached the log")
         self.assertIn("< RCPT TO:<" + esc + "@elsewhere.test>", text)
         self.assertNotRegex(text, r"(?m)^fake etrnd", "a forged line")
+
+
+class LogCatalogueTest(unittest.TestCase):
+    def setUp(self):
+        self.src = h.env_path("ETRND_SOURCE_DIR")
+        self.page = os.path.join(self.src, "etc", "man", "etrnd-log.7")
+
+    def test_every_log_line_is_in_the_catalogue(self):
+        with open(self.page, encoding="utf-8") as f:
+            have = log_catalogue.page_shapes(f.read())
+        found = list(log_catalogue.calls(self.src))
+        self.assertGreater(len(found), 200, "the source scan found too few log calls")
+        missing = ["%s:%d: %s" % (rel, line, shp) for rel, line, _, shp in found
+                   if shp not in have]
+        self.assertEqual(missing, [], "log lines missing from etc/man/etrnd-log.7 "
+                         "(python3 tests/integration/log_catalogue.py . prints them "
+                         "in the page's form)")
+
+    def test_catalogue_passes_mandoc_lint(self):
+        mandoc = shutil.which("mandoc")
+        if not mandoc:
+            self.skipTest("mandoc is not installed (apt-get install mandoc)")
+        p = subprocess.run([mandoc, "-T", "lint", "-W", "warning", self.page],
+                           capture_output=True, timeout=60)
+        self.assertEqual((p.returncode, p.stdout + p.stderr), (0, b""))
 
 
 if __name__ == "__main__":
