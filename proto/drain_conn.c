@@ -1399,12 +1399,13 @@ static void dc_log_end(const struct drain_conn *dc)
 {
 	const struct drain_job *j = dc->job;
 	const struct smtp_client_result *r = smtp_client_close_reason(dc->cl);
+	char text[LOG_TEXT_MAX];
 
 	if (r)
-		log_info("%s %.*s (shard %u) to %s: connection ended after %u delivered: %s (%d %s %.*s)",
+		log_info("%s %.*s (shard %u) to %s: connection ended after %u delivered: %s (%d %s %s)",
 			 job_kind(j), (int)j->len, j->dom, j->env->index, j->relay, dc->delivered,
 			 dc->end_why ? dc->end_why : "closed", r->code, r->enh,
-			 (int)r->text_len, r->text);
+			 log_printable(text, sizeof(text), r->text, r->text_len));
 	else
 		log_info("%s %.*s (shard %u) to %s: connection ended after %u delivered: %s",
 			 job_kind(j), (int)j->len, j->dom, j->env->index, j->relay, dc->delivered,
