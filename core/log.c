@@ -101,7 +101,7 @@ int log_reopen(void)
 	if (dup3(fd, log_fd, O_CLOEXEC) < 0) {
 		rc = -errno;
 		log_err("cannot reopen the log file %s: dup3: %s; still writing to the old one",
-			log_path, strerror(errno));
+			log_path, strerror(-rc));
 	}
 	close(fd);
 	if (rc == 0)
