@@ -212,6 +212,44 @@ class HostileTextTest(unittest.TestCase):
         self.assertNotRegex(text, r"(?m)^fake etrnd", "a forged line")
 
 
+def resp(sock_path, *args):
+    """One Redis command over its unix socket (RESP, no client library);
+    the reply's first line."""
+    req = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else a.encode()
+        req += b"$%d\r\n%s\r\n" % (len(a), a)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(SOCK_TIMEOUT_S)
+        s.connect(sock_path)
+        s.sendall(req)
+        return s.makefile("rb").readline()
+
+
+class RedisTextTest(unittest.TestCase):
+    """Names from Redis are untrusted too: a domain key and a pub/sub
+    event carrying control bytes reach the log escaped."""
+
+    def test_hostile_key_and_event_escaped(self):
+        import tempfile
+        from test_redis import Redis
+        tmp = tempfile.mkdtemp(prefix="etrnd-logs-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        redis = Redis(tmp).start()
+        self.addCleanup(redis.stop)
+        bad = b"etrnd:domain:bad\x1b[2J\x01.test"
+        self.assertEqual(resp(redis.sock, "HSET", bad, "dest", "127.0.0.1:2526"), b":1\r\n")
+        e = FileLogEtrnd(redis=redis.url())
+        self.addCleanup(e.cleanup)
+        e.start()
+        h.wait_for("the bad key's line",
+                   lambda: r"redis: key etrnd:domain:bad\x1b[2J\x01.test: " in read_text(e.log_path))
+        resp(redis.sock, "PUBLISH", "etrnd:events", b"drain evil\x07\x1b]0;owned\x07.test")
+        h.wait_for("the event's line",
+                   lambda: r"redis event: drain evil\x07\x1b]0;owned\x07.test: " in read_text(e.log_path))
+        check_lines(self, read_bytes(e.log_path), "log file")
+
+
 class LogCatalogueTest(unittest.TestCase):
     def setUp(self):
         self.src = h.env_path("ETRND_SOURCE_DIR")
