@@ -178,7 +178,10 @@ static int authpool_lookup(struct authpool_verifier *v, const char *user, char *
 			rc = 1;
 		} else if (r && r->type == REDIS_REPLY_ERROR) {
 			/* The connection is fine; the key is not (WRONGTYPE). */
-			log_warn("auth: HGET %s: %s", key, r->str);
+			char shown[LOG_TEXT_MAX];
+
+			log_warn("auth: HGET %s: %s",
+				 log_printable(shown, sizeof(shown), key, strlen(key)), r->str);
 		}
 		if (r && (rc >= 0 || r->type == REDIS_REPLY_ERROR)) {
 			freeReplyObject(r);

@@ -112,12 +112,15 @@ static int apply_row(struct control *c, struct domtab_builder *b, const char *na
 	char norm[DOMTAB_NAME_MAX + 1], why[SCHEMA_WHY_MAX];
 	size_t n = 0;
 
+	char shown[LOG_TEXT_MAX];
+
 	if (schema_domain_norm(name, 1, norm, why, sizeof(why))) {
-		log_warn("redis: key %s%s: %s; ignored", kp, name, why);
+		log_warn("redis: key %s%s: %s; ignored", kp,
+			 log_printable(shown, sizeof(shown), name, strlen(name)), why);
 		return 0;
 	}
 	if (r->type != REDIS_REPLY_ARRAY) {
-		log_warn("redis: HGETALL %s%s: unexpected reply type %d", kp, name, r->type);
+		log_warn("redis: HGETALL %s%s: unexpected reply type %d", kp, norm, r->type);
 		return 0;
 	}
 	if (r->elements == 0) {
@@ -147,10 +150,11 @@ static int apply_route(struct control *c, struct domtab_builder *b, const char *
 		       const redisReply *r)
 {
 	const char *kp = c->kprefix[CONTROL_KIND_ROUTE];
-	char norm[DOMTAB_NAME_MAX + 1], why[SCHEMA_WHY_MAX];
+	char norm[DOMTAB_NAME_MAX + 1], why[SCHEMA_WHY_MAX], shown[LOG_TEXT_MAX];
 
 	if (schema_domain_norm(name, 1, norm, why, sizeof(why))) {
-		log_warn("redis: key %s%s: %s; ignored", kp, name, why);
+		log_warn("redis: key %s%s: %s; ignored", kp,
+			 log_printable(shown, sizeof(shown), name, strlen(name)), why);
 		return 0;
 	}
 	if (r->type == REDIS_REPLY_NIL) {
@@ -404,8 +408,12 @@ static int on_key_event(struct control *c, const char *p, size_t n)
 
 		if (n <= el || memcmp(p, control_kinds[k].event, el))
 			continue;
-		if (n - el > DOMTAB_NAME_MAX + 1 || pending_add(&c->pending[k], p + el, n - el))
-			log_warn("redis: event \"%.40s...\" dropped (too long or out of memory); the next resync covers it", p);
+		if (n - el > DOMTAB_NAME_MAX + 1 || pending_add(&c->pending[k], p + el, n - el)) {
+			char shown[LOG_TEXT_MAX];
+
+			log_warn("redis: event \"%s\" dropped (too long or out of memory); the next resync covers it",
+				 log_printable(shown, sizeof(shown), p, n));
+		}
 		return 1;
 	}
 	return 0;
@@ -435,7 +443,9 @@ static void on_message(struct control *c, const redisReply *r)
 		fn(atomic_load(&c->drain_arg), p + 6, n - 6);
 	} else {
 		/* "user <u>": for later subscribers. */
-		log_debug("redis: event \"%.*s\"", (int)(n > 80 ? 80 : n), p);
+		char shown[LOG_TEXT_MAX];
+
+		log_debug("redis: event \"%s\"", log_printable(shown, sizeof(shown), p, n));
 	}
 }
 

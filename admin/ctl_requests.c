@@ -314,14 +314,14 @@ void ctl_requests_socket(void *env, const char *line, size_t len, struct buf *ou
 
 void ctl_requests_redis_drain(void *hub, const char *domain, size_t len)
 {
+	char shown[LOG_TEXT_MAX], reply[LOG_TEXT_MAX];
 	struct buf out;
 
 	buf_init(&out, CTL_REQUESTS_REPLY_INIT);
 	drain_hub_flush(hub, domain, len, &out);
-	/* The reply without its CRLF. */
-	log_info("redis event: drain %.*s: %.*s",
-		 (int)(len > CTL_REQUESTS_LOG_DOMAIN_MAX ? CTL_REQUESTS_LOG_DOMAIN_MAX : len),
-		 domain, (int)(out.len > 2 ? out.len - 2 : out.len),
-		 out.data ? out.data : "");
+	/* The reply without its CRLF; it echoes the domain as sent. */
+	log_info("redis event: drain %s: %s", log_printable(shown, sizeof(shown), domain, len),
+		 log_printable(reply, sizeof(reply), out.data ? out.data : "",
+			       out.len > 2 ? out.len - 2 : out.len));
 	buf_free(&out);
 }

@@ -203,6 +203,7 @@ static void etrnd_block_signals(sigset_t *sigs)
 	sigaddset(sigs, SIGTERM);
 	sigaddset(sigs, SIGINT);
 	sigaddset(sigs, SIGHUP);
+	sigaddset(sigs, SIGUSR1); /* reopen the log file (core/log.h) */
 	pthread_sigmask(SIG_BLOCK, sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 }
@@ -285,7 +286,7 @@ static void etrnd_log_started(const struct config *cfg)
 		 cfg->redis.kind == CONFIG_REDIS_NONE ? "none" : cfg->redis.display);
 }
 
-/* Until SIGTERM or SIGINT. */
+/* Until SIGTERM or SIGINT; SIGUSR1 reopens the log file. */
 static void etrnd_wait(const sigset_t *sigs, const struct config *cfg)
 {
 	int sig;
@@ -293,6 +294,10 @@ static void etrnd_wait(const sigset_t *sigs, const struct config *cfg)
 	for (;;) {
 		if (sigwait(sigs, &sig))
 			continue;
+		if (sig == SIGUSR1) {
+			(void)log_reopen(); /* a failure is logged; the old file stays */
+			continue;
+		}
 		if (sig == SIGHUP) {
 			log_warn("SIGHUP: configuration reload is not implemented yet; ignored");
 			continue;
@@ -354,6 +359,8 @@ int main(int argc, char **argv)
 		config_free(&d.cfg);
 		return 0;
 	}
+	if (d.cfg.log_file[0] && (rc = log_open_file(d.cfg.log_file)))
+		fatal("log = %s: %s", d.cfg.log_file, strerror(-rc));
 	log_init("etrnd", (enum log_level)d.cfg.log_level, d.cfg.log_syslog);
 	etrnd_block_signals(&sigs);
 	etrnd_fit_nofile(&d.cfg);

@@ -17,6 +17,7 @@
 
 #include "core/ascii.h"
 #include "core/config.h"
+#include "core/log.h"
 #include "core/units.h"
 
 static int why(char *buf, size_t len, const char *fmt, ...)
@@ -38,10 +39,7 @@ int schema_domain_norm(const char *in, int wildcard, char *out, char *w, size_t 
 	size_t n = strlen(in), skip = 0;
 	char show[80];
 
-	snprintf(show, sizeof(show), "%.60s%s", in, n > 60 ? "..." : "");
-	for (size_t i = 0; i < sizeof(show) && show[i]; i++)
-		if (!isprint((unsigned char)show[i]))
-			show[i] = '?';
+	log_printable(show, sizeof(show), in, n); /* Redis, a CSV file: untrusted */
 	if (n > 0 && in[n - 1] == '.')
 		n--;
 	if (n >= 2 && in[0] == '*' && in[1] == '.') {

@@ -386,9 +386,6 @@ static int set_log(struct config *c, const struct config_key *k, const char *v,
 			   k->name, v);
 	c->log_syslog = 0;
 	c->log_file[0] = '\0';
-	c->metrics_len = 0;
-	c->metrics_top_domains = CONFIG_METRICS_TOP_DOMAINS_DEFAULT;
-	c->user[0] = '\0';
 	return set_string(c->log_file, sizeof(c->log_file), k, v, w, wl);
 }
 

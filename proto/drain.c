@@ -792,8 +792,10 @@ void drain_etrn(struct drain *d, const char *client, const char *user, const cha
 	uint64_t n = 0;
 
 	if (!rate_ok(d, client)) {
-		log_warn("ETRN %.*s from [%s]: over etrn_rate_limit",
-			 (int)(len > ETRN_ECHO_MAX ? ETRN_ECHO_MAX : len), node, client);
+		char shown[LOG_TEXT_MAX];
+
+		log_warn("ETRN %s from [%s]: over etrn_rate_limit",
+			 log_printable(shown, sizeof(shown), node, len), client);
 		(void)etrn_reply(out, ETRN_RATE_LIMITED, node, len, client, 0);
 		return;
 	}

@@ -26,7 +26,6 @@
 #include "store/spool_rec.h"
 
 #define DRAIN_CONNECT_TIMEOUT_MS 30000 /* Postfix smtp_connect_timeout */
-#define DRAIN_ADDR_TEXT 300
 #define DRAIN_DIAG_MAX 600             /* "550 5.1.1 " + a 512-octet reply */
 #define DRAIN_DIAG_DEFAULT_STATUS "5.0.0"
 #define DRAIN_TLS_TEXT 128             /* "TLSv1.3:TLS_AES_256_GCM_SHA384" */
@@ -926,7 +925,7 @@ static void dc_verdict(struct drain_conn *dc, uint32_t i, struct drain_bounces *
 	struct drain_job *j = dc->job;
 	const struct smtp_client_result *r = smtp_client_result(dc->cl, i);
 	const char *status = "deferred";
-	char to[DRAIN_ADDR_TEXT], text[DRAIN_ADDR_TEXT];
+	char to[LOG_ADDR_MAX], text[LOG_ADDR_MAX];
 	int rc;
 
 	log_printable(to, sizeof(to), dc->raddr[i], dc->rlen[i]);
@@ -1400,12 +1399,13 @@ static void dc_log_end(const struct drain_conn *dc)
 {
 	const struct drain_job *j = dc->job;
 	const struct smtp_client_result *r = smtp_client_close_reason(dc->cl);
+	char text[LOG_TEXT_MAX];
 
 	if (r)
-		log_info("%s %.*s (shard %u) to %s: connection ended after %u delivered: %s (%d %s %.*s)",
+		log_info("%s %.*s (shard %u) to %s: connection ended after %u delivered: %s (%d %s %s)",
 			 job_kind(j), (int)j->len, j->dom, j->env->index, j->relay, dc->delivered,
 			 dc->end_why ? dc->end_why : "closed", r->code, r->enh,
-			 (int)r->text_len, r->text);
+			 log_printable(text, sizeof(text), r->text, r->text_len));
 	else
 		log_info("%s %.*s (shard %u) to %s: connection ended after %u delivered: %s",
 			 job_kind(j), (int)j->len, j->dom, j->env->index, j->relay, dc->delivered,
@@ -1417,7 +1417,7 @@ static void dc_log_end(const struct drain_conn *dc)
 static void dc_lost_msg(struct drain_conn *dc)
 {
 	struct drain_job *j = dc->job;
-	char qid[QID_MAX], to[DRAIN_ADDR_TEXT], times[DRAIN_TIMES_MAX];
+	char qid[QID_MAX], to[LOG_ADDR_MAX], times[DRAIN_TIMES_MAX];
 	int sent = dc->state == DRAIN_CONN_SENDING || dc->state == DRAIN_CONN_WAIT_DURABLE;
 
 	qid_format(dc->msgid, qid);
@@ -1443,7 +1443,7 @@ static void dc_why_end(struct drain_conn *dc)
 {
 	struct drain_job *j = dc->job;
 	const struct smtp_client_result *r = smtp_client_close_reason(dc->cl);
-	char text[DRAIN_ADDR_TEXT];
+	char text[LOG_ADDR_MAX];
 
 	if (r && !r->local) {
 		log_printable(text, sizeof(text), r->text, r->text_len);

@@ -28,7 +28,6 @@
 #define ETRNC_PLAIN_MAX (2 + 2 * ETRNC_CRED_MAX)
 #define ETRNC_B64_MAX (BASE64_ENCODED_LEN(ETRNC_PLAIN_MAX) + 1)
 #define ETRNC_TAG_MAX 64     /* "ETRN example.com" in log lines */
-#define ETRNC_LOG_TEXT 160   /* untrusted text quoted in a log line */
 
 enum etrn_client_state {
 	ETRN_CLIENT_STATE_GREETING = 0, /* connected, waiting for 220 */
@@ -131,7 +130,7 @@ static void etrn_client_keep_reply(struct etrn_client_reply *r, const struct smt
 static void etrn_client_set_why(struct etrn_client *c, int code, const char *enh,
 		const char *text, size_t len, int local)
 {
-	char logtext[ETRNC_LOG_TEXT];
+	char logtext[LOG_TEXT_MAX];
 
 	if (c->has_why)
 		return;
@@ -456,7 +455,7 @@ static enum etrn_client_event etrn_client_on_reply(struct etrn_client *c, struct
 	const struct smtp_reply *rp = &c->rd.r;
 
 	if (log_enabled(LOGL_DEBUG)) {
-		char logtext[ETRNC_LOG_TEXT];
+		char logtext[LOG_TEXT_MAX];
 
 		log_debug("etrn client (%s): < %d %s %s", c->tag, rp->code, rp->enh,
 				log_printable(logtext, sizeof(logtext), rp->text, rp->text_len));

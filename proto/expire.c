@@ -46,7 +46,6 @@
  * reports its delay DSNs; held mail waiting for ETRN has no delivery attempt
  * whose own code could be given instead. */
 #define EXPIRE_DELAY_STATUS "4.4.7"
-#define EXPIRE_ADDR_LOG_MAX 300
 
 struct expire_job {
 	uint64_t msgid;
@@ -279,7 +278,7 @@ static int job_warn(struct expire *x, const struct spool_rec_hdr *hdr,
 {
 	struct dsn_rcpt *dr;
 	struct bounce_req br;
-	char qid[QID_MAX], addr[EXPIRE_ADDR_LOG_MAX];
+	char qid[QID_MAX], addr[LOG_ADDR_MAX];
 	uint64_t hold = 0;
 	int same_hold = 1, rc;
 
@@ -346,7 +345,7 @@ static int job_expire(struct expire *x, const struct spool_rec_hdr *hdr,
 {
 	struct dsn_rcpt *dr;
 	struct bounce_req br;
-	char qid[QID_MAX], addr[EXPIRE_ADDR_LOG_MAX];
+	char qid[QID_MAX], addr[LOG_ADDR_MAX];
 	int rc;
 
 	x->npending = 0;

@@ -29,7 +29,6 @@
 #define SCHED_DSN_ROUTING "4.4.3"      /* directory server failure */
 #define SCHED_DSN_NO_SUCH_DOMAIN "5.1.2" /* bad destination system address */
 #define SCHED_DSN_NULL_MX "5.1.10"     /* RFC 7505 3.2: null MX */
-#define SCHED_ADDR_LOG_MAX 300
 
 static const char *const sched_job_names[SCHED_JOB_NSTATES] = {
 	[SCHED_JOB_NEW] = "NEW",
@@ -355,7 +354,7 @@ static int bounce_queue_read(struct sched_job *j, const struct spool_rec_hdr *hd
 	struct sched *s = j->s;
 	const char *status = j->route.err == -ENXIO ? SCHED_DSN_NULL_MX : SCHED_DSN_NO_SUCH_DOMAIN;
 	struct dsn_rcpt *dr = calloc(j->nrcpt, sizeof(*dr));
-	char qid[QID_MAX], addr[SCHED_ADDR_LOG_MAX];
+	char qid[QID_MAX], addr[LOG_ADDR_MAX];
 	uint64_t dsn_id, now = sched_now_us(s);
 	struct bounce_req br;
 	int rc;

@@ -17,7 +17,6 @@
 #include "proto/smtp_reply.h"
 
 #define SMTPC_PEER_MAX 64   /* peer text in log lines */
-#define SMTPC_LOG_TEXT 160  /* untrusted text quoted in a log line */
 #define SMTPC_CMD_MAX (SMTP_DOMAIN_MAX + 16) /* "EHLO name" line */
 /* Give memory back after an unusually large recipient list. */
 #define SMTPC_SHRINK_OVER (64u * 1024u)
@@ -292,7 +291,7 @@ static void smtp_client_set_close_reason(struct smtp_client *c, int code,
 static enum smtp_client_event smtp_client_fail(struct smtp_client *c, int code,
 		const char *enh, const char *text, size_t len, int local)
 {
-	char logtext[SMTPC_LOG_TEXT];
+	char logtext[LOG_TEXT_MAX];
 
 	log_info("smtp client %s: session failed in %s: %d %s %s", c->peer,
 			smtp_client_state_names[c->state], code, enh,
@@ -406,7 +405,7 @@ static enum smtp_client_event smtp_client_on_greeting(struct smtp_client *c, str
 static enum smtp_client_event smtp_client_tls_quit(struct smtp_client *c,
 		struct buf *out, const char *enh, const char *text, size_t len)
 {
-	char logtext[SMTPC_LOG_TEXT];
+	char logtext[LOG_TEXT_MAX];
 
 	log_info("smtp client %s: %s", c->peer,
 			log_printable(logtext, sizeof(logtext), text, len));
@@ -663,7 +662,7 @@ static enum smtp_client_event smtp_client_on_reply(struct smtp_client *c, struct
 	struct smtp_reply *rp = &c->rd.r;
 
 	if (log_enabled(LOGL_DEBUG)) {
-		char logtext[SMTPC_LOG_TEXT];
+		char logtext[LOG_TEXT_MAX];
 
 		log_debug("smtp client %s: < %d %s %s", c->peer, rp->code, rp->enh,
 				log_printable(logtext, sizeof(logtext), rp->text, rp->text_len));

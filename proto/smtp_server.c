@@ -29,7 +29,6 @@
 #define SMTP_CLIENT_MAX 64      /* client address text; INET6_ADDRSTRLEN is 46 */
 #define SMTP_REPLY_MAX 512      /* reply line incl. CRLF; RFC 5321 4.5.3.1.5 */
 #define SMTP_RECEIVED_ROOM 1024 /* Received: header, not counting our hostname */
-#define SMTP_LOG_TEXT 160       /* untrusted text quoted in a log line */
 #define SMTP_DATE_MAX 64        /* "Tue, 24 Nov 2026 00:38:41 +0000 (UTC)" */
 /* TLS version and cipher names kept for Received: ("TLSv1.3",
  * "TLS_AES_256_GCM_SHA384"; OpenSSL's longest are under 50). With the
@@ -548,7 +547,7 @@ static int smtp_rcpt_is_postmaster(const struct smtp_session *s, const struct sm
 static void smtp_rcpt_to_postmaster(struct smtp_session *s, struct smtp_path *path)
 {
 	const char *pm = s->conf->postmaster, *at = strrchr(pm, '@');
-	char logtext[SMTP_LOG_TEXT];
+	char logtext[LOG_TEXT_MAX];
 	size_t n = strlen(pm);
 
 	log_info("smtp %s: RCPT <%s> is the postmaster: stored for <%s>", s->client_addr,
@@ -563,7 +562,7 @@ static int smtp_check_rcpt(struct smtp_session *s, struct smtp_cmd_ctx *c, struc
 {
 	const struct smtp_server_conf *conf = s->conf;
 	struct smtp_path *path = &c->path;
-	char logtext[SMTP_LOG_TEXT];
+	char logtext[LOG_TEXT_MAX];
 	enum smtp_rcpt_verdict v;
 	int r;
 
@@ -908,7 +907,7 @@ static int smtp_check_atrn(struct smtp_session *s, struct smtp_cmd_ctx *c, struc
 
 static void smtp_proceed_atrn(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
 {
-	char logtext[SMTP_LOG_TEXT];
+	char logtext[LOG_TEXT_MAX];
 
 	(void)out;
 	log_info("smtp %s: ATRN user=%s domains=%s", s->client_addr, s->user,
@@ -1001,7 +1000,7 @@ static int smtp_check_auth(struct smtp_session *s, struct smtp_cmd_ctx *c, struc
 /* One line for each AUTH that ends, never with the password. */
 static void smtp_auth_log(struct smtp_session *s, const char *result)
 {
-	char user[SMTP_LOG_TEXT];
+	char user[LOG_TEXT_MAX];
 
 	log_printable(user, sizeof(user), s->auth.user, strlen(s->auth.user));
 	if (s->auth.user[0] == '\0')
@@ -1155,7 +1154,7 @@ static void smtp_command(struct smtp_session *s, const struct linereader_line *l
 {
 	const char *line = ln->p;
 	size_t n = ln->len;
-	char logtext[SMTP_LOG_TEXT];
+	char logtext[LOG_TEXT_MAX];
 	const struct smtp_cmd *cmd = NULL;
 	const char *where;
 	struct smtp_cmd_ctx c;
@@ -1862,7 +1861,7 @@ void smtp_server_commit_done(struct smtp_session *s, int err, struct buf *out)
 	if (s->state != SMTP_STATE_COMMIT)
 		panic("commit_done in state %s", smtp_state_names[s->state]);
 	if (err == 0) {
-		char logtext[SMTP_LOG_TEXT];
+		char logtext[LOG_TEXT_MAX];
 
 		log_debug("%s: from=<%s>, nrcpt=%u, size=%zu, client=%s", tx->qid,
 				log_printable(logtext, sizeof(logtext), tx->env.data, tx->sender_len),

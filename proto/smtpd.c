@@ -40,7 +40,6 @@
 #include "store/spool_rec.h"
 
 #define SMTPD_BUSY_MAX 256
-#define SMTPD_LOG_ADDR_MAX 300 /* RFC 5321 4.5.3.1.3: paths are at most 256 octets */
 #define SMTPD_SIZE_MIN 1024     /* message_size_limit's own minimum (core/config.c) */
 
 struct smtpd {
@@ -506,7 +505,7 @@ static void smtpd_committed(void *arg, int err)
 	const struct smtp_tx *tx = smtp_server_tx(sc->s);
 	size_t slen, blen;
 	const char *sender = smtp_tx_sender(tx, &slen);
-	char from[SMTPD_LOG_ADDR_MAX];
+	char from[LOG_ADDR_MAX];
 
 	sc->commit_pending = 0;
 	(void)smtp_tx_body(tx, &blen);
