@@ -18,6 +18,7 @@ import signal
 import smtplib
 import socket
 import ssl
+import subprocess
 import tempfile
 import time
 import unittest
@@ -195,6 +196,49 @@ class ReloadTest(unittest.TestCase):
         again, der = starttls()
         self.assertEqual(der, new_der)
         again.quit()
+
+
+class CheckOnlyTest(unittest.TestCase):
+    """etrnd -t checks what a reload and a start check: TLS files (and a
+    key that does not match) and activators (fields, password_file)."""
+
+    def check(self, tmp, lines):
+        conf = os.path.join(tmp, "t.conf")
+        with open(conf, "w") as f:
+            f.write("relay_domains = demo.test\n")
+            for ln in lines:
+                f.write(ln + "\n")
+        p = subprocess.run([os.environ["ETRND_BIN"], "-c", conf, "-t"], cwd=tmp,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=60)
+        return p.returncode, p.stdout.decode("utf-8", "replace")
+
+    def test_tls_and_activators(self):
+        tmp = tempfile.mkdtemp(prefix="etrnd-check-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        cert, key = make_cert(tmp)
+        _, other_key = make_cert(tmp, stem="other")
+        cases = [
+            (["tls_cert_file = " + cert, "tls_key_file = " + key], 0, ""),
+            (["tls_cert_file = " + os.path.join(tmp, "none.crt"),
+              "tls_key_file = " + key], 2, r"t\.conf:2: tls_cert_file .*none\.crt"),
+            (["tls_cert_file = " + cert, "tls_key_file = " + other_key], 2,
+             r"t\.conf:3: tls_key_file .*key values mismatch"),
+            (["activator.up.host = 127.0.0.1", "activator.up.method = atrn",
+              "activator.up.schedule = every 1h"], 2, r"t\.conf:2: activator up: "),
+            (["activator.up.host = 127.0.0.1", "activator.up.request = a.test",
+              "activator.up.schedule = every 1h", "activator.up.user = u",
+              "activator.up.password_file = " + os.path.join(tmp, "none")], 2,
+             r"t\.conf:6: activator up: password_file"),
+        ]
+        for lines, want_rc, want_out in cases:
+            with self.subTest(lines=lines):
+                rc, out = self.check(tmp, lines)
+                self.assertEqual(rc, want_rc, out)
+                if want_out:
+                    self.assertRegex(out, want_out)
+                else:
+                    self.assertEqual(out, "")
 
 
 class ReloadRedisTest(unittest.TestCase):
