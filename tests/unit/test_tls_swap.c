@@ -3,7 +3,9 @@
  * tls_ctx_swap() (core/tls.h), the reload's certificate change: on memory
  * pairs (no loop, no socket), a session begun before a swap keeps its
  * certificate and goes on; one begun after gets the new one; swaps racing
- * with threads making connections free nothing in use (run under ASan).
+ * with threads making connections free nothing in use (ASan, and TSan in
+ * make tsan). Each case makes its own certificates: the TSan build's
+ * Criterion stand-in has no suite set-up.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -109,10 +111,9 @@ static void ts_talk(struct tls_conn *c, struct tls_conn *s, const char *line)
 	cr_assert_eq(got.n, strlen(line));
 }
 
-TestSuite(tls_swap, .init = ts_setup, .fini = ts_teardown);
-
 Test(tls_swap, old_session_keeps_its_certificate_new_one_gets_the_new)
 {
+	ts_setup();
 	struct tls_ctx *srv = ts_ctx(TLS_SERVER, certs.self_cert, certs.self_key);
 	struct tls_ctx *cli = ts_ctx(TLS_CLIENT, NULL, NULL);
 	struct tls_conn *c1 = tls_conn_new(cli, TLS_CERTS_HOST), *s1 = tls_conn_new(srv, NULL);
@@ -138,10 +139,12 @@ Test(tls_swap, old_session_keeps_its_certificate_new_one_gets_the_new)
 	tls_conn_free(c2);
 	tls_ctx_free(srv);
 	tls_ctx_free(cli);
+	ts_teardown();
 }
 
 Test(tls_swap, role_mismatch_refused_and_freed)
 {
+	ts_setup();
 	struct tls_ctx *srv = ts_ctx(TLS_SERVER, certs.self_cert, certs.self_key);
 
 	cr_assert_eq(tls_ctx_swap(srv, ts_ctx(TLS_CLIENT, NULL, NULL)), -EINVAL);
@@ -149,6 +152,7 @@ Test(tls_swap, role_mismatch_refused_and_freed)
 	cr_assert_eq(tls_ctx_swap(NULL, ts_ctx(TLS_SERVER, certs.self_cert, certs.self_key)),
 		     -EINVAL);
 	tls_ctx_free(srv); /* ASan: the refused ones were freed, nothing leaks */
+	ts_teardown();
 }
 
 struct ts_maker {
@@ -172,6 +176,7 @@ static void *ts_make(void *arg)
 
 Test(tls_swap, swaps_race_with_new_connections)
 {
+	ts_setup();
 	struct tls_ctx *srv = ts_ctx(TLS_SERVER, certs.self_cert, certs.self_key);
 	struct tls_ctx *fresh[TS_SWAPS];
 	struct ts_maker m[TS_THREADS];
@@ -192,4 +197,5 @@ Test(tls_swap, swaps_race_with_new_connections)
 		cr_assert_eq(m[i].made, TS_CONNS_PER_THREAD);
 	}
 	tls_ctx_free(srv);
+	ts_teardown();
 }
