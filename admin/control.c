@@ -572,6 +572,7 @@ static void control_take_settings(struct control *c)
 		return;
 	control_set_prefix(c);
 	control_disconnect(c);
+	pending_clear(c); /* names of the old Redis; the full load covers all */
 	c->backoff_ms = CONTROL_BACKOFF_MIN_MS;
 	log_info("redis: new settings (reload): %s, prefix \"%s\", resync every %u ms; reconnecting",
 		 c->cur.redis.display, c->cur.prefix, c->cur.resync_ms);

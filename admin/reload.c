@@ -336,15 +336,14 @@ int reload_run(struct reload *r)
 	}
 	restart = reload_restart_keys(&r->boot, &n);
 	reload_tls_swap(r, &fresh);
-	live++; /* the TLS files, read again */
 	if (n.log_level != r->log_level) {
 		log_set_level((enum log_level)n.log_level);
 		r->log_level = n.log_level;
 		live++;
 	}
 	live += reload_redis(r, &n, &restart);
-	log_info("reload: %s taken: %u live change(s) applied (TLS certificates read again), "
-		 "%u key(s) wait for a restart", r->src.path, live, restart);
+	log_info("reload: %s taken: TLS certificates read again, %u other live change(s) "
+		 "applied, %u key(s) wait for a restart", r->src.path, live, restart);
 	config_free(&n);
 	return 0;
 }

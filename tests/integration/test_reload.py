@@ -132,7 +132,8 @@ class ReloadTest(unittest.TestCase):
 
         # A good one: log_level live, hostname waits for a restart.
         write_conf(e, log_level="debug", hostname="new.test.invalid")
-        m, mark = reload(e, r"reload: \S+ taken: (\d+) live change")
+        m, mark = reload(e, r"reload: \S+ taken: TLS certificates read again, 1 other "
+                         r"live change\(s\) applied, 1 key\(s\) wait for a restart")
         self.assertIn("reload: hostname changed: takes effect at restart",
                       e.stderr_text()[mark:])
         with smtplib.SMTP(HOST, e.port, timeout=IO_TIMEOUT_S) as s:
