@@ -125,16 +125,15 @@ static void etrnd_config(const struct etrnd_opts *o, struct config *cfg)
 		fatal("%s", err);
 }
 
-/* SIGHUP's reload, once everything it acts on runs. */
+/* SIGHUP's reload: the configuration as read, before etrnd_fit_nofile()
+ * adjusts it; what it acts on is attached once running. */
 static void etrnd_reload_new(struct etrnd *d, const struct etrnd_opts *o)
 {
-	char err[CONFIG_ERR_MAX + PATH_MAX];
 	struct reload_src src = { o->path, o->over, o->nover };
-	struct reload_live live = { d->env.tls_server, d->env.tls_client, d->ctl };
 
-	d->rl = reload_new(&src, &live, err, sizeof(err));
+	d->rl = reload_new(&src, &d->cfg);
 	if (!d->rl)
-		fatal("%s", err);
+		fatal("out of memory");
 }
 
 /* Descriptors max_connections needs on every thread, with the reserves. */
@@ -353,9 +352,10 @@ int main(int argc, char **argv)
 	}
 	log_init("etrnd", (enum log_level)d.cfg.log_level, d.cfg.log_syslog);
 	etrnd_block_signals(&sigs);
+	etrnd_reload_new(&d, &o);
 	etrnd_fit_nofile(&d.cfg);
 	etrnd_start(&d);
-	etrnd_reload_new(&d, &o);
+	reload_attach(d.rl, &(struct reload_live){ d.env.tls_server, d.env.tls_client, d.ctl });
 	etrnd_log_started(&d.cfg);
 	etrnd_wait(&sigs, &d.cfg, d.rl);
 	return etrnd_stop(&d);

@@ -35,7 +35,7 @@ struct reload_redis {
 struct reload {
 	struct reload_src src;
 	struct reload_live live;
-	struct config boot;            /* as read at start: restart keys */
+	struct config boot;            /* as read at start (shallow): restart keys */
 	int log_level;                 /* in force */
 	struct reload_redis redis;     /* in force */
 };
@@ -293,29 +293,26 @@ static void reload_tls_swap(struct reload *r, struct engine_env *fresh)
 
 /* ---- the whole --------------------------------------------------------- */
 
-struct reload *reload_new(const struct reload_src *src, const struct reload_live *live,
-			  char *err, size_t errlen)
+struct reload *reload_new(const struct reload_src *src, const struct config *boot)
 {
 	struct reload *r = calloc(1, sizeof(*r));
 
-	if (!r) {
-		snprintf(err, errlen, "out of memory");
+	if (!r)
 		return NULL;
-	}
 	r->src = *src;
-	r->live = *live;
-	if (reload_read(src, &r->boot, err, errlen))
-		return reload_free(r);
-	r->log_level = r->boot.log_level;
-	reload_redis_of(&r->boot, &r->redis);
+	r->boot = *boot; /* its pointers borrowed: never config_free()d here */
+	r->log_level = boot->log_level;
+	reload_redis_of(boot, &r->redis);
 	return r;
+}
+
+void reload_attach(struct reload *r, const struct reload_live *live)
+{
+	r->live = *live;
 }
 
 struct reload *reload_free(struct reload *r)
 {
-	if (!r)
-		return NULL;
-	config_free(&r->boot);
 	free(r);
 	return NULL;
 }

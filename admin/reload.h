@@ -45,12 +45,17 @@ int reload_read(const struct reload_src *src, struct config *cfg, char *err,
 
 struct reload;
 
-/* Remember boot, the configuration the daemon started with (copied: the
- * values a restart key is compared with). Returns NULL with err set when
- * src cannot be read again or out of memory. Free with reload_free(). */
-struct reload *reload_new(const struct reload_src *src, const struct reload_live *live,
-		char *err, size_t errlen);
+/* Remember boot, the configuration the daemon starts with, as read (call
+ * before anything adjusts it, such as max_connections fitted to the
+ * descriptor limit): the values a restart key is compared with. A shallow
+ * copy: boot's allocations (relay_domains, activators) are borrowed and
+ * must outlive the reload. NULL when out of memory. Free with
+ * reload_free(). */
+struct reload *reload_new(const struct reload_src *src, const struct config *boot);
 struct reload *reload_free(struct reload *r); /* NULL fine; returns NULL */
+
+/* What the reload acts on, once it runs (before the first reload_run()). */
+void reload_attach(struct reload *r, const struct reload_live *live);
 
 /* SIGHUP: read, check, apply what is live, log what is not (see above).
  * Runs on the signal-handling thread; engine threads go on meanwhile.
