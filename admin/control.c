@@ -48,8 +48,23 @@ struct control_pending {
 	size_t n, cap;
 };
 
+/* The Redis settings the thread follows: cfg's at start, then each
+ * control_reconfigure()'s (SIGHUP). */
+struct control_redis_set {
+	struct config_redis redis;
+	char prefix[CONFIG_REDIS_PREFIX_MAX + 1];
+	unsigned resync_ms;
+};
+
 struct control {
 	const struct config *cfg;
+	struct control_redis_set cur;    /* this thread's */
+	/* Handed over by control_reconfigure(), taken at the top of the
+	 * thread's loop; wakefd wakes it from its poll or its back-off. */
+	pthread_mutex_t next_mu;
+	struct control_redis_set next;
+	int next_asked;
+	int wakefd;
 	/* "drain <domain>" events: the operator or another node asked; set
 	 * once by control_set_drain(), read on this thread. */
 	_Atomic(control_drain_fn) drain_fn;
@@ -308,10 +323,10 @@ static int control_connect(struct control *c, char *err, size_t errlen)
 	struct domtab_builder *b;
 	uint64_t t0 = now_mono_ms();
 
-	c->cmd = redis_conn_open(&c->cfg->redis, CONTROL_TIMEOUT_MS, err, errlen);
+	c->cmd = redis_conn_open(&c->cur.redis, CONTROL_TIMEOUT_MS, err, errlen);
 	if (!c->cmd)
 		return -1;
-	c->sub = redis_conn_open(&c->cfg->redis, CONTROL_TIMEOUT_MS, err, errlen);
+	c->sub = redis_conn_open(&c->cur.redis, CONTROL_TIMEOUT_MS, err, errlen);
 	if (!c->sub)
 		goto fail;
 	r = redisCommand(c->sub, "SUBSCRIBE %s", c->chan);
@@ -329,11 +344,11 @@ static int control_connect(struct control *c, char *err, size_t errlen)
 	c->master = b;
 	if (publish(c))
 		goto fail;
-	c->next_resync_ms = now_mono_ms() + c->cfg->redis_resync_ms;
+	c->next_resync_ms = now_mono_ms() + c->cur.resync_ms;
 	domtab_live_set_stale(c->lv, 0);
 	c->backoff_ms = CONTROL_BACKOFF_MIN_MS;
 	log_info("redis %s: %s, %zu domain(s) loaded in %llu ms, %zu route(s)",
-		 c->cfg->redis.display, c->up ? "connected" : "connected again",
+		 c->cur.redis.display, c->up ? "connected" : "connected again",
 		 domtab_builder_count(c->master), (unsigned long long)(now_mono_ms() - t0),
 		 domtab_builder_route_count(c->master));
 	c->up = 1;
@@ -349,7 +364,7 @@ static void went_down(struct control *c, const char *why)
 	domtab_live_set_stale(c->lv, 1);
 	if (c->up) {
 		log_warn("redis %s: %s; serving %zu domain(s) from the last table, unknown domains get 451 until Redis is back; reconnecting",
-			 c->cfg->redis.display, why, domtab_builder_count(c->master));
+			 c->cur.redis.display, why, domtab_builder_count(c->master));
 		c->up = 0;
 	}
 }
@@ -453,7 +468,8 @@ static void on_message(struct control *c, const redisReply *r)
  * Redis connection broken (why set). */
 static int wait_events(struct control *c, char *why, size_t wl)
 {
-	struct pollfd pf[2] = { { c->stopfd, POLLIN, 0 }, { c->sub->fd, POLLIN, 0 } };
+	struct pollfd pf[3] = { { c->stopfd, POLLIN, 0 }, { c->sub->fd, POLLIN, 0 },
+				{ c->wakefd, POLLIN, 0 } };
 	uint64_t now = now_mono_ms();
 	int timeout = c->next_resync_ms > now ? (int)(c->next_resync_ms - now) : 0;
 	int rc;
@@ -475,11 +491,13 @@ static int wait_events(struct control *c, char *why, size_t wl)
 	}
 	if (pending_count(c) || c->resync_asked)
 		timeout = 0; /* apply what we have once the socket is drained */
-	rc = poll(pf, 2, timeout);
+	rc = poll(pf, 3, timeout);
 	if (rc < 0)
 		return errno == EINTR ? 0 : (snprintf(why, wl, "poll: %s", strerror(errno)), -1);
 	if (pf[0].revents)
 		return 1;
+	if (pf[2].revents)
+		return 2; /* new settings: the loop's top takes them */
 	if (pf[1].revents) {
 		if (redisBufferRead(c->sub) != REDIS_OK) {
 			redis_conn_err(c->sub, NULL, "subscriber", why, wl);
@@ -519,18 +537,76 @@ static int resync(struct control *c, char *why, size_t wl)
 	c->master = b;
 	(void)publish(c);
 	c->resync_asked = 0;
-	c->next_resync_ms = now_mono_ms() + c->cfg->redis_resync_ms;
+	c->next_resync_ms = now_mono_ms() + c->cur.resync_ms;
 	log_debug("redis: resync, %zu domain(s), %zu route(s) in %llu ms", domtab_builder_count(b),
 		  domtab_builder_route_count(b), (unsigned long long)(now_mono_ms() - t0));
 	return 0;
 }
 
-/* Sleep ms unless stopped. 1 = stop. */
+/* Sleep ms unless stopped or handed new settings. 1 = stop. */
 static int nap(struct control *c, unsigned ms)
 {
-	struct pollfd pf = { c->stopfd, POLLIN, 0 };
+	struct pollfd pf[2] = { { c->stopfd, POLLIN, 0 }, { c->wakefd, POLLIN, 0 } };
 
-	return poll(&pf, 1, (int)ms) > 0;
+	return poll(pf, 2, (int)ms) > 0 && pf[0].revents;
+}
+
+static void control_set_prefix(struct control *c)
+{
+	snprintf(c->chan, sizeof(c->chan), "%sevents", c->cur.prefix);
+	for (int k = 0; k < CONTROL_NKINDS; k++)
+		snprintf(c->kprefix[k], sizeof(c->kprefix[k]), "%s%s", c->cur.prefix,
+			 control_kinds[k].key);
+}
+
+/* Take settings control_reconfigure() handed over, if any: drop the
+ * connections, so that the loop connects and loads anew with them. The
+ * last table stays in service meanwhile (not marked stale: nothing failed). */
+static void control_take_settings(struct control *c)
+{
+	uint64_t n;
+	int asked;
+
+	/* The wake-up is written under next_mu with next_asked set, so it is
+	 * read (drained) exactly when next_asked is seen: no spurious wake. */
+	pthread_mutex_lock(&c->next_mu);
+	asked = c->next_asked;
+	if (asked) {
+		if (read(c->wakefd, &n, sizeof(n)) < 0)
+			log_warn("control: reading the wake-up: %s", strerror(errno));
+		c->cur = c->next;
+		c->next_asked = 0;
+	}
+	pthread_mutex_unlock(&c->next_mu);
+	if (!asked)
+		return;
+	control_set_prefix(c);
+	control_disconnect(c);
+	pending_clear(c); /* names of the old Redis; the full load covers all */
+	c->backoff_ms = CONTROL_BACKOFF_MIN_MS;
+	log_info("redis: new settings (reload): %s, prefix \"%s\", resync every %u ms; reconnecting",
+		 c->cur.redis.display, c->cur.prefix, c->cur.resync_ms);
+}
+
+int control_reconfigure(struct control *c, const struct config_redis *redis,
+			const char *prefix, unsigned resync_ms)
+{
+	uint64_t one = 1;
+	int rc = 0;
+
+	if (!c || !c->have_thread)
+		return -ENOTSUP;
+	if (strlen(prefix) >= sizeof(c->next.prefix) || redis->kind == CONFIG_REDIS_NONE)
+		return -EINVAL;
+	pthread_mutex_lock(&c->next_mu);
+	c->next.redis = *redis;
+	snprintf(c->next.prefix, sizeof(c->next.prefix), "%s", prefix);
+	c->next.resync_ms = resync_ms;
+	c->next_asked = 1;
+	if (write(c->wakefd, &one, sizeof(one)) != sizeof(one))
+		rc = -errno; /* the next loop turn takes them all the same */
+	pthread_mutex_unlock(&c->next_mu);
+	return rc;
 }
 
 static void *control_main(void *arg)
@@ -541,6 +617,7 @@ static void *control_main(void *arg)
 	for (;;) {
 		int rc;
 
+		control_take_settings(c);
 		if (!c->cmd) {
 			if (control_connect(c, why, sizeof(why))) {
 				if (c->up)
@@ -589,12 +666,14 @@ struct control *control_start(const struct config *cfg, struct domtab_live *lv,
 	c->cfg = cfg;
 	c->lv = lv;
 	c->stopfd = -1;
+	c->wakefd = -1;
+	pthread_mutex_init(&c->next_mu, NULL);
+	c->cur.redis = cfg->redis;
+	snprintf(c->cur.prefix, sizeof(c->cur.prefix), "%s", cfg->redis_prefix);
+	c->cur.resync_ms = cfg->redis_resync_ms;
 	c->up = 1; /* so the first failure is logged as a state change */
 	c->backoff_ms = CONTROL_BACKOFF_MIN_MS;
-	snprintf(c->chan, sizeof(c->chan), "%sevents", cfg->redis_prefix);
-	for (int k = 0; k < CONTROL_NKINDS; k++)
-		snprintf(c->kprefix[k], sizeof(c->kprefix[k]), "%s%s", cfg->redis_prefix,
-			 control_kinds[k].key);
+	control_set_prefix(c);
 	c->master = domtab_builder_new();
 	if (!c->master || add_static(c, c->master)) {
 		snprintf(err, errlen, "out of memory");
@@ -606,7 +685,8 @@ struct control *control_start(const struct config *cfg, struct domtab_live *lv,
 		return c;
 	}
 	c->stopfd = eventfd(0, EFD_CLOEXEC);
-	if (c->stopfd < 0) {
+	c->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (c->stopfd < 0 || c->wakefd < 0) {
 		snprintf(err, errlen, "eventfd: %s", strerror(errno));
 		goto fail;
 	}
@@ -643,6 +723,9 @@ fail:
 	control_disconnect(c);
 	if (c->stopfd >= 0)
 		close(c->stopfd);
+	if (c->wakefd >= 0)
+		close(c->wakefd);
+	pthread_mutex_destroy(&c->next_mu);
 	domtab_builder_free(c->master);
 	pending_free(c);
 	free(c);
@@ -663,6 +746,9 @@ struct control *control_stop(struct control *c)
 	control_disconnect(c);
 	if (c->stopfd >= 0)
 		close(c->stopfd);
+	if (c->wakefd >= 0)
+		close(c->wakefd);
+	pthread_mutex_destroy(&c->next_mu);
 	domtab_builder_free(c->master);
 	pending_free(c);
 	free(c);

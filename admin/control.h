@@ -44,6 +44,15 @@ void control_set_drain(struct control *c, control_drain_fn fn, void *arg);
  * of the last full load that succeeded, 0 when none yet. */
 int control_redis_state(struct control *c, uint64_t *last_resync_us);
 
+/* Reload (SIGHUP, admin/reload.h): follow new Redis settings (address,
+ * key prefix, redis_resync). The thread drops its connections, connects
+ * with these and loads everything again; the last table serves meanwhile.
+ * Copies what it needs; any thread. Returns 0, -ENOTSUP when there is no
+ * control thread (Redis was off at start: a restart is needed), -EINVAL
+ * for redis none or an overlong prefix. */
+int control_reconfigure(struct control *c, const struct config_redis *redis,
+		const char *prefix, unsigned resync_ms);
+
 /* Stop and join the thread, close Redis, free. NULL is fine. Returns NULL. */
 struct control *control_stop(struct control *c);
 

@@ -21,6 +21,7 @@
 #include "admin/ctl_requests.h"
 #include "core/domtab.h"
 #include "admin/engine.h"
+#include "admin/reload.h"
 #include "core/addrtab.h"
 #include "core/budget.h"
 #include "core/config.h"
@@ -40,7 +41,6 @@
  * per slot, two slots per domain, pages touched only as domains appear. */
 #define ETRND_DOMSTAT_DOMAINS (1u << 20)
 #define ETRND_OVERRIDES_MAX 64   /* -o options */
-#define ETRND_KEY_MAX 64         /* longest key an -o names */
 /* Descriptors besides the connections' sockets (RLIMIT_NOFILE check). Per
  * engine thread: its ring, eventfd, listeners, spool directory, the segment
  * being written and the segments being read for drains. For the node:
@@ -75,6 +75,7 @@ struct etrnd {
 	struct engine_env env;
 	struct engine_set *eng;
 	struct connlimit *cl;          /* client_connection_limit, node-wide */
+	struct reload *rl;             /* SIGHUP (admin/reload.h) */
 };
 
 static void etrnd_usage(FILE *f)
@@ -113,32 +114,26 @@ static int etrnd_options(int argc, char **argv, struct etrnd_opts *o)
 	return -1;
 }
 
-/* The file, then each -o KEY=VALUE, then the checks across keys. */
+/* The file, then each -o KEY=VALUE, then the checks across keys: as a
+ * reload reads it (admin/reload.h). */
 static void etrnd_config(const struct etrnd_opts *o, struct config *cfg)
 {
 	char err[CONFIG_ERR_MAX + PATH_MAX];
+	struct reload_src src = { o->path, o->over, o->nover };
 
-	config_defaults(cfg);
-	if (config_load(cfg, o->path, err, sizeof(err)))
+	if (reload_read(&src, cfg, err, sizeof(err)))
 		fatal("%s", err);
-	for (unsigned i = 0; i < o->nover; i++) {
-		char key[ETRND_KEY_MAX];
-		const char *eq = strchr(o->over[i], '=');
-		size_t kl = eq ? (size_t)(eq - o->over[i]) : 0;
+}
 
-		if (!eq || kl == 0 || kl >= sizeof(key))
-			fatal("-o %s: want KEY=VALUE", o->over[i]);
-		memcpy(key, o->over[i], kl);
-		key[kl] = '\0';
-		if (config_set(cfg, key, eq + 1, "command line -o", err, sizeof(err)))
-			fatal("%s", err);
-	}
-	if (config_finish(cfg, err, sizeof(err)))
-		fatal("%s", err); /* it names the file, or an activator's FILE:LINE */
-	if (config_check_tls(cfg, err, sizeof(err)))
-		fatal("%s", err);
-	if (smtpd_check_config(cfg, err, sizeof(err)))
-		fatal("%s", err);
+/* SIGHUP's reload: the configuration as read, before etrnd_fit_nofile()
+ * adjusts it; what it acts on is attached once running. */
+static void etrnd_reload_new(struct etrnd *d, const struct etrnd_opts *o)
+{
+	struct reload_src src = { o->path, o->over, o->nover };
+
+	d->rl = reload_new(&src, &d->cfg);
+	if (!d->rl)
+		fatal("out of memory");
 }
 
 /* Descriptors max_connections needs on every thread, with the reserves. */
@@ -286,8 +281,8 @@ static void etrnd_log_started(const struct config *cfg)
 		 cfg->redis.kind == CONFIG_REDIS_NONE ? "none" : cfg->redis.display);
 }
 
-/* Until SIGTERM or SIGINT; SIGUSR1 reopens the log file. */
-static void etrnd_wait(const sigset_t *sigs, const struct config *cfg)
+/* Until SIGTERM or SIGINT; SIGHUP reloads, SIGUSR1 reopens the log file. */
+static void etrnd_wait(const sigset_t *sigs, const struct config *cfg, struct reload *rl)
 {
 	int sig;
 
@@ -299,7 +294,7 @@ static void etrnd_wait(const sigset_t *sigs, const struct config *cfg)
 			continue;
 		}
 		if (sig == SIGHUP) {
-			log_warn("SIGHUP: configuration reload is not implemented yet; ignored");
+			(void)reload_run(rl); /* logs what it did or why not */
 			continue;
 		}
 		log_info("%s: stopping (no new connections; transactions in flight finish within %u ms)",
@@ -313,6 +308,7 @@ static int etrnd_stop(struct etrnd *d)
 {
 	int failed;
 
+	d->rl = reload_free(d->rl);
 	d->cs = ctlsock_stop(d->cs); /* before the engines it asks */
 	failed = engine_stop(d->eng) != 0;
 	/* No engine thread runs any more: no drain is posted from now on, and
@@ -363,9 +359,11 @@ int main(int argc, char **argv)
 		fatal("log = %s: %s", d.cfg.log_file, strerror(-rc));
 	log_init("etrnd", (enum log_level)d.cfg.log_level, d.cfg.log_syslog);
 	etrnd_block_signals(&sigs);
+	etrnd_reload_new(&d, &o);
 	etrnd_fit_nofile(&d.cfg);
 	etrnd_start(&d);
+	reload_attach(d.rl, &(struct reload_live){ d.env.tls_server, d.env.tls_client, d.ctl });
 	etrnd_log_started(&d.cfg);
-	etrnd_wait(&sigs, &d.cfg);
+	etrnd_wait(&sigs, &d.cfg, d.rl);
 	return etrnd_stop(&d);
 }

@@ -30,7 +30,12 @@
  * it); any fixed string of ours. */
 #define TLS_SESSION_CTX "etrnd"
 
+/* ssl is replaced by tls_ctx_swap() (SIGHUP) while engine threads make
+ * connections on it: mu guards the pointer for the moment a connection
+ * takes its own reference (SSL_CTX is reference-counted: each SSL holds
+ * one, so a running session keeps the context it started with). */
 struct tls_ctx {
+	pthread_mutex_t mu;
 	SSL_CTX *ssl;
 	enum tls_role role;
 };
@@ -194,6 +199,8 @@ struct tls_ctx *tls_ctx_new(enum tls_role role, const struct tls_ctx_conf *conf,
 								: TLS_CIPHERS_DEFAULT;
 
 	(void)pthread_once(&tls_bio_once, tls_bio_setup);
+	if (ctx)
+		pthread_mutex_init(&ctx->mu, NULL); /* before any goto fail */
 	if (!ctx || !tls_bio_method) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
@@ -231,8 +238,39 @@ struct tls_ctx *tls_ctx_free(struct tls_ctx *ctx)
 	if (!ctx)
 		return NULL;
 	SSL_CTX_free(ctx->ssl);
+	pthread_mutex_destroy(&ctx->mu);
 	free(ctx);
 	return NULL;
+}
+
+int tls_ctx_swap(struct tls_ctx *ctx, struct tls_ctx *fresh)
+{
+	SSL_CTX *old;
+
+	if (!ctx || !fresh || ctx->role != fresh->role) {
+		(void)tls_ctx_free(fresh);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&ctx->mu);
+	old = ctx->ssl;
+	ctx->ssl = fresh->ssl;
+	pthread_mutex_unlock(&ctx->mu);
+	fresh->ssl = old;
+	/* Drops the context's own reference; sessions on it keep theirs. */
+	(void)tls_ctx_free(fresh);
+	return 0;
+}
+
+/* ctx's current SSL_CTX with a reference of the caller's (SSL_CTX_free). */
+static SSL_CTX *tls_ctx_get(struct tls_ctx *ctx)
+{
+	SSL_CTX *s;
+
+	pthread_mutex_lock(&ctx->mu);
+	s = ctx->ssl;
+	SSL_CTX_up_ref(s);
+	pthread_mutex_unlock(&ctx->mu);
+	return s;
 }
 
 /* ---- connections -------------------------------------------------------- */
@@ -291,6 +329,7 @@ static int tls_conn_host(struct tls_conn *t, const char *host)
 struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *host)
 {
 	struct tls_conn *t = calloc(1, sizeof(*t));
+	SSL_CTX *s;
 	BIO *bio;
 	int r;
 
@@ -299,7 +338,9 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *host)
 	buf_init(&t->out, 0);
 	t->role = ctx->role;
 	t->why = "";
-	t->ssl = SSL_new(ctx->ssl);
+	s = tls_ctx_get(ctx);
+	t->ssl = SSL_new(s); /* takes its own reference */
+	SSL_CTX_free(s);
 	bio = t->ssl ? BIO_new(tls_bio_method) : NULL;
 	if (!bio)
 		goto fail;

@@ -43,6 +43,14 @@ struct tls_ctx *tls_ctx_new(enum tls_role role, const struct tls_ctx_conf *conf,
 		char *err, size_t errlen);
 struct tls_ctx *tls_ctx_free(struct tls_ctx *ctx); /* NULL fine; returns NULL */
 
+/* Reload (SIGHUP): connections made on ctx from now on use fresh's
+ * certificate, key, trust store and ciphers; connections already made keep
+ * the ones they started with until they end (each holds a reference).
+ * fresh (same role) is consumed: freed, also on error. Any thread, while
+ * engine threads make connections on ctx. Returns 0 or -EINVAL (NULL or a
+ * different role; fresh is freed). */
+int tls_ctx_swap(struct tls_ctx *ctx, struct tls_ctx *fresh);
+
 /* What a finished handshake gave, for logs, the Received: header
  * (RFC 3848) and policy. Strings are static or live as long as the
  * connection. */
