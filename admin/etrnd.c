@@ -363,6 +363,8 @@ int main(int argc, char **argv)
 		if (engine_tls_new(&d.cfg, &d.env, err, sizeof(err)))
 			fatal("%s", err);
 		engine_tls_free(&d.env);
+		if (privs_check_config(&d.cfg, err, sizeof(err)))
+			fatal("%s", err);
 		config_free(&d.cfg);
 		return 0;
 	}

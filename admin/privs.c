@@ -43,23 +43,24 @@ static int privs_fail(char *err, size_t errlen, const char *fmt, ...)
 }
 
 /* One spool path: owned by uid; a directory also writable by its owner
- * alone. A file's mode is the spool's business (it creates them 0640). */
-static int privs_check_path(const char *path, uid_t uid, char *err, size_t errlen)
+ * alone. A file's mode is the spool's business (it creates them 0640).
+ * follow: stat, not lstat (spool_dir itself may be a symlink); *st is
+ * what was found. */
+static int privs_check_path(const char *path, uid_t uid, int follow, struct stat *st,
+			    char *err, size_t errlen)
 {
-	struct stat st;
-
-	if (lstat(path, &st))
+	if (follow ? stat(path, st) : lstat(path, st))
 		return privs_fail(err, errlen, "spool_dir: %s: %s", path, strerror(errno));
-	if (st.st_uid != uid)
+	if (st->st_uid != uid)
 		return privs_fail(err, errlen,
 				  "spool_dir: %s is owned by uid %u, etrnd runs as uid %u: "
 				  "chown -R the spool to the run user",
-				  path, (unsigned)st.st_uid, (unsigned)uid);
-	if (S_ISDIR(st.st_mode) && (st.st_mode & PRIVS_BAD_MODE))
+				  path, (unsigned)st->st_uid, (unsigned)uid);
+	if (S_ISDIR(st->st_mode) && (st->st_mode & PRIVS_BAD_MODE))
 		return privs_fail(err, errlen,
 				  "spool_dir: %s has mode %04o: other users may write it, "
 				  "refusing to run (chmod go-w it)",
-				  path, (unsigned)(st.st_mode & 07777));
+				  path, (unsigned)(st->st_mode & 07777));
 	return 0;
 }
 
@@ -68,6 +69,7 @@ static int privs_check_tree(const char *dir, uid_t uid, int depth, char *err,
 			    size_t errlen)
 {
 	char path[PATH_MAX];
+	struct stat st;
 	struct dirent *de;
 	DIR *d = opendir(dir);
 	int rc = 0;
@@ -82,8 +84,8 @@ static int privs_check_tree(const char *dir, uid_t uid, int depth, char *err,
 					de->d_name);
 			break;
 		}
-		rc = privs_check_path(path, uid, err, errlen);
-		if (rc == 0 && depth > 0 && de->d_type == DT_DIR)
+		rc = privs_check_path(path, uid, 0, &st, err, errlen);
+		if (rc == 0 && depth > 0 && S_ISDIR(st.st_mode))
 			rc = privs_check_tree(path, uid, depth - 1, err, errlen);
 	}
 	closedir(d);
@@ -96,7 +98,7 @@ int privs_check_spool(const char *dir, uid_t uid, char *err, size_t errlen)
 
 	if (stat(dir, &st) && errno == ENOENT)
 		return 0;
-	if (privs_check_path(dir, uid, err, errlen))
+	if (privs_check_path(dir, uid, 1, &st, err, errlen))
 		return -1;
 	/* spool/<shard>/<segment>: shards one level down, their files two. */
 	return privs_check_tree(dir, uid, 1, err, errlen);
@@ -172,6 +174,13 @@ static int privs_switch(const struct privs *p, char *err, size_t errlen)
 	return privs_dumpable(err, errlen);
 }
 
+int privs_check_config(const struct config *cfg, char *err, size_t errlen)
+{
+	struct privs p;
+
+	return cfg->user[0] ? privs_lookup(&p, cfg->user, err, errlen) : 0;
+}
+
 int privs_prepare(struct privs *p, const struct config *cfg, char *err, size_t errlen)
 {
 	uid_t euid = geteuid();
@@ -199,7 +208,7 @@ static int privs_verify(const struct privs *p, char *err, size_t errlen)
 {
 	uid_t r, e, s;
 	gid_t rg, eg, sg;
-	uint64_t ceff, cperm;
+	uint64_t ceff = 0, cperm = 0;
 
 	if (getresuid(&r, &e, &s) || getresgid(&rg, &eg, &sg))
 		return privs_fail(err, errlen, "user = %s: getresuid: %s", p->name, strerror(errno));

@@ -45,6 +45,10 @@ int privs_prepare(struct privs *p, const struct config *cfg, char *err, size_t e
  */
 int privs_finish(const struct privs *p, char *err, size_t errlen);
 
+/* For etrnd -t: cfg->user names an existing user other than root (or is
+ * unset). Returns 0, or -1 with err set. */
+int privs_check_config(const struct config *cfg, char *err, size_t errlen);
+
 /*
  * The spool check alone (privs_prepare() runs it): dir, each directory in
  * it (the shards) and each entry of those must be owned by uid, and dir

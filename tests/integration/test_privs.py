@@ -179,6 +179,26 @@ class PrivsTest(unittest.TestCase):
             with self.subTest(name):
                 self.refused(user, setup, want)
 
+    def test_check_only_names_a_bad_user(self):
+        """etrnd -t (systemd's ExecStartPre): an unknown user or root is a
+        config error, an existing user passes; no spool is looked at."""
+        for user, want_rc, want in (("no-such-user-p1", 2, "user = no-such-user-p1: no such user"),
+                                    ("root", 2, "user = root: that is root"),
+                                    (RUN_USER, 0, "")):
+            with self.subTest(user):
+                d = self.etrnd_dir()
+                e = h.Etrnd(tmpdir=d, user=user, spool_dir="/nonexistent/spool")
+                e.port = h.free_port()
+                e.write_config()
+                p = subprocess.run([e.bin, "-t", "-c", e.conf_path], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, env=e.env, timeout=REFUSE_WAIT_S)
+                out = p.stdout.decode("utf-8", "replace")
+                self.assertEqual(p.returncode, want_rc, out)
+                self.assertIn(want, out)
+                if not want:
+                    self.assertEqual(out, "")
+                shutil.rmtree(d)
+
     def test_root_without_user_warns(self):
         d = self.etrnd_dir()
         e = h.Etrnd(tmpdir=d)
