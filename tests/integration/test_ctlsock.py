@@ -85,8 +85,6 @@ class TestCtlSock(CtlCase):
 
         w = threading.Thread(target=watch)
         w.start()
-        # The spool under the normal umask: etrnd refuses one others may write.
-        os.makedirs(e.spool_dir, exist_ok=True)
         old = os.umask(0)
         try:
             e.start()
