@@ -367,6 +367,16 @@ struct engine_set *engine_start(const struct engine_env *env)
 	return engine_free(s);
 }
 
+unsigned engine_count(const struct engine_set *s)
+{
+	return s->n;
+}
+
+struct loop *engine_loop(const struct engine_set *s, unsigned i)
+{
+	return s->eng[i].loop;
+}
+
 int engine_stop(struct engine_set *s)
 {
 	int failed = 0;

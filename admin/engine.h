@@ -18,6 +18,7 @@ struct resolver;
 struct epoch;
 struct budget;
 struct tls_ctx;
+struct loop;
 
 /* What every engine thread shares; each must outlive the engine set. */
 struct engine_env {
@@ -67,6 +68,13 @@ struct engine_set *engine_start(const struct engine_env *env);
  * ended with an error. The resolver may still answer a drain's look-up:
  * call drain_hub_quiesce() and resolver_free() before engine_free(). */
 int engine_stop(struct engine_set *s);
+
+/* The number of engine threads, and thread i's loop (i < engine_count()),
+ * for loop_post() from another thread (admin/sdnotify.c's liveness pings).
+ * Valid from engine_start() until engine_free(); loop_post() refuses once
+ * engine_stop() has ended the loop. */
+unsigned engine_count(const struct engine_set *s);
+struct loop *engine_loop(const struct engine_set *s, unsigned i);
 
 /* Free the loops and drainers, once nothing can post to them (each
  * thread's scheduler was freed when its loop finished; a look-up of it

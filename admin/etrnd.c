@@ -21,7 +21,9 @@
 #include "admin/ctl_requests.h"
 #include "core/domtab.h"
 #include "admin/engine.h"
+#include "admin/privs.h"
 #include "admin/reload.h"
+#include "admin/sdnotify.h"
 #include "core/addrtab.h"
 #include "core/budget.h"
 #include "core/config.h"
@@ -76,6 +78,8 @@ struct etrnd {
 	struct engine_set *eng;
 	struct connlimit *cl;          /* client_connection_limit, node-wide */
 	struct reload *rl;             /* SIGHUP (admin/reload.h) */
+	struct privs privs;            /* the run user (admin/privs.h) */
+	struct sdnotify *sdn;          /* systemd's notify and watchdog */
 };
 
 static void etrnd_usage(FILE *f)
@@ -214,6 +218,10 @@ static void etrnd_start(struct etrnd *d)
 
 	if (loop_probe_listen(cfg, err, sizeof(err)))
 		fatal("%s", err);
+	/* Before any thread: they all run as the run user, so every file
+	 * (spool, control socket) is its; root is kept for the binds alone. */
+	if (privs_prepare(&d->privs, cfg, err, sizeof(err)))
+		fatal("%s", err);
 	d->ep = epoch_new(cfg->threads + 1); /* + the control socket thread */
 	d->dt = d->ep ? domtab_live_new(NULL, d->ep) : NULL;
 	d->ds = domstat_new(ETRND_DOMSTAT_DOMAINS);
@@ -268,6 +276,8 @@ static void etrnd_start(struct etrnd *d)
 		d->ctl = control_stop(d->ctl);
 		fatal("could not start; see the errors above");
 	}
+	if (privs_finish(&d->privs, err, sizeof(err)))
+		fatal("%s", err);
 	control_set_drain(d->ctl, ctl_requests_redis_drain, d->hub);
 }
 
@@ -308,9 +318,11 @@ static int etrnd_stop(struct etrnd *d)
 {
 	int failed;
 
+	sdnotify_stopping(d->sdn);
 	d->rl = reload_free(d->rl);
 	d->cs = ctlsock_stop(d->cs); /* before the engines it asks */
 	failed = engine_stop(d->eng) != 0;
+	d->sdn = sdnotify_free(d->sdn); /* its last pings ran or were refused */
 	/* No engine thread runs any more: no drain is posted from now on, and
 	 * look-ups still pending end their drains (-ECANCELED), on the
 	 * resolver's thread, which is joined before the loops are freed; a
@@ -352,6 +364,8 @@ int main(int argc, char **argv)
 		if (engine_tls_new(&d.cfg, &d.env, err, sizeof(err)))
 			fatal("%s", err);
 		engine_tls_free(&d.env);
+		if (privs_check_config(&d.cfg, err, sizeof(err)))
+			fatal("%s", err);
 		config_free(&d.cfg);
 		return 0;
 	}
@@ -364,6 +378,13 @@ int main(int argc, char **argv)
 	etrnd_start(&d);
 	reload_attach(d.rl, &(struct reload_live){ d.env.tls_server, d.env.tls_client, d.ctl });
 	etrnd_log_started(&d.cfg);
+	{
+		char err[CONFIG_ERR_MAX];
+
+		d.sdn = sdnotify_start(d.eng, err, sizeof(err));
+		if (!d.sdn)
+			fatal("%s", err);
+	}
 	etrnd_wait(&sigs, &d.cfg, d.rl);
 	return etrnd_stop(&d);
 }

@@ -187,7 +187,7 @@ ETRND_RUNS=0
 etrnd_start() { # [key=value...]; fresh spool unless KEEP_SPOOL=1
 	ETRND_PORT=$(free_port)
 	[[ ${KEEP_SPOOL:-0} == 1 ]] || rm -rf "$WORK/spool"
-	mkdir -p "$WORK/spool"
+	mkdir -p -m 0750 "$WORK/spool" # etrnd refuses a spool others may write
 	{
 		echo "listen = 127.0.0.1:$ETRND_PORT"
 		echo "spool_dir = $WORK/spool"

@@ -17,6 +17,7 @@ PKGS=(
 	libjemalloc-dev
 	libhiredis-dev
 	libc-ares-dev     # the resolver (core/resolver.c)
+	libsystemd-dev    # sd_notify: Type=notify and the watchdog (admin/sdnotify.c)
 	libcriterion-dev
 	redis-server
 	swaks

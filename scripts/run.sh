@@ -21,7 +21,8 @@ for f in build/etrnd build/etrnctl; do
 		exit 1
 	fi
 done
-mkdir -p var/spool var/redis
+mkdir -p var/redis
+mkdir -p -m 0750 var/spool # etrnd refuses a spool others may write (umask 002)
 
 REDIS_PID=
 ETRND_PID=

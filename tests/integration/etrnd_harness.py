@@ -883,7 +883,8 @@ class Etrnd:
             return ""
 
     def start(self):
-        os.makedirs(self.spool_dir, exist_ok=True)
+        # 0750 whatever the umask: etrnd refuses a spool others may write.
+        os.makedirs(self.spool_dir, mode=0o750, exist_ok=True)
         # The port is free when chosen but another process could take it
         # before etrnd binds it: retry a few times on a bind failure.
         for attempt in range(3):

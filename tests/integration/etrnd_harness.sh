@@ -70,7 +70,7 @@ h_start_etrnd() {
 	ETRND_SPOOL=$H_TMP/spool
 	ETRND_STDERR=$H_TMP/etrnd.stderr
 	ETRND_PORT=$(h_free_port)
-	mkdir -p "$ETRND_SPOOL"
+	mkdir -p -m 0750 "$ETRND_SPOOL" # etrnd refuses a spool others may write
 	# Defaults, then the caller's keys (a key given twice is written once).
 	local -a keys=(listen threads hostname spool_dir relay_domains sync shutdown_timeout)
 	local -A val=(

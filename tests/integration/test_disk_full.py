@@ -25,7 +25,7 @@ class DiskFullTest(unittest.TestCase):
         self.dir = tempfile.mkdtemp(prefix="etrnd-full-")
         self.mnt = os.path.join(self.dir, "spool")
         os.makedirs(self.mnt)
-        p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + TMPFS_SIZE,
+        p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + TMPFS_SIZE + ",mode=0700",
                             "tmpfs", self.mnt], stderr=subprocess.PIPE)
         if p.returncode != 0:
             os.rmdir(self.mnt)

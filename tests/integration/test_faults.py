@@ -176,7 +176,7 @@ class MountTest(unittest.TestCase):
 
 class DiskFullTest(MountTest):
     def test_disk_full_under_load_then_space_freed(self):
-        self.mount("-t", "tmpfs", "-o", "size=" + TMPFS_SIZE, "tmpfs")
+        self.mount("-t", "tmpfs", "-o", "size=" + TMPFS_SIZE + ",mode=0700", "tmpfs")
         ballast = os.path.join(self.mnt, "ballast")
         e, load = self.start_under_load(segment_size="1M")
         try:
