@@ -27,6 +27,8 @@ PKGS=(
 	python3
 	python3-aiosmtpd
 	postfix           # smtp-source, smtp-sink
+	mandoc            # mandoc -T lint of etc/man (tests/integration/test_install.sh)
+	man-db            # man -l renders the installed pages (the same test)
 )
 
 installed() {
