@@ -103,8 +103,12 @@ if ! grep -Eq "^[[:space:]]*tls_cert_file[[:space:]]*=" "$CONF"; then
 		echo "run.sh: made a self-signed certificate for $CN in $TLS_DIR/"
 	fi
 	TLS_OPTS=(-o "tls_cert_file=$TLS_DIR/cert.pem" -o "tls_key_file=$TLS_DIR/key.pem")
-	grep -Eq "^[[:space:]]*listen_tls[[:space:]]*=" "$CONF" || TLS_OPTS+=(-o listen_tls=127.0.0.1:4650)
-	echo "TLS with $TLS_DIR/cert.pem: implicit TLS on 127.0.0.1:4650. Try: openssl s_client -connect 127.0.0.1:4650 -quiet"
+	if grep -Eq "^[[:space:]]*listen_tls[[:space:]]*=" "$CONF"; then
+		echo "TLS with $TLS_DIR/cert.pem (STARTTLS, and listen_tls as $CONF says)"
+	else
+		TLS_OPTS+=(-o listen_tls=127.0.0.1:4650)
+		echo "TLS with $TLS_DIR/cert.pem: implicit TLS on 127.0.0.1:4650. Try: openssl s_client -connect 127.0.0.1:4650 -quiet"
+	fi
 fi
 
 # On-Demand Mail Relay (RFC 2645) out of the box: the ODMR listener on
