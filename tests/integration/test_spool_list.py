@@ -10,7 +10,6 @@ a private redis-server and customer server; every process stopped by PID."""
 
 import os
 import re
-import smtplib
 import subprocess
 import tempfile
 import time
@@ -18,9 +17,9 @@ import unittest
 
 import etrnd_harness as h
 from customer_server import CustomerServer
+from test_outbound import send as outbound_send
 from test_redis import Redis, etrnctl, wait_code
 
-QUEUED_RE = re.compile(rb"queued as ([0-9A-F]{14})")
 # QID STATE TIME SIZE <SENDER> NRCPT <RCPT>[(STATE)]...
 LIST_RE = re.compile(r"^([0-9A-F]{14}) (\S+) (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z) "
                      r"(\d+) <([^>]*)> (\d+)((?: <[^>]*>(?:\([a-z]+\))?)+)$")
@@ -30,19 +29,7 @@ WAIT_S = 30
 
 def send(e, rcpts, tag):
     """One message from s@example.org to rcpts; its queue id."""
-    body = ("From: s@example.org\r\nSubject: %s\r\nMessage-ID: <%s@x>\r\n\r\n%s\r\n"
-            % (tag, tag, tag)).encode()
-    with smtplib.SMTP(h.HOST, e.port, timeout=15) as s:
-        s.ehlo("sender.test")
-        s.mail("s@example.org")
-        for r in rcpts:
-            code, msg = s.rcpt(r)
-            if code != 250:
-                raise AssertionError("RCPT %s: %d %r" % (r, code, msg))
-        code, msg = s.data(body)
-        if code != 250:
-            raise AssertionError("DATA: %d %r" % (code, msg))
-        return QUEUED_RE.search(msg).group(1).decode()
+    return outbound_send(e.port, "s@example.org", rcpts, tag)
 
 
 class SpoolListTest(unittest.TestCase):
