@@ -11,7 +11,8 @@
 # build/etrnctl, and the redis-server is stopped (by PID) when etrnd exits.
 # Ctrl-C (SIGINT) or SIGTERM stops both, etrnd first (the transactions in
 # flight finish), then redis-server; the script then exits with etrnd's own
-# status, 0 after a clean stop, so `make run` reports no error.
+# status, 0 after a clean stop, so `make run` reports no error (and, on a
+# terminal, where Ctrl-C reaches etrnd alone, make exits 0 too).
 #
 # Other places (tests/integration/test_run_script.py): RUN_BUILD (default
 # build) holds etrnd and etrnctl, RUN_CONF (default etc/etrnd.conf) is the
@@ -46,11 +47,51 @@ stop_pid() {
 	done
 	kill -KILL "$1" 2>/dev/null || true
 }
+# On a terminal, etrnd runs as the terminal's foreground process group, so
+# Ctrl-C reaches etrnd alone and not make, which would otherwise end by the
+# signal (exit 130) however cleanly etrnd stopped. TTY_PGRP is the group to
+# give the terminal back to at the end (make's), set only when that group
+# holds the terminal now; TTY_EXEC starts etrnd in a group of its own that
+# takes the terminal before etrnd runs (SIGTTOU ignored for that: the
+# caller's group holds it; SIGINT back to default, which a background job
+# of a script would otherwise inherit as ignored; /dev/tty, since such a
+# job's stdin is /dev/null). python3 -S: no site packages, a faster start.
+TTY_PGRP=
+TTY_EXEC=()
+tty_give() {
+	python3 -S -c 'import os, signal, sys
+signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+try:
+    fd = os.open("/dev/tty", os.O_RDWR)
+    os.tcsetpgrp(fd, int(sys.argv[1]))
+except OSError:
+    pass' "$1" || true
+}
+if [[ -t 0 ]] && command -v python3 >/dev/null; then
+	TTY_PGRP=$(python3 -S -c 'import os; g = os.getpgrp(); print(g if os.tcgetpgrp(0) == g else "")' 2>/dev/null) || TTY_PGRP=
+fi
+if [[ -n $TTY_PGRP ]]; then
+	TTY_EXEC=(python3 -S -c 'import os, signal, sys
+os.setpgid(0, 0)
+signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+try:
+    fd = os.open("/dev/tty", os.O_RDWR)
+    os.tcsetpgrp(fd, os.getpgrp())
+    os.close(fd)
+except OSError:
+    pass
+for s in (signal.SIGTTOU, signal.SIGINT):
+    signal.signal(s, signal.SIG_DFL)
+os.execvp(sys.argv[1], sys.argv[1:])')
+fi
 stop_all() {
 	local pid
 	for pid in $ETRND_PID $REDIS_PID; do
 		stop_pid "$pid"
 	done
+	if [[ -n $TTY_PGRP ]]; then
+		tty_give "$TTY_PGRP"
+	fi
 }
 trap stop_all EXIT
 # A stop signal during start-up ends it (exit 0: the user asked for it and
@@ -133,7 +174,7 @@ fi
 echo "etrnd on 127.0.0.1:2525 (spool var/spool). Try: swaks --server 127.0.0.1:2525 --to user@demo.test --from you@example.org   then: build/etrnd-spool list var/spool"
 echo "Provision more: build/etrnctl domain add customer.example --dest mail.customer.example:25"
 echo "Not an open relay: swaks --server 127.0.0.1:2525 --to someone@example.org   gets 550 5.7.1 Relay access denied (mynetworks is empty)"
-"$BUILD/etrnd" -c "$CONF" "${TLS_OPTS[@]}" "${ODMR_OPTS[@]}" "${SUB_OPTS[@]}" &
+"${TTY_EXEC[@]}" "$BUILD/etrnd" -c "$CONF" "${TLS_OPTS[@]}" "${ODMR_OPTS[@]}" "${SUB_OPTS[@]}" &
 ETRND_PID=$!
 # A trapped signal cuts wait short (status > 128) while etrnd still stops:
 # wait again until it is gone. Bash keeps a background job's status, so the

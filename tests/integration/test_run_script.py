@@ -1,14 +1,17 @@
 # SPDX-License-Identifier: MIT
 """scripts/run.sh, what `make run` runs, stops cleanly (issue 15 item 7):
-SIGTERM to the script, Ctrl-C (SIGINT to its whole process group) and
-SIGTERM to the script under make each end with exit status 0, no make
-error, and neither its redis-server nor its etrnd left running; the message
+SIGTERM to the script, Ctrl-C (SIGINT to its whole process group),
+SIGTERM to the script under make, and Ctrl-C typed on the terminal
+(a pseudo-terminal) of `make` each end with exit status 0 (make's own too),
+no make error, and neither its redis-server nor its etrnd left running; the message
 accepted before the stop is in the spool. Run with RUN_BUILD (this build),
 RUN_CONF (a config on free loopback ports) and RUN_VAR (a temp dir), so it
 never touches the checkout's var/ or make run's ports."""
 
 import os
+import pty
 import re
+import select
 import shutil
 import signal
 import smtplib
@@ -119,7 +122,9 @@ class RunScriptTest(unittest.TestCase):
             self.assertLess(time.monotonic(), deadline, self.output())
             time.sleep(0.2)
         redis = int(REDIS_PID_RE.search(self.output()).group(1))
-        return redis, self.etrnd_pid(p.pid)
+        etrnd = self.etrnd_pid(p.pid)
+        self.pids += [redis, etrnd]  # killed by cleanup if a check fails
+        return redis, etrnd
 
     def etrnd_pid(self, top):
         """etrnd below top (run.sh, or make's child run.sh)."""
@@ -131,10 +136,10 @@ class RunScriptTest(unittest.TestCase):
             todo.extend(children(pid))
         self.fail("no etrnd below %d: %r" % (top, self.output()))
 
-    def check_stopped(self, p, redis, etrnd):
-        self.pids += [redis, etrnd]
-        rc = p.wait(timeout=STOP_WAIT_S)
-        out = self.output()
+    def check_stopped(self, p, redis, etrnd, rc=None, out=None):
+        if rc is None:
+            rc = p.wait(timeout=STOP_WAIT_S)
+            out = self.output()
         self.assertEqual(rc, 0, out)
         self.assertNotIn(b"Error", out)
         self.assertFalse(alive(etrnd), "etrnd %d still runs" % etrnd)
@@ -170,6 +175,91 @@ class RunScriptTest(unittest.TestCase):
         self.assertEqual(len(scripts), 1, self.output())
         os.kill(scripts[0], signal.SIGTERM)
         self.check_stopped(p, redis, etrnd)
+
+    def test_ctrl_c_on_terminal_make_exits_0(self):
+        make = shutil.which("make")
+        if make is None:
+            self.skipTest("make is not installed")
+        mk = os.path.join(self.tmp, "Makefile")
+        with open(mk, "w") as f:
+            f.write("run:\n\tbash scripts/run.sh\n")
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: make, on the pseudo-terminal
+            try:
+                os.chdir(h.env_path("ETRND_SOURCE_DIR"))
+                os.execvpe(make, [make, "--no-print-directory", "-f", mk, "run"], self.env)
+            finally:
+                os._exit(127)
+        self.pids.append(pid)
+        term = PtyReader(fd)
+        self.addCleanup(term.close)
+        p = PtyChild(pid, term)
+        self.output = term.text
+        redis, etrnd = self.wait_up(p)
+        os.write(fd, b"\x03")  # Ctrl-C: SIGINT to the terminal's foreground group
+        rc = p.wait(STOP_WAIT_S)
+        self.check_stopped(p, redis, etrnd, rc, term.text())
+        # etrnd got the Ctrl-C itself: it held the terminal, not make.
+        self.assertIn(b"SIGINT: stopping", term.text())
+
+
+class PtyReader:
+    """What a pseudo-terminal's child wrote, read as it comes (the child
+    blocks when nobody reads)."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.buf = b""
+
+    def pump(self, seconds):
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            r, _, _ = select.select([self.fd], [], [], max(left, 0))
+            if not r:
+                return
+            try:
+                data = os.read(self.fd, 65536)
+            except OSError:  # EIO: the child side is closed
+                return
+            if not data:
+                return
+            self.buf += data
+
+    def text(self):
+        self.pump(0)
+        return self.buf
+
+    def close(self):
+        os.close(self.fd)
+
+
+class PtyChild:
+    """The parts of Popen that RunScriptTest uses, for a pty.fork() child."""
+
+    def __init__(self, pid, term):
+        self.pid = pid
+        self.term = term
+        self.rc = None
+
+    def poll(self):
+        self.term.pump(0)
+        if self.rc is None:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                self.rc = os.waitstatus_to_exitcode(status)
+        return self.rc
+
+    def wait(self, timeout):
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                raise AssertionError("make still runs after %.0f s" % timeout)
+            self.term.pump(0.1)
+        return self.rc
+
+    def kill(self):
+        os.kill(self.pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":
