@@ -4,6 +4,10 @@
 # is missing. Fast when everything is there: dpkg-query checks, no network.
 # Postfix is installed only for its smtp-source/smtp-sink test tools, with
 # "No configuration", so it does not become this machine's mail server.
+# redis-server is installed for the private instances that make run and the
+# tests start on unix sockets; the system-wide one Debian's package starts
+# and enables (port 6379) is stopped and disabled when this script installs
+# the package (a redis-server that was already here is left alone).
 set -euo pipefail
 
 # Debian package for each thing we need.
@@ -33,6 +37,20 @@ PKGS=(
 
 installed() {
 	[[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]
+}
+
+# Debian's postinst starts redis-server.service and enables it at boot: a
+# second Redis on 6379 that nothing of ours uses. Stop and disable it, with
+# systemd when it runs the machine, else with the sysv scripts (containers).
+disable_system_redis() {
+	if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
+		$SUDO systemctl disable --now redis-server.service >/dev/null 2>&1 || true
+	else
+		$SUDO service redis-server stop >/dev/null 2>&1 || true
+		$SUDO update-rc.d redis-server disable >/dev/null 2>&1 || true
+	fi
+	echo "deps.sh: stopped and disabled the system-wide redis-server" \
+		"(make run and the tests start their own on a unix socket)"
 }
 
 if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
@@ -75,6 +93,9 @@ else
 			echo "deps.sh: $p still not installed" >&2
 			exit 1
 		fi
+		if [[ $p == redis-server ]]; then
+			disable_system_redis
+		fi
 	done
 	echo "deps.sh: installed ${missing[*]}"
 fi
@@ -87,13 +108,20 @@ done
 # Nothing of ours should make this machine listen on port 25. Debian's "No
 # configuration" postfix does not start; if something listens anyway, say so
 # (and leave it alone: it is not ours to stop).
-port25_listening() {
-	# /proc/net/tcp{,6}: local address column ends in :0019 (25), state 0A
-	# is LISTEN.
-	awk 'NR > 1 && $4 == "0A" && $2 ~ /:0019$/ { found = 1 } END { exit !found }' \
-		/proc/net/tcp /proc/net/tcp6 2>/dev/null
+port_listening() {
+	# /proc/net/tcp{,6}: local address column ends in :PORT in 4 hex
+	# digits (0019 is 25), state 0A is LISTEN.
+	awk -v port=":$1" 'NR > 1 && $4 == "0A" && substr($2, length($2) - 4) == port { found = 1 }
+		END { exit !found }' /proc/net/tcp /proc/net/tcp6 2>/dev/null
 }
-if port25_listening; then
+if port_listening 0019; then
 	echo "deps.sh: warning: something listens on TCP port 25 (a system MTA?);" \
 		"etrnd's tests use other ports and do not touch it" >&2
+fi
+# A redis-server that was here before this script (so left running by it):
+# etrnd does not use it; say so, since a second Redis confuses newcomers.
+if port_listening 18EB; then
+	echo "deps.sh: note: a system-wide redis-server listens on port 6379; etrnd" \
+		"does not use it (make run and the tests start their own). To stop it:" \
+		"systemctl disable --now redis-server" >&2
 fi

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * etrnd-spool: offline inspection of a spool directory (stats, list, show,
- * json; every record type, SCHED included). Reads segments with spool_read
+ * json; every record type, SCHED included); list and show say each
+ * message's state (store/spool_state.h). Reads segments with spool_read
  * and never writes to the spool, so it is safe next to a running etrnd (a
  * record being appended shows as a torn tail). Exit status: 0 fine, 1 an
  * error (unreadable directory or segment, queue id not found), 2 usage, 3
@@ -20,6 +21,7 @@
 
 #include "store/spool_read.h"
 #include "store/spool_rec.h"
+#include "store/spool_state.h"
 
 #define TOOL_NAME "etrnd-spool"
 #define TOOL_EXIT_OK 0
@@ -38,20 +40,18 @@
 #define OUT_BUF_SIZE (1u << 20)
 #define B64_CHUNK 49152 /* input bytes per output flush; multiple of 3 */
 #define US_PER_S 1000000ull
-#define SHOW_DONES_MIN 16
 #define SHOW_SCHEDS_MIN 4
 #define NAMES_MIN 16
 
 enum tool_cmd { CMD_STATS, CMD_LIST, CMD_SHOW, CMD_JSON };
 
+/* list reads each shard twice: the states first (a message's DONEs come
+ * after its MSG), then the messages with them. */
+enum tool_pass { PASS_ONLY, PASS_STATE, PASS_PRINT };
+
 struct shard_stats {
 	uint64_t segments, records, msg, done, note, sched, bytes;
 	uint64_t torn_segments, torn_bytes, bad_regions;
-};
-
-struct done_ent {
-	uint32_t rcpt;
-	enum spool_done_status status;
 };
 
 /* show: the last SCHED per domain after the message's first copy (what
@@ -75,6 +75,12 @@ struct rec_view {
 
 struct tool {
 	enum tool_cmd cmd;
+	enum tool_pass pass;
+	int all;                /* list --all: finished messages too */
+	const char *spool_dir;
+	const char *qid_arg;    /* show: the queue id as given */
+	struct spool_state *state; /* list: the shard's message states;
+	                              show: the one message's */
 	const char *path;       /* segment being read */
 	unsigned shard;
 	int damage;
@@ -87,8 +93,6 @@ struct tool {
 	char *found_payload;    /* a copy: payloads live only in the callback */
 	char *found_path;
 	uint64_t found_off;
-	struct done_ent *dones;
-	size_t ndone, done_cap;
 	int delay_warned;       /* a NOTE(delay warned) for want_id */
 	struct sched_ent *scheds;
 	size_t nsched, sched_cap;
@@ -98,9 +102,11 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: " TOOL_NAME " stats SPOOL_DIR\n"
-		"       " TOOL_NAME " list SPOOL_DIR\n"
+		"       " TOOL_NAME " list [--all] SPOOL_DIR\n"
 		"       " TOOL_NAME " show SPOOL_DIR QUEUE_ID\n"
-		"       " TOOL_NAME " json SPOOL_DIR\n");
+		"       " TOOL_NAME " json SPOOL_DIR\n"
+		"list shows live mail (held, deferred); --all adds the delivered,\n"
+		"bounced, expired and finished (mixed) messages still on disk.\n");
 }
 
 static const char *rec_why(int why)
@@ -118,12 +124,7 @@ static const char *rec_why(int why)
 
 static const char *done_status_name(enum spool_done_status s)
 {
-	switch (s) {
-	case SPOOL_DONE_DELIVERED: return "delivered";
-	case SPOOL_DONE_BOUNCED: return "bounced";
-	case SPOOL_DONE_EXPIRED: return "expired";
-	}
-	return "unknown";
+	return spool_state_rcpt_name((uint8_t)s);
 }
 
 static const char *note_kind_name(enum spool_note_kind k)
@@ -244,28 +245,84 @@ static void report_bad_payload(struct tool *t, uint64_t off, uint32_t len)
 static void on_bad(void *arg, uint64_t off, uint64_t len, int why)
 {
 	struct tool *t = arg;
+	if (t->pass == PASS_PRINT)
+		return; /* said in the first pass */
 	fprintf(stderr, TOOL_NAME ": %s: offset %" PRIu64
 			": %s (%" PRIu64 " bytes skipped)\n", t->path, off,
 			rec_why(why), len);
 	t->damage = 1;
 }
 
+/* One line per message: queue id, state, arrival, size, sender, the
+ * number of recipients and each recipient, followed by its own state in
+ * parentheses where that differs from the message's. */
 static void print_msg_list(const struct spool_rec_hdr *hdr,
-		const struct spool_rec_msg *m)
+		const struct spool_rec_msg *m, enum spool_state_kind kind,
+		const uint8_t *rcpts)
 {
 	char qid[QID_TEXT_SIZE], when[ISO_TIME_SIZE], a[PRINTABLE_MAX];
 	size_t cur = 0;
 
 	spool_msgid_format(hdr->msgid, qid, sizeof qid);
 	iso_time(when, sizeof when, hdr->time_us);
-	printf("%s %s %zu <%s> %" PRIu32, qid, when, m->body_len,
+	printf("%s %s %s %zu <%s> %" PRIu32, qid, spool_state_name(kind),
+			when, m->body_len,
 			printable(a, sizeof a, m->sender.p, m->sender.len),
 			m->nrcpt);
 	for (uint32_t i = 0; i < m->nrcpt; i++) {
 		struct spool_rec_addr r = spool_rec_msg_rcpt_next(m, &cur);
 		printf(" <%s>", printable(a, sizeof a, r.p, r.len));
+		/* Where the message's state does not say it: a done
+		 * recipient of a live or a finished (mixed) message. */
+		if (rcpts[i] != SPOOL_STATE_RCPT_PENDING &&
+		    (spool_state_live(kind) || kind == SPOOL_STATE_FINISHED))
+			printf("(%s)", spool_state_rcpt_name(rcpts[i]));
 	}
 	putchar('\n');
+}
+
+/* list's first pass, and show: what each record does to its message's
+ * state (t->state). Only -ENOMEM is an error; the rest is what recovery
+ * ignores too. */
+static int state_track(struct tool *t, const struct spool_rec_hdr *hdr,
+		const struct rec_view *v)
+{
+	int r = 0;
+
+	switch (hdr->type) {
+	case SPOOL_REC_MSG:
+		r = spool_state_msg(t->state, hdr->msgid, v->m.nrcpt);
+		break;
+	case SPOOL_REC_DONE:
+		r = spool_state_done(t->state, hdr->msgid, v->rcpt, v->status);
+		break;
+	case SPOOL_REC_SCHED:
+		r = spool_state_sched(t->state, hdr->msgid);
+		break;
+	}
+	return r == -ENOMEM ? r : 0;
+}
+
+/* list, second pass: each message once (its first copy), with its state;
+ * finished ones only with --all. A message written between the passes is
+ * known only from now: held, nothing done. */
+static int list_print(struct tool *t, const struct spool_rec_hdr *hdr,
+		const struct rec_view *v)
+{
+	enum spool_state_kind kind;
+	const uint8_t *rcpts;
+
+	if (hdr->type != SPOOL_REC_MSG)
+		return 0;
+	int r = spool_state_msg(t->state, hdr->msgid, v->m.nrcpt);
+	if (r == -ENOMEM)
+		return r;
+	if (spool_state_visit(t->state, hdr->msgid) != 1 ||
+	    spool_state_get(t->state, hdr->msgid, &kind, &rcpts, NULL) < 0)
+		return 0; /* a later copy, or no recipients (damage) */
+	if (spool_state_live(kind) || t->all)
+		print_msg_list(hdr, &v->m, kind, rcpts);
+	return 0;
 }
 
 static const char *rec_type_name(uint8_t type)
@@ -352,21 +409,6 @@ static void *grow(void *v, size_t n, size_t *cap, size_t elem, size_t first)
 	return nv;
 }
 
-static int show_keep_done(struct tool *t, uint32_t rcpt,
-		enum spool_done_status status)
-{
-	struct done_ent *d = grow(t->dones, t->ndone, &t->done_cap, sizeof *d,
-			SHOW_DONES_MIN);
-
-	if (d == NULL)
-		return -ENOMEM;
-	t->dones = d;
-	t->dones[t->ndone].rcpt = rcpt;
-	t->dones[t->ndone].status = status;
-	t->ndone++;
-	return 0;
-}
-
 static int show_keep_sched(struct tool *t, const struct rec_view *v)
 {
 	struct sched_ent *s = NULL;
@@ -436,23 +478,26 @@ static int on_record(void *arg, uint64_t off, const struct spool_rec_hdr *hdr,
 
 	memset(&v, 0, sizeof v);
 	if (rec_decode(hdr, payload, &v) < 0) {
-		report_bad_payload(t, off, hdr->length);
+		if (t->pass != PASS_PRINT)
+			report_bad_payload(t, off, hdr->length);
 		return 0;
 	}
-	count_record(&t->st, hdr->type);
+	if (t->pass != PASS_PRINT)
+		count_record(&t->st, hdr->type);
 	switch (t->cmd) {
 	case CMD_STATS:
 		break;
 	case CMD_LIST:
-		if (hdr->type == SPOOL_REC_MSG)
-			print_msg_list(hdr, &v.m);
-		break;
+		return t->pass == PASS_STATE ? state_track(t, hdr, &v) :
+			list_print(t, hdr, &v);
 	case CMD_JSON:
 		print_json(t, off, hdr, &v);
 		break;
 	case CMD_SHOW:
 		if (hdr->msgid != t->want_id)
 			break;
+		if (state_track(t, hdr, &v) < 0)
+			return -ENOMEM;
 		switch (hdr->type) {
 		case SPOOL_REC_MSG:
 			return show_keep_msg(t, off, hdr, payload);
@@ -463,7 +508,7 @@ static int on_record(void *arg, uint64_t off, const struct spool_rec_hdr *hdr,
 		case SPOOL_REC_SCHED:
 			return show_keep_sched(t, &v);
 		}
-		return show_keep_done(t, v.rcpt, v.status);
+		return 0;
 	}
 	return 0;
 }
@@ -607,12 +652,58 @@ static void print_stats_row(const char *name, const struct shard_stats *s)
 			s->torn_bytes, s->bad_regions);
 }
 
+/* Read the segments segs of shard directory dir, in order, through
+ * on_record(); -ENOMEM, else 0 with other errors recorded in t->error. The
+ * second pass of list reports nothing the first did, and skips a segment
+ * unlinked in between (its messages were all done). */
+static int scan_segments(struct tool *t, const char *dir,
+		const struct name_list *segs)
+{
+	char path[PATH_MAX];
+
+	for (size_t i = 0; i < segs->n; i++) {
+		struct spool_read_result res;
+		if (path_join(path, dir, segs->v[i]) < 0) {
+			t->error = 1;
+			continue;
+		}
+		t->path = path;
+		int r = spool_read_segment(path, on_record, on_bad, t, &res);
+		if (r == -ENOMEM)
+			return r;
+		if (t->pass == PASS_PRINT && r == -ENOENT)
+			continue;
+		if (r < 0) {
+			fprintf(stderr, TOOL_NAME ": %s: %s\n", path,
+					strerror(-r));
+			t->error = 1;
+			continue;
+		}
+		if (t->pass == PASS_PRINT)
+			continue;
+		t->st.segments++;
+		t->st.bytes += res.file_size;
+		t->st.bad_regions += res.bad_regions;
+		if (res.torn_bytes > 0) {
+			/* Normal after a crash, or for a segment being
+			 * written now: noted, not counted as damage. */
+			fprintf(stderr, TOOL_NAME ": %s: offset %" PRIu64
+					": torn tail (%" PRIu64
+					" bytes ignored)\n", path,
+					res.valid_end, res.torn_bytes);
+			t->st.torn_segments++;
+			t->st.torn_bytes += res.torn_bytes;
+		}
+	}
+	return 0;
+}
+
 /* Read one shard directory; returns -errno only when nothing more can be
  * done (out of memory), after recording other errors in t->error. */
 static int scan_shard(struct tool *t, const char *spool, const char *name,
 		struct shard_stats *total)
 {
-	char dir[PATH_MAX], path[PATH_MAX];
+	char dir[PATH_MAX];
 	struct name_list segs = { 0 };
 	int ret = 0;
 
@@ -630,38 +721,17 @@ static int scan_shard(struct tool *t, const char *spool, const char *name,
 		ret = 0;
 		goto fail;
 	}
-	for (size_t i = 0; i < segs.n; i++) {
-		struct spool_read_result res;
-		if (path_join(path, dir, segs.v[i]) < 0) {
-			t->error = 1;
-			continue;
-		}
-		t->path = path;
-		int r = spool_read_segment(path, on_record, on_bad, t, &res);
-		if (r == -ENOMEM) {
-			ret = r;
+	if (t->cmd == CMD_LIST) {
+		spool_state_clear(t->state);
+		t->pass = PASS_STATE;
+		ret = scan_segments(t, dir, &segs);
+		if (ret < 0)
 			goto fail;
-		}
-		if (r < 0) {
-			fprintf(stderr, TOOL_NAME ": %s: %s\n", path,
-					strerror(-r));
-			t->error = 1;
-			continue;
-		}
-		t->st.segments++;
-		t->st.bytes += res.file_size;
-		t->st.bad_regions += res.bad_regions;
-		if (res.torn_bytes > 0) {
-			/* Normal after a crash, or for a segment being
-			 * written now: noted, not counted as damage. */
-			fprintf(stderr, TOOL_NAME ": %s: offset %" PRIu64
-					": torn tail (%" PRIu64
-					" bytes ignored)\n", path,
-					res.valid_end, res.torn_bytes);
-			t->st.torn_segments++;
-			t->st.torn_bytes += res.torn_bytes;
-		}
+		t->pass = PASS_PRINT;
 	}
+	ret = scan_segments(t, dir, &segs);
+	if (ret < 0)
+		goto fail;
 	if (t->cmd == CMD_STATS)
 		print_stats_row(name, &t->st);
 	total->segments += t->st.segments;
@@ -696,15 +766,20 @@ static void show_print(struct tool *t)
 	struct spool_rec_msg m;
 	char qid[QID_TEXT_SIZE], when[ISO_TIME_SIZE], a[PRINTABLE_MAX];
 	const struct spool_rec_hdr *h = &t->found_hdr;
+	enum spool_state_kind kind;
+	const uint8_t *rcpts;
 	size_t cur = 0;
 
-	/* Decoded once already in on_record(); cannot fail on the copy. */
+	/* Decoded once already in on_record(), and tracked in t->state:
+	 * neither can fail on the copy. */
 	if (spool_rec_decode_msg(t->found_payload, h->length, &m) !=
-			SPOOL_REC_OK)
+			SPOOL_REC_OK ||
+	    spool_state_get(t->state, h->msgid, &kind, &rcpts, NULL) < 0)
 		return;
 	spool_msgid_format(h->msgid, qid, sizeof qid);
 	iso_time(when, sizeof when, h->time_us);
 	printf("queue_id: %s\n", qid);
+	printf("state: %s\n", spool_state_name(kind));
 	printf("segment: %s offset %" PRIu64 "\n", t->found_path,
 			t->found_off);
 	printf("time: %s\n", when);
@@ -726,12 +801,9 @@ static void show_print(struct tool *t)
 			m.sender.len));
 	for (uint32_t i = 0; i < m.nrcpt; i++) {
 		struct spool_rec_addr r = spool_rec_msg_rcpt_next(&m, &cur);
-		const char *state = "queued";
-		for (size_t k = 0; k < t->ndone; k++)
-			if (t->dones[k].rcpt == i)
-				state = done_status_name(t->dones[k].status);
 		printf("recipient: <%s> %s\n",
-				printable(a, sizeof a, r.p, r.len), state);
+				printable(a, sizeof a, r.p, r.len),
+				spool_state_rcpt_name(rcpts[i]));
 	}
 	putchar('\n');
 
@@ -752,25 +824,39 @@ static void show_print(struct tool *t)
  * do not fit. */
 static int parse_args(int argc, char **argv, struct tool *t)
 {
+	const char *pos[2] = { NULL, NULL };
+	int npos = 0;
+
 	if (argc < 3) {
 		usage();
 		return -1;
 	}
 	const char *cmd = argv[1];
-	if (strcmp(cmd, "stats") == 0 && argc == 3)
+	/* Operands, and list's --all before or after them. */
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(cmd, "list") == 0 && strcmp(argv[i], "--all") == 0)
+			t->all = 1;
+		else if (npos < 2)
+			pos[npos++] = argv[i];
+		else
+			npos = 3; /* too many */
+	}
+	if (strcmp(cmd, "stats") == 0 && npos == 1)
 		t->cmd = CMD_STATS;
-	else if (strcmp(cmd, "list") == 0 && argc == 3)
+	else if (strcmp(cmd, "list") == 0 && npos == 1)
 		t->cmd = CMD_LIST;
-	else if (strcmp(cmd, "json") == 0 && argc == 3)
+	else if (strcmp(cmd, "json") == 0 && npos == 1)
 		t->cmd = CMD_JSON;
-	else if (strcmp(cmd, "show") == 0 && argc == 4)
+	else if (strcmp(cmd, "show") == 0 && npos == 2)
 		t->cmd = CMD_SHOW;
 	else {
 		usage();
 		return -1;
 	}
-	if (t->cmd == CMD_SHOW && parse_qid(argv[3], &t->want_id) < 0) {
-		fprintf(stderr, TOOL_NAME ": %s: not a queue id\n", argv[3]);
+	t->spool_dir = pos[0];
+	t->qid_arg = pos[1];
+	if (t->cmd == CMD_SHOW && parse_qid(t->qid_arg, &t->want_id) < 0) {
+		fprintf(stderr, TOOL_NAME ": %s: not a queue id\n", t->qid_arg);
 		return -1;
 	}
 	return 0;
@@ -786,8 +872,13 @@ int main(int argc, char **argv)
 
 	if (parse_args(argc, argv, &t) < 0)
 		return TOOL_EXIT_USAGE;
-	const char *spool = argv[2];
+	const char *spool = t.spool_dir;
 	(void)setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
+	if ((t.cmd == CMD_LIST || t.cmd == CMD_SHOW) &&
+	    (t.state = spool_state_new()) == NULL) {
+		fprintf(stderr, TOOL_NAME ": %s\n", strerror(ENOMEM));
+		return TOOL_EXIT_ERR;
+	}
 
 	if (list_dir(spool, 1, &shards) < 0) {
 		status = TOOL_EXIT_ERR;
@@ -818,7 +909,8 @@ int main(int argc, char **argv)
 		if (t.found) {
 			show_print(&t);
 		} else {
-			fprintf(stderr, TOOL_NAME ": %s: not found\n", argv[3]);
+			fprintf(stderr, TOOL_NAME ": %s: not found\n",
+					t.qid_arg);
 			t.error = 1;
 		}
 	}
@@ -834,7 +926,7 @@ fail:
 	names_free(&shards);
 	free(t.found_payload);
 	free(t.found_path);
-	free(t.dones);
 	free(t.scheds);
+	spool_state_free(t.state);
 	return status;
 }
