@@ -1,0 +1,189 @@
+# SPDX-License-Identifier: MIT
+"""`etrnctl top` against a loaded etrnd (issue 15, part T).
+
+A real etrnd with a private redis-server holds mail for three domains
+(5, 3 and 1 messages, sent over SMTP). `etrnctl top --once` prints one plain
+frame naming them with their counts, biggest first; the live view, run in a
+pseudo-terminal (Python's pty) of a known size, draws the same domains, and
+q or Ctrl-C ends it with exit 0 and the terminal's modes as they were
+before (echo and line editing back, the alternate screen left, the cursor
+shown). Without a terminal (and without --once) it refuses with exit 2.
+Loopback, a private directory and a private redis-server only; every process
+is stopped by PID.
+"""
+
+import fcntl
+import os
+import re
+import select
+import shutil
+import signal
+import smtplib
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import etrnd_harness as H  # noqa: E402
+from test_redis import Redis, wait_code  # noqa: E402
+
+# Held messages per domain: distinct counts, so the order is checked too.
+LOAD = (("big.top.test", 5), ("mid.top.test", 3), ("one.top.test", 1))
+COLS, ROWS = 120, 40
+FRAME_WAIT_S = 20.0  # a loaded 2-core machine
+EXIT_WAIT_S = 10.0
+ANSI_RE = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def domain_row(text, domain):
+    """The HELD count top shows for domain, or None."""
+    m = re.search(r"^%s\s+(\d+)\s" % re.escape(domain), text, re.M)
+    return int(m.group(1)) if m else None
+
+
+class TopTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="etrnd-top-")
+        cls.redis = Redis(cls.tmp).start()
+        try:
+            for dom, _ in LOAD:
+                H.etrnctl_ok(cls.redis.url(), "domain", "add", dom)
+            e = cls.e = H.Etrnd(threads="2", redis=cls.redis.url())
+            e.cfg["control_socket"] = os.path.join(e.dir, "ctl.sock")
+            e.start()
+            for dom, _ in LOAD:
+                wait_code(e, dom, 250, 15)
+            cls.load()
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        if getattr(cls, "e", None):
+            cls.e.cleanup()
+        cls.redis.stop()
+        shutil.rmtree(cls.tmp, True)
+
+    @classmethod
+    def load(cls):
+        with smtplib.SMTP(H.HOST, cls.e.port, timeout=30) as s:
+            s.ehlo("client.example.org")
+            for dom, n in LOAD:
+                for i in range(n):
+                    s.sendmail("s@example.org", ["u%d@%s" % (i, dom)],
+                               b"Subject: top %d\r\n\r\nheld for %s\r\n" % (i, dom.encode()))
+
+    def top_cmd(self, *args):
+        return [H.env_path("ETRNCTL"), "-c", self.e.conf_path, "top"] + list(args)
+
+    def test_once_prints_the_held_domains_biggest_first(self):
+        p = subprocess.run(self.top_cmd("--once"), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=30)
+        out = p.stdout.decode()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotIn("\x1b", out, "--once is plain text")
+        for dom, n in LOAD:
+            self.assertEqual(domain_row(out, dom), n, out)
+        self.assertIn("held: 9 messages", out)
+        self.assertIn("3 domains", out)
+        order = [out.index(dom) for dom, _ in LOAD]
+        self.assertEqual(order, sorted(order), "biggest first:\n" + out)
+        metrics = H.control_request(self.e.cfg["control_socket"], "metrics")
+        if metrics.startswith("error:"):
+            print("\n[test_top] no metrics in this build (%s): connection counts not checked"
+                  % metrics.strip())
+            self.assertIn("(the daemon answers no metrics)", out)
+        else:
+            m = re.search(r"accepted (\d+)", out)
+            self.assertIsNotNone(m, out)
+            self.assertGreaterEqual(int(m.group(1)), 1, out)
+
+    def test_without_a_terminal_it_wants_once(self):
+        p = subprocess.run(self.top_cmd(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(b"--once", p.stderr)
+
+    def test_once_without_a_daemon_fails(self):
+        conf = os.path.join(self.tmp, "nodaemon.conf")
+        with open(self.e.conf_path) as f:
+            text = f.read()
+        with open(conf, "w") as f:
+            f.write(re.sub(r"(?m)^control_socket\s*=.*$",
+                           "control_socket = %s" % os.path.join(self.tmp, "none.sock"), text))
+        p = subprocess.run([H.env_path("ETRNCTL"), "-c", conf, "top", "--once"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(b"is etrnd running", p.stderr)
+
+    # ---- the live view in a pseudo-terminal ----
+
+    def run_in_pty(self, key):
+        """Start top on a pty of COLS x ROWS, wait for a frame with every
+        domain, send key; return (exit code, whole output, frame text,
+        the modes before, the modes after)."""
+        master, slave = os.openpty()
+        self.addCleanup(os.close, master)
+        self.addCleanup(os.close, slave)
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
+        before = termios.tcgetattr(slave)
+        proc = subprocess.Popen(self.top_cmd(), stdin=slave, stdout=slave, stderr=slave,
+                                start_new_session=True)
+        self.addCleanup(self.reap, proc)
+        out, frame = b"", ""
+        deadline = time.monotonic() + FRAME_WAIT_S
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([master], [], [], 0.2)
+            if r:
+                out += os.read(master, 65536)
+            # The last frame: the text after the last "home" escape.
+            frame = ANSI_RE.sub(b"", out.split(b"\x1b[H")[-1]).decode(errors="replace")
+            if all(domain_row(frame, d) == n for d, n in LOAD):
+                break
+        os.write(master, key)
+        rc = proc.wait(EXIT_WAIT_S)
+        while select.select([master], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        return rc, out, frame, before, termios.tcgetattr(slave)
+
+    @staticmethod
+    def reap(proc):
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def check_live(self, key):
+        rc, out, frame, before, after = self.run_in_pty(key)
+        for dom, n in LOAD:
+            self.assertEqual(domain_row(frame, dom), n, "frame:\n" + frame)
+        self.assertIn("(q quits)", frame)
+        self.assertEqual(rc, 0, out[-500:])
+        self.assertIn(b"\x1b[?1049h", out, "the alternate screen was entered")
+        self.assertTrue(out.rstrip(b"\r\n").endswith(b"\x1b[?25h\x1b[?1049l"),
+                        "the cursor shown and the alternate screen left last: %r" % out[-60:])
+        self.assertEqual(after, before, "the terminal's modes are restored")
+        self.assertTrue(after[3] & termios.ECHO and after[3] & termios.ICANON)
+        for line in frame.splitlines():
+            self.assertLessEqual(len(line.rstrip("\r")), COLS, line)
+
+    def test_live_view_in_a_pty_q_quits(self):
+        self.check_live(b"q")
+
+    def test_live_view_in_a_pty_ctrl_c_quits(self):
+        self.check_live(b"\x03")
+
+
+if __name__ == "__main__":
+    unittest.main()
