@@ -245,7 +245,7 @@ void etrnctl_top_snap_free(struct etrnctl_top_snap *s)
 	free(s->atrn);
 	s->doms = NULL;
 	s->atrn = NULL;
-	s->ndoms = s->natrn = 0;
+	s->ndoms = s->natrn = s->ngone = 0;
 }
 
 int etrnctl_top_parse_status(const char *json, size_t len, struct etrnctl_top_snap *s)
@@ -321,19 +321,56 @@ void etrnctl_top_parse_metrics(const char *text, struct etrnctl_top_metrics *m)
 	(void)top_prom(text, "etrnd_redis_last_resync_age_seconds", NULL, &m->resync_age_s);
 }
 
-void etrnctl_top_carry_peaks(const struct etrnctl_top_snap *prev, struct etrnctl_top_snap *cur)
+/* The walk of two name-sorted lists: <0 a's name first, 0 both, >0 b's. */
+static int top_walk(const struct etrnctl_top_snap *a, size_t i, const struct etrnctl_top_snap *b,
+		    size_t j)
 {
-	size_t i = 0, j = 0;
+	if (i == a->ndoms)
+		return 1;
+	if (j == b->ndoms)
+		return -1;
+	return strcmp(a->doms[i].name, b->doms[j].name);
+}
 
+int etrnctl_top_carry_peaks(const struct etrnctl_top_snap *prev, struct etrnctl_top_snap *cur)
+{
+	struct etrnctl_top_dom *v;
+	size_t gone = 0, i = 0, j = 0, k = 0;
+
+	if (!prev || prev->error[0] || cur->error[0])
+		return 0;
 	/* Both sorted by name (drain_status.c sorts with strcmp): one walk. */
-	while (prev && i < prev->ndoms && j < cur->ndoms) {
-		int c = strcmp(prev->doms[i].name, cur->doms[j].name);
+	while (i < prev->ndoms || j < cur->ndoms) {
+		int c = top_walk(prev, i, cur, j);
 
 		if (c == 0 && prev->doms[i].peak > cur->doms[j].peak)
 			cur->doms[j].peak = prev->doms[i].peak;
+		gone += c < 0;
 		i += c <= 0;
 		j += c >= 0;
 	}
+	if (!gone)
+		return 0;
+	/* Domains drained empty since top started stay, held 0 of their peak. */
+	if (!(v = calloc(cur->ndoms + gone, sizeof(*v))))
+		return -ENOMEM;
+	for (i = j = 0; i < prev->ndoms || j < cur->ndoms; k++) {
+		int c = top_walk(prev, i, cur, j);
+
+		if (c < 0) {
+			v[k] = prev->doms[i];
+			v[k].msgs = v[k].bytes = v[k].oldest_s = 0;
+		} else {
+			v[k] = cur->doms[j];
+		}
+		i += c <= 0;
+		j += c >= 0;
+	}
+	free(cur->doms);
+	cur->doms = v;
+	cur->ndoms = k;
+	cur->ngone = gone;
+	return 0;
 }
 
 /* ---- rendering ------------------------------------------------------------ */
@@ -450,7 +487,7 @@ static void top_head(struct top_frame *f, const struct etrnctl_top_snap *prev,
 	}
 	top_bytes(cur->held_bytes, held, sizeof(held));
 	top_line(f, "held: %" PRIu64 " messages, %s, %zu domains; shards %u (%u answered)",
-		 cur->held_msgs, held, cur->ndoms, cur->shards, cur->answered);
+		 cur->held_msgs, held, cur->ndoms - cur->ngone, cur->shards, cur->answered);
 	if (m->redis_up >= 0) {
 		top_age(m->resync_age_s, r1, sizeof(r1));
 		snprintf(rs, sizeof(rs), "%s, last full load %s ago",
@@ -503,7 +540,7 @@ static void top_domains(struct top_frame *f, const struct etrnctl_top_snap *cur,
 	}
 	if (cur->ndoms > max)
 		top_line(f, "... and %zu more domains", cur->ndoms - max);
-	if (!cur->ndoms)
+	if (cur->ndoms == cur->ngone)
 		top_line(f, "(no mail held)");
 	free(v);
 }
@@ -692,7 +729,8 @@ static int top_once(const struct etrnctl_top *t)
 				       (ETRNCTL_TOP_INTERVAL_MS % 1000) * 1000000L };
 		(void)nanosleep(&ts, NULL);
 		top_sample(t, &b);
-		etrnctl_top_carry_peaks(&a, &b);
+		if (etrnctl_top_carry_peaks(&a, &b))
+			snprintf(b.error, sizeof(b.error), "out of memory");
 	}
 	if (a.error[0] || b.error[0]) {
 		fprintf(stderr, "etrnctl: top: %s\n", a.error[0] ? a.error : b.error);
@@ -733,7 +771,8 @@ int etrnctl_top_run(const struct etrnctl_top *t)
 		uint64_t due = top_now_ms() + ETRNCTL_TOP_INTERVAL_MS;
 
 		top_sample(t, cur);
-		etrnctl_top_carry_peaks(prev, cur);
+		if (etrnctl_top_carry_peaks(prev, cur))
+			snprintf(cur->error, sizeof(cur->error), "out of memory");
 		top_size(&cols, &rows);
 		buf_reset(&out);
 		if (etrnctl_top_render(prev && !prev->error[0] ? prev : NULL, cur, cols, rows, 1,

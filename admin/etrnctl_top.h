@@ -71,6 +71,7 @@ struct etrnctl_top_snap {
 	uint64_t held_msgs, held_bytes;
 	struct etrnctl_top_dom *doms;   /* sorted by name (the reply's order) */
 	size_t ndoms;
+	size_t ngone;                   /* of them, drained empty since top began */
 	struct etrnctl_top_atrn *atrn;
 	size_t natrn;
 	struct etrnctl_top_metrics m;
@@ -82,8 +83,10 @@ struct etrnctl_top_snap {
 int etrnctl_top_parse_status(const char *json, size_t len, struct etrnctl_top_snap *s);
 /* Parse a Prometheus text reply into m (m->have set). */
 void etrnctl_top_parse_metrics(const char *text, struct etrnctl_top_metrics *m);
-/* Carry each domain's peak over from prev (both sorted by name). */
-void etrnctl_top_carry_peaks(const struct etrnctl_top_snap *prev, struct etrnctl_top_snap *cur);
+/* Carry each domain's peak over from prev (both sorted by name); a domain
+ * prev lists and cur does not (drained empty) is added to cur, held 0 of its
+ * peak, and counted in cur->ngone. 0 or -ENOMEM (cur as it was). */
+int etrnctl_top_carry_peaks(const struct etrnctl_top_snap *prev, struct etrnctl_top_snap *cur);
 /* Render one frame of cur (rates against prev, NULL: none yet) for a
  * screen of cols x rows (rows 0: no limit) into out: plain lines ending
  * "\n" (ansi 0) or lines for the live view (ansi 1). 0 or -ENOMEM. */

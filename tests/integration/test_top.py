@@ -39,6 +39,55 @@ EXIT_WAIT_S = 10.0
 ANSI_RE = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
 
 
+class PtyTop:
+    """etrnctl top on a pseudo-terminal of COLS x ROWS (closed and reaped
+    by the test's cleanups)."""
+
+    def __init__(self, tc, argv):
+        self.master, self.slave = os.openpty()
+        tc.addCleanup(os.close, self.master)
+        tc.addCleanup(os.close, self.slave)
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
+        self.before = termios.tcgetattr(self.slave)
+        self.proc = subprocess.Popen(argv, stdin=self.slave, stdout=self.slave,
+                                     stderr=self.slave, start_new_session=True)
+        tc.addCleanup(self.reap)
+        self.out = b""
+
+    def read(self, wait):
+        if select.select([self.master], [], [], wait)[0]:
+            try:
+                self.out += os.read(self.master, 65536)
+            except OSError:
+                pass
+
+    def frame(self):
+        """The last frame drawn: the text after the last "home" escape."""
+        return ANSI_RE.sub(b"", self.out.split(b"\x1b[H")[-1]).decode(errors="replace")
+
+    def wait_frame(self, ok, within=FRAME_WAIT_S):
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            self.read(0.2)
+            if ok(self.frame()):
+                return self.frame()
+        return self.frame()
+
+    def quit(self, key):
+        os.write(self.master, key)
+        rc = self.proc.wait(EXIT_WAIT_S)
+        before = None
+        while before != len(self.out):
+            before = len(self.out)
+            self.read(0.2)
+        return rc
+
+    def reap(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
 def domain_row(text, domain):
     """The HELD count top shows for domain, or None."""
     m = re.search(r"^%s\s+(\d+)\s" % re.escape(domain), text, re.M)
@@ -125,44 +174,12 @@ class TopTest(unittest.TestCase):
     # ---- the live view in a pseudo-terminal ----
 
     def run_in_pty(self, key):
-        """Start top on a pty of COLS x ROWS, wait for a frame with every
-        domain, send key; return (exit code, whole output, frame text,
-        the modes before, the modes after)."""
-        master, slave = os.openpty()
-        self.addCleanup(os.close, master)
-        self.addCleanup(os.close, slave)
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
-        before = termios.tcgetattr(slave)
-        proc = subprocess.Popen(self.top_cmd(), stdin=slave, stdout=slave, stderr=slave,
-                                start_new_session=True)
-        self.addCleanup(self.reap, proc)
-        out, frame = b"", ""
-        deadline = time.monotonic() + FRAME_WAIT_S
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([master], [], [], 0.2)
-            if r:
-                out += os.read(master, 65536)
-            # The last frame: the text after the last "home" escape.
-            frame = ANSI_RE.sub(b"", out.split(b"\x1b[H")[-1]).decode(errors="replace")
-            if all(domain_row(frame, d) == n for d, n in LOAD):
-                break
-        os.write(master, key)
-        rc = proc.wait(EXIT_WAIT_S)
-        while select.select([master], [], [], 0.2)[0]:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        return rc, out, frame, before, termios.tcgetattr(slave)
-
-    @staticmethod
-    def reap(proc):
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+        """Top on a pty until a frame shows every domain, then key: (exit
+        code, whole output, that frame, the modes before, the modes after)."""
+        t = PtyTop(self, self.top_cmd())
+        frame = t.wait_frame(lambda f: all(domain_row(f, d) == n for d, n in LOAD))
+        rc = t.quit(key)
+        return rc, t.out, frame, t.before, termios.tcgetattr(t.slave)
 
     def check_live(self, key):
         rc, out, frame, before, after = self.run_in_pty(key)
@@ -183,6 +200,44 @@ class TopTest(unittest.TestCase):
 
     def test_live_view_in_a_pty_ctrl_c_quits(self):
         self.check_live(b"\x03")
+
+
+class TopDrainTest(unittest.TestCase):
+    """A drain while top runs: the domain's row counts down to 0 held and
+    its bar fills (peak seen since top started), and it stays listed."""
+
+    DOM, N = "drain.top.test", 4
+
+    def test_drain_progress_bar_fills(self):
+        tmp = tempfile.mkdtemp(prefix="etrnd-top-drain-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        redis = Redis(tmp).start()
+        self.addCleanup(redis.stop)
+        sink = H.SmtpSink()
+        sink.start()
+        self.addCleanup(sink.cleanup)
+        H.etrnctl_ok(redis.url(), "domain", "add", self.DOM, "--dest", sink.addr())
+        e = H.Etrnd(threads="2", redis=redis.url())
+        e.cfg["control_socket"] = os.path.join(e.dir, "ctl.sock")
+        self.addCleanup(e.cleanup)
+        e.start()
+        wait_code(e, self.DOM, 250, 15)
+        with smtplib.SMTP(H.HOST, e.port, timeout=30) as s:
+            for i in range(self.N):
+                s.sendmail("s@example.org", ["u%d@%s" % (i, self.DOM)], b"Subject: d\r\n\r\nd\r\n")
+        t = PtyTop(self, [H.env_path("ETRNCTL"), "-c", e.conf_path, "top"])
+        frame = t.wait_frame(lambda f: domain_row(f, self.DOM) == self.N)
+        self.assertEqual(domain_row(frame, self.DOM), self.N, frame)
+        rc, out, err = H.etrnctl(None, "flush", self.DOM, conf=e.conf_path)
+        self.assertEqual(rc, 0, out + err)
+        sink.wait_count(self.N)
+        bar = "[%s] %d/%d" % ("#" * 20, self.N, self.N)
+        frame = t.wait_frame(lambda f: bar in f and domain_row(f, self.DOM) == 0)
+        self.assertEqual(domain_row(frame, self.DOM), 0, frame)
+        self.assertIn(bar, frame)
+        self.assertIn("held: 0 messages", frame)
+        self.assertIn("(no mail held)", frame)
+        self.assertEqual(t.quit(b"q"), 0)
 
 
 if __name__ == "__main__":
