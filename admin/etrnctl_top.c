@@ -35,6 +35,8 @@
 #define TOP_SECS_PER_HOUR 3600u
 #define TOP_SECS_PER_DAY 86400u
 #define TOP_KIB 1024.0
+/* A sample's value converts to a uint64_t below this (2^64). */
+#define TOP_PROM_VALUE_MAX 18446744073709551616.0
 
 /* ANSI: alternate screen + hidden cursor on entry, the reverse on exit;
  * home, clear to end of line, clear to end of screen. */
@@ -84,7 +86,8 @@ static const char *tj_skip(const char *p, const char *end)
 	return depth ? NULL : p;
 }
 
-/* The value of key in the object starting at obj ('{'), or NULL. */
+/* The value of key in the object starting at obj ('{'): a pointer below
+ * end, or NULL. */
 static const char *tj_field(const char *obj, const char *end, const char *key)
 {
 	size_t kl = strlen(key);
@@ -103,7 +106,7 @@ static const char *tj_field(const char *obj, const char *end, const char *key)
 		if (ke >= end || *ke != ':')
 			return NULL;
 		if ((size_t)(ke - 1 - k) == kl && !memcmp(k, key, kl))
-			return ke + 1;
+			return ke + 1 < end ? ke + 1 : NULL;
 		if (!(p = tj_skip(ke + 1, end)))
 			return NULL;
 	}
@@ -117,6 +120,8 @@ static const char *tj_next(const char **p, const char *end)
 	const char *q = *p;
 
 	if (q < end && (*q == '[' || *q == ','))
+		q++;
+	while (q < end && *q == ' ')
 		q++;
 	if (q >= end || *q == ']')
 		return NULL;
@@ -278,6 +283,7 @@ static int top_prom(const char *text, const char *name, const char *label, uint6
 {
 	size_t nl = strlen(name);
 	int found = 0;
+	double v;
 
 	*sum = 0;
 	for (const char *l = text; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
@@ -287,12 +293,13 @@ static int top_prom(const char *text, const char *name, const char *label, uint6
 		if (l[0] == '#' || ll <= nl || memcmp(l, name, nl) || (l[nl] != ' ' && l[nl] != '{'))
 			continue;
 		sp = memrchr(l, ' ', ll);
-		if (label) {
-			const char *lb = memmem(l + nl, (size_t)(sp - l) - nl, label, strlen(label));
-			if (!lb)
-				continue;
-		}
-		*sum += (uint64_t)strtod(sp + 1, NULL);
+		if (!sp || (label && !memmem(l + nl, (size_t)(sp - l) - nl, label, strlen(label))))
+			continue;
+		v = strtod(sp + 1, NULL);
+		/* NaN, +Inf or out of range: no count top could show. */
+		if (!(v >= 0 && v < TOP_PROM_VALUE_MAX))
+			continue;
+		*sum += (uint64_t)v;
 		found = 1;
 	}
 	return found;
