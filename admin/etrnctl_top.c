@@ -488,9 +488,9 @@ static void top_head(struct top_frame *f, const struct etrnctl_top_snap *prev,
 		top_rate(prev, cur, pm ? pm->received : 0, m->received, r1, sizeof(r1));
 		top_rate(prev, cur, pm ? pm->received_bytes : 0, m->received_bytes, r2, sizeof(r2));
 		top_rate(prev, cur, pm ? pm->sent : 0, m->sent, r3, sizeof(r3));
-		top_line(f, "ingest: %s msg/s, %s B/s    drain: %s deliveries/s (sent %" PRIu64
-			 ", deferred %" PRIu64 ", bounced %" PRIu64 ")", r1, r2, r3, m->sent,
-			 m->deferred, m->bounced);
+		top_line(f, "ingest: %s msg/s, %s B/s (received %" PRIu64 ")    drain: %s "
+			 "deliveries/s (sent %" PRIu64 ", deferred %" PRIu64 ", bounced %" PRIu64
+			 ")", r1, r2, m->received, r3, m->sent, m->deferred, m->bounced);
 	}
 	top_bytes(cur->held_bytes, held, sizeof(held));
 	top_line(f, "held: %" PRIu64 " messages, %s, %zu domains; shards %u (%u answered)",

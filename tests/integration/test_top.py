@@ -149,9 +149,12 @@ class TopTest(unittest.TestCase):
                   % metrics.strip())
             self.assertIn("(the daemon answers no metrics)", out)
         else:
+            # RCPT probes and the loading session: at least one each.
             m = re.search(r"accepted (\d+)", out)
             self.assertIsNotNone(m, out)
-            self.assertGreaterEqual(int(m.group(1)), 1, out)
+            self.assertGreaterEqual(int(m.group(1)), 2, out)
+            self.assertIn("(received %d)" % sum(n for _, n in LOAD), out)
+            self.assertIn("redis: connected", out)
 
     def test_without_a_terminal_it_wants_once(self):
         p = subprocess.run(self.top_cmd(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -237,6 +240,9 @@ class TopDrainTest(unittest.TestCase):
         self.assertIn(bar, frame)
         self.assertIn("held: 0 messages", frame)
         self.assertIn("(no mail held)", frame)
+        if "(the daemon answers no metrics)" not in frame:
+            self.assertIn("(sent %d," % self.N, frame)
+            self.assertIn("(received %d)" % self.N, frame)
         self.assertEqual(t.quit(b"q"), 0)
 
 
