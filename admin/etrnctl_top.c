@@ -185,13 +185,20 @@ static size_t top_count(const char *arr, const char *end)
 	return n;
 }
 
+/* Room for the elements of the array at arr (*n of them, size bytes each):
+ * NULL when there are none, or (with *n not 0) when out of memory. */
+static void *top_array_new(const char *arr, const char *end, size_t size, size_t *n)
+{
+	*n = top_count(arr, end);
+	return *n ? calloc(*n, size) : NULL;
+}
+
 static int top_parse_domains(const char *arr, const char *end, struct etrnctl_top_snap *s)
 {
-	size_t n = top_count(arr, end);
 	const char *e, *p = arr;
+	size_t n;
 
-	s->doms = n ? calloc(n, sizeof(*s->doms)) : NULL;
-	if (n && !s->doms)
+	if (!(s->doms = top_array_new(arr, end, sizeof(*s->doms), &n)) && n)
 		return -ENOMEM;
 	while ((e = tj_next(&p, end)) && s->ndoms < n) {
 		struct etrnctl_top_dom *d = &s->doms[s->ndoms++];
@@ -223,11 +230,10 @@ static void top_atrn_domains(const char *arr, const char *end, char *out, size_t
 
 static int top_parse_atrn(const char *arr, const char *end, struct etrnctl_top_snap *s)
 {
-	size_t n = top_count(arr, end);
 	const char *e, *p = arr;
+	size_t n;
 
-	s->atrn = n ? calloc(n, sizeof(*s->atrn)) : NULL;
-	if (n && !s->atrn)
+	if (!(s->atrn = top_array_new(arr, end, sizeof(*s->atrn), &n)) && n)
 		return -ENOMEM;
 	while ((e = tj_next(&p, end)) && s->natrn < n) {
 		struct etrnctl_top_atrn *a = &s->atrn[s->natrn++];
