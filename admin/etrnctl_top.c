@@ -473,7 +473,7 @@ static void top_head(struct top_frame *f, const struct etrnctl_top_snap *prev,
 		     const struct etrnctl_top_snap *cur)
 {
 	const struct etrnctl_top_metrics *m = &cur->m, *pm = prev ? &prev->m : NULL;
-	char r1[32], r2[32], r3[32], held[32], rs[64] = "unknown";
+	char r1[32], r2[32], r3[32], held[32], rs[96] = "unknown";
 	time_t now = time(NULL);
 	struct tm tm;
 
