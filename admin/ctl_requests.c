@@ -7,12 +7,15 @@
 #include "admin/ctl_requests.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin/control.h"
 #include "admin/ctl_activate.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/now.h"
 #include "proto/activator.h"
 #include "proto/drain.h"
@@ -47,7 +50,12 @@ struct ctl_request {
 	void (*proceed)(const struct ctl_env *env, const char *a, size_t len, const char *who,
 			enum drain_queue_op op, struct buf *out);
 	enum drain_queue_op op;
+	unsigned flags;
 };
+
+/* Read-only views etrnctl top asks for every second: logged at debug
+ * level only, or an hour of top would be 7200 log lines. */
+#define CTL_REQ_QUIET 1u
 
 static void ctl_flush(const struct ctl_env *env, const char *a, size_t len, const char *who,
 		      enum drain_queue_op op, struct buf *out)
@@ -237,18 +245,57 @@ done:
 	free(spec);
 }
 
+/*
+ * Weak until core/metrics.c (part M1) and control_redis_state() (part M2,
+ * admin/control.c) are merged: a weak reference pulls nothing from a
+ * static library by itself, so a build without them links and "metrics"
+ * says so; with them (etrnd.c and engine.c call metrics_* strongly) these
+ * resolve to the real ones. Drop the two pragmas once both are merged.
+ */
+#pragma weak metrics_format
+#pragma weak control_redis_state
+
+/* "metrics": the counters' Prometheus text and the Redis state, for
+ * etrnctl top (logged at debug level: top asks every second). */
+static void ctl_metrics(const struct ctl_env *env, const char *a, size_t len, const char *who,
+			enum drain_queue_op op, struct buf *out)
+{
+	uint64_t resync_us = 0, now = now_wall_us();
+	int up;
+
+	if (!metrics_format) {
+		(void)buf_puts(out, "error: this etrnd has no metrics (core/metrics.c not built in)\n");
+		return;
+	}
+	if (metrics_format(out)) {
+		(void)buf_puts(out, "error: metrics: out of memory\n");
+		return;
+	}
+	if (!env->ctl || !control_redis_state)
+		return;
+	up = control_redis_state(env->ctl, &resync_us);
+	(void)buf_printf(out, "# HELP etrnd_redis_connected 1 when the control thread is connected to Redis.\n"
+			 "# TYPE etrnd_redis_connected gauge\netrnd_redis_connected %d\n", up);
+	if (resync_us)
+		(void)buf_printf(out, "# HELP etrnd_redis_last_resync_age_seconds Seconds since the last full load from Redis.\n"
+				 "# TYPE etrnd_redis_last_resync_age_seconds gauge\n"
+				 "etrnd_redis_last_resync_age_seconds %" PRIu64 "\n",
+				 now > resync_us ? (now - resync_us) / CTL_REQUESTS_US_PER_S : 0);
+}
+
 static const struct ctl_request ctl_requests[] = {
-	{ "flush", 1, CTL_REQUESTS_REST, ctl_flush, 0 }, /* ETRN on the operator's behalf */
-	{ "force", 1, 2, ctl_force, 0 },      /* flush --force DOMAIN [DEST] */
-	{ "status", 0, 1, ctl_status, 0 },    /* queue depths; "json" */
-	{ "queue", 0, 1, ctl_queue, 0 },      /* queue list [DOMAIN] */
-	{ "show", 1, 1, ctl_msg, DRAIN_QUEUE_SHOW },
-	{ "show-full", 1, 1, ctl_msg, DRAIN_QUEUE_SHOW_FULL },
-	{ "delete", 1, 1, ctl_msg, DRAIN_QUEUE_DELETE },
-	{ "bounce", 1, 1, ctl_msg, DRAIN_QUEUE_BOUNCE },
-	{ "clock", 2, 2, ctl_clock, 0 },      /* clock step SECONDS (test_clock) */
-	{ "activators", 0, 2, ctl_activators, 0 }, /* [json] [NAME] | run NAME */
-	{ "activate", 1, CTL_REQUESTS_REST, ctl_activate, 0 }, /* KEY=VALUE... (one-shot) */
+	{ "flush", 1, CTL_REQUESTS_REST, ctl_flush, 0, 0 }, /* ETRN on the operator's behalf */
+	{ "force", 1, 2, ctl_force, 0, 0 },      /* flush --force DOMAIN [DEST] */
+	{ "status", 0, 1, ctl_status, 0, CTL_REQ_QUIET },    /* queue depths; "json" */
+	{ "queue", 0, 1, ctl_queue, 0, 0 },      /* queue list [DOMAIN] */
+	{ "show", 1, 1, ctl_msg, DRAIN_QUEUE_SHOW, 0 },
+	{ "show-full", 1, 1, ctl_msg, DRAIN_QUEUE_SHOW_FULL, 0 },
+	{ "delete", 1, 1, ctl_msg, DRAIN_QUEUE_DELETE, 0 },
+	{ "bounce", 1, 1, ctl_msg, DRAIN_QUEUE_BOUNCE, 0 },
+	{ "clock", 2, 2, ctl_clock, 0, 0 },      /* clock step SECONDS (test_clock) */
+	{ "activators", 0, 2, ctl_activators, 0, 0 }, /* [json] [NAME] | run NAME */
+	{ "activate", 1, CTL_REQUESTS_REST, ctl_activate, 0, 0 }, /* KEY=VALUE... (one-shot) */
+	{ "metrics", 0, 0, ctl_metrics, 0, CTL_REQ_QUIET },  /* etrnctl top */
 };
 
 static int ctl_nargs(const char *a, size_t len)
@@ -301,15 +348,18 @@ void ctl_requests_socket(void *env, const char *line, size_t len, struct buf *ou
 		    (na > r->max_args || (alen && a[alen - 1] == ' '))))
 			break;
 		/* activate's pass= is a secret: never in a log. */
-		log_info("control socket: %s, asked by %s",
-			 ctl_activate_mask(line, len, shown, sizeof(shown)), who);
+		(void)ctl_activate_mask(line, len, shown, sizeof(shown));
+		if (r->flags & CTL_REQ_QUIET)
+			log_debug("control socket: %s, asked by %s", shown, who);
+		else
+			log_info("control socket: %s, asked by %s", shown, who);
 		r->proceed(e, a, alen, who, r->op, out);
 		return;
 	}
 	(void)buf_puts(out, "error: unknown request (want: flush DOMAIN, force DOMAIN [DEST], "
 		       "status [json], queue [DOMAIN], show|show-full|delete|bounce QID, "
 		       "clock step SECONDS, activators [json] [NAME], activators run NAME, "
-		       "activate KEY=VALUE...)\n");
+		       "activate KEY=VALUE..., metrics)\n");
 }
 
 void ctl_requests_redis_drain(void *hub, const char *domain, size_t len)

@@ -6,7 +6,9 @@
  * "clock step SECONDS" (the test clock, core/now.h: only with config
  * test_clock = yes), "activators [json] [NAME]", "activators run NAME",
  * "activate KEY=VALUE..." (a one-shot activator run, admin/ctl_activate.h;
- * answered "ok oneshot-N"), each optionally ending "\tby WHO" for the log;
+ * answered "ok oneshot-N"), "metrics" (core/metrics.h's Prometheus text,
+ * then etrnd_redis_connected and etrnd_redis_last_resync_age_seconds:
+ * etrnctl top's counters), each optionally ending "\tby WHO" for the log;
  * a pass= value is never logged) or a Redis
  * "drain <domain>" event (admin/control.h: another node's ETRN, or etrnctl
  * flush). Both go to the drain hub (proto/drain.h), passed as arg, which must
@@ -22,10 +24,13 @@
 /* What the requests act on (ctlsock_start()'s arg; outlives the socket). */
 struct drain_hub;
 struct activators;
+struct control;
 struct ctl_env {
 	struct drain_hub *hub;
 	struct activators *act;     /* proto/activator.h: "activators ...",
 	                               "activate ..." (etrnctl etrn --atrn) */
+	struct control *ctl;        /* admin/control.h: Redis state ("metrics");
+	                               NULL: unknown */
 };
 
 /* A ctlsock_fn: answer one request line into out; env is a struct

@@ -33,6 +33,7 @@
 
 #include "admin/ctlrow.h"
 #include "admin/etrnctl_etrn.h"
+#include "admin/etrnctl_top.h"
 #include "core/domtab.h"
 #include "admin/redis_conn.h"
 #include "admin/schema.h"
@@ -66,6 +67,7 @@ struct opts {
 	int force;                /* flush --force */
 	const char *to;           /* flush --force --to HOST[:PORT] */
 	int full;                 /* message show --full */
+	int once;                 /* top --once */
 	const char *domains[ETRNCTL_USER_DOMAINS_MAX]; /* user add --domain */
 	int ndomains;
 	int domains_over;         /* more --domain than ETRNCTL_USER_DOMAINS_MAX */
@@ -113,6 +115,9 @@ static void usage(FILE *f)
 		"  flush --force DOMAIN [--to HOST[:PORT]]  drain DOMAIN even when Redis no longer\n"
 		"                     has it, to HOST[:PORT] or else its MX (this node only)\n"
 		"  status             queue depths per shard and per domain, from the running daemon\n"
+		"  top [--once]       live view of the running daemon: connections, ingest and drain\n"
+		"                     rates, top domains by held mail, drains and ATRN sessions,\n"
+		"                     Redis; q or Ctrl-C quits; --once prints one frame and exits\n"
 		"  clock step SECONDS  move the daemon's clock forward (only with test_clock = yes:\n"
 		"                     tests drive back-off and expiry without waiting)\n"
 		"  etrn HOST[:PORT] DOMAIN|@DOMAIN|#QUEUE ... [--tls none|may|must|verify]\n"
@@ -1712,6 +1717,7 @@ enum {
 	CTL_F_DOMAINS = 1 << 5,   /* takes --domain (repeated) */
 	CTL_F_ETRN = 1 << 6,      /* takes --tls and etrn's options; needs no
 	                             config unless --atrn */
+	CTL_F_ONCE = 1 << 7,      /* takes --once */
 };
 
 /* One command: "name sub ARGS". usage lists its arguments, one word each,
@@ -1919,6 +1925,17 @@ static char *etrn_ask(const void *arg, const char *line)
 	return reply;
 }
 
+/* top [--once]: the live view (etrnctl_top.h) over the control socket. */
+static int cmd_top(struct ctl *x, const struct ctl_cmd *c, char **args, const struct opts *o)
+{
+	struct etrnctl_top t = { .ask = etrn_ask, .ask_arg = x->cfg->control_socket,
+				 .once = o->once };
+
+	if (!x->cfg->control_socket[0])
+		return no_socket();
+	return etrnctl_top_run(&t);
+}
+
 /* etrn HOST[:PORT] NODE... (etrnctl_etrn.h): ETRN here, --atrn through the
  * daemon. The password is stdin's first line, never an argument. */
 static int cmd_etrn(struct ctl *x, const struct ctl_cmd *c, char **args, const struct opts *o)
@@ -1989,6 +2006,7 @@ static const struct ctl_cmd ctl_cmds[] = {
 	{ "export", NULL, cmd_export, "", 0 },
 	{ "flush", NULL, cmd_flush, "DOMAIN|@DOMAIN|#QUEUE", CTL_F_DAEMON | CTL_F_FORCE },
 	{ "status", NULL, cmd_status, "", CTL_F_DAEMON },
+	{ "top", NULL, cmd_top, "", CTL_F_DAEMON | CTL_F_ONCE },
 	{ "route", "add", cmd_route, "DOMAIN DEST", 0 },
 	{ "route", "del", cmd_route, "DOMAIN", 0 },
 	{ "route", "list", cmd_route, "", 0 },
@@ -2072,6 +2090,8 @@ static const struct ctl_cmd *ctl_cmd_find(char **args, int nargs, int domain_opt
 		return bad("--to only goes with flush --force"), NULL;
 	if (o->full && !(c->flags & CTL_F_FULL))
 		return bad("--full only goes with message show"), NULL;
+	if (o->once && !(c->flags & CTL_F_ONCE))
+		return bad("--once only goes with top"), NULL;
 	if (o->ndomains && !(c->flags & CTL_F_DOMAINS))
 		return bad("--domain only goes with user add (domain add --owner USER for one more)"),
 		       NULL;
@@ -2096,7 +2116,7 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 	enum {
 		O_REDIS = 256, O_JSON, O_DEST, O_QUEUE, O_ETRN_FROM, O_OWNER, O_MAX_HOLD,
 		O_QUOTA, O_TLS, O_PWSTDIN, O_HELP, O_FORCE, O_TO, O_FULL, O_DOMAIN, O_MODE,
-		O_ATRN, O_USER, O_CA_FILE, O_TIMEOUT, O_HELO,
+		O_ATRN, O_USER, O_CA_FILE, O_TIMEOUT, O_HELO, O_ONCE,
 	};
 	static const struct option lopts[] = {
 		{ "redis", required_argument, 0, O_REDIS },
@@ -2120,6 +2140,7 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 		{ "ca-file", required_argument, 0, O_CA_FILE },
 		{ "timeout", required_argument, 0, O_TIMEOUT },
 		{ "helo", required_argument, 0, O_HELO },
+		{ "once", no_argument, 0, O_ONCE },
 		{ 0, 0, 0, 0 },
 	};
 	int opt;
@@ -2141,6 +2162,7 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 		case O_FORCE: o->force = 1; break;
 		case O_TO: o->to = optarg; break;
 		case O_FULL: o->full = 1; break;
+		case O_ONCE: o->once = 1; break;
 		case O_ATRN: o->atrn = 1; o->etrn_opts++; break;
 		case O_USER: o->user = optarg; o->etrn_opts++; break;
 		case O_CA_FILE: o->ca_file = optarg; o->etrn_opts++; break;

@@ -244,7 +244,7 @@ static void etrnd_start(struct etrnd *d)
 	/* Before the listeners, so that once etrnd takes mail, etrnctl can
 	 * reach it; requests before the engines are up get partial answers. */
 	if (cfg->control_socket[0]) {
-		d->ctlenv = (struct ctl_env){ .hub = d->hub, .act = d->act };
+		d->ctlenv = (struct ctl_env){ .hub = d->hub, .act = d->act, .ctl = d->ctl };
 		d->cs = ctlsock_start(cfg->control_socket, ctl_requests_socket, &d->ctlenv,
 				      d->ep, err, sizeof(err));
 		if (!d->cs)
