@@ -245,6 +245,26 @@ void metrics_atrn_reply(int code)
 	}
 }
 
+void metrics_replies(const struct buf *out, size_t from, void (*per_code)(int))
+{
+	const char *text = out->data;
+	size_t len = out->len, i = from;
+
+	while (i + 3 <= len) {
+		const char *l = text + i, *nl = memchr(l, '\n', len - i);
+		size_t n = nl ? (size_t)(nl - l) + 1 : len - i;
+		int final = n == 3 || (n > 3 && (l[3] == ' ' || l[3] == '\r' || l[3] == '\n'));
+		if (n >= 3 && final && l[0] >= '2' && l[0] <= '5' && l[1] >= '0' && l[1] <= '9' &&
+		    l[2] >= '0' && l[2] <= '9') {
+			int code = (l[0] - '0') * 100 + (l[1] - '0') * 10 + (l[2] - '0');
+			metrics_reply(code);
+			if (per_code)
+				per_code(code);
+		}
+		i += n;
+	}
+}
+
 static uint64_t metrics_slot_value(size_t slot, enum metric_id m)
 {
 	return atomic_load_explicit(&metrics_slots[slot].v[m], memory_order_relaxed);

@@ -101,6 +101,12 @@ void metrics_fsync_observe(uint64_t us);
 void metrics_reply(int code);
 void metrics_etrn_reply(int code);
 void metrics_atrn_reply(int code);
+/* Count the reply text written to out since offset from (CRLF-ended
+ * lines): each final line ("250 ...", not "250-...") by class with
+ * metrics_reply(), and with per_code too when not NULL
+ * (metrics_etrn_reply for an ETRN's answer). For replies written by a
+ * module other than smtp_server's own reply function. */
+void metrics_replies(const struct buf *out, size_t from, void (*per_code)(int));
 
 /*
  * Append every row above in the Prometheus text exposition format (0.0.4:
