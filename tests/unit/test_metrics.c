@@ -15,6 +15,7 @@
 
 #include "core/buf.h"
 #include "core/metrics.h"
+#include "engine_fixture.h"
 
 #define EXPO_FAMILIES_MAX 128
 #define EXPO_SERIES_MAX 1024
@@ -590,6 +591,88 @@ Test(metrics, init_bounds)
 	cr_expect_eq(metrics_init(METRICS_SLOTS_MAX), -EINVAL);
 	cr_expect_eq(metrics_init(METRICS_SLOTS_MAX - 1), 0);
 	metrics_free();
+}
+
+struct replies_case {
+	const char *text;
+	uint64_t want[4];     /* 2xx..5xx */
+	uint64_t want_etrn253, want_etrn5xx;
+};
+
+static const struct replies_case replies_cases[] = {
+	{ "", { 0, 0, 0, 0 }, 0, 0 },
+	{ "253 2.0.0 OK, 3 pending messages for node a.test started\r\n", { 1, 0, 0, 0 }, 1, 0 },
+	/* A multi-line reply is one reply: only its last line counts. */
+	{ "250-first\r\n250-second\r\n250 last\r\n", { 1, 0, 0, 0 }, 0, 0 },
+	{ "501 5.5.4 Syntax\r\n458 4.3.0 Unable\r\n", { 0, 0, 1, 1 }, 0, 1 },
+	{ "253\r\n", { 1, 0, 0, 0 }, 1, 0 },
+	{ "253", { 1, 0, 0, 0 }, 1, 0 },
+	{ "25", { 0, 0, 0, 0 }, 0, 0 },
+	{ "\r\n\n", { 0, 0, 0, 0 }, 0, 0 },
+	{ "abc def\r\n", { 0, 0, 0, 0 }, 0, 0 },
+	{ "654 nonsense\r\n153 too\r\n", { 0, 0, 0, 0 }, 0, 0 },
+};
+
+Test(metrics, replies_counts_final_lines, .init = metrics_setup, .fini = metrics_teardown)
+{
+	static const enum metric_id cls[4] = {
+		METRIC_REPLIES_2XX, METRIC_REPLIES_3XX, METRIC_REPLIES_4XX, METRIC_REPLIES_5XX,
+	};
+	for (size_t i = 0; i < sizeof replies_cases / sizeof replies_cases[0]; i++) {
+		const struct replies_case *c = &replies_cases[i];
+		struct buf b;
+		buf_init(&b, 0);
+		cr_assert_eq(buf_puts(&b, "220 before the offset\r\n"), 0);
+		size_t from = b.len;
+		cr_assert_eq(buf_append(&b, c->text, strlen(c->text)), 0);
+		metrics_init(4);
+		metrics_replies(&b, from, metrics_etrn_reply);
+		for (int k = 0; k < 4; k++)
+			cr_expect_eq(metrics_value(cls[k]), c->want[k], "case %zu class %dxx", i, k + 2);
+		cr_expect_eq(metrics_value(METRIC_ETRN_253), c->want_etrn253, "case %zu", i);
+		cr_expect_eq(metrics_value(METRIC_ETRN_5XX), c->want_etrn5xx, "case %zu", i);
+		buf_free(&b);
+	}
+}
+
+/* ---- on a real engine thread: the spool's gauges and histogram ---------- */
+
+#define T_DOMAIN "cust.test"
+#define T_BODY "Subject: held\r\n\r\nwaiting for ETRN\r\n"
+#define T_MSGS 3
+
+static int attach_engine0(struct engine_fixture *f, void *arg)
+{
+	(void)f;
+	(void)arg;
+	metrics_thread_attach(0);
+	return 0;
+}
+
+Test(metrics, spool_held_gauges_and_fsync, .init = metrics_setup, .fini = metrics_teardown)
+{
+	static const char *const rcpt[] = { "a@" T_DOMAIN };
+	struct engine_fixture f;
+	cr_assert_eq(metrics_init(1), 0);
+	cr_assert_eq(engine_fixture_init(&f, engine_fixture_table_of(T_DOMAIN)), 0);
+	f.setup = attach_engine0;
+	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	cr_expect_eq(metrics_value(METRIC_HELD_MESSAGES), 0);
+	for (int i = 0; i < T_MSGS; i++)
+		cr_assert(engine_fixture_append(&f, "s@sender.test", rcpt, 1, T_BODY));
+	/* Set on the engine thread before each append's callback ran. */
+	cr_expect_eq(metrics_value(METRIC_HELD_MESSAGES), T_MSGS);
+	uint64_t bytes = metrics_value(METRIC_HELD_BYTES);
+	cr_expect_gt(bytes, T_MSGS * strlen(T_BODY), "held bytes %" PRIu64, bytes);
+	struct buf b;
+	format_and_check(&b);
+	cr_expect_eq(expo_sample_value(&b, "etrnd_held_messages{shard=\"0\"}"), T_MSGS);
+	/* sync = batch: every commit had a sync (one per append here, the
+	 * first one's segment also its directory's). */
+	uint64_t n = expo_sample_value(&b, "etrnd_spool_fsync_seconds_count");
+	cr_expect_geq(n, T_MSGS, "fsyncs observed: %" PRIu64, n);
+	buf_free(&b);
+	engine_fixture_fini(&f);
 }
 
 /* promtool (Debian's prometheus package) on the same output, where it is
