@@ -215,34 +215,45 @@ void metrics_reply(int code)
 		metrics_add(by_class[code / 100 - 2], 1);
 }
 
+/* A request's reply code and its row; codes not listed count in the
+ * table's 5xx row when permanent, nowhere otherwise. */
+struct metrics_code {
+	int code;
+	enum metric_id id;
+};
+
+static const struct metrics_code metrics_etrn_codes[] = {
+	{ 250, METRIC_ETRN_250 }, { 251, METRIC_ETRN_251 }, { 252, METRIC_ETRN_252 },
+	{ 253, METRIC_ETRN_253 }, { 458, METRIC_ETRN_458 }, { 459, METRIC_ETRN_459 },
+};
+
+static const struct metrics_code metrics_atrn_codes[] = {
+	{ 250, METRIC_ATRN_250 }, { 450, METRIC_ATRN_450 }, { 451, METRIC_ATRN_451 },
+	{ 453, METRIC_ATRN_453 },
+};
+
+static void metrics_code_add(const struct metrics_code *t, size_t n, enum metric_id row5xx,
+		int code)
+{
+	for (size_t i = 0; i < n; i++)
+		if (t[i].code == code) {
+			metrics_add(t[i].id, 1);
+			return;
+		}
+	if (code >= 500 && code <= 599)
+		metrics_add(row5xx, 1);
+}
+
 void metrics_etrn_reply(int code)
 {
-	switch (code) {
-	case 250: metrics_add(METRIC_ETRN_250, 1); break;
-	case 251: metrics_add(METRIC_ETRN_251, 1); break;
-	case 252: metrics_add(METRIC_ETRN_252, 1); break;
-	case 253: metrics_add(METRIC_ETRN_253, 1); break;
-	case 458: metrics_add(METRIC_ETRN_458, 1); break;
-	case 459: metrics_add(METRIC_ETRN_459, 1); break;
-	default:
-		if (code >= 500 && code <= 599)
-			metrics_add(METRIC_ETRN_5XX, 1);
-		break;
-	}
+	metrics_code_add(metrics_etrn_codes, sizeof metrics_etrn_codes / sizeof metrics_etrn_codes[0],
+			 METRIC_ETRN_5XX, code);
 }
 
 void metrics_atrn_reply(int code)
 {
-	switch (code) {
-	case 250: metrics_add(METRIC_ATRN_250, 1); break;
-	case 450: metrics_add(METRIC_ATRN_450, 1); break;
-	case 451: metrics_add(METRIC_ATRN_451, 1); break;
-	case 453: metrics_add(METRIC_ATRN_453, 1); break;
-	default:
-		if (code >= 500 && code <= 599)
-			metrics_add(METRIC_ATRN_5XX, 1);
-		break;
-	}
+	metrics_code_add(metrics_atrn_codes, sizeof metrics_atrn_codes / sizeof metrics_atrn_codes[0],
+			 METRIC_ATRN_5XX, code);
 }
 
 void metrics_replies(const struct buf *out, size_t from, void (*per_code)(int))
