@@ -14,8 +14,10 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/log.h"
 #include "core/metrics.h"
 #include "engine_fixture.h"
+#include "proto/smtp_server.h"
 
 #define EXPO_FAMILIES_MAX 128
 #define EXPO_SERIES_MAX 1024
@@ -632,6 +634,114 @@ Test(metrics, replies_counts_final_lines, .init = metrics_setup, .fini = metrics
 		cr_expect_eq(metrics_value(METRIC_ETRN_253), c->want_etrn253, "case %zu", i);
 		cr_expect_eq(metrics_value(METRIC_ETRN_5XX), c->want_etrn5xx, "case %zu", i);
 		buf_free(&b);
+	}
+}
+
+/* ---- one SMTP session through proto/smtp_server.c ------------------------ */
+
+static enum smtp_rcpt_verdict s_rcpt_check(void *arg, const char *d, size_t len, int relay)
+{
+	static const struct { const char *dom; enum smtp_rcpt_verdict v; } doms[] = {
+		{ "ok.test", SMTP_RCPT_OK }, { "temp.test", SMTP_RCPT_TEMPFAIL },
+		{ "quota.test", SMTP_RCPT_OVER_QUOTA },
+	};
+	(void)arg;
+	(void)relay;
+	for (size_t i = 0; i < sizeof doms / sizeof doms[0]; i++)
+		if (strlen(doms[i].dom) == len && memcmp(doms[i].dom, d, len) == 0)
+			return doms[i].v;
+	return SMTP_RCPT_DENY;
+}
+
+static void s_new_id(void *arg, uint64_t *msgid, char *qid)
+{
+	(void)arg;
+	*msgid = 1;
+	snprintf(qid, SMTP_QID_MAX, "%014X", 1u);
+}
+
+/* The drain's answer to a domain with mail (what proto/drain.c writes). */
+static void s_etrn(void *arg, const char *client, const char *user, const char *node,
+		   size_t len, struct buf *out)
+{
+	(void)arg;
+	(void)client;
+	(void)user;
+	buf_printf(out, "253 2.0.0 OK, 2 pending messages for node %.*s started\r\n", (int)len, node);
+}
+
+/* A message of 26 bytes as the client means it: "Subject: x\r\n" (12),
+ * "\r\n", "body\r\n" (6) and ".dot\r\n" (6, sent dot-stuffed). */
+#define S_MSG_BYTES 26
+static const char s_session[] =
+	"EHLO client.test\r\nMAIL FROM:<a@sender.test>\r\n"
+	"RCPT TO:<x@ok.test>\r\nRCPT TO:<y@far.test>\r\nRCPT TO:<z@temp.test>\r\n"
+	"RCPT TO:<q@quota.test>\r\nRCPT TO:<nodomain>\r\nDATA\r\n"
+	"Subject: x\r\n\r\nbody\r\n..dot\r\n.\r\nETRN ok.test\r\nETRN\r\nQUIT\r\n";
+
+/* Feed s_session chunk bytes at a time (0: at once), committing each
+ * message as stored. */
+static void s_run(size_t chunk)
+{
+	struct smtp_server_conf conf = {
+		.hostname = "mx.test",
+		.limits = { .command_max = 512, .line_max = 1000, .max_recipients = 100,
+			    .size_max = 1u << 20, .max_errors = 10 },
+		.rcpt_check = s_rcpt_check, .new_id = s_new_id, .etrn = s_etrn,
+	};
+	size_t n = sizeof s_session - 1;
+	struct buf out;
+	enum smtp_event ev = SMTP_EV_NEED_INPUT;
+
+	log_set_level(LOGL_ERR);
+	buf_init(&out, 1u << 20);
+	struct smtp_session *s = smtp_server_new(&conf, "192.0.2.1");
+	cr_assert_not_null(s);
+	smtp_server_greeting(s, &out);
+	for (size_t i = 0; i < n && ev != SMTP_EV_CLOSE;) {
+		size_t k = chunk && chunk < n - i ? chunk : n - i, off = 0;
+		while (off < k && ev != SMTP_EV_CLOSE) {
+			off += smtp_server_feed(s, s_session + i + off, k - off, &out, &ev);
+			if (ev == SMTP_EV_COMMIT) {
+				smtp_server_commit_done(s, 0, &out);
+				ev = SMTP_EV_NEED_INPUT;
+			}
+		}
+		i += k;
+	}
+	cr_assert_eq(ev, SMTP_EV_CLOSE, "%.*s", (int)out.len, out.data);
+	smtp_server_free(s);
+	buf_free(&out);
+}
+
+struct s_want {
+	enum metric_id id;
+	uint64_t want;
+};
+
+/* 220, EHLO's 250, MAIL 250, RCPT 250, 354, 250 queued, ETRN 253, 221;
+ * 451 and 452; 550, 501 (no domain), ETRN 500. */
+static const struct s_want s_wants[] = {
+	{ METRIC_REPLIES_2XX, 7 }, { METRIC_REPLIES_3XX, 1 }, { METRIC_REPLIES_4XX, 2 },
+	{ METRIC_REPLIES_5XX, 3 },
+	{ METRIC_RCPT_REFUSED_RELAY, 1 }, { METRIC_RCPT_REFUSED_UNKNOWN, 1 },
+	{ METRIC_RCPT_REFUSED_QUOTA, 1 }, { METRIC_RCPT_REFUSED_OTHER, 1 },
+	{ METRIC_RCPT_REFUSED_ROUTING, 0 },
+	{ METRIC_MSGS_RECEIVED, 1 }, { METRIC_BYTES_RECEIVED, S_MSG_BYTES },
+	{ METRIC_ETRN_253, 1 }, { METRIC_ETRN_5XX, 1 }, { METRIC_ETRN_250, 0 },
+};
+
+Test(metrics, smtp_session_counts, .init = metrics_setup, .fini = metrics_teardown)
+{
+	static const size_t chunks[] = { 0, 1, 2, 7, 64 };
+	for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+		metrics_init(4);
+		s_run(chunks[c]);
+		for (size_t i = 0; i < sizeof s_wants / sizeof s_wants[0]; i++)
+			cr_expect_eq(metrics_value(s_wants[i].id), s_wants[i].want,
+				     "chunk %zu: row %d: %" PRIu64 ", want %" PRIu64, chunks[c],
+				     (int)s_wants[i].id, metrics_value(s_wants[i].id),
+				     s_wants[i].want);
 	}
 }
 
