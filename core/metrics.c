@@ -138,6 +138,20 @@ static struct metrics_slot *metrics_slot_self(void)
 	return metrics_mine ? metrics_mine : &metrics_slots[METRICS_SLOT_OTHER];
 }
 
+/* Add n (wrapping) to a value of this thread's slot. An engine thread is
+ * its slot's only writer: a relaxed load and store, no locked instruction
+ * (about 1 ns, against 15-30 for an atomic add here); the shared slot
+ * takes atomic adds. A reader sees the old or the new value, never a torn
+ * one. */
+static void metrics_bump(_Atomic uint64_t *v, uint64_t n)
+{
+	if (metrics_mine)
+		atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + n,
+				      memory_order_relaxed);
+	else
+		atomic_fetch_add_explicit(v, n, memory_order_relaxed);
+}
+
 static void metrics_slots_zero(void)
 {
 	for (size_t s = 0; s < METRICS_SLOTS_MAX; s++) {
@@ -181,14 +195,14 @@ void metrics_add(enum metric_id m, uint64_t n)
 {
 	if ((unsigned)m >= METRIC_COUNT)
 		return;
-	atomic_fetch_add_explicit(&metrics_slot_self()->v[m], n, memory_order_relaxed);
+	metrics_bump(&metrics_slot_self()->v[m], n);
 }
 
 void metrics_sub(enum metric_id m, uint64_t n)
 {
 	if ((unsigned)m >= METRIC_COUNT)
 		return;
-	atomic_fetch_sub_explicit(&metrics_slot_self()->v[m], n, memory_order_relaxed);
+	metrics_bump(&metrics_slot_self()->v[m], (uint64_t)0 - n);
 }
 
 void metrics_set(enum metric_id m, uint64_t v)
@@ -205,8 +219,8 @@ void metrics_fsync_observe(uint64_t us)
 
 	while (b < METRICS_FSYNC_BUCKETS && us > metrics_fsync_le_us[b])
 		b++;
-	atomic_fetch_add_explicit(&sl->fsync_bucket[b], 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&sl->fsync_sum_us, us, memory_order_relaxed);
+	metrics_bump(&sl->fsync_bucket[b], 1);
+	metrics_bump(&sl->fsync_sum_us, us);
 }
 
 void metrics_reply(int code)

@@ -84,7 +84,9 @@ int metrics_init(unsigned nthreads);
 void metrics_free(void);
 
 /* On engine thread i (0-based), before its loop runs: this thread's
- * updates go to slot i. Other threads need not call anything. */
+ * updates go to slot i, as its only writer (plain relaxed stores: two
+ * threads attached to one i would lose updates). Other threads need not
+ * call anything; an i past the registry shares the atomic "other" slot. */
 void metrics_thread_attach(unsigned i);
 
 /* Add n to a counter (or to this thread's gauge: n may be "negative" by
