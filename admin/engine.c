@@ -41,6 +41,7 @@
 #include "admin/authpool.h"
 #include "core/epoch.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/loop.h"
 #include "core/tls.h"
 #include "proto/activator.h"
@@ -268,6 +269,8 @@ static void *engine_thread(void *arg)
 		return NULL;
 	}
 	epoch_offline();
+	/* This thread's counters and its shard's gauges: slot e->index. */
+	metrics_thread_attach(e->index);
 	if (engine_setup(e, &p)) {
 		engine_teardown(&p);
 		epoch_unregister();

@@ -39,6 +39,7 @@
 #include "core/connlimit.h"
 #include "core/epoch.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/now.h"
 #include "core/tls.h"
 
@@ -121,6 +122,9 @@ enum conn_flag {
 	CONN_DETACHING = 1u << 19,  /* conn_detach(): no more owner callbacks;
 	                               leaves as a parcel (or done(NULL) when
 	                               it fails: then CLOSING too) */
+	CONN_INBOUND = 1u << 20,    /* accepted: counted in METRIC_CONN_OPEN
+	                               until its slot is freed (a detached one
+	                               leaves the gauge with its slot) */
 };
 
 struct conn {
@@ -466,6 +470,8 @@ static void conn_free_slot(struct conn *c)
 	c->lflags = 0;
 	if (c->flags & CONN_ADDR_COUNTED)
 		connlimit_release(l->connlimit, c->peer);
+	if (c->flags & CONN_INBOUND)
+		metrics_sub(METRIC_CONN_OPEN, 1);
 	c->flags = 0;
 	c->st = NULL;
 	c->fd = -1;
@@ -547,6 +553,7 @@ static void accept_backoff(struct loop *l, unsigned i, int err)
 
 	l->acc.fails++;
 	l->acc.err = err;
+	metrics_add(METRIC_CONN_REFUSED_DESCRIPTORS, 1);
 	if (l->acc.timer_armed)
 		return;
 	if (l->acc.delay_ms == 0) {
@@ -608,6 +615,7 @@ static void accept_refuse_addr(struct loop *l, struct conn *c)
 	uint64_t now = now_mono_ms();
 
 	l->refused++;
+	metrics_add(METRIC_CONN_REFUSED_CLIENT, 1);
 	if (!l->refuse_log_ms || now - l->refuse_log_ms >= LOOP_REFUSE_LOG_QUIET_MS) {
 		log_warn("engine %u: %s: over client_connection_limit (%u open): refused "
 			 "(%llu refused on this thread since the last report)", l->index, c->peer,
@@ -636,6 +644,7 @@ static struct conn *accept_admit(struct loop *l, int fd)
 	if (!l->free_conns) {
 		/* Over max_connections: say so (RFC 5321 3.8: 421) and close. */
 		accept_refuse(fd, l->busy_reply);
+		metrics_add(METRIC_CONN_REFUSED_MAX, 1);
 		return NULL;
 	}
 	c = conn_take_slot(l, fd, 0, l->ops, l->ops_arg, NULL);
@@ -649,6 +658,9 @@ static struct conn *accept_admit(struct loop *l, int fd)
 		case CONNLIMIT_UNCOUNTED: break;
 		}
 	}
+	c->flags |= CONN_INBOUND;
+	metrics_add(METRIC_CONN_ACCEPTED, 1);
+	metrics_add(METRIC_CONN_OPEN, 1);
 	return c;
 }
 

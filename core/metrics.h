@@ -84,7 +84,9 @@ int metrics_init(unsigned nthreads);
 void metrics_free(void);
 
 /* On engine thread i (0-based), before its loop runs: this thread's
- * updates go to slot i. Other threads need not call anything. */
+ * updates go to slot i, as its only writer (plain relaxed stores: two
+ * threads attached to one i would lose updates). Other threads need not
+ * call anything; an i past the registry shares the atomic "other" slot. */
 void metrics_thread_attach(unsigned i);
 
 /* Add n to a counter (or to this thread's gauge: n may be "negative" by
@@ -101,6 +103,12 @@ void metrics_fsync_observe(uint64_t us);
 void metrics_reply(int code);
 void metrics_etrn_reply(int code);
 void metrics_atrn_reply(int code);
+/* Count the reply text written to out since offset from (CRLF-ended
+ * lines): each final line ("250 ...", not "250-...") by class with
+ * metrics_reply(), and with per_code too when not NULL
+ * (metrics_etrn_reply for an ETRN's answer). For replies written by a
+ * module other than smtp_server's own reply function. */
+void metrics_replies(const struct buf *out, size_t from, void (*per_code)(int));
 
 /*
  * Append every row above in the Prometheus text exposition format (0.0.4:

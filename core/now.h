@@ -19,6 +19,15 @@ static inline uint64_t now_mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* Monotonic microseconds: for measuring short intervals (fsync latency). */
+static inline uint64_t now_mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 static inline uint64_t now_wall_us(void)
 {
 	struct timespec ts;

@@ -42,6 +42,7 @@
 #include "core/hash.h"
 #include "core/list.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/loop.h"
 #include "core/now.h"
 #include "proto/drain_atrn.h"
@@ -366,8 +367,11 @@ static void job_end(struct drain_job *j)
 
 	list_unlink(&d->jobs, &j->node);
 	job_mark_busy(d, j, 0);
-	if (!s && !j->outbound)
+	if (!s && !j->outbound) {
 		held_note(d, j);
+		metrics_add(METRIC_DRAINS_FINISHED, 1); /* started in job_start() */
+		metrics_sub(METRIC_DRAINS_RUNNING, 1);
+	}
 	if (j->nmsgs)
 		log_info("%s %.*s (shard %u): %" PRIu64 " sent, %" PRIu64 " deferred, %" PRIu64
 			 " bounced, %zu not attempted, in %.3f s",
@@ -462,6 +466,9 @@ static void job_start(void *arg)
 	}
 	free(rq);
 	list_append(&d->jobs, &j->node);
+	/* Counted per engine thread: each holds its share of the domain. */
+	metrics_add(METRIC_DRAINS_STARTED, 1);
+	metrics_add(METRIC_DRAINS_RUNNING, 1);
 	/* The context drain_hub_set_tls() gave last: for this job's connections
 	 * (those already open keep theirs). */
 	d->env.tls = __atomic_load_n(&h->tls_client, __ATOMIC_ACQUIRE);

@@ -26,6 +26,7 @@
 #include "core/domtab.h"
 #include "core/list.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/loop.h"
 #include "core/now.h"
 #include "proto/drain.h"
@@ -345,6 +346,7 @@ struct drain_atrn *drain_atrn(struct drain *d, const char *client, const char *u
 		return NULL;
 	}
 	atomic_init(&s->refs, 1); /* the connection's */
+	metrics_add(METRIC_ATRN_RUNNING, 1);
 	atomic_init(&s->delivered, 0);
 	s->started_us = now_wall_us();
 	snprintf(s->relay, sizeof(s->relay), "ATRN customer [%s]", s->client);
@@ -452,5 +454,9 @@ void drain_atrn_put(struct drain_atrn *s)
 	for (unsigned i = 0; i < s->doms.n; i++)
 		drain_hub_unclaim(s->h, s->doms.dom[i], s->doms.len[i]);
 	reg_remove(s);
+	/* Maybe another engine thread than the one that counted it in: the
+	 * gauge is summed over the threads. */
+	metrics_sub(METRIC_ATRN_RUNNING, 1);
+	metrics_add(METRIC_ATRN_FINISHED, 1);
 	free(s);
 }

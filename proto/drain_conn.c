@@ -18,6 +18,7 @@
 
 #include "core/ascii.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/now.h"
 #include "core/tls.h"
 #include "proto/bounce.h"
@@ -931,6 +932,7 @@ static void dc_verdict(struct drain_conn *dc, uint32_t i, struct drain_bounces *
 	log_printable(to, sizeof(to), dc->raddr[i], dc->rlen[i]);
 	if (!r) {
 		j->deferred++;
+		metrics_add(METRIC_DELIVERIES_DEFERRED, 1);
 		job_why(j, "no result from %s", j->relay);
 		log_info("%s: to=<%s>, relay=%s, %s, dsn=4.0.0, status=deferred (no result)",
 			 qid, to, j->relay, times);
@@ -939,6 +941,7 @@ static void dc_verdict(struct drain_conn *dc, uint32_t i, struct drain_bounces *
 	if (r->status == SMTP_CLIENT_DELIVERED) {
 		status = "sent";
 		j->sent++;
+		metrics_add(METRIC_DELIVERIES_SENT, 1);
 		/* The DONE is encoded now; it goes out with the next group
 		 * commit. A crash before that resends this message once. The
 		 * job waits for it, so its end means its mail is recorded. */
@@ -961,6 +964,7 @@ static void dc_verdict(struct drain_conn *dc, uint32_t i, struct drain_bounces *
 
 		status = "bounced";
 		j->bounced++;
+		metrics_add(METRIC_DELIVERIES_BOUNCED, 1);
 		b->rcpt[b->n] = dc->rcpt[i];
 		w->action = DSN_ACTION_FAILED;
 		w->status = r->enh[0] ? r->enh : DRAIN_DIAG_DEFAULT_STATUS;
@@ -978,6 +982,7 @@ static void dc_verdict(struct drain_conn *dc, uint32_t i, struct drain_bounces *
 	log_printable(text, sizeof(text), r->text, r->text_len);
 	if (!strcmp(status, "deferred")) {
 		j->deferred++;
+		metrics_add(METRIC_DELIVERIES_DEFERRED, 1);
 		job_why(j, "%d %s %s", r->code, r->enh, text);
 	}
 	/* The TLS of the session (Exim's X=) at the end, only when there is

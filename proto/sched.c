@@ -26,6 +26,7 @@
 #include "core/htab.h"
 #include "core/list.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/now.h"
 #include "proto/drain_atrn.h"
 #include "proto/route.h"
@@ -37,6 +38,8 @@
  * finds domains forgotten when SCHED_DOMAINS_MAX was reached. */
 #define SCHED_RESCAN_MIN_US (1ull * 1000000)
 #define SCHED_RESCAN_US (60ull * 1000000)
+/* How often the deferred-queue gauge is recounted (O(domains)). */
+#define SCHED_METRICS_US (1ull * 1000000)
 
 static int dom_eq(const void *ctx, uint32_t el, const void *key);
 
@@ -370,6 +373,25 @@ static void sched_serve(struct sched *s, const struct domtab *t, uint64_t now)
 	}
 }
 
+/* The deferred queue's size as this thread's gauge: the messages of every
+ * scheduled domain, a message counted once per domain it waits for. */
+static void sched_metrics(struct sched *s, const struct domtab *t)
+{
+	uint64_t msgs = 0;
+
+	for (uint32_t i = 0; i < s->ndoms; i++) {
+		const struct sched_dom *sd = s->doms[i];
+		const struct spool_index_queue *q = spool_index_queue(s->idx, sd->dom, sd->len);
+		struct spool_index_qstat st;
+
+		if (!q || !sched_scheduled(s, t, sd->dom, sd->len))
+			continue;
+		spool_index_queue_stat(q, &st);
+		msgs += st.messages;
+	}
+	metrics_set(METRIC_DEFERRED_MESSAGES, msgs);
+}
+
 /* The turn hook: cheap when nothing is due (a few compares). */
 static void sched_tick(void *arg)
 {
@@ -402,6 +424,10 @@ static void sched_tick(void *arg)
 		sched_wake(s, now);
 	if (!list_empty(&s->ready))
 		sched_serve(s, t, now);
+	if (now >= s->metrics_us + SCHED_METRICS_US || now < s->metrics_us) {
+		sched_metrics(s, t);
+		s->metrics_us = now;
+	}
 }
 
 /* ---- restart spread ------------------------------------------------------- */

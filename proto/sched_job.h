@@ -89,6 +89,7 @@ struct sched {
 	struct list ready;             /* of sched_dom.ready_node */
 	uint32_t nready;
 	uint64_t wake_us;              /* earliest sched_dom.next_us, or MAX */
+	uint64_t metrics_us;           /* the deferred gauge last set */
 	uint64_t rescan_us;            /* last walk of every queue */
 	const struct domtab *seen_table; /* compared only, never read */
 	int seen_stale;                /* domtab_live_stale() at the last walk */

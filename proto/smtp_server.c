@@ -20,6 +20,7 @@
 #include "core/datefmt.h"
 #include "core/linereader.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "proto/atrn.h"
 #include "proto/etrn.h"
 #include "proto/smtp_auth.h"
@@ -216,6 +217,9 @@ static void smtp_reply(struct smtp_session *s, struct buf *out, const char *fmt,
 		if (n < 0 || (size_t)n >= sizeof(line) - 2)
 			panic("reply too long: %.40s", fmt);
 	}
+	/* A final line ("250 ", not "250-") is one reply: counted by class. */
+	if (n >= 4 && line[3] == ' ')
+		metrics_reply((line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0'));
 	line[n++] = '\r';
 	line[n++] = '\n';
 	if (buf_append(out, line, (size_t)n) != 0)
@@ -577,6 +581,7 @@ static int smtp_check_rcpt(struct smtp_session *s, struct smtp_cmd_ctx *c, struc
 	 * sends the rest later; not an error against the budget, or a large
 	 * pipelined recipient list would get a well-behaved client cut off. */
 	if (s->tx.nrcpt >= conf->limits.max_recipients) {
+		metrics_add(METRIC_RCPT_REFUSED_OTHER, 1);
 		smtp_reply(s, out, "452 4.5.3 Error: too many recipients");
 		return SMTP_CHECK_REFUSE;
 	}
@@ -590,6 +595,7 @@ static int smtp_check_rcpt(struct smtp_session *s, struct smtp_cmd_ctx *c, struc
 	/* Any other bare local part has no customer domain to relay to: we
 	 * are a relay, not a mailbox host. */
 	if (path->flags & (SMTP_PATH_NULL | SMTP_PATH_NO_DOMAIN)) {
+		metrics_add(METRIC_RCPT_REFUSED_OTHER, 1);
 		smtp_reply(s, out, "501 5.1.3 Bad recipient address syntax");
 		return SMTP_CHECK_FAIL;
 	}
@@ -609,6 +615,9 @@ static int smtp_check_rcpt(struct smtp_session *s, struct smtp_cmd_ctx *c, struc
 			v == SMTP_RCPT_TEMPFAIL ? "domain table unavailable" :
 			v == SMTP_RCPT_OVER_QUOTA ? "domain over quota" :
 			v == SMTP_RCPT_ROUTED ? "sender-specified routing" : "relay access denied");
+	metrics_add(v == SMTP_RCPT_TEMPFAIL ? METRIC_RCPT_REFUSED_UNKNOWN :
+		    v == SMTP_RCPT_OVER_QUOTA ? METRIC_RCPT_REFUSED_QUOTA :
+		    v == SMTP_RCPT_ROUTED ? METRIC_RCPT_REFUSED_ROUTING : METRIC_RCPT_REFUSED_RELAY, 1);
 	switch (v) {
 	case SMTP_RCPT_TEMPFAIL:
 		smtp_reply(s, out, "451 4.3.0 <%s>: Temporary lookup failure", path->addr);
@@ -865,15 +874,20 @@ static int smtp_check_etrn(struct smtp_session *s, struct smtp_cmd_ctx *c, struc
 	o = etrn_parse(c->arg, c->arg_len, ETRN_SRC_SMTP_RAW, &node);
 	if (o != ETRN_SYNTAX_EMPTY && o != ETRN_SYNTAX_NODE)
 		return SMTP_CHECK_OK;
+	size_t from = out->len;
 	if (etrn_reply(out, o, c->arg, c->arg_len, NULL, 0))
 		smtp_out_full(s);
+	metrics_replies(out, from, metrics_etrn_reply);
 	return SMTP_CHECK_FAIL;
 }
 
 static void smtp_proceed_etrn(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out)
 {
+	size_t from = out->len;
+
 	s->conf->etrn(s->conf->etrn_arg, s->client_addr, smtp_server_user(s), c->arg,
 		      c->arg_len, out);
+	metrics_replies(out, from, metrics_etrn_reply);
 }
 
 /* ---- ATRN and TURN (RFC 2645) ----------------------------------------- */
@@ -900,8 +914,10 @@ static int smtp_check_atrn(struct smtp_session *s, struct smtp_cmd_ctx *c, struc
 	v = atrn_parse(c->arg, c->arg_len, &doms);
 	if (v == ATRN_OK)
 		return SMTP_CHECK_OK;
+	size_t from = out->len;
 	if (atrn_reply(out, v) != 0)
 		smtp_out_full(s);
+	metrics_replies(out, from, metrics_atrn_reply);
 	return SMTP_CHECK_FAIL;
 }
 
@@ -1866,6 +1882,10 @@ void smtp_server_commit_done(struct smtp_session *s, int err, struct buf *out)
 		log_debug("%s: from=<%s>, nrcpt=%u, size=%zu, client=%s", tx->qid,
 				log_printable(logtext, sizeof(logtext), tx->env.data, tx->sender_len),
 				tx->nrcpt, tx->size, s->client_addr);
+		/* On disk now: the size as the client sent it (unstuffed,
+		 * CRLF line ends, without our Received: header). */
+		metrics_add(METRIC_MSGS_RECEIVED, 1);
+		metrics_add(METRIC_BYTES_RECEIVED, tx->size);
 		smtp_reply(s, out, "250 2.0.0 Ok: queued as %s", tx->qid);
 	} else if (err == -EDQUOT) {
 		log_debug("%s: commit refused: over quota", tx->qid);

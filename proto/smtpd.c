@@ -27,6 +27,7 @@
 #include "core/cidr.h"
 #include "core/list.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/tls.h"
 #include "proto/auth.h"
 #include "proto/smtp_parse.h"
@@ -706,11 +707,13 @@ static int smtpd_atrn(struct smtpd_conn *sc, struct buf *out)
 		panic("smtpd_atrn: commit %d auth %d tls %d closing %d", sc->commit_pending,
 		      sc->auth_pending, sc->tls_pending, sc->closing);
 	list = smtp_server_atrn_domains(sc->s, &len);
+	size_t from = out->len;
 	/* The drain's own 451s: shutting down, or the generic one. */
 	if (!d->drain || sc->stopping)
 		(void)atrn_reply(out, sc->stopping ? ATRN_STOPPING : ATRN_NO_MEMORY);
 	else
 		as = drain_atrn(d->drain, conn_peer(sc->c), smtp_server_user(sc->s), list, len, out);
+	metrics_replies(out, from, metrics_atrn_reply);
 	smtp_server_atrn_done(sc->s, as != NULL);
 	if (!as)
 		return 0;

@@ -28,6 +28,7 @@
 #include "core/ascii.h"
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/now.h"
 #include "store/domstat.h"
 #include "store/spool_compact.h"
@@ -89,6 +90,7 @@ struct spool_batch {
 	int err;                  /* first error of the round */
 	int need_dirsync;         /* the segment is new: sync its directory */
 	uint64_t round_len;       /* bytes the current round's write asked for */
+	uint64_t sync_start_us;   /* this round's write + sync submitted */
 };
 
 /* A segment's read-only descriptor and the reads that use it. */
@@ -216,6 +218,17 @@ static void sched_rewrite(struct spool_shard *sh)
 	}
 	log_info("spool shard %u: schedule written again: %" PRIu64 " SCHED records",
 		 sh->shard, n);
+}
+
+/* The shard's held messages and their record bytes as this engine
+ * thread's gauges (core/metrics.h): after recovery and each commit. */
+static void shard_metrics(struct spool_shard *sh)
+{
+	struct spool_index_totals t;
+
+	spool_index_totals(sh->idx, &t);
+	metrics_set(METRIC_HELD_MESSAGES, t.messages);
+	metrics_set(METRIC_HELD_BYTES, t.live_bytes);
 }
 
 /* Count what recovery found into the node-wide per-domain counters. */
@@ -355,6 +368,7 @@ struct spool_shard *spool_shard_open(struct loop *loop,
 	if (res.sched_dead_segments > 0)
 		sched_rewrite(sh);
 	domstat_seed(sh);
+	shard_metrics(sh);
 	disk_max = res.max_seq;
 	spool_recover_result_free(&res);
 	time_base = (uint64_t)time(NULL) << SPOOL_SEQ_TIME_SHIFT;
@@ -720,6 +734,7 @@ static int batch_submit(struct spool_shard *sh)
 	}
 	if (!sync)
 		return 0;
+	b->sync_start_us = now_mono_us();
 	rc = loop_file_fsync(sh->loop, b->fd, 1, b->need_dirsync ? LOOP_LINK : 0,
 			     batch_sync_cqe, sh);
 	if (rc == 0) {
@@ -1001,6 +1016,7 @@ static void batch_finish(struct spool_shard *sh, int err)
 				off += e->head.len + e->body_len;
 			}
 		}
+		shard_metrics(sh);
 	}
 	sh->inflight = 0;
 	memset(b, 0, sizeof(*b));
@@ -1057,6 +1073,11 @@ static void batch_sync_cqe(void *arg, int res)
 		/* -ECANCELED: the write before it was short; not an error. */
 		if (res != -ECANCELED && !b->err)
 			b->err = res;
+	} else {
+		/* The group commit's latency: linked write + sync submitted to
+		 * this sync's completion (a new segment's directory sync is
+		 * observed too). */
+		metrics_fsync_observe(now_mono_us() - b->sync_start_us);
 	}
 	if (--b->outstanding == 0)
 		batch_round_end(sh);
