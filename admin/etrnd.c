@@ -21,6 +21,7 @@
 #include "admin/ctl_requests.h"
 #include "core/domtab.h"
 #include "admin/engine.h"
+#include "admin/metrics_http.h"
 #include "core/addrtab.h"
 #include "core/budget.h"
 #include "core/config.h"
@@ -29,6 +30,7 @@
 #include "core/epoch.h"
 #include "core/log.h"
 #include "core/loop.h"
+#include "core/metrics.h"
 #include "core/resolver.h"
 #include "proto/activator.h"
 #include "proto/drain.h"
@@ -75,6 +77,7 @@ struct etrnd {
 	struct engine_env env;
 	struct engine_set *eng;
 	struct connlimit *cl;          /* client_connection_limit, node-wide */
+	struct metrics_http *mh;       /* metrics_listen; NULL when off */
 };
 
 static void etrnd_usage(FILE *f)
@@ -207,6 +210,25 @@ static void etrnd_block_signals(sigset_t *sigs)
 	signal(SIGPIPE, SIG_IGN);
 }
 
+/* The Prometheus endpoint (metrics_listen), after the control thread it
+ * asks, bound before privileges are dropped. */
+static void etrnd_metrics_start(struct etrnd *d)
+{
+	char err[CONFIG_ERR_MAX + PATH_MAX];
+	struct metrics_sources src = {
+		.ds = d->ds, .hub = d->hub, .dt = d->dt, .ep = d->ep,
+		.ctl = d->cfg.redis.kind == CONFIG_REDIS_NONE ? NULL : d->ctl,
+	};
+
+	if (!d->cfg.metrics_len)
+		return;
+	d->mh = metrics_http_start(&d->cfg, &src, err, sizeof(err));
+	if (!d->mh) {
+		d->ctl = control_stop(d->ctl);
+		fatal("%s", err);
+	}
+}
+
 /* The shared parts, the domain table (from Redis, or relay_domains alone)
  * and the control socket, all before any engine thread can take a
  * connection; then the engines. Any failure is fatal. */
@@ -218,7 +240,11 @@ static void etrnd_start(struct etrnd *d)
 
 	if (loop_probe_listen(cfg, err, sizeof(err)))
 		fatal("%s", err);
-	d->ep = epoch_new(cfg->threads + 1); /* + the control socket thread */
+	/* + the control socket's and the metrics endpoint's threads */
+	d->ep = epoch_new(cfg->threads + 2);
+	if (metrics_init(cfg->threads))
+		fatal("metrics: %u engine thread(s) are more than the counters have slots for",
+		      cfg->threads);
 	d->dt = d->ep ? domtab_live_new(NULL, d->ep) : NULL;
 	d->ds = domstat_new(ETRND_DOMSTAT_DOMAINS);
 	d->data_budget = budget_new(cfg->data_memory_limit);
@@ -237,6 +263,7 @@ static void etrnd_start(struct etrnd *d)
 	d->ctl = control_start(cfg, d->dt, err, sizeof(err));
 	if (!d->ctl)
 		fatal("%s", err);
+	etrnd_metrics_start(d);
 	/* Before the listeners, so that once etrnd takes mail, etrnctl can
 	 * reach it; requests before the engines are up get partial answers. */
 	if (cfg->control_socket[0]) {
@@ -261,6 +288,7 @@ static void etrnd_start(struct etrnd *d)
 				      .data_budget = d->data_budget, .act = d->act };
 	if (engine_tls_new(cfg, &d->env, err, sizeof(err))) {
 		d->cs = ctlsock_stop(d->cs);
+		d->mh = metrics_http_stop(d->mh);
 		d->ctl = control_stop(d->ctl);
 		fatal("%s", err);
 	}
@@ -269,6 +297,7 @@ static void etrnd_start(struct etrnd *d)
 	d->eng = engine_start(&d->env);
 	if (!d->eng) {
 		d->cs = ctlsock_stop(d->cs);
+		d->mh = metrics_http_stop(d->mh);
 		d->ctl = control_stop(d->ctl);
 		fatal("could not start; see the errors above");
 	}
@@ -309,6 +338,7 @@ static int etrnd_stop(struct etrnd *d)
 	int failed;
 
 	d->cs = ctlsock_stop(d->cs); /* before the engines it asks */
+	d->mh = metrics_http_stop(d->mh); /* it asks them too */
 	failed = engine_stop(d->eng) != 0;
 	/* No engine thread runs any more: no drain is posted from now on, and
 	 * look-ups still pending end their drains (-ECANCELED), on the
@@ -327,6 +357,7 @@ static int etrnd_stop(struct etrnd *d)
 	budget_free(d->data_budget);
 	drain_hub_free(d->hub);
 	epoch_free(d->ep);
+	metrics_free();
 	config_free(&d->cfg);
 	return failed ? 1 : 0;
 }
