@@ -386,9 +386,6 @@ static int set_log(struct config *c, const struct config_key *k, const char *v,
 			   k->name, v);
 	c->log_syslog = 0;
 	c->log_file[0] = '\0';
-	c->metrics_len = 0;
-	c->metrics_top_domains = CONFIG_METRICS_TOP_DOMAINS_DEFAULT;
-	c->user[0] = '\0';
 	return set_string(c->log_file, sizeof(c->log_file), k, v, w, wl);
 }
 
@@ -886,6 +883,7 @@ void config_defaults(struct config *c)
 	c->send_timeout_ms = 180 * 1000;
 	c->bare_lf_normalize = 0;
 	c->max_connections = 20000;
+	c->metrics_top_domains = CONFIG_METRICS_TOP_DOMAINS_DEFAULT; /* metrics_listen: off */
 	c->client_connection_limit = CONFIG_CLIENT_CONNECTION_LIMIT_DEFAULT;
 	c->shutdown_timeout_ms = 30 * 1000;
 	c->drain_connections = 4;
