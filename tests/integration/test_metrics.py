@@ -162,6 +162,37 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stdout.decode())
         print("promtool check metrics: passed (%d bytes)" % len(text))
 
+    def test_dashboard_on_served_series(self):
+        """etc/grafana/etrnd.json names only series a scrape declares, and
+        its expressions are PromQL that promtool parses."""
+        import json
+        src = os.environ.get("ETRND_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+        with open(os.path.join(src, "etc", "grafana", "etrnd.json")) as f:
+            dash = json.load(f)
+        exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+        self.assertGreaterEqual(len(exprs), 15)
+        text, _ = self.scrape()
+        declared = set()
+        for m in re.finditer(r"^# TYPE (\S+) (\S+)$", text, re.M):
+            declared.add(m.group(1))
+            if m.group(2) == "histogram":
+                declared.update(m.group(1) + x for x in ("_bucket", "_sum", "_count"))
+        used = {n for e in exprs for n in re.findall(r"\betrnd_[a-z_]+", e)}
+        self.assertEqual(used - declared, set(), "the dashboard names series never served")
+        tool = shutil.which("promtool")
+        if not tool:
+            print("dashboard PromQL check skipped: promtool not installed")
+            return
+        rules = os.path.join(self.tmp, "dash.rules.yml")
+        with open(rules, "w") as f:
+            f.write("groups:\n- name: dash\n  rules:\n")
+            for i, e in enumerate(exprs):
+                e = e.replace("$__rate_interval", "5m").replace("$job", ".*").replace("$instance", ".*")
+                f.write("  - record: dash:expr%d\n    expr: %s\n" % (i, json.dumps(e)))
+        p = subprocess.run([tool, "check", "rules", rules], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout.decode())
+
     def test_http_answers(self):
         self.assertEqual(get(self.mport, "/nothere")[0], 404)
         self.assertEqual(get(self.mport, "/metrics", method="POST")[0], 405)
