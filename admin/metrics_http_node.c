@@ -138,6 +138,19 @@ static void node_help(struct buf *out, const char *name, const char *help)
 	(void)buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
 }
 
+/* The two series of the top domains. */
+static const struct node_dom_series {
+	const char *name;
+	const char *help;
+	int bytes;                 /* 1: node_dom.bytes, 0: .msgs */
+} node_dom_series[] = {
+	{ "etrnd_domain_held_messages",
+	  "Messages held for a domain, for the metrics_top_domains domains with the most held bytes (a wildcard row counts every name under it).",
+	  0 },
+	{ "etrnd_domain_held_bytes",
+	  "Bytes held for a domain, for the same domains as etrnd_domain_held_messages.", 1 },
+};
+
 static int node_domains(const struct config *cfg, const struct metrics_sources *src,
 			struct buf *out)
 {
@@ -151,19 +164,16 @@ static int node_domains(const struct config *cfg, const struct metrics_sources *
 	node_help(out, "etrnd_domains_holding_mail",
 		  "Domains of the domain table with held mail.");
 	(void)buf_printf(out, "etrnd_domains_holding_mail %" PRIu64 "\n", with_mail);
-	node_help(out, "etrnd_domain_held_messages",
-		  "Messages held for a domain, for the metrics_top_domains domains with the most held bytes (a wildcard row counts every name under it).");
-	for (size_t i = 0; i < n; i++) {
-		(void)buf_puts(out, "etrnd_domain_held_messages{domain=\"");
-		node_label(out, top[i].name);
-		(void)buf_printf(out, "\"} %" PRIu64 "\n", top[i].msgs);
-	}
-	node_help(out, "etrnd_domain_held_bytes",
-		  "Bytes held for a domain, for the same domains as etrnd_domain_held_messages.");
-	for (size_t i = 0; i < n; i++) {
-		(void)buf_puts(out, "etrnd_domain_held_bytes{domain=\"");
-		node_label(out, top[i].name);
-		(void)buf_printf(out, "\"} %" PRIu64 "\n", top[i].bytes);
+	for (size_t k = 0; k < sizeof(node_dom_series) / sizeof(node_dom_series[0]); k++) {
+		const struct node_dom_series *ser = &node_dom_series[k];
+
+		node_help(out, ser->name, ser->help);
+		for (size_t i = 0; i < n; i++) {
+			(void)buf_printf(out, "%s{domain=\"", ser->name);
+			node_label(out, top[i].name);
+			(void)buf_printf(out, "\"} %" PRIu64 "\n",
+					 ser->bytes ? top[i].bytes : top[i].msgs);
+		}
 	}
 	free(top);
 	return 0;

@@ -241,7 +241,7 @@ class MetricsTest(unittest.TestCase):
             took = time.monotonic() - t0
             self.assertEqual(status, 200)
             self.assertIn(b"etrnd_redis_up 1", body)
-            self.assertLess(took, 2.0, "a scrape waited behind the slow clients")
+            self.assertLess(took, 3.5, "a scrape waited behind the slow clients (their deadline is 5 s)")
             print("scrape %d beside 40 slow clients: %.1f ms" % (i, took * 1000))
         # SMTP is untouched.
         with smtplib.SMTP(h.HOST, self.e.port, timeout=10) as s:
