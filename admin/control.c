@@ -73,6 +73,10 @@ struct control {
 	struct domtab_builder *master;   /* rows from Redis + static domains */
 	redisContext *cmd, *sub;
 	int up;                          /* Redis state last logged */
+	/* For control_redis_state() (metrics, etrnctl top), any thread:
+	 * connected now, and the wall time of the last full load. */
+	atomic_int redis_up;
+	_Atomic uint64_t last_load_us;
 	int stopfd;
 	pthread_t thread;
 	int have_thread;
@@ -347,6 +351,8 @@ static int control_connect(struct control *c, char *err, size_t errlen)
 	c->next_resync_ms = now_mono_ms() + c->cur.resync_ms;
 	domtab_live_set_stale(c->lv, 0);
 	c->backoff_ms = CONTROL_BACKOFF_MIN_MS;
+	atomic_store(&c->last_load_us, now_wall_us());
+	atomic_store(&c->redis_up, 1);
 	log_info("redis %s: %s, %zu domain(s) loaded in %llu ms, %zu route(s)",
 		 c->cur.redis.display, c->up ? "connected" : "connected again",
 		 domtab_builder_count(c->master), (unsigned long long)(now_mono_ms() - t0),
@@ -362,6 +368,7 @@ static void went_down(struct control *c, const char *why)
 {
 	control_disconnect(c);
 	domtab_live_set_stale(c->lv, 1);
+	atomic_store(&c->redis_up, 0);
 	if (c->up) {
 		log_warn("redis %s: %s; serving %zu domain(s) from the last table, unknown domains get 451 until Redis is back; reconnecting",
 			 c->cur.redis.display, why, domtab_builder_count(c->master));
@@ -537,6 +544,7 @@ static int resync(struct control *c, char *why, size_t wl)
 	c->master = b;
 	(void)publish(c);
 	c->resync_asked = 0;
+	atomic_store(&c->last_load_us, now_wall_us());
 	c->next_resync_ms = now_mono_ms() + c->cur.resync_ms;
 	log_debug("redis: resync, %zu domain(s), %zu route(s) in %llu ms", domtab_builder_count(b),
 		  domtab_builder_route_count(b), (unsigned long long)(now_mono_ms() - t0));
@@ -761,4 +769,11 @@ void control_set_drain(struct control *c, control_drain_fn fn, void *arg)
 		return;
 	atomic_store(&c->drain_arg, arg);
 	atomic_store(&c->drain_fn, fn);
+}
+
+int control_redis_state(struct control *c, uint64_t *last_resync_us)
+{
+	if (last_resync_us)
+		*last_resync_us = c ? atomic_load(&c->last_load_us) : 0;
+	return c ? atomic_load(&c->redis_up) : 0;
 }

@@ -14,6 +14,7 @@
 
 #include "admin/control.h"
 #include "admin/ctl_activate.h"
+#include "admin/metrics_http.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/now.h"
@@ -245,42 +246,22 @@ done:
 	free(spec);
 }
 
-/*
- * Weak until core/metrics.c (part M1) and control_redis_state() (part M2,
- * admin/control.c) are merged: a weak reference pulls nothing from a
- * static library by itself, so a build without them links and "metrics"
- * says so; with them (etrnd.c and engine.c call metrics_* strongly) these
- * resolve to the real ones. Drop the two pragmas once both are merged.
- */
-#pragma weak metrics_format
-#pragma weak control_redis_state
-
-/* "metrics": the counters' Prometheus text and the Redis state, for
- * etrnctl top (logged at debug level: top asks every second). */
+/* "metrics": the counters' Prometheus text and the Redis series, named
+ * as a scrape names them (admin/metrics_http.h), for etrnctl top (logged
+ * at debug level: top asks every second). */
 static void ctl_metrics(const struct ctl_env *env, const char *a, size_t len, const char *who,
 			enum drain_queue_op op, struct buf *out)
 {
-	uint64_t resync_us = 0, now = now_wall_us();
-	int up;
-
-	if (!metrics_format) {
-		(void)buf_puts(out, "error: this etrnd has no metrics (core/metrics.c not built in)\n");
-		return;
-	}
+	(void)a;
+	(void)len;
+	(void)who;
+	(void)op;
 	if (metrics_format(out)) {
 		(void)buf_puts(out, "error: metrics: out of memory\n");
 		return;
 	}
-	if (!env->ctl || !control_redis_state)
-		return;
-	up = control_redis_state(env->ctl, &resync_us);
-	(void)buf_printf(out, "# HELP etrnd_redis_connected 1 when the control thread is connected to Redis.\n"
-			 "# TYPE etrnd_redis_connected gauge\netrnd_redis_connected %d\n", up);
-	if (resync_us)
-		(void)buf_printf(out, "# HELP etrnd_redis_last_resync_age_seconds Seconds since the last full load from Redis.\n"
-				 "# TYPE etrnd_redis_last_resync_age_seconds gauge\n"
-				 "etrnd_redis_last_resync_age_seconds %" PRIu64 "\n",
-				 now > resync_us ? (now - resync_us) / CTL_REQUESTS_US_PER_S : 0);
+	if (env->ctl)
+		metrics_http_redis_gauges(drain_hub_config(env->hub), env->ctl, out, now_wall_us());
 }
 
 static const struct ctl_request ctl_requests[] = {

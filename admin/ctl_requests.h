@@ -7,7 +7,7 @@
  * test_clock = yes), "activators [json] [NAME]", "activators run NAME",
  * "activate KEY=VALUE..." (a one-shot activator run, admin/ctl_activate.h;
  * answered "ok oneshot-N"), "metrics" (core/metrics.h's Prometheus text,
- * then etrnd_redis_connected and etrnd_redis_last_resync_age_seconds:
+ * then etrnd_redis_up and etrnd_redis_last_resync_age_seconds:
  * etrnctl top's counters), each optionally ending "\tby WHO" for the log;
  * a pass= value is never logged) or a Redis
  * "drain <domain>" event (admin/control.h: another node's ETRN, or etrnctl

@@ -329,7 +329,7 @@ void etrnctl_top_parse_metrics(const char *text, struct etrnctl_top_metrics *m)
 	(void)top_prom(text, "etrnd_deliveries_total", "status=\"bounced\"", &m->bounced);
 	(void)top_prom(text, "etrnd_drains_running", NULL, &m->drains_running);
 	(void)top_prom(text, "etrnd_atrn_sessions_running", NULL, &m->atrn_running);
-	if (top_prom(text, "etrnd_redis_connected", NULL, &v))
+	if (top_prom(text, "etrnd_redis_up", NULL, &v))
 		m->redis_up = v != 0;
 	(void)top_prom(text, "etrnd_redis_last_resync_age_seconds", NULL, &m->resync_age_s);
 }

@@ -21,6 +21,7 @@
 #include "admin/ctl_requests.h"
 #include "core/domtab.h"
 #include "admin/engine.h"
+#include "admin/metrics_http.h"
 #include "admin/privs.h"
 #include "admin/reload.h"
 #include "admin/sdnotify.h"
@@ -32,6 +33,7 @@
 #include "core/epoch.h"
 #include "core/log.h"
 #include "core/loop.h"
+#include "core/metrics.h"
 #include "core/resolver.h"
 #include "proto/activator.h"
 #include "proto/drain.h"
@@ -80,6 +82,7 @@ struct etrnd {
 	struct reload *rl;             /* SIGHUP (admin/reload.h) */
 	struct privs privs;            /* the run user (admin/privs.h) */
 	struct sdnotify *sdn;          /* systemd's notify and watchdog */
+	struct metrics_http *mh;       /* metrics_listen; NULL when off */
 };
 
 static void etrnd_usage(FILE *f)
@@ -207,6 +210,25 @@ static void etrnd_block_signals(sigset_t *sigs)
 	signal(SIGPIPE, SIG_IGN);
 }
 
+/* The Prometheus endpoint (metrics_listen), after the control thread it
+ * asks, bound before privileges are dropped. */
+static void etrnd_metrics_start(struct etrnd *d)
+{
+	char err[CONFIG_ERR_MAX + PATH_MAX];
+	struct metrics_sources src = {
+		.ds = d->ds, .hub = d->hub, .dt = d->dt, .ep = d->ep,
+		.ctl = d->cfg.redis.kind == CONFIG_REDIS_NONE ? NULL : d->ctl,
+	};
+
+	if (!d->cfg.metrics_len)
+		return;
+	d->mh = metrics_http_start(&d->cfg, &src, err, sizeof(err));
+	if (!d->mh) {
+		d->ctl = control_stop(d->ctl);
+		fatal("%s", err);
+	}
+}
+
 /* The shared parts, the domain table (from Redis, or relay_domains alone)
  * and the control socket, all before any engine thread can take a
  * connection; then the engines. Any failure is fatal. */
@@ -222,7 +244,11 @@ static void etrnd_start(struct etrnd *d)
 	 * (spool, control socket) is its; root is kept for the binds alone. */
 	if (privs_prepare(&d->privs, cfg, err, sizeof(err)))
 		fatal("%s", err);
-	d->ep = epoch_new(cfg->threads + 1); /* + the control socket thread */
+	/* + the control socket's and the metrics endpoint's threads */
+	d->ep = epoch_new(cfg->threads + 2);
+	if (metrics_init(cfg->threads))
+		fatal("metrics: %u engine thread(s) are more than the counters have slots for",
+		      cfg->threads);
 	d->dt = d->ep ? domtab_live_new(NULL, d->ep) : NULL;
 	d->ds = domstat_new(ETRND_DOMSTAT_DOMAINS);
 	d->data_budget = budget_new(cfg->data_memory_limit);
@@ -241,6 +267,7 @@ static void etrnd_start(struct etrnd *d)
 	d->ctl = control_start(cfg, d->dt, err, sizeof(err));
 	if (!d->ctl)
 		fatal("%s", err);
+	etrnd_metrics_start(d);
 	/* Before the listeners, so that once etrnd takes mail, etrnctl can
 	 * reach it; requests before the engines are up get partial answers. */
 	if (cfg->control_socket[0]) {
@@ -265,6 +292,7 @@ static void etrnd_start(struct etrnd *d)
 				      .data_budget = d->data_budget, .act = d->act };
 	if (engine_tls_new(cfg, &d->env, err, sizeof(err))) {
 		d->cs = ctlsock_stop(d->cs);
+		d->mh = metrics_http_stop(d->mh);
 		d->ctl = control_stop(d->ctl);
 		fatal("%s", err);
 	}
@@ -273,6 +301,7 @@ static void etrnd_start(struct etrnd *d)
 	d->eng = engine_start(&d->env);
 	if (!d->eng) {
 		d->cs = ctlsock_stop(d->cs);
+		d->mh = metrics_http_stop(d->mh);
 		d->ctl = control_stop(d->ctl);
 		fatal("could not start; see the errors above");
 	}
@@ -321,6 +350,7 @@ static int etrnd_stop(struct etrnd *d)
 	sdnotify_stopping(d->sdn);
 	d->rl = reload_free(d->rl);
 	d->cs = ctlsock_stop(d->cs); /* before the engines it asks */
+	d->mh = metrics_http_stop(d->mh); /* it asks them too */
 	failed = engine_stop(d->eng) != 0;
 	d->sdn = sdnotify_free(d->sdn); /* its last pings ran or were refused */
 	/* No engine thread runs any more: no drain is posted from now on, and
@@ -340,6 +370,7 @@ static int etrnd_stop(struct etrnd *d)
 	budget_free(d->data_budget);
 	drain_hub_free(d->hub);
 	epoch_free(d->ep);
+	metrics_free();
 	config_free(&d->cfg);
 	return failed ? 1 : 0;
 }

@@ -883,6 +883,7 @@ void config_defaults(struct config *c)
 	c->send_timeout_ms = 180 * 1000;
 	c->bare_lf_normalize = 0;
 	c->max_connections = 20000;
+	c->metrics_top_domains = CONFIG_METRICS_TOP_DOMAINS_DEFAULT; /* metrics_listen: off */
 	c->client_connection_limit = CONFIG_CLIENT_CONNECTION_LIMIT_DEFAULT;
 	c->shutdown_timeout_ms = 30 * 1000;
 	c->drain_connections = 4;

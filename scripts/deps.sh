@@ -33,6 +33,7 @@ PKGS=(
 	postfix           # smtp-source, smtp-sink
 	mandoc            # mandoc -T lint of etc/man (tests/integration/test_install.sh)
 	man-db            # man -l renders the installed pages (the same test)
+	prometheus        # promtool check metrics (test_metrics); its server is stopped below
 )
 
 installed() {
@@ -98,6 +99,14 @@ else
 		fi
 	done
 	echo "deps.sh: installed ${missing[*]}"
+fi
+
+# Only promtool is wanted from prometheus: where systemd started Debian's
+# Prometheus server (port 9090), stop and disable it; it is not ours to run.
+if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]] &&
+	systemctl is-enabled --quiet prometheus 2>/dev/null; then
+	${SUDO:-} systemctl disable --now prometheus >/dev/null 2>&1 ||
+		echo "deps.sh: warning: could not stop Debian's prometheus service" >&2
 fi
 
 # The tools the tests call by path.

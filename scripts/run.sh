@@ -4,7 +4,8 @@
 # 127.0.0.1:2525 (and implicit TLS on 127.0.0.1:4650 with a self-signed
 # certificate made under var/tls/ when the config names none; ODMR, RFC
 # 2645, on 127.0.0.1:3366 when it names no odmr_listen; submission, RFC
-# 6409, on 127.0.0.1:5870 when it names no submission_listen), spool under
+# 6409, on 127.0.0.1:5870 when it names no submission_listen; Prometheus
+# metrics on 127.0.0.1:9325 when it names no metrics_listen), spool under
 # ./var/spool. When the config's redis is the
 # embedded default (unix:var/redis.sock), a private redis-server is started on
 # that socket first (data in var/redis/), demo.test is provisioned in it with
@@ -172,10 +173,18 @@ if ! grep -Eq "^[[:space:]]*submission_listen[[:space:]]*=" "$CONF"; then
 	echo "Submission on 127.0.0.1:5870: STARTTLS and AUTH first (build/etrnctl user add NAME), then any domain. Try: swaks --server 127.0.0.1:5870 -tls -a PLAIN --au NAME --ap PASSWORD --to someone@example.org"
 fi
 
+# Prometheus metrics out of the box: on 127.0.0.1:9325 unless the config
+# has metrics_listen.
+METRICS_OPTS=()
+if ! grep -Eq "^[[:space:]]*metrics_listen[[:space:]]*=" "$CONF"; then
+	METRICS_OPTS=(-o metrics_listen=127.0.0.1:9325)
+	echo "Metrics (Prometheus) on 127.0.0.1:9325. Try: curl -s http://127.0.0.1:9325/metrics"
+fi
+
 echo "etrnd on 127.0.0.1:2525 (spool var/spool). Try: swaks --server 127.0.0.1:2525 --to user@demo.test --from you@example.org   then: build/etrnd-spool list var/spool"
 echo "Provision more: build/etrnctl domain add customer.example --dest mail.customer.example:25"
 echo "Not an open relay: swaks --server 127.0.0.1:2525 --to someone@example.org   gets 550 5.7.1 Relay access denied (mynetworks is empty)"
-"${TTY_EXEC[@]}" "$BUILD/etrnd" -c "$CONF" "${TLS_OPTS[@]}" "${ODMR_OPTS[@]}" "${SUB_OPTS[@]}" &
+"${TTY_EXEC[@]}" "$BUILD/etrnd" -c "$CONF" "${TLS_OPTS[@]}" "${ODMR_OPTS[@]}" "${SUB_OPTS[@]}" "${METRICS_OPTS[@]}" &
 ETRND_PID=$!
 # A trapped signal cuts wait short (status > 128) while etrnd still stops:
 # wait again until it is gone. Bash keeps a background job's status, so the

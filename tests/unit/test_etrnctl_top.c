@@ -137,7 +137,7 @@ Test(etrnctl_top, prometheus_text)
 		"etrnd_deliveries_total{status=\"deferred\"} 4\n"
 		"etrnd_deliveries_total{status=\"bounced\"} NaN\n"
 		"etrnd_drains_running +Inf\n"
-		"etrnd_redis_connected 0\n"
+		"etrnd_redis_up 0\n"
 		"etrnd_redis_last_resync_age_seconds 61\n"
 		"etrnd_connections_accepted_total{x=\"1\"}";   /* no value: skipped */
 	struct etrnctl_top_metrics m;
