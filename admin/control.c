@@ -69,6 +69,8 @@ struct control {
 	 * once by control_set_drain(), read on this thread. */
 	_Atomic(control_drain_fn) drain_fn;
 	void *_Atomic drain_arg;
+	_Atomic(control_event_fn) event_fn;  /* every other event */
+	void *_Atomic event_arg;
 	struct domtab_live *lv;
 	struct domtab_builder *master;   /* rows from Redis + static domains */
 	redisContext *cmd, *sub;
@@ -463,6 +465,10 @@ static void on_message(struct control *c, const redisReply *r)
 		control_drain_fn fn = atomic_load(&c->drain_fn);
 		/* This thread publishes the domain table, so it may read it. */
 		fn(atomic_load(&c->drain_arg), p + 6, n - 6);
+	} else if (atomic_load(&c->event_fn) != NULL) {
+		control_event_fn fn = atomic_load(&c->event_fn);
+
+		fn(atomic_load(&c->event_arg), p, n);
 	} else {
 		/* "user <u>": for later subscribers. */
 		char shown[LOG_TEXT_MAX];
@@ -761,6 +767,14 @@ struct control *control_stop(struct control *c)
 	pending_free(c);
 	free(c);
 	return NULL;
+}
+
+void control_set_event(struct control *c, control_event_fn fn, void *arg)
+{
+	if (!c)
+		return;
+	atomic_store(&c->event_arg, arg);
+	atomic_store(&c->event_fn, fn);
 }
 
 void control_set_drain(struct control *c, control_drain_fn fn, void *arg)

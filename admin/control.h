@@ -38,6 +38,14 @@ struct control *control_start(const struct config *cfg, struct domtab_live *lv,
  * channel (etrnctl flush on any node, or an ETRN taken by another node). */
 typedef void (*control_drain_fn)(void *arg, const char *domain, size_t len);
 void control_set_drain(struct control *c, control_drain_fn fn, void *arg);
+/* Issue 16: "drain <spec>" from etrnctl flush, "drain <spec> from <node>"
+ * from an ETRN taken by node <node> (the callback above gets everything
+ * after "drain "); a node ignores its own.
+ * Called on the control thread for every other event on the channel
+ * (whole payload, not NUL-terminated): "node-drain <id>" (etrnctl node
+ * drain), and whatever later issues add. "user <u>" comes here too. */
+typedef void (*control_event_fn)(void *arg, const char *payload, size_t len);
+void control_set_event(struct control *c, control_event_fn fn, void *arg);
 
 /* For metrics and etrnctl top, any thread: 1 when Redis is connected
  * now, and (when not NULL) *last_resync_us, the wall time (now_wall_us)

@@ -9,6 +9,29 @@
  *   PREFIX queue:<name>     set   of domains
  *   PREFIX user:<name>      hash  password (crypt(3) hash), domain:<d> = 1 per owned domain
  *   PREFIX events           channel: "domain <d>", "route <d>", "user <u>", "drain <queue>"
+ *
+ * Issue 16 (several nodes) changes and adds:
+ *   - Hash tags: every per-name key is written PREFIX KIND:{NAME}
+ *     ("etrnd:domain:{example.com}", "etrnd:route:{example.com}",
+ *     "etrnd:user:{joe}", "etrnd:queue:{gold}", "etrnd:node:{edge-1}") so a
+ *     domain's keys share a Redis Cluster slot. Readers accept the older
+ *     untagged form too (the tagged one wins when both exist); etrnctl
+ *     writes the tagged form and removes an untagged twin when it writes;
+ *     "etrnctl keys migrate" renames them all.
+ *   PREFIX node:{ID}        hash, TTL cluster_node_ttl, rewritten every
+ *                           cluster_publish_interval and soon after a change:
+ *                           addr (cluster_listen "host:port" or ""),
+ *                           state (up|draining), started (unix s),
+ *                           seen (unix ms), msgs, bytes (held totals),
+ *                           and per domain "d:<domain>" = "<msgs> <bytes>"
+ *                           (only domains with mail held)
+ *   PREFIX nodes            sorted set: node id, score = seen (unix ms);
+ *                           a member whose hash expired is a node gone
+ *                           (etrnctl node forget ID removes it)
+ *   PREFIX decommission:{ID} string "1": etrnctl node drain ID; the node
+ *                           hands its mail off and exits, then deletes it
+ *   events                  "drain <spec> from <node>" (an ETRN taken by
+ *                           <node>), "node-drain <id>"
  */
 #ifndef ETRND_ADMIN_SCHEMA_H
 #define ETRND_ADMIN_SCHEMA_H

@@ -370,6 +370,7 @@ static int parse_listen_one(const char *s, size_t n, struct config_listen *l)
 static const unsigned listen_kinds[] = {
 	0, CONFIG_LISTEN_TLS, CONFIG_LISTEN_TRUSTED, CONFIG_LISTEN_ODMR,
 	CONFIG_LISTEN_ODMR | CONFIG_LISTEN_TRUSTED, CONFIG_LISTEN_SUBMISSION,
+	CONFIG_LISTEN_CLUSTER,
 };
 
 /* log = stderr | syslog | /path/file */
@@ -665,6 +666,11 @@ static int set_redis(struct config *c, const struct config_key *k, const char *v
 
 	if (config_redis_parse(&r, v, reason, sizeof(reason)))
 		return why(w, wl, "bad value for %s: \"%s\": %s", k->name, v, reason);
+	/* redis_sentinels and redis_master_name stay, in whatever order the
+	 * keys came. */
+	memcpy(r.sentinels, c->redis.sentinels, sizeof(r.sentinels));
+	r.nsentinels = c->redis.nsentinels;
+	memcpy(r.master_name, c->redis.master_name, sizeof(r.master_name));
 	c->redis = r;
 	return 0;
 }
@@ -678,6 +684,82 @@ static int set_redis_prefix(struct config *c, const struct config_key *k, const 
 			return why(w, wl, "bad value for %s: \"%s\" (no spaces, control characters or glob characters *?[]\\)",
 				   k->name, v);
 	return set_string(c->redis_prefix, sizeof(c->redis_prefix), k, v, w, wl);
+}
+
+/* node_id: 1-63 of letters, digits, '.', '_' and '-' (a Redis key part and
+ * a log word: no blanks, no glob or hash-tag characters). */
+static int node_id_ok(const char *v)
+{
+	size_t n = strlen(v);
+
+	if (n == 0 || n >= CONFIG_NODE_ID_MAX)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)v[i]) && !strchr("._-", v[i]))
+			return 0;
+	return 1;
+}
+
+static int set_node_id(struct config *c, const struct config_key *k, const char *v,
+		       char *w, size_t wl)
+{
+	if (!node_id_ok(v))
+		return why(w, wl, "bad value for %s: \"%s\" (want 1 to %d of letters, digits, '.', '_' and '-')",
+			   k->name, v, CONFIG_NODE_ID_MAX - 1);
+	return set_string(c->node_id, sizeof(c->node_id), k, v, w, wl);
+}
+
+/* redis_sentinels = host[:port], ... (port 26379); "" or "none" clears. */
+static int set_sentinels(struct config *c, const struct config_key *k, const char *v,
+			 char *w, size_t wl)
+{
+	struct config_sentinel tmp[CONFIG_SENTINELS_MAX];
+	unsigned n = 0;
+	const char *p = strcmp(v, "none") ? v : "";
+	char item[300];
+	size_t len;
+
+	for (; (len = list_item(&p)) > 0; p += len) {
+		if (n == CONFIG_SENTINELS_MAX)
+			return why(w, wl, "bad value for %s: more than %d sentinels", k->name,
+				   CONFIG_SENTINELS_MAX);
+		if (len >= sizeof(item))
+			return why(w, wl, "bad value for %s: \"%.*s...\" is too long", k->name, 40, p);
+		memcpy(item, p, len);
+		item[len] = '\0';
+		if (resolver_dest_split(item, tmp[n].host, sizeof(tmp[n].host), CONFIG_SENTINEL_PORT,
+					&tmp[n].port, NULL) || !tmp[n].host[0] || tmp[n].port == 0)
+			return why(w, wl, "bad value for %s: \"%s\" (want host[:port] or [v6]:port, comma separated)",
+				   k->name, item);
+		n++;
+	}
+	memcpy(c->redis.sentinels, tmp, n * sizeof(tmp[0]));
+	c->redis.nsentinels = n;
+	return 0;
+}
+
+static int set_master_name(struct config *c, const struct config_key *k, const char *v,
+			   char *w, size_t wl)
+{
+	for (const char *q = v; *q; q++)
+		if ((unsigned char)*q <= ' ' || *q == 0x7f)
+			return why(w, wl, "bad value for %s: \"%s\" (no blanks or control characters)",
+				   k->name, v);
+	return set_string(c->redis.master_name, sizeof(c->redis.master_name), k, v, w, wl);
+}
+
+/* cluster_tls = may | must | verify */
+static int set_cluster_tls(struct config *c, const struct config_key *k, const char *v,
+			   char *w, size_t wl)
+{
+	static const char *const names[] = { "may", "must", "verify" };
+
+	for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (!strcmp(v, names[i])) {
+			c->cluster_tls = (enum config_cluster_tls)i;
+			return 0;
+		}
+	return why(w, wl, "bad value for %s: \"%s\" (want may, must or verify)", k->name, v);
 }
 
 /* "ip[:port],[v6]:port,...": numeric addresses only (a name would need a
@@ -828,6 +910,17 @@ static const struct config_key config_keys[] = {
 	{ "redis", set_redis, 0, 0, 0 },
 	{ "redis_prefix", set_redis_prefix, 0, 0, 0 },
 	{ "redis_resync", set_duration, OFF(redis_resync_ms), 1000, MS_PER_DAY },
+	/* Several nodes (issue 16): Redis through Sentinel, the node's name,
+	 * its internal transfer listener and secret, how it publishes its
+	 * held counts. */
+	{ "redis_sentinels", set_sentinels, 0, 0, 0 },
+	{ "redis_master_name", set_master_name, 0, 0, 0 },
+	{ "node_id", set_node_id, 0, 0, 0 },
+	{ "cluster_listen", set_listen, 0, CONFIG_LISTEN_CLUSTER, 0 },
+	{ "cluster_secret_file", set_path, OFF(cluster_secret_file), 0, 0 },
+	{ "cluster_tls", set_cluster_tls, 0, 0, 0 },
+	{ "cluster_publish_interval", set_duration, OFF(cluster_publish_ms), 100, 3600 * 1000 },
+	{ "cluster_node_ttl", set_duration, OFF(cluster_node_ttl_ms), 1000, MS_PER_DAY },
 	/* The drain's name look-ups (core/resolver.h). */
 	{ "dns_servers", set_dns_servers, 0, 0, 0 },
 	{ "dns_timeout", set_duration, OFF(dns_timeout_ms), CONFIG_DNS_TIMEOUT_MIN_MS,
@@ -864,6 +957,13 @@ void config_defaults(struct config *c)
 	if (gethostname(c->hostname, sizeof(c->hostname) - 1) ||
 	    !valid_hostname(c->hostname, strlen(c->hostname)))
 		snprintf(c->hostname, sizeof(c->hostname), "localhost");
+	/* node_id: the host name's first 63 characters, when they make one. */
+	if (snprintf(c->node_id, sizeof(c->node_id), "%.63s", c->hostname) < 0 ||
+	    !node_id_ok(c->node_id))
+		snprintf(c->node_id, sizeof(c->node_id), "node");
+	c->cluster_tls = CONFIG_CLUSTER_TLS_MAY;
+	c->cluster_publish_ms = CONFIG_CLUSTER_PUBLISH_DEFAULT_MS;
+	c->cluster_node_ttl_ms = CONFIG_CLUSTER_NODE_TTL_DEFAULT_MS;
 	snprintf(c->spool_dir, sizeof(c->spool_dir), "var/spool");
 	c->sync = CONFIG_SYNC_BATCH;
 	/* 128M: the worst-case record of a default 50M message (4/3 of it
@@ -1100,6 +1200,37 @@ int config_finish(struct config *c, char *err, size_t errlen)
 			 where_of(c->path, wb, sizeof(wb)), c->minimal_backoff_ms, c->maximal_backoff_ms);
 		return -1;
 	}
+	/* Sentinel: a master name to ask for, and TCP to whatever it names. */
+	if (c->redis.nsentinels || c->redis.master_name[0]) {
+		if (!c->redis.nsentinels || !c->redis.master_name[0]) {
+			snprintf(err, errlen, "%sredis_sentinels and redis_master_name go together: set both or neither",
+				 where_of(c->path, wb, sizeof(wb)));
+			return -1;
+		}
+		if (c->redis.kind == CONFIG_REDIS_UNIX) {
+			snprintf(err, errlen, "%sredis is a unix socket but redis_sentinels is set: Sentinel names a TCP master",
+				 where_of(c->path, wb, sizeof(wb)));
+			return -1;
+		}
+		c->redis.kind = CONFIG_REDIS_TCP;
+		/* For logs only: a name cut short is still a name. */
+		if (snprintf(c->redis.display, sizeof(c->redis.display), "sentinel %.63s via %.200s:%u%s",
+			     c->redis.master_name, c->redis.sentinels[0].host, c->redis.sentinels[0].port,
+			     c->redis.nsentinels > 1 ? ",..." : "") < 0)
+			c->redis.display[0] = '\0';
+	}
+	/* The cluster's transfers need the secret, and the reverse. */
+	if (c->cluster_node_ttl_ms <= c->cluster_publish_ms) {
+		snprintf(err, errlen, "%scluster_node_ttl (%u ms) is not longer than cluster_publish_interval (%u ms): every node would look gone between refreshes",
+			 where_of(c->path, wb, sizeof(wb)), c->cluster_node_ttl_ms, c->cluster_publish_ms);
+		return -1;
+	}
+	for (unsigned i = 0; i < c->nlisten; i++)
+		if (c->listen[i].flags == CONFIG_LISTEN_CLUSTER && !c->cluster_secret_file[0]) {
+			snprintf(err, errlen, "%scluster_listen is set but cluster_secret_file is not: no node could authenticate",
+				 where_of(c->path, wb, sizeof(wb)));
+			return -1;
+		}
 	/* Each activator complete and consistent; its errors name FILE:LINE. */
 	return config_activators_finish(c, err, errlen);
 }

@@ -67,6 +67,20 @@ enum config_sync { CONFIG_SYNC_NONE, CONFIG_SYNC_BATCH, CONFIG_SYNC_ALWAYS };
 #define CONFIG_AUTH_FAILURE_LIMIT_DEFAULT 10
 #define CONFIG_AUTH_FAILURE_LIMIT_MAX 100000
 
+/* Several nodes (issue 16, admin/cluster.h). node_id: 1-63 of letters,
+ * digits, '.', '_' and '-' (default: the host name, cut at 63).
+ * redis_sentinels: up to CONFIG_SENTINELS_MAX "host[:port]" (port 26379)
+ * asked for redis_master_name's master (core/config.h struct
+ * config_redis). cluster_publish_interval: how often a node rewrites its
+ * held counts in Redis (also soon after they change); cluster_node_ttl:
+ * the TTL of that hash, after which the node is shown as gone. */
+#define CONFIG_NODE_ID_MAX 64
+#define CONFIG_SENTINELS_MAX 8
+#define CONFIG_SENTINEL_PORT 26379
+#define CONFIG_MASTER_NAME_MAX 64
+#define CONFIG_CLUSTER_PUBLISH_DEFAULT_MS 3000u
+#define CONFIG_CLUSTER_NODE_TTL_DEFAULT_MS 15000u
+
 #define CONFIG_REDIS_PREFIX_MAX 64
 enum config_redis_kind { CONFIG_REDIS_NONE, CONFIG_REDIS_UNIX, CONFIG_REDIS_TCP };
 struct config_redis {
@@ -78,6 +92,18 @@ struct config_redis {
 	char user[128];                 /* ACL user for AUTH, "" = none */
 	char pass[256];                 /* password for AUTH, "" = no AUTH */
 	unsigned db;                    /* SELECT db (0 = no SELECT) */
+	/* Sentinel (redis_sentinels, redis_master_name): when nsentinels > 0
+	 * the master's address is asked of the sentinels at every connect
+	 * (admin/redis_conn.h) and kind is CONFIG_REDIS_TCP (config_finish
+	 * sets it); host and port above are not used; a "redis" key, when
+	 * given (tcp form), supplies user, pass and db for the master. Kept
+	 * when the "redis" key is set after redis_sentinels. */
+	struct config_sentinel {
+		char host[256];
+		unsigned port;
+	} sentinels[CONFIG_SENTINELS_MAX];
+	unsigned nsentinels;
+	char master_name[CONFIG_MASTER_NAME_MAX];
 };
 
 /* What a listener is for (struct config_listen.flags): set by the key that
@@ -95,6 +121,14 @@ struct config_redis {
  * successful AUTH first (530 5.7.0), AUTH is offered inside TLS only, and an
  * authenticated user may send to any domain (the scheduler delivers it). */
 #define CONFIG_LISTEN_SUBMISSION 0x8u
+/* "cluster_listen" (issue 16): the nodes' internal SMTP transfers. Only
+ * other nodes of the cluster may AUTH there (PLAIN, authcid their node_id,
+ * password the cluster secret); an authenticated node may ATRN any domain
+ * (cross-node ATRN) and send mail for any domain (decommission hand-off).
+ * STARTTLS is offered when tls_cert_file is set; AUTH without TLS only
+ * when cluster_tls = may. */
+#define CONFIG_LISTEN_CLUSTER 0x10u
+
 
 /* Operations (issue 15): metrics_top_domains' default and bound, and the
  * longest user name (useradd's 32). */
@@ -285,6 +319,18 @@ struct config {
 	struct config_redis redis;
 	char redis_prefix[CONFIG_REDIS_PREFIX_MAX + 1]; /* key prefix, "etrnd:" */
 	unsigned redis_resync_ms;       /* full reload interval (safety net) */
+	/* Several nodes (issue 16): this node's name in Redis and in other
+	 * nodes' logs; the shared secret nodes AUTH with on cluster_listen
+	 * (first line of the file, at least 16 bytes; "" = no cluster
+	 * transfers); the TLS policy of transfers this node starts (may:
+	 * STARTTLS when offered; must: STARTTLS or no transfer; verify: and
+	 * the peer's certificate verifies against tls_ca_file). */
+	char node_id[CONFIG_NODE_ID_MAX];
+	char cluster_secret_file[PATH_MAX];
+	enum config_cluster_tls { CONFIG_CLUSTER_TLS_MAY, CONFIG_CLUSTER_TLS_MUST,
+		CONFIG_CLUSTER_TLS_VERIFY } cluster_tls;
+	unsigned cluster_publish_ms;
+	unsigned cluster_node_ttl_ms;
 	char dns_servers[CONFIG_DNS_SERVERS_MAX]; /* "ip[:port],..."; "" = resolv.conf */
 	unsigned dns_timeout_ms;        /* one whole look-up, MX + address */
 	/* Where RCPT TO:<postmaster> (and postmaster@hostname) goes (RFC 5321

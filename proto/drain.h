@@ -222,4 +222,19 @@ void drain_hub_status(struct drain_hub *h, struct buf *out);
 /* The same as one JSON object (drain_status.h), ATRN sessions included. */
 void drain_hub_status_json(struct drain_hub *h, struct buf *out);
 
+/*
+ * Issue 16, several nodes. view: the other nodes' held counts
+ * (core/clusterview.h): ETRN's 253 count is this node's plus
+ * clusterview_remote_msgs(), and 251 only when both are 0. publish: called
+ * on the engine thread that accepted an ETRN or a drain of this node's
+ * own making (never for one that came from another node or from Redis)
+ * with its argument as given ("d", "@d", "#q"), to tell the other nodes
+ * ("drain <spec> from <node_id>", admin/cluster.h); it must not block.
+ * Either may be NULL. Before the loops run; both must outlive the hub.
+ */
+struct clusterview_live;
+typedef void (*drain_publish_fn)(void *arg, const char *spec, size_t len);
+void drain_hub_set_cluster(struct drain_hub *h, const struct clusterview_live *view,
+		drain_publish_fn publish, void *arg);
+
 #endif
