@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Tests for store/spool.c driven by a real io_uring loop (core/loop.c) on a
- * temporary directory: group commit in every sync mode, segment rotation, and
- * that what the done callbacks called stored is exactly what the segment
- * reader finds, byte for byte, in order. SCHED records: the index has the
+ * temporary directory: group commit in every sync mode (the syncs counted by
+ * the fsync histogram a scrape reads: none, one per commit, one per message),
+ * segment rotation, and that what the done callbacks called stored is exactly
+ * what the segment reader finds, byte for byte, in order. SCHED records: the index has the
  * next attempt at once, the record brings it back after a restart, and a
  * segment holding only SCHEDs of live messages is unlinked all the same
  * (at run time the schedule in it is lost; at start it is written again).
@@ -11,13 +12,16 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/config.h"
 #include "core/loop.h"
+#include "core/metrics.h"
 #include "store/spool.h"
 #include "store/spool_index.h"
 #include "store/spool_read.h"
@@ -35,6 +39,10 @@ struct run {
 	unsigned order[NMSG];  /* completion order */
 	unsigned next_found;
 	int mismatch;
+	/* Group commits: one commit's done callbacks all run in one CQE, and
+	 * the next commit is submitted only by a later turn, so commits =
+	 * the turns in which a callback ran. */
+	unsigned turn, done_turn, commits;
 };
 
 struct done_arg {
@@ -49,6 +57,9 @@ static void on_done(void *arg, int err)
 
 	if (err)
 		d->r->failed++;
+	if (d->r->done == 0 || d->r->done_turn != d->r->turn)
+		d->r->commits++;
+	d->r->done_turn = d->r->turn;
 	d->r->order[d->r->done++] = d->i;
 	if (d->r->done == d->r->queued)
 		loop_stop(d->r->loop);
@@ -72,6 +83,7 @@ static void turn(void *arg)
 	static const char *rcpt[] = { "a@demo.test", "b@other.test" };
 	static const size_t rcpt_len[] = { 11, 12 };
 
+	r->turn++;
 	for (unsigned k = 0; k < f->per_turn && r->queued < NMSG; k++) {
 		unsigned i = r->queued;
 		struct spool_msg m = {
@@ -115,6 +127,46 @@ static int cmp_names(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Syncs the shard completed (segment and directory), as a scrape reads
+ * them: the fsync histogram's _count (core/metrics.h). */
+static uint64_t syncs_observed(void)
+{
+	static const char key[] = "\netrnd_spool_fsync_seconds_count ";
+	struct buf b;
+	const char *p;
+	uint64_t n;
+
+	buf_init(&b, 0);
+	cr_assert_eq(metrics_format(&b), 0);
+	p = memmem(b.data, b.len, key, sizeof(key) - 1);
+	cr_assert_not_null(p, "no %s in the exposition", key + 1);
+	n = strtoull(p + sizeof(key) - 1, NULL, 10);
+	buf_free(&b);
+	return n;
+}
+
+/* What a mode promises: none never syncs; batch syncs once per group
+ * commit and groups (fewer commits than messages, by far); always commits
+ * each message alone. Every mode but none also syncs the directory once
+ * per new segment. */
+static void check_syncs(enum config_sync mode, const struct run *r, unsigned segs)
+{
+	uint64_t syncs = syncs_observed();
+
+	if (mode == CONFIG_SYNC_NONE) {
+		cr_expect_eq(syncs, 0, "sync = none: %" PRIu64 " syncs", syncs);
+		return;
+	}
+	cr_expect_eq(syncs, (uint64_t)r->commits + segs,
+		     "%" PRIu64 " syncs for %u commits and %u new segments", syncs,
+		     r->commits, segs);
+	if (mode == CONFIG_SYNC_ALWAYS)
+		cr_expect_eq(r->commits, NMSG, "sync = always: %u commits", r->commits);
+	else
+		cr_expect_lt(r->commits, NMSG / 4, "sync = batch: %u commits for %u messages",
+			     r->commits, NMSG);
+}
+
 static void run_mode(enum config_sync mode, unsigned per_turn)
 {
 	static struct run r;
@@ -130,6 +182,7 @@ static void run_mode(enum config_sync mode, unsigned per_turn)
 
 	memset(&r, 0, sizeof(r));
 	cr_assert_not_null(mkdtemp(dir));
+	cr_assert_eq(metrics_init(1), 0);
 	config_defaults(&cfg);
 	cfg.nlisten = 0;
 	cfg.max_connections = 4;
@@ -180,6 +233,8 @@ static void run_mode(enum config_sync mode, unsigned per_turn)
 	cr_expect_eq(r.next_found, NMSG, "found %u of %u records", r.next_found, NMSG);
 	cr_expect_eq(r.mismatch, 0);
 	cr_expect_gt(segs, 3, "rotation made %u segments", segs);
+	check_syncs(mode, &r, segs);
+	metrics_free();
 	snprintf(path, sizeof(path), "%s/3", dir);
 	rmdir(path);
 	rmdir(dir);
@@ -194,48 +249,116 @@ Test(spool, batch_group_commit) { run_mode(CONFIG_SYNC_BATCH, 37); }
 Test(spool, always_one_sync_each) { run_mode(CONFIG_SYNC_ALWAYS, 5); }
 Test(spool, none_no_sync) { run_mode(CONFIG_SYNC_NONE, 200); }
 
-Test(spool, ids_unique_across_reopen)
-{
+/* ---- message ids across a restart ---------------------------------------
+ * A reopened shard must never hand out an id it stored before, even when
+ * the clock is behind the ids on disk (a clock stepped back, or several
+ * starts within one second): the next id follows the largest on disk. */
+
+/* An id the clock-based start would reach only in about 2106. */
+#define REOPEN_AHEAD_SEQ ((1ull << SPOOL_SHARD_SHIFT) - 1000u)
+#define REOPEN_SHARD 5u
+#define REOPEN_IDS 3u
+
+struct reopen {
+	struct loop *loop;
+	struct spool_shard *sh;
 	struct config cfg;
+	unsigned pending, failed;
+};
+
+static void reopen_done(void *arg, int err)
+{
+	struct reopen *o = arg;
+
+	o->failed += err != 0;
+	if (--o->pending == 0)
+		loop_stop(o->loop);
+}
+
+static void reopen_open(struct reopen *o, const char *dir)
+{
 	struct loop_conf lc = { 0 };
 	struct spool_shard_conf sc = { 0 };
-	char dir[] = "/tmp/etrnd-test-spool-XXXXXX", err[256];
-	struct loop *l;
-	struct spool_shard *sh;
-	uint64_t a, b;
+	char err[256];
 
-	cr_assert_not_null(mkdtemp(dir));
-	config_defaults(&cfg);
-	cfg.nlisten = 0;
-	cfg.max_connections = 1;
-	lc.cfg = &cfg;
+	config_defaults(&o->cfg);
+	o->cfg.nlisten = 0;
+	o->cfg.max_connections = 1;
+	lc.cfg = &o->cfg;
 	lc.ops = &no_ops;
-	l = loop_new(&lc, err, sizeof(err));
-	cr_assert_not_null(l, "%s", err);
+	o->loop = loop_new(&lc, err, sizeof(err));
+	cr_assert_not_null(o->loop, "%s", err);
 	sc.dir = dir;
-	sc.shard = 0;
+	sc.shard = REOPEN_SHARD;
 	sc.sync = CONFIG_SYNC_BATCH;
 	sc.segment_size = 1u << 20;
-	sh = spool_shard_open(l, &sc, err, sizeof(err));
-	cr_assert_not_null(sh);
-	a = spool_shard_new_msgid(sh);
-	b = spool_shard_new_msgid(sh);
-	cr_expect_eq(b, a + 1);
-	cr_expect_eq(spool_msgid_shard(a), 0);
-	spool_shard_close(sh);
-	sc.shard = 7;
-	sh = spool_shard_open(l, &sc, err, sizeof(err));
-	cr_assert_not_null(sh);
-	cr_expect_eq(spool_msgid_shard(spool_shard_new_msgid(sh)), 7);
-	spool_shard_close(sh);
-	loop_free(l);
-	config_free(&cfg);
-	{
-		char p[300];
-		snprintf(p, sizeof(p), "%s/0", dir); rmdir(p);
-		snprintf(p, sizeof(p), "%s/7", dir); rmdir(p);
-		rmdir(dir);
+	o->sh = spool_shard_open(o->loop, &sc, err, sizeof(err));
+	cr_assert_not_null(o->sh, "%s", err);
+}
+
+static void reopen_close(struct reopen *o)
+{
+	spool_shard_close(o->sh);
+	loop_free(o->loop);
+	config_free(&o->cfg);
+}
+
+/* Store one message under each id and wait until all are durable. */
+static void reopen_store(struct reopen *o, const uint64_t *ids, unsigned n)
+{
+	static const char *const rcpt[] = { "a@demo.test" };
+	static const size_t rcpt_len[] = { 11 };
+
+	o->pending = n;
+	o->failed = 0;
+	for (unsigned i = 0; i < n; i++) {
+		struct spool_msg m = {
+			.msgid = ids[i], .sender = "s@example.org", .sender_len = 13,
+			.nrcpt = 1, .rcpt = rcpt, .rcpt_len = rcpt_len,
+			.body = "Subject: x\r\n\r\nhi\r\n", .body_len = 19,
+		};
+		cr_assert_eq(spool_append_msg(o->sh, &m, reopen_done, o), 0);
 	}
+	cr_assert_eq(loop_run(o->loop), 0);
+	cr_assert_eq(o->pending, 0);
+	cr_assert_eq(o->failed, 0);
+}
+
+Test(spool, ids_unique_across_reopen)
+{
+	char dir[] = "/tmp/etrnd-test-spool-XXXXXX", cmd[128];
+	uint64_t first[REOPEN_IDS], next, max = 0;
+	struct reopen o;
+
+	cr_assert_not_null(mkdtemp(dir));
+	/* First run: ids from the shard, then one far ahead of the clock. */
+	reopen_open(&o, dir);
+	for (unsigned i = 0; i + 1 < REOPEN_IDS; i++) {
+		first[i] = spool_shard_new_msgid(o.sh);
+		cr_expect_eq(spool_msgid_shard(first[i]), REOPEN_SHARD);
+		cr_expect(i == 0 || first[i] == first[i - 1] + 1, "ids in sequence");
+	}
+	first[REOPEN_IDS - 1] = spool_msgid_make(REOPEN_SHARD, REOPEN_AHEAD_SEQ);
+	reopen_store(&o, first, REOPEN_IDS);
+	reopen_close(&o);
+	for (unsigned i = 0; i < REOPEN_IDS; i++)
+		max = first[i] > max ? first[i] : max;
+
+	/* The same shard again, at once (same second, same clock): every new
+	 * id is past every stored one, and a restart after storing it
+	 * remembers that one too. */
+	for (int round = 0; round < 2; round++) {
+		reopen_open(&o, dir);
+		next = spool_shard_new_msgid(o.sh);
+		cr_expect_eq(spool_msgid_shard(next), REOPEN_SHARD);
+		cr_expect_gt(next, max, "round %d: id %#" PRIx64 " not past the stored %#" PRIx64,
+			     round, next, max);
+		reopen_store(&o, &next, 1);
+		reopen_close(&o);
+		max = next;
+	}
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	cr_assert_eq(system(cmd), 0);
 }
 
 /* ---- SCHED records -------------------------------------------------------
