@@ -7,11 +7,13 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/budget.h"
 #include "core/log.h"
 #include "proto/atrn.h"
 #include "proto/smtp_server.h"
@@ -150,6 +152,16 @@ struct t_result {
 	enum smtp_event ev;
 	const char *why;      /* smtp_server_end_reason(), "" for NULL */
 };
+
+/* The output is exactly want: an empty output is no match. */
+static void t_out_is(const struct buf *out, const char *want)
+{
+	size_t n = strlen(want);
+
+	cr_assert(out->len == n && memcmp(out->data, want, n) == 0,
+		  "output %zu bytes \"%.*s\", want \"%s\"", out->len, (int)out->len,
+		  out->data ? out->data : "", want);
+}
 
 static void t_append(struct t_result *r, const char *p, size_t n)
 {
@@ -1142,7 +1154,7 @@ Test(smtp_server, starttls_swallows_pipelined_input)
 	smtp_server_tls_up(s, NULL); /* no details known: still TLS */
 	cr_assert_eq(smtp_server_feed(s, "MAIL FROM:<s@x.test>\r\n", 22, &out, &ev), 22);
 	cr_assert_eq(ev, SMTP_EV_NEED_INPUT);
-	cr_assert(memcmp(out.data, "503 5.5.1 Error: send HELO/EHLO first\r\n", out.len) == 0);
+	t_out_is(&out, "503 5.5.1 Error: send HELO/EHLO first\r\n");
 	buf_free(&out);
 	smtp_server_free(s);
 }
@@ -1247,8 +1259,7 @@ Test(smtp_server, idle_timeout_shutdown_busy)
 	out.len = 0;
 	smtp_server_timeout(s, &out);
 	cr_assert_str_eq(smtp_server_end_reason(s), "idle timeout");
-	cr_assert_eq(out.len, strlen("421 4.4.2 mx.test Error: timeout exceeded\r\n"));
-	cr_assert(memcmp(out.data, "421 4.4.2 mx.test Error: timeout exceeded\r\n", out.len) == 0);
+	t_out_is(&out, "421 4.4.2 mx.test Error: timeout exceeded\r\n");
 	cr_assert_eq(smtp_server_feed(s, "NOOP\r\n", 6, &out, &ev), 0);
 	cr_assert_eq(ev, SMTP_EV_CLOSE);
 	smtp_server_free(s);
@@ -1256,7 +1267,7 @@ Test(smtp_server, idle_timeout_shutdown_busy)
 	s = smtp_server_new(conf, "192.0.2.1");
 	out.len = 0;
 	smtp_server_shutdown(s, &out);
-	cr_assert(memcmp(out.data, "421 4.3.2 mx.test Service shutting down\r\n", out.len) == 0);
+	t_out_is(&out, "421 4.3.2 mx.test Service shutting down\r\n");
 	cr_assert_str_eq(smtp_server_end_reason(s), "shutdown");
 	smtp_server_timeout(s, &out);
 	cr_assert_str_eq(smtp_server_end_reason(s), "shutdown", "the first reason stays");
@@ -1264,8 +1275,7 @@ Test(smtp_server, idle_timeout_shutdown_busy)
 
 	out.len = 0;
 	smtp_server_reply_busy(&out, "mx.test");
-	cr_assert(memcmp(out.data, "421 4.7.0 mx.test Error: too many connections\r\n",
-			out.len) == 0);
+	t_out_is(&out, "421 4.7.0 mx.test Error: too many connections\r\n");
 	buf_free(&out);
 	cr_assert_null(smtp_server_free(NULL));
 }
@@ -1341,36 +1351,83 @@ Test(smtp_server, reply_max_pauses_pipelining)
 	free(in);
 }
 
-/* The body buffer is reused and given back after a big message. */
+/* Bytes this process has allocated now: ASan's allocator count under
+ * ASan (glibc's malloc does not see those), else glibc's arena and mmap
+ * chunks in use. */
+#ifdef __SANITIZE_ADDRESS__
+/* compiler-rt's sanitizer/allocator_interface.h (not installed with gcc). */
+size_t __sanitizer_get_current_allocated_bytes(void);
+static size_t t_heap_used(void)
+{
+	return __sanitizer_get_current_allocated_bytes();
+}
+#else
+static size_t t_heap_used(void)
+{
+	struct mallinfo2 mi = mallinfo2();
+	return mi.uordblks + mi.hblkhd;
+}
+#endif
+
+/* What a session may still hold after a big message: the body buffer cut
+ * back to SMTP_BODY_KEEP (64 KiB, proto/smtp_server.c) plus its reply
+ * buffer and the allocator's rounding; far below a big body. */
+#define T_BIG_KEEP_MAX (256u * 1024u)
+#define T_BIG_BODY 3000000u
+#define T_BIG_ROUNDS 3
+
+/* A big body takes that much memory, from the node's DATA budget too, and
+ * gives both back when the message is done, message after message: the
+ * session keeps no more than T_BIG_KEEP_MAX (the buffer is reused, cut
+ * back), the budget nothing. */
 Test(smtp_server, big_message_memory)
 {
-	const struct smtp_server_conf *conf = t_conf(T_BIG);
-	struct smtp_session *s = smtp_server_new(conf, "192.0.2.1");
+	struct smtp_server_conf conf = *t_conf(T_BIG);
 	static const char head[] = EHLO TX1;
-	size_t body_len = 3000000, n, i, got;
+	size_t n = sizeof(head) - 1 + T_BIG_BODY + 3, got, base, held;
+	struct budget *bud = budget_new(4 * (uint64_t)T_BIG_BODY);
+	struct smtp_session *s;
 	enum smtp_event ev;
 	const char *body;
 	struct buf out;
-	char *in;
+	char *in = malloc(n);
 
-	n = sizeof(head) - 1 + body_len + 3;
-	in = malloc(n);
-	cr_assert(in != NULL);
+	cr_assert(in != NULL && bud != NULL);
 	memcpy(in, head, sizeof(head) - 1);
-	for (i = 0; i < body_len; i += 100) {
+	for (size_t i = 0; i < T_BIG_BODY; i += 100) {
 		memset(in + sizeof(head) - 1 + i, 'y', 98);
 		memcpy(in + sizeof(head) - 1 + i + 98, "\r\n", 2);
 	}
 	memcpy(in + n - 3, ".\r\n", 3);
+	conf.data_budget = bud;
+	s = smtp_server_new(&conf, "192.0.2.1");
+	cr_assert(s != NULL);
 	buf_init(&out, 1 << 16);
-	cr_assert_eq(smtp_server_feed(s, in, n, &out, &ev), n);
-	cr_assert_eq(ev, SMTP_EV_COMMIT);
-	body = smtp_tx_body(smtp_server_tx(s), &got);
-	cr_assert_gt(got, body_len);
-	cr_assert(memcmp(body + got - body_len, in + sizeof(head) - 1, body_len) == 0);
-	smtp_server_commit_done(s, 0, &out);
-	cr_assert(smtp_server_idle(s));
+	base = t_heap_used();
+	for (int round = 0; round < T_BIG_ROUNDS; round++) {
+		size_t from = round == 0 ? 0 : sizeof(EHLO) - 1;
+
+		out.len = 0;
+		cr_assert_eq(smtp_server_feed(s, in + from, n - from, &out, &ev), n - from);
+		cr_assert_eq(ev, SMTP_EV_COMMIT);
+		body = smtp_tx_body(smtp_server_tx(s), &got);
+		cr_assert_gt(got, T_BIG_BODY);
+		cr_assert(memcmp(body + got - T_BIG_BODY, in + sizeof(head) - 1, T_BIG_BODY) == 0);
+		held = t_heap_used();
+		cr_expect_geq(held, base + T_BIG_BODY, "round %d: %zu bytes over the base while "
+			      "holding a %u-byte body", round, held - base, T_BIG_BODY);
+		cr_expect_geq(budget_used(bud), T_BIG_BODY, "round %d: budget %llu", round,
+			      (unsigned long long)budget_used(bud));
+		smtp_server_commit_done(s, 0, &out);
+		cr_assert(smtp_server_idle(s));
+		held = t_heap_used();
+		cr_expect_leq(held, base + T_BIG_KEEP_MAX, "round %d: %zu bytes kept after the "
+			      "message", round, held > base ? held - base : 0);
+		cr_expect_eq(budget_used(bud), 0, "round %d: %llu bytes of the budget kept",
+			     round, (unsigned long long)budget_used(bud));
+	}
 	free(in);
 	buf_free(&out);
 	smtp_server_free(s);
+	budget_free(bud);
 }
