@@ -7,8 +7,9 @@
 # tests/fuzz/corpus/TARGET/ is read only; new entries go to a scratch dir
 # (FUZZ_SCRATCH, default build-fuzz/scratch/TARGET). On a crash, leak, timeout
 # or OOM the input is copied into tests/fuzz/corpus/TARGET/ as a regression
-# input and the script exits 1. Without clang (FUZZ_CC) it exits 77 (ctest:
-# skipped).
+# input and the script exits 1. Without clang (FUZZ_CC), or with a clang that
+# cannot link a libFuzzer target, it prints "SKIPPED: ..." with the reason and
+# exits 77 (ctest: skipped).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${FUZZ_BUILD:-$ROOT/build-fuzz}
@@ -17,6 +18,7 @@ FUZZ_CC=${FUZZ_CC:-clang}
 # generous); RSS over this (MB) is one too.
 FUZZ_TIMEOUT_S=${FUZZ_TIMEOUT_S:-25}
 FUZZ_RSS_MB=${FUZZ_RSS_MB:-2048}
+SKIP_EXIT=77
 
 usage() {
 	echo "usage: scripts/fuzz.sh TARGET|all SECONDS  (targets: $(targets | tr '\n' ' '))" >&2
@@ -31,14 +33,38 @@ targets() {
 	done
 }
 
-build() {
-	if ! command -v "$FUZZ_CC" >/dev/null; then
-		echo "fuzz.sh: $FUZZ_CC not found: fuzz targets skipped (apt-get install clang)" >&2
-		exit 77
+skip() {
+	echo "SKIPPED: fuzz.sh: $*"
+	exit $SKIP_EXIT
+}
+
+# Can FUZZ_CC link a libFuzzer target with our sanitizers? Asked once per
+# build dir (the answer is kept in .fuzzer-ok).
+probe() {
+	local dir
+	[[ -f $BUILD/.fuzzer-ok ]] && return 0
+	dir=$(mktemp -d "${TMPDIR:-/tmp}/etrnd-fuzz-probe.XXXXXX")
+	printf '%s\n' '#include <stddef.h>' '#include <stdint.h>' \
+		'int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }' \
+		>"$dir/p.c"
+	if ! "$FUZZ_CC" -fsanitize=fuzzer,address,undefined "$dir/p.c" -o "$dir/p" \
+		>"$dir/log" 2>&1; then
+		local why
+		why=$(head -c 300 "$dir/log")
+		rm -rf "$dir"
+		skip "$FUZZ_CC cannot link a libFuzzer target: $why"
 	fi
+	rm -rf "$dir"
+	touch "$BUILD/.fuzzer-ok"
+}
+
+build() {
+	command -v "$FUZZ_CC" >/dev/null ||
+		skip "$FUZZ_CC not found: fuzz targets not built (apt-get install clang)"
 	mkdir -p "$BUILD"
 	(
 		flock 9
+		probe
 		if [[ ! -f $BUILD/CMakeCache.txt ]]; then
 			CC=$FUZZ_CC cmake -S "$ROOT" -B "$BUILD" -DETRND_FUZZ=ON \
 				-DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

@@ -9,6 +9,10 @@ H_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 H_PY=${ETRND_PYTHON:-python3}
 H_PASS=0
 H_FAIL=0
+H_SKIP=0
+# h_summary's status when nothing failed but a check was skipped (ctest's
+# SKIP_RETURN_CODE, tests/integration/CMakeLists.txt).
+H_SKIP_EXIT=77
 H_PIDS=()          # every background process we started, by PID
 ETRND_PID=
 ETRND_PORT=
@@ -42,9 +46,16 @@ h_check() {
 	local name=$1; shift
 	if "$@"; then h_pass "$name"; else h_fail "$name"; fi
 }
+# h_skip WHAT: a check that cannot run on this machine, and why.
+h_skip() { H_SKIP=$((H_SKIP + 1)); echo "SKIPPED: $*"; }
 h_summary() {
-	echo "$H_PASS passed, $H_FAIL failed"
-	[[ $H_FAIL -eq 0 ]]
+	if [[ $H_SKIP -eq 0 ]]; then
+		echo "$H_PASS passed, $H_FAIL failed"
+	else
+		echo "$H_PASS passed, $H_FAIL failed, $H_SKIP skipped"
+	fi
+	[[ $H_FAIL -eq 0 ]] || return 1
+	[[ $H_SKIP -eq 0 ]] || return $H_SKIP_EXIT
 }
 
 h_free_port() { "$H_PY" "$H_DIR/etrnd_harness.py" free-port; }

@@ -62,6 +62,7 @@ def wait_for(pred, what, e):
 class CompactionTest(unittest.TestCase):
     def test_mostly_dead_segments_compacted_survivors_intact(self):
         tmp = tempfile.mkdtemp(prefix="etrnd-compact-")
+        self.addCleanup(h.remove_tmp, tmp)  # runs last: after Redis stops
         r = Redis(tmp).start()
         self.addCleanup(r.stop)
         self.assertEqual(etrnctl(r, "domain", "add", "short.test", "--max-hold", "1d")[0], 0)

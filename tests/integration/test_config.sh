@@ -222,12 +222,22 @@ else
 	h_fail "-h: want exit 0 and 'usage:' on stdout"; show
 fi
 
-# 10. Bad command line: non-zero exit, usage on stderr.
+# 10. Bad command line: exit 2, nothing on stdout, and on stderr getopt's
+# line naming the option then exactly the usage -h printed; a stray
+# argument: exit 2 and the usage alone.
+USAGE=$OUT
 run_etrnd badopt --no-such-option
-if [[ $RC -ne 0 && -n $ERR ]]; then
-	h_pass "unknown command-line option: exit $RC with a message"
+want="$ETRND_BIN: invalid option -- '-'"$'\n'"$USAGE"
+if [[ $RC -eq 2 && -z $OUT && $ERR == "$want" && $USAGE == usage:* ]]; then
+	h_pass "unknown command-line option: exit 2, stderr is getopt's line and the usage"
 else
-	h_fail "unknown command-line option: want non-zero exit and a message"; show
+	h_fail "unknown command-line option: want exit 2 and stderr exactly: $want"; show
+fi
+run_etrnd stray -t stray-argument
+if [[ $RC -eq 2 && -z $OUT && $ERR == "$USAGE" ]]; then
+	h_pass "stray argument: exit 2, stderr is exactly the usage"
+else
+	h_fail "stray argument: want exit 2 and stderr exactly the usage"; show
 fi
 
 # 11. README.md's configuration table lists exactly the keys of

@@ -203,6 +203,7 @@ class DescriptorLimitAtStartTest(unittest.TestCase):
 
     def test_too_low_refused(self):
         e = LimitedEtrnd(200, threads="2")
+        self.addCleanup(h.remove_tmp, e.dir)
         self.addCleanup(e._kill)
         with self.assertRaises(AssertionError):
             e.start()

@@ -39,6 +39,7 @@ FINISH_S = 120                   # the last, undisturbed drain (loaded machine)
 class CrashDrainTest(unittest.TestCase):
     def test_kill9_during_drain_20_times(self):
         tmp = tempfile.mkdtemp(prefix="etrnd-crashdrain-")
+        self.addCleanup(h.remove_tmp, tmp)  # runs last: after Redis stops
         redis = Redis(tmp).start()
         self.addCleanup(redis.stop)
         cport = h.free_port()

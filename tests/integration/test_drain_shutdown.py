@@ -25,6 +25,7 @@ ROUNDS = 10
 class DrainShutdownTest(unittest.TestCase):
     def test_sigterm_mid_drain(self):
         tmp = tempfile.mkdtemp(prefix="etrnd-sigterm-")
+        self.addCleanup(h.remove_tmp, tmp)  # runs last: after Redis stops
         redis = Redis(tmp).start()
         self.addCleanup(redis.stop)
         cport = h.free_port()

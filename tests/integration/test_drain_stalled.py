@@ -81,6 +81,7 @@ class StallingServer(threading.Thread):
 class DrainStalledTest(unittest.TestCase):
     def test_customer_stops_reading(self):
         tmp = tempfile.mkdtemp(prefix="etrnd-stall-")
+        self.addCleanup(h.remove_tmp, tmp)  # runs last: after Redis stops
         redis = Redis(tmp).start()
         self.addCleanup(redis.stop)
         cport = h.free_port()

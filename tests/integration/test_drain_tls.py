@@ -80,6 +80,7 @@ class DrainTlsTest(unittest.TestCase):
 
     def setUp(self):
         tmp = tempfile.mkdtemp(prefix="etrnd-drain-tls-r-")
+        self.addCleanup(h.remove_tmp, tmp)  # runs last: after Redis stops
         self.redis = Redis(tmp).start()
         self.addCleanup(self.redis.stop)
         self.cport = h.free_port()

@@ -67,6 +67,7 @@ def etrn(e, node):
 class EtrnTest(unittest.TestCase):
     def setUp(self):
         tmp = tempfile.mkdtemp(prefix="etrnd-etrn-")
+        self.addCleanup(h.remove_tmp, tmp)  # runs last: after Redis stops
         self.redis = Redis(tmp).start()
         self.addCleanup(self.redis.stop)
         self.cport = h.free_port()

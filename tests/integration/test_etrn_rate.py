@@ -23,6 +23,7 @@ PERIOD_S = 60.0    # etrn_rate_limit counts per minute
 class EtrnRateTest(unittest.TestCase):
     def setUp(self):
         tmp = tempfile.mkdtemp(prefix="etrnd-etrn-rate-")
+        self.addCleanup(h.remove_tmp, tmp)  # runs last: after Redis stops
         self.redis = Redis(tmp).start()
         self.addCleanup(self.redis.stop)
         rc, out, err = etrnctl(self.redis, "domain", "add", "a.test", "--dest",

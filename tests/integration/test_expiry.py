@@ -198,6 +198,7 @@ class ExpiryTest(unittest.TestCase):
         import tempfile
         from test_redis import Redis, etrnctl
         tmp = tempfile.mkdtemp(prefix="etrnd-hold-")
+        self.addCleanup(h.remove_tmp, tmp)  # runs last: after Redis stops
         r = Redis(tmp).start()
         self.addCleanup(r.stop)
         self.assertEqual(etrnctl(r, "domain", "add", "short.test", "--max-hold", "1d")[0], 0)

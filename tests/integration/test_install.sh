@@ -153,7 +153,7 @@ fi
 # --- the systemd unit -----------------------------------------------------
 UNIT=$P/lib/systemd/system/etrnd.service
 if [[ ! -f $SRC/etc/systemd/etrnd.service ]]; then
-	echo "skip: etc/systemd/etrnd.service is not in this tree yet (part P1 writes it)"
+	h_skip "etc/systemd/etrnd.service is not in this tree"
 else
 	h_check "etrnd.service installed in lib/systemd/system" test -f "$UNIT"
 	h_check "the unit's ExecStart is the installed etrnd" \
@@ -167,7 +167,7 @@ else
 			h_fail "systemd-analyze verify etrnd.service"; cat "$H_TMP/verify"
 		fi
 	else
-		echo "skip: systemd-analyze verify: no systemd-analyze on this machine"
+		h_skip "systemd-analyze verify: no systemd-analyze on this machine"
 	fi
 fi
 

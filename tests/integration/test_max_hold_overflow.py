@@ -21,6 +21,7 @@ HUGE = "18446744073710s"
 class MaxHoldOverflowTest(unittest.TestCase):
     def setUp(self):
         tmp = tempfile.mkdtemp(prefix="etrnd-hold-")
+        self.addCleanup(h.remove_tmp, tmp)  # runs last: after Redis stops
         self.redis = Redis(tmp).start()
         self.addCleanup(self.redis.stop)
 

@@ -45,6 +45,7 @@ def send(e, domain, n, tag, sender="s@example.org"):
 class QueueOpsTest(unittest.TestCase):
     def setUp(self):
         tmp = tempfile.mkdtemp(prefix="etrnd-qops-")
+        self.addCleanup(h.remove_tmp, tmp)  # runs last: after Redis stops
         self.redis = Redis(tmp).start()
         self.addCleanup(self.redis.stop)
         self.cport = h.free_port()

@@ -11,7 +11,7 @@ import tempfile
 import time
 import unittest
 
-from etrnd_harness import Etrnd, HOST, msg_records
+from etrnd_harness import Etrnd, HOST, msg_records, remove_tmp
 from test_redis import Redis, etrnctl
 
 BODY = b"Subject: q\r\n\r\n" + (b"y" * 98 + b"\r\n") * 100   # ~10 KB each
@@ -37,6 +37,7 @@ def send(e, rcpt, body=BODY, stage=False):
 class QuotaTest(unittest.TestCase):
     def test_quota(self):
         tmp = tempfile.mkdtemp(prefix="etrnd-quota-")
+        self.addCleanup(remove_tmp, tmp)  # runs last: after Redis stops
         r = Redis(tmp).start()
         self.addCleanup(r.stop)
         rc, out, err = etrnctl(r, "domain", "add", "small.test", "--quota", str(QUOTA))

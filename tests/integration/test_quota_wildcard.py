@@ -9,7 +9,7 @@ An exact row beside it keeps its own quota.
 import tempfile
 import unittest
 
-from etrnd_harness import Etrnd, msg_records
+from etrnd_harness import Etrnd, msg_records, remove_tmp
 from test_quota import BODY, send
 from test_redis import Redis, etrnctl
 
@@ -20,6 +20,7 @@ TRIES = 12             # distinct subdomains tried
 class WildcardQuotaTest(unittest.TestCase):
     def test_wildcard_row_shares_one_quota(self):
         tmp = tempfile.mkdtemp(prefix="etrnd-wquota-")
+        self.addCleanup(remove_tmp, tmp)  # runs last: after Redis stops
         r = Redis(tmp).start()
         self.addCleanup(r.stop)
         rc, out, err = etrnctl(r, "domain", "add", "*.example.test", "--quota", str(QUOTA))

@@ -35,6 +35,7 @@ def send(e, rcpts, tag):
 class SpoolListTest(unittest.TestCase):
     def setUp(self):
         tmp = tempfile.mkdtemp(prefix="etrnd-slist-")
+        self.addCleanup(h.remove_tmp, tmp)  # runs last: after Redis stops
         self.redis = Redis(tmp).start()
         self.addCleanup(self.redis.stop)
         cport = h.free_port()
