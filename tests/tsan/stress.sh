@@ -12,8 +12,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=${TSAN_BUILD:-$ROOT/build-tsan}
 TSAN_CC=${TSAN_CC:-gcc}
-SWAPS=${TSAN_STRESS_SWAPS:-2000}
-# Against a hang only: about 10 s unloaded under TSan.
+SWAPS=${TSAN_STRESS_SWAPS:-5000}
+# Against a hang only: the 5000 swaps take about 3 s unloaded, 10 s loaded.
 TIMEOUT_S=${TSAN_STRESS_TIMEOUT_S:-600}
 # tsan_selfcheck's exit status when TSan reported its race (TSAN_OPTIONS
 # exitcode, as tests/tsan/CMakeLists.txt sets it).
