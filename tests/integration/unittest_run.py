@@ -21,8 +21,15 @@ import unittest
 SKIP_EXIT = 77
 
 
-def private_tmpdir(module):
-    path = tempfile.mkdtemp(prefix="etrnd-run-%s-" % module)
+# A short name: unix socket paths under it must stay within sun_path.
+TMP_PREFIX = "it-"
+
+
+def private_tmpdir():
+    path = tempfile.mkdtemp(prefix=TMP_PREFIX)
+    # Like /tmp, others may look inside: Postfix and a dropped-privilege
+    # etrnd must reach their directories below it (mkdtemp makes it 0700).
+    os.chmod(path, 0o755)
     os.environ["TMPDIR"] = path
     tempfile.tempdir = path
     return path
@@ -43,7 +50,7 @@ def main(argv):
     if len(argv) != 2:
         print("usage: unittest_run.py MODULE", file=sys.stderr)
         return 2
-    tmp = private_tmpdir(argv[1])
+    tmp = private_tmpdir()
     try:
         suite = unittest.defaultTestLoader.loadTestsFromName(argv[1])
         result = unittest.TextTestRunner(verbosity=2).run(suite)
