@@ -16,14 +16,21 @@
 #define FZ_ERR_MAX 512
 #define FZ_SET_MAX 1024  /* longest -o option tried */
 
-static char fz_path[] = "/tmp/fuzz_config.XXXXXX";
+/* The temp file is unlinked as soon as it is made and read back through
+ * its descriptor: libFuzzer ends the process without our help, and nothing
+ * may stay behind in /tmp. */
+static char fz_tmp[] = "/tmp/fuzz_config.XXXXXX";
+static char fz_path[32]; /* "/proc/self/fd/N" */
 static int fz_fd = -1;
 
 static void fz_write(const uint8_t *data, size_t size)
 {
 	if (fz_fd < 0) {
-		fz_fd = mkstemp(fz_path);
-		if (fz_fd < 0)
+		fz_fd = mkstemp(fz_tmp);
+		if (fz_fd < 0 || unlink(fz_tmp) != 0)
+			abort();
+		if ((size_t)snprintf(fz_path, sizeof(fz_path), "/proc/self/fd/%d", fz_fd) >=
+		    sizeof(fz_path))
 			abort();
 	}
 	if (ftruncate(fz_fd, 0) || pwrite(fz_fd, data, size, 0) != (ssize_t)size)
