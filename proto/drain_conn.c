@@ -1106,8 +1106,9 @@ static void *dc_connected(void *arg, struct conn *c, void *cookie, int err)
 
 	(void)arg;
 	if (err) {
-		log_warn("%s %.*s: connect to %s: %s; mail stays queued", job_kind(j), (int)j->len,
-			 j->dom, j->relay, strerror(-err));
+		log_warn("%s %.*s: connect to %s: %s; %s", job_kind(j), (int)j->len, j->dom,
+			 j->relay, strerror(-err),
+			 job_addr_left(j) ? "the next address follows" : "mail stays queued");
 		job_why(j, "connect to %s: %s", j->relay, strerror(-err));
 		/* An outbound job tries an address once (Postfix's smtp client):
 		 * its scheduler moves to the next one, or defers; so does a drain
