@@ -468,6 +468,7 @@ static struct drain_job *job_new(struct drain *d, const struct drain_req *rq)
 static int job_next_addr(struct drain *d, struct drain_job *j)
 {
 	char from[DRAIN_RELAY_MAX];
+	int rc;
 
 	while (j->addrs && j->gave_up && !j->held[0] && !d->env.stopping &&
 	       j->next_msg < j->nmsgs && j->addr + 1 < j->addrs->n) {
@@ -482,10 +483,11 @@ static int job_next_addr(struct drain *d, struct drain_job *j)
 		j->gave_up = 0;
 		j->failures = 0;
 		j->tls_clear = 0;
-		if (drain_conn_job_start(j) == 0)
+		rc = drain_conn_job_start(j);
+		if (rc == 0)
 			return 1;
-		log_warn("drain %.*s: cannot open a connection to %s", (int)j->len, j->dom,
-			 j->relay);
+		log_warn("drain %.*s: cannot open a connection to %s: %s", (int)j->len, j->dom,
+			 j->relay, strerror(-rc));
 		j->gave_up = 1;
 	}
 	return 0;
