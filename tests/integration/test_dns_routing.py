@@ -284,16 +284,22 @@ class DrainMxTest(DnsCase):
 
 class DrainLookupFailureTest(DnsCase):
     def test_failed_lookups_keep_mail_held(self):
-        """NXDOMAIN and a null MX (permanent), SERVFAIL and no answer at all
-        (temporary): the drain ends at once (or at dns_timeout), says why,
-        and the mail stays held; no drain job starts, nothing is bounced."""
+        """NXDOMAIN and a null MX (permanent), SERVFAIL, no answer at all
+        and our own name as the best MX (temporary): the drain ends at once
+        (or at dns_timeout), says why, and the mail stays held; no drain
+        job starts, nothing is bounced."""
         dns = self.dns({
             "servfail.test": [("SERVFAIL",)],
             "silent.test": [("TIMEOUT",)],
             "nullmx.test": [("MX", 0, ".")],
+            # Our own name (the harness's hostname) is the best MX: a
+            # backup MX never sends to itself (RFC 5321 5.1).
+            "self.test": [("MX", 10, "mx.test.invalid"), ("MX", 20, "other.self.test")],
+            "mx.test.invalid": [("A", h.HOST)],
+            "other.self.test": [("A", h.HOST)],
         })
-        e = self.etrnd(dns, dns_timeout=DNS_TIMEOUT)
-        for dom in ("nx.test", "servfail.test", "silent.test", "nullmx.test"):
+        e = self.etrnd(dns, dns_timeout=DNS_TIMEOUT, hostname="mx.test.invalid")
+        for dom in ("nx.test", "servfail.test", "silent.test", "nullmx.test", "self.test"):
             self.domain(dom, "--dest", "mx", "--etrn-from", "127.0.0.0/8")
             self.hold(e, dom)
         self.stays_held(e, "nx.test", r"MX lookup of nx\.test: NXDOMAIN \(permanent\)")
@@ -301,6 +307,8 @@ class DrainLookupFailureTest(DnsCase):
                         r"nullmx\.test has a null MX \(RFC 7505\): it accepts no mail \(permanent\)")
         self.stays_held(e, "servfail.test", r"MX lookup of servfail\.test: .* \(temporary\)")
         self.stays_held(e, "silent.test", r".*silent\.test.* \(temporary\)")
+        self.stays_held(e, "self.test", r"mail for self\.test loops back to myself: "
+                        r"mx\.test\.invalid is its best MX \(temporary\)")
         self.assertTrue(dns.queries("silent.test", "MX"), "the silent name was never asked")
         self.assertNotIn("status=bounced", e.stderr_text())
 
