@@ -316,11 +316,6 @@ class DrainLookupFailureTest(DnsCase):
 class OutboundDnsTest(DnsCase):
     """mode deliver: the scheduler routes by MX through the same server."""
 
-    def dsn_sink(self):
-        s = self.sink()
-        h.route_add(self.url, "sender.test", s.route())
-        return s
-
     def test_outbound_mx_fallback(self):
         """The first MX refuses: the scheduler marks it dead and delivers
         to the second at once."""
@@ -344,17 +339,25 @@ class OutboundDnsTest(DnsCase):
 
     def test_outbound_nxdomain_and_null_mx_bounce(self):
         """A recipient domain that does not exist (5.1.2) or takes no mail
-        (null MX, 5.1.10) is bounced at once, with a DSN to the sender."""
-        dsn = self.dsn_sink()
-        dns = self.dns({"nullo.test": [("MX", 0, ".")]})
+        (null MX, 5.1.10) is bounced at once, with a DSN to the sender,
+        whose route ("dsnmx.test:PORT", no brackets: that domain's MX on
+        PORT) is looked up in the same DNS."""
+        dsn = self.sink()
+        h.route_add(self.url, "sender.test", "dsnmx.test:%d" % dsn.port)
+        dns = self.dns({"nullo.test": [("MX", 0, ".")],
+                        "dsnmx.test": [("MX", 10, "in.dsnmx.test")],
+                        "in.dsnmx.test": [("A", h.HOST)]})
         e = self.etrnd(dns, test_clock="yes")
         self.domain("nxo.test", "--mode", "deliver")
         self.domain("nullo.test", "--mode", "deliver")
+        dsn_relay = "in.dsnmx.test[%s]:%d" % (h.HOST, dsn.port)
         for dom, status in (("nxo.test", r"5\.1\.2"), ("nullo.test", r"5\.1\.10")):
             qid = send(e.port, "u@" + dom, sender="alice@sender.test")
             e.wait_log(r"%s: to=<u@%s>, relay=none, .*dsn=%s, status=bounced" % (
                 qid, re.escape(dom), status))
-            e.wait_log(r"%s: sender non-delivery notification: %s" % (qid, h.QID_RE))
+            dqid = e.wait_log(r"%s: sender non-delivery notification: (%s)" % (
+                qid, h.QID_RE))[0]
+            e.wait_log(h.log_field_re("alice@sender.test", "sent", relay=dsn_relay, qid=dqid))
         self.assertTrue(dsn.wait_count(2), "the DSNs never reached the sender")
         got = sorted(m["msg"].as_string() for m in dsn.messages())
         self.assertIn("5.1.10", got[0] + got[1])
