@@ -31,7 +31,7 @@ import unittest
 
 import etrnd_harness as h
 from dns_server import DnsServer
-from test_redis import Redis
+from test_redis import Redis, wait_code
 
 SMTP_PORT = 25
 QUEUED_RE = re.compile(rb"queued as ([0-9A-F]{14})")
@@ -41,6 +41,7 @@ QUEUED_RE = re.compile(rb"queued as ([0-9A-F]{14})")
 DNS_TIMEOUT = "2s"
 MSGS = 3
 ADDR_TRIES = 50
+TABLE_WAIT_S = 30.0       # a domain added in Redis reaching the daemon
 ROOT_ONLY = ("MX hosts listen on port 25 of their own 127/8 address, "
              "which only root may bind")
 
@@ -120,8 +121,11 @@ class DnsCase(unittest.TestCase):
         self.addCleanup(e.cleanup)
         return e.start()
 
-    def domain(self, dom, *args):
+    def domain(self, e, dom, *args):
+        """Provision dom and wait until the running etrnd e takes mail
+        for it (the change comes by pub/sub)."""
         h.etrnctl_ok(self.url, "domain", "add", dom, *args)
+        wait_code(e, dom, 250, TABLE_WAIT_S)
 
     def held(self, e, dom):
         return h.indexed_messages(e.ctl_path(), dom)[0]
@@ -175,7 +179,7 @@ class DrainDestNameTest(DnsCase):
         cases = (("a.test", "mail.a.test", s4), ("b.test", "alias.b.test", s4),
                  ("c.test", "v6.c.test", s6), ("d.test", "big.d.test", s4))
         for dom, host, sink in cases:
-            self.domain(dom, "--dest", "%s:%d" % (host, sink.port),
+            self.domain(e, dom, "--dest", "%s:%d" % (host, sink.port),
                         "--etrn-from", "127.0.0.0/8")
             self.hold(e, dom)
         for dom, host, sink in cases:
@@ -206,7 +210,7 @@ class DrainMxTest(DnsCase):
             "backup.pref.test": [("A", backup.host)],
         })
         e = self.etrnd(dns)
-        self.domain("pref.test", "--dest", "mx", "--etrn-from", "127.0.0.0/8")
+        self.domain(e, "pref.test", "--dest", "mx", "--etrn-from", "127.0.0.0/8")
         self.hold(e, "pref.test")
         relay = "best.pref.test[%s]:25" % best.host
         self.drained(e, "pref.test", relay)
@@ -230,7 +234,7 @@ class DrainMxTest(DnsCase):
             "live.fall.test": [("A", live.host)],
         })
         e = self.etrnd(dns)
-        self.domain("fall.test", "--dest", "mx", "--etrn-from", "127.0.0.0/8")
+        self.domain(e, "fall.test", "--dest", "mx", "--etrn-from", "127.0.0.0/8")
         self.hold(e, "fall.test")
         dead_relay = "dead.fall.test[%s]:25" % dead
         live_relay = "live.fall.test[%s]:25" % live.host
@@ -259,7 +263,7 @@ class DrainMxTest(DnsCase):
             "b.gone.test": [("A", d2)],
         })
         e = self.etrnd(dns)
-        self.domain("gone.test", "--dest", "mx", "--etrn-from", "127.0.0.0/8")
+        self.domain(e, "gone.test", "--dest", "mx", "--etrn-from", "127.0.0.0/8")
         self.hold(e, "gone.test")
         self.assertEqual(etrn(e, "gone.test")[0], 253)
         started = r"drain gone\.test \(shard \d+\): \d+ message\(s\) to "
@@ -300,7 +304,7 @@ class DrainLookupFailureTest(DnsCase):
         })
         e = self.etrnd(dns, dns_timeout=DNS_TIMEOUT, hostname="mx.test.invalid")
         for dom in ("nx.test", "servfail.test", "silent.test", "nullmx.test", "self.test"):
-            self.domain(dom, "--dest", "mx", "--etrn-from", "127.0.0.0/8")
+            self.domain(e, dom, "--dest", "mx", "--etrn-from", "127.0.0.0/8")
             self.hold(e, dom)
         self.stays_held(e, "nx.test", r"MX lookup of nx\.test: NXDOMAIN \(permanent\)")
         self.stays_held(e, "nullmx.test",
@@ -328,7 +332,7 @@ class OutboundDnsTest(DnsCase):
             "live.out.test": [("A", live.host)],
         })
         e = self.etrnd(dns, test_clock="yes")
-        self.domain("out.test", "--mode", "deliver")
+        self.domain(e, "out.test", "--mode", "deliver")
         qid = send(e.port, "u@out.test")
         live_relay = "live.out.test[%s]:25" % live.host
         e.wait_log(h.log_field_re("u@out.test", "sent", relay=live_relay, qid=qid))
@@ -348,8 +352,8 @@ class OutboundDnsTest(DnsCase):
                         "dsnmx.test": [("MX", 10, "in.dsnmx.test")],
                         "in.dsnmx.test": [("A", h.HOST)]})
         e = self.etrnd(dns, test_clock="yes")
-        self.domain("nxo.test", "--mode", "deliver")
-        self.domain("nullo.test", "--mode", "deliver")
+        self.domain(e, "nxo.test", "--mode", "deliver")
+        self.domain(e, "nullo.test", "--mode", "deliver")
         dsn_relay = "in.dsnmx.test[%s]:%d" % (h.HOST, dsn.port)
         for dom, status in (("nxo.test", r"5\.1\.2"), ("nullo.test", r"5\.1\.10")):
             qid = send(e.port, "u@" + dom, sender="alice@sender.test")
@@ -370,7 +374,7 @@ class OutboundDnsTest(DnsCase):
         dns = self.dns({"slow.test": [("TIMEOUT",)], "sf.test": [("SERVFAIL",)]})
         e = self.etrnd(dns, test_clock="yes", dns_timeout=DNS_TIMEOUT)
         for dom in ("slow.test", "sf.test"):
-            self.domain(dom, "--mode", "deliver")
+            self.domain(e, dom, "--mode", "deliver")
             qid = send(e.port, "u@" + dom)
             e.wait_log(r"%s: to=<@%s>, relay=none, .*dsn=4\.4\.3, status=deferred \(.*%s" % (
                 qid, re.escape(dom), re.escape(dom)))
