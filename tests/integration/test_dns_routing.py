@@ -252,6 +252,31 @@ class DrainMxTest(DnsCase):
         self.assertEqual(live.count(), MSGS)
         self.assertNotRegex(log, r"status=sent.*relay=%s" % re.escape(dead_relay))
 
+    def test_backup_mx_drains_to_better_mx_only(self):
+        """The usual ETRN set-up: the customer's server is the best MX and
+        etrnd (its hostname) the backup. The drain goes to the better MX
+        only (RFC 5321 5.1); when that one refuses, the mail stays held and
+        etrnd never connects to itself."""
+        self.need_root()
+        cust = random_loopback(SMTP_PORT)
+        dns = self.dns({
+            "backup.test": [("MX", 10, "cust.backup.test"), ("MX", 20, "mx.test.invalid")],
+            "cust.backup.test": [("A", cust)],
+            "mx.test.invalid": [("A", h.HOST)],
+        })
+        e = self.etrnd(dns, hostname="mx.test.invalid")
+        self.domain(e, "backup.test", "--dest", "mx", "--etrn-from", "127.0.0.0/8")
+        self.hold(e, "backup.test")
+        cust_relay = "cust.backup.test[%s]:25" % cust
+        self.assertEqual(etrn(e, "backup.test")[0], 253)
+        e.wait_log(r"drain backup\.test: mx backup\.test: 1 address\(es\) to try: %s$"
+                   % re.escape(cust_relay))
+        e.wait_log(r"connect to %s: Connection refused; mail stays queued" % re.escape(cust_relay))
+        h.wait_for("a new drain of backup.test", lambda: etrn(e, "backup.test")[0] == 253,
+                   poll=0.2)
+        self.assertEqual(self.held(e, "backup.test"), MSGS)
+        self.assertNotIn("mx.test.invalid[", e.stderr_text())
+
     def test_every_mx_dead_mail_stays(self):
         """Both MX hosts refuse: each shard tries both, once each in
         order, and the mail stays held for the next ETRN."""
