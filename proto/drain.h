@@ -8,9 +8,9 @@
  * host by preference, or the dest host's addresses; the next one when a
  * connect is refused or the reconnects run out) and delivers its share with
  * the SMTP client state machine (PIPELINING, many messages per connection),
- * recording a DONE per
- * delivered or bounced recipient. 4xx and connection failures leave mail
- * queued for the next ETRN; 5xx bounces it with a DSN to the sender.
+ * recording a DONE per delivered or bounced recipient. 4xx and connection
+ * failures leave mail queued for the next ETRN; 5xx bounces it with a DSN
+ * to the sender.
  */
 #ifndef ETRND_PROTO_DRAIN_H
 #define ETRND_PROTO_DRAIN_H
