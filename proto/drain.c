@@ -357,6 +357,8 @@ static void job_end_outbound(struct drain_job *j)
 	free(oj);
 }
 
+static int job_next_addr(struct drain *d, struct drain_job *j);
+
 /* The job's last connection is gone (env->job_idle), or it never had one:
  * log its summary, clear its busy marks, tell the hub (or the scheduler),
  * free it. */
@@ -365,6 +367,8 @@ static void job_end(struct drain_job *j)
 	struct drain *d = drain_of_env(j->env);
 	struct drain_atrn *s = j->atrn;
 
+	if (job_next_addr(d, j))
+		return;
 	list_unlink(&d->jobs, &j->node);
 	job_mark_busy(d, j, 0);
 	if (!s && !j->outbound) {
@@ -384,6 +388,7 @@ static void job_end(struct drain_job *j)
 	}
 	if (!s)
 		hub_end(d->hub, j->dom, j->len);
+	free(j->addrs);
 	free(j->msgs);
 	free(j);
 	if (s)
@@ -443,11 +448,49 @@ static struct drain_job *job_new(struct drain *d, const struct drain_req *rq)
 
 	if (!j)
 		return NULL;
-	memcpy(&j->dst, &rq->dst, rq->dstlen);
-	j->dstlen = rq->dstlen;
-	snprintf(j->relay, sizeof(j->relay), "%s", rq->relay);
+	(void)drain_resolve_addr(&rq->addrs, 0, &j->dst, &j->dstlen, j->relay, sizeof(j->relay));
+	/* More than one address (MX hosts, a host's A and AAAA): kept for
+	 * job_next_addr(). Without memory the first one is all it tries. */
+	if (rq->addrs.n > 1 && (j->addrs = malloc(sizeof(*j->addrs))))
+		memcpy(j->addrs, &rq->addrs, sizeof(*j->addrs));
 	j->tls = rq->tls;
 	return j;
+}
+
+/*
+ * An ETRN job that gave up on its address (a connect failed while another
+ * address was left, or its connections ended early drain_reconnect_attempts
+ * times) with mail not yet tried goes on at the next address of its list
+ * (RFC 5321 5.1: the next MX) instead of ending. Not for a TLS policy
+ * unmet (job_tls_held(): the mail stays held, as the log says), nor while
+ * stopping. 1 when it is under way there (env->job_idle follows again).
+ */
+static int job_next_addr(struct drain *d, struct drain_job *j)
+{
+	char from[DRAIN_RELAY_MAX];
+	int rc;
+
+	while (j->addrs && j->gave_up && !j->held[0] && !d->env.stopping &&
+	       j->next_msg < j->nmsgs && j->addr + 1 < j->addrs->n) {
+		snprintf(from, sizeof(from), "%s", j->relay);
+		j->addr++;
+		(void)drain_resolve_addr(j->addrs, j->addr, &j->dst, &j->dstlen, j->relay,
+					 sizeof(j->relay));
+		log_info("drain %.*s (shard %u): gave up on %s (%s); %zu message(s) go to the "
+			 "next address, %s (%u of %u)", (int)j->len, j->dom, d->index, from,
+			 j->why[0] ? j->why : "connections ended early", j->nmsgs - j->next_msg,
+			 j->relay, j->addr + 1, j->addrs->n);
+		j->gave_up = 0;
+		j->failures = 0;
+		j->tls_clear = 0;
+		rc = drain_conn_job_start(j);
+		if (rc == 0)
+			return 1;
+		log_warn("drain %.*s: cannot open a connection to %s: %s", (int)j->len, j->dom,
+			 j->relay, strerror(-rc));
+		j->gave_up = 1;
+	}
+	return 0;
 }
 
 /* On engine thread rq->thread: start its part of the drain. */
@@ -1102,6 +1145,7 @@ struct drain *drain_free(struct drain *d)
 	while ((n = list_pop(&d->jobs))) {
 		struct drain_job *j = LIST_ENTRY(n, struct drain_job, node);
 
+		free(j->addrs);
 		free(j->msgs);
 		free(j);
 	}

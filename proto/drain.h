@@ -4,10 +4,13 @@
  * is answered at once (250/251/252/253/458/459) and fanned out to every
  * engine thread, since each holds part of the mail in its own spool shard.
  * Each thread then opens up to drain_connections outbound connections to the
- * domain's destination and delivers its share with the SMTP client state
- * machine (PIPELINING, many messages per connection), recording a DONE per
- * delivered or bounced recipient. 4xx and connection failures leave mail
- * queued for the next ETRN; 5xx bounces it with a DSN to the sender.
+ * domain's destination (its addresses in order: every MX better than this
+ * host by preference, or the dest host's addresses; the next one when a
+ * connect is refused or the reconnects run out) and delivers its share with
+ * the SMTP client state machine (PIPELINING, many messages per connection),
+ * recording a DONE per delivered or bounced recipient. 4xx and connection
+ * failures leave mail queued for the next ETRN; 5xx bounces it with a DSN
+ * to the sender.
  */
 #ifndef ETRND_PROTO_DRAIN_H
 #define ETRND_PROTO_DRAIN_H

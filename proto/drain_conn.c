@@ -286,6 +286,12 @@ static void job_tls_held(struct drain_job *j, const char *why)
 	j->gave_up = 1;
 }
 
+/* j (a drain) has another address to go to when it gives up on this one. */
+static int job_addr_left(const struct drain_job *j)
+{
+	return j->addrs && j->addr + 1 < j->addrs->n;
+}
+
 /* What j is, for the first word of its log lines. */
 static const char *job_kind(const struct drain_job *j)
 {
@@ -369,8 +375,9 @@ static void job_failed_conn(struct drain_job *j)
 		return;
 	j->gave_up = 1;
 	log_warn("drain %.*s (shard %u) to %s: %u connection(s) ended early; giving up, "
-		 "%zu message(s) stay queued for the next ETRN", (int)j->len, j->dom,
-		 j->env->index, j->relay, j->failures, j->nmsgs - j->next_msg);
+		 "%zu message(s) %s", (int)j->len, j->dom, j->env->index, j->relay, j->failures,
+		 j->nmsgs - j->next_msg,
+		 job_addr_left(j) ? "go to the next address" : "stay queued for the next ETRN");
 }
 
 /* An ATRN session's connection is gone from this shard (handed on, or
@@ -1099,12 +1106,14 @@ static void *dc_connected(void *arg, struct conn *c, void *cookie, int err)
 
 	(void)arg;
 	if (err) {
-		log_warn("%s %.*s: connect to %s: %s; mail stays queued", job_kind(j), (int)j->len,
-			 j->dom, j->relay, strerror(-err));
+		log_warn("%s %.*s: connect to %s: %s; %s", job_kind(j), (int)j->len, j->dom,
+			 j->relay, strerror(-err),
+			 job_addr_left(j) ? "the next address follows" : "mail stays queued");
 		job_why(j, "connect to %s: %s", j->relay, strerror(-err));
 		/* An outbound job tries an address once (Postfix's smtp client):
-		 * its scheduler moves to the next one, or defers. */
-		if (j->outbound)
+		 * its scheduler moves to the next one, or defers; so does a drain
+		 * with another address left (drain.c's job_next_addr()). */
+		if (j->outbound || job_addr_left(j))
 			j->gave_up = 1;
 		dc->early = 1;
 		drain_conn_enter(dc, DRAIN_CONN_CLOSED, "connect failed");

@@ -186,6 +186,11 @@ struct drain_job {
 	size_t nmsgs, next_msg;        /* each message goes to one connection */
 	unsigned conns;                /* drain_conn structs serving it now */
 	unsigned dones_pending;        /* its DONE records not yet durable */
+	/* ETRN: every address to try, dst being addrs->a[addr] (drain.c
+	 * moves the job on to the next one when it gives up on dst with mail
+	 * untried, and frees it with the job); NULL: dst is the only one. */
+	struct resolver_list *addrs;
+	unsigned addr;
 	struct drain_dest *dest;       /* set by drain_conn_job_start() */
 	struct list_node dest_node;    /* dest's jobs, until the job ends */
 	unsigned failures;             /* connections that ended early */

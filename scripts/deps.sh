@@ -30,6 +30,7 @@ PKGS=(
 	iproute2          # ss: the hostile tests look at etrnd's sockets
 	python3
 	python3-aiosmtpd
+	python3-dnslib    # DNS packets for tests/integration/dns_server.py
 	postfix           # smtp-source, smtp-sink
 	mandoc            # mandoc -T lint of etc/man (tests/integration/test_install.sh)
 	man-db            # man -l renders the installed pages (the same test)

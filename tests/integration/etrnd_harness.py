@@ -212,9 +212,11 @@ class SmtpSink:
     misbehave: ("-r", "RCPT") 4xx to every RCPT (with ("-b", REPLY) the
     reply), ("-f", "RCPT") 5xx (("-B", REPLY)), ("-w", "2") wait before
     answering DATA. stop() and start() again keep the port, so a test can
-    swap a failing server for a working one at the same address."""
+    swap a failing server for a working one at the same address. host: the
+    address it listens on (another 127/8 address, "::1"; default HOST)."""
 
-    def __init__(self, port=None, options=()):
+    def __init__(self, port=None, options=(), host=HOST):
+        self.host = host
         self.port = port or free_port()
         self.options = list(options)
         # The sink drops root for nobody (-u): its directory must be
@@ -229,11 +231,11 @@ class SmtpSink:
         self.starts = 0
 
     def addr(self):
-        return "%s:%d" % (HOST, self.port)
+        return ("[%s]:%d" if ":" in self.host else "%s:%d") % (self.host, self.port)
 
     def route(self):
         """The route (or relayhost) that names this sink: no MX look-up."""
-        return "[%s]:%d" % (HOST, self.port)
+        return "[%s]:%d" % (self.host, self.port)
 
     def start(self, options=None):
         if options is not None:
@@ -243,7 +245,7 @@ class SmtpSink:
             argv += ["-u", "nobody"]
         self.starts += 1
         argv += ["-d", os.path.join(self.dump, "%%Y%%m%%d%%H%%M%%S.%d." % self.starts)]
-        argv += self.options + ["%s:%d" % (HOST, self.port), "128"]
+        argv += self.options + [self.addr(), "128"]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                      stdout=log, stderr=log)
@@ -253,7 +255,7 @@ class SmtpSink:
             if self.proc.poll() is not None:
                 break
             try:
-                with socket.create_connection((HOST, self.port), timeout=1) as c:
+                with socket.create_connection((self.host, self.port), timeout=1) as c:
                     c.recv(512)           # its banner
                 return self
             except OSError:
