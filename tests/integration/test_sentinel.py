@@ -17,6 +17,7 @@ PID; every wait is bounded and ends on an event.
 import os
 import shutil
 import signal
+import smtplib
 import subprocess
 import tempfile
 import time
@@ -97,6 +98,18 @@ def sentinel(tmp, name, port, master_port):
     return p
 
 
+def auth_code(e, user, password):
+    """AUTH PLAIN on e's trusted listener (no TLS needed): the reply code.
+    The AUTH verifiers read the user from Redis through Sentinel too."""
+    with smtplib.SMTP(HOST, e.ports["listen_trusted"], timeout=30) as s:
+        s.ehlo("client.test")
+        s.user, s.password = user, password
+        try:
+            return s.auth("PLAIN", s.auth_plain, initial_response_ok=True)[0]
+        except smtplib.SMTPAuthenticationError as ex:
+            return ex.smtp_code
+
+
 def info_field(text, field):
     for line in text.splitlines():
         if line.startswith(field + ":"):
@@ -156,17 +169,23 @@ class SentinelTest(unittest.TestCase):
 
     def test_failover(self):
         self.etrnctl("domain", "add", "before.test")
+        p = subprocess.run([env_path("ETRNCTL"), "--sentinels", self.slist, "--master-name",
+                            MASTER, "user", "add", "u1", "--password-stdin"],
+                           input=b"s3cret\n", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(self.data["a"].cli("EXISTS", "etrnd:domain:{before.test}"), "1")
         nodes = []
         for i in range(2):
             e = Etrnd(node_id="n%d" % (i + 1), redis_sentinels=self.slist,
-                      redis_master_name=MASTER, log_level="debug")
+                      redis_master_name=MASTER, log_level="debug", listen_trusted="auto")
             self.addCleanup(e.cleanup)
             nodes.append(e.start())
         for e in nodes:
             e.wait_log(self.named("a"))
             e.wait_log(r"redis sentinel %s via .*: connected, 2 domain\(s\) loaded" % MASTER)
             self.assertEqual(rcpt_code(e, "before.test"), 250)
+            self.assertEqual(auth_code(e, "u1", "s3cret"), 235)
         # etrnctl -c the node's config finds the master the same way.
         self.assertIn("before.test", self.etrnctl("domain", "list", conf=nodes[0].conf_path))
 
@@ -191,6 +210,10 @@ class SentinelTest(unittest.TestCase):
             e.wait_log(r"redis sentinel %s via .*: connected again, 2 domain\(s\)" % MASTER,
                        since=m, within=FAILOVER_S)
             self.assertEqual(rcpt_code(e, "before.test"), 250)
+            # The verifiers' connection to the dead master fails; they find
+            # the new one (454 meanwhile, while in their back-off).
+            wait_for("AUTH after the failover", lambda: auth_code(e, "u1", "s3cret") == 235,
+                     within=LOG_WAIT_S, poll=0.2)
         print("outage: %d of %d nodes answered 451 for an unknown domain before the "
               "failover completed" % (outage_451, len(nodes)))
 
