@@ -25,7 +25,7 @@ import unittest
 
 from etrnd_harness import (Etrnd, HOST, LOG_WAIT_S, env_path, free_port,
                            wait_for)
-from test_redis import rcpt_code
+from test_redis import Redis, rcpt_code
 
 MASTER = "mymaster"
 START_S = 10.0
@@ -38,8 +38,9 @@ DISCOVER_S = 60.0
 FAILOVER_S = 90.0
 
 
-class Proc:
-    """A redis-server (or sentinel) on a loopback TCP port, stopped by PID."""
+class Proc(Redis):
+    """A redis-server (or sentinel) on a loopback TCP port, stopped by PID
+    (test_redis.Redis.stop)."""
 
     def __init__(self, tmp, name, args, port):
         self.dir = os.path.join(tmp, name)
@@ -63,18 +64,6 @@ class Proc:
     def kill9(self):
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=20)
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=20)
-        if self.proc:
-            self.log.close()
-        self.proc = None
 
 
 def data_server(tmp, name, port, replicaof=None):
