@@ -212,11 +212,11 @@ static int redis_conn_sentinel_ask(const struct config_sentinel *s, const char *
 	int rc = -1;
 
 	if (!c || c->err) {
-		snprintf(why, wl, "sentinel %s:%u: %s", s->host, s->port, c ? c->errstr : "out of memory");
+		redis_conn_say(why, wl, "sentinel %s:%u: %s", s->host, s->port, c ? c->errstr : "out of memory");
 		goto out;
 	}
 	if (redisSetTimeout(c, tv) != REDIS_OK) {
-		snprintf(why, wl, "sentinel %s:%u: cannot set the socket timeout", s->host, s->port);
+		redis_conn_say(why, wl, "sentinel %s:%u: cannot set the socket timeout", s->host, s->port);
 		goto out;
 	}
 	rep = redisCommand(c, "SENTINEL get-master-addr-by-name %s", name);
@@ -225,13 +225,13 @@ static int redis_conn_sentinel_ask(const struct config_sentinel *s, const char *
 		rc = 0;
 		break;
 	case -ENOENT:
-		snprintf(why, wl, "sentinel %s:%u: knows no master %s", s->host, s->port, name);
+		redis_conn_say(why, wl, "sentinel %s:%u: knows no master %s", s->host, s->port, name);
 		break;
 	default: {
 		char one[REDIS_CONN_WHY_MAX];
 
 		redis_conn_err(c, rep, "SENTINEL get-master-addr-by-name", one, sizeof(one));
-		snprintf(why, wl, "sentinel %s:%u: %s", s->host, s->port, one);
+		redis_conn_say(why, wl, "sentinel %s:%u: %s", s->host, s->port, one);
 		break;
 	}
 	}
