@@ -316,8 +316,8 @@ static int scan_kind(struct control *c, enum control_kind k, struct domtab_build
 
 		r = redisCommand(c->cmd, "SCAN %s MATCH %s COUNT %s", cursor, match,
 				 CONTROL_SCAN_COUNT);
-		if (!r || redis_conn_failover_reply(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-		    r->element[0]->type != REDIS_REPLY_STRING ||
+		if (!r || redis_conn_failover_reply(r) || r->type != REDIS_REPLY_ARRAY ||
+		    r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
 		    r->element[1]->type != REDIS_REPLY_ARRAY) {
 			redis_conn_err(c->cmd, r, "SCAN", err, errlen);
 			goto fail;
