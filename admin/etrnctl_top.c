@@ -27,6 +27,8 @@
 #define TOP_HEAD_ROWS 8
 #define TOP_MIN_DOMAIN_ROWS 3
 #define TOP_BAR_WIDTH 20
+/* "[" bar "] " done "/" total: two 20-digit numbers at the most. */
+#define TOP_BAR_MAX (TOP_BAR_WIDTH + 48)
 #define TOP_FRAME_MAX (1u << 20)
 /* Without a size from the terminal (TIOCGWINSZ), and for --once. */
 #define TOP_DEFAULT_COLS 100u
@@ -529,7 +531,7 @@ static int top_dom_cmp(const void *a, const void *b)
 static void top_domains(struct top_frame *f, const struct etrnctl_top_snap *cur, size_t max)
 {
 	const struct etrnctl_top_dom **v = cur->ndoms ? calloc(cur->ndoms, sizeof(*v)) : NULL;
-	char bytes[32], age[32], bar[64];
+	char bytes[32], age[32], bar[TOP_BAR_MAX];
 
 	if (cur->ndoms && !v) {
 		f->err = -ENOMEM;
@@ -560,7 +562,7 @@ static void top_domains(struct top_frame *f, const struct etrnctl_top_snap *cur,
 
 static void top_atrn(struct top_frame *f, const struct etrnctl_top_snap *cur)
 {
-	char bar[64];
+	char bar[TOP_BAR_MAX];
 
 	if (!cur->natrn)
 		return;
