@@ -537,6 +537,8 @@ int drain_outbound(struct drain *d, const struct drain_out_req *rq, drain_out_do
 	j->dstlen = rq->dstlen;
 	snprintf(j->relay, sizeof(j->relay), "%s", rq->relay ? rq->relay : "");
 	j->tls = rq->tls;
+	j->auth_user = rq->auth_user;
+	j->auth_pass = rq->auth_pass;
 	oj->done = done;
 	oj->arg = arg;
 	list_append(&d->jobs, &j->node);

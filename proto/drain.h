@@ -167,6 +167,10 @@ struct drain_out_req {
 	socklen_t dstlen;
 	const char *relay;             /* "host[addr]:port", for logs and TLS */
 	enum domtab_tls tls;           /* the domain's policy (may for foreign) */
+	const char *auth_user;         /* AUTH PLAIN as this (a node's hand-off
+	                                  to a peer, admin/decommission.h), or
+	                                  NULL; both must outlive the job */
+	const char *auth_pass;
 };
 struct drain_out_result {
 	uint64_t sent, deferred, bounced; /* messages, as a drain counts them */
