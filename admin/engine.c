@@ -159,6 +159,7 @@ static int engine_setup(struct engine *e, struct engine_parts *p)
 	smtpd_set_budget(p->d, e->env->data_budget);
 	smtpd_set_auth(p->d, e->set->auth ? authpool_backend(e->set->auth) : NULL);
 	smtpd_set_tls(p->d, e->env->tls_server);
+	smtpd_set_cluster_auth(p->d, e->env->cluster_auth);
 	engine_loop_conf(e, p->d, &lc, addr_busy, sizeof(addr_busy));
 	/* The ring is created here, in the thread that will submit to it
 	 * (IORING_SETUP_SINGLE_ISSUER). */

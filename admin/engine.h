@@ -19,6 +19,7 @@ struct epoch;
 struct budget;
 struct tls_ctx;
 struct loop;
+struct auth_backend;
 
 /* What every engine thread shares; each must outlive the engine set. */
 struct engine_env {
@@ -45,6 +46,9 @@ struct engine_env {
 	 * them (activators_attach) and every thread's scheduler tells them of
 	 * relayhost deliveries (sched_set_relayed_hook). NULL: none. */
 	struct activators *act;
+	/* Node AUTH on cluster_listen (admin/cluster_auth.h; issue 16);
+	 * NULL: no cluster_secret_file. */
+	const struct auth_backend *cluster_auth;
 };
 
 /* Make env's TLS contexts from cfg's tls_* keys. Returns 0, or -1 with err

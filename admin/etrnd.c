@@ -17,6 +17,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "admin/cluster_auth.h"
 #include "admin/control.h"
 #include "admin/ctl_requests.h"
 #include "core/domtab.h"
@@ -37,6 +38,7 @@
 #include "core/resolver.h"
 #include "proto/activator.h"
 #include "proto/drain.h"
+#include "proto/drain_atrn.h"
 #include "proto/smtpd.h"
 #include "store/domstat.h"
 
@@ -83,6 +85,7 @@ struct etrnd {
 	struct privs privs;            /* the run user (admin/privs.h) */
 	struct sdnotify *sdn;          /* systemd's notify and watchdog */
 	struct metrics_http *mh;       /* metrics_listen; NULL when off */
+	struct cluster_auth *ca;       /* cluster_secret_file; NULL when unset */
 };
 
 static void etrnd_usage(FILE *f)
@@ -229,6 +232,12 @@ static void etrnd_metrics_start(struct etrnd *d)
 	}
 }
 
+/* drain_atrn_secret_fn over admin/cluster_auth.h (proto/ sees no admin/). */
+static int etrnd_cluster_secret(const void *arg, char *out, size_t outlen)
+{
+	return cluster_auth_secret(arg, out, outlen);
+}
+
 /* The shared parts, the domain table (from Redis, or relay_domains alone)
  * and the control socket, all before any engine thread can take a
  * connection; then the engines. Any failure is fatal. */
@@ -239,6 +248,11 @@ static void etrnd_start(struct etrnd *d)
 	struct resolver_conf rc;
 
 	if (loop_probe_listen(cfg, err, sizeof(err)))
+		fatal("%s", err);
+	/* Read as started (root, maybe): the file may be the run user's to
+	 * not read. */
+	d->ca = cluster_auth_new(cfg, err, sizeof(err));
+	if (!d->ca && err[0])
 		fatal("%s", err);
 	/* Before any thread: they all run as the run user, so every file
 	 * (spool, control socket) is its; root is kept for the binds alone. */
@@ -289,7 +303,8 @@ static void etrnd_start(struct etrnd *d)
 	}
 	d->env = (struct engine_env){ .cfg = cfg, .dt = d->dt, .ds = d->ds,
 				      .hub = d->hub, .resolver = d->res, .ep = d->ep, .cl = d->cl,
-				      .data_budget = d->data_budget, .act = d->act };
+				      .data_budget = d->data_budget, .act = d->act,
+				      .cluster_auth = d->ca ? cluster_auth_backend(d->ca) : NULL };
 	if (engine_tls_new(cfg, &d->env, err, sizeof(err))) {
 		d->cs = ctlsock_stop(d->cs);
 		d->mh = metrics_http_stop(d->mh);
@@ -298,6 +313,10 @@ static void etrnd_start(struct etrnd *d)
 	}
 	/* The drains' STARTTLS (proto/drain.h); freed after the engines. */
 	drain_hub_set_tls(d->hub, d->env.tls_client);
+	/* Cross-node ATRN (proto/drain_atrn.h): as this node, with the secret. */
+	if (d->ca)
+		drain_atrn_set_cluster(drain_hub_atrn_reg(d->hub), cfg, etrnd_cluster_secret,
+				       d->ca, d->env.tls_client);
 	d->eng = engine_start(&d->env);
 	if (!d->eng) {
 		d->cs = ctlsock_stop(d->cs);
@@ -362,6 +381,7 @@ static int etrnd_stop(struct etrnd *d)
 	d->eng = engine_free(d->eng);
 	d->act = activators_free(d->act); /* its runs lived on engine thread 0 */
 	engine_tls_free(&d->env); /* no engine thread uses them any more */
+	d->ca = cluster_auth_free(d->ca);
 	d->cl = connlimit_free(d->cl);
 	d->ctl = control_stop(d->ctl);
 	log_info("stopped");
@@ -397,6 +417,10 @@ int main(int argc, char **argv)
 		engine_tls_free(&d.env);
 		if (privs_check_config(&d.cfg, err, sizeof(err)))
 			fatal("%s", err);
+		d.ca = cluster_auth_new(&d.cfg, err, sizeof(err));
+		if (!d.ca && err[0])
+			fatal("%s", err);
+		d.ca = cluster_auth_free(d.ca);
 		config_free(&d.cfg);
 		return 0;
 	}
