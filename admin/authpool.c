@@ -150,18 +150,48 @@ static int authpool_connect(struct authpool_verifier *v)
 	return 0;
 }
 
+/* HGET the password of key (tagged) and of ukey (untagged: readers accept
+ * both, admin/schema.h) in one round trip: the tagged reply when it has
+ * one, else the untagged. NULL when the connection failed or the server
+ * is no master to read (LOADING after a restart, READONLY: failover). */
+static redisReply *authpool_hget(redisContext *rc, const char *key, const char *ukey)
+{
+	redisReply *r = NULL, *u = NULL;
+
+	if (redisAppendCommand(rc, "HGET %s %s", key, SCHEMA_F_PASSWORD) != REDIS_OK ||
+	    redisAppendCommand(rc, "HGET %s %s", ukey, SCHEMA_F_PASSWORD) != REDIS_OK ||
+	    redisGetReply(rc, (void **)&r) != REDIS_OK || !r ||
+	    redisGetReply(rc, (void **)&u) != REDIS_OK || !u ||
+	    redis_conn_failover_reply(r) || redis_conn_failover_reply(u))
+		goto fail;
+	if (r->type == REDIS_REPLY_NIL) {
+		freeReplyObject(r);
+		return u;
+	}
+	freeReplyObject(u);
+	return r;
+fail:
+	if (r)
+		freeReplyObject(r);
+	if (u)
+		freeReplyObject(u);
+	return NULL;
+}
+
 /*
  * user's password hash into hash. 1 found, 0 no such user (or no password
  * field), -1 Redis cannot say (AUTH_TEMP). A connection that fails is
- * replaced once at once: after a Redis restart the first command on the old
- * connection fails although the new one would work.
+ * replaced once at once: after a Redis restart (or a Sentinel failover) the
+ * first command on the old connection fails although a new one would work.
  */
 static int authpool_lookup(struct authpool_verifier *v, const char *user, char *hash, size_t len)
 {
 	struct authpool *p = v->pool;
-	char key[AUTHPOOL_KEY_MAX], why[CONFIG_ERR_MAX], err[2 * CONFIG_ERR_MAX];
+	char key[AUTHPOOL_KEY_MAX], ukey[AUTHPOOL_KEY_MAX], why[CONFIG_ERR_MAX];
+	char err[2 * CONFIG_ERR_MAX];
 
-	if (!schema_key(key, sizeof(key), p->cfg->redis_prefix, "user:", user))
+	if (!schema_key(key, sizeof(key), p->cfg->redis_prefix, "user:", user) ||
+	    !schema_key_untagged(ukey, sizeof(ukey), p->cfg->redis_prefix, "user:", user))
 		return 0;
 	for (int attempt = 0; attempt < 2; attempt++) {
 		redisReply *r;
@@ -169,7 +199,7 @@ static int authpool_lookup(struct authpool_verifier *v, const char *user, char *
 
 		if (!v->rc && authpool_connect(v))
 			return -1;
-		r = redisCommand(v->rc, "HGET %s %s", key, SCHEMA_F_PASSWORD);
+		r = authpool_hget(v->rc, key, ukey);
 		if (r && r->type == REDIS_REPLY_NIL) {
 			rc = 0;
 		} else if (r && r->type == REDIS_REPLY_STRING) {
@@ -183,13 +213,11 @@ static int authpool_lookup(struct authpool_verifier *v, const char *user, char *
 			log_warn("auth: HGET %s: %s",
 				 log_printable(shown, sizeof(shown), key, strlen(key)), r->str);
 		}
-		if (r && (rc >= 0 || r->type == REDIS_REPLY_ERROR)) {
+		if (r) {
 			freeReplyObject(r);
 			return rc;
 		}
-		redis_conn_err(v->rc, r, "HGET", why, sizeof(why));
-		if (r)
-			freeReplyObject(r);
+		redis_conn_err(v->rc, NULL, "HGET", why, sizeof(why));
 		redisFree(v->rc);
 		v->rc = NULL;
 		v->retry_ms = 0;

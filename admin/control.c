@@ -10,6 +10,12 @@
  * for the resync deadline, and for control_stop() through an eventfd. Events
  * that arrive while a batch is applied wait in the socket; SUBSCRIBE comes
  * before the load, so nothing published after the load began is missed.
+ *
+ * Keys are read in both forms (admin/schema.h): PREFIX KIND {NAME} wins over
+ * an untagged PREFIX KIND NAME. With Sentinel, a third connection watches a
+ * sentinel's +switch-master; that, a lost connection, or a READONLY or
+ * LOADING reply drops both connections, and the reconnect (through Sentinel,
+ * redis_conn_open) loads everything again from the new master.
  */
 #include "admin/control.h"
 
@@ -74,6 +80,7 @@ struct control {
 	struct domtab_live *lv;
 	struct domtab_builder *master;   /* rows from Redis + static domains */
 	redisContext *cmd, *sub;
+	redisContext *watch;             /* a sentinel's +switch-master, or NULL */
 	int up;                          /* Redis state last logged */
 	/* For control_redis_state() (metrics, etrnctl top), any thread:
 	 * connected now, and the wall time of the last full load. */
@@ -96,7 +103,9 @@ static void control_disconnect(struct control *c)
 		redisFree(c->cmd);
 	if (c->sub)
 		redisFree(c->sub);
-	c->cmd = c->sub = NULL;
+	if (c->watch)
+		redisFree(c->watch);
+	c->cmd = c->sub = c->watch = NULL;
 }
 
 static int is_static(const struct control *c, const char *name)
@@ -123,10 +132,9 @@ static int add_static(const struct control *c, struct domtab_builder *b)
 
 /* Decode one HGETALL reply for key into b: put, or del when the key is gone.
  * A row with bad fields is still put (those fields at their defaults). */
-static int apply_row(struct control *c, struct domtab_builder *b, const char *name,
-		     const redisReply *r)
+static int apply_row(struct control *c, struct domtab_builder *b, const char *key,
+		     const char *name, const redisReply *r)
 {
-	const char *kp = c->kprefix[CONTROL_KIND_DOMAIN];
 	const char *fv[2 * 32];
 	struct cidr cidrs[DOMTAB_CIDR_MAX];
 	struct domtab_row row;
@@ -136,12 +144,12 @@ static int apply_row(struct control *c, struct domtab_builder *b, const char *na
 	char shown[LOG_TEXT_MAX];
 
 	if (schema_domain_norm(name, 1, norm, why, sizeof(why))) {
-		log_warn("redis: key %s%s: %s; ignored", kp,
-			 log_printable(shown, sizeof(shown), name, strlen(name)), why);
+		log_warn("redis: key %s: %s; ignored",
+			 log_printable(shown, sizeof(shown), key, strlen(key)), why);
 		return 0;
 	}
 	if (r->type != REDIS_REPLY_ARRAY) {
-		log_warn("redis: HGETALL %s%s: unexpected reply type %d", kp, norm, r->type);
+		log_warn("redis: HGETALL %s: unexpected reply type %d", key, r->type);
 		return 0;
 	}
 	if (r->elements == 0) {
@@ -161,21 +169,21 @@ static int apply_row(struct control *c, struct domtab_builder *b, const char *na
 		fv[n++] = r->element[i + 1]->str;
 	}
 	if (schema_row_from_fields(&row, cidrs, norm, fv, n, why, sizeof(why)))
-		log_warn("redis: %s%s: %s (those fields left at their defaults)", kp, norm, why);
+		log_warn("redis: %s: %s (those fields left at their defaults)", key, why);
 	return domtab_builder_put(b, &row);
 }
 
 /* One GET reply for route key name into b: put, or del when the key is
  * gone or its value is bad (logged), so a resync and an event agree. */
-static int apply_route(struct control *c, struct domtab_builder *b, const char *name,
-		       const redisReply *r)
+static int apply_route(struct control *c, struct domtab_builder *b, const char *key,
+		       const char *name, const redisReply *r)
 {
-	const char *kp = c->kprefix[CONTROL_KIND_ROUTE];
 	char norm[DOMTAB_NAME_MAX + 1], why[SCHEMA_WHY_MAX], shown[LOG_TEXT_MAX];
 
+	(void)c;
 	if (schema_domain_norm(name, 1, norm, why, sizeof(why))) {
-		log_warn("redis: key %s%s: %s; ignored", kp,
-			 log_printable(shown, sizeof(shown), name, strlen(name)), why);
+		log_warn("redis: key %s: %s; ignored",
+			 log_printable(shown, sizeof(shown), key, strlen(key)), why);
 		return 0;
 	}
 	if (r->type == REDIS_REPLY_NIL) {
@@ -187,7 +195,7 @@ static int apply_route(struct control *c, struct domtab_builder *b, const char *
 			 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply type");
 	else if (schema_route_check(r->str, why, sizeof(why)) == 0)
 		return domtab_builder_route_put(b, norm, r->str) == -ENOMEM ? -ENOMEM : 0;
-	log_warn("redis: %s%s: %s; route ignored", kp, norm, why);
+	log_warn("redis: %s: %s; route ignored", key, why);
 	domtab_builder_route_del(b, norm);
 	return 0;
 }
@@ -198,8 +206,8 @@ struct control_kind_ops {
 	const char *key;                 /* "domain:" after the prefix */
 	const char *event;               /* "domain " on the events channel */
 	const char *cmd;
-	int (*apply)(struct control *c, struct domtab_builder *b, const char *name,
-		     const redisReply *r);
+	int (*apply)(struct control *c, struct domtab_builder *b, const char *key,
+		     const char *name, const redisReply *r);
 };
 
 static const struct control_kind_ops control_kinds[CONTROL_NKINDS] = {
@@ -207,33 +215,86 @@ static const struct control_kind_ops control_kinds[CONTROL_NKINDS] = {
 	[CONTROL_KIND_ROUTE] = { "route:", "route ", "GET", apply_route },
 };
 
-/* Pipelined reads of the keys of kind k named names[0..n) into b. 0, or -1
- * (connection broken, or out of memory). */
-static int fetch_keys(struct control *c, enum control_kind k, struct domtab_builder *b,
-		      char *const *names, size_t n, char *err, size_t errlen)
+/* A reply that says the key exists: tagged and untagged twins are both
+ * read, and the tagged one wins when it exists (HGETALL of a missing hash
+ * is an empty array, GET of a missing string nil). */
+static int control_reply_present(const redisReply *r)
+{
+	return r->type != REDIS_REPLY_NIL && !(r->type == REDIS_REPLY_ARRAY && r->elements == 0);
+}
+
+/* Append the read of names[i]'s key of kind k (tagged, or untagged when
+ * untagged is set) into key. 0, 1 when the key does not fit (never sent),
+ * -1 on failure (err set). */
+static int fetch_append(struct control *c, enum control_kind k, const char *name,
+			int untagged, char *key, size_t klen, char *err, size_t errlen)
 {
 	const struct control_kind_ops *ops = &control_kinds[k];
-	char key[CONTROL_KEY_MAX];
+
+	if (!(untagged ? schema_key_untagged(key, klen, c->kprefix[k], "", name)
+		       : schema_key(key, klen, c->kprefix[k], "", name)))
+		return 1;
+	if (redisAppendCommand(c->cmd, "%s %s", ops->cmd, key) != REDIS_OK)
+		return redis_conn_err(c->cmd, NULL, ops->cmd, err, errlen);
+	return 0;
+}
+
+/* The next reply; -1 (err set) when the connection broke or the server
+ * says it is no master to read from (READONLY, LOADING: failover). */
+static int fetch_reply(struct control *c, const char *what, redisReply **r, char *err,
+		       size_t errlen)
+{
+	*r = NULL;
+	if (redisGetReply(c->cmd, (void **)r) != REDIS_OK || !*r)
+		return redis_conn_err(c->cmd, NULL, what, err, errlen);
+	if (redis_conn_failover_reply(*r)) {
+		redis_conn_err(c->cmd, *r, what, err, errlen);
+		freeReplyObject(*r);
+		*r = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+/* Pipelined reads of the keys of kind k named names[0..n) into b: the
+ * tagged key, and with both the untagged twin too (the tagged one wins when
+ * it exists). 0, or -1 (connection broken, failover, or out of memory). */
+static int fetch_keys(struct control *c, enum control_kind k, struct domtab_builder *b,
+		      char *const *names, size_t n, int both, char *err, size_t errlen)
+{
+	const struct control_kind_ops *ops = &control_kinds[k];
+	char key[CONTROL_KEY_MAX], ukey[CONTROL_KEY_MAX];
+	int rc;
 
 	for (size_t i = 0; i < n; i++) {
-		if (!schema_key(key, sizeof(key), c->kprefix[k], "", names[i]))
-			continue; /* never sent; the reply loop skips it too */
-		if (redisAppendCommand(c->cmd, "%s %s", ops->cmd, key) != REDIS_OK)
-			return redis_conn_err(c->cmd, NULL, ops->cmd, err, errlen);
+		if ((rc = fetch_append(c, k, names[i], 0, key, sizeof(key), err, errlen)) < 0 ||
+		    (both && rc == 0 &&
+		     fetch_append(c, k, names[i], 1, ukey, sizeof(ukey), err, errlen) < 0))
+			return -1;
 	}
 	for (size_t i = 0; i < n; i++) {
-		redisReply *r;
+		redisReply *r, *u = NULL;
 
 		if (!schema_key(key, sizeof(key), c->kprefix[k], "", names[i]))
-			continue;
-		if (redisGetReply(c->cmd, (void **)&r) != REDIS_OK || !r)
-			return redis_conn_err(c->cmd, NULL, ops->cmd, err, errlen);
-		if (ops->apply(c, b, names[i], r) == -ENOMEM) {
+			continue; /* never sent */
+		if (fetch_reply(c, ops->cmd, &r, err, errlen))
+			return -1;
+		if (both && fetch_reply(c, ops->cmd, &u, err, errlen)) {
 			freeReplyObject(r);
+			return -1;
+		}
+		if (u && !control_reply_present(r))
+			rc = ops->apply(c, b, schema_key_untagged(ukey, sizeof(ukey), c->kprefix[k],
+								  "", names[i]), names[i], u);
+		else
+			rc = ops->apply(c, b, key, names[i], r);
+		freeReplyObject(r);
+		if (u)
+			freeReplyObject(u);
+		if (rc == -ENOMEM) {
 			snprintf(err, errlen, "out of memory");
 			return -1;
 		}
-		freeReplyObject(r);
 	}
 	return 0;
 }
@@ -250,12 +311,12 @@ static int scan_kind(struct control *c, enum control_kind k, struct domtab_build
 	snprintf(match, sizeof(match), "%s*", c->kprefix[k]);
 	do {
 		char **names;
-		size_t n = 0;
+		size_t n, nt = 0;
 		redisReply *keys;
 
 		r = redisCommand(c->cmd, "SCAN %s MATCH %s COUNT %s", cursor, match,
 				 CONTROL_SCAN_COUNT);
-		if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+		if (!r || redis_conn_failover_reply(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
 		    r->element[0]->type != REDIS_REPLY_STRING ||
 		    r->element[1]->type != REDIS_REPLY_ARRAY) {
 			redis_conn_err(c->cmd, r, "SCAN", err, errlen);
@@ -268,11 +329,26 @@ static int scan_kind(struct control *c, enum control_kind k, struct domtab_build
 			snprintf(err, errlen, "out of memory");
 			goto fail;
 		}
-		for (size_t i = 0; i < keys->elements; i++)
-			if (keys->element[i]->type == REDIS_REPLY_STRING &&
-			    keys->element[i]->len > plen)
-				names[n++] = keys->element[i]->str + plen;
-		if (fetch_keys(c, k, b, names, n, err, errlen)) {
+		/* Tagged names from the front (read alone: they win), untagged
+		 * from the back (read with their tagged twin). A key with stray
+		 * braces goes with the untagged: its name check logs it. */
+		n = keys->elements;
+		for (size_t i = 0; i < keys->elements; i++) {
+			redisReply *e = keys->element[i];
+			const char *nm;
+			size_t nl;
+
+			if (e->type != REDIS_REPLY_STRING || e->len <= plen)
+				continue;
+			if (schema_key_name(e->str + plen, e->len - plen, &nm, &nl) == 1) {
+				e->str[plen + 1 + nl] = '\0'; /* the closing brace */
+				names[nt++] = e->str + plen + 1;
+			} else {
+				names[--n] = e->str + plen;
+			}
+		}
+		if (fetch_keys(c, k, b, names, nt, 0, err, errlen) ||
+		    fetch_keys(c, k, b, names + n, keys->elements - n, 1, err, errlen)) {
 			free(names);
 			goto fail;
 		}
@@ -343,6 +419,15 @@ static int control_connect(struct control *c, char *err, size_t errlen)
 		goto fail;
 	}
 	freeReplyObject(r);
+	if (c->cur.redis.nsentinels) {
+		char why[512];
+
+		/* Without it a failover is still seen when the old master's
+		 * connection breaks or answers READONLY: not fatal. */
+		c->watch = redis_conn_sentinel_watch(&c->cur.redis, why, sizeof(why));
+		if (!c->watch)
+			log_warn("%s; a failover is noticed when the master's connection fails", why);
+	}
 	b = full_load(c, err, errlen);
 	if (!b)
 		goto fail;
@@ -477,12 +562,48 @@ static void on_message(struct control *c, const redisReply *r)
 	}
 }
 
+/* The sentinel watch broke: dropped, and opened again with the next
+ * connect (a sentinel going away must not take the master down). */
+static void watch_drop(struct control *c)
+{
+	log_warn("redis: sentinel watch: %s; reopened with the next connect",
+		 c->watch->errstr[0] ? c->watch->errstr : "connection closed");
+	redisFree(c->watch);
+	c->watch = NULL;
+}
+
+/* Messages already read from the sentinel watch: -1 (why set) on a
+ * +switch-master naming our master. */
+static int watch_messages(struct control *c, char *why, size_t wl)
+{
+	for (;;) {
+		void *r = NULL;
+		int sw;
+
+		if (redisGetReplyFromReader(c->watch, &r) != REDIS_OK) {
+			watch_drop(c);
+			return 0;
+		}
+		if (!r)
+			return 0;
+		sw = redis_conn_switch_master(r, c->cur.redis.master_name);
+		if (sw) {
+			const redisReply *m = r;
+
+			snprintf(why, wl, "sentinel: +switch-master %s", m->element[2]->str);
+		}
+		freeReplyObject(r);
+		if (sw)
+			return -1;
+	}
+}
+
 /* Wait for sub data, the resync deadline or stop. 1 = stop, 0 = go on, -1 =
  * Redis connection broken (why set). */
 static int wait_events(struct control *c, char *why, size_t wl)
 {
-	struct pollfd pf[3] = { { c->stopfd, POLLIN, 0 }, { c->sub->fd, POLLIN, 0 },
-				{ c->wakefd, POLLIN, 0 } };
+	struct pollfd pf[4] = { { c->stopfd, POLLIN, 0 }, { c->sub->fd, POLLIN, 0 },
+				{ c->wakefd, POLLIN, 0 }, { c->watch ? c->watch->fd : -1, POLLIN, 0 } };
 	uint64_t now = now_mono_ms();
 	int timeout = c->next_resync_ms > now ? (int)(c->next_resync_ms - now) : 0;
 	int rc;
@@ -504,13 +625,18 @@ static int wait_events(struct control *c, char *why, size_t wl)
 	}
 	if (pending_count(c) || c->resync_asked)
 		timeout = 0; /* apply what we have once the socket is drained */
-	rc = poll(pf, 3, timeout);
+	rc = poll(pf, 4, timeout);
 	if (rc < 0)
 		return errno == EINTR ? 0 : (snprintf(why, wl, "poll: %s", strerror(errno)), -1);
 	if (pf[0].revents)
 		return 1;
 	if (pf[2].revents)
 		return 2; /* new settings: the loop's top takes them */
+	if (pf[3].revents && redisBufferRead(c->watch) != REDIS_OK) {
+		watch_drop(c);
+	} else if (pf[3].revents && watch_messages(c, why, wl)) {
+		return -1;
+	}
 	if (pf[1].revents) {
 		if (redisBufferRead(c->sub) != REDIS_OK) {
 			redis_conn_err(c->sub, NULL, "subscriber", why, wl);
@@ -518,7 +644,7 @@ static int wait_events(struct control *c, char *why, size_t wl)
 		}
 		return 2; /* more may be buffered: read again before applying */
 	}
-	return 0;
+	return pf[3].revents ? 2 : 0;
 }
 
 static int apply_pending(struct control *c, char *why, size_t wl)
@@ -527,7 +653,7 @@ static int apply_pending(struct control *c, char *why, size_t wl)
 
 	for (int k = 0; k < CONTROL_NKINDS && rc == 0; k++)
 		rc = fetch_keys(c, (enum control_kind)k, c->master, c->pending[k].v,
-				c->pending[k].n, why, wl);
+				c->pending[k].n, 1, why, wl);
 	if (rc == 0)
 		log_debug("redis: %zu domain and %zu route change(s) applied, %zu domain(s), %zu route(s)",
 			  c->pending[CONTROL_KIND_DOMAIN].n, c->pending[CONTROL_KIND_ROUTE].n,

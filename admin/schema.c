@@ -254,7 +254,30 @@ int schema_row_from_fields(struct domtab_row *row, struct cidr *cidrs,
 char *schema_key(char *buf, size_t len, const char *prefix, const char *kind,
 		 const char *name)
 {
+	int r = snprintf(buf, len, "%s%s{%s}", prefix, kind, name);
+
+	return r < 0 || (size_t)r >= len ? NULL : buf;
+}
+
+char *schema_key_untagged(char *buf, size_t len, const char *prefix, const char *kind,
+			  const char *name)
+{
 	int r = snprintf(buf, len, "%s%s%s", prefix, kind, name);
 
 	return r < 0 || (size_t)r >= len ? NULL : buf;
+}
+
+int schema_key_name(const char *rest, size_t len, const char **name, size_t *nlen)
+{
+	int tagged = len >= 2 && rest[0] == '{' && rest[len - 1] == '}';
+	const char *p = tagged ? rest + 1 : rest;
+	size_t n = tagged ? len - 2 : len;
+
+	/* Cluster hashes the text between the first '{' and the next '}':
+	 * one pair around the whole name, nothing else, or not ours. */
+	if (n == 0 || memchr(p, '{', n) || memchr(p, '}', n))
+		return -1;
+	*name = p;
+	*nlen = n;
+	return tagged;
 }

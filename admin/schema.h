@@ -101,9 +101,27 @@ int schema_user_check(const char *s, char *why, size_t wl);
 int schema_row_from_fields(struct domtab_row *row, struct cidr *cidrs,
 		const char *name, const char *const *fv, size_t nfv, char *why, size_t wl);
 
-/* PREFIX KIND NAME into buf ("etrnd:" "domain:" "x.test"). Returns buf, or
- * NULL when it does not fit. */
+/* PREFIX KIND {NAME} into buf ("etrnd:" "domain:" "x.test" ->
+ * "etrnd:domain:{x.test}"): the hash-tagged key every writer uses, so a
+ * domain's keys share a Redis Cluster slot. Returns buf, or NULL when it
+ * does not fit. */
 char *schema_key(char *buf, size_t len, const char *prefix, const char *kind,
 		const char *name);
+
+/* PREFIX KIND NAME ("etrnd:domain:x.test"): the older untagged form, which
+ * readers still accept (the tagged key wins when both exist), etrnctl
+ * deletes when it writes the tagged twin, and "etrnctl keys migrate"
+ * renames. Returns buf, or NULL when it does not fit. */
+char *schema_key_untagged(char *buf, size_t len, const char *prefix, const char *kind,
+		const char *name);
+
+/*
+ * The name in what follows PREFIX KIND in a key found by SCAN (rest, len
+ * bytes, not necessarily NUL-terminated): "{x.test}" -> "x.test" (tagged),
+ * "x.test" -> itself (untagged). *name points into rest, *nlen its length.
+ * Returns 1 tagged, 0 untagged, -1 for neither ("", "{", "{}", "{x",
+ * "x}", a brace inside): such a key is not ours to read.
+ */
+int schema_key_name(const char *rest, size_t len, const char **name, size_t *nlen);
 
 #endif
