@@ -80,6 +80,14 @@ int engine_stop(struct engine_set *s);
 unsigned engine_count(const struct engine_set *s);
 struct loop *engine_loop(const struct engine_set *s, unsigned i);
 
+/* Stop accepting on every listener whose CONFIG_LISTEN_* flags have none
+ * of keep_flags, on every engine thread (loop_close_listeners() posted to
+ * each loop): new clients are refused, connections open go on, the
+ * engines keep running (a decommission keeps CONFIG_LISTEN_CLUSTER).
+ * Returns at once; 0, or -errno when a loop could not be asked (it is
+ * stopping: it closes them all anyway). Any thread. */
+int engine_close_listeners(struct engine_set *s, unsigned keep_flags);
+
 /* Free the loops and drainers, once nothing can post to them (each
  * thread's scheduler was freed when its loop finished; a look-up of it
  * answered later is freed on the resolver's thread: the hub refuses its

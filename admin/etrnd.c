@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "admin/cluster_auth.h"
+#include "admin/decommission.h"
 #include "admin/control.h"
 #include "admin/ctl_requests.h"
 #include "core/domtab.h"
@@ -86,6 +87,7 @@ struct etrnd {
 	struct sdnotify *sdn;          /* systemd's notify and watchdog */
 	struct metrics_http *mh;       /* metrics_listen; NULL when off */
 	struct cluster_auth *ca;       /* cluster_secret_file; NULL when unset */
+	struct decommission *dc;       /* node drain (admin/decommission.h) */
 };
 
 static void etrnd_usage(FILE *f)
@@ -327,6 +329,13 @@ static void etrnd_start(struct etrnd *d)
 	if (privs_finish(&d->privs, err, sizeof(err)))
 		fatal("%s", err);
 	control_set_drain(d->ctl, ctl_requests_redis_drain, d->hub);
+	d->dc = decommission_start(&(struct decommission_env){
+			.cfg = cfg, .eng = d->eng, .hub = d->hub,
+			.secret = d->ca ? etrnd_cluster_secret : NULL, .secret_arg = d->ca },
+		err, sizeof(err));
+	if (!d->dc)
+		fatal("%s", err);
+	control_set_event(d->ctl, decommission_event, d->dc);
 }
 
 static void etrnd_log_started(const struct config *cfg)
@@ -371,6 +380,7 @@ static int etrnd_stop(struct etrnd *d)
 	d->cs = ctlsock_stop(d->cs); /* before the engines it asks */
 	d->mh = metrics_http_stop(d->mh); /* it asks them too */
 	failed = engine_stop(d->eng) != 0;
+	d->dc = decommission_stop(d->dc); /* its round ended with the loops */
 	d->sdn = sdnotify_free(d->sdn); /* its last pings ran or were refused */
 	/* No engine thread runs any more: no drain is posted from now on, and
 	 * look-ups still pending end their drains (-ECANCELED), on the
