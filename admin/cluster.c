@@ -552,8 +552,6 @@ static int write_self(struct cluster *c, char *why, size_t wl)
 		c->prev_msgs[c->ch[i].slot] = c->ch[i].msgs;
 		c->prev_bytes[c->ch[i].slot] = c->ch[i].bytes;
 	}
-	log_debug("cluster: node %s written: %" PRIu64 " message(s), %zu domain(s) changed%s",
-		  c->node_id, c->tot_msgs, c->nch, c->full ? " (full rewrite)" : "");
 	c->gen = gen;
 	c->written_state = st;
 	c->full = 0;
@@ -565,13 +563,16 @@ static int write_self(struct cluster *c, char *why, size_t wl)
 static int refresh(struct cluster *c, char *why, size_t wl)
 {
 	uint64_t t0 = now_mono_us();
+	int full = c->full;
 
 	if (read_others(c, why, wl) || write_self(c, why, wl))
 		return -1;
+	log_debug("cluster: node %s refreshed in %" PRIu64 " us: %" PRIu64
+		  " message(s) held, %zu domain(s) changed%s", c->node_id, now_mono_us() - t0,
+		  c->tot_msgs, c->nch, full ? " (full rewrite)" : "");
 	c->dirty = 0;
 	c->last_write_ms = now_mono_ms();
 	c->next_ms = c->last_write_ms + c->publish_ms;
-	log_debug("cluster: refresh took %" PRIu64 " us", now_mono_us() - t0);
 	return 0;
 }
 
