@@ -150,7 +150,7 @@ static int node_wait(const struct etrnctl_node *n, const struct node_keys *k, ui
 int etrnctl_node_drain(const struct etrnctl_node *n)
 {
 	struct node_keys k;
-	char why[NODE_WHY_MAX];
+	char why[NODE_WHY_MAX], ev[CONFIG_NODE_ID_MAX + 16];
 	uint64_t ms = ETRNCTL_NODE_WAIT_MS;
 	long long alive = 0, listed = 0, heard = 0;
 	int rc;
@@ -175,7 +175,8 @@ int etrnctl_node_drain(const struct etrnctl_node *n)
 				n->node, k.hash, k.nodes);
 	if (node_set(n, k.decom))
 		return NODE_FAIL;
-	if (node_int(n, &heard, "PUBLISH", "PUBLISH %s node-drain %s", k.events, n->node))
+	snprintf(ev, sizeof(ev), "node-drain %s", n->node); /* the id was checked */
+	if (node_int(n, &heard, "PUBLISH", "PUBLISH %s %s", k.events, ev))
 		return NODE_FAIL;
 	printf("node %s: decommission asked (%s set%s)\n", n->node, k.decom,
 	       alive ? "" : "; the node is not running: it hands off when started");
