@@ -155,6 +155,17 @@ class DecommissionTest(unittest.TestCase):
             c.send(2, DOMS[2], 10, "pre2")
         c.wait_held({DOMS[0]: 10, DOMS[1]: 10, DOMS[2]: 10})
         c.wait_view(2, DOMS[0], 0)  # node 3 has read the others at least once
+        # Refusals first: a live node is not forgotten, an unknown one not
+        # drained, --timeout without --wait is a usage error.
+        rc, out, err = h.etrnctl(c.redis.url(), "node", "forget", "node3")
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("still alive", err)
+        rc, out, err = h.etrnctl(c.redis.url(), "node", "drain", "node9")
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("not in the cluster", err)
+        rc, out, err = h.etrnctl(c.redis.url(), "node", "drain", "node3", "--timeout", "5s")
+        self.assertEqual(rc, 2, out + err)
+        self.assertEqual(c.redis.cli("EXISTS", "etrnd:decommission:{node3}"), "0")
         load = Senders(c, "load").start()
         try:
             mark = c.node(2).log_mark()
@@ -188,6 +199,14 @@ class DecommissionTest(unittest.TestCase):
         tried = sum(load.tried)
         self.assertLessEqual(len(extra), tried - len(load.all_acked()),
                              "extras only from sends that got no answer")
+        # Gone: once its hash expired, node 3 may be forgotten.
+        deadline = time.monotonic() + WAIT_S
+        while c.redis.cli("EXISTS", "etrnd:node:{node3}") != "0":
+            self.assertLess(time.monotonic(), deadline, "node 3's hash never went")
+            time.sleep(0.1)
+        rc, out, err = h.etrnctl(c.redis.url(), "node", "forget", "node3")
+        self.assertEqual(rc, 0, out + err)
+        self.assertEqual(c.redis.cli("ZSCORE", "etrnd:nodes", "node3"), "")
         print("decommission under load: node3 handed %d message(s) (node1 %d, node2 %d) "
               "and exited in %.2f s; %d acked in all, %d refused by node 3"
               % (sum(relays.values()), relays["node1"], relays["node2"], took,
