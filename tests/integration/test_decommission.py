@@ -247,6 +247,35 @@ class DecommissionTest(unittest.TestCase):
         print("kill -9 mid-hand-off: %d handed before the kill, %d message(s) in all, "
               "%d duplicate(s) (bound %d)" % (before, len(ids), dups, DUP_BOUND))
 
+    def test_no_live_peer_waits_draining(self):
+        """With the other nodes gone, node 3 stops accepting, says draining
+        and retries with back-off; the first node back gets it all."""
+        c = cluster(self)
+        ids = c.send(2, DOMS[0], 20, "lone")
+        c.wait_held({DOMS[0]: 20})
+        c.stop_node(0)
+        c.stop_node(1)
+        deadline = time.monotonic() + WAIT_S
+        while any(c.redis.cli("EXISTS", "etrnd:node:{node%d}" % i) != "0" for i in (1, 2)):
+            self.assertLess(time.monotonic(), deadline, "the stopped nodes' hashes stay")
+            time.sleep(0.1)
+        mark = c.node(2).log_mark()
+        rc, out, err = h.etrnctl(c.redis.url(), "node", "drain", "node3")
+        self.assertEqual(rc, 0, out + err)
+        c.node(2).wait_log(r"round 2: 0 peer\(s\).*no live peer", since=mark)
+        self.assertEqual(c.redis.cli("HGET", "etrnd:node:{node3}", "state"), "draining")
+        with self.assertRaises(OSError):
+            c.node(2).connect(timeout=5).close()
+        self.assertTrue(c.node(2).alive(), "it waits for a peer")
+        c.start_node(0)
+        self.wait_exit0(c.node(2), "node3 once node 1 is back")
+        log = c.node(2).stderr_text()[mark:]
+        self.assertEqual(len(re.findall(r"relay=node1\[[^\]]*\]:\d+, .*status=sent", log)), 20)
+        self.assert_spool_empty(c.node(2))
+        sink = c.start_customer()
+        got = self.release_all(c, sink, ids)
+        self.assertEqual(dict(got), {m: 1 for m in ids})
+
 
 if __name__ == "__main__":
     unittest.main()
