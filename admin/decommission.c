@@ -67,19 +67,18 @@ static void decommission_enter(struct decommission *dc, enum decommission_state 
 	dc->state = s;
 }
 
+/* The next back-off after wait: doubled, at most the maximum. */
+static unsigned decommission_backoff(unsigned wait)
+{
+	return wait * 2 < DECOMMISSION_BACKOFF_MAX_MS ? wait * 2 : DECOMMISSION_BACKOFF_MAX_MS;
+}
+
 /* Sleep up to ms, or until stopped (1) or triggered; under no lock. */
 static int decommission_sleep(struct decommission *dc, unsigned ms, int until_trigger)
 {
-	struct timespec dl;
+	struct timespec dl = now_realtime_after(ms);
 	int stop;
 
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_sec += ms / 1000;
-	dl.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (dl.tv_nsec >= 1000000000L) {
-		dl.tv_sec++;
-		dl.tv_nsec -= 1000000000L;
-	}
 	pthread_mutex_lock(&dc->mu);
 	while (!dc->stop && !(until_trigger && dc->trigger))
 		if (pthread_cond_timedwait(&dc->cv, &dc->mu, &dl))
@@ -134,7 +133,7 @@ static void decommission_check_key(struct decommission *dc)
 		pthread_mutex_unlock(&dc->mu);
 		if (n)
 			return;
-		wait = wait * 2 < DECOMMISSION_BACKOFF_MAX_MS ? wait * 2 : DECOMMISSION_BACKOFF_MAX_MS;
+		wait = decommission_backoff(wait);
 	}
 	if (n > 0) {
 		log_info("decommission %s: %s is set: resuming the hand-off", dc->env.cfg->node_id,
@@ -205,7 +204,7 @@ static int decommission_rounds(struct decommission *dc)
 		}
 		if (decommission_sleep(dc, wait, 0))
 			return 1;
-		wait = wait * 2 < DECOMMISSION_BACKOFF_MAX_MS ? wait * 2 : DECOMMISSION_BACKOFF_MAX_MS;
+		wait = decommission_backoff(wait);
 	}
 }
 
@@ -219,7 +218,7 @@ static void decommission_finish(struct decommission *dc)
 	while (dc->env.cfg->redis.kind != CONFIG_REDIS_NONE && decommission_redis(dc, "DEL", &n)) {
 		if (decommission_sleep(dc, wait, 0))
 			return;
-		wait = wait * 2 < DECOMMISSION_BACKOFF_MAX_MS ? wait * 2 : DECOMMISSION_BACKOFF_MAX_MS;
+		wait = decommission_backoff(wait);
 	}
 	decommission_enter(dc, DECOMMISSION_FINISH, "spool empty, key deleted");
 	log_info("decommission %s: done: shutting down", dc->env.cfg->node_id);
