@@ -3,7 +3,8 @@
  * authpool: the verifier pool behind proto/auth.h. A small fixed number of
  * threads (auth_verifiers), each with its own Redis connection and its own
  * struct crypt_data, take checks from one bounded node-wide queue, read
- * PREFIX"user:"NAME's password hash, run crypt_r and send the answer back to
+ * PREFIX"user:{"NAME"}"'s password hash (else the untagged PREFIX"user:"NAME's),
+ * run crypt_r and send the answer back to
  * the asking engine thread with loop_post(). crypt never runs on an engine
  * thread. The per-address failure limit (auth_failure_limit, core/addrlimit)
  * is applied before a check is queued, so an address over it costs nothing.

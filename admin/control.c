@@ -577,6 +577,8 @@ static void watch_drop(struct control *c)
 static int watch_messages(struct control *c, char *why, size_t wl)
 {
 	for (;;) {
+		char host[REDIS_CONN_HOST_MAX];
+		unsigned port;
 		void *r = NULL;
 		int sw;
 
@@ -586,12 +588,14 @@ static int watch_messages(struct control *c, char *why, size_t wl)
 		}
 		if (!r)
 			return 0;
-		sw = redis_conn_switch_master(r, c->cur.redis.master_name);
-		if (sw) {
-			const redisReply *m = r;
-
-			snprintf(why, wl, "sentinel: +switch-master %s", m->element[2]->str);
-		}
+		sw = redis_conn_switch_master(r, c->cur.redis.master_name, host, sizeof(host), &port);
+		/* Heard after the reconnect that found the new master already:
+		 * nothing to do. */
+		if (sw && c->cmd && c->cmd->tcp.host && !strcmp(c->cmd->tcp.host, host) &&
+		    (unsigned)c->cmd->tcp.port == port)
+			sw = 0;
+		if (sw)
+			snprintf(why, wl, "sentinel: +switch-master to %s:%u", host, port);
 		freeReplyObject(r);
 		if (sw)
 			return -1;

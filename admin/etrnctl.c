@@ -34,6 +34,7 @@
 #include "admin/ctlrow.h"
 #include "admin/etrnctl_etrn.h"
 #include "admin/etrnctl_node.h"
+#include "admin/etrnctl_keys.h"
 #include "admin/etrnctl_top.h"
 #include "core/domtab.h"
 #include "admin/etrnctl_cluster.h"
@@ -45,7 +46,7 @@
 #define ETRNCTL_TIMEOUT_MS 10000
 #define ETRNCTL_BATCH 1000            /* import: rows per pipelined round trip */
 #define ETRNCTL_PASSWORD_MAX 1024
-#define ETRNCTL_KEY_MAX (CONFIG_REDIS_PREFIX_MAX + 16 + DOMTAB_NAME_MAX + SCHEMA_NAME_MAX)
+#define ETRNCTL_KEY_MAX ETRNCTL_KEYS_MAX
 #define ETRNCTL_SALT_BYTES 16
 #define ETRNCTL_QID_DIGITS 14        /* proto/qid.h QID_DIGITS */
 #define ETRNCTL_DEST_MAX 256         /* flush --force --to HOST[:PORT] */
@@ -88,7 +89,8 @@ static void usage(FILE *f)
 	char cols[256];
 
 	fprintf(f,
-		"usage: etrnctl [-c FILE | --redis URL] [--json] COMMAND [ARGS]\n"
+		"usage: etrnctl [-c FILE | --redis URL] [--sentinels HOST:PORT,... --master-name NAME]\n"
+		"               [--json] COMMAND [ARGS]\n"
 		"  domain add DOMAIN [--dest HOST[:PORT]|mx] [--queue NAME] [--etrn-from CIDR,...]\n"
 		"                    [--owner USER] [--max-hold DURATION] [--quota BYTES] [--tls may|must|verify]\n"
 		"                    [--mode hold|deliver]\n"
@@ -150,8 +152,14 @@ static void usage(FILE *f)
 		"                     one-shot runs: method, host, requests, schedule, state, runs,\n"
 		"                     failures, last run, its reply and meaning, next run\n"
 		"  activators run NAME  run activator NAME now, as if it were its time\n"
-		"  -c FILE      etrnd config to take redis and redis_prefix from (default %s)\n"
+		"  keys migrate       rename every untagged key (PREFIX domain:NAME) to its hash-tagged\n"
+		"                     form (PREFIX domain:{NAME}); one whose tagged twin exists is\n"
+		"                     skipped; running daemons reload\n"
+		"  -c FILE      etrnd config to take redis, redis_sentinels, redis_master_name and\n"
+		"               redis_prefix from (default %s)\n"
 		"  --redis URL  unix:/path, host:port or redis://[user:password@]host[:port][/db]\n"
+		"  --sentinels HOST[:PORT],...  --master-name NAME  find the master through Sentinel\n"
+		"               (--redis then gives only its password and db)\n"
 		"  --json       machine-readable output\n"
 		"Exit status: 0 done, 1 failed (Redis, not found, bad CSV rows; etrn: a refused\n"
 		"connection, TLS or AUTH failure, a 4xx/5xx reply), 2 bad usage or input.\n",
@@ -205,6 +213,35 @@ static char *key(char *buf, const struct ctl *x, const char *kind, const char *n
 	if (!schema_key(buf, ETRNCTL_KEY_MAX, x->prefix, kind, name))
 		buf[0] = '\0';
 	return buf;
+}
+
+/* The untagged twin of key(): deleted where etrnctl writes the tagged key. */
+static char *ukey(char *buf, const struct ctl *x, const char *kind, const char *name)
+{
+	if (!schema_key_untagged(buf, ETRNCTL_KEY_MAX, x->prefix, kind, name))
+		buf[0] = '\0';
+	return buf;
+}
+
+/* The keys to read for names[0..n): tagged when it exists, else untagged.
+ * NULL on a Redis failure (reported), else buf[0]. */
+static char *rkey_many(struct ctl *x, const char *kind, char *const *names, size_t n,
+		       char (*buf)[ETRNCTL_KEY_MAX])
+{
+	char err[512];
+
+	if (etrnctl_keys_pick(x->rc, x->prefix, kind, (const char *const *)names, n, buf,
+			      err, sizeof(err))) {
+		fprintf(stderr, "etrnctl: redis: %s\n", err);
+		return NULL;
+	}
+	return buf[0];
+}
+
+static char *rkey(char (*buf)[ETRNCTL_KEY_MAX], struct ctl *x, const char *kind,
+		  const char *name)
+{
+	return rkey_many(x, kind, (char *const *)&name, 1, buf);
 }
 
 /* ---- Redis helpers ------------------------------------------------------ */
@@ -274,8 +311,12 @@ static int scan_names(struct ctl *x, const char *kind, char ***out, size_t *nout
 		snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
 		for (size_t i = 0; i < r->element[1]->elements; i++) {
 			const redisReply *k = r->element[1]->element[i];
+			const char *nm;
+			size_t nl;
 
-			if (k->type != REDIS_REPLY_STRING || k->len <= plen)
+			/* Either form (admin/schema.h); the sort below folds twins. */
+			if (k->type != REDIS_REPLY_STRING || k->len <= plen ||
+			    schema_key_name(k->str + plen, k->len - plen, &nm, &nl) < 0)
 				continue;
 			if (n == cap) {
 				char **nv = realloc(v, (cap = cap ? cap * 2 : 256) * sizeof(*v));
@@ -284,7 +325,7 @@ static int scan_names(struct ctl *x, const char *kind, char ***out, size_t *nout
 					abort();
 				v = nv;
 			}
-			if (!(v[n++] = strdup(k->str + plen)))
+			if (!(v[n++] = strndup(nm, nl)))
 				abort();
 		}
 		freeReplyObject(r);
@@ -327,7 +368,8 @@ static int append_row_writes(struct ctl *x, const struct ctlrow *r, const char *
 	key(k, x, "domain:", r->name);
 	snprintf(f, sizeof(f), "%s%s", SCHEMA_USER_DOMAIN, r->name);
 	redisAppendCommand(x->rc, "MULTI");
-	redisAppendCommand(x->rc, "DEL %s", k);
+	/* The whole row is written: its untagged twin just goes. */
+	redisAppendCommand(x->rc, "DEL %s %s", k, ukey(k2, x, "domain:", r->name));
 	argv[argc++] = "HSET";
 	argv[argc++] = k;
 	for (int i = 0; i < r->n; i++) {
@@ -336,19 +378,25 @@ static int append_row_writes(struct ctl *x, const struct ctlrow *r, const char *
 	}
 	redisAppendCommandArgv(x->rc, argc, argv, NULL);
 	n = 3;
+	/* Sets and users are changed in part: an untagged twin is folded
+	 * into the tagged key first (etrnctl_keys_adopt). */
 	if (old_queue && (!r->queue || strcmp(old_queue, r->queue))) {
+		n += etrnctl_keys_adopt(x->rc, x->prefix, "queue:", old_queue);
 		redisAppendCommand(x->rc, "SREM %s %s", key(k2, x, "queue:", old_queue), r->name);
 		n++;
 	}
 	if (r->queue) {
+		n += etrnctl_keys_adopt(x->rc, x->prefix, "queue:", r->queue);
 		redisAppendCommand(x->rc, "SADD %s %s", key(k2, x, "queue:", r->queue), r->name);
 		n++;
 	}
 	if (old_owner && (!r->owner || strcmp(old_owner, r->owner))) {
+		n += etrnctl_keys_adopt(x->rc, x->prefix, "user:", old_owner);
 		redisAppendCommand(x->rc, "HDEL %s %s", key(k2, x, "user:", old_owner), f);
 		n++;
 	}
 	if (r->owner) {
+		n += etrnctl_keys_adopt(x->rc, x->prefix, "user:", r->owner);
 		redisAppendCommand(x->rc, "HSET %s %s 1", key(k2, x, "user:", r->owner), f);
 		n++;
 	}
@@ -360,8 +408,8 @@ static int append_row_writes(struct ctl *x, const struct ctlrow *r, const char *
 
 static int user_exists(struct ctl *x, const char *user)
 {
-	char k[ETRNCTL_KEY_MAX];
-	redisReply *r = cmd(x, "EXISTS %s", key(k, x, "user:", user));
+	char k[ETRNCTL_KEY_MAX], u[ETRNCTL_KEY_MAX];
+	redisReply *r = cmd(x, "EXISTS %s %s", key(k, x, "user:", user), ukey(u, x, "user:", user));
 	int rc;
 
 	if (!r || r->type != REDIS_REPLY_INTEGER) {
@@ -377,19 +425,21 @@ static int user_exists(struct ctl *x, const char *user)
  * Returns 1 if the domain exists, 0 if not, -1 on failure (reported). */
 static int old_row(struct ctl *x, const char *name, char **q, char **o)
 {
-	char k[ETRNCTL_KEY_MAX];
-	redisReply *r = cmd(x, "HMGET %s %s %s %s", key(k, x, "domain:", name), SCHEMA_F_QUEUE,
-			    SCHEMA_F_OWNER, SCHEMA_F_TLS);
+	char k[1][ETRNCTL_KEY_MAX];
+	redisReply *r;
 	int exists;
 
 	*q = *o = NULL;
+	if (!rkey(k, x, "domain:", name))
+		return -1;
+	r = cmd(x, "HMGET %s %s %s %s", k[0], SCHEMA_F_QUEUE, SCHEMA_F_OWNER, SCHEMA_F_TLS);
 	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3)
 		return redis_failed(x, r, "HMGET"), -1;
 	if (r->element[0]->type == REDIS_REPLY_STRING)
 		*q = strdup(r->element[0]->str);
 	if (r->element[1]->type == REDIS_REPLY_STRING)
 		*o = strdup(r->element[1]->str);
-	r = (freeReplyObject(r), cmd(x, "EXISTS %s", k));
+	r = (freeReplyObject(r), cmd(x, "EXISTS %s", k[0]));
 	if (!r || r->type != REDIS_REPLY_INTEGER)
 		return redis_failed(x, r, "EXISTS"), -1;
 	exists = r->integer > 0;
@@ -449,12 +499,14 @@ static int domain_put(struct ctl *x, const char *domain, const struct ctlrow_opt
  * at least one field; or NULL and *rc the exit status (reported). */
 static redisReply *row_get(struct ctl *x, const char *domain, char *name, int *rc)
 {
-	char why[SCHEMA_WHY_MAX], k[ETRNCTL_KEY_MAX];
+	char why[SCHEMA_WHY_MAX], k[1][ETRNCTL_KEY_MAX];
 	redisReply *r;
 
 	if (schema_domain_norm(domain, 1, name, why, sizeof(why)))
 		return *rc = bad("domain %s", why), NULL;
-	r = cmd(x, "HGETALL %s", key(k, x, "domain:", name));
+	if (!rkey(k, x, "domain:", name))
+		return *rc = EXIT_FAIL, NULL;
+	r = cmd(x, "HGETALL %s", k[0]);
 	if (!r || r->type != REDIS_REPLY_ARRAY)
 		return *rc = redis_failed(x, r, "HGETALL"), NULL;
 	if (r->elements == 0) {
@@ -533,14 +585,16 @@ static int domain_del(struct ctl *x, const char *domain)
 		return fail("domain %s: not provisioned", name);
 	}
 	redisAppendCommand(x->rc, "MULTI");
-	redisAppendCommand(x->rc, "DEL %s", key(k, x, "domain:", name));
+	redisAppendCommand(x->rc, "DEL %s %s", key(k, x, "domain:", name), ukey(k2, x, "domain:", name));
 	n = 2;
 	if (oq) {
+		n += etrnctl_keys_adopt(x->rc, x->prefix, "queue:", oq);
 		redisAppendCommand(x->rc, "SREM %s %s", key(k2, x, "queue:", oq), name);
 		n++;
 	}
 	if (oo) {
 		snprintf(f, sizeof(f), "%s%s", SCHEMA_USER_DOMAIN, name);
+		n += etrnctl_keys_adopt(x->rc, x->prefix, "user:", oo);
 		redisAppendCommand(x->rc, "HDEL %s %s", key(k2, x, "user:", oo), f);
 		n++;
 	}
@@ -647,7 +701,7 @@ static void route_report(const struct ctl *x, const char *name, const char *dest
  * the events channel, in one transaction. */
 static int route_add(struct ctl *x, const char *domain, const char *dest)
 {
-	char name[DOMTAB_NAME_MAX + 1], why[SCHEMA_WHY_MAX], k[ETRNCTL_KEY_MAX];
+	char name[DOMTAB_NAME_MAX + 1], why[SCHEMA_WHY_MAX], k[ETRNCTL_KEY_MAX], u[ETRNCTL_KEY_MAX];
 	char ev[DOMTAB_NAME_MAX + 16];
 	redisReply *r;
 	int existed, rc;
@@ -656,7 +710,7 @@ static int route_add(struct ctl *x, const char *domain, const char *dest)
 		return bad("route add: domain %s", why);
 	if (schema_route_check(dest, why, sizeof(why)))
 		return bad("route add %s: destination %s", name, why);
-	r = cmd(x, "EXISTS %s", key(k, x, "route:", name));
+	r = cmd(x, "EXISTS %s %s", key(k, x, "route:", name), ukey(u, x, "route:", name));
 	if (!r || r->type != REDIS_REPLY_INTEGER)
 		return redis_failed(x, r, "EXISTS");
 	existed = r->integer > 0;
@@ -664,9 +718,10 @@ static int route_add(struct ctl *x, const char *domain, const char *dest)
 	snprintf(ev, sizeof(ev), "route %s", name);
 	redisAppendCommand(x->rc, "MULTI");
 	redisAppendCommand(x->rc, "SET %s %s", k, dest);
+	redisAppendCommand(x->rc, "DEL %s", u);
 	redisAppendCommand(x->rc, "PUBLISH %s %s", x->chan, ev);
 	redisAppendCommand(x->rc, "EXEC");
-	rc = read_replies(x, 4, "route add");
+	rc = read_replies(x, 5, "route add");
 	if (rc == 0)
 		route_report(x, name, dest, existed ? "updated" : "added");
 	return rc;
@@ -674,14 +729,14 @@ static int route_add(struct ctl *x, const char *domain, const char *dest)
 
 static int route_del(struct ctl *x, const char *domain)
 {
-	char name[DOMTAB_NAME_MAX + 1], why[SCHEMA_WHY_MAX], k[ETRNCTL_KEY_MAX];
+	char name[DOMTAB_NAME_MAX + 1], why[SCHEMA_WHY_MAX], k[ETRNCTL_KEY_MAX], u[ETRNCTL_KEY_MAX];
 	char ev[DOMTAB_NAME_MAX + 16];
 	redisReply *r;
 	int gone;
 
 	if (schema_domain_norm(domain, 1, name, why, sizeof(why)))
 		return bad("route del: domain %s", why);
-	r = cmd(x, "DEL %s", key(k, x, "route:", name));
+	r = cmd(x, "DEL %s %s", key(k, x, "route:", name), ukey(u, x, "route:", name));
 	if (!r || r->type != REDIS_REPLY_INTEGER)
 		return redis_failed(x, r, "DEL");
 	gone = r->integer > 0;
@@ -751,27 +806,41 @@ typedef int (*list_each_fn)(const struct ctl *x, const char *name, const redisRe
 			    int first);
 static int list_keys(struct ctl *x, const char *kind, const char *cmdname, list_each_fn each)
 {
-	char **v, k[ETRNCTL_KEY_MAX];
+	char **v, (*k)[ETRNCTL_KEY_MAX] = malloc(ETRNCTL_BATCH * sizeof(*k));
 	size_t n;
 	int rc = EXIT_OK, first = 1;
 
-	if (scan_names(x, kind, &v, &n))
+	if (!k)
+		return fail("out of memory");
+	if (scan_names(x, kind, &v, &n)) {
+		free(k);
 		return EXIT_FAIL;
-	for (size_t i = 0; i < n; i++)
-		redisAppendCommand(x->rc, "%s %s", cmdname, key(k, x, kind, v[i]));
+	}
 	if (x->json)
 		putchar('[');
-	for (size_t i = 0; i < n; i++) {
-		redisReply *r;
+	/* A batch at a time: which form to read, then the reads. */
+	for (size_t b = 0; b < n && rc == EXIT_OK; b += ETRNCTL_BATCH) {
+		size_t m = n - b < ETRNCTL_BATCH ? n - b : ETRNCTL_BATCH;
 
-		if (redisGetReply(x->rc, (void **)&r) != REDIS_OK || !r) {
-			rc = redis_failed(x, NULL, cmdname);
+		if (!rkey_many(x, kind, v + b, m, k)) {
+			rc = EXIT_FAIL;
 			break;
 		}
-		if (each(x, v[i], r, first))
-			first = 0;
-		freeReplyObject(r);
+		for (size_t i = 0; i < m; i++)
+			redisAppendCommand(x->rc, "%s %s", cmdname, k[i]);
+		for (size_t i = 0; i < m; i++) {
+			redisReply *r;
+
+			if (redisGetReply(x->rc, (void **)&r) != REDIS_OK || !r) {
+				rc = redis_failed(x, NULL, cmdname);
+				break;
+			}
+			if (each(x, v[b + i], r, first))
+				first = 0;
+			freeReplyObject(r);
+		}
 	}
+	free(k);
 	if (x->json && rc == EXIT_OK)
 		printf("]\n");
 	free_names(v, n);
@@ -790,13 +859,15 @@ static int queue_list(struct ctl *x)
 
 static int queue_show(struct ctl *x, const char *q)
 {
-	char why[SCHEMA_WHY_MAX], k[ETRNCTL_KEY_MAX];
+	char why[SCHEMA_WHY_MAX], k[1][ETRNCTL_KEY_MAX];
 	redisReply *r;
 	char **v;
 
 	if (schema_queue_check(q, why, sizeof(why)))
 		return bad("%s", why);
-	r = cmd(x, "SMEMBERS %s", key(k, x, "queue:", q));
+	if (!rkey(k, x, "queue:", q))
+		return EXIT_FAIL;
+	r = cmd(x, "SMEMBERS %s", k[0]);
 	if (!r || r->type != REDIS_REPLY_ARRAY)
 		return redis_failed(x, r, "SMEMBERS");
 	if (r->elements == 0) {
@@ -903,11 +974,13 @@ static int user_add_writes(struct ctl *x, const char *user, const char *hash,
 	n += 2;
 	for (int i = 0; i < nd; i++) {
 		snprintf(f, sizeof(f), "%s%s", SCHEMA_USER_DOMAIN, names[i]);
+		n += etrnctl_keys_adopt(x->rc, x->prefix, "domain:", names[i]);
 		redisAppendCommand(x->rc, "HSET %s %s %s", key(k2, x, "domain:", names[i]),
 				   SCHEMA_F_OWNER, user);
 		redisAppendCommand(x->rc, "HSET %s %s 1", k, f);
 		n += 2;
 		if (old[i] && strcmp(old[i], user)) {
+			n += etrnctl_keys_adopt(x->rc, x->prefix, "user:", old[i]);
 			redisAppendCommand(x->rc, "HDEL %s %s", key(k2, x, "user:", old[i]), f);
 			n++;
 		}
@@ -1054,7 +1127,7 @@ static int user_show_domain(struct ctl *x, const char *user, const char *d, int 
 
 static int user_show(struct ctl *x, const char *user)
 {
-	char why[SCHEMA_WHY_MAX], k[ETRNCTL_KEY_MAX];
+	char why[SCHEMA_WHY_MAX], k[1][ETRNCTL_KEY_MAX];
 	const char *pw = NULL;
 	redisReply *r;
 	size_t plen = strlen(SCHEMA_USER_DOMAIN);
@@ -1062,7 +1135,9 @@ static int user_show(struct ctl *x, const char *user)
 
 	if (schema_user_check(user, why, sizeof(why)))
 		return bad("%s", why);
-	r = cmd(x, "HGETALL %s", key(k, x, "user:", user));
+	if (!rkey(k, x, "user:", user))
+		return EXIT_FAIL;
+	r = cmd(x, "HGETALL %s", k[0]);
 	if (!r || r->type != REDIS_REPLY_ARRAY)
 		return redis_failed(x, r, "HGETALL");
 	if (r->elements == 0) {
@@ -1121,6 +1196,7 @@ static int user_del(struct ctl *x, const char *user, const char *k, const char *
 
 		if (!owners[i] || strcmp(owners[i], user))
 			continue;
+		n += etrnctl_keys_adopt(x->rc, x->prefix, "domain:", d);
 		redisAppendCommand(x->rc, "HDEL %s %s", key(k2, x, "domain:", d), SCHEMA_F_OWNER);
 		snprintf(dev, sizeof(dev), "domain %s", d);
 		redisAppendCommand(x->rc, "PUBLISH %s %s", x->chan, dev);
@@ -1156,6 +1232,9 @@ static int user_cmd(struct ctl *x, const char *verb, const char *user, const str
 		return EXIT_FAIL;
 	if (!exists)
 		return fail("user %s does not exist", user);
+	/* del and passwd work on the tagged key: an untagged user becomes it. */
+	if (etrnctl_keys_adopt_now(x->rc, x->prefix, "user:", user, why, sizeof(why)))
+		return fail("redis: %s", why);
 	snprintf(ev, sizeof(ev), "user %s", user);
 	if (!strcmp(verb, "del")) {
 		rc = user_del(x, user, k, ev);
@@ -1218,18 +1297,29 @@ static int user_known(const struct import_state *st, const char *u)
 static int import_flush(struct import_state *st)
 {
 	struct ctl *x = st->x;
-	char k[ETRNCTL_KEY_MAX];
+	char (*k)[ETRNCTL_KEY_MAX];
+	const char **names;
 	redisReply **old;
 	int ncmd = 0, rc;
 
 	if (st->nrows == 0)
 		return 0;
 	old = calloc((size_t)st->nrows, sizeof(*old));
-	if (!old)
-		return fail("out of memory");
+	k = calloc((size_t)st->nrows, sizeof(*k));
+	names = calloc((size_t)st->nrows, sizeof(*names));
+	for (int i = 0; names && i < st->nrows; i++)
+		names[i] = st->rows[i].name;
+	if (!old || !k || !names || !rkey_many(x, "domain:", (char *const *)names,
+						(size_t)st->nrows, k)) {
+		free(old);
+		free(k);
+		free(names);
+		return old && k && names ? EXIT_FAIL : fail("out of memory");
+	}
 	for (int i = 0; i < st->nrows; i++)
-		redisAppendCommand(x->rc, "HMGET %s %s %s", key(k, x, "domain:", st->rows[i].name),
-				   SCHEMA_F_QUEUE, SCHEMA_F_OWNER);
+		redisAppendCommand(x->rc, "HMGET %s %s %s", k[i], SCHEMA_F_QUEUE, SCHEMA_F_OWNER);
+	free(k);
+	free(names);
 	for (int i = 0; i < st->nrows; i++) {
 		if (redisGetReply(x->rc, (void **)&old[i]) != REDIS_OK || !old[i] ||
 		    old[i]->type != REDIS_REPLY_ARRAY || old[i]->elements != 2) {
@@ -1442,22 +1532,31 @@ static void csv_field(const char *s)
 
 static int export_csv(struct ctl *x)
 {
-	char **v, k[ETRNCTL_KEY_MAX];
+	char **v, (*k)[ETRNCTL_KEY_MAX] = malloc(ETRNCTL_BATCH * sizeof(*k));
 	size_t n;
 
-	if (scan_names(x, "domain:", &v, &n))
+	if (!k)
+		return fail("out of memory");
+	if (scan_names(x, "domain:", &v, &n)) {
+		free(k);
 		return EXIT_FAIL;
+	}
 	for (int i = 0; i < CTLROW_COLS; i++)
 		printf("%s%s", i ? "," : "", ctlrow_cols[i]);
 	putchar('\n');
 	for (size_t i = 0; i < n; i += ETRNCTL_BATCH) {
 		size_t m = n - i < ETRNCTL_BATCH ? n - i : ETRNCTL_BATCH;
 
+		if (!rkey_many(x, "domain:", v + i, m, k)) {
+			free(k);
+			free_names(v, n);
+			return EXIT_FAIL;
+		}
 		for (size_t j = 0; j < m; j++) {
 			const char *argv[1 + CTLROW_COLS];
 
 			argv[0] = "HMGET";
-			argv[1] = key(k, x, "domain:", v[i + j]);
+			argv[1] = k[j];
 			for (int c = 1; c < CTLROW_COLS; c++)
 				argv[1 + c] = ctlrow_cols[c];
 			redisAppendCommandArgv(x->rc, 1 + CTLROW_COLS, argv, NULL);
@@ -1467,6 +1566,7 @@ static int export_csv(struct ctl *x)
 
 			if (redisGetReply(x->rc, (void **)&r) != REDIS_OK || !r ||
 			    r->type != REDIS_REPLY_ARRAY) {
+				free(k);
 				free_names(v, n);
 				return redis_failed(x, NULL, "HMGET");
 			}
@@ -1480,6 +1580,7 @@ static int export_csv(struct ctl *x)
 			freeReplyObject(r);
 		}
 	}
+	free(k);
 	free_names(v, n);
 	return fflush(stdout) ? fail("stdout: %s", strerror(errno)) : EXIT_OK;
 }
@@ -1669,6 +1770,7 @@ static int daemon_request(struct ctl *x, const char *sock, const char *verb, con
 static int load_config(struct config *cfg, const char *path, int explicit_path)
 {
 	char err[CONFIG_ERR_MAX + PATH_MAX], exe[PATH_MAX], alt[PATH_MAX], root[PATH_MAX];
+	char alt_where[PATH_MAX + 4];
 	ssize_t n;
 
 	root[0] = '\0';
@@ -1691,6 +1793,11 @@ static int load_config(struct config *cfg, const char *path, int explicit_path)
 		}
 	}
 	if (config_load(cfg, path, err, sizeof(err)))
+		return bad("%s", err);
+	/* redis_sentinels + redis_master_name (etrnd's config_finish does
+	 * the same; the rest of its checks are the daemon's business). */
+	snprintf(alt_where, sizeof(alt_where), "%s: ", path);
+	if (config_redis_sentinel_finish(&cfg->redis, alt_where, err, sizeof(err)))
 		return bad("%s", err);
 	if (cfg->redis.kind == CONFIG_REDIS_NONE)
 		return bad("%s: no \"redis = \" line; give --redis URL (like unix:/run/redis/redis.sock)",
@@ -1879,6 +1986,20 @@ static int cmd_flush_force(struct ctl *x, const char *dom, const struct opts *o)
 	return daemon_request(x, x->cfg->control_socket, "force", arg);
 }
 
+/* keys migrate: every untagged key to its tagged form (etrnctl_keys.h). */
+static int cmd_keys_migrate(struct ctl *x, const struct ctl_cmd *c, char **args,
+			    const struct opts *o)
+{
+	char err[512];
+	int rc;
+
+	(void)c;
+	(void)args;
+	(void)o;
+	rc = etrnctl_keys_migrate(x->rc, x->prefix, x->chan, x->json, stdout, err, sizeof(err));
+	return rc ? fail("redis: %s", err) : EXIT_OK;
+}
+
 /* ETRN on the operator's behalf: the local daemon drains and replies; other
  * nodes hold mail for it too (DESIGN.md 7) and hear "drain ARG" on Redis. */
 static int cmd_flush(struct ctl *x, const struct ctl_cmd *c, char **args,
@@ -2046,6 +2167,7 @@ static const struct ctl_cmd ctl_cmds[] = {
 	{ "activators", "run", cmd_activators, "NAME", CTL_F_DAEMON },
 	{ "node", "drain", cmd_node, "NODE", CTL_F_NODE },
 	{ "node", "forget", cmd_node, "NODE", 0 },
+	{ "keys", "migrate", cmd_keys_migrate, "", 0 },
 };
 #define CTL_NCMDS (sizeof(ctl_cmds) / sizeof(ctl_cmds[0]))
 
@@ -2139,6 +2261,7 @@ static const struct ctl_cmd *ctl_cmd_find(char **args, int nargs, int domain_opt
 /* What the command line says besides the command. */
 struct ctl_args {
 	const char *conf, *redis_url;
+	const char *sentinels, *master_name;   /* --sentinels, --master-name */
 	int conf_given;
 	int domain_opts;          /* row options given */
 };
@@ -2151,7 +2274,7 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 	enum {
 		O_REDIS = 256, O_JSON, O_DEST, O_QUEUE, O_ETRN_FROM, O_OWNER, O_MAX_HOLD,
 		O_QUOTA, O_TLS, O_PWSTDIN, O_HELP, O_FORCE, O_TO, O_FULL, O_DOMAIN, O_MODE,
-		O_ATRN, O_USER, O_CA_FILE, O_TIMEOUT, O_HELO, O_ONCE, O_CLUSTER, O_TOP, O_WAIT,
+		O_ATRN, O_USER, O_CA_FILE, O_TIMEOUT, O_HELO, O_ONCE, O_CLUSTER, O_TOP, O_WAIT, O_SENTINELS, O_MASTER_NAME,
 	};
 	static const struct option lopts[] = {
 		{ "redis", required_argument, 0, O_REDIS },
@@ -2179,6 +2302,8 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 		{ "wait", no_argument, 0, O_WAIT },
 		{ "cluster", no_argument, 0, O_CLUSTER },
 		{ "top", required_argument, 0, O_TOP },
+		{ "sentinels", required_argument, 0, O_SENTINELS },
+		{ "master-name", required_argument, 0, O_MASTER_NAME },
 		{ 0, 0, 0, 0 },
 	};
 	int opt;
@@ -2187,6 +2312,8 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 		switch (opt) {
 		case 'c': a->conf = optarg; a->conf_given = 1; break;
 		case O_REDIS: a->redis_url = optarg; break;
+		case O_SENTINELS: a->sentinels = optarg; break;
+		case O_MASTER_NAME: a->master_name = optarg; break;
 		case 'j': case O_JSON: x->json = 1; break;
 		case O_DEST: o->row.dest = optarg; a->domain_opts++; break;
 		case O_QUEUE: o->row.queue = optarg; a->domain_opts++; break;
@@ -2222,20 +2349,35 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 	return -1;
 }
 
-/* cfg from --redis and/or the config file. 0 or the exit status (reported;
- * cfg freed). */
+/* --sentinels and --master-name over whatever the file said, then the
+ * pair checked. 0, or -1 with err. */
+static int ctl_sentinels(struct config *cfg, const struct ctl_args *a, char *err, size_t errlen)
+{
+	if (a->sentinels &&
+	    config_set(cfg, "redis_sentinels", a->sentinels, "--sentinels", err, errlen))
+		return -1;
+	if (a->master_name &&
+	    config_set(cfg, "redis_master_name", a->master_name, "--master-name", err, errlen))
+		return -1;
+	return config_redis_sentinel_finish(&cfg->redis, "", err, errlen);
+}
+
+/* cfg from --redis, --sentinels and/or the config file. 0 or the exit
+ * status (reported; cfg freed). */
 static int ctl_config(struct config *cfg, const struct ctl_args *a)
 {
 	char err[CONFIG_ERR_MAX];
 	int rc;
 
 	config_defaults(cfg);
-	if (!a->redis_url) {
+	if (!a->redis_url && !a->sentinels) {
 		if ((rc = load_config(cfg, a->conf, a->conf_given)))
 			config_free(cfg);
+		else if (a->master_name && ctl_sentinels(cfg, a, err, sizeof(err)))
+			rc = (config_free(cfg), bad("%s", err));
 		return rc;
 	}
-	if (config_redis_parse(&cfg->redis, a->redis_url, err, sizeof(err))) {
+	if (a->redis_url && config_redis_parse(&cfg->redis, a->redis_url, err, sizeof(err))) {
 		config_free(cfg);
 		return bad("--redis \"%s\": %s", a->redis_url, err);
 	}
@@ -2243,10 +2385,15 @@ static int ctl_config(struct config *cfg, const struct ctl_args *a)
 		config_free(cfg);
 		return rc;
 	}
-	/* --redis wins over the file's redis line. */
-	if (config_redis_parse(&cfg->redis, a->redis_url, err, sizeof(err))) {
+	/* --redis wins over the file's redis and Sentinel lines (with
+	 * --sentinels it gives the master's password and db). */
+	if (a->redis_url && config_redis_parse(&cfg->redis, a->redis_url, err, sizeof(err))) {
 		config_free(cfg);
 		return bad("--redis: %s", err);
+	}
+	if (ctl_sentinels(cfg, a, err, sizeof(err))) {
+		config_free(cfg);
+		return bad("%s", err);
 	}
 	return 0;
 }

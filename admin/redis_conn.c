@@ -95,10 +95,13 @@ int redis_conn_failover_reply(const redisReply *r)
 	return 0;
 }
 
-int redis_conn_switch_master(const redisReply *r, const char *master_name)
+int redis_conn_switch_master(const redisReply *r, const char *master_name, char *host,
+			     size_t hostlen, unsigned *port)
 {
 	const redisReply *p;
 	size_t n = strlen(master_name);
+	char name[CONFIG_MASTER_NAME_MAX + 1], h[REDIS_CONN_HOST_MAX], oh[REDIS_CONN_HOST_MAX];
+	unsigned op, np;
 
 	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
 	    r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "message") ||
@@ -107,7 +110,14 @@ int redis_conn_switch_master(const redisReply *r, const char *master_name)
 	    r->element[2]->type != REDIS_REPLY_STRING)
 		return 0;
 	p = r->element[2];
-	return n > 0 && p->len > n && !memcmp(p->str, master_name, n) && p->str[n] == ' ';
+	/* The widths are REDIS_CONN_HOST_MAX - 1 and CONFIG_MASTER_NAME_MAX. */
+	if (n == 0 || n > CONFIG_MASTER_NAME_MAX ||
+	    sscanf(p->str, "%64s %255s %u %255s %u", name, oh, &op, h, &np) != 5 ||
+	    strcmp(name, master_name) || np == 0 || np > 65535 || strlen(h) >= hostlen)
+		return 0;
+	memcpy(host, h, strlen(h) + 1);
+	*port = np;
+	return 1;
 }
 
 /* A reason into buf; a long one is cut (it is for a log line). */

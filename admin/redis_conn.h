@@ -65,8 +65,11 @@ int redis_conn_failover_reply(const redisReply *r);
 
 /* A +switch-master message of a sentinel's pub/sub (["message",
  * "+switch-master", "<name> <old-ip> <old-port> <new-ip> <new-port>"]):
- * 1 when it names master_name, else 0. */
-int redis_conn_switch_master(const redisReply *r, const char *master_name);
+ * 1 when it names master_name, with the new master's address in host
+ * (hostlen bytes at most) and port; else 0 (another master, another
+ * message, a malformed one). */
+int redis_conn_switch_master(const redisReply *r, const char *master_name, char *host,
+		size_t hostlen, unsigned *port);
 
 /*
  * A connection to the first sentinel that answers, SUBSCRIBEd to

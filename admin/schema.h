@@ -4,10 +4,10 @@
  * etrnctl (which refuses bad input) and the control thread (which reads rows
  * someone may have written by hand). Pure functions: no I/O.
  *
- *   PREFIX domain:<domain>  hash  queue dest etrn_from owner max_hold quota_bytes tls mode
- *   PREFIX route:<domain>   string "[host]:port" or "host[:port]" (outbound route)
- *   PREFIX queue:<name>     set   of domains
- *   PREFIX user:<name>      hash  password (crypt(3) hash), domain:<d> = 1 per owned domain
+ *   PREFIX domain:{<domain>} hash  queue dest etrn_from owner max_hold quota_bytes tls mode
+ *   PREFIX route:{<domain>}  string "[host]:port" or "host[:port]" (outbound route)
+ *   PREFIX queue:{<name>}    set   of domains
+ *   PREFIX user:{<name>}     hash  password (crypt(3) hash), domain:<d> = 1 per owned domain
  *   PREFIX events           channel: "domain <d>", "route <d>", "user <u>", "drain <queue>"
  *
  * Issue 16 (several nodes) changes and adds:

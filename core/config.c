@@ -1181,6 +1181,31 @@ static const char *where_of(const char *where, char *buf, size_t len)
 	return buf;
 }
 
+int config_redis_sentinel_finish(struct config_redis *r, const char *where, char *err,
+				 size_t errlen)
+{
+	/* Sentinel: a master name to ask for, and TCP to whatever it names. */
+	if (!r->nsentinels && !r->master_name[0])
+		return 0;
+	if (!r->nsentinels || !r->master_name[0]) {
+		snprintf(err, errlen, "%sredis_sentinels and redis_master_name go together: set both or neither",
+			 where);
+		return -1;
+	}
+	if (r->kind == CONFIG_REDIS_UNIX) {
+		snprintf(err, errlen, "%sredis is a unix socket but redis_sentinels is set: Sentinel names a TCP master",
+			 where);
+		return -1;
+	}
+	r->kind = CONFIG_REDIS_TCP;
+	/* For logs only: a name cut short is still a name. */
+	if (snprintf(r->display, sizeof(r->display), "sentinel %.63s via %.200s:%u%s",
+		     r->master_name, r->sentinels[0].host, r->sentinels[0].port,
+		     r->nsentinels > 1 ? ",..." : "") < 0)
+		r->display[0] = '\0';
+	return 0;
+}
+
 int config_finish(struct config *c, char *err, size_t errlen)
 {
 	char wb[PATH_MAX + 4];
@@ -1200,25 +1225,8 @@ int config_finish(struct config *c, char *err, size_t errlen)
 			 where_of(c->path, wb, sizeof(wb)), c->minimal_backoff_ms, c->maximal_backoff_ms);
 		return -1;
 	}
-	/* Sentinel: a master name to ask for, and TCP to whatever it names. */
-	if (c->redis.nsentinels || c->redis.master_name[0]) {
-		if (!c->redis.nsentinels || !c->redis.master_name[0]) {
-			snprintf(err, errlen, "%sredis_sentinels and redis_master_name go together: set both or neither",
-				 where_of(c->path, wb, sizeof(wb)));
-			return -1;
-		}
-		if (c->redis.kind == CONFIG_REDIS_UNIX) {
-			snprintf(err, errlen, "%sredis is a unix socket but redis_sentinels is set: Sentinel names a TCP master",
-				 where_of(c->path, wb, sizeof(wb)));
-			return -1;
-		}
-		c->redis.kind = CONFIG_REDIS_TCP;
-		/* For logs only: a name cut short is still a name. */
-		if (snprintf(c->redis.display, sizeof(c->redis.display), "sentinel %.63s via %.200s:%u%s",
-			     c->redis.master_name, c->redis.sentinels[0].host, c->redis.sentinels[0].port,
-			     c->redis.nsentinels > 1 ? ",..." : "") < 0)
-			c->redis.display[0] = '\0';
-	}
+	if (config_redis_sentinel_finish(&c->redis, where_of(c->path, wb, sizeof(wb)), err, errlen))
+		return -1;
 	/* The cluster's transfers need the secret, and the reverse. */
 	if (c->cluster_node_ttl_ms <= c->cluster_publish_ms) {
 		snprintf(err, errlen, "%scluster_node_ttl (%u ms) is not longer than cluster_publish_interval (%u ms): every node would look gone between refreshes",

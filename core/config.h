@@ -390,6 +390,13 @@ int config_set(struct config *c, const char *key, const char *value,
  * the file config_load() read ("" when none). */
 int config_finish(struct config *c, char *err, size_t errlen);
 
+/* The Sentinel part of config_finish() (etrnctl uses it alone): with
+ * redis_sentinels and redis_master_name both set, r becomes TCP to whatever
+ * master they name and display says so; one without the other, or a unix
+ * socket "redis", is an error prefixed by where ("FILE: " or ""). 0 or -1. */
+int config_redis_sentinel_finish(struct config_redis *r, const char *where, char *err,
+		size_t errlen);
+
 /* The TLS keys against each other and the files: listen_tls without
  * tls_cert_file, a certificate without a key (or the reverse), a file that
  * cannot be read. Returns 0, or -1 with err set to "FILE:LINE: what is

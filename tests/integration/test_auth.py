@@ -407,7 +407,7 @@ class AuthTest(unittest.TestCase):
         for pw in (ALICE_PW, wrong):
             for secret in (pw, b64(pw.encode()), plain(ALICE, pw)):
                 self.assertNotIn(secret, log, "a password form is in the log")
-        hashed = self.redis_hget("etrnd:user:" + ALICE, "password")
+        hashed = self.redis_hget("etrnd:user:{" + ALICE + "}", "password")
         self.assertRegex(hashed, r"^\$(y|6)\$", "stored as a crypt(3) hash")
         self.assertNotIn(ALICE_PW, hashed)
 

@@ -47,31 +47,31 @@ class EtrnctlUser(unittest.TestCase):
                              "--domain", "nope.test", "--password-stdin", stdin=b"pw\n")
         self.assertEqual(rc, 1, err)
         self.assertIn("nope.test: no such domain", err)
-        self.assertEqual(self.hgetall("etrnd:user:u1"), {})
-        self.assertNotIn("owner", self.hgetall("etrnd:domain:a.test"))
+        self.assertEqual(self.hgetall("etrnd:user:{u1}"), {})
+        self.assertNotIn("owner", self.hgetall("etrnd:domain:{a.test}"))
 
         rc, out, err = etrnctl(self.redis, "--json", "user", "add", "u1", "--domain", "A.test.",
                                "--domain", "b.test", "--password-stdin", stdin=b"pw1\n")
         self.assertEqual(rc, 0, err)
         self.assertEqual(json.loads(out), {"user": "u1", "result": "added",
                                            "domains": ["a.test", "b.test"]})
-        u1 = self.hgetall("etrnd:user:u1")
+        u1 = self.hgetall("etrnd:user:{u1}")
         self.assertRegex(u1["password"], r"^\$(y|6)\$")
         self.assertEqual(u1.get("domain:a.test"), "1")
         self.assertEqual(u1.get("domain:b.test"), "1")
-        self.assertEqual(self.hgetall("etrnd:domain:a.test")["owner"], "u1")
+        self.assertEqual(self.hgetall("etrnd:domain:{a.test}")["owner"], "u1")
         # Taking a domain from its owner moves it on both sides.
         rc, out, err = etrnctl(self.redis, "user", "add", "u2", "--domain", "b.test",
                                "--domain", "c.test", "--password-stdin", stdin=b"pw2\n")
         self.assertEqual(rc, 0, err)
         self.assertEqual(out, "user u2 added, owns b.test c.test\n")
-        self.assertNotIn("domain:b.test", self.hgetall("etrnd:user:u1"))
-        self.assertEqual(self.hgetall("etrnd:domain:b.test")["owner"], "u2")
+        self.assertNotIn("domain:b.test", self.hgetall("etrnd:user:{u1}"))
+        self.assertEqual(self.hgetall("etrnd:domain:{b.test}")["owner"], "u2")
         # An existing user is not added again (its domains unchanged).
         rc, _, err = etrnctl(self.redis, "user", "add", "u2", "--domain", "a.test",
                              "--password-stdin", stdin=b"x\n")
         self.assertEqual(rc, 1, err)
-        self.assertEqual(self.hgetall("etrnd:domain:a.test")["owner"], "u1")
+        self.assertEqual(self.hgetall("etrnd:domain:{a.test}")["owner"], "u1")
 
         rc, out, err = etrnctl(self.redis, "--json", "user", "show", "u1")
         self.assertEqual(rc, 0, err)
@@ -81,7 +81,7 @@ class EtrnctlUser(unittest.TestCase):
         self.assertEqual(shown["domains"], [{"domain": "a.test"}])
         self.assertNotIn("$", out)
         # A row that names someone else, and an unusable hash, are shown as such.
-        subprocess.run(["redis-cli", "-s", self.redis.sock, "HSET", "etrnd:user:u1",
+        subprocess.run(["redis-cli", "-s", self.redis.sock, "HSET", "etrnd:user:{u1}",
                         "domain:c.test", "1", "password", "$1$abc$def"],
                        stdout=subprocess.DEVNULL, timeout=20, check=True)
         rc, out, err = etrnctl(self.redis, "user", "show", "u1")
@@ -98,13 +98,13 @@ class EtrnctlUser(unittest.TestCase):
         # later under the same name inherits nothing.
         rc, out, err = etrnctl(self.redis, "user", "del", "u1")
         self.assertEqual(rc, 0, err)
-        self.assertEqual(self.hgetall("etrnd:user:u1"), {})
-        self.assertNotIn("owner", self.hgetall("etrnd:domain:a.test"))
-        self.assertNotEqual(self.hgetall("etrnd:domain:a.test"), {}, "the row itself stays")
-        self.assertEqual(self.hgetall("etrnd:domain:c.test")["owner"], "u2")
+        self.assertEqual(self.hgetall("etrnd:user:{u1}"), {})
+        self.assertNotIn("owner", self.hgetall("etrnd:domain:{a.test}"))
+        self.assertNotEqual(self.hgetall("etrnd:domain:{a.test}"), {}, "the row itself stays")
+        self.assertEqual(self.hgetall("etrnd:domain:{c.test}")["owner"], "u2")
         rc, _, err = etrnctl(self.redis, "user", "add", "u1", "--password-stdin", stdin=b"x\n")
         self.assertEqual(rc, 0, err)
-        self.assertNotIn("owner", self.hgetall("etrnd:domain:a.test"))
+        self.assertNotIn("owner", self.hgetall("etrnd:domain:{a.test}"))
         self.assertEqual(etrnctl(self.redis, "user", "del", "nobody")[0], 1)
 
 

@@ -68,31 +68,31 @@ class ImportTest(unittest.TestCase):
         self.assertEqual(err, "")
         self.assertIn("import %s: %d domain(s) imported, 0 bad row(s) skipped"
                       % (path, 3 + 2 * BATCH + 7), out)
-        self.assertEqual(self.hash("etrnd:domain:a.example.net"), {
+        self.assertEqual(self.hash("etrnd:domain:{a.example.net}"), {
             "tls": "must", "queue": "q1", "etrn_from": "10.0.0.0/8,2001:db8::/32",
             "max_hold": "1w", "quota_bytes": "65536", "owner": "alice",
             "dest": "relay.test:2525"})
-        self.assertEqual(self.hash("etrnd:domain:b.example.net"),
+        self.assertEqual(self.hash("etrnd:domain:{b.example.net}"),
                          {"tls": "may", "queue": "q1", "max_hold": "1500ms"})
-        self.assertEqual(self.hash("etrnd:domain:c.example.net"),
+        self.assertEqual(self.hash("etrnd:domain:{c.example.net}"),
                          {"tls": "may", "queue": "q2", "quota_bytes": "0", "dest": "mx"})
-        self.assertEqual(sorted(self.r("SMEMBERS", "etrnd:queue:q1")),
+        self.assertEqual(sorted(self.r("SMEMBERS", "etrnd:queue:{q1}")),
                          ["a.example.net", "b.example.net"])
-        self.assertEqual(self.r("SCARD", "etrnd:queue:bulk"), [str(2 * BATCH + 7)])
-        self.assertEqual(self.hash("etrnd:domain:bulk%04d.example.net" % (2 * BATCH + 6)),
+        self.assertEqual(self.r("SCARD", "etrnd:queue:{bulk}"), [str(2 * BATCH + 7)])
+        self.assertEqual(self.hash("etrnd:domain:{bulk%04d.example.net}" % (2 * BATCH + 6)),
                          {"tls": "may", "queue": "bulk", "max_hold": "5d",
                           "quota_bytes": str(1 << 20)})
-        self.assertEqual(self.r("HGET", "etrnd:user:alice", "domain:a.example.net"), ["1"])
+        self.assertEqual(self.r("HGET", "etrnd:user:{alice}", "domain:a.example.net"), ["1"])
         # A re-import moves b to q2 and drops a's owner: the old sets lose
         # them, as etrnctl domain add does.
         path2 = self.write("move.csv", b"domain,queue,owner\nb.example.net,q2,\n"
                                        b"a.example.net,q1,\n")
         rc, out, err = etrnctl(self.redis, "import", path2)
         self.assertEqual(rc, 0, err)
-        self.assertEqual(self.r("SMEMBERS", "etrnd:queue:q1"), ["a.example.net"])
-        self.assertEqual(sorted(self.r("SMEMBERS", "etrnd:queue:q2")),
+        self.assertEqual(self.r("SMEMBERS", "etrnd:queue:{q1}"), ["a.example.net"])
+        self.assertEqual(sorted(self.r("SMEMBERS", "etrnd:queue:{q2}")),
                          ["b.example.net", "c.example.net"])
-        self.assertEqual(self.r("HEXISTS", "etrnd:user:alice", "domain:a.example.net"), ["0"])
+        self.assertEqual(self.r("HEXISTS", "etrnd:user:{alice}", "domain:a.example.net"), ["0"])
 
     def test_bad_rows_exit_1_with_file_and_line(self):
         path = self.write("bad.csv", b"domain,queue,max_hold,quota_bytes\r\n"
@@ -116,10 +116,10 @@ class ImportTest(unittest.TestCase):
             self.assertTrue(text.startswith("%s:%d: " % (path, line)), text)
             self.assertIn(why, text)
             self.assertTrue(text.endswith("; skipped"), text)
-        self.assertEqual(self.hash("etrnd:domain:good.example.net"),
+        self.assertEqual(self.hash("etrnd:domain:{good.example.net}"),
                          {"tls": "may", "queue": "q", "max_hold": "1w",
                           "quota_bytes": str(2 << 30)})
-        self.assertEqual(self.r("EXISTS", "etrnd:domain:x.example.net"), ["0"])
+        self.assertEqual(self.r("EXISTS", "etrnd:domain:{x.example.net}"), ["0"])
 
     def test_bad_files_write_nothing(self):
         cases = [

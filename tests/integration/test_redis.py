@@ -334,13 +334,13 @@ class RedisTest(unittest.TestCase):
         self.assertEqual(rc, 0, err)
         self.assertEqual(etrnctl(self.redis, "user", "add", "bob", "--password-stdin",
                                  stdin=b"x\n")[0], 1)
-        h1 = subprocess.run(["redis-cli", "-s", self.redis.sock, "HGET", "etrnd:user:bob",
+        h1 = subprocess.run(["redis-cli", "-s", self.redis.sock, "HGET", "etrnd:user:{bob}",
                              "password"], stdout=subprocess.PIPE, timeout=20).stdout.decode().strip()
         self.assertRegex(h1, r"^\$(y|6)\$")
         self.assertNotIn("s3cret", h1)
         rc, _, err = etrnctl(self.redis, "user", "passwd", "bob", "--password-stdin", stdin=b"n3w\n")
         self.assertEqual(rc, 0, err)
-        h2 = subprocess.run(["redis-cli", "-s", self.redis.sock, "HGET", "etrnd:user:bob",
+        h2 = subprocess.run(["redis-cli", "-s", self.redis.sock, "HGET", "etrnd:user:{bob}",
                              "password"], stdout=subprocess.PIPE, timeout=20).stdout.decode().strip()
         self.assertNotEqual(h1, h2)
         self.assertEqual(etrnctl(self.redis, "user", "add", "eve", "--password-stdin",

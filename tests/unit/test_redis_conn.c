@@ -162,15 +162,33 @@ Test(redis_conn, switch_master)
 		{ "*2\r\n$7\r\nmessage\r\n$14\r\n+switch-master\r\n", 0 },
 	};
 
+	char host[REDIS_CONN_HOST_MAX];
+	unsigned port = 0;
+	redisReply *r;
+
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 		for (size_t step = 0; step <= 1; step++) {
-			redisReply *r = reply_of(cases[i].resp, step);
-
-			cr_expect_eq(redis_conn_switch_master(r, "mymaster"), cases[i].want,
-				     "case %zu", i);
+			r = reply_of(cases[i].resp, step);
+			cr_expect_eq(redis_conn_switch_master(r, "mymaster", host, sizeof(host), &port),
+				     cases[i].want, "case %zu", i);
+			if (cases[i].want) {
+				cr_expect_str_eq(host, "127.0.0.1");
+				cr_expect_eq(port, 6380);
+			}
 			freeReplyObject(r);
 		}
-	cr_expect_eq(redis_conn_switch_master(NULL, "mymaster"), 0);
+	cr_expect_eq(redis_conn_switch_master(NULL, "mymaster", host, sizeof(host), &port), 0);
+	/* The new address: a name too long for host, a bad port. */
+	r = reply_of("*3\r\n$7\r\nmessage\r\n$14\r\n+switch-master\r\n$38\r\nmymaster 127.0.0.1 6379 127.0.0.1 6380\r\n", 0);
+	cr_expect_eq(redis_conn_switch_master(r, "mymaster", host, 9, &port), 0);
+	cr_expect_eq(redis_conn_switch_master(r, "mymaster", host, 10, &port), 1);
+	freeReplyObject(r);
+	r = reply_of("*3\r\n$7\r\nmessage\r\n$14\r\n+switch-master\r\n$39\r\nmymaster 127.0.0.1 6379 127.0.0.1 65536\r\n", 0);
+	cr_expect_eq(redis_conn_switch_master(r, "mymaster", host, sizeof(host), &port), 0);
+	freeReplyObject(r);
+	r = reply_of("*3\r\n$7\r\nmessage\r\n$14\r\n+switch-master\r\n$31\r\nmymaster 127.0.0.1 6379 1.2.3.4\r\n", 0);
+	cr_expect_eq(redis_conn_switch_master(r, "mymaster", host, sizeof(host), &port), 0);
+	freeReplyObject(r);
 }
 
 struct key_case {
