@@ -62,9 +62,14 @@ struct cl_peer {
 	int fetch;                     /* its gen moved: HGETALL due */
 };
 
+/* What this node's hash says of one domain (0: no field). */
+struct cl_prev {
+	uint64_t msgs, bytes;
+};
+
 /* One domain whose count differs from what the hash has. */
 struct cl_change {
-	size_t slot;
+	size_t idx;
 	const char *name;
 	uint64_t msgs, bytes;
 };
@@ -93,7 +98,8 @@ struct cluster {
 	unsigned backoff_ms;
 	uint64_t started_ms, gen, next_ms, last_write_ms;
 	int dirty, full, written_state;
-	uint64_t *prev_msgs, *prev_bytes; /* by slot: what the hash says */
+	struct cl_prev *prev;          /* by domain index: what the hash says */
+	size_t nprev;
 	struct cl_change *ch;
 	size_t nch, capch;
 	int ch_oom;
@@ -424,15 +430,37 @@ out:
 
 /* ---- writing this node's hash ----------------------------------------------- */
 
+/* prev big enough for domain index idx (new places 0). 0 or -ENOMEM. */
+static int prev_fit(struct cluster *c, size_t idx)
+{
+	size_t n = c->nprev ? c->nprev : CLUSTER_FIELDS_PER_CMD;
+	struct cl_prev *p;
+
+	if (idx < c->nprev)
+		return 0;
+	while (n <= idx)
+		n *= 2;
+	p = realloc(c->prev, n * sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	memset(p + c->nprev, 0, (n - c->nprev) * sizeof(*p));
+	c->prev = p;
+	c->nprev = n;
+	return 0;
+}
+
 /* counts.walk's callback: the domains whose count differs from the hash. */
-static void collect(void *arg, size_t slot, const char *name, uint64_t msgs, uint64_t bytes)
+static void collect(void *arg, size_t idx, const char *name, uint64_t msgs, uint64_t bytes)
 {
 	struct cluster *c = arg;
 
 	c->tot_msgs += msgs;
 	c->tot_bytes += bytes;
-	if (slot >= c->counts.slots ||
-	    (msgs == c->prev_msgs[slot] && (msgs == 0 || bytes == c->prev_bytes[slot])))
+	if (prev_fit(c, idx)) {
+		c->ch_oom = 1;
+		return;
+	}
+	if (msgs == c->prev[idx].msgs && (msgs == 0 || bytes == c->prev[idx].bytes))
 		return;
 	if (c->nch == c->capch) {
 		size_t n = c->capch ? c->capch * 2 : CLUSTER_FIELDS_PER_CMD;
@@ -445,7 +473,7 @@ static void collect(void *arg, size_t slot, const char *name, uint64_t msgs, uin
 		c->ch = q;
 		c->capch = n;
 	}
-	c->ch[c->nch++] = (struct cl_change){ slot, name, msgs, bytes };
+	c->ch[c->nch++] = (struct cl_change){ idx, name, msgs, bytes };
 }
 
 /* Append HSET (set) or HDEL (!set) of the changed domains with (set) or
@@ -512,10 +540,8 @@ static int write_self(struct cluster *c, char *why, size_t wl)
 	char gens[CLUSTER_GEN_MAX];
 	size_t ncmd = 0;
 
-	if (c->full) {
-		memset(c->prev_msgs, 0, c->counts.slots * sizeof(*c->prev_msgs));
-		memset(c->prev_bytes, 0, c->counts.slots * sizeof(*c->prev_bytes));
-	}
+	if (c->full && c->prev)
+		memset(c->prev, 0, c->nprev * sizeof(*c->prev));
 	c->nch = 0;
 	c->ch_oom = 0;
 	c->tot_msgs = c->tot_bytes = 0;
@@ -548,10 +574,8 @@ static int write_self(struct cluster *c, char *why, size_t wl)
 	redisAppendCommand(c->rc, "EXEC");
 	if (get_replies(c, ncmd, why, wl) || exec_ok(c, why, wl))
 		return -1;
-	for (size_t i = 0; i < c->nch; i++) {
-		c->prev_msgs[c->ch[i].slot] = c->ch[i].msgs;
-		c->prev_bytes[c->ch[i].slot] = c->ch[i].bytes;
-	}
+	for (size_t i = 0; i < c->nch; i++)
+		c->prev[c->ch[i].idx] = (struct cl_prev){ c->ch[i].msgs, c->ch[i].bytes };
 	c->gen = gen;
 	c->written_state = st;
 	c->full = 0;
@@ -663,8 +687,7 @@ static struct cluster *cluster_free(struct cluster *c)
 			freeReplyObject(c->peers[i].all);
 	pthread_mutex_destroy(&c->mu);
 	free(c->peers);
-	free(c->prev_msgs);
-	free(c->prev_bytes);
+	free(c->prev);
 	free(c->ch);
 	free(c);
 	return NULL;
@@ -705,9 +728,7 @@ struct cluster *cluster_start(const struct config *cfg, struct clusterview_live 
 	atomic_init(&c->state, CLUSTERVIEW_UP);
 	c->written_state = -1;
 	c->peers = calloc(CLUSTER_PEERS_MAX, sizeof(*c->peers));
-	c->prev_msgs = calloc(counts->slots ? counts->slots : 1, sizeof(*c->prev_msgs));
-	c->prev_bytes = calloc(counts->slots ? counts->slots : 1, sizeof(*c->prev_bytes));
-	if (c->stopfd < 0 || c->wakefd < 0 || !c->peers || !c->prev_msgs || !c->prev_bytes) {
+	if (c->stopfd < 0 || c->wakefd < 0 || !c->peers) {
 		snprintf(err, errlen, "cluster: %s", c->stopfd < 0 || c->wakefd < 0 ?
 			 strerror(errno) : "out of memory");
 		return cluster_free(c);
