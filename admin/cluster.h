@@ -36,20 +36,20 @@ struct cluster;
 #define CLUSTER_F_MSGS "msgs"
 #define CLUSTER_F_BYTES "bytes"
 #define CLUSTER_F_GEN "gen"
+#define CLUSTER_F_READ "read"      /* unix ms: its last read of the others */
 #define CLUSTER_F_DOMAIN "d:"      /* + domain = "<msgs> <bytes>" */
 #define CLUSTER_STATE_UP "up"
 #define CLUSTER_STATE_DRAINING "draining"
 
 /* This node's held counts per domain, as the cluster thread reads them
- * (store/domstat.h's walk, changed flag and slot count, given by
- * admin/etrnd.c: this library does not link store/). walk calls fn for
- * every domain with a slot number < slots, fixed per domain. */
-typedef void (*cluster_count_fn)(void *arg, size_t slot, const char *name,
+ * (store/domstat.h's walk and changed flag, given by admin/etrnd.c: this
+ * library does not link store/). walk calls fn for every domain with idx
+ * its place in a fixed order (0, 1, ...: the same domain, the same idx). */
+typedef void (*cluster_count_fn)(void *arg, size_t idx, const char *name,
 		uint64_t msgs, uint64_t bytes);
 struct cluster_counts {
 	void (*walk)(void *src, cluster_count_fn fn, void *arg);
 	int (*changed)(void *src);      /* 1 once after any change */
-	size_t slots;
 	void *src;
 };
 

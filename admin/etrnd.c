@@ -265,8 +265,7 @@ static int etrnd_counts_changed(void *src)
 static void etrnd_cluster_start(struct etrnd *d)
 {
 	char err[CONFIG_ERR_MAX];
-	struct cluster_counts cc = { etrnd_counts_walk, etrnd_counts_changed,
-				     domstat_slots(d->ds), d->ds };
+	struct cluster_counts cc = { etrnd_counts_walk, etrnd_counts_changed, d->ds };
 
 	d->cv = clusterview_live_new(d->ep);
 	if (!d->cv)

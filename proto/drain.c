@@ -973,6 +973,11 @@ void drain_hub_set_cluster(struct drain_hub *h, const struct clusterview_live *v
 	h->publish = publish;
 }
 
+const struct clusterview *drain_hub_cluster_view(struct drain_hub *h)
+{
+	return clusterview_live_get(h->view);
+}
+
 void drain_hub_status(struct drain_hub *h, struct buf *out)
 {
 	hub_status(h, 0, out);

@@ -45,15 +45,16 @@ void domstat_add_domain(struct domstat *t, const char *domain, size_t len,
 		int64_t msgs, int64_t bytes);
 
 /* Every domain counted by domstat_add_domain() (its own cell, not the
- * wildcard ones), in slot order: fn(arg, slot, name, msgs, bytes) with
- * slot < domstat_slots(t), fixed for the life of the table, and name
- * lower-cased, NUL-terminated, valid while t is. Counts may be 0 (drained)
- * and are a moment's values. Any thread; lock-free; reads every slot
- * (32 bytes each: ~8 MB for ETRND_DOMSTAT_DOMAINS = 131072). */
-typedef void (*domstat_walk_fn)(void *arg, size_t slot, const char *name,
+ * wildcard ones), in the order they were first counted: fn(arg, idx, name,
+ * msgs, bytes) with idx the domain's place in that order (0, 1, ...; fixed
+ * for the life of the table, so a caller may keep per-domain state in an
+ * array by idx) and name lower-cased, NUL-terminated, valid while t is.
+ * Counts may be 0 (drained) and are a moment's values. Any thread;
+ * lock-free; touches only the named cells (an index of them is kept), not
+ * the whole table. */
+typedef void (*domstat_walk_fn)(void *arg, size_t idx, const char *name,
 		uint64_t msgs, uint64_t bytes);
 void domstat_walk(const struct domstat *t, domstat_walk_fn fn, void *arg);
-size_t domstat_slots(const struct domstat *t);
 
 /* 1 if a count changed since the last call (which clears it), else 0.
  * For one poller (the cluster thread); the adders only set it. */

@@ -112,6 +112,25 @@ class ClusterEtrnTest(unittest.TestCase):
         self.assertEqual(rc, 0, err)
         self.assertRegex(out, r"(?m)^node3\s+gone\s+\d+\.\ds ago")
 
+    def test_redis_restart_republishes(self):
+        """Redis comes back empty (the harness's saves nothing): each node
+        reconnects (back-off) and writes its whole hash again."""
+        c = cluster(self)
+        c.send(0, DOM, 3, "a")
+        c.send(2, DOM, 2, "b")
+        c.wait_held({DOM: 5})
+        mark = [e.log_mark() for e in c.nodes]
+        c.redis.stop()
+        c.redis.start()
+        # The nodes may have written again already; nothing else writes
+        # the domain rows back.
+        self.assertEqual(c.redis.cli("KEYS", "etrnd:domain*"), "", "Redis came back empty")
+        held = c.wait_held({DOM: 5})
+        self.assertEqual((held["node1"].get(DOM), held["node3"].get(DOM)), (3, 2))
+        for e, m in zip(c.nodes, mark):
+            e.wait_log(r"cluster: redis .*; node \S+'s counts are not published", since=m)
+            e.wait_log(r"cluster: node \S+ publishing to redis", since=m)
+
     def test_status_cluster_without_redis(self):
         c = cluster(self)
         for i in range(3):
