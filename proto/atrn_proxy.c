@@ -294,7 +294,12 @@ size_t atrn_proxy_feed_cust(struct atrn_proxy *p, const char *b, size_t n,
 		*ev = px_fail(p, "the customer closed the connection");
 		return 0;
 	}
-	while (off < n && *ev == ATRN_PROXY_EV_NONE) {
+	/* After a whole reply, stop when none is awaited any more: what
+	 * follows is taken after the node's next command, whatever the split
+	 * (a line out of turn is caught only when nothing is awaited at the
+	 * start). */
+	while (off < n && *ev == ATRN_PROXY_EV_NONE &&
+	       (off == 0 || px_awaits_cust(p->state))) {
 		struct linereader_line ln;
 
 		off += linereader_feed(&p->cust_lr, b + off, n - off, &ln);

@@ -83,9 +83,11 @@ int atrn_proxy_finish(struct atrn_proxy *p, struct buf *to_cust);
 /*
  * Bytes from the customer (n == 0: it closed) and from the node (n == 0:
  * it closed or was lost). Output to either side goes to to_node / to_cust.
- * Each returns the bytes consumed; less than n means "not now" (a reply is
- * awaited from the other side): offer the rest again after the other
- * side's next feed. *ev says what the caller must do.
+ * Each returns the bytes consumed; less than n means "not now" (a reply or
+ * a command is awaited from the other side first): offer the rest again
+ * after the other side's next feed. *ev says what the caller must do.
+ * After NODE_DONE with the state IDLE the customer is ready at once (no
+ * READY follows).
  */
 size_t atrn_proxy_feed_cust(struct atrn_proxy *p, const char *b, size_t n,
 		struct buf *to_node, struct buf *to_cust, enum atrn_proxy_event *ev);

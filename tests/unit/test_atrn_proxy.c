@@ -40,7 +40,7 @@ struct t_case {
 struct t_run {
 	struct atrn_proxy *p;
 	const char *name;
-	struct buf to_node, to_cust, node_in, ev;
+	struct buf to_node, to_cust, node_in, cust_in, ev;
 };
 
 static void t_event(struct t_run *r, enum atrn_proxy_event ev)
@@ -53,43 +53,36 @@ static void t_event(struct t_run *r, enum atrn_proxy_event ev)
 		(void)buf_append(&r->ev, &letters[ev], 1);
 }
 
-/* Offer the node's kept input until the relay takes no more. */
-static void t_offer_node(struct t_run *r)
+/* Offer one side's kept input; returns the bytes taken. */
+static size_t t_offer(struct t_run *r, int node)
 {
-	while (r->node_in.len > 0) {
-		enum atrn_proxy_event ev;
-		size_t k = atrn_proxy_feed_node(r->p, r->node_in.data, r->node_in.len,
-						&r->to_node, &r->to_cust, &ev);
+	struct buf *in = node ? &r->node_in : &r->cust_in;
+	enum atrn_proxy_event ev;
+	size_t k;
 
-		t_event(r, ev);
-		buf_consume(&r->node_in, k);
-		if (k == 0)
-			break;
-	}
+	if (in->len == 0)
+		return 0;
+	k = node ? atrn_proxy_feed_node(r->p, in->data, in->len, &r->to_node, &r->to_cust, &ev)
+		 : atrn_proxy_feed_cust(r->p, in->data, in->len, &r->to_node, &r->to_cust, &ev);
+	t_event(r, ev);
+	buf_consume(in, k);
+	return k;
 }
 
-static void t_feed_cust(struct t_run *r, const char *b, size_t n)
+/* As the glue does: offer both sides' kept input until neither takes more. */
+static void t_pump(struct t_run *r)
 {
-	size_t off = 0;
-
-	while (off < n) {
-		enum atrn_proxy_event ev;
-		size_t k = atrn_proxy_feed_cust(r->p, b + off, n - off, &r->to_node,
-						&r->to_cust, &ev);
-
-		t_event(r, ev);
-		cr_assert(k > 0, "the customer's bytes are always taken");
-		off += k;
-		t_offer_node(r);
-	}
+	while (t_offer(r, 0) + t_offer(r, 1) > 0)
+		;
 }
 
-/* The node's bytes arrive chunk by chunk; each arrival is offered. */
-static void t_node_bytes(struct t_run *r, const char *b, size_t n, size_t chunk)
+/* One side's bytes arrive chunk by chunk; each arrival is offered. */
+static void t_bytes(struct t_run *r, int node, const char *b, size_t n, size_t chunk)
 {
 	for (size_t off = 0; off < n; off += chunk) {
-		(void)buf_append(&r->node_in, b + off, n - off < chunk ? n - off : chunk);
-		t_offer_node(r);
+		(void)buf_append(node ? &r->node_in : &r->cust_in, b + off,
+				 n - off < chunk ? n - off : chunk);
+		t_pump(r);
 	}
 }
 
@@ -102,6 +95,7 @@ static void t_step(struct t_run *r, const struct t_step *s, size_t chunk)
 	switch (s->who) {
 	case 'A':
 		cr_assert_eq(atrn_proxy_attach(r->p, &r->to_node), 0);
+		t_pump(r);
 		break;
 	case 'F':
 		cr_assert_eq(atrn_proxy_finish(r->p, &r->to_cust), 0, "%s: finish in state %s why %s (%.*s)", r->name,
@@ -118,17 +112,16 @@ static void t_step(struct t_run *r, const struct t_step *s, size_t chunk)
 		t_event(r, ev);
 		break;
 	case 'C':
-		for (size_t off = 0; off < n; off += chunk)
-			t_feed_cust(r, s->in + off, n - off < chunk ? n - off : chunk);
+		t_bytes(r, 0, s->in, n, chunk);
 		break;
 	case '0':
 		cr_assert(n < sizeof(nul));
 		for (size_t i = 0; i < n; i++)
 			nul[i] = s->in[i] == '@' ? '\0' : s->in[i];
-		t_node_bytes(r, nul, n, chunk);
+		t_bytes(r, 1, nul, n, chunk);
 		break;
 	case 'N':
-		t_node_bytes(r, s->in, n, chunk);
+		t_bytes(r, 1, s->in, n, chunk);
 		break;
 	default:
 		cr_assert_fail("bad step %c", s->who);
@@ -152,6 +145,7 @@ static void t_run_case(const struct t_case *tc, size_t chunk)
 	buf_init(&r.to_node, 0);
 	buf_init(&r.to_cust, 0);
 	buf_init(&r.node_in, 0);
+	buf_init(&r.cust_in, 0);
 	buf_init(&r.ev, 0);
 	r.p = atrn_proxy_new(&conf);
 	cr_assert_not_null(r.p);
@@ -168,6 +162,7 @@ static void t_run_case(const struct t_case *tc, size_t chunk)
 	buf_free(&r.to_node);
 	buf_free(&r.to_cust);
 	buf_free(&r.node_in);
+	buf_free(&r.cust_in);
 	buf_free(&r.ev);
 }
 
