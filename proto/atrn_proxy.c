@@ -72,8 +72,11 @@ static enum atrn_proxy_event px_fail(struct atrn_proxy *p, const char *why)
 	return ATRN_PROXY_EV_FAILED;
 }
 
+/* b may be NULL: that side is gone (its connection closed). */
 static void px_put(struct buf *b, const char *line, size_t len)
 {
+	if (!b)
+		return;
 	(void)buf_append(b, line, len);
 	(void)buf_append(b, "\r\n", 2);
 }
@@ -183,7 +186,7 @@ static void px_ehlo_line(struct atrn_proxy *p, const char *s, size_t n)
 static enum atrn_proxy_event px_after_node(struct atrn_proxy *p, struct buf *to_cust)
 {
 	if (p->tx_open || p->cmd == PX_CMD_MAIL) {
-		(void)buf_puts(to_cust, "RSET\r\n");
+		px_put(to_cust, "RSET", 4);
 		p->cmd = PX_CMD_RSET;
 		p->relay = 0;
 		px_enter(p, ATRN_PROXY_S_RSET, "node gone in a transaction");
@@ -201,7 +204,8 @@ static enum atrn_proxy_event px_reply_done(struct atrn_proxy *p, int code, struc
 	case ATRN_PROXY_S_GREETING:
 		if (code != 220)
 			return px_fail(p, "the customer's greeting is no 220");
-		(void)buf_printf(to_cust, "EHLO %s\r\n", p->name);
+		if (to_cust)
+			(void)buf_printf(to_cust, "EHLO %s\r\n", p->name);
 		px_enter(p, ATRN_PROXY_S_EHLO, "220");
 		return ATRN_PROXY_EV_NONE;
 	case ATRN_PROXY_S_EHLO:
