@@ -35,6 +35,7 @@
 #include "admin/etrnctl_etrn.h"
 #include "admin/etrnctl_top.h"
 #include "core/domtab.h"
+#include "admin/etrnctl_cluster.h"
 #include "admin/redis_conn.h"
 #include "admin/schema.h"
 #include "core/config.h"
@@ -68,6 +69,8 @@ struct opts {
 	const char *to;           /* flush --force --to HOST[:PORT] */
 	int full;                 /* message show --full */
 	int once;                 /* top --once */
+	int cluster;              /* status --cluster (etrnctl_cluster.h) */
+	const char *top;          /* status --cluster --top N */
 	const char *domains[ETRNCTL_USER_DOMAINS_MAX]; /* user add --domain */
 	int ndomains;
 	int domains_over;         /* more --domain than ETRNCTL_USER_DOMAINS_MAX */
@@ -115,6 +118,8 @@ static void usage(FILE *f)
 		"  flush --force DOMAIN [--to HOST[:PORT]]  drain DOMAIN even when Redis no longer\n"
 		"                     has it, to HOST[:PORT] or else its MX (this node only)\n"
 		"  status             queue depths per shard and per domain, from the running daemon\n"
+		"  status --cluster [--top N]  every node of the cluster from Redis: state (up,\n"
+		"                     draining, gone), address, held mail; the top N domains (20)\n"
 		"  top [--once]       live view of the running daemon: connections, ingest and drain\n"
 		"                     rates, top domains by held mail, drains and ATRN sessions,\n"
 		"                     Redis; q or Ctrl-C quits; --once prints one frame and exits\n"
@@ -1817,6 +1822,14 @@ static int cmd_export(struct ctl *x, const struct ctl_cmd *c, char **args,
 static int cmd_status(struct ctl *x, const struct ctl_cmd *c, char **args,
 		      const struct opts *o)
 {
+	if (o->cluster || o->top) {
+		char *end;
+		unsigned long top = o->top ? strtoul(o->top, &end, 10) : ETRNCTL_CLUSTER_TOP_DEFAULT;
+
+		if (!o->cluster || (o->top && (!o->top[0] || *end || top > UINT_MAX)))
+			return bad("--top N (a number) only goes with status --cluster");
+		return etrnctl_cluster_status(x->cfg, x->json, (unsigned)top, stdout);
+	}
 	return daemon_request(x, x->cfg->control_socket, "status", x->json ? "json" : NULL);
 }
 
@@ -2116,7 +2129,7 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 	enum {
 		O_REDIS = 256, O_JSON, O_DEST, O_QUEUE, O_ETRN_FROM, O_OWNER, O_MAX_HOLD,
 		O_QUOTA, O_TLS, O_PWSTDIN, O_HELP, O_FORCE, O_TO, O_FULL, O_DOMAIN, O_MODE,
-		O_ATRN, O_USER, O_CA_FILE, O_TIMEOUT, O_HELO, O_ONCE,
+		O_ATRN, O_USER, O_CA_FILE, O_TIMEOUT, O_HELO, O_ONCE, O_CLUSTER, O_TOP,
 	};
 	static const struct option lopts[] = {
 		{ "redis", required_argument, 0, O_REDIS },
@@ -2141,6 +2154,8 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 		{ "timeout", required_argument, 0, O_TIMEOUT },
 		{ "helo", required_argument, 0, O_HELO },
 		{ "once", no_argument, 0, O_ONCE },
+		{ "cluster", no_argument, 0, O_CLUSTER },
+		{ "top", required_argument, 0, O_TOP },
 		{ 0, 0, 0, 0 },
 	};
 	int opt;
@@ -2163,6 +2178,8 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 		case O_TO: o->to = optarg; break;
 		case O_FULL: o->full = 1; break;
 		case O_ONCE: o->once = 1; break;
+		case O_CLUSTER: o->cluster = 1; break;
+		case O_TOP: o->top = optarg; break;
 		case O_ATRN: o->atrn = 1; o->etrn_opts++; break;
 		case O_USER: o->user = optarg; o->etrn_opts++; break;
 		case O_CA_FILE: o->ca_file = optarg; o->etrn_opts++; break;

@@ -19,6 +19,7 @@
 
 #include "admin/cluster_auth.h"
 #include "admin/control.h"
+#include "admin/cluster.h"
 #include "admin/ctl_requests.h"
 #include "core/domtab.h"
 #include "admin/engine.h"
@@ -86,6 +87,8 @@ struct etrnd {
 	struct sdnotify *sdn;          /* systemd's notify and watchdog */
 	struct metrics_http *mh;       /* metrics_listen; NULL when off */
 	struct cluster_auth *ca;       /* cluster_secret_file; NULL when unset */
+	struct clusterview_live *cv;   /* the other nodes' counts (issue 16) */
+	struct cluster *cluster;       /* node-state thread; NULL without Redis */
 };
 
 static void etrnd_usage(FILE *f)
@@ -238,6 +241,36 @@ static int etrnd_cluster_secret(const void *arg, char *out, size_t outlen)
 	return cluster_auth_secret(arg, out, outlen);
 }
 
+/* domstat as the cluster thread reads it (admin/ does not link store/). */
+static void etrnd_counts_walk(void *src, cluster_count_fn fn, void *arg)
+{
+	domstat_walk(src, fn, arg);
+}
+
+static int etrnd_counts_changed(void *src)
+{
+	return domstat_changed(src);
+}
+
+/* Issue 16: the node-state thread, after the control thread (no thread
+ * without Redis), and the drains' view of the other nodes. */
+static void etrnd_cluster_start(struct etrnd *d)
+{
+	char err[CONFIG_ERR_MAX];
+	struct cluster_counts cc = { etrnd_counts_walk, etrnd_counts_changed, d->ds };
+
+	d->cv = clusterview_live_new(d->ep);
+	if (!d->cv)
+		fatal("out of memory");
+	d->cluster = cluster_start(&d->cfg, d->cv, &cc, err, sizeof(err));
+	if (!d->cluster && err[0])
+		fatal("%s", err);
+	drain_hub_set_cluster(d->hub, d->cv, d->cluster ? cluster_publish_drain : NULL,
+			      d->cluster);
+	/* Cross-node ATRN (proto/drain_atrn.h) reads the same view. */
+	drain_atrn_set_view(drain_hub_atrn_reg(d->hub), d->cv);
+}
+
 /* The shared parts, the domain table (from Redis, or relay_domains alone)
  * and the control socket, all before any engine thread can take a
  * connection; then the engines. Any failure is fatal. */
@@ -282,6 +315,7 @@ static void etrnd_start(struct etrnd *d)
 	if (!d->ctl)
 		fatal("%s", err);
 	etrnd_metrics_start(d);
+	etrnd_cluster_start(d);
 	/* Before the listeners, so that once etrnd takes mail, etrnctl can
 	 * reach it; requests before the engines are up get partial answers. */
 	if (cfg->control_socket[0]) {
@@ -383,6 +417,9 @@ static int etrnd_stop(struct etrnd *d)
 	engine_tls_free(&d->env); /* no engine thread uses them any more */
 	d->ca = cluster_auth_free(d->ca);
 	d->cl = connlimit_free(d->cl);
+	/* No engine thread publishes or reads the view any more. */
+	d->cluster = cluster_stop(d->cluster);
+	d->cv = clusterview_live_free(d->cv);
 	d->ctl = control_stop(d->ctl);
 	log_info("stopped");
 	domtab_live_free(d->dt);

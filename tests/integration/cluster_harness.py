@@ -175,7 +175,10 @@ class Cluster:
         self.nodes[i].stop()
 
     def kill9(self, i):
+        """SIGKILL node i (a crash); its cleanup then has nothing to stop
+        (start_node(i) brings it back on its spool)."""
         self.nodes[i].kill9()
+        self.nodes[i].proc = None
 
     def _stop_customer(self):
         if self.customer is not None:
