@@ -343,11 +343,26 @@ void ctl_requests_socket(void *env, const char *line, size_t len, struct buf *ou
 		       "activate KEY=VALUE..., metrics)\n");
 }
 
+/* Issue 16: "<spec> from <node>" is an ETRN node <node> took; the spec
+ * has no blank (an ETRN argument), so the last " from " splits it. This
+ * node ignores its own (it drained when it answered). */
+#define CTL_REQUESTS_FROM " from "
+
 void ctl_requests_redis_drain(void *hub, const char *domain, size_t len)
 {
 	char shown[LOG_TEXT_MAX], reply[LOG_TEXT_MAX];
+	const char *self = drain_hub_config(hub)->node_id;
+	const size_t fl = sizeof(CTL_REQUESTS_FROM) - 1;
 	struct buf out;
 
+	for (size_t i = len; i-- > 0;) {
+		if (i + fl > len || memcmp(domain + i, CTL_REQUESTS_FROM, fl))
+			continue;
+		if (len - i - fl == strlen(self) && !memcmp(domain + i + fl, self, len - i - fl))
+			return;
+		len = i;
+		break;
+	}
 	buf_init(&out, CTL_REQUESTS_REPLY_INIT);
 	drain_hub_flush(hub, domain, len, &out);
 	/* The reply without its CRLF; it echoes the domain as sent. */

@@ -33,6 +33,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +72,7 @@ struct engine_set {
 	struct authpool *auth;          /* AUTH's verifiers; NULL without Redis */
 	pthread_mutex_t lock;           /* guards every engine's state */
 	pthread_cond_t cond;            /* signalled on each state report */
+	_Atomic unsigned close_keep;    /* engine_close_listeners()'s keep flags */
 };
 
 /* One engine thread's parts while it builds and runs them. */
@@ -159,6 +161,7 @@ static int engine_setup(struct engine *e, struct engine_parts *p)
 	smtpd_set_budget(p->d, e->env->data_budget);
 	smtpd_set_auth(p->d, e->set->auth ? authpool_backend(e->set->auth) : NULL);
 	smtpd_set_tls(p->d, e->env->tls_server);
+	smtpd_set_cluster_auth(p->d, e->env->cluster_auth);
 	engine_loop_conf(e, p->d, &lc, addr_busy, sizeof(addr_busy));
 	/* The ring is created here, in the thread that will submit to it
 	 * (IORING_SETUP_SINGLE_ISSUER). */
@@ -378,6 +381,29 @@ unsigned engine_count(const struct engine_set *s)
 struct loop *engine_loop(const struct engine_set *s, unsigned i)
 {
 	return s->eng[i].loop;
+}
+
+/* On engine e's thread: its listeners but the kept ones close. */
+static void engine_close_run(void *arg)
+{
+	struct engine *e = arg;
+
+	loop_close_listeners(e->loop, atomic_load(&e->set->close_keep));
+}
+
+int engine_close_listeners(struct engine_set *s, unsigned keep_flags)
+{
+	int rc = 0;
+
+	atomic_store(&s->close_keep, keep_flags);
+	for (unsigned i = 0; i < s->n; i++) {
+		int r = s->eng[i].loop ? loop_post(s->eng[i].loop, engine_close_run, &s->eng[i])
+				       : -ESRCH;
+
+		if (r && !rc)
+			rc = r;
+	}
+	return rc;
 }
 
 int engine_stop(struct engine_set *s)

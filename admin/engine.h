@@ -19,6 +19,7 @@ struct epoch;
 struct budget;
 struct tls_ctx;
 struct loop;
+struct auth_backend;
 
 /* What every engine thread shares; each must outlive the engine set. */
 struct engine_env {
@@ -45,6 +46,9 @@ struct engine_env {
 	 * them (activators_attach) and every thread's scheduler tells them of
 	 * relayhost deliveries (sched_set_relayed_hook). NULL: none. */
 	struct activators *act;
+	/* Node AUTH on cluster_listen (admin/cluster_auth.h; issue 16);
+	 * NULL: no cluster_secret_file. */
+	const struct auth_backend *cluster_auth;
 };
 
 /* Make env's TLS contexts from cfg's tls_* keys. Returns 0, or -1 with err
@@ -75,6 +79,14 @@ int engine_stop(struct engine_set *s);
  * engine_stop() has ended the loop. */
 unsigned engine_count(const struct engine_set *s);
 struct loop *engine_loop(const struct engine_set *s, unsigned i);
+
+/* Stop accepting on every listener whose CONFIG_LISTEN_* flags have none
+ * of keep_flags, on every engine thread (loop_close_listeners() posted to
+ * each loop): new clients are refused, connections open go on, the
+ * engines keep running (a decommission keeps CONFIG_LISTEN_CLUSTER).
+ * Returns at once; 0, or -errno when a loop could not be asked (it is
+ * stopping: it closes them all anyway). Any thread. */
+int engine_close_listeners(struct engine_set *s, unsigned keep_flags);
 
 /* Free the loops and drainers, once nothing can post to them (each
  * thread's scheduler was freed when its loop finished; a look-up of it

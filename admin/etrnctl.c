@@ -33,9 +33,11 @@
 
 #include "admin/ctlrow.h"
 #include "admin/etrnctl_etrn.h"
+#include "admin/etrnctl_node.h"
 #include "admin/etrnctl_keys.h"
 #include "admin/etrnctl_top.h"
 #include "core/domtab.h"
+#include "admin/etrnctl_cluster.h"
 #include "admin/redis_conn.h"
 #include "admin/schema.h"
 #include "core/config.h"
@@ -69,6 +71,8 @@ struct opts {
 	const char *to;           /* flush --force --to HOST[:PORT] */
 	int full;                 /* message show --full */
 	int once;                 /* top --once */
+	int cluster;              /* status --cluster (etrnctl_cluster.h) */
+	const char *top;          /* status --cluster --top N */
 	const char *domains[ETRNCTL_USER_DOMAINS_MAX]; /* user add --domain */
 	int ndomains;
 	int domains_over;         /* more --domain than ETRNCTL_USER_DOMAINS_MAX */
@@ -77,6 +81,7 @@ struct opts {
 	int atrn;
 	const char *user, *ca_file, *timeout, *helo;
 	int etrn_opts;
+	int wait;                 /* node drain --wait */
 };
 
 static void usage(FILE *f)
@@ -117,9 +122,15 @@ static void usage(FILE *f)
 		"  flush --force DOMAIN [--to HOST[:PORT]]  drain DOMAIN even when Redis no longer\n"
 		"                     has it, to HOST[:PORT] or else its MX (this node only)\n"
 		"  status             queue depths per shard and per domain, from the running daemon\n"
+		"  status --cluster [--top N]  every node of the cluster from Redis: state (up,\n"
+		"                     draining, gone), address, held mail; the top N domains (20)\n"
 		"  top [--once]       live view of the running daemon: connections, ingest and drain\n"
 		"                     rates, top domains by held mail, drains and ATRN sessions,\n"
 		"                     Redis; q or Ctrl-C quits; --once prints one frame and exits\n"
+		"  node drain NODE [--wait [--timeout DURATION]]  decommission NODE: it stops\n"
+		"                     taking mail, hands what it holds to the other nodes and\n"
+		"                     exits; --wait until it is done (default bound 10m)\n"
+		"  node forget NODE   drop a node that is gone (its hash expired) from the list\n"
 		"  clock step SECONDS  move the daemon's clock forward (only with test_clock = yes:\n"
 		"                     tests drive back-off and expiry without waiting)\n"
 		"  etrn HOST[:PORT] DOMAIN|@DOMAIN|#QUEUE ... [--tls none|may|must|verify]\n"
@@ -1825,6 +1836,7 @@ enum {
 	CTL_F_ETRN = 1 << 6,      /* takes --tls and etrn's options; needs no
 	                             config unless --atrn */
 	CTL_F_ONCE = 1 << 7,      /* takes --once */
+	CTL_F_NODE = 1 << 8,      /* takes --wait and --timeout (node drain) */
 };
 
 /* One command: "name sub ARGS". usage lists its arguments, one word each,
@@ -1924,6 +1936,14 @@ static int cmd_export(struct ctl *x, const struct ctl_cmd *c, char **args,
 static int cmd_status(struct ctl *x, const struct ctl_cmd *c, char **args,
 		      const struct opts *o)
 {
+	if (o->cluster || o->top) {
+		char *end;
+		unsigned long top = o->top ? strtoul(o->top, &end, 10) : ETRNCTL_CLUSTER_TOP_DEFAULT;
+
+		if (!o->cluster || (o->top && (!o->top[0] || *end || top > UINT_MAX)))
+			return bad("--top N (a number) only goes with status --cluster");
+		return etrnctl_cluster_status(x->cfg, x->json, (unsigned)top, stdout);
+	}
 	return daemon_request(x, x->cfg->control_socket, "status", x->json ? "json" : NULL);
 }
 
@@ -2106,6 +2126,15 @@ static int cmd_activators(struct ctl *x, const struct ctl_cmd *c, char **args,
 	return daemon_request(x, x->cfg->control_socket, "activators", arg[0] ? arg : NULL);
 }
 
+/* node drain NODE [--wait [--timeout D]] | node forget NODE (etrnctl_node.h). */
+static int cmd_node(struct ctl *x, const struct ctl_cmd *c, char **args, const struct opts *o)
+{
+	struct etrnctl_node n = { .rc = x->rc, .prefix = x->prefix, .node = args[0],
+				  .wait = o->wait, .timeout = o->timeout };
+
+	return !strcmp(c->sub, "drain") ? etrnctl_node_drain(&n) : etrnctl_node_forget(&n);
+}
+
 static const struct ctl_cmd ctl_cmds[] = {
 	{ "domain", "add", cmd_domain_add, "DOMAIN", CTL_F_ROW_OPTS },
 	{ "domain", "set", cmd_domain_set, "DOMAIN", CTL_F_ROW_OPTS },
@@ -2136,6 +2165,8 @@ static const struct ctl_cmd ctl_cmds[] = {
 	  CTL_F_DAEMON | CTL_F_ETRN | CTL_F_PASSWORD },
 	{ "activators", NULL, cmd_activators, "[NAME]", CTL_F_DAEMON },
 	{ "activators", "run", cmd_activators, "NAME", CTL_F_DAEMON },
+	{ "node", "drain", cmd_node, "NODE", CTL_F_NODE },
+	{ "node", "forget", cmd_node, "NODE", 0 },
 	{ "keys", "migrate", cmd_keys_migrate, "", 0 },
 };
 #define CTL_NCMDS (sizeof(ctl_cmds) / sizeof(ctl_cmds[0]))
@@ -2204,8 +2235,12 @@ static const struct ctl_cmd *ctl_cmd_find(char **args, int nargs, int domain_opt
 		return bad("--password-stdin only goes with user add, user passwd and etrn"), NULL;
 	if (o->row.tls && !(c->flags & (CTL_F_ROW_OPTS | CTL_F_ETRN)))
 		return bad("--tls only goes with domain add, domain set and etrn"), NULL;
-	if (o->etrn_opts && !(c->flags & CTL_F_ETRN))
-		return bad("--atrn, --user, --ca-file, --timeout and --helo only go with etrn"), NULL;
+	if (o->etrn_opts && !(c->flags & CTL_F_ETRN) &&
+	    !((c->flags & CTL_F_NODE) && o->etrn_opts == 1 && o->timeout))
+		return bad("--atrn, --user, --ca-file, --timeout and --helo only go with etrn"
+			   " (--timeout also with node drain --wait)"), NULL;
+	if (o->wait && !(c->flags & CTL_F_NODE))
+		return bad("--wait only goes with node drain"), NULL;
 	if ((o->force || o->to) && !(c->flags & CTL_F_FORCE))
 		return bad("--force and --to only go with flush"), NULL;
 	if (o->to && !o->force)
@@ -2239,7 +2274,7 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 	enum {
 		O_REDIS = 256, O_JSON, O_DEST, O_QUEUE, O_ETRN_FROM, O_OWNER, O_MAX_HOLD,
 		O_QUOTA, O_TLS, O_PWSTDIN, O_HELP, O_FORCE, O_TO, O_FULL, O_DOMAIN, O_MODE,
-		O_ATRN, O_USER, O_CA_FILE, O_TIMEOUT, O_HELO, O_ONCE, O_SENTINELS, O_MASTER_NAME,
+		O_ATRN, O_USER, O_CA_FILE, O_TIMEOUT, O_HELO, O_ONCE, O_CLUSTER, O_TOP, O_WAIT, O_SENTINELS, O_MASTER_NAME,
 	};
 	static const struct option lopts[] = {
 		{ "redis", required_argument, 0, O_REDIS },
@@ -2264,6 +2299,9 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 		{ "timeout", required_argument, 0, O_TIMEOUT },
 		{ "helo", required_argument, 0, O_HELO },
 		{ "once", no_argument, 0, O_ONCE },
+		{ "wait", no_argument, 0, O_WAIT },
+		{ "cluster", no_argument, 0, O_CLUSTER },
+		{ "top", required_argument, 0, O_TOP },
 		{ "sentinels", required_argument, 0, O_SENTINELS },
 		{ "master-name", required_argument, 0, O_MASTER_NAME },
 		{ 0, 0, 0, 0 },
@@ -2290,6 +2328,9 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 		case O_TO: o->to = optarg; break;
 		case O_FULL: o->full = 1; break;
 		case O_ONCE: o->once = 1; break;
+		case O_WAIT: o->wait = 1; break;
+		case O_CLUSTER: o->cluster = 1; break;
+		case O_TOP: o->top = optarg; break;
 		case O_ATRN: o->atrn = 1; o->etrn_opts++; break;
 		case O_USER: o->user = optarg; o->etrn_opts++; break;
 		case O_CA_FILE: o->ca_file = optarg; o->etrn_opts++; break;

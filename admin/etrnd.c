@@ -17,7 +17,10 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "admin/cluster_auth.h"
+#include "admin/decommission.h"
 #include "admin/control.h"
+#include "admin/cluster.h"
 #include "admin/ctl_requests.h"
 #include "core/domtab.h"
 #include "admin/engine.h"
@@ -37,6 +40,7 @@
 #include "core/resolver.h"
 #include "proto/activator.h"
 #include "proto/drain.h"
+#include "proto/drain_atrn.h"
 #include "proto/smtpd.h"
 #include "store/domstat.h"
 
@@ -83,6 +87,10 @@ struct etrnd {
 	struct privs privs;            /* the run user (admin/privs.h) */
 	struct sdnotify *sdn;          /* systemd's notify and watchdog */
 	struct metrics_http *mh;       /* metrics_listen; NULL when off */
+	struct cluster_auth *ca;       /* cluster_secret_file; NULL when unset */
+	struct decommission *dc;       /* node drain (admin/decommission.h) */
+	struct clusterview_live *cv;   /* the other nodes' counts (issue 16) */
+	struct cluster *cluster;       /* node-state thread; NULL without Redis */
 };
 
 static void etrnd_usage(FILE *f)
@@ -229,6 +237,48 @@ static void etrnd_metrics_start(struct etrnd *d)
 	}
 }
 
+/* drain_atrn_secret_fn over admin/cluster_auth.h (proto/ sees no admin/). */
+static int etrnd_cluster_secret(const void *arg, char *out, size_t outlen)
+{
+	return cluster_auth_secret(arg, out, outlen);
+}
+
+/* decommission_env's set_draining over admin/cluster.h. */
+static void etrnd_set_draining(void *arg)
+{
+	cluster_set_state(arg, CLUSTERVIEW_DRAINING);
+}
+
+/* domstat as the cluster thread reads it (admin/ does not link store/). */
+static void etrnd_counts_walk(void *src, cluster_count_fn fn, void *arg)
+{
+	domstat_walk(src, fn, arg);
+}
+
+static int etrnd_counts_changed(void *src)
+{
+	return domstat_changed(src);
+}
+
+/* Issue 16: the node-state thread, after the control thread (no thread
+ * without Redis), and the drains' view of the other nodes. */
+static void etrnd_cluster_start(struct etrnd *d)
+{
+	char err[CONFIG_ERR_MAX];
+	struct cluster_counts cc = { etrnd_counts_walk, etrnd_counts_changed, d->ds };
+
+	d->cv = clusterview_live_new(d->ep);
+	if (!d->cv)
+		fatal("out of memory");
+	d->cluster = cluster_start(&d->cfg, d->cv, &cc, err, sizeof(err));
+	if (!d->cluster && err[0])
+		fatal("%s", err);
+	drain_hub_set_cluster(d->hub, d->cv, d->cluster ? cluster_publish_drain : NULL,
+			      d->cluster);
+	/* Cross-node ATRN (proto/drain_atrn.h) reads the same view. */
+	drain_atrn_set_view(drain_hub_atrn_reg(d->hub), d->cv);
+}
+
 /* The shared parts, the domain table (from Redis, or relay_domains alone)
  * and the control socket, all before any engine thread can take a
  * connection; then the engines. Any failure is fatal. */
@@ -239,6 +289,11 @@ static void etrnd_start(struct etrnd *d)
 	struct resolver_conf rc;
 
 	if (loop_probe_listen(cfg, err, sizeof(err)))
+		fatal("%s", err);
+	/* Read as started (root, maybe): the file may be the run user's to
+	 * not read. */
+	d->ca = cluster_auth_new(cfg, err, sizeof(err));
+	if (!d->ca && err[0])
 		fatal("%s", err);
 	/* Before any thread: they all run as the run user, so every file
 	 * (spool, control socket) is its; root is kept for the binds alone. */
@@ -268,6 +323,7 @@ static void etrnd_start(struct etrnd *d)
 	if (!d->ctl)
 		fatal("%s", err);
 	etrnd_metrics_start(d);
+	etrnd_cluster_start(d);
 	/* Before the listeners, so that once etrnd takes mail, etrnctl can
 	 * reach it; requests before the engines are up get partial answers. */
 	if (cfg->control_socket[0]) {
@@ -289,7 +345,8 @@ static void etrnd_start(struct etrnd *d)
 	}
 	d->env = (struct engine_env){ .cfg = cfg, .dt = d->dt, .ds = d->ds,
 				      .hub = d->hub, .resolver = d->res, .ep = d->ep, .cl = d->cl,
-				      .data_budget = d->data_budget, .act = d->act };
+				      .data_budget = d->data_budget, .act = d->act,
+				      .cluster_auth = d->ca ? cluster_auth_backend(d->ca) : NULL };
 	if (engine_tls_new(cfg, &d->env, err, sizeof(err))) {
 		d->cs = ctlsock_stop(d->cs);
 		d->mh = metrics_http_stop(d->mh);
@@ -298,6 +355,10 @@ static void etrnd_start(struct etrnd *d)
 	}
 	/* The drains' STARTTLS (proto/drain.h); freed after the engines. */
 	drain_hub_set_tls(d->hub, d->env.tls_client);
+	/* Cross-node ATRN (proto/drain_atrn.h): as this node, with the secret. */
+	if (d->ca)
+		drain_atrn_set_cluster(drain_hub_atrn_reg(d->hub), cfg, etrnd_cluster_secret,
+				       d->ca, d->env.tls_client);
 	d->eng = engine_start(&d->env);
 	if (!d->eng) {
 		d->cs = ctlsock_stop(d->cs);
@@ -308,6 +369,15 @@ static void etrnd_start(struct etrnd *d)
 	if (privs_finish(&d->privs, err, sizeof(err)))
 		fatal("%s", err);
 	control_set_drain(d->ctl, ctl_requests_redis_drain, d->hub);
+	d->dc = decommission_start(&(struct decommission_env){
+			.cfg = cfg, .eng = d->eng, .hub = d->hub, .view = d->cv,
+			.secret = d->ca ? etrnd_cluster_secret : NULL, .secret_arg = d->ca,
+			.set_draining = d->cluster ? etrnd_set_draining : NULL,
+			.set_draining_arg = d->cluster },
+		err, sizeof(err));
+	if (!d->dc)
+		fatal("%s", err);
+	control_set_event(d->ctl, decommission_event, d->dc);
 }
 
 static void etrnd_log_started(const struct config *cfg)
@@ -352,6 +422,7 @@ static int etrnd_stop(struct etrnd *d)
 	d->cs = ctlsock_stop(d->cs); /* before the engines it asks */
 	d->mh = metrics_http_stop(d->mh); /* it asks them too */
 	failed = engine_stop(d->eng) != 0;
+	d->dc = decommission_stop(d->dc); /* its round ended with the loops */
 	d->sdn = sdnotify_free(d->sdn); /* its last pings ran or were refused */
 	/* No engine thread runs any more: no drain is posted from now on, and
 	 * look-ups still pending end their drains (-ECANCELED), on the
@@ -362,7 +433,11 @@ static int etrnd_stop(struct etrnd *d)
 	d->eng = engine_free(d->eng);
 	d->act = activators_free(d->act); /* its runs lived on engine thread 0 */
 	engine_tls_free(&d->env); /* no engine thread uses them any more */
+	d->ca = cluster_auth_free(d->ca);
 	d->cl = connlimit_free(d->cl);
+	/* No engine thread publishes or reads the view any more. */
+	d->cluster = cluster_stop(d->cluster);
+	d->cv = clusterview_live_free(d->cv);
 	d->ctl = control_stop(d->ctl);
 	log_info("stopped");
 	domtab_live_free(d->dt);
@@ -397,6 +472,10 @@ int main(int argc, char **argv)
 		engine_tls_free(&d.env);
 		if (privs_check_config(&d.cfg, err, sizeof(err)))
 			fatal("%s", err);
+		d.ca = cluster_auth_new(&d.cfg, err, sizeof(err));
+		if (!d.ca && err[0])
+			fatal("%s", err);
+		d.ca = cluster_auth_free(d.ca);
 		config_free(&d.cfg);
 		return 0;
 	}

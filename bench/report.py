@@ -354,6 +354,44 @@ r_relay_e, r_relay_p, r_relay_once = relay_section()
 if r_relay_e is not None or r_relay_p is not None:
     PLOT_TP.append(("relay 4 KiB via relayhost", r_relay_e, r_relay_p, None))
 
+# ---------------------------------------------------------------- cluster
+def cluster_section():
+    """bench/cluster_bench.py (cluster.json): the drain rows and the ETRN
+    fan-out latency; (worst fan-out p99 in ms or None)."""
+    rows = []
+    for line in read("cluster.json").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            pass
+    w("## Several nodes (issue 16, bench/cluster_bench.py)")
+    w("")
+    if not rows:
+        w("Not measured: bench/cluster_bench.py left nothing (%s)." % read("cluster.err").strip()[-300:])
+        w("")
+        return None
+    w("Three etrnd nodes (threads = 2 each) and one redis-server on this machine, sharing its CPUs. Drain: the messages for dom0.test held spread over the three nodes (a third each, `etrnbench send`) or all on node 2, released by one ETRN on node 2 to `etrnbench etrn --sink`; rate = messages / (ETRN -> last message). Fan-out: one message held on node 1 and one on node 3, ETRN on node 2, the time to the first delivery of each at an aiosmtpd customer server.")
+    w("")
+    w("| drain | messages | delivered | ETRN reply | msgs/s | ETRN -> last (s) |")
+    w("|---|---:|---:|---|---:|---:|")
+    for r in rows:
+        if r.get("bench") == "cluster_drain":
+            w("| %s | %s | %s | %s | %s | %s |" % (r["layout"], r["n"], r.get("delivered"), r.get("codes"),
+                                                fmt(r.get("msgs_per_s")), fmt(r.get("drain_s"), "%.2f")))
+    w("")
+    w("| ETRN on node 2 -> first delivery from | rounds | p50 (ms) | p99 (ms) | max (ms) |")
+    w("|---|---:|---:|---:|---:|")
+    worst = None
+    for r in rows:
+        if r.get("bench") == "cluster_fanout":
+            w("| %s | %s | %.1f | %.1f | %.1f |" % (r["from"], r["rounds"], r["p50_ms"], r["p99_ms"], r["max_ms"]))
+            worst = r["p99_ms"] if worst is None else max(worst, r["p99_ms"])
+    w("")
+    return worst
+
+
+r_cluster_fanout = cluster_section()
+
 # ---------------------------------------------------------------- idle
 w("## Idle connections during ingest (etrnd)")
 w("")
@@ -701,6 +739,8 @@ t("Issue 12: ATRN drain >= 90% of ETRN drain, only the connection differs (threa
 t("... with the defaults (ETRN: every shard at once, 4 connections each; ATRN: one connection; drain_connections = 1: %s)"
   % fmt(r_atrn1 and r_atrn1 * 100, "%.0f%%"),
   fmt(r_atrn and r_atrn * 100, "%.0f%%"), r_atrn is not None and r_atrn >= 0.9)
+t("Issue 16: ETRN on one node -> first delivery from each other node < 50 ms (p99)",
+  fmt(r_cluster_fanout, "%.1f ms"), r_cluster_fanout is not None and r_cluster_fanout < 50)
 t("Drain >= 15x Postfix (one domain, same held count)", fmt(r_d1, "%.1fx"), r_d1 is not None and r_d1 >= 15)
 if dK.get("etrnd") and dK.get("postfix"):
     rk_ = ratio(dK["etrnd"]["etrn"]["drain_msgs_per_s"], dK["postfix"]["etrn"]["drain_msgs_per_s"])

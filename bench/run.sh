@@ -52,12 +52,14 @@ if [[ $MODE == quick ]]; then
 	IDLE_N=2000; RECOVER_N=50000; PROV_ROWS=10000; PROV_SAMPLES=10
 	PROFILE_N=0; TLS_HS_SESS=10; TLS_DRAIN_N=10000
 	RELAY_N=5000; RELAY_ROUNDS=1
+	CLUSTER_N=10000; CLUSTER_LAT_ROUNDS=20
 else
 	DUR=10; SESSIONS_LIST="20 200 2000"; BIG_SESS=20
 	DRAIN1_N=100000; DRAIN_CMP_N=20000; DRAINK_PER=50; PF_DRAINK_PER=20
 	IDLE_N=10000; RECOVER_N=1000000; PROV_ROWS=100000; PROV_SAMPLES=100
 	PROFILE_N=3000; TLS_HS_SESS=20; TLS_DRAIN_N=50000
 	RELAY_N=20000; RELAY_ROUNDS=3
+	CLUSTER_N=100000; CLUSTER_LAT_ROUNDS=100
 fi
 NDOM=1000
 ATRN_ROUNDS=3
@@ -382,6 +384,17 @@ log "outbound relay through relayhost: $RELAY_N messages, $RELAY_ROUNDS round(s)
 N=$RELAY_N ROUNDS=$RELAY_ROUNDS RES=$RES RUN_TIMEOUT=$RUN_TIMEOUT \
 	bash "$ROOT/bench/relay.sh" "$BUILD" >"$RES/relay.out" 2>"$RES/relay.err" ||
 	log "relay.sh failed: $(tail -n 3 "$RES/relay.err")"
+
+# ============================ 2d. several nodes ==============================
+# Issue 16 (bench/cluster_bench.py): three etrnd nodes and one redis-server
+# on this machine. A drain of CLUSTER_N held messages spread over the three
+# against the same held on one node (same run), and the time from an ETRN
+# on one node to the first delivery from each other node.
+log "several nodes: drain of $CLUSTER_N spread over 3 against held on 1; ETRN fan-out x $CLUSTER_LAT_ROUNDS"
+N=$CLUSTER_N ROUNDS=1 LAT_ROUNDS=$CLUSTER_LAT_ROUNDS RES=$RES REDIS_SERVER=$REDIS_SERVER \
+	timeout $((RUN_TIMEOUT * 4)) "${PYTHON3:-/usr/bin/python3}" "$ROOT/bench/cluster_bench.py" "$BUILD" \
+	>"$RES/cluster.out" 2>"$RES/cluster.err" ||
+	log "cluster_bench.py failed: $(tail -n 3 "$RES/cluster.err")"
 
 # ============================ 3. idle connections ===========================
 log "$IDLE_N idle connections during ingest"

@@ -36,10 +36,13 @@ struct clusterview;
 /* Builder (admin/cluster.c): nodes first, then counts per node index. */
 struct clusterview_builder;
 struct clusterview_builder *clusterview_builder_new(void);
-/* The index of the added node, or -ENOMEM. n is copied. */
+/* The index of the added node, or -ENOMEM. n is copied. Ids are not
+ * checked for repeats: the caller adds each node once. */
 int clusterview_builder_node(struct clusterview_builder *b, const struct clusterview_node *n);
 /* Mail held on node (an index from clusterview_builder_node) for dom (any
- * case, trailing dot ignored). 0, -EINVAL or -ENOMEM. */
+ * case, trailing dot ignored). Two rows of one node for one domain are one
+ * count given twice (HSCAN may return a field twice): the larger is kept.
+ * 0, -EINVAL (bad node index, empty or over-long name) or -ENOMEM. */
 int clusterview_builder_count(struct clusterview_builder *b, int node, const char *dom,
 		size_t len, uint64_t msgs, uint64_t bytes);
 /* The finished view (the builder is consumed), or NULL on ENOMEM. */
@@ -50,8 +53,10 @@ struct clusterview *clusterview_free(struct clusterview *v);
 /* Readers, pure; v may be NULL (no cluster: every answer 0 / empty). */
 /* Messages held for dom on every other node that is up or draining. */
 uint64_t clusterview_remote_msgs(const struct clusterview *v, const char *dom, size_t len);
-/* The other nodes holding mail for dom, largest share first, into out (at
- * most max); returns how many there are. The pointers live as long as v. */
+/* The other nodes holding mail for dom (a count of 0 is no holder),
+ * largest share first (equal shares in id order), into out and msgs (at
+ * most max; msgs may be NULL); returns how many there are. The pointers
+ * live as long as v. */
 size_t clusterview_holders(const struct clusterview *v, const char *dom, size_t len,
 		const struct clusterview_node **out, uint64_t *msgs, size_t max);
 /* Every node of the view, in id order, into out (at most max); returns
@@ -67,7 +72,8 @@ struct clusterview_live;
 /* A holder for readers registered with e, empty at first. NULL on ENOMEM. */
 struct clusterview_live *clusterview_live_new(struct epoch *e);
 struct clusterview_live *clusterview_live_free(struct clusterview_live *lv);
-/* Reader: the current view (NULL before the first). Valid until the
+/* Reader: the current view (NULL before the first, or when lv is NULL:
+ * no cluster). Valid until the
  * calling engine thread's next quiescent point; a thread that is not an
  * epoch reader must not call it. */
 const struct clusterview *clusterview_live_get(const struct clusterview_live *lv);

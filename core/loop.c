@@ -1648,6 +1648,31 @@ static void arm_wake(struct loop *l)
 	io_uring_sqe_set_data64(sqe, ud_make(OP_WAKE, 0, 0));
 }
 
+/* Cancel the accepts of every listener whose flags have none of keep and
+ * close its socket: new clients of it are refused from now on. A listener
+ * closed stays closed (the accept back-off never re-arms it: fd < 0). */
+static void listeners_close(struct loop *l, unsigned keep)
+{
+	for (unsigned i = 0; i < l->nlis; i++) {
+		if (l->cfg->listen[i].flags & keep)
+			continue;
+		if (l->lis[i].armed) {
+			struct io_uring_sqe *sqe = loop_sqe(l);
+			io_uring_prep_cancel64(sqe, ud_make(OP_ACCEPT, i, 0), 0);
+			io_uring_sqe_set_data64(sqe, ud_make(OP_IGNORE, 0, 0));
+		}
+		if (l->lis[i].fd >= 0) {
+			close(l->lis[i].fd);
+			l->lis[i].fd = -1;
+		}
+	}
+}
+
+void loop_close_listeners(struct loop *l, unsigned keep_flags)
+{
+	listeners_close(l, keep_flags);
+}
+
 static void loop_begin_stop(struct loop *l)
 {
 	if (l->stopping)
@@ -1661,17 +1686,7 @@ static void loop_begin_stop(struct loop *l)
 	/* Stop accepting at once: cancel the accepts and close the sockets, so
 	 * new clients are refused (and try another MX) instead of waiting in
 	 * a backlog nobody will accept from. */
-	for (unsigned i = 0; i < l->nlis; i++) {
-		if (l->lis[i].armed) {
-			struct io_uring_sqe *sqe = loop_sqe(l);
-			io_uring_prep_cancel64(sqe, ud_make(OP_ACCEPT, i, 0), 0);
-			io_uring_sqe_set_data64(sqe, ud_make(OP_IGNORE, 0, 0));
-		}
-		if (l->lis[i].fd >= 0) {
-			close(l->lis[i].fd);
-			l->lis[i].fd = -1;
-		}
-	}
+	listeners_close(l, 0);
 	for (uint32_t s = 0; s < l->nslots; s++) {
 		struct conn *c = &l->conns[s];
 		if ((c->flags & (CONN_USED | CONN_DETACHING | CONN_CLOSING)) ==

@@ -97,6 +97,13 @@ int loop_run(struct loop *l);
  * and make loop_run() return once they have, or after shutdown_timeout. */
 void loop_stop(struct loop *l);
 
+/* On l's own thread: stop accepting on every listener whose CONFIG_LISTEN_*
+ * flags have none of keep_flags (cancel its accept, close its socket, so
+ * that new clients are refused); the loop and its connections go on. For
+ * a node's decommission (admin/decommission.h), which keeps the cluster
+ * listener. Idempotent. */
+void loop_close_listeners(struct loop *l, unsigned keep_flags);
+
 /*
  * Per-turn work, stop hooks and busy checks, registered by the modules that
  * own the work (the spool's group commit, compaction, expiry, ...) instead of

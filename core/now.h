@@ -11,6 +11,22 @@
 #include <stdint.h>
 #include <time.h>
 
+/* The wall clock (CLOCK_REALTIME) ms from now, as pthread_cond_timedwait()
+ * wants its deadline. */
+static inline struct timespec now_realtime_after(unsigned ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return ts;
+}
+
 static inline uint64_t now_mono_ms(void)
 {
 	struct timespec ts;

@@ -7,7 +7,7 @@
 
 #include <time.h>
 
-#define RENDEZVOUS_NS 1000000000L
+#include "core/now.h"
 
 void rendezvous_init(struct rendezvous *r)
 {
@@ -35,16 +35,9 @@ void rendezvous_unhold(struct rendezvous *r)
 
 int rendezvous_wait(struct rendezvous *r, unsigned ms)
 {
-	struct timespec dl;
+	struct timespec dl = now_realtime_after(ms);
 	int timed_out = 0;
 
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_sec += ms / 1000;
-	dl.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (dl.tv_nsec >= RENDEZVOUS_NS) {
-		dl.tv_sec++;
-		dl.tv_nsec -= RENDEZVOUS_NS;
-	}
 	pthread_mutex_lock(&r->mu);
 	while (r->left && !timed_out)
 		timed_out = pthread_cond_timedwait(&r->cv, &r->mu, &dl) != 0;

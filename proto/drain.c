@@ -39,6 +39,7 @@
 #include <time.h>
 
 #include "core/ascii.h"
+#include "core/clusterview.h"
 #include "core/hash.h"
 #include "core/list.h"
 #include "core/log.h"
@@ -93,6 +94,11 @@ struct drain_hub {
 	struct smtp_client_conf ccf;
 	struct tls_ctx *tls_client;    /* drain_hub_set_tls(); not ours */
 	struct drain_atrn_reg *atrn;   /* ATRN sessions in progress */
+	/* Issue 16 (drain_hub_set_cluster): the other nodes' counts, and
+	 * how to tell them of an ETRN taken here. NULL: no cluster. */
+	const struct clusterview_live *view;
+	drain_publish_fn publish;
+	void *publish_arg;
 };
 
 /* Why a domain's mail stayed held at its last drain on this thread (a TLS
@@ -580,6 +586,8 @@ int drain_outbound(struct drain *d, const struct drain_out_req *rq, drain_out_do
 	j->dstlen = rq->dstlen;
 	snprintf(j->relay, sizeof(j->relay), "%s", rq->relay ? rq->relay : "");
 	j->tls = rq->tls;
+	j->auth_user = rq->auth_user;
+	j->auth_pass = rq->auth_pass;
 	oj->done = done;
 	oj->arg = arg;
 	list_append(&d->jobs, &j->node);
@@ -793,6 +801,37 @@ static int rate_ok(struct drain *d, const char *client)
 }
 
 /*
+ * Issue 16: the cluster's part of an ETRN taken over SMTP here. The other
+ * nodes' held mail for dom (their published counts, core/clusterview.h)
+ * adds to the 253 count; a domain held only elsewhere gets 253 with their
+ * count (they drain it when told), and 251 stays for "no node holds any".
+ * An engine thread only: it reads the view under the epoch.
+ */
+static enum etrn_outcome cluster_count(struct drain_hub *h, const char *dom, size_t len,
+				       enum etrn_outcome o, uint64_t *n)
+{
+	uint64_t remote;
+
+	if (!h->view || (o != ETRN_STARTED && o != ETRN_NONE_WAITING))
+		return o;
+	remote = clusterview_remote_msgs(clusterview_live_get(h->view), dom, len);
+	if (remote == 0)
+		return o;
+	*n = (o == ETRN_STARTED ? *n : 0) + remote;
+	return ETRN_STARTED;
+}
+
+/* Tell the other nodes of an ETRN this node accepted (a permitted one:
+ * started, joined or nothing here), with its argument as given; each
+ * drains its own share. Never for a drain that came from Redis or the
+ * operator: etrnctl flush publishes to every node itself. */
+static void cluster_tell(struct drain_hub *h, enum etrn_outcome o, const char *spec, size_t len)
+{
+	if (h->publish && (o == ETRN_STARTED || o == ETRN_JOINED || o == ETRN_NONE_WAITING))
+		h->publish(h->publish_arg, spec, len);
+}
+
+/*
  * ETRN #queue or @domain (RFC 1985 section 3): every provisioned domain in
  * the queue, or the domain and its subdomains, that the client (sa; NULL
  * for the operator) or its authenticated user (NULL: none) may release.
@@ -820,9 +859,13 @@ static void drain_many(struct drain_hub *h, const char *client, const struct soc
 		permit = etrn_permit(row, sa, user);
 		if (permit == ETRN_OK)
 			started = hub_release(h, row, row->name, strlen(row->name), who, &n);
+		if (permit == ETRN_OK && sa)
+			started = cluster_count(h, row->name, strlen(row->name), started, &n);
 		etrn_tally_add(&tally, permit, started, n);
 	}
 	o = etrn_tally_outcome(&tally);
+	if (sa)
+		cluster_tell(h, o, en->shown, en->shown_len);
 	if (o == ETRN_DENIED_NONE_ALLOWED || o == ETRN_DENIED_NO_MATCH)
 		log_info("ETRN %.*s from [%s]: %s", (int)en->shown_len, en->shown, client,
 			 tally.matched ? "not in the etrn_from networks of any of its domains"
@@ -873,6 +916,8 @@ void drain_etrn(struct drain *d, const char *client, const char *user, const cha
 	}
 	snprintf(who, sizeof(who), "[%s]", client);
 	o = hub_release(h, row, en.name, en.name_len, who, &n);
+	o = cluster_count(h, en.name, en.name_len, o, &n);
+	cluster_tell(h, o, en.shown, en.shown_len);
 	(void)etrn_reply(out, o, en.shown, en.shown_len, client, n);
 }
 
@@ -961,6 +1006,19 @@ static void hub_status(struct drain_hub *h, int json, struct buf *out)
 	drain_hub_shards(h, sh, h->n);
 	drain_status_collect_atrn(sh, h->n, h->atrn, json, out);
 	free(sh);
+}
+
+void drain_hub_set_cluster(struct drain_hub *h, const struct clusterview_live *view,
+			   drain_publish_fn publish, void *arg)
+{
+	h->view = view;
+	h->publish_arg = arg;
+	h->publish = publish;
+}
+
+const struct clusterview *drain_hub_cluster_view(struct drain_hub *h)
+{
+	return clusterview_live_get(h->view);
 }
 
 void drain_hub_status(struct drain_hub *h, struct buf *out)

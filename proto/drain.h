@@ -170,6 +170,10 @@ struct drain_out_req {
 	socklen_t dstlen;
 	const char *relay;             /* "host[addr]:port", for logs and TLS */
 	enum domtab_tls tls;           /* the domain's policy (may for foreign) */
+	const char *auth_user;         /* AUTH PLAIN as this (a node's hand-off
+	                                  to a peer, admin/decommission.h), or
+	                                  NULL; both must outlive the job */
+	const char *auth_pass;
 };
 struct drain_out_result {
 	uint64_t sent, deferred, bounced; /* messages, as a drain counts them */
@@ -239,5 +243,10 @@ struct clusterview_live;
 typedef void (*drain_publish_fn)(void *arg, const char *spec, size_t len);
 void drain_hub_set_cluster(struct drain_hub *h, const struct clusterview_live *view,
 		drain_publish_fn publish, void *arg);
+/* The other nodes as last read (NULL: no cluster, or not read yet), for
+ * an ATRN collecting from them (clusterview_holders()). An engine thread
+ * only: valid until its next quiescent point (core/clusterview.h). */
+struct clusterview;
+const struct clusterview *drain_hub_cluster_view(struct drain_hub *h);
 
 #endif

@@ -54,7 +54,28 @@ struct drain_atrn_reg {
 	                                  state and shard (status reads them) */
 	struct list list;              /* of drain_atrn.node */
 	unsigned n;
+	/* Cross-node ATRN: set before the engines start, read-only after. */
+	const struct config *cfg;
+	drain_atrn_secret_fn secret;
+	const void *secret_arg;
+	struct tls_ctx *tls;
+	const struct clusterview_live *view;
 };
+
+void drain_atrn_set_cluster(struct drain_atrn_reg *r, const struct config *cfg,
+			    drain_atrn_secret_fn secret, const void *secret_arg,
+			    struct tls_ctx *tls)
+{
+	r->cfg = cfg;
+	r->secret = secret;
+	r->secret_arg = secret_arg;
+	r->tls = tls;
+}
+
+void drain_atrn_set_view(struct drain_atrn_reg *r, const struct clusterview_live *view)
+{
+	r->view = view;
+}
 
 /* One session. Touched by one thread at a time (the hand-offs are
  * loop_post()s), except refs and delivered (atomics) and state and shard
@@ -69,6 +90,7 @@ struct drain_atrn {
 	_Atomic uint64_t delivered;    /* messages (per domain) delivered */
 	uint64_t total;                /* held at the ATRN, per domain */
 	int greeted;                   /* a shard got the 220 and sent EHLO */
+	int from_node;                 /* asked by another node (cluster_listen) */
 	struct conn_parcel *parcel;    /* between two shards */
 	struct smtp_client_session ss; /* carried from shard to shard */
 	uint64_t started_us;
@@ -311,7 +333,11 @@ static enum atrn_verdict atrn_decide(struct drain_atrn *s, const char *domains, 
 	const struct domtab *t = drain_hub_domtab(s->h);
 	enum atrn_verdict v = atrn_parse(domains, len, &s->doms);
 
-	if (v == ATRN_OK)
+	/* Another node (issue 16) collects for a customer it authenticated:
+	 * every domain is its to ask for, but only by name. */
+	if (v == ATRN_OK && s->from_node)
+		v = s->doms.n ? ATRN_OK : ATRN_SYNTAX;
+	else if (v == ATRN_OK)
 		v = s->doms.n ? atrn_check_named(s, t) : atrn_take_owned(s, t);
 	if (v != ATRN_OK)
 		return v;
@@ -325,8 +351,8 @@ static enum atrn_verdict atrn_decide(struct drain_atrn *s, const char *domains, 
 	return v;
 }
 
-struct drain_atrn *drain_atrn(struct drain *d, const char *client, const char *user,
-			      const char *domains, size_t len, struct buf *out)
+static struct drain_atrn *drain_atrn_open(struct drain *d, const char *client,
+		const char *user, const char *domains, size_t len, struct buf *out, int node)
 {
 	struct drain_atrn *s = calloc(1, sizeof(*s));
 	enum atrn_verdict v;
@@ -336,6 +362,7 @@ struct drain_atrn *drain_atrn(struct drain *d, const char *client, const char *u
 		(void)atrn_reply(out, ATRN_NO_MEMORY);
 		return NULL;
 	}
+	s->from_node = node;
 	s->h = drain_hub_of(d);
 	snprintf(s->user, sizeof(s->user), "%s", user ? user : "");
 	snprintf(s->client, sizeof(s->client), "%s", client);
@@ -349,11 +376,24 @@ struct drain_atrn *drain_atrn(struct drain *d, const char *client, const char *u
 	metrics_add(METRIC_ATRN_RUNNING, 1);
 	atomic_init(&s->delivered, 0);
 	s->started_us = now_wall_us();
-	snprintf(s->relay, sizeof(s->relay), "ATRN customer [%s]", s->client);
+	snprintf(s->relay, sizeof(s->relay), "ATRN %s [%s]", node ? "node" : "customer",
+		 s->client);
 	doms_join(&s->doms, doms, sizeof(doms));
 	log_info("ATRN %s from [%s] as %s: %" PRIu64 " message(s) waiting; reversing the connection",
 		 doms, s->client, s->user, s->total);
 	return s;
+}
+
+struct drain_atrn *drain_atrn(struct drain *d, const char *client, const char *user,
+			      const char *domains, size_t len, struct buf *out)
+{
+	return drain_atrn_open(d, client, user, domains, len, out, 0);
+}
+
+struct drain_atrn *drain_atrn_node(struct drain *d, const char *client, const char *node,
+				   const char *domains, size_t len, struct buf *out)
+{
+	return drain_atrn_open(d, client, node, domains, len, out, 1);
 }
 
 /* ---- the walk over the shards ------------------------------------------- */

@@ -28,6 +28,35 @@
 #define DRAIN_ATRN_USER_MAX 256
 #define DRAIN_ATRN_CLIENT_MAX 64
 
+/*
+ * drain_atrn() (drain.h) for another node of the cluster, authenticated
+ * on cluster_listen as node (issue 16: it collects for a customer's ATRN
+ * it holds): every domain is the node's to ask for, so there is no owner
+ * check, but the list must name them (none: 501). Otherwise the same
+ * session, replies and hand-off (conn_detach with drain_atrn_take).
+ */
+struct drain;
+struct drain_atrn *drain_atrn_node(struct drain *d, const char *client, const char *node,
+		const char *domains, size_t len, struct buf *out);
+
+/*
+ * Cross-node ATRN (issue 16), set once before the engines start: this
+ * node's cfg (node_id, cluster_tls, hostname), the secret it AUTHs with on
+ * other nodes' cluster_listen (secret(secret_arg, out, outlen): its
+ * length, or -errno), and the client TLS context (core/tls.h; NULL: no
+ * STARTTLS). Without it (secret NULL) a session delivers local mail only.
+ */
+struct drain_atrn_reg;
+typedef int (*drain_atrn_secret_fn)(const void *arg, char *out, size_t outlen);
+struct config;
+struct tls_ctx;
+struct clusterview_live;
+void drain_atrn_set_cluster(struct drain_atrn_reg *r, const struct config *cfg,
+		drain_atrn_secret_fn secret, const void *secret_arg, struct tls_ctx *tls);
+/* The published view of the other nodes (core/clusterview.h) that says
+ * which hold mail for a session's domains; NULL: none. */
+void drain_atrn_set_view(struct drain_atrn_reg *r, const struct clusterview_live *view);
+
 /* The node's ATRN sessions (the hub's; drain.c creates and frees it). */
 struct drain_atrn_reg;
 struct drain_atrn_reg *drain_atrn_reg_new(void);

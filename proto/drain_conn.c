@@ -566,6 +566,8 @@ static void dc_quit(struct drain_conn *dc, const char *why)
  * certificate verified for the same relay host, must any TLS. */
 static int dc_meets(const struct drain_conn *dc, const struct drain_job *j)
 {
+	if (j->auth_user && !smtp_client_authed(dc->cl))
+		return 0;
 	if (j->tls == DOMTAB_TLS_MUST)
 		return dc->tls >= DRAIN_CONN_TLS_ENCRYPTED;
 	if (j->tls == DOMTAB_TLS_VERIFY)
@@ -1184,10 +1186,31 @@ static void dc_tls_refused(struct drain_conn *dc)
 	drain_conn_enter(dc, DRAIN_CONN_QUITTING, dc->end_why);
 }
 
-/* After a feed: follow the client's STARTTLS steps in dc's state. */
+/* The client ended the session (QUIT sent) because the AUTH the job needs
+ * cannot be done (not offered, refused): the job keeps its mail and opens
+ * nothing more; its why has the reason. */
+static void dc_auth_refused(struct drain_conn *dc)
+{
+	const struct smtp_client_result *r = smtp_client_close_reason(dc->cl);
+	struct drain_job *j = dc->job;
+	char text[LOG_ADDR_MAX];
+
+	log_printable(text, sizeof(text), r ? r->text : "", r ? r->text_len : 0);
+	job_why(j, "AUTH failed: %d %s %s (%s)", r ? r->code : 451, r ? r->enh : "4.7.0", text,
+		j->relay);
+	log_warn("%s %.*s (shard %u): %s; mail stays queued", job_kind(j), (int)j->len, j->dom,
+		 j->env->index, j->why);
+	j->gave_up = 1;
+	dc->end_why = "AUTH failed";
+	drain_conn_enter(dc, DRAIN_CONN_QUITTING, dc->end_why);
+}
+
+/* After a feed: follow the client's STARTTLS and AUTH steps in dc's state. */
 static void dc_follow_tls(struct drain_conn *dc)
 {
-	if (smtp_client_tls_refused(dc->cl) &&
+	if (smtp_client_auth_refused(dc->cl) && dc->state == DRAIN_CONN_GREETING)
+		dc_auth_refused(dc);
+	else if (smtp_client_tls_refused(dc->cl) &&
 	    (dc->state == DRAIN_CONN_GREETING || dc->state == DRAIN_CONN_STARTTLS))
 		dc_tls_refused(dc);
 	else if (dc->state == DRAIN_CONN_GREETING && smtp_client_starttls_sent(dc->cl))
@@ -1529,6 +1552,9 @@ static int dc_open(struct drain_job *j)
 		dc->dur.per_msg = calloc(env->done_window, sizeof(*dc->dur.per_msg));
 		if (dc->cl)
 			(void)smtp_client_set_tls(dc->cl, job_client_tls(j));
+		if (dc->cl && j->auth_user &&
+		    smtp_client_set_auth(dc->cl, j->auth_user, j->auth_pass) != 0)
+			dc->cl = smtp_client_free(dc->cl);
 	}
 	if (!dc || !dc->cl || !dc->dur.per_msg) {
 		if (dc) {

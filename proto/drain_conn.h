@@ -210,6 +210,12 @@ struct drain_job {
 	int placeholder;               /* a destination's stand-in job of its
 	                                  IDLE connections: never started, never
 	                                  ended */
+	/* AUTH PLAIN as this (a node's hand-off to a peer, issue 16):
+	 * NULL = none. The strings are the caller's and outlive the job. A
+	 * connection serves such a job only once its AUTH was accepted; a
+	 * peer that does not offer AUTH PLAIN or refuses it makes the job
+	 * give up at once (no reconnect would change it), why says so. */
+	const char *auth_user, *auth_pass;
 	/* The last temporary failure, for the scheduler and its log lines:
 	 * a 4xx reply ("451 4.3.0 text"), a failed connect ("connect to
 	 * host[addr]:port: Connection refused"), a lost connection or a 421;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/base64.h"
 #include "core/log.h"
 #include "proto/smtp_parse.h"
 #include "proto/smtp_reply.h"
@@ -25,6 +26,9 @@
 #define SMTPC_CAPS (SMTP_CLIENT_CAP_PIPELINING | SMTP_CLIENT_CAP_SIZE | \
 	SMTP_CLIENT_CAP_8BITMIME | SMTP_CLIENT_CAP_ENHANCED | SMTP_CLIENT_CAP_SMTPUTF8 | \
 	SMTP_CLIENT_CAP_STARTTLS)
+/* "\0user\0pass" (RFC 4616 2, authzid empty), its base64 and the line. */
+#define SMTPC_PLAIN_MAX (2 + 2 * SMTP_CLIENT_AUTH_PART_MAX)
+#define SMTPC_AUTH_LINE_MAX (sizeof("AUTH PLAIN \r\n") + BASE64_ENCODED_LEN(SMTPC_PLAIN_MAX))
 
 _Static_assert(SMTP_CLIENT_CAP_PIPELINING == SMTP_REPLY_CAP_PIPELINING &&
 		SMTP_CLIENT_CAP_SIZE == SMTP_REPLY_CAP_SIZE &&
@@ -43,6 +47,7 @@ enum smtp_client_state {
 	SMTP_CLIENT_STATE_HELO,         /* EHLO refused, HELO sent */
 	SMTP_CLIENT_STATE_STARTTLS,     /* STARTTLS sent (RFC 3207) */
 	SMTP_CLIENT_STATE_HANDSHAKE,    /* 220 seen: the caller runs TLS */
+	SMTP_CLIENT_STATE_AUTH,         /* AUTH PLAIN sent (RFC 4954) */
 	SMTP_CLIENT_STATE_READY,        /* idle */
 	SMTP_CLIENT_STATE_TX,           /* MAIL/RCPT/DATA replies outstanding */
 	SMTP_CLIENT_STATE_BODY,         /* 354 seen, the caller sends the body */
@@ -52,7 +57,7 @@ enum smtp_client_state {
 };
 
 static const char *const smtp_client_state_names[] = {
-	"GREETING", "EHLO", "HELO", "STARTTLS", "HANDSHAKE", "READY", "TX", "BODY", "DOT", "QUIT",
+	"GREETING", "EHLO", "HELO", "STARTTLS", "HANDSHAKE", "AUTH", "READY", "TX", "BODY", "DOT", "QUIT",
 	"CLOSED",
 };
 
@@ -65,6 +70,7 @@ enum smtp_client_wait {
 	SMTP_CLIENT_WAIT_HELO,
 	SMTP_CLIENT_WAIT_STARTTLS,
 	SMTP_CLIENT_WAIT_TLS,
+	SMTP_CLIENT_WAIT_AUTH,
 	SMTP_CLIENT_WAIT_MAIL,
 	SMTP_CLIENT_WAIT_RCPT,
 	SMTP_CLIENT_WAIT_DATA,
@@ -86,6 +92,7 @@ static const struct {
 	[SMTP_CLIENT_WAIT_STARTTLS] = { SMTP_CLIENT_TIMEOUT_STARTTLS_MS, "sending STARTTLS" },
 	[SMTP_CLIENT_WAIT_TLS] = { SMTP_CLIENT_TIMEOUT_TLS_MS,
 		"performing the TLS handshake" },
+	[SMTP_CLIENT_WAIT_AUTH] = { SMTP_CLIENT_TIMEOUT_AUTH_MS, "sending AUTH" },
 	[SMTP_CLIENT_WAIT_MAIL] = { SMTP_CLIENT_TIMEOUT_MAIL_MS, "sending MAIL FROM" },
 	[SMTP_CLIENT_WAIT_RCPT] = { SMTP_CLIENT_TIMEOUT_RCPT_MS, "sending RCPT TO" },
 	[SMTP_CLIENT_WAIT_DATA] = { SMTP_CLIENT_TIMEOUT_DATA_MS, "sending DATA" },
@@ -135,6 +142,11 @@ struct smtp_client {
 	enum smtp_client_tls tls;     /* STARTTLS policy (smtp_client_set_tls) */
 	int tls_on;                   /* smtp_client_tls_up() called */
 	int tls_refused;              /* ended on the TLS policy */
+	char *auth_line;              /* "AUTH PLAIN <b64>\r\n" or NULL
+	                                 (smtp_client_set_auth); wiped on free */
+	unsigned auth_mechs;          /* SMTP_REPLY_AUTH_* the EHLO offered */
+	int authed;                   /* 2xx to AUTH */
+	int auth_refused;             /* ended because AUTH could not be done */
 	char close_text[SMTP_CLIENT_TEXT_MAX];
 	char peer[SMTPC_PEER_MAX];
 	char line[];                  /* conf->reply_line_max octets, rd's line buffer */
@@ -155,6 +167,7 @@ static enum smtp_client_wait smtp_client_waiting(const struct smtp_client *c)
 	case SMTP_CLIENT_STATE_HELO: return SMTP_CLIENT_WAIT_HELO;
 	case SMTP_CLIENT_STATE_STARTTLS: return SMTP_CLIENT_WAIT_STARTTLS;
 	case SMTP_CLIENT_STATE_HANDSHAKE: return SMTP_CLIENT_WAIT_TLS;
+	case SMTP_CLIENT_STATE_AUTH: return SMTP_CLIENT_WAIT_AUTH;
 	case SMTP_CLIENT_STATE_TX:
 		if (c->acked < c->first)
 			return SMTP_CLIENT_WAIT_RSET;
@@ -414,6 +427,56 @@ static enum smtp_client_event smtp_client_tls_quit(struct smtp_client *c,
 	return smtp_client_send(c, out, "QUIT\r\n", SMTP_CLIENT_STATE_QUIT);
 }
 
+/* AUTH cannot be done: QUIT with the reason (451 4.7.0 text, local, or
+ * the server's refusal when rp is set); the caller holds the mail. */
+static enum smtp_client_event smtp_client_auth_quit(struct smtp_client *c,
+		struct buf *out, const struct smtp_reply *rp, const char *text)
+{
+	char logtext[LOG_TEXT_MAX];
+
+	if (rp) {
+		log_info("smtp client %s: AUTH refused: %d %s %s", c->peer, rp->code, rp->enh,
+				log_printable(logtext, sizeof(logtext), rp->text, rp->text_len));
+		smtp_client_set_close_reason(c, rp->code, rp->enh, rp->text, rp->text_len, 0);
+	} else {
+		log_info("smtp client %s: %s", c->peer, text);
+		smtp_client_set_close_reason(c, 451, "4.7.0", text, strlen(text), 1);
+	}
+	c->auth_refused = 1;
+	return smtp_client_send(c, out, "QUIT\r\n", SMTP_CLIENT_STATE_QUIT);
+}
+
+/* Set-up done, TLS settled: AUTH PLAIN when the session has credentials
+ * (RFC 4954 4: the initial response saves a round trip), else idle. The
+ * line is never logged. */
+static enum smtp_client_event smtp_client_ready(struct smtp_client *c, struct buf *out)
+{
+	if (c->auth_line && !c->authed) {
+		if (!(c->auth_mechs & SMTP_REPLY_AUTH_PLAIN))
+			return smtp_client_auth_quit(c, out, NULL,
+					"AUTH PLAIN is required, but was not offered by host");
+		c->nonmail++;
+		return smtp_client_send(c, out, c->auth_line, SMTP_CLIENT_STATE_AUTH);
+	}
+	smtp_client_enter_state(c, SMTP_CLIENT_STATE_READY);
+	return SMTP_CLIENT_EV_READY;
+}
+
+/* The reply to AUTH PLAIN: 2xx (235) is success; 334 is a protocol error
+ * (the initial response was sent); anything else refuses. */
+static enum smtp_client_event smtp_client_on_auth(struct smtp_client *c, struct buf *out)
+{
+	int cls = c->rd.r.code / 100;
+
+	if (cls == 3)
+		return smtp_client_protocol_error(c, "unexpected challenge to AUTH PLAIN");
+	if (cls != 2)
+		return smtp_client_auth_quit(c, out, &c->rd.r, NULL);
+	c->authed = 1;
+	smtp_client_enter_state(c, SMTP_CLIENT_STATE_READY);
+	return SMTP_CLIENT_EV_READY;
+}
+
 /* The session is set up (EHLO or HELO answered 2xx): STARTTLS first when
  * the policy asks for it and TLS is not up yet (RFC 3207 4), else idle. */
 static enum smtp_client_event smtp_client_setup_done(struct smtp_client *c,
@@ -431,8 +494,7 @@ static enum smtp_client_event smtp_client_setup_done(struct smtp_client *c,
 			return smtp_client_tls_quit(c, out, "4.7.4", not_offered,
 					sizeof(not_offered) - 1);
 	}
-	smtp_client_enter_state(c, SMTP_CLIENT_STATE_READY);
-	return SMTP_CLIENT_EV_READY;
+	return smtp_client_ready(c, out);
 }
 
 /* The reply to STARTTLS (RFC 3207 4): 220 hands over to the caller's
@@ -468,8 +530,7 @@ static enum smtp_client_event smtp_client_on_starttls(struct smtp_client *c,
 		return smtp_client_tls_quit(c, out, "4.7.4", must, (size_t)m);
 	}
 	log_info("smtp client %s: %.*s; going on without TLS", c->peer, n, text);
-	smtp_client_enter_state(c, SMTP_CLIENT_STATE_READY);
-	return SMTP_CLIENT_EV_READY;
+	return smtp_client_ready(c, out);
 }
 
 static enum smtp_client_event smtp_client_on_ehlo(struct smtp_client *c, struct buf *out)
@@ -478,6 +539,7 @@ static enum smtp_client_event smtp_client_on_ehlo(struct smtp_client *c, struct 
 
 	if (cls == 2) {
 		c->caps = c->rd.r.caps & SMTPC_CAPS;
+		c->auth_mechs = c->rd.r.caps & SMTP_REPLY_CAP_AUTH ? c->rd.r.auth : 0;
 		c->size_max = c->rd.r.size_max;
 		return smtp_client_setup_done(c, out);
 	}
@@ -493,6 +555,7 @@ static enum smtp_client_event smtp_client_on_helo(struct smtp_client *c, struct 
 	if (c->rd.r.code / 100 != 2)
 		return smtp_client_refused(c, out);
 	c->caps = 0;
+	c->auth_mechs = 0;
 	c->size_max = 0;
 	return smtp_client_setup_done(c, out);
 }
@@ -651,6 +714,7 @@ static const smtp_client_reply_fn smtp_client_reply_table[] = {
 	[SMTP_CLIENT_STATE_HELO] = smtp_client_on_helo,
 	[SMTP_CLIENT_STATE_STARTTLS] = smtp_client_on_starttls,
 	[SMTP_CLIENT_STATE_HANDSHAKE] = smtp_client_on_unexpected,
+	[SMTP_CLIENT_STATE_AUTH] = smtp_client_on_auth,
 	[SMTP_CLIENT_STATE_READY] = smtp_client_on_unexpected,
 	[SMTP_CLIENT_STATE_TX] = smtp_client_on_tx,
 	[SMTP_CLIENT_STATE_BODY] = smtp_client_on_unexpected,
@@ -721,6 +785,10 @@ struct smtp_client *smtp_client_free(struct smtp_client *c)
 	buf_free(&c->rcpt_map);
 	buf_free(&c->rcpts);
 	buf_free(&c->texts);
+	if (c->auth_line) {
+		explicit_bzero(c->auth_line, strlen(c->auth_line));
+		free(c->auth_line);
+	}
 	free(c);
 	return NULL;
 }
@@ -1016,7 +1084,8 @@ int smtp_client_tls_up(struct smtp_client *c, struct buf *out)
 		return -EBUSY;
 	/* RFC 3207 4.2: discard what the server said before; EHLO again. */
 	c->tls_on = 1;
-	c->caps = c->size_max = 0;
+	c->caps = c->auth_mechs = 0;
+	c->size_max = 0;
 	smtp_reply_reset(&c->rd);
 	if (smtp_client_send_helo(c, out, "EHLO", SMTP_CLIENT_STATE_EHLO) ==
 			SMTP_CLIENT_EV_CLOSE)
@@ -1074,4 +1143,41 @@ int smtp_client_resume(struct smtp_client *c, const struct smtp_client_session *
 	c->tls_on = s->tls_on;
 	smtp_client_enter_state(c, SMTP_CLIENT_STATE_READY);
 	return 0;
+}
+
+int smtp_client_set_auth(struct smtp_client *c, const char *user, const char *pass)
+{
+	char plain[SMTPC_PLAIN_MAX], b64[BASE64_ENCODED_LEN(SMTPC_PLAIN_MAX) + 1];
+	size_t ul = user ? strlen(user) : 0, pl = pass ? strlen(pass) : 0;
+	int n, rc = 0;
+
+	if (c->state != SMTP_CLIENT_STATE_GREETING || smtp_reply_busy(&c->rd) || c->auth_line)
+		return -EBUSY;
+	if (ul == 0 || ul > SMTP_CLIENT_AUTH_PART_MAX || pl > SMTP_CLIENT_AUTH_PART_MAX)
+		return -EINVAL;
+	plain[0] = '\0';
+	memcpy(plain + 1, user, ul);
+	plain[1 + ul] = '\0';
+	memcpy(plain + 2 + ul, pass, pl);
+	n = base64_encode(b64, sizeof(b64), plain, 2 + ul + pl);
+	c->auth_line = n < 0 ? NULL : malloc(SMTPC_AUTH_LINE_MAX);
+	if (n < 0 || !c->auth_line ||
+			snprintf(c->auth_line, SMTPC_AUTH_LINE_MAX, "AUTH PLAIN %s\r\n", b64) < 0) {
+		free(c->auth_line);
+		c->auth_line = NULL;
+		rc = n < 0 ? -EINVAL : -ENOMEM;
+	}
+	explicit_bzero(plain, sizeof(plain));
+	explicit_bzero(b64, sizeof(b64));
+	return rc;
+}
+
+int smtp_client_authed(const struct smtp_client *c)
+{
+	return c->authed;
+}
+
+int smtp_client_auth_refused(const struct smtp_client *c)
+{
+	return c->auth_refused;
 }

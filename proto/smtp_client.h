@@ -50,6 +50,11 @@
  * and its smtp_starttls_timeout (300s) for the handshake the caller runs. */
 #define SMTP_CLIENT_TIMEOUT_STARTTLS_MS (5u * 60u * 1000u)  /* Postfix */
 #define SMTP_CLIENT_TIMEOUT_TLS_MS (5u * 60u * 1000u)       /* Postfix */
+/* RFC 4954 has none: Postfix's smtp_helo_timeout, as for the other set-up
+ * commands. */
+#define SMTP_CLIENT_TIMEOUT_AUTH_MS (5u * 60u * 1000u)      /* Postfix */
+/* RFC 4616 2: authcid and passwd are at most 255 octets each. */
+#define SMTP_CLIENT_AUTH_PART_MAX 255
 
 /* Non-mail commands (EHLO, HELO, RSET) one session sends at most: Exim's
  * default smtp_accept_max_nonmail (it counts RSET, HELO and EHLO, not QUIT)
@@ -305,5 +310,29 @@ struct smtp_client_session {
 };
 int smtp_client_save(const struct smtp_client *c, struct smtp_client_session *s);
 int smtp_client_resume(struct smtp_client *c, const struct smtp_client_session *s);
+
+/*
+ * AUTH PLAIN (RFC 4954, RFC 4616) as user with pass, authzid empty: after
+ * EHLO, and after STARTTLS and the second EHLO when the TLS policy starts
+ * TLS, the session sends "AUTH PLAIN <base64>" before it says EV_READY. A
+ * server whose EHLO does not offer AUTH PLAIN (or a HELO-only server) ends
+ * the session with QUIT and the close reason 451 4.7.0 "AUTH PLAIN is
+ * required, but was not offered by host"; a refused AUTH (535, 454, any
+ * non-2xx) ends it with QUIT and the server's reply as the close reason.
+ * Either way smtp_client_auth_refused() is 1: the caller gives up on the
+ * host rather than retrying the same credentials. Only before the first
+ * feed. user and pass are copied (as the base64 line), the copy wiped by
+ * smtp_client_free(); the credentials never reach a log line. Returns 0,
+ * -EBUSY once the session has started, -EINVAL for an empty user or a part
+ * over SMTP_CLIENT_AUTH_PART_MAX, -ENOMEM.
+ */
+int smtp_client_set_auth(struct smtp_client *c, const char *user, const char *pass);
+
+/* 1 once the server accepted the AUTH (2xx). */
+int smtp_client_authed(const struct smtp_client *c);
+
+/* 1 when the session ended (or is ending with QUIT) because AUTH was
+ * needed and could not be done (see smtp_client_set_auth()). */
+int smtp_client_auth_refused(const struct smtp_client *c);
 
 #endif

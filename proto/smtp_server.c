@@ -121,6 +121,7 @@ struct smtp_session {
 	int trusted;         /* listen_trusted: AUTH without TLS */
 	int odmr;            /* odmr_listen: ATRN, no mail transactions */
 	int submission;      /* submission_listen: MAIL needs AUTH first */
+	int cluster;         /* cluster_listen: node AUTH, then MAIL and ATRN */
 	int relay_net;       /* the client's address may relay (mynetworks) */
 	int reversed;        /* ATRN's reversed session, customer side: no
 	                        STARTTLS, AUTH, ETRN or ATRN (RFC 2645 4) */
@@ -331,7 +332,7 @@ static int smtp_starttls_offered(const struct smtp_session *s)
  * inside TLS, or where the operator said the network is trusted). */
 static int smtp_auth_offered(const struct smtp_session *s)
 {
-	return s->conf->auth && (s->tls || s->trusted) && !s->reversed;
+	return (s->conf->auth || s->cluster) && (s->tls || s->trusted) && !s->reversed;
 }
 
 static int smtp_etrn_offered(const struct smtp_session *s)
@@ -343,7 +344,7 @@ static int smtp_etrn_offered(const struct smtp_session *s)
  * with smtp_atrn. */
 static int smtp_atrn_offered(const struct smtp_session *s)
 {
-	return (s->odmr || s->conf->atrn) && !s->reversed;
+	return (s->odmr || s->cluster || s->conf->atrn) && !s->reversed;
 }
 
 /* RFC 2645 5.1.1: the ODMR EHLO names AUTH and ATRN. Nothing about mail
@@ -456,8 +457,9 @@ static int smtp_check_mail(struct smtp_session *s, struct smtp_cmd_ctx *c, struc
 		return SMTP_CHECK_FAIL;
 	}
 	/* RFC 6409 4.1 and RFC 4954 6: the submission port takes mail from
-	 * authenticated users only, whatever the client's address. */
-	if (s->submission && !s->user[0]) {
+	 * authenticated users only, whatever the client's address; the
+	 * cluster listener from authenticated nodes only. */
+	if ((s->submission || s->cluster) && !s->user[0]) {
 		smtp_reply(s, out, "530 5.7.0 Authentication required");
 		return SMTP_CHECK_FAIL;
 	}
@@ -979,7 +981,7 @@ static int smtp_check_auth(struct smtp_session *s, struct smtp_cmd_ctx *c, struc
 	const char *sp;
 	size_t mlen;
 
-	if (!s->conf->auth) {
+	if (!s->conf->auth && !s->cluster) {
 		smtp_reply(s, out, "503 5.5.1 Error: authentication not enabled");
 		return SMTP_CHECK_FAIL;
 	}
@@ -1638,6 +1640,11 @@ void smtp_server_set_relay(struct smtp_session *s)
 void smtp_server_set_submission(struct smtp_session *s)
 {
 	s->submission = 1;
+}
+
+void smtp_server_set_cluster(struct smtp_session *s)
+{
+	s->cluster = 1;
 }
 
 void smtp_server_set_reversed(struct smtp_session *s)

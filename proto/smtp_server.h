@@ -181,6 +181,14 @@ void smtp_server_set_relay(struct smtp_session *s);
  * feed. */
 void smtp_server_set_submission(struct smtp_session *s);
 
+/* The connection came through a cluster_listen listener (issue 16): AUTH
+ * is offered there whatever conf->auth says (the glue checks it against
+ * the cluster secret, proto/auth.h), inside TLS or where
+ * smtp_server_set_trusted() said so; MAIL before a successful AUTH is
+ * "530 5.7.0 Authentication required" (ATRN is, everywhere); ATRN is
+ * answered. */
+void smtp_server_set_cluster(struct smtp_session *s);
+
 /*
  * ATRN's reversed session (RFC 2645 4, the customer's side: we sent ATRN
  * to an upstream, it said 250, and now it is the client on our

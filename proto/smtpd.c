@@ -33,6 +33,7 @@
 #include "proto/smtp_parse.h"
 #include "proto/drain.h"
 #include "proto/atrn.h"
+#include "proto/drain_atrn.h"
 #include "proto/etrn.h"
 #include "proto/expire.h"
 #include "proto/qid.h"
@@ -51,6 +52,7 @@ struct smtpd {
 	struct drain *drain;
 	struct tls_ctx *tls;                /* STARTTLS server context, NULL: none */
 	const struct auth_backend *auth;    /* password checks, NULL: no AUTH */
+	const struct auth_backend *cluster_auth; /* node AUTH on cluster_listen */
 	unsigned auth_pending;              /* checks out on the verifier pool */
 	/* Sessions whose connection is gone while their check is out: the
 	 * answer frees them, or smtpd_free() does when the loop finished
@@ -90,6 +92,7 @@ struct smtpd_conn {
 	int stopping;                /* the server is shutting down */
 	int closing;                 /* conn_close() called */
 	int relay_logged;            /* "may relay" said for this session */
+	int cluster;                 /* came through cluster_listen */
 	struct smtpd_reversed *rev;  /* ATRN's reversed session; NULL: accepted */
 };
 
@@ -198,6 +201,11 @@ void smtpd_set_auth(struct smtpd *d, const struct auth_backend *b)
 {
 	d->auth = b && b->check ? b : NULL;
 	d->sconf.auth = d->auth != NULL;
+}
+
+void smtpd_set_cluster_auth(struct smtpd *d, const struct auth_backend *b)
+{
+	d->cluster_auth = b && b->check ? b : NULL;
 }
 
 /* The server limits cfg gives a session (the one place they are copied). */
@@ -449,6 +457,16 @@ static void smtpd_open_kind(struct smtpd_conn *sc, struct conn *c, const char *p
 		smtp_server_set_submission(sc->s);
 		smtpd_submission_check(sc->d, lflags);
 	}
+	/* Issue 16: other nodes only. AUTH in the clear only where the
+	 * transfers may go in the clear (cluster_tls = may) and no TLS can be
+	 * offered; mynetworks gives no relay right here: a node's AUTH does. */
+	if (lflags & CONFIG_LISTEN_CLUSTER) {
+		sc->cluster = 1;
+		smtp_server_set_cluster(sc->s);
+		if (!sc->d->tls && sc->d->cfg->cluster_tls == CONFIG_CLUSTER_TLS_MAY)
+			smtp_server_set_trusted(sc->s);
+		return;
+	}
 	if (smtpd_in_mynetworks(sc->d->cfg, peer)) {
 		smtp_server_set_relay(sc->s);
 		log_info("client [%s] may relay: mynetworks", peer);
@@ -645,14 +663,15 @@ static void smtpd_auth_done(void *arg, uint64_t handle, enum auth_result r)
  * (smtpd_auth_done() resumes the input), 0 when it was given at once. */
 static int smtpd_auth(struct smtpd_conn *sc, struct buf *out, enum smtp_event *ev)
 {
-	const struct auth_backend *b = sc->d->auth;
+	const struct auth_backend *b = sc->cluster ? sc->d->cluster_auth : sc->d->auth;
 	struct smtp_session *s = sc->s;
 	const char *pass;
 	size_t plen;
-	int rc;
+	int rc = -AUTH_TEMP;
 
 	pass = smtp_server_auth_pass(s, &plen);
-	rc = b->check(b->arg, conn_loop(sc->c), conn_handle(sc->c), conn_peer(sc->c),
+	if (b)
+		rc = b->check(b->arg, conn_loop(sc->c), conn_handle(sc->c), conn_peer(sc->c),
 		      smtp_server_auth_user(s), pass, plen, smtpd_auth_done, sc);
 	smtp_server_auth_wipe(s);
 	if (rc == 0) {
@@ -711,6 +730,9 @@ static int smtpd_atrn(struct smtpd_conn *sc, struct buf *out)
 	/* The drain's own 451s: shutting down, or the generic one. */
 	if (!d->drain || sc->stopping)
 		(void)atrn_reply(out, sc->stopping ? ATRN_STOPPING : ATRN_NO_MEMORY);
+	else if (sc->cluster)
+		as = drain_atrn_node(d->drain, conn_peer(sc->c), smtp_server_user(sc->s), list,
+				     len, out);
 	else
 		as = drain_atrn(d->drain, conn_peer(sc->c), smtp_server_user(sc->s), list, len, out);
 	metrics_replies(out, from, metrics_atrn_reply);

@@ -53,6 +53,11 @@ void smtpd_set_tls(struct smtpd *d, struct tls_ctx *ctx);
 struct auth_backend;
 void smtpd_set_auth(struct smtpd *d, const struct auth_backend *b);
 
+/* Check node AUTH on cluster_listen connections through b (the cluster
+ * secret, admin/cluster_auth.h; outlives d); NULL: every AUTH there is
+ * answered 454 4.7.0. Call before the first connection. */
+void smtpd_set_cluster_auth(struct smtpd *d, const struct auth_backend *b);
+
 /* Attach the node-wide DATA memory budget (core/budget.h; it must outlive
  * d). Without one, DATA buffers are bounded per session only. Call before
  * the first connection. */

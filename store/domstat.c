@@ -17,7 +17,9 @@
 
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "core/ascii.h"
 #include "core/hash.h"
 #include "core/log.h"
 
@@ -28,12 +30,23 @@ struct domstat_cell {
 	_Atomic uint64_t key;     /* 0: empty */
 	_Atomic int64_t msgs;
 	_Atomic int64_t bytes;
-	uint64_t pad;             /* 32 bytes: two cells per cache line */
+	/* The domain's name (a domain's own cell; NULL for a wildcard's, or
+	 * until the first add names it): set once with a CAS, freed with the
+	 * table. 32 bytes: two cells per cache line. */
+	_Atomic(char *) name;
 };
 
 struct domstat {
 	struct domstat_cell *cells;
 	size_t mask;
+	/* Set by an add (only when clear: a load, no store, on the hot path
+	 * once set), cleared by domstat_changed(). */
+	atomic_int changed;
+	/* The named cells in naming order, for the walk: named[i] = slot + 1
+	 * (0 while the namer has not stored it yet); nnamed claims a place.
+	 * At most one place per slot, so mask + 1 places. */
+	_Atomic uint32_t *named;
+	_Atomic size_t nnamed;
 };
 
 #define DOMSTAT_WILD "*."   /* a wildcard name: "*." + the parent */
@@ -65,7 +78,10 @@ struct domstat *domstat_new(size_t max_domains)
 	while (n < max_domains * 2)
 		n *= 2;
 	t->cells = calloc(n, sizeof(*t->cells));
-	if (!t->cells) {
+	t->named = calloc(n, sizeof(*t->named));
+	if (!t->cells || !t->named) {
+		free(t->cells);
+		free(t->named);
 		free(t);
 		return NULL;
 	}
@@ -76,7 +92,10 @@ struct domstat *domstat_new(size_t max_domains)
 struct domstat *domstat_free(struct domstat *t)
 {
 	if (t) {
+		for (size_t i = 0; i <= t->mask; i++)
+			free(atomic_load_explicit(&t->cells[i].name, memory_order_relaxed));
 		free(t->cells);
+		free(t->named);
 		free(t);
 	}
 	return NULL;
@@ -127,6 +146,33 @@ void domstat_add(struct domstat_cell *c, int64_t msgs, int64_t bytes)
 	atomic_fetch_add_explicit(&c->bytes, bytes, memory_order_relaxed);
 }
 
+/* Name a domain's own cell at its first add (once per domain: a malloc
+ * per new domain, never per message). Out of memory: left unnamed (its
+ * counts work; only the cluster's per-domain walk misses it). */
+static void name_cell(struct domstat *t, struct domstat_cell *c, const char *domain, size_t len)
+{
+	char *want = NULL, *n;
+	size_t i;
+
+	if (atomic_load_explicit(&c->name, memory_order_acquire))
+		return;
+	if (len > 0 && domain[len - 1] == '.')
+		len--;
+	n = malloc(len + 1);
+	if (!n)
+		return;
+	ascii_lower_copy(n, domain, len);
+	n[len] = '\0';
+	if (!atomic_compare_exchange_strong_explicit(&c->name, &want, n, memory_order_release,
+						     memory_order_relaxed)) {
+		free(n); /* another thread named it first */
+		return;
+	}
+	/* Each cell is named once: never more places than slots. */
+	i = atomic_fetch_add_explicit(&t->nnamed, 1, memory_order_relaxed);
+	atomic_store_explicit(&t->named[i], (uint32_t)(c - t->cells) + 1, memory_order_release);
+}
+
 void domstat_add_domain(struct domstat *t, const char *domain, size_t len,
 			int64_t msgs, int64_t bytes)
 {
@@ -136,8 +182,12 @@ void domstat_add_domain(struct domstat *t, const char *domain, size_t len,
 
 	if (len > DOMSTAT_NAME_MAX + 1)
 		return;
-	if ((c = cell_of(t, domstat_hash(domain, len))))
+	if ((c = cell_of(t, domstat_hash(domain, len)))) {
+		name_cell(t, c, domain, len);
 		domstat_add(c, msgs, bytes);
+	}
+	if (!atomic_load_explicit(&t->changed, memory_order_relaxed))
+		atomic_store_explicit(&t->changed, 1, memory_order_relaxed);
 	/* Every enclosing wildcard, nearest first, as domtab_find() probes
 	 * them: the parent after each dot (a trailing dot is no label). */
 	for (size_t i = 0; i + 1 < len; i++) {
@@ -163,4 +213,34 @@ uint64_t domstat_msgs(const struct domstat *t, const char *domain, size_t len)
 	int64_t v = c ? atomic_load_explicit(&c->msgs, memory_order_relaxed) : 0;
 
 	return v > 0 ? (uint64_t)v : 0;
+}
+
+void domstat_walk(const struct domstat *t, domstat_walk_fn fn, void *arg)
+{
+	size_t n = atomic_load_explicit(&((struct domstat *)t)->nnamed, memory_order_acquire);
+
+	if (n > t->mask + 1)
+		n = t->mask + 1;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t s = atomic_load_explicit(&t->named[i], memory_order_acquire);
+		struct domstat_cell *c;
+		const char *name;
+		int64_t m, b;
+
+		if (s == 0)
+			continue; /* its namer is storing it: the next walk has it */
+		c = &t->cells[s - 1];
+		name = atomic_load_explicit(&c->name, memory_order_acquire);
+		m = atomic_load_explicit(&c->msgs, memory_order_relaxed);
+		b = atomic_load_explicit(&c->bytes, memory_order_relaxed);
+		fn(arg, i, name, m > 0 ? (uint64_t)m : 0, b > 0 ? (uint64_t)b : 0);
+	}
+}
+
+int domstat_changed(struct domstat *t)
+{
+	/* Cheap test first: the poller runs every ~100 ms, mostly idle. */
+	if (!atomic_load_explicit(&t->changed, memory_order_relaxed))
+		return 0;
+	return atomic_exchange_explicit(&t->changed, 0, memory_order_relaxed) != 0;
 }

@@ -11,6 +11,9 @@
  * Mail is also counted under every enclosing wildcard name: a.b.example.test
  * under "*.b.example.test", "*.example.test" and "*.test", so the quota of a
  * wildcard row is one total for all the names it covers (issue 10 item 5).
+ * Issue 16: a domain's own cell also keeps its name (set once, never
+ * freed before the table), so the cluster thread can walk the table and
+ * publish the held counts per domain, and a "changed" flag tells it when.
  */
 #ifndef ETRND_STORE_DOMSTAT_H
 #define ETRND_STORE_DOMSTAT_H
@@ -40,6 +43,22 @@ void domstat_add(struct domstat_cell *c, int64_t msgs, int64_t bytes);
  * total keeps counting however many names under it arrive. Thread-safe. */
 void domstat_add_domain(struct domstat *t, const char *domain, size_t len,
 		int64_t msgs, int64_t bytes);
+
+/* Every domain counted by domstat_add_domain() (its own cell, not the
+ * wildcard ones), in the order they were first counted: fn(arg, idx, name,
+ * msgs, bytes) with idx the domain's place in that order (0, 1, ...; fixed
+ * for the life of the table, so a caller may keep per-domain state in an
+ * array by idx) and name lower-cased, NUL-terminated, valid while t is.
+ * Counts may be 0 (drained) and are a moment's values. Any thread;
+ * lock-free; touches only the named cells (an index of them is kept), not
+ * the whole table. */
+typedef void (*domstat_walk_fn)(void *arg, size_t idx, const char *name,
+		uint64_t msgs, uint64_t bytes);
+void domstat_walk(const struct domstat *t, domstat_walk_fn fn, void *arg);
+
+/* 1 if a count changed since the last call (which clears it), else 0.
+ * For one poller (the cluster thread); the adders only set it. */
+int domstat_changed(struct domstat *t);
 
 /* Current counters of a domain; 0 for a domain never counted. */
 uint64_t domstat_bytes(const struct domstat *t, const char *domain, size_t len);

@@ -168,6 +168,9 @@ static void fz_run(const struct smtp_client_conf *conf, const char *in, size_t n
 	d.reject = d.first == 3;
 	if (smtp_client_set_tls(d.c, d.tls) != 0)
 		__builtin_trap();
+	/* Half the inputs (both replays alike) run with AUTH PLAIN. */
+	if ((sel & 1) && smtp_client_set_auth(d.c, "node3", "fuzz-secret") != 0)
+		__builtin_trap();
 	while (i < n && ev != SMTP_CLIENT_EV_CLOSE) {
 		size_t k = chunk && chunk < n - i ? chunk : n - i, off = 0;
 

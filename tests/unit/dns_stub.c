@@ -325,16 +325,9 @@ void dns_stub_answer_one_cb(void *cookie, const struct resolver_result *res)
 
 int dns_stub_answer_wait(struct dns_stub_answer *w, unsigned max_ms)
 {
-	struct timespec dl;
+	struct timespec dl = now_realtime_after(max_ms);
 	int calls;
 
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_sec += max_ms / 1000;
-	dl.tv_nsec += (long)(max_ms % 1000) * 1000000L;
-	if (dl.tv_nsec >= 1000000000L) {
-		dl.tv_sec++;
-		dl.tv_nsec -= 1000000000L;
-	}
 	pthread_mutex_lock(&w->mu);
 	while (w->calls < 1 && pthread_cond_timedwait(&w->cv, &w->mu, &dl) == 0)
 		;

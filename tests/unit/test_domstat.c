@@ -118,3 +118,64 @@ Test(domstat, wildcard_counts_when_full)
 	cr_expect_eq(domstat_bytes(t, "*.example.test", 14), 2000);
 	domstat_free(t);
 }
+
+struct walk_seen {
+	const char *name[8];
+	uint64_t msgs[8], bytes[8];
+	size_t idx[8];
+	int n;
+};
+
+static void walk_one(void *arg, size_t slot, const char *name, uint64_t msgs, uint64_t bytes)
+{
+	struct walk_seen *w = arg;
+
+	cr_assert_lt(w->n, 8);
+	w->name[w->n] = name;
+	w->msgs[w->n] = msgs;
+	w->bytes[w->n] = bytes;
+	w->idx[w->n++] = slot;
+}
+
+static int walk_find(const struct walk_seen *w, const char *name)
+{
+	for (int i = 0; i < w->n; i++)
+		if (!strcmp(w->name[i], name))
+			return i;
+	return -1;
+}
+
+/* Issue 16: the walk names each domain's own cell once, lower-cased and
+ * without its trailing dot, never a wildcard's; a drained domain is still
+ * walked, with 0; the changed flag is set by an add and cleared by its
+ * reader. */
+Test(domstat, walk_and_changed)
+{
+	struct domstat *t = domstat_new(16);
+	struct walk_seen w = { .n = 0 };
+	int a, b;
+
+	cr_expect_eq(domstat_changed(t), 0, "nothing added yet");
+	domstat_add_domain(t, "A.Example.Test.", 15, 2, 200);
+	domstat_add_domain(t, "a.example.test", 14, 1, 100);
+	domstat_add_domain(t, "b.test", 6, 1, 10);
+	cr_expect_eq(domstat_changed(t), 1);
+	cr_expect_eq(domstat_changed(t), 0, "cleared by the read");
+	domstat_walk(t, walk_one, &w);
+	cr_expect_eq(w.n, 2, "two domains, their wildcards not walked");
+	a = walk_find(&w, "a.example.test");
+	b = walk_find(&w, "b.test");
+	cr_assert(a >= 0 && b >= 0);
+	cr_expect_eq(w.msgs[a], 3);
+	cr_expect_eq(w.bytes[a], 300);
+	cr_expect_eq(w.idx[a], 0, "the first domain counted is idx 0");
+	cr_expect_eq(w.idx[b], 1);
+	domstat_add_domain(t, "b.test", 6, -1, -10);
+	cr_expect_eq(domstat_changed(t), 1, "a removal is a change");
+	w.n = 0;
+	domstat_walk(t, walk_one, &w);
+	b = walk_find(&w, "b.test");
+	cr_assert(b >= 0, "a drained domain is still walked");
+	cr_expect_eq(w.msgs[b], 0);
+	domstat_free(t);
+}

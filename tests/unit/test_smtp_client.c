@@ -70,14 +70,17 @@ struct t_case {
 	enum smtp_client_event want_ev; /* NEED_INPUT (still open) or CLOSE */
 };
 
-/* The STARTTLS side of a case (t_tls_cases; the others run with none). */
+/* The STARTTLS and AUTH side of a case (t_tls_cases, t_auth_cases; the
+ * others run with none). */
 struct t_tls {
 	enum smtp_client_tls level;
 	int reject;            /* on EV_STARTTLS: reject, as verify does with a
 	                          bad certificate; else the handshake "works" */
+	const char *user;      /* AUTH PLAIN credentials; NULL: none */
+	const char *pass;
 };
 
-static const struct t_tls t_tls_none = { SMTP_CLIENT_TLS_NONE, 0 };
+static const struct t_tls t_tls_none = { SMTP_CLIENT_TLS_NONE, 0, NULL, NULL };
 
 struct t_result {
 	char out[T_RESULT_MAX];
@@ -256,6 +259,8 @@ static void t_run(const struct t_case *tc, const struct t_tls *tls, size_t chunk
 	d.c = smtp_client_new(&t_confs[tc->conf], "192.0.2.7");
 	cr_assert(d.c != NULL);
 	cr_assert_eq(smtp_client_set_tls(d.c, tls->level), 0);
+	if (tls->user)
+		cr_assert_eq(smtp_client_set_auth(d.c, tls->user, tls->pass), 0);
 	while (i < n && ev != SMTP_CLIENT_EV_CLOSE) {
 		size_t k = chunk && chunk < n - i ? chunk : n - i, off = 0;
 
@@ -292,6 +297,10 @@ static void t_run(const struct t_case *tc, const struct t_tls *tls, size_t chunk
 		ev = SMTP_CLIENT_EV_NEED_INPUT;
 	if (smtp_client_tls_refused(d.c))
 		t_printf(r, "tls refused\n");
+	if (smtp_client_authed(d.c))
+		t_printf(r, "authed\n");
+	if (smtp_client_auth_refused(d.c))
+		t_printf(r, "auth refused\n");
 	if (smtp_client_closed(d.c)) {
 		why = smtp_client_close_reason(d.c);
 		if (why == NULL) {
@@ -807,18 +816,18 @@ static const struct t_case t_tls_cases[] = {
 };
 
 static const struct t_tls t_tls_opts[] = {
-	{ SMTP_CLIENT_TLS_MAY, 0 },
-	{ SMTP_CLIENT_TLS_MUST, 0 },
-	{ SMTP_CLIENT_TLS_NONE, 0 },
-	{ SMTP_CLIENT_TLS_MAY, 0 },
-	{ SMTP_CLIENT_TLS_MUST, 0 },
-	{ SMTP_CLIENT_TLS_MUST, 0 },
-	{ SMTP_CLIENT_TLS_MAY, 0 },
-	{ SMTP_CLIENT_TLS_MUST, 0 },
-	{ SMTP_CLIENT_TLS_MUST, 1 },
-	{ SMTP_CLIENT_TLS_MAY, 0 },
-	{ SMTP_CLIENT_TLS_MAY, 0 },
-	{ SMTP_CLIENT_TLS_MUST, 0 },
+	{ SMTP_CLIENT_TLS_MAY, 0, NULL, NULL },
+	{ SMTP_CLIENT_TLS_MUST, 0, NULL, NULL },
+	{ SMTP_CLIENT_TLS_NONE, 0, NULL, NULL },
+	{ SMTP_CLIENT_TLS_MAY, 0, NULL, NULL },
+	{ SMTP_CLIENT_TLS_MUST, 0, NULL, NULL },
+	{ SMTP_CLIENT_TLS_MUST, 0, NULL, NULL },
+	{ SMTP_CLIENT_TLS_MAY, 0, NULL, NULL },
+	{ SMTP_CLIENT_TLS_MUST, 0, NULL, NULL },
+	{ SMTP_CLIENT_TLS_MUST, 1, NULL, NULL },
+	{ SMTP_CLIENT_TLS_MAY, 0, NULL, NULL },
+	{ SMTP_CLIENT_TLS_MAY, 0, NULL, NULL },
+	{ SMTP_CLIENT_TLS_MUST, 0, NULL, NULL },
 };
 
 Test(smtp_client, starttls)
@@ -829,6 +838,115 @@ Test(smtp_client, starttls)
 			sizeof(t_tls_opts) / sizeof(t_tls_opts[0]));
 	for (i = 0; i < sizeof(t_tls_cases) / sizeof(t_tls_cases[0]); i++)
 		t_check_tls(&t_tls_cases[i], &t_tls_opts[i]);
+}
+
+/* ---- AUTH PLAIN (RFC 4954, RFC 4616): the hand-off of a node ------------ */
+
+#define S_EHLO_AUTH "250-mx.c.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n" \
+	"250-ENHANCEDSTATUSCODES\r\n250-AUTH PLAIN LOGIN\r\n250 SMTPUTF8\r\n"
+#define S_EHLO_AUTH_OLD "250-mx.c.test\r\n250-PIPELINING\r\n250-AUTH=LOGIN PLAIN\r\n" \
+	"250 SIZE 1000\r\n"
+#define S_EHLO_LOGIN "250-mx.c.test\r\n250-PIPELINING\r\n250 AUTH LOGIN CRAM-MD5\r\n"
+#define S_EHLO_TLS_ONLY "250-mx.c.test\r\n250-STARTTLS\r\n250 SIZE 1000\r\n"
+#define S_EHLO_TLS_AUTH "250-mx.c.test\r\n250-PIPELINING\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n"
+#define S_AUTH_OK "235 2.7.0 Authentication successful\r\n"
+#define S_AUTH_BAD "535 5.7.8 Error: authentication failed\r\n"
+/* "\0node3\0s3cret" */
+#define C_AUTH "AUTH PLAIN AG5vZGUzAHMzY3JldA==\r\n"
+
+static const struct t_case t_auth_cases[] = {
+	{ "AUTH PLAIN offered: AUTH first, then mail", T_NORMAL,
+		G S_EHLO_AUTH S_AUTH_OK S_FULL_A S_BYE, 0, "A", 1, 0, 0,
+		C_EHLO C_AUTH C_FULL_A C_QUIT, R_READY R_A_SENT "authed\n" R_CLEAN,
+		SMTP_CLIENT_EV_CLOSE },
+	{ "the old AUTH= form offers it too", T_NORMAL,
+		G S_EHLO_AUTH_OLD S_AUTH_OK S_FULL_A S_BYE, 0, "A", 1, 0, 0,
+		C_EHLO C_AUTH C_FULL_A C_QUIT, "ready caps=0x3\n" R_A_SENT "authed\n" R_CLEAN,
+		SMTP_CLIENT_EV_CLOSE },
+	{ "AUTH not offered: QUIT, nothing sent, a clear why", T_NORMAL,
+		G S_EHLO S_BYE, 0, "A", 1, 0, 0, C_EHLO C_QUIT,
+		"auth refused\nclosed: T* 451 4.7.0 AUTH PLAIN is required, but was not "
+		"offered by host\n", SMTP_CLIENT_EV_CLOSE },
+	{ "AUTH without PLAIN (LOGIN only): refused the same", T_NORMAL,
+		G S_EHLO_LOGIN S_BYE, 0, "A", 1, 0, 0, C_EHLO C_QUIT,
+		"auth refused\nclosed: T* 451 4.7.0 AUTH PLAIN is required, but was not "
+		"offered by host\n", SMTP_CLIENT_EV_CLOSE },
+	{ "HELO-only server cannot offer AUTH", T_NORMAL,
+		G "502 5.5.2 Error: command not recognized\r\n250 mx.c.test\r\n" S_BYE, 0, "A",
+		1, 0, 0, C_EHLO "HELO relay.test\r\n" C_QUIT,
+		"auth refused\nclosed: T* 451 4.7.0 AUTH PLAIN is required, but was not "
+		"offered by host\n", SMTP_CLIENT_EV_CLOSE },
+	{ "535: QUIT with the server's words, no mail", T_NORMAL,
+		G S_EHLO_AUTH S_AUTH_BAD S_BYE, 0, "A", 1, 0, 0, C_EHLO C_AUTH C_QUIT,
+		"auth refused\nclosed: B 535 5.7.8 Error: authentication failed\n",
+		SMTP_CLIENT_EV_CLOSE },
+	{ "454 (temporary) refuses too", T_NORMAL,
+		G S_EHLO_AUTH "454 4.7.0 Temporary authentication failure\r\n" S_BYE, 0, "A", 1,
+		0, 0, C_EHLO C_AUTH C_QUIT,
+		"auth refused\nclosed: T 454 4.7.0 Temporary authentication failure\n",
+		SMTP_CLIENT_EV_CLOSE },
+	{ "334 after the initial response is a protocol error", T_NORMAL,
+		G S_EHLO_AUTH "334 \r\n", 0, "A", 1, 0, 0, C_EHLO C_AUTH,
+		"closed: T* 451 4.5.0 protocol error: unexpected challenge to AUTH PLAIN while "
+		"sending AUTH\n", SMTP_CLIENT_EV_CLOSE },
+	{ "421 to AUTH ends the session", T_NORMAL,
+		G S_EHLO_AUTH "421 4.3.2 shutting down\r\n", 0, "A", 1, 0, 0, C_EHLO C_AUTH,
+		"closed: T 421 4.3.2 shutting down\n", SMTP_CLIENT_EV_CLOSE },
+	{ "no reply to AUTH: the AUTH timeout", T_NORMAL,
+		G S_EHLO_AUTH, 0, "A", 1, 1, 0, C_EHLO C_AUTH,
+		"timeout=300000\nclosed: T* 451 4.4.2 conversation timed out while sending "
+		"AUTH\n", SMTP_CLIENT_EV_CLOSE },
+	{ "EOF while AUTH is answered", T_NORMAL,
+		G S_EHLO_AUTH, 0, "A", 1, 0, 1, C_EHLO C_AUTH,
+		"closed: T* 451 4.4.2 lost connection with server while sending AUTH\n",
+		SMTP_CLIENT_EV_CLOSE },
+	{ "may: STARTTLS first, AUTH inside TLS from the second EHLO", T_NORMAL,
+		G S_EHLO_TLS_ONLY S_TLS_GO S_EHLO_TLS_AUTH S_AUTH_OK S_FULL_A S_BYE, 0, "A", 1, 0,
+		0, C_EHLO C_STARTTLS C_EHLO C_AUTH C_MAIL_NOSIZE C_RCPT("a") "DATA\r\n" C_BODY
+		C_QUIT, "starttls\nready caps=0x5\n" R_A_SENT "authed\n" R_CLEAN,
+		SMTP_CLIENT_EV_CLOSE },
+	{ "must: AUTH offered before TLS only counts after it: refused", T_NORMAL,
+		G "250-mx.c.test\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n" S_TLS_GO
+		S_EHLO_AFTER S_BYE, 0, "A", 1, 0, 0, C_EHLO C_STARTTLS C_EHLO C_QUIT,
+		"starttls\nauth refused\nclosed: T* 451 4.7.0 AUTH PLAIN is required, but was "
+		"not offered by host\n", SMTP_CLIENT_EV_CLOSE },
+	{ "may: 454 to STARTTLS, AUTH in the clear with the first EHLO's offer", T_NORMAL,
+		G "250-mx.c.test\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n" S_TLS_454 S_AUTH_OK
+		S_MAIL S_RCPT S_GO S_QUEUED S_BYE, 0, "A", 1, 0, 0,
+		C_EHLO C_STARTTLS C_AUTH C_MAIL_NOSIZE C_RCPT("a") "DATA\r\n" C_BODY C_QUIT,
+		"ready caps=0x20\n" R_A_SENT "authed\n" R_CLEAN, SMTP_CLIENT_EV_CLOSE },
+	{ "must: TLS not offered: the TLS refusal wins, AUTH never sent", T_NORMAL,
+		G S_EHLO_AUTH S_BYE, 0, "A", 1, 0, 0, C_EHLO C_QUIT,
+		"tls refused\nclosed: T* 451 4.7.4 TLS is required, but was not offered by host\n",
+		SMTP_CLIENT_EV_CLOSE },
+};
+
+static const struct t_tls t_auth_opts[] = {
+	{ SMTP_CLIENT_TLS_NONE, 0, "node3", "s3cret" },
+	{ SMTP_CLIENT_TLS_NONE, 0, "node3", "s3cret" },
+	{ SMTP_CLIENT_TLS_NONE, 0, "node3", "s3cret" },
+	{ SMTP_CLIENT_TLS_NONE, 0, "node3", "s3cret" },
+	{ SMTP_CLIENT_TLS_NONE, 0, "node3", "s3cret" },
+	{ SMTP_CLIENT_TLS_NONE, 0, "node3", "s3cret" },
+	{ SMTP_CLIENT_TLS_NONE, 0, "node3", "s3cret" },
+	{ SMTP_CLIENT_TLS_NONE, 0, "node3", "s3cret" },
+	{ SMTP_CLIENT_TLS_NONE, 0, "node3", "s3cret" },
+	{ SMTP_CLIENT_TLS_NONE, 0, "node3", "s3cret" },
+	{ SMTP_CLIENT_TLS_NONE, 0, "node3", "s3cret" },
+	{ SMTP_CLIENT_TLS_MAY, 0, "node3", "s3cret" },
+	{ SMTP_CLIENT_TLS_MUST, 0, "node3", "s3cret" },
+	{ SMTP_CLIENT_TLS_MAY, 0, "node3", "s3cret" },
+	{ SMTP_CLIENT_TLS_MUST, 0, "node3", "s3cret" },
+};
+
+Test(smtp_client, auth_plain)
+{
+	size_t i;
+
+	cr_assert_eq(sizeof(t_auth_cases) / sizeof(t_auth_cases[0]),
+			sizeof(t_auth_opts) / sizeof(t_auth_opts[0]));
+	for (i = 0; i < sizeof(t_auth_cases) / sizeof(t_auth_cases[0]); i++)
+		t_check_tls(&t_auth_cases[i], &t_auth_opts[i]);
 }
 
 /* ---- API edges ------------------------------------------------------------ */
@@ -1073,6 +1191,40 @@ Test(smtp_client, starttls_handshake_phase)
 			why->text_len));
 	cr_assert_eq(smtp_client_tls_refused(c), 0);
 	cr_assert_eq(smtp_client_tls_up(c, &out), -EBUSY);
+	buf_free(&out);
+	smtp_client_free(c);
+}
+
+/* set_auth's edges: only before the session starts, bounded parts, once. */
+Test(smtp_client, auth_set_edges)
+{
+	char big[SMTP_CLIENT_AUTH_PART_MAX + 2];
+	struct smtp_client *c = smtp_client_new(&t_confs[T_NORMAL], NULL);
+	struct buf out;
+
+	log_set_level(LOGL_ERR);
+	buf_init(&out, 0);
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	cr_assert_eq(smtp_client_set_auth(c, "", "p"), -EINVAL);
+	cr_assert_eq(smtp_client_set_auth(c, NULL, "p"), -EINVAL);
+	cr_assert_eq(smtp_client_set_auth(c, big, "p"), -EINVAL);
+	cr_assert_eq(smtp_client_set_auth(c, "u", big), -EINVAL);
+	big[SMTP_CLIENT_AUTH_PART_MAX] = '\0'; /* exactly the maximum: fine */
+	cr_assert_eq(smtp_client_set_auth(c, big, big), 0);
+	cr_assert_eq(smtp_client_set_auth(c, "u", "p"), -EBUSY);
+	cr_assert_eq(smtp_client_authed(c), 0);
+	cr_assert_eq(t_feed_all(c, G, &out), SMTP_CLIENT_EV_NEED_INPUT);
+	cr_assert_eq(t_feed_all(c, S_EHLO_AUTH, &out), SMTP_CLIENT_EV_NEED_INPUT);
+	cr_assert_eq(smtp_client_timeout_ms(c), SMTP_CLIENT_TIMEOUT_AUTH_MS);
+	cr_assert_eq(t_feed_all(c, S_AUTH_OK, &out), SMTP_CLIENT_EV_READY);
+	cr_assert_eq(smtp_client_authed(c), 1);
+	buf_free(&out);
+	smtp_client_free(c);
+	c = smtp_client_new(&t_confs[T_NORMAL], NULL);
+	buf_init(&out, 0);
+	cr_assert_eq(t_feed_all(c, G, &out), SMTP_CLIENT_EV_NEED_INPUT);
+	cr_assert_eq(smtp_client_set_auth(c, "u", "p"), -EBUSY); /* too late */
 	buf_free(&out);
 	smtp_client_free(c);
 }
