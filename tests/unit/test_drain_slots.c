@@ -24,6 +24,7 @@
 #include "log_capture.h"
 #include "loopback.h"
 #include "core/log.h"
+#include "core/loop.h"
 #include "store/spool_index.h"
 
 #define T_TIMEOUT_S 60
@@ -245,6 +246,60 @@ static struct domtab *t_table(unsigned short port)
 	return t;
 }
 
+/* One engine with T_MSGS messages for cust.test, the hog holding every
+ * read slot, an ETRN, and the drain's connection waiting for a slot
+ * (logged in cap, at debug level until the caller sets it back). */
+struct t_waiting {
+	struct engine_fixture f;
+	struct t_cust s;
+	struct t_hog h;
+	struct t_hog_start hs;
+	struct log_capture cap;
+	char reply[256];
+	int waited;
+};
+
+static void t_waiting_start(struct t_waiting *w)
+{
+	static const char *const rcpt[] = { "u@cust.test" };
+
+	memset(w, 0, sizeof(*w));
+	w->hs.h = &w->h;
+	t_cust_start(&w->s);
+	cr_assert_eq(engine_fixture_init(&w->f, t_table(w->s.port)), 0);
+	cr_assert_eq(engine_fixture_start(&w->f), 0, "%s", w->f.err);
+	for (unsigned i = 0; i < T_MSGS; i++) {
+		uint64_t id = engine_fixture_append(&w->f, "s@example.org", rcpt, 1,
+						    "Subject: slot\r\n\r\nbody\r\n");
+		cr_assert(id);
+		if (!w->hs.msgid)
+			w->hs.msgid = id;
+	}
+	w->h.f = &w->f;
+	cr_assert_eq(engine_fixture_call(&w->f, t_hog_start_fn, &w->hs, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_assert_gt(w->h.started, 0);
+	cr_assert_lt(w->h.started, T_HOG_SLOTS, "the shard gave the hog every slot it asked for");
+
+	cr_assert_eq(log_capture_start(&w->cap), 0);
+	log_set_level(LOGL_DEBUG);
+	cr_assert_eq(engine_fixture_etrn(&w->f, "127.0.0.1", "cust.test", w->reply,
+					 sizeof(w->reply)), 0);
+	for (unsigned ms = 0; ms < ENGINE_FIXTURE_WAIT_MS && !w->waited;
+	     ms += T_POLL_NS / 1000000) {
+		w->waited = t_log_has(&w->cap, T_WAIT_SLOT_LOG);
+		if (!w->waited)
+			nanosleep(&(struct timespec){ 0, T_POLL_NS }, NULL);
+	}
+}
+
+/* The log's last 4000 bytes (cap stopped). */
+static const char *t_tail(const struct log_capture *c)
+{
+	size_t n = strlen(c->text);
+
+	return c->text + (n > 4000 ? n - 4000 : 0);
+}
+
 /*
  * Every read slot busy with another reader's reads when the drain wants its
  * first message: the connection waits (WAIT_SLOT, logged), sends nothing,
@@ -253,58 +308,72 @@ static struct domtab *t_table(unsigned short port)
  */
 Test(drain_slots, waits_for_slot_held_by_other_reader, .timeout = T_TIMEOUT_S)
 {
-	static const char *const rcpt[] = { "u@cust.test" };
-	struct engine_fixture f;
-	struct t_cust s;
-	struct t_hog h = { 0 };
-	struct t_hog_start hs = { .h = &h };
-	struct log_capture cap;
-	char reply[256];
-	int waited = 0;
+	static struct t_waiting w;
+	unsigned mails_while_waiting;
+	int idle;
 
-	t_cust_start(&s);
-	cr_assert_eq(engine_fixture_init(&f, t_table(s.port)), 0);
-	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
-	for (unsigned i = 0; i < T_MSGS; i++) {
-		uint64_t id = engine_fixture_append(&f, "s@example.org", rcpt, 1,
-						    "Subject: slot\r\n\r\nbody\r\n");
-		cr_assert(id);
-		if (!hs.msgid)
-			hs.msgid = id;
-	}
-	h.f = &f;
-	cr_assert_eq(engine_fixture_call(&f, t_hog_start_fn, &hs, ENGINE_FIXTURE_WAIT_MS), 0);
-	cr_assert_gt(h.started, 0);
-	cr_assert_lt(h.started, T_HOG_SLOTS, "the shard gave the hog every slot it asked for");
-
-	cr_assert_eq(log_capture_start(&cap), 0);
-	log_set_level(LOGL_DEBUG);
-	cr_assert_eq(engine_fixture_etrn(&f, "127.0.0.1", "cust.test", reply, sizeof(reply)), 0);
-	for (unsigned ms = 0; ms < ENGINE_FIXTURE_WAIT_MS && !waited; ms += T_POLL_NS / 1000000) {
-		waited = t_log_has(&cap, T_WAIT_SLOT_LOG);
-		if (!waited)
-			nanosleep(&(struct timespec){ 0, T_POLL_NS }, NULL);
-	}
+	t_waiting_start(&w);
 	/* Waiting, it sent no MAIL: its message is not half taken. */
-	unsigned mails_while_waiting = atomic_load(&s.mails);
-
-	cr_assert_eq(engine_fixture_call(&f, t_hog_off_fn, &h, ENGINE_FIXTURE_WAIT_MS), 0);
-	cr_assert_eq(engine_fixture_wait(&f, t_hog_drained, &h, ENGINE_FIXTURE_WAIT_MS), 0);
-	int idle = engine_fixture_drain_idle(&f, ENGINE_FIXTURE_WAIT_MS);
+	mails_while_waiting = atomic_load(&w.s.mails);
+	cr_assert_eq(engine_fixture_call(&w.f, t_hog_off_fn, &w.h, ENGINE_FIXTURE_WAIT_MS), 0);
+	cr_assert_eq(engine_fixture_wait(&w.f, t_hog_drained, &w.h, ENGINE_FIXTURE_WAIT_MS), 0);
+	idle = engine_fixture_drain_idle(&w.f, ENGINE_FIXTURE_WAIT_MS);
 	log_set_level(LOGL_INFO);
-	cr_assert_eq(log_capture_stop(&cap, T_LOG_MAX), 0);
+	cr_assert_eq(log_capture_stop(&w.cap, T_LOG_MAX), 0);
 
-	cr_expect_str_eq(reply, "253 2.0.0 OK, 3 pending messages for node cust.test started\r\n");
-	cr_expect(waited, "the drain never waited for a read slot; log:\n%.4000s", cap.text);
+	cr_expect_str_eq(w.reply, "253 2.0.0 OK, 3 pending messages for node cust.test started\r\n");
+	cr_expect(w.waited, "the drain never waited for a read slot; log:\n%s", t_tail(&w.cap));
 	cr_expect_eq(mails_while_waiting, 0);
-	cr_expect_eq(h.err, 0);
+	cr_expect_eq(w.h.err, 0);
 	cr_expect_eq(idle, 0, "the drain did not finish once the slots were free; log tail:\n%s",
-		     cap.text + (strlen(cap.text) > 4000 ? strlen(cap.text) - 4000 : 0));
-	cr_expect_eq(atomic_load(&s.dots), T_MSGS);
-	cr_expect_eq(atomic_load(&s.mails), T_MSGS);
-	log_capture_free(&cap);
-	engine_fixture_stop(&f);
-	t_cust_stop(&s);
-	t_hog_free(&h);
-	engine_fixture_fini(&f);
+		     t_tail(&w.cap));
+	cr_expect_eq(atomic_load(&w.s.dots), T_MSGS);
+	cr_expect_eq(atomic_load(&w.s.mails), T_MSGS);
+	log_capture_free(&w.cap);
+	engine_fixture_stop(&w.f);
+	t_cust_stop(&w.s);
+	t_hog_free(&w.h);
+	engine_fixture_fini(&w.f);
+}
+
+/* Engine thread: the hog lets go and the loop is told to stop in the same
+ * turn. The hog's reads still hold every slot at this turn's end (their
+ * completions come in a later one), so the waiting connection is still
+ * waiting when the stop begins at the top of the next turn. */
+static void t_hog_off_and_stop_fn(void *arg)
+{
+	struct t_waiting *w = arg;
+
+	w->h.on = 0;
+	loop_stop(w->f.loop);
+}
+
+/*
+ * SIGTERM's path while a drain connection waits for a read slot
+ * (dc_shutdown in WAIT_SLOT): it leaves the wait list and QUITs, the engine
+ * stops, and every message is still queued for the next ETRN.
+ */
+Test(drain_slots, stop_while_waiting_for_slot, .timeout = T_TIMEOUT_S)
+{
+	static struct t_waiting w;
+	uint64_t ids[T_MSGS + 1];
+
+	t_waiting_start(&w);
+	cr_assert_eq(engine_fixture_call(&w.f, t_hog_off_and_stop_fn, &w, ENGINE_FIXTURE_WAIT_MS), 0);
+	engine_fixture_stop(&w.f); /* joins the thread: the stop finished */
+	log_set_level(LOGL_INFO);
+	cr_assert_eq(log_capture_stop(&w.cap, T_LOG_MAX), 0);
+
+	cr_expect(w.waited, "the drain never waited for a read slot; log:\n%s", t_tail(&w.cap));
+	cr_expect(strstr(w.cap.text, "WAIT_SLOT -> QUITTING (shutdown)"),
+		  "the waiting connection did not QUIT at the stop; log tail:\n%s", t_tail(&w.cap));
+	cr_expect_eq(w.h.inflight, 0);
+	cr_expect_eq(atomic_load(&w.s.mails), 0);
+	cr_expect_eq(atomic_load(&w.s.dots), 0);
+	cr_assert_not_null(engine_fixture_reopen(&w.f), "%s", w.f.err);
+	cr_expect_eq(engine_fixture_queue_ids(&w.f, "cust.test", ids, T_MSGS + 1), T_MSGS);
+	log_capture_free(&w.cap);
+	t_cust_stop(&w.s);
+	t_hog_free(&w.h);
+	engine_fixture_fini(&w.f);
 }
