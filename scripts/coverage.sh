@@ -21,8 +21,14 @@ command -v gcovr >/dev/null || { echo "coverage.sh: gcovr missing: make deps" >&
 $CMAKE -S . -B "$BUILD" -DETRND_COVERAGE=ON -DCMAKE_BUILD_TYPE=Debug || exit 1
 $CMAKE --build "$BUILD" -j"$JOBS" || exit 1
 
-# Counters from an earlier run would add to this one's.
+# Counters from an earlier run would add to this one's: start every counter
+# file empty (libgcov writes an empty one afresh) and writable by all, since
+# etrnd started as root with user = nobody (test_privs) writes its counts
+# after it dropped root, and a root-owned 0644 file would lose them.
 find "$BUILD" -name '*.gcda' -delete
+find "$BUILD" -name '*.gcno' | while read -r f; do
+	: >"${f%.gcno}.gcda" && chmod 666 "${f%.gcno}.gcda"
+done
 # shellcheck disable=SC2086
 $CTEST --test-dir "$BUILD" --output-on-failure -j"$JOBS" -LE fuzz $COV_CTEST_ARGS
 ctest_rc=$?
