@@ -10,33 +10,29 @@ process is stopped by PID; the temp dir is removed."""
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import time
 import unittest
 
 import etrnd_harness as h
-from test_redis import rcpt_code, wait_code, wait_log
+from test_redis import Redis, rcpt_code, wait_code, wait_log
 
 PASSWORD = "s3cret-pw"
 ACL_USER = "etrnadmin"
 ACL_PASSWORD = "acl-pw-9"
 DB = 3
 START_S = 10.0
-STOP_S = 20.0
 LOAD_S = 30.0          # a guard against hangs, not a bound on speed
 
 
-class TcpRedis:
+class TcpRedis(Redis):
     """redis-server on 127.0.0.1:<free port> with requirepass and one ACL
-    user, no persistence."""
+    user, no persistence; stopped as test_redis.Redis is."""
 
     def __init__(self, tmpdir):
-        self.dir = tmpdir
+        super().__init__(tmpdir)
         self.port = h.free_port()
-        self.proc = None
 
     def start(self):
         conf = os.path.join(self.dir, "redis.conf")
@@ -46,32 +42,20 @@ class TcpRedis:
                     "user %s on >%s ~* &* +@all\n" % (
                         self.port, self.dir, PASSWORD, ACL_USER, ACL_PASSWORD))
         self.log = open(os.path.join(self.dir, "redis.log"), "ab")
-        self.proc = subprocess.Popen([h.env_path("REDIS_SERVER"), conf],
-                                     stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=self.log)
-        deadline = time.monotonic() + START_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError("redis-server exited %d" % self.proc.returncode)
-            try:
-                with socket.create_connection((h.HOST, self.port), timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.02)
-        self.stop()
-        raise AssertionError("redis-server did not listen on port %d" % self.port)
+        self.proc = subprocess.Popen([self.bin, conf], stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=self.log)
+        h.wait_for("redis-server on port %d" % self.port, self._listening,
+                   within=START_S)
+        return self
 
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_S)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=STOP_S)
-        if self.proc:
-            self.log.close()
-        self.proc = None
+    def _listening(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("redis-server exited %d" % self.proc.returncode)
+        try:
+            with socket.create_connection((h.HOST, self.port), timeout=1):
+                return True
+        except OSError:
+            return False
 
     def url(self, user="", password=PASSWORD, db=DB):
         auth = "%s:%s@" % (user, password) if password else ""
@@ -90,8 +74,9 @@ class RedisTcpTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="etrnd-redistcp-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
-        self.redis = TcpRedis(self.tmp).start()
+        self.redis = TcpRedis(self.tmp)
         self.addCleanup(self.redis.stop)
+        self.redis.start()
 
     def etrnd(self, url, **cfg):
         d = tempfile.mkdtemp(prefix="etrnd-it-", dir=self.tmp)

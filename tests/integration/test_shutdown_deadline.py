@@ -19,26 +19,29 @@ EXIT_WAIT_S = 60.0     # a guard against a hang, not a bound on speed
 RECV_MAX = 4096
 
 
-def reply(sock):
-    """One SMTP reply (all its lines) as bytes; b"" at EOF."""
+def read_until(sock, complete):
+    """Bytes until complete(data) says so, or EOF."""
     data = b""
-    while True:
+    while not complete(data):
         chunk = sock.recv(RECV_MAX)
         if not chunk:
-            return data
+            break
         data += chunk
-        lines = data.split(b"\r\n")
-        if len(lines) > 1 and len(lines[-2]) >= 4 and lines[-2][3:4] == b" ":
-            return data
+    return data
+
+
+def reply_complete(data):
+    lines = data.split(b"\r\n")
+    return len(lines) > 1 and len(lines[-2]) >= 4 and lines[-2][3:4] == b" "
+
+
+def reply(sock):
+    """One SMTP reply (all its lines) as bytes; b"" at EOF."""
+    return read_until(sock, reply_complete)
 
 
 def until_eof(sock):
-    data = b""
-    while True:
-        chunk = sock.recv(RECV_MAX)
-        if not chunk:
-            return data
-        data += chunk
+    return read_until(sock, lambda data: False)
 
 
 def command(sock, line, want):
