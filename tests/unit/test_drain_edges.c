@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * A drain connection waiting for a free spool read slot (proto/drain_conn.c,
- * state WAIT_SLOT): every one of the shard's read slots is taken by other
- * readers (expiry, the scheduler, a queue listing), the connection must wait
- * without losing its message, and go on once a slot comes free, whoever held
- * it. A real engine thread and shard (tests/unit/engine_fixture.h) and a
- * loopback customer server that counts what it is sent.
+ * Drain edges the other drain tests never reach (proto/drain_conn.c): a
+ * connection waiting for a free spool read slot (WAIT_SLOT) while other
+ * readers (expiry, the scheduler, a queue listing) hold them all, woken when
+ * one comes free and stopped cleanly while it waits; and a customer that
+ * resets the connection in the middle of a body. A real engine thread and
+ * shard (tests/unit/engine_fixture.h) and a loopback customer server that
+ * counts what it is sent.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,6 +37,8 @@
 #define T_POLL_NS 10000000L     /* between looks at the log: no assertion */
 #define T_LOG_MAX (1u << 20)
 #define T_WAIT_SLOT_LOG "-> WAIT_SLOT (no read slot)"
+#define T_BIG_LINES 40000       /* ~2 MB: the send is in flight at the RST */
+#define T_BIG_LINE "0123456789012345678901234567890123456789012345\r\n"
 
 /* ---- a customer server: one connection at a time, 250 to everything ----- */
 
@@ -45,6 +49,8 @@ struct t_cust {
 	atomic_int stop;
 	atomic_uint mails;           /* MAIL FROM commands received */
 	atomic_uint dots;            /* messages taken (final dot answered 250) */
+	int reset_in_body;           /* after a body's first line: RST, no reply */
+	atomic_uint resets;
 };
 
 /* One line (CRLF-terminated, cut at T_LINE_MAX) into line; 0 at EOF. */
@@ -79,7 +85,14 @@ static void t_cust_serve(struct t_cust *s, int fd)
 
 	t_say(fd, "220 cust.test ESMTP\r\n");
 	while (t_line(fd, line)) {
-		if (data) {
+		if (data && s->reset_in_body) {
+			/* Unread input and linger 0: the close sends RST. */
+			struct linger lg = { 1, 0 };
+
+			(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+			atomic_fetch_add(&s->resets, 1);
+			return;
+		} else if (data) {
 			if (!strcmp(line, ".\r\n")) {
 				data = 0;
 				atomic_fetch_add(&s->dots, 1);
@@ -306,7 +319,7 @@ static const char *t_tail(const struct log_capture *c)
  * and once the other reader lets its slots go (no drain read of its own is
  * in flight to wake it) every message is delivered, each once.
  */
-Test(drain_slots, waits_for_slot_held_by_other_reader, .timeout = T_TIMEOUT_S)
+Test(drain_edges, waits_for_slot_held_by_other_reader, .timeout = T_TIMEOUT_S)
 {
 	static struct t_waiting w;
 	unsigned mails_while_waiting;
@@ -353,7 +366,7 @@ static void t_hog_off_and_stop_fn(void *arg)
  * (dc_shutdown in WAIT_SLOT): it leaves the wait list and QUITs, the engine
  * stops, and every message is still queued for the next ETRN.
  */
-Test(drain_slots, stop_while_waiting_for_slot, .timeout = T_TIMEOUT_S)
+Test(drain_edges, stop_while_waiting_for_slot, .timeout = T_TIMEOUT_S)
 {
 	static struct t_waiting w;
 	uint64_t ids[T_MSGS + 1];
@@ -376,4 +389,57 @@ Test(drain_slots, stop_while_waiting_for_slot, .timeout = T_TIMEOUT_S)
 	t_cust_stop(&w.s);
 	t_hog_free(&w.h);
 	engine_fixture_fini(&w.f);
+}
+
+/*
+ * The customer resets the connection (RST) while the message's body is on
+ * its way: no verdict came, so nothing may be marked done; the message
+ * stays queued for the next ETRN (each reconnect meets the same reset).
+ */
+Test(drain_edges, reset_mid_body_message_stays_queued, .timeout = T_TIMEOUT_S)
+{
+	static const char *const rcpt[] = { "big@cust.test", "other@cust.test" };
+	size_t linelen = sizeof(T_BIG_LINE) - 1;
+	char *body = malloc(linelen * T_BIG_LINES + 1);
+	struct engine_fixture f;
+	struct t_cust s;
+	struct log_capture cap;
+	char reply[256], states[8];
+	uint64_t id, ids[2];
+	struct spool_index *idx;
+
+	cr_assert_not_null(body);
+	for (size_t i = 0; i < T_BIG_LINES; i++)
+		memcpy(body + i * linelen, T_BIG_LINE, linelen);
+	body[linelen * T_BIG_LINES] = '\0';
+	t_cust_start(&s);
+	s.reset_in_body = 1;
+	cr_assert_eq(engine_fixture_init(&f, t_table(s.port)), 0);
+	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	id = engine_fixture_append(&f, "s@example.org", rcpt, 2, body);
+	cr_assert(id);
+	cr_assert_eq(log_capture_start(&cap), 0);
+	cr_assert_eq(engine_fixture_etrn(&f, "127.0.0.1", "cust.test", reply, sizeof(reply)), 0);
+	int idle = engine_fixture_drain_idle(&f, ENGINE_FIXTURE_WAIT_MS);
+	engine_fixture_stop(&f);
+	cr_assert_eq(log_capture_stop(&cap, T_LOG_MAX), 0);
+	t_cust_stop(&s);
+
+	cr_expect_str_eq(reply, "253 2.0.0 OK, 1 pending messages for node cust.test started\r\n");
+	cr_expect_eq(idle, 0, "the drain did not end; log tail:\n%s", t_tail(&cap));
+	cr_expect_geq(atomic_load(&s.resets), 1);
+	cr_expect_eq(atomic_load(&s.dots), 0);
+	/* Both recipients said deferred, none delivered or bounced. */
+	cr_expect(strstr(cap.text, "status=deferred"), "no deferred line; log tail:\n%s",
+		  t_tail(&cap));
+	cr_expect_null(strstr(cap.text, "status=sent"));
+	cr_expect_null(strstr(cap.text, "status=bounced"));
+	idx = engine_fixture_reopen(&f);
+	cr_assert_not_null(idx, "%s", f.err);
+	cr_expect_eq(engine_fixture_queue_ids(&f, "cust.test", ids, 2), 1);
+	engine_fixture_states(idx, id, states, sizeof(states));
+	cr_expect_str_eq(states, "PP");
+	log_capture_free(&cap);
+	engine_fixture_fini(&f);
+	free(body);
 }
