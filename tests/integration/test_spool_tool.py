@@ -126,5 +126,27 @@ class SpoolToolTest(unittest.TestCase):
                          [self.qids[0], self.qids[2]])
 
 
+class SpoolToolSchedTest(unittest.TestCase):
+    def test_show_next_attempt(self):
+        """A relayed message whose delivery was refused has a SCHED record:
+        show prints its next attempt."""
+        dead = h.free_port()             # nobody listens: refused
+        e = h.Etrnd(threads="1", mynetworks="127.0.0.1/32",
+                    relayhost="[127.0.0.1]:%d" % dead)
+        self.addCleanup(e.cleanup)
+        e.start()
+        qid = send(e.port, BODIES[0], "x@far.test")
+        e.wait_log(r"%s: .*status=deferred" % qid)
+        e.stop()                          # SIGTERM: the SCHED is committed
+        e.proc = None
+        p = subprocess.run([e.spool_tool, "show", e.spool_dir, qid], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=60)
+        out = p.stdout.decode("latin-1")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("state: deferred\n", out)
+        self.assertRegex(out, r"\nnext_attempt: far\.test \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d"
+                              r"\.\d{6}Z\n")
+
+
 if __name__ == "__main__":
     unittest.main()
