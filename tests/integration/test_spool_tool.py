@@ -5,8 +5,9 @@ lines (printed as the client sent them), a queue id that is not one (exit
 2) or is not there (exit 1), a usage error; then a spool with one record
 damaged (a flipped byte): stats, list, json and show say where and why on
 stderr, exit 3, and still give every intact message; etrnd's recovery skips
-the damaged region and keeps the rest queued. Loopback only; etrnd stopped
-by PID, its temp dir removed."""
+the damaged region and keeps the rest queued; and `show` of a relayed
+message whose delivery was refused prints its next attempt (its SCHED
+record). Loopback only; etrnd stopped by PID, its temp dir removed."""
 
 import json
 import re
