@@ -1,13 +1,13 @@
 # etrnd: a thin driver over CMake. On a fresh Debian 12 machine:
 #   make run    install what is missing, build, run etrnd on 127.0.0.1:2525
 #   make test   install what is missing, build with sanitizers, run every test
-# Other targets: deps, build, tsan, fuzz, bench, clean.
+# Other targets: deps, build, tsan, fuzz, coverage, bench, clean.
 
 JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE ?= cmake
 CTEST ?= ctest
 
-.PHONY: all deps build run test tsan fuzz bench bench-quick clean
+.PHONY: all deps build run test tsan fuzz coverage bench bench-quick clean
 
 all: build
 
@@ -60,6 +60,13 @@ FUZZ_SECONDS ?= 60
 fuzz:
 	bash scripts/fuzz.sh all $(FUZZ_SECONDS)
 
+# Coverage build in build-cov/ (--coverage, atomic counters; no sanitizers):
+# runs the suite but the fuzz label, then prints gcovr's per-file table and a
+# per-layer summary for core/ proto/ store/ admin/ (scripts/coverage.sh).
+coverage:
+	$(MAKE) --no-print-directory deps
+	JOBS=$(JOBS) bash scripts/coverage.sh
+
 # Benchmarks side by side with smtp-sink and a private Postfix; regenerates
 # bench/RESULTS.md and its plots (~8 min; bench-quick: ~2 min, no RESULTS).
 bench:
@@ -75,4 +82,4 @@ bench-quick:
 	RESULTS=/tmp/etrnd-bench-quick.md bash bench/run.sh --quick
 
 clean:
-	rm -rf build build-test build-tsan build-fuzz
+	rm -rf build build-test build-tsan build-fuzz build-cov

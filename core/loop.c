@@ -1525,6 +1525,11 @@ static int fop_get(struct loop *l, loop_done_fn fn, void *arg, uint64_t *ud)
 	return 0;
 }
 
+unsigned loop_file_ops_free(const struct loop *l)
+{
+	return LOOP_FILE_OPS_MAX - l->fops_inflight;
+}
+
 /* An SQE for a file operation, its completion bound to fn(arg); with
  * LOOP_LINK, room is made first so the chain is not split. NULL with *rc
  * set when every file-op slot is in use. */

@@ -161,6 +161,11 @@ int loop_file_writev(struct loop *l, int fd, const struct iovec *iov,
 int loop_file_fsync(struct loop *l, int fd, int datasync, unsigned flags,
 		loop_done_fn fn, void *arg);
 
+/* File-operation slots free now: one who needs several at once (a write
+ * and the syncs linked to it) asks first, so the chain is never cut short
+ * for want of a slot. */
+unsigned loop_file_ops_free(const struct loop *l);
+
 /* Read len bytes at off into buf (which must stay valid until fn runs);
  * fn gets the bytes read (possibly fewer) or -errno. */
 int loop_file_read(struct loop *l, int fd, void *buf, unsigned len, uint64_t off,

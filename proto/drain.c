@@ -1185,6 +1185,11 @@ static int drain_busy_hook(void *arg)
 	return drain_busy(arg);
 }
 
+static void drain_turn_hook(void *arg)
+{
+	drain_conn_env_turn(&((struct drain *)arg)->env);
+}
+
 struct drain *drain_new(struct drain_hub *h, unsigned index, struct loop *l,
 			struct spool_shard *sh)
 {
@@ -1198,6 +1203,9 @@ struct drain *drain_new(struct drain_hub *h, unsigned index, struct loop *l,
 	/* Registered before the hub can see d: on failure nothing points
 	 * to it and the caller frees the loop without running it. */
 	rc = loop_add_busy_check(l, "drain", drain_busy_hook, d);
+	if (rc == 0)
+		rc = loop_add_turn_hook(l, LOOP_TURN_QUEUE, "drain read slots",
+					drain_turn_hook, d);
 	if (rc) {
 		free(d);
 		errno = -rc;

@@ -478,6 +478,21 @@ static void wait_wake(struct drain_conn_env *env)
 		dc_next(LIST_ENTRY(n, struct drain_conn, wait_node));
 }
 
+void drain_conn_env_turn(struct drain_conn_env *env)
+{
+	/* Oldest first, until one must wait again (it went back to the end:
+	 * no slot is left). dc_next() never frees dc (a close completes in
+	 * a later turn), so its state may be read after it. */
+	while (!list_empty(&env->waiting)) {
+		struct drain_conn *dc =
+			LIST_ENTRY(list_pop(&env->waiting), struct drain_conn, wait_node);
+
+		dc_next(dc);
+		if (dc->state == DRAIN_CONN_WAIT_SLOT)
+			break;
+	}
+}
+
 /* Close the socket (idempotent); the loop's close callback follows. A
  * close before QUIT was answered is early: the job may replace it. */
 static void dc_close_conn(struct drain_conn *dc, const char *why)

@@ -268,6 +268,12 @@ int drain_conn_atrn_start(struct drain_job **jobs, size_t n, struct conn_parcel 
 #define DRAIN_CONN_SECS_MAX 24
 char *drain_conn_fmt_secs(char *out, size_t n, uint64_t us);
 
+/* Once a loop turn (proto/drain.c's turn hook): a read slot freed by a
+ * reader that is no drain connection (expiry, the scheduler, a queue
+ * listing) wakes no waiter by itself, so the waiters get the free slots
+ * here, oldest first. O(1) when none waits. */
+void drain_conn_env_turn(struct drain_conn_env *env);
+
 /* Free what is left of env's destinations (after the loop stopped). */
 void drain_conn_env_fini(struct drain_conn_env *env);
 

@@ -35,6 +35,7 @@ PKGS=(
 	mandoc            # mandoc -T lint of etc/man (tests/integration/test_install.sh)
 	man-db            # man -l renders the installed pages (the same test)
 	prometheus        # promtool check metrics (test_metrics); its server is stopped below
+	gcovr             # make coverage (scripts/coverage.sh)
 )
 
 installed() {

@@ -711,8 +711,10 @@ static unsigned batch_iov(struct spool_shard *sh)
 /*
  * Submit one round: the unwritten rest of the batch (if any), linked to an
  * fdatasync of the segment, linked to an fsync of the directory when the
- * segment is new. Returns 0 or -errno; on error the SQEs already queued still
- * complete and are counted in outstanding, so the round ends normally.
+ * segment is new. Returns 0 or -errno: -EBUSY, with nothing queued, when the
+ * loop has too few file-op slots for the whole round; on a later error the
+ * SQEs already queued still complete and are counted in outstanding, so the
+ * round ends normally.
  */
 static int batch_submit(struct spool_shard *sh)
 {
@@ -723,6 +725,12 @@ static int batch_submit(struct spool_shard *sh)
 	b->outstanding = 0;
 	b->syncs_ok = 1;
 	b->err = 0;
+	/* All of the round's slots or none: a write that got one and a sync
+	 * that did not would fail every message in the batch, where waiting a
+	 * turn costs nothing (the caller puts the batch back). */
+	if (loop_file_ops_free(sh->loop) < (unsigned)(b->written < b->total) +
+	    (sync ? 1u + (b->need_dirsync != 0) : 0u))
+		return -EBUSY;
 	if (b->written < b->total) {
 		b->round_len = b->total - b->written;
 		rc = loop_file_writev(sh->loop, b->fd, sh->iov, batch_iov(sh),
@@ -1336,8 +1344,8 @@ void spool_shard_flush(void *arg)
 	b->need_dirsync = sh->seg_new && sh->sync != CONFIG_SYNC_NONE;
 	batch_fill(sh);
 	sh->inflight = 1;
-	/* No file-op slot cannot happen with one batch in flight, but never
-	 * lose records: they wait for the next turn. */
+	/* Too few file-op slots (reads hold them): never lose records or
+	 * fail them, they wait for the next turn. */
 	if (batch_submit(sh))
 		batch_unfill(sh);
 out:
