@@ -1041,6 +1041,73 @@ class Etrnd:
         """The log's length now: wait_log(since=...) looks only after it."""
         return len(self.stderr_text())
 
+    def turns(self, within=LOG_WAIT_S):
+        """Until every engine thread has run a whole turn (every turn
+        hook: expiry, the scheduler, the activators) begun after this call
+        (the control socket's "turns" barrier, admin/ctl_turns.h): what was
+        due by the daemon's clock is then started and logged. Needs a
+        control socket (control_socket="auto")."""
+        def passed():
+            text = control_request(self.ctl_path(), "turns")
+            m = re.match(r"turns: (\d+) of (\d+) engine threads$", text.strip())
+            if m is None:
+                raise AssertionError("turns answered %r" % text[:300])
+            return m.group(1) == m.group(2)
+        wait_for("every engine thread passed a turn", passed, within=within)
+
+    def metrics(self):
+        """The daemon's counters as the control socket's "metrics" gives
+        them (the Prometheus exposition): {name: value summed over its
+        samples}."""
+        out = {}
+        for line in control_request(self.ctl_path(), "metrics").splitlines():
+            if not line or line.startswith("#"):
+                continue
+            name, _, value = line.rpartition(" ")
+            name = name.split("{", 1)[0]
+            out[name] = out.get(name, 0) + float(value)
+        return out
+
+    def metric(self, name):
+        return self.metrics().get(name, 0)
+
+    def wait_metric(self, name, at_least, within=LOG_WAIT_S):
+        """Until the counter name (summed) reaches at_least; its value."""
+        return wait_for("%s >= %s" % (name, at_least),
+                        lambda: (lambda v: v if v >= at_least else 0)(
+                            self.metric(name)), within=within)
+
+    def wait_expiry_scans(self, n=None, within=LOG_WAIT_S):
+        """Until n expiry scans have finished (etrnd_expiry_scans_total:
+        a scan and every expiry and delay warning it found, logged and
+        durable); default: one per engine thread. A check that nothing
+        (more) expired comes after this."""
+        if n is None:
+            n = int(self.cfg.get("threads", "1"))
+        return self.wait_metric("etrnd_expiry_scans_total", n, within)
+
+    def wait_drains_ended(self, within=LOG_WAIT_S):
+        """Until every drain started so far has ended: a turn on every
+        engine thread (a drain posted before this call has started), then
+        etrnd_drains_started_total == etrnd_drains_finished_total. Any
+        delivery a drain makes is done (and logged) by then."""
+        self.turns(within)
+
+        def ended():
+            m = self.metrics()
+            return (m.get("etrnd_drains_started_total", 0)
+                    == m.get("etrnd_drains_finished_total", 0)
+                    and m.get("etrnd_drains_running", 0) == 0)
+        wait_for("every drain ended", ended, within=within)
+
+    def nothing_since(self, testcase, mark, pattern, what):
+        """A negative check: after a whole turn of every engine thread
+        (turns()), stderr from offset mark has no match of pattern: what
+        was due has been started and logged, and it was not this."""
+        self.turns()
+        found = re.findall(pattern, self.stderr_text()[mark:], re.M)
+        testcase.assertEqual(found, [], "%s: log shows %r" % (what, found[:5]))
+
     def activators(self, name=None):
         """The daemon's activators (issue 14) as the control socket's
         `activators json [NAME]` gives them: a list of dicts (name, method,
