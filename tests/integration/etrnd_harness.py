@@ -46,11 +46,21 @@ Etrnd(port=N) listens on a port chosen before start (a peer's route or
 activator names it first: two sites side by side); e.activators() /
 e.activator(NAME) read `activators json` from the control socket; tz_at()
 is a TZ under which the local time of day is what a timetable test wants;
-still() watches that something does not happen for a bounded time, and
-wait_for() polls for one that must; ScriptedUpstream is a raw scripted
-upstream that counts connections (a 421 greeting, ATRN 250 then silence);
-PrivatePostfix is a private Postfix instance (bench/pf_lib.sh in Python),
-skipped with the reason where it cannot run.
+wait_for() polls for something that must happen; ScriptedUpstream is a raw
+scripted upstream that counts connections (a 421 greeting, ATRN 250 then
+silence); PrivatePostfix is a private Postfix instance (bench/pf_lib.sh in
+Python), skipped with the reason where it cannot run.
+
+Negative checks (issue 18): a test never sleeps and then checks that
+something did NOT happen; it waits for the event that proves the daemon
+looked, then checks. With a control socket (control_socket="auto"):
+e.turns() returns once every engine thread ran a whole turn (every turn
+hook: expiry, scheduler, activators) begun after the call; e.nothing_since()
+is that, then no log line of the unwanted thing since a log_mark();
+e.wait_expiry_scans() waits for finished expiry scans
+(etrnd_expiry_scans_total); e.wait_drains_ended() for every drain and ATRN
+session to end; e.metrics() / e.metric() read the counters of the control
+socket's "metrics". Deadlines (LOG_WAIT_S...) only guard against hangs.
 """
 
 import base64
@@ -487,7 +497,12 @@ def tz_at(local_s, now=None):
 
 def still(testcase, what, fn, want, within=2.5, poll=0.1):
     """fn() stays want for `within` seconds (polled): a bounded look for
-    something that must NOT happen (a retry before its time)."""
+    something that must NOT happen. On a slow machine the look may end
+    before the daemon looked at all: prefer waiting for the proof that it
+    did (Etrnd.nothing_since: a whole turn of every engine thread, then no
+    log line of the unwanted thing; Etrnd.wait_expiry_scans,
+    Etrnd.wait_drains_ended), then checking. No test of ours uses this any
+    more; it stays for tests written against it."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         testcase.assertEqual(fn(), want, what)
@@ -1089,15 +1104,17 @@ class Etrnd:
     def wait_drains_ended(self, within=LOG_WAIT_S):
         """Until every drain started so far has ended: a turn on every
         engine thread (a drain posted before this call has started), then
-        etrnd_drains_started_total == etrnd_drains_finished_total. Any
-        delivery a drain makes is done (and logged) by then."""
+        etrnd_drains_started_total == etrnd_drains_finished_total and no
+        drain or ATRN session running. Any delivery they make is done (and
+        logged) by then."""
         self.turns(within)
 
         def ended():
             m = self.metrics()
             return (m.get("etrnd_drains_started_total", 0)
                     == m.get("etrnd_drains_finished_total", 0)
-                    and m.get("etrnd_drains_running", 0) == 0)
+                    and m.get("etrnd_drains_running", 0) == 0
+                    and m.get("etrnd_atrn_sessions_running", 0) == 0)
         wait_for("every drain ended", ended, within=within)
 
     def nothing_since(self, testcase, mark, pattern, what):
