@@ -123,6 +123,8 @@ def attack(e):
         t.start()
     for t in ts:
         t.join(ATTACK_WAIT_S)
+    # A half-second more of sampling: a measuring window after the attack
+    # (the peak is what is measured), not a wait before a negative check.
     time.sleep(0.5)
     peak[0] = max(peak[0], rss(pid))
     replies = [finish(*r) for r in results if r]
