@@ -37,7 +37,7 @@ import unittest
 from collections import Counter
 
 import etrnd_harness as h
-from test_redis import Redis
+from test_redis import Redis, wait_code
 
 CUST = "cust.test"           # the customer site's domain, held upstream
 FAR = "far.test"             # mail the customer site sends out via relayhost
@@ -166,7 +166,10 @@ class ActivatorCase(unittest.TestCase):
         return h.indexed_messages(e.ctl_path(), domain)[0]
 
     def hold(self, up, n=HELD, tag="held"):
-        """n messages for CUST sent to the upstream and held there."""
+        """n messages for CUST sent to the upstream and held there (once
+        the upstream follows CUST's row: provision() writes Redis, and
+        etrnd learns it by its event, a moment later)."""
+        wait_code(up, CUST, 250, RUN_S)
         ids = send(up.port, "u@" + CUST, n, tag)
         h.wait_for("%d held upstream" % n, lambda: self.held(up) == n)
         return ids
@@ -419,6 +422,7 @@ class ScheduleTest(ActivatorCase):
         step): at most one run per gap, none lost."""
         up = self.upstream(relay_domains=FAR)
         self.provision(h.free_port())
+        wait_code(up, CUST, 250, RUN_S)  # the upstream follows the row
         cust = self.customer(relayhost="[%s]:%d" % (h.HOST, up.port),
                              mynetworks="127.0.0.1/32", **h.activator_keys(
                                  "after", h.HOST, up.port, request=[CUST],
