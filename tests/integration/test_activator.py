@@ -398,8 +398,10 @@ class ScheduleTest(ActivatorCase):
         self.quiet(cust, 0, "no run outside the window", up.count, 0)
         cust.clock_step(HOUR_S)                       # 08:00:30+
         self.wait_activator(cust, "win", "the 08:00 run", lambda a: a["runs"] == 1)
+        # The upstream records a line as its thread reads it: wait for it.
+        h.wait_for("the upstream read the ETRN",
+                   lambda: up.count() and "ETRN %s" % CUST in up.records()[0]["lines"])
         self.assertEqual(up.count(), 1)
-        self.assertIn("ETRN %s" % CUST, up.records()[0]["lines"])
         cust.clock_step(HOUR_S // 2)                  # 08:30:30+
         a = self.wait_activator(cust, "win", "the 08:30 run",
                                 lambda a: a["runs"] == 2 and a["state"] == "idle")

@@ -89,12 +89,16 @@ class TestCtlSock(CtlCase):
 
         w = threading.Thread(target=watch)
         w.start()
-        old = os.umask(0)
         try:
-            e.start()
+            old = os.umask(0)
+            try:
+                e.start()
+            finally:
+                os.umask(old)
+            # Started: the socket has its final mode; the watcher stops
+            # once it has looked at it (checked below), not after a pause.
+            H.wait_for("the watcher saw the socket", lambda: modes)
         finally:
-            # Started: the socket has its final mode (checked below).
-            os.umask(old)
             stop.set()
             w.join()
         self.assertEqual(stat.S_IMODE(os.stat(self.sock_path).st_mode), 0o600)

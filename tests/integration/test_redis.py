@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import smtplib
 import subprocess
 import tempfile
@@ -52,11 +53,23 @@ class Redis:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError("redis-server exited %d" % self.proc.returncode)
-            if os.path.exists(self.sock):
+            # The socket file appears at bind(), a moment before Redis
+            # answers on it: ready once it answers PING.
+            if os.path.exists(self.sock) and self._pong():
                 return self
             time.sleep(0.02)
         self.stop()
         raise AssertionError("redis-server did not create %s" % self.sock)
+
+    def _pong(self):
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+                c.settimeout(5)
+                c.connect(self.sock)
+                c.sendall(b"PING\r\n")
+                return c.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
