@@ -14,6 +14,7 @@
 
 #include "admin/control.h"
 #include "admin/ctl_activate.h"
+#include "admin/ctl_turns.h"
 #include "admin/metrics_http.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -120,6 +121,20 @@ static void ctl_queue(const struct ctl_env *env, const char *a, size_t len, cons
 		return;
 	}
 	drain_queue_list(&c, a, len, out);
+	free((void *)c.shards);
+}
+
+/* "turns": every engine thread passes a whole turn (admin/ctl_turns.h). */
+static void ctl_turns(const struct ctl_env *env, const char *a, size_t len, const char *who,
+		      enum drain_queue_op op, struct buf *out)
+{
+	struct drain_queue_ctx c;
+
+	if (ctl_queue_ctx(env->hub, &c)) {
+		(void)buf_puts(out, "error: out of memory\n");
+		return;
+	}
+	ctl_turns_wait(c.shards, c.n, out);
 	free((void *)c.shards);
 }
 
@@ -277,6 +292,7 @@ static const struct ctl_request ctl_requests[] = {
 	{ "activators", 0, 2, ctl_activators, 0, 0 }, /* [json] [NAME] | run NAME */
 	{ "activate", 1, CTL_REQUESTS_REST, ctl_activate, 0, 0 }, /* KEY=VALUE... (one-shot) */
 	{ "metrics", 0, 0, ctl_metrics, 0, CTL_REQ_QUIET },  /* etrnctl top */
+	{ "turns", 0, 0, ctl_turns, 0, CTL_REQ_QUIET },  /* a barrier (tests) */
 };
 
 static int ctl_nargs(const char *a, size_t len)
@@ -340,7 +356,7 @@ void ctl_requests_socket(void *env, const char *line, size_t len, struct buf *ou
 	(void)buf_puts(out, "error: unknown request (want: flush DOMAIN, force DOMAIN [DEST], "
 		       "status [json], queue [DOMAIN], show|show-full|delete|bounce QID, "
 		       "clock step SECONDS, activators [json] [NAME], activators run NAME, "
-		       "activate KEY=VALUE..., metrics)\n");
+		       "activate KEY=VALUE..., metrics, turns)\n");
 }
 
 /* Issue 16: "<spec> from <node>" is an ETRN node <node> took; the spec

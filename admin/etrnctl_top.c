@@ -456,9 +456,10 @@ static void top_bar(uint64_t done, uint64_t total, char *out, size_t cap)
 	for (unsigned i = 0; i < TOP_BAR_WIDTH; i++)
 		bar[i] = i < k ? '#' : '.';
 	bar[TOP_BAR_WIDTH] = '\0';
-	/* A narrow cap cuts the text (the caller's column); said so to -O2. */
-	if (snprintf(out, cap, "[%s] %" PRIu64 "/%" PRIu64, bar, done, total) >= (int)cap)
-		return;
+	/* Counts too long for the cell are cut; a '+' at its end says so. */
+	if (snprintf(out, cap, "[%s] %" PRIu64 "/%" PRIu64, bar, done, total) >= (int)cap &&
+	    cap > 1)
+		out[cap - 2] = '+';
 }
 
 /* Per second, from prev to cur ("-" without a previous sample). */

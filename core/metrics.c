@@ -121,6 +121,9 @@ static const struct metrics_row metrics_rows[] = {
 	{ METRIC_ATRN_451, "etrnd_atrn_requests_total", "code=\"451\"", METRICS_COUNTER, NULL },
 	{ METRIC_ATRN_453, "etrnd_atrn_requests_total", "code=\"453\"", METRICS_COUNTER, NULL },
 	{ METRIC_ATRN_5XX, "etrnd_atrn_requests_total", "code=\"5xx\"", METRICS_COUNTER, NULL },
+	{ METRIC_EXPIRY_SCANS, "etrnd_expiry_scans_total", "", METRICS_COUNTER,
+	  "Expiry scans finished (each with every expiry and delay warning it found), "
+	  "counted per engine thread." },
 };
 
 _Static_assert(sizeof metrics_rows / sizeof metrics_rows[0] == METRIC_COUNT,

@@ -69,6 +69,8 @@ enum metric_id {
 	METRIC_ATRN_451,
 	METRIC_ATRN_453,
 	METRIC_ATRN_5XX,
+	/* housekeeping (tests wait for these before a negative check) */
+	METRIC_EXPIRY_SCANS,             /* etrnd_expiry_scans_total */
 	METRIC_COUNT
 };
 

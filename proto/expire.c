@@ -26,6 +26,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/now.h"
 #include "proto/bounce.h"
 #include "proto/dsn.h"
@@ -57,6 +58,7 @@ struct expire {
 	struct spool_shard *sh;
 	struct spool_index *idx;
 	uint64_t next_scan_us;
+	int scan_open;            /* a scan's jobs not all finished yet */
 	struct expire_job jobs[EXPIRE_BATCH];
 	unsigned njobs, next;
 	int busy;
@@ -219,6 +221,7 @@ static void expire_scan(struct expire *x, uint64_t now)
 		}
 	}
 	x->next_scan_us = x->njobs == EXPIRE_BATCH ? now : now + EXPIRE_SCAN_INTERVAL_US;
+	x->scan_open = 1;
 }
 
 /* bounce_queue() reports here once everything it queued is durable. */
@@ -477,6 +480,13 @@ static void expire_tick(void *arg)
 	if (x->next < x->njobs) {
 		job_start(x, &x->jobs[x->next++]);
 		return;
+	}
+	if (x->scan_open) {
+		/* The scan and every job it found are over: what it was to
+		 * expire or warn about is logged and durable. A test waits
+		 * for this count before it checks that nothing else was. */
+		x->scan_open = 0;
+		metrics_add(METRIC_EXPIRY_SCANS, 1);
 	}
 	now = now_us(x);
 	if (now < x->next_scan_us)

@@ -12,6 +12,7 @@ import threading
 import time
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 
 class Recorder:
@@ -22,6 +23,7 @@ class Recorder:
         self.tempfail_every = tempfail_every
         self.reject = set(reject)
         self.delay = delay
+        self.open_conns = 0         # connections made and not yet lost
         self.first_at = None
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -54,6 +56,21 @@ class Recorder:
         with self.lock:
             return len(self.messages)
 
+    def conns(self):
+        with self.lock:
+            return self.open_conns
+
+    def wait_closed(self, within):
+        """Until every connection is lost (aiosmtpd then cancels a DATA
+        still being answered: nothing more is recorded for it); False when
+        time ran out."""
+        deadline = time.monotonic() + within
+        while self.conns() > 0:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     def message_ids(self):
         with self.lock:
             return [m[1] for m in self.messages]
@@ -64,14 +81,36 @@ class Recorder:
             return [m[3] for m in self.messages]
 
 
+class CountingSMTP(SMTP):
+    """aiosmtpd's SMTP, counting its open connections in the handler's
+    open_conns (a Recorder's)."""
+
+    def connection_made(self, transport):
+        # A STARTTLS upgrade calls this again for the same connection.
+        if self.transport is None:
+            with self.event_handler.lock:
+                self.event_handler.open_conns += 1
+        super().connection_made(transport)
+
+    def connection_lost(self, error):
+        with self.event_handler.lock:
+            self.event_handler.open_conns -= 1
+        super().connection_lost(error)
+
+
+class CountingController(Controller):
+    def factory(self):
+        return CountingSMTP(self.handler, **self.SMTP_kwargs)
+
+
 class CustomerServer:
     def __init__(self, port, tls_context=None, require_starttls=False, **knobs):
         self.recorder = Recorder(**knobs)
         tls = {}
         if tls_context is not None:
             tls = {"tls_context": tls_context, "require_starttls": require_starttls}
-        self.controller = Controller(self.recorder, hostname="127.0.0.1", port=port,
-                                     ready_timeout=10, **tls)
+        self.controller = CountingController(self.recorder, hostname="127.0.0.1", port=port,
+                                             ready_timeout=10, **tls)
 
     def start(self):
         self.controller.start()

@@ -16,9 +16,9 @@ import email.policy
 import time
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult
+from aiosmtpd.smtp import AuthResult
 
-from customer_server import CustomerServer, Recorder
+from customer_server import CountingSMTP, CustomerServer, Recorder
 
 
 class ScriptRecorder(Recorder):
@@ -71,7 +71,7 @@ class ScriptRecorder(Recorder):
             return [r[2] for r in self.rcpt_replies]
 
 
-class EtrnSMTP(SMTP):
+class EtrnSMTP(CountingSMTP):
     """aiosmtpd's SMTP with ETRN, answered by the handler's etrn_reply()."""
 
     async def smtp_ETRN(self, arg):

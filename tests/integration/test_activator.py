@@ -8,8 +8,12 @@ a private Postfix as the upstream, and a scripted upstream
 fall silent. Time moves by the test clock (test_clock = yes, `etrnctl clock
 step`) and the customer site's TZ puts the local time of day where a test
 wants it (etrnd_harness.tz_at), so nothing is due by the wall clock during
-a test; a test sleeps only to poll, or for a short bounded look at
-something that must NOT happen (etrnd_harness.still).
+a test; a test sleeps only to poll. A check that something must NOT happen
+(a run before its time) first waits for the proof that the daemon looked:
+every engine thread ran a whole turn at its present clock (the control
+socket's "turns"), and no run started since (each logs "activator NAME: run
+starts"); mail that must not arrive twice waits for the upstream's drains
+and ATRN sessions to end.
 
 Covered: ETRN and ATRN (plain on a trusted ODMR listener, and STARTTLS with
 the upstream's certificate verified) pull every held message into the
@@ -33,7 +37,7 @@ import unittest
 from collections import Counter
 
 import etrnd_harness as h
-from test_redis import Redis
+from test_redis import Redis, wait_code
 
 CUST = "cust.test"           # the customer site's domain, held upstream
 FAR = "far.test"             # mail the customer site sends out via relayhost
@@ -54,8 +58,11 @@ NEXT_SLACK_S = 3
 # ACTIVATOR_AFTER_OUTBOUND_GAP_S (proto/activator.h).
 AFTER_OUTBOUND_GAP_S = 60
 IDLE_TIMEOUT_S = 2           # atrn_idle_timeout in the idle test
-# The idle time-out is a timer on a loaded machine: cut within this of it.
-IDLE_SLACK_S = 8.0
+# The idle time-out is a timer on a loaded machine: a guard against a hang
+# only (a loaded machine may be late by any amount; never early).
+IDLE_SLACK_S = RUN_S
+# What an activator logs as a run starts (proto/activator.c).
+RUN_START_RE = r"\bactivator \S+: run starts "
 MSGID_RE = re.compile(rb"^Message-ID: (<[^>\r\n]+>)\r?$", re.M | re.I)
 ETRN_LOG = r"activator %s: ETRN %s to \S+: (\d{3})\b(.*)$"
 ATRN_LOG = r"activator %s: ATRN\b.* to \S+: (\d{3})\b(.*)$"
@@ -141,11 +148,28 @@ class ActivatorCase(unittest.TestCase):
         if owner:
             h.add_user(self.redis_up.url(), owner, PASSWORD, domain=CUST)
 
+    def quiet(self, e, since, what, fn, want):
+        """A negative check on the site e: every engine thread ran a whole
+        turn at e's present clock, so a run that was due has started; no
+        run started since the log offset since; fn() is still want."""
+        e.nothing_since(self, since, RUN_START_RE, what)
+        self.assertEqual(fn(), want, what)
+
+    def landed(self, up, cust, what, n):
+        """Nothing more reaches cust: every drain and ATRN session of up
+        (the only sender) has ended, cust ran a turn; cust holds n."""
+        up.wait_drains_ended(within=RUN_S)
+        cust.turns()
+        self.assertEqual(self.held(cust), n, what)
+
     def held(self, e, domain=CUST):
         return h.indexed_messages(e.ctl_path(), domain)[0]
 
     def hold(self, up, n=HELD, tag="held"):
-        """n messages for CUST sent to the upstream and held there."""
+        """n messages for CUST sent to the upstream and held there (once
+        the upstream follows CUST's row: provision() writes Redis, and
+        etrnd learns it by its event, a moment later)."""
+        wait_code(up, CUST, 250, RUN_S)
         ids = send(up.port, "u@" + CUST, n, tag)
         h.wait_for("%d held upstream" % n, lambda: self.held(up) == n)
         return ids
@@ -158,7 +182,7 @@ class ActivatorCase(unittest.TestCase):
                    lambda: self.held(cust) >= n, within=RUN_S)
         h.wait_for("nothing held upstream", lambda: self.held(up) == 0,
                    within=RUN_S)
-        h.still(self, "nothing more arrives", lambda: self.held(cust), n)
+        self.landed(up, cust, "nothing more arrives", n)
         cust.stop()
         got = spool_msgids(cust)
         self.assertEqual(sorted(m for m in got if got[m] > 1), [], "arrived twice")
@@ -197,7 +221,8 @@ class EtrnAtrnTest(ActivatorCase):
         up = self.upstream()
         self.provision(cport)
         ids = self.hold(up)
-        h.still(self, "held while nobody asks", lambda: self.held(up), HELD)
+        up.nothing_since(self, 0, r"\bdrain \S+ \(shard \d+\): ", "held while nobody asks")
+        self.assertEqual(self.held(up), HELD, "held while nobody asks")
         cust = self.customer(port=cport, **h.activator_keys(
             "isp", h.HOST, up.port, request=[CUST], schedule="every 1h"))
         code, text = cust.wait_log(ETRN_LOG % ("isp", re.escape(CUST)),
@@ -304,7 +329,10 @@ class PostfixUpstreamTest(ActivatorCase):
               % (HELD, time.monotonic() - t_etrn))
         self.assertEqual(len(re.findall(r"status=sent", pf.log())), HELD,
                          pf.log()[-3000:])
-        h.still(self, "nothing more arrives", lambda: self.held(cust), HELD)
+        # Postfix has nothing queued (waited for above): nothing more can
+        # come; the site ran a turn since.
+        cust.turns()
+        self.assertEqual(self.held(cust), HELD, "nothing more arrives")
         cust.stop()
         got = spool_msgids(cust)
         self.assertEqual(sorted(m for m in got if got[m] > 1), [], "arrived twice")
@@ -332,20 +360,24 @@ class ScheduleTest(ActivatorCase):
 
         def attempts():
             return (busy.count(), self.runs(cust, "busy"), self.runs(cust, "dead"))
-        h.still(self, "no retry before the next scheduled time", attempts, (1, 1, 1))
+        mark = cust.log_mark()
+        self.quiet(cust, mark, "no retry before the next scheduled time", attempts, (1, 1, 1))
+        mark = cust.log_mark()
         cust.clock_step(HOUR_S // 2)
-        h.still(self, "no retry half an hour later", attempts, (1, 1, 1))
+        self.quiet(cust, mark, "no retry half an hour later", attempts, (1, 1, 1))
         cust.clock_step(HOUR_S // 2)
         for name in ("busy", "dead"):
             self.wait_activator(cust, name, "%s tried at 11:00" % name,
                                 lambda a: a["failures"] >= 2 and a["state"] == "idle")
-        h.still(self, "once per scheduled time", attempts, (2, 2, 2))
+        self.quiet(cust, cust.log_mark(), "once per scheduled time", attempts, (2, 2, 2))
         # The operator's `etrnctl activators run NAME`: one run now, and
         # the schedule stays as it was.
         rc, out, err = cust.etrnctl("activators", "run", "busy")
         self.assertEqual(rc, 0, out + err)
         h.wait_for("the requested run", lambda: busy.count() == 3)
-        h.still(self, "one run per request", attempts, (3, 3, 2))
+        self.wait_activator(cust, "busy", "the requested run ends",
+                            lambda a: a["runs"] == 3 and a["state"] == "idle")
+        self.quiet(cust, cust.log_mark(), "one run per request", attempts, (3, 3, 2))
         log = cust.stderr_text()
         self.assertIn("activator busy:", log)
         self.assertIn("activator dead:", log)
@@ -363,18 +395,21 @@ class ScheduleTest(ActivatorCase):
         a = cust.activator("win")
         self.assertEqual(a["runs"], 0, a)
         self.assert_next_near(a, self.t_cust + HOUR_S - 30, "the window's start")
-        h.still(self, "no run outside the window", up.count, 0)
+        self.quiet(cust, 0, "no run outside the window", up.count, 0)
         cust.clock_step(HOUR_S)                       # 08:00:30+
         self.wait_activator(cust, "win", "the 08:00 run", lambda a: a["runs"] == 1)
+        # The upstream records a line as its thread reads it: wait for it.
+        h.wait_for("the upstream read the ETRN",
+                   lambda: up.count() and "ETRN %s" % CUST in up.records()[0]["lines"])
         self.assertEqual(up.count(), 1)
-        self.assertIn("ETRN %s" % CUST, up.records()[0]["lines"])
         cust.clock_step(HOUR_S // 2)                  # 08:30:30+
         a = self.wait_activator(cust, "win", "the 08:30 run",
                                 lambda a: a["runs"] == 2 and a["state"] == "idle")
         self.assertEqual(a["failures"], 0, a)
         self.assertTrue(a["reply"].startswith("250"), a)
+        mark = cust.log_mark()
         cust.clock_step(HOUR_S // 2)                  # 09:00:30+
-        h.still(self, "no run at the window's end", up.count, 2)
+        self.quiet(cust, mark, "no run at the window's end", up.count, 2)
         a = cust.activator("win")
         # Status times are the daemon's (stepped) clock: today's 08:00 was
         # t_cust + HOUR_S - 30 there, tomorrow's is a day later.
@@ -389,14 +424,15 @@ class ScheduleTest(ActivatorCase):
         step): at most one run per gap, none lost."""
         up = self.upstream(relay_domains=FAR)
         self.provision(h.free_port())
+        wait_code(up, CUST, 250, RUN_S)  # the upstream follows the row
         cust = self.customer(relayhost="[%s]:%d" % (h.HOST, up.port),
                              mynetworks="127.0.0.1/32", **h.activator_keys(
                                  "after", h.HOST, up.port, request=[CUST],
                                  schedule="after-outbound"))
         a = cust.activator("after")
         self.assertIsNone(a["next"], "after-outbound alone has no scheduled time")
-        h.still(self, "no run before any outbound mail",
-                lambda: self.runs(cust, "after"), 0)
+        self.quiet(cust, 0, "no run before any outbound mail",
+                   lambda: self.runs(cust, "after"), 0)
         sent_re = h.log_field_re("x@" + FAR, "sent")
 
         def deliver(tag, k):
@@ -408,16 +444,17 @@ class ScheduleTest(ActivatorCase):
         self.assertEqual(code, "251", text)     # nothing held upstream
         self.wait_activator(cust, "after", "one after-outbound run",
                             lambda a: a["runs"] == 1 and a["state"] == "idle")
+        mark = cust.log_mark()
         deliver("out2", 2)
-        h.still(self, "not again within the gap",
-                lambda: self.runs(cust, "after"), 1)
+        self.quiet(cust, mark, "not again within the gap",
+                   lambda: self.runs(cust, "after"), 1)
         self.assertEqual(self.held(up, FAR), 2)
         # The delivery inside the gap is not forgotten: it gives one run
         # when the gap has passed, and only one.
         cust.clock_step(AFTER_OUTBOUND_GAP_S + 1)
         self.wait_activator(cust, "after", "one run at the gap's end",
                             lambda a: a["runs"] == 2 and a["state"] == "idle")
-        h.still(self, "once per gap", lambda: self.runs(cust, "after"), 2)
+        self.quiet(cust, cust.log_mark(), "once per gap", lambda: self.runs(cust, "after"), 2)
 
 
 class IdleTimeoutTest(ActivatorCase):
@@ -460,7 +497,8 @@ class IdleTimeoutTest(ActivatorCase):
                                 lambda a: a["state"] == "idle" and a["runs"] == 1)
         self.assertEqual(a.get("received"), 0, a)
         self.assert_next_near(a, next_hour(self.t_cust), "every 1h")
-        h.still(self, "no retry before the next scheduled time", up.count, 1)
+        self.quiet(cust, cust.log_mark(), "no retry before the next scheduled time",
+                   up.count, 1)
         cust.clock_step(HOUR_S)
         h.wait_for("tried again at the next hour", lambda: up.count() == 2,
                    within=RUN_S)

@@ -305,7 +305,7 @@ class AtrnTest(unittest.TestCase):
             if s.atrn_reply[0] == 453 and not self.status_has(e, A):
                 break
             time.sleep(0.2)
-        time.sleep(0.5)          # an aiosmtpd DATA still being answered
+        e.wait_drains_ended()    # the ETRN drain's deliveries are all in
         etrn_got = cust.recorder.message_ids()
         atrn_got = [msgid(d) for s in sessions for _, _, d in s.messages]
         both = Counter(etrn_got + atrn_got)
@@ -343,7 +343,7 @@ class AtrnTest(unittest.TestCase):
               % (first[0], first[1], code, msg.decode()))
         c.finish(SESSION_S)
         self.assert_reversed_session(c)
-        time.sleep(0.5)          # anything the ETRN wrongly started shows now
+        e.wait_drains_ended()    # a drain the ETRN wrongly started is over
         both = Counter(cust.recorder.message_ids() + [msgid(d) for _, _, d in c.messages])
         self.assertEqual(sorted(m for m in both if both[m] > 1), [], "delivered twice")
         self.assertEqual(sorted(both), sorted(list(sent) + list(sent2)))

@@ -100,6 +100,7 @@ class AuthTest(unittest.TestCase):
 
     def etrnd(self, **cfg):
         d = tempfile.mkdtemp(prefix="etrnd-it-", dir=self.tmp)
+        cfg.setdefault("control_socket", "auto")  # turns, metrics
         e = h.Etrnd(tmpdir=d, tls=True, redis=self.redis.url(),
                     relay_domains="demo.test", **cfg)
         self.addCleanup(e.cleanup)
@@ -328,7 +329,9 @@ class AuthTest(unittest.TestCase):
         ths = [threading.Thread(target=attacker, daemon=True) for _ in range(BRUTE_CONNS)]
         for t in ths:
             t.start()
-        time.sleep(BRUTE_S / 2)
+        # Alice tries once the attack is under way (every attacker has had
+        # answers), not after a fixed time.
+        h.wait_for("the attack under way", lambda: len(codes) >= 2 * BRUTE_CONNS or errors)
         t0, got, tries = time.monotonic(), None, 0
         while got != 235 and time.monotonic() - t0 < GOOD_AUTH_MAX_S:
             s = self.smtp(e, source=OUTSIDE)
@@ -368,7 +371,8 @@ class AuthTest(unittest.TestCase):
         s = self.smtp(e, source=OUTSIDE)
         self.assertEqual(self.login(s, "PLAIN", BOB, BOB_PW)[0], 235)
         self.assertEqual(s.docmd("ETRN", OWNED)[0], 459, "bob does not own it")
-        time.sleep(0.5)
+        e.wait_drains_ended()  # a drain a refused ETRN wrongly started is over
+        self.assertEqual(e.metric("etrnd_drains_started_total"), 0, "a refused ETRN drained")
         self.assertEqual(c.recorder.count(), 0, "nothing delivered yet")
         s = self.smtp(e, source=OUTSIDE)
         self.assertEqual(self.login(s, "LOGIN", ALICE, ALICE_PW)[0], 235)

@@ -32,7 +32,6 @@ CONNECTIONS = 4                  # drain_connections
 WINDOW = 1                       # drain_done_window: the strict bound
 DELAY_MIN_S, DELAY_MAX_S = 0.05, 0.4
 CUSTOMER_DELAY_S = 0.0           # the customer as fast as it goes: many messages per fsync
-SETTLE_S = 0.3                   # for the customer's DATA handlers in flight
 FINISH_S = 120                   # the last, undisturbed drain (loaded machine)
 
 
@@ -66,9 +65,10 @@ class CrashDrainTest(unittest.TestCase):
             during += code == 253 and "sent," not in e.stderr_text()
             e.signal(signal.SIGKILL)
             self.assertEqual(e.wait(), -signal.SIGKILL)
-            # A DATA the customer was still answering is recorded now:
-            # it belongs to this crash.
-            time.sleep(SETTLE_S)
+            # A DATA the customer was still answering belongs to this
+            # crash: count once the customer saw every connection go
+            # (aiosmtpd then cancels a DATA handler still running).
+            self.assertTrue(c.recorder.wait_closed(h.LOG_WAIT_S), "the customer kept a connection")
             cuts.append(c.recorder.count())
         # Undisturbed: ETRN until nothing is left.
         e.start()

@@ -15,10 +15,10 @@ import subprocess
 import tempfile
 import unittest
 
-from etrnd_harness import Etrnd, env_path
+from etrnd_harness import Etrnd, LOG_WAIT_S as HARNESS_WAIT_S, env_path
 from test_redis import Redis, etrnctl, wait_log
 
-LOG_WAIT_S = 15.0   # a loaded 2-core machine
+LOG_WAIT_S = HARNESS_WAIT_S   # a hang guard (a loaded 2-core machine)
 
 
 class EtrnctlRoute(unittest.TestCase):

@@ -2,7 +2,9 @@
 """Expiry: mail held longer than max_hold is expired and its sender gets an
 RFC 3464 DSN; younger mail and the null sender are left alone. With
 delay_warning, the sender is warned once before that. The clock is
-the test's (config key clock_offset, read at start), never a sleep.
+the test's (config key clock_offset, read at start), never a sleep. A check
+that nothing (more) expired waits first for a finished expiry scan
+(etrnd_expiry_scans_total on the control socket's "metrics").
 """
 
 import base64
@@ -14,7 +16,8 @@ import unittest
 import etrnd_harness as h
 
 QUEUED_RE = re.compile(rb"queued as ([0-9A-F]{14})")
-WAIT_S = 10.0
+# A hang guard only (a loaded machine, sanitizer builds).
+WAIT_S = h.LOG_WAIT_S
 
 
 def send(e, sender, rcpts, subject):
@@ -41,7 +44,8 @@ def wait_for_log(e, pattern, count):
 
 class ExpiryTest(unittest.TestCase):
     def test_expire_with_dsn(self):
-        e = h.Etrnd(threads="1", max_hold="5d", relay_domains="demo.test other.test")
+        e = h.Etrnd(threads="1", max_hold="5d", relay_domains="demo.test other.test",
+                    control_socket="auto")
         self.addCleanup(e.cleanup)
         e.start()
         q1 = send(e, "alice@example.org", ["u1@demo.test"], "one")
@@ -52,7 +56,7 @@ class ExpiryTest(unittest.TestCase):
         # Four days later: nothing is old enough.
         e.cfg["clock_offset"] = "4d"
         e.start()
-        time.sleep(0.5)  # let a scan run; it must find nothing
+        e.wait_expiry_scans()  # a whole scan ran; it must have found nothing
         e.stop()
         self.assertNotIn("status=expired", e.stderr_text())
         self.assertEqual([r for r in h.spool_json(e.spool_dir) if r["type"] == "DONE"], [])
@@ -97,7 +101,7 @@ class ExpiryTest(unittest.TestCase):
         dsn_qids = {d["qid"] for d in dsns}
         e.start()
         wait_for_log(e, r"status=expired", 2)
-        time.sleep(0.3)
+        e.wait_expiry_scans()  # that scan is over: anything else is logged
         e.stop()
         expired = re.findall(r"([0-9A-F]{14}): to=<[^>]*>, relay=none, delay=\d+, status=expired",
                              e.stderr_text())
@@ -109,7 +113,7 @@ class ExpiryTest(unittest.TestCase):
         never a second one, also not after restarts; expiry still follows
         at max_hold."""
         e = h.Etrnd(threads="1", max_hold="5d", delay_warning="4h",
-                    relay_domains="demo.test other.test")
+                    relay_domains="demo.test other.test", control_socket="auto")
         self.addCleanup(e.cleanup)
         e.start()
         q1 = send(e, "alice@example.org", ["u1@demo.test"], "one")
@@ -120,7 +124,7 @@ class ExpiryTest(unittest.TestCase):
         # Three hours: too early.
         e.cfg["clock_offset"] = "3h"
         e.start()
-        time.sleep(0.5)
+        e.wait_expiry_scans()
         e.stop()
         self.assertNotIn("status=deferred", e.stderr_text())
 
@@ -129,7 +133,7 @@ class ExpiryTest(unittest.TestCase):
         e.start()
         wait_for_log(e, r"sender delay notification", 2)
         wait_for_log(e, r"%s: null sender: no delay notification" % q3, 1)
-        time.sleep(0.3)
+        e.wait_expiry_scans()
         e.stop()
         log = e.stderr_text()
         warned = dict(re.findall(r"([0-9A-F]{14}): sender delay notification: ([0-9A-F]{14})", log))
@@ -168,7 +172,7 @@ class ExpiryTest(unittest.TestCase):
         # never answered.)
         e.cfg["clock_offset"] = "6h"
         e.start()
-        time.sleep(0.5)
+        e.wait_expiry_scans()
         e.stop()
         log = e.stderr_text()
         self.assertNotIn("sender delay notification", log)
@@ -203,7 +207,8 @@ class ExpiryTest(unittest.TestCase):
         self.addCleanup(r.stop)
         self.assertEqual(etrnctl(r, "domain", "add", "short.test", "--max-hold", "1d")[0], 0)
         self.assertEqual(etrnctl(r, "domain", "add", "long.test")[0], 0)
-        e = h.Etrnd(threads="1", max_hold="5d", redis=r.url(), relay_domains="static.test")
+        e = h.Etrnd(threads="1", max_hold="5d", redis=r.url(), relay_domains="static.test",
+                    control_socket="auto")
         self.addCleanup(e.cleanup)
         e.start()
         q = send(e, "carol@example.org", ["a@short.test", "b@long.test"], "mixed")
@@ -211,6 +216,7 @@ class ExpiryTest(unittest.TestCase):
         e.cfg["clock_offset"] = "2d"
         e.start()
         wait_for_log(e, r"sender non-delivery notification", 1)
+        e.wait_expiry_scans()
         e.stop()
         log = e.stderr_text()
         self.assertIn("%s: to=<a@short.test>" % q, log)
@@ -233,11 +239,14 @@ class ExpiryShutdownTest(unittest.TestCase):
         e.stop()
         e.cfg["clock_offset"] = "6d"
         e.start()
-        time.sleep(0.1)  # expiry is under way
+        e.wait_log(r"status=expired")  # expiry is under way
         t0 = time.monotonic()
         e.stop()         # asserts exit status 0 within the harness bound
         took = time.monotonic() - t0
-        self.assertLess(took, 5.0, "SIGTERM took %.1f s during expiry" % took)
+        # No wall-clock bound here (a loaded machine can miss any): the
+        # harness's stop bound catches a hang, and the count below shows
+        # that the stop cut the backlog short instead of waiting for it.
+        print("SIGTERM during mass expiry: exited after %.2f s" % took)
         done = [r for r in h.spool_json(e.spool_dir) if r["type"] == "DONE"]
         self.assertGreater(len(done), 0, "expiry had started")
         self.assertLess(len(done), 3000, "stopped before expiring everything")

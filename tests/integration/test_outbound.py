@@ -7,8 +7,11 @@ Domains, modes and routes (etrnd:route:<domain>) are provisioned with
 etrnctl in a private redis-server; routes point at loopback ports, so no
 DNS is involved. Time moves by the test clock (test_clock = yes, `etrnctl
 clock step`): back-off and expiry are driven by clock steps, never by
-sleeping; a test only sleeps to poll, or for a short bounded look at
-something that must NOT happen (NEGATIVE_LOOK_S).
+sleeping; a test only sleeps to poll. A check that something must NOT
+happen (a retry before its time, a second DSN) first waits for the proof
+that the daemon looked: every engine thread ran a whole turn at its present
+clock (the control socket's "turns"), and no delivery job started since
+(each logs "sched DOM (shard N): ..." as it starts).
 
 Covered: an expired message's DSN (and a delay warning before it) reaches
 its sender's server and is a valid RFC 3464 report; a mode deliver domain
@@ -39,10 +42,11 @@ from scripted_server import ScriptedServer
 from test_redis import Redis, wait_code
 
 QUEUED_RE = re.compile(rb"queued as ([0-9A-F]{14})")
-# A bounded look for something that must not happen (a retry before its
-# time, a second DSN): a few of the scheduler's turns (at least one a
-# second).
-NEGATIVE_LOOK_S = 2.5
+# The line a delivery job of the scheduler logs as it starts
+# (proto/sched_job.c).
+# proto/expire.c EXPIRE_SCAN_INTERVAL_US: a scan a minute (daemon clock).
+EXPIRY_SCAN_S = 60
+JOB_START_RE = r"\bsched \S+ \(shard \d+\): \d+ message\(s\), "
 TABLE_WAIT_S = 20.0       # the domain table from Redis after start
 MINIMAL_BACKOFF_S = 300   # etrnd's default, Postfix's
 MAXIMAL_BACKOFF_S = 4000
@@ -145,12 +149,13 @@ class OutboundCase(unittest.TestCase):
         self.assertEqual(rc, 0, err)
         return out
 
-    def still(self, what, fn, want):
-        """fn() stays want for NEGATIVE_LOOK_S (polled)."""
-        deadline = time.monotonic() + NEGATIVE_LOOK_S
-        while time.monotonic() < deadline:
-            self.assertEqual(fn(), want, what)
-            time.sleep(0.1)
+    def still(self, e, since, what, fn, want):
+        """A negative check: every engine thread of e ran a whole turn at
+        the daemon's present clock, so what was due has started; no
+        delivery job started since the log offset since; and fn() (what a
+        destination saw) is still want."""
+        e.nothing_since(self, since, JOB_START_RE, what)
+        self.assertEqual(fn(), want, what)
 
 
 class ExpiryDsnTest(OutboundCase):
@@ -163,7 +168,7 @@ class ExpiryDsnTest(OutboundCase):
         e = self.etrnd(max_hold="5d")
         qid = send(e.port, "alice@sender.test", ["u1@demo.test", "u2@demo.test"], "expire-me")
         # demo.test is held (relay_domains): nothing goes out by itself.
-        self.still("held mail stays held", dsn_sink.count, 0)
+        self.still(e, 0, "held mail stays held", dsn_sink.count, 0)
         self.assertNotIn("status=sent", e.stderr_text())
 
         e.clock_step(6 * DAY_S)
@@ -224,7 +229,13 @@ class ExpiryDsnTest(OutboundCase):
         self.assertEqual([b["Action"].strip() for b in per_rcpt], ["delayed"])
         self.assertEqual(per_rcpt[0]["Final-Recipient"], "rfc822; u1@demo.test")
         self.assertIsNotNone(per_rcpt[0]["Will-Retry-Until"])
-        self.still("one delay warning", dsn_sink.count, 1)
+        # A second warning would come from a later expiry scan: step the
+        # clock past the scan interval and wait for that scan to finish.
+        mark = e.log_mark()
+        scans = e.metric("etrnd_expiry_scans_total")
+        e.clock_step(EXPIRY_SCAN_S + 1)
+        e.wait_expiry_scans(scans + int(e.cfg["threads"]))
+        self.still(e, mark, "one delay warning", dsn_sink.count, 1)
 
         e.clock_step(6 * DAY_S)
         fq = e.wait_log(r"%s: sender non-delivery notification: (%s)" % (qid, h.QID_RE))[0]
@@ -259,8 +270,9 @@ class DeliverModeTest(OutboundCase):
         self.assertIn("451", status, "the deferred section shows the last error")
 
         # Not before minimal_backoff: 100 s later nothing happens.
+        mark = e.log_mark()
         e.clock_step(100)
-        self.still("no retry before minimal_backoff", rcpt, 1)
+        self.still(e, mark, "no retry before minimal_backoff", rcpt, 1)
         e.clock_step(MINIMAL_BACKOFF_S - 100 + 5)
         d2 = e.wait_log(h.log_field_re("bob@now.test", "deferred", qid=qid), 2)
         self.assertIn("second", d2[1][3])
@@ -277,7 +289,7 @@ class DeliverModeTest(OutboundCase):
         self.assertEqual(peer.recorder.accepted[0][0], "carol@example.org")
         self.assertEqual(peer.recorder.accepted[0][2]["Subject"], "try-thrice")
         # Delivered once, and done.
-        self.still("delivered once", peer.recorder.count, 1)
+        self.still(e, e.log_mark(), "delivered once", peer.recorder.count, 1)
         n, status = h.indexed_messages(e.ctl_path(), "now.test")
         self.assertEqual(n, 0, status)
 
@@ -306,7 +318,7 @@ class DeliverModeTest(OutboundCase):
         wait_code(e, "later.test", 250, TABLE_WAIT_S)
         qids = [send(e.port, "carol@example.org", ["u%d@later.test" % i], "held-%d" % i)
                 for i in range(3)]
-        self.still("mode hold: no attempt", lambda: peer.recorder.sessions, 0)
+        self.still(e, 0, "mode hold: no attempt", lambda: peer.recorder.sessions, 0)
         self.ctl("domain", "set", "later.test", "--mode", "deliver")
         for q in qids:
             e.wait_log(r"%s: to=<u\d@later\.test>, .*status=sent" % q)
@@ -381,7 +393,7 @@ class RelayTest(OutboundCase):
                                ("b@auth.test", ("r2@foreign.example",), "from-auth-user"),
                                ("c@auth.test", ("r3@other.example",), "from-submission")])
         self.assertNotRegex(e.stderr_text(), r"to=<victim@foreign\.example>")
-        self.still("the stranger's attempt sent nothing", upstream.count, 3)
+        self.still(e, e.log_mark(), "the stranger's attempt sent nothing", upstream.count, 3)
 
 
 class BounceTest(OutboundCase):
@@ -412,7 +424,7 @@ class BounceTest(OutboundCase):
         e.wait_log(h.log_field_re("bob@bad.test", "bounced", qid=dc))
         self.assertTrue(dsn_sink.wait_count(1))
         # Nothing more comes: no second DSN to alice, none for the DSN to bob.
-        self.still("one DSN to alice", dsn_sink.count, 1)
+        self.still(e, e.log_mark(), "one DSN to alice", dsn_sink.count, 1)
         log = e.stderr_text()
         self.assertNotRegex(log, r"%s: sender non-delivery notification" % qb)
         self.assertNotRegex(log, r"%s: sender non-delivery notification" % dc)
@@ -494,7 +506,10 @@ class CrashTest(OutboundCase):
         e.kill9()
         self.assertGreater(at_kill, 0, "delivery had not started at the kill")
         self.assertLess(at_kill, self.MESSAGES, "delivery was over before the kill")
-        time.sleep(0.3)   # DATA the peer was answering belongs to this crash
+        # DATA the peer was answering belongs to this crash: count once
+        # the peer saw every connection go (aiosmtpd then cancels a DATA
+        # still being answered, so nothing more is recorded for them).
+        self.assertTrue(peer.recorder.wait_closed(h.LOG_WAIT_S), "the peer kept a connection")
         cut = peer.recorder.count()
         log1 = e.stderr_text()
         peer.recorder.delay = 0.0
@@ -506,7 +521,8 @@ class CrashTest(OutboundCase):
                                 len(set(peer.recorder.message_ids())), len(ids),
                                 e.stderr_text()[-3000:]))
             time.sleep(0.1)
-        self.still("nothing more arrives", peer.recorder.count, peer.recorder.count())
+        self.still(e, e.log_mark(), "nothing more arrives", peer.recorder.count,
+                   peer.recorder.count())
         got = peer.recorder.message_ids()
         count = Counter(got)
         self.assertEqual(set(count), set(ids))
@@ -542,12 +558,17 @@ class CrashTest(OutboundCase):
         self.assertRegex(d[0][3], r"(?i)connect to 127\.0\.0\.1\[127\.0\.0\.1\]:%d: "
                          r"connection refused" % port)
         self.assertEqual(d[0][2][:2], "4.")
-        time.sleep(1.0)               # the SCHED record's group commit
+        # The deferral's SCHED record is in the segment (what a kill -9
+        # keeps: written, whether or not its fdatasync is done).
+        h.wait_for("the SCHED record of %s" % qid, lambda: [
+            r for r in h.spool_json(e.spool_dir)
+            if r["type"] == "SCHED" and r["qid"] == qid])
         e.kill9()
         peer = ScriptedServer(port).start()
         self.addCleanup(peer.stop)
         e.start()
-        self.still("not retried before its next attempt", lambda: peer.recorder.sessions, 0)
+        self.still(e, 0, "not retried before its next attempt",
+                   lambda: peer.recorder.sessions, 0)
         n, status = h.indexed_messages(e.ctl_path(), "later.test")
         self.assertEqual(n, 1, status)
         e.clock_step(MINIMAL_BACKOFF_S + 5)

@@ -69,11 +69,11 @@ class QueueOpsTest(unittest.TestCase):
         self.e.cfg["control_socket"] = os.path.join(self.e.dir, "ctl.sock")
         self.addCleanup(self.e.cleanup)
         self.e.start()
-        wait_code(self.e, "gone.test", 250, 10)
+        wait_code(self.e, "gone.test", 250, h.LOG_WAIT_S)
         qids = send(self.e, "gone.test", n, "st")
         rc, _, err = etrnctl(self.redis, "domain", "del", "gone.test")
         self.assertEqual(rc, 0, err)
-        wait_code(self.e, "gone.test", 550, 10)
+        wait_code(self.e, "gone.test", 550, h.LOG_WAIT_S)
         return qids
 
     def test_stranded_mail_list_show_force_flush(self):

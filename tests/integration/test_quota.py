@@ -11,7 +11,7 @@ import tempfile
 import time
 import unittest
 
-from etrnd_harness import Etrnd, HOST, msg_records, remove_tmp
+from etrnd_harness import Etrnd, HOST, LOG_WAIT_S, msg_records, remove_tmp
 from test_redis import Redis, etrnctl
 
 BODY = b"Subject: q\r\n\r\n" + (b"y" * 98 + b"\r\n") * 100   # ~10 KB each
@@ -60,7 +60,7 @@ class QuotaTest(unittest.TestCase):
         # is refused (the table follows Redis within a moment).
         rc, out, err = etrnctl(r, "domain", "add", "small.test", "--quota", "1000")
         self.assertEqual(rc, 0, err)
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + LOG_WAIT_S  # a hang guard only
         while True:
             code, msg, stage = send(e, "u@small.test", BODY, stage=True)
             if stage == "rcpt" or time.monotonic() > deadline:

@@ -26,7 +26,7 @@ import unittest
 import test_redis as tr
 from etrnd_harness import Etrnd, HOST, etrnctl, make_cert
 
-LOG_WAIT_S = 15.0
+LOG_WAIT_S = tr.LOG_WAIT_S  # a hang guard (etrnd_harness)
 IO_TIMEOUT_S = 10.0
 
 
@@ -266,7 +266,7 @@ class ReloadRedisTest(unittest.TestCase):
         del e.cfg["relay_domains"]
         self.addCleanup(e.cleanup)
         e.start()
-        tr.wait_code(e, "a.test", 250, 5.0)
+        tr.wait_code(e, "a.test", 250, tr.FOLLOW_WAIT_S)
         self.assertEqual(tr.rcpt_code(e, "b.test"), 550)
 
         e.cfg["redis"] = self.b.url()
@@ -276,13 +276,13 @@ class ReloadRedisTest(unittest.TestCase):
         reload(e, r"reload: \S+ taken")
         wait_log(e, r"redis: new settings \(reload\): unix:%s, prefix \"other:\""
                  % re.escape(self.b.sock))
-        tr.wait_code(e, "b.test", 250, 10.0)
+        tr.wait_code(e, "b.test", 250, tr.FOLLOW_WAIT_S)
         took = time.monotonic() - t0
         self.assertEqual(tr.rcpt_code(e, "a.test"), 550)
         print("new Redis and prefix followed %.3fs after SIGHUP" % took)
         # Events on the new prefix's channel are followed too.
         self.provision(self.b, "other:", "c.test")
-        tr.wait_code(e, "c.test", 250, 5.0)
+        tr.wait_code(e, "c.test", 250, tr.FOLLOW_WAIT_S)
 
 
 if __name__ == "__main__":

@@ -93,10 +93,12 @@ class SdNotifyTest(unittest.TestCase):
         e = self.etrnd()
         self.assertEqual(self.n.wait("READY="), "READY=1")
         self.assertRegex(self.n.wait("STATUS="), r"running: 2 engine thread\(s\), watchdog on")
-        t0 = time.monotonic()
-        self.n.pump(1.0)
-        # Ten periods: at least a few pings, whatever the load.
-        self.assertGreaterEqual(self.n.count("WATCHDOG=1", t0), 3, self.n.got)
+        # Pings keep coming: three in a row, each waited for (a count in a
+        # fixed time would depend on the load).
+        since = time.monotonic()
+        for _ in range(3):
+            self.n.wait("WATCHDOG=1", since=since)
+            since = max(t for t, kv in self.n.got if kv == "WATCHDOG=1") + 1e-6
         with smtplib.SMTP(h.HOST, e.port, timeout=10) as s:  # it takes mail meanwhile
             s.sendmail("a@example.org", ["u@demo.test"], b"Subject: t\r\n\r\nx\r\n")
         t1 = time.monotonic()
@@ -107,12 +109,13 @@ class SdNotifyTest(unittest.TestCase):
     def test_no_watchdog_without_watchdog_usec(self):
         e = self.etrnd(watchdog=False)
         self.n.wait("READY=1")
-        t0 = time.monotonic()
-        self.n.pump(0.5)
-        self.assertEqual(self.n.count("WATCHDOG=1", t0), 0)
+        # The proof first: no watchdog thread runs, so nothing can ping;
+        # then nothing did.
         pid = e.proc.pid
         self.assertEqual(len(engine_tasks(pid)) + 1, len(os.listdir("/proc/%d/task" % pid)),
                          "a watchdog thread without $WATCHDOG_USEC")
+        self.n.pump(0.05)   # read what is queued on our socket
+        self.assertEqual(self.n.count("WATCHDOG=1", 0.0), 0)
 
     @unittest.skipUnless(os.geteuid() == 0 or os.path.exists("/proc/sys/kernel/yama/ptrace_scope")
                          and open("/proc/sys/kernel/yama/ptrace_scope").read().strip() == "0",
@@ -137,6 +140,9 @@ class SdNotifyTest(unittest.TestCase):
             # nothing feeds systemd until the thread runs again.
             self.assertRegex(self.n.wait("STATUS=engine thread"),
                              r"STATUS=engine thread \d+ not answering")
+            # Ten periods without a ping: the window is what is tested
+            # (a loaded machine makes it fewer periods, never a false
+            # failure).
             t0 = time.monotonic()
             self.n.pump(10 * PERIOD_S)
             self.assertEqual(self.n.count("WATCHDOG=1", t0), 0, self.n.got[-10:])

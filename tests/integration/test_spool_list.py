@@ -52,8 +52,8 @@ class SpoolListTest(unittest.TestCase):
         self.e.cfg["control_socket"] = os.path.join(self.e.dir, "ctl.sock")
         self.addCleanup(self.e.cleanup)
         self.e.start()
-        wait_code(self.e, "one.test", 250, 10)
-        wait_code(self.e, "two.test", 250, 10)
+        wait_code(self.e, "one.test", 250, WAIT_S)
+        wait_code(self.e, "two.test", 250, WAIT_S)
 
     def ctl(self, *args):
         p = subprocess.run([h.env_path("ETRNCTL"), "-c", self.e.conf_path] + list(args),

@@ -106,7 +106,7 @@ class TopTest(unittest.TestCase):
             e.cfg["control_socket"] = os.path.join(e.dir, "ctl.sock")
             e.start()
             for dom, _ in LOAD:
-                wait_code(e, dom, 250, 15)
+                wait_code(e, dom, 250, H.LOG_WAIT_S)
             cls.load()
         except BaseException:
             cls.tearDownClass()
@@ -224,7 +224,7 @@ class TopDrainTest(unittest.TestCase):
         e.cfg["control_socket"] = os.path.join(e.dir, "ctl.sock")
         self.addCleanup(e.cleanup)
         e.start()
-        wait_code(e, self.DOM, 250, 15)
+        wait_code(e, self.DOM, 250, H.LOG_WAIT_S)
         with smtplib.SMTP(H.HOST, e.port, timeout=30) as s:
             for i in range(self.N):
                 s.sendmail("s@example.org", ["u%d@%s" % (i, self.DOM)], b"Subject: d\r\n\r\nd\r\n")
