@@ -102,6 +102,10 @@ void drain_hub_unclaim(struct drain_hub *h, const char *dom, size_t len);
 /* Run fn(arg) on engine thread i: 0, or -ESHUTDOWN (the hub quiesced, the
  * thread is not up or its loop has finished). */
 int drain_hub_post(struct drain_hub *h, unsigned i, void (*fn)(void *), void *arg);
+/* Engine thread i's loop (NULL before it is up), for a session that
+ * opens connections there (cross-node ATRN). */
+struct loop;
+struct loop *drain_hub_loop(struct drain_hub *h, unsigned i);
 /*
  * On engine thread i: start s's jobs there for doms (those with mail in
  * this shard; with none and last set, one empty job so that the customer
