@@ -60,6 +60,7 @@ static int cluster_auth_read(const char *path, char *out, size_t outlen, char *e
 {
 	char line[CLUSTER_AUTH_SECRET_MAX + 3];
 	FILE *f = fopen(path, "r");
+	const char *lf;
 	size_t n;
 	int rc = -1;
 
@@ -73,7 +74,9 @@ static int cluster_auth_read(const char *path, char *out, size_t outlen, char *e
 		goto fail;
 	}
 	line[n] = '\0';
-	n = strcspn(line, "\n");
+	lf = memchr(line, '\n', n);
+	if (lf)
+		n = (size_t)(lf - line); /* a NUL does not end the line: refused below */
 	if (n > 0 && line[n - 1] == '\r')
 		n--;
 	if (memchr(line, '\0', n)) {
