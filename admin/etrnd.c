@@ -468,7 +468,8 @@ int main(int argc, char **argv)
 	etrnd_reload_new(&d, &o);
 	etrnd_fit_nofile(&d.cfg);
 	etrnd_start(&d);
-	reload_attach(d.rl, &(struct reload_live){ d.env.tls_server, d.env.tls_client, d.ctl });
+	reload_attach(d.rl, &(struct reload_live){ d.env.tls_server, d.env.tls_client, d.ctl,
+						     d.ca });
 	etrnd_log_started(&d.cfg);
 	{
 		char err[CONFIG_ERR_MAX];

@@ -14,6 +14,7 @@ the duplicates are at most drain_done_window (set small here).
 
 import base64
 import re
+import signal
 import socket
 import ssl
 import time
@@ -127,21 +128,15 @@ class ClusterAtrnTest(unittest.TestCase):
         self.assertEqual(rd.reply()[0], 530, "ATRN before AUTH")
         s.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0node9\0" + c.secret.encode()) + b"\r\n")
         self.assertNotEqual(rd.reply()[0], 235, "AUTH in the clear")
-        s.sendall(b"STARTTLS\r\n")
-        self.assertEqual(rd.reply()[0], 220)
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        t = ctx.wrap_socket(s, server_hostname="node2.test")
-        rd = Lines(t)
+        t, rd = self.starttls(s, rd)
+        self.addCleanup(t.close)
         t.sendall(b"EHLO node9\r\n")
         code, lines = rd.reply()
         self.assertIn("ATRN", [x[4:] for x in lines])
         self.assertTrue([x for x in lines if x[4:].startswith("AUTH")], "AUTH inside TLS")
 
         def auth(user, secret):
-            t.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0" + user + b"\0" + secret) + b"\r\n")
-            return rd.reply()[0]
+            return self.auth(t, rd, user, secret)
 
         self.assertEqual(auth(b"node9", b"not-the-cluster-secret!"), 535, "wrong secret")
         self.assertEqual(auth(b"alice", PW.encode()), 535, "a customer is no node")
@@ -155,6 +150,56 @@ class ClusterAtrnTest(unittest.TestCase):
         self.assertEqual(rd.reply()[0], 250, "an authenticated node relays")
         t.sendall(b"QUIT\r\n")
         self.assertEqual(rd.reply()[0], 221)
+
+    @staticmethod
+    def starttls(s, rd):
+        s.sendall(b"STARTTLS\r\n")
+        code, _ = rd.reply()
+        if code != 220:
+            raise AssertionError("STARTTLS: %d" % code)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        t = ctx.wrap_socket(s, server_hostname="node.test")
+        return t, Lines(t)
+
+    @staticmethod
+    def auth(t, rd, user, secret):
+        t.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0" + user + b"\0" + secret) + b"\r\n")
+        return rd.reply()[0]
+
+    def node_auth(self, c, i, secret):
+        """A fresh connection to node i's cluster_listen: STARTTLS, EHLO,
+        AUTH PLAIN as node9 with secret; the reply code."""
+        s = socket.create_connection((h.HOST, c.cluster_port[i]), timeout=30)
+        self.addCleanup(s.close)
+        rd = Lines(s)
+        rd.reply()
+        s.sendall(b"EHLO node9\r\n")
+        rd.reply()
+        t, rd = self.starttls(s, rd)
+        self.addCleanup(t.close)
+        t.sendall(b"EHLO node9\r\n")
+        rd.reply()
+        return self.auth(t, rd, b"node9", secret)
+
+    def test_secret_read_again_on_sighup(self):
+        c = self.cluster()
+        new = b"a-new-cluster-secret-after-rotation"
+        with open(c.secret_path, "wb") as f:
+            f.write(new + b"\n")
+        e = c.node(1)
+        mark = len(e.stderr_text())
+        e.signal(signal.SIGHUP)
+        e.wait_log(r"reload: .* taken: ", since=mark)
+        self.assertEqual(self.node_auth(c, 1, c.secret.encode()), 535, "the old secret")
+        self.assertEqual(self.node_auth(c, 1, new), 235, "the new secret")
+        with open(c.secret_path, "wb") as f:
+            f.write(b"short\n")
+        mark = len(e.stderr_text())
+        e.signal(signal.SIGHUP)
+        e.wait_log(r"the cluster secret in force stays", since=mark)
+        self.assertEqual(self.node_auth(c, 1, new), 235, "a bad file keeps the secret")
 
     def test_kill9_of_a_node_while_it_relays(self):
         c = self.cluster()
