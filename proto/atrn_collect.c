@@ -329,6 +329,9 @@ static size_t collect_node_data(void *arg, struct conn *c, void *st, const char 
 	k = atrn_proxy_feed_node(ac->px, p, n, conn_out(c), ac->cust ? conn_out(ac->cust) : NULL,
 				 &ev);
 	collect_event(ac, ev);
+	/* A command forwarded: a reply the customer sent early may be read. */
+	if (ac->cust)
+		conn_resume(ac->cust);
 	return n == 0 ? 0 : k;
 }
 
