@@ -1,14 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * cluster: the node-state thread (cluster.h). Every CLUSTER_TICK_MS it
- * publishes the queued drain events; every cluster_publish_interval, and
- * CLUSTER_DEBOUNCE_MS after the held counts changed, it refreshes: reads
- * the other nodes (ZRANGE nodes, HMGET of each one's gen, HGETALL only of
- * those whose gen moved), swaps in a new view when anything moved, then
- * writes its own hash as a diff against what it wrote last (a full rewrite
- * after each connect), in one MULTI/EXEC with the TTL and the nodes zset.
- * Reading before writing makes "my seen is later than T" mean "my view
- * has what the others wrote before T" (the tests wait on that).
+ * publishes the queued drain events. Every cluster_publish_interval it
+ * reads the other nodes (ZRANGE nodes, HMGET of each one's gen, HSCAN only
+ * of those whose gen moved) and swaps in a new view when anything moved;
+ * then, and CLUSTER_DEBOUNCE_MS after the held counts changed, it writes
+ * its own hash as a diff against what it wrote last (a full rewrite after
+ * each connect), in one MULTI/EXEC with the TTL and the nodes zset. The
+ * hash's "read" is the time of the last read of the others: "read later
+ * than T" means "my view has what the others wrote before T".
  */
 #include "admin/cluster.h"
 
@@ -38,25 +38,32 @@
 #define CLUSTER_SPEC_MAX 512           /* an ETRN argument: RFC 5321 4.5.3.1.4 line */
 #define CLUSTER_PEERS_MAX 256          /* other nodes read; more are ignored */
 #define CLUSTER_FIELDS_PER_CMD 512     /* "d:" fields per HSET or HDEL */
+#define CLUSTER_MIN_PARTS 8            /* first size of a peer's HSCAN list */
 #define CLUSTER_KEY_MAX (CONFIG_REDIS_PREFIX_MAX + 16 + CONFIG_NODE_ID_MAX)
 #define CLUSTER_FIELD_MAX (sizeof(CLUSTER_F_DOMAIN) + 256)
 #define CLUSTER_VAL_MAX 48             /* "<msgs> <bytes>": two uint64 */
 #define CLUSTER_GEN_MAX 48             /* "<started ms>.<n>" */
-#define CLUSTER_HEAD_FIELDS 7          /* addr state started seen msgs bytes gen */
+/* Fields per HSCAN of another node's hash: a 100,000-domain hash is read
+ * in ~50 short commands, never one HGETALL that holds Redis for 100 ms. */
+#define CLUSTER_HSCAN_COUNT "2000"
 
 enum cluster_conn_state { CLUSTER_DOWN, CLUSTER_UP };
+enum cluster_due { CLUSTER_NONE, CLUSTER_WRITE, CLUSTER_READ };
 
 struct cl_event {
 	size_t len;
 	char spec[CLUSTER_SPEC_MAX];
 };
 
-/* Another node as last read. reply: its HGETALL (kept until its gen moves). */
+/* Another node as last read. parts: its hash's HSCAN replies (kept until
+ * its gen moves); have: read whole. */
 struct cl_peer {
 	char id[CONFIG_NODE_ID_MAX];
 	char gen[CLUSTER_GEN_MAX];
 	struct clusterview_node node;
-	redisReply *all;
+	redisReply **parts;
+	size_t nparts, capparts;
+	int have;
 	int present;                   /* its hash is there this round */
 	int was;                       /* ... and was last round */
 	int fetch;                     /* its gen moved: HGETALL due */
@@ -97,6 +104,7 @@ struct cluster {
 	enum cluster_conn_state cs;
 	unsigned backoff_ms;
 	uint64_t started_ms, gen, next_ms, last_write_ms;
+	uint64_t read_ms;              /* wall ms of the last read of the others */
 	int dirty, full, written_state;
 	struct cl_prev *prev;          /* by domain index: what the hash says */
 	size_t nprev;
@@ -247,6 +255,14 @@ static struct cl_peer *peer_of(struct cluster *c, const char *id, size_t len)
 	return p;
 }
 
+static void peer_drop(struct cl_peer *p)
+{
+	for (size_t i = 0; i < p->nparts; i++)
+		freeReplyObject(p->parts[i]);
+	p->nparts = 0;
+	p->have = 0;
+}
+
 static uint64_t field_u64(const redisReply *r)
 {
 	return r && r->type == REDIS_REPLY_STRING ? strtoull(r->str, NULL, 10) : 0;
@@ -274,7 +290,7 @@ static int peer_head(struct cl_peer *p, const redisReply *r)
 	p->node.seen_ms = field_u64(r->element[3]);
 	p->node.msgs = field_u64(r->element[4]);
 	p->node.bytes = field_u64(r->element[5]);
-	if (p->all && !strcmp(gen, p->gen))
+	if (p->have && !strcmp(gen, p->gen))
 		return 0;
 	snprintf(p->gen, sizeof(p->gen), "%s", gen);
 	return 1;
@@ -292,21 +308,26 @@ static struct clusterview *build_view(struct cluster *c)
 		const struct cl_peer *p = &c->peers[i];
 		int ix;
 
-		if (!p->present || !p->all)
+		if (!p->present || !p->have)
 			continue;
 		ix = clusterview_builder_node(b, &p->node);
 		if (ix < 0)
 			return clusterview_builder_free(b), NULL;
-		for (size_t k = 0; k + 1 < p->all->elements; k += 2) {
-			const redisReply *f = p->all->element[k], *v = p->all->element[k + 1];
-			unsigned long long m, by;
+		for (size_t j = 0; j < p->nparts; j++) {
+			const redisReply *a = p->parts[j]->element[1];
 
-			if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
-			    f->len <= fl || memcmp(f->str, CLUSTER_F_DOMAIN, fl) ||
-			    sscanf(v->str, "%llu %llu", &m, &by) != 2)
-				continue;
-			if (clusterview_builder_count(b, ix, f->str + fl, f->len - fl, m, by) == -ENOMEM)
-				return clusterview_builder_free(b), NULL;
+			for (size_t k = 0; k + 1 < a->elements; k += 2) {
+				const redisReply *f = a->element[k], *v = a->element[k + 1];
+				unsigned long long m, by;
+
+				if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
+				    f->len <= fl || memcmp(f->str, CLUSTER_F_DOMAIN, fl) ||
+				    sscanf(v->str, "%llu %llu", &m, &by) != 2)
+					continue;
+				if (clusterview_builder_count(b, ix, f->str + fl, f->len - fl, m,
+							      by) == -ENOMEM)
+					return clusterview_builder_free(b), NULL;
+			}
 		}
 	}
 	return clusterview_build(b);
@@ -350,9 +371,7 @@ static int read_heads(struct cluster *c, const redisReply *z, char *why, size_t 
 		h = peer_head(p, r);
 		freeReplyObject(r);
 		if (h < 0) { /* expired: gone; fetched anew if it comes back */
-			if (p->all)
-				freeReplyObject(p->all);
-			p->all = NULL;
+			peer_drop(p);
 			continue;
 		}
 		p->present = 1;
@@ -362,31 +381,57 @@ static int read_heads(struct cluster *c, const redisReply *z, char *why, size_t 
 	return moved;
 }
 
-/* HGETALL of the peers whose gen moved. 0 or -1. */
+/* One peer's hash, HSCAN by HSCAN (a field may come twice: the view
+ * keeps one). 0 or -1; on -1 the peer is left unread. */
+static int fetch_peer(struct cluster *c, struct cl_peer *p, char *why, size_t wl)
+{
+	char key[CLUSTER_KEY_MAX], cursor[32] = "0";
+
+	node_key(c, key, sizeof(key), p->id);
+	peer_drop(p);
+	do {
+		redisReply *r = redisCommand(c->rc, "HSCAN %s %s COUNT " CLUSTER_HSCAN_COUNT, key,
+					     cursor);
+
+		if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+		    r->element[0]->type != REDIS_REPLY_STRING ||
+		    r->element[1]->type != REDIS_REPLY_ARRAY) {
+			redis_conn_err(c->rc, r, "HSCAN node", why, wl);
+			if (r)
+				freeReplyObject(r);
+			peer_drop(p);
+			return -1;
+		}
+		snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+		if (p->nparts == p->capparts) {
+			size_t n = p->capparts ? p->capparts * 2 : CLUSTER_MIN_PARTS;
+			redisReply **q = realloc(p->parts, n * sizeof(*q));
+
+			if (!q) {
+				freeReplyObject(r);
+				peer_drop(p);
+				return snprintf(why, wl, "out of memory reading %s", key), -1;
+			}
+			p->parts = q;
+			p->capparts = n;
+		}
+		p->parts[p->nparts++] = r;
+	} while (strcmp(cursor, "0"));
+	p->have = 1;
+	return 0;
+}
+
+/* The peers whose gen moved, read whole. 0 or -1. */
 static int fetch_moved(struct cluster *c, char *why, size_t wl)
 {
 	for (size_t i = 0; i < c->npeers; i++) {
-		char key[CLUSTER_KEY_MAX];
-
-		if (!c->peers[i].present || !c->peers[i].fetch)
-			continue;
-		node_key(c, key, sizeof(key), c->peers[i].id);
-		redisAppendCommand(c->rc, "HGETALL %s", key);
-	}
-	for (size_t i = 0; i < c->npeers; i++) {
 		struct cl_peer *p = &c->peers[i];
-		redisReply *r = NULL;
 
 		if (!p->present || !p->fetch)
 			continue;
-		if (redisGetReply(c->rc, (void **)&r) != REDIS_OK)
-			return redis_conn_err(c->rc, NULL, "HGETALL node", why, wl);
-		if (p->all)
-			freeReplyObject(p->all);
-		p->all = r->type == REDIS_REPLY_ARRAY ? r : NULL;
-		if (!p->all) {
-			freeReplyObject(r);
+		if (fetch_peer(c, p, why, wl)) {
 			p->gen[0] = '\0';
+			return -1;
 		}
 		p->fetch = 0;
 	}
@@ -562,9 +607,9 @@ static int write_self(struct cluster *c, char *why, size_t wl)
 	redisAppendCommand(c->rc, "HSET %s " CLUSTER_F_ADDR " %s " CLUSTER_F_STATE " %s "
 			   CLUSTER_F_STARTED " %" PRIu64 " " CLUSTER_F_SEEN " %" PRIu64 " "
 			   CLUSTER_F_MSGS " %" PRIu64 " " CLUSTER_F_BYTES " %" PRIu64 " "
-			   CLUSTER_F_GEN " %s", c->key, c->addr,
+			   CLUSTER_F_GEN " %s " CLUSTER_F_READ " %" PRIu64, c->key, c->addr,
 			   st == CLUSTERVIEW_DRAINING ? CLUSTER_STATE_DRAINING : CLUSTER_STATE_UP,
-			   c->started_ms / 1000, seen, c->tot_msgs, c->tot_bytes, gens);
+			   c->started_ms / 1000, seen, c->tot_msgs, c->tot_bytes, gens, c->read_ms);
 	ncmd++;
 	ncmd += append_fields(c, 1);
 	ncmd += append_fields(c, 0);
@@ -584,33 +629,47 @@ static int write_self(struct cluster *c, char *why, size_t wl)
 
 /* ---- the thread -------------------------------------------------------------- */
 
-static int refresh(struct cluster *c, char *why, size_t wl)
+/* what: CLUSTER_WRITE (this node's hash) or CLUSTER_READ too (the others
+ * first, then this node's hash with the read's time). */
+static int refresh(struct cluster *c, enum cluster_due what, char *why, size_t wl)
 {
-	uint64_t t0 = now_mono_us();
+	uint64_t t0 = now_mono_us(), now;
 	int full = c->full;
 
-	if (read_others(c, why, wl) || write_self(c, why, wl))
+	if (what == CLUSTER_READ) {
+		/* When it began: what the others had written by then is in. */
+		uint64_t began = now_wall_us() / 1000;
+
+		if (read_others(c, why, wl))
+			return -1;
+		c->read_ms = began;
+	}
+	if (write_self(c, why, wl))
 		return -1;
 	log_debug("cluster: node %s refreshed in %" PRIu64 " us: %" PRIu64
-		  " message(s) held, %zu domain(s) changed%s", c->node_id, now_mono_us() - t0,
-		  c->tot_msgs, c->nch, full ? " (full rewrite)" : "");
+		  " message(s) held, %zu domain(s) changed%s%s", c->node_id, now_mono_us() - t0,
+		  c->tot_msgs, c->nch, full ? " (full rewrite)" : "",
+		  what == CLUSTER_READ ? ", the others read" : "");
+	now = now_mono_ms();
 	c->dirty = 0;
-	c->last_write_ms = now_mono_ms();
-	c->next_ms = c->last_write_ms + c->publish_ms;
+	c->last_write_ms = now;
+	if (what == CLUSTER_READ)
+		c->next_ms = now + c->publish_ms;
 	return 0;
 }
 
-/* Whether a refresh is due now: the interval, or a change (debounced), or
- * a state to announce. */
-static int refresh_due(struct cluster *c, uint64_t now)
+/* What is due now: every interval a read of the others and a write; a
+ * change (debounced) or a state to announce, a write. */
+static enum cluster_due refresh_due(struct cluster *c, uint64_t now)
 {
 	if (c->counts.changed && c->counts.changed(c->counts.src))
 		c->dirty = 1;
-	if (atomic_load(&c->state) != c->written_state)
-		return 1;
 	if (now >= c->next_ms)
-		return 1;
-	return c->dirty && now >= c->last_write_ms + CLUSTER_DEBOUNCE_MS;
+		return CLUSTER_READ;
+	if (atomic_load(&c->state) != c->written_state ||
+	    (c->dirty && now >= c->last_write_ms + CLUSTER_DEBOUNCE_MS))
+		return CLUSTER_WRITE;
+	return CLUSTER_NONE;
 }
 
 static int cluster_connect(struct cluster *c, char *why, size_t wl)
@@ -630,6 +689,7 @@ static void *cluster_main(void *arg)
 	char why[512];
 
 	for (;;) {
+		enum cluster_due due;
 		int stop;
 
 		if (!c->rc && cluster_connect(c, why, sizeof(why))) {
@@ -641,8 +701,9 @@ static void *cluster_main(void *arg)
 			continue;
 		}
 		stop = cluster_nap(c, CLUSTER_TICK_MS);
+		due = stop ? CLUSTER_NONE : refresh_due(c, now_mono_ms());
 		if (flush_events(c, why, sizeof(why)) ||
-		    (!stop && refresh_due(c, now_mono_ms()) && refresh(c, why, sizeof(why))))
+		    (due != CLUSTER_NONE && refresh(c, due, why, sizeof(why))))
 			cluster_disconnect(c, why);
 		if (stop)
 			break;
@@ -682,9 +743,10 @@ static struct cluster *cluster_free(struct cluster *c)
 		close(c->stopfd);
 	if (c->wakefd >= 0)
 		close(c->wakefd);
-	for (size_t i = 0; c->peers && i < c->npeers; i++)
-		if (c->peers[i].all)
-			freeReplyObject(c->peers[i].all);
+	for (size_t i = 0; c->peers && i < c->npeers; i++) {
+		peer_drop(&c->peers[i]);
+		free(c->peers[i].parts);
+	}
 	pthread_mutex_destroy(&c->mu);
 	free(c->peers);
 	free(c->prev);

@@ -36,6 +36,7 @@ struct cluster;
 #define CLUSTER_F_MSGS "msgs"
 #define CLUSTER_F_BYTES "bytes"
 #define CLUSTER_F_GEN "gen"
+#define CLUSTER_F_READ "read"      /* unix ms: its last read of the others */
 #define CLUSTER_F_DOMAIN "d:"      /* + domain = "<msgs> <bytes>" */
 #define CLUSTER_STATE_UP "up"
 #define CLUSTER_STATE_DRAINING "draining"

@@ -25,6 +25,7 @@
  *                           seen (unix ms), msgs, bytes (held totals),
  *                           gen ("<started ms>.<n>": moves with any d: field,
  *                           state or addr; readers re-read the hash then),
+ *                           read (unix ms of its last read of the others),
  *                           and per domain "d:<domain>" = "<msgs> <bytes>"
  *                           (only domains with mail held)
  *   PREFIX nodes            sorted set: node id, score = seen (unix ms);

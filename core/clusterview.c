@@ -2,7 +2,7 @@
 /*
  * clusterview: see clusterview.h. The builder collects nodes and (node,
  * domain, counts) rows in arrays; build sorts the nodes by id and the rows
- * by (domain hash, name, node), merges a node's repeated rows, orders each
+ * by (domain hash, name, node), keeps one of a node's repeated rows, orders each
  * domain's holders by share, and indexes the domains by hash: a reader
  * finds a domain with one binary search and compares names only on a hash
  * match. Nothing is changed after build, so readers need no lock.
@@ -215,8 +215,11 @@ static int index_domains(struct clusterview_builder *b, struct clusterview *v)
 		qsort(b->rows, b->nrows, sizeof(*b->rows), cmp_row_key);
 	for (size_t i = 0; i < b->nrows; i++) {
 		if (w > 0 && cmp_row_key(&b->rows[w - 1], &b->rows[i]) == 0) {
-			b->rows[w - 1].msgs += b->rows[i].msgs;
-			b->rows[w - 1].bytes += b->rows[i].bytes;
+			/* One node's count of one domain, given twice (a hash
+			 * read with HSCAN may return a field twice): one of
+			 * them, the larger. */
+			if (b->rows[i].msgs > b->rows[w - 1].msgs)
+				b->rows[w - 1] = b->rows[i];
 			continue;
 		}
 		b->rows[w++] = b->rows[i];

@@ -40,7 +40,8 @@ struct clusterview_builder *clusterview_builder_new(void);
  * checked for repeats: the caller adds each node once. */
 int clusterview_builder_node(struct clusterview_builder *b, const struct clusterview_node *n);
 /* Mail held on node (an index from clusterview_builder_node) for dom (any
- * case, trailing dot ignored; two rows of one node for a domain add up).
+ * case, trailing dot ignored). Two rows of one node for one domain are one
+ * count given twice (HSCAN may return a field twice): the larger is kept.
  * 0, -EINVAL (bad node index, empty or over-long name) or -ENOMEM. */
 int clusterview_builder_count(struct clusterview_builder *b, int node, const char *dom,
 		size_t len, uint64_t msgs, uint64_t bytes);

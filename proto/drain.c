@@ -73,6 +73,7 @@
 struct drain_active {
 	uint32_t hash;                 /* active_hash(dom, len) */
 	unsigned left;                 /* threads still draining it */
+	int again;                     /* a joined flush: drain again at the end */
 	size_t len;
 	char dom[DRAIN_DOMAIN_MAX];
 };
@@ -208,15 +209,17 @@ static int active_is(const struct drain_active *a, uint32_t hv, const char *dom,
 }
 
 /* Mark dom active for every thread; 0 if it already was (join: 252). */
-static int hub_begin(struct drain_hub *h, const char *dom, size_t len)
+static int hub_begin(struct drain_hub *h, const char *dom, size_t len, int again)
 {
 	uint32_t hv = active_hash(dom, len);
 	int fresh = 0;
 
 	pthread_mutex_lock(&h->mu);
 	for (size_t i = 0; i < h->nact; i++)
-		if (active_is(&h->act[i], hv, dom, len))
+		if (active_is(&h->act[i], hv, dom, len)) {
+			h->act[i].again |= again;
 			goto out;
+		}
 	if (h->nact == h->capact) {
 		size_t cap = h->capact ? h->capact * 2 : DRAIN_ACTIVE_MIN;
 		struct drain_active *a = realloc(h->act, cap * sizeof(*a));
@@ -230,6 +233,7 @@ static int hub_begin(struct drain_hub *h, const char *dom, size_t len)
 	h->act[h->nact].len = len;
 	h->act[h->nact].hash = hv;
 	h->act[h->nact].left = h->n;
+	h->act[h->nact].again = 0;
 	h->nact++;
 	fresh = 1;
 out:
@@ -250,20 +254,28 @@ static int hub_active(struct drain_hub *h, const char *dom, size_t len)
 	return on;
 }
 
-/* One thread has finished its part of dom's drain. */
-static void hub_end(struct drain_hub *h, const char *dom, size_t len)
+static void hub_again(struct drain_hub *h, const char *dom, size_t len);
+
+/* One thread has finished its part of dom's drain. 1 when it was the last
+ * and a flush joined the drain meanwhile (the caller drains again: mail
+ * that came after this drain's snapshots is the joiner's too). */
+static int hub_end(struct drain_hub *h, const char *dom, size_t len)
 {
 	uint32_t hv = active_hash(dom, len);
+	int again = 0;
 
 	pthread_mutex_lock(&h->mu);
 	for (size_t i = 0; i < h->nact; i++) {
 		if (!active_is(&h->act[i], hv, dom, len))
 			continue;
-		if (--h->act[i].left == 0)
+		if (--h->act[i].left == 0) {
+			again = h->act[i].again;
 			h->act[i] = h->act[--h->nact];
+		}
 		break;
 	}
 	pthread_mutex_unlock(&h->mu);
+	return again;
 }
 
 /* ---- jobs on one thread --------------------------------------------------- */
@@ -388,8 +400,8 @@ static void job_end(struct drain_job *j)
 		job_end_outbound(j);
 		return;
 	}
-	if (!s)
-		hub_end(d->hub, j->dom, j->len);
+	if (!s && hub_end(d->hub, j->dom, j->len))
+		hub_again(d->hub, j->dom, j->len);
 	free(j->msgs);
 	free(j);
 	if (s)
@@ -632,7 +644,8 @@ static void drain_resolved(struct drain_req *rq)
  * it is a name); UNABLE when out of memory. Any thread; never blocks.
  */
 static enum etrn_outcome hub_start(struct drain_hub *h, const struct domtab_row *row,
-				   const char *dom, size_t len, const char *who, uint64_t *n)
+				   const char *dom, size_t len, const char *who, int again,
+				   uint64_t *n)
 {
 	struct drain_req *rq;
 	int rc;
@@ -644,7 +657,7 @@ static enum etrn_outcome hub_start(struct drain_hub *h, const struct domtab_row 
 		log_info("ETRN %s from %s: no messages waiting", dom, who);
 		return ETRN_NONE_WAITING;
 	}
-	if (!hub_begin(h, dom, len)) {
+	if (!hub_begin(h, dom, len, again)) {
 		log_info("ETRN %s from %s: joins the drain already running", dom, who);
 		return ETRN_JOINED;
 	}
@@ -736,13 +749,31 @@ static enum etrn_outcome hub_retry(struct drain_hub *h, const char *dom, size_t 
 }
 
 /* Release dom (authorised): a held domain is drained (hub_start()), a mode
- * deliver one retried (hub_retry()). */
+ * deliver one retried (hub_retry()). again: a flush (the operator's, or
+ * another node's ETRN), which, when it joins a running drain, drains once
+ * more when that one ends. */
 static enum etrn_outcome hub_release(struct drain_hub *h, const struct domtab_row *row,
-				     const char *dom, size_t len, const char *who, uint64_t *n)
+				     const char *dom, size_t len, const char *who, int again,
+				     uint64_t *n)
 {
 	if (row->mode == DOMTAB_MODE_DELIVER)
 		return hub_retry(h, dom, len, who, n);
-	return hub_start(h, row, dom, len, who, n);
+	return hub_start(h, row, dom, len, who, again, n);
+}
+
+/* A flush joined dom's drain, which has just ended on this engine thread:
+ * drain again for the mail held since (with the domain's row as it is
+ * now; gone from the table: nothing to do). */
+static void hub_again(struct drain_hub *h, const char *dom, size_t len)
+{
+	const struct domtab_row *row = domtab_find(domtab_live_get(h->dt), dom, len);
+	uint64_t n = 0;
+
+	if (!row || etrn_permit(row, NULL, NULL) != ETRN_OK)
+		return;
+	log_info("drain %.*s: again, for the mail held since the drain a later flush joined",
+		 (int)len, dom);
+	(void)hub_release(h, row, dom, len, "a joined flush", 0, &n);
 }
 
 /* ---- ETRN ----------------------------------------------------------------- */
@@ -813,7 +844,8 @@ static void drain_many(struct drain_hub *h, const char *client, const struct soc
 			continue;
 		permit = etrn_permit(row, sa, user);
 		if (permit == ETRN_OK)
-			started = hub_release(h, row, row->name, strlen(row->name), who, &n);
+			started = hub_release(h, row, row->name, strlen(row->name), who, sa == NULL,
+					      &n);
 		if (permit == ETRN_OK && sa)
 			started = cluster_count(h, row->name, strlen(row->name), started, &n);
 		etrn_tally_add(&tally, permit, started, n);
@@ -870,7 +902,7 @@ void drain_etrn(struct drain *d, const char *client, const char *user, const cha
 		return;
 	}
 	snprintf(who, sizeof(who), "[%s]", client);
-	o = hub_release(h, row, en.name, en.name_len, who, &n);
+	o = hub_release(h, row, en.name, en.name_len, who, 0, &n);
 	o = cluster_count(h, en.name, en.name_len, o, &n);
 	cluster_tell(h, o, en.shown, en.shown_len);
 	(void)etrn_reply(out, o, en.shown, en.shown_len, client, n);
@@ -895,7 +927,7 @@ void drain_hub_flush(struct drain_hub *h, const char *node, size_t len, struct b
 	row = domtab_find(domtab_live_get(h->dt), en.name, en.name_len);
 	o = etrn_permit(row, NULL, NULL);
 	if (o == ETRN_OK)
-		o = hub_release(h, row, en.name, en.name_len, "the operator", &n);
+		o = hub_release(h, row, en.name, en.name_len, "the operator", 1, &n);
 	(void)etrn_reply(out, o, en.shown, en.shown_len, NULL, n);
 }
 
@@ -923,7 +955,7 @@ void drain_hub_flush_force(struct drain_hub *h, const char *domain, size_t len,
 	 * changes where and whether, never how safely. */
 	known = domtab_find(domtab_live_get(h->dt), en.name, en.name_len);
 	row.tls = known ? known->tls : DOMTAB_TLS_MAY;
-	o = hub_start(h, &row, en.name, en.name_len, who, &n);
+	o = hub_start(h, &row, en.name, en.name_len, who, 0, &n);
 	(void)etrn_reply(out, o, en.shown, en.shown_len, NULL, n);
 }
 
@@ -969,6 +1001,11 @@ void drain_hub_set_cluster(struct drain_hub *h, const struct clusterview_live *v
 	h->view = view;
 	h->publish_arg = arg;
 	h->publish = publish;
+}
+
+const struct clusterview *drain_hub_cluster_view(struct drain_hub *h)
+{
+	return clusterview_live_get(h->view);
 }
 
 void drain_hub_status(struct drain_hub *h, struct buf *out)
@@ -1020,7 +1057,7 @@ int drain_hub_stopping(struct drain_hub *h)
 
 int drain_hub_claim(struct drain_hub *h, const char *dom, size_t len)
 {
-	return hub_begin(h, dom, len);
+	return hub_begin(h, dom, len, 0);
 }
 
 void drain_hub_unclaim(struct drain_hub *h, const char *dom, size_t len)

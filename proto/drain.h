@@ -236,5 +236,10 @@ struct clusterview_live;
 typedef void (*drain_publish_fn)(void *arg, const char *spec, size_t len);
 void drain_hub_set_cluster(struct drain_hub *h, const struct clusterview_live *view,
 		drain_publish_fn publish, void *arg);
+/* The other nodes as last read (NULL: no cluster, or not read yet), for
+ * an ATRN collecting from them (clusterview_holders()). An engine thread
+ * only: valid until its next quiescent point (core/clusterview.h). */
+struct clusterview;
+const struct clusterview *drain_hub_cluster_view(struct drain_hub *h);
 
 #endif

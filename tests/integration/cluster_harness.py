@@ -32,8 +32,9 @@ Cluster(testcase, n=3, redis_tcp=False, start=True, **cfg):
     hashes equal want ({domain: msgs}; a missing domain = 0).
   wait_view(i, domain, remote): until node i's view (what its ETRN counts)
     holds `remote` messages for domain on the other nodes: the other
-    hashes sum to it, and node i refreshed after that (its hash's "seen"
-    is later: a node reads the others, then writes its own).
+    hashes sum to it, and node i read them after that (its hash's "read":
+    unix ms of its last read of the others, every
+    cluster_publish_interval).
   etrn(i, spec): ETRN over SMTP on node i: (code, text).
   status(): etrnctl status --cluster --json of node 0's config, parsed.
 Everything started is stopped by PID at cleanup (nodes first: exit 0
@@ -286,16 +287,16 @@ class Cluster:
                 raise AssertionError("held counts never reached %r: %r" % (want, got))
             time.sleep(POLL_S)
 
-    def seen_ms(self, i):
-        """Node i's hash's "seen" (unix ms of its last refresh), 0 if none."""
-        v = self.redis.cli("HGET", "etrnd:node:{%s}" % self.node_ids()[i], "seen")
+    def read_ms(self, i):
+        """Node i's hash's "read" (unix ms of its last read of the other
+        nodes), 0 if none."""
+        v = self.redis.cli("HGET", "etrnd:node:{%s}" % self.node_ids()[i], "read")
         return int(v) if v.isdigit() else 0
 
     def wait_view(self, i, domain, remote, within=WAIT_S):
         """Until node i's view has `remote` messages for domain on the other
         nodes: their hashes sum to it (at wall time T), then node i's own
-        hash says it refreshed after T (a refresh reads the others first,
-        then writes its own "seen")."""
+        hash says it read them after T ("read")."""
         me = self.node_ids()[i]
         deadline = time.monotonic() + within
         while True:
@@ -308,7 +309,7 @@ class Cluster:
                                      % (domain, remote, got))
             time.sleep(POLL_S)
         t = int(time.time() * 1000)
-        while self.seen_ms(i) <= t:
+        while self.read_ms(i) <= t:
             if time.monotonic() > deadline:
                 raise AssertionError("%s did not refresh after %d" % (me, t))
             time.sleep(POLL_S)
