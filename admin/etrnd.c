@@ -267,8 +267,6 @@ static void etrnd_cluster_start(struct etrnd *d)
 		fatal("%s", err);
 	drain_hub_set_cluster(d->hub, d->cv, d->cluster ? cluster_publish_drain : NULL,
 			      d->cluster);
-	/* Cross-node ATRN (proto/drain_atrn.h) reads the same view. */
-	drain_atrn_set_view(drain_hub_atrn_reg(d->hub), d->cv);
 }
 
 /* The shared parts, the domain table (from Redis, or relay_domains alone)

@@ -63,7 +63,6 @@ struct drain_atrn_reg {
 	drain_atrn_secret_fn secret;
 	const void *secret_arg;
 	struct tls_ctx *tls;
-	const struct clusterview_live *view;
 };
 
 void drain_atrn_set_cluster(struct drain_atrn_reg *r, const struct config *cfg,
@@ -74,11 +73,6 @@ void drain_atrn_set_cluster(struct drain_atrn_reg *r, const struct config *cfg,
 	r->secret = secret;
 	r->secret_arg = secret_arg;
 	r->tls = tls;
-}
-
-void drain_atrn_set_view(struct drain_atrn_reg *r, const struct clusterview_live *view)
-{
-	r->view = view;
 }
 
 /* One session. Touched by one thread at a time (the hand-offs are
@@ -276,9 +270,9 @@ static uint64_t atrn_remote(const struct drain_atrn *s, const char *dom, size_t 
 {
 	const struct drain_atrn_reg *r = drain_hub_atrn_reg(s->h);
 
-	if (!r->view || !r->secret || s->from_node)
+	if (!r->secret || s->from_node)
 		return 0;
-	return clusterview_remote_msgs(clusterview_live_get(r->view), dom, len);
+	return clusterview_remote_msgs(drain_hub_cluster_view(s->h), dom, len);
 }
 
 /* No list: the user's domains with mail held (wildcard rows name no
@@ -314,7 +308,7 @@ static enum atrn_verdict atrn_take_owned(struct drain_atrn *s, const struct domt
 static void atrn_find_peers(struct drain_atrn *s)
 {
 	const struct drain_atrn_reg *r = drain_hub_atrn_reg(s->h);
-	const struct clusterview *v = r->view ? clusterview_live_get(r->view) : NULL;
+	const struct clusterview *v = drain_hub_cluster_view(s->h);
 	const struct clusterview_node *hold[ATRN_COLLECT_PEERS_MAX];
 	uint64_t msgs[ATRN_COLLECT_PEERS_MAX];
 

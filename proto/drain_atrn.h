@@ -50,12 +50,8 @@ struct drain_atrn_reg;
 typedef int (*drain_atrn_secret_fn)(const void *arg, char *out, size_t outlen);
 struct config;
 struct tls_ctx;
-struct clusterview_live;
 void drain_atrn_set_cluster(struct drain_atrn_reg *r, const struct config *cfg,
 		drain_atrn_secret_fn secret, const void *secret_arg, struct tls_ctx *tls);
-/* The published view of the other nodes (core/clusterview.h) that says
- * which hold mail for a session's domains; NULL: none. */
-void drain_atrn_set_view(struct drain_atrn_reg *r, const struct clusterview_live *view);
 
 /* The node's ATRN sessions (the hub's; drain.c creates and frees it). */
 struct drain_atrn_reg;
