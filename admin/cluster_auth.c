@@ -60,6 +60,7 @@ static int cluster_auth_read(const char *path, char *out, size_t outlen, char *e
 {
 	char line[CLUSTER_AUTH_SECRET_MAX + 3];
 	FILE *f = fopen(path, "r");
+	const char *lf;
 	size_t n;
 	int rc = -1;
 
@@ -73,7 +74,9 @@ static int cluster_auth_read(const char *path, char *out, size_t outlen, char *e
 		goto fail;
 	}
 	line[n] = '\0';
-	n = strcspn(line, "\n");
+	lf = memchr(line, '\n', n);
+	if (lf)
+		n = (size_t)(lf - line); /* a NUL does not end the line: refused below */
 	if (n > 0 && line[n - 1] == '\r')
 		n--;
 	if (memchr(line, '\0', n)) {
@@ -146,12 +149,15 @@ static int cluster_auth_check(void *arg, struct loop *l, uint64_t conn_handle,
 	a->done_arg = done_arg;
 	a->conn = conn_handle;
 	a->r = cluster_auth_verify(ca, user, pass, passlen);
-	if (a->r == AUTH_OK)
+	if (a->r == AUTH_OK) {
 		addrlimit_give(ca->lim, client, now);
-	else
-		log_info("cluster: node AUTH from [%s] as %.*s refused: %s", client, AUTH_USER_MAX,
-			 cluster_auth_id_ok(user, strnlen(user, AUTH_USER_MAX + 1)) ? user : "(no node id)",
-			 "wrong secret or not a node id");
+	} else {
+		int id = cluster_auth_id_ok(user, strnlen(user, AUTH_USER_MAX + 1));
+
+		/* A name that is no node id is not logged: it may be anything. */
+		log_info("cluster: node AUTH from [%s] as %s refused: %s", client,
+			 id ? user : "(not a node id)", id ? "wrong secret" : "not a node id");
+	}
 	if (loop_post(l, cluster_auth_deliver, a)) {
 		free(a);
 		return -AUTH_TEMP;

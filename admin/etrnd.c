@@ -275,8 +275,6 @@ static void etrnd_cluster_start(struct etrnd *d)
 		fatal("%s", err);
 	drain_hub_set_cluster(d->hub, d->cv, d->cluster ? cluster_publish_drain : NULL,
 			      d->cluster);
-	/* Cross-node ATRN (proto/drain_atrn.h) reads the same view. */
-	drain_atrn_set_view(drain_hub_atrn_reg(d->hub), d->cv);
 }
 
 /* The shared parts, the domain table (from Redis, or relay_domains alone)
@@ -486,7 +484,8 @@ int main(int argc, char **argv)
 	etrnd_reload_new(&d, &o);
 	etrnd_fit_nofile(&d.cfg);
 	etrnd_start(&d);
-	reload_attach(d.rl, &(struct reload_live){ d.env.tls_server, d.env.tls_client, d.ctl });
+	reload_attach(d.rl, &(struct reload_live){ d.env.tls_server, d.env.tls_client, d.ctl,
+						     d.ca });
 	etrnd_log_started(&d.cfg);
 	{
 		char err[CONFIG_ERR_MAX];

@@ -8,6 +8,7 @@
  * config.c without a row here is caught by the review of that table.
  */
 #include "admin/reload.h"
+#include "admin/cluster_auth.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -291,6 +292,21 @@ static void reload_tls_swap(struct reload *r, struct engine_env *fresh)
 	fresh->tls_client = NULL;
 }
 
+/* The cluster secret, read again (issue 16). A file that cannot be read
+ * (etrnd dropped root since, say) keeps the old secret: a warning, not a
+ * refused reload. 1 when the secret was read. */
+static unsigned reload_secret(struct reload *r, const struct config *n)
+{
+	char err[RELOAD_ERR_MAX];
+
+	if (!r->live.ca || !n->cluster_secret_file[0])
+		return 0;
+	if (cluster_auth_reload(r->live.ca, n->cluster_secret_file, err, sizeof(err)) == 0)
+		return 1;
+	log_warn("reload: %s; the cluster secret in force stays", err);
+	return 0;
+}
+
 /* ---- the whole --------------------------------------------------------- */
 
 struct reload *reload_new(const struct reload_src *src, const struct config *boot)
@@ -339,6 +355,7 @@ int reload_run(struct reload *r)
 		live++;
 	}
 	live += reload_redis(r, &n, &restart);
+	live += reload_secret(r, &n);
 	log_info("reload: %s taken: TLS certificates read again, %u other live change(s) "
 		 "applied, %u key(s) wait for a restart", r->src.path, live, restart);
 	config_free(&n);

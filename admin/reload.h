@@ -29,10 +29,12 @@ struct reload_src {
 /* What a reload acts on, all owned by the caller and outliving the
  * reload: the running TLS contexts (tls_server NULL when none was made)
  * and the control thread. */
+struct cluster_auth;
 struct reload_live {
 	struct tls_ctx *tls_server;
 	struct tls_ctx *tls_client;
 	struct control *ctl;
+	struct cluster_auth *ca;        /* cluster_secret_file, read again; NULL: none */
 };
 
 /* Read src into cfg (which this fills from the defaults up): the file, the

@@ -22,6 +22,7 @@
 #include "proto/auth.h"
 #include "proto/etrn_client.h"
 #include "proto/smtp_client.h"
+#include "proto/smtpd.h"
 
 /* Reply lines from a node, as the activators read an upstream's. */
 #define ATRN_COLLECT_REPLY_LINE_MAX 4096
@@ -329,6 +330,9 @@ static size_t collect_node_data(void *arg, struct conn *c, void *st, const char 
 	k = atrn_proxy_feed_node(ac->px, p, n, conn_out(c), ac->cust ? conn_out(ac->cust) : NULL,
 				 &ev);
 	collect_event(ac, ev);
+	/* A command forwarded: a reply the customer sent early may be read. */
+	if (ac->cust)
+		conn_resume(ac->cust);
 	return n == 0 ? 0 : k;
 }
 
@@ -455,7 +459,8 @@ int atrn_collect_start(struct loop *l, struct conn_parcel *parcel,
 	struct atrn_collect *ac = calloc(1, sizeof(*ac));
 	struct atrn_proxy_conf pc = { .name = conf->cfg->hostname, .greeted = conf->greeted,
 		.cust_8bitmime = !!(conf->cust_caps & SMTP_CLIENT_CAP_8BITMIME),
-		.cust_smtputf8 = !!(conf->cust_caps & SMTP_CLIENT_CAP_SMTPUTF8) };
+		.cust_smtputf8 = !!(conf->cust_caps & SMTP_CLIENT_CAP_SMTPUTF8),
+		.body_max = smtpd_record_max(conf->cfg) };
 
 	if (!ac || !(ac->px = atrn_proxy_new(&pc))) {
 		free(ac);

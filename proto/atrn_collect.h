@@ -10,7 +10,10 @@
  * lockstep (proto/atrn_proxy.h). A node that fails (connect, TLS, AUTH,
  * ATRN refused, timeout, lost) is logged and skipped: its mail stays held
  * there. Then QUIT to the customer. One log line per node: id, messages
- * relayed, result.
+ * relayed, result. Memory: the customer's output holds at most one of the
+ * node's messages (it sends the next after the customer's reply), bounded
+ * by smtpd_record_max(); the node's input waits in the loop's bounded
+ * kept input meanwhile.
  */
 #ifndef ETRND_PROTO_ATRN_COLLECT_H
 #define ETRND_PROTO_ATRN_COLLECT_H

@@ -41,6 +41,7 @@ struct atrn_proxy {
 	unsigned lines;            /* lines of the reply so far */
 	unsigned errors;           /* node commands refused here */
 	unsigned relayed, relayed_total;
+	size_t body;               /* body bytes of the message so far */
 	char why[ATRN_PROXY_WHY_MAX];
 };
 
@@ -231,6 +232,7 @@ static enum atrn_proxy_event px_reply_done(struct atrn_proxy *p, int code, struc
 			return px_after_node(p, to_cust);
 		}
 		if (p->state == ATRN_PROXY_S_REPLY && p->cmd == PX_CMD_DATA && code == 354) {
+			p->body = 0;
 			px_enter(p, ATRN_PROXY_S_BODY, "354");
 			return ATRN_PROXY_EV_NONE;
 		}
@@ -404,6 +406,11 @@ static enum atrn_proxy_event px_node_cmd(struct atrn_proxy *p, const char *s, si
 static enum atrn_proxy_event px_body_line(struct atrn_proxy *p, const char *s, size_t n,
 					  struct buf *to_cust)
 {
+	/* The customer's output holds one message at most (the node sends
+	 * the next after our reply): this bounds that one. */
+	p->body += n + 2;
+	if (p->conf.body_max && p->body > p->conf.body_max)
+		return atrn_proxy_lost(p, 1, to_cust, "the node's message is over the size limit");
 	px_put(to_cust, s, n);
 	if (n == 1 && s[0] == '.') {
 		p->relay = 1;

@@ -62,6 +62,9 @@ struct atrn_proxy_conf {
 	                              went (a local shard delivered first) */
 	int cust_8bitmime;         /* greeted: what the customer's EHLO said */
 	int cust_smtputf8;
+	size_t body_max;           /* most body bytes of one message (CRLFs
+	                              counted); more ends the relay as a node
+	                              lost mid-body. 0: no bound */
 };
 
 struct atrn_proxy;

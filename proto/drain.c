@@ -1124,6 +1124,13 @@ int drain_hub_post(struct drain_hub *h, unsigned i, void (*fn)(void *), void *ar
 	return rc;
 }
 
+struct loop *drain_hub_loop(struct drain_hub *h, unsigned i)
+{
+	struct drain *d = i < h->n ? __atomic_load_n(&h->drains[i], __ATOMIC_ACQUIRE) : NULL;
+
+	return d ? d->env.loop : NULL;
+}
+
 /* An ATRN's domains (atrn.h) fit a job's. */
 _Static_assert(ETRN_DOMAIN_MAX <= DRAIN_DOMAIN_MAX, "ATRN domain longer than a job's");
 

@@ -23,12 +23,14 @@
 #include <string.h>
 
 #include "core/ascii.h"
+#include "core/clusterview.h"
 #include "core/domtab.h"
 #include "core/list.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/loop.h"
 #include "core/now.h"
+#include "proto/atrn_collect.h"
 #include "proto/drain.h"
 #include "proto/drain_status.h"
 #include "proto/etrn.h"
@@ -38,6 +40,7 @@ enum drain_atrn_state {
 	DRAIN_ATRN_S_DETACHING = 0, /* 250 sent; the connection is being detached */
 	DRAIN_ATRN_S_MOVING,        /* posted to the next shard */
 	DRAIN_ATRN_S_RUNNING,       /* a shard's drain has the connection */
+	DRAIN_ATRN_S_COLLECTING,    /* other nodes' mail relayed (issue 16) */
 	DRAIN_ATRN_S_ENDING,        /* connection over; jobs' DONEs in flight */
 	DRAIN_ATRN_S_NSTATES
 };
@@ -46,6 +49,7 @@ static const char *const atrn_state_names[DRAIN_ATRN_S_NSTATES] = {
 	[DRAIN_ATRN_S_DETACHING] = "detaching",
 	[DRAIN_ATRN_S_MOVING] = "moving",
 	[DRAIN_ATRN_S_RUNNING] = "running",
+	[DRAIN_ATRN_S_COLLECTING] = "collecting",
 	[DRAIN_ATRN_S_ENDING] = "ending",
 };
 
@@ -59,7 +63,6 @@ struct drain_atrn_reg {
 	drain_atrn_secret_fn secret;
 	const void *secret_arg;
 	struct tls_ctx *tls;
-	const struct clusterview_live *view;
 };
 
 void drain_atrn_set_cluster(struct drain_atrn_reg *r, const struct config *cfg,
@@ -70,11 +73,6 @@ void drain_atrn_set_cluster(struct drain_atrn_reg *r, const struct config *cfg,
 	r->secret = secret;
 	r->secret_arg = secret_arg;
 	r->tls = tls;
-}
-
-void drain_atrn_set_view(struct drain_atrn_reg *r, const struct clusterview_live *view)
-{
-	r->view = view;
 }
 
 /* One session. Touched by one thread at a time (the hand-offs are
@@ -91,6 +89,11 @@ struct drain_atrn {
 	uint64_t total;                /* held at the ATRN, per domain */
 	int greeted;                   /* a shard got the 220 and sent EHLO */
 	int from_node;                 /* asked by another node (cluster_listen) */
+	/* Other nodes holding mail for the domains (issue 16): collected
+	 * from after the last shard (proto/atrn_collect.h). */
+	struct atrn_collect_peer peers[ATRN_COLLECT_PEERS_MAX];
+	unsigned npeers;
+	uint64_t remote;               /* their messages, as their hashes said */
 	struct conn_parcel *parcel;    /* between two shards */
 	struct smtp_client_session ss; /* carried from shard to shard */
 	uint64_t started_us;
@@ -261,6 +264,17 @@ static enum atrn_verdict atrn_check_named(struct drain_atrn *s, const struct dom
 	return ATRN_OK;
 }
 
+/* Messages other nodes hold for dom (their published counts; 0 without a
+ * cluster or for a node's own ATRN). */
+static uint64_t atrn_remote(const struct drain_atrn *s, const char *dom, size_t len)
+{
+	const struct drain_atrn_reg *r = drain_hub_atrn_reg(s->h);
+
+	if (!r->secret || s->from_node)
+		return 0;
+	return clusterview_remote_msgs(drain_hub_cluster_view(s->h), dom, len);
+}
+
 /* No list: the user's domains with mail held (wildcard rows name no
  * domain to drain), at most ATRN_DOMAINS_MAX. */
 static enum atrn_verdict atrn_take_owned(struct drain_atrn *s, const struct domtab *t)
@@ -274,7 +288,7 @@ static enum atrn_verdict atrn_take_owned(struct drain_atrn *s, const struct domt
 		if (!row->owner || strcmp(row->owner, s->user) || row->name[0] == '*')
 			continue;
 		owned++;
-		if (drain_hub_held(s->h, row->name, len) == 0)
+		if (drain_hub_held(s->h, row->name, len) == 0 && atrn_remote(s, row->name, len) == 0)
 			continue;
 		if (atrn_doms_add(&s->doms, row->name, len) == ATRN_TOO_MANY) {
 			log_info("ATRN from [%s] as %s: more than %u domains with mail; the rest wait "
@@ -285,6 +299,40 @@ static enum atrn_verdict atrn_take_owned(struct drain_atrn *s, const struct domt
 	if (owned == 0)
 		return ATRN_NONE_OWNED;
 	return s->doms.n ? ATRN_OK : ATRN_NO_MAIL;
+}
+
+/* The other nodes holding mail for the session's domains, from the view
+ * (on an engine thread: an epoch reader), each once, largest holders
+ * first per domain. Not for a node's own ATRN: the asking node collects,
+ * nobody collects for it (no loops between nodes). */
+static void atrn_find_peers(struct drain_atrn *s)
+{
+	const struct drain_atrn_reg *r = drain_hub_atrn_reg(s->h);
+	const struct clusterview *v = drain_hub_cluster_view(s->h);
+	const struct clusterview_node *hold[ATRN_COLLECT_PEERS_MAX];
+	uint64_t msgs[ATRN_COLLECT_PEERS_MAX];
+
+	if (!v || !r->secret || s->from_node)
+		return;
+	for (unsigned i = 0; i < s->doms.n; i++) {
+		size_t n = clusterview_holders(v, s->doms.dom[i], s->doms.len[i], hold, msgs,
+					       ATRN_COLLECT_PEERS_MAX);
+
+		for (size_t k = 0; k < n && k < ATRN_COLLECT_PEERS_MAX; k++) {
+			unsigned j;
+
+			if (!hold[k]->addr[0])
+				continue; /* no cluster_listen there: its mail waits */
+			s->remote += msgs[k];
+			for (j = 0; j < s->npeers && strcmp(s->peers[j].id, hold[k]->id); j++)
+				;
+			if (j < s->npeers || s->npeers == ATRN_COLLECT_PEERS_MAX)
+				continue;
+			snprintf(s->peers[j].id, sizeof(s->peers[j].id), "%s", hold[k]->id);
+			snprintf(s->peers[j].addr, sizeof(s->peers[j].addr), "%s", hold[k]->addr);
+			s->npeers++;
+		}
+	}
 }
 
 /* Hold every domain node-wide, all or none; then count what is held
@@ -306,6 +354,8 @@ static enum atrn_verdict atrn_claim(struct drain_atrn *s)
 	}
 	for (i = 0; i < s->doms.n; i++)
 		total += drain_hub_held(s->h, s->doms.dom[i], s->doms.len[i]);
+	atrn_find_peers(s);
+	total += s->remote;
 	/* Listed already: etrnctl status may read it. */
 	pthread_mutex_lock(&s->reg->mu);
 	s->total = total;
@@ -400,10 +450,49 @@ struct drain_atrn *drain_atrn_node(struct drain *d, const char *client, const ch
 
 static void session_step(void *arg);
 
+static void session_collected(void *arg, unsigned relayed)
+{
+	struct drain_atrn *s = arg;
+
+	log_info("ATRN %s [%s]: %u message(s) from other nodes", s->user, s->client, relayed);
+	atomic_fetch_add(&s->delivered, relayed);
+	atrn_enter(s, DRAIN_ATRN_S_ENDING, s->shard, "collected from other nodes");
+	drain_atrn_put(s);
+}
+
+/* After the last shard, on its thread: the other nodes' mail, over the
+ * same connection (proto/atrn_collect.h). */
+static void session_collect(struct drain_atrn *s, unsigned shard)
+{
+	const struct drain_atrn_reg *r = drain_hub_atrn_reg(s->h);
+	struct loop *l = drain_hub_loop(s->h, shard);
+	struct conn_parcel *p = s->parcel;
+	struct atrn_collect_conf cc = { .cfg = r->cfg, .tls = r->tls, .secret = r->secret,
+		.secret_arg = r->secret_arg, .doms = &s->doms, .peers = s->peers,
+		.npeers = s->npeers, .greeted = s->greeted, .cust_caps = s->ss.caps,
+		.client = s->client };
+	int rc;
+
+	s->parcel = NULL;
+	atrn_enter(s, DRAIN_ATRN_S_COLLECTING, shard, "to the other nodes");
+	rc = l ? atrn_collect_start(l, p, &cc, session_collected, s) : -ESHUTDOWN;
+	if (rc == 0)
+		return;
+	if (!l)
+		conn_parcel_free(p);
+	log_warn("ATRN %s [%s]: cannot collect from other nodes: %s; their mail stays held",
+		 s->user, s->client, strerror(-rc));
+	drain_atrn_put(s);
+}
+
 /* Post s (with its parcel) to shard s->shard; when that fails the
  * connection is over. */
 static void session_move(struct drain_atrn *s, unsigned shard)
 {
+	if (shard >= drain_hub_threads(s->h) && s->npeers) {
+		session_collect(s, shard - 1);
+		return;
+	}
 	atrn_enter(s, DRAIN_ATRN_S_MOVING, shard, "to the next shard");
 	if (drain_hub_post(s->h, shard, session_step, s) == 0)
 		return;
@@ -427,7 +516,10 @@ static void session_step(void *arg)
 	s->parcel = NULL;
 	s->greeted = 1;
 	atrn_enter(s, DRAIN_ATRN_S_RUNNING, i, first ? "adopted: waiting for the 220" : "adopted");
-	rc = drain_atrn_shard(s->h, i, s, &s->doms, p, first, i + 1 == n, &s->ss, s->relay);
+	/* With other nodes to collect from, no shard QUITs: the customer's
+	 * connection goes on to atrn_collect after the last. */
+	rc = drain_atrn_shard(s->h, i, s, &s->doms, p, first, i + 1 == n && s->npeers == 0,
+			      &s->ss, s->relay);
 	if (rc > 0)
 		return;
 	if (rc < 0) {

@@ -50,12 +50,8 @@ struct drain_atrn_reg;
 typedef int (*drain_atrn_secret_fn)(const void *arg, char *out, size_t outlen);
 struct config;
 struct tls_ctx;
-struct clusterview_live;
 void drain_atrn_set_cluster(struct drain_atrn_reg *r, const struct config *cfg,
 		drain_atrn_secret_fn secret, const void *secret_arg, struct tls_ctx *tls);
-/* The published view of the other nodes (core/clusterview.h) that says
- * which hold mail for a session's domains; NULL: none. */
-void drain_atrn_set_view(struct drain_atrn_reg *r, const struct clusterview_live *view);
 
 /* The node's ATRN sessions (the hub's; drain.c creates and frees it). */
 struct drain_atrn_reg;
@@ -102,6 +98,10 @@ void drain_hub_unclaim(struct drain_hub *h, const char *dom, size_t len);
 /* Run fn(arg) on engine thread i: 0, or -ESHUTDOWN (the hub quiesced, the
  * thread is not up or its loop has finished). */
 int drain_hub_post(struct drain_hub *h, unsigned i, void (*fn)(void *), void *arg);
+/* Engine thread i's loop (NULL before it is up), for a session that
+ * opens connections there (cross-node ATRN). */
+struct loop;
+struct loop *drain_hub_loop(struct drain_hub *h, unsigned i);
 /*
  * On engine thread i: start s's jobs there for doms (those with mail in
  * this shard; with none and last set, one empty job so that the customer

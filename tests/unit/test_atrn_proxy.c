@@ -302,6 +302,32 @@ Test(atrn_proxy, overlong_command_and_error_budget)
 	buf_free(&to_cust);
 }
 
+Test(atrn_proxy, body_over_the_bound_ends_the_relay)
+{
+	struct atrn_proxy_conf conf = { .name = "a", .greeted = 1, .body_max = 16 };
+	struct atrn_proxy *p = atrn_proxy_new(&conf);
+	struct buf to_node, to_cust;
+	enum atrn_proxy_event ev;
+	static const char cmds[] = "MAIL FROM:<a@b>\r\n";
+
+	buf_init(&to_node, 0);
+	buf_init(&to_cust, 0);
+	cr_assert_eq(atrn_proxy_attach(p, &to_node), 0);
+	(void)atrn_proxy_feed_node(p, cmds, sizeof(cmds) - 1, &to_node, &to_cust, &ev);
+	(void)atrn_proxy_feed_cust(p, "250 ok\r\n", 8, &to_node, &to_cust, &ev);
+	(void)atrn_proxy_feed_node(p, "DATA\r\n", 6, &to_node, &to_cust, &ev);
+	(void)atrn_proxy_feed_cust(p, "354 go\r\n", 8, &to_node, &to_cust, &ev);
+	(void)atrn_proxy_feed_node(p, "0123456789abc\r\n", 15, &to_node, &to_cust, &ev);
+	cr_expect_eq(ev, ATRN_PROXY_EV_NONE, "15 bytes fit 16");
+	(void)atrn_proxy_feed_node(p, "x\r\n", 3, &to_node, &to_cust, &ev);
+	cr_expect_eq(ev, ATRN_PROXY_EV_FAILED, "18 do not");
+	cr_expect_eq(atrn_proxy_state(p), ATRN_PROXY_S_FAILED);
+	cr_expect(!t_has(&to_cust, "x\r\n"), "the line over the bound is not sent");
+	atrn_proxy_free(p);
+	buf_free(&to_node);
+	buf_free(&to_cust);
+}
+
 Test(atrn_proxy, bad_conf_and_busy)
 {
 	struct atrn_proxy_conf conf = { .name = "" };
