@@ -89,8 +89,8 @@ class RedisTcpTest(unittest.TestCase):
         # etrnctl as the default user (requirepass), database DB.
         h.etrnctl_ok(self.redis.url(), "domain", "add", "one.test")
         # The row is in DB and only there: SELECT was sent and obeyed.
-        self.assertEqual(self.redis.cli(DB, "EXISTS", "etrnd:domain:one.test"), "1")
-        self.assertEqual(self.redis.cli(0, "EXISTS", "etrnd:domain:one.test"), "0")
+        self.assertEqual(self.redis.cli(DB, "EXISTS", "etrnd:domain:{one.test}"), "1")
+        self.assertEqual(self.redis.cli(0, "EXISTS", "etrnd:domain:{one.test}"), "0")
         # Without the password Redis refuses etrnctl, and etrnctl says so.
         rc, _, err = h.etrnctl(self.redis.url(password=""), "domain", "add", "x.test")
         self.assertNotEqual(rc, 0)
