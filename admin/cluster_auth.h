@@ -18,9 +18,12 @@
 
 /* Shortest secret taken (bytes of the first line, without its newline):
  * 16 random bytes are out of reach of any guessing a failure limit lets
- * through. The longest is AUTH_PASS_MAX (what AUTH PLAIN carries). */
+ * through. The longest is RFC 4616's 255 octets of passwd, what the
+ * client side sends (SMTP_CLIENT_AUTH_PART_MAX) and the server takes
+ * (AUTH_PASS_MAX): a secret one side accepts the other must too. */
 #define CLUSTER_AUTH_SECRET_MIN 16
-#define CLUSTER_AUTH_SECRET_MAX AUTH_PASS_MAX
+#define CLUSTER_AUTH_SECRET_MAX 255
+_Static_assert(CLUSTER_AUTH_SECRET_MAX <= AUTH_PASS_MAX, "the server takes the whole secret");
 
 struct cluster_auth;
 

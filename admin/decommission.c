@@ -29,6 +29,9 @@
 #include "proto/drain_handoff.h"
 #include "proto/smtp_client.h"
 
+/* Every secret cluster_auth takes can be sent by the hand-off's AUTH PLAIN. */
+_Static_assert(CLUSTER_AUTH_SECRET_MAX <= SMTP_CLIENT_AUTH_PART_MAX, "secret fits AUTH PLAIN");
+
 #define DECOMMISSION_EVENT "node-drain "
 #define DECOMMISSION_EVENT_LEN (sizeof(DECOMMISSION_EVENT) - 1)
 #define DECOMMISSION_KEY_MAX (CONFIG_REDIS_PREFIX_MAX + CONFIG_NODE_ID_MAX + 32)

@@ -99,7 +99,7 @@ Test(cluster_auth, too_long_missing_and_none)
 	big[sizeof(big) - 1] = '\n';
 	t_cfg(&c, t_file("big", big, sizeof(big)));
 	cr_expect_null(cluster_auth_new(&c, err, sizeof(err)));
-	cr_expect(strstr(err, "is over 256 bytes") != NULL, "%s", err);
+	cr_expect(strstr(err, "is over 255 bytes") != NULL, "%s", err);
 	config_free(&c);
 	t_cfg(&c, "/nonexistent/secret");
 	cr_expect_null(cluster_auth_new(&c, err, sizeof(err)));
