@@ -1,0 +1,387 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Out-of-memory paths of store/ (spool_index, spool_state, domstat) through
+ * failalloc: each case fails its first, second, ... allocation until it runs
+ * without one; every failing run must return the documented -ENOMEM (or
+ * NULL), leave the index as it was, leak nothing, and the structure must
+ * take the same call again afterwards.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "failalloc.h"
+#include "store/domstat.h"
+#include "store/spool_index.h"
+#include "store/spool_state.h"
+
+#define OOM_RUNS_MAX 200
+#define OOM_MSGS 12       /* messages in the prefilled index: past first growths */
+#define OOM_RCPTS 6       /* recipients of the message added under injection */
+#define OOM_ADDR_MAX 64
+
+static void oom_run_all(const struct failalloc_case *cases, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		long runs = failalloc_run(&cases[i], OOM_RUNS_MAX);
+
+		cr_assert_gt(runs, 0, "%s: %ld failing runs", cases[i].name, runs);
+		cr_assert_eq(failalloc_leaks(), 0, "%s: leaked (report above)", cases[i].name);
+	}
+}
+
+/* --- spool_index -------------------------------------------------------- */
+
+struct oom_ix {
+	struct spool_index *idx;
+	uint32_t seg[2];  /* an open and a sealed-later segment */
+	struct spool_index_totals before;
+};
+
+/* Message id's recipients: r0@d<id%5>.test ... spread over several domains,
+ * one of them new to the index for ids past OOM_MSGS. */
+static int oom_ix_add(struct oom_ix *x, uint64_t id, uint32_t seg, uint32_t nrcpt)
+{
+	char names[OOM_RCPTS][OOM_ADDR_MAX];
+	struct spool_rec_addr rc[OOM_RCPTS];
+	struct spool_index_msg m = {
+		.msgid = id, .segment_id = seg, .rec_len = 100, .off = id * 100,
+		.time_us = id, .body_len = 50, .nrcpt = nrcpt, .rcpts = rc,
+	};
+
+	for (uint32_t i = 0; i < nrcpt; i++) {
+		int n = snprintf(names[i], sizeof(names[i]), "r%u@D%u.Test.", i,
+				 (unsigned)(id % 5 + i + (id >= OOM_MSGS ? 100 : 0)));
+
+		rc[i] = (struct spool_rec_addr){ names[i], (size_t)n };
+	}
+	return spool_index_add_msg(x->idx, &m);
+}
+
+static void *oom_ix_setup(void)
+{
+	struct oom_ix *x = calloc(1, sizeof(*x));
+
+	cr_assert_not_null(x);
+	x->idx = spool_index_new();
+	cr_assert_not_null(x->idx);
+	cr_assert_eq(spool_index_segment_add(x->idx, 1, &x->seg[0]), 0);
+	cr_assert_eq(spool_index_segment_add(x->idx, 2, &x->seg[1]), 0);
+	for (uint64_t id = 1; id <= OOM_MSGS; id++)
+		cr_assert_eq(oom_ix_add(x, id, x->seg[0], 2), 0);
+	spool_index_totals(x->idx, &x->before);
+	return x;
+}
+
+static void oom_ix_teardown(void *ctx)
+{
+	struct oom_ix *x = ctx;
+
+	spool_index_free(x->idx);
+	free(x);
+}
+
+/* Counts that must not move on a failed call (bytes may: documented). */
+static void oom_ix_same(const struct oom_ix *x, const char *what)
+{
+	struct spool_index_totals t;
+
+	spool_index_totals(x->idx, &t);
+	cr_assert_eq(t.messages, x->before.messages, "%s: messages", what);
+	cr_assert_eq(t.recipients, x->before.recipients, "%s: recipients", what);
+	cr_assert_eq(t.domains, x->before.domains, "%s: domains", what);
+	cr_assert_eq(t.segments, x->before.segments, "%s: segments", what);
+}
+
+static int oom_ix_add_msg(void *ctx)
+{
+	struct oom_ix *x = ctx;
+
+	return oom_ix_add(x, OOM_MSGS + 1, x->seg[0], OOM_RCPTS);
+}
+
+/* -ENOMEM: not indexed, no queue for its new domains; then the same call
+ * works and its recipients are queued. */
+static void oom_ix_add_check(void *ctx, int rc, int injected)
+{
+	struct oom_ix *x = ctx;
+	struct spool_index_entry e;
+	uint32_t pend[OOM_RCPTS];
+
+	cr_assert_eq(rc, injected ? -ENOMEM : 0, "add_msg: rc %d", rc);
+	if (injected) {
+		oom_ix_same(x, "add_msg");
+		cr_assert_eq(spool_index_msg_find(x->idx, OOM_MSGS + 1, &e), -ENOENT);
+		cr_assert_eq(oom_ix_add_msg(x), 0);
+	}
+	cr_assert_eq(spool_index_msg_find(x->idx, OOM_MSGS + 1, &e), 0);
+	cr_assert_eq(e.npending, OOM_RCPTS);
+	cr_assert_eq(spool_index_msg_pending(x->idx, OOM_MSGS + 1, pend, OOM_RCPTS), OOM_RCPTS);
+	cr_assert_not_null(spool_index_queue(x->idx, "d108.test", strlen("d108.test")));
+}
+
+static int oom_ix_segment_add(void *ctx)
+{
+	struct oom_ix *x = ctx;
+	uint32_t id;
+	int rc = 0;
+
+	/* Past the segment array's first growth. */
+	for (uint64_t s = 3; s < 3 + 2 * OOM_MSGS && rc == 0; s++)
+		rc = spool_index_segment_add(x->idx, s, &id);
+	return rc;
+}
+
+static void oom_ix_segment_check(void *ctx, int rc, int injected)
+{
+	struct oom_ix *x = ctx;
+	struct spool_index_seg_stat st;
+	uint32_t id;
+
+	cr_assert_eq(rc, injected ? -ENOMEM : 0, "segment_add: rc %d", rc);
+	cr_assert_eq(spool_index_segment_add(x->idx, 1000, &id), 0);
+	cr_assert_eq(spool_index_segment_stat(x->idx, id, &st), 0);
+	cr_assert_eq(st.first_seq, 1000);
+	cr_assert_eq(oom_ix_add(x, 500, id, 1), 0);
+}
+
+/* A NOTE in the other segment pins it (a new ref on the MSG's segment). */
+static int oom_ix_note(void *ctx)
+{
+	struct oom_ix *x = ctx;
+	int rc = 0;
+
+	for (uint64_t id = 1; id <= OOM_MSGS && rc == 0; id++)
+		rc = spool_index_note(x->idx, id, SPOOL_NOTE_DELAY_WARNED, x->seg[1]);
+	return rc;
+}
+
+/* -ENOMEM leaves that message un-noted; the notes before it stay. Then
+ * every message takes its note. */
+static void oom_ix_note_check(void *ctx, int rc, int injected)
+{
+	struct oom_ix *x = ctx;
+
+	cr_assert_eq(rc, injected ? -ENOMEM : 0, "note: rc %d", rc);
+	for (uint64_t id = 1; id <= OOM_MSGS; id++) {
+		int noted = spool_index_msg_noted(x->idx, id, SPOOL_NOTE_DELAY_WARNED);
+
+		cr_assert_geq(noted, 0);
+		if (!noted)
+			cr_assert_eq(spool_index_note(x->idx, id, SPOOL_NOTE_DELAY_WARNED,
+						      x->seg[1]), 0, "note %llu after",
+				     (unsigned long long)id);
+	}
+	oom_ix_same(x, "note");
+}
+
+/* Compaction: every message of seg[0] moved to seg[1]. */
+static int oom_ix_move(void *ctx)
+{
+	struct oom_ix *x = ctx;
+	int rc = 0;
+
+	for (uint64_t id = 1; id <= OOM_MSGS && rc == 0; id++)
+		rc = spool_index_msg_move(x->idx, id, x->seg[0], id * 100, x->seg[1], id * 100);
+	return rc;
+}
+
+/* -ENOMEM: nothing moved (the message is still at seg[0]); after, the rest
+ * move, and seg[0] has no live message left. */
+static void oom_ix_move_check(void *ctx, int rc, int injected)
+{
+	struct oom_ix *x = ctx;
+	struct spool_index_seg_stat st;
+
+	cr_assert_eq(rc, injected ? -ENOMEM : 0, "move: rc %d", rc);
+	for (uint64_t id = 1; id <= OOM_MSGS; id++) {
+		struct spool_index_entry e;
+
+		cr_assert_eq(spool_index_msg_find(x->idx, id, &e), 0);
+		if (e.segment_id == x->seg[0])
+			cr_assert_eq(spool_index_msg_move(x->idx, id, x->seg[0], id * 100,
+							  x->seg[1], id * 100), 0);
+	}
+	cr_assert_eq(spool_index_segment_stat(x->idx, x->seg[0], &st), 0);
+	cr_assert_eq(st.live_msgs, 0);
+	oom_ix_same(x, "move");
+}
+
+/* The whole life of an index under injection: new, segments, messages,
+ * DONEs to the end; -ENOMEM or NULL at any step, and freed on every path. */
+static int oom_ix_life(void *ctx)
+{
+	struct oom_ix x = { .idx = spool_index_new() };
+	int rc = 0, fin = 0;
+
+	(void)ctx;
+	if (!x.idx)
+		return -ENOMEM;
+	rc = spool_index_segment_add(x.idx, 1, &x.seg[0]);
+	for (uint64_t id = 1; id <= 3 && rc == 0; id++)
+		rc = oom_ix_add(&x, id, x.seg[0], 2);
+	for (uint64_t id = 1; id <= 3 && rc == 0; id++)
+		for (uint32_t r = 0; r < 2 && rc == 0; r++)
+			rc = spool_index_done(x.idx, id, r, SPOOL_DONE_DELIVERED, x.seg[0], &fin);
+	if (rc == 0)
+		cr_assert_eq(fin, 1);
+	spool_index_free(x.idx);
+	return rc;
+}
+
+/* --- spool_state, domstat --------------------------------------------- */
+
+static int oom_state_new(void *ctx)
+{
+	struct spool_state *s = spool_state_new();
+
+	(void)ctx;
+	if (!s)
+		return -ENOMEM;
+	spool_state_free(s);
+	return 0;
+}
+
+#define OOM_STATE_MSGS 100 /* the table grows more than once */
+
+struct oom_state {
+	struct spool_state *s;
+	uint64_t id; /* the message being added */
+};
+
+static void *oom_state_setup(void)
+{
+	struct oom_state *x = calloc(1, sizeof(*x));
+
+	cr_assert_not_null(x);
+	x->s = spool_state_new();
+	cr_assert_not_null(x->s);
+	return x;
+}
+
+static void oom_state_teardown(void *ctx)
+{
+	struct oom_state *x = ctx;
+
+	spool_state_free(x->s);
+	free(x);
+}
+
+static int oom_state_msgs(void *ctx)
+{
+	struct oom_state *x = ctx;
+	int rc = 0;
+
+	for (x->id = 1; x->id <= OOM_STATE_MSGS; x->id++)
+		if ((rc = spool_state_msg(x->s, x->id, 3)) != 0)
+			break;
+	return rc;
+}
+
+/* The message that failed is not there, those before it are, and the
+ * table takes it and the rest once memory is back. */
+static void oom_state_check(void *ctx, int rc, int injected)
+{
+	struct oom_state *x = ctx;
+	enum spool_state_kind k;
+
+	cr_assert_eq(rc, injected ? -ENOMEM : 0, "spool_state_msg: rc %d", rc);
+	if (injected) {
+		cr_assert_eq(spool_state_get(x->s, x->id, &k, NULL, NULL), -ENOENT);
+		if (x->id > 1)
+			cr_assert_eq(spool_state_get(x->s, x->id - 1, &k, NULL, NULL), 0);
+		for (; x->id <= OOM_STATE_MSGS; x->id++)
+			cr_assert_eq(spool_state_msg(x->s, x->id, 3), 0);
+	}
+	cr_assert_eq(spool_state_done(x->s, 7, 1, SPOOL_DONE_BOUNCED), 0);
+	cr_assert_eq(spool_state_get(x->s, OOM_STATE_MSGS, &k, NULL, NULL), 0);
+	cr_assert_eq(k, SPOOL_STATE_HELD);
+}
+
+static int oom_domstat_new(void *ctx)
+{
+	struct domstat *t = domstat_new(16);
+
+	(void)ctx;
+	if (!t)
+		return -ENOMEM;
+	domstat_free(t);
+	return 0;
+}
+
+static void *oom_domstat_setup(void)
+{
+	struct domstat *t = domstat_new(16);
+
+	cr_assert_not_null(t);
+	return t;
+}
+
+static void oom_domstat_teardown(void *ctx)
+{
+	domstat_free(ctx);
+}
+
+/* The first add of a domain names its cell: one malloc each. */
+static int oom_domstat_add(void *ctx)
+{
+	domstat_add_domain(ctx, "A.test", 6, 2, 200);
+	domstat_add_domain(ctx, "b.test.", 7, 1, 100);
+	return 0;
+}
+
+static void oom_domstat_walk(void *arg, size_t idx, const char *name, uint64_t msgs,
+		uint64_t bytes)
+{
+	unsigned *seen = arg;
+
+	(void)idx;
+	(void)bytes;
+	cr_assert(strcmp(name, "a.test") == 0 || strcmp(name, "b.test") == 0, "%s", name);
+	cr_assert_eq(msgs, strcmp(name, "a.test") == 0 ? 2 : 1, "%s: %llu", name,
+		     (unsigned long long)msgs);
+	(*seen)++;
+}
+
+/* Out of memory the domain stays unnamed but counted (domstat.c); its next
+ * add names it, and the walk then sees both. */
+static void oom_domstat_check(void *ctx, int rc, int injected)
+{
+	unsigned seen = 0;
+
+	cr_assert_eq(rc, 0);
+	cr_assert_eq(domstat_msgs(ctx, "a.test", 6), 2, "counted even unnamed");
+	cr_assert_eq(domstat_msgs(ctx, "B.TEST", 6), 1);
+	domstat_add_domain(ctx, "a.test", 6, 0, 0);
+	domstat_add_domain(ctx, "b.test", 6, 0, 0);
+	domstat_walk(ctx, oom_domstat_walk, &seen);
+	cr_assert_eq(seen, 2, "injected %d", injected);
+}
+
+static void oom_rc_check(void *ctx, int rc, int injected)
+{
+	(void)ctx;
+	cr_assert_eq(rc, injected ? -ENOMEM : 0, "rc %d injected %d", rc, injected);
+}
+
+static const struct failalloc_case oom_store_cases[] = {
+	{ "spool_index_add_msg", oom_ix_setup, oom_ix_add_msg, oom_ix_add_check, oom_ix_teardown },
+	{ "spool_index_segment_add", oom_ix_setup, oom_ix_segment_add, oom_ix_segment_check,
+	  oom_ix_teardown },
+	{ "spool_index_note", oom_ix_setup, oom_ix_note, oom_ix_note_check, oom_ix_teardown },
+	{ "spool_index_msg_move", oom_ix_setup, oom_ix_move, oom_ix_move_check, oom_ix_teardown },
+	{ "spool_index life", NULL, oom_ix_life, oom_rc_check, NULL },
+	{ "spool_state_new", NULL, oom_state_new, oom_rc_check, NULL },
+	{ "spool_state_msg grows", oom_state_setup, oom_state_msgs, oom_state_check,
+	  oom_state_teardown },
+	{ "domstat_new", NULL, oom_domstat_new, oom_rc_check, NULL },
+	{ "domstat names a domain", oom_domstat_setup, oom_domstat_add, oom_domstat_check,
+	  oom_domstat_teardown },
+};
+
+Test(oom_store, every_allocation_fails_once)
+{
+	oom_run_all(oom_store_cases, sizeof(oom_store_cases) / sizeof(oom_store_cases[0]));
+}
