@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Out-of-memory paths of core/ (htab, buf, domtab, clusterview) through
+ * Out-of-memory paths of core/ (htab, buf, domtab, clusterview, config) through
  * failalloc: each case fails its first, second, ... allocation until it runs
  * without one, and checks the documented error, that nothing was half-done,
  * that the object still works, and (ASan's leak check) that nothing leaked.
@@ -13,6 +13,8 @@
 
 #include "core/buf.h"
 #include "core/clusterview.h"
+#include "core/config.h"
+#include "core/config_activator.h"
 #include "core/domtab.h"
 #include "core/epoch.h"
 #include "core/hash.h"
@@ -350,6 +352,95 @@ static int oom_cv_live(void *ctx)
 	return lv ? 0 : -ENOMEM;
 }
 
+/* --- config ----------------------------------------------------------- */
+
+#define OOM_RELAY_OLD "old.test"
+#define OOM_RELAY_NEW "A.test, b.test., c.test, d.test, e.test"
+
+static void *oom_config_setup(void)
+{
+	struct config *c = calloc(1, sizeof(*c));
+	char err[CONFIG_ERR_MAX];
+
+	cr_assert_not_null(c);
+	config_defaults(c);
+	cr_assert_eq(config_set(c, "relay_domains", OOM_RELAY_OLD, "-o", err, sizeof(err)), 0,
+		     "%s", err);
+	return c;
+}
+
+static void oom_config_teardown(void *ctx)
+{
+	config_free(ctx);
+	free(ctx);
+}
+
+static char oom_config_err[CONFIG_ERR_MAX];
+
+static int oom_config_relay(void *ctx)
+{
+	return config_set(ctx, "relay_domains", OOM_RELAY_NEW, "-o", oom_config_err,
+			  sizeof(oom_config_err));
+}
+
+/* -1 with "out of memory" and the old list whole; then the new list. */
+static void oom_config_relay_check(void *ctx, int rc, int injected)
+{
+	struct config *c = ctx;
+
+	if (injected) {
+		cr_assert_eq(rc, -1);
+		cr_assert_not_null(strstr(oom_config_err, "out of memory"), "%s", oom_config_err);
+		cr_assert_eq(c->nrelay_domains, 1);
+		cr_assert_str_eq(c->relay_domains[0], OOM_RELAY_OLD);
+		cr_assert_eq(oom_config_relay(c), 0, "%s", oom_config_err);
+	}
+	cr_assert_eq(c->nrelay_domains, 5);
+	cr_assert_str_eq(c->relay_domains[0], "a.test");
+	cr_assert_str_eq(c->relay_domains[1], "b.test");
+}
+
+/* A second activator grows both of config's activator arrays. */
+static int oom_config_activator(void *ctx)
+{
+	return config_set(ctx, "activator.two.host", "[192.0.2.8]:26", "-o", oom_config_err,
+			  sizeof(oom_config_err));
+}
+
+static void *oom_config_activator_setup(void)
+{
+	struct config *c = oom_config_setup();
+	char err[CONFIG_ERR_MAX];
+
+	cr_assert_eq(config_set(c, "activator.one.host", "[192.0.2.7]:26", "-o", err,
+				sizeof(err)), 0, "%s", err);
+	cr_assert_eq(config_set(c, "activator.one.request", "p.test", "-o", err, sizeof(err)), 0,
+		     "%s", err);
+	cr_assert_eq(config_set(c, "activator.one.schedule", "every 1h", "-o", err, sizeof(err)),
+		     0, "%s", err);
+	return c;
+}
+
+static void oom_config_activator_check(void *ctx, int rc, int injected)
+{
+	struct config *c = ctx;
+	char err[CONFIG_ERR_MAX];
+
+	if (injected) {
+		cr_assert_eq(rc, -1);
+		cr_assert_not_null(strstr(oom_config_err, "out of memory"), "%s", oom_config_err);
+		cr_assert_eq(c->nactivators, 1);
+		cr_assert_eq(oom_config_activator(c), 0, "%s", oom_config_err);
+	}
+	cr_assert_eq(c->nactivators, 2);
+	cr_assert_str_eq(c->activators[1].name, "two");
+	cr_assert_eq(config_set(c, "activator.two.request", "q.test", "-o", err, sizeof(err)), 0,
+		     "%s", err);
+	cr_assert_eq(config_set(c, "activator.two.schedule", "after-outbound", "-o", err,
+				sizeof(err)), 0, "%s", err);
+	cr_assert_eq(config_activators_finish(c, err, sizeof(err)), 0, "%s", err);
+}
+
 static const struct failalloc_case oom_core_cases[] = {
 	{ "htab_insert grows", oom_htab_setup, oom_htab_insert, oom_htab_check, oom_htab_teardown },
 	{ "htab_reserve", oom_htab_setup, oom_htab_reserve, oom_htab_check, oom_htab_teardown },
@@ -364,6 +455,10 @@ static const struct failalloc_case oom_core_cases[] = {
 	{ "domtab_new and live", NULL, oom_domtab_new, oom_rc_check, NULL },
 	{ "clusterview build", NULL, oom_cv_build, oom_rc_check, NULL },
 	{ "clusterview_live_new", NULL, oom_cv_live, oom_rc_check, NULL },
+	{ "config relay_domains", oom_config_setup, oom_config_relay, oom_config_relay_check,
+	  oom_config_teardown },
+	{ "config activator", oom_config_activator_setup, oom_config_activator,
+	  oom_config_activator_check, oom_config_teardown },
 };
 
 Test(oom_core, every_allocation_fails_once)
