@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Out-of-memory paths of store/ (spool_index, spool_state, domstat) through
+ * Out-of-memory paths of store/ (spool_index, spool_recover, spool_state,
+ * domstat) through
  * failalloc: each case fails its first, second, ... allocation until it runs
  * without one; every failing run must return the documented -ENOMEM (or
  * NULL), leave the index as it was, leak nothing, and the structure must
@@ -8,13 +9,18 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "core/log.h"
 #include "failalloc.h"
 #include "store/domstat.h"
 #include "store/spool_index.h"
+#include "store/spool_recover.h"
 #include "store/spool_state.h"
 
 #define OOM_RUNS_MAX 200
@@ -360,6 +366,137 @@ static void oom_domstat_check(void *ctx, int rc, int injected)
 	cr_assert_eq(seen, 2, "injected %d", injected);
 }
 
+/* --- spool_recover ------------------------------------------------------ */
+
+#define OOM_SEG_MSGS 8
+#define OOM_SEG_MAX 65536
+
+struct oom_seg {
+	char buf[OOM_SEG_MAX];
+	size_t len;
+};
+
+static char oom_dir[64];
+
+static void oom_seg_msg(struct oom_seg *g, uint64_t id)
+{
+	static const char *const rcpt[3] = { "a@x.test", "b@y.test", "c@x.test" };
+	static const size_t rl[3] = { 8, 8, 8 };
+	static const char body[] = "Subject: s\r\n\r\nbody\r\n";
+	size_t head = spool_rec_msg_head_size(10, 3, rl);
+
+	cr_assert_leq(g->len + head + sizeof(body), sizeof(g->buf));
+	cr_assert_eq(spool_rec_encode_msg_head(g->buf + g->len, id, 1000 + id, 0, "s@src.test", 10,
+					       3, rcpt, rl, body, sizeof(body) - 1), head);
+	g->len += head;
+	memcpy(g->buf + g->len, body, sizeof(body) - 1);
+	g->len += sizeof(body) - 1;
+}
+
+static void oom_seg_write(uint64_t first, const struct oom_seg *g)
+{
+	char path[128];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%016" PRIx64 ".seg", oom_dir, first);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, g->buf, g->len), (ssize_t)g->len);
+	close(fd);
+}
+
+/* Segment 1: messages 1..8 of 3 recipients; segment 2: messages 9..16,
+ * every recipient of 1..4 done (segment 1 still holds 5..8), a NOTE and a
+ * SCHED; segment 3: the rest of 1..8 done, so segment 1 dies (and with it
+ * the pins: a dead list). */
+static void oom_recover_setup_dir(void)
+{
+	static struct oom_seg g;
+
+	snprintf(oom_dir, sizeof(oom_dir), "/tmp/etrnd-test-oom-XXXXXX");
+	cr_assert_not_null(mkdtemp(oom_dir));
+	g.len = 0;
+	for (uint64_t id = 1; id <= OOM_SEG_MSGS; id++)
+		oom_seg_msg(&g, id);
+	oom_seg_write(1, &g);
+	g.len = 0;
+	for (uint64_t id = OOM_SEG_MSGS + 1; id <= 2 * OOM_SEG_MSGS; id++)
+		oom_seg_msg(&g, id);
+	for (uint64_t id = 1; id <= OOM_SEG_MSGS / 2; id++)
+		for (uint32_t r = 0; r < 3; r++)
+			g.len += spool_rec_encode_done(g.buf + g.len, id, 5000, r,
+						       SPOOL_DONE_DELIVERED);
+	g.len += spool_rec_encode_note(g.buf + g.len, 12, 6000, SPOOL_NOTE_DELAY_WARNED);
+	g.len += spool_rec_encode_sched(g.buf + g.len, 13, 7000, "y.test", 6, 9000);
+	oom_seg_write(0x100, &g);
+	g.len = 0;
+	for (uint64_t id = OOM_SEG_MSGS / 2 + 1; id <= OOM_SEG_MSGS; id++)
+		for (uint32_t r = 0; r < 3; r++)
+			g.len += spool_rec_encode_done(g.buf + g.len, id, 5000, r,
+						       SPOOL_DONE_BOUNCED);
+	oom_seg_write(0x200, &g);
+}
+
+static void oom_recover_rm_dir(void)
+{
+	char path[128];
+
+	for (uint64_t first = 0; first <= 0x200; first += 0x100) {
+		snprintf(path, sizeof(path), "%s/%016" PRIx64 ".seg", oom_dir,
+			 first ? first : 1);
+		(void)unlink(path);
+	}
+	cr_assert_eq(rmdir(oom_dir), 0, "%s: %s", oom_dir, strerror(errno));
+}
+
+static struct spool_recover_result oom_recover_want; /* its dead list freed */
+static size_t oom_recover_want_ndead;
+
+static int oom_recover(void *ctx)
+{
+	struct spool_index *idx = spool_index_new();
+	struct spool_recover_result res = { 0 };
+	char err[256] = "";
+	int rc;
+
+	(void)ctx;
+	if (!idx)
+		return -ENOMEM;
+	rc = spool_recover_shard(oom_dir, idx, &res, err, sizeof(err));
+	if (rc == 0) {
+		cr_assert_eq(res.live_messages, oom_recover_want.live_messages);
+		cr_assert_eq(res.live_recipients, oom_recover_want.live_recipients);
+		cr_assert_eq(res.ndead, oom_recover_want_ndead);
+		cr_assert_eq(res.sched_records, 1);
+		cr_assert_eq(spool_index_msg_noted(idx, 12, SPOOL_NOTE_DELAY_WARNED), 1);
+	} else {
+		cr_assert_eq(rc, -ENOMEM, "%d: %s", rc, err);
+		cr_assert_neq(err[0], '\0', "-ENOMEM without a reason");
+	}
+	spool_recover_result_free(&res);
+	spool_index_free(idx);
+	return rc;
+}
+
+/* What a run without injection finds: the reference for the others (and
+ * proof that failing runs changed nothing on disk). */
+static void oom_recover_reference(void)
+{
+	struct spool_index *idx = spool_index_new();
+	char err[256];
+
+	cr_assert_not_null(idx);
+	cr_assert_eq(spool_recover_shard(oom_dir, idx, &oom_recover_want, err, sizeof(err)), 0,
+		     "%s", err);
+	cr_assert_eq(oom_recover_want.live_messages, OOM_SEG_MSGS);
+	/* Segment 1 (every message done), then 0x200 (DONEs of its messages
+	 * only). */
+	cr_assert_eq(oom_recover_want.ndead, 2, "%zu dead", oom_recover_want.ndead);
+	oom_recover_want_ndead = oom_recover_want.ndead;
+	spool_recover_result_free(&oom_recover_want);
+	spool_index_free(idx);
+}
+
 static void oom_rc_check(void *ctx, int rc, int injected)
 {
 	(void)ctx;
@@ -384,4 +521,23 @@ static const struct failalloc_case oom_store_cases[] = {
 Test(oom_store, every_allocation_fails_once)
 {
 	oom_run_all(oom_store_cases, sizeof(oom_store_cases) / sizeof(oom_store_cases[0]));
+}
+
+/* Recovery of a crafted shard: -ENOMEM with a reason at every allocation,
+ * the index freed whole, the disk untouched (the last run finds what the
+ * first found). */
+Test(oom_store, recover_shard)
+{
+	static const struct failalloc_case c = { "spool_recover_shard", NULL, oom_recover,
+						 oom_rc_check, NULL };
+	long runs;
+
+	log_set_level(LOGL_ERR);
+	oom_recover_setup_dir();
+	oom_recover_reference();
+	runs = failalloc_run(&c, OOM_RUNS_MAX);
+	cr_expect_gt(runs, 0, "%ld failing runs", runs);
+	cr_expect_eq(failalloc_leaks(), 0, "leaked (report above)");
+	oom_recover_reference();
+	oom_recover_rm_dir();
 }
