@@ -6,6 +6,8 @@
  */
 #include "failalloc.h"
 
+#include <criterion/criterion.h>
+
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -137,4 +139,20 @@ long failalloc_run(const struct failalloc_case *c, size_t limit)
 			return (long)n;
 	}
 	return -1;
+}
+
+void failalloc_run_all(const struct failalloc_case *cases, size_t n, size_t limit)
+{
+	for (size_t i = 0; i < n; i++) {
+		long runs = failalloc_run(&cases[i], limit);
+
+		cr_assert_gt(runs, 0, "%s: %ld failing runs", cases[i].name, runs);
+		cr_assert_eq(failalloc_leaks(), 0, "%s: leaked (report above)", cases[i].name);
+	}
+}
+
+void failalloc_check_enomem(void *ctx, int rc, int injected)
+{
+	(void)ctx;
+	cr_assert_eq(rc, injected ? -ENOMEM : 0, "rc %d injected %d", rc, injected);
 }

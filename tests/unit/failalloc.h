@@ -6,6 +6,7 @@
  * through here; libraries' own (libc internals, Criterion, hiredis) are not
  * wrapped. Off by default: nothing fails and nothing is counted until a test
  * arms it. State is per thread: only the arming thread's allocations count.
+ * failalloc_run_all() and failalloc_check_enomem() assert with Criterion.
  */
 #ifndef ETRND_TESTS_FAILALLOC_H
 #define ETRND_TESTS_FAILALLOC_H
@@ -55,5 +56,14 @@ struct failalloc_case {
  * number of runs in which an allocation failed (the allocations op makes),
  * or -1 when limit came first. */
 long failalloc_run(const struct failalloc_case *c, size_t limit);
+
+/* Criterion: run each of the n cases with failalloc_run() and assert that
+ * each failed at least one allocation and then succeeded within limit
+ * runs, and leaked nothing (failalloc_leaks()). */
+void failalloc_run_all(const struct failalloc_case *cases, size_t n, size_t limit);
+
+/* The check of a case whose op has no state to look at: rc is -ENOMEM
+ * when an allocation failed, else 0 (Criterion asserts). */
+void failalloc_check_enomem(void *ctx, int rc, int injected);
 
 #endif

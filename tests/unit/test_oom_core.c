@@ -24,18 +24,6 @@
 #define OOM_RUNS_MAX 200 /* more allocations than any case here makes */
 #define OOM_ROWS 20      /* rows in the prefilled builders: past their first growth */
 
-/* Every case must have failed at least one allocation, then succeeded, and
- * leaked nothing on any of its runs. */
-static void oom_run_all(const struct failalloc_case *cases, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		long runs = failalloc_run(&cases[i], OOM_RUNS_MAX);
-
-		cr_assert_gt(runs, 0, "%s: %ld failing runs", cases[i].name, runs);
-		cr_assert_eq(failalloc_leaks(), 0, "%s: leaked (report above)", cases[i].name);
-	}
-}
-
 /* --- htab ------------------------------------------------------------- */
 
 struct oom_htab {
@@ -286,12 +274,6 @@ static int oom_domtab_new(void *ctx)
 	return rc;
 }
 
-static void oom_rc_check(void *ctx, int rc, int injected)
-{
-	(void)ctx;
-	cr_assert_eq(rc, injected ? -ENOMEM : 0, "rc %d injected %d", rc, injected);
-}
-
 /* --- clusterview ------------------------------------------------------ */
 
 #define OOM_CV_NODES 3
@@ -452,9 +434,9 @@ static const struct failalloc_case oom_core_cases[] = {
 	  oom_domtab_put_check, oom_domtab_teardown },
 	{ "domtab_build", oom_domtab_setup, oom_domtab_build, oom_domtab_build_check,
 	  oom_domtab_teardown },
-	{ "domtab_new and live", NULL, oom_domtab_new, oom_rc_check, NULL },
-	{ "clusterview build", NULL, oom_cv_build, oom_rc_check, NULL },
-	{ "clusterview_live_new", NULL, oom_cv_live, oom_rc_check, NULL },
+	{ "domtab_new and live", NULL, oom_domtab_new, failalloc_check_enomem, NULL },
+	{ "clusterview build", NULL, oom_cv_build, failalloc_check_enomem, NULL },
+	{ "clusterview_live_new", NULL, oom_cv_live, failalloc_check_enomem, NULL },
 	{ "config relay_domains", oom_config_setup, oom_config_relay, oom_config_relay_check,
 	  oom_config_teardown },
 	{ "config activator", oom_config_activator_setup, oom_config_activator,
@@ -463,7 +445,8 @@ static const struct failalloc_case oom_core_cases[] = {
 
 Test(oom_core, every_allocation_fails_once)
 {
-	oom_run_all(oom_core_cases, sizeof(oom_core_cases) / sizeof(oom_core_cases[0]));
+	failalloc_run_all(oom_core_cases, sizeof(oom_core_cases) / sizeof(oom_core_cases[0]),
+			  OOM_RUNS_MAX);
 }
 
 /* The helper itself: off by default, counts, fails exactly the n-th. The

@@ -22,22 +22,6 @@
 #define OOM_RUNS_MAX 200
 #define OOM_PREFIX "PREFIX"
 
-static void oom_run_all(const struct failalloc_case *cases, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		long runs = failalloc_run(&cases[i], OOM_RUNS_MAX);
-
-		cr_assert_gt(runs, 0, "%s: %ld failing runs", cases[i].name, runs);
-		cr_assert_eq(failalloc_leaks(), 0, "%s: leaked (report above)", cases[i].name);
-	}
-}
-
-static void oom_rc_check(void *ctx, int rc, int injected)
-{
-	(void)ctx;
-	cr_assert_eq(rc, injected ? -ENOMEM : 0, "rc %d injected %d", rc, injected);
-}
-
 /* --- dsn_build ----------------------------------------------------------- */
 
 /* A body long enough for out to grow several times on its way. */
@@ -364,16 +348,17 @@ static const struct failalloc_case oom_proto_cases[] = {
 	{ "dsn_build headers", oom_dsn_setup_headers, oom_dsn_build, oom_dsn_check,
 	  oom_dsn_teardown },
 	{ "dsn_build full", oom_dsn_setup_full, oom_dsn_build, oom_dsn_check, oom_dsn_teardown },
-	{ "smtp_client_new", NULL, oom_client_new, oom_rc_check, NULL },
+	{ "smtp_client_new", NULL, oom_client_new, failalloc_check_enomem, NULL },
 	{ "smtp_client_submit", oom_client_setup, oom_client_submit, oom_client_submit_check,
 	  oom_client_teardown },
-	{ "smtp_server_new", NULL, oom_server_new, oom_rc_check, NULL },
+	{ "smtp_server_new", NULL, oom_server_new, failalloc_check_enomem, NULL },
 	{ "smtp_server body", oom_server_setup, oom_server_body, oom_server_body_check,
 	  oom_server_teardown },
 };
 
-Test(oom_proto, every_allocation_fails_once, .init = NULL)
+Test(oom_proto, every_allocation_fails_once)
 {
 	log_set_level(LOGL_ERR);
-	oom_run_all(oom_proto_cases, sizeof(oom_proto_cases) / sizeof(oom_proto_cases[0]));
+	failalloc_run_all(oom_proto_cases, sizeof(oom_proto_cases) / sizeof(oom_proto_cases[0]),
+			  OOM_RUNS_MAX);
 }

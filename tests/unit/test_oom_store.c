@@ -28,16 +28,6 @@
 #define OOM_RCPTS 6       /* recipients of the message added under injection */
 #define OOM_ADDR_MAX 64
 
-static void oom_run_all(const struct failalloc_case *cases, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		long runs = failalloc_run(&cases[i], OOM_RUNS_MAX);
-
-		cr_assert_gt(runs, 0, "%s: %ld failing runs", cases[i].name, runs);
-		cr_assert_eq(failalloc_leaks(), 0, "%s: leaked (report above)", cases[i].name);
-	}
-}
-
 /* --- spool_index -------------------------------------------------------- */
 
 struct oom_ix {
@@ -497,47 +487,38 @@ static void oom_recover_reference(void)
 	spool_index_free(idx);
 }
 
-static void oom_rc_check(void *ctx, int rc, int injected)
-{
-	(void)ctx;
-	cr_assert_eq(rc, injected ? -ENOMEM : 0, "rc %d injected %d", rc, injected);
-}
-
 static const struct failalloc_case oom_store_cases[] = {
 	{ "spool_index_add_msg", oom_ix_setup, oom_ix_add_msg, oom_ix_add_check, oom_ix_teardown },
 	{ "spool_index_segment_add", oom_ix_setup, oom_ix_segment_add, oom_ix_segment_check,
 	  oom_ix_teardown },
 	{ "spool_index_note", oom_ix_setup, oom_ix_note, oom_ix_note_check, oom_ix_teardown },
 	{ "spool_index_msg_move", oom_ix_setup, oom_ix_move, oom_ix_move_check, oom_ix_teardown },
-	{ "spool_index life", NULL, oom_ix_life, oom_rc_check, NULL },
-	{ "spool_state_new", NULL, oom_state_new, oom_rc_check, NULL },
+	{ "spool_index life", NULL, oom_ix_life, failalloc_check_enomem, NULL },
+	{ "spool_state_new", NULL, oom_state_new, failalloc_check_enomem, NULL },
 	{ "spool_state_msg grows", oom_state_setup, oom_state_msgs, oom_state_check,
 	  oom_state_teardown },
-	{ "domstat_new", NULL, oom_domstat_new, oom_rc_check, NULL },
+	{ "domstat_new", NULL, oom_domstat_new, failalloc_check_enomem, NULL },
 	{ "domstat names a domain", oom_domstat_setup, oom_domstat_add, oom_domstat_check,
 	  oom_domstat_teardown },
 };
 
 Test(oom_store, every_allocation_fails_once)
 {
-	oom_run_all(oom_store_cases, sizeof(oom_store_cases) / sizeof(oom_store_cases[0]));
+	failalloc_run_all(oom_store_cases, sizeof(oom_store_cases) / sizeof(oom_store_cases[0]),
+			  OOM_RUNS_MAX);
 }
 
 /* Recovery of a crafted shard: -ENOMEM with a reason at every allocation,
  * the index freed whole, the disk untouched (the last run finds what the
  * first found). */
-Test(oom_store, recover_shard)
+Test(oom_store, recover_shard, .init = oom_recover_setup_dir, .fini = oom_recover_rm_dir)
 {
-	static const struct failalloc_case c = { "spool_recover_shard", NULL, oom_recover,
-						 oom_rc_check, NULL };
-	long runs;
+	static const struct failalloc_case c[] = {
+		{ "spool_recover_shard", NULL, oom_recover, failalloc_check_enomem, NULL },
+	};
 
 	log_set_level(LOGL_ERR);
-	oom_recover_setup_dir();
 	oom_recover_reference();
-	runs = failalloc_run(&c, OOM_RUNS_MAX);
-	cr_expect_gt(runs, 0, "%ld failing runs", runs);
-	cr_expect_eq(failalloc_leaks(), 0, "leaked (report above)");
+	failalloc_run_all(c, 1, OOM_RUNS_MAX);
 	oom_recover_reference();
-	oom_recover_rm_dir();
 }
