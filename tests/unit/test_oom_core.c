@@ -22,7 +22,9 @@
 #include "failalloc.h"
 
 #define OOM_RUNS_MAX 200 /* more allocations than any case here makes */
-#define OOM_ROWS 20      /* rows in the prefilled builders: past their first growth */
+/* Rows in the prefilled domtab builder: its first capacity (domtab.c's
+ * DOMTAB_BUILDER_MIN), so the next put grows the array and the index. */
+#define OOM_ROWS 64
 
 /* --- htab ------------------------------------------------------------- */
 
@@ -214,7 +216,7 @@ static void oom_domtab_put_check(void *ctx, int rc, int injected)
 	t = domtab_build(b);
 	cr_assert_not_null(t);
 	cr_assert_eq(domtab_count(t), OOM_ROWS + 1);
-	cr_assert(domtab_lookup(t, "dom20.example.test", strlen("dom20.example.test")));
+	cr_assert(domtab_lookup(t, "dom64.example.test", strlen("dom64.example.test")));
 	cr_assert_str_eq(domtab_route(t, "a.new.test", strlen("a.new.test")),
 			 "relay.new.test:2525");
 	cr_assert_str_eq(domtab_route(t, "x.w3.test", strlen("x.w3.test")), "[mx.w.test]:25");
@@ -277,6 +279,7 @@ static int oom_domtab_new(void *ctx)
 /* --- clusterview ------------------------------------------------------ */
 
 #define OOM_CV_NODES 3
+#define OOM_CV_ROWS 20 /* past the row array's first growth (16) */
 
 /* The whole build: nodes, rows past the first growth, build; NULL or
  * -ENOMEM at any step, and the builder freed on every path. */
@@ -295,7 +298,7 @@ static int oom_cv_build(void *ctx)
 		snprintf(n.id, sizeof(n.id), "node%d", OOM_CV_NODES - i);
 		rc = clusterview_builder_node(b, &n);
 	}
-	for (int i = 0; i < OOM_ROWS && rc >= 0; i++) {
+	for (int i = 0; i < OOM_CV_ROWS && rc >= 0; i++) {
 		char dom[32];
 
 		snprintf(dom, sizeof(dom), "D%d.test.", i % 7);

@@ -173,6 +173,41 @@ static void oom_ix_note_check(void *ctx, int rc, int injected)
 	oom_ix_same(x, "note");
 }
 
+/* DONEs written in seg[1] for messages of seg[0]: each new pin holder
+ * grows seg[0]'s refs. */
+static int oom_ix_done(void *ctx)
+{
+	struct oom_ix *x = ctx;
+	int rc = 0;
+
+	for (uint64_t id = 1; id <= OOM_MSGS && rc == 0; id++)
+		for (uint32_t r = 0; r < 2 && rc == 0; r++) {
+			rc = spool_index_done(x->idx, id, r, SPOOL_DONE_DELIVERED, x->seg[1], NULL);
+			if (rc == -EALREADY)
+				rc = 0;
+		}
+	return rc;
+}
+
+/* -ENOMEM: that recipient still pending; once memory is back every
+ * recipient takes its DONE and the index is empty. */
+static void oom_ix_done_check(void *ctx, int rc, int injected)
+{
+	struct oom_ix *x = ctx;
+	struct spool_index_totals t;
+
+	cr_assert_eq(rc, injected ? -ENOMEM : 0, "done: rc %d", rc);
+	if (injected) {
+		spool_index_totals(x->idx, &t);
+		cr_assert_gt(t.recipients, 0);
+		cr_assert_eq(oom_ix_done(x), 0);
+	}
+	spool_index_totals(x->idx, &t);
+	cr_assert_eq(t.messages, 0);
+	cr_assert_eq(t.recipients, 0);
+	cr_assert_eq(t.delivered, 2 * OOM_MSGS);
+}
+
 /* Compaction: every message of seg[0] moved to seg[1]. */
 static int oom_ix_move(void *ctx)
 {
@@ -492,6 +527,8 @@ static const struct failalloc_case oom_store_cases[] = {
 	{ "spool_index_segment_add", oom_ix_setup, oom_ix_segment_add, oom_ix_segment_check,
 	  oom_ix_teardown },
 	{ "spool_index_note", oom_ix_setup, oom_ix_note, oom_ix_note_check, oom_ix_teardown },
+	{ "spool_index_done pins", oom_ix_setup, oom_ix_done, oom_ix_done_check,
+	  oom_ix_teardown },
 	{ "spool_index_msg_move", oom_ix_setup, oom_ix_move, oom_ix_move_check, oom_ix_teardown },
 	{ "spool_index life", NULL, oom_ix_life, failalloc_check_enomem, NULL },
 	{ "spool_state_new", NULL, oom_state_new, failalloc_check_enomem, NULL },
