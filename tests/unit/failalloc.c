@@ -14,6 +14,7 @@
 #include <string.h>
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
 #include <sanitizer/lsan_interface.h>
 #endif
 
@@ -77,6 +78,12 @@ static bool fa_step(void)
 	if (fa.failing && !fa.injected && fa.seen == fa.nth) {
 		fa.seen++;
 		fa.injected = true;
+#if defined(__SANITIZE_ADDRESS__)
+		/* FAILALLOC_TRACE=1: where each injected failure hit (to find
+		 * the caller that swallowed one). */
+		if (getenv("FAILALLOC_TRACE"))
+			__sanitizer_print_stack_trace();
+#endif
 		errno = ENOMEM;
 		return true;
 	}
