@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Out-of-memory paths of proto/ (dsn_build, smtp_client set-up and submit,
- * smtp_server set-up) through failalloc: each case fails its first,
- * second, ... allocation until it runs without one; every failing run must
- * return the documented error, leave the output as it was, leak nothing,
- * and the session must go on afterwards.
+ * smtp_server set-up and DATA, an etrn_client session) through failalloc:
+ * each case fails its first, second, ... allocation until it runs without
+ * one; every failing run must return the documented error, leave the output
+ * as it was (or whole lines only), leak nothing, and the session must go on
+ * afterwards.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -16,6 +17,7 @@
 #include "core/log.h"
 #include "failalloc.h"
 #include "proto/dsn.h"
+#include "proto/etrn_client.h"
 #include "proto/smtp_client.h"
 #include "proto/smtp_server.h"
 
@@ -344,6 +346,69 @@ static void oom_server_body_check(void *ctx, int rc, int injected)
 	cr_assert_eq(memcmp(v->out.data, "250 2.0.0", 9), 0);
 }
 
+/* --- etrn_client: a whole session whose output cannot grow ------------- */
+
+#define OOM_ETRN_REQS 3
+
+/* The upstream's side, one reply per step, whatever we sent. */
+static const char *const oom_etrn_replies[] = {
+	"220 up.test ESMTP\r\n",
+	"250-up.test\r\n250 AUTH PLAIN\r\n",
+	"235 2.7.0 ok\r\n",
+	"250 2.0.0 queuing for a.test started\r\n",
+	"251 2.0.0 nothing queued for #q1\r\n",
+	"250 2.0.0 queuing for b.test started\r\n",
+	"221 2.0.0 bye\r\n",
+};
+
+/* The session from greeting to QUIT: 0 when every request was answered
+ * with success; -ENOMEM when it ended on "451 4.3.0 cannot queue command"
+ * (then out holds whole command lines only). */
+static int oom_etrn_session(void *ctx)
+{
+	static const char *const req[OOM_ETRN_REQS] = { "a.test", "#q1", "@b.test" };
+	static const struct etrn_client_conf conf = {
+		.helo_name = "relay.test", .method = ETRN_CLIENT_ETRN, .user = "u",
+		.pass = "p", .auth_cleartext = 1, .nreq = OOM_ETRN_REQS, .req = req,
+		.reply_line_max = 512, .max_reply_lines = 100,
+	};
+	const size_t nrep = sizeof(oom_etrn_replies) / sizeof(oom_etrn_replies[0]);
+	enum etrn_client_event ev = ETRN_CLIENT_EV_NEED_INPUT;
+	const struct etrn_client_reply *why;
+	struct etrn_client *c;
+	struct buf out;
+	int rc;
+
+	(void)ctx;
+	c = etrn_client_new(&conf);
+	if (!c)
+		return -ENOMEM;
+	buf_init(&out, 0);
+	for (size_t i = 0; i < nrep && ev == ETRN_CLIENT_EV_NEED_INPUT; i++) {
+		size_t n = strlen(oom_etrn_replies[i]);
+
+		cr_assert_eq(etrn_client_feed(c, oom_etrn_replies[i], n, &out, &ev), n);
+	}
+	cr_assert_eq(ev, ETRN_CLIENT_EV_CLOSE);
+	cr_assert(out.len == 0 || memcmp(out.data + out.len - 2, "\r\n", 2) == 0,
+		  "half a command in out");
+	why = etrn_client_close_reason(c);
+	if (etrn_client_ok(c)) {
+		cr_assert_null(why);
+		rc = 0;
+	} else {
+		cr_assert_not_null(why);
+		cr_assert_eq(why->code, 451, "%d %s", why->code, why->text);
+		cr_assert_str_eq(why->enh, "4.3.0");
+		cr_assert(why->local);
+		cr_assert_not_null(strstr(why->text, "cannot queue command"), "%s", why->text);
+		rc = -ENOMEM;
+	}
+	buf_free(&out);
+	etrn_client_free(c);
+	return rc;
+}
+
 static const struct failalloc_case oom_proto_cases[] = {
 	{ "dsn_build headers", oom_dsn_setup_headers, oom_dsn_build, oom_dsn_check,
 	  oom_dsn_teardown },
@@ -351,6 +416,7 @@ static const struct failalloc_case oom_proto_cases[] = {
 	{ "smtp_client_new", NULL, oom_client_new, failalloc_check_enomem, NULL },
 	{ "smtp_client_submit", oom_client_setup, oom_client_submit, oom_client_submit_check,
 	  oom_client_teardown },
+	{ "etrn_client session", NULL, oom_etrn_session, failalloc_check_enomem, NULL },
 	{ "smtp_server_new", NULL, oom_server_new, failalloc_check_enomem, NULL },
 	{ "smtp_server body", oom_server_setup, oom_server_body, oom_server_body_check,
 	  oom_server_teardown },
