@@ -214,6 +214,81 @@ static void oom_client_submit_check(void *ctx, int rc, int injected)
 				  strlen("RCPT TO:<e@d.test>\r\nDATA\r\n")));
 }
 
+/* Delivered results whose reply text was lost (smtp_client.c keeps the
+ * status when its text buffer cannot grow), in the last session. */
+static unsigned oom_client_textless;
+
+/* A whole delivery, greeting to 221, with every allocation (the session,
+ * its command buffer, out) failing in turn: 0 when every recipient was
+ * delivered; -ENOMEM when the session ended or deferred on our own
+ * resource problem (451 4.3.0, local), with whole command lines in out. */
+static int oom_client_session(void *ctx)
+{
+	static const char *const replies[] = {
+		OOM_GREETING, OOM_EHLO_REPLY,
+		"250 2.1.0 ok\r\n250 2.1.5 ok\r\n250 2.1.5 ok\r\n250 2.1.5 ok\r\n"
+		"250 2.1.5 ok\r\n250 2.1.5 ok\r\n354 go\r\n",
+		"250 2.0.0 queued\r\n", "221 2.0.0 bye\r\n",
+	};
+	struct oom_client k = { 0 };
+	enum smtp_client_event ev = SMTP_CLIENT_EV_NEED_INPUT;
+	const struct smtp_client_result *r;
+	int rc = 0;
+
+	(void)ctx;
+	buf_init(&k.out, 0);
+	k.c = smtp_client_new(&oom_client_conf, "192.0.2.1");
+	if (!k.c)
+		return -ENOMEM;
+	for (size_t i = 0; i < sizeof(replies) / sizeof(replies[0]) && rc == 0; i++) {
+		size_t n = strlen(replies[i]), off = 0;
+
+		while (off < n && ev != SMTP_CLIENT_EV_CLOSE) {
+			off += smtp_client_feed(k.c, replies[i] + off, n - off, &k.out, &ev);
+			if (ev == SMTP_CLIENT_EV_READY && i == 1)
+				rc = oom_client_submit(&k);
+			else if (ev == SMTP_CLIENT_EV_SEND_BODY &&
+				 smtp_client_body_sent(k.c, &k.out) != 0)
+				ev = smtp_client_abort(k.c, "cannot queue the dot");
+			else if (ev == SMTP_CLIENT_EV_MSG_DONE && smtp_client_quit(k.c, &k.out))
+				ev = smtp_client_abort(k.c, "cannot queue QUIT");
+		}
+	}
+	cr_assert(k.out.len == 0 || memcmp(k.out.data + k.out.len - 2, "\r\n", 2) == 0,
+		  "half a command in out");
+	r = smtp_client_result(k.c, 0);
+	if (rc == 0 && r && r->status == SMTP_CLIENT_DELIVERED) {
+		oom_client_textless = 0;
+		for (unsigned i = 0; i < OOM_RCPTS; i++) {
+			r = smtp_client_result(k.c, i);
+			cr_assert_eq(r->status, SMTP_CLIENT_DELIVERED);
+			oom_client_textless += r->text_len == 0;
+		}
+	} else if (rc == 0) {
+		/* Ended before the message: the session's own 451 4.3.0. */
+		r = smtp_client_close_reason(k.c);
+		cr_assert_not_null(r);
+		cr_assert_eq(r->code, 451, "%d", r->code);
+		cr_assert(r->local);
+		rc = -ENOMEM;
+	}
+	smtp_client_free(k.c);
+	buf_free(&k.out);
+	return rc;
+}
+
+/* As failalloc_check_enomem(), but for the one failure the session takes
+ * in its stride: a reply text it could not keep (then every result is
+ * there, delivered, without text). */
+static void oom_client_session_check(void *ctx, int rc, int injected)
+{
+	(void)ctx;
+	if (injected && rc == 0)
+		cr_assert_eq(oom_client_textless, OOM_RCPTS, "an injected failure vanished");
+	else
+		failalloc_check_enomem(ctx, rc, injected);
+}
+
 /* --- smtp_server --------------------------------------------------------- */
 
 #define OOM_OUT_RESERVE 65536 /* replies never grow out: only the body allocates */
@@ -417,6 +492,7 @@ static const struct failalloc_case oom_proto_cases[] = {
 	{ "smtp_client_submit", oom_client_setup, oom_client_submit, oom_client_submit_check,
 	  oom_client_teardown },
 	{ "etrn_client session", NULL, oom_etrn_session, failalloc_check_enomem, NULL },
+	{ "smtp_client session", NULL, oom_client_session, oom_client_session_check, NULL },
 	{ "smtp_server_new", NULL, oom_server_new, failalloc_check_enomem, NULL },
 	{ "smtp_server body", oom_server_setup, oom_server_body, oom_server_body_check,
 	  oom_server_teardown },
