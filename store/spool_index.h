@@ -139,6 +139,8 @@ int spool_index_add_msg(struct spool_index *idx,
  * -ENOENT (msgid not indexed: its MSG was lost or its segment unlinked),
  * -EALREADY (recipient already done), -EINVAL (rcpt_index out of range,
  * unknown done_seg_id); all three leave the index unchanged and are harmless.
+ * -ENOMEM when done_seg_id is not the MSG's segment and its pin found no
+ * memory: the recipient stays pending (only done_seg_id's bytes changed).
  * st feeds the counters of spool_index_totals(). O(recipients of the
  * message in that domain).
  */
