@@ -149,7 +149,8 @@ static int apply_row(struct control *c, struct domtab_builder *b, const char *ke
 		return 0;
 	}
 	if (r->type != REDIS_REPLY_ARRAY) {
-		log_warn("redis: HGETALL %s: unexpected reply type %d", key, r->type);
+		log_warn("redis: HGETALL %s: %s; the row stays as it was", key,
+			 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply type");
 		return 0;
 	}
 	if (r->elements == 0) {
