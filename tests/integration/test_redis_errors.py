@@ -10,10 +10,12 @@ and after. etrnd, when its own commands are refused or time out, logs it
 and keeps serving from its last table. Every process is stopped by PID;
 the temp dir is removed."""
 
+import base64
 import os
 import re
 import shutil
 import signal
+import smtplib
 import subprocess
 import tempfile
 import threading
@@ -97,9 +99,21 @@ NOPERM_CASES = [
     ("hset", ["import", "@CSV"], "import"),
     ("hmget", ["export"], "HMGET"),
     ("zrange", ["status", "--cluster"], "ZRANGE"),
+    ("hgetall", ["status", "--cluster"], "HGETALL"),
+    ("exists", ["node", "drain", "gone-node"], "EXISTS"),
     ("zscore", ["node", "drain", "gone-node"], "ZSCORE"),
+    ("set", ["node", "drain", "gone-node"], "SET"),
+    ("exists", ["node", "forget", "gone-node"], "EXISTS"),
     ("zrem", ["node", "forget", "gone-node"], "ZREM"),
+    ("scan", ["keys", "migrate"], "SCAN"),
     ("renamenx", ["keys", "migrate"], "RENAMENX"),
+]
+
+# Refused after a first write that stays (no transaction spans them): the
+# command still exits 1 naming what failed. (denied, argv, named)
+NOPERM_LATE_CASES = [
+    ("publish", ["node", "drain", "gone-node"], "PUBLISH"),
+    ("publish", ["keys", "migrate"], "PUBLISH"),
 ]
 
 # maxmemory 1, noeviction: every write refused (OOM) before EXEC, so the
@@ -153,6 +167,10 @@ class ErrRedisTest(unittest.TestCase):
         self.assertEqual(rc, 0, err)
         # An untagged key for keys migrate to rename.
         self.cli("HSET", "etrnd:domain:untagged.test", "dest", "127.0.0.1:2525")
+        # A node that stopped: listed, its hash expired.
+        self.cli("ZADD", "etrnd:nodes", "1", "gone-node")
+        self.cli("HSET", "etrnd:node:{live-node}", "state", "up", "msgs", "0")
+        self.cli("ZADD", "etrnd:nodes", "2", "live-node")
 
     def limited(self, denied):
         """The ACL user allowed everything but denied; its URL."""
@@ -179,10 +197,16 @@ class ErrRedisTest(unittest.TestCase):
                 if named != "outside a transaction":
                     self.assertEqual(self.snapshot(), before,
                                      "-%s %s wrote in part" % (denied, argv))
+        for denied, argv, named in NOPERM_LATE_CASES:
+            with self.subTest(denied=denied, argv=argv):
+                self.provision()
+                rc, out, err = self.ctl(self.limited(denied), argv)
+                self.assert_failed("-%s: %s" % (denied, " ".join(argv)), rc, out, err,
+                                   [named, "NOPERM", "'%s'" % denied])
         # The same user, allowed everything again, succeeds: the refusals
         # above came from the ACL, not from the arguments.
         for _, argv, _ in NOPERM_CASES:
-            if argv[0] in ("node", "status", "keys"):
+            if argv[:2] == ["node", "drain"]:
                 continue
             with self.subTest(allowed=argv):
                 self.provision()
@@ -195,6 +219,8 @@ class ErrRedisTest(unittest.TestCase):
         self.cli("SET", "etrnd:user:{strusr}", "a string")
         self.cli("SET", "etrnd:domain:{str.test}", "a string")
         self.cli("HSET", "etrnd:route:{hash.test}", "a", "b")
+        self.cli("SET", "etrnd:node:{str-node}", "a string")
+        self.cli("ZADD", "etrnd:nodes", "3", "str-node")
         # Inside MULTI: Redis runs the other writes of the transaction and
         # cannot take them back; etrnctl must not call that a success.
         for argv, named in [
@@ -210,7 +236,8 @@ class ErrRedisTest(unittest.TestCase):
                 (["domain", "show", "str.test"], "HGETALL"),
                 (["domain", "add", "str.test"], "HMGET"),
                 (["queue", "show", "qs"], "SMEMBERS"),
-                (["user", "show", "strusr"], "HGETALL")]:
+                (["user", "show", "strusr"], "HGETALL"),
+                (["status", "--cluster"], "HGETALL")]:
             with self.subTest(argv=argv):
                 before = self.snapshot()
                 rc, out, err = self.ctl(self.admin, argv)
@@ -311,9 +338,9 @@ class DaemonRedisErrorTest(unittest.TestCase):
         self.redis.start()
         self.admin = self.redis.url()
 
-    def etrnd(self, url, **cfg):
+    def etrnd(self, url, tls=False, **cfg):
         d = tempfile.mkdtemp(prefix="etrnd-it-", dir=self.tmp)
-        e = h.Etrnd(tmpdir=d, redis=url, **cfg)
+        e = h.Etrnd(tmpdir=d, redis=url, tls=tls, **cfg)
         del e.cfg["relay_domains"]
         self.addCleanup(e.cleanup)
         e.start()
@@ -352,6 +379,50 @@ class DaemonRedisErrorTest(unittest.TestCase):
         self.assertEqual(rcpt_code(e, "unknown.test"), 550)
         self.assertEqual(len(re.findall("from the last table", e.stderr_text())), 1,
                          "logged once per state change")
+
+    def auth(self, e, user, pw):
+        """AUTH PLAIN on the trusted listener (no TLS needed): the code."""
+        token = base64.b64encode(("\0%s\0%s" % (user, pw)).encode()).decode()
+        with smtplib.SMTP(h.HOST, e.ports["listen_trusted"], timeout=CTL_S) as s:
+            s.ehlo("client.test")
+            return s.docmd("AUTH", "PLAIN " + token)[0]
+
+    def test_auth_lookup_errors_answer_454(self):
+        """The AUTH verifiers' HGET: a key of the wrong type, a refused
+        command and a stopped server each answer 454 4.7.0 (try later), not
+        535 (a wrong password), and are logged; a good user then gets 235."""
+        h.add_user(self.admin, "alice", "alice-pw-1")
+        self.redis.cli(DB, "SET", "etrnd:user:{strusr}", "a string")
+        self.redis.cli(DB, "ACL", "SETUSER", LIMITED, "reset", "on", ">" + LIMITED_PW,
+                       "~*", "&*", "+@all")
+        e = self.etrnd(self.redis.url(user=LIMITED, password=LIMITED_PW), tls=True,
+                       listen_trusted="auto", auth_failure_limit="1000")
+        self.assertEqual(self.auth(e, "alice", "alice-pw-1"), 235)
+        self.assertEqual(self.auth(e, "alice", "wrong"), 535)
+        self.assertEqual(self.auth(e, "strusr", "x"), 454)
+        wait_log(e, r"auth: HGET etrnd:user:\{strusr\}: WRONGTYPE")
+        self.redis.cli(DB, "ACL", "SETUSER", LIMITED, "-hget")
+        self.assertEqual(self.auth(e, "alice", "alice-pw-1"), 454)
+        wait_log(e, r"auth: HGET etrnd:user:\{alice\}: NOPERM")
+        self.redis.cli(DB, "ACL", "SETUSER", LIMITED, "+hget")
+        self.assertEqual(self.auth(e, "alice", "alice-pw-1"), 235)
+        os.kill(self.redis.proc.pid, signal.SIGSTOP)
+        try:
+            self.assertEqual(self.auth(e, "alice", "alice-pw-1"), 454)
+            wait_log(e, r"auth: redis .*: HGET: timed out, no reply.*; AUTH answers 454")
+        finally:
+            os.kill(self.redis.proc.pid, signal.SIGCONT)
+        h.wait_for("AUTH 235 again", lambda: self.auth(e, "alice", "alice-pw-1") == 235,
+                   within=CTL_S)
+        wait_log(e, r"auth: redis .*: (connected|answering) again")
+        # Down and back again: said again (the flag was cleared).
+        os.kill(self.redis.proc.pid, signal.SIGSTOP)
+        try:
+            self.assertEqual(self.auth(e, "alice", "alice-pw-1"), 454)
+            h.wait_for("the second outage logged", lambda: len(re.findall(
+                "AUTH answers 454", e.stderr_text())) == 2, within=CTL_S)
+        finally:
+            os.kill(self.redis.proc.pid, signal.SIGCONT)
 
 
 if __name__ == "__main__":
