@@ -424,6 +424,41 @@ class DaemonRedisErrorTest(unittest.TestCase):
         finally:
             os.kill(self.redis.proc.pid, signal.SIGCONT)
 
+    def test_cluster_writes_refused(self):
+        """The node-state thread's writes refused (OOM) and its reads of a
+        key of the wrong type (WRONGTYPE): one warning per outage, not one
+        per retry; the table keeps serving; back when Redis accepts again."""
+        h.etrnctl_ok(self.admin, "domain", "add", "kept.test")
+        e = self.etrnd(self.admin, cluster_publish_interval="100ms")
+        wait_log(e, r"cluster: node \S+ publishing to redis")
+        self.redis.cli(DB, "CONFIG", "SET", "maxmemory-policy", "noeviction")
+        self.redis.cli(DB, "CONFIG", "SET", "maxmemory", "1")
+        try:
+            wait_log(e, r"cluster: redis .*: .*OOM command not allowed.*; node \S+'s "
+                        r"counts are not published", within=CTL_S)
+            # Retries go on meanwhile (every 100-2000 ms): count them by
+            # Redis's own connection counter, then check the log is quiet.
+            conns = self.conns()
+            h.wait_for("five retries", lambda: self.conns() >= conns + 5, within=CTL_S)
+            self.assertEqual(rcpt_code(e, "kept.test"), 250)
+        finally:
+            self.redis.cli(DB, "CONFIG", "SET", "maxmemory", "0")
+        self.assertEqual(len(re.findall(r"cluster: redis .*OOM", e.stderr_text())), 1,
+                         e.stderr_text())
+        h.wait_for("the node hash written", lambda: self.redis.cli(
+            DB, "EXISTS", "etrnd:node:{%s}" % e.cfg.get("node_id", "vm")) == "1"
+            or "publishing to redis" in e.stderr_text().split("OOM", 1)[1], within=CTL_S)
+        # A nodes key of the wrong type: the read of the others fails.
+        self.redis.cli(DB, "DEL", "etrnd:nodes")
+        self.redis.cli(DB, "SET", "etrnd:nodes", "a string")
+        wait_log(e, r"cluster: redis .*WRONGTYPE", within=CTL_S)
+        self.assertEqual(rcpt_code(e, "kept.test"), 250)
+        self.assertTrue(e.alive())
+
+    def conns(self):
+        info = self.redis.cli(DB, "INFO", "stats")
+        return int(re.search(r"total_connections_received:(\d+)", info).group(1))
+
 
 if __name__ == "__main__":
     unittest.main()
