@@ -356,13 +356,21 @@ class DaemonRedisErrorTest(unittest.TestCase):
         # From now on every read of a row is refused.
         self.redis.cli(DB, "ACL", "SETUSER", LIMITED, "-hgetall", "-hmget", "-scan")
         h.etrnctl_ok(self.admin, "domain", "add", "new.test")
-        wait_log(e, r"redis: HGETALL etrnd:domain:\{new.test\}: NOPERM this user has no "
-                 r"permissions to run the 'hgetall' command; the row stays as it was",
-                 within=CTL_S)
+        # A row Redis refuses is Redis trouble, not an absent row: the last
+        # table serves, unknown domains (new.test) get 451, never 550.
+        wait_log(e, r"redis .*: HGETALL: NOPERM this user has no permissions to run the "
+                 r"'hgetall' command; serving 1 domain\(s\) from the last table, unknown "
+                 r"domains get 451", within=CTL_S)
         self.assertEqual(rcpt_code(e, "kept.test"), 250, "the last table serves")
-        self.assertEqual(rcpt_code(e, "new.test"), 550, "not loaded, not made up")
+        self.assertEqual(rcpt_code(e, "new.test"), 451, "not loaded, not refused")
         self.assertTrue(e.alive())
+        # Retries go on (each reconnect loads again, refused again): quiet.
+        conns = self.conns()
+        h.wait_for("three reconnects", lambda: self.conns() >= conns + 3, within=CTL_S)
         self.assertEqual(len(re.findall("NOPERM", e.stderr_text())), 1, "one line")
+        self.redis.cli(DB, "ACL", "SETUSER", LIMITED, "+hgetall", "+hmget", "+scan")
+        wait_log(e, r"connected again", within=CTL_S)
+        self.assertEqual(rcpt_code(e, "new.test"), 250)
 
     def test_daemon_stopped_server(self):
         h.etrnctl_ok(self.admin, "domain", "add", "kept.test")
@@ -445,15 +453,37 @@ class DaemonRedisErrorTest(unittest.TestCase):
             self.redis.cli(DB, "CONFIG", "SET", "maxmemory", "0")
         self.assertEqual(len(re.findall(r"cluster: redis .*OOM", e.stderr_text())), 1,
                          e.stderr_text())
-        h.wait_for("the node hash written", lambda: self.redis.cli(
-            DB, "EXISTS", "etrnd:node:{%s}" % e.cfg.get("node_id", "vm")) == "1"
-            or "publishing to redis" in e.stderr_text().split("OOM", 1)[1], within=CTL_S)
+        h.wait_for("publishing again", lambda: "publishing to redis" in
+                   e.stderr_text().split("OOM", 1)[1], within=CTL_S)
         # A nodes key of the wrong type: the read of the others fails.
         self.redis.cli(DB, "DEL", "etrnd:nodes")
         self.redis.cli(DB, "SET", "etrnd:nodes", "a string")
         wait_log(e, r"cluster: redis .*WRONGTYPE", within=CTL_S)
         self.assertEqual(rcpt_code(e, "kept.test"), 250)
         self.assertTrue(e.alive())
+
+    def test_daemon_refused_at_load(self):
+        """etrnd's user refused a command of the first load: with no static
+        domain to start with, etrnd does not start (exit 2, the command
+        named), rather than answer 550 for a customer whose row Redis would
+        not give; a row refused (not of the wrong type) is no absent row."""
+        h.etrnctl_ok(self.admin, "domain", "add", "kept.test")
+        h.etrnctl_ok(self.admin, "route", "add", "kept.test", "127.0.0.1:2600")
+        url = self.redis.url(user=LIMITED, password=LIMITED_PW)
+        for denied in ("subscribe", "scan", "hgetall", "get"):
+            with self.subTest(denied=denied):
+                self.redis.cli(DB, "ACL", "SETUSER", LIMITED, "reset", "on",
+                               ">" + LIMITED_PW, "~*", "&*", "+@all", "-" + denied)
+                d = tempfile.mkdtemp(prefix="etrnd-it-", dir=self.tmp)
+                e = h.Etrnd(tmpdir=d, redis=url)
+                del e.cfg["relay_domains"]
+                with self.assertRaisesRegex(AssertionError, r"exit status 2"):
+                    e.start()
+                e.proc = None   # exited 2, as wanted: nothing for cleanup to stop
+                self.addCleanup(e.cleanup)
+                self.assertRegex(e.stderr_text(), r"etrnd: %s.*NOPERM .*'%s' command; and "
+                                 r"relay_domains lists no static domain" % (
+                                     denied.upper(), denied))
 
     def conns(self):
         info = self.redis.cli(DB, "INFO", "stats")
