@@ -129,7 +129,10 @@ OOM_CASES = [
 ]
 
 
-class ErrRedisTest(unittest.TestCase):
+class RedisCase(unittest.TestCase):
+    """A private TcpRedis (requirepass, loopback port) per test; a server a
+    test left SIGSTOPped is continued before it is stopped."""
+
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="etrnd-rediserr-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
@@ -138,14 +141,19 @@ class ErrRedisTest(unittest.TestCase):
         self.addCleanup(self.cont)
         self.redis.start()
         self.admin = self.redis.url()
-        self.csv = os.path.join(self.tmp, "rows.csv")
-        with open(self.csv, "w") as f:
-            f.write(IMPORT_CSV)
 
     def cont(self):
         """SIGCONT a stopped server, so the cleanup can stop it."""
         if self.redis.proc and self.redis.proc.poll() is None:
             os.kill(self.redis.proc.pid, signal.SIGCONT)
+
+
+class ErrRedisTest(RedisCase):
+    def setUp(self):
+        super().setUp()
+        self.csv = os.path.join(self.tmp, "rows.csv")
+        with open(self.csv, "w") as f:
+            f.write(IMPORT_CSV)
 
     def cli(self, *args):
         return self.redis.cli(DB, *args)
@@ -326,17 +334,9 @@ class ErrRedisTest(unittest.TestCase):
         self.assertNotIn("domain(s) imported", out)
 
 
-class DaemonRedisErrorTest(unittest.TestCase):
+class DaemonRedisErrorTest(RedisCase):
     """etrnd's own Redis commands refused or timing out: one clear line,
     and the last table keeps serving."""
-
-    def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="etrnd-rediserr-")
-        self.addCleanup(shutil.rmtree, self.tmp, True)
-        self.redis = TcpRedis(self.tmp)
-        self.addCleanup(self.redis.stop)
-        self.redis.start()
-        self.admin = self.redis.url()
 
     def etrnd(self, url, tls=False, **cfg):
         d = tempfile.mkdtemp(prefix="etrnd-it-", dir=self.tmp)
