@@ -214,6 +214,10 @@ static int authpool_lookup(struct authpool_verifier *v, const char *user, char *
 				 log_printable(shown, sizeof(shown), key, strlen(key)), r->str);
 		}
 		if (r) {
+			/* Redis answers: another verifier may have seen it go
+			 * down; clear that here, or the next outage goes unsaid. */
+			if (atomic_exchange(&p->redis_down, 0))
+				log_info("auth: redis %s: answering again", p->cfg->redis.display);
 			freeReplyObject(r);
 			return rc;
 		}

@@ -678,8 +678,6 @@ static int cluster_connect(struct cluster *c, char *why, size_t wl)
 	if (!c->rc)
 		return -1;
 	c->full = 1;
-	c->backoff_ms = CLUSTER_BACKOFF_MIN_MS;
-	cluster_enter(c, CLUSTER_UP, NULL);
 	return 0;
 }
 
@@ -703,8 +701,24 @@ static void *cluster_main(void *arg)
 		stop = cluster_nap(c, CLUSTER_TICK_MS);
 		due = stop ? CLUSTER_NONE : refresh_due(c, now_mono_ms());
 		if (flush_events(c, why, sizeof(why)) ||
-		    (due != CLUSTER_NONE && refresh(c, due, why, sizeof(why))))
+		    (due != CLUSTER_NONE && refresh(c, due, why, sizeof(why)))) {
 			cluster_disconnect(c, why);
+			/* A refused command (OOM, NOPERM, WRONGTYPE) fails again
+			 * on a new connection: back off as after a failed
+			 * connect, or the thread would reconnect every tick. */
+			if (stop || cluster_nap(c, c->backoff_ms))
+				break;
+			c->backoff_ms = c->backoff_ms * 2 > CLUSTER_BACKOFF_MAX_MS ?
+				CLUSTER_BACKOFF_MAX_MS : c->backoff_ms * 2;
+			continue;
+		}
+		/* Up is said (and the back-off reset) when a refresh worked,
+		 * not at connect: a connection whose writes are refused is
+		 * no recovery. */
+		if (due != CLUSTER_NONE) {
+			c->backoff_ms = CLUSTER_BACKOFF_MIN_MS;
+			cluster_enter(c, CLUSTER_UP, NULL);
+		}
 		if (stop)
 			break;
 	}

@@ -149,7 +149,8 @@ static int apply_row(struct control *c, struct domtab_builder *b, const char *ke
 		return 0;
 	}
 	if (r->type != REDIS_REPLY_ARRAY) {
-		log_warn("redis: HGETALL %s: unexpected reply type %d", key, r->type);
+		log_warn("redis: HGETALL %s: %s; the row stays as it was", key,
+			 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply type");
 		return 0;
 	}
 	if (r->elements == 0) {
@@ -239,15 +240,18 @@ static int fetch_append(struct control *c, enum control_kind k, const char *name
 	return 0;
 }
 
-/* The next reply; -1 (err set) when the connection broke or the server
- * says it is no master to read from (READONLY, LOADING: failover). */
+/* The next reply; -1 (err set) when the connection broke, the server says
+ * it is no master to read from (READONLY, LOADING: failover), or it refuses
+ * the read (NOPERM, ...): a row it would not give is no absent row (550).
+ * WRONGTYPE is one bad key, the apply's to log. */
 static int fetch_reply(struct control *c, const char *what, redisReply **r, char *err,
 		       size_t errlen)
 {
 	*r = NULL;
 	if (redisGetReply(c->cmd, (void **)r) != REDIS_OK || !*r)
 		return redis_conn_err(c->cmd, NULL, what, err, errlen);
-	if (redis_conn_failover_reply(*r)) {
+	if (redis_conn_failover_reply(*r) || ((*r)->type == REDIS_REPLY_ERROR &&
+					       strncmp((*r)->str, "WRONGTYPE", 9))) {
 		redis_conn_err(c->cmd, *r, what, err, errlen);
 		freeReplyObject(*r);
 		*r = NULL;

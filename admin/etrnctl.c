@@ -267,21 +267,35 @@ static int redis_failed(struct ctl *x, redisReply *r, const char *what)
 	return fail("redis: %s", err);
 }
 
-/* Read n pipelined replies; the first error is reported. */
+/* Read n pipelined replies; the first error is reported. An error inside
+ * EXEC's reply means the transaction's other writes were applied: said so. */
 static int read_replies(struct ctl *x, int n, const char *what)
 {
-	int rc = 0;
+	int rc = 0, loose = 0;
 
 	for (int i = 0; i < n; i++) {
+		const redisReply *e;
 		redisReply *r;
 
 		if (redisGetReply(x->rc, (void **)&r) != REDIS_OK || !r)
 			return redis_failed(x, NULL, what);
-		if (r->type == REDIS_REPLY_ERROR && rc == 0)
+		/* MULTI refused (an ACL): the queued commands ran one by one. */
+		if (r->type == REDIS_REPLY_ERROR && strstr(r->str, "EXEC without MULTI"))
+			loose = 1;
+		if (r->type == REDIS_REPLY_ERROR && rc == 0) {
 			rc = redis_failed(x, r, what);
-		else
+		} else if ((e = etrnctl_keys_exec_error(r)) && rc == 0) {
+			rc = fail("redis: %s: %s (one write of the transaction failed, the "
+				  "others were applied: fix the key and run the command again)",
+				  what, e->str);
 			freeReplyObject(r);
+		} else {
+			freeReplyObject(r);
+		}
 	}
+	if (loose)
+		fail("redis: %s: MULTI was refused, so its writes ran outside a transaction "
+		     "and may be applied in part: check, and run it again", what);
 	return rc;
 }
 
@@ -736,18 +750,22 @@ static int route_del(struct ctl *x, const char *domain)
 
 	if (schema_domain_norm(domain, 1, name, why, sizeof(why)))
 		return bad("route del: domain %s", why);
-	r = cmd(x, "DEL %s %s", key(k, x, "route:", name), ukey(u, x, "route:", name));
+	r = cmd(x, "EXISTS %s %s", key(k, x, "route:", name), ukey(u, x, "route:", name));
 	if (!r || r->type != REDIS_REPLY_INTEGER)
-		return redis_failed(x, r, "DEL");
+		return redis_failed(x, r, "EXISTS");
 	gone = r->integer > 0;
 	freeReplyObject(r);
 	if (!gone)
 		return fail("route %s: no such route (etrnctl route list)", name);
+	/* One transaction, as route add: a refused PUBLISH must not leave the
+	 * route deleted with no daemon told. */
 	snprintf(ev, sizeof(ev), "route %s", name);
-	r = cmd(x, "PUBLISH %s %s", x->chan, ev);
-	if (!r || r->type != REDIS_REPLY_INTEGER)
-		return redis_failed(x, r, "PUBLISH");
-	freeReplyObject(r);
+	redisAppendCommand(x->rc, "MULTI");
+	redisAppendCommand(x->rc, "DEL %s %s", k, u);
+	redisAppendCommand(x->rc, "PUBLISH %s %s", x->chan, ev);
+	redisAppendCommand(x->rc, "EXEC");
+	if ((gone = read_replies(x, 4, "route del")))
+		return gone;
 	route_report(x, name, NULL, "deleted");
 	return EXIT_OK;
 }
@@ -829,10 +847,13 @@ static int list_keys(struct ctl *x, const char *kind, const char *cmdname, list_
 		for (size_t i = 0; i < m; i++)
 			redisAppendCommand(x->rc, "%s %s", cmdname, k[i]);
 		for (size_t i = 0; i < m; i++) {
-			redisReply *r;
+			redisReply *r = NULL;
 
-			if (redisGetReply(x->rc, (void **)&r) != REDIS_OK || !r) {
-				rc = redis_failed(x, NULL, cmdname);
+			/* WRONGTYPE is each()'s to show; another error (NOPERM,
+			 * OOM, LOADING) fails the listing. */
+			if (redisGetReply(x->rc, (void **)&r) != REDIS_OK || !r ||
+			    (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "WRONGTYPE", 9))) {
+				rc = redis_failed(x, r, cmdname);
 				break;
 			}
 			if (each(x, v[b + i], r, first))
@@ -1217,7 +1238,6 @@ static int user_cmd(struct ctl *x, const char *verb, const char *user, const str
 {
 	char why[SCHEMA_WHY_MAX], k[ETRNCTL_KEY_MAX], pw[ETRNCTL_PASSWORD_MAX], hash[256];
 	char ev[SCHEMA_NAME_MAX + 8];
-	redisReply *r;
 	int exists, rc;
 
 	if (!strcmp(verb, "add"))
@@ -1246,15 +1266,12 @@ static int user_cmd(struct ctl *x, const char *verb, const char *user, const str
 			return fail("crypt(3) could not hash the password");
 		}
 		explicit_bzero(pw, sizeof(pw));
-		r = cmd(x, "HSET %s %s %s", k, SCHEMA_F_PASSWORD, hash);
-		if (!r || r->type != REDIS_REPLY_INTEGER)
-			return redis_failed(x, r, "HSET");
-		freeReplyObject(r);
-		r = cmd(x, "PUBLISH %s %s", x->chan, ev);
-		if (!r || r->type != REDIS_REPLY_INTEGER)
-			return redis_failed(x, r, "PUBLISH");
-		freeReplyObject(r);
-		rc = 0;
+		/* One transaction: no new password the daemons are not told of. */
+		redisAppendCommand(x->rc, "MULTI");
+		redisAppendCommand(x->rc, "HSET %s %s %s", k, SCHEMA_F_PASSWORD, hash);
+		redisAppendCommand(x->rc, "PUBLISH %s %s", x->chan, ev);
+		redisAppendCommand(x->rc, "EXEC");
+		rc = read_replies(x, 4, "user passwd");
 	}
 	if (rc == 0) {
 		const char *done = !strcmp(verb, "add") ? "added" : !strcmp(verb, "del") ?
@@ -1323,11 +1340,11 @@ static int import_flush(struct import_state *st)
 	for (int i = 0; i < st->nrows; i++) {
 		if (redisGetReply(x->rc, (void **)&old[i]) != REDIS_OK || !old[i] ||
 		    old[i]->type != REDIS_REPLY_ARRAY || old[i]->elements != 2) {
-			for (int j = 0; j <= i && j < st->nrows; j++)
-				if (old[j])
-					freeReplyObject(old[j]);
+			rc = redis_failed(x, old[i], "HMGET");
+			for (int j = 0; j < i; j++)
+				freeReplyObject(old[j]);
 			free(old);
-			return redis_failed(x, NULL, "HMGET");
+			return rc;
 		}
 	}
 	for (int i = 0; i < st->nrows; i++) {
@@ -1504,10 +1521,14 @@ static int import_csv(struct ctl *x, const char *path)
 	}
 	if (rc == 0 && ferror(st.f))
 		rc = fail("%s: %s", st.path, strerror(errno));
-	if (rc == 0)
-		rc = import_flush(&st);
-	if (rc == 0)
+	/* Each row is its own transaction: a failure part way leaves the
+	 * earlier rows written, and the operator must hear how far it got. */
+	if (rc == 0 && (rc = import_flush(&st)) == 0)
 		rc = import_report(&st);
+	else if (st.f)
+		fprintf(stderr, "etrnctl: import %s stopped at line %lu: %zu domain(s) written "
+			"before the last batch, which may be written in part (each row whole); "
+			"run the import again\n", st.path, st.lineno, st.imported);
 	free(line);
 	import_close(&st);
 	return rc;
@@ -1562,13 +1583,13 @@ static int export_csv(struct ctl *x)
 			redisAppendCommandArgv(x->rc, 1 + CTLROW_COLS, argv, NULL);
 		}
 		for (size_t j = 0; j < m; j++) {
-			redisReply *r;
+			redisReply *r = NULL;
 
 			if (redisGetReply(x->rc, (void **)&r) != REDIS_OK || !r ||
 			    r->type != REDIS_REPLY_ARRAY) {
 				free(k);
 				free_names(v, n);
-				return redis_failed(x, NULL, "HMGET");
+				return redis_failed(x, r, "HMGET");
 			}
 			csv_field(v[i + j]);
 			for (size_t c = 0; c < r->elements; c++) {

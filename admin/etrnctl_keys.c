@@ -65,6 +65,16 @@ static int etrnctl_keys_no_such(const redisReply *r)
 	return r->type == REDIS_REPLY_ERROR && strstr(r->str, "no such key") != NULL;
 }
 
+const redisReply *etrnctl_keys_exec_error(const redisReply *r)
+{
+	if (!r || r->type != REDIS_REPLY_ARRAY)
+		return NULL;
+	for (size_t i = 0; i < r->elements; i++)
+		if (r->element[i]->type == REDIS_REPLY_ERROR && !etrnctl_keys_no_such(r->element[i]))
+			return r->element[i];
+	return NULL;
+}
+
 int etrnctl_keys_adopt_now(redisContext *rc, const char *prefix, const char *kind,
 			   const char *name, char *err, size_t errlen)
 {

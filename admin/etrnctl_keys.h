@@ -48,6 +48,12 @@ int etrnctl_keys_adopt(redisContext *rc, const char *prefix, const char *kind,
 int etrnctl_keys_adopt_now(redisContext *rc, const char *prefix, const char *kind,
 		const char *name, char *err, size_t errlen);
 
+/* The first failed command inside an EXEC's reply r (an array: Redis runs
+ * the others and keeps their writes, e.g. a WRONGTYPE key), not counting
+ * the "no such key" of etrnctl_keys_adopt's RENAMENX; NULL when none or r
+ * is no array. Points into r. */
+const redisReply *etrnctl_keys_exec_error(const redisReply *r);
+
 /*
  * `etrnctl keys migrate`: every untagged domain, route, user and queue key
  * under prefix renamed to its tagged form (RENAMENX: an untagged key whose

@@ -166,9 +166,15 @@ int etrnctl_node_drain(const struct etrnctl_node *n)
 	if (!alive) {
 		redisReply *r = redisCommand(n->rc, "ZSCORE %s %s", k.nodes, n->node);
 
-		listed = r && r->type == REDIS_REPLY_STRING;
-		if (r)
-			freeReplyObject(r);
+		/* A refused or lost ZSCORE is no "not in the cluster". */
+		if (!r || r->type == REDIS_REPLY_ERROR) {
+			redis_conn_err(n->rc, r, "ZSCORE", why, sizeof(why));
+			if (r)
+				freeReplyObject(r);
+			return node_say(NODE_FAIL, "redis: %s", why);
+		}
+		listed = r->type == REDIS_REPLY_STRING;
+		freeReplyObject(r);
 	}
 	if (!alive && !listed)
 		return node_say(NODE_FAIL, "node %s: not in the cluster (no %s, not in %s)",

@@ -29,7 +29,10 @@ static char redis_conn_last[REDIS_CONN_HOST_MAX + 8];
 int redis_conn_err(const redisContext *c, const redisReply *reply, const char *what,
 		   char *err, size_t errlen)
 {
-	if (c && c->err)
+	/* hiredis says a command that ran out of time with EAGAIN's text. */
+	if (c && c->err == REDIS_ERR_IO && !strcmp(c->errstr, strerror(EAGAIN)))
+		snprintf(err, errlen, "%s: timed out, no reply (%s)", what, c->errstr);
+	else if (c && c->err)
 		snprintf(err, errlen, "%s: %s", what, c->errstr);
 	else if (reply && reply->type == REDIS_REPLY_ERROR)
 		snprintf(err, errlen, "%s: %s", what, reply->str);
