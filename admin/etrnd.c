@@ -277,6 +277,36 @@ static void etrnd_cluster_start(struct etrnd *d)
 			      d->cluster);
 }
 
+/* client_connection_limit's node-wide table. An address is held only
+ * while it has a connection open: room for every connection, twice over
+ * for uneven shards. */
+static void etrnd_connlimit_new(struct etrnd *d)
+{
+	uint64_t addrs = (uint64_t)d->cfg.max_connections * d->cfg.threads * 2;
+
+	d->cl = connlimit_new(d->cfg.client_connection_limit,
+			      addrs < ADDRTAB_ADDRS_MAX ? (unsigned)addrs : ADDRTAB_ADDRS_MAX);
+	if (!d->cl)
+		fatal("client_connection_limit: %s", strerror(errno));
+}
+
+/* Issue 16: the decommission thread, once the engines take mail; it
+ * hears "node-drain" events through the control thread. */
+static void etrnd_decommission_start(struct etrnd *d)
+{
+	char err[CONFIG_ERR_MAX];
+
+	d->dc = decommission_start(&(struct decommission_env){
+			.cfg = &d->cfg, .eng = d->eng, .hub = d->hub, .view = d->cv,
+			.secret = d->ca ? etrnd_cluster_secret : NULL, .secret_arg = d->ca,
+			.set_draining = d->cluster ? etrnd_set_draining : NULL,
+			.set_draining_arg = d->cluster },
+		err, sizeof(err));
+	if (!d->dc)
+		fatal("%s", err);
+	control_set_event(d->ctl, decommission_event, d->dc);
+}
+
 /* The shared parts, the domain table (from Redis, or relay_domains alone)
  * and the control socket, all before any engine thread can take a
  * connection; then the engines. Any failure is fatal. */
@@ -331,16 +361,8 @@ static void etrnd_start(struct etrnd *d)
 		if (!d->cs)
 			fatal("%s", err);
 	}
-	if (cfg->client_connection_limit) {
-		/* An address is held only while it has a connection open:
-		 * room for every connection, twice over for uneven shards. */
-		uint64_t addrs = (uint64_t)cfg->max_connections * cfg->threads * 2;
-
-		d->cl = connlimit_new(cfg->client_connection_limit,
-				      addrs < ADDRTAB_ADDRS_MAX ? (unsigned)addrs : ADDRTAB_ADDRS_MAX);
-		if (!d->cl)
-			fatal("client_connection_limit: %s", strerror(errno));
-	}
+	if (cfg->client_connection_limit)
+		etrnd_connlimit_new(d);
 	d->env = (struct engine_env){ .cfg = cfg, .dt = d->dt, .ds = d->ds,
 				      .hub = d->hub, .resolver = d->res, .ep = d->ep, .cl = d->cl,
 				      .data_budget = d->data_budget, .act = d->act,
@@ -367,15 +389,7 @@ static void etrnd_start(struct etrnd *d)
 	if (privs_finish(&d->privs, err, sizeof(err)))
 		fatal("%s", err);
 	control_set_drain(d->ctl, ctl_requests_redis_drain, d->hub);
-	d->dc = decommission_start(&(struct decommission_env){
-			.cfg = cfg, .eng = d->eng, .hub = d->hub, .view = d->cv,
-			.secret = d->ca ? etrnd_cluster_secret : NULL, .secret_arg = d->ca,
-			.set_draining = d->cluster ? etrnd_set_draining : NULL,
-			.set_draining_arg = d->cluster },
-		err, sizeof(err));
-	if (!d->dc)
-		fatal("%s", err);
-	control_set_event(d->ctl, decommission_event, d->dc);
+	etrnd_decommission_start(d);
 }
 
 static void etrnd_log_started(const struct config *cfg)
