@@ -41,7 +41,7 @@ test:
 # unit tests (label tsan: domtab, domtab_stress, addrlimit, authpool, resolver, drain, loop_adopt, sched, route, activator,
 # spool) and the integration tests that run etrnd with threads = 2. Every
 # TSan report (etrnd's too) lands in build-tsan/tsan-report.PID: any fails.
-TSAN_IT ?= ^integration\.(smtplib|etrn|etrn_rate|drain_shutdown|crash|outbound|activator|etrnctl_etrn|reload|metrics|top)$$
+TSAN_IT ?= ^integration\.(smtplib|etrn|etrn_rate|drain_shutdown|crash|outbound|activator|etrnctl_etrn|reload|metrics|top|cluster|cluster_atrn|decommission|sentinel)$$
 tsan:
 	$(MAKE) --no-print-directory deps
 	$(CMAKE) -S . -B build-tsan -DETRND_TSAN=ON -DCMAKE_BUILD_TYPE=Debug
