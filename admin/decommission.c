@@ -320,16 +320,24 @@ int decommission_running(const struct decommission *dc)
 	return dc && atomic_load(&dc->running);
 }
 
-struct decommission *decommission_stop(struct decommission *dc)
+void decommission_join(struct decommission *dc)
 {
 	if (!dc)
-		return NULL;
+		return;
 	pthread_mutex_lock(&dc->mu);
 	dc->stop = 1;
 	pthread_cond_broadcast(&dc->cv);
 	pthread_mutex_unlock(&dc->mu);
 	if (dc->started)
 		(void)pthread_join(dc->thread, NULL);
+	dc->started = 0;
+}
+
+struct decommission *decommission_stop(struct decommission *dc)
+{
+	if (!dc)
+		return NULL;
+	decommission_join(dc);
 	explicit_bzero(dc->secret, sizeof(dc->secret));
 	pthread_cond_destroy(&dc->cv);
 	pthread_mutex_destroy(&dc->mu);

@@ -69,8 +69,14 @@ void decommission_event(void *arg, const char *payload, size_t len);
 /* 1 once the decommission has started (listeners closed). Any thread. */
 int decommission_running(const struct decommission *dc);
 
-/* Stop the thread and free (after engine_stop(): a round in progress then
- * ends at once). NULL is fine. Returns NULL. */
+/* Stop and join the thread (after engine_stop(): a round in progress then
+ * ends at once; before engine_free(): a round uses the engines). The
+ * struct stays, since the control thread may still deliver an event to
+ * it. Idempotent; NULL is fine. */
+void decommission_join(struct decommission *dc);
+
+/* Join if not yet done, and free. Only once no event can come any more
+ * (after control_stop()). NULL is fine. Returns NULL. */
 struct decommission *decommission_stop(struct decommission *dc);
 
 #endif

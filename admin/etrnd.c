@@ -434,7 +434,7 @@ static int etrnd_stop(struct etrnd *d)
 	d->cs = ctlsock_stop(d->cs); /* before the engines it asks */
 	d->mh = metrics_http_stop(d->mh); /* it asks them too */
 	failed = engine_stop(d->eng) != 0;
-	d->dc = decommission_stop(d->dc); /* its round ended with the loops */
+	decommission_join(d->dc); /* its round ended with the loops */
 	d->sdn = sdnotify_free(d->sdn); /* its last pings ran or were refused */
 	/* No engine thread runs any more: no drain is posted from now on, and
 	 * look-ups still pending end their drains (-ECANCELED), on the
@@ -451,6 +451,8 @@ static int etrnd_stop(struct etrnd *d)
 	d->cluster = cluster_stop(d->cluster);
 	d->cv = clusterview_live_free(d->cv);
 	d->ctl = control_stop(d->ctl);
+	/* Freed only now: the control thread delivered its events to it. */
+	d->dc = decommission_stop(d->dc);
 	log_info("stopped");
 	domtab_live_free(d->dt);
 	domstat_free(d->ds);
