@@ -7,6 +7,7 @@
  * the failure limit per address).
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -38,6 +39,27 @@ static const char *t_file(const char *name, const char *text, size_t len)
 	fclose(f);
 	return path;
 }
+
+/* Each test runs in its own process with its own directory: remove it
+ * and what the test wrote there, so the suite leaves nothing in /tmp. */
+static void t_rm(void)
+{
+	char path[192];
+	struct dirent *e;
+	DIR *dir;
+
+	if (!t_dir[0] || !(dir = opendir(t_dir)))
+		return;
+	while ((e = readdir(dir)))
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
+		    snprintf(path, sizeof(path), "%s/%s", t_dir, e->d_name) < (int)sizeof(path))
+			(void)unlink(path);
+	closedir(dir);
+	(void)rmdir(t_dir);
+	t_dir[0] = '\0';
+}
+
+TestSuite(cluster_auth, .fini = t_rm);
 
 static void t_cfg(struct config *c, const char *path)
 {
