@@ -164,10 +164,20 @@ class SentinelTest(unittest.TestCase):
                            timeout=120)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(self.data["a"].cli("EXISTS", "etrnd:domain:{before.test}"), "1")
+        # Replication is asynchronous: on a loaded machine the replica may
+        # not have these writes (or even its first sync) yet, and a master
+        # killed now would lose them with it (Redis's promise, not ours).
+        # WAIT until the replica acknowledged them (hang guard 60 s).
+        self.assertEqual(self.data["a"].cli("WAIT", "1", "60000"), "1")
+        self.assertEqual(self.data["b"].cli("EXISTS", "etrnd:domain:{before.test}"), "1")
         nodes = []
         for i in range(2):
             e = Etrnd(node_id="n%d" % (i + 1), redis_sentinels=self.slist,
-                      redis_master_name=MASTER, log_level="debug", listen_trusted="auto")
+                      redis_master_name=MASTER, log_level="debug", listen_trusted="auto",
+                      # No periodic resync during the test: a change seen
+                      # after the failover was carried by its event (a
+                      # loaded machine can stretch the test past 60 s).
+                      redis_resync="1d")
             self.addCleanup(e.cleanup)
             nodes.append(e.start())
         for e in nodes:
