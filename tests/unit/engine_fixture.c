@@ -63,6 +63,11 @@ static const struct conn_ops ef_no_ops = {
 	ef_no_open, ef_no_data, ef_no_cb, ef_no_cb, ef_no_cb, NULL, NULL
 };
 
+const struct conn_ops *engine_fixture_no_ops(void)
+{
+	return &ef_no_ops;
+}
+
 /* ---- the engine thread --------------------------------------------------- */
 
 static void ef_report(struct engine_fixture *f, int state)

@@ -174,4 +174,9 @@ int engine_fixture_dsn_check(struct engine_fixture *f, uint64_t msgid, const cha
 size_t engine_fixture_queue_ids(struct engine_fixture *f, const char *domain,
 		uint64_t *ids, size_t max);
 
+/* Connection ops for a loop that accepts nothing (every callback a
+ * no-op): for tests that need a loop but no sessions. */
+struct conn_ops;
+const struct conn_ops *engine_fixture_no_ops(void);
+
 #endif

@@ -24,6 +24,7 @@
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/metrics.h"
+#include "engine_fixture.h"
 #include "failalloc.h"
 #include "proto/atrn_proxy.h"
 #include "proto/drain_atrn.h"
@@ -110,32 +111,6 @@ static int oom_etrn_client(void *ctx)
 
 /* --- engine pieces ----------------------------------------------------- */
 
-static void *oom_noop_open(void *a, struct conn *c, const char *p)
-{
-	(void)a;
-	(void)c;
-	(void)p;
-	return NULL;
-}
-
-static size_t oom_noop_data(void *a, struct conn *c, void *s, const char *p, size_t n)
-{
-	(void)a;
-	(void)c;
-	(void)s;
-	(void)p;
-	return n;
-}
-
-static void oom_noop(void *a, struct conn *c, void *s)
-{
-	(void)a;
-	(void)c;
-	(void)s;
-}
-
-static const struct conn_ops oom_no_ops = { oom_noop_open, oom_noop_data, oom_noop, oom_noop,
-					    oom_noop, NULL, NULL };
 
 struct oom_engine {
 	struct config cfg;
@@ -149,7 +124,7 @@ static struct oom_engine oom_eng;
  * failed, with its error text. */
 static int oom_engine(void *ctx)
 {
-	struct loop_conf lc = { .cfg = &oom_eng.cfg, .ops = &oom_no_ops };
+	struct loop_conf lc = { .cfg = &oom_eng.cfg, .ops = engine_fixture_no_ops() };
 	struct spool_shard_conf sc = { .dir = oom_eng.dir, .shard = 0,
 				       .segment_size = 1u << 20 };
 	struct expire_conf xc = { .hostname = "relay.test", .max_hold_us = 1000000 };
