@@ -34,6 +34,7 @@
 #include "admin/ctlrow.h"
 #include "admin/etrnctl_etrn.h"
 #include "admin/etrnctl_node.h"
+#include "admin/etrnctl_say.h"
 #include "admin/etrnctl_keys.h"
 #include "admin/etrnctl_top.h"
 #include "core/domtab.h"
@@ -53,7 +54,7 @@
 #define ETRNCTL_USER_DOMAINS_MAX 64  /* user add --domain, per command */
 #define ETRNCTL_CLOCK_STEP_MAX_S (366u * 86400u) /* admin/ctl_requests.c's limit */
 
-enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
+enum { EXIT_OK = ETRNCTL_OK, EXIT_FAIL = ETRNCTL_FAIL, EXIT_USAGE = ETRNCTL_USAGE };
 
 struct ctl {
 	redisContext *rc;
@@ -166,31 +167,8 @@ static void usage(FILE *f)
 		ctlrow_cols_list(cols, sizeof(cols)), ETRNCTL_DEFAULT_CONFIG);
 }
 
-static int bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int bad(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("etrnctl: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return EXIT_USAGE;
-}
-
-static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int fail(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("etrnctl: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return EXIT_FAIL;
-}
+#define bad(...) etrnctl_say(ETRNCTL_USAGE, __VA_ARGS__)
+#define fail(...) etrnctl_say(ETRNCTL_FAIL, __VA_ARGS__)
 
 static void json_str(FILE *f, const char *s)
 {

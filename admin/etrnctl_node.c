@@ -4,6 +4,7 @@
  * connection; the keys are admin/schema.h's (schema_key: hash-tagged).
  */
 #include "admin/etrnctl_node.h"
+#include "admin/etrnctl_say.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -23,37 +24,24 @@
 #define NODE_KEY_MAX (CONFIG_REDIS_PREFIX_MAX + CONFIG_NODE_ID_MAX + 32)
 #define NODE_WHY_MAX 256
 
-enum { NODE_OK = 0, NODE_FAIL = 1, NODE_USAGE = 2 };
+enum { NODE_OK = ETRNCTL_OK, NODE_FAIL = ETRNCTL_FAIL, NODE_USAGE = ETRNCTL_USAGE };
 
 /* Its keys: node:{ID} (the hash), decommission:{ID}, nodes, events. */
 struct node_keys {
 	char hash[NODE_KEY_MAX], decom[NODE_KEY_MAX], nodes[NODE_KEY_MAX], events[NODE_KEY_MAX];
 };
 
-__attribute__((format(printf, 2, 3)))
-static int node_say(int rc, const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("etrnctl: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return rc;
-}
-
 /* Check the id, make the keys. 0 or NODE_USAGE (reported). */
 static int node_keys(const struct etrnctl_node *n, struct node_keys *k)
 {
 	if (!cluster_auth_id_ok(n->node, strlen(n->node)))
-		return node_say(NODE_USAGE, "node \"%s\": want a node id (1-63 of letters, "
+		return etrnctl_say(NODE_USAGE, "node \"%s\": want a node id (1-63 of letters, "
 				"digits, '.', '_' and '-')", n->node);
 	if (!schema_key(k->hash, sizeof(k->hash), n->prefix, "node:", n->node) ||
 	    !schema_key(k->decom, sizeof(k->decom), n->prefix, "decommission:", n->node) ||
 	    snprintf(k->nodes, sizeof(k->nodes), "%snodes", n->prefix) >= (int)sizeof(k->nodes) ||
 	    snprintf(k->events, sizeof(k->events), "%sevents", n->prefix) >= (int)sizeof(k->events))
-		return node_say(NODE_USAGE, "node \"%s\": key too long", n->node);
+		return etrnctl_say(NODE_USAGE, "node \"%s\": key too long", n->node);
 	return 0;
 }
 
@@ -76,7 +64,7 @@ static int node_int(const struct etrnctl_node *n, long long *v, const char *what
 	redis_conn_err(n->rc, r, what, err, sizeof(err));
 	if (r)
 		freeReplyObject(r);
-	return node_say(NODE_FAIL, "redis: %s", err);
+	return etrnctl_say(NODE_FAIL, "redis: %s", err);
 }
 
 /* SET key 1. 0, or NODE_FAIL (reported). */
@@ -92,7 +80,7 @@ static int node_set(const struct etrnctl_node *n, const char *key)
 	redis_conn_err(n->rc, r, "SET", err, sizeof(err));
 	if (r)
 		freeReplyObject(r);
-	return node_say(NODE_FAIL, "redis: %s", err);
+	return etrnctl_say(NODE_FAIL, "redis: %s", err);
 }
 
 /* The node's hash field f as a number (its held msgs), -1 when absent. */
@@ -141,7 +129,7 @@ static int node_wait(const struct etrnctl_node *n, const struct node_keys *k, ui
 			last = left;
 		}
 		if (now_mono_ms() >= end)
-			return node_say(NODE_FAIL, "node %s: not done after %llu ms (%s still set)",
+			return etrnctl_say(NODE_FAIL, "node %s: not done after %llu ms (%s still set)",
 					n->node, (unsigned long long)ms, k->decom);
 		node_sleep_ms(ETRNCTL_NODE_POLL_MS);
 	}
@@ -158,9 +146,9 @@ int etrnctl_node_drain(const struct etrnctl_node *n)
 	if ((rc = node_keys(n, &k)))
 		return rc;
 	if (n->timeout && !n->wait)
-		return node_say(NODE_USAGE, "--timeout goes with node drain --wait");
+		return etrnctl_say(NODE_USAGE, "--timeout goes with node drain --wait");
 	if (n->timeout && units_parse_duration(n->timeout, &ms, why, sizeof(why)))
-		return node_say(NODE_USAGE, "--timeout \"%s\": %s", n->timeout, why);
+		return etrnctl_say(NODE_USAGE, "--timeout \"%s\": %s", n->timeout, why);
 	if (node_int(n, &alive, "EXISTS", "EXISTS %s", k.hash))
 		return NODE_FAIL;
 	if (!alive) {
@@ -171,13 +159,13 @@ int etrnctl_node_drain(const struct etrnctl_node *n)
 			redis_conn_err(n->rc, r, "ZSCORE", why, sizeof(why));
 			if (r)
 				freeReplyObject(r);
-			return node_say(NODE_FAIL, "redis: %s", why);
+			return etrnctl_say(NODE_FAIL, "redis: %s", why);
 		}
 		listed = r->type == REDIS_REPLY_STRING;
 		freeReplyObject(r);
 	}
 	if (!alive && !listed)
-		return node_say(NODE_FAIL, "node %s: not in the cluster (no %s, not in %s)",
+		return etrnctl_say(NODE_FAIL, "node %s: not in the cluster (no %s, not in %s)",
 				n->node, k.hash, k.nodes);
 	if (node_set(n, k.decom))
 		return NODE_FAIL;
@@ -201,7 +189,7 @@ int etrnctl_node_forget(const struct etrnctl_node *n)
 	if (node_int(n, &alive, "EXISTS", "EXISTS %s", k.hash))
 		return NODE_FAIL;
 	if (alive)
-		return node_say(NODE_FAIL, "node %s: still alive (%s exists; it expires "
+		return etrnctl_say(NODE_FAIL, "node %s: still alive (%s exists; it expires "
 				"cluster_node_ttl after the node stops): not forgotten",
 				n->node, k.hash);
 	if (node_int(n, &removed, "ZREM", "ZREM %s %s", k.nodes, n->node) ||
