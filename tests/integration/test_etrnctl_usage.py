@@ -14,6 +14,7 @@ request line it got), so the request etrnctl sends is checked too. Only a
 private redis-server on a unix socket and sockets in a temp dir are used.
 """
 
+import json
 import os
 import shutil
 import socket
@@ -307,6 +308,57 @@ class EtrnctlUsage(unittest.TestCase):
         rc, _, err = etrnctl(redis, "domain", "show", "a.test")
         self.assertEqual(rc, 1, err)
         self.assertIn(redis.sock, err)
+
+
+    def test_json_and_text_reports(self):
+        """Each command's --json report (and the text forms around them)."""
+        redis = Redis(self.tmp).start()
+        self.addCleanup(redis.stop)
+
+        def ok(*args, stdin=None):
+            rc, out, err = etrnctl(redis, *args, stdin=stdin)
+            self.assertEqual(rc, 0, "%s: %s" % (args, err))
+            return out
+
+        def cli(*args):
+            subprocess.run(["redis-cli", "-s", redis.sock] + list(args), check=True,
+                           stdout=subprocess.DEVNULL, timeout=CTL_S)
+
+        self.assertEqual(ok("--json", "domain", "list"), "[]\n")
+        self.assertEqual(json.loads(ok("--json", "domain", "add", "a.test", "--queue", "q1")),
+                         {"domain": "a.test", "result": "added"})
+        self.assertEqual(json.loads(ok("--json", "domain", "add", "a.test", "--queue", "q2")),
+                         {"domain": "a.test", "result": "updated"})
+        # A row without mode holds its mail: shown as such.
+        self.assertEqual(json.loads(ok("--json", "domain", "show", "a.test")),
+                         {"domain": "a.test", "queue": "q2", "tls": "may", "mode": "hold"})
+        ok("domain", "set", "a.test", "--mode", "deliver")
+        self.assertEqual(json.loads(ok("--json", "domain", "show", "a.test"))["mode"], "deliver")
+        self.assertIn("mode: deliver\n", ok("domain", "show", "a.test"))
+        self.assertEqual(json.loads(ok("--json", "queue", "show", "q2")), ["a.test"])
+        self.assertEqual(json.loads(ok("--json", "queue", "list")),
+                         [{"queue": "q2", "domains": 1}])
+        ok("user", "add", "u1", "--domain", "a.test", "--password-stdin", stdin=b"pw\n")
+        # A user whose hash is gone and who names a row that is gone.
+        cli("HDEL", "etrnd:user:{u1}", "password")
+        cli("HSET", "etrnd:user:{u1}", "domain:gone.test", "1")
+        shown = json.loads(ok("--json", "user", "show", "u1"))
+        self.assertEqual(shown["password"], "none")
+        self.assertEqual(sorted(shown["domains"], key=lambda d: d["domain"]),
+                         [{"domain": "a.test"},
+                          {"domain": "gone.test", "problem": "no such domain"}])
+        text = ok("user", "show", "u1")
+        self.assertIn("password: none\n", text)
+        self.assertIn("gone.test (no such domain)", text)
+        self.assertEqual(json.loads(ok("--json", "user", "passwd", "u1", "--password-stdin",
+                                       stdin=b"pw2\n")),
+                         {"user": "u1", "result": "password changed"})
+        self.assertEqual(json.loads(ok("--json", "user", "del", "u1")),
+                         {"user": "u1", "result": "deleted"})
+        self.assertEqual(json.loads(ok("--json", "domain", "del", "a.test")),
+                         {"domain": "a.test", "result": "deleted"})
+        self.assertEqual(ok("--json", "domain", "list"), "[]\n")
+        self.assertEqual(ok("--json", "route", "list"), "[]\n")
 
 
 if __name__ == "__main__":
