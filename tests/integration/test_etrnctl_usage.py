@@ -195,66 +195,55 @@ class EtrnctlUsage(unittest.TestCase):
         self.assertIn("long.conf:2: bad value for control_socket", err)
 
         conf = self.conf(redis + "control_socket = %s\n" % sock, "fake.conf")
+
+        def ask(reply, *cmds):
+            """Each etrnctl command against a fake daemon answering reply:
+            [(rc, out, err)], and the request lines it got."""
+            fake = FakeDaemon(sock, reply)
+            try:
+                got = [run_ctl("-c", conf, *c) for c in cmds]
+            finally:
+                fake.stop()
+                os.unlink(sock)
+            return got, fake.requests
+
         # A daemon that closes without a word: failed, and says so.
-        fake = FakeDaemon(sock, None)
-        try:
-            rc, out, err = run_ctl("-c", conf, "status")
-        finally:
-            fake.stop()
-            os.unlink(sock)
+        [(rc, out, err)], reqs = ask(None, ["status"])
         self.assertEqual(rc, 1, err)
         self.assertIn("%s: no reply from etrnd" % sock, err)
-        self.assertTrue(fake.requests[0].startswith("status\tby uid="), fake.requests)
+        self.assertTrue(reqs[0].startswith("status\tby uid="), reqs)
 
         # An "error:" line anywhere in a reply fails the command (exit 1),
         # the reply going to stderr.
-        fake = FakeDaemon(sock, b"shard 0\nerror: spool busy\n")
-        try:
-            rc, out, err = run_ctl("-c", conf, "status")
-        finally:
-            fake.stop()
-            os.unlink(sock)
+        [(rc, out, err)], _ = ask(b"shard 0\nerror: spool busy\n", ["status"])
         self.assertEqual(rc, 1, err)
         self.assertEqual(out, "")
         self.assertIn("error: spool busy", err)
 
         # flush prints the RFC 1985 reply; a 458 is a failure, in --json too.
-        fake = FakeDaemon(sock, b"458 4.0.0 unable to queue messages for a.test\r\n")
-        try:
-            rc, out, err = run_ctl("-c", conf, "--json", "flush", "@a.test")
-        finally:
-            fake.stop()
-            os.unlink(sock)
+        [(rc, out, err)], reqs = ask(b"458 4.0.0 unable to queue messages for a.test\r\n",
+                                     ["--json", "flush", "@a.test"])
         self.assertEqual(rc, 1, err)
         self.assertEqual(out, '{"code":458,"reply":"458 4.0.0 unable to queue messages '
                               'for a.test"}\n')
-        self.assertTrue(fake.requests[0].startswith("flush @a.test\tby uid="), fake.requests)
+        self.assertTrue(reqs[0].startswith("flush @a.test\tby uid="), reqs)
 
         # mailq --json: the listing's message lines as objects, others dropped.
-        fake = FakeDaemon(sock, b"0123456789ABCD\t2026-01-01 00:00:00\t120\t2\ta.test\t"
-                                b"<s\"q@x.test>\nshort\tline\ntotal 1\n")
-        try:
-            rc, out, err = run_ctl("-c", conf, "--json", "mailq")
-        finally:
-            fake.stop()
-            os.unlink(sock)
+        [(rc, out, err)], reqs = ask(b"0123456789ABCD\t2026-01-01 00:00:00\t120\t2\ta.test\t"
+                                     b"<s\"q@x.test>\nshort\tline\ntotal 1\n",
+                                     ["--json", "mailq"])
         self.assertEqual(rc, 0, err)
         self.assertEqual(out, '[{"qid":"0123456789ABCD","arrival":"2026-01-01 00:00:00",'
                               '"size":120,"pending":2,"domain":"a.test",'
                               '"sender":"s\\"q@x.test"}]\n')
-        self.assertEqual(fake.requests[0].split("\t")[0], "queue")
+        self.assertEqual(reqs[0].split("\t")[0], "queue")
 
-        # activators --json NAME and activators run NAME: the request lines.
-        fake = FakeDaemon(sock, b"ok\n")
-        try:
-            self.assertEqual(run_ctl("-c", conf, "--json", "activators", "up1")[0], 0)
-            self.assertEqual(run_ctl("-c", conf, "activators", "run", "up1")[0], 0)
-            self.assertEqual(run_ctl("-c", conf, "message", "show", "--full",
-                                     "0123456789abcd")[0], 0)
-        finally:
-            fake.stop()
-            os.unlink(sock)
-        self.assertEqual([r.split("\t")[0] for r in fake.requests],
+        # activators --json NAME, activators run NAME, message show --full:
+        # the request lines.
+        got, reqs = ask(b"ok\n", ["--json", "activators", "up1"], ["activators", "run", "up1"],
+                        ["message", "show", "--full", "0123456789abcd"])
+        self.assertEqual([g[0] for g in got], [0, 0, 0], got)
+        self.assertEqual([r.split("\t")[0] for r in reqs],
                          ["activators json up1", "activators run up1",
                           "show-full 0123456789abcd"])
 
