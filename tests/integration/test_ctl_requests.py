@@ -2,7 +2,8 @@
 """The control socket's request grammar (admin/ctl_requests.c) against a real
 etrnd, raw lines as any local client may send them (issue 18, branch
 coverage): a request with too few or too many words, a trailing blank, a
-name that only starts like one, a destination over its limit, activators
+name that only starts like one, a destination over its limit, a queue id
+that is none, a message shown whole past its cap, activators
 and one-shot activations that cannot be, and a clock step past its bound.
 Each gets its one error line (or the RFC 1985 reply for force), the daemon
 logs what was asked, and it keeps answering good requests between the bad
@@ -10,6 +11,7 @@ ones. No Redis (a static relay domain); loopback and a temp dir only; etrnd
 is stopped by PID.
 """
 
+import smtplib
 import unittest
 
 import etrnd_harness as h
@@ -18,6 +20,9 @@ UNKNOWN = "error: unknown request (want: flush DOMAIN, "
 ACT_USAGE = "error: want activators [json] [NAME] or activators run NAME\n"
 DEST_LONG = 300     # over CTL_REQUESTS_DEST_MAX (admin/ctl_requests.c)
 NAME_LONG = 100     # over CONFIG_ACTIVATOR_NAME_MAX
+SHOW_MAX = 512 * 1024   # DRAIN_QUEUE_SHOW_MAX (proto/drain_queue.h)
+BIG_LINE = "a line of the body of a big message\r\n"
+BIG_LINES = 20000       # about 740 KiB: over SHOW_MAX
 
 
 class CtlRequests(unittest.TestCase):
@@ -41,6 +46,10 @@ class CtlRequests(unittest.TestCase):
             ("activators nosuch", "error: no activator nosuch\n"),
             ("activate x", "error: activate: want KEY=VALUE with KEY one of method,"),
             ("activate method=etrn", "error: activate: no host"),
+            ("show ZZ", "error: \"ZZ\": not a queue id (14 hex digits)\n"),
+            ("show-full ZZZZZZZZZZZZZZ", "error: \"ZZZZZZZZZZZZZZ\": not a queue id"),
+            # A domain longer than any queue's name: nothing held for it.
+            ("queue " + "a" * DEST_LONG, "total 0\n"),
             ("clock step 99999999999999999999",
              "error: clock step \"99999999999999999999\": want whole seconds from 1 to "),
         ]
@@ -59,6 +68,18 @@ class CtlRequests(unittest.TestCase):
         self.assertTrue(h.control_request(sock, "metrics").startswith("# HELP etrnd_"))
         self.assertRegex(h.control_request(sock, "turns"),
                          r"^turns: 2 of 2 engine threads\n$")
+        # show-full of a message over DRAIN_QUEUE_SHOW_MAX: the first part
+        # and where it was cut, never the whole.
+        with smtplib.SMTP(h.HOST, e.port, timeout=60) as c:
+            c.sendmail("a@x.test", ["u@demo.test"],
+                       "Subject: big\r\n\r\n" + BIG_LINE * BIG_LINES)
+        listing = h.control_request(sock, "queue demo.test")
+        qid = listing.split("\t")[0]
+        size = int(listing.split("\t")[2])
+        full = h.control_request(sock, "show-full " + qid)
+        self.assertTrue(full.endswith("\n[cut at %d bytes of %d]\n" % (SHOW_MAX, size)),
+                        full[-200:])
+        self.assertLess(len(full), SHOW_MAX + 4096)
         e.stop()
         log = e.stderr_text()
         self.assertIn("forced flush of demo.test to 127.0.0.1:1, asked by the operator", log)
