@@ -7,7 +7,10 @@ domain longer than any domain is dropped with a warning and the events after
 it still apply; a burst of more events than one table build takes
 (CONTROL_BATCH_MAX, 20000) is applied whole, the first and the last domain
 of it both served (how many builds it takes depends on how fast the events
-arrive; none may be lost either way). Private redis-server and etrnd,
+arrive; none may be lost either way); a relay_domains domain whose row is
+deleted keeps being served; a row key of the wrong type (WRONGTYPE) and
+event names that are no domain are logged and change nothing. Private
+redis-server and etrnd,
 stopped by PID.
 """
 
@@ -75,6 +78,44 @@ class ControlEvents(unittest.TestCase):
         wait_code(e, "d%d.test" % (n - 1), 250, FOLLOW_WAIT_S * 4)
         self.assertEqual(rcpt_code(e, "d0.test"), 250)
         self.assertEqual(rcpt_code(e, "d1.test"), 550, "named by an event, no row")
+
+
+    def test_static_domain_keeps_its_default_row_when_redis_drops_it(self):
+        e = self.etrnd(redis_resync="1d", relay_domains="static.test")
+        wait_log(e, r"connected, 1 domain")
+        self.cli("HSET", "etrnd:domain:{static.test}", "tls", "must")
+        self.cli("PUBLISH", "etrnd:events", "domain static.test")
+        self.cli("HSET", "etrnd:domain:{mark1.test}", "tls", "may")
+        self.cli("PUBLISH", "etrnd:events", "domain mark1.test")
+        wait_code(e, "mark1.test", 250, FOLLOW_WAIT_S)
+        self.cli("DEL", "etrnd:domain:{static.test}")
+        self.cli("PUBLISH", "etrnd:events", "domain static.test")
+        # Events apply in order: once the next one is seen, the delete was.
+        self.cli("HSET", "etrnd:domain:{mark2.test}", "tls", "may")
+        self.cli("PUBLISH", "etrnd:events", "domain mark2.test")
+        wait_code(e, "mark2.test", 250, FOLLOW_WAIT_S)
+        self.assertEqual(rcpt_code(e, "static.test"), 250, "relay_domains keeps it")
+
+    def test_keys_that_are_not_rows_are_logged_and_change_nothing(self):
+        e = self.etrnd(redis_resync="1d")
+        wait_log(e, r"connected, 0 domain")
+        self.cli("HSET", "etrnd:domain:{w.test}", "tls", "may")
+        self.cli("PUBLISH", "etrnd:events", "domain w.test")
+        wait_code(e, "w.test", 250, FOLLOW_WAIT_S)
+        # The row's key turns into a string: HGETALL is refused, the row
+        # stays as it was.
+        self.cli("DEL", "etrnd:domain:{w.test}")
+        self.cli("SET", "etrnd:domain:{w.test}", "not a hash")
+        self.cli("PUBLISH", "etrnd:events", "domain w.test")
+        wait_log(e, r"redis: HGETALL etrnd:domain:\{w\.test\}: WRONGTYPE .*; the row "
+                    r"stays as it was")
+        self.assertEqual(rcpt_code(e, "w.test"), 250)
+        # Names that are no domain, in either kind of event: ignored.
+        self.cli("PUBLISH", "etrnd:events", "domain bad..name")
+        wait_log(e, r"redis: key etrnd:domain:.*bad\.\.name.*: .*; ignored")
+        self.cli("PUBLISH", "etrnd:events", "route bad..route")
+        wait_log(e, r"redis: key etrnd:route:.*bad\.\.route.*: .*; ignored")
+        self.assertEqual(rcpt_code(e, "w.test"), 250)
 
 
 if __name__ == "__main__":
