@@ -10,8 +10,7 @@ of it both served (how many builds it takes depends on how fast the events
 arrive; none may be lost either way); a relay_domains domain whose row is
 deleted keeps being served; a row key of the wrong type (WRONGTYPE) and
 event names that are no domain are logged and change nothing. Private
-redis-server and etrnd,
-stopped by PID.
+redis-server and etrnd, stopped by PID.
 """
 
 import subprocess
