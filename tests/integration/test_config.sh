@@ -142,6 +142,17 @@ if [[ $RC -eq 2 && $ERR == "etrnd: "* && $ERR == *'"threds"'* ]]; then
 else
 	h_fail "-o threds=2: want exit 2 and a message naming \"threds\""; show
 fi
+# Not KEY=VALUE at all (no '=', no key, a key longer than any): exit 2,
+# the -o named.
+longkey=$(printf 'k%.0s' $(seq 70))
+for o in bogus =2 "$longkey=1"; do
+	run_etrnd override-form -t -c "$D/good.conf" -o "$o"
+	if [[ $RC -eq 2 && $ERR == "etrnd: -o $o: want KEY=VALUE" ]]; then
+		h_pass "-o $o: exit 2, '$ERR'"
+	else
+		h_fail "-o $o: want exit 2 and 'etrnd: -o $o: want KEY=VALUE'"; show
+	fi
+done
 
 # 7b. Activators (issue 14): a bad one stops `etrnd -t` with exit 2 and one
 # line "etrnd: FILE:LINE: activator NAME: ..." (the key's line for a bad

@@ -107,6 +107,14 @@ NOPERM_CASES = [
     ("zrem", ["node", "forget", "gone-node"], "ZREM"),
     ("scan", ["keys", "migrate"], "SCAN"),
     ("renamenx", ["keys", "migrate"], "RENAMENX"),
+    # Reads before the writes (issue 18, F2): the owner's EXISTS, the old
+    # row's HMGET of del, the user's EXISTS of passwd, the owners' HMGET
+    # that user del and user show read.
+    ("exists", ["domain", "add", "new.test", "--owner", "alice"], "EXISTS"),
+    ("hmget", ["domain", "del", "base.test"], "HMGET"),
+    ("exists", ["user", "passwd", "alice", "--password-stdin"], "EXISTS"),
+    ("hmget", ["user", "del", "alice"], "HMGET"),
+    ("hmget", ["user", "show", "alice"], "HMGET"),
 ]
 
 # Refused after a first write that stays (no transaction spans them): the

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "proto/dsn.h"
+#include "proto/qid.h"
 
 #define NOW ((time_t)1700000000)     /* Tue, 14 Nov 2023 22:13:20 +0000 */
 #define DAY ((time_t)86400)
@@ -327,6 +328,23 @@ static const struct dsn_rcpt r_three[] = {
 	{ "j\xc3\xb6+x=y@cust.test", 17, DSN_ACTION_FAILED, "4.4.7", NULL, NULL, 0, 0 },
 };
 
+/* Final-Recipient in utf-8-addr-xtext (RFC 6533): 3- and 4-byte
+ * sequences as code points; an overlong form, a surrogate, a code point
+ * past U+10FFFF, a lead byte no sequence starts with, a broken and a
+ * truncated sequence each as U+FFFD per byte not taken; a control
+ * character dropped; SP and '\\' escaped. */
+#define U8(s) s, sizeof(s) - 1, DSN_ACTION_FAILED, "5.1.1", NULL, NULL, 0, 0
+static const struct dsn_rcpt r_utf8[] = {
+	{ U8("\xe6\x97\xa5\xf0\x9f\x98\x80@u.test") },
+	{ U8("a\xc0\xaf" "b@u.test") },
+	{ U8("c\xe0\x80\xaf" "d@u.test") },
+	{ U8("e\xed\xa0\x80" "f@u.test") },
+	{ U8("g\xe6\x41 \\\x01@u.test\xe6\x97") },
+	{ U8("h\xf5\xf4\x90\x80\x80@u.test") },
+};
+#undef U8
+#define U8_FAILED "\nAction: failed\nStatus: 5.1.1\n"
+
 static const struct dsn_rcpt r_delayed = {
 	"u@cust.test", 11, DSN_ACTION_DELAYED, "4.4.1", "mx.cust.test",
 	"451 4.3.0 try later", 19, NOW - 600,
@@ -454,6 +472,17 @@ static const struct dsn_case cases[] = {
 	{ "orig_junk_headers", &r_expired, 1, "s@sender.test", orig_junk,
 	  sizeof(orig_junk) - 1, 0, 0, 0, NOW - 5 * DAY, 0, S_FAIL, "<s@sender.test>", 3,
 	  T_HDRS, "Received: x\r\nX-CR: a b\r\nX-LF: a b\r\n", 0, NULL, NULL, 0, 1 },
+	{ "utf8_recipients", r_utf8, 6, "s@sender.test", orig_std, sizeof(orig_std) - 1,
+	  0, 0, 0, NOW - 5 * DAY, 0, S_FAIL, "<s@sender.test>", 3, T_HDRS, NULL, 0,
+	  PERMSG "\nFinal-Recipient: utf-8; \\x{65E5}\\x{1F600}@u.test" U8_FAILED
+	  "\nFinal-Recipient: utf-8; a\\x{FFFD}\\x{FFFD}b@u.test" U8_FAILED
+	  "\nFinal-Recipient: utf-8; c\\x{FFFD}\\x{FFFD}\\x{FFFD}d@u.test" U8_FAILED
+	  "\nFinal-Recipient: utf-8; e\\x{FFFD}\\x{FFFD}\\x{FFFD}f@u.test" U8_FAILED
+	  "\nFinal-Recipient: utf-8; g\\x{FFFD}A\\x{20}\\x{5C}@u.test\\x{FFFD}\\x{FFFD}"
+	  U8_FAILED
+	  "\nFinal-Recipient: utf-8; h\\x{FFFD}\\x{FFFD}\\x{FFFD}\\x{FFFD}\\x{FFFD}@u.test"
+	  U8_FAILED,
+	  NULL, 0, 1 },
 };
 
 static struct dsn_input case_input(const struct dsn_case *c)
@@ -771,6 +800,23 @@ struct bad_case {
 	void (*spoil)(struct dsn_input *in, struct dsn_rcpt *r);
 };
 
+/* dsn_build() of case 0 changed by b: its result, *len what it wrote. */
+static int spoiled_build(const struct bad_case *b, size_t *len)
+{
+	struct dsn_rcpt r = r_expired;
+	struct dsn_input in = case_input(&cases[0]);
+	struct buf out;
+	int rc;
+
+	in.rcpt = &r;
+	b->spoil(&in, &r);
+	buf_init(&out, 0);
+	rc = dsn_build(&in, &out, NULL);
+	*len = out.len;
+	buf_free(&out);
+	return rc;
+}
+
 static void b_sender_empty(struct dsn_input *in, struct dsn_rcpt *r) { in->sender_len = 0; }
 static void b_sender_null(struct dsn_input *in, struct dsn_rcpt *r) { in->sender = NULL; }
 static void b_sender_long(struct dsn_input *in, struct dsn_rcpt *r) { in->sender_len = DSN_ADDR_MAX + 1; }
@@ -790,6 +836,35 @@ static void b_orig(struct dsn_input *in, struct dsn_rcpt *r) { in->orig = NULL; 
 static void b_seed(struct dsn_input *in, struct dsn_rcpt *r) { in->message_id_seed = "..//"; }
 static void b_seed_null(struct dsn_input *in, struct dsn_rcpt *r) { in->message_id_seed = NULL; }
 
+static char long_host[DSN_HOST_MAX + 2], long_addr[DSN_ADDR_MAX + 2], long_qid[QID_MAX + 1];
+
+static void b_long_fill(void)
+{
+	memset(long_host, 'h', sizeof(long_host) - 1);
+	memset(long_addr, 'a', sizeof(long_addr) - 1);
+	memset(long_qid, 'A', sizeof(long_qid) - 1);
+}
+
+static void b_mta_null(struct dsn_input *in, struct dsn_rcpt *r) { in->reporting_mta = NULL; }
+static void b_mta_long(struct dsn_input *in, struct dsn_rcpt *r) { in->reporting_mta = long_host; }
+static void b_mta_under(struct dsn_input *in, struct dsn_rcpt *r) { in->reporting_mta = "mx_1.test"; }
+static void b_mta_high(struct dsn_input *in, struct dsn_rcpt *r) { in->reporting_mta = "m\xc3\xa9.test"; }
+static void b_pm_null(struct dsn_input *in, struct dsn_rcpt *r) { in->postmaster = NULL; }
+static void b_pm_empty(struct dsn_input *in, struct dsn_rcpt *r) { in->postmaster = ""; }
+static void b_pm_long(struct dsn_input *in, struct dsn_rcpt *r) { in->postmaster = long_addr; }
+static void b_pm_space(struct dsn_input *in, struct dsn_rcpt *r) { in->postmaster = "a b@x.test"; }
+static void b_pm_del(struct dsn_input *in, struct dsn_rcpt *r) { in->postmaster = "a\x7f@x.test"; }
+static void b_pm_gt(struct dsn_input *in, struct dsn_rcpt *r) { in->postmaster = "a>@x.test"; }
+static void b_qid_null(struct dsn_input *in, struct dsn_rcpt *r) { in->qid = NULL; }
+static void b_qid_empty(struct dsn_input *in, struct dsn_rcpt *r) { in->qid = ""; }
+static void b_qid_long(struct dsn_input *in, struct dsn_rcpt *r) { in->qid = long_qid; }
+static void b_qid_dash(struct dsn_input *in, struct dsn_rcpt *r) { in->qid = "ABC-DEF"; }
+static void b_addr_null(struct dsn_input *in, struct dsn_rcpt *r) { r->addr = NULL; }
+static void b_addr_long(struct dsn_input *in, struct dsn_rcpt *r) { r->addr_len = DSN_ADDR_MAX + 1; }
+static void b_status_x(struct dsn_input *in, struct dsn_rcpt *r) { r->status = "5x1.1"; }
+static void b_status_dot(struct dsn_input *in, struct dsn_rcpt *r) { r->status = "5.1.1."; }
+static void b_status_empty_part(struct dsn_input *in, struct dsn_rcpt *r) { r->status = "5..1"; }
+
 static const struct bad_case bad_cases[] = {
 	{ "sender_empty", b_sender_empty }, { "sender_null", b_sender_null },
 	{ "sender_long", b_sender_long }, { "nrcpt0", b_nrcpt0 },
@@ -799,23 +874,48 @@ static const struct bad_case bad_cases[] = {
 	{ "status_null", b_status_null }, { "action", b_action }, { "qid", b_qid },
 	{ "mta", b_mta }, { "postmaster", b_pm }, { "orig_null", b_orig },
 	{ "seed_empty", b_seed }, { "seed_null", b_seed_null },
+	{ "mta_null", b_mta_null }, { "mta_long", b_mta_long }, { "mta_underscore", b_mta_under },
+	{ "mta_8bit", b_mta_high }, { "postmaster_null", b_pm_null },
+	{ "postmaster_empty", b_pm_empty }, { "postmaster_long", b_pm_long },
+	{ "postmaster_space", b_pm_space }, { "postmaster_del", b_pm_del },
+	{ "postmaster_gt", b_pm_gt }, { "qid_null", b_qid_null }, { "qid_empty", b_qid_empty },
+	{ "qid_long", b_qid_long }, { "qid_dash", b_qid_dash }, { "addr_null", b_addr_null },
+	{ "addr_long", b_addr_long }, { "status_x", b_status_x }, { "status_dot", b_status_dot },
+	{ "status_empty_part", b_status_empty_part },
 };
+
+/* The edges of what is accepted: a bracketed address literal and upper
+ * case as the reporting MTA, a lower-case queue id, a 2.x.x status. */
+static void g_literal(struct dsn_input *in, struct dsn_rcpt *r) { in->reporting_mta = "[IPv6:2001:db8::1]"; }
+static void g_upper(struct dsn_input *in, struct dsn_rcpt *r) { in->reporting_mta = "MX-1.RELAY.TEST"; }
+static void g_qid_lower(struct dsn_input *in, struct dsn_rcpt *r) { in->qid = "abcdef012345"; }
+static void g_status_2(struct dsn_input *in, struct dsn_rcpt *r) { r->status = "2.0.0"; }
+
+static const struct bad_case good_edges[] = {
+	{ "mta_literal", g_literal }, { "mta_upper", g_upper }, { "qid_lower", g_qid_lower },
+	{ "status_2", g_status_2 },
+};
+
+Test(dsn, input_edges_accepted)
+{
+	for (size_t i = 0; i < sizeof(good_edges) / sizeof(good_edges[0]); i++) {
+		size_t len;
+		int rc = spoiled_build(&good_edges[i], &len);
+
+		cr_assert_eq(rc, 0, "%s: rc %d", good_edges[i].name, rc);
+		cr_assert_gt(len, 0, "%s", good_edges[i].name);
+	}
+}
 
 Test(dsn, bad_input)
 {
+	b_long_fill();
 	for (size_t i = 0; i < sizeof(bad_cases) / sizeof(bad_cases[0]); i++) {
-		struct dsn_rcpt r = r_expired;
-		struct dsn_input in = case_input(&cases[0]);
-		struct buf out;
-		int rc;
+		size_t len;
+		int rc = spoiled_build(&bad_cases[i], &len);
 
-		in.rcpt = &r;
-		bad_cases[i].spoil(&in, &r);
-		buf_init(&out, 0);
-		rc = dsn_build(&in, &out, NULL);
 		cr_assert_eq(rc, -EINVAL, "%s: rc %d", bad_cases[i].name, rc);
-		cr_assert_eq(out.len, 0, "%s", bad_cases[i].name);
-		buf_free(&out);
+		cr_assert_eq(len, 0, "%s", bad_cases[i].name);
 	}
 	cr_assert_eq(dsn_build(NULL, NULL, NULL), -EINVAL);
 }
