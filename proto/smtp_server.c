@@ -205,6 +205,19 @@ struct smtp_piece {
 #define SMTP_LIT(s) { (s), sizeof(s) - 1 }
 #define SMTP_STR(s) { (s), strlen(s) }
 
+/* Copy the pieces to b, which has room for them (buf_reserve). */
+static void smtp_put(struct buf *b, const struct smtp_piece *pc, size_t npc)
+{
+	size_t i;
+
+	for (i = 0; i < npc; i++) {
+		if (pc[i].n == 0)
+			continue; /* memcpy from NULL is undefined even for 0 */
+		memcpy(b->data + b->len, pc[i].p, pc[i].n);
+		b->len += pc[i].n;
+	}
+}
+
 /* Append the pieces as one: room for all is made first, so an error (the
  * cap, memory) adds nothing. No printf on the ingest path. */
 static int smtp_cat(struct buf *b, const struct smtp_piece *pc, size_t npc)
@@ -217,12 +230,7 @@ static int smtp_cat(struct buf *b, const struct smtp_piece *pc, size_t npc)
 	r = buf_reserve(b, total);
 	if (r != 0)
 		return r;
-	for (i = 0; i < npc; i++) {
-		if (pc[i].n == 0)
-			continue; /* memcpy from NULL is undefined even for 0 */
-		memcpy(b->data + b->len, pc[i].p, pc[i].n);
-		b->len += pc[i].n;
-	}
+	smtp_put(b, pc, npc);
 	return 0;
 }
 
@@ -247,8 +255,8 @@ static void smtp_reply_put(struct smtp_session *s, struct buf *out,
 		smtp_out_full(s);
 		return;
 	}
-	(void)smtp_cat(out, pc, npc);
-	(void)smtp_cat(out, &crlf, 1);
+	smtp_put(out, pc, npc);
+	smtp_put(out, &crlf, 1);
 }
 
 /* A fixed reply ("250 2.1.5 Ok"), copied as it is: the hot path's replies
