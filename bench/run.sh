@@ -544,25 +544,49 @@ ROWS=$PROV_ROWS ROUNDS=1 SAMPLES=$PROV_SAMPLES ETRND_BIN=$ETRND ETRND_SPOOL_TOOL
 	echo "provision.sh failed (exit $?)" >>"$RES/provision.out"
 
 # ============================ 6. profile ====================================
-log "callgrind profile of etrnd ingest ($PROFILE_N messages)"
-if [[ $PROFILE_N -gt 0 ]] && command -v valgrind >/dev/null; then
+# The steady state only: callgrind starts with instrumentation off (start-up,
+# TLS trust store and Redis load are not in it), a warm-up of PROFILE_N/4
+# messages from the 200 sessions fills the buffers, then instrumentation is
+# switched on for PROFILE_N messages and off again before shutdown. The
+# release build ($BUILD) is profiled. profile.irmsg: Ir per message.
+log "callgrind profile of etrnd ingest, steady state ($PROFILE_N messages, 200 sessions)"
+if [[ $PROFILE_N -gt 0 ]] && command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
 	ETRND_REAL=$ETRND
 	ETRND=$WORK/etrnd-callgrind.sh
 	cat >"$ETRND" <<EOF
 #!/bin/sh
-exec valgrind --tool=callgrind --callgrind-out-file=$WORK/callgrind.out "$ETRND_REAL" "\$@"
+exec valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=$WORK/callgrind.out "$ETRND_REAL" "\$@"
 EOF
 	chmod +x "$ETRND"
 	ETRND_SCENARIO=profile
 	etrnd_start threads=1
-	"$EB" send --server "127.0.0.1:$ETRND_PORT" -c 20 -n "$PROFILE_N" --size 4096 --pipelining \
+	"$EB" send --server "127.0.0.1:$ETRND_PORT" -c 200 -n "$((PROFILE_N / 4))" --size 4096 --pipelining \
+		"${send_args[@]}" >"$RES/profile.warmup.json" 2>&1 || true
+	callgrind_control -i on "$ETRND_PID" >/dev/null 2>&1 || log "profile: callgrind_control -i on failed"
+	"$EB" send --server "127.0.0.1:$ETRND_PORT" -c 200 -n "$PROFILE_N" --size 4096 --pipelining \
 		"${send_args[@]}" >"$RES/profile.json" 2>&1 || true
+	callgrind_control -i off "$ETRND_PID" >/dev/null 2>&1 || log "profile: callgrind_control -i off failed"
 	etrnd_stop
 	ETRND=$ETRND_REAL
 	callgrind_annotate --inclusive=no "$WORK/callgrind.out" 2>/dev/null | \
 		grep -E '^ *[0-9,]+ \(' | head -n 16 >"$RES/profile.self" || true
 	callgrind_annotate --inclusive=yes "$WORK/callgrind.out" 2>/dev/null | \
 		grep -E '^ *[0-9,]+ \(' | head -n 16 >"$RES/profile.incl" || true
+	# Ir of the whole process and of the engine thread (loop_run), each per
+	# message the measured load had accepted.
+	python3 - "$RES/profile.json" "$RES/profile.self" "$RES/profile.incl" >"$RES/profile.irmsg" <<'PYEOF' || true
+import json, re, sys
+msgs = json.load(open(sys.argv[1]))["messages_ok"]
+def ir(path, pat):
+    for l in open(path):
+        if re.search(pat, l):
+            return int(l.split()[0].replace(",", ""))
+    return 0
+tot = ir(sys.argv[2], r"PROGRAM TOTALS")
+eng = ir(sys.argv[3], r":loop_run ")
+print("messages=%d ir_total=%d ir_per_msg=%d engine_ir_per_msg=%d"
+      % (msgs, tot, tot // max(msgs, 1), eng // max(msgs, 1)))
+PYEOF
 fi
 
 T_END=$(date +%s)

@@ -14,6 +14,7 @@
 
 #define BUF_MIN_ALLOC 256
 #define BUF_PRINTF_STACK 1024
+#define BUF_DEC_MAX 20 /* digits of UINT64_MAX */
 
 void buf_init(struct buf *b, size_t max)
 {
@@ -101,6 +102,35 @@ int buf_printf(struct buf *b, const char *fmt, ...)
 	rc = buf_vprintf(b, fmt, ap);
 	va_end(ap);
 	return rc;
+}
+
+/* The digits of v, written backwards from end; returns where they begin. */
+static char *buf_dec(char *end, uint64_t v)
+{
+	do {
+		*--end = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	return end;
+}
+
+int buf_append_u64(struct buf *b, uint64_t v)
+{
+	char tmp[BUF_DEC_MAX], *p = buf_dec(tmp + sizeof(tmp), v);
+
+	return buf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
+}
+
+int buf_append_i64(struct buf *b, int64_t v)
+{
+	char tmp[BUF_DEC_MAX + 1], *p;
+
+	/* The magnitude in unsigned arithmetic, so INT64_MIN needs no
+	 * special case. */
+	p = buf_dec(tmp + sizeof(tmp), v < 0 ? -(uint64_t)v : (uint64_t)v);
+	if (v < 0)
+		*--p = '-';
+	return buf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
 }
 
 void buf_consume(struct buf *b, size_t n)

@@ -10,6 +10,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct buf {
 	char *data;   /* NULL until the first append */
@@ -35,6 +36,12 @@ int buf_printf(struct buf *b, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 int buf_vprintf(struct buf *b, const char *fmt, va_list ap)
 	__attribute__((format(printf, 2, 0)));
+
+/* Append v in decimal (a leading '-' when negative), without printf: the
+ * ingest path writes its numbers this way. Returns 0, -ENOMEM, -E2BIG; on
+ * error nothing is added. */
+int buf_append_u64(struct buf *b, uint64_t v);
+int buf_append_i64(struct buf *b, int64_t v);
 
 /* Drop the first n bytes (n <= len). */
 void buf_consume(struct buf *b, size_t n);

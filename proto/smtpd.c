@@ -528,12 +528,13 @@ static void smtpd_committed(void *arg, int err)
 
 	sc->commit_pending = 0;
 	(void)smtp_tx_body(tx, &blen);
-	if (err == 0)
+	/* log_printable() costs even when the line is not logged. */
+	if (err == 0 && log_enabled(LOGL_INFO))
 		log_info("%s: from=<%s>, size=%zu, nrcpt=%u, client=[%s]%s",
 			 smtp_tx_qid(tx), log_printable(from, sizeof(from), sender, slen), blen,
 			 smtp_tx_nrcpt(tx), sc->c ? conn_peer(sc->c) : "gone",
 			 sc->c ? "" : " (client left before the reply)");
-	else
+	else if (err != 0)
 		log_warn("%s: not stored: %s", smtp_tx_qid(tx), strerror(-err));
 	if (!sc->c) {
 		/* The client left while we wrote: the record is stored (or
