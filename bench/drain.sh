@@ -73,6 +73,14 @@ for _ in $(seq 1 200); do [[ -S $REDIS_SOCK ]] && break; sleep 0.05; done
 for i in $(seq 0 $((DOMAINS - 1))); do echo "dom$i.test"; done >"$H_TMP/domains.txt"
 last_dom=dom$((DOMAINS - 1)).test
 
+fsyncs() { # METRICS_PORT: group-commit fdatasyncs so far (all shards)
+	python3 - "$1" <<'PYEOF'
+import sys, urllib.request
+t = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=10).read().decode()
+print(sum(int(float(l.split()[-1])) for l in t.splitlines() if l.startswith("etrnd_spool_fsync_seconds_count")))
+PYEOF
+}
+
 drain_one() { # BUILD NAME
 	local b=$1 name=$2
 	rm -rf "$H_TMP/spool"
@@ -84,8 +92,11 @@ drain_one() { # BUILD NAME
 		chmod +x "$ETRND_BIN"
 	fi
 	# shellcheck disable=SC2086 # ETRND_KEYS: key=value words
+	local mport
+	mport=$(h_free_port)
 	h_start_etrnd "redis=unix:$REDIS_SOCK" relay_domains=static.test hostname=etrnd.bench.test \
-		threads=$THREADS etrn_rate_limit=100000 log_level=warn ${ETRND_KEYS:-}
+		threads=$THREADS etrn_rate_limit=100000 log_level=warn "metrics_listen=127.0.0.1:$mport" \
+		${ETRND_KEYS:-}
 	for _ in $(seq 1 400); do
 		python3 - "$ETRND_PORT" "$last_dom" <<'PYEOF' 2>/dev/null && break
 import smtplib, sys
@@ -97,7 +108,10 @@ PYEOF
 	timeout "$RUN_TIMEOUT" "$EB" send --server "127.0.0.1:$ETRND_PORT" -c 20 -n "$N" --size "$SIZE" \
 		--pipelining --domain-list "@$H_TMP/domains.txt" --json >"$RES/$name.hold.json" 2>"$RES/$name.hold.err"
 	local t0 t1
+	local s0 s1 f0 f1
+	f0=$(fsyncs "$mport")
 	t0=$(awk '{print $14+$15}' "/proc/$ETRND_PID/stat")
+	s0=$(awk '{print $15}' "/proc/$ETRND_PID/stat")
 	[[ ${PROFILE:-0} == 1 ]] && callgrind_control -i on "$ETRND_PID" >"$RES/$name.cgctl" 2>&1
 	local etrn_args=(--domain-list "@$H_TMP/domains.txt")
 	[[ $DOMAINS -gt 1 ]] && etrn_args+=(--etrn-sessions 10)
@@ -105,8 +119,12 @@ PYEOF
 		--expect "$N" --verify --timeout "$RUN_TIMEOUT" --idle-exit 10 --json "${etrn_args[@]}" \
 		>"$RES/$name.json" 2>"$RES/$name.err" || log "$name: etrnbench etrn failed: $(tail -n 2 "$RES/$name.err")"
 	t1=$(awk '{print $14+$15}' "/proc/$ETRND_PID/stat")
+	s1=$(awk '{print $15}' "/proc/$ETRND_PID/stat")
+	f1=$(fsyncs "$mport")
+	echo "$((f1 - f0))" >"$RES/$name.fsyncs"
 	[[ ${PROFILE:-0} == 1 ]] && { callgrind_control -i off "$ETRND_PID" && callgrind_control -d "$ETRND_PID"; } >>"$RES/$name.cgctl" 2>&1
 	echo "$(( (t1 - t0) * 1000000 / $(getconf CLK_TCK) ))" >"$RES/$name.cpu_us"
+	echo "$(( (s1 - s0) * 1000000 / $(getconf CLK_TCK) ))" >"$RES/$name.sys_us"
 	h_stop_etrnd || log "$name: etrnd did not stop cleanly"
 	if [[ ${PROFILE:-0} == 1 ]]; then
 		# The dump taken right after the drain (the exit's own may be empty).
@@ -115,7 +133,7 @@ PYEOF
 		callgrind_annotate --inclusive=no "$cg" 2>/dev/null | head -n 60 >"$RES/$name.self"
 		callgrind_annotate --inclusive=yes "$cg" 2>/dev/null | head -n 80 >"$RES/$name.incl"
 	fi
-	log "$name: $(json_get "$RES/$name.json" etrn.drain_msgs_per_s) msgs/s, etrnd CPU $(( $(cat "$RES/$name.cpu_us") / N )) us/msg"
+	log "$name: $(json_get "$RES/$name.json" etrn.drain_msgs_per_s) msgs/s, etrnd CPU $(( $(cat "$RES/$name.cpu_us") / N )) us/msg (system $(( $(cat "$RES/$name.sys_us") / N ))), $(cat "$RES/$name.fsyncs") fdatasyncs"
 }
 
 sink_alone() { # NAME

@@ -220,8 +220,8 @@ static enum smtp_reply_status smtp_reply_line(struct smtp_reply_reader *rd,
 	smtp_reply_add_text(r, t, tn);
 	if (n > 3 && line[3] == '-')
 		return SMTP_REPLY_AGAIN;
-	if (r->enh[0] == '\0')
-		snprintf(r->enh, sizeof(r->enh), "%d.0.0", code / 100);
+	if (r->enh[0] == '\0') /* "<class>.0.0" (354 has none): no printf */
+		memcpy(r->enh, (char[]){ (char)('0' + code / 100), '.', '0', '.', '0', '\0' }, 6);
 	return SMTP_REPLY_DONE;
 }
 
