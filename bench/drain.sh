@@ -42,29 +42,14 @@ done
 
 # shellcheck source=../tests/integration/etrnd_harness.sh
 source "$ROOT/tests/integration/etrnd_harness.sh"
+# shellcheck source=bench_lib.sh
+source "$ROOT/bench/bench_lib.sh"
 RES=${RES:-$H_TMP/res}
 mkdir -p "$RES"
 log() { echo "== $(date +%T) [load $(cut -d' ' -f1-3 /proc/loadavg)] $*" >&2; }
-json_get() { # FILE KEY.PATH
-	python3 - "$1" "$2" <<'PYEOF'
-import json, sys
-try:
-    j = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-    for k in sys.argv[2].split("."):
-        j = j[k]
-    print(j)
-except (OSError, ValueError, IndexError, KeyError, TypeError):
-    print("nan")
-PYEOF
-}
 
 SINK_PORT=$(h_free_port)
-REDIS_SOCK=$H_TMP/redis.sock
-"$REDIS_SERVER" --port 0 --unixsocket "$REDIS_SOCK" --unixsocketperm 700 --dir "$H_TMP" \
-	--save "" --appendonly no --daemonize no >"$H_TMP/redis.log" 2>&1 &
-H_PIDS+=($!)
-for _ in $(seq 1 200); do [[ -S $REDIS_SOCK ]] && break; sleep 0.05; done
-[[ -S $REDIS_SOCK ]] || { echo "drain.sh: redis-server did not start" >&2; exit 1; }
+bench_redis_start drain.sh
 {
 	echo "domain,queue,dest,etrn_from"
 	for i in $(seq 0 $((DOMAINS - 1))); do echo "dom$i.test,,127.0.0.1:$SINK_PORT,127.0.0.0/8"; done
@@ -73,10 +58,10 @@ for _ in $(seq 1 200); do [[ -S $REDIS_SOCK ]] && break; sleep 0.05; done
 for i in $(seq 0 $((DOMAINS - 1))); do echo "dom$i.test"; done >"$H_TMP/domains.txt"
 last_dom=dom$((DOMAINS - 1)).test
 
-fsyncs() { # METRICS_PORT: group-commit fdatasyncs so far (all shards)
-	python3 - "$1" <<'PYEOF'
+fsyncs() { # METRICS_PORT: group-commit fdatasyncs so far (all shards); 0 if unknown
+	python3 - "$1" <<'PYEOF' || echo 0
 import sys, urllib.request
-t = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=10).read().decode()
+t = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=60).read().decode()
 print(sum(int(float(l.split()[-1])) for l in t.splitlines() if l.startswith("etrnd_spool_fsync_seconds_count")))
 PYEOF
 }
