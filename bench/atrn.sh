@@ -43,30 +43,15 @@ fi
 # The shell harness: H_TMP, every process in H_PIDS stopped by PID on exit.
 # shellcheck source=../tests/integration/etrnd_harness.sh
 source "$ROOT/tests/integration/etrnd_harness.sh"
+# shellcheck source=bench_lib.sh
+source "$ROOT/bench/bench_lib.sh"
 RES=${RES:-$H_TMP/res}
 mkdir -p "$RES"
 log() { echo "== $(date +%T) $*" >&2; }
-json_get() { # FILE KEY.PATH: one value from the last JSON line of FILE
-	python3 - "$1" "$2" <<'PYEOF'
-import json, sys
-try:
-    j = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-    for k in sys.argv[2].split("."):
-        j = j[k]
-    print(j)
-except (OSError, ValueError, IndexError, KeyError, TypeError):
-    print("nan")
-PYEOF
-}
 
 # ---- Redis: dom0.test, released to the sink, owned by the bench user ---------
 SINK_PORT=$(h_free_port)
-REDIS_SOCK=$H_TMP/redis.sock
-"$REDIS_SERVER" --port 0 --unixsocket "$REDIS_SOCK" --unixsocketperm 700 --dir "$H_TMP" \
-	--save "" --appendonly no --daemonize no >"$H_TMP/redis.log" 2>&1 &
-H_PIDS+=($!)
-for _ in $(seq 1 200); do [[ -S $REDIS_SOCK ]] && break; sleep 0.05; done
-[[ -S $REDIS_SOCK ]] || { echo "atrn.sh: redis-server did not start" >&2; exit 1; }
+bench_redis_start atrn.sh
 CTL=("$ETRNCTL" --redis "unix:$REDIS_SOCK")
 "${CTL[@]}" domain add dom0.test --dest "127.0.0.1:$SINK_PORT" --etrn-from 127.0.0.0/8 >/dev/null
 "${CTL[@]}" user add "$BENCH_USER" --domain dom0.test --password-stdin <<<"$BENCH_PW" >/dev/null

@@ -814,9 +814,10 @@ static int dc_take(struct drain_conn *dc)
 }
 
 /* The record is in dc->rec and decoded: give it to the SMTP client. */
-static void dc_submit(struct drain_conn *dc, const char *qid)
+static void dc_submit(struct drain_conn *dc)
 {
 	struct smtp_client_msg m;
+	char qid[QID_MAX];
 	int rc;
 
 	for (uint32_t i = 0; i < dc->nrcpt; i++) {
@@ -838,8 +839,8 @@ static void dc_submit(struct drain_conn *dc, const char *qid)
 	conn_flush(dc->c);
 	dc_arm(dc);
 	if (rc == -EBUSY || rc == -EINVAL) {
-		log_err("%s: SMTP client refused the message (%s); left queued", qid,
-			strerror(-rc));
+		log_err("%s: SMTP client refused the message (%s); left queued",
+			qid_format(dc->msgid, qid), strerror(-rc));
 		dc->msgid = 0;
 		dc_close_conn(dc, "client refused the message");
 		return;
@@ -868,17 +869,16 @@ static void record_read(void *arg, int err)
 	/* Replies that came in while we read were held back (dc_data()):
 	 * deliver them at the end of this turn. */
 	conn_resume(dc->c);
-	qid_format(dc->msgid, qid);
 	if (err || spool_rec_decode(dc->rec.data, dc->rec.len, &dc->hdr, &payload) != SPOOL_REC_OK ||
 	    dc->hdr.type != SPOOL_REC_MSG || dc->hdr.msgid != dc->msgid ||
 	    spool_rec_decode_msg(payload, dc->hdr.length, &dc->msg) != SPOOL_REC_OK) {
-		log_err("%s: cannot read the stored message (%s); left queued", qid,
-			err ? strerror(-err) : "record does not check");
+		log_err("%s: cannot read the stored message (%s); left queued",
+			qid_format(dc->msgid, qid), err ? strerror(-err) : "record does not check");
 		dc->msgid = 0;
 		dc_next(dc);
 		return;
 	}
-	dc_submit(dc, qid);
+	dc_submit(dc);
 }
 
 /* ---- a message's verdict -------------------------------------------------- */
@@ -942,24 +942,40 @@ static const char *result_dsn(const struct smtp_client_result *r)
 	return r->code >= 500 ? "5.0.0" : r->code >= 400 ? "4.0.0" : "2.0.0";
 }
 
+/* Room in b for dc's recipients, made at the first bounce of a message (a
+ * delivered one allocates nothing); 0 or -ENOMEM. */
+static int bounces_room(struct drain_bounces *b, uint32_t n)
+{
+	if (b->rcpt)
+		return 0;
+	b->rcpt = calloc(n, sizeof(*b->rcpt));
+	b->why = calloc(n, sizeof(*b->why));
+	b->diag = calloc(n, sizeof(*b->diag));
+	return b->rcpt && b->why && b->diag ? 0 : -ENOMEM;
+}
+
 /* Recipient i's result: log it, count it, append its DONE when delivered,
- * add it to b when bounced. times is dc_delays()'s. */
+ * add it to b when bounced. times is dc_delays()'s and qid the message's,
+ * both NULL when info lines are not logged (the common, fast case: the
+ * delivery line and its texts are then never made). */
 static void dc_verdict(struct drain_conn *dc, uint32_t i, struct drain_bounces *b,
 		       uint64_t now, const char *qid, const char *times)
 {
 	struct drain_job *j = dc->job;
 	const struct smtp_client_result *r = smtp_client_result(dc->cl, i);
 	const char *status = "deferred";
-	char to[LOG_ADDR_MAX], text[LOG_ADDR_MAX];
+	char to[LOG_ADDR_MAX], text[LOG_ADDR_MAX], qbuf[QID_MAX];
 	int rc;
 
-	log_printable(to, sizeof(to), dc->raddr[i], dc->rlen[i]);
+	if (times)
+		log_printable(to, sizeof(to), dc->raddr[i], dc->rlen[i]);
 	if (!r) {
 		j->deferred++;
 		metrics_add(METRIC_DELIVERIES_DEFERRED, 1);
 		job_why(j, "no result from %s", j->relay);
-		log_info("%s: to=<%s>, relay=%s, %s, dsn=4.0.0, status=deferred (no result)",
-			 qid, to, j->relay, times);
+		if (times)
+			log_info("%s: to=<%s>, relay=%s, %s, dsn=4.0.0, status=deferred (no result)",
+				 qid, to, j->relay, times);
 		return;
 	}
 	if (r->status == SMTP_CLIENT_DELIVERED) {
@@ -975,7 +991,8 @@ static void dc_verdict(struct drain_conn *dc, uint32_t i, struct drain_bounces *
 				       done_durable, &dc->dur);
 		if (rc) {
 			log_err("%s: to=<%s>: delivered, but recording it failed (%s): it may be sent again",
-				qid, to, strerror(-rc));
+				qid_format(dc->msgid, qbuf),
+				log_printable(to, sizeof(to), dc->raddr[i], dc->rlen[i]), strerror(-rc));
 		} else {
 			j->dones_pending++;
 			dc->dur.job = j;
@@ -983,7 +1000,7 @@ static void dc_verdict(struct drain_conn *dc, uint32_t i, struct drain_bounces *
 			dc->dur.cur++;
 		}
 		dc->delivered++;
-	} else if (r->status == SMTP_CLIENT_BOUNCED && b->rcpt && b->why && b->diag) {
+	} else if (r->status == SMTP_CLIENT_BOUNCED && bounces_room(b, dc->nrcpt) == 0) {
 		struct dsn_rcpt *w = &b->why[b->n];
 
 		status = "bounced";
@@ -1003,12 +1020,15 @@ static void dc_verdict(struct drain_conn *dc, uint32_t i, struct drain_bounces *
 		w->last_attempt = (time_t)(now / 1000000);
 		b->n++;
 	}
-	log_printable(text, sizeof(text), r->text, r->text_len);
 	if (!strcmp(status, "deferred")) {
 		j->deferred++;
 		metrics_add(METRIC_DELIVERIES_DEFERRED, 1);
-		job_why(j, "%d %s %s", r->code, r->enh, text);
+		job_why(j, "%d %s %s", r->code, r->enh,
+			log_printable(text, sizeof(text), r->text, r->text_len));
 	}
+	if (!times)
+		return;
+	log_printable(text, sizeof(text), r->text, r->text_len);
 	/* The TLS of the session (Exim's X=) at the end, only when there is
 	 * one, so that the Postfix fields before it parse as Postfix's. */
 	log_info("%s: to=<%s>, relay=%s, %s, dsn=%s, status=%s (%d %s %s)%s%s",
@@ -1063,19 +1083,19 @@ static void msg_done(struct drain_conn *dc)
 	char qid[QID_MAX], times[DRAIN_TIMES_MAX];
 	uint64_t now = now_wall_us();
 	unsigned delivered;
+	/* The delivery lines are made only when they are logged: formatting
+	 * them was a third of a drain's CPU per message. */
+	int logged = log_enabled(LOGL_INFO);
 
-	qid_format(dc->msgid, qid);
 	memset(&b, 0, sizeof(b));
-	b.rcpt = calloc(dc->nrcpt, sizeof(*b.rcpt));
-	b.why = calloc(dc->nrcpt, sizeof(*b.why));
-	b.diag = calloc(dc->nrcpt, sizeof(*b.diag));
-	/* Remote-MTA names the host: "host" of "host[addr]:port". */
-	relay_host(j->relay, b.remote, sizeof(b.remote));
 	delivered = dc->delivered;
-	dc_delays(dc, now, times, sizeof(times));
+	if (logged) {
+		qid_format(dc->msgid, qid);
+		dc_delays(dc, now, times, sizeof(times));
+	}
 	dc->setup_counted = 1;
 	for (uint32_t i = 0; i < dc->nrcpt; i++)
-		dc_verdict(dc, i, &b, now, qid, times);
+		dc_verdict(dc, i, &b, now, logged ? qid : NULL, logged ? times : NULL);
 	if (j->atrn && dc->delivered > delivered)
 		drain_atrn_delivered(j->atrn); /* etrnctl status's progress */
 	if (dc->dur.cur) {
@@ -1084,8 +1104,11 @@ static void msg_done(struct drain_conn *dc)
 		dc->dur.msgs++;
 		dc->dur.cur = 0;
 	}
-	if (b.n)
-		dc_bounce(dc, &b, now, qid);
+	if (b.n) {
+		/* Remote-MTA names the host: "host" of "host[addr]:port". */
+		relay_host(j->relay, b.remote, sizeof(b.remote));
+		dc_bounce(dc, &b, now, qid_format(dc->msgid, qid));
+	}
 	free(b.rcpt);
 	free(b.why);
 	free(b.diag);

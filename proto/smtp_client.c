@@ -206,6 +206,16 @@ static struct smtp_client_rcpt *smtp_client_rcpt_at(struct smtp_client *c, unsig
 
 /* Set the result of the undecided recipients to this reply: those accepted
  * by RCPT (accepted != 0) and/or those not (pending != 0). */
+/* enh (NUL-terminated, from smtp_reply or our constants) into a result,
+ * cut to fit: a plain copy, this runs once per recipient. */
+static void smtp_client_set_enh(char out[SMTP_CLIENT_ENH_MAX], const char *enh)
+{
+	size_t n = strnlen(enh, SMTP_CLIENT_ENH_MAX - 1);
+
+	memcpy(out, enh, n);
+	out[n] = '\0';
+}
+
 static void smtp_client_decide(struct smtp_client *c, int accepted, int pending,
 		int code, const char *enh, const char *text, size_t text_len, int local)
 {
@@ -222,7 +232,7 @@ static void smtp_client_decide(struct smtp_client *c, int accepted, int pending,
 		r->state = SMTP_CLIENT_RCPT_DONE;
 		r->r.status = smtp_client_status_of(code);
 		r->r.code = code;
-		snprintf(r->r.enh, sizeof(r->r.enh), "%s", enh);
+		smtp_client_set_enh(r->r.enh, enh);
 		r->text_off = off;
 		r->r.text_len = text_len;
 		r->r.local = local;
@@ -866,32 +876,71 @@ static int smtp_client_cmd_done(struct smtp_client *c)
 	return buf_append(&c->cmd_end, &end, sizeof(end));
 }
 
+/* " SIZE=<decimal>" of n into out (SMTPC_SIZE_PARAM_MAX); its length. */
+#define SMTPC_SIZE_PARAM_MAX 32
+static size_t smtp_client_size_param(char *out, uint64_t n)
+{
+	char digits[24];
+	size_t k = 0, len = sizeof(" SIZE=") - 1;
+
+	do {
+		digits[k++] = (char)('0' + n % 10u);
+		n /= 10u;
+	} while (n);
+	memcpy(out, " SIZE=", len);
+	while (k)
+		out[len++] = digits[--k];
+	return len;
+}
+
+/* "<head><addr>>" then the params and CRLF: one command line into c->cmds
+ * (appended piece by piece: no printf on the per-message path). */
+static int smtp_client_put_cmd(struct smtp_client *c, const char *head, size_t hlen,
+		const char *addr, size_t alen, const char *params, size_t plen)
+{
+	if (buf_reserve(&c->cmds, hlen + alen + plen + 3) != 0)
+		return -ENOMEM;
+	(void)buf_append(&c->cmds, head, hlen);
+	(void)buf_append(&c->cmds, addr, alen);
+	(void)buf_append(&c->cmds, ">", 1);
+	(void)buf_append(&c->cmds, params, plen);
+	(void)buf_append(&c->cmds, "\r\n", 2);
+	return smtp_client_cmd_done(c);
+}
+
 /* Format MAIL, RCPTs and DATA into c->cmds with the end of each. Addresses
  * were checked (length, no CR/LF/NUL), so every line is well-formed. */
 static int smtp_client_format(struct smtp_client *c, const struct smtp_client_msg *m,
 		int utf8)
 {
-	char size[32] = "";
+	static const char body8[] = " BODY=8BITMIME", smtputf8[] = " SMTPUTF8";
+	char params[SMTPC_SIZE_PARAM_MAX + sizeof(body8) + sizeof(smtputf8)];
+	size_t plen = 0;
 	unsigned i;
 
 	if (c->caps & SMTP_CLIENT_CAP_SIZE)
-		snprintf(size, sizeof(size), " SIZE=%llu", (unsigned long long)m->size);
+		plen = smtp_client_size_param(params, m->size);
+	if (m->eightbit) {
+		memcpy(params + plen, body8, sizeof(body8) - 1);
+		plen += sizeof(body8) - 1;
+	}
+	if (utf8) {
+		memcpy(params + plen, smtputf8, sizeof(smtputf8) - 1);
+		plen += sizeof(smtputf8) - 1;
+	}
 	if (c->rset_owed) {
 		if (buf_append(&c->cmds, "RSET\r\n", 6) != 0 || smtp_client_cmd_done(c) != 0)
 			return -ENOMEM;
 		c->first = 1;
 	}
-	if (buf_printf(&c->cmds, "MAIL FROM:<%.*s>%s%s%s\r\n", (int)m->sender_len,
-				m->sender, size, m->eightbit ? " BODY=8BITMIME" : "",
-				utf8 ? " SMTPUTF8" : "") != 0 ||
-			smtp_client_cmd_done(c) != 0)
+	if (smtp_client_put_cmd(c, "MAIL FROM:<", 11, m->sender, m->sender_len, params,
+				plen) != 0)
 		return -ENOMEM;
 	for (i = 0; i < c->nrcpt; i++) {
 		if (smtp_client_rcpt_at(c, i)->state == SMTP_CLIENT_RCPT_DONE)
 			continue;
-		if (buf_printf(&c->cmds, "RCPT TO:<%.*s>\r\n", (int)m->rcpt_len[i],
-					m->rcpt[i]) != 0 ||
-				smtp_client_cmd_done(c) != 0 ||
+		if (smtp_client_put_cmd(c, "RCPT TO:<", 9, m->rcpt[i], m->rcpt_len[i], "",
+					0) != 0 ||
 				buf_append(&c->rcpt_map, &i, sizeof(i)) != 0)
 			return -ENOMEM;
 	}

@@ -205,8 +205,13 @@ static enum smtp_reply_status smtp_reply_line(struct smtp_reply_reader *rd,
 	 * first, strip them all from the text. */
 	e = smtp_reply_enh_len(t, tn, code);
 	if (e > 0) {
-		if (r->lines == 1)
-			snprintf(r->enh, sizeof(r->enh), "%.*s", (int)e, t);
+		if (r->lines == 1) {
+			/* Once per reply on a drain's path: a copy, not printf. */
+			size_t k = e < sizeof(r->enh) - 1 ? e : sizeof(r->enh) - 1;
+
+			memcpy(r->enh, t, k);
+			r->enh[k] = '\0';
+		}
 		while (e < tn && t[e] == ' ')
 			e++;
 		t += e;
@@ -215,8 +220,8 @@ static enum smtp_reply_status smtp_reply_line(struct smtp_reply_reader *rd,
 	smtp_reply_add_text(r, t, tn);
 	if (n > 3 && line[3] == '-')
 		return SMTP_REPLY_AGAIN;
-	if (r->enh[0] == '\0')
-		snprintf(r->enh, sizeof(r->enh), "%d.0.0", code / 100);
+	if (r->enh[0] == '\0') /* "<class>.0.0" (354 has none): no printf */
+		memcpy(r->enh, (char[]){ (char)('0' + code / 100), '.', '0', '.', '0', '\0' }, 6);
 	return SMTP_REPLY_DONE;
 }
 

@@ -941,9 +941,17 @@ class Etrnd:
                 time.sleep(0.05)
                 continue
             # Listening sockets exist before the spool is recovered; etrnd
-            # says "etrnd started" once every engine thread is ready.
+            # says "etrnd started" once every engine thread is ready. A
+            # quieter log_level (warn, err) does not log it: the control
+            # socket's turn on every engine thread says it then.
             if "etrnd started:" in self.stderr_text():
                 return True
+            if self.cfg["log_level"] not in ("info", "debug") and "control_socket" in self.cfg:
+                try:
+                    self.turns(1)
+                    return True
+                except (OSError, AssertionError):
+                    pass  # the control socket is not up yet
             time.sleep(0.02)
         return False
 

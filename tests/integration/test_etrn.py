@@ -56,6 +56,13 @@ def wait_drained(tc, e, within=20):
         time.sleep(0.05)
 
 
+def rcpt_ok(e, addr):
+    with smtplib.SMTP(h.HOST, e.port, timeout=10) as s:
+        s.ehlo("sender.test")
+        s.mail("s@example.org")
+        return s.rcpt(addr)[0] == 250
+
+
 def etrn(e, node):
     with smtplib.SMTP(h.HOST, e.port, timeout=10) as s:
         s.ehlo("customer.test")
@@ -271,6 +278,48 @@ class EtrnTest(unittest.TestCase):
         self.assertIn(b"Final-Recipient: rfc822; bad@a.test", body)
         self.assertIn(b"Status: 5.1.1", body)
         self.assertIn(b"Diagnostic-Code: smtp; 550 5.1.1", body)
+
+    def test_quiet_log_level_verdicts(self):
+        """With log_level = warn a drain makes no delivery line (they are
+        formatted only when logged, issue 17), yet every verdict is kept as
+        at info: delivered recipients get a DONE, a 550 a DONE and a DSN,
+        a 452 nothing (held for the next ETRN, which delivers it)."""
+        self.provision("a.test")
+        # One session holds everything in one shard; one connection sends
+        # it in order, so which RCPTs get the 452 is fixed.
+        e = self.etrnd(log_level="warn", drain_connections="1")
+        n = 40
+        # No log line says the domain table is in: RCPT does.
+        h.wait_for("a.test provisioned", lambda: rcpt_ok(e, "x@a.test"))
+        with smtplib.SMTP(h.HOST, e.port, timeout=10) as s:
+            for i in range(n):
+                s.sendmail("alice@example.org", ["good%d@a.test" % i, "bad@a.test"],
+                           ("Subject: q %d\r\nMessage-ID: <q%d@x>\r\n\r\nhi\r\n"
+                            % (i, i)).encode())
+        # 550 for bad@ in every message; 452 for every third RCPT
+        # otherwise (good1, good4, ...: the 6th, 12th, ... are bad@'s).
+        c = self.customer(reject=("bad@a.test",), tempfail_every=3)
+        self.assertEqual(etrn(e, "a.test")[0], 253)
+        e.wait_drains_ended(within=60)
+        self.assertEqual(c.recorder.count(), n - len(range(1, n, 3)), "good1, good4, ... held")
+        c.recorder.tempfail_every = 0
+        self.assertEqual(etrn(e, "a.test")[0], 253)
+        self.assertTrue(c.wait_count(n, 60), "got %d" % c.recorder.count())
+        e.wait_drains_ended(within=60)
+        e.stop()
+        log = e.stderr_text()
+        self.assertNotIn("status=sent", log)
+        self.assertNotIn("status=bounced", log)
+        got = Counter(tuple(m[0]) for m in c.recorder.messages)
+        self.assertEqual(sorted(got), sorted((("good%d@a.test" % i,) for i in range(n))),
+                         "each good recipient once, never bad@")
+        self.assertEqual(max(got.values()), 1, "no duplicates")
+        recs = h.spool_json(e.spool_dir)
+        dones = Counter(r["status"] for r in recs if r["type"] == "DONE")
+        self.assertEqual(dones, Counter({"delivered": n, "bounced": n}))
+        dsn = [r for r in recs if r["type"] == "MSG" and r["sender"] == ""]
+        self.assertEqual(len(dsn), n, "one DSN per message with bad@")
+        self.assertIn(b"Diagnostic-Code: smtp; 550 5.1.1", h.stored_body(dsn[0]))
 
     def test_kill_mid_drain_resumes(self):
         self.provision("a.test")

@@ -1102,6 +1102,58 @@ Test(smtp_client, output_buffer_full)
 	smtp_client_free(c);
 }
 
+/* MAIL FROM's parameters are appended, not printed: SIZE of 0, of one
+ * digit and of the largest uint64, each with and without BODY=8BITMIME and
+ * SMTPUTF8, in that order; a 354 without an enhanced code gives 3.0.0. */
+Test(smtp_client, mail_params)
+{
+	static const struct {
+		uint64_t size;
+		int eightbit, utf8;
+		const char *want;
+	} cases[] = {
+		{ 0, 0, 0, "MAIL FROM:<s@x.test> SIZE=0\r\n" },
+		{ 7, 1, 0, "MAIL FROM:<s@x.test> SIZE=7 BODY=8BITMIME\r\n" },
+		{ 18446744073709551615ull, 1, 1,
+			"MAIL FROM:<s@x.test> SIZE=18446744073709551615 BODY=8BITMIME SMTPUTF8\r\n" },
+		{ 1000000, 0, 1, "MAIL FROM:<s@x.test> SIZE=1000000 SMTPUTF8\r\n" },
+	};
+	static const char *rcpt[] = { "a@c.test" };
+	static const size_t lens[] = { 8 };
+	struct buf out, want;
+
+	log_set_level(LOGL_ERR);
+	buf_init(&out, 0);
+	buf_init(&want, 0);
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		struct smtp_client *c = smtp_client_new(&t_confs[T_NORMAL], "peer");
+		struct smtp_client_msg m = { "s@x.test", 8, 1, rcpt, lens, cases[k].size,
+			cases[k].eightbit, cases[k].utf8 };
+
+		cr_assert_eq(t_feed_all(c, G "250-x\r\n250-PIPELINING\r\n250-SIZE\r\n"
+				"250-8BITMIME\r\n250 SMTPUTF8\r\n", &out), SMTP_CLIENT_EV_READY);
+		buf_reset(&out);
+		cr_assert_eq(smtp_client_submit(c, &m, &out), 0);
+		buf_reset(&want);
+		cr_assert_eq(buf_puts(&want, cases[k].want), 0);
+		cr_assert_eq(buf_puts(&want, "RCPT TO:<a@c.test>\r\nDATA\r\n"), 0);
+		cr_assert_eq(out.len, want.len, "case %zu: %.*s", k, (int)out.len, out.data);
+		cr_assert(memcmp(out.data, want.data, want.len) == 0, "case %zu: %.*s", k,
+				(int)out.len, out.data);
+		/* 250, 250, then a 354 with no enhanced code: the body is due. */
+		cr_assert_eq(t_feed_all(c, "250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n",
+				&out), SMTP_CLIENT_EV_SEND_BODY);
+		cr_assert_eq(smtp_client_body_sent(c, &out), 0);
+		/* A final reply without one: the result's enh is its class's. */
+		cr_assert_eq(t_feed_all(c, "451 try later\r\n", &out), SMTP_CLIENT_EV_MSG_DONE);
+		cr_assert_str_eq(smtp_client_result(c, 0)->enh, "4.0.0");
+		cr_assert_eq(smtp_client_result(c, 0)->status, SMTP_CLIENT_DEFERRED);
+		smtp_client_free(c);
+	}
+	buf_free(&out);
+	buf_free(&want);
+}
+
 /* Many recipients pipelined in one write; buffers are reused after. */
 Test(smtp_client, many_recipients)
 {

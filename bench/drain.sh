@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Drain against its ceiling (issue 17, point 5), on its own: one etrnd per
+# build given (A/B alternating, a fresh spool each time), N held 4 KiB
+# messages for one domain (or DOMAINS domains and that many ETRNs), released
+# by ETRN to etrnbench's sink (`etrnbench etrn --sink --verify`); then, in
+# the same round, the ceiling: the same sink code alone (`etrnbench sink
+# --verify`) fed by `etrnbench send` over as many connections as the drain
+# opens (engine threads x drain_connections), the same count and size.
+# Rate = messages / (ETRN reply -> last message) for the drain, messages /
+# (first -> last message) at the sink alone.
+#
+#   bench/drain.sh [BUILD_DIR...]     (default: build/; release builds)
+#   N=100000 ROUNDS=3 DOMAINS=1 CONNS=8 ETRND_KEYS="k=v ..." bench/drain.sh A B
+#   RES=DIR keeps every run's JSON there.
+#   PROFILE=1: etrnd runs under callgrind (threads = THREADS), collecting
+#   during the drain only; RES/NAME.callgrind and its annotation (no rates:
+#   valgrind's are meaningless). e.g. PROFILE=1 THREADS=1 N=5000 ROUNDS=1
+# Every process started here is stopped by PID on exit.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILDS=("$@")
+[[ ${#BUILDS[@]} -gt 0 ]] || BUILDS=("${BUILD:-$ROOT/build}")
+N=${N:-100000}
+ROUNDS=${ROUNDS:-3}
+SIZE=${SIZE:-4096}
+DOMAINS=${DOMAINS:-1}
+THREADS=${THREADS:-2}
+CONNS=${CONNS:-$((THREADS * 4))}
+RUN_TIMEOUT=${RUN_TIMEOUT:-300}
+EB=${BUILDS[0]}/etrnbench
+REDIS_SERVER=${REDIS_SERVER:-$(command -v redis-server || echo /usr/bin/redis-server)}
+export ETRND_SPOOL_TOOL=${BUILDS[0]}/etrnd-spool ETRND_BIN=${BUILDS[0]}/etrnd
+for b in "${BUILDS[@]}"; do
+	for f in "$b/etrnd" "$b/etrnctl"; do
+		[[ -x $f ]] || { echo "drain.sh: $f missing" >&2; exit 1; }
+	done
+	if grep -q '^ETRND_SANITIZE:BOOL=ON' "$b/CMakeCache.txt" 2>/dev/null; then
+		echo "drain.sh: $b is a sanitizer build" >&2
+	fi
+done
+
+# shellcheck source=../tests/integration/etrnd_harness.sh
+source "$ROOT/tests/integration/etrnd_harness.sh"
+# shellcheck source=bench_lib.sh
+source "$ROOT/bench/bench_lib.sh"
+RES=${RES:-$H_TMP/res}
+mkdir -p "$RES"
+log() { echo "== $(date +%T) [load $(cut -d' ' -f1-3 /proc/loadavg)] $*" >&2; }
+
+SINK_PORT=$(h_free_port)
+bench_redis_start drain.sh
+{
+	echo "domain,queue,dest,etrn_from"
+	for i in $(seq 0 $((DOMAINS - 1))); do echo "dom$i.test,,127.0.0.1:$SINK_PORT,127.0.0.0/8"; done
+} >"$H_TMP/domains.csv"
+"${BUILDS[0]}/etrnctl" --redis "unix:$REDIS_SOCK" import "$H_TMP/domains.csv" >/dev/null </dev/null
+for i in $(seq 0 $((DOMAINS - 1))); do echo "dom$i.test"; done >"$H_TMP/domains.txt"
+last_dom=dom$((DOMAINS - 1)).test
+
+fsyncs() { # METRICS_PORT: group-commit fdatasyncs so far (all shards); 0 if unknown
+	python3 - "$1" <<'PYEOF' || echo 0
+import sys, urllib.request
+t = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=60).read().decode()
+print(sum(int(float(l.split()[-1])) for l in t.splitlines() if l.startswith("etrnd_spool_fsync_seconds_count")))
+PYEOF
+}
+
+drain_one() { # BUILD NAME
+	local b=$1 name=$2
+	rm -rf "$H_TMP/spool"
+	ETRND_BIN=$b/etrnd
+	if [[ ${PROFILE:-0} == 1 ]]; then
+		ETRND_BIN=$H_TMP/etrnd-callgrind.sh
+		printf '#!/bin/sh\nexec valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=%s %s "$@"\n' \
+			"$RES/$name.callgrind" "$b/etrnd" >"$ETRND_BIN"
+		chmod +x "$ETRND_BIN"
+	fi
+	# shellcheck disable=SC2086 # ETRND_KEYS: key=value words
+	local mport
+	mport=$(h_free_port)
+	h_start_etrnd "redis=unix:$REDIS_SOCK" relay_domains=static.test hostname=etrnd.bench.test \
+		threads=$THREADS etrn_rate_limit=100000 log_level=warn "metrics_listen=127.0.0.1:$mport" \
+		${ETRND_KEYS:-}
+	for _ in $(seq 1 400); do
+		python3 - "$ETRND_PORT" "$last_dom" <<'PYEOF' 2>/dev/null && break
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=5); s.ehlo("x"); s.mail("a@b.test")
+sys.exit(0 if s.rcpt("u@" + sys.argv[2])[0] == 250 else 1)
+PYEOF
+		sleep 0.1
+	done
+	timeout "$RUN_TIMEOUT" "$EB" send --server "127.0.0.1:$ETRND_PORT" -c 20 -n "$N" --size "$SIZE" \
+		--pipelining --domain-list "@$H_TMP/domains.txt" --json >"$RES/$name.hold.json" 2>"$RES/$name.hold.err"
+	local t0 t1
+	local s0 s1 f0 f1
+	f0=$(fsyncs "$mport")
+	t0=$(awk '{print $14+$15}' "/proc/$ETRND_PID/stat")
+	s0=$(awk '{print $15}' "/proc/$ETRND_PID/stat")
+	[[ ${PROFILE:-0} == 1 ]] && callgrind_control -i on "$ETRND_PID" >"$RES/$name.cgctl" 2>&1
+	local etrn_args=(--domain-list "@$H_TMP/domains.txt")
+	[[ $DOMAINS -gt 1 ]] && etrn_args+=(--etrn-sessions 10)
+	timeout "$RUN_TIMEOUT" "$EB" etrn --server "127.0.0.1:$ETRND_PORT" --sink "127.0.0.1:$SINK_PORT" \
+		--expect "$N" --verify --timeout "$RUN_TIMEOUT" --idle-exit 10 --json "${etrn_args[@]}" \
+		>"$RES/$name.json" 2>"$RES/$name.err" || log "$name: etrnbench etrn failed: $(tail -n 2 "$RES/$name.err")"
+	t1=$(awk '{print $14+$15}' "/proc/$ETRND_PID/stat")
+	s1=$(awk '{print $15}' "/proc/$ETRND_PID/stat")
+	f1=$(fsyncs "$mport")
+	echo "$((f1 - f0))" >"$RES/$name.fsyncs"
+	[[ ${PROFILE:-0} == 1 ]] && { callgrind_control -i off "$ETRND_PID" && callgrind_control -d "$ETRND_PID"; } >>"$RES/$name.cgctl" 2>&1
+	echo "$(( (t1 - t0) * 1000000 / $(getconf CLK_TCK) ))" >"$RES/$name.cpu_us"
+	echo "$(( (s1 - s0) * 1000000 / $(getconf CLK_TCK) ))" >"$RES/$name.sys_us"
+	h_stop_etrnd || log "$name: etrnd did not stop cleanly"
+	if [[ ${PROFILE:-0} == 1 ]]; then
+		# The dump taken right after the drain (the exit's own may be empty).
+		local cg
+		cg=$(ls -S "$RES/$name.callgrind"* | head -n 1)
+		callgrind_annotate --inclusive=no "$cg" 2>/dev/null | head -n 60 >"$RES/$name.self"
+		callgrind_annotate --inclusive=yes "$cg" 2>/dev/null | head -n 80 >"$RES/$name.incl"
+	fi
+	log "$name: $(json_get "$RES/$name.json" etrn.drain_msgs_per_s) msgs/s, etrnd CPU $(( $(cat "$RES/$name.cpu_us") / N )) us/msg (system $(( $(cat "$RES/$name.sys_us") / N ))), $(cat "$RES/$name.fsyncs") fdatasyncs"
+}
+
+sink_alone() { # NAME
+	local name=$1 port pid
+	port=$(h_free_port)
+	"$EB" sink --listen "127.0.0.1:$port" --verify --expect "$N" --idle-exit 10 --json \
+		>"$RES/$name.json" 2>"$RES/$name.err" &
+	pid=$!
+	H_PIDS+=("$pid")
+	h_wait_port "$port" "$pid" 10 || { echo "drain.sh: sink did not start" >&2; exit 1; }
+	timeout "$RUN_TIMEOUT" "$EB" send --server "127.0.0.1:$port" -c "$CONNS" -n "$N" --size "$SIZE" \
+		--pipelining --domain-list "@$H_TMP/domains.txt" --json >"$RES/$name.send.json" 2>"$RES/$name.send.err" || true
+	wait "$pid" || true
+	log "$name: $(json_get "$RES/$name.json" msgs_per_s) msgs/s (sink alone, $CONNS connections)"
+}
+
+for r in $(seq 1 "$ROUNDS"); do
+	order=$(seq 0 $((${#BUILDS[@]} - 1)))
+	(( r % 2 == 0 )) && order=$(seq $((${#BUILDS[@]} - 1)) -1 0)
+	for i in $order; do
+		drain_one "${BUILDS[$i]}" "drain.b$i.$r"
+	done
+	sink_alone "sink.$r"
+done
+
+python3 - "$RES" "$ROUNDS" "${#BUILDS[@]}" "$N" "${BUILDS[@]}" <<'PYEOF' | tee "$RES/summary"
+import json, statistics, sys
+res, rounds, nb, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+builds = sys.argv[5:]
+def last(path):
+    return json.loads(open(path).read().strip().splitlines()[-1])
+sink = [last("%s/sink.%d.json" % (res, r))["msgs_per_s"] for r in range(1, rounds + 1)]
+print("| what | median msgs/s | of the sink alone | etrnd CPU us/msg | runs |")
+print("|---|---:|---:|---:|---|")
+print("| sink alone | %.0f | | | %s |" % (statistics.median(sink), ", ".join("%.0f" % x for x in sink)))
+for i in range(nb):
+    rates, cpu = [], []
+    for r in range(1, rounds + 1):
+        try:
+            rates.append(last("%s/drain.b%d.%d.json" % (res, i, r))["etrn"]["drain_msgs_per_s"])
+            cpu.append(int(open("%s/drain.b%d.%d.cpu_us" % (res, i, r)).read()) / n)
+        except (OSError, ValueError, KeyError, IndexError):
+            pass
+    m = statistics.median(rates) if rates else float("nan")
+    print("| drain %s | %.0f | %.0f%% | %.1f | %s |" % (builds[i], m, 100 * m / statistics.median(sink),
+          statistics.median(cpu) if cpu else float("nan"), ", ".join("%.0f" % x for x in rates)))
+PYEOF
