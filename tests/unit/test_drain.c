@@ -1233,6 +1233,35 @@ static struct domtab *t_table_many(unsigned port)
 	return t;
 }
 
+/* T_DOMAINS drains of per messages each to s (started holding its
+ * greetings) with T_DEST_LIMIT connections, every drain started before
+ * the server greets, run until idle; f and s stopped, f not yet freed. */
+static void t_many_run(struct engine_fixture *f, struct t_server *s, unsigned per)
+{
+	char reply[256], node[16], rcpt[32];
+
+	cr_assert_eq(engine_fixture_init(f, t_table_many(s->port)), 0);
+	f->cfg.drain_destination_concurrency = T_DEST_LIMIT;
+	f->cfg.drain_connections = 4;
+	cr_assert_eq(engine_fixture_start(f), 0, "%s", f->err);
+	for (unsigned d = 0; d < T_DOMAINS; d++) {
+		const char *r[] = { rcpt };
+
+		snprintf(rcpt, sizeof(rcpt), "u@d%u.test", d);
+		for (unsigned m = 0; m < per; m++)
+			cr_assert(engine_fixture_append(f, T_SENDER1, r, 1, T_BODY2));
+	}
+	for (unsigned d = 0; d < T_DOMAINS; d++) {
+		snprintf(node, sizeof(node), "d%u.test", d);
+		cr_assert_eq(engine_fixture_etrn(f, NULL, node, reply, sizeof(reply)), 0);
+		cr_expect(!strncmp(reply, "253 ", 4), "%s: %s", node, reply);
+	}
+	atomic_store(&s->hold, 0);
+	cr_assert_eq(engine_fixture_drain_idle(f, ENGINE_FIXTURE_WAIT_MS), 0);
+	engine_fixture_stop(f);
+	t_server_stop(s);
+}
+
 /* Issue 10 item 11: six drains to one host:port with a limit of 2 never
  * hold more than 2 connections at once (the server counts), and the two
  * connections take every domain's mail in turn. */
@@ -1243,30 +1272,9 @@ Test(drain, destination_limit_shared_connections, .timeout = T_TIMEOUT_S)
 	struct t_server s;
 	struct spool_index *idx;
 	struct spool_index_totals tot;
-	char reply[256], node[16], rcpt[32];
 
 	t_server_start(&s, &threaded, 0, 1);
-	cr_assert_eq(engine_fixture_init(&f, t_table_many(s.port)), 0);
-	f.cfg.drain_destination_concurrency = T_DEST_LIMIT;
-	f.cfg.drain_connections = 4;
-	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
-	for (unsigned d = 0; d < T_DOMAINS; d++) {
-		const char *r[] = { rcpt };
-
-		snprintf(rcpt, sizeof(rcpt), "u@d%u.test", d);
-		for (unsigned m = 0; m < T_PER_DOMAIN; m++)
-			cr_assert(engine_fixture_append(&f, T_SENDER1, r, 1, T_BODY2));
-	}
-	/* Every drain starts while the server holds its greetings. */
-	for (unsigned d = 0; d < T_DOMAINS; d++) {
-		snprintf(node, sizeof(node), "d%u.test", d);
-		cr_assert_eq(engine_fixture_etrn(&f, NULL, node, reply, sizeof(reply)), 0);
-		cr_expect(!strncmp(reply, "253 ", 4), "%s: %s", node, reply);
-	}
-	atomic_store(&s.hold, 0);
-	cr_assert_eq(engine_fixture_drain_idle(&f, ENGINE_FIXTURE_WAIT_MS), 0);
-	engine_fixture_stop(&f);
-	t_server_stop(&s);
+	t_many_run(&f, &s, T_PER_DOMAIN);
 	cr_expect_leq(atomic_load(&s.max_active), T_DEST_LIMIT, "%u at once",
 		      atomic_load(&s.max_active));
 	cr_expect_eq(atomic_load(&s.conns), T_DEST_LIMIT, "%u connections",
@@ -1308,30 +1316,10 @@ Test(drain, fresh_first_every_domain_before_any_finishes, .timeout = T_TIMEOUT_S
 	static const struct t_script threaded = { .threaded = 1 };
 	struct engine_fixture f;
 	struct t_server s;
-	char reply[256], node[16], rcpt[32];
 	long last_first = -1, first_last = LONG_MAX;
 
 	t_server_start(&s, &threaded, 0, 1);
-	cr_assert_eq(engine_fixture_init(&f, t_table_many(s.port)), 0);
-	f.cfg.drain_destination_concurrency = T_DEST_LIMIT;
-	f.cfg.drain_connections = 4;
-	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
-	for (unsigned d = 0; d < T_DOMAINS; d++) {
-		const char *r[] = { rcpt };
-
-		snprintf(rcpt, sizeof(rcpt), "u@d%u.test", d);
-		for (unsigned m = 0; m < T_FRESH_PER_DOMAIN; m++)
-			cr_assert(engine_fixture_append(&f, T_SENDER1, r, 1, T_BODY2));
-	}
-	for (unsigned d = 0; d < T_DOMAINS; d++) {
-		snprintf(node, sizeof(node), "d%u.test", d);
-		cr_assert_eq(engine_fixture_etrn(&f, NULL, node, reply, sizeof(reply)), 0);
-		cr_expect(!strncmp(reply, "253 ", 4), "%s: %s", node, reply);
-	}
-	atomic_store(&s.hold, 0);
-	cr_assert_eq(engine_fixture_drain_idle(&f, ENGINE_FIXTURE_WAIT_MS), 0);
-	engine_fixture_stop(&f);
-	t_server_stop(&s);
+	t_many_run(&f, &s, T_FRESH_PER_DOMAIN);
 	cr_assert(!s.overflow, "transcript longer than T_LOG_MAX");
 	cr_expect_eq(s.dots, T_DOMAINS * T_FRESH_PER_DOMAIN, "%u messages arrived", s.dots);
 	for (unsigned d = 0; d < T_DOMAINS; d++) {
