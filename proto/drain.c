@@ -41,6 +41,7 @@
 #include "core/ascii.h"
 #include "core/clusterview.h"
 #include "core/hash.h"
+#include "core/htab.h"
 #include "core/list.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -68,8 +69,8 @@
  * destination before QUIT: Postfix's smtp_connection_cache_time_limit. */
 #define DRAIN_OUT_LINGER_MS 2000
 
-/* The key (hash, len) first: a scan of the list reads one cache line per
- * entry and compares names only on a hash match. */
+/* A domain being drained; found through the hub's act_ix (core/htab.h),
+ * which compares names only on a full hash match. */
 struct drain_active {
 	uint32_t hash;                 /* active_hash(dom, len) */
 	unsigned left;                 /* threads still draining it */
@@ -92,6 +93,8 @@ struct drain_hub {
 	struct addrlimit *etrn_limit;  /* etrn_rate_limit, node-wide */
 	struct drain_active *act;
 	size_t nact, capact;
+	struct htab act_ix;            /* act by (domain) hash: one probe per
+	                                  ETRN, however many drains run */
 	struct smtp_client_conf ccf;
 	struct tls_ctx *tls_client;    /* drain_hub_set_tls(); not ours */
 	struct drain_atrn_reg *atrn;   /* ATRN sessions in progress */
@@ -164,6 +167,7 @@ struct drain_hub *drain_hub_new(const struct config *cfg,
 	atomic_init(&h->unresolved, 0);
 	h->n = nthreads;
 	pthread_mutex_init(&h->mu, NULL);
+	htab_init(&h->act_ix);
 	h->ccf.helo_name = cfg->hostname;
 	h->ccf.reply_line_max = DRAIN_REPLY_LINE_MAX;
 	h->ccf.max_reply_lines = DRAIN_REPLY_LINES_MAX;
@@ -191,6 +195,7 @@ struct drain_hub *drain_hub_free(struct drain_hub *h)
 	pthread_mutex_destroy(&h->mu);
 	drain_atrn_reg_free(h->atrn);
 	addrlimit_free(h->etrn_limit);
+	htab_fini(&h->act_ix);
 	free(h->act);
 	free(h->drains);
 	free(h);
@@ -202,24 +207,41 @@ static uint32_t active_hash(const char *dom, size_t len)
 	return hash_fnv32_lower(HASH_FNV32_INIT, dom, len);
 }
 
-/* hv is active_hash(dom, len), computed once per scan of the list. */
-static int active_is(const struct drain_active *a, uint32_t hv, const char *dom, size_t len)
+/* A domain looked up in the active list (htab_find()'s key). */
+struct active_key {
+	const char *dom;
+	size_t len;
+};
+
+static int active_eq(const void *ctx, uint32_t el, const void *key)
 {
-	return a->hash == hv && a->len == len && ascii_eq_n(a->dom, dom, len);
+	const struct drain_active *a = &((const struct drain_hub *)ctx)->act[el];
+	const struct active_key *k = key;
+
+	return a->len == k->len && ascii_eq_n(a->dom, k->dom, k->len);
+}
+
+/* dom's entry in the active list, or HTAB_NONE; hv is active_hash(dom,
+ * len). Under the hub's lock. */
+static uint32_t active_find(const struct drain_hub *h, uint32_t hv, const char *dom, size_t len)
+{
+	struct active_key k = { dom, len };
+
+	return htab_find(&h->act_ix, hv, active_eq, h, &k);
 }
 
 /* Mark dom active for every thread; 0 if it already was (join: 252). */
 static int hub_begin(struct drain_hub *h, const char *dom, size_t len, int again)
 {
 	uint32_t hv = active_hash(dom, len);
+	uint32_t i;
 	int fresh = 0;
 
 	pthread_mutex_lock(&h->mu);
-	for (size_t i = 0; i < h->nact; i++)
-		if (active_is(&h->act[i], hv, dom, len)) {
-			h->act[i].again |= again;
-			goto out;
-		}
+	if ((i = active_find(h, hv, dom, len)) != HTAB_NONE) {
+		h->act[i].again |= again;
+		goto out;
+	}
 	if (h->nact == h->capact) {
 		size_t cap = h->capact ? h->capact * 2 : DRAIN_ACTIVE_MIN;
 		struct drain_active *a = realloc(h->act, cap * sizeof(*a));
@@ -228,6 +250,8 @@ static int hub_begin(struct drain_hub *h, const char *dom, size_t len, int again
 		h->act = a;
 		h->capact = cap;
 	}
+	if (htab_insert(&h->act_ix, hv, (uint32_t)h->nact))
+		goto out; /* as above */
 	memcpy(h->act[h->nact].dom, dom, len);
 	h->act[h->nact].dom[len] = '\0';
 	h->act[h->nact].len = len;
@@ -245,11 +269,10 @@ out:
 static int hub_active(struct drain_hub *h, const char *dom, size_t len)
 {
 	uint32_t hv = active_hash(dom, len);
-	int on = 0;
+	int on;
 
 	pthread_mutex_lock(&h->mu);
-	for (size_t i = 0; i < h->nact && !on; i++)
-		on = active_is(&h->act[i], hv, dom, len);
+	on = active_find(h, hv, dom, len) != HTAB_NONE;
 	pthread_mutex_unlock(&h->mu);
 	return on;
 }
@@ -262,17 +285,20 @@ static void hub_again(struct drain_hub *h, const char *dom, size_t len);
 static int hub_end(struct drain_hub *h, const char *dom, size_t len)
 {
 	uint32_t hv = active_hash(dom, len);
+	uint32_t i, last;
 	int again = 0;
 
 	pthread_mutex_lock(&h->mu);
-	for (size_t i = 0; i < h->nact; i++) {
-		if (!active_is(&h->act[i], hv, dom, len))
-			continue;
-		if (--h->act[i].left == 0) {
-			again = h->act[i].again;
-			h->act[i] = h->act[--h->nact];
+	i = active_find(h, hv, dom, len);
+	if (i != HTAB_NONE && --h->act[i].left == 0) {
+		again = h->act[i].again;
+		/* The last entry moves into i's place. */
+		last = (uint32_t)--h->nact;
+		htab_remove(&h->act_ix, hv, i);
+		if (i != last) {
+			htab_renumber(&h->act_ix, h->act[last].hash, last, i);
+			h->act[i] = h->act[last];
 		}
-		break;
 	}
 	pthread_mutex_unlock(&h->mu);
 	return again;

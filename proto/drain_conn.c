@@ -54,6 +54,8 @@ struct drain_dest {
 	socklen_t dstlen;
 	unsigned conns;                /* drain_conn structs to it alive */
 	struct list jobs;              /* of drain_job.dest_node */
+	struct list fresh;             /* of drain_job.fresh_node: jobs never
+	                                  yet served, oldest first */
 	struct drain_atrn *atrn;       /* an ATRN session's: its one adopted
 	                                  connection, never a fresh one */
 	unsigned pins;                 /* job_idle calls under way: not freed */
@@ -61,18 +63,25 @@ struct drain_dest {
 	struct drain_job idle_job;     /* theirs while IDLE (placeholder) */
 };
 
+/* One message's DONE records in flight, and whose they are: the
+ * connection may have gone on to another job since (fresh first), the
+ * job stays until they are durable (its dones_pending). */
+struct drain_durable_msg {
+	unsigned dones;
+	struct drain_job *job;
+};
+
 /* The DONE records of a connection's delivered messages while they are
  * written: at most env->done_window messages' worth (the next dot waits
- * below that), all of one job (a switch waits for them). The spool makes
+ * below that), of any of the jobs the connection served. The spool makes
  * records durable in the order they were queued, so per_msg is a ring of
- * the DONE counts of those messages, oldest at head. */
+ * those messages, oldest at head. */
 struct drain_durable {
 	struct drain_conn *dc;
-	struct drain_job *job;         /* whose DONEs they are */
 	unsigned pending;              /* DONE records in flight */
 	unsigned msgs, head;           /* messages in flight, the oldest's slot */
 	unsigned cur;                  /* DONEs of the message being decided */
-	unsigned *per_msg;             /* [env->done_window], from dc_open */
+	struct drain_durable_msg *per_msg; /* [env->done_window], from dc_open */
 };
 
 struct drain_conn {
@@ -265,6 +274,32 @@ static int job_wants(const struct drain_job *j)
 	       j->conns < j->env->job_conns && j->conns < untried;
 }
 
+/* j waits for its first connection: on its destination's fresh list (an
+ * ATRN session's jobs and the stand-in of IDLE connections never are). */
+static void job_fresh_add(struct drain_job *j)
+{
+	if (!j->fresh && !j->placeholder && !j->dest->atrn) {
+		list_append(&j->dest->fresh, &j->fresh_node);
+		j->fresh = 1;
+	}
+}
+
+/* j has a connection now (or ends): off the fresh list. */
+static void job_fresh_del(struct drain_job *j)
+{
+	if (j->fresh) {
+		list_unlink(&j->dest->fresh, &j->fresh_node);
+		j->fresh = 0;
+	}
+}
+
+/* A connection (or a slot for one) goes to j: j->conns and the fresh list. */
+static void job_got_conn(struct drain_job *j)
+{
+	j->conns++;
+	job_fresh_del(j);
+}
+
 /* The host of a relay "host[addr]:port": the name a certificate is checked
  * against (and sent as SNI), and the DSN's Remote-MTA. */
 static void relay_host(const char *relay, char *host, size_t n)
@@ -327,6 +362,7 @@ static void job_check_idle(struct drain_job *j)
 
 	if (j->placeholder || j->conns || j->dones_pending || job_wants(j))
 		return;
+	job_fresh_del(j);
 	list_unlink(&ds->jobs, &j->dest_node);
 	/* job_idle may start the next job at once (an outbound job's end
 	 * tells its scheduler), to ds too, which may fail and put ds: it
@@ -343,6 +379,22 @@ static void dest_kick(struct drain_conn_env *env, struct drain_dest *ds)
 {
 	struct list_node *n, *next;
 
+	/* Fresh first: one connection each for the jobs that have none yet,
+	 * before older jobs get more (dc_open() takes j off the list). */
+	for (n = ds->fresh.head; n && !ds->atrn && ds->conns < env->dest_limit; n = next) {
+		struct drain_job *j = LIST_ENTRY(n, struct drain_job, fresh_node);
+		int rc;
+
+		next = n->next;
+		if (!job_wants(j))
+			continue;
+		rc = dc_open(j);
+		if (rc) {
+			log_warn("drain %.*s: cannot open a connection to %s: %s", (int)j->len,
+				 j->dom, j->relay, strerror(-rc));
+			j->gave_up = 1;
+		}
+	}
 	LIST_FOREACH(n, &ds->jobs) {
 		struct drain_job *j = LIST_ENTRY(n, struct drain_job, dest_node);
 
@@ -437,15 +489,21 @@ static void done_durable(void *arg, int err)
 {
 	struct drain_durable *du = arg;
 	struct drain_conn *dc = du->dc;
-	struct drain_job *j = du->job;
+	struct drain_durable_msg *m = &du->per_msg[du->head];
+	struct drain_job *j = m->job;
 
 	(void)err;
 	j->dones_pending--;
 	du->pending--;
-	if (--du->per_msg[du->head] == 0) {
+	if (--m->dones == 0) {
+		m->job = NULL;
 		du->head = (du->head + 1) % j->env->done_window;
 		du->msgs--;
 	}
+	/* A job dc has left ends once its last DONE is durable. Its end may
+	 * start other jobs, never take dc (not IDLE: it waits for no DONE). */
+	if (j != dc->job && !j->dones_pending)
+		job_check_idle(j);
 	if (dc->state == DRAIN_CONN_WAIT_DURABLE && du->msgs < j->env->done_window)
 		dc_finish_body(dc);
 	else if (du->pending)
@@ -590,12 +648,31 @@ static int dc_meets(const struct drain_conn *dc, const struct drain_job *j)
 	return 1;
 }
 
-/* Another job for dc's destination that wants a connection and whose TLS
- * policy the session meets, or NULL. */
-static struct drain_job *dest_next_job(const struct drain_conn *dc)
+/* The oldest job of dc's destination still waiting for its first
+ * connection whose TLS policy the session meets, or NULL. O(1) unless
+ * the session meets none of the first ones' policies. */
+static struct drain_job *dest_fresh_job(const struct drain_conn *dc)
 {
 	struct list_node *n;
 
+	LIST_FOREACH(n, &dc->dest->fresh) {
+		struct drain_job *j = LIST_ENTRY(n, struct drain_job, fresh_node);
+
+		if (j != dc->job && job_wants(j) && dc_meets(dc, j))
+			return j;
+	}
+	return NULL;
+}
+
+/* Another job for dc's destination that wants a connection and whose TLS
+ * policy the session meets, or NULL: a fresh one first. */
+static struct drain_job *dest_next_job(const struct drain_conn *dc)
+{
+	struct drain_job *fresh = dest_fresh_job(dc);
+	struct list_node *n;
+
+	if (fresh)
+		return fresh;
 	LIST_FOREACH(n, &dc->dest->jobs) {
 		struct drain_job *j = LIST_ENTRY(n, struct drain_job, dest_node);
 
@@ -613,7 +690,7 @@ static void dc_switch(struct drain_conn *dc, struct drain_job *nj)
 	log_info("drain %.*s (shard %u) to %s: connection goes on with %.*s",
 		 (int)old->len, old->dom, old->env->index, old->relay, (int)nj->len, nj->dom);
 	old->conns--;
-	nj->conns++;
+	job_got_conn(nj);
 	dc->job = nj;
 	job_check_idle(old); /* the destination keeps dc: it stays */
 }
@@ -702,6 +779,7 @@ static int dest_idle_take(struct drain_dest *ds, struct drain_job *j)
 		j->conns++;
 		dc->job = j;
 		if (dc_take(dc)) {
+			job_fresh_del(j);
 			dc_arm(dc);
 			return 1;
 		}
@@ -733,17 +811,19 @@ static void dc_next(struct drain_conn *dc)
 		dc_quit(dc, "non-mail command budget spent; a fresh connection goes on");
 		return;
 	}
+	/* Fresh first: once its job's first message has gone out, dc serves
+	 * a job still waiting for its first one before going on; the rest of
+	 * its job waits for the next connection that runs out of work
+	 * (dest_next_job()). The DONE ring keeps each message's job, so
+	 * the switch waits for no DONE. */
+	if (dc->job->next_msg > 0 && (nj = dest_fresh_job(dc)))
+		dc_switch(dc, nj);
 	for (;;) {
 		if (dc_take(dc))
 			return;
 		nj = dest_next_job(dc);
 		if (!nj)
 			break;
-		if (dc->dur.pending) {
-			/* The ring holds one job's DONEs: switch once they are in. */
-			drain_conn_enter(dc, DRAIN_CONN_WAIT_SWITCH, "DONEs in flight");
-			return;
-		}
 		dc_switch(dc, nj);
 	}
 	if (dc->atrn && !dc->atrn_last) {
@@ -985,8 +1065,6 @@ static void dc_verdict(struct drain_conn *dc, uint32_t i, struct drain_bounces *
 		/* The DONE is encoded now; it goes out with the next group
 		 * commit. A crash before that resends this message once. The
 		 * job waits for it, so its end means its mail is recorded. */
-		if (dc->dur.pending && dc->dur.job != j)
-			panic("drain %.*s: DONEs of another job in flight", (int)j->len, j->dom);
 		rc = spool_append_done(j->env->sh, dc->msgid, dc->rcpt[i], SPOOL_DONE_DELIVERED,
 				       done_durable, &dc->dur);
 		if (rc) {
@@ -995,7 +1073,6 @@ static void dc_verdict(struct drain_conn *dc, uint32_t i, struct drain_bounces *
 				log_printable(to, sizeof(to), dc->raddr[i], dc->rlen[i]), strerror(-rc));
 		} else {
 			j->dones_pending++;
-			dc->dur.job = j;
 			dc->dur.pending++;
 			dc->dur.cur++;
 		}
@@ -1100,7 +1177,11 @@ static void msg_done(struct drain_conn *dc)
 		drain_atrn_delivered(j->atrn); /* etrnctl status's progress */
 	if (dc->dur.cur) {
 		/* The dot waits below done_window, so there is a slot. */
-		dc->dur.per_msg[(dc->dur.head + dc->dur.msgs) % j->env->done_window] = dc->dur.cur;
+		struct drain_durable_msg *m =
+			&dc->dur.per_msg[(dc->dur.head + dc->dur.msgs) % j->env->done_window];
+
+		m->dones = dc->dur.cur;
+		m->job = j;
 		dc->dur.msgs++;
 		dc->dur.cur = 0;
 	}
@@ -1618,7 +1699,7 @@ static int dc_open(struct drain_job *j)
 		free(dc);
 		return rc;
 	}
-	j->conns++;
+	job_got_conn(j);
 	j->dest->conns++;
 	env->conns++;
 	return 0;
@@ -1654,6 +1735,8 @@ int drain_conn_job_start(struct drain_job *j)
 		dest_put(env, ds);
 		return rc ? rc : -ENOENT;
 	}
+	if (j->conns == 0)
+		job_fresh_add(j);
 	if (rc)
 		log_warn("drain %.*s: cannot open more connections to %s: %s", (int)j->len,
 			 j->dom, j->relay, strerror(-rc));

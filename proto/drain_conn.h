@@ -11,7 +11,12 @@
  * serves one job at a time: when its job has nothing left to try it takes
  * the next job for the same destination that wants a connection (domains
  * share connections). Each thread keeps at most env->dest_limit connections
- * per destination; a job that finds them all busy waits for one. An
+ * per destination; a job that finds them all busy waits for one, and is
+ * served first: a connection that has just finished a message of a job
+ * whose first message went out already takes the oldest job still waiting
+ * for its first (fresh first), so a burst of ETRNs for many domains that
+ * share a destination gives each its first message within one message
+ * time per connection, not after the earlier domains' whole queues. An
  * outbound job's connection with nothing left and no job waiting lingers
  * IDLE for env->linger_ms (Postfix's connection cache): the next job to
  * the destination takes it without a new connect, greeting or EHLO. A
@@ -73,8 +78,12 @@
  *              record is unusable or the client decided it locally
  *   SENDING    --EV_SEND_BODY, done_window messages' DONEs in flight-->
  *              WAIT_DURABLE --the oldest durable--> SENDING (dot sent)
- *   (next)     --job done, DONEs in flight, another job waits--> WAIT_SWITCH
- *              --all durable--> (next) with that job
+ *   (next)     --another job waits (a fresh one, or any when dc's job is
+ *              done)--> (next) with that job at once: each DONE in flight
+ *              remembers its job, which ends once they are durable
+ *   (next)     --nothing left, DONEs in flight, the connection will linger
+ *              or hand the ATRN session on--> WAIT_SWITCH --all durable-->
+ *              (next)
  *   (next)     --an outbound job done, none waits, its DONEs durable-->
  *              IDLE --a new job for the destination--> READING or
  *              WAIT_SLOT with it; IDLE --env->linger_ms--> QUITTING
@@ -108,8 +117,9 @@ enum drain_conn_state {
 	DRAIN_CONN_WAIT_DURABLE,   /* body queued; its dot waits until fewer
 	                              than done_window delivered messages of
 	                              this connection have DONEs in flight */
-	DRAIN_CONN_WAIT_SWITCH,    /* idle, its job done; moves to another job
-	                              once its DONEs are durable */
+	DRAIN_CONN_WAIT_SWITCH,    /* idle, nothing left; lingers or hands
+	                              the ATRN session on once its DONEs are
+	                              durable */
 	DRAIN_CONN_COMMITTING,     /* its bounce (DSN + DONEs) being written */
 	DRAIN_CONN_IDLE,           /* an outbound job's connection with no job:
 	                              kept env->linger_ms for the next job to
@@ -193,6 +203,12 @@ struct drain_job {
 	unsigned addr;
 	struct drain_dest *dest;       /* set by drain_conn_job_start() */
 	struct list_node dest_node;    /* dest's jobs, until the job ends */
+	/* Fresh first (issue 17): while it has never had a connection the
+	 * job waits on its destination's fresh list, and the next connection
+	 * that finishes a message of a job already under way comes to it
+	 * before going on (Postfix's qmgr gives each destination a turn). */
+	struct list_node fresh_node;
+	int fresh;                     /* on dest's fresh list */
 	unsigned failures;             /* connections that ended early */
 	int gave_up;                   /* over env->reconnects: open no more */
 	enum domtab_tls tls;           /* the domain's policy */

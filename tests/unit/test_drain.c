@@ -1385,6 +1385,35 @@ static struct domtab *t_table_many(unsigned port)
 	return t;
 }
 
+/* T_DOMAINS drains of per messages each to s (started holding its
+ * greetings) with T_DEST_LIMIT connections, every drain started before
+ * the server greets, run until idle; f and s stopped, f not yet freed. */
+static void t_many_run(struct engine_fixture *f, struct t_server *s, unsigned per)
+{
+	char reply[256], node[16], rcpt[32];
+
+	cr_assert_eq(engine_fixture_init(f, t_table_many(s->port)), 0);
+	f->cfg.drain_destination_concurrency = T_DEST_LIMIT;
+	f->cfg.drain_connections = 4;
+	cr_assert_eq(engine_fixture_start(f), 0, "%s", f->err);
+	for (unsigned d = 0; d < T_DOMAINS; d++) {
+		const char *r[] = { rcpt };
+
+		snprintf(rcpt, sizeof(rcpt), "u@d%u.test", d);
+		for (unsigned m = 0; m < per; m++)
+			cr_assert(engine_fixture_append(f, T_SENDER1, r, 1, T_BODY2));
+	}
+	for (unsigned d = 0; d < T_DOMAINS; d++) {
+		snprintf(node, sizeof(node), "d%u.test", d);
+		cr_assert_eq(engine_fixture_etrn(f, NULL, node, reply, sizeof(reply)), 0);
+		cr_expect(!strncmp(reply, "253 ", 4), "%s: %s", node, reply);
+	}
+	atomic_store(&s->hold, 0);
+	cr_assert_eq(engine_fixture_drain_idle(f, ENGINE_FIXTURE_WAIT_MS), 0);
+	engine_fixture_stop(f);
+	t_server_stop(s);
+}
+
 /* Issue 10 item 11: six drains to one host:port with a limit of 2 never
  * hold more than 2 connections at once (the server counts), and the two
  * connections take every domain's mail in turn. */
@@ -1395,30 +1424,9 @@ Test(drain, destination_limit_shared_connections, .timeout = T_TIMEOUT_S)
 	struct t_server s;
 	struct spool_index *idx;
 	struct spool_index_totals tot;
-	char reply[256], node[16], rcpt[32];
 
 	t_server_start(&s, &threaded, 0, 1);
-	cr_assert_eq(engine_fixture_init(&f, t_table_many(s.port)), 0);
-	f.cfg.drain_destination_concurrency = T_DEST_LIMIT;
-	f.cfg.drain_connections = 4;
-	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
-	for (unsigned d = 0; d < T_DOMAINS; d++) {
-		const char *r[] = { rcpt };
-
-		snprintf(rcpt, sizeof(rcpt), "u@d%u.test", d);
-		for (unsigned m = 0; m < T_PER_DOMAIN; m++)
-			cr_assert(engine_fixture_append(&f, T_SENDER1, r, 1, T_BODY2));
-	}
-	/* Every drain starts while the server holds its greetings. */
-	for (unsigned d = 0; d < T_DOMAINS; d++) {
-		snprintf(node, sizeof(node), "d%u.test", d);
-		cr_assert_eq(engine_fixture_etrn(&f, NULL, node, reply, sizeof(reply)), 0);
-		cr_expect(!strncmp(reply, "253 ", 4), "%s: %s", node, reply);
-	}
-	atomic_store(&s.hold, 0);
-	cr_assert_eq(engine_fixture_drain_idle(&f, ENGINE_FIXTURE_WAIT_MS), 0);
-	engine_fixture_stop(&f);
-	t_server_stop(&s);
+	t_many_run(&f, &s, T_PER_DOMAIN);
 	cr_expect_leq(atomic_load(&s.max_active), T_DEST_LIMIT, "%u at once",
 		      atomic_load(&s.max_active));
 	cr_expect_eq(atomic_load(&s.conns), T_DEST_LIMIT, "%u connections",
@@ -1428,6 +1436,57 @@ Test(drain, destination_limit_shared_connections, .timeout = T_TIMEOUT_S)
 	cr_assert_not_null(idx, "reopen: %s", f.err);
 	spool_index_totals(idx, &tot);
 	cr_expect_eq(tot.delivered, T_DOMAINS * T_PER_DOMAIN);
+	engine_fixture_fini(&f);
+}
+
+/* Issue 17 point 6, fresh first: T_DOMAINS drains to one host:port with
+ * T_DEST_LIMIT connections, started together while the server holds its
+ * greetings: every domain's first message reaches the server before any
+ * domain's last one (the server's own transcript, in arrival order). Before
+ * fresh first, the first domain's connections carried all of its mail before
+ * the later domains got any. */
+#define T_FRESH_PER_DOMAIN 4
+
+/* Where in the transcript log the RCPT for domain d comes the k-th time
+ * (k from 1); -1 when it does not. */
+static long t_rcpt_at(const char *log, unsigned d, unsigned k)
+{
+	char want[48];
+	const char *p = log;
+
+	snprintf(want, sizeof(want), "RCPT TO:<u@d%u.test>\r\n", d);
+	while ((p = strstr(p, want))) {
+		if (--k == 0)
+			return p - log;
+		p += strlen(want);
+	}
+	return -1;
+}
+
+Test(drain, fresh_first_every_domain_before_any_finishes, .timeout = T_TIMEOUT_S)
+{
+	static const struct t_script threaded = { .threaded = 1 };
+	struct engine_fixture f;
+	struct t_server s;
+	long last_first = -1, first_last = LONG_MAX;
+
+	t_server_start(&s, &threaded, 0, 1);
+	t_many_run(&f, &s, T_FRESH_PER_DOMAIN);
+	cr_assert(!s.overflow, "transcript longer than T_LOG_MAX");
+	cr_expect_eq(s.dots, T_DOMAINS * T_FRESH_PER_DOMAIN, "%u messages arrived", s.dots);
+	for (unsigned d = 0; d < T_DOMAINS; d++) {
+		long first = t_rcpt_at(s.log, d, 1);
+		long last = t_rcpt_at(s.log, d, T_FRESH_PER_DOMAIN);
+
+		cr_assert(first >= 0 && last >= 0, "d%u.test: not all of its mail arrived", d);
+		cr_expect_eq(t_rcpt_at(s.log, d, T_FRESH_PER_DOMAIN + 1), -1, "d%u.test twice", d);
+		if (first > last_first)
+			last_first = first;
+		if (last < first_last)
+			first_last = last;
+	}
+	cr_expect_lt(last_first, first_last,
+		     "a domain's last message came before another's first:\n%s", s.log);
 	engine_fixture_fini(&f);
 }
 
