@@ -50,11 +50,15 @@
 #define IX_NODE_MAX ((1u << IX_RCPT_SHIFT) - 1)
 #define IX_NONE UINT32_MAX
 
-/* struct ix_rec flags; NOTE kinds are bits from IX_F_NOTE_SHIFT. */
-#define IX_F_LIVE 1u       /* indexed; else a hole (off still valid) */
-#define IX_F_EXT 2u        /* u.ext, else u.one */
-#define IX_F_BUSY 4u       /* u.one's entry is in flight */
-#define IX_F_NOTE_SHIFT 8
+/* Widths of struct ix_rec's packed fields. segment_size is at most 1 GiB
+ * (core/config.c) and a record fits its segment, so offsets and lengths
+ * fit 30 bits; larger ones are refused (-EINVAL). */
+#define IX_OFF_MAX ((1u << 31) - 1)
+#define IX_LEN_MAX ((1u << 31) - 1)
+#define IX_BODY_MAX ((1u << 30) - 1)
+/* One NOTE kind, one bit (struct ix_rec.noted). */
+_Static_assert(SPOOL_NOTE_KIND_MAX == SPOOL_NOTE_DELAY_WARNED,
+	       "struct ix_rec keeps one bit per NOTE kind");
 
 /* One (message, domain) of a struct ix_ext: an element of that domain's
  * queue. */
@@ -84,17 +88,20 @@ struct ix_ext {
 	struct ix_node nodes[];
 };
 
-/* A message: 40 bytes. Inline (no IX_F_EXT): one recipient, pending, its
- * domain's queue slot in u.one, next attempt 0 (setting one, or finding a
- * stale copy, moves it to an ix_ext). Offsets fit 32 bits: segment_size is
- * at most 1 GiB (core/config.c). */
-struct ix_rec {
+/* A message: 36 bytes, 4-aligned (packed: an array of them has no
+ * padding; no member's address is ever taken). Inline (ext 0): one
+ * recipient, pending, its domain's queue slot in u.one, next attempt 0
+ * (setting one, or finding a stale copy, moves it to an ix_ext). */
+struct __attribute__((packed, aligned(4))) ix_rec {
 	uint64_t msgid;
 	uint64_t time_us;
-	uint32_t off;
-	uint32_t rec_len;
-	uint32_t body_len;
-	uint32_t flags;
+	uint32_t off : 31;
+	uint32_t live : 1;       /* indexed; else a hole (off still valid) */
+	uint32_t rec_len : 31;
+	uint32_t ext : 1;        /* u.ext, else u.one */
+	uint32_t body_len : 30;
+	uint32_t busy : 1;       /* u.one's entry is in flight */
+	uint32_t noted : 1;      /* NOTE(SPOOL_NOTE_DELAY_WARNED) applied */
 	union {
 		struct {
 			uint32_t dom;
@@ -103,6 +110,7 @@ struct ix_rec {
 		struct ix_ext *ext;
 	} u;
 };
+_Static_assert(sizeof(struct ix_rec) == 36, "struct ix_rec is 36 bytes");
 
 struct ix_chunk {
 	uint32_t seg;            /* the segment whose records these are */
@@ -267,12 +275,12 @@ static uint32_t rec_seg(const struct spool_index *idx, uint32_t h)
 
 static uint32_t rec_npending(const struct ix_rec *r)
 {
-	return r->flags & IX_F_EXT ? r->u.ext->pending : 1;
+	return r->ext ? r->u.ext->pending : 1;
 }
 
 static uint32_t rec_nrcpt(const struct ix_rec *r)
 {
-	return r->flags & IX_F_EXT ? r->u.ext->nrcpt : 1;
+	return r->ext ? r->u.ext->nrcpt : 1;
 }
 
 
@@ -478,17 +486,18 @@ static void dom_drop(struct spool_index *idx, uint32_t di)
 
 /* ---- queue arrays ------------------------------------------------------- */
 
-/* The queue slot field of record r's entry in domain di (r is queued
- * there). */
-static uint32_t *rec_qpos(struct ix_rec *r, uint32_t di)
+/* Record r's entry in domain di (r is queued there) is at slot pos. */
+static void rec_set_qpos(struct ix_rec *r, uint32_t di, uint32_t pos)
 {
-	if (!(r->flags & IX_F_EXT))
-		return &r->u.one.qpos;
+	if (!r->ext) {
+		r->u.one.qpos = pos;
+		return;
+	}
 	struct ix_node *n = ext_node(r->u.ext, di);
 	if (n == NULL)
 		panic("message %llx queued in domain %u without a node",
 				(unsigned long long)r->msgid, di);
-	return &n->qpos;
+	n->qpos = pos;
 }
 
 /* Move the queue's entries to the front of its array, holes dropped,
@@ -502,7 +511,7 @@ static void queue_squeeze(struct spool_index *idx, struct spool_index_queue *q)
 		uint32_t h = q->slots[i];
 		if (h == IX_NONE)
 			continue;
-		*rec_qpos(rec_at(idx, h), di) = w;
+		rec_set_qpos(rec_at(idx, h), di, w);
 		q->slots[w++] = h;
 	}
 	q->head = 0;
@@ -830,7 +839,7 @@ static void rec_hole(struct spool_index *idx, uint32_t h)
 {
 	struct ix_chunk *ch = idx->chunks[h >> IX_CHUNK_SHIFT];
 
-	ch->recs[h & IX_CHUNK_MASK].flags = 0;
+	ch->recs[h & IX_CHUNK_MASK].live = 0;
 	if (--ch->live == 0 && ch->used == IX_CHUNK)
 		chunk_free(idx, h >> IX_CHUNK_SHIFT);
 }
@@ -839,7 +848,7 @@ static void rec_free(struct spool_index *idx, uint32_t h)
 {
 	struct ix_rec *r = rec_at(idx, h);
 
-	if (r->flags & IX_F_EXT)
+	if (r->ext)
 		ix_release(idx, r->u.ext, ext_size(r->u.ext->ndom, r->u.ext->nrcpt));
 	rec_hole(idx, h);
 }
@@ -865,7 +874,7 @@ static uint64_t seg_nrecs(const struct spool_index *idx, const struct ix_seg *s)
  * stale copy). Returns 0 or -ENOMEM (unchanged). */
 static int rec_promote(struct spool_index *idx, struct ix_rec *r)
 {
-	if (r->flags & IX_F_EXT)
+	if (r->ext)
 		return 0;
 	struct ix_ext *x = ix_alloc(idx, ext_size(1, 1));
 	if (x == NULL)
@@ -878,12 +887,13 @@ static int rec_promote(struct spool_index *idx, struct ix_rec *r)
 	x->nodes[0].qpos = r->u.one.qpos;
 	x->nodes[0].start = 0;
 	x->nodes[0].pending = 1;
-	x->nodes[0].busy = (r->flags & IX_F_BUSY) != 0;
+	x->nodes[0].busy = r->busy;
 	x->nodes[0].next_us = 0;
 	ext_rcpt_node(x)[0] = 0;
 	ext_order(x)[0] = 0;
 	r->u.ext = x;
-	r->flags = (r->flags | IX_F_EXT) & ~IX_F_BUSY;
+	r->ext = 1;
+	r->busy = 0;
 	return 0;
 }
 
@@ -905,7 +915,7 @@ static int dup_copy(struct spool_index *idx, uint32_t h, struct ix_seg *seg)
 	int ret;
 
 	if (seg->id == rec_seg(idx, h) ||
-	    (r->flags & IX_F_EXT && seg->id == r->u.ext->stale))
+	    (r->ext && seg->id == r->u.ext->stale))
 		return 0;
 	ret = rec_promote(idx, r);
 	if (ret < 0)
@@ -1031,7 +1041,7 @@ static void add_msg_link(struct spool_index *idx, struct ix_seg *seg,
 	struct ix_rec *r = rec_at(idx, h);
 	uint32_t nrcpt = rec_nrcpt(r);
 
-	if (r->flags & IX_F_EXT) {
+	if (r->ext) {
 		for (uint32_t k = 0; k < r->u.ext->ndom; k++) {
 			struct ix_node *n = &r->u.ext->nodes[k];
 			struct spool_index_queue *q = &idx->doms[n->dom];
@@ -1074,7 +1084,8 @@ int spool_index_add_msg(struct spool_index *idx,
 	seg->total += m->rec_len;
 	idx->t.total_bytes += m->rec_len;
 	if (m->nrcpt == 0 || m->nrcpt > IX_NODE_MAX ||
-	    m->body_len > UINT32_MAX || m->off > UINT32_MAX)
+	    m->body_len > IX_BODY_MAX || m->off > IX_OFF_MAX ||
+	    m->rec_len > IX_LEN_MAX)
 		return -EINVAL;
 	dup = mtab_find(idx, m->msgid);
 	if (dup != NULL) {
@@ -1106,10 +1117,13 @@ int spool_index_add_msg(struct spool_index *idx,
 	struct ix_rec *r = rec_at(idx, h);
 	r->msgid = m->msgid;
 	r->time_us = m->time_us;
-	r->off = (uint32_t)m->off;
-	r->rec_len = m->rec_len;
-	r->body_len = (uint32_t)m->body_len;
-	r->flags = IX_F_LIVE | (x != NULL ? IX_F_EXT : 0);
+	r->off = (uint32_t)m->off & IX_OFF_MAX;
+	r->rec_len = m->rec_len & IX_LEN_MAX;
+	r->body_len = (uint32_t)m->body_len & IX_BODY_MAX;
+	r->live = 1;
+	r->ext = x != NULL;
+	r->busy = 0;
+	r->noted = 0;
 	if (x != NULL) {
 		r->u.ext = x;
 	} else {
@@ -1136,7 +1150,7 @@ static void msg_finish(struct spool_index *idx, uint32_t *slot,
 	uint32_t h = *slot;
 	struct ix_rec *r = rec_at(idx, h);
 
-	if (r->flags & IX_F_EXT && r->u.ext->stale != IX_NONE) {
+	if (r->ext && r->u.ext->stale != IX_NONE) {
 		/* Finished before compaction copied it again: the stale copy
 		 * must go before this segment does, or a start without this
 		 * copy would find the stale one first (see dup_copy). Never
@@ -1201,7 +1215,7 @@ int spool_index_done(struct spool_index *idx, uint64_t msgid,
 	struct ix_rec *r = rec_at(idx, *slot);
 	if (rcpt_index >= rec_nrcpt(r))
 		return -EINVAL;
-	struct ix_ext *x = r->flags & IX_F_EXT ? r->u.ext : NULL;
+	struct ix_ext *x = r->ext ? r->u.ext : NULL;
 	if (x != NULL && ext_rcpt_node(x)[rcpt_index] & IX_RCPT_DONE)
 		return -EALREADY;
 
@@ -1268,8 +1282,7 @@ int spool_index_note(struct spool_index *idx, uint64_t msgid,
 	if (slot == NULL)
 		return -ENOENT;
 	struct ix_rec *r = rec_at(idx, *slot);
-	uint32_t bit = 1u << (kind + IX_F_NOTE_SHIFT);
-	if (r->flags & bit)
+	if (r->noted)
 		return -EALREADY;
 	struct ix_seg *mseg = seg_get(idx, rec_seg(idx, *slot));
 	if (mseg == NULL)
@@ -1282,7 +1295,7 @@ int spool_index_note(struct spool_index *idx, uint64_t msgid,
 		if (ret < 0)
 			return ret;
 	}
-	r->flags |= bit;
+	r->noted = 1;
 	return 0;
 }
 
@@ -1295,7 +1308,7 @@ int spool_index_msg_noted(const struct spool_index *idx, uint64_t msgid,
 		return -ENOENT;
 	if (kind < SPOOL_NOTE_DELAY_WARNED || kind > SPOOL_NOTE_KIND_MAX)
 		return 0;
-	return (rec_at(idx, *slot)->flags >> (kind + IX_F_NOTE_SHIFT)) & 1u;
+	return rec_at(idx, *slot)->noted;
 }
 
 static void entry_fill(const struct spool_index *idx, uint32_t h,
@@ -1311,7 +1324,7 @@ static void entry_fill(const struct spool_index *idx, uint32_t h,
 	e->body_len = r->body_len;
 	e->nrcpt = rec_nrcpt(r);
 	e->npending = rec_npending(r);
-	e->delay_warned = (r->flags >> (SPOOL_NOTE_DELAY_WARNED + IX_F_NOTE_SHIFT)) & 1u;
+	e->delay_warned = r->noted;
 	e->next_us = 0;
 	e->busy = 0;
 	e->rcpts = NULL;
@@ -1324,7 +1337,7 @@ static void node_fill(const struct spool_index *idx, uint32_t h, uint32_t di,
 	struct ix_rec *r = rec_at(idx, h);
 
 	entry_fill(idx, h, e);
-	if (r->flags & IX_F_EXT) {
+	if (r->ext) {
 		const struct ix_node *n = ext_node(r->u.ext, di);
 		if (n == NULL)
 			panic("message %llx queued in domain %u without a node",
@@ -1335,7 +1348,7 @@ static void node_fill(const struct spool_index *idx, uint32_t h, uint32_t di,
 		e->rcpts = ext_order(r->u.ext) + n->start;
 	} else {
 		e->npending = 1;
-		e->busy = (r->flags & IX_F_BUSY) != 0;
+		e->busy = r->busy;
 		e->rcpts = &ix_rcpt0;
 	}
 }
@@ -1360,7 +1373,7 @@ int spool_index_msg_pending(const struct spool_index *idx, uint64_t msgid,
 	if (slot == NULL)
 		return -ENOENT;
 	struct ix_rec *r = rec_at(idx, *slot);
-	if (!(r->flags & IX_F_EXT)) {
+	if (!(r->ext)) {
 		if (max > 0)
 			out[n++] = 0;
 		return (int)n;
@@ -1381,7 +1394,7 @@ int spool_index_msg_done(const struct spool_index *idx, uint64_t msgid,
 	if (slot == NULL)
 		return -ENOENT;
 	struct ix_rec *r = rec_at(idx, *slot);
-	if (!(r->flags & IX_F_EXT))
+	if (!(r->ext))
 		return 0; /* its one recipient is pending */
 	const uint32_t *rn = ext_rcpt_node(r->u.ext);
 	for (uint32_t i = 0; i < r->u.ext->nrcpt && n < max; i++) {
@@ -1399,7 +1412,7 @@ static void msg_rehandle(struct spool_index *idx, uint32_t *slot, uint32_t nh)
 	struct ix_rec *r = rec_at(idx, nh);
 
 	*slot = nh;
-	if (!(r->flags & IX_F_EXT)) {
+	if (!(r->ext)) {
 		idx->doms[r->u.one.dom].slots[r->u.one.qpos] = nh;
 		return;
 	}
@@ -1419,7 +1432,7 @@ int spool_index_msg_move(struct spool_index *idx, uint64_t msgid,
 	uint32_t *slot, nh;
 	int ret;
 
-	if (to == NULL || to_off > UINT32_MAX)
+	if (to == NULL || to_off > IX_OFF_MAX)
 		return -EINVAL;
 	slot = mtab_find(idx, msgid);
 	if (slot == NULL)
@@ -1447,7 +1460,7 @@ int spool_index_msg_move(struct spool_index *idx, uint64_t msgid,
 	ret = seg_pin(idx, from, to);
 	if (ret < 0)
 		return ret;
-	if (r->flags & IX_F_EXT && r->u.ext->stale != IX_NONE) {
+	if (r->ext && r->u.ext->stale != IX_NONE) {
 		stale = seg_get(idx, r->u.ext->stale);
 		if (stale != NULL && stale != to) {
 			ret = seg_pin(idx, stale, to);
@@ -1459,7 +1472,7 @@ int spool_index_msg_move(struct spool_index *idx, uint64_t msgid,
 	}
 	nr = rec_at(idx, nh);
 	*nr = *r;
-	nr->off = (uint32_t)to_off;
+	nr->off = (uint32_t)to_off & IX_OFF_MAX;
 	seg_rec_commit(idx, to, nh, nr->off);
 	rec_hole(idx, *slot); /* nr owns the ext now */
 	msg_rehandle(idx, slot, nh);
@@ -1504,7 +1517,7 @@ int spool_index_segment_msg(const struct spool_index *idx, uint32_t seg_id,
 		uint32_t h = seg_rec_handle(s, k);
 		const struct ix_rec *r = rec_at(idx, h);
 
-		if (r->flags & IX_F_LIVE && r->off >= from_off) {
+		if (r->live && r->off >= from_off) {
 			entry_fill(idx, h, e);
 			return 0;
 		}
@@ -1522,7 +1535,7 @@ int spool_index_stale_next(const struct spool_index *idx, size_t *cursor,
 		if (h == IX_NONE)
 			continue;
 		const struct ix_rec *r = rec_at(idx, h);
-		if (r->flags & IX_F_EXT && r->u.ext->stale != IX_NONE) {
+		if (r->ext && r->u.ext->stale != IX_NONE) {
 			entry_fill(idx, h, e);
 			return 1;
 		}
@@ -1541,7 +1554,7 @@ int spool_index_rcpt_domain(const struct spool_index *idx, uint64_t msgid,
 	struct ix_rec *r = rec_at(idx, *slot);
 	if (rcpt_index >= rec_nrcpt(r))
 		return -EINVAL;
-	if (r->flags & IX_F_EXT) {
+	if (r->ext) {
 		uint32_t k = ext_rcpt_node(r->u.ext)[rcpt_index] & ~IX_RCPT_DONE;
 		q = &idx->doms[r->u.ext->nodes[k].dom];
 	} else {
@@ -1642,7 +1655,7 @@ static struct ix_rec *sched_rec(const struct spool_index *idx, uint64_t msgid,
 	if (*di == IX_NONE)
 		return NULL;
 	struct ix_rec *r = rec_at(idx, *slot);
-	if (r->flags & IX_F_EXT) {
+	if (r->ext) {
 		const struct ix_node *n = ext_node(r->u.ext, *di);
 		if (n == NULL || n->pending == 0)
 			return NULL;
@@ -1672,7 +1685,7 @@ int spool_index_set_next(struct spool_index *idx, uint64_t msgid, const char *do
 
 	if (r == NULL)
 		return -ENOENT;
-	if (!(r->flags & IX_F_EXT)) {
+	if (!(r->ext)) {
 		if (next_us == 0)
 			return 0; /* inline entries are due at once */
 		if (rec_promote(idx, r) < 0)
@@ -1690,12 +1703,10 @@ int spool_index_set_busy(struct spool_index *idx, uint64_t msgid, const char *do
 
 	if (r == NULL)
 		return -ENOENT;
-	if (r->flags & IX_F_EXT)
+	if (r->ext)
 		ext_node(r->u.ext, di)->busy = busy != 0;
-	else if (busy)
-		r->flags |= IX_F_BUSY;
 	else
-		r->flags &= ~IX_F_BUSY;
+		r->busy = busy != 0;
 	return 0;
 }
 
@@ -1720,7 +1731,7 @@ int spool_index_msg_sched_next(const struct spool_index *idx, uint64_t msgid,
 	if (slot == NULL)
 		return -ENOENT;
 	const struct ix_rec *r = rec_at(idx, *slot);
-	if (!(r->flags & IX_F_EXT))
+	if (!(r->ext))
 		return 0; /* no next attempt time */
 	while (*cursor < r->u.ext->ndom) {
 		const struct ix_node *n = &r->u.ext->nodes[(*cursor)++];
@@ -1760,7 +1771,7 @@ struct spool_index *spool_index_free(struct spool_index *idx)
 		if (ch == NULL)
 			continue;
 		for (uint32_t i = 0; i < ch->used; i++)
-			if (ch->recs[i].flags & IX_F_LIVE && ch->recs[i].flags & IX_F_EXT)
+			if (ch->recs[i].live && ch->recs[i].ext)
 				free(ch->recs[i].u.ext);
 		free(ch);
 	}
