@@ -61,14 +61,14 @@ _Static_assert(SPOOL_NOTE_KIND_MAX == SPOOL_NOTE_DELAY_WARNED,
 	       "struct ix_rec keeps one bit per NOTE kind");
 
 /* One (message, domain) of a struct ix_ext: an element of that domain's
- * queue. */
+ * queue. 16 bytes; its next attempt time lives in the ext's next[] (only
+ * once some entry of the message has one). */
 struct ix_node {
 	uint32_t dom;      /* index into idx->doms */
 	uint32_t qpos;     /* its slot in the queue's array */
 	uint32_t start;    /* this domain's recipients: order[start, +count) */
 	unsigned pending : 31; /* of which order[start, +pending) are not done */
 	unsigned busy : 1; /* a job has these recipients in flight */
-	uint64_t next_us;  /* the scheduler's next attempt; 0: due at once */
 };
 
 /*
@@ -76,11 +76,14 @@ struct ix_node {
  * finds a domain's node), followed in the same allocation by
  *   uint32_t rcpt_node[nrcpt]  node of each recipient | IX_RCPT_DONE
  *   uint32_t order[nrcpt]      recipient indexes grouped by node
+ *   uint64_t next[ndom]        if has_next: the scheduler's next attempt
+ *                              per node (0: due at once)
  */
 struct ix_ext {
 	uint32_t nrcpt;
 	uint32_t pending;
-	uint32_t ndom;
+	uint32_t ndom : 31;
+	uint32_t has_next : 1;
 	/* A later copy of this record in segment stale (IX_NONE: none) that
 	 * recovery found while this, the first copy, is the one indexed: what a
 	 * compaction cut short by a crash leaves (see spool_index_add_msg). */
@@ -232,10 +235,16 @@ static void *ix_grow(struct spool_index *idx, void *arr, uint32_t *cap,
 	return p;
 }
 
-static size_t ext_size(uint32_t ndom, uint32_t nrcpt)
+static size_t ext_size(uint32_t ndom, uint32_t nrcpt, int has_next)
 {
 	return sizeof(struct ix_ext) + (size_t)ndom * sizeof(struct ix_node) +
-		2 * (size_t)nrcpt * sizeof(uint32_t);
+		2 * (size_t)nrcpt * sizeof(uint32_t) +
+		(has_next ? (size_t)ndom * sizeof(uint64_t) : 0);
+}
+
+static size_t ext_bytes(const struct ix_ext *x)
+{
+	return ext_size(x->ndom, x->nrcpt, x->has_next);
 }
 
 static uint32_t *ext_rcpt_node(struct ix_ext *x)
@@ -246,6 +255,15 @@ static uint32_t *ext_rcpt_node(struct ix_ext *x)
 static uint32_t *ext_order(struct ix_ext *x)
 {
 	return ext_rcpt_node(x) + x->nrcpt;
+}
+
+/* Node n's next attempt time (0 unless set). */
+static uint64_t ext_next_get(struct ix_ext *x, const struct ix_node *n)
+{
+	if (!x->has_next)
+		return 0;
+	const uint64_t *next = (const uint64_t *)(void *)(ext_order(x) + x->nrcpt);
+	return next[n - x->nodes];
 }
 
 /* The node of domain di, or NULL. O(log domains of the message). */
@@ -849,7 +867,7 @@ static void rec_free(struct spool_index *idx, uint32_t h)
 	struct ix_rec *r = rec_at(idx, h);
 
 	if (r->ext)
-		ix_release(idx, r->u.ext, ext_size(r->u.ext->ndom, r->u.ext->nrcpt));
+		ix_release(idx, r->u.ext, ext_bytes(r->u.ext));
 	rec_hole(idx, h);
 }
 
@@ -876,19 +894,19 @@ static int rec_promote(struct spool_index *idx, struct ix_rec *r)
 {
 	if (r->ext)
 		return 0;
-	struct ix_ext *x = ix_alloc(idx, ext_size(1, 1));
+	struct ix_ext *x = ix_alloc(idx, ext_size(1, 1, 0));
 	if (x == NULL)
 		return -ENOMEM;
 	x->nrcpt = 1;
 	x->pending = 1;
 	x->ndom = 1;
+	x->has_next = 0;
 	x->stale = IX_NONE;
 	x->nodes[0].dom = r->u.one.dom;
 	x->nodes[0].qpos = r->u.one.qpos;
 	x->nodes[0].start = 0;
 	x->nodes[0].pending = 1;
 	x->nodes[0].busy = r->busy;
-	x->nodes[0].next_us = 0;
 	ext_rcpt_node(x)[0] = 0;
 	ext_order(x)[0] = 0;
 	r->u.ext = x;
@@ -1015,7 +1033,6 @@ static void add_msg_layout(struct spool_index *idx, struct ix_ext *x)
 		x->nodes[k].dom = dist[k];
 		x->nodes[k].pending = 0;
 		x->nodes[k].busy = 0;
-		x->nodes[k].next_us = 0;
 	}
 	for (uint32_t i = 0; i < x->nrcpt; i++) {
 		uint32_t k = idx->doms[idx->scratch[i]].tmp;
@@ -1105,12 +1122,13 @@ int spool_index_add_msg(struct spool_index *idx,
 	if (h == IX_NONE)
 		goto fail;
 	if (m->nrcpt > 1) {
-		x = ix_alloc(idx, ext_size((uint32_t)ndom, m->nrcpt));
+		x = ix_alloc(idx, ext_size((uint32_t)ndom, m->nrcpt, 0));
 		if (x == NULL)
 			goto fail;
 		x->nrcpt = m->nrcpt;
 		x->pending = m->nrcpt;
-		x->ndom = (uint32_t)ndom;
+		x->ndom = (uint32_t)ndom & IX_NODE_MAX;
+		x->has_next = 0;
 		x->stale = IX_NONE;
 		add_msg_layout(idx, x);
 	}
@@ -1343,7 +1361,7 @@ static void node_fill(const struct spool_index *idx, uint32_t h, uint32_t di,
 			panic("message %llx queued in domain %u without a node",
 					(unsigned long long)r->msgid, di);
 		e->npending = n->pending;
-		e->next_us = n->next_us;
+		e->next_us = ext_next_get(r->u.ext, n);
 		e->busy = n->busy;
 		e->rcpts = ext_order(r->u.ext) + n->start;
 	} else {
@@ -1691,7 +1709,22 @@ int spool_index_set_next(struct spool_index *idx, uint64_t msgid, const char *do
 		if (rec_promote(idx, r) < 0)
 			return -ENOMEM;
 	}
-	ext_node(r->u.ext, di)->next_us = next_us;
+	struct ix_ext *x = r->u.ext;
+	if (!x->has_next) {
+		if (next_us == 0)
+			return 0;
+		/* The first time: room for every node's time. */
+		size_t was = ext_bytes(x);
+		x = realloc(x, ext_size(x->ndom, x->nrcpt, 1));
+		if (x == NULL)
+			return -ENOMEM;
+		idx->t.mem_bytes += ext_size(x->ndom, x->nrcpt, 1) - was;
+		x->has_next = 1;
+		memset(ext_order(x) + x->nrcpt, 0, (size_t)x->ndom * sizeof(uint64_t));
+		r->u.ext = x;
+	}
+	uint64_t *next = (uint64_t *)(void *)(ext_order(x) + x->nrcpt);
+	next[ext_node(x, di) - x->nodes] = next_us;
 	return 0;
 }
 
@@ -1737,11 +1770,13 @@ int spool_index_msg_sched_next(const struct spool_index *idx, uint64_t msgid,
 		const struct ix_node *n = &r->u.ext->nodes[(*cursor)++];
 		const struct spool_index_queue *q = &idx->doms[n->dom];
 
-		if (n->pending == 0 || n->next_us == 0)
+		uint64_t next = ext_next_get(r->u.ext, n);
+
+		if (n->pending == 0 || next == 0)
 			continue;
 		s->domain = q->name;
 		s->domain_len = q->len;
-		s->next_us = n->next_us;
+		s->next_us = next;
 		return 1;
 	}
 	return 0;
