@@ -2,7 +2,7 @@
 /*
  * spool_index: see spool_index.h. Sized for tens of millions of held
  * messages (issue 17: at most 64 bytes per message):
- *  - a message is one 40-byte record (struct ix_rec) in a chunk of its
+ *  - a message is one 36-byte record (struct ix_rec) in a chunk of its
  *    segment's record array, named by a 32-bit handle (chunk << 8 | slot);
  *    the common single-recipient message keeps its one queue position
  *    inline, anything else (several recipients, a next attempt time, a
@@ -52,7 +52,7 @@
 
 /* Widths of struct ix_rec's packed fields. segment_size is at most 1 GiB
  * (core/config.c) and a record fits its segment, so offsets and lengths
- * fit 30 bits; larger ones are refused (-EINVAL). */
+ * never exceed 2^30; larger ones are refused (-EINVAL). */
 #define IX_OFF_MAX ((1u << 31) - 1)
 #define IX_LEN_MAX ((1u << 31) - 1)
 #define IX_BODY_MAX ((1u << 30) - 1)

@@ -127,7 +127,7 @@ struct spool_index_msg {
  * stale: see spool_index_stale_next()), -EINVAL (nrcpt 0, unknown segment),
  * -ENOMEM (only the segment's byte count changed).
  * Cost: O(nrcpt log nrcpt + total length of the addresses); amortised no
- * allocation for a single-recipient message (a 40-byte record in its
+ * allocation for a single-recipient message (a 36-byte record in its
  * segment's record array, a 4-byte slot in the id table and in its queue),
  * one for more recipients.
  */
@@ -317,9 +317,8 @@ void spool_index_totals(const struct spool_index *idx,
 /* Set the entry's next attempt time (from a SCHED record or the
  * scheduler). dom: any case, trailing dots ignored. Returns 0, -ENOENT
  * (msgid not indexed, or has no pending recipient in dom) or -ENOMEM (a
- * single-recipient message kept compactly takes its general form, one
- * allocation of about 56 bytes, the first time it gets a time other than
- * 0). O(log domains of the message). The walk of a queue stays valid. A
+ * single-recipient message kept compactly takes its general form, 48
+ * bytes in one allocation, the first time it gets a time other than 0). O(log domains of the message). The walk of a queue stays valid. A
  * compaction move keeps both (spool.c writes a SCHED after the copy for
  * next_us != 0). */
 int spool_index_set_next(struct spool_index *idx, uint64_t msgid, const char *dom,
