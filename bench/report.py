@@ -660,8 +660,8 @@ tls_section()
 w("## Start-up recovery of a big spool (etrnd)")
 w("")
 rec = load_json("recovery.etrnd.json")
-w("A spool of %s messages of 1 KiB (10%% already delivered), %s shards, written by `etrnd-spoolgen`; recovered by `etrnd-recoverbench` (one thread per shard, as the engine threads do) and then by etrnd itself (time from exec until it answers SMTP with its domain table loaded). Postfix has no comparable step: it scans its queue incrementally while running." % (
-    META.get("recover_n"), META.get("nproc")))
+w("A spool of %s messages of %s body bytes (10%% already delivered), %s shards, written by `etrnd-spoolgen`; recovered by `etrnd-recoverbench` (one thread per shard, as the engine threads do) and then by etrnd itself (time from exec until it answers SMTP with its domain table loaded). Postfix has no comparable step: it scans its queue incrementally while running." % (
+    META.get("recover_n"), META.get("recover_body", "1024"), META.get("nproc")))
 w("")
 w("```")
 w(read("recovery.gen").strip())

@@ -46,6 +46,8 @@ for f in "$ETRND" "$ETRNCTL" "$EB" "$SPOOLGEN" "$RECOVERBENCH" "$SMTP_SINK" "$PO
 done
 command -v gnuplot >/dev/null || { echo "run.sh: gnuplot missing (apt-get install gnuplot-nox)" >&2; exit 1; }
 
+# Recovery spool: small bodies keep 10M messages near 1.6 GiB (issue 17).
+RECOVER_BODY=64
 if [[ $MODE == quick ]]; then
 	DUR=2; SESSIONS_LIST="20 200 2000"; BIG_SESS=20
 	DRAIN1_N=10000; DRAIN_CMP_N=1000; DRAINK_PER=5; PF_DRAINK_PER=1
@@ -56,7 +58,7 @@ if [[ $MODE == quick ]]; then
 else
 	DUR=10; SESSIONS_LIST="20 200 2000"; BIG_SESS=20
 	DRAIN1_N=100000; DRAIN_CMP_N=20000; DRAINK_PER=50; PF_DRAINK_PER=20
-	IDLE_N=10000; RECOVER_N=1000000; PROV_ROWS=100000; PROV_SAMPLES=100
+	IDLE_N=10000; RECOVER_N=10000000; PROV_ROWS=100000; PROV_SAMPLES=100
 	PROFILE_N=3000; TLS_HS_SESS=20; TLS_DRAIN_N=50000
 	RELAY_N=20000; RELAY_ROUNDS=3
 	CLUSTER_N=100000; CLUSTER_LAT_ROUNDS=100
@@ -209,7 +211,7 @@ etrnd_start() { # [key=value...]; fresh spool unless KEEP_SPOOL=1
 	"$ETRND" -c "$WORK/etrnd.conf" </dev/null >>"$WORK/etrnd.log" 2>&1 &
 	ETRND_PID=$!
 	PIDS+=("$ETRND_PID")
-	wait_port "$ETRND_PORT" "$ETRND_PID" 120 || { echo "run.sh: etrnd did not start" >&2; tail "$WORK/etrnd.log" >&2; exit 1; }
+	wait_port "$ETRND_PORT" "$ETRND_PID" "${ETRND_START_WAIT:-120}" || { echo "run.sh: etrnd did not start" >&2; tail "$WORK/etrnd.log" >&2; exit 1; }
 	# The domain table arrives from Redis shortly after the listener.
 	local i
 	for i in $(seq 1 100); do
@@ -524,18 +526,27 @@ fi
 
 # ============================ 4. recovery ===================================
 log "recovery of $RECOVER_N messages"
-"$SPOOLGEN" -s "$(nproc)" -n "$RECOVER_N" -b 1024 -D 10 "$WORK/rspool" >"$RES/recovery.gen" 2>&1
+# About (body + 120) bytes a message: refuse (skip the section) without
+# twice that free.
+rec_need_kib=$(( RECOVER_N * (RECOVER_BODY + 120) / 1024 * 2 ))
+rec_free_kib=$(df -Pk "$WORK" | awk 'NR == 2 { print $4 }')
+if (( rec_free_kib < rec_need_kib )); then
+	log "recovery skipped: $((rec_free_kib / 1024)) MiB free in $WORK, $((rec_need_kib / 1024)) MiB wanted"
+	echo "recovery skipped: $((rec_free_kib / 1024)) MiB free, $((rec_need_kib / 1024)) MiB wanted" >"$RES/recovery.gen"
+else
+"$SPOOLGEN" -s "$(nproc)" -n "$RECOVER_N" -b "$RECOVER_BODY" -D 10 "$WORK/rspool" >"$RES/recovery.gen" 2>&1
 sync
 "$RECOVERBENCH" "$WORK/rspool" >"$RES/recovery.bench" 2>&1 || true
 rm -rf "$WORK/spool"
 mv "$WORK/rspool" "$WORK/spool"
 t0=$(date +%s.%N)
 ETRND_SCENARIO=recovery
-KEEP_SPOOL=1 etrnd_start
+KEEP_SPOOL=1 ETRND_START_WAIT=900 etrnd_start
 t1=$(date +%s.%N)
 echo "{\"start_s\":$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'),\"rss_kb\":$(rss "$ETRND_PID")}" >"$RES/recovery.etrnd.json"
 etrnd_stop
 rm -rf "$WORK/spool"
+fi
 
 # ============================ 5. provisioning ===============================
 log "provisioning (bench/provision.sh, $PROV_ROWS rows)"
@@ -616,6 +627,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 	echo "ndom=$NDOM"
 	echo "idle_n=$IDLE_N"
 	echo "recover_n=$RECOVER_N"
+	echo "recover_body=$RECOVER_BODY"
 	echo "prov_rows=$PROV_ROWS"
 	echo "profile_n=$PROFILE_N"
 	echo "tls_sess=$TLS_SESS"

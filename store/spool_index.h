@@ -85,8 +85,9 @@ int spool_index_segment_next(const struct spool_index *idx, uint32_t *cursor,
 /* The first message still indexed in seg_id whose record starts at or after
  * from_off (the segment's messages are kept in record order), into *e
  * (e->rcpts NULL). Returns 0 or -ENOENT (none, or no such segment).
- * O(messages of the segment before it): compaction walks a segment with
- * from_off = the end of the record it took last. */
+ * O(log records of the segment + finished ones skipped after from_off):
+ * compaction walks a segment with from_off = the end of the record it
+ * took last. */
 int spool_index_segment_msg(const struct spool_index *idx, uint32_t seg_id,
 		uint64_t from_off, struct spool_index_entry *e);
 
@@ -125,7 +126,10 @@ struct spool_index_msg {
  * segment, which a compaction cut short by a crash leaves, is remembered as
  * stale: see spool_index_stale_next()), -EINVAL (nrcpt 0, unknown segment),
  * -ENOMEM (only the segment's byte count changed).
- * Cost: O(nrcpt + total length of the addresses), one allocation.
+ * Cost: O(nrcpt log nrcpt + total length of the addresses); amortised no
+ * allocation for a single-recipient message (a 36-byte record in its
+ * segment's record array, a 4-byte slot in the id table and in its queue),
+ * one for more recipients.
  */
 int spool_index_add_msg(struct spool_index *idx,
 		const struct spool_index_msg *m);
@@ -267,7 +271,8 @@ uint64_t spool_index_domain_bytes(const struct spool_index *idx,
 		const char *domain, size_t len);
 
 /*
- * Walk a queue in arrival order, O(1) per entry:
+ * Walk a queue in arrival order, amortised O(1) per entry (holes left by
+ * finished entries are skipped; O(log domains) for a message in several):
  *   struct spool_index_iter it;
  *   spool_index_queue_iter(q, &it);
  *   while (spool_index_queue_next(&it, &e)) ...
@@ -275,7 +280,8 @@ uint64_t spool_index_domain_bytes(const struct spool_index *idx,
  * recipients of the entry just returned (the iterator has moved past it).
  */
 struct spool_index_iter {
-	const void *next;
+	const struct spool_index_queue *q;
+	uint32_t pos;
 };
 void spool_index_queue_iter(const struct spool_index_queue *q,
 		struct spool_index_iter *it);
@@ -309,11 +315,12 @@ void spool_index_totals(const struct spool_index *idx,
  * or two scheduler jobs, never send the same recipients at once). */
 
 /* Set the entry's next attempt time (from a SCHED record or the
- * scheduler). dom: any case, trailing dots ignored. Returns 0 or -ENOENT
- * (msgid not indexed, or has no pending recipient in dom). O(domains of the
- * message). Costs 8 bytes per queue entry (struct ix_node grew from 32 to
- * 40; busy takes a bit of a word it already had). A compaction move keeps
- * both (spool.c writes a SCHED after the copy for next_us != 0). */
+ * scheduler). dom: any case, trailing dots ignored. Returns 0, -ENOENT
+ * (msgid not indexed, or has no pending recipient in dom) or -ENOMEM (a
+ * single-recipient message kept compactly takes its general form, 48
+ * bytes in one allocation, the first time it gets a time other than 0). O(log domains of the message). The walk of a queue stays valid. A
+ * compaction move keeps both (spool.c writes a SCHED after the copy for
+ * next_us != 0). */
 int spool_index_set_next(struct spool_index *idx, uint64_t msgid, const char *dom,
 		size_t len, uint64_t next_us);
 

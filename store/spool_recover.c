@@ -206,7 +206,8 @@ static int rec_note(struct rec_ctx *c, uint64_t off,
 	return 1;
 }
 
-/* Advisory: never an error, never a pin, no live byte. The MSG precedes it
+/* Advisory: never an error (but the index's -ENOMEM), never a pin, no
+ * live byte. The MSG precedes it
  * in scan order when it applies (a copy's SCHEDs follow the copy, and the
  * ones before a compaction, which then name a message not indexed yet, are
  * ignored); a later one overwrites an earlier one. */
@@ -224,7 +225,14 @@ static int rec_sched(struct rec_ctx *c, uint64_t off,
 		return 0;
 	}
 	spool_index_segment_account(c->idx, c->seg_id, rec_len);
-	if (spool_index_set_next(c->idx, hdr->msgid, dom, dl, next_us) < 0)
+	int r = spool_index_set_next(c->idx, hdr->msgid, dom, dl, next_us);
+	if (r == -ENOMEM) {
+		/* A compact entry found no memory for its time: like any
+		 * index allocation, recovery fails rather than forget it. */
+		c->err = r;
+		return 1;
+	}
+	if (r < 0)
 		c->res->sched_ignored++;
 	else
 		c->seg_scheds++;
