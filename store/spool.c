@@ -1412,7 +1412,8 @@ void spool_shard_flush(void *arg)
 		batch_unfill(sh, b);
 		goto out;
 	}
-	sh->ninflight++;
+	if (sh->ninflight++)
+		sh->stats.overlapped++;
 	/* The next batch goes after this one; only this one syncs the new
 	 * segment's name (a later one ends after it, batches_settle()). */
 	sh->seg_off = b->off + b->total;
