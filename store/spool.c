@@ -55,8 +55,14 @@
  * 1024 on Linux): two per record (head, body). */
 #define SPOOL_IOV_MAX 1024
 /* Group commits in flight at once (see the top of this file): two let the
- * next batch's write overlap the current one's fdatasync. */
+ * next batch's write overlap the current one's fdatasync. A build may set
+ * it (1: one commit at a time, as before; for A/B benchmarks). */
+#ifndef SPOOL_BATCHES_MAX
 #define SPOOL_BATCHES_MAX 2
+#endif
+#if SPOOL_BATCHES_MAX < 1
+#error "SPOOL_BATCHES_MAX must be at least 1"
+#endif
 /* Record reads in flight per shard: a few per drain connection, plus expiry
  * and compaction; the loop has LOOP_FILE_OPS_MAX slots for all file ops. */
 #define SPOOL_READS_MAX 32
