@@ -645,7 +645,6 @@ struct pl_arg {
 };
 static struct pl_arg pl_args[PL_MAX];
 
-
 static void pl_done(void *arg, int err)
 {
 	struct pl_arg *a = arg;
