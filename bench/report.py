@@ -166,6 +166,63 @@ ing100 = ingest_table("ingest100k", "100 KiB, 20 sess.")
 commands(*["ingest100k.%s" % k for k, _ in SYSTEMS])
 w("")
 
+# ---------------------------------------------------------------- ceilings
+def dd_mb_s(name):
+    """The disk's MB/s (10^6 bytes) from dd's own "bytes ... seconds"."""
+    v = read(name + ".dd").split()
+    if len(v) < 2 or float(v[1]) <= 0:
+        return None
+    return int(v[0]) / float(v[1]) / 1e6
+
+
+def rate(name):
+    j = load_json(name + ".json")
+    return j and j["msgs_per_s"], j and j["mb_per_s"]
+
+
+def cpu_us(name):
+    j, s = load_json(name + ".json"), sysinfo(name)
+    if not j or not s or not j["messages_ok"]:
+        return None
+    return s["cpu_s"] / j["messages_ok"] * 1e6
+
+
+DISK = [dd_mb_s(n) for n in ("disk_seq.1", "disk_seq.2")]
+DISK = [d for d in DISK if d is not None]
+DISK_MB = max(DISK) if DISK else None  # the stricter ceiling
+DISK_DSYNC = dd_mb_s("disk_dsync.1")
+CEIL = {}
+w("## Against the limits that bound each figure (issue 17)")
+w("")
+w("Measured in the same run as the figures they bound: **`sync = none`** is the same etrnd and load without any fdatasync (what durability costs); **the sink alone** is `etrnbench sink`, a one-thread io_uring receiver with no disk and no Redis, taking the same `etrnbench send` load (what the client and loopback allow); **the disk** is `dd if=/dev/zero bs=1M count=%s conv=fdatasync` on the spools' filesystem, run before and after the 100 KiB ingest (the higher of the two counts: the stricter ceiling). Message MB/s counts message bytes as the client sent them (10^6 bytes); the spool also writes the envelope and our `Received:` header." % META.get("dd_mb", "?"))
+w("")
+w("| scenario | etrnd (`sync = batch`) | `sync = none` | fraction of it | the sink alone | fraction of it | etrnd / Postfix | CPU per msg, batch / none (µs) |")
+w("|---|---:|---:|---:|---:|---:|---:|---:|")
+for sess in META.get("sessions", "20 200 2000").split() + ["100k"]:
+    pre = "ingest100k" if sess == "100k" else "ingest4k_s%s" % sess
+    title = "100 KiB, 20 sessions" if sess == "100k" else "4 KiB, %s sessions" % sess
+    e, _ = rate(pre + ".etrnd")
+    n, _ = rate(pre + ".none")
+    k, _ = rate(pre + ".ebsink")
+    pf, _ = rate(pre + ".postfix")
+    CEIL[sess] = (e, n, k, pf)
+    w("| %s | %s | %s | %s | %s | %s | %s | %s / %s |" % (
+        title, fmt(e), fmt(n), fmt(ratio(e, n) and ratio(e, n) * 100, "%.0f%%"), fmt(k),
+        fmt(ratio(e, k) and ratio(e, k) * 100, "%.0f%%"), fmt(ratio(e, pf), "%.1fx"),
+        fmt(cpu_us(pre + ".etrnd"), "%.1f"), fmt(cpu_us(pre + ".none"), "%.1f")))
+w("")
+_, e100_mb = rate("ingest100k.etrnd")
+_, n100_mb = rate("ingest100k.none")
+w("100 KiB against the disk: etrnd `sync = batch` %s MB/s, `sync = none` %s MB/s; the disk with fdatasync (dd, 1 MiB writes, one sync): %s MB/s (runs: %s); the disk with a sync every 256 KiB (dd `oflag=dsync`, about one group commit each): %s MB/s. etrnd / the disk = **%s**." % (
+    fmt(e100_mb, "%.1f"), fmt(n100_mb, "%.1f"), fmt(DISK_MB, "%.1f"),
+    ", ".join("%.1f" % d for d in DISK) or "n/a", fmt(DISK_DSYNC, "%.1f"),
+    fmt(ratio(e100_mb, DISK_MB) and ratio(e100_mb, DISK_MB) * 100, "%.0f%%")))
+w("")
+commands(*["ingest4k_s%s.none" % x for x in META.get("sessions", "20 200 2000").split()] +
+         ["ingest4k_s%s.ebsink" % x for x in META.get("sessions", "20 200 2000").split()] +
+         ["ingest100k.none", "ingest100k.ebsink"])
+w("")
+
 w("### Latency at 50% of peak load")
 w("")
 w("Each system at half of its own 20-session 4 KiB rate above (`--rate`), same sessions.")
@@ -220,6 +277,17 @@ d1big = drain_row("etrnd", "drain1_big.etrnd", META.get("drain1_n"))
 d1e = drain_row("etrnd", "drain1.etrnd", META.get("drain_cmp_n"))
 d1p = drain_row("Postfix", "drain1.postfix", META.get("drain_cmp_n"))
 r_d1 = ratio(d1e and d1e["etrn"]["drain_msgs_per_s"], d1p and d1p["etrn"]["drain_msgs_per_s"])
+# The ceiling: the customer's side alone (etrnbench sink) fed by a load
+# generator with the drain's connections and message size.
+d1sink, _ = rate("drain1.sinkalone")
+w("| the sink alone (`etrnbench send -c %s` into `etrnbench sink`, no etrnd) | %s | | | | | %s | | | |" % (
+    META.get("drain_conns", "?"), META.get("drain1_n"), fmt(d1sink)))
+d1best = max([j["etrn"]["drain_msgs_per_s"] for j in (d1big, d1e) if j] or [0]) or None
+r_d1sink = ratio(d1best, d1sink)
+w("")
+w("etrnd's drain / the sink alone = **%s** (the faster of the two etrnd drains)." % fmt(r_d1sink and r_d1sink * 100, "%.0f%%"))
+commands("drain1.sinkalone")
+w("")
 w("")
 w("Same held count (%s): etrnd / Postfix drain rate = **%s**." % (META.get("drain_cmp_n"), fmt(r_d1, "%.1fx")))
 PLOT_TP.append(("drain 1 domain", d1e and d1e["etrn"]["drain_msgs_per_s"], d1p and d1p["etrn"]["drain_msgs_per_s"], None))
@@ -782,6 +850,48 @@ r_relay = ratio(r_relay_e, r_relay_p)
 t("Issue 13: relay through relayhost >= 20x Postfix (4 KiB, 20 sessions), every message once",
   "%s%s" % (fmt(r_relay, "%.1fx"), "" if r_relay_once else ", **not every message once**"),
   r_relay is not None and r_relay >= 20 and r_relay_once)
+
+# Issue 17: each figure against the limit that bounds it (section above).
+have_ceil = all(CEIL.get(x, (None,) * 4)[1] is not None and CEIL.get(x, (None,) * 4)[2] is not None
+                for x in CEIL) and bool(CEIL) and DISK_MB is not None and d1sink is not None
+t("Issue 17 (1): ceilings measured in this run: `sync = none`, the sink alone, the disk (dd)",
+  "sync = none + sink alone for %d scenarios, disk %s MB/s, drain sink alone %s msgs/s" % (
+      len(CEIL), fmt(DISK_MB, "%.1f"), fmt(d1sink)), have_ceil)
+c20 = CEIL.get("20", (None,) * 4)
+r17_2 = ratio(c20[0], c20[1])
+t("Issue 17 (2): durable ingest >= 80% of `sync = none` (4 KiB, 20 sessions)",
+  "%s (%s of %s msgs/s)" % (fmt(r17_2 and r17_2 * 100, "%.0f%%"), fmt(c20[0]), fmt(c20[1])),
+  r17_2 is not None and r17_2 >= 0.8)
+cpu200 = cpu_us("ingest4k_s200.etrnd")
+t("Issue 17 (3): CPU per message <= 15 µs (ingest, 200 sessions; etrnd's user+sys CPU / messages)",
+  fmt(cpu200, "%.1f µs"), cpu200 is not None and cpu200 <= 15)
+r17_4 = ratio(e100_mb, DISK_MB)
+t("Issue 17 (4): 100 KiB ingest >= 90% of the disk's fdatasync bandwidth (dd)",
+  "%s (%s of %s MB/s)" % (fmt(r17_4 and r17_4 * 100, "%.0f%%"), fmt(e100_mb, "%.1f"), fmt(DISK_MB, "%.1f")),
+  r17_4 is not None and r17_4 >= 0.9)
+t("Issue 17 (5): drain of one domain >= 90% of the sink alone and >= 40x Postfix",
+  "%s / %s" % (fmt(r_d1sink and r_d1sink * 100, "%.0f%%"), fmt(r_d1, "%.1fx")),
+  r_d1sink is not None and r_d1 is not None and r_d1sink >= 0.9 and r_d1 >= 40)
+rK17 = ratio(dK.get("etrnd") and dK["etrnd"]["etrn"]["drain_msgs_per_s"],
+             dK.get("postfix") and dK["postfix"]["etrn"]["drain_msgs_per_s"])
+t("Issue 17 (5): drain of 1,000 domains at once >= 30x Postfix", fmt(rK17, "%.1fx"),
+  rK17 is not None and rK17 >= 30)
+if dK.get("etrnd"):
+    ek = dK["etrnd"]["etrn"]
+    t("Issue 17 (6): 1,000 ETRNs at once: reply p99 <= 1 ms, first message per domain p99 <= 10 ms",
+      "%.3f ms / %.1f ms" % (ek["reply_ms"]["p99"], ek["per_domain_first_ms"]["p99"]),
+      ek["reply_ms"]["p99"] <= 1 and ek["per_domain_first_ms"]["p99"] <= 10)
+else:
+    t("Issue 17 (6): 1,000 ETRNs at once: reply p99 <= 1 ms, first message per domain p99 <= 10 ms", "n/a", False)
+m_idx = re.search(r"= ([0-9.]+) bytes per live message", read("recovery.bench"))
+m_rec = re.search(r"recovery: ([0-9.]+) s,", read("recovery.bench"))
+rec_n = int(META.get("recover_n", "0") or 0)
+t("Issue 17 (7): index memory <= 64 bytes per held message; 10,000,000-message recovery < 10 s",
+  "%s bytes; %s s for %s messages" % (m_idx.group(1) if m_idx else "n/a", m_rec.group(1) if m_rec else "n/a",
+                                      "{:,}".format(rec_n)),
+  bool(m_idx and m_rec) and float(m_idx.group(1)) <= 64 and rec_n >= 10000000 and float(m_rec.group(1)) < 10)
+t("Issue 17 (8): TLS costs re-measured in this run (STARTTLS section)",
+  "measured" if TLS.get("ingest") is not None else "not measured", TLS.get("ingest") is not None)
 
 missed = [x for x in TARGETS if not x[2]]
 target_md = ["| target (issue 6 unless named) | measured | |", "|---|---|---|"]

@@ -3,8 +3,13 @@
 # etrnd's benchmark suite, side by side in one run: etrnd, a private Postfix
 # (Debian's package, its own config/queue/data directories under a temp dir,
 # holding mail with defer_transports + fast_flush_domains, released by ETRN)
-# and Postfix's smtp-sink (the ceiling: it throws mail away). The load and the
-# customer's server are bench/etrnbench (build/etrnbench). Scenarios:
+# and Postfix's smtp-sink (it throws mail away). Each figure is also set
+# against the limit that really bounds it, measured in the same run (issue
+# 17): etrnd itself with `sync = none` (what durability costs), `etrnbench
+# sink` alone (a no-disk io_uring receiver: what client and loopback allow,
+# and for drains what the customer's side takes), and the disk's sequential
+# write bandwidth with fdatasync (dd). The load and the customer's server
+# are bench/etrnbench (build/etrnbench). Scenarios:
 #   ingest 4 KiB with 20/200/2000 sessions; p99 latency at 50% of peak;
 #   ingest 100 KiB; drain of held mail for one domain (ETRN) and for 1,000
 #   domains at once (1,000 ETRNs); the same drain over the customer's own
@@ -49,14 +54,14 @@ command -v gnuplot >/dev/null || { echo "run.sh: gnuplot missing (apt-get instal
 # Recovery spool: small bodies keep 10M messages near 1.6 GiB (issue 17).
 RECOVER_BODY=64
 if [[ $MODE == quick ]]; then
-	DUR=2; SESSIONS_LIST="20 200 2000"; BIG_SESS=20
+	DUR=2; SESSIONS_LIST="20 200 2000"; BIG_SESS=20; DD_MB=256
 	DRAIN1_N=10000; DRAIN_CMP_N=1000; DRAINK_PER=5; PF_DRAINK_PER=1
 	IDLE_N=2000; RECOVER_N=50000; PROV_ROWS=10000; PROV_SAMPLES=10
 	PROFILE_N=0; TLS_HS_SESS=10; TLS_DRAIN_N=10000
 	RELAY_N=5000; RELAY_ROUNDS=1
 	CLUSTER_N=10000; CLUSTER_LAT_ROUNDS=20
 else
-	DUR=10; SESSIONS_LIST="20 200 2000"; BIG_SESS=20
+	DUR=10; SESSIONS_LIST="20 200 2000"; BIG_SESS=20; DD_MB=1024
 	DRAIN1_N=100000; DRAIN_CMP_N=20000; DRAINK_PER=50; PF_DRAINK_PER=20
 	IDLE_N=10000; RECOVER_N=10000000; PROV_ROWS=100000; PROV_SAMPLES=100
 	PROFILE_N=3000; TLS_HS_SESS=20; TLS_DRAIN_N=50000
@@ -275,6 +280,28 @@ SS_PID=$!
 PIDS+=("$SS_PID")
 wait_port "$SS_PORT" "$SS_PID" 10 || { echo "run.sh: smtp-sink did not start" >&2; exit 1; }
 
+# ---- etrnbench sink (the no-disk ceiling) ----------------------------------
+# One io_uring receiver that takes SMTP and throws the mail away: what the
+# client and loopback allow, with no disk and no Redis behind it.
+EBS_PORT=$(free_port)
+"$EB" sink --listen "127.0.0.1:$EBS_PORT" --duration 86400 >"$WORK/ebsink.log" 2>&1 &
+EBS_PID=$!
+PIDS+=("$EBS_PID")
+wait_port "$EBS_PORT" "$EBS_PID" 10 || { echo "run.sh: etrnbench sink did not start" >&2; exit 1; }
+
+# The disk's sequential write bandwidth with fdatasync, on the filesystem
+# the spools use ($WORK): DD_MB MiB in 1 MiB writes and one fdatasync at
+# the end, and the same bytes in 256 KiB O_DSYNC writes (each write synced,
+# about a group commit's size). Written as "bytes seconds" to $RES/NAME.dd.
+disk_ceiling() { # NAME DD-ARGS...
+	local name=$1; shift
+	LC_ALL=C dd if=/dev/zero of="$WORK/ddfile" "$@" 2>"$RES/$name.dd.err" >/dev/null || true
+	rm -f "$WORK/ddfile"
+	awk '/bytes .* copied/ { for (i = 1; i <= NF; i++) if ($i ~ /^copied,?$/) print $1, $(i + 1) }' \
+		"$RES/$name.dd.err" >"$RES/$name.dd"
+	log "$name: $(tail -n 1 "$RES/$name.dd.err")"
+}
+
 T_START=$(date +%s)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -288,6 +315,15 @@ for sess in $SESSIONS_LIST; do
 		-c "$sess" --duration "$DUR" --size 4096 --pipelining "${send_args[@]}"
 	grep -h '^VmHWM' "/proc/$ETRND_PID/status" | awk '{print $2}' >"$RES/ingest4k_s${sess}.etrnd.hwm"
 	etrnd_stop
+	# Ceiling: the same etrnd and load without durability.
+	ETRND_SCENARIO=ingest4k_s${sess}_none
+	etrnd_start sync=none
+	run_measured "ingest4k_s${sess}.none" "$ETRND_PID" "$EB" send --server "127.0.0.1:$ETRND_PORT" \
+		-c "$sess" --duration "$DUR" --size 4096 --pipelining "${send_args[@]}"
+	etrnd_stop
+	# Ceiling: the no-disk receiver alone under the same load.
+	run_measured "ingest4k_s${sess}.ebsink" "$EBS_PID" "$EB" send --server "127.0.0.1:$EBS_PORT" \
+		-c "$sess" --duration "$DUR" --size 4096 --pipelining "${send_args[@]}"
 	pf_start
 	run_measured "ingest4k_s${sess}.postfix" "$PF_MASTER" "$EB" send --server "127.0.0.1:$PF_PORT" \
 		-c "$sess" --duration "$DUR" --size 4096 --pipelining "${send_args[@]}"
@@ -311,12 +347,22 @@ pf_stop
 run_measured "half.sink" "$SS_PID" "$EB" send --server "127.0.0.1:$SS_PORT" \
 	-c 20 --duration "$DUR" --size 4096 --pipelining --rate "$(half sink)" "${send_args[@]}"
 
-log "ingest 100 KiB"
+log "ingest 100 KiB (the disk's bandwidth measured before and after)"
+disk_ceiling disk_seq.1 bs=1M count="$DD_MB" conv=fdatasync
+disk_ceiling disk_dsync.1 bs=256k count=$((DD_MB * 4)) oflag=dsync
 ETRND_SCENARIO=ingest100k
 etrnd_start
 run_measured "ingest100k.etrnd" "$ETRND_PID" "$EB" send --server "127.0.0.1:$ETRND_PORT" \
 	-c "$BIG_SESS" --duration "$DUR" --size 100k --pipelining "${send_args[@]}"
 etrnd_stop
+ETRND_SCENARIO=ingest100k_none
+etrnd_start sync=none
+run_measured "ingest100k.none" "$ETRND_PID" "$EB" send --server "127.0.0.1:$ETRND_PORT" \
+	-c "$BIG_SESS" --duration "$DUR" --size 100k --pipelining "${send_args[@]}"
+etrnd_stop
+run_measured "ingest100k.ebsink" "$EBS_PID" "$EB" send --server "127.0.0.1:$EBS_PORT" \
+	-c "$BIG_SESS" --duration "$DUR" --size 100k --pipelining "${send_args[@]}"
+disk_ceiling disk_seq.2 bs=1M count="$DD_MB" conv=fdatasync
 pf_start
 run_measured "ingest100k.postfix" "$PF_MASTER" "$EB" send --server "127.0.0.1:$PF_PORT" \
 	-c "$BIG_SESS" --duration "$DUR" --size 100k --pipelining "${send_args[@]}"
@@ -360,6 +406,12 @@ drain_postfix() {
 	pf_stop
 }
 log "drain, one domain: etrnd $DRAIN1_N and $DRAIN_CMP_N held, Postfix $DRAIN_CMP_N"
+# Ceiling: the customer's side alone. A load generator with the drain's
+# connections (drain_connections = 4 per engine thread, threads = auto) and
+# message size, into etrnbench sink, the same program the drains deliver to.
+DRAIN_CONNS=$(( $(nproc) * 4 ))
+run_measured "drain1.sinkalone" "$EBS_PID" "$EB" send --server "127.0.0.1:$EBS_PORT" \
+	-c "$DRAIN_CONNS" -n "$DRAIN1_N" --size 4096 --pipelining --domain-list dom0.test --json
 drain_etrnd drain1_big "$DRAIN1_N" --domain dom0.test
 drain_etrnd drain1 "$DRAIN_CMP_N" --domain dom0.test
 drain_postfix drain1 "$DRAIN_CMP_N" --domain dom0.test
@@ -614,6 +666,8 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 	echo "mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
 	echo "disk=$(df -hT "$WORK" | awk 'NR == 2 { print $1 " (" $2 ", " $3 " size, " $5 " free)" }')"
 	echo "load_before=$LOAD_BEFORE"
+	echo "dd_mb=$DD_MB"
+	echo "drain_conns=$DRAIN_CONNS"
 	echo "load_after=$LOAD_AFTER"
 	echo "commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -q . && echo '+uncommitted changes' || true)"
 	echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"

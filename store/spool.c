@@ -1,15 +1,28 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * spool: group-committed appends of MSG records to a shard's segment files
- * (see spool.h). One batch is in flight at a time: a writev of every queued
- * record, linked to an fdatasync (and, for a new segment, an fsync of the
- * shard directory so the file's name is durable too). A short write breaks
- * the link, so a batch is only done after a round whose write covered all of
- * its bytes AND whose syncs succeeded; until then no callback runs, and so no
- * 250 goes out for bytes that are not on disk. Compaction copies
- * (spool_append_copy) wait in a queue of their own and go first in a batch,
- * each followed by DONEs (NOTEs, SCHEDs) built from the index when the batch
- * starts (see copies_prepare()); the message moves in the index when the batch is done.
+ * (see spool.h). A batch is a writev of every queued record, linked to an
+ * fdatasync (and, for a new segment, an fsync of the shard directory so the
+ * file's name is durable too). A short write breaks the link, so a batch is
+ * only done after a round whose write covered all of its bytes AND whose
+ * syncs succeeded; until then no callback runs, and so no 250 goes out for
+ * bytes that are not on disk.
+ *
+ * Pipelined commit: up to SPOOL_BATCHES_MAX batches are in flight, so batch
+ * N+1 is written while batch N's fdatasync runs. Each batch has its own
+ * sync, linked after its own write: N's sync was issued before N+1's write
+ * and covers none of it. Batches end in the order they started (a later
+ * batch whose sync came back first waits), so callbacks and the index see
+ * records in file order. A later batch only starts in the segment of the
+ * ones in flight (a new segment waits until they end: its old descriptor
+ * stays open, and a directory sync never has to cover two files) and only
+ * with no compaction copy queued (copies_prepare() needs every earlier
+ * record indexed). All or none per batch, as before; a failed batch fails
+ * every later one too, once their CQEs are in, because the segment is cut
+ * back to where the failed one began. Compaction copies (spool_append_copy)
+ * wait in a queue of their own and go first in a batch, each followed by
+ * DONEs (NOTEs, SCHEDs) built from the index when the batch starts (see
+ * copies_prepare()); the message moves in the index when the batch is done.
  */
 #include "store/spool.h"
 
@@ -18,6 +31,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +54,15 @@
 /* Records per batch are bounded by the iovecs one writev takes (IOV_MAX,
  * 1024 on Linux): two per record (head, body). */
 #define SPOOL_IOV_MAX 1024
+/* Group commits in flight at once (see the top of this file): two let the
+ * next batch's write overlap the current one's fdatasync. A build may set
+ * it (1: one commit at a time, as before; for A/B benchmarks). */
+#ifndef SPOOL_BATCHES_MAX
+#define SPOOL_BATCHES_MAX 2
+#endif
+#if SPOOL_BATCHES_MAX < 1
+#error "SPOOL_BATCHES_MAX must be at least 1"
+#endif
 /* Record reads in flight per shard: a few per drain connection, plus expiry
  * and compaction; the loop has LOOP_FILE_OPS_MAX slots for all file ops. */
 #define SPOOL_READS_MAX 32
@@ -78,6 +101,7 @@ struct spool_entry {
 };
 
 struct spool_batch {
+	struct spool_shard *sh;   /* CQE callbacks get the batch */
 	struct spool_entry *first, *last;
 	unsigned count;
 	int fd;
@@ -91,6 +115,8 @@ struct spool_batch {
 	int need_dirsync;         /* the segment is new: sync its directory */
 	uint64_t round_len;       /* bytes the current round's write asked for */
 	uint64_t sync_start_us;   /* this round's write + sync submitted */
+	int ended;                /* its last round is in: waits for its turn */
+	struct iovec iov[SPOOL_IOV_MAX]; /* read by the kernel at submission */
 };
 
 /* A segment's read-only descriptor and the reads that use it. */
@@ -155,9 +181,11 @@ struct spool_shard {
 	struct spool_entry *pool;
 	unsigned pool_count;
 
-	struct spool_batch b;
-	int inflight;
-	struct iovec iov[SPOOL_IOV_MAX];
+	/* Batches in flight: bt[b_head] is the oldest, ninflight of them in
+	 * ring order. */
+	struct spool_batch bt[SPOOL_BATCHES_MAX];
+	unsigned b_head;
+	unsigned ninflight;
 
 	struct spool_stats stats;
 };
@@ -387,7 +415,7 @@ struct spool_shard *spool_shard_close(struct spool_shard *sh)
 
 	if (!sh)
 		return NULL;
-	if (sh->inflight || sh->q_first)
+	if (sh->ninflight || sh->q_first)
 		panic("shard %u closed with records in flight", sh->shard);
 	/* Copies not yet written are only copies: drop them. */
 	while ((e = sh->c_first)) {
@@ -436,7 +464,7 @@ int spool_shard_busy(void *arg)
 
 	/* Compaction's reads and copies are the shard's reads and queued
 	 * copies, so this covers them too. */
-	return sh->inflight || sh->q_first != NULL || sh->c_first != NULL ||
+	return sh->ninflight || sh->q_first != NULL || sh->c_first != NULL ||
 		sh->unlinking || sh->rd_inflight;
 }
 
@@ -679,9 +707,8 @@ static void batch_write_cqe(void *arg, int res);
 static void batch_sync_cqe(void *arg, int res);
 
 /* Point the iovecs at the bytes of the batch not yet written. */
-static unsigned batch_iov(struct spool_shard *sh)
+static unsigned batch_iov(struct spool_batch *b)
 {
-	struct spool_batch *b = &sh->b;
 	uint64_t skip = b->written;
 	unsigned n = 0;
 
@@ -699,8 +726,8 @@ static unsigned batch_iov(struct spool_shard *sh)
 				skip -= plen[i];
 				continue;
 			}
-			sh->iov[n].iov_base = (void *)(part[i] + skip);
-			sh->iov[n].iov_len = plen[i] - skip;
+			b->iov[n].iov_base = (void *)(part[i] + skip);
+			b->iov[n].iov_len = plen[i] - skip;
 			skip = 0;
 			n++;
 		}
@@ -716,9 +743,9 @@ static unsigned batch_iov(struct spool_shard *sh)
  * SQEs already queued still complete and are counted in outstanding, so the
  * round ends normally.
  */
-static int batch_submit(struct spool_shard *sh)
+static int batch_submit(struct spool_batch *b)
 {
-	struct spool_batch *b = &sh->b;
+	struct spool_shard *sh = b->sh;
 	int sync = sh->sync != CONFIG_SYNC_NONE;
 	int rc;
 
@@ -733,9 +760,9 @@ static int batch_submit(struct spool_shard *sh)
 		return -EBUSY;
 	if (b->written < b->total) {
 		b->round_len = b->total - b->written;
-		rc = loop_file_writev(sh->loop, b->fd, sh->iov, batch_iov(sh),
+		rc = loop_file_writev(sh->loop, b->fd, b->iov, batch_iov(b),
 				      b->off + b->written, sync ? LOOP_LINK : 0,
-				      batch_write_cqe, sh);
+				      batch_write_cqe, b);
 		if (rc)
 			return rc;
 		b->outstanding++;
@@ -744,11 +771,11 @@ static int batch_submit(struct spool_shard *sh)
 		return 0;
 	b->sync_start_us = now_mono_us();
 	rc = loop_file_fsync(sh->loop, b->fd, 1, b->need_dirsync ? LOOP_LINK : 0,
-			     batch_sync_cqe, sh);
+			     batch_sync_cqe, b);
 	if (rc == 0) {
 		b->outstanding++;
 		if (b->need_dirsync) {
-			rc = loop_file_fsync(sh->loop, sh->dirfd, 0, 0, batch_sync_cqe, sh);
+			rc = loop_file_fsync(sh->loop, sh->dirfd, 0, 0, batch_sync_cqe, b);
 			if (rc == 0)
 				b->outstanding++;
 		}
@@ -992,9 +1019,19 @@ static void reap_dead(struct spool_shard *sh)
 	sh->unlinking = 1;
 }
 
+/* The oldest batch in flight. */
+static struct spool_batch *batch_oldest(struct spool_shard *sh)
+{
+	return &sh->bt[sh->b_head];
+}
+
+/* End the oldest batch in flight with err (0: durable). A failed batch's
+ * bytes are cut off (batches_settle() has made sure nothing later is still
+ * being written) so later records follow the last good one; if that fails
+ * too, this segment is left for good. */
 static void batch_finish(struct spool_shard *sh, int err)
 {
-	struct spool_batch *b = &sh->b;
+	struct spool_batch *b = batch_oldest(sh);
 	struct spool_entry *first = b->first;
 	unsigned count = b->count;
 
@@ -1002,64 +1039,84 @@ static void batch_finish(struct spool_shard *sh, int err)
 		sh->stats.errors += count;
 		log_err("spool shard %u: writing %u message(s) at offset %" PRIu64 ": %s",
 			sh->shard, count, b->off, strerror(-err));
-		/* Cut the partial batch off so later records follow the last
-		 * good one; if that fails too, leave this segment for good. */
-		if (ftruncate(b->fd, (off_t)b->off)) {
-			log_err("spool shard %u: truncating after failed write: %s",
-				sh->shard, strerror(errno));
-			sh->seg_broken = 1;
+		/* A later batch failed with it lies past the cut already. */
+		if (b->off < sh->seg_off) {
+			if (ftruncate(b->fd, (off_t)b->off)) {
+				log_err("spool shard %u: truncating after failed write: %s",
+					sh->shard, strerror(errno));
+				sh->seg_broken = 1;
+			}
+			sh->seg_off = b->off;
 		}
-		sh->seg_off = b->off;
+		if (b->need_dirsync)
+			sh->seg_new = 1; /* its name may not be durable yet */
 	} else {
+		uint64_t off = b->off;
+
 		sh->stats.messages += count;
 		sh->stats.bytes += b->total;
 		sh->stats.commits++;
-		sh->seg_off = b->off + b->total;
-		if (b->need_dirsync)
-			sh->seg_new = 0;
-		{
-			uint64_t off = b->off;
-			for (struct spool_entry *e = first; e; e = e->next) {
-				index_record(sh, e, off);
-				off += e->head.len + e->body_len;
-			}
+		for (struct spool_entry *e = first; e; e = e->next) {
+			index_record(sh, e, off);
+			off += e->head.len + e->body_len;
 		}
 		shard_metrics(sh);
 	}
-	sh->inflight = 0;
-	memset(b, 0, sizeof(*b));
+	memset(b, 0, offsetof(struct spool_batch, iov));
+	sh->b_head = (sh->b_head + 1) % SPOOL_BATCHES_MAX;
+	sh->ninflight--;
 	/* Callbacks last: they may queue the next message right away. */
 	entries_done(sh, first, count, err);
 	if (!err)
 		reap_dead(sh);
 }
 
-/* All CQEs of a round are in: finish, or go round again. */
-static void batch_round_end(struct spool_shard *sh)
+/*
+ * End the batches whose last round is in, oldest first; a later one that
+ * ended first waits for those before it. A failed batch waits until every
+ * later batch has ended too (their writes land after its offset, which is
+ * about to be cut off), then fails them all with its error.
+ */
+static void batches_settle(struct spool_shard *sh)
 {
-	struct spool_batch *b = &sh->b;
+	while (sh->ninflight && batch_oldest(sh)->ended) {
+		int err = batch_oldest(sh)->err;
+
+		if (err) {
+			for (unsigned k = 1; k < sh->ninflight; k++)
+				if (!sh->bt[(sh->b_head + k) % SPOOL_BATCHES_MAX].ended)
+					return;
+			while (sh->ninflight)
+				batch_finish(sh, err);
+			return;
+		}
+		batch_finish(sh, 0);
+	}
+}
+
+/* All CQEs of a round are in: go round again, or wait for its turn to end. */
+static void batch_round_end(struct spool_batch *b)
+{
+	struct spool_shard *sh = b->sh;
 	int rc;
 
-	if (b->err) {
-		batch_finish(sh, b->err);
-		return;
-	}
-	if (b->written < b->total || (!b->syncs_ok && sh->sync != CONFIG_SYNC_NONE)) {
+	if (!b->err && (b->written < b->total ||
+			(!b->syncs_ok && sh->sync != CONFIG_SYNC_NONE))) {
 		/* A short write broke the link: its sync did not cover the
 		 * rest. Write the rest (if any) and sync again before anyone
 		 * is told "stored". */
-		rc = batch_submit(sh);
-		if (rc)
-			batch_finish(sh, rc);
-		return;
+		rc = batch_submit(b);
+		if (rc == 0)
+			return;
+		b->err = rc;
 	}
-	batch_finish(sh, 0);
+	b->ended = 1;
+	batches_settle(sh);
 }
 
 static void batch_write_cqe(void *arg, int res)
 {
-	struct spool_shard *sh = arg;
-	struct spool_batch *b = &sh->b;
+	struct spool_batch *b = arg;
 
 	if (res < 0)
 		b->err = b->err ? b->err : res;
@@ -1068,13 +1125,12 @@ static void batch_write_cqe(void *arg, int res)
 	else
 		b->written += (uint64_t)res;
 	if (--b->outstanding == 0)
-		batch_round_end(sh);
+		batch_round_end(b);
 }
 
 static void batch_sync_cqe(void *arg, int res)
 {
-	struct spool_shard *sh = arg;
-	struct spool_batch *b = &sh->b;
+	struct spool_batch *b = arg;
 
 	if (res != 0) {
 		b->syncs_ok = 0;
@@ -1088,7 +1144,7 @@ static void batch_sync_cqe(void *arg, int res)
 		metrics_fsync_observe(now_mono_us() - b->sync_start_us);
 	}
 	if (--b->outstanding == 0)
-		batch_round_end(sh);
+		batch_round_end(b);
 }
 
 /* The SCHED records a copy carries: one per queue entry of the message with
@@ -1258,9 +1314,8 @@ static int flush_segment(struct spool_shard *sh, uint64_t first_len)
 /* Take into the batch the copies (see copies_prepare), then records in
  * arrival order, while they fit the segment, the iovec budget and the sync
  * mode (sync = always: one record per commit). */
-static void batch_fill(struct spool_shard *sh)
+static void batch_fill(struct spool_shard *sh, struct spool_batch *b)
 {
-	struct spool_batch *b = &sh->b;
 	struct spool_entry *e;
 	unsigned iovs = 0, max = sh->sync == CONFIG_SYNC_ALWAYS ? 1 : UINT32_MAX;
 
@@ -1283,9 +1338,8 @@ static void batch_fill(struct spool_shard *sh)
 
 /* Put a batch that could not be submitted back in front of the queues,
  * copies in front of the rest as they were taken, so no record is lost. */
-static void batch_unfill(struct spool_shard *sh)
+static void batch_unfill(struct spool_shard *sh, struct spool_batch *b)
 {
-	struct spool_batch *b = &sh->b;
 	struct spool_entry *cf = NULL, *cl = NULL, *qf = NULL, *ql = NULL, *e, *next;
 	unsigned qn = 0;
 
@@ -1314,20 +1368,33 @@ static void batch_unfill(struct spool_shard *sh)
 			sh->q_last = ql;
 		sh->q_count += qn;
 	}
-	sh->inflight = 0;
-	memset(b, 0, sizeof(*b));
+	memset(b, 0, offsetof(struct spool_batch, iov));
+}
+
+/* While batches are in flight, another may start only in their segment
+ * and with no copy queued (see the top of this file). */
+static int flush_may_pipeline(const struct spool_shard *sh)
+{
+	const struct spool_entry *e = sh->q_first;
+
+	if (sh->ninflight == 0)
+		return 1;
+	return sh->ninflight < SPOOL_BATCHES_MAX && !sh->c_first && e &&
+		!sh->seg_broken && sh->seg_fd >= 0 &&
+		sh->seg_off + e->head.len + e->body_len <= sh->segment_size;
 }
 
 void spool_shard_flush(void *arg)
 {
 	struct spool_shard *sh = arg;
-	struct spool_batch *b = &sh->b;
+	struct spool_batch *b;
 	struct spool_entry *e, *stale = NULL, *first;
 	int rc;
 
-	if (sh->inflight || (!sh->q_first && !sh->c_first))
+	if ((!sh->q_first && !sh->c_first) || !flush_may_pipeline(sh))
 		return;
-	flush_copies(sh, &stale);
+	if (sh->ninflight == 0)
+		flush_copies(sh, &stale);
 	first = sh->c_first ? sh->c_first : sh->q_first;
 	if (!first)
 		goto out;
@@ -1338,16 +1405,26 @@ void spool_shard_flush(void *arg)
 		queues_fail(sh, rc);
 		goto out;
 	}
-	memset(b, 0, sizeof(*b));
+	b = &sh->bt[(sh->b_head + sh->ninflight) % SPOOL_BATCHES_MAX];
+	memset(b, 0, offsetof(struct spool_batch, iov));
+	b->sh = sh;
 	b->fd = sh->seg_fd;
 	b->off = sh->seg_off;
 	b->need_dirsync = sh->seg_new && sh->sync != CONFIG_SYNC_NONE;
-	batch_fill(sh);
-	sh->inflight = 1;
+	batch_fill(sh, b);
 	/* Too few file-op slots (reads hold them): never lose records or
 	 * fail them, they wait for the next turn. */
-	if (batch_submit(sh))
-		batch_unfill(sh);
+	if (batch_submit(b)) {
+		batch_unfill(sh, b);
+		goto out;
+	}
+	if (sh->ninflight++)
+		sh->stats.overlapped++;
+	/* The next batch goes after this one; only this one syncs the new
+	 * segment's name (a later one ends after it, batches_settle()). */
+	sh->seg_off = b->off + b->total;
+	if (b->need_dirsync)
+		sh->seg_new = 0;
 out:
 	/* Copies of messages that left their place: nothing to write. */
 	while ((e = stale)) {

@@ -4,7 +4,9 @@
  * are appended as whole MSG records to append-only segment files through the
  * thread's io_uring; messages that finish in the same loop turn share one
  * write and one fdatasync (group commit), and each message's done callback
- * runs only after its bytes are durable (sync = batch|always). A message id
+ * runs only after its bytes are durable (sync = batch|always); the next
+ * batch is written while the previous one's fdatasync runs (spool.c). A
+ * message id
  * names shard and sequence, unique across restarts.
  */
 #ifndef ETRND_STORE_SPOOL_H
@@ -133,9 +135,11 @@ int spool_append_copy(struct spool_shard *sh, uint64_t msgid, uint32_t seg_id,
  * share the commit) and spool_shard_busy as a busy check; its compaction
  * registers its own step and stop hook (spool_compact.h).
  *
- * spool_shard_flush: start a group commit of everything queued, unless a
- * commit is already in flight (then the queue waits and grows). Calling it
- * again in the same turn is harmless.
+ * spool_shard_flush: start a group commit of everything queued. With one
+ * commit in flight a second starts beside it (its write overlaps the
+ * first's fdatasync; it ends after the first) unless it would need a new
+ * segment or compaction copies are queued; with two in flight the queue
+ * waits and grows. Calling it again in the same turn is harmless.
  */
 void spool_shard_flush(void *sh);
 
@@ -181,6 +185,7 @@ struct spool_stats {
 	uint64_t bytes;        /* bytes made durable */
 	uint64_t commits;      /* group commits (write + sync rounds) */
 	uint64_t errors;       /* messages failed */
+	uint64_t overlapped;   /* commits started while another was in flight */
 };
 void spool_shard_stats(const struct spool_shard *sh, struct spool_stats *st);
 
