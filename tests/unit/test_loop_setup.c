@@ -56,29 +56,18 @@ static void add_listen(const char *key, const char *addr)
 	cr_assert_eq(config_set(&cfg, key, addr, "test", why, sizeof(why)), 0, "%s", why);
 }
 
-/* The lowest free descriptor: what the next open() would get. Probed
- * without opening one, which the lowered limit would refuse. */
-static int next_fd(void)
-{
-	int fd = 0;
-	while (fcntl(fd, F_GETFD) != -1)
-		fd++;
-	return fd;
-}
-
-/* Allow exactly n more descriptors than are open (below the lowest free
- * one: every lower one is in use). */
-static void allow_fds(int n)
+/* Allow exactly n more descriptors: n free ones below the limit. */
+static void allow_fds(unsigned n)
 {
 	struct rlimit rl;
 	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
-	rl.rlim_cur = (rlim_t)(next_fd() + n);
+	rl.rlim_cur = (rlim_t)loopback_fd_limit(n);
 	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
 }
 
 static void expect_fail(const char *want)
 {
-	int before = next_fd();
+	int before = loopback_lowest_free_fd();
 	struct loop *l = loop_new(&lc, err, sizeof(err));
 
 	cr_assert_null(l, "loop_new succeeded, wanted \"%s\"", want);

@@ -22,6 +22,7 @@
 #include "core/config.h"
 #include "core/loop.h"
 #include "store/spool.h"
+#include "loopback.h"
 
 #define T_SHARD 3u
 #define T_ERR_MAX (PATH_MAX + 64)
@@ -63,14 +64,6 @@ static void teardown(void)
 
 TestSuite(spool_open, .init = setup, .fini = teardown);
 
-static int next_fd(void)
-{
-	int fd = dup(0);
-	cr_assert_geq(fd, 0);
-	close(fd);
-	return fd;
-}
-
 static struct spool_shard *open_at(const char *dir)
 {
 	struct spool_shard_conf sc = { 0 };
@@ -86,12 +79,12 @@ static struct spool_shard *open_at(const char *dir)
 /* Fails with exactly want, and leaves no descriptor open. */
 static void expect_fail(const char *dir, const char *want)
 {
-	int before = next_fd();
+	int before = loopback_lowest_free_fd();
 	struct spool_shard *sh = open_at(dir);
 
 	cr_assert_null(sh, "opened %s, wanted \"%s\"", dir, want);
 	cr_expect_str_eq(err, want);
-	cr_expect_eq(next_fd(), before, "a descriptor left open");
+	cr_expect_eq(loopback_lowest_free_fd(), before, "a descriptor left open");
 }
 
 static void expect_open(const char *dir)
