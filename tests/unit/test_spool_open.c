@@ -12,6 +12,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #include "core/config.h"
 #include "core/loop.h"
 #include "store/spool.h"
+#include "store/spool_rec.h"
 #include "loopback.h"
 
 #define T_SHARD 3u
@@ -164,4 +166,102 @@ Test(spool_open, recovery_failure)
 	expect_fail(dir, want);
 	cr_assert_eq(unlink(seg), 0);
 	expect_open(dir);
+}
+
+/* ---- appends the shard refuses or cannot write --------------------------- */
+
+struct t_done {
+	unsigned pending;
+	int err[2];
+	unsigned n;
+};
+
+static void t_on_done(void *arg, int rc)
+{
+	struct t_done *d = arg;
+
+	d->err[d->n++] = rc;
+	if (--d->pending == 0)
+		loop_stop(loop);
+}
+
+static struct spool_msg t_msg(uint64_t id, const char *body, size_t body_len)
+{
+	static const char *const rcpt[] = { "a@demo.test" };
+	static const size_t rcpt_len[] = { 11 };
+	struct spool_msg m = {
+		.msgid = id, .sender = "s@example.org", .sender_len = 13,
+		.nrcpt = 1, .rcpt = rcpt, .rcpt_len = rcpt_len,
+		.body = body, .body_len = body_len,
+	};
+	return m;
+}
+
+/* Too big for a segment, a domain name too long for a SCHED: refused at
+ * once, nothing queued. */
+Test(spool_open, append_refuses_what_cannot_fit)
+{
+	char dir[128], dom[SPOOL_SCHED_DOMAIN_MAX + 2];
+	static char body[(1u << 20) + 1];
+	struct spool_stats st;
+
+	snprintf(dir, sizeof(dir), "%s/spool", tmp);
+	struct spool_shard *sh = open_at(dir);
+	cr_assert_not_null(sh, "%s", err);
+	memset(body, 'x', sizeof(body));
+	struct spool_msg m = t_msg(spool_shard_new_msgid(sh), body, sizeof(body));
+	cr_expect_eq(spool_append_msg(sh, &m, NULL, NULL), -E2BIG);
+	memset(dom, 'd', sizeof(dom));
+	cr_expect_eq(spool_append_sched(sh, m.msgid, dom, SPOOL_SCHED_DOMAIN_MAX + 1, 1, NULL, NULL),
+		     -ENAMETOOLONG);
+	spool_shard_stats(sh, &st);
+	cr_expect_eq(st.messages, 0);
+	spool_shard_close(sh);
+}
+
+/* The next segment's name is taken (a stray directory): the message fails
+ * with the reason (never acknowledged as stored), it is logged, and the
+ * next message goes to a segment of a fresh name and is durable. */
+Test(spool_open, segment_that_cannot_be_created_fails_the_message)
+{
+	char dir[128], seg[256];
+	struct t_done d = { 0 };
+	struct spool_stats st;
+
+	snprintf(dir, sizeof(dir), "%s/spool", tmp);
+	struct spool_shard *sh = open_at(dir);
+	cr_assert_not_null(sh, "%s", err);
+	uint64_t id = spool_shard_new_msgid(sh);
+	/* The segment opened at the flush is named by the next sequence. */
+	snprintf(seg, sizeof(seg), "%s/%u/%016" PRIx64 ".seg", dir, T_SHARD, spool_msgid_seq(id) + 1);
+	cr_assert_eq(mkdir(seg, 0750), 0);
+	struct spool_msg m = t_msg(id, "Subject: x\r\n\r\nhi\r\n", 19);
+	d.pending = 1;
+	cr_assert_eq(spool_append_msg(sh, &m, t_on_done, &d), 0);
+	cr_assert_eq(loop_run(loop), 0);
+	cr_expect_eq(d.err[0], -EEXIST);
+	spool_shard_stats(sh, &st);
+	cr_expect_eq(st.errors, 1);
+	cr_expect_eq(st.messages, 0);
+	spool_shard_close(sh);
+	loop_free(loop);
+
+	/* A new loop (one loop_run() each) and the shard again: the next
+	 * message is stored. */
+	struct loop_conf lc = { 0 };
+	lc.cfg = &cfg;
+	lc.ops = &no_ops;
+	loop = loop_new(&lc, err, sizeof(err));
+	cr_assert_not_null(loop, "%s", err);
+	sh = open_at(dir);
+	cr_assert_not_null(sh, "%s", err);
+	m.msgid = spool_shard_new_msgid(sh);
+	d = (struct t_done){ .pending = 1 };
+	cr_assert_eq(spool_append_msg(sh, &m, t_on_done, &d), 0);
+	cr_assert_eq(loop_run(loop), 0);
+	cr_expect_eq(d.err[0], 0);
+	spool_shard_stats(sh, &st);
+	cr_expect_eq(st.messages, 1);
+	cr_expect_eq(st.errors, 0);
+	spool_shard_close(sh);
 }
