@@ -21,14 +21,10 @@
 
 #include "core/config.h"
 #include "core/loop.h"
+#include "engine_fixture.h"
 #include "loopback.h"
 
 #define ERR_MAX 256
-
-static void *no_open(void *a, struct conn *c, const char *p) { (void)a; (void)c; (void)p; return NULL; }
-static size_t no_data(void *a, struct conn *c, void *s, const char *p, size_t n) { (void)a; (void)c; (void)s; (void)p; return n; }
-static void no_cb(void *a, struct conn *c, void *s) { (void)a; (void)c; (void)s; }
-static const struct conn_ops no_ops = { no_open, no_data, no_cb, no_cb, no_cb, NULL, NULL };
 
 static struct config cfg;
 static struct loop_conf lc;
@@ -41,7 +37,7 @@ static void setup(void)
 	cfg.max_connections = 4;
 	memset(&lc, 0, sizeof(lc));
 	lc.cfg = &cfg;
-	lc.ops = &no_ops;
+	lc.ops = engine_fixture_no_ops();
 	err[0] = '\0';
 }
 

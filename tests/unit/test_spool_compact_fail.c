@@ -21,6 +21,7 @@
 
 #include "core/config.h"
 #include "core/loop.h"
+#include "engine_fixture.h"
 #include "log_capture.h"
 #include "store/spool.h"
 #include "store/spool_compact.h"
@@ -59,11 +60,6 @@ static uint64_t cf_clock(void *arg)
 {
 	return ((struct cf *)arg)->now;
 }
-
-static void *no_open(void *a, struct conn *c, const char *p) { (void)a; (void)c; (void)p; return NULL; }
-static size_t no_data(void *a, struct conn *c, void *s, const char *p, size_t n) { (void)a; (void)c; (void)s; (void)p; return n; }
-static void no_cb(void *a, struct conn *c, void *s) { (void)a; (void)c; (void)s; }
-static const struct conn_ops no_ops = { no_open, no_data, no_cb, no_cb, no_cb, NULL, NULL };
 
 static void cf_done(void *arg, int err)
 {
@@ -197,7 +193,7 @@ Test(spool_compact_fail, damaged_record_is_not_copied, .timeout = 110)
 	cfg.nlisten = 0;
 	cfg.max_connections = 1;
 	lc.cfg = &cfg;
-	lc.ops = &no_ops;
+	lc.ops = engine_fixture_no_ops();
 	T.loop = loop_new(&lc, err, sizeof(err));
 	cr_assert_not_null(T.loop, "%s", err);
 	sc.dir = T.dir;

@@ -22,17 +22,13 @@
 
 #include "core/config.h"
 #include "core/loop.h"
+#include "engine_fixture.h"
 #include "store/spool.h"
 #include "store/spool_rec.h"
 #include "loopback.h"
 
 #define T_SHARD 3u
 #define T_ERR_MAX (PATH_MAX + 64)
-
-static void *no_open(void *a, struct conn *c, const char *p) { (void)a; (void)c; (void)p; return NULL; }
-static size_t no_data(void *a, struct conn *c, void *s, const char *p, size_t n) { (void)a; (void)c; (void)s; (void)p; return n; }
-static void no_cb(void *a, struct conn *c, void *s) { (void)a; (void)c; (void)s; }
-static const struct conn_ops no_ops = { no_open, no_data, no_cb, no_cb, no_cb, NULL, NULL };
 
 static struct config cfg;
 static struct loop *loop;
@@ -49,7 +45,7 @@ static void setup(void)
 	cfg.nlisten = 0;
 	cfg.max_connections = 1;
 	lc.cfg = &cfg;
-	lc.ops = &no_ops;
+	lc.ops = engine_fixture_no_ops();
 	loop = loop_new(&lc, err, sizeof(err));
 	cr_assert_not_null(loop, "%s", err);
 }
@@ -250,7 +246,7 @@ Test(spool_open, segment_that_cannot_be_created_fails_the_message)
 	 * message is stored. */
 	struct loop_conf lc = { 0 };
 	lc.cfg = &cfg;
-	lc.ops = &no_ops;
+	lc.ops = engine_fixture_no_ops();
 	loop = loop_new(&lc, err, sizeof(err));
 	cr_assert_not_null(loop, "%s", err);
 	sh = open_at(dir);
