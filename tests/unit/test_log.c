@@ -356,6 +356,7 @@ Test(log, fatal_says_it_on_stderr_and_in_the_log_file)
 
 	tl_dir_new(&d);
 	cr_assert_eq(pipe(pipefd), 0);
+	fflush(NULL); /* nothing buffered to be written twice */
 	pid_t pid = fork();
 	cr_assert_geq(pid, 0);
 	if (pid == 0) {
