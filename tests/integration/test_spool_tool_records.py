@@ -12,6 +12,7 @@ is started: the spool lives in a temp dir removed afterwards."""
 import base64
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -226,6 +227,66 @@ class SpoolToolRecordsTest(unittest.TestCase):
                 if cmd == "json":
                     got = [json.loads(line)["qid"] for line in out.splitlines()]
                     self.assertEqual(len(got), len(recs) - len(bad) + 1)
+
+    def test_odd_but_valid_records(self):
+        """Addresses that need escaping or cutting, a message stored twice
+        (a compaction copy), more next attempts than show's first table,
+        a SCHED before its MSG (recovery ignores it: so does show)."""
+        long_sender = b"a" * 3000 + b"@x.test"
+        odd_sender = b'q"b\\c\x01@x.test'
+        a, b = msgid(0x50), msgid(0x51)
+        doms = [b"d%d.test" % i for i in range(6)]
+        self.seg(0x50,
+                 record(SCHED, a, sched_payload(T0, b"early.test")),
+                 record(MSG, a, msg_payload(long_sender, [b"u@d.test"], b"a\r\n"), flags=2),
+                 *[record(SCHED, a, sched_payload(T0 + i, d)) for i, d in enumerate(doms)],
+                 record(MSG, b, msg_payload(odd_sender, [b"u@d.test"], b"first\r\n")))
+        self.seg(0x60, record(MSG, b, msg_payload(odd_sender, [b"u@d.test"], b"copy\r\n")))
+
+        rc, out, err = self.tool("show", self.spool, qid(a))
+        self.assertEqual((rc, err), (EXIT_OK, ""))
+        self.assertIn("flags: SMTPUTF8\n", out)
+        self.assertIn("sender: <%s...>\n" % ("a" * 2043), out)
+        self.assertNotIn("early.test", out)
+        got = re.findall(r"^next_attempt: (\S+) ", out, re.M)
+        self.assertEqual(got, [d.decode() for d in doms])
+        self.assertIn("state: deferred\n", out)
+
+        rc, out, err = self.tool("show", self.spool, qid(b))
+        self.assertEqual((rc, err), (EXIT_OK, ""))
+        self.assertIn('sender: <q"b\\x5Cc\\x01@x.test>\n', out)
+        self.assertIn("segment: %s offset " % os.path.join(self.shard, "%016x.seg" % 0x50), out)
+        self.assertTrue(out.endswith("\n\nfirst\r\n"), out)
+
+        rc, out, err = self.tool("list", self.spool)
+        self.assertEqual((rc, err), (EXIT_OK, ""))
+        self.assertEqual([line.split()[0] for line in out.splitlines()], [qid(a), qid(b)])
+
+        rc, out, err = self.tool("json", self.spool)
+        self.assertEqual((rc, err), (EXIT_OK, ""))
+        self.assertIn('"sender":"q\\"b\\\\c\\u0001@x.test"', out)
+        senders = [json.loads(line).get("sender") for line in out.splitlines()]
+        self.assertEqual(senders.count(odd_sender.decode("latin-1")), 2)
+        self.assertIn(long_sender.decode(), senders)
+
+    def test_lengths_that_lie(self):
+        """A length past the records that follow (the length field was the
+        damage) and one past the largest payload: bad record length."""
+        good = [record(MSG, msgid(0x70 + i), msg_payload(b"s@x.test", [b"u@d.test"], b"ok\r\n"))
+                for i in range(3)]
+        long_len = record(MSG, msgid(0x78), b"y" * 40, length=100000)
+        huge_len = record(MSG, msgid(0x79), b"z" * 40, length=0x7FFFFFFF)
+        path = self.seg(0x70, good[0], long_len, good[1], huge_len, good[2])
+        rc, out, err = self.tool("stats", self.spool)
+        self.assertEqual(rc, EXIT_DAMAGE, err)
+        off1 = len(good[0])
+        off2 = off1 + len(long_len) + len(good[1])
+        self.assertEqual(err.splitlines(), [
+            "etrnd-spool: %s: offset %d: bad record length (%d bytes skipped)"
+            % (path, off1, len(long_len)),
+            "etrnd-spool: %s: offset %d: bad record length (%d bytes skipped)"
+            % (path, off2, len(huge_len))])
+        self.assertEqual(out.splitlines()[-1].split()[3], "3")
 
 
 if __name__ == "__main__":
