@@ -772,3 +772,34 @@ Test(spool_recover, torn_tail_on_read_only_fs_fails)
 	cr_assert_eq(system(cmd), 0);
 	free(s.buf);
 }
+
+/* More segments than recovery's first tables hold (names with hex
+ * letters, as store/spool.c writes them): every one read, every fully
+ * done one listed dead in name order, the live one kept. */
+#define T_MANY_SEGS 100
+Test(spool_recover, many_segments_all_listed)
+{
+	struct spool_recover_result res;
+	struct img last = { 0 };
+
+	for (uint64_t i = 0; i < T_MANY_SEGS; i++) {
+		struct img s = { 0 };
+		uint64_t seq = 0xa00 + 0x10 * i;
+		img_msg(&s, seq, r_a, 10);
+		img_done(&s, seq, 0);
+		write_seg(seq, s.buf, s.len);
+		free(s.buf);
+	}
+	img_msg(&last, 0xf000, r_ab, 10);
+	write_seg(0xf000, last.buf, last.len);
+	struct spool_index *idx = recover(&res);
+	cr_expect_eq(res.segments, T_MANY_SEGS + 1);
+	cr_expect_eq(res.live_messages, 1);
+	cr_assert_eq(res.ndead, T_MANY_SEGS);
+	for (uint64_t i = 0; i < T_MANY_SEGS; i++)
+		cr_expect_eq(res.dead[i], 0xa00 + 0x10 * i, "dead[%" PRIu64 "]", i);
+	cr_expect_eq(pending(idx, 0xf000), 2);
+	spool_recover_result_free(&res);
+	spool_index_free(idx);
+	free(last.buf);
+}
