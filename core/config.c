@@ -1113,9 +1113,14 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return -1;
 	}
+	/* fgets() does not say how much it read and strlen() stops at a NUL
+	 * byte: the file offset before and after does (-1 where the file
+	 * cannot tell, a pipe: then a NUL goes unnoticed). */
+	long at = ftell(f);
 	while (fgets(line, sizeof(line), f)) {
 		char *p, *eq, *key, *value;
 		size_t len = strlen(line);
+		long next = ftell(f);
 
 		lineno++;
 		snprintf(where, sizeof(where), "%s:%u", path, lineno);
@@ -1124,10 +1129,11 @@ int config_load(struct config *c, const char *path, char *err, size_t errlen)
 				 CONFIG_LINE_MAX - 2);
 			goto out;
 		}
-		if (memchr(line, '\0', len) != NULL && strlen(line) != len) {
+		if (at >= 0 && next >= 0 && (size_t)(next - at) != len) {
 			snprintf(err, errlen, "%s: NUL byte in line", where);
 			goto out;
 		}
+		at = next;
 		p = comment_start(line);
 		if (p)
 			*p = '\0';

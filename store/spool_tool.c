@@ -143,7 +143,10 @@ static const char *printable(char *dst, size_t dstlen, const char *s,
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
 		if (o + 5 >= dstlen) {
-			if (dstlen >= 4)
+			/* "..." right after what was written (never past
+			 * room for it and the NUL): moving it further would
+			 * leave bytes of an earlier call in between. */
+			if (o > dstlen - 4)
 				o = dstlen - 4;
 			memcpy(dst + o, "...", 3);
 			o += 3;

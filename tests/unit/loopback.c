@@ -6,6 +6,7 @@
 #include "loopback.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -53,4 +54,23 @@ int loopback_listen(int backlog, unsigned short *port)
 		return -err;
 	}
 	return fd;
+}
+
+int loopback_lowest_free_fd(void)
+{
+	int fd = 0;
+
+	while (fcntl(fd, F_GETFD) != -1)
+		fd++;
+	return fd;
+}
+
+int loopback_fd_limit(unsigned n)
+{
+	unsigned seen = 0;
+
+	/* The (n+1)-th free descriptor: n free ones lie below it. */
+	for (int fd = 0;; fd++)
+		if (fcntl(fd, F_GETFD) == -1 && seen++ == n)
+			return fd;
 }

@@ -1014,3 +1014,147 @@ Test(config, comments)
 		unlink(path);
 	}
 }
+
+/* ---- more bad values (issue 18: every rejecting branch of a key) ---------
+ * Each through config_set() as a -o option would come, so that values a
+ * config file line cannot carry (an empty cipher list, a NUL) are covered
+ * by the load tests below instead. want: the whole error after "-o: ". */
+struct set_case {
+	const char *key, *value;
+	const char *want_err;   /* NULL: accepted */
+};
+
+static const struct set_case set_cases[] = {
+	{ "log", "./etrnd.log", NULL },
+	{ "log", "etrnd", "bad value for log: \"etrnd\" (want stderr, syslog or a file path)" },
+	{ "metrics_listen", "localhost:9100", "bad value for metrics_listen: \"localhost:9100\" (want host:port or [v6addr]:port with a numeric address, or none)" },
+	{ "metrics_listen", "none", NULL },
+	{ "user", "mail/x", "bad value for user: \"mail/x\" (want a user name: letters, digits, '_', '-', '.')" },
+	{ "user", "none", NULL },
+	{ "node_id", "node*1", "bad value for node_id: \"node*1\" (want 1 to 63 of letters, digits, '.', '_' and '-')" },
+	{ "redis_sentinels", "a,b,c,d,e,f,g,h,i", "bad value for redis_sentinels: more than 8 sentinels" },
+	{ "redis_sentinels", "[::1", "bad value for redis_sentinels: \"[::1\" (want host[:port] or [v6]:port, comma separated)" },
+	{ "redis_sentinels", "s1.test:0", "bad value for redis_sentinels: \"s1.test:0\" (want host[:port] or [v6]:port, comma separated)" },
+	{ "redis_sentinels", "none", NULL },
+	{ "redis_master_name", "my master", "bad value for redis_master_name: \"my master\" (no blanks or control characters)" },
+	{ "cluster_tls", "sometimes", "bad value for cluster_tls: \"sometimes\" (want may, must or verify)" },
+	{ "cluster_tls", "verify", NULL },
+	{ "dns_servers", "dns.example.net", "bad value for dns_servers: \"dns.example.net\" (want a comma list of numeric ip[:port] or [v6]:port)" },
+	{ "tls_ciphers", "", NULL },
+	{ "listen", "[::1]2525", "bad value for listen: \"[::1]2525\" (want host:port, [v6addr]:port or :port with a numeric address)" },
+	{ "listen", ",", "bad value for listen: no address given" },
+	{ "listen", "1.1.1.1:1,1.1.1.1:2,1.1.1.1:3,1.1.1.1:4,1.1.1.1:5,1.1.1.1:6,1.1.1.1:7,1.1.1.1:8,"
+		    "1.1.1.1:9,1.1.1.1:10,1.1.1.1:11,1.1.1.1:12,1.1.1.1:13,1.1.1.1:14,1.1.1.1:15,1.1.1.1:16,1.1.1.1:17",
+	  "bad value for listen: more than 16 addresses" },
+	{ "hostname", "a234567890123456789012345678901234567890123456789012345678901234.example",
+	  "bad value for hostname: \"a234567890123456789012345678901234567890123456789012345678901234.example\"" },
+	{ "hostname", "relay..example", "bad value for hostname: \"relay..example\"" },
+	{ "hostname", "relay.ex*mple", "bad value for hostname: \"relay.ex*mple\"" },
+	{ "log_syslog", "TRUE", NULL },
+	{ "log_syslog", "1", NULL },
+	{ "log_syslog", "False", NULL },
+	{ "log_syslog", "0", NULL },
+	{ "bare_lf", "normalize", NULL },
+	{ "log", "../var/etrnd.log", NULL },
+	{ "log", "/var/log/etrnd.log", NULL },
+	{ "user", "mail_user-1.x", NULL },
+	{ "listen", "127.0.0.1:", "bad value for listen: \"127.0.0.1:\"" },
+	{ "listen", "*:2525", NULL },
+	{ "redis_prefix", "etrnd*", "bad value for redis_prefix: \"etrnd*\"" },
+	{ "redis_prefix", "etrnd[1]", "bad value for redis_prefix: \"etrnd[1]\"" },
+	{ "redis_prefix", "a\\b", "bad value for redis_prefix: " },
+	{ "redis_master_name", "a\x7f", "bad value for redis_master_name: " },
+	{ "node_id", "n234567890123456789012345678901234567890123456789012345678901234",
+	  "bad value for node_id: " },
+	{ "redis", "redis://u:%4a%4B@h.test", NULL },
+	{ "redis", "redis://h.test/1000001", "" },
+	{ "redis", "redis://h.test/x", "" },
+};
+
+Test(config, set_rejects_each_bad_value)
+{
+	for (size_t i = 0; i < sizeof(set_cases) / sizeof(set_cases[0]); i++) {
+		const struct set_case *k = &set_cases[i];
+		struct config c;
+		char err[CONFIG_ERR_MAX] = "", want[CONFIG_ERR_MAX];
+
+		config_defaults(&c);
+		int rc = config_set(&c, k->key, k->value, "-o", err, sizeof(err));
+		if (!k->want_err) {
+			cr_expect_eq(rc, 0, "%s = %s: %s", k->key, k->value, err);
+		} else {
+			cr_expect_eq(rc, -1, "%s = %s accepted", k->key, k->value);
+			snprintf(want, sizeof(want), "-o: %s", k->want_err);
+			cr_expect(strncmp(err, want, strlen(want)) == 0, "%s = %s: got [%s], want [%s]",
+				  k->key, k->value, err, want);
+		}
+		config_free(&c);
+	}
+}
+
+/* A NUL byte inside a line: refused with the line's number (a config
+ * written by a broken tool must not be read as a shorter value). */
+Test(config, nul_byte_in_line)
+{
+	static const char text[] = "threads = 2\nhostname = a\0b.example\n";
+	struct config c;
+	char err[CONFIG_ERR_MAX], want[128];
+	char *path = write_conf("");
+	FILE *f = fopen(path, "w");
+
+	cr_assert_not_null(f);
+	cr_assert_eq(fwrite(text, 1, sizeof(text) - 1, f), sizeof(text) - 1);
+	fclose(f);
+	config_defaults(&c);
+	cr_expect_eq(config_load(&c, path, err, sizeof(err)), -1);
+	snprintf(want, sizeof(want), "%s:2: NUL byte in line", path);
+	cr_expect_str_eq(err, want);
+	config_free(&c);
+	unlink(path);
+}
+
+/* config_finish(): settings that are each fine but not together. want:
+ * the error after "PATH: ". */
+Test(config, finish_refuses_settings_that_disagree)
+{
+	static const struct {
+		const char *text, *want;
+	} cases[] = {
+		{ "relay_domains = demo.test\nredis_sentinels = s1.test\n",
+		  "redis_sentinels and redis_master_name go together: set both or neither" },
+		{ "relay_domains = demo.test\nredis_master_name = mymaster\n",
+		  "redis_sentinels and redis_master_name go together: set both or neither" },
+		{ "redis = unix:/run/redis.sock\nredis_sentinels = s1.test\nredis_master_name = m\n",
+		  "redis is a unix socket but redis_sentinels is set: Sentinel names a TCP master" },
+		{ "relay_domains = demo.test\ncluster_publish_interval = 10s\ncluster_node_ttl = 10s\n",
+		  "cluster_node_ttl (10000 ms) is not longer than cluster_publish_interval (10000 ms): every node would look gone between refreshes" },
+		{ "relay_domains = demo.test\ncluster_listen = 127.0.0.1:2600\n",
+		  "cluster_listen is set but cluster_secret_file is not: no node could authenticate" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config c;
+		char err[CONFIG_ERR_MAX] = "", want[CONFIG_ERR_MAX];
+		char *path = write_conf(cases[i].text);
+
+		config_defaults(&c);
+		cr_assert_eq(config_load(&c, path, err, sizeof(err)), 0, "case %zu: %s", i, err);
+		cr_expect_eq(config_finish(&c, err, sizeof(err)), -1, "case %zu accepted", i);
+		snprintf(want, sizeof(want), "%s: %s", path, cases[i].want);
+		cr_expect_str_eq(err, want, "case %zu", i);
+		config_free(&c);
+		unlink(path);
+	}
+	/* Both Sentinel keys over TCP: fine, and the display names them. */
+	struct config c;
+	char err[CONFIG_ERR_MAX] = "";
+	char *path = write_conf("relay_domains = demo.test\nredis_sentinels = s1.test, s2.test:26380\n"
+				"redis_master_name = mymaster\n");
+	config_defaults(&c);
+	cr_assert_eq(config_load(&c, path, err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(config_finish(&c, err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq((int)c.redis.kind, CONFIG_REDIS_TCP);
+	cr_expect_str_eq(c.redis.display, "sentinel mymaster via s1.test:26379,...");
+	config_free(&c);
+	unlink(path);
+}

@@ -22,6 +22,7 @@
 #include "core/ctlsock.h"
 #include "core/log.h"
 #include "core/now.h"
+#include "loopback.h"
 
 /* Generous for a loaded 2-core machine: a request to an idle server takes
  * well under a millisecond. */
@@ -214,4 +215,38 @@ Test(ctlsock, out_of_descriptors_does_not_spin)
 	cr_expect_geq(t_request("status\n", reply, sizeof(reply),
 				CTLSOCK_REQUEST_TIMEOUT_MS + T_SLACK_MS), 0);
 	ctlsock_stop(c);
+}
+
+/* ctlsock_start()'s refusals, each naming the socket and the reason, with
+ * nothing left open or bound: a path too long for sun_path, a directory
+ * that does not exist, a process out of descriptors. */
+Test(ctlsock, start_failures_name_the_reason)
+{
+	char err[512], want[512], path[200];
+	struct rlimit old, low;
+
+	memset(path, 'p', sizeof(path) - 1);
+	path[0] = '/';
+	path[sizeof(path) - 1] = '\0';
+	int before = loopback_lowest_free_fd();
+	cr_expect_null(ctlsock_start(path, t_echo, NULL, NULL, err, sizeof(err)));
+	snprintf(want, sizeof(want), "control_socket %s: path too long (at most 107)", path);
+	cr_expect_str_eq(err, want);
+
+	cr_expect_null(ctlsock_start("/nonexistent-etrnd-test/ctl.sock", t_echo, NULL, NULL, err,
+				     sizeof(err)));
+	cr_expect_str_eq(err, "control_socket /nonexistent-etrnd-test/ctl.sock: No such file or directory");
+	cr_expect_eq(loopback_lowest_free_fd(), before, "a descriptor left open");
+
+	snprintf(t_path, sizeof(t_path), "/tmp/etrnd-test-ctlsock-%d.sock", (int)getpid());
+	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+	low = old;
+	low.rlim_cur = (rlim_t)loopback_fd_limit(1); /* the socket, not the eventfd */
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+	struct ctlsock *c = ctlsock_start(t_path, t_echo, NULL, NULL, err, sizeof(err));
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+	cr_expect_null(c);
+	cr_expect_str_eq(err, "control socket: Too many open files");
+	cr_expect_eq(loopback_lowest_free_fd(), before, "a descriptor left open");
+	cr_expect_eq(access(t_path, F_OK), -1, "the socket file was bound");
 }

@@ -7,12 +7,15 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -289,5 +292,89 @@ Test(log, reopen_under_writers_loses_nothing, .timeout = 60)
 		for (unsigned i = 0; i < TL_LINES; i++)
 			cr_expect(seen[t][i], "writer %u line %u lost", t, i);
 	cr_expect_eq(other, TL_REOPENS, "only the \"reopened\" lines besides the writers'");
+	tl_dir_free(&d);
+}
+
+/* A path longer than PATH_MAX - 1: refused before any open. */
+Test(log, open_file_refuses_overlong_path)
+{
+	static char path[PATH_MAX + 1];
+
+	memset(path, 'a', PATH_MAX);
+	path[0] = '/';
+	cr_expect_eq(log_open_file(path), -ENAMETOOLONG);
+}
+
+/* With stdin closed the log file would get descriptor 0, which a daemon's
+ * stdio may reuse: it is moved above 2, and 0 stays free. */
+Test(log, file_never_on_stdio_descriptors)
+{
+	struct tl_dir d;
+	char *cur;
+
+	tl_dir_new(&d);
+	close(STDIN_FILENO);
+	cr_assert_eq(log_open_file(d.path), 0);
+	cr_expect_eq(fcntl(STDIN_FILENO, F_GETFD), -1, "the log file kept descriptor 0");
+	log_info("on a high descriptor");
+	cur = tl_slurp(d.path);
+	cr_expect(strstr(cur, "]: on a high descriptor\n"), "%s", cur);
+	free(cur);
+	tl_dir_free(&d);
+}
+
+/* A message longer than a log line: cut, still one whole line. */
+Test(log, overlong_message_is_one_line)
+{
+	struct tl_dir d;
+	static char msg[3 * 2048];
+	char *cur;
+
+	tl_dir_new(&d);
+	cr_assert_eq(log_open_file(d.path), 0);
+	memset(msg, 'm', sizeof(msg) - 1);
+	log_info("%s", msg);
+	log_info("next");
+	cur = tl_slurp(d.path);
+	char *nl = strchr(cur, '\n');
+	cr_assert_not_null(nl);
+	cr_expect_eq((size_t)(nl - cur), 2048 - 2, "the first line is %zu bytes", (size_t)(nl - cur));
+	cr_expect_eq(nl[-1], 'm');
+	cr_expect(strstr(nl + 1, "]: next\n") != NULL, "%s", nl + 1);
+	free(cur);
+	tl_dir_free(&d);
+}
+
+/* fatal(): the operator's line on stderr, the same in the log file, exit
+ * status 2. In a child, which fatal() ends. */
+Test(log, fatal_says_it_on_stderr_and_in_the_log_file)
+{
+	struct tl_dir d;
+	int pipefd[2], status;
+	char err[256] = "";
+	char *cur;
+
+	tl_dir_new(&d);
+	cr_assert_eq(pipe(pipefd), 0);
+	fflush(NULL); /* nothing buffered to be written twice */
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		dup2(pipefd[1], STDERR_FILENO);
+		log_init("test_log", LOGL_INFO, 0);
+		if (log_open_file(d.path) != 0)
+			_exit(100);
+		fatal("spool_dir %s: %s", "/x", "Permission denied");
+	}
+	close(pipefd[1]);
+	ssize_t n = read(pipefd[0], err, sizeof(err) - 1);
+	err[n > 0 ? n : 0] = '\0';
+	close(pipefd[0]);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 2, "status %#x", status);
+	cr_expect_str_eq(err, "test_log: spool_dir /x: Permission denied\n");
+	cur = tl_slurp(d.path);
+	cr_expect(strstr(cur, "]: error: fatal: spool_dir /x: Permission denied\n"), "%s", cur);
+	free(cur);
 	tl_dir_free(&d);
 }

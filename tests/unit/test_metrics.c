@@ -810,3 +810,21 @@ Test(metrics, promtool_check_metrics, .init = metrics_setup, .fini = metrics_tea
 	cr_expect_eq(rc, 0, "promtool check metrics failed");
 	buf_free(&b);
 }
+
+/* Out-of-range input is refused or ignored, never an out-of-bounds write:
+ * an engine count of 0 or past the slots, a metric id past the table. */
+Test(metrics, out_of_range_is_ignored, .init = metrics_setup, .fini = metrics_teardown)
+{
+	cr_expect_eq(metrics_init(0), -EINVAL);
+	cr_expect_eq(metrics_init(100000), -EINVAL);
+	metrics_add(METRIC_CONN_ACCEPTED, 3);
+	metrics_add(METRIC_COUNT, 5);
+	metrics_sub(METRIC_COUNT, 1);
+	metrics_set(METRIC_COUNT, 7);
+	metrics_add((enum metric_id)-1, 9);
+	cr_expect_eq(metrics_value(METRIC_COUNT), 0);
+	cr_expect_eq(metrics_value(METRIC_CONN_ACCEPTED), 3);
+	for (unsigned m = 0; m < METRIC_COUNT; m++)
+		if (m != METRIC_CONN_ACCEPTED)
+			cr_expect_eq(metrics_value((enum metric_id)m), 0, "metric %u moved", m);
+}

@@ -13,12 +13,14 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "core/now.h"
 #include "core/resolver.h"
 #include "core/resolver_list.h"
 #include "tests/unit/dns_stub.h"
+#include "tests/unit/loopback.h"
 
 #define WAIT_MAX_MS 30000  /* generous: the machine is shared and loaded */
 #define SLOW_DELAY_MS 1500 /* slow.test answers this late */
@@ -688,4 +690,31 @@ Test(resolver_list, drop_self)
 			     mx.n, cases[i].want_n);
 		cr_expect_eq(mx.n, cases[i].want_n);
 	}
+}
+
+/* resolver_new()'s refusals name the reason and leave nothing open: a
+ * server list c-ares cannot read, a process out of descriptors. */
+Test(resolver, new_refuses_with_reason)
+{
+	struct resolver_conf conf = { .servers = "not an address" };
+	struct rlimit old, low;
+	char err[256] = "";
+	int before = loopback_lowest_free_fd();
+
+	cr_expect_null(resolver_new(&conf, err, sizeof(err)));
+	static const char want[] = "c-ares: servers \"not an address\": ";
+	cr_expect(strncmp(err, want, strlen(want)) == 0 && err[strlen(want)], "%s", err);
+	cr_expect_eq(loopback_lowest_free_fd(), before, "a descriptor left open");
+
+	conf.servers = "127.0.0.1:53";
+	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+	low = old;
+	low.rlim_cur = (rlim_t)loopback_fd_limit(0);
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+	struct resolver *r = resolver_new(&conf, err, sizeof(err));
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+	cr_expect_null(r);
+	cr_expect_str_eq(err, "resolver: eventfd: Too many open files");
+	cr_expect_eq(loopback_lowest_free_fd(), before, "a descriptor left open");
+	resolver_free(r);
 }

@@ -707,3 +707,99 @@ Test(spool_recover, many_records)
 	spool_index_free(idx);
 	free(s.buf);
 }
+
+/* What recovery cannot get past fails the shard with the path and the
+ * reason, and leaves nothing allocated in the result: a shard that is a
+ * file, a segment name that cannot be opened (a dangling symlink). */
+Test(spool_recover, unreadable_shard_or_segment_fails_with_path)
+{
+	struct spool_recover_result res;
+	char path[512], want[640], err[640] = "";
+	struct spool_index *idx = spool_index_new();
+
+	cr_assert_not_null(idx);
+	snprintf(path, sizeof path, "%s/file", t_dir);
+	int fd = open(path, O_WRONLY | O_CREAT, 0600);
+	cr_assert_geq(fd, 0);
+	close(fd);
+	cr_expect_eq(spool_recover_shard(path, idx, &res, err, sizeof err), -ENOTDIR);
+	snprintf(want, sizeof want, "%s: Not a directory", path);
+	cr_expect_str_eq(err, want);
+	cr_assert_eq(unlink(path), 0);
+
+	struct img s = { 0 };
+	img_msg(&s, 0x50, r_a, 10);
+	write_seg(0x50, s.buf, s.len);
+	seg_path(path, sizeof path, 0x60);
+	cr_assert_eq(symlink("/nonexistent/etrnd-test", path), 0);
+	cr_expect_eq(spool_recover_shard(t_dir, idx, &res, err, sizeof err), -ENOENT);
+	snprintf(want, sizeof want, "%s: No such file or directory", path);
+	cr_expect_str_eq(err, want);
+	cr_expect_null(res.dead);
+	cr_expect_eq(res.ndead, 0);
+	spool_index_free(idx);
+	free(s.buf);
+}
+
+/* A torn tail that cannot be cut (the spool's file system went read-only):
+ * recovery fails with the reason instead of appending after the torn
+ * record. The spool is a small tmpfs mounted by the test (root only;
+ * skipped, saying why, where mounting is not allowed). */
+Test(spool_recover, torn_tail_on_read_only_fs_fails)
+{
+	struct img s = { 0 };
+	struct spool_recover_result res;
+	char path[512], want[640], err[640] = "", cmd[640];
+
+	snprintf(cmd, sizeof cmd, "mount -t tmpfs -o size=1m tmpfs '%s' 2>/dev/null", t_dir);
+	if (system(cmd) != 0)
+		cr_skip_test("cannot mount a tmpfs here (not root?)");
+	img_msg(&s, 0x10, r_a, 100);
+	img_msg(&s, 0x11, r_a, 100);
+	write_seg(0x10, s.buf, s.len - 10);
+	snprintf(cmd, sizeof cmd, "mount -o remount,ro '%s'", t_dir);
+	cr_assert_eq(system(cmd), 0);
+	/* Expectations only from here on: the umount below always runs. */
+	struct spool_index *idx = spool_index_new();
+	int r = idx ? spool_recover_shard(t_dir, idx, &res, err, sizeof err) : -ENOMEM;
+	seg_path(path, sizeof path, 0x10);
+	snprintf(want, sizeof want, "%s: truncating torn tail: Read-only file system", path);
+	cr_expect_eq(r, -EROFS);
+	cr_expect_str_eq(err, want);
+	cr_expect_eq(seg_size(0x10), (off_t)(s.len - 10), "the segment is as it was");
+	spool_index_free(idx);
+	snprintf(cmd, sizeof cmd, "umount '%s'", t_dir);
+	cr_assert_eq(system(cmd), 0);
+	free(s.buf);
+}
+
+/* More segments than recovery's first tables hold (names with hex
+ * letters, as store/spool.c writes them): every one read, every fully
+ * done one listed dead in name order, the live one kept. */
+#define T_MANY_SEGS 100
+Test(spool_recover, many_segments_all_listed)
+{
+	struct spool_recover_result res;
+	struct img last = { 0 };
+
+	for (uint64_t i = 0; i < T_MANY_SEGS; i++) {
+		struct img s = { 0 };
+		uint64_t seq = 0xa00 + 0x10 * i;
+		img_msg(&s, seq, r_a, 10);
+		img_done(&s, seq, 0);
+		write_seg(seq, s.buf, s.len);
+		free(s.buf);
+	}
+	img_msg(&last, 0xf000, r_ab, 10);
+	write_seg(0xf000, last.buf, last.len);
+	struct spool_index *idx = recover(&res);
+	cr_expect_eq(res.segments, T_MANY_SEGS + 1);
+	cr_expect_eq(res.live_messages, 1);
+	cr_assert_eq(res.ndead, T_MANY_SEGS);
+	for (uint64_t i = 0; i < T_MANY_SEGS; i++)
+		cr_expect_eq(res.dead[i], 0xa00 + 0x10 * i, "dead[%" PRIu64 "]", i);
+	cr_expect_eq(pending(idx, 0xf000), 2);
+	spool_recover_result_free(&res);
+	spool_index_free(idx);
+	free(last.buf);
+}

@@ -188,3 +188,24 @@ Test(spool_state, names)
 	cr_assert(spool_state_live(SPOOL_STATE_DEFERRED));
 	cr_assert(!spool_state_live(SPOOL_STATE_BOUNCED));
 }
+
+/* What no writer of ours makes still gets a name and a state, never an
+ * out-of-table read: a message without recipients and a recipient status
+ * this reader does not know are "finished" (nothing left to do with them),
+ * an unknown kind or status is named "unknown". */
+Test(spool_state, unknown_values_named)
+{
+	static const uint8_t odd[] = { 9 };
+	static const uint8_t odd2[] = { 9, 9 };
+
+	cr_expect_eq(spool_state_of(NULL, 0, 0), SPOOL_STATE_FINISHED);
+	cr_expect_eq(spool_state_of(odd, 1, 0), SPOOL_STATE_FINISHED);
+	cr_expect_eq(spool_state_of(odd2, 2, 1), SPOOL_STATE_FINISHED);
+	cr_expect_str_eq(spool_state_name((enum spool_state_kind)99), "unknown");
+	cr_expect_str_eq(spool_state_rcpt_name(9), "unknown");
+	cr_expect_str_eq(spool_state_name(SPOOL_STATE_DELIVERED), "delivered");
+	cr_expect_str_eq(spool_state_name(SPOOL_STATE_BOUNCED), "bounced");
+	cr_expect_str_eq(spool_state_name(SPOOL_STATE_EXPIRED), "expired");
+	cr_expect_str_eq(spool_state_rcpt_name(SPOOL_DONE_DELIVERED), "delivered");
+	cr_expect_str_eq(spool_state_rcpt_name(SPOOL_DONE_BOUNCED), "bounced");
+}
