@@ -902,7 +902,14 @@ for name, measured, met in TARGETS:
 prof = []
 prof.append("## Where etrnd's time goes (callgrind)")
 prof.append("")
-prof.append("`perf stat -e instructions` is not supported on this machine (no hardware counters in the VM), so the profile is `valgrind --tool=callgrind` of etrnd (`threads = 1`) taking %s pipelined 4 KiB messages from 20 sessions. Instruction counts (Ir), top functions by self cost, then by inclusive cost:" % META.get("profile_n"))
+prof.append("`perf stat -e instructions` is not supported on this machine (no hardware counters in the VM), so the profile is `valgrind --tool=callgrind` of the release build of etrnd (`threads = 1`) in its steady state: instrumentation off at start (`--instr-atstart=no`), a warm-up of a quarter as many messages, then `callgrind_control -i on` for %s pipelined 4 KiB messages from 200 sessions, and off again before shutdown. Start-up (the TLS trust store, Redis loading) is not in it." % META.get("profile_n"))
+prof.append("")
+irm = dict(kv.split("=", 1) for kv in read("profile.irmsg").split() if "=" in kv)
+if irm.get("messages"):
+    prof.append("Instructions per message: **%s** for the whole process, **%s** in the engine thread (`loop_run` inclusive), over %s messages. Issue 17's starting point, measured the same way on commit 1f6b9c2: 37,453 and 33,445." % (
+        "{:,}".format(int(irm["ir_per_msg"])), "{:,}".format(int(irm["engine_ir_per_msg"])), irm["messages"]))
+    prof.append("")
+prof.append("Instruction counts (Ir), top functions by self cost, then by inclusive cost:")
 prof.append("")
 prof.append("```")
 prof.append(read("profile.self").rstrip() or "(no profile)")
