@@ -1087,9 +1087,11 @@ static void dc_verdict(struct drain_conn *dc, uint32_t i, struct drain_bounces *
 		w->action = DSN_ACTION_FAILED;
 		w->status = r->enh[0] ? r->enh : DRAIN_DIAG_DEFAULT_STATUS;
 		if (!r->local) {
-			/* Diagnostic-Code: smtp; the whole reply (RFC 3464 2.3.6). */
-			int dn = snprintf(b->diag[b->n], DRAIN_DIAG_MAX, "%d %s %.*s", r->code,
-					  r->enh, (int)r->text_len, r->text);
+			/* Diagnostic-Code: smtp; the reply as the server gave it
+			 * (RFC 3464 2.3.6): its enhanced code only if it sent one. */
+			int dn = snprintf(b->diag[b->n], DRAIN_DIAG_MAX, "%d %s%s%.*s", r->code,
+					  r->enh_sent ? r->enh : "", r->enh_sent ? " " : "",
+					  (int)r->text_len, r->text);
 			w->remote_mta = b->remote;
 			w->diagnostic = b->diag[b->n];
 			w->diag_len = dn < 0 ? 0 : dn >= DRAIN_DIAG_MAX ? DRAIN_DIAG_MAX - 1 : (size_t)dn;

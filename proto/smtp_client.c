@@ -216,6 +216,13 @@ static void smtp_client_set_enh(char out[SMTP_CLIENT_ENH_MAX], const char *enh)
 	out[n] = '\0';
 }
 
+/* Whether enh is the server's own enhanced code: the reply reader's,
+ * which read one (not a class stand-in, not one of our constants). */
+static int smtp_client_enh_sent(const struct smtp_client *c, const char *enh, int local)
+{
+	return !local && enh == c->rd.r.enh && c->rd.r.enh_sent;
+}
+
 static void smtp_client_decide(struct smtp_client *c, int accepted, int pending,
 		int code, const char *enh, const char *text, size_t text_len, int local)
 {
@@ -233,6 +240,7 @@ static void smtp_client_decide(struct smtp_client *c, int accepted, int pending,
 		r->r.status = smtp_client_status_of(code);
 		r->r.code = code;
 		smtp_client_set_enh(r->r.enh, enh);
+		r->r.enh_sent = smtp_client_enh_sent(c, enh, local);
 		r->text_off = off;
 		r->r.text_len = text_len;
 		r->r.local = local;
@@ -250,6 +258,7 @@ static void smtp_client_decide_one(struct smtp_client *c, unsigned i)
 	r->r.status = smtp_client_status_of(c->rd.r.code);
 	r->r.code = c->rd.r.code;
 	memcpy(r->r.enh, c->rd.r.enh, sizeof(r->r.enh));
+	r->r.enh_sent = c->rd.r.enh_sent;
 	r->r.text_len = len;
 	r->r.local = 0;
 }
@@ -266,6 +275,7 @@ static void smtp_client_decide_local(struct smtp_client *c, unsigned i, int code
 	r->r.status = smtp_client_status_of(code);
 	r->r.code = code;
 	snprintf(r->r.enh, sizeof(r->r.enh), "%s", enh);
+	r->r.enh_sent = 0;
 	r->r.text_len = len;
 	r->r.local = 1;
 }
@@ -303,6 +313,7 @@ static void smtp_client_set_close_reason(struct smtp_client *c, int code,
 	r->status = smtp_client_status_of(code);
 	r->code = code;
 	snprintf(r->enh, sizeof(r->enh), "%s", enh);
+	r->enh_sent = smtp_client_enh_sent(c, enh, local);
 	r->text = c->close_text;
 	r->text_len = len;
 	r->local = local;

@@ -136,6 +136,8 @@ struct smtp_client_result {
 	int code;                      /* 250, 452, 550, ...; 4xx/5xx made up when local */
 	char enh[SMTP_CLIENT_ENH_MAX]; /* RFC 3463 "x.y.z", NUL-terminated; the
 	                                  server's, else "<class>.0.0" */
+	int enh_sent;                  /* 1: enh is the server's own (a DSN's
+	                                  Diagnostic-Code repeats only that) */
 	const char *text;              /* reply text, printable ASCII only
 	                                  (anything else is '?'), not
 	                                  NUL-terminated; use text_len */

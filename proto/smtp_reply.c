@@ -211,6 +211,7 @@ static enum smtp_reply_status smtp_reply_line(struct smtp_reply_reader *rd,
 
 			memcpy(r->enh, t, k);
 			r->enh[k] = '\0';
+			r->enh_sent = 1;
 		}
 		while (e < tn && t[e] == ' ')
 			e++;

@@ -45,6 +45,7 @@ struct smtp_reply {
 	unsigned lines;                /* lines read of it */
 	char enh[SMTP_REPLY_ENH_MAX];  /* the first line's "x.y.z"; once DONE,
 	                                  "<class>.0.0" when the server gave none */
+	int enh_sent;                  /* enh is the server's, not the class's */
 	char text[SMTP_REPLY_TEXT_MAX]; /* printable ASCII ('?' for the rest),
 	                                  not NUL-terminated */
 	size_t text_len;

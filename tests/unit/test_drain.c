@@ -736,10 +736,8 @@ static const struct t_case t_cases[] = {
 		.want_dsn = {
 			"Final-Recipient: rfc822; r2@cust.test\r\n",
 			"Status: 5.0.0\r\n",
-			/* The reply's text; that the code then reads "550
-			 * 5.0.0" (a status the server never said) is noted
-			 * in issue 18's closing note, not pinned here. */
-			"no such user here\r\n",
+			/* The reply as sent: no status the server never said. */
+			"Diagnostic-Code: smtp; 550 no such user here\r\n",
 		},
 	},
 	{

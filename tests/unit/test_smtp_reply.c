@@ -172,3 +172,29 @@ Test(smtp_reply, enh_len)
 	cr_expect_eq(smtp_reply_enh_len("4.1.1", 5, 550), 0);
 	cr_expect_eq(smtp_reply_enh_len("4..1", 4, 450), 0);
 }
+
+/* enh_sent tells the server's own enhanced code from the class stand-in,
+ * so that a DSN's Diagnostic-Code repeats only what the server said. */
+Test(smtp_reply, enh_sent)
+{
+	static const struct { const char *in; const char *enh; int sent; } t[] = {
+		{ "550 5.1.1 no such user\r\n", "5.1.1", 1 },
+		{ "550 no such user here\r\n", "5.0.0", 0 },
+		{ "550 5.0.0 said so\r\n", "5.0.0", 1 },
+		{ "459 5.7.1 another class is text\r\n", "4.0.0", 0 },
+		{ "250-2.0.0 first\r\n250 second\r\n", "2.0.0", 1 },
+	};
+
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		struct smtp_reply_reader rd;
+		char line[128];
+		enum smtp_reply_status st;
+		size_t len = strlen(t[i].in);
+
+		smtp_reply_init(&rd, line, sizeof(line), T_LINES_MAX);
+		cr_assert_eq(smtp_reply_feed(&rd, t[i].in, len, &st), len, "%s", t[i].in);
+		cr_assert_eq(st, SMTP_REPLY_DONE, "%s", t[i].in);
+		cr_expect_str_eq(rd.r.enh, t[i].enh, "%s", t[i].in);
+		cr_expect_eq(rd.r.enh_sent, t[i].sent, "%s", t[i].in);
+	}
+}
