@@ -471,7 +471,13 @@ static void sched_restart_spread(struct sched *s)
 {
 	const struct domtab *t = domtab_live_get(s->dt);
 	uint64_t start = sched_now_us(s);
-	uint64_t n = restart_walk(s, t, start, 0, 0);
+	uint64_t n;
+
+	/* No spread: what fell due is due, as it stands (next_us 0 or past);
+	 * setting each entry's time would only cost it index memory. */
+	if (s->cfg->queue_restart_spread_ms == 0)
+		return;
+	n = restart_walk(s, t, start, 0, 0);
 
 	if (n > 1)
 		(void)restart_walk(s, t, start, n, 1);

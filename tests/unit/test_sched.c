@@ -743,6 +743,34 @@ Test(sched, restart_spreads_what_fell_due, .timeout = T_TIMEOUT_S)
 	t_sink_stop(&s);
 }
 
+/* queue_restart_spread = 0: the restart walk is skipped (it would only set
+ * each entry's time to now, at the cost of index memory), and what fell
+ * due still goes at once, with no clock step. */
+Test(sched, restart_without_spread_sends_at_once, .timeout = T_TIMEOUT_S)
+{
+	struct engine_fixture f;
+	struct t_sink s;
+	uint64_t ids[T_SPREAD_MSGS];
+
+	t_sink_start(&s, 0);
+	cr_assert_eq(engine_fixture_init(&f, t_table()), 0);
+	snprintf(f.cfg.relayhost, sizeof(f.cfg.relayhost), "[127.0.0.1]:%u", s.port);
+	f.cfg.queue_restart_spread_ms = 0;
+	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err); /* no scheduler yet */
+	for (int i = 0; i < T_SPREAD_MSGS; i++)
+		cr_assert_neq(ids[i] = engine_fixture_append(&f, T_SENDER, t_rcpt_foreign, 1,
+							     T_BODY), 0);
+	engine_fixture_stop(&f);
+	f.with_sched = 1;
+	cr_assert_eq(engine_fixture_start(&f), 0, "%s", f.err);
+	for (int i = 0; i < T_SPREAD_MSGS; i++)
+		cr_assert_eq(engine_fixture_wait(&f, t_finished, &ids[i],
+						 ENGINE_FIXTURE_WAIT_MS), 0, "message %d", i);
+	cr_expect_eq(t_sink_count(&s, NULL), T_SPREAD_MSGS);
+	engine_fixture_fini(&f);
+	t_sink_stop(&s);
+}
+
 /* ---- routing by MX: permanent failures bounce, temporary ones defer ------ */
 
 #define T_DNS_TIMEOUT_MS 2000
