@@ -491,20 +491,23 @@ static void done_durable(void *arg, int err)
 	struct drain_conn *dc = du->dc;
 	struct drain_durable_msg *m = &du->per_msg[du->head];
 	struct drain_job *j = m->job;
+	/* j may end (and be freed) below; the environment outlives it. */
+	struct drain_conn_env *env = j->env;
 
 	(void)err;
 	j->dones_pending--;
 	du->pending--;
 	if (--m->dones == 0) {
 		m->job = NULL;
-		du->head = (du->head + 1) % j->env->done_window;
+		du->head = (du->head + 1) % env->done_window;
 		du->msgs--;
 	}
 	/* A job dc has left ends once its last DONE is durable. Its end may
-	 * start other jobs, never take dc (not IDLE: it waits for no DONE). */
+	 * start other jobs, never take dc (not IDLE: it waits for no DONE).
+	 * j is not to be touched after this. */
 	if (j != dc->job && !j->dones_pending)
 		job_check_idle(j);
-	if (dc->state == DRAIN_CONN_WAIT_DURABLE && du->msgs < j->env->done_window)
+	if (dc->state == DRAIN_CONN_WAIT_DURABLE && du->msgs < env->done_window)
 		dc_finish_body(dc);
 	else if (du->pending)
 		return;
