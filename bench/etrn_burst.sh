@@ -39,10 +39,12 @@ trap cleanup EXIT
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 SINK_PORT=$(free_port)
-"$REDIS_SERVER" --port 0 --unixsocket "$WORK/redis.sock" --unixsocketperm 700 --dir "$WORK" \
-	--save "" --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 1 200); do [[ -S $WORK/redis.sock ]] && break; sleep 0.05; done
+# The private redis-server of bench/bench_lib.sh, in $WORK, stopped with ours.
+# shellcheck source=bench_lib.sh
+. "$ROOT/bench/bench_lib.sh"
+H_TMP=$WORK H_PIDS=()
+bench_redis_start etrn_burst.sh
+PIDS+=("${H_PIDS[@]}")
 {
 	echo "domain,queue,dest,etrn_from"
 	for i in $(seq 0 $((NDOM - 1))); do echo "dom$i.test,,127.0.0.1:$SINK_PORT,127.0.0.0/8"; done
