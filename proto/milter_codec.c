@@ -235,6 +235,19 @@ ssize_t milter_encode_simple(uint8_t *out, size_t cap, enum milter_cmd cmd)
 	return milter_w_finish(&w);
 }
 
+ssize_t milter_encode_frame(uint8_t *out, size_t cap, uint8_t cmd,
+		const void *data, size_t len)
+{
+	struct milter_writer w;
+
+	milter_w_start(&w, out, cap, cmd);
+	if (len > MILTER_FRAME_MAX - 1)
+		w.inval = 1;
+	else
+		milter_w_bytes(&w, data, len);
+	return milter_w_finish(&w);
+}
+
 /* ---- Reader ---- */
 
 void milter_reader_init(struct milter_reader *rd, uint8_t *buf, size_t max)

@@ -255,6 +255,12 @@ ssize_t milter_encode_unknown(uint8_t *out, size_t cap, struct milter_str line);
  * _QUIT, _QUIT_NC (-MILTER_E_INVAL for any other). */
 ssize_t milter_encode_simple(uint8_t *out, size_t cap, enum milter_cmd cmd);
 
+/* Any frame: cmd and data[0..len) as they are (a filter's replies in a
+ * test or a benchmark filter, a command this codec has no encoder for).
+ * -MILTER_E_INVAL when len > MILTER_FRAME_MAX - 1. */
+ssize_t milter_encode_frame(uint8_t *out, size_t cap, uint8_t cmd,
+		const void *data, size_t len);
+
 /* ---- Reader ---- */
 
 /* One frame: its command octet and data. data points into the input given

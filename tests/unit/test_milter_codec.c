@@ -121,6 +121,20 @@ Test(milter_encode, simple)
 			-MILTER_E_INVAL);
 }
 
+Test(milter_encode, frame)
+{
+	static char big[MILTER_CHUNK_MAX + 1];
+
+	/* A filter's replies, for tests and the benchmark filter. */
+	t_same(milter_encode_frame(t_out, sizeof(t_out), MILTER_R_CONTINUE, NULL, 0),
+			B("\0\0\0\x01" "c"));
+	t_same(milter_encode_frame(t_out, sizeof(t_out), MILTER_R_ADDHEADER, "X\0v\0", 4),
+			B("\0\0\0\x05" "h" "X\0v\0"));
+	cr_assert_eq(milter_encode_frame(t_out, sizeof(t_out), 'b', big, sizeof(big)),
+			-MILTER_E_INVAL);
+	cr_assert_eq(milter_encode_frame(t_out, 5, 'b', "x", 1), -MILTER_E_NOSPACE);
+}
+
 Test(milter_encode, limits)
 {
 	static char big[MILTER_CHUNK_MAX + 1];
