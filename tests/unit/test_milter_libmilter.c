@@ -1,0 +1,315 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * proto/milter_codec.c against a real filter: Sendmail's libmilter under
+ * pymilter (tests/integration/milter_filter.py, /usr/bin/python3 with
+ * Debian's python3-milter) on a private unix socket. The test plays the
+ * MTA with nothing but the codec: it negotiates, sends every event the
+ * agreement asks for, and reads what libmilter answers, checking each reply
+ * with milter_reply_check(). Each filter action (accept, add header, change
+ * and insert headers, quarantine, reject, tempfail, discard, a multi-line
+ * reply code, a RCPT rejection, the filter dying mid-message) must come out
+ * decoded as libmilter meant it. Skipped when python3-milter is missing.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proto/milter_codec.h"
+
+#define T_PYTHON "/usr/bin/python3"
+#define T_FILTER ETRND_SOURCE_DIR "/tests/integration/milter_filter.py"
+#define T_RETRY_NS 20000000L /* between connect attempts while the filter
+                                starts (a poll, not a wait for something) */
+
+struct t_filter {
+	pid_t pid;
+	char dir[64];
+	char sock[96]; /* fits sun_path */
+};
+
+struct t_conn {
+	int fd;
+	struct milter_reader rd;
+	uint8_t rbuf[MILTER_FRAME_SMALL];
+	uint8_t in[4096];
+	size_t inoff, inlen;
+	struct milter_neg agreed;
+	char log[2048]; /* the replies read, one per line */
+	size_t loglen;
+};
+
+static void t_skip_without_pymilter(void)
+{
+	if (system(T_PYTHON " -c 'import Milter' 2>/dev/null") != 0)
+		cr_skip_test("python3-milter (pymilter) is not installed");
+}
+
+static void t_filter_start(struct t_filter *f, const char *action)
+{
+	char spec[160];
+
+	snprintf(f->dir, sizeof(f->dir), "/tmp/etrnd-milter-XXXXXX");
+	cr_assert(mkdtemp(f->dir) != NULL);
+	cr_assert(snprintf(f->sock, sizeof(f->sock), "%s/filter.sock", f->dir) <
+			(int)sizeof(f->sock));
+	snprintf(spec, sizeof(spec), "unix:%s", f->sock);
+	f->pid = fork();
+	cr_assert(f->pid >= 0);
+	if (f->pid == 0) {
+		if (freopen("/dev/null", "w", stdout) == NULL)
+			_exit(127);
+		execl(T_PYTHON, T_PYTHON, T_FILTER, spec, action, (char *)NULL);
+		_exit(127);
+	}
+}
+
+static void t_filter_stop(struct t_filter *f)
+{
+	int st;
+
+	if (f->pid > 0) {
+		(void)kill(f->pid, SIGTERM);
+		(void)waitpid(f->pid, &st, 0);
+	}
+	(void)unlink(f->sock);
+	(void)rmdir(f->dir);
+}
+
+/* Connect once the filter listens; fails the test if it died first. */
+static int t_connect(struct t_filter *f)
+{
+	struct sockaddr_un un = { .sun_family = AF_UNIX };
+	struct timespec ts = { 0, T_RETRY_NS };
+	int fd, st;
+
+	cr_assert(strlen(f->sock) < sizeof(un.sun_path));
+	memcpy(un.sun_path, f->sock, strlen(f->sock) + 1);
+	for (;;) {
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		cr_assert(fd >= 0);
+		if (connect(fd, (struct sockaddr *)&un, sizeof(un)) == 0)
+			return fd;
+		close(fd);
+		cr_assert(errno == ENOENT || errno == ECONNREFUSED, "connect: %s", strerror(errno));
+		cr_assert_eq(waitpid(f->pid, &st, WNOHANG), 0, "the filter exited before listening");
+		nanosleep(&ts, NULL);
+	}
+}
+
+static void t_send(struct t_conn *c, const uint8_t *p, ssize_t n)
+{
+	cr_assert(n > 0, "encode: %s", milter_strerror((enum milter_err)-n));
+	while (n > 0) {
+		ssize_t w = send(c->fd, p, (size_t)n, MSG_NOSIGNAL);
+
+		cr_assert(w > 0, "send: %s", strerror(errno));
+		p += w;
+		n -= w;
+	}
+}
+
+/* The next reply; 0 at EOF (the filter went away). */
+static int t_read(struct t_conn *c, struct milter_reply *r)
+{
+	for (;;) {
+		enum milter_read_status st;
+		enum milter_err err;
+		struct milter_frame fr;
+
+		if (c->inoff == c->inlen) {
+			ssize_t n = recv(c->fd, c->in, sizeof(c->in), 0);
+
+			cr_assert(n >= 0, "recv: %s", strerror(errno));
+			if (n == 0)
+				return 0;
+			c->inoff = 0;
+			c->inlen = (size_t)n;
+		}
+		c->inoff += milter_reader_feed(&c->rd, c->in + c->inoff, c->inlen - c->inoff,
+				&st, &fr, &err);
+		cr_assert_neq(st, MILTER_READ_ERROR, "%s", milter_strerror(err));
+		if (st == MILTER_READ_FRAME) {
+			err = milter_decode_reply(&fr, r);
+			cr_assert_eq(err, MILTER_OK, "%s: %s", milter_reply_name(fr.cmd),
+					milter_strerror(err));
+			return 1;
+		}
+	}
+}
+
+static void t_log(struct t_conn *c, const struct milter_reply *r)
+{
+	char line[600];
+	int n;
+
+	switch (r->kind) {
+	case MILTER_R_REPLYCODE:
+		n = snprintf(line, sizeof(line), "y %d %.*s |%.*s|\n", r->u.rc.code,
+				(int)r->u.rc.enh.len, r->u.rc.enh.p, (int)r->u.rc.raw.len, r->u.rc.raw.p);
+		break;
+	case MILTER_R_ADDHEADER:
+	case MILTER_R_INSHEADER:
+	case MILTER_R_CHGHEADER:
+		n = snprintf(line, sizeof(line), "%c %u %.*s |%.*s|\n", r->kind, r->u.hdr.index,
+				(int)r->u.hdr.name.len, r->u.hdr.name.p, (int)r->u.hdr.value.len,
+				r->u.hdr.value.p);
+		break;
+	case MILTER_R_QUARANTINE:
+		n = snprintf(line, sizeof(line), "q |%.*s|\n", (int)r->u.reason.len, r->u.reason.p);
+		break;
+	default:
+		n = snprintf(line, sizeof(line), "%c\n", r->kind);
+	}
+	cr_assert(n > 0 && (size_t)n < sizeof(c->log) - c->loglen);
+	memcpy(c->log + c->loglen, line, (size_t)n + 1);
+	c->loglen += (size_t)n;
+}
+
+/* Send cmd (unless the agreement skips it) and read its replies up to the
+ * final one: 1 to go on (continue), 0 for another verdict, -1 when the
+ * filter closed instead. */
+static int t_event(struct t_conn *c, enum milter_cmd cmd, const uint8_t *frame, ssize_t n)
+{
+	struct milter_reply r;
+
+	if (milter_cmd_skipped(cmd, c->agreed.proto))
+		return 1;
+	t_send(c, frame, n);
+	if (!milter_cmd_wants_reply(cmd, c->agreed.proto))
+		return 1;
+	do {
+		if (!t_read(c, &r)) {
+			c->loglen += (size_t)snprintf(c->log + c->loglen, sizeof(c->log) - c->loglen,
+					"eof\n");
+			return -1;
+		}
+		cr_assert_eq(milter_reply_check(cmd, r.kind, &c->agreed), MILTER_OK,
+				"%s after %s", milter_reply_name(r.kind), milter_cmd_name(cmd));
+		if (cmd != MILTER_CMD_BODYEOB && r.kind == MILTER_R_CONTINUE)
+			continue;
+		t_log(c, &r);
+	} while (!milter_reply_final(r.kind));
+	return r.kind == MILTER_R_CONTINUE || r.kind == MILTER_R_PROGRESS;
+}
+
+static void t_open(struct t_conn *c, struct t_filter *f)
+{
+	const struct milter_neg offer = { MILTER_VERSION, MILTER_F_ADDHDRS | MILTER_F_CHGHDRS |
+		MILTER_F_QUARANTINE, MILTER_P_V6_MASK };
+	uint8_t out[256];
+	struct milter_reply r;
+
+	memset(c, 0, sizeof(*c));
+	c->fd = t_connect(f);
+	milter_reader_init(&c->rd, c->rbuf, sizeof(c->rbuf));
+	t_send(c, out, milter_encode_optneg(out, sizeof(out), offer.version, offer.actions,
+			offer.proto));
+	cr_assert_eq(t_read(c, &r), 1);
+	cr_assert_eq(milter_reply_check(MILTER_CMD_OPTNEG, r.kind, &c->agreed), MILTER_OK);
+	cr_assert_eq(milter_negotiate(&offer, &r.u.optneg, &c->agreed), MILTER_OK,
+			"version %u actions %x proto %x", r.u.optneg.version, r.u.optneg.actions,
+			r.u.optneg.proto);
+	cr_assert_eq(c->agreed.version, 6);
+	cr_assert_eq(c->agreed.actions, MILTER_F_ADDHDRS | MILTER_F_CHGHDRS | MILTER_F_QUARANTINE);
+}
+
+/* One message through the filter; returns the replies' log. */
+static const char *t_message(struct t_filter *f, struct t_conn *c, const char *rcpt,
+		const char *action)
+{
+	static const struct milter_str mac[] = { { "j", 1 }, { "mx.test", 7 } };
+	static const struct milter_str args[] = { { "SIZE=100", 8 } };
+	static const struct milter_str host = { "client.test", 11 };
+	static const char body[] = "hello\r\nworld\r\n";
+	const struct milter_str hv = { action, strlen(action) };
+	static uint8_t fr[12][256];
+	const struct { enum milter_cmd cmd; ssize_t n; } ev[] = {
+		{ MILTER_CMD_MACRO, milter_encode_macro(fr[0], 256, MILTER_CMD_CONNECT, mac, 1) },
+		{ MILTER_CMD_CONNECT, milter_encode_connect(fr[1], 256, host, MILTER_FAMILY_INET,
+				40000, (struct milter_str){ "192.0.2.7", 9 }) },
+		{ MILTER_CMD_HELO, milter_encode_helo(fr[2], 256, host) },
+		{ MILTER_CMD_MAIL, milter_encode_mail(fr[3], 256,
+				(struct milter_str){ "a@client.test", 13 }, args, 1) },
+		{ MILTER_CMD_RCPT, milter_encode_rcpt(fr[4], 256,
+				(struct milter_str){ rcpt, strlen(rcpt) }, NULL, 0) },
+		{ MILTER_CMD_DATA, milter_encode_simple(fr[5], 256, MILTER_CMD_DATA) },
+		{ MILTER_CMD_HEADER, milter_encode_header(fr[6], 256,
+				(struct milter_str){ "Subject", 7 }, (struct milter_str){ "hi", 2 }) },
+		{ MILTER_CMD_HEADER, milter_encode_header(fr[7], 256,
+				(struct milter_str){ "X-Milter-Action", 15 }, hv) },
+		{ MILTER_CMD_EOH, milter_encode_simple(fr[8], 256, MILTER_CMD_EOH) },
+		{ MILTER_CMD_BODY, milter_encode_body(fr[9], 256, body, sizeof(body) - 1) },
+		{ MILTER_CMD_BODYEOB, milter_encode_simple(fr[10], 256, MILTER_CMD_BODYEOB) },
+	};
+	struct milter_reply r;
+	int go = 1;
+
+	t_open(c, f);
+	for (size_t i = 0; i < sizeof(ev) / sizeof(ev[0]) && go == 1; i++)
+		go = t_event(c, ev[i].cmd, fr[i], ev[i].n);
+	if (go >= 0) {
+		/* QUIT is never answered: libmilter closes its end. */
+		t_send(c, fr[11], milter_encode_simple(fr[11], 256, MILTER_CMD_QUIT));
+		cr_assert_eq(t_read(c, &r), 0, "a reply to QUIT");
+	}
+	close(c->fd);
+	return c->log;
+}
+
+TestSuite(milter_libmilter, .timeout = 120);
+
+Test(milter_libmilter, actions)
+{
+	static const struct { const char *action, *want; } cases[] = {
+		{ "accept", "a\n" },
+		{ "continue", "c\n" },
+		{ "addheader", "h 0 X-Milter-Filter |checked\n\tby milter_filter|\na\n" },
+		{ "chgheader", "m 1 Subject |[filtered]hi|\nm 1 X-Milter-Delete ||\n"
+			"i 0 X-Milter-First |yes|\na\n" },
+		{ "hold", "q |held by milter_filter|\na\n" },
+		{ "reject", "r\n" },
+		{ "tempfail", "t\n" },
+		{ "discard", "d\n" },
+		{ "replycode", "y 550 5.7.1 |550-5.7.1 milter_filter: rejected\r\n"
+			"550 5.7.1 second line|\n" },
+		/* Last: the filter process is gone afterwards. */
+		{ "exit", "eof\n" },
+	};
+	struct t_filter f;
+	struct t_conn c;
+
+	t_skip_without_pymilter();
+	t_filter_start(&f, "accept");
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		cr_assert_str_eq(t_message(&f, &c, "b@dest.test", cases[i].action), cases[i].want,
+				"action %s", cases[i].action);
+	t_filter_stop(&f);
+}
+
+Test(milter_libmilter, rcpt_reject_and_header_format)
+{
+	struct t_filter f;
+	struct t_conn c;
+	struct milter_hdr h = { 0, { "X-Milter-Filter", 15 },
+		{ "checked\n\tby milter_filter", 25 } };
+	char out[128];
+
+	t_skip_without_pymilter();
+	t_filter_start(&f, "rcptreject");
+	cr_assert_str_eq(t_message(&f, &c, "reject-me@dest.test", "accept"),
+			"y 550 5.1.1 |550 5.1.1 milter_filter: no such user here|\n");
+	cr_assert_str_eq(t_message(&f, &c, "b@dest.test", "accept"), "a\n");
+	t_filter_stop(&f);
+	/* The folded header libmilter sent, as it is stored. */
+	cr_assert_eq(milter_header_format(&h, 0, out, sizeof(out)), 45);
+	cr_assert(memcmp(out, "X-Milter-Filter: checked\r\n\tby milter_filter\r\n", 45) == 0);
+}
