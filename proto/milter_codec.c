@@ -156,6 +156,45 @@ ssize_t milter_encode_helo(uint8_t *out, size_t cap, struct milter_str helo)
 	return milter_encode_one(out, cap, MILTER_CMD_HELO, helo);
 }
 
+ssize_t milter_encode_body_stored(uint8_t *out, size_t cap, const char *p, size_t n,
+		int *bol, size_t *used)
+{
+	size_t room, len = 0, i = 0, k;
+	const char *lf;
+
+	*used = 0;
+	if (n == 0)
+		return 0;
+	if (cap < MILTER_LEN_OCTETS + 2)
+		return -MILTER_E_NOSPACE;
+	room = cap - MILTER_LEN_OCTETS - 1;
+	if (room > MILTER_CHUNK_MAX)
+		room = MILTER_CHUNK_MAX;
+	out += MILTER_LEN_OCTETS + 1;
+	while (i < n && len < room) {
+		/* RFC 5321 4.5.2: the stuffing added a '.' before each line that
+		 * starts with one. */
+		if (*bol && p[i] == '.') {
+			i++;
+			*bol = 0;
+			continue;
+		}
+		lf = memchr(p + i, '\n', n - i);
+		k = lf != NULL ? (size_t)(lf - p) + 1 - i : n - i;
+		if (k > room - len)
+			k = room - len;
+		memcpy(out + len, p + i, k);
+		len += k;
+		i += k;
+		*bol = p[i - 1] == '\n';
+	}
+	out -= MILTER_LEN_OCTETS + 1;
+	milter_put32(out, (uint32_t)(len + 1));
+	out[MILTER_LEN_OCTETS] = MILTER_CMD_BODY;
+	*used = i;
+	return (ssize_t)(MILTER_LEN_OCTETS + 1 + len);
+}
+
 ssize_t milter_encode_unknown(uint8_t *out, size_t cap, struct milter_str line)
 {
 	return milter_encode_one(out, cap, MILTER_CMD_UNKNOWN, line);
@@ -196,11 +235,80 @@ ssize_t milter_encode_header(uint8_t *out, size_t cap, struct milter_str name,
 		struct milter_str value)
 {
 	struct milter_writer w;
+	const char *v = value.p, *end = value.p + value.len, *cr;
 
 	milter_w_start(&w, out, cap, MILTER_CMD_HEADER);
 	milter_w_str(&w, name);
-	milter_w_str(&w, value);
+	if (value.len > 0 && memchr(value.p, '\0', value.len) != NULL)
+		w.inval = 1;
+	/* CRLF -> LF, the rest as it is. */
+	while (v < end && (cr = memchr(v, '\r', (size_t)(end - v))) != NULL) {
+		if (cr + 1 < end && cr[1] == '\n') {
+			milter_w_bytes(&w, v, (size_t)(cr - v));
+			v = cr + 1;
+		} else {
+			milter_w_bytes(&w, v, (size_t)(cr + 1 - v));
+			v = cr + 1;
+		}
+	}
+	milter_w_bytes(&w, v, (size_t)(end - v));
+	milter_w_octet(&w, '\0');
 	return milter_w_finish(&w);
+}
+
+/* RFC 5322 2.2 ftext: printable ASCII but ':'. */
+static int milter_ftext(unsigned char c)
+{
+	return c >= 33 && c <= 126 && c != ':';
+}
+
+int milter_header_next(const char *p, size_t n, int leadspc, struct milter_str *name,
+		struct milter_str *value, size_t *used)
+{
+	size_t i = 0, k, v;
+
+	*used = 0;
+	if (n >= 2 && p[0] == '\r' && p[1] == '\n') {
+		*used = 2;
+		return 0;
+	}
+	/* The stored first line is dot-stuffed: ".X-Dot:" is stored "..X-Dot:". */
+	if (n > 0 && p[0] == '.')
+		i = 1;
+	for (k = i; k < n && milter_ftext((unsigned char)p[k]); k++)
+		;
+	name->p = p + i;
+	name->len = k - i;
+	/* Postfix's is_header(): "Name", optional SP/HT, ':'. */
+	while (k < n && (p[k] == ' ' || p[k] == '\t'))
+		k++;
+	if (name->len == 0 || k >= n || p[k] != ':')
+		return 0;
+	v = ++k;
+	if (!leadspc && v < n && p[v] == ' ')
+		v++;
+	/* To the line end not followed by SP/HT (a continuation line), or the
+	 * end of p. */
+	for (k = v;;) {
+		const char *lf = memchr(p + k, '\n', n - k);
+		size_t e;
+
+		if (lf == NULL) {
+			value->len = n - v;
+			*used = n;
+			break;
+		}
+		e = (size_t)(lf - p);
+		if (e + 1 < n && (p[e + 1] == ' ' || p[e + 1] == '\t')) {
+			k = e + 1;
+			continue;
+		}
+		value->len = (e > v && p[e - 1] == '\r' ? e - 1 : e) - v;
+		*used = e + 1;
+		break;
+	}
+	value->p = p + v;
+	return 1;
 }
 
 ssize_t milter_encode_body(uint8_t *out, size_t cap, const void *chunk,

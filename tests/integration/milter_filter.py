@@ -19,6 +19,9 @@ of the message's "X-Milter-Action" header when it has one:
               the first X-Milter-Delete:, insert "X-Milter-First: yes" at
               the top, then accept
   hold        smfi_quarantine("held by milter_filter"), then accept
+  echo        add "X-Milter-Seen-Headers: HEX" and "X-Milter-Seen-Body: HEX",
+              the hex of what the filter got (each header "name:value\n",
+              the body's octets), then accept
   rcptreject  a recipient whose local part starts with "reject" gets
               550 5.1.1 at RCPT time (the rest of the message: accept)
   exit        the filter process exits at end of message (killed
@@ -50,6 +53,8 @@ class TestFilter(Milter.Base):
         self.sender = ""
         self.rcpts = 0
         self.subject = None
+        self.seen_headers = b""
+        self.seen_body = b""
 
     def envfrom(self, mailfrom, *args):
         self.reset()
@@ -65,10 +70,15 @@ class TestFilter(Milter.Base):
         return Milter.CONTINUE
 
     def header(self, name, value):
+        self.seen_headers += ("%s:%s\n" % (name, value)).encode("utf-8", "surrogateescape")
         if name.lower() == "x-milter-action":
             self.action = value.strip()
         elif name.lower() == "subject" and self.subject is None:
             self.subject = value
+        return Milter.CONTINUE
+
+    def body(self, chunk):
+        self.seen_body += chunk
         return Milter.CONTINUE
 
     def eom(self):
@@ -95,6 +105,9 @@ class TestFilter(Milter.Base):
             self.chgheader("Subject", 1, "[filtered]" + (self.subject or ""))
             self.chgheader("X-Milter-Delete", 1, "")
             self.addheader("X-Milter-First", "yes", 0)
+        elif act == "echo":
+            self.addheader("X-Milter-Seen-Headers", self.seen_headers.hex())
+            self.addheader("X-Milter-Seen-Body", self.seen_body.hex())
         elif act == "hold":
             self.quarantine("held by milter_filter")
         return Milter.ACCEPT

@@ -222,6 +222,37 @@ static void t_open(struct t_conn *c, struct t_filter *f)
 	cr_assert_eq(c->agreed.actions, MILTER_F_ADDHDRS | MILTER_F_CHGHDRS | MILTER_F_QUARANTINE);
 }
 
+/* The stored message's header fields (milter_header_next()), EOH, and its
+ * body un-stuffed (milter_encode_body_stored()); the rest of the pipeline
+ * after the last field. Returns what t_event() did last. */
+static int t_content(struct t_conn *c, const char *msg, size_t n)
+{
+	static uint8_t fr[512];
+	struct milter_str name, value;
+	size_t used;
+	int go = 1, bol = 1;
+	ssize_t k;
+
+	while (go == 1 && milter_header_next(msg, n, 0, &name, &value, &used) == 1) {
+		go = t_event(c, MILTER_CMD_HEADER, fr, milter_encode_header(fr, sizeof(fr),
+				name, value));
+		msg += used;
+		n -= used;
+	}
+	msg += used;
+	n -= used;
+	if (go == 1)
+		go = t_event(c, MILTER_CMD_EOH, fr, milter_encode_simple(fr, sizeof(fr),
+				MILTER_CMD_EOH));
+	/* Small frames: the body goes in several chunks. */
+	while (go == 1 && (k = milter_encode_body_stored(fr, 16, msg, n, &bol, &used)) > 0) {
+		go = t_event(c, MILTER_CMD_BODY, fr, k);
+		msg += used;
+		n -= used;
+	}
+	return go;
+}
+
 /* One message through the filter; returns the replies' log. */
 static const char *t_message(struct t_filter *f, struct t_conn *c, const char *rcpt,
 		const char *action)
@@ -229,8 +260,6 @@ static const char *t_message(struct t_filter *f, struct t_conn *c, const char *r
 	static const struct milter_str mac[] = { { "j", 1 }, { "mx.test", 7 } };
 	static const struct milter_str args[] = { { "SIZE=100", 8 } };
 	static const struct milter_str host = { "client.test", 11 };
-	static const char body[] = "hello\r\nworld\r\n";
-	const struct milter_str hv = { action, strlen(action) };
 	static uint8_t fr[12][256];
 	const struct { enum milter_cmd cmd; ssize_t n; } ev[] = {
 		{ MILTER_CMD_MACRO, milter_encode_macro(fr[0], 256, MILTER_CMD_CONNECT, mac, 1) },
@@ -242,20 +271,24 @@ static const char *t_message(struct t_filter *f, struct t_conn *c, const char *r
 		{ MILTER_CMD_RCPT, milter_encode_rcpt(fr[4], 256,
 				(struct milter_str){ rcpt, strlen(rcpt) }, NULL, 0) },
 		{ MILTER_CMD_DATA, milter_encode_simple(fr[5], 256, MILTER_CMD_DATA) },
-		{ MILTER_CMD_HEADER, milter_encode_header(fr[6], 256,
-				(struct milter_str){ "Subject", 7 }, (struct milter_str){ "hi", 2 }) },
-		{ MILTER_CMD_HEADER, milter_encode_header(fr[7], 256,
-				(struct milter_str){ "X-Milter-Action", 15 }, hv) },
-		{ MILTER_CMD_EOH, milter_encode_simple(fr[8], 256, MILTER_CMD_EOH) },
-		{ MILTER_CMD_BODY, milter_encode_body(fr[9], 256, body, sizeof(body) - 1) },
-		{ MILTER_CMD_BODYEOB, milter_encode_simple(fr[10], 256, MILTER_CMD_BODYEOB) },
 	};
+	char msg[256];
+	int go = 1, len;
 	struct milter_reply r;
-	int go = 1;
 
+	/* As smtp_tx_body() gives it: CRLF, dot-stuffed, a folded field. */
+	len = snprintf(msg, sizeof(msg), "Received: from client.test\r\n\tby mx.test\r\n"
+			"Subject: hi\r\nX-Milter-Action: %s\r\n\r\nhello\r\n..dot line\r\n"
+			"and a longer line of the body\r\n", action);
+	cr_assert(len > 0 && (size_t)len < sizeof(msg));
 	t_open(c, f);
 	for (size_t i = 0; i < sizeof(ev) / sizeof(ev[0]) && go == 1; i++)
 		go = t_event(c, ev[i].cmd, fr[i], ev[i].n);
+	if (go == 1)
+		go = t_content(c, msg, (size_t)len);
+	if (go == 1)
+		go = t_event(c, MILTER_CMD_BODYEOB, fr[10], milter_encode_simple(fr[10], 256,
+				MILTER_CMD_BODYEOB));
 	if (go >= 0) {
 		/* QUIT is never answered: libmilter closes its end. */
 		t_send(c, fr[11], milter_encode_simple(fr[11], 256, MILTER_CMD_QUIT));
@@ -264,6 +297,14 @@ static const char *t_message(struct t_filter *f, struct t_conn *c, const char *r
 	close(c->fd);
 	return c->log;
 }
+
+/* hex of "Received:from client.test\n\tby mx.test\nSubject:hi\n"
+ * "X-Milter-Action:echo\n" and of "hello\r\n.dot line\r\nand a longer line
+ * of the body\r\n" (t_message()'s message as the filter must see it). */
+#define T_HEX_HEADERS "52656365697665643a66726f6d20636c69656e742e746573740a096279206d" \
+	"782e746573740a5375626a6563743a68690a582d4d696c7465722d416374696f6e3a6563686f0a"
+#define T_HEX_BODY "68656c6c6f0d0a2e646f74206c696e650d0a616e642061206c6f6e676572206c" \
+	"696e65206f662074686520626f64790d0a"
 
 TestSuite(milter_libmilter, .timeout = 120);
 
@@ -281,6 +322,10 @@ Test(milter_libmilter, actions)
 		{ "discard", "d\n" },
 		{ "replycode", "y 550 5.7.1 |550-5.7.1 milter_filter: rejected\r\n"
 			"550 5.7.1 second line|\n" },
+		/* What libmilter got: the fields as Postfix sends them (one
+		 * space eaten, folding by LF), the body un-stuffed. */
+		{ "echo", "h 0 X-Milter-Seen-Headers |" T_HEX_HEADERS "|\n"
+			"h 0 X-Milter-Seen-Body |" T_HEX_BODY "|\na\n" },
 		/* Last: the filter process is gone afterwards. */
 		{ "exit", "eof\n" },
 	};
