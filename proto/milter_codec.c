@@ -902,24 +902,26 @@ enum milter_err milter_reply_check(enum milter_cmd after,
 ssize_t milter_header_format(const struct milter_hdr *h, int leadspc,
 		char *out, size_t cap)
 {
-	size_t len = 0, i;
+	size_t need = h->name.len + 1 + (leadspc ? 0 : 1) + h->value.len + 2, len, i;
 
-#define MILTER_PUT(c) do { if (len >= cap) return -MILTER_E_NOSPACE; \
-		out[len++] = (char)(c); } while (0)
-	for (i = 0; i < h->name.len; i++)
-		MILTER_PUT(h->name.p[i]);
-	MILTER_PUT(':');
-	if (!leadspc)
-		MILTER_PUT(' ');
-	for (i = 0; i < h->value.len; i++) {
-		/* Folding by bare LF (smfi_addheader's way) is stored CRLF. */
+	/* Folding by bare LF (smfi_addheader's way) is stored CRLF. */
+	for (i = 0; i < h->value.len; i++)
 		if (h->value.p[i] == '\n' && (i == 0 || h->value.p[i - 1] != '\r'))
-			MILTER_PUT('\r');
-		MILTER_PUT(h->value.p[i]);
+			need++;
+	if (need > cap)
+		return -MILTER_E_NOSPACE;
+	memcpy(out, h->name.p, h->name.len);
+	len = h->name.len;
+	out[len++] = ':';
+	if (!leadspc)
+		out[len++] = ' ';
+	for (i = 0; i < h->value.len; i++) {
+		if (h->value.p[i] == '\n' && (i == 0 || h->value.p[i - 1] != '\r'))
+			out[len++] = '\r';
+		out[len++] = h->value.p[i];
 	}
-	MILTER_PUT('\r');
-	MILTER_PUT('\n');
-#undef MILTER_PUT
+	out[len++] = '\r';
+	out[len++] = '\n';
 	return (ssize_t)len;
 }
 
@@ -949,16 +951,20 @@ const char *milter_strerror(enum milter_err err)
 	return "unknown error";
 }
 
-static const struct {
+struct milter_name {
 	uint8_t c;
 	const char *name;
-} milter_cmd_names[] = {
+};
+
+static const struct milter_name milter_cmd_names[] = {
 	{ 'A', "SMFIC_ABORT" }, { 'B', "SMFIC_BODY" }, { 'C', "SMFIC_CONNECT" },
 	{ 'D', "SMFIC_MACRO" }, { 'E', "SMFIC_BODYEOB" }, { 'H', "SMFIC_HELO" },
 	{ 'K', "SMFIC_QUIT_NC" }, { 'L', "SMFIC_HEADER" }, { 'M', "SMFIC_MAIL" },
 	{ 'N', "SMFIC_EOH" }, { 'O', "SMFIC_OPTNEG" }, { 'Q', "SMFIC_QUIT" },
 	{ 'R', "SMFIC_RCPT" }, { 'T', "SMFIC_DATA" }, { 'U', "SMFIC_UNKNOWN" },
-}, milter_reply_names[] = {
+};
+
+static const struct milter_name milter_reply_names[] = {
 	{ '+', "SMFIR_ADDRCPT" }, { '-', "SMFIR_DELRCPT" },
 	{ '2', "SMFIR_ADDRCPT_PAR" }, { '4', "SMFIR_SHUTDOWN" },
 	{ 'a', "SMFIR_ACCEPT" }, { 'b', "SMFIR_REPLBODY" },
@@ -972,22 +978,24 @@ static const struct {
 	{ 'y', "SMFIR_REPLYCODE" },
 };
 
-const char *milter_cmd_name(uint8_t cmd)
+static const char *milter_name_of(const struct milter_name *t, size_t n, uint8_t c)
 {
 	size_t i;
 
-	for (i = 0; i < sizeof(milter_cmd_names) / sizeof(milter_cmd_names[0]); i++)
-		if (milter_cmd_names[i].c == cmd)
-			return milter_cmd_names[i].name;
+	for (i = 0; i < n; i++)
+		if (t[i].c == c)
+			return t[i].name;
 	return "unknown";
+}
+
+const char *milter_cmd_name(uint8_t cmd)
+{
+	return milter_name_of(milter_cmd_names,
+			sizeof(milter_cmd_names) / sizeof(milter_cmd_names[0]), cmd);
 }
 
 const char *milter_reply_name(uint8_t kind)
 {
-	size_t i;
-
-	for (i = 0; i < sizeof(milter_reply_names) / sizeof(milter_reply_names[0]); i++)
-		if (milter_reply_names[i].c == kind)
-			return milter_reply_names[i].name;
-	return "unknown";
+	return milter_name_of(milter_reply_names,
+			sizeof(milter_reply_names) / sizeof(milter_reply_names[0]), kind);
 }
