@@ -83,6 +83,7 @@ struct opts {
 	const char *user, *ca_file, *timeout, *helo;
 	int etrn_opts;
 	int wait;                 /* node drain --wait */
+	int replace;              /* rcpt import --replace */
 };
 
 static void usage(FILE *f)
@@ -94,9 +95,10 @@ static void usage(FILE *f)
 		"               [--json] COMMAND [ARGS]\n"
 		"  domain add DOMAIN [--dest HOST[:PORT]|mx] [--queue NAME] [--etrn-from CIDR,...]\n"
 		"                    [--owner USER] [--max-hold DURATION] [--quota BYTES] [--tls may|must|verify]\n"
-		"                    [--mode hold|deliver]\n"
+		"                    [--mode hold|deliver] [--rcpt-check on|off]\n"
 		"                     mode hold (the default): keep the mail until ETRN, ATRN or\n"
-		"                     expiry; mode deliver: send it at once, retried with back-off\n"
+		"                     expiry; mode deliver: send it at once, retried with back-off;\n"
+		"                     rcpt-check on: RCPT only for the recipients of rcpt add/import\n"
 		"  domain set DOMAIN [the options of domain add]  change only the options given\n"
 		"                     (an empty value clears one): domain set D --mode deliver\n"
 		"  domain del DOMAIN | domain show DOMAIN | domain list\n"
@@ -520,6 +522,7 @@ static const struct { const char *f; size_t off; } row_opts[] = {
 	{ SCHEMA_F_QUOTA, offsetof(struct ctlrow_opts, quota) },
 	{ SCHEMA_F_TLS, offsetof(struct ctlrow_opts, tls) },
 	{ SCHEMA_F_MODE, offsetof(struct ctlrow_opts, mode) },
+	{ SCHEMA_F_RCPT_CHECK, offsetof(struct ctlrow_opts, rcpt_check) },
 };
 
 static const char **row_opt(struct ctlrow_opts *o, size_t i)
@@ -2229,7 +2232,7 @@ static const struct ctl_cmd *ctl_cmd_find(char **args, int nargs, int domain_opt
 		return bad("%s%s%s: want %d argument(s), got %d (see etrnctl --help)", what,
 			   verb[0] ? " " : "", verb, want, nargs - words), NULL;
 	if (domain_opts && !(c->flags & CTL_F_ROW_OPTS))
-		return bad("--dest, --queue, --etrn-from, --owner, --max-hold, --quota and --mode only go with domain add and domain set"), NULL;
+		return bad("--dest, --queue, --etrn-from, --owner, --max-hold, --quota, --mode and --rcpt-check only go with domain add and domain set"), NULL;
 	if (o->password_stdin && !(c->flags & CTL_F_PASSWORD))
 		return bad("--password-stdin only goes with user add, user passwd and etrn"), NULL;
 	if (o->row.tls && !(c->flags & (CTL_F_ROW_OPTS | CTL_F_ETRN)))
@@ -2274,6 +2277,7 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 		O_REDIS = 256, O_JSON, O_DEST, O_QUEUE, O_ETRN_FROM, O_OWNER, O_MAX_HOLD,
 		O_QUOTA, O_TLS, O_PWSTDIN, O_HELP, O_FORCE, O_TO, O_FULL, O_DOMAIN, O_MODE,
 		O_ATRN, O_USER, O_CA_FILE, O_TIMEOUT, O_HELO, O_ONCE, O_CLUSTER, O_TOP, O_WAIT, O_SENTINELS, O_MASTER_NAME,
+		O_RCPT_CHECK, O_REPLACE,
 	};
 	static const struct option lopts[] = {
 		{ "redis", required_argument, 0, O_REDIS },
@@ -2286,6 +2290,8 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 		{ "quota", required_argument, 0, O_QUOTA },
 		{ "tls", required_argument, 0, O_TLS },
 		{ "mode", required_argument, 0, O_MODE },
+		{ "rcpt-check", required_argument, 0, O_RCPT_CHECK },
+		{ "replace", no_argument, 0, O_REPLACE },
 		{ "password-stdin", no_argument, 0, O_PWSTDIN },
 		{ "help", no_argument, 0, O_HELP },
 		{ "force", no_argument, 0, O_FORCE },
@@ -2322,6 +2328,8 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 		case O_QUOTA: o->row.quota = optarg; a->domain_opts++; break;
 		case O_TLS: o->row.tls = optarg; break; /* domain add/set, etrn */
 		case O_MODE: o->row.mode = optarg; a->domain_opts++; break;
+		case O_RCPT_CHECK: o->row.rcpt_check = optarg; a->domain_opts++; break;
+		case O_REPLACE: o->replace = 1; break;
 		case O_PWSTDIN: o->password_stdin = 1; break;
 		case O_FORCE: o->force = 1; break;
 		case O_TO: o->to = optarg; break;
