@@ -34,6 +34,7 @@
 #include "admin/ctlrow.h"
 #include "admin/etrnctl_etrn.h"
 #include "admin/etrnctl_node.h"
+#include "admin/etrnctl_rcpt.h"
 #include "admin/etrnctl_say.h"
 #include "admin/etrnctl_keys.h"
 #include "admin/etrnctl_top.h"
@@ -155,6 +156,12 @@ static void usage(FILE *f)
 		"                     one-shot runs: method, host, requests, schedule, state, runs,\n"
 		"                     failures, last run, its reply and meaning, next run\n"
 		"  activators run NAME  run activator NAME now, as if it were its time\n"
+		"  rcpt add DOMAIN ADDR... | rcpt del DOMAIN ADDR... | rcpt list DOMAIN\n"
+		"                     DOMAIN's valid recipients (used while its rcpt-check is on):\n"
+		"                     user, user@DOMAIN, @DOMAIN (all of it) or @ (catch-all)\n"
+		"  rcpt import [--replace] DOMAIN FILE|-  one address a line (# comments); a bad\n"
+		"                     line (FILE:LINE: why) writes nothing; --replace swaps the\n"
+		"                     whole set at once, else the addresses are added\n"
 		"  keys migrate       rename every untagged key (PREFIX domain:NAME) to its hash-tagged\n"
 		"                     form (PREFIX domain:{NAME}); one whose tagged twin exists is\n"
 		"                     skipped; running daemons reload\n"
@@ -1839,6 +1846,7 @@ enum {
 	                             config unless --atrn */
 	CTL_F_ONCE = 1 << 7,      /* takes --once */
 	CTL_F_NODE = 1 << 8,      /* takes --wait and --timeout (node drain) */
+	CTL_F_REPLACE = 1 << 9,   /* takes --replace (rcpt import) */
 };
 
 /* One command: "name sub ARGS". usage lists its arguments, one word each,
@@ -2137,6 +2145,24 @@ static int cmd_node(struct ctl *x, const struct ctl_cmd *c, char **args, const s
 	return !strcmp(c->sub, "drain") ? etrnctl_node_drain(&n) : etrnctl_node_forget(&n);
 }
 
+/* rcpt add|del DOMAIN ADDR... | rcpt list DOMAIN | rcpt import DOMAIN FILE
+ * (etrnctl_rcpt.h). */
+static int cmd_rcpt(struct ctl *x, const struct ctl_cmd *c, char **args, const struct opts *o)
+{
+	struct etrnctl_rcpt r = { .rc = x->rc, .prefix = x->prefix, .chan = x->chan,
+				  .json = x->json, .replace = o->replace };
+	int n = 0;
+
+	while (args[n])
+		n++;
+	switch (c->sub[0]) {
+	case 'a': return etrnctl_rcpt_add(&r, args[0], args + 1, n - 1);
+	case 'd': return etrnctl_rcpt_del(&r, args[0], args + 1, n - 1);
+	case 'l': return etrnctl_rcpt_list(&r, args[0]);
+	default: return etrnctl_rcpt_import(&r, args[0], args[1]);
+	}
+}
+
 static const struct ctl_cmd ctl_cmds[] = {
 	{ "domain", "add", cmd_domain_add, "DOMAIN", CTL_F_ROW_OPTS },
 	{ "domain", "set", cmd_domain_set, "DOMAIN", CTL_F_ROW_OPTS },
@@ -2170,6 +2196,10 @@ static const struct ctl_cmd ctl_cmds[] = {
 	{ "node", "drain", cmd_node, "NODE", CTL_F_NODE },
 	{ "node", "forget", cmd_node, "NODE", 0 },
 	{ "keys", "migrate", cmd_keys_migrate, "", 0 },
+	{ "rcpt", "add", cmd_rcpt, "DOMAIN ADDR...", 0 },
+	{ "rcpt", "del", cmd_rcpt, "DOMAIN ADDR...", 0 },
+	{ "rcpt", "list", cmd_rcpt, "DOMAIN", 0 },
+	{ "rcpt", "import", cmd_rcpt, "DOMAIN FILE", CTL_F_REPLACE },
 };
 #define CTL_NCMDS (sizeof(ctl_cmds) / sizeof(ctl_cmds[0]))
 
@@ -2241,6 +2271,8 @@ static const struct ctl_cmd *ctl_cmd_find(char **args, int nargs, int domain_opt
 	    !((c->flags & CTL_F_NODE) && o->etrn_opts == 1 && o->timeout))
 		return bad("--atrn, --user, --ca-file, --timeout and --helo only go with etrn"
 			   " (--timeout also with node drain --wait)"), NULL;
+	if (o->replace && !(c->flags & CTL_F_REPLACE))
+		return bad("--replace only goes with rcpt import"), NULL;
 	if (o->wait && !(c->flags & CTL_F_NODE))
 		return bad("--wait only goes with node drain"), NULL;
 	if ((o->force || o->to) && !(c->flags & CTL_F_FORCE))

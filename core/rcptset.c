@@ -102,6 +102,38 @@ int rcptset_entry_norm(const char *in, size_t n, char *out, size_t *outn, const 
 	return 0;
 }
 
+static int blank(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+int rcptset_line(const char *line, size_t n, char *out, size_t *outn, const char **why)
+{
+	const char *end;
+	size_t i = 0, w;
+
+	if (memchr(line, '\0', n))
+		return *why = "NUL byte in the line", -EINVAL;
+	/* '#' is atext (RFC 5322 3.2.3): a comment only where a word starts. */
+	for (size_t k = 0; k < n; k++)
+		if (line[k] == '#' && (k == 0 || blank(line[k - 1]))) {
+			n = k;
+			break;
+		}
+	while (n && blank(line[n - 1]))
+		n--;
+	while (i < n && blank(line[i]))
+		i++;
+	if (i == n)
+		return 0;
+	end = line + n;
+	for (w = i; w < n && !blank(line[w]); w++)
+		;
+	if (line + w != end)
+		return *why = "more than one word (one address a line)", -EINVAL;
+	return rcptset_entry_norm(line + i, n - i, out, outn, why) ? -EINVAL : 1;
+}
+
 /* ---- lookups ------------------------------------------------------------- */
 
 /* A probe: p[0..n), any case. */

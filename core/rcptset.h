@@ -40,6 +40,16 @@
  */
 int rcptset_entry_norm(const char *in, size_t n, char *out, size_t *outn, const char **why);
 
+/*
+ * One line of an import file (etrnctl rcpt import): line[0..n) as getline(3)
+ * read it. Blanks around the address, the line ending and a comment (from a
+ * '#' that starts a word to the end) are dropped; a blank or comment-only line is nothing. The
+ * address is then checked as rcptset_entry_norm() does, into out. Returns 1
+ * (an entry in out, *outn long), 0 (nothing), or -EINVAL with *why set (a
+ * NUL byte, two words, a bad address). Pure.
+ */
+int rcptset_line(const char *line, size_t n, char *out, size_t *outn, const char **why);
+
 struct rcptset;
 struct rcptset_builder;
 
