@@ -137,7 +137,7 @@ static const struct file_case files[] = {
 	} },
 	{ "unknown column", {
 		BAD("domain,queue,color", CTLROW_CSV_BAD_USAGE,
-		    "f.csv:1: unknown column \"color\" (want domain,queue,dest,etrn_from,owner,max_hold,quota_bytes,tls,mode)"),
+		    "f.csv:1: unknown column \"color\" (want domain,queue,dest,etrn_from,owner,max_hold,quota_bytes,tls,mode,rcpt_check)"),
 	} },
 	{ "column twice", {
 		SKIP("# leading comment"),
