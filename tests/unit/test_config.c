@@ -1158,3 +1158,36 @@ Test(config, finish_refuses_settings_that_disagree)
 	config_free(&c);
 	unlink(path);
 }
+
+/* Recipient validation's caps (issue 19): defaults, a good value, and bad
+ * ones refused with file:line. */
+Test(config, rcpt_caps)
+{
+	static const struct bad_case bad[] = {
+		{ "rcpt_max_per_domain = 0\n", "1: bad value for rcpt_max_per_domain: \"0\" (want a number from 1 to 100000000)" },
+		{ "\nrcpt_max_total = lots\n", "2: bad value for rcpt_max_total: \"lots\"" },
+		{ "rcpt_max_total = 100000001\n", "1: bad value for rcpt_max_total: \"100000001\"" },
+	};
+	struct config c;
+	char err[CONFIG_ERR_MAX], want[CONFIG_ERR_MAX];
+	char *path;
+
+	config_defaults(&c);
+	cr_expect_eq(c.rcpt_max_per_domain, 2000000u);
+	cr_expect_eq(c.rcpt_max_total, 10000000u);
+	path = write_conf("rcpt_max_per_domain = 5\nrcpt_max_total = 7\n");
+	cr_assert_eq(config_load(&c, path, err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(c.rcpt_max_per_domain, 5u);
+	cr_expect_eq(c.rcpt_max_total, 7u);
+	config_free(&c);
+	unlink(path);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		path = write_conf(bad[i].text);
+		config_defaults(&c);
+		cr_expect_eq(config_load(&c, path, err, sizeof(err)), -1, "accepted: %s", bad[i].text);
+		snprintf(want, sizeof(want), "%s:%s", path, bad[i].want_err);
+		cr_expect(strncmp(err, want, strlen(want)) == 0, "got [%s], want prefix [%s]", err, want);
+		config_free(&c);
+		unlink(path);
+	}
+}
