@@ -13,6 +13,7 @@
 #include "admin/etrnctl_say.h"
 #include "admin/redis_conn.h"
 #include "admin/schema.h"
+#include "core/buf.h"
 #include "core/config.h"
 #include "core/rcptset.h"
 
@@ -260,27 +261,15 @@ int etrnctl_rcpt_list(const struct etrnctl_rcpt *x, const char *domain)
 
 /* The addresses of a file, checked, NUL-separated in one buffer. */
 struct rcpt_file {
-	char *buf;
-	size_t len, cap;
+	struct buf buf;            /* the entries, each NUL-terminated */
 	size_t count;
 	unsigned long bad;
 };
 
 static int file_keep(struct rcpt_file *f, const char *e, size_t n)
 {
-	if (f->len + n + 1 > f->cap) {
-		size_t nc = f->cap ? f->cap * 2 : 1u << 16;
-		char *nb;
-
-		while (nc < f->len + n + 1)
-			nc *= 2;
-		if (!(nb = realloc(f->buf, nc)))
-			return -ENOMEM;
-		f->buf = nb;
-		f->cap = nc;
-	}
-	memcpy(f->buf + f->len, e, n + 1);
-	f->len += n + 1;
+	if (buf_append(&f->buf, e, n + 1))
+		return -ENOMEM;
 	f->count++;
 	return 0;
 }
@@ -347,14 +336,14 @@ static int file_write(const struct etrnctl_rcpt *x, const struct rcpt_file *f, c
 	*added = 0;
 	argv[0] = "SADD";
 	argv[1] = key;
-	while (off < f->len || inflight) {
+	while (off < f->buf.len || inflight) {
 		redisReply *r;
 		int n = 0;
 
-		if (off < f->len && inflight < ETRNCTL_RCPT_INFLIGHT) {
-			while (off < f->len && n < ETRNCTL_RCPT_BATCH) {
-				argv[2 + n++] = f->buf + off;
-				off += strlen(f->buf + off) + 1;
+		if (off < f->buf.len && inflight < ETRNCTL_RCPT_INFLIGHT) {
+			while (off < f->buf.len && n < ETRNCTL_RCPT_BATCH) {
+				argv[2 + n++] = f->buf.data + off;
+				off += strlen(f->buf.data + off) + 1;
 			}
 			if (redisAppendCommandArgv(x->rc, 2 + n, argv, NULL) != REDIS_OK)
 				return redis_fail(x, NULL, "SADD");
@@ -429,7 +418,7 @@ static int import_replace(const struct etrnctl_rcpt *x, const struct rcpt_keys *
 int etrnctl_rcpt_import(const struct etrnctl_rcpt *x, const char *domain, const char *path)
 {
 	struct rcpt_keys k;
-	struct rcpt_file f = { 0 };
+	struct rcpt_file f = { .count = 0 };
 	FILE *fp;
 	long long added = 0, now;
 	redisReply *r;
@@ -437,6 +426,7 @@ int etrnctl_rcpt_import(const struct etrnctl_rcpt *x, const char *domain, const 
 
 	if ((rc = rcpt_keys(x, domain, &k)))
 		return rc;
+	buf_init(&f.buf, 0);
 	fp = strcmp(path, "-") ? fopen(path, "r") : stdin;
 	if (!fp)
 		return etrnctl_say(ETRNCTL_FAIL, "%s: %s", path, strerror(errno));
@@ -463,6 +453,6 @@ int etrnctl_rcpt_import(const struct etrnctl_rcpt *x, const char *domain, const 
 	rc = report(x, k.name, x->replace ? "read, the set replaced" : "added", x->replace ?
 		    (long long)f.count : added, now);
 out:
-	free(f.buf);
+	buf_free(&f.buf);
 	return rc;
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/ascii.h"
+#include "core/buf.h"
 #include "core/hash.h"
 #include "core/htab.h"
 
@@ -20,8 +21,7 @@
 
 struct rcptset {
 	struct htab idx;   /* hash -> arena offset of the entry's length byte */
-	char *arena;       /* entries: one length octet, then the lower-case bytes */
-	size_t used;
+	struct buf arena;  /* entries: one length octet, then the lower-case bytes */
 	size_t count;      /* entries, the catch-all "@" included */
 	size_t nlocal;     /* "local" entries */
 	size_t nfull;      /* "local@domain" entries */
@@ -31,7 +31,6 @@ struct rcptset {
 
 struct rcptset_builder {
 	struct rcptset *s;
-	size_t cap;        /* arena bytes allocated */
 	size_t max;        /* entries allowed, 0 = no cap */
 };
 
@@ -151,7 +150,7 @@ static int entry_eq(const void *ctx, uint32_t el, const void *key)
 {
 	const struct rcptset *s = ctx;
 	const struct rcptset_key *k = key;
-	const unsigned char *e = (const unsigned char *)s->arena + el;
+	const unsigned char *e = (const unsigned char *)s->arena.data + el;
 
 	return e[0] == k->n && ascii_eq_n((const char *)e + 1, k->p, k->n);
 }
@@ -184,7 +183,7 @@ size_t rcptset_count(const struct rcptset *s)
 
 size_t rcptset_mem(const struct rcptset *s)
 {
-	return sizeof(*s) + htab_mem(&s->idx) + s->used;
+	return sizeof(*s) + htab_mem(&s->idx) + s->arena.cap;
 }
 
 struct rcptset *rcptset_free(struct rcptset *s)
@@ -192,7 +191,7 @@ struct rcptset *rcptset_free(struct rcptset *s)
 	if (!s)
 		return NULL;
 	htab_fini(&s->idx);
-	free(s->arena);
+	buf_free(&s->arena);
 	free(s);
 	return NULL;
 }
@@ -210,14 +209,13 @@ struct rcptset_builder *rcptset_builder_new(size_t hint, size_t max)
 	if (!b->s)
 		return rcptset_builder_free(b);
 	htab_init(&b->s->idx);
+	buf_init(&b->s->arena, RCPTSET_ARENA_MAX);
 	/* About 16 octets an entry; grown by doubling past that. */
 	if (hint && hint < RCPTSET_ARENA_MAX / 16 && hint * 16 > cap)
 		cap = hint * 16;
-	b->s->arena = malloc(cap);
-	if (!b->s->arena || (hint && hint < UINT32_MAX / 2 &&
-			     htab_reserve(&b->s->idx, (uint32_t)hint)))
+	if (buf_reserve(&b->s->arena, cap) ||
+	    (hint && hint < UINT32_MAX / 2 && htab_reserve(&b->s->idx, (uint32_t)hint)))
 		return rcptset_builder_free(b);
-	b->cap = cap;
 	b->max = max;
 	return b;
 }
@@ -234,30 +232,6 @@ struct rcptset_builder *rcptset_builder_free(struct rcptset_builder *b)
 size_t rcptset_builder_count(const struct rcptset_builder *b)
 {
 	return b->s->count;
-}
-
-/* Room for need more arena octets. 0, -E2BIG past what offsets can name,
- * -ENOMEM. */
-static int arena_room(struct rcptset_builder *b, size_t need)
-{
-	struct rcptset *s = b->s;
-	size_t ncap = b->cap;
-	char *na;
-
-	if (s->used + need <= b->cap)
-		return 0;
-	if (s->used + need > RCPTSET_ARENA_MAX)
-		return -E2BIG;
-	while (ncap < s->used + need)
-		ncap *= 2;
-	if (ncap > RCPTSET_ARENA_MAX)
-		ncap = RCPTSET_ARENA_MAX;
-	na = realloc(s->arena, ncap);
-	if (!na)
-		return -ENOMEM;
-	s->arena = na;
-	b->cap = ncap;
-	return 0;
 }
 
 int rcptset_builder_add(struct rcptset_builder *b, const char *e, size_t n)
@@ -282,13 +256,14 @@ int rcptset_builder_add(struct rcptset_builder *b, const char *e, size_t n)
 		return 0;
 	if (b->max && s->count >= b->max)
 		return -E2BIG;
-	if ((rc = arena_room(b, n + 1)))
+	/* Offsets are element numbers: the arena stays under 4 GiB (its max). */
+	if ((rc = buf_reserve(&s->arena, n + 1)))
 		return rc;
-	if (s->count >= UINT32_MAX / 2 || htab_insert(&s->idx, h, (uint32_t)s->used))
+	if (s->count >= UINT32_MAX / 2 || htab_insert(&s->idx, h, (uint32_t)s->arena.len))
 		return -ENOMEM;
-	s->arena[s->used] = (char)n;
-	memcpy(s->arena + s->used + 1, e, n);
-	s->used += n + 1;
+	s->arena.data[s->arena.len] = (char)n;
+	memcpy(s->arena.data + s->arena.len + 1, e, n);
+	s->arena.len += n + 1;
 	s->count++;
 	if (e[0] == '@')
 		s->nat++;
@@ -302,11 +277,9 @@ int rcptset_builder_add(struct rcptset_builder *b, const char *e, size_t n)
 struct rcptset *rcptset_build(struct rcptset_builder *b)
 {
 	struct rcptset *s = b->s;
-	char *na;
 
 	/* Give back the arena's slack: a set lives until the next change. */
-	if (s->used && s->used < b->cap && (na = realloc(s->arena, s->used)))
-		s->arena = na;
+	buf_shrink(&s->arena, s->arena.len);
 	b->s = NULL;
 	free(b);
 	return s;
