@@ -210,9 +210,11 @@ struct rcptset_builder *rcptset_builder_new(size_t hint, size_t max)
 		return rcptset_builder_free(b);
 	htab_init(&b->s->idx);
 	buf_init(&b->s->arena, RCPTSET_ARENA_MAX);
-	/* About 16 octets an entry; grown by doubling past that. */
-	if (hint && hint < RCPTSET_ARENA_MAX / 16 && hint * 16 > cap)
-		cap = hint * 16;
+	/* About 24 octets an entry (a length octet and a 15-20 octet local
+	 * part, rounded up, so a typical set never doubles); grown by doubling
+	 * past that, the slack given back by rcptset_build(). */
+	if (hint && hint < RCPTSET_ARENA_MAX / 24 && hint * 24 > cap)
+		cap = hint * 24;
 	if (buf_reserve(&b->s->arena, cap) ||
 	    (hint && hint < UINT32_MAX / 2 && htab_reserve(&b->s->idx, (uint32_t)hint)))
 		return rcptset_builder_free(b);
