@@ -54,7 +54,7 @@ int main(int argc, char **argv)
 	struct rcptset_builder *b = rcptset_builder_new(0, 0);
 	char line[1100], e[RCPTSET_ENTRY_MAX + 1], addr[RB_ADDR_MAX];
 	char *ents = NULL;
-	size_t len = 0, cap = 0, n = 0, en, doff, *offs = NULL, ocap = 0;
+	size_t len = 0, cap = 0, n = 0, en, *offs = NULL, ocap = 0;
 	unsigned long found[2] = { 0, 0 };
 	double t0, t1, ns[2];
 	char **addrs;
