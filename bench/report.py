@@ -472,7 +472,7 @@ def rcpt_section():
         w("")
         return None
     lk = j["lookup"]
-    w("One domain's set of %d addresses (u0..u999, the local parts `etrnbench send` uses, then made-up `first.lastNNN` names, %.1f bytes on average), imported with `etrnctl rcpt import --replace` into a private redis-server; etrnd (`threads = auto`) reads it when the domain's `rcpt_check` turns on. Memory: etrnd's RSS with the set not held against held, and the set's own bytes from its log line. Lookup: `etrnd-rcptbench` (the same code alone: %d addresses in the set and as many not in it, made before the clock runs, a stride through the entries; the fastest of 5 passes, as the machine is shared). Ingest: `etrnbench send`, %d sessions, PIPELINING, %d-byte messages, every recipient in the set, %d s a round, rcpt_check on and off alternating in the same etrnd, %d round(s) each. Commit %s." % (
+    w("One domain's set of %d addresses (u0..u999, the local parts `etrnbench send` uses, then made-up `first.lastNNN` names, %.1f bytes on average), imported with `etrnctl rcpt import --replace` into a private redis-server; etrnd (`threads = auto`) reads it when the domain's `rcpt_check` turns on. Memory: etrnd's RSS with the set not held against held, and the set's own bytes from its log line. Lookup: `etrnd-rcptbench` (the same code alone: %d addresses in the set and as many not in it, made before the clock runs, a stride through the entries; the thread's CPU time, the fastest of 5 passes, as the machine is shared). Ingest: `etrnbench send`, %d sessions, PIPELINING, %d-byte messages, every recipient in the set, %d s a round, rcpt_check on and off alternating in the same etrnd, %d round(s) each. Commit %s." % (
         j["n"], lk["avg_entry_bytes"], lk["lookups"], j["sessions"], j["size"], j["dur"], j["rounds"], j["commit"]))
     w("")
     w("| figure | value |")
@@ -485,8 +485,8 @@ def rcpt_section():
     w("| etrnd RSS, set not held -> held | %s -> %s MiB (**%s MiB per million addresses**) |" % (
         fmt(j["rss_off_kib"] / 1024.0, "%.1f"), fmt(j["rss_on_kib"] / 1024.0, "%.1f"),
         fmt(j["rss_per_million_mib"], "%.1f")))
-    w("| lookup, address in the set | %s ns |" % fmt(lk["hit_ns"], "%.0f"))
-    w("| lookup, address not in the set | %s ns |" % fmt(lk["miss_ns"], "%.0f"))
+    w("| lookup, address in the set (CPU) | %s ns |" % fmt(lk["hit_ns"], "%.0f"))
+    w("| lookup, address not in the set (CPU) | %s ns |" % fmt(lk["miss_ns"], "%.0f"))
     w("| ingest, rcpt_check off (rounds) | %s msgs/s (%s) |" % (
         fmt(j["off_median"]), ", ".join("%.0f" % x for x in j["off"])))
     w("| ingest, rcpt_check on (rounds) | %s msgs/s (%s) |" % (
