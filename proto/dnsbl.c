@@ -25,6 +25,8 @@
 #include "core/metrics.h"
 #include "core/now.h"
 #include "core/resolver.h"
+#include "proto/smtp_check.h"
+#include "proto/smtp_server.h"
 
 /* A records kept per list answer: lists answer one or a few (Spamhaus
  * ZEN: one per sub-list that lists the address). */
@@ -348,4 +350,75 @@ void dnsbl_cancel(struct dnsbl_check *k)
 {
 	if (k)
 		k->cancelled = 1;
+}
+
+/* ---- the CONNECT-stage checker (proto/smtp_check.h) -------------------- */
+
+/* A session's slot: the check out for it, and the job to answer. */
+struct dnsbl_session {
+	struct dnsbl_check *k;           /* NULL once answered */
+	struct smtp_check_job *job;
+};
+
+static void dnsbl_checker_done(void *arg, const struct dnsbl_verdict *v)
+{
+	struct dnsbl_session *ss = arg;
+	struct smtp_verdict sv = { .kind = SMTP_VERDICT_CONTINUE, .who = "dnsbl" };
+	char why[DNSBL_SITE_NAME_MAX + 48];
+
+	ss->k = NULL;
+	if (v->reject) {
+		/* dnsbl_reply is 554 5.7.N or 421 4.7.N (dnsbl_list.h). */
+		sv.kind = v->reply[0] == '4' ? SMTP_VERDICT_TEMPFAIL : SMTP_VERDICT_REJECT;
+		sv.reply = v->reply;
+		sv.reply_len = strlen(v->reply);
+		snprintf(why, sizeof(why), "listed by %s, score %d", v->site, v->score);
+		sv.why = why;
+	}
+	smtp_check_answer(ss->job, &sv);
+}
+
+static void dnsbl_checker_start(void *arg, void **state, const struct smtp_session *s,
+				enum smtp_check_stage stage, struct smtp_check_job *job)
+{
+	static const struct smtp_verdict cont = { .kind = SMTP_VERDICT_CONTINUE, .who = "dnsbl" };
+	struct dnsbl *d = arg;
+	struct dnsbl_session *ss = *state;
+
+	if (stage != SMTP_CHECK_CONNECT) {
+		smtp_check_answer(job, &cont);
+		return;
+	}
+	if (!ss && !(ss = *state = calloc(1, sizeof(*ss)))) {
+		log_warn("dnsbl: client [%s]: not looked up: out of memory", smtp_server_client(s));
+		smtp_check_answer(job, &cont);
+		return;
+	}
+	ss->job = job;
+	/* At connect the relay right is mynetworks' alone (no AUTH yet). */
+	ss->k = dnsbl_start(d, smtp_server_client(s), smtp_server_may_relay(s),
+			    dnsbl_checker_done, ss);
+	if (!ss->k)
+		smtp_check_answer(job, &cont);
+}
+
+static void dnsbl_checker_end(void *arg, void *state)
+{
+	struct dnsbl_session *ss = state;
+
+	(void)arg;
+	if (!ss)
+		return;
+	dnsbl_cancel(ss->k);
+	free(ss);
+}
+
+void dnsbl_checker(struct dnsbl *d, struct smtp_checker *ck)
+{
+	memset(ck, 0, sizeof(*ck));
+	ck->name = "dnsbl";
+	ck->stages = SMTP_CHECK_BIT(SMTP_CHECK_CONNECT);
+	ck->start = dnsbl_checker_start;
+	ck->end = dnsbl_checker_end;
+	ck->arg = d;
 }

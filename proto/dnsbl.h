@@ -68,4 +68,13 @@ struct dnsbl_check *dnsbl_start(struct dnsbl *d, const char *client, int trusted
  * check's memory goes once its outstanding answers are in. NULL is fine. */
 void dnsbl_cancel(struct dnsbl_check *k);
 
+/* Fill ck: the checker of the SMTP server's policy-check chain
+ * (proto/smtp_check.h) that runs dnsbl_start() at the CONNECT stage, before
+ * the greeting: a rejected client gets dnsbl_reply instead of the 220
+ * (554: REJECT; 421: TEMPFAIL), any other outcome continues. Add it first
+ * (smtpd_add_checker()), so no SPF or milter work is spent on a listed
+ * client. d must outlive every session. */
+struct smtp_checker;
+void dnsbl_checker(struct dnsbl *d, struct smtp_checker *ck);
+
 #endif
