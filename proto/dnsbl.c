@@ -163,8 +163,10 @@ static int dnsbl_score(const struct dnsbl_check *k, const struct dnsbl_list *l, 
 		hit[i] = 0;
 		if (!q)
 			continue;
+		/* hit: 1 + the index of the first answer that lists. */
 		for (unsigned a = 0; q->err == 0 && a < q->n && !hit[i]; a++)
-			hit[i] = dnsbl_list_match(&l->site[i], q->a[a]);
+			if (dnsbl_list_match(&l->site[i], q->a[a]))
+				hit[i] = (int)a + 1;
 		if (hit[i])
 			score += l->site[i].weight;
 	}
@@ -175,9 +177,11 @@ static int dnsbl_score(const struct dnsbl_check *k, const struct dnsbl_list *l, 
 
 		for (unsigned i = 0; i < l->n; i++)
 			if (hit[i] && l->site[i].query == q->site) {
+				const uint8_t *a = q->a[hit[i] - 1];
+
 				(void)buf_printf(line, "%s%s=%u.%u.%u.%u*%d", line->len ? ", " : "",
-						 l->site[i].spec, q->a[0][0], q->a[0][1], q->a[0][2],
-						 q->a[0][3], l->site[i].weight);
+						 l->site[i].spec, a[0], a[1], a[2], a[3],
+						 l->site[i].weight);
 				listed = 1;
 			}
 		if (listed)
