@@ -35,6 +35,10 @@ static int dl_why(char *why, size_t len, const char *fmt, ...)
 	va_start(ap, fmt);
 	(void)vsnprintf(why, len, fmt, ap);
 	va_end(ap);
+	/* The reason quotes the input: one printable line. */
+	for (char *p = why; *p; p++)
+		if ((unsigned char)*p < ' ' || *p == 0x7f)
+			*p = '?';
 	return -1;
 }
 
