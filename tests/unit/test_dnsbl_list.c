@@ -8,6 +8,10 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
+#include <stdio.h>
+#include <unistd.h>
+
+#include "core/config.h"
 #include "core/dnsbl_list.h"
 
 struct parse_case {
@@ -184,4 +188,42 @@ Test(dnsbl_list, reply)
 	cr_expect_str_eq(out, "554 5.7.1 Service unavailable; client [192.0.2.1] blocked using zen.test");
 	cr_expect_eq(dnsbl_list_reply("554 5.7.1 $site$site$site$site", "c", "s", out, 14), 13);
 	cr_expect_str_eq(out, "554 5.7.1 sss");
+}
+
+/* The keys as etrnd.conf gives them (bad ones: test_config.c's table). */
+Test(dnsbl_list, config_keys)
+{
+	static const char text[] =
+		"dnsbl = zen.example.invalid*2, bl.example.invalid=127.0.0.[2..11]*1, wl.test*-3\n"
+		"dnsbl_threshold = 3\n"
+		"dnsbl_reply = 554 5.7.1 no mail from [$client] ($site)\n"
+		"dnsbl_timeout = 5s\n"
+		"dnsbl_action = log\n"
+		"dnsbl_skip_loopback = no\n";
+	char path[64], err[CONFIG_ERR_MAX];
+	struct config c;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/tmp/etrnd-test-dnsbl-%d.conf", (int)getpid());
+	f = fopen(path, "w");
+	cr_assert_not_null(f);
+	fputs(text, f);
+	fclose(f);
+	config_defaults(&c);
+	cr_expect_eq(c.dnsbl.n, 0, "off by default");
+	cr_expect_eq(c.dnsbl_threshold, 1);
+	cr_expect_str_eq(c.dnsbl_reply, DNSBL_REPLY_DEFAULT);
+	cr_expect_eq(c.dnsbl_timeout_ms, 10000);
+	cr_expect_eq(c.dnsbl_log_only, 0);
+	cr_expect_eq(c.dnsbl_skip_loopback, 1);
+	cr_assert_eq(config_load(&c, path, err, sizeof(err)), 0, "%s", err);
+	unlink(path);
+	cr_expect_eq(c.dnsbl.n, 3);
+	cr_expect_eq(c.dnsbl.site[2].weight, -3);
+	cr_expect_eq(c.dnsbl_threshold, 3);
+	cr_expect_str_eq(c.dnsbl_reply, "554 5.7.1 no mail from [$client] ($site)");
+	cr_expect_eq(c.dnsbl_timeout_ms, 5000);
+	cr_expect_eq(c.dnsbl_log_only, 1);
+	cr_expect_eq(c.dnsbl_skip_loopback, 0);
+	config_free(&c);
 }
