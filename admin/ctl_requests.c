@@ -271,7 +271,8 @@ static void ctl_metrics(const struct ctl_env *env, const char *a, size_t len, co
 	(void)len;
 	(void)who;
 	(void)op;
-	if (metrics_format(out)) {
+	if (metrics_format(out) ||
+	    (env->hub && metrics_dnsbl_format(out, &drain_hub_config(env->hub)->dnsbl))) {
 		(void)buf_puts(out, "error: metrics: out of memory\n");
 		return;
 	}

@@ -25,9 +25,10 @@
  *      sync with them) and sleeps until a completion.
  * Stop hooks ("spool compaction", "expiry", "sched", "activators") stop
  * background work that would never run out; busy checks ("spool",
- * "expiry", "drain", "sched", "smtpd auth", "activators") keep loop_run()
- * going until what is in flight has finished. Thread 0 has the most: 5
- * turn hooks, 4 stop hooks, 6 busy checks, within LOOP_HOOKS_MAX (8).
+ * "expiry", "drain", "sched", "smtpd auth", "activators", "dnsbl" when
+ * dnsbl is set) keep loop_run() going until what is in flight has
+ * finished. Thread 0 has the most: 5 turn hooks, 4 stop hooks, 7 busy
+ * checks, within LOOP_HOOKS_MAX.
  */
 #include "admin/engine.h"
 
@@ -46,8 +47,10 @@
 #include "core/loop.h"
 #include "core/tls.h"
 #include "proto/activator.h"
+#include "proto/dnsbl.h"
 #include "proto/drain.h"
 #include "proto/sched.h"
+#include "proto/smtp_check.h"
 #include "proto/smtpd.h"
 #include "store/spool.h"
 
@@ -82,6 +85,7 @@ struct engine_parts {
 	struct spool_shard *sh;
 	struct drain *dr;
 	struct sched *sc;
+	struct dnsbl *bl;
 };
 
 static void engine_report(struct engine *e, enum engine_state st)
@@ -168,6 +172,19 @@ static int engine_setup(struct engine *e, struct engine_parts *p)
 	p->l = loop_new(&lc, e->err, sizeof(e->err));
 	if (!p->l)
 		return -1;
+	/* DNSBL at connect: the first checker of the chain (a listed client
+	 * costs no other check); registers its busy check ("dnsbl") when on. */
+	p->bl = dnsbl_new(e->env->cfg, e->env->resolver, p->l);
+	if (!p->bl)
+		return engine_fail(e, "dnsbl: %s", strerror(errno));
+	if (dnsbl_enabled(p->bl)) {
+		struct smtp_checker ck;
+
+		dnsbl_checker(p->bl, &ck);
+		rc = smtpd_add_checker(p->d, &ck);
+		if (rc)
+			return engine_fail(e, "dnsbl: %s", strerror(-rc));
+	}
 	engine_spool_conf(e, &sc);
 	/* Registers compaction (queue), the group commit (commit), "spool". */
 	p->sh = spool_shard_open(p->l, &sc, e->err, sizeof(e->err));
@@ -256,6 +273,7 @@ static void engine_teardown(struct engine_parts *p)
 	spool_shard_close(p->sh);
 	loop_free(p->l);
 	smtpd_free(p->d);
+	dnsbl_free(p->bl);
 }
 
 static void *engine_thread(void *arg)
@@ -294,6 +312,8 @@ static void *engine_thread(void *arg)
 	epoch_unregister();
 	spool_shard_close(p.sh);
 	smtpd_free(p.d);
+	/* After the sessions (their checker slots): no answer is out now. */
+	dnsbl_free(p.bl);
 	return NULL;
 }
 

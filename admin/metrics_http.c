@@ -153,7 +153,8 @@ static int metrics_http_page_metrics(struct metrics_http *m, struct buf *body,
 				     const char **ctype)
 {
 	*ctype = METRICS_HTTP_CTYPE;
-	if (metrics_format(body) || metrics_http_node_gauges(m->cfg, &m->src, body)) {
+	if (metrics_format(body) || metrics_http_node_gauges(m->cfg, &m->src, body) ||
+	    metrics_dnsbl_format(body, &m->cfg->dnsbl)) {
 		log_warn("metrics: the answer would pass %u bytes or memory ran out: 500",
 			 METRICS_HTTP_BODY_MAX);
 		return 500;

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/ascii.h"
+
 static int why(char *w, size_t wl, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 static int why(char *w, size_t wl, const char *fmt, ...)
@@ -164,4 +166,11 @@ int cidr_list_match(const struct cidr *c, unsigned n, const struct sockaddr *add
 		if (c[i].family == fam && prefix_match(a, c[i].addr, c[i].prefix))
 			return 1;
 	return 0;
+}
+
+int cidr_peer_loopback(const char *peer)
+{
+	if (ascii_eq_n(peer, "::ffff:", sizeof("::ffff:") - 1))
+		peer += sizeof("::ffff:") - 1;
+	return strncmp(peer, "127.", 4) == 0 || strcmp(peer, "::1") == 0;
 }

@@ -39,4 +39,9 @@ int cidr_list_format(const struct cidr *c, unsigned n, char *out, size_t outlen)
  * the n networks, else 0. */
 int cidr_list_match(const struct cidr *c, unsigned n, const struct sockaddr *addr);
 
+/* 1 when peer (a printable address as the loop spells it: "127.0.0.1",
+ * "::1", "::ffff:127.0.0.1") is a loopback address (127.0.0.0/8, ::1 and
+ * their IPv4-mapped form), else 0. */
+int cidr_peer_loopback(const char *peer);
+
 #endif

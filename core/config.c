@@ -794,6 +794,37 @@ static int set_dns_servers(struct config *c, const struct config_key *k, const c
 	return 0;
 }
 
+/* dnsbl = site[=filter][*weight], ... (core/dnsbl_list.h); "" or "none": off. */
+static int set_dnsbl(struct config *c, const struct config_key *k, const char *v,
+		     char *w, size_t wl)
+{
+	char one[CONFIG_ERR_MAX];
+
+	if (dnsbl_list_parse(&c->dnsbl, v, strlen(v), one, sizeof(one)))
+		return why(w, wl, "bad value for %s: %s", k->name, one);
+	return 0;
+}
+
+static int set_dnsbl_reply(struct config *c, const struct config_key *k, const char *v,
+			   char *w, size_t wl)
+{
+	char one[CONFIG_ERR_MAX];
+
+	if (dnsbl_list_reply_check(v, one, sizeof(one)))
+		return why(w, wl, "bad value for %s: %s", k->name, one);
+	return set_string(c->dnsbl_reply, sizeof(c->dnsbl_reply), k, v, w, wl);
+}
+
+/* dnsbl_action = reject | log (log-only, for a rollout) */
+static int set_dnsbl_action(struct config *c, const struct config_key *k, const char *v,
+			    char *w, size_t wl)
+{
+	if (strcmp(v, "reject") && strcmp(v, "log"))
+		return why(w, wl, "bad value for %s: \"%s\" (want reject or log)", k->name, v);
+	c->dnsbl_log_only = !strcmp(v, "log");
+	return 0;
+}
+
 /* A file name (tls_*_file): "" (only from -o) or "none" unsets it. */
 static int set_path(struct config *c, const struct config_key *k, const char *v,
 		    char *w, size_t wl)
@@ -928,6 +959,14 @@ static const struct config_key config_keys[] = {
 	{ "dns_timeout", set_duration, OFF(dns_timeout_ms), CONFIG_DNS_TIMEOUT_MIN_MS,
 	  CONFIG_DNS_TIMEOUT_MAX_MS },
 	/* RFC 5321 4.5.1 and Postfix's allow_untrusted_routing. */
+	/* DNSBL at connect (issue 19): Postfix's postscreen_dnsbl_* keys. */
+	{ "dnsbl", set_dnsbl, 0, 0, 0 },
+	{ "dnsbl_threshold", set_uint, OFF(dnsbl_threshold), 1, DNSBL_WEIGHT_LIMIT },
+	{ "dnsbl_reply", set_dnsbl_reply, 0, 0, 0 },
+	{ "dnsbl_timeout", set_duration, OFF(dnsbl_timeout_ms), CONFIG_DNS_TIMEOUT_MIN_MS,
+	  CONFIG_DNSBL_TIMEOUT_MAX_MS },
+	{ "dnsbl_action", set_dnsbl_action, 0, 0, 0 },
+	{ "dnsbl_skip_loopback", set_bool, OFF(dnsbl_skip_loopback), 0, 1 },
 	{ "postmaster", set_postmaster, 0, 0, 0 },
 	{ "allow_untrusted_routing", set_bool, OFF(allow_untrusted_routing), 0, 1 },
 	/* Implicit TLS (the port-465 style, RFC 8314 3.3) and listeners where
@@ -1012,6 +1051,12 @@ void config_defaults(struct config *c)
 	c->rcpt_max_total = CONFIG_RCPT_MAX_TOTAL_DEFAULT;
 	c->dns_servers[0] = '\0';
 	c->dns_timeout_ms = RESOLVER_TIMEOUT_MS;
+	c->dnsbl.n = 0;
+	c->dnsbl_threshold = 1;
+	snprintf(c->dnsbl_reply, sizeof(c->dnsbl_reply), "%s", DNSBL_REPLY_DEFAULT);
+	c->dnsbl_timeout_ms = CONFIG_DNSBL_TIMEOUT_DEFAULT_MS;
+	c->dnsbl_log_only = 0;
+	c->dnsbl_skip_loopback = 1;
 	c->postmaster[0] = '\0';
 	c->allow_untrusted_routing = 0;
 	c->smtp_atrn = 0;

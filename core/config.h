@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include "core/cidr.h"
+#include "core/dnsbl_list.h"
 #include "core/timetable.h"
 
 #define CONFIG_LISTEN_MAX 16
@@ -36,6 +37,10 @@
 #define CONFIG_DNS_SERVERS_MAX 512
 #define CONFIG_DNS_PORT 53              /* RFC 1035 4.2 */
 #define CONFIG_DNS_TIMEOUT_MIN_MS 100ull
+/* dnsbl_timeout: postscreen_dnsbl_timeout's default (10s); at most a
+ * minute, since the greeting waits for it. */
+#define CONFIG_DNSBL_TIMEOUT_DEFAULT_MS 10000u
+#define CONFIG_DNSBL_TIMEOUT_MAX_MS 60000ull
 #define CONFIG_DNS_TIMEOUT_MAX_MS (600ull * 1000)
 /* postmaster: a mailbox local@domain; RFC 5321 4.5.3.1.1 (local part 64)
  * and 4.5.3.1.3 (path 256 with its angle brackets). */
@@ -343,6 +348,18 @@ struct config {
 	unsigned cluster_node_ttl_ms;
 	char dns_servers[CONFIG_DNS_SERVERS_MAX]; /* "ip[:port],..."; "" = resolv.conf */
 	unsigned dns_timeout_ms;        /* one whole look-up, MX + address */
+	/* DNSBL at connect (issue 19; core/dnsbl_list.h, proto/dnsbl.h):
+	 * the sites (n 0: off, the default), the score that refuses a client
+	 * (postscreen_dnsbl_threshold), the reply that replaces the greeting,
+	 * how long the look-ups may take (postscreen_dnsbl_timeout), log-only
+	 * (dnsbl_action = log) and whether loopback clients are looked up
+	 * (dnsbl_skip_loopback; mynetworks never are). */
+	struct dnsbl_list dnsbl;
+	unsigned dnsbl_threshold;
+	char dnsbl_reply[DNSBL_REPLY_MAX];
+	unsigned dnsbl_timeout_ms;
+	int dnsbl_log_only;
+	int dnsbl_skip_loopback;
 	/* Where RCPT TO:<postmaster> (and postmaster@hostname) goes (RFC 5321
 	 * 4.5.1); "" = postmaster@hostname. */
 	char postmaster[CONFIG_ADDR_MAX + 1];

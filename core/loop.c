@@ -35,7 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/ascii.h"
+#include "core/cidr.h"
 #include "core/connlimit.h"
 #include "core/epoch.h"
 #include "core/log.h"
@@ -627,14 +627,6 @@ static void accept_refuse_addr(struct loop *l, struct conn *c)
 	conn_free_slot(c);
 }
 
-/* 127.0.0.0/8, ::1 and their IPv4-mapped form, as peer_text() spells them. */
-static int peer_is_loopback(const char *peer)
-{
-	if (ascii_eq_n(peer, "::ffff:", sizeof("::ffff:") - 1))
-		peer += sizeof("::ffff:") - 1;
-	return strncmp(peer, "127.", 4) == 0 || strcmp(peer, "::1") == 0;
-}
-
 /* A slot for the accepted fd, its peer's address and its count against
  * client_connection_limit; NULL when refused (fd closed). */
 static struct conn *accept_admit(struct loop *l, int fd)
@@ -649,7 +641,7 @@ static struct conn *accept_admit(struct loop *l, int fd)
 	}
 	c = conn_take_slot(l, fd, 0, l->ops, l->ops_arg, NULL);
 	peer_text(fd, c->peer, sizeof(c->peer));
-	if (l->connlimit && (l->cfg->client_connection_limit_loopback || !peer_is_loopback(c->peer))) {
+	if (l->connlimit && (l->cfg->client_connection_limit_loopback || !cidr_peer_loopback(c->peer))) {
 		switch (connlimit_take(l->connlimit, c->peer)) {
 		case CONNLIMIT_OVER:
 			accept_refuse_addr(l, c);

@@ -121,7 +121,7 @@ void loop_close_listeners(struct loop *l, unsigned keep_flags);
  * always runs before the commit that writes them, whatever order the
  * modules were created in.
  */
-#define LOOP_HOOKS_MAX 8
+#define LOOP_HOOKS_MAX 12
 enum loop_turn_phase {
 	/* Work that queues records or output for this turn: expiry's DONEs
 	 * and DSNs, compaction's copies. */

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/buf.h"
+#include "core/dnsbl_list.h"
 #include "core/log.h"
 
 /* Slot 0 is shared by every thread that did not attach (control, ctlsock,
@@ -87,6 +88,8 @@ static const struct metrics_row metrics_rows[] = {
 	  METRICS_COUNTER, NULL },
 	{ METRIC_RCPT_REFUSED_USER, "etrnd_recipients_refused_total", "reason=\"unknown_user\"",
 	  METRICS_COUNTER, NULL },
+	{ METRIC_MSGS_DISCARDED, "etrnd_messages_discarded_total", "", METRICS_COUNTER,
+	  "Messages a policy check (a milter) said to discard: answered 250, never stored." },
 	{ METRIC_HELD_MESSAGES, "etrnd_held_messages", "", METRICS_GAUGE_SHARD,
 	  "Messages held in the spool with undelivered recipients, per shard." },
 	{ METRIC_HELD_BYTES, "etrnd_held_bytes", "", METRICS_GAUGE_SHARD,
@@ -126,6 +129,15 @@ static const struct metrics_row metrics_rows[] = {
 	{ METRIC_EXPIRY_SCANS, "etrnd_expiry_scans_total", "", METRICS_COUNTER,
 	  "Expiry scans finished (each with every expiry and delay warning it found), "
 	  "counted per engine thread." },
+	{ METRIC_DNSBL_REJECTED, "etrnd_dnsbl_clients_total", "verdict=\"rejected\"",
+	  METRICS_COUNTER, "Clients checked against the DNSBLs at connect, by verdict (logged: "
+	  "listed, dnsbl_action = log; skipped: mynetworks or loopback)." },
+	{ METRIC_DNSBL_LOGGED, "etrnd_dnsbl_clients_total", "verdict=\"logged\"",
+	  METRICS_COUNTER, NULL },
+	{ METRIC_DNSBL_PASSED, "etrnd_dnsbl_clients_total", "verdict=\"passed\"",
+	  METRICS_COUNTER, NULL },
+	{ METRIC_DNSBL_SKIPPED, "etrnd_dnsbl_clients_total", "verdict=\"skipped\"",
+	  METRICS_COUNTER, NULL },
 };
 
 _Static_assert(sizeof metrics_rows / sizeof metrics_rows[0] == METRIC_COUNT,
@@ -385,6 +397,38 @@ static int metrics_format_fsync(struct buf *out)
 				"%s_sum %" PRIu64 ".%06" PRIu64 "\n%s_count %" PRIu64 "\n",
 				name, cum, name, sum_us / 1000000, sum_us % 1000000, name, cum);
 	return rc;
+}
+
+/* Per DNSBL list: few (DNSBL_SITES_MAX) and counted once per client, so
+ * one shared row of atomics rather than a slot per thread. */
+static _Atomic uint64_t metrics_dnsbl_v[DNSBL_SITES_MAX][METRICS_DNSBL_RESULTS];
+
+void metrics_dnsbl(unsigned list, enum metrics_dnsbl_result r)
+{
+	if (list < DNSBL_SITES_MAX && (unsigned)r < METRICS_DNSBL_RESULTS)
+		atomic_fetch_add_explicit(&metrics_dnsbl_v[list][r], 1, memory_order_relaxed);
+}
+
+int metrics_dnsbl_format(struct buf *out, const struct dnsbl_list *l)
+{
+	static const char *const results[] = { "listed", "unlisted", "error" };
+	static const char name[] = "etrnd_dnsbl_lookups_total";
+	int rc = 0;
+
+	if (l->n == 0)
+		return 0;
+	rc = buf_printf(out, "# HELP %s DNSBL look-ups at connect, per list and result "
+			"(error: timeout or server failure, taken as not listed).\n# TYPE %s counter\n",
+			name, name);
+	for (unsigned i = 0; i < l->n && i < DNSBL_SITES_MAX && rc == 0; i++) {
+		if (l->site[i].query != i)
+			continue; /* the same name again: asked once, counted there */
+		for (unsigned r = 0; r < METRICS_DNSBL_RESULTS && rc == 0; r++)
+			rc = buf_printf(out, "%s{list=\"%s\",result=\"%s\"} %" PRIu64 "\n", name,
+					l->site[i].name, results[r],
+					atomic_load_explicit(&metrics_dnsbl_v[i][r], memory_order_relaxed));
+	}
+	return rc < 0 ? -ENOMEM : 0;
 }
 
 int metrics_format(struct buf *out)

@@ -44,6 +44,7 @@ enum metric_id {
 	METRIC_RCPT_REFUSED_ROUTING,     /* {reason="routing"} */
 	METRIC_RCPT_REFUSED_OTHER,       /* {reason="other"} */
 	METRIC_RCPT_REFUSED_USER,        /* {reason="unknown_user"} (issue 19) */
+	METRIC_MSGS_DISCARDED,           /* etrnd_messages_discarded_total (policy check) */
 	/* held mail (per-thread gauges: the thread's shard) */
 	METRIC_HELD_MESSAGES,            /* etrnd_held_messages{shard="i"} */
 	METRIC_HELD_BYTES,               /* etrnd_held_bytes{shard="i"} */
@@ -72,6 +73,11 @@ enum metric_id {
 	METRIC_ATRN_5XX,
 	/* housekeeping (tests wait for these before a negative check) */
 	METRIC_EXPIRY_SCANS,             /* etrnd_expiry_scans_total */
+	/* DNSBL at connect (proto/dnsbl.h), per client */
+	METRIC_DNSBL_REJECTED,           /* etrnd_dnsbl_clients_total{verdict="rejected"} */
+	METRIC_DNSBL_LOGGED,             /* {verdict="logged"}: listed, dnsbl_action = log */
+	METRIC_DNSBL_PASSED,             /* {verdict="passed"} */
+	METRIC_DNSBL_SKIPPED,            /* {verdict="skipped"}: mynetworks, loopback */
 	METRIC_COUNT
 };
 
@@ -122,6 +128,22 @@ void metrics_replies(const struct buf *out, size_t from, void (*per_code)(int));
  * (admin/metrics_http.c). 0 or -ENOMEM.
  */
 int metrics_format(struct buf *out);
+
+/* DNSBL look-ups per list (proto/dnsbl.h): list is the index of the
+ * dnsbl item whose name was asked (struct dnsbl_site.query, below
+ * DNSBL_SITES_MAX). Lock-free, any thread. */
+enum metrics_dnsbl_result {
+	METRICS_DNSBL_LISTED = 0,   /* an answer passed the filter */
+	METRICS_DNSBL_UNLISTED,     /* NXDOMAIN, or no answer passed */
+	METRICS_DNSBL_ERROR,        /* timeout, SERVFAIL, ...: fail open */
+	METRICS_DNSBL_RESULTS
+};
+void metrics_dnsbl(unsigned list, enum metrics_dnsbl_result r);
+/* Append etrnd_dnsbl_lookups_total{list="NAME",result="..."} for each
+ * name asked in l (core/dnsbl_list.h); nothing when l is empty. 0 or
+ * -ENOMEM. */
+struct dnsbl_list;
+int metrics_dnsbl_format(struct buf *out, const struct dnsbl_list *l);
 
 /* The value summed over every slot (tests, etrnctl top). */
 uint64_t metrics_value(enum metric_id m);

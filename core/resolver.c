@@ -9,6 +9,7 @@
 #include "core/netaddr.h"
 #include "core/now.h"
 #include "core/resolver.h"
+#include "core/resolver_answer.h"
 #include "core/resolver_list.h"
 
 #include <arpa/inet.h>
@@ -35,6 +36,7 @@ enum resolver_state {
 	RESOLVER_QUEUED,     /* in the FIFO, not yet started */
 	RESOLVER_MX,         /* MX query in c-ares */
 	RESOLVER_ADDR,       /* A/AAAA (ares_getaddrinfo) in c-ares */
+	RESOLVER_QUERY,      /* a generic record query (resolver_query) */
 	RESOLVER_LATE,       /* answered already; c-ares still holds it */
 };
 
@@ -42,6 +44,7 @@ static const char *const resolver_state_name[] = {
 	[RESOLVER_QUEUED] = "queued",
 	[RESOLVER_MX] = "mx",
 	[RESOLVER_ADDR] = "addr",
+	[RESOLVER_QUERY] = "query",
 	[RESOLVER_LATE] = "late",
 };
 
@@ -66,6 +69,10 @@ struct resolver_req {
 	char host[RESOLVER_NAME_MAX];    /* whose address is looked up */
 	resolver_cb cb;                  /* resolver_host/_mx; NULL for a route */
 	struct resolver_route *rt;       /* resolver_route only */
+	resolver_answer_cb qcb;          /* resolver_query only: */
+	enum resolver_rrtype qtype;
+	unsigned timeout_ms;             /* its own deadline, or 0 */
+	struct resolver_answer *ans;     /* the parsed answer, when one came */
 	void *cookie;
 };
 
@@ -206,8 +213,11 @@ static void resolver_live_unlink(struct resolver *r, struct resolver_req *q)
 static void resolver_req_free(struct resolver_req *q)
 {
 	free(q->rt);
+	free(q->ans);
 	free(q);
 }
+
+static void resolver_answer_query(struct resolver_req *q, const struct resolver_result *res);
 
 /*
  * Run q's callback (the one time it runs) with res, or for a route request
@@ -218,9 +228,9 @@ static void resolver_req_free(struct resolver_req *q)
 static void resolver_answer(struct resolver_req *q, const struct resolver_result *res)
 {
 	struct resolver *r = q->r;
-	int err = q->rt ? q->rt->list.err : res->err;
+	int err = q->rt ? q->rt->list.err : q->ans ? q->ans->err : res->err;
 
-	if (q->state == RESOLVER_MX || q->state == RESOLVER_ADDR)
+	if (q->state == RESOLVER_MX || q->state == RESOLVER_ADDR || q->state == RESOLVER_QUERY)
 		resolver_live_unlink(r, q);
 	/* Counted first, so whoever the callback wakes sees the counters. */
 	pthread_mutex_lock(&r->mu);
@@ -233,6 +243,8 @@ static void resolver_answer(struct resolver_req *q, const struct resolver_result
 		q->rt->cb(q->cookie, &q->rt->list);
 		free(q->rt); /* a LATE request needs only q */
 		q->rt = NULL;
+	} else if (q->qcb) {
+		resolver_answer_query(q, res);
 	} else {
 		q->cb(q->cookie, res);
 	}
@@ -242,6 +254,24 @@ static void resolver_answer(struct resolver_req *q, const struct resolver_result
 	} else {
 		resolver_req_free(q);
 	}
+}
+
+/* A query's callback: the parsed answer, or res's error. */
+static void resolver_answer_query(struct resolver_req *q, const struct resolver_result *res)
+{
+	struct resolver_answer a;
+
+	if (q->ans) {
+		q->qcb(q->cookie, q->ans);
+		free(q->ans);
+		q->ans = NULL;
+		return;
+	}
+	memset(&a, 0, sizeof(a));
+	a.err = res->err;
+	a.permanent = res->permanent;
+	memcpy(a.why, res->why, sizeof(a.why));
+	q->qcb(q->cookie, &a);
 }
 
 /* A route request answered with the addresses found so far. */
@@ -287,48 +317,14 @@ static void resolver_fail(struct resolver_req *q, int err, int permanent, const 
 	resolver_answer(q, &res);
 }
 
-/* What a c-ares status means for mail: the table every lookup shares. */
-static const struct {
-	int status;
-	int err;
-	int permanent;
-} resolver_status_map[] = {
-	{ ARES_ENOTFOUND, -ENOENT, 1 },     /* NXDOMAIN */
-	{ ARES_ENODATA, -ENODATA, 1 },      /* name exists, no such record */
-	{ ARES_EBADNAME, -EINVAL, 1 },
-	{ ARES_ENONAME, -EINVAL, 1 },
-	{ ARES_ENOMEM, -ENOMEM, 0 },
-	{ ARES_EDESTRUCTION, -ECANCELED, 0 },
-	{ ARES_ECANCELLED, -ECANCELED, 0 },
-	/* Anything else (SERVFAIL, REFUSED, no reply, bad reply): try later. */
-};
-
-static void resolver_status_err(int status, int *err, int *permanent)
-{
-	*err = -EAGAIN;
-	*permanent = 0;
-	for (size_t i = 0; i < sizeof(resolver_status_map) / sizeof(resolver_status_map[0]); i++) {
-		if (resolver_status_map[i].status == status) {
-			*err = resolver_status_map[i].err;
-			*permanent = resolver_status_map[i].permanent;
-			return;
-		}
-	}
-}
-
-static const char *resolver_status_text(int status)
-{
-	return status == ARES_ENOTFOUND ? "NXDOMAIN" : ares_strerror(status);
-}
-
 static void resolver_fail_status(struct resolver_req *q, int status, const char *what,
 				 const char *name)
 {
 	int err, permanent;
 
-	resolver_status_err(status, &err, &permanent);
+	resolver_answer_status(status, &err, &permanent);
 	resolver_fail(q, err, permanent, "%s lookup of %.255s: %s", what, name,
-		      resolver_status_text(status));
+		      resolver_answer_status_text(status));
 }
 
 static void resolver_count_late(struct resolver *r)
@@ -452,18 +448,18 @@ static void resolver_route_addr_done(void *arg, int status, int timeouts,
 		resolver_fail_status(q, status, "address", q->host);
 		return;
 	}
-	resolver_status_err(status, &err, &permanent);
+	resolver_answer_status(status, &err, &permanent);
 	/* Keep the first failure, unless a temporary one follows permanent. */
 	if (status != ARES_SUCCESS && (!rt->failed || (rt->list.permanent && !permanent))) {
 		rt->failed = 1;
 		rt->list.err = err;
 		rt->list.permanent = permanent;
 		snprintf(rt->list.why, sizeof(rt->list.why), "address lookup of %.255s: %s",
-			 q->host, resolver_status_text(status));
+			 q->host, resolver_answer_status_text(status));
 	}
 	if (status != ARES_SUCCESS)
 		log_debug("resolver %s: MX host %s skipped: %s", q->name, q->host,
-			  resolver_status_text(status));
+			  resolver_answer_status_text(status));
 	resolver_route_next(q);
 }
 
@@ -527,6 +523,37 @@ static void resolver_mx_done(void *arg, int status, int timeouts, unsigned char 
 	resolver_start_addr(q);
 }
 
+/* A generic query's answer: parsed here, on the resolver thread. */
+static void resolver_query_done(void *arg, int status, int timeouts, unsigned char *abuf,
+				int alen)
+{
+	struct resolver_req *q = arg;
+
+	(void)timeouts;
+	if (resolver_released(q, status))
+		return;
+	if (status != ARES_SUCCESS) {
+		resolver_fail_status(q, status, resolver_answer_type_name(q->qtype), q->name);
+		return;
+	}
+	q->ans = resolver_answer_parse(q->qtype, abuf, alen);
+	if (!q->ans) {
+		resolver_fail(q, -ENOMEM, 0, "%s lookup of %.255s: out of memory",
+			      resolver_answer_type_name(q->qtype), q->name);
+		return;
+	}
+	if (q->ans->err) {
+		/* The log phrase names the name, as every other failure does. */
+		char why[RESOLVER_WHY_MAX];
+
+		snprintf(why, sizeof(why), "%.60s", q->ans->why);
+		if (snprintf(q->ans->why, sizeof(q->ans->why), "%s lookup of %.200s: %.60s",
+			     resolver_answer_type_name(q->qtype), q->name, why) < 0)
+			q->ans->why[0] = '\0';
+	}
+	resolver_answer(q, NULL);
+}
+
 /* A route request for a numeric name: its one address, no DNS. 1 if so. */
 static int resolver_route_numeric(struct resolver_req *q)
 {
@@ -538,6 +565,28 @@ static int resolver_route_numeric(struct resolver_req *q)
 	resolver_list_add(&q->rt->list, q->name, (struct sockaddr *)&ss, len, q->port);
 	resolver_answer_list(q);
 	return 1;
+}
+
+/* Into the live list, which stays sorted by deadline (a query may have a
+ * shorter one than requests started before it): from the tail back, so the
+ * usual case (the same timeout for all) costs one step. */
+static void resolver_live_insert(struct resolver *r, struct resolver_req *q)
+{
+	struct resolver_req *after = r->ltail;
+
+	while (after && after->deadline_ms > q->deadline_ms)
+		after = after->prev;
+	q->prev = after;
+	q->next = after ? after->next : r->lhead;
+	if (q->next)
+		q->next->prev = q;
+	else
+		r->ltail = q;
+	if (after)
+		after->next = q;
+	else
+		r->lhead = q;
+	r->nlive++;
 }
 
 /* Begin one request taken from the FIFO: into flight, or answered now. */
@@ -556,14 +605,13 @@ static void resolver_start(struct resolver *r, struct resolver_req *q, uint64_t 
 		resolver_answer(q, &res);
 		return;
 	}
-	q->prev = r->ltail;
-	q->next = NULL;
-	if (r->ltail)
-		r->ltail->next = q;
-	else
-		r->lhead = q;
-	r->ltail = q;
-	r->nlive++;
+	resolver_live_insert(r, q);
+	if (q->qcb) {
+		resolver_enter_state(q, RESOLVER_QUERY);
+		q->in_ares = 1;
+		ares_query(r->ch, q->name, C_IN, (int)q->qtype, resolver_query_done, q);
+		return;
+	}
 	if (!q->mx) {
 		if (q->rt)
 			resolver_route_hosts(q, 0);
@@ -617,8 +665,10 @@ static void resolver_expire(struct resolver *r, uint64_t now)
 	while (r->lhead && r->lhead->deadline_ms <= now) {
 		struct resolver_req *q = r->lhead;
 		resolver_fail(q, -ETIMEDOUT, 0, "%s lookup of %.255s: no answer in time",
-			      q->state == RESOLVER_MX ? "MX" : "address",
-			      q->state == RESOLVER_MX ? q->name : q->host);
+			      q->state == RESOLVER_MX ? "MX" :
+			      q->state == RESOLVER_QUERY ? resolver_answer_type_name(q->qtype) :
+			      "address",
+			      q->state == RESOLVER_ADDR ? q->host : q->name);
 	}
 }
 
@@ -840,7 +890,9 @@ static int resolver_submit(struct resolver *r, struct resolver_req *q)
 
 	q->r = r;
 	q->state = RESOLVER_QUEUED;
-	q->deadline_ms = now_mono_ms() + r->conf.timeout_ms;
+	q->deadline_ms = now_mono_ms() +
+		(q->timeout_ms && q->timeout_ms < r->conf.timeout_ms ? q->timeout_ms
+								     : r->conf.timeout_ms);
 	pthread_mutex_lock(&r->mu);
 	if (r->stopping) {
 		rc = -ESHUTDOWN;
@@ -943,4 +995,22 @@ void resolver_get_stats(struct resolver *r, struct resolver_stats *st)
 	pthread_mutex_lock(&r->mu);
 	*st = r->st;
 	pthread_mutex_unlock(&r->mu);
+}
+
+int resolver_query(struct resolver *r, const char *name, enum resolver_rrtype type,
+		   unsigned timeout_ms, resolver_answer_cb cb, void *cookie)
+{
+	int rc;
+	struct resolver_req *q;
+
+	if (!strcmp(resolver_answer_type_name(type), "?"))
+		return -EINVAL;
+	q = resolver_req_name(name, RESOLVER_SMTP_PORT, &rc);
+	if (!q)
+		return rc;
+	q->qtype = type;
+	q->qcb = cb;
+	q->timeout_ms = timeout_ms;
+	q->cookie = cookie;
+	return resolver_submit(r, q);
 }

@@ -143,6 +143,59 @@ typedef void (*resolver_list_cb)(void *cookie, const struct resolver_list *res);
 int resolver_route(struct resolver *r, const char *name, unsigned port, int mx,
 		resolver_list_cb cb, void *cookie);
 
+/*
+ * A generic record query: the records of one type for a name (SPF, DNSBL,
+ * anything that is not mail routing). type is one of RESOLVER_T_*. The
+ * answer lists the records of that type in the answer section (a CNAME
+ * chain followed by the server), in the server's order, at most
+ * RESOLVER_RR_MAX of them. err as in struct resolver_result: -ENOENT
+ * NXDOMAIN, -ENODATA the name has no such record (NODATA), -EAGAIN
+ * SERVFAIL/REFUSED/no reply, -ETIMEDOUT the deadline, -E2BIG more than
+ * RESOLVER_RR_MAX records (temporary), -EINVAL a malformed name or answer.
+ */
+enum resolver_rrtype {
+	RESOLVER_T_A = 1,
+	RESOLVER_T_PTR = 12,
+	RESOLVER_T_MX = 15,
+	RESOLVER_T_TXT = 16,
+	RESOLVER_T_AAAA = 28,
+};
+#define RESOLVER_RR_MAX 256             /* records kept per answer */
+/* One record. A: data is the 4 address bytes, AAAA: the 16; MX, PTR: the
+ * target name, NUL-terminated (len without the NUL), MX with its pref;
+ * TXT: the record's character-strings joined with nothing between them
+ * (RFC 7208 3.3), NUL-terminated (a NUL inside is kept: len says). */
+struct resolver_rr {
+	enum resolver_rrtype type;
+	unsigned pref;
+	size_t len;
+	const char *data;
+};
+struct resolver_answer {
+	int err;                        /* as resolver_result.err */
+	int permanent;
+	char why[RESOLVER_WHY_MAX];
+	unsigned n;                     /* records in rr (0 unless err is 0) */
+	const struct resolver_rr *rr;
+};
+/* Run on the resolver thread once per accepted query, as resolver_cb; ans
+ * and everything it points to are valid only during the call. */
+typedef void (*resolver_answer_cb)(void *cookie, const struct resolver_answer *ans);
+
+/* Ask for name's records of type. timeout_ms is this query's deadline from
+ * now (0: the resolver's timeout_ms; never more than it), so a caller with
+ * a deadline of its own (an SPF check) gets its answer by then. Same
+ * returns as resolver_host(); -EINVAL also for an unknown type. */
+int resolver_query(struct resolver *r, const char *name, enum resolver_rrtype type,
+		unsigned timeout_ms, resolver_answer_cb cb, void *cookie);
+
+/* Pure (resolver.c's half, exposed for tests and the fuzzer): the records
+ * of type in the DNS answer abuf (alen bytes) as a struct resolver_answer
+ * in one allocation the caller frees with free(); NULL when out of memory.
+ * The answer's err says what c-ares' parser made of it. */
+struct resolver_answer *resolver_answer_parse(enum resolver_rrtype type,
+		const unsigned char *abuf, int alen);
+
 /* Pure and synchronous, any thread, no resolver needed: when dest is a
  * numeric address (forms as in resolver_host) fill *res (relay
  * "1.2.3.4[1.2.3.4]:25") and return 1; 0 when dest is a name (DNS needed);

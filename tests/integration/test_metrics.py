@@ -75,8 +75,11 @@ class MetricsTest(unittest.TestCase):
                                  "127.0.0.1:%d" % self.cport, "--etrn-from", "127.0.0.0/8")
             self.assertEqual(rc, 0, err)
         self.mport = h.free_port()
+        # dnsbl (issue 19): its per-list family goes through promtool too;
+        # loopback clients are not looked up (dnsbl_skip_loopback's default).
         self.e = h.Etrnd(redis=self.redis.url(), relay_domains="static.test", threads="2",
-                         metrics_listen="%s:%d" % (h.HOST, self.mport))
+                         metrics_listen="%s:%d" % (h.HOST, self.mport),
+                         dnsbl="bl.metrics.invalid*2")
         self.addCleanup(self.e.cleanup)
         self.e.start()
 
@@ -133,6 +136,9 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(after[("etrnd_redis_up", ())], 1)
         self.assertGreaterEqual(after[("etrnd_redis_last_resync_age_seconds", ())], 0)
         self.assertGreater(after[("etrnd_spool_free_bytes", ())], 0)
+        self.assertEqual(delta("etrnd_dnsbl_clients_total", verdict="skipped"), 1)
+        self.assertEqual(after[("etrnd_dnsbl_lookups_total",
+                                (("list", "bl.metrics.invalid"), ("result", "listed")))], 0)
         self.promtool(text)
 
         # ETRN: 253 counted once; the drain empties the held gauges.

@@ -28,6 +28,9 @@
 #define DNS_STUB_LATE_MAX 64     /* slow answers waiting */
 #define DNS_STUB_TTL 60
 #define DNS_T_A 1
+#define DNS_T_PTR 12
+#define DNS_T_TXT 16
+#define DNS_STUB_TXT_PART 255    /* RFC 1035 3.3: a <character-string> */
 #define DNS_T_MX 15
 #define DNS_T_AAAA 28
 #define DNS_RCODE_SERVFAIL 2
@@ -90,6 +93,21 @@ static size_t dns_stub_put_rr(unsigned char *out, size_t o, const struct dns_stu
 	} else if (rr->kind == DNS_STUB_AAAA) {
 		type = DNS_T_AAAA;
 		rdlen = inet_pton(AF_INET6, rr->data, rdata) == 1 ? 16 : 0;
+	} else if (rr->kind == DNS_STUB_TXT) {
+		size_t len = strlen(rr->data);
+
+		type = DNS_T_TXT;
+		for (size_t i = 0; i == 0 || i < len; i += DNS_STUB_TXT_PART) {
+			size_t part = len - i < DNS_STUB_TXT_PART ? len - i : DNS_STUB_TXT_PART;
+			if (rdlen + 1 + part > sizeof(rdata))
+				return 0;
+			rdata[rdlen++] = (unsigned char)part;
+			memcpy(rdata + rdlen, rr->data + i, part);
+			rdlen += part;
+		}
+	} else if (rr->kind == DNS_STUB_PTR) {
+		type = DNS_T_PTR;
+		rdlen = dns_stub_put_name(rdata, sizeof(rdata), rr->data);
 	} else {
 		type = DNS_T_MX;
 		rdata[0] = (unsigned char)(rr->pref >> 8);
@@ -118,7 +136,8 @@ static size_t dns_stub_put_rr(unsigned char *out, size_t o, const struct dns_stu
 static int dns_stub_kind_type(enum dns_stub_kind k)
 {
 	return k == DNS_STUB_A ? DNS_T_A : k == DNS_STUB_AAAA ? DNS_T_AAAA :
-	       k == DNS_STUB_MX ? DNS_T_MX : -1;
+	       k == DNS_STUB_MX ? DNS_T_MX : k == DNS_STUB_TXT ? DNS_T_TXT :
+	       k == DNS_STUB_PTR ? DNS_T_PTR : -1;
 }
 
 /*

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * dns_stub: a real DNS server on loopback UDP for tests, in a thread of the
- * test process: answers A, AAAA and MX from a fixed table, NXDOMAIN for
+ * test process: answers A, AAAA, MX, TXT and PTR from a fixed table, NXDOMAIN for
  * names it does not know, NODATA for a known name without the type asked,
  * SERVFAIL, never for a "silent" name, late for a "slow" one. And a
  * waiter for the answers of resolver_route() (core/resolver.h).
@@ -21,6 +21,8 @@ enum dns_stub_kind {
 	DNS_STUB_SILENT,     /* never answer anything for this name */
 	DNS_STUB_SLOW,       /* answer the name's other rows after pref ms */
 	DNS_STUB_SERVFAIL,   /* answer every query for the name with SERVFAIL */
+	DNS_STUB_TXT,        /* data: the text, in 255-octet strings */
+	DNS_STUB_PTR,        /* data: the target name */
 };
 
 struct dns_stub_rr {

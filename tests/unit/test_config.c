@@ -102,6 +102,16 @@ static const struct bad_case bad_cases[] = {
 	{ "tls_handshake_timeout = 10ms\n", "1: bad value for tls_handshake_timeout: \"10ms\" (want a duration from 100ms to 3600s" },
 	{ "tls_handshake_timeout = 2h\n", "1: bad value for tls_handshake_timeout: \"2h\"" },
 	{ "tls_ciphers = HIGH MEDIUM\n", "1: bad value for tls_ciphers: \"HIGH MEDIUM\" (an OpenSSL cipher list" },
+	/* DNSBL (issue 19): the reason says which item and what is wrong. */
+	{ "\ndnsbl = zen.test*2, bl.test=127.0.0.[2..300]\n", "2: bad value for dnsbl: dnsbl item \"bl.test=127.0.0.[2..300]\": bad filter" },
+	{ "dnsbl = a..b\n", "1: bad value for dnsbl: dnsbl item \"a..b\": \"a..b\" is not a DNS name" },
+	{ "dnsbl = zen.test*many\n", "1: bad value for dnsbl: dnsbl item \"zen.test*many\": bad weight" },
+	{ "dnsbl_threshold = 0\n", "1: bad value for dnsbl_threshold: \"0\" (want a number from 1 to 1000)" },
+	{ "dnsbl_reply = 550 5.7.1 go away\n", "1: bad value for dnsbl_reply: \"550 5.7.1 go away\" (want \"554 5.7.N text\"" },
+	{ "dnsbl_reply = 554 5.7.1 $who\n", "1: bad value for dnsbl_reply: \"554 5.7.1 $who\": unknown variable" },
+	{ "dnsbl_action = drop\n", "1: bad value for dnsbl_action: \"drop\" (want reject or log)" },
+	{ "dnsbl_timeout = 5m\n", "1: bad value for dnsbl_timeout: \"5m\"" },
+	{ "dnsbl_skip_loopback = maybe\n", "1: bad value for dnsbl_skip_loopback: \"maybe\"" },
 };
 
 Test(config, bad_lines_name_file_and_line)
