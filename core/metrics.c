@@ -85,6 +85,8 @@ static const struct metrics_row metrics_rows[] = {
 	  METRICS_COUNTER, NULL },
 	{ METRIC_RCPT_REFUSED_OTHER, "etrnd_recipients_refused_total", "reason=\"other\"",
 	  METRICS_COUNTER, NULL },
+	{ METRIC_MSGS_DISCARDED, "etrnd_messages_discarded_total", "", METRICS_COUNTER,
+	  "Messages a policy check (a milter) said to discard: answered 250, never stored." },
 	{ METRIC_HELD_MESSAGES, "etrnd_held_messages", "", METRICS_GAUGE_SHARD,
 	  "Messages held in the spool with undelivered recipients, per shard." },
 	{ METRIC_HELD_BYTES, "etrnd_held_bytes", "", METRICS_GAUGE_SHARD,

@@ -43,6 +43,7 @@ enum metric_id {
 	METRIC_RCPT_REFUSED_QUOTA,       /* {reason="quota"} */
 	METRIC_RCPT_REFUSED_ROUTING,     /* {reason="routing"} */
 	METRIC_RCPT_REFUSED_OTHER,       /* {reason="other"} */
+	METRIC_MSGS_DISCARDED,           /* etrnd_messages_discarded_total (policy check) */
 	/* held mail (per-thread gauges: the thread's shard) */
 	METRIC_HELD_MESSAGES,            /* etrnd_held_messages{shard="i"} */
 	METRIC_HELD_BYTES,               /* etrnd_held_bytes{shard="i"} */
