@@ -79,6 +79,40 @@ static enum spf_res spf_res_from(SPF_result_t r, SPF_errcode_t e)
 	return SPF_RES_TEMPERROR;
 }
 
+/* Does the line at p (n octets, CRLF not included) name field f? */
+static int spf_line_is(const char *p, size_t n, const char *f)
+{
+	size_t fl = strlen(f);
+
+	return n > fl && p[fl] == ':' && ascii_eq_n(p, f, fl);
+}
+
+int spf_stored_result(const char *body, size_t len)
+{
+	const char *p = body, *end = body + (len < SPF_STORED_SCAN_MAX ? len : SPF_STORED_SCAN_MAX);
+
+	while (p < end) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		size_t n;
+
+		if (!eol)
+			return -1;
+		n = (size_t)(eol - p);
+		if (n && p[n - 1] == '\r')
+			n--;
+		if (n == 0 || spf_line_is(p, n, "Received"))
+			return -1; /* the end of the header, or our own trace field */
+		if (spf_line_is(p, n, "Received-SPF")) {
+			const char *v = p + sizeof("Received-SPF:") - 1;
+			while (v < p + n && (*v == ' ' || *v == '\t'))
+				v++;
+			return spf_res_parse(v, (size_t)(p + n - v));
+		}
+		p = eol + 1;
+	}
+	return -1;
+}
+
 /* ---- the DNS layer --------------------------------------------------------- */
 
 /* One worker's libspf2 server, its DNS layer and the check in progress. */
@@ -319,8 +353,17 @@ static SPF_request_t *spf_request(struct spf_worker *w, const struct spf_query *
 		snprintf(v->comment, sizeof(v->comment), "out of memory");
 		return NULL;
 	}
-	e = inet_pton(AF_INET6, q->client, &a6) == 1 ? SPF_request_set_ipv6(req, a6)
-						      : SPF_request_set_ipv4_str(req, q->client);
+	if (inet_pton(AF_INET6, q->client, &a6) != 1) {
+		e = SPF_request_set_ipv4_str(req, q->client);
+	} else if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+		/* A dual-stack listener's IPv4 client: checked as IPv4. */
+		struct in_addr a4;
+
+		memcpy(&a4, &a6.s6_addr[12], sizeof(a4));
+		e = SPF_request_set_ipv4(req, a4);
+	} else {
+		e = SPF_request_set_ipv6(req, a6);
+	}
 	if (e == SPF_E_SUCCESS && q->helo[0])
 		e = SPF_request_set_helo_dom(req, q->helo);
 	/* The null sender: libspf2 checks postmaster@HELO (RFC 7208 2.4). */

@@ -37,6 +37,17 @@ const char *spf_res_name(enum spf_res r);
  * Received-SPF field's value; -1 when none is. Pure. */
 int spf_res_parse(const char *text, size_t len);
 
+/*
+ * The result of the Received-SPF field etrnd put on a stored body (ours:
+ * CRLF lines, the fields etrnd and the policy checks added come first,
+ * then our Received:), or -1 when there is none. Only the fields above the
+ * first Received: are read (at most SPF_STORED_SCAN_MAX octets), so a
+ * Received-SPF the sender wrote into the message is never taken for ours.
+ * Pure: how a bounce learns, long after MAIL FROM, that the sender failed.
+ */
+#define SPF_STORED_SCAN_MAX (80u * 1024u)
+int spf_stored_result(const char *body, size_t len);
+
 #define SPF_QUEUE_MAX 256        /* checks accepted and not yet answered */
 #define SPF_WORKERS_DEFAULT 2
 #define SPF_TIMEOUT_MS_DEFAULT 20000 /* RFC 7208 4.6.4: at least 20 s */

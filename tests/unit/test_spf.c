@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/config.h"
@@ -245,4 +246,38 @@ Test(spf, pool, .init = setup, .fini = teardown)
 	s = spf_free(s);
 	loop_free(fx.l);
 	config_free(&fx.cfg);
+}
+
+/* What a bounce reads: our field above our Received:, never the sender's. */
+Test(spf, stored_result)
+{
+	static const struct {
+		const char *body;
+		int want;
+	} stored[] = {
+		{ "Received-SPF: fail (x) client-ip=1.2.3.4;\r\n\tenvelope-from=\"a@b\"\r\n"
+		  "Received: from x by y\r\nSubject: s\r\n\r\nbody\r\n", SPF_RES_FAIL },
+		{ "X-Milter: yes\r\nReceived-SPF: softfail (x)\r\nReceived: from x\r\n\r\n",
+		  SPF_RES_SOFTFAIL },
+		{ "received-spf:pass\r\nReceived: from x\r\n\r\n", SPF_RES_PASS },
+		/* The sender's own field, below our Received:, does not count. */
+		{ "Received: from x by y\r\nReceived-SPF: fail (forged)\r\n\r\n", -1 },
+		{ "Received: from x by y\r\nSubject: s\r\n\r\nReceived-SPF: fail\r\n", -1 },
+		{ "Received-SPF: failed\r\nReceived: from x\r\n\r\n", -1 },
+		{ "Received-SPF: fail", -1 },            /* no line end: not a field */
+		{ "", -1 },
+		{ "\r\nReceived-SPF: fail\r\n", -1 },   /* after the header */
+	};
+
+	for (size_t i = 0; i < sizeof(stored) / sizeof(stored[0]); i++) {
+		size_t len = strlen(stored[i].body);
+		cr_expect_eq(spf_stored_result(stored[i].body, len), stored[i].want, "case %zu", i);
+		/* A body cut anywhere never reads past its end (ASan). */
+		for (size_t cut = 0; cut < len; cut++) {
+			char *copy = malloc(cut ? cut : 1);
+			memcpy(copy, stored[i].body, cut);
+			(void)spf_stored_result(copy, cut);
+			free(copy);
+		}
+	}
 }
