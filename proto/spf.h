@@ -75,6 +75,10 @@ struct spf_verdict {
 	char comment[SPF_COMMENT_MAX];     /* why, printable ASCII */
 };
 
+/* Printable ASCII of src (NULL: "") into dst, NUL-terminated, cut to fit;
+ * anything else becomes '?'. Pure. */
+void spf_printable(char *dst, size_t dstlen, const char *src);
+
 /* Evaluate q now, on this thread (blocks on DNS up to timeout_ms):
  * what the workers run, exposed for tests. r is the resolver. */
 void spf_eval(struct resolver *r, const struct spf_query *q, unsigned timeout_ms,
