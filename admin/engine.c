@@ -41,6 +41,8 @@
 #include <string.h>
 
 #include "admin/authpool.h"
+#include "proto/spf.h"
+#include "proto/spf_smtp.h"
 #include "core/epoch.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -73,6 +75,7 @@ struct engine_set {
 	unsigned n;
 	unsigned started;               /* threads created (and to be joined) */
 	struct authpool *auth;          /* AUTH's verifiers; NULL without Redis */
+	struct spf *spf;                /* SPF's workers; NULL with spf = off */
 	pthread_mutex_t lock;           /* guards every engine's state */
 	pthread_cond_t cond;            /* signalled on each state report */
 	_Atomic unsigned close_keep;    /* engine_close_listeners()'s keep flags */
@@ -86,6 +89,7 @@ struct engine_parts {
 	struct drain *dr;
 	struct sched *sc;
 	struct dnsbl *bl;
+	struct spf_smtp *spf;           /* this thread's SPF checker, or NULL */
 };
 
 static void engine_report(struct engine *e, enum engine_state st)
@@ -149,6 +153,23 @@ static void engine_relayed(void *arg)
 	activators_outbound_done(arg);
 }
 
+/* SPF at MAIL FROM (spf != off): this thread's checker, in the chain after
+ * DNSBL (connect) and before the milters. 0, or -1 with e->err set. */
+static int engine_spf_attach(struct engine *e, struct engine_parts *p)
+{
+	struct smtp_checker ck;
+
+	if (!e->set->spf)
+		return 0;
+	p->spf = spf_smtp_new(e->set->spf, e->env->cfg, p->l);
+	if (!p->spf)
+		return engine_fail(e, "spf: out of memory");
+	spf_smtp_checker(p->spf, &ck);
+	if (smtpd_add_checker(p->d, &ck))
+		return engine_fail(e, "spf: cannot add the checker");
+	return 0;
+}
+
 /* Build the thread's parts; each module registers its own per-turn work
  * as it is created (turn order: see the top of this file). Returns 0, or
  * -1 with e->err set (the caller tears down what p holds). */
@@ -185,6 +206,8 @@ static int engine_setup(struct engine *e, struct engine_parts *p)
 		if (rc)
 			return engine_fail(e, "dnsbl: %s", strerror(-rc));
 	}
+	if (engine_spf_attach(e, p))
+		return -1;
 	engine_spool_conf(e, &sc);
 	/* Registers compaction (queue), the group commit (commit), "spool". */
 	p->sh = spool_shard_open(p->l, &sc, e->err, sizeof(e->err));
@@ -274,6 +297,7 @@ static void engine_teardown(struct engine_parts *p)
 	loop_free(p->l);
 	smtpd_free(p->d);
 	dnsbl_free(p->bl);
+	spf_smtp_free(p->spf);
 }
 
 static void *engine_thread(void *arg)
@@ -314,6 +338,9 @@ static void *engine_thread(void *arg)
 	smtpd_free(p.d);
 	/* After the sessions (their checker slots): no answer is out now. */
 	dnsbl_free(p.bl);
+	/* After the sessions' end (smtpd_free): the loop ran its last post,
+	 * so no SPF answer can reach this thread's checker any more. */
+	spf_smtp_free(p.spf);
 	return NULL;
 }
 
@@ -353,6 +380,23 @@ static int engine_auth_start(struct engine_set *s, const struct config *cfg)
 	return 0;
 }
 
+/* The SPF workers (spf != off), before any engine thread can ask them. */
+static int engine_spf_start(struct engine_set *s, const struct engine_env *env)
+{
+	const struct config *cfg = env->cfg;
+	char err[CONFIG_ERR_MAX];
+
+	if (cfg->spf == CONFIG_SPF_OFF)
+		return 0;
+	s->spf = spf_start(env->resolver, cfg->spf_workers, cfg->spf_timeout_ms, err,
+			   sizeof(err));
+	if (!s->spf) {
+		log_err("%s", err);
+		return -1;
+	}
+	return 0;
+}
+
 struct engine_set *engine_start(const struct engine_env *env)
 {
 	struct engine_set *s = calloc(1, sizeof(*s));
@@ -368,7 +412,7 @@ struct engine_set *engine_start(const struct engine_env *env)
 	s->n = env->cfg->threads;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
-	if (engine_auth_start(s, env->cfg))
+	if (engine_auth_start(s, env->cfg) || engine_spf_start(s, env))
 		return engine_free(s);
 	for (unsigned i = 0; i < s->n; i++) {
 		struct engine *e = &s->eng[i];
@@ -443,6 +487,9 @@ int engine_stop(struct engine_set *s)
 	 * or for shutdown_timeout): a verifier still in crypt_r posts to a
 	 * finished loop, which drops it; the loops are freed only after. */
 	authpool_stop(s->auth);
+	/* The same for SPF's workers; they go before the resolver they ask
+	 * (etrnd_stop frees it after engine_stop). */
+	s->spf = spf_free(s->spf);
 	return failed ? -1 : 0;
 }
 
@@ -452,6 +499,7 @@ struct engine_set *engine_free(struct engine_set *s)
 		return NULL;
 	/* Joined first: a verifier may still post to a loop until then. */
 	s->auth = authpool_free(s->auth);
+	s->spf = spf_free(s->spf);
 	for (unsigned i = 0; i < s->n; i++) {
 		drain_free(s->eng[i].drain);
 		loop_free(s->eng[i].loop);

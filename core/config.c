@@ -748,6 +748,51 @@ static int set_master_name(struct config *c, const struct config_key *k, const c
 	return set_string(c->redis.master_name, sizeof(c->redis.master_name), k, v, w, wl);
 }
 
+/* k's value among names (n of them): its index into *out, else -1 with the
+ * error naming every choice. */
+static int set_choice(const struct config_key *k, const char *v, const char *const *names,
+		      unsigned n, int *out, char *w, size_t wl)
+{
+	char want[CONFIG_ERR_MAX / 2];
+	size_t o = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		if (!strcmp(v, names[i])) {
+			*out = (int)i;
+			return 0;
+		}
+	want[0] = '\0';
+	for (unsigned i = 0; i < n && o < sizeof(want); i++) {
+		int m = snprintf(want + o, sizeof(want) - o, "%s%s", i == 0 ? "" :
+				 i + 1 == n ? " or " : ", ", names[i]);
+		if (m < 0)
+			break;
+		o += (size_t)m;
+	}
+	return why(w, wl, "bad value for %s: \"%s\" (want %s)", k->name, v, want);
+}
+
+/* spf = off | log | on; spf_reject = none | fail; spf_temperror = accept |
+ * tempfail (the index is the field's value). */
+static int set_spf(struct config *c, const struct config_key *k, const char *v,
+		   char *w, size_t wl)
+{
+	static const char *const modes[] = { "off", "log", "on" };
+	static const char *const reject[] = { "none", "fail" };
+	static const char *const temp[] = { "accept", "tempfail" };
+	int i;
+
+	if (!strcmp(k->name, "spf")) {
+		if (set_choice(k, v, modes, 3, &i, w, wl))
+			return -1;
+		c->spf = (enum config_spf)i;
+		return 0;
+	}
+	if (!strcmp(k->name, "spf_reject"))
+		return set_choice(k, v, reject, 2, &c->spf_reject_fail, w, wl);
+	return set_choice(k, v, temp, 2, &c->spf_tempfail, w, wl);
+}
+
 /* cluster_tls = may | must | verify */
 static int set_cluster_tls(struct config *c, const struct config_key *k, const char *v,
 			   char *w, size_t wl)
@@ -913,6 +958,12 @@ static const struct config_key config_keys[] = {
 	 * smtpd_client_auth_rate_limit but counting failures only. */
 	{ "auth_verifiers", set_uint, OFF(auth_verifiers), 1, CONFIG_AUTH_VERIFIERS_MAX },
 	{ "auth_failure_limit", set_uint, OFF(auth_failure_limit), 1, CONFIG_AUTH_FAILURE_LIMIT_MAX },
+	{ "spf", set_spf, 0, 0, 0 },
+	{ "spf_reject", set_spf, 0, 0, 0 },
+	{ "spf_temperror", set_spf, 0, 0, 0 },
+	/* RFC 7208 4.6.4: at least 20 s is recommended; less is the operator's call. */
+	{ "spf_timeout", set_duration, OFF(spf_timeout_ms), 100, 10u * 60u * 1000u },
+	{ "spf_workers", set_uint, OFF(spf_workers), 1, CONFIG_SPF_WORKERS_MAX },
 	{ "max_hold", set_duration, OFF(max_hold_ms), CONFIG_MAX_HOLD_MIN_MS, CONFIG_MAX_HOLD_MAX_MS },
 	/* Like Postfix's delay_warning_time; 0 turns warnings off. */
 	{ "delay_warning", set_duration, OFF(delay_warning_ms), 0, 49 * MS_PER_DAY },
@@ -1035,6 +1086,11 @@ void config_defaults(struct config *c)
 	c->etrn_rate_limit = 60;
 	c->auth_verifiers = CONFIG_AUTH_VERIFIERS_DEFAULT;
 	c->auth_failure_limit = CONFIG_AUTH_FAILURE_LIMIT_DEFAULT;
+	c->spf = CONFIG_SPF_OFF;
+	c->spf_reject_fail = 1;         /* as Postfix's policyd-spf rejects Fail */
+	c->spf_tempfail = 1;
+	c->spf_timeout_ms = 20u * 1000u;
+	c->spf_workers = 2;
 	c->max_hold_ms = 5u * 86400u * 1000u;
 	c->delay_warning_ms = 0;
 	c->clock_offset_ms = 0;

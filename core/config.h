@@ -258,6 +258,16 @@ struct config_listen {
 	unsigned flags;                 /* CONFIG_LISTEN_* */
 };
 
+/* spf = off | log | on: off checks nothing; log checks, logs, counts and
+ * adds Received-SPF, never refuses; on also refuses per spf_reject and
+ * spf_temperror. */
+enum config_spf {
+	CONFIG_SPF_OFF = 0,
+	CONFIG_SPF_LOG,
+	CONFIG_SPF_ON,
+};
+#define CONFIG_SPF_WORKERS_MAX 64
+
 struct config {
 	struct config_listen listen[CONFIG_LISTEN_MAX];
 	unsigned nlisten;
@@ -294,6 +304,11 @@ struct config {
 	unsigned etrn_rate_limit;       /* ETRN per client address per minute */
 	unsigned auth_verifiers;        /* threads checking AUTH passwords */
 	unsigned auth_failure_limit;    /* failed AUTH per client address per minute */
+	enum config_spf spf;            /* SPF at MAIL FROM (proto/spf.h) */
+	int spf_reject_fail;            /* spf_reject = fail (1) | none (0) */
+	int spf_tempfail;               /* spf_temperror = tempfail (1) | accept (0) */
+	unsigned spf_timeout_ms;        /* one check, all its DNS (RFC 7208 4.6.4) */
+	unsigned spf_workers;           /* threads running libspf2 */
 	unsigned max_hold_ms;           /* held mail expires after this */
 	unsigned delay_warning_ms;      /* sender warned after this; 0 = never */
 	unsigned clock_offset_ms;       /* test aid: added to the wall clock */

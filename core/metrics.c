@@ -138,6 +138,21 @@ static const struct metrics_row metrics_rows[] = {
 	  METRICS_COUNTER, NULL },
 	{ METRIC_DNSBL_SKIPPED, "etrnd_dnsbl_clients_total", "verdict=\"skipped\"",
 	  METRICS_COUNTER, NULL },
+	{ METRIC_SPF_NONE, "etrnd_spf_results_total", "result=\"none\"", METRICS_COUNTER,
+	  "SPF checks at MAIL FROM (RFC 7208) by result." },
+	{ METRIC_SPF_NEUTRAL, "etrnd_spf_results_total", "result=\"neutral\"", METRICS_COUNTER, NULL },
+	{ METRIC_SPF_PASS, "etrnd_spf_results_total", "result=\"pass\"", METRICS_COUNTER, NULL },
+	{ METRIC_SPF_FAIL, "etrnd_spf_results_total", "result=\"fail\"", METRICS_COUNTER, NULL },
+	{ METRIC_SPF_SOFTFAIL, "etrnd_spf_results_total", "result=\"softfail\"", METRICS_COUNTER,
+	  NULL },
+	{ METRIC_SPF_TEMPERROR, "etrnd_spf_results_total", "result=\"temperror\"", METRICS_COUNTER,
+	  NULL },
+	{ METRIC_SPF_PERMERROR, "etrnd_spf_results_total", "result=\"permerror\"", METRICS_COUNTER,
+	  NULL },
+	{ METRIC_BOUNCES_SUPPRESSED_SPF, "etrnd_bounces_suppressed_total", "reason=\"spf_fail\"",
+	  METRICS_COUNTER,
+	  "Bounces (DSNs) not sent because the original sender's domain failed SPF: "
+	  "no backscatter to forged senders." },
 };
 
 _Static_assert(sizeof metrics_rows / sizeof metrics_rows[0] == METRIC_COUNT,

@@ -78,6 +78,16 @@ enum metric_id {
 	METRIC_DNSBL_LOGGED,             /* {verdict="logged"}: listed, dnsbl_action = log */
 	METRIC_DNSBL_PASSED,             /* {verdict="passed"} */
 	METRIC_DNSBL_SKIPPED,            /* {verdict="skipped"}: mynetworks, loopback */
+	/* SPF at MAIL FROM, by result (proto/spf.h's order) */
+	METRIC_SPF_NONE,                 /* etrnd_spf_results_total{result="none"} */
+	METRIC_SPF_NEUTRAL,
+	METRIC_SPF_PASS,
+	METRIC_SPF_FAIL,
+	METRIC_SPF_SOFTFAIL,
+	METRIC_SPF_TEMPERROR,
+	METRIC_SPF_PERMERROR,
+	/* DSNs not sent (issue 19: no backscatter) */
+	METRIC_BOUNCES_SUPPRESSED_SPF,   /* etrnd_bounces_suppressed_total{reason="spf_fail"} */
 	METRIC_COUNT
 };
 

@@ -12,7 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/log.h"
+#include "core/metrics.h"
 #include "proto/qid.h"
+#include "proto/spf.h"
 
 #define BOUNCE_POSTMASTER_MAX 300
 
@@ -154,6 +157,30 @@ static int bounce_queue_dones(struct spool_shard *sh, const struct bounce_req *r
 	return 0;
 }
 
+/*
+ * No backscatter (issue 19): a DSN to a sender whose domain failed SPF when
+ * the message came (our Received-SPF on the stored body says fail) would go
+ * to an address that is most likely forged. It is not sent; the recipients
+ * are still marked done. Fail only, not softfail: RFC 7208 8.5 makes
+ * softfail "probably not authorized", and large senders publish ~all for
+ * their real mail, whose bounces must arrive. 1 when suppressed (logged,
+ * counted).
+ */
+static int bounce_suppressed(const struct bounce_req *r)
+{
+	const struct spool_rec_msg *m = r->msg;
+	char qid[QID_MAX], from[LOG_TEXT_MAX];
+
+	if (spf_stored_result(m->body, m->body_len) != SPF_RES_FAIL)
+		return 0;
+	qid_format(r->hdr->msgid, qid);
+	log_info("%s: %s to <%s> not sent: the sender's domain failed SPF (no backscatter)", qid,
+		 r->note ? "delay warning" : "bounce",
+		 log_printable(from, sizeof(from), m->sender.p, m->sender.len));
+	metrics_add(METRIC_BOUNCES_SUPPRESSED_SPF, 1);
+	return 1;
+}
+
 int bounce_queue(struct spool_shard *sh, const struct bounce_req *r,
 		 struct buf *dsn, uint64_t *dsn_id, spool_done_fn done, void *arg)
 {
@@ -166,7 +193,7 @@ int bounce_queue(struct spool_shard *sh, const struct bounce_req *r,
 		return -ENOMEM;
 	w->done = done;
 	w->arg = arg;
-	if (r->msg->sender.len > 0) {
+	if (r->msg->sender.len > 0 && !bounce_suppressed(r)) {
 		rc = bounce_queue_dsn(sh, r, dsn, dsn_id, w);
 		if (rc)
 			goto fail;

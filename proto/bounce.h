@@ -6,7 +6,9 @@
  * per recipient, so recipients are never marked done without their DSN.
  * Used by expiry (4.4.7) and by drains on a 5xx from the customer's server.
  * A delay warning instead queues the DSN (Action: delayed) followed by one
- * NOTE record, and leaves the recipients pending.
+ * NOTE record, and leaves the recipients pending. No DSN goes to a sender
+ * whose domain failed SPF when the message came (spf_stored_result(): no
+ * backscatter); its recipients are marked done all the same.
  */
 #ifndef ETRND_PROTO_BOUNCE_H
 #define ETRND_PROTO_BOUNCE_H
@@ -48,7 +50,7 @@ struct bounce_req bounce_req_make(const char *hostname, const struct spool_rec_h
  * Build the DSN into dsn (reset first; it must stay untouched until done
  * runs) and queue it and the DONE records (or the NOTE). done(arg, err) runs once, when the
  * last record is durable (or failed). *dsn_id gets the DSN's message id (0
- * when no DSN: null sender). Returns 0 (done follows) or -errno (nothing
+ * when no DSN: null sender, or an SPF-failed sender, logged and counted). Returns 0 (done follows) or -errno (nothing
  * queued: done does not run).
  */
 int bounce_queue(struct spool_shard *sh, const struct bounce_req *r,

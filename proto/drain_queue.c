@@ -416,9 +416,9 @@ static void bounce_done(void *arg, int err)
 		j->rc = err;
 	} else {
 		log_info("%s: returned to its sender by %s: %u recipient(s), DSN %s", qid,
-			 j->who, j->npend, j->dsn_id ? qid_format(j->dsn_id, dq) : "none (null sender)");
+			 j->who, j->npend, j->dsn_id ? qid_format(j->dsn_id, dq) : "none (null or SPF-failed sender)");
 		(void)buf_printf(&j->out, "ok: %s returned to its sender: %u recipient(s), DSN %s\n",
-				 qid, j->npend, j->dsn_id ? qid_format(j->dsn_id, dq) : "none (null sender)");
+				 qid, j->npend, j->dsn_id ? qid_format(j->dsn_id, dq) : "none (null or SPF-failed sender)");
 		j->rc = 0;
 	}
 	dq_finish(j);

@@ -333,6 +333,7 @@ static int job_warn(struct expire *x, const struct spool_rec_hdr *hdr,
 	free(dr);
 	if (rc)
 		return rc;
+	x->has_dsn = x->dsn_id != 0; /* none either to an SPF-failed sender */
 	x->outstanding = 1;
 	return 0;
 }
@@ -385,6 +386,7 @@ static int job_expire(struct expire *x, const struct spool_rec_hdr *hdr,
 	free(dr);
 	if (rc)
 		return rc;
+	x->has_dsn = x->dsn_id != 0; /* none either to an SPF-failed sender */
 	x->outstanding = 1;
 	return 0;
 }

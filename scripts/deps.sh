@@ -23,6 +23,7 @@ PKGS=(
 	libc-ares-dev     # the resolver (core/resolver.c)
 	libsystemd-dev    # sd_notify: Type=notify and the watchdog (admin/sdnotify.c)
 	libcriterion-dev
+	libspf2-dev       # SPF, RFC 7208 (proto/spf.c)
 	redis-server
 	swaks
 	libnet-ssleay-perl     # swaks --tls

@@ -9,6 +9,8 @@ port, a bounded number of TCP clients, stopped by the test (stop()).
 The zone is a dict: name (any case, no trailing dot) -> list of entries
     ("A", "127.0.0.1")  ("AAAA", "::1")  ("MX", 10, "mx1.example.test")
     ("CNAME", "target.test")  ("MX", 0, ".")  (a null MX, RFC 7505)
+    ("TXT", "v=spf1 -all")  (one record; longer than 255 octets: several
+                            character-strings, RFC 1035 3.3.14)
 or one behaviour instead of records:
     ("NXDOMAIN",)   the name does not exist (also any name not in the zone)
     ("SERVFAIL",)   server failure, every query for the name
@@ -26,7 +28,7 @@ import socket
 import threading
 import time
 
-from dnslib import AAAA, CNAME, MX, QTYPE, RCODE, RR, SOA, A, DNSRecord
+from dnslib import AAAA, CNAME, MX, QTYPE, RCODE, RR, SOA, TXT, A, DNSRecord
 
 HOST = "127.0.0.1"
 TTL = 60
@@ -51,7 +53,8 @@ SOA_RDATA = SOA("ns.test.", "hostmaster.test.", (1, 3600, 600, 86400, TTL))
 BEHAVIOURS = ("NXDOMAIN", "SERVFAIL", "TIMEOUT")
 RDATA = {"A": lambda e: A(e[1]), "AAAA": lambda e: AAAA(e[1]),
          "MX": lambda e: MX(e[2] if e[2] != "." else ".", e[1]),
-         "CNAME": lambda e: CNAME(e[1])}
+         "CNAME": lambda e: CNAME(e[1]),
+         "TXT": lambda e: TXT([e[1][i:i + 255].encode() for i in range(0, max(len(e[1]), 1), 255)])}
 CNAME_CHAIN_MAX = 8
 
 

@@ -39,6 +39,11 @@ static const struct bad_case bad_cases[] = {
 	{ "listen = 127.0.0.1:99999\n", "1: bad value for listen: \"127.0.0.1:99999\"" },
 	{ "listen = example.com:25\n", "1: bad value for listen: \"example.com:25\"" },
 	{ "threads = 0\n", "1: bad value for threads: \"0\" (want auto or a number from 1 to 256)" },
+	{ "spf = yes\n", "1: bad value for spf: \"yes\" (want off, log or on)" },
+	{ "\nspf_reject = softfail\n", "2: bad value for spf_reject: \"softfail\" (want none or fail)" },
+	{ "spf_temperror = reject\n", "1: bad value for spf_temperror: \"reject\" (want accept or tempfail)" },
+	{ "spf_timeout = 50ms\n", "1: bad value for spf_timeout: \"50ms\" (want a duration from 100ms" },
+	{ "spf_workers = 0\n", "1: bad value for spf_workers: \"0\" (want a number from 1 to 64)" },
 	{ "threads = many\n", "1: bad value for threads: \"many\"" },
 	{ "rcpt_max_per_domain = 0\n", "1: bad value for rcpt_max_per_domain: \"0\" (want a number from 1 to 100000000)" },
 	{ "\nrcpt_max_total = lots\n", "2: bad value for rcpt_max_total: \"lots\"" },
@@ -1187,6 +1192,35 @@ Test(config, rcpt_caps)
 	cr_assert_eq(config_load(&c, path, err, sizeof(err)), 0, "%s", err);
 	cr_expect_eq(c.rcpt_max_per_domain, 5u);
 	cr_expect_eq(c.rcpt_max_total, 7u);
+	config_free(&c);
+	unlink(path);
+}
+
+/* The SPF keys (proto/spf.h): defaults (off, reject fail, tempfail on
+ * temperror, 20 s, two workers) and each good value. */
+Test(config, spf_keys)
+{
+	struct config c;
+	char err[CONFIG_ERR_MAX];
+	char *path = write_conf("spf = log\nspf_reject = none\nspf_temperror = accept\n"
+				"spf_timeout = 5s\nspf_workers = 8\n");
+
+	config_defaults(&c);
+	cr_expect_eq(c.spf, CONFIG_SPF_OFF);
+	cr_expect_eq(c.spf_reject_fail, 1);
+	cr_expect_eq(c.spf_tempfail, 1);
+	cr_expect_eq(c.spf_timeout_ms, 20000);
+	cr_expect_eq(c.spf_workers, 2);
+	cr_assert_eq(config_load(&c, path, err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(c.spf, CONFIG_SPF_LOG);
+	cr_expect_eq(c.spf_reject_fail, 0);
+	cr_expect_eq(c.spf_tempfail, 0);
+	cr_expect_eq(c.spf_timeout_ms, 5000);
+	cr_expect_eq(c.spf_workers, 8);
+	cr_assert_eq(config_set(&c, "spf", "on", "-o", err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(c.spf, CONFIG_SPF_ON);
+	cr_assert_eq(config_set(&c, "spf_reject", "fail", "-o", err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(c.spf_reject_fail, 1);
 	config_free(&c);
 	unlink(path);
 }
