@@ -25,6 +25,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import etrnd_harness as h  # noqa: E402
+from test_drain_stalled import StallingServer  # noqa: E402
 from test_etrn import etrn, hold  # noqa: E402
 from test_redis import Redis, etrnctl  # noqa: E402
 
@@ -34,14 +35,17 @@ DRAIN_WAIT_S = 120           # a loaded machine; not a bound on anything
 MID_RE = re.compile(rb"^Message-ID: (<[^>]*>)", re.M | re.I)
 
 
-class PipeCustomer(threading.Thread):
-    """pipelining: offer PIPELINING in EHLO. reject_mail: the nth MAIL of
-    the first connection gets 452 (its RCPT and DATA then 503). drop_dot:
-    the first connection hangs up, unanswered, after its nth final dot.
-    delay: seconds before each reply (a slow customer)."""
+class PipeCustomer(StallingServer):
+    """The stalling server's listener and accept loop, with a whole SMTP
+    session instead. pipelining: offer PIPELINING in EHLO. reject_mail:
+    the nth MAIL of the first connection gets 452 (its RCPT and DATA then
+    503). drop_dot: the first connection hangs up, unanswered, after its
+    nth final dot. delay: seconds before each reply (a slow customer)."""
 
     def __init__(self, port, pipelining=True, reject_mail=0, drop_dot=0, delay=0.0):
-        super().__init__(daemon=True)
+        super().__init__(port)
+        # Ordinary socket buffers (the stalling server shrinks them).
+        self.lis.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self.pipelining, self.reject_mail, self.drop_dot = pipelining, reject_mail, drop_dot
         self.delay = delay
         self.lock = threading.Lock()
@@ -50,13 +54,6 @@ class PipeCustomer(threading.Thread):
         self.dots = 0
         self.conns = 0
         self.rejected_behind = None  # the refused MAIL came behind a dot
-        self.lis = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lis.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lis.bind((h.HOST, port))
-        self.lis.listen(8)
-        self.lis.settimeout(0.5)
-        self.stop_ev = threading.Event()
-        self.socks = []
 
     def _send(self, s, text):
         if self.delay:
@@ -74,7 +71,7 @@ class PipeCustomer(threading.Thread):
         finally:
             s.setblocking(True)
 
-    def _serve(self, s, first):
+    def _session(self, s, first):
         buf, body, mails, dots, data_ok, mail_ok = b"", None, 0, 0, False, False
         last_behind = False
         self._send(s, "220 pipe.customer.test ESMTP\r\n")
@@ -139,30 +136,19 @@ class PipeCustomer(threading.Thread):
             else:
                 self._send(s, "502 5.5.2 what\r\n")
 
-    def _conn(self, s, first):
+    def _serve(self, s):
+        with self.lock:
+            self.conns += 1
+            first = self.conns == 1
         try:
-            self._serve(s, first)
+            self._session(s, first)
         except OSError:
             pass
         finally:
-            s.close()
-
-    def run(self):
-        while not self.stop_ev.is_set():
             try:
-                s, _ = self.lis.accept()
-            except socket.timeout:
-                continue
-            with self.lock:
-                self.conns += 1
-                first = self.conns == 1
-            self.socks.append(s)
-            threading.Thread(target=self._conn, args=(s, first), daemon=True).start()
-
-    def stop(self):
-        self.stop_ev.set()
-        self.join(5)
-        self.lis.close()
+                s.shutdown(socket.SHUT_RDWR)  # hang up; stop() closes it
+            except OSError:
+                pass
 
 
 class DrainPipeliningTest(unittest.TestCase):
