@@ -16,6 +16,11 @@
 #   PROFILE=1: etrnd runs under callgrind (threads = THREADS), collecting
 #   during the drain only; RES/NAME.callgrind and its annotation (no rates:
 #   valgrind's are meaningless). e.g. PROFILE=1 THREADS=1 N=5000 ROUNDS=1
+#   TRACE=1: `perf stat` on etrnd during the drain counts, per delivered
+#   message, its system calls (all, and io_uring_enter), the SQEs it
+#   submitted and its io_uring completions of receives, sends and spool
+#   file ops (user_data's op, core/loop.c): counts, so they do not depend
+#   on the machine's load (RES/NAME.perf; a "trace" table at the end).
 # Every process started here is stopped by PID on exit.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -66,6 +71,30 @@ print(sum(int(float(l.split()[-1])) for l in t.splitlines() if l.startswith("etr
 PYEOF
 }
 
+# perf stat's events for TRACE=1, in the order of its CSV lines: the
+# completions are told apart by the op in user_data's top byte (core/loop.c
+# enum loop_op: 2 receive, 3 send, 4 spool file op).
+TRACE_NAMES=(syscalls io_uring_enter sqes recv_cqes send_cqes file_cqes)
+trace_start() { # NAME PID: sets TRACE_PID
+	TRACE_PID=
+	[[ ${TRACE:-0} == 1 ]] || return 0
+	local f='user_data >= 0x%x00000000000000 && user_data < 0x%x00000000000000'
+	perf stat -x, -o "$RES/$1.perf" -p "$2" \
+		-e raw_syscalls:sys_enter -e syscalls:sys_enter_io_uring_enter \
+		-e io_uring:io_uring_submit_req \
+		-e io_uring:io_uring_complete --filter "$(printf "$f" 2 3)" \
+		-e io_uring:io_uring_complete --filter "$(printf "$f" 3 4)" \
+		-e io_uring:io_uring_complete --filter "$(printf "$f" 4 5)" &
+	TRACE_PID=$!
+	H_PIDS+=("$TRACE_PID")
+	sleep 0.5 # perf attaches to every thread before the ETRN
+}
+trace_stop() { # perf stat writes its counts on SIGINT
+	[[ -n ${TRACE_PID:-} ]] || return 0
+	kill -INT "$TRACE_PID" 2>/dev/null || true
+	wait "$TRACE_PID" 2>/dev/null || true
+}
+
 drain_one() { # BUILD NAME
 	local b=$1 name=$2
 	rm -rf "$H_TMP/spool"
@@ -98,11 +127,13 @@ PYEOF
 	t0=$(awk '{print $14+$15}' "/proc/$ETRND_PID/stat")
 	s0=$(awk '{print $15}' "/proc/$ETRND_PID/stat")
 	[[ ${PROFILE:-0} == 1 ]] && callgrind_control -i on "$ETRND_PID" >"$RES/$name.cgctl" 2>&1
+	trace_start "$name" "$ETRND_PID"
 	local etrn_args=(--domain-list "@$H_TMP/domains.txt")
 	[[ $DOMAINS -gt 1 ]] && etrn_args+=(--etrn-sessions 10)
 	timeout "$RUN_TIMEOUT" "$EB" etrn --server "127.0.0.1:$ETRND_PORT" --sink "127.0.0.1:$SINK_PORT" \
 		--expect "$N" --verify --timeout "$RUN_TIMEOUT" --idle-exit 10 --json "${etrn_args[@]}" \
 		>"$RES/$name.json" 2>"$RES/$name.err" || log "$name: etrnbench etrn failed: $(tail -n 2 "$RES/$name.err")"
+	trace_stop
 	t1=$(awk '{print $14+$15}' "/proc/$ETRND_PID/stat")
 	s1=$(awk '{print $15}' "/proc/$ETRND_PID/stat")
 	f1=$(fsyncs "$mport")
@@ -144,10 +175,11 @@ for r in $(seq 1 "$ROUNDS"); do
 	sink_alone "sink.$r"
 done
 
-python3 - "$RES" "$ROUNDS" "${#BUILDS[@]}" "$N" "${BUILDS[@]}" <<'PYEOF' | tee "$RES/summary"
+python3 - "$RES" "$ROUNDS" "${#BUILDS[@]}" "$N" "${TRACE:-0}" "${TRACE_NAMES[*]}" "${BUILDS[@]}" <<'PYEOF' | tee "$RES/summary"
 import json, statistics, sys
 res, rounds, nb, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-builds = sys.argv[5:]
+trace, tnames = sys.argv[5] == "1", sys.argv[6].split()
+builds = sys.argv[7:]
 def last(path):
     return json.loads(open(path).read().strip().splitlines()[-1])
 sink = [last("%s/sink.%d.json" % (res, r))["msgs_per_s"] for r in range(1, rounds + 1)]
@@ -165,4 +197,21 @@ for i in range(nb):
     m = statistics.median(rates) if rates else float("nan")
     print("| drain %s | %.0f | %.0f%% | %.1f | %s |" % (builds[i], m, 100 * m / statistics.median(sink),
           statistics.median(cpu) if cpu else float("nan"), ", ".join("%.0f" % x for x in rates)))
+if trace:
+    # perf stat -x, lines: value,unit,event,... (comments start with #).
+    print()
+    print("| per delivered message (perf stat, medians) | " + " | ".join(tnames) + " |")
+    print("|---|" + "---:|" * len(tnames))
+    for i in range(nb):
+        cols = [[] for _ in tnames]
+        for r in range(1, rounds + 1):
+            try:
+                vals = [l.split(",")[0] for l in open("%s/drain.b%d.%d.perf" % (res, i, r))
+                        if l.strip() and not l.startswith("#")]
+                for k in range(len(tnames)):
+                    cols[k].append(float(vals[k]) / n)
+            except (OSError, ValueError, IndexError):
+                pass
+        print("| drain %s | " % builds[i] + " | ".join(
+            "%.2f" % statistics.median(c) if c else "?" for c in cols) + " |")
 PYEOF

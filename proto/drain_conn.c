@@ -2,8 +2,15 @@
 /*
  * drain_conn: see drain_conn.h. Every callback (the loop's and the
  * spool's) looks at dc->state alone to know what the connection is doing;
- * spool_pending says whether the spool still owes it a callback, which is
+ * spool_pending counts the spool's callbacks still owed to it, which is
  * what keeps the struct (and so its job) alive after the socket is gone.
+ *
+ * Pipelining across messages (RFC 2920 3.1, issue 17): while message N is
+ * with the customer, the record of N+1 is read ahead into the second
+ * message slot, and N+1's MAIL, RCPT and DATA go out in the same send as
+ * N's body and final dot; N+1's body still waits for its own 354. The
+ * client matches replies in order, so N's verdict (and its DONEs) comes
+ * from the reply to N's dot alone; a failure before it leaves both held.
  */
 #include "proto/drain_conn.h"
 
@@ -84,21 +91,45 @@ struct drain_durable {
 	struct drain_durable_msg *per_msg; /* [env->done_window], from dc_open */
 };
 
-struct drain_conn {
-	enum drain_conn_state state;
-	int spool_pending;             /* a read or commit owes us its callback */
-	struct drain_job *job;
-	struct conn *c;                /* from GREETING until CLOSED */
-	struct smtp_client *cl;
-	uint64_t msgid;                /* message in progress, 0 = none */
+/* Where a message slot stands. */
+enum dc_msg_state {
+	DC_MSG_FREE = 0,
+	DC_MSG_READING,                /* its record being read (spool I/O) */
+	DC_MSG_READ,                   /* record read and decoded, not submitted */
+	DC_MSG_SENT,                   /* with the SMTP client */
+};
+
+/* One message of a connection: the one in progress (dc->m), or the next
+ * one read ahead / pipelined behind its dot (dc->nx). */
+struct dc_msg {
+	struct drain_conn *dc;
+	enum dc_msg_state st;
+	int local_again;               /* submitting it behind a dot decided it
+	                                  locally: submit it again when idle */
+	uint64_t msgid;                /* 0 = none */
 	uint32_t *rcpt;                /* its recipients in this domain */
 	uint32_t nrcpt, caprcpt;
 	const char **raddr;            /* their addresses, for the client */
 	size_t *rlen;
 	struct buf rec;                /* the record read from the spool */
-	struct buf dsn;                /* a bounce being written */
 	struct spool_rec_hdr hdr;
 	struct spool_rec_msg msg;
+	uint64_t submit_us;            /* went to the client (delays d) */
+};
+
+struct drain_conn {
+	enum drain_conn_state state;
+	unsigned spool_pending;        /* reads and commits that owe us their
+	                                  callback */
+	struct drain_job *job;
+	struct conn *c;                /* from GREETING until CLOSED */
+	struct smtp_client *cl;
+	struct dc_msg slot[2];
+	struct dc_msg *m;              /* the message in progress */
+	struct dc_msg *nx;             /* the next one (read ahead or behind
+	                                  m's dot), or NULL; only while m is
+	                                  SENT */
+	struct buf dsn;                /* a bounce being written */
 	struct list_node wait_node;    /* env->waiting, while WAIT_SLOT */
 	struct list_node idle_node;    /* dest->idle, while IDLE */
 	struct drain_dest *dest;       /* fixed; dc->job changes within it */
@@ -118,7 +149,6 @@ struct drain_conn {
 	/* Wall-clock µs for the delays= of delivery lines (drain_conn.h). */
 	uint64_t open_us;              /* connect submitted (or adopted) */
 	uint64_t ready_us;             /* session first ready for mail */
-	uint64_t submit_us;            /* the message went to the client */
 	int setup_counted;             /* c (setup) given to a message already */
 };
 
@@ -462,10 +492,12 @@ static int dc_release(struct drain_conn *dc)
 	early = early && !dc->tls_fallback;
 	smtp_client_free(dc->cl);
 	free(dc->dur.per_msg);
-	free(dc->rcpt);
-	free(dc->raddr);
-	free(dc->rlen);
-	buf_free(&dc->rec);
+	for (int i = 0; i < 2; i++) {
+		free(dc->slot[i].rcpt);
+		free(dc->slot[i].raddr);
+		free(dc->slot[i].rlen);
+		buf_free(&dc->slot[i].rec);
+	}
 	buf_free(&dc->dsn);
 	free(dc);
 	env->conns--;
@@ -574,31 +606,31 @@ static void dc_close_conn(struct drain_conn *dc, const char *why)
 
 /* ---- taking messages ---------------------------------------------------- */
 
-/* Room for n recipients in dc's arrays; 0 or -ENOMEM. */
-static int dc_rcpt_room(struct drain_conn *dc, uint32_t n)
+/* Room for n recipients in slot s's arrays; 0 or -ENOMEM. */
+static int dc_rcpt_room(struct dc_msg *s, uint32_t n)
 {
 	uint32_t *r;
 	const char **a;
 	size_t *l;
 
-	if (n <= dc->caprcpt)
+	if (n <= s->caprcpt)
 		return 0;
-	r = realloc(dc->rcpt, n * sizeof(*r));
+	r = realloc(s->rcpt, n * sizeof(*r));
 	if (r)
-		dc->rcpt = r;
-	a = r ? realloc(dc->raddr, n * sizeof(*a)) : NULL;
+		s->rcpt = r;
+	a = r ? realloc(s->raddr, n * sizeof(*a)) : NULL;
 	if (a)
-		dc->raddr = a;
-	l = a ? realloc(dc->rlen, n * sizeof(*l)) : NULL;
+		s->raddr = a;
+	l = a ? realloc(s->rlen, n * sizeof(*l)) : NULL;
 	if (!l)
 		return -ENOMEM;
-	dc->rlen = l;
-	dc->caprcpt = n;
+	s->rlen = l;
+	s->caprcpt = n;
 	return 0;
 }
 
-/* This domain's pending recipients of msgid, into dc->rcpt. */
-static int pending_in_domain(struct drain_conn *dc, uint64_t msgid)
+/* This domain's pending recipients of msgid, into s->rcpt. */
+static int pending_in_domain(struct drain_conn *dc, struct dc_msg *s, uint64_t msgid)
 {
 	struct drain_job *j = dc->job;
 	struct spool_index *idx = j->env->idx;
@@ -609,17 +641,17 @@ static int pending_in_domain(struct drain_conn *dc, uint64_t msgid)
 
 	if (spool_index_msg_find(idx, msgid, &e))
 		return 0;
-	if (dc_rcpt_room(dc, e.nrcpt))
+	if (dc_rcpt_room(s, e.nrcpt))
 		return -ENOMEM;
-	n = spool_index_msg_pending(idx, msgid, dc->rcpt, e.nrcpt);
-	dc->nrcpt = 0;
+	n = spool_index_msg_pending(idx, msgid, s->rcpt, e.nrcpt);
+	s->nrcpt = 0;
 	for (int i = 0; i < n; i++) {
-		if (spool_index_rcpt_domain(idx, msgid, dc->rcpt[i], dom, sizeof(dom), &dl))
+		if (spool_index_rcpt_domain(idx, msgid, s->rcpt[i], dom, sizeof(dom), &dl))
 			continue;
 		if (dl == j->len && ascii_eq_n(dom, j->dom, dl))
-			dc->rcpt[dc->nrcpt++] = dc->rcpt[i];
+			s->rcpt[s->nrcpt++] = s->rcpt[i];
 	}
-	return (int)dc->nrcpt;
+	return (int)s->nrcpt;
 }
 
 static void record_read(void *arg, int err);
@@ -627,7 +659,7 @@ static void record_read(void *arg, int err);
 /* QUIT (the session is idle); why says why the connection ends. */
 static void dc_quit(struct drain_conn *dc, const char *why)
 {
-	dc->msgid = 0;
+	dc->m->msgid = 0;
 	if (smtp_client_quit(dc->cl, conn_out(dc->c)) != 0) {
 		dc_close_conn(dc, "cannot send QUIT");
 		return;
@@ -755,7 +787,7 @@ static void dc_linger(struct drain_conn *dc)
 {
 	struct drain_job *old = dc->job, *idle = &dc->dest->idle_job;
 
-	dc->msgid = 0;
+	dc->m->msgid = 0;
 	snprintf(idle->relay, sizeof(idle->relay), "%s", old->relay);
 	old->conns--;
 	idle->conns++;
@@ -804,6 +836,9 @@ static void dc_next(struct drain_conn *dc)
 {
 	struct drain_job *nj;
 
+	if (dc->nx)
+		panic("drain %.*s: next message with none in progress", (int)dc->job->len,
+		      dc->job->dom);
 	if (dc->state == DRAIN_CONN_IDLE) /* the server spoke first: go on */
 		list_unlink(&dc->dest->idle, &dc->idle_node);
 	if (!dc->ready_us)
@@ -848,9 +883,11 @@ static void dc_next(struct drain_conn *dc)
 	}
 }
 
-/* Take dc->job's next message: 1 when dc is now busy with it (READING or
- * WAIT_SLOT), 0 when the job has none left. */
-static int dc_take(struct drain_conn *dc)
+/* Start reading dc->job's next message that still has recipients here
+ * into slot s: 1 when its read is under way (s READING), 0 when the job
+ * has none left, -EBUSY when every read slot of the shard is busy (the
+ * message is given back). */
+static int dc_take_into(struct drain_conn *dc, struct dc_msg *s)
 {
 	struct drain_job *j = dc->job;
 	struct drain_conn_env *env = j->env;
@@ -861,26 +898,20 @@ static int dc_take(struct drain_conn *dc)
 		uint64_t id = j->msgs[j->next_msg++];
 		struct spool_index_entry e;
 
-		if (pending_in_domain(dc, id) <= 0 || spool_index_msg_find(env->idx, id, &e))
+		if (pending_in_domain(dc, s, id) <= 0 || spool_index_msg_find(env->idx, id, &e))
 			continue; /* delivered or expired since the snapshot */
-		dc->msgid = id;
-		buf_reset(&dc->rec);
-		if (buf_reserve(&dc->rec, e.rec_len)) {
+		buf_reset(&s->rec);
+		if (buf_reserve(&s->rec, e.rec_len)) {
 			qid_format(id, qid);
 			log_err("%s: out of memory reading it; left queued", qid);
 			continue;
 		}
-		dc->rec.len = e.rec_len;
-		rc = spool_shard_read(env->sh, e.segment_id, e.off, e.rec_len, dc->rec.data,
-				      record_read, dc);
+		s->rec.len = e.rec_len;
+		rc = spool_shard_read(env->sh, e.segment_id, e.off, e.rec_len, s->rec.data,
+				      record_read, s);
 		if (rc == -EBUSY) {
-			/* Every read slot is busy: give the message back and wait
-			 * for a read to finish (wait_wake()). */
 			j->next_msg--;
-			dc->msgid = 0;
-			wait_push(env, dc);
-			drain_conn_enter(dc, DRAIN_CONN_WAIT_SLOT, "no read slot");
-			return 1;
+			return -EBUSY;
 		}
 		if (rc) {
 			qid_format(id, qid);
@@ -888,80 +919,189 @@ static int dc_take(struct drain_conn *dc)
 				strerror(-rc));
 			continue;
 		}
-		dc->spool_pending = 1;
-		drain_conn_enter(dc, DRAIN_CONN_READING, "next message");
+		s->msgid = id;
+		s->st = DC_MSG_READING;
+		s->local_again = 0;
+		dc->spool_pending++;
 		return 1;
 	}
-	dc->msgid = 0;
 	return 0;
 }
 
-/* The record is in dc->rec and decoded: give it to the SMTP client. */
-static void dc_submit(struct drain_conn *dc)
+/* Take dc->job's next message: 1 when dc is now busy with it (READING or
+ * WAIT_SLOT), 0 when the job has none left. */
+static int dc_take(struct drain_conn *dc)
+{
+	int rc = dc_take_into(dc, dc->m);
+
+	if (rc == -EBUSY) {
+		/* Every read slot is busy: wait for a read to finish
+		 * (wait_wake()). */
+		wait_push(dc->job->env, dc);
+		drain_conn_enter(dc, DRAIN_CONN_WAIT_SLOT, "no read slot");
+		return 1;
+	}
+	if (rc == 1)
+		drain_conn_enter(dc, DRAIN_CONN_READING, "next message");
+	return rc == 1;
+}
+
+/* The slot that is neither m nor in use: where the next message goes. */
+static struct dc_msg *dc_other(struct drain_conn *dc)
+{
+	return dc->m == &dc->slot[0] ? &dc->slot[1] : &dc->slot[0];
+}
+
+/* Slot s back to free (its message done, lost or left queued). */
+static void dc_msg_clear(struct dc_msg *s)
+{
+	s->msgid = 0;
+	s->st = DC_MSG_FREE;
+	s->local_again = 0;
+}
+
+/* Read the next message ahead while m is with the customer, so that its
+ * commands can follow m's dot in the same send (RFC 2920 3.1): only to a
+ * server with PIPELINING, and not while a job of the destination waits
+ * for its first connection (fresh first: dc_next() serves it once m is
+ * done). A busy shard is not waited for: the message is read when m is
+ * done, as without read-ahead. */
+static void dc_read_ahead(struct drain_conn *dc)
+{
+	struct dc_msg *s;
+
+	if (dc->nx || dc->m->st != DC_MSG_SENT || dc->job->env->stopping ||
+	    !(smtp_client_caps(dc->cl, NULL) & SMTP_CLIENT_CAP_PIPELINING) ||
+	    dc->job->next_msg >= dc->job->nmsgs || dest_fresh_job(dc))
+		return;
+	s = dc_other(dc);
+	if (s->st == DC_MSG_FREE && dc_take_into(dc, s) == 1)
+		dc->nx = s;
+}
+
+/* The session ends with nx not begun: at most its commands went out
+ * behind m's dot, and its body is sent only after its own 354, which
+ * comes after the reply to m's dot; so the server cannot have taken it.
+ * It goes back to the job untried (a reconnect sends it, as it would
+ * have without pipelining), with no line and no count. A read still in
+ * flight finds its slot orphaned (record_read()). */
+static void dc_give_back(struct drain_conn *dc)
+{
+	struct dc_msg *s = dc->nx;
+	struct drain_job *j = dc->job;
+
+	if (!s)
+		return;
+	dc->nx = NULL;
+	if (s->msgid && j->next_msg > 0)
+		j->msgs[--j->next_msg] = s->msgid;
+	if (s->st != DC_MSG_READING)
+		dc_msg_clear(s);
+}
+
+/* Give slot s's record (read and decoded) to the SMTP client: m when the
+ * session is idle (SENDING), or nx behind m's dot (dc stays SENDING). */
+static void dc_submit(struct drain_conn *dc, struct dc_msg *s)
 {
 	struct smtp_client_msg m;
 	char qid[QID_MAX];
 	int rc;
 
-	for (uint32_t i = 0; i < dc->nrcpt; i++) {
-		struct spool_rec_addr a = spool_rec_msg_rcpt(&dc->msg, dc->rcpt[i]);
-		dc->raddr[i] = a.p;
-		dc->rlen[i] = a.len;
+	for (uint32_t i = 0; i < s->nrcpt; i++) {
+		struct spool_rec_addr a = spool_rec_msg_rcpt(&s->msg, s->rcpt[i]);
+		s->raddr[i] = a.p;
+		s->rlen[i] = a.len;
 	}
 	memset(&m, 0, sizeof(m));
-	m.sender = dc->msg.sender.p;
-	m.sender_len = dc->msg.sender.len;
-	m.nrcpt = dc->nrcpt;
-	m.rcpt = dc->raddr;
-	m.rcpt_len = dc->rlen;
-	m.size = dc->msg.body_len;
-	m.eightbit = (dc->hdr.flags & SPOOL_MSG_8BITMIME) != 0;
-	m.smtputf8 = (dc->hdr.flags & SPOOL_MSG_SMTPUTF8) != 0;
-	dc->submit_us = now_wall_us();
+	m.sender = s->msg.sender.p;
+	m.sender_len = s->msg.sender.len;
+	m.nrcpt = s->nrcpt;
+	m.rcpt = s->raddr;
+	m.rcpt_len = s->rlen;
+	m.size = s->msg.body_len;
+	m.eightbit = (s->hdr.flags & SPOOL_MSG_8BITMIME) != 0;
+	m.smtputf8 = (s->hdr.flags & SPOOL_MSG_SMTPUTF8) != 0;
+	s->submit_us = now_wall_us();
 	rc = smtp_client_submit(dc->cl, &m, conn_out(dc->c));
+	if (s == dc->nx) {
+		/* Decided locally (SIZE, 8BITMIME, ...): its results are
+		 * dropped; it goes again once m is done, when they are read
+		 * as for any message (the same checks decide the same). */
+		if (rc == 0)
+			s->st = DC_MSG_SENT;
+		else
+			s->local_again = 1;
+		return;
+	}
 	conn_flush(dc->c);
 	dc_arm(dc);
 	if (rc == -EBUSY || rc == -EINVAL) {
 		log_err("%s: SMTP client refused the message (%s); left queued",
-			qid_format(dc->msgid, qid), strerror(-rc));
-		dc->msgid = 0;
+			qid_format(s->msgid, qid), strerror(-rc));
+		dc_msg_clear(s);
 		dc_close_conn(dc, "client refused the message");
 		return;
 	}
+	s->st = DC_MSG_SENT;
 	if (rc != 0) {
 		msg_done(dc); /* decided locally (SIZE, 8BITMIME, ...): results set */
 		return;
 	}
 	drain_conn_enter(dc, DRAIN_CONN_SENDING, "submitted");
+	dc_read_ahead(dc);
 }
 
-/* Spool callback: the record of dc->msgid is read (or not). */
+/* nx is read: behind m's dot at once when the dot is out (a late read),
+ * else with the dot (dc_finish_body()) or when m is done. */
+static void dc_submit_behind(struct drain_conn *dc)
+{
+	if (dc->nx && dc->nx->st == DC_MSG_READ && !dc->nx->local_again &&
+	    dc->state == DRAIN_CONN_SENDING && smtp_client_can_submit(dc->cl) &&
+	    !smtp_client_closed(dc->cl) && dc->m->st == DC_MSG_SENT)
+		dc_submit(dc, dc->nx);
+}
+
+/* Spool callback: the record of a slot's message is read (or not). */
 static void record_read(void *arg, int err)
 {
-	struct drain_conn *dc = arg;
+	struct dc_msg *s = arg;
+	struct drain_conn *dc = s->dc;
 	const char *payload;
 	char qid[QID_MAX];
 
-	dc->spool_pending = 0;
+	dc->spool_pending--;
 	wait_wake(dc->job->env); /* this read's slot is free again */
-	if (dc->state != DRAIN_CONN_READING) {
+	if (dc->state == DRAIN_CONN_CLOSING || dc->state == DRAIN_CONN_CLOSED ||
+	    (s == dc->m && dc->state != DRAIN_CONN_READING) || (s != dc->m && s != dc->nx)) {
 		/* Closed while we read: the message stays queued. */
+		dc_msg_clear(s);
 		(void)dc_release(dc);
+		return;
+	}
+	if (err || spool_rec_decode(s->rec.data, s->rec.len, &s->hdr, &payload) != SPOOL_REC_OK ||
+	    s->hdr.type != SPOOL_REC_MSG || s->hdr.msgid != s->msgid ||
+	    spool_rec_decode_msg(payload, s->hdr.length, &s->msg) != SPOOL_REC_OK) {
+		log_err("%s: cannot read the stored message (%s); left queued",
+			qid_format(s->msgid, qid), err ? strerror(-err) : "record does not check");
+		dc_msg_clear(s);
+		if (s == dc->nx) {
+			dc->nx = NULL;
+			return;
+		}
+		conn_resume(dc->c);
+		dc_next(dc);
+		return;
+	}
+	s->st = DC_MSG_READ;
+	if (s == dc->nx) {
+		dc_submit_behind(dc);
+		conn_flush(dc->c);
 		return;
 	}
 	/* Replies that came in while we read were held back (dc_data()):
 	 * deliver them at the end of this turn. */
 	conn_resume(dc->c);
-	if (err || spool_rec_decode(dc->rec.data, dc->rec.len, &dc->hdr, &payload) != SPOOL_REC_OK ||
-	    dc->hdr.type != SPOOL_REC_MSG || dc->hdr.msgid != dc->msgid ||
-	    spool_rec_decode_msg(payload, dc->hdr.length, &dc->msg) != SPOOL_REC_OK) {
-		log_err("%s: cannot read the stored message (%s); left queued",
-			qid_format(dc->msgid, qid), err ? strerror(-err) : "record does not check");
-		dc->msgid = 0;
-		dc_next(dc);
-		return;
-	}
-	dc_submit(dc);
+	dc_submit(dc, s);
 }
 
 /* ---- a message's verdict -------------------------------------------------- */
@@ -994,13 +1134,14 @@ char *drain_conn_fmt_secs(char *out, size_t n, uint64_t us)
 	return out;
 }
 
-/* "delay=D, delays=a/b/c/d" of dc's message, decided at now (the meaning of
- * each: drain_conn.h). The connection's setup counts for its first message
- * only. */
-static void dc_delays(struct drain_conn *dc, uint64_t now, char *out, size_t n)
+/* "delay=D, delays=a/b/c/d" of message s of dc, decided at now (the
+ * meaning of each: drain_conn.h). The connection's setup counts for its
+ * first message only. */
+static void dc_delays(struct drain_conn *dc, const struct dc_msg *s, uint64_t now, char *out,
+		      size_t n)
 {
 	const struct drain_job *j = dc->job;
-	uint64_t arrival = dc->hdr.time_us, start = j->started_us, sub = dc->submit_us;
+	uint64_t arrival = s->hdr.time_us, start = j->started_us, sub = s->submit_us;
 	uint64_t a, b, c = 0, d;
 	char s0[DRAIN_CONN_SECS_MAX], s1[DRAIN_CONN_SECS_MAX], s2[DRAIN_CONN_SECS_MAX],
 	     s3[DRAIN_CONN_SECS_MAX], s4[DRAIN_CONN_SECS_MAX];
@@ -1051,7 +1192,7 @@ static void dc_verdict(struct drain_conn *dc, uint32_t i, struct drain_bounces *
 	int rc;
 
 	if (times)
-		log_printable(to, sizeof(to), dc->raddr[i], dc->rlen[i]);
+		log_printable(to, sizeof(to), dc->m->raddr[i], dc->m->rlen[i]);
 	if (!r) {
 		j->deferred++;
 		metrics_add(METRIC_DELIVERIES_DEFERRED, 1);
@@ -1068,25 +1209,25 @@ static void dc_verdict(struct drain_conn *dc, uint32_t i, struct drain_bounces *
 		/* The DONE is encoded now; it goes out with the next group
 		 * commit. A crash before that resends this message once. The
 		 * job waits for it, so its end means its mail is recorded. */
-		rc = spool_append_done(j->env->sh, dc->msgid, dc->rcpt[i], SPOOL_DONE_DELIVERED,
+		rc = spool_append_done(j->env->sh, dc->m->msgid, dc->m->rcpt[i], SPOOL_DONE_DELIVERED,
 				       done_durable, &dc->dur);
 		if (rc) {
 			log_err("%s: to=<%s>: delivered, but recording it failed (%s): it may be sent again",
-				qid_format(dc->msgid, qbuf),
-				log_printable(to, sizeof(to), dc->raddr[i], dc->rlen[i]), strerror(-rc));
+				qid_format(dc->m->msgid, qbuf),
+				log_printable(to, sizeof(to), dc->m->raddr[i], dc->m->rlen[i]), strerror(-rc));
 		} else {
 			j->dones_pending++;
 			dc->dur.pending++;
 			dc->dur.cur++;
 		}
 		dc->delivered++;
-	} else if (r->status == SMTP_CLIENT_BOUNCED && bounces_room(b, dc->nrcpt) == 0) {
+	} else if (r->status == SMTP_CLIENT_BOUNCED && bounces_room(b, dc->m->nrcpt) == 0) {
 		struct dsn_rcpt *w = &b->why[b->n];
 
 		status = "bounced";
 		j->bounced++;
 		metrics_add(METRIC_DELIVERIES_BOUNCED, 1);
-		b->rcpt[b->n] = dc->rcpt[i];
+		b->rcpt[b->n] = dc->m->rcpt[i];
 		w->action = DSN_ACTION_FAILED;
 		w->status = r->enh[0] ? r->enh : DRAIN_DIAG_DEFAULT_STATUS;
 		if (!r->local) {
@@ -1129,7 +1270,7 @@ static void dc_bounce(struct drain_conn *dc, const struct drain_bounces *b, uint
 	uint64_t dsn_id;
 	int rc;
 
-	br = bounce_req_make(env->hostname, &dc->hdr, &dc->msg, b->rcpt, b->why, b->n,
+	br = bounce_req_make(env->hostname, &dc->m->hdr, &dc->m->msg, b->rcpt, b->why, b->n,
 			     SPOOL_DONE_BOUNCED, now);
 	rc = bounce_queue(env->sh, &br, &dc->dsn, &dsn_id, bounce_committed, dc);
 	if (rc) {
@@ -1145,15 +1286,48 @@ static void dc_bounce(struct drain_conn *dc, const struct drain_bounces *b, uint
 	}
 }
 
-/* The message is finished here: the next one, or close when the session
- * ended. */
+/* The message is finished here: the next one (the one pipelined behind
+ * it, read ahead, or a fresh take), or close when the session ended. */
 static void dc_after_msg(struct drain_conn *dc)
 {
-	dc->msgid = 0;
-	if (smtp_client_closed(dc->cl))
+	dc_msg_clear(dc->m);
+	if (smtp_client_closed(dc->cl)) {
+		/* The failure that ended the session decided the message
+		 * behind the dot too (deferred): it was never begun, it goes
+		 * back untried. Its MSG_DONE is taken and dropped. */
+		if (dc->nx && dc->nx->st == DC_MSG_SENT)
+			(void)smtp_client_abort(dc->cl, "session ended");
+		dc_give_back(dc);
 		dc_close_conn(dc, "session ended");
-	else
+		return;
+	}
+	/* A next message read ahead but not sent yet goes back when the
+	 * session is worn (dc_next() QUITs, a fresh connection takes it) or
+	 * a job waits for its first connection (fresh first). */
+	if (dc->nx && dc->nx->st != DC_MSG_SENT &&
+	    (smtp_client_worn(dc->cl) || dest_fresh_job(dc)))
+		dc_give_back(dc);
+	if (dc->nx) {
+		dc->m = dc->nx;
+		dc->nx = NULL;
+	}
+	switch (dc->m->st) {
+	case DC_MSG_SENT: /* its replies are being read: read the next ahead */
+		if (dc->state != DRAIN_CONN_SENDING)
+			drain_conn_enter(dc, DRAIN_CONN_SENDING, "the next message behind the dot");
+		dc_read_ahead(dc);
+		break;
+	case DC_MSG_READ: /* read ahead, not sent behind the dot */
+		if (dc->state != DRAIN_CONN_SENDING)
+			drain_conn_enter(dc, DRAIN_CONN_SENDING, "the next message, read ahead");
+		dc_submit(dc, dc->m);
+		break;
+	case DC_MSG_READING: /* record_read() goes on with it */
+		drain_conn_enter(dc, DRAIN_CONN_READING, "the next message, read ahead");
+		break;
+	default:
 		dc_next(dc);
+	}
 }
 
 /* The client finished a message: log each recipient, append a DONE per
@@ -1172,11 +1346,11 @@ static void msg_done(struct drain_conn *dc)
 	memset(&b, 0, sizeof(b));
 	delivered = dc->delivered;
 	if (logged) {
-		qid_format(dc->msgid, qid);
-		dc_delays(dc, now, times, sizeof(times));
+		qid_format(dc->m->msgid, qid);
+		dc_delays(dc, dc->m, now, times, sizeof(times));
 	}
 	dc->setup_counted = 1;
-	for (uint32_t i = 0; i < dc->nrcpt; i++)
+	for (uint32_t i = 0; i < dc->m->nrcpt; i++)
 		dc_verdict(dc, i, &b, now, logged ? qid : NULL, logged ? times : NULL);
 	if (j->atrn && dc->delivered > delivered)
 		drain_atrn_delivered(j->atrn); /* etrnctl status's progress */
@@ -1193,7 +1367,7 @@ static void msg_done(struct drain_conn *dc)
 	if (b.n) {
 		/* Remote-MTA names the host: "host" of "host[addr]:port". */
 		relay_host(j->relay, b.remote, sizeof(b.remote));
-		dc_bounce(dc, &b, now, qid_format(dc->msgid, qid));
+		dc_bounce(dc, &b, now, qid_format(dc->m->msgid, qid));
 	}
 	free(b.rcpt);
 	free(b.why);
@@ -1211,7 +1385,7 @@ static void bounce_committed(void *arg, int err)
 
 	dc->spool_pending = 0;
 	if (err) {
-		qid_format(dc->hdr.msgid, qid);
+		qid_format(dc->m->hdr.msgid, qid);
 		log_err("%s: recording the bounce failed: %s; recipients stay queued", qid,
 			strerror(-err));
 	}
@@ -1262,7 +1436,8 @@ static void dc_body_failed(struct drain_conn *dc)
 	dc_close_conn(dc, "out of memory sending the body");
 }
 
-/* The final dot, once the previous message's DONEs are durable. */
+/* The final dot, once the previous message's DONEs are durable; the next
+ * message's commands behind it when it is read (one send for both). */
 static void dc_finish_body(struct drain_conn *dc)
 {
 	if (smtp_client_body_sent(dc->cl, conn_out(dc->c))) {
@@ -1273,6 +1448,7 @@ static void dc_finish_body(struct drain_conn *dc)
 		drain_conn_enter(dc, DRAIN_CONN_SENDING, "earlier DONEs durable");
 		conn_resume(dc->c); /* replies held back meanwhile */
 	}
+	dc_submit_behind(dc);
 	conn_flush(dc->c);
 	dc_arm(dc);
 }
@@ -1283,7 +1459,7 @@ static void dc_finish_body(struct drain_conn *dc)
  * not be queued (then the connection is closing). */
 static int dc_send_body(struct drain_conn *dc, struct conn *c)
 {
-	if (buf_append(conn_out(c), dc->msg.body, dc->msg.body_len)) {
+	if (buf_append(conn_out(c), dc->m->msg.body, dc->m->msg.body_len)) {
 		dc_body_failed(dc);
 		return -ENOMEM;
 	}
@@ -1521,7 +1697,7 @@ static void dc_timeout(void *arg, struct conn *c, void *st)
 		return;
 	}
 	ev = smtp_client_timed_out(dc->cl);
-	if (ev == SMTP_CLIENT_EV_MSG_DONE && dc->msgid)
+	if (ev == SMTP_CLIENT_EV_MSG_DONE && dc->m->msgid)
 		msg_done(dc);
 	dc_close_conn(dc, dc_in_setup(dc) ?
 		      "no greeting, EHLO, STARTTLS reply or TLS handshake within drain_greeting_timeout" :
@@ -1573,26 +1749,25 @@ static void dc_log_end(const struct drain_conn *dc)
 			 dc->end_why ? dc->end_why : "closed");
 }
 
-/* Gone mid-message without a verdict: nothing is marked done, so its
- * recipients stay queued; each gets its deferred line. */
-static void dc_lost_msg(struct drain_conn *dc)
+/* Gone mid-message without a verdict: nothing is marked done, so the
+ * recipients of s stay queued; each gets its deferred line once sent. */
+static void dc_lost_msg(struct drain_conn *dc, const struct dc_msg *s, int sent)
 {
 	struct drain_job *j = dc->job;
 	char qid[QID_MAX], to[LOG_ADDR_MAX], times[DRAIN_TIMES_MAX];
-	int sent = dc->state == DRAIN_CONN_SENDING || dc->state == DRAIN_CONN_WAIT_DURABLE;
 
-	qid_format(dc->msgid, qid);
+	qid_format(s->msgid, qid);
 	job_why(j, "lost connection with %s while sending the message", j->relay);
-	j->deferred += dc->nrcpt;
+	j->deferred += s->nrcpt;
 	if (!sent) {
 		log_info("%s: relay=%s, status=deferred (connection lost mid-transaction)",
 			 qid, j->relay);
 		return;
 	}
 	/* The recipients' addresses point into the record read for it. */
-	dc_delays(dc, now_wall_us(), times, sizeof(times));
-	for (uint32_t i = 0; i < dc->nrcpt; i++) {
-		log_printable(to, sizeof(to), dc->raddr[i], dc->rlen[i]);
+	dc_delays(dc, s, now_wall_us(), times, sizeof(times));
+	for (uint32_t i = 0; i < s->nrcpt; i++) {
+		log_printable(to, sizeof(to), s->raddr[i], s->rlen[i]);
 		log_info("%s: to=<%s>, relay=%s, %s, dsn=4.4.2, status=deferred (%s)", qid, to,
 			 j->relay, times, j->why);
 	}
@@ -1633,8 +1808,17 @@ static void dc_close(void *arg, struct conn *c, void *st)
 	}
 	if (dc->early && !dc->tls_fallback)
 		dc_why_end(dc);
-	if (dc->msgid && !dc->spool_pending && !smtp_client_closed(dc->cl))
-		dc_lost_msg(dc); /* its why says more than dc_why_end()'s */
+	/* Its why says more than dc_why_end()'s. A message whose record is
+	 * still being read, or whose verdict is being recorded (COMMITTING),
+	 * needs no line; neither does one the client gave up already. */
+	if (!smtp_client_closed(dc->cl)) {
+		if (dc->m->msgid && dc->m->st != DC_MSG_READING &&
+		    dc->state != DRAIN_CONN_COMMITTING)
+			dc_lost_msg(dc, dc->m, dc->m->st == DC_MSG_SENT &&
+				    (dc->state == DRAIN_CONN_SENDING ||
+				     dc->state == DRAIN_CONN_WAIT_DURABLE));
+	}
+	dc_give_back(dc);
 	if (dc->state == DRAIN_CONN_WAIT_SLOT)
 		wait_remove(j->env, dc);
 	if (dc->state == DRAIN_CONN_IDLE)
@@ -1662,6 +1846,16 @@ static const struct conn_ops drain_conn_ops = {
 	.connected = dc_connected,
 	.tls_done = dc_tls_done,
 };
+
+/* The two message slots of a new connection, both free. */
+static void dc_slots_init(struct drain_conn *dc)
+{
+	for (int i = 0; i < 2; i++) {
+		dc->slot[i].dc = dc;
+		buf_init(&dc->slot[i].rec, 0);
+	}
+	dc->m = &dc->slot[0];
+}
 
 /* One more connection for j to its destination (CONNECTING); 0 or -errno
  * (nothing left behind then). */
@@ -1693,7 +1887,7 @@ static int dc_open(struct drain_job *j)
 	dc->dur.dc = dc;
 	dc->state = DRAIN_CONN_CONNECTING;
 	dc->open_us = now_wall_us();
-	buf_init(&dc->rec, 0);
+	dc_slots_init(dc);
 	buf_init(&dc->dsn, 0);
 	/* The connection's state is its cookie until connected() returns it. */
 	rc = loop_connect(env->loop, (struct sockaddr *)&j->dst, j->dstlen,
@@ -1777,7 +1971,7 @@ static struct drain_conn *dc_atrn_new(struct drain_job *j, struct drain_dest *ds
 	dc->atrn = j->atrn;
 	dc->state = DRAIN_CONN_CONNECTING;
 	dc->open_us = now_wall_us();
-	buf_init(&dc->rec, 0);
+	dc_slots_init(dc);
 	buf_init(&dc->dsn, 0);
 	return dc;
 }

@@ -52,12 +52,15 @@ enum smtp_client_state {
 	SMTP_CLIENT_STATE_TX,           /* MAIL/RCPT/DATA replies outstanding */
 	SMTP_CLIENT_STATE_BODY,         /* 354 seen, the caller sends the body */
 	SMTP_CLIENT_STATE_DOT,          /* final dot sent */
+	SMTP_CLIENT_STATE_DOT_TX,       /* the next message's MAIL, RCPT, DATA
+	                                   sent behind that dot (RFC 2920 3.1):
+	                                   the dot's reply comes first */
 	SMTP_CLIENT_STATE_QUIT,         /* QUIT sent */
 	SMTP_CLIENT_STATE_CLOSED,
 };
 
 static const char *const smtp_client_state_names[] = {
-	"GREETING", "EHLO", "HELO", "STARTTLS", "HANDSHAKE", "AUTH", "READY", "TX", "BODY", "DOT", "QUIT",
+	"GREETING", "EHLO", "HELO", "STARTTLS", "HANDSHAKE", "AUTH", "READY", "TX", "BODY", "DOT", "DOT_TX", "QUIT",
 	"CLOSED",
 };
 
@@ -111,8 +114,24 @@ enum smtp_client_rstate {
 
 struct smtp_client_rcpt {
 	struct smtp_client_result r; /* r.text set when the message finishes */
-	size_t text_off;             /* r's text in c->texts */
+	size_t text_off;             /* r's text in c->tx->texts */
 	enum smtp_client_rstate state;
+};
+
+/* One submitted message: its recipients' results and what decides them.
+ * Two per session: with PIPELINING the next message's commands go out
+ * behind the final dot of the last (RFC 2920 3.1), so while that dot's
+ * reply is awaited one message waits for its verdict (prev) and the next
+ * runs its commands (tx). */
+struct smtp_client_tx {
+	int in_msg;                   /* submitted, its MSG_DONE not given yet */
+	unsigned nrcpt;               /* recipients of the caller's message */
+	int mail_ok;
+	unsigned naccepted;
+	int msg_code;
+	int has_results;
+	struct buf rcpts;             /* struct smtp_client_rcpt[nrcpt] */
+	struct buf texts;             /* reply texts the results point into */
 };
 
 struct smtp_client {
@@ -120,22 +139,20 @@ struct smtp_client {
 	enum smtp_client_state state;
 	unsigned caps;                /* SMTP_CLIENT_CAP_* EHLO agreed */
 	uint64_t size_max;
-	int in_msg;                   /* a submitted message is not finished */
-	/* transaction: commands MAIL, one RCPT per recipient sent, DATA */
-	unsigned nrcpt;               /* recipients of the caller's message */
+	struct smtp_client_tx txs[2];
+	struct smtp_client_tx *tx;    /* the newest message (commands, body, dot) */
+	struct smtp_client_tx *prev;  /* DOT_TX: the one whose dot reply is
+	                                 awaited before tx's replies; else NULL */
+	struct smtp_client_tx *res;   /* the one whose results the caller reads */
+	/* tx's commands: MAIL, one RCPT per recipient sent, DATA (only one
+	 * message is ever in its command phase) */
 	unsigned ncmd, sent, acked;
 	unsigned first;               /* index of MAIL: 1 when an owed RSET leads */
 	int rset_owed;                /* an aborted transaction is still open */
 	unsigned nonmail;             /* EHLO, HELO and RSET sent this session */
-	int mail_ok;
-	unsigned naccepted;
-	int msg_code;
-	int has_results;
 	struct buf cmds;              /* the formatted commands, back to back */
 	struct buf cmd_end;           /* size_t: end offset of each in cmds */
 	struct buf rcpt_map;          /* unsigned: caller index of each RCPT sent */
-	struct buf rcpts;             /* struct smtp_client_rcpt[nrcpt] */
-	struct buf texts;             /* reply texts the results point into */
 	struct smtp_reply_reader rd;  /* replies; rd.r the one just read */
 	struct smtp_client_result close_reason;
 	int has_close_reason;
@@ -175,7 +192,8 @@ static enum smtp_client_wait smtp_client_waiting(const struct smtp_client *c)
 			return SMTP_CLIENT_WAIT_MAIL;
 		return c->acked + 1 < c->ncmd ? SMTP_CLIENT_WAIT_RCPT : SMTP_CLIENT_WAIT_DATA;
 	case SMTP_CLIENT_STATE_BODY: return SMTP_CLIENT_WAIT_BODY;
-	case SMTP_CLIENT_STATE_DOT: return SMTP_CLIENT_WAIT_DOT;
+	case SMTP_CLIENT_STATE_DOT:
+	case SMTP_CLIENT_STATE_DOT_TX: return SMTP_CLIENT_WAIT_DOT;
 	case SMTP_CLIENT_STATE_QUIT: return SMTP_CLIENT_WAIT_QUIT;
 	default: return SMTP_CLIENT_WAIT_NONE;
 	}
@@ -190,18 +208,18 @@ static enum smtp_client_status smtp_client_status_of(int code)
 
 /* Keep text (already printable) for results; returns its offset. When the
  * buffer cannot grow, the results lose their text, not their status. */
-static size_t smtp_client_save_text(struct smtp_client *c, const char *t, size_t *len)
+static size_t smtp_client_save_text(struct smtp_client_tx *tx, const char *t, size_t *len)
 {
-	size_t off = c->texts.len;
+	size_t off = tx->texts.len;
 
-	if (buf_append(&c->texts, t, *len) != 0)
+	if (buf_append(&tx->texts, t, *len) != 0)
 		*len = 0;
 	return off;
 }
 
-static struct smtp_client_rcpt *smtp_client_rcpt_at(struct smtp_client *c, unsigned i)
+static struct smtp_client_rcpt *smtp_client_rcpt_at(struct smtp_client_tx *tx, unsigned i)
 {
-	return (struct smtp_client_rcpt *)c->rcpts.data + i;
+	return (struct smtp_client_rcpt *)tx->rcpts.data + i;
 }
 
 /* Set the result of the undecided recipients to this reply: those accepted
@@ -223,14 +241,15 @@ static int smtp_client_enh_sent(const struct smtp_client *c, const char *enh, in
 	return !local && enh == c->rd.r.enh && c->rd.r.enh_sent;
 }
 
-static void smtp_client_decide(struct smtp_client *c, int accepted, int pending,
-		int code, const char *enh, const char *text, size_t text_len, int local)
+static void smtp_client_decide(struct smtp_client *c, struct smtp_client_tx *tx,
+		int accepted, int pending, int code, const char *enh, const char *text,
+		size_t text_len, int local)
 {
-	size_t off = smtp_client_save_text(c, text, &text_len);
+	size_t off = smtp_client_save_text(tx, text, &text_len);
 	unsigned i;
 
-	for (i = 0; i < c->nrcpt; i++) {
-		struct smtp_client_rcpt *r = smtp_client_rcpt_at(c, i);
+	for (i = 0; i < tx->nrcpt; i++) {
+		struct smtp_client_rcpt *r = smtp_client_rcpt_at(tx, i);
 
 		if (r->state == SMTP_CLIENT_RCPT_DONE ||
 				(r->state == SMTP_CLIENT_RCPT_ACCEPTED && !accepted) ||
@@ -250,10 +269,10 @@ static void smtp_client_decide(struct smtp_client *c, int accepted, int pending,
 /* One recipient, from the current reply. */
 static void smtp_client_decide_one(struct smtp_client *c, unsigned i)
 {
-	struct smtp_client_rcpt *r = smtp_client_rcpt_at(c, i);
+	struct smtp_client_rcpt *r = smtp_client_rcpt_at(c->tx, i);
 	size_t len = c->rd.r.text_len;
 
-	r->text_off = smtp_client_save_text(c, c->rd.r.text, &len);
+	r->text_off = smtp_client_save_text(c->tx, c->rd.r.text, &len);
 	r->state = SMTP_CLIENT_RCPT_DONE;
 	r->r.status = smtp_client_status_of(c->rd.r.code);
 	r->r.code = c->rd.r.code;
@@ -267,10 +286,10 @@ static void smtp_client_decide_one(struct smtp_client *c, unsigned i)
 static void smtp_client_decide_local(struct smtp_client *c, unsigned i, int code,
 		const char *enh, const char *text)
 {
-	struct smtp_client_rcpt *r = smtp_client_rcpt_at(c, i);
+	struct smtp_client_rcpt *r = smtp_client_rcpt_at(c->tx, i);
 	size_t len = strlen(text);
 
-	r->text_off = smtp_client_save_text(c, text, &len);
+	r->text_off = smtp_client_save_text(c->tx, text, &len);
 	r->state = SMTP_CLIENT_RCPT_DONE;
 	r->r.status = smtp_client_status_of(code);
 	r->r.code = code;
@@ -280,24 +299,33 @@ static void smtp_client_decide_local(struct smtp_client *c, unsigned i, int code
 	r->r.local = 1;
 }
 
-/* The message is over: point result texts into c->texts (it does not move
- * again until the next submit) and go idle or stay closed. */
-static enum smtp_client_event smtp_client_finish(struct smtp_client *c)
+/* Message tx is over: point result texts into tx->texts (it does not move
+ * again until the next submit), make its results the ones the caller
+ * reads, and go idle (or stay closed) when it was the newest one. */
+static enum smtp_client_event smtp_client_finish_tx(struct smtp_client *c,
+		struct smtp_client_tx *tx)
 {
 	unsigned i;
 
-	for (i = 0; i < c->nrcpt; i++) {
-		struct smtp_client_rcpt *r = smtp_client_rcpt_at(c, i);
+	for (i = 0; i < tx->nrcpt; i++) {
+		struct smtp_client_rcpt *r = smtp_client_rcpt_at(tx, i);
 
 		if (r->state != SMTP_CLIENT_RCPT_DONE)
-			panic("recipient %u of %u undecided", i, c->nrcpt);
-		r->r.text = r->r.text_len ? c->texts.data + r->text_off : "";
+			panic("recipient %u of %u undecided", i, tx->nrcpt);
+		r->r.text = r->r.text_len ? tx->texts.data + r->text_off : "";
 	}
-	c->in_msg = 0;
-	c->has_results = 1;
-	if (c->state != SMTP_CLIENT_STATE_CLOSED && c->state != SMTP_CLIENT_STATE_READY)
+	tx->in_msg = 0;
+	tx->has_results = 1;
+	c->res = tx;
+	if (tx == c->tx && !c->prev && c->state != SMTP_CLIENT_STATE_CLOSED &&
+			c->state != SMTP_CLIENT_STATE_READY)
 		smtp_client_enter_state(c, SMTP_CLIENT_STATE_READY);
 	return SMTP_CLIENT_EV_MSG_DONE;
+}
+
+static enum smtp_client_event smtp_client_finish(struct smtp_client *c)
+{
+	return smtp_client_finish_tx(c, c->tx);
 }
 
 static void smtp_client_set_close_reason(struct smtp_client *c, int code,
@@ -333,10 +361,27 @@ static enum smtp_client_event smtp_client_fail(struct smtp_client *c, int code,
 	smtp_client_set_close_reason(c, code, enh, text, len, local);
 	smtp_client_enter_state(c, SMTP_CLIENT_STATE_CLOSED);
 	smtp_reply_reset(&c->rd);
-	if (!c->in_msg)
+	if (c->tx->in_msg)
+		smtp_client_decide(c, c->tx, 1, 1, code, enh, text, len, local);
+	if (c->prev) {
+		/* Both messages lose: the one behind the dot first; tx's
+		 * MSG_DONE follows from the next feed (smtp_client_closed_tx()). */
+		struct smtp_client_tx *p = c->prev;
+
+		smtp_client_decide(c, p, 1, 1, code, enh, text, len, local);
+		c->prev = NULL;
+		return smtp_client_finish_tx(c, p);
+	}
+	if (!c->tx->in_msg)
 		return SMTP_CLIENT_EV_CLOSE;
-	smtp_client_decide(c, 1, 1, code, enh, text, len, local);
 	return smtp_client_finish(c);
+}
+
+/* CLOSED: the pipelined message the failure decided along with the one
+ * before it is reported now; then the session is over. */
+static enum smtp_client_event smtp_client_closed_tx(struct smtp_client *c)
+{
+	return c->tx->in_msg ? smtp_client_finish(c) : SMTP_CLIENT_EV_CLOSE;
 }
 
 /* Local failure "<what> while <phase>", 451 with enh. */
@@ -607,7 +652,7 @@ static enum smtp_client_event smtp_client_on_data(struct smtp_client *c, struct 
 	int cls = c->rd.r.code / 100;
 
 	if (cls == 3) {
-		if (c->mail_ok && c->naccepted > 0) {
+		if (c->tx->mail_ok && c->tx->naccepted > 0) {
 			smtp_client_enter_state(c, SMTP_CLIENT_STATE_BODY);
 			return SMTP_CLIENT_EV_SEND_BODY;
 		}
@@ -618,11 +663,11 @@ static enum smtp_client_event smtp_client_on_data(struct smtp_client *c, struct 
 	}
 	if (cls == 2)
 		return smtp_client_protocol_error(c, "2xx reply to DATA");
-	if (!c->mail_ok)
+	if (!c->tx->mail_ok)
 		return smtp_client_finish(c); /* no transaction is open */
-	if (c->naccepted > 0) {
-		c->msg_code = c->rd.r.code;
-		smtp_client_decide(c, 1, 0, c->rd.r.code, c->rd.r.enh, c->rd.r.text,
+	if (c->tx->naccepted > 0) {
+		c->tx->msg_code = c->rd.r.code;
+		smtp_client_decide(c, c->tx, 1, 0, c->rd.r.code, c->rd.r.enh, c->rd.r.text,
 				c->rd.r.text_len, 0);
 	}
 	return smtp_client_rset(c, out);
@@ -664,21 +709,21 @@ static enum smtp_client_event smtp_client_on_tx(struct smtp_client *c, struct bu
 	c->acked++;
 	if (idx == c->first) {
 		if (cls == 2) {
-			c->mail_ok = 1;
+			c->tx->mail_ok = 1;
 		} else {
 			/* A refused MAIL refuses every recipient; with
 			 * pipelining the RCPT and DATA replies still come
 			 * (503s) and are read but change nothing. */
-			c->msg_code = c->rd.r.code;
-			smtp_client_decide(c, 0, 1, c->rd.r.code, c->rd.r.enh,
+			c->tx->msg_code = c->rd.r.code;
+			smtp_client_decide(c, c->tx, 0, 1, c->rd.r.code, c->rd.r.enh,
 					c->rd.r.text, c->rd.r.text_len, 0);
 		}
-	} else if (c->mail_ok) {
+	} else if (c->tx->mail_ok) {
 		unsigned i = map[idx - 1 - c->first];
 
 		if (cls == 2) {
-			smtp_client_rcpt_at(c, i)->state = SMTP_CLIENT_RCPT_ACCEPTED;
-			c->naccepted++;
+			smtp_client_rcpt_at(c->tx, i)->state = SMTP_CLIENT_RCPT_ACCEPTED;
+			c->tx->naccepted++;
 		} else {
 			smtp_client_decide_one(c, i);
 		}
@@ -686,11 +731,11 @@ static enum smtp_client_event smtp_client_on_tx(struct smtp_client *c, struct bu
 	if (c->acked < c->sent)
 		return SMTP_CLIENT_EV_NEED_INPUT; /* pipelined replies to come */
 	/* Without pipelining: decide what to send next. */
-	if (!c->mail_ok)
+	if (!c->tx->mail_ok)
 		return smtp_client_finish(c);
 	if (c->sent < c->ncmd) {
 		/* All RCPTs answered and none accepted: no DATA at all. */
-		if (c->sent + 1 == c->ncmd && c->naccepted == 0)
+		if (c->sent + 1 == c->ncmd && c->tx->naccepted == 0)
 			return smtp_client_rset(c, out);
 		if (smtp_client_send_cmds(c, out, c->sent, c->sent + 1) != 0)
 			return smtp_client_write_failed(c);
@@ -706,12 +751,32 @@ static enum smtp_client_event smtp_client_on_dot(struct smtp_client *c, struct b
 	(void)out;
 	if (cls == 3)
 		return smtp_client_protocol_error(c, "3xx reply to end of data");
-	if (c->mail_ok && c->naccepted > 0) {
-		c->msg_code = c->rd.r.code;
-		smtp_client_decide(c, 1, 0, c->rd.r.code, c->rd.r.enh, c->rd.r.text,
+	if (c->tx->mail_ok && c->tx->naccepted > 0) {
+		c->tx->msg_code = c->rd.r.code;
+		smtp_client_decide(c, c->tx, 1, 0, c->rd.r.code, c->rd.r.enh, c->rd.r.text,
 				c->rd.r.text_len, 0);
 	}
 	return smtp_client_finish(c);
+}
+
+/* DOT_TX: the reply to the previous message's final dot, ahead of the
+ * replies to the next one's commands (RFC 2920 3.1: in order). Only this
+ * reply decides that message; the next one goes on in TX. */
+static enum smtp_client_event smtp_client_on_dot_tx(struct smtp_client *c, struct buf *out)
+{
+	struct smtp_client_tx *p = c->prev;
+
+	(void)out;
+	if (c->rd.r.code / 100 == 3)
+		return smtp_client_protocol_error(c, "3xx reply to end of data");
+	if (p->mail_ok && p->naccepted > 0) {
+		p->msg_code = c->rd.r.code;
+		smtp_client_decide(c, p, 1, 0, c->rd.r.code, c->rd.r.enh, c->rd.r.text,
+				c->rd.r.text_len, 0);
+	}
+	c->prev = NULL;
+	smtp_client_enter_state(c, SMTP_CLIENT_STATE_TX);
+	return smtp_client_finish_tx(c, p);
 }
 
 /* A whole reply has been read. */
@@ -740,6 +805,7 @@ static const smtp_client_reply_fn smtp_client_reply_table[] = {
 	[SMTP_CLIENT_STATE_TX] = smtp_client_on_tx,
 	[SMTP_CLIENT_STATE_BODY] = smtp_client_on_unexpected,
 	[SMTP_CLIENT_STATE_DOT] = smtp_client_on_dot,
+	[SMTP_CLIENT_STATE_DOT_TX] = smtp_client_on_dot_tx,
 };
 
 static enum smtp_client_event smtp_client_on_reply(struct smtp_client *c, struct buf *out)
@@ -792,8 +858,11 @@ struct smtp_client *smtp_client_new(const struct smtp_client_conf *conf, const c
 	buf_init(&c->cmds, 0);
 	buf_init(&c->cmd_end, 0);
 	buf_init(&c->rcpt_map, 0);
-	buf_init(&c->rcpts, 0);
-	buf_init(&c->texts, 0);
+	for (i = 0; i < 2; i++) {
+		buf_init(&c->txs[i].rcpts, 0);
+		buf_init(&c->txs[i].texts, 0);
+	}
+	c->tx = &c->txs[0];
 	return c;
 }
 
@@ -804,8 +873,10 @@ struct smtp_client *smtp_client_free(struct smtp_client *c)
 	buf_free(&c->cmds);
 	buf_free(&c->cmd_end);
 	buf_free(&c->rcpt_map);
-	buf_free(&c->rcpts);
-	buf_free(&c->texts);
+	for (size_t i = 0; i < 2; i++) {
+		buf_free(&c->txs[i].rcpts);
+		buf_free(&c->txs[i].texts);
+	}
 	if (c->auth_line) {
 		explicit_bzero(c->auth_line, strlen(c->auth_line));
 		free(c->auth_line);
@@ -820,7 +891,7 @@ size_t smtp_client_feed(struct smtp_client *c, const char *p, size_t n,
 	size_t i = 0;
 
 	if (c->state == SMTP_CLIENT_STATE_CLOSED) {
-		*ev = SMTP_CLIENT_EV_CLOSE;
+		*ev = smtp_client_closed_tx(c);
 		return 0;
 	}
 	if (n == 0) {
@@ -872,8 +943,8 @@ static int smtp_client_refuse_all(struct smtp_client *c, int err, int code,
 	unsigned i;
 
 	log_info("smtp client %s: message not sent: %d %s %s", c->peer, code, enh, text);
-	for (i = 0; i < c->nrcpt; i++)
-		if (smtp_client_rcpt_at(c, i)->state != SMTP_CLIENT_RCPT_DONE)
+	for (i = 0; i < c->tx->nrcpt; i++)
+		if (smtp_client_rcpt_at(c->tx, i)->state != SMTP_CLIENT_RCPT_DONE)
 			smtp_client_decide_local(c, i, code, enh, text);
 	(void)smtp_client_finish(c);
 	return err;
@@ -947,8 +1018,8 @@ static int smtp_client_format(struct smtp_client *c, const struct smtp_client_ms
 	if (smtp_client_put_cmd(c, "MAIL FROM:<", 11, m->sender, m->sender_len, params,
 				plen) != 0)
 		return -ENOMEM;
-	for (i = 0; i < c->nrcpt; i++) {
-		if (smtp_client_rcpt_at(c, i)->state == SMTP_CLIENT_RCPT_DONE)
+	for (i = 0; i < c->tx->nrcpt; i++) {
+		if (smtp_client_rcpt_at(c->tx, i)->state == SMTP_CLIENT_RCPT_DONE)
 			continue;
 		if (smtp_client_put_cmd(c, "RCPT TO:<", 9, m->rcpt[i], m->rcpt_len[i], "",
 					0) != 0 ||
@@ -963,7 +1034,7 @@ static int smtp_client_format(struct smtp_client *c, const struct smtp_client_ms
 
 static void smtp_client_reset_msg(struct smtp_client *c)
 {
-	struct buf *bufs[] = { &c->cmds, &c->cmd_end, &c->rcpt_map, &c->rcpts, &c->texts };
+	struct buf *bufs[] = { &c->cmds, &c->cmd_end, &c->rcpt_map, &c->tx->rcpts, &c->tx->texts };
 	size_t i;
 
 	for (i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) {
@@ -971,31 +1042,29 @@ static void smtp_client_reset_msg(struct smtp_client *c)
 		if (bufs[i]->cap > SMTPC_SHRINK_OVER)
 			buf_shrink(bufs[i], SMTPC_KEEP);
 	}
-	c->nrcpt = 0;
+	c->tx->nrcpt = 0;
 	c->ncmd = c->sent = c->acked = c->first = 0;
-	c->mail_ok = 0;
-	c->naccepted = 0;
-	c->msg_code = 0;
-	c->has_results = 0;
+	c->tx->mail_ok = 0;
+	c->tx->naccepted = 0;
+	c->tx->msg_code = 0;
+	c->tx->has_results = 0;
 }
 
-int smtp_client_submit(struct smtp_client *c, const struct smtp_client_msg *m,
+/* submit into c->tx (a fresh slot); TX, or DOT_TX behind a dot. */
+static int smtp_client_submit_tx(struct smtp_client *c, const struct smtp_client_msg *m,
 		struct buf *out)
 {
 	unsigned i, left = 0, bad8 = 0;
 	int utf8, r;
 
-	if (c->state != SMTP_CLIENT_STATE_READY)
-		return -EBUSY;
-	if (m->nrcpt == 0)
-		return -EINVAL;
 	smtp_client_reset_msg(c);
-	if (buf_reserve(&c->rcpts, (size_t)m->nrcpt * sizeof(struct smtp_client_rcpt)) != 0)
+	c->res = c->tx; /* no results (has_results 0) unless decided here */
+	if (buf_reserve(&c->tx->rcpts, (size_t)m->nrcpt * sizeof(struct smtp_client_rcpt)) != 0)
 		return -ENOMEM; /* no results to hold them in */
-	memset(c->rcpts.data, 0, (size_t)m->nrcpt * sizeof(struct smtp_client_rcpt));
-	c->rcpts.len = (size_t)m->nrcpt * sizeof(struct smtp_client_rcpt);
-	c->nrcpt = m->nrcpt;
-	c->in_msg = 1;
+	memset(c->tx->rcpts.data, 0, (size_t)m->nrcpt * sizeof(struct smtp_client_rcpt));
+	c->tx->rcpts.len = (size_t)m->nrcpt * sizeof(struct smtp_client_rcpt);
+	c->tx->nrcpt = m->nrcpt;
+	c->tx->in_msg = 1;
 
 	if (smtp_client_addr_bad(m->sender, m->sender_len))
 		return smtp_client_refuse_all(c, -EBADMSG, 553, "5.1.7",
@@ -1048,8 +1117,40 @@ int smtp_client_submit(struct smtp_client *c, const struct smtp_client_msg *m,
 		c->rset_owed = 0;
 		c->nonmail++;
 	}
-	smtp_client_enter_state(c, SMTP_CLIENT_STATE_TX);
+	smtp_client_enter_state(c, c->prev ? SMTP_CLIENT_STATE_DOT_TX : SMTP_CLIENT_STATE_TX);
 	return 0;
+}
+
+int smtp_client_can_submit(const struct smtp_client *c)
+{
+	/* RFC 2920 3.1: after the final dot (the end of DATA's group) the
+	 * next MAIL may follow at once; the body still waits for its 354.
+	 * A dot always ends the transaction, so no RSET is owed there. */
+	return c->state == SMTP_CLIENT_STATE_READY ||
+		(c->state == SMTP_CLIENT_STATE_DOT && (c->caps & SMTP_CLIENT_CAP_PIPELINING) &&
+		 !c->rset_owed && !c->prev);
+}
+
+int smtp_client_submit(struct smtp_client *c, const struct smtp_client_msg *m,
+		struct buf *out)
+{
+	int behind = c->state == SMTP_CLIENT_STATE_DOT, r;
+
+	if (!smtp_client_can_submit(c))
+		return -EBUSY;
+	if (m->nrcpt == 0)
+		return -EINVAL;
+	if (behind) {
+		c->prev = c->tx;
+		c->tx = &c->txs[c->tx == &c->txs[0]];
+	}
+	r = smtp_client_submit_tx(c, m, out);
+	if (behind && r != 0) {
+		/* Decided here, nothing sent: the dot's reply is still next. */
+		c->tx = c->prev;
+		c->prev = NULL;
+	}
+	return r;
 }
 
 int smtp_client_body_sent(struct smtp_client *c, struct buf *out)
@@ -1068,14 +1169,14 @@ int smtp_client_body_sent(struct smtp_client *c, struct buf *out)
 const struct smtp_client_result *smtp_client_result(const struct smtp_client *c,
 		unsigned i)
 {
-	if (!c->has_results || i >= c->nrcpt)
+	if (!c->res || !c->res->has_results || i >= c->res->nrcpt)
 		return NULL;
-	return &((const struct smtp_client_rcpt *)c->rcpts.data)[i].r;
+	return &((const struct smtp_client_rcpt *)c->res->rcpts.data)[i].r;
 }
 
 int smtp_client_msg_code(const struct smtp_client *c)
 {
-	return c->has_results ? c->msg_code : 0;
+	return c->res && c->res->has_results ? c->res->msg_code : 0;
 }
 
 int smtp_client_quit(struct smtp_client *c, struct buf *out)
@@ -1099,14 +1200,14 @@ unsigned smtp_client_timeout_ms(const struct smtp_client *c)
 enum smtp_client_event smtp_client_abort(struct smtp_client *c, const char *why)
 {
 	if (c->state == SMTP_CLIENT_STATE_CLOSED)
-		return SMTP_CLIENT_EV_CLOSE;
+		return smtp_client_closed_tx(c);
 	return smtp_client_fail(c, 451, "4.4.2", why, strlen(why), 1);
 }
 
 enum smtp_client_event smtp_client_timed_out(struct smtp_client *c)
 {
 	if (c->state == SMTP_CLIENT_STATE_CLOSED)
-		return SMTP_CLIENT_EV_CLOSE;
+		return smtp_client_closed_tx(c);
 	return smtp_client_fail_local(c, "4.4.2", "conversation timed out");
 }
 
@@ -1182,7 +1283,7 @@ unsigned smtp_client_caps(const struct smtp_client *c, uint64_t *size_max)
 
 int smtp_client_save(const struct smtp_client *c, struct smtp_client_session *s)
 {
-	if (c->state != SMTP_CLIENT_STATE_READY || c->in_msg)
+	if (c->state != SMTP_CLIENT_STATE_READY || c->tx->in_msg)
 		return -EINVAL;
 	s->caps = c->caps;
 	s->size_max = c->size_max;

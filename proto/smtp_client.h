@@ -168,13 +168,27 @@ struct smtp_client *smtp_client_free(struct smtp_client *c);
  * deferred ("lost connection"). Once closed, feed returns 0 and
  * SMTP_CLIENT_EV_CLOSE. If the session ends while a message is in progress,
  * feed first returns SMTP_CLIENT_EV_MSG_DONE for it, then (next call)
- * SMTP_CLIENT_EV_CLOSE.
+ * SMTP_CLIENT_EV_CLOSE; with a message pipelined behind another's dot
+ * (smtp_client_can_submit()) both are in progress: EV_MSG_DONE for the
+ * older, then for the newer, then EV_CLOSE.
  */
 size_t smtp_client_feed(struct smtp_client *c, const char *p, size_t n,
 		struct buf *out, enum smtp_client_event *ev);
 
 /*
- * Start delivering m; only when idle (after EV_READY or EV_MSG_DONE).
+ * 1 when smtp_client_submit() would take a message now: the session is
+ * idle, or (RFC 2920 3.1, server with PIPELINING) the last message's final
+ * dot is sent and its reply not read yet. Then the next message's MAIL,
+ * RCPT and DATA go out behind that dot; its body still waits for its own
+ * 354. Replies are matched in order: the dot's reply alone decides the
+ * older message (EV_MSG_DONE for it), the rest the newer one. Two messages
+ * at most: none is taken while one waits behind a dot.
+ */
+int smtp_client_can_submit(const struct smtp_client *c);
+
+/*
+ * Start delivering m; only when smtp_client_can_submit() (idle after
+ * EV_READY or EV_MSG_DONE, or behind a final dot with PIPELINING).
  * Appends RSET when the last transaction ended without its dot while the
  * server held it (an owed RSET goes out only in front of the next MAIL,
  * never before QUIT), then
@@ -209,10 +223,11 @@ int smtp_client_submit(struct smtp_client *c, const struct smtp_client_msg *m,
  * (then call smtp_client_abort()). */
 int smtp_client_body_sent(struct smtp_client *c, struct buf *out);
 
-/* Result for recipient i (the caller's index in the submitted message), or
- * NULL when i is out of range or no message has finished. Valid after
- * EV_MSG_DONE or a failed submit, until the next smtp_client_submit() or
- * smtp_client_free(); the text points into the session. */
+/* Result for recipient i (the caller's index in the message just finished:
+ * the one EV_MSG_DONE or a failed submit was about), or NULL when i is out
+ * of range or no message has finished. Valid until the next
+ * smtp_client_submit() or smtp_client_free(); the text points into the
+ * session. */
 const struct smtp_client_result *smtp_client_result(const struct smtp_client *c,
 		unsigned i);
 
@@ -234,7 +249,9 @@ unsigned smtp_client_timeout_ms(const struct smtp_client *c);
 /* The timer from smtp_client_timeout_ms() expired: undecided recipients are
  * deferred (451 4.4.2 "conversation timed out while ..."), the session is
  * closed. Returns EV_MSG_DONE when a message was in progress (read the
- * results, then close), else EV_CLOSE. */
+ * results, then close), else EV_CLOSE. With two messages in progress the
+ * first EV_MSG_DONE is the older one's; calling it again (or feed, or
+ * abort) gives the newer one's, then EV_CLOSE. */
 enum smtp_client_event smtp_client_timed_out(struct smtp_client *c);
 
 /* The same for any other reason to drop the session (write error,

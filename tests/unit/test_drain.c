@@ -1829,6 +1829,10 @@ struct t_atrn_case {
 	int no_mail;                 /* hold nothing */
 	const char *want_reply;
 	const char *want_log;
+	/* Or want_log and a prefix of the rest of this: message 2's MAIL,
+	 * RCPT and DATA pipelined behind message 1's dot (RFC 2920 3.1), as
+	 * far as the customer read them before the client hung up. */
+	const char *want_log_alt;
 	const char *want_m1, *want_m2;
 	uint64_t want_delivered;
 };
@@ -1886,6 +1890,8 @@ static const struct t_atrn_case t_atrn_cases[] = {
 		.user = T_ATRN_USER, .arg = "",
 		.script = { .dot_reply = { "421 4.3.0 going away\r\n" } },
 		.want_reply = T_ATRN_OK, .want_log = T_EHLO T_TX1,
+		.want_log_alt = T_EHLO T_TX1 "MAIL FROM:<" T_SENDER2 ">\r\nRCPT TO:<r4@cust.test>\r\n"
+				"DATA\r\n",
 		.want_m1 = "PPPP", .want_m2 = "P",
 	},
 	{
@@ -1923,7 +1929,9 @@ static void t_atrn_run(const struct t_atrn_case *c, int bytewise)
 	engine_fixture_stop(&f);
 	t_server_stop(&s);
 	cr_expect_not(s.overflow);
-	cr_expect_str_eq(s.log, c->want_log, "%s: the customer received:\n%s", run, s.log);
+	if (!c->want_log_alt || strncmp(s.log, c->want_log, strlen(c->want_log)) ||
+	    strncmp(s.log, c->want_log_alt, strlen(s.log)))
+		cr_expect_str_eq(s.log, c->want_log, "%s: the customer received:\n%s", run, s.log);
 	idx = engine_fixture_reopen(&f);
 	cr_assert_not_null(idx, "%s: reopen: %s", run, f.err);
 	if (m1) {

@@ -155,7 +155,13 @@ struct t_drv {
 	struct t_result *r;
 	size_t next;           /* next message in tc->msgs */
 	int cur;               /* letter of the message in flight, 0 if none */
+	int behind;            /* letter of one submitted behind cur's dot */
 };
+
+/* t_behind_cases: the driver submits the next message as soon as
+ * smtp_client_can_submit() says so after a body (RFC 2920 3.1), as the
+ * drain does. */
+static int t_pipeline_behind;
 
 static void t_submit_msg(struct t_drv *d, char letter, int *rc)
 {
@@ -208,12 +214,23 @@ static void t_event(struct t_drv *d, enum smtp_client_event ev)
 		cr_assert_eq(smtp_client_timeout_ms(d->c), SMTP_CLIENT_TIMEOUT_BLOCK_MS);
 		cr_assert_eq(buf_append(&d->out, T_BODY, strlen(T_BODY)), 0);
 		cr_assert_eq(smtp_client_body_sent(d->c, &d->out), 0);
+		if (t_pipeline_behind && d->tc->msgs[d->next] && smtp_client_can_submit(d->c)) {
+			char letter = d->tc->msgs[d->next++];
+			int rc;
+
+			t_submit_msg(d, letter, &rc);
+			if (rc == 0)
+				d->behind = letter;
+			else
+				t_record(d->r, d->c, letter, &t_msgs[letter - 'A'], rc);
+		}
 		break;
 	case SMTP_CLIENT_EV_MSG_DONE:
 		cr_assert(d->cur != 0, "MSG_DONE without a message");
 		t_record(d->r, d->c, (char)d->cur, &t_msgs[d->cur - 'A'], 0);
-		d->cur = 0;
-		if (!smtp_client_closed(d->c))
+		d->cur = d->behind;
+		d->behind = 0;
+		if (!d->cur && !smtp_client_closed(d->c))
 			t_idle(d);
 		break;
 	case SMTP_CLIENT_EV_STARTTLS:
@@ -286,11 +303,16 @@ static void t_run(const struct t_case *tc, const struct t_tls *tls, size_t chunk
 		cr_assert_eq(smtp_client_feed(d.c, in, 0, &d.out, &ev), 0);
 		t_event(&d, ev);
 	}
-	/* After MSG_DONE on a dead session, the next feed says CLOSE. */
-	if (ev == SMTP_CLIENT_EV_MSG_DONE && smtp_client_closed(d.c)) {
+	/* After MSG_DONE on a dead session, the next feed gives the MSG_DONE
+	 * of a message pipelined behind, then says CLOSE. */
+	while (ev == SMTP_CLIENT_EV_MSG_DONE && smtp_client_closed(d.c)) {
 		cr_assert_eq(smtp_client_feed(d.c, "x", 1, &d.out, &ev), 0);
-		cr_assert_eq(ev, SMTP_CLIENT_EV_CLOSE);
+		if (ev == SMTP_CLIENT_EV_MSG_DONE)
+			t_event(&d, ev);
+		else
+			cr_assert_eq(ev, SMTP_CLIENT_EV_CLOSE);
 	}
+	cr_assert(d.behind == 0, "pipelined message lost");
 	cr_assert(d.cur == 0 || !smtp_client_closed(d.c), "message lost");
 	/* Any other event with the input used up: the engine waits for more. */
 	if (ev != SMTP_CLIENT_EV_CLOSE)
@@ -751,6 +773,78 @@ Test(smtp_client, dialogues)
 
 	for (i = 0; i < sizeof(t_cases) / sizeof(t_cases[0]); i++)
 		t_check(&t_cases[i]);
+}
+
+/* ---- the next message behind the final dot (RFC 2920 3.1) ------------------- */
+
+#define C_FULL_B "MAIL FROM:<t@x.test> SIZE=200\r\n" C_RCPT("b") "DATA\r\n"
+#define R_B_SENT "B rc=0 code=250\n" R_SENT
+#define S_FULL_B S_MAIL S_RCPT S_GO S_QUEUED
+#define R_LOST_DOT " T* 451 4.4.2 lost connection with server while sending end of data\n"
+
+static const struct t_case t_behind_cases[] = {
+	{ "B's commands go out behind A's dot; replies matched in order", T_NORMAL,
+		G S_EHLO S_FULL_A S_FULL_B S_BYE, 0, "AB", 1, 0, 0,
+		C_EHLO C_FULL_A C_FULL_B C_BODY C_QUIT,
+		R_READY R_A_SENT R_B_SENT R_CLEAN, SMTP_CLIENT_EV_CLOSE },
+	{ "no PIPELINING: B waits for A's verdict", T_NORMAL,
+		G S_EHLO_NOPIPE S_FULL_A S_FULL_B S_BYE, 0, "AB", 1, 0, 0,
+		C_EHLO C_MAIL C_RCPT("a") "DATA\r\n" C_BODY C_FULL_B C_BODY C_QUIT,
+		"ready caps=0x6\n" R_A_SENT R_B_SENT R_CLEAN, SMTP_CLIENT_EV_CLOSE },
+	{ "B's MAIL refused after A's 250: A sent, B deferred, no RSET", T_NORMAL,
+		G S_EHLO S_MAIL S_RCPT S_GO S_QUEUED "452 4.3.1 Insufficient system storage\r\n"
+		"503 5.5.1 need MAIL\r\n503 5.5.1 need MAIL\r\n" S_BYE, 0, "AB", 1, 0, 0,
+		C_EHLO C_FULL_A C_FULL_B C_QUIT,
+		R_READY R_A_SENT "B rc=0 code=452\n T 452 4.3.1 Insufficient system storage\n"
+		R_CLEAN, SMTP_CLIENT_EV_CLOSE },
+	{ "A's dot refused: A bounced, B still goes", T_NORMAL,
+		G S_EHLO S_MAIL S_RCPT S_GO "554 5.6.0 content rejected\r\n" S_FULL_B S_BYE, 0,
+		"AB", 1, 0, 0, C_EHLO C_FULL_A C_FULL_B C_BODY C_QUIT,
+		R_READY "A rc=0 code=554\n B 554 5.6.0 content rejected\n" R_B_SENT R_CLEAN,
+		SMTP_CLIENT_EV_CLOSE },
+	{ "lost after A's dot: both deferred, neither delivered", T_NORMAL,
+		G S_EHLO S_MAIL S_RCPT S_GO, 0, "AB", 1, 0, 1, C_EHLO C_FULL_A C_FULL_B,
+		R_READY "A rc=0 code=0\n" R_LOST_DOT "B rc=0 code=0\n" R_LOST_DOT
+		"closed: T* 451 4.4.2 lost connection with server while sending end of data\n",
+		SMTP_CLIENT_EV_CLOSE },
+	{ "lost after A's 250, B's 354 unanswered: A sent, B deferred", T_NORMAL,
+		G S_EHLO S_FULL_A S_MAIL S_RCPT S_GO, 0, "AB", 1, 0, 1,
+		C_EHLO C_FULL_A C_FULL_B C_BODY,
+		R_READY R_A_SENT "B rc=0 code=0\n" R_LOST_DOT
+		"closed: T* 451 4.4.2 lost connection with server while sending end of data\n",
+		SMTP_CLIENT_EV_CLOSE },
+	{ "421 to A's dot: both deferred by it", T_NORMAL,
+		G S_EHLO S_MAIL S_RCPT S_GO "421 4.3.2 shutting down\r\n", 0, "AB", 1, 0, 0,
+		C_EHLO C_FULL_A C_FULL_B,
+		R_READY "A rc=0 code=0\n T 421 4.3.2 shutting down\nB rc=0 code=0\n"
+		" T 421 4.3.2 shutting down\nclosed: T 421 4.3.2 shutting down\n",
+		SMTP_CLIENT_EV_CLOSE },
+	{ "timeout on A's dot: both deferred", T_NORMAL,
+		G S_EHLO S_MAIL S_RCPT S_GO, 0, "AB", 1, 1, 0, C_EHLO C_FULL_A C_FULL_B,
+		R_READY "timeout=600000\nA rc=0 code=0\n T* 451 4.4.2 conversation timed out "
+		"while sending end of data\nB rc=0 code=0\n T* 451 4.4.2 conversation timed "
+		"out while sending end of data\nclosed: T* 451 4.4.2 conversation timed out "
+		"while sending end of data\n", SMTP_CLIENT_EV_CLOSE },
+	{ "3xx to A's dot is a protocol error: both deferred", T_NORMAL,
+		G S_EHLO S_MAIL S_RCPT S_GO "354 again\r\n", 0, "AB", 1, 0, 0,
+		C_EHLO C_FULL_A C_FULL_B,
+		R_READY "A rc=0 code=0\n T* 451 4.5.0 protocol error: 3xx reply to end of data "
+		"while sending end of data\nB rc=0 code=0\n T* 451 4.5.0 protocol error: 3xx "
+		"reply to end of data while sending end of data\nclosed: T* 451 4.5.0 protocol "
+		"error: 3xx reply to end of data while sending end of data\n",
+		SMTP_CLIENT_EV_CLOSE },
+	{ "B too big for SIZE: decided at submit, A's reply still next", T_NORMAL,
+		G S_EHLO S_FULL_A S_BYE, 0, "AL", 1, 0, 0, C_EHLO C_FULL_A C_QUIT,
+		R_READY "L rc=E2BIG code=0\n B* 552 5.3.4 message size exceeds fixed maximum "
+		"message size of server\n" R_A_SENT R_CLEAN, SMTP_CLIENT_EV_CLOSE },
+};
+
+Test(smtp_client, pipelined_behind_the_dot)
+{
+	t_pipeline_behind = 1;
+	for (size_t i = 0; i < sizeof(t_behind_cases) / sizeof(t_behind_cases[0]); i++)
+		t_check(&t_behind_cases[i]);
+	t_pipeline_behind = 0;
 }
 
 /* ---- STARTTLS (RFC 3207) ---------------------------------------------------- */
