@@ -62,11 +62,12 @@ enum smtp_state {
 	SMTP_STATE_AUTH,     /* 334 sent, reading the client's response line */
 	SMTP_STATE_AUTH_CHECK, /* credentials handed over, waiting for auth_done */
 	SMTP_STATE_ATRN,     /* ATRN handed over, waiting for atrn_done */
+	SMTP_STATE_CHECK,    /* a policy check is out, waiting for check_done */
 };
 
 static const char *const smtp_state_names[] = {
 	"INIT", "READY", "MAIL", "RCPT", "DATA", "COMMIT", "CLOSED", "TLS", "AUTH",
-	"AUTH_CHECK", "ATRN",
+	"AUTH_CHECK", "ATRN", "CHECK",
 };
 
 /* Where the DATA reader stands inside the current line. */
@@ -87,6 +88,12 @@ enum smtp_data_state {
 #define SMTP_DERR_SIZE 0x08u  /* over size_max */
 #define SMTP_DERR_NOMEM 0x10u /* body buffer could not grow */
 
+/* What policy checks decided about a message (tx->chk) or, at connect
+ * and HELO, about every message of the session (s->chk). */
+#define SMTP_CHK_DISCARD 0x1u
+#define SMTP_CHK_HOLD 0x2u
+#define SMTP_CHK_CONNECT_DONE 0x4u /* s->chk: the connect check has answered */
+
 /* One recipient inside tx->env. Paths are at most SMTP_PATH_MAX octets, so
  * 16 bits hold their lengths. */
 struct smtp_rcpt_ref {
@@ -99,6 +106,7 @@ struct smtp_tx {
 	uint64_t msgid;
 	char qid[SMTP_QID_MAX];
 	unsigned flags;    /* SMTP_TX_* */
+	unsigned chk;      /* SMTP_CHK_*: policy verdicts for this message */
 	unsigned nrcpt;
 	size_t sender_len; /* the sender is env.data[0 .. sender_len) */
 	struct buf env;    /* sender, then recipients, back to back */
@@ -113,6 +121,9 @@ struct smtp_tx {
 	size_t line_len;   /* octets of the current line, without CRLF and stuffing dot */
 	size_t size;       /* message size so far: unstuffed, CRLF line ends */
 };
+
+struct smtp_cmd;
+struct smtp_cmd_ctx;
 
 struct smtp_session {
 	const struct smtp_server_conf *conf;
@@ -140,6 +151,15 @@ struct smtp_session {
 	char user[AUTH_USER_MAX + 1]; /* authenticated user, "" = none */
 	struct smtp_auth auth;        /* the AUTH exchange in progress */
 	struct smtp_tx tx;
+	unsigned chk;        /* SMTP_CHK_* from connect/HELO checks */
+	/* SMTP_STATE_CHECK: the stage awaited, the state to go back to on
+	 * a refusal, and the command to proceed with on continue (ctx and
+	 * the HELO text copied: the line is gone by then). */
+	enum smtp_check_stage check_stage;
+	enum smtp_state check_prev;
+	const struct smtp_cmd *check_cmd;
+	struct smtp_cmd_ctx *check_ctx; /* allocated with the first check */
+	char check_text[SMTP_CHECK_HELO_MAX + 1];
 	size_t line_cap;     /* octets of line[] */
 	char line[];         /* max(command_max, SMTP_AUTH_LINE_MAX), lr's buffer */
 };
@@ -167,6 +187,7 @@ struct smtp_cmd {
 	int (*check)(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out);
 	void (*proceed)(struct smtp_session *s, struct smtp_cmd_ctx *c, struct buf *out);
 	unsigned flags;
+	enum smtp_check_stage stage; /* policy check before proceed, or NONE */
 };
 
 static void smtp_enter_state(struct smtp_session *s, enum smtp_state new_state)
@@ -284,6 +305,104 @@ static void smtp_reply(struct smtp_session *s, struct buf *out, const char *fmt,
 	smtp_reply_put(s, out, &pc, 1);
 }
 
+/* ---- policy checks (proto/smtp_check.h) ------------------------------ */
+
+/* Wait for the verdict on stage; cmd and c (NULL for connect and end of
+ * data) are what to proceed with on continue. */
+static void smtp_check_enter(struct smtp_session *s, enum smtp_check_stage stage,
+		const struct smtp_cmd *cmd, const struct smtp_cmd_ctx *c)
+{
+	s->check_stage = stage;
+	s->check_prev = s->state;
+	s->check_cmd = cmd;
+	s->check_text[0] = '\0';
+	if (c) {
+		*s->check_ctx = *c;
+		if (stage == SMTP_CHECK_HELO) {
+			size_t i, n = c->arg_len > SMTP_CHECK_HELO_MAX ? SMTP_CHECK_HELO_MAX : c->arg_len;
+
+			for (i = 0; i < n; i++) {
+				unsigned char ch = (unsigned char)c->arg[i];
+
+				s->check_text[i] = ch > 0x20 && ch < 0x7f ? (char)ch : '?';
+			}
+			s->check_text[n] = '\0';
+			s->check_ctx->arg = s->check_text;
+			s->check_ctx->arg_len = n;
+		} else {
+			s->check_ctx->arg = NULL;
+			s->check_ctx->arg_len = 0;
+		}
+	}
+	smtp_enter_state(s, SMTP_STATE_CHECK);
+}
+
+/* A command passed its own checks: hand it to the policy checks. */
+static void smtp_check_begin(struct smtp_session *s, const struct smtp_cmd *cmd,
+		const struct smtp_cmd_ctx *c, struct buf *out)
+{
+	if (!s->check_ctx && !(s->check_ctx = malloc(sizeof(*s->check_ctx)))) {
+		smtp_reply(s, out, "451 4.3.0 Error: out of memory, try again later");
+		return;
+	}
+	smtp_check_enter(s, cmd->stage, cmd, c);
+}
+
+/* Is text (a checker's reply) usable for a verdict whose code class is
+ * cls ('4' or '5')? Lines "ddd-..." and a last "ddd ...", one code,
+ * printable ASCII, each a reply line (RFC 5321 4.5.3.1.5). */
+static int smtp_check_reply_ok(const char *t, size_t n, char cls)
+{
+	size_t i = 0;
+
+	if (n == 0 || t[0] != cls)
+		return 0;
+	while (i < n) {
+		const char *crlf = memmem(t + i, n - i, "\r\n", 2);
+		size_t end = crlf ? (size_t)(crlf - t) : n, k;
+
+		if (end - i < 4 || end - i > SMTP_REPLY_MAX - 2 || memcmp(t + i, t, 3) != 0 ||
+		    t[i + 3] != (crlf ? '-' : ' '))
+			return 0;
+		for (k = i; k < end; k++)
+			if ((unsigned char)t[k] < 0x20 || (unsigned char)t[k] > 0x7e)
+				return 0;
+		if (k < i + 3 || t[i + 1] < '0' || t[i + 1] > '9' || t[i + 2] < '0' || t[i + 2] > '9')
+			return 0;
+		i = crlf ? end + 2 : n;
+		if (crlf && i == n)
+			return 0; /* a trailing CRLF: no last line */
+	}
+	return 1;
+}
+
+/* The refusal's reply: the checker's when it is good, else ours. */
+static void smtp_check_refuse_reply(struct smtp_session *s, const struct smtp_verdict *v,
+		struct buf *out)
+{
+	int temp = v->kind == SMTP_VERDICT_TEMPFAIL;
+	size_t i = 0;
+
+	if (v->reply && smtp_check_reply_ok(v->reply, v->reply_len, temp ? '4' : '5')) {
+		while (i < v->reply_len) {
+			const char *crlf = memmem(v->reply + i, v->reply_len - i, "\r\n", 2);
+			size_t end = crlf ? (size_t)(crlf - v->reply) : v->reply_len;
+			struct smtp_piece pc = { v->reply + i, end - i };
+
+			smtp_reply_put(s, out, &pc, 1);
+			i = crlf ? end + 2 : end;
+		}
+		return;
+	}
+	if (s->check_stage == SMTP_CHECK_CONNECT)
+		smtp_reply(s, out, temp ? "421 4.7.1 %s Service unavailable - try again later" :
+			   "554 5.7.1 %s Error: access denied", s->conf->hostname);
+	else if (temp)
+		smtp_reply_lit(s, out, "451 4.7.1 Service unavailable - try again later");
+	else
+		smtp_reply_lit(s, out, "550 5.7.1 Command rejected");
+}
+
 /* ---- transaction ------------------------------------------------------ */
 
 /* Give the transaction's share of the DATA memory budget back. */
@@ -300,6 +419,7 @@ static void smtp_tx_drop(struct smtp_tx *tx)
 	tx->msgid = 0;
 	tx->qid[0] = '\0';
 	tx->flags = 0;
+	tx->chk = 0;
 	tx->nrcpt = 0;
 	tx->sender_len = 0;
 	tx->derr = 0;
@@ -1235,27 +1355,27 @@ static int smtp_check_close(struct smtp_session *s, struct smtp_cmd_ctx *c, stru
 }
 
 static const struct smtp_cmd smtp_cmds[] = {
-	{ "EHLO", smtp_check_ehlo, smtp_proceed_ehlo, 0 },
-	{ "HELO", smtp_check_helo_cmd, smtp_proceed_helo, 0 },
-	{ "MAIL", smtp_check_mail, smtp_proceed_mail, SMTP_CMDF_NOT_ODMR },
-	{ "RCPT", smtp_check_rcpt, smtp_proceed_rcpt, SMTP_CMDF_NOT_ODMR },
-	{ "DATA", smtp_check_data, smtp_proceed_data, SMTP_CMDF_NOT_ODMR },
-	{ "RSET", smtp_check_rset, smtp_proceed_rset, 0 },
-	{ "NOOP", smtp_check_any, smtp_proceed_noop, 0 },
-	{ "QUIT", smtp_check_any, smtp_proceed_quit, 0 },
-	{ "VRFY", smtp_check_vrfy, smtp_proceed_vrfy, SMTP_CMDF_NOT_ODMR },
-	{ "HELP", smtp_check_any, smtp_proceed_help, 0 },
-	{ "EXPN", smtp_check_unimpl, NULL, SMTP_CMDF_JUNK },
-	{ "ETRN", smtp_check_etrn, smtp_proceed_etrn, SMTP_CMDF_NOT_ODMR | SMTP_CMDF_NOT_REVERSED },
-	{ "ATRN", smtp_check_atrn, smtp_proceed_atrn, SMTP_CMDF_NOT_REVERSED },
-	{ "TURN", smtp_check_turn, NULL, 0 },
-	{ "AUTH", smtp_check_auth, smtp_proceed_auth, SMTP_CMDF_NOT_REVERSED },
-	{ "STARTTLS", smtp_check_starttls, smtp_proceed_starttls, SMTP_CMDF_NOT_REVERSED },
-	{ "BDAT", smtp_check_unimpl, NULL, SMTP_CMDF_NOT_ODMR },
-	{ "GET", smtp_check_close, NULL, SMTP_CMDF_CLOSE },
-	{ "POST", smtp_check_close, NULL, SMTP_CMDF_CLOSE },
-	{ "CONNECT", smtp_check_close, NULL, SMTP_CMDF_CLOSE },
-	{ "USER", smtp_check_close, NULL, SMTP_CMDF_CLOSE },
+	{ "EHLO", smtp_check_ehlo, smtp_proceed_ehlo, 0, SMTP_CHECK_HELO },
+	{ "HELO", smtp_check_helo_cmd, smtp_proceed_helo, 0, SMTP_CHECK_HELO },
+	{ "MAIL", smtp_check_mail, smtp_proceed_mail, SMTP_CMDF_NOT_ODMR, SMTP_CHECK_MAIL },
+	{ "RCPT", smtp_check_rcpt, smtp_proceed_rcpt, SMTP_CMDF_NOT_ODMR, SMTP_CHECK_RCPT },
+	{ "DATA", smtp_check_data, smtp_proceed_data, SMTP_CMDF_NOT_ODMR, SMTP_CHECK_DATA },
+	{ "RSET", smtp_check_rset, smtp_proceed_rset, 0, SMTP_CHECK_NONE },
+	{ "NOOP", smtp_check_any, smtp_proceed_noop, 0, SMTP_CHECK_NONE },
+	{ "QUIT", smtp_check_any, smtp_proceed_quit, 0, SMTP_CHECK_NONE },
+	{ "VRFY", smtp_check_vrfy, smtp_proceed_vrfy, SMTP_CMDF_NOT_ODMR, SMTP_CHECK_NONE },
+	{ "HELP", smtp_check_any, smtp_proceed_help, 0, SMTP_CHECK_NONE },
+	{ "EXPN", smtp_check_unimpl, NULL, SMTP_CMDF_JUNK, SMTP_CHECK_NONE },
+	{ "ETRN", smtp_check_etrn, smtp_proceed_etrn, SMTP_CMDF_NOT_ODMR | SMTP_CMDF_NOT_REVERSED, SMTP_CHECK_NONE },
+	{ "ATRN", smtp_check_atrn, smtp_proceed_atrn, SMTP_CMDF_NOT_REVERSED, SMTP_CHECK_NONE },
+	{ "TURN", smtp_check_turn, NULL, 0, SMTP_CHECK_NONE },
+	{ "AUTH", smtp_check_auth, smtp_proceed_auth, SMTP_CMDF_NOT_REVERSED, SMTP_CHECK_NONE },
+	{ "STARTTLS", smtp_check_starttls, smtp_proceed_starttls, SMTP_CMDF_NOT_REVERSED, SMTP_CHECK_NONE },
+	{ "BDAT", smtp_check_unimpl, NULL, SMTP_CMDF_NOT_ODMR, SMTP_CHECK_NONE },
+	{ "GET", smtp_check_close, NULL, SMTP_CMDF_CLOSE, SMTP_CHECK_NONE },
+	{ "POST", smtp_check_close, NULL, SMTP_CMDF_CLOSE, SMTP_CHECK_NONE },
+	{ "CONNECT", smtp_check_close, NULL, SMTP_CMDF_CLOSE, SMTP_CHECK_NONE },
+	{ "USER", smtp_check_close, NULL, SMTP_CMDF_CLOSE, SMTP_CHECK_NONE },
 };
 
 /* RFC 5321 4.2.4: a command recognized but not implemented in this kind
@@ -1339,8 +1459,13 @@ static void smtp_command(struct smtp_session *s, const struct linereader_line *l
 		smtp_close(s, "non-SMTP command");
 		return;
 	}
-	if (r == SMTP_CHECK_OK && cmd->proceed)
-		cmd->proceed(s, &c, out);
+	if (r == SMTP_CHECK_OK && cmd->proceed) {
+		/* One branch when no check is configured. */
+		if (s->conf->check_stages & SMTP_CHECK_BIT(cmd->stage))
+			smtp_check_begin(s, cmd, &c, out);
+		else
+			cmd->proceed(s, &c, out);
+	}
 	if (r == SMTP_CHECK_FAIL || (cmd->flags & SMTP_CMDF_JUNK))
 		smtp_count_error(s);
 done:
@@ -1453,7 +1578,10 @@ static void smtp_data_end(struct smtp_session *s, struct buf *out)
 	unsigned e = tx->derr;
 
 	if (e == 0) {
-		smtp_enter_state(s, SMTP_STATE_COMMIT);
+		if (s->conf->check_stages & SMTP_CHECK_BIT(SMTP_CHECK_EOM))
+			smtp_check_enter(s, SMTP_CHECK_EOM, NULL, NULL);
+		else
+			smtp_enter_state(s, SMTP_STATE_COMMIT);
 		return;
 	}
 	log_info("smtp %s: %s: message refused (0x%x, %zu octets)", s->client_addr,
@@ -1748,6 +1876,7 @@ struct smtp_session *smtp_server_free(struct smtp_session *s)
 	buf_free(&s->tx.body);
 	smtp_auth_wipe(&s->auth);
 	explicit_bzero(s->line, s->line_cap);
+	free(s->check_ctx);
 	free(s);
 	return NULL;
 }
@@ -1918,6 +2047,13 @@ const char *smtp_server_user(const struct smtp_session *s)
 
 void smtp_server_greeting(struct smtp_session *s, struct buf *out)
 {
+	/* The connect check decides first (smtp_server_check_done() writes
+	 * the greeting or the refusal). */
+	if (!(s->chk & SMTP_CHK_CONNECT_DONE) && !s->odmr &&
+	    (s->conf->check_stages & SMTP_CHECK_BIT(SMTP_CHECK_CONNECT))) {
+		smtp_check_enter(s, SMTP_CHECK_CONNECT, NULL, NULL);
+		return;
+	}
 	if (s->odmr)
 		smtp_reply(s, out, "220 %s ESMTP etrnd on-demand mail relay server ready",
 			   s->conf->hostname);
@@ -1941,6 +2077,9 @@ static int smtp_server_waiting(const struct smtp_session *s, enum smtp_event *ev
 		return 1;
 	case SMTP_STATE_ATRN:
 		*ev = SMTP_EV_ATRN;
+		return 1;
+	case SMTP_STATE_CHECK:
+		*ev = SMTP_EV_CHECK;
 		return 1;
 	default:
 		return 0;
@@ -2030,6 +2169,12 @@ void smtp_server_commit_done(struct smtp_session *s, int err, struct buf *out)
 	} else if (err == -EDQUOT) {
 		log_debug("%s: commit refused: over quota", tx->qid);
 		smtp_reply(s, out, "452 4.2.2 Error: over quota");
+	} else if (err == -ENOTSUP) {
+		/* A policy check said hold (quarantine) and the host cannot
+		 * store a message held: not accepted, never delivered. */
+		log_info("%s: commit refused: the message was to be held (quarantine), "
+			 "which this queue cannot do", tx->qid);
+		smtp_reply(s, out, "451 4.7.1 Error: message held by a content filter, try again later");
 	} else if (err == -E2BIG) {
 		/* The stored record does not fit a spool segment: a retry would
 		 * fail the same way, so a permanent reply, not 451 for days. */
@@ -2045,8 +2190,10 @@ void smtp_server_commit_done(struct smtp_session *s, int err, struct buf *out)
 
 int smtp_server_idle(const struct smtp_session *s)
 {
-	return s->state != SMTP_STATE_MAIL && s->state != SMTP_STATE_RCPT &&
-		s->state != SMTP_STATE_DATA && s->state != SMTP_STATE_COMMIT;
+	enum smtp_state st = s->state == SMTP_STATE_CHECK ? s->check_prev : s->state;
+
+	return st != SMTP_STATE_MAIL && st != SMTP_STATE_RCPT &&
+		st != SMTP_STATE_DATA && st != SMTP_STATE_COMMIT;
 }
 
 void smtp_server_timeout(struct smtp_session *s, struct buf *out)
@@ -2119,4 +2266,158 @@ const char *smtp_tx_body(const struct smtp_tx *tx, size_t *len)
 unsigned smtp_tx_flags(const struct smtp_tx *tx)
 {
 	return tx->flags;
+}
+
+int smtp_tx_held(const struct smtp_tx *tx)
+{
+	return (tx->chk & SMTP_CHK_HOLD) != 0;
+}
+
+/* ---- policy checks: the verdict -------------------------------------- */
+
+enum smtp_check_stage smtp_server_check_stage(const struct smtp_session *s)
+{
+	return s->state == SMTP_STATE_CHECK ? s->check_stage : SMTP_CHECK_NONE;
+}
+
+const char *smtp_server_check_arg(const struct smtp_session *s, size_t *len)
+{
+	*len = 0;
+	if (s->state != SMTP_STATE_CHECK || !s->check_ctx)
+		return "";
+	switch (s->check_stage) {
+	case SMTP_CHECK_HELO:
+		*len = strlen(s->check_text);
+		return s->check_text;
+	case SMTP_CHECK_MAIL:
+	case SMTP_CHECK_RCPT:
+		*len = s->check_ctx->path.len;
+		return s->check_ctx->path.addr;
+	default:
+		return "";
+	}
+}
+
+const char *smtp_server_client(const struct smtp_session *s)
+{
+	return s->client_addr;
+}
+
+const char *smtp_server_helo(const struct smtp_session *s)
+{
+	return s->helo;
+}
+
+/* One line for a verdict that changes something. */
+static void smtp_check_log(struct smtp_session *s, const struct smtp_verdict *v)
+{
+	static const char *const kinds[] = {
+		"continue", "accept", "reject", "tempfail", "discard", "hold",
+	};
+	char arg[LOG_TEXT_MAX];
+	size_t n;
+	const char *a = smtp_server_check_arg(s, &n);
+
+	log_printable(arg, sizeof(arg), a, n);
+	log_info("smtp %s: %s%s%s check%s%s%s by %s: %s%s%s", s->client_addr,
+		 s->tx.qid[0] ? s->tx.qid : "", s->tx.qid[0] ? ": " : "",
+		 smtp_check_stage_name(s->check_stage), n ? " <" : "", n ? arg : "", n ? ">" : "",
+		 v->who && v->who[0] ? v->who : "?",
+		 v->kind <= SMTP_VERDICT_HOLD ? kinds[v->kind] : "?",
+		 v->why ? ": " : "", v->why ? v->why : "");
+}
+
+/* The end-of-data verdict: store (edits applied), discard or refuse. */
+static enum smtp_event smtp_check_eom(struct smtp_session *s, const struct smtp_verdict *v,
+		const struct buf *edits, struct buf *out)
+{
+	struct smtp_tx *tx = &s->tx;
+	int r;
+
+	if (v->kind == SMTP_VERDICT_REJECT || v->kind == SMTP_VERDICT_TEMPFAIL) {
+		smtp_check_refuse_reply(s, v, out);
+		smtp_tx_drop(tx);
+		smtp_enter_state(s, SMTP_STATE_READY);
+		return SMTP_EV_NEED_INPUT;
+	}
+	if ((tx->chk | s->chk) & SMTP_CHK_DISCARD) {
+		const struct smtp_piece ok[] = {
+			SMTP_LIT("250 2.0.0 Ok: queued as "), SMTP_STR(tx->qid),
+		};
+
+		/* As Postfix: the client hears nothing of it. */
+		log_info("%s: discarded, not stored (policy check)", tx->qid);
+		metrics_add(METRIC_MSGS_DISCARDED, 1);
+		smtp_reply_put(s, out, ok, sizeof(ok) / sizeof(ok[0]));
+		smtp_tx_drop(tx);
+		smtp_enter_state(s, SMTP_STATE_READY);
+		return SMTP_EV_NEED_INPUT;
+	}
+	tx->chk |= s->chk & SMTP_CHK_HOLD;
+	if (edits && edits->len) {
+		size_t was = tx->body.max;
+
+		/* An edit's value may double (bare LF to CRLF), plus its
+		 * name, ": " and CRLF: bounded by SMTP_CHECK_EDITS_MAX. */
+		if (tx->body.max)
+			tx->body.max += 2 * (size_t)SMTP_CHECK_EDITS_MAX;
+		r = smtp_check_apply_edits(&tx->body, edits);
+		tx->body.max = was > tx->body.len ? was : tx->body.len;
+		if (r != 0) {
+			log_warn("%s: header edits not applied (%s): message refused", tx->qid,
+				 strerror(-r));
+			smtp_reply_lit(s, out, "451 4.3.0 Error: could not apply the header edits");
+			smtp_tx_drop(tx);
+			smtp_enter_state(s, SMTP_STATE_READY);
+			return SMTP_EV_NEED_INPUT;
+		}
+	}
+	smtp_enter_state(s, SMTP_STATE_COMMIT);
+	return SMTP_EV_COMMIT;
+}
+
+enum smtp_event smtp_server_check_done(struct smtp_session *s, const struct smtp_verdict *v,
+		const struct buf *edits, struct buf *out)
+{
+	enum smtp_check_stage stage = s->check_stage;
+	enum smtp_event ev = SMTP_EV_NEED_INPUT;
+	unsigned *chk;
+
+	if (s->state == SMTP_STATE_CLOSED)
+		return SMTP_EV_CLOSE; /* timed out or shut down meanwhile */
+	if (s->state != SMTP_STATE_CHECK)
+		panic("check_done in state %s", smtp_state_names[s->state]);
+	if (v->kind != SMTP_VERDICT_CONTINUE && v->kind != SMTP_VERDICT_ACCEPT)
+		smtp_check_log(s, v);
+	/* In a transaction the verdict is the message's; before, the
+	 * session's. */
+	chk = stage <= SMTP_CHECK_HELO ? &s->chk : &s->tx.chk;
+	if (v->kind == SMTP_VERDICT_DISCARD)
+		*chk |= SMTP_CHK_DISCARD;
+	else if (v->kind == SMTP_VERDICT_HOLD)
+		*chk |= SMTP_CHK_HOLD;
+	s->state = s->check_prev; /* logged by what follows */
+	if (stage == SMTP_CHECK_EOM) {
+		ev = smtp_check_eom(s, v, edits, out);
+	} else if (v->kind == SMTP_VERDICT_REJECT || v->kind == SMTP_VERDICT_TEMPFAIL) {
+		smtp_check_refuse_reply(s, v, out);
+		if (stage == SMTP_CHECK_CONNECT) {
+			smtp_close(s, "refused by a policy check");
+		} else {
+			smtp_count_error(s);
+			smtp_check_budget(s, out);
+		}
+	} else if (stage == SMTP_CHECK_CONNECT) {
+		s->chk |= SMTP_CHK_CONNECT_DONE;
+		smtp_server_greeting(s, out);
+	} else {
+		s->check_cmd->proceed(s, s->check_ctx, out);
+	}
+	log_debug("smtp %s: CHECK -> %s", s->client_addr, smtp_state_names[s->state]);
+	s->check_stage = SMTP_CHECK_NONE;
+	if (s->out_failed)
+		smtp_close(s, "reply buffer full");
+	if (s->state == SMTP_STATE_CLOSED)
+		return SMTP_EV_CLOSE;
+	return ev;
 }

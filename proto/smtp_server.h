@@ -34,6 +34,7 @@
 #include "core/tls.h"
 #include "proto/auth.h"
 #include "proto/qid.h"
+#include "proto/smtp_check.h"
 
 /* The session's queue id buffer: proto/qid.h's queue id text and NUL (one
  * constant, so new_id's qid_format() always fits). */
@@ -118,6 +119,10 @@ struct smtp_server_conf {
 	 * as on an ODMR one, and EHLO offers it. 0: only on ODMR listeners
 	 * (smtp_server_set_odmr()); elsewhere "502 5.5.1". */
 	int atrn;
+	/* The stages (SMTP_CHECK_BIT(), proto/smtp_check.h) at which the
+	 * session waits for the glue's policy verdict (SMTP_EV_CHECK); 0: no
+	 * checks, one branch per command. */
+	unsigned check_stages;
 };
 
 enum smtp_event {
@@ -146,6 +151,10 @@ enum smtp_event {
 	                           refused (0 consumed) until then. Nothing after
 	                           the ATRN line is consumed: after a turn-around
 	                           it is the new owner's (the customer's 220). */
+	SMTP_EV_CHECK,          /* a policy check is due (conf->check_stages):
+	                           run it for smtp_server_check_stage(), then
+	                           call smtp_server_check_done(); feeding is
+	                           refused (0 consumed) until then */
 };
 
 struct budget;
@@ -259,6 +268,39 @@ enum smtp_event smtp_server_auth_done(struct smtp_session *s, enum auth_result r
 /* The authenticated user (NUL-terminated), NULL when none. */
 const char *smtp_server_user(const struct smtp_session *s);
 
+/*
+ * Policy checks (proto/smtp_check.h). After SMTP_EV_CHECK (or after
+ * smtp_server_greeting() when the CONNECT stage is checked:
+ * smtp_server_check_stage() says so), the stage awaited, or
+ * SMTP_CHECK_NONE when no check is due. smtp_server_check_arg(): the
+ * HELO/EHLO argument (at most SMTP_CHECK_HELO_MAX octets, printable), the
+ * MAIL or RCPT address ("" for <>), NUL-terminated; "" at other stages.
+ * Valid until smtp_server_check_done().
+ */
+#define SMTP_CHECK_HELO_MAX 255
+enum smtp_check_stage smtp_server_check_stage(const struct smtp_session *s);
+const char *smtp_server_check_arg(const struct smtp_session *s, size_t *len);
+/* The client's printable address and its HELO/EHLO name ("" before one). */
+const char *smtp_server_client(const struct smtp_session *s);
+const char *smtp_server_helo(const struct smtp_session *s);
+/*
+ * The verdict for the stage awaited (v->kind, reply text checked here: a
+ * bad one gets the default text). Continue/accept: the command goes on as
+ * if unchecked (the greeting, HELO's 250, ...). Reject/tempfail: that
+ * command's reply only (a RCPT reject refuses that recipient; at connect
+ * 554/421 and the session closes; at end of data the message is refused).
+ * Discard and hold mark the message (in a transaction) or the session (at
+ * connect and HELO): a discarded message gets its 250 and is never
+ * stored, a held one is stored held (smtp_tx_held()). At end of data,
+ * edits (NULL: none) are applied to the stored body first. One log line
+ * for every verdict that is not continue. Returns SMTP_EV_COMMIT (commit
+ * as after SMTP_EV_COMMIT from a feed), SMTP_EV_CLOSE, or
+ * SMTP_EV_NEED_INPUT. Harmless after the session was closed meanwhile
+ * (returns SMTP_EV_CLOSE).
+ */
+enum smtp_event smtp_server_check_done(struct smtp_session *s, const struct smtp_verdict *v,
+		const struct buf *edits, struct buf *out);
+
 /* Free a session and its transaction. NULL is fine. Returns NULL. */
 struct smtp_session *smtp_server_free(struct smtp_session *s);
 
@@ -291,7 +333,7 @@ const struct smtp_tx *smtp_server_tx(const struct smtp_session *s);
 /* The commit of the current transaction finished: err 0 means it is on disk
  * (writes "250 2.0.0 Ok: queued as QID"); -ENOSPC/-EIO/other: 451 4.3.0;
  * -EDQUOT: 452 4.2.2; -E2BIG (the record does not fit a spool segment):
- * 552 5.3.4. The transaction is dropped either way and the session
+ * 552 5.3.4; -ENOTSUP (a check said hold and the queue cannot): 451 4.7.1. The transaction is dropped either way and the session
  * accepts commands again. */
 void smtp_server_commit_done(struct smtp_session *s, int err, struct buf *out);
 
@@ -324,5 +366,7 @@ const char *smtp_tx_body(const struct smtp_tx *tx, size_t *len);
 #define SMTP_TX_8BITMIME 0x1u
 #define SMTP_TX_SMTPUTF8 0x2u
 unsigned smtp_tx_flags(const struct smtp_tx *tx);
+/* 1 when a policy check said to keep the message held (quarantine). */
+int smtp_tx_held(const struct smtp_tx *tx);
 
 #endif

@@ -37,6 +37,7 @@
 #include "proto/etrn.h"
 #include "proto/expire.h"
 #include "proto/qid.h"
+#include "proto/smtp_check.h"
 #include "proto/smtp_server.h"
 #include "store/domstat.h"
 #include "store/spool_rec.h"
@@ -59,6 +60,7 @@ struct smtpd {
 	 * first (it drops posts then, so no answer can come after). */
 	struct list auth_orphans;
 	struct smtp_server_conf sconf;
+	struct smtp_check_chain *chain;     /* policy checkers, NULL: none */
 	/* RFC 5321 4.5.1: where <postmaster> goes; the config's postmaster
 	 * key, or postmaster@hostname, domain lower-cased as the spool index
 	 * keys it. */
@@ -85,6 +87,8 @@ struct smtpd_conn {
 	struct smtp_session *s;
 	int commit_pending;
 	int auth_pending;            /* an AUTH check is out: smtpd_auth_done() */
+	int check_pending;           /* a policy check is out: smtpd_check_done() */
+	struct smtp_check_run *run;  /* the policy checks' run, NULL: none */
 	struct list_node orphan;     /* in d->auth_orphans once c is gone */
 	int tls_pending;             /* the handshake runs: smtpd_tls_done() */
 	int peer_eof;                /* the client closed while we committed
@@ -365,6 +369,17 @@ const char *smtpd_busy_reply(const struct smtpd *d)
 	return d->busy;
 }
 
+int smtpd_add_checker(struct smtpd *d, const struct smtp_checker *ck)
+{
+	int rc;
+
+	if (!d->chain && !(d->chain = smtp_check_chain_new()))
+		return -ENOMEM;
+	rc = smtp_check_chain_add(d->chain, ck);
+	d->sconf.check_stages = smtp_check_chain_stages(d->chain);
+	return rc;
+}
+
 static void smtpd_conn_free(struct smtpd_conn *sc);
 
 struct smtpd *smtpd_free(struct smtpd *d)
@@ -377,6 +392,7 @@ struct smtpd *smtpd_free(struct smtpd *d)
 	while ((n = list_pop(&d->auth_orphans)) != NULL)
 		smtpd_conn_free(LIST_ENTRY(n, struct smtpd_conn, orphan));
 	expire_free(d->expire);
+	smtp_check_chain_free(d->chain);
 	free(d->rcpt);
 	free(d->rcpt_len);
 	free(d);
@@ -395,6 +411,7 @@ static void smtpd_conn_free(struct smtpd_conn *sc)
 	if (!sc)
 		return;
 	smtpd_reversed_free(sc->rev);
+	smtp_check_run_free(sc->run);
 	smtp_server_free(sc->s);
 	free(sc);
 }
@@ -474,20 +491,61 @@ static void smtpd_open_kind(struct smtpd_conn *sc, struct conn *c, const char *p
 	}
 }
 
+static void smtpd_check_done(void *arg, const struct smtp_verdict *v, const struct buf *edits);
+static void smtpd_close_conn(struct smtpd_conn *sc);
+
+/* Policy checks for an accepted client's session (not for other nodes on
+ * cluster_listen, nor for ATRN's reversed session: mail that has been
+ * checked where it came in). 0, or -ENOMEM. */
+static int smtpd_check_open(struct smtpd_conn *sc)
+{
+	if (!sc->d->chain || sc->cluster)
+		return 0;
+	sc->run = smtp_check_run_new(sc->d->chain, smtpd_check_done, sc);
+	return sc->run ? 0 : -ENOMEM;
+}
+
+/* SMTP_EV_CHECK (or the connect stage after the greeting): run the chain
+ * for the stage awaited. Returns 1 when the verdict comes later
+ * (smtpd_check_done() resumes the input); 0 when it is in: *ev is then
+ * smtp_server_check_done()'s event. */
+static int smtpd_check(struct smtpd_conn *sc, struct buf *out, enum smtp_event *ev)
+{
+	static const struct smtp_verdict cont = { .kind = SMTP_VERDICT_CONTINUE };
+	enum smtp_check_stage stage = smtp_server_check_stage(sc->s);
+
+	if (sc->run && smtp_check_run_start(sc->run, sc->s, stage) == 0) {
+		sc->check_pending = 1;
+		return 1;
+	}
+	*ev = smtp_server_check_done(sc->s, sc->run ? smtp_check_run_verdict(sc->run) : &cont,
+				     sc->run ? smtp_check_run_edits(sc->run) : NULL, out);
+	return 0;
+}
+
 static void *smtpd_open(void *arg, struct conn *c, const char *peer)
 {
 	struct smtpd_conn *sc = smtpd_conn_new(arg, peer);
+	enum smtp_event ev;
 
 	if (!sc)
 		return NULL;
 	sc->c = c;
 	log_debug("connect from [%s]", peer);
 	smtpd_open_kind(sc, c, peer);
+	if (smtpd_check_open(sc)) {
+		smtpd_conn_free(sc);
+		return NULL;
+	}
 	/* Implicit TLS (listen_tls): the loop holds the greeting until its
 	 * handshake is done, and tells us through smtpd_tls_done(). */
 	if (conn_listen_flags(c) & CONFIG_LISTEN_TLS)
 		sc->tls_pending = 1;
 	smtp_server_greeting(sc->s, conn_out(c));
+	/* The connect check holds the greeting back until its verdict. */
+	if (smtp_server_check_stage(sc->s) != SMTP_CHECK_NONE && !smtpd_check(sc, conn_out(c), &ev) &&
+	    ev == SMTP_EV_CLOSE)
+		smtpd_close_conn(sc);
 	return sc;
 }
 
@@ -502,7 +560,7 @@ static void smtpd_close_conn(struct smtpd_conn *sc)
 static void smtpd_maybe_leave(struct smtpd_conn *sc)
 {
 	if (!sc->stopping || sc->closing || sc->commit_pending || sc->auth_pending ||
-	    !smtp_server_idle(sc->s))
+	    sc->check_pending || !smtp_server_idle(sc->s))
 		return;
 	smtp_server_shutdown(sc->s, conn_out(sc->c));
 	smtpd_close_conn(sc);
@@ -604,6 +662,11 @@ static int smtpd_commit(struct smtpd_conn *sc)
 	rc = smtpd_over_quota(d, tx);
 	if (rc)
 		return rc;
+	/* Quarantine (a milter's SMFIR_QUARANTINE): the spool has no held
+	 * state yet, so the message is refused for now rather than stored
+	 * where a drain would deliver it. */
+	if (smtp_tx_held(tx))
+		return -ENOTSUP;
 	memset(&m, 0, sizeof(m));
 	m.msgid = smtp_tx_msgid(tx);
 	m.flags = (uint16_t)(((flags & SMTP_TX_8BITMIME) ? SPOOL_MSG_8BITMIME : 0) |
@@ -682,6 +745,38 @@ static int smtpd_auth(struct smtpd_conn *sc, struct buf *out, enum smtp_event *e
 	}
 	*ev = smtp_server_auth_done(s, rc == -AUTH_LIMITED ? AUTH_LIMITED : AUTH_TEMP, out);
 	return 0;
+}
+
+/* The chain's verdict, later (smtp_check.h), on this loop. The run ends
+ * with the connection (ops->close), so c is still there. */
+static void smtpd_check_done(void *arg, const struct smtp_verdict *v, const struct buf *edits)
+{
+	struct smtpd_conn *sc = arg;
+	enum smtp_event ev;
+	int rc;
+
+	sc->check_pending = 0;
+	ev = smtp_server_check_done(sc->s, v, edits, conn_out(sc->c));
+	if (ev == SMTP_EV_COMMIT) {
+		rc = smtpd_commit(sc);
+		if (rc == 0) {
+			conn_flush(sc->c);
+			return; /* smtpd_committed() goes on */
+		}
+		smtp_server_commit_done(sc->s, rc, conn_out(sc->c));
+	}
+	conn_flush(sc->c);
+	if (ev == SMTP_EV_CLOSE) {
+		if (!sc->closing)
+			smtpd_close_conn(sc);
+		return;
+	}
+	if (sc->peer_eof) {
+		smtpd_eof(sc);
+		return;
+	}
+	conn_resume(sc->c);
+	smtpd_maybe_leave(sc);
 }
 
 /* SMTP_EV_STARTTLS: the 220 is in the output, sent in the clear; the loop
@@ -769,6 +864,8 @@ static size_t smtpd_feed(struct smtpd_conn *sc, const char *p, size_t n, int *go
 
 	for (;;) {
 		off += smtp_server_feed(sc->s, p + off, n - off, out, &ev);
+		if (ev == SMTP_EV_CHECK && smtpd_check(sc, out, &ev))
+			return off; /* resumed by smtpd_check_done() */
 		switch (ev) {
 		case SMTP_EV_ATRN:
 			if (smtpd_atrn(sc, out)) {
@@ -796,7 +893,9 @@ static size_t smtpd_feed(struct smtpd_conn *sc, const char *p, size_t n, int *go
 				return off; /* resumed by smtpd_committed() */
 			smtp_server_commit_done(sc->s, rc, out);
 			break;
-		default: /* NEED_INPUT; OUT_FULL: the loop resumes us */
+		case SMTP_EV_NEED_INPUT:
+			break; /* after a check answered at once: go on */
+		default: /* OUT_FULL: the loop resumes us */
 			return off;
 		}
 		if (off >= n)
@@ -812,7 +911,7 @@ static size_t smtpd_data(void *arg, struct conn *c, void *st, const char *p,
 	int gone = 0;
 
 	(void)arg;
-	if (n == 0 && (sc->commit_pending || sc->auth_pending)) {
+	if (n == 0 && (sc->commit_pending || sc->auth_pending || sc->check_pending)) {
 		/* End of file during the commit or check: told only once, so
 		 * remember it; smtpd_committed() or smtpd_auth_done()
 		 * replies and closes. */
@@ -821,7 +920,8 @@ static size_t smtpd_data(void *arg, struct conn *c, void *st, const char *p,
 	}
 	/* The loop keeps the input until conn_resume(); during a handshake
 	 * it hands us nothing but plaintext from after it. */
-	if (sc->commit_pending || sc->auth_pending || (sc->tls_pending && n > 0))
+	if (sc->commit_pending || sc->auth_pending || sc->check_pending ||
+	    (sc->tls_pending && n > 0))
 		return 0;
 	if (n == 0) {
 		smtpd_eof(sc);
@@ -899,6 +999,9 @@ static void smtpd_close(void *arg, struct conn *c, void *st)
 	 * answered, so the count is final now. done() runs last: it may
 	 * do anything, but sc is no longer its business. */
 	sc->rev = NULL;
+	/* The checkers' end(): no verdict comes after this. */
+	sc->run = smtp_check_run_free(sc->run);
+	sc->check_pending = 0;
 	if (sc->auth_pending)
 		list_append(&sc->d->auth_orphans, &sc->orphan);
 	else if (!sc->commit_pending)

@@ -64,6 +64,13 @@ void smtpd_set_cluster_auth(struct smtpd *d, const struct auth_backend *b);
 struct budget;
 void smtpd_set_budget(struct smtpd *d, struct budget *b);
 
+/* Append a policy checker (proto/smtp_check.h: DNSBL, SPF, milters) to
+ * this thread's chain; checkers are asked in the order added. ck is
+ * copied; its arg must outlive d. Call before the first connection.
+ * Returns 0, -ENOMEM, or -ENOSPC past SMTP_CHECKERS_MAX. */
+struct smtp_checker;
+int smtpd_add_checker(struct smtpd *d, const struct smtp_checker *ck);
+
 /*
  * Start-up cross-check of the limits a message meets on its way (call after
  * config_finish(), before any engine starts). The worst case of one stored
