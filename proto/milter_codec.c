@@ -156,6 +156,45 @@ ssize_t milter_encode_helo(uint8_t *out, size_t cap, struct milter_str helo)
 	return milter_encode_one(out, cap, MILTER_CMD_HELO, helo);
 }
 
+ssize_t milter_encode_body_stored(uint8_t *out, size_t cap, const char *p, size_t n,
+		int *bol, size_t *used)
+{
+	size_t room, len = 0, i = 0, k;
+	const char *lf;
+
+	*used = 0;
+	if (n == 0)
+		return 0;
+	if (cap < MILTER_LEN_OCTETS + 2)
+		return -MILTER_E_NOSPACE;
+	room = cap - MILTER_LEN_OCTETS - 1;
+	if (room > MILTER_CHUNK_MAX)
+		room = MILTER_CHUNK_MAX;
+	out += MILTER_LEN_OCTETS + 1;
+	while (i < n && len < room) {
+		/* RFC 5321 4.5.2: the stuffing added a '.' before each line that
+		 * starts with one. */
+		if (*bol && p[i] == '.') {
+			i++;
+			*bol = 0;
+			continue;
+		}
+		lf = memchr(p + i, '\n', n - i);
+		k = lf != NULL ? (size_t)(lf - p) + 1 - i : n - i;
+		if (k > room - len)
+			k = room - len;
+		memcpy(out + len, p + i, k);
+		len += k;
+		i += k;
+		*bol = p[i - 1] == '\n';
+	}
+	out -= MILTER_LEN_OCTETS + 1;
+	milter_put32(out, (uint32_t)(len + 1));
+	out[MILTER_LEN_OCTETS] = MILTER_CMD_BODY;
+	*used = i;
+	return (ssize_t)(MILTER_LEN_OCTETS + 1 + len);
+}
+
 ssize_t milter_encode_unknown(uint8_t *out, size_t cap, struct milter_str line)
 {
 	return milter_encode_one(out, cap, MILTER_CMD_UNKNOWN, line);
@@ -196,11 +235,80 @@ ssize_t milter_encode_header(uint8_t *out, size_t cap, struct milter_str name,
 		struct milter_str value)
 {
 	struct milter_writer w;
+	const char *v = value.p, *end = value.p + value.len, *cr;
 
 	milter_w_start(&w, out, cap, MILTER_CMD_HEADER);
 	milter_w_str(&w, name);
-	milter_w_str(&w, value);
+	if (value.len > 0 && memchr(value.p, '\0', value.len) != NULL)
+		w.inval = 1;
+	/* CRLF -> LF, the rest as it is. */
+	while (v < end && (cr = memchr(v, '\r', (size_t)(end - v))) != NULL) {
+		if (cr + 1 < end && cr[1] == '\n') {
+			milter_w_bytes(&w, v, (size_t)(cr - v));
+			v = cr + 1;
+		} else {
+			milter_w_bytes(&w, v, (size_t)(cr + 1 - v));
+			v = cr + 1;
+		}
+	}
+	milter_w_bytes(&w, v, (size_t)(end - v));
+	milter_w_octet(&w, '\0');
 	return milter_w_finish(&w);
+}
+
+/* RFC 5322 2.2 ftext: printable ASCII but ':'. */
+static int milter_ftext(unsigned char c)
+{
+	return c >= 33 && c <= 126 && c != ':';
+}
+
+int milter_header_next(const char *p, size_t n, int leadspc, struct milter_str *name,
+		struct milter_str *value, size_t *used)
+{
+	size_t i = 0, k, v;
+
+	*used = 0;
+	if (n >= 2 && p[0] == '\r' && p[1] == '\n') {
+		*used = 2;
+		return 0;
+	}
+	/* The stored first line is dot-stuffed: ".X-Dot:" is stored "..X-Dot:". */
+	if (n > 0 && p[0] == '.')
+		i = 1;
+	for (k = i; k < n && milter_ftext((unsigned char)p[k]); k++)
+		;
+	name->p = p + i;
+	name->len = k - i;
+	/* Postfix's is_header(): "Name", optional SP/HT, ':'. */
+	while (k < n && (p[k] == ' ' || p[k] == '\t'))
+		k++;
+	if (name->len == 0 || k >= n || p[k] != ':')
+		return 0;
+	v = ++k;
+	if (!leadspc && v < n && p[v] == ' ')
+		v++;
+	/* To the line end not followed by SP/HT (a continuation line), or the
+	 * end of p. */
+	for (k = v;;) {
+		const char *lf = memchr(p + k, '\n', n - k);
+		size_t e;
+
+		if (lf == NULL) {
+			value->len = n - v;
+			*used = n;
+			break;
+		}
+		e = (size_t)(lf - p);
+		if (e + 1 < n && (p[e + 1] == ' ' || p[e + 1] == '\t')) {
+			k = e + 1;
+			continue;
+		}
+		value->len = (e > v && p[e - 1] == '\r' ? e - 1 : e) - v;
+		*used = e + 1;
+		break;
+	}
+	value->p = p + v;
+	return 1;
 }
 
 ssize_t milter_encode_body(uint8_t *out, size_t cap, const void *chunk,
@@ -794,24 +902,26 @@ enum milter_err milter_reply_check(enum milter_cmd after,
 ssize_t milter_header_format(const struct milter_hdr *h, int leadspc,
 		char *out, size_t cap)
 {
-	size_t len = 0, i;
+	size_t need = h->name.len + 1 + (leadspc ? 0 : 1) + h->value.len + 2, len, i;
 
-#define MILTER_PUT(c) do { if (len >= cap) return -MILTER_E_NOSPACE; \
-		out[len++] = (char)(c); } while (0)
-	for (i = 0; i < h->name.len; i++)
-		MILTER_PUT(h->name.p[i]);
-	MILTER_PUT(':');
-	if (!leadspc)
-		MILTER_PUT(' ');
-	for (i = 0; i < h->value.len; i++) {
-		/* Folding by bare LF (smfi_addheader's way) is stored CRLF. */
+	/* Folding by bare LF (smfi_addheader's way) is stored CRLF. */
+	for (i = 0; i < h->value.len; i++)
 		if (h->value.p[i] == '\n' && (i == 0 || h->value.p[i - 1] != '\r'))
-			MILTER_PUT('\r');
-		MILTER_PUT(h->value.p[i]);
+			need++;
+	if (need > cap)
+		return -MILTER_E_NOSPACE;
+	memcpy(out, h->name.p, h->name.len);
+	len = h->name.len;
+	out[len++] = ':';
+	if (!leadspc)
+		out[len++] = ' ';
+	for (i = 0; i < h->value.len; i++) {
+		if (h->value.p[i] == '\n' && (i == 0 || h->value.p[i - 1] != '\r'))
+			out[len++] = '\r';
+		out[len++] = h->value.p[i];
 	}
-	MILTER_PUT('\r');
-	MILTER_PUT('\n');
-#undef MILTER_PUT
+	out[len++] = '\r';
+	out[len++] = '\n';
 	return (ssize_t)len;
 }
 
@@ -841,16 +951,20 @@ const char *milter_strerror(enum milter_err err)
 	return "unknown error";
 }
 
-static const struct {
+struct milter_name {
 	uint8_t c;
 	const char *name;
-} milter_cmd_names[] = {
+};
+
+static const struct milter_name milter_cmd_names[] = {
 	{ 'A', "SMFIC_ABORT" }, { 'B', "SMFIC_BODY" }, { 'C', "SMFIC_CONNECT" },
 	{ 'D', "SMFIC_MACRO" }, { 'E', "SMFIC_BODYEOB" }, { 'H', "SMFIC_HELO" },
 	{ 'K', "SMFIC_QUIT_NC" }, { 'L', "SMFIC_HEADER" }, { 'M', "SMFIC_MAIL" },
 	{ 'N', "SMFIC_EOH" }, { 'O', "SMFIC_OPTNEG" }, { 'Q', "SMFIC_QUIT" },
 	{ 'R', "SMFIC_RCPT" }, { 'T', "SMFIC_DATA" }, { 'U', "SMFIC_UNKNOWN" },
-}, milter_reply_names[] = {
+};
+
+static const struct milter_name milter_reply_names[] = {
 	{ '+', "SMFIR_ADDRCPT" }, { '-', "SMFIR_DELRCPT" },
 	{ '2', "SMFIR_ADDRCPT_PAR" }, { '4', "SMFIR_SHUTDOWN" },
 	{ 'a', "SMFIR_ACCEPT" }, { 'b', "SMFIR_REPLBODY" },
@@ -864,22 +978,24 @@ static const struct {
 	{ 'y', "SMFIR_REPLYCODE" },
 };
 
-const char *milter_cmd_name(uint8_t cmd)
+static const char *milter_name_of(const struct milter_name *t, size_t n, uint8_t c)
 {
 	size_t i;
 
-	for (i = 0; i < sizeof(milter_cmd_names) / sizeof(milter_cmd_names[0]); i++)
-		if (milter_cmd_names[i].c == cmd)
-			return milter_cmd_names[i].name;
+	for (i = 0; i < n; i++)
+		if (t[i].c == c)
+			return t[i].name;
 	return "unknown";
+}
+
+const char *milter_cmd_name(uint8_t cmd)
+{
+	return milter_name_of(milter_cmd_names,
+			sizeof(milter_cmd_names) / sizeof(milter_cmd_names[0]), cmd);
 }
 
 const char *milter_reply_name(uint8_t kind)
 {
-	size_t i;
-
-	for (i = 0; i < sizeof(milter_reply_names) / sizeof(milter_reply_names[0]); i++)
-		if (milter_reply_names[i].c == kind)
-			return milter_reply_names[i].name;
-	return "unknown";
+	return milter_name_of(milter_reply_names,
+			sizeof(milter_reply_names) / sizeof(milter_reply_names[0]), kind);
 }

@@ -238,10 +238,38 @@ ssize_t milter_encode_rcpt(uint8_t *out, size_t cap, struct milter_str addr,
 		const struct milter_str *args, size_t nargs);
 
 /* SMFIC_HEADER: name and value as in the message (value without the
- * space after the colon unless MILTER_P_HDR_LEADSPC was agreed; folding
- * CRLFs as they are). */
+ * space after the colon unless MILTER_P_HDR_LEADSPC was agreed). A folded
+ * value's CRLFs are sent as LF: multi-line headers travel "separated by
+ * newline", as Sendmail and Postfix send them. */
 ssize_t milter_encode_header(uint8_t *out, size_t cap, struct milter_str name,
 		struct milter_str value);
+
+/*
+ * The header fields of a stored message (CRLF line ends, dot-stuffed, as
+ * smtp_tx_body() gives it), one per call, for SMFIC_HEADER. p[0..n) starts
+ * at a field (the message's start, or where the previous call stopped).
+ * Returns 1 with the field in *name and *value (pointing into p; the value
+ * without the one space after the colon that Sendmail eats unless leadspc,
+ * its folding CRLFs kept: milter_encode_header() sends them as LF), or 0
+ * at the end of the header section: *used is 2 for the empty line, 0 when
+ * the next line is no header field (the body starts there, as Postfix
+ * reads it) or nothing is left. *used is the octets of the field or empty
+ * line, CRLF included; the body then starts at p + *used.
+ */
+int milter_header_next(const char *p, size_t n, int leadspc, struct milter_str *name,
+		struct milter_str *value, size_t *used);
+
+/*
+ * SMFIC_BODY from the stored body (CRLF, dot-stuffed): one frame of the
+ * next octets with the dot stuffing undone, at most MILTER_CHUNK_MAX of
+ * them (fewer when cap is smaller). *bol is 1 when p starts a line (set it
+ * to 1 before the first call, after the header section) and is kept for
+ * the next call; *used says how much of p went into the frame. Returns the
+ * frame's length, 0 when n is 0 (nothing to send), -MILTER_E_NOSPACE when
+ * cap cannot hold a frame with one octet.
+ */
+ssize_t milter_encode_body_stored(uint8_t *out, size_t cap, const char *p, size_t n,
+		int *bol, size_t *used);
 
 /* SMFIC_BODY: one chunk of at most MILTER_CHUNK_MAX octets, any octets
  * (the body un-dot-stuffed, CRLF line ends). */

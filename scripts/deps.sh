@@ -31,6 +31,7 @@ PKGS=(
 	python3
 	python3-aiosmtpd
 	python3-dnslib    # DNS packets for tests/integration/dns_server.py
+	python3-milter    # pymilter (libmilter) for the milter tests: tests/integration/milter_filter.py
 	postfix           # smtp-source, smtp-sink
 	mandoc            # mandoc -T lint of etc/man (tests/integration/test_install.sh)
 	man-db            # man -l renders the installed pages (the same test)

@@ -8,7 +8,10 @@
  * frame, header names without ':', values that cannot start a new header
  * line, reply codes 4xx/5xx of one code per line, an OPTNEG that
  * negotiates to a subset of the offer. Then each frame's data goes back
- * through the encoders and the reader (round trip).
+ * through the encoders and the reader (round trip). The same bytes are
+ * also read as a stored message: its header fields one by one (each
+ * consumed, none with ':' in its name, every line break folding), and its
+ * body un-stuffed in small frames, which must equal a plain un-stuffing.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -25,6 +28,7 @@ static uint8_t fz_rbuf[MILTER_FRAME_MAX];
 static uint8_t fz_out[MILTER_CMD_MAX];
 static uint8_t fz_rbuf2[MILTER_CMD_MAX];
 static char fz_hdr[2 * MILTER_FRAME_MAX + 8];
+static uint8_t fz_plain[1 << 20], fz_got[1 << 20];
 
 static uint64_t fz_mix(uint64_t h, const void *p, size_t n)
 {
@@ -122,7 +126,17 @@ static void fz_round_trip(const struct milter_frame *fr)
 	size_t cut = fr->len / 2;
 	ssize_t n;
 
-	if (memchr(fr->data, '\0', fr->len) != NULL || fr->len > MILTER_DATA_MAX - 2)
+	/* Any frame as it is. */
+	n = milter_encode_frame(fz_out, sizeof(fz_out), fr->cmd, fr->data, fr->len);
+	milter_reader_init(&rd, fz_rbuf2, sizeof(fz_rbuf2));
+	if (n != (ssize_t)(MILTER_LEN_OCTETS + 1 + fr->len) ||
+	    milter_reader_feed(&rd, fz_out, (size_t)n, &st, &back, &err) != (size_t)n ||
+	    st != MILTER_READ_FRAME || back.cmd != fr->cmd || back.len != fr->len ||
+	    memcmp(back.data, fr->data, fr->len) != 0)
+		__builtin_trap();
+	/* As a header's name and value (a CR would be folding: left out). */
+	if (memchr(fr->data, '\0', fr->len) != NULL || memchr(fr->data, '\r', fr->len) != NULL ||
+	    fr->len > MILTER_DATA_MAX - 2)
 		return;
 	n = milter_encode_header(fz_out, sizeof(fz_out),
 			(struct milter_str){ (const char *)fr->data, cut },
@@ -230,6 +244,49 @@ static uint64_t fz_read(const uint8_t *p, size_t n, size_t bufsz, size_t chunk,
 	return fz_mix(h, &i, sizeof(i)) ^ milter_reader_pending(&rd);
 }
 
+/* p as a stored message: header fields, then the body in frames of at
+ * most cap octets. */
+static void fz_stored(const char *p, size_t n, size_t cap)
+{
+	struct milter_str name, value;
+	size_t used, plain = 0, got = 0, i;
+	int bol = 1;
+	ssize_t k;
+
+	while (milter_header_next(p, n, (int)(cap & 1), &name, &value, &used) == 1) {
+		if (used == 0 || used > n || name.len == 0 || memchr(name.p, ':', name.len))
+			__builtin_trap();
+		/* Every line break the filter sees is folding. */
+		k = milter_encode_header(fz_out, sizeof(fz_out), name, value);
+		for (ssize_t j = MILTER_LEN_OCTETS + 1; j + 1 < k; j++)
+			if (fz_out[j] == '\n' && fz_out[j + 1] != ' ' && fz_out[j + 1] != '\t')
+				__builtin_trap();
+		p += used;
+		n -= used;
+	}
+	if (used > n)
+		__builtin_trap();
+	p += used;
+	n -= used;
+	if (n > sizeof(fz_plain))
+		return;
+	for (i = 0; i < n; i++) {
+		if (!(bol && p[i] == '.'))
+			fz_plain[plain++] = (uint8_t)p[i];
+		bol = p[i] == '\n';
+	}
+	bol = 1;
+	for (i = 0; (k = milter_encode_body_stored(fz_out, cap, p + i, n - i, &bol, &used)) > 0;
+	     i += used) {
+		if ((size_t)k > cap || used == 0 || fz_out[4] != MILTER_CMD_BODY)
+			__builtin_trap();
+		memcpy(fz_got + got, fz_out + 5, (size_t)k - 5);
+		got += (size_t)k - 5;
+	}
+	if (k < 0 || i != n || got != plain || memcmp(fz_got, fz_plain, got) != 0)
+		__builtin_trap();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	size_t bufsz, chunk;
@@ -243,5 +300,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (fz_read(data + 1, size - 1, bufsz, 0, after, 1) !=
 	    fz_read(data + 1, size - 1, bufsz, chunk, after, 0))
 		__builtin_trap();
+	fz_stored((const char *)data + 1, size - 1, MILTER_LEN_OCTETS + 2 + (data[0] & 63));
 	return 0;
 }

@@ -14,6 +14,13 @@ filter serves every case:
   Subject ...hold       quarantine("held by test milter")
   Subject ...die        the process exits inside EOM (killed mid-message)
   Subject ...slow       sleeps 30 s inside EOM (the test's timeout is short)
+  Subject ...echo       adds X-Milter-Seen-Headers and X-Milter-Seen-Body, the
+                        hex of what the filter got (each header as
+                        "name:value\n", the body's octets)
+  Subject ...multiline  550 5.7.1 in two lines (smfi_setmlreply) at EOM
+  Subject ...edits      deletes the first X-Milter-Delete: and inserts
+                        X-Milter-First: yes at the top
+  Subject ...keepgoing  CONTINUE (not ACCEPT) at EOM
 Everything else is accepted.
 """
 
@@ -26,10 +33,15 @@ import Milter
 
 class TestMilter(Milter.Base):
     def __init__(self):
+        self.reset()
+
+    def reset(self):
         self.subject = ""
+        self.seen_headers = b""
+        self.seen_body = b""
 
     def envfrom(self, f, *params):
-        self.subject = ""
+        self.reset()
         return Milter.CONTINUE
 
     def envrcpt(self, to, *params):
@@ -42,8 +54,13 @@ class TestMilter(Milter.Base):
         return Milter.CONTINUE
 
     def header(self, name, value):
+        self.seen_headers += ("%s:%s\n" % (name, value)).encode("utf-8", "surrogateescape")
         if name.lower() == "subject":
             self.subject = value
+        return Milter.CONTINUE
+
+    def body(self, chunk):
+        self.seen_body += chunk
         return Milter.CONTINUE
 
     def eom(self):
@@ -57,6 +74,17 @@ class TestMilter(Milter.Base):
             return Milter.REJECT
         if "tempfail" in s:
             return Milter.TEMPFAIL
+        if "multiline" in s:
+            self.setreply("550", "5.7.1", "rejected by test milter", "second line")
+            return Milter.REJECT
+        if "keepgoing" in s:
+            return Milter.CONTINUE
+        if "echo" in s:
+            self.addheader("X-Milter-Seen-Headers", self.seen_headers.hex())
+            self.addheader("X-Milter-Seen-Body", self.seen_body.hex())
+        if "edits" in s:
+            self.chgheader("X-Milter-Delete", 1, "")
+            self.addheader("X-Milter-First", "yes", 0)
         if "discard" in s:
             return Milter.DISCARD
         if "addheader" in s:

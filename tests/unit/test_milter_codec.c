@@ -98,8 +98,12 @@ Test(milter_encode, mail_rcpt)
 
 Test(milter_encode, header_body)
 {
+	/* A folded value travels with LF line breaks (Postfix, Sendmail); a
+	 * lone CR stays as it is. */
 	t_same(milter_encode_header(t_out, sizeof(t_out), S("Subject"), S("hi\r\n there")),
-			B("\0\0\0\x14" "L" "Subject\0hi\r\n there\0"));
+			B("\0\0\0\x13" "L" "Subject\0hi\n there\0"));
+	t_same(milter_encode_header(t_out, sizeof(t_out), S("X"), S("a\rb\r")),
+			B("\0\0\0\x08" "L" "X\0a\rb\r\0"));
 	t_same(milter_encode_body(t_out, sizeof(t_out), "a\0b\r\n", 5),
 			B("\0\0\0\x06" "B" "a\0b\r\n"));
 	/* A header with a NUL cannot be carried. */
@@ -169,6 +173,91 @@ Test(milter_encode, limits)
 	}
 	cr_assert_eq(milter_encode_simple(t_out, 4, MILTER_CMD_QUIT), -MILTER_E_NOSPACE);
 	cr_assert_eq(milter_encode_simple(t_out, 5, MILTER_CMD_QUIT), 5);
+}
+
+/* A stored message's header section, field by field. */
+Test(milter_encode, header_next)
+{
+	static const char msg[] =
+		"Received: from x\r\n\tby y; Mon\r\n"
+		"Subject:  two spaces\r\n"
+		"X-Tab:\tv\r\n"
+		"..X-Dot: d\r\n"
+		"Empty:\r\n"
+		"Name : spaced\r\n"
+		"\r\n"
+		"body\r\n";
+	const char *p = msg;
+	size_t n = sizeof(msg) - 1, used;
+	struct milter_str name, value;
+	char got[512];
+	size_t len = 0;
+
+	while (milter_header_next(p, n, 0, &name, &value, &used) == 1) {
+		len += (size_t)snprintf(got + len, sizeof(got) - len, "%.*s=|%.*s|\n",
+				(int)name.len, name.p, (int)value.len, value.p);
+		p += used;
+		n -= used;
+	}
+	cr_assert_str_eq(got, "Received=|from x\r\n\tby y; Mon|\nSubject=| two spaces|\n"
+			"X-Tab=|\tv|\n.X-Dot=|d|\nEmpty=||\nName=|spaced|\n");
+	cr_assert_eq(used, 2);
+	cr_assert_str_eq(p + used, "body\r\n");
+	/* With HDR_LEADSPC the space stays. */
+	cr_assert_eq(milter_header_next("A: b\r\n", 6, 1, &name, &value, &used), 1);
+	cr_assert_eq(value.len, 2);
+	cr_assert(memcmp(value.p, " b", 2) == 0);
+	cr_assert_eq(used, 6);
+	/* No empty line: a line that is no field starts the body. */
+	cr_assert_eq(milter_header_next("no header\r\n", 11, 0, &name, &value, &used), 0);
+	cr_assert_eq(used, 0);
+	cr_assert_eq(milter_header_next(" cont\r\n", 7, 0, &name, &value, &used), 0);
+	cr_assert_eq(milter_header_next(":x\r\n", 4, 0, &name, &value, &used), 0);
+	cr_assert_eq(milter_header_next("", 0, 0, &name, &value, &used), 0);
+	cr_assert_eq(used, 0);
+	/* The last field without its CRLF: to the end. */
+	cr_assert_eq(milter_header_next("A: b", 4, 0, &name, &value, &used), 1);
+	cr_assert_eq(value.len, 1);
+	cr_assert_eq(used, 4);
+	/* A continuation at the very end. */
+	cr_assert_eq(milter_header_next("A: b\r\n c", 9, 0, &name, &value, &used), 1);
+	cr_assert_eq(value.len, 6);
+	cr_assert_eq(used, 9);
+	/* The field goes to the filter with LF folding. */
+	cr_assert_eq(milter_header_next(msg, sizeof(msg) - 1, 0, &name, &value, &used), 1);
+	t_same(milter_encode_header(t_out, sizeof(t_out), name, value),
+			B("\0\0\0\x1c" "L" "Received\0from x\n\tby y; Mon\0"));
+}
+
+/* The stored body, un-stuffed, in chunks of any size. */
+Test(milter_encode, body_stored)
+{
+	static const char stored[] = "..leading dot\r\nmid.dot\r\n...\r\n.\r\nend";
+	static const char plain[] = ".leading dot\r\nmid.dot\r\n..\r\n\r\nend";
+	char got[64];
+	size_t cap;
+
+	for (cap = 6; cap < 64; cap++) {
+		size_t i = 0, len = 0, used;
+		int bol = 1;
+		ssize_t n;
+
+		while ((n = milter_encode_body_stored(t_out, cap, stored + i,
+				sizeof(stored) - 1 - i, &bol, &used)) > 0) {
+			cr_assert(n <= (ssize_t)cap);
+			cr_assert_eq(t_out[4], 'B');
+			cr_assert_eq(((size_t)t_out[2] << 8 | t_out[3]), (size_t)n - 4);
+			memcpy(got + len, t_out + 5, (size_t)n - 5);
+			len += (size_t)n - 5;
+			i += used;
+		}
+		cr_assert_eq(n, 0);
+		cr_assert_eq(i, sizeof(stored) - 1);
+		cr_assert_eq(len, sizeof(plain) - 1, "cap %zu", cap);
+		cr_assert(memcmp(got, plain, len) == 0, "cap %zu", cap);
+	}
+	cr_assert_eq(milter_encode_body_stored(t_out, 5, "x", 1, &(int){ 1 }, &cap),
+			-MILTER_E_NOSPACE);
 }
 
 /* ---- Reader and decoders ---- */
