@@ -233,83 +233,6 @@ static char milter_family(const char *addr)
 	return strchr(addr, ':') ? MILTER_FAMILY_INET6 : MILTER_FAMILY_INET;
 }
 
-/* One header of the stored body at ms->off: name and value (without the
- * space after the colon and the final CRLF; a stuffing dot dropped).
- * Returns 1 and advances, or 0 at the end of the headers (ms->off is then
- * where the body starts). */
-static int milter_next_header(struct milter_sess *ms, struct milter_str *name,
-		struct milter_str *value)
-{
-	const char *b = ms->body;
-	size_t n = ms->body_len, i = ms->off, end, colon;
-
-	if (i >= n)
-		return 0;
-	if (n - i >= 2 && b[i] == '\r' && b[i + 1] == '\n') {
-		ms->off = i + 2;
-		return 0;
-	}
-	end = i;
-	for (;;) {
-		const char *lf = memchr(b + end, '\n', n - end);
-
-		end = lf ? (size_t)(lf - b) + 1 : n;
-		if (end >= n || (b[end] != ' ' && b[end] != '\t'))
-			break;
-	}
-	if (b[i] == '.')
-		i++;
-	for (colon = i; colon < end && b[colon] != ':' && b[colon] != '\r'; colon++)
-		;
-	if (colon == end || b[colon] != ':' || colon == i)
-		return 0; /* not a header: the body starts here (RFC 5322 2.1) */
-	name->p = b + i;
-	name->len = colon - i;
-	value->p = b + colon + 1;
-	value->len = end - colon - 1;
-	if (value->len && value->p[0] == ' ') {
-		value->p++;
-		value->len--;
-	}
-	if (value->len >= 2 && value->p[value->len - 2] == '\r')
-		value->len -= 2;
-	else if (value->len >= 1 && value->p[value->len - 1] == '\n')
-		value->len -= 1;
-	ms->off = end;
-	return 1;
-}
-
-/* The next body chunk, un-dot-stuffed: up to the next stuffed line or
- * MILTER_CHUNK_MAX octets. 0 when the body is all sent. */
-static size_t milter_next_chunk(struct milter_sess *ms, const char **p)
-{
-	const char *b = ms->body;
-	size_t n = ms->body_len, start = ms->off, lim, k;
-
-	if (ms->at_bol && start < n && b[start] == '.')
-		start++; /* the stuffing dot (stored bodies are stuffed) */
-	if (start >= n) {
-		ms->off = n;
-		return 0;
-	}
-	lim = n - start > MILTER_CHUNK_MAX ? start + MILTER_CHUNK_MAX : n;
-	for (k = start; k + 2 < lim; k++) {
-		const char *hit = memchr(b + k, '\n', lim - k - 1);
-
-		if (!hit)
-			break;
-		k = (size_t)(hit - b);
-		if (b[k + 1] == '.') {
-			lim = k + 1;
-			break;
-		}
-	}
-	*p = b + start;
-	ms->off = lim;
-	ms->at_bol = lim >= 1 && b[lim - 1] == '\n';
-	return lim - start;
-}
-
 /* The stage's events up to one the filter answers. Each returns 1 when an
  * answer is awaited (or the filter failed: ms->state DONE), 0 when the
  * stage has nothing more to send. */
@@ -377,16 +300,20 @@ static int milter_go_addr(struct milter_sess *ms)
 static int milter_go_eom(struct milter_sess *ms, unsigned step)
 {
 	struct milter_str name, value, kv[2];
-	const char *chunk;
-	size_t clen;
+	size_t used = 0;
+	ssize_t n;
 	uint8_t *p;
 
 	switch (step) {
 	case 0:
-		if (!milter_next_header(ms, &name, &value)) {
+		if (!milter_header_next(ms->body + ms->off, ms->body_len - ms->off,
+					(ms->agreed.proto & MILTER_P_HDR_LEADSPC) != 0, &name, &value,
+					&used)) {
+			ms->off += used;
 			ms->at_bol = 1;
 			return 0;
 		}
+		ms->off += used;
 		ms->step = 0;
 		if (milter_cmd_skipped(MILTER_CMD_HEADER, ms->agreed.proto))
 			return 0;
@@ -398,14 +325,15 @@ static int milter_go_eom(struct milter_sess *ms, unsigned step)
 		return !milter_cmd_skipped(MILTER_CMD_EOH, ms->agreed.proto) &&
 		       milter_event_simple(ms, MILTER_CMD_EOH) != 0;
 	case 2:
-		if (milter_cmd_skipped(MILTER_CMD_BODY, ms->agreed.proto) ||
-		    (clen = milter_next_chunk(ms, &chunk)) == 0)
+		if (milter_cmd_skipped(MILTER_CMD_BODY, ms->agreed.proto) || ms->off >= ms->body_len)
 			return 0;
 		ms->step = 2;
 		if (!(p = milter_room(ms, MILTER_CMD_MAX)))
 			return 1;
-		return milter_event(ms, MILTER_CMD_BODY,
-				    milter_encode_body(p, MILTER_CMD_MAX, chunk, clen)) != 0;
+		n = milter_encode_body_stored(p, MILTER_CMD_MAX, ms->body + ms->off,
+					      ms->body_len - ms->off, &ms->at_bol, &used);
+		ms->off += used;
+		return milter_event(ms, MILTER_CMD_BODY, n) != 0;
 	case 3:
 		kv[0] = MSTR("i");
 		kv[1] = MSTR(smtp_tx_qid(smtp_server_tx(ms->s)));
