@@ -156,13 +156,16 @@ static void milter_fail(struct milter_sess *ms, const char *why)
 	milter_answer(ms, milter_default_kind(ms), NULL, 0, why);
 }
 
-/* Room for one command in the output: a pointer to write it at. */
+/* Room for one command in the output: a pointer to write it at, or NULL
+ * after milter_fail(). */
 static uint8_t *milter_room(struct milter_sess *ms, size_t need)
 {
 	struct buf *out = conn_out(ms->c);
 
-	if (buf_reserve(out, need) != 0)
+	if (buf_reserve(out, need) != 0) {
+		milter_fail(ms, "out of memory");
 		return NULL;
+	}
 	return (uint8_t *)out->data + out->len;
 }
 
@@ -192,10 +195,8 @@ static int milter_macros(struct milter_sess *ms, enum milter_cmd cmd,
 	for (i = 0; i < 2 * n; i++)
 		need += kv[i].len + 1;
 	p = milter_room(ms, need);
-	if (!p) {
-		milter_fail(ms, "out of memory");
+	if (!p)
 		return -1;
-	}
 	return milter_took(ms, milter_encode_macro(p, need, cmd, kv, n), "macros");
 }
 
@@ -218,258 +219,165 @@ static int milter_event(struct milter_sess *ms, enum milter_cmd cmd, ssize_t n)
 	return 1;
 }
 
+/* An event without data (DATA, EOH, EOB): as milter_event(). */
+static int milter_event_simple(struct milter_sess *ms, enum milter_cmd cmd)
+{
+	uint8_t *p = milter_room(ms, MILTER_LEN_OCTETS + 1);
+
+	return p ? milter_event(ms, cmd, milter_encode_simple(p, MILTER_LEN_OCTETS + 1, cmd)) : -1;
+}
+
 /* The client's address family for SMFIC_CONNECT. */
 static char milter_family(const char *addr)
 {
 	return strchr(addr, ':') ? MILTER_FAMILY_INET6 : MILTER_FAMILY_INET;
 }
 
-/* One header of the stored body at ms->off: name and value (without the
- * space after the colon and the final CRLF; a stuffing dot dropped).
- * Returns 1 and advances, or 0 at the end of the headers (ms->off is then
- * where the body starts). */
-static int milter_next_header(struct milter_sess *ms, struct milter_str *name,
-		struct milter_str *value)
+/* The stage's events up to one the filter answers. Each returns 1 when an
+ * answer is awaited (or the filter failed: ms->state DONE), 0 when the
+ * stage has nothing more to send. */
+static int milter_go_connect(struct milter_sess *ms)
 {
-	const char *b = ms->body;
-	size_t n = ms->body_len, i = ms->off, end, colon;
+	const char *client = smtp_server_client(ms->s);
+	struct milter_str kv[] = {
+		MSTR("j"), MSTR(ms->f->m->cfg->hostname), MSTR("{daemon_name}"), MSTR("etrnd"),
+		MSTR("{client_addr}"), MSTR(client), MSTR("{client_name}"), MSTR("unknown"),
+	};
+	uint8_t *p;
 
-	if (i >= n)
+	if (milter_macros(ms, MILTER_CMD_CONNECT, kv, sizeof(kv) / sizeof(kv[0]) / 2))
+		return 1;
+	if (milter_cmd_skipped(MILTER_CMD_CONNECT, ms->agreed.proto))
 		return 0;
-	if (n - i >= 2 && b[i] == '\r' && b[i + 1] == '\n') {
-		ms->off = i + 2;
-		return 0;
-	}
-	end = i;
-	for (;;) {
-		const char *lf = memchr(b + end, '\n', n - end);
-
-		end = lf ? (size_t)(lf - b) + 1 : n;
-		if (end >= n || (b[end] != ' ' && b[end] != '\t'))
-			break;
-	}
-	if (b[i] == '.')
-		i++;
-	for (colon = i; colon < end && b[colon] != ':' && b[colon] != '\r'; colon++)
-		;
-	if (colon == end || b[colon] != ':' || colon == i)
-		return 0; /* not a header: the body starts here (RFC 5322 2.1) */
-	name->p = b + i;
-	name->len = colon - i;
-	value->p = b + colon + 1;
-	value->len = end - colon - 1;
-	if (value->len && value->p[0] == ' ') {
-		value->p++;
-		value->len--;
-	}
-	if (value->len >= 2 && value->p[value->len - 2] == '\r')
-		value->len -= 2;
-	else if (value->len >= 1 && value->p[value->len - 1] == '\n')
-		value->len -= 1;
-	ms->off = end;
-	return 1;
+	if (!(p = milter_room(ms, MILTER_CMD_MAX)))
+		return 1;
+	return milter_event(ms, MILTER_CMD_CONNECT, milter_encode_connect(p, MILTER_CMD_MAX,
+			    MSTR("unknown"), milter_family(client), 0, MSTR(client))) != 0;
 }
 
-/* The next body chunk, un-dot-stuffed: up to the next stuffed line or
- * MILTER_CHUNK_MAX octets. 0 when the body is all sent. */
-static size_t milter_next_chunk(struct milter_sess *ms, const char **p)
+static int milter_go_helo(struct milter_sess *ms)
 {
-	const char *b = ms->body;
-	size_t n = ms->body_len, start = ms->off, lim, k;
+	size_t alen;
+	const char *arg = smtp_server_check_arg(ms->s, &alen);
+	uint8_t *p;
 
-	if (ms->at_bol && start < n && b[start] == '.')
-		start++; /* the stuffing dot (stored bodies are stuffed) */
-	if (start >= n) {
-		ms->off = n;
+	if (milter_cmd_skipped(MILTER_CMD_HELO, ms->agreed.proto))
 		return 0;
-	}
-	lim = n - start > MILTER_CHUNK_MAX ? start + MILTER_CHUNK_MAX : n;
-	for (k = start; k + 2 < lim; k++) {
-		const char *hit = memchr(b + k, '\n', lim - k - 1);
+	if (!(p = milter_room(ms, MILTER_CMD_MAX)))
+		return 1;
+	return milter_event(ms, MILTER_CMD_HELO, milter_encode_helo(p, MILTER_CMD_MAX,
+			    (struct milter_str){ arg, alen })) != 0;
+}
 
-		if (!hit)
-			break;
-		k = (size_t)(hit - b);
-		if (b[k + 1] == '.') {
-			lim = k + 1;
-			break;
+/* MAIL or RCPT with its address macro ({auth_authen} with MAIL). */
+static int milter_go_addr(struct milter_sess *ms)
+{
+	int mail = ms->stage == SMTP_CHECK_MAIL;
+	enum milter_cmd cmd = mail ? MILTER_CMD_MAIL : MILTER_CMD_RCPT;
+	const char *user = smtp_server_user(ms->s);
+	size_t alen;
+	const char *arg = smtp_server_check_arg(ms->s, &alen);
+	struct milter_str a = { arg, alen };
+	struct milter_str kv[] = {
+		MSTR(mail ? "{mail_addr}" : "{rcpt_addr}"), a,
+		MSTR("{auth_authen}"), MSTR(user ? user : ""),
+	};
+	uint8_t *p;
+
+	if (milter_macros(ms, cmd, kv, mail && user ? 2 : 1))
+		return 1;
+	if (milter_cmd_skipped(cmd, ms->agreed.proto))
+		return 0;
+	if (!(p = milter_room(ms, MILTER_CMD_MAX)))
+		return 1;
+	return milter_event(ms, cmd, mail ? milter_encode_mail(p, MILTER_CMD_MAX, a, NULL, 0) :
+			    milter_encode_rcpt(p, MILTER_CMD_MAX, a, NULL, 0)) != 0;
+}
+
+/* End of data, one event per call: each header (step 0, again until the
+ * last), EOH (1), each body chunk (2, again until the last), then the
+ * queue id and EOB (3). */
+static int milter_go_eom(struct milter_sess *ms, unsigned step)
+{
+	struct milter_str name, value, kv[2];
+	size_t used = 0;
+	ssize_t n;
+	uint8_t *p;
+
+	switch (step) {
+	case 0:
+		if (!milter_header_next(ms->body + ms->off, ms->body_len - ms->off,
+					(ms->agreed.proto & MILTER_P_HDR_LEADSPC) != 0, &name, &value,
+					&used)) {
+			ms->off += used;
+			ms->at_bol = 1;
+			return 0;
 		}
+		ms->off += used;
+		ms->step = 0;
+		if (milter_cmd_skipped(MILTER_CMD_HEADER, ms->agreed.proto))
+			return 0;
+		if (!(p = milter_room(ms, MILTER_CMD_MAX)))
+			return 1;
+		return milter_event(ms, MILTER_CMD_HEADER,
+				    milter_encode_header(p, MILTER_CMD_MAX, name, value)) != 0;
+	case 1:
+		return !milter_cmd_skipped(MILTER_CMD_EOH, ms->agreed.proto) &&
+		       milter_event_simple(ms, MILTER_CMD_EOH) != 0;
+	case 2:
+		if (milter_cmd_skipped(MILTER_CMD_BODY, ms->agreed.proto) || ms->off >= ms->body_len)
+			return 0;
+		ms->step = 2;
+		if (!(p = milter_room(ms, MILTER_CMD_MAX)))
+			return 1;
+		n = milter_encode_body_stored(p, MILTER_CMD_MAX, ms->body + ms->off,
+					      ms->body_len - ms->off, &ms->at_bol, &used);
+		ms->off += used;
+		return milter_event(ms, MILTER_CMD_BODY, n) != 0;
+	case 3:
+		kv[0] = MSTR("i");
+		kv[1] = MSTR(smtp_tx_qid(smtp_server_tx(ms->s)));
+		if (milter_macros(ms, MILTER_CMD_BODYEOB, kv, 1))
+			return 1;
+		return milter_event_simple(ms, MILTER_CMD_BODYEOB) != 0;
+	default:
+		return -1; /* past the last step */
 	}
-	*p = b + start;
-	ms->off = lim;
-	ms->at_bol = lim >= 1 && b[lim - 1] == '\n';
-	return lim - start;
 }
 
 /* Go on with the stage: send its events until one is to be answered, or
  * the stage is done (continue). */
 static void milter_go(struct milter_sess *ms)
 {
-	const struct smtp_session *s = ms->s;
-	const struct smtp_tx *tx;
-	struct milter_str kv[8], name, value;
-	const char *arg, *chunk;
-	size_t alen, clen;
-	uint8_t *p;
-	int r;
-
 	for (;;) {
 		unsigned step = ms->step++;
+		int r = -1;
 
 		switch (ms->stage) {
 		case SMTP_CHECK_CONNECT:
-			if (step == 0) {
-				const char *client = smtp_server_client(s);
-
-				kv[0] = MSTR("j");
-				kv[1] = MSTR(ms->f->m->cfg->hostname);
-				kv[2] = MSTR("{daemon_name}");
-				kv[3] = MSTR("etrnd");
-				kv[4] = MSTR("{client_addr}");
-				kv[5] = MSTR(client);
-				kv[6] = MSTR("{client_name}");
-				kv[7] = MSTR("unknown");
-				if (milter_macros(ms, MILTER_CMD_CONNECT, kv, 4))
-					return;
-				if (milter_cmd_skipped(MILTER_CMD_CONNECT, ms->agreed.proto))
-					continue;
-				p = milter_room(ms, MILTER_CMD_MAX);
-				r = p ? milter_event(ms, MILTER_CMD_CONNECT,
-						     milter_encode_connect(p, MILTER_CMD_MAX, MSTR("unknown"),
-									   milter_family(client), 0, MSTR(client))) : -1;
-				if (!p)
-					milter_fail(ms, "out of memory");
-				if (r)
-					return;
-				continue;
-			}
+			r = step == 0 ? milter_go_connect(ms) : -1;
 			break;
 		case SMTP_CHECK_HELO:
-			if (step == 0) {
-				if (milter_cmd_skipped(MILTER_CMD_HELO, ms->agreed.proto))
-					continue;
-				arg = smtp_server_check_arg(s, &alen);
-				p = milter_room(ms, MILTER_CMD_MAX);
-				r = p ? milter_event(ms, MILTER_CMD_HELO,
-						     milter_encode_helo(p, MILTER_CMD_MAX,
-									(struct milter_str){ arg, alen })) : -1;
-				if (!p)
-					milter_fail(ms, "out of memory");
-				if (r)
-					return;
-				continue;
-			}
+			r = step == 0 ? milter_go_helo(ms) : -1;
 			break;
 		case SMTP_CHECK_MAIL:
-		case SMTP_CHECK_RCPT: {
-			int mail = ms->stage == SMTP_CHECK_MAIL;
-			enum milter_cmd cmd = mail ? MILTER_CMD_MAIL : MILTER_CMD_RCPT;
-
-			if (step == 0) {
-				arg = smtp_server_check_arg(s, &alen);
-				kv[0] = MSTR(mail ? "{mail_addr}" : "{rcpt_addr}");
-				kv[1] = (struct milter_str){ arg, alen };
-				kv[2] = MSTR("{auth_authen}");
-				kv[3] = MSTR(smtp_server_user(s) ? smtp_server_user(s) : "");
-				if (milter_macros(ms, cmd, kv, mail ? 2 : 1))
-					return;
-				if (milter_cmd_skipped(cmd, ms->agreed.proto))
-					continue;
-				p = milter_room(ms, MILTER_CMD_MAX);
-				if (!p) {
-					milter_fail(ms, "out of memory");
-					return;
-				}
-				r = milter_event(ms, cmd, mail ?
-						 milter_encode_mail(p, MILTER_CMD_MAX, (struct milter_str){ arg, alen }, NULL, 0) :
-						 milter_encode_rcpt(p, MILTER_CMD_MAX, (struct milter_str){ arg, alen }, NULL, 0));
-				if (r)
-					return;
-				continue;
-			}
+		case SMTP_CHECK_RCPT:
+			r = step == 0 ? milter_go_addr(ms) : -1;
 			break;
-		}
 		case SMTP_CHECK_DATA:
-			if (step == 0) {
-				if (milter_cmd_skipped(MILTER_CMD_DATA, ms->agreed.proto))
-					continue;
-				p = milter_room(ms, 8);
-				r = p ? milter_event(ms, MILTER_CMD_DATA,
-						     milter_encode_simple(p, 8, MILTER_CMD_DATA)) : -1;
-				if (!p)
-					milter_fail(ms, "out of memory");
-				if (r)
-					return;
-				continue;
-			}
+			r = step == 0 ? !milter_cmd_skipped(MILTER_CMD_DATA, ms->agreed.proto) &&
+					milter_event_simple(ms, MILTER_CMD_DATA) != 0 : -1;
 			break;
 		case SMTP_CHECK_EOM:
-			/* step 0: headers, one per turn round; 1: EOH; 2: body
-			 * chunks; 3: EOB with the queue id. */
-			if (step == 0) {
-				if (!milter_next_header(ms, &name, &value)) {
-					ms->at_bol = 1;
-					continue;
-				}
-				ms->step = 0; /* the next header next time */
-				if (milter_cmd_skipped(MILTER_CMD_HEADER, ms->agreed.proto))
-					continue;
-				p = milter_room(ms, MILTER_CMD_MAX);
-				r = p ? milter_event(ms, MILTER_CMD_HEADER,
-						     milter_encode_header(p, MILTER_CMD_MAX, name, value)) : -1;
-				if (!p)
-					milter_fail(ms, "out of memory");
-				if (r)
-					return;
-				continue;
-			}
-			if (step == 1) {
-				if (milter_cmd_skipped(MILTER_CMD_EOH, ms->agreed.proto))
-					continue;
-				p = milter_room(ms, 8);
-				r = p ? milter_event(ms, MILTER_CMD_EOH,
-						     milter_encode_simple(p, 8, MILTER_CMD_EOH)) : -1;
-				if (!p)
-					milter_fail(ms, "out of memory");
-				if (r)
-					return;
-				continue;
-			}
-			if (step == 2) {
-				if (milter_cmd_skipped(MILTER_CMD_BODY, ms->agreed.proto))
-					continue;
-				clen = milter_next_chunk(ms, &chunk);
-				if (clen == 0)
-					continue;
-				ms->step = 2;
-				p = milter_room(ms, MILTER_CMD_MAX);
-				r = p ? milter_event(ms, MILTER_CMD_BODY,
-						     milter_encode_body(p, MILTER_CMD_MAX, chunk, clen)) : -1;
-				if (!p)
-					milter_fail(ms, "out of memory");
-				if (r)
-					return;
-				continue;
-			}
-			if (step == 3) {
-				tx = smtp_server_tx(s);
-				kv[0] = MSTR("i");
-				kv[1] = MSTR(smtp_tx_qid(tx));
-				if (milter_macros(ms, MILTER_CMD_BODYEOB, kv, 1))
-					return;
-				p = milter_room(ms, 8);
-				r = p ? milter_event(ms, MILTER_CMD_BODYEOB,
-						     milter_encode_simple(p, 8, MILTER_CMD_BODYEOB)) : -1;
-				if (!p)
-					milter_fail(ms, "out of memory");
-				if (r)
-					return;
-				continue;
-			}
+			r = milter_go_eom(ms, step);
 			break;
 		default:
 			break;
 		}
+		if (r > 0)
+			return; /* an answer is awaited, or the filter failed */
+		if (r == 0)
+			continue;
 		/* Every event of the stage sent, none to be answered: go on. */
 		conn_flush(ms->c);
 		conn_set_timeout(ms->c, MILTER_IDLE_MS);
@@ -488,11 +396,7 @@ static void milter_stage(struct milter_sess *ms)
 		if (ms->in_msg) {
 			uint8_t *p = milter_room(ms, 8);
 
-			if (!p) {
-				milter_fail(ms, "out of memory");
-				return;
-			}
-			if (milter_took(ms, milter_encode_simple(p, 8, MILTER_CMD_ABORT), "abort"))
+			if (!p || milter_took(ms, milter_encode_simple(p, 8, MILTER_CMD_ABORT), "abort"))
 				return;
 		}
 		ms->in_msg = 1;
@@ -623,11 +527,8 @@ static void *milter_connected(void *arg, struct conn *c, void *cookie, int err)
 	p = milter_room(ms, MILTER_CMD_MAX);
 	if (!p || milter_took(ms, milter_encode_optneg(p, MILTER_CMD_MAX, MILTER_VERSION,
 						      MILTER_OFFER_ACTIONS, MILTER_OFFER_PROTO),
-			      "optneg")) {
-		if (!p)
-			milter_fail(ms, "out of memory");
+			      "optneg"))
 		return ms; /* closing: ops->close follows */
-	}
 	ms->last = MILTER_CMD_OPTNEG;
 	milter_enter_state(ms, MILTER_S_OPTNEG);
 	conn_flush(c);

@@ -94,7 +94,8 @@ struct smtp_check_job;
  * also while a job is out: after end() the checker must never answer that
  * job. The session (smtp_server.h accessors: smtp_server_client(),
  * smtp_server_helo(), smtp_server_check_arg(), smtp_server_tx()) may be
- * read during start() only. A transaction that ends before its EOM stage
+ * read from start() until the job is answered (it waits in its check
+ * state meanwhile; at EOM the stored body stays put), never after. A transaction that ends before its EOM stage
  * (RSET, a new MAIL) is seen as the next MAIL stage: reset there.
  */
 struct smtp_checker {

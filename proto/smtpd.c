@@ -706,6 +706,24 @@ static int smtpd_commit(struct smtpd_conn *sc)
 	return rc;
 }
 
+/* An answer that came later (AUTH, a policy check) is in and its reply
+ * written: send it, then close, finish an EOF the client sent meanwhile,
+ * or take input again. */
+static void smtpd_answered(struct smtpd_conn *sc, enum smtp_event ev)
+{
+	conn_flush(sc->c);
+	if (ev == SMTP_EV_CLOSE && !sc->closing) {
+		smtpd_close_conn(sc);
+		return;
+	}
+	if (sc->peer_eof) {
+		smtpd_eof(sc);
+		return;
+	}
+	conn_resume(sc->c);
+	smtpd_maybe_leave(sc);
+}
+
 /* The verifier pool's answer (proto/auth.h), on this loop. */
 static void smtpd_auth_done(void *arg, uint64_t handle, enum auth_result r)
 {
@@ -733,17 +751,7 @@ static void smtpd_auth_done(void *arg, uint64_t handle, enum auth_result r)
 			 log_printable(user, sizeof(user), u, strlen(u)));
 		sc->relay_logged = 1;
 	}
-	conn_flush(sc->c);
-	if (ev == SMTP_EV_CLOSE && !sc->closing) {
-		smtpd_close_conn(sc);
-		return;
-	}
-	if (sc->peer_eof) {
-		smtpd_eof(sc);
-		return;
-	}
-	conn_resume(sc->c);
-	smtpd_maybe_leave(sc);
+	smtpd_answered(sc, ev);
 }
 
 /* SMTP_EV_AUTH: hand the credentials to the verifier pool and wipe our
@@ -789,18 +797,7 @@ static void smtpd_check_done(void *arg, const struct smtp_verdict *v, const stru
 		}
 		smtp_server_commit_done(sc->s, rc, conn_out(sc->c));
 	}
-	conn_flush(sc->c);
-	if (ev == SMTP_EV_CLOSE) {
-		if (!sc->closing)
-			smtpd_close_conn(sc);
-		return;
-	}
-	if (sc->peer_eof) {
-		smtpd_eof(sc);
-		return;
-	}
-	conn_resume(sc->c);
-	smtpd_maybe_leave(sc);
+	smtpd_answered(sc, ev);
 }
 
 /* SMTP_EV_STARTTLS: the 220 is in the output, sent in the clear; the loop

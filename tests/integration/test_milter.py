@@ -10,6 +10,7 @@ refused with file:line.
 """
 
 import os
+import re
 import signal
 import smtplib
 import socket
@@ -160,6 +161,39 @@ class MilterTest(unittest.TestCase):
         self.assertEqual(stored(e, b"m-hold"), [])
         # the headers stay ahead of the body
         self.assertTrue(body.endswith(b"\r\n\r\nm-edit\r\n"), body)
+
+    def test_what_the_filter_sees_and_more_edits(self):
+        e = self.etrnd()
+        # echo: the filter saw the headers (ours first) and the body with
+        # the dot-stuffing undone
+        body = b"line one\r\n.dot line\r\nend\r\n"
+        _, (code, text) = send(e, "echo it", body=body)
+        self.assertEqual(code, 250, text)
+        recs = stored(e, b"X-Milter-Seen-Body")
+        self.assertEqual(len(recs), 1)
+        got = client_body(recs[0])
+        self.assertIn(b"X-Milter-Seen-Body: " + body.hex().encode() + b"\r\n", got)
+        seen = re.search(rb"X-Milter-Seen-Headers: ([0-9a-f]+)\r\n", got).group(1)
+        seen = bytes.fromhex(seen.decode())
+        self.assertTrue(seen.startswith(b"Received:from client.test"), seen)
+        self.assertIn(b"Subject:echo it\n", seen)
+        # a multi-line reply from the filter, as it gave it
+        _, (code, text) = send(e, "multiline")
+        self.assertEqual(code, 550, text)
+        self.assertIn(b"rejected by test milter", text)
+        self.assertIn(b"second line", text)
+        # delete a header, insert one before every other (ours included)
+        with smtplib.SMTP(HOST, e.port, timeout=30) as c:
+            c.ehlo("client.test")
+            c.mail("sender@example.org")
+            c.rcpt("u@demo.test")
+            code, text = c.data(b"Subject: edits\r\nX-Milter-Delete: gone\r\n\r\nm-edits\r\n")
+            self.assertEqual(code, 250, text)
+        recs = stored(e, b"m-edits")
+        self.assertEqual(len(recs), 1)
+        raw = stored_body(recs[0])
+        self.assertTrue(raw.startswith(b"X-Milter-First: yes\r\nReceived: "), raw[:80])
+        self.assertNotIn(b"X-Milter-Delete", raw)
 
     def test_filter_killed_mid_message_tempfail(self):
         e = self.etrnd()  # milter_default_action = tempfail (Postfix's default)
