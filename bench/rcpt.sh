@@ -86,8 +86,7 @@ loaded_count() { grep -cE "$LOADED_RE" "$ETRND_STDERR" || true; }
 dropped_count() { grep -c "rcpts $DOMAIN: rcpt_check off" "$ETRND_STDERR" || true; }
 # wait_count FN N: until FN prints at least N (a hang guard bounds it).
 wait_count() {
-	local i
-	for i in $(seq 1 2400); do
+	for _ in $(seq 1 2400); do
 		[[ $($1) -ge $2 ]] && return 0
 		sleep 0.05
 	done
@@ -139,7 +138,6 @@ for r in $(seq 1 "$ROUNDS"); do
 		[[ $m == on ]] && ON+=("$rate") || OFF+=("$rate")
 	done
 done
-CPU_TICKS=$(awk '{ print $14 + $15 }' "/proc/$ETRND_PID/stat")
 h_stop_etrnd || true
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
