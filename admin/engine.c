@@ -49,6 +49,7 @@
 #include "proto/activator.h"
 #include "proto/dnsbl.h"
 #include "proto/drain.h"
+#include "proto/milter.h"
 #include "proto/sched.h"
 #include "proto/smtp_check.h"
 #include "proto/smtpd.h"
@@ -86,6 +87,7 @@ struct engine_parts {
 	struct drain *dr;
 	struct sched *sc;
 	struct dnsbl *bl;
+	struct milters *mi;
 };
 
 static void engine_report(struct engine *e, enum engine_state st)
@@ -205,6 +207,12 @@ static int engine_setup(struct engine *e, struct engine_parts *p)
 	p->sc = sched_new(e->env->cfg, e->env->dt, e->env->resolver, p->dr, p->l, p->sh);
 	if (!p->sc)
 		return engine_fail(e, "sched: %s", strerror(errno));
+	/* Milters (issue 19): policy checkers of this thread's sessions. */
+	if (e->env->cfg->nmilters) {
+		p->mi = milters_new(e->env->cfg, p->l);
+		if (!p->mi || (rc = milters_attach(p->mi, p->d)) != 0)
+			return engine_fail(e, "milter: %s", p->mi ? strerror(-rc) : "out of memory");
+	}
 	/* Relayhost deliveries of every thread kick the after-outbound
 	 * activators, which run on thread 0 (proto/activator.h). */
 	if (e->env->act)
@@ -269,6 +277,7 @@ void engine_tls_free(struct engine_env *env)
 static void engine_teardown(struct engine_parts *p)
 {
 	sched_free(p->sc);
+	milters_free(p->mi);
 	drain_free(p->dr);
 	spool_shard_close(p->sh);
 	loop_free(p->l);
@@ -308,6 +317,7 @@ static void *engine_thread(void *arg)
 	 * the loop has finished (a look-up answered later is refused its
 	 * post, drain_hub_post(), and frees its own job). */
 	p.sc = sched_free(p.sc);
+	p.mi = milters_free(p.mi);
 	e->drain = p.dr;
 	epoch_unregister();
 	spool_shard_close(p.sh);

@@ -422,6 +422,48 @@ r_relay_e, r_relay_p, r_relay_once = relay_section()
 if r_relay_e is not None or r_relay_p is not None:
     PLOT_TP.append(("relay 4 KiB via relayhost", r_relay_e, r_relay_p, None))
 
+def milter_section():
+    """bench/milter.sh's rounds (milter.KIND.R.json, KIND none or milter):
+    ingest with one accept-everything milter against none, the ratio of
+    the median rates and the milter client's CPU per message."""
+    mm = dict(kv.split("=", 1) for kv in read("milter.meta").split() if "=" in kv)
+    w("## Milter (bench/milter.sh, issue 19)")
+    w("")
+    if not mm:
+        w("Not measured: bench/milter.sh left nothing (%s)." % read("milter.err").strip()[-300:])
+        w("")
+        return
+    w("`etrnbench send` (%s sessions, PIPELINING, %s-byte messages, %s messages a round) against etrnd (`threads = auto`) without a milter and with `milter = inet:127.0.0.1:PORT`, %s round(s) each, alternating which goes first. The filter is `etrnd-milterbench` (bench/milterbench.c: C over proto/milter_codec, one thread per connection, every event asked for and answered CONTINUE, so etrnd's client does all its work); its own CPU is the last column, to show it is not the bottleneck. CPU = etrnd's user+system ticks (/proc/PID/stat) around the load, per acknowledged message. A round counts only if every message was acknowledged and stored." % (
+        mm.get("sessions"), mm.get("size"), mm.get("n"), mm.get("rounds")))
+    w("")
+    w("| milter | round | messages | all stored | msgs/s | etrnd CPU µs/msg | filter CPU s |")
+    w("|---|---:|---:|---|---:|---:|---:|")
+    good = {"none": [], "milter": []}
+    for key in good:
+        for r in range(1, int(mm.get("rounds", 0)) + 1):
+            j = load_json("milter.%s.%d.json" % (key, r))
+            if j is None:
+                w("| %s | %d | | not measured | | | |" % (key, r))
+                continue
+            if j["good"]:
+                good[key].append(j)
+            w("| %s | %d | %d | %s | %.0f | %s | %.2f |" % (
+                key, r, j["acked"], "yes" if j["good"] else "**no** (%d stored)" % j["stored"],
+                j["msgs_per_s"], fmt(j["etrnd_cpu_us_per_msg"], "%.1f"), j["filter_cpu_s"]))
+    rn = median([j["msgs_per_s"] for j in good["none"]])
+    rm = median([j["msgs_per_s"] for j in good["milter"]])
+    cn = median([j["etrnd_cpu_us_per_msg"] for j in good["none"]])
+    cm = median([j["etrnd_cpu_us_per_msg"] for j in good["milter"]])
+    w("")
+    w("Median rate: %s msgs/s with the milter, %s without: ratio **%s**. etrnd CPU per message %s µs with, %s µs without: the milter client costs **%s µs per message**. Commit %s; load average %s before, %s after." % (
+        fmt(rm), fmt(rn), fmt(ratio(rm, rn), "%.2f"), fmt(cm, "%.1f"), fmt(cn, "%.1f"),
+        fmt(cm - cn if cm is not None and cn is not None else None, "%.1f"), mm.get("commit"),
+        mm.get("load_before"), mm.get("load_after")))
+    w("")
+
+
+milter_section()
+
 # ---------------------------------------------------------------- cluster
 def cluster_section():
     """bench/cluster_bench.py (cluster.json): the drain rows and the ETRN

@@ -19,7 +19,8 @@
 #   per core (a new session per message), a drain to a STARTTLS sink against
 #   the same drain in clear, the memory of 1,000 idle TLS sessions;
 #   outbound relay of a mynetworks client's mail through relayhost against
-#   Postfix doing the same (issue 13, bench/relay.sh);
+#   Postfix doing the same (issue 13, bench/relay.sh); ingest with an
+#   accept-everything milter against none (issue 19, bench/milter.sh);
 #   start-up recovery of a big spool; provisioning (bench/provision.sh);
 #   a callgrind profile of etrnd's ingest path.
 # Everything talks to 127.0.0.1 only; each load is bounded in count and
@@ -59,6 +60,7 @@ if [[ $MODE == quick ]]; then
 	IDLE_N=2000; RECOVER_N=50000; PROV_ROWS=10000; PROV_SAMPLES=10
 	PROFILE_N=0; TLS_HS_SESS=10; TLS_DRAIN_N=10000
 	RELAY_N=5000; RELAY_ROUNDS=1
+	MILTER_N=5000; MILTER_ROUNDS=1
 	CLUSTER_N=10000; CLUSTER_LAT_ROUNDS=20
 else
 	DUR=10; SESSIONS_LIST="20 200 2000"; BIG_SESS=20; DD_MB=1024
@@ -66,6 +68,7 @@ else
 	IDLE_N=10000; RECOVER_N=10000000; PROV_ROWS=100000; PROV_SAMPLES=100
 	PROFILE_N=3000; TLS_HS_SESS=20; TLS_DRAIN_N=50000
 	RELAY_N=20000; RELAY_ROUNDS=3
+	MILTER_N=20000; MILTER_ROUNDS=3
 	CLUSTER_N=100000; CLUSTER_LAT_ROUNDS=100
 fi
 NDOM=1000
@@ -438,6 +441,15 @@ log "outbound relay through relayhost: $RELAY_N messages, $RELAY_ROUNDS round(s)
 N=$RELAY_N ROUNDS=$RELAY_ROUNDS RES=$RES RUN_TIMEOUT=$RUN_TIMEOUT \
 	bash "$ROOT/bench/relay.sh" "$BUILD" >"$RES/relay.out" 2>"$RES/relay.err" ||
 	log "relay.sh failed: $(tail -n 3 "$RES/relay.err")"
+
+# ============================ 2c2. milter ====================================
+# Issue 19: ingest with one accept-everything C milter against none, same
+# run, alternating (bench/milter.sh): the ratio and the milter client's CPU
+# per message.
+log "milter: $MILTER_N messages, $MILTER_ROUNDS round(s) each, with and without"
+N=$MILTER_N ROUNDS=$MILTER_ROUNDS RES=$RES RUN_TIMEOUT=$RUN_TIMEOUT \
+	bash "$ROOT/bench/milter.sh" "$BUILD" >"$RES/milter.out" 2>"$RES/milter.err" ||
+	log "milter.sh failed: $(tail -n 3 "$RES/milter.err")"
 
 # ============================ 2d. several nodes ==============================
 # Issue 16 (bench/cluster_bench.py): three etrnd nodes and one redis-server

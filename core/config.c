@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "core/ascii.h"
@@ -476,6 +477,60 @@ static int set_relayhost(struct config *c, const struct config_key *k, const cha
 	return 0;
 }
 
+/* milter: "inet:host:port" (numeric host, as listen) or "unix:/path", one
+ * or more; "" or "none": no milters. */
+static int set_milter(struct config *c, const struct config_key *k, const char *v,
+		      char *w, size_t wl)
+{
+	const char *p = !strcmp(v, "none") ? "" : v;
+	unsigned n = 0;
+	size_t len;
+
+	for (; (len = list_item(&p)) > 0; p += len) {
+		struct config_listen *m = &c->milters[n];
+
+		if (n == CONFIG_MILTERS_MAX)
+			return why(w, wl, "bad value for %s: more than %d milters", k->name,
+				   CONFIG_MILTERS_MAX);
+		if (len > 5 && !strncmp(p, "inet:", 5) && parse_listen_one(p + 5, len - 5, m) == 0 &&
+		    ((struct sockaddr_in *)&m->addr)->sin_port != 0) {
+			snprintf(m->text, sizeof(m->text), "%.*s", (int)len, p);
+		} else if (len > 6 && !strncmp(p, "unix:/", 6) &&
+			   len - 5 < sizeof(((struct sockaddr_un *)0)->sun_path) &&
+			   len < sizeof(m->text)) {
+			struct sockaddr_un *sun = (struct sockaddr_un *)&m->addr;
+
+			memset(&m->addr, 0, sizeof(m->addr));
+			sun->sun_family = AF_UNIX;
+			memcpy(sun->sun_path, p + 5, len - 5);
+			m->addrlen = (socklen_t)sizeof(*sun);
+			snprintf(m->text, sizeof(m->text), "%.*s", (int)len, p);
+		} else {
+			return why(w, wl, "bad value for %s: \"%.*s\" (want inet:host:port with a numeric address, or unix:/path)",
+				   k->name, (int)len, p);
+		}
+		m->flags = 0;
+		n++;
+	}
+	c->nmilters = n;
+	return 0;
+}
+
+static int set_milter_default_action(struct config *c, const struct config_key *k, const char *v,
+				     char *w, size_t wl)
+{
+	if (!strcmp(v, "tempfail"))
+		c->milter_default_action = CONFIG_MILTER_TEMPFAIL;
+	else if (!strcmp(v, "accept"))
+		c->milter_default_action = CONFIG_MILTER_ACCEPT;
+	else if (!strcmp(v, "reject"))
+		c->milter_default_action = CONFIG_MILTER_REJECT;
+	else
+		return why(w, wl, "bad value for %s: \"%s\" (want accept, tempfail or reject)",
+			   k->name, v);
+	return 0;
+}
+
 /* mynetworks: CIDRs (core/cidr.h); "" or "none" = nobody. */
 static int set_mynetworks(struct config *c, const struct config_key *k, const char *v,
 			  char *w, size_t wl)
@@ -926,6 +981,12 @@ static const struct config_key config_keys[] = {
 	{ "minimal_backoff", set_duration, OFF(minimal_backoff_ms), 1000, MS_PER_DAY },
 	{ "maximal_backoff", set_duration, OFF(maximal_backoff_ms), 1000, 7 * MS_PER_DAY },
 	{ "queue_restart_spread", set_duration, OFF(queue_restart_spread_ms), 0, MS_PER_DAY },
+	/* Milters (proto/milter.h), Postfix's smtpd_milters and timeouts. */
+	{ "milter", set_milter, 0, 0, 0 },
+	{ "milter_default_action", set_milter_default_action, 0, 0, 0 },
+	{ "milter_connect_timeout", set_duration, OFF(milter_connect_timeout_ms), 100, 3600 * 1000 },
+	{ "milter_command_timeout", set_duration, OFF(milter_command_timeout_ms), 100, 3600 * 1000 },
+	{ "milter_content_timeout", set_duration, OFF(milter_content_timeout_ms), 100, 3600 * 1000 },
 	/* The reversed session of an ATRN activator (config.h); the
 	 * activators themselves are "activator.NAME.FIELD" (config_activator.c). */
 	{ "atrn_idle_timeout", set_duration, OFF(atrn_idle_timeout_ms), CONFIG_ATRN_IDLE_TIMEOUT_MIN_MS,
@@ -1037,6 +1098,10 @@ void config_defaults(struct config *c)
 	c->delay_warning_ms = 0;
 	c->clock_offset_ms = 0;
 	c->minimal_backoff_ms = CONFIG_MINIMAL_BACKOFF_DEFAULT_MS;
+	c->milter_default_action = CONFIG_MILTER_TEMPFAIL;
+	c->milter_connect_timeout_ms = 30u * 1000u;
+	c->milter_command_timeout_ms = 30u * 1000u;
+	c->milter_content_timeout_ms = 300u * 1000u;
 	c->maximal_backoff_ms = CONFIG_MAXIMAL_BACKOFF_DEFAULT_MS;
 	c->queue_restart_spread_ms = CONFIG_QUEUE_RESTART_SPREAD_DEFAULT_MS;
 	c->atrn_idle_timeout_ms = CONFIG_ATRN_IDLE_TIMEOUT_DEFAULT_MS;

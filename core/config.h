@@ -253,6 +253,15 @@ struct config_listen {
 	unsigned flags;                 /* CONFIG_LISTEN_* */
 };
 
+/* Milters (issue 19, proto/milter.h): "inet:host:port" (numeric host) or
+ * "unix:/path", asked in the order given. */
+#define CONFIG_MILTERS_MAX 8
+enum config_milter_action {
+	CONFIG_MILTER_TEMPFAIL = 0,  /* Postfix's default */
+	CONFIG_MILTER_ACCEPT,
+	CONFIG_MILTER_REJECT,
+};
+
 struct config {
 	struct config_listen listen[CONFIG_LISTEN_MAX];
 	unsigned nlisten;
@@ -300,6 +309,14 @@ struct config {
 	unsigned minimal_backoff_ms;
 	unsigned maximal_backoff_ms;
 	unsigned queue_restart_spread_ms;
+	/* milter, milter_default_action, milter_*_timeout (Postfix's names
+	 * and defaults: 30s, 30s, 300s); text says "inet:..." or "unix:...". */
+	struct config_listen milters[CONFIG_MILTERS_MAX];
+	unsigned nmilters;
+	int milter_default_action;      /* enum config_milter_action */
+	unsigned milter_connect_timeout_ms;
+	unsigned milter_command_timeout_ms;
+	unsigned milter_content_timeout_ms;
 	struct config_activator *activators; /* allocated; config_free() */
 	unsigned nactivators;
 	struct config_activator_at *activators_at; /* config_activator.c's own:

@@ -44,6 +44,16 @@ enum metric_id {
 	METRIC_RCPT_REFUSED_ROUTING,     /* {reason="routing"} */
 	METRIC_RCPT_REFUSED_OTHER,       /* {reason="other"} */
 	METRIC_MSGS_DISCARDED,           /* etrnd_messages_discarded_total (policy check) */
+	/* etrnd_milter_failures_total{milter="i"}: milter i (config order,
+	 * core/config.h CONFIG_MILTERS_MAX rows) down, slow or out of step */
+	METRIC_MILTER_FAIL_0,
+	METRIC_MILTER_FAIL_1,
+	METRIC_MILTER_FAIL_2,
+	METRIC_MILTER_FAIL_3,
+	METRIC_MILTER_FAIL_4,
+	METRIC_MILTER_FAIL_5,
+	METRIC_MILTER_FAIL_6,
+	METRIC_MILTER_FAIL_7,
 	/* held mail (per-thread gauges: the thread's shard) */
 	METRIC_HELD_MESSAGES,            /* etrnd_held_messages{shard="i"} */
 	METRIC_HELD_BYTES,               /* etrnd_held_bytes{shard="i"} */

@@ -333,7 +333,7 @@ const struct smtp_tx *smtp_server_tx(const struct smtp_session *s);
 /* The commit of the current transaction finished: err 0 means it is on disk
  * (writes "250 2.0.0 Ok: queued as QID"); -ENOSPC/-EIO/other: 451 4.3.0;
  * -EDQUOT: 452 4.2.2; -E2BIG (the record does not fit a spool segment):
- * 552 5.3.4. The transaction is dropped either way and the session
+ * 552 5.3.4; -ENOTSUP (a check said hold and the queue cannot): 451 4.7.1. The transaction is dropped either way and the session
  * accepts commands again. */
 void smtp_server_commit_done(struct smtp_session *s, int err, struct buf *out);
 

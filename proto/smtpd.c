@@ -662,6 +662,11 @@ static int smtpd_commit(struct smtpd_conn *sc)
 	rc = smtpd_over_quota(d, tx);
 	if (rc)
 		return rc;
+	/* Quarantine (a milter's SMFIR_QUARANTINE): the spool has no held
+	 * state yet, so the message is refused for now rather than stored
+	 * where a drain would deliver it. */
+	if (smtp_tx_held(tx))
+		return -ENOTSUP;
 	memset(&m, 0, sizeof(m));
 	m.msgid = smtp_tx_msgid(tx);
 	m.flags = (uint16_t)(((flags & SMTP_TX_8BITMIME) ? SPOOL_MSG_8BITMIME : 0) |
