@@ -290,13 +290,31 @@ struct ef_call {
 	void *arg;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
+	int running;    /* fn has started: the caller waits for its end */
 	int done;
+	int abandoned;  /* the caller timed out first: never run fn, free c */
 };
+
+static void ef_call_free(struct ef_call *c)
+{
+	pthread_mutex_destroy(&c->mu);
+	pthread_cond_destroy(&c->cv);
+	free(c);
+}
 
 static void ef_call_run(void *arg)
 {
 	struct ef_call *c = arg;
 
+	pthread_mutex_lock(&c->mu);
+	if (c->abandoned) {
+		/* fn's arg may live on the caller's stack, gone by now. */
+		pthread_mutex_unlock(&c->mu);
+		ef_call_free(c);
+		return;
+	}
+	c->running = 1;
+	pthread_mutex_unlock(&c->mu);
 	c->fn(c->arg);
 	pthread_mutex_lock(&c->mu);
 	c->done = 1;
@@ -318,8 +336,9 @@ static void ef_deadline(struct timespec *ts, unsigned ms)
 int engine_fixture_call(struct engine_fixture *f, engine_fixture_fn fn, void *arg,
 			unsigned timeout_ms)
 {
-	/* On the heap: after a time-out the post may still run (the test is
-	 * failing then; the few bytes are left behind on purpose). */
+	/* On the heap: after a time-out the post may still come; it then
+	 * frees c without running fn (a loaded machine makes a short
+	 * negative wait time out before the loop ran the post). */
 	struct ef_call *c = calloc(1, sizeof(*c));
 	struct timespec dl;
 	int done;
@@ -341,13 +360,16 @@ int engine_fixture_call(struct engine_fixture *f, engine_fixture_fn fn, void *ar
 	while (!c->done)
 		if (pthread_cond_timedwait(&c->cv, &c->mu, &dl))
 			break;
+	/* fn under way: it may use the caller's memory, wait for its end. */
+	while (c->running && !c->done)
+		pthread_cond_wait(&c->cv, &c->mu);
 	done = c->done;
+	if (!done)
+		c->abandoned = 1;
 	pthread_mutex_unlock(&c->mu);
 	if (!done)
 		return -ETIMEDOUT;
-	pthread_mutex_destroy(&c->mu);
-	pthread_cond_destroy(&c->cv);
-	free(c);
+	ef_call_free(c);
 	return 0;
 }
 
