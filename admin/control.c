@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "admin/rcptload.h"
 #include "admin/redis_conn.h"
 #include "admin/schema.h"
 #include "core/log.h"
@@ -94,6 +95,10 @@ struct control {
 	char chan[CONFIG_REDIS_PREFIX_MAX + 8];
 	char kprefix[CONTROL_NKINDS][CONFIG_REDIS_PREFIX_MAX + 8]; /* "etrnd:domain:" ... */
 	struct control_pending pending[CONTROL_NKINDS];
+	/* Recipient sets (issue 19): their owner, and the domains whose set
+	 * a "rcpts <d>" event says to read again. */
+	struct rcptload *rl;
+	struct control_pending rcpt_pending;
 	int resync_asked;
 };
 
@@ -392,13 +397,17 @@ fail:
 
 static int publish(struct control *c)
 {
-	struct domtab *t = domtab_build(c->master);
+	struct domtab *t;
 
+	rcptload_attach(c->rl, c->master);
+	t = domtab_build(c->master);
 	if (!t) {
 		log_err("control: out of memory building the domain table; keeping the last one");
 		return -1;
 	}
 	domtab_live_swap(c->lv, t);
+	/* No reader holds the old table now, nor the sets it alone had. */
+	rcptload_reap(c->rl);
 	return 0;
 }
 
@@ -437,7 +446,8 @@ static int control_connect(struct control *c, char *err, size_t errlen)
 		goto fail;
 	domtab_builder_free(c->master);
 	c->master = b;
-	if (publish(c))
+	if (rcptload_sync(c->rl, c->cmd, c->cur.prefix, c->master, 1, err, errlen) ||
+	    publish(c))
 		goto fail;
 	c->next_resync_ms = now_mono_ms() + c->cur.resync_ms;
 	domtab_live_set_stale(c->lv, 0);
@@ -489,20 +499,25 @@ static int pending_add(struct control_pending *p, const char *name, size_t len)
 
 static size_t pending_count(const struct control *c)
 {
-	size_t n = 0;
+	size_t n = c->rcpt_pending.n;
 
 	for (int k = 0; k < CONTROL_NKINDS; k++)
 		n += c->pending[k].n;
 	return n;
 }
 
+static void pending_clear_one(struct control_pending *p)
+{
+	for (size_t i = 0; i < p->n; i++)
+		free(p->v[i]);
+	p->n = 0;
+}
+
 static void pending_clear(struct control *c)
 {
-	for (int k = 0; k < CONTROL_NKINDS; k++) {
-		for (size_t i = 0; i < c->pending[k].n; i++)
-			free(c->pending[k].v[i]);
-		c->pending[k].n = 0;
-	}
+	for (int k = 0; k < CONTROL_NKINDS; k++)
+		pending_clear_one(&c->pending[k]);
+	pending_clear_one(&c->rcpt_pending);
 }
 
 static void pending_free(struct control *c)
@@ -510,18 +525,22 @@ static void pending_free(struct control *c)
 	pending_clear(c);
 	for (int k = 0; k < CONTROL_NKINDS; k++)
 		free(c->pending[k].v);
+	free(c->rcpt_pending.v);
 }
 
 /* A "domain <d>" or "route <d>" event: d's key is read again. 1 when p was
  * one of those. */
 static int on_key_event(struct control *c, const char *p, size_t n)
 {
-	for (int k = 0; k < CONTROL_NKINDS; k++) {
-		size_t el = strlen(control_kinds[k].event);
+	for (int k = 0; k <= CONTROL_NKINDS; k++) {
+		/* CONTROL_NKINDS: "rcpts <d>", a recipient set (rcptload.h). */
+		const char *ev = k < CONTROL_NKINDS ? control_kinds[k].event : "rcpts ";
+		struct control_pending *pd = k < CONTROL_NKINDS ? &c->pending[k] : &c->rcpt_pending;
+		size_t el = strlen(ev);
 
-		if (n <= el || memcmp(p, control_kinds[k].event, el))
+		if (n <= el || memcmp(p, ev, el))
 			continue;
-		if (n - el > DOMTAB_NAME_MAX + 1 || pending_add(&c->pending[k], p + el, n - el)) {
+		if (n - el > DOMTAB_NAME_MAX + 1 || pending_add(pd, p + el, n - el)) {
 			char shown[LOG_TEXT_MAX];
 
 			log_warn("redis: event \"%s\" dropped (too long or out of memory); the next resync covers it",
@@ -655,6 +674,21 @@ static int wait_events(struct control *c, char *why, size_t wl)
 	return pf[3].revents ? 2 : 0;
 }
 
+/* A "rcpts <d>" event: d's set is read again when its row wants one (a
+ * row turning rcpt_check on is read by rcptload_sync()). */
+static int apply_rcpts(struct control *c, const char *name, char *why, size_t wl)
+{
+	char norm[DOMTAB_NAME_MAX + 1], w[SCHEMA_WHY_MAX];
+	const struct domtab_row *row;
+
+	if (schema_domain_norm(name, 1, norm, w, sizeof(w)))
+		return 0;
+	row = domtab_builder_get(c->master, norm);
+	if (!row || !row->rcpt_check)
+		return 0;
+	return rcptload_fetch(c->rl, c->cmd, c->cur.prefix, norm, why, wl);
+}
+
 static int apply_pending(struct control *c, char *why, size_t wl)
 {
 	int rc = 0;
@@ -662,6 +696,10 @@ static int apply_pending(struct control *c, char *why, size_t wl)
 	for (int k = 0; k < CONTROL_NKINDS && rc == 0; k++)
 		rc = fetch_keys(c, (enum control_kind)k, c->master, c->pending[k].v,
 				c->pending[k].n, 1, why, wl);
+	for (size_t i = 0; i < c->rcpt_pending.n && rc == 0; i++)
+		rc = apply_rcpts(c, c->rcpt_pending.v[i], why, wl);
+	if (rc == 0)
+		rc = rcptload_sync(c->rl, c->cmd, c->cur.prefix, c->master, 0, why, wl);
 	if (rc == 0)
 		log_debug("redis: %zu domain and %zu route change(s) applied, %zu domain(s), %zu route(s)",
 			  c->pending[CONTROL_KIND_DOMAIN].n, c->pending[CONTROL_KIND_ROUTE].n,
@@ -682,6 +720,10 @@ static int resync(struct control *c, char *why, size_t wl)
 		return -1;
 	domtab_builder_free(c->master);
 	c->master = b;
+	if (rcptload_sync(c->rl, c->cmd, c->cur.prefix, c->master, 1, why, wl)) {
+		(void)publish(c); /* the rows read, with the sets held */
+		return -1;
+	}
 	(void)publish(c);
 	c->resync_asked = 0;
 	atomic_store(&c->last_load_us, now_wall_us());
@@ -823,7 +865,8 @@ struct control *control_start(const struct config *cfg, struct domtab_live *lv,
 	c->backoff_ms = CONTROL_BACKOFF_MIN_MS;
 	control_set_prefix(c);
 	c->master = domtab_builder_new();
-	if (!c->master || add_static(c, c->master)) {
+	c->rl = rcptload_new(cfg->rcpt_max_per_domain, cfg->rcpt_max_total);
+	if (!c->master || !c->rl || add_static(c, c->master)) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -875,6 +918,7 @@ fail:
 		close(c->wakefd);
 	pthread_mutex_destroy(&c->next_mu);
 	domtab_builder_free(c->master);
+	rcptload_free(c->rl);
 	pending_free(c);
 	free(c);
 	return NULL;
@@ -898,6 +942,7 @@ struct control *control_stop(struct control *c)
 		close(c->wakefd);
 	pthread_mutex_destroy(&c->next_mu);
 	domtab_builder_free(c->master);
+	rcptload_free(c->rl);
 	pending_free(c);
 	free(c);
 	return NULL;

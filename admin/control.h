@@ -10,7 +10,10 @@
  * (RCPT for an unknown domain then gets 451, not 550); the thread reconnects
  * with backoff and reloads when Redis is back. One log line per state change.
  * The static relay_domains are always in the table, with default settings,
- * unless Redis has a row of the same name.
+ * unless Redis has a row of the same name. Rows with rcpt_check on point at
+ * their recipient sets, which admin/rcptload.h reads ("rcpts <d>" events,
+ * and at a resync the sets whose counter moved) and which stay in service
+ * while Redis is away.
  */
 #ifndef ETRND_ADMIN_CONTROL_H
 #define ETRND_ADMIN_CONTROL_H

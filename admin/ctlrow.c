@@ -19,7 +19,7 @@
 
 const char *const ctlrow_cols[CTLROW_COLS] = {
 	"domain", SCHEMA_F_QUEUE, SCHEMA_F_DEST, SCHEMA_F_ETRN_FROM, SCHEMA_F_OWNER,
-	SCHEMA_F_MAX_HOLD, SCHEMA_F_QUOTA, SCHEMA_F_TLS, SCHEMA_F_MODE,
+	SCHEMA_F_MAX_HOLD, SCHEMA_F_QUOTA, SCHEMA_F_TLS, SCHEMA_F_MODE, SCHEMA_F_RCPT_CHECK,
 };
 
 static const char *nz(const char *s)
@@ -47,7 +47,7 @@ static void add(struct ctlrow *r, const char *f, const char *v)
 	r->v[r->n++] = v;
 }
 
-/* etrn_from, max_hold, quota, tls and mode: the values that are parsed,
+/* etrn_from, max_hold, quota, tls, mode and rcpt_check: the values that are parsed,
  * not only checked. */
 static int ctlrow_parsed(struct ctlrow *r, const struct ctlrow_opts *o, size_t *off,
 			 char *why, size_t wl)
@@ -93,6 +93,13 @@ static int ctlrow_parsed(struct ctlrow *r, const struct ctlrow_opts *o, size_t *
 		if (schema_mode_parse(s, &mode, one, sizeof(one)))
 			return snprintf(why, wl, "--mode: %s", one), -1;
 		add(r, SCHEMA_F_MODE, domtab_mode_name(mode));
+	}
+	if ((s = nz(o->rcpt_check))) {
+		int on;
+
+		if (schema_onoff_parse(s, &on, one, sizeof(one)))
+			return snprintf(why, wl, "--rcpt-check: %s", one), -1;
+		add(r, SCHEMA_F_RCPT_CHECK, on ? "on" : "off");
 	}
 	return 0;
 }
@@ -211,7 +218,7 @@ static int ctlrow_csv_row(const struct ctlrow_csv *c, char *line, struct ctlrow 
 		return snprintf(why, wl, "no domain"), -1;
 	o = (struct ctlrow_opts){ .queue = v[1], .dest = v[2], .etrn_from = v[3],
 				  .owner = v[4], .max_hold = v[5], .quota = v[6], .tls = v[7],
-				  .mode = v[8] };
+				  .mode = v[8], .rcpt_check = v[9] };
 	if (ctlrow_make(r, v[0], &o, why, wl)) {
 		/* "--queue: ..." reads oddly in a CSV report: say the column. */
 		char tmp[CTLROW_WHY_MAX];

@@ -12,7 +12,7 @@
 
 #include "core/domtab.h"
 
-#define CTLROW_COLS 9            /* domain and the eight fields of a row */
+#define CTLROW_COLS 10           /* domain and the nine fields of a row */
 #define CTLROW_LINE_MAX 8192     /* longest import line, ending included */
 
 /* The import columns in their default order (a header may reorder them);
@@ -27,10 +27,12 @@ char *ctlrow_cols_list(char *buf, size_t len);
  * until ctlrow_make. */
 struct ctlrow_opts {
 	const char *dest, *queue, *etrn_from, *owner, *max_hold, *quota, *tls, *mode;
+	const char *rcpt_check;
 };
 
 /* A validated domain row: field/value pairs, always with tls (so the hash
- * is never empty), mode only when given (absent = hold). Its pointers point
+ * is never empty), mode and rcpt_check only when given (absent = hold,
+ * off). Its pointers point
  * into the struct itself or at string constants: it outlives what it was
  * made from, but is not to be copied by value. */
 struct ctlrow {

@@ -34,6 +34,7 @@
 #include "admin/ctlrow.h"
 #include "admin/etrnctl_etrn.h"
 #include "admin/etrnctl_node.h"
+#include "admin/etrnctl_rcpt.h"
 #include "admin/etrnctl_say.h"
 #include "admin/etrnctl_keys.h"
 #include "admin/etrnctl_top.h"
@@ -83,6 +84,7 @@ struct opts {
 	const char *user, *ca_file, *timeout, *helo;
 	int etrn_opts;
 	int wait;                 /* node drain --wait */
+	int replace;              /* rcpt import --replace */
 };
 
 static void usage(FILE *f)
@@ -94,9 +96,10 @@ static void usage(FILE *f)
 		"               [--json] COMMAND [ARGS]\n"
 		"  domain add DOMAIN [--dest HOST[:PORT]|mx] [--queue NAME] [--etrn-from CIDR,...]\n"
 		"                    [--owner USER] [--max-hold DURATION] [--quota BYTES] [--tls may|must|verify]\n"
-		"                    [--mode hold|deliver]\n"
+		"                    [--mode hold|deliver] [--rcpt-check on|off]\n"
 		"                     mode hold (the default): keep the mail until ETRN, ATRN or\n"
-		"                     expiry; mode deliver: send it at once, retried with back-off\n"
+		"                     expiry; mode deliver: send it at once, retried with back-off;\n"
+		"                     rcpt-check on: RCPT only for the recipients of rcpt add/import\n"
 		"  domain set DOMAIN [the options of domain add]  change only the options given\n"
 		"                     (an empty value clears one): domain set D --mode deliver\n"
 		"  domain del DOMAIN | domain show DOMAIN | domain list\n"
@@ -153,6 +156,12 @@ static void usage(FILE *f)
 		"                     one-shot runs: method, host, requests, schedule, state, runs,\n"
 		"                     failures, last run, its reply and meaning, next run\n"
 		"  activators run NAME  run activator NAME now, as if it were its time\n"
+		"  rcpt add DOMAIN ADDR... | rcpt del DOMAIN ADDR... | rcpt list DOMAIN\n"
+		"                     DOMAIN's valid recipients (used while its rcpt-check is on):\n"
+		"                     user, user@DOMAIN, @DOMAIN (all of it) or @ (catch-all)\n"
+		"  rcpt import [--replace] DOMAIN FILE|-  one address a line (# comments); a bad\n"
+		"                     line (FILE:LINE: why) writes nothing; --replace swaps the\n"
+		"                     whole set at once, else the addresses are added\n"
 		"  keys migrate       rename every untagged key (PREFIX domain:NAME) to its hash-tagged\n"
 		"                     form (PREFIX domain:{NAME}); one whose tagged twin exists is\n"
 		"                     skipped; running daemons reload\n"
@@ -520,6 +529,7 @@ static const struct { const char *f; size_t off; } row_opts[] = {
 	{ SCHEMA_F_QUOTA, offsetof(struct ctlrow_opts, quota) },
 	{ SCHEMA_F_TLS, offsetof(struct ctlrow_opts, tls) },
 	{ SCHEMA_F_MODE, offsetof(struct ctlrow_opts, mode) },
+	{ SCHEMA_F_RCPT_CHECK, offsetof(struct ctlrow_opts, rcpt_check) },
 };
 
 static const char **row_opt(struct ctlrow_opts *o, size_t i)
@@ -1836,6 +1846,7 @@ enum {
 	                             config unless --atrn */
 	CTL_F_ONCE = 1 << 7,      /* takes --once */
 	CTL_F_NODE = 1 << 8,      /* takes --wait and --timeout (node drain) */
+	CTL_F_REPLACE = 1 << 9,   /* takes --replace (rcpt import) */
 };
 
 /* One command: "name sub ARGS". usage lists its arguments, one word each,
@@ -2134,6 +2145,24 @@ static int cmd_node(struct ctl *x, const struct ctl_cmd *c, char **args, const s
 	return !strcmp(c->sub, "drain") ? etrnctl_node_drain(&n) : etrnctl_node_forget(&n);
 }
 
+/* rcpt add|del DOMAIN ADDR... | rcpt list DOMAIN | rcpt import DOMAIN FILE
+ * (etrnctl_rcpt.h). */
+static int cmd_rcpt(struct ctl *x, const struct ctl_cmd *c, char **args, const struct opts *o)
+{
+	struct etrnctl_rcpt r = { .rc = x->rc, .prefix = x->prefix, .chan = x->chan,
+				  .json = x->json, .replace = o->replace };
+	int n = 0;
+
+	while (args[n])
+		n++;
+	switch (c->sub[0]) {
+	case 'a': return etrnctl_rcpt_add(&r, args[0], args + 1, n - 1);
+	case 'd': return etrnctl_rcpt_del(&r, args[0], args + 1, n - 1);
+	case 'l': return etrnctl_rcpt_list(&r, args[0]);
+	default: return etrnctl_rcpt_import(&r, args[0], args[1]);
+	}
+}
+
 static const struct ctl_cmd ctl_cmds[] = {
 	{ "domain", "add", cmd_domain_add, "DOMAIN", CTL_F_ROW_OPTS },
 	{ "domain", "set", cmd_domain_set, "DOMAIN", CTL_F_ROW_OPTS },
@@ -2167,6 +2196,10 @@ static const struct ctl_cmd ctl_cmds[] = {
 	{ "node", "drain", cmd_node, "NODE", CTL_F_NODE },
 	{ "node", "forget", cmd_node, "NODE", 0 },
 	{ "keys", "migrate", cmd_keys_migrate, "", 0 },
+	{ "rcpt", "add", cmd_rcpt, "DOMAIN ADDR...", 0 },
+	{ "rcpt", "del", cmd_rcpt, "DOMAIN ADDR...", 0 },
+	{ "rcpt", "list", cmd_rcpt, "DOMAIN", 0 },
+	{ "rcpt", "import", cmd_rcpt, "DOMAIN FILE", CTL_F_REPLACE },
 };
 #define CTL_NCMDS (sizeof(ctl_cmds) / sizeof(ctl_cmds[0]))
 
@@ -2229,7 +2262,7 @@ static const struct ctl_cmd *ctl_cmd_find(char **args, int nargs, int domain_opt
 		return bad("%s%s%s: want %d argument(s), got %d (see etrnctl --help)", what,
 			   verb[0] ? " " : "", verb, want, nargs - words), NULL;
 	if (domain_opts && !(c->flags & CTL_F_ROW_OPTS))
-		return bad("--dest, --queue, --etrn-from, --owner, --max-hold, --quota and --mode only go with domain add and domain set"), NULL;
+		return bad("--dest, --queue, --etrn-from, --owner, --max-hold, --quota, --mode and --rcpt-check only go with domain add and domain set"), NULL;
 	if (o->password_stdin && !(c->flags & CTL_F_PASSWORD))
 		return bad("--password-stdin only goes with user add, user passwd and etrn"), NULL;
 	if (o->row.tls && !(c->flags & (CTL_F_ROW_OPTS | CTL_F_ETRN)))
@@ -2238,6 +2271,8 @@ static const struct ctl_cmd *ctl_cmd_find(char **args, int nargs, int domain_opt
 	    !((c->flags & CTL_F_NODE) && o->etrn_opts == 1 && o->timeout))
 		return bad("--atrn, --user, --ca-file, --timeout and --helo only go with etrn"
 			   " (--timeout also with node drain --wait)"), NULL;
+	if (o->replace && !(c->flags & CTL_F_REPLACE))
+		return bad("--replace only goes with rcpt import"), NULL;
 	if (o->wait && !(c->flags & CTL_F_NODE))
 		return bad("--wait only goes with node drain"), NULL;
 	if ((o->force || o->to) && !(c->flags & CTL_F_FORCE))
@@ -2274,6 +2309,7 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 		O_REDIS = 256, O_JSON, O_DEST, O_QUEUE, O_ETRN_FROM, O_OWNER, O_MAX_HOLD,
 		O_QUOTA, O_TLS, O_PWSTDIN, O_HELP, O_FORCE, O_TO, O_FULL, O_DOMAIN, O_MODE,
 		O_ATRN, O_USER, O_CA_FILE, O_TIMEOUT, O_HELO, O_ONCE, O_CLUSTER, O_TOP, O_WAIT, O_SENTINELS, O_MASTER_NAME,
+		O_RCPT_CHECK, O_REPLACE,
 	};
 	static const struct option lopts[] = {
 		{ "redis", required_argument, 0, O_REDIS },
@@ -2286,6 +2322,8 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 		{ "quota", required_argument, 0, O_QUOTA },
 		{ "tls", required_argument, 0, O_TLS },
 		{ "mode", required_argument, 0, O_MODE },
+		{ "rcpt-check", required_argument, 0, O_RCPT_CHECK },
+		{ "replace", no_argument, 0, O_REPLACE },
 		{ "password-stdin", no_argument, 0, O_PWSTDIN },
 		{ "help", no_argument, 0, O_HELP },
 		{ "force", no_argument, 0, O_FORCE },
@@ -2322,6 +2360,8 @@ static int ctl_options(int argc, char **argv, struct ctl_args *a, struct ctl *x,
 		case O_QUOTA: o->row.quota = optarg; a->domain_opts++; break;
 		case O_TLS: o->row.tls = optarg; break; /* domain add/set, etrn */
 		case O_MODE: o->row.mode = optarg; a->domain_opts++; break;
+		case O_RCPT_CHECK: o->row.rcpt_check = optarg; a->domain_opts++; break;
+		case O_REPLACE: o->replace = 1; break;
 		case O_PWSTDIN: o->password_stdin = 1; break;
 		case O_FORCE: o->force = 1; break;
 		case O_TO: o->to = optarg; break;

@@ -163,6 +163,17 @@ int schema_mode_parse(const char *s, enum domtab_mode *mode, char *w, size_t wl)
 	return 0;
 }
 
+int schema_onoff_parse(const char *s, int *on, char *w, size_t wl)
+{
+	if (!strcmp(s, "on"))
+		*on = 1;
+	else if (!strcmp(s, "off"))
+		*on = 0;
+	else
+		return why(w, wl, "\"%.64s\": want on or off", s);
+	return 0;
+}
+
 int schema_route_check(const char *s, char *w, size_t wl)
 {
 	if (domtab_route_dest_check(s))
@@ -237,6 +248,8 @@ int schema_row_from_fields(struct domtab_row *row, struct cidr *cidrs,
 			rc = schema_tls_parse(v, &row->tls, one, sizeof(one));
 		} else if (!strcmp(f, SCHEMA_F_MODE)) {
 			rc = schema_mode_parse(v, &row->mode, one, sizeof(one));
+		} else if (!strcmp(f, SCHEMA_F_RCPT_CHECK)) {
+			rc = schema_onoff_parse(v, &row->rcpt_check, one, sizeof(one));
 		}
 		if (rc) {
 			int r;

@@ -5,10 +5,16 @@
  * someone may have written by hand). Pure functions: no I/O.
  *
  *   PREFIX domain:{<domain>} hash  queue dest etrn_from owner max_hold quota_bytes tls mode
+ *                           rcpt_check
+ *   PREFIX rcpts:{<domain>}  set   of valid recipients (core/rcptset.h entries), read
+ *                           when the row's rcpt_check is on (issue 19)
+ *   PREFIX rcpts_gen:{<domain>} string, a counter etrnctl bumps with every change of
+ *                           the set: a resync reloads only sets whose counter moved
  *   PREFIX route:{<domain>}  string "[host]:port" or "host[:port]" (outbound route)
  *   PREFIX queue:{<name>}    set   of domains
  *   PREFIX user:{<name>}     hash  password (crypt(3) hash), domain:<d> = 1 per owned domain
- *   PREFIX events           channel: "domain <d>", "route <d>", "user <u>", "drain <queue>"
+ *   PREFIX events           channel: "domain <d>", "route <d>", "user <u>", "drain <queue>",
+ *                           "rcpts <d>" (the set changed: read it again)
  *
  * Issue 16 (several nodes) changes and adds:
  *   - Hash tags: every per-name key is written PREFIX KIND:{NAME}
@@ -57,6 +63,7 @@
 #define SCHEMA_F_QUOTA "quota_bytes"
 #define SCHEMA_F_TLS "tls"
 #define SCHEMA_F_MODE "mode"
+#define SCHEMA_F_RCPT_CHECK "rcpt_check"
 #define SCHEMA_F_PASSWORD "password"
 #define SCHEMA_USER_DOMAIN "domain:"  /* prefix of owned-domain fields */
 
@@ -85,6 +92,9 @@ int schema_tls_parse(const char *s, enum domtab_tls *tls, char *why, size_t wl);
 
 /* "hold" or "deliver" (enum domtab_mode). */
 int schema_mode_parse(const char *s, enum domtab_mode *mode, char *why, size_t wl);
+
+/* "on" or "off" (a row's rcpt_check) -> 1 or 0. */
+int schema_onoff_parse(const char *s, int *on, char *why, size_t wl);
 
 /* A route's destination (etrnd:route:<domain>, domtab_route_dest_check):
  * "[host]:port" (that host's addresses) or "host[:port]" (host's MX). */

@@ -21,6 +21,7 @@
 #   outbound relay of a mynetworks client's mail through relayhost against
 #   Postfix doing the same (issue 13, bench/relay.sh);
 #   start-up recovery of a big spool; provisioning (bench/provision.sh);
+#   recipient validation, a 1M-address set on against off (bench/rcpt.sh);
 #   a callgrind profile of etrnd's ingest path.
 # Everything talks to 127.0.0.1 only; each load is bounded in count and
 # time; every process started here is stopped by PID on exit.
@@ -60,6 +61,7 @@ if [[ $MODE == quick ]]; then
 	PROFILE_N=0; TLS_HS_SESS=10; TLS_DRAIN_N=10000
 	RELAY_N=5000; RELAY_ROUNDS=1
 	CLUSTER_N=10000; CLUSTER_LAT_ROUNDS=20
+	RCPT_N=100000; RCPT_ROUNDS=2
 else
 	DUR=10; SESSIONS_LIST="20 200 2000"; BIG_SESS=20; DD_MB=1024
 	DRAIN1_N=100000; DRAIN_CMP_N=20000; DRAINK_PER=50; PF_DRAINK_PER=20
@@ -67,6 +69,7 @@ else
 	PROFILE_N=3000; TLS_HS_SESS=20; TLS_DRAIN_N=50000
 	RELAY_N=20000; RELAY_ROUNDS=3
 	CLUSTER_N=100000; CLUSTER_LAT_ROUNDS=100
+	RCPT_N=1000000; RCPT_ROUNDS=3
 fi
 NDOM=1000
 ATRN_ROUNDS=3
@@ -449,6 +452,16 @@ N=$CLUSTER_N ROUNDS=1 LAT_ROUNDS=$CLUSTER_LAT_ROUNDS RES=$RES REDIS_SERVER=$REDI
 	timeout $((RUN_TIMEOUT * 4)) "${PYTHON3:-/usr/bin/python3}" "$ROOT/bench/cluster_bench.py" "$BUILD" \
 	>"$RES/cluster.out" 2>"$RES/cluster.err" ||
 	log "cluster_bench.py failed: $(tail -n 3 "$RES/cluster.err")"
+
+# ============================ 2e. recipient validation ======================
+# Issue 19 (bench/rcpt.sh): a 1,000,000-address set imported with etrnctl,
+# etrnd's memory with it held, the lookup alone, and ingest with
+# rcpt_check on against off (same etrnd, alternating).
+log "recipient validation: $RCPT_N addresses, ingest on/off x $RCPT_ROUNDS"
+N=$RCPT_N DUR=$DUR ROUNDS=$RCPT_ROUNDS RES=$RES REDIS_SERVER=$REDIS_SERVER \
+	timeout $((RUN_TIMEOUT * 4)) bash "$ROOT/bench/rcpt.sh" "$BUILD" \
+	>"$RES/rcpt.out" 2>"$RES/rcpt.err" ||
+	log "rcpt.sh failed: $(tail -n 3 "$RES/rcpt.err")"
 
 # ============================ 3. idle connections ===========================
 log "$IDLE_N idle connections during ingest"

@@ -961,6 +961,8 @@ static const struct config_key config_keys[] = {
 	{ "redis", set_redis, 0, 0, 0 },
 	{ "redis_prefix", set_redis_prefix, 0, 0, 0 },
 	{ "redis_resync", set_duration, OFF(redis_resync_ms), 1000, MS_PER_DAY },
+	{ "rcpt_max_per_domain", set_uint, OFF(rcpt_max_per_domain), 1, CONFIG_RCPT_MAX },
+	{ "rcpt_max_total", set_uint, OFF(rcpt_max_total), 1, CONFIG_RCPT_MAX },
 	/* Several nodes (issue 16): Redis through Sentinel, the node's name,
 	 * its internal transfer listener and secret, how it publishes its
 	 * held counts. */
@@ -1062,6 +1064,8 @@ void config_defaults(struct config *c)
 	c->redis.kind = CONFIG_REDIS_NONE;
 	snprintf(c->redis_prefix, sizeof(c->redis_prefix), "etrnd:");
 	c->redis_resync_ms = 60 * 1000;
+	c->rcpt_max_per_domain = CONFIG_RCPT_MAX_PER_DOMAIN_DEFAULT;
+	c->rcpt_max_total = CONFIG_RCPT_MAX_TOTAL_DEFAULT;
 	c->dns_servers[0] = '\0';
 	c->dns_timeout_ms = RESOLVER_TIMEOUT_MS;
 	c->postmaster[0] = '\0';

@@ -81,6 +81,11 @@ enum config_sync { CONFIG_SYNC_NONE, CONFIG_SYNC_BATCH, CONFIG_SYNC_ALWAYS };
 #define CONFIG_CLUSTER_PUBLISH_DEFAULT_MS 3000u
 #define CONFIG_CLUSTER_NODE_TTL_DEFAULT_MS 15000u
 
+/* Recipient sets: defaults and the most either cap may be (each entry
+ * costs about 30 bytes: 100M is 3 GB). */
+#define CONFIG_RCPT_MAX_PER_DOMAIN_DEFAULT 2000000u
+#define CONFIG_RCPT_MAX_TOTAL_DEFAULT 10000000u
+#define CONFIG_RCPT_MAX 100000000u
 #define CONFIG_REDIS_PREFIX_MAX 64
 enum config_redis_kind { CONFIG_REDIS_NONE, CONFIG_REDIS_UNIX, CONFIG_REDIS_TCP };
 struct config_redis {
@@ -334,6 +339,11 @@ struct config {
 	struct config_redis redis;
 	char redis_prefix[CONFIG_REDIS_PREFIX_MAX + 1]; /* key prefix, "etrnd:" */
 	unsigned redis_resync_ms;       /* full reload interval (safety net) */
+	/* Recipient validation (issue 19, core/rcptset.h): most recipients
+	 * in one domain's set, and in all sets together; a set over either
+	 * is refused (logged) and the old one kept. */
+	unsigned rcpt_max_per_domain;
+	unsigned rcpt_max_total;
 	/* Several nodes (issue 16): this node's name in Redis and in other
 	 * nodes' logs; the shared secret nodes AUTH with on cluster_listen
 	 * (first line of the file, at least 16 bytes; "" = no cluster

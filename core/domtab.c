@@ -291,6 +291,17 @@ int domtab_builder_put(struct domtab_builder *b, const struct domtab_row *row)
 	return 0;
 }
 
+int domtab_builder_set_rcpts(struct domtab_builder *b, const char *name,
+			     const struct rcptset *s)
+{
+	struct bent *e = bset_get(&b->rows, name);
+
+	if (!e)
+		return 0;
+	((struct brow *)e)->row.rcpts = s;
+	return 1;
+}
+
 int domtab_builder_del(struct domtab_builder *b, const char *name)
 {
 	return bset_del(&b->rows, name);
@@ -307,6 +318,11 @@ const struct domtab_row *domtab_builder_get(const struct domtab_builder *b,
 size_t domtab_builder_count(const struct domtab_builder *b)
 {
 	return b->rows.count;
+}
+
+const struct domtab_row *domtab_builder_row_at(const struct domtab_builder *b, size_t i)
+{
+	return i < b->rows.count ? &((const struct brow *)b->rows.el[i])->row : NULL;
 }
 
 int domtab_route_dest_check(const char *dest)

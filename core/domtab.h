@@ -25,6 +25,7 @@
 #define DOMTAB_CIDR_MAX CIDR_LIST_MAX  /* etrn_from networks per domain */
 
 struct epoch;
+struct rcptset;
 
 /* A domain's drain TLS policy (Postfix's smtp_tls_security_level):
  * MAY STARTTLS when offered, else clear (opportunistic, the default);
@@ -62,6 +63,11 @@ struct domtab_row {
 	uint64_t quota_bytes;        /* 0 = no quota */
 	enum domtab_tls tls;
 	enum domtab_mode mode;
+	int rcpt_check;              /* 1: RCPT only for recipients in rcpts (issue 19) */
+	/* The row's recipient set (core/rcptset.h), owned by the control
+	 * thread's loader (admin/rcptload.h) and valid as long as the table;
+	 * NULL = none loaded (with rcpt_check on: 451 4.3.0, try later). */
+	const struct rcptset *rcpts;
 };
 
 struct domtab;
@@ -77,6 +83,11 @@ struct domtab_builder *domtab_builder_free(struct domtab_builder *b);
  * -ENOMEM. */
 int domtab_builder_put(struct domtab_builder *b, const struct domtab_row *row);
 
+/* Point the row named name at the recipient set s (not owned; NULL =
+ * none). 1 if the row is there, 0 if not. */
+int domtab_builder_set_rcpts(struct domtab_builder *b, const char *name,
+		const struct rcptset *s);
+
 /* Remove a row; 1 if it was there, 0 if not. */
 int domtab_builder_del(struct domtab_builder *b, const char *name);
 
@@ -86,6 +97,10 @@ const struct domtab_row *domtab_builder_get(const struct domtab_builder *b,
 		const char *name);
 
 size_t domtab_builder_count(const struct domtab_builder *b);
+
+/* Row i of the builder (0 <= i < domtab_builder_count()), in no particular
+ * order, NULL past the end; valid until the next put/del/free. */
+const struct domtab_row *domtab_builder_row_at(const struct domtab_builder *b, size_t i);
 
 /* An immutable table with every row of b (copied; b is unchanged). NULL on
  * allocation failure. */

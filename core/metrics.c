@@ -87,6 +87,8 @@ static const struct metrics_row metrics_rows[] = {
 	  METRICS_COUNTER, NULL },
 	{ METRIC_MSGS_DISCARDED, "etrnd_messages_discarded_total", "", METRICS_COUNTER,
 	  "Messages a policy check (a milter) said to discard: answered 250, never stored." },
+	{ METRIC_RCPT_REFUSED_USER, "etrnd_recipients_refused_total", "reason=\"unknown_user\"",
+	  METRICS_COUNTER, NULL },
 	{ METRIC_HELD_MESSAGES, "etrnd_held_messages", "", METRICS_GAUGE_SHARD,
 	  "Messages held in the spool with undelivered recipients, per shard." },
 	{ METRIC_HELD_BYTES, "etrnd_held_bytes", "", METRICS_GAUGE_SHARD,

@@ -787,19 +787,29 @@ static int smtp_check_rcpt(struct smtp_session *s, struct smtp_cmd_ctx *c, struc
 	else
 		v = conf->rcpt_check(conf->rcpt_arg, path->addr + path->domain_off,
 				path->len - path->domain_off, smtp_server_may_relay(s));
+	if (v == SMTP_RCPT_OK && conf->rcpt_user)
+		v = conf->rcpt_user(conf->rcpt_arg, path->addr, path->len, path->domain_off);
 	if (v == SMTP_RCPT_OK)
 		return SMTP_CHECK_OK;
 	log_info("smtp %s: reject RCPT <%s>: %s", s->client_addr,
 			log_printable(logtext, sizeof(logtext), path->addr, path->len),
 			v == SMTP_RCPT_TEMPFAIL ? "domain table unavailable" :
 			v == SMTP_RCPT_OVER_QUOTA ? "domain over quota" :
-			v == SMTP_RCPT_ROUTED ? "sender-specified routing" : "relay access denied");
-	metrics_add(v == SMTP_RCPT_TEMPFAIL ? METRIC_RCPT_REFUSED_UNKNOWN :
+			v == SMTP_RCPT_ROUTED ? "sender-specified routing" :
+			v == SMTP_RCPT_NO_USER ? "user unknown" :
+			v == SMTP_RCPT_NO_USERS ? "recipient set not loaded" : "relay access denied");
+	metrics_add(v == SMTP_RCPT_TEMPFAIL || v == SMTP_RCPT_NO_USERS ? METRIC_RCPT_REFUSED_UNKNOWN :
+		    v == SMTP_RCPT_NO_USER ? METRIC_RCPT_REFUSED_USER :
 		    v == SMTP_RCPT_OVER_QUOTA ? METRIC_RCPT_REFUSED_QUOTA :
 		    v == SMTP_RCPT_ROUTED ? METRIC_RCPT_REFUSED_ROUTING : METRIC_RCPT_REFUSED_RELAY, 1);
 	switch (v) {
 	case SMTP_RCPT_TEMPFAIL:
+	case SMTP_RCPT_NO_USERS: /* Postfix with relay_recipient_maps unavailable */
 		smtp_reply(s, out, "451 4.3.0 <%s>: Temporary lookup failure", path->addr);
+		break;
+	case SMTP_RCPT_NO_USER: /* Postfix's unknown_relay_recipient_reject_code */
+		smtp_reply(s, out, "550 5.1.1 <%s>: Recipient address rejected: User unknown",
+			   path->addr);
 		break;
 	case SMTP_RCPT_OVER_QUOTA:
 		smtp_reply(s, out, "452 4.2.2 <%s>: Domain over quota", path->addr);

@@ -57,6 +57,8 @@ enum smtp_rcpt_verdict {
 	SMTP_RCPT_TEMPFAIL,   /* 451 4.3.0 domain table unavailable, try later */
 	SMTP_RCPT_OVER_QUOTA, /* 452 4.2.2 mailbox/domain over quota */
 	SMTP_RCPT_ROUTED,     /* 554 5.7.1 sender-specified routing (the server's own) */
+	SMTP_RCPT_NO_USER,    /* 550 5.1.1 not in the domain's recipient set */
+	SMTP_RCPT_NO_USERS,   /* 451 4.3.0 the domain's recipient set is not loaded */
 };
 
 /* Decide on a recipient domain (lower-cased, no trailing dot, not NUL
@@ -67,6 +69,13 @@ enum smtp_rcpt_verdict {
  * domains need it (those with no customer row) is the callback's call. */
 typedef enum smtp_rcpt_verdict (*smtp_rcpt_check_fn)(void *arg,
 		const char *domain, size_t len, int relay);
+
+/* Recipient validation (issue 19), asked after rcpt_check said
+ * SMTP_RCPT_OK: addr[0..len) is "local@domain" (domain lower-cased),
+ * domain_off the offset of the domain. SMTP_RCPT_OK, SMTP_RCPT_NO_USER or
+ * SMTP_RCPT_NO_USERS. */
+typedef enum smtp_rcpt_verdict (*smtp_rcpt_user_fn)(void *arg, const char *addr,
+		size_t len, size_t domain_off);
 
 /* Hand out a new message id and its queue id text (NUL-terminated, at most
  * SMTP_QID_MAX bytes). Called once per DATA command that is accepted. */
@@ -89,6 +98,7 @@ struct smtp_server_conf {
 	struct smtp_limits limits;
 	smtp_rcpt_check_fn rcpt_check;
 	void *rcpt_arg;
+	smtp_rcpt_user_fn rcpt_user;  /* NULL: no recipient validation; rcpt_arg */
 	smtp_new_id_fn new_id;
 	void *new_id_arg;
 	smtp_clock_fn clock;     /* may be NULL */

@@ -28,6 +28,7 @@
 #include "core/list.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/rcptset.h"
 #include "core/tls.h"
 #include "proto/auth.h"
 #include "proto/smtp_parse.h"
@@ -140,6 +141,28 @@ static enum smtp_rcpt_verdict smtpd_rcpt_check(void *arg, const char *domain,
 	    smtpd_quota_used(spool_shard_domstat(d->spool), row, domain, len) >= row->quota_bytes)
 		return SMTP_RCPT_OVER_QUOTA;
 	return SMTP_RCPT_OK;
+}
+
+/*
+ * Recipient validation (issue 19): a row with rcpt_check on takes only the
+ * recipients of its set (core/rcptset.h), like Postfix's
+ * relay_recipient_maps; with no set loaded yet (Redis unreachable at start,
+ * or the set refused over a cap) the answer is Postfix's for an
+ * unavailable map: 451 4.3.0, so the sender retries. Never a later bounce.
+ */
+static enum smtp_rcpt_verdict smtpd_rcpt_user(void *arg, const char *addr, size_t len,
+					      size_t domain_off)
+{
+	struct smtpd *d = arg;
+	const struct domtab_row *row;
+
+	/* Valid for this loop turn only, like the table (QSBR). */
+	row = domtab_find(domtab_live_get(d->dt), addr + domain_off, len - domain_off);
+	if (!row || !row->rcpt_check)
+		return SMTP_RCPT_OK;
+	if (!row->rcpts)
+		return SMTP_RCPT_NO_USERS;
+	return rcptset_has(row->rcpts, addr, len, domain_off) ? SMTP_RCPT_OK : SMTP_RCPT_NO_USER;
 }
 
 static void smtpd_new_id(void *arg, uint64_t *msgid, char *qid)
@@ -307,6 +330,7 @@ struct smtpd *smtpd_new(const struct config *cfg, const struct domtab_live *dt)
 	d->sconf.hostname = cfg->hostname;
 	smtpd_limits(cfg, &d->sconf.limits);
 	d->sconf.rcpt_check = smtpd_rcpt_check;
+	d->sconf.rcpt_user = smtpd_rcpt_user;
 	d->sconf.rcpt_arg = d;
 	d->sconf.new_id = smtpd_new_id;
 	d->sconf.new_id_arg = d;

@@ -137,8 +137,8 @@ class EtrnctlRoute(unittest.TestCase):
         # export has a mode column that import reads back.
         out = self.ok("export")
         self.assertEqual(out.splitlines()[0],
-                         "domain,queue,dest,etrn_from,owner,max_hold,quota_bytes,tls,mode")
-        self.assertIn("d.example,,,,,,,may,deliver", out.splitlines())
+                         "domain,queue,dest,etrn_from,owner,max_hold,quota_bytes,tls,mode,rcpt_check")
+        self.assertIn("d.example,,,,,,,may,deliver,", out.splitlines())
         path = os.path.join(self.tmp, "modes.csv")
         with open(path, "w") as f:
             f.write("domain,mode\ni1.example,deliver\ni2.example,\ni3.example,sometimes\n")

@@ -45,6 +45,9 @@ static const struct bad_case bad_cases[] = {
 	{ "spf_timeout = 50ms\n", "1: bad value for spf_timeout: \"50ms\" (want a duration from 100ms" },
 	{ "spf_workers = 0\n", "1: bad value for spf_workers: \"0\" (want a number from 1 to 64)" },
 	{ "threads = many\n", "1: bad value for threads: \"many\"" },
+	{ "rcpt_max_per_domain = 0\n", "1: bad value for rcpt_max_per_domain: \"0\" (want a number from 1 to 100000000)" },
+	{ "\nrcpt_max_total = lots\n", "2: bad value for rcpt_max_total: \"lots\"" },
+	{ "rcpt_max_total = 100000001\n", "1: bad value for rcpt_max_total: \"100000001\"" },
 	{ "message_size_limit = 10X\n", "1: bad value for message_size_limit: \"10X\"" },
 	{ "data_memory_limit = 512k\n", "1: bad value for data_memory_limit: \"512k\" (want a size from 1048576" },
 	{ "data_memory_limit = 2T\n", "1: bad value for data_memory_limit: \"2T\"" },
@@ -1189,6 +1192,25 @@ Test(config, spf_keys)
 	cr_expect_eq(c.spf, CONFIG_SPF_ON);
 	cr_assert_eq(config_set(&c, "spf_reject", "fail", "-o", err, sizeof(err)), 0, "%s", err);
 	cr_expect_eq(c.spf_reject_fail, 1);
+	config_free(&c);
+	unlink(path);
+}
+
+/* Recipient validation's caps (issue 19): defaults and a good value (bad
+ * ones are in bad_cases[]). */
+Test(config, rcpt_caps)
+{
+	struct config c;
+	char err[CONFIG_ERR_MAX];
+	char *path;
+
+	config_defaults(&c);
+	cr_expect_eq(c.rcpt_max_per_domain, 2000000u);
+	cr_expect_eq(c.rcpt_max_total, 10000000u);
+	path = write_conf("rcpt_max_per_domain = 5\nrcpt_max_total = 7\n");
+	cr_assert_eq(config_load(&c, path, err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(c.rcpt_max_per_domain, 5u);
+	cr_expect_eq(c.rcpt_max_total, 7u);
 	config_free(&c);
 	unlink(path);
 }

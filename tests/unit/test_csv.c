@@ -133,11 +133,17 @@ static const struct file_case files[] = {
 	{ "mode as the ninth column", {
 		ROW("r.test,,,,,,,,deliver", "r.test", "mode", "deliver"),
 		ROW("s.test,,,,,,,may", "s.test", "mode", NULL),
-		BAD("t.test,,,,,,,,deliver,x", CTLROW_CSV_BAD_ROW, "f.csv:3: more than 9 columns"),
+		BAD("t.test,,,,,,,,deliver,on,x", CTLROW_CSV_BAD_ROW, "f.csv:3: more than 10 columns"),
+	} },
+	{ "rcpt_check as the tenth column", {
+		ROW("u.test,,,,,,,,,on", "u.test", "rcpt_check", "on"),
+		ROW("v.test,,,,,,,,,off", "v.test", "rcpt_check", "off"),
+		ROW("w.test,,,,,,,,", "w.test", "rcpt_check", NULL),
+		BAD("x.test,,,,,,,,,yes", CTLROW_CSV_BAD_ROW, "f.csv:4: rcpt_check: \"yes\": want on or off"),
 	} },
 	{ "unknown column", {
 		BAD("domain,queue,color", CTLROW_CSV_BAD_USAGE,
-		    "f.csv:1: unknown column \"color\" (want domain,queue,dest,etrn_from,owner,max_hold,quota_bytes,tls,mode)"),
+		    "f.csv:1: unknown column \"color\" (want domain,queue,dest,etrn_from,owner,max_hold,quota_bytes,tls,mode,rcpt_check)"),
 	} },
 	{ "column twice", {
 		SKIP("# leading comment"),
