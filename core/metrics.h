@@ -43,8 +43,8 @@ enum metric_id {
 	METRIC_RCPT_REFUSED_QUOTA,       /* {reason="quota"} */
 	METRIC_RCPT_REFUSED_ROUTING,     /* {reason="routing"} */
 	METRIC_RCPT_REFUSED_OTHER,       /* {reason="other"} */
-	METRIC_MSGS_DISCARDED,           /* etrnd_messages_discarded_total (policy check) */
 	METRIC_RCPT_REFUSED_USER,        /* {reason="unknown_user"} (issue 19) */
+	METRIC_MSGS_DISCARDED,           /* etrnd_messages_discarded_total (policy check) */
 	/* held mail (per-thread gauges: the thread's shard) */
 	METRIC_HELD_MESSAGES,            /* etrnd_held_messages{shard="i"} */
 	METRIC_HELD_BYTES,               /* etrnd_held_bytes{shard="i"} */
