@@ -14,7 +14,8 @@ counted (etrnd_spf_results_total). spf = log takes everything. No
 backscatter: a message from an SPF-failing sender (taken in log mode)
 whose delivery gets 5xx is bounced without a DSN (logged,
 etrnd_bounces_suppressed_total{reason="spf_fail"}); the same from a
-passing or softfailing sender gets its DSN. With recipient validation on,
+passing or softfailing sender gets its DSN. Clients in mynetworks are not
+checked. With recipient validation on,
 an unknown recipient is refused at RCPT, and a validated one the customer's
 server refuses later still bounces to its (SPF-passing) sender.
 
@@ -48,9 +49,11 @@ ZONE = {
 }
 
 
-def mail_reply(port, sender, helo=HELO):
-    """The reply to MAIL FROM:<sender> (code, text)."""
-    with smtplib.SMTP(h.HOST, port, timeout=30) as s:
+def mail_reply(port, sender, helo=HELO, source=None):
+    """The reply to MAIL FROM:<sender> (code, text), from source (our
+    address) when given."""
+    src = (source, 0) if source else None
+    with smtplib.SMTP(h.HOST, port, timeout=30, source_address=src) as s:
         s.ehlo(helo)
         code, text = s.mail(sender)
         s.rset()
@@ -160,6 +163,22 @@ class SpfAtMailTest(SpfCase):
         e.stop()
         rec = [r for r in h.msg_records(e.spool_dir) if r["qid"] == qid][0]
         self.assertRegex(spf_field(h.stored_body(rec)), r"^Received-SPF: fail ")
+
+
+    def test_mynetworks_not_checked(self):
+        """Clients in mynetworks (like authenticated ones) are ours: not
+        checked, as Postfix's permit_mynetworks comes before its SPF policy
+        service. A client outside it is."""
+        self.ctl("domain", "add", "cust.test")
+        e = self.etrnd(spf="on", dns_servers=self.dns.addr(), spf_timeout=SPF_TIMEOUT,
+                       mynetworks="127.0.0.1/32")
+        wait_code(e, "cust.test", 250, TABLE_WAIT_S)
+        code, text = mail_reply(e.port, "a@fail.test", source="127.0.0.2")
+        self.assertEqual(code, 550, text)
+        e.wait_log(r"spf: client=127\.0\.0\.2, from=<a@fail\.test>, result=fail")
+        code, text = mail_reply(e.port, "a@fail.test")
+        self.assertEqual(code, 250, text)
+        self.assertNotRegex(e.stderr_text(), r"spf: client=127\.0\.0\.1, ")
 
 
 class BackscatterTest(SpfCase):
