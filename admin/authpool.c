@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * authpool: see authpool.h. A check lives in one preallocated slot from
- * check() until the asking loop has run its answer: queued (FIFO under the
- * pool's mutex), then owned by one verifier, then by the loop through
- * loop_post(). The password is wiped as soon as crypt_r has run.
+ * authpool: see authpool.h. The verifiers are a core/workpool: a check lives
+ * in one of its slots from check() until the asking loop has run its answer.
+ * Each verifier's Redis connection and crypt_data are its worker context.
+ * The password is wiped as soon as crypt_r has run.
  */
 #include "admin/authpool.h"
 
@@ -25,6 +25,7 @@
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/now.h"
+#include "core/workpool.h"
 
 /* The two hash kinds accepted (etrnctl writes the first, or the second
  * where libcrypt lacks yescrypt); anything else is refused. */
@@ -35,14 +36,11 @@
 #define AUTHPOOL_RANDOM_BYTES 16
 /* "queue full" is logged at most this often. */
 #define AUTHPOOL_FULL_LOG_MS 60000u
-/* A loop_post() that found no memory is tried again after this. */
-#define AUTHPOOL_POST_RETRY_NS 10000000L
 #define AUTHPOOL_KEY_MAX (CONFIG_REDIS_PREFIX_MAX + 8 + AUTH_USER_MAX)
 
 struct authpool_req {
+	struct workpool_job head;        /* first: the slot's */
 	struct authpool *pool;
-	struct authpool_req *next;       /* in the free list or the queue */
-	struct loop *l;
 	uint64_t conn;
 	auth_done_fn done;
 	void *done_arg;
@@ -55,7 +53,6 @@ struct authpool_req {
 
 struct authpool_verifier {
 	struct authpool *pool;
-	pthread_t thread;
 	redisContext *rc;                /* NULL: not connected */
 	uint64_t retry_ms;               /* no connect attempt before this */
 	unsigned backoff_ms;
@@ -66,13 +63,10 @@ struct authpool {
 	const struct config *cfg;
 	struct auth_backend be;
 	struct addrlimit *lim;           /* auth_failure_limit */
-	pthread_mutex_t mu;              /* guards the lists, stopping, warned */
-	pthread_cond_t cv;               /* a check queued, or stopping */
-	struct authpool_req *slots;      /* AUTHPOOL_QUEUE_MAX */
-	struct authpool_req *free, *head, *tail;
-	int stopping;
-	struct authpool_verifier *v;
-	unsigned nv, started;
+	pthread_mutex_t mu;              /* guards warned */
+	struct workpool *wp;             /* the verifiers and the slots */
+	atomic_int stopping;
+	unsigned nv;
 	/* What an unknown user's check runs crypt_r against: a yescrypt hash
 	 * of random bytes, so it costs what a real user's check costs. */
 	char dummy[CRYPT_OUTPUT_SIZE];
@@ -260,79 +254,61 @@ static enum auth_result authpool_verify(struct authpool_verifier *v, struct auth
 	return match ? AUTH_OK : AUTH_BAD;
 }
 
-/* On the asking loop's thread: free the slot, then answer. */
-static void authpool_deliver(void *arg)
+/* On the asking loop's thread: the answer (the slot is free once it
+ * returns). */
+static void authpool_deliver(struct workpool_job *j)
 {
-	struct authpool_req *q = arg;
+	struct authpool_req *q = (struct authpool_req *)j;
 	struct authpool *p = q->pool;
-	auth_done_fn done = q->done;
-	void *done_arg = q->done_arg;
-	uint64_t conn = q->conn;
 	enum auth_result r = q->result;
 
-	pthread_mutex_lock(&p->mu);
-	q->next = p->free;
-	p->free = q;
-	pthread_mutex_unlock(&p->mu);
 	atomic_fetch_sub(&p->n_pending, 1);
 	atomic_fetch_add(r == AUTH_OK ? &p->n_ok : r == AUTH_BAD ? &p->n_bad : &p->n_temp, 1);
-	done(done_arg, conn, r);
+	q->done(q->done_arg, q->conn, r);
 }
 
-/* done runs exactly once: a post that finds no memory is tried again,
- * unless the pool is stopping or the loop has finished (nobody to tell). */
-static void authpool_post(struct authpool *p, struct authpool_req *q)
+/* On a verifier: the check, the password wiped, the address's failure
+ * given back unless the password was wrong (only that counts). */
+static void authpool_work(void *arg, void *ctx, struct workpool_job *j)
 {
-	const struct timespec ts = { 0, AUTHPOOL_POST_RETRY_NS };
-	int rc;
+	struct authpool *p = arg;
+	struct authpool_req *q = (struct authpool_req *)j;
 
-	while ((rc = loop_post(q->l, authpool_deliver, q)) != 0) {
-		int stopping;
-
-		if (rc == -ESHUTDOWN)
-			return;
-
-		pthread_mutex_lock(&p->mu);
-		stopping = p->stopping;
-		pthread_mutex_unlock(&p->mu);
-		if (stopping)
-			return;
-		nanosleep(&ts, NULL);
-	}
+	q->result = authpool_verify(ctx, q);
+	explicit_bzero(q->pass, sizeof(q->pass));
+	if (q->result != AUTH_BAD)
+		addrlimit_give(p->lim, q->client, now_mono_ms());
 }
 
-static void *authpool_main(void *arg)
+/* A verifier's context: its own crypt_data and Redis connection (made now,
+ * so the first AUTH does not wait for it). NULL when out of memory. */
+static void *authpool_verifier_start(void *arg)
 {
-	struct authpool_verifier *v = arg;
-	struct authpool *p = v->pool;
+	struct authpool_verifier *v = calloc(1, sizeof(*v));
 
-	(void)authpool_connect(v); /* so the first AUTH does not wait for it */
-	for (;;) {
-		struct authpool_req *q;
-
-		pthread_mutex_lock(&p->mu);
-		while (!p->stopping && !p->head)
-			pthread_cond_wait(&p->cv, &p->mu);
-		if (p->stopping) {
-			pthread_mutex_unlock(&p->mu);
-			break;
-		}
-		q = p->head;
-		p->head = q->next;
-		if (!p->head)
-			p->tail = NULL;
-		pthread_mutex_unlock(&p->mu);
-		q->result = authpool_verify(v, q);
-		explicit_bzero(q->pass, sizeof(q->pass));
-		/* Only a wrong password counts against the address. */
-		if (q->result != AUTH_BAD)
-			addrlimit_give(p->lim, q->client, now_mono_ms());
-		authpool_post(p, q);
+	if (!v)
+		return NULL;
+	v->pool = arg;
+	v->backoff_ms = AUTHPOOL_BACKOFF_MIN_MS;
+	v->cd = calloc(1, sizeof(*v->cd));
+	if (!v->cd) {
+		free(v);
+		return NULL;
 	}
+	(void)authpool_connect(v);
+	return v;
+}
+
+static void authpool_verifier_end(void *arg, void *ctx)
+{
+	struct authpool_verifier *v = ctx;
+
+	(void)arg;
 	if (v->rc)
 		redisFree(v->rc);
-	v->rc = NULL;
-	return NULL;
+	explicit_bzero(v->cd, sizeof(*v->cd));
+	free(v->cd);
+	free(v);
 }
 
 static void authpool_log_full(struct authpool *p, uint64_t now)
@@ -361,7 +337,6 @@ static int authpool_check(void *arg, struct loop *l, uint64_t conn_handle, const
 	char why[SCHEMA_WHY_MAX];
 	uint64_t now = now_mono_ms();
 	size_t ulen = strnlen(user, AUTH_USER_MAX + 1);
-	int stopping;
 
 	if (!client || strnlen(client, AUTHPOOL_CLIENT_MAX) >= AUTHPOOL_CLIENT_MAX)
 		client = "unknown";
@@ -369,24 +344,20 @@ static int authpool_check(void *arg, struct loop *l, uint64_t conn_handle, const
 		atomic_fetch_add(&p->n_limited, 1);
 		return -AUTH_LIMITED;
 	}
-	pthread_mutex_lock(&p->mu);
-	stopping = p->stopping;
-	q = stopping ? NULL : p->free;
-	if (q)
-		p->free = q->next;
-	pthread_mutex_unlock(&p->mu);
+	q = (struct authpool_req *)workpool_job_get(p->wp);
 	if (!q) {
 		addrlimit_give(p->lim, client, now);
 		atomic_fetch_add(&p->n_full, 1);
-		if (!stopping)
+		if (!atomic_load(&p->stopping))
 			authpool_log_full(p, now);
 		return -AUTH_TEMP;
 	}
-	q->l = l;
+	q->head.l = l;
+	q->head.done = authpool_deliver;
+	q->pool = p;
 	q->conn = conn_handle;
 	q->done = done;
 	q->done_arg = done_arg;
-	q->next = NULL;
 	snprintf(q->client, sizeof(q->client), "%s", client);
 	q->usable = ulen <= AUTH_USER_MAX && passlen <= AUTH_PASS_MAX &&
 		    (passlen == 0 || !memchr(pass, '\0', passlen)) &&
@@ -399,14 +370,7 @@ static int authpool_check(void *arg, struct loop *l, uint64_t conn_handle, const
 		memcpy(q->pass, pass, passlen);
 	q->pass[passlen] = '\0';
 	atomic_fetch_add(&p->n_pending, 1);
-	pthread_mutex_lock(&p->mu);
-	if (p->tail)
-		p->tail->next = q;
-	else
-		p->head = q;
-	p->tail = q;
-	pthread_cond_signal(&p->cv);
-	pthread_mutex_unlock(&p->mu);
+	workpool_submit(p->wp, &q->head);
 	return 0;
 }
 
@@ -443,38 +407,27 @@ static int authpool_make_dummy(struct authpool *p, struct crypt_data *cd)
 static struct authpool *authpool_new(const struct config *cfg, char *err, size_t errlen)
 {
 	struct authpool *p = calloc(1, sizeof(*p));
+	struct crypt_data *cd = calloc(1, sizeof(*cd));
 
-	if (!p)
+	if (!p || !cd)
 		goto nomem;
 	p->cfg = cfg;
 	p->be = (struct auth_backend){ .check = authpool_check, .arg = p };
 	p->nv = cfg->auth_verifiers;
 	pthread_mutex_init(&p->mu, NULL);
-	pthread_cond_init(&p->cv, NULL);
-	p->slots = calloc(AUTHPOOL_QUEUE_MAX, sizeof(*p->slots));
-	p->v = calloc(p->nv, sizeof(*p->v));
 	p->lim = addrlimit_new("auth_failure_limit", cfg->auth_failure_limit,
 			       ADDRLIMIT_ADDRS_DEFAULT);
-	if (!p->slots || !p->v || !p->lim)
+	if (!p->lim)
 		goto nomem;
-	for (unsigned i = 0; i < AUTHPOOL_QUEUE_MAX; i++) {
-		p->slots[i].pool = p;
-		p->slots[i].next = p->free;
-		p->free = &p->slots[i];
-	}
-	for (unsigned i = 0; i < p->nv; i++) {
-		p->v[i].pool = p;
-		p->v[i].backoff_ms = AUTHPOOL_BACKOFF_MIN_MS;
-		p->v[i].cd = calloc(1, sizeof(*p->v[i].cd));
-		if (!p->v[i].cd)
-			goto nomem;
-	}
-	if (authpool_make_dummy(p, p->v[0].cd)) {
+	if (authpool_make_dummy(p, cd)) {
 		snprintf(err, errlen, "auth: crypt(3) makes neither yescrypt nor SHA-512 hashes");
+		free(cd);
 		return authpool_free(p);
 	}
+	free(cd);
 	return p;
 nomem:
+	free(cd);
 	snprintf(err, errlen, "auth: out of memory");
 	return authpool_free(p);
 }
@@ -482,7 +435,14 @@ nomem:
 struct authpool *authpool_start(const struct config *cfg, char *err, size_t errlen)
 {
 	struct authpool *p;
-	int rc;
+	struct workpool_conf wc = {
+		.name = "auth",
+		.jobs = AUTHPOOL_QUEUE_MAX,
+		.job_size = sizeof(struct authpool_req),
+		.thread_start = authpool_verifier_start,
+		.thread_end = authpool_verifier_end,
+		.work = authpool_work,
+	};
 
 	if (cfg->redis.kind == CONFIG_REDIS_NONE) {
 		snprintf(err, errlen, "auth: no redis configured (the users live there)");
@@ -491,15 +451,11 @@ struct authpool *authpool_start(const struct config *cfg, char *err, size_t errl
 	p = authpool_new(cfg, err, errlen);
 	if (!p)
 		return NULL;
-	for (unsigned i = 0; i < p->nv; i++) {
-		/* pthread_create returns the error; it does not set errno. */
-		rc = pthread_create(&p->v[i].thread, NULL, authpool_main, &p->v[i]);
-		if (rc) {
-			snprintf(err, errlen, "auth: verifier thread: pthread_create: %s", strerror(rc));
-			return authpool_free(p);
-		}
-		p->started++;
-	}
+	wc.threads = p->nv;
+	wc.arg = p;
+	p->wp = workpool_start(&wc, err, errlen);
+	if (!p->wp)
+		return authpool_free(p);
 	return p;
 }
 
@@ -512,13 +468,8 @@ void authpool_stop(struct authpool *p)
 {
 	if (!p)
 		return;
-	pthread_mutex_lock(&p->mu);
-	p->stopping = 1;
-	pthread_cond_broadcast(&p->cv);
-	pthread_mutex_unlock(&p->mu);
-	for (unsigned i = 0; i < p->started; i++)
-		pthread_join(p->v[i].thread, NULL);
-	p->started = 0;
+	atomic_store(&p->stopping, 1);
+	workpool_stop(p->wp);
 }
 
 struct authpool *authpool_free(struct authpool *p)
@@ -526,14 +477,10 @@ struct authpool *authpool_free(struct authpool *p)
 	if (!p)
 		return NULL;
 	authpool_stop(p);
-	for (unsigned i = 0; p->v && i < p->nv; i++)
-		free(p->v[i].cd);
-	free(p->v);
-	if (p->slots) /* abandoned checks still hold passwords */
-		explicit_bzero(p->slots, AUTHPOOL_QUEUE_MAX * sizeof(*p->slots));
-	free(p->slots);
+	/* Abandoned checks still hold passwords: workpool_free() wipes its
+	 * slots. */
+	p->wp = workpool_free(p->wp);
 	addrlimit_free(p->lim);
-	pthread_cond_destroy(&p->cv);
 	pthread_mutex_destroy(&p->mu);
 	free(p);
 	return NULL;

@@ -205,6 +205,9 @@ struct workpool *workpool_free(struct workpool *p)
 		return NULL;
 	workpool_stop(p);
 	free(p->w);
+	/* Jobs abandoned in the queue may hold secrets (AUTH passwords). */
+	if (p->slots)
+		explicit_bzero(p->slots, (size_t)p->conf.jobs * p->conf.job_size);
 	free(p->slots);
 	pthread_cond_destroy(&p->cv);
 	pthread_mutex_destroy(&p->mu);

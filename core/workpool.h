@@ -62,7 +62,8 @@ void workpool_job_put(struct workpool *p, struct workpool_job *j);
  */
 void workpool_stop(struct workpool *p);
 
-/* Stop if not stopped, then free. NULL is fine. Returns NULL. */
+/* Stop if not stopped, then wipe the slots (an abandoned job may hold a
+ * secret) and free. NULL is fine. Returns NULL. */
 struct workpool *workpool_free(struct workpool *p);
 
 /* Slots taken now (queued, running, or waiting for their loop). */

@@ -11,9 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/cidr.h"
 #include "core/list.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/netaddr.h"
 #include "proto/smtp_server.h"
 
 #define SPF_SMTP_NAME "spf"
@@ -116,6 +118,21 @@ static void spf_smtp_done(void *arg, const struct spf_verdict *v)
 	spf_smtp_decide(st);
 }
 
+/* Our own users are not checked, as Postfix puts permit_mynetworks and
+ * permit_sasl_authenticated before its SPF policy service: an
+ * authenticated client, or one in mynetworks. */
+static int spf_smtp_trusted(const struct spf_smtp *x, const struct smtp_session *s)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+
+	if (smtp_server_user(s))
+		return 1;
+	return x->cfg->nmynetworks &&
+	       netaddr_from_text(smtp_server_client(s), 0, &ss, &len) == 0 &&
+	       cidr_list_match(x->cfg->mynetworks, x->cfg->nmynetworks, (struct sockaddr *)&ss);
+}
+
 static void spf_smtp_mail(struct spf_smtp_sess *st, const struct smtp_session *s,
 			  struct smtp_check_job *job)
 {
@@ -125,6 +142,11 @@ static void spf_smtp_mail(struct spf_smtp_sess *st, const struct smtp_session *s
 	struct spf_query q;
 
 	st->have = 0;
+	if (spf_smtp_trusted(x, s)) {
+		smtp_check_answer(job, &(struct smtp_verdict){ .kind = SMTP_VERDICT_CONTINUE,
+							       .who = SPF_SMTP_NAME });
+		return;
+	}
 	snprintf(st->client, sizeof(st->client), "%s", smtp_server_client(s));
 	snprintf(st->helo, sizeof(st->helo), "%s", smtp_server_helo(s));
 	snprintf(st->sender, sizeof(st->sender), "%.*s",

@@ -14,7 +14,10 @@ counted (etrnd_spf_results_total). spf = log takes everything. No
 backscatter: a message from an SPF-failing sender (taken in log mode)
 whose delivery gets 5xx is bounced without a DSN (logged,
 etrnd_bounces_suppressed_total{reason="spf_fail"}); the same from a
-passing or softfailing sender gets its DSN.
+passing or softfailing sender gets its DSN. Clients in mynetworks are not
+checked. With recipient validation on,
+an unknown recipient is refused at RCPT, and a validated one the customer's
+server refuses later still bounces to its (SPF-passing) sender.
 
 The clients connect from 127.0.0.1: etrnd checks loopback clients like
 any other (libspf2 alone would pass every loopback client).
@@ -26,7 +29,7 @@ import unittest
 
 import etrnd_harness as h
 from dns_server import DnsServer
-from test_outbound import OutboundCase, dsn_parts
+from test_outbound import OutboundCase, dsn_parts, rcpt_reply
 from test_redis import wait_code
 
 QUEUED_RE = re.compile(rb"queued as ([0-9A-F]{14})")
@@ -46,9 +49,11 @@ ZONE = {
 }
 
 
-def mail_reply(port, sender, helo=HELO):
-    """The reply to MAIL FROM:<sender> (code, text)."""
-    with smtplib.SMTP(h.HOST, port, timeout=30) as s:
+def mail_reply(port, sender, helo=HELO, source=None):
+    """The reply to MAIL FROM:<sender> (code, text), from source (our
+    address) when given."""
+    src = (source, 0) if source else None
+    with smtplib.SMTP(h.HOST, port, timeout=30, source_address=src) as s:
         s.ehlo(helo)
         code, text = s.mail(sender)
         s.rset()
@@ -160,6 +165,22 @@ class SpfAtMailTest(SpfCase):
         self.assertRegex(spf_field(h.stored_body(rec)), r"^Received-SPF: fail ")
 
 
+    def test_mynetworks_not_checked(self):
+        """Clients in mynetworks (like authenticated ones) are ours: not
+        checked, as Postfix's permit_mynetworks comes before its SPF policy
+        service. A client outside it is."""
+        self.ctl("domain", "add", "cust.test")
+        e = self.etrnd(spf="on", dns_servers=self.dns.addr(), spf_timeout=SPF_TIMEOUT,
+                       mynetworks="127.0.0.1/32")
+        wait_code(e, "cust.test", 250, TABLE_WAIT_S)
+        code, text = mail_reply(e.port, "a@fail.test", source="127.0.0.2")
+        self.assertEqual(code, 550, text)
+        e.wait_log(r"spf: client=127\.0\.0\.2, from=<a@fail\.test>, result=fail")
+        code, text = mail_reply(e.port, "a@fail.test")
+        self.assertEqual(code, 250, text)
+        self.assertNotRegex(e.stderr_text(), r"spf: client=127\.0\.0\.1, ")
+
+
 class BackscatterTest(SpfCase):
     def test_no_dsn_to_spf_failed_sender(self):
         """Delivery gets 550 for all three; the passing and the softfailing
@@ -201,6 +222,40 @@ class BackscatterTest(SpfCase):
         self.assertIn((qf, 0), done, "the failed sender's recipient is done all the same")
         msgs = sorted(r["qid"] for r in recs if r["type"] == "MSG")
         self.assertEqual(msgs, sorted([qf, qp, qs, dp, ds]), "three messages, two DSNs")
+
+    def test_validated_recipient_still_bounces(self):
+        """Recipient validation on (issue 19 point 1): an unknown recipient
+        is refused at RCPT (550 5.1.1, no bounce ever); a validated one the
+        customer's server refuses later (550) is bounced to its sender,
+        whose domain passed SPF, with a DSN."""
+        peer = self.scripted(reject={"gone@val.test": "550 5.1.1 <gone@val.test>: mailbox gone"})
+        self.ctl("domain", "add", "val.test", "--mode", "deliver", "--rcpt-check", "on")
+        self.ctl("rcpt", "add", "val.test", "gone")
+        h.route_add(self.url, "val.test", peer.route())
+        dsn_sink = self.sink()
+        h.route_add(self.url, "pass.test", dsn_sink.route())
+        e = self.spf_etrnd("on")
+        h.wait_for("val.test and its recipients loaded",
+                   lambda: rcpt_reply(e.port, "bob@pass.test", "gone@val.test")[0] == 250,
+                   within=TABLE_WAIT_S)
+
+        with smtplib.SMTP(h.HOST, e.port, timeout=30) as c:
+            c.ehlo(HELO)
+            self.assertEqual(c.mail("bob@pass.test")[0], 250)
+            code, text = c.rcpt("stranger@val.test")
+        self.assertEqual(code, 550, text)
+        self.assertTrue(text.startswith(b"5.1.1 "), text)
+        q = send(e.port, "bob@pass.test", "gone@val.test", "validated")
+        e.wait_log(h.log_field_re("gone@val.test", "bounced", qid=q))
+        d = e.wait_log(r"%s: sender non-delivery notification: (%s)" % (q, h.QID_RE))[0]
+        e.wait_log(h.log_field_re("bob@pass.test", "sent", qid=d))
+        self.assertTrue(dsn_sink.wait_count(1))
+        m = dsn_sink.messages()[0]
+        self.assertEqual((m["sender"], m["rcpts"]), ("", ["bob@pass.test"]))
+        _, per_rcpt, _ = dsn_parts(m["msg"])
+        self.assertEqual(per_rcpt[0]["Final-Recipient"], "rfc822; gone@val.test")
+        self.assertEqual(labelled(e, "etrnd_bounces_suppressed_total"),
+                         {'reason="spf_fail"': 0.0})
 
 
 if __name__ == "__main__":
