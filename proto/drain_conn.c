@@ -1051,8 +1051,12 @@ static void dc_submit(struct drain_conn *dc, struct dc_msg *s)
 	dc_read_ahead(dc);
 }
 
-/* nx is read: behind m's dot at once when the dot is out (a late read),
- * else with the dot (dc_finish_body()) or when m is done. */
+/* m's dot is queued: nx's commands go behind it, in the same send, when
+ * its record is read by now. Never in a send of their own after the dot:
+ * a customer that answers the dot and hangs up could make that send fail
+ * before its reply is read, and the loop reports a failed send as the end
+ * of the connection at once, so m would lose its 250 (and go out again).
+ * A record read later is submitted once m is done (dc_after_msg()). */
 static void dc_submit_behind(struct drain_conn *dc)
 {
 	if (dc->nx && dc->nx->st == DC_MSG_READ && !dc->nx->local_again &&
@@ -1093,11 +1097,8 @@ static void record_read(void *arg, int err)
 		return;
 	}
 	s->st = DC_MSG_READ;
-	if (s == dc->nx) {
-		dc_submit_behind(dc);
-		conn_flush(dc->c);
-		return;
-	}
+	if (s == dc->nx)
+		return; /* behind m's dot (dc_finish_body()), or after m */
 	/* Replies that came in while we read were held back (dc_data()):
 	 * deliver them at the end of this turn. */
 	conn_resume(dc->c);
