@@ -129,6 +129,9 @@ struct drain_conn {
 	struct dc_msg *nx;             /* the next one (read ahead or behind
 	                                  m's dot), or NULL; only while m is
 	                                  SENT */
+	int flush_held;                /* m's body and dot are queued, not
+	                                  sent: nx's read is about to
+	                                  complete, its commands join them */
 	struct buf dsn;                /* a bounce being written */
 	struct list_node wait_node;    /* env->waiting, while WAIT_SLOT */
 	struct list_node idle_node;    /* dest->idle, while IDLE */
@@ -222,6 +225,14 @@ static int dc_in_setup(const struct drain_conn *dc)
 {
 	return dc->state == DRAIN_CONN_GREETING || dc->state == DRAIN_CONN_STARTTLS ||
 	       dc->state == DRAIN_CONN_HANDSHAKE;
+}
+
+/* Send what is queued, unless m's dot waits for nx's commands to join it
+ * (dc_finish_body()): then record_read() sends them together. */
+static void dc_flush(struct drain_conn *dc)
+{
+	if (!dc->flush_held)
+		conn_flush(dc->c);
 }
 
 /* The reply timer: the SMTP client's (RFC 5321 4.5.3.2), but the greeting,
@@ -666,7 +677,7 @@ static void dc_quit(struct drain_conn *dc, const char *why)
 	}
 	dc->end_why = why;
 	drain_conn_enter(dc, DRAIN_CONN_QUITTING, why);
-	conn_flush(dc->c);
+	dc_flush(dc);
 	dc_arm(dc);
 }
 
@@ -990,6 +1001,7 @@ static void dc_give_back(struct drain_conn *dc)
 	struct dc_msg *s = dc->nx;
 	struct drain_job *j = dc->job;
 
+	dc->flush_held = 0;
 	if (!s)
 		return;
 	dc->nx = NULL;
@@ -1033,7 +1045,7 @@ static void dc_submit(struct drain_conn *dc, struct dc_msg *s)
 			s->local_again = 1;
 		return;
 	}
-	conn_flush(dc->c);
+	dc_flush(dc);
 	dc_arm(dc);
 	if (rc == -EBUSY || rc == -EINVAL) {
 		log_err("%s: SMTP client refused the message (%s); left queued",
@@ -1051,8 +1063,12 @@ static void dc_submit(struct drain_conn *dc, struct dc_msg *s)
 	dc_read_ahead(dc);
 }
 
-/* nx is read: behind m's dot at once when the dot is out (a late read),
- * else with the dot (dc_finish_body()) or when m is done. */
+/* m's dot is queued: nx's commands go behind it, in the same send, when
+ * its record is read by now. Never in a send of their own after the dot:
+ * a customer that answers the dot and hangs up could make that send fail
+ * before its reply is read, and the loop reports a failed send as the end
+ * of the connection at once, so m would lose its 250 (and go out again).
+ * A record read later is submitted once m is done (dc_after_msg()). */
 static void dc_submit_behind(struct drain_conn *dc)
 {
 	if (dc->nx && dc->nx->st == DC_MSG_READ && !dc->nx->local_again &&
@@ -1075,6 +1091,7 @@ static void record_read(void *arg, int err)
 	    (s == dc->m && dc->state != DRAIN_CONN_READING) || (s != dc->m && s != dc->nx)) {
 		/* Closed while we read: the message stays queued. */
 		dc_msg_clear(s);
+		dc->flush_held = 0;
 		(void)dc_release(dc);
 		return;
 	}
@@ -1086,6 +1103,10 @@ static void record_read(void *arg, int err)
 		dc_msg_clear(s);
 		if (s == dc->nx) {
 			dc->nx = NULL;
+			if (dc->flush_held) { /* m's dot goes alone */
+				dc->flush_held = 0;
+				dc_flush(dc);
+			}
 			return;
 		}
 		conn_resume(dc->c);
@@ -1094,8 +1115,13 @@ static void record_read(void *arg, int err)
 	}
 	s->st = DC_MSG_READ;
 	if (s == dc->nx) {
-		dc_submit_behind(dc);
-		conn_flush(dc->c);
+		/* Behind m's dot: now when the dot waits for it, else with the
+		 * dot (dc_finish_body()) or after m (dc_after_msg()). */
+		if (dc->flush_held) {
+			dc->flush_held = 0;
+			dc_submit_behind(dc);
+			dc_flush(dc);
+		}
 		return;
 	}
 	/* Replies that came in while we read were held back (dc_data()):
@@ -1449,7 +1475,14 @@ static void dc_finish_body(struct drain_conn *dc)
 		conn_resume(dc->c); /* replies held back meanwhile */
 	}
 	dc_submit_behind(dc);
-	conn_flush(dc->c);
+	/* The next record is being read (its read was started only now, when
+	 * the message before m was done): hold the dot until it is there, a
+	 * loop turn for a record in the page cache, so one send carries both
+	 * (record_read()); else every second message would go alone. */
+	if (dc->nx && dc->nx->st == DC_MSG_READING && !dc->nx->local_again &&
+	    dc->state == DRAIN_CONN_SENDING && smtp_client_can_submit(dc->cl))
+		dc->flush_held = 1;
+	dc_flush(dc);
 	dc_arm(dc);
 }
 
@@ -1464,7 +1497,7 @@ static int dc_send_body(struct drain_conn *dc, struct conn *c)
 		return -ENOMEM;
 	}
 	if (dc->dur.msgs >= dc->job->env->done_window) {
-		conn_flush(c);
+		dc_flush(dc);
 		drain_conn_enter(dc, DRAIN_CONN_WAIT_DURABLE, "earlier DONEs in flight");
 		return 0;
 	}
@@ -1564,11 +1597,11 @@ static size_t dc_data(void *arg, struct conn *c, void *st, const char *p, size_t
 		dc_arm(dc);
 		switch (ev) {
 		case SMTP_CLIENT_EV_STARTTLS:
-			conn_flush(c);
+			dc_flush(dc);
 			dc_starttls(dc, c);
 			return off; /* what followed the 220 is never read */
 		case SMTP_CLIENT_EV_NEED_INPUT:
-			conn_flush(c);
+			dc_flush(dc);
 			return n == 0 ? 0 : off;
 		case SMTP_CLIENT_EV_READY:
 			dc_next(dc);
@@ -1582,12 +1615,12 @@ static size_t dc_data(void *arg, struct conn *c, void *st, const char *p, size_t
 		case SMTP_CLIENT_EV_MSG_DONE:
 			msg_done(dc);
 			if (dc_spool_paused(dc)) {
-				conn_flush(c);
+				dc_flush(dc);
 				return off; /* the rest waits (the loop keeps it) */
 			}
 			break;
 		case SMTP_CLIENT_EV_CLOSE:
-			conn_flush(c);
+			dc_flush(dc);
 			dc_close_conn(dc, "session over");
 			return n;
 		}
@@ -1598,7 +1631,7 @@ static size_t dc_data(void *arg, struct conn *c, void *st, const char *p, size_t
 		if (off >= n && n > 0)
 			break;
 	}
-	conn_flush(c);
+	dc_flush(dc);
 	return off;
 }
 
@@ -1678,7 +1711,7 @@ static void dc_tls_done(void *arg, struct conn *c, void *st, int err)
 	} else {
 		drain_conn_enter(dc, DRAIN_CONN_GREETING, "TLS up: EHLO again");
 	}
-	conn_flush(c);
+	dc_flush(dc);
 	dc_arm(dc);
 }
 
@@ -1722,7 +1755,7 @@ static void dc_shutdown(void *arg, struct conn *c, void *st)
 			list_unlink(&dc->dest->idle, &dc->idle_node);
 		if (smtp_client_quit(dc->cl, conn_out(c)) == 0) {
 			drain_conn_enter(dc, DRAIN_CONN_QUITTING, "shutdown");
-			conn_flush(c);
+			dc_flush(dc);
 			return;
 		}
 	}

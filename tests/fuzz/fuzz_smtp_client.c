@@ -10,6 +10,9 @@
  * may, must, and must with the certificate rejected); on EV_STARTTLS the
  * "handshake" succeeds at once and the rest of the input is the server's
  * plaintext after it. Under must no message is ever submitted in the clear.
+ * With bit 1 of the first byte the engine submits the next message behind
+ * each final dot when smtp_client_can_submit() lets it (RFC 2920 3.1, as
+ * the drain does); its results must then come after the older one's.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -51,6 +54,8 @@ struct fz_drv {
 	struct fz_trace *t;
 	unsigned first, submits;
 	int cur;          /* index of the message in flight, -1 for none */
+	int behind;       /* index of one submitted behind cur's dot, -1 */
+	int pipe;         /* submit behind the dot */
 	int body_sent;    /* SEND_BODY seen for it */
 	int quit;
 	enum smtp_client_tls tls;
@@ -124,13 +129,27 @@ static void fz_event(struct fz_drv *d, enum smtp_client_event ev)
 		if (smtp_client_body_sent(d->c, &d->t->out) != 0)
 			__builtin_trap();
 		d->body_sent = 1;
+		if (d->pipe && d->submits < FZ_SUBMITS && smtp_client_can_submit(d->c)) {
+			unsigned k = (d->first + d->submits++) % FZ_MSGS;
+			int rc = smtp_client_submit(d->c, &fz_msgs[k], &d->t->out);
+
+			if (rc == -EBUSY || rc == -EINVAL || d->behind >= 0)
+				__builtin_trap();
+			if (rc == 0)
+				d->behind = (int)k;
+			else
+				fz_results(d, &fz_msgs[k], rc);
+		}
 		break;
 	case SMTP_CLIENT_EV_MSG_DONE:
 		if (d->cur < 0)
 			__builtin_trap();
 		fz_results(d, &fz_msgs[d->cur], 0);
-		d->cur = -1;
-		if (!smtp_client_closed(d->c))
+		/* The one behind the dot is next; its body was never sent. */
+		d->cur = d->behind;
+		d->behind = -1;
+		d->body_sent = 0;
+		if (d->cur < 0 && !smtp_client_closed(d->c))
 			fz_idle(d);
 		break;
 	case SMTP_CLIENT_EV_CLOSE:
@@ -155,7 +174,8 @@ static void fz_event(struct fz_drv *d, enum smtp_client_event ev)
 static void fz_run(const struct smtp_client_conf *conf, const char *in, size_t n,
 		size_t chunk, unsigned sel, struct fz_trace *t)
 {
-	struct fz_drv d = { .t = t, .first = (sel >> 4) & 3, .cur = -1, .quit = sel & 8 };
+	struct fz_drv d = { .t = t, .first = (sel >> 4) & 3, .cur = -1, .behind = -1,
+		.quit = sel & 8, .pipe = sel & 2 };
 	enum smtp_client_event ev = SMTP_CLIENT_EV_NEED_INPUT;
 	size_t i = 0;
 
@@ -196,6 +216,13 @@ static void fz_run(const struct smtp_client_conf *conf, const char *in, size_t n
 			__builtin_trap();
 		}
 		fz_event(&d, ev);
+		/* A message behind the dot gets its own MSG_DONE next. */
+		if (ev != SMTP_CLIENT_EV_CLOSE && d.cur >= 0) {
+			if (smtp_client_feed(d.c, in, 0, &t->out, &ev) != 0 ||
+					ev != SMTP_CLIENT_EV_MSG_DONE)
+				__builtin_trap();
+			fz_event(&d, ev);
+		}
 		if (ev != SMTP_CLIENT_EV_CLOSE) {
 			if (smtp_client_feed(d.c, in, 0, &t->out, &ev) != 0 ||
 					ev != SMTP_CLIENT_EV_CLOSE)
