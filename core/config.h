@@ -274,6 +274,7 @@ enum config_milter_action {
 	CONFIG_MILTER_TEMPFAIL = 0,  /* Postfix's default */
 	CONFIG_MILTER_ACCEPT,
 	CONFIG_MILTER_REJECT,
+};
 
 struct config {
 	struct config_listen listen[CONFIG_LISTEN_MAX];
