@@ -136,6 +136,8 @@ struct smtp_session {
 	int submission;      /* submission_listen: MAIL needs AUTH first */
 	int cluster;         /* cluster_listen: node AUTH, then MAIL and ATRN */
 	int relay_net;       /* the client's address may relay (mynetworks) */
+	int refused;         /* greeted 554 by a policy check (RFC 5321 3.1):
+	                        only QUIT is served, anything else 503 */
 	int reversed;        /* ATRN's reversed session, customer side: no
 	                        STARTTLS, AUTH, ETRN or ATRN (RFC 2645 4) */
 	const char *end_why; /* why it reached CLOSED (a literal), NULL before */
@@ -1461,6 +1463,15 @@ static void smtp_command(struct smtp_session *s, const struct linereader_line *l
 		smtp_count_error(s);
 		goto done;
 	}
+	/* RFC 5321 3.1: a server that greeted 554 "MUST NOT" close but wait
+	 * for QUIT, answering "503 bad sequence of commands" meanwhile; the
+	 * error budget still ends a client that keeps trying. */
+	if (s->refused && !(cmd->flags & SMTP_CMDF_CLOSE) &&
+	    !smtp_parse_token_eq(line, vlen, "QUIT")) {
+		smtp_reply(s, out, "503 5.5.1 Error: access denied, only QUIT is served");
+		smtp_count_error(s);
+		goto done;
+	}
 	c.tx_flags = 0;
 	r = cmd->check(s, &c, out);
 	if (cmd->flags & SMTP_CMDF_CLOSE) {
@@ -2411,8 +2422,11 @@ enum smtp_event smtp_server_check_done(struct smtp_session *s, const struct smtp
 		ev = smtp_check_eom(s, v, edits, out);
 	} else if (v->kind == SMTP_VERDICT_REJECT || v->kind == SMTP_VERDICT_TEMPFAIL) {
 		smtp_check_refuse_reply(s, v, out);
-		if (stage == SMTP_CHECK_CONNECT) {
-			smtp_close(s, "refused by a policy check");
+		if (stage == SMTP_CHECK_CONNECT && v->kind == SMTP_VERDICT_TEMPFAIL) {
+			smtp_close(s, "refused by a policy check"); /* 421: closing */
+		} else if (stage == SMTP_CHECK_CONNECT) {
+			s->refused = 1; /* 554: wait for QUIT, RFC 5321 3.1 */
+			s->chk |= SMTP_CHK_CONNECT_DONE;
 		} else {
 			smtp_count_error(s);
 			smtp_check_budget(s, out);

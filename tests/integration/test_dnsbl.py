@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import smtplib
+import socket
 import sys
 import tempfile
 import unittest
@@ -105,6 +106,18 @@ class DnsblTest(unittest.TestCase):
         self.assertEqual(self.sample(e, 'etrnd_dnsbl_clients_total{verdict="rejected"}'), 1)
         self.assertEqual(self.sample(
             e, 'etrnd_dnsbl_lookups_total{list="zen.test",result="listed"}'), 1)
+        # RFC 5321 3.1: after the 554 the server waits for QUIT, answering
+        # 503 to anything else (no mail taken on a raw session either).
+        with socket.create_connection((h.HOST, e.port), timeout=SMTP_WAIT_S,
+                                      source_address=(CLIENT, 0)) as c:
+            f = c.makefile("rb")
+            self.assertTrue(f.readline().startswith(b"554 5.7.1 "))
+            for cmd in (b"EHLO client.test", b"MAIL FROM:<a@sender.test>"):
+                c.sendall(cmd + b"\r\n")
+                self.assertTrue(f.readline().startswith(b"503 5.5.1 "), cmd)
+            c.sendall(b"QUIT\r\n")
+            self.assertTrue(f.readline().startswith(b"221 "))
+            self.assertEqual(f.read(), b"", "closed after QUIT")
 
     def test_unlisted_client_served(self):
         dns = self.dns({})

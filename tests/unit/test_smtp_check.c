@@ -298,7 +298,9 @@ Test(smtp_check, first_refusal_wins_and_later_checkers_are_not_asked)
 	t_teardown(&r);
 }
 
-Test(smtp_check, connect_reject_closes_with_the_checkers_text)
+/* RFC 5321 3.1: after a 554 greeting the server waits for QUIT and
+ * answers 503 to anything else; a 421 greeting closes. */
+Test(smtp_check, connect_reject_greets_554_and_serves_only_quit)
 {
 	struct t_ck ck = { .name = "ck" };
 	struct t_run r;
@@ -307,8 +309,28 @@ Test(smtp_check, connect_reject_closes_with_the_checkers_text)
 	ck.reply[SMTP_CHECK_CONNECT] = "554-5.7.1 listed\r\n554 5.7.1 go away";
 	t_setup(&r, &ck, 1);
 	t_greet(&r);
+	cr_assert_eq(r.closed, 0, "a 554 greeting must wait for QUIT");
+	t_feed(&r, "EHLO c\r\nMAIL FROM:<a@b.test>\r\nQUIT\r\n", 0);
 	buf_append(&r.out, "", 1);
-	cr_assert_str_eq(r.out.data, "554-5.7.1 listed\r\n554 5.7.1 go away\r\n");
+	cr_assert_str_eq(r.out.data, "554-5.7.1 listed\r\n554 5.7.1 go away\r\n"
+			 "503 5.5.1 Error: access denied, only QUIT is served\r\n"
+			 "503 5.5.1 Error: access denied, only QUIT is served\r\n"
+			 "221 2.0.0 Bye\r\n");
+	cr_assert_eq(r.closed, 1);
+	cr_assert_eq(ck.calls[SMTP_CHECK_HELO], 0, "no check after the refusal");
+	t_teardown(&r);
+}
+
+Test(smtp_check, connect_tempfail_greets_421_and_closes)
+{
+	struct t_ck ck = { .name = "ck" };
+	struct t_run r;
+
+	ck.at[SMTP_CHECK_CONNECT] = SMTP_VERDICT_TEMPFAIL;
+	t_setup(&r, &ck, 1);
+	t_greet(&r);
+	buf_append(&r.out, "", 1);
+	cr_assert_str_eq(r.out.data, "421 4.7.1 mx.test Service unavailable - try again later\r\n");
 	cr_assert_eq(r.closed, 1);
 	cr_assert_str_eq(smtp_server_end_reason(r.s), "refused by a policy check");
 	t_teardown(&r);
