@@ -10,7 +10,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,20 +18,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/units.h"
-
-static int why(char *buf, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static int why(char *buf, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!buf || !len)
-		return -1;
-	va_start(ap, fmt);
-	(void)vsnprintf(buf, len, fmt, ap);
-	va_end(ap);
-	return -1;
-}
+#include "core/why.h"
 
 int schema_domain_norm(const char *in, int wildcard, char *out, char *w, size_t wl)
 {
@@ -44,21 +30,21 @@ int schema_domain_norm(const char *in, int wildcard, char *out, char *w, size_t 
 		n--;
 	if (n >= 2 && in[0] == '*' && in[1] == '.') {
 		if (!wildcard)
-			return why(w, wl, "\"%s\": a wildcard is not allowed here", show);
+			return why_set(w, wl, "\"%s\": a wildcard is not allowed here", show);
 		skip = 2;
 	}
 	if (n == 0)
-		return why(w, wl, "empty domain name");
+		return why_set(w, wl, "empty domain name");
 	if (n > DOMTAB_NAME_MAX)
-		return why(w, wl, "\"%s\": longer than %d characters", show, DOMTAB_NAME_MAX);
+		return why_set(w, wl, "\"%s\": longer than %d characters", show, DOMTAB_NAME_MAX);
 	if (in[0] == '[')
-		return why(w, wl, "\"%s\": an address literal is not a domain", show);
+		return why_set(w, wl, "\"%s\": an address literal is not a domain", show);
 	switch (config_host_labels(in + skip, n - skip)) {
 	case 0:
-		return why(w, wl, "\"%s\": not a domain name (want letters, digits and hyphens in dot-separated labels, like example.com%s)",
+		return why_set(w, wl, "\"%s\": not a domain name (want letters, digits and hyphens in dot-separated labels, like example.com%s)",
 			   show, wildcard ? " or *.example.com" : "");
 	case 1:
-		return why(w, wl, "\"%s\": want at least two labels, like example.com", show);
+		return why_set(w, wl, "\"%s\": want at least two labels, like example.com", show);
 	default:
 		break;
 	}
@@ -78,29 +64,29 @@ int schema_dest_check(const char *s, char *w, size_t wl)
 	if (!strcmp(s, "mx"))
 		return 0;
 	if (n == 0 || n >= SCHEMA_DEST_MAX)
-		return why(w, wl, "empty or overlong destination (%s)", want);
+		return why_set(w, wl, "empty or overlong destination (%s)", want);
 	if (s[0] == '[') {
 		const char *rb = strchr(s, ']');
 
 		if (!rb || (size_t)(rb - s - 1) >= sizeof(host))
-			return why(w, wl, "\"%s\": %s", s, want);
+			return why_set(w, wl, "\"%s\": %s", s, want);
 		hl = (size_t)(rb - s - 1);
 		memcpy(host, s + 1, hl);
 		host[hl] = '\0';
 		if (inet_pton(AF_INET6, host, &a6) != 1)
-			return why(w, wl, "\"%s\": bad IPv6 address (%s)", s, want);
+			return why_set(w, wl, "\"%s\": bad IPv6 address (%s)", s, want);
 		if (rb[1] == ':')
 			port = rb + 2;
 		else if (rb[1])
-			return why(w, wl, "\"%s\": %s", s, want);
+			return why_set(w, wl, "\"%s\": %s", s, want);
 	} else {
 		const char *colon = strchr(s, ':');
 
 		hl = colon ? (size_t)(colon - s) : n;
 		if (colon && strchr(colon + 1, ':'))
-			return why(w, wl, "\"%s\": put an IPv6 address in brackets, like [2001:db8::1]:25", s);
+			return why_set(w, wl, "\"%s\": put an IPv6 address in brackets, like [2001:db8::1]:25", s);
 		if (config_host_labels(s, hl) == 0)
-			return why(w, wl, "\"%s\": bad host name (%s)", s, want);
+			return why_set(w, wl, "\"%s\": bad host name (%s)", s, want);
 		if (colon)
 			port = colon + 1;
 	}
@@ -111,7 +97,7 @@ int schema_dest_check(const char *s, char *w, size_t wl)
 		errno = 0;
 		p = isdigit((unsigned char)*port) ? strtoul(port, &end, 10) : 0;
 		if (!isdigit((unsigned char)*port) || *end || errno || p == 0 || p > 65535)
-			return why(w, wl, "\"%s\": bad port (want 1 to 65535)", s);
+			return why_set(w, wl, "\"%s\": bad port (want 1 to 65535)", s);
 	}
 	return 0;
 }
@@ -122,9 +108,9 @@ int schema_duration_parse(const char *s, uint64_t *ms, char *w, size_t wl)
 	uint64_t v;
 
 	if (units_parse_duration(s, &v, one, sizeof(one)))
-		return why(w, wl, "\"%s\": %s", s, one);
+		return why_set(w, wl, "\"%s\": %s", s, one);
 	if (v < CONFIG_MAX_HOLD_MIN_MS || v > CONFIG_MAX_HOLD_MAX_MS)
-		return why(w, wl, "\"%s\": want a duration from %llus to %llud, as max_hold in etrnd.conf",
+		return why_set(w, wl, "\"%s\": want a duration from %llus to %llud, as max_hold in etrnd.conf",
 			   s, CONFIG_MAX_HOLD_MIN_MS / 1000, CONFIG_MAX_HOLD_MAX_MS / 86400000);
 	*ms = v;
 	return 0;
@@ -135,7 +121,7 @@ int schema_size_parse(const char *s, uint64_t *bytes, char *w, size_t wl)
 	char one[UNITS_WHY_MAX];
 
 	if (units_parse_size(s, bytes, one, sizeof(one)))
-		return why(w, wl, "\"%s\": %s", s, one);
+		return why_set(w, wl, "\"%s\": %s", s, one);
 	return 0;
 }
 
@@ -148,7 +134,7 @@ int schema_tls_parse(const char *s, enum domtab_tls *tls, char *w, size_t wl)
 	else if (!strcmp(s, "verify"))
 		*tls = DOMTAB_TLS_VERIFY;
 	else
-		return why(w, wl, "\"%s\": want may, must or verify", s);
+		return why_set(w, wl, "\"%s\": want may, must or verify", s);
 	return 0;
 }
 
@@ -159,7 +145,7 @@ int schema_mode_parse(const char *s, enum domtab_mode *mode, char *w, size_t wl)
 	else if (!strcmp(s, "deliver"))
 		*mode = DOMTAB_MODE_DELIVER;
 	else
-		return why(w, wl, "\"%.64s\": want hold or deliver", s);
+		return why_set(w, wl, "\"%.64s\": want hold or deliver", s);
 	return 0;
 }
 
@@ -170,14 +156,14 @@ int schema_onoff_parse(const char *s, int *on, char *w, size_t wl)
 	else if (!strcmp(s, "off"))
 		*on = 0;
 	else
-		return why(w, wl, "\"%.64s\": want on or off", s);
+		return why_set(w, wl, "\"%.64s\": want on or off", s);
 	return 0;
 }
 
 int schema_route_check(const char *s, char *w, size_t wl)
 {
 	if (domtab_route_dest_check(s))
-		return why(w, wl, "\"%.64s%s\": want [host]:port (that host, no MX look-up), host:port or host (host's MX), port 1 to 65535",
+		return why_set(w, wl, "\"%.64s%s\": want [host]:port (that host, no MX look-up), host:port or host (host's MX), port 1 to 65535",
 			   s, strlen(s) > 64 ? "..." : "");
 	return 0;
 }
@@ -187,12 +173,12 @@ static int name_check(const char *what, const char *s, const char *extra, char *
 	size_t n = strlen(s);
 
 	if (n == 0 || n > SCHEMA_NAME_MAX)
-		return why(w, wl, "%s name must be 1 to %d characters", what, SCHEMA_NAME_MAX);
+		return why_set(w, wl, "%s name must be 1 to %d characters", what, SCHEMA_NAME_MAX);
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)s[i];
 
 		if (!isalnum(ch) && ch != '.' && ch != '_' && ch != '-' && !(ch && strchr(extra, ch)))
-			return why(w, wl, "%s name \"%.64s\": only letters, digits and . _ -%s allowed",
+			return why_set(w, wl, "%s name \"%.64s\": only letters, digits and . _ -%s allowed",
 				   what, s, extra[0] ? " @ +" : "");
 	}
 	return 0;

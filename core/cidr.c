@@ -9,26 +9,12 @@
 #include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/ascii.h"
-
-static int why(char *w, size_t wl, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static int why(char *w, size_t wl, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (w && wl) {
-		va_start(ap, fmt);
-		vsnprintf(w, wl, fmt, ap);
-		va_end(ap);
-	}
-	return -1;
-}
+#include "core/why.h"
 
 int cidr_parse(const char *s, size_t n, struct cidr *out, char *w, size_t wl)
 {
@@ -37,7 +23,7 @@ int cidr_parse(const char *s, size_t n, struct cidr *out, char *w, size_t wl)
 	unsigned maxbits;
 
 	if (n == 0 || n >= sizeof(buf))
-		return why(w, wl, "\"%.*s\": not a network (want like 192.0.2.0/24 or 2001:db8::/32)",
+		return why_set(w, wl, "\"%.*s\": not a network (want like 192.0.2.0/24 or 2001:db8::/32)",
 			   (int)(n > 60 ? 60 : n), s);
 	memcpy(buf, s, n);
 	buf[n] = '\0';
@@ -52,7 +38,7 @@ int cidr_parse(const char *s, size_t n, struct cidr *out, char *w, size_t wl)
 		out->family = AF_INET6;
 		maxbits = 128;
 	} else {
-		return why(w, wl, "\"%.*s\": not a network (want like 192.0.2.0/24 or 2001:db8::/32)",
+		return why_set(w, wl, "\"%.*s\": not a network (want like 192.0.2.0/24 or 2001:db8::/32)",
 			   (int)n, s);
 	}
 	bits = maxbits;
@@ -60,7 +46,7 @@ int cidr_parse(const char *s, size_t n, struct cidr *out, char *w, size_t wl)
 		errno = 0;
 		bits = isdigit((unsigned char)slash[1]) ? strtoul(slash + 1, &end, 10) : ~0ul;
 		if (bits == ~0ul || *end || errno || bits > maxbits)
-			return why(w, wl, "\"%.*s\": bad prefix length (want /0 to /%u)", (int)n, s,
+			return why_set(w, wl, "\"%.*s\": bad prefix length (want /0 to /%u)", (int)n, s,
 				   maxbits);
 	}
 	out->prefix = (uint8_t)bits;
@@ -72,7 +58,7 @@ int cidr_parse(const char *s, size_t n, struct cidr *out, char *w, size_t wl)
 			for (unsigned k = bits; k < maxbits; k++)
 				fix.addr[k / 8] &= (uint8_t)~(0x80 >> (k % 8));
 			inet_ntop(out->family, fix.addr, net, sizeof(net));
-			return why(w, wl, "\"%.*s\": host bits set (did you mean %s/%lu?)", (int)n, s,
+			return why_set(w, wl, "\"%.*s\": host bits set (did you mean %s/%lu?)", (int)n, s,
 				   net, bits);
 		}
 	}
@@ -95,7 +81,7 @@ int cidr_list_parse(const char *s, struct cidr *out, unsigned max,
 			break;
 		len = strcspn(s, ",; \t");
 		if (k == max)
-			return why(w, wl, "more than %u networks", max);
+			return why_set(w, wl, "more than %u networks", max);
 		if (cidr_parse(s, len, &out[k], w, wl))
 			return -1;
 		k++;

@@ -11,7 +11,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +25,7 @@
 #include "core/netaddr.h"
 #include "core/resolver.h"
 #include "core/units.h"
+#include "core/why.h"
 
 #define CONFIG_LINE_MAX 8192
 
@@ -37,18 +37,6 @@ struct config_key {
 	unsigned long long min, max;
 };
 
-static int why(char *buf, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static int why(char *buf, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	(void)vsnprintf(buf, len, fmt, ap);
-	va_end(ap);
-	return -1;
-}
-
 static int set_size(struct config *c, const struct config_key *k, const char *v,
 		    char *w, size_t wl)
 {
@@ -56,7 +44,7 @@ static int set_size(struct config *c, const struct config_key *k, const char *v,
 
 	/* The grammar is units.h's, shared with Redis rows and etrnctl. */
 	if (units_parse_size(v, &n, NULL, 0) || n < k->min || n > k->max)
-		return why(w, wl, "bad value for %s: \"%s\" (want a size from %llu to %llu, suffix k, M or G)",
+		return why_set(w, wl, "bad value for %s: \"%s\" (want a size from %llu to %llu, suffix k, M or G)",
 			   k->name, v, k->min, k->max);
 	*(size_t *)((char *)c + k->off) = (size_t)n;
 	return 0;
@@ -71,7 +59,7 @@ static int set_uint(struct config *c, const struct config_key *k, const char *v,
 	errno = 0;
 	n = isdigit((unsigned char)*v) ? strtoull(v, &end, 10) : 0;
 	if (!isdigit((unsigned char)*v) || errno || *end || n < k->min || n > k->max)
-		return why(w, wl, "bad value for %s: \"%s\" (want a number from %llu to %llu)",
+		return why_set(w, wl, "bad value for %s: \"%s\" (want a number from %llu to %llu)",
 			   k->name, v, k->min, k->max);
 	*(unsigned *)((char *)c + k->off) = (unsigned)n;
 	return 0;
@@ -83,7 +71,7 @@ static int set_duration(struct config *c, const struct config_key *k, const char
 	uint64_t ms;
 
 	if (units_parse_duration(v, &ms, NULL, 0) || ms < k->min || ms > k->max)
-		return why(w, wl, "bad value for %s: \"%s\" (want a duration from %llums to %llus, like 300s, 5m, 1h)",
+		return why_set(w, wl, "bad value for %s: \"%s\" (want a duration from %llums to %llus, like 300s, 5m, 1h)",
 			   k->name, v, k->min, k->max / 1000);
 	*(unsigned *)((char *)c + k->off) = (unsigned)ms;
 	return 0;
@@ -101,7 +89,7 @@ static int set_bool(struct config *c, const struct config_key *k, const char *v,
 	else if (ascii_eq_lit(v, n, "no") || ascii_eq_lit(v, n, "false") || !strcmp(v, "0"))
 		b = 0;
 	else
-		return why(w, wl, "bad value for %s: \"%s\" (want yes or no)", k->name, v);
+		return why_set(w, wl, "bad value for %s: \"%s\" (want yes or no)", k->name, v);
 	*(int *)((char *)c + k->off) = b;
 	return 0;
 }
@@ -117,7 +105,7 @@ static int set_threads(struct config *c, const struct config_key *k, const char 
 		return 0;
 	}
 	if (set_uint(c, k, v, w, wl))
-		return why(w, wl, "bad value for threads: \"%s\" (want auto or a number from 1 to %d)",
+		return why_set(w, wl, "bad value for threads: \"%s\" (want auto or a number from 1 to %d)",
 			   v, CONFIG_THREADS_MAX);
 	return 0;
 }
@@ -132,7 +120,7 @@ static int set_sync(struct config *c, const struct config_key *k, const char *v,
 	else if (!strcmp(v, "none"))
 		c->sync = CONFIG_SYNC_NONE;
 	else
-		return why(w, wl, "bad value for %s: \"%s\" (want batch, always or none)", k->name, v);
+		return why_set(w, wl, "bad value for %s: \"%s\" (want batch, always or none)", k->name, v);
 	return 0;
 }
 
@@ -144,7 +132,7 @@ static int set_bare_lf(struct config *c, const struct config_key *k, const char 
 	else if (!strcmp(v, "normalize"))
 		c->bare_lf_normalize = 1;
 	else
-		return why(w, wl, "bad value for %s: \"%s\" (want reject or normalize)", k->name, v);
+		return why_set(w, wl, "bad value for %s: \"%s\" (want reject or normalize)", k->name, v);
 	return 0;
 }
 
@@ -159,7 +147,7 @@ static int set_log_level(struct config *c, const struct config_key *k, const cha
 			return 0;
 		}
 	}
-	return why(w, wl, "bad value for %s: \"%s\" (want debug, info, warn or err)", k->name, v);
+	return why_set(w, wl, "bad value for %s: \"%s\" (want debug, info, warn or err)", k->name, v);
 }
 
 static int set_string(char *dst, size_t dstlen, const struct config_key *k,
@@ -168,7 +156,7 @@ static int set_string(char *dst, size_t dstlen, const struct config_key *k,
 	size_t n = strlen(v);
 
 	if (n == 0 || n >= dstlen)
-		return why(w, wl, "bad value for %s: \"%s\" (want 1 to %zu characters)",
+		return why_set(w, wl, "bad value for %s: \"%s\" (want 1 to %zu characters)",
 			   k->name, v, dstlen - 1);
 	memcpy(dst, v, n + 1);
 	return 0;
@@ -185,7 +173,7 @@ static int set_control_socket(struct config *c, const struct config_key *k, cons
 {
 	/* sun_path is 108 bytes on Linux. */
 	if (strlen(v) >= 108)
-		return why(w, wl, "bad value for %s: \"%s\" (a unix socket path under 108 characters)",
+		return why_set(w, wl, "bad value for %s: \"%s\" (a unix socket path under 108 characters)",
 			   k->name, v);
 	return set_string(c->control_socket, sizeof(c->control_socket), k, v, w, wl);
 }
@@ -228,7 +216,7 @@ static int set_hostname(struct config *c, const struct config_key *k, const char
 			char *w, size_t wl)
 {
 	if (!valid_hostname(v, strlen(v)))
-		return why(w, wl, "bad value for %s: \"%s\" (want a host name like relay.example.net)",
+		return why_set(w, wl, "bad value for %s: \"%s\" (want a host name like relay.example.net)",
 			   k->name, v);
 	return set_string(c->hostname, sizeof(c->hostname), k, v, w, wl);
 }
@@ -250,7 +238,7 @@ static int set_postmaster(struct config *c, const struct config_key *k, const ch
 	}
 	if (ll == 0 || ll > CONFIG_LOCAL_MAX || v[0] == '.' || v[ll - 1] == '.' ||
 	    !valid_hostname(at + 1, strlen(at + 1)))
-		return why(w, wl, "bad value for %s: \"%s\" (want an address like postmaster@example.net)",
+		return why_set(w, wl, "bad value for %s: \"%s\" (want an address like postmaster@example.net)",
 			   k->name, v);
 	return set_string(c->postmaster, sizeof(c->postmaster), k, v, w, wl);
 }
@@ -288,7 +276,7 @@ static int set_relay_domains(struct config *c, const struct config_key *k, const
 		if (p[len - 1] == '.')
 			len--; /* a trailing dot names the same domain */
 		if (!valid_hostname(p, len)) {
-			why(w, wl, "bad value for %s: \"%.*s\" is not a domain name",
+			why_set(w, wl, "bad value for %s: \"%.*s\" is not a domain name",
 			    k->name, (int)item, p);
 			goto fail;
 		}
@@ -296,7 +284,7 @@ static int set_relay_domains(struct config *c, const struct config_key *k, const
 		nl = d ? realloc(list, (n + 1) * sizeof(*list)) : NULL;
 		if (!nl) {
 			free(d);
-			why(w, wl, "out of memory");
+			why_set(w, wl, "out of memory");
 			goto fail;
 		}
 		list = nl;
@@ -384,7 +372,7 @@ static int set_log(struct config *c, const struct config_key *k, const char *v,
 		return 0;
 	}
 	if (v[0] != '/' && strncmp(v, "./", 2) && strncmp(v, "../", 3) && !strchr(v, '/'))
-		return why(w, wl, "bad value for %s: \"%s\" (want stderr, syslog or a file path)",
+		return why_set(w, wl, "bad value for %s: \"%s\" (want stderr, syslog or a file path)",
 			   k->name, v);
 	c->log_syslog = 0;
 	c->log_file[0] = '\0';
@@ -400,7 +388,7 @@ static int set_metrics_listen(struct config *c, const struct config_key *k, cons
 		return 0;
 	}
 	if (parse_listen_one(v, strlen(v), &c->metrics))
-		return why(w, wl, "bad value for %s: \"%s\" (want host:port or [v6addr]:port with a numeric address, or none)",
+		return why_set(w, wl, "bad value for %s: \"%s\" (want host:port or [v6addr]:port with a numeric address, or none)",
 			   k->name, v);
 	c->metrics_len = 1;
 	return 0;
@@ -416,7 +404,7 @@ static int set_user(struct config *c, const struct config_key *k, const char *v,
 	}
 	for (const char *p = v; *p; p++)
 		if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-' && *p != '.')
-			return why(w, wl, "bad value for %s: \"%s\" (want a user name: letters, digits, '_', '-', '.')",
+			return why_set(w, wl, "bad value for %s: \"%s\" (want a user name: letters, digits, '_', '-', '.')",
 				   k->name, v);
 	return set_string(c->user, sizeof(c->user), k, v, w, wl);
 }
@@ -433,15 +421,15 @@ static int set_listen(struct config *c, const struct config_key *k, const char *
 		p = "";
 	for (; (len = list_item(&p)) > 0; p += len) {
 		if (n == CONFIG_LISTEN_MAX)
-			return why(w, wl, "bad value for %s: more than %d addresses", k->name,
+			return why_set(w, wl, "bad value for %s: more than %d addresses", k->name,
 				   CONFIG_LISTEN_MAX);
 		if (parse_listen_one(p, len, &tmp[n]))
-			return why(w, wl, "bad value for %s: \"%.*s\" (want host:port, [v6addr]:port or :port with a numeric address)",
+			return why_set(w, wl, "bad value for %s: \"%.*s\" (want host:port, [v6addr]:port or :port with a numeric address)",
 				   k->name, (int)len, p);
 		tmp[n++].flags = flags;
 	}
 	if (n == 0 && !flags)
-		return why(w, wl, "bad value for %s: no address given", k->name);
+		return why_set(w, wl, "bad value for %s: no address given", k->name);
 	for (size_t kind = 0; kind < sizeof(listen_kinds) / sizeof(listen_kinds[0]); kind++) {
 		const struct config_listen *src = listen_kinds[kind] == flags ? tmp : c->listen;
 		unsigned ns = listen_kinds[kind] == flags ? n : c->nlisten;
@@ -450,7 +438,7 @@ static int set_listen(struct config *c, const struct config_key *k, const char *
 			if (src[i].flags != listen_kinds[kind])
 				continue;
 			if (na == CONFIG_LISTEN_MAX)
-				return why(w, wl, "bad value for %s: more than %d addresses in listen, listen_tls, listen_trusted and odmr_listen* together",
+				return why_set(w, wl, "bad value for %s: more than %d addresses in listen, listen_tls, listen_trusted and odmr_listen* together",
 					   k->name, CONFIG_LISTEN_MAX);
 			all[na++] = src[i];
 		}
@@ -471,7 +459,7 @@ static int set_relayhost(struct config *c, const struct config_key *k, const cha
 	}
 	/* The syntax of a route (etrnd:route:<domain>): one rule for both. */
 	if (strlen(v) >= sizeof(c->relayhost) || domtab_route_dest_check(v))
-		return why(w, wl, "bad value for %s: \"%s\" (want [host]:port, host:port or host)",
+		return why_set(w, wl, "bad value for %s: \"%s\" (want [host]:port, host:port or host)",
 			   k->name, v);
 	memcpy(c->relayhost, v, strlen(v) + 1);
 	return 0;
@@ -490,7 +478,7 @@ static int set_milter(struct config *c, const struct config_key *k, const char *
 		struct config_listen *m = &c->milters[n];
 
 		if (n == CONFIG_MILTERS_MAX)
-			return why(w, wl, "bad value for %s: more than %d milters", k->name,
+			return why_set(w, wl, "bad value for %s: more than %d milters", k->name,
 				   CONFIG_MILTERS_MAX);
 		if (len > 5 && !strncmp(p, "inet:", 5) && parse_listen_one(p + 5, len - 5, m) == 0 &&
 		    ((struct sockaddr_in *)&m->addr)->sin_port != 0) {
@@ -506,7 +494,7 @@ static int set_milter(struct config *c, const struct config_key *k, const char *
 			m->addrlen = (socklen_t)sizeof(*sun);
 			snprintf(m->text, sizeof(m->text), "%.*s", (int)len, p);
 		} else {
-			return why(w, wl, "bad value for %s: \"%.*s\" (want inet:host:port with a numeric address, or unix:/path)",
+			return why_set(w, wl, "bad value for %s: \"%.*s\" (want inet:host:port with a numeric address, or unix:/path)",
 				   k->name, (int)len, p);
 		}
 		m->flags = 0;
@@ -526,7 +514,7 @@ static int set_milter_default_action(struct config *c, const struct config_key *
 	else if (!strcmp(v, "reject"))
 		c->milter_default_action = CONFIG_MILTER_REJECT;
 	else
-		return why(w, wl, "bad value for %s: \"%s\" (want accept, tempfail or reject)",
+		return why_set(w, wl, "bad value for %s: \"%s\" (want accept, tempfail or reject)",
 			   k->name, v);
 	return 0;
 }
@@ -540,7 +528,7 @@ static int set_mynetworks(struct config *c, const struct config_key *k, const ch
 	if (!strcmp(v, "none"))
 		v = "";
 	if (cidr_list_parse(v, c->mynetworks, CIDR_LIST_MAX, &c->nmynetworks, one, sizeof(one)))
-		return why(w, wl, "bad value for %s: %s", k->name, one);
+		return why_set(w, wl, "bad value for %s: %s", k->name, one);
 	return 0;
 }
 
@@ -651,16 +639,16 @@ int config_redis_parse(struct config_redis *r, const char *v, char *w, size_t wl
 	memset(r, 0, sizeof(*r));
 	for (size_t i = 0; i < n; i++)
 		if ((unsigned char)v[i] <= ' ' || v[i] == 0x7f)
-			return why(w, wl, "spaces or control characters in the address");
+			return why_set(w, wl, "spaces or control characters in the address");
 	if (!strncmp(v, "unix:", 5)) {
 		const char *path = v + 5;
 
 		if (!strncmp(path, "//", 2))
 			path += 2; /* unix:///run/redis.sock */
 		if (!*path)
-			return why(w, wl, "unix: needs a socket path, like unix:/run/redis/redis.sock");
+			return why_set(w, wl, "unix: needs a socket path, like unix:/run/redis/redis.sock");
 		if (strlen(path) >= sizeof(r->path))
-			return why(w, wl, "socket path longer than %zu bytes", sizeof(r->path) - 1);
+			return why_set(w, wl, "socket path longer than %zu bytes", sizeof(r->path) - 1);
 		r->kind = CONFIG_REDIS_UNIX;
 		snprintf(r->path, sizeof(r->path), "%s", path);
 		snprintf(r->display, sizeof(r->display), "unix:%s", path);
@@ -681,13 +669,13 @@ int config_redis_parse(struct config_redis *r, const char *v, char *w, size_t wl
 				colon = p - 1;
 			if (colon >= p && url_unescape(r->user, sizeof(r->user), p,
 						       (size_t)(colon - p)))
-				return why(w, wl, "bad user name in the URL");
+				return why_set(w, wl, "bad user name in the URL");
 			if (url_unescape(r->pass, sizeof(r->pass), colon + 1,
 					 (size_t)(at - colon - 1)))
-				return why(w, wl, "bad password in the URL (use %%XX for special characters)");
+				return why_set(w, wl, "bad password in the URL (use %%XX for special characters)");
 		}
 		if (parse_host_port(hostp, (size_t)(p + hl - hostp), 1, r))
-			return why(w, wl, "bad host or port in the URL (want redis://[user:password@]host[:port][/db])");
+			return why_set(w, wl, "bad host or port in the URL (want redis://[user:password@]host[:port][/db])");
 		if (slash && slash[1]) {
 			char *end;
 			unsigned long db;
@@ -695,7 +683,7 @@ int config_redis_parse(struct config_redis *r, const char *v, char *w, size_t wl
 			errno = 0;
 			db = isdigit((unsigned char)slash[1]) ? strtoul(slash + 1, &end, 10) : 0;
 			if (!isdigit((unsigned char)slash[1]) || *end || errno || db > 1000000)
-				return why(w, wl, "bad database number \"%s\" in the URL", slash + 1);
+				return why_set(w, wl, "bad database number \"%s\" in the URL", slash + 1);
 			r->db = (unsigned)db;
 		}
 		r->kind = CONFIG_REDIS_TCP;
@@ -707,7 +695,7 @@ int config_redis_parse(struct config_redis *r, const char *v, char *w, size_t wl
 		return 0;
 	}
 	if (parse_host_port(v, n, 0, r))
-		return why(w, wl, "want unix:/path/to/redis.sock, host:port or redis://[user:password@]host[:port][/db]");
+		return why_set(w, wl, "want unix:/path/to/redis.sock, host:port or redis://[user:password@]host[:port][/db]");
 	r->kind = CONFIG_REDIS_TCP;
 	snprintf(r->display, sizeof(r->display), "%.*s", (int)(sizeof(r->display) - 1), v);
 	return 0;
@@ -720,7 +708,7 @@ static int set_redis(struct config *c, const struct config_key *k, const char *v
 	char reason[CONFIG_ERR_MAX / 2];
 
 	if (config_redis_parse(&r, v, reason, sizeof(reason)))
-		return why(w, wl, "bad value for %s: \"%s\": %s", k->name, v, reason);
+		return why_set(w, wl, "bad value for %s: \"%s\": %s", k->name, v, reason);
 	/* redis_sentinels and redis_master_name stay, in whatever order the
 	 * keys came. */
 	memcpy(r.sentinels, c->redis.sentinels, sizeof(r.sentinels));
@@ -736,7 +724,7 @@ static int set_redis_prefix(struct config *c, const struct config_key *k, const 
 	for (const char *p = v; *p; p++)
 		if ((unsigned char)*p <= ' ' || *p == 0x7f || *p == '*' || *p == '?' ||
 		    *p == '[' || *p == ']' || *p == '\\')
-			return why(w, wl, "bad value for %s: \"%s\" (no spaces, control characters or glob characters *?[]\\)",
+			return why_set(w, wl, "bad value for %s: \"%s\" (no spaces, control characters or glob characters *?[]\\)",
 				   k->name, v);
 	return set_string(c->redis_prefix, sizeof(c->redis_prefix), k, v, w, wl);
 }
@@ -759,7 +747,7 @@ static int set_node_id(struct config *c, const struct config_key *k, const char 
 		       char *w, size_t wl)
 {
 	if (!node_id_ok(v))
-		return why(w, wl, "bad value for %s: \"%s\" (want 1 to %d of letters, digits, '.', '_' and '-')",
+		return why_set(w, wl, "bad value for %s: \"%s\" (want 1 to %d of letters, digits, '.', '_' and '-')",
 			   k->name, v, CONFIG_NODE_ID_MAX - 1);
 	return set_string(c->node_id, sizeof(c->node_id), k, v, w, wl);
 }
@@ -776,15 +764,15 @@ static int set_sentinels(struct config *c, const struct config_key *k, const cha
 
 	for (; (len = list_item(&p)) > 0; p += len) {
 		if (n == CONFIG_SENTINELS_MAX)
-			return why(w, wl, "bad value for %s: more than %d sentinels", k->name,
+			return why_set(w, wl, "bad value for %s: more than %d sentinels", k->name,
 				   CONFIG_SENTINELS_MAX);
 		if (len >= sizeof(item))
-			return why(w, wl, "bad value for %s: \"%.*s...\" is too long", k->name, 40, p);
+			return why_set(w, wl, "bad value for %s: \"%.*s...\" is too long", k->name, 40, p);
 		memcpy(item, p, len);
 		item[len] = '\0';
 		if (resolver_dest_split(item, tmp[n].host, sizeof(tmp[n].host), CONFIG_SENTINEL_PORT,
 					&tmp[n].port, NULL) || !tmp[n].host[0] || tmp[n].port == 0)
-			return why(w, wl, "bad value for %s: \"%s\" (want host[:port] or [v6]:port, comma separated)",
+			return why_set(w, wl, "bad value for %s: \"%s\" (want host[:port] or [v6]:port, comma separated)",
 				   k->name, item);
 		n++;
 	}
@@ -798,7 +786,7 @@ static int set_master_name(struct config *c, const struct config_key *k, const c
 {
 	for (const char *q = v; *q; q++)
 		if ((unsigned char)*q <= ' ' || *q == 0x7f)
-			return why(w, wl, "bad value for %s: \"%s\" (no blanks or control characters)",
+			return why_set(w, wl, "bad value for %s: \"%s\" (no blanks or control characters)",
 				   k->name, v);
 	return set_string(c->redis.master_name, sizeof(c->redis.master_name), k, v, w, wl);
 }
@@ -824,7 +812,7 @@ static int set_choice(const struct config_key *k, const char *v, const char *con
 			break;
 		o += (size_t)m;
 	}
-	return why(w, wl, "bad value for %s: \"%s\" (want %s)", k->name, v, want);
+	return why_set(w, wl, "bad value for %s: \"%s\" (want %s)", k->name, v, want);
 }
 
 /* spf = off | log | on; spf_reject = none | fail; spf_temperror = accept |
@@ -859,7 +847,7 @@ static int set_cluster_tls(struct config *c, const struct config_key *k, const c
 			c->cluster_tls = (enum config_cluster_tls)i;
 			return 0;
 		}
-	return why(w, wl, "bad value for %s: \"%s\" (want may, must or verify)", k->name, v);
+	return why_set(w, wl, "bad value for %s: \"%s\" (want may, must or verify)", k->name, v);
 }
 
 /* "ip[:port],[v6]:port,...": numeric addresses only (a name would need a
@@ -875,14 +863,14 @@ static int set_dns_servers(struct config *c, const struct config_key *k, const c
 
 	for (; (len = list_item(&p)) > 0; p += len) {
 		if (len >= sizeof(item))
-			return why(w, wl, "bad value for %s: \"%.*s...\" is too long", k->name, 40, p);
+			return why_set(w, wl, "bad value for %s: \"%.*s...\" is too long", k->name, 40, p);
 		memcpy(item, p, len);
 		item[len] = '\0';
 		if (resolver_numeric(item, CONFIG_DNS_PORT, &res) != 1)
-			return why(w, wl, "bad value for %s: \"%s\" (want a comma list of numeric ip[:port] or [v6]:port)",
+			return why_set(w, wl, "bad value for %s: \"%s\" (want a comma list of numeric ip[:port] or [v6]:port)",
 				   k->name, item);
 		if (o + len + 2 > sizeof(out))
-			return why(w, wl, "bad value for %s: longer than %d characters", k->name,
+			return why_set(w, wl, "bad value for %s: longer than %d characters", k->name,
 				   CONFIG_DNS_SERVERS_MAX - 1);
 		if (o)
 			out[o++] = ',';
@@ -901,7 +889,7 @@ static int set_dnsbl(struct config *c, const struct config_key *k, const char *v
 	char one[CONFIG_ERR_MAX];
 
 	if (dnsbl_list_parse(&c->dnsbl, v, strlen(v), one, sizeof(one)))
-		return why(w, wl, "bad value for %s: %s", k->name, one);
+		return why_set(w, wl, "bad value for %s: %s", k->name, one);
 	return 0;
 }
 
@@ -911,7 +899,7 @@ static int set_dnsbl_reply(struct config *c, const struct config_key *k, const c
 	char one[CONFIG_ERR_MAX];
 
 	if (dnsbl_list_reply_check(v, one, sizeof(one)))
-		return why(w, wl, "bad value for %s: %s", k->name, one);
+		return why_set(w, wl, "bad value for %s: %s", k->name, one);
 	return set_string(c->dnsbl_reply, sizeof(c->dnsbl_reply), k, v, w, wl);
 }
 
@@ -920,7 +908,7 @@ static int set_dnsbl_action(struct config *c, const struct config_key *k, const 
 			    char *w, size_t wl)
 {
 	if (strcmp(v, "reject") && strcmp(v, "log"))
-		return why(w, wl, "bad value for %s: \"%s\" (want reject or log)", k->name, v);
+		return why_set(w, wl, "bad value for %s: \"%s\" (want reject or log)", k->name, v);
 	c->dnsbl_log_only = !strcmp(v, "log");
 	return 0;
 }
@@ -943,7 +931,7 @@ static int set_tls_ciphers(struct config *c, const struct config_key *k, const c
 {
 	for (const char *p = v; *p; p++)
 		if ((unsigned char)*p <= ' ' || *p == 0x7f)
-			return why(w, wl, "bad value for %s: \"%s\" (an OpenSSL cipher list: no spaces or control characters)",
+			return why_set(w, wl, "bad value for %s: \"%s\" (an OpenSSL cipher list: no spaces or control characters)",
 				   k->name, v);
 	if (!*v) {
 		c->tls_ciphers[0] = '\0';

@@ -9,38 +9,19 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/ascii.h"
 #include "core/config.h"
+#include "core/why.h"
 
 #define DL_LOOPBACK_NET 127      /* RFC 5782 2.1: answers are in 127.0.0.0/8 */
 #define DL_ERROR_NET 255         /* 127.255.255.0/24: lists' error answers */
 #define DL_QUOTE_MAX 60          /* how much of a bad item a reason quotes */
 /* The longest expansion of $client ("ffff:...:ffff") and of $site. */
 #define DL_CLIENT_TEXT_MAX 46    /* INET6_ADDRSTRLEN */
-
-static int dl_why(char *why, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int dl_why(char *why, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!why || !len)
-		return -1;
-	va_start(ap, fmt);
-	(void)vsnprintf(why, len, fmt, ap);
-	va_end(ap);
-	/* The reason quotes the input: one printable line. */
-	for (char *p = why; *p; p++)
-		if ((unsigned char)*p < ' ' || *p == 0x7f)
-			*p = '?';
-	return -1;
-}
 
 static void dl_bit_set(struct dnsbl_octets *o, unsigned v)
 {
@@ -157,29 +138,29 @@ static int dl_item(struct dnsbl_site *s, const char *p, size_t n, char *why, siz
 
 	memset(s, 0, sizeof(*s));
 	if (n >= sizeof(s->spec))
-		return dl_why(why, wl, "dnsbl item \"%.*s...\" is longer than %d characters",
+		return why_set(why, wl, "dnsbl item \"%.*s...\" is longer than %d characters",
 			      DL_QUOTE_MAX, p, DNSBL_ITEM_MAX - 1);
 	memcpy(s->spec, p, n);
 	s->weight = 1;
 	star = memchr(p, '*', n);
 	eq = memchr(p, '=', n);
 	if (eq && star && star < eq)
-		return dl_why(why, wl, "dnsbl item \"%s\": the =filter comes before the *weight",
+		return why_set(why, wl, "dnsbl item \"%s\": the =filter comes before the *weight",
 			      s->spec);
 	name_end = eq ? eq : star ? star : end;
 	nl = (size_t)(name_end - p);
 	if (nl && p[nl - 1] == '.')
 		nl--;
 	if (nl == 0 || nl >= sizeof(s->name) || config_host_labels(p, nl) == 0)
-		return dl_why(why, wl, "dnsbl item \"%s\": \"%.*s\" is not a DNS name of at most %d characters",
+		return why_set(why, wl, "dnsbl item \"%s\": \"%.*s\" is not a DNS name of at most %d characters",
 			      s->spec, (int)nl, p, DNSBL_SITE_NAME_MAX - 1);
 	ascii_lower_copy(s->name, p, nl);
 	if (eq && dl_filter(s, eq + 1, star ? star : end))
-		return dl_why(why, wl, "dnsbl item \"%s\": bad filter \"%.*s\" (want up to %d patterns like 127.0.0.2 or 127.0.[0..255].[2;4..11], ';' between them)",
+		return why_set(why, wl, "dnsbl item \"%s\": bad filter \"%.*s\" (want up to %d patterns like 127.0.0.2 or 127.0.[0..255].[2;4..11], ';' between them)",
 			      s->spec, (int)((star ? star : end) - eq - 1), eq + 1,
 			      DNSBL_PATTERNS_MAX);
 	if (star && dl_weight(star + 1, end, &s->weight))
-		return dl_why(why, wl, "dnsbl item \"%s\": bad weight \"%.*s\" (want an integer from -%d to %d)",
+		return why_set(why, wl, "dnsbl item \"%s\": bad weight \"%.*s\" (want an integer from -%d to %d)",
 			      s->spec, (int)(end - star - 1), star + 1, DNSBL_WEIGHT_LIMIT,
 			      DNSBL_WEIGHT_LIMIT);
 	return 0;
@@ -199,7 +180,7 @@ int dnsbl_list_parse(struct dnsbl_list *l, const char *s, size_t len, char *why,
 		len = 0;
 	tmp = calloc(1, sizeof(*tmp));
 	if (!tmp)
-		return dl_why(why, whylen, "out of memory");
+		return why_set(why, whylen, "out of memory");
 	while (i < len) {
 		size_t start;
 
@@ -212,7 +193,7 @@ int dnsbl_list_parse(struct dnsbl_list *l, const char *s, size_t len, char *why,
 			i++;
 		if (tmp->n == DNSBL_SITES_MAX) {
 			free(tmp);
-			return dl_why(why, whylen, "more than %d dnsbl items", DNSBL_SITES_MAX);
+			return why_set(why, whylen, "more than %d dnsbl items", DNSBL_SITES_MAX);
 		}
 		if (dl_item(&tmp->site[tmp->n], s + start, i - start, why, whylen)) {
 			free(tmp);
@@ -297,16 +278,16 @@ int dnsbl_list_reply_check(const char *tmpl, char *why, size_t whylen)
 	size_t n = strlen(tmpl);
 
 	if (n < 10 || !(!strncmp(tmpl, "554 5.7.", 8) || !strncmp(tmpl, "421 4.7.", 8)))
-		return dl_why(why, whylen, "\"%.*s\" (want \"554 5.7.N text\" or \"421 4.7.N text\", RFC 5321 3.1)",
+		return why_set(why, whylen, "\"%.*s\" (want \"554 5.7.N text\" or \"421 4.7.N text\", RFC 5321 3.1)",
 			      DL_QUOTE_MAX, tmpl);
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)tmpl[i];
 		const char *v;
 
 		if (ch < ' ' || ch > '~')
-			return dl_why(why, whylen, "\"%.*s\": printable ASCII only", DL_QUOTE_MAX, tmpl);
+			return why_set(why, whylen, "\"%.*s\": printable ASCII only", DL_QUOTE_MAX, tmpl);
 		if (ch == '$' && dl_var(tmpl + i, "", "", &v) == 0)
-			return dl_why(why, whylen, "\"%.*s\": unknown variable at \"%.*s\" (want $client or $site)",
+			return why_set(why, whylen, "\"%.*s\": unknown variable at \"%.*s\" (want $client or $site)",
 				      DL_QUOTE_MAX, tmpl, 12, tmpl + i);
 	}
 	/* The code, a space, the enhanced code's digits and a space. */
@@ -316,7 +297,7 @@ int dnsbl_list_reply_check(const char *tmpl, char *why, size_t whylen)
 		while (i < n && isdigit((unsigned char)tmpl[i]) && i < 11)
 			i++;
 		if (i == 8 || i >= n || tmpl[i] != ' ')
-			return dl_why(why, whylen, "\"%.*s\" (want \"554 5.7.N text\" or \"421 4.7.N text\", RFC 5321 3.1)",
+			return why_set(why, whylen, "\"%.*s\" (want \"554 5.7.N text\" or \"421 4.7.N text\", RFC 5321 3.1)",
 				      DL_QUOTE_MAX, tmpl);
 	}
 	memset(longest_site, 'x', sizeof(longest_site) - 1);
@@ -325,7 +306,7 @@ int dnsbl_list_reply_check(const char *tmpl, char *why, size_t whylen)
 	longest_client[sizeof(longest_client) - 1] = '\0';
 	if (dnsbl_list_reply(tmpl, longest_client, longest_site, out, sizeof(out)) >=
 	    DNSBL_REPLY_MAX)
-		return dl_why(why, whylen, "\"%.*s...\" is too long: at most %d characters with $client and $site expanded",
+		return why_set(why, whylen, "\"%.*s...\" is too long: at most %d characters with $client and $site expanded",
 			      DL_QUOTE_MAX, tmpl, DNSBL_REPLY_MAX - 1);
 	return 0;
 }

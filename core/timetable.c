@@ -8,7 +8,6 @@
  */
 #include "core/timetable.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -16,6 +15,7 @@
 #include "core/ascii.h"
 #include "core/log.h"
 #include "core/units.h"
+#include "core/why.h"
 
 #define TT_DAY_S 86400u
 #define TT_HOUR_S 3600u
@@ -45,21 +45,6 @@ struct tt_form {
 		     size_t whylen);
 };
 
-static int tt_why(char *why, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int tt_why(char *why, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!why || !len)
-		return -1;
-	va_start(ap, fmt);
-	(void)vsnprintf(why, len, fmt, ap);
-	va_end(ap);
-	return -1;
-}
-
 /* A duration in its shortest exact spelling: 1d, 2h, 5m, 90s. */
 static void tt_duration_text(unsigned s, char *out, size_t outlen)
 {
@@ -86,18 +71,18 @@ static int tt_parse_every(unsigned *every_s, const struct tt_word *w, char *why,
 	uint64_t ms;
 
 	if (w->n > TT_WORD_MAX || memchr(w->p, '\0', w->n))
-		return tt_why(why, wl, "every %s: not a duration", tt_quote(w, q, sizeof(q)));
+		return why_set(why, wl, "every %s: not a duration", tt_quote(w, q, sizeof(q)));
 	memcpy(d, w->p, w->n);
 	d[w->n] = '\0';
 	if (units_parse_duration(d, &ms, uw, sizeof(uw)))
-		return tt_why(why, wl, "every %s: %s", tt_quote(w, q, sizeof(q)), uw);
+		return why_set(why, wl, "every %s: %s", tt_quote(w, q, sizeof(q)), uw);
 	if (ms % TT_MS_PER_S)
-		return tt_why(why, wl, "every %s: not a whole number of seconds", d);
+		return why_set(why, wl, "every %s: not a whole number of seconds", d);
 	tt_duration_text(TIMETABLE_EVERY_MIN_S, min, sizeof(min));
 	if (ms < TIMETABLE_EVERY_MIN_S * TT_MS_PER_S)
-		return tt_why(why, wl, "every %s: under the minimum of %s", d, min);
+		return why_set(why, wl, "every %s: under the minimum of %s", d, min);
 	if (ms > TIMETABLE_EVERY_MAX_S * TT_MS_PER_S)
-		return tt_why(why, wl, "every %s: over the maximum of 1d", d);
+		return why_set(why, wl, "every %s: over the maximum of 1d", d);
 	*every_s = (unsigned)(ms / TT_MS_PER_S);
 	return 0;
 }
@@ -151,12 +136,12 @@ static int tt_form_window(struct timetable_rule *r, const struct tt_word *w, cha
 
 	if (!dash || tt_parse_hhmm(w[0].p, fl, 0, &r->from_s) ||
 	    tt_parse_hhmm(dash + 1, w[0].n - fl - 1, 1, &r->to_s))
-		return tt_why(why, wl, "bad window \"%s\" (want HH:MM-HH:MM from 00:00 to 23:59, 24:00 as an end)",
+		return why_set(why, wl, "bad window \"%s\" (want HH:MM-HH:MM from 00:00 to 23:59, 24:00 as an end)",
 			      tt_quote(&w[0], q, sizeof(q)));
 	if (r->from_s == r->to_s)
-		return tt_why(why, wl, "window %s is empty", tt_quote(&w[0], q, sizeof(q)));
+		return why_set(why, wl, "window %s is empty", tt_quote(&w[0], q, sizeof(q)));
 	if (!ascii_eq_lit(w[1].p, w[1].n, "every"))
-		return tt_why(why, wl, "window %s: want \"every D\" after it, got \"%s\"",
+		return why_set(why, wl, "window %s: want \"every D\" after it, got \"%s\"",
 			      tt_quote(&w[0], q, sizeof(q)), tt_quote(&w[1], q2, sizeof(q2)));
 	r->kind = TIMETABLE_WINDOW;
 	return tt_parse_every(&r->every_s, &w[2], why, wl);
@@ -204,7 +189,7 @@ static int tt_parse_rule(struct timetable_rule *r, const char *p, size_t n, char
 
 	memset(r, 0, sizeof(*r));
 	if (nw == 0)
-		return tt_why(why, wl, "empty rule (two commas, or one at an end)");
+		return why_set(why, wl, "empty rule (two commas, or one at an end)");
 	/* the rule as a reason quotes it: its words, without the blanks around */
 	all.p = w[0].p;
 	all.n = nw > TT_WORDS_MAX ? (size_t)(p + n - w[0].p) : (size_t)(w[nw - 1].p + w[nw - 1].n - w[0].p);
@@ -217,11 +202,11 @@ static int tt_parse_rule(struct timetable_rule *r, const char *p, size_t n, char
 			    : !(w[0].p[0] >= '0' && w[0].p[0] <= '9'))
 			continue;
 		if (nw != f->nwords)
-			return tt_why(why, wl, "\"%s\": want %s", tt_quote(&all, q, sizeof(q)),
+			return why_set(why, wl, "\"%s\": want %s", tt_quote(&all, q, sizeof(q)),
 				      f->usage);
 		return f->parse(r, w, why, wl);
 	}
-	return tt_why(why, wl, "unknown rule \"%s\" (want every D, HH:MM-HH:MM every D or after-outbound)",
+	return why_set(why, wl, "unknown rule \"%s\" (want every D, HH:MM-HH:MM every D or after-outbound)",
 		      tt_quote(&all, q, sizeof(q)));
 }
 
@@ -239,7 +224,7 @@ int timetable_parse(struct timetable *t, const char *s, size_t len, char *why, s
 	while (blank < len && (s[blank] == ' ' || s[blank] == '\t'))
 		blank++;
 	if (blank == len)
-		return tt_why(why, wl, "empty schedule (want every D, HH:MM-HH:MM every D or after-outbound)");
+		return why_set(why, wl, "empty schedule (want every D, HH:MM-HH:MM every D or after-outbound)");
 	for (;;) {
 		const char *comma = memchr(s + i, ',', len - i);
 		size_t n = comma ? (size_t)(comma - (s + i)) : len - i;
@@ -252,7 +237,7 @@ int timetable_parse(struct timetable *t, const char *s, size_t len, char *why, s
 			;
 		if (k == out.n) { /* a rule given twice is kept once */
 			if (out.n == TIMETABLE_RULES_MAX)
-				return tt_why(why, wl, "more than %d rules", TIMETABLE_RULES_MAX);
+				return why_set(why, wl, "more than %d rules", TIMETABLE_RULES_MAX);
 			out.rule[out.n++] = r;
 		}
 		if (!comma)
