@@ -1718,13 +1718,14 @@ static void print_mail_json(char *reply)
 			f[0][ql - 1] = '\0';
 		printf("%s{\"qid\":", first ? "" : ",");
 		json_str(stdout, f[0]);
-		printf(",\"held\":%s", held ? "true" : "false");
 		printf(",\"arrival\":");
 		json_str(stdout, f[1]);
 		printf(",\"size\":%s,\"pending\":%s,\"domain\":", f[2], f[3]);
 		json_str(stdout, f[4]);
 		printf(",\"sender\":");
 		json_str(stdout, f[5] + 1);
+		if (held) /* only then: older readers see no new key */
+			printf(",\"held\":true");
 		putchar('}');
 		first = 0;
 	}

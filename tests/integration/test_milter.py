@@ -10,6 +10,7 @@ too slow, or not running gets milter_default_action; bad milter keys are
 refused with file:line.
 """
 
+import json
 import os
 import re
 import signal
@@ -309,6 +310,10 @@ class MilterHoldTest(unittest.TestCase):
         held = self.mail("please hold", "held@x")
         plain = self.mail("plain", "plain-1@x")
         self.assertEqual(self.mailq(), {held: True, plain: False})
+        rc, out, err = self.e.etrnctl("--json", "mailq")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual({m["qid"]: m.get("held", False) for m in json.loads(out)},
+                         {held: True, plain: False})
         self.assertTrue(self.e.record(held)["flags"] & SPOOL_MSG_HELD)
         self.assertFalse(self.e.record(plain)["flags"] & SPOOL_MSG_HELD)
 
