@@ -690,7 +690,7 @@ static int smtpd_commit(struct smtpd_conn *sc)
 	m.msgid = smtp_tx_msgid(tx);
 	/* Quarantine (a hold verdict, e.g. a milter's SMFIR_QUARANTINE):
 	 * stored held, like Postfix's hold queue; no drain takes it until an
-	 * operator releases it (etrnctl quarantine release). */
+	 * operator releases it (etrnctl message release). */
 	m.flags = (uint16_t)(((flags & SMTP_TX_8BITMIME) ? SPOOL_MSG_8BITMIME : 0) |
 			     ((flags & SMTP_TX_SMTPUTF8) ? SPOOL_MSG_SMTPUTF8 : 0) |
 			     (smtp_tx_held(tx) ? SPOOL_MSG_HELD : 0));
