@@ -289,6 +289,7 @@ static const struct ctl_request ctl_requests[] = {
 	{ "show-full", 1, 1, ctl_msg, DRAIN_QUEUE_SHOW_FULL, 0 },
 	{ "delete", 1, 1, ctl_msg, DRAIN_QUEUE_DELETE, 0 },
 	{ "bounce", 1, 1, ctl_msg, DRAIN_QUEUE_BOUNCE, 0 },
+	{ "release", 1, 1, ctl_msg, DRAIN_QUEUE_RELEASE, 0 }, /* a held message */
 	{ "clock", 2, 2, ctl_clock, 0, 0 },      /* clock step SECONDS (test_clock) */
 	{ "activators", 0, 2, ctl_activators, 0, 0 }, /* [json] [NAME] | run NAME */
 	{ "activate", 1, CTL_REQUESTS_REST, ctl_activate, 0, 0 }, /* KEY=VALUE... (one-shot) */
@@ -355,7 +356,7 @@ void ctl_requests_socket(void *env, const char *line, size_t len, struct buf *ou
 		return;
 	}
 	(void)buf_puts(out, "error: unknown request (want: flush DOMAIN, force DOMAIN [DEST], "
-		       "status [json], queue [DOMAIN], show|show-full|delete|bounce QID, "
+		       "status [json], queue [DOMAIN], show|show-full|delete|bounce|release QID, "
 		       "clock step SECONDS, activators [json] [NAME], activators run NAME, "
 		       "activate KEY=VALUE..., metrics, turns)\n");
 }

@@ -2,7 +2,7 @@
 /*
  * ctl_requests: what the operator's requests do, wherever they arrive: a
  * control socket line (core/ctlsock.h: "flush DOMAIN", "force DOMAIN [DEST]",
- * "status [json]", "queue [DOMAIN]", "show|show-full|delete|bounce QID",
+ * "status [json]", "queue [DOMAIN]", "show|show-full|delete|bounce|release QID",
  * "clock step SECONDS" (the test clock, core/now.h: only with config
  * test_clock = yes), "activators [json] [NAME]", "activators run NAME",
  * "activate KEY=VALUE..." (a one-shot activator run, admin/ctl_activate.h;

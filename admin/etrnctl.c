@@ -109,11 +109,14 @@ static void usage(FILE *f)
 		"  route del DOMAIN | route list\n"
 		"  queue list | queue show NAME     named queues (ETRN #queue) in Redis\n"
 		"  queue list DOMAIN | mailq [DOMAIN]  mail held by the running daemon: queue id,\n"
-		"                     arrival, size, recipients pending, domain, sender\n"
+		"                     arrival, size, recipients pending, domain, sender;\n"
+		"                     QID! is held (quarantined by a content filter)\n"
 		"  message show [--full] QID | message delete QID | message bounce QID\n"
 		"                     a held message: envelope, recipient states and header (or\n"
 		"                     the whole message); delete it (postsuper -d); return it to\n"
 		"                     its sender with a DSN\n"
+		"  message release QID  let a held (quarantined) message go: the next drain of\n"
+		"                     its domain delivers it (postsuper -H)\n"
 		"  user add NAME [--domain DOMAIN ...] | user passwd NAME | user del NAME\n"
 		"                     [--password-stdin]; --domain: NAME owns DOMAIN (which must\n"
 		"                     exist): it may ETRN it from any address after AUTH; user del\n"
@@ -1707,6 +1710,12 @@ static void print_mail_json(char *reply)
 		if (k < 6 || (sl = strlen(f[5])) < 2)
 			continue;
 		f[5][sl - 1] = '\0'; /* <sender> */
+		/* "QID!": held (quarantined), as mailq marks it. */
+		size_t ql = strlen(f[0]);
+		int held = ql > 0 && f[0][ql - 1] == '!';
+
+		if (held)
+			f[0][ql - 1] = '\0';
 		printf("%s{\"qid\":", first ? "" : ",");
 		json_str(stdout, f[0]);
 		printf(",\"arrival\":");
@@ -1715,6 +1724,8 @@ static void print_mail_json(char *reply)
 		json_str(stdout, f[4]);
 		printf(",\"sender\":");
 		json_str(stdout, f[5] + 1);
+		if (held) /* only then: older readers see no new key */
+			printf(",\"held\":true");
 		putchar('}');
 		first = 0;
 	}
@@ -2175,6 +2186,7 @@ static const struct ctl_cmd ctl_cmds[] = {
 	{ "message", "show", cmd_message, "QID", CTL_F_DAEMON | CTL_F_FULL },
 	{ "message", "delete", cmd_message, "QID", CTL_F_DAEMON },
 	{ "message", "bounce", cmd_message, "QID", CTL_F_DAEMON },
+	{ "message", "release", cmd_message, "QID", CTL_F_DAEMON },
 	{ "queue", "show", cmd_queue_show, "NAME", 0 },
 	{ "user", "add", cmd_user, "NAME", CTL_F_PASSWORD | CTL_F_DOMAINS },
 	{ "user", "show", cmd_user, "NAME", 0 },

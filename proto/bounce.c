@@ -193,7 +193,7 @@ int bounce_queue(struct spool_shard *sh, const struct bounce_req *r,
 		return -ENOMEM;
 	w->done = done;
 	w->arg = arg;
-	if (r->msg->sender.len > 0 && !bounce_suppressed(r)) {
+	if (r->msg->sender.len > 0 && !r->no_dsn && !bounce_suppressed(r)) {
 		rc = bounce_queue_dsn(sh, r, dsn, dsn_id, w);
 		if (rc)
 			goto fail;

@@ -36,6 +36,10 @@ struct bounce_req {
 	enum spool_note_kind note;
 	uint64_t retry_until_us;          /* delayed DSN: Will-Retry-Until; 0 =
 	                                     omitted */
+	int no_dsn;                       /* the records only, no DSN: the
+	                                     expiry of a quarantined message
+	                                     (no backscatter for mail a
+	                                     content filter held) */
 };
 
 /* A request for nrcpt recipients rcpt of the stored message (hdr, msg) with

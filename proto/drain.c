@@ -468,7 +468,7 @@ static struct drain_job *job_snapshot(struct drain *d, const char *dom, size_t l
 	if (q) {
 		spool_index_queue_iter(q, &it);
 		while (j->nmsgs < st.messages && spool_index_queue_next(&it, &e))
-			if (!e.busy)
+			if (!e.busy && !e.held) /* held: quarantined */
 				j->msgs[j->nmsgs++] = e.msgid;
 	}
 	if (!j->nmsgs && !empty) {
@@ -588,7 +588,7 @@ static size_t outbound_pick(struct drain *d, struct drain_job *j, const uint64_t
 		struct spool_index_entry e;
 
 		if (spool_index_msg_entry(d->env.idx, want[i], j->dom, j->len, &e) || e.busy ||
-		    spool_index_set_busy(d->env.idx, want[i], j->dom, j->len, 1))
+		    e.held || spool_index_set_busy(d->env.idx, want[i], j->dom, j->len, 1))
 			continue;
 		j->msgs[j->nmsgs++] = want[i];
 	}

@@ -140,7 +140,7 @@ static void handoff_domain(struct handoff_shard *hs, const char *dom, size_t len
 		return;
 	spool_index_queue_iter(q, &it);
 	while (n < cap && spool_index_queue_next(&it, &e))
-		if (!e.busy)
+		if (!e.busy && !e.held) /* held: quarantined, stays here */
 			msgs[n++] = e.msgid;
 	if (!n)
 		return;

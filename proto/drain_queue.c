@@ -195,8 +195,10 @@ static int list_item(struct dq_job *j, const struct spool_index_entry *e,
 	it->off = e->off;
 	it->head_len = e->rec_len - (uint32_t)e->body_len;
 	it->line_off = j->rec.len;
-	(void)buf_printf(&j->rec, "%s\t%s\t%" PRIu64 "\t%" PRIu32 "\t%.*s",
-			 qid_format(e->msgid, qid), dq_time(e->time_us, when), e->body_len,
+	/* A held (quarantined) message: '!' after its id, as mailq marks
+	 * Postfix's hold queue. */
+	(void)buf_printf(&j->rec, "%s%s\t%s\t%" PRIu64 "\t%" PRIu32 "\t%.*s",
+			 qid_format(e->msgid, qid), e->held ? "!" : "", dq_time(e->time_us, when), e->body_len,
 			 e->npending, (int)st->domain_len, st->domain);
 	it->line_len = j->rec.len - it->line_off;
 	return 0;
@@ -526,6 +528,24 @@ static int msg_delete(struct dq_job *j, uint32_t nrcpt)
 	return 0;
 }
 
+static void release_done(void *arg, int err)
+{
+	struct dq_job *j = arg;
+	char qid[QID_MAX];
+
+	qid_format(j->msgid, qid);
+	if (err) {
+		log_err("%s: release asked by %s failed: %s", qid, j->who, strerror(-err));
+		(void)buf_printf(&j->out, "error: %s: release failed: %s\n", qid, strerror(-err));
+		j->rc = err;
+	} else {
+		log_info("%s: released from quarantine by %s", qid, j->who);
+		(void)buf_printf(&j->out, "ok: %s released\n", qid);
+		j->rc = 0;
+	}
+	dq_finish(j);
+}
+
 /* On the engine thread that owns the message. */
 static void msg_run(void *arg)
 {
@@ -540,6 +560,13 @@ static void msg_run(void *arg)
 	} else if (j->op == DRAIN_QUEUE_DELETE) {
 		if ((rc = msg_delete(j, e.nrcpt)) == 0)
 			return;
+	} else if (j->op == DRAIN_QUEUE_RELEASE) {
+		/* postsuper -H: a NOTE(RELEASED), durable before the answer;
+		 * the next drain of its domains takes it. */
+		rc = e.held ? spool_append_note(j->shard.sh, j->msgid, SPOOL_NOTE_RELEASED,
+						release_done, j) : -EALREADY;
+		if (rc == 0)
+			return;
 	} else if ((rc = buf_reserve(&j->rec, e.rec_len)) == 0) {
 		j->rec.len = e.rec_len;
 		rc = spool_shard_read(j->shard.sh, e.segment_id, e.off, e.rec_len, j->rec.data,
@@ -548,7 +575,8 @@ static void msg_run(void *arg)
 			return; /* msg_read() goes on */
 	}
 	(void)buf_printf(&j->out, "error: %s: %s\n", qid,
-			 rc == -ENOENT ? "no such message held" : rc == -EBUSY
+			 rc == -ENOENT ? "no such message held" : rc == -EALREADY
+			 ? "not quarantined" : rc == -EBUSY
 			 ? "the shard's reads are all in use; try again" : strerror(-rc));
 	j->rc = rc;
 	dq_finish(j);

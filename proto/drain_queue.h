@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * drain_queue: the operator's queue requests (etrnctl queue list, message
- * show|delete|bounce), Postfix's postqueue -p and postsuper -d equivalents.
+ * show|delete|bounce|release), Postfix's postqueue -p, postsuper -d and
+ * postsuper -H equivalents.
  * Each engine thread owns its shard, so the asker posts a job to the
  * owning loop(s) and waits (bounded) at a rendezvous for the text reply, as
  * drain_status does; the jobs read and write the spool only through the
@@ -32,6 +33,7 @@ enum drain_queue_op {
 	DRAIN_QUEUE_SHOW_FULL,   /* the same with the whole message */
 	DRAIN_QUEUE_DELETE,      /* a DONE (expired) per pending recipient */
 	DRAIN_QUEUE_BOUNCE,      /* a DSN to the sender, then DONE (bounced) */
+	DRAIN_QUEUE_RELEASE,     /* a held (quarantined) message: NOTE(RELEASED) */
 };
 
 /* The engine threads (as drain_hub_shards() gives them; copied by each
@@ -44,8 +46,8 @@ struct drain_queue_ctx {
 
 /*
  * queue list [DOMAIN]: one line per message held, per domain it waits for:
- *   QID<TAB>arrival (UTC, ISO 8601)<TAB>size<TAB>pending<TAB>domain<TAB><sender>
- * (the sender read from the record's envelope, never its body; "<?>" when
+ *   QID[!]<TAB>arrival (UTC, ISO 8601)<TAB>size<TAB>pending<TAB>domain<TAB><sender>
+ * ('!': held, quarantined; the sender read from the record's envelope, never its body; "<?>" when
  * that read failed)
  * (domain NULL or len 0: every domain), then "total N" or, when a shard
  * did not answer, "warning: ...". Blocks up to DRAIN_QUEUE_WAIT_MS: never
@@ -60,6 +62,7 @@ void drain_queue_list(const struct drain_queue_ctx *c, const char *domain, size_
  * text, else "ok: ..." once the records are durable; "error: ..." lines
  * when the id is malformed, unknown or the shard did not answer. Returns 0
  * on success, -EINVAL (malformed id), -ENOENT (no such message held),
+ * -EALREADY (release of a message not held),
  * -ETIMEDOUT or another -errno. Blocks like drain_queue_list().
  */
 int drain_queue_msg(const struct drain_queue_ctx *c, enum drain_queue_op op,

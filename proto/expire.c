@@ -216,7 +216,7 @@ static void expire_scan(struct expire *x, uint64_t now)
 				break;
 			if (e.time_us < cutoff)
 				job_add(x, e.msgid, 0);
-			else if (!e.delay_warned)
+			else if (!e.delay_warned && !e.held) /* no warning either */
 				job_add(x, e.msgid, 1);
 		}
 	}
@@ -350,7 +350,7 @@ static int job_expire(struct expire *x, const struct spool_rec_hdr *hdr,
 	struct dsn_rcpt *dr;
 	struct bounce_req br;
 	char qid[QID_MAX], addr[LOG_ADDR_MAX];
-	int rc;
+	int rc, quarantined;
 
 	x->npending = 0;
 	for (int i = 0; i < n; i++) {
@@ -364,14 +364,20 @@ static int job_expire(struct expire *x, const struct spool_rec_hdr *hdr,
 	if (x->npending == 0)
 		return 1;
 	qid_format(x->msgid, qid);
-	x->has_dsn = m->sender.len > 0; /* never a DSN to the null sender */
+	/* Quarantined and never released: expired like any message (nothing
+	 * stays forever), but without a DSN: a content filter held it, so the
+	 * sender is most likely forged or the mail unwanted (no backscatter). */
+	quarantined = spool_index_msg_noted(x->idx, x->msgid, SPOOL_NOTE_RELEASED) == 0;
+	x->has_dsn = m->sender.len > 0 && !quarantined; /* never to the null sender */
 	for (uint32_t i = 0; i < x->npending; i++) {
 		struct spool_rec_addr a = spool_rec_msg_rcpt(m, x->pending[i]);
 		log_info("%s: to=<%s>, relay=none, delay=%.0f, status=expired (held longer than its max_hold)",
 			 qid, log_printable(addr, sizeof(addr), a.p, a.len),
 			 (double)(now - hdr->time_us) / 1e6);
 	}
-	if (!x->has_dsn)
+	if (quarantined)
+		log_info("%s: quarantined: no delivery status notification", qid);
+	else if (!x->has_dsn)
 		log_info("%s: null sender: no delivery status notification", qid);
 	dr = calloc(x->npending, sizeof(*dr));
 	if (!dr)
@@ -382,6 +388,7 @@ static int job_expire(struct expire *x, const struct spool_rec_hdr *hdr,
 	}
 	br = bounce_req_make(x->conf.hostname, hdr, m, x->pending, dr, x->npending,
 			     SPOOL_DONE_EXPIRED, now);
+	br.no_dsn = quarantined;
 	rc = bounce_queue(x->sh, &br, &x->dsn, &x->dsn_id, job_part_done, x);
 	free(dr);
 	if (rc)

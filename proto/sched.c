@@ -311,7 +311,7 @@ static size_t dom_collect(struct sched *s, struct sched_dom *sd, uint64_t now, u
 		return 0;
 	spool_index_queue_iter(q, &it);
 	while (n < SCHED_BATCH_MAX && spool_index_queue_next(&it, &e)) {
-		if (e.busy)
+		if (e.busy || e.held) /* held: quarantined until released */
 			continue;
 		if (e.next_us > now) {
 			sched_wake_at(s, sd, e.next_us);
@@ -648,7 +648,7 @@ static uint64_t dom_next(const struct spool_index_queue *q, uint64_t now)
 
 	spool_index_queue_iter(q, &it);
 	while (spool_index_queue_next(&it, &e)) {
-		if (e.busy)
+		if (e.busy || e.held)
 			continue;
 		if (e.next_us <= now)
 			return 0;

@@ -2190,12 +2190,6 @@ void smtp_server_commit_done(struct smtp_session *s, int err, struct buf *out)
 	} else if (err == -EDQUOT) {
 		log_debug("%s: commit refused: over quota", tx->qid);
 		smtp_reply(s, out, "452 4.2.2 Error: over quota");
-	} else if (err == -ENOTSUP) {
-		/* A policy check said hold (quarantine) and the host cannot
-		 * store a message held: not accepted, never delivered. */
-		log_info("%s: commit refused: the message was to be held (quarantine), "
-			 "which this queue cannot do", tx->qid);
-		smtp_reply(s, out, "451 4.7.1 Error: message held by a content filter, try again later");
 	} else if (err == -E2BIG) {
 		/* The stored record does not fit a spool segment: a retry would
 		 * fail the same way, so a permanent reply, not 451 for days. */

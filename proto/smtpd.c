@@ -686,15 +686,14 @@ static int smtpd_commit(struct smtpd_conn *sc)
 	rc = smtpd_over_quota(d, tx);
 	if (rc)
 		return rc;
-	/* Quarantine (a milter's SMFIR_QUARANTINE): the spool has no held
-	 * state yet, so the message is refused for now rather than stored
-	 * where a drain would deliver it. */
-	if (smtp_tx_held(tx))
-		return -ENOTSUP;
 	memset(&m, 0, sizeof(m));
 	m.msgid = smtp_tx_msgid(tx);
+	/* Quarantine (a hold verdict, e.g. a milter's SMFIR_QUARANTINE):
+	 * stored held, like Postfix's hold queue; no drain takes it until an
+	 * operator releases it (etrnctl message release). */
 	m.flags = (uint16_t)(((flags & SMTP_TX_8BITMIME) ? SPOOL_MSG_8BITMIME : 0) |
-			     ((flags & SMTP_TX_SMTPUTF8) ? SPOOL_MSG_SMTPUTF8 : 0));
+			     ((flags & SMTP_TX_SMTPUTF8) ? SPOOL_MSG_SMTPUTF8 : 0) |
+			     (smtp_tx_held(tx) ? SPOOL_MSG_HELD : 0));
 	m.sender = smtp_tx_sender(tx, &m.sender_len);
 	m.nrcpt = n;
 	m.rcpt = d->rcpt;

@@ -879,6 +879,7 @@ static int index_msg(struct spool_shard *sh, const struct spool_entry *e,
 	im.body_len = e->body_len;
 	im.nrcpt = m.nrcpt;
 	im.rcpts = sh->addrs;
+	im.held = (hdr->flags & SPOOL_MSG_HELD) != 0;
 	rc = spool_index_add_msg(sh->idx, &im);
 	if (rc == 0 && sh->domstat)
 		domstat_add_msg(sh, m.nrcpt, e->body_len);
@@ -1175,6 +1176,17 @@ static size_t copy_scheds(struct spool_shard *sh, struct spool_entry *e, char *d
 	return n;
 }
 
+/* The MSG flags of a copy's record (e->body holds the whole record). */
+static uint16_t copy_flags(const struct spool_entry *e)
+{
+	struct spool_rec_hdr h;
+
+	if (spool_rec_decode_hdr(e->body, e->body_len, &h) != SPOOL_REC_OK)
+		panic("shard copy of %llx: not a record",
+		      (unsigned long long)e->copy_msgid);
+	return h.flags;
+}
+
 /*
  * Give each queued copy the DONE records that follow it: one per recipient
  * the index has done now, then a NOTE per fact noted on the message, then
@@ -1219,7 +1231,7 @@ static int copies_prepare(struct spool_shard *sh, struct spool_entry **stale)
 		buf_reset(&e->head);
 		rc = buf_reserve(&e->head, (size_t)(n > 0 ? n : 0) *
 				 (SPOOL_REC_HDR_SIZE + SPOOL_DONE_PAYLOAD_SIZE) +
-				 SPOOL_REC_HDR_SIZE + SPOOL_NOTE_PAYLOAD_SIZE +
+				 2 * (SPOOL_REC_HDR_SIZE + SPOOL_NOTE_PAYLOAD_SIZE) +
 				 copy_scheds(sh, e, NULL, t));
 		if (rc)
 			return rc;
@@ -1233,6 +1245,11 @@ static int copies_prepare(struct spool_shard *sh, struct spool_entry **stale)
 		if (ie.delay_warned)
 			e->head.len += spool_rec_encode_note(e->head.data + e->head.len,
 					e->copy_msgid, t, SPOOL_NOTE_DELAY_WARNED);
+		/* The copy is byte-identical, held mark included: a released
+		 * message needs its release again after it. */
+		if (!ie.held && (copy_flags(e) & SPOOL_MSG_HELD))
+			e->head.len += spool_rec_encode_note(e->head.data + e->head.len,
+					e->copy_msgid, t, SPOOL_NOTE_RELEASED);
 		(void)copy_scheds(sh, e, e->head.data + e->head.len, t);
 		sh->c_last = e;
 		pp = &e->next;

@@ -36,7 +36,8 @@
 #define SPOOL_COMPACT_SCAN_US 1000000ull          /* candidate search */
 #define SPOOL_COMPACT_RETRY_US (60ull * 1000000)  /* after a failure */
 #define SPOOL_COMPACT_DONE_SIZE (SPOOL_REC_HDR_SIZE + SPOOL_DONE_PAYLOAD_SIZE)
-#define SPOOL_COMPACT_NOTE_SIZE (SPOOL_REC_HDR_SIZE + SPOOL_NOTE_PAYLOAD_SIZE)
+#define SPOOL_COMPACT_NOTE_SIZE \
+	(SPOOL_NOTE_KIND_MAX * (SPOOL_REC_HDR_SIZE + SPOOL_NOTE_PAYLOAD_SIZE))
 /* The records after a copy: a DONE per done recipient and a SCHED per
  * domain with a pending recipient, so at most one per recipient, each at
  * most the larger of the two. */

@@ -52,12 +52,15 @@
 
 /* Widths of struct ix_rec's packed fields. segment_size is at most 1 GiB
  * (core/config.c) and a record fits its segment, so offsets and lengths
- * never exceed 2^30; larger ones are refused (-EINVAL). */
-#define IX_OFF_MAX ((1u << 31) - 1)
+ * never exceed 2^30 (an offset is below it: a record has 32 bytes at
+ * least); larger ones are refused (-EINVAL). */
+#define IX_OFF_MAX ((1u << 30) - 1)
 #define IX_LEN_MAX ((1u << 31) - 1)
 #define IX_BODY_MAX ((1u << 30) - 1)
-/* One NOTE kind, one bit (struct ix_rec.noted). */
-_Static_assert(SPOOL_NOTE_KIND_MAX == SPOOL_NOTE_DELAY_WARNED,
+/* NOTE kinds: DELAY_WARNED sets struct ix_rec.noted, RELEASED clears
+ * struct ix_rec.held (a copy's record keeps SPOOL_MSG_HELD, so compaction
+ * writes a RELEASED after the copy of a released message: spool.c). */
+_Static_assert(SPOOL_NOTE_KIND_MAX == SPOOL_NOTE_RELEASED,
 	       "struct ix_rec keeps one bit per NOTE kind");
 
 /* One (message, domain) of a struct ix_ext: an element of that domain's
@@ -98,7 +101,8 @@ struct ix_ext {
 struct __attribute__((packed, aligned(4))) ix_rec {
 	uint64_t msgid;
 	uint64_t time_us;
-	uint32_t off : 31;
+	uint32_t off : 30;
+	uint32_t held : 1;       /* SPOOL_MSG_HELD, no NOTE(RELEASED) yet */
 	uint32_t live : 1;       /* indexed; else a hole (off still valid) */
 	uint32_t rec_len : 31;
 	uint32_t ext : 1;        /* u.ext, else u.one */
@@ -1147,6 +1151,7 @@ int spool_index_add_msg(struct spool_index *idx,
 	r->ext = x != NULL;
 	r->busy = 0;
 	r->noted = 0;
+	r->held = m->held != 0;
 	if (x != NULL) {
 		r->u.ext = x;
 	} else {
@@ -1305,7 +1310,7 @@ int spool_index_note(struct spool_index *idx, uint64_t msgid,
 	if (slot == NULL)
 		return -ENOENT;
 	struct ix_rec *r = rec_at(idx, *slot);
-	if (r->noted)
+	if (kind == SPOOL_NOTE_RELEASED ? !r->held : r->noted)
 		return -EALREADY;
 	struct ix_seg *mseg = seg_get(idx, rec_seg(idx, *slot));
 	if (mseg == NULL)
@@ -1318,7 +1323,10 @@ int spool_index_note(struct spool_index *idx, uint64_t msgid,
 		if (ret < 0)
 			return ret;
 	}
-	r->noted = 1;
+	if (kind == SPOOL_NOTE_RELEASED)
+		r->held = 0;
+	else
+		r->noted = 1;
 	return 0;
 }
 
@@ -1329,7 +1337,9 @@ int spool_index_msg_noted(const struct spool_index *idx, uint64_t msgid,
 
 	if (slot == NULL)
 		return -ENOENT;
-	if (kind < SPOOL_NOTE_DELAY_WARNED || kind > SPOOL_NOTE_KIND_MAX)
+	if (kind == SPOOL_NOTE_RELEASED)
+		return !rec_at(idx, *slot)->held;
+	if (kind != SPOOL_NOTE_DELAY_WARNED)
 		return 0;
 	return rec_at(idx, *slot)->noted;
 }
@@ -1348,6 +1358,7 @@ static void entry_fill(const struct spool_index *idx, uint32_t h,
 	e->nrcpt = rec_nrcpt(r);
 	e->npending = rec_npending(r);
 	e->delay_warned = r->noted;
+	e->held = r->held;
 	e->next_us = 0;
 	e->busy = 0;
 	e->rcpts = NULL;

@@ -114,6 +114,9 @@ struct spool_index_msg {
 	uint64_t body_len;
 	uint32_t nrcpt;          /* >= 1 */
 	const struct spool_rec_addr *rcpts; /* borrowed for the call only */
+	int held;                /* the MSG has SPOOL_MSG_HELD: queued, but no
+	                            drain may take it (every walk returns it
+	                            with e->held set) until a NOTE(RELEASED) */
 };
 
 /*
@@ -155,7 +158,8 @@ int spool_index_done(struct spool_index *idx, uint64_t msgid,
 /*
  * A NOTE record of kind for msgid, stored in segment note_seg_id (whose
  * total bytes it adds to): remembers the fact on the message (see
- * spool_index_msg_noted()) and, like a DONE, pins note_seg_id until the
+ * spool_index_msg_noted(); SPOOL_NOTE_RELEASED clears the held mark, and
+ * gives -EALREADY for a message not held) and, like a DONE, pins note_seg_id until the
  * MSG's segment is removed, so a restart still finds the NOTE. Compaction
  * must write a NOTE after a copy for each kind noted (spool.c does). Returns
  * 0, -ENOENT (msgid not indexed), -EALREADY (already noted), -EINVAL
@@ -166,7 +170,8 @@ int spool_index_note(struct spool_index *idx, uint64_t msgid,
 		enum spool_note_kind kind, uint32_t note_seg_id);
 
 /* 1 when a NOTE of kind was applied to msgid, 0 when not (or an unknown
- * kind), -ENOENT when msgid is not indexed. O(1). */
+ * kind), -ENOENT when msgid is not indexed. SPOOL_NOTE_RELEASED: 1 when
+ * the message is not held (released, or never held). O(1). */
 int spool_index_msg_noted(const struct spool_index *idx, uint64_t msgid,
 		enum spool_note_kind kind);
 
@@ -182,6 +187,10 @@ struct spool_index_entry {
 	uint32_t nrcpt;          /* recipients in the record */
 	uint32_t npending;       /* pending recipients listed in rcpts */
 	int delay_warned;        /* a NOTE(SPOOL_NOTE_DELAY_WARNED) applied */
+	int held;                /* quarantined: SPOOL_MSG_HELD and no
+	                            NOTE(SPOOL_NOTE_RELEASED) yet. Drains,
+	                            handoffs and the scheduler skip it; expiry
+	                            and listings see it */
 	/* From a queue only (0 from a look-up): */
 	uint64_t next_us;        /* the scheduler's next attempt for this
 	                            domain's recipients (wall clock µs; 0 =

@@ -8,7 +8,8 @@
  *   0   4    magic    "ETRN" = 0x4E525445 read as little-endian u32
  *   4   1    version  SPOOL_REC_VERSION
  *   5   1    type     SPOOL_REC_MSG | _DONE | _NOTE | _SCHED
- *   6   2    flags    MSG: SPOOL_MSG_8BITMIME | SPOOL_MSG_SMTPUTF8
+ *   6   2    flags    MSG: SPOOL_MSG_8BITMIME | SPOOL_MSG_SMTPUTF8 |
+ *                     SPOOL_MSG_HELD (other bits: zero, ignored on read)
  *   8   4    length   payload bytes that follow the header
  *   12  4    crc      CRC-32C of header bytes 0..11 and 16..31, then payload
  *   16  8    msgid    (shard << 48) | sequence; DONE, NOTE, SCHED: the id
@@ -72,10 +73,17 @@ enum spool_done_status {
 };
 enum spool_note_kind {
 	SPOOL_NOTE_DELAY_WARNED = 1, /* the sender got its delayed DSN */
+	/* An operator released a held message (SPOOL_MSG_HELD): drains may
+	 * take it from now on. Meaningless for a message not held. */
+	SPOOL_NOTE_RELEASED = 2,
 };
-#define SPOOL_NOTE_KIND_MAX SPOOL_NOTE_DELAY_WARNED
+#define SPOOL_NOTE_KIND_MAX SPOOL_NOTE_RELEASED
 #define SPOOL_MSG_8BITMIME 0x1u
 #define SPOOL_MSG_SMTPUTF8 0x2u
+/* Quarantine (a content filter's hold verdict, like Postfix's hold queue):
+ * stored, never drained or delivered until a NOTE(SPOOL_NOTE_RELEASED)
+ * follows. A spool written before this bit existed never has it set. */
+#define SPOOL_MSG_HELD 0x4u
 
 struct spool_rec_hdr {
 	uint8_t version;

@@ -121,6 +121,7 @@ static int rec_msg(struct rec_ctx *c, uint64_t off,
 		.body_len = msg.body_len,
 		.nrcpt = msg.nrcpt,
 		.rcpts = c->addrs,
+		.held = (hdr->flags & SPOOL_MSG_HELD) != 0,
 	};
 	int r = spool_index_add_msg(c->idx, &m);
 	if (r == -EEXIST) {

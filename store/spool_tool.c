@@ -94,6 +94,7 @@ struct tool {
 	char *found_path;
 	uint64_t found_off;
 	int delay_warned;       /* a NOTE(delay warned) for want_id */
+	int released;           /* a NOTE(released) for want_id */
 	struct sched_ent *scheds;
 	size_t nsched, sched_cap;
 };
@@ -131,6 +132,7 @@ static const char *note_kind_name(enum spool_note_kind k)
 {
 	switch (k) {
 	case SPOOL_NOTE_DELAY_WARNED: return "delay_warned";
+	case SPOOL_NOTE_RELEASED: return "released";
 	}
 	return "unknown";
 }
@@ -507,6 +509,8 @@ static int on_record(void *arg, uint64_t off, const struct spool_rec_hdr *hdr,
 		case SPOOL_REC_NOTE:
 			if (v.kind == SPOOL_NOTE_DELAY_WARNED)
 				t->delay_warned = 1;
+			else if (v.kind == SPOOL_NOTE_RELEASED)
+				t->released = 1;
 			return 0;
 		case SPOOL_REC_SCHED:
 			return show_keep_sched(t, &v);
@@ -786,9 +790,12 @@ static void show_print(struct tool *t)
 	printf("segment: %s offset %" PRIu64 "\n", t->found_path,
 			t->found_off);
 	printf("time: %s\n", when);
-	printf("flags:%s%s%s\n", h->flags & SPOOL_MSG_8BITMIME ?
+	printf("flags:%s%s%s%s\n", h->flags & SPOOL_MSG_8BITMIME ?
 			" 8BITMIME" : "", h->flags & SPOOL_MSG_SMTPUTF8 ?
-			" SMTPUTF8" : "", h->flags == 0 ? " none" : "");
+			" SMTPUTF8" : "", h->flags & SPOOL_MSG_HELD ? " HELD" : "",
+			h->flags == 0 ? " none" : "");
+	if (h->flags & SPOOL_MSG_HELD)
+		printf("quarantine: %s\n", t->released ? "released" : "held");
 	printf("size: %zu\n", m.body_len);
 	printf("delay_warned: %s\n", t->delay_warned ? "yes" : "no");
 	for (size_t i = 0; i < t->nsched; i++) {

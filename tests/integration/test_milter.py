@@ -4,11 +4,13 @@ libmilter (milter_filter.py), started on a free loopback port and
 stopped by PID. Each verdict shows in the SMTP reply and in the spool:
 accept, reject with the filter's text (at RCPT: that recipient only),
 tempfail, discard (250, nothing stored), header added and changed in the
-stored message, quarantine (stored held); the filter killed mid-message,
+stored message, quarantine (stored held: MilterHoldTest drains, restarts
+and releases it); the filter killed mid-message,
 too slow, or not running gets milter_default_action; bad milter keys are
 refused with file:line.
 """
 
+import json
 import os
 import re
 import signal
@@ -16,12 +18,15 @@ import smtplib
 import socket
 import subprocess
 import sys
+import tempfile
 import unittest
 
 from etrnd_harness import (Etrnd, HOST, client_body, free_port, msg_records,
-                           stored_body, wait_for)
+                           remove_tmp, stored_body, wait_for)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+SPOOL_MSG_HELD = 0x4  # store/spool_rec.h
+QUEUED_RE = re.compile(rb"queued as ([0-9A-F]{14})")
 # pymilter is Debian's python3-milter: /usr/bin/python3, not a pyenv one.
 MILTER_PYTHON = "/usr/bin/python3"
 
@@ -153,12 +158,14 @@ class MilterTest(unittest.TestCase):
         self.assertIn(b"X-Test-Milter: added\r\n", body)
         self.assertIn(b"Subject: changed by milter\r\n", body)
         self.assertNotIn(b"addheader chgheader", body)
-        # quarantine: the spool has no held state, so the message is
-        # refused for now (451), never stored where a drain would send it
+        # quarantine: 250, stored with the held mark (MilterHoldTest: the
+        # drains, restart and release)
         _, (code, text) = send(e, "hold me", body=b"m-hold\r\n")
-        self.assertEqual(code, 451, text)
-        self.assertIn(b"held by a content filter", text)
-        self.assertEqual(stored(e, b"m-hold"), [])
+        self.assertEqual(code, 250, text)
+        recs = stored(e, b"m-hold")
+        self.assertEqual(len(recs), 1)
+        self.assertTrue(recs[0]["flags"] & SPOOL_MSG_HELD, recs[0])
+        self.assertFalse(stored(e, b"m-accept")[0]["flags"] & SPOOL_MSG_HELD)
         # the headers stay ahead of the body
         self.assertTrue(body.endswith(b"\r\n\r\nm-edit\r\n"), body)
 
@@ -230,6 +237,117 @@ class MilterTest(unittest.TestCase):
         self.assertEqual(code, 250, text)
         self.assertEqual(len(stored(e, b"m-nofilter")), 1)
         wait_for("connect failure logged", lambda: "cannot connect" in e.stderr_text())
+
+
+@unittest.skipUnless(have_pymilter(), "python3-milter (pymilter) not installed for /usr/bin/python3")
+class MilterHoldTest(unittest.TestCase):
+    """Quarantine = hold (Postfix's hold queue): the filter's hold verdict
+    gets 250 and the message is stored held; mailq marks it '!'; ETRN
+    delivers the domain's other mail but not it, also after kill -9;
+    etrnctl message release lets the next ETRN deliver it."""
+
+    def setUp(self):
+        from customer_server import CustomerServer
+        from test_redis import Redis, etrnctl as redis_ctl
+        self.f = Filter().start()
+        self.addCleanup(self.f.stop)
+        tmp = tempfile.mkdtemp(prefix="etrnd-hold-")
+        self.addCleanup(remove_tmp, tmp)  # runs last: after Redis stops
+        self.redis = Redis(tmp).start()
+        self.addCleanup(self.redis.stop)
+        cport = free_port()
+        rc, _, err = redis_ctl(self.redis, "domain", "add", "hold.test", "--dest",
+                               "%s:%d" % (HOST, cport), "--etrn-from", "127.0.0.0/8")
+        self.assertEqual(rc, 0, err)
+        self.c = CustomerServer(cport).start()
+        self.addCleanup(self.c.stop)
+        self.e = Etrnd(redis=self.redis.url(), milter=self.f.spec(),
+                       milter_command_timeout="10s", milter_content_timeout="10s",
+                       control_socket="auto", etrn_rate_limit="1000")
+        self.addCleanup(self.e.cleanup)
+        self.e.start()
+
+    def mail(self, subject, mid):
+        """One message to u@hold.test: its queue id (after a 250)."""
+        with smtplib.SMTP(HOST, self.e.port, timeout=30) as s:
+            s.ehlo("client.test")
+            self.assertEqual(s.mail("sender@example.org")[0], 250)
+            self.assertEqual(s.rcpt("u@hold.test")[0], 250)
+            code, text = s.data(("Subject: %s\r\nMessage-ID: <%s>\r\n\r\nbody\r\n"
+                                 % (subject, mid)).encode())
+        self.assertEqual(code, 250, text)
+        return QUEUED_RE.search(text).group(1).decode()
+
+    def mailq(self):
+        """{qid: held} of what etrnctl mailq lists."""
+        rc, out, err = self.e.etrnctl("mailq")
+        self.assertEqual(rc, 0, err)
+        self.assertRegex(out, r"(?m)^total \d+$")
+        got = {}
+        for line in out.splitlines():
+            m = re.match(r"^([0-9A-F]{14})(!?)\t", line)
+            if m:
+                got[m.group(1)] = m.group(2) == "!"
+        return got
+
+    def etrn_and_drain(self, want):
+        """ETRN hold.test; wait until the customer has want messages and
+        every drain started has logged its end."""
+        with smtplib.SMTP(HOST, self.e.port, timeout=30) as s:
+            s.ehlo("customer.test")
+            code, text = s.docmd("ETRN", "hold.test")
+        self.assertIn(code, (250, 251, 252, 253), text)
+        self.assertTrue(self.c.wait_count(want, 60), "customer got %d" % self.c.recorder.count())
+
+        def drained():
+            log = self.e.stderr_text()
+            started = len(re.findall(r"drain \S+ \(shard \d+\): \d+ message\(s\) to", log))
+            return started > 0 and started == len(re.findall(
+                r"drain \S+ \(shard \d+\): \d+ sent,", log))
+        wait_for("drains ended", drained)
+
+    def test_hold_release_across_restart(self):
+        held = self.mail("please hold", "held@x")
+        plain = self.mail("plain", "plain-1@x")
+        self.assertEqual(self.mailq(), {held: True, plain: False})
+        rc, out, err = self.e.etrnctl("--json", "mailq")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual({m["qid"]: m.get("held", False) for m in json.loads(out)},
+                         {held: True, plain: False})
+        self.assertTrue(self.e.record(held)["flags"] & SPOOL_MSG_HELD)
+        self.assertFalse(self.e.record(plain)["flags"] & SPOOL_MSG_HELD)
+
+        # ETRN: the domain's other mail goes, the held message stays.
+        self.etrn_and_drain(1)
+        self.assertEqual(self.c.recorder.message_ids(), ["<plain-1@x>"])
+        self.assertEqual(self.mailq(), {held: True})
+
+        # kill -9 and start again on the same spool: still held.
+        self.e.kill9()
+        self.e.start()
+        self.assertEqual(self.mailq(), {held: True})
+        plain2 = self.mail("plain", "plain-2@x")
+        self.etrn_and_drain(2)
+        self.assertEqual(self.c.recorder.message_ids(), ["<plain-1@x>", "<plain-2@x>"])
+        self.assertNotIn(plain2, self.mailq())
+
+        # Release (postsuper -H): durable before the answer, so it
+        # survives kill -9 too; a second release is refused.
+        rc, out, err = self.e.etrnctl("message", "release", held)
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("ok: %s released" % held, out)
+        wait_for("release logged",
+                 lambda: "%s: released from quarantine by" % held in self.e.stderr_text())
+        rc, out, err = self.e.etrnctl("message", "release", held)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("not quarantined", out + err)
+        self.assertEqual(self.mailq(), {held: False})
+        self.e.kill9()
+        self.e.start()
+        self.assertEqual(self.mailq(), {held: False})
+        self.etrn_and_drain(3)
+        self.assertEqual(self.c.recorder.message_ids()[2:], ["<held@x>"])
+        self.assertEqual(self.mailq(), {})
 
 
 class MilterConfigTest(unittest.TestCase):

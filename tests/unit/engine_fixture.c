@@ -416,6 +416,7 @@ struct ef_append {
 	size_t *rcpt_len;
 	unsigned nrcpt;
 	const char *body;
+	uint16_t flags;   /* SPOOL_MSG_* */
 	uint64_t msgid;
 	int queued;       /* 0 queued, else -errno */
 	int finished;     /* the done callback ran */
@@ -444,6 +445,7 @@ static void ef_append_run(void *arg)
 	m.rcpt_len = a->rcpt_len;
 	m.body = a->body;
 	m.body_len = strlen(a->body);
+	m.flags = a->flags;
 	a->queued = spool_append_msg(a->f->sh, &m, ef_append_done, a);
 }
 
@@ -455,6 +457,13 @@ static int ef_append_finished(struct engine_fixture *f, void *arg)
 
 uint64_t engine_fixture_append(struct engine_fixture *f, const char *sender,
 			       const char *const *rcpt, unsigned nrcpt, const char *body)
+{
+	return engine_fixture_append_flags(f, sender, rcpt, nrcpt, body, 0);
+}
+
+uint64_t engine_fixture_append_flags(struct engine_fixture *f, const char *sender,
+				     const char *const *rcpt, unsigned nrcpt, const char *body,
+				     uint16_t flags)
 {
 	/* On the heap: the body is borrowed until the done callback, and a
 	 * time-out leaves the callback pending. */
@@ -468,6 +477,7 @@ uint64_t engine_fixture_append(struct engine_fixture *f, const char *sender,
 	a->rcpt = rcpt;
 	a->nrcpt = nrcpt;
 	a->body = body;
+	a->flags = flags;
 	for (unsigned i = 0; i < nrcpt; i++)
 		a->rcpt_len[i] = strlen(rcpt[i]);
 	if (engine_fixture_call(f, ef_append_run, a, ENGINE_FIXTURE_WAIT_MS) ||

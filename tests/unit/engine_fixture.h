@@ -111,6 +111,9 @@ int engine_fixture_wait(struct engine_fixture *f, engine_fixture_pred pred, void
  * durable. Returns its message id, 0 on failure. */
 uint64_t engine_fixture_append(struct engine_fixture *f, const char *sender,
 		const char *const *rcpt, unsigned nrcpt, const char *body);
+/* The same with the MSG header flags (SPOOL_MSG_*, e.g. SPOOL_MSG_HELD). */
+uint64_t engine_fixture_append_flags(struct engine_fixture *f, const char *sender,
+		const char *const *rcpt, unsigned nrcpt, const char *body, uint16_t flags);
 
 /* Answer ETRN node as client would get it (drain_etrn on the engine thread),
  * or the operator's flush (client NULL: drain_hub_flush). The reply goes to

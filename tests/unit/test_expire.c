@@ -99,6 +99,7 @@ struct t_case {
 	uint64_t want_expired;        /* DONE(expired) records */
 	uint64_t want_held;           /* messages held afterwards (a DSN is one) */
 	const char *want_dsn[T_STATES_MAX]; /* NULL-terminated; none: no DSN */
+	uint16_t flags;               /* SPOOL_MSG_* of the stored message */
 };
 
 static const struct t_case t_cases[] = {
@@ -125,6 +126,12 @@ static const struct t_case t_cases[] = {
 		.offset_days = 6, .want_count = 1, .want_states = "",
 		.want_expired = 2, .want_held = 0,
 	},
+	{ /* quarantined (held by a content filter) and never released: it
+	   * expires too, but without a DSN (no backscatter) */
+		.sender = T_SENDER, .rcpt = { "a@old.test", "b@old.test" }, .nrcpt = 2,
+		.offset_days = 6, .want_count = 1, .want_states = "",
+		.want_expired = 2, .want_held = 0, .flags = SPOOL_MSG_HELD,
+	},
 };
 
 static void t_run(const struct t_case *c)
@@ -136,7 +143,8 @@ static void t_run(const struct t_case *c)
 	size_t n;
 
 	t_start(&f);
-	cr_assert((m = engine_fixture_append(&f, c->sender, c->rcpt, c->nrcpt, T_BODY)));
+	cr_assert((m = engine_fixture_append_flags(&f, c->sender, c->rcpt, c->nrcpt, T_BODY,
+						   c->flags)));
 	t_expire(&f, c->offset_days * T_DAY_US, 0, c->want_count);
 	engine_fixture_stop(&f);
 	cr_assert_not_null((idx = engine_fixture_reopen(&f)), "%s", f.err);
@@ -154,6 +162,7 @@ static void t_run(const struct t_case *c)
 Test(expire, old_message_expires_with_dsn, .timeout = T_TIMEOUT_S) { t_run(&t_cases[0]); }
 Test(expire, younger_message_stays, .timeout = T_TIMEOUT_S) { t_run(&t_cases[1]); }
 Test(expire, null_sender_expires_without_dsn, .timeout = T_TIMEOUT_S) { t_run(&t_cases[2]); }
+Test(expire, quarantined_expires_without_dsn, .timeout = T_TIMEOUT_S) { t_run(&t_cases[3]); }
 
 /* Ten days held: old.test (default five days) expires, young.test (its own
  * thirty days) stays, and a message for both expires in part, its DSN

@@ -102,6 +102,19 @@ static int want_note(unsigned i)
 	return i % 16 == 0;
 }
 
+/* Some messages were stored held (quarantine), and some of those released
+ * before compaction: a copy keeps the MSG's held bit, so it must carry
+ * the release too, or a restart would quarantine the message again. */
+static int want_held(unsigned i)
+{
+	return i % 8 == 0 && (i / 8) % 3 != 0; /* live ones (is_live) */
+}
+
+static int want_released(unsigned i)
+{
+	return want_held(i) && (i / 8) % 3 == 2;
+}
+
 /* Some live messages were deferred by the scheduler for the domain of
  * their last recipient (never done): a SCHED right after their MSG. */
 #define SCHED_BASE_US 1700000000000000ull
@@ -278,6 +291,8 @@ static uint64_t check_recover(const char *root, const char *what)
 		cr_assert_eq(spool_index_msg_find(idx, ids[i], &e), 0, "%s: message %u lost", what, i);
 		cr_assert_eq(spool_index_msg_noted(idx, ids[i], SPOOL_NOTE_DELAY_WARNED), want_note(i),
 			     "%s: message %u delay-warned flag", what, i);
+		cr_assert_eq(e.held, want_held(i) && !want_released(i),
+			     "%s: message %u held mark", what, i);
 		n = spool_index_msg_done(idx, ids[i], rc, st, NRCPT_MAX);
 		for (uint32_t r = 0, k = 0; r < nrcpt[i]; r++) {
 			if (!want_st[i][r])
@@ -421,6 +436,7 @@ static void turn(void *arg)
 				.sender = "s@example.org", .sender_len = 13,
 				.nrcpt = nrcpt[i], .rcpt = rcpt_s, .rcpt_len = rcpt_l,
 				.body = bodies[i], .body_len = body_len[i],
+				.flags = want_held(i) ? SPOOL_MSG_HELD : 0,
 			};
 			cr_assert_eq(spool_append_msg(t->sh, &m, on_done, t), 0);
 			t->want_done++;
@@ -433,6 +449,13 @@ static void turn(void *arg)
 				if (!want_note(i))
 					continue;
 				cr_assert_eq(spool_append_note(t->sh, ids[i], SPOOL_NOTE_DELAY_WARNED,
+							       on_done, t), 0);
+				t->want_done++;
+			}
+			for (unsigned i = 0; i < NMSG; i++) {
+				if (!want_released(i) || !is_live(i))
+					continue;
+				cr_assert_eq(spool_append_note(t->sh, ids[i], SPOOL_NOTE_RELEASED,
 							       on_done, t), 0);
 				t->want_done++;
 			}

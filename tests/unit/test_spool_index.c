@@ -866,6 +866,71 @@ Test(spool_index, stale_copies_from_an_interrupted_compaction)
 
 /* ---- NOTE records: the per-message "delay warned" flag ------------------ */
 
+/* Quarantine: held from the MSG, cleared by a NOTE(RELEASED) (pinned like
+ * any NOTE), kept by a compaction move; offsets above 30 bits (the bit it
+ * took) are refused. */
+Test(spool_index, held_mark_release_and_move)
+{
+	struct spool_index *idx = spool_index_new();
+	uint32_t s0, s1, s2;
+	struct spool_index_seg_stat st;
+	struct spool_index_entry e;
+	struct spool_rec_addr r[] = { A("a@d.example"), A("b@e.example") };
+
+	cr_assert_eq(spool_index_segment_add(idx, 0x10, &s0), 0);
+	struct spool_index_msg m = t_msg(1, s0, 2, r);
+	m.held = 1;
+	cr_assert_eq(spool_index_add_msg(idx, &m), 0);
+	m = t_msg(2, s0, 1, r);
+	cr_assert_eq(spool_index_add_msg(idx, &m), 0);
+	m = t_msg(3, s0, 1, r);
+	m.held = 1;
+	m.off = (1ull << 30) - 1;
+	cr_assert_eq(spool_index_add_msg(idx, &m), 0);
+	cr_assert_eq(spool_index_msg_find(idx, 3, &e), 0);
+	cr_assert_eq(e.held, 1);
+	cr_assert_eq(e.off, (1ull << 30) - 1, "the held bit is not the offset's");
+	m = t_msg(4, s0, 1, r);
+	m.off = 1ull << 30;
+	cr_assert_eq(spool_index_add_msg(idx, &m), -EINVAL);
+
+	cr_assert_eq(spool_index_msg_find(idx, 1, &e), 0);
+	cr_assert_eq(e.held, 1);
+	cr_assert_eq(spool_index_msg_noted(idx, 1, SPOOL_NOTE_RELEASED), 0);
+	cr_assert_eq(spool_index_msg_find(idx, 2, &e), 0);
+	cr_assert_eq(e.held, 0);
+	cr_assert_eq(spool_index_msg_noted(idx, 2, SPOOL_NOTE_RELEASED), 1);
+	/* Every domain's walk and entry sees it; it stays queued. */
+	cr_assert_eq(spool_index_msg_entry(idx, 1, "E.example", 9, &e), 0);
+	cr_assert_eq(e.held, 1);
+	cr_assert_eq(q_count(idx, "d.example"), 3);
+	cr_assert_eq(spool_index_note(idx, 2, SPOOL_NOTE_RELEASED, s0), -EALREADY,
+			"not held: nothing to release");
+
+	/* Compaction moves it: still held. */
+	cr_assert_eq(spool_index_segment_seal(idx, s0), 0);
+	cr_assert_eq(spool_index_segment_add(idx, 0x20, &s1), 0);
+	cr_assert_eq(spool_index_msg_move(idx, 1, s0, 10, s1, 64), 0);
+	cr_assert_eq(spool_index_msg_entry(idx, 1, "d.example", 9, &e), 0);
+	cr_assert_eq(e.held, 1);
+	cr_assert_eq(e.npending, 1);
+	cr_assert_eq(spool_index_msg_move(idx, 3, s0, (1ull << 30) - 1, s1, 1ull << 30),
+			-EINVAL);
+
+	/* The release, in a later segment: cleared, and pinned. */
+	cr_assert_eq(spool_index_segment_seal(idx, s1), 0);
+	cr_assert_eq(spool_index_segment_add(idx, 0x30, &s2), 0);
+	cr_assert_eq(spool_index_note(idx, 1, SPOOL_NOTE_RELEASED, s2), 0);
+	cr_assert_eq(spool_index_msg_find(idx, 1, &e), 0);
+	cr_assert_eq(e.held, 0);
+	cr_assert_eq(e.delay_warned, 0, "a release is not a warning");
+	cr_assert_eq(spool_index_note(idx, 1, SPOOL_NOTE_RELEASED, s2), -EALREADY);
+	cr_assert_eq(spool_index_segment_stat(idx, s2, &st), 0);
+	cr_assert_eq(st.pins, 1);
+	cr_assert_eq(st.total_bytes, 2 * (SPOOL_REC_HDR_SIZE + SPOOL_NOTE_PAYLOAD_SIZE));
+	spool_index_free(idx);
+}
+
 Test(spool_index, note_flag_set_query_and_pins)
 {
 	struct spool_index *idx = spool_index_new();

@@ -45,10 +45,10 @@ static void img_put(struct img *im, const void *p, size_t n)
 	im->len += n;
 }
 
-/* A MSG with the given recipients (NULL-terminated) and a body of
- * body_len bytes. */
-static void img_msg(struct img *im, uint64_t id, const char *const *rcpt,
-		size_t body_len)
+/* A MSG with the given recipients (NULL-terminated), a body of body_len
+ * bytes and the header flags (SPOOL_MSG_*). */
+static void img_msg_f(struct img *im, uint64_t id, const char *const *rcpt,
+		size_t body_len, uint16_t flags)
 {
 	size_t rl[T_RCPT_MAX];
 	uint32_t n = 0;
@@ -65,7 +65,7 @@ static void img_msg(struct img *im, uint64_t id, const char *const *rcpt,
 	size_t head = spool_rec_msg_head_size(strlen(sender), n, rl);
 	char *h = malloc(head);
 	cr_assert_not_null(h);
-	cr_assert_eq(spool_rec_encode_msg_head(h, id, 1000 + id, 0, sender,
+	cr_assert_eq(spool_rec_encode_msg_head(h, id, 1000 + id, flags, sender,
 			strlen(sender), n, rcpt, rl, body, body_len), head);
 	cr_assert_lt(im->nrec, T_REC_MAX);
 	im->off[im->nrec++] = im->len;
@@ -73,6 +73,12 @@ static void img_msg(struct img *im, uint64_t id, const char *const *rcpt,
 	img_put(im, body, body_len);
 	free(h);
 	free(body);
+}
+
+static void img_msg(struct img *im, uint64_t id, const char *const *rcpt,
+		size_t body_len)
+{
+	img_msg_f(im, id, rcpt, body_len, 0);
 }
 
 static void img_done(struct img *im, uint64_t id, uint32_t rcpt)
@@ -83,12 +89,17 @@ static void img_done(struct img *im, uint64_t id, uint32_t rcpt)
 	img_put(im, d, sizeof d);
 }
 
-static void img_note(struct img *im, uint64_t id)
+static void img_note_k(struct img *im, uint64_t id, enum spool_note_kind k)
 {
 	char d[SPOOL_REC_HDR_SIZE + SPOOL_NOTE_PAYLOAD_SIZE];
-	spool_rec_encode_note(d, id, 6000 + id, SPOOL_NOTE_DELAY_WARNED);
+	spool_rec_encode_note(d, id, 6000 + id, k);
 	im->off[im->nrec++] = im->len;
 	img_put(im, d, sizeof d);
+}
+
+static void img_note(struct img *im, uint64_t id)
+{
+	img_note_k(im, id, SPOOL_NOTE_DELAY_WARNED);
 }
 
 static void img_sched(struct img *im, uint64_t id, const char *dom,
@@ -517,6 +528,66 @@ Test(spool_recover, note_records_set_the_warned_flag)
 	cr_assert_eq(res.note_records, 4);
 	cr_assert_eq(spool_index_msg_noted(idx, 0x12, SPOOL_NOTE_DELAY_WARNED), 1,
 			"the repeated NOTE still marks it");
+	spool_recover_result_free(&res);
+	spool_index_free(idx);
+	free(s1.buf);
+	free(s2.buf);
+}
+
+/* Quarantine: a MSG with SPOOL_MSG_HELD comes back held (queued, marked),
+ * a NOTE(RELEASED) after it, in any later segment, releases it and pins
+ * that segment; a RELEASED for a message never held changes nothing; old
+ * spools (flags 0) have nothing held. */
+Test(spool_recover, held_flag_and_released_note)
+{
+	struct img s1 = { 0 }, s2 = { 0 };
+	struct spool_recover_result res;
+	struct spool_index_seg_stat st;
+	struct spool_index_entry e;
+
+	img_msg_f(&s1, 0x10, r_a, 10, SPOOL_MSG_HELD);
+	img_msg_f(&s1, 0x11, r_ab, 10, SPOOL_MSG_HELD | SPOOL_MSG_8BITMIME);
+	img_msg(&s1, 0x12, r_a, 10);
+	img_note_k(&s1, 0x12, SPOOL_NOTE_RELEASED); /* never held: nothing */
+	img_note_k(&s2, 0x11, SPOOL_NOTE_RELEASED);
+	img_note_k(&s2, 0x11, SPOOL_NOTE_RELEASED); /* repeated: harmless */
+	write_seg(0x10, s1.buf, s1.len);
+	write_seg(0x20, s2.buf, s2.len);
+	struct spool_index *idx = recover(&res);
+	cr_assert_eq(res.msg_records, 3);
+	cr_assert_eq(res.note_records, 3);
+	cr_assert_eq(res.bad_regions, 0);
+	cr_assert_eq(res.live_messages, 3);
+	cr_assert_eq(spool_index_msg_find(idx, 0x10, &e), 0);
+	cr_assert_eq(e.held, 1);
+	cr_assert_eq(spool_index_msg_noted(idx, 0x10, SPOOL_NOTE_RELEASED), 0);
+	cr_assert_eq(spool_index_msg_find(idx, 0x11, &e), 0);
+	cr_assert_eq(e.held, 0);
+	cr_assert_eq(spool_index_msg_find(idx, 0x12, &e), 0);
+	cr_assert_eq(e.held, 0);
+	/* Held mail is queued (listings and quota see it); the walk marks it. */
+	cr_assert_eq(qmsgs(idx, "a.example"), 3);
+	const struct spool_index_queue *q = spool_index_queue(idx, "a.example", 9);
+	struct spool_index_iter it;
+	int held = 0;
+	spool_index_queue_iter(q, &it);
+	while (spool_index_queue_next(&it, &e))
+		held += e.held ? (e.msgid == 0x10 ? 1 : 100) : 0;
+	cr_assert_eq(held, 1);
+	/* The release in the later segment keeps it until the first goes. */
+	cr_assert_eq(spool_index_msg_find(idx, 0x11, &e), 0);
+	cr_assert_eq(spool_index_segment_next(idx, &(uint32_t){ 1 }, &e.segment_id), 1);
+	cr_assert_eq(spool_index_segment_stat(idx, e.segment_id, &st), 0);
+	cr_assert_eq(st.first_seq, 0x20);
+	cr_assert_geq(st.pins, 1);
+	spool_recover_result_free(&res);
+	spool_index_free(idx);
+
+	/* Without the release's segment the message is held again. */
+	write_seg(0x20, "", 0);
+	idx = recover(&res);
+	cr_assert_eq(spool_index_msg_find(idx, 0x11, &e), 0);
+	cr_assert_eq(e.held, 1);
 	spool_recover_result_free(&res);
 	spool_index_free(idx);
 	free(s1.buf);
