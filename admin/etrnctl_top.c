@@ -6,6 +6,7 @@
  * previous frame with ANSI escapes in the terminal's alternate screen. The
  * terminal's modes are saved first and restored on every way out.
  */
+#include "core/fdio.h"
 #include "admin/etrnctl_top.h"
 
 #include <errno.h>
@@ -657,21 +658,6 @@ static void top_size(unsigned *cols, unsigned *rows)
 	}
 }
 
-static int top_write_all(const char *p, size_t n)
-{
-	while (n) {
-		ssize_t w = write(STDOUT_FILENO, p, n);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 /* Raw-ish input (no echo, no line editing, Ctrl-C a key: the loop reads it
  * and quits through the same door as q), the alternate screen. */
 static int top_term_enter(struct termios *saved)
@@ -686,13 +672,13 @@ static int top_term_enter(struct termios *saved)
 	raw.c_cc[VTIME] = 0;
 	if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &raw))
 		return -errno;
-	(void)top_write_all(TOP_ANSI_ENTER, strlen(TOP_ANSI_ENTER));
+	(void)fd_write_all(STDOUT_FILENO, TOP_ANSI_ENTER, strlen(TOP_ANSI_ENTER));
 	return 0;
 }
 
 static void top_term_leave(const struct termios *saved)
 {
-	(void)top_write_all(TOP_ANSI_LEAVE, strlen(TOP_ANSI_LEAVE));
+	(void)fd_write_all(STDOUT_FILENO, TOP_ANSI_LEAVE, strlen(TOP_ANSI_LEAVE));
 	(void)tcsetattr(STDIN_FILENO, TCSAFLUSH, saved);
 }
 
@@ -754,7 +740,7 @@ static int top_once(const struct etrnctl_top *t)
 		fprintf(stderr, "etrnctl: top: %s\n", a.error[0] ? a.error : b.error);
 		rc = 1;
 	} else if (etrnctl_top_render(&a, &b, 0, 0, 0, &out) ||
-		   top_write_all(out.data, out.len)) {
+		   fd_write_all(STDOUT_FILENO, out.data, out.len)) {
 		fprintf(stderr, "etrnctl: top: cannot write the frame\n");
 		rc = 1;
 	}
@@ -795,7 +781,7 @@ int etrnctl_top_run(const struct etrnctl_top *t)
 		buf_reset(&out);
 		if (etrnctl_top_render(prev && !prev->error[0] ? prev : NULL, cur, cols, rows, 1,
 				       &out) == 0)
-			(void)top_write_all(out.data, out.len);
+			(void)fd_write_all(STDOUT_FILENO, out.data, out.len);
 		if (top_wait(due))
 			break;
 	}

@@ -20,22 +20,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/fdio.h"
 #include "proto/milter_codec.h"
-
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
 
 /* The answer to one command: OPTNEG (version 6, no actions, every event
  * asked for and answered), CONTINUE, or nothing (MACRO, ABORT, QUIT). */
@@ -85,7 +71,7 @@ static void *serve(void *arg)
 			if (fr.cmd == MILTER_CMD_QUIT)
 				goto done;
 			k = answer(&fr, out, sizeof(out));
-			if (k < 0 || (k > 0 && write_all(fd, out, (size_t)k)))
+			if (k < 0 || (k > 0 && fd_write_all(fd, out, (size_t)k)))
 				goto done;
 		}
 	}
