@@ -210,6 +210,11 @@ static void drain_conn_enter(struct drain_conn *dc, enum drain_conn_state new_st
 		  j->env->index, j->relay, drain_conn_state_name(dc->state),
 		  drain_conn_state_name(new_state), why);
 	dc->state = new_state;
+	/* Its DONEs were queued lazily while it went on sending; in any other
+	 * state it may be waiting for them (the window, a switch, its end). */
+	if (dc->dur.pending && new_state != DRAIN_CONN_SENDING && new_state != DRAIN_CONN_READING &&
+	    new_state != DRAIN_CONN_WAIT_SLOT)
+		spool_shard_hurry(j->env->sh);
 }
 
 /* Replies wait while the spool works for us (the client must not move on
@@ -1232,11 +1237,13 @@ static void dc_verdict(struct drain_conn *dc, uint32_t i, struct drain_bounces *
 		status = "sent";
 		j->sent++;
 		metrics_add(METRIC_DELIVERIES_SENT, 1);
-		/* The DONE is encoded now; it goes out with the next group
-		 * commit. A crash before that resends this message once. The
-		 * job waits for it, so its end means its mail is recorded. */
-		rc = spool_append_done(j->env->sh, dc->m->msgid, dc->m->rcpt[i], SPOOL_DONE_DELIVERED,
-				       done_durable, &dc->dur);
+		/* The DONE is encoded now; it goes out lazily, with a later
+		 * group commit (at the latest when this connection waits for
+		 * it: drain_conn_enter). A crash before that resends this
+		 * message once. The job waits for it, so its end means its
+		 * mail is recorded. */
+		rc = spool_append_done_lazy(j->env->sh, dc->m->msgid, dc->m->rcpt[i],
+					    SPOOL_DONE_DELIVERED, done_durable, &dc->dur);
 		if (rc) {
 			log_err("%s: to=<%s>: delivered, but recording it failed (%s): it may be sent again",
 				qid_format(dc->m->msgid, qbuf),

@@ -63,6 +63,12 @@
 #if SPOOL_BATCHES_MAX < 1
 #error "SPOOL_BATCHES_MAX must be at least 1"
 #endif
+/* A queue holding only lazy records (a drain's DONEs, spool.h) is written
+ * once this many are queued or the oldest has waited this long, or at once
+ * when someone waits for them (spool_shard_hurry). Each turn checks the
+ * age; an idle loop's tick bounds it from above. */
+#define SPOOL_LAZY_MAX 64
+#define SPOOL_LAZY_US 2000
 /* Record reads in flight per shard: a few per drain connection, plus expiry
  * and compaction; the loop has LOOP_FILE_OPS_MAX slots for all file ops. */
 #define SPOOL_READS_MAX 32
@@ -93,6 +99,7 @@ struct spool_entry {
 	size_t body_len;
 	spool_done_fn done;
 	void *arg;
+	int lazy;                 /* may wait for company (spool_append_done_lazy) */
 	int copy;                 /* a compaction copy (spool_append_copy) */
 	uint32_t copy_seg;        /* where the index had the message */
 	uint64_t copy_off;
@@ -178,6 +185,12 @@ struct spool_shard {
 
 	struct spool_entry *q_first, *q_last;
 	unsigned q_count;
+	/* Lazy records among the queued (spool_append_done_lazy): a queue of
+	 * only these waits for SPOOL_LAZY_MAX of them, SPOOL_LAZY_US since the
+	 * oldest, or a hurry (spool_shard_hurry). */
+	unsigned q_lazy;
+	uint64_t lazy_since_us;
+	int hurry;
 	struct spool_entry *pool;
 	unsigned pool_count;
 
@@ -508,6 +521,7 @@ static void entry_put(struct spool_shard *sh, struct spool_entry *e)
 	e->body = NULL;
 	e->done = NULL;
 	e->arg = NULL;
+	e->lazy = 0;
 	e->copy = 0;
 	e->next = sh->pool;
 	sh->pool = e;
@@ -526,6 +540,8 @@ static void entry_queue(struct spool_shard *sh, struct spool_entry *e,
 		sh->q_first = e;
 	sh->q_last = e;
 	sh->q_count++;
+	if (e->lazy && sh->q_lazy++ == 0)
+		sh->lazy_since_us = now_mono_us();
 }
 
 int spool_append_msg(struct spool_shard *sh, const struct spool_msg *m,
@@ -559,8 +575,8 @@ int spool_append_msg(struct spool_shard *sh, const struct spool_msg *m,
 	return 0;
 }
 
-int spool_append_done(struct spool_shard *sh, uint64_t msgid, uint32_t rcpt_index,
-		      enum spool_done_status status, spool_done_fn done, void *arg)
+static int append_done(struct spool_shard *sh, uint64_t msgid, uint32_t rcpt_index,
+		       enum spool_done_status status, int lazy, spool_done_fn done, void *arg)
 {
 	struct spool_entry *e = entry_get(sh);
 	int rc;
@@ -575,8 +591,26 @@ int spool_append_done(struct spool_shard *sh, uint64_t msgid, uint32_t rcpt_inde
 	e->head.len = spool_rec_encode_done(e->head.data, msgid, now_wall_us(), rcpt_index, status);
 	e->body = NULL;
 	e->body_len = 0;
+	e->lazy = lazy;
 	entry_queue(sh, e, done, arg);
 	return 0;
+}
+
+int spool_append_done(struct spool_shard *sh, uint64_t msgid, uint32_t rcpt_index,
+		      enum spool_done_status status, spool_done_fn done, void *arg)
+{
+	return append_done(sh, msgid, rcpt_index, status, 0, done, arg);
+}
+
+int spool_append_done_lazy(struct spool_shard *sh, uint64_t msgid, uint32_t rcpt_index,
+			   enum spool_done_status status, spool_done_fn done, void *arg)
+{
+	return append_done(sh, msgid, rcpt_index, status, 1, done, arg);
+}
+
+void spool_shard_hurry(struct spool_shard *sh)
+{
+	sh->hurry = 1;
 }
 
 int spool_append_note(struct spool_shard *sh, uint64_t msgid,
@@ -1268,6 +1302,8 @@ static void batch_take(struct spool_batch *b, struct spool_entry **first,
 		*last = NULL;
 	if (count)
 		(*count)--;
+	if (e->lazy)
+		b->sh->q_lazy--;
 	if (!b->first)
 		b->first = e;
 	else
@@ -1305,6 +1341,7 @@ static void queues_fail(struct spool_shard *sh, int err)
 
 	sh->q_first = sh->q_last = NULL;
 	sh->q_count = 0;
+	sh->q_lazy = 0;
 	sh->stats.errors += count;
 	entries_done(sh, q, count, err);
 	while ((e = sh->c_first)) {
@@ -1370,6 +1407,7 @@ static void batch_unfill(struct spool_shard *sh, struct spool_batch *b)
 			*(ql ? &ql->next : &qf) = e;
 			ql = e;
 			qn++;
+			sh->q_lazy += e->lazy != 0;
 		}
 	}
 	if (cl) {
@@ -1401,6 +1439,15 @@ static int flush_may_pipeline(const struct spool_shard *sh)
 		sh->seg_off + e->head.len + e->body_len <= sh->segment_size;
 }
 
+/* 1 when what is queued should be written now: anything but lazy records,
+ * or lazy ones that are many, old or waited for. */
+static int flush_due(struct spool_shard *sh)
+{
+	if (sh->c_first || sh->q_count > sh->q_lazy || sh->hurry || sh->q_lazy >= SPOOL_LAZY_MAX)
+		return 1;
+	return sh->q_lazy && now_mono_us() - sh->lazy_since_us >= SPOOL_LAZY_US;
+}
+
 void spool_shard_flush(void *arg)
 {
 	struct spool_shard *sh = arg;
@@ -1408,7 +1455,7 @@ void spool_shard_flush(void *arg)
 	struct spool_entry *e, *stale = NULL, *first;
 	int rc;
 
-	if ((!sh->q_first && !sh->c_first) || !flush_may_pipeline(sh))
+	if ((!sh->q_first && !sh->c_first) || !flush_due(sh) || !flush_may_pipeline(sh))
 		return;
 	if (sh->ninflight == 0)
 		flush_copies(sh, &stale);
@@ -1442,6 +1489,8 @@ void spool_shard_flush(void *arg)
 	sh->seg_off = b->off + b->total;
 	if (b->need_dirsync)
 		sh->seg_new = 0;
+	if (!sh->q_first)
+		sh->hurry = 0;
 out:
 	/* Copies of messages that left their place: nothing to write. */
 	while ((e = stale)) {

@@ -89,6 +89,22 @@ int spool_append_done(struct spool_shard *sh, uint64_t msgid, uint32_t rcpt_inde
 		enum spool_done_status status, spool_done_fn done, void *arg);
 
 /*
+ * The same DONE, lazy: nobody waits for it yet (a drain's delivered
+ * recipient, whose connection goes on to the next message). A queue of
+ * only lazy records is not written every turn but once SPOOL_LAZY_MAX (64)
+ * are queued, the oldest has waited SPOOL_LAZY_US (2 ms; checked each
+ * turn), anything else is queued (they go with it), or spool_shard_hurry()
+ * says someone now waits for them. Durability and the done callback are
+ * as for spool_append_done(); only the number of group commits changes.
+ */
+int spool_append_done_lazy(struct spool_shard *sh, uint64_t msgid, uint32_t rcpt_index,
+		enum spool_done_status status, spool_done_fn done, void *arg);
+
+/* Someone waits for the lazy records queued now: write them in this turn's
+ * group commit (or the next one that may start). */
+void spool_shard_hurry(struct spool_shard *sh);
+
+/*
  * Queue a NOTE record of kind for message msgid (e.g. its delay warning was
  * sent), group-committed after everything queued before it; once durable the
  * index has it (spool_index_msg_noted()). done may be NULL. Returns 0 or
@@ -135,7 +151,8 @@ int spool_append_copy(struct spool_shard *sh, uint64_t msgid, uint32_t seg_id,
  * share the commit) and spool_shard_busy as a busy check; its compaction
  * registers its own step and stop hook (spool_compact.h).
  *
- * spool_shard_flush: start a group commit of everything queued. With one
+ * spool_shard_flush: start a group commit of everything queued (a queue of
+ * only lazy records may wait, see spool_append_done_lazy). With one
  * commit in flight a second starts beside it (its write overlaps the
  * first's fdatasync; it ends after the first) unless it would need a new
  * segment or compaction copies are queued; with two in flight the queue
