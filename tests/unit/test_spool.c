@@ -26,6 +26,7 @@
 #include "core/config.h"
 #include "core/loop.h"
 #include "core/metrics.h"
+#include "core/now.h"
 #include "store/spool.h"
 #include "store/spool_index.h"
 #include "store/spool_read.h"
@@ -618,7 +619,7 @@ Test(spool, sched_records_advisory_and_restored)
  * refuse a write past the limit (EFBIG), as a full disk would. */
 
 #define PL_SHARD 7u
-#define PL_MAX 16u
+#define PL_MAX 80u
 
 struct pl {
 	struct loop *loop;
@@ -926,5 +927,125 @@ Test(spool_pipeline, rollover_between_batches)
 	cr_expect_eq(p.nfound, 4);
 	for (unsigned i = 0; i < 4 && i < p.nfound; i++)
 		cr_expect_eq(p.found[i], p.ids[i], "record %u", i);
+	pl_close(&p);
+}
+
+/* ---- lazy DONEs (spool_append_done_lazy) ------------------------------ */
+
+static unsigned lz_ended, lz_want;
+static uint64_t lz_c0, lz_o0, lz_t0;
+
+static void lz_done(void *arg, int err)
+{
+	(void)arg;
+	cr_expect_eq(err, 0);
+	lz_ended++;
+}
+
+static uint64_t pl_commits(struct pl *p)
+{
+	struct spool_stats st;
+
+	spool_shard_stats(p->sh, &st);
+	return st.commits;
+}
+
+/* Store n messages; once they are durable (inside the loop, which runs only
+ * once), queue a lazy DONE for each and run step(p). */
+static void lz_run(struct pl *p, unsigned n, void (*step)(struct pl *))
+{
+	pl_open(p, 1u << 20);
+	pl_queue(p, n, 100);
+	lz_ended = 0;
+	lz_want = n;
+	p->then = step;
+	pl_run(p);
+	cr_expect_eq(lz_ended, lz_want, "%u of %u lazy DONEs ended", lz_ended, lz_want);
+}
+
+static void lz_queue(struct pl *p)
+{
+	lz_c0 = pl_commits(p);
+	lz_o0 = pl_overlapped(p);
+	lz_t0 = now_mono_us();
+	for (unsigned i = 0; i < lz_want; i++)
+		cr_assert_eq(spool_append_done_lazy(p->sh, p->ids[i], 0, SPOOL_DONE_DELIVERED,
+						    lz_done, p), 0);
+}
+
+/* Flush, one more MSG, flush again. */
+static void lz_then_msg(struct pl *p)
+{
+	spool_shard_flush(p->sh);
+	pl_queue(p, 1, 100);
+	spool_shard_flush(p->sh);
+}
+
+static void few_step(struct pl *p)
+{
+	lz_queue(p);
+	lz_then_msg(p);
+	cr_expect_eq(pl_overlapped(p), lz_o0, "the lazy DONEs started a commit of their own");
+}
+
+/* A few lazy DONEs start no commit of their own: the next MSG takes them
+ * along, one commit for all (eager DONEs would have started one). */
+Test(spool_lazy, few_wait_for_company)
+{
+	struct pl p;
+
+	lz_run(&p, 3, few_step);
+	cr_expect_eq(pl_commits(&p), lz_c0 + 1, "%" PRIu64 " commits", pl_commits(&p) - lz_c0);
+	pl_close(&p);
+}
+
+static void many_step(struct pl *p)
+{
+	lz_queue(p);
+	lz_then_msg(p);
+	cr_expect_eq(pl_overlapped(p), lz_o0 + 1, "64 lazy DONEs waited");
+}
+
+/* SPOOL_LAZY_MAX (64) of them go at once, alone: the MSG after them is a
+ * second commit beside the first. */
+Test(spool_lazy, many_go_alone)
+{
+	struct pl p;
+
+	lz_run(&p, 64, many_step);
+	cr_expect_eq(pl_commits(&p), lz_c0 + 2);
+	pl_close(&p);
+}
+
+static void hurry_step(struct pl *p)
+{
+	lz_queue(p);
+	spool_shard_hurry(p->sh);
+	lz_then_msg(p);
+	cr_expect_eq(pl_overlapped(p), lz_o0 + 1, "hurried lazy DONEs waited");
+}
+
+/* Someone waits for them (spool_shard_hurry): they go at once. */
+Test(spool_lazy, hurry_sends_them)
+{
+	struct pl p;
+
+	lz_run(&p, 3, hurry_step);
+	cr_expect_eq(pl_commits(&p), lz_c0 + 2);
+	pl_close(&p);
+}
+
+/* Alone and never hurried (the loop is stopping: nothing else will come)
+ * they still become durable, once the oldest has waited SPOOL_LAZY_US
+ * (2 ms), at a later turn (an idle loop's tick), and the loop waits for
+ * them before it returns. */
+Test(spool_lazy, alone_go_after_a_while)
+{
+	struct pl p;
+
+	lz_run(&p, 3, lz_queue);
+	cr_expect_geq(now_mono_us() - lz_t0, 2000, "written after %" PRIu64 " us",
+		      now_mono_us() - lz_t0);
+	cr_expect_eq(pl_commits(&p), lz_c0 + 1);
 	pl_close(&p);
 }
