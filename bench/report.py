@@ -167,12 +167,18 @@ commands(*["ingest100k.%s" % k for k, _ in SYSTEMS])
 w("")
 
 # ---------------------------------------------------------------- ceilings
-def dd_mb_s(name):
-    """The disk's MB/s (10^6 bytes) from dd's own "bytes ... seconds"."""
+def dd_result(name):
+    """dd's own "bytes seconds" for run NAME, or None when it did not run."""
     v = read(name + ".dd").split()
     if len(v) < 2 or float(v[1]) <= 0:
         return None
-    return int(v[0]) / float(v[1]) / 1e6
+    return int(v[0]), float(v[1])
+
+
+def dd_mb_s(name):
+    """The disk's MB/s (10^6 bytes) from dd's own "bytes ... seconds"."""
+    r = dd_result(name)
+    return r and r[0] / r[1] / 1e6
 
 
 def rate(name):
@@ -221,8 +227,8 @@ w("")
 # The disk's commit latency (dd oflag=dsync, 4 KiB appends, each synced):
 # a durable 250 waits for at least one commit, so S sessions that each wait
 # for their 250 go no faster than S / (S / the sync = none rate + one commit).
-v = read("disk_commit.dd").split()
-COMMIT_S = float(v[1]) / (int(v[0]) / 4096) if len(v) >= 2 and int(v[0]) > 0 else None
+dd_commit = dd_result("disk_commit")
+COMMIT_S = dd_commit[1] / (dd_commit[0] / 4096) if dd_commit and dd_commit[0] > 0 else None
 c20 = CEIL.get("20", (None,) * 4)
 BOUND20 = 20 / (20 / c20[1] + COMMIT_S) if c20[1] and COMMIT_S else None
 w("The disk's commit latency: %s µs per 4 KiB append synced on its own (dd `bs=4k count=%s oflag=dsync`). Every durable 250 waits for at least one such commit after its message arrived, so 20 sessions that each wait for their 250 go no faster than 20 / (20 / the `sync = none` rate + one commit) = **%s msgs/s, %s of `sync = none`**, however the commits are grouped or overlapped; etrnd's durable 20-session rate is %s of that bound." % (

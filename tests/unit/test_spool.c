@@ -973,67 +973,47 @@ static void lz_queue(struct pl *p)
 						    lz_done, p), 0);
 }
 
-/* Flush, one more MSG, flush again. */
-static void lz_then_msg(struct pl *p)
+static int lz_hurry;
+static unsigned lz_alone; /* 1 when the lazy DONEs are to go in a commit of their own */
+
+/* Queue the lazy DONEs (hurried if lz_hurry), flush, one more MSG, flush
+ * again: the MSG's commit starts beside the DONEs' only if they went alone. */
+static void lz_step(struct pl *p)
 {
+	lz_queue(p);
+	if (lz_hurry)
+		spool_shard_hurry(p->sh);
 	spool_shard_flush(p->sh);
 	pl_queue(p, 1, 100);
 	spool_shard_flush(p->sh);
+	cr_expect_eq(pl_overlapped(p), lz_o0 + lz_alone,
+		     "%u lazy DONEs%s: %s", lz_want, lz_hurry ? ", hurried" : "",
+		     lz_alone ? "they waited" : "they started a commit of their own");
 }
 
-static void few_step(struct pl *p)
+/* n lazy DONEs, then a MSG: one commit for all, or (alone) two. */
+static void lz_case(unsigned n, int hurry, unsigned alone)
 {
-	lz_queue(p);
-	lz_then_msg(p);
-	cr_expect_eq(pl_overlapped(p), lz_o0, "the lazy DONEs started a commit of their own");
+	struct pl p;
+
+	lz_hurry = hurry;
+	lz_alone = alone;
+	lz_run(&p, n, lz_step);
+	cr_expect_eq(pl_commits(&p), lz_c0 + 1 + alone, "%" PRIu64 " commits",
+		     pl_commits(&p) - lz_c0);
+	pl_close(&p);
 }
 
 /* A few lazy DONEs start no commit of their own: the next MSG takes them
  * along, one commit for all (eager DONEs would have started one). */
-Test(spool_lazy, few_wait_for_company)
-{
-	struct pl p;
-
-	lz_run(&p, 3, few_step);
-	cr_expect_eq(pl_commits(&p), lz_c0 + 1, "%" PRIu64 " commits", pl_commits(&p) - lz_c0);
-	pl_close(&p);
-}
-
-static void many_step(struct pl *p)
-{
-	lz_queue(p);
-	lz_then_msg(p);
-	cr_expect_eq(pl_overlapped(p), lz_o0 + 1, "64 lazy DONEs waited");
-}
+Test(spool_lazy, few_wait_for_company) { lz_case(3, 0, 0); }
 
 /* SPOOL_LAZY_MAX (64) of them go at once, alone: the MSG after them is a
  * second commit beside the first. */
-Test(spool_lazy, many_go_alone)
-{
-	struct pl p;
-
-	lz_run(&p, 64, many_step);
-	cr_expect_eq(pl_commits(&p), lz_c0 + 2);
-	pl_close(&p);
-}
-
-static void hurry_step(struct pl *p)
-{
-	lz_queue(p);
-	spool_shard_hurry(p->sh);
-	lz_then_msg(p);
-	cr_expect_eq(pl_overlapped(p), lz_o0 + 1, "hurried lazy DONEs waited");
-}
+Test(spool_lazy, many_go_alone) { lz_case(64, 0, 1); }
 
 /* Someone waits for them (spool_shard_hurry): they go at once. */
-Test(spool_lazy, hurry_sends_them)
-{
-	struct pl p;
-
-	lz_run(&p, 3, hurry_step);
-	cr_expect_eq(pl_commits(&p), lz_c0 + 2);
-	pl_close(&p);
-}
+Test(spool_lazy, hurry_sends_them) { lz_case(3, 1, 1); }
 
 /* Alone and never hurried (the loop is stopping: nothing else will come)
  * they still become durable, once the oldest has waited SPOOL_LAZY_US
