@@ -1,14 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * etrnbench: the SMTP load generator and sink of etrnd's benchmarks, one
- * binary, one thread, one io_uring (liburing) carrying every socket.
+ * binary, one thread, one io_uring (liburing) carrying every socket (etrn:
+ * one such process each for the sink and for the ETRN sessions).
  *   send  N sessions x M messages (PIPELINING or not), sizes fixed or drawn
  *         from a distribution, recipients over K domains: msgs/s, MB/s,
  *         end-of-DATA -> 250 latency percentiles, errors by reply code
  *   sink  accept and count (optionally verify each body's checksum header),
  *         and which X-Etrnbench seqs came: distinct ones and repeats
- *   etrn  ETRN one or many domains, a sink in the same process, and time the
- *         drain from the ETRN replies to the first and last message
+ *   etrn  ETRN one or many domains and time the drain from the ETRN replies
+ *         to the first and last message: this process is the sink, the
+ *         ETRN sessions run in a child process with a ring of its own
  *   atrn  the same drain over the customer's own connection (ATRN, RFC
  *         2645): connect to an ODMR listener marked trusted (AUTH in the
  *         clear), AUTH PLAIN, ATRN, then the same connection is served by
@@ -36,8 +38,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -171,6 +176,23 @@ struct eb_lat {
 	size_t n, cap;
 };
 
+/* etrn: what the child process that runs the ETRN sessions hands back,
+ * in memory shared with the sink's process (MAP_SHARED): its counters,
+ * then each domain's reply time and the reply latencies. */
+struct eb_etrn_out {
+	uint32_t done;
+	uint64_t t_first_sent, t_first_reply, t_last_reply;
+	uint64_t code[1000];
+	uint64_t err_conn, err_proto, err_timeout, sess_failed;
+	uint64_t tls_ok, tls_failed, tls_unoffered;
+	uint64_t nlat, ntls;
+	char tls_version[EB_TLS_NAME], tls_cipher[EB_TLS_NAME];
+	uint64_t v[];                /* reply_t[ndomains], then nlat reply
+	                                latencies, then ntls handshakes */
+};
+
+enum eb_etrn_role { EB_ONE_PROCESS, EB_ETRN_CLIENT, EB_ETRN_SINK };
+
 static struct {
 	/* options */
 	const char *mode;
@@ -248,6 +270,9 @@ static struct {
 	uint64_t t_first_etrn_sent, t_first_etrn_reply, t_last_etrn_reply;
 	struct eb_lat etrn_lat;
 	uint64_t etrn_code[1000];
+	enum eb_etrn_role etrn_role;
+	struct eb_etrn_out *etrn_out; /* etrn: the ETRN client process's results */
+	pid_t etrn_kid;              /* etrn: that process while it runs, or 0 */
 	uint32_t atrn_conn;          /* the ATRN connection's slot + 1 */
 	int atrn_over;               /* its reversed session has ended */
 	struct htab dom_idx;         /* domain name -> index into domains */
@@ -263,7 +288,7 @@ static struct {
 	int tty;
 } G;
 
-static volatile sig_atomic_t eb_stop;
+static volatile sig_atomic_t eb_stop, eb_kid_exited;
 
 static void eb_on_signal(int sig)
 {
@@ -1195,6 +1220,8 @@ static void eb_client_reply(struct eb_conn *c, unsigned code)
 			G.t_first_etrn_reply = now;
 		G.t_last_etrn_reply = now;
 		G.etrn_done++;
+		if (G.etrn_out) /* for the sink's progress line */
+			__atomic_store_n(&G.etrn_out->done, G.etrn_done, __ATOMIC_RELAXED);
 		eb_etrn_next(c);
 		break;
 	case X_AUTH:
@@ -2203,9 +2230,122 @@ static void eb_progress(uint64_t now)
 	} else {
 		fprintf(stderr, "\r[%6.1f s] %" PRIu64 " messages in, %.0f msgs/s, "
 			"%u ETRN replies   ", el, G.s_msgs,
-			(double)(G.s_msgs - G.last_progress_count) / dt, G.etrn_done);
+			(double)(G.s_msgs - G.last_progress_count) / dt,
+			G.etrn_kid ? __atomic_load_n(&G.etrn_out->done, __ATOMIC_RELAXED) :
+			G.etrn_done);
 		G.last_progress_count = G.s_msgs;
 	}
+}
+
+/* ---- etrn: the ETRN sessions in a process of their own -------------------- */
+
+static void eb_on_child(int sig)
+{
+	(void)sig;
+	eb_kid_exited = 1;
+}
+
+/*
+ * etrn: the ETRN sessions run in a child process with a ring of its own,
+ * and this process is the customer's sink only, as when each customer's
+ * server sends its own ETRN: a reply's time is taken by a loop that does
+ * nothing else, not after the sink's work of the same loop turn (the drain
+ * it started, tens of thousands of messages a second). The child hands its
+ * results back in G.etrn_out (shared memory, read once it has exited) and
+ * writes each domain's reply time there directly. Both processes take
+ * their times from CLOCK_MONOTONIC, one clock for the whole machine.
+ */
+static void eb_etrn_fork(unsigned nsess)
+{
+	size_t sz = sizeof(struct eb_etrn_out) +
+		((size_t)2 * G.ndomains + nsess) * sizeof(uint64_t);
+	void *p = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+			-1, 0);
+	if (p == MAP_FAILED)
+		eb_die("mmap: %s", strerror(errno));
+	G.etrn_out = p;
+	free(G.etrn_reply_t);
+	G.etrn_reply_t = G.etrn_out->v;
+	signal(SIGCHLD, eb_on_child);
+	fflush(NULL);
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid < 0)
+		eb_die("fork: %s", strerror(errno));
+	if (pid > 0) {
+		G.etrn_role = EB_ETRN_SINK;
+		G.etrn_kid = pid;
+		return;
+	}
+	/* Stopped with its parent, whatever ends that. */
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
+		_exit(1);
+	signal(SIGCHLD, SIG_DFL);
+	G.etrn_role = EB_ETRN_CLIENT;
+	G.tty = 0;
+}
+
+static uint64_t eb_min_u64(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+/* The ETRN process, its sessions over: its results to G.etrn_out. */
+static void eb_etrn_hand_back(unsigned nsess)
+{
+	struct eb_etrn_out *o = G.etrn_out;
+	o->t_first_sent = G.t_first_etrn_sent;
+	o->t_first_reply = G.t_first_etrn_reply;
+	o->t_last_reply = G.t_last_etrn_reply;
+	memcpy(o->code, G.etrn_code, sizeof o->code);
+	o->err_conn = G.err_conn;
+	o->err_proto = G.err_proto;
+	o->err_timeout = G.err_timeout;
+	o->sess_failed = G.sess_failed;
+	o->tls_ok = G.tls_ok;
+	o->tls_failed = G.tls_failed;
+	o->tls_unoffered = G.tls_unoffered;
+	memcpy(o->tls_version, G.tls_version, sizeof o->tls_version);
+	memcpy(o->tls_cipher, G.tls_cipher, sizeof o->tls_cipher);
+	o->nlat = eb_min_u64(G.etrn_lat.n, G.ndomains);
+	memcpy(o->v + G.ndomains, G.etrn_lat.v, o->nlat * sizeof *o->v);
+	o->ntls = eb_min_u64(G.tls_lat.n, nsess);
+	memcpy(o->v + 2 * (size_t)G.ndomains, G.tls_lat.v, o->ntls * sizeof *o->v);
+	__atomic_store_n(&o->done, G.etrn_done, __ATOMIC_RELEASE);
+}
+
+/* The sink: wait for the ETRN process (stopping it first when the run is
+ * over before it is) and take its results. */
+static void eb_etrn_take_back(int stop)
+{
+	struct eb_etrn_out *o = G.etrn_out;
+	int st = 0;
+	if (stop)
+		(void)kill(G.etrn_kid, SIGTERM);
+	while (waitpid(G.etrn_kid, &st, 0) < 0 && errno == EINTR)
+		;
+	G.etrn_kid = 0;
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		fprintf(stderr, "etrnbench: the ETRN process ended before its "
+			"results (status %d)\n", st);
+	G.etrn_done = __atomic_load_n(&o->done, __ATOMIC_ACQUIRE);
+	G.t_first_etrn_sent = o->t_first_sent;
+	G.t_first_etrn_reply = o->t_first_reply;
+	G.t_last_etrn_reply = o->t_last_reply;
+	memcpy(G.etrn_code, o->code, sizeof G.etrn_code);
+	G.err_conn += o->err_conn;
+	G.err_proto += o->err_proto;
+	G.err_timeout += o->err_timeout;
+	G.sess_failed += o->sess_failed;
+	G.tls_ok += o->tls_ok;
+	G.tls_failed += o->tls_failed;
+	G.tls_unoffered += o->tls_unoffered;
+	memcpy(G.tls_version, o->tls_version, sizeof G.tls_version);
+	memcpy(G.tls_cipher, o->tls_cipher, sizeof G.tls_cipher);
+	for (uint64_t i = 0; i < o->nlat; i++)
+		eb_lat_add(&G.etrn_lat, o->v[G.ndomains + i]);
+	for (uint64_t i = 0; i < o->ntls; i++)
+		eb_lat_add(&G.tls_lat, o->v[2 * (size_t)G.ndomains + i]);
 }
 
 /* ---- main loop ------------------------------------------------------------ */
@@ -2217,6 +2357,8 @@ static int eb_finished(uint64_t now)
 		return 1;
 	if (el > G.timeout)
 		return 1;
+	if (G.etrn_role == EB_ETRN_CLIENT)
+		return G.live == 0 && G.cw_n == 0;
 	if (strcmp(G.mode, "send") == 0)
 		return G.live == 0 && G.cw_n == 0;
 	if (strcmp(G.mode, "idle") == 0)
@@ -2351,11 +2493,6 @@ int main(int argc, char **argv)
 	if (G.tls_cert != NULL)
 		G.tls_srv = eb_tls_ctx(1);
 
-	struct io_uring_params p = { .flags = IORING_SETUP_CQSIZE,
-		.cq_entries = EB_RING_CQ };
-	int r = io_uring_queue_init_params(EB_RING_SQ, &G.ring, &p);
-	if (r < 0)
-		eb_die("io_uring_queue_init: %s", strerror(-r));
 	G.conns = eb_xalloc(EB_CONNS_MAX * sizeof *G.conns);
 	G.freelist = eb_xalloc(EB_CONNS_MAX * sizeof *G.freelist);
 	G.conn_wait = eb_xalloc(EB_CONNS_MAX * sizeof *G.conn_wait);
@@ -2378,13 +2515,20 @@ int main(int argc, char **argv)
 		G.dom_last = eb_xalloc(G.ndomains * sizeof *G.dom_last);
 		eb_dom_index();
 	}
+	if (is_etrn)
+		eb_etrn_fork(nsess);
 
+	struct io_uring_params p = { .flags = IORING_SETUP_CQSIZE,
+		.cq_entries = EB_RING_CQ };
+	int r = io_uring_queue_init_params(EB_RING_SQ, &G.ring, &p);
+	if (r < 0)
+		eb_die("io_uring_queue_init: %s", strerror(-r));
 	G.t0 = eb_now();
 	G.last_progress = G.t0;
 	G.issuing = 1;
-	if (is_sink || is_etrn)
+	if (is_sink || G.etrn_role == EB_ETRN_SINK)
 		eb_listen();
-	if (!is_sink) {
+	if (!is_sink && G.etrn_role != EB_ETRN_SINK) {
 		enum eb_kind k = eb_client_kind();
 		for (uint32_t s = 0; s < nsess; s++)
 			eb_connect_session(s, k);
@@ -2392,6 +2536,8 @@ int main(int argc, char **argv)
 
 	uint64_t linger_until = 0;
 	while (1) {
+		if (eb_kid_exited && G.etrn_kid)
+			eb_etrn_take_back(0);
 		uint64_t now = eb_now();
 		eb_tick(now);
 		eb_progress(now);
@@ -2422,6 +2568,12 @@ int main(int argc, char **argv)
 		}
 		io_uring_cq_advance(&G.ring, seen);
 	}
+	if (G.etrn_role == EB_ETRN_CLIENT) {
+		eb_etrn_hand_back(nsess);
+		_exit(0);
+	}
+	if (G.etrn_kid)
+		eb_etrn_take_back(1);
 	if (G.tty)
 		fputc('\n', stderr);
 	if (is_send)

@@ -268,7 +268,7 @@ w("")
 # ---------------------------------------------------------------- drains
 w("## Drain after ETRN")
 w("")
-w("Mail is held first (`etrnbench send -n N`), then `etrnbench etrn` sends ETRN and is the customer's server itself (a sink in the same process, `--verify`: every body's checksum header is checked). Times are from the ETRN reply: *first* = first message completely received, *last* = last one. Rate = messages / (last message - ETRN sent).")
+w("Mail is held first (`etrnbench send -n N`), then `etrnbench etrn` sends ETRN and is the customer's server itself (a sink, `--verify`: every body's checksum header is checked; its ETRN sessions run in a child process with a ring of their own, so that the sink's work does not delay the reply times). Times are from the ETRN reply: *first* = first message completely received, *last* = last one. Rate = messages / (last message - ETRN sent).")
 w("")
 
 

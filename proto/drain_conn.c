@@ -103,6 +103,9 @@ enum dc_msg_state {
  * one read ahead / pipelined behind its dot (dc->nx). */
 struct dc_msg {
 	struct drain_conn *dc;
+	struct drain_job *job;         /* whose message: dc->job's, or for nx
+	                                  a fresh job's first (dc_read_ahead()),
+	                                  claimed: dc goes on with it after m */
 	enum dc_msg_state st;
 	int local_again;               /* submitting it behind a dot decided it
 	                                  locally: submit it again when idle */
@@ -645,10 +648,9 @@ static int dc_rcpt_room(struct dc_msg *s, uint32_t n)
 	return 0;
 }
 
-/* This domain's pending recipients of msgid, into s->rcpt. */
-static int pending_in_domain(struct drain_conn *dc, struct dc_msg *s, uint64_t msgid)
+/* j's domain's pending recipients of msgid, into s->rcpt. */
+static int pending_in_domain(const struct drain_job *j, struct dc_msg *s, uint64_t msgid)
 {
-	struct drain_job *j = dc->job;
 	struct spool_index *idx = j->env->idx;
 	struct spool_index_entry e;
 	char dom[DRAIN_DOMAIN_MAX];
@@ -733,17 +735,35 @@ static struct drain_job *dest_next_job(const struct drain_conn *dc)
 	return NULL;
 }
 
-/* dc's job has nothing left to try: serve nj (same destination) now. */
-static void dc_switch(struct drain_conn *dc, struct drain_job *nj)
+/* dc goes on with nj (same destination), which counts dc already. */
+static void dc_go_on(struct drain_conn *dc, struct drain_job *nj)
 {
 	struct drain_job *old = dc->job;
 
 	log_info("drain %.*s (shard %u) to %s: connection goes on with %.*s",
 		 (int)old->len, old->dom, old->env->index, old->relay, (int)nj->len, nj->dom);
 	old->conns--;
-	job_got_conn(nj);
 	dc->job = nj;
 	job_check_idle(old); /* the destination keeps dc: it stays */
+}
+
+/* dc's job has nothing left to try: serve nj (same destination) now. */
+static void dc_switch(struct drain_conn *dc, struct drain_job *nj)
+{
+	job_got_conn(nj);
+	dc_go_on(dc, nj);
+}
+
+/* A fresh job whose first message dc read ahead (dc_read_ahead()) goes
+ * without it: it waits for its first connection again, or ends when it
+ * has nothing left. */
+static void dc_unclaim(struct drain_conn *dc, struct drain_job *j)
+{
+	if (j == dc->job)
+		return;
+	j->conns--;
+	job_fresh_add(j);
+	job_check_idle(j);
 }
 
 static int dc_take(struct drain_conn *dc);
@@ -899,13 +919,12 @@ static void dc_next(struct drain_conn *dc)
 	}
 }
 
-/* Start reading dc->job's next message that still has recipients here
- * into slot s: 1 when its read is under way (s READING), 0 when the job
+/* Start reading j's next message that still has recipients here into
+ * slot s of dc: 1 when its read is under way (s READING), 0 when the job
  * has none left, -EBUSY when every read slot of the shard is busy (the
  * message is given back). */
-static int dc_take_into(struct drain_conn *dc, struct dc_msg *s)
+static int dc_take_into(struct drain_conn *dc, struct drain_job *j, struct dc_msg *s)
 {
-	struct drain_job *j = dc->job;
 	struct drain_conn_env *env = j->env;
 	char qid[QID_MAX];
 	int rc;
@@ -914,7 +933,7 @@ static int dc_take_into(struct drain_conn *dc, struct dc_msg *s)
 		uint64_t id = j->msgs[j->next_msg++];
 		struct spool_index_entry e;
 
-		if (pending_in_domain(dc, s, id) <= 0 || spool_index_msg_find(env->idx, id, &e))
+		if (pending_in_domain(j, s, id) <= 0 || spool_index_msg_find(env->idx, id, &e))
 			continue; /* delivered or expired since the snapshot */
 		buf_reset(&s->rec);
 		if (buf_reserve(&s->rec, e.rec_len)) {
@@ -936,6 +955,7 @@ static int dc_take_into(struct drain_conn *dc, struct dc_msg *s)
 			continue;
 		}
 		s->msgid = id;
+		s->job = j;
 		s->st = DC_MSG_READING;
 		s->local_again = 0;
 		dc->spool_pending++;
@@ -948,7 +968,7 @@ static int dc_take_into(struct drain_conn *dc, struct dc_msg *s)
  * WAIT_SLOT), 0 when the job has none left. */
 static int dc_take(struct drain_conn *dc)
 {
-	int rc = dc_take_into(dc, dc->m);
+	int rc = dc_take_into(dc, dc->job, dc->m);
 
 	if (rc == -EBUSY) {
 		/* Every read slot is busy: wait for a read to finish
@@ -978,21 +998,35 @@ static void dc_msg_clear(struct dc_msg *s)
 
 /* Read the next message ahead while m is with the customer, so that its
  * commands can follow m's dot in the same send (RFC 2920 3.1): only to a
- * server with PIPELINING, and not while a job of the destination waits
- * for its first connection (fresh first: dc_next() serves it once m is
- * done). A busy shard is not waited for: the message is read when m is
+ * server with PIPELINING. Fresh first: while a job of the destination
+ * waits for its first connection, the message read ahead is that job's
+ * first, and dc goes on with that job once m is done (dc_after_msg());
+ * so a burst of ETRNs costs a round trip per first message, not two and
+ * a read. A busy shard is not waited for: the message is read when m is
  * done, as without read-ahead. */
 static void dc_read_ahead(struct drain_conn *dc)
 {
-	struct dc_msg *s;
+	struct dc_msg *s = dc_other(dc);
+	struct drain_job *nj;
+	int rc;
 
 	if (dc->nx || dc->m->st != DC_MSG_SENT || dc->job->env->stopping ||
 	    !(smtp_client_caps(dc->cl, NULL) & SMTP_CLIENT_CAP_PIPELINING) ||
-	    dc->job->next_msg >= dc->job->nmsgs || dest_fresh_job(dc))
+	    s->st != DC_MSG_FREE)
 		return;
-	s = dc_other(dc);
-	if (s->st == DC_MSG_FREE && dc_take_into(dc, s) == 1)
+	nj = dest_fresh_job(dc);
+	if (!nj) {
+		if (dc->job->next_msg < dc->job->nmsgs && dc_take_into(dc, dc->job, s) == 1)
+			dc->nx = s;
+		return;
+	}
+	rc = dc_take_into(dc, nj, s);
+	if (rc == 1) {
+		job_got_conn(nj); /* claimed: off the fresh list */
 		dc->nx = s;
+	} else if (rc == 0) {
+		job_check_idle(nj); /* nothing of it left to send: it ends */
+	}
 }
 
 /* The session ends with nx not begun: at most its commands went out
@@ -1004,16 +1038,18 @@ static void dc_read_ahead(struct drain_conn *dc)
 static void dc_give_back(struct drain_conn *dc)
 {
 	struct dc_msg *s = dc->nx;
-	struct drain_job *j = dc->job;
+	struct drain_job *j;
 
 	dc->flush_held = 0;
 	if (!s)
 		return;
 	dc->nx = NULL;
+	j = s->job;
 	if (s->msgid && j->next_msg > 0)
 		j->msgs[--j->next_msg] = s->msgid;
 	if (s->st != DC_MSG_READING)
 		dc_msg_clear(s);
+	dc_unclaim(dc, j);
 }
 
 /* Give slot s's record (read and decoded) to the SMTP client: m when the
@@ -1112,6 +1148,7 @@ static void record_read(void *arg, int err)
 				dc->flush_held = 0;
 				dc_flush(dc);
 			}
+			dc_unclaim(dc, s->job);
 			return;
 		}
 		conn_resume(dc->c);
@@ -1335,12 +1372,15 @@ static void dc_after_msg(struct drain_conn *dc)
 		return;
 	}
 	/* A next message read ahead but not sent yet goes back when the
-	 * session is worn (dc_next() QUITs, a fresh connection takes it) or
-	 * a job waits for its first connection (fresh first). */
+	 * session is worn (dc_next() QUITs, a fresh connection takes it) or,
+	 * being dc's job's, when a job waits for its first connection (fresh
+	 * first). */
 	if (dc->nx && dc->nx->st != DC_MSG_SENT &&
-	    (smtp_client_worn(dc->cl) || dest_fresh_job(dc)))
+	    (smtp_client_worn(dc->cl) || (dc->nx->job == dc->job && dest_fresh_job(dc))))
 		dc_give_back(dc);
 	if (dc->nx) {
+		if (dc->nx->job != dc->job)
+			dc_go_on(dc, dc->nx->job); /* a fresh job's first, read ahead */
 		dc->m = dc->nx;
 		dc->nx = NULL;
 	}

@@ -4,6 +4,9 @@ one customer server (aiosmtpd, see customer_server.py) are released at once
 by one ETRN #queue (RFC 1985 section 3) sent with Python's smtplib. Every
 domain's first message reaches the server before any domain's last one: the
 server's own record, in arrival order, is the evidence (no time bound).
+Twice: to aiosmtpd, which offers no PIPELINING, and to a raw customer that
+does (test_drain_pipelining's), where the next domain's first message must
+also go behind the dot of the message before it (RFC 2920 3.1).
 
 One engine thread: the order is a promise per thread (each shard's drains
 share that thread's connections), and with two a domain's mail would be
@@ -13,13 +16,16 @@ only; every process is stopped by PID."""
 
 import os
 import smtplib
+import sys
 import tempfile
+import time
 import unittest
-from collections import Counter
 
-import etrnd_harness as h
-from customer_server import CustomerServer
-from test_redis import Redis, etrnctl
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import etrnd_harness as h  # noqa: E402
+from customer_server import CustomerServer  # noqa: E402
+from test_drain_pipelining import PipeCustomer  # noqa: E402
+from test_redis import Redis, etrnctl  # noqa: E402
 
 DOMAINS = 200
 PER_DOMAIN = 4
@@ -58,7 +64,9 @@ class FreshFirstTest(unittest.TestCase):
         self.addCleanup(self.redis.stop)
         self.cport = h.free_port()
 
-    def test_every_domain_first_before_any_finishes(self):
+    def held(self):
+        """etrnd with DOMAINS domains of PER_DOMAIN messages each held, all
+        routed to the customer at self.cport; (etrnd, Message-IDs by domain)."""
         doms = ["f%03d.test" % i for i in range(DOMAINS)]
         csv = os.path.join(self.tmp, "doms.csv")
         with open(csv, "w") as f:
@@ -72,27 +80,53 @@ class FreshFirstTest(unittest.TestCase):
                     drain_destination_concurrency=str(DEST_CONNS))
         self.addCleanup(e.cleanup)
         e.start()
-        ids = hold_all(e, doms, PER_DOMAIN)
-        c = CustomerServer(self.cport).start()
-        self.addCleanup(c.stop)
-        total = DOMAINS * PER_DOMAIN
+        return e, hold_all(e, doms, PER_DOMAIN)
+
+    def etrn_burst(self, e, pending):
+        """ETRN #burst (smtplib), with pending messages held."""
         with smtplib.SMTP(h.HOST, e.port, timeout=30) as s:
             s.ehlo("customer.test")
             code, msg = s.docmd("ETRN", "#burst")
         self.assertEqual((code, msg.decode()),
-                         (253, "2.0.0 OK, %d pending messages for node #burst started" % total))
-        self.assertTrue(c.wait_count(total, 120), "got %d of %d" % (c.recorder.count(), total))
+                         (253, "2.0.0 OK, %d pending messages for node #burst started" % pending))
+
+    def burst(self, serve):
+        """Hold, start the customer's server (serve(port) -> wait(n),
+        arrived()), release all with one ETRN #queue; the Message-IDs in
+        arrival order, each held message once."""
+        e, ids = self.held()
+        wait, arrived = serve(self.cport)
+        total = DOMAINS * PER_DOMAIN
+        self.etrn_burst(e, total)
+        self.assertTrue(wait(total), "got %d of %d" % (len(arrived()), total))
         e.wait_drains_ended()
-        got = c.recorder.message_ids()
-        self.assertEqual(sorted(got), sorted(m for d in doms for m in ids[d]),
+        got = arrived()
+        self.assertEqual(sorted(got), sorted(m for d in ids for m in ids[d]),
                          "every message once")
-        # Arrival order: index of each domain's first and last message.
+        self.assertNotIn("AddressSanitizer", e.stderr_text())
+        return got
+
+    def pipe_customer(self, port, **knobs):
+        """test_drain_pipelining's raw customer (PIPELINING offered) for
+        burst(): (the server, wait(n), arrived())."""
+        c = PipeCustomer(port, pipelining=True, **knobs)
+        c.start()
+        self.addCleanup(c.stop)
+
+        def wait(n):
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and len(c.accepted) < n:
+                time.sleep(0.02)
+            return len(c.accepted) >= n
+        return c, wait, lambda: list(c.accepted)
+
+    def assert_fresh_first(self, order):
+        """Every domain's first message arrived before any domain's last."""
         first, last = {}, {}
-        for i, rec in enumerate(c.recorder.messages):
-            d = rec[0][0].split("@")[1]
+        for i, mid in enumerate(order):
+            d = domain_of(mid)
             first.setdefault(d, i)
             last[d] = i
-        self.assertEqual(Counter(len(r[0]) for r in c.recorder.messages), Counter({1: total}))
         latest_first = max(first.items(), key=lambda kv: kv[1])
         earliest_last = min(last.items(), key=lambda kv: kv[1])
         self.assertLess(latest_first[1], earliest_last[1],
@@ -100,7 +134,75 @@ class FreshFirstTest(unittest.TestCase):
                         "arrived (%d-th)" % (earliest_last[0], earliest_last[1] + 1,
                                              latest_first[0], latest_first[1] + 1))
         print("last first message: %d-th of %d; first last message: %d-th"
-              % (latest_first[1] + 1, total, earliest_last[1] + 1))
+              % (latest_first[1] + 1, len(order), earliest_last[1] + 1))
+
+    def test_every_domain_first_before_any_finishes(self):
+        """aiosmtpd offers no PIPELINING: one transaction at a time."""
+        def serve(port):
+            c = CustomerServer(port).start()
+            self.addCleanup(c.stop)
+            return (lambda n: c.wait_count(n, 120)), c.recorder.message_ids
+
+        order = self.burst(serve)
+        self.assertEqual(len(order), DOMAINS * PER_DOMAIN)
+        self.assert_fresh_first(order)
+
+    def test_fresh_first_pipelined_behind_the_dot(self):
+        """A customer with PIPELINING: the next domain's first message is
+        read ahead, and its MAIL goes behind the dot of the message before
+        it (another domain's), on the same connection."""
+        box = {}
+
+        def serve(port):
+            box["c"], wait, arrived = self.pipe_customer(port)
+            return wait, arrived
+
+        order = self.burst(serve)
+        self.assert_fresh_first(order)
+        c = box["c"]
+        with c.lock:
+            seqs = [list(q) for q in c.sessions]
+        # (a, b) on one connection, b's MAIL already in when a's dot was
+        # answered, from different domains: a domain change pipelined.
+        cross = sum(1 for q in seqs for (a, behind), (b, _) in zip(q, q[1:])
+                    if behind and domain_of(a) != domain_of(b))
+        print("%d dots over %d connections, %d of them with another domain's MAIL "
+              "behind" % (c.dots, len(seqs), cross))
+        # Each of the DOMAINS - DEST_CONNS domains no connection starts with
+        # is begun by a switch of a connection; at least half of those go
+        # behind a dot (a read slot busy at the time sends one after it).
+        self.assertGreaterEqual(cross, (DOMAINS - DEST_CONNS) // 2)
+
+    def test_fresh_first_message_behind_a_dropped_dot(self):
+        """The customer hangs up after the first connection's 3rd dot,
+        unanswered, with the next domain's first message (read ahead for
+        a job still waiting for its first connection) behind it: that
+        message goes back to its domain untried, the dot's message stays
+        held, the burst goes on; a second ETRN delivers what is left, and
+        every held message arrives exactly once."""
+        e, ids = self.held()
+        c, wait, arrived = self.pipe_customer(self.cport, drop_dot=3)
+        total = DOMAINS * PER_DOMAIN
+        self.etrn_burst(e, total)
+        e.wait_drains_ended(within=120)
+        left = sum(h.indexed_messages(e.ctl_path(), d)[0] for d in ids)
+        self.assertGreaterEqual(left, 1, "the dropped dot's message stays held")
+        self.assertEqual(len(arrived()) + left, total)
+        self.etrn_burst(e, left)
+        self.assertTrue(wait(total), "got %d of %d" % (len(arrived()), total))
+        e.wait_drains_ended()
+        self.assertEqual(sorted(arrived()), sorted(m for d in ids for m in ids[d]),
+                         "every message once")
+        with c.lock:
+            first = c.sessions[0]
+        self.assertEqual(len(first), 2, "the first connection's 3rd dot is unanswered")
+        self.assertNotIn("AddressSanitizer", e.stderr_text())
+        print("%d held after the hang-up, delivered by the second ETRN" % left)
+
+
+def domain_of(mid):
+    """"<f001.test-2@sender.test>" (hold_all()'s) -> "f001.test"."""
+    return mid[1:].rsplit("-", 1)[0]
 
 
 if __name__ == "__main__":

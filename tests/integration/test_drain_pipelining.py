@@ -54,6 +54,7 @@ class PipeCustomer(StallingServer):
         self.dots = 0
         self.conns = 0
         self.rejected_behind = None  # the refused MAIL came behind a dot
+        self.sessions = []        # per connection: (Message-ID, behind) per dot
 
     def _send(self, s, text):
         if self.delay:
@@ -74,6 +75,9 @@ class PipeCustomer(StallingServer):
     def _session(self, s, first):
         buf, body, mails, dots, data_ok, mail_ok = b"", None, 0, 0, False, False
         last_behind = False
+        seq = []
+        with self.lock:
+            self.sessions.append(seq)
         self._send(s, "220 pipe.customer.test ESMTP\r\n")
         while not self.stop_ev.is_set():
             while b"\r\n" not in buf:
@@ -99,6 +103,7 @@ class PipeCustomer(StallingServer):
                 m = MID_RE.search(b"\r\n".join(body))
                 with self.lock:
                     self.accepted.append(m.group(1).decode() if m else "?")
+                    seq.append((self.accepted[-1], last_behind))
                 body = None
                 s.sendall(b"250 2.0.0 Ok: queued\r\n")
                 continue
