@@ -1455,7 +1455,13 @@ void spool_shard_flush(void *arg)
 	struct spool_entry *e, *stale = NULL, *first;
 	int rc;
 
-	if ((!sh->q_first && !sh->c_first) || !flush_due(sh) || !flush_may_pipeline(sh))
+	if (!sh->q_first && !sh->c_first) {
+		/* A hurry for records already in flight: nothing to hurry (a
+		 * hurry left set would send the next lazy one alone). */
+		sh->hurry = 0;
+		return;
+	}
+	if (!flush_due(sh) || !flush_may_pipeline(sh))
 		return;
 	if (sh->ninflight == 0)
 		flush_copies(sh, &stale);

@@ -975,6 +975,20 @@ static void lz_queue(struct pl *p)
 
 static int lz_hurry;
 static unsigned lz_alone; /* 1 when the lazy DONEs are to go in a commit of their own */
+static int lz_late;       /* the flush came SPOOL_LAZY_US (2 ms) or more after
+			     them: they were due by age then, whatever else */
+
+/* After a flush of lazy DONEs queued from lz_t0 on: was it late? A loaded
+ * machine can hold this thread that long between two calls; then waiting
+ * was not the spool's choice to make, and a check of it proves nothing. */
+static int lz_flushed_late(void)
+{
+	lz_late = now_mono_us() - lz_t0 >= 2000;
+	if (lz_late)
+		cr_log_warn("flush came %" PRIu64 " us after the lazy DONEs: not checked",
+			    now_mono_us() - lz_t0);
+	return lz_late;
+}
 
 /* Queue the lazy DONEs (hurried if lz_hurry), flush, one more MSG, flush
  * again: the MSG's commit starts beside the DONEs' only if they went alone. */
@@ -984,6 +998,8 @@ static void lz_step(struct pl *p)
 	if (lz_hurry)
 		spool_shard_hurry(p->sh);
 	spool_shard_flush(p->sh);
+	if (!lz_alone && lz_flushed_late())
+		return;
 	pl_queue(p, 1, 100);
 	spool_shard_flush(p->sh);
 	cr_expect_eq(pl_overlapped(p), lz_o0 + lz_alone,
@@ -998,9 +1014,11 @@ static void lz_case(unsigned n, int hurry, unsigned alone)
 
 	lz_hurry = hurry;
 	lz_alone = alone;
+	lz_late = 0;
 	lz_run(&p, n, lz_step);
-	cr_expect_eq(pl_commits(&p), lz_c0 + 1 + alone, "%" PRIu64 " commits",
-		     pl_commits(&p) - lz_c0);
+	if (!lz_late)
+		cr_expect_eq(pl_commits(&p), lz_c0 + 1 + alone, "%" PRIu64 " commits",
+			     pl_commits(&p) - lz_c0);
 	pl_close(&p);
 }
 
@@ -1014,6 +1032,48 @@ Test(spool_lazy, many_go_alone) { lz_case(64, 0, 1); }
 
 /* Someone waits for them (spool_shard_hurry): they go at once. */
 Test(spool_lazy, hurry_sends_them) { lz_case(3, 1, 1); }
+
+/* lz_queue() for p->ids[from, to). */
+static void lz_queue_ids(struct pl *p, unsigned from, unsigned to)
+{
+	for (unsigned i = from; i < to; i++)
+		cr_assert_eq(spool_append_done_lazy(p->sh, p->ids[i], 0, SPOOL_DONE_DELIVERED,
+						    lz_done, p), 0);
+}
+
+/* 3 lazy DONEs hurried (a commit of their own); a second hurry finds
+ * nothing queued (what was waited for is being written); then 3 more and
+ * a MSG: the spent hurry must not send those 3 alone. */
+static void lz_step_spent(struct pl *p)
+{
+	lz_c0 = pl_commits(p);
+	lz_queue_ids(p, 0, 3);
+	spool_shard_hurry(p->sh);
+	spool_shard_flush(p->sh);
+	spool_shard_hurry(p->sh);
+	spool_shard_flush(p->sh);
+	lz_t0 = now_mono_us();
+	lz_queue_ids(p, 3, 6);
+	spool_shard_flush(p->sh);
+	if (lz_flushed_late())
+		return;
+	pl_queue(p, 1, 100);
+	spool_shard_flush(p->sh);
+}
+
+/* A hurry with nothing queued is spent, not kept for the next lazy DONE:
+ * two commits (the first 3; the last 3 with the MSG), not three. */
+Test(spool_lazy, hurry_with_nothing_queued_is_spent)
+{
+	struct pl p;
+
+	lz_late = 0;
+	lz_run(&p, 6, lz_step_spent);
+	if (!lz_late)
+		cr_expect_eq(pl_commits(&p), lz_c0 + 2, "%" PRIu64 " commits",
+			     pl_commits(&p) - lz_c0);
+	pl_close(&p);
+}
 
 /* Alone and never hurried (the loop is stopping: nothing else will come)
  * they still become durable, once the oldest has waited SPOOL_LAZY_US
