@@ -432,6 +432,7 @@ static void job_end(struct drain_job *j)
 	}
 	if (!s && hub_end(d->hub, j->dom, j->len))
 		hub_again(d->hub, j->dom, j->len);
+	drain_begun_put(j->begun);
 	free(j->addrs);
 	free(j->msgs);
 	free(j);
@@ -547,10 +548,12 @@ static void job_start(void *arg)
 	int rc;
 
 	if (!j) {
+		drain_begun_put(rq->begun);
 		hub_end(h, rq->dom, rq->len);
 		free(rq);
 		return;
 	}
+	j->begun = rq->begun; /* its reference, until job_end() */
 	free(rq);
 	list_append(&d->jobs, &j->node);
 	/* Counted per engine thread: each holds its share of the domain. */
@@ -653,6 +656,8 @@ fail:
 static void fan_out(struct drain_req *proto_rq)
 {
 	struct drain_hub *h = proto_rq->hub;
+	/* Without memory for it the jobs go without (every one fresh). */
+	struct drain_begun *b = h->n > 1 ? drain_begun_new(h->n) : NULL;
 	unsigned lost = 0;
 
 	pthread_mutex_lock(&h->mu);
@@ -663,10 +668,12 @@ static void fan_out(struct drain_req *proto_rq)
 		if (rq) {
 			*rq = *proto_rq;
 			rq->thread = i;
+			rq->begun = b;
 		}
 		/* A thread still starting up has no mail to drain yet. */
 		if (!rq || loop_post(d->env.loop, job_start, rq)) {
 			free(rq);
+			drain_begun_put(b);
 			if (!h->closed)
 				log_err("drain %.*s: cannot reach engine thread %u",
 					(int)proto_rq->len, proto_rq->dom, i);

@@ -63,6 +63,7 @@ struct drain_dest {
 	struct list jobs;              /* of drain_job.dest_node */
 	struct list fresh;             /* of drain_job.fresh_node: jobs never
 	                                  yet served, oldest first */
+	struct list fresh_late;        /* the same, begun by another thread */
 	struct drain_atrn *atrn;       /* an ATRN session's: its one adopted
 	                                  connection, never a fresh one */
 	unsigned pins;                 /* job_idle calls under way: not freed */
@@ -337,9 +338,31 @@ static void job_fresh_add(struct drain_job *j)
 static void job_fresh_del(struct drain_job *j)
 {
 	if (j->fresh) {
-		list_unlink(&j->dest->fresh, &j->fresh_node);
+		list_unlink(j->fresh == 1 ? &j->dest->fresh : &j->dest->fresh_late,
+			    &j->fresh_node);
 		j->fresh = 0;
 	}
+}
+
+struct drain_begun *drain_begun_new(unsigned refs)
+{
+	struct drain_begun *b = calloc(1, sizeof(*b));
+
+	if (b)
+		b->refs = refs;
+	return b;
+}
+
+void drain_begun_put(struct drain_begun *b)
+{
+	if (b && __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0)
+		free(b);
+}
+
+/* j's domain has its first connection on another thread already. */
+static int job_begun_elsewhere(const struct drain_job *j)
+{
+	return j->begun && __atomic_load_n(&j->begun->begun, __ATOMIC_RELAXED);
 }
 
 /* A connection (or a slot for one) goes to j: j->conns and the fresh list. */
@@ -347,6 +370,8 @@ static void job_got_conn(struct drain_job *j)
 {
 	j->conns++;
 	job_fresh_del(j);
+	if (j->begun && !__atomic_load_n(&j->begun->begun, __ATOMIC_RELAXED))
+		__atomic_store_n(&j->begun->begun, 1, __ATOMIC_RELAXED);
 }
 
 /* The host of a relay "host[addr]:port": the name a certificate is checked
@@ -426,24 +451,26 @@ static void job_check_idle(struct drain_job *j)
  * then end the jobs that can no longer get one. May free ds. */
 static void dest_kick(struct drain_conn_env *env, struct drain_dest *ds)
 {
+	struct list *fresh[2] = { &ds->fresh, &ds->fresh_late };
 	struct list_node *n, *next;
 
 	/* Fresh first: one connection each for the jobs that have none yet,
 	 * before older jobs get more (dc_open() takes j off the list). */
-	for (n = ds->fresh.head; n && !ds->atrn && ds->conns < env->dest_limit; n = next) {
-		struct drain_job *j = LIST_ENTRY(n, struct drain_job, fresh_node);
-		int rc;
+	for (unsigned k = 0; k < 2; k++)
+		for (n = fresh[k]->head; n && !ds->atrn && ds->conns < env->dest_limit; n = next) {
+			struct drain_job *j = LIST_ENTRY(n, struct drain_job, fresh_node);
+			int rc;
 
-		next = n->next;
-		if (!job_wants(j))
-			continue;
-		rc = dc_open(j);
-		if (rc) {
-			log_warn("drain %.*s: cannot open a connection to %s: %s", (int)j->len,
-				 j->dom, j->relay, strerror(-rc));
-			j->gave_up = 1;
+			next = n->next;
+			if (!job_wants(j))
+				continue;
+			rc = dc_open(j);
+			if (rc) {
+				log_warn("drain %.*s: cannot open a connection to %s: %s",
+					 (int)j->len, j->dom, j->relay, strerror(-rc));
+				j->gave_up = 1;
+			}
 		}
-	}
 	LIST_FOREACH(n, &ds->jobs) {
 		struct drain_job *j = LIST_ENTRY(n, struct drain_job, dest_node);
 
@@ -702,13 +729,29 @@ static int dc_meets(const struct drain_conn *dc, const struct drain_job *j)
 }
 
 /* The oldest job of dc's destination still waiting for its first
- * connection whose TLS policy the session meets, or NULL. O(1) unless
- * the session meets none of the first ones' policies. */
+ * connection whose TLS policy the session meets, or NULL: one whose domain
+ * no thread has begun first (those another thread has begun move to the
+ * late list as they are met, once each). O(1) unless the session meets
+ * none of the first ones' policies. */
 static struct drain_job *dest_fresh_job(const struct drain_conn *dc)
 {
-	struct list_node *n;
+	struct drain_dest *ds = dc->dest;
+	struct list_node *n, *next;
 
-	LIST_FOREACH(n, &dc->dest->fresh) {
+	for (n = ds->fresh.head; n; n = next) {
+		struct drain_job *j = LIST_ENTRY(n, struct drain_job, fresh_node);
+
+		next = n->next;
+		if (job_begun_elsewhere(j)) {
+			list_unlink(&ds->fresh, &j->fresh_node);
+			list_append(&ds->fresh_late, &j->fresh_node);
+			j->fresh = 2;
+			continue;
+		}
+		if (j != dc->job && job_wants(j) && dc_meets(dc, j))
+			return j;
+	}
+	LIST_FOREACH(n, &ds->fresh_late) {
 		struct drain_job *j = LIST_ENTRY(n, struct drain_job, fresh_node);
 
 		if (j != dc->job && job_wants(j) && dc_meets(dc, j))

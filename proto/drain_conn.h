@@ -184,6 +184,21 @@ struct drain_conn_env {
  * while any of them does: a connection is freed only after its spool I/O
  * completed, hence the job outlives all I/O done on its behalf.
  */
+/*
+ * One ETRN's drain as every engine thread runs it (fan-out): set once a
+ * job of it, on any thread, has its first connection. A thread then serves
+ * the fresh jobs no thread has begun before those another has (each
+ * domain's first message needs one thread, not all of them). Shared by
+ * its jobs, freed by the last drain_begun_put().
+ */
+struct drain_begun {
+	int begun;                     /* atomic */
+	unsigned refs;                 /* atomic */
+};
+
+struct drain_begun *drain_begun_new(unsigned refs);
+void drain_begun_put(struct drain_begun *b);
+
 struct drain_job {
 	struct drain_conn_env *env;
 	struct list_node node;         /* the thread's list (drain.c) */
@@ -208,7 +223,9 @@ struct drain_job {
 	 * that finishes a message of a job already under way comes to it
 	 * before going on (Postfix's qmgr gives each destination a turn). */
 	struct list_node fresh_node;
-	int fresh;                     /* on dest's fresh list */
+	int fresh;                     /* on dest's fresh list (1) or, begun
+	                                  by another thread, its late one (2) */
+	struct drain_begun *begun;     /* an ETRN fan-out's, or NULL */
 	unsigned failures;             /* connections that ended early */
 	int gave_up;                   /* over env->reconnects: open no more */
 	enum domtab_tls tls;           /* the domain's policy */

@@ -43,6 +43,7 @@ struct drain_req {
 	unsigned thread;               /* which thread this copy is for */
 	enum domtab_tls tls;           /* the domain's STARTTLS policy */
 	drain_resolve_done done;       /* set by drain_resolve_start */
+	struct drain_begun *begun;     /* fan-out: shared by its jobs, or NULL */
 };
 
 /*

@@ -15,6 +15,7 @@ that the order the connections choose is what the server sees. Loopback
 only; every process is stopped by PID."""
 
 import os
+import re
 import smtplib
 import sys
 import tempfile
@@ -32,15 +33,15 @@ PER_DOMAIN = 4
 DEST_CONNS = 2
 
 
-def hold_all(e, doms, per):
-    """per messages to u@d for each d, over one connection per 100; their
-    Message-IDs by domain."""
+def hold_all(e, doms, per, per_conn=100):
+    """per messages to u@d for each d, over one connection per per_conn
+    messages; their Message-IDs by domain."""
     ids = {d: [] for d in doms}
     s = None
     k = 0
     for i in range(per):
         for d in doms:
-            if k % 100 == 0:
+            if k % per_conn == 0:
                 if s:
                     s.quit()
                 s = smtplib.SMTP(h.HOST, e.port, timeout=30)
@@ -64,7 +65,7 @@ class FreshFirstTest(unittest.TestCase):
         self.addCleanup(self.redis.stop)
         self.cport = h.free_port()
 
-    def held(self):
+    def held(self, threads=1):
         """etrnd with DOMAINS domains of PER_DOMAIN messages each held, all
         routed to the customer at self.cport; (etrnd, Message-IDs by domain)."""
         doms = ["f%03d.test" % i for i in range(DOMAINS)]
@@ -75,12 +76,15 @@ class FreshFirstTest(unittest.TestCase):
                 f.write("%s,burst,127.0.0.1:%d,127.0.0.0/8\n" % (d, self.cport))
         rc, out, err = etrnctl(self.redis, "import", csv)
         self.assertEqual(rc, 0, err)
-        e = h.Etrnd(redis=self.redis.url(), relay_domains="static.test", threads="1",
+        e = h.Etrnd(redis=self.redis.url(), relay_domains="static.test", threads=str(threads),
                     control_socket="auto",
-                    drain_destination_concurrency=str(DEST_CONNS))
+                    drain_destination_concurrency=str(DEST_CONNS * threads))
         self.addCleanup(e.cleanup)
         e.start()
-        return e, hold_all(e, doms, PER_DOMAIN)
+        # With two threads, each domain's messages come over 4 of 80
+        # connections, each placed on a thread by the kernel: nearly every
+        # domain is held on both.
+        return e, hold_all(e, doms, PER_DOMAIN, 100 if threads == 1 else 10)
 
     def etrn_burst(self, e, pending):
         """ETRN #burst (smtplib), with pending messages held."""
@@ -90,11 +94,12 @@ class FreshFirstTest(unittest.TestCase):
         self.assertEqual((code, msg.decode()),
                          (253, "2.0.0 OK, %d pending messages for node #burst started" % pending))
 
-    def burst(self, serve):
+    def burst(self, serve, threads=1):
         """Hold, start the customer's server (serve(port) -> wait(n),
         arrived()), release all with one ETRN #queue; the Message-IDs in
         arrival order, each held message once."""
-        e, ids = self.held()
+        e, ids = self.held(threads)
+        self.etrnd = e
         wait, arrived = serve(self.cport)
         total = DOMAINS * PER_DOMAIN
         self.etrn_burst(e, total)
@@ -198,6 +203,41 @@ class FreshFirstTest(unittest.TestCase):
         self.assertEqual(len(first), 2, "the first connection's 3rd dot is unanswered")
         self.assertNotIn("AddressSanitizer", e.stderr_text())
         print("%d held after the hang-up, delivered by the second ETRN" % left)
+
+
+    def test_each_domain_begun_by_one_thread(self):
+        """Two engine threads, each holding its share of every domain
+        (each serves its share over its own DEST_CONNS connections): a
+        domain one thread has begun goes after those no thread has begun
+        on the other, so every domain has its first message among about
+        the first DOMAINS to arrive, not the first 2 x DOMAINS (each
+        thread sending a first message for every domain)."""
+        box = {}
+
+        def serve(port):
+            box["c"], wait, arrived = self.pipe_customer(port)
+            return wait, arrived
+
+        order = self.burst(serve, threads=2)
+        self.assert_fresh_first(order)
+        # Only a domain held on both threads can tell: count them.
+        jobs = re.findall(r"drain (f\d+\.test) \(shard (\d)\): \d+ message\(s\) to",
+                          self.etrnd.stderr_text())
+        shards = {}
+        for d, k in jobs:
+            shards.setdefault(d, set()).add(k)
+        both = sum(1 for v in shards.values() if len(v) == 2)
+        first = {}
+        for i, mid in enumerate(order):
+            first.setdefault(domain_of(mid), i)
+        latest = max(first.values()) + 1
+        print("%d of %d domains held on both threads; every domain's first message "
+              "among the first %d" % (both, DOMAINS, latest))
+        self.assertGreaterEqual(both, DOMAINS // 2, "the holding spread too few domains")
+        # Each thread for itself would put about `both` more first messages
+        # ahead; half of them is the margin for the race of two threads
+        # beginning one domain at the same moment.
+        self.assertLess(latest, DOMAINS + both // 2)
 
 
 def domain_of(mid):
