@@ -101,9 +101,10 @@ except Exception as e:
     print("%s: exit %s, no JSON (%s)" % (tag, rc, e)); sys.exit(0)
 e = j.get("etrn", {})
 r, f = e.get("reply_ms", {}), e.get("per_domain_first_ms", {})
-print("%s: exit %s; ETRN span %.1f ms; reply p50/p99/max %.2f/%.2f/%.2f ms; "
+w = e.get("wakeup_late_ms", {})
+print("%s: exit %s; ETRN span %.1f ms; reply p50/p99/max %.2f/%.2f/%.2f ms (a sleeper wakes p99 %.2f ms late); "
       "first msg after reply p50/p99/max %.1f/%.1f/%.1f ms; %d/%d in %.2f s (%.0f msgs/s); %s"
-      % (tag, rc, e.get("etrn_span_ms", 0), r.get("p50", -1), r.get("p99", -1), r.get("max", -1),
+      % (tag, rc, e.get("etrn_span_ms", 0), r.get("p50", -1), r.get("p99", -1), r.get("max", -1), w.get("p99", -1),
          f.get("p50", -1), f.get("p99", -1), f.get("max", -1), e.get("delivered", 0),
          e.get("expected", 0), e.get("drain_s", 0), e.get("drain_msgs_per_s", 0),
          " / ".join(l.strip() for l in open(load))))

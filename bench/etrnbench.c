@@ -32,6 +32,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -81,6 +82,8 @@
  * (RFC 5246 6.2.3); one receive takes two. */
 #define EB_TLS_RECV (2u * ((16u << 10) + 2048u + 5u))
 #define EB_TLS_NAME 64u              /* protocol / cipher names kept */
+#define EB_WAKE_MAX 65536u           /* etrn: wake-up probe samples kept */
+#define EB_WAKE_NS 100000ull         /* etrn: the probe sleeps 100 us */
 #define EB_TLS_ERR 256u              /* tls_ctx_new()'s error text */
 #define EB_CRED_MAX 255u             /* --user / --password length */
 #define EB_ATRN_LINE (EB_DOMAINS_ATRN_MAX * (EB_DOMAIN_LEN + 1) + 16)
@@ -185,8 +188,9 @@ struct eb_etrn_out {
 	uint64_t code[1000];
 	uint64_t err_conn, err_proto, err_timeout, sess_failed;
 	uint64_t tls_ok, tls_failed, tls_unoffered;
-	uint64_t nlat, ntls;
+	uint64_t nlat, ntls, nwake;
 	char tls_version[EB_TLS_NAME], tls_cipher[EB_TLS_NAME];
+	uint64_t wake[EB_WAKE_MAX];  /* eb_wake_probe()'s lateness samples */
 	uint64_t v[];                /* reply_t[ndomains], then nlat reply
 	                                latencies, then ntls handshakes */
 };
@@ -269,6 +273,7 @@ static struct {
 	uint64_t *dom_first, *dom_last;
 	uint64_t t_first_etrn_sent, t_first_etrn_reply, t_last_etrn_reply;
 	struct eb_lat etrn_lat;
+	struct eb_lat wake_lat;      /* etrn: how late a sleeping thread woke */
 	uint64_t etrn_code[1000];
 	enum eb_etrn_role etrn_role;
 	struct eb_etrn_out *etrn_out; /* etrn: the ETRN client process's results */
@@ -2127,6 +2132,7 @@ static void eb_report_sink(const char *mode_extra)
 static void eb_report_etrn(void)
 {
 	eb_lat_sort(&G.etrn_lat);
+	eb_lat_sort(&G.wake_lat);
 	/* Per domain: first delivery after its own ETRN reply. */
 	struct eb_lat fd = { 0 };
 	int64_t fmin = INT64_MAX;
@@ -2169,14 +2175,16 @@ static void eb_report_etrn(void)
 			"\"max\":%.3f,\"min_signed\":%.3f},"
 			"\"expected\":%" PRIu64 ",\"delivered\":%" PRIu64
 			",\"drain_s\":%.3f,\"drain_msgs_per_s\":%.1f,"
-			"\"etrn_span_ms\":%.3f}%s",
+			"\"etrn_span_ms\":%.3f,"
+			"\"wakeup_late_ms\":{\"n\":%zu,\"p50\":%.3f,\"p99\":%.3f}}%s",
 			G.mode, G.ndomains, G.etrn_done, codes, eb_pct(&G.etrn_lat, 50),
 			eb_pct(&G.etrn_lat, 99), eb_pct(&G.etrn_lat, 100),
 			first_ms, last_ms, fd.n, eb_pct(&fd, 50), eb_pct(&fd, 99),
 			eb_pct(&fd, 100), fd.n ? (double)fmin / 1e6 : 0.0,
 			G.expect, G.s_msgs, drain_s, rate,
 			G.t_last_etrn_reply ? ((double)G.t_last_etrn_reply -
-				(double)G.t_first_etrn_sent) / 1e6 : 0.0, tls);
+				(double)G.t_first_etrn_sent) / 1e6 : 0.0,
+			G.wake_lat.n, eb_pct(&G.wake_lat, 50), eb_pct(&G.wake_lat, 99), tls);
 		eb_report_sink(extra);
 	} else {
 		eb_report_sink(NULL);
@@ -2192,6 +2200,11 @@ static void eb_report_etrn(void)
 			printf("per domain, first message after its ETRN reply: "
 				"p50 %.3f ms, p99 %.3f ms, max %.3f ms\n",
 				eb_pct(&fd, 50), eb_pct(&fd, 99), eb_pct(&fd, 100));
+		if (G.wake_lat.n)
+			printf("a thread sleeping %llu us at a time beside the ETRN "
+				"sessions woke late by p50 %.3f ms, p99 %.3f ms\n",
+				EB_WAKE_NS / 1000ull, eb_pct(&G.wake_lat, 50),
+				eb_pct(&G.wake_lat, 99));
 		eb_tls_text();
 	}
 	free(fd.v);
@@ -2246,6 +2259,34 @@ static void eb_on_child(int sig)
 }
 
 /*
+ * etrn, in the ETRN process: a thread that sleeps EB_WAKE_NS at a time
+ * (absolute deadlines) and records how late it woke, while the sessions
+ * run. Any client's reply time includes such a wake-up whenever the reply
+ * finds it asleep, so on a loaded machine this is a floor under the reply
+ * times that etrnd cannot lower: the scheduler's, in the same run.
+ */
+static int eb_wake_stop;
+
+static void *eb_wake_probe(void *arg)
+{
+	struct eb_etrn_out *o = arg;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t due = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	while (!__atomic_load_n(&eb_wake_stop, __ATOMIC_RELAXED) && o->nwake < EB_WAKE_MAX) {
+		due += EB_WAKE_NS;
+		ts.tv_sec = (time_t)(due / 1000000000ull);
+		ts.tv_nsec = (long)(due % 1000000000ull);
+		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+			;
+		uint64_t now = eb_now();
+		o->wake[o->nwake++] = now - due;
+		due = now; /* the next sleep is a whole EB_WAKE_NS again */
+	}
+	return NULL;
+}
+
+/*
  * etrn: the ETRN sessions run in a child process with a ring of its own,
  * and this process is the customer's sink only, as when each customer's
  * server sends its own ETRN: a reply's time is taken by a loop that does
@@ -2283,6 +2324,9 @@ static void eb_etrn_fork(unsigned nsess)
 	signal(SIGCHLD, SIG_DFL);
 	G.etrn_role = EB_ETRN_CLIENT;
 	G.tty = 0;
+	pthread_t t;
+	if (pthread_create(&t, NULL, eb_wake_probe, G.etrn_out) == 0)
+		(void)pthread_detach(t);
 }
 
 static uint64_t eb_min_u64(uint64_t a, uint64_t b)
@@ -2294,6 +2338,7 @@ static uint64_t eb_min_u64(uint64_t a, uint64_t b)
 static void eb_etrn_hand_back(unsigned nsess)
 {
 	struct eb_etrn_out *o = G.etrn_out;
+	__atomic_store_n(&eb_wake_stop, 1, __ATOMIC_RELAXED);
 	o->t_first_sent = G.t_first_etrn_sent;
 	o->t_first_reply = G.t_first_etrn_reply;
 	o->t_last_reply = G.t_last_etrn_reply;
@@ -2346,6 +2391,8 @@ static void eb_etrn_take_back(int stop)
 		eb_lat_add(&G.etrn_lat, o->v[G.ndomains + i]);
 	for (uint64_t i = 0; i < o->ntls; i++)
 		eb_lat_add(&G.tls_lat, o->v[2 * (size_t)G.ndomains + i]);
+	for (uint64_t i = 0, n = o->nwake < EB_WAKE_MAX ? o->nwake : EB_WAKE_MAX; i < n; i++)
+		eb_lat_add(&G.wake_lat, o->wake[i]);
 }
 
 /* ---- main loop ------------------------------------------------------------ */

@@ -163,6 +163,9 @@ for d in os.listdir("/proc"):
 print(ticks, rss, pss, hwm, n)
 PYEOF
 procstat() { python3 "$WORK/procstat.py" "$1"; }
+# Each thread of PID: "TID RUN_NS WAIT_NS SLICES" (/proc/.../schedstat: time
+# on a CPU, time runnable but waiting for one, times it ran).
+sched_snap() { local t; for t in /proc/"$1"/task/*; do echo "${t##*/} $(cat "$t/schedstat" 2>/dev/null)"; done; }
 HZ=$(getconf CLK_TCK)
 
 # run_measured NAME ROOTPID CMD...: runs a load, records the JSON it prints
@@ -399,8 +402,10 @@ drain_etrnd() { # NAME N ETRN-ARGS...
 	else
 		hold "$name.etrnd" "$ETRND_PORT" "$n" --domain-list dom0.test
 	fi
+	sched_snap "$ETRND_PID" >"$RES/$name.etrnd.sched0"
 	run_measured "$name.etrnd" "$ETRND_PID" "$EB" etrn --server "127.0.0.1:$ETRND_PORT" \
 		--sink "127.0.0.1:$SINK_PORT" --expect "$n" --verify --timeout 300 --idle-exit 10 --json "$@"
+	sched_snap "$ETRND_PID" >"$RES/$name.etrnd.sched1"
 	grep -h '^VmHWM' "/proc/$ETRND_PID/status" | awk '{print $2}' >"$RES/$name.etrnd.hwm"
 	etrnd_stop
 }
