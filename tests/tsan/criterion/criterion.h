@@ -4,7 +4,8 @@
  * Criterion 2.4 cannot start under ThreadSanitizer (Snaipe/Criterion#274,
  * "Could not initialize inheritable arena"). It gives the subset our
  * concurrency tests use: Test() (options such as .timeout ignored: ctest's
- * TIMEOUT bounds the run) and the cr_assert / cr_expect checks. Each test runs
+ * TIMEOUT bounds the run), the cr_assert / cr_expect checks and
+ * cr_log_warn (to stderr). Each test runs
  * in its own forked process, as under Criterion; an assert ends that test,
  * an expect marks it failed and goes on. crs_main.c holds main().
  */
@@ -13,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 typedef void (*crs_fn)(void);
@@ -55,5 +57,8 @@ void crs_fail(const char *file, int line, int fatal, const char *what, const cha
 #define cr_expect_not_null(p, ...) CRS_CHECK(0, (p) != NULL, #p " != NULL", __VA_ARGS__)
 #define cr_assert_str_eq(a, b, ...) CRS_CHECK(1, !strcmp((a), (b)), #a " eq " #b, __VA_ARGS__)
 #define cr_expect_str_eq(a, b, ...) CRS_CHECK(0, !strcmp((a), (b)), #a " eq " #b, __VA_ARGS__)
+
+#define cr_log_warn(...) \
+	do { fprintf(stderr, "[WARN] " __VA_ARGS__); fputc('\n', stderr); } while (0)
 
 #endif
