@@ -98,7 +98,7 @@ def ingest_table(prefix, title):
         if j is None:
             w("| %s | not measured (%s) | | | | | | |" % (label, read("%s.%s.err" % (prefix, key)).strip()[-200:] or "no output"))
             continue
-        cpu = (s["cpu_s"] / j["messages_ok"] * 1000) if s and j["messages_ok"] else None
+        cpu = cpu_ms("%s.%s" % (prefix, key))
         lat = j["lat_ms"]
         w("| %s | %.0f | %.1f | %.2f / %.2f / %.2f / %.1f | %s | %s | %s | %s |" % (
             label, rate, j["mb_per_s"], lat["p50"], lat["p90"], lat["p99"], lat["max"],
@@ -186,11 +186,18 @@ def rate(name):
     return j and j["msgs_per_s"], j and j["mb_per_s"]
 
 
-def cpu_us(name):
+def cpu_us(name, count="messages_ok"):
+    """The server's CPU per message (µs) over run name: its CPU seconds
+    (sysinfo) over the JSON's count of messages (a sink's: "messages")."""
     j, s = load_json(name + ".json"), sysinfo(name)
-    if not j or not s or not j["messages_ok"]:
+    if not j or not s or not j.get(count):
         return None
-    return s["cpu_s"] / j["messages_ok"] * 1e6
+    return s["cpu_s"] / j[count] * 1e6
+
+
+def cpu_ms(name, count="messages_ok"):
+    v = cpu_us(name, count)
+    return v and v / 1000
 
 
 DISK = [dd_mb_s(n) for n in ("disk_seq.1", "disk_seq.2")]
@@ -258,7 +265,7 @@ for key, label in SYSTEMS:
     if j is None:
         w("| %s | not measured | | | | | | |" % label)
         continue
-    cpu = (s["cpu_s"] / j["messages_ok"] * 1000) if s and j["messages_ok"] else None
+    cpu = cpu_ms("half.%s" % key)
     l = j["lat_ms"]
     w("| %s | %.0f | %.0f | %.2f | %.2f | %.2f | %.1f | %s |" % (
         label, j["target_rate"], j["msgs_per_s"], l["p50"], l["p90"], l["p99"], l["max"], fmt(cpu, "%.3f")))
@@ -281,7 +288,7 @@ def drain_row(label, name, n):
     e = j["etrn"]
     if e["delivered"] < e["expected"]:
         UNDELIVERED.append("%s, %s: %d of %d held messages arrived after ETRN" % (label, name, e["delivered"], e["expected"]))
-    cpu = (s["cpu_s"] / max(1, j["messages"]) * 1000) if s else None
+    cpu = cpu_ms(name, "messages")
     codes = ", ".join("%s x%d" % (k, v) for k, v in e["codes"].items())
     w("| %s | %d | %s | %.3f | %.2f | %.3f | %.0f | %s | %s | %d/%d ok, %d bad |" % (
         label, e["expected"], codes, e["reply_ms"]["max"], e["first_delivery_ms"],
@@ -312,8 +319,7 @@ w("etrnd's drain / the sink alone = **%s** (the faster of the two etrnd drains).
 # the ratio.
 j_sa = load_json("drain1.sinkalone.json")
 gen_us = j_sa["client_cpu_s"] / j_sa["messages_ok"] * 1e6 if j_sa and j_sa.get("messages_ok") else None
-s_big = sysinfo("drain1_big.etrnd")
-drain_us = s_big["cpu_s"] / d1big["messages"] * 1e6 if s_big and d1big and d1big.get("messages") else None
+drain_us = cpu_us("drain1_big.etrnd", "messages")
 w("")
 w("CPU per message, same run: etrnd's drain %s µs, the load generator feeding the sink alone %s µs, the sink %s µs. Sender and sink share the machine's %s CPUs in both runs, so a drain that spends more CPU per message than `etrnbench send` cannot reach the sink-alone rate." % (
     fmt(drain_us, "%.1f"), fmt(gen_us, "%.1f"), fmt(cpu_us("drain1.sinkalone"), "%.1f"), META.get("nproc", "")))
@@ -342,7 +348,7 @@ for key, label in (("etrnd", "etrnd"), ("postfix", "Postfix")):
     e = j["etrn"]
     if e["delivered"] < e["expected"]:
         UNDELIVERED.append("%s, %s: %d of %d held messages arrived after the ETRNs" % (label, name, e["delivered"], e["expected"]))
-    cpu = (s["cpu_s"] / max(1, j["messages"]) * 1000) if s else None
+    cpu = cpu_ms(name, "messages")
     codes = ", ".join("%s x%d" % (k, v) for k, v in e["codes"].items())
     pd = e["per_domain_first_ms"]
     w("| %s | %d | %s | %.2f / %.2f / %.2f | %.1f / %.1f / %.1f | %.2f | %.0f | %s | %s | %d/%d ok, %d bad |" % (
