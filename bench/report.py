@@ -47,6 +47,20 @@ def sysinfo(name):
             "procs": b[4]}
 
 
+def cpu_us(name, count="messages_ok"):
+    """The server's CPU per message (µs) over run name: its CPU seconds
+    (sysinfo) over the JSON's count of messages (a sink's: "messages")."""
+    j, s = load_json(name + ".json"), sysinfo(name)
+    if not j or not s or not j.get(count):
+        return None
+    return s["cpu_s"] / j[count] * 1e6
+
+
+def cpu_ms(name, count="messages_ok"):
+    v = cpu_us(name, count)
+    return v and v / 1000
+
+
 def cmd(name):
     return read(name + ".cmd").strip()
 
@@ -184,20 +198,6 @@ def dd_mb_s(name):
 def rate(name):
     j = load_json(name + ".json")
     return j and j["msgs_per_s"], j and j["mb_per_s"]
-
-
-def cpu_us(name, count="messages_ok"):
-    """The server's CPU per message (µs) over run name: its CPU seconds
-    (sysinfo) over the JSON's count of messages (a sink's: "messages")."""
-    j, s = load_json(name + ".json"), sysinfo(name)
-    if not j or not s or not j.get(count):
-        return None
-    return s["cpu_s"] / j[count] * 1e6
-
-
-def cpu_ms(name, count="messages_ok"):
-    v = cpu_us(name, count)
-    return v and v / 1000
 
 
 DISK = [dd_mb_s(n) for n in ("disk_seq.1", "disk_seq.2")]

@@ -178,13 +178,6 @@ struct drain_conn_env {
 };
 
 /*
- * One thread's part of one domain's drain. Owned by proto/drain.c (which
- * links it into its thread's list and frees it from job_idle); each of its
- * connections and each of its queued DONE records points to it, so it lives
- * while any of them does: a connection is freed only after its spool I/O
- * completed, hence the job outlives all I/O done on its behalf.
- */
-/*
  * One ETRN's drain as every engine thread runs it (fan-out): set once a
  * job of it, on any thread, has its first connection. A thread then serves
  * the fresh jobs no thread has begun before those another has (each
@@ -199,6 +192,13 @@ struct drain_begun {
 struct drain_begun *drain_begun_new(unsigned refs);
 void drain_begun_put(struct drain_begun *b);
 
+/*
+ * One thread's part of one domain's drain. Owned by proto/drain.c (which
+ * links it into its thread's list and frees it from job_idle); each of its
+ * connections and each of its queued DONE records points to it, so it lives
+ * while any of them does: a connection is freed only after its spool I/O
+ * completed, hence the job outlives all I/O done on its behalf.
+ */
 struct drain_job {
 	struct drain_conn_env *env;
 	struct list_node node;         /* the thread's list (drain.c) */
