@@ -8,10 +8,13 @@ Twice: to aiosmtpd, which offers no PIPELINING, and to a raw customer that
 does (test_drain_pipelining's), where the next domain's first message must
 also go behind the dot of the message before it (RFC 2920 3.1).
 
-One engine thread: the order is a promise per thread (each shard's drains
-share that thread's connections), and with two a domain's mail would be
-split between shards at random. Two connections to the destination, so
-that the order the connections choose is what the server sees. Loopback
+One engine thread for the order: it is a promise per thread (each
+shard's drains share that thread's connections), and with two a domain's
+mail is split between shards at random. Two connections to the
+destination (per thread), so that the order the connections choose is what
+the server sees. A last case runs two threads: a domain one thread has
+begun goes after those no thread has, so every domain's first message
+comes among about the first DOMAINS deliveries, not 2 x DOMAINS. Loopback
 only; every process is stopped by PID."""
 
 import os
