@@ -728,6 +728,13 @@ static int dc_meets(const struct drain_conn *dc, const struct drain_job *j)
 	return 1;
 }
 
+/* dc could go on with j (of its destination): another job that wants a
+ * connection and whose TLS policy dc's session meets. */
+static int dc_may_serve(const struct drain_conn *dc, const struct drain_job *j)
+{
+	return j != dc->job && job_wants(j) && dc_meets(dc, j);
+}
+
 /* The oldest job of dc's destination still waiting for its first
  * connection whose TLS policy the session meets, or NULL: one whose domain
  * no thread has begun first (those another thread has begun move to the
@@ -748,13 +755,13 @@ static struct drain_job *dest_fresh_job(const struct drain_conn *dc)
 			j->fresh = 2;
 			continue;
 		}
-		if (j != dc->job && job_wants(j) && dc_meets(dc, j))
+		if (dc_may_serve(dc, j))
 			return j;
 	}
 	LIST_FOREACH(n, &ds->fresh_late) {
 		struct drain_job *j = LIST_ENTRY(n, struct drain_job, fresh_node);
 
-		if (j != dc->job && job_wants(j) && dc_meets(dc, j))
+		if (dc_may_serve(dc, j))
 			return j;
 	}
 	return NULL;
@@ -772,7 +779,7 @@ static struct drain_job *dest_next_job(const struct drain_conn *dc)
 	LIST_FOREACH(n, &dc->dest->jobs) {
 		struct drain_job *j = LIST_ENTRY(n, struct drain_job, dest_node);
 
-		if (j != dc->job && job_wants(j) && dc_meets(dc, j))
+		if (dc_may_serve(dc, j))
 			return j;
 	}
 	return NULL;

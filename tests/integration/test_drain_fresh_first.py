@@ -22,7 +22,6 @@ import re
 import smtplib
 import sys
 import tempfile
-import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -122,10 +121,8 @@ class FreshFirstTest(unittest.TestCase):
         self.addCleanup(c.stop)
 
         def wait(n):
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and len(c.accepted) < n:
-                time.sleep(0.02)
-            return len(c.accepted) >= n
+            return h.wait_for("%d messages at the customer" % n,
+                              lambda: len(c.accepted) >= n, within=120)
         return c, wait, lambda: list(c.accepted)
 
     def assert_fresh_first(self, order):

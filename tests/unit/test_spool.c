@@ -963,14 +963,20 @@ static void lz_run(struct pl *p, unsigned n, void (*step)(struct pl *))
 	cr_expect_eq(lz_ended, lz_want, "%u of %u lazy DONEs ended", lz_ended, lz_want);
 }
 
+/* A lazy DONE for each of p->ids[from, to). */
+static void lz_queue_ids(struct pl *p, unsigned from, unsigned to)
+{
+	for (unsigned i = from; i < to; i++)
+		cr_assert_eq(spool_append_done_lazy(p->sh, p->ids[i], 0, SPOOL_DONE_DELIVERED,
+						    lz_done, p), 0);
+}
+
 static void lz_queue(struct pl *p)
 {
 	lz_c0 = pl_commits(p);
 	lz_o0 = pl_overlapped(p);
 	lz_t0 = now_mono_us();
-	for (unsigned i = 0; i < lz_want; i++)
-		cr_assert_eq(spool_append_done_lazy(p->sh, p->ids[i], 0, SPOOL_DONE_DELIVERED,
-						    lz_done, p), 0);
+	lz_queue_ids(p, 0, lz_want);
 }
 
 static int lz_hurry;
@@ -1032,14 +1038,6 @@ Test(spool_lazy, many_go_alone) { lz_case(64, 0, 1); }
 
 /* Someone waits for them (spool_shard_hurry): they go at once. */
 Test(spool_lazy, hurry_sends_them) { lz_case(3, 1, 1); }
-
-/* lz_queue() for p->ids[from, to). */
-static void lz_queue_ids(struct pl *p, unsigned from, unsigned to)
-{
-	for (unsigned i = from; i < to; i++)
-		cr_assert_eq(spool_append_done_lazy(p->sh, p->ids[i], 0, SPOOL_DONE_DELIVERED,
-						    lz_done, p), 0);
-}
 
 /* 3 lazy DONEs hurried (a commit of their own); a second hurry finds
  * nothing queued (what was waited for is being written); then 3 more and
