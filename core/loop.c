@@ -1684,6 +1684,8 @@ static void loop_begin_stop(struct loop *l)
 	 * new clients are refused (and try another MX) instead of waiting in
 	 * a backlog nobody will accept from. */
 	listeners_close(l, 0);
+	log_info("engine %u: stopped accepting; %u connection(s) finishing", l->index,
+		 (unsigned)l->nconns);
 	for (uint32_t s = 0; s < l->nslots; s++) {
 		struct conn *c = &l->conns[s];
 		if ((c->flags & (CONN_USED | CONN_DETACHING | CONN_CLOSING)) ==
