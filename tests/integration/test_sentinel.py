@@ -15,7 +15,6 @@ PID; every wait is bounded and ends on an event.
 """
 
 import os
-import shutil
 import signal
 import smtplib
 import subprocess
@@ -23,7 +22,7 @@ import tempfile
 import time
 import unittest
 
-from etrnd_harness import (Etrnd, HOST, LOG_WAIT_S, env_path, free_port,
+from etrnd_harness import (Etrnd, HOST, LOG_WAIT_S, env_path, free_port, remove_tmp,
                            wait_for)
 from test_redis import Redis, rcpt_code
 
@@ -65,10 +64,20 @@ class Proc(Redis):
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=20)
 
+    def log_tail(self, lines=12):
+        with open(os.path.join(self.dir, "log"), "rb") as f:
+            tail = f.read().decode(errors="replace").splitlines()[-lines:]
+        return "".join("  %s| %s\n" % (self.name, t) for t in tail)
+
 
 def data_server(tmp, name, port, replicaof=None):
+    # A full sync goes over the socket with no delay and is loaded from it
+    # (no RDB file on either side): it depends on neither the disk nor the
+    # 5 s wait Redis keeps by default for more replicas to join.
     args = ["--port", str(port), "--bind", HOST, "--dir", os.path.join(tmp, name),
-            "--save", "", "--appendonly", "no", "--daemonize", "no"]
+            "--save", "", "--appendonly", "no", "--daemonize", "no",
+            "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0",
+            "--repl-diskless-load", "on-empty-db"]
     if replicaof:
         args += ["--replicaof", HOST, str(replicaof)]
     return Proc(tmp, name, args, port)
@@ -109,7 +118,7 @@ def info_field(text, field):
 class SentinelTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="etrnd-sentinel-")
-        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.addCleanup(remove_tmp, self.tmp)
         self.ports = {"a": free_port(), "b": free_port()}
         self.data = {
             "a": data_server(self.tmp, "redis-a", self.ports["a"]),
@@ -124,8 +133,8 @@ class SentinelTest(unittest.TestCase):
             self.addCleanup(s.stop)
             self.sentinels.append(s.start())
         self.slist = ",".join("%s:%d" % (HOST, s.port) for s in self.sentinels)
-        wait_for("the sentinels to know each other and the replica", self.discovered,
-                 within=DISCOVER_S, poll=0.2)
+        self.wait("the sentinels to know each other and the replica", self.discovered,
+                  within=DISCOVER_S, poll=0.2)
 
     def discovered(self):
         for s in self.sentinels:
@@ -152,9 +161,48 @@ class SentinelTest(unittest.TestCase):
     def wait_master(self, which):
         """Until every sentinel names data server which as the master."""
         want = "%s\n%d" % (HOST, self.ports[which])
-        wait_for("the sentinels to name %s" % which,
-                 lambda: all(s.cli("SENTINEL", "get-master-addr-by-name", MASTER) == want
-                             for s in self.sentinels), within=FAILOVER_S, poll=0.1)
+        self.wait("the sentinels to name %s" % which,
+                  lambda: all(s.cli("SENTINEL", "get-master-addr-by-name", MASTER) == want
+                              for s in self.sentinels), within=FAILOVER_S, poll=0.1)
+
+    def replica_seen(self, which):
+        """Every sentinel lists data server which as a replica in good
+        standing (no down flags, its link to the master up): only such a
+        replica can be promoted (SENTINEL FAILOVER answers NOGOODSLAVE
+        until then)."""
+        port = str(self.ports[which])
+        for s in self.sentinels:
+            out = s.cli("SENTINEL", "replicas", MASTER).split("\n")
+            rows = [dict(zip(out[i::2], out[i + 1::2])) for i in
+                    [k for k, v in enumerate(out) if v == "name"]]
+            if not any(r.get("port") == port and r.get("flags") == "slave" and
+                       r.get("master-link-status") == "ok" for r in rows):
+                return False
+        return True
+
+    def failover(self):
+        """SENTINEL FAILOVER, asked again while a sentinel answers that one
+        is already in progress or that it has no replica in good standing
+        yet (both pass): ends when it answered OK."""
+        said = []
+
+        def asked():
+            said.append(self.sentinels[0].cli("SENTINEL", "failover", MASTER))
+            if not said[-1].startswith(("OK", "INPROG", "NOGOODSLAVE")):
+                self.fail("SENTINEL FAILOVER: %r" % said[-1])
+            return said[-1] == "OK"
+        self.wait("SENTINEL FAILOVER to be accepted", asked, within=FAILOVER_S, poll=0.5)
+        print("SENTINEL FAILOVER answered %s" % " then ".join(said))
+
+    def wait(self, what, cond, within, poll):
+        """wait_for(), and on time out the tails of the Redis servers' and
+        sentinels' logs with the error: Sentinel's part of a failure is
+        only seen there, and the temp dir goes with the test."""
+        try:
+            wait_for(what, cond, within=within, poll=poll)
+        except AssertionError as e:
+            procs = list(self.data.values()) + self.sentinels
+            raise AssertionError("%s\n%s" % (e, "".join(p.log_tail() for p in procs))) from None
 
     def test_failover(self):
         self.etrnctl("domain", "add", "before.test")
@@ -227,21 +275,22 @@ class SentinelTest(unittest.TestCase):
                              "a resync, not the event, found it")
         self.assertEqual(self.etrnctl("domain", "list"), "after.test\nbefore.test\n")
 
-        # The old master comes back: the sentinels make it a replica of the
-        # new one. A manual failover then moves the master back, and the
-        # nodes follow (the old connections are closed by the sentinels'
+        # The old master comes back, restarted as a replica of the new one
+        # as an operator would configure it (the sentinels would convert a
+        # returning master on their own, but not at once, and it would be a
+        # master meanwhile: Redis's part, not what this test is about). A
+        # manual failover then moves the master back, and the nodes follow
+        # (the old connections are closed by the sentinels'
         # reconfiguration, or +switch-master is heard).
+        self.data["a"].args += ["--replicaof", HOST, str(self.ports["b"])]
         self.data["a"].start()
-        # The sentinels convert a returning master into a replica on their
-        # own, but on a loaded machine that once took over 90 s; an
-        # operator's REPLICAOF does the same at once (Redis's part, not
-        # what this test is about).
-        self.data["a"].cli("REPLICAOF", HOST, str(self.ports["b"]))
-        wait_for("the old master to replicate the new one",
-                 lambda: info_field(self.data["a"].cli("INFO", "replication"),
-                                    "master_link_status") == "up", within=FAILOVER_S, poll=0.2)
+        self.wait("the old master to replicate the new one",
+                  lambda: info_field(self.data["a"].cli("INFO", "replication"),
+                                     "master_link_status") == "up", within=FAILOVER_S, poll=0.2)
+        self.wait("the sentinels to see the old master as a good replica",
+                  lambda: self.replica_seen("a"), within=FAILOVER_S, poll=0.2)
         marks = [e.log_mark() for e in nodes]
-        self.assertEqual(self.sentinels[0].cli("SENTINEL", "failover", MASTER), "OK")
+        self.failover()
         self.wait_master("a")
         for e, m in zip(nodes, marks):
             e.wait_log(self.named("a"), since=m, within=FAILOVER_S)
