@@ -68,7 +68,7 @@ coverage:
 	JOBS=$(JOBS) bash scripts/coverage.sh
 
 # Benchmarks side by side with smtp-sink and a private Postfix; regenerates
-# bench/RESULTS.md and its plots (~8 min; bench-quick: ~2 min, no RESULTS).
+# bench/RESULTS.md and its plots (~18 min here; bench-quick: ~4 min, no RESULTS).
 bench:
 	$(MAKE) --no-print-directory deps
 	$(MAKE) --no-print-directory build

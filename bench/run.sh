@@ -163,6 +163,22 @@ for d in os.listdir("/proc"):
 print(ticks, rss, pss, hwm, n)
 PYEOF
 procstat() { python3 "$WORK/procstat.py" "$1"; }
+# settle NAME: sync, then wait (at most 30 s) until the kernel has written
+# back what the scenarios before left dirty; the dirty and writeback kB
+# found and the time it took go to $RES/NAME.settle. A drain measured with
+# gigabytes of the sync = none ingests still being written back measures
+# that writeback (the ETRN burst's first messages most of all).
+settle() {
+	local t0 d0 t
+	t0=$(date +%s%N)
+	d0=$(awk '/^Dirty:/ { d = $2 } /^Writeback:/ { w = $2 } END { print "dirty_kb=" d, "writeback_kb=" w }' /proc/meminfo)
+	sync
+	for t in $(seq 1 300); do
+		awk '/^(Dirty|Writeback):/ { s += $2 } END { exit !(s < 16384) }' /proc/meminfo && break
+		sleep 0.1
+	done
+	echo "$d0 settle_ms=$(( ($(date +%s%N) - t0) / 1000000 ))" >"$RES/$1.settle"
+}
 # Each thread of PID: "TID RUN_NS WAIT_NS SLICES" (/proc/.../schedstat: time
 # on a CPU, time runnable but waiting for one, times it ran).
 sched_snap() { local t; for t in /proc/"$1"/task/*; do echo "${t##*/} $(cat "$t/schedstat" 2>/dev/null)"; done; }
@@ -402,6 +418,7 @@ drain_etrnd() { # NAME N ETRN-ARGS...
 	else
 		hold "$name.etrnd" "$ETRND_PORT" "$n" --domain-list dom0.test
 	fi
+	settle "$name.etrnd"
 	sched_snap "$ETRND_PID" >"$RES/$name.etrnd.sched0"
 	run_measured "$name.etrnd" "$ETRND_PID" "$EB" etrn --server "127.0.0.1:$ETRND_PORT" \
 		--sink "127.0.0.1:$SINK_PORT" --expect "$n" --verify --timeout 300 --idle-exit 10 --json "$@"
@@ -418,6 +435,7 @@ drain_postfix() {
 		hold "$name.postfix" "$PF_PORT" "$n" --domain-list dom0.test
 	fi
 	pf_wait_held "$n"
+	settle "$name.postfix"
 	run_measured "$name.postfix" "$PF_MASTER" "$EB" etrn --server "127.0.0.1:$PF_PORT" \
 		--sink "127.0.0.1:$SINK_PORT" --expect "$n" --verify --timeout 300 --idle-exit 10 --json "$@"
 	pf_stop
@@ -427,6 +445,7 @@ log "drain, one domain: etrnd $DRAIN1_N and $DRAIN_CMP_N held, Postfix $DRAIN_CM
 # connections (drain_connections = 4 per engine thread, threads = auto) and
 # message size, into etrnbench sink, the same program the drains deliver to.
 DRAIN_CONNS=$(( $(nproc) * 4 ))
+settle drain1.sinkalone
 run_measured "drain1.sinkalone" "$EBS_PID" "$EB" send --server "127.0.0.1:$EBS_PORT" \
 	-c "$DRAIN_CONNS" -n "$DRAIN1_N" --size 4096 --pipelining --domain-list dom0.test --json
 drain_etrnd drain1_big "$DRAIN1_N" --domain dom0.test
