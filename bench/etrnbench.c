@@ -2271,8 +2271,7 @@ static void *eb_wake_probe(void *arg)
 {
 	struct eb_etrn_out *o = arg;
 	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	uint64_t due = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	uint64_t due = eb_now();
 	while (!__atomic_load_n(&eb_wake_stop, __ATOMIC_RELAXED) && o->nwake < EB_WAKE_MAX) {
 		due += EB_WAKE_NS;
 		ts.tv_sec = (time_t)(due / 1000000000ull);

@@ -1000,6 +1000,8 @@ rK17 = ratio(dK.get("etrnd") and dK["etrnd"]["etrn"]["drain_msgs_per_s"],
              dK.get("postfix") and dK["postfix"]["etrn"]["drain_msgs_per_s"])
 t("Issue 17 (5): drain of 1,000 domains at once >= 30x Postfix", fmt(rK17, "%.1fx"),
   rK17 is not None and rK17 >= 30)
+
+
 def sched_wait(name):
     """etrnd's threads over a run (those alive at both ends, from
     run.sh's sched_snap): the share of their runnable time spent waiting
@@ -1023,6 +1025,7 @@ def settled(name):
 if dK.get("etrnd"):
     ek = dK["etrnd"]["etrn"]
     sk = settled("drainK.etrnd")
+    sw = sched_wait("drainK.etrnd")
     wk = ek.get("wakeup_late_ms", {})
     # Each domain's first message is one of 1,000 first messages: even at the
     # sink-alone rate the last of them leaves 1,000 / that rate after the first.
@@ -1031,7 +1034,7 @@ if dK.get("etrnd"):
       "for a CPU %s of their runnable time; a thread sleeping beside the ETRN sessions woke p99 %s ms late; "
       "before the ETRNs, %s MB dirty or in writeback were written back in %s ms)" % (
           ek["reply_ms"]["p99"], ek["per_domain_first_ms"]["p99"], fmt(d1sink and 1000 / d1sink * 1000, "%.1f"),
-          fmt(sched_wait("drainK.etrnd") and sched_wait("drainK.etrnd") * 100, "%.0f%%"),
+          fmt(sw and sw * 100, "%.0f%%"),
           fmt(wk.get("p99"), "%.2f"),
           fmt((sk["dirty_kb"] + sk["writeback_kb"]) / 1024 if sk else None, "%.1f"), fmt(sk.get("settle_ms"), "%d")),
       ek["reply_ms"]["p99"] <= 1 and ek["per_domain_first_ms"]["p99"] <= 10)

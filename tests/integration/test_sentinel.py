@@ -173,8 +173,12 @@ class SentinelTest(unittest.TestCase):
         port = str(self.ports[which])
         for s in self.sentinels:
             out = s.cli("SENTINEL", "replicas", MASTER).split("\n")
-            rows = [dict(zip(out[i::2], out[i + 1::2])) for i in
-                    [k for k, v in enumerate(out) if v == "name"]]
+            rows = []  # one dict per replica: each begins with its "name"
+            for k, v in zip(out[::2], out[1::2]):
+                if k == "name":
+                    rows.append({})
+                if rows:
+                    rows[-1][k] = v
             if not any(r.get("port") == port and r.get("flags") == "slave" and
                        r.get("master-link-status") == "ok" for r in rows):
                 return False
