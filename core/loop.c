@@ -1607,6 +1607,23 @@ int loop_file_unlinkat(struct loop *l, int dirfd, const char *name,
 	return file_sqe_done(sqe, 0, ud);
 }
 
+int loop_file_close(struct loop *l, int fd, loop_done_fn fn, void *arg)
+{
+	int rc;
+	struct io_uring_sqe *sqe = file_sqe(l, 0, fn, arg, &rc);
+	uint64_t ud;
+
+	if (!sqe)
+		return rc;
+	ud = sqe->user_data;
+	io_uring_prep_close(sqe, fd);
+	/* An inline close would run the file's final release (a fput's
+	 * task work) on this thread as the syscall returns; a worker runs
+	 * it on its own. */
+	sqe->flags |= IOSQE_ASYNC;
+	return file_sqe_done(sqe, 0, ud);
+}
+
 static void on_file(struct loop *l, struct io_uring_cqe *cqe)
 {
 	uint32_t i = ud_slot(cqe->user_data);

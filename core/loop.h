@@ -175,6 +175,12 @@ int loop_file_read(struct loop *l, int fd, void *buf, unsigned len, uint64_t off
 int loop_file_unlinkat(struct loop *l, int dirfd, const char *name,
 		loop_done_fn fn, void *arg);
 
+/* Close fd on one of io_uring's worker threads (IOSQE_ASYNC), never on the
+ * loop's: the last close of an unlinked file frees its page cache and its
+ * blocks, tens of milliseconds for a spool segment. The caller forgets fd
+ * at once (its number is ours again only after fn runs). */
+int loop_file_close(struct loop *l, int fd, loop_done_fn fn, void *arg);
+
 /*
  * Open an outbound TCP connection to sa; ops (with connected()) drive it like
  * an accepted one. The connect waits at most timeout_ms. Returns 0 (then
