@@ -23,6 +23,12 @@
  * wait in a queue of their own and go first in a batch, each followed by
  * DONEs (NOTEs, SCHEDs) built from the index when the batch starts (see
  * copies_prepare()); the message moves in the index when the batch is done.
+ *
+ * Zeros ahead: while commits are small, spool_prezero writes and syncs
+ * zeros past the tail so that commits overwrite rather than append (see
+ * spool_prezero.h). A batch that would write into zeros still in flight
+ * waits a turn, and so does a new segment (the chunk holds the old one's
+ * descriptor).
  */
 #include "store/spool.h"
 
@@ -47,6 +53,7 @@
 #include "store/domstat.h"
 #include "store/spool_compact.h"
 #include "store/spool_index.h"
+#include "store/spool_prezero.h"
 #include "store/spool_read.h"
 #include "store/spool_rec.h"
 #include "store/spool_recover.h"
@@ -181,6 +188,7 @@ struct spool_shard {
 	uint64_t seg_off;
 	int seg_new;              /* created and not yet dir-synced */
 	int seg_broken;           /* a failed write could not be undone: rotate */
+	struct spool_prezero pz;  /* zeros ahead of seg_off (spool_prezero.h) */
 
 	uint64_t seq;
 
@@ -375,6 +383,7 @@ struct spool_shard *spool_shard_open(struct loop *loop,
 	sh->shard = conf->shard;
 	sh->sync = conf->sync;
 	sh->segment_size = conf->segment_size;
+	spool_prezero_init(&sh->pz, loop, conf->segment_size);
 	sh->domstat = conf->domstat;
 	sh->dirfd = -1;
 	sh->seg_fd = -1;
@@ -470,6 +479,7 @@ uint64_t spool_shard_new_msgid(struct spool_shard *sh)
 void spool_shard_stats(const struct spool_shard *sh, struct spool_stats *st)
 {
 	*st = sh->stats;
+	st->prezero_chunks = sh->pz.chunks;
 }
 
 int spool_shard_busy(void *arg)
@@ -479,7 +489,8 @@ int spool_shard_busy(void *arg)
 	/* Compaction's reads and copies are the shard's reads and queued
 	 * copies, so this covers them too. */
 	return sh->ninflight || sh->q_first != NULL || sh->c_first != NULL ||
-		sh->unlinking || sh->rd_inflight || sh->closing;
+		sh->unlinking || sh->rd_inflight || sh->closing ||
+		spool_prezero_busy(&sh->pz);
 }
 
 struct spool_compact *spool_shard_compact(struct spool_shard *sh)
@@ -730,6 +741,7 @@ static int segment_open(struct spool_shard *sh, uint64_t first_seq)
 	sh->have_seg = 1;
 	sh->seg_fd = fd;
 	sh->seg_off = 0;
+	spool_prezero_segment(&sh->pz, fd);
 	sh->seg_new = 1;
 	sh->seg_broken = 0;
 	log_info("spool shard %u: new segment %s", sh->shard, path);
@@ -1083,6 +1095,7 @@ static void batch_finish(struct spool_shard *sh, int err)
 				sh->seg_broken = 1;
 			}
 			sh->seg_off = b->off;
+			spool_prezero_cut(&sh->pz, b->off);
 		}
 		if (b->need_dirsync)
 			sh->seg_new = 1; /* its name may not be durable yet */
@@ -1357,12 +1370,15 @@ static void queues_fail(struct spool_shard *sh, int err)
  * new one when there is none, the current one broke, or it is full. A
  * segment is named by a fresh sequence number: unique, and in time order
  * (the records inside may carry older ids, and DONE records always do).
- * Returns 0 or -errno. */
+ * Returns 0, -EAGAIN while zeros are being written into the current one
+ * (its descriptor must stay open: wait a turn), or -errno. */
 static int flush_segment(struct spool_shard *sh, uint64_t first_len)
 {
 	if (sh->seg_fd >= 0 && !sh->seg_broken &&
 	    !(sh->seg_off > 0 && sh->seg_off + first_len > sh->segment_size))
 		return 0;
+	if (spool_prezero_busy(&sh->pz))
+		return -EAGAIN;
 	return segment_open(sh, sh->seq++);
 }
 
@@ -1470,6 +1486,8 @@ void spool_shard_flush(void *arg)
 	if (!first)
 		goto out;
 	rc = flush_segment(sh, first->head.len + first->body_len);
+	if (rc == -EAGAIN)
+		goto out;
 	if (rc) {
 		log_err("spool shard %u: cannot start a segment: %s", sh->shard,
 			strerror(-rc));
@@ -1483,9 +1501,10 @@ void spool_shard_flush(void *arg)
 	b->off = sh->seg_off;
 	b->need_dirsync = sh->seg_new && sh->sync != CONFIG_SYNC_NONE;
 	batch_fill(sh, b);
-	/* Too few file-op slots (reads hold them): never lose records or
-	 * fail them, they wait for the next turn. */
-	if (batch_submit(b)) {
+	/* Too few file-op slots (reads hold them), or zeros being written
+	 * where the batch would go: never lose records or fail them, they
+	 * wait for the next turn. */
+	if (spool_prezero_blocks(&sh->pz, b->off + b->total) || batch_submit(b)) {
 		batch_unfill(sh, b);
 		goto out;
 	}
@@ -1494,6 +1513,8 @@ void spool_shard_flush(void *arg)
 	/* The next batch goes after this one; only this one syncs the new
 	 * segment's name (a later one ends after it, batches_settle()). */
 	sh->seg_off = b->off + b->total;
+	if (sh->sync != CONFIG_SYNC_NONE)
+		spool_prezero_commit(&sh->pz, sh->seg_off, b->total);
 	if (b->need_dirsync)
 		sh->seg_new = 0;
 	if (!sh->q_first)

@@ -203,6 +203,7 @@ struct spool_stats {
 	uint64_t commits;      /* group commits (write + sync rounds) */
 	uint64_t errors;       /* messages failed */
 	uint64_t overlapped;   /* commits started while another was in flight */
+	uint64_t prezero_chunks; /* zero chunks written ahead (spool_prezero.h) */
 };
 void spool_shard_stats(const struct spool_shard *sh, struct spool_stats *st);
 

@@ -203,7 +203,8 @@ static int last_nonzero_end(struct read_win *w, uint64_t from, uint64_t *end)
  * can be taken for one, the price of never losing what follows damage.
  * *why gets the reason to report when the tail is not torn.
  */
-static int tail_is_torn(struct read_win *w, uint64_t off, int *torn, int *why)
+static int tail_is_torn(struct read_win *w, uint64_t off, int *torn, int *zero,
+			int *why)
 {
 	uint64_t nz;
 	int r = last_nonzero_end(w, off, &nz);
@@ -221,6 +222,7 @@ static int tail_is_torn(struct read_win *w, uint64_t off, int *torn, int *why)
 	if (*why == SPOOL_REC_AGAIN || *why == SPOOL_REC_OK)
 		*why = SPOOL_REC_BAD_LENGTH;
 	*torn = 0;
+	*zero = nz == off;
 	if (nz == off) {
 		*torn = 1;
 	} else if (nz - off < SPOOL_REC_HDR_SIZE) {
@@ -292,12 +294,13 @@ int spool_read_segment(const char *path, spool_read_fn fn,
 			off = next;
 			continue;
 		}
-		int torn, why;
-		ret = tail_is_torn(&w, off, &torn, &why);
+		int torn, zero, why;
+		ret = tail_is_torn(&w, off, &torn, &zero, &why);
 		if (ret < 0)
 			goto fail;
 		if (torn) {
 			res->torn_bytes = w.size - off;
+			res->zero_tail = zero;
 		} else {
 			res->bad_regions++;
 			if (bad != NULL)

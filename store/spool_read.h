@@ -34,6 +34,9 @@ struct spool_read_result {
 	uint64_t file_size;
 	uint64_t torn_bytes;  /* bytes after valid_end that form a cut-short
 	                         record at the end of the file (0 if none) */
+	int zero_tail;        /* those bytes are all zero: space written ahead
+	                         (store/spool_prezero.h) or blocks a crash left
+	                         unwritten, rather than part of a record */
 	uint64_t bad_regions; /* damaged regions reported via bad_fn */
 };
 

@@ -478,6 +478,14 @@ static int rec_cut_torn(struct rec_ctx *c, const struct spool_read_result *rr,
 
 	if (rr->torn_bytes == 0)
 		return 0;
+	if (rr->zero_tail) {
+		log_info("spool: %s: cut %" PRIu64 " bytes of zeros after the last "
+			 "record (space written ahead)", c->path, rr->torn_bytes);
+		ret = truncate_tail(c->path, at, err, errlen);
+		if (ret == 0)
+			c->res->zero_bytes += rr->torn_bytes;
+		return ret;
+	}
 	log_warn("spool: %s: truncated torn tail of %" PRIu64
 			" bytes at offset %" PRIu64 "%s", c->path,
 			rr->torn_bytes, at, newest ? "" :

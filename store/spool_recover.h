@@ -40,6 +40,9 @@ struct spool_recover_result {
 	uint64_t bad_bytes;
 	uint64_t torn_segments;   /* segments whose torn tail was truncated */
 	uint64_t torn_bytes;
+	uint64_t zero_bytes;      /* zeros after the last record, truncated
+	                             too: space written ahead of the tail
+	                             (spool_prezero.h), not torn records */
 	uint64_t duplicates;      /* MSG records of an id already indexed: the
 	                             first copy (oldest segment) is kept */
 	uint64_t unknown_dones;   /* DONE for a message not indexed: its

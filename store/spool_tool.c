@@ -689,9 +689,12 @@ static int scan_segments(struct tool *t, const char *dir,
 		if (t->pass == PASS_PRINT)
 			continue;
 		t->st.segments++;
-		t->st.bytes += res.file_size;
+		/* Zeros after the last record are space written ahead of a
+		 * segment's tail (store/spool_prezero.h): neither bytes of
+		 * the spool nor a torn tail. */
+		t->st.bytes += res.file_size - (res.zero_tail ? res.torn_bytes : 0);
 		t->st.bad_regions += res.bad_regions;
-		if (res.torn_bytes > 0) {
+		if (res.torn_bytes > 0 && !res.zero_tail) {
 			/* Normal after a crash, or for a segment being
 			 * written now: noted, not counted as damage. */
 			fprintf(stderr, TOOL_NAME ": %s: offset %" PRIu64

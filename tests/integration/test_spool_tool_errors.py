@@ -14,6 +14,7 @@ import json
 import os
 import re
 import smtplib
+import struct
 import subprocess
 import unittest
 
@@ -180,24 +181,39 @@ class SpoolToolErrorsTest(unittest.TestCase):
 
     def test_torn_tail(self):
         """A record cut short at the end of a segment (a crash mid-append):
-        counted and said, not damage (exit 0); every message still there."""
+        counted and said, not damage (exit 0); every message still there.
+        The cut record goes where the records end: etrnd may have written
+        zeros ahead of them (store/spool_prezero.h), which stay behind it,
+        as they would after a crash."""
         shard = self.shard_dirs()[0]
         seg = os.path.join(shard, sorted(s for s in os.listdir(shard) if s.endswith(".seg"))[0])
         size = os.path.getsize(seg)
         with open(seg, "rb") as f:
-            head = f.read(20)            # the start of the first record's header
-        with open(seg, "ab") as f:
-            f.write(head)
-        self.addCleanup(os.truncate, seg, size)
+            data = f.read()
+        end = 0
+        while data[end:end + 4] == b"ETRN":  # header: magic, ..., u32 length at 8
+            end += 32 + struct.unpack_from("<I", data, end + 8)[0]
+        self.assertGreater(end, 0)
+        self.assertEqual(data[end:].strip(b"\0"), b"", "only zeros after the records")
+        with open(seg, "r+b") as f:
+            f.seek(end)
+            f.write(data[:20])           # the start of the first record's header
+
+        def restore():
+            with open(seg, "r+b") as f:
+                f.write(data)
+                f.truncate(size)
+        self.addCleanup(restore)
+        torn = max(size, end + 20) - end
         rc, out, err = self.tool("stats", self.e.spool_dir)
         self.assertEqual(rc, EXIT_OK, err)
-        self.assertEqual(err, "etrnd-spool: %s: offset %d: torn tail (20 bytes ignored)\n"
-                         % (seg, size))
+        self.assertEqual(err, "etrnd-spool: %s: offset %d: torn tail (%d bytes ignored)\n"
+                         % (seg, end, torn))
         rows = {line.split()[0]: line.split() for line in out.splitlines()}
         # shard segments records msg done note sched bytes torn torn_bytes bad
         self.assertEqual(rows["total"][3], "5")
-        self.assertEqual(rows["total"][8:], ["1", "20", "0"])
-        self.assertEqual(rows[os.path.basename(shard)][8:], ["1", "20", "0"])
+        self.assertEqual(rows["total"][8:], ["1", str(torn), "0"])
+        self.assertEqual(rows[os.path.basename(shard)][8:], ["1", str(torn), "0"])
 
     def test_escaped_addresses_and_flags(self):
         rc, out, err = self.tool("show", self.e.spool_dir, self.utf8)

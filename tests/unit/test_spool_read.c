@@ -464,6 +464,7 @@ Test(spool_read, zero_tail_is_torn)
 	cr_assert_eq(res.records, 5);
 	cr_assert_eq(res.valid_end, end);
 	cr_assert_eq(res.torn_bytes, 8192);
+	cr_assert(res.zero_tail, "zeros ahead of the tail are not a cut record");
 	cr_assert_eq(res.bad_regions, 0);
 	free(g);
 	seg_free(s);
@@ -478,6 +479,7 @@ Test(spool_read, all_zero_file_is_torn)
 	cr_assert_eq(read_file(g, &res), 0);
 	cr_assert_eq(res.records, 0);
 	cr_assert_eq(res.torn_bytes, 70000);
+	cr_assert(res.zero_tail);
 	cr_assert_eq(res.bad_regions, 0);
 	free(buf);
 	free(g);
@@ -497,6 +499,7 @@ Test(spool_read, partial_header_then_zeros_is_torn)
 	cr_assert_eq(read_file(g, &res), 0);
 	cr_assert_eq(res.records, 3);
 	cr_assert_eq(res.torn_bytes, 506);
+	cr_assert(!res.zero_tail, "a cut header is a torn record");
 	cr_assert_eq(res.valid_end, end);
 	cr_assert_eq(res.bad_regions, 0);
 	free(g);

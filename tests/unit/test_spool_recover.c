@@ -304,7 +304,8 @@ Test(spool_recover, torn_tail_every_byte)
 	write_seg(0x20, z, s2.len + 8192);
 	idx = recover(&res);
 	cr_assert_eq(seg_size(0x20), (off_t)s2.len);
-	cr_assert_eq(res.torn_bytes, 8192);
+	cr_assert_eq(res.torn_bytes, 0);
+	cr_assert_eq(res.zero_bytes, 8192);
 	cr_assert_eq(pending(idx, 0x22), 2);
 	spool_recover_result_free(&res);
 	spool_index_free(idx);
@@ -377,7 +378,8 @@ Test(spool_recover, empty_and_zero_segments_are_dead)
 	write_seg(0x30, s.buf, s.len);
 	struct spool_index *idx = recover(&res);
 	cr_assert_eq(res.segments, 3);
-	cr_assert_eq(res.torn_bytes, sizeof zeros);
+	cr_assert_eq(res.torn_bytes, 0);
+	cr_assert_eq(res.zero_bytes, sizeof zeros);
 	cr_assert_eq(seg_size(0x20), 0);
 	cr_assert_eq(res.ndead, 2);
 	cr_assert_eq(res.dead[0], 0x10);
