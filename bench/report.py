@@ -244,7 +244,7 @@ def commit_s(name):
 
 COMMIT_APPEND_S = commit_s("disk_commit")
 COMMIT_OVER_S = commit_s("disk_commit_over")
-COMMIT_S = min(x for x in (COMMIT_APPEND_S, COMMIT_OVER_S) if x) if (COMMIT_APPEND_S or COMMIT_OVER_S) else None
+COMMIT_S = min(filter(None, (COMMIT_APPEND_S, COMMIT_OVER_S)), default=None)
 c20 = CEIL.get("20", (None,) * 4)
 BOUND20 = 20 / (20 / c20[1] + COMMIT_S) if c20[1] and COMMIT_S else None
 w("The disk's commit latency: %s µs per 4 KiB write synced on its own over blocks already written and synced, %s µs appended (dd `bs=4k count=%s oflag=dsync`, with and without `conv=notrunc` over a synced file). etrnd's small commits are of the first kind (zeros written ahead, `store/spool_prezero.h`). Every durable 250 waits for at least one commit after its message arrived, so 20 sessions that each wait for their 250 go no faster than 20 / (20 / the `sync = none` rate + one commit) = **%s msgs/s, %s of `sync = none`**, however the commits are grouped or overlapped; etrnd's durable 20-session rate is %s of that bound." % (

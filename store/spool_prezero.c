@@ -54,7 +54,7 @@ int spool_prezero_busy(const struct spool_prezero *pz)
 
 int spool_prezero_blocks(const struct spool_prezero *pz, uint64_t end)
 {
-	return pz->z_len != 0 && end > pz->z_off;
+	return spool_prezero_busy(pz) && end > pz->z_off;
 }
 
 void spool_prezero_cut(struct spool_prezero *pz, uint64_t off)

@@ -469,7 +469,9 @@ static void rec_log_dups(const struct rec_ctx *c)
 }
 
 /* Cut a torn tail found by the read (the end of an append cut short by a
- * crash); only the newest segment should ever have one. */
+ * crash; only the newest segment should ever have one), or the zeros
+ * written ahead of a segment's records (store/spool_prezero.h), which are
+ * no damage: said at info and counted apart. */
 static int rec_cut_torn(struct rec_ctx *c, const struct spool_read_result *rr,
 		int newest, char *err, size_t errlen)
 {
@@ -478,23 +480,23 @@ static int rec_cut_torn(struct rec_ctx *c, const struct spool_read_result *rr,
 
 	if (rr->torn_bytes == 0)
 		return 0;
-	if (rr->zero_tail) {
+	if (rr->zero_tail)
 		log_info("spool: %s: cut %" PRIu64 " bytes of zeros after the last "
 			 "record (space written ahead)", c->path, rr->torn_bytes);
-		ret = truncate_tail(c->path, at, err, errlen);
-		if (ret == 0)
-			c->res->zero_bytes += rr->torn_bytes;
-		return ret;
-	}
-	log_warn("spool: %s: truncated torn tail of %" PRIu64
-			" bytes at offset %" PRIu64 "%s", c->path,
-			rr->torn_bytes, at, newest ? "" :
-			" (not the newest segment)");
+	else
+		log_warn("spool: %s: truncated torn tail of %" PRIu64
+				" bytes at offset %" PRIu64 "%s", c->path,
+				rr->torn_bytes, at, newest ? "" :
+				" (not the newest segment)");
 	ret = truncate_tail(c->path, at, err, errlen);
 	if (ret < 0)
 		return ret;
-	c->res->torn_segments++;
-	c->res->torn_bytes += rr->torn_bytes;
+	if (rr->zero_tail) {
+		c->res->zero_bytes += rr->torn_bytes;
+	} else {
+		c->res->torn_segments++;
+		c->res->torn_bytes += rr->torn_bytes;
+	}
 	return 0;
 }
 
