@@ -1384,14 +1384,16 @@ static struct domtab *t_table_many(unsigned port)
 }
 
 /* T_DOMAINS drains of per messages each to s (started holding its
- * greetings) with T_DEST_LIMIT connections, every drain started before
- * the server greets, run until idle; f and s stopped, f not yet freed. */
-static void t_many_run(struct engine_fixture *f, struct t_server *s, unsigned per)
+ * greetings) with at most dest_limit connections, every drain started
+ * before the server greets, run until idle; f and s stopped, f not yet
+ * freed. */
+static void t_many_run(struct engine_fixture *f, struct t_server *s, unsigned per,
+		       unsigned dest_limit)
 {
 	char reply[256], node[16], rcpt[32];
 
 	cr_assert_eq(engine_fixture_init(f, t_table_many(s->port)), 0);
-	f->cfg.drain_destination_concurrency = T_DEST_LIMIT;
+	f->cfg.drain_destination_concurrency = dest_limit;
 	f->cfg.drain_connections = 4;
 	cr_assert_eq(engine_fixture_start(f), 0, "%s", f->err);
 	for (unsigned d = 0; d < T_DOMAINS; d++) {
@@ -1424,7 +1426,7 @@ Test(drain, destination_limit_shared_connections, .timeout = T_TIMEOUT_S)
 	struct spool_index_totals tot;
 
 	t_server_start(&s, &threaded, 0, 1);
-	t_many_run(&f, &s, T_PER_DOMAIN);
+	t_many_run(&f, &s, T_PER_DOMAIN, T_DEST_LIMIT);
 	cr_expect_leq(atomic_load(&s.max_active), T_DEST_LIMIT, "%u at once",
 		      atomic_load(&s.max_active));
 	cr_expect_eq(atomic_load(&s.conns), T_DEST_LIMIT, "%u connections",
@@ -1437,12 +1439,16 @@ Test(drain, destination_limit_shared_connections, .timeout = T_TIMEOUT_S)
 	engine_fixture_fini(&f);
 }
 
-/* Issue 17 point 6, fresh first: T_DOMAINS drains to one host:port with
- * T_DEST_LIMIT connections, started together while the server holds its
- * greetings: every domain's first message reaches the server before any
- * domain's last one (the server's own transcript, in arrival order). Before
- * fresh first, the first domain's connections carried all of its mail before
- * the later domains got any. */
+/* Issue 17 point 6, fresh first: T_DOMAINS drains to one host:port over
+ * one connection, started together while the server holds its greeting:
+ * every domain's first message reaches the server before any domain's last
+ * one (the server's own transcript, in arrival order). Before fresh first,
+ * the first domain's connection carried all of its mail before the later
+ * domains got any. One connection, not two: with two, the order the server
+ * sees also depends on their relative speed. A connection that has taken
+ * the last fresh domains but is slow to send (its record read waits on a
+ * loaded machine) lets the other finish a domain meanwhile; seen once in
+ * a loaded run, with the choices themselves right. */
 #define T_FRESH_PER_DOMAIN 4
 
 /* Where in the transcript log the RCPT for domain d comes the k-th time
@@ -1469,7 +1475,7 @@ Test(drain, fresh_first_every_domain_before_any_finishes, .timeout = T_TIMEOUT_S
 	long last_first = -1, first_last = LONG_MAX;
 
 	t_server_start(&s, &threaded, 0, 1);
-	t_many_run(&f, &s, T_FRESH_PER_DOMAIN);
+	t_many_run(&f, &s, T_FRESH_PER_DOMAIN, 1);
 	cr_assert(!s.overflow, "transcript longer than T_LOG_MAX");
 	cr_expect_eq(s.dots, T_DOMAINS * T_FRESH_PER_DOMAIN, "%u messages arrived", s.dots);
 	for (unsigned d = 0; d < T_DOMAINS; d++) {
