@@ -69,6 +69,7 @@ import email.policy
 import glob
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -111,11 +112,45 @@ def env_path(name):
     return v
 
 
+# Ports handed out by free_port(): below the kernel's ephemeral range
+# (ip_local_port_range), from this port up.
+FREE_PORT_LOW = 10000
+FREE_PORT_TRIES = 200
+
+
+def ephemeral_range():
+    """The kernel's ephemeral port range: what bind() to port 0 and an
+    unbound connect() draw from."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port():
-    """A loopback port free right now (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A loopback port free right now, for a server the test starts later.
+    Not the kernel's choice (bind to 0): that comes from the ephemeral
+    range, which every other process's bind(0) and connect() also draw
+    from, so between this check and the server's bind another test's
+    listener or client could be given the same port, and this test's
+    clients would reach it (seen as a foreign connection in a parallel
+    run). Below that range only other free_port() calls hand out ports,
+    each at random among some 20,000."""
+    lo, hi = ephemeral_range()
+    # No room below it: above.
+    low, high = (FREE_PORT_LOW, lo - 1) if lo > FREE_PORT_LOW + 1 else (hi + 1, 65535)
+    rng = random.SystemRandom()
+    for _ in range(FREE_PORT_TRIES):
+        port = rng.randint(low, high)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue  # in use (or in TIME_WAIT): another
+            return port
+    raise AssertionError("no free port in %d-%d after %d tries" % (low, high, FREE_PORT_TRIES))
 
 
 def remove_tmp(path):

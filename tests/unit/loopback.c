@@ -1,20 +1,29 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * loopback: free ports on 127.0.0.1 (see loopback.h): bind to port 0 and
- * ask the kernel which one it chose.
+ * loopback: free ports on 127.0.0.1 (see loopback.h): for a listener
+ * bound now, the kernel's choice; for a port checked now and bound later,
+ * one at random below the kernel's ephemeral range.
  */
 #include "loopback.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <stdio.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* A socket bound to a free loopback port, the port in *port; -errno. */
+/* loopback_free_port() draws from this port up to the ephemeral range. */
+#define LOOPBACK_PORT_LOW 10000u
+#define LOOPBACK_PORT_TRIES 200u
+
+/* A socket bound to loopback port *port (0: the kernel's choice, put in
+ * *port); -errno. */
 static int loopback_bind(unsigned short *port)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(*port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	socklen_t sl = sizeof(sa);
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), err;
 
@@ -31,21 +40,62 @@ fail:
 	return -err;
 }
 
+/* The kernel's ephemeral range (what bind() to port 0 and an unbound
+ * connect() draw from); Linux's default when it cannot be read. */
+static void loopback_ephemeral(unsigned *lo, unsigned *hi)
+{
+	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "re");
+
+	*lo = 32768;
+	*hi = 60999;
+	if (f) {
+		if (fscanf(f, "%u %u", lo, hi) != 2 || *lo > *hi || *hi > 65535) {
+			*lo = 32768;
+			*hi = 60999;
+		}
+		fclose(f);
+	}
+}
+
+/* Below the ephemeral range, at random (the integration harness's
+ * free_port() does the same): a port the kernel chose would come from the
+ * range every other process's bind(0) and connect() draw from, so between
+ * the check and the caller's bind another test could be given it. */
 unsigned short loopback_free_port(void)
 {
+	unsigned lo, hi, low, high;
 	unsigned short port = 0;
-	int fd = loopback_bind(&port);
 
-	if (fd < 0)
-		return 0;
-	close(fd);
-	return port;
+	loopback_ephemeral(&lo, &hi);
+	if (lo > LOOPBACK_PORT_LOW + 1) {
+		low = LOOPBACK_PORT_LOW;
+		high = lo - 1;
+	} else { /* no room below it: above */
+		low = hi + 1;
+		high = 65535;
+	}
+	for (unsigned i = 0; i < LOOPBACK_PORT_TRIES && low < high; i++) {
+		unsigned r;
+		int fd;
+
+		if (getrandom(&r, sizeof(r), 0) != sizeof(r))
+			break;
+		port = (unsigned short)(low + r % (high - low + 1));
+		fd = loopback_bind(&port);
+		if (fd >= 0) {
+			close(fd);
+			return port;
+		}
+	}
+	return 0;
 }
 
 int loopback_listen(int backlog, unsigned short *port)
 {
-	int fd = loopback_bind(port), err;
+	int fd, err;
 
+	*port = 0;
+	fd = loopback_bind(port);
 	if (fd < 0)
 		return fd;
 	if (listen(fd, backlog)) {

@@ -8,8 +8,10 @@
 #ifndef ETRND_TESTS_LOOPBACK_H
 #define ETRND_TESTS_LOOPBACK_H
 
-/* A port on 127.0.0.1 free a moment ago (bound, read, closed: another
- * process may take it before the caller binds it); 0 on failure. */
+/* A port on 127.0.0.1 free a moment ago (bound, closed: another process
+ * may take it before the caller binds it), drawn at random from below the
+ * kernel's ephemeral range, where no bind(0) or connect() of another
+ * process can be given it meanwhile; 0 on failure. */
 unsigned short loopback_free_port(void);
 
 /* A listening socket (backlog: how many connections may wait) on a free
