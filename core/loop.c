@@ -125,6 +125,9 @@ enum conn_flag {
 	CONN_INBOUND = 1u << 20,    /* accepted: counted in METRIC_CONN_OPEN
 	                               until its slot is freed (a detached one
 	                               leaves the gauge with its slot) */
+	CONN_SEND_FAILED = 1u << 21, /* the peer reset or closed while we sent:
+	                               output is dropped, input still delivered
+	                               until the recv side ends (on_send()) */
 };
 
 struct conn {
@@ -1055,6 +1058,10 @@ static void conn_fill_wbuf(struct conn *c)
 
 void conn_flush(struct conn *c)
 {
+	if (c->flags & CONN_SEND_FAILED) {
+		c->out.len = 0; /* no one to read it (on_send()) */
+		return;
+	}
 	if ((c->flags & (CONN_SEND_INFLIGHT | CONN_DEAD)) ||
 	    (conn_out_unsent(c) == 0 && !(c->tls && (c->flags & CONN_CLOSING))))
 		return;
@@ -1072,6 +1079,18 @@ static void on_send(struct loop *l, struct io_uring_cqe *cqe)
 	if (!(c->flags & CONN_USED) || c->gen != ud_gen(cqe->user_data))
 		return;
 	c->flags &= ~CONN_SEND_INFLIGHT;
+	if ((cqe->res == -EPIPE || cqe->res == -ECONNRESET) && (c->flags & CONN_RECV_ARMED) &&
+	    !(c->flags & (CONN_CLOSING | CONN_DETACHING | CONN_PAUSED))) {
+		/* The peer is gone, but what it sent before it went may still
+		 * be unread: a customer's 250 to our final dot, then a reset
+		 * (a pipelined MAIL behind that dot meets the reset). The
+		 * armed recv brings that input, then the end (conn_peer_gone()
+		 * tells the owner); only the output is dropped meanwhile. */
+		c->flags |= CONN_SEND_FAILED;
+		c->wbuf.len = 0;
+		c->out.len = 0;
+		return;
+	}
 	if (cqe->res < 0) {
 		if (cqe->res != -EPIPE && cqe->res != -ECONNRESET)
 			log_debug("%s: send: %s", c->peer, strerror(-cqe->res));
@@ -1180,7 +1199,7 @@ int conn_detach(struct conn *c, conn_detach_fn done, void *arg)
 	c->flags |= CONN_DETACHING;
 	c->detach_fn = done;
 	c->detach_arg = arg;
-	if (c->flags & (CONN_EOF | CONN_GONE_TOLD | CONN_DEAD))
+	if (c->flags & (CONN_EOF | CONN_GONE_TOLD | CONN_DEAD | CONN_SEND_FAILED))
 		conn_cut(c, "peer gone before the connection changed owner");
 	else if (c->loop->stopping)
 		conn_cut(c, "the loop stops while the connection changes owner");
