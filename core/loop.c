@@ -1079,24 +1079,25 @@ static void on_send(struct loop *l, struct io_uring_cqe *cqe)
 	if (!(c->flags & CONN_USED) || c->gen != ud_gen(cqe->user_data))
 		return;
 	c->flags &= ~CONN_SEND_INFLIGHT;
-	if ((cqe->res == -EPIPE || cqe->res == -ECONNRESET) && (c->flags & CONN_RECV_ARMED) &&
-	    !(c->flags & (CONN_CLOSING | CONN_DETACHING | CONN_PAUSED))) {
-		/* The peer is gone, but what it sent before it went may still
-		 * be unread: a customer's 250 to our final dot, then a reset
-		 * (a pipelined MAIL behind that dot meets the reset). The
-		 * armed recv brings that input, then the end (conn_peer_gone()
-		 * tells the owner); only the output is dropped meanwhile. */
-		c->flags |= CONN_SEND_FAILED;
-		c->wbuf.len = 0;
-		c->out.len = 0;
-		return;
-	}
 	if (cqe->res < 0) {
-		if (cqe->res != -EPIPE && cqe->res != -ECONNRESET)
+		int reset = cqe->res == -EPIPE || cqe->res == -ECONNRESET;
+
+		if (!reset)
 			log_debug("%s: send: %s", c->peer, strerror(-cqe->res));
-		c->flags |= CONN_DEAD;
 		c->wbuf.len = 0;
 		c->out.len = 0;
+		if (reset && (c->flags & CONN_RECV_ARMED) &&
+		    !(c->flags & (CONN_CLOSING | CONN_DETACHING | CONN_PAUSED))) {
+			/* The peer is gone, but what it sent before it went
+			 * may still be unread: a customer's 250 to our final
+			 * dot, then a reset (a pipelined MAIL behind that dot
+			 * meets the reset). The armed recv brings that input,
+			 * then the end (conn_peer_gone() tells the owner);
+			 * only the output is dropped meanwhile. */
+			c->flags |= CONN_SEND_FAILED;
+			return;
+		}
+		c->flags |= CONN_DEAD;
 		if (c->flags & CONN_OUT_WAIT) {
 			/* Waiting for this peer to read: it never will. Its
 			 * kept commands can have no answer; drop them. */

@@ -45,16 +45,17 @@ fail:
 static void loopback_ephemeral(unsigned *lo, unsigned *hi)
 {
 	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "re");
+	unsigned a, b;
 
 	*lo = 32768;
 	*hi = 60999;
-	if (f) {
-		if (fscanf(f, "%u %u", lo, hi) != 2 || *lo > *hi || *hi > 65535) {
-			*lo = 32768;
-			*hi = 60999;
-		}
-		fclose(f);
+	if (!f)
+		return;
+	if (fscanf(f, "%u %u", &a, &b) == 2 && a <= b && b <= 65535) {
+		*lo = a;
+		*hi = b;
 	}
+	fclose(f);
 }
 
 /* Below the ephemeral range, at random (the integration harness's
