@@ -1410,6 +1410,12 @@ static void dc_bounce(struct drain_conn *dc, const struct drain_bounces *b, uint
  * it, read ahead, or a fresh take), or close when the session ended. */
 static void dc_after_msg(struct drain_conn *dc)
 {
+	/* m's dot was answered, so it went out, held or not (a send in
+	 * flight takes the rest of the output with it when it completes):
+	 * nothing waits behind it now. Left set, the next message (nx, its
+	 * read slower than the customer's reply, e.g. from disk) would be
+	 * submitted and never sent. */
+	dc->flush_held = 0;
 	dc_msg_clear(dc->m);
 	if (smtp_client_closed(dc->cl)) {
 		/* The failure that ended the session decided the message

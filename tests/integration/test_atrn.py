@@ -92,7 +92,7 @@ def msgid(data):
 class AtrnTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="etrnd-atrn-")
-        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.addCleanup(h.remove_tmp, self.tmp)
         self.redis = Redis(self.tmp).start()
         self.addCleanup(self.redis.stop)
         self.cport = h.free_port()       # the ETRN customer (aiosmtpd)
