@@ -143,6 +143,7 @@ static void engine_spool_conf(const struct engine *e, struct spool_shard_conf *s
 	sc->shard = e->index;
 	sc->sync = cfg->sync;
 	sc->segment_size = cfg->segment_size;
+	sc->direct = cfg->spool_direct_io;
 	sc->domstat = e->env->ds;
 	sc->compact_threshold = cfg->compact_threshold;
 	sc->compact_min_age_us = (uint64_t)cfg->compact_min_age_ms * 1000;

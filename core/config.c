@@ -951,6 +951,7 @@ static const struct config_key config_keys[] = {
 	{ "relay_domains", set_relay_domains, 0, 0, 0 },
 	{ "sync", set_sync, 0, 0, 0 },
 	{ "segment_size", set_size, OFF(segment_size), 1ull << 20, 1ull << 30 },
+	{ "spool_direct_io", set_bool, OFF(spool_direct_io), 0, 1 },
 	/* Compaction: a sealed segment with fewer live bytes than this
 	 * percentage, whose newest message is at least compact_min_age old. */
 	{ "compact_threshold", set_uint, OFF(compact_threshold), 1, 100 },
@@ -1110,6 +1111,7 @@ void config_defaults(struct config *c)
 	/* 128M: the worst-case record of a default 50M message (4/3 of it
 	 * dot-stuffed, plus 1000 recipients) needs about 67M (smtpd.h). */
 	c->segment_size = 128u << 20;
+	c->spool_direct_io = 1;
 	c->compact_threshold = 25;
 	c->compact_min_age_ms = 3600u * 1000u;
 	c->smtp_command_max = 512;

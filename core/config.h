@@ -286,6 +286,7 @@ struct config {
 	char **relay_domains;           /* lower-case, no trailing dot */
 	size_t nrelay_domains;
 	enum config_sync sync;
+	int spool_direct_io;            /* O_DIRECT spool writes (sync != none) */
 	size_t segment_size;
 	unsigned compact_threshold;     /* percent live below which to compact */
 	unsigned compact_min_age_ms;    /* newest message in a segment that old */

@@ -29,6 +29,12 @@
  * spool_prezero.h). A batch that would write into zeros still in flight
  * waits a turn, and so does a new segment (the chunk holds the old one's
  * descriptor).
+ *
+ * Direct I/O (spool_direct.h): with a sync mode and spool_direct_io, a
+ * segment is opened with O_DIRECT and each batch is written from its
+ * staged, block-aligned image (the last partial block again, the records,
+ * zeros); a batch starts beside another only once the other's write is in,
+ * and a failed batch puts the tail back as it found it.
  */
 #include "store/spool.h"
 
@@ -52,6 +58,7 @@
 #include "core/now.h"
 #include "store/domstat.h"
 #include "store/spool_compact.h"
+#include "store/spool_direct.h"
 #include "store/spool_index.h"
 #include "store/spool_prezero.h"
 #include "store/spool_read.h"
@@ -130,7 +137,10 @@ struct spool_batch {
 	uint64_t round_len;       /* bytes the current round's write asked for */
 	uint64_t sync_start_us;   /* this round's write + sync submitted */
 	int ended;                /* its last round is in: waits for its turn */
+	int direct;               /* written from stage (spool_direct.h) */
 	struct iovec iov[SPOOL_IOV_MAX]; /* read by the kernel at submission */
+	/* Not cleared between batches (the memset stops at iov): */
+	struct spool_stage stage; /* the aligned image of a direct batch */
 };
 
 /* A segment's read-only descriptor and the reads that use it. */
@@ -189,6 +199,8 @@ struct spool_shard {
 	int seg_new;              /* created and not yet dir-synced */
 	int seg_broken;           /* a failed write could not be undone: rotate */
 	struct spool_prezero pz;  /* zeros ahead of seg_off (spool_prezero.h) */
+	int direct_want;          /* spool_direct_io and a sync mode */
+	struct spool_direct dio;  /* O_DIRECT writes (spool_direct.h) */
 
 	uint64_t seq;
 
@@ -383,6 +395,7 @@ struct spool_shard *spool_shard_open(struct loop *loop,
 	sh->shard = conf->shard;
 	sh->sync = conf->sync;
 	sh->segment_size = conf->segment_size;
+	sh->direct_want = conf->direct && conf->sync != CONFIG_SYNC_NONE;
 	spool_prezero_init(&sh->pz, loop, conf->segment_size);
 	sh->domstat = conf->domstat;
 	sh->dirfd = -1;
@@ -457,6 +470,8 @@ struct spool_shard *spool_shard_close(struct spool_shard *sh)
 	}
 	if (sh->seg_fd >= 0)
 		close(sh->seg_fd);
+	for (unsigned i = 0; i < SPOOL_BATCHES_MAX; i++)
+		spool_stage_trim(&sh->bt[i].stage, 1);
 	if (sh->dirfd >= 0)
 		close(sh->dirfd);
 	for (uint32_t i = 0; i < sh->nrfd; i++)
@@ -726,7 +741,15 @@ static int segment_open(struct spool_shard *sh, uint64_t first_seq)
 		return -ENAMETOOLONG;
 	/* A rare, start-of-segment open on the engine thread: one metadata
 	 * operation per segment_size bytes written. */
-	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC |
+		  (sh->direct_want ? O_DIRECT : 0), 0640);
+	if (fd < 0 && errno == EINVAL && sh->direct_want) {
+		/* A filesystem without O_DIRECT: buffered from now on. */
+		log_warn("spool shard %u: %s: no direct I/O here (%s): writing through the page cache",
+			   sh->shard, sh->dir, strerror(errno));
+		sh->direct_want = 0;
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	}
 	if (fd < 0)
 		return -errno;
 	if (sh->have_seg)
@@ -742,10 +765,19 @@ static int segment_open(struct spool_shard *sh, uint64_t first_seq)
 	sh->seg_fd = fd;
 	sh->seg_off = 0;
 	spool_prezero_segment(&sh->pz, fd);
+	sh->dio.on = sh->direct_want;
+	spool_direct_segment(&sh->dio);
 	sh->seg_new = 1;
 	sh->seg_broken = 0;
 	log_info("spool shard %u: new segment %s", sh->shard, path);
 	return 0;
+}
+
+/* Where len bytes written at off end in the file: a direct write fills
+ * its last block with zeros (spool_direct.h). */
+static uint64_t seg_end(const struct spool_shard *sh, uint64_t off, uint64_t len)
+{
+	return sh->dio.on ? spool_direct_end(off, len) : off + len;
 }
 
 /* ---- group commit ------------------------------------------------------- */
@@ -782,6 +814,31 @@ static unsigned batch_iov(struct spool_batch *b)
 	return n;
 }
 
+/* Queue the write of what the batch has not written yet: from its
+ * iovecs, or (direct) from its staged image, staged on the first round. */
+static int batch_write(struct spool_batch *b, unsigned flags)
+{
+	struct spool_shard *sh = b->sh;
+	struct spool_stage *s = &b->stage;
+	int rc;
+
+	if (!b->direct) {
+		b->round_len = b->total - b->written;
+		return loop_file_writev(sh->loop, b->fd, b->iov, batch_iov(b),
+					b->off + b->written, flags, batch_write_cqe, b);
+	}
+	if (s->len == 0) {
+		rc = spool_direct_stage(&sh->dio, s, b->off, b->iov, batch_iov(b), b->total);
+		if (rc)
+			return rc;
+	}
+	b->round_len = s->len - s->done;
+	b->iov[0].iov_base = s->p + s->done;
+	b->iov[0].iov_len = b->round_len;
+	return loop_file_writev(sh->loop, b->fd, b->iov, 1, s->start + s->done, flags,
+				batch_write_cqe, b);
+}
+
 /*
  * Submit one round: the unwritten rest of the batch (if any), linked to an
  * fdatasync of the segment, linked to an fsync of the directory when the
@@ -806,10 +863,7 @@ static int batch_submit(struct spool_batch *b)
 	    (sync ? 1u + (b->need_dirsync != 0) : 0u))
 		return -EBUSY;
 	if (b->written < b->total) {
-		b->round_len = b->total - b->written;
-		rc = loop_file_writev(sh->loop, b->fd, b->iov, batch_iov(b),
-				      b->off + b->written, sync ? LOOP_LINK : 0,
-				      batch_write_cqe, b);
+		rc = batch_write(b, sync ? LOOP_LINK : 0);
 		if (rc)
 			return rc;
 		b->outstanding++;
@@ -1073,6 +1127,20 @@ static struct spool_batch *batch_oldest(struct spool_shard *sh)
 	return &sh->bt[sh->b_head];
 }
 
+/* The disk refused a direct write (EINVAL: an alignment it does not take):
+ * this segment and the next are written through the page cache. */
+static void direct_off(struct spool_shard *sh, int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	log_err("spool shard %u: the disk refused a direct write: writing through the page cache from now on",
+		sh->shard);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_DIRECT) < 0)
+		sh->seg_broken = 1; /* the next batch gets a new segment */
+	sh->dio.on = 0;
+	sh->direct_want = 0;
+}
+
 /* End the oldest batch in flight with err (0: durable). A failed batch's
  * bytes are cut off (batches_settle() has made sure nothing later is still
  * being written) so later records follow the last good one; if that fails
@@ -1096,7 +1164,11 @@ static void batch_finish(struct spool_shard *sh, int err)
 			}
 			sh->seg_off = b->off;
 			spool_prezero_cut(&sh->pz, b->off);
+			if (b->direct && b->stage.len)
+				spool_direct_cut(&sh->dio, &b->stage, b->off);
 		}
+		if (b->direct && err == -EINVAL)
+			direct_off(sh, b->fd);
 		if (b->need_dirsync)
 			sh->seg_new = 1; /* its name may not be durable yet */
 	} else {
@@ -1105,12 +1177,15 @@ static void batch_finish(struct spool_shard *sh, int err)
 		sh->stats.messages += count;
 		sh->stats.bytes += b->total;
 		sh->stats.commits++;
+		sh->stats.direct_commits += b->direct != 0;
 		for (struct spool_entry *e = first; e; e = e->next) {
 			index_record(sh, e, off);
 			off += e->head.len + e->body_len;
 		}
 		shard_metrics(sh);
 	}
+	b->stage.len = 0;
+	spool_stage_trim(&b->stage, 0);
 	memset(b, 0, offsetof(struct spool_batch, iov));
 	sh->b_head = (sh->b_head + 1) % SPOOL_BATCHES_MAX;
 	sh->ninflight--;
@@ -1171,8 +1246,10 @@ static void batch_write_cqe(void *arg, int res)
 		b->err = b->err ? b->err : res;
 	else if (res == 0)
 		b->err = b->err ? b->err : -EIO; /* no progress: the device refuses */
-	else
+	else if (!b->direct)
 		b->written += (uint64_t)res;
+	else if (spool_direct_wrote(&b->stage, res))
+		b->written = b->total;
 	if (--b->outstanding == 0)
 		batch_round_end(b);
 }
@@ -1375,7 +1452,7 @@ static void queues_fail(struct spool_shard *sh, int err)
 static int flush_segment(struct spool_shard *sh, uint64_t first_len)
 {
 	if (sh->seg_fd >= 0 && !sh->seg_broken &&
-	    !(sh->seg_off > 0 && sh->seg_off + first_len > sh->segment_size))
+	    !(sh->seg_off > 0 && seg_end(sh, sh->seg_off, first_len) > sh->segment_size))
 		return 0;
 	if (spool_prezero_busy(&sh->pz))
 		return -EAGAIN;
@@ -1397,7 +1474,8 @@ static void batch_fill(struct spool_shard *sh, struct spool_batch *b)
 		while ((e = *qf) && b->count < max) {
 			uint64_t len = e->head.len + e->body_len;
 			if (b->count && (iovs + 2 > SPOOL_IOV_MAX ||
-					 b->off + b->total + len > sh->segment_size))
+					 seg_end(sh, b->off, b->total + len) > sh->segment_size ||
+					 (b->direct && b->total + len > SPOOL_DIRECT_BATCH_MAX)))
 				break;
 			batch_take(b, qf, ql, copies ? NULL : &sh->q_count);
 			iovs += 2; /* head and body */
@@ -1414,6 +1492,11 @@ static void batch_unfill(struct spool_shard *sh, struct spool_batch *b)
 	struct spool_entry *cf = NULL, *cl = NULL, *qf = NULL, *ql = NULL, *e, *next;
 	unsigned qn = 0;
 
+	if (b->direct && b->stage.len) {
+		/* Staged but not written: the tail is as the batch found it. */
+		spool_direct_cut(&sh->dio, &b->stage, b->off);
+		b->stage.len = 0;
+	}
 	for (e = b->first; e; e = next) {
 		next = e->next;
 		e->next = NULL;
@@ -1451,9 +1534,16 @@ static int flush_may_pipeline(const struct spool_shard *sh)
 
 	if (sh->ninflight == 0)
 		return 1;
+	/* Direct: the last batch's write may hold the block this one starts
+	 * in; two writes of a block in flight may land in either order. */
+	for (unsigned k = 0; sh->dio.on && k < sh->ninflight; k++) {
+		const struct spool_batch *o = &sh->bt[(sh->b_head + k) % SPOOL_BATCHES_MAX];
+		if (o->written < o->total)
+			return 0;
+	}
 	return sh->ninflight < SPOOL_BATCHES_MAX && !sh->c_first && e &&
 		!sh->seg_broken && sh->seg_fd >= 0 &&
-		sh->seg_off + e->head.len + e->body_len <= sh->segment_size;
+		seg_end(sh, sh->seg_off, e->head.len + e->body_len) <= sh->segment_size;
 }
 
 /* 1 when what is queued should be written now: anything but lazy records,
@@ -1500,11 +1590,13 @@ void spool_shard_flush(void *arg)
 	b->fd = sh->seg_fd;
 	b->off = sh->seg_off;
 	b->need_dirsync = sh->seg_new && sh->sync != CONFIG_SYNC_NONE;
+	b->direct = sh->dio.on;
 	batch_fill(sh, b);
 	/* Too few file-op slots (reads hold them), or zeros being written
-	 * where the batch would go: never lose records or fail them, they
-	 * wait for the next turn. */
-	if (spool_prezero_blocks(&sh->pz, b->off + b->total) || batch_submit(b)) {
+	 * where the batch would go (a direct one: to its block's end): never
+	 * lose records or fail them, they wait for the next turn. */
+	if (spool_prezero_blocks(&sh->pz, seg_end(sh, b->off, b->total)) ||
+	    batch_submit(b)) {
 		batch_unfill(sh, b);
 		goto out;
 	}

@@ -30,6 +30,8 @@ struct spool_shard_conf {
 	unsigned shard;
 	enum config_sync sync;
 	size_t segment_size;
+	int direct;                  /* spool_direct_io: O_DIRECT writes when
+	                                sync is not none (spool_direct.h) */
 	struct domstat *domstat;     /* node-wide held mail per domain (shared) */
 	/* Compaction (store/spool_compact.h); zero values mean: threshold
 	 * SPOOL_COMPACT_THRESHOLD_DEFAULT, no minimum age, the wall clock. */
@@ -204,6 +206,7 @@ struct spool_stats {
 	uint64_t errors;       /* messages failed */
 	uint64_t overlapped;   /* commits started while another was in flight */
 	uint64_t prezero_chunks; /* zero chunks written ahead (spool_prezero.h) */
+	uint64_t direct_commits; /* commits written with O_DIRECT (spool_direct.h) */
 };
 void spool_shard_stats(const struct spool_shard *sh, struct spool_stats *st);
 

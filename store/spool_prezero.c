@@ -24,7 +24,9 @@
 #define PREZERO_PAUSE_US 10000000u
 #define PREZERO_ALIGN 4096u
 
-static const char prezero_buf[SPOOL_PREZERO_BUF];
+/* Aligned for a segment written with O_DIRECT (spool_direct.h): chunk
+ * offsets and lengths are whole pages too. */
+static const _Alignas(4096) char prezero_buf[SPOOL_PREZERO_BUF];
 
 void spool_prezero_init(struct spool_prezero *pz, struct loop *loop, uint64_t limit)
 {

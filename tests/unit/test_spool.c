@@ -9,11 +9,15 @@
  * segment holding only SCHEDs of live messages is unlinked all the same
  * (at run time the schedule in it is lost; at start it is written again).
  * The pipelined commit: two batches in flight, errors in either, a rollover
- * between them (at the end of the file).
+ * between them (at the end of the file). The same with O_DIRECT
+ * (spool_direct.h): every record found after commits that rewrite the
+ * last block, a batch that waits for the write of the block it shares, a
+ * failed batch's tail put back.
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -173,7 +177,27 @@ static void check_syncs(enum config_sync mode, const struct run *r, unsigned seg
 			     "sync = batch: %" PRIu64 " commits for %u messages", st.commits, NMSG);
 }
 
-static void run_mode(enum config_sync mode, unsigned per_turn)
+/* The direct cases need a filesystem that takes O_DIRECT (ext4, xfs,
+ * tmpfs since Linux 6.6); elsewhere etrnd writes through the page cache,
+ * which the other cases cover. */
+static void skip_without_odirect(const char *dir)
+{
+	char path[512];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/odirect-probe", dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_DIRECT | O_CLOEXEC, 0600);
+	if (fd < 0 && errno == EINVAL) {
+		fprintf(stderr, "SKIPPED: %s does not take O_DIRECT\n", dir);
+		rmdir(dir);
+		cr_skip_test("%s does not take O_DIRECT", dir);
+	}
+	cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+	close(fd);
+	unlink(path);
+}
+
+static void run_mode(enum config_sync mode, unsigned per_turn, int direct)
 {
 	static struct run r;
 	struct config cfg;
@@ -189,6 +213,8 @@ static void run_mode(enum config_sync mode, unsigned per_turn)
 
 	memset(&r, 0, sizeof(r));
 	cr_assert_not_null(mkdtemp(dir));
+	if (direct)
+		skip_without_odirect(dir);
 	cr_assert_eq(metrics_init(1), 0);
 	config_defaults(&cfg);
 	cfg.nlisten = 0;
@@ -200,6 +226,7 @@ static void run_mode(enum config_sync mode, unsigned per_turn)
 	sc.dir = dir;
 	sc.shard = 3;
 	sc.sync = mode;
+	sc.direct = direct;
 	sc.segment_size = 1u << 20; /* small: forces several segments */
 	r.sh = spool_shard_open(r.loop, &sc, err, sizeof(err));
 	cr_assert_not_null(r.sh, "%s", err);
@@ -224,6 +251,12 @@ static void run_mode(enum config_sync mode, unsigned per_turn)
 		cr_expect_gt(st.prezero_chunks, 0, "no zeros written ahead");
 	if (mode == CONFIG_SYNC_NONE)
 		cr_expect_eq(st.prezero_chunks, 0, "zeros written without syncs");
+	/* Direct I/O only with syncs (spool_direct.h), and then every commit. */
+	if (direct && mode != CONFIG_SYNC_NONE)
+		cr_expect_eq(st.direct_commits, st.commits, "%" PRIu64 " of %" PRIu64
+			     " commits direct", st.direct_commits, st.commits);
+	else
+		cr_expect_eq(st.direct_commits, 0);
 
 	snprintf(path, sizeof(path), "%s/3", dir);
 	d = opendir(path);
@@ -260,9 +293,16 @@ static void run_mode(enum config_sync mode, unsigned per_turn)
 		free(r.bodies[i]);
 }
 
-Test(spool, batch_group_commit) { run_mode(CONFIG_SYNC_BATCH, 37); }
-Test(spool, always_one_sync_each) { run_mode(CONFIG_SYNC_ALWAYS, 5); }
-Test(spool, none_no_sync) { run_mode(CONFIG_SYNC_NONE, 200); }
+Test(spool, batch_group_commit) { run_mode(CONFIG_SYNC_BATCH, 37, 0); }
+Test(spool, always_one_sync_each) { run_mode(CONFIG_SYNC_ALWAYS, 5, 0); }
+Test(spool, none_no_sync) { run_mode(CONFIG_SYNC_NONE, 200, 0); }
+/* The same with O_DIRECT (spool_direct.h): each commit rewrites the block
+ * the last one ended in; the reader must find every record, byte for
+ * byte, and no segment may pass segment_size for the zeros that end a
+ * block. sync = none writes through the page cache all the same. */
+Test(spool, batch_group_commit_direct) { run_mode(CONFIG_SYNC_BATCH, 37, 1); }
+Test(spool, always_one_sync_each_direct) { run_mode(CONFIG_SYNC_ALWAYS, 5, 1); }
+Test(spool, none_no_sync_direct) { run_mode(CONFIG_SYNC_NONE, 200, 1); }
 
 /* ---- message ids across a restart ---------------------------------------
  * A reopened shard must never hand out an id it stored before, even when
@@ -672,6 +712,9 @@ static void pl_done(void *arg, int err)
 		loop_stop(p->loop);
 }
 
+/* The next pl_open() writes with O_DIRECT (spool_direct.h). */
+static int pl_direct;
+
 static void pl_open(struct pl *p, size_t segment_size)
 {
 	struct loop_conf lc = { 0 };
@@ -681,6 +724,8 @@ static void pl_open(struct pl *p, size_t segment_size)
 	memset(p, 0, sizeof(*p));
 	strcpy(p->dir, "/tmp/etrnd-test-pipe-XXXXXX");
 	cr_assert_not_null(mkdtemp(p->dir));
+	if (pl_direct)
+		skip_without_odirect(p->dir);
 	cr_assert_eq(metrics_init(1), 0);
 	config_defaults(&p->cfg);
 	p->cfg.nlisten = 0;
@@ -692,6 +737,7 @@ static void pl_open(struct pl *p, size_t segment_size)
 	sc.dir = p->dir;
 	sc.shard = PL_SHARD;
 	sc.sync = CONFIG_SYNC_BATCH;
+	sc.direct = pl_direct;
 	sc.segment_size = segment_size;
 	p->sh = spool_shard_open(p->loop, &sc, err, sizeof(err));
 	cr_assert_not_null(p->sh, "%s", err);
@@ -702,6 +748,7 @@ static void pl_close(struct pl *p)
 	char cmd[128];
 
 	spool_shard_close(p->sh);
+	pl_direct = 0;
 	loop_free(p->loop);
 	config_free(&p->cfg);
 	metrics_free();
@@ -861,18 +908,21 @@ static void pl_then_one_more(struct pl *p);
 /* The second batch's write fails (past RLIMIT_FSIZE: EFBIG) while the first
  * is fine: the first is stored, the second fails whole and is cut off, and
  * the next message follows the first batch. */
-Test(spool_pipeline, error_in_second_first_fine)
+static void error_in_second(int direct)
 {
 	struct pl p;
 
 	signal(SIGXFSZ, SIG_IGN);
+	pl_direct = direct;
 	pl_open(&p, 1u << 20);
 	fsize_limit(64 * 1024);
 	pl_queue(&p, 3, 4000);      /* about 12 KiB: fits */
 	spool_shard_flush(p.sh);
 	pl_queue(&p, 3, 30000);     /* about 90 KiB more: crosses 64 KiB */
 	spool_shard_flush(p.sh);
-	cr_expect_eq(pl_overlapped(&p), 1);
+	/* Direct: the second shares the first's last block, so it waits for
+	 * the first's write (a later turn) and fails alone all the same. */
+	cr_expect_eq(pl_overlapped(&p), direct ? 0 : 1);
 	p.then = pl_then_one_more;
 	pl_run(&p);
 	for (unsigned i = 0; i < 3; i++)
@@ -888,29 +938,75 @@ Test(spool_pipeline, error_in_second_first_fine)
 	pl_close(&p);
 }
 
-/* The first batch fails: the second, written after it, fails too (the
- * segment is cut back to where the first began), whatever its own result;
- * the next message is stored at the start again. */
-Test(spool_pipeline, error_in_first_fails_both)
+Test(spool_pipeline, error_in_second_first_fine) { error_in_second(0); }
+/* Direct: the segment is cut back into the block the first batch ended in;
+ * the one more message must be staged behind the first batch's bytes, not
+ * the failed batch's (spool_direct_cut). */
+Test(spool_pipeline, error_in_second_first_fine_direct) { error_in_second(1); }
+
+/* The first batch fails. Buffered: the second, written beside it, fails
+ * too (the segment is cut back to where the first began), whatever its own
+ * result. Direct: the second would share the first's block, so it waits
+ * for the first's write and, written alone after the cut, is stored at the
+ * start. Either way the one more message is stored after what survived. */
+static void error_in_first(int direct)
 {
 	struct pl p;
+	struct spool_stats st;
+	unsigned failed = direct ? 2 : 4;
 
 	signal(SIGXFSZ, SIG_IGN);
+	pl_direct = direct;
 	pl_open(&p, 1u << 20);
 	fsize_limit(16 * 1024);
 	pl_queue(&p, 2, 30000);     /* crosses 16 KiB */
 	spool_shard_flush(p.sh);
 	pl_queue(&p, 2, 100);
 	spool_shard_flush(p.sh);
-	cr_expect_eq(pl_overlapped(&p), 1);
+	cr_expect_eq(pl_overlapped(&p), direct ? 0 : 1);
 	p.then = pl_then_one_more;
 	pl_run(&p);
-	for (unsigned i = 0; i < 4; i++)
-		cr_expect_eq(p.err[i], -EFBIG, "message %u: %d", i, p.err[i]);
-	cr_expect_eq(p.err[4], 0);
+	for (unsigned i = 0; i < 5; i++)
+		cr_expect_eq(p.err[i], i < failed ? -EFBIG : 0, "message %u: %d", i, p.err[i]);
+	spool_shard_stats(p.sh, &st);
+	cr_expect_eq(st.direct_commits, direct ? st.commits : 0);
 	cr_expect_eq(pl_read(&p), 1);
-	cr_expect_eq(p.nfound, 1, "%u records on disk", p.nfound);
-	cr_expect_eq(p.found[0], p.ids[4]);
+	cr_expect_eq(p.nfound, 5 - failed, "%u records on disk", p.nfound);
+	for (unsigned i = 0; i < 5 - failed && i < p.nfound; i++)
+		cr_expect_eq(p.found[i], p.ids[failed + i], "record %u", i);
+	pl_close(&p);
+}
+
+Test(spool_pipeline, error_in_first_fails_both) { error_in_first(0); }
+Test(spool_pipeline, error_in_first_direct_second_after) { error_in_first(1); }
+
+/* Direct: a batch queued while the last one's write is in flight waits
+ * for it (both would write the block one ends and the other starts in);
+ * every record is found after, in order, and the file ends on a block. */
+Test(spool_pipeline, direct_shared_block_waits_for_write)
+{
+	struct pl p;
+	struct spool_stats st;
+
+	pl_direct = 1;
+	pl_open(&p, 1u << 20);
+	pl_queue(&p, 3, 4001);
+	spool_shard_flush(p.sh);
+	pl_queue(&p, 3, 4003);
+	spool_shard_flush(p.sh);
+	cr_expect_eq(pl_overlapped(&p), 0, "a batch went beside a write of its first block");
+	pl_run(&p);
+	for (unsigned i = 0; i < p.queued; i++) {
+		cr_expect_eq(p.err[i], 0, "message %u: %d", i, p.err[i]);
+		cr_expect_eq(p.order[i], i);
+	}
+	spool_shard_stats(p.sh, &st);
+	cr_expect_eq(st.commits, 2);
+	cr_expect_eq(st.direct_commits, 2);
+	cr_expect_eq(pl_read(&p), 1);
+	cr_expect_eq(p.nfound, p.queued);
+	for (unsigned i = 0; i < p.queued && i < p.nfound; i++)
+		cr_expect_eq(p.found[i], p.ids[i], "record %u", i);
 	pl_close(&p);
 }
 
