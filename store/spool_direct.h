@@ -5,9 +5,10 @@
  * copies every byte into the page cache and leaves the fdatasync to write
  * it back; a direct write hands the disk the bytes at once, from one
  * aligned buffer, and the fdatasync after it only flushes the disk's cache.
- * On the benchmark machine 100 KiB ingest went from 3,900-4,500 to
- * 5,600-5,900 messages/s with it, CPU per message from 220-270 µs to
- * 155-160 µs (a VM whose freshly touched page-cache memory is slow).
+ * On the benchmark machine (a VM whose freshly touched page-cache memory
+ * is slow), 100 KiB ingest at 20 sessions, 3 alternating runs each:
+ * 2,790-3,054 messages/s buffered against 3,880-5,362 direct, CPU per
+ * message 299-419 µs against 155-191 µs.
  *
  * Direct I/O moves whole blocks (SPOOL_DIRECT_ALIGN) from aligned memory,
  * so a batch is staged: the bytes of the segment's last partial block that
