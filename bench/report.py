@@ -205,6 +205,12 @@ DISK = [d for d in DISK if d is not None]
 DISK_MB = max(DISK) if DISK else None  # the stricter ceiling
 DISK_DSYNC = dd_mb_s("disk_dsync.1")
 DISK_REUSED = dd_mb_s("disk_seq_reused")
+# dd with oflag=direct: the page cache out of the way, as etrnd's spool
+# writes (spool_direct_io = yes). The target takes the highest dd figure
+# of the buffered runs and this one: the stricter ceiling.
+DISK_DIRECT = dd_mb_s("disk_seq_direct")
+DISK_CEIL = max(DISK + ([DISK_DIRECT] if DISK_DIRECT is not None else [])) \
+    if (DISK or DISK_DIRECT is not None) else None
 CEIL = {}
 w("## Against the limits that bound each figure (issue 17)")
 w("")
@@ -232,10 +238,12 @@ w("100 KiB against the disk: etrnd `sync = batch` %s MB/s, `sync = none` %s MB/s
     ", ".join("%.1f" % d for d in DISK) or "n/a", fmt(DISK_DSYNC, "%.1f"),
     fmt(ratio(e100_mb, DISK_MB) and ratio(e100_mb, DISK_MB) * 100, "%.0f%%")))
 w("")
-w("The same dd run again at once, into the page cache the first had just given back: %s MB/s (free page reporting on this machine: %s). Where freed guest memory goes back to the host, a buffered write into memory the guest has not touched lately pays a host fault per page. etrnd's spool grows the page cache as it writes, so it pays that for most of its pages; dd's first run pays it or not, depending on what the scenarios before it freed. So the two dd figures bracket what buffered writes can reach here, and neither is the disk's own bandwidth; the target's ratio uses the higher of the runs before and after the 100 KiB ingest, as always." % (
+w("The same dd run again at once, into the page cache the first had just given back: %s MB/s (free page reporting on this machine: %s). Where freed guest memory goes back to the host, a buffered write into memory the guest has not touched lately pays a host fault per page. etrnd's spool grows the page cache as it writes, so it pays that for most of its pages; dd's first run pays it or not, depending on what the scenarios before it freed. So the two dd figures bracket what buffered writes can reach here, and neither is the disk's own bandwidth; dd with `oflag=direct` (no page cache, as etrnd's spool is written with `spool_direct_io = yes`): %s MB/s. The target's ratio uses the highest of the buffered runs before and after the 100 KiB ingest and the direct one: %s MB/s, etrnd / it = **%s**." % (
     fmt(DISK_REUSED, "%.1f"),
     "none" if META.get("page_reporting_order", "none") == "none"
-    else "blocks of order %s and up" % META.get("page_reporting_order")))
+    else "blocks of order %s and up" % META.get("page_reporting_order"),
+    fmt(DISK_DIRECT, "%.1f"), fmt(DISK_CEIL, "%.1f"),
+    fmt(ratio(e100_mb, DISK_CEIL) and ratio(e100_mb, DISK_CEIL) * 100, "%.0f%%")))
 w("")
 # The disk's commit latency (dd oflag=dsync, 4 KiB writes, each synced),
 # appended and over blocks already written and synced: a durable 250 waits
@@ -1004,11 +1012,12 @@ t("Issue 17 (2): durable ingest >= 80% of `sync = none` (4 KiB, 20 sessions)",
 cpu200 = cpu_us("ingest4k_s200.etrnd")
 t("Issue 17 (3): CPU per message <= 15 µs (ingest, 200 sessions; etrnd's user+sys CPU / messages)",
   "%s (the sink alone: %s)" % (fmt(cpu200, "%.1f µs"), fmt(cpu_us("ingest4k_s200.ebsink"), "%.1f µs")), cpu200 is not None and cpu200 <= 15)
-r17_4 = ratio(e100_mb, DISK_MB)
+r17_4 = ratio(e100_mb, DISK_CEIL)
 t("Issue 17 (4): 100 KiB ingest >= 90% of the disk's fdatasync bandwidth (dd)",
-  "%s (%s of %s MB/s; dd into the memory it had just freed: %s MB/s, see the ceilings)" % (
-      fmt(r17_4 and r17_4 * 100, "%.0f%%"), fmt(e100_mb, "%.1f"), fmt(DISK_MB, "%.1f"),
-      fmt(DISK_REUSED, "%.1f")),
+  "%s (%s of %s MB/s, the highest of dd before and after %s, dd into the memory it had just freed %s, dd `oflag=direct` %s MB/s; see the ceilings)" % (
+      fmt(r17_4 and r17_4 * 100, "%.0f%%"), fmt(e100_mb, "%.1f"), fmt(DISK_CEIL, "%.1f"),
+      ", ".join("%.1f" % d for d in DISK) or "n/a", fmt(DISK_REUSED, "%.1f"),
+      fmt(DISK_DIRECT, "%.1f")),
   r17_4 is not None and r17_4 >= 0.9)
 t("Issue 17 (5): drain of one domain >= 90% of the sink alone and >= 40x Postfix",
   "%s / %s (CPU per message: etrnd's drain %s, the generator %s)" % (

@@ -397,6 +397,9 @@ disk_ceiling disk_seq.1 bs=1M count="$DD_MB" conv=fdatasync
 # spool's) grow the page cache into such memory. The two differ by what
 # that costs; report.py prints both.
 disk_ceiling disk_seq_reused bs=1M count="$DD_MB" conv=fdatasync
+# And with O_DIRECT, as etrnd writes its spool (spool_direct_io = yes): no
+# page cache at all, so neither of the above costs.
+disk_ceiling disk_seq_direct bs=1M count="$DD_MB" oflag=direct conv=fdatasync
 disk_ceiling disk_dsync.1 bs=256k count=$((DD_MB * 4)) oflag=dsync
 ETRND_SCENARIO=ingest100k
 etrnd_start
