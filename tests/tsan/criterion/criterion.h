@@ -5,7 +5,7 @@
  * "Could not initialize inheritable arena"). It gives the subset our
  * concurrency tests use: Test() (options such as .timeout ignored: ctest's
  * TIMEOUT bounds the run), the cr_assert / cr_expect checks and
- * cr_log_warn (to stderr). Each test runs
+ * cr_log_warn (to stderr), cr_skip_test. Each test runs
  * in its own forked process, as under Criterion; an assert ends that test,
  * an expect marks it failed and goes on. crs_main.c holds main().
  */
@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef void (*crs_fn)(void);
@@ -57,6 +58,11 @@ void crs_fail(const char *file, int line, int fatal, const char *what, const cha
 #define cr_expect_not_null(p, ...) CRS_CHECK(0, (p) != NULL, #p " != NULL", __VA_ARGS__)
 #define cr_assert_str_eq(a, b, ...) CRS_CHECK(1, !strcmp((a), (b)), #a " eq " #b, __VA_ARGS__)
 #define cr_expect_str_eq(a, b, ...) CRS_CHECK(0, !strcmp((a), (b)), #a " eq " #b, __VA_ARGS__)
+
+/* The test's process ends here, counted as passed; the reason goes to
+ * stderr. */
+#define cr_skip_test(...) \
+	do { fprintf(stderr, "[SKIP] " __VA_ARGS__); fputc('\n', stderr); exit(0); } while (0)
 
 #define cr_log_warn(...) \
 	do { fprintf(stderr, "[WARN] " __VA_ARGS__); fputc('\n', stderr); } while (0)
