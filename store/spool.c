@@ -199,7 +199,8 @@ struct spool_shard {
 	int seg_new;              /* created and not yet dir-synced */
 	int seg_broken;           /* a failed write could not be undone: rotate */
 	struct spool_prezero pz;  /* zeros ahead of seg_off (spool_prezero.h) */
-	int direct_want;          /* spool_direct_io and a sync mode */
+	int direct;               /* segments open with O_DIRECT: spool_direct_io
+	                             and a sync mode, until refused */
 	struct spool_direct dio;  /* O_DIRECT writes (spool_direct.h) */
 
 	uint64_t seq;
@@ -395,7 +396,7 @@ struct spool_shard *spool_shard_open(struct loop *loop,
 	sh->shard = conf->shard;
 	sh->sync = conf->sync;
 	sh->segment_size = conf->segment_size;
-	sh->direct_want = conf->direct && conf->sync != CONFIG_SYNC_NONE;
+	sh->direct = conf->direct && conf->sync != CONFIG_SYNC_NONE;
 	spool_prezero_init(&sh->pz, loop, conf->segment_size);
 	sh->domstat = conf->domstat;
 	sh->dirfd = -1;
@@ -742,12 +743,12 @@ static int segment_open(struct spool_shard *sh, uint64_t first_seq)
 	/* A rare, start-of-segment open on the engine thread: one metadata
 	 * operation per segment_size bytes written. */
 	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC |
-		  (sh->direct_want ? O_DIRECT : 0), 0640);
-	if (fd < 0 && errno == EINVAL && sh->direct_want) {
+		  (sh->direct ? O_DIRECT : 0), 0640);
+	if (fd < 0 && errno == EINVAL && sh->direct) {
 		/* A filesystem without O_DIRECT: buffered from now on. */
 		log_warn("spool shard %u: %s: no direct I/O here (%s): writing through the page cache",
 			   sh->shard, sh->dir, strerror(errno));
-		sh->direct_want = 0;
+		sh->direct = 0;
 		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 	}
 	if (fd < 0)
@@ -765,7 +766,6 @@ static int segment_open(struct spool_shard *sh, uint64_t first_seq)
 	sh->seg_fd = fd;
 	sh->seg_off = 0;
 	spool_prezero_segment(&sh->pz, fd);
-	sh->dio.on = sh->direct_want;
 	spool_direct_segment(&sh->dio);
 	sh->seg_new = 1;
 	sh->seg_broken = 0;
@@ -777,7 +777,7 @@ static int segment_open(struct spool_shard *sh, uint64_t first_seq)
  * its last block with zeros (spool_direct.h). */
 static uint64_t seg_end(const struct spool_shard *sh, uint64_t off, uint64_t len)
 {
-	return sh->dio.on ? spool_direct_end(off, len) : off + len;
+	return sh->direct ? spool_direct_end(off, len) : off + len;
 }
 
 /* ---- group commit ------------------------------------------------------- */
@@ -1137,8 +1137,7 @@ static void direct_off(struct spool_shard *sh, int fd)
 		sh->shard);
 	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_DIRECT) < 0)
 		sh->seg_broken = 1; /* the next batch gets a new segment */
-	sh->dio.on = 0;
-	sh->direct_want = 0;
+	sh->direct = 0;
 }
 
 /* End the oldest batch in flight with err (0: durable). A failed batch's
@@ -1248,7 +1247,9 @@ static void batch_write_cqe(void *arg, int res)
 		b->err = b->err ? b->err : -EIO; /* no progress: the device refuses */
 	else if (!b->direct)
 		b->written += (uint64_t)res;
-	else if (spool_direct_wrote(&b->stage, res))
+	else if ((res = spool_direct_wrote(&b->stage, res)) < 0)
+		b->err = b->err ? b->err : res; /* not one whole block: no progress */
+	else if (res)
 		b->written = b->total;
 	if (--b->outstanding == 0)
 		batch_round_end(b);
@@ -1536,7 +1537,7 @@ static int flush_may_pipeline(const struct spool_shard *sh)
 		return 1;
 	/* Direct: the last batch's write may hold the block this one starts
 	 * in; two writes of a block in flight may land in either order. */
-	for (unsigned k = 0; sh->dio.on && k < sh->ninflight; k++) {
+	for (unsigned k = 0; sh->direct && k < sh->ninflight; k++) {
 		const struct spool_batch *o = &sh->bt[(sh->b_head + k) % SPOOL_BATCHES_MAX];
 		if (o->written < o->total)
 			return 0;
@@ -1590,7 +1591,7 @@ void spool_shard_flush(void *arg)
 	b->fd = sh->seg_fd;
 	b->off = sh->seg_off;
 	b->need_dirsync = sh->seg_new && sh->sync != CONFIG_SYNC_NONE;
-	b->direct = sh->dio.on;
+	b->direct = sh->direct;
 	batch_fill(sh, b);
 	/* Too few file-op slots (reads hold them), or zeros being written
 	 * where the batch would go (a direct one: to its block's end): never

@@ -55,7 +55,11 @@ void spool_direct_cut(struct spool_direct *d, const struct spool_stage *s, uint6
 
 int spool_direct_wrote(struct spool_stage *s, int res)
 {
-	s->done += (size_t)res / ALIGN * ALIGN;
+	size_t blocks = (size_t)res / ALIGN * ALIGN;
+
+	if (blocks == 0)
+		return -EIO;
+	s->done += blocks;
 	if (s->done > s->len)
 		s->done = s->len;
 	return s->done == s->len;

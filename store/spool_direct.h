@@ -41,7 +41,6 @@
 
 /* The last partial block of the segment being written. */
 struct spool_direct {
-	int on;                   /* the segment is open with O_DIRECT */
 	size_t tail_len;          /* its end % SPOOL_DIRECT_ALIGN */
 	_Alignas(64) char tail[SPOOL_DIRECT_ALIGN];
 };
@@ -70,7 +69,9 @@ int spool_direct_stage(struct spool_direct *d, struct spool_stage *s, uint64_t o
 void spool_direct_cut(struct spool_direct *d, const struct spool_stage *s, uint64_t off);
 
 /* A direct write of s came back with res > 0 bytes: count them (whole
- * blocks: the rest is written again). Returns 1 once all of s is in. */
+ * blocks: the rest is written again). Returns 1 once all of s is in, 0
+ * after progress, -EIO when not one whole block was written (writing the
+ * same again would make none either). */
 int spool_direct_wrote(struct spool_stage *s, int res);
 
 /* Where a batch of total bytes at off ends on disk (the block's end). */
