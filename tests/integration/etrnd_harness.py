@@ -14,7 +14,7 @@ etrnd-spool json writes strings as bytes (each byte >= 0x80 as \\u00XX), so
 addresses compare as str here and str.encode("latin-1") gives the bytes.
 
 Run as a script it is also a small helper for the shell tests:
-  etrnd_harness.py free-port
+  etrnd_harness.py free-port                   PORT LOCK_FILE (h_free_port takes the lock)
   etrnd_harness.py records SPOOL_DIR            one line per MSG: qid sender rcpt,...
   etrnd_harness.py body SPOOL_DIR QID           the body as the client sent it
   etrnd_harness.py check-load SPOOL_DIR N SENDER RCPT [MIN_BODY]
@@ -66,6 +66,7 @@ socket's "metrics". Deadlines (LOG_WAIT_S...) only guard against hangs.
 import base64
 import email
 import email.policy
+import fcntl
 import glob
 import json
 import os
@@ -116,6 +117,10 @@ def env_path(name):
 # (ip_local_port_range), from this port up.
 FREE_PORT_LOW = 10000
 FREE_PORT_TRIES = 200
+# One lock file per port handed out, shared by every test process on the
+# machine (tests/unit/loopback.c and etrnd_harness.sh use it too).
+PORT_LOCK_DIR = "/tmp/etrnd-test-ports"
+_reserved = {}  # port -> the descriptor holding its lock, until we exit
 
 
 def ephemeral_range():
@@ -129,27 +134,62 @@ def ephemeral_range():
         return 32768, 60999  # Linux's default
 
 
-def free_port():
-    """A loopback port free right now, for a server the test starts later.
+def port_lock(port):
+    """Take port's lock file (PORT_LOCK_DIR/PORT) without waiting: the
+    descriptor holding it, or None when another process holds it. The
+    lock goes when the descriptor is closed or the process ends, however
+    it ends."""
+    os.makedirs(PORT_LOCK_DIR, exist_ok=True)
+    try:
+        os.chmod(PORT_LOCK_DIR, 0o1777)  # every user's tests share it, like /tmp
+    except OSError:
+        pass  # another user made it: they set its mode
+    fd = os.open(os.path.join(PORT_LOCK_DIR, str(port)), os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def free_port(keep=True):
+    """A loopback port free right now, for a server the test starts later,
+    or for a test that wants a port where nobody listens.
+
     Not the kernel's choice (bind to 0): that comes from the ephemeral
     range, which every other process's bind(0) and connect() also draw
-    from, so between this check and the server's bind another test's
-    listener or client could be given the same port, and this test's
-    clients would reach it (seen as a foreign connection in a parallel
-    run). Below that range only other free_port() calls hand out ports,
-    each at random among some 20,000."""
+    from. Below that range only free_port() (and the unit tests'
+    loopback_free_port()) hand out ports, each at random among some
+    20,000, and each port handed out stays reserved by a lock file
+    (PORT_LOCK_DIR) until this process ends: a test running beside this
+    one cannot be handed it between our check and our server's bind (a
+    cluster test binds its nodes' ports seconds after choosing them;
+    seen as "bind: Address already in use" in a loaded parallel run), nor
+    listen on a port this test relies on being refused. keep=False
+    releases the lock at once (the shell harness takes it itself)."""
     lo, hi = ephemeral_range()
     # No room below it: above.
     low, high = (FREE_PORT_LOW, lo - 1) if lo > FREE_PORT_LOW + 1 else (hi + 1, 65535)
     rng = random.SystemRandom()
     for _ in range(FREE_PORT_TRIES):
         port = rng.randint(low, high)
+        if port in _reserved:
+            continue  # ours already: handed out earlier in this process
+        lock = port_lock(port)
+        if lock is None:
+            continue  # another test's
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind((HOST, port))
             except OSError:
+                os.close(lock)
                 continue  # in use (or in TIME_WAIT): another
-            return port
+        if keep:
+            _reserved[port] = lock
+        else:
+            os.close(lock)
+        return port
     raise AssertionError("no free port in %d-%d after %d tries" % (low, high, FREE_PORT_TRIES))
 
 
@@ -1324,7 +1364,8 @@ class GoodClient(threading.Thread):
 
 def _cli(argv):
     if len(argv) >= 1 and argv[0] == "free-port":
-        print(free_port())
+        port = free_port(keep=False)
+        print(port, os.path.join(PORT_LOCK_DIR, str(port)))
         return 0
     if len(argv) == 2 and argv[0] == "records":
         for r in msg_records(argv[1]):

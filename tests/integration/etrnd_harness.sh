@@ -58,7 +58,25 @@ h_summary() {
 	[[ $H_SKIP -eq 0 ]] || return $H_SKIP_EXIT
 }
 
-h_free_port() { "$H_PY" "$H_DIR/etrnd_harness.py" free-port; }
+# h_free_port VAR: a free loopback port in VAR (etrnd_harness.py's
+# free_port()), its lock file held by this shell until it exits, so that no
+# test running beside this one is handed it meanwhile. Not in a $(...)
+# subshell: the lock would go with it.
+h_free_port() {
+	local -n h_port_out=$1
+	local port lock fd i
+	for i in 1 2 3 4 5 6 7 8 9 10; do
+		read -r port lock < <("$H_PY" "$H_DIR/etrnd_harness.py" free-port) || return 1
+		exec {fd}<"$lock" || return 1
+		if flock -n "$fd"; then
+			h_port_out=$port
+			return 0
+		fi
+		exec {fd}>&- # taken since it was chosen: another
+	done
+	echo "h_free_port: no free port after $i tries" >&2
+	return 1
+}
 
 # How long a start or a stop may take: a guard against a hang only (a loaded
 # 2-core machine, sanitizer builds), never a measure of speed.
@@ -85,7 +103,7 @@ h_wait_port() {
 h_start_etrnd() {
 	ETRND_SPOOL=$H_TMP/spool
 	ETRND_STDERR=$H_TMP/etrnd.stderr
-	ETRND_PORT=$(h_free_port)
+	h_free_port ETRND_PORT || return 1
 	mkdir -p -m 0750 "$ETRND_SPOOL" # etrnd refuses a spool others may write
 	# Defaults, then the caller's keys (a key given twice is written once).
 	local -a keys=(listen threads hostname spool_dir relay_domains sync shutdown_timeout)

@@ -28,10 +28,11 @@ run_etrnd() {
 
 show() { echo "  exit $RC; stdout: ${OUT:0:300}"; echo "  stderr: ${ERR:0:600}"; }
 
+h_free_port GOOD_PORT || exit 1
 good_conf() {
 	cat <<EOF
 # a good configuration
-listen = 127.0.0.1:$(h_free_port)
+listen = 127.0.0.1:$GOOD_PORT
 threads = 1
 spool_dir = $D/spool
 relay_domains = demo.test, example.net

@@ -9,7 +9,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -17,6 +19,9 @@
 /* loopback_free_port() draws from this port up to the ephemeral range. */
 #define LOOPBACK_PORT_LOW 10000u
 #define LOOPBACK_PORT_TRIES 200u
+/* The integration harness's lock file per port handed out
+ * (etrnd_harness.py's PORT_LOCK_DIR). */
+#define LOOPBACK_PORT_LOCK_DIR "/tmp/etrnd-test-ports"
 
 /* A socket bound to loopback port *port (0: the kernel's choice, put in
  * *port); -errno. */
@@ -58,6 +63,27 @@ static void loopback_ephemeral(unsigned *lo, unsigned *hi)
 	fclose(f);
 }
 
+/* Whether another process holds port's lock file: the integration
+ * harness reserves each port it hands out there until its test ends (it
+ * may bind it seconds later, or rely on nobody listening). Checked, not
+ * held: our caller binds within moments, and a held descriptor would
+ * upset the tests that count them. No lock dir, or none we may open:
+ * nobody reserves there. */
+static bool loopback_port_reserved(unsigned short port)
+{
+	char path[64];
+	bool held;
+	int fd;
+
+	snprintf(path, sizeof(path), LOOPBACK_PORT_LOCK_DIR "/%u", (unsigned)port);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	held = flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+	close(fd); /* drops our lock, if we took it */
+	return held;
+}
+
 /* Below the ephemeral range, at random (the integration harness's
  * free_port() does the same): a port the kernel chose would come from the
  * range every other process's bind(0) and connect() draw from, so between
@@ -82,6 +108,8 @@ unsigned short loopback_free_port(void)
 		if (getrandom(&r, sizeof(r), 0) != sizeof(r))
 			break;
 		port = (unsigned short)(low + r % (high - low + 1));
+		if (loopback_port_reserved(port))
+			continue;
 		fd = loopback_bind(&port);
 		if (fd >= 0) {
 			close(fd);

@@ -11,7 +11,8 @@
 /* A port on 127.0.0.1 free a moment ago (bound, closed: another process
  * may take it before the caller binds it), drawn at random from below the
  * kernel's ephemeral range, where no bind(0) or connect() of another
- * process can be given it meanwhile; 0 on failure. */
+ * process can be given it meanwhile, and not one the integration harness
+ * has reserved for a test running beside; 0 on failure. */
 unsigned short loopback_free_port(void);
 
 /* A listening socket (backlog: how many connections may wait) on a free
