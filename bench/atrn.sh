@@ -50,14 +50,14 @@ mkdir -p "$RES"
 log() { echo "== $(date +%T) $*" >&2; }
 
 # ---- Redis: dom0.test, released to the sink, owned by the bench user ---------
-SINK_PORT=$(h_free_port)
+h_free_port SINK_PORT
 bench_redis_start atrn.sh
 CTL=("$ETRNCTL" --redis "unix:$REDIS_SOCK")
 "${CTL[@]}" domain add dom0.test --dest "127.0.0.1:$SINK_PORT" --etrn-from 127.0.0.0/8 >/dev/null
 "${CTL[@]}" user add "$BENCH_USER" --domain dom0.test --password-stdin <<<"$BENCH_PW" >/dev/null
 
 # ---- etrnd: threads = auto, as bench/run.sh runs it ----------------------------
-ODMR_PORT=$(h_free_port)
+h_free_port ODMR_PORT
 # shellcheck disable=SC2086 # ATRN_ETRND_KEYS is a list of key=value words
 h_start_etrnd "odmr_listen_trusted=127.0.0.1:$ODMR_PORT" "redis=unix:$REDIS_SOCK" \
 	relay_domains=static.test hostname=etrnd.bench.test threads=auto \

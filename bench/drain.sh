@@ -53,7 +53,7 @@ RES=${RES:-$H_TMP/res}
 mkdir -p "$RES"
 log() { echo "== $(date +%T) [load $(cut -d' ' -f1-3 /proc/loadavg)] $*" >&2; }
 
-SINK_PORT=$(h_free_port)
+h_free_port SINK_PORT
 bench_redis_start drain.sh
 {
 	echo "domain,queue,dest,etrn_from"
@@ -107,7 +107,7 @@ drain_one() { # BUILD NAME
 	fi
 	# shellcheck disable=SC2086 # ETRND_KEYS: key=value words
 	local mport
-	mport=$(h_free_port)
+	h_free_port mport
 	h_start_etrnd "redis=unix:$REDIS_SOCK" relay_domains=static.test hostname=etrnd.bench.test \
 		threads=$THREADS etrn_rate_limit=100000 log_level=warn "metrics_listen=127.0.0.1:$mport" \
 		${ETRND_KEYS:-}
@@ -155,7 +155,7 @@ PYEOF
 
 sink_alone() { # NAME
 	local name=$1 port pid
-	port=$(h_free_port)
+	h_free_port port
 	"$EB" sink --listen "127.0.0.1:$port" --verify --expect "$N" --idle-exit 10 --json \
 		>"$RES/$name.json" 2>"$RES/$name.err" &
 	pid=$!

@@ -36,7 +36,7 @@ done
 source "$ROOT/tests/integration/etrnd_harness.sh"
 
 # smtp-sink, started once: -u is required when running as root.
-SINK_PORT=$(h_free_port)
+h_free_port SINK_PORT
 sink_user=()
 [[ $(id -u) -eq 0 ]] && sink_user=(-u nobody)
 "$SMTP_SINK" "${sink_user[@]}" "127.0.0.1:$SINK_PORT" 1024 >"$H_TMP/sink.log" 2>&1 &

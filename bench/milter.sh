@@ -43,7 +43,7 @@ ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 
 # The filter, started once for every milter round.
-MILTER_PORT=$(h_free_port)
+h_free_port MILTER_PORT
 "$MB" "$MILTER_PORT" >"$RES/milter.filter.log" 2>&1 &
 MILTER_PID=$!
 H_PIDS+=("$MILTER_PID")

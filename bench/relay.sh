@@ -54,7 +54,7 @@ log() { echo "== $(date +%T) $*" >&2; }
 
 # sink_start NAME: a fresh sink on a fresh port (SINK_PORT, SINK_PID).
 sink_start() {
-	SINK_PORT=$(h_free_port)
+	h_free_port SINK_PORT
 	"$EB" sink --listen "127.0.0.1:$SINK_PORT" --verify --idle-exit "$IDLE_EXIT" \
 		--duration "$RUN_TIMEOUT" --json >"$RES/$1.sink.json" 2>"$RES/$1.sink.err" &
 	SINK_PID=$!
@@ -121,7 +121,9 @@ run_postfix() { # NAME
 	local name=$1 left
 	sink_start "$name"
 	pf_prepare "$H_TMP/postfix"
-	pf_launch "$(h_free_port)" "# Relays everything from mynetworks through the sink, default qmgr.
+	local pf_port
+	h_free_port pf_port
+	pf_launch "$pf_port" "# Relays everything from mynetworks through the sink, default qmgr.
 relayhost = [127.0.0.1]:$SINK_PORT" || exit 1
 	H_PIDS+=("$PF_MASTER")
 	load "$name" "$PF_PORT" "$PF_N"

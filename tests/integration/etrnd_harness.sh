@@ -61,20 +61,21 @@ h_summary() {
 # h_free_port VAR: a free loopback port in VAR (etrnd_harness.py's
 # free_port()), its lock file held by this shell until it exits, so that no
 # test running beside this one is handed it meanwhile. Not in a $(...)
-# subshell: the lock would go with it.
+# subshell: the lock would go with it. (Its own locals are h_fp_*, so that
+# VAR may be any name of the caller's, a local one too.)
 h_free_port() {
-	local -n h_port_out=$1
-	local port lock fd i
-	for i in 1 2 3 4 5 6 7 8 9 10; do
-		read -r port lock < <("$H_PY" "$H_DIR/etrnd_harness.py" free-port) || return 1
-		exec {fd}<"$lock" || return 1
-		if flock -n "$fd"; then
-			h_port_out=$port
+	local -n h_fp_out=$1
+	local h_fp_port h_fp_lock h_fp_fd h_fp_i
+	for h_fp_i in 1 2 3 4 5 6 7 8 9 10; do
+		read -r h_fp_port h_fp_lock < <("$H_PY" "$H_DIR/etrnd_harness.py" free-port) || return 1
+		exec {h_fp_fd}<"$h_fp_lock" || return 1
+		if flock -n "$h_fp_fd"; then
+			h_fp_out=$h_fp_port
 			return 0
 		fi
-		exec {fd}>&- # taken since it was chosen: another
+		exec {h_fp_fd}>&- # taken since it was chosen: another
 	done
-	echo "h_free_port: no free port after $i tries" >&2
+	echo "h_free_port: no free port after $h_fp_i tries" >&2
 	return 1
 }
 
