@@ -712,10 +712,8 @@ static void pl_done(void *arg, int err)
 		loop_stop(p->loop);
 }
 
-/* The next pl_open() writes with O_DIRECT (spool_direct.h). */
-static int pl_direct;
-
-static void pl_open(struct pl *p, size_t segment_size)
+/* direct: write with O_DIRECT (spool_direct.h). */
+static void pl_open(struct pl *p, size_t segment_size, int direct)
 {
 	struct loop_conf lc = { 0 };
 	struct spool_shard_conf sc = { 0 };
@@ -724,7 +722,7 @@ static void pl_open(struct pl *p, size_t segment_size)
 	memset(p, 0, sizeof(*p));
 	strcpy(p->dir, "/tmp/etrnd-test-pipe-XXXXXX");
 	cr_assert_not_null(mkdtemp(p->dir));
-	if (pl_direct)
+	if (direct)
 		skip_without_odirect(p->dir);
 	cr_assert_eq(metrics_init(1), 0);
 	config_defaults(&p->cfg);
@@ -737,7 +735,7 @@ static void pl_open(struct pl *p, size_t segment_size)
 	sc.dir = p->dir;
 	sc.shard = PL_SHARD;
 	sc.sync = CONFIG_SYNC_BATCH;
-	sc.direct = pl_direct;
+	sc.direct = direct;
 	sc.segment_size = segment_size;
 	p->sh = spool_shard_open(p->loop, &sc, err, sizeof(err));
 	cr_assert_not_null(p->sh, "%s", err);
@@ -748,7 +746,6 @@ static void pl_close(struct pl *p)
 	char cmd[128];
 
 	spool_shard_close(p->sh);
-	pl_direct = 0;
 	loop_free(p->loop);
 	config_free(&p->cfg);
 	metrics_free();
@@ -854,6 +851,23 @@ static unsigned pl_read(struct pl *p)
 	return n;
 }
 
+/* Every message queued was stored, its callback run in queue order. */
+static void pl_expect_all_stored(const struct pl *p)
+{
+	for (unsigned i = 0; i < p->queued; i++) {
+		cr_expect_eq(p->err[i], 0, "message %u: %d", i, p->err[i]);
+		cr_expect_eq(p->order[i], i, "callback %u was message %u", i, p->order[i]);
+	}
+}
+
+/* pl_read() found n records: the first n messages queued, in order. */
+static void pl_expect_found(const struct pl *p, unsigned n)
+{
+	cr_expect_eq(p->nfound, n, "%u records on disk", p->nfound);
+	for (unsigned i = 0; i < n && i < p->nfound; i++)
+		cr_expect_eq(p->found[i], p->ids[i], "record %u", i);
+}
+
 static void fsize_limit(rlim_t lim)
 {
 	struct rlimit rl;
@@ -875,7 +889,7 @@ Test(spool_pipeline, two_in_flight_end_in_order)
 {
 	struct pl p;
 
-	pl_open(&p, 1u << 20);
+	pl_open(&p, 1u << 20, 0);
 	pl_queue(&p, 3, 4000);
 	spool_shard_flush(p.sh);
 	pl_queue(&p, 3, 4000);
@@ -886,16 +900,11 @@ Test(spool_pipeline, two_in_flight_end_in_order)
 	spool_shard_flush(p.sh);
 	cr_expect_eq(pl_overlapped(&p), 1);
 	pl_run(&p);
-	for (unsigned i = 0; i < p.queued; i++) {
-		cr_expect_eq(p.err[i], 0, "message %u: %d", i, p.err[i]);
-		cr_expect_eq(p.order[i], i, "callback %u was message %u", i, p.order[i]);
-	}
+	pl_expect_all_stored(&p);
 	/* Three commits, each its own fdatasync, and one directory sync. */
 	cr_expect_eq(syncs_observed(), 3 + 1, "%" PRIu64 " syncs", syncs_observed());
 	cr_expect_eq(pl_read(&p), 1);
-	cr_expect_eq(p.nfound, p.queued);
-	for (unsigned i = 0; i < p.queued && i < p.nfound; i++)
-		cr_expect_eq(p.found[i], p.ids[i], "record %u", i);
+	pl_expect_found(&p, p.queued);
 	pl_close(&p);
 }
 
@@ -913,8 +922,7 @@ static void error_in_second(int direct)
 	struct pl p;
 
 	signal(SIGXFSZ, SIG_IGN);
-	pl_direct = direct;
-	pl_open(&p, 1u << 20);
+	pl_open(&p, 1u << 20, direct);
 	fsize_limit(64 * 1024);
 	pl_queue(&p, 3, 4000);      /* about 12 KiB: fits */
 	spool_shard_flush(p.sh);
@@ -956,8 +964,7 @@ static void error_in_first(int direct)
 	unsigned failed = direct ? 2 : 4;
 
 	signal(SIGXFSZ, SIG_IGN);
-	pl_direct = direct;
-	pl_open(&p, 1u << 20);
+	pl_open(&p, 1u << 20, direct);
 	fsize_limit(16 * 1024);
 	pl_queue(&p, 2, 30000);     /* crosses 16 KiB */
 	spool_shard_flush(p.sh);
@@ -988,25 +995,19 @@ Test(spool_pipeline, direct_shared_block_waits_for_write)
 	struct pl p;
 	struct spool_stats st;
 
-	pl_direct = 1;
-	pl_open(&p, 1u << 20);
+	pl_open(&p, 1u << 20, 1);
 	pl_queue(&p, 3, 4001);
 	spool_shard_flush(p.sh);
 	pl_queue(&p, 3, 4003);
 	spool_shard_flush(p.sh);
 	cr_expect_eq(pl_overlapped(&p), 0, "a batch went beside a write of its first block");
 	pl_run(&p);
-	for (unsigned i = 0; i < p.queued; i++) {
-		cr_expect_eq(p.err[i], 0, "message %u: %d", i, p.err[i]);
-		cr_expect_eq(p.order[i], i);
-	}
+	pl_expect_all_stored(&p);
 	spool_shard_stats(p.sh, &st);
 	cr_expect_eq(st.commits, 2);
 	cr_expect_eq(st.direct_commits, 2);
 	cr_expect_eq(pl_read(&p), 1);
-	cr_expect_eq(p.nfound, p.queued);
-	for (unsigned i = 0; i < p.queued && i < p.nfound; i++)
-		cr_expect_eq(p.found[i], p.ids[i], "record %u", i);
+	pl_expect_found(&p, p.queued);
 	pl_close(&p);
 }
 
@@ -1017,23 +1018,18 @@ Test(spool_pipeline, rollover_between_batches)
 {
 	struct pl p;
 
-	pl_open(&p, 64 * 1024);
+	pl_open(&p, 64 * 1024, 0);
 	pl_queue(&p, 2, 30000);     /* about 60 KiB of a 64 KiB segment */
 	spool_shard_flush(p.sh);
 	pl_queue(&p, 2, 8000);      /* does not fit behind it */
 	spool_shard_flush(p.sh);
 	cr_expect_eq(pl_overlapped(&p), 0, "a batch for a new segment overlapped");
 	pl_run(&p);
-	for (unsigned i = 0; i < p.queued; i++) {
-		cr_expect_eq(p.err[i], 0, "message %u: %d", i, p.err[i]);
-		cr_expect_eq(p.order[i], i);
-	}
+	pl_expect_all_stored(&p);
 	/* Two commits, two new segments: each an fdatasync and a dir sync. */
 	cr_expect_eq(syncs_observed(), 2 + 2, "%" PRIu64 " syncs", syncs_observed());
 	cr_expect_eq(pl_read(&p), 2);
-	cr_expect_eq(p.nfound, 4);
-	for (unsigned i = 0; i < 4 && i < p.nfound; i++)
-		cr_expect_eq(p.found[i], p.ids[i], "record %u", i);
+	pl_expect_found(&p, 4);
 	pl_close(&p);
 }
 
@@ -1048,7 +1044,7 @@ Test(spool_pipeline, prezero_chunk_waited_for)
 	struct spool_read_result res;
 	char path[512];
 
-	pl_open(&p, 1u << 20);      /* chunks of 128 KiB, 256 KiB past the tail */
+	pl_open(&p, 1u << 20, 0);      /* chunks of 128 KiB, 256 KiB past the tail */
 	pl_queue(&p, 1, 100);
 	spool_shard_flush(p.sh);
 	cr_expect(spool_shard_busy(p.sh));
@@ -1058,16 +1054,11 @@ Test(spool_pipeline, prezero_chunk_waited_for)
 	spool_shard_flush(p.sh);
 	cr_expect_eq(pl_overlapped(&p), 0, "a batch went into zeros being written");
 	pl_run(&p);
-	for (unsigned i = 0; i < p.queued; i++) {
-		cr_expect_eq(p.err[i], 0, "message %u: %d", i, p.err[i]);
-		cr_expect_eq(p.order[i], i);
-	}
+	pl_expect_all_stored(&p);
 	spool_shard_stats(p.sh, &st);
 	cr_expect_eq(st.prezero_chunks, 1, "%" PRIu64 " chunks", st.prezero_chunks);
 	cr_expect_eq(pl_read(&p), 1);
-	cr_expect_eq(p.nfound, 4);
-	for (unsigned i = 0; i < 4 && i < p.nfound; i++)
-		cr_expect_eq(p.found[i], p.ids[i], "record %u", i);
+	pl_expect_found(&p, 4);
 	/* The one segment: its records, then the rest of the chunk. */
 	DIR *d;
 	struct dirent *de;
@@ -1108,7 +1099,7 @@ static uint64_t pl_commits(struct pl *p)
  * once), queue a lazy DONE for each and run step(p). */
 static void lz_run(struct pl *p, unsigned n, void (*step)(struct pl *))
 {
-	pl_open(p, 1u << 20);
+	pl_open(p, 1u << 20, 0);
 	pl_queue(p, n, 100);
 	lz_ended = 0;
 	lz_want = n;
