@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/now.h"
+#include "store/spool_direct.h"
 
 /* Zeros are kept only while the recent commit is at most this big: above
  * it a commit is bound by bandwidth, not by the inode write. */
@@ -26,7 +27,9 @@
 
 /* Aligned for a segment written with O_DIRECT (spool_direct.h): chunk
  * offsets and lengths are whole pages too. */
-static const _Alignas(4096) char prezero_buf[SPOOL_PREZERO_BUF];
+_Static_assert(PREZERO_ALIGN % SPOOL_DIRECT_ALIGN == 0,
+	       "zeros written ahead must suit a direct write");
+static const _Alignas(PREZERO_ALIGN) char prezero_buf[SPOOL_PREZERO_BUF];
 
 void spool_prezero_init(struct spool_prezero *pz, struct loop *loop, uint64_t limit)
 {
