@@ -121,6 +121,7 @@ FREE_PORT_TRIES = 200
 # machine (tests/unit/loopback.c and etrnd_harness.sh use it too).
 PORT_LOCK_DIR = "/tmp/etrnd-test-ports"
 _reserved = {}  # port -> the descriptor holding its lock, until we exit
+_port_lock_dir_made = False
 
 
 def ephemeral_range():
@@ -134,16 +135,25 @@ def ephemeral_range():
         return 32768, 60999  # Linux's default
 
 
-def port_lock(port):
-    """Take port's lock file (PORT_LOCK_DIR/PORT) without waiting: the
-    descriptor holding it, or None when another process holds it. The
-    lock goes when the descriptor is closed or the process ends, however
-    it ends."""
+def _port_lock_dir():
+    """Make PORT_LOCK_DIR, once per process."""
+    global _port_lock_dir_made
+    if _port_lock_dir_made:
+        return
     os.makedirs(PORT_LOCK_DIR, exist_ok=True)
     try:
         os.chmod(PORT_LOCK_DIR, 0o1777)  # every user's tests share it, like /tmp
     except OSError:
         pass  # another user made it: they set its mode
+    _port_lock_dir_made = True
+
+
+def port_lock(port):
+    """Take port's lock file (PORT_LOCK_DIR/PORT) without waiting: the
+    descriptor holding it, or None when another process holds it. The
+    lock goes when the descriptor is closed or the process ends, however
+    it ends."""
+    _port_lock_dir()
     fd = os.open(os.path.join(PORT_LOCK_DIR, str(port)), os.O_RDONLY | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
