@@ -156,6 +156,7 @@ static const struct reload_key reload_keys[] = {
 	RF("relay_domains", same_relay_domains),
 	RK("sync", sync),
 	RK("segment_size", segment_size),
+	RK("spool_direct_io", spool_direct_io),
 	RK("compact_threshold", compact_threshold),
 	RK("compact_min_age", compact_min_age_ms),
 	RK("smtp_command_max", smtp_command_max),

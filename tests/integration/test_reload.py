@@ -130,12 +130,14 @@ class ReloadTest(unittest.TestCase):
             self.assertEqual(code, 250)
         self.assertEqual(debug_lines(e, mark), [], "the bad config's log_level was taken")
 
-        # A good one: log_level live, hostname waits for a restart.
-        write_conf(e, log_level="debug", hostname="new.test.invalid")
+        # A good one: log_level live, hostname and spool_direct_io wait
+        # for a restart.
+        write_conf(e, log_level="debug", hostname="new.test.invalid", spool_direct_io="no")
         m, mark = reload(e, r"reload: \S+ taken: TLS certificates read again, 1 other "
-                         r"live change\(s\) applied, 1 key\(s\) wait for a restart")
-        self.assertIn("reload: hostname changed: takes effect at restart",
-                      e.stderr_text()[mark:])
+                         r"live change\(s\) applied, 2 key\(s\) wait for a restart")
+        for key in ("hostname", "spool_direct_io"):
+            self.assertIn("reload: %s changed: takes effect at restart" % key,
+                          e.stderr_text()[mark:])
         with smtplib.SMTP(HOST, e.port, timeout=IO_TIMEOUT_S) as s:
             self.assertIn(b"mx.test.invalid", s.ehlo("probe.test")[1],
                           "a restart key changed without a restart")
