@@ -199,6 +199,33 @@ run_measured() {
 	return 0
 }
 
+# etrnd's group commits, from its metrics endpoint (etrnd_spool_fsync_seconds:
+# each batch's write + fdatasync): "COUNT SECONDS" so far, "0 0" when the
+# endpoint does not answer. etrnd_start opens the endpoint on
+# $ETRND_METRICS_PORT; a scenario reads it before and after its load
+# (commit_stats) to give the commits per second, their size and their
+# latency in the same run as the rate they bound.
+commits_now() {
+	python3 - "$ETRND_METRICS_PORT" <<'PYEOF' 2>/dev/null || echo "0 0"
+import sys, urllib.request
+n = s = 0.0
+body = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=5).read().decode()
+for line in body.splitlines():
+    f = line.split()
+    if len(f) == 2 and f[0] == "etrnd_spool_fsync_seconds_count": n += float(f[1])
+    if len(f) == 2 and f[0] == "etrnd_spool_fsync_seconds_sum": s += float(f[1])
+print("%d %.6f" % (n, s))
+PYEOF
+}
+# commit_stats NAME BEFORE: the commits since BEFORE (a commits_now) into
+# $RES/NAME.commits as "COUNT SECONDS".
+commit_stats() {
+	local b
+	b=$(commits_now)
+	awk -v a="$2" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%d %.6f\n", y[1] - x[1], y[2] - x[2] }' \
+		>"$RES/$1.commits"
+}
+
 # ---- Redis with 1,000 customer domains (dom0.test .. dom999.test) ----------
 SINK_PORT=$(free_port)     # the customer's server (etrnbench etrn --sink)
 REDIS_SOCK=$WORK/redis.sock
@@ -220,6 +247,7 @@ ETRND_PORT=
 ETRND_RUNS=0
 etrnd_start() { # [key=value...]; fresh spool unless KEEP_SPOOL=1
 	ETRND_PORT=$(free_port)
+	ETRND_METRICS_PORT=$(free_port)
 	[[ ${KEEP_SPOOL:-0} == 1 ]] || rm -rf "$WORK/spool"
 	mkdir -p -m 0750 "$WORK/spool" # etrnd refuses a spool others may write
 	{
@@ -233,6 +261,7 @@ etrnd_start() { # [key=value...]; fresh spool unless KEEP_SPOOL=1
 		echo "etrn_rate_limit = 100000"
 		echo "log_level = warn"
 		echo "shutdown_timeout = 10s"
+		echo "metrics_listen = 127.0.0.1:$ETRND_METRICS_PORT"
 		local kv
 		for kv in "$@"; do echo "${kv%%=*} = ${kv#*=}"; done
 	} >"$WORK/etrnd.conf"
@@ -352,8 +381,10 @@ for sess in $SESSIONS_LIST; do
 	log "ingest 4 KiB, $sess sessions"
 	ETRND_SCENARIO=ingest4k_s$sess
 	etrnd_start
+	c0=$(commits_now)
 	run_measured "ingest4k_s${sess}.etrnd" "$ETRND_PID" "$EB" send --server "127.0.0.1:$ETRND_PORT" \
 		-c "$sess" --duration "$DUR" --size 4096 --pipelining "${send_args[@]}"
+	commit_stats "ingest4k_s${sess}.etrnd" "$c0"
 	grep -h '^VmHWM' "/proc/$ETRND_PID/status" | awk '{print $2}' >"$RES/ingest4k_s${sess}.etrnd.hwm"
 	etrnd_stop
 	# Ceiling: the same etrnd and load without durability.
@@ -403,9 +434,24 @@ disk_ceiling disk_seq_direct bs=1M count="$DD_MB" oflag=direct conv=fdatasync
 disk_ceiling disk_dsync.1 bs=256k count=$((DD_MB * 4)) oflag=dsync
 ETRND_SCENARIO=ingest100k
 etrnd_start
+c0=$(commits_now)
 run_measured "ingest100k.etrnd" "$ETRND_PID" "$EB" send --server "127.0.0.1:$ETRND_PORT" \
 	-c "$BIG_SESS" --duration "$DUR" --size 100k --pipelining "${send_args[@]}"
+commit_stats ingest100k.etrnd "$c0"
 etrnd_stop
+# The disk with one sync per write of the size etrnd's 100 KiB commits had
+# (message bytes per commit, rounded up to 4 KiB; O_DIRECT, as the spool
+# is written): what that commit size allows one commit at a time.
+commit_kb=$(python3 - "$RES/ingest100k.etrnd.json" "$RES/ingest100k.etrnd.commits" <<'PYEOF' 2>/dev/null || echo 0
+import json, sys
+b = json.load(open(sys.argv[1]))["bytes"]
+n = int(open(sys.argv[2]).read().split()[0])
+print((b // n + 4095) // 4096 * 4 if n else 0)
+PYEOF
+)
+if [[ $commit_kb -gt 0 ]]; then
+	disk_ceiling disk_commit100k bs="${commit_kb}k" count=$((DD_MB * 1024 / commit_kb + 1)) oflag=direct,dsync
+fi
 ETRND_SCENARIO=ingest100k_none
 etrnd_start sync=none
 run_measured "ingest100k.none" "$ETRND_PID" "$EB" send --server "127.0.0.1:$ETRND_PORT" \
@@ -755,6 +801,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 	# smallest block reported, as a page order; "none" without it.
 	echo "page_reporting_order=$(cat /sys/module/page_reporting/parameters/page_reporting_order 2>/dev/null || echo none)"
 	echo "commit_n=$COMMIT_N"
+	echo "commit100k_kb=${commit_kb:-0}"
 	echo "drain_conns=$DRAIN_CONNS"
 	echo "load_after=$LOAD_AFTER"
 	echo "commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -q . && echo '+uncommitted changes' || true)"
