@@ -214,7 +214,7 @@ DISK_CEIL = max(DISK + ([DISK_DIRECT] if DISK_DIRECT is not None else [])) \
 CEIL = {}
 w("## Against the limits that bound each figure (issue 17)")
 w("")
-w("Measured in the same run as the figures they bound: **`sync = none`** is the same etrnd and load without any fdatasync (what durability costs); **the sink alone** is `etrnbench sink`, a one-thread io_uring receiver with no disk and no Redis, taking the same `etrnbench send` load (what the client and loopback allow); **the disk** is `dd if=/dev/zero bs=1M count=%s conv=fdatasync` on the spools' filesystem, run before and after the 100 KiB ingest (the higher of the two counts: the stricter ceiling). Message MB/s counts message bytes as the client sent them (10^6 bytes); the spool also writes the envelope and our `Received:` header." % META.get("dd_mb", "?"))
+w("Measured in the same run as the figures they bound: **`sync = none`** is the same etrnd and load without any fdatasync (what durability costs); **the sink alone** is `etrnbench sink`, a one-thread io_uring receiver with no disk and no Redis, taking the same `etrnbench send` load (what the client and loopback allow); **the disk** is `dd if=/dev/zero bs=1M count=%s conv=fdatasync` on the spools' filesystem, buffered before and after the 100 KiB ingest and with `oflag=direct` (the highest of the three counts: the stricter ceiling). Message MB/s counts message bytes as the client sent them (10^6 bytes); the spool also writes the envelope and our `Received:` header." % META.get("dd_mb", "?"))
 w("")
 w("| scenario | etrnd (`sync = batch`) | `sync = none` | fraction of it | the sink alone | fraction of it | etrnd / Postfix | CPU per msg, batch / none (µs) |")
 w("|---|---:|---:|---:|---:|---:|---:|---:|")

@@ -366,12 +366,12 @@ disk_ceiling() { # [--over MB] NAME DD-ARGS...
 T_START=$(date +%s)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# The disk's commit latency, which bounds a durable server whose sessions
-# each wait for their 250 (issue 17 point 2): COMMIT_N appends of 4 KiB,
+# The disk's commit latency, which a durable server whose sessions
+# each wait for their 250 pays (issue 17 point 2): COMMIT_N appends of 4 KiB,
 # each synced before the next (dd oflag=dsync: a write and an fdatasync);
 # then the same writes over blocks already written and synced, which is
 # what etrnd's small commits do (zeros written ahead, store/spool_prezero.h).
-# report.py turns the second into a bound on the 20-session durable rate.
+# report.py prints both beside etrnd's own commits in that run (commit_stats).
 disk_ceiling disk_commit bs=4k count="$COMMIT_N" oflag=dsync
 disk_ceiling --over $(((COMMIT_N * 4 + 1023) / 1024)) disk_commit_over bs=4k count="$COMMIT_N" oflag=dsync
 
