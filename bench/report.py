@@ -259,7 +259,8 @@ def commit_s(name):
 
 def commits(name):
     """etrnd's commits during run NAME: (count, seconds summed, messages
-    per commit, message bytes per commit), or None when not recorded."""
+    per commit, message bytes per commit, the load's seconds), or None
+    when not recorded."""
     v = read(name + ".commits").split()
     j = load_json(name + ".json")
     if len(v) < 2 or int(v[0]) <= 0 or not j:
