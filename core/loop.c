@@ -1582,6 +1582,8 @@ int loop_file_writev(struct loop *l, int fd, const struct iovec *iov,
 		return rc;
 	ud = sqe->user_data;
 	io_uring_prep_writev(sqe, fd, iov, iovcnt, off);
+	if (flags & LOOP_DSYNC)
+		sqe->rw_flags = RWF_DSYNC;
 	return file_sqe_done(sqe, flags, ud);
 }
 

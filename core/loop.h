@@ -155,6 +155,10 @@ unsigned loop_index(const struct loop *l);
  * when too many file operations are in flight (try again next turn). */
 typedef void (*loop_done_fn)(void *arg, int res);
 #define LOOP_LINK 0x1u
+/* loop_file_writev() only: the write is O_DSYNC (RWF_DSYNC), so its
+ * completion means its bytes are durable, as a write followed by an
+ * fdatasync of them would, in one operation. */
+#define LOOP_DSYNC 0x2u
 int loop_file_writev(struct loop *l, int fd, const struct iovec *iov,
 		unsigned iovcnt, uint64_t off, unsigned flags,
 		loop_done_fn fn, void *arg);

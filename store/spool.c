@@ -34,7 +34,12 @@
  * segment is opened with O_DIRECT and each batch is written from its
  * staged, block-aligned image (the last partial block again, the records,
  * zeros); a batch starts beside another only once the other's write is in,
- * and a failed batch puts the tail back as it found it.
+ * and a failed batch puts the tail back as it found it. Such a round is one
+ * O_DSYNC write (RWF_DSYNC) instead of a write linked to an fdatasync,
+ * except in a new segment, whose round keeps the fdatasync and the
+ * directory's fsync linked after it. An O_DSYNC write completes once it is
+ * durable, so a direct batch starts only after the one before it is
+ * committed.
  */
 #include "store/spool.h"
 
@@ -138,6 +143,7 @@ struct spool_batch {
 	uint64_t sync_start_us;   /* this round's write + sync submitted */
 	int ended;                /* its last round is in: waits for its turn */
 	int direct;               /* written from stage (spool_direct.h) */
+	int dsync;                /* this round is one O_DSYNC write, no fdatasync */
 	struct iovec iov[SPOOL_IOV_MAX]; /* read by the kernel at submission */
 	/* Not cleared between batches (the memset stops at iov): */
 	struct spool_stage stage; /* the aligned image of a direct batch */
@@ -862,6 +868,23 @@ static int batch_submit(struct spool_batch *b)
 	if (loop_file_ops_free(sh->loop) < (unsigned)(b->written < b->total) +
 	    (sync ? 1u + (b->need_dirsync != 0) : 0u))
 		return -EBUSY;
+	/* Direct, in a segment whose directory entry is already durable: one
+	 * O_DSYNC write is the whole round. The kernel syncs the bytes (and
+	 * the size, when they extend the file) before it completes, as the
+	 * fdatasync linked after it would, without a second operation that
+	 * io_uring always hands to a worker thread. On this machine: 20
+	 * sessions of 4 KiB 12-13% faster at 27% less CPU per message, 100
+	 * KiB 13-18% faster, 200 sessions unchanged (3, 2 and 3 alternating
+	 * runs). */
+	b->dsync = b->direct && sync && !b->need_dirsync && b->written < b->total;
+	if (b->dsync) {
+		b->sync_start_us = now_mono_us();
+		rc = batch_write(b, LOOP_DSYNC);
+		if (rc)
+			return rc;
+		b->outstanding++;
+		return 0;
+	}
 	if (b->written < b->total) {
 		rc = batch_write(b, sync ? LOOP_LINK : 0);
 		if (rc)
@@ -1251,6 +1274,10 @@ static void batch_write_cqe(void *arg, int res)
 		b->err = b->err ? b->err : res; /* not one whole block: no progress */
 	else if (res)
 		b->written = b->total;
+	/* An O_DSYNC round that wrote the rest is the group commit: observed
+	 * as the fdatasync would be (a short one goes round again). */
+	if (b->dsync && !b->err && b->written == b->total)
+		metrics_fsync_observe(now_mono_us() - b->sync_start_us);
 	if (--b->outstanding == 0)
 		batch_round_end(b);
 }
