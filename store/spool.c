@@ -1200,6 +1200,7 @@ static void batch_finish(struct spool_shard *sh, int err)
 		sh->stats.bytes += b->total;
 		sh->stats.commits++;
 		sh->stats.direct_commits += b->direct != 0;
+		sh->stats.dsync_commits += b->dsync != 0;
 		for (struct spool_entry *e = first; e; e = e->next) {
 			index_record(sh, e, off);
 			off += e->head.len + e->body_len;

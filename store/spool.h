@@ -207,6 +207,7 @@ struct spool_stats {
 	uint64_t overlapped;   /* commits started while another was in flight */
 	uint64_t prezero_chunks; /* zero chunks written ahead (spool_prezero.h) */
 	uint64_t direct_commits; /* commits written with O_DIRECT (spool_direct.h) */
+	uint64_t dsync_commits;  /* of those, made by O_DSYNC writes, no fdatasync */
 };
 void spool_shard_stats(const struct spool_shard *sh, struct spool_stats *st);
 

@@ -281,6 +281,13 @@ static void run_mode(enum config_sync mode, unsigned per_turn, int direct)
 	cr_expect_eq(r.next_found, NMSG, "found %u of %u records", r.next_found, NMSG);
 	cr_expect_eq(r.mismatch, 0);
 	cr_expect_gt(segs, 3, "rotation made %u segments", segs);
+	/* Direct commits are single O_DSYNC writes, but for each segment's
+	 * first, which syncs the directory after its own fdatasync. */
+	if (direct && mode != CONFIG_SYNC_NONE)
+		cr_expect_eq(st.dsync_commits, st.commits - segs, "%" PRIu64 " O_DSYNC commits of %"
+			     PRIu64 " in %u segments", st.dsync_commits, st.commits, segs);
+	else
+		cr_expect_eq(st.dsync_commits, 0);
 	check_syncs(mode, &r, segs);
 	metrics_free();
 	snprintf(path, sizeof(path), "%s/3", dir);
