@@ -405,7 +405,7 @@ static int metrics_format_fsync(struct buf *out)
 		sum_us += atomic_load_explicit(&metrics_slots[s].fsync_sum_us,
 					       memory_order_relaxed);
 	}
-	rc = buf_printf(out, "# HELP %s Group-commit fdatasync latency.\n# TYPE %s histogram\n",
+	rc = buf_printf(out, "# HELP %s Group-commit latency: the write and its fdatasync, or one O_DSYNC write.\n# TYPE %s histogram\n",
 			name, name);
 	/* Cumulated from one read of each bucket: le rows never decrease and
 	 * the +Inf row equals _count, even while writers run. */
