@@ -273,7 +273,7 @@ COMMIT_APPEND_S = commit_s("disk_commit")
 COMMIT_OVER_S = commit_s("disk_commit_over")
 c20 = CEIL.get("20", (None,) * 4)
 K20 = commits("ingest4k_s20.etrnd")
-w("The disk's commit latency: %s µs per 4 KiB write synced on its own over blocks already written and synced, %s µs appended (dd `bs=4k count=%s oflag=dsync`, with and without `conv=notrunc` over a synced file); etrnd's small commits are of the first kind (zeros written ahead, `store/spool_prezero.h`). etrnd's own commits in the durable 4 KiB, 20-session run (`etrnd_spool_fsync_seconds`, each batch's write + fdatasync): %s, %s per second, %s messages each, %s µs each on average, %s in flight on average. Each 250 waits for the commit after its message arrived, so at 20 sessions the rate is what the commits' latency and size allow." % (
+w("The disk's commit latency: %s µs per 4 KiB write synced on its own over blocks already written and synced, %s µs appended (dd `bs=4k count=%s oflag=dsync`, with and without `conv=notrunc` over a synced file); etrnd's small commits are of the first kind (zeros written ahead, `store/spool_prezero.h`). etrnd's own commits in the durable 4 KiB, 20-session run (`etrnd_spool_fsync_seconds`, each group commit: one O_DSYNC write, or a write and its fdatasync): %s, %s per second, %s messages each, %s µs each on average, %s in flight on average. Each 250 waits for the commit after its message arrived, so at 20 sessions the rate is what the commits' latency and size allow." % (
     fmt(COMMIT_OVER_S and COMMIT_OVER_S * 1e6, "%.0f"),
     fmt(COMMIT_APPEND_S and COMMIT_APPEND_S * 1e6, "%.0f"), META.get("commit_n", "?"),
     fmt(K20 and K20[0]), fmt(K20 and K20[0] / K20[4]),

@@ -200,7 +200,7 @@ run_measured() {
 }
 
 # etrnd's group commits, from its metrics endpoint (etrnd_spool_fsync_seconds:
-# each batch's write + fdatasync): "COUNT SECONDS" so far, "0 0" when the
+# each group commit: its O_DSYNC write, or write + fdatasync): "COUNT SECONDS" so far, "0 0" when the
 # endpoint does not answer. etrnd_start opens the endpoint on
 # $ETRND_METRICS_PORT; a scenario reads it before and after its load
 # (commit_stats) to give the commits per second, their size and their
