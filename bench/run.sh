@@ -804,7 +804,9 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 	echo "commit100k_kb=${commit_kb:-0}"
 	echo "drain_conns=$DRAIN_CONNS"
 	echo "load_after=$LOAD_AFTER"
-	echo "commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -q . && echo '+uncommitted changes' || true)"
+	# A run's own outputs (RESULTS.md and the plots a run before this
+	# one left) are not changes to what is measured.
+	echo "commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" status --porcelain -- . ':(exclude)bench/RESULTS.md' ':(exclude)bench/*.png' 2>/dev/null | grep -q . && echo '+uncommitted changes' || true)"
 	echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo "postfix=$(dpkg-query -W -f '${Version}' postfix 2>/dev/null || echo unknown)"
 	echo "sessions=$SESSIONS_LIST"
