@@ -1719,8 +1719,9 @@ static int smtp_data_dot_cr(struct smtp_tx *tx, const struct smtp_limits *lim,
 	return 0;
 }
 
-/* The hot path: how many of the n octets at p are plain text, i.e. come
- * before the first CR, LF or NUL. One pass looks for all three, 16 octets
+/* A line at a time (smtp_data_lines() takes the usual ones in bulk): how
+ * many of the n octets at p are plain text, i.e. come before the first CR,
+ * LF or NUL. One pass looks for all three, 16 octets
  * at a time where SSE2 is there (every x86-64): two memchr calls per line
  * and a NUL search beside them were a third of the ingest path. */
 static size_t smtp_data_scan(const char *p, size_t n)
@@ -1748,6 +1749,67 @@ static size_t smtp_data_scan(const char *p, size_t n)
 	return i;
 }
 
+/* Which of the 64 octets at p may be CR, LF or NUL: bit i for p[i], set
+ * for every octet below 0x0e (those three, and TAB and other controls,
+ * which the caller tells apart). One unsigned compare per 16 octets. */
+static uint64_t smtp_data_controls64(const char *p)
+{
+#if defined(__SSE2__)
+	const __m128i lim = _mm_set1_epi8(0x0e);
+	/* bit i: p[i] >= 0x0e, 16 octets at a time */
+#define HIGH16(k) ((uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8( \
+	_mm_loadu_si128((const __m128i *)(const void *)(p + (k))), lim), \
+	_mm_loadu_si128((const __m128i *)(const void *)(p + (k))))) << (k))
+
+	return ~(HIGH16(0) | HIGH16(16) | HIGH16(32) | HIGH16(48));
+#undef HIGH16
+#else
+	uint64_t m = 0;
+
+	for (unsigned k = 0; k < 64; k++)
+		if ((unsigned char)p[k] < 0x0e)
+			m |= (uint64_t)1 << k;
+	return m;
+#endif
+}
+
+/* The usual body in bulk: how many of the n octets at p are whole ordinary
+ * lines, each plain text (no CR, LF or NUL) ended by CRLF, not followed by
+ * a dot, and at most max octets with its CRLF; len is what the first line
+ * holds already. The octet after each CRLF must be there to look at. Stops
+ * (before the line) at anything else, and once fewer than 64 octets are
+ * left: the state machine takes it from there, and decides exactly as it
+ * would have for these lines, one at a time, with smtp_data_scan(). */
+static size_t smtp_data_lines(const char *p, size_t n, size_t len, size_t max)
+{
+	size_t done = 0, start = 0, i = 0;
+
+	while (n - i >= 64) {
+		uint64_t m = smtp_data_controls64(p + i);
+
+		while (m != 0) {
+			unsigned b = (unsigned)__builtin_ctzll(m);
+			size_t j = i + b;
+
+			if (p[j] != '\r' && p[j] != '\n' && p[j] != '\0') {
+				m &= m - 1; /* TAB and the like: text */
+				continue;
+			}
+			if (p[j] != '\r' || n - j < 3 || p[j + 1] != '\n' || p[j + 2] == '.' ||
+			    len + (j - start) + 2 > max)
+				return done;
+			len = 0;
+			start = done = j + 2;
+			m = b + 2 >= 64 ? 0 : m & (~(uint64_t)0 << (b + 2));
+		}
+		i = done > i + 64 ? done : i + 64;
+		/* a line already too long: the state machine flags it */
+		if (len + (i - start) + 2 > max)
+			return done;
+	}
+	return done;
+}
+
 /* Inside a line: count the text, then deal with the CR, LF or NUL that
  * stopped it. The usual line end (CRLF, then a line that does not begin
  * with a dot) is taken here, line after line, without going round the
@@ -1756,9 +1818,18 @@ static void smtp_data_text(struct smtp_tx *tx, const struct smtp_limits *lim,
 		struct smtp_data_in *in)
 {
 	for (;;) {
-		size_t k = smtp_data_scan(in->p + in->i, in->n - in->i);
+		size_t k = smtp_data_lines(in->p + in->i, in->n - in->i, tx->line_len,
+					   lim->line_max);
 		unsigned char ch;
 
+		if (k > 0) {
+			/* whole lines, each as the CRLF case below takes one */
+			smtp_data_count(tx, lim, k);
+			in->i += k;
+			tx->prev_crlf = 1;
+			tx->line_len = 0;
+		}
+		k = smtp_data_scan(in->p + in->i, in->n - in->i);
 		if (k > 0) {
 			tx->line_len += k;
 			/* RFC 5321 4.5.3.1.6: 1000 octets incl. CRLF */
