@@ -1442,8 +1442,9 @@ Test(smtp_server, big_message_memory)
 	budget_free(bud);
 }
 
-/* One body, with c put at pos (c < 0: as it is), fed whole and octet by
- * octet: the same replies, transactions and end. */
+/* One body, with c put at pos (c < 0: as it is), fed whole, octet by
+ * octet and in feeds of 64 to 68 octets: the same replies, transactions
+ * and end. */
 static void t_bulk_same(enum t_conf conf, const char *body, size_t n, size_t pos, int c)
 {
 	static const char head[] = EHLO TX1, tail[] = "\r\n.\r\nQUIT\r\n";
@@ -1517,8 +1518,8 @@ Test(smtp_server, data_bulk_same_as_octet_by_octet)
 		size_t n;
 
 		memset(body, 'a', t);
-		memcpy(body + t, "\r\n.b\r\n", 7);
-		n = t + 7 + t_bulk_body(body + t + 7, 140, 9);
+		memcpy(body + t, "\r\n.b\r\n", 6);
+		n = t + 6 + t_bulk_body(body + t + 6, 140, 9);
 		t_bulk_same(T_BIG, body, n, 0, -1);
 	}
 	/* T_BIG: line_max 1000, lines of 996 to 999 octets with their CRLF
