@@ -756,10 +756,6 @@ exec valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=$WORK/cal
 EOF
 	chmod +x "$ETRND"
 	ETRND_SCENARIO=profile
-	# Under valgrind etrnd took 25-39 s from SIGTERM to its engine's stop
-	# here (4e02117 and 535782a alike), and a SIGKILL leaves callgrind.out
-	# empty: it is written at exit.
-	ETRND_STOP_WAIT=180
 	etrnd_start threads=1
 	"$EB" send --server "127.0.0.1:$ETRND_PORT" -c 200 -n "$((PROFILE_N / 4))" --size 4096 --pipelining \
 		"${send_args[@]}" >"$RES/profile.warmup.json" 2>&1 || true
@@ -767,8 +763,10 @@ EOF
 	"$EB" send --server "127.0.0.1:$ETRND_PORT" -c 200 -n "$PROFILE_N" --size 4096 --pipelining \
 		"${send_args[@]}" >"$RES/profile.json" 2>&1 || true
 	callgrind_control -i off "$ETRND_PID" >/dev/null 2>&1 || log "profile: callgrind_control -i off failed"
-	etrnd_stop
-	ETRND_STOP_WAIT=30
+	# Under valgrind etrnd took 25-39 s from SIGTERM to its engine's stop
+	# here (4e02117 and 535782a alike), and a SIGKILL leaves callgrind.out
+	# empty: it is written at exit.
+	ETRND_STOP_WAIT=180 etrnd_stop
 	ETRND=$ETRND_REAL
 	callgrind_annotate --inclusive=no "$WORK/callgrind.out" 2>/dev/null | \
 		grep -E '^ *[0-9,]+ \(' | head -n 16 >"$RES/profile.self" || true

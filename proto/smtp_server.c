@@ -1721,9 +1721,9 @@ static int smtp_data_dot_cr(struct smtp_tx *tx, const struct smtp_limits *lim,
 
 /* A line at a time (smtp_data_lines() takes the usual ones in bulk): how
  * many of the n octets at p are plain text, i.e. come before the first CR,
- * LF or NUL. One pass looks for all three, 16 octets
- * at a time where SSE2 is there (every x86-64): two memchr calls per line
- * and a NUL search beside them were a third of the ingest path. */
+ * LF or NUL. One pass looks for all three, 16 octets at a time where SSE2
+ * is there (every x86-64): two memchr calls per line and a NUL search
+ * beside them were a third of the ingest path. */
 static size_t smtp_data_scan(const char *p, size_t n)
 {
 	size_t i = 0;

@@ -1473,6 +1473,8 @@ static void t_bulk_same(enum t_conf conf, const char *body, size_t n, size_t pos
 			 (int)conf, c, pos);
 	cr_assert_str_eq(cut.tx, octets.tx, "conf %d, octet %d at %zu: transactions, cut",
 			 (int)conf, c, pos);
+	cr_assert_eq(cut.ev, octets.ev);
+	cr_assert_str_eq(cut.why, octets.why);
 }
 
 /* n octets of lines of len text octets and CRLF each. */
